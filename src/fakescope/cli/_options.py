@@ -1,0 +1,17 @@
+"""Typed option aliases shared by every command, so flags are spelled the same everywhere."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Registered model name, local path, or hf://owner/name. Default: the bundled model."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=0, help="Decoding threads (0 = decode inline).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+OutDirOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder or storage URI.")]

@@ -1,0 +1,86 @@
+"""The result objects every entry point returns and renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Verdict = Literal["ai", "real", "uncertain"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One piece of evidence: which kind, how strongly it says `ai` (P(ai) or None), and why.
+
+    `decisive` marks provenance strong enough to decide the verdict on its own
+    (a valid signed AI manifest, a decoded generator watermark).
+    """
+
+    kind: str
+    score: float | None
+    detail: str
+    decisive: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "score": self.score, "detail": self.detail}
+        if self.decisive:
+            out["decisive"] = True
+        if self.data:
+            out["data"] = self.data
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The answer for one image.
+
+    `probability` is the calibrated P(ai); `verdict` is `ai`, `real` or `uncertain`
+    (inside the model's uncertain band around `threshold`). `decided_by` names the
+    evidence kind that set the verdict. `heatmap` is a 2-D float array in [0, 1] when asked for.
+    """
+
+    source: str
+    probability: float | None
+    verdict: Verdict | None
+    threshold: float
+    model: str
+    evidence: tuple[Evidence, ...] = ()
+    decided_by: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    error: str | None = None
+    heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict: the record of the CLI's JSONL, the REST API and the web page."""
+        out: dict[str, Any] = {
+            "path": self.source,
+            "score": None if self.probability is None else round(float(self.probability), 6),
+            "label": self.verdict,
+            "threshold": self.threshold,
+            "model": self.model,
+            "evidence": [e.to_dict() for e in self.evidence],
+            "decided_by": self.decided_by,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+    @classmethod
+    def failed(cls, source: str, error: str, model: str, threshold: float) -> "Detection":
+        return cls(source=source, probability=None, verdict=None, threshold=threshold, model=model, error=error)
+

@@ -1,0 +1,177 @@
+"""Decode any supported image from bytes into an RGB PIL image, safely.
+
+The format is sniffed from the bytes (never the file name). EXIF orientation is applied,
+palette/alpha/CMYK/greyscale/16-bit inputs become 8-bit RGB, and decompression bombs or
+absurd sizes are refused with an `ImageLoadError` naming the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from fakescope.errors import ImageLoadError
+
+try:  # HEIC/HEIF (and AVIF on older Pillow) through pillow-heif
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    if hasattr(pillow_heif, "register_avif_opener"):
+        pillow_heif.register_avif_opener()
+except ImportError:  # pragma: no cover - pillow-heif is a core dependency
+    pillow_heif = None
+
+MAX_PIXELS = 200_000_000
+"""Refuse images above this many pixels (a 14k x 14k photo); Pillow's bomb check uses it too."""
+MIN_SIDE = 32
+"""Images with a side under this are refused; 64x64 and above are always scored."""
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+)
+_FTYP_BRANDS = {
+    b"avif": "AVIF", b"avis": "AVIF",
+    b"heic": "HEIF", b"heix": "HEIF", b"hevc": "HEIF", b"heim": "HEIF", b"heis": "HEIF",
+    b"mif1": "HEIF", b"msf1": "HEIF",
+}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Return the image format named by the leading bytes (`JPEG`, `PNG`, `WEBP`, ...) or None."""
+    for magic, offset, name in _SIGNATURES:
+        if data[offset:offset + len(magic)] == magic:
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[4:8] == b"ftyp":
+        brands = [data[8:12]] + [data[i:i + 4] for i in range(16, min(len(data), 64), 4)]
+        for brand in brands:
+            if brand in _FTYP_BRANDS:
+                return _FTYP_BRANDS[brand]
+    return None
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image plus what the loader learned about the original bytes."""
+
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+    data: bytes | None = None
+    """The original encoded bytes, kept for metadata and provenance checks."""
+
+
+def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
+    """Decode encoded image bytes into 8-bit RGB, applying EXIF orientation.
+
+    Raises:
+        ImageLoadError: empty or unrecognised bytes, a decompression bomb, a truncated
+            or corrupt file, or an image with a side under `MIN_SIDE` pixels.
+    """
+    if not data:
+        raise ImageLoadError("empty file")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageLoadError("not an image (unrecognised file signature)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageLoadError(f"image too large: {w}x{h} exceeds {MAX_PIXELS:,} pixels")
+            img.seek(0)  # first frame of animations
+            img.load()
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(f"refused as a decompression bomb: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise ImageLoadError(f"corrupt or unsupported {fmt} image: {exc}") from None
+    rgb = to_rgb(img)
+    if min(rgb.size) < MIN_SIDE:
+        raise ImageLoadError(f"image too small: {rgb.width}x{rgb.height} (minimum side {MIN_SIDE} px)")
+    return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Return an 8-bit RGB copy: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF must not lose the pixels
+        pass
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_bytes: bool = True) -> LoadedImage:
+    """Load a path, encoded bytes, a PIL image or an HxWx3 / HxW uint8 array as RGB.
+
+    Example:
+        >>> load_image(Image.new("RGB", (64, 64))).width
+        64
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(source), keep_bytes=keep_bytes)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except IsADirectoryError:
+            raise ImageLoadError(f"{path} is a directory") from None
+        except FileNotFoundError:
+            raise ImageLoadError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise ImageLoadError(f"{path}: {exc.strerror or exc}") from None
+        return decode_image(data, keep_bytes=keep_bytes)
+    if isinstance(source, Image.Image):
+        rgb = to_rgb(source)
+        return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None)
+    if isinstance(source, np.ndarray):
+        return LoadedImage(*_from_array(source))
+    raise ImageLoadError(f"cannot read an image from {type(source).__name__}")
+
+
+def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[2] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr * 255.0 if arr.max() <= 1.0 else arr, 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageLoadError(f"array of shape {arr.shape} is not an image")
+    img = to_rgb(Image.fromarray(arr))
+    if min(img.size) < MIN_SIDE:
+        raise ImageLoadError(f"image too small: {img.width}x{img.height} (minimum side {MIN_SIDE} px)")
+    return img, "array", img.width, img.height, None
