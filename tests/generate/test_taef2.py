@@ -1,0 +1,97 @@
+"""The taef2 autoencoder: architecture with random weights, strict loading, and a real round trip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fakescope.errors import ConfigError, ModelLoadError
+from fakescope.generate.taef2 import TAEF2, WEIGHTS_ENV, build_decoder, build_encoder, resolve_weights_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _shared_data() -> Path:
+    root = Path(os.environ.get("FAKESCOPE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    if not root.is_dir():
+        pytest.skip(f"shared data not found at {root} (set FAKESCOPE_SHARED_DATA)")
+    return root
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(10 * np.log10(255**2 / np.mean((x - y) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def random_taef2() -> TAEF2:
+    torch.manual_seed(0)
+    return TAEF2(device="cpu", batch_size=2)
+
+
+def test_architecture_has_published_keys_and_sizes():
+    encoder, decoder = build_encoder().state_dict(), build_decoder().state_dict()
+    assert len(encoder) == 79 and len(decoder) == 79
+    assert encoder["11.pool.0.weight"].shape == (256, 64, 1, 1)
+    assert "2.bias" not in encoder and encoder["14.weight"].shape == (32, 64, 3, 3)
+    assert decoder["1.weight"].shape == (64, 32, 3, 3) and decoder["19.weight"].shape == (3, 64, 3, 3)
+    assert "7.bias" not in decoder and "3.pool.1.bias" in decoder and "8.pool.0.weight" not in decoder
+
+
+def test_latent_shape_and_odd_sizes_round_trip_to_source_shape(random_taef2):
+    x = torch.rand(3, 3, 37, 50)
+    assert random_taef2.encoder(torch.rand(1, 3, 64, 48)).shape == (1, 32, 8, 6)
+    out = random_taef2.reconstruct_tensor(x)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_reconstruct_keeps_order_and_size_across_batches(random_taef2):
+    sizes = [(40, 33), (64, 64), (40, 33), (40, 33), (17, 90)]
+    images = [Image.new("RGB", size, (i * 40, 100, 200)) for i, size in enumerate(sizes)]
+    fakes = random_taef2.reconstruct(images)
+    assert [fake.size for fake in fakes] == sizes
+    assert all(fake.mode == "RGB" for fake in fakes)
+    assert np.array_equal(np.asarray(fakes[0]), np.asarray(random_taef2.reconstruct([images[0]])[0]))
+
+
+def test_from_dir_is_strict_about_keys(tmp_path, random_taef2):
+    torch.save(random_taef2.encoder.state_dict(), tmp_path / "taef2_encoder.pth")
+    decoder = random_taef2.decoder.state_dict()
+    decoder.pop("19.bias")
+    torch.save(decoder, tmp_path / "taef2_decoder.pth")
+    with pytest.raises(ModelLoadError, match="19.bias"):
+        TAEF2.from_dir(tmp_path)
+    with pytest.raises(ModelLoadError, match="not found"):
+        TAEF2.from_dir(tmp_path / "missing")
+
+
+def test_weights_dir_from_env_and_missing_default(tmp_path, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    assert resolve_weights_dir() == tmp_path
+    monkeypatch.delenv(WEIGHTS_ENV)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=WEIGHTS_ENV):
+        resolve_weights_dir()
+
+
+@pytest.mark.shared
+def test_real_weights_load_strictly_and_reconstruct_a_photo():
+    data = _shared_data()
+    weights = data / "generators" / "taef2"
+    photos = sorted((data / "real-imagenet-sample").glob("*.JPEG"))
+    if not photos or not weights.is_dir():
+        pytest.skip(f"taef2 weights or imagenet sample missing under {data}")
+    taef2 = TAEF2.from_dir(weights, device="cpu")
+    photo = Image.open(photos[0]).convert("RGB").resize((256, 256), Image.BICUBIC)
+    odd = photo.crop((0, 0, 251, 203))
+    fake, fake_odd = taef2.reconstruct([photo, odd])
+    assert fake.size == (256, 256) and fake_odd.size == (251, 203)
+    assert _psnr(photo, fake) > 20.0
+    assert _psnr(odd, fake_odd) > 20.0
+    assert not np.array_equal(np.asarray(photo), np.asarray(fake))
