@@ -1,5 +1,18 @@
 """Reading images and inputs: format sniffing, safe decoding, input expansion and storage URIs."""
 
 from fakescope.io.image import LoadedImage, decode_image, load_image, sniff_format
+from fakescope.io.storage import (
+    Storage,
+    exists,
+    get_storage,
+    is_remote,
+    join,
+    list_files,
+    read_bytes,
+    write_bytes,
+)
 
-__all__ = ["LoadedImage", "decode_image", "load_image", "sniff_format"]
+__all__ = [
+    "LoadedImage", "decode_image", "load_image", "sniff_format",
+    "Storage", "exists", "get_storage", "is_remote", "join", "list_files", "read_bytes", "write_bytes",
+]

@@ -1,0 +1,226 @@
+"""Google Drive backend (Drive v3 through google-api-python-client).
+
+`gdrive://FOLDER_ID/sub/path/name.png` names a file by its path below a Drive folder. Credentials:
+a service-account JSON named by `GOOGLE_APPLICATION_CREDENTIALS`, an OAuth authorized-user token
+file named by `FAKESCOPE_GDRIVE_TOKEN`, or Google's application-default credentials.
+`FAKESCOPE_GDRIVE_ENDPOINT` (e.g. `http://127.0.0.1:8080`) points the client at another server.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from fakescope.errors import StorageError
+from fakescope.io.storage import normalise_suffixes
+
+FOLDER_MIME = "application/vnd.google-apps.folder"
+SCOPES = ["https://www.googleapis.com/auth/drive"]
+_CHUNK = 256 * 1024
+
+
+def split_drive_uri(uri: str) -> tuple[str, list[str]]:
+    """Split `gdrive://folder-id/a/b` into `("folder-id", ["a", "b"])`."""
+    rest = uri[len("gdrive://"):]
+    folder_id, *parts = [p for p in rest.split("/") if p] or [""]
+    if not folder_id:
+        raise StorageError(f"no folder id in {uri!r}; expected gdrive://folder-id/path")
+    return folder_id, parts
+
+
+def load_credentials() -> Any:
+    """Credentials from the environment or Google's standard configuration, else `StorageError`."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
+
+    try:
+        if path := os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+            return service_account.Credentials.from_service_account_file(path, scopes=SCOPES)
+        if path := os.environ.get("FAKESCOPE_GDRIVE_TOKEN"):
+            return user_credentials.Credentials.from_authorized_user_file(path, scopes=SCOPES)
+        return google.auth.default(scopes=SCOPES)[0]
+    except (OSError, ValueError, DefaultCredentialsError) as exc:
+        raise StorageError(
+            "no usable Google Drive credentials: set GOOGLE_APPLICATION_CREDENTIALS (service account) "
+            f"or FAKESCOPE_GDRIVE_TOKEN (OAuth token file) ({type(exc).__name__})"
+        ) from None
+
+
+def make_service(credentials: Any = None) -> Any:
+    """Build a Drive v3 client offline, honouring `FAKESCOPE_GDRIVE_ENDPOINT`."""
+    import google_auth_httplib2
+    import httplib2
+    from googleapiclient.discovery import build
+
+    credentials = credentials or load_credentials()
+    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=60))
+    options = {}
+    if endpoint := os.environ.get("FAKESCOPE_GDRIVE_ENDPOINT"):
+        options["api_endpoint"] = endpoint.rstrip("/") + "/drive/v3/"
+    return build("drive", "v3", http=http, client_options=options, static_discovery=True, cache_discovery=False)
+
+
+def _quote(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("'", "\\'")
+
+
+class DriveStorage:
+    """Files below Google Drive folders, addressed by path.
+
+    Args:
+        service: A Drive v3 client to reuse; built from the environment when omitted.
+        page_size: Files asked for per `files.list` request.
+        resumable_threshold: Uploads of at least this many bytes use the resumable protocol
+            (in 256 KiB chunks); smaller ones one multipart request.
+    """
+
+    def __init__(self, service: Any = None, *, page_size: int = 1000, resumable_threshold: int = 5 * 2**20):
+        self.page_size = page_size
+        self.resumable_threshold = resumable_threshold
+        self._service = service
+
+    @property
+    def service(self) -> Any:
+        if self._service is None:
+            self._service = make_service()
+        return self._service
+
+    def read_bytes(self, uri: str) -> bytes:
+        with _translated_errors("read", uri):
+            item = self._resolve(uri)
+            if item is None:
+                raise StorageError(f"no such file: {uri}")
+            if item["mimeType"] == FOLDER_MIME:
+                raise StorageError(f"{uri} is a folder, not a file")
+            return self.service.files().get_media(fileId=item["id"], supportsAllDrives=True).execute()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        from googleapiclient.http import MediaIoBaseUpload
+
+        folder_id, parts = split_drive_uri(uri)
+        if not parts:
+            raise StorageError(f"cannot write to {uri}: it names a folder, not a file")
+        mime = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
+        resumable = len(data) >= self.resumable_threshold
+        media = MediaIoBaseUpload(io.BytesIO(data), mimetype=mime, chunksize=_CHUNK, resumable=resumable)
+        with _translated_errors("write", uri):
+            parent = folder_id
+            for name in parts[:-1]:
+                parent = self._child_folder(parent, name)
+            existing = self._find_child(parent, parts[-1])
+            files = self.service.files()
+            if existing is not None:
+                files.update(fileId=existing["id"], media_body=media, supportsAllDrives=True).execute()
+            else:
+                body = {"name": parts[-1], "parents": [parent]}
+                files.create(body=body, media_body=media, fields="id", supportsAllDrives=True).execute()
+
+    def exists(self, uri: str) -> bool:
+        with _translated_errors("check", uri):
+            item = self._resolve(uri)
+            if item is None:
+                return False
+            if item["mimeType"] != FOLDER_MIME:
+                return True
+            return next(iter(self._children(item["id"], page_size=1)), None) is not None
+
+    def list_files(
+        self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
+    ) -> Iterator[str]:
+        with _translated_errors("list", uri):
+            item = self._resolve(uri)
+        if item is None or item["mimeType"] != FOLDER_MIME:
+            raise StorageError(f"no such folder: {uri}")
+        return self._walk(uri.rstrip("/"), item["id"], normalise_suffixes(suffixes), recursive)
+
+    def _walk(self, uri: str, folder_id: str, suffixes: tuple[str, ...] | None, recursive: bool) -> Iterator[str]:
+        subfolders = []
+        with _translated_errors("list", uri):
+            for page in self._pages(folder_id, self.page_size):
+                for item in sorted(page, key=lambda f: f["name"]):
+                    if item["mimeType"] == FOLDER_MIME:
+                        subfolders.append(item)
+                    elif suffixes is None or item["name"].lower().endswith(suffixes):
+                        yield f"{uri}/{item['name']}"
+        if recursive:
+            for folder in sorted(subfolders, key=lambda f: f["name"]):
+                yield from self._walk(f"{uri}/{folder['name']}", folder["id"], suffixes, recursive)
+
+    def _resolve(self, uri: str) -> dict[str, str] | None:
+        folder_id, parts = split_drive_uri(uri)
+        item = {"id": folder_id, "name": "", "mimeType": FOLDER_MIME}
+        for name in parts:
+            item = self._find_child(item["id"], name)
+            if item is None:
+                return None
+        return item
+
+    def _find_child(self, parent: str, name: str) -> dict[str, str] | None:
+        query = f"'{_quote(parent)}' in parents and name = '{_quote(name)}' and trashed = false"
+        response = self.service.files().list(
+            q=query, fields="files(id,name,mimeType)", pageSize=10,
+            supportsAllDrives=True, includeItemsFromAllDrives=True,
+        ).execute()
+        found = response.get("files", [])
+        return found[0] if found else None
+
+    def _child_folder(self, parent: str, name: str) -> str:
+        existing = self._find_child(parent, name)
+        if existing is not None:
+            return existing["id"]
+        body = {"name": name, "mimeType": FOLDER_MIME, "parents": [parent]}
+        return self.service.files().create(body=body, fields="id", supportsAllDrives=True).execute()["id"]
+
+    def _children(self, folder_id: str, page_size: int) -> Iterator[dict[str, str]]:
+        for page in self._pages(folder_id, page_size):
+            yield from page
+
+    def _pages(self, folder_id: str, page_size: int) -> Iterator[list[dict[str, str]]]:
+        token = None
+        while True:
+            response = self.service.files().list(
+                q=f"'{_quote(folder_id)}' in parents and trashed = false",
+                fields="nextPageToken, files(id,name,mimeType)", pageSize=page_size, pageToken=token,
+                supportsAllDrives=True, includeItemsFromAllDrives=True,
+            ).execute()
+            yield response.get("files", [])
+            token = response.get("nextPageToken")
+            if not token:
+                return
+
+
+class _translated_errors:
+    """Turn Drive/HTTP/auth errors into a one-line `StorageError`, never echoing tokens."""
+
+    def __init__(self, action: str, uri: str):
+        self.action, self.uri = action, uri
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, StorageError) or isinstance(exc, GeneratorExit):
+            return False
+        from google.auth.exceptions import GoogleAuthError
+        from googleapiclient.errors import HttpError
+
+        if isinstance(exc, HttpError):
+            status = int(exc.resp.status)
+            if status == 404:
+                message = f"no such file or folder: {self.uri}"
+            elif status in (401, 403):
+                message = f"access denied to {self.action} {self.uri} (check the Google credentials)"
+            else:
+                message = f"cannot {self.action} {self.uri}: Drive returned HTTP {status}"
+        elif isinstance(exc, GoogleAuthError):
+            message = f"access denied to {self.action} {self.uri}: Google credentials were refused"
+        elif isinstance(exc, OSError):
+            message = f"cannot {self.action} {self.uri}: Google Drive unreachable ({type(exc).__name__})"
+        else:
+            return False
+        raise StorageError(message) from exc

@@ -1,0 +1,78 @@
+"""Local-folder backend: plain paths and `file://` URIs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+from fakescope.errors import StorageError
+from fakescope.io.storage import normalise_suffixes
+
+_FILE_PREFIX = "file://"
+
+
+def _path_of(uri: str) -> str:
+    return uri[len(_FILE_PREFIX):] if uri.startswith(_FILE_PREFIX) else uri
+
+
+def _error(action: str, uri: str, exc: OSError) -> StorageError:
+    if isinstance(exc, FileNotFoundError):
+        return StorageError(f"no such file or folder: {uri}")
+    if isinstance(exc, PermissionError):
+        return StorageError(f"permission denied to {action} {uri}")
+    if isinstance(exc, IsADirectoryError):
+        return StorageError(f"{uri} is a folder, not a file")
+    return StorageError(f"cannot {action} {uri}: {exc.strerror or exc}")
+
+
+class LocalStorage:
+    """Files on this machine; writes go to a temporary file first and are renamed into place."""
+
+    def read_bytes(self, uri: str) -> bytes:
+        try:
+            with open(_path_of(uri), "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise _error("read", uri, exc) from None
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        path = _path_of(uri)
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
+        except OSError as exc:
+            raise _error("write", uri, exc) from None
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            os.unlink(tmp)
+            raise _error("write", uri, exc) from None
+
+    def exists(self, uri: str) -> bool:
+        path = _path_of(uri)
+        return os.path.isfile(path) or (os.path.isdir(path) and any(os.scandir(path)))
+
+    def list_files(
+        self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
+    ) -> Iterator[str]:
+        root = _path_of(uri)
+        if not os.path.isdir(root):
+            raise StorageError(f"no such folder: {uri}")
+        return self._walk(uri, root, normalise_suffixes(suffixes), recursive)
+
+    @staticmethod
+    def _walk(uri: str, root: str, suffixes: tuple[str, ...] | None, recursive: bool) -> Iterator[str]:
+        prefix = _FILE_PREFIX if uri.startswith(_FILE_PREFIX) else ""
+        for folder, dirs, files in os.walk(root, onerror=None):
+            dirs.sort()
+            if not recursive:
+                dirs.clear()
+            for name in sorted(files):
+                if name.startswith(".") and name.endswith(".part"):
+                    continue
+                if suffixes is None or name.lower().endswith(suffixes):
+                    yield prefix + os.path.join(folder, name)

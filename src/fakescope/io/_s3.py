@@ -1,0 +1,156 @@
+"""S3 backend (boto3): AWS or any S3-compatible server named by `AWS_ENDPOINT_URL(_S3)`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from fakescope.errors import StorageError
+from fakescope.io.storage import normalise_suffixes
+
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
+_MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """Split `s3://bucket/key` into `(bucket, key)`; the key may be empty."""
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"no bucket in {uri!r}; expected s3://bucket/prefix")
+    return bucket, key
+
+
+def make_client(**kwargs: Any) -> Any:
+    """Build a boto3 S3 client from the environment and the standard AWS configuration."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    config = Config(
+        retries={"max_attempts": 2, "mode": "standard"},
+        s3={"addressing_style": "path"} if endpoint else {},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    kwargs.setdefault("endpoint_url", endpoint)
+    return boto3.session.Session().client("s3", config=config, **kwargs)
+
+
+class S3Storage:
+    """Objects in S3 buckets; `page_size` is the number of keys asked for per listing request.
+
+    Args:
+        client: A boto3 S3 client to reuse; built from the environment when omitted.
+        page_size: Keys per `ListObjectsV2` page (at most 1000).
+    """
+
+    def __init__(self, client: Any = None, *, page_size: int = 1000):
+        self.page_size = page_size
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_client()
+        return self._client
+
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = split_s3_uri(uri)
+        with _translated_errors("read", uri, bucket):
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        bucket, key = split_s3_uri(uri)
+        if not key or key.endswith("/"):
+            raise StorageError(f"cannot write to {uri}: it names a bucket or folder, not a file")
+        with _translated_errors("write", uri, bucket):
+            self.client.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = split_s3_uri(uri)
+        from botocore.exceptions import ClientError
+
+        if key and not key.endswith("/"):
+            try:
+                with _translated_errors("check", uri, bucket):
+                    self.client.head_object(Bucket=bucket, Key=key)
+                return True
+            except StorageError as exc:
+                if not isinstance(exc.__cause__, ClientError) or _code(exc.__cause__) not in _MISSING_KEY:
+                    raise
+        prefix = key.rstrip("/") + "/" if key else ""
+        try:
+            with _translated_errors("list", uri, bucket):
+                page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) == "NoSuchBucket":
+                return False
+            raise
+        return page.get("KeyCount", 0) > 0
+
+    def list_files(
+        self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
+    ) -> Iterator[str]:
+        bucket, key = split_s3_uri(uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        return self._pages(uri, bucket, prefix, normalise_suffixes(suffixes), recursive)
+
+    def _pages(
+        self, uri: str, bucket: str, prefix: str, suffixes: tuple[str, ...] | None, recursive: bool
+    ) -> Iterator[str]:
+        request = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": min(self.page_size, 1000)}
+        if not recursive:
+            request["Delimiter"] = "/"
+        while True:
+            with _translated_errors("list", uri, bucket):
+                page = self.client.list_objects_v2(**request)
+            keys = sorted(item["Key"] for item in page.get("Contents", ()))
+            for key in keys:
+                if key.endswith("/"):
+                    continue
+                if suffixes is None or key.lower().endswith(suffixes):
+                    yield f"s3://{bucket}/{key}"
+            if not page.get("IsTruncated"):
+                return
+            request["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class _translated_errors:
+    """Turn botocore errors into a one-line `StorageError` (kept as `__cause__`, never showing keys)."""
+
+    def __init__(self, action: str, uri: str, bucket: str):
+        self.action, self.uri, self.bucket = action, uri, bucket
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, StorageError):
+            return False
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+        if isinstance(exc, ClientError):
+            code = _code(exc)
+            if code == "NoSuchBucket":
+                message = f"s3 bucket {self.bucket!r} does not exist"
+            elif code in _DENIED:
+                message = f"access denied to {self.action} {self.uri} (check the AWS credentials)"
+            elif code in _MISSING_KEY:
+                message = f"no such file: {self.uri}"
+            else:
+                message = f"cannot {self.action} {self.uri}: S3 error {code or 'unknown'}"
+        elif isinstance(exc, NoCredentialsError):
+            message = f"cannot {self.action} {self.uri}: no AWS credentials (set AWS_ACCESS_KEY_ID or a profile)"
+        elif isinstance(exc, EndpointConnectionError):
+            message = f"cannot {self.action} {self.uri}: S3 endpoint unreachable"
+        elif isinstance(exc, BotoCoreError):
+            message = f"cannot {self.action} {self.uri}: {type(exc).__name__}"
+        else:
+            return False
+        raise StorageError(message) from exc

@@ -1,0 +1,163 @@
+"""One small interface over local folders, S3 buckets and Google Drive folders.
+
+URIs: plain paths or `file://...`, `s3://bucket/prefix/key` and `gdrive://folder-id/sub/path`.
+Credentials come only from the environment, a `.env` file (read once, never overriding the
+environment) or the standard AWS/Google configuration, and never appear in messages.
+
+Example:
+    >>> from fakescope.io import storage
+    >>> storage.write_bytes("/tmp/fakescope-demo/a.txt", b"hi")
+    >>> list(storage.list_files("/tmp/fakescope-demo", suffixes=(".txt",)))
+    ['/tmp/fakescope-demo/a.txt']
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from fakescope.errors import StorageError
+
+REMOTE_SCHEMES = ("s3", "gdrive")
+
+_dotenv_lock = threading.Lock()
+_dotenv_loaded = False
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What every backend offers; each method takes a full URI of its own scheme."""
+
+    def read_bytes(self, uri: str) -> bytes: ...
+
+    def write_bytes(self, uri: str, data: bytes) -> None: ...
+
+    def exists(self, uri: str) -> bool: ...
+
+    def list_files(
+        self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
+    ) -> Iterator[str]: ...
+
+
+def scheme_of(uri: str) -> str:
+    """Return `file`, `s3` or `gdrive` for a URI; plain paths are `file`."""
+    if "://" not in uri:
+        return "file"
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme in ("file", *REMOTE_SCHEMES):
+        return scheme
+    raise StorageError(f"unsupported storage scheme {scheme!r} in {uri!r}; use a path, s3:// or gdrive://")
+
+
+def is_remote(uri: str) -> bool:
+    """True for `s3://` and `gdrive://` URIs, False for local paths and `file://`."""
+    return scheme_of(uri) in REMOTE_SCHEMES
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a path or URI with `/`, keeping the scheme.
+
+    Example:
+        >>> join("s3://bucket/data", "real", "0001.png")
+        's3://bucket/data/real/0001.png'
+    """
+    if scheme_of(uri) == "file" and "://" not in uri:
+        return os.path.join(uri, *parts)
+    result = uri
+    for part in parts:
+        part = part.strip("/")
+        if part:
+            result = result.rstrip("/") + "/" + part if not result.endswith("://") else result + part
+    return result
+
+
+def get_storage(uri: str) -> Storage:
+    """Return the backend that serves `uri`; clients are built once and reused.
+
+    The cached S3 and Drive clients are keyed by the endpoint and credential settings in the
+    environment, so changing them (as tests do) yields a fresh client.
+    """
+    scheme = scheme_of(uri)
+    if scheme == "file":
+        return _local_storage()
+    load_env_file()
+    if scheme == "s3":
+        keys = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION")
+        return _s3_storage(tuple(os.environ.get(k) for k in keys))
+    keys = ("FAKESCOPE_GDRIVE_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS", "FAKESCOPE_GDRIVE_TOKEN")
+    return _gdrive_storage(tuple(os.environ.get(k) for k in keys))
+
+
+def read_bytes(uri: str) -> bytes:
+    """Read a whole file; a missing file or denied access raises `StorageError`."""
+    return get_storage(uri).read_bytes(uri)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file, creating parent folders; local writes are atomic (temp file + rename)."""
+    get_storage(uri).write_bytes(uri, data)
+
+
+def exists(uri: str) -> bool:
+    """True if `uri` names an existing file or a non-empty folder/prefix."""
+    return get_storage(uri).exists(uri)
+
+
+def list_files(uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True) -> Iterator[str]:
+    """Yield the full URI (or path) of every file under `uri`.
+
+    Args:
+        uri: A folder, prefix or Drive folder.
+        suffixes: Keep only names ending with one of these (case-insensitive, e.g. `(".png", ".jpg")`).
+        recursive: Descend into sub-folders; otherwise list only the folder's own files.
+
+    Names are sorted within each listing page; remote listings are paged transparently.
+    """
+    return get_storage(uri).list_files(uri, suffixes=suffixes, recursive=recursive)
+
+
+def normalise_suffixes(suffixes: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Lower-case suffixes with a leading dot, for backends to match names against."""
+    if suffixes is None:
+        return None
+    return tuple(s.lower() if s.startswith(".") else "." + s.lower() for s in suffixes)
+
+
+def load_env_file() -> None:
+    """Read `.env` from the working directory upwards once, never overriding the environment."""
+    global _dotenv_loaded
+    with _dotenv_lock:
+        if _dotenv_loaded:
+            return
+        _dotenv_loaded = True
+        try:
+            from dotenv import find_dotenv, load_dotenv
+        except ImportError:  # python-dotenv is a core dependency; tolerate its absence
+            return
+        path = find_dotenv(usecwd=True)
+        if path:
+            load_dotenv(path, override=False)
+
+
+@functools.cache
+def _local_storage() -> Storage:
+    from fakescope.io._local import LocalStorage
+
+    return LocalStorage()
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_storage(settings: tuple[str | None, ...]) -> Storage:
+    from fakescope.io._s3 import S3Storage
+
+    return S3Storage()
+
+
+@functools.lru_cache(maxsize=8)
+def _gdrive_storage(settings: tuple[str | None, ...]) -> Storage:
+    from fakescope.io._gdrive import DriveStorage
+
+    return DriveStorage()
