@@ -9,6 +9,7 @@ file named by `FAKESCOPE_GDRIVE_TOKEN`, or Google's application-default credenti
 from __future__ import annotations
 
 import io
+import json
 import mimetypes
 import os
 from collections.abc import Iterator
@@ -52,17 +53,23 @@ def load_credentials() -> Any:
 
 
 def make_service(credentials: Any = None) -> Any:
-    """Build a Drive v3 client offline, honouring `FAKESCOPE_GDRIVE_ENDPOINT`."""
+    """Build a Drive v3 client offline from the bundled discovery document.
+
+    `FAKESCOPE_GDRIVE_ENDPOINT` replaces the document's root URL, so API calls and media
+    uploads (which `client_options.api_endpoint` would leave on https) both go there.
+    """
     import google_auth_httplib2
-    import httplib2
-    from googleapiclient.discovery import build
+    from googleapiclient.discovery import build_from_document
+    from googleapiclient.discovery_cache import get_static_doc
+    from googleapiclient.http import build_http
 
     credentials = credentials or load_credentials()
-    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=60))
-    options = {}
+    http = google_auth_httplib2.AuthorizedHttp(credentials, http=build_http())
+    document = json.loads(get_static_doc("drive", "v3"))
     if endpoint := os.environ.get("FAKESCOPE_GDRIVE_ENDPOINT"):
-        options["api_endpoint"] = endpoint.rstrip("/") + "/drive/v3/"
-    return build("drive", "v3", http=http, client_options=options, static_discovery=True, cache_discovery=False)
+        document["rootUrl"] = endpoint.rstrip("/") + "/"
+        document["baseUrl"] = document["rootUrl"] + document["servicePath"]
+    return build_from_document(document, http=http)
 
 
 def _quote(name: str) -> str:
@@ -206,7 +213,7 @@ class _translated_errors:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
         if exc is None or isinstance(exc, StorageError) or isinstance(exc, GeneratorExit):
             return False
-        from google.auth.exceptions import GoogleAuthError
+        from google.auth.exceptions import GoogleAuthError, TransportError
         from googleapiclient.errors import HttpError
 
         if isinstance(exc, HttpError):
@@ -217,6 +224,8 @@ class _translated_errors:
                 message = f"access denied to {self.action} {self.uri} (check the Google credentials)"
             else:
                 message = f"cannot {self.action} {self.uri}: Drive returned HTTP {status}"
+        elif isinstance(exc, TransportError):
+            message = f"cannot {self.action} {self.uri}: Google Drive or its token server unreachable"
         elif isinstance(exc, GoogleAuthError):
             message = f"access denied to {self.action} {self.uri}: Google credentials were refused"
         elif isinstance(exc, OSError):

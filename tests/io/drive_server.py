@@ -1,0 +1,226 @@
+"""A small in-memory HTTP server speaking the Drive v3 subset the gdrive:// backend uses.
+
+Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageSize/pageToken paging),
+`files.get` with `alt=media`, `files.create` (folders), simple, multipart and resumable uploads
+for `files.create`/`files.update`.
+Requests must carry `Authorization: Bearer <token>` (others get 401); `readonly_token` may
+list and download but gets 403 `insufficientPermissions` on every write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from collections import Counter
+from pathlib import Path
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+FOLDER_MIME = "application/vnd.google-apps.folder"
+DRIVE_TOKEN = "fakescope-test-token"
+DRIVE_READONLY_TOKEN = "fakescope-readonly-token"
+_CLAUSE = re.compile(r"""'((?:[^'\\]|\\.)*)' in parents|name = '((?:[^'\\]|\\.)*)'|trashed = false""")
+
+
+def _unquote(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def write_token_file(path: Path, token: str) -> Path:
+    """An OAuth authorized-user file whose access token is valid for centuries (no refresh call)."""
+    path.write_text(json.dumps({
+        "token": token, "refresh_token": "unused-refresh", "client_id": "test-client",
+        "client_secret": "test-secret", "expiry": "2999-01-01T00:00:00Z",
+    }))
+    return path
+
+
+class DriveServer:
+    """Serve an in-memory Drive on 127.0.0.1 at a free port; `root_id` is an empty folder to start from."""
+
+    def __init__(self, token: str, readonly_token: str):
+        self.token = token
+        self.readonly_token = readonly_token
+        self.root_id = "root-folder"
+        self.calls: Counter[str] = Counter()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.reset()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def reset(self) -> None:
+        """Forget every file and counter; keep one empty root folder."""
+        with self._lock:
+            self.files = {self.root_id: {"id": self.root_id, "name": "root", "mimeType": FOLDER_MIME, "parents": []}}
+            self.contents: dict[str, bytes] = {}
+            self.sessions: dict[str, dict] = {}
+            self.calls.clear()
+
+    def add(self, name: str, parent: str, data: bytes | None = None) -> str:
+        """Create a file (or a folder when `data` is None) directly; returns its id."""
+        with self._lock:
+            file_id = f"id{next(self._ids)}"
+            mime = FOLDER_MIME if data is None else "application/octet-stream"
+            self.files[file_id] = {"id": file_id, "name": name, "mimeType": mime, "parents": [parent]}
+            if data is not None:
+                self.contents[file_id] = data
+            return file_id
+
+    def query(self, q: str) -> list[dict]:
+        parents = names = None
+        for match in _CLAUSE.finditer(q):
+            if match.group(1) is not None:
+                parents = _unquote(match.group(1))
+            elif match.group(2) is not None:
+                names = _unquote(match.group(2))
+        with self._lock:
+            found = [f for f in self.files.values()
+                     if (parents is None or parents in f["parents"]) and (names is None or f["name"] == names)]
+        return sorted(found, key=lambda f: f["id"])
+
+
+def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def _send(self, status: int, body: bytes = b"", kind: str = "application/json", headers=()) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, payload: dict, headers=()) -> None:
+            self._send(status, json.dumps(payload).encode(), headers=headers)
+
+        def _error(self, status: int, reason: str) -> None:
+            self._json(status, {"error": {"code": status, "message": reason, "errors": [{"reason": reason}]}})
+
+        def _body(self) -> bytes:
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _authorised(self, write: bool = False) -> bool:
+            auth = self.headers.get("Authorization")
+            if auth == f"Bearer {drive.token}" or (auth == f"Bearer {drive.readonly_token}" and not write):
+                return True
+            self._body()
+            if auth == f"Bearer {drive.readonly_token}":
+                self._error(403, "insufficientPermissions")
+            else:
+                self._error(401, "authError")
+            return False
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            if not self._authorised():
+                return
+            if url.path == "/drive/v3/files":
+                drive.calls["list"] += 1
+                found = drive.query(params.get("q", ""))
+                start = int(params.get("pageToken") or 0)
+                size = int(params.get("pageSize") or 100)
+                page = [{k: f[k] for k in ("id", "name", "mimeType")} for f in found[start:start + size]]
+                payload = {"files": page}
+                if start + size < len(found):
+                    payload["nextPageToken"] = str(start + size)
+                return self._json(200, payload)
+            match = re.fullmatch(r"/drive/v3/files/([^/]+)", url.path)
+            if match and params.get("alt") == "media":
+                drive.calls["download"] += 1
+                data = drive.contents.get(match.group(1))
+                if data is None:
+                    return self._error(404, "notFound")
+                return self._send(200, data, "application/octet-stream")
+            self._error(404, "notFound")
+
+        def do_POST(self) -> None:
+            url = urlparse(self.path)
+            if not self._authorised(write=True):
+                return
+            self._write(url, file_id=None)
+
+        def do_PATCH(self) -> None:
+            url = urlparse(self.path)
+            match = re.fullmatch(r"/(?:upload/)?drive/v3/files/([^/]+)", url.path)
+            if not self._authorised(write=True):
+                return
+            if not match or match.group(1) not in drive.files:
+                self._body()
+                return self._error(404, "notFound")
+            self._write(url, file_id=match.group(1))
+
+        def do_PUT(self) -> None:
+            url = urlparse(self.path)
+            session = drive.sessions.get(parse_qs(url.query).get("upload_id", [""])[0])
+            if not self._authorised(write=True):
+                return
+            if session is None:
+                self._body()
+                return self._error(404, "notFound")
+            chunk = self._body()
+            drive.calls["resumable_chunk"] += 1
+            session["data"] += chunk
+            total = self.headers.get("Content-Range", "").rpartition("/")[2]
+            if total == "*" or len(session["data"]) < int(total):
+                end = len(session["data"]) - 1
+                return self._send(308, headers=[("Range", f"bytes=0-{end}")])
+            self._json(200, self._store(session["meta"], session["data"], session["file_id"]))
+
+        def _write(self, url, file_id: str | None) -> None:
+            params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            body = self._body()
+            upload = params.get("uploadType")
+            if upload == "multipart":
+                drive.calls["multipart"] += 1
+                meta, data = _split_multipart(self.headers["Content-Type"], body)
+                return self._json(200, self._store(meta, data, file_id))
+            if upload == "media":
+                drive.calls["media"] += 1
+                return self._json(200, self._store({"name": "untitled"}, body, file_id))
+            if upload == "resumable":
+                drive.calls["resumable_start"] += 1
+                session_id = f"s{next(drive._ids)}"
+                drive.sessions[session_id] = {"meta": json.loads(body or b"{}"), "data": b"", "file_id": file_id}
+                location = f"{drive.url}{url.path}?uploadType=resumable&upload_id={session_id}"
+                return self._send(200, headers=[("Location", location)])
+            drive.calls["create"] += 1
+            return self._json(200, self._store(json.loads(body or b"{}"), None, file_id))
+
+        def _store(self, meta: dict, data: bytes | None, file_id: str | None) -> dict:
+            if file_id is not None:
+                drive.contents[file_id] = data or b""
+                return {"id": file_id}
+            parent = (meta.get("parents") or [drive.root_id])[0]
+            return {"id": drive.add(meta["name"], parent, data if meta.get("mimeType") != FOLDER_MIME else None)}
+
+    return Handler
+
+
+def _split_multipart(content_type: str, body: bytes) -> tuple[dict, bytes]:
+    """Return (metadata, media) from a multipart/related body; binary parts are kept byte for byte."""
+    boundary = re.search(r'boundary="?([^";]+)"?', content_type).group(1).encode()
+    payloads = []
+    for part in body.split(b"--" + boundary)[1:-1]:
+        part = part.removeprefix(b"\r\n").removeprefix(b"\n")
+        ends = [(part.find(sep), sep) for sep in (b"\r\n\r\n", b"\n\n") if part.find(sep) >= 0]
+        start, sep = min(ends)
+        payload = part[start + len(sep):]
+        payloads.append(payload[:-2] if payload.endswith(b"\r\n") else payload[:-1])
+    return json.loads(payloads[0]), payloads[1]

@@ -1,0 +1,62 @@
+"""Local backend: plain paths and file:// URIs through the public storage functions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fakescope.errors import StorageError
+from fakescope.io import storage
+
+
+def test_write_is_atomic_and_creates_parents(tmp_path):
+    target = tmp_path / "a" / "b" / "image.png"
+    storage.write_bytes(str(target), b"first")
+    storage.write_bytes(str(target), b"second")
+    assert target.read_bytes() == b"second"
+    assert os.listdir(target.parent) == ["image.png"]
+
+
+def test_file_uri_and_plain_path_read_the_same_bytes(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"\xff\xd8\xff")
+    assert storage.read_bytes(f"file://{tmp_path}/x.jpg") == storage.read_bytes(str(tmp_path / "x.jpg")) == b"\xff\xd8\xff"
+
+
+def test_list_files_filters_suffixes_sorts_and_recurses(tmp_path):
+    for name in ["b.PNG", "a.jpg", "notes.txt", "sub/c.png", "sub/deeper/d.jpeg"]:
+        storage.write_bytes(str(tmp_path / name), b"x")
+    listed = list(storage.list_files(str(tmp_path), suffixes=("png", ".JPG", ".jpeg")))
+    assert listed == [str(tmp_path / n) for n in ["a.jpg", "b.PNG", "sub/c.png", "sub/deeper/d.jpeg"]]
+    flat = list(storage.list_files(f"file://{tmp_path}", recursive=False))
+    assert flat == [f"file://{tmp_path}/{n}" for n in ["a.jpg", "b.PNG", "notes.txt"]]
+
+
+def test_exists_for_files_and_non_empty_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    storage.write_bytes(str(tmp_path / "full" / "f.bin"), b"1")
+    assert storage.exists(str(tmp_path / "full" / "f.bin"))
+    assert storage.exists(str(tmp_path / "full"))
+    assert not storage.exists(str(tmp_path / "empty"))
+    assert not storage.exists(str(tmp_path / "absent.png"))
+
+
+def test_errors_are_one_line_storage_errors(tmp_path):
+    with pytest.raises(StorageError, match="no such file or folder"):
+        storage.read_bytes(str(tmp_path / "absent.png"))
+    with pytest.raises(StorageError, match="is a folder"):
+        storage.read_bytes(str(tmp_path))
+    with pytest.raises(StorageError, match="no such folder"):
+        storage.list_files(str(tmp_path / "absent"))
+    with pytest.raises(StorageError, match="unsupported storage scheme 'ftp'"):
+        storage.read_bytes("ftp://host/a.png")
+    assert isinstance(StorageError("x"), OSError)
+
+
+def test_join_and_is_remote():
+    assert storage.join("s3://bucket", "real/", "/0001.png") == "s3://bucket/real/0001.png"
+    assert storage.join("gdrive://folder-id/", "a") == "gdrive://folder-id/a"
+    assert storage.join("data", "real", "x.png") == os.path.join("data", "real", "x.png")
+    assert storage.is_remote("gdrive://id") and storage.is_remote("s3://b")
+    assert not storage.is_remote("file:///tmp") and not storage.is_remote("relative/path")
+    assert isinstance(storage.get_storage("/tmp"), storage.Storage)

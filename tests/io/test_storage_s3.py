@@ -1,0 +1,68 @@
+"""S3 backend against a real S3-compatible server on loopback (SeaweedFS, or moto as a fallback)."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from fakescope.errors import StorageError
+from fakescope.io import storage
+from fakescope.io._s3 import S3Storage, make_client
+
+
+def test_upload_then_download_round_trip(s3_bucket):
+    uri = f"s3://{s3_bucket}/images/real/0001.png"
+    payload = bytes(range(256)) * 40
+    storage.write_bytes(uri, payload)
+    assert storage.read_bytes(uri) == payload
+    assert storage.exists(uri)
+    assert storage.exists(f"s3://{s3_bucket}/images")
+    assert not storage.exists(f"s3://{s3_bucket}/images/real/0002.png")
+
+
+def test_listing_pages_through_every_key_sorted(s3_bucket):
+    client = boto3.client("s3")
+    keys = [f"set/{i:03d}.jpg" for i in range(23)] + ["set/notes.txt", "set/sub/deep.JPG", "other/x.jpg"]
+    for key in keys:
+        client.put_object(Bucket=s3_bucket, Key=key, Body=b"x")
+    backend = S3Storage(page_size=5)
+    listed = list(backend.list_files(f"s3://{s3_bucket}/set", suffixes=(".jpg",)))
+    assert listed == [f"s3://{s3_bucket}/set/{i:03d}.jpg" for i in range(23)] + [f"s3://{s3_bucket}/set/sub/deep.JPG"]
+    flat = list(backend.list_files(f"s3://{s3_bucket}/set/", recursive=False))
+    assert len(flat) == 24 and f"s3://{s3_bucket}/set/sub/deep.JPG" not in flat
+    everything = list(storage.list_files(f"s3://{s3_bucket}"))
+    assert len(everything) == len(keys)
+
+
+def test_missing_bucket_is_one_clear_error(s3_env):
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist"):
+        storage.read_bytes("s3://no-such-bucket-here/a.png")
+    with pytest.raises(StorageError, match="does not exist"):
+        list(storage.list_files("s3://no-such-bucket-here/prefix"))
+    with pytest.raises(StorageError, match="does not exist"):
+        storage.write_bytes("s3://no-such-bucket-here/a.png", b"x")
+    assert not storage.exists("s3://no-such-bucket-here/a.png")
+
+
+def test_missing_key_is_reported_as_missing_file(s3_bucket):
+    with pytest.raises(StorageError, match=f"no such file: s3://{s3_bucket}/absent.png"):
+        storage.read_bytes(f"s3://{s3_bucket}/absent.png")
+
+
+def test_wrong_credentials_are_refused_without_leaking_them(s3_server, s3_bucket):
+    if not s3_server.enforces_auth:
+        pytest.skip("the fallback moto server does not enforce credentials")
+    secret = "definitely-wrong-secret-value"
+    backend = S3Storage(make_client(aws_access_key_id="fakescopetestkey", aws_secret_access_key=secret))
+    with pytest.raises(StorageError) as caught:
+        backend.read_bytes(f"s3://{s3_bucket}/a.png")
+    assert "access denied" in str(caught.value)
+    assert secret not in str(caught.value) and "fakescopetestkey" not in str(caught.value)
+    unknown = S3Storage(make_client(aws_access_key_id="nobody", aws_secret_access_key=secret))
+    with pytest.raises(StorageError, match="access denied"):
+        unknown.write_bytes(f"s3://{s3_bucket}/a.png", b"x")
+
+
+def test_client_is_reused_for_the_same_settings(s3_env):
+    assert storage.get_storage("s3://a/b") is storage.get_storage("s3://c/d")
+    assert storage.is_remote("s3://a/b") and not storage.is_remote("/tmp/a")
