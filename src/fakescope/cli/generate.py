@@ -1,0 +1,115 @@
+"""`fakescope generate`: make ai images from real ones (taef2, OpenAI Images API, local diffusers)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt
+
+INTERRUPTED_EXIT = 130
+
+SrcArg = Annotated[str, typer.Argument(help="Image file or folder (path or storage URI); for `--mode generate` a prompts file.")]
+ManifestOpt = Annotated[str, typer.Option("--manifest", help="Manifest file name inside --out (.csv or .parquet).")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `generate` command group."""
+    sub = typer.Typer(help="Make ai images from real ones, with a manifest linking each to its source.", no_args_is_help=True)
+    sub.command("taef2")(taef2)
+    sub.command("openai")(openai)
+    sub.command("diffusers")(diffusers)
+    app.add_typer(sub, name="generate")
+
+
+def taef2(
+    src: SrcArg,
+    out: OutDirOpt,
+    weights: Annotated[str | None, typer.Option("--weights", help="Folder with taef2_encoder.pth and taef2_decoder.pth (default $FAKESCOPE_TAEF2_WEIGHTS or ../shared/data/generators/taef2).")] = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = 8,
+    manifest: ManifestOpt = "manifest.csv",
+) -> None:
+    """Reconstruct real images through the FLUX.2 tiny autoencoder: aligned ai images at the source's size."""
+    with clean_errors():
+        from fakescope.generate.local import generate_local
+        from fakescope.generate.taef2 import TAEF2
+
+        model = TAEF2.from_dir(weights, device=device, batch_size=batch_size)
+        count, manifest_uri = generate_local(
+            src, out, model.reconstruct, generator="taef2", model="taef2",
+            params={"weights": "taef2"}, batch_size=batch_size, manifest_name=manifest,
+        )
+        typer.echo(f"{count} images written; manifest {manifest_uri}")
+
+
+def openai(
+    src: SrcArg,
+    out: OutDirOpt,
+    mode: Annotated[str, typer.Option("--mode", help="variation, edit or generate.")] = "variation",
+    model: Annotated[str, typer.Option("--model", "-m", help="dall-e-2, dall-e-3 or gpt-image-1.")] = "dall-e-2",
+    size: Annotated[str, typer.Option("--size", help="Output size, e.g. 1024x1024.")] = "1024x1024",
+    quality: Annotated[str | None, typer.Option("--quality", help="standard/hd (dall-e-3), low/medium/high/auto (gpt-image-1).")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Images per source.")] = 1,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit.")] = None,
+    response_format: Annotated[str, typer.Option("--response-format", help="b64_json or url (dall-e models).")] = "b64_json",
+    max_images: Annotated[int | None, typer.Option("--max-images", min=1, help="Stop after this many new images.")] = None,
+    max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before estimated spend exceeds this (USD).")] = None,
+    price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="Override the built-in price table (USD).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Requests in flight at once.")] = 4,
+    ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger (default: inside --out, or ~/.cache/fakescope for remote --out).")] = None,
+    at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx/connection errors.")] = 4,
+    manifest: ManifestOpt = "manifest.csv",
+) -> None:
+    """Make images with the OpenAI Images API (OPENAI_API_KEY, OPENAI_BASE_URL); re-run to resume."""
+    with clean_errors():
+        from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
+        from fakescope.generate.runner import run_openai
+
+        config = OpenAIImagesConfig(
+            mode=mode, model=model, size=size, quality=quality, n=n, prompt=prompt,
+            response_format=response_format, price_per_image=price_per_image,
+        )
+        report = run_openai(
+            src, out, config, ledger=ledger, concurrency=concurrency, max_images=max_images, max_spend=max_spend,
+            retry_interrupted=not at_most_once, manifest_name=manifest, client=make_client(max_retries=max_retries),
+        )
+        typer.echo(
+            f"done {report.done}, already done {report.skipped}, recovered {report.recovered}, failed {report.failed}, "
+            f"unresolved {report.unresolved}, estimated spend ${report.spent:.3f}"
+            + (f", stopped: {report.stopped}" if report.stopped else "")
+            + (f"; manifest {report.manifest}" if report.manifest else "")
+        )
+        if report.stopped == "interrupted":
+            raise typer.Exit(INTERRUPTED_EXIT)
+
+
+def diffusers(
+    src: SrcArg,
+    out: OutDirOpt,
+    pipeline: Annotated[str, typer.Option("--pipeline", help="Local Stable Diffusion folder (diffusers layout).")],
+    prompt: Annotated[str, typer.Option("--prompt", help="Text prompt for img2img.")] = "a photo",
+    strength: Annotated[float, typer.Option("--strength", min=0.0, max=1.0, help="How far from the source (0-1).")] = 0.3,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")] = 30,
+    guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = 7.5,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = 1,
+    manifest: ManifestOpt = "manifest.csv",
+) -> None:
+    """img2img from real images with local Stable Diffusion weights (needs `diffusers` and `transformers`)."""
+    with clean_errors():
+        from fakescope.generate.diffusers_backend import DiffusersImg2Img
+        from fakescope.generate.local import generate_local
+
+        backend = DiffusersImg2Img.from_pretrained(
+            pipeline, device=device, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed
+        )
+        count, manifest_uri = generate_local(
+            src, out, backend.generate, generator="stable-diffusion-img2img", model=backend.name,
+            params=backend.params(), batch_size=batch_size, manifest_name=manifest,
+        )
+        typer.echo(f"{count} images written; manifest {manifest_uri}")

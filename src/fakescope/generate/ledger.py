@@ -1,0 +1,180 @@
+"""A SQLite job ledger that makes paid generation runs resumable and idempotent.
+
+Each job is one billable image: key = (input sha256, mode, model, params hash, index). A job
+moves `pending -> running -> done` (or `failed`). It is marked `running` *before* its request
+is sent; the response bytes are then written to a spool file (fsynced) before anything else,
+and the output URI is recorded with `done` afterwards. On resume, `done` jobs are skipped.
+
+Crash between the server's response and the ledger write: if the spool file exists, the job
+is finished from it without a new request (nothing lost, nothing paid twice). Without a spool
+file the crash hit while the request was in flight, and whether the server billed it is
+unknowable. At-least-once (the runner's default) sends it again and may pay twice for at
+most `concurrency` images per crash; at-most-once leaves it `running` and skips it, so it may
+lose at most that many paid images but never pays twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fakescope.errors import StorageError
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    source_sha256 TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    model TEXT NOT NULL,
+    params_hash TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    output TEXT,
+    cost REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    row TEXT,
+    updated REAL NOT NULL
+)
+"""
+
+
+def job_key(source_sha256: str, mode: str, model: str, params_hash: str, index: int) -> str:
+    """The identity of one billable image."""
+    return f"{source_sha256}:{mode}:{model}:{params_hash}:{index}"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One ledger row."""
+
+    key: str
+    source: str
+    source_sha256: str
+    mode: str
+    model: str
+    params_hash: str
+    index: int
+    state: str
+    output: str | None
+    cost: float
+    attempts: int
+    error: str | None
+    row: str | None
+    """The manifest row of a done job, as JSON."""
+
+
+class Ledger:
+    """Thread-safe job ledger in one SQLite file (WAL journal); spool files live in `<path>.spool/`.
+
+    Example:
+        >>> ledger = Ledger("/tmp/fakescope-demo.sqlite")  # doctest: +SKIP
+        >>> ledger.state("abc:variation:dall-e-2:0f:0")     # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.spool_dir = self.path.with_name(self.path.name + ".spool")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.spool_dir.mkdir(exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open job ledger {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, key: str) -> JobRecord | None:
+        """The row for `key`, or None if the job was never seen."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE key = ?", (key,)).fetchone()
+        return JobRecord(*row) if row else None
+
+    def state(self, key: str) -> str | None:
+        """The job's state, or None if unknown."""
+        record = self.get(key)
+        return record.state if record else None
+
+    def add(self, key: str, source: str, source_sha256: str, mode: str, model: str, params_hash: str, index: int) -> None:
+        """Register a job as `pending` unless it is already known."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO jobs (key, source, source_sha256, mode, model, params_hash, idx, state, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, source, source_sha256, mode, model, params_hash, index, PENDING, time.time()),
+            )
+
+    def mark_running(self, key: str) -> None:
+        """Record that a request is about to be sent (committed before it goes out)."""
+        self._update(key, "state = ?, attempts = attempts + 1, error = NULL", (RUNNING,))
+
+    def mark_done(self, key: str, output: str, cost: float, row: dict) -> None:
+        """Record the output URI, its estimated cost and manifest row, then drop the spool file."""
+        self._update(
+            key, "state = ?, output = ?, cost = ?, row = ?, error = NULL", (DONE, output, cost, json.dumps(row))
+        )
+        self.spool_path(key).unlink(missing_ok=True)
+
+    def mark_failed(self, key: str, error: str) -> None:
+        """Record a failure; failed jobs are tried again on the next run."""
+        self._update(key, "state = ?, error = ?", (FAILED, error[:500]))
+
+    def jobs(self, state: str | None = None) -> Iterator[JobRecord]:
+        """All rows, optionally only those in one state, in insertion order."""
+        query = f"SELECT {_COLUMNS} FROM jobs" + (" WHERE state = ?" if state else "") + " ORDER BY rowid"
+        with self._lock:
+            rows = self._db.execute(query, (state,) if state else ()).fetchall()
+        return (JobRecord(*row) for row in rows)
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per state."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return dict(rows)
+
+    def spool_path(self, key: str) -> Path:
+        """Where the response bytes of job `key` are parked until the job is `done`."""
+        return self.spool_dir / (key.replace(":", "_") + ".bin")
+
+    def write_spool(self, key: str, data: bytes) -> None:
+        """Durably park a response (write, fsync, rename) before any other bookkeeping."""
+        final = self.spool_path(key)
+        temp = final.with_suffix(".part")
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+
+    def read_spool(self, key: str) -> bytes | None:
+        """The parked response of job `key`, or None."""
+        path = self.spool_path(key)
+        return path.read_bytes() if path.is_file() else None
+
+    def _update(self, key: str, assignments: str, values: tuple) -> None:
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE key = ?", (*values, time.time(), key))
+
+
+_COLUMNS = "key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row"

@@ -1,0 +1,75 @@
+"""Manifest rows for ai images made from real ones, merged into a CSV or Parquet file next to them.
+
+Columns match the dataset manifest (`uri, label, source, generator, pair_id, split, width,
+height, format, sha256`) plus `model` and `params` (JSON). `pair_id` is the source's sha256,
+so a real photo and every ai image derived from it share one id (and one split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fakescope.io import storage
+
+MANIFEST_COLUMNS = (
+    "uri", "label", "source", "generator", "pair_id", "split",
+    "width", "height", "format", "sha256", "model", "params",
+)
+MANIFEST_NAME = "manifest.csv"
+
+
+def manifest_row(
+    *,
+    uri: str,
+    source: str,
+    source_sha256: str,
+    generator: str,
+    model: str,
+    params: Mapping[str, Any],
+    width: int,
+    height: int,
+    format: str,
+    data: bytes,
+) -> dict[str, Any]:
+    """One `label=ai` row linking an output to its source, with the model and its parameters."""
+    return {
+        "uri": uri,
+        "label": "ai",
+        "source": source,
+        "generator": generator,
+        "pair_id": source_sha256,
+        "split": "",
+        "width": width,
+        "height": height,
+        "format": format,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "model": model,
+        "params": json.dumps(dict(params), sort_keys=True),
+    }
+
+
+def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Merge rows into the manifest at `uri` (`.csv` or `.parquet`), replacing rows with the same `uri`.
+
+    Re-running a generation therefore never duplicates rows. Returns the manifest's row count.
+    """
+    import pandas as pd
+
+    new = pd.DataFrame(list(rows), columns=list(MANIFEST_COLUMNS))
+    parquet = uri.lower().endswith(".parquet")
+    if storage.exists(uri):
+        raw = io.BytesIO(storage.read_bytes(uri))
+        old = pd.read_parquet(raw) if parquet else pd.read_csv(raw, keep_default_na=False)
+        old = old[~old["uri"].isin(new["uri"])]
+        new = pd.concat([old, new], ignore_index=True)
+    buffer = io.BytesIO()
+    if parquet:
+        new.to_parquet(buffer, index=False)
+    else:
+        new.to_csv(buffer, index=False)
+    storage.write_bytes(uri, buffer.getvalue())
+    return len(new)

@@ -1,0 +1,203 @@
+"""The OpenAI Images API as a generator: variations, edits and generations, one image per request.
+
+Every request asks for exactly one image (`n=1` on the wire), so one request is one billable
+job in the ledger and "never pay twice for (input, index)" holds per request. `n` in
+`OpenAIImagesConfig` is how many images to make per source.
+
+Credentials: `OPENAI_API_KEY` (and optionally `OPENAI_BASE_URL`) from the environment or a
+`.env` file; the key is never logged or echoed.
+
+Prices (`PRICES`, USD per output image, OpenAI list prices of 2025) are estimates for the
+`max_spend` budget: edits and variations cost like generations of the same size/quality, and
+gpt-image-1's input-image tokens are not counted. Unknown combinations need `price_per_image`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import urllib.request
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from PIL import Image
+
+from fakescope.errors import ConfigError
+from fakescope.io import storage
+from fakescope.io.image import load_image
+
+MODES = ("variation", "edit", "generate")
+MODELS_BY_MODE = {
+    "variation": ("dall-e-2",),
+    "edit": ("dall-e-2", "gpt-image-1"),
+    "generate": ("dall-e-2", "dall-e-3", "gpt-image-1"),
+}
+PRICES: dict[tuple[str, str, str], float] = {
+    ("dall-e-2", "256x256", "standard"): 0.016,
+    ("dall-e-2", "512x512", "standard"): 0.018,
+    ("dall-e-2", "1024x1024", "standard"): 0.020,
+    ("dall-e-3", "1024x1024", "standard"): 0.040,
+    ("dall-e-3", "1024x1792", "standard"): 0.080,
+    ("dall-e-3", "1792x1024", "standard"): 0.080,
+    ("dall-e-3", "1024x1024", "hd"): 0.080,
+    ("dall-e-3", "1024x1792", "hd"): 0.120,
+    ("dall-e-3", "1792x1024", "hd"): 0.120,
+    ("gpt-image-1", "1024x1024", "low"): 0.011,
+    ("gpt-image-1", "1024x1536", "low"): 0.016,
+    ("gpt-image-1", "1536x1024", "low"): 0.016,
+    ("gpt-image-1", "1024x1024", "medium"): 0.042,
+    ("gpt-image-1", "1024x1536", "medium"): 0.063,
+    ("gpt-image-1", "1536x1024", "medium"): 0.063,
+    ("gpt-image-1", "1024x1024", "high"): 0.167,
+    ("gpt-image-1", "1024x1536", "high"): 0.250,
+    ("gpt-image-1", "1536x1024", "high"): 0.250,
+}
+"""USD per image by (model, size, quality); `auto` size/quality are priced at the dearest entry."""
+DEFAULT_QUALITY = {"dall-e-2": "standard", "dall-e-3": "standard", "gpt-image-1": "auto"}
+
+
+@dataclass(frozen=True)
+class OpenAIImagesConfig:
+    """What to ask the Images API for.
+
+    Args:
+        mode: `variation` (dall-e-2), `edit` (dall-e-2, gpt-image-1) or `generate` (any model).
+        model: API model name.
+        size: Output size such as `1024x1024` (or `auto` for gpt-image-1).
+        quality: `standard`/`hd` (dall-e-3), `low`/`medium`/`high`/`auto` (gpt-image-1); None = model default.
+        n: Images per source (each its own request and ledger job).
+        prompt: Required for `edit`; `generate` reads prompts from its source instead.
+        response_format: `b64_json` or `url` for dall-e models (gpt-image-1 always answers b64_json).
+        price_per_image: Override `PRICES` (USD), e.g. for new models or negotiated rates.
+    """
+
+    mode: str = "variation"
+    model: str = "dall-e-2"
+    size: str = "1024x1024"
+    quality: str | None = None
+    n: int = 1
+    prompt: str | None = None
+    response_format: str = "b64_json"
+    price_per_image: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.model in DEFAULT_QUALITY and self.model not in MODELS_BY_MODE[self.mode]:
+            raise ConfigError(f"{self.model} does not support {self.mode}; use {', '.join(MODELS_BY_MODE[self.mode])}")
+        if self.mode == "edit" and not self.prompt:
+            raise ConfigError("edit mode needs a prompt")
+        if self.n < 1:
+            raise ConfigError("n must be at least 1")
+        if self.response_format not in ("b64_json", "url"):
+            raise ConfigError("response_format must be b64_json or url")
+
+    @property
+    def resolved_quality(self) -> str | None:
+        """The quality sent (or implied); None where the model has no such option."""
+        return self.quality or DEFAULT_QUALITY.get(self.model)
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that determine the output: recorded in the manifest and hashed into job keys."""
+        return {"mode": self.mode, "size": self.size, "quality": self.resolved_quality, "prompt": self.prompt}
+
+    def params_hash(self) -> str:
+        """Short stable hash of `params()`."""
+        return hashlib.sha256(json.dumps(self.params(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def price(self) -> float:
+        """Estimated USD per image.
+
+        Raises:
+            ConfigError: no price is known for this model/size/quality and none was given.
+        """
+        if self.price_per_image is not None:
+            return self.price_per_image
+        quality = self.resolved_quality
+        candidates = [
+            price for (model, size, qual), price in PRICES.items()
+            if model == self.model and self.size in (size, "auto") and quality in (qual, "auto")
+        ]
+        if not candidates:
+            raise ConfigError(
+                f"no price known for {self.model} {self.size} {quality}; pass price_per_image (--price-per-image)"
+            )
+        return max(candidates)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields."""
+        return asdict(self)
+
+
+def make_client(max_retries: int = 4, timeout: float = 300.0):
+    """Build an `openai.OpenAI` client from `OPENAI_API_KEY`/`OPENAI_BASE_URL` (environment or `.env`).
+
+    The client itself retries 429, 408, 409, 5xx and connection errors with exponential
+    backoff (0.5 s doubling to 8 s, up to 25 % jitter) and honours `Retry-After`; the runner
+    adds no retries of its own, so nothing is retried twice.
+
+    Raises:
+        ConfigError: no API key is configured.
+    """
+    import openai
+
+    storage.load_env_file()
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise ConfigError("OPENAI_API_KEY is not set (environment or .env)")
+    return openai.OpenAI(max_retries=max_retries, timeout=timeout)
+
+
+def prepare_upload(data: bytes, config: OpenAIImagesConfig) -> tuple[str, bytes, str]:
+    """Turn a source image into the `(filename, bytes, mime)` the API accepts.
+
+    dall-e-2 wants a square PNG under 4 MB: the image is centre-cropped to a square and
+    resized to the requested size. gpt-image-1 takes the image as a PNG at its own size.
+    """
+    image = load_image(data).image
+    if config.model == "dall-e-2":
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        target = int(config.size.split("x")[0]) if "x" in config.size else 1024
+        image = image.crop((left, top, left + side, top + side)).resize((target, target), Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "image.png", buffer.getvalue(), "image/png"
+
+
+def request_image(client, config: OpenAIImagesConfig, *, source: bytes | None = None, prompt: str | None = None) -> bytes:
+    """Send one request for one image and return the image bytes (decoded or fetched from its URL).
+
+    Raises:
+        ConfigError: the API refused the key, the model or the endpoint (no later request can succeed).
+    """
+    import openai
+
+    options: dict[str, Any] = {"model": config.model, "n": 1, "size": config.size}
+    if config.model != "gpt-image-1":
+        options["response_format"] = config.response_format
+    if config.quality and config.mode != "variation":
+        options["quality"] = config.quality
+    try:
+        if config.mode == "variation":
+            response = client.images.create_variation(image=prepare_upload(source, config), **options)
+        elif config.mode == "edit":
+            response = client.images.edit(image=prepare_upload(source, config), prompt=config.prompt, **options)
+        else:
+            response = client.images.generate(prompt=prompt, **options)
+    except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
+        raise ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc)}") from exc
+    item = response.data[0]
+    if item.b64_json:
+        return base64.b64decode(item.b64_json)
+    with urllib.request.urlopen(item.url, timeout=120) as answer:  # noqa: S310 - URL given by the API
+        return answer.read()
+
+
+def _api_message(exc) -> str:
+    if exc.status_code == 401:  # the server's text may echo part of the key
+        return "the API key was refused"
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return str(body.get("message") or exc.message)[:300]

@@ -1,0 +1,227 @@
+"""Run a paid generation over many sources: bounded concurrency, a resumable ledger, a budget.
+
+Example:
+    >>> from fakescope.generate import OpenAIImagesConfig, run_openai
+    >>> report = run_openai("photos/", "fakes/", OpenAIImagesConfig(mode="variation", n=2),
+    ...                     max_spend=1.0)  # doctest: +SKIP
+    >>> report.done, report.spent  # doctest: +SKIP
+    (4, 0.08)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
+from fakescope.generate._sources import image_uris
+from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
+from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row
+from fakescope.generate.openai_images import OpenAIImagesConfig, make_client, request_image
+from fakescope.io import storage
+from fakescope.io.image import load_image
+
+log = logging.getLogger(__name__)
+
+LEDGER_NAME = ".fakescope-ledger.sqlite"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One billable image: the `index`-th output for one source."""
+
+    key: str
+    source: str
+    source_sha256: str
+    stem: str
+    index: int
+    payload: bytes | str
+    """Source image bytes, or the prompt in `generate` mode."""
+
+
+@dataclass
+class RunReport:
+    """What one run did. `stopped` is None, `budget` or `interrupted`."""
+
+    done: int = 0
+    skipped: int = 0
+    recovered: int = 0
+    failed: int = 0
+    unresolved: int = 0
+    spent: float = 0.0
+    stopped: str | None = None
+    manifest: str | None = None
+    ledger: str | None = None
+
+
+def default_ledger_path(out: str) -> Path:
+    """`<out>/.fakescope-ledger.sqlite` for a local output folder, else one per URI under `~/.cache/fakescope`."""
+    if not storage.is_remote(out):
+        return Path(out.removeprefix("file://")) / LEDGER_NAME
+    digest = hashlib.sha256(out.encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "fakescope" / "ledgers" / f"{digest}.sqlite"
+
+
+def run_openai(
+    src: str,
+    out: str,
+    config: OpenAIImagesConfig,
+    *,
+    ledger: str | os.PathLike | None = None,
+    concurrency: int = 4,
+    max_images: int | None = None,
+    max_spend: float | None = None,
+    retry_interrupted: bool = True,
+    manifest_name: str = MANIFEST_NAME,
+    client=None,
+) -> RunReport:
+    """Make `config.n` images per source with the OpenAI Images API, resumably.
+
+    Args:
+        src: Image file or folder (any storage URI); in `generate` mode a text file of prompts, one per line.
+        out: Output folder (any storage URI); the manifest is merged into `out/<manifest_name>`.
+        config: Mode, model and parameters.
+        ledger: SQLite ledger path; default `default_ledger_path(out)`. Reuse it to resume.
+        concurrency: Requests in flight at once.
+        max_images: Stop after this many new images in this run.
+        max_spend: Stop before the estimated spend of this run (`config.price()` per image) exceeds this (USD).
+        retry_interrupted: Resend jobs a crash left in flight without a spooled response
+            (at-least-once); False skips them (at-most-once). See `fakescope.generate.ledger`.
+        manifest_name: `manifest.csv` or `manifest.parquet`.
+        client: An `openai.OpenAI` client; default `make_client()`.
+
+    Returns:
+        A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
+        with `stopped="interrupted"`.
+    """
+    if concurrency < 1:
+        raise ConfigError("concurrency must be at least 1")
+    price = config.price() if max_spend is not None else _price_or_zero(config)
+    client = client or make_client()
+    report = RunReport(ledger=str(ledger or default_ledger_path(out)))
+    book = Ledger(report.ledger)
+    in_flight: dict[Future, Job] = {}
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fakescope-openai")
+
+    def settle(return_when: str) -> None:
+        finished, _ = wait(in_flight, return_when=return_when)
+        for future in finished:
+            job = in_flight.pop(future)
+            try:
+                uri, row = future.result()
+            except ConfigError:
+                raise
+            except Exception as exc:  # recorded per job; the batch goes on
+                book.mark_failed(job.key, f"{type(exc).__name__}: {exc}")
+                report.failed += 1
+                log.warning("job %s failed: %s", job.stem, exc)
+                continue
+            book.mark_done(job.key, uri, price, row)
+            report.done += 1
+            report.spent += price
+
+    try:
+        for job in _jobs(src, out, config, book):
+            record = book.get(job.key)
+            if record.state == DONE:
+                report.skipped += 1
+                continue
+            if record.state == RUNNING:
+                spooled = book.read_spool(job.key)
+                if spooled is not None:
+                    uri, row = _finish(job, spooled, out, config)
+                    book.mark_done(job.key, uri, price, row)
+                    report.recovered += 1
+                    continue
+                if not retry_interrupted:
+                    report.unresolved += 1
+                    continue
+            if _over_budget(report, len(in_flight), price, max_images, max_spend):
+                report.stopped = "budget"
+                break
+            while len(in_flight) >= concurrency:
+                settle(FIRST_COMPLETED)
+            book.mark_running(job.key)
+            in_flight[executor.submit(_execute, client, job, out, config, book)] = job
+        while in_flight:
+            settle(FIRST_COMPLETED)
+    except KeyboardInterrupt:
+        report.stopped = "interrupted"
+        while in_flight:
+            settle(FIRST_COMPLETED)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        rows = [json.loads(record.row) for record in book.jobs(DONE) if record.row]
+        if rows:
+            report.manifest = storage.join(out, manifest_name)
+            append_manifest(report.manifest, rows)
+        book.close()
+    return report
+
+
+def _price_or_zero(config: OpenAIImagesConfig) -> float:
+    try:
+        return config.price()
+    except ConfigError:
+        return 0.0
+
+
+def _over_budget(report: RunReport, in_flight: int, price: float, max_images: int | None, max_spend: float | None) -> bool:
+    committed = report.done + in_flight + 1
+    if max_images is not None and committed > max_images:
+        return True
+    return max_spend is not None and report.spent + (in_flight + 1) * price > max_spend + 1e-9
+
+
+def _jobs(src: str, out: str, config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:
+    params_hash = config.params_hash()
+    for source, stem, digest, payload in _sources(src, out, config):
+        for index in range(config.n):
+            key = job_key(digest, config.mode, config.model, params_hash, index)
+            book.add(key, source, digest, config.mode, config.model, params_hash, index)
+            yield Job(key, source, digest, stem, index, payload)
+
+
+def _sources(src: str, out: str, config: OpenAIImagesConfig) -> Iterator[tuple[str, str, str, bytes | str]]:
+    """Yield (source URI, name stem, sha256, payload) for every source, lazily."""
+    if config.mode == "generate":
+        lines = storage.read_bytes(src).decode("utf-8").splitlines()
+        for number, line in enumerate(lines, start=1):
+            if prompt := line.strip():
+                yield f"{src}#L{number}", f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest(), prompt
+        return
+    for uri in image_uris(src, exclude=out):
+        data = storage.read_bytes(uri)
+        stem = Path(uri.rsplit("/", 1)[-1]).stem
+        yield uri, stem, hashlib.sha256(data).hexdigest(), data
+
+
+def _execute(client, job: Job, out: str, config: OpenAIImagesConfig, book: Ledger) -> tuple[str, dict]:
+    if config.mode == "generate":
+        data = request_image(client, config, prompt=job.payload)
+    else:
+        data = request_image(client, config, source=job.payload)
+    book.write_spool(job.key, data)
+    return _finish(job, data, out, config)
+
+
+def _finish(job: Job, data: bytes, out: str, config: OpenAIImagesConfig) -> tuple[str, dict]:
+    """Write the output image and build its manifest row (idempotent: same job, same URI)."""
+    try:
+        loaded = load_image(data)
+    except ImageLoadError as exc:
+        raise FakescopeError(f"the API answered with an unreadable image: {exc}") from exc
+    name = f"{job.stem}-{job.source_sha256[:8]}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{job.index}"
+    uri = storage.join(out, f"{name}.{loaded.format.lower()}")
+    storage.write_bytes(uri, data)
+    row = manifest_row(
+        uri=uri, source=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
+        params=config.params(), width=loaded.width, height=loaded.height, format=loaded.format, data=data,
+    )
+    return uri, row

@@ -1,0 +1,157 @@
+"""A real HTTP server on loopback that speaks the OpenAI Images API wire format, for tests.
+
+POST /v1/images/variations and /v1/images/edits (multipart), /v1/images/generations (JSON);
+answers b64_json or a URL it serves itself (GET /files/<n>.png). Faults queued in `faults`
+(429 with Retry-After, 500) answer the next requests in order. `hold_after` makes image
+requests beyond that many billable answers wait for `release` and then drop the connection
+unanswered (never billed), so a client can be killed with nothing in flight paid for.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import io
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+ENDPOINTS = {"/v1/images/variations": "variations", "/v1/images/edits": "edits", "/v1/images/generations": "generations"}
+
+
+class ImagesAPIServer(ThreadingHTTPServer):
+    """The server; read `billable`, `counts` and `requests` from tests."""
+
+    daemon_threads = True
+
+    def __init__(self, api_key: str = "sk-test-key"):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.api_key = api_key
+        self.lock = threading.Lock()
+        self.counts: Counter = Counter()
+        """(endpoint, status) -> number of answers."""
+        self.requests: list[dict] = []
+        """Fields of every image request received (file parts replaced by their decoded size)."""
+        self.faults: list[int] = []
+        self.hold_after: int | None = None
+        self.held = 0
+        self.admitted = 0
+        """Image requests let through to a 200 answer (counted before answering, so holds are exact)."""
+        self.release = threading.Event()
+        self.files: dict[str, bytes] = {}
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    @property
+    def billable(self) -> int:
+        """Image requests answered 200."""
+        with self.lock:
+            return sum(n for (endpoint, status), n in self.counts.items() if status == 200 and endpoint in ENDPOINTS.values())
+
+    def start(self) -> ImagesAPIServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ImagesAPIServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        data = self.server.files.get(self.path.removeprefix("/files/"))
+        if data is None:
+            return self._send(404, {"error": {"message": "no such file"}}, "files")
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        endpoint = ENDPOINTS.get(self.path)
+        if endpoint is None:
+            return self._send(404, {"error": {"message": f"unknown path {self.path}"}}, "unknown")
+        if self.headers.get("Authorization") != f"Bearer {self.server.api_key}":
+            return self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}, endpoint)
+        fields = self._parse(body)
+        server = self.server
+        with server.lock:
+            server.requests.append({"endpoint": endpoint, **fields})
+            fault = server.faults.pop(0) if server.faults else None
+            hold = fault is None and server.hold_after is not None and server.admitted >= server.hold_after
+            if hold:
+                server.held += 1
+            elif fault is None:
+                server.admitted += 1
+        if hold:
+            server.release.wait()
+            self.close_connection = True
+            return
+        if fault == 429:
+            return self._send(429, {"error": {"message": "Rate limit reached", "type": "requests"}}, endpoint,
+                              {"Retry-After": "1", "retry-after-ms": "20"})
+        if fault is not None:
+            return self._send(fault, {"error": {"message": "The server had an error", "type": "server_error"}}, endpoint)
+        self._answer(endpoint, fields)
+
+    def _answer(self, endpoint: str, fields: dict) -> None:
+        width, height = (int(v) for v in str(fields.get("size") or "256x256").replace("auto", "256x256").split("x"))
+        with self.server.lock:
+            number = len(self.server.requests)
+        image = Image.new("RGB", (width, height), ((number * 37) % 256, (number * 91) % 256, 128))
+        image.putpixel((0, 0), (number % 256, number // 256 % 256, 7))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        if fields.get("response_format") == "url":
+            name = f"{number}.png"
+            self.server.files[name] = data
+            item = {"url": f"http://127.0.0.1:{self.server.server_address[1]}/files/{name}"}
+        else:
+            item = {"b64_json": base64.b64encode(data).decode()}
+        self._send(200, {"created": 1700000000, "data": [item]}, endpoint)
+
+    def _parse(self, body: bytes) -> dict:
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.startswith("application/json"):
+            return json.loads(body)
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body
+        )
+        fields: dict = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if part.get_filename():
+                fields[name] = Image.open(io.BytesIO(payload)).size
+            else:
+                fields[name] = payload.decode()
+        return fields
+
+    def _send(self, status: int, payload: dict, endpoint: str, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        with self.server.lock:
+            self.server.counts[(endpoint, status)] += 1
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)

@@ -1,0 +1,83 @@
+"""`fakescope generate taef2|openai` through Typer's runner, and manifest merging."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.generate.manifest import append_manifest
+from fakescope.generate.taef2 import TAEF2
+
+sys.path.insert(0, str(Path(__file__).parent))
+from openai_server import ImagesAPIServer  # noqa: E402
+
+
+@pytest.fixture
+def random_weights(tmp_path) -> Path:
+    torch.manual_seed(1)
+    model = TAEF2()
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    torch.save(model.encoder.state_dict(), folder / "taef2_encoder.pth")
+    torch.save(model.decoder.state_dict(), folder / "taef2_decoder.pth")
+    return folder
+
+
+def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, random_weights):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sizes = [(40, 33), (64, 64), (40, 33)]
+    for i, size in enumerate(sizes):
+        Image.new("RGB", size, (i * 70, 20, 90)).save(photos / f"img{i}.jpg", quality=90)
+    out = tmp_path / "fakes"
+    args = ["generate", "taef2", str(photos), "--out", str(out), "--weights", str(random_weights), "--device", "cpu", "-b", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "3 images written" in result.output
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert len(manifest) == 3 and set(manifest["generator"]) == {"taef2"} and set(manifest["label"]) == {"ai"}
+    for row in manifest.itertuples():
+        assert Image.open(row.uri).size == Image.open(row.source).size == (row.width, row.height)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 images written" in again.output
+    assert len(pd.read_csv(out / "manifest.csv")) == 3
+
+
+def test_taef2_command_reports_missing_weights_in_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["generate", "taef2", str(tmp_path), "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "none")])
+    assert result.exit_code == 2 and result.output.startswith("error: taef2 weights file not found")
+
+
+def test_openai_command_runs_and_rejects_bad_options(tmp_path, monkeypatch):
+    server = ImagesAPIServer(api_key="sk-cli").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cli")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    try:
+        Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
+        out = tmp_path / "out"
+        args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(out), "--size", "256x256", "--n", "2"]
+        result = CliRunner().invoke(app, [*args, "--max-spend", "0.02"])
+        assert result.exit_code == 0, result.output
+        assert "done 1," in result.output and "stopped: budget" in result.output and server.billable == 1
+        bad = CliRunner().invoke(app, [*args, "--mode", "variation", "--model", "dall-e-3"])
+        assert bad.exit_code == 2 and "does not support variation" in bad.output
+    finally:
+        server.stop()
+
+
+def test_manifest_merge_replaces_rows_by_uri_in_csv_and_parquet(tmp_path):
+    for name in ("m.csv", "m.parquet"):
+        uri = str(tmp_path / name)
+        row = {"uri": "a.png", "label": "ai", "width": 1, "height": 1, "params": "{}"}
+        assert append_manifest(uri, [row, {**row, "uri": "b.png"}]) == 2
+        assert append_manifest(uri, [{**row, "width": 9}, {**row, "uri": "c.png"}]) == 3
+        frame = pd.read_parquet(uri) if name.endswith("parquet") else pd.read_csv(uri)
+        assert sorted(frame["uri"]) == ["a.png", "b.png", "c.png"]
+        assert int(frame.set_index("uri").loc["a.png", "width"]) == 9

@@ -1,0 +1,197 @@
+"""The OpenAI backend end to end: the real `openai` client against a loopback Images API server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fakescope.errors import ConfigError
+from fakescope.generate.ledger import DONE, Ledger
+from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
+from fakescope.generate.runner import LEDGER_NAME, run_openai
+
+sys.path.insert(0, str(Path(__file__).parent))
+from openai_server import ImagesAPIServer  # noqa: E402
+
+API_KEY = "sk-test-key-not-a-secret"
+
+
+@pytest.fixture
+def server(monkeypatch):
+    api = ImagesAPIServer(api_key=API_KEY).start()
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, (size, fmt) in enumerate([((64, 48), "JPEG"), ((40, 40), "PNG"), ((50, 70), "PNG")]):
+        Image.new("RGB", size, (i * 60, 30, 200 - i * 50)).save(folder / f"photo{i}.{fmt.lower()}", format=fmt)
+    return folder
+
+
+def _outputs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.png"))
+
+
+def test_variation_end_to_end_writes_outputs_and_manifest(server, photos, tmp_path):
+    out = tmp_path / "fakes"
+    config = OpenAIImagesConfig(mode="variation", model="dall-e-2", size="256x256", n=2)
+    report = run_openai(str(photos), str(out), config, concurrency=2, client=make_client(max_retries=0))
+    assert (report.done, report.failed, report.stopped) == (6, 0, None)
+    assert report.spent == pytest.approx(6 * 0.016)
+    assert server.billable == 6 and len(_outputs(out)) == 6
+    sent = server.requests[0]
+    assert sent["model"] == "dall-e-2" and sent["n"] == "1" and sent["image"] == (256, 256)
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert len(manifest) == 6 and set(manifest["label"]) == {"ai"} and set(manifest["model"]) == {"dall-e-2"}
+    row = manifest[manifest["source"].str.endswith("photo1.png")].iloc[0]
+    assert row["pair_id"] == hashlib.sha256((photos / "photo1.png").read_bytes()).hexdigest()
+    assert (row["width"], row["height"], row["format"]) == (256, 256, "PNG")
+    assert Path(row["uri"]).is_file() and '"mode": "variation"' in row["params"]
+    again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (again.done, again.skipped, server.billable) == (0, 6, 6)
+    assert len(pd.read_csv(out / "manifest.csv")) == 6
+
+
+def test_edit_sends_prompt_and_fetches_url_answers(server, photos, tmp_path):
+    config = OpenAIImagesConfig(mode="edit", model="dall-e-2", size="512x512", prompt="add a hat", response_format="url")
+    report = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert report.done == 1 and server.counts[("edits", 200)] == 1
+    assert server.requests[0]["prompt"] == "add a hat" and server.requests[0]["response_format"] == "url"
+    assert Image.open(_outputs(tmp_path / "out")[0]).size == (512, 512)
+
+
+def test_gpt_image_edit_keeps_aspect_and_sends_quality(server, photos, tmp_path):
+    config = OpenAIImagesConfig(mode="edit", model="gpt-image-1", size="1024x1536", quality="low", prompt="snow")
+    report = run_openai(str(photos / "photo2.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    sent = server.requests[0]
+    assert report.done == 1 and sent["image"] == (50, 70) and sent["quality"] == "low"
+    assert "response_format" not in sent and report.spent == pytest.approx(0.016)
+
+
+def test_generate_reads_prompts_and_posts_json(server, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox in snow\n\na lighthouse at dusk\n")
+    config = OpenAIImagesConfig(mode="generate", model="dall-e-3", size="1024x1024", quality="hd")
+    report = run_openai(str(prompts), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert report.done == 2 and server.counts[("generations", 200)] == 2
+    assert [r["prompt"] for r in server.requests] == ["a red fox in snow", "a lighthouse at dusk"]
+    assert all(r["quality"] == "hd" and r["n"] == 1 for r in server.requests)
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert sorted(manifest["source"]) == [f"{prompts}#L1", f"{prompts}#L3"]
+
+
+def test_client_retries_429_and_500_once_each_without_double_billing(server, photos, tmp_path):
+    server.faults = [429, 500, 429]
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    report = run_openai(str(photos), str(tmp_path / "out"), config, concurrency=1, client=make_client(max_retries=3))
+    assert (report.done, report.failed) == (3, 0)
+    assert server.counts[("variations", 429)] == 2 and server.counts[("variations", 500)] == 1
+    assert server.billable == 3 and len(server.requests) == 6
+
+
+def test_exhausted_retries_mark_the_job_failed_and_rerun_finishes_it(server, photos, tmp_path):
+    server.faults = [500]
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    first = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert (first.done, first.failed, server.billable) == (0, 1, 0)
+    second = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert (second.done, server.billable) == (1, 1)
+
+
+def test_budget_stops_by_images_and_by_spend(server, photos, tmp_path):
+    config = OpenAIImagesConfig(mode="variation", size="256x256", n=2)
+    by_images = run_openai(str(photos), str(tmp_path / "a"), config, max_images=2, concurrency=4,
+                           client=make_client(max_retries=0))
+    assert (by_images.done, by_images.stopped, server.billable) == (2, "budget", 2)
+    by_spend = run_openai(str(photos), str(tmp_path / "b"), config, max_spend=0.05, concurrency=4,
+                          client=make_client(max_retries=0))
+    assert (by_spend.done, by_spend.stopped) == (3, "budget") and by_spend.spent <= 0.05
+    assert server.billable == 5
+    with pytest.raises(ConfigError, match="price"):
+        run_openai(str(photos), str(tmp_path / "c"), OpenAIImagesConfig(mode="generate", model="new-model"),
+                   max_spend=1.0, client=make_client())
+
+
+def test_crash_after_response_is_finished_from_spool_without_a_request(server, photos, tmp_path):
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    with Ledger(out / LEDGER_NAME) as ledger:
+        record = next(ledger.jobs(DONE))
+        data = Path(record.output).read_bytes()
+        ledger.mark_running(record.key)
+        ledger.write_spool(record.key, data)
+    Path(record.output).unlink()
+    report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (report.recovered, report.skipped, report.done, server.billable) == (1, 2, 0, 3)
+    assert Path(record.output).read_bytes() == data
+
+
+def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    with Ledger(out / LEDGER_NAME) as ledger:
+        ledger.mark_running(next(ledger.jobs(DONE)).key)
+    once = run_openai(str(photos), str(out), config, retry_interrupted=False, client=make_client(max_retries=0))
+    assert (once.unresolved, once.done, server.billable) == (1, 0, 3)
+    least = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (least.unresolved, least.done, server.billable) == (0, 1, 4)
+
+
+def test_refused_key_stops_the_run_without_echoing_it(server, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-secret-123")
+    with pytest.raises(ConfigError) as caught:
+        run_openai(str(photos), str(tmp_path / "out"), OpenAIImagesConfig(size="256x256"), client=make_client(max_retries=0))
+    assert "refused" in str(caught.value) and "sk-wrong" not in str(caught.value)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        make_client()
+
+
+def test_kill_and_resume_never_pays_twice(server, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        Image.new("RGB", (40, 40), (i * 40, 10, 10)).save(photos / f"p{i}.png")
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-c", "from fakescope.cli import app; app()", "generate", "openai", str(photos),
+        "--out", str(out), "--mode", "variation", "--size", "256x256", "--concurrency", "2", "--max-retries", "0",
+    ]
+    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": server.base_url}
+    server.hold_after = 3
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while (server.held < 2 or server.billable < 3) and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    assert server.held == 2 and server.billable == 3, first.stdout.read() if first.poll() is not None else ""
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not (out / "manifest.csv").exists()
+    server.hold_after = None
+    server.release.set()
+    second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "already done 3" in second.stdout and "done 3," in second.stdout
+    outputs = _outputs(out)
+    assert server.billable == 6 == len(outputs) == len({hashlib.sha256(p.read_bytes()).digest() for p in outputs})
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert len(manifest) == 6 and all(Path(uri).is_file() for uri in manifest["uri"])
