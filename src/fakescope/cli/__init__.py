@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "generate",
 )
 
 for _name in COMMAND_MODULES:
