@@ -1,0 +1,142 @@
+"""Pull metadata blocks out of encoded image bytes without decoding any pixels.
+
+PNG and JPEG are walked chunk by chunk / segment by segment (so PNG text after IDAT is
+seen, and compressed text is inflated under a size cap); other formats go through
+Pillow's header parser. Damage stops the walk and is recorded, never raised.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from fakescope.io.image import sniff_format
+
+MAX_TEXT_BYTES = 8 * 1024 * 1024
+"""Compressed PNG text inflating past this is not read (a zip bomb guard)."""
+_XMP_JPEG = b"http://ns.adobe.com/xap/1.0/\x00"
+_XMP_PNG_KEY = "XML:com.adobe.xmp"
+
+
+@dataclass
+class MetadataBlocks:
+    """Raw metadata found in one file."""
+
+    format: str | None
+    text: dict[str, str] = field(default_factory=dict)
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    quant_tables: dict[int, list[int]] = field(default_factory=dict)
+    """JPEG DQT tables by id, 64 values in the file's zigzag order."""
+    errors: list[str] = field(default_factory=list)
+
+
+def read_blocks(data: bytes) -> MetadataBlocks:
+    """Collect text chunks, EXIF, XMP and JPEG quantisation tables from `data`."""
+    fmt = sniff_format(data)
+    blocks = MetadataBlocks(fmt)
+    reader = {"PNG": _read_png, "JPEG": _read_jpeg}.get(fmt or "", _read_with_pillow)
+    try:
+        reader(memoryview(data), blocks)
+    except Exception as exc:  # damaged files raise many types (struct, zlib, Pillow's own)
+        blocks.errors.append(f"{fmt or 'file'} structure damaged: {exc}")
+    return blocks
+
+
+def _read_png(data: memoryview, blocks: MetadataBlocks) -> None:
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if len(body) < length:
+            raise ValueError(f"chunk {kind.decode('latin-1')!r} truncated")
+        if kind == b"tEXt":
+            key, _, value = bytes(body).partition(b"\x00")
+            blocks.text[key.decode("latin-1")] = value.decode("latin-1")
+        elif kind == b"zTXt":
+            key, _, rest = bytes(body).partition(b"\x00")
+            blocks.text[key.decode("latin-1")] = _inflate(rest[1:]).decode("latin-1")
+        elif kind == b"iTXt":
+            key, value = _itxt(bytes(body))
+            if key == _XMP_PNG_KEY:
+                blocks.xmp = value
+            else:
+                blocks.text[key] = value.decode("utf-8", "replace")
+        elif kind == b"eXIf":
+            blocks.exif = bytes(body)
+        elif kind == b"IEND":
+            return
+        pos += 12 + length
+
+
+def _itxt(body: bytes) -> tuple[str, bytes]:
+    key, _, rest = body.partition(b"\x00")
+    compressed, rest = rest[0], rest[2:]
+    _language, _, rest = rest.partition(b"\x00")
+    _translated, _, text = rest.partition(b"\x00")
+    return key.decode("latin-1"), _inflate(text) if compressed else text
+
+
+def _inflate(payload: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(payload, MAX_TEXT_BYTES)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"compressed text inflates past {MAX_TEXT_BYTES:,} bytes")
+    return out
+
+
+def _read_jpeg(data: memoryview, blocks: MetadataBlocks) -> None:
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ValueError(f"no marker at offset {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: metadata lies before
+            return
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        body = bytes(data[pos + 4:pos + 2 + length])
+        if len(body) < length - 2:
+            raise ValueError(f"segment 0x{marker:02X} truncated")
+        if marker == 0xE1 and body.startswith(b"Exif\x00\x00") and blocks.exif is None:
+            blocks.exif = body
+        elif marker == 0xE1 and body.startswith(_XMP_JPEG):
+            blocks.xmp = body[len(_XMP_JPEG):]
+        elif marker == 0xDB:
+            _read_dqt(body, blocks)
+        elif marker == 0xFE:
+            blocks.text["comment"] = body.decode("latin-1")
+        pos += 2 + length
+
+
+def _read_dqt(body: bytes, blocks: MetadataBlocks) -> None:
+    pos = 0
+    while pos < len(body):
+        precision, table_id = body[pos] >> 4, body[pos] & 0x0F
+        size = 128 if precision else 64
+        raw = body[pos + 1:pos + 1 + size]
+        if len(raw) < size:
+            raise ValueError("quantisation table truncated")
+        blocks.quant_tables[table_id] = list(struct.unpack(">64H", raw)) if precision else list(raw)
+        pos += 1 + size
+
+
+def _read_with_pillow(data: memoryview, blocks: MetadataBlocks) -> None:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:  # parses headers only
+        info = img.info
+        exif = info.get("exif")
+        blocks.exif = exif if isinstance(exif, bytes) else None
+        xmp = info.get("xmp") or info.get(_XMP_PNG_KEY)
+        if isinstance(xmp, str):
+            xmp = xmp.encode("utf-8")
+        blocks.xmp = xmp if isinstance(xmp, bytes) else None
+        blocks.text.update({k: v for k, v in info.items() if isinstance(k, str) and isinstance(v, str)})

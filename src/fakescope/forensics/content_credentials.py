@@ -1,0 +1,204 @@
+"""C2PA content credentials: read and validate an embedded manifest store with c2pa-python.
+
+A manifest declares AI generation through an action whose `digitalSourceType` is
+`trainedAlgorithmicMedia` (whole image) or `compositeWithTrainedAlgorithmicMedia` (part of it),
+in the active manifest or in any manifest of its ingredients (ChatGPT signs an `opened`
+action over a parent that was `created` by the model). Validation is split in two:
+
+- integrity: the claim signature verifies and every hash matches the bytes;
+- credential: whether the signing certificate chains to a configured trust anchor and is in
+  date. Offline there is no trust list, so real signers come out `untrusted` (and old
+  certificates `expired`); c2pa reports those as `Invalid` although nothing was tampered with.
+
+Only an intact manifest is decisive; the credential state is reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fakescope.detection import Evidence
+from fakescope.errors import ConfigError
+from fakescope.forensics._source_types import AI_COMPOSITE, AI_GENERATED, CAPTURE, source_term
+from fakescope.io.image import sniff_format
+
+KIND = "c2pa"
+TRUST_ANCHORS_ENV = "FAKESCOPE_C2PA_TRUST_ANCHORS"
+"""Path of a PEM bundle of trusted root certificates (e.g. the C2PA trust list); unset: none."""
+
+SCORE_AI_TRUSTED = 0.999
+SCORE_AI_UNTRUSTED = 0.99
+SCORE_AI_COMPOSITE = 0.95
+SCORE_AI_BROKEN = 0.9
+SCORE_CAPTURE_TRUSTED = 0.05
+SCORE_CAPTURE_UNTRUSTED = 0.3
+
+CREDENTIAL_CODES = frozenset({"signingCredential.untrusted", "signingCredential.expired", "timeStamp.untrusted"})
+"""Failure codes about who signed and when, not about whether the content was altered."""
+MAX_REPORTED_ACTIONS = 16
+
+_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff",
+         "HEIF": "image/heif", "AVIF": "image/avif", "GIF": "image/gif", "BMP": "image/bmp"}
+
+
+def has_jumbf(data: bytes) -> bool:
+    """Cheap pre-check: every embedded C2PA store is a raw JUMBF box labelled `c2pa`.
+
+    JPEG (APP11), PNG (caBX), WebP, GIF, TIFF and BMFF containers all carry the box
+    uncompressed, so bytes without both markers hold no embedded manifest.
+    """
+    return b"jumb" in data and b"c2pa" in data
+
+
+def check_c2pa(data: bytes | None, *, trust_anchors: str | None = None) -> Evidence:
+    """Read and validate the embedded C2PA manifest store of encoded image bytes.
+
+    Args:
+        data: the original file bytes (None when only pixels are known).
+        trust_anchors: PEM root certificates to trust; default: the file named by
+            `FAKESCOPE_C2PA_TRUST_ANCHORS`, else none (every signer is `untrusted`).
+
+    Returns:
+        Evidence of kind `c2pa`. `score` is P(ai) implied by the manifest or None;
+        `decisive` is True for an intact manifest that declares AI generation;
+        `data` holds claim_generator, signer, validation_state, integrity, trusted,
+        failures, digital_source_type and actions. Unreadable stores give `error`.
+
+    Example:
+        >>> check_c2pa(b"not a signed image").detail
+        'no embedded C2PA manifest'
+    """
+    if not data:
+        return Evidence(KIND, None, "no encoded bytes to read a manifest from")
+    if not has_jumbf(data):
+        return Evidence(KIND, None, "no embedded C2PA manifest", data={"present": False})
+    import c2pa
+
+    try:
+        context = _context(trust_anchors if trust_anchors is not None else _anchors_from_env())
+        reader = c2pa.Reader.try_create(_MIME.get(sniff_format(data) or ""), io.BytesIO(data), None, context)
+        if reader is None:
+            return Evidence(KIND, None, "no embedded C2PA manifest", data={"present": False})
+        with reader:
+            store = json.loads(reader.json())
+            state = reader.get_validation_state()
+            results = reader.get_validation_results() or {}
+    except (c2pa.C2paError, ConfigError, ValueError) as exc:
+        return Evidence(KIND, None, "C2PA data present but unreadable", data={"present": True},
+                        error=f"{type(exc).__name__.lstrip('_')}: {exc}")
+    return _evidence_from_store(store, state, results)
+
+
+def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict[str, Any]) -> Evidence:
+    manifests = store.get("manifests") or {}
+    active = manifests.get(store.get("active_manifest"), {})
+    failures = _failure_codes(store, results)
+    broken = sorted(set(failures) - CREDENTIAL_CODES)
+    trusted = state == "Trusted"
+    actions = [a for m in manifests.values() for a in _actions(m)]
+    terms = {term for _, term, _ in actions if term}
+    info = {
+        "present": True,
+        "claim_generator": _claim_generator(active),
+        "signer": _signer(active),
+        "validation_state": state,
+        "integrity": "broken" if broken else "intact",
+        "trusted": trusted,
+        "failures": sorted(set(failures)),
+        "actions": [{"action": a, "digital_source_type": t, "software_agent": s}
+                    for a, t, s in actions[:MAX_REPORTED_ACTIONS]],
+    }
+    credential = _credential_text(trusted, failures)
+    who = f"claim generator {info['claim_generator'] or 'unknown'}, signer {info['signer'] or 'unknown'}"
+    if terms & (AI_GENERATED | AI_COMPOSITE):
+        term = next(iter(sorted(terms & AI_GENERATED) or sorted(terms & AI_COMPOSITE)))
+        info["digital_source_type"] = term
+        agent = next((s for _, t, s in actions if t == term and s), None)
+        made = f"C2PA manifest declares {term}" + (f" (software agent {agent})" if agent else "")
+        if broken:
+            info["declares_ai"] = True
+            return Evidence(KIND, SCORE_AI_BROKEN, f"{made}, but validation failed ({', '.join(broken)}); "
+                            f"treated as an unsigned claim; {who}", data=info)
+        score = SCORE_AI_COMPOSITE if term in AI_COMPOSITE else (
+            SCORE_AI_TRUSTED if trusted else SCORE_AI_UNTRUSTED)
+        return Evidence(KIND, score, f"signed {made}; signature and hashes verify; {credential}; {who}",
+                        decisive=True, data=info)
+    capture = sorted(terms & CAPTURE)
+    if capture:
+        info["digital_source_type"] = capture[0]
+        if broken:
+            return Evidence(KIND, None, f"C2PA manifest declares {capture[0]} but validation failed "
+                            f"({', '.join(broken)}); ignored; {who}", data=info)
+        score = SCORE_CAPTURE_TRUSTED if trusted else SCORE_CAPTURE_UNTRUSTED
+        return Evidence(KIND, score, f"signed C2PA manifest declares {capture[0]}; {credential}; {who}", data=info)
+    integrity = f"validation failed ({', '.join(broken)})" if broken else "signature and hashes verify"
+    return Evidence(KIND, None, f"C2PA manifest declares no digital source type; {integrity}; {who}", data=info)
+
+
+def _failure_codes(store: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    active = results.get("activeManifest")
+    if isinstance(active, dict):
+        return [f.get("code", "") for f in active.get("failure", [])]
+    return [s.get("code", "") for s in store.get("validation_status", [])]
+
+
+def _actions(manifest: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    found = []
+    for assertion in manifest.get("assertions", []):
+        if not str(assertion.get("label", "")).startswith("c2pa.actions"):
+            continue
+        for action in (assertion.get("data") or {}).get("actions", []):
+            agent = action.get("softwareAgent")
+            agent_name = agent.get("name") if isinstance(agent, dict) else agent
+            found.append((str(action.get("action")), source_term(action.get("digitalSourceType")),
+                          str(agent_name) if agent_name else None))
+    return found
+
+
+def _claim_generator(manifest: dict[str, Any]) -> str | None:
+    if manifest.get("claim_generator"):
+        return str(manifest["claim_generator"])
+    names = [" ".join(str(i[k]) for k in ("name", "version") if i.get(k))
+             for i in manifest.get("claim_generator_info", []) if isinstance(i, dict)]
+    return ", ".join(n for n in names if n) or None
+
+
+def _signer(manifest: dict[str, Any]) -> str | None:
+    sig = manifest.get("signature_info") or {}
+    parts = [str(sig[k]) for k in ("issuer", "common_name") if sig.get(k)]
+    return " / ".join(parts) or None
+
+
+def _credential_text(trusted: bool, failures: list[str]) -> str:
+    if trusted:
+        return "signer trusted (chains to a configured trust anchor)"
+    notes = ["signer not on a configured trust list"]
+    if "signingCredential.expired" in failures:
+        notes.append("certificate expired")
+    return ", ".join(notes)
+
+
+def _anchors_from_env() -> str:
+    path = os.environ.get(TRUST_ANCHORS_ENV)
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{TRUST_ANCHORS_ENV}={path}: {exc.strerror or exc}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _context(trust_anchors: str):
+    """A reader context that never touches the network; trusts `trust_anchors` if given."""
+    import c2pa
+
+    settings: dict[str, Any] = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+    if trust_anchors:
+        settings["trust"] = {"trust_anchors": trust_anchors}
+    return c2pa.Context.from_dict(settings)

@@ -1,0 +1,110 @@
+"""Fuse provenance evidence with the calibrated pixel score into one verdict.
+
+Rules, in order (docs/forensics.md gives the reasoning):
+
+1. Decisive evidence (an intact C2PA manifest declaring AI generation, a decoded generator
+   watermark) decides `ai`; probability = max(pixel, evidence score). A signed manifest
+   outranks a watermark when both are present.
+2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata, a manifest that
+   failed validation) also decides `ai`, and the reason says it is unsigned.
+3. Otherwise every other scored evidence (camera manifest, camera EXIF) shifts the pixel
+   score in log-odds by logit(evidence score), i.e. it acts as a likelihood ratio; it can
+   never push the probability below min(pixel, 0.01). Evidence without a score (absence of
+   provenance, errors) changes nothing.
+4. The verdict is `ai` at p >= band[1], `real` at p < band[0], `uncertain` in between.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+from fakescope.detection import Evidence, Verdict
+from fakescope.errors import ConfigError
+
+PIXEL = "pixel"
+"""`decided_by` when the calibrated pixel score set the verdict."""
+NONE = "none"
+"""`decided_by` when there was neither a pixel score nor any scored evidence."""
+FLOOR = 0.01
+"""Hints never lower the probability below min(pixel score, FLOOR)."""
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Fused:
+    """The fused answer: P(ai), the verdict, the evidence kind that decided it, and why."""
+
+    probability: float | None
+    verdict: Verdict
+    decided_by: str
+    reason: str
+
+
+def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshold: float,
+         band: tuple[float, float]) -> Fused:
+    """Combine a calibrated pixel P(ai) (None when no model ran) with evidence records.
+
+    Args:
+        pixel_probability: calibrated P(ai) from the pixel model, or None.
+        evidence: records from `collect_evidence`.
+        threshold: the model's decision threshold (named in the reason).
+        band: (lower, upper) uncertain band around `threshold`.
+
+    Raises:
+        ConfigError: the band does not contain the threshold or leaves [0, 1].
+
+    Example:
+        >>> fuse(0.7, [], 0.5, (0.4, 0.6)).verdict
+        'ai'
+    """
+    lower, upper = band
+    if not 0.0 <= lower <= threshold <= upper <= 1.0:
+        raise ConfigError(f"uncertain band {band} must satisfy 0 <= lower <= threshold {threshold} <= upper <= 1")
+    scored = [e for e in evidence if e.score is not None]
+    pixel = pixel_probability
+    decisive = [e for e in scored if e.decisive]
+    if decisive:
+        best = max(decisive, key=lambda e: (e.score, e.kind == "c2pa"))
+        return Fused(max(pixel or 0.0, best.score), "ai", best.kind, f"{best.kind}: {best.detail}")
+    declared = [e for e in scored if e.data.get("declares_ai")]
+    if declared:
+        best = max(declared, key=lambda e: e.score)
+        return Fused(max(pixel or 0.0, best.score), "ai", best.kind,
+                     f"{best.kind} (unsigned declaration, forgeable and easily stripped): {best.detail}")
+    if pixel is None and not scored:
+        return Fused(None, "uncertain", NONE, "no pixel score and no provenance evidence")
+    start = 0.5 if pixel is None else pixel
+    probability = _sigmoid(_logit(start) + sum(_logit(e.score) for e in scored))
+    if scored and pixel is not None:
+        probability = max(probability, min(pixel, FLOOR))
+    verdict = _verdict(probability, band)
+    rule = f"threshold {threshold:g}, uncertain band [{lower:g}, {upper:g})"
+    if not scored:
+        return Fused(probability, verdict, PIXEL, f"pixel model {probability:.3f} ({rule}); no provenance decided")
+    strongest = max(scored, key=lambda e: abs(_logit(e.score)))
+    shifts = "; ".join(f"{e.kind}: {e.detail} (odds x{_odds(e.score):.2g})" for e in scored)
+    if pixel is not None and _verdict(pixel, band) == verdict:
+        return Fused(probability, verdict, PIXEL, f"pixel model {pixel:.3f} -> {probability:.3f} ({rule}); {shifts}")
+    origin = "no pixel score" if pixel is None else f"pixel model {pixel:.3f}"
+    return Fused(probability, verdict, strongest.kind, f"{origin} -> {probability:.3f} ({rule}); {shifts}")
+
+
+def _verdict(probability: float, band: tuple[float, float]) -> Verdict:
+    if probability >= band[1]:
+        return "ai"
+    return "real" if probability < band[0] else "uncertain"
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, _EPS), 1.0 - _EPS)
+    return math.log(p / (1.0 - p))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _odds(score: float) -> float:
+    return math.exp(_logit(score))

@@ -1,0 +1,204 @@
+"""Unsigned metadata: EXIF, XMP/IPTC, generator text chunks and JPEG quantisation tables.
+
+Everything here is unsigned: trivially stripped (any re-encode or upload pipeline drops
+it) and trivially forged. The rules follow from that:
+
+- a declaration of AI generation (a generator's own parameters chunk, an AI `Software` tag,
+  IPTC `trainedAlgorithmicMedia`) is almost always left by the generator itself, so it scores
+  0.95 and is flagged `declares_ai` (fusion lets it decide `ai`, labelled unsigned);
+- camera EXIF (Make/Model, lens, GPS) or an XMP `digitalCapture` is copied by any editor, so it
+  only nudges the score (0.45, a likelihood ratio of 0.82) and never decides anything;
+- the JPEG quantisation tables only say which encoder wrote the file (a hint, no score).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+from fakescope.detection import Evidence
+from fakescope.forensics._containers import MetadataBlocks, read_blocks
+from fakescope.forensics._quantisation import estimate_quality
+from fakescope.forensics._source_types import AI_COMPOSITE, AI_GENERATED, CAPTURE, source_term
+
+KIND = "metadata"
+SCORE_DECLARED_AI = 0.95
+SCORE_DECLARED_COMPOSITE = 0.9
+SCORE_CAMERA_EXIF = 0.45
+MAX_XMP_BYTES = 2 * 1024 * 1024
+"""XMP packets above this are not parsed (recorded as an error)."""
+
+AI_SOFTWARE = re.compile(
+    r"\b(midjourney|dall[\s·\-]?e|stable[\s_-]?diffusion|sdxl|novelai|adobe firefly|automatic1111|comfyui|"
+    r"invokeai|fooocus|dreamstudio|leonardo\.ai|ideogram|google imagen|chatgpt|gpt-4o|bing image creator|"
+    r"nightcafe|flux\.1)\b", re.IGNORECASE)
+"""Software names that only generators write."""
+A1111_PARAMETERS = re.compile(r"\bSteps: \d+, Sampler: ")
+GENERATOR_CHUNKS: tuple[tuple[str, str, re.Pattern[str] | None], ...] = (
+    ("parameters", "Stable Diffusion web UI (A1111/Forge/SD.Next)", A1111_PARAMETERS),
+    ("prompt", "ComfyUI", re.compile(r'"class_type"\s*:')),
+    ("workflow", "ComfyUI", re.compile(r'"nodes"\s*:')),
+    ("invokeai_metadata", "InvokeAI", None),
+    ("invokeai_graph", "InvokeAI", None),
+    ("sd-metadata", "InvokeAI", None),
+    ("Dream", "InvokeAI", None),
+    ("fooocus_scheme", "Fooocus", None),
+    ("sui_image_params", "SwarmUI", None),
+)
+"""PNG text keys written by generator front-ends, with a pattern the value must contain."""
+_SOFTWARE_KEYS = ("Software", "Source", "Author")
+_FREE_TEXT_KEYS = ("comment", "Comment", "Description")
+_SOURCE_URI = re.compile(r"cv\.iptc\.org/newscodes/digitalsourcetype/(\w+)", re.IGNORECASE)
+_SOURCE_TERM = re.compile(r"DigitalSourceType(?:\s*=\s*[\"']|>)\s*(\w+)[\"'<]")
+_CREATOR_TOOL = re.compile(r"CreatorTool(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
+_PROVENANCE = re.compile(r"dcterms:provenance(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
+
+_TAG_SOFTWARE, _TAG_MAKE, _TAG_MODEL = 0x0131, 0x010F, 0x0110
+_IFD_EXIF, _IFD_GPS = 0x8769, 0x8825
+_TAG_LENS, _TAG_USER_COMMENT, _TAG_TAKEN = 0xA434, 0x9286, 0x9003
+
+
+def check_metadata(data: bytes | None) -> Evidence:
+    """Read the unsigned metadata of encoded image bytes.
+
+    Returns:
+        Evidence of kind `metadata`: `score` 0.95 (0.9 for an AI composite) with
+        `data["declares_ai"]` when metadata declares AI generation, 0.45 for camera EXIF or an
+        XMP capture source type alone,
+        None otherwise. `data` holds software, make, model, lens, gps, digital_source_type,
+        creator_tool, generator, generator_chunks, jpeg_quality, jpeg_tables, c2pa_remote_url.
+        Damaged or oversized blocks set `error`; whatever could be read is still reported.
+
+    Example:
+        >>> check_metadata(b"not an image").detail
+        'no generator or camera metadata'
+    """
+    if not data:
+        return Evidence(KIND, None, "no encoded bytes to read metadata from")
+    blocks = read_blocks(data)
+    info: dict[str, Any] = {}
+    declarations: list[str] = []
+    _read_exif(blocks, info, declarations)
+    _read_xmp(blocks, info, declarations)
+    _read_text(blocks, info, declarations)
+    quality = estimate_quality(blocks.quant_tables)
+    if quality:
+        info["jpeg_quality"], info["jpeg_tables"] = quality["quality"], quality["tables"]
+    error = "; ".join(blocks.errors) or None
+    hint = f"; JPEG quality ~{quality['quality']} ({quality['tables']} tables)" if quality else ""
+    if declarations:
+        info["declares_ai"] = True
+        composite = info.get("digital_source_type") in AI_COMPOSITE and len(declarations) == 1
+        return Evidence(KIND, SCORE_DECLARED_COMPOSITE if composite else SCORE_DECLARED_AI,
+                        "metadata declares AI generation (unsigned): " + "; ".join(declarations) + hint,
+                        data=info, error=error)
+    camera = _camera_claims(info)
+    if camera:
+        return Evidence(KIND, SCORE_CAMERA_EXIF, f"{'; '.join(camera)} (unsigned, easily copied){hint}",
+                        data=info, error=error)
+    return Evidence(KIND, None, "no generator or camera metadata" + hint, data=info, error=error)
+
+
+def _camera_claims(info: dict[str, Any]) -> list[str]:
+    claims = []
+    if info.get("make") and info.get("model"):
+        camera = " ".join(str(info[k]) for k in ("make", "model", "lens") if info.get(k))
+        claims.append(f"camera EXIF {camera}" + (", GPS present" if info.get("gps") else ""))
+    if info.get("digital_source_type") in CAPTURE:
+        claims.append(f"XMP IPTC DigitalSourceType {info['digital_source_type']}")
+    return claims
+
+
+def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
+    if not blocks.exif:
+        return
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns on oddities it survives
+            exif = Image.Exif()
+            exif.load(blocks.exif)
+            sub = exif.get_ifd(_IFD_EXIF)
+            gps = exif.get_ifd(_IFD_GPS)
+    except Exception as exc:  # Pillow raises many types on broken EXIF
+        blocks.errors.append(f"EXIF unreadable: {type(exc).__name__}: {exc}")
+        return
+    for key, tag in (("software", _TAG_SOFTWARE), ("make", _TAG_MAKE), ("model", _TAG_MODEL)):
+        value = _clean(exif.get(tag))
+        if value:
+            info[key] = value
+    lens, taken = _clean(sub.get(_TAG_LENS)), _clean(sub.get(_TAG_TAKEN))
+    if lens:
+        info["lens"] = lens
+    if taken:
+        info["datetime_original"] = taken
+    info["gps"] = bool(gps)
+    if info.get("software") and AI_SOFTWARE.search(info["software"]):
+        declarations.append(f"EXIF Software {info['software']!r}")
+    comment = _user_comment(sub.get(_TAG_USER_COMMENT))
+    if comment and A1111_PARAMETERS.search(comment):
+        info["generator"] = "Stable Diffusion web UI (A1111/Forge/SD.Next)"
+        declarations.append("EXIF UserComment holds Stable Diffusion web UI generation parameters")
+
+
+def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
+    if not blocks.xmp:
+        return
+    info["xmp_bytes"] = len(blocks.xmp)
+    if len(blocks.xmp) > MAX_XMP_BYTES:
+        blocks.errors.append(f"XMP packet of {len(blocks.xmp):,} bytes exceeds {MAX_XMP_BYTES:,}; not parsed")
+        return
+    xmp = blocks.xmp.decode("utf-8", "replace")
+    found = _SOURCE_URI.search(xmp) or _SOURCE_TERM.search(xmp)
+    term = source_term(found.group(1)) if found else None
+    if term:
+        info["digital_source_type"] = term
+        if term in AI_GENERATED | AI_COMPOSITE:
+            declarations.append(f"XMP IPTC DigitalSourceType {term}")
+    for key, pattern in (("creator_tool", _CREATOR_TOOL), ("c2pa_remote_url", _PROVENANCE)):
+        match = pattern.search(xmp)
+        if match and (match.group(1) or match.group(2)):
+            info[key] = (match.group(1) or match.group(2)).strip()
+    if info.get("creator_tool") and AI_SOFTWARE.search(info["creator_tool"]):
+        declarations.append(f"XMP CreatorTool {info['creator_tool']!r}")
+
+
+def _read_text(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
+    chunks = [key for key, _, pattern in GENERATOR_CHUNKS
+              if key in blocks.text and (pattern is None or pattern.search(blocks.text[key]))]
+    if chunks:
+        info["generator_chunks"] = chunks
+        info["generator"] = next(name for key, name, _ in GENERATOR_CHUNKS if key == chunks[0])
+        declarations.append(f"text chunk(s) {', '.join(repr(c) for c in chunks)} written by {info['generator']}")
+    for key in _SOFTWARE_KEYS:
+        value = _clean(blocks.text.get(key))
+        if value and AI_SOFTWARE.search(value):
+            info.setdefault("software", value)
+            declarations.append(f"text chunk {key!r} = {value[:60]!r}")
+    if "generator" not in info and any(A1111_PARAMETERS.search(blocks.text.get(k, "")) for k in _FREE_TEXT_KEYS):
+        info["generator"] = "Stable Diffusion web UI (A1111/Forge/SD.Next)"
+        declarations.append("comment holds Stable Diffusion web UI generation parameters")
+
+
+def _clean(value: object) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", "").strip()
+    return value[:200] or None
+
+
+def _user_comment(raw: object) -> str | None:
+    """Decode EXIF UserComment: an 8-byte charset prefix, then the text (UTF-16 for UNICODE)."""
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, bytes) or len(raw) < 8:
+        return None
+    prefix, body = raw[:8], raw[8:]
+    if prefix.startswith(b"UNICODE"):
+        big, little = body.decode("utf-16-be", "replace"), body.decode("utf-16-le", "replace")
+        return big if A1111_PARAMETERS.search(big) else little
+    return body.decode("utf-8", "replace")
