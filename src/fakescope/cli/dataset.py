@@ -1,0 +1,146 @@
+"""`fakescope dataset`: build, split, audit and export manifests of real and ai images."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import SeedOpt, WorkersOpt
+
+SHORTCUT_EXIT = 1
+
+ManifestArg = Annotated[str, typer.Argument(help="Manifest file (.parquet or .csv), local or a storage URI.")]
+ManifestOutOpt = Annotated[str, typer.Option("--out", "-o", help="Manifest to write (.parquet or .csv), path or storage URI.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `dataset` command group."""
+    sub = typer.Typer(help="Build, split, audit and export dataset manifests.", no_args_is_help=True)
+    sub.command("build")(build)
+    sub.command("split")(split)
+    sub.command("audit")(audit)
+    sub.command("export")(export)
+    app.add_typer(sub, name="dataset")
+
+
+def build(
+    src: Annotated[str, typer.Argument(help="Folder with real/ and fake/<generator>/, an FFHQ-style .json, or a .csv.")],
+    out: ManifestOutOpt,
+    images: Annotated[str | None, typer.Option("--images", help="Folder holding the images an FFHQ .json lists.")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Source name for the real images (default: from folders).")] = None,
+    attributes: Annotated[str | None, typer.Option("--attributes", help="CSV of attributes keyed by file name, e.g. ffhq_attributes.csv.")] = None,
+    attributes_key: Annotated[str | None, typer.Option("--attributes-key", help="File-name column of --attributes (default: first).")] = None,
+    balance_by: Annotated[str | None, typer.Option("--balance-by", help="Comma-separated columns to balance, e.g. label or label,gender.")] = None,
+    per_stratum: Annotated[int | None, typer.Option("--per-stratum", min=1, help="Rows per balanced stratum (default: the smallest).")] = None,
+    csv_copy: Annotated[bool, typer.Option("--csv/--no-csv", help="Also write a .csv export beside a .parquet manifest.")] = True,
+    seed: SeedOpt = 0,
+    workers: WorkersOpt = 8,
+) -> None:
+    """Build a manifest from a folder layout, an FFHQ-style JSON listing or a CSV."""
+    with clean_errors():
+        from fakescope.data import (
+            balance_manifest, build_from_csv, build_from_ffhq_json, build_from_folders, join_attributes, write_manifest,
+        )
+        from fakescope.errors import ConfigError
+
+        if src.lower().endswith(".json"):
+            if images is None:
+                raise ConfigError("--images is required with an FFHQ-style .json listing")
+            frame = build_from_ffhq_json(src, images, source=source or "ffhq", workers=workers)
+        elif src.lower().endswith(".csv"):
+            frame = build_from_csv(src, workers=workers)
+        else:
+            frame = build_from_folders(src, source=source, workers=workers)
+        if attributes:
+            frame = join_attributes(frame, attributes, key=attributes_key)
+        if balance_by:
+            frame = balance_manifest(frame, [c.strip() for c in balance_by.split(",")], seed=seed, per_stratum=per_stratum)
+        write_manifest(frame, out, csv_copy=csv_copy)
+        counts = ", ".join(f"{label}: {n}" for label, n in frame["label"].value_counts().sort_index().items())
+        typer.echo(f"{len(frame)} images ({counts}); manifest {out}")
+
+
+def split(
+    manifest: ManifestArg,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the split manifest (default: overwrite).")] = None,
+    ratios: Annotated[str, typer.Option("--ratios", help="Shares per split, e.g. train=0.8,val=0.1,test=0.1.")] = "train=0.8,val=0.1,test=0.1",
+    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, help="dHash bits for near duplicates (-1: off).")] = 4,
+    seed: SeedOpt = 0,
+    workers: WorkersOpt = 8,
+) -> None:
+    """Split by pair and (near-)duplicate groups so no related images straddle splits."""
+    with clean_errors():
+        from fakescope.data import find_leaks, read_manifest, split_manifest, write_manifest
+
+        frame = split_manifest(read_manifest(manifest), _ratios(ratios), seed=seed, max_distance=max_distance, workers=workers)
+        write_manifest(frame, out or manifest)
+        sizes = frame.groupby(["split", "label"]).size()
+        typer.echo("  ".join(f"{s}/{label}: {n}" for (s, label), n in sizes.items()))
+        for problem in find_leaks(frame):
+            typer.echo(f"warning: {problem}", err=True)
+
+
+def audit(
+    src: Annotated[str, typer.Argument(help="Manifest (.parquet/.csv) or a folder with real/ and fake/.")],
+    max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="Images inspected per class (a seeded sample).")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help=f"Exit {SHORTCUT_EXIT} when any shortcut is found.")] = False,
+    seed: SeedOpt = 0,
+    workers: WorkersOpt = 8,
+) -> None:
+    """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks)."""
+    with clean_errors():
+        from fakescope.data import audit_manifest, build_from_folders, read_manifest
+
+        is_manifest = src.lower().endswith((".parquet", ".csv"))
+        frame = read_manifest(src) if is_manifest else build_from_folders(src, workers=workers)
+        report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers)
+        typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else _audit_table(report))
+    if strict and report.shortcuts:
+        raise typer.Exit(SHORTCUT_EXIT)
+
+
+def export(
+    manifest: ManifestArg,
+    out: Annotated[str, typer.Argument(help="Folder (folders layout) or file (.tar, .npy, .safetensors), path or storage URI.")],
+    layout: Annotated[str, typer.Option("--layout", help="folders, tar, npy or safetensors.")] = "folders",
+    size: Annotated[int, typer.Option("--size", min=8, help="Crop side for npy/safetensors packs.")] = 256,
+    only_split: Annotated[str | None, typer.Option("--split", help="Export only this split.")] = None,
+) -> None:
+    """Export images and manifest as a folder tree, one tar, or a uint8 array pack for a GPU machine."""
+    with clean_errors():
+        from fakescope.data import export_manifest, read_manifest
+
+        frame = read_manifest(manifest)
+        if only_split is not None:
+            frame = frame[frame["split"] == only_split]
+        exported = export_manifest(frame, out, layout=layout, size=size)
+        typer.echo(f"{len(exported)} images exported to {out} ({layout})")
+
+
+def _ratios(text: str) -> dict[str, float]:
+    from fakescope.errors import ConfigError
+
+    try:
+        pairs = [item.split("=") for item in text.split(",") if item.strip()]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise ConfigError(f"--ratios must look like train=0.8,val=0.1,test=0.1, got {text!r}") from None
+
+
+def _audit_table(report: object) -> str:
+    counts = ", ".join(f"{label}: {n} ({report.inspected.get(label, 0)} inspected)" for label, n in report.counts.items())
+    lines = [f"images  {counts}", ""]
+    if report.checks:
+        width = max(len(c.name) for c in report.checks)
+        lines.append(f"{'check':<{width}}  {'verdict':<17}  {'sep.':>4}  real | ai")
+        for check in report.checks:
+            sides = f"{check.per_class.get('real', '')} | {check.per_class.get('ai', '')}"
+            lines.append(f"{check.name:<{width}}  {check.level:<17}  {check.separability:4.2f}  {sides}")
+    if report.warnings:
+        lines += ["", f"{len(report.warnings)} warning(s):"] + [f"  ! {w}" for w in report.warnings]
+    lines += [f"  note: {n}" for n in report.notes]
+    return "\n".join(lines)

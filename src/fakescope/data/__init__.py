@@ -1,0 +1,29 @@
+"""Datasets: manifests of real and ai images, how they are built, split without leakage, audited and exported."""
+
+from fakescope.data.audit import AuditReport, Check, audit_manifest, inspect_image
+from fakescope.data.build import (
+    balance_manifest,
+    build_from_csv,
+    build_from_ffhq_json,
+    build_from_folders,
+    join_attributes,
+)
+from fakescope.data.export import LAYOUTS, export_manifest
+from fakescope.data.manifest import (
+    LABELS,
+    MANIFEST_COLUMNS,
+    SPLITS,
+    describe_image,
+    read_manifest,
+    validate_manifest,
+    write_manifest,
+)
+from fakescope.data.splits import find_leaks, group_related, split_manifest
+
+__all__ = [
+    "MANIFEST_COLUMNS", "LABELS", "SPLITS", "describe_image", "read_manifest", "validate_manifest", "write_manifest",
+    "build_from_folders", "build_from_ffhq_json", "build_from_csv", "join_attributes", "balance_manifest",
+    "split_manifest", "group_related", "find_leaks",
+    "audit_manifest", "inspect_image", "AuditReport", "Check",
+    "export_manifest", "LAYOUTS",
+]

@@ -1,0 +1,228 @@
+"""Build manifests from folder layouts, FFHQ-style JSON listings or CSV files; join attributes; balance.
+
+Every builder reads each image once (local or remote) to record its size, format and sha256, and
+skips unreadable files with a logged warning rather than failing the whole build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from fakescope.data.manifest import MANIFEST_COLUMNS, describe_image, normalise_label, validate_manifest
+from fakescope.errors import ConfigError, FakescopeError
+from fakescope.io import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
+REAL_FOLDERS = ("real",)
+AI_FOLDERS = ("fake", "ai")
+_URI_COLUMNS = ("uri", "path", "file", "filename", "file_name")
+
+
+def build_from_folders(
+    root: str, *, source: str | None = None, default_generator: str = "unknown", workers: int = 8
+) -> pd.DataFrame:
+    """Build a manifest from `root/real/[<source>/]...` and `root/fake/[<generator>/]...` (or `root/ai/`).
+
+    An ai image whose file stem starts with a real image's stem (`00152_var1.png` from
+    `00152.png`) is paired with it: it shares its `pair_id` and names it as `source`.
+    Unpaired images are their own group (`pair_id` = own sha256).
+
+    Example:
+        >>> frame = build_from_folders("data/faces")  # doctest: +SKIP
+        >>> frame.groupby(["label", "generator"]).size()  # doctest: +SKIP
+    """
+    collection = source or os.path.basename(root.rstrip("/")) or "local"
+    jobs: list[tuple[str, str, str, str]] = []  # uri, label, source, generator
+    for folder in REAL_FOLDERS + AI_FOLDERS:
+        base = storage.join(root, folder)
+        if not storage.exists(base):
+            continue
+        label = "real" if folder in REAL_FOLDERS else "ai"
+        for uri in storage.list_files(base, suffixes=IMAGE_SUFFIXES):
+            parts = _relative(uri, base).split("/")
+            group = parts[0] if len(parts) > 1 else None
+            if label == "real":
+                jobs.append((uri, label, source or group or collection, ""))
+            else:
+                jobs.append((uri, label, collection, group or default_generator))
+    if not jobs:
+        raise ConfigError(f"no images under {root}/real or {root}/fake (or {root}/ai)")
+    frame = _describe_all(jobs, workers)
+    return validate_manifest(_pair_by_name(frame))
+
+
+def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq", workers: int = 8) -> pd.DataFrame:
+    """Build a `real` manifest from an FFHQ-style JSON listing and the folder holding its images.
+
+    Accepts FFHQ's own `ffhq-dataset-v2.json` (`{"0": {"category": ..., "image": {"file_path": ...}}}`)
+    and V7/Darwin-style exports (a list of `{"image": {"filename": ...}}` or `{"filename": ...}`).
+    Each listed file is looked up by name under `image_root`; listed files that are absent are
+    skipped with a logged count. A `category` (training/validation) becomes an attribute column.
+    """
+    try:
+        listing = json.loads(storage.read_bytes(json_uri))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{json_uri} is not valid JSON (line {exc.lineno})") from None
+    entries = list(listing.values()) if isinstance(listing, dict) else list(listing)
+    names: dict[str, str] = {}
+    for entry in entries:
+        name, category = _ffhq_entry(entry)
+        if name:
+            names[os.path.basename(name)] = category
+    available = {os.path.basename(_relative(u, image_root)): u
+                 for u in storage.list_files(image_root, suffixes=IMAGE_SUFFIXES)}
+    jobs = [(available[n], "real", source, "") for n in sorted(names) if n in available]
+    if len(jobs) < len(names):
+        logger.warning("%d of %d listed images are not under %s", len(names) - len(jobs), len(names), image_root)
+    if not jobs:
+        raise ConfigError(f"none of the {len(names)} images listed in {json_uri} are under {image_root}")
+    frame = _describe_all(jobs, workers)
+    if any(names.values()):
+        frame["category"] = [names[os.path.basename(_relative(u, image_root))] for u in frame["uri"]]
+    return validate_manifest(frame)
+
+
+def build_from_csv(csv_uri: str, *, workers: int = 8) -> pd.DataFrame:
+    """Build a manifest from a CSV with a path column (`uri`/`path`/`file`) and a `label` column.
+
+    Relative paths are resolved against the CSV's folder. Known manifest columns are kept;
+    width, height, format and sha256 are measured from the images; other columns stay as attributes.
+    """
+    import io
+
+    import pandas as pd
+
+    table = pd.read_csv(io.BytesIO(storage.read_bytes(csv_uri)), keep_default_na=False, na_values=[""])
+    path_column = next((c for c in _URI_COLUMNS if c in table.columns), None)
+    if path_column is None or "label" not in table.columns:
+        raise ConfigError(f"{csv_uri} needs a label column and one of {', '.join(_URI_COLUMNS)}")
+    folder = csv_uri.rsplit("/", 1)[0] if "/" in csv_uri else "."
+    uris = [p if storage.is_remote(p) or os.path.isabs(p) or p.startswith("file://") else storage.join(folder, p)
+            for p in table[path_column].astype(str)]
+    sources = table["source"].fillna("").astype(str) if "source" in table else [""] * len(table)
+    generators = table["generator"].fillna("").astype(str) if "generator" in table else [""] * len(table)
+    jobs = [(u, normalise_label(l), s, g) for u, l, s, g in zip(uris, table["label"], sources, generators)]
+    measured = _describe_all(jobs, workers).set_index("uri")
+    table = table.assign(uri=uris).drop(columns=[c for c in _URI_COLUMNS[1:] if c == path_column])
+    table = table[table["uri"].isin(measured.index)]
+    for column in ("width", "height", "format", "sha256", "label"):
+        table[column] = measured.loc[table["uri"], column].to_numpy()
+    if "pair_id" not in table:
+        table["pair_id"] = table["sha256"]
+    table["pair_id"] = table["pair_id"].fillna(table["sha256"])
+    for column in ("source", "generator", "split"):
+        if column not in table:
+            table[column] = ""
+    return validate_manifest(table)
+
+
+def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = None) -> pd.DataFrame:
+    """Left-join an attribute table (CSV) onto the manifest by file stem.
+
+    Args:
+        frame: The manifest.
+        table_uri: A CSV whose `key` column (default: its first column) names image files,
+            e.g. `ffhq_attributes.csv` with `ffhq_file,expression,glasses,gender,race`.
+        key: The file-name column of the table.
+
+    Rows are matched on the file name without extension, so `00001.png` in the table matches
+    `real/00001.jpg`. Attribute columns that clash with manifest columns get an `attr_` prefix.
+    """
+    import io
+
+    import pandas as pd
+
+    table = pd.read_csv(io.BytesIO(storage.read_bytes(table_uri)))
+    key = key or table.columns[0]
+    if key not in table.columns:
+        raise ConfigError(f"attribute table {table_uri} has no column {key!r}")
+    table = table.assign(_stem=table[key].astype(str).map(_stem)).drop(columns=[key])
+    table = table.drop_duplicates("_stem").rename(columns={c: f"attr_{c}" for c in table.columns if c in frame.columns})
+    joined = frame.assign(_stem=frame["uri"].map(_stem)).merge(table, on="_stem", how="left").drop(columns="_stem")
+    matched = int(joined[[c for c in table.columns if c != "_stem"]].notna().any(axis=1).sum())
+    logger.info("attributes matched %d of %d rows", matched, len(frame))
+    return validate_manifest(joined)
+
+
+def balance_manifest(
+    frame: pd.DataFrame, by: Sequence[str] = ("label",), *, seed: int = 0, per_stratum: int | None = None
+) -> pd.DataFrame:
+    """Downsample so every stratum (combination of `by` values) has the same number of rows.
+
+    Args:
+        frame: The manifest.
+        by: Columns defining strata: `("label",)` balances classes; `("label", "gender")` also
+            balances an attribute. Missing attribute values form their own stratum.
+        seed: Seed of the random choice of kept rows.
+        per_stratum: Rows to keep per stratum; default the smallest stratum's size.
+    """
+    import pandas as pd
+
+    unknown = [c for c in by if c not in frame.columns]
+    if unknown:
+        raise ConfigError(f"cannot balance by unknown column(s) {', '.join(unknown)}")
+    groups = frame.groupby(list(by), dropna=False, sort=True)
+    count = per_stratum if per_stratum is not None else int(groups.size().min())
+    kept = [group.sample(n=min(count, len(group)), random_state=seed) for _, group in groups]
+    return validate_manifest(pd.concat(kept).sort_index())
+
+
+def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int) -> pd.DataFrame:
+    import pandas as pd
+
+    def describe(job: tuple[str, str, str, str]) -> dict[str, object] | None:
+        uri, label, source, generator = job
+        try:
+            info = describe_image(storage.read_bytes(uri))
+        except FakescopeError as exc:
+            logger.warning("skipping %s: %s", uri, exc)
+            return None
+        return {"uri": uri, "label": label, "source": source, "generator": generator,
+                "pair_id": info["sha256"], "split": "", **info}
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        rows = [row for row in pool.map(describe, list(jobs)) if row is not None]
+    return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+
+
+def _pair_by_name(frame: pd.DataFrame) -> pd.DataFrame:
+    real = frame[frame["label"] == "real"]
+    by_stem = dict(zip(real["uri"].map(_stem), zip(real["pair_id"], real["uri"])))
+    frame = frame.copy()
+    for index in frame.index[frame["label"] == "ai"]:
+        stem = _stem(frame.at[index, "uri"])
+        for cut in [len(stem)] + [m.start() for m in reversed(list(re.finditer(r"[_\-.]", stem)))]:
+            if stem[:cut] in by_stem:
+                frame.at[index, "pair_id"], frame.at[index, "source"] = by_stem[stem[:cut]]
+                break
+    return frame
+
+
+def _ffhq_entry(entry: object) -> tuple[str, str]:
+    if not isinstance(entry, dict):
+        return (str(entry), "") if isinstance(entry, str) else ("", "")
+    image = entry.get("image", entry)
+    if isinstance(image, dict):
+        name = image.get("file_path") or image.get("filename") or image.get("file_name") or image.get("url") or ""
+    else:
+        name = str(image)
+    return str(name).split("?")[0], str(entry.get("category", ""))
+
+
+def _relative(uri: str, base: str) -> str:
+    return uri[len(base):].lstrip("/")
+
+
+def _stem(uri: str) -> str:
+    return os.path.splitext(uri.rsplit("/", 1)[-1])[0]

@@ -1,0 +1,122 @@
+"""Export a manifest's images for moving to another machine: a folder tree, one tar, or a uint8 pack.
+
+- `folders`: `<out>/<split>/<label>/<name>` plus `manifest.parquet` and `manifest.csv` with
+  relative uris; `out` may be any storage URI.
+- `tar`: the same tree and manifests inside one `.tar` file (original encoded bytes).
+- `npy` / `safetensors`: decoded RGB crops of `size` x `size` as one uint8 array `(N, size, size, 3)`
+  plus labels (1 = ai), with a `.parquet` manifest beside it whose row order is the pack's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fakescope.data.manifest import validate_manifest, write_manifest
+from fakescope.errors import ConfigError
+from fakescope.io import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+LAYOUTS = ("folders", "tar", "npy", "safetensors")
+
+
+def export_manifest(frame: pd.DataFrame, out: str, *, layout: str = "folders", size: int = 256) -> pd.DataFrame:
+    """Write the manifest's images to `out` in one of `LAYOUTS`; returns the exported manifest.
+
+    Args:
+        frame: The manifest to export.
+        out: Folder (or storage URI) for `folders`; file path for `tar`, `npy` and `safetensors`.
+        layout: `folders`, `tar`, `npy` or `safetensors`.
+        size: Crop side for the array packs: a centre crop at native resolution, after
+            upscaling the shorter side to `size` only where the image is smaller.
+
+    Example:
+        >>> export_manifest(frame, "faces.safetensors", layout="safetensors", size=128)  # doctest: +SKIP
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown export layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    frame = validate_manifest(frame)
+    exported = frame.assign(uri=_relative_names(frame))
+    if layout == "folders":
+        for source, target in zip(frame["uri"], exported["uri"]):
+            storage.write_bytes(storage.join(out, target), storage.read_bytes(source))
+        write_manifest(exported, storage.join(out, "manifest.parquet"), csv_copy=True)
+    elif layout == "tar":
+        _write_tar(frame, exported, out)
+    else:
+        images = _crop_pack(frame["uri"], size)
+        labels = (frame["label"] == "ai").to_numpy(dtype=np.uint8)
+        _write_pack(images, labels, out, layout)
+        write_manifest(exported.assign(uri=frame["uri"]), os.path.splitext(out)[0] + ".parquet")
+    return exported
+
+
+def centre_crop(image: object, size: int) -> np.ndarray:
+    """Centre `size` x `size` crop of a PIL RGB image at native scale (upscaled only if too small)."""
+    from PIL import Image
+
+    width, height = image.size
+    if min(width, height) < size:
+        scale = size / min(width, height)
+        image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BICUBIC)
+        width, height = image.size
+    left, top = (width - size) // 2, (height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _relative_names(frame: pd.DataFrame) -> list[str]:
+    names = []
+    for uri, split, label, digest in zip(frame["uri"], frame["split"], frame["label"], frame["sha256"]):
+        stem, suffix = os.path.splitext(uri.rsplit("/", 1)[-1])
+        names.append(f"{split or 'unsplit'}/{label}/{stem}-{digest[:8]}{suffix.lower()}")
+    return names
+
+
+def _write_tar(frame: pd.DataFrame, exported: pd.DataFrame, out: str) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for source, target in zip(frame["uri"], exported["uri"]):
+            _add(tar, target, storage.read_bytes(source))
+        table = io.BytesIO()
+        exported.to_parquet(table, index=False)
+        _add(tar, "manifest.parquet", table.getvalue())
+        _add(tar, "manifest.csv", exported.to_csv(index=False).encode())
+    storage.write_bytes(out, buffer.getvalue())
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _crop_pack(uris: pd.Series, size: int) -> np.ndarray:
+    from fakescope.io.image import decode_image
+
+    images = np.empty((len(uris), size, size, 3), dtype=np.uint8)
+    for position, uri in enumerate(uris):
+        images[position] = centre_crop(decode_image(storage.read_bytes(uri), keep_bytes=False).image, size)
+    return images
+
+
+def _write_pack(images: np.ndarray, labels: np.ndarray, out: str, layout: str) -> None:
+    if layout == "npy":
+        storage.write_bytes(out, _npy_bytes(images))
+        storage.write_bytes(os.path.splitext(out)[0] + ".labels.npy", _npy_bytes(labels))
+    else:
+        from safetensors.numpy import save
+
+        storage.write_bytes(out, save({"images": images, "labels": labels}, metadata={"layout": "NHWC uint8 RGB"}))
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()

@@ -1,0 +1,118 @@
+"""The dataset manifest: one row per image, stored as Parquet (or CSV), trusted by training and evaluation.
+
+Required columns, in order: `uri, label, source, generator, pair_id, split, width, height, format,
+sha256`. `label` is `real` or `ai`; `pair_id` groups a real image with every ai image derived
+from it (the real image's sha256 by convention) so they always share a split; `split` is
+`train`, `val`, `test` or empty. Any further columns are free attributes (expression, gender, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from typing import TYPE_CHECKING
+
+from fakescope.errors import ConfigError, ImageLoadError
+from fakescope.io import storage
+from fakescope.io.image import sniff_format
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MANIFEST_COLUMNS = ("uri", "label", "source", "generator", "pair_id", "split", "width", "height", "format", "sha256")
+LABELS = ("real", "ai")
+SPLITS = ("train", "val", "test")
+_LABEL_ALIASES = {"real": "real", "0": "real", "ai": "ai", "1": "ai", "fake": "ai", "generated": "ai", "synthetic": "ai"}
+
+
+def describe_image(data: bytes) -> dict[str, object]:
+    """Width, height, format and sha256 of encoded image bytes, reading only the header.
+
+    Raises:
+        ImageLoadError: The bytes are not an image Pillow can open.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            pil_format = image.format
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageLoadError(f"not a readable image ({type(exc).__name__})") from None
+    return {
+        "width": width,
+        "height": height,
+        "format": sniff_format(data) or (pil_format or "UNKNOWN").upper(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def normalise_label(value: object) -> str:
+    """Map `real`/`ai` and their common spellings (`fake`, `0`, `1`, ...) to `real` or `ai`."""
+    text = str(value).strip().lower()
+    if text.endswith(".0"):
+        text = text[:-2]
+    if text not in _LABEL_ALIASES:
+        raise ConfigError(f"unknown label {value!r}; expected real or ai")
+    return _LABEL_ALIASES[text]
+
+
+def validate_manifest(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check and normalise a manifest: required columns first, labels/splits valid, uris unique.
+
+    Returns:
+        A copy with the required columns in canonical order and dtypes, attributes after them.
+
+    Raises:
+        ConfigError: A column is missing, a label or split is unknown, or a uri repeats.
+    """
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"manifest lacks column(s) {', '.join(missing)}")
+    frame = frame[list(MANIFEST_COLUMNS) + [c for c in frame.columns if c not in MANIFEST_COLUMNS]].copy()
+    frame["label"] = [normalise_label(v) for v in frame["label"]]
+    for column in ("uri", "source", "generator", "pair_id", "split", "format", "sha256"):
+        frame[column] = frame[column].fillna("").astype(str)
+    for column in ("width", "height"):
+        frame[column] = frame[column].fillna(0).astype("int64")
+    bad_splits = sorted(set(frame["split"]) - {"", *SPLITS})
+    if bad_splits:
+        raise ConfigError(f"unknown split(s) {', '.join(bad_splits)}; expected {', '.join(SPLITS)} or empty")
+    repeated = frame["uri"][frame["uri"].duplicated()]
+    if len(repeated):
+        raise ConfigError(f"{len(repeated)} uri(s) appear twice in the manifest, e.g. {repeated.iloc[0]}")
+    return frame.reset_index(drop=True)
+
+
+def read_manifest(uri: str) -> pd.DataFrame:
+    """Read and validate a manifest from Parquet (`.parquet`) or CSV (anything else), local or remote.
+
+    Example:
+        >>> frame = read_manifest("s3://bucket/faces/manifest.parquet")  # doctest: +SKIP
+        >>> frame.groupby(["split", "label"]).size()  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    raw = io.BytesIO(storage.read_bytes(uri))
+    try:
+        if uri.lower().endswith(".parquet"):
+            frame = pd.read_parquet(raw)
+        else:
+            frame = pd.read_csv(raw, keep_default_na=False, na_values=[""], dtype={"split": str, "pair_id": str})
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"cannot read manifest {uri}: {type(exc).__name__}") from None
+    return validate_manifest(frame)
+
+
+def write_manifest(frame: pd.DataFrame, uri: str, *, csv_copy: bool = False) -> None:
+    """Validate and write a manifest as Parquet or CSV (by suffix); `csv_copy` adds a `.csv` export beside it."""
+    frame = validate_manifest(frame)
+    buffer = io.BytesIO()
+    if uri.lower().endswith(".parquet"):
+        frame.to_parquet(buffer, index=False)
+    else:
+        frame.to_csv(buffer, index=False)
+    storage.write_bytes(uri, buffer.getvalue())
+    if csv_copy and uri.lower().endswith(".parquet"):
+        storage.write_bytes(os.path.splitext(uri)[0] + ".csv", frame.to_csv(index=False).encode())

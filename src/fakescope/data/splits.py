@@ -1,0 +1,176 @@
+"""Leakage-free splits: related images (pairs, exact and near duplicates) always land in one split.
+
+Rows are linked when they share a `pair_id` (a real photo and the ai images made from it), a
+`sha256` (the same file twice) or a perceptual hash within a small Hamming distance (a resized
+or re-encoded copy). Linked groups are then dealt to `train`/`val`/`test` by seeded ratios,
+separately for real-only, ai-only and mixed groups so every split keeps the class balance.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fakescope.data.manifest import SPLITS, validate_manifest
+from fakescope.errors import ConfigError, FakescopeError
+from fakescope.io import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
+HASH_COLUMN = "dhash"
+
+
+def difference_hash(data: bytes) -> int:
+    """64-bit dHash of encoded image bytes: signs of horizontal gradients on a 9x8 greyscale thumbnail.
+
+    Re-encoding, resizing and mild colour changes move it by a few bits; different images
+    differ in about half of them.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
+    bits = (pixels[:, 1:] > pixels[:, :-1]).flatten()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8) -> list[int | None]:
+    """dHash of every row's image (reusing a `dhash` hex column when present); None where unreadable."""
+    if HASH_COLUMN in frame.columns:
+        return [int(h, 16) if isinstance(h, str) and h else None for h in frame[HASH_COLUMN]]
+
+    def one(uri: str) -> int | None:
+        try:
+            return difference_hash(storage.read_bytes(uri))
+        except (FakescopeError, OSError, ValueError):
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(one, frame["uri"]))
+
+
+def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tuple[int, int]]:
+    """Index pairs whose hashes differ in at most `max_distance` bits.
+
+    Splits the 64 bits into `max_distance + 1` bands: by pigeonhole, two hashes that close agree
+    exactly on at least one band, so only rows sharing a band value are compared.
+    """
+    known = [(i, h) for i, h in enumerate(hashes) if h is not None]
+    if max_distance < 0 or len(known) < 2:
+        return []
+    index = np.array([i for i, _ in known])
+    values = np.array([h for _, h in known], dtype=np.uint64)
+    edges = np.linspace(0, 64, max_distance + 2).astype(int)
+    pairs: set[tuple[int, int]] = set()
+    for low, high in zip(edges[:-1], edges[1:]):
+        band = (values >> np.uint64(low)) & np.uint64((1 << (high - low)) - 1)
+        order = np.argsort(band, kind="stable")
+        starts = np.flatnonzero(np.r_[True, band[order][1:] != band[order][:-1], True])
+        for start, stop in zip(starts[:-1], starts[1:]):
+            members = order[start:stop]
+            if len(members) < 2:
+                continue
+            distance = np.bitwise_count(values[members][:, None] ^ values[members][None, :])
+            for a, b in zip(*np.nonzero(np.triu(distance <= max_distance, k=1))):
+                pairs.add((int(index[members[a]]), int(index[members[b]])))
+    return sorted(pairs)
+
+
+def group_related(frame: pd.DataFrame, hashes: list[int | None] | None = None, *, max_distance: int = 4) -> np.ndarray:
+    """Group id per row: rows sharing a pair_id, a sha256 or a near-identical dHash share a group."""
+    parent = list(range(len(frame)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        parent[find(a)] = find(b)
+
+    for column in ("pair_id", "sha256"):
+        first: dict[str, int] = {}
+        for position, value in enumerate(frame[column]):
+            if value:
+                union(position, first.setdefault(value, position))
+    for a, b in near_duplicate_pairs(hashes or [], max_distance):
+        union(a, b)
+    roots = [find(i) for i in range(len(frame))]
+    _, groups = np.unique(roots, return_inverse=True)
+    return groups
+
+
+def split_manifest(
+    frame: pd.DataFrame,
+    ratios: Mapping[str, float] = DEFAULT_RATIOS,
+    *,
+    seed: int = 0,
+    max_distance: int = 4,
+    workers: int = 8,
+) -> pd.DataFrame:
+    """Assign `split` so no pair, duplicate or near-duplicate straddles two splits.
+
+    Args:
+        frame: The manifest.
+        ratios: Target share of rows per split (`train`, `val`, `test`; normalised to sum 1).
+        seed: Seed of the group shuffle; the same manifest and seed give the same splits.
+        max_distance: dHash Hamming distance at or below which images count as near duplicates
+            (-1 turns the check off).
+        workers: Threads reading images to hash them.
+
+    Returns:
+        A copy with `split` filled and a `dhash` column (hex) so later splits need no re-reading.
+
+    Example:
+        >>> split = split_manifest(frame, {"train": 0.8, "test": 0.2}, seed=1)  # doctest: +SKIP
+    """
+    unknown = sorted(set(ratios) - set(SPLITS))
+    total = float(sum(ratios.values()))
+    if unknown or total <= 0 or min(ratios.values()) < 0:
+        raise ConfigError(f"split ratios must be non-negative shares of {', '.join(SPLITS)}, got {dict(ratios)}")
+    frame = validate_manifest(frame)
+    hashes = perceptual_hashes(frame, workers=workers) if max_distance >= 0 else None
+    groups = group_related(frame, hashes, max_distance=max_distance)
+    shares = {name: ratios.get(name, 0.0) / total for name in SPLITS}
+    split_of_group = _deal_groups(frame, groups, shares, seed)
+    frame = frame.assign(split=[split_of_group[g] for g in groups])
+    if hashes is not None:
+        frame[HASH_COLUMN] = [f"{h:016x}" if h is not None else "" for h in hashes]
+    return frame
+
+
+def find_leaks(frame: pd.DataFrame) -> list[str]:
+    """Plain-language problems where one pair_id or one sha256 appears in more than one split."""
+    problems = []
+    assigned = frame[frame["split"] != ""]
+    for column, what in (("pair_id", "pair"), ("sha256", "identical file")):
+        spread = assigned.groupby(column)["split"].nunique()
+        leaked = spread[spread > 1]
+        if len(leaked):
+            problems.append(f"{len(leaked)} {what} group(s) appear in more than one split, e.g. {column}={leaked.index[0]}")
+    return problems
+
+
+def _deal_groups(frame: pd.DataFrame, groups: np.ndarray, shares: dict[str, float], seed: int) -> dict[int, str]:
+    rng = np.random.default_rng(seed)
+    sizes = np.bincount(groups)
+    labels = frame.groupby(groups)["label"].agg(lambda s: s.iloc[0] if s.nunique() == 1 else "mixed")
+    result: dict[int, str] = {}
+    for _, members in sorted(labels.groupby(labels).groups.items()):
+        members = np.array(members)[rng.permutation(len(members))]
+        members = members[np.argsort(-sizes[members], kind="stable")]
+        filled = dict.fromkeys(shares, 0)
+        stratum_rows = sizes[members].sum()
+        for group in members:
+            deficit = {name: share * stratum_rows - filled[name] for name, share in shares.items() if share > 0}
+            choice = max(deficit, key=deficit.get)
+            filled[choice] += sizes[group]
+            result[int(group)] = choice
+    return result
