@@ -75,14 +75,14 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
                      f"{best.kind} (unsigned declaration, forgeable and easily stripped): {best.detail}")
     if pixel is None and not scored:
         return Fused(None, "uncertain", NONE, "no pixel score and no provenance evidence")
-    start = 0.5 if pixel is None else pixel
-    probability = _sigmoid(_logit(start) + sum(_logit(e.score) for e in scored))
-    if scored and pixel is not None:
-        probability = max(probability, min(pixel, FLOOR))
-    verdict = _verdict(probability, band)
     rule = f"threshold {threshold:g}, uncertain band [{lower:g}, {upper:g})"
     if not scored:
-        return Fused(probability, verdict, PIXEL, f"pixel model {probability:.3f} ({rule}); no provenance decided")
+        return Fused(pixel, _verdict(pixel, band), PIXEL, f"pixel model {pixel:.3f} ({rule}); no provenance decided")
+    start = 0.5 if pixel is None else pixel
+    probability = _sigmoid(_logit(start) + sum(_logit(e.score) for e in scored))
+    if pixel is not None:
+        probability = max(probability, min(pixel, FLOOR))
+    verdict = _verdict(probability, band)
     strongest = max(scored, key=lambda e: abs(_logit(e.score)))
     shifts = "; ".join(f"{e.kind}: {e.detail} (odds x{_odds(e.score):.2g})" for e in scored)
     if pixel is not None and _verdict(pixel, band) == verdict:

@@ -116,8 +116,8 @@ def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns on oddities it survives
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # Pillow warns about damage it reads past
             exif = Image.Exif()
             exif.load(blocks.exif)
             sub = exif.get_ifd(_IFD_EXIF)
@@ -125,6 +125,8 @@ def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[
     except Exception as exc:  # Pillow raises many types on broken EXIF
         blocks.errors.append(f"EXIF unreadable: {type(exc).__name__}: {exc}")
         return
+    if caught:
+        blocks.errors.append(f"EXIF damaged: {str(caught[0].message).strip()}")
     for key, tag in (("software", _TAG_SOFTWARE), ("make", _TAG_MAKE), ("model", _TAG_MODEL)):
         value = _clean(exif.get(tag))
         if value:

@@ -1,0 +1,99 @@
+"""C2PA manifests signed here with a test certificate, read back through check_c2pa."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from forensics_helpers import encode
+
+from fakescope.forensics import check_c2pa
+from fakescope.forensics.content_credentials import has_jumbf
+from PIL import Image
+
+FORMATS = [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]
+
+
+@pytest.mark.parametrize("fmt,mime", FORMATS)
+def test_signed_ai_manifest_is_decisive_and_names_generator(photo, sign, fmt, mime):
+    signed = sign(encode(photo.resize((128, 128)), fmt), mime, "trainedAlgorithmicMedia")
+    assert has_jumbf(signed)  # the pre-check's premise holds for every embedding we write
+    ev = check_c2pa(signed)
+    assert ev.kind == "c2pa" and ev.decisive and ev.score == 0.99
+    assert ev.data["digital_source_type"] == "trainedAlgorithmicMedia"
+    assert ev.data["claim_generator"] == "fakescope-tests 1.0"
+    assert ev.data["signer"] == "Fakescope Test / Test Signer"
+    assert ev.data["integrity"] == "intact" and ev.data["trusted"] is False
+    assert ev.data["validation_state"] == "Valid"
+    assert ev.data["failures"] == ["signingCredential.untrusted"]
+    assert ev.data["actions"] == [{"action": "c2pa.created", "digital_source_type": "trainedAlgorithmicMedia",
+                                   "software_agent": None}]
+    assert "signer not on a configured trust list" in ev.detail
+
+
+def test_trust_anchor_makes_signer_trusted(photo, sign, signing_chain, monkeypatch, tmp_path):
+    signed = sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia")
+    ev = check_c2pa(signed, trust_anchors=signing_chain["root"].decode())
+    assert ev.data["validation_state"] == "Trusted" and ev.data["trusted"] is True
+    assert ev.score == 0.999 and ev.decisive
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(signing_chain["root"])
+    monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(anchors))
+    assert check_c2pa(signed).data["trusted"] is True
+    monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(tmp_path / "missing.pem"))
+    missing = check_c2pa(signed)
+    assert missing.score is None and "missing.pem" in missing.error
+
+
+def test_camera_capture_manifest_lowers_but_does_not_decide(photo, sign, signing_chain):
+    signed = sign(encode(photo.resize((128, 128)), "PNG"), "image/png", "digitalCapture")
+    untrusted = check_c2pa(signed)
+    assert not untrusted.decisive and untrusted.score == 0.3
+    assert untrusted.data["digital_source_type"] == "digitalCapture"
+    trusted = check_c2pa(signed, trust_anchors=signing_chain["root"].decode())
+    assert not trusted.decisive and trusted.score == 0.05
+
+
+def test_tampered_pixels_break_integrity_and_lose_decisiveness(photo, sign):
+    signed = bytearray(sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia"))
+    signed[-300] ^= 0x01  # inside the entropy-coded scan, covered by the data hash
+    ev = check_c2pa(bytes(signed))
+    assert ev.data["integrity"] == "broken" and "assertion.dataHash.mismatch" in ev.data["failures"]
+    assert not ev.decisive and ev.score == 0.9 and ev.data["declares_ai"] is True
+
+
+def test_truncated_and_corrupt_manifests_give_error_records(photo, sign):
+    signed = sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia")
+    truncated = check_c2pa(signed[: len(signed) // 3])
+    assert truncated.score is None and truncated.error and truncated.data == {"present": True}
+    corrupt = bytearray(signed)
+    at = corrupt.find(b"c2pa.actions")
+    corrupt[at + 40] ^= 0xFF
+    broken = check_c2pa(bytes(corrupt))
+    assert broken.score is None and not broken.decisive and broken.error
+
+
+def test_no_manifest_and_reencoded_copy(photo, sign):
+    assert check_c2pa(encode(photo, "PNG")).data == {"present": False}
+    assert check_c2pa(None).detail == "no encoded bytes to read a manifest from"
+    signed = sign(encode(photo.resize((128, 128)), "PNG"), "image/png", "trainedAlgorithmicMedia")
+    reencoded = encode(Image.open(io.BytesIO(signed)).convert("RGB"), "JPEG", quality=90)
+    assert not has_jumbf(reencoded)
+    assert check_c2pa(reencoded).score is None
+
+
+@pytest.mark.shared
+def test_published_ai_images_read_as_ai(shared_data):
+    files = sorted((shared_data / "provenance-c2pa-ai").glob("*.png"))
+    if len(files) < 5:
+        pytest.skip(f"expected 5 signed images in {shared_data / 'provenance-c2pa-ai'}")
+    for path in files:
+        ev = check_c2pa(path.read_bytes())
+        assert ev.decisive and ev.score == 0.99, (path.name, ev.detail)
+        assert ev.data["digital_source_type"] == "trainedAlgorithmicMedia"
+        # Offline there is no trust list: every real signer is untrusted, and these certificates
+        # have expired, so c2pa says Invalid although the signature and hashes verify.
+        assert ev.data["validation_state"] == "Invalid" and ev.data["trusted"] is False
+        assert ev.data["integrity"] == "intact"
+        assert set(ev.data["failures"]) == {"signingCredential.untrusted", "signingCredential.expired"}
+        assert ev.data["signer"] in {"OpenAI / Truepic Lens CLI in Sora", "Google LLC / Google Media Processing Services"}

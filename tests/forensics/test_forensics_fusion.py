@@ -1,0 +1,69 @@
+"""Every fusion rule of docs/forensics.md, on evidence records and on real checker output."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakescope.detection import Evidence
+from fakescope.errors import ConfigError
+from fakescope.forensics import fuse
+
+BAND = (0.4, 0.6)
+AI_MANIFEST = Evidence("c2pa", 0.99, "signed manifest declares trainedAlgorithmicMedia", decisive=True)
+WATERMARK = Evidence("watermark", 0.99, "Stable Diffusion XL invisible watermark decoded", decisive=True)
+A1111 = Evidence("metadata", 0.95, "metadata declares AI generation (unsigned)", data={"declares_ai": True})
+CAMERA_TRUSTED = Evidence("c2pa", 0.05, "signed C2PA manifest declares digitalCapture")
+CAMERA_EXIF = Evidence("metadata", 0.45, "camera EXIF Canon EOS R5")
+NOTHING = [Evidence("c2pa", None, "no embedded C2PA manifest"), Evidence("watermark", None, "no mark"),
+           Evidence("metadata", None, "broken", error="EXIF unreadable")]
+
+
+@pytest.mark.parametrize("pixel,verdict", [(0.7, "ai"), (0.6, "ai"), (0.5, "uncertain"), (0.4, "uncertain"),
+                                           (0.39, "real")])
+def test_band_rule_without_evidence(pixel, verdict):
+    fused = fuse(pixel, NOTHING, 0.5, BAND)
+    assert (fused.probability, fused.verdict, fused.decided_by) == (pixel, verdict, "pixel")
+
+
+def test_decisive_evidence_overrides_a_real_looking_pixel_score():
+    fused = fuse(0.02, [WATERMARK, CAMERA_EXIF], 0.5, BAND)
+    assert (fused.verdict, fused.decided_by, fused.probability) == ("ai", "watermark", 0.99)
+    assert "watermark decoded" in fused.reason
+    assert fuse(0.02, [WATERMARK, AI_MANIFEST], 0.5, BAND).decided_by == "c2pa"
+    assert fuse(None, [AI_MANIFEST], 0.5, BAND).probability == 0.99
+
+
+def test_unsigned_declaration_decides_ai_and_says_so():
+    fused = fuse(0.1, [A1111], 0.5, BAND)
+    assert (fused.verdict, fused.decided_by, fused.probability) == ("ai", "metadata", 0.95)
+    assert "unsigned declaration" in fused.reason
+
+
+def test_camera_manifest_lowers_but_never_to_zero():
+    fused = fuse(0.9, [CAMERA_TRUSTED], 0.5, BAND)
+    assert fused.probability == pytest.approx(0.9 * 0.05 / (0.9 * 0.05 + 0.1 * 0.95))
+    assert (fused.verdict, fused.decided_by) == ("real", "c2pa")  # 0.9 -> 0.32
+    assert fuse(0.97, [CAMERA_TRUSTED], 0.5, BAND).verdict == "ai"  # 0.97 -> 0.63
+    floor = fuse(0.2, [CAMERA_TRUSTED, CAMERA_TRUSTED, CAMERA_TRUSTED], 0.5, BAND)
+    assert floor.probability == 0.01 and floor.verdict == "real"
+    assert fuse(0.001, [CAMERA_TRUSTED], 0.5, BAND).probability == 0.001  # never raised either
+
+
+def test_camera_exif_moves_little():
+    fused = fuse(0.7, [CAMERA_EXIF], 0.5, BAND)
+    assert 0.65 < fused.probability < 0.7 and fused.verdict == "ai" and fused.decided_by == "pixel"
+    assert "camera EXIF" in fused.reason
+
+
+def test_without_pixel_score():
+    assert fuse(None, NOTHING, 0.5, BAND).verdict == "uncertain"
+    assert fuse(None, NOTHING, 0.5, BAND).probability is None
+    only_camera = fuse(None, [CAMERA_TRUSTED], 0.5, BAND)
+    assert only_camera.probability == pytest.approx(0.05) and only_camera.decided_by == "c2pa"
+
+
+def test_band_must_hold_threshold():
+    with pytest.raises(ConfigError):
+        fuse(0.5, [], 0.7, BAND)
+    assert fuse(0.5, [], 0.5, (0.5, 0.5)).verdict == "ai"
+    assert fuse(0.49, [], 0.5, (0.5, 0.5)).verdict == "real"

@@ -1,0 +1,166 @@
+"""Metadata written here with Pillow and piexif, then read back through check_metadata."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+import zlib
+
+import piexif
+import piexif.helper
+import pytest
+from forensics_helpers import IPTC, encode
+from PIL import Image, PngImagePlugin
+
+from fakescope.forensics import check_metadata
+
+A1111 = "a cat in a hat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 512x512"
+
+
+def xmp_packet(source_type: str, padding: int = 0) -> bytes:
+    return (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+            b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+            b'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+            b'xmp:CreatorTool="Test Tool 1.0" Iptc4xmpExt:DigitalSourceType="' + (IPTC + source_type).encode()
+            + b'"/></rdf:RDF></x:xmpmeta>' + b" " * padding + b'<?xpacket end="w"?>')
+
+
+def png_with(photo, **texts) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for key, (value, compressed) in texts.items():
+        info.add_itxt(key, value, zip=compressed)
+    return encode(photo.resize((64, 64)), "PNG", pnginfo=info)
+
+
+def test_a1111_parameters_chunk(photo):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", A1111)
+    ev = check_metadata(encode(photo.resize((64, 64)), "PNG", pnginfo=info))
+    assert ev.score == 0.95 and not ev.decisive and ev.data["declares_ai"] is True
+    assert ev.data["generator"] == "Stable Diffusion web UI (A1111/Forge/SD.Next)"
+    assert ev.data["generator_chunks"] == ["parameters"]
+    assert "unsigned" in ev.detail
+
+
+def test_parameters_chunk_without_generator_syntax_is_ignored(photo):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "exposure=1.2; gamma=2.2")
+    assert check_metadata(encode(photo.resize((64, 64)), "PNG", pnginfo=info)).score is None
+
+
+def test_comfyui_prompt_and_workflow_chunks_compressed(photo):
+    prompt = json.dumps({"3": {"class_type": "KSampler", "inputs": {"seed": 1}}})
+    workflow = json.dumps({"last_node_id": 9, "nodes": [{"id": 3, "type": "KSampler"}]})
+    ev = check_metadata(png_with(photo, prompt=(prompt, True), workflow=(workflow, False)))
+    assert ev.data["generator"] == "ComfyUI" and ev.data["generator_chunks"] == ["prompt", "workflow"]
+    assert ev.score == 0.95
+
+
+def test_text_chunk_after_idat_is_read(photo):
+    plain = encode(photo.resize((64, 64)), "PNG")
+    body = b"parameters\x00" + A1111.encode()
+    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    iend = plain.rindex(b"IEND") - 4
+    ev = check_metadata(plain[:iend] + chunk + plain[iend:])
+    assert ev.data["generator_chunks"] == ["parameters"]
+
+
+def test_exif_software_and_a1111_user_comment_in_jpeg(photo):
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Software: b"Midjourney"}, "Exif": {}})
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif, quality=85))
+    assert ev.data["software"] == "Midjourney" and ev.score == 0.95
+    assert ev.data["jpeg_quality"] == 85 and ev.data["jpeg_tables"] == "libjpeg"
+    comment = piexif.helper.UserComment.dump(A1111, encoding="unicode")
+    exif = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: comment}})
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif))
+    assert ev.data["generator"].startswith("Stable Diffusion web UI") and ev.score == 0.95
+
+
+def test_camera_exif_only_nudges(photo):
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Canon", piexif.ImageIFD.Model: b"EOS R5",
+                                piexif.ImageIFD.Software: b"Adobe Photoshop 25.0"},
+                        "Exif": {piexif.ExifIFD.LensModel: b"RF24-105mm F4 L IS USM",
+                                 piexif.ExifIFD.DateTimeOriginal: b"2024:05:01 10:00:00"},
+                        "GPS": {piexif.GPSIFD.GPSLatitudeRef: b"N"}})
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif, quality=92))
+    assert ev.score == 0.45 and "declares_ai" not in ev.data
+    assert (ev.data["make"], ev.data["model"], ev.data["lens"]) == ("Canon", "EOS R5", "RF24-105mm F4 L IS USM")
+    assert ev.data["gps"] is True and ev.data["software"] == "Adobe Photoshop 25.0"
+    assert ev.data["datetime_original"] == "2024:05:01 10:00:00"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "PNG"])
+def test_xmp_digital_source_type(photo, fmt):
+    if fmt == "PNG":
+        data = png_with(photo, **{"XML:com.adobe.xmp": (xmp_packet("trainedAlgorithmicMedia").decode(), False)})
+    else:
+        data = encode(photo.resize((64, 64)), fmt, xmp=xmp_packet("trainedAlgorithmicMedia"))
+    ev = check_metadata(data)
+    assert ev.data["digital_source_type"] == "trainedAlgorithmicMedia" and ev.score == 0.95
+    assert ev.data["creator_tool"] == "Test Tool 1.0"
+
+
+def test_xmp_composite_and_capture(photo):
+    composite = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp_packet("compositeWithTrainedAlgorithmicMedia")))
+    assert composite.score == 0.9 and composite.data["declares_ai"] is True
+    capture = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp_packet("digitalCapture")))
+    assert capture.score == 0.45 and "declares_ai" not in capture.data
+
+
+@pytest.mark.parametrize("quality", [30, 75, 90, 95])
+def test_jpeg_quality_estimate(photo, quality):
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", quality=quality))
+    assert ev.data == {"jpeg_quality": quality, "jpeg_tables": "libjpeg"} and ev.score is None
+
+
+def test_custom_quantisation_tables_are_named(photo):
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", quality="web_high"))
+    assert ev.data["jpeg_tables"] == "custom"
+
+
+def test_huge_xmp_is_an_error_not_an_exception(photo):
+    data = png_with(photo, **{"XML:com.adobe.xmp": (xmp_packet("trainedAlgorithmicMedia", 5_000_000).decode(), False)})
+    start = time.perf_counter()
+    ev = check_metadata(data)
+    assert time.perf_counter() - start < 1.0
+    assert ev.error and "exceeds" in ev.error and ev.data["xmp_bytes"] > 5_000_000
+    assert ev.score is None
+
+
+def test_broken_exif_is_an_error_not_an_exception(photo):
+    broken = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + b"\x01" * 40
+    data = encode(photo.resize((64, 64)), "JPEG", exif=broken)
+    ev = check_metadata(data)
+    assert ev.error and ev.error.startswith("EXIF damaged") and ev.data["jpeg_quality"] == 75
+    not_tiff = encode(photo.resize((64, 64)), "JPEG", exif=b"Exif\x00\x00XX garbage that is no TIFF header")
+    ev = check_metadata(not_tiff)
+    assert ev.error and ev.error.startswith("EXIF unreadable") and ev.score is None
+
+
+def test_damaged_containers_are_errors(photo):
+    jpeg = encode(photo.resize((64, 64)), "JPEG")
+    ev = check_metadata(jpeg[:2] + b"\x00\x00" + jpeg[4:])
+    assert ev.error and "structure damaged" in ev.error
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", A1111)
+    png = encode(photo.resize((64, 64)), "PNG", pnginfo=info)
+    cut = png[: png.index(b"parameters") + 20]
+    ev = check_metadata(cut)
+    assert ev.error and "truncated" in ev.error
+    assert check_metadata(b"\x89PNG\r\n\x1a\n" + b"\xff" * 64).error
+    bomb = zlib.compress(b"x" * 20_000_000)
+    body = b"parameters\x00\x00" + bomb
+    chunk = struct.pack(">I", len(body)) + b"zTXt" + body + struct.pack(">I", zlib.crc32(b"zTXt" + body))
+    ev = check_metadata(png[:33] + chunk + png[33:])
+    assert ev.error and "inflates past" in ev.error
+
+
+def test_reencoding_strips_metadata(photo):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", A1111)
+    marked = encode(photo.resize((64, 64)), "PNG", pnginfo=info)
+    assert check_metadata(marked).score == 0.95
+    stripped = encode(Image.open(io.BytesIO(marked)).convert("RGB"), "JPEG", quality=90)
+    assert check_metadata(stripped).score is None

@@ -1,0 +1,116 @@
+"""Generator watermarks embedded here with invisible-watermark, then decoded by check_watermark."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from forensics_helpers import encode, photo_like
+from PIL import Image
+
+from fakescope.forensics import KNOWN_MARKS, check_watermark
+from fakescope.forensics.watermark import SDXL_MESSAGE, block_bit_votes, decode_bits
+
+imwatermark = pytest.importorskip("imwatermark", reason="pip install --no-deps invisible-watermark")
+
+SDXL_BITS = [int(b) for b in f"{SDXL_MESSAGE:048b}"]
+PAYLOADS = {"Stable Diffusion XL": SDXL_BITS, "Stable Diffusion 2": b"SDV2", "Stable Diffusion 1": b"StableDiffusionV1"}
+
+
+def embed(image: Image.Image, payload, order: str = "bgr") -> Image.Image:
+    """Watermark like the reference pipelines: CompVis/Stability pass BGR, diffusers passes RGB."""
+    encoder = imwatermark.WatermarkEncoder()
+    encoder.set_watermark("bytes" if isinstance(payload, bytes) else "bits", payload)
+    rgb = np.asarray(image)
+    marked = encoder.encode(np.ascontiguousarray(rgb[..., ::-1] if order == "bgr" else rgb), "dwtDct")
+    return Image.fromarray(np.ascontiguousarray(marked[..., ::-1] if order == "bgr" else marked))
+
+
+def reload(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def marked(photo):
+    return {(name, order): embed(photo, payload, order) for name, payload in PAYLOADS.items()
+            for order in ("bgr", "rgb")}
+
+
+def test_vectorised_decoder_matches_the_package_bit_for_bit(photo, marked):
+    for image in (photo, marked[("Stable Diffusion XL", "bgr")]):
+        bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])
+        votes = block_bit_votes(bgr)
+        for length in (32, 48, 136):
+            reference = imwatermark.WatermarkDecoder("bits", length).decode(bgr, "dwtDct")
+            assert np.array_equal(decode_bits(votes, length), np.asarray(reference, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("name", list(PAYLOADS))
+@pytest.mark.parametrize("order", ["bgr", "rgb"])
+def test_fresh_marks_decode_exactly(marked, name, order):
+    ev = check_watermark(marked[(name, order)])
+    assert ev.decisive and ev.score == 0.99 and ev.data["generator"] == name
+    assert ev.data["marks"][name]["bit_errors"] == 0 and ev.data["marks"][name]["channel_order"] == order
+
+
+def test_clean_images_carry_no_mark(photo):
+    for image in (photo, photo_like(384, seed=7)):
+        ev = check_watermark(image)
+        assert ev.score is None and not ev.decisive
+        for mark in KNOWN_MARKS:
+            assert ev.data["marks"][mark.name]["bit_errors"] > mark.max_bit_errors
+
+
+def test_fragility_measured_on_a_photo_like_image(marked):
+    """The figures quoted in docs/forensics.md for the synthetic image."""
+    decoded = {}
+    for name in PAYLOADS:
+        image = marked[(name, "bgr")]
+        decoded[name] = {
+            "jpeg95 4:4:4": check_watermark(reload(encode(image, "JPEG", quality=95, subsampling=0))).decisive,
+            "jpeg90 4:4:4": check_watermark(reload(encode(image, "JPEG", quality=90, subsampling=0))).decisive,
+            "jpeg75 4:4:4": check_watermark(reload(encode(image, "JPEG", quality=75, subsampling=0))).decisive,
+            "jpeg95 4:2:0": check_watermark(reload(encode(image, "JPEG", quality=95))).decisive,
+            "resize 0.5": check_watermark(image.resize((256, 256), Image.BICUBIC)).decisive,
+            "png": check_watermark(reload(encode(image, "PNG"))).decisive,
+        }
+    expected = {"jpeg95 4:4:4": True, "jpeg90 4:4:4": True, "jpeg75 4:4:4": False,
+                "jpeg95 4:2:0": False, "resize 0.5": False, "png": True}
+    assert decoded == {name: expected for name in PAYLOADS}
+
+
+def test_size_gates_and_speed():
+    assert check_watermark(Image.new("RGB", (255, 256))).detail.startswith("image too small")
+    assert check_watermark(Image.new("RGB", (4097, 4096))).detail.startswith("image too large")
+    big = photo_like(1024, seed=3)
+    start = time.perf_counter()
+    check_watermark(big)
+    assert time.perf_counter() - start < 0.5  # ~0.05 s here; the package's own decoder takes seconds
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_fragility_on_real_photos(shared_data):
+    """Measures the table in docs/forensics.md: 20 ImageNet photos resized to 512x512."""
+    files = sorted((shared_data / "real-imagenet-sample").glob("*"))[::12][:20]
+    if len(files) < 20:
+        pytest.skip("needs 20 photos in real-imagenet-sample")
+    photos = [Image.open(p).convert("RGB").resize((512, 512)) for p in files]
+    ops = {
+        "fresh": lambda i: i,
+        "jpeg95 4:4:4": lambda i: reload(encode(i, "JPEG", quality=95, subsampling=0)),
+        "jpeg90 4:2:0": lambda i: reload(encode(i, "JPEG", quality=90)),
+        "resize 0.5": lambda i: i.resize((256, 256), Image.BICUBIC),
+    }
+    counts = {}
+    for name, payload in PAYLOADS.items():
+        marked_photos = [embed(p, payload) for p in photos]
+        counts[name] = {op: sum(check_watermark(f(m)).data.get("generator") == name for m in marked_photos)
+                        for op, f in ops.items()}
+    print(counts)
+    assert counts["Stable Diffusion XL"]["fresh"] >= 15 and counts["Stable Diffusion XL"]["jpeg95 4:4:4"] >= 15
+    assert counts["Stable Diffusion 2"]["fresh"] < counts["Stable Diffusion XL"]["fresh"]
+    for name in PAYLOADS:
+        assert counts[name]["jpeg90 4:2:0"] <= 2 and counts[name]["resize 0.5"] == 0
