@@ -14,8 +14,8 @@ import json
 import re
 import threading
 from collections import Counter
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 FOLDER_MIME = "application/vnd.google-apps.folder"

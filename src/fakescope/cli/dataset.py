@@ -42,7 +42,12 @@ def build(
     """Build a manifest from a folder layout, an FFHQ-style JSON listing or a CSV."""
     with clean_errors():
         from fakescope.data import (
-            balance_manifest, build_from_csv, build_from_ffhq_json, build_from_folders, join_attributes, write_manifest,
+            balance_manifest,
+            build_from_csv,
+            build_from_ffhq_json,
+            build_from_folders,
+            join_attributes,
+            write_manifest,
         )
         from fakescope.errors import ConfigError
 
@@ -75,7 +80,8 @@ def split(
     with clean_errors():
         from fakescope.data import find_leaks, read_manifest, split_manifest, write_manifest
 
-        frame = split_manifest(read_manifest(manifest), _ratios(ratios), seed=seed, max_distance=max_distance, workers=workers)
+        shares = _ratios(ratios)
+        frame = split_manifest(read_manifest(manifest), shares, seed=seed, max_distance=max_distance, workers=workers)
         write_manifest(frame, out or manifest)
         sizes = frame.groupby(["split", "label"]).size()
         typer.echo("  ".join(f"{s}/{label}: {n}" for (s, label), n in sizes.items()))

@@ -250,7 +250,7 @@ def _auc(negatives: np.ndarray, positives: np.ndarray) -> float:
 
 def _summary(values: np.ndarray) -> str:
     low, median, high = np.percentile(values, [10, 50, 90])
-    if low == high:
+    if values.min() == values.max():
         return f"{_number(median)} (all)"
     return f"median {_number(median)} (10-90%: {_number(low)}-{_number(high)})"
 

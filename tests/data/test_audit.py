@@ -1,0 +1,60 @@
+"""Audit: the faces shortcuts (PNG vs JPEG q75, watermark) are flagged; a clean set is not."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from conftest import encode, smooth_image
+from PIL import Image
+
+from fakescope.data import audit_manifest, build_from_folders, inspect_image
+from fakescope.data.audit import estimate_jpeg_quality
+
+
+@pytest.mark.parametrize("quality", [30, 50, 75, 90, 95])
+def test_jpeg_quality_is_read_from_quantisation_tables(quality):
+    data = encode(smooth_image(1), "JPEG", quality=quality)
+    with Image.open(io.BytesIO(data)) as image:
+        assert abs(estimate_jpeg_quality(image.quantization) - quality) <= 1
+    assert abs(inspect_image(data, "x.jpg")["jpeg_quality"] - quality) <= 1
+
+
+def test_metadata_and_extension_are_detected():
+    exif = Image.Exif()
+    exif[0x0131] = "Some Generator 1.0"
+    jpeg = encode(smooth_image(2), "JPEG", exif=exif.tobytes())
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("parameters", "a cat, steps 20")
+    png = encode(smooth_image(3), "PNG", pnginfo=text)
+    assert inspect_image(jpeg, "a.jpg")["has_exif"] and not inspect_image(jpeg, "a.jpg")["extension_mismatch"]
+    info = inspect_image(png, "a.jpg")
+    assert info["has_png_text"] and info["extension_mismatch"] and info["jpeg_quality"] == 100
+
+
+def test_faces_like_shortcuts_are_flagged_loudly(faces_layout):
+    report = audit_manifest(build_from_folders(str(faces_layout)))
+    assert {"format", "jpeg_quality", "bits_per_pixel", "border_overlay"} <= set(report.shortcuts)
+    levels = {c.name: c.level for c in report.checks}
+    assert levels["has_exif"] == "ok" and levels["aspect"] == "ok"
+    text = " ".join(report.warnings)
+    assert "SHORTCUT: file format separates real from ai" in text and "real: PNG 100%; ai: JPEG 94%" in text
+    assert "ai: median 75" in text and "crop the bottom 6%" in text
+    assert any("extension that does not match" in n for n in report.notes)
+    assert report.to_dict()["counts"] == {"ai": 17, "real": 17}
+
+
+def test_clean_dataset_raises_no_format_or_quality_warning(clean_layout):
+    report = audit_manifest(build_from_folders(str(clean_layout)))
+    levels = {c.name: c.level for c in report.checks}
+    assert levels["format"] == levels["jpeg_quality"] == levels["border_overlay"] == "ok"
+    assert not any(w.startswith("SHORTCUT") for w in report.warnings)
+
+
+def test_single_class_says_nothing_to_compare(faces_layout):
+    frame = build_from_folders(str(faces_layout))
+    report = audit_manifest(frame[frame["label"] == "real"], max_per_class=5)
+    assert report.checks == [] and report.inspected == {"real": 5}
+    assert report.warnings == ["only real images: nothing to compare"]

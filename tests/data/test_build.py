@@ -1,0 +1,91 @@
+"""Builders: folder layouts with pairing, FFHQ-style JSON, CSV, attribute joins and balancing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import PER_CLASS
+
+from fakescope.data import (
+    balance_manifest,
+    build_from_csv,
+    build_from_ffhq_json,
+    build_from_folders,
+    join_attributes,
+)
+from fakescope.errors import ConfigError
+
+
+def test_folders_give_labels_generators_and_formats(faces_layout):
+    frame = build_from_folders(str(faces_layout))
+    counts = frame.groupby(["label", "generator"]).size().to_dict()
+    assert counts == {("ai", "stylegan2"): PER_CLASS, ("ai", "variations"): 1, ("real", ""): PER_CLASS + 1}
+    real = frame[frame["label"] == "real"]
+    assert set(real["format"]) == {"PNG"} and set(frame[frame["generator"] == "stylegan2"]["format"]) == {"JPEG"}
+    assert set(real["width"]) == {64, 56}
+
+
+def test_ai_image_named_after_a_real_one_is_paired_with_it(faces_layout):
+    frame = build_from_folders(str(faces_layout)).set_index("uri")
+    real = frame.loc[str(faces_layout / "real" / "r000.jpg")]
+    variation = frame.loc[str(faces_layout / "fake" / "variations" / "r000_var1.png")]
+    assert variation["pair_id"] == real["sha256"] == real["pair_id"]
+    assert variation["source"] == str(faces_layout / "real" / "r000.jpg")
+    unpaired = frame.loc[str(faces_layout / "fake" / "stylegan2" / "f003.jpg")]
+    assert unpaired["pair_id"] == unpaired["sha256"]
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no images under"):
+        build_from_folders(str(tmp_path))
+
+
+@pytest.mark.parametrize("style", ["ffhq", "v7"])
+def test_ffhq_json_listing_styles(faces_layout, tmp_path, style):
+    names = ["r001.jpg", "r002.jpg", "r999.jpg"]
+    if style == "ffhq":
+        listing = {str(i): {"category": "training", "image": {"file_path": f"images1024x1024/00000/{n}"}}
+                   for i, n in enumerate(names)}
+    else:
+        listing = [{"image": {"filename": n, "url": f"https://example.invalid/{n}?x=1"}} for n in names]
+    (tmp_path / "listing.json").write_text(json.dumps(listing))
+    frame = build_from_ffhq_json(str(tmp_path / "listing.json"), str(faces_layout / "real"))
+    assert [u.rsplit("/", 1)[1] for u in frame["uri"]] == ["r001.jpg", "r002.jpg"]
+    assert set(frame["label"]) == {"real"} and set(frame["source"]) == {"ffhq"}
+    assert ("category" in frame) == (style == "ffhq")
+
+
+def test_csv_with_relative_paths_and_label_spellings(faces_layout, tmp_path):
+    csv = tmp_path / "list.csv"
+    csv.write_text(
+        "path,label,gender\n"
+        f"{faces_layout}/real/r001.jpg,0,Man\n"
+        f"{faces_layout}/fake/stylegan2/f001.jpg,fake,\n"
+    )
+    frame = build_from_csv(str(csv))
+    assert frame["label"].tolist() == ["real", "ai"]
+    assert frame["format"].tolist() == ["PNG", "JPEG"]
+    assert frame["gender"].iloc[0] == "Man"
+    (tmp_path / "rel").mkdir()
+    (tmp_path / "rel" / "x.jpg").write_bytes((faces_layout / "real" / "r002.jpg").read_bytes())
+    (tmp_path / "rel" / "list.csv").write_text("uri,label\nx.jpg,real\n")
+    assert build_from_csv(str(tmp_path / "rel" / "list.csv"))["uri"].tolist() == [str(tmp_path / "rel" / "x.jpg")]
+
+
+def test_attributes_join_on_file_stem_and_balance_strata(faces_layout, tmp_path):
+    table = tmp_path / "attrs.csv"
+    rows = [f"r{i:03d}.png,{'happy' if i % 2 else 'neutral'},{i % 2},{'Man' if i < 5 else 'Woman'},white" for i in range(PER_CLASS)]
+    table.write_text("ffhq_file,expression,glasses,gender,race\n" + "\n".join(rows) + "\n")
+    frame = join_attributes(build_from_folders(str(faces_layout)), str(table))
+    real = frame[frame["label"] == "real"].set_index(frame[frame["label"] == "real"]["uri"].str.rsplit("/", n=1).str[1])
+    assert real.loc["r003.jpg", "gender"] == "Man" and real.loc["r007.jpg", "expression"] == "happy"
+    assert frame[frame["label"] == "ai"]["gender"].isna().all()
+    balanced = balance_manifest(frame, ("label",), seed=3)
+    assert balanced["label"].value_counts().to_dict() == {"real": PER_CLASS + 1, "ai": PER_CLASS + 1}
+    strata = balance_manifest(frame, ("label", "gender"), per_stratum=5).groupby(["label", "gender"], dropna=False)
+    assert strata.size().tolist() == [5, 5, 5, 1]  # ai/missing, real/Man, real/Woman, real/missing (the copy)
+    smallest = balance_manifest(frame, ("label", "gender"))
+    assert len(smallest) == 4
+    with pytest.raises(ConfigError, match="unknown column"):
+        balance_manifest(frame, ("colour",))

@@ -1,0 +1,49 @@
+"""`fakescope dataset` through Typer's runner, plus one run of the installed command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+
+runner = CliRunner()
+
+
+def test_build_split_audit_export_chain(faces_layout, tmp_path):
+    manifest = str(tmp_path / "faces.parquet")
+    built = runner.invoke(app, ["dataset", "build", str(faces_layout), "--out", manifest, "--balance-by", "label"])
+    assert built.exit_code == 0, built.output
+    assert "34 images (ai: 17, real: 17)" in built.output and (tmp_path / "faces.csv").exists()
+    split = runner.invoke(app, ["dataset", "split", manifest, "--ratios", "train=0.6,test=0.4", "--seed", "2"])
+    assert split.exit_code == 0, split.output
+    assert "test/ai:" in split.output and "val/" not in split.output
+    audit = runner.invoke(app, ["dataset", "audit", manifest, "--json"])
+    report = json.loads(audit.output)
+    assert {"format", "jpeg_quality", "border_overlay"} <= set(report["shortcuts"])
+    table = runner.invoke(app, ["dataset", "audit", str(faces_layout), "--strict"])
+    assert table.exit_code == 1 and "format          SHORTCUT" in table.output and "! SHORTCUT:" in table.output
+    export = runner.invoke(app, ["dataset", "export", manifest, str(tmp_path / "pack.npy"), "--layout", "npy", "--size", "32", "--split", "test"])
+    assert export.exit_code == 0, export.output
+    assert export.output.startswith("1") and (tmp_path / "pack.labels.npy").exists()
+
+
+def test_known_errors_are_one_line(tmp_path):
+    missing = runner.invoke(app, ["dataset", "audit", str(tmp_path / "nope.parquet")])
+    assert missing.exit_code == 2 and missing.output.strip().startswith("error: no such file or folder")
+    bad = runner.invoke(app, ["dataset", "split", str(tmp_path / "m.csv"), "--ratios", "train:0.8"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: --ratios must look like")
+    json_without_images = runner.invoke(app, ["dataset", "build", "x.json", "--out", str(tmp_path / "m.parquet")])
+    assert json_without_images.exit_code == 2 and "--images is required" in json_without_images.output
+
+
+def test_installed_command_runs(faces_layout):
+    command = shutil.which("fakescope")
+    assert command is not None
+    done = subprocess.run([command, "dataset", "audit", str(faces_layout), "--json", "--max-per-class", "8"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inspected"] == {"ai": 8, "real": 8}

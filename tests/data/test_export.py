@@ -1,0 +1,69 @@
+"""Export: folder tree, tar and uint8 packs, each with a manifest that points at what was written."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fakescope.data import build_from_folders, export_manifest, read_manifest, split_manifest
+from fakescope.data.export import centre_crop
+from fakescope.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def split_faces(faces_layout):
+    return split_manifest(build_from_folders(str(faces_layout)), seed=0, max_distance=-1)
+
+
+def test_folder_tree_keeps_bytes_and_relative_uris(split_faces, tmp_path):
+    exported = export_manifest(split_faces, str(tmp_path / "out"))
+    back = read_manifest(str(tmp_path / "out" / "manifest.parquet"))
+    assert back["uri"].tolist() == exported["uri"].tolist()
+    first = back.iloc[0]
+    assert first["uri"].startswith(f"{first['split']}/{first['label']}/")
+    assert (tmp_path / "out" / first["uri"]).read_bytes() == open(split_faces["uri"].iloc[0], "rb").read()
+    assert (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_tar_holds_images_and_manifests(split_faces, tmp_path):
+    export_manifest(split_faces, str(tmp_path / "faces.tar"), layout="tar")
+    with tarfile.open(tmp_path / "faces.tar") as tar:
+        names = tar.getnames()
+        manifest = pd.read_parquet(io.BytesIO(tar.extractfile("manifest.parquet").read()))
+        image = tar.extractfile(manifest["uri"].iloc[1]).read()
+    assert len(names) == len(split_faces) + 2 and "manifest.csv" in names
+    assert manifest["sha256"].iloc[1] == __import__("hashlib").sha256(image).hexdigest()
+
+
+@pytest.mark.parametrize("layout", ["npy", "safetensors"])
+def test_uint8_pack_has_crops_labels_and_row_order(split_faces, tmp_path, layout):
+    out = tmp_path / f"pack.{layout}"
+    export_manifest(split_faces, str(out), layout=layout, size=48)
+    if layout == "npy":
+        images, labels = np.load(out), np.load(tmp_path / "pack.labels.npy")
+    else:
+        from safetensors.numpy import load_file
+
+        tensors = load_file(str(out))
+        images, labels = tensors["images"], tensors["labels"]
+    manifest = read_manifest(str(tmp_path / "pack.parquet"))
+    assert images.shape == (len(split_faces), 48, 48, 3) and images.dtype == np.uint8
+    assert labels.tolist() == (manifest["label"] == "ai").astype(int).tolist()
+    first = np.asarray(Image.open(manifest["uri"].iloc[0]).convert("RGB"))
+    offset = (first.shape[0] - 48) // 2
+    assert np.array_equal(images[0], first[offset:offset + 48, offset:offset + 48])
+
+
+def test_small_images_are_upscaled_before_the_crop():
+    crop = centre_crop(Image.new("RGB", (20, 10), (9, 99, 199)), 32)
+    assert crop.shape == (32, 32, 3) and crop[16, 16].tolist() == [9, 99, 199]
+
+
+def test_unknown_layout_is_refused(split_faces, tmp_path):
+    with pytest.raises(ConfigError, match="unknown export layout"):
+        export_manifest(split_faces, str(tmp_path / "x"), layout="zip")

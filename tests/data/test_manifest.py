@@ -1,0 +1,65 @@
+"""Manifest schema: validation, label spellings, Parquet and CSV round trips."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fakescope.data import MANIFEST_COLUMNS, describe_image, read_manifest, validate_manifest, write_manifest
+from fakescope.errors import ConfigError, ImageLoadError
+
+
+def _rows() -> pd.DataFrame:
+    return pd.DataFrame({
+        "uri": ["a.png", "b.jpg"], "label": ["real", "fake"], "source": ["ffhq", "ffhq"],
+        "generator": ["", "stylegan2"], "pair_id": ["p1", "p1"], "split": ["train", ""],
+        "width": [128, 128], "height": [128, 96], "format": ["PNG", "JPEG"], "sha256": ["x1", "x2"],
+        "gender": ["Woman", None],
+    })
+
+
+def test_describe_image_reads_header_and_hashes(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buffer, "WEBP")
+    info = describe_image(buffer.getvalue())
+    assert (info["width"], info["height"], info["format"]) == (40, 30, "WEBP")
+    assert len(info["sha256"]) == 64
+    with pytest.raises(ImageLoadError):
+        describe_image(b"not an image")
+
+
+def test_validate_normalises_labels_and_orders_columns():
+    frame = validate_manifest(_rows()[["gender", *reversed(MANIFEST_COLUMNS)]])
+    assert tuple(frame.columns) == (*MANIFEST_COLUMNS, "gender")
+    assert frame["label"].tolist() == ["real", "ai"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda f: f.drop(columns="sha256"), "lacks column"),
+    (lambda f: f.assign(label=["real", "maybe"]), "unknown label"),
+    (lambda f: f.assign(split=["train", "holdout"]), "unknown split"),
+    (lambda f: f.assign(uri=["a.png", "a.png"]), "appear twice"),
+])
+def test_validate_rejects_broken_manifests(change, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_manifest(change(_rows()))
+
+
+@pytest.mark.parametrize("name", ["m.parquet", "m.csv"])
+def test_round_trip_keeps_rows_and_attributes(tmp_path, name):
+    write_manifest(_rows(), str(tmp_path / name), csv_copy=True)
+    back = read_manifest(str(tmp_path / name))
+    assert back["uri"].tolist() == ["a.png", "b.jpg"]
+    assert back["split"].tolist() == ["train", ""]
+    assert back["height"].tolist() == [128, 96]
+    assert back["gender"].iloc[0] == "Woman" and pd.isna(back["gender"].iloc[1])
+    assert (tmp_path / "m.csv").exists()
+
+
+def test_unreadable_manifest_is_a_config_error(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="cannot read manifest"):
+        read_manifest(str(tmp_path / "bad.parquet"))

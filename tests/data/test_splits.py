@@ -1,0 +1,51 @@
+"""Leakage-free splits: pairs, exact and near duplicates stay in one split; seeded and proportional."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import encode, smooth_image
+
+from fakescope.data import build_from_folders, find_leaks, split_manifest
+from fakescope.data.splits import difference_hash, near_duplicate_pairs
+
+
+def test_dhash_survives_reencoding_but_separates_images():
+    image = smooth_image(7, side=96)
+    original = difference_hash(encode(image, "PNG"))
+    recoded = difference_hash(encode(image.resize((80, 80)), "JPEG", quality=70))
+    other = difference_hash(encode(smooth_image(8, side=96), "PNG"))
+    assert bin(original ^ recoded).count("1") <= 4
+    assert bin(original ^ other).count("1") >= 16
+
+
+def test_banded_search_matches_brute_force():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, 300, dtype=np.int64).tolist()
+    hashes = base + [h ^ (1 << int(rng.integers(0, 60))) ^ (1 << 61) for h in base[:40]] + [None]
+    found = set(near_duplicate_pairs(hashes, 3))
+    brute = {(i, j) for i in range(len(hashes)) for j in range(i + 1, len(hashes))
+             if hashes[i] is not None and hashes[j] is not None and bin(hashes[i] ^ hashes[j]).count("1") <= 3}
+    assert found == brute and len(found) >= 40
+
+
+def test_pairs_and_near_duplicates_never_straddle_splits(faces_layout):
+    frame = build_from_folders(str(faces_layout))
+    split = split_manifest(frame, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=0).set_index("uri")
+    real, copy = (str(faces_layout / "real" / n) for n in ("r015.jpg", "r015_copy.jpg"))
+    assert split.loc[real, "split"] == split.loc[copy, "split"]
+    pair = (str(faces_layout / "real" / "r000.jpg"), str(faces_layout / "fake" / "variations" / "r000_var1.png"))
+    assert split.loc[pair[0], "split"] == split.loc[pair[1], "split"]
+    assert find_leaks(split.reset_index()) == []
+    counts = split.groupby(["split", "label"]).size()
+    assert counts["train"].sum() >= 14 and counts["test"]["ai"] >= 3 and counts["val"]["real"] >= 3
+    assert len(split.loc[real, "dhash"]) == 16
+
+
+def test_same_seed_same_split_and_leak_report(faces_layout):
+    frame = build_from_folders(str(faces_layout))
+    first = split_manifest(frame, seed=5)
+    assert first["split"].tolist() == split_manifest(first, seed=5)["split"].tolist()
+    leaked = first.copy()
+    leaked.loc[leaked.index[0], "pair_id"] = leaked.loc[leaked.index[-1], "pair_id"]
+    leaked.loc[leaked.index[0], "split"], leaked.loc[leaked.index[-1], "split"] = "train", "test"
+    assert find_leaks(leaked)[0].startswith("1 pair group(s) appear in more than one split")
