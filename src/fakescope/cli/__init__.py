@@ -20,6 +20,7 @@ app = typer.Typer(
 
 COMMAND_MODULES: tuple[str, ...] = (
     "generate",
+    "dataset",
 )
 
 for _name in COMMAND_MODULES:
