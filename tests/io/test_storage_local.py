@@ -60,3 +60,15 @@ def test_join_and_is_remote():
     assert storage.is_remote("gdrive://id") and storage.is_remote("s3://b")
     assert not storage.is_remote("file:///tmp") and not storage.is_remote("relative/path")
     assert isinstance(storage.get_storage("/tmp"), storage.Storage)
+
+
+def test_env_file_is_read_once_without_overriding(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("FAKESCOPE_TEST_FROM_FILE=file\nFAKESCOPE_TEST_PRESET=file\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FAKESCOPE_TEST_PRESET", "environment")
+    monkeypatch.delenv("FAKESCOPE_TEST_FROM_FILE", raising=False)
+    monkeypatch.setattr(storage, "_dotenv_loaded", False)
+    storage.load_env_file()
+    assert os.environ["FAKESCOPE_TEST_FROM_FILE"] == "file"
+    assert os.environ["FAKESCOPE_TEST_PRESET"] == "environment"
+    monkeypatch.delenv("FAKESCOPE_TEST_FROM_FILE")
