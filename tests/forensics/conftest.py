@@ -36,7 +36,7 @@ def signing_chain() -> dict[str, bytes]:
                              data_encipherment=False, key_agreement=False, key_cert_sign=not sign,
                              crl_sign=not sign, encipher_only=False, decipher_only=False)
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
 
     def cert(subject: str, public_key, is_ca: bool) -> x509.CertificateBuilder:

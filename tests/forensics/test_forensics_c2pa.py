@@ -6,10 +6,10 @@ import io
 
 import pytest
 from forensics_helpers import encode
+from PIL import Image
 
 from fakescope.forensics import check_c2pa
 from fakescope.forensics.content_credentials import has_jumbf
-from PIL import Image
 
 FORMATS = [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]
 

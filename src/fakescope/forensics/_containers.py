@@ -40,7 +40,7 @@ def read_blocks(data: bytes) -> MetadataBlocks:
     reader = {"PNG": _read_png, "JPEG": _read_jpeg}.get(fmt or "", _read_with_pillow)
     try:
         reader(memoryview(data), blocks)
-    except Exception as exc:  # damaged files raise many types (struct, zlib, Pillow's own)
+    except Exception as exc:  # noqa: BLE001 - damaged files raise many types (struct, zlib, Pillow's own)
         blocks.errors.append(f"{fmt or 'file'} structure damaged: {exc}")
     return blocks
 

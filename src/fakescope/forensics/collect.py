@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from PIL import Image
 
@@ -43,6 +43,6 @@ def collect_evidence(data: bytes | None, image: Image.Image, *,
     for kind in kinds:
         try:
             records.append(_CHECKERS[kind](data, image))
-        except Exception as exc:  # a broken file must never break a batch
+        except Exception as exc:  # noqa: BLE001 - a broken file must never break a batch
             records.append(Evidence(kind, None, f"{kind} check failed", error=f"{type(exc).__name__}: {exc}"))
     return records

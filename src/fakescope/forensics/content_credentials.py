@@ -24,7 +24,12 @@ from typing import Any
 
 from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
-from fakescope.forensics._source_types import AI_COMPOSITE, AI_GENERATED, CAPTURE, source_term
+from fakescope.forensics._source_types import (
+    AI_COMPOSITE,
+    AI_GENERATED,
+    CAPTURE,
+    source_term,
+)
 from fakescope.io.image import sniff_format
 
 KIND = "c2pa"

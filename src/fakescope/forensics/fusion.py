@@ -17,8 +17,8 @@ Rules, in order (docs/forensics.md gives the reasoning):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from fakescope.detection import Evidence, Verdict
 from fakescope.errors import ConfigError

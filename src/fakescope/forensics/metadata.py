@@ -20,7 +20,12 @@ from typing import Any
 from fakescope.detection import Evidence
 from fakescope.forensics._containers import MetadataBlocks, read_blocks
 from fakescope.forensics._quantisation import estimate_quality
-from fakescope.forensics._source_types import AI_COMPOSITE, AI_GENERATED, CAPTURE, source_term
+from fakescope.forensics._source_types import (
+    AI_COMPOSITE,
+    AI_GENERATED,
+    CAPTURE,
+    source_term,
+)
 
 KIND = "metadata"
 SCORE_DECLARED_AI = 0.95
@@ -122,7 +127,7 @@ def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[
             exif.load(blocks.exif)
             sub = exif.get_ifd(_IFD_EXIF)
             gps = exif.get_ifd(_IFD_GPS)
-    except Exception as exc:  # Pillow raises many types on broken EXIF
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on broken EXIF
         blocks.errors.append(f"EXIF unreadable: {type(exc).__name__}: {exc}")
         return
     if caught:
