@@ -84,3 +84,13 @@ class Detection:
     def failed(cls, source: str, error: str, model: str, threshold: float) -> "Detection":
         return cls(source=source, probability=None, verdict=None, threshold=threshold, model=model, error=error)
 
+
+
+def verdict_for(probability: float, band: tuple[float, float]) -> Verdict:
+    """`ai` at or above the band's upper edge, `real` below its lower edge, else `uncertain`."""
+    lower, upper = band
+    if probability >= upper:
+        return "ai"
+    if probability < lower:
+        return "real"
+    return "uncertain"

@@ -19,6 +19,9 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "detect",
+    "models",
+    "train",
     "generate",
     "dataset",
 )

@@ -1,0 +1,134 @@
+"""Build the default detector's training set from ../shared/data, shortcuts neutralized.
+
+Every image of both classes goes through the same deterministic pipeline before anything
+else sees it: bottom 6% cropped (the StyleGAN2 watermark strip), then JPEG quality 75 (the
+faces' fakes are JPEG q75 while their reals are PNG). Aligned fakes are made from the
+neutralized reals with the taef2 autoencoder (FLUX.2's tiny VAE) and neutralized the same
+way. Splits are by source image: a real photo and its reconstruction share a split, and the
+faces' `data_crossval` (other identities) is the test set.
+
+    python recipes/default/prepare.py --shared ../shared/data --out data/default          # step 1, CPU
+    python recipes/default/prepare.py --out data/default --taef2 ../shared/data/generators/taef2 --device cuda  # step 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from fakescope.io.image import load_image
+from fakescope.train.augment import AugmentConfig, neutralize
+
+NEUTRAL = AugmentConfig()  # bottom_crop=0.06, base_jpeg_quality=75
+SPLIT_RATIOS = (("train", 0.7), ("val", 0.1), ("test", 0.2))
+RENDER_ROOT = "fake-text2image-2022"
+
+
+def hash_split(key: str) -> str:
+    """A stable split from a source-image key, independent of the order of files."""
+    u = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    acc = 0.0
+    for name, ratio in SPLIT_RATIOS:
+        acc += ratio
+        if u <= acc:
+            return name
+    return SPLIT_RATIOS[-1][0]
+
+
+def collect(shared: Path) -> list[dict]:
+    """One row per source image: where it is, its label, source, generator, pair and split."""
+    faces = shared / "faces-ffhq128-vs-stylegan2"
+    rows = []
+    for folder, split_of in (("data", None), ("data_crossval", "test")):
+        for label, sub in (("real", "real"), ("ai", "fake")):
+            for p in sorted((faces / folder / sub).iterdir()):
+                key = f"faces/{folder}/{p.stem}"
+                split = split_of or ("val" if hash_split(key) == "val" else "train")
+                rows.append(dict(path=p, label=label, source="ffhq" if label == "real" else "thispersondoesnotexist",
+                                 generator=None if label == "real" else "stylegan2", pair_id=key, split=split))
+    for source, folder in (("lfw", "real-lfw"), ("imagenet", "real-imagenet-sample")):
+        for p in sorted((shared / folder).iterdir()):
+            key = f"{source}/{p.stem}"
+            rows.append(dict(path=p, label="real", source=source, generator=None, pair_id=key, split=hash_split(key)))
+    for gen_dir in sorted((shared / RENDER_ROOT).iterdir()):
+        for p in sorted(gen_dir.iterdir()):
+            key = f"{gen_dir.name}/{p.stem}"
+            rows.append(dict(path=p, label="ai", source=RENDER_ROOT, generator=gen_dir.name, pair_id=key, split=hash_split(key)))
+    return rows
+
+
+def attributes(shared: Path) -> pd.DataFrame:
+    table = pd.read_csv(shared / "faces-ffhq128-vs-stylegan2" / "ffhq_attributes.csv")
+    table["ffhq_id"] = table.pop("ffhq_file").str.replace(".png", "", regex=False)
+    return table
+
+
+def save_neutralized(image: Image.Image, dest: Path) -> None:
+    """Crop the bottom strip and store the base-quality JPEG bytes themselves (no extra encoding)."""
+    keep = max(1, round(image.height * (1.0 - NEUTRAL.bottom_crop)))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    image.crop((0, 0, image.width, keep)).save(dest, "JPEG", quality=NEUTRAL.base_jpeg_quality)
+
+
+def step_neutralize(shared: Path, out: Path) -> pd.DataFrame:
+    """Write every source image neutralized under `out/` and return the manifest rows."""
+    records = []
+    for row in collect(shared):
+        image = load_image(row.pop("path")).image
+        rel = Path(row["label"]) / (row["pair_id"] + ".jpg")
+        save_neutralized(image, out / rel)
+        records.append({**row, "uri": str(rel)})
+    manifest = pd.DataFrame(records)
+    manifest["ffhq_id"] = manifest["pair_id"].str.extract(r"faces/data_crossval/(\d+)$")[0]
+    return manifest.merge(attributes(shared), on="ffhq_id", how="left")
+
+
+def step_reconstruct(out: Path, manifest: pd.DataFrame, weights: Path, device: str, scales: tuple[float, ...]) -> pd.DataFrame:
+    """Aligned fakes: each neutralized real through taef2 (optionally down-scaled first), neutralized again."""
+    from fakescope.generate.taef2 import TAEF2
+
+    model = TAEF2.from_dir(weights, device=device)
+    reals = manifest[(manifest["label"] == "real")]
+    records = []
+    for scale in scales:
+        for _, row in reals.iterrows():
+            image = Image.open(out / row["uri"]).convert("RGB")
+            if scale != 1.0:
+                image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+            if min(image.size) < 64:
+                continue
+            recon = model.reconstruct([image])[0]
+            rel = Path("ai") / f"taef2-x{scale:g}" / (row["pair_id"] + ".jpg")
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            recon.save(out / rel, "JPEG", quality=NEUTRAL.base_jpeg_quality)
+            records.append({**row.to_dict(), "uri": str(rel), "label": "ai", "source": f"taef2-{row['source']}",
+                            "generator": "taef2"})
+    return pd.concat([manifest, pd.DataFrame(records)], ignore_index=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shared", type=Path, help="../shared/data: run step 1 (neutralize)")
+    parser.add_argument("--taef2", type=Path, help="taef2 weights folder: run step 2 (aligned reconstructions)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    path = args.out / "manifest.csv"
+    if args.shared:
+        manifest = step_neutralize(args.shared, args.out)
+        manifest.to_csv(path, index=False)
+        print(f"step 1: {len(manifest)} images neutralized into {args.out}")
+    if args.taef2:
+        manifest = step_reconstruct(args.out, pd.read_csv(path), args.taef2, args.device, tuple(args.scales))
+        manifest.to_csv(path, index=False)
+        print(f"step 2: {int((manifest['generator'] == 'taef2').sum())} taef2 reconstructions")
+
+
+if __name__ == "__main__":
+    main()

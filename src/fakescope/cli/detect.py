@@ -1,0 +1,113 @@
+"""`fakescope detect`: score images from files, folders, globs, storage URIs or stdin."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, ModelOpt, WorkersOpt
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "model", "width", "height", "format", "evidence", "error")
+
+
+def detect(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs, s3://... URIs, or - for paths on stdin.")],
+    model: ModelOpt = None,
+    batch_size: BatchSizeOpt = 32,
+    device: DeviceOpt = "auto",
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai); default: the model's.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, jsonl or csv.")] = OutputFormat.table,
+    workers: WorkersOpt = 2,
+    provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
+) -> None:
+    """Say whether each image was made by a generative model.
+
+    Exit status: 0 when every input was scored, 1 when some failed (each failure is
+    reported as a record with an `error`), 2 on usage errors.
+    """
+    from fakescope.detector import Detector
+    from fakescope.io.inputs import iter_sources
+
+    with clean_errors():
+        detector = Detector.load(model, device=device, batch_size=batch_size, workers=workers,
+                                 provenance=provenance, threshold=threshold)
+        sources = iter_sources(inputs)
+        first = next(sources, None)
+        if first is None:
+            typer.echo("error: no input images found", err=True)
+            raise typer.Exit(2)
+    failures = _render(detector.stream(_progress(_chain(first, sources))), output)
+    raise typer.Exit(1 if failures else 0)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _progress(sources):
+    if not sys.stderr.isatty():
+        return sources
+    from tqdm import tqdm
+
+    return tqdm(sources, unit="img", file=sys.stderr, leave=False)
+
+
+def _render(results, output: OutputFormat) -> int:
+    failures = 0
+    writer = csv.DictWriter(sys.stdout, CSV_FIELDS, extrasaction="ignore") if output is OutputFormat.csv else None
+    if writer:
+        writer.writeheader()
+    table_rows = []
+    for detection in results:
+        failures += not detection.ok
+        record = detection.to_dict()
+        if output is OutputFormat.jsonl:
+            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.flush()
+        elif writer:
+            writer.writerow({**record, "evidence": "; ".join(_evidence_line(e) for e in record["evidence"])})
+        else:
+            table_rows.append(record)
+    if output is OutputFormat.table:
+        _print_table(table_rows)
+    return failures
+
+
+def _evidence_line(e: dict) -> str:
+    score = "" if e["score"] is None else f" {e['score']:.3f}"
+    return f"{e['kind']}{score}: {e['detail']}"
+
+
+def _print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for col in ("file", "verdict", "P(ai)", "decided by", "top evidence"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["path"], "[red]error[/red]", "", "", r["error"])
+            continue
+        colour = {"ai": "red", "real": "green"}.get(r["label"], "yellow")
+        top = next((e for e in r["evidence"] if e["kind"] == r["decided_by"]), r["evidence"][0])
+        table.add_row(r["path"], f"[{colour}]{r['label']}[/{colour}]", f"{r['score']:.3f}", r["decided_by"] or "", _evidence_line(top))
+    Console(width=max(100, Console().width)).print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(detect)

@@ -1,0 +1,53 @@
+"""`fakescope models`: list, inspect and publish models."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from fakescope.cli._errors import clean_errors
+
+models_app = typer.Typer(help="List, inspect and publish detector models.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def list_() -> None:
+    """Bundled models and registered architectures."""
+    from fakescope.models import architecture_info, bundled_models, list_models
+
+    typer.echo("bundled models:")
+    for name in bundled_models():
+        typer.echo(f"  {name}")
+    typer.echo("architectures:")
+    for name in list_models():
+        typer.echo(f"  {name:<20} {architecture_info(name).description}")
+
+
+@models_app.command("info")
+def info(model: Annotated[str | None, typer.Argument(help="Name, path or hf://owner/name.")] = None) -> None:
+    """Print a model's config (input policy, calibration, threshold, training summary, metrics)."""
+    from fakescope.models import load_model
+
+    with clean_errors():
+        loaded = load_model(model)
+    typer.echo(json.dumps({"location": loaded.location, **loaded.config.to_dict()}, indent=2))
+
+
+@models_app.command("push")
+def push(
+    folder: Annotated[str, typer.Argument(help="A model folder (model.safetensors + config.json + MODEL_CARD.md).")],
+    repo_id: Annotated[str, typer.Argument(help="Hub repo, owner/name or hf://owner/name.")],
+    private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
+) -> None:
+    """Upload weights, config and card to the Hugging Face Hub (token from HF_TOKEN or the hub login)."""
+    from fakescope.models import push_model
+
+    with clean_errors():
+        url = push_model(folder, repo_id.removeprefix("hf://"), private=private)
+    typer.echo(url)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,44 @@
+"""`fakescope train`: train a detector from a YAML config, flags overriding its keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, SeedOpt
+
+
+def train(
+    config: Annotated[str, typer.Argument(help="A YAML TrainConfig, or a manifest (.csv/.parquet) to train on with defaults.")],
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder.")] = None,
+    architecture: Annotated[str | None, typer.Option(help="A registered architecture (see `fakescope models list`).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")] = None,
+    num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading processes.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    pretrained: Annotated[bool | None, typer.Option("--pretrained/--scratch", help="Start from ImageNet weights.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the output folder's last checkpoint.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train, calibrate on the validation split, test once, and save a model folder in OUT/model."""
+    from fakescope.train import TrainConfig
+    from fakescope.train import train as run
+
+    overrides = dict(out=out, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                     num_workers=num_workers, seed=seed, pretrained=pretrained, resume=resume or None)
+    with clean_errors():
+        if config.endswith((".csv", ".parquet")):
+            cfg = TrainConfig.from_dict({"manifest": config, **{k: v for k, v in overrides.items() if v is not None}})
+        else:
+            cfg = TrainConfig.from_yaml(config, **overrides)
+        saved = run(cfg, progress=progress)
+    test = saved.metrics.get("test", {}).get("overall", saved.metrics["val"])
+    typer.echo(f"saved {cfg.out}/model  auc={test['auc']:.4f}  balanced_accuracy={test['balanced_accuracy']:.4f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)

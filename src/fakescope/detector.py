@@ -1,0 +1,233 @@
+"""`Detector`: the one object every entry point (Python, CLI, REST, web) calls.
+
+preprocess (decode, evidence, tiles; in worker threads) -> `_forward` (the only code that
+touches the device, batched across images) -> postprocess (calibration, fusion, plain results).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fakescope.detection import Detection, Evidence
+from fakescope.errors import FakescopeError
+from fakescope.io.image import LoadedImage, load_image
+from fakescope.models.bundle import LoadedModel, load_model
+from fakescope.models.calibration import apply_calibration
+from fakescope.models.tiling import Tiles, make_tiles, normalize, tile_heatmap
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+
+@dataclass
+class _Prepared:
+    source: str
+    loaded: LoadedImage
+    tiles: Tiles
+    evidence: list[Evidence]
+
+
+class Detector:
+    """Score images: calibrated P(ai), a verdict, the evidence behind it and an optional heatmap.
+
+    Example:
+        >>> detector = Detector.load()                     # bundled default model, offline
+        >>> result = detector.predict("photo.jpg")         # doctest: +SKIP
+        >>> result.verdict, round(result.probability, 3)   # doctest: +SKIP
+        ('real', 0.041)
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        workers: int = 0,
+        provenance: bool = True,
+        threshold: float | None = None,
+    ):
+        self.model = model
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.workers = workers
+        self.provenance = provenance
+        self.threshold = model.config.threshold if threshold is None else threshold
+        self.band = _shift_band(model.config.band, model.config.threshold, self.threshold)
+        if self.device.type == "cuda":
+            self.model.network.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | os.PathLike | None = None,
+        *,
+        device: str = "auto",
+        **kwargs: Any,
+    ) -> "Detector":
+        """Load a bundled model name, a local model path or `hf://owner/name` (default: the bundled model)."""
+        resolved = resolve_device(device)
+        return cls(load_model(name_or_path, device=resolved), device=resolved, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return self.model.config.name
+
+    def predict(self, inputs: ImageInput | Iterable[ImageInput], *, heatmap: bool = False) -> Detection | list[Detection]:
+        """Score one input (returns a `Detection`) or many (returns a list, in order).
+
+        Inputs are paths (local or storage URIs), encoded bytes, PIL images or uint8 arrays.
+        A bad input yields a `Detection` with `error` set; it never stops the batch.
+        """
+        if _is_single(inputs):
+            return next(self.stream([inputs], heatmap=heatmap))
+        return list(self.stream(inputs, heatmap=heatmap))
+
+    __call__ = predict
+
+    def stream(self, inputs: Iterable[ImageInput], *, heatmap: bool = False) -> Iterator[Detection]:
+        """Lazily score an iterable of any length, decoding ahead in `workers` threads."""
+        prepared = self._prepare_all(inputs)
+        while batch := _take_tiles(prepared, self.batch_size):
+            ready = [p for p in batch if isinstance(p, _Prepared)]
+            logits = self._forward([p.tiles.pixels for p in ready])
+            results = iter(self._postprocess(p, l, heatmap) for p, l in zip(ready, logits))
+            for item in batch:
+                yield next(results) if isinstance(item, _Prepared) else item
+
+    def explain(self, image: ImageInput) -> np.ndarray:
+        """A heatmap (H x W floats in [0, 1]) of where the model sees AI traces: per-tile P(ai)."""
+        detection = self.predict(image, heatmap=True)
+        if detection.error:
+            raise FakescopeError(detection.error)
+        return detection.heatmap
+
+    def predict_logits(self, images: Iterable[Image.Image]) -> np.ndarray:
+        """Raw (uncalibrated) image logits, the mean of tile logits; for training and evaluation."""
+        policy = self.model.config.input
+        return np.array([float(t.mean()) for t in self._forward([make_tiles(im, policy).pixels for im in images])])
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _prepare_all(self, inputs: Iterable[ImageInput]) -> Iterator[_Prepared | Detection]:
+        numbered = ((i, x) for i, x in enumerate(inputs))
+        if self.workers <= 0:
+            yield from itertools.starmap(self._prepare, numbered)
+            return
+        with ThreadPoolExecutor(self.workers) as pool:
+            while chunk := list(itertools.islice(numbered, self.batch_size * 4)):
+                yield from pool.map(lambda ix: self._prepare(*ix), chunk)
+
+    def _prepare(self, index: int, item: ImageInput) -> _Prepared | Detection:
+        source = _describe(item, index)
+        try:
+            loaded = load_image(_read(item) if isinstance(item, (str, os.PathLike)) else item)
+            tiles = make_tiles(loaded.image, self.model.config.input)
+        except FakescopeError as exc:
+            return Detection.failed(source, str(exc), self.name, self.threshold)
+        evidence = []
+        if self.provenance:
+            from fakescope.forensics import collect_evidence
+
+            evidence = collect_evidence(loaded.data, loaded.image)
+        return _Prepared(source, loaded, tiles, evidence)
+
+    @torch.inference_mode()
+    def _forward(self, tile_sets: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-image tile logits; equal-sized tiles go through the network together."""
+        out: list[torch.Tensor | None] = [None] * len(tile_sets)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, tiles in enumerate(tile_sets):
+            by_shape.setdefault(tuple(tiles.shape[-2:]), []).append(i)
+        net, policy = self.model.network, self.model.config.input
+        for indices in by_shape.values():
+            x = torch.cat([tile_sets[i] for i in indices]).to(self.device, non_blocking=True)
+            x = normalize(x, policy)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = torch.cat([net(chunk) for chunk in x.split(self.batch_size * 4)]).float().cpu()
+            for i, part in zip(indices, logits.split([len(tile_sets[i]) for i in indices])):
+                out[i] = part
+        return out
+
+    def _postprocess(self, p: _Prepared, tile_logits: torch.Tensor, heatmap: bool) -> Detection:
+        from fakescope.forensics import fuse
+
+        config = self.model.config
+        pixel_p = float(apply_calibration(config.calibration, np.array([tile_logits.mean().item()]))[0])
+        pixel = Evidence("pixel", pixel_p, f"{config.name}: calibrated P(ai) over {len(tile_logits)} tile(s)")
+        fused = fuse(pixel_p, p.evidence, self.threshold, self.band)
+        hm = None
+        if heatmap:
+            hm = tile_heatmap(p.tiles, apply_calibration(config.calibration, tile_logits.numpy()))
+        return Detection(
+            source=p.source,
+            probability=fused.probability,
+            verdict=fused.verdict,
+            threshold=self.threshold,
+            model=config.name,
+            evidence=(pixel, *p.evidence),
+            decided_by=fused.decided_by,
+            width=p.loaded.width,
+            height=p.loaded.height,
+            format=p.loaded.format,
+            heatmap=hm,
+        )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`auto` picks CUDA when available; anything else is passed to `torch.device`."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise FakescopeError(f"invalid device {device!r}: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise FakescopeError("device 'cuda' requested but no CUDA device is available")
+    return resolved
+
+
+def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[float, float]:
+    """Move the uncertain band with a user-chosen threshold, keeping its width and [0, 1] bounds."""
+    shift = new - old
+    return (min(max(band[0] + shift, 0.0), new), max(min(band[1] + shift, 1.0), new))
+
+
+def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[_Prepared | Detection]:
+    """Take items until their tiles fill one forward batch (failed items ride along free)."""
+    batch, tiles = [], 0
+    for item in prepared:
+        batch.append(item)
+        tiles += len(item.tiles.pixels) if isinstance(item, _Prepared) else 0
+        if tiles >= budget:
+            break
+    return batch
+
+
+def _read(path: str | os.PathLike) -> bytes | Path:
+    text = os.fspath(path)
+    if "://" in text and not text.startswith("file://"):
+        from fakescope.io.storage import read_bytes
+
+        return read_bytes(text)
+    return Path(text.removeprefix("file://"))
+
+
+def _describe(item: ImageInput, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    return f"<{type(item).__name__} #{index}>"
+
+
+def _is_single(inputs: Any) -> bool:
+    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray))

@@ -1,0 +1,53 @@
+"""Expand command-line inputs (files, folders, globs, storage URIs, `-` for stdin) into sources."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif",
+)
+
+
+def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -> Iterator[str]:
+    """Yield one source per image, lazily and in a stable order.
+
+    Folders are walked recursively (image suffixes only, sorted); globs are expanded;
+    `s3://` and other storage URIs are listed through `fakescope.io.storage` when they
+    name a prefix; `-` reads one path per line from stdin. A named file is always yielded,
+    whatever its suffix, so that a misnamed image or a broken file is reported, not skipped.
+    """
+    for item in inputs:
+        if item == "-":
+            lines = stdin if stdin is not None else sys.stdin
+            yield from (line.strip() for line in lines if line.strip())
+        elif "://" in item and not item.startswith("file://"):
+            yield from _expand_uri(item)
+        elif os.path.isdir(item):
+            yield from _walk(Path(item))
+        elif glob.has_magic(item):
+            for match in sorted(glob.iglob(item, recursive=True)):
+                yield from _walk(Path(match)) if os.path.isdir(match) else [match]
+        else:
+            yield item
+
+
+def _walk(folder: Path) -> Iterator[str]:
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                yield os.path.join(root, name)
+
+
+def _expand_uri(uri: str) -> Iterator[str]:
+    from fakescope.io import storage
+
+    if uri.lower().endswith(IMAGE_SUFFIXES) and storage.exists(uri):
+        yield uri
+    else:
+        yield from storage.list_files(uri, suffixes=IMAGE_SUFFIXES)

@@ -1,0 +1,153 @@
+"""The model format: a folder (or one file) of safetensors weights plus a JSON config.
+
+A model folder holds `model.safetensors`, `config.json` (a `ModelConfig`) and usually a
+`MODEL_CARD.md`. The config is also stored in the safetensors header, so the weights file
+alone is a complete model. Models resolve from a bundled name, a local path, or
+`hf://owner/name[@revision]` through huggingface_hub's cache (offline when it is populated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from fakescope.errors import ModelLoadError, UnknownModelError
+from fakescope.models.config import ModelConfig
+from fakescope.models.registry import create_model
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "MODEL_CARD.md"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "fakescope-default"
+_HEADER_KEY = "fakescope_config"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A built network with its config and where it came from."""
+
+    network: nn.Module
+    config: ModelConfig
+    location: str
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / WEIGHTS_FILE).is_file())
+
+
+def save_model(network: nn.Module, config: ModelConfig, folder: str | Path, card: str | None = None) -> ModelConfig:
+    """Write weights, config (with the weights' sha256) and an optional card; return the saved config."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    weights = folder / WEIGHTS_FILE
+    save_file(state, weights, metadata={_HEADER_KEY: json.dumps(replace(config, weights_sha256=None).to_dict())})
+    config = replace(config, weights_sha256=_sha256(weights))
+    config.save(folder / CONFIG_FILE)
+    if card is not None:
+        (folder / CARD_FILE).write_text(card)
+    return config
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Resolve and load a model in eval mode on `device`.
+
+    Raises:
+        UnknownModelError: a bare name that is neither bundled nor a path.
+        ModelLoadError: a path or hub repo that exists but holds no loadable model.
+    """
+    location = resolve_model(name_or_path)
+    weights, config = _read_folder_or_file(location)
+    network = create_model(config.architecture, **config.architecture_kwargs)
+    try:
+        network.load_state_dict(load_file(weights), strict=True)
+    except (RuntimeError, SafetensorError) as exc:
+        raise ModelLoadError(f"{weights}: weights do not fit {config.architecture}: {str(exc).splitlines()[0]}") from None
+    return LoadedModel(network.eval().to(device), config, str(location))
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """Turn a bundled name, a local path or an hf:// reference into a local folder or file."""
+    name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    if name.startswith("hf://"):
+        return _download_hub(name[len("hf://"):])
+    if (BUNDLED_DIR / name / WEIGHTS_FILE).is_file():
+        return BUNDLED_DIR / name
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    if os.sep in name or name.endswith(".safetensors"):
+        raise ModelLoadError(f"model path not found: {name}")
+    raise UnknownModelError(name, bundled_models())
+
+
+def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
+    """Upload a model folder to the Hugging Face Hub (card becomes README.md); return the repo URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    weights, config = _read_folder_or_file(folder)
+    card = folder / CARD_FILE
+    readme = card.read_text() if card.is_file() else f"# {config.name}\n\nA fakescope detector ({config.architecture}).\n"
+    front = f"---\nlicense: {config.license.lower()}\nlibrary_name: fakescope\ntags: [ai-image-detection, fakescope]\n---\n"
+    api = HfApi(token=token or os.environ.get("HF_TOKEN"))
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_file(path_or_fileobj=weights, path_in_repo=WEIGHTS_FILE, repo_id=repo_id)
+    api.upload_file(path_or_fileobj=json.dumps(config.to_dict(), indent=2).encode(), path_in_repo=CONFIG_FILE, repo_id=repo_id)
+    api.upload_file(path_or_fileobj=(front + readme).encode(), path_in_repo="README.md", repo_id=repo_id)
+    return str(url)
+
+
+def _download_hub(ref: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo_id, _, revision = ref.partition("@")
+    try:
+        return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, "README.md"]))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"hf://{ref}: not in the local cache and not downloadable ({type(exc).__name__})") from None
+
+
+def _read_folder_or_file(location: Path) -> tuple[Path, ModelConfig]:
+    if location.is_dir():
+        weights, config_path = location / WEIGHTS_FILE, location / CONFIG_FILE
+        if not weights.is_file():
+            raise ModelLoadError(f"{location}: no {WEIGHTS_FILE} inside")
+        if config_path.is_file():
+            return weights, ModelConfig.load(config_path)
+        return weights, _config_from_header(weights)
+    return location, _config_from_header(location)
+
+
+def _config_from_header(weights: Path) -> ModelConfig:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(weights, framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{weights}: not a safetensors file ({exc})") from None
+    if _HEADER_KEY not in meta:
+        raise ModelLoadError(f"{weights}: no fakescope config in the file and no {CONFIG_FILE} beside it")
+    return ModelConfig.from_dict(json.loads(meta[_HEADER_KEY]))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

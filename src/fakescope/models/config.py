@@ -1,0 +1,95 @@
+"""The frozen config that travels with every model: everything inference needs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fakescope.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """How an image of any size becomes model input, without destructive resizing.
+
+    Images are cut into `crop_size` tiles at native resolution, at most `grid` x `grid` of
+    them spread evenly over the image; the image's logit is the mean of its tiles' logits.
+    An image smaller than a tile is fed whole (the networks are fully convolutional).
+    """
+
+    crop_size: int = 112
+    grid: int = 3
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Maps a raw logit to a calibrated P(ai).
+
+    `temperature`: p = sigmoid(logit / temperature + bias) (Platt-style temperature scaling).
+    `isotonic`: p = interp(logit, x, y) with the fitted isotonic steps.
+    """
+
+    method: str = "temperature"
+    temperature: float = 1.0
+    bias: float = 0.0
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model's identity, input policy, calibration and decision rule, plus its provenance.
+
+    `band` is the uncertain band: a calibrated probability p gives `ai` when p >= band[1],
+    `real` when p < band[0], and `uncertain` between.
+    """
+
+    name: str
+    architecture: str
+    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
+    input: InputPolicy = field(default_factory=InputPolicy)
+    calibration: Calibration = field(default_factory=Calibration)
+    threshold: float = 0.5
+    band: tuple[float, float] = (0.35, 0.65)
+    weights_sha256: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    license: str = "MIT"
+
+    def __post_init__(self) -> None:
+        lo, hi = self.band
+        if not 0.0 <= lo <= self.threshold <= hi <= 1.0:
+            raise ConfigError(f"band {self.band} must surround threshold {self.threshold} within [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        try:
+            d = dict(d)
+            d["input"] = InputPolicy(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("input", {}).items()})
+            cal = d.get("calibration", {})
+            d["calibration"] = Calibration(**{k: tuple(v) if isinstance(v, list) else v for k, v in cal.items()})
+            d["band"] = tuple(d.get("band", (0.35, 0.65)))
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"invalid model config: {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None

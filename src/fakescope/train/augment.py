@@ -1,0 +1,85 @@
+"""Training-time image pipeline, applied identically to both classes.
+
+Shortcut removal comes first and is deterministic (it is also applied when validating and
+testing): crop the bottom strip where some generators print watermarks, then JPEG-encode
+every image at one base quality so file format and original compression stop telling the
+classes apart. Robustness augmentations follow at random: down-scaling, blur, noise and a
+second JPEG pass, then a native-resolution crop and a flip.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of each step; `None` or 0 turns a step off."""
+
+    bottom_crop: float = 0.06
+    base_jpeg_quality: int | None = 75
+    resize_prob: float = 0.25
+    resize_scale: tuple[float, float] = (0.5, 1.0)
+    blur_prob: float = 0.2
+    blur_sigma: tuple[float, float] = (0.2, 1.5)
+    noise_prob: float = 0.1
+    noise_std: tuple[float, float] = (1.0, 6.0)
+    jpeg_prob: float = 0.6
+    jpeg_quality: tuple[int, int] = (60, 98)
+    hflip: bool = True
+
+
+def jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """Encode and decode as baseline JPEG 4:2:0 at `quality`."""
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=int(quality))
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def neutralize(image: Image.Image, cfg: AugmentConfig) -> Image.Image:
+    """The deterministic shortcut-removing steps, shared by training, validation and test."""
+    if cfg.bottom_crop:
+        keep = max(1, round(image.height * (1.0 - cfg.bottom_crop)))
+        image = image.crop((0, 0, image.width, keep))
+    if cfg.base_jpeg_quality:
+        image = jpeg(image, cfg.base_jpeg_quality)
+    return image
+
+
+def augment(image: Image.Image, cfg: AugmentConfig, crop: int, rng: random.Random) -> Image.Image:
+    """Neutralize, perturb at random, and cut one `crop` x `crop` tile at native resolution."""
+    image = neutralize(image, cfg)
+    if rng.random() < cfg.resize_prob:
+        low = max(cfg.resize_scale[0], crop / min(image.size))  # never below one tile
+        if low < cfg.resize_scale[1]:
+            s = rng.uniform(low, cfg.resize_scale[1])
+            image = image.resize((max(crop, round(image.width * s)), max(crop, round(image.height * s))), Image.BICUBIC)
+    if rng.random() < cfg.blur_prob:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*cfg.blur_sigma)))
+    if rng.random() < cfg.noise_prob:
+        arr = np.asarray(image, np.float32)
+        arr = arr + np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(*cfg.noise_std), arr.shape)
+        image = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+    if rng.random() < cfg.jpeg_prob:
+        image = jpeg(image, rng.randint(*cfg.jpeg_quality))
+    image = random_crop(image, crop, rng)
+    if cfg.hflip and rng.random() < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    return image
+
+
+def random_crop(image: Image.Image, crop: int, rng: random.Random) -> Image.Image:
+    """A crop x crop window at a random position; smaller images are reflect-padded, never resized."""
+    if image.width < crop or image.height < crop:
+        arr = np.asarray(image)
+        ph, pw = max(0, crop - image.height), max(0, crop - image.width)
+        image = Image.fromarray(np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode="reflect"))
+    left = rng.randint(0, image.width - crop)
+    top = rng.randint(0, image.height - crop)
+    return image.crop((left, top, left + crop, top + crop))

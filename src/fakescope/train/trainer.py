@@ -1,0 +1,235 @@
+"""`train`: fit a registered architecture on a manifest and save a calibrated model folder.
+
+One loop for CPU and CUDA (bf16 autocast and channels_last on CUDA), deterministic seeds,
+a checkpoint every epoch (`--resume` continues from it), early stopping on validation AUC,
+metrics to CSV (and TensorBoard when installed). After training the best epoch's logits on
+the validation split fit the calibration; the test split is scored once, at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from fakescope.detector import Detector, resolve_device
+from fakescope.errors import ConfigError
+from fakescope.evaluate.metrics import binary_metrics
+from fakescope.models.bundle import LoadedModel, save_model
+from fakescope.models.calibration import Calibrator, apply_calibration
+from fakescope.models.config import InputPolicy, ModelConfig
+from fakescope.models.registry import architecture_info, create_model
+from fakescope.train.config import TrainConfig
+from fakescope.train.dataset import LABELS, TrainTiles, balanced_sampler, neutralized_images
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: bool = True) -> ModelConfig:
+    """Train, calibrate, test and save a model folder under `cfg.out`; return its config."""
+    rows = manifest if manifest is not None else read_rows(cfg.manifest)
+    splits = {s: rows[rows["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    for s in ("train", "val"):
+        if splits[s].empty or splits[s]["label"].nunique() < 2:
+            raise ConfigError(f"the manifest's {s!r} split needs images of both labels")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.to_yaml(out / "train_config.yaml")
+    _seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    info = architecture_info(cfg.architecture)
+    policy = InputPolicy(cfg.crop_size or info.input.crop_size, cfg.grid or info.input.grid, info.input.mean, info.input.std)
+    network = create_model(cfg.architecture, pretrained=cfg.pretrained).to(device)
+    if device.type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
+    model_cfg = ModelConfig(name=cfg.name, architecture=cfg.architecture, input=policy, band=cfg.band)
+    val_images = neutralized_images(splits["val"], cfg.augment)
+    val_labels = splits["val"]["label"].map(LABELS).to_numpy()
+
+    loop = _Loop(cfg, network, policy, device, splits["train"])
+    start_epoch, best_auc, stale = loop.restore(out) if cfg.resume else (0, -1.0, 0)
+    log = _MetricLog(out, append=cfg.resume and start_epoch > 0)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        loss = loop.run_epoch(epoch, progress)
+        logits = _score(network, model_cfg, device, val_images, cfg.batch_size)
+        auc = binary_metrics(val_labels, 1 / (1 + np.exp(-logits)))["auc"]
+        log.write(epoch=epoch, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1))
+        if auc > best_auc:
+            best_auc, stale = auc, 0
+            torch.save(network.state_dict(), out / "best.pt")
+        else:
+            stale += 1
+        loop.save(out, epoch + 1, best_auc, stale)
+        if stale >= cfg.patience:
+            break
+    log.close()
+
+    network.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
+    logits = _score(network, model_cfg, device, val_images, cfg.batch_size)
+    calibration = Calibrator(cfg.calibration).fit(logits, val_labels).calibration_
+    model_cfg = replace(model_cfg, calibration=calibration)
+    metrics = {"val": binary_metrics(val_labels, apply_calibration(calibration, logits), model_cfg.threshold)}
+    if not splits["test"].empty:
+        metrics["test"] = test_report(network, model_cfg, device, splits["test"], cfg)
+    summary = {"recipe": cfg.to_dict(), "data": _data_summary(rows)}
+    model_cfg = replace(model_cfg, training=summary, metrics=metrics)
+    saved = save_model(network, model_cfg, out / "model")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return saved
+
+
+def read_rows(path: str) -> pd.DataFrame:
+    """Read a manifest (Parquet or CSV); relative local URIs resolve against its folder."""
+    try:
+        rows = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read manifest {path}: {exc}") from None
+    missing = {"uri", "label", "split"} - set(rows.columns)
+    if missing:
+        raise ConfigError(f"manifest {path} lacks column(s): {', '.join(sorted(missing))}")
+    base = Path(path).parent
+    rows["uri"] = [u if "://" in u or Path(u).is_absolute() else str(base / u) for u in rows["uri"]]
+    for col in ("source", "generator"):
+        if col not in rows:
+            rows[col] = None
+    return rows
+
+
+def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig) -> dict:
+    """Overall test metrics plus per-generator AUC (its images vs all test reals) and per-source accuracy."""
+    probs = apply_calibration(model_cfg.calibration, _score(network, model_cfg, device, neutralized_images(rows, cfg.augment), cfg.batch_size))
+    labels = rows["label"].map(LABELS).to_numpy()
+    report = {"overall": binary_metrics(labels, probs, model_cfg.threshold), "per_generator": {}, "per_source": {}}
+    real = labels == 0
+    for gen, idx in rows[~real].groupby(rows["generator"].fillna("unknown")).groups.items():
+        mask = real.copy()
+        mask[list(idx)] = True
+        report["per_generator"][gen] = {k: binary_metrics(labels[mask], probs[mask], model_cfg.threshold)[k] for k in ("n", "auc", "recall")}
+    for src, idx in rows.groupby(rows["source"].fillna("unknown")).groups.items():
+        idx = list(idx)
+        report["per_source"][src] = {"n": len(idx), "accuracy": float(((probs[idx] >= model_cfg.threshold) == labels[idx]).mean())}
+    return report
+
+
+def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, images: list, batch_size: int) -> np.ndarray:
+    network.eval()
+    detector = Detector(LoadedModel(network, model_cfg, "training"), device=device, batch_size=batch_size, provenance=False)
+    return detector.predict_logits(images)
+
+
+class _Loop:
+    """Optimizer, scheduler, loader and one epoch of steps."""
+
+    def __init__(self, cfg: TrainConfig, network: nn.Module, policy: InputPolicy, device: torch.device, rows: pd.DataFrame):
+        self.cfg, self.network, self.policy, self.device = cfg, network, policy, device
+        self.dataset = TrainTiles(rows, policy.crop_size, cfg.augment, cfg.seed)
+        n = cfg.samples_per_epoch or len(rows)
+        self.sampler = balanced_sampler(rows, cfg.balance, n, cfg.seed)
+        self.steps = math.ceil(n / cfg.batch_size)
+        self.optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=cfg.lr, total_steps=self.steps * cfg.epochs, pct_start=0.1)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        mean = torch.tensor(policy.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(policy.std, device=device).view(1, 3, 1, 1)
+        self.normalize = lambda x: (x - mean) / std
+
+    def run_epoch(self, epoch: int, progress: bool) -> float:
+        self.dataset.epoch = epoch
+        if self.sampler is not None:
+            self.sampler.generator.manual_seed(self.cfg.seed + epoch)
+        loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler,
+                            shuffle=self.sampler is None, num_workers=self.cfg.num_workers, drop_last=True,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        self.network.train()
+        use_amp = self.cfg.amp and self.device.type == "cuda"
+        total, count = 0.0, 0
+        batches = loader
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False)
+        for x, y in batches:
+            x = self.normalize(x.to(self.device, non_blocking=True))
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = self.loss_fn(self.network(x).float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler.last_epoch < self.scheduler.total_steps - 1:
+                self.scheduler.step()
+            total += loss.item() * len(y)
+            count += len(y)
+        return total / max(count, 1)
+
+    def save(self, out: Path, next_epoch: int, best_auc: float, stale: int) -> None:
+        torch.save({"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "epoch": next_epoch, "best_auc": best_auc,
+                    "stale": stale, "rng": random.getstate()}, out / CHECKPOINT)
+
+    def restore(self, out: Path) -> tuple[int, float, int]:
+        path = out / CHECKPOINT
+        if not path.is_file():
+            return 0, -1.0, 0
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"])
+        return state["epoch"], state["best_auc"], state["stale"]
+
+
+class _MetricLog:
+    """metrics.csv, plus TensorBoard scalars when tensorboard is installed."""
+
+    def __init__(self, out: Path, append: bool):
+        self.file = open(out / "metrics.csv", "a" if append else "w", newline="")
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, **row) -> None:
+        if self.writer is None:
+            self.writer = csv.DictWriter(self.file, list(row))
+            if self.file.tell() == 0:
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+        if self.tb:
+            for k, v in row.items():
+                if k != "epoch":
+                    self.tb.add_scalar(k, v, row["epoch"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb:
+            self.tb.close()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _data_summary(rows: pd.DataFrame) -> dict:
+    counts = rows.groupby(["split", "label", rows["source"].fillna("unknown")]).size()
+    return {"/".join(map(str, k)): int(v) for k, v in counts.items()}
