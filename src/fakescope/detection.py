@@ -42,7 +42,7 @@ class Detection:
 
     `probability` is the calibrated P(ai); `verdict` is `ai`, `real` or `uncertain`
     (inside the model's uncertain band around `threshold`). `decided_by` names the
-    evidence kind that set the verdict. `heatmap` is a 2-D float array in [0, 1] when asked for.
+    evidence kind that set the verdict and `reason` says why. `heatmap` is a 2-D float array in [0, 1] when asked for.
     """
 
     source: str
@@ -52,6 +52,7 @@ class Detection:
     model: str
     evidence: tuple[Evidence, ...] = ()
     decided_by: str | None = None
+    reason: str | None = None
     width: int | None = None
     height: int | None = None
     format: str | None = None
@@ -72,6 +73,7 @@ class Detection:
             "model": self.model,
             "evidence": [e.to_dict() for e in self.evidence],
             "decided_by": self.decided_by,
+            "reason": self.reason,
             "width": self.width,
             "height": self.height,
             "format": self.format,

@@ -177,6 +177,7 @@ class Detector:
             model=config.name,
             evidence=(pixel, *p.evidence),
             decided_by=fused.decided_by,
+            reason=fused.reason,
             width=p.loaded.width,
             height=p.loaded.height,
             format=p.loaded.format,

@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fakescope.detection import Evidence, Verdict
+from fakescope.detection import Evidence, Verdict, verdict_for
 from fakescope.errors import ConfigError
 
 PIXEL = "pixel"
@@ -77,24 +77,18 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
         return Fused(None, "uncertain", NONE, "no pixel score and no provenance evidence")
     rule = f"threshold {threshold:g}, uncertain band [{lower:g}, {upper:g})"
     if not scored:
-        return Fused(pixel, _verdict(pixel, band), PIXEL, f"pixel model {pixel:.3f} ({rule}); no provenance decided")
+        return Fused(pixel, verdict_for(pixel, band), PIXEL, f"pixel model {pixel:.3f} ({rule}); no provenance decided")
     start = 0.5 if pixel is None else pixel
     probability = _sigmoid(_logit(start) + sum(_logit(e.score) for e in scored))
     if pixel is not None:
         probability = max(probability, min(pixel, FLOOR))
-    verdict = _verdict(probability, band)
+    verdict = verdict_for(probability, band)
     strongest = max(scored, key=lambda e: abs(_logit(e.score)))
     shifts = "; ".join(f"{e.kind}: {e.detail} (odds x{_odds(e.score):.2g})" for e in scored)
-    if pixel is not None and _verdict(pixel, band) == verdict:
+    if pixel is not None and verdict_for(pixel, band) == verdict:
         return Fused(probability, verdict, PIXEL, f"pixel model {pixel:.3f} -> {probability:.3f} ({rule}); {shifts}")
     origin = "no pixel score" if pixel is None else f"pixel model {pixel:.3f}"
     return Fused(probability, verdict, strongest.kind, f"{origin} -> {probability:.3f} ({rule}); {shifts}")
-
-
-def _verdict(probability: float, band: tuple[float, float]) -> Verdict:
-    if probability >= band[1]:
-        return "ai"
-    return "real" if probability < band[0] else "uncertain"
 
 
 def _logit(p: float) -> float:
