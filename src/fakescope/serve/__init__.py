@@ -1,0 +1,23 @@
+"""Serving: the REST API (`fakescope serve`) and the Streamlit web app (`fakescope app`).
+
+- `create_app`, `ServeConfig`: the FastAPI application and its settings.
+- `MicroBatcher`: gathers concurrent requests into batched `Detector.predict` calls.
+- `heatmap_overlay`, `heatmap_image`: render `Detector.explain` heatmaps.
+- `generate_from_upload`, `save_pair`, `openai_client`: generation from one upload, for the API and the app.
+- `WEBAPP_PATH`: the Streamlit script `fakescope app` runs.
+"""
+
+from pathlib import Path
+
+from fakescope.serve.app import create_app
+from fakescope.serve.batching import MicroBatcher
+from fakescope.serve.config import ServeConfig
+from fakescope.serve.generation import generate_from_upload, openai_client, save_pair
+from fakescope.serve.overlay import heatmap_image, heatmap_overlay
+
+WEBAPP_PATH = Path(__file__).with_name("webapp.py")
+
+__all__ = [
+    "WEBAPP_PATH", "MicroBatcher", "ServeConfig", "create_app", "generate_from_upload",
+    "heatmap_image", "heatmap_overlay", "openai_client", "save_pair",
+]

@@ -1,0 +1,256 @@
+"""The REST API (`fakescope serve`): FastAPI over one `Detector` shared through a micro-batcher.
+
+Endpoints: `POST /v1/detect`, `POST /v1/detect/batch`, `POST /v1/explain`, `POST /v1/generate`,
+`GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/outputs/{n}`, `GET /v1/models`, `GET /healthz`;
+the OpenAPI page is `/docs`. Every `/v1/*` call needs `Authorization: Bearer <token>` when a
+token is configured. Answers: 413 for an upload over the size limit, 422 for a file that is
+not a readable image or has too many pixels, 401 for a missing or wrong token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hmac
+import io
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from PIL import Image
+
+from fakescope.detection import Detection
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError
+from fakescope.generate import OpenAIImagesConfig
+from fakescope.io.image import sniff_format
+from fakescope.serve.batching import MicroBatcher
+from fakescope.serve.config import ServeConfig
+from fakescope.serve.generation import openai_client
+from fakescope.serve.jobs import JobStore
+from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
+
+MULTIPART_OVERHEAD = 64 * 1024
+_bearer = HTTPBearer(auto_error=False, description="Set FAKESCOPE_API_TOKEN on the server to require it.")
+
+
+def create_app(config: ServeConfig | None = None, *, detector: Detector | None = None) -> FastAPI:
+    """Build the FastAPI app; the detector is loaded at startup unless one is given.
+
+    Example:
+        >>> import uvicorn
+        >>> uvicorn.run(create_app(ServeConfig(max_batch=16)), host="127.0.0.1", port=8000)  # doctest: +SKIP
+    """
+    config = config or ServeConfig()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loaded = detector or Detector.load(config.model, device=config.device, batch_size=config.max_batch, workers=2)
+        app.state.detector = loaded
+        app.state.batcher = MicroBatcher(loaded, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms).start()
+        app.state.jobs = JobStore(config.jobs_dir, lambda data: app.state.batcher.submit(data).result())
+        try:
+            yield
+        finally:
+            app.state.jobs.close()
+            app.state.batcher.close()
+
+    app = FastAPI(
+        title="fakescope",
+        summary="Tell whether an image was made by a generative model, and show why.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.middleware("http")(_reject_oversized_bodies)
+    _add_routes(app, config)
+    return app
+
+
+async def _reject_oversized_bodies(request: Request, call_next):
+    """Answer 413 from the Content-Length alone, before a large body is read."""
+    config: ServeConfig = request.app.state.config
+    files = config.max_files if request.url.path.endswith("/batch") else 1
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > files * config.max_upload_bytes + MULTIPART_OVERHEAD:
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"detail": _too_large_message(config)}, status_code=413)
+    return await call_next(request)
+
+
+def _add_routes(app: FastAPI, config: ServeConfig) -> None:
+    def authorise(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        if config.token is None:
+            return
+        given = credentials.credentials if credentials else ""
+        if not hmac.compare_digest(given.encode(), config.token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    secured = [Depends(authorise)]
+
+    @app.get("/healthz", tags=["service"])
+    def healthz(request: Request) -> dict:
+        """Liveness and load: the model in use, requests queued and batching counters."""
+        batcher: MicroBatcher = request.app.state.batcher
+        return {"status": "ok", "model": request.app.state.detector.name, "queued": batcher.pending,
+                "batching": batcher.stats.to_dict()}
+
+    @app.get("/v1/models", tags=["service"], dependencies=secured)
+    def models(request: Request) -> dict:
+        """The model this server runs (its full config) and the bundled models and architectures."""
+        from fakescope.models import bundled_models, list_models
+
+        loaded = request.app.state.detector
+        return {"loaded": {"name": loaded.name, "device": str(loaded.device), "threshold": loaded.threshold,
+                           "band": list(loaded.band), "config": loaded.model.config.to_dict()},
+                "bundled": bundled_models(), "architectures": list_models()}
+
+    @app.post("/v1/detect", tags=["detect"], dependencies=secured)
+    async def detect(
+        request: Request,
+        file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
+    ) -> dict:
+        """Score one image: the same JSON record as `fakescope detect --format jsonl`."""
+        name, data = await _one_upload(request, file, config)
+        detection = await _score(request, name, data, heatmap=False)
+        return detection.to_dict()
+
+    @app.post("/v1/detect/batch", tags=["detect"], dependencies=secured)
+    async def detect_batch(
+        request: Request,
+        files: Annotated[list[UploadFile], File(description="Several images, each as a `files` part.")],
+    ) -> dict:
+        """Score several images; a bad file gives a record with `error` and the others are still scored."""
+        if len(files) > config.max_files:
+            raise HTTPException(413, f"too many files: {len(files)} (the limit is {config.max_files} per request)")
+        uploads = [(f.filename or f"file{i}", await _read_upload(f, config)) for i, f in enumerate(files)]
+        detections = await asyncio.gather(*(_score(request, n, d, heatmap=False, strict=False) for n, d in uploads))
+        return {"results": [d.to_dict() for d in detections]}
+
+    @app.post("/v1/explain", tags=["detect"], dependencies=secured,
+              responses={200: {"content": {"image/png": {}, "application/json": {}}}})
+    async def explain(
+        request: Request,
+        file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
+        format: Annotated[Literal["png", "json"], Query(description="`png`: the heatmap image; `json`: detection + base64 PNG.")] = "png",
+        overlay: Annotated[bool, Query(description="Colour-map the heatmap over the image instead of plain grey.")] = False,
+    ) -> Response:
+        """Where the model sees AI traces: per-tile P(ai) as a PNG (255 = 1.0) at the image's size."""
+        name, data = await _one_upload(request, file, config)
+        detection = await _score(request, name, data, heatmap=True)
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        picture = heatmap_overlay(image, detection.heatmap) if overlay else heatmap_image(detection.heatmap).resize(image.size)
+        encoded = png_bytes(picture)
+        if format == "json":
+            from fastapi.responses import JSONResponse
+
+            return JSONResponse({"detection": detection.to_dict(), "heatmap_png": base64.b64encode(encoded).decode(),
+                                 "overlay": overlay})
+        return Response(encoded, media_type="image/png",
+                        headers={"X-Fakescope-Label": str(detection.verdict), "X-Fakescope-Score": f"{detection.probability:.6f}"})
+
+    @app.post("/v1/generate", tags=["generate"], dependencies=secured, status_code=202)
+    async def generate(
+        request: Request,
+        file: Annotated[UploadFile, File(description="The real image to start from.")],
+        mode: Annotated[Literal["variation", "edit"], Form()] = "variation",
+        model: Annotated[str, Form()] = "dall-e-2",
+        size: Annotated[str, Form()] = "1024x1024",
+        prompt: Annotated[str | None, Form(description="Required for edit.")] = None,
+        n: Annotated[int, Form(ge=1, le=4)] = 1,
+        openai_key: Annotated[str | None, Header(alias="X-OpenAI-Key", description="Default: the server's OPENAI_API_KEY.")] = None,
+    ) -> dict:
+        """Start a job that makes ai images from the upload with the OpenAI Images API, then scores them."""
+        data = await _read_upload(file, config)
+        _check_image(data, config)
+        try:
+            job_config = OpenAIImagesConfig(mode=mode, model=model, size=size, prompt=prompt, n=n)
+            client = openai_client(openai_key)
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
+        job = request.app.state.jobs.submit(data, job_config, client, filename=file.filename or "upload")
+        return job.to_dict()
+
+    @app.get("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured)
+    def job_state(request: Request, job_id: str) -> dict:
+        """A generation job's state (`queued`, `running`, `done`, `failed`) and, when done, its outputs."""
+        return _job(request, job_id).to_dict()
+
+    @app.get("/v1/jobs/{job_id}/outputs/{index}", tags=["generate"], dependencies=secured,
+             responses={200: {"content": {"image/png": {}}}})
+    def job_output(request: Request, job_id: str, index: int) -> Response:
+        """One generated image, as the API returned it."""
+        outputs = _job(request, job_id).outputs
+        if not 0 <= index < len(outputs):
+            raise HTTPException(404, f"job {job_id} has no output {index}")
+        data = outputs[index].data
+        return Response(data, media_type=f"image/{(sniff_format(data) or 'png').lower()}")
+
+
+def _job(request: Request, job_id: str):
+    job = request.app.state.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+async def _one_upload(request: Request, file: UploadFile | None, config: ServeConfig) -> tuple[str, bytes]:
+    """The multipart `file` part, or else the raw request body."""
+    if file is not None:
+        return file.filename or "upload", await _read_upload(file, config)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > config.max_upload_bytes:
+            raise HTTPException(413, _too_large_message(config))
+    if not data:
+        raise HTTPException(422, "no image: send multipart field 'file' or the raw image bytes as the body")
+    return "upload", bytes(data)
+
+
+async def _read_upload(file: UploadFile, config: ServeConfig) -> bytes:
+    data = await file.read(config.max_upload_bytes + 1)
+    if len(data) > config.max_upload_bytes:
+        raise HTTPException(413, _too_large_message(config))
+    return data
+
+
+def _too_large_message(config: ServeConfig) -> str:
+    return f"upload too large: the limit is {config.max_upload_mb:g} MB per image"
+
+
+def _check_image(data: bytes, config: ServeConfig) -> None:
+    """Refuse non-images and images over the pixel limit from the header alone (no decoding)."""
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise HTTPException(422, "not an image: the file's signature matches no supported format "
+                                 "(JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF, AVIF)")
+    try:
+        width, height = Image.open(io.BytesIO(data)).size
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
+        raise HTTPException(422, f"corrupt or unsupported {fmt} image: {exc}") from None
+    if width * height > config.max_pixels:
+        raise HTTPException(422, f"image too large: {width}x{height} is {width * height:,} pixels; "
+                                 f"the limit is {config.max_pixels:,}")
+
+
+async def _score(request: Request, name: str, data: bytes, *, heatmap: bool, strict: bool = True) -> Detection:
+    """Check limits, queue the bytes for the micro-batcher and name the result after the upload.
+
+    `strict` answers 422 for an unreadable image; otherwise the record carries the error.
+    """
+    detector: Detector = request.app.state.detector
+    try:
+        _check_image(data, request.app.state.config)
+    except HTTPException as exc:
+        if strict:
+            raise
+        return Detection.failed(name, exc.detail, detector.name, detector.threshold)
+    detection = await asyncio.wrap_future(request.app.state.batcher.submit(data, heatmap=heatmap))
+    if detection.error and strict:
+        raise HTTPException(422, detection.error)
+    return dataclasses.replace(detection, source=name)
+

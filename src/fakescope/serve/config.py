@@ -1,0 +1,51 @@
+"""`ServeConfig`: everything the REST server needs, with the CLI flags' names."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fakescope.errors import ConfigError
+from fakescope.io.image import MAX_PIXELS
+
+TOKEN_ENV = "FAKESCOPE_API_TOKEN"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Server settings.
+
+    Args:
+        model: Model name, path or `hf://owner/name` (None: the bundled default).
+        device: `auto`, `cpu`, `cuda`, `cuda:N`.
+        max_upload_mb: Largest accepted image upload (per file); larger answers 413.
+        max_pixels: Largest accepted image (width x height); larger answers 422.
+        max_batch: Most images gathered into one model call by the micro-batcher.
+        max_wait_ms: How long the micro-batcher waits for more requests after the first.
+        max_files: Most files in one `/v1/detect/batch` request.
+        token: Bearer token every `/v1/*` request must carry; default `FAKESCOPE_API_TOKEN`, None = open.
+        jobs_dir: Where generation jobs write their sources and outputs.
+    """
+
+    model: str | None = None
+    device: str = "auto"
+    max_upload_mb: float = 20.0
+    max_pixels: int = 50_000_000
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_files: int = 64
+    token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_ENV) or None, repr=False)
+    jobs_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "fakescope" / "serve-jobs")
+
+    def __post_init__(self) -> None:
+        if self.max_upload_mb <= 0:
+            raise ConfigError("max_upload_mb must be positive")
+        if not 0 < self.max_pixels <= MAX_PIXELS:
+            raise ConfigError(f"max_pixels must be in 1..{MAX_PIXELS:,}")
+        if self.max_batch < 1 or self.max_files < 1:
+            raise ConfigError("max_batch and max_files must be at least 1")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

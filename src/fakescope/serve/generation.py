@@ -1,0 +1,123 @@
+"""Generation for the server and the web app: one uploaded real image in, ai images and their detections out.
+
+`generate_from_upload` runs `fakescope.generate.run_openai` on a single source in its own
+folder (ledger, manifest and outputs stay there); `save_pair` files a real image and the ai
+images made from it into a dataset folder with a merged `manifest.csv`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fakescope.detection import Detection
+from fakescope.errors import ConfigError, FakescopeError
+from fakescope.generate import MANIFEST_COLUMNS, OpenAIImagesConfig, append_manifest, run_openai
+from fakescope.generate.manifest import manifest_row
+from fakescope.io import storage
+from fakescope.io.image import decode_image
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One ai image made from the upload: where it was written, its bytes and its detection."""
+
+    path: Path
+    data: bytes
+    detection: Detection
+
+
+def openai_client(api_key: str | None = None, *, max_retries: int = 2, timeout: float = 120.0):
+    """An `openai.OpenAI` client for `api_key`, else `OPENAI_API_KEY` (environment or `.env`).
+
+    `OPENAI_BASE_URL` still applies. The key is handed to the client only, never logged.
+
+    Raises:
+        ConfigError: no key was given and none is configured.
+    """
+    import openai
+
+    storage.load_env_file()
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise ConfigError("no OpenAI API key: enter one, or set OPENAI_API_KEY for the server")
+    return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout)
+
+
+def generate_from_upload(
+    data: bytes,
+    config: OpenAIImagesConfig,
+    folder: str | os.PathLike,
+    *,
+    client,
+    detect: Callable[[bytes], Detection],
+    filename: str = "upload",
+) -> list[GeneratedImage]:
+    """Make `config.n` ai images from one real image and score each with `detect`.
+
+    Raises:
+        ImageLoadError: the upload is not a readable image.
+        FakescopeError: the API refused the request or every request failed.
+    """
+    if config.mode == "generate":
+        raise ConfigError("uploads make variations or edits; use mode variation or edit")
+    loaded = decode_image(data)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / f"{_stem(filename)}.{loaded.format.lower()}"
+    source.write_bytes(data)
+    report = run_openai(str(source), str(folder / "ai"), config, client=client, concurrency=min(config.n, 4))
+    if report.done == 0 or report.manifest is None:
+        raise FakescopeError(f"no image was generated ({report.failed} request(s) failed)")
+    rows = pd.read_csv(report.manifest, keep_default_na=False)
+    outputs = []
+    for uri in rows["uri"]:
+        image_bytes = Path(uri).read_bytes()
+        outputs.append(GeneratedImage(Path(uri), image_bytes, detect(image_bytes)))
+    return outputs
+
+
+def save_pair(
+    dataset: str,
+    real: bytes,
+    generated: list[bytes],
+    config: OpenAIImagesConfig,
+    *,
+    filename: str = "upload",
+) -> str:
+    """Write the real image to `<dataset>/real/` and the ai ones to `<dataset>/ai/`, and merge the manifest.
+
+    Rows follow `fakescope.generate.MANIFEST_COLUMNS`; the real image and its ai images share
+    `pair_id` (the real image's sha256), so splits keep them together. Returns the manifest URI.
+    """
+    loaded = decode_image(real)
+    digest = hashlib.sha256(real).hexdigest()
+    stem = f"{_stem(filename)}-{digest[:8]}"
+    real_uri = storage.join(dataset, "real", f"{stem}.{loaded.format.lower()}")
+    storage.write_bytes(real_uri, real)
+    rows = [{
+        "uri": real_uri, "label": "real", "source": filename, "generator": "", "pair_id": digest, "split": "",
+        "width": loaded.width, "height": loaded.height, "format": loaded.format, "sha256": digest,
+        "model": "", "params": "",
+    }]
+    for index, data in enumerate(generated):
+        image = decode_image(data)
+        uri = storage.join(dataset, "ai", f"{stem}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{image.format.lower()}")
+        storage.write_bytes(uri, data)
+        rows.append(manifest_row(
+            uri=uri, source=real_uri, source_sha256=digest, generator=config.model, model=config.model,
+            params=config.params(), width=image.width, height=image.height, format=image.format, data=data,
+        ))
+    manifest = storage.join(dataset, "manifest.csv")
+    append_manifest(manifest, [{k: row[k] for k in MANIFEST_COLUMNS} for row in rows])
+    return manifest
+
+
+def _stem(filename: str) -> str:
+    stem = Path(filename).stem or "upload"
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:60]

@@ -1,0 +1,126 @@
+"""The REST API over HTTP on loopback, against the bundled model."""
+
+from __future__ import annotations
+
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import encode
+
+
+def test_healthz_is_open_and_names_the_model(server):
+    answer = httpx.get(f"{server.url}/healthz")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "ok" and body["model"] == "fakescope-default"
+    assert set(body["batching"]) == {"items", "calls", "largest_batch", "busy_s"}
+
+
+def test_v1_needs_the_bearer_token(server, flat_png):
+    missing = httpx.post(f"{server.url}/v1/detect", content=flat_png)
+    wrong = httpx.post(f"{server.url}/v1/detect", content=flat_png, headers={"Authorization": "Bearer nope"})
+    assert (missing.status_code, wrong.status_code) == (401, 401)
+    assert missing.json()["detail"] == "missing or wrong bearer token"
+    assert wrong.headers["www-authenticate"] == "Bearer"
+
+
+def test_models_lists_the_loaded_model(server, auth):
+    body = httpx.get(f"{server.url}/v1/models", headers=auth).json()
+    assert body["loaded"]["name"] == "fakescope-default" and body["loaded"]["threshold"] == 0.5
+    assert "fakescope-default" in body["bundled"] and body["architectures"]
+
+
+def test_detect_multipart_matches_the_python_api(server, auth, detector, photo_bytes):
+    answer = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})
+    assert answer.status_code == 200
+    record = answer.json()
+    direct = detector.predict(photo_bytes).to_dict()
+    assert record["path"] == "cat.jpg"
+    assert record["score"] == pytest.approx(direct["score"], abs=1e-5)
+    assert (record["label"], record["width"], record["height"], record["format"]) == (direct["label"], 160, 120, "JPEG")
+    assert [e["kind"] for e in record["evidence"]] == [e["kind"] for e in direct["evidence"]]
+    assert record["decided_by"] == direct["decided_by"] and "error" not in record
+
+
+def test_detect_raw_body(server, auth, flat_png):
+    record = httpx.post(f"{server.url}/v1/detect", headers={**auth, "Content-Type": "image/png"}, content=flat_png).json()
+    assert record["path"] == "upload" and (record["width"], record["height"], record["format"]) == (96, 64, "PNG")
+    assert 0.0 <= record["score"] <= 1.0 and record["label"] in ("ai", "real", "uncertain")
+
+
+def test_not_an_image_is_422_with_a_clear_message(server, auth):
+    answer = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"file": ("notes.txt", b"hello, not pixels", "text/plain")})
+    assert answer.status_code == 422
+    assert answer.json()["detail"].startswith("not an image: the file's signature matches no supported format")
+
+
+def test_too_many_pixels_is_422(server, auth):
+    big = encode(Image.new("RGB", (1200, 1000), (1, 2, 3)))  # 1.2 Mpx > 1 Mpx, but a small PNG
+    answer = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"file": ("big.png", big, "image/png")})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "image too large: 1200x1000 is 1,200,000 pixels; the limit is 1,000,000"
+
+
+def test_too_many_bytes_is_413_for_multipart_raw_and_chunked(server, auth):
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    heavy = encode(Image.fromarray(noise))  # ~1.4 MB, 0.49 Mpx
+    assert len(heavy) > 1024 * 1024
+    multipart = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"file": ("heavy.png", heavy, "image/png")})
+    raw = httpx.post(f"{server.url}/v1/detect", headers=auth, content=heavy)
+    chunked = httpx.post(f"{server.url}/v1/detect", headers=auth, content=iter([heavy[:500_000], heavy[500_000:]]))
+    for answer in (multipart, raw, chunked):
+        assert answer.status_code == 413
+        assert answer.json()["detail"] == "upload too large: the limit is 1 MB per image"
+
+
+def test_batch_scores_each_file_and_reports_bad_ones(server, auth, photo_bytes, flat_png):
+    files = [("files", ("a.jpg", photo_bytes, "image/jpeg")), ("files", ("b.png", flat_png, "image/png")),
+             ("files", ("c.txt", b"plain text", "text/plain"))]
+    results = httpx.post(f"{server.url}/v1/detect/batch", headers=auth, files=files).json()["results"]
+    assert [r["path"] for r in results] == ["a.jpg", "b.png", "c.txt"]
+    assert results[0]["width"] == 160 and results[1]["format"] == "PNG"
+    assert results[2]["score"] is None and results[2]["error"].startswith("not an image")
+    too_many = [("files", (f"{i}.png", flat_png, "image/png")) for i in range(9)]
+    answer = httpx.post(f"{server.url}/v1/detect/batch", headers=auth, files=too_many)
+    assert answer.status_code == 413 and answer.json()["detail"] == "too many files: 9 (the limit is 8 per request)"
+
+
+def test_explain_png_and_json(server, auth, detector, photo_bytes):
+    answer = httpx.post(f"{server.url}/v1/explain", headers=auth, files={"file": ("p.jpg", photo_bytes, "image/jpeg")})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    heatmap = np.asarray(Image.open(io.BytesIO(answer.content)))
+    assert heatmap.shape == (120, 160)
+    expected = detector.explain(photo_bytes)
+    assert abs(heatmap.mean() / 255.0 - expected.mean()) < 0.01
+    assert answer.headers["x-fakescope-label"] in ("ai", "real", "uncertain")
+    body = httpx.post(f"{server.url}/v1/explain?format=json&overlay=true", headers=auth, content=photo_bytes).json()
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"])))
+    assert (overlay.mode, overlay.size, body["overlay"]) == ("RGB", (160, 120), True)
+    assert body["detection"]["score"] == pytest.approx(float(answer.headers["x-fakescope-score"]), abs=1e-5)
+
+
+def test_concurrent_requests_share_model_calls(server, auth, flat_png):
+    before = httpx.get(f"{server.url}/healthz").json()["batching"]
+
+    def one(_):
+        return httpx.post(f"{server.url}/v1/detect", headers=auth, content=flat_png, timeout=60).json()["score"]
+
+    with ThreadPoolExecutor(12) as pool:
+        scores = list(pool.map(one, range(12)))
+    after = httpx.get(f"{server.url}/healthz").json()["batching"]
+    assert len(set(scores)) == 1
+    assert after["items"] - before["items"] == 12
+    assert after["calls"] - before["calls"] < 12 and after["largest_batch"] >= 2
+
+
+def test_openapi_docs_are_served(server):
+    assert "swagger" in httpx.get(f"{server.url}/docs").text.lower()
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert {"/v1/detect", "/v1/detect/batch", "/v1/explain", "/v1/generate", "/v1/jobs/{job_id}", "/healthz", "/v1/models"} <= set(spec["paths"])
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]

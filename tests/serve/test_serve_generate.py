@@ -1,0 +1,86 @@
+"""Generation through the REST API and `save_pair`, against the loopback OpenAI Images server."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+import pandas as pd
+import pytest
+from openai_server import ImagesAPIServer
+from PIL import Image
+
+from fakescope.generate import OpenAIImagesConfig
+from fakescope.serve import save_pair
+
+API_KEY = "sk-serve-test-key"
+
+
+@pytest.fixture
+def images_api(monkeypatch):
+    api = ImagesAPIServer(api_key=API_KEY).start()
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    yield api
+    api.stop()
+
+
+def _wait(server, auth, job_id: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=auth).json()
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def test_generate_job_makes_and_scores_variations(server, auth, images_api, photo_bytes):
+    answer = httpx.post(
+        f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
+        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"mode": "variation", "size": "256x256", "n": "2"},
+    )
+    assert answer.status_code == 202 and answer.json()["state"] in ("queued", "running")
+    job = _wait(server, auth, answer.json()["id"])
+    assert job["state"] == "done" and job["error"] is None
+    assert images_api.billable == 2 and images_api.requests[0]["image"] == (256, 256)
+    assert [o["index"] for o in job["outputs"]] == [0, 1]
+    for output in job["outputs"]:
+        assert (output["detection"]["width"], output["detection"]["format"]) == (256, "PNG")
+        assert 0.0 <= output["detection"]["score"] <= 1.0
+    picture = httpx.get(server.url + job["outputs"][1]["image"], headers=auth)
+    assert picture.headers["content-type"] == "image/png" and Image.open(io.BytesIO(picture.content)).size == (256, 256)
+
+
+def test_generate_without_a_key_is_422(server, auth, images_api, photo_bytes):
+    answer = httpx.post(f"{server.url}/v1/generate", headers=auth, files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "no OpenAI API key: enter one, or set OPENAI_API_KEY for the server"
+    assert images_api.requests == []
+
+
+def test_generate_with_a_refused_key_fails_the_job_without_echoing_it(server, auth, images_api, photo_bytes):
+    answer = httpx.post(
+        f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": "sk-wrong-key-123"},
+        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"mode": "edit", "prompt": "a hat", "size": "256x256"},
+    )
+    job = _wait(server, auth, answer.json()["id"])
+    assert job["state"] == "failed" and "the API key was refused" in job["error"]
+    assert "sk-wrong-key-123" not in str(job) and images_api.billable == 0
+
+
+def test_missing_job_is_404(server, auth):
+    answer = httpx.get(f"{server.url}/v1/jobs/nope", headers=auth)
+    assert answer.status_code == 404 and answer.json()["detail"] == "no job nope"
+
+
+def test_save_pair_writes_real_and_ai_with_a_shared_pair_id(tmp_path, photo_bytes, flat_png):
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    manifest = save_pair(str(tmp_path / "ds"), photo_bytes, [flat_png, flat_png], config, filename="my cat.jpg")
+    rows = pd.read_csv(manifest, keep_default_na=False)
+    assert list(rows["label"]) == ["real", "ai", "ai"] and rows["pair_id"].nunique() == 1
+    assert rows.loc[0, "uri"].endswith(".jpeg") and "/real/my_cat-" in rows.loc[0, "uri"]
+    assert all("/ai/" in uri for uri in rows["uri"][1:]) and (tmp_path / "ds" / "ai").is_dir()
+    assert save_pair(str(tmp_path / "ds"), photo_bytes, [flat_png, flat_png], config, filename="my cat.jpg") == manifest
+    assert len(pd.read_csv(manifest)) == 3
