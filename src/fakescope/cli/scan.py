@@ -1,0 +1,90 @@
+"""`fakescope scan` (score a whole collection into resumable Parquet) and `fakescope export` (ONNX)."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, ModelOpt, WorkersOpt
+from fakescope.cli.detect import Runtime, RuntimeOpt
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def scan(
+    sources: Annotated[list[str], typer.Argument(help="Folders, globs, manifests (.parquet/.csv with a uri column) or s3:// prefixes.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Results folder of Parquet parts (read it with pandas.read_parquet).")],
+    model: ModelOpt = None,
+    engine: Annotated[Engine, typer.Option(help="local (this process) or ray (a Ray Data pipeline).")] = Engine.local,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address; default: start a local Ray on loopback.")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="Ray inference actors (workers).")] = 2,
+    gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="GPUs per Ray actor (0 = CPU actors).")] = 0.0,
+    batch_size: BatchSizeOpt = 32,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 2,
+    runtime: RuntimeOpt = Runtime.torch,
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai).")] = None,
+    provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
+    rows_per_part: Annotated[int, typer.Option(min=1, help="Rows per Parquet part (local engine).")] = 10_000,
+) -> None:
+    """Score every image of SOURCES into OUT; a rerun skips what is done, bad files become error rows.
+
+    Exit status: 0 when every image was scored, 1 when some failed, 2 on usage errors.
+    """
+    from fakescope.scale.scan import scan_sources
+
+    detector_kwargs = dict(name_or_path=model, device=device, workers=workers, provenance=provenance,
+                           threshold=threshold, runtime=runtime.value)
+    with clean_errors():
+        if engine is Engine.ray:
+            from fakescope.scale.ray_scan import ray_scan
+
+            summary = ray_scan(scan_sources(sources), out, address=address, actors=actors,
+                               gpus_per_actor=gpus_per_actor, batch_size=batch_size, **detector_kwargs)
+        else:
+            from fakescope.detector import Detector
+            from fakescope.scale.scan import scan as run
+
+            detector = Detector.load(batch_size=batch_size, **detector_kwargs)
+            summary = run(_progress(scan_sources(sources)), out, detector, rows_per_part=rows_per_part)
+    typer.echo(f"scanned {summary.scanned}  failed {summary.failed}  skipped (done before) {summary.skipped}  -> {out}")
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+def export(
+    onnx: Annotated[str, typer.Option("--onnx", help="Write the model's network as this ONNX file.")],
+    model: ModelOpt = None,
+) -> None:
+    """Export a model's network to ONNX (dynamic batch and size) and check it against PyTorch."""
+    import torch
+
+    from fakescope.models import load_model
+    from fakescope.scale.onnx import OnnxNetwork, export_onnx
+
+    with clean_errors():
+        loaded = load_model(model)
+        path = export_onnx(loaded.network, onnx, tile_size=loaded.config.input.crop_size)
+        tiles = torch.rand(4, 3, loaded.config.input.crop_size, loaded.config.input.crop_size, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            diff = (OnnxNetwork(path)(tiles) - loaded.network(tiles)).abs().max().item()
+    typer.echo(f"wrote {path}  max |onnx - torch| on 4 random tiles: {diff:.2e}")
+
+
+def _progress(sources):
+    if not sys.stderr.isatty():
+        return sources
+    from tqdm import tqdm
+
+    return tqdm(sources, unit="img", file=sys.stderr, leave=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(scan)
+    app.command()(export)

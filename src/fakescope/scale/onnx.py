@@ -1,0 +1,104 @@
+"""ONNX export and an onnxruntime-backed network the `Detector` can use in place of PyTorch.
+
+The export traces `model.network` (`torch.onnx.export(..., dynamo=False)`: one self-contained
+file, faster under onnxruntime than the dynamo exporter's) with dynamic batch, height and width,
+so tiles and whole small images both run. Exports are cached in the user cache folder under a
+key made of the architecture and the sha256 of the weights, and reused by every later load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fakescope.models.bundle import LoadedModel
+
+OPSET = 17
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "logits"
+
+
+class OnnxNetwork:
+    """Runs an exported network through onnxruntime; called like the `nn.Module` it replaces.
+
+    Takes a float (N, 3, H, W) tensor and returns the (N,) logits as a CPU float tensor.
+    `threads` sets onnxruntime's intra-op threads (default: its own choice, one per core).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = np.ascontiguousarray(x.detach().cpu().float().numpy())
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0])
+
+
+def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int = 112) -> Path:
+    """Export a network to one ONNX file with dynamic batch and spatial axes; return its path.
+
+    The file is written under a temporary name and renamed, so readers never see half a file.
+
+    Example:
+        >>> from fakescope.models import load_model                      # doctest: +SKIP
+        >>> export_onnx(load_model().network, "detector.onnx")           # doctest: +SKIP
+        PosixPath('detector.onnx')
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = network.eval()
+    sample = torch.zeros(2, 3, tile_size, tile_size, device=next(network.parameters()).device)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
+            torch.onnx.export(
+                network, (sample,), tmp, dynamo=False, opset_version=OPSET,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str | os.PathLike | None = None) -> OnnxNetwork:
+    """The model's network under onnxruntime, exporting it once into the cache when needed."""
+    path = Path(cache or cache_dir()) / f"{model.config.architecture}-{weights_key(model)[:16]}.onnx"
+    if not path.is_file():
+        export_onnx(model.network, path, tile_size=model.config.input.crop_size)
+    return OnnxNetwork(path, threads=threads)
+
+
+def weights_key(model: LoadedModel) -> str:
+    """sha256 over the architecture (with its kwargs) and every weight tensor's name and bytes."""
+    h = hashlib.sha256(json.dumps([model.config.architecture, model.config.architecture_kwargs], sort_keys=True).encode())
+    for name, tensor in sorted(model.network.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    """`$FAKESCOPE_CACHE/onnx`, else `$XDG_CACHE_HOME/fakescope/onnx`, else `~/.cache/fakescope/onnx`."""
+    if os.environ.get("FAKESCOPE_CACHE"):
+        return Path(os.environ["FAKESCOPE_CACHE"]) / "onnx"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fakescope" / "onnx"

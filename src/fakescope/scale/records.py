@@ -1,0 +1,79 @@
+"""The scan's output table: one row per source, the same columns and values from every engine.
+
+A results folder holds Parquet part files (from the local engine, from Ray, or both) plus, while
+a local scan runs, one Arrow IPC journal of the rows not yet in a part. `evidence` is stored as
+JSON text (scores rounded to 6 decimals, like `score`) because its `data` dicts differ from
+one evidence kind to the next.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fakescope.detection import Detection
+
+SCHEMA = pa.schema([
+    ("path", pa.string()),
+    ("label", pa.string()),
+    ("score", pa.float64()),
+    ("threshold", pa.float64()),
+    ("decided_by", pa.string()),
+    ("reason", pa.string()),
+    ("model", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("format", pa.string()),
+    ("evidence", pa.string()),
+    ("error", pa.string()),
+])
+PART_SUFFIX = ".parquet"
+JOURNAL_SUFFIX = ".arrows"
+
+
+def detections_to_table(detections: Iterable[Detection]) -> pa.Table:
+    """Rows of `Detection.to_dict()` in `SCHEMA` (evidence as JSON, `error` null when scored)."""
+    rows = []
+    for d in detections:
+        record = d.to_dict()
+        record["evidence"] = json.dumps([_rounded(e) for e in record["evidence"]], sort_keys=True)
+        record.setdefault("error", None)
+        rows.append(record)
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def _rounded(evidence: dict) -> dict:
+    """Evidence scores to 6 decimals, like `score`: engines batch tiles differently (float noise)."""
+    score = evidence["score"]
+    return {**evidence, "score": score if score is None else round(float(score), 6)}
+
+
+def part_files(out: str | Path) -> list[Path]:
+    """Completed Parquet parts in a results folder, in name order."""
+    folder = Path(out)
+    return sorted(folder.glob(f"*{PART_SUFFIX}")) if folder.is_dir() else []
+
+
+def done_sources(out: str | Path) -> set[str]:
+    """Every `path` already written to a part of the results folder."""
+    done: set[str] = set()
+    for part in part_files(out):
+        done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+    return done
+
+
+def read_results(out: str | Path) -> pd.DataFrame:
+    """All rows of a results folder as one DataFrame (columns in `SCHEMA` order).
+
+    Example:
+        >>> read_results("results.parquet").query("label == 'ai'")  # doctest: +SKIP
+    """
+    parts = part_files(out)
+    if not parts:
+        return SCHEMA.empty_table().to_pandas()
+    return pa.concat_tables(pq.read_table(p, schema=SCHEMA) for p in parts).to_pandas()

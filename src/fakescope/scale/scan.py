@@ -1,0 +1,186 @@
+"""`scan`: score a whole folder, glob, manifest or bucket prefix into a resumable Parquet folder.
+
+The local engine reuses `Detector.stream` (decoding in worker threads, batched inference).
+Rows are appended batch by batch to an Arrow IPC journal, flushed after every batch; every
+`rows_per_part` rows the journal becomes one Parquet part (written to a temporary name, then
+renamed). A rerun first turns any journal left by a crash into a part, then skips every source
+already written, so a crash loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError
+from fakescope.scale.records import JOURNAL_SUFFIX, PART_SUFFIX, SCHEMA, detections_to_table, done_sources
+
+MANIFEST_SUFFIXES = (".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """What one scan run did: sources scored now (`failed` of them with an error) and skipped as done."""
+
+    scanned: int
+    failed: int
+    skipped: int
+
+
+def scan(
+    sources: Iterable[str],
+    out: str | os.PathLike,
+    detector: Detector,
+    *,
+    rows_per_part: int = 10_000,
+) -> ScanSummary:
+    """Score every source not yet in the results folder `out`, appending rows as they come.
+
+    Bad inputs become rows with `error` set; they count as done, like scored ones.
+
+    Example:
+        >>> detector = Detector.load(workers=2)                                  # doctest: +SKIP
+        >>> scan(scan_sources(["photos/"]), "results.parquet", detector)         # doctest: +SKIP
+        ScanSummary(scanned=1200, failed=3, skipped=0)
+    """
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    recover_journals(folder)
+    todo = _Pending(sources, done_sources(folder))
+    scanned = failed = 0
+    with _PartWriter(folder, rows_per_part) as writer:
+        results = detector.stream(todo)
+        while batch := list(itertools.islice(results, detector.batch_size)):
+            writer.write(detections_to_table(batch))
+            scanned += len(batch)
+            failed += sum(not d.ok for d in batch)
+    return ScanSummary(scanned, failed, todo.skipped)
+
+
+def scan_sources(inputs: Iterable[str]) -> Iterator[str]:
+    """Expand scan inputs: a manifest (`.parquet`/`.csv` with a `uri` column) yields its URIs,
+    anything else goes through `fakescope.io.inputs.iter_sources` (files, folders, globs, s3://).
+
+    Relative manifest URIs resolve against the manifest's folder.
+    """
+    from fakescope.io.inputs import iter_sources
+
+    for item in inputs:
+        if item.lower().endswith(MANIFEST_SUFFIXES):
+            yield from _manifest_uris(item)
+        else:
+            yield from iter_sources([item])
+
+
+def recover_journals(out: str | os.PathLike) -> int:
+    """Turn journals left by an interrupted scan into parts; return how many rows they saved."""
+    return sum(_seal_journal(j) for j in sorted(Path(out).glob(f"*{JOURNAL_SUFFIX}")))
+
+
+class _Pending:
+    """Sources not yet done (each once), counting those skipped."""
+
+    def __init__(self, sources: Iterable[str], done: set[str]):
+        self.sources, self.done, self.skipped = sources, done, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for source in self.sources:
+            if source in self.done:
+                self.skipped += 1
+                continue
+            self.done.add(source)
+            yield source
+
+
+class _PartWriter:
+    """Appends record batches to a flushed journal and seals it into a Parquet part when full."""
+
+    def __init__(self, out: Path, rows_per_part: int):
+        self.out, self.rows_per_part = out, rows_per_part
+        self.run = uuid.uuid4().hex[:12]
+        self.index = 0
+        self.rows = 0
+        self.sink: pa.OSFile | None = None
+        self.stream: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def __enter__(self) -> "_PartWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.seal()
+
+    def write(self, table: pa.Table) -> None:
+        if self.stream is None:
+            self.sink = pa.OSFile(str(self._journal()), "wb")
+            self.stream = pa.ipc.new_stream(self.sink, SCHEMA)
+        self.stream.write_table(table)
+        self.sink.flush()
+        self.rows += table.num_rows
+        if self.rows >= self.rows_per_part:
+            self.seal()
+
+    def seal(self) -> None:
+        if self.stream is None:
+            return
+        self.stream.close()
+        self.sink.close()
+        _seal_journal(self._journal())
+        self.stream = self.sink = None
+        self.index += 1
+        self.rows = 0
+
+    def _journal(self) -> Path:
+        return self.out / f"part-{self.run}-{self.index:05d}{JOURNAL_SUFFIX}"
+
+
+def _seal_journal(journal: Path) -> int:
+    """Write a journal's complete batches to the part of the same name, then delete the journal."""
+    part = journal.with_suffix(PART_SUFFIX)
+    rows = 0
+    if not part.exists():
+        batches = _read_journal(journal)
+        rows = sum(b.num_rows for b in batches)
+        if rows:
+            tmp = part.with_name(part.name + ".tmp")
+            with pq.ParquetWriter(tmp, SCHEMA) as writer:
+                writer.write_table(pa.Table.from_batches(batches, SCHEMA))
+            os.replace(tmp, part)
+    journal.unlink()
+    return rows
+
+
+def _read_journal(journal: Path) -> list[pa.RecordBatch]:
+    batches: list[pa.RecordBatch] = []
+    try:
+        with pa.OSFile(str(journal), "rb") as f, pa.ipc.open_stream(f) as reader:
+            for batch in reader:
+                batches.append(batch)
+    except (pa.ArrowInvalid, OSError):  # cut off mid-batch by a crash: keep the complete ones
+        pass
+    return batches
+
+
+def _manifest_uris(manifest: str) -> Iterator[str]:
+    import pandas as pd
+
+    from fakescope.io import storage
+
+    try:
+        data = io.BytesIO(storage.read_bytes(manifest))
+        rows = pd.read_parquet(data) if manifest.lower().endswith(".parquet") else pd.read_csv(data)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read manifest {manifest}: {exc}") from None
+    if "uri" not in rows.columns:
+        raise ConfigError(f"manifest {manifest} has no 'uri' column")
+    base = manifest.rsplit("/", 1)[0] if "/" in manifest else ""
+    for uri in rows["uri"].astype(str):
+        yield uri if "://" in uri or os.path.isabs(uri) or not base else storage.join(base, uri)

@@ -1,0 +1,69 @@
+"""`fakescope train` under torchrun with two gloo CPU processes matches a one-process run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image, ImageFilter
+
+ENTRY = Path(__file__).with_name("ddp_entry.py")
+
+
+def _manifest(folder: Path) -> Path:
+    """Noise images as `real`, blurred noise as `ai`: 16 train, 8 val, 4 test rows."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, n in (("train", 16), ("val", 8), ("test", 4)):
+        for i in range(n):
+            label = "ai" if i % 2 else "real"
+            image = Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8))
+            if label == "ai":
+                image = image.filter(ImageFilter.GaussianBlur(2))
+            path = folder / f"{split}-{i}.png"
+            image.save(path)
+            rows.append({"uri": path.name, "label": label, "split": split, "source": f"s{i % 4 // 2}"})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return folder / "manifest.csv"
+
+
+def _run(cfg_path: Path, nproc: int) -> None:
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd = [*launcher, str(ENTRY), "train", str(cfg_path), "--no-progress"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """Same global batches, averaged gradients, gathered validation: same losses and weights."""
+    manifest = _manifest(tmp_path)
+    runs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"run{nproc}"
+        cfg = {"manifest": str(manifest), "out": str(out), "architecture": "test_tiny_gn", "pretrained": False,
+               "epochs": 2, "batch_size": 8, "samples_per_epoch": 16, "num_workers": 0, "device": "cpu",
+               "patience": 5, "seed": 3}
+        cfg_path = tmp_path / f"cfg{nproc}.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        _run(cfg_path, nproc)
+        runs[nproc] = out
+
+    one, two = (pd.read_csv(runs[n] / "metrics.csv") for n in (1, 2))
+    assert len(one) == len(two) == 2
+    np.testing.assert_allclose(two["train_loss"], one["train_loss"], rtol=1e-5)
+    w1, w2 = (torch.load(runs[n] / "checkpoint.pt", weights_only=False)["network"] for n in (1, 2))
+    assert w1.keys() == w2.keys()
+    diffs = {k: (w1[k].float() - w2[k].float()).abs().max().item() for k in w1 if w1[k].is_floating_point()}
+    assert max(diffs.values()) < 1e-5
+    assert not list(runs[2].glob("*rank*"))  # only rank 0 wrote files
+    assert (runs[2] / "model" / "model.safetensors").is_file()

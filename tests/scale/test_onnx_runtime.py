@@ -1,0 +1,71 @@
+"""ONNX export and the onnxruntime detector match PyTorch within 1e-4."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+
+from fakescope.cli import app
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError
+from fakescope.models import create_model, load_model
+from fakescope.models.bundle import LoadedModel
+from fakescope.models.config import InputPolicy, ModelConfig
+from fakescope.scale.onnx import OnnxNetwork, cache_dir, export_onnx, onnx_network
+from fakescope.scale.scan import scan_sources
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 112, 112), (1, 3, 70, 90), (2, 3, 64, 111)])
+def test_bundled_export_matches_torch_on_tiles_and_whole_small_images(tmp_path, shape):
+    network = load_model().network
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(1)) * 4 - 2
+    with torch.inference_mode():
+        want = network(x)
+    got = OnnxNetwork(export_onnx(network, tmp_path / "m.onnx"))(x)
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() < 1e-4
+
+
+def test_onnx_detector_scores_match_torch(image_folder, detector):
+    sources = list(scan_sources([str(image_folder)]))
+    fast = Detector.load(device="cpu", batch_size=4, provenance=False, runtime="onnx")
+    for a, b in zip(detector.predict(sources), fast.predict(sources)):
+        assert a.source == b.source and a.error == b.error
+        if a.ok:
+            assert abs(a.probability - b.probability) < 1e-4 and a.verdict == b.verdict
+    assert fast.predict_logits([]).size == 0
+
+
+def test_export_is_cached_by_weights(tmp_path):
+    tiny = create_model("test_tiny").eval()
+    model = LoadedModel(tiny, ModelConfig("tiny", "test_tiny", input=InputPolicy(64, 2)), "mem")
+    first = onnx_network(model, cache=tmp_path)
+    stamp = first.path.stat().st_mtime_ns
+    assert onnx_network(model, cache=tmp_path).path.stat().st_mtime_ns == stamp
+    with torch.no_grad():
+        next(tiny.parameters()).add_(1.0)
+    changed = onnx_network(model, cache=tmp_path)
+    assert changed.path != first.path and len(list(tmp_path.glob("*.onnx"))) == 2
+    x = torch.rand(3, 3, 64, 64)
+    with torch.inference_mode():
+        assert (changed(x) - tiny(x)).abs().max().item() < 1e-4
+
+
+def test_runtime_errors_are_clean():
+    with pytest.raises(ConfigError, match="unknown runtime"):
+        Detector(load_model(), runtime="tensorrt")
+    assert cache_dir().name == "onnx"
+
+
+def test_export_and_detect_cli(image_folder, tmp_path):
+    runner = CliRunner()
+    done = runner.invoke(app, ["export", "--onnx", str(tmp_path / "d.onnx")])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "d.onnx").is_file() and "max |onnx - torch|" in done.output
+    assert float(done.output.rsplit(":", 1)[1]) < 1e-4
+    detect = runner.invoke(app, ["detect", str(image_folder / "img0.png"), "--runtime", "onnx", "--no-provenance", "-f", "jsonl"])
+    assert detect.exit_code == 0, detect.output
+    assert '"path": ' in detect.output

@@ -1,0 +1,92 @@
+"""The local scan engine: rows, error rows, resuming, crash recovery, manifests and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results
+from fakescope.scale.scan import _PartWriter, scan, scan_sources
+
+
+def test_scan_writes_one_row_per_source_matching_predict(image_folder, tmp_path, detector):
+    sources = list(scan_sources([str(image_folder)]))
+    summary = scan(sources, tmp_path / "out", detector)
+    assert (summary.scanned, summary.failed, summary.skipped) == (8, 1, 0)
+    rows = read_results(tmp_path / "out")
+    assert list(rows.columns) == SCHEMA.names
+    assert rows["path"].tolist() == sources
+    expected = {d.source: d.to_dict() for d in detector.predict(sources)}
+    for row in rows.to_dict("records"):
+        want = expected[row["path"]]
+        if want.get("error"):
+            assert row["error"] == want["error"] and pd.isna(row["score"])
+            continue
+        assert row["score"] == want["score"] and row["label"] == want["label"]
+        assert (row["width"], row["height"], row["format"]) == (want["width"], want["height"], want["format"])
+        assert json.loads(row["evidence"]) == want["evidence"] and pd.isna(row["error"])
+
+
+def test_rerun_skips_done_sources_and_adds_only_new_ones(image_folder, tmp_path, detector):
+    sources = list(scan_sources([str(image_folder)]))
+    first = scan(sources[:3], tmp_path / "out", detector)
+    again = scan(sources, tmp_path / "out", detector)
+    assert (first.scanned, again.scanned, again.skipped) == (3, 5, 3)
+    rows = read_results(tmp_path / "out")
+    assert sorted(rows["path"]) == sorted(sources)
+    assert scan(sources, tmp_path / "out", detector).scanned == 0
+
+
+def test_rows_per_part_splits_the_output(image_folder, tmp_path, detector):
+    scan(scan_sources([str(image_folder)]), tmp_path / "out", detector, rows_per_part=4)
+    parts = part_files(tmp_path / "out")
+    assert len(parts) == 2
+    assert len(read_results(tmp_path / "out")) == 8
+
+
+def test_crash_mid_batch_loses_only_that_batch(image_folder, tmp_path, detector):
+    sources = list(scan_sources([str(image_folder)]))
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = _PartWriter(out, rows_per_part=1000)
+    writer.write(detections_to_table(detector.predict(sources[:4])))
+    writer.write(detections_to_table(detector.predict(sources[4:6])))
+    journal = writer._journal()
+    writer.sink.close()  # the process dies while writing the second batch:
+    data = journal.read_bytes()
+    journal.write_bytes(data[:-50])
+    summary = scan(sources, out, detector)
+    assert (summary.skipped, summary.scanned) == (4, 4)
+    assert not list(out.glob("*.arrows"))
+    rows = read_results(out)
+    assert sorted(rows["path"]) == sorted(sources)
+
+
+def test_manifest_source_reads_its_uri_column(image_folder, tmp_path, detector):
+    names = ["img0.png", "nested/deep.jpg", "broken.jpg"]
+    pd.DataFrame({"uri": names, "label": ["real", "ai", "real"]}).to_csv(image_folder / "m.csv", index=False)
+    sources = list(scan_sources([str(image_folder / "m.csv")]))
+    assert sources == [str(image_folder / n) for n in names]
+    summary = scan(sources, tmp_path / "out", detector)
+    assert (summary.scanned, summary.failed) == (3, 1)
+
+
+def test_schema_holds_for_an_all_error_batch(tmp_path, detector):
+    table = detections_to_table(detector.predict([str(tmp_path / "missing.png")]))
+    assert table.schema == SCHEMA and table.column("error")[0].as_py()
+    assert isinstance(table, pa.Table)
+
+
+def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
+    runner = CliRunner()
+    args = ["scan", str(image_folder), "--out", str(tmp_path / "res.parquet"), "--no-provenance", "-b", "4"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 1, first.output
+    assert "scanned 8  failed 1  skipped (done before) 0" in first.output
+    second = runner.invoke(app, args)
+    assert "scanned 0  failed 0  skipped (done before) 8" in second.output and second.exit_code == 0
+    assert len(pd.read_parquet(tmp_path / "res.parquet")) == 8
