@@ -10,7 +10,7 @@ import itertools
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from fakescope.detection import Detection, Evidence
-from fakescope.errors import FakescopeError
+from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io.image import LoadedImage, load_image
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
@@ -55,9 +55,11 @@ class Detector:
         workers: int = 0,
         provenance: bool = True,
         threshold: float | None = None,
+        runtime: str = "torch",
     ):
-        self.model = model
         self.device = torch.device(device)
+        self.model = _with_runtime(model, runtime, self.device)
+        self.runtime = runtime
         self.batch_size = batch_size
         self.workers = workers
         self.provenance = provenance
@@ -74,8 +76,11 @@ class Detector:
         device: str = "auto",
         **kwargs: Any,
     ) -> "Detector":
-        """Load a bundled model name, a local model path or `hf://owner/name` (default: the bundled model)."""
-        resolved = resolve_device(device)
+        """Load a bundled model name, a local model path or `hf://owner/name` (default: the bundled model).
+
+        `runtime="onnx"` runs the network through onnxruntime on the CPU (`auto` then means `cpu`).
+        """
+        resolved = resolve_device("cpu" if kwargs.get("runtime") == "onnx" and device == "auto" else device)
         return cls(load_model(name_or_path, device=resolved), device=resolved, **kwargs)
 
     @property
@@ -104,8 +109,17 @@ class Detector:
             for item in batch:
                 yield next(results) if isinstance(item, _Prepared) else item
 
-    def explain(self, image: ImageInput) -> np.ndarray:
-        """A heatmap (H x W floats in [0, 1]) of where the model sees AI traces: per-tile P(ai)."""
+    def explain(self, image: ImageInput, method: str = "tiles") -> np.ndarray:
+        """A heatmap (H x W floats in [0, 1]) of where the model sees AI traces.
+
+        `tiles` paints each tile's calibrated P(ai); `gradcam`, `gradcam++` and `cam` show the
+        model's relative evidence at feature-map resolution (see `fakescope.explain.cam`).
+        """
+        if method != "tiles":
+            from fakescope.explain.cam import class_activation_map
+
+            source = _read(image) if isinstance(image, (str, os.PathLike)) else image
+            return class_activation_map(self.model, load_image(source, keep_bytes=False).image, method)
         detection = self.predict(image, heatmap=True)
         if detection.error:
             raise FakescopeError(detection.error)
@@ -196,6 +210,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise FakescopeError("device 'cuda' requested but no CUDA device is available")
     return resolved
+
+
+def _with_runtime(model: LoadedModel, runtime: str, device: torch.device) -> LoadedModel:
+    """The model itself for `torch`; for `onnx`, a copy whose network is its cached ONNX export."""
+    if runtime == "torch":
+        return model
+    if runtime != "onnx":
+        raise ConfigError(f"unknown runtime {runtime!r}; use torch or onnx")
+    if device.type != "cpu":
+        raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
+    from fakescope.scale.onnx import onnx_network
+
+    return replace(model, network=onnx_network(model))
 
 
 def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[float, float]:

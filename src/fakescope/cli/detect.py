@@ -20,6 +20,13 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+class Runtime(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+RuntimeOpt = Annotated[Runtime, typer.Option("--runtime", help="torch, or onnx (onnxruntime on the CPU; needs the scale extra).")]
+
 CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "model", "width", "height", "format", "evidence", "error")
 
 
@@ -32,6 +39,7 @@ def detect(
     output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, jsonl or csv.")] = OutputFormat.table,
     workers: WorkersOpt = 2,
     provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
+    runtime: RuntimeOpt = Runtime.torch,
 ) -> None:
     """Say whether each image was made by a generative model.
 
@@ -43,7 +51,7 @@ def detect(
 
     with clean_errors():
         detector = Detector.load(model, device=device, batch_size=batch_size, workers=workers,
-                                 provenance=provenance, threshold=threshold)
+                                 provenance=provenance, threshold=threshold, runtime=runtime.value)
         sources = iter_sources(inputs)
         first = next(sources, None)
         if first is None:
