@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
 from fakescope.io.image import load_image
 from fakescope.models.tiling import to_tensor
@@ -57,6 +57,26 @@ def balanced_sampler(rows: pd.DataFrame, by: str, num_samples: int, seed: int) -
     weights = 1.0 / (counts * groups).to_numpy(dtype=np.float64)
     return WeightedRandomSampler(torch.as_tensor(weights), num_samples, replacement=True,
                                  generator=torch.Generator().manual_seed(seed))
+
+
+class RankSlice(Sampler[int]):
+    """One rank's share of a global draw, for distributed training.
+
+    The base sampler's draw (the same on every rank: same seed) is cut to whole global batches
+    and rank r takes every `world`-th index from r, so its k-th batch of `global_batch // world`
+    indices is its slice of the single-process k-th batch: with gradients averaged across ranks,
+    the ranks together take the single-process steps.
+    """
+
+    def __init__(self, base: Sampler[int], rank: int, world: int, global_batch: int):
+        self.base, self.rank, self.world, self.global_batch = base, rank, world, global_batch
+
+    def __iter__(self):
+        draw = list(self.base)
+        return iter(draw[: len(draw) // self.global_batch * self.global_batch][self.rank::self.world])
+
+    def __len__(self) -> int:
+        return len(self.base) // self.global_batch * self.global_batch // self.world
 
 
 def neutralized_images(rows: pd.DataFrame, cfg: AugmentConfig) -> list[Image.Image]:

@@ -4,6 +4,12 @@ One loop for CPU and CUDA (bf16 autocast and channels_last on CUDA), determinist
 a checkpoint every epoch (`--resume` continues from it), early stopping on validation AUC,
 metrics to CSV (and TensorBoard when installed). After training the best epoch's logits on
 the validation split fit the calibration; the test split is scored once, at the end.
+
+Under `torchrun --nproc-per-node N` (WORLD_SIZE > 1) the same loop runs data-parallel:
+DistributedDataParallel over NCCL on CUDA (with synchronised batch norm) or gloo on the CPU,
+each rank taking its slice of every global batch (`batch_size` stays the global batch), all
+ranks scoring a share of the validation split and seeing the same gathered metric, and only
+rank 0 writing files.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
 import time
 from dataclasses import replace
@@ -19,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
@@ -30,7 +38,7 @@ from fakescope.models.calibration import Calibrator, apply_calibration
 from fakescope.models.config import InputPolicy, ModelConfig
 from fakescope.models.registry import architecture_info, create_model
 from fakescope.train.config import TrainConfig
-from fakescope.train.dataset import LABELS, TrainTiles, balanced_sampler, neutralized_images
+from fakescope.train.dataset import LABELS, RankSlice, TrainTiles, balanced_sampler, neutralized_images
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -42,37 +50,49 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     for s in ("train", "val"):
         if splits[s].empty or splits[s]["label"].nunique() < 2:
             raise ConfigError(f"the manifest's {s!r} split needs images of both labels")
+    rank, world, device = _init_distributed(resolve_device(cfg.device), cfg.batch_size)
+    main = rank == 0
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(out / "train_config.yaml")
+    if main:
+        cfg.to_yaml(out / "train_config.yaml")
     _seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     info = architecture_info(cfg.architecture)
     policy = InputPolicy(cfg.crop_size or info.input.crop_size, cfg.grid or info.input.grid, info.input.mean, info.input.std)
     network = create_model(cfg.architecture, pretrained=cfg.pretrained).to(device)
     if device.type == "cuda":
         network = network.to(memory_format=torch.channels_last)
+    if world > 1 and device.type == "cuda":
+        from timm.layers import convert_sync_batchnorm
+
+        network = convert_sync_batchnorm(network)
     model_cfg = ModelConfig(name=cfg.name, architecture=cfg.architecture, input=policy, band=cfg.band)
     val_images = neutralized_images(splits["val"], cfg.augment)
     val_labels = splits["val"]["label"].map(LABELS).to_numpy()
 
-    loop = _Loop(cfg, network, policy, device, splits["train"])
+    loop = _Loop(cfg, network, policy, device, splits["train"], rank, world)
     start_epoch, best_auc, stale = loop.restore(out) if cfg.resume else (0, -1.0, 0)
-    log = _MetricLog(out, append=cfg.resume and start_epoch > 0)
+    log = _MetricLog(out, append=cfg.resume and start_epoch > 0) if main else None
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        loss = loop.run_epoch(epoch, progress)
-        logits = _score(network, model_cfg, device, val_images, cfg.batch_size)
+        loss = loop.run_epoch(epoch, progress and main)
+        logits = _score_shared(network, model_cfg, device, val_images, cfg.batch_size, rank, world)
         auc = binary_metrics(val_labels, 1 / (1 + np.exp(-logits)))["auc"]
-        log.write(epoch=epoch, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1))
         if auc > best_auc:
             best_auc, stale = auc, 0
-            torch.save(network.state_dict(), out / "best.pt")
+            if main:
+                torch.save(network.state_dict(), out / "best.pt")
         else:
             stale += 1
-        loop.save(out, epoch + 1, best_auc, stale)
+        if main:
+            log.write(epoch=epoch, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1))
+            loop.save(out, epoch + 1, best_auc, stale)
         if stale >= cfg.patience:
             break
+    if not main:
+        dist.barrier()  # rank 0 calibrates, tests and saves the model
+        dist.destroy_process_group()
+        return ModelConfig.load(out / "model" / "config.json")
     log.close()
 
     network.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
@@ -86,6 +106,9 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     model_cfg = replace(model_cfg, training=summary, metrics=metrics)
     saved = save_model(network, model_cfg, out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
     return saved
 
 
@@ -122,6 +145,34 @@ def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device
     return report
 
 
+def _init_distributed(device: torch.device, batch_size: int) -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device); joins torchrun's process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if batch_size % world:
+        raise ConfigError(f"batch_size {batch_size} must be a multiple of the {world} processes")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def _score_shared(network: nn.Module, model_cfg: ModelConfig, device: torch.device, images: list, batch_size: int,
+                  rank: int, world: int) -> np.ndarray:
+    """Every image's logit, each rank scoring every `world`-th image and all ranks receiving all."""
+    if world == 1:
+        return _score(network, model_cfg, device, images, batch_size)
+    shares: list[np.ndarray | None] = [None] * world
+    dist.all_gather_object(shares, _score(network, model_cfg, device, images[rank::world], batch_size))
+    logits = np.empty(len(images))
+    for r, share in enumerate(shares):
+        logits[r::world] = share
+    return logits
+
+
 def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, images: list, batch_size: int) -> np.ndarray:
     network.eval()
     detector = Detector(LoadedModel(network, model_cfg, "training"), device=device, batch_size=batch_size, provenance=False)
@@ -131,15 +182,22 @@ def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, ima
 class _Loop:
     """Optimizer, scheduler, loader and one epoch of steps."""
 
-    def __init__(self, cfg: TrainConfig, network: nn.Module, policy: InputPolicy, device: torch.device, rows: pd.DataFrame):
-        self.cfg, self.network, self.policy, self.device = cfg, network, policy, device
+    def __init__(self, cfg: TrainConfig, network: nn.Module, policy: InputPolicy, device: torch.device, rows: pd.DataFrame,
+                 rank: int = 0, world: int = 1):
+        self.cfg, self.network, self.policy, self.device, self.world = cfg, network, policy, device, world
         self.dataset = TrainTiles(rows, policy.crop_size, cfg.augment, cfg.seed)
         n = cfg.samples_per_epoch or len(rows)
         self.sampler = balanced_sampler(rows, cfg.balance, n, cfg.seed)
+        self.model = network
+        if world > 1:
+            base = self.sampler if self.sampler is not None else RandomSampler(self.dataset)
+            self.rank_sampler = RankSlice(base, rank, world, cfg.batch_size)
+            self.model = nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
         self.steps = math.ceil(n / cfg.batch_size)
         self.optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = max(self.steps * cfg.epochs, 4)  # OneCycle needs a few steps in each phase
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=cfg.lr, total_steps=self.steps * cfg.epochs, pct_start=0.1)
+            self.optimizer, max_lr=cfg.lr, total_steps=total, pct_start=max(0.1, 2.0 / total))
         self.loss_fn = nn.BCEWithLogitsLoss()
         mean = torch.tensor(policy.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(policy.std, device=device).view(1, 3, 1, 1)
@@ -149,10 +207,15 @@ class _Loop:
         self.dataset.epoch = epoch
         if self.sampler is not None:
             self.sampler.generator.manual_seed(self.cfg.seed + epoch)
-        loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler,
-                            shuffle=self.sampler is None, num_workers=self.cfg.num_workers, drop_last=True,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
-        self.network.train()
+        if self.world > 1:
+            loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size // self.world, sampler=self.rank_sampler,
+                                num_workers=self.cfg.num_workers, drop_last=True,
+                                pin_memory=self.device.type == "cuda", persistent_workers=False)
+        else:
+            loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler,
+                                shuffle=self.sampler is None, num_workers=self.cfg.num_workers, drop_last=True,
+                                pin_memory=self.device.type == "cuda", persistent_workers=False)
+        self.model.train()
         use_amp = self.cfg.amp and self.device.type == "cuda"
         total, count = 0.0, 0
         batches = loader
@@ -166,7 +229,7 @@ class _Loop:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = self.loss_fn(self.network(x).float(), y)
+                loss = self.loss_fn(self.model(x).float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -174,6 +237,10 @@ class _Loop:
                 self.scheduler.step()
             total += loss.item() * len(y)
             count += len(y)
+        if self.world > 1:
+            sums = torch.tensor([total, count], dtype=torch.float64, device=self.device)
+            dist.all_reduce(sums)
+            total, count = sums.tolist()
         return total / max(count, 1)
 
     def save(self, out: Path, next_epoch: int, best_auc: float, stale: int) -> None:
