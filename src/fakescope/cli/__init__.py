@@ -24,10 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "generate",
     "dataset",
-    "explain",
-    "serve",
     "scan",
-    "evaluate",
 )
 
 for _name in COMMAND_MODULES:
