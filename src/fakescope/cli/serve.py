@@ -1,0 +1,57 @@
+"""`fakescope serve` (the REST API) and `fakescope app` (the Streamlit web app)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import DeviceOpt, ModelOpt
+
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; keep 127.0.0.1 unless a proxy fronts it.")]
+
+
+def serve(
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port.")] = 8000,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest image upload in MB (413 above).")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest image in pixels (422 above).")] = 50_000_000,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most images the micro-batcher scores in one model call.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long the micro-batcher waits to fill a batch.")] = 5.0,
+    max_files: Annotated[int, typer.Option(min=1, help="Most files in one /v1/detect/batch request.")] = 64,
+    jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default ~/.cache/fakescope/serve-jobs).")] = None,
+) -> None:
+    """Serve the REST API (docs at /docs). Set FAKESCOPE_API_TOKEN to require a bearer token."""
+    with clean_errors():
+        import uvicorn
+
+        from fakescope.serve import ServeConfig, create_app
+
+        options = {"jobs_dir": jobs_dir} if jobs_dir else {}
+        config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                             max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files, **options)
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+
+
+def app(
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port.")] = 8501,
+) -> None:
+    """Open the web app (Streamlit): detector, generator and report pages."""
+    with clean_errors():
+        from fakescope.serve import WEBAPP_PATH
+
+        command = [sys.executable, "-m", "streamlit", "run", str(WEBAPP_PATH), "--server.address", host,
+                   "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+        raise typer.Exit(subprocess.call(command))
+
+
+def register(root: typer.Typer) -> None:
+    root.command()(serve)
+    root.command("app")(app)

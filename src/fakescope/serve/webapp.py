@@ -1,0 +1,207 @@
+"""The fakescope web app (`fakescope app`): detector, generator and report pages.
+
+A thin Streamlit layer over `Detector`, `fakescope.serve.generation` and `report_view`.
+Settings come from the environment: `FAKESCOPE_MODEL`, `FAKESCOPE_DEVICE` (default `auto`),
+`FAKESCOPE_DATASET_DIR` (the generator's default dataset folder), `OPENAI_BASE_URL`.
+An OpenAI key typed on the generator page lives in this browser session only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fakescope.detection import Detection
+from fakescope.detector import Detector
+from fakescope.errors import FakescopeError
+from fakescope.generate import OpenAIImagesConfig
+from fakescope.io.image import load_image
+from fakescope.serve.generation import generate_from_upload, openai_client, save_pair
+from fakescope.serve.overlay import heatmap_overlay
+from fakescope.serve.report_view import report_contents
+
+MAX_URL_BYTES = 20 * 1024 * 1024
+SMALL_TABLE_ROWS = 50
+VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
+
+
+@st.cache_resource(show_spinner="Loading the detector...")
+def detector() -> Detector:
+    return Detector.load(os.environ.get("FAKESCOPE_MODEL") or None, device=os.environ.get("FAKESCOPE_DEVICE", "auto"))
+
+
+def score(items: list[tuple[str, bytes]]) -> list[Detection]:
+    """Detections with heatmaps, remembered per image for this session (reruns are free)."""
+    cache: dict = st.session_state.setdefault("detections", {})
+    keys = [hashlib.sha256(data).hexdigest() for _, data in items]
+    todo = [(k, data) for k, (_, data) in zip(keys, items) if k not in cache]
+    if todo:
+        for (key, _), detection in zip(todo, detector().predict([d for _, d in todo], heatmap=True)):
+            cache[key] = detection
+    return [cache[k] for k in keys]
+
+
+def show_detection(name: str, data: bytes, detection: Detection) -> None:
+    """Verdict, P(ai), reason and evidence, with the image and its heatmap overlay side by side."""
+    st.markdown(f"#### {name}")
+    if detection.error:
+        st.error(f"{name}: {detection.error}")
+        return
+    colour = VERDICT_COLOURS.get(detection.verdict, "gray")
+    st.markdown(f"Verdict: :{colour}[**{detection.verdict}**] &nbsp; P(ai) = **{detection.probability:.3f}**")
+    st.caption(detection.reason or "")
+    image = load_image(data).image
+    left, right = st.columns(2)
+    left.image(image, caption="image", width="stretch")
+    right.image(heatmap_overlay(image, detection.heatmap), caption="heatmap: per-tile P(ai)", width="stretch")
+    st.dataframe(pd.DataFrame([e.to_dict() for e in detection.evidence])[["kind", "score", "detail"]], hide_index=True)
+
+
+def fetch_url(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=20) as answer:  # noqa: S310 - a URL the user pasted
+        data = answer.read(MAX_URL_BYTES + 1)
+    if len(data) > MAX_URL_BYTES:
+        raise FakescopeError(f"the file at that URL is over {MAX_URL_BYTES // (1024 * 1024)} MB")
+    return data
+
+
+def records_csv(records: list[dict]) -> str:
+    rows = [{**r, "evidence": "; ".join(f"{e['kind']}: {e['detail']}" for e in r["evidence"])} for r in records]
+    return pd.DataFrame(rows).to_csv(index=False)
+
+
+def detector_page() -> None:
+    st.title("Detector")
+    st.write("Upload images to see whether a generative model made them, and why.")
+    uploads = st.file_uploader("Images", accept_multiple_files=True)
+    url = st.text_input("...or paste an image URL (needs internet)")
+    items = [(u.name, u.getvalue()) for u in uploads or []]
+    if url:
+        try:
+            items.append((url, fetch_url(url)))
+        except (OSError, ValueError, FakescopeError) as exc:
+            st.error(f"Could not fetch {url}: {exc}")
+    if not items:
+        st.info("No image yet: upload one or more files (JPEG, PNG, WebP, HEIC, ...).")
+        return
+    with st.spinner("Scoring..."):
+        detections = score(items)
+    records = []
+    for (name, data), detection in zip(items, detections):
+        show_detection(name, data, detection)
+        records.append({**detection.to_dict(), "path": name})
+    left, right = st.columns(2)
+    left.download_button("Download CSV", records_csv(records), "fakescope-results.csv", "text/csv")
+    right.download_button("Download JSON", json.dumps(records, indent=2), "fakescope-results.json", "application/json")
+
+
+def generator_page() -> None:
+    st.title("Generator")
+    st.write("Make an ai image from a real one with the OpenAI Images API, and see at once what the detector says.")
+    key = st.text_input("OpenAI API key", type="password", help="Kept in this browser session only; never stored or logged.")
+    if not key and not os.environ.get("OPENAI_API_KEY"):
+        st.warning("No OpenAI API key set: enter one above to generate images.")
+    upload = st.file_uploader("Real image", key="real")
+    mode = st.radio("Mode", ["variation", "edit"], horizontal=True)
+    model = st.selectbox("Model", ["dall-e-2"] if mode == "variation" else ["dall-e-2", "gpt-image-1"])
+    size = st.selectbox("Size", ["256x256", "512x512", "1024x1024"] if model == "dall-e-2" else ["1024x1024", "1024x1536", "1536x1024"])
+    prompt = st.text_input("Edit prompt", "make it look like a painting") if mode == "edit" else None
+    if st.button("Generate", type="primary", disabled=upload is None):
+        run_generation(upload.name, upload.getvalue(), OpenAIImagesConfig(mode=mode, model=model, size=size, prompt=prompt), key)
+    result = st.session_state.get("generated")
+    if not result:
+        return
+    real_col, ai_col = st.columns(2)
+    with real_col:
+        show_detection(f"real: {result['name']}", result["real"], score([(result["name"], result["real"])])[0])
+    with ai_col:
+        for index, output in enumerate(result["outputs"]):
+            show_detection(f"generated #{index + 1}", output.data, output.detection)
+    folder = st.text_input("Dataset folder", os.environ.get("FAKESCOPE_DATASET_DIR", str(Path.cwd() / "data" / "generated")))
+    if st.button("Save both to the dataset"):
+        manifest = save_pair(folder, result["real"], [o.data for o in result["outputs"]], result["config"], filename=result["name"])
+        st.success(f"Saved the real image and {len(result['outputs'])} ai image(s); manifest: {manifest}")
+
+
+def run_generation(name: str, data: bytes, config: OpenAIImagesConfig, key: str) -> None:
+    try:
+        load_image(data)
+        client = openai_client(key or None)
+        workspace = st.session_state.setdefault("workspace", tempfile.mkdtemp(prefix="fakescope-app-"))
+        folder = Path(workspace) / hashlib.sha256(data + config.params_hash().encode()).hexdigest()[:16]
+        with st.spinner("Generating..."):
+            outputs = generate_from_upload(data, config, folder, client=client, filename=name,
+                                           detect=lambda b: detector().predict(b, heatmap=True))
+    except FakescopeError as exc:
+        st.error(f"Generation failed: {exc}")
+        return
+    st.session_state["generated"] = {"name": name, "real": data, "outputs": outputs, "config": config}
+
+
+def report_page() -> None:
+    st.title("Evaluation report")
+    st.write("Open the folder (or `report.json`) written by `fakescope evaluate`.")
+    location = st.text_input("Report folder or report.json path")
+    upload = st.file_uploader("...or upload report.json", type=["json"], key="report")
+    html_path = None
+    try:
+        if upload is not None:
+            report = json.loads(upload.getvalue())
+        elif location:
+            path = Path(location).expanduser()
+            path = path / "report.json" if path.is_dir() else path
+            report = json.loads(path.read_text())
+            html_path = path.with_name("report.html")
+        else:
+            st.info("No report opened yet.")
+            return
+    except (OSError, ValueError) as exc:
+        st.error(f"Could not read the report: {exc}")
+        return
+    if not isinstance(report, dict):
+        st.error("Could not read the report: report.json should hold a JSON object")
+        return
+    metrics, tables = report_contents(report)
+    st.subheader("Metrics")
+    st.table(pd.DataFrame({"value": [str(v) for v in metrics.values()]}, index=list(metrics)))
+    if tables:
+        st.subheader("Slices and examples")
+        chosen = st.selectbox("Table", list(tables))
+        table = tables[chosen]
+        if len(table) <= SMALL_TABLE_ROWS:
+            st.table(table)
+        else:
+            st.dataframe(table)
+        show_examples(table)
+    if html_path is not None and html_path.is_file():
+        st.subheader("report.html")
+        st.components.v1.html(html_path.read_text(), height=800, scrolling=True)
+
+
+def show_examples(table: pd.DataFrame) -> None:
+    """Thumbnails of the first images a table names in a `path` or `uri` column, where they exist locally."""
+    column = next((c for c in ("path", "uri") if c in table.columns), None)
+    files = [Path(str(p)) for p in table[column]] if column else []
+    files = [p for p in files if p.is_file()][:12]
+    if files:
+        st.image([str(p) for p in files], caption=[p.name for p in files], width=160)
+
+
+def main() -> None:
+    st.set_page_config(page_title="fakescope", layout="wide")
+    pages = [
+        st.Page(detector_page, title="Detector", url_path="detector", default=True),
+        st.Page(generator_page, title="Generator", url_path="generator"),
+        st.Page(report_page, title="Report", url_path="report"),
+    ]
+    st.navigation(pages).run()
+
+
+main()

@@ -1,0 +1,166 @@
+"""The Streamlit app end to end: headless Debian chromium driven by Playwright, the app on loopback.
+
+Screenshots land in `tests/artifacts/` (gitignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from openai_server import ImagesAPIServer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+API_KEY = "sk-webapp-test-key"
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+pytest.importorskip("streamlit", reason="streamlit is not installed (pip install streamlit)")
+
+
+@pytest.fixture(scope="module")
+def images_api():
+    api = ImagesAPIServer(api_key=API_KEY).start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def streamlit_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+
+
+@pytest.fixture(scope="module")
+def app_url(images_api, streamlit_log, tmp_path_factory):
+    from fakescope.serve import WEBAPP_PATH
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OPENAI_BASE_URL": images_api.base_url, "FAKESCOPE_DEVICE": "cpu",
+           "FAKESCOPE_DATASET_DIR": str(tmp_path_factory.mktemp("dataset"))}
+    env.pop("OPENAI_API_KEY", None)
+    log = streamlit_log
+    command = [sys.executable, "-m", "streamlit", "run", str(WEBAPP_PATH), "--server.address", "127.0.0.1",
+               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=1).text == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("streamlit did not become healthy in 30 s")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 1500})
+    yield context.new_page()
+    context.close()
+
+
+def _screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def _verdicts(page) -> list[tuple[str, float]]:
+    text = page.locator("main").inner_text()
+    return [(v, float(p)) for v, p in re.findall(r"Verdict: (ai|real|uncertain)\s+P\(ai\) = ([0-9.]+)", text)]
+
+
+def test_detector_page_scores_an_upload_and_rejects_text(app_url, page, detector, photo_bytes, tmp_path):
+    photo, notes = tmp_path / "photo.jpg", tmp_path / "notes.txt"
+    photo.write_bytes(photo_bytes)
+    notes.write_text("not an image")
+    page.goto(app_url)
+    page.get_by_text("No image yet").wait_for(timeout=30_000)
+    page.locator("input[type=file]").set_input_files([str(photo), str(notes)])
+    page.get_by_text("Download JSON").wait_for(timeout=45_000)
+    expected = detector.predict(photo_bytes)
+    assert _verdicts(page) == [(expected.verdict, round(expected.probability, 3))]
+    assert page.get_by_text("notes.txt: not an image (unrecognised file signature)").is_visible()
+    assert page.get_by_text("heatmap: per-tile P(ai)").is_visible()
+    _screenshot(page, "webapp-detector.png")
+
+
+def test_generator_page_generates_scores_and_saves(app_url, page, images_api, streamlit_log, photo_bytes, tmp_path):
+    photo = tmp_path / "real.jpg"
+    photo.write_bytes(photo_bytes)
+    page.goto(f"{app_url}/generator")
+    page.get_by_text("No OpenAI API key set").wait_for(timeout=30_000)
+    key = page.get_by_label("OpenAI API key", exact=True)
+    key.fill(API_KEY)
+    key.press("Enter")
+    page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=10_000)
+    page.locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("generated #1").wait_for(timeout=45_000)
+    assert images_api.billable == 1 and images_api.requests[-1]["image"] == (256, 256)
+    assert len(_verdicts(page)) == 2
+    page.get_by_role("button", name="Save both to the dataset").click()
+    page.get_by_text("Saved the real image and 1 ai image(s)").wait_for(timeout=20_000)
+    manifest = re.search(r"manifest: (\S+manifest\.csv)", page.locator("main").inner_text()).group(1)
+    assert list(pd.read_csv(manifest)["label"]) == ["real", "ai"]
+    assert API_KEY not in streamlit_log.read_text() and API_KEY not in Path(manifest).read_text()
+    _screenshot(page, "webapp-generator.png")
+
+
+def test_report_page_shows_metrics_slices_and_html(app_url, page, tmp_path):
+    report = {"model": "fakescope-default", "metrics": {"auc": 0.873, "accuracy": 0.81},
+              "slices": {"format": [{"value": "JPEG", "n": 40, "auc": 0.91}, {"value": "PNG", "n": 25, "auc": 0.77}]}}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    (tmp_path / "report.html").write_text("<html><body><h1>Report body from html</h1></body></html>")
+    page.goto(f"{app_url}/report")
+    box = page.get_by_label("Report folder or report.json path", exact=True)
+    box.fill(str(tmp_path))
+    box.press("Enter")
+    page.get_by_text("Slices and examples").wait_for(timeout=20_000)
+    page.frame_locator("iframe").get_by_text("Report body from html").wait_for(timeout=10_000)
+    text = page.locator("main").inner_text()
+    assert re.search(r"metrics\.auc\s+0\.873", text) and re.search(r"JPEG\s+40\s+0\.91", text)
+    _screenshot(page, "webapp-report.png")
+
+
+def test_chromium_is_the_debian_build():
+    assert shutil.which("chromium") == CHROMIUM
