@@ -109,8 +109,17 @@ class Detector:
             for item in batch:
                 yield next(results) if isinstance(item, _Prepared) else item
 
-    def explain(self, image: ImageInput) -> np.ndarray:
-        """A heatmap (H x W floats in [0, 1]) of where the model sees AI traces: per-tile P(ai)."""
+    def explain(self, image: ImageInput, method: str = "tiles") -> np.ndarray:
+        """A heatmap (H x W floats in [0, 1]) of where the model sees AI traces.
+
+        `tiles` paints each tile's calibrated P(ai); `gradcam`, `gradcam++` and `cam` show the
+        model's relative evidence at feature-map resolution (see `fakescope.explain.cam`).
+        """
+        if method != "tiles":
+            from fakescope.explain.cam import class_activation_map
+
+            source = _read(image) if isinstance(image, (str, os.PathLike)) else image
+            return class_activation_map(self.model, load_image(source, keep_bytes=False).image, method)
         detection = self.predict(image, heatmap=True)
         if detection.error:
             raise FakescopeError(detection.error)

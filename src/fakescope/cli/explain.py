@@ -1,0 +1,110 @@
+"""`fakescope explain` (heatmap overlays per image) and `fakescope embed` (a model's view of a data set)."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, ModelOpt, OutDirOpt, SeedOpt
+
+
+class Method(str, Enum):
+    tiles = "tiles"
+    gradcam = "gradcam"
+    gradcam_pp = "gradcam++"
+    cam = "cam"
+
+
+def explain(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs or storage URIs.")],
+    model: ModelOpt = None,
+    out: OutDirOpt = "explanations",
+    method: Annotated[list[Method] | None, typer.Option(
+        "--method", help="Repeatable: tiles, gradcam, gradcam++, cam. Default: all the model allows.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Write one heatmap overlay PNG per image and method, the model's score in the caption.
+
+    Prints each PNG written. Exit status: 0 when every image was explained, 1 when some
+    could not be read, 2 on usage errors.
+    """
+    from fakescope.detector import Detector
+    from fakescope.errors import FakescopeError
+    from fakescope.explain import DEFAULT_METHODS, explain_image
+    from fakescope.io.inputs import iter_sources
+
+    methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
+    with clean_errors():
+        detector = Detector.load(model, device=device)
+        sources = list(iter_sources(inputs))
+    if not sources:
+        typer.echo("error: no input images found", err=True)
+        raise typer.Exit(2)
+    failures, names = 0, set()
+    for source in sources:
+        name = _unique(os.path.splitext(os.path.basename(source.rstrip("/")))[0], names)
+        try:
+            with clean_errors():
+                result = explain_image(detector, source, out, methods=methods, name=name)
+        except typer.Exit:
+            failures += 1
+            continue
+        for uri in result.files.values():
+            typer.echo(uri)
+        for skipped, reason in result.skipped.items():
+            typer.echo(f"note: {source}: {skipped} skipped: {reason}", err=True)
+    raise typer.Exit(1 if failures else 0)
+
+
+def embed(
+    manifest: Annotated[str, typer.Argument(help="A manifest (Parquet or CSV), local or a storage URI.")],
+    model: ModelOpt = None,
+    out: OutDirOpt = "embedding",
+    color_by: Annotated[list[str] | None, typer.Option(
+        "--color-by", help="Repeatable manifest column to colour the UMAP by (label is always drawn).")] = None,
+    clusters: Annotated[int | None, typer.Option(min=2, help="k for k-means; default: the number of labels.")] = None,
+    max_thumbnails: Annotated[int, typer.Option(min=1, help="Images drawn in the thumbnail mosaic.")] = 400,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 64,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Penultimate features of every image (Parquet), UMAP scatters and mosaic, k-means purity."""
+    from fakescope.data import read_manifest
+    from fakescope.detector import resolve_device
+    from fakescope.explain import embedding_report
+    from fakescope.io import storage
+    from fakescope.models import load_model
+
+    with clean_errors():
+        rows = read_manifest(manifest)
+        folder = os.path.dirname(manifest)
+        rows["uri"] = [u if "://" in u or os.path.isabs(u) else storage.join(folder or ".", u) for u in rows["uri"]]
+        loaded = load_model(model, device=resolve_device(device))
+        report = embedding_report(loaded, rows, out, color_by=tuple(color_by or ("label", "generator")),
+                                  clusters=clusters, seed=seed, batch_size=batch_size, max_thumbnails=max_thumbnails)
+    failed = report.table["error"].notna()
+    typer.echo(f"embedded {int((~failed).sum())} image(s), {int(failed.sum())} unreadable; "
+               f"k-means k={len(report.clusters.table)}, label purity {report.clusters.purity:.3f}")
+    typer.echo(storage.join(out, "embeddings.parquet"))
+    for _, uri in report.figures:
+        typer.echo(uri)
+    for source, error in report.table.loc[failed, ["uri", "error"]].itertuples(index=False):
+        typer.echo(f"note: {source}: {error}", err=True)
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}"
+    taken.add(name)
+    return name
+
+
+def register(app: typer.Typer) -> None:
+    app.command("explain")(explain)
+    app.command("embed")(embed)

@@ -1,0 +1,24 @@
+"""Explanations: where a model sees ai traces in an image, and how it arranges a data set.
+
+Needs the `explain` extra (matplotlib, umap-learn) plus pytorch-grad-cam, installed with
+`pip install --no-deps grad-cam ttach` (its declared dependencies pull in GUI OpenCV).
+"""
+
+from fakescope.explain.cam import METHODS, class_activation_map, feature_layer, require_classifier
+from fakescope.explain.embedding import Clusters, cluster_purity, embed_images, mosaic_png, project_umap, scatter_png
+from fakescope.explain.overlay import overlay_png, save_overlay
+from fakescope.explain.report import (
+    DEFAULT_METHODS,
+    EmbeddingReport,
+    ExplainedImage,
+    embedding_report,
+    explain_image,
+    report_figures,
+)
+
+__all__ = [
+    "METHODS", "class_activation_map", "feature_layer", "require_classifier",
+    "Clusters", "cluster_purity", "embed_images", "project_umap", "scatter_png", "mosaic_png",
+    "overlay_png", "save_overlay",
+    "DEFAULT_METHODS", "EmbeddingReport", "ExplainedImage", "embedding_report", "explain_image", "report_figures",
+]

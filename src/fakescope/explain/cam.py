@@ -1,0 +1,179 @@
+"""Class-activation heatmaps: where in an image a model finds its evidence for P(ai).
+
+Grad-CAM and Grad-CAM++ come from the pytorch-grad-cam package, with the single P(ai) logit
+as target, on the layer that produces the model's `forward_features` output (found by tracing
+one forward pass, so every timm backbone works). Plain CAM (Zhou et al., 2016) weights the
+same feature maps with the linear head; it exists when the head is global average pooling plus
+one linear layer, which is checked: the CAM's spatial mean must equal the logit.
+
+Maps cover the whole image at native resolution (the networks are fully convolutional), or,
+for large images, tiles of the model's crop size that cover the image, stitched. Magnitudes are
+kept across tiles (no per-tile rescaling), so regions compare across the image; the final map
+is divided by its maximum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+from torch import nn
+
+from fakescope.errors import ConfigError
+from fakescope.models.bundle import LoadedModel
+from fakescope.models.tiling import Tiles, make_tiles, normalize, to_tensor
+
+METHODS = ("gradcam", "gradcam++", "cam")
+MAX_WHOLE_PIXELS = 2048 * 2048
+"""Larger images are explained tile by tile, to bound memory."""
+
+
+class _Unscaled:
+    """Keeps raw CAM magnitudes: skips pytorch-grad-cam's per-input min-max scaling and resizing."""
+
+    def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
+        grads = self.activations_and_grads
+        return [
+            np.maximum(self.get_cam_image(input_tensor, layer, targets, a.numpy(), g.numpy(), eigen_smooth), 0)
+            for layer, a, g in zip(self.target_layers, grads.activations, grads.gradients)
+        ]
+
+    def aggregate_multi_layers(self, cam_per_target_layer):
+        return np.mean(cam_per_target_layer, axis=0)
+
+
+class _GradCAM(_Unscaled, GradCAM):
+    pass
+
+
+class _GradCAMPlusPlus(_Unscaled, GradCAMPlusPlus):
+    pass
+
+
+_GRADIENT_CAMS = {"gradcam": _GradCAM, "gradcam++": _GradCAMPlusPlus}
+
+
+def class_activation_map(
+    model: LoadedModel,
+    image: Image.Image,
+    method: str = "gradcam",
+    *,
+    tiled: bool | None = None,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """An H x W float32 map in [0, 1] of where `model` sees evidence that `image` is ai.
+
+    Args:
+        model: A loaded fakescope model (a `Classifier` over a timm backbone).
+        image: An RGB image, explained at its native resolution.
+        method: `gradcam`, `gradcam++` or `cam`.
+        tiled: Explain crop-size tiles covering the image and stitch them; default: only
+            for images over `MAX_WHOLE_PIXELS`.
+        batch_size: Tiles per backward pass.
+
+    Raises:
+        ConfigError: An unknown method, a network that is not a PyTorch `Classifier` (an ONNX
+            runtime), or `cam` on a head that is not pooling + linear.
+
+    Example:
+        >>> heat = class_activation_map(load_model("runs/x/model"), Image.open("a.png").convert("RGB"))  # doctest: +SKIP
+        >>> heat.shape, float(heat.max())  # doctest: +SKIP
+        ((512, 512), 1.0)
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
+    require_classifier(model)
+    policy = model.config.input
+    if tiled is None:
+        tiled = image.width * image.height > MAX_WHOLE_PIXELS
+    if tiled:
+        covering = max(-(-image.width // policy.crop_size), -(-image.height // policy.crop_size))
+        tiles = make_tiles(image, dataclasses.replace(policy, grid=covering))
+    else:
+        tiles = Tiles(to_tensor(image).unsqueeze(0), ((0, 0),), (image.height, image.width))
+    device = next(model.network.parameters()).device
+    maps = [
+        raw_maps(model.network, normalize(chunk, policy).to(device), method)
+        for chunk in tiles.pixels.split(batch_size)
+    ]
+    heat = stitch(tiles, torch.cat(maps).numpy())
+    peak = float(heat.max())
+    return heat / peak if peak > 0 else heat
+
+
+def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
+    """Non-negative evidence maps (N, H, W) for a normalised batch, upsampled to its size, unscaled."""
+    if method == "cam":
+        maps = _linear_head_cam(network, x)
+    else:
+        layer = feature_layer(network, x[:1, :, :256, :256])
+        cam = _GRADIENT_CAMS[method](network, [layer])
+        try:
+            with torch.enable_grad():
+                found = cam(x.detach().requires_grad_(True), [BinaryClassifierOutputTarget(1)] * len(x))
+        finally:
+            cam.activations_and_grads.release()
+        maps = torch.from_numpy(np.asarray(found, dtype=np.float32))
+    upsampled = nn.functional.interpolate(maps.unsqueeze(1), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return upsampled.squeeze(1).clamp_(min=0).cpu()
+
+
+def require_classifier(model: LoadedModel) -> None:
+    """Explanations need gradients and inner features: the PyTorch `Classifier`, not an exported runtime."""
+    if not (isinstance(model.network, nn.Module) and hasattr(model.network, "forward_features")
+            and hasattr(model.network, "backbone")):
+        raise ConfigError(f"{model.config.name}: explanations need the PyTorch network (runtime torch), "
+                          f"not {type(model.network).__name__}")
+
+
+def feature_layer(network: nn.Module, sample: torch.Tensor) -> nn.Module:
+    """The outermost module whose output is `network.forward_features(sample)`: the last conv block.
+
+    Raises:
+        ConfigError: The features come from a plain function, not a module.
+    """
+    outputs: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [
+        m.register_forward_hook(lambda module, _inputs, output: outputs.append((module, output)))
+        for m in network.modules()
+        if m is not network
+    ]
+    try:
+        with torch.no_grad():
+            features = network.forward_features(sample)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for module, output in reversed(outputs):
+        if output is features:
+            return module
+    raise ConfigError(f"{type(network).__name__}: no module produces the forward_features output to explain")
+
+
+def stitch(tiles: Tiles, maps: np.ndarray) -> np.ndarray:
+    """Paint tile-sized maps over the image (mean where tiles overlap); returns H x W float32."""
+    h, w = tiles.image_size
+    total = np.zeros((h, w), np.float32)
+    count = np.zeros((h, w), np.float32)
+    th, tw = maps.shape[-2:]
+    for (top, left), m in zip(tiles.boxes, maps):
+        total[top:top + th, left:left + tw] += m
+        count[top:top + th, left:left + tw] += 1
+    return total / np.maximum(count, 1)
+
+
+def _linear_head_cam(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    head = network.backbone.get_classifier()
+    if not (isinstance(head, nn.Linear) and head.out_features == 1):
+        raise ConfigError(f"CAM needs a one-logit linear head; {type(head).__name__} has none")
+    with torch.no_grad():
+        features = network.forward_features(x)
+        maps = torch.einsum("c,nchw->nhw", head.weight[0], features.float()) + head.bias[0]
+        logits = network.forward_head(features).float()
+    if not torch.allclose(maps.mean((1, 2)), logits, rtol=1e-3, atol=1e-3):
+        raise ConfigError("CAM needs global average pooling + a linear head; use gradcam for this architecture")
+    return maps.cpu()

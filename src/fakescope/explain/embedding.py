@@ -1,0 +1,177 @@
+"""What a model's penultimate layer makes of a data set: features, a UMAP map, k-means clusters.
+
+Each image goes through the model's own input policy (native-resolution tiles); its feature
+vector is the mean of its tiles' pooled penultimate features, and its score the calibrated
+mean of its tiles' logits, as the `Detector` computes it. Every random step takes a seed, so
+the same model, rows and seed give the same numbers and pictures.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from PIL import Image, ImageOps
+
+from fakescope.errors import ConfigError, FakescopeError
+from fakescope.explain.cam import require_classifier
+from fakescope.explain.overlay import figure_png
+from fakescope.models.bundle import LoadedModel
+from fakescope.models.calibration import apply_calibration
+from fakescope.models.tiling import make_tiles, normalize
+from fakescope.train.dataset import read_source
+
+CORRECT_COLOR, WRONG_COLOR = (40, 160, 60), (215, 40, 40)
+MIN_IMAGES = 5
+
+
+def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64) -> pd.DataFrame:
+    """Features and scores for every row of a manifest (at least a `uri` column).
+
+    Returns:
+        The rows (fresh index) plus `probability` (calibrated P(ai)), `embedding` (float32
+        vector) and `error` (why an image could not be read; its other two fields are empty).
+
+    Example:
+        >>> table = embed_images(load_model("fakescope-default"), read_manifest("m.parquet"))  # doctest: +SKIP
+        >>> np.stack(table["embedding"]).shape  # doctest: +SKIP
+        (200, 1280)
+    """
+    require_classifier(model)
+    table = rows.reset_index(drop=True).copy()
+    n = len(table)
+    embeddings, probabilities, errors = [None] * n, [np.nan] * n, [None] * n
+    pending: list[tuple[int, torch.Tensor]] = []
+
+    def flush() -> None:
+        for i, features, logits in _forward_tiles(model, pending, batch_size):
+            embeddings[i] = features.mean(0).numpy().astype(np.float32)
+            probabilities[i] = float(apply_calibration(model.config.calibration, np.array([logits.mean().item()]))[0])
+        pending.clear()
+
+    for i, uri in enumerate(table["uri"]):
+        try:
+            pending.append((i, make_tiles(read_source(uri), model.config.input).pixels))
+        except FakescopeError as exc:
+            errors[i] = str(exc)
+            continue
+        if sum(len(t) for _, t in pending) >= batch_size:
+            flush()
+    flush()
+    return table.assign(probability=probabilities, embedding=embeddings, error=errors)
+
+
+def project_umap(features: np.ndarray, *, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1) -> np.ndarray:
+    """A deterministic 2-D UMAP projection (N, 2) of (N, D) features."""
+    import umap
+
+    if len(features) < MIN_IMAGES:
+        raise ConfigError(f"UMAP needs at least {MIN_IMAGES} images, got {len(features)}")
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(features) - 1), min_dist=min_dist,
+                        random_state=seed, init="spectral")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        return reducer.fit_transform(np.asarray(features, np.float32)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """k-means assignments and, per cluster, its size, majority value and purity."""
+
+    assignments: np.ndarray
+    table: pd.DataFrame
+    purity: float
+    """Share of all images that carry their cluster's majority value."""
+
+
+def cluster_purity(features: np.ndarray, values: pd.Series, k: int, *, seed: int = 0) -> Clusters:
+    """k-means on the features, scored by how pure each cluster is in `values` (e.g. labels)."""
+    from sklearn.cluster import KMeans
+
+    assignments = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(features)
+    values = pd.Series(values).reset_index(drop=True).fillna("").astype(str)
+    rows = []
+    for cluster in range(k):
+        counts = values[assignments == cluster].value_counts()
+        majority = counts.index[0] if len(counts) else ""
+        rows.append({"cluster": cluster, "size": int(counts.sum()), "majority": majority,
+                     "majority_count": int(counts.iloc[0]) if len(counts) else 0,
+                     "purity": float(counts.iloc[0] / counts.sum()) if len(counts) else 0.0})
+    table = pd.DataFrame(rows)
+    return Clusters(assignments, table, float(table["majority_count"].sum() / len(values)))
+
+
+def scatter_png(coords: np.ndarray, values: pd.Series, title: str) -> bytes:
+    """UMAP points coloured by a column: a legend for categories, a colour bar for numbers."""
+    figure = Figure(figsize=(7, 6), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    values = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_numeric_dtype(values) and values.nunique() > 12:
+        shown = axes.scatter(coords[:, 0], coords[:, 1], c=values.to_numpy(float), cmap="viridis", s=14)
+        figure.colorbar(shown, ax=axes, label=str(values.name))
+    else:
+        categories = values.fillna("").astype(str).replace("", "(none)")
+        palette = _palette(sorted(categories.unique()))
+        for name, colour in palette.items():
+            mask = (categories == name).to_numpy()
+            axes.scatter(coords[mask, 0], coords[mask, 1], s=14, color=colour, label=f"{name} ({mask.sum()})")
+        axes.legend(title=str(values.name), fontsize=8, markerscale=1.5, loc="best")
+    axes.set_title(title, fontsize=10)
+    axes.set_xlabel("UMAP 1")
+    axes.set_ylabel("UMAP 2")
+    return figure_png(figure)
+
+
+def mosaic_png(coords: np.ndarray, images: list[Image.Image], correct: np.ndarray, title: str,
+               *, thumb: int = 48, side: int = 1400) -> bytes:
+    """Thumbnails placed at their UMAP coordinates, framed green when the model is right, red when wrong."""
+    canvas = Image.new("RGB", (side, side), (255, 255, 255))
+    low, high = coords.min(0), coords.max(0)
+    span = np.where(high > low, high - low, 1.0)
+    room = side - thumb - 8
+    for (x, y), image, ok in zip(coords, images, correct):
+        small = ImageOps.fit(image, (thumb, thumb))
+        framed = ImageOps.expand(small, border=3, fill=CORRECT_COLOR if ok else WRONG_COLOR)
+        left, top = (np.array([x, high[1] - y + low[1]]) - low) / span * room
+        canvas.paste(framed, (int(left), int(top)))
+    figure = Figure(figsize=(9, 9.4), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    axes.imshow(canvas)
+    axes.set_axis_off()
+    axes.set_title(title, fontsize=10)
+    rgb = [tuple(c / 255 for c in colour) for colour in (CORRECT_COLOR, WRONG_COLOR)]
+    axes.legend(handles=[Patch(color=rgb[0], label=f"correct ({int(np.sum(correct))})"),
+                         Patch(color=rgb[1], label=f"wrong ({int(len(correct) - np.sum(correct))})")],
+                loc="upper right", fontsize=8)
+    return figure_png(figure)
+
+
+@torch.inference_mode()
+def _forward_tiles(model: LoadedModel, items: list[tuple[int, torch.Tensor]], batch_size: int):
+    """Yield (row index, tile features, tile logits); equal-sized tiles go through together."""
+    net, policy = model.network, model.config.input
+    device = next(net.parameters()).device
+    by_shape: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
+    for index, tiles in items:
+        by_shape.setdefault(tuple(tiles.shape[-2:]), []).append((index, tiles))
+    for group in by_shape.values():
+        x = normalize(torch.cat([t for _, t in group]), policy).to(device)
+        features, logits = [], []
+        for chunk in x.split(batch_size):
+            maps = net.forward_features(chunk)
+            features.append(net.backbone.forward_head(maps, pre_logits=True).float().cpu())
+            logits.append(net.forward_head(maps).float().cpu())
+        sizes = [len(t) for _, t in group]
+        yield from zip((i for i, _ in group), torch.cat(features).split(sizes), torch.cat(logits).split(sizes))
+
+
+def _palette(names: list[str]) -> dict[str, tuple[float, ...]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}

@@ -1,0 +1,188 @@
+"""Explanations written to files: heatmap overlays per image, the embedding report, report figures.
+
+Outputs go to a local folder or a storage URI (`fakescope.io.storage`), except
+`report_figures`, whose PNGs the evaluation report embeds from a local folder.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError
+from fakescope.explain.cam import class_activation_map
+from fakescope.explain.embedding import (
+    Clusters,
+    cluster_purity,
+    embed_images,
+    mosaic_png,
+    project_umap,
+    scatter_png,
+)
+from fakescope.explain.overlay import save_overlay
+from fakescope.io import storage
+from fakescope.models.bundle import LoadedModel, load_model
+from fakescope.train.dataset import read_source
+
+METHOD_TITLES = {"tiles": "per-tile P(ai)", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "cam": "CAM"}
+DEFAULT_METHODS = tuple(METHOD_TITLES)
+
+
+@dataclass(frozen=True)
+class ExplainedImage:
+    """One image's overlays: which PNG each method wrote, and why any method was skipped."""
+
+    source: str
+    probability: float
+    verdict: str
+    files: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[str, ...] = DEFAULT_METHODS,
+                  name: str | None = None) -> ExplainedImage:
+    """Score `source` and write `<out>/<name>_<method>.png` overlays, the score in each caption.
+
+    `tiles` paints each tile's calibrated P(ai); the CAM methods show where the evidence lies.
+    A method the architecture does not allow (CAM without a linear head) is skipped, with its reason.
+
+    Raises:
+        ImageLoadError, StorageError: The image cannot be read.
+    """
+    unknown = sorted(set(methods) - set(METHOD_TITLES))
+    if unknown:
+        raise ConfigError(f"unknown method(s) {', '.join(unknown)}; expected {', '.join(METHOD_TITLES)}")
+    image = read_source(source)
+    detection = detector.predict(source, heatmap="tiles" in methods)
+    name = name or Path(source).stem
+    files, skipped = {}, {}
+    for method in methods:
+        try:
+            heat = detection.heatmap if method == "tiles" else class_activation_map(detector.model, image, method)
+        except ConfigError as exc:
+            skipped[method] = str(exc)
+            continue
+        caption = (f"{os.path.basename(source)}: P(ai) = {detection.probability:.3f} ({detection.verdict})\n"
+                   f"{METHOD_TITLES[method]}, model {detector.name}")
+        scale = "P(ai) of each tile" if method == "tiles" else "relative evidence of ai"
+        uri = storage.join(out, f"{name}_{method.replace('+', 'p')}.png")
+        files[method] = save_overlay(uri, image, heat, caption, scale_label=scale)
+    return ExplainedImage(source, detection.probability, detection.verdict, files, skipped)
+
+
+@dataclass(frozen=True)
+class EmbeddingReport:
+    """Per-image features, scores, UMAP coordinates and clusters, and the figures drawn from them."""
+
+    table: pd.DataFrame
+    clusters: Clusters
+    figures: list[tuple[str, str]]
+
+
+def embedding_report(
+    model: LoadedModel,
+    rows: pd.DataFrame,
+    out: str,
+    *,
+    color_by: tuple[str, ...] = ("label", "generator"),
+    clusters: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    max_thumbnails: int = 400,
+) -> EmbeddingReport:
+    """Embed a manifest, project it with UMAP, cluster it, and write the results under `out`.
+
+    Writes `embeddings.parquet` (the rows plus probability, embedding, umap_x, umap_y, cluster,
+    error), `clusters.csv`, one `umap_<column>.png` per `color_by` column that has two or more
+    values (`label` always), and `umap_mosaic.png` (up to `max_thumbnails` images, drawn with `seed`).
+
+    Args:
+        clusters: k for k-means; default: the number of distinct labels. Purity is measured on labels.
+
+    Example:
+        >>> report = embedding_report(load_model("runs/x/model"), read_manifest("m.parquet"), "out/")  # doctest: +SKIP
+        >>> report.clusters.purity  # doctest: +SKIP
+        0.97
+    """
+    missing = [c for c in color_by if c not in rows.columns]
+    if missing:
+        raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
+    table = embed_images(model, rows, batch_size=batch_size)
+    ok = table["error"].isna().to_numpy()
+    features = np.stack(table.loc[ok, "embedding"].tolist()) if ok.any() else np.zeros((0, 0), np.float32)
+    coords = project_umap(features, seed=seed)
+    k = clusters or max(2, table.loc[ok, "label"].nunique())
+    found = cluster_purity(features, table.loc[ok, "label"], k, seed=seed)
+    table.loc[ok, "umap_x"], table.loc[ok, "umap_y"] = coords[:, 0], coords[:, 1]
+    table.loc[ok, "cluster"] = found.assignments
+    table["cluster"] = table["cluster"].astype("Int64")
+
+    storage.write_bytes(storage.join(out, "embeddings.parquet"), _parquet(table))
+    storage.write_bytes(storage.join(out, "clusters.csv"), found.table.to_csv(index=False).encode())
+    valid = table[ok].reset_index(drop=True)
+    figures = []
+    for column in dict.fromkeys(("label", *color_by)):
+        if column == "label" or valid[column].nunique() > 1:
+            uri = storage.join(out, f"umap_{_slug(column)}.png")
+            title = f"{model.config.name}: UMAP of penultimate features by {column} (n={len(valid)})"
+            storage.write_bytes(uri, scatter_png(coords, valid[column].rename(column), title))
+            figures.append((f"UMAP by {column}", uri))
+    sample = np.sort(np.random.default_rng(seed).permutation(len(valid))[:max_thumbnails])
+    correct = (valid["probability"].to_numpy() >= model.config.threshold) == (valid["label"] == "ai").to_numpy()
+    title = (f"{model.config.name}: UMAP thumbnails ({len(sample)} of {len(valid)}); "
+             f"k-means k={k}, label purity {found.purity:.2f}")
+    uri = storage.join(out, "umap_mosaic.png")
+    storage.write_bytes(uri, mosaic_png(coords[sample], [read_source(valid["uri"][i]) for i in sample], correct[sample], title))
+    figures.append(("UMAP thumbnail mosaic (green: correct, red: wrong)", uri))
+    return EmbeddingReport(table, found, figures)
+
+
+def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike, manifest_df: pd.DataFrame,
+                   out_dir: str | os.PathLike, *, seed: int = 0, examples: int = 4) -> list[tuple[str, Path]]:
+    """The explanation figures for an evaluation report, as (title, PNG path) pairs.
+
+    UMAP scatters (by label, and by generator when there are several), the thumbnail mosaic, and
+    Grad-CAM overlays of `examples` images: the highest-scored ai images and the highest-scored
+    real ones (the closest to false alarms).
+    """
+    model = _as_model(model_or_detector)
+    out = Path(out_dir)
+    report = embedding_report(model, manifest_df, str(out), seed=seed)
+    figures = [(title, Path(uri)) for title, uri in report.figures]
+    scored = report.table[report.table["error"].isna()].sort_values("probability", ascending=False, kind="stable")
+    picks = pd.concat([scored[scored["label"] == "ai"].head(examples - examples // 2),
+                       scored[scored["label"] == "real"].head(examples // 2)])
+    for n, row in enumerate(picks.itertuples()):
+        image = read_source(row.uri)
+        heat = class_activation_map(model, image, "gradcam")
+        name = os.path.basename(row.uri)
+        caption = f"{name} (label {row.label}): P(ai) = {row.probability:.3f}\nGrad-CAM, model {model.config.name}"
+        path = out / "heatmaps" / f"{n:02d}_{Path(name).stem}_gradcam.png"
+        save_overlay(str(path), image, heat, caption)
+        figures.append((f"Grad-CAM: {row.label} image {name}, P(ai) = {row.probability:.2f}", path))
+    return figures
+
+
+def _as_model(model: Detector | LoadedModel | str | os.PathLike) -> LoadedModel:
+    if isinstance(model, Detector):
+        return model.model
+    if isinstance(model, LoadedModel):
+        return model
+    return load_model(model)
+
+
+def _parquet(table: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "column"

@@ -1,0 +1,96 @@
+"""Heatmaps point at the planted artefact that the model learned to detect."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from explain_helpers import planted_image, smooth_field
+from PIL import Image
+
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError
+from fakescope.explain import class_activation_map, feature_layer, overlay_png
+from fakescope.models import LoadedModel, create_model
+from fakescope.models.config import ModelConfig
+
+SIDE = 192
+STRIDE = 32  # test_tiny's feature maps are 1/32 of the input
+
+
+def peak_and_contrast(heat: np.ndarray, centre: tuple[int, int]) -> tuple[float, float]:
+    """Distance from the heatmap's peak to the artefact, and mean heat near it over mean heat elsewhere."""
+    peak = np.unravel_index(int(heat.argmax()), heat.shape)
+    yy, xx = np.mgrid[0:heat.shape[0], 0:heat.shape[1]]
+    near = np.hypot(yy - centre[0], xx - centre[1]) <= 24
+    return float(np.hypot(peak[0] - centre[0], peak[1] - centre[1])), float(heat[near].mean() / heat[~near].mean())
+
+
+@pytest.mark.parametrize("method, tiled", [("gradcam", False), ("gradcam++", False), ("cam", False), ("gradcam", True)])
+def test_heatmap_peaks_at_the_planted_artefact(planted_model, one_thread, method, tiled):
+    distances, contrasts = [], []
+    for seed in range(5000, 5012):
+        image, centre = planted_image(seed, SIDE)
+        heat = class_activation_map(planted_model, image, method, tiled=tiled)
+        assert heat.shape == (SIDE, SIDE) and heat.dtype == np.float32
+        assert heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)
+        distance, contrast = peak_and_contrast(heat, centre)
+        distances.append(distance)
+        contrasts.append(contrast)
+    hits = sum(d <= STRIDE for d in distances)
+    assert hits >= 9, f"{method}: peak within {STRIDE}px of the artefact in {hits}/12 images: {distances}"
+    assert np.median(contrasts) > 3.0, f"{method}: heat near the artefact / elsewhere: {contrasts}"
+
+
+def test_the_model_scores_the_artefact(planted_model, one_thread):
+    detector = Detector(planted_model, provenance=False)  # on one 64 px tile, the model's crop size
+    planted = [detector.predict(planted_image(seed, 64)[0]).probability for seed in range(5000, 5008)]
+    plain = [detector.predict(Image.fromarray(smooth_field(seed, 64))).probability for seed in range(7000, 7008)]
+    assert min(planted) > max(plain), (planted, plain)
+
+
+def test_detector_explain_dispatches_and_keeps_tiles_default(planted_model, one_thread, tmp_path):
+    image, centre = planted_image(5003, SIDE)
+    path = tmp_path / "planted.png"
+    image.save(path)
+    detector = Detector(planted_model, provenance=False)
+    tiles = detector.explain(str(path))
+    np.testing.assert_array_equal(tiles, detector.predict(str(path), heatmap=True).heatmap)
+    for method in ("gradcam", "gradcam++", "cam"):
+        heat = detector.explain(str(path), method=method)
+        np.testing.assert_allclose(heat, class_activation_map(planted_model, image, method), atol=1e-6)
+    with pytest.raises(ConfigError, match="unknown explanation method"):
+        detector.explain(image, method="saliency")
+
+
+def test_cam_needs_a_pooling_linear_head_but_gradcam_does_not(one_thread):
+    torch_config = ModelConfig(name="max-pool", architecture="test_tiny")
+    network = create_model("test_tiny", global_pool="max").eval()
+    model = LoadedModel(network, torch_config, "memory")
+    image = Image.fromarray(smooth_field(1, 96))
+    with pytest.raises(ConfigError, match="global average pooling"):
+        class_activation_map(model, image, "cam")
+    heat = class_activation_map(model, image, "gradcam")
+    assert heat.shape == (96, 96) and 0.0 <= heat.min() <= heat.max() <= 1.0
+
+
+@pytest.mark.parametrize("architecture, expected", [("test_tiny", "backbone.bn2"), ("npr_resnet18", "backbone.layer4"),
+                                                    ("mobilenet_v2", "backbone.bn2")])
+def test_feature_layer_is_the_last_block_of_any_timm_backbone(architecture, expected, one_thread):
+    import torch
+
+    network = create_model(architecture).eval()
+    layer = feature_layer(network, torch.zeros(1, 3, 64, 64))
+    assert dict(network.named_modules())[expected] is layer
+
+
+def test_overlay_is_a_png_of_the_image_with_its_caption(planted_model, one_thread):
+    image, _ = planted_image(5001, SIDE)
+    png = overlay_png(image, class_activation_map(planted_model, image), "P(ai) = 0.99 (ai)")
+    picture = Image.open(io.BytesIO(png))
+    assert picture.format == "PNG" and picture.width >= 600 and picture.height >= 500
+    colours = np.asarray(picture.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(colours, axis=0)) > 1000  # an image under a colour map, not a blank figure
+    with pytest.raises(ValueError, match="does not match"):
+        overlay_png(image, np.zeros((10, 10), np.float32), "wrong size")
