@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "explain",
     "serve",
     "scan",
+    "evaluate",
 )
 
 for _name in COMMAND_MODULES:

@@ -1,59 +1,131 @@
-"""Leave-one-generator-out: how a training recipe does on a generator it never saw."""
+"""Leave-one-generator-out: how a training recipe does on a generator it never saw.
+
+For each held-out generator, one model is trained on everything else and scored on every
+generator against the test reals, which fills a matrix: rows are the generator left out of
+training, columns the generator tested. The diagonal is the unseen-generator result that
+matters; the rest shows what the run still does on generators it saw.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fakescope.detector import resolve_device
+from fakescope.detector import Detector, resolve_device
+from fakescope.errors import ConfigError
+from fakescope.evaluate.evaluator import make_scorer, recipe_preprocessing
 from fakescope.evaluate.metrics import binary_metrics
-from fakescope.models.bundle import load_model
+from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.config import TrainConfig
-from fakescope.train.dataset import LABELS, neutralized_images
+from fakescope.train.dataset import LABELS, read_source
 from fakescope.train.trainer import read_rows, train
+
+AUC_PREFIX = "auc_vs_"
 
 
 def leave_one_generator_out(
     cfg: TrainConfig, generators: list[str] | None = None, manifest: pd.DataFrame | None = None, *, progress: bool = False
 ) -> pd.DataFrame:
-    """Train once per generator with its images removed, then score them against the test reals.
+    """Train once per generator with its images removed, then score every generator against the test reals.
 
-    Returns one row per held-out generator: `auc_test` (its test-split images vs test reals),
-    `auc_all` (all its images, none of which were trained on, vs test reals), counts, and the
-    in-distribution test AUC of the same run on the remaining generators.
+    Args:
+        cfg: the training recipe; each run writes to `cfg.out/without-<generator>`.
+        generators: the generators to hold out, one run each (default: every ai generator).
+        manifest: rows to use instead of reading `cfg.manifest`.
+
+    Returns:
+        One row per held-out generator: `auc_test` (its test-split images vs test reals),
+        `auc_all` and `recall_all` (all its images, none trained on, vs test reals),
+        `n_unseen`, `auc_seen_test` (the run's own test AUC on the remaining generators)
+        and `auc_vs_<g>` for every generator g (all of g's images when g is the one held
+        out, its test images otherwise).
+
+    Raises:
+        ConfigError: a requested generator has no ai images in the manifest.
+
+    Example:
+        >>> table = leave_one_generator_out(TrainConfig.from_yaml("train.yaml"), ["stylegan2"])  # doctest: +SKIP
+        >>> generalization_matrix(table)  # doctest: +SKIP
     """
     rows = manifest if manifest is not None else read_rows(cfg.manifest)
-    gens = generators or sorted(rows.loc[rows["label"] == "ai", "generator"].dropna().unique())
-    test_reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
+    present = sorted(rows.loc[rows["label"] == "ai", "generator"].dropna().unique())
+    gens = generators or present
+    missing = sorted(set(gens) - set(present))
+    if missing:
+        raise ConfigError(f"no ai images of generator(s) {', '.join(missing)}; present: {', '.join(present)}")
     results = []
     for gen in gens:
         held = rows["generator"] == gen
         run_cfg = replace(cfg, out=str(Path(cfg.out) / f"without-{gen}"), name=f"{cfg.name}-without-{gen}")
         saved = train(run_cfg, rows[~held].reset_index(drop=True), progress=progress)
         model = load_model(Path(run_cfg.out) / "model", device=resolve_device(cfg.device))
-        unseen = rows[held]
-        scored = pd.concat([test_reals, unseen], ignore_index=True)
-        probs = _probabilities(model, scored, cfg)
-        labels = scored["label"].map(LABELS).to_numpy()
-        in_test = (scored["split"] == "test").to_numpy()
-        results.append({
-            "held_out": gen,
-            "n_unseen": int(len(unseen)),
-            "auc_all": binary_metrics(labels, probs, saved.threshold)["auc"],
-            "auc_test": binary_metrics(labels[in_test], probs[in_test], saved.threshold)["auc"],
-            "recall_all": binary_metrics(labels, probs, saved.threshold)["recall"],
-            "auc_seen_test": saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan")),
-        })
+        # test rows plus every held-out image: "all" images of a seen generator are then its test images
+        scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg).set_index("held_out")
+        row = {"held_out": gen, **scored.loc[gen].to_dict()}
+        row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
+        row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
+        results.append(row)
     return pd.DataFrame(results)
 
 
-def _probabilities(model, rows: pd.DataFrame, cfg: TrainConfig) -> np.ndarray:
-    from fakescope.detector import Detector
-    from fakescope.models.calibration import apply_calibration
+def generalization_matrix(results: pd.DataFrame) -> pd.DataFrame:
+    """The AUC matrix of a `leave_one_generator_out` table: index = held out of training, columns = tested."""
+    columns = [c for c in results.columns if c.startswith(AUC_PREFIX)]
+    matrix = results.set_index("held_out")[columns]
+    matrix.columns = [c.removeprefix(AUC_PREFIX) for c in columns]
+    matrix.index.name, matrix.columns.name = "held_out", "tested"
+    return matrix
 
-    detector = Detector(model, device=next(model.network.parameters()).device, batch_size=cfg.batch_size, provenance=False)
-    logits = detector.predict_logits(neutralized_images(rows, cfg.augment))
-    return apply_calibration(model.config.calibration, logits)
+
+def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainConfig | None = None) -> dict[str, str]:
+    """Write `logo.csv` (one row per run) and `logo.json` (runs, matrix and the recipe) into a local folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": str(folder / "logo.csv"), "json": str(folder / "logo.json")}
+    results.to_csv(paths["csv"], index=False)
+    payload = {
+        "recipe": cfg.to_dict() if cfg else None,
+        "runs": json.loads(results.to_json(orient="records")),
+        "matrix": json.loads(generalization_matrix(results).to_json(orient="index")),
+    }
+    Path(paths["json"]).write_text(json.dumps(payload, indent=2))
+    return paths
+
+
+def score_unseen(model: LoadedModel, rows: pd.DataFrame, generators: list[str], cfg: TrainConfig) -> pd.DataFrame:
+    """For each generator a model never saw: AUC of all its images, and of its test-split images, vs the test reals.
+
+    Returns:
+        One row per generator: `held_out`, `n_unseen`, `auc_all`, `auc_test`, `recall_all`.
+    """
+    test_reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
+    unseen = rows[rows["generator"].isin(generators)]
+    scored = pd.concat([test_reals, unseen], ignore_index=True)
+    probs = _probabilities(model, scored, cfg.batch_size)
+    labels = scored["label"].map(LABELS).to_numpy()
+    threshold = model.config.threshold
+    out = []
+    for gen in generators:
+        mask = (labels == 0) | (scored["generator"] == gen).to_numpy()
+        in_test = mask & (scored["split"] == "test").to_numpy()
+        every = binary_metrics(labels[mask], probs[mask], threshold)
+        out.append({
+            "held_out": gen,
+            "n_unseen": int(mask.sum() - (labels == 0).sum()),
+            "auc_all": every["auc"],
+            "auc_test": binary_metrics(labels[in_test], probs[in_test], threshold)["auc"],
+            "recall_all": every["recall"],
+        })
+    return pd.DataFrame(out)
+
+
+def _probabilities(model: LoadedModel, rows: pd.DataFrame, batch_size: int, chunk: int = 256) -> np.ndarray:
+    """Calibrated P(ai) per row, preprocessed by the model's own recipe, reading `chunk` images at a time."""
+    detector = Detector(model, device=next(model.network.parameters()).device, batch_size=batch_size, provenance=False)
+    score = make_scorer(detector, recipe_preprocessing(model.config))
+    uris = rows["uri"].tolist()
+    return np.concatenate([score([read_source(u) for u in uris[i:i + chunk]]) for i in range(0, len(uris), chunk)])

@@ -105,3 +105,6 @@ def npr_resnet18(pretrained: bool | str = False, **kwargs) -> Classifier:
 def test_tiny(pretrained: bool | str = False, **kwargs) -> Classifier:
     """timm's 0.1M-parameter test EfficientNet, so the model suite runs in seconds."""
     return _build("test_efficientnet", pretrained, **kwargs)
+
+
+from fakescope.models import spectral  # noqa: E402,F401  (registers spectral_lr)

@@ -1,0 +1,97 @@
+"""`fakescope evaluate` (a model on a manifest) and `fakescope evaluate-logo` (leave-one-generator-out)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt
+
+
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Bundled model name, model folder or file, or hf://owner/name.")],
+    manifest: Annotated[str, typer.Argument(
+        help="Manifest (.csv or .parquet) with uri, label, split; generator, source and attributes optional.")],
+    out: OutDirOpt,
+    split: Annotated[str, typer.Option(help="train, val, test, or all.")] = "test",
+    robustness: Annotated[bool, typer.Option("--robustness/--no-robustness", help="Score again after each perturbation.")] = True,
+    perturbations: Annotated[str | None, typer.Option(help="Comma-separated subset of the perturbations (default: all).")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for confidence intervals (0 = none).")] = 1000,
+    provenance: Annotated[bool, typer.Option(
+        "--provenance/--no-provenance", help="Fuse C2PA, metadata and watermark evidence.")] = True,
+    examples: Annotated[int, typer.Option(min=0, help="Example images shown in the report.")] = 12,
+    attributes: Annotated[str | None, typer.Option(
+        help="Comma-separated attribute columns to slice by (default: all low-cardinality extras).")] = None,
+    figure: Annotated[list[str] | None, typer.Option(help="Extra figure for the report as TITLE=PNG_PATH; repeatable.")] = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = 32,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = False,
+) -> None:
+    """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT."""
+    from fakescope.errors import ConfigError
+    from fakescope.evaluate import evaluate as run
+    from fakescope.evaluate import write_report
+    from fakescope.train.trainer import read_rows
+
+    with clean_errors():
+        extras = [_figure_pair(f) for f in figure or []]
+        report = run(model, read_rows(manifest), split, robustness=robustness, perturbations=_names(perturbations),
+                     bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=_names(attributes),
+                     device=device, batch_size=batch_size, progress=progress)
+        try:
+            paths = write_report(report, out, extras)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the report to {out}: {exc}") from None
+    overall, ci = report.overall, report.intervals.get("auc")
+    interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+    typer.echo(f"{report.model} on {split}: n={overall['n']} auc={overall['auc']:.4f}{interval} "
+               f"balanced_accuracy={overall['balanced_accuracy']:.4f} eer={overall['eer']:.4f} "
+               f"uncertain_rate={overall['uncertain_rate']:.3f}")
+    for row in report.robustness[1:]:
+        typer.echo(f"  {row['perturbation']:<15} auc={row['auc']:.4f}  drop={row['auc_drop']:+.4f}")
+    typer.echo(f"wrote {paths['html']}")
+
+
+def evaluate_logo(
+    config: Annotated[str, typer.Argument(help="A YAML TrainConfig (the recipe to test).")],
+    out: OutDirOpt,
+    generators: Annotated[str | None, typer.Option(help="Comma-separated generators to hold out (default: all).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the recipe's epochs.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = False,
+) -> None:
+    """Leave-one-generator-out: train without each generator, test on all; write logo.json and logo.csv to OUT."""
+    from fakescope.evaluate.generalization import generalization_matrix, leave_one_generator_out, save_generalization
+    from fakescope.train import TrainConfig
+
+    with clean_errors():
+        cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, device=device)
+        table = leave_one_generator_out(cfg, _names(generators), progress=progress)
+        paths = save_generalization(table, out, cfg)
+    typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
+    typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    typer.echo(f"wrote {paths['json']}")
+
+
+def _names(text: str | None) -> list[str] | None:
+    """`a, b,c` -> ['a', 'b', 'c']; None or blank -> None."""
+    names = [t.strip() for t in (text or "").split(",") if t.strip()]
+    return names or None
+
+
+def _figure_pair(text: str) -> tuple[str, str]:
+    from pathlib import Path
+
+    from fakescope.errors import ConfigError
+
+    title, sep, path = text.partition("=")
+    if not sep or not Path(path).is_file():
+        raise ConfigError(f"--figure expects TITLE=PATH to an existing PNG, got {text!r}")
+    return title, path
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+    app.command("evaluate-logo")(evaluate_logo)

@@ -1,0 +1,321 @@
+"""`evaluate`: score a manifest split with a model, exactly as its training recipe says, and measure it.
+
+Images are read once, in chunks. Each chunk is scored clean (pixel model, then provenance
+evidence fused in when `provenance` is on) and, for the robustness sweep, after every
+perturbation (pixel model only). Metrics, bootstrap intervals, calibration, slices and a few
+example images end up in one `EvaluationReport`; `report.write_report` renders it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from fakescope.detection import verdict_for
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError, ImageLoadError, StorageError
+from fakescope.evaluate.metrics import (
+    binary_metrics,
+    bootstrap_intervals,
+    reliability_curve,
+    roc_pr_curves,
+    uncertain_rate,
+)
+from fakescope.evaluate.robustness import CLEAN, PERTURBATIONS, Scorer, perturbed_scores, robustness_table
+from fakescope.evaluate.slices import slice_report
+from fakescope.io.image import LoadedImage, load_image
+from fakescope.models.bundle import LoadedModel
+from fakescope.models.calibration import apply_calibration
+from fakescope.models.config import ModelConfig
+from fakescope.train.augment import AugmentConfig, neutralize
+
+THUMBNAIL_SIDE = 160
+
+
+@dataclass
+class EvaluationReport:
+    """Every number of one evaluation; `to_dict()` is what report.json holds.
+
+    `overall` scores the final probability (pixel model fused with provenance evidence when
+    `provenance` is on); `pixel_overall` the pixel model alone. `scores` has one record per
+    image; `thumbnails` maps example uris to data URIs for the HTML report and stays out of JSON.
+    """
+
+    model: str
+    location: str
+    split: str
+    threshold: float
+    band: tuple[float, float]
+    provenance: bool
+    preprocessing: dict[str, Any]
+    overall: dict[str, Any]
+    pixel_overall: dict[str, Any]
+    intervals: dict[str, tuple[float, float]]
+    reliability: dict[str, list[float]]
+    curves: dict[str, dict[str, list[float]]]
+    verdicts: dict[str, int]
+    decided_by: dict[str, int]
+    slices: dict[str, Any]
+    robustness: list[dict[str, Any]]
+    scores: list[dict[str, Any]]
+    examples: list[dict[str, Any]]
+    failures: list[dict[str, str]]
+    seconds: float
+    thumbnails: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: NaN becomes None, tuples become lists, thumbnails are left out."""
+        data = asdict(self)
+        data.pop("thumbnails")
+        return _json_safe(data)
+
+
+def evaluate(
+    model_or_detector: Detector | LoadedModel | str | os.PathLike | None,
+    manifest: pd.DataFrame,
+    split: str = "test",
+    *,
+    robustness: bool = True,
+    perturbations: list[str] | None = None,
+    bootstrap: int = 1000,
+    examples: int = 12,
+    provenance: bool = True,
+    attributes: list[str] | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    progress: bool = False,
+) -> EvaluationReport:
+    """Evaluate a detector on one split of a manifest (`split="all"` takes every row).
+
+    Args:
+        model_or_detector: a `Detector`, a `LoadedModel`, or a model name / path / hf:// reference.
+        manifest: manifest rows with at least `uri` and `label` (and `split` unless `split="all"`).
+        robustness: also score every image after each perturbation (`perturbations`, default all).
+        bootstrap: resamples for the confidence intervals (0 skips them).
+        examples: how many example images (mistakes first) the report shows.
+        provenance: fuse C2PA / metadata / watermark evidence into the final probability.
+        attributes: columns to slice by; default every low-cardinality extra column.
+
+    Raises:
+        ConfigError: the split is empty, labels are missing, or no image could be read.
+
+    Example:
+        >>> report = evaluate("fakescope-default", read_rows("manifest.csv"))  # doctest: +SKIP
+        >>> round(report.overall["auc"], 3), report.intervals["auc"]  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    detector = _as_detector(model_or_detector, device, batch_size)
+    rows = _split_rows(manifest, split)
+    config = detector.model.config
+    recipe = recipe_preprocessing(config)
+    scorer = make_scorer(detector, recipe)
+    names = (perturbations or list(PERTURBATIONS)) if robustness else []
+    unknown = sorted(set(names) - set(PERTURBATIONS))
+    if unknown:
+        raise ConfigError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
+
+    kept, records, failures = [], [], []
+    swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
+    chunk = max(batch_size, 16)
+    starts = range(0, len(rows), chunk)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="evaluate", unit="chunk")
+    for start in starts:
+        part = rows.iloc[start:start + chunk]
+        loaded = []
+        for index, uri in zip(part.index, part["uri"]):
+            try:
+                loaded.append((index, load_source(uri, keep_bytes=provenance)))
+            except (ImageLoadError, StorageError) as exc:
+                failures.append({"uri": str(uri), "error": str(exc)})
+        if not loaded:
+            continue
+        images = [item.image for _, item in loaded]
+        pixel = scorer(images)
+        swept[CLEAN].append(pixel)
+        for name, probs in perturbed_scores(images, scorer, names).items():
+            swept[name].append(probs)
+        for (index, item), p in zip(loaded, pixel):
+            kept.append(index)
+            records.append(_record(rows.loc[index], item, float(p), detector, provenance))
+    if not records:
+        raise ConfigError(f"none of the {len(rows)} image(s) of split {split!r} could be read")
+
+    scored = rows.loc[kept].reset_index(drop=True)
+    labels = (scored["label"] == "ai").to_numpy().astype(int)
+    probs = np.array([r["probability"] for r in records])
+    pixel = np.concatenate(swept[CLEAN])
+    threshold, band = detector.threshold, detector.band
+    chosen = pick_examples(labels, probs, threshold, examples)
+    return EvaluationReport(
+        model=config.name,
+        location=detector.model.location,
+        split=split,
+        threshold=threshold,
+        band=band,
+        provenance=provenance,
+        preprocessing=asdict(recipe) if recipe else {},
+        overall={**binary_metrics(labels, probs, threshold), "uncertain_rate": uncertain_rate(probs, band)},
+        pixel_overall={**binary_metrics(labels, pixel, threshold), "uncertain_rate": uncertain_rate(pixel, band)},
+        intervals=bootstrap_intervals(labels, probs, threshold, n=bootstrap) if bootstrap else {},
+        reliability=reliability_curve(labels, probs),
+        curves=roc_pr_curves(labels, probs),
+        verdicts=dict(Counter(r["verdict"] for r in records)),
+        decided_by=dict(Counter(r["decided_by"] for r in records)),
+        slices=slice_report(scored, probs, threshold, band, attributes),
+        robustness=robustness_table(labels, {k: np.concatenate(v) for k, v in swept.items()}, threshold) if names else [],
+        scores=records,
+        examples=[{**records[i], "kind": kind} for i, kind in chosen],
+        failures=failures,
+        seconds=round(time.perf_counter() - started, 2),
+        thumbnails={records[i]["uri"]: t for i, _ in chosen if (t := _thumbnail(records[i]["uri"]))},
+    )
+
+
+def recipe_preprocessing(config: ModelConfig) -> AugmentConfig | None:
+    """The deterministic preprocessing of the model's training recipe (`training.recipe.augment`), if any.
+
+    Raises:
+        ConfigError: the stored recipe has settings this version does not know.
+    """
+    stored = config.training.get("recipe", {}).get("augment")
+    if not stored:
+        return None
+    try:
+        return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    except TypeError as exc:
+        raise ConfigError(f"model {config.name}: unreadable training recipe augment settings ({exc})") from None
+
+
+def make_scorer(detector: Detector, recipe: AugmentConfig | None) -> Scorer:
+    """A function from RGB images to calibrated pixel P(ai): recipe preprocessing, tiles, model, calibration."""
+    calibration = detector.model.config.calibration
+
+    def score(images: list[Image.Image]) -> np.ndarray:
+        ready = [neutralize(im, recipe) for im in images] if recipe else images
+        return apply_calibration(calibration, detector.predict_logits(ready))
+
+    return score
+
+
+def load_source(uri: str, *, keep_bytes: bool = True) -> LoadedImage:
+    """Read and decode a manifest uri (local path, file:// or storage URI).
+
+    Raises:
+        ImageLoadError: unreadable or not an image. StorageError: remote read failed.
+    """
+    uri = str(uri)
+    if "://" in uri and not uri.startswith("file://"):
+        from fakescope.io.storage import read_bytes
+
+        return load_image(read_bytes(uri), keep_bytes=keep_bytes)
+    return load_image(uri.removeprefix("file://"), keep_bytes=keep_bytes)
+
+
+def pick_examples(labels: np.ndarray, probs: np.ndarray, threshold: float, k: int) -> list[tuple[int, str]]:
+    """Indices to show: the most confident mistakes (up to half of `k`), then confident hits of each label.
+
+    Returns:
+        `(index, kind)` pairs, kind `mistake` or `correct`.
+    """
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    error = np.abs(labels - probs)
+    wrong = (probs >= threshold) != labels.astype(bool)
+    mistakes = [int(i) for i in np.argsort(-error, kind="stable") if wrong[i]][: k // 2]
+    correct = [int(i) for i in np.argsort(error, kind="stable") if not wrong[i]]
+    by_label = ([i for i in correct if labels[i] == 1], [i for i in correct if labels[i] == 0])
+    hits = [i for pair in itertools.zip_longest(*by_label) for i in pair if i is not None]
+    return [(i, "mistake") for i in mistakes] + [(i, "correct") for i in hits[: k - len(mistakes)]]
+
+
+def _record(row: pd.Series, item: LoadedImage, pixel: float, detector: Detector, provenance: bool) -> dict[str, Any]:
+    """One image's scores; with provenance, its evidence is fused with the pixel score."""
+    probability, verdict, decided_by = pixel, verdict_for(pixel, detector.band), "pixel"
+    if provenance:
+        from fakescope.forensics import collect_evidence, fuse
+
+        fused = fuse(pixel, collect_evidence(item.data, item.image), detector.threshold, detector.band)
+        probability, verdict, decided_by = fused.probability, fused.verdict, fused.decided_by
+    return {
+        "uri": str(row["uri"]),
+        "label": str(row["label"]),
+        "generator": _text(row.get("generator")),
+        "source": _text(row.get("source")),
+        "probability": float(probability),
+        "pixel_probability": pixel,
+        "verdict": verdict,
+        "decided_by": decided_by,
+    }
+
+
+def _as_detector(model: Detector | LoadedModel | str | os.PathLike | None, device: str, batch_size: int) -> Detector:
+    if isinstance(model, Detector):
+        return model
+    if isinstance(model, LoadedModel):
+        from fakescope.detector import resolve_device
+
+        return Detector(model, device=resolve_device(device), batch_size=batch_size, provenance=False)
+    return Detector.load(model, device=device, batch_size=batch_size, provenance=False)
+
+
+def _split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
+    missing = {"uri", "label"} - set(manifest.columns)
+    if missing:
+        raise ConfigError(f"manifest lacks column(s): {', '.join(sorted(missing))}")
+    if split == "all":
+        rows = manifest
+    elif "split" not in manifest.columns:
+        raise ConfigError("manifest has no split column; use split='all'")
+    else:
+        rows = manifest[manifest["split"].astype(str) == split]
+    if rows.empty:
+        raise ConfigError(f"split {split!r} of the manifest is empty")
+    bad = sorted(set(rows["label"]) - {"ai", "real"})
+    if bad:
+        raise ConfigError(f"labels must be ai or real; found {', '.join(map(str, bad))}")
+    rows = rows.reset_index(drop=True)
+    for column in ("generator", "source"):
+        if column not in rows:
+            rows[column] = None
+    return rows
+
+
+def _thumbnail(uri: str) -> str | None:
+    """A small JPEG of an image as a data URI, or None when it cannot be read again."""
+    try:
+        image = load_source(uri, keep_bytes=False).image
+    except (ImageLoadError, StorageError):
+        return None
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(value) else float(value)
+    return value

@@ -1,0 +1,255 @@
+"""Render an `EvaluationReport`: one self-contained HTML page plus report.json and scores.csv.
+
+The page needs nothing beyond itself: styles are inline, figures are matplotlib PNGs and
+thumbnails JPEGs embedded as base64 data URIs, so it opens offline and can be mailed around.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fakescope.evaluate.evaluator import EvaluationReport
+from fakescope.evaluate.metrics import INTERVAL_METRICS
+from fakescope.io.image import sniff_format
+
+ExtraFigure = tuple[str, "str | os.PathLike | bytes"]
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0}.figs img{width:340px}
+.examples{display:flex;flex-wrap:wrap;gap:.8rem}.ex{width:170px;font-size:.8rem}.ex img{max-width:160px;display:block}
+.mistake{color:#b00020}.correct{color:#1b5e20}.meta td{text-align:left}figcaption{font-size:.85rem;color:#555}
+"""
+_METRIC_NAMES = {
+    "auc": "ROC AUC", "ap": "average precision", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+    "precision": "precision", "recall": "recall (ai found)", "eer": "equal error rate", "ece": "calibration error (ECE)",
+    "uncertain_rate": "uncertain rate",
+}
+
+
+def write_report(report: EvaluationReport, out: str | os.PathLike,
+                 extra_figures: Iterable[ExtraFigure] | None = None) -> dict[str, str]:
+    """Write `report.html`, `report.json` and `scores.csv` into `out` (a folder or storage URI).
+
+    Args:
+        extra_figures: `(title, PNG/JPEG path or bytes)` pairs to embed, e.g. from
+            `fakescope.explain.report_figures(...)`.
+
+    Returns:
+        `{"html": ..., "json": ..., "csv": ...}` locations written.
+    """
+    from fakescope.io import storage
+
+    out = os.fspath(out)
+    paths = {"html": storage.join(out, "report.html"), "json": storage.join(out, "report.json"),
+             "csv": storage.join(out, "scores.csv")}
+    storage.write_bytes(paths["json"], json.dumps(report.to_dict(), indent=2).encode())
+    storage.write_bytes(paths["csv"], pd.DataFrame(report.scores).to_csv(index=False).encode())
+    storage.write_bytes(paths["html"], render_html(report, extra_figures).encode())
+    return paths
+
+
+def render_html(report: EvaluationReport, extra_figures: Iterable[ExtraFigure] | None = None) -> str:
+    """The whole report as one HTML document with every asset inline."""
+    data = report.to_dict()
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>fakescope evaluation: {_e(report.model)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>Evaluation of <code>{_e(report.model)}</code> on split <code>{_e(report.split)}</code></h1>",
+        _summary(data),
+        "<h2>Overall</h2>", _overall(data), _confusion(data["overall"]["confusion"], report.threshold),
+        _counts("Verdicts", data["verdicts"]), _counts("Decided by", data["decided_by"]),
+        "<h2>Figures</h2><div class='figs'>", *_figures(data), "</div>",
+        "<h2>Slices</h2>", _slices(data["slices"]),
+    ]
+    if data["robustness"]:
+        parts += ["<h2>Robustness</h2>",
+                  "<p>Pixel model only, each image perturbed before the model's own preprocessing. "
+                  "<code>auc_drop</code> = clean AUC minus perturbed AUC.</p>",
+                  _table(data["robustness"])]
+    parts += ["<h2>Examples</h2>", _examples(data["examples"], report.thumbnails)]
+    extras = list(extra_figures or [])
+    if extras:
+        parts += ["<h2>Explanations</h2><div class='figs'>", *(_extra(t, s) for t, s in extras), "</div>"]
+    if data["failures"]:
+        parts += [f"<h2>Unreadable images ({len(data['failures'])})</h2>", _table(data["failures"])]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# -- sections ----------------------------------------------------------------------------
+
+
+def _summary(data: dict) -> str:
+    prep = data["preprocessing"]
+    shown = {k: prep[k] for k in ("bottom_crop", "base_jpeg_quality") if k in prep}
+    rows = [
+        ("model location", data["location"]),
+        ("images scored", f"{data['overall']['n']} ({data['overall']['n_ai']} ai, "
+                          f"{data['overall']['n'] - data['overall']['n_ai']} real), {len(data['failures'])} unreadable"),
+        ("decision", f"threshold {data['threshold']:g}, uncertain band [{data['band'][0]:g}, {data['band'][1]:g})"),
+        ("provenance evidence fused", "yes" if data["provenance"] else "no (pixel model only)"),
+        ("recipe preprocessing", json.dumps(shown) if shown else "none"),
+        ("seconds", data["seconds"]),
+    ]
+    return "<table class='meta'>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _overall(data: dict) -> str:
+    pixel_head = "<th>pixel model only</th>" if data["provenance"] else ""
+    head = f"<tr><th>metric</th><th>value</th><th>95% CI</th>{pixel_head}</tr>"
+    rows = []
+    for key in (*INTERVAL_METRICS, "uncertain_rate"):
+        ci = data["intervals"].get(key)
+        interval = f"[{_num(ci[0])}, {_num(ci[1])}]" if ci else ""
+        pixel = f"<td>{_num(data['pixel_overall'][key])}</td>" if data["provenance"] else ""
+        rows.append(f"<tr><td>{_e(_METRIC_NAMES[key])}</td><td>{_num(data['overall'][key])}</td><td>{interval}</td>{pixel}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _confusion(matrix: list[list[int]], threshold: float) -> str:
+    (tn, fp), (fn, tp) = matrix
+    return (f"<table><caption>Confusion matrix at threshold {threshold:g}</caption>"
+            "<tr><th></th><th>called real</th><th>called ai</th></tr>"
+            f"<tr><td>real</td><td>{tn}</td><td>{fp}</td></tr><tr><td>ai</td><td>{fn}</td><td>{tp}</td></tr></table>")
+
+
+def _counts(title: str, counts: dict[str, int]) -> str:
+    return f"<table><caption>{_e(title)}</caption>" + "".join(
+        f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in sorted(counts.items())) + "</table>"
+
+
+def _slices(slices: dict) -> str:
+    parts = []
+    if slices["generator"]:
+        parts += ["<h3>Per generator (its images vs all real images)</h3>", _table(slices["generator"])]
+    if slices["source"]:
+        parts += ["<h3>Per source</h3>", _table(slices["source"])]
+    for column, rows in slices["attributes"].items():
+        parts += [f"<h3>Per {_e(column)}</h3>", _table(rows)]
+    return "\n".join(parts) or "<p>No slices.</p>"
+
+
+def _examples(examples: list[dict], thumbnails: dict[str, str]) -> str:
+    cards = []
+    for ex in examples:
+        thumb = thumbnails.get(ex["uri"])
+        img = f"<img src='{thumb}' alt='{_e(Path(ex['uri']).name)}'>" if thumb else "<p>(not readable)</p>"
+        cards.append(
+            f"<div class='ex'>{img}<span class='{ex['kind']}'>{_e(ex['kind'])}</span>: {_e(ex['label'])}, "
+            f"P(ai) {ex['probability']:.3f} ({_e(ex['verdict'])})<br>{_e(ex['generator'] or ex['source'])}<br>"
+            f"<small>{_e(Path(ex['uri']).name)}</small></div>")
+    return f"<div class='examples'>{''.join(cards)}</div>" if cards else "<p>No examples.</p>"
+
+
+def _extra(title: str, source: str | os.PathLike | bytes) -> str:
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    mime = "image/jpeg" if sniff_format(data) == "JPEG" else "image/png"
+    return _figure_tag(title, f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>None.</p>"
+    columns = list(rows[0])
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_num(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+# -- figures -----------------------------------------------------------------------------
+
+
+def _figures(data: dict) -> list[str]:
+    """ROC, precision-recall, reliability, score histogram and robustness bars, as figure tags."""
+    figures = []
+    if data["curves"]["roc"]["fpr"]:
+        figures += [_plot("ROC curve", lambda ax: _roc(ax, data)), _plot("Precision-recall curve", lambda ax: _pr(ax, data))]
+    figures += [_plot("Reliability diagram", lambda ax: _reliability(ax, data)),
+                _plot("Score distribution", lambda ax: _histogram(ax, data))]
+    if data["robustness"]:
+        figures.append(_plot("Robustness", lambda ax: _robustness(ax, data["robustness"])))
+    return figures
+
+
+def _plot(title: str, draw) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 4))
+    draw(fig.subplots())
+    return _figure_tag(title, _png(fig))
+
+
+def _roc(ax, data: dict) -> None:
+    roc, auc, ci = data["curves"]["roc"], data["overall"]["auc"], data["intervals"].get("auc")
+    ax.plot(roc["fpr"], roc["tpr"], label=f"AUC {_num(auc)}" + (f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else ""))
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set(xlabel="false positive rate (real called ai)", ylabel="true positive rate (ai found)", title="ROC")
+    ax.legend(loc="lower right")
+
+
+def _pr(ax, data: dict) -> None:
+    pr = data["curves"]["pr"]
+    ax.plot(pr["recall"], pr["precision"], label=f"AP {_num(data['overall']['ap'])}")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+
+
+def _reliability(ax, data: dict) -> None:
+    rel = data["reliability"]
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
+    ax.plot(rel["confidence"], rel["frequency"], marker="o", label=f"model (ECE {_num(data['overall']['ece'])})")
+    ax.set(xlabel="mean predicted P(ai)", ylabel="observed share of ai", title="Reliability", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+
+
+def _histogram(ax, data: dict) -> None:
+    for label, color in (("real", "tab:blue"), ("ai", "tab:red")):
+        values = [s["probability"] for s in data["scores"] if s["label"] == label]
+        if values:
+            ax.hist(values, bins=20, range=(0, 1), alpha=0.6, color=color, label=f"{label} ({len(values)})")
+    ax.axvspan(*data["band"], color="grey", alpha=0.15, label="uncertain band")
+    ax.axvline(data["threshold"], color="black", lw=1)
+    ax.set(xlabel="P(ai)", ylabel="images", title="Scores by label")
+    ax.legend()
+
+
+def _robustness(ax, rows: list[dict]) -> None:
+    ax.barh([r["perturbation"] for r in rows][::-1], [r["auc"] or 0.0 for r in rows][::-1])
+    ax.axvline(0.5, color="grey", ls=":")
+    ax.set(xlabel="ROC AUC (chance = 0.5)", xlim=(0, 1), title="AUC per perturbation")
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure_tag(title: str, src: str) -> str:
+    return f"<figure><img src='{src}' alt='{_e(title)}'><figcaption>{_e(title)}</figcaption></figure>"
+
+
+def _num(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return _e(value)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)

@@ -1,0 +1,80 @@
+"""`fakescope evaluate` and `fakescope evaluate-logo` through Typer's runner, plus the installed command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from evaluate_helpers import write_dataset
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("cliset")
+    write_dataset(root, per_class=4)
+    return str(root / "manifest.csv")
+
+
+def test_evaluate_with_the_bundled_model(small_manifest, tmp_path):
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(out), "--no-robustness",
+                                 "--bootstrap", "50", "--examples", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "fakescope-default on test: n=4 auc=" in result.output
+    data = json.loads((out / "report.json").read_text())
+    assert data["model"] == "fakescope-default" and data["overall"]["n"] == 4 and data["robustness"] == []
+    assert data["provenance"] is True and len(data["examples"]) == 4
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_evaluate_one_perturbation_without_provenance(small_manifest, tmp_path):
+    result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path), "--split", "all",
+                                 "--perturbations", "jpeg_q50", "--no-provenance", "--bootstrap", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "n=8" in result.output and "jpeg_q50" in result.output
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["decided_by"] == {"pixel": 8} and data["intervals"] == {}
+
+
+def test_evaluate_errors_are_one_line(small_manifest, tmp_path):
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "none.csv"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and result.output.startswith("error: cannot read manifest")
+    result = runner.invoke(app, ["evaluate", "no-such-model", small_manifest, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.output
+    result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path), "--figure", "x"])
+    assert result.exit_code == 2 and "TITLE=PATH" in result.output
+
+
+@pytest.mark.slow
+def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
+    frame = write_dataset(tmp_path / "data", per_class=12)
+    frame["split"] = [("train", "val", "test")[(i // 4) % 3] for i in range(len(frame))]  # both generators in each
+    frame.to_csv(tmp_path / "data" / "manifest.csv", index=False)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "manifest": str(tmp_path / "data" / "manifest.csv"), "architecture": "test_tiny", "pretrained": False,
+        "crop_size": 32, "batch_size": 8, "samples_per_epoch": 16, "num_workers": 0, "device": "cpu",
+        "augment": {"bottom_crop": 0.0, "base_jpeg_quality": None}}))
+    out = tmp_path / "logo"
+    result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "g1,g2", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "logo.json").read_text())
+    assert [r["held_out"] for r in data["runs"]] == ["g1", "g2"]
+    assert set(data["matrix"]) == {"g1", "g2"} and set(data["matrix"]["g1"]) == {"g1", "g2"}
+    assert data["runs"][0]["n_unseen"] == 6 and data["runs"][0]["auc_vs_g1"] == data["runs"][0]["auc_all"]
+    assert (out / "without-g1" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.skipif(shutil.which("fakescope") is None, reason="the fakescope command is not installed")
+def test_installed_command_lists_both_verbs():
+    done = subprocess.run(["fakescope", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert "evaluate-logo" in done.stdout and "evaluate " in done.stdout

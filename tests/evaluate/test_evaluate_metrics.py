@@ -1,0 +1,84 @@
+"""Metric values on cases small enough to compute by hand, and the bootstrap against them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fakescope.evaluate.metrics import (
+    INTERVAL_METRICS,
+    binary_metrics,
+    bootstrap_intervals,
+    reliability_curve,
+    roc_pr_curves,
+    uncertain_rate,
+    weighted_metrics,
+)
+
+LABELS = np.array([0, 0, 1, 1])
+PROBS = np.array([0.1, 0.6, 0.4, 0.9])
+
+
+def test_binary_metrics_by_hand():
+    m = binary_metrics(LABELS, PROBS, threshold=0.5)
+    assert m["auc"] == pytest.approx(0.75)  # 3 of 4 (ai, real) pairs ordered right
+    assert m["ap"] == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
+    assert m["confusion"] == [[1, 1], [1, 1]]
+    assert (m["accuracy"], m["precision"], m["recall"], m["balanced_accuracy"]) == (0.5, 0.5, 0.5, 0.5)
+    assert m["eer"] == pytest.approx(0.5)
+    assert m["ece"] == pytest.approx((0.1 + 0.6 + 0.6 + 0.1) / 4)
+
+
+def test_reliability_curve_bins():
+    curve = reliability_curve(LABELS, PROBS, bins=2)
+    assert curve == {"confidence": [0.25, 0.75], "frequency": [0.5, 0.5], "count": [2, 2]}
+
+
+def test_uncertain_rate_counts_the_half_open_band():
+    assert uncertain_rate(np.array([0.2, 0.35, 0.5, 0.65, 0.9]), (0.35, 0.65)) == pytest.approx(0.4)
+    assert np.isnan(uncertain_rate(np.array([]), (0.3, 0.7)))
+
+
+def test_weighted_metrics_equal_binary_metrics():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 500)
+    probs = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1).round(2)  # many ties
+    scores, inverse = np.unique(-probs, return_inverse=True)
+    pos = np.bincount(inverse, weights=labels)
+    neg = np.bincount(inverse, weights=1 - labels)
+    fast = weighted_metrics(-scores, pos, neg, threshold=0.5)
+    slow = binary_metrics(labels, probs, 0.5)
+    for name in INTERVAL_METRICS:
+        assert fast[name] == pytest.approx(slow[name], abs=1e-12), name
+
+
+def test_bootstrap_intervals_bracket_the_estimate_and_repeat():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    probs = np.clip(rng.normal(0.4 + 0.2 * labels, 0.2), 0, 1)
+    ci = bootstrap_intervals(labels, probs, n=300, seed=1)
+    point = binary_metrics(labels, probs)
+    for name in INTERVAL_METRICS:
+        lo, hi = ci[name]
+        assert lo <= point[name] <= hi, name
+    assert 0.02 < ci["auc"][1] - ci["auc"][0] < 0.2
+    assert bootstrap_intervals(labels, probs, n=300, seed=1) == ci
+
+
+def test_bootstrap_of_a_perfect_ranking_is_certain():
+    ci = bootstrap_intervals(np.array([0, 0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), n=200)
+    assert ci["auc"] == (1.0, 1.0)
+    assert ci["eer"] == (0.0, 0.0)
+
+
+def test_one_class_gives_no_intervals_or_curves():
+    ci = bootstrap_intervals(np.array([1, 1]), np.array([0.2, 0.9]), n=50)
+    assert all(np.isnan(lo) and np.isnan(hi) for lo, hi in ci.values())
+    assert roc_pr_curves(np.array([1, 1]), np.array([0.2, 0.9]))["roc"] == {"fpr": [], "tpr": []}
+
+
+def test_roc_pr_curves_end_points():
+    curves = roc_pr_curves(LABELS, PROBS)
+    assert (curves["roc"]["fpr"][0], curves["roc"]["tpr"][0]) == (0.0, 0.0)
+    assert (curves["roc"]["fpr"][-1], curves["roc"]["tpr"][-1]) == (1.0, 1.0)
+    assert curves["pr"]["recall"][-1] == 0.0 and curves["pr"]["precision"][-1] == 1.0

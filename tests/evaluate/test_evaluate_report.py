@@ -1,0 +1,71 @@
+"""The HTML report is one self-contained, well-formed page; report.json holds every number."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+from evaluate_helpers import smooth
+
+from fakescope.evaluate import render_html, write_report
+
+
+class _Collector(HTMLParser):
+    """Collects every tag, every URL-bearing attribute and unclosed tags."""
+
+    VOID = {"meta", "img", "br", "link", "input", "hr"}
+
+    def __init__(self):
+        super().__init__()
+        self.urls, self.tags, self.open = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.urls += [v for k, v in attrs if k in ("src", "href", "data", "poster")]
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+        self.open.pop()
+
+
+@pytest.fixture(scope="module")
+def written(report, tmp_path_factory):
+    extra = tmp_path_factory.mktemp("figs") / "cam.png"
+    smooth(3).save(extra)
+    out = tmp_path_factory.mktemp("report")
+    return write_report(report, out, [("Grad-CAM of the hardest mistakes", extra)]), out
+
+
+def test_html_is_self_contained_and_well_formed(written, report):
+    paths, _ = written
+    page = open(paths["html"], encoding="utf-8").read()
+    parser = _Collector()
+    parser.feed(page)
+    parser.close()
+    assert parser.open == []
+    assert parser.urls and all(u.startswith("data:image/") for u in parser.urls)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    figures = 5  # ROC, PR, reliability, histogram, robustness
+    assert parser.tags.count("img") == figures + len(report.examples) + 1
+    for heading in ("Overall", "Slices", "Robustness", "Examples", "Explanations", "Unreadable images (1)"):
+        assert f"<h2>{heading}</h2>" in page
+    assert "Per glasses" in page and "Grad-CAM of the hardest mistakes" in page
+
+
+def test_json_holds_every_number_strictly(written, report):
+    paths, out = written
+    data = json.loads(open(paths["json"]).read(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["overall"]["n"] == 12 and data["overall"]["confusion"] == report.overall["confusion"]
+    assert data["intervals"]["auc"] == list(report.intervals["auc"])
+    assert [r["perturbation"] for r in data["robustness"]] == ["clean", "jpeg_q70", "resize_0.5x"]
+    assert len(open(out / "scores.csv").read().strip().splitlines()) == 13  # header + 12 images
+
+
+def test_names_are_escaped(report):
+    from dataclasses import replace
+
+    page = render_html(replace(report, model="<b>tiny</b>"))
+    assert "&lt;b&gt;tiny&lt;/b&gt;" in page and "<b>tiny</b>" not in page

@@ -1,0 +1,61 @@
+"""Slice tables: counts and per-slice metrics on a hand-made scored frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fakescope.evaluate.slices import attribute_columns, slice_report
+
+BAND = (0.35, 0.65)
+
+
+@pytest.fixture()
+def scored() -> tuple[pd.DataFrame, np.ndarray]:
+    frame = pd.DataFrame({
+        "uri": [f"{i}.png" for i in range(8)],
+        "label": ["real"] * 4 + ["ai"] * 4,
+        "source": ["ffhq"] * 4 + ["tpdne", "tpdne", "", None],
+        "generator": ["", "", None, "", "g1", "g1", "g2", "g2"],
+        "split": "test",
+        "glasses": [1.0, 0.0, 1.0, np.nan, np.nan, np.nan, np.nan, np.nan],
+        "identity": [f"id{i}" for i in range(8)],
+    })
+    return frame, np.array([0.1, 0.2, 0.3, 0.6, 0.9, 0.7, 0.4, 0.8])
+
+
+def test_generator_slices_compare_each_generator_with_all_reals(scored):
+    frame, probs = scored
+    rows = {r["slice"]: r for r in slice_report(frame, probs, 0.5, BAND, attributes=[])["generator"]}
+    assert set(rows) == {"g1", "g2"}
+    assert (rows["g1"]["n"], rows["g1"]["n_real"], rows["g1"]["auc"], rows["g1"]["recall"]) == (2, 4, 1.0, 1.0)
+    assert rows["g2"]["auc"] == pytest.approx(7 / 8)  # 0.4 loses to the real 0.6 only
+    assert rows["g2"]["recall"] == 0.5
+    assert rows["g2"]["uncertain_rate"] == 0.5 and rows["g1"]["uncertain_rate"] == 0.0
+    assert rows["g2"]["mean_probability"] == pytest.approx(0.6)
+
+
+def test_source_slices_name_missing_sources_unknown(scored):
+    frame, probs = scored
+    rows = {r["slice"]: r for r in slice_report(frame, probs, 0.5, BAND, attributes=[])["source"]}
+    assert {k: r["n"] for k, r in rows.items()} == {"ffhq": 4, "tpdne": 2, "unknown": 2}
+    assert rows["ffhq"]["false_positive_rate"] == 0.25  # 0.6 called ai
+    assert np.isnan(rows["ffhq"]["recall"]) and np.isnan(rows["ffhq"]["auc"])
+    assert rows["unknown"]["accuracy"] == 0.5
+
+
+def test_attribute_slices_skip_missing_values_and_count(scored):
+    frame, probs = scored
+    report = slice_report(frame, probs, 0.5, BAND, attributes=["glasses"])
+    rows = {r["slice"]: r for r in report["attributes"]["glasses"]}
+    assert set(rows) == {"0", "1"}  # 1.0 / 0.0 read as whole numbers; NaN rows left out
+    assert (rows["1"]["n"], rows["1"]["n_real"], rows["1"]["n_ai"]) == (2, 2, 0)
+    assert rows["1"]["mean_probability"] == pytest.approx(0.2)
+    assert rows["0"]["accuracy"] == 1.0
+
+
+def test_attribute_columns_keep_low_cardinality_extras(scored):
+    frame, _ = scored
+    assert attribute_columns(frame, max_values=5) == ["glasses"]
+    assert attribute_columns(frame, max_values=10) == ["glasses", "identity"]

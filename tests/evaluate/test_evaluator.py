@@ -1,0 +1,71 @@
+"""`evaluate` on generated images with a tiny model: recipe preprocessing, counts, slices, failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError
+from fakescope.evaluate import evaluate, recipe_preprocessing
+from fakescope.models import apply_calibration, load_model
+from fakescope.train.augment import neutralize
+from fakescope.train.dataset import read_source
+
+
+def test_recipe_preprocessing_is_read_from_the_model_config(model_dir):
+    recipe = recipe_preprocessing(load_model(model_dir).config)
+    assert (recipe.bottom_crop, recipe.base_jpeg_quality, recipe.jpeg_quality) == (0.25, 60, (60, 98))
+
+
+def test_scores_follow_the_models_recipe(model_dir, dataset):
+    rows = dataset[dataset["split"] == "test"].head(4)
+    got = evaluate(model_dir, rows, robustness=False, bootstrap=0, provenance=False, device="cpu")
+    model = load_model(model_dir)
+    detector = Detector(model, provenance=False)
+    images = [read_source(u) for u in rows["uri"]]
+    recipe = recipe_preprocessing(model.config)
+    expected = apply_calibration(model.config.calibration, detector.predict_logits([neutralize(im, recipe) for im in images]))
+    raw = apply_calibration(model.config.calibration, detector.predict_logits(images))
+    probs = np.array([s["probability"] for s in got.scores])
+    np.testing.assert_allclose(probs, expected, rtol=1e-6)
+    assert not np.allclose(probs, raw)  # the crop and JPEG of the recipe changed the input
+    assert got.intervals == {} and got.robustness == [] and got.decided_by == {"pixel": 4}
+
+
+def test_counts_slices_and_failures(report):
+    assert report.overall["n"] == 12 and report.overall["n_ai"] == 6
+    assert [f["uri"].endswith("broken.png") for f in report.failures] == [True]
+    gens = {r["slice"]: (r["n"], r["n_real"]) for r in report.slices["generator"]}
+    assert gens == {"g1": (3, 6), "g2": (3, 6)}
+    assert {r["slice"]: r["n"] for r in report.slices["source"]} == {"camera": 6, "render": 6}
+    assert {r["slice"]: r["n"] for r in report.slices["attributes"]["glasses"]} == {"0": 3, "1": 3}
+    assert sum(report.verdicts.values()) == 12 and sum(report.decided_by.values()) == 12
+
+
+def test_metrics_intervals_and_robustness_rows(report):
+    lo, hi = report.intervals["auc"]
+    assert lo <= report.overall["auc"] <= hi
+    assert [r["perturbation"] for r in report.robustness] == ["clean", "jpeg_q70", "resize_0.5x"]
+    assert report.robustness[0]["auc"] == pytest.approx(report.pixel_overall["auc"])
+    assert sum(report.reliability["count"]) == 12
+    assert 0.0 <= report.overall["uncertain_rate"] <= 1.0
+
+
+def test_examples_come_with_thumbnails_and_json_is_strict(report):
+    assert len(report.examples) == 5
+    assert {e["kind"] for e in report.examples} <= {"mistake", "correct"}
+    assert all(report.thumbnails[e["uri"]].startswith("data:image/jpeg;base64,") for e in report.examples)
+    data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert "thumbnails" not in data and len(data["scores"]) == 12 and data["band"] == [0.3, 0.7]
+
+
+def test_split_all_and_errors(model_dir, dataset):
+    every = evaluate(model_dir, dataset, "all", robustness=False, bootstrap=0, provenance=False, examples=0, device="cpu")
+    assert every.overall["n"] == 16 and every.examples == []
+    with pytest.raises(ConfigError, match="empty"):
+        evaluate(model_dir, dataset, "holdout", device="cpu")
+    with pytest.raises(ConfigError, match="sepia"):
+        evaluate(model_dir, dataset, perturbations=["sepia"], device="cpu")
