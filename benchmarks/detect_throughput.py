@@ -1,0 +1,72 @@
+"""CPU throughput of `Detector` against decoding alone, on the same files, torch vs onnxruntime.
+
+Generates JPEGs (or reads --folder), then measures in one run: decode-only images/s
+(`load_image` in the same number of threads), and detect images/s with the PyTorch and the
+onnxruntime network. Prints each rate and its ratio to decode-only.
+
+    python benchmarks/detect_throughput.py --images 96 --size 1024x768
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fakescope.detector import Detector
+from fakescope.io.image import load_image
+from fakescope.io.inputs import iter_sources
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", help="images to use (default: generated JPEGs)")
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of generated JPEGs")
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--provenance", action="store_true", help="also collect C2PA/metadata/watermark evidence")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = list(iter_sources([args.folder])) if args.folder else _generate(Path(tmp), args.images, args.size)
+        decode = _rate(lambda: _decode_all(files, args.workers), len(files))
+        print(f"{len(files)} images ({args.folder or 'generated ' + args.size + ' JPEG'}), {args.workers} decoding threads")
+        print(f"decode only: {decode:7.1f} images/s")
+        for runtime in ("torch", "onnx"):
+            detector = Detector.load(device="cpu", batch_size=args.batch_size, workers=args.workers,
+                                     provenance=args.provenance, runtime=runtime)
+            list(detector.stream(files[: args.batch_size]))  # warm-up (and the one-off ONNX export)
+            rate = _rate(lambda: list(detector.stream(files)), len(files))
+            print(f"detect {runtime:5s}: {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only")
+
+
+def _generate(folder: Path, n: int, size: str) -> list[str]:
+    width, height = map(int, size.split("x"))
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        small = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(small).resize((width, height), Image.BICUBIC).save(path, quality=90)
+        files.append(str(path))
+    return files
+
+
+def _decode_all(files: list[str], workers: int) -> None:
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+        list(pool.map(lambda f: load_image(f).image, files))
+
+
+def _rate(run, n: int) -> float:
+    start = time.perf_counter()
+    run()
+    return n / (time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
