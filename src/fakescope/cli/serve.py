@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,8 @@ def serve(
 def app(
     host: HostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port.")] = 8501,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Open the web app (Streamlit): detector, generator and report pages."""
     with clean_errors():
@@ -49,7 +52,8 @@ def app(
 
         command = [sys.executable, "-m", "streamlit", "run", str(WEBAPP_PATH), "--server.address", host,
                    "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-        raise typer.Exit(subprocess.call(command))
+        env = {**os.environ, "FAKESCOPE_DEVICE": device, **({"FAKESCOPE_MODEL": model} if model else {})}
+        raise typer.Exit(subprocess.call(command, env=env))
 
 
 def register(root: typer.Typer) -> None:

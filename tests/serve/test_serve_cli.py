@@ -1,0 +1,53 @@
+"""`fakescope serve` as a real process on loopback; `fakescope app` help."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+
+
+@pytest.mark.slow  # starts a process that loads the model
+def test_serve_process_answers_with_token_and_limits(tmp_path, flat_png):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-c", "from fakescope.cli import main; main()", "serve", "--port", str(port),
+               "--device", "cpu", "--max-upload-mb", "0.01", "--max-batch", "4", "--jobs-dir", str(tmp_path)]
+    process = subprocess.Popen(command, env={**os.environ, "FAKESCOPE_API_TOKEN": "cli-token"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline, "fakescope serve did not start"
+                time.sleep(0.3)
+        auth = {"Authorization": "Bearer cli-token"}
+        assert httpx.post(f"{url}/v1/detect", content=flat_png).status_code == 401
+        record = httpx.post(f"{url}/v1/detect", content=flat_png, headers=auth).json()
+        assert (record["width"], record["model"]) == (96, "fakescope-default")
+        big = httpx.post(f"{url}/v1/detect", content=b"\x89PNG\r\n\x1a\n" + bytes(20_000), headers=auth)
+        assert big.status_code == 413 and big.json()["detail"] == "upload too large: the limit is 0.01 MB per image"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert "cli-token" not in output
+
+
+def test_cli_help_lists_serve_and_app():
+    runner = CliRunner()
+    assert "--max-upload-mb" in runner.invoke(app, ["serve", "--help"]).output
+    result = runner.invoke(app, ["app", "--help"])
+    assert result.exit_code == 0 and "detector, generator and report pages" in result.output

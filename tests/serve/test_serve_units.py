@@ -1,0 +1,75 @@
+"""The micro-batcher, the report reader and the overlay, with the real bundled detector."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fakescope.errors import ConfigError
+from fakescope.serve import MicroBatcher, ServeConfig, heatmap_image, heatmap_overlay
+from fakescope.serve.report_view import report_contents
+
+
+def test_batcher_gathers_concurrent_submits_into_one_call(detector, flat_png, photo_bytes):
+    with MicroBatcher(detector, max_batch=8, max_wait_ms=200) as batcher:
+        start = threading.Barrier(6)
+        futures = []
+
+        def submit(data):
+            start.wait()
+            futures.append(batcher.submit(data))
+
+        threads = [threading.Thread(target=submit, args=(d,)) for d in [flat_png, photo_bytes] * 3]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        results = [f.result(timeout=60) for f in futures]
+    assert batcher.stats.items == 6 and batcher.stats.calls == 1 and batcher.stats.largest == 6
+    assert sorted({(r.width, r.height) for r in results}) == [(96, 64), (160, 120)]
+
+
+def test_batcher_splits_heatmap_requests_and_keeps_errors_per_item(detector, flat_png):
+    with MicroBatcher(detector, max_batch=4, max_wait_ms=100) as batcher:
+        plain, bad, mapped = batcher.submit(flat_png), batcher.submit(b"nope"), batcher.submit(flat_png, heatmap=True)
+        results = plain.result(60), bad.result(60), mapped.result(60)
+    assert results[0].heatmap is None and results[2].heatmap.shape == (64, 96)
+    assert results[1].error == "not an image (unrecognised file signature)"
+    assert results[0].probability == pytest.approx(results[2].probability)
+    assert batcher.stats.calls == 2
+
+
+def test_report_contents_finds_metrics_and_tables():
+    report = {
+        "model": "m", "n": 120, "metrics": {"auc": 0.9, "ece": 0.03, "curve": [0.1, 0.2]},
+        "slices": {"format": [{"value": "JPEG", "auc": 0.8, "ci": {"lo": 0.7, "hi": 0.9}}],
+                   "generator": {"sd15": {"auc": 0.95, "n": 10}, "dalle2": {"auc": 0.7, "n": 12}}},
+        "examples": [{"path": "a.png", "score": 0.99}, {"path": "b.png", "score": 0.01}],
+    }
+    metrics, tables = report_contents(report)
+    assert metrics == {"model": "m", "n": 120, "metrics.auc": 0.9, "metrics.ece": 0.03, "metrics.curve": "0.1, 0.2"}
+    assert list(tables) == ["slices.format", "slices.generator", "examples"]
+    assert list(tables["slices.format"].columns) == ["value", "auc", "ci.lo", "ci.hi"]
+    assert tables["slices.generator"].loc["dalle2", "n"] == 12
+    assert tables["examples"]["score"].tolist() == [0.99, 0.01]
+
+
+def test_overlay_colours_hot_tiles_and_keeps_size():
+    image = Image.new("RGB", (40, 20), (128, 128, 128))
+    heat = np.zeros((2, 4), dtype=np.float32)
+    heat[:, 2:] = 1.0
+    overlay = np.asarray(heatmap_overlay(image, heat, alpha=1.0))
+    assert overlay.shape == (20, 40, 3)
+    assert overlay[10, 2].tolist() == [0, 0, 4] and overlay[10, 37].tolist() == [252, 255, 164]  # inferno ends
+    assert np.asarray(heatmap_image(heat)).tolist()[0] == [0, 0, 255, 255]
+
+
+def test_config_validates_limits():
+    with pytest.raises(ConfigError, match="max_upload_mb must be positive"):
+        ServeConfig(max_upload_mb=0)
+    with pytest.raises(ConfigError, match="max_pixels must be in"):
+        ServeConfig(max_pixels=10**12)
+    assert ServeConfig(max_upload_mb=1.5).max_upload_bytes == 1_572_864
