@@ -9,9 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import encode
+from PIL import Image
 
 
 def test_healthz_is_open_and_names_the_model(server):

@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Self
 
 from fakescope.detection import Detection
 from fakescope.detector import Detector, ImageInput
@@ -56,7 +57,7 @@ class MicroBatcher:
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="fakescope-batcher", daemon=True)
 
-    def start(self) -> "MicroBatcher":
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -65,7 +66,7 @@ class MicroBatcher:
         self._queue.put(_STOP)
         self._thread.join()
 
-    def __enter__(self) -> "MicroBatcher":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -17,7 +17,12 @@ import pandas as pd
 
 from fakescope.detection import Detection
 from fakescope.errors import ConfigError, FakescopeError
-from fakescope.generate import MANIFEST_COLUMNS, OpenAIImagesConfig, append_manifest, run_openai
+from fakescope.generate import (
+    MANIFEST_COLUMNS,
+    OpenAIImagesConfig,
+    append_manifest,
+    run_openai,
+)
 from fakescope.generate.manifest import manifest_row
 from fakescope.io import storage
 from fakescope.io.image import decode_image
