@@ -28,7 +28,8 @@ def test_scan_writes_one_row_per_source_matching_predict(image_folder, tmp_path,
             continue
         assert row["score"] == want["score"] and row["label"] == want["label"]
         assert (row["width"], row["height"], row["format"]) == (want["width"], want["height"], want["format"])
-        assert json.loads(row["evidence"]) == want["evidence"] and pd.isna(row["error"])
+        assert json.loads(row["evidence"]) == [{**e, "score": round(e["score"], 6)} for e in want["evidence"]]
+        assert pd.isna(row["error"])
 
 
 def test_rerun_skips_done_sources_and_adds_only_new_ones(image_folder, tmp_path, detector):
