@@ -1,0 +1,126 @@
+"""Penultimate features, k-means purity and the UMAP pictures, on the planted-artefact set."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from explain_helpers import plant, smooth_field
+from PIL import Image
+
+from fakescope.explain import cluster_purity, embed_images, mosaic_png, project_umap, report_figures, scatter_png
+from fakescope.explain.report import embedding_report
+
+
+@pytest.fixture(scope="module")
+def val_rows(planted_manifest: pd.DataFrame) -> pd.DataFrame:
+    """24 held-out images (12 per label) plus one unreadable file."""
+    rows = planted_manifest[planted_manifest["split"] == "val"]
+    broken = {**rows.iloc[0].to_dict(), "uri": rows.iloc[0]["uri"] + ".missing.png"}
+    return pd.concat([rows, pd.DataFrame([broken])], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def easy_table(planted_model, tmp_path_factory) -> pd.DataFrame:
+    """An easy set: 15 plain fields and 15 with the artefact repeated all over (16 copies)."""
+    root = tmp_path_factory.mktemp("easy")
+    rows = []
+    for i in range(15):
+        for label in ("real", "ai"):
+            pixels = smooth_field(9000 + 2 * i + (label == "ai"), 64)
+            if label == "ai":
+                for top in range(4, 64, 16):
+                    for left in range(4, 64, 16):
+                        plant(pixels, top, left)
+            Image.fromarray(pixels).save(root / f"{label}{i}.png")
+            rows.append({"uri": str(root / f"{label}{i}.png"), "label": label})
+    return embed_images(planted_model, pd.DataFrame(rows))
+
+
+@pytest.fixture(scope="module")
+def val_table(planted_model, val_rows) -> pd.DataFrame:
+    return embed_images(planted_model, val_rows, batch_size=8)
+
+
+def test_embeddings_are_one_vector_per_readable_image(val_table, val_rows, planted_model):
+    assert len(val_table) == len(val_rows)
+    assert val_table["uri"].tolist() == val_rows["uri"].tolist()
+    ok = val_table["error"].isna()
+    assert ok.sum() == 24 and "no such file" in val_table["error"][~ok].iloc[0]
+    features = np.stack(val_table.loc[ok, "embedding"].tolist())
+    assert features.shape == (24, planted_model.network.backbone.num_features) and features.dtype == np.float32
+    probs = val_table.loc[ok, "probability"].to_numpy()
+    labels = (val_table.loc[ok, "label"] == "ai").to_numpy()
+    assert probs[labels].min() > probs[~labels].max()  # the model separates the held-out images
+
+
+def test_embeddings_match_the_model_pooled_features(val_table, planted_model):
+    from fakescope.models.tiling import make_tiles, normalize
+    from fakescope.train.dataset import read_source
+
+    row = val_table.iloc[3]
+    tiles = normalize(make_tiles(read_source(row["uri"]), planted_model.config.input).pixels, planted_model.config.input)
+    expected = planted_model.network.embed(tiles).mean(0).detach().numpy()
+    np.testing.assert_allclose(row["embedding"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_kmeans_clusters_of_an_easy_set_are_pure_and_seeded(easy_table):
+    features = np.stack(easy_table["embedding"].tolist())
+    found = cluster_purity(features, easy_table["label"], 2, seed=0)
+    assert found.purity == 1.0
+    assert sorted(found.table["size"]) == [15, 15] and sorted(found.table["majority"]) == ["ai", "real"]
+    again = cluster_purity(features, easy_table["label"], 2, seed=0)
+    np.testing.assert_array_equal(found.assignments, again.assignments)
+
+
+def test_purity_counts_majorities():
+    features = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+    found = cluster_purity(features, pd.Series(["ai", "ai", "real", "real", "real", "real"]), 2)
+    assert found.purity == pytest.approx(5 / 6)
+    assert sorted(found.table["purity"].round(3)) == [0.667, 1.0]
+
+
+def test_scatter_and_mosaic_are_pngs():
+    coords = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0]], np.float32)
+    scatter = Image.open(io.BytesIO(scatter_png(coords, pd.Series(["ai", "real", "ai"], name="label"), "t")))
+    assert scatter.format == "PNG" and scatter.size == (700, 600)
+    tiles = [Image.new("RGB", (32, 32), c) for c in ("red", "blue", "yellow")]
+    mosaic = Image.open(io.BytesIO(mosaic_png(coords, tiles, np.array([True, False, True]), "m")))
+    assert mosaic.format == "PNG" and mosaic.size == (900, 940)
+
+
+@pytest.mark.slow  # numba compiles UMAP on its first fit: 15-40 s on this machine
+def test_umap_is_one_point_per_image_separable_and_seeded(easy_table):
+    features = np.stack(easy_table["embedding"].tolist())
+    coords = project_umap(features, seed=3)
+    assert coords.shape == (30, 2)
+    np.testing.assert_array_equal(coords, project_umap(features, seed=3))
+    from sklearn.metrics import silhouette_score
+
+    labels = easy_table["label"].to_numpy()
+    assert silhouette_score(coords, labels) > 0.5
+    centroid_gap = np.linalg.norm(coords[labels == "ai"].mean(0) - coords[labels == "real"].mean(0))
+    assert centroid_gap > 3 * max(coords[labels == "ai"].std(0).max(), coords[labels == "real"].std(0).max())
+
+
+@pytest.mark.slow
+def test_embedding_report_writes_parquet_plots_and_clusters(planted_model, val_rows, tmp_path):
+    report = embedding_report(planted_model, val_rows, str(tmp_path), color_by=("label", "pattern", "generator"), seed=0)
+    table = pd.read_parquet(tmp_path / "embeddings.parquet")
+    assert len(table) == 25 and table["umap_x"].notna().sum() == 24
+    assert set(table["cluster"].dropna()) == {0, 1} and report.clusters.purity >= 0.7
+    assert pd.read_csv(tmp_path / "clusters.csv")["size"].sum() == 24
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["umap_generator.png", "umap_label.png", "umap_mosaic.png", "umap_pattern.png"]
+    assert [title for title, _ in report.figures][-1].startswith("UMAP thumbnail mosaic")
+
+
+@pytest.mark.slow
+def test_report_figures_lists_existing_pngs(planted_model, val_rows, tmp_path):
+    figures = report_figures(planted_model, val_rows, tmp_path / "figures", examples=2)
+    titles = [t for t, _ in figures]
+    assert len(figures) == 5 and sum(t.startswith("Grad-CAM") for t in titles) == 2
+    for _, path in figures:
+        assert path.is_file() and Image.open(path).format == "PNG"
