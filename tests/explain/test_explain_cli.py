@@ -1,0 +1,78 @@
+"""`fakescope explain` and `fakescope embed` through Typer's runner, and one real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from explain_helpers import planted_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+
+
+@pytest.fixture
+def images(tmp_path):
+    paths = []
+    for seed in (5000, 5001):
+        path = tmp_path / "in" / f"img{seed}.png"
+        path.parent.mkdir(exist_ok=True)
+        planted_image(seed, 128)[0].save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_explain_writes_an_overlay_per_image_and_method(model_dir, images, tmp_path, one_thread):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["explain", *images, "--model", model_dir, "--out", str(out),
+                                      "--method", "tiles", "--method", "gradcam++"])
+    assert result.exit_code == 0, result.output
+    written = result.stdout.split()
+    assert sorted(os.path.basename(p) for p in written) == [
+        "img5000_gradcampp.png", "img5000_tiles.png", "img5001_gradcampp.png", "img5001_tiles.png"]
+    assert all(Image.open(p).format == "PNG" for p in written)
+
+
+def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_path, one_thread):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    result = CliRunner().invoke(app, ["explain", str(broken), images[0], "--model", model_dir,
+                                      "--out", str(tmp_path / "out"), "--method", "cam"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+    assert [os.path.basename(p) for p in result.stdout.split()] == ["img5000_cam.png"]
+
+
+def test_explain_rejects_an_unknown_method(model_dir, images, tmp_path):
+    result = CliRunner().invoke(app, ["explain", images[0], "--model", model_dir, "--method", "saliency"])
+    assert result.exit_code == 2 and "saliency" in result.output
+
+
+@pytest.mark.slow  # UMAP's first fit compiles with numba
+def test_embed_writes_features_and_plots(model_dir, planted_manifest, tmp_path, one_thread):
+    from fakescope.data import write_manifest
+
+    rows = planted_manifest[planted_manifest["split"] == "val"].assign(
+        pair_id="", width=64, height=64, format="PNG", sha256="")
+    write_manifest(rows, str(tmp_path / "manifest.parquet"))
+    out = tmp_path / "embedding"
+    result = CliRunner().invoke(app, ["embed", str(tmp_path / "manifest.parquet"), "--model", model_dir,
+                                      "--out", str(out), "--color-by", "pattern", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("embedded 24 image(s), 0 unreadable; k-means k=2")
+    assert len(pd.read_parquet(out / "embeddings.parquet")) == 24
+    assert sorted(p.name for p in out.glob("*.png")) == ["umap_label.png", "umap_mosaic.png", "umap_pattern.png"]
+
+
+def test_installed_command_explains_an_image(model_dir, images, tmp_path):
+    out = tmp_path / "sub"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fakescope"), "explain", images[1],
+                           "--model", model_dir, "--out", str(out), "--method", "gradcam", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out / "img5001_gradcam.png")
