@@ -39,14 +39,15 @@ class SpectralLR(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 3 * bins, H // patch, W // patch) log radial power per patch."""
         n, c = x.shape[:2]
-        x = x.float()
-        residual = x - nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
-        residual = _pad_to(residual, self.patch)
-        p = self.patch
-        patches = residual.unfold(2, p, p).unfold(3, p, p)  # N, C, h, w, p, p
-        h, w = patches.shape[2:4]
-        power = torch.fft.fft2(patches * self.window).abs().square().flatten(-2)  # N, C, h, w, p*p
-        rings = torch.log(power @ self.ring_mean + self.eps)  # N, C, h, w, bins
+        with torch.autocast(x.device.type, enabled=False):  # spectra need float32 under bf16 training
+            x = x.float()
+            residual = x - nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+            residual = _pad_to(residual, self.patch)
+            p = self.patch
+            patches = residual.unfold(2, p, p).unfold(3, p, p)  # N, C, h, w, p, p
+            h, w = patches.shape[2:4]
+            power = torch.fft.fft2(patches * self.window).abs().square().flatten(-2)  # N, C, h, w, p*p
+            rings = torch.log(power @ self.ring_mean + self.eps)  # N, C, h, w, bins
         return rings.permute(0, 1, 4, 2, 3).reshape(n, c * self.bins, h, w)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
