@@ -12,12 +12,13 @@ from pathlib import Path
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "fakescope-numba-cache"))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from explain_helpers import ARTEFACT, TRAIN_SIDE, plant, smooth_field  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from explain_helpers import ARTEFACT, TRAIN_SIDE, plant, smooth_field
+from PIL import Image
+
 
 @pytest.fixture
 def one_thread():

@@ -51,7 +51,7 @@ def test_the_model_scores_the_artefact(planted_model, one_thread):
 
 
 def test_detector_explain_dispatches_and_keeps_tiles_default(planted_model, one_thread, tmp_path):
-    image, centre = planted_image(5003, SIDE)
+    image, _ = planted_image(5003, SIDE)
     path = tmp_path / "planted.png"
     image.save(path)
     detector = Detector(planted_model, provenance=False)

@@ -10,7 +10,14 @@ import pytest
 from explain_helpers import plant, smooth_field
 from PIL import Image
 
-from fakescope.explain import cluster_purity, embed_images, mosaic_png, project_umap, report_figures, scatter_png
+from fakescope.explain import (
+    cluster_purity,
+    embed_images,
+    mosaic_png,
+    project_umap,
+    report_figures,
+    scatter_png,
+)
 from fakescope.explain.report import embedding_report
 
 

@@ -33,7 +33,6 @@ def explain(
     could not be read, 2 on usage errors.
     """
     from fakescope.detector import Detector
-    from fakescope.errors import FakescopeError
     from fakescope.explain import DEFAULT_METHODS, explain_image
     from fakescope.io.inputs import iter_sources
 

@@ -4,8 +4,20 @@ Needs the `explain` extra (matplotlib, umap-learn) plus pytorch-grad-cam, instal
 `pip install --no-deps grad-cam ttach` (its declared dependencies pull in GUI OpenCV).
 """
 
-from fakescope.explain.cam import METHODS, class_activation_map, feature_layer, require_classifier
-from fakescope.explain.embedding import Clusters, cluster_purity, embed_images, mosaic_png, project_umap, scatter_png
+from fakescope.explain.cam import (
+    METHODS,
+    class_activation_map,
+    feature_layer,
+    require_classifier,
+)
+from fakescope.explain.embedding import (
+    Clusters,
+    cluster_purity,
+    embed_images,
+    mosaic_png,
+    project_umap,
+    scatter_png,
+)
 from fakescope.explain.overlay import overlay_png, save_overlay
 from fakescope.explain.report import (
     DEFAULT_METHODS,
@@ -17,8 +29,22 @@ from fakescope.explain.report import (
 )
 
 __all__ = [
-    "METHODS", "class_activation_map", "feature_layer", "require_classifier",
-    "Clusters", "cluster_purity", "embed_images", "project_umap", "scatter_png", "mosaic_png",
-    "overlay_png", "save_overlay",
-    "DEFAULT_METHODS", "EmbeddingReport", "ExplainedImage", "embedding_report", "explain_image", "report_figures",
+    "DEFAULT_METHODS",
+    "METHODS",
+    "Clusters",
+    "EmbeddingReport",
+    "ExplainedImage",
+    "class_activation_map",
+    "cluster_purity",
+    "embed_images",
+    "embedding_report",
+    "explain_image",
+    "feature_layer",
+    "mosaic_png",
+    "overlay_png",
+    "project_umap",
+    "report_figures",
+    "require_classifier",
+    "save_overlay",
+    "scatter_png",
 ]
