@@ -104,9 +104,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
         raise ImageLoadError(f"refused as a decompression bomb: {exc}") from None
     except Exception as exc:  # Pillow raises many types for broken files
         raise ImageLoadError(f"corrupt or unsupported {fmt} image: {exc}") from None
-    rgb = to_rgb(img)
-    if min(rgb.size) < MIN_SIDE:
-        raise ImageLoadError(f"image too small: {rgb.width}x{rgb.height} (minimum side {MIN_SIDE} px)")
+    rgb = _check_size(to_rgb(img))
     return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None)
 
 
@@ -118,7 +116,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         pass
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 else 255.0
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     elif img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
@@ -155,11 +153,17 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
             raise ImageLoadError(f"{path}: {exc.strerror or exc}") from None
         return decode_image(data, keep_bytes=keep_bytes)
     if isinstance(source, Image.Image):
-        rgb = to_rgb(source)
+        rgb = _check_size(to_rgb(source))
         return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None)
     if isinstance(source, np.ndarray):
         return LoadedImage(*_from_array(source))
     raise ImageLoadError(f"cannot read an image from {type(source).__name__}")
+
+
+def _check_size(img: Image.Image) -> Image.Image:
+    if min(img.size) < MIN_SIDE:
+        raise ImageLoadError(f"image too small: {img.width}x{img.height} (minimum side {MIN_SIDE} px)")
+    return img
 
 
 def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
@@ -171,7 +175,5 @@ def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
         raise ImageLoadError(f"array of shape {arr.shape} is not an image")
-    img = to_rgb(Image.fromarray(arr))
-    if min(img.size) < MIN_SIDE:
-        raise ImageLoadError(f"image too small: {img.width}x{img.height} (minimum side {MIN_SIDE} px)")
+    img = _check_size(to_rgb(Image.fromarray(arr)))
     return img, "array", img.width, img.height, None

@@ -1,0 +1,97 @@
+"""Shared fixtures for the core suite: a tiny saved model, generated images, an offline HF cache."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY_MODEL_NAME = "test-tiny"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_torch_threads():
+    """At most two torch threads: the suite shares a 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, 2))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved `test_tiny` model folder (64-px tiles, 2x2 grid, seeded random weights)."""
+    import torch
+
+    from fakescope.models import Calibration, InputPolicy, ModelConfig, create_model, save_model
+
+    torch.manual_seed(0)
+    network = create_model("test_tiny").eval()
+    config = ModelConfig(
+        name=TINY_MODEL_NAME,
+        architecture="test_tiny",
+        input=InputPolicy(crop_size=64, grid=2),
+        calibration=Calibration("temperature", temperature=0.5, bias=0.0),
+        threshold=0.5,
+        band=(0.35, 0.65),
+    )
+    folder = tmp_path_factory.mktemp("models") / TINY_MODEL_NAME
+    save_model(network, config, folder, card=f"# {TINY_MODEL_NAME}\n\nA random test model.\n")
+    return folder
+
+
+class ImageFactory:
+    """Makes small, textured, deterministic test images and their encodings."""
+
+    def pil(self, size: tuple[int, int] = (96, 80), mode: str = "RGB", seed: int = 0) -> Image.Image:
+        """A smooth colour gradient plus noise, `size` = (width, height), converted to `mode`."""
+        w, h = size
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([xx * 255 / max(w - 1, 1), yy * 255 / max(h - 1, 1), np.full((h, w), 128.0)], -1)
+        pixels = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels, "RGB")
+        return image if mode == "RGB" else image.convert(mode)
+
+    def encode(self, image: Image.Image, fmt: str = "PNG", **save) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, fmt, **save)
+        return buf.getvalue()
+
+    def bytes(self, fmt: str = "PNG", size: tuple[int, int] = (96, 80), seed: int = 0, **save) -> bytes:
+        return self.encode(self.pil(size, seed=seed), fmt, **save)
+
+    def file(self, path: Path, fmt: str = "PNG", size: tuple[int, int] = (96, 80), seed: int = 0, **save) -> Path:
+        """Write an encoded image to `path` (any name: the suffix need not match `fmt`)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.bytes(fmt, size, seed, **save))
+        return path
+
+
+@pytest.fixture(scope="session")
+def image_factory() -> ImageFactory:
+    return ImageFactory()
+
+
+@pytest.fixture
+def hf_offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache under a tmp HF_HOME, with the hub forced offline.
+
+    huggingface_hub reads its environment once at import, so its constants are patched too.
+    """
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf-home"
+    cache = home / "hub"
+    cache.mkdir(parents=True)
+    for var, value in {"HF_HOME": home, "HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache

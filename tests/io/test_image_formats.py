@@ -1,0 +1,217 @@
+"""The image loader on every supported format and the odd inputs real folders contain."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fakescope.errors import ImageLoadError
+from fakescope.io.image import MIN_SIDE, decode_image, load_image, sniff_format
+
+FORMATS = [  # (Pillow writer, sniffed name, lossless)
+    ("JPEG", "JPEG", False),
+    ("PNG", "PNG", True),
+    ("WEBP", "WEBP", False),
+    ("GIF", "GIF", False),
+    ("BMP", "BMP", True),
+    ("TIFF", "TIFF", True),
+    ("HEIF", "HEIF", False),
+    ("AVIF", "AVIF", False),
+]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(width: int, height: int, bit_depth: int, colour_type: int, idat: bytes | None = None) -> bytes:
+    """A PNG built chunk by chunk, so its header can declare anything."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    chunks = _png_chunk(b"IHDR", header)
+    if idat is not None:
+        chunks += _png_chunk(b"IDAT", zlib.compress(idat))
+    return b"\x89PNG\r\n\x1a\n" + chunks + _png_chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("writer", "sniffed", "lossless"), FORMATS, ids=[f[0] for f in FORMATS])
+def test_every_format_decodes_to_rgb(image_factory, writer, sniffed, lossless):
+    original = image_factory.pil((90, 70))
+    data = image_factory.encode(original, writer)
+    loaded = load_image(data)
+    assert sniff_format(data) == sniffed
+    assert (loaded.format, loaded.width, loaded.height, loaded.image.mode) == (sniffed, 90, 70, "RGB")
+    assert loaded.data == data
+    error = np.abs(np.asarray(loaded.image, np.int16) - np.asarray(original, np.int16)).mean()
+    assert error == 0 if lossless else error < 25  # GIF quantises to 256 colours; the rest are close
+
+
+def test_misnamed_files_are_sniffed_from_bytes(image_factory, tmp_path):
+    png_as_jpg = image_factory.file(tmp_path / "photo.jpg", "PNG")
+    jpeg_as_png = image_factory.file(tmp_path / "render.png", "JPEG")
+    webp_no_suffix = image_factory.file(tmp_path / "download", "WEBP")
+    assert load_image(png_as_jpg).format == "PNG"
+    assert load_image(jpeg_as_png).format == "JPEG"
+    assert load_image(str(webp_no_suffix)).format == "WEBP"
+
+
+def test_16bit_grey_png_is_scaled_to_8bit():
+    row = np.array([0, 257 * 100, 65535, 32768], ">u2")
+    pixels = np.tile(row, (64, 16))  # 64 x 64
+    data = _png(64, 64, 16, 0, b"".join(b"\x00" + r.tobytes() for r in pixels))
+    loaded = np.asarray(load_image(data).image)
+    assert loaded[0, :4, 0].tolist() == [0, 100, 255, 128]
+    assert (loaded[..., 0] == loaded[..., 2]).all()
+
+
+def test_dark_16bit_png_stays_dark():
+    """Every value under 256 out of 65535 is near black, not a full-range 8-bit image."""
+    data = _png(64, 64, 16, 0, b"".join(b"\x00" + np.full(64, 200, ">u2").tobytes() for _ in range(64)))
+    assert np.asarray(load_image(data).image)[0, 0].tolist() == [1, 1, 1]
+
+
+def test_16bit_rgb_png_keeps_its_colours():
+    pixels = np.zeros((64, 64, 3), ">u2")
+    pixels[..., 0], pixels[..., 1] = 65535, 257 * 100
+    data = _png(64, 64, 16, 2, b"".join(b"\x00" + r.tobytes() for r in pixels))
+    assert np.asarray(load_image(data).image)[10, 10].tolist() == [255, 100, 0]
+
+
+def test_palette_with_transparency_is_composited_on_white(image_factory):
+    palette = Image.new("P", (64, 64), 0)
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.paste(1, (32, 0, 64, 64))
+    data = image_factory.encode(palette, "PNG", transparency=0)
+    pixels = np.asarray(load_image(data).image)
+    assert pixels[5, 5].tolist() == [255, 255, 255]  # transparent red -> white
+    assert pixels[5, 50].tolist() == [0, 0, 255]
+
+
+def test_palette_without_transparency_keeps_colours(image_factory):
+    palette = Image.new("P", (64, 64), 1)
+    palette.putpalette([255, 0, 0, 0, 200, 0] + [0] * 762)
+    assert np.asarray(load_image(image_factory.encode(palette, "PNG")).image)[0, 0].tolist() == [0, 200, 0]
+
+
+@pytest.mark.parametrize(("mode", "colour", "expected"), [
+    ("RGBA", (0, 0, 0, 128), [127, 127, 127]),
+    ("RGBA", (200, 10, 10, 0), [255, 255, 255]),
+    ("RGBA", (10, 20, 30, 255), [10, 20, 30]),
+    ("LA", (0, 0), [255, 255, 255]),
+    ("LA", (50, 255), [50, 50, 50]),
+])
+def test_alpha_is_composited_on_white(image_factory, mode, colour, expected):
+    data = image_factory.encode(Image.new(mode, (64, 64), colour), "PNG")
+    assert np.asarray(load_image(data).image)[0, 0].tolist() == expected
+
+
+@pytest.mark.parametrize("writer", ["TIFF", "JPEG"])
+def test_cmyk_becomes_rgb_with_the_right_colours(image_factory, writer):
+    cmyk = Image.new("CMYK", (64, 64), (0, 0, 0, 0))
+    cmyk.paste((255, 0, 0, 0), (32, 0, 64, 32))  # cyan
+    cmyk.paste((0, 0, 0, 255), (0, 32, 32, 64))  # black
+    data = image_factory.encode(cmyk, writer, **({"quality": 100} if writer == "JPEG" else {}))
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    pixels = np.asarray(load_image(data).image, np.int16)
+    tolerance = 0 if writer == "TIFF" else 3
+    for (y, x), rgb in {(5, 5): [255, 255, 255], (5, 50): [0, 255, 255], (50, 5): [0, 0, 0]}.items():
+        assert np.abs(pixels[y, x] - rgb).max() <= tolerance
+
+
+def test_greyscale_becomes_three_equal_channels(image_factory):
+    data = image_factory.encode(Image.new("L", (64, 64), 77), "JPEG", quality=100)
+    loaded = load_image(data)
+    assert loaded.image.mode == "RGB"
+    assert np.asarray(loaded.image)[3, 3].tolist() == [77, 77, 77]
+
+
+def test_exif_orientation_6_rotates_the_pixels(image_factory):
+    stored = Image.new("RGB", (80, 60), (0, 0, 0))
+    stored.paste((255, 0, 0), (0, 0, 20, 20))  # red in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    loaded = load_image(image_factory.encode(stored, "JPEG", exif=exif, quality=95))
+    pixels = np.asarray(loaded.image)
+    assert (loaded.width, loaded.height) == (60, 80)
+    assert pixels[5, -5, 0] > 200 and pixels[5, -5, 1:].max() < 40  # now top-right
+    assert pixels[5, 5].max() < 40
+
+
+def test_animated_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (64, 64), (255, 0, 0)), Image.new("RGB", (64, 64), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(io.BytesIO(buf.getvalue())).n_frames == 2
+    assert np.asarray(load_image(buf.getvalue()).image)[0, 0].tolist() == [255, 0, 0]
+
+
+def test_truncated_jpeg_is_refused(image_factory):
+    data = image_factory.bytes("JPEG", (128, 128))
+    with pytest.raises(ImageLoadError, match="corrupt or unsupported JPEG"):
+        load_image(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "empty file"),
+    (np.random.default_rng(3).bytes(4096), "not an image"),
+    (b"%PDF-1.7\n" + b"x" * 100, "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt or unsupported PNG"),
+])
+def test_non_images_are_refused_with_a_reason(data, message):
+    with pytest.raises(ImageLoadError, match=message):
+        decode_image(data)
+
+
+def test_empty_file_on_disk_and_missing_file(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageLoadError, match="empty file"):
+        load_image(tmp_path / "empty.jpg")
+    with pytest.raises(ImageLoadError, match="no such file"):
+        load_image(tmp_path / "absent.png")
+    with pytest.raises(ImageLoadError, match="is a directory"):
+        load_image(tmp_path)
+
+
+@pytest.mark.parametrize("side", [100_000, 15_000])
+def test_absurd_declared_size_is_refused_before_decoding(side):
+    """The header alone says 100000x100000 (or 15000x15000): refused at once, nothing allocated."""
+    data = _png(side, side, 8, 2)
+    start = time.perf_counter()
+    with pytest.raises(ImageLoadError, match="decompression bomb|too large") as info:
+        decode_image(data)
+    assert time.perf_counter() - start < 0.5
+    assert f"{side * side}" in str(info.value)
+
+
+def test_small_images_refused_clearly_but_64px_always_scored(image_factory):
+    for source in (image_factory.bytes("PNG", (24, 200)), image_factory.pil((200, 24)), np.zeros((24, 24), np.uint8)):
+        with pytest.raises(ImageLoadError, match=f"too small.*minimum side {MIN_SIDE}"):
+            load_image(source)
+    assert MIN_SIDE <= 64
+    for source in (image_factory.bytes("JPEG", (64, 64)), image_factory.pil((64, 64)), np.zeros((64, 64, 3), np.uint8)):
+        assert (load_image(source).width, load_image(source).height) == (64, 64)
+
+
+def test_numpy_inputs_in_every_layout(image_factory):
+    rgb = np.asarray(image_factory.pil((72, 64)))
+    hw = rgb[..., 0].copy()
+    chw_float = np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
+    assert np.array_equal(np.asarray(load_image(rgb).image), rgb)
+    assert np.array_equal(np.asarray(load_image(hw).image), np.stack([hw] * 3, -1))
+    from_chw = load_image(chw_float)
+    assert (from_chw.format, from_chw.width, from_chw.height) == ("array", 72, 64)
+    assert np.abs(np.asarray(from_chw.image, np.int16) - rgb).max() <= 1
+    with pytest.raises(ImageLoadError, match="not an image"):
+        load_image(np.zeros((4, 64, 64, 3), np.uint8))
+
+
+def test_pil_input_is_converted_and_keeps_no_bytes(image_factory):
+    loaded = load_image(image_factory.pil((80, 64), mode="RGBA"))
+    assert (loaded.image.mode, loaded.format, loaded.data) == ("RGB", "PIL", None)
+    with pytest.raises(ImageLoadError, match="cannot read an image from int"):
+        load_image(42)

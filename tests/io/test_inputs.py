@@ -1,0 +1,65 @@
+"""Expanding command-line inputs: folders, globs, stdin and explicitly named files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from fakescope.io.inputs import iter_sources
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """b.png, a.JPG, notes.txt, sub/z.webp, sub/deeper/c.tiff, a_dir/y.gif (contents irrelevant)."""
+    for name in ("b.png", "a.JPG", "notes.txt", "sub/z.webp", "sub/deeper/c.tiff", "a_dir/y.gif"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    return tmp_path
+
+
+def _relative(sources, root: Path) -> list[str]:
+    return [Path(s).relative_to(root).as_posix() for s in sources]
+
+
+def test_folder_is_walked_recursively_sorted_images_only(tree):
+    assert _relative(iter_sources([str(tree)]), tree) == [
+        "a.JPG", "b.png", "a_dir/y.gif", "sub/z.webp", "sub/deeper/c.tiff",
+    ]
+
+
+def test_glob_is_expanded_sorted(tree):
+    assert _relative(iter_sources([str(tree / "*.png"), str(tree / "**" / "*.webp")]), tree) == ["b.png", "sub/z.webp"]
+
+
+def test_glob_matching_folders_walks_them(tree):
+    assert _relative(iter_sources([str(tree / "su*")]), tree) == ["sub/z.webp", "sub/deeper/c.tiff"]
+
+
+def test_dash_reads_paths_from_stdin_in_place(tree):
+    stdin = io.StringIO(f"{tree / 'b.png'}\n\n  {tree / 'notes.txt'}  \n")
+    sources = list(iter_sources([str(tree / "a.JPG"), "-", str(tree / "sub" / "z.webp")], stdin=stdin))
+    assert _relative(sources, tree) == ["a.JPG", "b.png", "notes.txt", "sub/z.webp"]
+
+
+def test_named_files_are_yielded_whatever_they_are(tree):
+    named = [str(tree / "notes.txt"), str(tree / "missing.png"), "file-without-suffix"]
+    assert list(iter_sources(named)) == named
+
+
+def test_glob_without_match_and_empty_folder_yield_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert list(iter_sources([str(tmp_path / "*.nothing"), str(tmp_path / "empty")])) == []
+
+
+def test_sources_are_lazy(tree):
+    def stdin_that_must_wait():
+        raise AssertionError("stdin was read before the folder's first image was used")
+        yield
+
+    sources = iter_sources([str(tree), "-"], stdin=stdin_that_must_wait())
+    assert Path(next(sources)).name == "a.JPG"
+    with pytest.raises(AssertionError, match="stdin was read"):
+        list(sources)
