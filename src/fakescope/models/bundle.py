@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fakescope.errors import ModelLoadError, UnknownModelError
+from fakescope.errors import ModelLoadError, StorageError, UnknownModelError
 from fakescope.models.config import ModelConfig
 from fakescope.models.registry import create_model
 
@@ -94,7 +94,12 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
 
 
 def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
-    """Upload a model folder to the Hugging Face Hub (card becomes README.md); return the repo URL."""
+    """Upload a model folder to the Hugging Face Hub (card becomes README.md); return the repo URL.
+
+    Raises:
+        ModelLoadError: the folder holds no loadable model.
+        StorageError: the Hub refused the upload or could not be reached.
+    """
     from huggingface_hub import HfApi
 
     folder = Path(folder)
@@ -103,10 +108,14 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     readme = card.read_text() if card.is_file() else f"# {config.name}\n\nA fakescope detector ({config.architecture}).\n"
     front = f"---\nlicense: {config.license.lower()}\nlibrary_name: fakescope\ntags: [ai-image-detection, fakescope]\n---\n"
     api = HfApi(token=token or os.environ.get("HF_TOKEN"))
-    url = api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_file(path_or_fileobj=weights, path_in_repo=WEIGHTS_FILE, repo_id=repo_id)
-    api.upload_file(path_or_fileobj=json.dumps(config.to_dict(), indent=2).encode(), path_in_repo=CONFIG_FILE, repo_id=repo_id)
-    api.upload_file(path_or_fileobj=(front + readme).encode(), path_in_repo="README.md", repo_id=repo_id)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_file(path_or_fileobj=weights, path_in_repo=WEIGHTS_FILE, repo_id=repo_id)
+        api.upload_file(path_or_fileobj=json.dumps(config.to_dict(), indent=2).encode(), path_in_repo=CONFIG_FILE, repo_id=repo_id)
+        api.upload_file(path_or_fileobj=(front + readme).encode(), path_in_repo="README.md", repo_id=repo_id)
+    except Exception as exc:  # HTTP, auth and connection errors come from several libraries
+        first_line = str(exc).partition("\n")[0]
+        raise StorageError(f"could not push to hf://{repo_id}: {type(exc).__name__}: {first_line}") from None
     return str(url)
 
 

