@@ -40,13 +40,17 @@ def hash_split(key: str) -> str:
     return SPLIT_RATIOS[-1][0]
 
 
-def collect(shared: Path) -> list[dict]:
-    """One row per source image: where it is, its label, source, generator, pair and split."""
+def collect(shared: Path, faces_fraction: float = 1.0) -> list[dict]:
+    """One row per source image: where it is, its label, source, generator, pair and split.
+
+    `faces_fraction` keeps that share of each faces folder (the first files by name).
+    """
     faces = shared / "faces-ffhq128-vs-stylegan2"
     rows = []
     for folder, split_of in (("data", None), ("data_crossval", "test")):
         for label, sub in (("real", "real"), ("ai", "fake")):
-            for p in sorted((faces / folder / sub).iterdir()):
+            files = sorted((faces / folder / sub).iterdir())
+            for p in files[: round(len(files) * faces_fraction)]:
                 key = f"faces/{folder}/{p.stem}"
                 split = split_of or ("val" if hash_split(key) == "val" else "train")
                 rows.append(dict(path=p, label=label, source="ffhq" if label == "real" else "thispersondoesnotexist",
@@ -75,10 +79,10 @@ def save_neutralized(image: Image.Image, dest: Path) -> None:
     image.crop((0, 0, image.width, keep)).save(dest, "JPEG", quality=NEUTRAL.base_jpeg_quality)
 
 
-def step_neutralize(shared: Path, out: Path) -> pd.DataFrame:
+def step_neutralize(shared: Path, out: Path, faces_fraction: float = 1.0) -> pd.DataFrame:
     """Write every source image neutralized under `out/` and return the manifest rows."""
     records = []
-    for row in collect(shared):
+    for row in collect(shared, faces_fraction):
         image = load_image(row.pop("path")).image
         rel = Path(row["label"]) / (row["pair_id"] + ".jpg")
         save_neutralized(image, out / rel)
@@ -89,26 +93,38 @@ def step_neutralize(shared: Path, out: Path) -> pd.DataFrame:
 
 
 def step_reconstruct(out: Path, manifest: pd.DataFrame, weights: Path, device: str, scales: tuple[float, ...]) -> pd.DataFrame:
-    """Aligned fakes: each neutralized real through taef2 (optionally down-scaled first), neutralized again."""
+    """Aligned pairs: each neutralized real through taef2, at each scale, neutralized again.
+
+    At scales other than 1 the down-scaled real is kept too (as a real of its own source),
+    so that real and reconstruction differ only by the autoencoder's trace, never by scale.
+    """
     from fakescope.generate.taef2 import TAEF2
 
     model = TAEF2.from_dir(weights, device=device)
-    reals = manifest[(manifest["label"] == "real")]
+    reals = manifest[manifest["label"] == "real"]
     records = []
     for scale in scales:
+        tag = f"x{scale:g}"
         for _, row in reals.iterrows():
             image = Image.open(out / row["uri"]).convert("RGB")
             if scale != 1.0:
                 image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
             if min(image.size) < 64:
                 continue
-            recon = model.reconstruct([image])[0]
-            rel = Path("ai") / f"taef2-x{scale:g}" / (row["pair_id"] + ".jpg")
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            recon.save(out / rel, "JPEG", quality=NEUTRAL.base_jpeg_quality)
-            records.append({**row.to_dict(), "uri": str(rel), "label": "ai", "source": f"taef2-{row['source']}",
+            if scale != 1.0:
+                rel = Path("real") / tag / (row["pair_id"] + ".jpg")
+                _save_jpeg(image, out / rel)
+                records.append({**row.to_dict(), "uri": str(rel), "source": f"{row['source']}-{tag}"})
+            rel = Path("ai") / f"taef2-{tag}" / (row["pair_id"] + ".jpg")
+            _save_jpeg(model.reconstruct([image])[0], out / rel)
+            records.append({**row.to_dict(), "uri": str(rel), "label": "ai", "source": f"taef2-{row['source']}-{tag}",
                             "generator": "taef2"})
     return pd.concat([manifest, pd.DataFrame(records)], ignore_index=True)
+
+
+def _save_jpeg(image: Image.Image, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    image.save(dest, "JPEG", quality=NEUTRAL.base_jpeg_quality)
 
 
 def main() -> None:
@@ -118,16 +134,17 @@ def main() -> None:
     parser.add_argument("--taef2", type=Path, help="taef2 weights folder: run step 2 (aligned reconstructions)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--faces-fraction", type=float, default=1.0, help="share of the faces set to use")
     args = parser.parse_args()
     path = args.out / "manifest.csv"
     if args.shared:
-        manifest = step_neutralize(args.shared, args.out)
+        manifest = step_neutralize(args.shared, args.out, args.faces_fraction)
         manifest.to_csv(path, index=False)
         print(f"step 1: {len(manifest)} images neutralized into {args.out}")
     if args.taef2:
         manifest = step_reconstruct(args.out, pd.read_csv(path), args.taef2, args.device, tuple(args.scales))
         manifest.to_csv(path, index=False)
-        print(f"step 2: {int((manifest['generator'] == 'taef2').sum())} taef2 reconstructions")
+        print(f"step 2: {int((manifest['generator'] == 'taef2').sum())} taef2 reconstructions, {len(manifest)} rows")
 
 
 if __name__ == "__main__":
