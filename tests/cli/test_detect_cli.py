@@ -1,0 +1,168 @@
+"""`fakescope detect`: output formats, exit codes, inputs, options, and the installed command."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.cli.detect import CSV_FIELDS
+
+RECORD_FIELDS = {"path", "score", "label", "threshold", "model", "evidence", "width", "height", "format"}
+
+
+@pytest.fixture(scope="module")
+def images(image_factory, tmp_path_factory) -> Path:
+    """A folder: a.png, b.jpg, nested/c.webp (all fine)."""
+    folder = tmp_path_factory.mktemp("cli-images")
+    image_factory.file(folder / "a.png", "PNG", (96, 80), seed=1)
+    image_factory.file(folder / "b.jpg", "JPEG", (150, 130), seed=2)
+    image_factory.file(folder / "nested" / "c.webp", "WEBP", (70, 70), seed=3)
+    return folder
+
+
+def _detect(model_dir: Path, *args: str, stdin: str | None = None):
+    result = CliRunner().invoke(app, ["detect", "--model", str(model_dir), "--no-provenance", *args], input=stdin)
+    assert "Traceback" not in result.output
+    return result
+
+
+def _records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_jsonl_has_every_field_for_every_image(tiny_model_dir, images):
+    result = _detect(tiny_model_dir, "--format", "jsonl", str(images))
+    assert result.exit_code == 0, result.stderr
+    records = _records(result.stdout)
+    assert [Path(r["path"]).relative_to(images).as_posix() for r in records] == ["a.png", "b.jpg", "nested/c.webp"]
+    for record, (w, h, fmt) in zip(records, [(96, 80, "PNG"), (150, 130, "JPEG"), (70, 70, "WEBP")]):
+        assert RECORD_FIELDS <= set(record) and "error" not in record
+        assert (record["width"], record["height"], record["format"], record["model"]) == (w, h, fmt, "test-tiny")
+        assert 0 < record["score"] < 1 and record["label"] in {"ai", "real", "uncertain"}
+        assert record["threshold"] == 0.5
+        assert [e["kind"] for e in record["evidence"]] == ["pixel"]
+        assert set(record["evidence"][0]) >= {"kind", "score", "detail"}
+    assert result.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_csv_has_a_header_and_one_row_per_image(tiny_model_dir, images):
+    result = _detect(tiny_model_dir, "-f", "csv", str(images / "a.png"), str(images / "b.jpg"))
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert result.stdout.splitlines()[0] == ",".join(CSV_FIELDS)
+    assert [r["path"] for r in rows] == [str(images / "a.png"), str(images / "b.jpg")]
+    assert rows[1]["width"] == "150" and rows[1]["format"] == "JPEG" and rows[1]["error"] == ""
+    assert rows[0]["evidence"].startswith("pixel 0.") and 0 < float(rows[0]["score"]) < 1
+
+
+def test_table_is_the_default(tiny_model_dir, images):
+    result = _detect(tiny_model_dir, str(images / "a.png"))
+    assert result.exit_code == 0
+    for text in ("verdict", "P(ai)", "a.png", "pixel"):
+        assert text in result.stdout
+
+
+def test_corrupt_file_among_good_ones_gives_exit_1_and_an_error_record(tiny_model_dir, images, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(images, folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "empty.png").write_bytes(b"")
+    result = _detect(tiny_model_dir, "-f", "jsonl", str(folder))
+    assert result.exit_code == 1
+    records = {Path(r["path"]).name: r for r in _records(result.stdout)}
+    assert set(records) == {"a.png", "b.jpg", "broken.jpg", "empty.png", "c.webp"}
+    assert "corrupt or unsupported JPEG" in records["broken.jpg"]["error"]
+    assert records["empty.png"]["error"] == "empty file"
+    assert records["broken.jpg"]["score"] is None and records["broken.jpg"]["label"] is None
+    for name in ("a.png", "b.jpg", "c.webp"):
+        assert "error" not in records[name] and 0 < records[name]["score"] < 1
+
+
+def test_errors_show_in_the_table_too(tiny_model_dir, images, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    result = _detect(tiny_model_dir, str(images / "a.png"), str(tmp_path / "notes.txt"))
+    assert result.exit_code == 1
+    assert "error" in result.stdout and "not an image" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["{empty}"], "error: no input images found"),
+    (["{empty}/*.png"], "error: no input images found"),
+    (["--model", "{missing}/model", "{image}"], "error: model path not found"),
+    (["--model", "no-such-model", "{image}"], "error: unknown model 'no-such-model'"),
+    (["--model", "{model}", "--device", "tpu-please", "{image}"], "error: invalid device"),
+])
+def test_usage_errors_exit_2_with_one_line(tiny_model_dir, images, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    paths = {"empty": tmp_path / "empty", "missing": tmp_path / "missing", "image": images / "a.png",
+             "model": tiny_model_dir}
+    result = CliRunner().invoke(app, ["detect", *(a.format(**paths) for a in args)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(message)
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--format", "xml"], ["--threshold", "1.5"], ["--batch-size", "0"], []])
+def test_bad_options_exit_2_without_traceback(images, args):
+    result = CliRunner().invoke(app, ["detect", *args, str(images / "a.png")] if args else ["detect"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+def test_dash_reads_paths_from_stdin(tiny_model_dir, images):
+    stdin = f"{images / 'b.jpg'}\n{images / 'nested' / 'c.webp'}\n"
+    result = _detect(tiny_model_dir, "-f", "jsonl", "-", stdin=stdin)
+    assert result.exit_code == 0
+    assert [Path(r["path"]).name for r in _records(result.stdout)] == ["b.jpg", "c.webp"]
+
+
+def test_threshold_option_sets_the_threshold_and_the_labels(tiny_model_dir, images):
+    low = _records(_detect(tiny_model_dir, "-f", "jsonl", "--threshold", "0.05", str(images)).stdout)
+    high = _records(_detect(tiny_model_dir, "-f", "jsonl", "--threshold", "0.95", str(images)).stdout)
+    assert {r["threshold"] for r in low} == {0.05} and {r["label"] for r in low} == {"ai"}
+    assert {r["threshold"] for r in high} == {0.95} and {r["label"] for r in high} == {"real"}
+    assert [r["score"] for r in low] == [r["score"] for r in high]
+
+
+def test_batch_size_and_workers_do_not_change_records(tiny_model_dir, images):
+    a = _records(_detect(tiny_model_dir, "-f", "jsonl", "-b", "1", "-j", "0", str(images)).stdout)
+    b = _records(_detect(tiny_model_dir, "-f", "jsonl", "--batch-size", "64", "--workers", "3", str(images)).stdout)
+    assert [r["path"] for r in a] == [r["path"] for r in b]
+    assert [r["score"] for r in a] == pytest.approx([r["score"] for r in b], abs=1e-5)
+
+
+def test_provenance_is_on_by_default(tiny_model_dir, images):
+    result = CliRunner().invoke(app, ["detect", "--model", str(tiny_model_dir), "-f", "jsonl", str(images / "a.png")])
+    assert result.exit_code == 0
+    kinds = [e["kind"] for e in _records(result.stdout)[0]["evidence"]]
+    assert kinds[0] == "pixel" and "c2pa" in kinds
+
+
+def test_installed_command_reports_a_corrupt_file_without_traceback(tiny_model_dir, images, tmp_path):
+    script = Path(sys.executable).with_name("fakescope")
+    if not script.exists():
+        pytest.skip("the fakescope console script is not installed in this environment")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(script), "detect", "--model", str(tiny_model_dir), "--no-provenance", "--device", "cpu", "-f", "jsonl",
+         str(images / "a.png"), str(broken)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr == ""
+    records = _records(proc.stdout)
+    assert [Path(r["path"]).name for r in records] == ["a.png", "broken.png"]
+    assert "error" not in records[0] and "corrupt or unsupported PNG" in records[1]["error"]

@@ -1,0 +1,43 @@
+"""`fakescope models list` and `fakescope models info`."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.models import DEFAULT_MODEL, list_models
+
+
+def test_models_list_shows_bundled_models_and_every_architecture():
+    result = CliRunner().invoke(app, ["models", "list"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "bundled models:" and lines[1].strip() == DEFAULT_MODEL
+    listed = lines[lines.index("architectures:") + 1:]
+    assert [line.split()[0] for line in listed] == list_models()
+    assert any(line.split()[0] == "efficientnet_lite0" and "EfficientNet-Lite0" in line for line in listed)
+
+
+def test_models_info_prints_the_bundled_config_by_default():
+    result = CliRunner().invoke(app, ["models", "info"])
+    assert result.exit_code == 0
+    info = json.loads(result.stdout)
+    assert info["name"] == DEFAULT_MODEL and info["architecture"] == "efficientnet_lite0"
+    assert info["location"].endswith(DEFAULT_MODEL)
+    assert {"input", "calibration", "threshold", "band", "weights_sha256", "training", "metrics"} <= set(info)
+
+
+def test_models_info_on_a_path(tiny_model_dir):
+    result = CliRunner().invoke(app, ["models", "info", str(tiny_model_dir)])
+    assert result.exit_code == 0
+    info = json.loads(result.stdout)
+    assert (info["name"], info["location"], info["input"]["crop_size"]) == ("test-tiny", str(tiny_model_dir), 64)
+
+
+def test_models_info_unknown_model_is_one_clean_line():
+    result = CliRunner().invoke(app, ["models", "info", "fakescope-defualt"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: unknown model 'fakescope-defualt'; did you mean fakescope-default?"
+    assert "Traceback" not in result.output

@@ -1,0 +1,191 @@
+"""`Detector`: every input kind, batches, failures, options, result records, and the bundled model."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fakescope.detection import Detection
+from fakescope.detector import Detector
+from fakescope.errors import FakescopeError
+from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE
+
+CLI_FIELDS = {"path", "score", "label", "threshold", "model", "evidence", "width", "height", "format"}
+SIZES = [(96, 80), (150, 130), (64, 64), (200, 90), (40, 120)]  # whole, 2x2 tiles, whole, 2 tiles, whole
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_model_dir) -> Detector:
+    return Detector.load(tiny_model_dir, device="cpu", provenance=False)
+
+
+@pytest.fixture(scope="module")
+def image_files(image_factory, tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("detector-images")
+    formats = ["PNG", "JPEG", "WEBP", "PNG", "BMP"]
+    return [str(image_factory.file(folder / f"img{i}.{fmt.lower()}", fmt, size, seed=i))
+            for i, (fmt, size) in enumerate(zip(formats, SIZES))]
+
+
+def test_every_input_kind_gives_the_same_score(detector, image_factory, tmp_path):
+    pil = image_factory.pil((150, 130), seed=4)
+    data = image_factory.encode(pil, "PNG")
+    path = tmp_path / "same.png"
+    path.write_bytes(data)
+    results = [detector.predict(x) for x in (str(path), path, data, pil, np.asarray(pil))]
+    assert all(isinstance(r, Detection) and r.ok for r in results)
+    assert len({r.probability for r in results}) == 1
+    assert [r.format for r in results] == ["PNG", "PNG", "PNG", "PIL", "array"]
+    assert [r.source for r in results[:4]] == [str(path), str(path), "<bytes #0>", "<Image #0>"]
+    assert detector(str(path)).probability == results[0].probability  # __call__ is predict
+
+
+def test_list_in_list_out_in_order(detector, image_files):
+    results = detector.predict(image_files)
+    assert isinstance(results, list) and [r.source for r in results] == image_files
+    assert [(r.width, r.height) for r in results] == SIZES
+    singles = [detector.predict(p).probability for p in image_files]
+    assert [r.probability for r in results] == pytest.approx(singles, abs=1e-6)
+    assert len({round(r.probability, 6) for r in results}) == len(results)  # distinct images, distinct scores
+
+
+def test_generators_are_consumed(detector, image_files):
+    results = detector.predict(p for p in image_files[:2])
+    assert [r.source for r in results] == image_files[:2]
+
+
+def test_bad_inputs_become_error_records_and_the_batch_goes_on(detector, image_files, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    inputs = [image_files[0], str(broken), b"random bytes", str(tmp_path / "absent.png"), image_files[1],
+              np.zeros((8, 8), np.uint8)]
+    results = detector.predict(inputs)
+    assert [r.ok for r in results] == [True, False, False, False, True, False]
+    assert "corrupt or unsupported JPEG" in results[1].error
+    assert "not an image" in results[2].error
+    assert "no such file" in results[3].error
+    assert "too small" in results[5].error
+    for failed in results[1:4]:
+        assert (failed.probability, failed.verdict, failed.model) == (None, None, "test-tiny")
+        assert failed.to_dict()["error"] == failed.error
+    assert results[4].probability == pytest.approx(detector.predict(image_files[1]).probability, abs=1e-6)
+
+
+def test_decoding_workers_do_not_change_results(tiny_model_dir, image_files):
+    inline = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=0).predict(image_files)
+    threaded = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2, batch_size=2).predict(image_files)
+    assert [r.to_dict() for r in threaded] == [r.to_dict() for r in inline]
+
+
+def test_batch_size_does_not_change_scores(tiny_model_dir, image_files):
+    one = Detector.load(tiny_model_dir, device="cpu", provenance=False, batch_size=1).predict(image_files)
+    many = Detector.load(tiny_model_dir, device="cpu", provenance=False, batch_size=32).predict(image_files)
+    assert np.allclose([r.probability for r in one], [r.probability for r in many], atol=1e-5, rtol=0)
+
+
+def test_threshold_override_moves_the_uncertain_band(tiny_model_dir, image_files):
+    default = Detector.load(tiny_model_dir, device="cpu", provenance=False)
+    assert (default.threshold, default.band) == (0.5, (0.35, 0.65))
+    strict = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.9)
+    lenient = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.1)
+    assert strict.band == pytest.approx((0.75, 1.0)) and lenient.band == pytest.approx((0.0, 0.25))
+    for d, expected in ((strict, "real"), (lenient, "ai")):
+        for r in d.predict(image_files):
+            assert 0.25 <= r.probability < 0.75  # a random tiny model stays near 0.5
+            assert (r.verdict, r.threshold) == (expected, d.threshold)
+            assert r.to_dict()["threshold"] == d.threshold
+
+
+def test_verdict_follows_the_band(detector, image_files):
+    lower, upper = detector.band
+    for r in detector.predict(image_files):
+        expected = "ai" if r.probability >= upper else "real" if r.probability < lower else "uncertain"
+        assert r.verdict == expected
+
+
+def test_to_dict_has_every_cli_field(detector, image_files):
+    record = detector.predict(image_files[1]).to_dict()
+    assert CLI_FIELDS <= set(record)
+    assert record["path"] == image_files[1] and record["model"] == "test-tiny"
+    assert (record["width"], record["height"], record["format"]) == (150, 130, "JPEG")
+    assert 0 < record["score"] < 1 and record["label"] in {"ai", "real", "uncertain"}
+    assert "error" not in record
+    for evidence in record["evidence"]:
+        assert {"kind", "score", "detail"} <= set(evidence)
+
+
+def test_without_provenance_only_pixel_evidence(detector, image_files):
+    result = detector.predict(image_files[1])
+    assert [e.kind for e in result.evidence] == ["pixel"]
+    assert result.decided_by == "pixel"
+    assert result.probability == pytest.approx(result.evidence[0].score)
+    assert "4 tile(s)" in result.evidence[0].detail
+
+
+def test_with_provenance_the_pixel_evidence_comes_first(tiny_model_dir, image_files):
+    result = Detector.load(tiny_model_dir, device="cpu", provenance=True).predict(image_files[0])
+    kinds = [e.kind for e in result.evidence]
+    assert kinds[0] == "pixel" and len(kinds) > 1 and "c2pa" in kinds
+    assert result.decided_by == "pixel"  # a generated PNG carries no provenance
+
+
+def test_heatmap_matches_the_image(detector, image_files):
+    result = detector.predict(image_files[1], heatmap=True)
+    assert result.heatmap.shape == (130, 150)
+    assert 0.0 <= result.heatmap.min() <= result.heatmap.max() <= 1.0
+    assert np.array_equal(detector.explain(image_files[1]), result.heatmap)
+    assert detector.predict(image_files[1]).heatmap is None
+
+
+def test_unusable_device_is_a_clean_error(tiny_model_dir):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(FakescopeError, match="no CUDA device"):
+        Detector.load(tiny_model_dir, device="cuda")
+    with pytest.raises(FakescopeError, match="invalid device"):
+        Detector.load(tiny_model_dir, device="tpu-please")
+
+
+# -- the bundled model ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Detector:
+    return Detector.load(device="cpu", provenance=False)
+
+
+def test_bundled_model_scores_are_valid_and_deterministic(bundled, image_factory):
+    rng = np.random.default_rng(11)
+    fixtures = [
+        image_factory.bytes("PNG", (300, 250), seed=1),  # 3x3 tiles
+        image_factory.bytes("JPEG", (200, 160), seed=2, quality=85),  # 2x2 tiles
+        image_factory.encode(image_factory.pil((64, 64), seed=3), "WEBP"),  # smaller than a tile
+        rng.integers(0, 256, (128, 128, 3), dtype=np.uint8),  # pure noise
+    ]
+    first = bundled.predict(fixtures)
+    second = bundled.predict(fixtures)
+    scores = [r.probability for r in first]
+    assert all(r.ok and r.model == DEFAULT_MODEL for r in first)
+    assert all(math.isfinite(p) and 0.0 < p < 1.0 for p in scores)
+    assert scores == [r.probability for r in second]
+    assert np.std(scores) > 1e-4  # it reacts to the content
+    assert "9 tile(s)" in first[0].evidence[0].detail and "1 tile(s)" in first[2].evidence[0].detail
+
+
+def test_bundled_config_is_sane(bundled):
+    config = bundled.model.config
+    assert (config.name, config.architecture) == (DEFAULT_MODEL, "efficientnet_lite0")
+    assert (config.input.crop_size, config.input.grid) == (112, 3)
+    assert config.calibration.method in {"temperature", "isotonic"}
+    if config.calibration.method == "temperature":
+        assert 0.2 <= config.calibration.temperature <= 5.0 and abs(config.calibration.bias) < 2.0
+    lower, upper = config.band
+    assert 0.05 <= lower <= config.threshold <= upper <= 0.95 and upper - lower <= 0.6
+    weights = BUNDLED_DIR / DEFAULT_MODEL / WEIGHTS_FILE
+    assert config.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+    auc = config.metrics["test"]["overall"]["auc"]
+    assert 0.5 < auc <= 1.0
