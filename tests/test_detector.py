@@ -28,7 +28,7 @@ def image_files(image_factory, tmp_path_factory) -> list[str]:
     folder = tmp_path_factory.mktemp("detector-images")
     formats = ["PNG", "JPEG", "WEBP", "PNG", "BMP"]
     return [str(image_factory.file(folder / f"img{i}.{fmt.lower()}", fmt, size, seed=i))
-            for i, (fmt, size) in enumerate(zip(formats, SIZES))]
+            for i, (fmt, size) in enumerate(zip(formats, SIZES, strict=True))]
 
 
 def test_every_input_kind_gives_the_same_score(detector, image_factory, tmp_path):
@@ -76,8 +76,9 @@ def test_bad_inputs_become_error_records_and_the_batch_goes_on(detector, image_f
 
 
 def test_decoding_workers_do_not_change_results(tiny_model_dir, image_files):
-    inline = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=0).predict(image_files)
-    threaded = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2, batch_size=2).predict(image_files)
+    inline = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=0)
+    threaded = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2, batch_size=2)
+    inline, threaded = inline.predict(image_files), threaded.predict(image_files)
     assert [r.to_dict() for r in threaded] == [r.to_dict() for r in inline]
 
 

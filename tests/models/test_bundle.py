@@ -45,7 +45,8 @@ def test_folder_round_trip_gives_identical_outputs(tiny_model_dir, reference_log
     loaded = load_model(tiny_model_dir)
     assert not loaded.network.training
     assert loaded.location == str(tiny_model_dir)
-    assert (loaded.config.name, loaded.config.architecture, loaded.config.input.crop_size) == ("test-tiny", "test_tiny", 64)
+    config = loaded.config
+    assert (config.name, config.architecture, config.input.crop_size) == ("test-tiny", "test_tiny", 64)
     assert loaded.config.calibration.temperature == 0.5
     torch.manual_seed(0)
     again = create_model("test_tiny").eval()

@@ -111,7 +111,8 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_file(path_or_fileobj=weights, path_in_repo=WEIGHTS_FILE, repo_id=repo_id)
-        api.upload_file(path_or_fileobj=json.dumps(config.to_dict(), indent=2).encode(), path_in_repo=CONFIG_FILE, repo_id=repo_id)
+        config_json = json.dumps(config.to_dict(), indent=2).encode()
+        api.upload_file(path_or_fileobj=config_json, path_in_repo=CONFIG_FILE, repo_id=repo_id)
         api.upload_file(path_or_fileobj=(front + readme).encode(), path_in_repo="README.md", repo_id=repo_id)
     except Exception as exc:  # HTTP, auth and connection errors come from several libraries
         first_line = str(exc).partition("\n")[0]
