@@ -27,10 +27,12 @@ class Tiles:
 
 
 def tile_positions(length: int, crop: int, grid: int) -> list[int]:
-    """Evenly spread start offsets of at most `grid` crops along one axis of `length` pixels."""
+    """Evenly spread start offsets of at most `grid` crops along one axis of `length` pixels (one crop: centred)."""
     if length <= crop:
         return [0]
     n = min(grid, -(-length // crop))
+    if n == 1:
+        return [(length - crop) // 2]
     return sorted({round(i * (length - crop) / max(n - 1, 1)) for i in range(n)})
 
 
