@@ -1,0 +1,50 @@
+"""The shortcut-neutralizing pipeline: same steps for both classes, native-resolution crops."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from PIL import Image
+
+from fakescope.train import AugmentConfig, augment, neutralize
+from fakescope.train.augment import random_crop
+
+
+def _noise(w: int, h: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_neutralize_crops_the_bottom_strip_and_jpeg_encodes():
+    image = _noise(200, 100)
+    out = neutralize(image, AugmentConfig(bottom_crop=0.1, base_jpeg_quality=75))
+    assert out.size == (200, 90)
+    assert not np.array_equal(np.asarray(out), np.asarray(image)[:90])  # JPEG changed the pixels
+
+
+def test_neutralize_off_is_the_identity():
+    image = _noise(64, 64)
+    out = neutralize(image, AugmentConfig(bottom_crop=0.0, base_jpeg_quality=None))
+    assert np.array_equal(np.asarray(out), np.asarray(image))
+
+
+def test_augment_gives_one_tile_of_the_crop_size_and_is_seeded():
+    image = _noise(300, 200)
+    cfg = AugmentConfig(resize_prob=1.0, blur_prob=1.0, noise_prob=1.0, jpeg_prob=1.0)
+    a = augment(image, cfg, 112, random.Random(3))
+    b = augment(image, cfg, 112, random.Random(3))
+    assert a.size == (112, 112)
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_downscaling_never_goes_below_one_tile():
+    image = _noise(120, 120)
+    cfg = AugmentConfig(bottom_crop=0.0, resize_prob=1.0, resize_scale=(0.1, 0.2), blur_prob=0, noise_prob=0, jpeg_prob=0)
+    assert augment(image, cfg, 112, random.Random(0)).size == (112, 112)
+
+
+def test_small_images_are_reflect_padded_not_resized():
+    image = _noise(50, 40)
+    tile = random_crop(image, 64, random.Random(0))
+    assert tile.size == (64, 64)
+    assert np.array_equal(np.asarray(tile)[:40, :50], np.asarray(image))
