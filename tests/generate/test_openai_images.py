@@ -90,7 +90,8 @@ def test_generate_reads_prompts_and_posts_json(server, tmp_path):
     config = OpenAIImagesConfig(mode="generate", model="dall-e-3", size="1024x1024", quality="hd")
     report = run_openai(str(prompts), str(tmp_path / "out"), config, client=make_client(max_retries=0))
     assert report.done == 2 and server.counts[("generations", 200)] == 2
-    assert [r["prompt"] for r in server.requests] == ["a red fox in snow", "a lighthouse at dusk"]
+    # requests run concurrently, so their order is not fixed
+    assert sorted(r["prompt"] for r in server.requests) == ["a lighthouse at dusk", "a red fox in snow"]
     assert all(r["quality"] == "hd" and r["n"] == 1 for r in server.requests)
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
     assert sorted(manifest["source"]) == [f"{prompts}#L1", f"{prompts}#L3"]
