@@ -15,18 +15,8 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "fake
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from explain_helpers import ARTEFACT, TRAIN_SIDE, plant, smooth_field
 from PIL import Image
-
-
-@pytest.fixture
-def one_thread():
-    """Torch on one thread: on a shared 2-core machine two threads run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -58,12 +48,7 @@ def planted_model(planted_manifest: pd.DataFrame, tmp_path_factory: pytest.TempP
     cfg = TrainConfig(manifest="planted", out=str(out), name="planted-checker", architecture="test_tiny", pretrained=False,
                       epochs=5, samples_per_epoch=320, batch_size=32, lr=3e-3, num_workers=0, device="cpu", amp=False,
                       patience=10, augment=off)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        saved = train(cfg, planted_manifest, progress=False)
-    finally:
-        torch.set_num_threads(before)
+    saved = train(cfg, planted_manifest, progress=False)  # one torch thread: set for the session in tests/conftest.py
     assert saved.metrics["val"]["auc"] > 0.95, saved.metrics["val"]
     return load_model(out / "model")
 

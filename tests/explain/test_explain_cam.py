@@ -28,7 +28,7 @@ def peak_and_contrast(heat: np.ndarray, centre: tuple[int, int]) -> tuple[float,
 
 
 @pytest.mark.parametrize("method, tiled", [("gradcam", False), ("gradcam++", False), ("cam", False), ("gradcam", True)])
-def test_heatmap_peaks_at_the_planted_artefact(planted_model, one_thread, method, tiled):
+def test_heatmap_peaks_at_the_planted_artefact(planted_model, method, tiled):
     distances, contrasts = [], []
     for seed in range(5000, 5012):
         image, centre = planted_image(seed, SIDE)
@@ -43,14 +43,14 @@ def test_heatmap_peaks_at_the_planted_artefact(planted_model, one_thread, method
     assert np.median(contrasts) > 3.0, f"{method}: heat near the artefact / elsewhere: {contrasts}"
 
 
-def test_the_model_scores_the_artefact(planted_model, one_thread):
+def test_the_model_scores_the_artefact(planted_model):
     detector = Detector(planted_model, provenance=False)  # on one 64 px tile, the model's crop size
     planted = [detector.predict(planted_image(seed, 64)[0]).probability for seed in range(5000, 5008)]
     plain = [detector.predict(Image.fromarray(smooth_field(seed, 64))).probability for seed in range(7000, 7008)]
     assert min(planted) > max(plain), (planted, plain)
 
 
-def test_detector_explain_dispatches_and_keeps_tiles_default(planted_model, one_thread, tmp_path):
+def test_detector_explain_dispatches_and_keeps_tiles_default(planted_model, tmp_path):
     image, _ = planted_image(5003, SIDE)
     path = tmp_path / "planted.png"
     image.save(path)
@@ -64,7 +64,7 @@ def test_detector_explain_dispatches_and_keeps_tiles_default(planted_model, one_
         detector.explain(image, method="saliency")
 
 
-def test_cam_needs_a_pooling_linear_head_but_gradcam_does_not(one_thread):
+def test_cam_needs_a_pooling_linear_head_but_gradcam_does_not():
     torch_config = ModelConfig(name="max-pool", architecture="test_tiny")
     network = create_model("test_tiny", global_pool="max").eval()
     model = LoadedModel(network, torch_config, "memory")
@@ -77,7 +77,7 @@ def test_cam_needs_a_pooling_linear_head_but_gradcam_does_not(one_thread):
 
 @pytest.mark.parametrize("architecture, expected", [("test_tiny", "backbone.bn2"), ("npr_resnet18", "backbone.layer4"),
                                                     ("mobilenet_v2", "backbone.bn2")])
-def test_feature_layer_is_the_last_block_of_any_timm_backbone(architecture, expected, one_thread):
+def test_feature_layer_is_the_last_block_of_any_timm_backbone(architecture, expected):
     import torch
 
     network = create_model(architecture).eval()
@@ -85,7 +85,7 @@ def test_feature_layer_is_the_last_block_of_any_timm_backbone(architecture, expe
     assert dict(network.named_modules())[expected] is layer
 
 
-def test_overlay_is_a_png_of_the_image_with_its_caption(planted_model, one_thread):
+def test_overlay_is_a_png_of_the_image_with_its_caption(planted_model):
     image, _ = planted_image(5001, SIDE)
     png = overlay_png(image, class_activation_map(planted_model, image), "P(ai) = 0.99 (ai)")
     picture = Image.open(io.BytesIO(png))

@@ -26,7 +26,7 @@ def images(tmp_path):
     return paths
 
 
-def test_explain_writes_an_overlay_per_image_and_method(model_dir, images, tmp_path, one_thread):
+def test_explain_writes_an_overlay_per_image_and_method(model_dir, images, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["explain", *images, "--model", model_dir, "--out", str(out),
                                       "--method", "tiles", "--method", "gradcam++"])
@@ -37,7 +37,7 @@ def test_explain_writes_an_overlay_per_image_and_method(model_dir, images, tmp_p
     assert all(Image.open(p).format == "PNG" for p in written)
 
 
-def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_path, one_thread):
+def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     result = CliRunner().invoke(app, ["explain", str(broken), images[0], "--model", model_dir,
@@ -53,7 +53,7 @@ def test_explain_rejects_an_unknown_method(model_dir, images, tmp_path):
 
 
 @pytest.mark.slow  # UMAP's first fit compiles with numba
-def test_embed_writes_features_and_plots(model_dir, planted_manifest, tmp_path, one_thread):
+def test_embed_writes_features_and_plots(model_dir, planted_manifest, tmp_path):
     from fakescope.data import write_manifest
 
     rows = planted_manifest[planted_manifest["split"] == "val"].assign(
