@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image
 
 from fakescope.io.image import load_image
-from fakescope.train.augment import AugmentConfig, neutralize
+from fakescope.train.augment import AugmentConfig
 
 NEUTRAL = AugmentConfig()  # bottom_crop=0.06, base_jpeg_quality=75
 SPLIT_RATIOS = (("train", 0.7), ("val", 0.1), ("test", 0.2))

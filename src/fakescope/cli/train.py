@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import BatchSizeOpt, DeviceOpt, SeedOpt
 
 
 def train(
