@@ -78,3 +78,14 @@ def test_installed_command_lists_both_verbs():
     done = subprocess.run(["fakescope", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     assert "evaluate-logo" in done.stdout and "evaluate " in done.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_with_explanation_figures_in_the_report(small_manifest, tmp_path):
+    result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path), "--split", "all",
+                                 "--no-robustness", "--bootstrap", "0", "--no-provenance", "--explain", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    figures = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert any(name.startswith("umap") for name in figures)
+    html = (tmp_path / "report.html").read_text()
+    assert "UMAP" in html and html.count("data:image/png;base64,") >= len(figures)

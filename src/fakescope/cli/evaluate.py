@@ -25,6 +25,8 @@ def evaluate(
     attributes: Annotated[str | None, typer.Option(
         help="Comma-separated attribute columns to slice by (default: all low-cardinality extras).")] = None,
     figure: Annotated[list[str] | None, typer.Option(help="Extra figure for the report as TITLE=PNG_PATH; repeatable.")] = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain/--no-explain", help="Add UMAP, mosaic and Grad-CAM figures (fakescope.explain) to the report.")] = False,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 32,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = False,
@@ -37,7 +39,15 @@ def evaluate(
 
     with clean_errors():
         extras = [_figure_pair(f) for f in figure or []]
-        report = run(model, read_rows(manifest), split, robustness=robustness, perturbations=_names(perturbations),
+        rows = read_rows(manifest)
+        if explain:
+            from pathlib import Path
+
+            from fakescope.explain import report_figures
+
+            scored = rows if split == "all" else rows[rows["split"] == split]
+            extras += report_figures(model, scored.reset_index(drop=True), Path(out) / "figures")
+        report = run(model, rows, split, robustness=robustness, perturbations=_names(perturbations),
                      bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=_names(attributes),
                      device=device, batch_size=batch_size, progress=progress)
         try:
