@@ -220,7 +220,7 @@ def _with_runtime(model: LoadedModel, runtime: str, device: torch.device) -> Loa
         raise ConfigError(f"unknown runtime {runtime!r}; use torch or onnx")
     if device.type != "cpu":
         raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
-    from fakescope.scale.onnx import onnx_network
+    from fakescope.models.onnx import onnx_network
 
     return replace(model, network=onnx_network(model))
 

@@ -14,7 +14,7 @@ from fakescope.errors import ConfigError
 from fakescope.models import create_model, load_model
 from fakescope.models.bundle import LoadedModel
 from fakescope.models.config import InputPolicy, ModelConfig
-from fakescope.scale.onnx import OnnxNetwork, cache_dir, export_onnx, onnx_network
+from fakescope.models.onnx import OnnxNetwork, cache_dir, export_onnx, onnx_network
 from fakescope.scale.scan import scan_sources
 
 

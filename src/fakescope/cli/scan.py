@@ -66,7 +66,7 @@ def export(
     import torch
 
     from fakescope.models import load_model
-    from fakescope.scale.onnx import OnnxNetwork, export_onnx
+    from fakescope.models.onnx import OnnxNetwork, export_onnx
 
     with clean_errors():
         loaded = load_model(model)

@@ -1,0 +1,5 @@
+"""Scale: resumable Parquet scans of many images, in one process or on Ray."""
+
+from fakescope.scale.scan import ScanSummary, scan, scan_sources
+
+__all__ = ["ScanSummary", "scan", "scan_sources"]
