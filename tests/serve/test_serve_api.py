@@ -113,7 +113,7 @@ def test_concurrent_requests_share_model_calls(server, auth, flat_png):
     with ThreadPoolExecutor(12) as pool:
         scores = list(pool.map(one, range(12)))
     after = httpx.get(f"{server.url}/healthz").json()["batching"]
-    assert len(set(scores)) == 1
+    assert max(scores) - min(scores) < 1e-5  # batching changes float summation order only
     assert after["items"] - before["items"] == 12
     assert after["calls"] - before["calls"] < 12 and after["largest_batch"] >= 2
 
