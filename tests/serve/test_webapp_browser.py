@@ -11,7 +11,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -48,7 +47,7 @@ def streamlit_log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(images_api, streamlit_log, tmp_path_factory):
-    from fakescope.serve import WEBAPP_PATH
+    from fakescope.serve import webapp_command
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,8 +56,7 @@ def app_url(images_api, streamlit_log, tmp_path_factory):
            "FAKESCOPE_DATASET_DIR": str(tmp_path_factory.mktemp("dataset"))}
     env.pop("OPENAI_API_KEY", None)
     log = streamlit_log
-    command = [sys.executable, "-m", "streamlit", "run", str(WEBAPP_PATH), "--server.address", "127.0.0.1",
-               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    command = webapp_command("127.0.0.1", port)
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
     url = f"http://127.0.0.1:{port}"

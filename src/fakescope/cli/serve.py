@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -48,10 +47,9 @@ def app(
 ) -> None:
     """Open the web app (Streamlit): detector, generator and report pages."""
     with clean_errors():
-        from fakescope.serve import WEBAPP_PATH
+        from fakescope.serve import webapp_command
 
-        command = [sys.executable, "-m", "streamlit", "run", str(WEBAPP_PATH), "--server.address", host,
-                   "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+        command = webapp_command(host, port)
         env = {**os.environ, "FAKESCOPE_DEVICE": device, **({"FAKESCOPE_MODEL": model} if model else {})}
         raise typer.Exit(subprocess.call(command, env=env))
 

@@ -4,9 +4,10 @@
 - `MicroBatcher`: gathers concurrent requests into batched `Detector.predict` calls.
 - `heatmap_overlay`, `heatmap_image`: render `Detector.explain` heatmaps.
 - `generate_from_upload`, `save_pair`, `openai_client`: generation from one upload, for the API and the app.
-- `WEBAPP_PATH`: the Streamlit script `fakescope app` runs.
+- `WEBAPP_PATH`, `webapp_command`: the Streamlit script `fakescope app` runs, and how it is started.
 """
 
+import sys
 from pathlib import Path
 
 from fakescope.serve.app import create_app
@@ -17,7 +18,15 @@ from fakescope.serve.overlay import heatmap_image, heatmap_overlay
 
 WEBAPP_PATH = Path(__file__).with_name("webapp.py")
 
+
+def webapp_command(host: str, port: int) -> list[str]:
+    """The command line that serves the web app headless on host:port (no telemetry, minimal toolbar)."""
+    return [sys.executable, "-m", "streamlit", "run", str(WEBAPP_PATH), "--server.address", host,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal"]
+
+
 __all__ = [
-    "WEBAPP_PATH", "MicroBatcher", "ServeConfig", "create_app", "generate_from_upload",
+    "WEBAPP_PATH", "MicroBatcher", "webapp_command", "ServeConfig", "create_app", "generate_from_upload",
     "heatmap_image", "heatmap_overlay", "openai_client", "save_pair",
 ]
