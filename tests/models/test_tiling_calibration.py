@@ -43,10 +43,21 @@ def test_tiles_cover_the_whole_image_at_native_resolution():
     assert covered.all()
 
 
-@pytest.mark.parametrize("size", [(80, 300), (300, 80), (64, 64)])
-def test_images_smaller_than_a_tile_are_fed_whole(size):
+@pytest.mark.parametrize(("size", "tiles_shape"), [((80, 300), (3, 3, 112, 112)), ((300, 80), (3, 3, 112, 112)),
+                                                   ((64, 64), (1, 3, 112, 112))])
+def test_images_smaller_than_a_tile_are_upscaled_to_fill_one(size, tiles_shape):
     w, h = size
     tiles = make_tiles(Image.new("RGB", (w, h), (255, 0, 0)), InputPolicy(crop_size=112, grid=3))
+    assert tiles.pixels.shape == tiles_shape
+    assert tiles.image_size == (h, w) and tiles.scale == pytest.approx(112 / min(w, h))
+    heatmap = tile_heatmap(tiles, np.full(len(tiles.pixels), 0.75))
+    assert heatmap.shape == (h, w) and np.allclose(heatmap, 0.75)
+
+
+@pytest.mark.parametrize("size", [(80, 300), (300, 80), (64, 64)])
+def test_images_smaller_than_a_tile_are_fed_whole_when_the_policy_says_so(size):
+    w, h = size
+    tiles = make_tiles(Image.new("RGB", (w, h), (255, 0, 0)), InputPolicy(crop_size=112, grid=3, upscale_small=False))
     assert tiles.pixels.shape == (1, 3, h, w)
     assert tiles.boxes == ((0, 0),)
     assert tiles.pixels[0, 0].min() == 1.0 and tiles.pixels[0, 1:].max() == 0.0

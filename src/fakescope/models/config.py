@@ -20,11 +20,13 @@ class InputPolicy:
 
     Images are cut into `crop_size` tiles at native resolution, at most `grid` x `grid` of
     them spread evenly over the image; the image's logit is the mean of its tiles' logits.
-    An image smaller than a tile is fed whole (the networks are fully convolutional).
+    An image with a side shorter than a tile is upscaled until it fills one (`upscale_small`),
+    or else fed whole (the networks are fully convolutional).
     """
 
     crop_size: int = 112
     grid: int = 3
+    upscale_small: bool = True
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 

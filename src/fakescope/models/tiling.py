@@ -3,7 +3,11 @@
 Resizing an image before a detector sees it smooths away the up-sampling and spectral
 traces generators leave, so fakescope never resizes: it cuts tiles of the model's crop
 size at native resolution, spread evenly over the image (at most grid x grid), scores
-each tile and averages their logits. Small images are scored whole.
+each tile and averages their logits. The one exception is an image with a side shorter than a
+tile: it has little trace left to keep, and a network trained on tiles misjudges a smaller input
+(measured: AUC 0.66 fed whole, 0.95 upscaled, on test images halved in size), so it is upscaled
+(bicubic) until its short side fills a tile, unless the policy says `upscale_small=False`, in
+which case it is scored whole.
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ from fakescope.models.config import InputPolicy
 
 @dataclass(frozen=True)
 class Tiles:
-    """The tiles of one image: a (T, 3, h, w) float tensor and each tile's (top, left) corner."""
+    """The tiles of one image: a (T, 3, h, w) float tensor and each tile's (top, left) corner.
+
+    `image_size` is the original (height, width); `scale` > 1 when a small image was upscaled
+    before tiling, and boxes are then in upscaled pixels.
+    """
 
     pixels: torch.Tensor
     boxes: tuple[tuple[int, int], ...]
     image_size: tuple[int, int]
+    scale: float = 1.0
 
 
 def tile_positions(length: int, crop: int, grid: int) -> list[int]:
@@ -50,19 +59,27 @@ def normalize(x: torch.Tensor, policy: InputPolicy) -> torch.Tensor:
 
 def make_tiles(image: Image.Image, policy: InputPolicy) -> Tiles:
     """Cut an RGB image into its tiles (un-normalised, in [0, 1])."""
+    w, h = image.size
+    c, scale = policy.crop_size, 1.0
+    if min(h, w) < c and policy.upscale_small:
+        scale = c / min(h, w)
+        image = image.resize((max(c, round(w * scale)), max(c, round(h * scale))), Image.BICUBIC)
     x = to_tensor(image)
-    h, w = x.shape[1:]
-    c = policy.crop_size
-    if h < c or w < c:  # too small to tile: the whole image, once
+    sh, sw = x.shape[1:]
+    if sh < c or sw < c:  # too small to tile: the whole image, once
         return Tiles(x.unsqueeze(0), ((0, 0),), (h, w))
-    boxes = tuple((t, l) for t in tile_positions(h, c, policy.grid) for l in tile_positions(w, c, policy.grid))
+    boxes = tuple((t, l) for t in tile_positions(sh, c, policy.grid) for l in tile_positions(sw, c, policy.grid))
     pixels = torch.stack([x[:, t:t + c, l:l + c] for t, l in boxes])
-    return Tiles(pixels, boxes, (h, w))
+    return Tiles(pixels, boxes, (h, w), scale)
 
 
 def tile_heatmap(tiles: Tiles, tile_probs: np.ndarray) -> np.ndarray:
     """Paint each tile's probability over the image area it covers (mean where tiles overlap)."""
     h, w = tiles.image_size
+    if tiles.scale != 1.0:  # paint at the upscaled size, then bring the map back to the image's
+        upscaled = Tiles(tiles.pixels, tiles.boxes, (round(h * tiles.scale), round(w * tiles.scale)))
+        painted = Image.fromarray(tile_heatmap(upscaled, tile_probs), mode="F").resize((w, h), Image.BILINEAR)
+        return np.asarray(painted, dtype=np.float32)
     total = np.zeros((h, w), np.float32)
     count = np.zeros((h, w), np.float32)
     bh, bw = tiles.pixels.shape[-2:]

@@ -58,7 +58,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         cfg.to_yaml(out / "train_config.yaml")
     _seed_everything(cfg.seed)
     info = architecture_info(cfg.architecture)
-    policy = InputPolicy(cfg.crop_size or info.input.crop_size, cfg.grid or info.input.grid, info.input.mean, info.input.std)
+    policy = replace(info.input, crop_size=cfg.crop_size or info.input.crop_size, grid=cfg.grid or info.input.grid)
     network = create_model(cfg.architecture, pretrained=cfg.pretrained).to(device)
     if device.type == "cuda":
         network = network.to(memory_format=torch.channels_last)
