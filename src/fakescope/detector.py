@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -20,7 +19,7 @@ from PIL import Image
 
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import ConfigError, FakescopeError
-from fakescope.io.image import LoadedImage, load_image
+from fakescope.io.image import LoadedImage, load_image, load_source
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
 from fakescope.models.tiling import Tiles, make_tiles, normalize, tile_heatmap
@@ -118,8 +117,7 @@ class Detector:
         if method != "tiles":
             from fakescope.explain.cam import class_activation_map
 
-            source = _read(image) if isinstance(image, (str, os.PathLike)) else image
-            return class_activation_map(self.model, load_image(source, keep_bytes=False).image, method)
+            return class_activation_map(self.model, _load(image, keep_bytes=False).image, method)
         detection = self.predict(image, heatmap=True)
         if detection.error:
             raise FakescopeError(detection.error)
@@ -144,7 +142,7 @@ class Detector:
     def _prepare(self, index: int, item: ImageInput) -> _Prepared | Detection:
         source = _describe(item, index)
         try:
-            loaded = load_image(_read(item) if isinstance(item, (str, os.PathLike)) else item)
+            loaded = _load(item)
             tiles = make_tiles(loaded.image, self.model.config.input)
         except FakescopeError as exc:
             return Detection.failed(source, str(exc), self.name, self.threshold)
@@ -242,13 +240,11 @@ def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[
     return batch
 
 
-def _read(path: str | os.PathLike) -> bytes | Path:
-    text = os.fspath(path)
-    if "://" in text and not text.startswith("file://"):
-        from fakescope.io.storage import read_bytes
-
-        return read_bytes(text)
-    return Path(text.removeprefix("file://"))
+def _load(item: ImageInput, *, keep_bytes: bool = True) -> LoadedImage:
+    """Paths and URIs through `load_source`, in-memory inputs through `load_image`."""
+    if isinstance(item, (str, os.PathLike)):
+        return load_source(item, keep_bytes=keep_bytes)
+    return load_image(item, keep_bytes=keep_bytes)
 
 
 def _describe(item: ImageInput, index: int) -> str:

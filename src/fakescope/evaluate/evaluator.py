@@ -34,7 +34,7 @@ from fakescope.evaluate.metrics import (
 )
 from fakescope.evaluate.robustness import CLEAN, PERTURBATIONS, Scorer, perturbed_scores, robustness_table
 from fakescope.evaluate.slices import slice_report
-from fakescope.io.image import LoadedImage, load_image
+from fakescope.io.image import LoadedImage, load_source
 from fakescope.models.bundle import LoadedModel
 from fakescope.models.calibration import apply_calibration
 from fakescope.models.config import ModelConfig
@@ -209,20 +209,6 @@ def make_scorer(detector: Detector, recipe: AugmentConfig | None) -> Scorer:
         return apply_calibration(calibration, detector.predict_logits(ready))
 
     return score
-
-
-def load_source(uri: str, *, keep_bytes: bool = True) -> LoadedImage:
-    """Read and decode a manifest uri (local path, file:// or storage URI).
-
-    Raises:
-        ImageLoadError: unreadable or not an image. StorageError: remote read failed.
-    """
-    uri = str(uri)
-    if "://" in uri and not uri.startswith("file://"):
-        from fakescope.io.storage import read_bytes
-
-        return load_image(read_bytes(uri), keep_bytes=keep_bytes)
-    return load_image(uri.removeprefix("file://"), keep_bytes=keep_bytes)
 
 
 def pick_examples(labels: np.ndarray, probs: np.ndarray, threshold: float, k: int) -> list[tuple[int, str]]:

@@ -1,6 +1,6 @@
 """Reading images and inputs: format sniffing, safe decoding, input expansion and storage URIs."""
 
-from fakescope.io.image import LoadedImage, decode_image, load_image, sniff_format
+from fakescope.io.image import LoadedImage, decode_image, load_image, load_source, sniff_format
 from fakescope.io.storage import (
     Storage,
     exists,
@@ -13,6 +13,6 @@ from fakescope.io.storage import (
 )
 
 __all__ = [
-    "LoadedImage", "decode_image", "load_image", "sniff_format",
+    "LoadedImage", "decode_image", "load_image", "load_source", "sniff_format",
     "Storage", "exists", "get_storage", "is_remote", "join", "list_files", "read_bytes", "write_bytes",
 ]

@@ -8,6 +8,7 @@ absurd sizes are refused with an `ImageLoadError` naming the problem.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,20 @@ def _check_size(img: Image.Image) -> Image.Image:
     if min(img.size) < MIN_SIDE:
         raise ImageLoadError(f"image too small: {img.width}x{img.height} (minimum side {MIN_SIDE} px)")
     return img
+
+
+def load_source(source: str | os.PathLike, *, keep_bytes: bool = True) -> LoadedImage:
+    """Load a local path, a `file://` path or a storage URI (`s3://`, `gdrive://`).
+
+    Raises:
+        ImageLoadError: unreadable or not an image. StorageError: a remote read failed.
+    """
+    text = os.fspath(source)
+    if "://" in text and not text.startswith("file://"):
+        from fakescope.io.storage import read_bytes
+
+        return decode_image(read_bytes(text), keep_bytes=keep_bytes)
+    return load_image(text.removeprefix("file://"), keep_bytes=keep_bytes)
 
 
 def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:

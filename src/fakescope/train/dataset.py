@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
-from fakescope.io.image import load_image
+from fakescope.io.image import load_source
 from fakescope.models.tiling import to_tensor
 from fakescope.train.augment import AugmentConfig, augment, neutralize
 
@@ -19,11 +19,7 @@ LABELS = {"real": 0, "ai": 1}
 
 def read_source(uri: str) -> Image.Image:
     """Decode one manifest `uri` (local path or storage URI) to RGB."""
-    if "://" in uri and not uri.startswith("file://"):
-        from fakescope.io.storage import read_bytes
-
-        return load_image(read_bytes(uri), keep_bytes=False).image
-    return load_image(uri.removeprefix("file://"), keep_bytes=False).image
+    return load_source(uri, keep_bytes=False).image
 
 
 class TrainTiles(Dataset):
