@@ -14,16 +14,21 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from fakescope.data.manifest import MANIFEST_COLUMNS, describe_image, normalise_label, validate_manifest
+from fakescope.data.manifest import (
+    MANIFEST_COLUMNS,
+    describe_image,
+    normalise_label,
+    validate_manifest,
+)
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import storage
+from fakescope.io.inputs import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")
 REAL_FOLDERS = ("real",)
 AI_FOLDERS = ("fake", "ai")
 _URI_COLUMNS = ("uri", "path", "file", "filename", "file_name")

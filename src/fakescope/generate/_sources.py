@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fakescope.io import storage
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif")
+from fakescope.io.inputs import IMAGE_SUFFIXES
 
 
 def image_uris(src: str, exclude: str | None = None) -> Iterator[str]:
