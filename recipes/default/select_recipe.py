@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fakescope.detector import Detector, resolve_device
-from fakescope.evaluate.metrics import binary_metrics
+from fakescope.detector import resolve_device
+from fakescope.evaluate.generalization import score_unseen
 from fakescope.models.bundle import load_model
-from fakescope.models.calibration import apply_calibration
 from fakescope.train import TrainConfig, train
-from fakescope.train.dataset import LABELS, neutralized_images
 from fakescope.train.trainer import read_rows
 
 HERE = Path(__file__).parent
@@ -65,30 +63,13 @@ def main() -> None:
             break
         t0 = time.monotonic()
         saved = train(cfg, rows[~rows["generator"].isin(exclude)].reset_index(drop=True), progress=False)
-        unseen = score_unseen(Path(cfg.out) / "model", rows, exclude, cfg) if exclude else []
+        model = load_model(Path(cfg.out) / "model", device=resolve_device(cfg.device))
+        unseen = score_unseen(model, rows, exclude, cfg).to_dict("records") if exclude else []
         results[name] = {"exclude": exclude, "test": saved.metrics["test"], "unseen": unseen,
                          "seconds": time.monotonic() - t0}
         print(name, "test auc", round(saved.metrics["test"]["overall"]["auc"], 4), f"{time.monotonic() - t0:.0f}s", flush=True)
         print(pd.DataFrame(unseen).to_string(), flush=True)
         save()
-
-
-def score_unseen(model_dir: Path, rows: pd.DataFrame, generators: list[str], cfg: TrainConfig) -> list[dict]:
-    """AUC of every image of each unseen generator against the test reals."""
-    device = resolve_device(cfg.device)
-    model = load_model(model_dir, device=device)
-    detector = Detector(model, device=device, batch_size=cfg.batch_size, provenance=False)
-    reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
-    real_p = apply_calibration(model.config.calibration, detector.predict_logits(neutralized_images(reals, cfg.augment)))
-    out = []
-    for gen in generators:
-        fakes = rows[rows["generator"] == gen]
-        fake_p = apply_calibration(model.config.calibration, detector.predict_logits(neutralized_images(fakes, cfg.augment)))
-        labels = [LABELS["real"]] * len(real_p) + [LABELS["ai"]] * len(fake_p)
-        m = binary_metrics(labels, list(real_p) + list(fake_p), model.config.threshold)
-        out.append({"held_out": gen, "n": len(fakes), "auc": m["auc"], "recall": m["recall"],
-                    "real_accuracy": float((real_p < model.config.threshold).mean())})
-    return out
 
 
 if __name__ == "__main__":
