@@ -2,9 +2,11 @@
 
 Generates JPEGs (or reads --folder), then measures in one run: decode-only images/s
 (`load_image` in the same number of threads), and detect images/s with the PyTorch and the
-onnxruntime network. Prints each rate and its ratio to decode-only.
+onnxruntime network at the model's tile grid, then onnxruntime at each `--grids` value (fewer
+tiles per image: faster, less of a large image seen). Prints each rate and its ratio to decode-only.
 
     python benchmarks/detect_throughput.py --images 96 --size 1024x768
+    python benchmarks/detect_throughput.py --folder ../shared/data/real-imagenet-sample --grids 1,2
 """
 
 from __future__ import annotations
@@ -31,18 +33,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="decoding threads")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--provenance", action="store_true", help="also collect C2PA/metadata/watermark evidence")
+    parser.add_argument("--grids", default="1,2", help="comma-separated tile grids to also time with onnxruntime ('' for none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         files = list(iter_sources([args.folder])) if args.folder else _generate(Path(tmp), args.images, args.size)
         decode = _rate(lambda: _decode_all(files, args.workers), len(files))
         print(f"{len(files)} images ({args.folder or 'generated ' + args.size + ' JPEG'}), {args.workers} decoding threads")
         print(f"decode only: {decode:7.1f} images/s")
-        for runtime in ("torch", "onnx"):
+        grids = [int(g) for g in args.grids.split(",") if g]
+        for runtime, grid in [("torch", None), ("onnx", None), *(("onnx", g) for g in grids)]:
             detector = Detector.load(device="cpu", batch_size=args.batch_size, workers=args.workers,
-                                     provenance=args.provenance, runtime=runtime)
+                                     provenance=args.provenance, runtime=runtime, grid=grid)
             list(detector.stream(files[: args.batch_size]))  # warm-up (and the one-off ONNX export)
             rate = _rate(lambda: list(detector.stream(files)), len(files))
-            print(f"detect {runtime:5s}: {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only")
+            label = f"{runtime}, grid {detector.model.config.input.grid}"
+            print(f"detect ({label:13s}): {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only")
 
 
 def _generate(folder: Path, n: int, size: str) -> list[str]:

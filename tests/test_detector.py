@@ -145,6 +145,21 @@ def test_heatmap_matches_the_image(detector, image_files):
     assert detector.predict(image_files[1]).heatmap is None
 
 
+def test_grid_override_trades_tiles_for_speed(tiny_model_dir, image_factory):
+    image = image_factory.bytes("PNG", (300, 250), seed=5)
+    tiles = {}
+    for grid in (None, 1, 3):
+        d = Detector.load(tiny_model_dir, device="cpu", provenance=False, grid=grid)
+        detail = d.predict(image).evidence[0].detail
+        tiles[grid] = int(detail.split(" over ")[1].split(" ")[0])
+        assert d.predict(image, heatmap=True).heatmap.shape == (250, 300)
+    assert tiles == {None: 4, 1: 1, 3: 9}  # the model's own grid is 2
+    with pytest.raises(FakescopeError, match="grid must be at least 1"):
+        Detector.load(tiny_model_dir, device="cpu", grid=0)
+    with pytest.raises(FakescopeError, match="threads must be at least 1"):
+        Detector.load(tiny_model_dir, device="cpu", threads=0)
+
+
 def test_unusable_device_is_a_clean_error(tiny_model_dir):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

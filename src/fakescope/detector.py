@@ -38,6 +38,10 @@ class _Prepared:
 class Detector:
     """Score images: calibrated P(ai), a verdict, the evidence behind it and an optional heatmap.
 
+    `grid` overrides the model's tile grid (at most grid x grid tiles per image): fewer tiles run
+    faster and see less of a large image (docs/scale.md has the measured trade-off). `threads`
+    sets the CPU threads of inference (the onnxruntime session's; for torch, the process's).
+
     Example:
         >>> detector = Detector.load()                     # bundled default model, offline
         >>> result = detector.predict("photo.jpg")         # doctest: +SKIP
@@ -55,9 +59,11 @@ class Detector:
         provenance: bool = True,
         threshold: float | None = None,
         runtime: str = "torch",
+        grid: int | None = None,
+        threads: int | None = None,
     ):
         self.device = torch.device(device)
-        self.model = _with_runtime(model, runtime, self.device)
+        self.model = _with_runtime(_with_grid(model, grid), runtime, self.device, threads)
         self.runtime = runtime
         self.batch_size = batch_size
         self.workers = workers
@@ -210,9 +216,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def _with_runtime(model: LoadedModel, runtime: str, device: torch.device) -> LoadedModel:
+def _with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
+    """The model with its input policy's tile grid replaced (unchanged when `grid` is None)."""
+    if grid is None:
+        return model
+    if grid < 1:
+        raise ConfigError(f"grid must be at least 1, got {grid}")
+    config = model.config
+    return replace(model, config=replace(config, input=replace(config.input, grid=grid)))
+
+
+def _with_runtime(model: LoadedModel, runtime: str, device: torch.device, threads: int | None) -> LoadedModel:
     """The model itself for `torch`; for `onnx`, a copy whose network is its cached ONNX export."""
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
     if runtime == "torch":
+        if threads:
+            torch.set_num_threads(threads)
         return model
     if runtime != "onnx":
         raise ConfigError(f"unknown runtime {runtime!r}; use torch or onnx")
@@ -220,7 +240,7 @@ def _with_runtime(model: LoadedModel, runtime: str, device: torch.device) -> Loa
         raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
     from fakescope.models.onnx import onnx_network
 
-    return replace(model, network=onnx_network(model))
+    return replace(model, network=onnx_network(model, threads=threads))
 
 
 def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[float, float]:

@@ -142,6 +142,14 @@ def test_batch_size_and_workers_do_not_change_records(tiny_model_dir, images):
     assert [r["score"] for r in a] == pytest.approx([r["score"] for r in b], abs=1e-5)
 
 
+def test_grid_and_threads_options(tiny_model_dir, images):
+    fast = _records(_detect(tiny_model_dir, "-f", "jsonl", "--grid", "1", "--threads", "1", str(images / "b.jpg")).stdout)
+    default = _records(_detect(tiny_model_dir, "-f", "jsonl", str(images / "b.jpg")).stdout)
+    assert "over 1 tile(s)" in fast[0]["evidence"][0]["detail"]
+    assert "over 4 tile(s)" in default[0]["evidence"][0]["detail"]  # the tiny model's 2x2 grid
+    assert _detect(tiny_model_dir, "--grid", "0", str(images)).exit_code == 2
+
+
 def test_provenance_is_on_by_default(tiny_model_dir, images):
     result = CliRunner().invoke(app, ["detect", "--model", str(tiny_model_dir), "-f", "jsonl", str(images / "a.png")])
     assert result.exit_code == 0

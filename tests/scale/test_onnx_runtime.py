@@ -39,6 +39,14 @@ def test_onnx_detector_scores_match_torch(image_folder, detector):
     assert fast.predict_logits([]).size == 0
 
 
+def test_onnx_threads_are_the_sessions(image_folder):
+    one = Detector.load(device="cpu", provenance=False, runtime="onnx", threads=1)
+    assert one.model.network.session.get_session_options().intra_op_num_threads == 1
+    default = Detector.load(device="cpu", provenance=False, runtime="onnx")
+    sources = list(scan_sources([str(image_folder)]))
+    assert [r.probability for r in one.predict(sources)] == pytest.approx([r.probability for r in default.predict(sources)], abs=1e-5)
+
+
 def test_export_is_cached_by_weights(tmp_path):
     tiny = create_model("test_tiny").eval()
     model = LoadedModel(tiny, ModelConfig("tiny", "test_tiny", input=InputPolicy(64, 2)), "mem")

@@ -15,3 +15,8 @@ BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Im
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=0, help="Decoding threads (0 = decode inline).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 OutDirOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder or storage URI.")]
+GridOpt = Annotated[
+    int | None,
+    typer.Option("--grid", min=1, help="At most GRID x GRID tiles per image (default: the model's; fewer is faster, see docs/scale.md)."),
+]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for inference (default: one per core).")]

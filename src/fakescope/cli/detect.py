@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import BatchSizeOpt, DeviceOpt, ModelOpt, WorkersOpt
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, GridOpt, ModelOpt, ThreadsOpt, WorkersOpt
 
 
 class OutputFormat(str, Enum):
@@ -40,6 +40,8 @@ def detect(
     workers: WorkersOpt = 2,
     provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
     runtime: RuntimeOpt = Runtime.torch,
+    grid: GridOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Say whether each image was made by a generative model.
 
@@ -51,7 +53,8 @@ def detect(
 
     with clean_errors():
         detector = Detector.load(model, device=device, batch_size=batch_size, workers=workers,
-                                 provenance=provenance, threshold=threshold, runtime=runtime.value)
+                                 provenance=provenance, threshold=threshold, runtime=runtime.value,
+                                 grid=grid, threads=threads)
         sources = iter_sources(inputs)
         first = next(sources, None)
         if first is None:

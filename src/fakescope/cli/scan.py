@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import BatchSizeOpt, DeviceOpt, ModelOpt, WorkersOpt
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, GridOpt, ModelOpt, ThreadsOpt, WorkersOpt
 from fakescope.cli.detect import Runtime, RuntimeOpt
 
 
@@ -26,6 +26,7 @@ def scan(
     address: Annotated[str | None, typer.Option(help="Ray cluster address; default: start a local Ray on loopback.")] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ray inference actors (workers).")] = 2,
     gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="GPUs per Ray actor (0 = CPU actors).")] = 0.0,
+    cpus_per_actor: Annotated[int, typer.Option(min=1, help="CPUs per Ray CPU actor (also its inference threads unless --threads).")] = 1,
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 2,
@@ -33,6 +34,8 @@ def scan(
     threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai).")] = None,
     provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
     rows_per_part: Annotated[int, typer.Option(min=1, help="Rows per Parquet part (local engine).")] = 10_000,
+    grid: GridOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Score every image of SOURCES into OUT; a rerun skips what is done, bad files become error rows.
 
@@ -41,13 +44,13 @@ def scan(
     from fakescope.scale.scan import scan_sources
 
     detector_kwargs = dict(name_or_path=model, device=device, workers=workers, provenance=provenance,
-                           threshold=threshold, runtime=runtime.value)
+                           threshold=threshold, runtime=runtime.value, grid=grid, threads=threads)
     with clean_errors():
         if engine is Engine.ray:
             from fakescope.scale.ray_scan import ray_scan
 
             summary = ray_scan(scan_sources(sources), out, address=address, actors=actors,
-                               gpus_per_actor=gpus_per_actor, batch_size=batch_size, **detector_kwargs)
+                               gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, batch_size=batch_size, **detector_kwargs)
         else:
             from fakescope.detector import Detector
             from fakescope.scale.scan import scan as run

@@ -64,12 +64,13 @@ def make_tiles(image: Image.Image, policy: InputPolicy) -> Tiles:
     if min(h, w) < c and policy.upscale_small:
         scale = c / min(h, w)
         image = image.resize((max(c, round(w * scale)), max(c, round(h * scale))), Image.BICUBIC)
-    x = to_tensor(image)
-    sh, sw = x.shape[1:]
+    arr = np.asarray(image, dtype=np.uint8)
+    sh, sw = arr.shape[:2]
     if sh < c or sw < c:  # too small to tile: the whole image, once
-        return Tiles(x.unsqueeze(0), ((0, 0),), (h, w))
+        return Tiles(to_tensor(arr).unsqueeze(0), ((0, 0),), (h, w))
     boxes = tuple((t, l) for t in tile_positions(sh, c, policy.grid) for l in tile_positions(sw, c, policy.grid))
-    pixels = torch.stack([x[:, t:t + c, l:l + c] for t, l in boxes])
+    crops = np.stack([arr[t:t + c, l:l + c] for t, l in boxes])  # only the tiles become floats
+    pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)
     return Tiles(pixels, boxes, (h, w), scale)
 
 

@@ -43,15 +43,17 @@ def ray_scan(
     address: str | None = None,
     actors: int = 2,
     gpus_per_actor: float = 0.0,
+    cpus_per_actor: int = 1,
     batch_size: int = 32,
     object_store_memory: int | None = None,
     **detector_kwargs: Any,
 ) -> ScanSummary:
     """Score every source not yet in `out` with `actors` Ray actors and append Parquet parts.
 
-    Without `address` a local Ray is started on loopback (one CPU per actor plus one for reading
-    and writing) and shut down
-    afterwards; with one (`ray://...` or `host:port`) the existing cluster is used.
+    Without `address` a local Ray is started on loopback (`cpus_per_actor` per actor plus one for
+    reading and writing) and shut down afterwards; with one (`ray://...` or `host:port`) the
+    existing cluster is used. A CPU actor reserves `cpus_per_actor` CPUs and, unless `threads` is
+    given, runs inference on that many threads, so actors do not oversubscribe the cores.
     `detector_kwargs` go to `Detector.load` inside each actor (`name_or_path`, `device`,
     `runtime`, `provenance`, `threshold`, decoding `workers`...).
 
@@ -70,10 +72,14 @@ def ray_scan(
     before = set(part_files(folder))
     import ray
 
-    started = _connect(address, actors, object_store_memory)
+    started = _connect(address, actors * cpus_per_actor, object_store_memory)
     try:
         detector_kwargs = {"batch_size": batch_size, **detector_kwargs}
-        resources = {"num_gpus": gpus_per_actor} if gpus_per_actor else {"num_cpus": 1}
+        if gpus_per_actor:
+            resources = {"num_gpus": gpus_per_actor}
+        else:
+            resources = {"num_cpus": cpus_per_actor}
+            detector_kwargs["threads"] = detector_kwargs.get("threads") or cpus_per_actor
         (
             ray.data.from_items([{"path": s} for s in pending])
             .map_batches(DetectBatch, fn_constructor_kwargs={"detector_kwargs": detector_kwargs},
@@ -88,7 +94,7 @@ def ray_scan(
     return ScanSummary(len(pending), errors, len(sources) - len(pending))
 
 
-def _connect(address: str | None, actors: int, object_store_memory: int | None) -> bool:
+def _connect(address: str | None, cpus: int, object_store_memory: int | None) -> bool:
     """Join `address`, or start a local loopback Ray; return True when this call started it."""
     import ray
 
@@ -99,6 +105,6 @@ def _connect(address: str | None, actors: int, object_store_memory: int | None) 
     if address:
         ray.init(address=address, log_to_driver=False)
         return False
-    ray.init(num_cpus=actors + 1, object_store_memory=object_store_memory, include_dashboard=False,
+    ray.init(num_cpus=cpus + 1, object_store_memory=object_store_memory, include_dashboard=False,
              log_to_driver=False, _node_ip_address="127.0.0.1")
     return True
