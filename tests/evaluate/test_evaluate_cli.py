@@ -70,6 +70,9 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
     assert [r["held_out"] for r in data["runs"]] == ["g1", "g2"]
     assert set(data["matrix"]) == {"g1", "g2"} and set(data["matrix"]["g1"]) == {"g1", "g2"}
     assert data["runs"][0]["n_unseen"] == 6 and data["runs"][0]["auc_vs_g1"] == data["runs"][0]["auc_all"]
+    # one real source in this data, so the unseen generator against it equals against all reals
+    assert data["by_real_source"] == {r["held_out"]: {"camera": r["auc_all"]} for r in data["runs"]}
+    assert "against each real source alone" in result.output
     assert (out / "without-g1" / "model" / "model.safetensors").is_file()
 
 

@@ -73,7 +73,12 @@ def evaluate_logo(
     progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = False,
 ) -> None:
     """Leave-one-generator-out: train without each generator, test on all; write logo.json and logo.csv to OUT."""
-    from fakescope.evaluate.generalization import generalization_matrix, leave_one_generator_out, save_generalization
+    from fakescope.evaluate.generalization import (
+        generalization_matrix,
+        leave_one_generator_out,
+        real_source_table,
+        save_generalization,
+    )
     from fakescope.train import TrainConfig
 
     with clean_errors():
@@ -82,6 +87,8 @@ def evaluate_logo(
         paths = save_generalization(table, out, cfg)
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
     typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    typer.echo("AUC of each unseen generator against each real source alone")
+    typer.echo(real_source_table(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
     typer.echo(f"wrote {paths['json']}")
 
 

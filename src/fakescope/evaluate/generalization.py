@@ -4,6 +4,10 @@ For each held-out generator, one model is trained on everything else and scored 
 generator against the test reals, which fills a matrix: rows are the generator left out of
 training, columns the generator tested. The diagonal is the unseen-generator result that
 matters; the rest shows what the run still does on generators it saw.
+
+Each unseen generator is also scored against every real source alone (`auc_real_<source>`), so
+a content mismatch cannot pass for generalisation: a face generator is judged against real faces
+as well as against all real photos.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from fakescope.train.dataset import LABELS, read_source
 from fakescope.train.trainer import read_rows, train
 
 AUC_PREFIX = "auc_vs_"
+REAL_SOURCE_PREFIX = "auc_real_"
 
 
 def leave_one_generator_out(
@@ -40,9 +45,10 @@ def leave_one_generator_out(
     Returns:
         One row per held-out generator: `auc_test` (its test-split images vs test reals),
         `auc_all` and `recall_all` (all its images, none trained on, vs test reals),
-        `n_unseen`, `auc_seen_test` (the run's own test AUC on the remaining generators)
-        and `auc_vs_<g>` for every generator g (all of g's images when g is the one held
-        out, its test images otherwise).
+        `n_unseen`, `auc_seen_test` (the run's own test AUC on the remaining generators),
+        `auc_real_<source>` (all its images vs one real source's test images) and `auc_vs_<g>`
+        for every generator g (all of g's images when g is the one held out, its test images
+        otherwise).
 
     Raises:
         ConfigError: a requested generator has no ai images in the manifest.
@@ -91,6 +97,7 @@ def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainCon
         "recipe": cfg.to_dict() if cfg else None,
         "runs": json.loads(results.to_json(orient="records")),
         "matrix": json.loads(generalization_matrix(results).to_json(orient="index")),
+        "by_real_source": json.loads(real_source_table(results).to_json(orient="index")),
     }
     Path(paths["json"]).write_text(json.dumps(payload, indent=2))
     return paths
@@ -100,7 +107,8 @@ def score_unseen(model: LoadedModel, rows: pd.DataFrame, generators: list[str], 
     """For each generator a model never saw: AUC of all its images, and of its test-split images, vs the test reals.
 
     Returns:
-        One row per generator: `held_out`, `n_unseen`, `auc_all`, `auc_test`, `recall_all`.
+        One row per generator: `held_out`, `n_unseen`, `auc_all`, `auc_test`, `recall_all`, and
+        `auc_real_<source>` for each real source of the test split (all its images vs that source).
     """
     test_reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
     unseen = rows[rows["generator"].isin(generators)]
@@ -108,19 +116,34 @@ def score_unseen(model: LoadedModel, rows: pd.DataFrame, generators: list[str], 
     probs = _probabilities(model, scored, cfg.batch_size)
     labels = scored["label"].map(LABELS).to_numpy()
     threshold = model.config.threshold
+    sources = scored["source"].where(labels == 0).dropna().unique() if "source" in scored else []
     out = []
     for gen in generators:
-        mask = (labels == 0) | (scored["generator"] == gen).to_numpy()
+        fake = (scored["generator"] == gen).to_numpy()
+        mask = (labels == 0) | fake
         in_test = mask & (scored["split"] == "test").to_numpy()
         every = binary_metrics(labels[mask], probs[mask], threshold)
-        out.append({
+        row = {
             "held_out": gen,
-            "n_unseen": int(mask.sum() - (labels == 0).sum()),
+            "n_unseen": int(fake.sum()),
             "auc_all": every["auc"],
             "auc_test": binary_metrics(labels[in_test], probs[in_test], threshold)["auc"],
             "recall_all": every["recall"],
-        })
+        }
+        for source in sorted(sources):
+            pair = fake | ((labels == 0) & (scored["source"] == source).to_numpy())
+            row[REAL_SOURCE_PREFIX + str(source)] = binary_metrics(labels[pair], probs[pair], threshold)["auc"]
+        out.append(row)
     return pd.DataFrame(out)
+
+
+def real_source_table(results: pd.DataFrame) -> pd.DataFrame:
+    """AUC of each held-out generator (rows) against each real source's test images alone (columns)."""
+    columns = [c for c in results.columns if c.startswith(REAL_SOURCE_PREFIX)]
+    table = results.set_index("held_out")[columns]
+    table.columns = [c.removeprefix(REAL_SOURCE_PREFIX) for c in columns]
+    table.index.name, table.columns.name = "held_out", "real source"
+    return table
 
 
 def _probabilities(model: LoadedModel, rows: pd.DataFrame, batch_size: int, chunk: int = 256) -> np.ndarray:

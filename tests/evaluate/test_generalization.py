@@ -1,0 +1,33 @@
+"""`score_unseen`: the unseen generator against all test reals and against each real source alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fakescope.evaluate import generalization
+from fakescope.evaluate.generalization import real_source_table, score_unseen
+from fakescope.models.config import ModelConfig
+from fakescope.models.bundle import LoadedModel
+from fakescope.train.config import TrainConfig
+
+
+def test_per_source_auc_exposes_a_content_mismatch(monkeypatch):
+    # g's images score between the two real sources: perfect against faces, hopeless against scenes
+    rows = pd.DataFrame({
+        "uri": [f"x{i}" for i in range(12)],
+        "label": ["real"] * 8 + ["ai"] * 4,
+        "source": ["faces"] * 4 + ["scenes"] * 4 + ["gan"] * 4,
+        "generator": [None] * 8 + ["g"] * 4,
+        "split": ["test"] * 10 + ["train"] * 2,
+    })
+    probs = np.r_[[0.1, 0.15, 0.2, 0.25], [0.8, 0.85, 0.9, 0.95], [0.5, 0.55, 0.6, 0.65]]
+    monkeypatch.setattr(generalization, "_probabilities", lambda model, scored, batch: probs[scored.index.to_numpy()])
+    model = LoadedModel(None, ModelConfig("m", "test_tiny"), "mem")
+    table = score_unseen(model, rows, ["g"], TrainConfig(manifest="unused.csv"))
+    row = table.iloc[0]
+    assert row["n_unseen"] == 4
+    assert row["auc_all"] == pytest.approx(0.5)
+    assert (row["auc_real_faces"], row["auc_real_scenes"]) == (1.0, 0.0)
+    assert real_source_table(table).loc["g"].to_dict() == {"faces": 1.0, "scenes": 0.0}
