@@ -1,0 +1,86 @@
+"""Generation and dataset building with S3 on both ends, against the loopback SeaweedFS server."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.generate.taef2 import TAEF2
+from fakescope.io import storage
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
+from openai_server import ImagesAPIServer  # noqa: E402
+
+
+def _png(size: tuple[int, int], seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise(size, 30 + seed).convert("RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _manifest(uri: str) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(storage.read_bytes(uri)), keep_default_na=False)
+
+
+def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket, tmp_path, monkeypatch):
+    reals = [f"s3://{s3_bucket}/faces/real/{i:05d}.png" for i in range(3)]
+    for i, uri in enumerate(reals):
+        storage.write_bytes(uri, _png((64, 64), i))
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default ledger of a remote --out lives under ~/.cache
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    out = f"s3://{s3_bucket}/faces/fake/dall-e-2"
+    args = ["generate", "openai", f"s3://{s3_bucket}/faces/real", "--out", out, "--size", "256x256", "-j", "2"]
+    try:
+        first = CliRunner().invoke(app, args)
+        assert first.exit_code == 0, first.output
+        assert "done 3," in first.output and server.billable == 3
+        again = CliRunner().invoke(app, args)
+        assert again.exit_code == 0 and "done 0, already done 3" in again.output and server.billable == 3
+    finally:
+        server.stop()
+    assert list((tmp_path / ".cache" / "fakescope" / "ledgers").glob("*.sqlite"))
+    manifest = _manifest(f"{out}/manifest.csv")
+    assert len(manifest) == 3 and set(manifest["generator"]) == {"dall-e-2"}
+    assert sorted(manifest["source"]) == reals
+    for uri in manifest["uri"]:
+        assert uri.startswith(out + "/") and Image.open(io.BytesIO(storage.read_bytes(uri))).size == (256, 256)
+
+
+def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bucket, tmp_path):
+    torch.manual_seed(1)
+    model = TAEF2()
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save(model.encoder.state_dict(), weights / "taef2_encoder.pth")
+    torch.save(model.decoder.state_dict(), weights / "taef2_decoder.pth")
+    root = f"s3://{s3_bucket}/set"
+    sizes = [(48, 40), (64, 64)]
+    for i, size in enumerate(sizes):
+        storage.write_bytes(f"{root}/real/{i:05d}.png", _png(size, i))
+    result = CliRunner().invoke(app, ["generate", "taef2", f"{root}/real", "--out", f"{root}/fake/taef2",
+                                      "--weights", str(weights), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "2 images written" in result.output
+    fakes = _manifest(f"{root}/fake/taef2/manifest.csv")
+    for row in fakes.itertuples():
+        fake = Image.open(io.BytesIO(storage.read_bytes(row.uri)))
+        real = Image.open(io.BytesIO(storage.read_bytes(row.source)))
+        assert fake.size == real.size == (row.width, row.height)
+
+    built = tmp_path / "manifest.csv"
+    result = CliRunner().invoke(app, ["dataset", "build", root, "--out", str(built)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(built, keep_default_na=False)
+    assert sorted(frame["label"]) == ["ai", "ai", "real", "real"]
+    assert set(frame.loc[frame["label"] == "ai", "generator"]) == {"taef2"}
+    assert all(uri.startswith(root + "/") for uri in frame["uri"])
+    assert frame.groupby("pair_id").size().tolist() == [2, 2]  # each reconstruction is paired with its photo
