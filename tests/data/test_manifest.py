@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fakescope.data import MANIFEST_COLUMNS, describe_image, read_manifest, validate_manifest, write_manifest
+from fakescope.data import MANIFEST_COLUMNS, describe_image, read_manifest, read_rows, validate_manifest, write_manifest
 from fakescope.errors import ConfigError, ImageLoadError
 
 
@@ -63,3 +63,15 @@ def test_unreadable_manifest_is_a_config_error(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"garbage")
     with pytest.raises(ConfigError, match="cannot read manifest"):
         read_manifest(str(tmp_path / "bad.parquet"))
+
+
+def test_read_rows_needs_only_uri_label_split_and_resolves_relative_uris(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "m.csv").write_text("uri,label,split\nreal/a.png,real,train\n/abs/b.png,fake,test\ns3://b/c.png,1,val\n")
+    rows = read_rows(str(tmp_path / "sub" / "m.csv"))
+    assert rows["uri"].tolist() == [str(tmp_path / "sub" / "real" / "a.png"), "/abs/b.png", "s3://b/c.png"]
+    assert rows["label"].tolist() == ["real", "ai", "ai"]
+    assert rows["source"].isna().all() and rows["generator"].isna().all()
+    (tmp_path / "bad.csv").write_text("uri,label\nx.png,real\n")
+    with pytest.raises(ConfigError, match="lacks column"):
+        read_rows(str(tmp_path / "bad.csv"))

@@ -46,6 +46,9 @@ def test_evaluate_one_perturbation_without_provenance(small_manifest, tmp_path):
 
 def test_evaluate_errors_are_one_line(small_manifest, tmp_path):
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "none.csv"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and result.output.startswith("error: no such file or folder")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "bad.parquet"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and result.output.startswith("error: cannot read manifest")
     result = runner.invoke(app, ["evaluate", "no-such-model", small_manifest, "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.output

@@ -84,3 +84,11 @@ def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bu
     assert set(frame.loc[frame["label"] == "ai", "generator"]) == {"taef2"}
     assert all(uri.startswith(root + "/") for uri in frame["uri"])
     assert frame.groupby("pair_id").size().tolist() == [2, 2]  # each reconstruction is paired with its photo
+
+
+def test_training_rows_of_a_manifest_in_s3_resolve_against_its_prefix(s3_bucket):
+    from fakescope.data import read_rows
+
+    storage.write_bytes(f"s3://{s3_bucket}/set/manifest.csv", b"uri,label,split\nreal/a.png,real,train\nfake/b.png,ai,test\n")
+    rows = read_rows(f"s3://{s3_bucket}/set/manifest.csv")
+    assert rows["uri"].tolist() == [f"s3://{s3_bucket}/set/real/a.png", f"s3://{s3_bucket}/set/fake/b.png"]

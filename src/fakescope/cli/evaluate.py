@@ -35,7 +35,7 @@ def evaluate(
     from fakescope.errors import ConfigError
     from fakescope.evaluate import evaluate as run
     from fakescope.evaluate import write_report
-    from fakescope.train.trainer import read_rows
+    from fakescope.data.manifest import read_rows
 
     with clean_errors():
         extras = [_figure_pair(f) for f in figure or []]

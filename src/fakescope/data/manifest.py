@@ -92,17 +92,48 @@ def read_manifest(uri: str) -> pd.DataFrame:
         >>> frame = read_manifest("s3://bucket/faces/manifest.parquet")  # doctest: +SKIP
         >>> frame.groupby(["split", "label"]).size()  # doctest: +SKIP
     """
+    frame = _read_table(uri, keep_default_na=False, na_values=[""], dtype={"split": str, "pair_id": str})
+    return validate_manifest(frame)
+
+
+def read_rows(uri: str) -> pd.DataFrame:
+    """Read a manifest for training and evaluation, where only `uri`, `label` and `split` are required.
+
+    Labels are normalised (`fake` -> `ai`, ...), relative URIs resolve against the manifest's own
+    folder (local or remote), and absent `source` / `generator` columns are added empty.
+
+    Example:
+        >>> rows = read_rows("data/default/manifest.csv")  # doctest: +SKIP
+    """
+    rows = _read_table(uri)
+    missing = {"uri", "label", "split"} - set(rows.columns)
+    if missing:
+        raise ConfigError(f"manifest {uri} lacks column(s): {', '.join(sorted(missing))}")
+    rows["label"] = [normalise_label(v) for v in rows["label"]]
+    base = uri.rsplit("/", 1)[0] if storage.is_remote(uri) else os.path.dirname(uri.removeprefix("file://")) or "."
+    rows["uri"] = [u if "://" in u or os.path.isabs(u) else storage.join(base, u) for u in rows["uri"].astype(str)]
+    for column in ("source", "generator"):
+        if column not in rows:
+            rows[column] = None
+    return rows
+
+
+def _read_table(uri: str, **csv_options) -> pd.DataFrame:
+    """A Parquet (`.parquet`) or CSV file from any storage as a DataFrame.
+
+    Raises:
+        StorageError: The file is missing or unreadable.
+        ConfigError: It is not a valid Parquet or CSV file.
+    """
     import pandas as pd
 
     raw = io.BytesIO(storage.read_bytes(uri))
     try:
         if uri.lower().endswith(".parquet"):
-            frame = pd.read_parquet(raw)
-        else:
-            frame = pd.read_csv(raw, keep_default_na=False, na_values=[""], dtype={"split": str, "pair_id": str})
+            return pd.read_parquet(raw)
+        return pd.read_csv(raw, **csv_options)
     except (ValueError, OSError) as exc:
-        raise ConfigError(f"cannot read manifest {uri}: {type(exc).__name__}") from None
-    return validate_manifest(frame)
+        raise ConfigError(f"cannot read manifest {uri}: {type(exc).__name__}: {exc}") from None
 
 
 def write_manifest(frame: pd.DataFrame, uri: str, *, csv_copy: bool = False) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fakescope.data.manifest import read_rows
 from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import make_scorer, recipe_preprocessing
@@ -26,7 +27,7 @@ from fakescope.evaluate.metrics import binary_metrics
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import LABELS, read_source
-from fakescope.train.trainer import read_rows, train
+from fakescope.train.trainer import train
 
 AUC_PREFIX = "auc_vs_"
 REAL_SOURCE_PREFIX = "auc_real_"

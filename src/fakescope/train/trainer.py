@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
+from fakescope.data.manifest import read_rows
 from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
 from fakescope.evaluate.metrics import binary_metrics
@@ -38,7 +39,13 @@ from fakescope.models.calibration import Calibrator, apply_calibration
 from fakescope.models.config import InputPolicy, ModelConfig
 from fakescope.models.registry import architecture_info, create_model
 from fakescope.train.config import TrainConfig
-from fakescope.train.dataset import LABELS, RankSlice, TrainTiles, balanced_sampler, neutralized_images
+from fakescope.train.dataset import (
+    LABELS,
+    RankSlice,
+    TrainTiles,
+    balanced_sampler,
+    neutralized_images,
+)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -110,23 +117,6 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         dist.barrier()
         dist.destroy_process_group()
     return saved
-
-
-def read_rows(path: str) -> pd.DataFrame:
-    """Read a manifest (Parquet or CSV); relative local URIs resolve against its folder."""
-    try:
-        rows = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read manifest {path}: {exc}") from None
-    missing = {"uri", "label", "split"} - set(rows.columns)
-    if missing:
-        raise ConfigError(f"manifest {path} lacks column(s): {', '.join(sorted(missing))}")
-    base = Path(path).parent
-    rows["uri"] = [u if "://" in u or Path(u).is_absolute() else str(base / u) for u in rows["uri"]]
-    for col in ("source", "generator"):
-        if col not in rows:
-            rows[col] = None
-    return rows
 
 
 def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig) -> dict:
