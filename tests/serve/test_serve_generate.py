@@ -84,3 +84,30 @@ def test_save_pair_writes_real_and_ai_with_a_shared_pair_id(tmp_path, photo_byte
     assert all("/ai/" in uri for uri in rows["uri"][1:]) and (tmp_path / "ds" / "ai").is_dir()
     assert save_pair(str(tmp_path / "ds"), photo_bytes, [flat_png, flat_png], config, filename="my cat.jpg") == manifest
     assert len(pd.read_csv(manifest)) == 3
+
+
+def test_jobs_outlive_a_restart_and_unfinished_ones_fail_without_a_resend(tmp_path, images_api, photo_bytes, detector):
+    import openai
+
+    from fakescope.serve.jobs import INTERRUPTED, GenerationJob, JobStore
+
+    client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
+    store = JobStore(tmp_path, lambda data: detector.predict(data))
+    done = store.submit(photo_bytes, OpenAIImagesConfig(mode="variation", size="256x256", n=2), client, filename="cat.jpg")
+    store.close()  # waits for the job
+    before = done.to_dict()
+    assert before["state"] == "done" and len(before["outputs"]) == 2
+    pictures = [out.path.read_bytes() for out in done.outputs]
+    # a job caught mid-flight by a crash: its record says running
+    GenerationJob("crashed0000000000", OpenAIImagesConfig(size="256x256"), tmp_path / "crashed0000000000", state="running").save()
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "job.json").write_text("{not json")
+
+    again = JobStore(tmp_path, lambda data: detector.predict(data))
+    assert again.get(done.id).to_dict() == before
+    assert [out.path.read_bytes() for out in again.get(done.id).outputs] == pictures
+    crashed = again.get("crashed0000000000")
+    assert (crashed.state, crashed.error) == ("failed", INTERRUPTED) and crashed.finished is not None
+    assert JobStore(tmp_path, lambda data: None).get("crashed0000000000").state == "failed"  # the verdict was saved
+    assert again.get("garbage") is None and images_api.billable == 2  # nothing was sent again
+    again.close()

@@ -197,7 +197,10 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         outputs = _job(request, job_id).outputs
         if not 0 <= index < len(outputs):
             raise HTTPException(404, f"job {job_id} has no output {index}")
-        data = outputs[index].data
+        try:
+            data = outputs[index].path.read_bytes()
+        except OSError:
+            raise HTTPException(404, f"job {job_id}'s output {index} is no longer on disk") from None
         return Response(data, media_type=f"image/{(sniff_format(data) or 'png').lower()}")
 
 
