@@ -79,6 +79,29 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
     assert (out / "without-g1" / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_evaluate_logo_by_source_holds_out_a_whole_family(tmp_path):
+    frame = write_dataset(tmp_path / "data", per_class=12)
+    frame["split"] = [("train", "val", "test")[(i // 4) % 3] for i in range(len(frame))]
+    frame.loc[frame["label"] == "ai", "source"] = ["family-a" if g == "g1" else "family-b" for g in frame.loc[frame["label"] == "ai", "generator"]]
+    frame.to_csv(tmp_path / "data" / "manifest.csv", index=False)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "manifest": str(tmp_path / "data" / "manifest.csv"), "architecture": "test_tiny", "pretrained": False,
+        "crop_size": 32, "batch_size": 8, "samples_per_epoch": 64, "num_workers": 0, "device": "cpu",
+        "augment": {"bottom_crop": 0.0, "base_jpeg_quality": None}}))
+    out = tmp_path / "logo"
+    result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--by", "source",
+                                 "--generators", "family-a", "--epochs", "1", "--samples-per-epoch", "16"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "logo.json").read_text())
+    assert [r["held_out"] for r in data["runs"]] == ["family-a"] and data["runs"][0]["n_unseen"] == 6
+    assert set(data["matrix"]["family-a"]) == {"family-a", "family-b"}
+    assert data["recipe"]["samples_per_epoch"] == 16
+    bad = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--by", "camera_model"])
+    assert bad.exit_code == 2 and "no 'camera_model' column" in bad.output
+
+
 @pytest.mark.skipif(shutil.which("fakescope") is None, reason="the fakescope command is not installed")
 def test_installed_command_lists_both_verbs():
     done = subprocess.run(["fakescope", "--help"], capture_output=True, text=True, timeout=120)

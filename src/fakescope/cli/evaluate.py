@@ -68,7 +68,9 @@ def evaluate_logo(
     config: Annotated[str, typer.Argument(help="A YAML TrainConfig (the recipe to test).")],
     out: OutDirOpt,
     generators: Annotated[str | None, typer.Option(help="Comma-separated generators to hold out (default: all).")] = None,
+    by: Annotated[str, typer.Option("--by", help="Column naming a generator: generator, or source to hold out whole ai sources (families).")] = "generator",
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the recipe's epochs.")] = None,
+    samples_per_epoch: Annotated[int | None, typer.Option(min=1, help="Override the recipe's samples per epoch.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")] = None,
     progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = False,
 ) -> None:
@@ -82,8 +84,8 @@ def evaluate_logo(
     from fakescope.train import TrainConfig
 
     with clean_errors():
-        cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, device=device)
-        table = leave_one_generator_out(cfg, _names(generators), progress=progress)
+        cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, samples_per_epoch=samples_per_epoch, device=device)
+        table = leave_one_generator_out(cfg, _names(generators), by=by, progress=progress)
         paths = save_generalization(table, out, cfg)
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
     typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))

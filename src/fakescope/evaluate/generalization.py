@@ -34,7 +34,12 @@ REAL_SOURCE_PREFIX = "auc_real_"
 
 
 def leave_one_generator_out(
-    cfg: TrainConfig, generators: list[str] | None = None, manifest: pd.DataFrame | None = None, *, progress: bool = False
+    cfg: TrainConfig,
+    generators: list[str] | None = None,
+    manifest: pd.DataFrame | None = None,
+    *,
+    by: str = "generator",
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Train once per generator with its images removed, then score every generator against the test reals.
 
@@ -42,6 +47,8 @@ def leave_one_generator_out(
         cfg: the training recipe; each run writes to `cfg.out/without-<generator>`.
         generators: the generators to hold out, one run each (default: every ai generator).
         manifest: rows to use instead of reading `cfg.manifest`.
+        by: the manifest column that names a generator; `source` holds out whole ai sources
+            (e.g. every 2022 text-to-image renderer at once, a generator family).
 
     Returns:
         One row per held-out generator: `auc_test` (its test-split images vs test reals),
@@ -59,19 +66,21 @@ def leave_one_generator_out(
         >>> generalization_matrix(table)  # doctest: +SKIP
     """
     rows = manifest if manifest is not None else read_rows(cfg.manifest)
-    present = sorted(rows.loc[rows["label"] == "ai", "generator"].dropna().unique())
+    if by not in rows:
+        raise ConfigError(f"the manifest has no {by!r} column")
+    present = sorted(rows.loc[rows["label"] == "ai", by].dropna().unique())
     gens = generators or present
     missing = sorted(set(gens) - set(present))
     if missing:
-        raise ConfigError(f"no ai images of generator(s) {', '.join(missing)}; present: {', '.join(present)}")
+        raise ConfigError(f"no ai images with {by} {', '.join(missing)}; present: {', '.join(present)}")
     results = []
     for gen in gens:
-        held = rows["generator"] == gen
+        held = (rows["label"] == "ai") & (rows[by] == gen)
         run_cfg = replace(cfg, out=str(Path(cfg.out) / f"without-{gen}"), name=f"{cfg.name}-without-{gen}")
         saved = train(run_cfg, rows[~held].reset_index(drop=True), progress=progress)
         model = load_model(Path(run_cfg.out) / "model", device=resolve_device(cfg.device))
         # test rows plus every held-out image: "all" images of a seen generator are then its test images
-        scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg).set_index("held_out")
+        scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg, by=by).set_index("held_out")
         row = {"held_out": gen, **scored.loc[gen].to_dict()}
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
         row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
@@ -104,15 +113,19 @@ def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainCon
     return paths
 
 
-def score_unseen(model: LoadedModel, rows: pd.DataFrame, generators: list[str], cfg: TrainConfig) -> pd.DataFrame:
+def score_unseen(
+    model: LoadedModel, rows: pd.DataFrame, generators: list[str], cfg: TrainConfig, *, by: str = "generator"
+) -> pd.DataFrame:
     """For each generator a model never saw: AUC of all its images, and of its test-split images, vs the test reals.
+
+    `by` names the column that identifies a generator (`generator`, or `source` for whole families).
 
     Returns:
         One row per generator: `held_out`, `n_unseen`, `auc_all`, `auc_test`, `recall_all`, and
         `auc_real_<source>` for each real source of the test split (all its images vs that source).
     """
     test_reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
-    unseen = rows[rows["generator"].isin(generators)]
+    unseen = rows[(rows["label"] == "ai") & rows[by].isin(generators)]
     scored = pd.concat([test_reals, unseen], ignore_index=True)
     probs = _probabilities(model, scored, cfg.batch_size)
     labels = scored["label"].map(LABELS).to_numpy()
@@ -120,7 +133,7 @@ def score_unseen(model: LoadedModel, rows: pd.DataFrame, generators: list[str], 
     sources = scored["source"].where(labels == 0).dropna().unique() if "source" in scored else []
     out = []
     for gen in generators:
-        fake = (scored["generator"] == gen).to_numpy()
+        fake = (labels == 1) & (scored[by] == gen).to_numpy()
         mask = (labels == 0) | fake
         in_test = mask & (scored["split"] == "test").to_numpy()
         every = binary_metrics(labels[mask], probs[mask], threshold)
