@@ -91,3 +91,16 @@ def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
     second = runner.invoke(app, args)
     assert "scanned 0  failed 0  skipped (done before) 8" in second.output and second.exit_code == 0
     assert len(pd.read_parquet(tmp_path / "res.parquet")) == 8
+
+
+def test_scan_cli_grid_option_sets_the_tiles_per_image(image_folder, tmp_path):
+    runner = CliRunner()
+    for grid in ("1", "3"):
+        out = tmp_path / f"grid{grid}.parquet"
+        done = runner.invoke(app, ["scan", str(image_folder), "--out", str(out), "--no-provenance", "--grid", grid, "--threads", "1"])
+        assert done.exit_code == 1, done.output  # the broken file
+    details = {}
+    for grid in ("1", "3"):
+        rows = read_results(tmp_path / f"grid{grid}.parquet").dropna(subset=["score"]).sort_values("path")
+        details[grid] = [json.loads(e)[0]["detail"].split(" over ")[1] for e in rows["evidence"]]
+    assert set(details["1"]) == {"1 tile(s)"} and details["3"] != details["1"]
