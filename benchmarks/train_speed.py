@@ -2,7 +2,7 @@
 
 Each model takes `--warmup` then `--steps` timed training steps on random batches of
 `--batch-size` tiles at its registered crop size, the way `fakescope train` steps: AdamW,
-BCE on one logit, and on CUDA bf16 autocast with channels_last. Data loading is left out,
+BCE on one logit, channels_last, and on CUDA bf16 autocast. Data loading is left out,
 so the figures are the model's ceiling. `test_tiny` is skipped.
 
     python benchmarks/train_speed.py [--steps 3] [--batch-size 16] [--devices cpu,cuda] [--models a,b]
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated; cuda is skipped when absent")
     parser.add_argument("--models", help="comma-separated subset of the zoo (default: all but test_tiny)")
+    parser.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last (to compare)")
     args = parser.parse_args()
     models = args.models.split(",") if args.models else [m for m in list_models() if m != "test_tiny"]
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
@@ -35,22 +36,21 @@ def main() -> None:
     print(f"|---|---|{'---|' * len(devices)}")
     for name in models:
         crop = architecture_info(name).input.crop_size
-        rates = [train_rate(name, crop, torch.device(d), args.batch_size, args.steps, args.warmup) for d in devices]
+        rates = [train_rate(name, crop, torch.device(d), args.batch_size, args.steps, args.warmup, args.contiguous) for d in devices]
         print(f"| {name} | {crop} | {' | '.join(f'{r:,.1f}' for r in rates)} |", flush=True)
 
 
-def train_rate(name: str, crop: int, device: torch.device, batch_size: int, steps: int, warmup: int) -> float:
+def train_rate(name: str, crop: int, device: torch.device, batch_size: int, steps: int, warmup: int,
+               contiguous: bool = False) -> float:
     """Images per second over `steps` timed training steps of a freshly built model."""
     torch.manual_seed(0)
     network = create_model(name, pretrained=False).to(device).train()
     cuda = device.type == "cuda"
-    if cuda:
-        network = network.to(memory_format=torch.channels_last)
+    layout = torch.contiguous_format if contiguous else torch.channels_last
+    network = network.to(memory_format=layout)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
     loss_fn = nn.BCEWithLogitsLoss()
-    x = torch.randn(batch_size, 3, crop, crop, device=device)
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, crop, crop, device=device).contiguous(memory_format=layout)
     y = (torch.arange(batch_size, device=device) % 2).float()
 
     def step() -> None:
