@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
@@ -21,8 +23,10 @@ def test_serve_process_answers_with_token_and_limits(tmp_path, flat_png):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-c", "from fakescope.cli import main; main()", "serve", "--port", str(port),
-               "--device", "cpu", "--max-upload-mb", "0.01", "--max-batch", "4", "--jobs-dir", str(tmp_path)]
-    process = subprocess.Popen(command, env={**os.environ, "FAKESCOPE_API_TOKEN": "cli-token"},
+               "--device", "cpu", "--max-upload-mb", "0.01", "--max-batch", "4", "--jobs-dir", str(tmp_path),
+               "--runtime", "onnx", "--grid", "1"]
+    env = {**os.environ, "FAKESCOPE_API_TOKEN": "cli-token", "FAKESCOPE_CACHE": str(tmp_path / "cache")}
+    process = subprocess.Popen(command, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -38,6 +42,11 @@ def test_serve_process_answers_with_token_and_limits(tmp_path, flat_png):
         assert httpx.post(f"{url}/v1/detect", content=flat_png).status_code == 401
         record = httpx.post(f"{url}/v1/detect", content=flat_png, headers=auth).json()
         assert (record["width"], record["model"]) == (96, "fakescope-default")
+        wide = io.BytesIO()
+        Image.linear_gradient("L").resize((400, 300)).convert("RGB").save(wide, "JPEG", quality=40)  # under 0.01 MB
+        tiled = httpx.post(f"{url}/v1/detect", content=wide.getvalue(), headers=auth).json()
+        assert "over 1 tile(s)" in tiled["evidence"][0]["detail"]  # --grid 1
+        assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))  # --runtime onnx exported the network
         big = httpx.post(f"{url}/v1/detect", content=b"\x89PNG\r\n\x1a\n" + bytes(20_000), headers=auth)
         assert big.status_code == 413 and big.json()["detail"] == "upload too large: the limit is 0.01 MB per image"
     finally:

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import DeviceOpt, ModelOpt
+from fakescope.cli._options import DeviceOpt, GridOpt, ModelOpt
+from fakescope.cli.detect import Runtime, RuntimeOpt
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; keep 127.0.0.1 unless a proxy fronts it.")]
 
@@ -26,6 +27,8 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long the micro-batcher waits to fill a batch.")] = 5.0,
     max_files: Annotated[int, typer.Option(min=1, help="Most files in one /v1/detect/batch request.")] = 64,
     jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default ~/.cache/fakescope/serve-jobs).")] = None,
+    runtime: RuntimeOpt = Runtime.torch,
+    grid: GridOpt = None,
 ) -> None:
     """Serve the REST API (docs at /docs). Set FAKESCOPE_API_TOKEN to require a bearer token."""
     with clean_errors():
@@ -35,7 +38,8 @@ def serve(
 
         options = {"jobs_dir": jobs_dir} if jobs_dir else {}
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-                             max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files, **options)
+                             max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files,
+                             runtime=runtime.value, grid=grid, **options)
         uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 
