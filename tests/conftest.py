@@ -23,6 +23,14 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """ONNX exports go to a folder of this session's, never into the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FAKESCOPE_CACHE", str(tmp_path_factory.mktemp("fakescope-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved `test_tiny` model folder (64-px tiles, 2x2 grid, seeded random weights)."""

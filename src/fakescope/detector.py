@@ -6,8 +6,10 @@ touches the device, batched across images) -> postprocess (calibration, fusion, 
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -63,14 +65,13 @@ class Detector:
         threads: int | None = None,
     ):
         self.device = torch.device(device)
-        self.model = _with_runtime(_with_grid(model, grid), runtime, self.device, threads)
-        self.runtime = runtime
+        self.model, self.runtime = _with_runtime(_with_grid(model, grid), runtime, self.device, threads)
         self.batch_size = batch_size
         self.workers = workers
         self.provenance = provenance
         self.threshold = model.config.threshold if threshold is None else threshold
         self.band = _shift_band(model.config.band, model.config.threshold, self.threshold)
-        if runtime == "torch":  # channels_last: 2.3x faster on CPU (docs/scale.md), faster on CUDA too
+        if self.runtime == "torch":  # channels_last: a faster forward pass on CPU and CUDA (docs/scale.md)
             self.model.network.to(memory_format=torch.channels_last)
 
     @classmethod
@@ -83,7 +84,9 @@ class Detector:
     ) -> "Detector":
         """Load a bundled model name, a local model path or `hf://owner/name` (default: the bundled model).
 
-        `runtime="onnx"` runs the network through onnxruntime on the CPU (`auto` then means `cpu`).
+        `runtime="onnx"` runs the network through onnxruntime on the CPU (`auto` then means `cpu`);
+        `runtime="auto"` picks onnx on the CPU when onnxruntime is installed and the network exports,
+        else torch.
         """
         resolved = resolve_device("cpu" if kwargs.get("runtime") == "onnx" and device == "auto" else device)
         return cls(load_model(name_or_path, device=resolved), device=resolved, **kwargs)
@@ -226,18 +229,37 @@ def _with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
     return replace(model, config=replace(config, input=replace(config.input, grid=grid)))
 
 
-def _with_runtime(model: LoadedModel, runtime: str, device: torch.device, threads: int | None) -> LoadedModel:
-    """The model itself for `torch`; for `onnx`, a copy whose network is its cached ONNX export."""
+def _with_runtime(
+    model: LoadedModel, runtime: str, device: torch.device, threads: int | None
+) -> tuple[LoadedModel, str]:
+    """The model and the runtime it runs on: itself for `torch`, a copy on its cached ONNX export for `onnx`.
+
+    `auto` means onnx on the CPU when onnxruntime is installed and the export succeeds (a warning
+    says why not otherwise), and torch everywhere else.
+    """
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
+    if runtime not in ("torch", "onnx", "auto"):
+        raise ConfigError(f"unknown runtime {runtime!r}; use torch, onnx or auto")
+    if runtime == "onnx" and device.type != "cpu":
+        raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
+    if runtime == "auto":
+        if device.type != "cpu" or importlib.util.find_spec("onnxruntime") is None:
+            runtime = "torch"
+        else:
+            try:
+                return _onnx_model(model, threads), "onnx"
+            except Exception as exc:  # noqa: BLE001 - any export failure falls back to the torch network
+                warnings.warn(f"runtime auto: ONNX export failed ({type(exc).__name__}: {exc}); using torch", stacklevel=3)
+                runtime = "torch"
     if runtime == "torch":
         if threads:
             torch.set_num_threads(threads)
-        return model
-    if runtime != "onnx":
-        raise ConfigError(f"unknown runtime {runtime!r}; use torch or onnx")
-    if device.type != "cpu":
-        raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
+        return model, "torch"
+    return _onnx_model(model, threads), "onnx"
+
+
+def _onnx_model(model: LoadedModel, threads: int | None) -> LoadedModel:
     from fakescope.models.onnx import onnx_network
 
     return replace(model, network=onnx_network(model, threads=threads))

@@ -47,6 +47,23 @@ def test_onnx_threads_are_the_sessions(image_folder):
     assert [r.probability for r in one.predict(sources)] == pytest.approx([r.probability for r in default.predict(sources)], abs=1e-5)
 
 
+def test_auto_runtime_picks_onnx_on_cpu_and_falls_back_to_torch(image_folder, monkeypatch):
+    sources = list(scan_sources([str(image_folder)]))
+    auto = Detector.load(device="cpu", provenance=False, runtime="auto")
+    torch_scores = [r.probability for r in Detector.load(device="cpu", provenance=False).predict(sources)]
+    assert auto.runtime == "onnx"
+    assert [r.probability for r in auto.predict(sources)] == pytest.approx(torch_scores, abs=1e-4)
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr("fakescope.models.onnx.onnx_network", broken_export)
+    with pytest.warns(UserWarning, match="ONNX export failed .*unsupported operator.*using torch"):
+        fallback = Detector.load(device="cpu", provenance=False, runtime="auto")
+    assert fallback.runtime == "torch"
+    assert [r.probability for r in fallback.predict(sources)] == pytest.approx(torch_scores, abs=1e-6)
+
+
 def test_export_is_cached_by_weights(tmp_path):
     tiny = create_model("test_tiny").eval()
     model = LoadedModel(tiny, ModelConfig("tiny", "test_tiny", input=InputPolicy(64, 2)), "mem")

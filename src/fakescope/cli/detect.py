@@ -23,9 +23,11 @@ class OutputFormat(str, Enum):
 class Runtime(str, Enum):
     torch = "torch"
     onnx = "onnx"
+    auto = "auto"
 
 
-RuntimeOpt = Annotated[Runtime, typer.Option("--runtime", help="torch, or onnx (onnxruntime on the CPU; needs the scale extra).")]
+RuntimeOpt = Annotated[Runtime, typer.Option(
+    "--runtime", help="torch; onnx (onnxruntime on the CPU; needs the scale extra); auto (onnx on the CPU when available).")]
 
 CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "model", "width", "height", "format", "evidence", "error")
 

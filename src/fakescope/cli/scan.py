@@ -30,7 +30,7 @@ def scan(
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 2,
-    runtime: RuntimeOpt = Runtime.torch,
+    runtime: RuntimeOpt = Runtime.auto,
     threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai).")] = None,
     provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
     rows_per_part: Annotated[int, typer.Option(min=1, help="Rows per Parquet part (local engine).")] = 10_000,

@@ -26,7 +26,7 @@ class ServeConfig:
         max_files: Most files in one `/v1/detect/batch` request.
         token: Bearer token every `/v1/*` request must carry; default `FAKESCOPE_API_TOKEN`, None = open.
         jobs_dir: Where generation jobs write their sources and outputs.
-        runtime: `torch`, or `onnx` (onnxruntime on the CPU, 2-3x faster there).
+        runtime: `torch`, `onnx` (onnxruntime on the CPU, 2-3x faster there) or `auto`.
         grid: At most grid x grid tiles per image (None: the model's own grid).
     """
 
