@@ -243,20 +243,16 @@ def _with_runtime(
         raise ConfigError(f"unknown runtime {runtime!r}; use torch, onnx or auto")
     if runtime == "onnx" and device.type != "cpu":
         raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
-    if runtime == "auto":
-        if device.type != "cpu" or importlib.util.find_spec("onnxruntime") is None:
-            runtime = "torch"
-        else:
-            try:
-                return _onnx_model(model, threads), "onnx"
-            except Exception as exc:  # noqa: BLE001 - any export failure falls back to the torch network
-                warnings.warn(f"runtime auto: ONNX export failed ({type(exc).__name__}: {exc}); using torch", stacklevel=3)
-                runtime = "torch"
-    if runtime == "torch":
-        if threads:
-            torch.set_num_threads(threads)
-        return model, "torch"
-    return _onnx_model(model, threads), "onnx"
+    if runtime == "auto" and device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+        try:
+            return _onnx_model(model, threads), "onnx"
+        except Exception as exc:  # noqa: BLE001 - any export failure falls back to the torch network
+            warnings.warn(f"runtime auto: ONNX export failed ({type(exc).__name__}: {exc}); using torch", stacklevel=3)
+    if runtime == "onnx":
+        return _onnx_model(model, threads), "onnx"
+    if threads:
+        torch.set_num_threads(threads)
+    return model, "torch"
 
 
 def _onnx_model(model: LoadedModel, threads: int | None) -> LoadedModel:
