@@ -11,7 +11,7 @@ from fakescope.evaluate.robustness import CLEAN, PERTURBATIONS, perturbed_scores
 
 SIZES = {
     "resize_0.5x": (32, 24), "resize_0.75x": (48, 36), "resize_1.5x": (96, 72),
-    "center_crop_50": (32, 24), "screenshot": (51, 38),
+    "center_crop_50": (32, 24), "screenshot": (51, 38), "shift_3px": (61, 45),
 }
 
 
@@ -35,6 +35,12 @@ def test_center_crop_keeps_the_centre():
     arr = np.zeros((40, 40, 3), np.uint8)
     arr[10:30, 10:30] = 255
     assert np.asarray(PERTURBATIONS["center_crop_50"](Image.fromarray(arr))).min() == 255
+
+
+def test_shift_drops_the_top_left_pixels():
+    arr = np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3).astype(np.uint8)
+    shifted = np.asarray(PERTURBATIONS["shift_3px"](Image.fromarray(arr)))
+    assert np.array_equal(shifted, arr[3:, 3:])
 
 
 def test_sweep_finds_that_blur_defeats_a_noise_detector():

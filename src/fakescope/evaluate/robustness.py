@@ -40,6 +40,11 @@ def center_crop(image: Image.Image, fraction: float) -> Image.Image:
     return image.crop((left, top, left + w, top + h))
 
 
+def shift(image: Image.Image, pixels: int) -> Image.Image:
+    """Drop `pixels` rows and columns at the top left: any 8 x 8 JPEG grid no longer lines up with the tiles."""
+    return image.crop((pixels, pixels, image.width, image.height))
+
+
 def webp(image: Image.Image, quality: int) -> Image.Image:
     """Encode and decode as lossy WebP at `quality`."""
     return _reencode(image, "WEBP", quality=quality)
@@ -69,6 +74,7 @@ PERTURBATIONS: dict[str, Perturbation] = {
     "resize_1.5x": lambda im: resize(im, 1.5),
     "blur_sigma1": lambda im: blur(im, 1.0),
     "center_crop_50": lambda im: center_crop(im, 0.5),
+    "shift_3px": lambda im: shift(im, 3),
     "screenshot": screenshot,
     "webp_q80": lambda im: webp(im, 80),
 }
