@@ -4,8 +4,10 @@ Pipeline per batch: encoded JPEG bytes -> `torchvision.io.decode_jpeg(..., devic
 native-resolution tiles cut on the GPU (the model's input policy) -> normalise -> network in
 bf16 autocast, channels_last -> mean tile logit -> calibrated P(ai) back on the host.
 Prints decode-only images/s, end-to-end images/s and their ratio, measured in one run.
+`--compile` runs the network through `torch.compile` (`--compile-mode reduce-overhead` adds CUDA
+graphs); compilation happens in the warm-up, outside the timed runs.
 
-    python benchmarks/gpu.py --images 8192 --batch 512
+    python benchmarks/gpu.py --images 8192 --batch 512 [--compile]
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. max-autotune, reduce-overhead")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/gpu.py needs a CUDA GPU and none is visible; run benchmarks/detect_throughput.py on a CPU machine")
@@ -42,6 +46,8 @@ def main() -> None:
     encoded = _jpegs(args.images, width, height)
     model = load_model(args.model, device=device)
     network = model.network.to(memory_format=torch.channels_last)
+    if args.compile:
+        network = torch.compile(network, mode=args.compile_mode)
     policy = model.config.input
     c = policy.crop_size
     tops, lefts = tile_positions(height, c, policy.grid), tile_positions(width, c, policy.grid)
@@ -61,13 +67,16 @@ def main() -> None:
             logits = network(x).float().view(len(batch), -1).mean(1)
         return apply_calibration(model.config.calibration, logits.cpu().numpy())
 
-    for fn in (decode, detect):  # warm-up: cudnn autotuning, nvJPEG handles
+    for fn in (decode, detect):  # warm-up: cudnn autotuning, nvJPEG handles, compilation
         fn(batches[0])
+    if len(batches) > 1 and len(batches[-1]) != args.batch:
+        detect(batches[-1])  # the short last batch has its own shapes
     torch.cuda.synchronize()
     decode_rate = _rate(lambda: [decode(b) for b in batches], len(encoded))
     detect_rate = _rate(lambda: [detect(b) for b in batches], len(encoded))
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  torchvision {torchvision.__version__}")
-    print(f"images: {len(encoded)} JPEG {width}x{height}, batch {args.batch}, {len(tops) * len(lefts)} tiles of {c}px each")
+    print(f"images: {len(encoded)} JPEG {width}x{height}, batch {args.batch}, {len(tops) * len(lefts)} tiles of {c}px each"
+          + (f", torch.compile mode {args.compile_mode}" if args.compile else ""))
     print(f"decode only (nvJPEG on device): {decode_rate:,.0f} images/s")
     print(f"end to end (decode + tiles + model + calibration): {detect_rate:,.0f} images/s")
     print(f"end to end / decode only: {detect_rate / decode_rate:.2f}")
