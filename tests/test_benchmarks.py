@@ -1,0 +1,44 @@
+"""The benchmark scripts still run (tiny sizes; the figures themselves are not checked)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_detect_throughput_prints_every_runtime_and_grid():
+    pytest.importorskip("onnxruntime")
+    done = _run("detect_throughput.py", "--images", "4", "--batch-size", "4", "--grids", "1")
+    assert done.returncode == 0, done.stderr
+    assert "decode only:" in done.stdout
+    for label in ("torch, grid 3", "onnx, grid 3", "onnx, grid 1"):
+        assert label in done.stdout
+    assert done.stdout.count("x decode-only") == 3
+
+
+@pytest.mark.slow
+def test_train_speed_prints_a_row_per_model():
+    done = _run("train_speed.py", "--steps", "1", "--warmup", "0", "--batch-size", "2", "--devices", "cpu",
+                "--models", "efficientnet_lite0,spectral_lr")
+    assert done.returncode == 0, done.stderr
+    assert "| efficientnet_lite0 | 112 |" in done.stdout and "| spectral_lr |" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: gpu.py would run for real")
+def test_gpu_benchmark_says_it_needs_a_gpu():
+    done = _run("gpu.py", "--compile")
+    assert done.returncode != 0 and "needs a CUDA GPU" in done.stderr
