@@ -90,11 +90,7 @@ def leave_one_generator_out(
 
 def generalization_matrix(results: pd.DataFrame) -> pd.DataFrame:
     """The AUC matrix of a `leave_one_generator_out` table: index = held out of training, columns = tested."""
-    columns = [c for c in results.columns if c.startswith(AUC_PREFIX)]
-    matrix = results.set_index("held_out")[columns]
-    matrix.columns = [c.removeprefix(AUC_PREFIX) for c in columns]
-    matrix.index.name, matrix.columns.name = "held_out", "tested"
-    return matrix
+    return _prefixed_table(results, AUC_PREFIX, "tested")
 
 
 def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainConfig | None = None) -> dict[str, str]:
@@ -153,10 +149,15 @@ def score_unseen(
 
 def real_source_table(results: pd.DataFrame) -> pd.DataFrame:
     """AUC of each held-out generator (rows) against each real source's test images alone (columns)."""
-    columns = [c for c in results.columns if c.startswith(REAL_SOURCE_PREFIX)]
+    return _prefixed_table(results, REAL_SOURCE_PREFIX, "real source")
+
+
+def _prefixed_table(results: pd.DataFrame, prefix: str, columns_name: str) -> pd.DataFrame:
+    """The `prefix`ed columns of a results table, indexed by `held_out`, with the prefix dropped."""
+    columns = [c for c in results.columns if c.startswith(prefix)]
     table = results.set_index("held_out")[columns]
-    table.columns = [c.removeprefix(REAL_SOURCE_PREFIX) for c in columns]
-    table.index.name, table.columns.name = "held_out", "real source"
+    table.columns = [c.removeprefix(prefix) for c in columns]
+    table.index.name, table.columns.name = "held_out", columns_name
     return table
 
 
