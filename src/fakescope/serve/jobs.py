@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 from fakescope.detection import Detection
 from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
+from fakescope.io import storage
 from fakescope.serve.generation import generate_from_upload
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -67,13 +67,9 @@ class GenerationJob:
         }
 
     def save(self) -> None:
-        """Write `job.json` into the job's folder (temporary file, then rename)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write `job.json` into the job's folder (atomically: `storage.write_bytes` renames a temporary file)."""
         record = {**self.to_dict(), "files": [os.path.relpath(out.path, self.folder) for out in self.outputs]}
-        fd, tmp = tempfile.mkstemp(suffix=".json", dir=self.folder)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
-        os.replace(tmp, self.folder / RECORD_NAME)
+        storage.write_bytes(str(self.folder / RECORD_NAME), json.dumps(record).encode())
 
     @classmethod
     def load(cls, folder: Path) -> GenerationJob:
