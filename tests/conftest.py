@@ -32,6 +32,21 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def taef2_random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A taef2 weights folder (encoder and decoder .pth) with seeded random weights."""
+    import torch
+
+    from fakescope.generate.taef2 import TAEF2
+
+    torch.manual_seed(1)
+    model = TAEF2()
+    folder = tmp_path_factory.mktemp("taef2-weights")
+    torch.save(model.encoder.state_dict(), folder / "taef2_encoder.pth")
+    torch.save(model.decoder.state_dict(), folder / "taef2_decoder.pth")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved `test_tiny` model folder (64-px tiles, 2x2 grid, seeded random weights)."""
     import torch

@@ -56,16 +56,24 @@ def test_evaluate_errors_are_one_line(small_manifest, tmp_path):
     assert result.exit_code == 2 and "TITLE=PATH" in result.output
 
 
-@pytest.mark.slow
-def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
+def _logo_recipe(tmp_path, samples_per_epoch: int, relabel=None):
+    """A tiny LOGO recipe over `write_dataset` with both generators in every split; returns the config path."""
     frame = write_dataset(tmp_path / "data", per_class=12)
     frame["split"] = [("train", "val", "test")[(i // 4) % 3] for i in range(len(frame))]  # both generators in each
+    if relabel:
+        relabel(frame)
     frame.to_csv(tmp_path / "data" / "manifest.csv", index=False)
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({
         "manifest": str(tmp_path / "data" / "manifest.csv"), "architecture": "test_tiny", "pretrained": False,
-        "crop_size": 32, "batch_size": 8, "samples_per_epoch": 16, "num_workers": 0, "device": "cpu",
+        "crop_size": 32, "batch_size": 8, "samples_per_epoch": samples_per_epoch, "num_workers": 0, "device": "cpu",
         "augment": {"bottom_crop": 0.0, "base_jpeg_quality": None}}))
+    return config
+
+
+@pytest.mark.slow
+def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
+    config = _logo_recipe(tmp_path, samples_per_epoch=16)
     out = tmp_path / "logo"
     result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "g1,g2", "--epochs", "1"])
     assert result.exit_code == 0, result.output
@@ -81,15 +89,11 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_logo_by_source_holds_out_a_whole_family(tmp_path):
-    frame = write_dataset(tmp_path / "data", per_class=12)
-    frame["split"] = [("train", "val", "test")[(i // 4) % 3] for i in range(len(frame))]
-    frame.loc[frame["label"] == "ai", "source"] = ["family-a" if g == "g1" else "family-b" for g in frame.loc[frame["label"] == "ai", "generator"]]
-    frame.to_csv(tmp_path / "data" / "manifest.csv", index=False)
-    config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump({
-        "manifest": str(tmp_path / "data" / "manifest.csv"), "architecture": "test_tiny", "pretrained": False,
-        "crop_size": 32, "batch_size": 8, "samples_per_epoch": 64, "num_workers": 0, "device": "cpu",
-        "augment": {"bottom_crop": 0.0, "base_jpeg_quality": None}}))
+    def families(frame):
+        ai = frame["label"] == "ai"
+        frame.loc[ai, "source"] = ["family-a" if g == "g1" else "family-b" for g in frame.loc[ai, "generator"]]
+
+    config = _logo_recipe(tmp_path, samples_per_epoch=64, relabel=families)
     out = tmp_path / "logo"
     result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--by", "source",
                                  "--generators", "family-a", "--epochs", "1", "--samples-per-epoch", "16"])

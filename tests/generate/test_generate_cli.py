@@ -6,38 +6,24 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.generate.manifest import append_manifest
-from fakescope.generate.taef2 import TAEF2
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_server import ImagesAPIServer  # noqa: E402
 
 
-@pytest.fixture
-def random_weights(tmp_path) -> Path:
-    torch.manual_seed(1)
-    model = TAEF2()
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    torch.save(model.encoder.state_dict(), folder / "taef2_encoder.pth")
-    torch.save(model.decoder.state_dict(), folder / "taef2_decoder.pth")
-    return folder
-
-
-def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, random_weights):
+def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, taef2_random_weights):
     photos = tmp_path / "photos"
     photos.mkdir()
     sizes = [(40, 33), (64, 64), (40, 33)]
     for i, size in enumerate(sizes):
         Image.new("RGB", size, (i * 70, 20, 90)).save(photos / f"img{i}.jpg", quality=90)
     out = tmp_path / "fakes"
-    args = ["generate", "taef2", str(photos), "--out", str(out), "--weights", str(random_weights), "--device", "cpu", "-b", "2"]
+    args = ["generate", "taef2", str(photos), "--out", str(out), "--weights", str(taef2_random_weights), "--device", "cpu", "-b", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "3 images written" in result.output

@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.generate.taef2 import TAEF2
 from fakescope.io import storage
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
@@ -55,19 +53,13 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
         assert uri.startswith(out + "/") and Image.open(io.BytesIO(storage.read_bytes(uri))).size == (256, 256)
 
 
-def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bucket, tmp_path):
-    torch.manual_seed(1)
-    model = TAEF2()
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    torch.save(model.encoder.state_dict(), weights / "taef2_encoder.pth")
-    torch.save(model.decoder.state_dict(), weights / "taef2_decoder.pth")
+def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bucket, tmp_path, taef2_random_weights):
     root = f"s3://{s3_bucket}/set"
     sizes = [(48, 40), (64, 64)]
     for i, size in enumerate(sizes):
         storage.write_bytes(f"{root}/real/{i:05d}.png", _png(size, i))
     result = CliRunner().invoke(app, ["generate", "taef2", f"{root}/real", "--out", f"{root}/fake/taef2",
-                                      "--weights", str(weights), "--device", "cpu"])
+                                      "--weights", str(taef2_random_weights), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "2 images written" in result.output
     fakes = _manifest(f"{root}/fake/taef2/manifest.csv")
