@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from fakescope.data.manifest import read_rows
 from fakescope.detector import resolve_device
 from fakescope.evaluate.generalization import score_unseen
 from fakescope.models.bundle import load_model
 from fakescope.train import TrainConfig, train
-from fakescope.data.manifest import read_rows
 
 HERE = Path(__file__).parent
 RENDERS = ["dalle-mini", "disco-diffusion", "glid3-xl", "latent-diffusion", "majesty-diffusion",

@@ -83,7 +83,7 @@ class Detection:
         return out
 
     @classmethod
-    def failed(cls, source: str, error: str, model: str, threshold: float) -> "Detection":
+    def failed(cls, source: str, error: str, model: str, threshold: float) -> Detection:
         return cls(source=source, probability=None, verdict=None, threshold=threshold, model=model, error=error)
 
 

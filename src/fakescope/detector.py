@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
 from fakescope.models.tiling import Tiles, make_tiles, normalize, tile_heatmap
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Detector:
         *,
         device: str = "auto",
         **kwargs: Any,
-    ) -> "Detector":
+    ) -> Detector:
         """Load a bundled model name, a local model path or `hf://owner/name` (default: the bundled model).
 
         `runtime="onnx"` runs the network through onnxruntime on the CPU (`auto` then means `cpu`);

@@ -8,8 +8,8 @@ import pytest
 
 from fakescope.evaluate import generalization
 from fakescope.evaluate.generalization import real_source_table, score_unseen
-from fakescope.models.config import ModelConfig
 from fakescope.models.bundle import LoadedModel
+from fakescope.models.config import ModelConfig
 from fakescope.train.config import TrainConfig
 
 

@@ -32,10 +32,10 @@ def evaluate(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = False,
 ) -> None:
     """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT."""
+    from fakescope.data.manifest import read_rows
     from fakescope.errors import ConfigError
     from fakescope.evaluate import evaluate as run
     from fakescope.evaluate import write_report
-    from fakescope.data.manifest import read_rows
 
     with clean_errors():
         extras = [_figure_pair(f) for f in figure or []]

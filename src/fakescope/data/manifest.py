@@ -51,8 +51,7 @@ def describe_image(data: bytes) -> dict[str, object]:
 def normalise_label(value: object) -> str:
     """Map `real`/`ai` and their common spellings (`fake`, `0`, `1`, ...) to `real` or `ai`."""
     text = str(value).strip().lower()
-    if text.endswith(".0"):
-        text = text[:-2]
+    text = text.removesuffix(".0")
     if text not in _LABEL_ALIASES:
         raise ConfigError(f"unknown label {value!r}; expected real or ai")
     return _LABEL_ALIASES[text]

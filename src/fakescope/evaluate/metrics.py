@@ -53,7 +53,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
     both = len(np.unique(labels)) == 2
     tn, fp, fn, tp = skm.confusion_matrix(labels, pred, labels=[0, 1]).ravel()
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "n_ai": int(labels.sum()),
         "auc": float(skm.roc_auc_score(labels, probs)) if both else float("nan"),
         "ap": float(skm.average_precision_score(labels, probs)) if both else float("nan"),

@@ -211,7 +211,7 @@ class _translated_errors:
         return None
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
-        if exc is None or isinstance(exc, StorageError) or isinstance(exc, GeneratorExit):
+        if exc is None or isinstance(exc, (StorageError, GeneratorExit)):
             return False
         from google.auth.exceptions import GoogleAuthError, TransportError
         from googleapiclient.errors import HttpError

@@ -13,7 +13,7 @@ _FILE_PREFIX = "file://"
 
 
 def _path_of(uri: str) -> str:
-    return uri[len(_FILE_PREFIX):] if uri.startswith(_FILE_PREFIX) else uri
+    return uri.removeprefix(_FILE_PREFIX)
 
 
 def _error(action: str, uri: str, exc: OSError) -> StorageError:

@@ -21,7 +21,7 @@ class Calibrator:
     def __init__(self, method: str = "temperature"):
         self.method = method
 
-    def fit(self, logits: np.ndarray, labels: np.ndarray) -> "Calibrator":
+    def fit(self, logits: np.ndarray, labels: np.ndarray) -> Calibrator:
         logits = np.asarray(logits, np.float64).ravel()
         labels = np.asarray(labels).ravel().astype(int)
         if self.method == "temperature":

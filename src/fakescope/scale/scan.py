@@ -112,7 +112,7 @@ class _PartWriter:
         self.sink: pa.OSFile | None = None
         self.stream: pa.ipc.RecordBatchStreamWriter | None = None
 
-    def __enter__(self) -> "_PartWriter":
+    def __enter__(self) -> _PartWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -42,7 +42,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         try:
             aug = {k: tuple(v) if isinstance(v, list) else v for k, v in (d.pop("augment", None) or {}).items()}
@@ -53,7 +53,7 @@ class TrainConfig:
             raise ConfigError(f"invalid training config: {exc}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
