@@ -16,12 +16,12 @@ from pathlib import Path
 from fakescope.train import TrainConfig, train
 
 HERE = Path(__file__).parent
-LONG = {"epochs": 15, "samples_per_epoch": 12800, "patience": 5}
+# name -> (recipe file, overrides)
 VARIANTS = {
-    "shipped": {},
-    "shipped_seed1": {"seed": 1},
-    "long": LONG,
-    "crop160": {"crop_size": 160},
+    "shipped": ("train.yaml", {}),
+    "shipped_seed1": ("train.yaml", {"seed": 1}),
+    "long": ("long.yaml", {}),
+    "crop160": ("train.yaml", {"crop_size": 160}),
 }
 
 
@@ -35,9 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     print("| run | best val AUC | test AUC | test ECE |\n|---|---|---|---|")
     for name in args.variants.split(","):
-        overrides = {**VARIANTS[name], "pretrained": args.pretrained}
-        cfg = TrainConfig.from_yaml(HERE / "train.yaml", **overrides, out=str(args.out / name), name=f"sweep-{name}",
-                                    device=args.device, num_workers=args.num_workers)
+        recipe, overrides = VARIANTS[name]
+        cfg = TrainConfig.from_yaml(HERE / recipe, **overrides, pretrained=args.pretrained, out=str(args.out / name),
+                                    name=f"sweep-{name}", device=args.device, num_workers=args.num_workers)
         test = train(cfg, progress=False).metrics["test"]["overall"]
         with open(args.out / name / "metrics.csv") as f:
             best_val = max(float(row["val_auc"]) for row in csv.DictReader(f))
