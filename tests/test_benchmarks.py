@@ -42,3 +42,12 @@ def test_train_speed_prints_a_row_per_model():
 def test_gpu_benchmark_says_it_needs_a_gpu():
     done = _run("gpu.py", "--compile")
     assert done.returncode != 0 and "needs a CUDA GPU" in done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the session would run for real")
+def test_gpu_session_stops_at_once_without_a_gpu(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "session"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=BENCHMARKS.parent)
+    assert done.returncode == 1 and "needs a CUDA GPU" in done.stderr
+    assert not (tmp_path / "session" / "log.txt").exists()
