@@ -206,7 +206,7 @@ class _Loop:
                                 pin_memory=self.device.type == "cuda", persistent_workers=False)
         self.model.train()
         use_amp = self.cfg.amp and self.device.type == "cuda"
-        total, count = 0.0, 0
+        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0  # summed on the device: no sync per step
         batches = loader
         if progress:
             from tqdm import tqdm
@@ -223,12 +223,12 @@ class _Loop:
             self.optimizer.step()
             if self.scheduler.last_epoch < self.scheduler.total_steps - 1:
                 self.scheduler.step()
-            total += loss.item() * len(y)
+            total += loss.detach() * len(y)
             count += len(y)
+        sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=self.device)])
         if self.world > 1:
-            sums = torch.tensor([total, count], dtype=torch.float64, device=self.device)
             dist.all_reduce(sums)
-            total, count = sums.tolist()
+        total, count = sums.tolist()
         return total / max(count, 1)
 
     def save(self, out: Path, next_epoch: int, best_auc: float, stale: int) -> None:
