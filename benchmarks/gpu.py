@@ -2,13 +2,18 @@
 
 Pipeline per batch: encoded JPEG bytes -> `torchvision.io.decode_jpeg(..., device="cuda")` ->
 native-resolution tiles cut on the GPU (the model's input policy) -> normalise -> network in
-bf16 autocast, channels_last -> mean tile logit -> calibrated P(ai) back on the host.
-Prints decode-only images/s, end-to-end images/s and their ratio, measured in one run.
-`--compile` runs the network through `torch.compile` (`--compile-mode reduce-overhead` adds CUDA
-graphs); compilation happens in the warm-up, outside the timed runs. `--overlap` decodes the next
-batch on a side CUDA stream, from a second host thread, while the current one is scored.
+bf16, channels_last -> mean tile logit -> calibrated P(ai) back on the host.
+Prints decode-only, network-only (tiles of already decoded images) and end-to-end images/s, and
+end to end over decode only, all measured in one run.
 
-    python benchmarks/gpu.py --images 8192 --batch 512 [--compile] [--overlap]
+- `--compile` runs the network through `torch.compile` (`--compile-mode`, e.g.
+  `max-autotune-no-cudagraphs`); `--freeze` lets Inductor fold the frozen weights and batch norm
+  into the convolutions. Compilation happens in the warm-up, outside the timed runs.
+- `--bf16-weights` casts the network to bf16 instead of running it under bf16 autocast.
+- `--decode-threads N` splits each batch into N parts decoded at once from N host threads, each on
+  its own CUDA stream; `--overlap` decodes batch i+1 while batch i is scored.
+
+    python benchmarks/gpu.py --images 8192 --batch 512 [--compile [--freeze]] [--overlap]
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import io
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -29,14 +35,18 @@ def main() -> None:
     parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
-    parser.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. max-autotune, reduce-overhead")
-    parser.add_argument("--overlap", action="store_true", help="decode batch i+1 on a side stream while scoring batch i")
+    parser.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--freeze", action="store_true", help="Inductor freezing: fold weights and batch norm (with --compile)")
+    parser.add_argument("--bf16-weights", action="store_true", help="cast the network to bf16 instead of autocast")
+    parser.add_argument("--decode-threads", type=int, default=1, help="host threads (and CUDA streams) decoding each batch")
+    parser.add_argument("--overlap", action="store_true", help="decode batch i+1 while scoring batch i")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/gpu.py needs a CUDA GPU and none is visible; run benchmarks/detect_throughput.py on a CPU machine")
+    if args.freeze and not args.compile:
+        sys.exit("benchmarks/gpu.py: --freeze needs --compile")
 
     import torchvision
-    from torchvision.io import decode_jpeg
 
     from fakescope.models.bundle import load_model
     from fakescope.models.calibration import apply_calibration
@@ -47,8 +57,13 @@ def main() -> None:
     width, height = map(int, args.size.split("x"))
     encoded = _jpegs(args.images, width, height)
     model = load_model(args.model, device=device)
-    network = model.network.to(memory_format=torch.channels_last)
+    network = model.network.eval().to(memory_format=torch.channels_last)
+    dtype = torch.bfloat16 if args.bf16_weights else torch.float32
+    network = network.to(dtype)
     if args.compile:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.freezing = args.freeze
         network = torch.compile(network, mode=args.compile_mode)
     policy = model.config.input
     c = policy.crop_size
@@ -56,63 +71,86 @@ def main() -> None:
     mean = torch.tensor(policy.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(policy.std, device=device).view(1, 3, 1, 1) * 255
     batches = [encoded[i:i + args.batch] for i in range(0, len(encoded), args.batch)]
-
-    def decode(batch):
-        return decode_jpeg(batch, device=device)
-
-    @torch.inference_mode()
-    def detect(batch) -> np.ndarray:
-        return score(torch.stack(decode(batch)))  # (B, 3, H, W) uint8; one size in this benchmark
+    decoder = _Decoder(args.decode_threads, device)
 
     @torch.inference_mode()
     def score(pixels: torch.Tensor) -> np.ndarray:
         tiles = torch.stack([pixels[:, :, t:t + c, l:l + c] for t in tops for l in lefts], 1).flatten(0, 1)
-        x = ((tiles.float() - mean) / std).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        x = ((tiles.float() - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=not args.bf16_weights):
             logits = network(x).float().view(len(pixels), -1).mean(1)
         return apply_calibration(model.config.calibration, logits.cpu().numpy())
 
-    for fn in (decode, detect):  # warm-up: cudnn autotuning, nvJPEG handles, compilation
-        fn(batches[0])
-    if len(batches) > 1 and len(batches[-1]) != args.batch:
-        detect(batches[-1])  # the short last batch has its own shapes
-    torch.cuda.synchronize()
-    decode_rate = _rate(lambda: [decode(b) for b in batches], len(encoded))
-    run = (lambda: _overlapped(batches, decode, score)) if args.overlap else (lambda: [detect(b) for b in batches])
-    detect_rate = _rate(run, len(encoded))
+    def detect_all() -> list:
+        if not args.overlap:
+            return [score(decoder.wait(*decoder(b))) for b in batches]
+        results = []
+        with ThreadPoolExecutor(1) as ahead:
+            pending = ahead.submit(decoder, batches[0])
+            for following in [*batches[1:], None]:
+                decoded = pending.result()
+                if following is not None:
+                    pending = ahead.submit(decoder, following)
+                results.append(score(decoder.wait(*decoded)))
+        return results
+
+    sizes = {len(b) for b in batches}  # warm-up per batch shape: cudnn autotuning, nvJPEG handles, compilation
+    for n in sorted(sizes):
+        score(decoder.wait(*decoder(next(b for b in batches if len(b) == n))))
+    decoded = [decoder.wait(*decoder(b)) for b in batches]
+    decode_rate = _rate(lambda: [decoder.wait(*decoder(b)) for b in batches], len(encoded))
+    network_rate = _rate(lambda: [score(p) for p in decoded], len(encoded))
+    decoded.clear()  # frees the decoded images before the end-to-end run
+    detect_rate = _rate(detect_all, len(encoded))
+    decoder.close()
+    options = [f"network {'bf16 weights' if args.bf16_weights else 'fp32 weights, bf16 autocast'}"]
+    if args.compile:
+        options.append(f"torch.compile mode {args.compile_mode}" + (" with freezing" if args.freeze else ""))
+    options.append(f"{args.decode_threads} decode thread(s)" + (", next batch decoded while scoring" if args.overlap else ""))
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  torchvision {torchvision.__version__}")
-    print(f"images: {len(encoded)} JPEG {width}x{height}, batch {args.batch}, {len(tops) * len(lefts)} tiles of {c}px each"
-          + (f", torch.compile mode {args.compile_mode}" if args.compile else "")
-          + (", decoding overlapped on a side stream" if args.overlap else ""))
+    print(f"images: {len(encoded)} JPEG {width}x{height}, batch {args.batch}, {len(tops) * len(lefts)} tiles of {c}px each")
+    print("options: " + "; ".join(options))
     print(f"decode only (nvJPEG on device): {decode_rate:,.0f} images/s")
+    print(f"network only (tiles + model + calibration of decoded images): {network_rate:,.0f} images/s")
     print(f"end to end (decode + tiles + model + calibration): {detect_rate:,.0f} images/s")
     print(f"end to end / decode only: {detect_rate / decode_rate:.2f}")
 
 
-def _overlapped(batches: list, decode, score) -> list:
-    """Score every batch while a second thread decodes the next one on its own CUDA stream."""
-    from concurrent.futures import ThreadPoolExecutor
+class _Decoder:
+    """Decodes a batch in `threads` parts at once, each from its own host thread and CUDA stream."""
 
-    side, main = torch.cuda.Stream(), torch.cuda.current_stream()
+    def __init__(self, threads: int, device: torch.device):
+        from torchvision.io import decode_jpeg
 
-    def decode_on_side(batch):
-        with torch.cuda.stream(side):
-            pixels = torch.stack(decode(batch))
-            done = torch.cuda.Event()
-            done.record(side)
-        return pixels, done
+        self._decode_jpeg, self._device = decode_jpeg, device
+        self._streams = [torch.cuda.Stream() for _ in range(threads)]
+        self._pool = ThreadPoolExecutor(threads)
 
-    results = []
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(decode_on_side, batches[0])
-        for following in [*batches[1:], None]:
-            pixels, done = pending.result()
-            if following is not None:
-                pending = pool.submit(decode_on_side, following)
-            main.wait_event(done)
-            pixels.record_stream(main)  # the allocator must not reuse it while the main stream reads it
-            results.append(score(pixels))
-    return results
+    def __call__(self, batch: list) -> tuple[list, list]:
+        """Start decoding; returns each part's pixels and the event that marks them ready."""
+        n = len(self._streams)
+        parts = [batch[i * len(batch) // n:(i + 1) * len(batch) // n] for i in range(n)]
+        done = list(self._pool.map(self._decode, parts, self._streams))
+        return [p for p, _ in done], [e for _, e in done]
+
+    def _decode(self, part: list, stream: torch.cuda.Stream):
+        with torch.cuda.stream(stream):
+            pixels = torch.stack(self._decode_jpeg(part, device=self._device))
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        return pixels, ready
+
+    @staticmethod
+    def wait(parts: list, events: list) -> torch.Tensor:
+        """The batch's (B, 3, H, W) uint8 pixels, usable on the current stream."""
+        current = torch.cuda.current_stream()
+        for pixels, ready in zip(parts, events, strict=True):
+            current.wait_event(ready)
+            pixels.record_stream(current)  # the allocator must not reuse it while this stream reads it
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
 
 def _rate(run, n: int) -> float:

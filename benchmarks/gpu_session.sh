@@ -22,4 +22,5 @@ step 90 python3 benchmarks/train_speed.py --devices cuda --batch-size 256 --step
 step 300 python3 recipes/default/gpu_sweep.py --out "$OUT/sweep" ${PRETRAINED:+--pretrained "$PRETRAINED"}
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --overlap
+step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights
 echo "=== [$(( $(date +%s) - T0 ))s] done" | tee -a "$LOG"
