@@ -127,6 +127,15 @@ def test_names_and_missing_paths(tmp_path):
         load_model("missing.safetensors")
 
 
+def test_the_repository_model_card_is_the_bundled_one():
+    """The root MODEL_CARD.md is a link to the card inside the bundled model, so the two never drift."""
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / "pyproject.toml").is_file():
+        pytest.skip("not running from a source checkout")
+    bundled = repo / "src" / "fakescope" / "weights" / DEFAULT_MODEL / CARD_FILE
+    assert (repo / CARD_FILE).is_symlink() and (repo / CARD_FILE).resolve() == bundled.resolve()
+
+
 def _populate_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
     """Lay out a downloaded hub snapshot the way huggingface_hub stores it (refs/main -> snapshot)."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
