@@ -7,6 +7,7 @@ import pytest
 
 from fakescope.evaluate.metrics import (
     INTERVAL_METRICS,
+    auc_score,
     binary_metrics,
     bootstrap_intervals,
     reliability_curve,
@@ -18,6 +19,12 @@ from fakescope.evaluate.metrics import (
 LABELS = np.array([0, 0, 1, 1])
 PROBS = np.array([0.1, 0.6, 0.4, 0.9])
 
+
+def test_auc_on_logits_keeps_the_order_a_saturated_sigmoid_ties():
+    logits = np.array([40.0, 50.0, 60.0, 45.0])  # sigmoid rounds every one to exactly 1.0
+    assert auc_score(LABELS, logits) == pytest.approx(0.75)
+    assert auc_score(LABELS, 1 / (1 + np.exp(-logits))) == pytest.approx(0.5)
+    assert np.isnan(auc_score([1, 1], [0.2, 0.3]))
 
 def test_binary_metrics_by_hand():
     m = binary_metrics(LABELS, PROBS, threshold=0.5)

@@ -42,6 +42,12 @@ def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
     return float((fpr[i] + fnr[i]) / 2.0)
 
 
+def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of any scores that rank images (logits as well as probabilities); NaN for one class."""
+    labels = np.asarray(labels).astype(int)
+    return float(skm.roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
+
+
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float | list]:
     """AUC, AP, accuracy, balanced accuracy, precision, recall, EER, ECE and the confusion matrix.
 
@@ -55,7 +61,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
     return {
         "n": len(labels),
         "n_ai": int(labels.sum()),
-        "auc": float(skm.roc_auc_score(labels, probs)) if both else float("nan"),
+        "auc": auc_score(labels, probs),
         "ap": float(skm.average_precision_score(labels, probs)) if both else float("nan"),
         "accuracy": float(skm.accuracy_score(labels, pred)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(labels, pred)) if both else float("nan"),

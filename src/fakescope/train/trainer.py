@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from fakescope.data.manifest import read_rows
 from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
-from fakescope.evaluate.metrics import binary_metrics
+from fakescope.evaluate.metrics import auc_score, binary_metrics
 from fakescope.models.bundle import LoadedModel, save_model
 from fakescope.models.calibration import Calibrator, apply_calibration
 from fakescope.models.config import InputPolicy, ModelConfig
@@ -83,7 +83,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         t0 = time.perf_counter()
         loss = loop.run_epoch(epoch, progress and main)
         logits = _score_shared(network, model_cfg, device, val_images, cfg.batch_size, rank, world)
-        auc = binary_metrics(val_labels, 1 / (1 + np.exp(-logits)))["auc"]
+        auc = auc_score(val_labels, logits)  # on the logits: a sigmoid would tie saturated scores
         if auc > best_auc:
             best_auc, stale = auc, 0
             if main:
