@@ -12,6 +12,8 @@ end to end over decode only, all measured in one run.
 - `--bf16-weights` casts the network to bf16 instead of running it under bf16 autocast.
 - `--decode-threads N` splits each batch into N parts decoded at once from N host threads, each on
   its own CUDA stream; `--overlap` decodes batch i+1 while batch i is scored.
+- `--start-at T` waits until Unix time T after the warm-up, so several processes sharing the GPU
+  (each with its own nvJPEG decoder) time the same window.
 
     python benchmarks/gpu.py --images 8192 --batch 512 [--compile [--freeze]] [--overlap]
 """
@@ -40,6 +42,8 @@ def main() -> None:
     parser.add_argument("--bf16-weights", action="store_true", help="cast the network to bf16 instead of autocast")
     parser.add_argument("--decode-threads", type=int, default=1, help="host threads (and CUDA streams) decoding each batch")
     parser.add_argument("--overlap", action="store_true", help="decode batch i+1 while scoring batch i")
+    parser.add_argument("--start-at", type=float, default=None,
+                        help="Unix time to start the timed runs at, after the warm-up (aligns several processes)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/gpu.py needs a CUDA GPU and none is visible; run benchmarks/detect_throughput.py on a CPU machine")
@@ -98,6 +102,10 @@ def main() -> None:
     for n in sorted(sizes):
         score(decoder.wait(*decoder(next(b for b in batches if len(b) == n))))
     decoded = [decoder.wait(*decoder(b)) for b in batches]
+    if args.start_at is not None:
+        torch.cuda.synchronize()
+        time.sleep(max(0.0, args.start_at - time.time()))
+        print(f"timed runs began {time.time() - args.start_at:+.1f} s after --start-at")
     decode_rate = _rate(lambda: [decoder.wait(*decoder(b)) for b in batches], len(encoded))
     network_rate = _rate(lambda: [score(p) for p in decoded], len(encoded))
     decoded.clear()  # frees the decoded images before the end-to-end run
