@@ -25,6 +25,7 @@ import io
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
+    parser.add_argument("--grid", type=int, default=None, help="at most N x N tiles per image (default: the model's own)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--freeze", action="store_true", help="Inductor freezing: fold weights and batch norm (with --compile)")
@@ -69,7 +71,7 @@ def main() -> None:
 
         inductor_config.freezing = args.freeze
         network = torch.compile(network, mode=args.compile_mode)
-    policy = model.config.input
+    policy = replace(model.config.input, grid=args.grid or model.config.input.grid)
     c = policy.crop_size
     tops, lefts = tile_positions(height, c, policy.grid), tile_positions(width, c, policy.grid)
     mean = torch.tensor(policy.mean, device=device).view(1, 3, 1, 1) * 255

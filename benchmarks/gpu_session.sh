@@ -23,4 +23,5 @@ step 300 python3 recipes/default/gpu_sweep.py --out "$OUT/sweep" ${PRETRAINED:+-
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --overlap
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights
+step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights --grid 2
 echo "=== [$(( $(date +%s) - T0 ))s] done" | tee -a "$LOG"
