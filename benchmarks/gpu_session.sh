@@ -16,12 +16,11 @@ step() { local cap=$1; shift; echo "=== [$(( $(date +%s) - T0 ))s] $*" | tee -a 
 
 python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu_session.sh needs a CUDA GPU')" || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
-step 60 python3 benchmarks/gpu.py --images 8192 --batch 512
-step 60 python3 benchmarks/gpu.py --images 8192 --batch 512 --overlap
-step 90 python3 benchmarks/train_speed.py --devices cuda --batch-size 256 --steps 10 --warmup 3
-step 300 python3 recipes/default/gpu_sweep.py --out "$OUT/sweep" ${PRETRAINED:+--pretrained "$PRETRAINED"}
-step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile
-step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --overlap
-step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights --grid 2
+step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights
+step 90 python3 benchmarks/train_speed.py --devices cuda --batch-size 256 --steps 10 --warmup 3
+step 60 python3 benchmarks/gpu.py --images 8192 --batch 512
+step 300 python3 recipes/default/gpu_sweep.py --out "$OUT/sweep" ${PRETRAINED:+--pretrained "$PRETRAINED"}
+step 60 python3 benchmarks/gpu.py --images 8192 --batch 512 --overlap
+step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile
 echo "=== [$(( $(date +%s) - T0 ))s] done" | tee -a "$LOG"
