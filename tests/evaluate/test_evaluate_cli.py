@@ -96,12 +96,13 @@ def test_evaluate_logo_by_source_holds_out_a_whole_family(tmp_path):
     config = _logo_recipe(tmp_path, samples_per_epoch=64, relabel=families)
     out = tmp_path / "logo"
     result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--by", "source",
-                                 "--generators", "family-a", "--epochs", "1", "--samples-per-epoch", "16"])
+                                 "--generators", "family-a", "--epochs", "1", "--samples-per-epoch", "16",
+                                 "--num-workers", "1"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "logo.json").read_text())
     assert [r["held_out"] for r in data["runs"]] == ["family-a"] and data["runs"][0]["n_unseen"] == 6
     assert set(data["matrix"]["family-a"]) == {"family-a", "family-b"}
-    assert data["recipe"]["samples_per_epoch"] == 16
+    assert data["recipe"]["samples_per_epoch"] == 16 and data["recipe"]["num_workers"] == 1
     bad = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--by", "camera_model"])
     assert bad.exit_code == 2 and "no 'camera_model' column" in bad.output
 
