@@ -26,6 +26,7 @@ def test_auc_on_logits_keeps_the_order_a_saturated_sigmoid_ties():
     assert auc_score(LABELS, 1 / (1 + np.exp(-logits))) == pytest.approx(0.5)
     assert np.isnan(auc_score([1, 1], [0.2, 0.3]))
 
+
 def test_binary_metrics_by_hand():
     m = binary_metrics(LABELS, PROBS, threshold=0.5)
     assert m["auc"] == pytest.approx(0.75)  # 3 of 4 (ai, real) pairs ordered right
