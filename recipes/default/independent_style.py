@@ -5,7 +5,8 @@
 Test-split images as published (no neutralization), centre-cropped to at most 512 px and
 re-encoded as JPEG q90; all test images of the 2022 renders, LFW and ImageNet and 200 of each
 faces class. Prints AUC, balanced accuracy, ECE and the uncertain rate, as scored, after an extra
-JPEG q75 pass, and with a 4 x 4 tile grid; with `--grids 1,2,3` also the AUC and the onnxruntime
+JPEG q75 pass, and with a 4 x 4 tile grid; then a compression-history check (the PNG sources
+given a JPEG pass first, mean P(ai) per source); with `--grids 1,2,3` also the AUC and the onnxruntime
 speed (images/s, decoded images in memory) at each tile grid, overall and on images of at least
 224 px (the speed/accuracy table of docs/scale.md).
 """
@@ -44,7 +45,8 @@ def main() -> None:
     rows = [r for r in collect(args.shared) if r["split"] == "test"]
     faces = [r for r in rows if r["source"] in ("ffhq", "thispersondoesnotexist")]
     rows = [r for r in rows if r not in faces] + random.Random(0).sample(faces, min(len(faces), 2 * args.faces))
-    images = [jpeg(centre_crop(load_image(r["path"]).image), 90) for r in rows]
+    originals = [load_image(r["path"]) for r in rows]
+    images = [jpeg(centre_crop(o.image), 90) for o in originals]
     labels = np.array([r["label"] == "ai" for r in rows], int)
     detector = Detector.load(args.model, device="cpu", provenance=False)
     config = detector.model.config
@@ -60,8 +62,23 @@ def main() -> None:
         uncertain = float(((probs >= cfg.band[0]) & (probs < cfg.band[1])).mean())
         print(f"{name:<11} auc={m['auc']:.3f} balanced_accuracy={m['balanced_accuracy']:.3f} "
               f"ece={m['ece']:.3f} uncertain={uncertain:.2f} n={len(rows)}")
+    detector.model = replace(detector.model, config=config)  # back to the model's own grid
+    compression_history(detector, originals, [r["source"] for r in rows], labels)
     if args.grids:
         compare_grids(args.model, images, labels, [int(g) for g in args.grids.split(",")])
+
+
+def compression_history(detector: Detector, originals: list, sources: list[str], labels: np.ndarray) -> None:
+    """Does the model read compression history? FFHQ reals and the renders are PNG, every other source
+    JPEG; give the PNG ones a JPEG q95 pass before the pipeline and compare the scores per source."""
+    config = detector.model.config
+    for name, prior in (("as scored", None), ("+ JPEG q95 first for PNG sources", 95)):
+        pipeline = [jpeg(centre_crop(o.image if prior is None or o.format == "JPEG" else jpeg(o.image, prior)), 90)
+                    for o in originals]
+        probs = apply_calibration(config.calibration, detector.predict_logits(pipeline))
+        means = {s: float(probs[np.array(sources) == s].mean()) for s in sorted(set(sources))}
+        print(f"{name}: auc={binary_metrics(labels, probs, config.threshold)['auc']:.3f} mean P(ai) "
+              + ", ".join(f"{s} {m:.3f}" for s, m in means.items()))
 
 
 def compare_grids(model, images, labels: np.ndarray, grids: list[int]) -> None:
