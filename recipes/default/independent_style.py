@@ -55,28 +55,30 @@ def main() -> None:
         "+ JPEG q75": (config, lambda im: jpeg(im, 75)),
         "4x4 tiles": (replace(config, input=replace(config.input, grid=4)), lambda im: im),
     }
+    scored = {}
     for name, (cfg, transform) in variants.items():
         detector.model = replace(detector.model, config=cfg)
-        probs = apply_calibration(cfg.calibration, detector.predict_logits([transform(im) for im in images]))
+        probs = scored[name] = apply_calibration(cfg.calibration, detector.predict_logits([transform(im) for im in images]))
         m = binary_metrics(labels, probs, cfg.threshold)
         uncertain = float(((probs >= cfg.band[0]) & (probs < cfg.band[1])).mean())
         print(f"{name:<11} auc={m['auc']:.3f} balanced_accuracy={m['balanced_accuracy']:.3f} "
               f"ece={m['ece']:.3f} uncertain={uncertain:.2f} n={len(rows)}")
     detector.model = replace(detector.model, config=config)  # back to the model's own grid
-    compression_history(detector, originals, [r["source"] for r in rows], labels)
+    compression_history(detector, originals, [r["source"] for r in rows], labels, scored["as scored"])
     if args.grids:
         compare_grids(args.model, images, labels, [int(g) for g in args.grids.split(",")])
 
 
-def compression_history(detector: Detector, originals: list, sources: list[str], labels: np.ndarray) -> None:
+def compression_history(detector: Detector, originals: list, sources: list[str], labels: np.ndarray,
+                        as_scored: np.ndarray) -> None:
     """Does the model read compression history? FFHQ reals and the renders are PNG, every other source
     JPEG; give the PNG ones a JPEG q95 pass before the pipeline and compare the scores per source."""
     config = detector.model.config
-    for name, prior in (("as scored", None), ("+ JPEG q95 first for PNG sources", 95)):
-        pipeline = [jpeg(centre_crop(o.image if prior is None or o.format == "JPEG" else jpeg(o.image, prior)), 90)
-                    for o in originals]
-        probs = apply_calibration(config.calibration, detector.predict_logits(pipeline))
-        means = {s: float(probs[np.array(sources) == s].mean()) for s in sorted(set(sources))}
+    prior = [jpeg(centre_crop(o.image if o.format == "JPEG" else jpeg(o.image, 95)), 90) for o in originals]
+    with_prior = apply_calibration(config.calibration, detector.predict_logits(prior))
+    sources = np.array(sources)
+    for name, probs in (("as scored", as_scored), ("+ JPEG q95 first for PNG sources", with_prior)):
+        means = {s: float(probs[sources == s].mean()) for s in sorted(set(sources))}
         print(f"{name}: auc={binary_metrics(labels, probs, config.threshold)['auc']:.3f} mean P(ai) "
               + ", ".join(f"{s} {m:.3f}" for s, m in means.items()))
 

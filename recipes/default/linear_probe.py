@@ -18,11 +18,11 @@ import numpy as np
 import timm
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fakescope.data.manifest import read_rows
+from fakescope.evaluate.metrics import auc_score
 from fakescope.io.image import load_image
 from fakescope.models.config import InputPolicy
 from fakescope.models.pretrained import load_pretrained
@@ -71,7 +71,7 @@ def _embed(frame) -> tuple[np.ndarray, list[int]]:
 def _fit_and_score(x: np.ndarray, label: np.ndarray, train: np.ndarray, test: np.ndarray, c: float) -> float:
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, class_weight="balanced"))
     probe.fit(x[train], label[train])
-    return float(roc_auc_score(label[test], probe.decision_function(x[test])))
+    return auc_score(label[test], probe.decision_function(x[test]))
 
 
 if __name__ == "__main__":
