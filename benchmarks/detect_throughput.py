@@ -2,11 +2,16 @@
 
 Generates JPEGs (or reads --folder), then measures in one run: decode-only images/s
 (`load_image` in the same number of threads), and detect images/s with the PyTorch and the
-onnxruntime network at the model's tile grid, then onnxruntime at each `--grids` value (fewer
-tiles per image: faster, less of a large image seen). Prints each rate and its ratio to decode-only.
+onnxruntime network at the model's tile grid, the torch network in bf16 and in bf16 under
+`torch.compile` (fast on CPUs with bf16 instructions; `--no-bf16` skips both, `--no-compile` the
+compiled one), then onnxruntime at
+each `--grids` value (fewer tiles per image: faster, less of a large image seen). Prints each rate
+and its ratio to decode-only. `--device cuda` times the torch rows on the GPU (decoding stays on
+the host's `--workers` threads, as in `fakescope scan --device cuda`).
 
     python benchmarks/detect_throughput.py --images 96 --size 1024x768
     python benchmarks/detect_throughput.py --folder ../shared/data/real-imagenet-sample --grids 1,2
+    python benchmarks/detect_throughput.py --device cuda --images 4096 --workers 14 --batch-size 512 --grids ""
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="decoding threads")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--provenance", action="store_true", help="also collect C2PA/metadata/watermark evidence")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the torch rows (onnx rows are CPU-only)")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the torch bf16 rows")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled torch bf16 row (seconds to a minute of warm-up)")
     parser.add_argument("--grids", default="1,2", help="comma-separated tile grids to also time with onnxruntime ('' for none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,13 +49,18 @@ def main() -> None:
         print(f"{len(files)} images ({args.folder or 'generated ' + args.size + ' JPEG'}), {args.workers} decoding threads")
         print(f"decode only: {decode:7.1f} images/s")
         grids = [int(g) for g in args.grids.split(",") if g]
-        for runtime, grid in [("torch", None), ("onnx", None), *(("onnx", g) for g in grids)]:
-            detector = Detector.load(device="cpu", batch_size=args.batch_size, workers=args.workers,
-                                     provenance=args.provenance, runtime=runtime, grid=grid)
-            list(detector.stream(files[: args.batch_size]))  # warm-up (and the one-off ONNX export)
-            rate = _rate(lambda: list(detector.stream(files)), len(files))
-            label = f"{runtime}, grid {detector.model.config.input.grid}"
-            print(f"detect ({label:13s}): {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only")
+        bf16 = [] if args.no_bf16 else [("torch", None, "bf16", False), *([] if args.no_compile else [("torch", None, "bf16", True)])]
+        onnx = [] if args.device != "cpu" else [("onnx", None, "fp32", False), *(("onnx", g, "fp32", False) for g in grids)]
+        rows = [("torch", None, "fp32", False), *bf16, *onnx]
+        for runtime, grid, precision, compiled in rows:
+            detector = Detector.load(device=args.device, batch_size=args.batch_size, workers=args.workers, provenance=args.provenance,
+                                     runtime=runtime, grid=grid, precision=precision, compile=compiled)
+            start = time.perf_counter()
+            list(detector.stream(files[: args.batch_size + 1]))  # warm-up: ONNX export, compiling, a partial batch
+            warm_up = time.perf_counter() - start
+            rate = _rate(lambda d=detector: list(d.stream(files)), len(files))
+            label = f"{runtime} {precision}{' compiled' if compiled else ''}, grid {detector.model.config.input.grid}"
+            print(f"detect ({label:26s}): {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only  (warm-up {warm_up:.1f} s)")
 
 
 def _generate(folder: Path, n: int, size: str) -> list[str]:

@@ -22,12 +22,12 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_detect_throughput_prints_every_runtime_and_grid():
     pytest.importorskip("onnxruntime")
-    done = _run("detect_throughput.py", "--images", "4", "--batch-size", "4", "--grids", "1")
+    done = _run("detect_throughput.py", "--images", "4", "--batch-size", "4", "--grids", "1", "--no-compile")
     assert done.returncode == 0, done.stderr
     assert "decode only:" in done.stdout
-    for label in ("torch, grid 3", "onnx, grid 3", "onnx, grid 1"):
+    for label in ("torch fp32, grid 3", "torch bf16, grid 3", "onnx fp32, grid 3", "onnx fp32, grid 1"):
         assert label in done.stdout
-    assert done.stdout.count("x decode-only") == 3
+    assert done.stdout.count("x decode-only") == 4
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from PIL import Image
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io.image import LoadedImage, load_image, load_source
+from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
 from fakescope.models.tiling import Tiles, make_tiles, normalize, tile_heatmap
@@ -43,6 +44,8 @@ class Detector:
     `grid` overrides the model's tile grid (at most grid x grid tiles per image): fewer tiles run
     faster and see less of a large image (docs/scale.md has the measured trade-off). `threads`
     sets the CPU threads of inference (the onnxruntime session's; for torch, the process's).
+    `precision="bf16"` and `compile=True` speed up the torch runtime on GPUs and on CPUs with bf16
+    instructions (`fakescope.models.acceleration`; both need `runtime` torch or auto).
 
     Example:
         >>> detector = Detector.load()                     # bundled default model, offline
@@ -63,16 +66,22 @@ class Detector:
         runtime: str = "torch",
         grid: int | None = None,
         threads: int | None = None,
+        precision: str = "fp32",
+        compile: bool = False,  # noqa: A002 - torch's own word
     ):
         self.device = torch.device(device)
-        self.model, self.runtime = _with_runtime(_with_grid(model, grid), runtime, self.device, threads)
+        self._input_dtype = input_dtype(precision)
+        fast = precision != "fp32" or compile
+        self.model, self.runtime = _with_runtime(_with_grid(model, grid), runtime, self.device, threads, torch_only=fast)
         self.batch_size = batch_size
         self.workers = workers
         self.provenance = provenance
         self.threshold = model.config.threshold if threshold is None else threshold
         self.band = _shift_band(model.config.band, model.config.threshold, self.threshold)
+        self._network = self.model.network
         if self.runtime == "torch":  # channels_last: a faster forward pass on CPU and CUDA (docs/scale.md)
             self.model.network.to(memory_format=torch.channels_last)
+            self._network = inference_network(self.model.network, self.device, precision=precision, compile=compile)
 
     @classmethod
     def load(
@@ -169,12 +178,12 @@ class Detector:
         by_shape: dict[tuple[int, int], list[int]] = {}
         for i, tiles in enumerate(tile_sets):
             by_shape.setdefault(tuple(tiles.shape[-2:]), []).append(i)
-        net, policy = self.model.network, self.model.config.input
+        net, policy = self._network, self.model.config.input
         for indices in by_shape.values():
             x = torch.cat([tile_sets[i] for i in indices]).to(self.device, non_blocking=True)
             x = normalize(x, policy)
             if self.runtime == "torch":
-                x = x.contiguous(memory_format=torch.channels_last)
+                x = x.to(self._input_dtype).contiguous(memory_format=torch.channels_last)
             logits = torch.cat([net(chunk) for chunk in x.split(self.batch_size * 4)]).float().cpu()
             for i, part in zip(indices, logits.split([len(tile_sets[i]) for i in indices])):
                 out[i] = part
@@ -230,12 +239,12 @@ def _with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
 
 
 def _with_runtime(
-    model: LoadedModel, runtime: str, device: torch.device, threads: int | None
+    model: LoadedModel, runtime: str, device: torch.device, threads: int | None, *, torch_only: bool = False
 ) -> tuple[LoadedModel, str]:
     """The model and the runtime it runs on: itself for `torch`, a copy on its cached ONNX export for `onnx`.
 
     `auto` means onnx on the CPU when onnxruntime is installed and the export succeeds (a warning
-    says why not otherwise), and torch everywhere else.
+    says why not otherwise), and torch everywhere else or when `torch_only` (bf16 or compile asked for).
     """
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
@@ -243,7 +252,9 @@ def _with_runtime(
         raise ConfigError(f"unknown runtime {runtime!r}; use torch, onnx or auto")
     if runtime == "onnx" and device.type != "cpu":
         raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
-    if runtime == "auto" and device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+    if runtime == "onnx" and torch_only:
+        raise ConfigError("precision bf16 and compile run on the torch runtime; use runtime 'torch' or 'auto'")
+    if runtime == "auto" and not torch_only and device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
         try:
             return _onnx_model(model, threads), "onnx"
         except Exception as exc:  # noqa: BLE001 - any export failure falls back to the torch network

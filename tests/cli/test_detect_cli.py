@@ -150,6 +150,15 @@ def test_grid_and_threads_options(tiny_model_dir, images):
     assert _detect(tiny_model_dir, "--grid", "0", str(images)).exit_code == 2
 
 
+def test_precision_and_compile_options(tiny_model_dir, images):
+    fp32 = _records(_detect(tiny_model_dir, "-f", "jsonl", str(images)).stdout)
+    bf16 = _records(_detect(tiny_model_dir, "-f", "jsonl", "--precision", "bf16", str(images)).stdout)
+    assert [r["score"] for r in bf16] == pytest.approx([r["score"] for r in fp32], abs=0.03)
+    result = _detect(tiny_model_dir, "--runtime", "onnx", "--compile", str(images))
+    assert result.exit_code == 2 and result.stderr.startswith("error: precision bf16 and compile run on the torch runtime")
+    assert _detect(tiny_model_dir, "--precision", "fp16", str(images)).exit_code == 2
+
+
 def test_provenance_is_on_by_default(tiny_model_dir, images):
     result = CliRunner().invoke(app, ["detect", "--model", str(tiny_model_dir), "-f", "jsonl", str(images / "a.png")])
     assert result.exit_code == 0

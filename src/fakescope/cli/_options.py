@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -20,3 +21,14 @@ GridOpt = Annotated[
     typer.Option("--grid", min=1, help="At most GRID x GRID tiles per image (default: the model's; fewer is faster, see docs/scale.md)."),
 ]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for inference (default: one per core).")]
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+PrecisionOpt = Annotated[Precision, typer.Option(
+    "--precision", help="fp32, or bf16 (torch runtime; faster on GPUs and on CPUs with bf16 instructions).")]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile/--no-compile", help="torch.compile the network (torch runtime): seconds to a minute of warm-up, for long runs.")]

@@ -11,7 +11,17 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import BatchSizeOpt, DeviceOpt, GridOpt, ModelOpt, ThreadsOpt, WorkersOpt
+from fakescope.cli._options import (
+    BatchSizeOpt,
+    CompileOpt,
+    DeviceOpt,
+    GridOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    ThreadsOpt,
+    WorkersOpt,
+)
 
 
 class OutputFormat(str, Enum):
@@ -44,6 +54,8 @@ def detect(
     runtime: RuntimeOpt = Runtime.torch,
     grid: GridOpt = None,
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = Precision.fp32,
+    compile_network: CompileOpt = False,
 ) -> None:
     """Say whether each image was made by a generative model.
 
@@ -56,7 +68,8 @@ def detect(
     with clean_errors():
         detector = Detector.load(model, device=device, batch_size=batch_size, workers=workers,
                                  provenance=provenance, threshold=threshold, runtime=runtime.value,
-                                 grid=grid, threads=threads)
+                                 grid=grid, threads=threads,
+                                 precision=precision.value, compile=compile_network)
         sources = iter_sources(inputs)
         first = next(sources, None)
         if first is None:

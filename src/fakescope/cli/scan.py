@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import BatchSizeOpt, DeviceOpt, GridOpt, ModelOpt, ThreadsOpt, WorkersOpt
+from fakescope.cli._options import (
+    BatchSizeOpt,
+    CompileOpt,
+    DeviceOpt,
+    GridOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    ThreadsOpt,
+    WorkersOpt,
+)
 from fakescope.cli.detect import Runtime, RuntimeOpt
 
 
@@ -36,6 +46,8 @@ def scan(
     rows_per_part: Annotated[int, typer.Option(min=1, help="Rows per Parquet part (local engine).")] = 10_000,
     grid: GridOpt = None,
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = Precision.fp32,
+    compile_network: CompileOpt = False,
 ) -> None:
     """Score every image of SOURCES into OUT; a rerun skips what is done, bad files become error rows.
 
@@ -44,7 +56,8 @@ def scan(
     from fakescope.scale.scan import scan_sources
 
     detector_kwargs = dict(name_or_path=model, device=device, workers=workers, provenance=provenance,
-                           threshold=threshold, runtime=runtime.value, grid=grid, threads=threads)
+                           threshold=threshold, runtime=runtime.value, grid=grid, threads=threads,
+                           precision=precision.value, compile=compile_network)
     with clean_errors():
         if engine is Engine.ray:
             from fakescope.scale.ray_scan import ray_scan

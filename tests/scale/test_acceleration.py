@@ -1,0 +1,67 @@
+"""bf16 and `torch.compile` inference: close to fp32, the model left untouched, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError
+from fakescope.models.acceleration import inference_network, native_bf16
+from fakescope.scale.scan import scan_sources
+
+
+def test_bf16_scores_stay_close_to_fp32_and_the_model_stays_fp32(image_folder, detector):
+    sources = list(scan_sources([str(image_folder)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CPU without bf16 instructions only warns that it is slow
+        fast = Detector.load(device="cpu", batch_size=4, provenance=False, precision="bf16")
+    scored = list(zip(detector.predict(sources), fast.predict(sources), strict=True))
+    assert sum(a.ok for a, _ in scored) == 7
+    for a, b in scored:
+        assert a.source == b.source and a.error == b.error
+        if a.ok:
+            assert abs(a.probability - b.probability) < 0.03
+    assert next(fast.model.network.parameters()).dtype == torch.float32  # explain and export see the fp32 network
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_network_matches_eager(tiny_model_dir, image_folder):
+    sources = list(scan_sources([str(image_folder)]))
+    eager = Detector.load(tiny_model_dir, device="cpu", batch_size=4, provenance=False)
+    compiled = Detector.load(tiny_model_dir, device="cpu", batch_size=4, provenance=False, compile=True)
+    assert compiled.runtime == "torch"
+    results = eager.predict(sources)
+    for a, b in zip(results, compiled.predict(sources), strict=True):
+        assert a.error == b.error
+        if a.ok:
+            assert abs(a.probability - b.probability) < 1e-4
+    good = next(r.source for r in results if r.ok)
+    assert compiled.explain(good, "gradcam").shape == eager.explain(good, "gradcam").shape  # on the eager network
+
+
+def test_bf16_and_compile_choose_the_torch_runtime_and_reject_onnx(tiny_model_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert Detector.load(tiny_model_dir, device="cpu", runtime="auto", precision="bf16").runtime == "torch"
+    with pytest.raises(ConfigError, match="run on the torch runtime"):
+        Detector.load(tiny_model_dir, device="cpu", runtime="onnx", compile=True)
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; use fp32 or bf16"):
+        Detector.load(tiny_model_dir, device="cpu", precision="fp16")
+
+
+def test_emulated_bf16_warns_on_the_cpu(monkeypatch):
+    network = torch.nn.Conv2d(3, 1, 3)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True})
+    assert not native_bf16()
+    with pytest.warns(UserWarning, match="no native bf16 instructions"):
+        fast = inference_network(network, torch.device("cpu"), precision="bf16")
+    assert fast(torch.zeros(1, 3, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    assert network.weight.dtype == torch.float32
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inference_network(network, torch.device("cpu"), precision="bf16")
