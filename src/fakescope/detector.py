@@ -70,7 +70,7 @@ class Detector:
         compile: bool = False,  # noqa: A002 - torch's own word
     ):
         self.device = torch.device(device)
-        self._input_dtype = input_dtype(precision)
+        self.precision, self._input_dtype = precision, input_dtype(precision)
         fast = precision != "fp32" or compile
         self.model, self.runtime = _with_runtime(_with_grid(model, grid), runtime, self.device, threads, torch_only=fast)
         self.batch_size = batch_size

@@ -58,5 +58,6 @@ def test_serve_process_answers_with_token_and_limits(tmp_path, flat_png):
 def test_cli_help_lists_serve_and_app():
     runner = CliRunner()
     assert "--max-upload-mb" in runner.invoke(app, ["serve", "--help"]).output
+    assert "--precision" in runner.invoke(app, ["serve", "--help"]).output
     result = runner.invoke(app, ["app", "--help"])
     assert result.exit_code == 0 and "detector, generator and report pages" in result.output

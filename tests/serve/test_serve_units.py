@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -73,3 +74,16 @@ def test_config_validates_limits():
     with pytest.raises(ConfigError, match="max_pixels must be in"):
         ServeConfig(max_pixels=10**12)
     assert ServeConfig(max_upload_mb=1.5).max_upload_bytes == 1_572_864
+
+
+def test_the_server_loads_its_detector_at_the_configured_precision(tmp_path, flat_png):
+    from fastapi.testclient import TestClient
+
+    from fakescope.serve import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CPU without bf16 instructions only warns that it is slow
+        with TestClient(create_app(ServeConfig(device="cpu", precision="bf16", jobs_dir=tmp_path, token=None))) as client:
+            assert client.app.state.detector.precision == "bf16"
+            record = client.post("/v1/detect", content=flat_png).json()
+    assert record["width"] == 96 and 0.0 < record["score"] < 1.0

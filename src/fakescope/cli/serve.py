@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import DeviceOpt, GridOpt, ModelOpt
+from fakescope.cli._options import DeviceOpt, GridOpt, ModelOpt, Precision, PrecisionOpt
 from fakescope.cli.detect import Runtime, RuntimeOpt
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; keep 127.0.0.1 unless a proxy fronts it.")]
@@ -29,6 +29,7 @@ def serve(
     jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default ~/.cache/fakescope/serve-jobs).")] = None,
     runtime: RuntimeOpt = Runtime.torch,
     grid: GridOpt = None,
+    precision: PrecisionOpt = Precision.fp32,
 ) -> None:
     """Serve the REST API (docs at /docs). Set FAKESCOPE_API_TOKEN to require a bearer token."""
     with clean_errors():
@@ -39,7 +40,7 @@ def serve(
         options = {"jobs_dir": jobs_dir} if jobs_dir else {}
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files,
-                             runtime=runtime.value, grid=grid, **options)
+                             runtime=runtime.value, grid=grid, precision=precision.value, **options)
         uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 

@@ -28,6 +28,7 @@ class ServeConfig:
         jobs_dir: Where generation jobs write their sources and outputs.
         runtime: `torch`, `onnx` (onnxruntime on the CPU, 2-3x faster there) or `auto`.
         grid: At most grid x grid tiles per image (None: the model's own grid).
+        precision: `fp32` or `bf16` (torch runtime; faster on GPUs and CPUs with bf16 instructions).
     """
 
     model: str | None = None
@@ -41,6 +42,7 @@ class ServeConfig:
     jobs_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "fakescope" / "serve-jobs")
     runtime: str = "torch"
     grid: int | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0:
