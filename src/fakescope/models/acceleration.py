@@ -1,7 +1,7 @@
 """Faster PyTorch inference: bf16 weights and `torch.compile` with Inductor's frozen weights.
 
 Both are opt-in (`Detector(precision="bf16", compile=True)`, `--precision bf16 --compile`):
-bf16 changes the numbers slightly (docs/scale.md has the measured logit differences and AUC), and
+bf16 changes the numbers slightly (docs/scale.md has the measured changes in P(ai) and AUC), and
 compiling costs seconds to a minute on the first batch, which only a long scan earns back. bf16 is
 fast on CPUs with native bf16 instructions (AVX512-BF16, AMX) and on GPUs; elsewhere it is emulated
 and slower than fp32, so a warning says so.
