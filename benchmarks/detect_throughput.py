@@ -4,9 +4,8 @@ Generates JPEGs (or reads --folder), then measures in one run: decode-only image
 (`load_image` in the same number of threads), and detect images/s with the PyTorch and the
 onnxruntime network at the model's tile grid, the torch network in bf16 and in bf16 under
 `torch.compile` (fast on CPUs with bf16 instructions; `--no-bf16` skips both, `--no-compile` the
-compiled one), then onnxruntime at
-each `--grids` value (fewer tiles per image: faster, less of a large image seen). Prints each rate
-and its ratio to decode-only. `--device cuda` times the torch rows on the GPU (decoding stays on
+compiled one), then onnxruntime at each `--grids` value (fewer tiles per image: faster, less of a
+large image seen). Prints each rate and its ratio to decode-only. `--device cuda` times the torch rows on the GPU (decoding stays on
 the host's `--workers` threads, as in `fakescope scan --device cuda`).
 
     python benchmarks/detect_throughput.py --images 96 --size 1024x768

@@ -5,9 +5,10 @@ with 160 px crops, each trained, calibrated on validation and tested once.
         [--manifest data/half/manifest.csv]
 
 Prints one row per run (best validation AUC, test AUC and ECE); each run's model folder, metrics.csv
-and metrics.json stay under OUT/NAME. Runs on the CPU too (`--device cpu`), about 50x slower. `--manifest` trains on another prepared
-set than the recipes' `data/default`, e.g. half of the faces (`prepare.py --faces-fraction 0.5`,
-which is how the sweep in MODEL_CARD.md ran, and small enough to carry to a GPU machine).
+and metrics.json stay under OUT/NAME. Runs on the CPU too (`--device cpu`), about 50x slower.
+`--manifest` trains on another prepared set than the recipes' `data/default`, e.g. half of the
+faces (`prepare.py --faces-fraction 0.5`, which is how the sweep in MODEL_CARD.md ran, and small
+enough to carry to a GPU machine).
 """
 
 from __future__ import annotations

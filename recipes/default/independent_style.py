@@ -74,8 +74,10 @@ def compression_history(detector: Detector, originals: list, sources: list[str],
     """Does the model read compression history? FFHQ reals and the renders are PNG, every other source
     JPEG; give the PNG ones a JPEG q95 pass before the pipeline and compare the scores per source."""
     config = detector.model.config
-    prior = [jpeg(centre_crop(o.image if o.format == "JPEG" else jpeg(o.image, 95)), 90) for o in originals]
-    with_prior = apply_calibration(config.calibration, detector.predict_logits(prior))
+    png = np.array([o.format != "JPEG" for o in originals])
+    with_prior = as_scored.copy()  # the JPEG sources' inputs are unchanged: reuse their scores
+    prior = [jpeg(centre_crop(jpeg(o.image, 95)), 90) for o, p in zip(originals, png) if p]
+    with_prior[png] = apply_calibration(config.calibration, detector.predict_logits(prior))
     sources = np.array(sources)
     for name, probs in (("as scored", as_scored), ("+ JPEG q95 first for PNG sources", with_prior)):
         means = {s: float(probs[sources == s].mean()) for s in sorted(set(sources))}

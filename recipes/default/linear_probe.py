@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import timm
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -24,8 +23,8 @@ from sklearn.preprocessing import StandardScaler
 from fakescope.data.manifest import read_rows
 from fakescope.evaluate.metrics import auc_score
 from fakescope.io.image import load_image
+from fakescope.models import create_model
 from fakescope.models.config import InputPolicy
-from fakescope.models.pretrained import load_pretrained
 from fakescope.models.tiling import make_tiles, normalize
 
 FAMILIES = ("thispersondoesnotexist", "fake-text2image-2022")
@@ -56,9 +55,7 @@ def main() -> None:
 
 def _embed(frame) -> tuple[np.ndarray, list[int]]:
     """Per image: mean and std of each feature level over space, averaged over its tiles."""
-    network = timm.create_model("tf_efficientnet_lite0")
-    load_pretrained(network, "tf_efficientnet_lite0", True)
-    network.eval()
+    network = create_model("efficientnet_lite0", pretrained=True).backbone.eval()
     policy, rows = InputPolicy(), []
     with torch.inference_mode():
         for uri in frame["uri"]:
