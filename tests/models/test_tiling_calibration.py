@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+from multiprocessing.reduction import ForkingPickler
+
 import numpy as np
 import pytest
 import torch
@@ -38,9 +41,18 @@ def test_tiles_cover_the_whole_image_at_native_resolution():
     covered = np.zeros((250, 300), bool)
     for (top, left), tile in zip(tiles.boxes, tiles.pixels):
         covered[top:top + 112, left:left + 112] = True
-        expected = torch.from_numpy(pixels[top:top + 112, left:left + 112]).permute(2, 0, 1).float() / 255
-        assert torch.equal(tile, expected)  # cropped, never resized
+        expected = torch.from_numpy(pixels[top:top + 112, left:left + 112]).permute(2, 0, 1)
+        assert tile.dtype == torch.uint8 and torch.equal(tile, expected)  # cropped, never resized
     assert covered.all()
+
+
+def test_tiles_pickle_by_value():
+    tiles = make_tiles(Image.new("RGB", (300, 250), (9, 8, 7)), InputPolicy(crop_size=112, grid=2))
+    payload = ForkingPickler.dumps(tiles)  # what a decoding process sends back
+    assert len(payload) > tiles.pixels.numel()  # the pixels themselves, not a handle to shared memory
+    copy = pickle.loads(payload)
+    assert torch.equal(copy.pixels, tiles.pixels) and (copy.boxes, copy.image_size, copy.scale) == (
+        tiles.boxes, tiles.image_size, tiles.scale)
 
 
 @pytest.mark.parametrize(("size", "tiles_shape"), [((80, 300), (3, 3, 112, 112)), ((300, 80), (3, 3, 112, 112)),
@@ -60,7 +72,7 @@ def test_images_smaller_than_a_tile_are_fed_whole_when_the_policy_says_so(size):
     tiles = make_tiles(Image.new("RGB", (w, h), (255, 0, 0)), InputPolicy(crop_size=112, grid=3, upscale_small=False))
     assert tiles.pixels.shape == (1, 3, h, w)
     assert tiles.boxes == ((0, 0),)
-    assert tiles.pixels[0, 0].min() == 1.0 and tiles.pixels[0, 1:].max() == 0.0
+    assert tiles.pixels[0, 0].min() == 255 and tiles.pixels[0, 1:].max() == 0
 
 
 def test_heatmap_has_the_image_shape_and_averages_overlaps():
@@ -80,6 +92,8 @@ def test_to_tensor_and_normalize():
     policy = InputPolicy(mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
     out = normalize(x.unsqueeze(0), policy)
     assert out[0, :, 0, 0].tolist() == [2.0, 1.0, 0.5]
+    as_uint8 = normalize(torch.full((1, 3, 2, 3), 255, dtype=torch.uint8), policy)  # tiles stay uint8 until here
+    assert as_uint8.dtype == torch.float32 and torch.equal(as_uint8, out)
 
 
 def _separable(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

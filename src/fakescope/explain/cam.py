@@ -97,7 +97,7 @@ def class_activation_map(
         tiles = Tiles(to_tensor(image).unsqueeze(0), ((0, 0),), (image.height, image.width))
     device = next(model.network.parameters()).device
     maps = [
-        raw_maps(model.network, normalize(chunk, policy).to(device), method)
+        raw_maps(model.network, normalize(chunk.to(device), policy), method)
         for chunk in tiles.pixels.split(batch_size)
     ]
     heat = stitch(tiles, torch.cat(maps).numpy())

@@ -160,7 +160,7 @@ def _forward_tiles(model: LoadedModel, items: list[tuple[int, torch.Tensor]], ba
     for index, tiles in items:
         by_shape.setdefault(tuple(tiles.shape[-2:]), []).append((index, tiles))
     for group in by_shape.values():
-        x = normalize(torch.cat([t for _, t in group]), policy).to(device)
+        x = normalize(torch.cat([t for _, t in group]).to(device), policy)
         features, logits = [], []
         for chunk in x.split(batch_size):
             maps = net.forward_features(chunk)
