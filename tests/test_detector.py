@@ -85,6 +85,17 @@ def test_decoding_workers_do_not_change_results(tiny_model_dir, image_files):
     assert [strip(r) for r in threaded] == [strip(r) for r in inline]
 
 
+def test_decoding_processes_match_threads_with_evidence_and_errors(tiny_model_dir, image_files, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    inputs = [image_files[0], str(corrupt), *image_files[1:]]
+    threads = Detector.load(tiny_model_dir, device="cpu", workers=2, batch_size=3).predict(inputs)
+    processes = Detector.load(tiny_model_dir, device="cpu", workers=2, batch_size=3, processes=True).predict(inputs)
+    assert [r.to_dict() for r in processes] == [r.to_dict() for r in threads]  # provenance evidence included
+    assert processes[1].error and len(processes) == len(inputs)
+    assert [e.kind for e in processes[0].evidence][0] == "pixel" and len(processes[0].evidence) > 1  # checks ran in the workers
+
+
 def test_batch_size_does_not_change_scores(tiny_model_dir, image_files):
     one = Detector.load(tiny_model_dir, device="cpu", provenance=False, batch_size=1).predict(image_files)
     many = Detector.load(tiny_model_dir, device="cpu", provenance=False, batch_size=32).predict(image_files)

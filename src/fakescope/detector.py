@@ -1,18 +1,20 @@
 """`Detector`: the one object every entry point (Python, CLI, REST, web) calls.
 
-preprocess (decode, evidence, tiles; in worker threads) -> `_forward` (the only code that
+preprocess (decode, evidence, tiles; in worker threads or processes) -> `_forward` (the only code that
 touches the device, batched across images) -> postprocess (calibration, fusion, plain results).
 """
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import itertools
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,7 @@ from fakescope.io.image import LoadedImage, load_image, load_source
 from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
+from fakescope.models.config import InputPolicy
 from fakescope.models.tiling import Tiles, make_tiles, normalize, tile_heatmap
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
@@ -32,8 +35,12 @@ ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 @dataclass
 class _Prepared:
+    """One decoded input, ready for the network (small: the decoded image itself is dropped)."""
+
     source: str
-    loaded: LoadedImage
+    width: int
+    height: int
+    format: str
     tiles: Tiles
     evidence: list[Evidence]
 
@@ -46,6 +53,9 @@ class Detector:
     sets the CPU threads of inference (the onnxruntime session's; for torch, the process's).
     `precision="bf16"` and `compile=True` speed up the torch runtime on GPUs and on CPUs with bf16
     instructions (`fakescope.models.acceleration`; both need `runtime` torch or auto).
+    `batch_size` counts tiles per forward pass. `workers` threads decode ahead of the network;
+    `processes=True` makes them processes instead, free of Python's GIL: faster on many cores (a
+    GPU scan), at the cost of starting them on each `predict`/`stream` call.
 
     Example:
         >>> detector = Detector.load()                     # bundled default model, offline
@@ -61,6 +71,7 @@ class Detector:
         device: str | torch.device = "cpu",
         batch_size: int = 32,
         workers: int = 0,
+        processes: bool = False,
         provenance: bool = True,
         threshold: float | None = None,
         runtime: str = "torch",
@@ -74,7 +85,7 @@ class Detector:
         fast = precision != "fp32" or compile
         self.model, self.runtime = _with_runtime(_with_grid(model, grid), runtime, self.device, threads, torch_only=fast)
         self.batch_size = batch_size
-        self.workers = workers
+        self.workers, self.processes = workers, processes
         self.provenance = provenance
         self.threshold = model.config.threshold if threshold is None else threshold
         self.band = _shift_band(model.config.band, model.config.threshold, self.threshold)
@@ -149,27 +160,20 @@ class Detector:
     # -- stages ---------------------------------------------------------------------------
 
     def _prepare_all(self, inputs: Iterable[ImageInput]) -> Iterator[_Prepared | Detection]:
+        prepare = partial(_prepare, policy=self.model.config.input, provenance=self.provenance, model=self.name,
+                          threshold=self.threshold)
         numbered = ((i, x) for i, x in enumerate(inputs))
         if self.workers <= 0:
-            yield from itertools.starmap(self._prepare, numbered)
+            yield from itertools.starmap(prepare, numbered)
             return
-        with ThreadPoolExecutor(self.workers) as pool:
-            while chunk := list(itertools.islice(numbered, self.batch_size * 4)):
-                yield from pool.map(lambda ix: self._prepare(*ix), chunk)
-
-    def _prepare(self, index: int, item: ImageInput) -> _Prepared | Detection:
-        source = _describe(item, index)
-        try:
-            loaded = _load(item)
-            tiles = make_tiles(loaded.image, self.model.config.input)
-        except FakescopeError as exc:
-            return Detection.failed(source, str(exc), self.name, self.threshold)
-        evidence = []
-        if self.provenance:
-            from fakescope.forensics import collect_evidence
-
-            evidence = collect_evidence(loaded.data, loaded.image)
-        return _Prepared(source, loaded, tiles, evidence)
+        ahead = max(self.batch_size, 4 * self.workers)  # images decoded ahead while the network runs
+        pool: Executor = ProcessPoolExecutor(self.workers) if self.processes else ThreadPoolExecutor(self.workers)
+        with pool:
+            pending = collections.deque(pool.submit(prepare, *ix) for ix in itertools.islice(numbered, ahead))
+            while pending:
+                done = pending.popleft().result()
+                pending.extend(pool.submit(prepare, *ix) for ix in itertools.islice(numbered, 1))
+                yield done
 
     @torch.inference_mode()
     def _forward(self, tile_sets: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -208,9 +212,9 @@ class Detector:
             evidence=(pixel, *p.evidence),
             decided_by=fused.decided_by,
             reason=fused.reason,
-            width=p.loaded.width,
-            height=p.loaded.height,
-            format=p.loaded.format,
+            width=p.width,
+            height=p.height,
+            format=p.format,
             heatmap=hm,
         )
 
@@ -276,6 +280,23 @@ def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[floa
     """Move the uncertain band with a user-chosen threshold, keeping its width and [0, 1] bounds."""
     shift = new - old
     return (min(max(band[0] + shift, 0.0), new), max(min(band[1] + shift, 1.0), new))
+
+
+def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: bool, model: str,
+             threshold: float) -> _Prepared | Detection:
+    """Decode one input, collect its provenance evidence and cut its tiles (runs in a worker)."""
+    source = _describe(item, index)
+    try:
+        loaded = _load(item)
+        tiles = make_tiles(loaded.image, policy)
+    except FakescopeError as exc:
+        return Detection.failed(source, str(exc), model, threshold)
+    evidence = []
+    if provenance:
+        from fakescope.forensics import collect_evidence
+
+        evidence = collect_evidence(loaded.data, loaded.image)
+    return _Prepared(source, loaded.width, loaded.height, loaded.format, tiles, evidence)
 
 
 def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[_Prepared | Detection]:

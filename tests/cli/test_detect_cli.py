@@ -135,11 +135,13 @@ def test_threshold_option_sets_the_threshold_and_the_labels(tiny_model_dir, imag
     assert [r["score"] for r in low] == [r["score"] for r in high]
 
 
-def test_batch_size_and_workers_do_not_change_records(tiny_model_dir, images):
+def test_batch_size_workers_and_processes_do_not_change_records(tiny_model_dir, images):
     a = _records(_detect(tiny_model_dir, "-f", "jsonl", "-b", "1", "-j", "0", str(images)).stdout)
     b = _records(_detect(tiny_model_dir, "-f", "jsonl", "--batch-size", "64", "--workers", "3", str(images)).stdout)
-    assert [r["path"] for r in a] == [r["path"] for r in b]
+    c = _records(_detect(tiny_model_dir, "-f", "jsonl", "--workers", "2", "--processes", str(images)).stdout)
+    assert [r["path"] for r in a] == [r["path"] for r in b] == [r["path"] for r in c]
     assert [r["score"] for r in a] == pytest.approx([r["score"] for r in b], abs=1e-5)
+    assert [r["score"] for r in c] == pytest.approx([r["score"] for r in b], abs=1e-5)
 
 
 def test_grid_and_threads_options(tiny_model_dir, images):

@@ -12,8 +12,11 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="Registered model name, local path, or hf://owner/name. Default: the bundled model."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+BatchSizeOpt = Annotated[int, typer.Option(
+    "--batch-size", "-b", min=1, help="Tiles per forward pass (an image gives up to grid x grid tiles).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=0, help="Decoding threads (0 = decode inline).")]
+ProcessesOpt = Annotated[bool, typer.Option(
+    "--processes", help="Decode in --workers processes instead of threads (free of the GIL: for many cores).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 OutDirOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder or storage URI.")]
 GridOpt = Annotated[

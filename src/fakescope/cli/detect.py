@@ -19,6 +19,7 @@ from fakescope.cli._options import (
     ModelOpt,
     Precision,
     PrecisionOpt,
+    ProcessesOpt,
     ThreadsOpt,
     WorkersOpt,
 )
@@ -50,6 +51,7 @@ def detect(
     threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai); default: the model's.")] = None,
     output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, jsonl or csv.")] = OutputFormat.table,
     workers: WorkersOpt = 2,
+    processes: ProcessesOpt = False,
     provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
     runtime: RuntimeOpt = Runtime.torch,
     grid: GridOpt = None,
@@ -66,7 +68,7 @@ def detect(
     from fakescope.io.inputs import iter_sources
 
     with clean_errors():
-        detector = Detector.load(model, device=device, batch_size=batch_size, workers=workers,
+        detector = Detector.load(model, device=device, batch_size=batch_size, workers=workers, processes=processes,
                                  provenance=provenance, threshold=threshold, runtime=runtime.value,
                                  grid=grid, threads=threads,
                                  precision=precision.value, compile=compile_network)

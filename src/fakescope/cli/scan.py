@@ -17,6 +17,7 @@ from fakescope.cli._options import (
     ModelOpt,
     Precision,
     PrecisionOpt,
+    ProcessesOpt,
     ThreadsOpt,
     WorkersOpt,
 )
@@ -40,6 +41,7 @@ def scan(
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 2,
+    processes: ProcessesOpt = False,
     runtime: RuntimeOpt = Runtime.auto,
     threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai).")] = None,
     provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
@@ -55,7 +57,7 @@ def scan(
     """
     from fakescope.scale.scan import scan_sources
 
-    detector_kwargs = dict(name_or_path=model, device=device, workers=workers, provenance=provenance,
+    detector_kwargs = dict(name_or_path=model, device=device, workers=workers, processes=processes, provenance=provenance,
                            threshold=threshold, runtime=runtime.value, grid=grid, threads=threads,
                            precision=precision.value, compile=compile_network)
     with clean_errors():
