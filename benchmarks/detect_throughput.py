@@ -6,11 +6,12 @@ onnxruntime network at the model's tile grid, the torch network in bf16 and in b
 `torch.compile` (fast on CPUs with bf16 instructions; `--no-bf16` skips both, `--no-compile` the
 compiled one), then onnxruntime at each `--grids` value (fewer tiles per image: faster, less of a
 large image seen). Prints each rate and its ratio to decode-only. `--device cuda` times the torch rows on the GPU (decoding stays on
-the host's `--workers` threads, as in `fakescope scan --device cuda`).
+the host's `--workers` threads, as in `fakescope scan --device cuda`); `--processes` decodes in
+`--workers` processes instead, for decode-only and detect alike (`Detector(processes=True)`).
 
     python benchmarks/detect_throughput.py --images 96 --size 1024x768
     python benchmarks/detect_throughput.py --folder ../shared/data/real-imagenet-sample --grids 1,2
-    python benchmarks/detect_throughput.py --device cuda --images 4096 --workers 14 --batch-size 512 --grids ""
+    python benchmarks/detect_throughput.py --device cuda --images 8192 --workers 14 --batch-size 2304 --grids "" --processes
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of generated JPEGs")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads")
+    parser.add_argument("--processes", action="store_true", help="decode in --workers processes instead of threads")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--provenance", action="store_true", help="also collect C2PA/metadata/watermark evidence")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the torch rows (onnx rows are CPU-only)")
@@ -44,18 +46,20 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         files = list(iter_sources([args.folder])) if args.folder else _generate(Path(tmp), args.images, args.size)
-        decode = _rate(lambda: _decode_all(files, args.workers), len(files))
-        print(f"{len(files)} images ({args.folder or 'generated ' + args.size + ' JPEG'}), {args.workers} decoding threads")
+        decode = _rate(lambda: _decode_all(files, args.workers, args.processes), len(files))
+        kind = "processes" if args.processes else "threads"
+        print(f"{len(files)} images ({args.folder or 'generated ' + args.size + ' JPEG'}), {args.workers} decoding {kind}")
         print(f"decode only: {decode:7.1f} images/s")
         grids = [int(g) for g in args.grids.split(",") if g]
         bf16 = [] if args.no_bf16 else [("torch", None, "bf16", False), *([] if args.no_compile else [("torch", None, "bf16", True)])]
         onnx = [] if args.device != "cpu" else [("onnx", None, "fp32", False), *(("onnx", g, "fp32", False) for g in grids)]
         rows = [("torch", None, "fp32", False), *bf16, *onnx]
         for runtime, grid, precision, compiled in rows:
-            detector = Detector.load(device=args.device, batch_size=args.batch_size, workers=args.workers, provenance=args.provenance,
-                                     runtime=runtime, grid=grid, precision=precision, compile=compiled)
+            detector = Detector.load(device=args.device, batch_size=args.batch_size, workers=args.workers, processes=args.processes,
+                                     provenance=args.provenance, runtime=runtime, grid=grid, precision=precision, compile=compiled)
             start = time.perf_counter()
-            list(detector.stream(files[: args.batch_size + 1]))  # warm-up: ONNX export, compiling, a partial batch
+            list(detector.stream(files[: args.batch_size]))  # warm-up: ONNX export, compiling (full batches: --batch-size counts tiles)
+            list(detector.stream(files[:3]))  # and a partial batch: torch.compile's second, dynamic-shape compile
             warm_up = time.perf_counter() - start
             rate = _rate(lambda d=detector: list(d.stream(files)), len(files))
             label = f"{runtime} {precision}{' compiled' if compiled else ''}, grid {detector.model.config.input.grid}"
@@ -74,9 +78,13 @@ def _generate(folder: Path, n: int, size: str) -> list[str]:
     return files
 
 
-def _decode_all(files: list[str], workers: int) -> None:
-    with ThreadPoolExecutor(max(workers, 1)) as pool:
-        list(pool.map(lambda f: load_image(f).image, files))
+def _decode_all(files: list[str], workers: int, processes: bool) -> None:
+    with (ProcessPoolExecutor if processes else ThreadPoolExecutor)(max(workers, 1)) as pool:
+        list(pool.map(_decode, files, chunksize=16 if processes else 1))
+
+
+def _decode(file: str) -> tuple[int, int]:
+    return load_image(file).image.size  # decoded; only the size travels back from a process
 
 
 def _rate(run, n: int) -> float:
