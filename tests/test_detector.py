@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 
 import numpy as np
 import pytest
 import torch
 
+import fakescope.detector as detector_module
 from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import FakescopeError
+from fakescope.io.image import load_source
 from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE
 
 CLI_FIELDS = {"path", "score", "label", "threshold", "model", "evidence", "width", "height", "format"}
@@ -93,7 +96,24 @@ def test_decoding_processes_match_threads_with_evidence_and_errors(tiny_model_di
     processes = Detector.load(tiny_model_dir, device="cpu", workers=2, batch_size=3, processes=True).predict(inputs)
     assert [r.to_dict() for r in processes] == [r.to_dict() for r in threads]  # provenance evidence included
     assert processes[1].error and len(processes) == len(inputs)
-    assert [e.kind for e in processes[0].evidence][0] == "pixel" and len(processes[0].evidence) > 1  # checks ran in the workers
+    kinds = [e.kind for e in processes[0].evidence]
+    assert kinds[0] == "pixel" and len(kinds) > 1  # the provenance checks ran in the workers
+
+
+def test_a_consumer_that_stops_early_cancels_the_queued_decoding(tiny_model_dir, image_files, monkeypatch):
+    loads = []
+
+    def slow_load(item, **kwargs):
+        loads.append(item)
+        time.sleep(0.2)
+        return load_source(item, **kwargs)
+
+    monkeypatch.setattr(detector_module, "_load", slow_load)
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=1, batch_size=1)
+    stream = detector.stream(image_files * 5)  # a window of 4 images is queued ahead
+    assert next(stream).error is None
+    stream.close()
+    assert len(loads) == 2  # the first, and the one already running when the consumer stopped
 
 
 def test_batch_size_does_not_change_scores(tiny_model_dir, image_files):

@@ -168,12 +168,14 @@ class Detector:
             return
         ahead = max(self.batch_size, 4 * self.workers)  # images decoded ahead while the network runs
         pool: Executor = ProcessPoolExecutor(self.workers) if self.processes else ThreadPoolExecutor(self.workers)
-        with pool:
+        try:
             pending = collections.deque(pool.submit(prepare, *ix) for ix in itertools.islice(numbered, ahead))
             while pending:
                 done = pending.popleft().result()
                 pending.extend(pool.submit(prepare, *ix) for ix in itertools.islice(numbered, 1))
                 yield done
+        finally:  # a consumer that stops early (or an interrupt) cancels what is still queued
+            pool.shutdown(cancel_futures=True)
 
     @torch.inference_mode()
     def _forward(self, tile_sets: list[torch.Tensor]) -> list[torch.Tensor]:
