@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 
 import numpy as np
@@ -98,6 +99,22 @@ def test_decoding_processes_match_threads_with_evidence_and_errors(tiny_model_di
     assert processes[1].error and len(processes) == len(inputs)
     kinds = [e.kind for e in processes[0].evidence]
     assert kinds[0] == "pixel" and len(kinds) > 1  # the provenance checks ran in the workers
+
+
+class _KillsItsWorker:
+    """An input whose unpickling ends the process, as a decoder crash on a hostile file would."""
+
+    def __reduce__(self):
+        return os._exit, (1,)
+
+
+def test_a_worker_process_that_dies_costs_only_its_input(tiny_model_dir, image_files):
+    inputs = [image_files[0], _KillsItsWorker(), *image_files[1:]]
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2, batch_size=2, processes=True)
+    results = detector.predict(inputs)
+    assert results[1].error == "decoding this input crashed its worker process"
+    expected = Detector.load(tiny_model_dir, device="cpu", provenance=False).predict(image_files)
+    assert [r.probability for r in results[:1] + results[2:]] == pytest.approx([r.probability for r in expected], abs=1e-6)
 
 
 def test_a_consumer_that_stops_early_cancels_the_queued_decoding(tiny_model_dir, image_files, monkeypatch):

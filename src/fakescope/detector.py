@@ -11,8 +11,9 @@ import importlib.util
 import itertools
 import os
 import warnings
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -55,7 +56,8 @@ class Detector:
     instructions (`fakescope.models.acceleration`; both need `runtime` torch or auto).
     `batch_size` counts tiles per forward pass. `workers` threads decode ahead of the network;
     `processes=True` makes them processes instead, free of Python's GIL: faster on many cores (a
-    GPU scan), at the cost of starting them on each `predict`/`stream` call.
+    GPU scan), at the cost of starting them on each `predict`/`stream` call; an input that crashes
+    its worker process becomes an error record instead of ending the run.
 
     Example:
         >>> detector = Detector.load()                     # bundled default model, offline
@@ -162,20 +164,38 @@ class Detector:
     def _prepare_all(self, inputs: Iterable[ImageInput]) -> Iterator[_Prepared | Detection]:
         prepare = partial(_prepare, policy=self.model.config.input, provenance=self.provenance, model=self.name,
                           threshold=self.threshold)
-        numbered = ((i, x) for i, x in enumerate(inputs))
+        numbered = enumerate(inputs)
         if self.workers <= 0:
             yield from itertools.starmap(prepare, numbered)
             return
+        new_pool = partial(ProcessPoolExecutor if self.processes else ThreadPoolExecutor, self.workers)
         ahead = max(self.batch_size, 4 * self.workers)  # images decoded ahead while the network runs
-        pool: Executor = ProcessPoolExecutor(self.workers) if self.processes else ThreadPoolExecutor(self.workers)
+        pool, pending = new_pool(), collections.deque()
         try:
-            pending = collections.deque(pool.submit(prepare, *ix) for ix in itertools.islice(numbered, ahead))
-            while pending:
-                done = pending.popleft().result()
-                pending.extend(pool.submit(prepare, *ix) for ix in itertools.islice(numbered, 1))
-                yield done
+            while True:
+                pending.extend((ix, pool.submit(prepare, *ix)) for ix in itertools.islice(numbered, ahead - len(pending)))
+                if not pending:
+                    return
+                ix, future = pending.popleft()
+                try:
+                    result = future.result()
+                except BrokenProcessPool:  # a worker died: retry its input alone, the others in a new pool
+                    pool.shutdown(cancel_futures=True)
+                    result = self._prepare_alone(prepare, ix)
+                    pool = new_pool()
+                    pending = collections.deque((jx, pool.submit(prepare, *jx)) for jx, _ in pending)
+                yield result
         finally:  # a consumer that stops early (or an interrupt) cancels what is still queued
             pool.shutdown(cancel_futures=True)
+
+    def _prepare_alone(self, prepare: Callable, ix: tuple[int, ImageInput]) -> _Prepared | Detection:
+        """Prepare one input in a process of its own; an error record if it kills that one too."""
+        with ProcessPoolExecutor(1) as pool:
+            try:
+                return pool.submit(prepare, *ix).result()
+            except BrokenProcessPool:
+                message = "decoding this input crashed its worker process"
+                return Detection.failed(_describe(ix[1], ix[0]), message, self.name, self.threshold)
 
     @torch.inference_mode()
     def _forward(self, tile_sets: list[torch.Tensor]) -> list[torch.Tensor]:
