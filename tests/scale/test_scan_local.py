@@ -93,6 +93,17 @@ def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
     assert len(pd.read_parquet(tmp_path / "res.parquet")) == 8
 
 
+def test_scan_cli_with_decoding_processes_gives_the_same_rows(image_folder, tmp_path):
+    runner = CliRunner()
+    outs = {}
+    for name, extra in (("threads", []), ("processes", ["--processes"])):
+        outs[name] = tmp_path / f"{name}.parquet"
+        done = runner.invoke(app, ["scan", str(image_folder), "--out", str(outs[name]), "--no-provenance", "-j", "2", *extra])
+        assert done.exit_code == 1 and "scanned 8  failed 1" in done.output, done.output  # the broken file
+    threads, processes = (read_results(outs[k]).sort_values("path").reset_index(drop=True) for k in ("threads", "processes"))
+    pd.testing.assert_frame_equal(processes, threads)
+
+
 def test_scan_cli_grid_option_sets_the_tiles_per_image(image_folder, tmp_path):
     runner = CliRunner()
     for grid in ("1", "3"):
