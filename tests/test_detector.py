@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import FakescopeError
 from fakescope.io.image import load_source
-from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE
+from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE, load_model
 
 CLI_FIELDS = {"path", "score", "label", "threshold", "model", "evidence", "width", "height", "format"}
 SIZES = [(96, 80), (150, 130), (64, 64), (200, 90), (40, 120)]  # whole, 2x2 tiles, whole, 2 tiles, whole
@@ -99,6 +100,18 @@ def test_decoding_processes_match_threads_with_evidence_and_errors(tiny_model_di
     assert processes[1].error and len(processes) == len(inputs)
     kinds = [e.kind for e in processes[0].evidence]
     assert kinds[0] == "pixel" and len(kinds) > 1  # the provenance checks ran in the workers
+
+
+def test_tiles_too_large_for_a_shared_slot_come_back_by_value(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    whole = replace(model, config=replace(model.config, input=replace(model.config.input, upscale_small=False)))
+    rng = np.random.default_rng(3)
+    inputs = [rng.integers(0, 256, (48, 1000, 3), np.uint8), rng.integers(0, 256, (200, 300, 3), np.uint8)]
+    # the first is scored whole: 48 x 1000 x 3 bytes, more than a slot's 2 x 2 tiles of 64 px
+    threads = Detector(whole, workers=2, provenance=False).predict(inputs)
+    processes = Detector(whole, workers=2, provenance=False, processes=True).predict(inputs)
+    assert "over 1 tile(s)" in processes[0].evidence[0].detail
+    assert [r.probability for r in processes] == pytest.approx([r.probability for r in threads], abs=1e-6)
 
 
 class _KillsItsWorker:

@@ -7,6 +7,7 @@ touches the device, batched across images) -> postprocess (calibration, fusion, 
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
 import itertools
 import os
@@ -24,7 +25,9 @@ from PIL import Image
 
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import ConfigError, FakescopeError
+from fakescope.io import shared_slots
 from fakescope.io.image import LoadedImage, load_image, load_source
+from fakescope.io.shared_slots import SharedSlots
 from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
@@ -44,6 +47,7 @@ class _Prepared:
     format: str
     tiles: Tiles
     evidence: list[Evidence]
+    in_slot: tuple[int, ...] | None = None  # (T, h, w, 3) when a worker process left the tiles in a shared slot
 
 
 class Detector:
@@ -162,37 +166,42 @@ class Detector:
     # -- stages ---------------------------------------------------------------------------
 
     def _prepare_all(self, inputs: Iterable[ImageInput]) -> Iterator[_Prepared | Detection]:
-        prepare = partial(_prepare, policy=self.model.config.input, provenance=self.provenance, model=self.name,
-                          threshold=self.threshold)
+        policy = self.model.config.input
+        prepare = partial(_prepare, policy=policy, provenance=self.provenance, model=self.name, threshold=self.threshold)
         numbered = enumerate(inputs)
         if self.workers <= 0:
             yield from itertools.starmap(prepare, numbered)
             return
-        new_pool = partial(ProcessPoolExecutor if self.processes else ThreadPoolExecutor, self.workers)
         ahead = max(self.batch_size, 4 * self.workers)  # images decoded ahead while the network runs
-        pool, pending = new_pool(), collections.deque()
-        try:
+        with contextlib.ExitStack() as stack:
+            slots = None
+            if self.processes:  # tiles come back through shared memory, not the pool's pipe
+                slots = stack.enter_context(SharedSlots(ahead, policy.grid**2 * 3 * policy.crop_size**2))
+            new_pool = partial(_new_pool, self.processes, slots)
+            pool, pending = new_pool(self.workers), collections.deque()
+            stack.callback(lambda: pool.shutdown(cancel_futures=True))  # a consumer that stops early cancels the queue
             while True:
-                pending.extend((ix, pool.submit(prepare, *ix)) for ix in itertools.islice(numbered, ahead - len(pending)))
+                for ix in itertools.islice(numbered, ahead - len(pending)):
+                    slot = slots.take() if slots else None
+                    pending.append((ix, slot, pool.submit(prepare, *ix, slot=slot)))
                 if not pending:
                     return
-                ix, future = pending.popleft()
+                ix, slot, future = pending.popleft()
                 try:
                     result = future.result()
                 except BrokenProcessPool:  # a worker died: retry its input alone, the others in a new pool
                     pool.shutdown(cancel_futures=True)
-                    result = self._prepare_alone(prepare, ix)
-                    pool = new_pool()
-                    pending = collections.deque((jx, pool.submit(prepare, *jx)) for jx, _ in pending)
-                yield result
-        finally:  # a consumer that stops early (or an interrupt) cancels what is still queued
-            pool.shutdown(cancel_futures=True)
+                    result = self._prepare_alone(new_pool, prepare, ix, slot)
+                    pool = new_pool(self.workers)
+                    pending = collections.deque((jx, s, pool.submit(prepare, *jx, slot=s)) for jx, s, _ in pending)
+                yield _collect(result, slot, slots)
 
-    def _prepare_alone(self, prepare: Callable, ix: tuple[int, ImageInput]) -> _Prepared | Detection:
+    def _prepare_alone(self, new_pool: Callable, prepare: Callable, ix: tuple[int, ImageInput],
+                       slot: int | None) -> _Prepared | Detection:
         """Prepare one input in a process of its own; an error record if it kills that one too."""
-        with ProcessPoolExecutor(1) as pool:
+        with new_pool(1) as pool:
             try:
-                return pool.submit(prepare, *ix).result()
+                return pool.submit(prepare, *ix, slot=slot).result()
             except BrokenProcessPool:
                 message = "decoding this input crashed its worker process"
                 return Detection.failed(_describe(ix[1], ix[0]), message, self.name, self.threshold)
@@ -304,9 +313,13 @@ def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[floa
     return (min(max(band[0] + shift, 0.0), new), max(min(band[1] + shift, 1.0), new))
 
 
-def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: bool, model: str,
-             threshold: float) -> _Prepared | Detection:
-    """Decode one input, collect its provenance evidence and cut its tiles (runs in a worker)."""
+def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: bool, model: str, threshold: float,
+             slot: int | None = None) -> _Prepared | Detection:
+    """Decode one input, collect its provenance evidence and cut its tiles (runs in a worker).
+
+    In a worker process given a shared `slot`, the tiles go there (when they fit) instead of back
+    through the pool's pipe.
+    """
     source = _describe(item, index)
     try:
         loaded = _load(item)
@@ -318,7 +331,30 @@ def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: b
         from fakescope.forensics import collect_evidence
 
         evidence = collect_evidence(loaded.data, loaded.image)
-    return _Prepared(source, loaded.width, loaded.height, loaded.format, tiles, evidence)
+    prepared = _Prepared(source, loaded.width, loaded.height, loaded.format, tiles, evidence)
+    if slot is not None:
+        nhwc = tiles.pixels.permute(0, 2, 3, 1).numpy()  # the layout make_tiles cut them in: contiguous
+        if shared_slots.write(slot, nhwc):
+            prepared.tiles, prepared.in_slot = replace(tiles, pixels=torch.empty(0, dtype=torch.uint8)), nhwc.shape
+    return prepared
+
+
+def _collect(result: _Prepared | Detection, slot: int | None, slots: SharedSlots | None) -> _Prepared | Detection:
+    """Take a prepared input's tiles out of its shared slot, and free the slot."""
+    if slots is None or slot is None:
+        return result
+    if isinstance(result, _Prepared) and result.in_slot is not None:
+        pixels = torch.from_numpy(slots.read(slot, result.in_slot)).permute(0, 3, 1, 2)
+        result.tiles, result.in_slot = replace(result.tiles, pixels=pixels), None
+    else:
+        slots.release(slot)
+    return result
+
+
+def _new_pool(processes: bool, slots: SharedSlots | None, workers: int) -> ThreadPoolExecutor | ProcessPoolExecutor:
+    if not processes:
+        return ThreadPoolExecutor(workers)
+    return ProcessPoolExecutor(workers, initializer=shared_slots.attach, initargs=(slots.name, slots.slot_bytes))
 
 
 def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[_Prepared | Detection]:
