@@ -182,7 +182,7 @@ class Detector:
             stack.callback(lambda: pool.shutdown(cancel_futures=True))  # a consumer that stops early cancels the queue
             while True:
                 for ix in itertools.islice(numbered, ahead - len(pending)):
-                    slot = slots.take() if slots else None
+                    slot = slots.take() if slots is not None else None
                     pending.append((ix, slot, pool.submit(prepare, *ix, slot=slot)))
                 if not pending:
                     return
