@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import time
 from dataclasses import replace
 
@@ -16,6 +17,7 @@ import fakescope.detector as detector_module
 from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import FakescopeError
+from fakescope.io import shared_slots
 from fakescope.io.image import load_source
 from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE, load_model
 
@@ -112,6 +114,16 @@ def test_tiles_too_large_for_a_shared_slot_come_back_by_value(tiny_model_dir):
     processes = Detector(whole, workers=2, provenance=False, processes=True).predict(inputs)
     assert "over 1 tile(s)" in processes[0].evidence[0].detail
     assert [r.probability for r in processes] == pytest.approx([r.probability for r in threads], abs=1e-6)
+
+
+def test_without_room_in_shared_memory_processes_send_tiles_through_the_pipe(tiny_model_dir, image_files, monkeypatch):
+    monkeypatch.setattr(shared_slots.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(64 << 20, 64 << 20, 100_000))
+    assert shared_slots.affordable_slots(1000, 49_152) == 1  # half of 100 kB: one slot of 2 x 2 tiles of 64 px
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2, processes=True)
+    with pytest.warns(UserWarning, match="too little free shared memory"):
+        results = detector.predict(image_files)
+    expected = Detector.load(tiny_model_dir, device="cpu", provenance=False).predict(image_files)
+    assert [r.probability for r in results] == pytest.approx([r.probability for r in expected], abs=1e-6)
 
 
 class _KillsItsWorker:

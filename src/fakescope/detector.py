@@ -27,7 +27,7 @@ from fakescope.detection import Detection, Evidence
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import shared_slots
 from fakescope.io.image import LoadedImage, load_image, load_source
-from fakescope.io.shared_slots import SharedSlots
+from fakescope.io.shared_slots import SharedSlots, affordable_slots
 from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
@@ -175,8 +175,13 @@ class Detector:
         ahead = max(self.batch_size, 4 * self.workers)  # images decoded ahead while the network runs
         with contextlib.ExitStack() as stack:
             slots = None
-            if self.processes:  # tiles come back through shared memory, not the pool's pipe
-                slots = stack.enter_context(SharedSlots(ahead, policy.grid**2 * 3 * policy.crop_size**2))
+            if self.processes:  # tiles come back through shared memory, not the pool's pipe, when it has room
+                slot_bytes = policy.grid**2 * 3 * policy.crop_size**2
+                if (count := affordable_slots(ahead, slot_bytes)) >= 2 * self.workers:
+                    slots, ahead = stack.enter_context(SharedSlots(count, slot_bytes)), count
+                else:
+                    warnings.warn("too little free shared memory (/dev/shm) for the decoding processes' tiles: "
+                                  "they come back through a pipe, which is slower", stacklevel=3)
             new_pool = partial(_new_pool, self.processes, slots)
             pool, pending = new_pool(self.workers), collections.deque()
             stack.callback(lambda: pool.shutdown(cancel_futures=True))  # a consumer that stops early cancels the queue
@@ -354,6 +359,8 @@ def _collect(result: _Prepared | Detection, slot: int | None, slots: SharedSlots
 def _new_pool(processes: bool, slots: SharedSlots | None, workers: int) -> ThreadPoolExecutor | ProcessPoolExecutor:
     if not processes:
         return ThreadPoolExecutor(workers)
+    if slots is None:
+        return ProcessPoolExecutor(workers)
     return ProcessPoolExecutor(workers, initializer=shared_slots.attach, initargs=(slots.name, slots.slot_bytes))
 
 

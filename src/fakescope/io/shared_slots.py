@@ -8,6 +8,7 @@ which frees the slot. Sending a 340 KB tile set through a process pool's pipe in
 
 from __future__ import annotations
 
+import shutil
 import sys
 from multiprocessing import shared_memory
 from typing import Self
@@ -48,6 +49,16 @@ class SharedSlots:
     def __exit__(self, *exc) -> None:
         self._block.close()
         self._block.unlink()
+
+
+def affordable_slots(wanted: int, slot_bytes: int) -> int:
+    """How many of `wanted` slots fit in half the free space of /dev/shm, where Linux keeps shared
+    memory (a container's is often only 64 MB, and writing past it kills the writer with SIGBUS)."""
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:  # no /dev/shm (macOS): the system sizes shared memory itself
+        return wanted
+    return min(wanted, free // 2 // max(slot_bytes, 1))
 
 
 def attach(name: str, slot_bytes: int) -> None:
