@@ -345,8 +345,8 @@ def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: b
 
 
 def _collect(result: _Prepared | Detection, slot: int | None, slots: SharedSlots | None) -> _Prepared | Detection:
-    """Take a prepared input's tiles out of its shared slot, and free the slot."""
-    if slots is None or slot is None:
+    """Take a prepared input's tiles out of its shared slot, and free the slot (no slot: no slots)."""
+    if slot is None:
         return result
     if isinstance(result, _Prepared) and result.in_slot is not None:
         pixels = torch.from_numpy(slots.read(slot, result.in_slot)).permute(0, 3, 1, 2)

@@ -25,7 +25,7 @@ from torch import nn
 
 from fakescope.errors import ConfigError
 from fakescope.models.bundle import LoadedModel
-from fakescope.models.tiling import Tiles, make_tiles, normalize
+from fakescope.models.tiling import Tiles, make_tiles, normalize, whole_image_tiles
 
 METHODS = ("gradcam", "gradcam++", "cam")
 MAX_WHOLE_PIXELS = 2048 * 2048
@@ -94,8 +94,7 @@ def class_activation_map(
         covering = max(-(-image.width // policy.crop_size), -(-image.height // policy.crop_size))
         tiles = make_tiles(image, dataclasses.replace(policy, grid=covering))
     else:
-        whole = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)
-        tiles = Tiles(whole, ((0, 0),), (image.height, image.width))
+        tiles = whole_image_tiles(image)
     device = next(model.network.parameters()).device
     maps = [
         raw_maps(model.network, normalize(chunk.to(device), policy), method)

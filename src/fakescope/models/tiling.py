@@ -81,10 +81,16 @@ def make_tiles(image: Image.Image, policy: InputPolicy) -> Tiles:
     arr = np.asarray(image, dtype=np.uint8)
     sh, sw = arr.shape[:2]
     if sh < c or sw < c:  # too small to tile: the whole image, once
-        return Tiles(torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0), ((0, 0),), (h, w))
+        return whole_image_tiles(arr)
     boxes = tuple((t, l) for t in tile_positions(sh, c, policy.grid) for l in tile_positions(sw, c, policy.grid))
     crops = np.stack([arr[t:t + c, l:l + c] for t, l in boxes])
     return Tiles(torch.from_numpy(crops).permute(0, 3, 1, 2), boxes, (h, w), scale)
+
+
+def whole_image_tiles(image: Image.Image | np.ndarray) -> Tiles:
+    """The whole RGB image as its one (uint8) tile."""
+    arr = np.array(image, dtype=np.uint8)  # a writable copy
+    return Tiles(torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0), ((0, 0),), arr.shape[:2])
 
 
 def tile_heatmap(tiles: Tiles, tile_probs: np.ndarray) -> np.ndarray:
