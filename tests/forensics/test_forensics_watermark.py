@@ -7,11 +7,12 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from forensics_helpers import encode, photo_like
 from PIL import Image
 
 from fakescope.forensics import KNOWN_MARKS, check_watermark
-from fakescope.forensics.watermark import SDXL_MESSAGE, block_bit_votes, decode_bits
+from fakescope.forensics.watermark import SDXL_MESSAGE, block_bit_votes, decode_bits, u_channel
 
 imwatermark = pytest.importorskip("imwatermark", reason="pip install --no-deps invisible-watermark")
 
@@ -41,10 +42,28 @@ def marked(photo):
 def test_vectorised_decoder_matches_the_package_bit_for_bit(photo, marked):
     for image in (photo, marked[("Stable Diffusion XL", "bgr")]):
         bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])
-        votes = block_bit_votes(bgr)
+        votes = block_bit_votes(torch.from_numpy(bgr).permute(2, 0, 1)).numpy()
         for length in (32, 48, 136):
             reference = imwatermark.WatermarkDecoder("bits", length).decode(bgr, "dwtDct")
             assert np.array_equal(decode_bits(votes, length), np.asarray(reference, dtype=np.uint8))
+
+
+def test_u_channel_is_opencvs_for_every_colour():
+    cv2 = pytest.importorskip("cv2")
+    b, g, r = np.meshgrid(*[np.arange(256, dtype=np.uint8)] * 3, indexing="ij")
+    bgr = np.stack([b, g, r], -1).reshape(4096, 4096, 3)  # all 2**24 colours
+    expected = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)[..., 1]
+    assert np.array_equal(u_channel(torch.from_numpy(bgr).permute(2, 0, 1)).numpy(), expected)
+
+
+def test_haar_band_is_pywavelets_bit_for_bit():
+    """Votes from pywt.dwt2's own approximation band equal block_bit_votes' on a noisy image."""
+    cv2, pywt = pytest.importorskip("cv2"), pytest.importorskip("pywt")
+    bgr = np.random.default_rng(0).integers(0, 256, (384, 512, 3), dtype=np.uint8)
+    approx, _ = pywt.dwt2(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)[..., 1], "haar")
+    blocks = approx.reshape(48, 4, 64, 4).swapaxes(1, 2).reshape(-1, 16)[:, 1:]
+    expected = np.mod(np.abs(blocks).max(axis=1), 36.0) > 18.0
+    assert np.array_equal(block_bit_votes(torch.from_numpy(bgr).permute(2, 0, 1)).numpy(), expected)
 
 
 @pytest.mark.parametrize("name", list(PAYLOADS))

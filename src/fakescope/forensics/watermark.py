@@ -6,7 +6,9 @@ The public reference code (CompVis and Stability scripts, diffusers' SDXL pipeli
 `n % length == i`, read as whether the block's largest AC coefficient sits in the upper half
 of a 36-step quantiser. This module reads exactly that (bit-identical to
 `imwatermark.WatermarkDecoder(...).decode(img, "dwtDct")`, checked by the tests) but vectorised
-and for all known marks at once, since the package loops over blocks in Python (~100x slower).
+in torch, on the CPU or on the GPU that decoded the image, and for all known marks at once, since
+the package loops over blocks in Python (~100x slower). The colour conversion and the Haar step
+repeat OpenCV's fixed-point arithmetic and PyWavelets' float order exactly (the tests check both).
 
 Pipelines disagree on channel order: the CompVis/Stability scripts hand the encoder BGR,
 diffusers hands it RGB, so both orders are read.
@@ -18,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from fakescope.detection import Evidence
@@ -30,6 +33,7 @@ MAX_PIXELS = 4096 * 4096
 """Larger images are not read: generators emit at most a few megapixels and resizing erases the mark."""
 _SCALE = 36.0
 _BLOCK = 4
+_HAAR = 0.7071067811865476  # PyWavelets' Haar low-pass tap
 
 SDXL_MESSAGE = 0b101100111110110010010000011110111011000110011110
 """diffusers' `StableDiffusionXLWatermarker` and Stability's generative-models WATERMARK_MESSAGE."""
@@ -63,26 +67,32 @@ KNOWN_MARKS: tuple[KnownMark, ...] = (
 
 
 def check_watermark(image: Image.Image) -> Evidence:
-    """Look for the known generator watermarks in an RGB image.
-
-    Returns:
-        Evidence of kind `watermark`: decisive with `score` 0.99 when a mark decodes within its
-        bit-error limit; otherwise `score` None (no mark proves nothing). `data` lists, per mark,
-        the fewest bit errors seen, the limit and the channel order.
+    """Look for the known generator watermarks in an RGB image (see `read_watermark`).
 
     Example:
         >>> check_watermark(Image.new("RGB", (64, 64))).detail
         'image too small for generator watermarks (64x64 < 65,536 pixels)'
     """
-    w, h = image.size
+    rgb = np.array(image if image.mode == "RGB" else image.convert("RGB"))  # a writable copy, as torch wants
+    return read_watermark(torch.from_numpy(rgb).permute(2, 0, 1))
+
+
+def read_watermark(pixels: torch.Tensor) -> Evidence:
+    """Look for the known generator watermarks in (3, H, W) uint8 RGB pixels, on any device.
+
+    Returns:
+        Evidence of kind `watermark`: decisive with `score` 0.99 when a mark decodes within its
+        bit-error limit; otherwise `score` None (no mark proves nothing). `data` lists, per mark,
+        the fewest bit errors seen, the limit and the channel order.
+    """
+    h, w = pixels.shape[-2:]
     if w * h < MIN_PIXELS:
         return Evidence(KIND, None, f"image too small for generator watermarks ({w}x{h} < {MIN_PIXELS:,} pixels)")
     if w * h > MAX_PIXELS:
         return Evidence(KIND, None, f"image too large to read watermarks ({w}x{h} > {MAX_PIXELS:,} pixels)")
-    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     results = {}
-    for order, pixels in (("bgr", rgb[..., ::-1]), ("rgb", rgb)):
-        block_bits = block_bit_votes(pixels)
+    for order, encoder_input in (("bgr", pixels.flip(0)), ("rgb", pixels)):
+        block_bits = block_bit_votes(encoder_input).cpu().numpy()
         for mark in KNOWN_MARKS:
             errors = int(np.count_nonzero(decode_bits(block_bits, len(mark.bits)) != np.array(mark.bits)))
             if mark.name not in results or errors < results[mark.name]["bit_errors"]:
@@ -101,24 +111,28 @@ def check_watermark(image: Image.Image) -> Evidence:
                     data={"generator": mark.name, "marks": results})
 
 
-def block_bit_votes(encoder_input: np.ndarray) -> np.ndarray:
+def block_bit_votes(encoder_input: torch.Tensor) -> torch.Tensor:
     """Per-block bits of the dwtDct scheme on the U channel, in the encoder's block order.
 
     Args:
-        encoder_input: HxWx3 uint8 array in the channel order the encoder was given
-            (it is converted as if it were BGR, like the package does).
+        encoder_input: (3, H, W) uint8 pixels in the channel order the encoder was given (it
+            reads them as BGR, like the package does), on any device.
     """
-    import cv2
-    import pywt
-
-    rows, cols = encoder_input.shape[0] // 4 * 4, encoder_input.shape[1] // 4 * 4
-    yuv = cv2.cvtColor(np.ascontiguousarray(encoder_input), cv2.COLOR_BGR2YUV)
-    approx, _ = pywt.dwt2(yuv[:rows, :cols, 1], "haar")
+    rows, cols = encoder_input.shape[1] // 4 * 4, encoder_input.shape[2] // 4 * 4
+    u = u_channel(encoder_input[:, :rows, :cols]).double()
+    half = _HAAR * u[0::2] + _HAAR * u[1::2]  # pywt.dwt2's approximation band: rows first, then columns
+    approx = _HAAR * half[:, 0::2] + _HAAR * half[:, 1::2]
     br, bc = approx.shape[0] // _BLOCK, approx.shape[1] // _BLOCK
-    blocks = approx[:br * _BLOCK, :bc * _BLOCK].reshape(br, _BLOCK, bc, _BLOCK).swapaxes(1, 2)
-    ac = np.abs(blocks.reshape(br * bc, _BLOCK * _BLOCK)[:, 1:])
-    peak = ac[np.arange(ac.shape[0]), ac.argmax(axis=1)]
-    return np.mod(peak, _SCALE) > 0.5 * _SCALE
+    blocks = approx[:br * _BLOCK, :bc * _BLOCK].reshape(br, _BLOCK, bc, _BLOCK).transpose(1, 2)
+    peak = blocks.reshape(br * bc, _BLOCK * _BLOCK)[:, 1:].abs().amax(dim=1)
+    return torch.fmod(peak, _SCALE) > 0.5 * _SCALE
+
+
+def u_channel(bgr: torch.Tensor) -> torch.Tensor:
+    """The U plane of OpenCV's 8-bit `COLOR_BGR2YUV` (its 14-bit fixed point, bit for bit) of (3, H, W) pixels."""
+    b, g, r = bgr.to(torch.int32)
+    y = (b * 1868 + g * 9617 + r * 4899 + 8192) >> 14
+    return (((b - y) * 8061 + (128 << 14) + 8192) >> 14).clamp_(0, 255)
 
 
 def decode_bits(block_bits: np.ndarray, length: int) -> np.ndarray:
