@@ -6,8 +6,10 @@ onnxruntime network at the model's tile grid, the torch network in bf16 and in b
 `torch.compile` (fast on CPUs with bf16 instructions; `--no-bf16` skips both, `--no-compile` the
 compiled one), then onnxruntime at each `--grids` value (fewer tiles per image: faster, less of a
 large image seen). Prints each rate and its ratio to decode-only. `--device cuda` times the torch rows on the GPU (decoding stays on
-the host's `--workers` threads, as in `fakescope scan --device cuda`); `--processes` decodes in
-`--workers` processes instead, for decode-only and detect alike (`Detector(processes=True)`).
+the host's `--workers` threads with `--decode host`; `--decode device`, the default there, decodes
+plain JPEGs with nvJPEG, as `fakescope scan --device cuda` does); `--processes` decodes in
+`--workers` processes instead, for decode-only and detect alike (`Detector(processes=True)`). The
+decode-only row is always the host's.
 
     python benchmarks/detect_throughput.py --images 96 --size 1024x768
     python benchmarks/detect_throughput.py --folder ../shared/data/real-imagenet-sample --grids 1,2
@@ -40,6 +42,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--provenance", action="store_true", help="also collect C2PA/metadata/watermark evidence")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the torch rows (onnx rows are CPU-only)")
+    parser.add_argument("--decode", default="auto", choices=("auto", "host", "device"),
+                        help="where detect decodes plain JPEGs (auto: on the device with --device cuda)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the torch bf16 rows")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled torch bf16 row (seconds to a minute of warm-up)")
     parser.add_argument("--grids", default="1,2", help="comma-separated tile grids to also time with onnxruntime ('' for none)")
@@ -56,14 +60,15 @@ def main() -> None:
         rows = [("torch", None, "fp32", False), *bf16, *onnx]
         for runtime, grid, precision, compiled in rows:
             detector = Detector.load(device=args.device, batch_size=args.batch_size, workers=args.workers, processes=args.processes,
-                                     provenance=args.provenance, runtime=runtime, grid=grid, precision=precision, compile=compiled)
+                                     provenance=args.provenance, runtime=runtime, grid=grid, precision=precision, compile=compiled,
+                                     decode=args.decode)
             start = time.perf_counter()
             list(detector.stream(files[: args.batch_size]))  # warm-up: ONNX export, compiling (full batches: --batch-size counts tiles)
             list(detector.stream(files[:3]))  # and a partial batch: torch.compile's second, dynamic-shape compile
             warm_up = time.perf_counter() - start
             rate = _rate(lambda d=detector: list(d.stream(files)), len(files))
-            label = f"{runtime} {precision}{' compiled' if compiled else ''}, grid {detector.model.config.input.grid}"
-            print(f"detect ({label:26s}): {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only  (warm-up {warm_up:.1f} s)")
+            label = f"{runtime} {precision}{' compiled' if compiled else ''}, grid {detector.model.config.input.grid}, {detector.decode}"
+            print(f"detect ({label:32s}): {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only  (warm-up {warm_up:.1f} s)")
 
 
 def _generate(folder: Path, n: int, size: str) -> list[str]:

@@ -30,6 +30,14 @@ def test_detect_throughput_prints_every_runtime_and_grid():
     assert done.stdout.count("x decode-only") == 4
 
 
+def test_decode_agreement_compares_both_decoders(image_factory, tmp_path):
+    for i in range(3):
+        image_factory.file(tmp_path / f"{i}.jpg", "JPEG", (150, 130), seed=i)
+    done = _run("decode_agreement.py", "--folder", str(tmp_path), "--device", "cpu", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert "3 scored by both" in done.stdout and "max 0.0000" in done.stdout  # libjpeg-turbo both ways on a CPU
+
+
 @pytest.mark.slow
 def test_train_speed_prints_a_row_per_model():
     done = _run("train_speed.py", "--steps", "1", "--warmup", "0", "--batch-size", "2", "--devices", "cpu",

@@ -1,7 +1,8 @@
 """`Detector`: the one object every entry point (Python, CLI, REST, web) calls.
 
-preprocess (decode, evidence, tiles; in worker threads or processes) -> `_forward` (the only code that
-touches the device, batched across images) -> postprocess (calibration, fusion, plain results).
+preprocess (decode, evidence, tiles; in worker threads or processes) -> device stage (plain JPEGs
+decoded and tiled on the device, when asked) -> `_forward` (the network, batched across images) ->
+postprocess (calibration, fusion, plain results).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from PIL import Image
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import shared_slots
-from fakescope.io.image import LoadedImage, load_image, load_source
+from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
+from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, load_source, read_source
 from fakescope.io.shared_slots import SharedSlots, affordable_slots
 from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
 from fakescope.models.config import InputPolicy
-from fakescope.models.tiling import Tiles, make_tiles, normalize, tile_heatmap
+from fakescope.models.tiling import Tiles, cut_tiles, make_tiles, normalize, tile_boxes, tile_heatmap
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
@@ -48,6 +50,7 @@ class _Prepared:
     tiles: Tiles
     evidence: list[Evidence]
     in_slot: tuple[int, ...] | None = None  # (T, h, w, 3) when a worker process left the tiles in a shared slot
+    jpeg: bytes | None = None  # a plain JPEG left for the device to decode and tile (tiles.pixels then empty)
 
 
 class Detector:
@@ -61,7 +64,10 @@ class Detector:
     `batch_size` counts tiles per forward pass. `workers` threads decode ahead of the network;
     `processes=True` makes them processes instead, free of Python's GIL: faster on many cores (a
     GPU scan), at the cost of starting them on each `predict`/`stream` call; an input that crashes
-    its worker process becomes an error record instead of ending the run.
+    its worker process becomes an error record instead of ending the run. `decode="device"` decodes
+    plain JPEGs on the inference device (nvJPEG on CUDA; `fakescope.io.device_jpeg`) and cuts
+    their tiles and reads their watermark there, leaving the workers only file reading and header
+    checks; other inputs keep the host decoder. `auto` (the default) means device on CUDA.
 
     Example:
         >>> detector = Detector.load()                     # bundled default model, offline
@@ -85,8 +91,12 @@ class Detector:
         threads: int | None = None,
         precision: str = "fp32",
         compile: bool = False,  # noqa: A002 - torch's own word
+        decode: str = "auto",
     ):
+        if decode not in ("auto", "host", "device"):
+            raise ConfigError(f"unknown decode {decode!r}; use auto, host or device")
         self.device = torch.device(device)
+        self.decode = decode if decode != "auto" else ("device" if self.device.type == "cuda" else "host")
         self.precision, self._input_dtype = precision, input_dtype(precision)
         fast = precision != "fp32" or compile
         self.model, self.runtime = _with_runtime(_with_grid(model, grid), runtime, self.device, threads, torch_only=fast)
@@ -137,6 +147,7 @@ class Detector:
         """Lazily score an iterable of any length, decoding ahead in `workers` threads."""
         prepared = self._prepare_all(inputs)
         while batch := _take_tiles(prepared, self.batch_size):
+            batch = self._decode_on_device(batch)
             ready = [p for p in batch if isinstance(p, _Prepared)]
             logits = self._forward([p.tiles.pixels for p in ready])
             results = iter(self._postprocess(p, l, heatmap) for p, l in zip(ready, logits))
@@ -167,7 +178,8 @@ class Detector:
 
     def _prepare_all(self, inputs: Iterable[ImageInput]) -> Iterator[_Prepared | Detection]:
         policy = self.model.config.input
-        prepare = partial(_prepare, policy=policy, provenance=self.provenance, model=self.name, threshold=self.threshold)
+        prepare = partial(_prepare, policy=policy, provenance=self.provenance, model=self.name, threshold=self.threshold,
+                          defer_jpegs=self.decode == "device")
         numbered = enumerate(inputs)
         if self.workers <= 0:
             yield from itertools.starmap(prepare, numbered)
@@ -211,6 +223,27 @@ class Detector:
                 message = "decoding this input crashed its worker process"
                 return Detection.failed(_describe(ix[1], ix[0]), message, self.name, self.threshold)
 
+    def _decode_on_device(self, batch: list[_Prepared | Detection]) -> list[_Prepared | Detection]:
+        """Decode the batch's deferred JPEGs on the device, cut their tiles and read their watermark there.
+
+        A JPEG the device cannot decode (or decodes to another size) goes through the host path instead.
+        """
+        waiting = [i for i, p in enumerate(batch) if isinstance(p, _Prepared) and p.jpeg is not None]
+        items = [batch[i] for i in waiting]
+        decoded = decode_jpegs([p.jpeg for p in items], [(p.width, p.height) for p in items], self.device)
+        crop = self.model.config.input.crop_size
+        for i, p, pixels in zip(waiting, items, decoded):
+            if pixels is None or tuple(pixels.shape[1:]) != (p.height, p.width):
+                batch[i] = replace(_prepare(0, p.jpeg, policy=self.model.config.input, provenance=self.provenance,
+                                            model=self.name, threshold=self.threshold), source=p.source)
+                continue
+            p.tiles, p.jpeg = replace(p.tiles, pixels=cut_tiles(pixels, p.tiles.boxes, crop)), None
+            if self.provenance:
+                from fakescope.forensics import collect_evidence
+
+                p.evidence.extend(collect_evidence(None, pixels, kinds=("watermark",)))
+        return batch
+
     @torch.inference_mode()
     def _forward(self, tile_sets: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-image tile logits; equal-sized tiles go through the network together."""
@@ -220,7 +253,7 @@ class Detector:
             by_shape.setdefault(tuple(tiles.shape[-2:]), []).append(i)
         net, policy = self._network, self.model.config.input
         for indices in by_shape.values():
-            x = torch.cat([tile_sets[i] for i in indices]).to(self.device, non_blocking=True)
+            x = torch.cat([tile_sets[i].to(self.device, non_blocking=True) for i in indices])
             x = normalize(x, policy)
             if self.runtime == "torch":
                 x = x.to(self._input_dtype).contiguous(memory_format=torch.channels_last)
@@ -319,15 +352,19 @@ def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[floa
 
 
 def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: bool, model: str, threshold: float,
-             slot: int | None = None) -> _Prepared | Detection:
+             defer_jpegs: bool = False, slot: int | None = None) -> _Prepared | Detection:
     """Decode one input, collect its provenance evidence and cut its tiles (runs in a worker).
 
+    With `defer_jpegs`, a plain JPEG is only read and checked (`_deferred`), for the device to decode.
     In a worker process given a shared `slot`, the tiles go there (when they fit) instead of back
     through the pool's pipe.
     """
     source = _describe(item, index)
     try:
-        loaded = _load(item)
+        data = _read(item)
+        if defer_jpegs and data is not None and (deferred := _deferred(source, data, policy, provenance)):
+            return deferred
+        loaded = load_image(item) if data is None else decode_image(data)
         tiles = make_tiles(loaded.image, policy)
     except FakescopeError as exc:
         return Detection.failed(source, str(exc), model, threshold)
@@ -342,6 +379,21 @@ def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: b
         if shared_slots.write(slot, nhwc):
             prepared.tiles, prepared.in_slot = replace(tiles, pixels=torch.empty(0, dtype=torch.uint8)), nhwc.shape
     return prepared
+
+
+def _deferred(source: str, data: bytes, policy: InputPolicy, provenance: bool) -> _Prepared | None:
+    """A plain JPEG at least a tile in each side, with its byte-level evidence, waiting for the device; else None."""
+    size = device_jpeg_size(data)
+    if size is None or min(size) < policy.crop_size or size[0] * size[1] > MAX_PIXELS:
+        return None  # the host path: upscaling, or its error message
+    width, height = size
+    evidence = []
+    if provenance:
+        from fakescope.forensics import collect_evidence
+
+        evidence = collect_evidence(data, None, kinds=("c2pa", "metadata"))  # the watermark needs the pixels
+    tiles = Tiles(torch.empty(0, dtype=torch.uint8), tile_boxes(height, width, policy), (height, width))
+    return _Prepared(source, width, height, "JPEG", tiles, evidence, jpeg=data)
 
 
 def _collect(result: _Prepared | Detection, slot: int | None, slots: SharedSlots | None) -> _Prepared | Detection:
@@ -359,9 +411,14 @@ def _collect(result: _Prepared | Detection, slot: int | None, slots: SharedSlots
 def _new_pool(processes: bool, slots: SharedSlots | None, workers: int) -> ThreadPoolExecutor | ProcessPoolExecutor:
     if not processes:
         return ThreadPoolExecutor(workers)
-    if slots is None:
-        return ProcessPoolExecutor(workers)
-    return ProcessPoolExecutor(workers, initializer=shared_slots.attach, initargs=(slots.name, slots.slot_bytes))
+    return ProcessPoolExecutor(workers, initializer=_init_worker_process, initargs=(slots and (slots.name, slots.slot_bytes),))
+
+
+def _init_worker_process(slots: tuple[str, int] | None) -> None:
+    """One torch thread per decoding process (a forked child entering its parent's OpenMP pool hangs); attach the slots."""
+    torch.set_num_threads(1)
+    if slots is not None:
+        shared_slots.attach(*slots)
 
 
 def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[_Prepared | Detection]:
@@ -369,7 +426,7 @@ def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[
     batch, tiles = [], 0
     for item in prepared:
         batch.append(item)
-        tiles += len(item.tiles.pixels) if isinstance(item, _Prepared) else 0
+        tiles += len(item.tiles.boxes) if isinstance(item, _Prepared) else 0
         if tiles >= budget:
             break
     return batch
@@ -380,6 +437,15 @@ def _load(item: ImageInput, *, keep_bytes: bool = True) -> LoadedImage:
     if isinstance(item, (str, os.PathLike)):
         return load_source(item, keep_bytes=keep_bytes)
     return load_image(item, keep_bytes=keep_bytes)
+
+
+def _read(item: ImageInput) -> bytes | None:
+    """The encoded bytes of a path, URI or bytes input; None for decoded images (PIL, arrays)."""
+    if isinstance(item, (str, os.PathLike)):
+        return read_source(item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return bytes(item)
+    return None
 
 
 def _describe(item: ImageInput, index: int) -> str:

@@ -35,3 +35,13 @@ PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision", help="fp32, or bf16 (torch runtime; faster on GPUs and on CPUs with bf16 instructions).")]
 CompileOpt = Annotated[bool, typer.Option(
     "--compile/--no-compile", help="torch.compile the network (torch runtime): seconds to a minute of warm-up, for long runs.")]
+
+
+class Decode(str, Enum):
+    auto = "auto"
+    host = "host"
+    device = "device"
+
+
+DecodeOpt = Annotated[Decode, typer.Option(
+    "--decode", help="Where plain JPEGs are decoded: host, device (nvJPEG on CUDA), or auto (device on CUDA).")]

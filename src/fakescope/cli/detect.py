@@ -14,6 +14,8 @@ from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import (
     BatchSizeOpt,
     CompileOpt,
+    Decode,
+    DecodeOpt,
     DeviceOpt,
     GridOpt,
     ModelOpt,
@@ -58,6 +60,7 @@ def detect(
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = Precision.fp32,
     compile_network: CompileOpt = False,
+    decode: DecodeOpt = Decode.auto,
 ) -> None:
     """Say whether each image was made by a generative model.
 
@@ -71,7 +74,7 @@ def detect(
         detector = Detector.load(model, device=device, batch_size=batch_size, workers=workers, processes=processes,
                                  provenance=provenance, threshold=threshold, runtime=runtime.value,
                                  grid=grid, threads=threads,
-                                 precision=precision.value, compile=compile_network)
+                                 precision=precision.value, compile=compile_network, decode=decode.value)
         sources = iter_sources(inputs)
         first = next(sources, None)
         if first is None:

@@ -12,6 +12,8 @@ from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import (
     BatchSizeOpt,
     CompileOpt,
+    Decode,
+    DecodeOpt,
     DeviceOpt,
     GridOpt,
     ModelOpt,
@@ -50,6 +52,7 @@ def scan(
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = Precision.fp32,
     compile_network: CompileOpt = False,
+    decode: DecodeOpt = Decode.auto,
 ) -> None:
     """Score every image of SOURCES into OUT; a rerun skips what is done, bad files become error rows.
 
@@ -59,7 +62,7 @@ def scan(
 
     detector_kwargs = dict(name_or_path=model, device=device, workers=workers, processes=processes, provenance=provenance,
                            threshold=threshold, runtime=runtime.value, grid=grid, threads=threads,
-                           precision=precision.value, compile=compile_network)
+                           precision=precision.value, compile=compile_network, decode=decode.value)
     with clean_errors():
         if engine is Engine.ray:
             from fakescope.scale.ray_scan import ray_scan

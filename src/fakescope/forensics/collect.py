@@ -4,28 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import torch
 from PIL import Image
 
 from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
 from fakescope.forensics.content_credentials import check_c2pa
 from fakescope.forensics.metadata import check_metadata
-from fakescope.forensics.watermark import check_watermark
+from fakescope.forensics.watermark import check_watermark, read_watermark
 
 EVIDENCE_KINDS = ("c2pa", "metadata", "watermark")
-_CHECKERS: dict[str, Callable[[bytes | None, Image.Image], Evidence]] = {
+_CHECKERS: dict[str, Callable[[bytes | None, Image.Image | torch.Tensor], Evidence]] = {
     "c2pa": lambda data, image: check_c2pa(data),
     "metadata": lambda data, image: check_metadata(data),
-    "watermark": lambda data, image: check_watermark(image),
+    "watermark": lambda data, image: read_watermark(image) if isinstance(image, torch.Tensor) else check_watermark(image),
 }
 
 
-def collect_evidence(data: bytes | None, image: Image.Image, *,
+def collect_evidence(data: bytes | None, image: Image.Image | torch.Tensor | None, *,
                      kinds: Iterable[str] = EVIDENCE_KINDS) -> list[Evidence]:
     """Gather provenance evidence for one image: one record per kind, in `kinds` order.
 
     `data` is the original file (None when only pixels are known: c2pa and metadata then
-    report nothing); `image` the decoded RGB picture. No pixels are decoded again. A checker
+    report nothing); `image` the decoded RGB picture, or its (3, H, W) uint8 pixels on any device
+    (None when only `data` is known: the watermark kind needs pixels). No pixels are decoded again. A checker
     that fails for any reason yields `Evidence(kind, None, ..., error=...)` instead of raising.
 
     Raises:

@@ -143,16 +143,7 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode_image(bytes(source), keep_bytes=keep_bytes)
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            data = path.read_bytes()
-        except IsADirectoryError:
-            raise ImageLoadError(f"{path} is a directory") from None
-        except FileNotFoundError:
-            raise ImageLoadError(f"{path}: no such file") from None
-        except OSError as exc:
-            raise ImageLoadError(f"{path}: {exc.strerror or exc}") from None
-        return decode_image(data, keep_bytes=keep_bytes)
+        return decode_image(_read_path(Path(source)), keep_bytes=keep_bytes)
     if isinstance(source, Image.Image):
         rgb = _check_size(to_rgb(source))
         return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None)
@@ -173,12 +164,32 @@ def load_source(source: str | os.PathLike, *, keep_bytes: bool = True) -> Loaded
     Raises:
         ImageLoadError: unreadable or not an image. StorageError: a remote read failed.
     """
+    return decode_image(read_source(source), keep_bytes=keep_bytes)
+
+
+def read_source(source: str | os.PathLike) -> bytes:
+    """The encoded bytes of a local path, a `file://` path or a storage URI, undecoded.
+
+    Raises:
+        ImageLoadError: a local file that cannot be read. StorageError: a remote read failed.
+    """
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):
         from fakescope.io.storage import read_bytes
 
-        return decode_image(read_bytes(text), keep_bytes=keep_bytes)
-    return load_image(text.removeprefix("file://"), keep_bytes=keep_bytes)
+        return read_bytes(text)
+    return _read_path(Path(text.removeprefix("file://")))
+
+
+def _read_path(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise ImageLoadError(f"{path} is a directory") from None
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImageLoadError(f"{path}: {exc.strerror or exc}") from None
 
 
 def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:

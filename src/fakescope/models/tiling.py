@@ -82,9 +82,20 @@ def make_tiles(image: Image.Image, policy: InputPolicy) -> Tiles:
     sh, sw = arr.shape[:2]
     if sh < c or sw < c:  # too small to tile: the whole image, once
         return whole_image_tiles(arr)
-    boxes = tuple((t, l) for t in tile_positions(sh, c, policy.grid) for l in tile_positions(sw, c, policy.grid))
+    boxes = tile_boxes(sh, sw, policy)
     crops = np.stack([arr[t:t + c, l:l + c] for t, l in boxes])
     return Tiles(torch.from_numpy(crops).permute(0, 3, 1, 2), boxes, (h, w), scale)
+
+
+def tile_boxes(height: int, width: int, policy: InputPolicy) -> tuple[tuple[int, int], ...]:
+    """The (top, left) corners `make_tiles` cuts from an image at least one tile in each side."""
+    c = policy.crop_size
+    return tuple((t, l) for t in tile_positions(height, c, policy.grid) for l in tile_positions(width, c, policy.grid))
+
+
+def cut_tiles(pixels: torch.Tensor, boxes: tuple[tuple[int, int], ...], crop: int) -> torch.Tensor:
+    """(T, 3, crop, crop) tiles of (3, H, W) pixels at `boxes`, on the pixels' device."""
+    return torch.stack([pixels[:, t:t + crop, l:l + crop] for t, l in boxes])
 
 
 def whole_image_tiles(image: Image.Image | np.ndarray) -> Tiles:

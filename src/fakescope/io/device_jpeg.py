@@ -1,0 +1,71 @@
+"""JPEG decoding on the inference device (nvJPEG on CUDA, through torchvision), batched.
+
+Only plain JPEGs go there: RGB or greyscale, no EXIF rotation, complete (ending in an EOI
+marker). Everything else keeps the host decoder (`fakescope.io.image`), which applies EXIF
+orientation and CMYK conversion and names what is wrong with a broken file; a JPEG the device
+fails to decode goes back to it too.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+
+import torch
+from PIL import Image
+
+from fakescope.io.image import sniff_format
+
+_ORIENTATION = 0x0112
+MAX_CHUNK_PIXELS = 2**28
+"""Pixels decoded at once (768 MiB of RGB): bounds device memory whatever the image sizes."""
+
+
+def device_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG the device decoder takes as it is; None for anything else.
+
+    Reads the headers only (no pixels), so it is cheap enough for the decoding workers.
+    """
+    if sniff_format(data) != "JPEG" or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.mode not in ("RGB", "L") or img.getexif().get(_ORIENTATION, 1) != 1:
+                return None
+            return img.size
+    except Exception:  # noqa: BLE001 - the host decoder reports what is wrong
+        return None
+
+
+def decode_jpegs(encoded: Sequence[bytes], sizes: Sequence[tuple[int, int]], device: torch.device,
+                 *, max_pixels: int = MAX_CHUNK_PIXELS) -> Iterator[torch.Tensor | None]:
+    """Decode JPEGs of the given (width, height) on `device`, in order, a chunk at a time.
+
+    Yields (3, H, W) uint8 RGB pixels, or None for a JPEG the device could not decode.
+    """
+    chunk, pixels = [], 0
+    for data, (width, height) in zip(encoded, sizes, strict=True):
+        if chunk and pixels + width * height > max_pixels:
+            yield from _decode_chunk(chunk, device)
+            chunk, pixels = [], 0
+        chunk.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        pixels += width * height
+    if chunk:
+        yield from _decode_chunk(chunk, device)
+
+
+def _decode_chunk(chunk: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """One batched decode call; when it fails, each JPEG alone, so one bad file costs only itself."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return decode_jpeg(chunk, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        pass
+    decoded = []
+    for data in chunk:
+        try:
+            decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            decoded.append(None)
+    return decoded

@@ -1,0 +1,58 @@
+"""Device JPEG decoding: which files qualify, and pixels equal to the host decoder's (torchvision on the CPU here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
+from fakescope.io.image import decode_image
+
+
+def _broken_frame(jpeg: bytes) -> bytes:
+    """The same JPEG with a zero-sized frame header: every decoder refuses it."""
+    data = bytearray(jpeg)
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = bytes(4)
+    return bytes(data)
+
+
+def test_plain_rgb_and_grey_jpegs_qualify(image_factory):
+    rgb = image_factory.pil((120, 90), seed=1)
+    assert device_jpeg_size(image_factory.encode(rgb, "JPEG")) == (120, 90)
+    assert device_jpeg_size(image_factory.encode(rgb.convert("L"), "JPEG")) == (120, 90)
+
+
+def test_everything_the_host_must_handle_is_refused(image_factory):
+    rgb = image_factory.pil((120, 90), seed=1)
+    exif = rgb.getexif()
+    exif[0x0112] = 6  # rotated: the host applies the EXIF orientation
+    jpeg = image_factory.encode(rgb, "JPEG")
+    refused = {
+        "png": image_factory.encode(rgb, "PNG"),
+        "cmyk": image_factory.encode(rgb.convert("CMYK"), "JPEG"),
+        "rotated": image_factory.encode(rgb, "JPEG", exif=exif),
+        "truncated": jpeg[:-100],
+        "broken frame": _broken_frame(jpeg),
+        "garbage": b"\xff\xd8\xff\xe0 not a jpeg \xff\xd9",
+    }
+    assert {name: device_jpeg_size(data) for name, data in refused.items()} == dict.fromkeys(refused)
+
+
+def test_pixels_equal_the_host_decoders_in_any_chunking(image_factory):
+    sizes = [(120, 90), (64, 64), (200, 150)]
+    jpegs = [image_factory.bytes("JPEG", size, seed=i, quality=90) for i, size in enumerate(sizes)]
+    jpegs.append(image_factory.encode(image_factory.pil((80, 70), seed=9).convert("L"), "JPEG"))
+    sizes.append((80, 70))
+    host = [np.asarray(decode_image(j).image) for j in jpegs]
+    for max_pixels in (1, 20_000, 2**28):  # one image per chunk, two or three, all at once
+        decoded = list(decode_jpegs(jpegs, sizes, torch.device("cpu"), max_pixels=max_pixels))
+        assert [d.shape for d in decoded] == [(3, h, w) for w, h in sizes]
+        assert all(np.array_equal(d.permute(1, 2, 0).numpy(), h) for d, h in zip(decoded, host))
+
+
+def test_a_jpeg_the_decoder_refuses_costs_only_itself(image_factory):
+    good = image_factory.bytes("JPEG", (96, 80), seed=2)
+    decoded = list(decode_jpegs([good, _broken_frame(good), good], [(96, 80)] * 3, torch.device("cpu")))
+    assert decoded[1] is None
+    assert decoded[0].shape == decoded[2].shape == (3, 80, 96)
