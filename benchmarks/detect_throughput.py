@@ -6,8 +6,8 @@ onnxruntime network at the model's tile grid, the torch network in bf16 and in b
 `torch.compile` (fast on CPUs with bf16 instructions; `--no-bf16` skips both, `--no-compile` the
 compiled one), then onnxruntime at each `--grids` value (fewer tiles per image: faster, less of a
 large image seen). Prints each rate and its ratio to decode-only. `--device cuda` times the torch rows on the GPU (decoding stays on
-the host's `--workers` threads with `--decode host`; `--decode device`, the default there, decodes
-plain JPEGs with nvJPEG, as `fakescope scan --device cuda` does); `--processes` decodes in
+the host's `--workers` threads; `--decode device` decodes plain JPEGs with nvJPEG, as
+`fakescope scan --device cuda --decode device` does); `--processes` decodes in
 `--workers` processes instead, for decode-only and detect alike (`Detector(processes=True)`). The
 decode-only row is always the host's.
 
@@ -42,8 +42,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--provenance", action="store_true", help="also collect C2PA/metadata/watermark evidence")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the torch rows (onnx rows are CPU-only)")
-    parser.add_argument("--decode", default="auto", choices=("auto", "host", "device"),
-                        help="where detect decodes plain JPEGs (auto: on the device with --device cuda)")
+    parser.add_argument("--decode", default="host", choices=("host", "device"),
+                        help="where detect decodes plain JPEGs (device: nvJPEG, with --device cuda)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the torch bf16 rows")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled torch bf16 row (seconds to a minute of warm-up)")
     parser.add_argument("--grids", default="1,2", help="comma-separated tile grids to also time with onnxruntime ('' for none)")

@@ -18,7 +18,7 @@ from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import FakescopeError
 from fakescope.io import shared_slots
-from fakescope.io.image import load_source
+from fakescope.io.image import read_source
 from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE, load_model
 
 CLI_FIELDS = {"path", "score", "label", "threshold", "model", "evidence", "width", "height", "format"}
@@ -145,17 +145,30 @@ def test_a_worker_process_that_dies_costs_only_its_input(tiny_model_dir, image_f
 def test_a_consumer_that_stops_early_cancels_the_queued_decoding(tiny_model_dir, image_files, monkeypatch):
     loads = []
 
-    def slow_load(item, **kwargs):
+    def slow_read(item):
         loads.append(item)
         time.sleep(0.2)
-        return load_source(item, **kwargs)
+        return read_source(item)
 
-    monkeypatch.setattr(detector_module, "_load", slow_load)
+    monkeypatch.setattr(detector_module, "_read", slow_read)
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=1, batch_size=1)
     stream = detector.stream(image_files * 5)  # a window of 4 images is queued ahead
     assert next(stream).error is None
     stream.close()
     assert len(loads) == 2  # the first, and the one already running when the consumer stopped
+
+
+def test_a_batch_queued_ahead_changes_nothing(tiny_model_dir, image_files, tmp_path):
+    """CUDA queues the next batch before reading one (`_lookahead`); forced here on the CPU."""
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    inputs = [*image_files, str(corrupt), *image_files]
+    plain = Detector.load(tiny_model_dir, device="cpu", batch_size=3)
+    queued = Detector.load(tiny_model_dir, device="cpu", batch_size=3)
+    queued._lookahead = 2
+    expected = [r.to_dict() for r in plain.predict(inputs, heatmap=True)]
+    assert [r.to_dict() for r in queued.stream(inputs, heatmap=True)] == expected
+    assert plain._lookahead == 0
 
 
 def test_batch_size_does_not_change_scores(tiny_model_dir, image_files):

@@ -11,7 +11,7 @@ import torch
 from forensics_helpers import encode, photo_like
 from PIL import Image
 
-from fakescope.forensics import KNOWN_MARKS, check_watermark
+from fakescope.forensics import KNOWN_MARKS, check_watermark, collect_watermarks, read_watermarks
 from fakescope.forensics.watermark import SDXL_MESSAGE, block_bit_votes, decode_bits, u_channel
 
 imwatermark = pytest.importorskip("imwatermark", reason="pip install --no-deps invisible-watermark")
@@ -72,6 +72,19 @@ def test_fresh_marks_decode_exactly(marked, name, order):
     ev = check_watermark(marked[(name, order)])
     assert ev.decisive and ev.score == 0.99 and ev.data["generator"] == name
     assert ev.data["marks"][name]["bit_errors"] == 0 and ev.data["marks"][name]["channel_order"] == order
+
+
+def test_batched_reading_equals_one_at_a_time(photo, marked):
+    images = [*marked.values(), photo, photo_like(384, seed=7), Image.new("RGB", (200, 200)), marked[("Stable Diffusion 2", "rgb")]]
+    tensors = [torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in images]
+    batched = read_watermarks(tensors, max_batch=3)  # 512x512 images in groups of 3, one 384, one too small
+    assert batched == [check_watermark(image) for image in images]
+    assert sum(e.decisive for e in batched) == len(marked) + 1
+
+
+def test_a_failed_batch_becomes_error_records():
+    records = collect_watermarks([torch.zeros(2, 300, 300, dtype=torch.uint8)])  # two channels: not RGB
+    assert records[0].kind == "watermark" and records[0].score is None and records[0].error
 
 
 def test_clean_images_carry_no_mark(photo):

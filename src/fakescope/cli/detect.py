@@ -60,7 +60,7 @@ def detect(
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = Precision.fp32,
     compile_network: CompileOpt = False,
-    decode: DecodeOpt = Decode.auto,
+    decode: DecodeOpt = Decode.host,
 ) -> None:
     """Say whether each image was made by a generative model.
 

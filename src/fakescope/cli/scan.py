@@ -52,7 +52,7 @@ def scan(
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = Precision.fp32,
     compile_network: CompileOpt = False,
-    decode: DecodeOpt = Decode.auto,
+    decode: DecodeOpt = Decode.host,
 ) -> None:
     """Score every image of SOURCES into OUT; a rerun skips what is done, bad files become error rows.
 

@@ -5,14 +5,14 @@ calibrated pixel score into a verdict that names the evidence that decided it.
 docs/forensics.md documents every rule and each watermark's measured fragility.
 """
 
-from fakescope.forensics.collect import EVIDENCE_KINDS, collect_evidence
+from fakescope.forensics.collect import EVIDENCE_KINDS, collect_evidence, collect_watermarks
 from fakescope.forensics.content_credentials import TRUST_ANCHORS_ENV, check_c2pa
 from fakescope.forensics.fusion import Fused, fuse
 from fakescope.forensics.metadata import check_metadata
-from fakescope.forensics.watermark import KNOWN_MARKS, check_watermark, read_watermark
+from fakescope.forensics.watermark import KNOWN_MARKS, check_watermark, read_watermark, read_watermarks
 
 __all__ = [
     "EVIDENCE_KINDS", "KNOWN_MARKS", "TRUST_ANCHORS_ENV", "Fused",
     "check_c2pa", "check_metadata", "check_watermark", "collect_evidence", "fuse",
-    "read_watermark",
+    "collect_watermarks", "read_watermark", "read_watermarks",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from PIL import Image
@@ -11,7 +11,7 @@ from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
 from fakescope.forensics.content_credentials import check_c2pa
 from fakescope.forensics.metadata import check_metadata
-from fakescope.forensics.watermark import check_watermark, read_watermark
+from fakescope.forensics.watermark import check_watermark, read_watermark, read_watermarks
 
 EVIDENCE_KINDS = ("c2pa", "metadata", "watermark")
 _CHECKERS: dict[str, Callable[[bytes | None, Image.Image | torch.Tensor], Evidence]] = {
@@ -48,3 +48,12 @@ def collect_evidence(data: bytes | None, image: Image.Image | torch.Tensor | Non
         except Exception as exc:  # noqa: BLE001 - a broken file must never break a batch
             records.append(Evidence(kind, None, f"{kind} check failed", error=f"{type(exc).__name__}: {exc}"))
     return records
+
+
+def collect_watermarks(images: Sequence[torch.Tensor]) -> list[Evidence]:
+    """The watermark kind for many decoded (3, H, W) images at once (`read_watermarks`: batched on their
+    device); a failure becomes an error record for each image instead of raising."""
+    try:
+        return read_watermarks(images)
+    except Exception as exc:  # noqa: BLE001 - a broken image must never break a batch
+        return [Evidence("watermark", None, "watermark check failed", error=f"{type(exc).__name__}: {exc}") for _ in images]

@@ -17,6 +17,7 @@ diffusers hands it RGB, so both orders are read.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,14 +86,36 @@ def read_watermark(pixels: torch.Tensor) -> Evidence:
         bit-error limit; otherwise `score` None (no mark proves nothing). `data` lists, per mark,
         the fewest bit errors seen, the limit and the channel order.
     """
-    h, w = pixels.shape[-2:]
-    if w * h < MIN_PIXELS:
-        return Evidence(KIND, None, f"image too small for generator watermarks ({w}x{h} < {MIN_PIXELS:,} pixels)")
-    if w * h > MAX_PIXELS:
-        return Evidence(KIND, None, f"image too large to read watermarks ({w}x{h} > {MAX_PIXELS:,} pixels)")
+    return read_watermarks([pixels])[0]
+
+
+def read_watermarks(images: Sequence[torch.Tensor], *, max_batch: int = 64) -> list[Evidence]:
+    """`read_watermark` for many images: those of one size are read together, up to `max_batch` at once
+    (on a GPU, a few kernel launches and one transfer back instead of dozens per image)."""
+    results: list[Evidence | None] = [None] * len(images)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, pixels in enumerate(images):
+        h, w = pixels.shape[-2:]
+        if w * h < MIN_PIXELS:
+            results[i] = Evidence(KIND, None, f"image too small for generator watermarks ({w}x{h} < {MIN_PIXELS:,} pixels)")
+        elif w * h > MAX_PIXELS:
+            results[i] = Evidence(KIND, None, f"image too large to read watermarks ({w}x{h} > {MAX_PIXELS:,} pixels)")
+        else:
+            by_size.setdefault((h, w), []).append(i)
+    for indices in by_size.values():
+        for start in range(0, len(indices), max_batch):
+            part = indices[start:start + max_batch]
+            batch = torch.stack([images[i] for i in part])
+            votes = torch.stack([block_bit_votes(batch.flip(-3)), block_bit_votes(batch)], 1).cpu().numpy()
+            for i, image_votes in zip(part, votes):
+                results[i] = _evidence(dict(zip(("bgr", "rgb"), image_votes)))
+    return results
+
+
+def _evidence(votes: dict[str, np.ndarray]) -> Evidence:
+    """The watermark evidence from one image's block votes in each channel order."""
     results = {}
-    for order, encoder_input in (("bgr", pixels.flip(0)), ("rgb", pixels)):
-        block_bits = block_bit_votes(encoder_input).cpu().numpy()
+    for order, block_bits in votes.items():
         for mark in KNOWN_MARKS:
             errors = int(np.count_nonzero(decode_bits(block_bits, len(mark.bits)) != np.array(mark.bits)))
             if mark.name not in results or errors < results[mark.name]["bit_errors"]:
@@ -115,22 +138,25 @@ def block_bit_votes(encoder_input: torch.Tensor) -> torch.Tensor:
     """Per-block bits of the dwtDct scheme on the U channel, in the encoder's block order.
 
     Args:
-        encoder_input: (3, H, W) uint8 pixels in the channel order the encoder was given (it
+        encoder_input: (..., 3, H, W) uint8 pixels in the channel order the encoder was given (it
             reads them as BGR, like the package does), on any device.
+    Returns:
+        (..., blocks) booleans.
     """
-    rows, cols = encoder_input.shape[1] // 4 * 4, encoder_input.shape[2] // 4 * 4
-    u = u_channel(encoder_input[:, :rows, :cols]).double()
-    half = _HAAR * u[0::2] + _HAAR * u[1::2]  # pywt.dwt2's approximation band: rows first, then columns
-    approx = _HAAR * half[:, 0::2] + _HAAR * half[:, 1::2]
-    br, bc = approx.shape[0] // _BLOCK, approx.shape[1] // _BLOCK
-    blocks = approx[:br * _BLOCK, :bc * _BLOCK].reshape(br, _BLOCK, bc, _BLOCK).transpose(1, 2)
-    peak = blocks.reshape(br * bc, _BLOCK * _BLOCK)[:, 1:].abs().amax(dim=1)
+    rows, cols = encoder_input.shape[-2] // 4 * 4, encoder_input.shape[-1] // 4 * 4
+    u = u_channel(encoder_input[..., :rows, :cols]).double()
+    half = _HAAR * u[..., 0::2, :] + _HAAR * u[..., 1::2, :]  # pywt.dwt2's approximation band: rows first, then columns
+    approx = _HAAR * half[..., 0::2] + _HAAR * half[..., 1::2]
+    br, bc = approx.shape[-2] // _BLOCK, approx.shape[-1] // _BLOCK
+    lead = approx.shape[:-2]
+    blocks = approx[..., :br * _BLOCK, :bc * _BLOCK].reshape(*lead, br, _BLOCK, bc, _BLOCK).transpose(-3, -2)
+    peak = blocks.reshape(*lead, br * bc, _BLOCK * _BLOCK)[..., 1:].abs().amax(dim=-1)
     return torch.fmod(peak, _SCALE) > 0.5 * _SCALE
 
 
 def u_channel(bgr: torch.Tensor) -> torch.Tensor:
-    """The U plane of OpenCV's 8-bit `COLOR_BGR2YUV` (its 14-bit fixed point, bit for bit) of (3, H, W) pixels."""
-    b, g, r = bgr.to(torch.int32)
+    """The U plane of OpenCV's 8-bit `COLOR_BGR2YUV` (its 14-bit fixed point, bit for bit) of (..., 3, H, W) pixels."""
+    b, g, r = bgr.to(torch.int32).unbind(-3)
     y = (b * 1868 + g * 9617 + r * 4899 + 8192) >> 14
     return (((b - y) * 8061 + (128 << 14) + 8192) >> 14).clamp_(0, 255)
 
