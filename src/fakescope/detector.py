@@ -464,7 +464,8 @@ def _collect(result: _Prepared | Detection, slot: int | None, slots: SharedSlots
 def _new_pool(processes: bool, slots: SharedSlots | None, workers: int) -> ThreadPoolExecutor | ProcessPoolExecutor:
     if not processes:
         return ThreadPoolExecutor(workers)
-    return ProcessPoolExecutor(workers, initializer=_init_worker_process, initargs=(slots and (slots.name, slots.slot_bytes),))
+    attach = None if slots is None else (slots.name, slots.slot_bytes)
+    return ProcessPoolExecutor(workers, initializer=_init_worker_process, initargs=(attach,))
 
 
 def _init_worker_process(slots: tuple[str, int] | None) -> None:

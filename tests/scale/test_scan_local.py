@@ -93,15 +93,17 @@ def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
     assert len(pd.read_parquet(tmp_path / "res.parquet")) == 8
 
 
-def test_scan_cli_with_decoding_processes_gives_the_same_rows(image_folder, tmp_path):
+def test_scan_cli_with_decoding_processes_or_on_the_device_gives_the_same_rows(image_folder, tmp_path):
     runner = CliRunner()
     outs = {}
-    for name, extra in (("threads", []), ("processes", ["--processes"])):
+    variants = {"threads": [], "processes": ["--processes"], "device": ["--decode", "device"]}
+    for name, extra in variants.items():
         outs[name] = tmp_path / f"{name}.parquet"
         done = runner.invoke(app, ["scan", str(image_folder), "--out", str(outs[name]), "--no-provenance", "-j", "2", *extra])
         assert done.exit_code == 1 and "scanned 8  failed 1" in done.output, done.output  # the broken file
-    threads, processes = (read_results(outs[k]).sort_values("path").reset_index(drop=True) for k in ("threads", "processes"))
-    pd.testing.assert_frame_equal(processes, threads)
+    rows = {k: read_results(out).sort_values("path").reset_index(drop=True) for k, out in outs.items()}
+    pd.testing.assert_frame_equal(rows["processes"], rows["threads"])
+    pd.testing.assert_frame_equal(rows["device"], rows["threads"])  # on a CPU, torchvision decodes as Pillow does
 
 
 def test_scan_cli_grid_option_sets_the_tiles_per_image(image_folder, tmp_path):
