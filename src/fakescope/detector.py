@@ -279,7 +279,11 @@ class Detector:
             by_shape.setdefault(tuple(tiles.shape[-2:]), []).append(i)
         net, policy = self._network, self.model.config.input
         for indices in by_shape.values():
-            x = torch.cat([tile_sets[i].to(self.device, non_blocking=True) for i in indices])
+            indices.sort(key=lambda i: tile_sets[i].is_cpu)  # tiles cut on the device first, then the host's in one copy
+            parts = [tile_sets[i] for i in indices if not tile_sets[i].is_cpu]
+            if on_host := [tile_sets[i] for i in indices if tile_sets[i].is_cpu]:
+                parts.append(torch.cat(on_host).to(self.device, non_blocking=True))
+            x = parts[0] if len(parts) == 1 else torch.cat(parts)
             x = normalize(x, policy)
             if self.runtime == "torch":
                 x = x.to(self._input_dtype).contiguous(memory_format=torch.channels_last)
