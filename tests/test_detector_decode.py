@@ -48,6 +48,16 @@ def test_device_decoding_gives_the_host_paths_records(tiny_model_dir, mixed_inpu
     assert watermark.detail.startswith("no known generator watermark")  # read on the decoded tensor
 
 
+def test_small_device_batches_change_nothing(tiny_model_dir, mixed_inputs, monkeypatch):
+    """Decoding and watermark reading in the smallest chunks (one image each) gives the same records."""
+    expected = [r.to_dict() for r in Detector.load(tiny_model_dir, device="cpu", decode="device").predict(mixed_inputs)]
+    real = detector_module.decode_jpegs
+    monkeypatch.setattr(detector_module, "decode_jpegs", lambda *args: real(*args, max_pixels=1))
+    monkeypatch.setattr(detector_module._WatermarkQueue, "max_pixels", 1)
+    results = Detector.load(tiny_model_dir, device="cpu", decode="device").predict(mixed_inputs)
+    assert [r.to_dict() for r in results] == expected
+
+
 def test_a_jpeg_the_device_cannot_decode_goes_through_the_host(tiny_model_dir, mixed_inputs, monkeypatch):
     expected = Detector.load(tiny_model_dir, device="cpu", decode="host").predict(mixed_inputs[:3])
     real = detector_module.decode_jpegs
