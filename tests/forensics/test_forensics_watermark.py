@@ -77,7 +77,7 @@ def test_fresh_marks_decode_exactly(marked, name, order):
 def test_batched_reading_equals_one_at_a_time(photo, marked):
     images = [*marked.values(), photo, photo_like(384, seed=7), Image.new("RGB", (200, 200)), marked[("Stable Diffusion 2", "rgb")]]
     tensors = [torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in images]
-    batched = read_watermarks(tensors, max_batch=3)  # 512x512 images in groups of 3, one 384, one too small
+    batched = read_watermarks(tensors, max_pixels=3 * 512 * 512)  # 512x512 images 3 at a time, one 384, one too small
     assert batched == [check_watermark(image) for image in images]
     assert sum(e.decisive for e in batched) == len(marked) + 1
 

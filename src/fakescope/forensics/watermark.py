@@ -89,9 +89,10 @@ def read_watermark(pixels: torch.Tensor) -> Evidence:
     return read_watermarks([pixels])[0]
 
 
-def read_watermarks(images: Sequence[torch.Tensor], *, max_batch: int = 64) -> list[Evidence]:
-    """`read_watermark` for many images: those of one size are read together, up to `max_batch` at once
-    (on a GPU, a few kernel launches and one transfer back instead of dozens per image)."""
+def read_watermarks(images: Sequence[torch.Tensor], *, max_pixels: int = 2**25) -> list[Evidence]:
+    """`read_watermark` for many images: those of one size are read together, up to `max_pixels` at
+    once (~1 GiB of intermediates; on a GPU, a few kernel launches and one transfer back instead of
+    dozens per image)."""
     results: list[Evidence | None] = [None] * len(images)
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, pixels in enumerate(images):
@@ -102,9 +103,10 @@ def read_watermarks(images: Sequence[torch.Tensor], *, max_batch: int = 64) -> l
             results[i] = Evidence(KIND, None, f"image too large to read watermarks ({w}x{h} > {MAX_PIXELS:,} pixels)")
         else:
             by_size.setdefault((h, w), []).append(i)
-    for indices in by_size.values():
-        for start in range(0, len(indices), max_batch):
-            part = indices[start:start + max_batch]
+    for (h, w), indices in by_size.items():
+        per_batch = max(1, max_pixels // (h * w))
+        for start in range(0, len(indices), per_batch):
+            part = indices[start:start + per_batch]
             batch = torch.stack([images[i] for i in part])
             votes = torch.stack([block_bit_votes(batch.flip(-3)), block_bit_votes(batch)], 1).cpu().numpy()
             for i, image_votes in zip(part, votes):
