@@ -28,7 +28,7 @@ from fakescope.detection import Detection, Evidence
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
-from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, load_source, read_source
+from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
 from fakescope.io.shared_slots import SharedSlots, affordable_slots
 from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
@@ -169,7 +169,7 @@ class Detector:
         if method != "tiles":
             from fakescope.explain.cam import class_activation_map
 
-            return class_activation_map(self.model, _load(image, keep_bytes=False).image, method)
+            return class_activation_map(self.model, _load(image, _read(image), keep_bytes=False).image, method)
         detection = self.predict(image, heatmap=True)
         if detection.error:
             raise FakescopeError(detection.error)
@@ -398,7 +398,7 @@ def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: b
         data = _read(item)
         if defer_jpegs and data is not None and (deferred := _deferred(source, data, policy, provenance)):
             return deferred
-        loaded = load_image(item) if data is None else decode_image(data)
+        loaded = _load(item, data)
         tiles = make_tiles(loaded.image, policy)
     except FakescopeError as exc:
         return Detection.failed(source, str(exc), model, threshold)
@@ -490,11 +490,9 @@ def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[
     return batch
 
 
-def _load(item: ImageInput, *, keep_bytes: bool = True) -> LoadedImage:
-    """Paths and URIs through `load_source`, in-memory inputs through `load_image`."""
-    if isinstance(item, (str, os.PathLike)):
-        return load_source(item, keep_bytes=keep_bytes)
-    return load_image(item, keep_bytes=keep_bytes)
+def _load(item: ImageInput, data: bytes | None, *, keep_bytes: bool = True) -> LoadedImage:
+    """Decode the input's bytes (from `_read`), or take an in-memory image as it is when it has none."""
+    return load_image(item, keep_bytes=keep_bytes) if data is None else decode_image(data, keep_bytes=keep_bytes)
 
 
 def _read(item: ImageInput) -> bytes | None:

@@ -46,7 +46,7 @@ def collect_evidence(data: bytes | None, image: Image.Image | torch.Tensor | Non
         try:
             records.append(_CHECKERS[kind](data, image))
         except Exception as exc:  # noqa: BLE001 - a broken file must never break a batch
-            records.append(Evidence(kind, None, f"{kind} check failed", error=f"{type(exc).__name__}: {exc}"))
+            records.append(_failed(kind, exc))
     return records
 
 
@@ -56,4 +56,8 @@ def collect_watermarks(images: Sequence[torch.Tensor]) -> list[Evidence]:
     try:
         return read_watermarks(images)
     except Exception as exc:  # noqa: BLE001 - a broken image must never break a batch
-        return [Evidence("watermark", None, "watermark check failed", error=f"{type(exc).__name__}: {exc}") for _ in images]
+        return [_failed("watermark", exc) for _ in images]
+
+
+def _failed(kind: str, exc: Exception) -> Evidence:
+    return Evidence(kind, None, f"{kind} check failed", error=f"{type(exc).__name__}: {exc}")
