@@ -82,6 +82,15 @@ def test_no_manifest_and_reencoded_copy(photo, sign):
     assert check_c2pa(reencoded).score is None
 
 
+
+def test_jpeg_precheck_searches_the_header_unless_it_is_damaged(photo, sign):
+    plain = encode(photo.resize((64, 64)), "JPEG")
+    assert not has_jumbf(plain + b"jumb c2pa")  # bytes after the image data are no place for a manifest
+    signed = sign(plain, "image/jpeg", "trainedAlgorithmicMedia")
+    assert has_jumbf(signed) and signed.index(b"jumb") < signed.index(b"\xff\xda")  # APP11, before the scan
+    damaged = plain[:2] + b"\xff\xe0\xff\xff" + b"jumb c2pa"  # a segment longer than the file: search it all
+    assert has_jumbf(damaged)
+
 @pytest.mark.shared
 def test_published_ai_images_read_as_ai(shared_data):
     files = sorted((shared_data / "provenance-c2pa-ai").glob("*.png"))

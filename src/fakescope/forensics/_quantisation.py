@@ -29,19 +29,21 @@ def _libjpeg_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
     return luma, chroma
 
 
-_LIBJPEG = {q: _libjpeg_tables(q) for q in range(1, 101)}
+_QUALITIES = np.arange(1, 101)
+_LIBJPEG = np.stack([np.stack(_libjpeg_tables(int(q))) for q in _QUALITIES])  # (100 qualities, luma/chroma, 64)
 
 
 def estimate_quality(tables: dict[int, list[int]]) -> dict[str, object] | None:
     """Return {"quality": 1-100, "tables": "libjpeg" | "custom"} for DQT tables, or None without any.
 
-    The quality is the libjpeg setting whose luminance table is closest; `libjpeg` means
-    every table matched that setting exactly.
+    The quality is the libjpeg setting whose luminance table is closest (the higher one on a tie);
+    `libjpeg` means every table matched that setting exactly.
     """
     if 0 not in tables:
         return None
     luma = np.asarray(tables[0])
-    chroma = np.asarray(tables[1]) if 1 in tables else None
-    best = min(_LIBJPEG, key=lambda q: (np.abs(_LIBJPEG[q][0] - luma).sum(), -q))
-    exact = np.array_equal(_LIBJPEG[best][0], luma) and (chroma is None or np.array_equal(_LIBJPEG[best][1], chroma))
-    return {"quality": int(best), "tables": "libjpeg" if exact else "custom"}
+    distance = np.abs(_LIBJPEG[:, 0] - luma).sum(axis=1)
+    best = len(distance) - 1 - int(np.argmin(distance[::-1]))  # the last minimum: the highest quality
+    luma_ref, chroma_ref = _LIBJPEG[best]
+    exact = np.array_equal(luma_ref, luma) and (1 not in tables or np.array_equal(chroma_ref, np.asarray(tables[1])))
+    return {"quality": int(_QUALITIES[best]), "tables": "libjpeg" if exact else "custom"}

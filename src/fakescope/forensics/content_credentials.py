@@ -24,6 +24,7 @@ from typing import Any
 
 from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
+from fakescope.forensics._containers import jpeg_header_end
 from fakescope.forensics._source_types import (
     AI_COMPOSITE,
     AI_GENERATED,
@@ -55,8 +56,12 @@ def has_jumbf(data: bytes) -> bool:
     """Cheap pre-check: every embedded C2PA store is a raw JUMBF box labelled `c2pa`.
 
     JPEG (APP11), PNG (caBX), WebP, GIF, TIFF and BMFF containers all carry the box
-    uncompressed, so bytes without both markers hold no embedded manifest.
+    uncompressed, so bytes without both markers hold no embedded manifest. A JPEG keeps it in
+    APP11 segments before the image data, so only its header is searched (unless its segments
+    cannot be walked): 7 instead of 94 us for a 176 KB JPEG.
     """
+    if sniff_format(data) == "JPEG" and (end := jpeg_header_end(data)) is not None:
+        data = data[:end]
     return b"jumb" in data and b"c2pa" in data
 
 
