@@ -37,6 +37,9 @@ from fakescope.models.config import InputPolicy
 from fakescope.models.tiling import Tiles, cut_tiles, make_tiles, normalize, tile_boxes, tile_heatmap
 
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
+_TILE_CHUNK_PIXELS = 2**26
+"""Decoded pixels of one size stacked at once to cut their tiles together (192 MiB of RGB)."""
+_NO_PIXELS = torch.empty(0, dtype=torch.uint8)  # tiles not cut yet (left in a shared slot, or for the device)
 
 
 @dataclass
@@ -181,7 +184,7 @@ class Detector:
         logits, done = self._forward([make_tiles(im, policy).pixels for im in images])
         if done is not None:
             done.synchronize()
-        return np.array([float(t.mean()) for t in logits])
+        return _tile_means(logits)[1]
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -235,21 +238,30 @@ class Detector:
     def _decode_on_device(self, batch: list[_Prepared | Detection]) -> list[_Prepared | Detection]:
         """Decode the batch's deferred JPEGs on the device, cut their tiles and read their watermarks there.
 
+        Images of one size are tiled together (a few device operations per size, not per image).
         A JPEG the device cannot decode (or decodes to another size) goes through the host path instead.
         """
         waiting = [i for i, p in enumerate(batch) if isinstance(p, _Prepared) and p.jpeg is not None]
         items = [batch[i] for i in waiting]
         decoded = decode_jpegs([p.jpeg for p in items], [(p.width, p.height) for p in items], self.device)
-        crop, marks = self.model.config.input.crop_size, _WatermarkQueue()
+        by_size: dict[tuple[int, int], list[tuple[_Prepared, torch.Tensor]]] = {}
+        marks = _WatermarkQueue()
         for i, p, pixels in zip(waiting, items, decoded):
             if pixels is None or tuple(pixels.shape[1:]) != (p.height, p.width):
                 batch[i] = replace(_prepare(0, p.jpeg, policy=self.model.config.input, provenance=self.provenance,
                                             model=self.name, threshold=self.threshold), source=p.source)
                 continue
-            p.tiles, p.jpeg = replace(p.tiles, pixels=cut_tiles(pixels, p.tiles.boxes, crop)), None
+            by_size.setdefault((p.height, p.width), []).append((p, pixels))
             if self.provenance:
                 marks.add(p, pixels)
         marks.flush()
+        crop = self.model.config.input.crop_size
+        for (height, width), group in by_size.items():  # same size, same boxes: tiled together, in bounded chunks
+            step = max(1, _TILE_CHUNK_PIXELS // (height * width))
+            for chunk in (group[k:k + step] for k in range(0, len(group), step)):
+                tiles = cut_tiles(torch.stack([pixels for _, pixels in chunk]), chunk[0][0].tiles.boxes, crop)
+                for (p, _), own in zip(chunk, tiles):
+                    p.tiles, p.jpeg = replace(p.tiles, pixels=own), None
         return batch
 
     def _launch(self, batch: list[_Prepared | Detection]) -> tuple[list, list[_Prepared], list[torch.Tensor], Any]:
@@ -263,7 +275,9 @@ class Detector:
         """Wait for a launched batch's logits, then yield its results in input order."""
         if done is not None:
             done.synchronize()
-        results = iter(self._postprocess(p, l, heatmap) for p, l in zip(ready, logits))
+        per_image, image_logits = _tile_means(logits)  # the whole batch in a few numpy calls
+        pixel_ps = apply_calibration(self.model.config.calibration, image_logits).tolist()
+        results = iter(self._postprocess(p, l, pixel_p, heatmap) for p, l, pixel_p in zip(ready, per_image, pixel_ps))
         for item in batch:
             yield next(results) if isinstance(item, _Prepared) else item
 
@@ -296,16 +310,16 @@ class Detector:
         done.record()
         return out, done
 
-    def _postprocess(self, p: _Prepared, tile_logits: torch.Tensor, heatmap: bool) -> Detection:
+    def _postprocess(self, p: _Prepared, tile_logits: np.ndarray, pixel_p: float, heatmap: bool) -> Detection:
+        """One result from an image's tile logits and its calibrated pixel P(ai)."""
         from fakescope.forensics import fuse
 
         config = self.model.config
-        pixel_p = float(apply_calibration(config.calibration, np.array([tile_logits.mean().item()]))[0])
         pixel = Evidence("pixel", pixel_p, f"{config.name}: calibrated P(ai) over {len(tile_logits)} tile(s)")
         fused = fuse(pixel_p, p.evidence, self.threshold, self.band)
         hm = None
         if heatmap:
-            hm = tile_heatmap(p.tiles, apply_calibration(config.calibration, tile_logits.numpy()))
+            hm = tile_heatmap(p.tiles, apply_calibration(config.calibration, tile_logits))
         return Detection(
             source=p.source,
             probability=fused.probability,
@@ -411,7 +425,7 @@ def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: b
     if slot is not None:
         nhwc = tiles.pixels.permute(0, 2, 3, 1).numpy()  # the layout make_tiles cut them in: contiguous
         if shared_slots.write(slot, nhwc):
-            prepared.tiles, prepared.in_slot = replace(tiles, pixels=torch.empty(0, dtype=torch.uint8)), nhwc.shape
+            prepared.tiles, prepared.in_slot = replace(tiles, pixels=_NO_PIXELS), nhwc.shape
     return prepared
 
 
@@ -426,7 +440,7 @@ def _deferred(source: str, data: bytes, policy: InputPolicy, provenance: bool) -
         from fakescope.forensics import collect_evidence
 
         evidence = collect_evidence(data, None, kinds=("c2pa", "metadata"))  # the watermark needs the pixels
-    tiles = Tiles(torch.empty(0, dtype=torch.uint8), tile_boxes(height, width, policy), (height, width))
+    tiles = Tiles(_NO_PIXELS, tile_boxes(height, width, policy), (height, width))
     return _Prepared(source, width, height, "JPEG", tiles, evidence, jpeg=data)
 
 
@@ -477,6 +491,16 @@ def _init_worker_process(slots: tuple[str, int] | None) -> None:
     torch.set_num_threads(1)
     if slots is not None:
         shared_slots.attach(*slots)
+
+
+def _tile_means(logits: list[torch.Tensor]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each image's tile logits as numpy, and their means (float64), with one copy for the whole batch."""
+    if not logits:
+        return [], np.zeros(0)
+    sizes = np.array([len(t) for t in logits])
+    flat = torch.cat(logits).numpy().astype(np.float64)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    return np.split(flat, starts[1:]), np.add.reduceat(flat, starts) / sizes
 
 
 def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[_Prepared | Detection]:

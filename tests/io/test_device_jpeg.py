@@ -7,6 +7,7 @@ import torch
 
 from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
 from fakescope.io.image import decode_image
+from fakescope.io.jpeg_markers import Frame, frame_and_orientation, header_end
 
 
 def _broken_frame(jpeg: bytes) -> bytes:
@@ -21,6 +22,25 @@ def test_plain_rgb_and_grey_jpegs_qualify(image_factory):
     rgb = image_factory.pil((120, 90), seed=1)
     assert device_jpeg_size(image_factory.encode(rgb, "JPEG")) == (120, 90)
     assert device_jpeg_size(image_factory.encode(rgb.convert("L"), "JPEG")) == (120, 90)
+
+
+def test_progressive_and_exif_without_rotation_qualify(image_factory):
+    rgb = image_factory.pil((120, 90), seed=1)
+    exif = rgb.getexif()
+    exif[0x0112] = 1  # upright, as cameras write it
+    exif[0x010F] = "Camera maker"
+    assert device_jpeg_size(image_factory.encode(rgb, "JPEG", progressive=True)) == (120, 90)
+    assert device_jpeg_size(image_factory.encode(rgb, "JPEG", exif=exif)) == (120, 90)
+
+
+def test_frames_other_decoders_lack_are_refused(image_factory):
+    jpeg = image_factory.encode(image_factory.pil((120, 90), seed=1), "JPEG")
+    sof = jpeg.find(b"\xff\xc0")
+    assert frame_and_orientation(jpeg) == (Frame(0xC0, 8, 90, 120, 3), 1)
+    for marker in (0xC3, 0xC9):  # lossless, arithmetic-coded
+        relabelled = jpeg[:sof + 1] + bytes([marker]) + jpeg[sof + 2:]
+        assert frame_and_orientation(relabelled) is None and device_jpeg_size(relabelled) is None
+    assert header_end(jpeg) == jpeg.find(b"\xff\xda")
 
 
 def test_everything_the_host_must_handle_is_refused(image_factory):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Generator
 from dataclasses import dataclass, field
 
+from fakescope.io import jpeg_markers
 from fakescope.io.image import sniff_format
 
 MAX_TEXT_BYTES = 8 * 1024 * 1024
@@ -89,7 +89,7 @@ def _inflate(payload: bytes) -> bytes:
 
 
 def _read_jpeg(data: memoryview, blocks: MetadataBlocks) -> None:
-    for marker, body in _jpeg_segments(data):
+    for marker, body in jpeg_markers.segments(data):
         if marker == 0xE1 and body.startswith(b"Exif\x00\x00") and blocks.exif is None:
             blocks.exif = body
         elif marker == 0xE1 and body.startswith(_XMP_JPEG):
@@ -98,43 +98,6 @@ def _read_jpeg(data: memoryview, blocks: MetadataBlocks) -> None:
             _read_dqt(body, blocks)
         elif marker == 0xFE:
             blocks.text["comment"] = body.decode("latin-1")
-
-
-def jpeg_header_end(data: bytes) -> int | None:
-    """Offset of a JPEG's first scan (its metadata segments all lie before); None if the walk breaks."""
-    walk = _jpeg_segments(memoryview(data), bodies=False)
-    try:
-        while True:
-            next(walk)
-    except StopIteration as done:
-        return done.value
-    except ValueError:
-        return None
-
-
-def _jpeg_segments(data: memoryview, *, bodies: bool = True) -> Generator[tuple[int, bytes | None], None, int]:
-    """(marker, body) of each segment before the first scan, returning where the walk stopped.
-
-    Raises ValueError on damage (after yielding the segments before it)."""
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise ValueError(f"no marker at offset {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        if marker in (0xDA, 0xD9):  # start of scan / end of image: metadata lies before
-            break
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        if pos + 2 + length > len(data):
-            raise ValueError(f"segment 0x{marker:02X} truncated")
-        yield marker, bytes(data[pos + 4:pos + 2 + length]) if bodies else None
-        pos += 2 + length
-    return pos
 
 
 def _read_dqt(body: bytes, blocks: MetadataBlocks) -> None:

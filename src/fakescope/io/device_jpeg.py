@@ -8,15 +8,13 @@ fails to decode goes back to it too.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Sequence
 
 import torch
-from PIL import Image
 
 from fakescope.io.image import sniff_format
+from fakescope.io.jpeg_markers import frame_and_orientation
 
-_ORIENTATION = 0x0112
 MAX_CHUNK_PIXELS = 2**28
 """Pixels decoded at once (768 MiB of RGB): bounds device memory whatever the image sizes."""
 
@@ -24,17 +22,17 @@ MAX_CHUNK_PIXELS = 2**28
 def device_jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a JPEG the device decoder takes as it is; None for anything else.
 
-    Reads the headers only (no pixels), so it is cheap enough for the decoding workers.
+    Walks the marker segments only (no pixels), so it is cheap enough for the decoding workers.
     """
     if sniff_format(data) != "JPEG" or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.mode not in ("RGB", "L") or img.getexif().get(_ORIENTATION, 1) != 1:
-                return None
-            return img.size
-    except Exception:  # noqa: BLE001 - the host decoder reports what is wrong
+    found = frame_and_orientation(data)
+    if found is None:
         return None
+    frame, orientation = found
+    if frame.precision != 8 or frame.components not in (1, 3) or orientation != 1 or not frame.width or not frame.height:
+        return None
+    return frame.width, frame.height
 
 
 def decode_jpegs(encoded: Sequence[bytes], sizes: Sequence[tuple[int, int]], device: torch.device,

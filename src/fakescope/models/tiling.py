@@ -12,6 +12,8 @@ which case it is scored whole.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +89,7 @@ def make_tiles(image: Image.Image, policy: InputPolicy) -> Tiles:
     return Tiles(torch.from_numpy(crops).permute(0, 3, 1, 2), boxes, (h, w), scale)
 
 
+@functools.lru_cache(maxsize=4096)  # collections repeat a few sizes; the workers ask once per image
 def tile_boxes(height: int, width: int, policy: InputPolicy) -> tuple[tuple[int, int], ...]:
     """The (top, left) corners `make_tiles` cuts from an image at least one tile in each side."""
     c = policy.crop_size
@@ -94,8 +97,8 @@ def tile_boxes(height: int, width: int, policy: InputPolicy) -> tuple[tuple[int,
 
 
 def cut_tiles(pixels: torch.Tensor, boxes: tuple[tuple[int, int], ...], crop: int) -> torch.Tensor:
-    """(T, 3, crop, crop) tiles of (3, H, W) pixels at `boxes`, on the pixels' device."""
-    return torch.stack([pixels[:, t:t + crop, l:l + crop] for t, l in boxes])
+    """(..., T, 3, crop, crop) tiles of (..., 3, H, W) pixels at `boxes`, on the pixels' device."""
+    return torch.stack([pixels[..., t:t + crop, l:l + crop] for t, l in boxes], dim=-4)
 
 
 def whole_image_tiles(image: Image.Image | np.ndarray) -> Tiles:
