@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
@@ -76,3 +77,21 @@ def test_a_jpeg_the_decoder_refuses_costs_only_itself(image_factory):
     decoded = list(decode_jpegs([good, _broken_frame(good), good], [(96, 80)] * 3, torch.device("cpu")))
     assert decoded[1] is None
     assert decoded[0].shape == decoded[2].shape == (3, 80, 96)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_decoding_never_overwrites_memory_that_queued_kernels_still_read(image_factory):
+    """pytorch/vision#9606: blocks freed while kernels reading them are queued must not receive pixels."""
+    device, size, n = torch.device("cuda"), (512, 384), 8
+    jpegs = [image_factory.bytes("JPEG", size, seed=i, quality=90) for i in range(n)]
+    numel, wrong = 3 * size[0] * size[1], 0
+    for _ in range(10):
+        blocks = [torch.full((numel,), 7, dtype=torch.uint8, device=device) for _ in range(n)]  # a decoded image's size
+        torch.cuda.synchronize()
+        torch.cuda._sleep(50_000_000)  # a long kernel, so the reads below are still queued when the blocks are freed
+        sums = [block.sum(dtype=torch.int64) for block in blocks]
+        del blocks
+        list(decode_jpegs(jpegs, [size] * n, device))
+        torch.cuda.synchronize()
+        wrong += sum(int(total) != 7 * numel for total in sums)
+    assert wrong == 0

@@ -8,6 +8,7 @@ fails to decode goes back to it too.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -54,6 +55,25 @@ def decode_jpegs(encoded: Sequence[bytes], sizes: Sequence[tuple[int, int]], dev
 
 def _decode_chunk(chunk: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     """One batched decode call; when it fails, each JPEG alone, so one bad file costs only itself."""
+    if device.type != "cuda":
+        return _decode_each(chunk, device)
+    # torchvision's CUDA decoder allocates its outputs on the current stream but writes them from a
+    # stream of its own without waiting for the current one: handed a block that queued kernels
+    # still read (the caching allocator reuses freed blocks at once), it would overwrite their
+    # input (pytorch/vision#9606). So it allocates on a stream of ours that runs nothing else, and
+    # record_stream keeps each output from going back to that stream's pool before the kernels
+    # queued on the consumer's stream have used it.
+    consumer, stream = torch.cuda.current_stream(device), _decode_stream(device)
+    with torch.cuda.stream(stream):
+        decoded = _decode_each(chunk, device)
+    consumer.wait_stream(stream)
+    for pixels in decoded:
+        if pixels is not None:
+            pixels.record_stream(consumer)
+    return decoded
+
+
+def _decode_each(chunk: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
@@ -67,3 +87,8 @@ def _decode_chunk(chunk: list[torch.Tensor], device: torch.device) -> list[torch
         except RuntimeError:
             decoded.append(None)
     return decoded
+
+
+@functools.cache
+def _decode_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
