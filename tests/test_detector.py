@@ -60,6 +60,14 @@ def test_list_in_list_out_in_order(detector, image_files):
     assert len({round(r.probability, 6) for r in results}) == len(results)  # distinct images, distinct scores
 
 
+def test_decoding_threads_take_inputs_in_chunks_and_results_keep_their_order(tiny_model_dir, image_files):
+    inputs = image_files * 7  # batch 32 and 2 workers: tasks of 4 inputs, partly filled at the end
+    threaded = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2, batch_size=32).predict(inputs)
+    sequential = Detector.load(tiny_model_dir, device="cpu", provenance=False).predict(inputs)
+    assert [r.source for r in threaded] == inputs
+    assert [r.probability for r in threaded] == pytest.approx([r.probability for r in sequential], abs=1e-6)
+
+
 def test_generators_are_consumed(detector, image_files):
     results = detector.predict(p for p in image_files[:2])
     assert [r.source for r in results] == image_files[:2]
@@ -133,9 +141,10 @@ class _KillsItsWorker:
         return os._exit, (1,)
 
 
-def test_a_worker_process_that_dies_costs_only_its_input(tiny_model_dir, image_files):
+@pytest.mark.parametrize("batch_size", [2, 32])  # one input per worker task; four (the crash shares its task)
+def test_a_worker_process_that_dies_costs_only_its_input(tiny_model_dir, image_files, batch_size):
     inputs = [image_files[0], _KillsItsWorker(), *image_files[1:]]
-    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2, batch_size=2, processes=True)
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2, batch_size=batch_size, processes=True)
     results = detector.predict(inputs)
     assert results[1].error == "decoding this input crashed its worker process"
     expected = Detector.load(tiny_model_dir, device="cpu", provenance=False).predict(image_files)

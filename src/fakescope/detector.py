@@ -39,6 +39,8 @@ from fakescope.models.tiling import Tiles, cut_tiles, make_tiles, normalize, til
 ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 _TILE_CHUNK_PIXELS = 2**26
 """Decoded pixels of one size stacked at once to cut their tiles together (192 MiB of RGB)."""
+_MAX_CHUNK = 16
+"""Most inputs a decoding worker takes at once (fewer when the decode-ahead window is short)."""
 _NO_PIXELS = torch.empty(0, dtype=torch.uint8)  # tiles not cut yet (left in a shared slot, or for the device)
 
 
@@ -207,23 +209,27 @@ class Detector:
                     warnings.warn("too little free shared memory (/dev/shm) for the decoding processes' tiles: "
                                   "they come back through a pipe, which is slower", stacklevel=3)
             new_pool = partial(_new_pool, self.processes, slots)
-            pool, pending = new_pool(self.workers), collections.deque()
+            pool, pending, in_flight = new_pool(self.workers), collections.deque(), 0
             stack.callback(lambda: pool.shutdown(cancel_futures=True))  # a consumer that stops early cancels the queue
+            size = max(1, min(_MAX_CHUNK, ahead // (4 * self.workers)))  # inputs per task: less hand-over per input
             while True:
-                for ix in itertools.islice(numbered, ahead - len(pending)):
-                    slot = slots.take() if slots is not None else None
-                    pending.append((ix, slot, pool.submit(prepare, *ix, slot=slot)))
+                while in_flight < ahead and (chunk := list(itertools.islice(numbered, min(size, ahead - in_flight)))):
+                    tasks = [(ix, slots.take() if slots is not None else None) for ix in chunk]
+                    pending.append((tasks, pool.submit(_prepare_chunk, prepare, tasks)))
+                    in_flight += len(tasks)
                 if not pending:
                     return
-                ix, slot, future = pending.popleft()
+                tasks, future = pending.popleft()
+                in_flight -= len(tasks)
                 try:
-                    result = future.result()
-                except BrokenProcessPool:  # a worker died: retry its input alone, the others in a new pool
+                    results = future.result()
+                except BrokenProcessPool:  # a worker died: retry its inputs one by one, the others in a new pool
                     pool.shutdown(cancel_futures=True)
-                    result = self._prepare_alone(new_pool, prepare, ix, slot)
+                    results = [self._prepare_alone(new_pool, prepare, ix, slot) for ix, slot in tasks]
                     pool = new_pool(self.workers)
-                    pending = collections.deque((jx, s, pool.submit(prepare, *jx, slot=s)) for jx, s, _ in pending)
-                yield _collect(result, slot, slots)
+                    pending = collections.deque((t, pool.submit(_prepare_chunk, prepare, t)) for t, _ in pending)
+                for (_, slot), result in zip(tasks, results):
+                    yield _collect(result, slot, slots)
 
     def _prepare_alone(self, new_pool: Callable, prepare: Callable, ix: tuple[int, ImageInput],
                        slot: int | None) -> _Prepared | Detection:
@@ -427,6 +433,11 @@ def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: b
         if shared_slots.write(slot, nhwc):
             prepared.tiles, prepared.in_slot = replace(tiles, pixels=_NO_PIXELS), nhwc.shape
     return prepared
+
+
+def _prepare_chunk(prepare: Callable, tasks: list[tuple[tuple[int, ImageInput], int | None]]) -> list[_Prepared | Detection]:
+    """`prepare` for consecutive (numbered input, slot) tasks: one hand-over to and from a worker for all of them."""
+    return [prepare(*ix, slot=slot) for ix, slot in tasks]
 
 
 def _deferred(source: str, data: bytes, policy: InputPolicy, provenance: bool) -> _Prepared | None:
