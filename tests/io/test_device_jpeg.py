@@ -8,7 +8,7 @@ import torch
 
 from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
 from fakescope.io.image import decode_image
-from fakescope.io.jpeg_markers import Frame, frame_and_orientation, header_end
+from fakescope.io.jpeg_markers import Frame, Header, header_end, read_header
 
 
 def _broken_frame(jpeg: bytes) -> bytes:
@@ -34,13 +34,17 @@ def test_progressive_and_exif_without_rotation_qualify(image_factory):
     assert device_jpeg_size(image_factory.encode(rgb, "JPEG", exif=exif)) == (120, 90)
 
 
-def test_frames_other_decoders_lack_are_refused(image_factory):
+def test_frames_and_colour_codings_other_decoders_lack_are_refused(image_factory):
     jpeg = image_factory.encode(image_factory.pil((120, 90), seed=1), "JPEG")
     sof = jpeg.find(b"\xff\xc0")
-    assert frame_and_orientation(jpeg) == (Frame(0xC0, 8, 90, 120, 3), 1)
+    assert read_header(jpeg) == Header(Frame(0xC0, 8, 90, 120, 3, b"\x01\x02\x03"), 1, False)
     for marker in (0xC3, 0xC9):  # lossless, arithmetic-coded
         relabelled = jpeg[:sof + 1] + bytes([marker]) + jpeg[sof + 2:]
-        assert frame_and_orientation(relabelled) is None and device_jpeg_size(relabelled) is None
+        assert read_header(relabelled) is None and device_jpeg_size(relabelled) is None
+    rgb_ids = jpeg[:sof + 10] + b"R" + jpeg[sof + 11:sof + 13] + b"G" + jpeg[sof + 14:sof + 16] + b"B" + jpeg[sof + 17:]
+    adobe_rgb = jpeg[:2] + b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00" + jpeg[2:]  # transform 0: RGB
+    for rgb_coded in (rgb_ids, adobe_rgb):
+        assert read_header(rgb_coded).rgb_coded and device_jpeg_size(rgb_coded) is None
     assert header_end(jpeg) == jpeg.find(b"\xff\xda")
 
 

@@ -1,7 +1,7 @@
 """JPEG decoding on the inference device (nvJPEG on CUDA, through torchvision), batched.
 
-Only plain JPEGs go there: RGB or greyscale, no EXIF rotation, complete (ending in an EOI
-marker). Everything else keeps the host decoder (`fakescope.io.image`), which applies EXIF
+Only plain JPEGs go there: YCbCr or greyscale, 8-bit, Huffman-coded, no EXIF rotation,
+complete (ending in an EOI marker). Everything else keeps the host decoder (`fakescope.io.image`), which applies EXIF
 orientation and CMYK conversion and names what is wrong with a broken file; a JPEG the device
 fails to decode goes back to it too.
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from fakescope.io.image import sniff_format
-from fakescope.io.jpeg_markers import frame_and_orientation
+from fakescope.io.jpeg_markers import read_header
 
 MAX_CHUNK_PIXELS = 2**28
 """Pixels decoded at once (768 MiB of RGB): bounds device memory whatever the image sizes."""
@@ -27,11 +27,11 @@ def device_jpeg_size(data: bytes) -> tuple[int, int] | None:
     """
     if sniff_format(data) != "JPEG" or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None
-    found = frame_and_orientation(data)
-    if found is None:
+    header = read_header(data)
+    if header is None or header.orientation != 1 or header.rgb_coded:
         return None
-    frame, orientation = found
-    if frame.precision != 8 or frame.components not in (1, 3) or orientation != 1 or not frame.width or not frame.height:
+    frame = header.frame
+    if frame.precision != 8 or frame.components not in (1, 3) or not frame.width or not frame.height:
         return None
     return frame.width, frame.height
 

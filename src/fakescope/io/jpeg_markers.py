@@ -18,6 +18,7 @@ class Frame(NamedTuple):
     height: int
     width: int
     components: int
+    component_ids: bytes = b""
 
 
 def segments(data: bytes | memoryview, *, bodies: bool = True) -> Generator[tuple[int, bytes | None], None, int]:
@@ -59,21 +60,36 @@ def header_end(data: bytes) -> int | None:
         return None
 
 
-def frame_and_orientation(data: bytes) -> tuple[Frame, int] | None:
-    """The first start-of-frame header (of `FRAME_MARKERS`) and the EXIF orientation (1 without one);
-    None for damaged headers or a frame of another kind (lossless, arithmetic-coded, hierarchical)."""
-    frame, orientation = None, 1
+class Header(NamedTuple):
+    """What a decoder must know before it decodes: the frame, the EXIF orientation, the colour coding."""
+
+    frame: Frame
+    orientation: int
+    rgb_coded: bool
+    """Three components stored as RGB rather than YCbCr (an Adobe APP14 transform of 0, or
+    component ids 'R', 'G', 'B'), which decoders that assume YCbCr get wrong."""
+
+
+def read_header(data: bytes) -> Header | None:
+    """The first start-of-frame header (of `FRAME_MARKERS`), the EXIF orientation (1 without one) and
+    the colour coding; None for damaged headers or a frame of another kind (lossless,
+    arithmetic-coded, hierarchical)."""
+    frame, orientation, adobe_transform = None, 1, None
     try:
         for marker, body in segments(data):
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and frame is None:
-                frame = Frame(marker, *struct.unpack(">BHHB", body[:6]))
+                precision, height, width, count = struct.unpack(">BHHB", body[:6])
+                frame = Frame(marker, precision, height, width, count, bytes(body[6:6 + 3 * count:3]))
             elif marker == 0xE1 and body.startswith(b"Exif\x00\x00"):
                 orientation = _orientation(body)
+            elif marker == 0xEE and body.startswith(b"Adobe") and len(body) >= 12:
+                adobe_transform = body[11]
     except (ValueError, struct.error):
         return None
     if frame is None or frame.marker not in FRAME_MARKERS:
         return None
-    return frame, orientation
+    rgb_coded = frame.components == 3 and (adobe_transform == 0 or frame.component_ids == b"RGB")
+    return Header(frame, orientation, rgb_coded)
 
 
 def _orientation(exif_segment: bytes) -> int:
