@@ -59,3 +59,9 @@ def test_gpu_session_stops_at_once_without_a_gpu(tmp_path):
                           env=env, cwd=BENCHMARKS.parent)
     assert done.returncode == 1 and "needs a CUDA GPU" in done.stderr
     assert not (tmp_path / "session" / "log.txt").exists()
+
+
+def test_host_overhead_times_the_host_work_of_device_decoding():
+    done = _run("host_overhead.py", "--images", "12", "--batch-size", "36", "--repeats", "1", "--provenance")
+    assert done.returncode == 0, done.stderr
+    assert "provenance on" in done.stdout and "us of host time an image" in done.stdout
