@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from forensics_helpers import encode
@@ -90,6 +91,13 @@ def test_jpeg_precheck_searches_the_header_unless_it_is_damaged(photo, sign):
     assert has_jumbf(signed) and signed.index(b"jumb") < signed.index(b"\xff\xda")  # APP11, before the scan
     damaged = plain[:2] + b"\xff\xe0\xff\xff" + b"jumb c2pa"  # a segment longer than the file: search it all
     assert has_jumbf(damaged)
+
+
+def test_readers_in_many_threads_share_one_context(photo, sign):
+    signed = sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia")
+    with ThreadPoolExecutor(8) as pool:  # decoding workers read manifests concurrently
+        results = list(pool.map(lambda _: check_c2pa(signed), range(400)))
+    assert results[0].decisive and all(r == results[0] for r in results)
 
 @pytest.mark.shared
 def test_published_ai_images_read_as_ai(shared_data):

@@ -203,9 +203,9 @@ def _anchors_from_env() -> str:
         raise ConfigError(f"{TRUST_ANCHORS_ENV}={path}: {exc.strerror or exc}") from None
 
 
-@functools.lru_cache(maxsize=4)
+@functools.cache  # never evicted: a dropped context frees its native handle, which a reader in another thread may be using
 def _context(trust_anchors: str):
-    """A reader context that never touches the network; trusts `trust_anchors` if given."""
+    """A reader context that never touches the network; trusts `trust_anchors` if given (one per trust list)."""
     import c2pa
 
     settings: dict[str, Any] = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
