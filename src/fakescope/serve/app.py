@@ -17,6 +17,7 @@ import io
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import (
     Depends,
     FastAPI,
@@ -153,9 +154,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         """Where the model sees AI traces: per-tile P(ai) as a PNG (255 = 1.0) at the image's size."""
         name, data = await _one_upload(request, file, config)
         detection = await _score(request, name, data, heatmap=True)
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-        picture = heatmap_overlay(image, detection.heatmap) if overlay else heatmap_image(detection.heatmap).resize(image.size)
-        encoded = png_bytes(picture)
+        encoded = await asyncio.to_thread(_render_heatmap, data, detection.heatmap, overlay)  # keeps the event loop free
         if format == "json":
             from fastapi.responses import JSONResponse
 
@@ -250,6 +249,13 @@ def _check_image(data: bytes, config: ServeConfig) -> None:
     if width * height > config.max_pixels:
         raise HTTPException(422, f"image too large: {width}x{height} is {width * height:,} pixels; "
                                  f"the limit is {config.max_pixels:,}")
+
+
+def _render_heatmap(data: bytes, heatmap: np.ndarray, overlay: bool) -> bytes:
+    """The heatmap as PNG bytes at the image's size, plain grey or colour-mapped over the image."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    picture = heatmap_overlay(image, heatmap) if overlay else heatmap_image(heatmap).resize(image.size)
+    return png_bytes(picture)
 
 
 async def _score(request: Request, name: str, data: bytes, *, heatmap: bool, strict: bool = True) -> Detection:
