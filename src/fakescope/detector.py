@@ -133,7 +133,8 @@ class Detector:
         else torch.
         """
         resolved = resolve_device("cpu" if kwargs.get("runtime") == "onnx" and device == "auto" else device)
-        return cls(load_model(name_or_path, device=resolved), device=resolved, **kwargs)
+        # lazy: the torch runtime builds the network in the constructor; onnx finds a cached export without it
+        return cls(load_model(name_or_path, device=resolved, lazy=True), device=resolved, **kwargs)
 
     @property
     def name(self) -> str:
@@ -396,7 +397,7 @@ def _with_runtime(
 def _onnx_model(model: LoadedModel, threads: int | None) -> LoadedModel:
     from fakescope.models.onnx import onnx_network
 
-    return replace(model, network=onnx_network(model, threads=threads))
+    return model.with_network(onnx_network(model, threads=threads))
 
 
 def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[float, float]:

@@ -74,9 +74,9 @@ def test_export_is_cached_by_weights(tmp_path):
         next(tiny.parameters()).add_(1.0)
     changed = onnx_network(model, cache=tmp_path)
     assert changed.path != first.path and len(list(tmp_path.glob("*.onnx"))) == 2
-    x = torch.rand(3, 3, 64, 64)
-    with torch.inference_mode():
-        assert (changed(x) - tiny(x)).abs().max().item() < 1e-4
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():  # the shifted weights give logits near 100: float32 agrees to ~1e-6 of that
+        torch.testing.assert_close(changed(x), tiny(x), rtol=1e-5, atol=1e-4)
 
 
 def test_runtime_errors_are_clean():

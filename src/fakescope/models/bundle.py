@@ -33,11 +33,33 @@ _HEADER_KEY = "fakescope_config"
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A built network with its config and where it came from."""
+    """A network with its config and where it came from.
 
-    network: nn.Module
+    A model read by `load_model` builds its network on first use of `network` (importing timm and
+    reading the weights take seconds), so a run that only needs the cached ONNX export of it
+    never builds it. `weights` is then the safetensors file the network comes from.
+    """
+
+    _network: nn.Module | None
     config: ModelConfig
     location: str
+    weights: Path | None = None
+    device: str = "cpu"
+
+    @property
+    def network(self) -> nn.Module:
+        if self._network is None:
+            object.__setattr__(self, "_network", _build(self.config, self.weights, self.device))
+        return self._network
+
+    @property
+    def built(self) -> bool:
+        """Whether the network exists yet (see the class note)."""
+        return self._network is not None
+
+    def with_network(self, network: nn.Module) -> LoadedModel:
+        """The same model running another network (an ONNX export of it, for instance)."""
+        return replace(self, _network=network)
 
 
 def bundled_models() -> list[str]:
@@ -61,8 +83,12 @@ def save_model(network: nn.Module, config: ModelConfig, folder: str | Path, card
     return config
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
+               lazy: bool = False) -> LoadedModel:
     """Resolve and load a model in eval mode on `device`.
+
+    `lazy=True` reads only its config now and builds the network on first use (`LoadedModel`), so
+    weights that do not fit their architecture raise only then.
 
     Raises:
         UnknownModelError: a bare name that is neither bundled nor a path.
@@ -70,12 +96,19 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
     """
     location = resolve_model(name_or_path)
     weights, config = _read_folder_or_file(location)
+    model = LoadedModel(None, config, str(location), weights=weights, device=str(device))
+    if not lazy:
+        model.network  # noqa: B018 - built now, so a bad file fails here
+    return model
+
+
+def _build(config: ModelConfig, weights: Path | None, device: str) -> nn.Module:
     network = create_model(config.architecture, **config.architecture_kwargs)
     try:
         network.load_state_dict(load_file(weights), strict=True)
     except (RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"{weights}: weights do not fit {config.architecture}: {str(exc).splitlines()[0]}") from None
-    return LoadedModel(network.eval().to(device), config, str(location))
+    return network.eval().to(device)
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fakescope.errors import ModelLoadError
 from fakescope.models.bundle import LoadedModel
 
 OPSET = 17
@@ -88,12 +89,27 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
 
 
 def weights_key(model: LoadedModel) -> str:
-    """sha256 over the architecture (with its kwargs) and every weight tensor's name and bytes."""
+    """sha256 over the architecture (with its kwargs) and every weight tensor's name and bytes.
+
+    Read from the model's safetensors file when it has one (the same tensors its network loads),
+    so a cached export is found without building the network.
+    """
     h = hashlib.sha256(json.dumps([model.config.architecture, model.config.architecture_kwargs], sort_keys=True).encode())
-    for name, tensor in sorted(model.network.state_dict().items()):
+    state = _file_tensors(model.weights) if model.weights is not None and not model.built else model.network.state_dict()
+    for name, tensor in sorted(state.items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _file_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(weights)
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{weights}: unreadable weights ({exc})") from None
 
 
 def cache_dir() -> Path:

@@ -13,7 +13,6 @@ which case it is scored whole.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import numpy as np
