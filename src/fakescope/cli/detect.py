@@ -55,7 +55,7 @@ def detect(
     workers: WorkersOpt = 2,
     processes: ProcessesOpt = False,
     provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
-    runtime: RuntimeOpt = Runtime.torch,
+    runtime: RuntimeOpt = Runtime.auto,
     grid: GridOpt = None,
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = Precision.fp32,
