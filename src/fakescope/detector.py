@@ -107,7 +107,8 @@ class Detector:
         self._lookahead = 1 if self.device.type == "cuda" else 0  # batches queued on the device before reading one
         self.precision, self._input_dtype = precision, input_dtype(precision)
         fast = precision != "fp32" or compile
-        self.model, self.runtime = _with_runtime(_with_grid(model, grid), runtime, self.device, threads, torch_only=fast)
+        self._explained = _with_grid(model, grid)  # its torch network serves Grad-CAM on any runtime (built when asked)
+        self.model, self.runtime = _with_runtime(self._explained, runtime, self.device, threads, torch_only=fast)
         self.batch_size = batch_size
         self.workers, self.processes = workers, processes
         self.provenance = provenance
@@ -175,7 +176,7 @@ class Detector:
         if method != "tiles":
             from fakescope.explain.cam import class_activation_map
 
-            return class_activation_map(self.model, _load(image, _read(image), keep_bytes=False).image, method)
+            return class_activation_map(self._explained, _load(image, _read(image), keep_bytes=False).image, method)
         detection = self.predict(image, heatmap=True)
         if detection.error:
             raise FakescopeError(detection.error)

@@ -64,6 +64,16 @@ def test_auto_runtime_picks_onnx_on_cpu_and_falls_back_to_torch(image_folder, mo
     assert [r.probability for r in fallback.predict(sources)] == pytest.approx(torch_scores, abs=1e-6)
 
 
+
+def test_a_cached_export_runs_without_the_torch_network_which_gradcam_builds_on_demand(image_folder, detector):
+    source = next(s for s in scan_sources([str(image_folder)]) if detector.predict(s).ok)
+    Detector.load(device="cpu", runtime="onnx")  # exports into the cache once
+    fast = Detector.load(device="cpu", runtime="onnx", provenance=False)
+    assert not fast._explained.built  # found the cached export from the weights file alone
+    assert abs(fast.predict(source).probability - detector.predict(source).probability) < 1e-4
+    heat = fast.explain(source, "gradcam")
+    assert fast._explained.built and heat.shape == detector.explain(source, "gradcam").shape
+
 def test_export_is_cached_by_weights(tmp_path):
     tiny = create_model("test_tiny").eval()
     model = LoadedModel(tiny, ModelConfig("tiny", "test_tiny", input=InputPolicy(64, 2)), "mem")

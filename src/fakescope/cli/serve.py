@@ -27,7 +27,7 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long the micro-batcher waits to fill a batch.")] = 5.0,
     max_files: Annotated[int, typer.Option(min=1, help="Most files in one /v1/detect/batch request.")] = 64,
     jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default ~/.cache/fakescope/serve-jobs).")] = None,
-    runtime: RuntimeOpt = Runtime.torch,
+    runtime: RuntimeOpt = Runtime.auto,
     grid: GridOpt = None,
     precision: PrecisionOpt = Precision.fp32,
 ) -> None:

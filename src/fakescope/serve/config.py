@@ -26,7 +26,7 @@ class ServeConfig:
         max_files: Most files in one `/v1/detect/batch` request.
         token: Bearer token every `/v1/*` request must carry; default `FAKESCOPE_API_TOKEN`, None = open.
         jobs_dir: Where generation jobs write their sources and outputs.
-        runtime: `torch`, `onnx` (onnxruntime on the CPU, 2-3x faster there) or `auto`.
+        runtime: `torch`, `onnx` (onnxruntime on the CPU, 2-3x faster there) or `auto` (onnx on a CPU where installed).
         grid: At most grid x grid tiles per image (None: the model's own grid).
         precision: `fp32` or `bf16` (torch runtime; faster on GPUs and CPUs with bf16 instructions).
     """
@@ -40,7 +40,7 @@ class ServeConfig:
     max_files: int = 64
     token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_ENV) or None, repr=False)
     jobs_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "fakescope" / "serve-jobs")
-    runtime: str = "torch"
+    runtime: str = "auto"
     grid: int | None = None
     precision: str = "fp32"
 
