@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 from fakescope.errors import ConfigError, NotFittedError
 from fakescope.models.config import Calibration
@@ -22,6 +20,9 @@ class Calibrator:
         self.method = method
 
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> Calibrator:
+        from sklearn.isotonic import IsotonicRegression  # here, not at import: scoring needs only apply_calibration
+        from sklearn.linear_model import LogisticRegression  # and scikit-learn takes a second to import
+
         logits = np.asarray(logits, np.float64).ravel()
         labels = np.asarray(labels).ravel().astype(int)
         if self.method == "temperature":
