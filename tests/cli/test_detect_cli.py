@@ -93,6 +93,7 @@ def test_errors_show_in_the_table_too(tiny_model_dir, images, tmp_path):
     result = _detect(tiny_model_dir, str(images / "a.png"), str(tmp_path / "notes.txt"))
     assert result.exit_code == 1
     assert "error" in result.stdout and "not an image" in result.stdout
+    assert "2 images: " in result.stdout and "1 failed" in result.stdout  # the table's caption counts verdicts
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import sys
@@ -127,7 +128,9 @@ def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(show_lines=False)
+    counts = collections.Counter("failed" if "error" in r else r["label"] for r in rows)
+    summary = ", ".join(f"{counts[k]} {k}" for k in ("ai", "uncertain", "real", "failed") if counts[k])
+    table = Table(show_lines=False, caption=f"{len(rows)} image{'s' * (len(rows) != 1)}: {summary}")
     for col in ("file", "verdict", "P(ai)", "decided by", "top evidence"):
         table.add_column(col, overflow="fold")
     for r in rows:
