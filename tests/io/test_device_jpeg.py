@@ -99,3 +99,11 @@ def test_cuda_decoding_never_overwrites_memory_that_queued_kernels_still_read(im
         torch.cuda.synchronize()
         wrong += sum(int(total) != 7 * numel for total in sums)
     assert wrong == 0
+
+
+def test_the_header_walk_skips_fill_bytes_and_stops_at_damage(image_factory):
+    jpeg = image_factory.encode(image_factory.pil((120, 90), seed=1), "JPEG")
+    padded = jpeg[:2] + b"\xff\xff" + jpeg[2:]  # fill bytes before a marker are legal
+    assert read_header(padded) == read_header(jpeg) and header_end(padded) == header_end(jpeg) + 2
+    cut = jpeg[:40]  # a segment that runs past the end
+    assert read_header(cut) is None and header_end(cut) is None and device_jpeg_size(cut) is None

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from fakescope.detector import Detector
 from fakescope.errors import ConfigError, ModelLoadError, StorageError, UnknownModelError
 from fakescope.models import (
     DEFAULT_MODEL,
@@ -84,6 +85,17 @@ def test_weights_of_another_architecture_are_refused(tiny_model_dir, tmp_path):
     ModelConfig(name="liar", architecture="mobilenet_v2").save(tmp_path / CONFIG_FILE)
     with pytest.raises(ModelLoadError, match="weights do not fit mobilenet_v2"):
         load_model(tmp_path)
+
+
+def test_a_lazy_model_refuses_such_weights_when_built_and_a_detector_at_load(tiny_model_dir, tmp_path):
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    ModelConfig(name="liar", architecture="mobilenet_v2").save(tmp_path / CONFIG_FILE)
+    lazy = load_model(tmp_path, lazy=True)
+    assert not lazy.built
+    with pytest.raises(ModelLoadError, match="weights do not fit mobilenet_v2"):
+        lazy.network  # noqa: B018
+    with pytest.raises(ModelLoadError, match="weights do not fit mobilenet_v2"):
+        Detector.load(tmp_path, device="cpu")
 
 
 def test_broken_model_files_fail_cleanly(tmp_path):
