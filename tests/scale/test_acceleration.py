@@ -65,3 +65,50 @@ def test_emulated_bf16_warns_on_the_cpu(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         inference_network(network, torch.device("cpu"), precision="bf16")
+
+
+def _with_real_statistics(network: torch.nn.Module) -> torch.nn.Module:
+    """Batch norms with non-trivial running statistics and affine parameters, so folding shows."""
+    generator = torch.Generator().manual_seed(0)
+    for m in network.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=generator) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=generator) - 0.5)
+    return network.eval()
+
+
+@pytest.mark.parametrize("architecture", ["test_tiny", "mobilenet_v2", "npr_resnet18"])
+def test_batch_norm_folds_into_the_convolutions_without_changing_the_outputs(architecture):
+    from fakescope.models import create_model
+    from fakescope.models.acceleration import fold_batch_norm
+
+    network = _with_real_statistics(create_model(architecture))
+    folded = fold_batch_norm(network)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules()) > 0  # the original is untouched
+    x = torch.rand(3, 3, 96, 80, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), network(x), rtol=1e-4, atol=1e-4)
+
+
+class _ConvUsedTwice(torch.nn.Module):
+    """A convolution whose raw output also feeds a sum: folding its batch norm would change that sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (self.bn(y) + y).mean(dim=(1, 2, 3))
+
+
+def test_a_convolution_output_used_elsewhere_is_not_folded_and_training_networks_are_left_alone():
+    from fakescope.models.acceleration import fold_batch_norm
+
+    network = _with_real_statistics(_ConvUsedTwice())
+    assert fold_batch_norm(network) is network  # the probe's outputs differ, so the original comes back
+    network.train()
+    assert fold_batch_norm(network) is network

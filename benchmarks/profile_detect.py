@@ -1,0 +1,71 @@
+"""Where `Detector.stream` spends its time: torch.profiler over one timed run, on the CPU or a GPU.
+
+Scores generated JPEGs once to warm up, then again under `torch.profiler` and prints images/s,
+the operators with the most host time (every thread: the reading workers' too), and on CUDA the
+kernels with the most device time. Host time far above device time means the GPU waits for
+Python; nvJPEG shows as `image::decode_jpegs_cuda`.
+
+    python benchmarks/profile_detect.py --device cuda --decode device --workers 4 --images 4096
+    python benchmarks/profile_detect.py --images 64 --batch-size 36        # the CPU path
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.profiler import ProfilerActivity, profile
+
+from fakescope.detector import Detector
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--decode", default="host", choices=("host", "device"))
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=2304, help="tiles per forward pass")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--provenance", action="store_true")
+    parser.add_argument("--rows", type=int, default=20, help="operators listed per table")
+    args = parser.parse_args()
+    width, height = map(int, args.size.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _jpegs(Path(tmp), args.images, width, height)
+        detector = Detector.load(device=args.device, decode=args.decode, workers=args.workers, batch_size=args.batch_size,
+                                 precision=args.precision, provenance=args.provenance)
+        list(detector.stream(files[: max(args.batch_size // 9, 8)]))  # warm-up
+        cuda = detector.device.type == "cuda"
+        activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            results = list(detector.stream(files))
+            elapsed = time.perf_counter() - start
+        assert not any(r.error for r in results), next(r.error for r in results if r.error)
+    print(f"{len(files)} images of {args.size}, {args.device}, decode {args.decode}, {args.workers} workers: "
+          f"{len(files) / elapsed:,.0f} images/s under the profiler")
+    events = prof.key_averages()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    if cuda:
+        print(events.table(sort_by="self_cuda_time_total", row_limit=args.rows))
+
+
+def _jpegs(folder: Path, n: int, width: int, height: int) -> list[str]:
+    """`n` distinct smooth-noise JPEGs (upscaled noise, so they compress like photos)."""
+    files = []
+    for i in range(n):
+        small = np.random.default_rng(i).integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(small).resize((width, height), Image.BICUBIC).save(path, quality=90)
+        files.append(str(path))
+    return files
+
+
+if __name__ == "__main__":
+    main()
