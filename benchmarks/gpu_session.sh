@@ -23,7 +23,9 @@ step 90 python3 benchmarks/decode_agreement.py --manifest "${MANIFEST:-data/defa
 step 150 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --decode device
 step 90 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --decode device --provenance --no-compile
 step 90 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 14 --batch-size 2304 --grids "" --decode host --processes --no-bf16
-# where the host's time goes in the nvJPEG path (the main thread's functions, by their own time)
+# where the time goes in the nvJPEG path: operators by host time (all threads) and by GPU time
+step 90 python3 benchmarks/profile_detect.py --device cuda --decode device --workers 4 --images 4096
+# the main thread's Python functions, by their own time
 step 90 sh -c 'python3 -m cProfile -s tottime benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --decode device --no-bf16 | head -45'
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights --grid 2
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights

@@ -65,3 +65,9 @@ def test_host_overhead_times_the_host_work_of_device_decoding():
     done = _run("host_overhead.py", "--images", "12", "--batch-size", "36", "--repeats", "1", "--provenance")
     assert done.returncode == 0, done.stderr
     assert "provenance on" in done.stdout and "us of host time an image" in done.stdout
+
+
+def test_profile_detect_prints_operator_tables():
+    done = _run("profile_detect.py", "--images", "6", "--batch-size", "18", "--workers", "1", "--rows", "5")
+    assert done.returncode == 0, done.stderr
+    assert "images/s under the profiler" in done.stdout and "Self CPU" in done.stdout
