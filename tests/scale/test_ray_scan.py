@@ -26,7 +26,9 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
     assert (rest.scanned, rest.skipped) == (2, 6)
     local, distributed = (read_results(tmp_path / name).sort_values("path").reset_index(drop=True) for name in ("local", "ray"))
     assert list(distributed.columns) == list(local.columns)
-    pd.testing.assert_frame_equal(distributed.drop(columns="evidence"), local.drop(columns="evidence"))
+    # scores are stored rounded to 6 decimals, and the two engines batch images differently, so float
+    # rounding inside the network can move the last stored digit
+    pd.testing.assert_frame_equal(distributed.drop(columns="evidence"), local.drop(columns="evidence"), rtol=0, atol=2e-6)
     for ours, theirs in zip(distributed["evidence"], local["evidence"]):  # 6-decimal scores may differ in the last digit
         ours, theirs = json.loads(ours), json.loads(theirs)
         assert [(e["kind"], e["detail"]) for e in ours] == [(e["kind"], e["detail"]) for e in theirs]
