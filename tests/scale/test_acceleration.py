@@ -110,5 +110,8 @@ def test_a_convolution_output_used_elsewhere_is_not_folded_and_training_networks
 
     network = _with_real_statistics(_ConvUsedTwice())
     assert fold_batch_norm(network) is network  # the probe's outputs differ, so the original comes back
+    fixed_size = _with_real_statistics(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                                           torch.nn.Flatten(), torch.nn.Linear(4 * 30 * 30, 1)))
+    assert fold_batch_norm(fixed_size) is fixed_size  # takes only 32 x 32 inputs: the probe cannot run it
     network.train()
     assert fold_batch_norm(network) is network

@@ -68,26 +68,28 @@ def fold_batch_norm(network: nn.Module, *, tolerance: float = 1e-4) -> nn.Module
 
     The pairs are found by running the network once and matching each batch norm's input tensor
     to a convolution's output. A copy whose logits differ from the original's by more than
-    `tolerance` on that probe (a convolution output also used elsewhere) is not used: the original
-    comes back unchanged. On this CPU the bundled network's forward pass spent 27% of its time in
+    `tolerance` on that probe (a convolution output also used elsewhere), or a network the probe
+    cannot run, is not used: the original comes back unchanged. On this CPU the bundled network's forward pass spent 27% of its time in
     batch norm (docs/scale.md).
     """
     if network.training:
         return network
     folded = copy.deepcopy(network)
-    pairs = _conv_bn_pairs(folded)
-    if not pairs:
+    try:  # an optimisation only: a network it cannot probe (a fixed input size, say) runs as it is
+        pairs = _conv_bn_pairs(folded)
+        for conv, bn, parent, name in pairs:
+            weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                                bn.weight, bn.bias)
+            conv.weight, conv.bias = weight, bias
+            setattr(parent, name, _activation_of(bn))
+        probe = _probe_input(network)
+        with torch.inference_mode():
+            expected, got = network(probe), folded(probe)
+    except (RuntimeError, ValueError, TypeError):
         return network
-    for conv, bn, parent, name in pairs:
-        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
-                                            bn.weight, bn.bias)
-        conv.weight, conv.bias = weight, bias
-        setattr(parent, name, _activation_of(bn))
-    probe = _probe_input(network)
-    with torch.inference_mode():
-        expected, got = network(probe), folded(probe)
     scale = expected.abs().max().clamp_min(1.0)
-    return folded if torch.allclose(got, expected, rtol=0, atol=tolerance * float(scale)) else network
+    same = pairs and torch.allclose(got, expected, rtol=0, atol=tolerance * float(scale))
+    return folded if same else network
 
 
 def _conv_bn_pairs(network: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d, nn.Module, str]]:
