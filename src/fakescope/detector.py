@@ -253,16 +253,18 @@ class Detector:
         items = [batch[i] for i in waiting]
         decoded = decode_jpegs([p.jpeg for p in items], [(p.width, p.height) for p in items], self.device)
         by_size: dict[tuple[int, int], list[tuple[_Prepared, torch.Tensor]]] = {}
-        marks = _WatermarkQueue()
         for i, p, pixels in zip(waiting, items, decoded):
             if pixels is None or tuple(pixels.shape[1:]) != (p.height, p.width):
                 batch[i] = replace(_prepare(0, p.jpeg, policy=self.model.config.input, provenance=self.provenance,
                                             model=self.name, threshold=self.threshold), source=p.source)
                 continue
             by_size.setdefault((p.height, p.width), []).append((p, pixels))
-            if self.provenance:
-                marks.add(p, pixels)
-        marks.flush()
+        if self.provenance:  # read_watermarks batches same-sized images within its own memory bound
+            from fakescope.forensics import collect_watermarks
+
+            decoded_ok = [pair for group in by_size.values() for pair in group]
+            for (p, _), evidence in zip(decoded_ok, collect_watermarks([pixels for _, pixels in decoded_ok])):
+                p.evidence.append(evidence)
         crop = self.model.config.input.crop_size
         for (height, width), group in by_size.items():  # same size, same boxes: tiled together, in bounded chunks
             step = max(1, _TILE_CHUNK_PIXELS // (height * width))
@@ -455,29 +457,6 @@ def _deferred(source: str, data: bytes, policy: InputPolicy, provenance: bool) -
         evidence = collect_evidence(data, None, kinds=("c2pa", "metadata"))  # the watermark needs the pixels
     tiles = Tiles(_NO_PIXELS, tile_boxes(height, width, policy), (height, width))
     return _Prepared(source, width, height, "JPEG", tiles, evidence, jpeg=data)
-
-
-class _WatermarkQueue:
-    """Decoded images waiting for their watermark evidence, read in batches of bounded memory."""
-
-    max_pixels = 2**27
-
-    def __init__(self) -> None:
-        self._waiting: list[tuple[_Prepared, torch.Tensor]] = []
-        self._pixels = 0
-
-    def add(self, prepared: _Prepared, pixels: torch.Tensor) -> None:
-        self._waiting.append((prepared, pixels))
-        self._pixels += pixels.shape[-1] * pixels.shape[-2]
-        if self._pixels >= self.max_pixels:
-            self.flush()
-
-    def flush(self) -> None:
-        from fakescope.forensics import collect_watermarks
-
-        for (prepared, _), evidence in zip(self._waiting, collect_watermarks([px for _, px in self._waiting])):
-            prepared.evidence.append(evidence)
-        self._waiting, self._pixels = [], 0
 
 
 def _collect(result: _Prepared | Detection, slot: int | None, slots: SharedSlots | None) -> _Prepared | Detection:

@@ -18,7 +18,7 @@ class Frame(NamedTuple):
     height: int
     width: int
     components: int
-    component_ids: bytes = b""
+    component_ids: bytes
 
 
 def segments(data: bytes | memoryview, *, bodies: bool = True) -> Generator[tuple[int, bytes | None], None, int]:
