@@ -69,8 +69,8 @@ def fold_batch_norm(network: nn.Module, *, tolerance: float = 1e-4) -> nn.Module
     The pairs are found by running the network once and matching each batch norm's input tensor
     to a convolution's output. A copy whose logits differ from the original's by more than
     `tolerance` on that probe (a convolution output also used elsewhere), or a network the probe
-    cannot run, is not used: the original comes back unchanged. On this CPU the bundled network's forward pass spent 27% of its time in
-    batch norm (docs/scale.md).
+    cannot run, is not used: the original comes back unchanged. On this CPU the bundled network's
+    forward pass spent 27% of its time in batch norm (docs/scale.md).
     """
     if network.training:
         return network
