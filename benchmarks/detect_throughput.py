@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--grids", default="1,2", help="comma-separated tile grids to also time with onnxruntime ('' for none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        files = list(iter_sources([args.folder])) if args.folder else _generate(Path(tmp), args.images, args.size)
+        files = list(iter_sources([args.folder])) if args.folder else generate_jpegs(Path(tmp), args.images, args.size)
         decode = _rate(lambda: _decode_all(files, args.workers, args.processes), len(files))
         kind = "processes" if args.processes else "threads"
         print(f"{len(files)} images ({args.folder or 'generated ' + args.size + ' JPEG'}), {args.workers} decoding {kind}")
@@ -71,7 +71,8 @@ def main() -> None:
             print(f"detect ({label:32s}): {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only  (warm-up {warm_up:.1f} s)")
 
 
-def _generate(folder: Path, n: int, size: str) -> list[str]:
+def generate_jpegs(folder: Path, n: int, size: str) -> list[str]:
+    """`n` distinct smooth-noise JPEGs of WIDTHxHEIGHT `size` (upscaled noise compresses like a photo)."""
     width, height = map(int, size.split("x"))
     rng = np.random.default_rng(0)
     files = []

@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from detect_throughput import generate_jpegs  # the sibling benchmark's images
 from torch.profiler import ProfilerActivity, profile
 
 from fakescope.detector import Detector
@@ -35,9 +34,8 @@ def main() -> None:
     parser.add_argument("--provenance", action="store_true")
     parser.add_argument("--rows", type=int, default=20, help="operators listed per table")
     args = parser.parse_args()
-    width, height = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
-        files = _jpegs(Path(tmp), args.images, width, height)
+        files = generate_jpegs(Path(tmp), args.images, args.size)
         detector = Detector.load(device=args.device, decode=args.decode, workers=args.workers, batch_size=args.batch_size,
                                  precision=args.precision, provenance=args.provenance)
         list(detector.stream(files[: max(args.batch_size // 9, 8)]))  # warm-up
@@ -54,17 +52,6 @@ def main() -> None:
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
     if cuda:
         print(events.table(sort_by="self_cuda_time_total", row_limit=args.rows))
-
-
-def _jpegs(folder: Path, n: int, width: int, height: int) -> list[str]:
-    """`n` distinct smooth-noise JPEGs (upscaled noise, so they compress like photos)."""
-    files = []
-    for i in range(n):
-        small = np.random.default_rng(i).integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
-        path = folder / f"{i:05d}.jpg"
-        Image.fromarray(small).resize((width, height), Image.BICUBIC).save(path, quality=90)
-        files.append(str(path))
-    return files
 
 
 if __name__ == "__main__":
