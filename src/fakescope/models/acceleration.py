@@ -74,15 +74,14 @@ def fold_batch_norm(network: nn.Module, *, tolerance: float = 1e-4) -> nn.Module
     """
     if network.training:
         return network
-    folded = copy.deepcopy(network)
+    folded, probe = copy.deepcopy(network), _probe_input(network)
     try:  # an optimisation only: a network it cannot probe (a fixed input size, say) runs as it is
-        pairs = _conv_bn_pairs(folded)
+        pairs = _conv_bn_pairs(folded, probe)
         for conv, bn, parent, name in pairs:
             weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
                                                 bn.weight, bn.bias)
             conv.weight, conv.bias = weight, bias
             setattr(parent, name, _activation_of(bn))
-        probe = _probe_input(network)
         with torch.inference_mode():
             expected, got = network(probe), folded(probe)
     except (RuntimeError, ValueError, TypeError):
@@ -92,8 +91,9 @@ def fold_batch_norm(network: nn.Module, *, tolerance: float = 1e-4) -> nn.Module
     return folded if same else network
 
 
-def _conv_bn_pairs(network: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d, nn.Module, str]]:
-    """(conv, bn, bn's parent, bn's attribute name) for each batch norm fed straight by a convolution."""
+def _conv_bn_pairs(network: nn.Module, probe: torch.Tensor) -> list[tuple[nn.Conv2d, nn.BatchNorm2d, nn.Module, str]]:
+    """(conv, bn, bn's parent, bn's attribute name) for each batch norm fed straight by a convolution
+    when `network` runs on `probe`."""
     parents = {child: (parent, name) for parent in network.modules() for name, child in parent.named_children()}
     produced: dict[int, tuple[torch.Tensor, nn.Conv2d]] = {}
     pairs = []
@@ -110,7 +110,7 @@ def _conv_bn_pairs(network: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d, 
     hooks += [m.register_forward_pre_hook(before_bn) for m in network.modules() if isinstance(m, nn.BatchNorm2d)]
     try:
         with torch.inference_mode():
-            network(_probe_input(network))
+            network(probe)
     finally:
         for hook in hooks:
             hook.remove()
