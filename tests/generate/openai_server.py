@@ -4,7 +4,8 @@ POST /v1/images/variations and /v1/images/edits (multipart), /v1/images/generati
 answers b64_json or a URL it serves itself (GET /files/<n>.png). Faults queued in `faults`
 (429 with Retry-After, 500) answer the next requests in order. `hold_after` makes image
 requests beyond that many billable answers wait for `release` and then drop the connection
-unanswered (never billed), so a client can be killed with nothing in flight paid for.
+unanswered (never billed), so a client can be killed with nothing in flight paid for; with
+`answer_held` set they are answered (and billed) instead, as a slow server would.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ImagesAPIServer(ThreadingHTTPServer):
         """Fields of every image request received (file parts replaced by their decoded size)."""
         self.faults: list[int] = []
         self.hold_after: int | None = None
+        self.answer_held = False
         self.held = 0
         self.admitted = 0
         """Image requests let through to a 200 answer (counted before answering, so holds are exact)."""
@@ -101,8 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
                 server.admitted += 1
         if hold:
             server.release.wait()
-            self.close_connection = True
-            return
+            if not server.answer_held:
+                self.close_connection = True
+                return
         if fault == 429:
             return self._send(429, {"error": {"message": "Rate limit reached", "type": "requests"}}, endpoint,
                               {"Retry-After": "1", "retry-after-ms": "20"})

@@ -195,3 +195,32 @@ def test_kill_and_resume_never_pays_twice(server, tmp_path):
     assert server.billable == 6 == len(outputs) == len({hashlib.sha256(p.read_bytes()).digest() for p in outputs})
     manifest = pd.read_csv(out / "manifest.csv")
     assert len(manifest) == 6 and all(Path(uri).is_file() for uri in manifest["uri"])
+
+
+def test_sigterm_finishes_requests_in_flight_and_resume_never_pays_twice(server, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        Image.new("RGB", (40, 40), (i * 40, 10, 10)).save(photos / f"p{i}.png")
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-c", "from fakescope.cli import app; app()", "generate", "openai", str(photos),
+        "--out", str(out), "--mode", "variation", "--size", "256x256", "--concurrency", "2", "--max-retries", "0",
+    ]
+    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": server.base_url}
+    server.hold_after, server.answer_held = 3, True
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while (server.held < 2 or server.billable < 3) and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    assert server.held == 2 and server.billable == 3
+    first.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    server.release.set()  # the two requests in flight are answered and billed after the signal
+    output = first.communicate(timeout=60)[0]
+    assert first.returncode == 130 and "done 5," in output and "stopped: interrupted" in output, output
+    assert len(pd.read_csv(out / "manifest.csv")) == 5
+    server.hold_after = None
+    second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0 and "already done 5" in second.stdout and "done 1," in second.stdout, second.stdout
+    assert server.billable == 6 == len(_outputs(out))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -64,7 +65,11 @@ def openai(
     max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx/connection errors.")] = 4,
     manifest: ManifestOpt = "manifest.csv",
 ) -> None:
-    """Make images with the OpenAI Images API (OPENAI_API_KEY, OPENAI_BASE_URL); re-run to resume."""
+    """Make images with the OpenAI Images API (OPENAI_API_KEY, OPENAI_BASE_URL); re-run to resume.
+
+    Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill stops like Ctrl-C
     with clean_errors():
         from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
         from fakescope.generate.runner import run_openai
