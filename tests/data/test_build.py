@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import PER_CLASS
@@ -13,6 +14,8 @@ from fakescope.data import (
     build_from_ffhq_json,
     build_from_folders,
     join_attributes,
+    read_rows,
+    write_manifest,
 )
 from fakescope.errors import ConfigError
 
@@ -34,6 +37,16 @@ def test_ai_image_named_after_a_real_one_is_paired_with_it(faces_layout):
     assert variation["source"] == str(faces_layout / "real" / "r000.jpg")
     unpaired = frame.loc[str(faces_layout / "fake" / "stylegan2" / "f003.jpg")]
     assert unpaired["pair_id"] == unpaired["sha256"]
+
+
+def test_manifests_built_from_relative_paths_work_from_any_folder(faces_layout, tmp_path, monkeypatch):
+    monkeypatch.chdir(faces_layout.parent)
+    (tmp_path / "list.csv").write_text(f"path,label\n{os.path.relpath(faces_layout / 'real' / 'r000.jpg', tmp_path)},real\n")
+    built = {"folders.csv": build_from_folders(faces_layout.name), "csv.csv": build_from_csv(os.path.relpath(tmp_path / "list.csv"))}
+    for name, frame in built.items():
+        write_manifest(frame, str(tmp_path / "manifests" / name))
+        uris = read_rows(str(tmp_path / "manifests" / name))["uri"]
+        assert len(uris) and all(os.path.isfile(uri) for uri in uris)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

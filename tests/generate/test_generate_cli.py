@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.data import read_rows
 from fakescope.generate.manifest import append_manifest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,6 +35,16 @@ def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, taef2_random_we
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "0 images written" in again.output
     assert len(pd.read_csv(out / "manifest.csv")) == 3
+
+
+def test_taef2_manifest_from_relative_paths_resolves_from_its_own_folder(tmp_path, taef2_random_weights, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("photos").mkdir()
+    Image.new("RGB", (40, 33), "teal").save("photos/a.jpg")
+    args = ["generate", "taef2", "photos", "--out", "fakes", "--weights", str(taef2_random_weights), "--device", "cpu"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    rows = read_rows("fakes/manifest.csv")
+    assert len(rows) == 1 and Path(rows["uri"][0]).is_file() and Path(rows["source"][0]).is_file()
 
 
 def test_taef2_command_reports_missing_weights_in_one_line(tmp_path):

@@ -1,7 +1,8 @@
 """Build manifests from folder layouts, FFHQ-style JSON listings or CSV files; join attributes; balance.
 
 Every builder reads each image once (local or remote) to record its size, format and sha256, and
-skips unreadable files with a logged warning rather than failing the whole build.
+skips unreadable files with a logged warning rather than failing the whole build. Local images are
+recorded by absolute path, so the manifest works wherever it is written and whatever folder reads it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def build_from_folders(
         >>> frame.groupby(["label", "generator"]).size()  # doctest: +SKIP
     """
     collection = source or os.path.basename(root.rstrip("/")) or "local"
+    root = storage.absolute(root)
     jobs: list[tuple[str, str, str, str]] = []  # uri, label, source, generator
     for folder in REAL_FOLDERS + AI_FOLDERS:
         base = storage.join(root, folder)
@@ -80,6 +82,7 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{json_uri} is not valid JSON (line {exc.lineno})") from None
     entries = list(listing.values()) if isinstance(listing, dict) else list(listing)
+    image_root = storage.absolute(image_root)
     names: dict[str, str] = {}
     for entry in entries:
         name, category = _ffhq_entry(entry)
@@ -112,7 +115,7 @@ def build_from_csv(csv_uri: str, *, workers: int = 8) -> pd.DataFrame:
     path_column = next((c for c in _URI_COLUMNS if c in table.columns), None)
     if path_column is None or "label" not in table.columns:
         raise ConfigError(f"{csv_uri} needs a label column and one of {', '.join(_URI_COLUMNS)}")
-    folder = csv_uri.rsplit("/", 1)[0] if "/" in csv_uri else "."
+    folder = storage.absolute(csv_uri.rsplit("/", 1)[0] if "/" in csv_uri else ".")
     uris = [p if storage.is_remote(p) or os.path.isabs(p) or p.startswith("file://") else storage.join(folder, p)
             for p in table[path_column].astype(str)]
     sources = table["source"].fillna("").astype(str) if "source" in table else [""] * len(table)

@@ -48,6 +48,7 @@ def generate_local(
     Returns:
         (images written in this run, manifest URI or None when nothing was written).
     """
+    src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
     rows: list[dict] = []
     row_params = dict(params or {})
     written = 0

@@ -102,6 +102,7 @@ def run_openai(
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
+    src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
     price = config.price() if max_spend is not None else _price_or_zero(config)
     client = client or make_client()
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))

@@ -74,6 +74,11 @@ def join(uri: str, *parts: str) -> str:
     return result
 
 
+def absolute(uri: str) -> str:
+    """A plain local path made absolute, so a manifest naming it works from any folder; URIs stay as they are."""
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
 def get_storage(uri: str) -> Storage:
     """Return the backend that serves `uri`; clients are built once and reused.
 
