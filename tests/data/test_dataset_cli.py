@@ -47,3 +47,18 @@ def test_installed_command_runs(faces_layout):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["inspected"] == {"ai": 8, "real": 8}
+
+
+def test_empty_and_unreadable_manifests_are_one_line_errors(tmp_path):
+    (tmp_path / "empty.csv").write_text("uri,label,source,generator,pair_id,split,width,height,format,sha256\n")
+    for command in (["split", "--ratios", "train=1"], ["audit"], ["export", str(tmp_path / "out")]):
+        result = runner.invoke(app, ["dataset", command[0], str(tmp_path / "empty.csv"), *command[1:]])
+        assert result.exit_code == 2 and result.output == f"error: manifest {tmp_path / 'empty.csv'} lists no images\n"
+    (tmp_path / "gone.csv").write_text("path,label\nnope/a.png,real\nnope/b.png,ai\n")
+    built = runner.invoke(app, ["dataset", "build", str(tmp_path / "gone.csv"), "--out", str(tmp_path / "m.csv")])
+    assert built.exit_code == 2 and "none of the 2 listed image(s) could be read" in built.output
+    assert not (tmp_path / "m.csv").exists()
+    (tmp_path / "m.csv").write_text(
+        "uri,label,source,generator,pair_id,split,width,height,format,sha256\nnope/a.png,real,,,p,,1,1,PNG,x\nnope/b.png,ai,,,q,,1,1,PNG,y\n")
+    audit = runner.invoke(app, ["dataset", "audit", str(tmp_path / "m.csv")])
+    assert audit.exit_code == 0 and "2 image(s) could not be read" in audit.output, audit.output

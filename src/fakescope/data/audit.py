@@ -196,7 +196,7 @@ def _inspect_all(sample: pd.DataFrame, workers: int) -> pd.DataFrame:
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         rows = [r for r in pool.map(one, zip(sample["uri"], sample["label"])) if r is not None]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"label": []})
 
 
 def _border_check(measured: pd.DataFrame) -> Check:

@@ -199,8 +199,11 @@ def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int) -> pd
         return {"uri": uri, "label": label, "source": source, "generator": generator,
                 "pair_id": info["sha256"], "split": "", **info}
 
+    jobs = list(jobs)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = [row for row in pool.map(describe, list(jobs)) if row is not None]
+        rows = [row for row in pool.map(describe, jobs) if row is not None]
+    if not rows:
+        raise ConfigError(f"none of the {len(jobs)} listed image(s) could be read")
     return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
 
 

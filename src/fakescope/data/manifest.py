@@ -122,17 +122,18 @@ def _read_table(uri: str, **csv_options) -> pd.DataFrame:
 
     Raises:
         StorageError: The file is missing or unreadable.
-        ConfigError: It is not a valid Parquet or CSV file.
+        ConfigError: It is not a valid Parquet or CSV file, or it has no rows.
     """
     import pandas as pd
 
     raw = io.BytesIO(storage.read_bytes(uri))
     try:
-        if uri.lower().endswith(".parquet"):
-            return pd.read_parquet(raw)
-        return pd.read_csv(raw, **csv_options)
+        table = pd.read_parquet(raw) if uri.lower().endswith(".parquet") else pd.read_csv(raw, **csv_options)
     except (ValueError, OSError) as exc:
         raise ConfigError(f"cannot read manifest {uri}: {type(exc).__name__}: {exc}") from None
+    if table.empty:
+        raise ConfigError(f"manifest {uri} lists no images")
+    return table
 
 
 def write_manifest(frame: pd.DataFrame, uri: str, *, csv_copy: bool = False) -> None:
