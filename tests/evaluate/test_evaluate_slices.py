@@ -59,3 +59,4 @@ def test_attribute_columns_keep_low_cardinality_extras(scored):
     frame, _ = scored
     assert attribute_columns(frame, max_values=5) == ["glasses"]
     assert attribute_columns(frame, max_values=10) == ["glasses", "identity"]
+    assert attribute_columns(frame.assign(dhash=[f"{i:016x}" for i in range(8)]), max_values=10) == ["glasses", "identity"]

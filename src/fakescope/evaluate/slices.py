@@ -13,14 +13,15 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from fakescope.data.manifest import MANIFEST_COLUMNS
+from fakescope.data.splits import HASH_COLUMN
 from fakescope.evaluate.metrics import uncertain_rate
 
 UNKNOWN = "unknown"
 
 
 def attribute_columns(frame: pd.DataFrame, max_values: int = 20, exclude: tuple[str, ...] = ()) -> list[str]:
-    """Columns beyond the manifest's own with 2 to `max_values` distinct values (e.g. expression, glasses)."""
-    skip = set(MANIFEST_COLUMNS) | set(exclude)
+    """Columns beyond the manifest's own (and the split's `dhash`) with 2 to `max_values` distinct values (e.g. glasses)."""
+    skip = {*MANIFEST_COLUMNS, HASH_COLUMN, *exclude}
     return [c for c in frame.columns if c not in skip and 2 <= frame[c].replace("", np.nan).nunique() <= max_values]
 
 
