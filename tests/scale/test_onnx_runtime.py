@@ -12,7 +12,7 @@ from fakescope.cli import app
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.models import create_model, load_model
-from fakescope.models.bundle import LoadedModel
+from fakescope.models.bundle import LoadedModel, save_model
 from fakescope.models.config import InputPolicy, ModelConfig
 from fakescope.models.onnx import OnnxNetwork, cache_dir, export_onnx, onnx_network
 from fakescope.scale.scan import scan_sources
@@ -93,6 +93,14 @@ def test_runtime_errors_are_clean():
     with pytest.raises(ConfigError, match="unknown runtime"):
         Detector(load_model(), runtime="tensorrt")
     assert cache_dir().name == "onnx"
+
+
+def test_a_network_onnx_cannot_express_is_a_one_line_export_error(tmp_path):
+    network = create_model("spectral_lr", pretrained=False)
+    save_model(network, ModelConfig("spectral", "spectral_lr", input=InputPolicy(128, 3)), tmp_path / "model")
+    result = CliRunner().invoke(app, ["export", "--onnx", str(tmp_path / "s.onnx"), "--model", str(tmp_path / "model")])
+    assert result.exit_code == 2 and result.output.startswith("error: SpectralLR cannot be exported to ONNX: Unsupported")
+    assert result.output.count("\n") == 1 and not list(tmp_path.glob("*.onnx"))
 
 
 def test_export_and_detect_cli(image_folder, tmp_path):

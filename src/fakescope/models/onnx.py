@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fakescope.errors import ModelLoadError
+from fakescope.errors import ConfigError, ModelLoadError
 from fakescope.models.bundle import LoadedModel
 
 OPSET = 17
@@ -52,7 +52,8 @@ class OnnxNetwork:
 def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int = 112) -> Path:
     """Export a network to one ONNX file with dynamic batch and spatial axes; return its path.
 
-    The file is written under a temporary name and renamed, so readers never see half a file.
+    The file is written under a temporary name and renamed, so readers never see half a file. A network
+    the exporter cannot express (an operator without an ONNX form) raises `ConfigError`.
 
     Example:
         >>> from fakescope.models import load_model                      # doctest: +SKIP
@@ -74,6 +75,8 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
                 dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
             )
         os.replace(tmp, path)
+    except RuntimeError as exc:  # an operator the exporter cannot express
+        raise ConfigError(f"{type(network).__name__} cannot be exported to ONNX: {str(exc).splitlines()[0]}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
