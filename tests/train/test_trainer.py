@@ -83,6 +83,18 @@ def test_resume_continues_from_the_last_checkpoint(manifest, tmp_path):
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
 
 
+def test_resume_with_more_epochs_follows_the_longer_runs_schedule(manifest, tmp_path):
+    train(_config(manifest, tmp_path / "straight", epochs=4, patience=9), progress=False)
+    train(_config(manifest, tmp_path / "resumed", epochs=2, patience=9), progress=False)
+    train(_config(manifest, tmp_path / "resumed", epochs=4, patience=9, resume=True), progress=False)
+    lrs = {}
+    for run in ("straight", "resumed"):
+        with open(tmp_path / run / "metrics.csv") as f:
+            lrs[run] = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert lrs["resumed"][2:] == pytest.approx(lrs["straight"][2:], rel=1e-9)
+    assert lrs["resumed"][2] > 10 * lrs["resumed"][1]  # not left at the shorter run's final learning rate
+
+
 def test_early_stopping_after_patience_epochs_without_a_better_validation_auc(manifest, tmp_path):
     train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1), progress=False)
     with open(tmp_path / "metrics.csv") as f:

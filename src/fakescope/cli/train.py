@@ -20,7 +20,8 @@ def train(
     num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading processes.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     pretrained: Annotated[bool | None, typer.Option("--pretrained/--scratch", help="Start from ImageNet weights.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the output folder's last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from the output folder's last checkpoint; with more --epochs, "
+                                                "the learning-rate schedule is the longer run's.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train, calibrate on the validation split, test once, and save a model folder in OUT/model."""

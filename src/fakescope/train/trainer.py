@@ -1,9 +1,10 @@
 """`train`: fit a registered architecture on a manifest and save a calibrated model folder.
 
 One loop for CPU and CUDA (channels_last on both, bf16 autocast on CUDA), deterministic seeds,
-a checkpoint every epoch (`--resume` continues from it), early stopping on validation AUC,
-metrics to CSV (and TensorBoard when installed). After training the best epoch's logits on
-the validation split fit the calibration; the test split is scored once, at the end.
+a checkpoint every epoch (`--resume` continues from it, also with more epochs), early stopping on
+validation AUC, metrics (with the learning rate) to CSV (and TensorBoard when installed). After
+training the best epoch's logits on the validation split fit the calibration; the test split is
+scored once, at the end.
 
 Under `torchrun --nproc-per-node N` (WORLD_SIZE > 1) the same loop runs data-parallel:
 DistributedDataParallel over NCCL on CUDA (with synchronised batch norm) or gloo on the CPU,
@@ -91,7 +92,8 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         else:
             stale += 1
         if main:
-            log.write(epoch=epoch, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1))
+            log.write(epoch=epoch, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1),
+                      lr=loop.optimizer.param_groups[0]["lr"])
             loop.save(out, epoch + 1, best_auc, stale)
         if stale >= cfg.patience:
             break
@@ -184,13 +186,18 @@ class _Loop:
             self.model = nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
         self.steps = math.ceil(n / cfg.batch_size)
         self.optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        total = max(self.steps * cfg.epochs, 4)  # OneCycle needs a few steps in each phase
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=cfg.lr, total_steps=total, pct_start=max(0.1, 2.0 / total))
+        self.scheduler = self._one_cycle()
         self.loss_fn = nn.BCEWithLogitsLoss()
         mean = torch.tensor(policy.mean, device=device).view(1, 3, 1, 1)
         std = torch.tensor(policy.std, device=device).view(1, 3, 1, 1)
         self.normalize = lambda x: (x - mean) / std
+
+    def _one_cycle(self, done_steps: int = 0) -> torch.optim.lr_scheduler.OneCycleLR:
+        """The run's one-cycle schedule over all its epochs, positioned after `done_steps` steps."""
+        total = max(self.steps * self.cfg.epochs, 4)  # OneCycle needs a few steps in each phase
+        return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.cfg.lr, total_steps=total,
+                                                   pct_start=max(0.1, 2.0 / total),
+                                                   last_epoch=min(done_steps, total - 1) - 1)
 
     def run_epoch(self, epoch: int, progress: bool) -> float:
         self.dataset.epoch = epoch
@@ -243,7 +250,10 @@ class _Loop:
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scheduler"]["total_steps"] == self.scheduler.total_steps:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:  # more (or fewer) epochs than the checkpoint's run: this run's schedule, from the step reached
+            self.scheduler = self._one_cycle(done_steps=state["epoch"] * self.steps)
         random.setstate(state["rng"])
         return state["epoch"], state["best_auc"], state["stale"]
 
