@@ -120,3 +120,14 @@ def test_cli_reports_a_bad_manifest_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert "lacks column(s): split" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
+    config = tmp_path / "train.yaml"
+    for body, message in (({"batch_szie": 8}, "unknown training config key 'batch_szie' (did you mean 'batch_size'?)"),
+                          ({"augment": {"blur_prop": 0.5}}, "'augment.blur_prop' (did you mean 'augment.blur_prob'?)")):
+        config.write_text(yaml.safe_dump({"manifest": "m.csv", **body}))
+        result = CliRunner().invoke(app, ["train", str(config), "--no-progress"])
+        assert result.exit_code == 2
+        assert message in result.output
+        assert "Traceback" not in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
+        _check_keys(d, cls, "")
+        _check_keys(d.get("augment") or {}, AugmentConfig, "augment.")
         try:
             aug = {k: tuple(v) if isinstance(v, list) else v for k, v in (d.pop("augment", None) or {}).items()}
             if "band" in d:
@@ -66,6 +69,16 @@ class TrainConfig:
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _check_keys(d: dict[str, Any], kind: type, prefix: str) -> None:
+    """Refuse a key that names no field, suggesting the closest one (a typo would otherwise be ignored)."""
+    names = [f.name for f in dataclasses.fields(kind)]
+    for key in d:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown training config key '{prefix}{key}'{hint}")
 
 
 def _plain(value: Any) -> Any:
