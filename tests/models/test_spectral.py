@@ -73,3 +73,15 @@ def test_learns_to_tell_grain_from_smooth_images_and_round_trips(tmp_path):
     loaded = load_model(tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(loaded.network(x), logits)
+
+
+def test_explains_by_tiles_and_names_that_option_where_grad_cam_cannot_run(tmp_path):
+    from fakescope import Detector
+
+    save_model(create_model("spectral_lr").eval(), ModelConfig("spectral", "spectral_lr"), tmp_path / "m")
+    detector = Detector.load(tmp_path / "m", device="cpu")
+    image = (np.random.default_rng(0).random((256, 320, 3)) * 255).astype(np.uint8)
+    heatmap = detector.explain(image, "tiles")
+    assert heatmap.shape == (256, 320) and np.isfinite(heatmap).all()
+    with pytest.raises(ConfigError, match=r"needs a timm-backbone classifier, not SpectralLR \(per-tile heatmaps, --method tiles"):
+        detector.explain(image, "gradcam")

@@ -123,11 +123,11 @@ def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
 
 
 def require_classifier(model: LoadedModel) -> None:
-    """Explanations need gradients and inner features: the PyTorch `Classifier`, not an exported runtime."""
+    """Grad-CAM, CAM and embeddings need a `Classifier` over a timm backbone (its gradients and inner features)."""
     if not (isinstance(model.network, nn.Module) and hasattr(model.network, "forward_features")
             and hasattr(model.network, "backbone")):
-        raise ConfigError(f"{model.config.name}: explanations need the PyTorch network (runtime torch), "
-                          f"not {type(model.network).__name__}")
+        raise ConfigError(f"{model.config.name}: this method needs a timm-backbone classifier, not "
+                          f"{type(model.network).__name__} (per-tile heatmaps, --method tiles, work for every model)")
 
 
 def feature_layer(network: nn.Module, sample: torch.Tensor) -> nn.Module:
