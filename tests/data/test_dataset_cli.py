@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
+import pandas as pd
 from typer.testing import CliRunner
 
 from fakescope.cli import app
@@ -62,3 +64,26 @@ def test_empty_and_unreadable_manifests_are_one_line_errors(tmp_path):
         "uri,label,source,generator,pair_id,split,width,height,format,sha256\nnope/a.png,real,,,p,,1,1,PNG,x\nnope/b.png,ai,,,q,,1,1,PNG,y\n")
     audit = runner.invoke(app, ["dataset", "audit", str(tmp_path / "m.csv")])
     assert audit.exit_code == 0 and "2 image(s) could not be read" in audit.output, audit.output
+
+
+def test_relative_image_paths_resolve_against_the_manifests_folder(faces_layout, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(faces_layout, data / "images")
+    manifest = data / "m.csv"
+    assert runner.invoke(app, ["dataset", "build", str(data / "images"), "--out", str(manifest)]).exit_code == 0
+    frame = pd.read_csv(manifest)
+    frame["uri"] = [os.path.relpath(u, data) for u in frame["uri"]]  # as `dataset export` writes them
+    frame.to_csv(manifest, index=False)
+    monkeypatch.chdir(tmp_path / "data" / "images" / "fake")  # any folder but the manifest's
+
+    audit = runner.invoke(app, ["dataset", "audit", str(manifest), "--json"])
+    assert audit.exit_code == 0 and json.loads(audit.output)["inspected"] == {"ai": 17, "real": 17}, audit.output
+    split = runner.invoke(app, ["dataset", "split", str(manifest), "--ratios", "train=0.5,test=0.5"])
+    assert split.exit_code == 0 and "warning" not in split.output, split.output
+    kept = pd.read_csv(manifest)
+    assert list(kept["uri"]) == list(frame["uri"]) and kept["dhash"].ne("").all()  # relative, and every image hashed
+    moved = runner.invoke(app, ["dataset", "split", str(manifest), "--ratios", "train=0.5,test=0.5", "--out", str(tmp_path / "m.csv")])
+    assert moved.exit_code == 0, moved.output
+    assert all(os.path.isfile(u) for u in pd.read_csv(tmp_path / "m.csv")["uri"])  # valid from its new folder
+    export = runner.invoke(app, ["dataset", "export", str(manifest), str(tmp_path / "exported")])
+    assert export.exit_code == 0 and export.output.startswith("34 images exported"), export.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated
 
 import typer
@@ -78,10 +79,13 @@ def split(
 ) -> None:
     """Split by pair and (near-)duplicate groups so no related images straddle splits."""
     with clean_errors():
-        from fakescope.data import find_leaks, read_manifest, split_manifest, write_manifest
+        from fakescope.data import find_leaks, read_manifest, resolve_uris, split_manifest, write_manifest
 
         shares = _ratios(ratios)
-        frame = split_manifest(read_manifest(manifest), shares, seed=seed, max_distance=max_distance, workers=workers)
+        listed = read_manifest(manifest)
+        frame = split_manifest(resolve_uris(listed, manifest), shares, seed=seed, max_distance=max_distance, workers=workers)
+        if _same_folder(out or manifest, manifest):
+            frame["uri"] = listed["uri"].to_numpy()  # relative paths stay relative to the manifest's folder
         write_manifest(frame, out or manifest)
         sizes = frame.groupby(["split", "label"]).size()
         typer.echo("  ".join(f"{s}/{label}: {n}" for (s, label), n in sizes.items()))
@@ -99,10 +103,10 @@ def audit(
 ) -> None:
     """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks)."""
     with clean_errors():
-        from fakescope.data import audit_manifest, build_from_folders, read_manifest
+        from fakescope.data import audit_manifest, build_from_folders, read_manifest, resolve_uris
 
         is_manifest = src.lower().endswith((".parquet", ".csv"))
-        frame = read_manifest(src) if is_manifest else build_from_folders(src, workers=workers)
+        frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers)
         report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers)
         typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else _audit_table(report))
     if strict and report.shortcuts:
@@ -118,13 +122,20 @@ def export(
 ) -> None:
     """Export images and manifest as a folder tree, one tar, or a uint8 array pack for a GPU machine."""
     with clean_errors():
-        from fakescope.data import export_manifest, read_manifest
+        from fakescope.data import export_manifest, read_manifest, resolve_uris
 
-        frame = read_manifest(manifest)
+        frame = resolve_uris(read_manifest(manifest), manifest)
         if only_split is not None:
             frame = frame[frame["split"] == only_split]
         exported = export_manifest(frame, out, layout=layout, size=size)
         typer.echo(f"{len(exported)} images exported to {out} ({layout})")
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Whether two manifest URIs live in one folder (so relative image paths mean the same in both)."""
+    def folder(uri: str) -> str:
+        return uri.rsplit("/", 1)[0] if "://" in uri else os.path.dirname(os.path.abspath(uri))
+    return folder(a) == folder(b)
 
 
 def _ratios(text: str) -> dict[str, float]:

@@ -72,16 +72,14 @@ def embed(
     device: DeviceOpt = "auto",
 ) -> None:
     """Penultimate features of every image (Parquet), UMAP scatters and mosaic, k-means purity."""
-    from fakescope.data import read_manifest
+    from fakescope.data import read_manifest, resolve_uris
     from fakescope.detector import resolve_device
     from fakescope.explain import embedding_report
     from fakescope.io import storage
     from fakescope.models import load_model
 
     with clean_errors():
-        rows = read_manifest(manifest)
-        folder = os.path.dirname(manifest)
-        rows["uri"] = [u if "://" in u or os.path.isabs(u) else storage.join(folder or ".", u) for u in rows["uri"]]
+        rows = resolve_uris(read_manifest(manifest), manifest)
         loaded = load_model(model, device=resolve_device(device))
         report = embedding_report(loaded, rows, out, color_by=tuple(color_by or ("label", "generator")),
                                   clusters=clusters, seed=seed, batch_size=batch_size, max_thumbnails=max_thumbnails)

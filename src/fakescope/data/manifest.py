@@ -72,7 +72,7 @@ def validate_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame[list(MANIFEST_COLUMNS) + [c for c in frame.columns if c not in MANIFEST_COLUMNS]].copy()
     frame["label"] = [normalise_label(v) for v in frame["label"]]
     for column in ("uri", "source", "generator", "pair_id", "split", "format", "sha256"):
-        frame[column] = frame[column].fillna("").astype(str)
+        frame[column] = frame[column].astype(object).fillna("").astype(str)
     for column in ("width", "height"):
         frame[column] = frame[column].fillna(0).astype("int64")
     bad_splits = sorted(set(frame["split"]) - {"", *SPLITS})
@@ -109,12 +109,24 @@ def read_rows(uri: str) -> pd.DataFrame:
     if missing:
         raise ConfigError(f"manifest {uri} lacks column(s): {', '.join(sorted(missing))}")
     rows["label"] = [normalise_label(v) for v in rows["label"]]
-    base = uri.rsplit("/", 1)[0] if storage.is_remote(uri) else os.path.dirname(uri.removeprefix("file://")) or "."
-    rows["uri"] = [u if "://" in u or os.path.isabs(u) else storage.join(base, u) for u in rows["uri"].astype(str)]
+    rows = resolve_uris(rows, uri)
     for column in ("source", "generator"):
         if column not in rows:
             rows[column] = None
     return rows
+
+
+def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:
+    """A copy whose relative `uri`s are resolved against the folder of the manifest they came from.
+
+    Local ones become absolute paths, so the copy can be written anywhere.
+    """
+    if storage.is_remote(manifest_uri):
+        base = manifest_uri.rsplit("/", 1)[0]
+    else:
+        base = os.path.dirname(os.path.abspath(manifest_uri.removeprefix("file://")))
+    uris = [u if "://" in u or os.path.isabs(u) else storage.join(base, u) for u in frame["uri"].astype(str)]
+    return frame.assign(uri=uris)
 
 
 def _read_table(uri: str, **csv_options) -> pd.DataFrame:
