@@ -18,12 +18,12 @@ class StorageError(FakescopeError, OSError):
 
 
 class UnknownModelError(FakescopeError, KeyError):
-    """A model name is neither registered nor a path."""
+    """A model (or architecture) name is neither registered nor a path."""
 
-    def __init__(self, name: str, known: list[str]):
+    def __init__(self, name: str, known: list[str], kind: str = "model"):
         close = difflib.get_close_matches(name, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(known))}"
-        super().__init__(f"unknown model {name!r}{hint}")
+        super().__init__(f"unknown {kind} {name!r}{hint}")
 
     def __str__(self) -> str:  # KeyError would add quotes
         return self.args[0]

@@ -42,7 +42,7 @@ def test_unknown_name_lists_close_matches():
     with pytest.raises(UnknownModelError) as info:
         create_model("efficientnet_lite")
     message = str(info.value)
-    assert message.startswith("unknown model 'efficientnet_lite'; did you mean")
+    assert message.startswith("unknown architecture 'efficientnet_lite'; did you mean")
     assert "efficientnet_lite0" in message
     assert isinstance(info.value, KeyError)
 

@@ -55,7 +55,7 @@ def architecture_info(name: str) -> ArchitectureInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(name, list(_REGISTRY)) from None
+        raise UnknownModelError(name, list(_REGISTRY), kind="architecture") from None
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
