@@ -64,6 +64,8 @@ def test_empty_and_unreadable_manifests_are_one_line_errors(tmp_path):
         "uri,label,source,generator,pair_id,split,width,height,format,sha256\nnope/a.png,real,,,p,,1,1,PNG,x\nnope/b.png,ai,,,q,,1,1,PNG,y\n")
     audit = runner.invoke(app, ["dataset", "audit", str(tmp_path / "m.csv")])
     assert audit.exit_code == 0 and "2 image(s) could not be read" in audit.output, audit.output
+    split = runner.invoke(app, ["dataset", "split", str(tmp_path / "m.csv"), "--ratios", "train=1"])
+    assert split.exit_code == 0 and "warning: 2 image(s) could not be read, so not checked" in split.output
 
 
 def test_relative_image_paths_resolve_against_the_manifests_folder(faces_layout, tmp_path, monkeypatch):

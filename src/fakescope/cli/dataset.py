@@ -91,6 +91,9 @@ def split(
         typer.echo("  ".join(f"{s}/{label}: {n}" for (s, label), n in sizes.items()))
         for problem in find_leaks(frame):
             typer.echo(f"warning: {problem}", err=True)
+        unread = int((frame["dhash"] == "").sum()) if "dhash" in frame else 0
+        if unread:
+            typer.echo(f"warning: {unread} image(s) could not be read, so not checked for near duplicates", err=True)
 
 
 def audit(
