@@ -96,6 +96,15 @@ def test_errors_show_in_the_table_too(tiny_model_dir, images, tmp_path):
     assert "2 images: " in result.stdout and "1 failed" in result.stdout  # the table's caption counts verdicts
 
 
+def test_table_shows_names_with_brackets_as_they_are(tiny_model_dir, image_factory, tmp_path, monkeypatch):
+    image_factory.file(tmp_path / "[" / "b].png", "PNG", seed=1)  # the path [/b].png reads as a closing markup tag
+    image_factory.file(tmp_path / "[red]x.png", "PNG", seed=2)
+    monkeypatch.chdir(tmp_path)
+    result = _detect(tiny_model_dir, ".")
+    assert result.exit_code == 0, result.output
+    assert "[red]x.png" in result.stdout and "[/b].png" in result.stdout
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["{empty}"], "error: no input images found"),
     (["{empty}/*.png"], "error: no input images found"),

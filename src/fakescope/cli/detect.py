@@ -126,6 +126,7 @@ def _evidence_line(e: dict) -> str:
 
 def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     counts = collections.Counter("failed" if "error" in r else r["label"] for r in rows)
@@ -135,11 +136,12 @@ def _print_table(rows: list[dict]) -> None:
         table.add_column(col, overflow="fold")
     for r in rows:
         if "error" in r:
-            table.add_row(r["path"], "[red]error[/red]", "", "", r["error"])
+            table.add_row(escape(r["path"]), "[red]error[/red]", "", "", escape(r["error"]))
             continue
         colour = {"ai": "red", "real": "green"}.get(r["label"], "yellow")
         top = next((e for e in r["evidence"] if e["kind"] == r["decided_by"]), r["evidence"][0])
-        table.add_row(r["path"], f"[{colour}]{r['label']}[/{colour}]", f"{r['score']:.3f}", r["decided_by"] or "", _evidence_line(top))
+        table.add_row(escape(r["path"]), f"[{colour}]{r['label']}[/{colour}]", f"{r['score']:.3f}", r["decided_by"] or "",
+                      escape(_evidence_line(top)))
     Console(width=max(100, Console().width)).print(table)
 
 
