@@ -49,6 +49,14 @@ def test_named_files_are_yielded_whatever_they_are(tree):
     assert list(iter_sources(named)) == named
 
 
+def test_an_existing_file_with_glob_characters_is_that_file(tmp_path):
+    for name in ("photo[1].jpg", "photo1.jpg", "what?.png"):
+        (tmp_path / name).write_bytes(b"x")
+    named = [str(tmp_path / "photo[1].jpg"), str(tmp_path / "what?.png")]
+    assert list(iter_sources(named)) == named
+    assert _relative(iter_sources([str(tmp_path / "photo[1]*")]), tmp_path) == ["photo1.jpg"]  # a pattern still globs
+
+
 def test_glob_without_match_and_empty_folder_yield_nothing(tmp_path):
     (tmp_path / "empty").mkdir()
     assert list(iter_sources([str(tmp_path / "*.nothing"), str(tmp_path / "empty")])) == []

@@ -19,7 +19,8 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
     Folders are walked recursively (image suffixes only, sorted); globs are expanded;
     `s3://` and other storage URIs are listed through `fakescope.io.storage` when they
     name a prefix; `-` reads one path per line from stdin. A named file is always yielded,
-    whatever its suffix, so that a misnamed image or a broken file is reported, not skipped.
+    whatever its suffix (or glob characters in its name), so that a misnamed image or a broken
+    file is reported, not skipped.
     """
     for item in inputs:
         if item == "-":
@@ -29,7 +30,7 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
             yield from _expand_uri(item)
         elif os.path.isdir(item):
             yield from _walk(Path(item))
-        elif glob.has_magic(item):
+        elif glob.has_magic(item) and not os.path.exists(item):  # a file named `photo[1].jpg` is that file
             for match in sorted(glob.iglob(item, recursive=True)):
                 yield from _walk(Path(match)) if os.path.isdir(match) else [match]
         else:
