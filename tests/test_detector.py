@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import shutil
@@ -12,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import fakescope.detector as detector_module
 from fakescope.detection import Detection
@@ -88,6 +90,14 @@ def test_bad_inputs_become_error_records_and_the_batch_goes_on(detector, image_f
         assert (failed.probability, failed.verdict, failed.model) == (None, None, "test-tiny")
         assert failed.to_dict()["error"] == failed.error
     assert results[4].probability == pytest.approx(detector.predict(image_files[1]).probability, abs=1e-6)
+
+
+def test_a_pil_image_that_fails_to_decode_is_an_error_record(tiny_model_dir, image_factory, image_files):
+    data = image_factory.bytes("JPEG", (128, 128))
+    broken = Image.open(io.BytesIO(data[: len(data) // 2]))  # decoded only when used
+    results = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2).predict([broken, image_files[0]])
+    assert "corrupt or unsupported JPEG image" in results[0].error
+    assert results[1].ok
 
 
 def test_decoding_workers_do_not_change_results(tiny_model_dir, image_files):

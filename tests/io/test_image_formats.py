@@ -215,3 +215,9 @@ def test_pil_input_is_converted_and_keeps_no_bytes(image_factory):
     assert (loaded.image.mode, loaded.format, loaded.data) == ("RGB", "PIL", None)
     with pytest.raises(ImageLoadError, match="cannot read an image from int"):
         load_image(42)
+
+
+def test_lazily_opened_pil_image_that_fails_to_decode_is_refused(image_factory):
+    data = image_factory.bytes("PNG", (128, 128))
+    with pytest.raises(ImageLoadError, match="corrupt or unsupported PNG image: image file is truncated"):
+        load_image(Image.open(io.BytesIO(data[: len(data) // 2])))

@@ -145,7 +145,12 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
     if isinstance(source, (str, Path)):
         return decode_image(_read_path(Path(source)), keep_bytes=keep_bytes)
     if isinstance(source, Image.Image):
-        rgb = _check_size(to_rgb(source))
+        try:  # an image from `Image.open` is decoded only now
+            source.load()
+            rgb = to_rgb(source)
+        except Exception as exc:  # Pillow raises many types for broken files
+            raise ImageLoadError(f"corrupt or unsupported {source.format or 'PIL'} image: {exc}") from None
+        rgb = _check_size(rgb)
         return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None)
     if isinstance(source, np.ndarray):
         return LoadedImage(*_from_array(source))
