@@ -45,10 +45,10 @@ def test_every_input_kind_gives_the_same_score(detector, image_factory, tmp_path
     data = image_factory.encode(pil, "PNG")
     path = tmp_path / "same.png"
     path.write_bytes(data)
-    results = [detector.predict(x) for x in (str(path), path, data, pil, np.asarray(pil))]
+    results = [detector.predict(x) for x in (str(path), path, data, pil, np.asarray(pil), bytearray(data), memoryview(data))]
     assert all(isinstance(r, Detection) and r.ok for r in results)
     assert len({r.probability for r in results}) == 1
-    assert [r.format for r in results] == ["PNG", "PNG", "PNG", "PIL", "array"]
+    assert [r.format for r in results] == ["PNG", "PNG", "PNG", "PIL", "array", "PNG", "PNG"]
     assert [r.source for r in results[:4]] == [str(path), str(path), "<bytes #0>", "<Image #0>"]
     assert detector(str(path)).probability == results[0].probability  # __call__ is predict
 

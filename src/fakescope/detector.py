@@ -527,4 +527,4 @@ def _describe(item: ImageInput, index: int) -> str:
 
 
 def _is_single(inputs: Any) -> bool:
-    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray))
+    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
