@@ -43,8 +43,11 @@ def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_pa
     result = CliRunner().invoke(app, ["explain", str(broken), images[0], "--model", model_dir,
                                       "--out", str(tmp_path / "out"), "--method", "cam"])
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+    assert result.stderr == f"error: {broken}: not an image (unrecognised file signature)\n"  # names the image
+    assert "Traceback" not in result.output
     assert [os.path.basename(p) for p in result.stdout.split()] == ["img5000_cam.png"]
+    missing = CliRunner().invoke(app, ["explain", str(tmp_path / "absent.png"), "--model", model_dir, "--out", str(tmp_path)])
+    assert missing.stderr == f"error: {tmp_path / 'absent.png'}: no such file\n"  # named once
 
 
 def test_explain_rejects_an_unknown_method(model_dir, images, tmp_path):

@@ -47,7 +47,7 @@ def explain(
     for source in sources:
         name = _unique(os.path.splitext(os.path.basename(source.rstrip("/")))[0], names)
         try:
-            with clean_errors():
+            with clean_errors(source=source):
                 result = explain_image(detector, source, out, methods=methods, name=name)
         except typer.Exit:
             failures += 1
