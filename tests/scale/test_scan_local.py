@@ -93,6 +93,24 @@ def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
     assert len(pd.read_parquet(tmp_path / "res.parquet")) == 8
 
 
+def test_scan_cli_refuses_an_unusable_results_folder_in_one_line(image_folder, tmp_path):
+    runner = CliRunner()
+    (tmp_path / "a-file").write_text("x")
+    taken = runner.invoke(app, ["scan", str(image_folder), "--out", str(tmp_path / "a-file"), "--no-provenance"])
+    assert taken.exit_code == 2, taken.output
+    assert taken.stderr == f"error: cannot use {tmp_path / 'a-file'} as the results folder: File exists\n"
+    out = tmp_path / "res.parquet"
+    out.mkdir()
+    (out / "part-damaged.parquet").write_bytes(b"PAR1 cut short")
+    pd.DataFrame({"other": [1]}).to_parquet(out / "part-foreign.parquet")
+    for name in ("part-damaged.parquet", "part-foreign.parquet"):
+        damaged = runner.invoke(app, ["scan", str(image_folder), "--out", str(out), "--no-provenance"])
+        assert damaged.exit_code == 2, damaged.output
+        assert damaged.stderr.startswith(f"error: {out / name} is not a readable part of the results (")
+        assert len(damaged.stderr.splitlines()) == 1
+        (out / name).unlink()
+
+
 def test_scan_cli_with_decoding_processes_or_on_the_device_gives_the_same_rows(image_folder, tmp_path):
     runner = CliRunner()
     outs = {}

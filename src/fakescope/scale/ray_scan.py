@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fakescope.scale.records import SCHEMA, detections_to_table, done_sources, part_files
+from fakescope.scale.records import SCHEMA, detections_to_table, done_sources, part_files, results_folder
 from fakescope.scale.scan import ScanSummary, recover_journals
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
@@ -61,8 +60,7 @@ def ray_scan(
         >>> ray_scan(scan_sources(["s3://bucket/images/"]), "results.parquet", actors=4)  # doctest: +SKIP
         ScanSummary(scanned=52000, failed=12, skipped=0)
     """
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = results_folder(out)
     recover_journals(folder)
     done = done_sources(folder)
     sources = list(dict.fromkeys(sources))

@@ -9,6 +9,7 @@ one evidence kind to the next.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fakescope.detection import Detection
+from fakescope.errors import StorageError
 
 SCHEMA = pa.schema([
     ("path", pa.string()),
@@ -53,6 +55,20 @@ def _rounded(evidence: dict) -> dict:
     return {**evidence, "score": score if score is None else round(float(score), 6)}
 
 
+def results_folder(out: str | os.PathLike) -> Path:
+    """The results folder `out`, created when missing.
+
+    Raises:
+        StorageError: `out` is a file, or the folder cannot be created.
+    """
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot use {out} as the results folder: {exc.strerror or exc}") from None
+    return folder
+
+
 def part_files(out: str | Path) -> list[Path]:
     """Completed Parquet parts in a results folder, in name order."""
     folder = Path(out)
@@ -60,10 +76,19 @@ def part_files(out: str | Path) -> list[Path]:
 
 
 def done_sources(out: str | Path) -> set[str]:
-    """Every `path` already written to a part of the results folder."""
+    """Every `path` already written to a part of the results folder.
+
+    Raises:
+        StorageError: a part is not a readable results table (damaged, or another file).
+    """
     done: set[str] = set()
     for part in part_files(out):
-        done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+        try:
+            done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+        except (pa.ArrowException, OSError) as exc:
+            reason = str(exc).partition("\n")[0]  # Arrow's may go on to list a schema
+            raise StorageError(f"{part} is not a readable part of the results ({reason}); "
+                               "move it out of the folder to score its images again") from None
     return done
 
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
-from fakescope.scale.records import JOURNAL_SUFFIX, PART_SUFFIX, SCHEMA, detections_to_table, done_sources
+from fakescope.scale.records import JOURNAL_SUFFIX, PART_SUFFIX, SCHEMA, detections_to_table, done_sources, results_folder
 
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 
@@ -52,8 +52,7 @@ def scan(
         >>> scan(scan_sources(["photos/"]), "results.parquet", detector)         # doctest: +SKIP
         ScanSummary(scanned=1200, failed=3, skipped=0)
     """
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = results_folder(out)
     recover_journals(folder)
     todo = _Pending(sources, done_sources(folder))
     scanned = failed = 0
