@@ -76,6 +76,11 @@ def test_manifest_source_reads_its_uri_column(image_folder, tmp_path, detector):
     assert (summary.scanned, summary.failed) == (3, 1)
 
 
+def test_manifest_with_blank_uris_skips_them(tmp_path):
+    (tmp_path / "m.csv").write_text("uri,label\na.png,real\n,ai\nb.jpg,real\n")
+    assert list(scan_sources([str(tmp_path / "m.csv")])) == [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]
+
+
 def test_schema_holds_for_an_all_error_batch(tmp_path, detector):
     table = detections_to_table(detector.predict([str(tmp_path / "missing.png")]))
     assert table.schema == SCHEMA and table.column("error")[0].as_py()

@@ -69,7 +69,7 @@ def scan_sources(inputs: Iterable[str]) -> Iterator[str]:
     """Expand scan inputs: a manifest (`.parquet`/`.csv` with a `uri` column) yields its URIs,
     anything else goes through `fakescope.io.inputs.iter_sources` (files, folders, globs, s3://).
 
-    Relative manifest URIs resolve against the manifest's folder.
+    Relative manifest URIs resolve against the manifest's folder; blank ones are skipped.
     """
     from fakescope.io.inputs import iter_sources
 
@@ -181,5 +181,5 @@ def _manifest_uris(manifest: str) -> Iterator[str]:
     if "uri" not in rows.columns:
         raise ConfigError(f"manifest {manifest} has no 'uri' column")
     base = manifest.rsplit("/", 1)[0] if "/" in manifest else ""
-    for uri in rows["uri"].astype(str):
+    for uri in rows["uri"].dropna().astype(str):  # a blank cell names no image
         yield uri if "://" in uri or os.path.isabs(uri) or not base else storage.join(base, uri)
