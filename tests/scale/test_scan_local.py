@@ -6,6 +6,8 @@ import json
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from fakescope.cli import app
@@ -42,11 +44,12 @@ def test_rerun_skips_done_sources_and_adds_only_new_ones(image_folder, tmp_path,
     assert scan(sources, tmp_path / "out", detector).scanned == 0
 
 
-def test_rows_per_part_splits_the_output(image_folder, tmp_path, detector):
-    scan(scan_sources([str(image_folder)]), tmp_path / "out", detector, rows_per_part=4)
+@pytest.mark.parametrize(("rows_per_part", "sizes"), [(4, [4, 4]), (3, [3, 3, 2])])  # the detector writes 4 rows at a time
+def test_rows_per_part_splits_the_output(image_folder, tmp_path, detector, rows_per_part, sizes):
+    scan(scan_sources([str(image_folder)]), tmp_path / "out", detector, rows_per_part=rows_per_part)
     parts = part_files(tmp_path / "out")
-    assert len(parts) == 2
-    assert len(read_results(tmp_path / "out")) == 8
+    assert [pq.read_metadata(p).num_rows for p in parts] == sizes
+    assert read_results(tmp_path / "out")["path"].tolist() == list(scan_sources([str(image_folder)]))
 
 
 def test_crash_mid_batch_loses_only_that_batch(image_folder, tmp_path, detector):

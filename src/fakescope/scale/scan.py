@@ -118,14 +118,16 @@ class _PartWriter:
         self.seal()
 
     def write(self, table: pa.Table) -> None:
-        if self.stream is None:
-            self.sink = pa.OSFile(str(self._journal()), "wb")
-            self.stream = pa.ipc.new_stream(self.sink, SCHEMA)
-        self.stream.write_table(table)
-        self.sink.flush()
-        self.rows += table.num_rows
-        if self.rows >= self.rows_per_part:
-            self.seal()
+        while table.num_rows:  # a batch that overfills the part continues in the next one
+            if self.stream is None:
+                self.sink = pa.OSFile(str(self._journal()), "wb")
+                self.stream = pa.ipc.new_stream(self.sink, SCHEMA)
+            head, table = table.slice(0, self.rows_per_part - self.rows), table.slice(self.rows_per_part - self.rows)
+            self.stream.write_table(head)
+            self.sink.flush()
+            self.rows += head.num_rows
+            if self.rows >= self.rows_per_part:
+                self.seal()
 
     def seal(self) -> None:
         if self.stream is None:
