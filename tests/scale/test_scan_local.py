@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pyarrow as pa
@@ -117,6 +118,17 @@ def test_scan_cli_refuses_an_unusable_results_folder_in_one_line(image_folder, t
         assert damaged.stderr.startswith(f"error: {out / name} is not a readable part of the results (")
         assert len(damaged.stderr.splitlines()) == 1
         (out / name).unlink()
+
+
+def test_a_file_name_that_is_not_utf8_is_scanned_once(image_folder, tmp_path, detector):
+    latin1 = os.fsdecode(os.path.join(os.fsencode(image_folder), b"caf\xe9.png"))  # "caf\udce9.png" in Python
+    os.rename(image_folder / "img0.png", latin1)
+    sources = list(scan_sources([str(image_folder)]))
+    first = scan(sources, tmp_path / "out", detector)
+    again = scan(sources, tmp_path / "out", detector)
+    assert (first.scanned, first.failed, again.scanned, again.skipped) == (8, 1, 0, 8)
+    rows = read_results(tmp_path / "out").set_index("path")
+    assert rows.loc[str(image_folder / "caf\\udce9.png"), "format"] == "PNG"
 
 
 def test_scan_cli_with_decoding_processes_or_on_the_device_gives_the_same_rows(image_folder, tmp_path):

@@ -44,9 +44,15 @@ def detections_to_table(detections: Iterable[Detection]) -> pa.Table:
     for d in detections:
         record = d.to_dict()
         record["evidence"] = json.dumps([_rounded(e) for e in record["evidence"]], sort_keys=True)
-        record.setdefault("error", None)
+        record["path"] = path_text(record["path"])
+        record["error"] = path_text(record["error"]) if "error" in record else None
         rows.append(record)
     return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def path_text(source: str) -> str:
+    """`source` as it is stored: a file name that is not UTF-8 (Python's surrogate escapes) gets `\\udcNN` escapes."""
+    return source.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _rounded(evidence: dict) -> dict:

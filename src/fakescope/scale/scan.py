@@ -22,7 +22,15 @@ import pyarrow.parquet as pq
 
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
-from fakescope.scale.records import JOURNAL_SUFFIX, PART_SUFFIX, SCHEMA, detections_to_table, done_sources, results_folder
+from fakescope.scale.records import (
+    JOURNAL_SUFFIX,
+    PART_SUFFIX,
+    SCHEMA,
+    detections_to_table,
+    done_sources,
+    path_text,
+    results_folder,
+)
 
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 
@@ -93,10 +101,10 @@ class _Pending:
 
     def __iter__(self) -> Iterator[str]:
         for source in self.sources:
-            if source in self.done:
+            if (stored := path_text(source)) in self.done:
                 self.skipped += 1
                 continue
-            self.done.add(source)
+            self.done.add(stored)
             yield source
 
 
