@@ -105,6 +105,16 @@ def test_table_shows_names_with_brackets_as_they_are(tiny_model_dir, image_facto
     assert "[red]x.png" in result.stdout and "[/b].png" in result.stdout
 
 
+@pytest.mark.parametrize("output", ["table", "csv", "jsonl"])
+def test_a_file_name_that_is_not_utf8_is_printed_escaped(tiny_model_dir, image_factory, tmp_path, monkeypatch, output):
+    image_factory.file(tmp_path / "a.png", "PNG", seed=1)
+    os.rename(tmp_path / "a.png", os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"))
+    monkeypatch.chdir(tmp_path)
+    result = _detect(tiny_model_dir, "-f", output, ".")
+    assert result.exit_code == 0, result.output
+    assert "caf\\udce9.png" in result.stdout  # an escape, in JSON too
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["{empty}"], "error: no input images found"),
     (["{empty}/*.png"], "error: no input images found"),

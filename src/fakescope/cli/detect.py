@@ -99,6 +99,8 @@ def _progress(sources):
 
 
 def _render(results, output: OutputFormat) -> int:
+    from fakescope.io.inputs import path_text
+
     failures = 0
     writer = csv.DictWriter(sys.stdout, CSV_FIELDS, extrasaction="ignore") if output is OutputFormat.csv else None
     if writer:
@@ -107,10 +109,12 @@ def _render(results, output: OutputFormat) -> int:
     for detection in results:
         failures += not detection.ok
         record = detection.to_dict()
-        if output is OutputFormat.jsonl:
+        if output is OutputFormat.jsonl:  # JSON escapes a file name that is not UTF-8 by itself
             sys.stdout.write(json.dumps(record) + "\n")
             sys.stdout.flush()
-        elif writer:
+            continue
+        record |= {key: path_text(record[key]) for key in ("path", "error") if key in record}
+        if writer:
             writer.writerow({**record, "evidence": "; ".join(_evidence_line(e) for e in record["evidence"])})
         else:
             table_rows.append(record)

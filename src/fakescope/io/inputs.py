@@ -52,3 +52,8 @@ def _expand_uri(uri: str) -> Iterator[str]:
         yield uri
     else:
         yield from storage.list_files(uri, suffixes=IMAGE_SUFFIXES)
+
+
+def path_text(source: str) -> str:
+    """`source` as text any output can take: a file name that is not UTF-8 (Python's surrogate escapes) gets `\\udcNN` escapes."""
+    return source.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from fakescope.detection import Detection
 from fakescope.errors import StorageError
+from fakescope.io.inputs import path_text
 
 SCHEMA = pa.schema([
     ("path", pa.string()),
@@ -48,11 +49,6 @@ def detections_to_table(detections: Iterable[Detection]) -> pa.Table:
         record["error"] = path_text(record["error"]) if "error" in record else None
         rows.append(record)
     return pa.Table.from_pylist(rows, schema=SCHEMA)
-
-
-def path_text(source: str) -> str:
-    """`source` as it is stored: a file name that is not UTF-8 (Python's surrogate escapes) gets `\\udcNN` escapes."""
-    return source.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _rounded(evidence: dict) -> dict:

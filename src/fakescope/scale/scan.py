@@ -22,15 +22,8 @@ import pyarrow.parquet as pq
 
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
-from fakescope.scale.records import (
-    JOURNAL_SUFFIX,
-    PART_SUFFIX,
-    SCHEMA,
-    detections_to_table,
-    done_sources,
-    path_text,
-    results_folder,
-)
+from fakescope.io.inputs import path_text
+from fakescope.scale.records import JOURNAL_SUFFIX, PART_SUFFIX, SCHEMA, detections_to_table, done_sources, results_folder
 
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 
