@@ -50,6 +50,15 @@ def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_pa
     assert missing.stderr == f"error: {tmp_path / 'absent.png'}: no such file\n"  # named once
 
 
+def test_explain_takes_a_file_name_that_is_not_utf8(model_dir, images, tmp_path):
+    latin1 = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"))
+    os.rename(images[0], latin1)
+    result = CliRunner().invoke(app, ["explain", latin1, "--model", model_dir, "--out", str(tmp_path / "out"), "--method", "tiles"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == str(tmp_path / "out" / "caf\\udce9_tiles.png") + "\n"  # printed escaped
+    assert os.listdir(os.fsencode(tmp_path / "out")) == [b"caf\xe9_tiles.png"]  # written under its own name
+
+
 def test_explain_rejects_an_unknown_method(model_dir, images, tmp_path):
     result = CliRunner().invoke(app, ["explain", images[0], "--model", model_dir, "--method", "saliency"])
     assert result.exit_code == 2 and "saliency" in result.output

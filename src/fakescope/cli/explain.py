@@ -34,7 +34,7 @@ def explain(
     """
     from fakescope.detector import Detector
     from fakescope.explain import DEFAULT_METHODS, explain_image
-    from fakescope.io.inputs import iter_sources
+    from fakescope.io.inputs import iter_sources, path_text
 
     methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
     with clean_errors():
@@ -53,7 +53,7 @@ def explain(
             failures += 1
             continue
         for uri in result.files.values():
-            typer.echo(uri)
+            typer.echo(path_text(uri))
         for skipped, reason in result.skipped.items():
             typer.echo(f"note: {source}: {skipped} skipped: {reason}", err=True)
     raise typer.Exit(1 if failures else 0)

@@ -28,6 +28,7 @@ from fakescope.explain.embedding import (
 )
 from fakescope.explain.overlay import save_overlay
 from fakescope.io import storage
+from fakescope.io.inputs import path_text
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.dataset import read_source
 
@@ -69,7 +70,7 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
         except ConfigError as exc:
             skipped[method] = str(exc)
             continue
-        caption = (f"{os.path.basename(source)}: P(ai) = {detection.probability:.3f} ({detection.verdict})\n"
+        caption = (f"{path_text(os.path.basename(source))}: P(ai) = {detection.probability:.3f} ({detection.verdict})\n"
                    f"{METHOD_TITLES[method]}, model {detector.name}")
         scale = "P(ai) of each tile" if method == "tiles" else "relative evidence of ai"
         uri = storage.join(out, f"{name}_{method.replace('+', 'p')}.png")
