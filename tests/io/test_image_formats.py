@@ -208,6 +208,9 @@ def test_numpy_inputs_in_every_layout(image_factory):
     assert np.abs(np.asarray(from_chw.image, np.int16) - rgb).max() <= 1
     with pytest.raises(ImageLoadError, match="not an image"):
         load_image(np.zeros((4, 64, 64, 3), np.uint8))
+    for bad in (np.nan, np.inf):  # not scored as black pixels
+        with pytest.raises(ImageLoadError, match="NaN or infinite"):
+            load_image(np.where(np.arange(64)[:, None] < 8, bad, chw_float[0]))
 
 
 def test_pil_input_is_converted_and_keeps_no_bytes(image_factory):

@@ -200,6 +200,8 @@ def _read_path(path: Path) -> bytes:
 def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[2] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        raise ImageLoadError("array holds NaN or infinite values")
     if arr.dtype != np.uint8:
         arr = np.clip(arr * 255.0 if arr.max() <= 1.0 else arr, 0, 255).astype(np.uint8)
     if arr.ndim == 3 and arr.shape[2] == 1:
