@@ -150,6 +150,15 @@ def test_animated_gif_gives_its_first_frame():
     assert np.asarray(load_image(buf.getvalue()).image)[0, 0].tolist() == [255, 0, 0]
 
 
+@pytest.mark.parametrize("writer", ["HEIF", "AVIF", "TIFF"])
+def test_broken_files_are_refused_in_one_line_that_names_no_memory_address(image_factory, writer):
+    data = image_factory.bytes(writer, (128, 128))
+    for broken in (data[:40], data[: len(data) // 2]):
+        with pytest.raises(ImageLoadError, match=f"corrupt or unsupported {sniff_format(data)}") as info:
+            decode_image(broken)
+        assert "\n" not in str(info.value) and " at 0x" not in str(info.value)
+
+
 def test_truncated_jpeg_is_refused(image_factory):
     data = image_factory.bytes("JPEG", (128, 128))
     with pytest.raises(ImageLoadError, match="corrupt or unsupported JPEG"):

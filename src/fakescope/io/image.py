@@ -104,7 +104,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError(f"refused as a decompression bomb: {exc}") from None
     except Exception as exc:  # Pillow raises many types for broken files
-        raise ImageLoadError(f"corrupt or unsupported {fmt} image: {exc}") from None
+        raise _corrupt(fmt, exc) from None
     rgb = _check_size(to_rgb(img))
     return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None)
 
@@ -149,12 +149,18 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
             source.load()
             rgb = to_rgb(source)
         except Exception as exc:  # Pillow raises many types for broken files
-            raise ImageLoadError(f"corrupt or unsupported {source.format or 'PIL'} image: {exc}") from None
+            raise _corrupt(source.format or "PIL", exc) from None
         rgb = _check_size(rgb)
         return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None)
     if isinstance(source, np.ndarray):
         return LoadedImage(*_from_array(source))
     raise ImageLoadError(f"cannot read an image from {type(source).__name__}")
+
+
+def _corrupt(fmt: str, exc: Exception) -> ImageLoadError:
+    """The error for a file Pillow failed on, on one line (decoders' messages may span lines or name a BytesIO)."""
+    reason = "cannot identify image file" if isinstance(exc, Image.UnidentifiedImageError) else " ".join(str(exc).split())
+    return ImageLoadError(f"corrupt or unsupported {fmt} image: {reason}")
 
 
 def _check_size(img: Image.Image) -> Image.Image:
