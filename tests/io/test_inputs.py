@@ -34,6 +34,10 @@ def test_glob_is_expanded_sorted(tree):
     assert _relative(iter_sources([str(tree / "*.png"), str(tree / "**" / "*.webp")]), tree) == ["b.png", "sub/z.webp"]
 
 
+def test_recursive_glob_yields_each_file_once(tree):
+    assert _relative(iter_sources([str(tree / "sub" / "**")]), tree) == ["sub/z.webp", "sub/deeper/c.tiff"]
+
+
 def test_glob_matching_folders_walks_them(tree):
     assert _relative(iter_sources([str(tree / "su*")]), tree) == ["sub/z.webp", "sub/deeper/c.tiff"]
 

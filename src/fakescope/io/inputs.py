@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -31,8 +32,8 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
         elif os.path.isdir(item):
             yield from _walk(Path(item))
         elif glob.has_magic(item) and not os.path.exists(item):  # a file named `photo[1].jpg` is that file
-            for match in sorted(glob.iglob(item, recursive=True)):
-                yield from _walk(Path(match)) if os.path.isdir(match) else [match]
+            matches = sorted(glob.iglob(item, recursive=True))  # `**` matches a folder and what it holds: each file once
+            yield from dict.fromkeys(itertools.chain.from_iterable(_walk(Path(m)) if os.path.isdir(m) else [m] for m in matches))
         else:
             yield item
 
