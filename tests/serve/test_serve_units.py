@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import warnings
 
@@ -74,6 +77,14 @@ def test_config_validates_limits():
     with pytest.raises(ConfigError, match="max_pixels must be in"):
         ServeConfig(max_pixels=10**12)
     assert ServeConfig(max_upload_mb=1.5).max_upload_bytes == 1_572_864
+
+
+def test_config_reads_the_token_from_a_dotenv_file(tmp_path):
+    (tmp_path / ".env").write_text("FAKESCOPE_API_TOKEN=from-dotenv\n")
+    env = {k: v for k, v in os.environ.items() if k != "FAKESCOPE_API_TOKEN"}
+    check = "from fakescope.serve import ServeConfig; print(ServeConfig().token == 'from-dotenv')"
+    run = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "True", run.stderr  # a fresh process: .env is read once per process
 
 
 def test_the_server_loads_its_detector_at_the_configured_precision(tmp_path, flat_png):

@@ -7,9 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fakescope.errors import ConfigError
+from fakescope.io import storage
 from fakescope.io.image import MAX_PIXELS
 
 TOKEN_ENV = "FAKESCOPE_API_TOKEN"
+
+
+def _env_token() -> str | None:
+    """`FAKESCOPE_API_TOKEN` from the environment or a `.env` file."""
+    storage.load_env_file()
+    return os.environ.get(TOKEN_ENV) or None
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,8 @@ class ServeConfig:
         max_batch: Most images gathered into one model call by the micro-batcher.
         max_wait_ms: How long the micro-batcher waits for more requests after the first.
         max_files: Most files in one `/v1/detect/batch` request.
-        token: Bearer token every `/v1/*` request must carry; default `FAKESCOPE_API_TOKEN`, None = open.
+        token: Bearer token every `/v1/*` request must carry; default `FAKESCOPE_API_TOKEN` (environment or
+            `.env`), None = open.
         jobs_dir: Where generation jobs write their sources and outputs.
         runtime: `torch`, `onnx` (onnxruntime on the CPU, 2-3x faster there) or `auto` (onnx on a CPU where installed).
         grid: At most grid x grid tiles per image (None: the model's own grid).
@@ -38,7 +46,7 @@ class ServeConfig:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_files: int = 64
-    token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_ENV) or None, repr=False)
+    token: str | None = field(default_factory=_env_token, repr=False)
     jobs_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "fakescope" / "serve-jobs")
     runtime: str = "auto"
     grid: int | None = None
