@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import io
+import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -76,6 +80,34 @@ def test_too_many_bytes_is_413_for_multipart_raw_and_chunked(server, auth):
     for answer in (multipart, raw, chunked):
         assert answer.status_code == 413
         assert answer.json()["detail"] == "upload too large: the limit is 1 MB per image"
+
+
+def test_chunked_multipart_over_the_limit_is_refused_before_it_ends(server, auth):
+    head = (b"--XX\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n"
+            b"Content-Type: image/jpeg\r\n\r\n\xff\xd8\xff\xe0")
+    chunk = bytes(1024 * 1024)
+    port = int(server.url.rsplit(":", 1)[1])
+    for path, headers in (("/v1/detect", auth), ("/v1/detect/batch", {})):  # the batch one without a token
+        lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked",
+                 "Content-Type: multipart/form-data; boundary=XX", *(f"{k}: {v}" for k, v in headers.items())]
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"%x\r\n%s\r\n" % (len(head), head))
+            with contextlib.suppress(ConnectionError):  # the server may close once it has answered
+                for _ in range(10):  # 10 MB, over both limits (1 MB; 8 files x 1 MB), and never finished
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            answer = http.client.HTTPResponse(sock)
+            answer.begin()
+            assert answer.status == 413
+            assert json.loads(answer.read()) == {"detail": "upload too large: the limit is 1 MB per image"}
+
+
+def test_a_form_without_a_file_part_is_422_not_a_crash(server, auth, photo_bytes):
+    misnamed = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"image": ("p.jpg", photo_bytes, "image/jpeg")})
+    urlencoded = httpx.post(f"{server.url}/v1/explain", content=photo_bytes,
+                            headers={**auth, "Content-Type": "application/x-www-form-urlencoded"})  # curl --data-binary
+    for answer in (misnamed, urlencoded):
+        assert answer.status_code == 422
+        assert answer.json()["detail"].startswith("no image: send multipart field 'file' or the raw image bytes")
 
 
 def test_batch_scores_each_file_and_reports_bad_ones(server, auth, photo_bytes, flat_png):

@@ -30,8 +30,10 @@ from fastapi import (
     Response,
     UploadFile,
 )
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
+from starlette.datastructures import Headers
 
 from fakescope.detection import Detection
 from fakescope.detector import Detector
@@ -45,6 +47,8 @@ from fakescope.serve.jobs import JobStore
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
 
 MULTIPART_OVERHEAD = 64 * 1024
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 _bearer = HTTPBearer(auto_error=False, description="Set FAKESCOPE_API_TOKEN on the server to require it.")
 
 
@@ -77,21 +81,40 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
         lifespan=lifespan,
     )
     app.state.config = config
-    app.middleware("http")(_reject_oversized_bodies)
+    app.add_middleware(_BodyLimit, config=config)
     _add_routes(app, config)
     return app
 
 
-async def _reject_oversized_bodies(request: Request, call_next):
-    """Answer 413 from the Content-Length alone, before a large body is read."""
-    config: ServeConfig = request.app.state.config
-    files = config.max_files if request.url.path.endswith("/batch") else 1
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > files * config.max_upload_bytes + MULTIPART_OVERHEAD:
-        from fastapi.responses import JSONResponse
+class _BodyLimit:
+    """ASGI middleware: answer 413 for a body over the request's limit, without reading the rest.
 
-        return JSONResponse({"detail": _too_large_message(config)}, status_code=413)
-    return await call_next(request)
+    Checked from `Content-Length` before reading, and on every chunk of a chunked body: FastAPI
+    parses multipart forms (spooling files to disk) before a handler or the token check runs.
+    """
+
+    def __init__(self, app, config: ServeConfig):
+        self.app, self.config = app, config
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        files = self.config.max_files if scope["path"].endswith("/batch") else 1
+        limit = files * self.config.max_upload_bytes + MULTIPART_OVERHEAD
+        length = Headers(scope=scope).get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            return await JSONResponse({"detail": _too_large_message(self.config)}, 413)(scope, receive, send)
+        read = 0
+
+        async def counted_receive():
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > limit:
+                raise HTTPException(413, _too_large_message(self.config))
+            return message
+
+        await self.app(scope, counted_receive, send)
 
 
 def _add_routes(app: FastAPI, config: ServeConfig) -> None:
@@ -156,8 +179,6 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         detection = await _score(request, name, data, heatmap=True)
         encoded = await asyncio.to_thread(_render_heatmap, data, detection.heatmap, overlay)  # keeps the event loop free
         if format == "json":
-            from fastapi.responses import JSONResponse
-
             return JSONResponse({"detection": detection.to_dict(), "heatmap_png": base64.b64encode(encoded).decode(),
                                  "overlay": overlay})
         return Response(encoded, media_type="image/png",
@@ -215,13 +236,16 @@ async def _one_upload(request: Request, file: UploadFile | None, config: ServeCo
     """The multipart `file` part, or else the raw request body."""
     if file is not None:
         return file.filename or "upload", await _read_upload(file, config)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in FORM_TYPES:  # FastAPI has read the body as a form, and it has no `file` part
+        raise HTTPException(422, f"{NO_IMAGE} ({media} needs a 'file' part; raw bytes need an image Content-Type)")
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
         if len(data) > config.max_upload_bytes:
             raise HTTPException(413, _too_large_message(config))
     if not data:
-        raise HTTPException(422, "no image: send multipart field 'file' or the raw image bytes as the body")
+        raise HTTPException(422, NO_IMAGE)
     return "upload", bytes(data)
 
 
