@@ -136,6 +136,17 @@ def test_explain_png_and_json(server, auth, detector, photo_bytes):
     assert body["detection"]["score"] == pytest.approx(float(answer.headers["x-fakescope-score"]), abs=1e-5)
 
 
+def test_explain_follows_exif_orientation_like_detect(server, auth, photo_bytes):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 160x120, shown rotated: 120x160
+    rotated = encode(Image.open(io.BytesIO(photo_bytes)), "JPEG", quality=90, exif=exif)
+    body = httpx.post(f"{server.url}/v1/explain?format=json&overlay=true", headers=auth, content=rotated).json()
+    assert (body["detection"]["width"], body["detection"]["height"]) == (120, 160)
+    assert Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"]))).size == (120, 160)
+    plain = httpx.post(f"{server.url}/v1/explain", headers=auth, content=rotated)
+    assert Image.open(io.BytesIO(plain.content)).size == (120, 160)
+
+
 def test_concurrent_requests_share_model_calls(server, auth, flat_png):
     before = httpx.get(f"{server.url}/healthz").json()["batching"]
 

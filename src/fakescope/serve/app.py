@@ -39,7 +39,7 @@ from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.generate import OpenAIImagesConfig
-from fakescope.io.image import sniff_format
+from fakescope.io.image import decode_image, sniff_format
 from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.generation import openai_client
@@ -276,8 +276,11 @@ def _check_image(data: bytes, config: ServeConfig) -> None:
 
 
 def _render_heatmap(data: bytes, heatmap: np.ndarray, overlay: bool) -> bytes:
-    """The heatmap as PNG bytes at the image's size, plain grey or colour-mapped over the image."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    """The heatmap as PNG bytes at the image's size, plain grey or colour-mapped over the image.
+
+    The image is decoded as the detector saw it (EXIF orientation applied, alpha on white, 16-bit scaled).
+    """
+    image = decode_image(data, keep_bytes=False).image
     picture = heatmap_overlay(image, heatmap) if overlay else heatmap_image(heatmap).resize(image.size)
     return png_bytes(picture)
 
