@@ -166,3 +166,22 @@ def test_openapi_docs_are_served(server):
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/v1/detect", "/v1/detect/batch", "/v1/explain", "/v1/generate", "/v1/jobs/{job_id}", "/healthz", "/v1/models"} <= set(spec["paths"])
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    detect = spec["paths"]["/v1/detect"]["post"]
+    assert {"multipart/form-data", "image/*"} <= set(detect["requestBody"]["content"])  # the raw body too
+    assert {"200", "401", "413", "422"} <= set(detect["responses"])
+    errors = [answer for path in spec["paths"].values() for op in path.values()
+              for code, answer in op["responses"].items() if int(code) >= 400]
+    assert errors and all(e["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"} for e in errors)
+    assert spec["components"]["schemas"]["Error"]["properties"]["detail"]["type"] == "string"
+
+
+def test_every_error_is_one_line_of_detail(server, auth, photo_bytes):
+    bad_format = httpx.post(f"{server.url}/v1/explain?format=jpg", headers=auth, content=photo_bytes)
+    no_files = httpx.post(f"{server.url}/v1/detect/batch", headers=auth)
+    unknown_job = httpx.get(f"{server.url}/v1/jobs/nope", headers=auth)
+    no_token = httpx.get(f"{server.url}/v1/models")
+    answers = (bad_format, no_files, unknown_job, no_token)
+    assert [a.status_code for a in answers] == [422, 422, 404, 401]
+    assert all(set(a.json()) == {"detail"} and isinstance(a.json()["detail"], str) for a in answers)
+    assert bad_format.json()["detail"] == "format: Input should be 'png' or 'json'"
+    assert no_files.json()["detail"] == "files: Field required"

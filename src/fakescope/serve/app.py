@@ -30,9 +30,11 @@ from fastapi import (
     Response,
     UploadFile,
 )
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
+from pydantic import BaseModel
 from starlette.datastructures import Headers
 
 from fakescope.detection import Detection
@@ -49,6 +51,7 @@ from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
 MULTIPART_OVERHEAD = 64 * 1024
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
+RAW_IMAGE = {"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}}
 _bearer = HTTPBearer(auto_error=False, description="Set FAKESCOPE_API_TOKEN on the server to require it.")
 
 
@@ -82,6 +85,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
     )
     app.state.config = config
     app.add_middleware(_BodyLimit, config=config)
+    app.exception_handler(RequestValidationError)(_validation_error)
     _add_routes(app, config)
     return app
 
@@ -117,6 +121,25 @@ class _BodyLimit:
         await self.app(scope, counted_receive, send)
 
 
+class Error(BaseModel):
+    """Every error answer."""
+
+    detail: str
+
+
+def _errors(*codes: int) -> dict:
+    """OpenAPI entries for the error answers a route can give."""
+    meaning = {401: "missing or wrong bearer token", 404: "unknown job or output", 413: "upload too large",
+               422: "no image, not a readable image, too many pixels, or an invalid parameter"}
+    return {code: {"model": Error, "description": meaning[code]} for code in (401, *codes)}
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Parameter errors as one line, like every other error (`{"detail": "format: Input should be ..."}`)."""
+    problems = [f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']}" for e in exc.errors()]
+    return JSONResponse({"detail": "; ".join(problems)}, 422)
+
+
 def _add_routes(app: FastAPI, config: ServeConfig) -> None:
     def authorise(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         if config.token is None:
@@ -134,7 +157,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         return {"status": "ok", "model": request.app.state.detector.name, "queued": batcher.pending,
                 "batching": batcher.stats.to_dict()}
 
-    @app.get("/v1/models", tags=["service"], dependencies=secured)
+    @app.get("/v1/models", tags=["service"], dependencies=secured, responses=_errors())
     def models(request: Request) -> dict:
         """The model this server runs (its full config) and the bundled models and architectures."""
         from fakescope.models import bundled_models, list_models
@@ -144,7 +167,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
                            "band": list(loaded.band), "config": loaded.model.config.to_dict()},
                 "bundled": bundled_models(), "architectures": list_models()}
 
-    @app.post("/v1/detect", tags=["detect"], dependencies=secured)
+    @app.post("/v1/detect", tags=["detect"], dependencies=secured, responses=_errors(413, 422), openapi_extra=RAW_IMAGE)
     async def detect(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -154,7 +177,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         detection = await _score(request, name, data, heatmap=False)
         return detection.to_dict()
 
-    @app.post("/v1/detect/batch", tags=["detect"], dependencies=secured)
+    @app.post("/v1/detect/batch", tags=["detect"], dependencies=secured, responses=_errors(413, 422))
     async def detect_batch(
         request: Request,
         files: Annotated[list[UploadFile], File(description="Several images, each as a `files` part.")],
@@ -166,8 +189,8 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         detections = await asyncio.gather(*(_score(request, n, d, heatmap=False, strict=False) for n, d in uploads))
         return {"results": [d.to_dict() for d in detections]}
 
-    @app.post("/v1/explain", tags=["detect"], dependencies=secured,
-              responses={200: {"content": {"image/png": {}, "application/json": {}}}})
+    @app.post("/v1/explain", tags=["detect"], dependencies=secured, openapi_extra=RAW_IMAGE,
+              responses={200: {"content": {"image/png": {}, "application/json": {}}}, **_errors(413, 422)})
     async def explain(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -184,7 +207,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         return Response(encoded, media_type="image/png",
                         headers={"X-Fakescope-Label": str(detection.verdict), "X-Fakescope-Score": f"{detection.probability:.6f}"})
 
-    @app.post("/v1/generate", tags=["generate"], dependencies=secured, status_code=202)
+    @app.post("/v1/generate", tags=["generate"], dependencies=secured, status_code=202, responses=_errors(413, 422))
     async def generate(
         request: Request,
         file: Annotated[UploadFile, File(description="The real image to start from.")],
@@ -206,13 +229,13 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         job = request.app.state.jobs.submit(data, job_config, client, filename=file.filename or "upload")
         return job.to_dict()
 
-    @app.get("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured)
+    @app.get("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured, responses=_errors(404, 422))
     def job_state(request: Request, job_id: str) -> dict:
         """A generation job's state (`queued`, `running`, `done`, `failed`) and, when done, its outputs."""
         return _job(request, job_id).to_dict()
 
-    @app.get("/v1/jobs/{job_id}/outputs/{index}", tags=["generate"], dependencies=secured,
-             responses={200: {"content": {"image/png": {}}}})
+    @app.get("/v1/jobs/{job_id}/outputs/{index}", tags=["generate"], dependencies=secured, response_class=Response,
+             responses={200: {"content": {"image/png": {}}}, **_errors(404, 422)})
     def job_output(request: Request, job_id: str, index: int) -> Response:
         """One generated image, as the API returned it."""
         outputs = _job(request, job_id).outputs
