@@ -5,6 +5,7 @@ Screenshots land in `tests/artifacts/` (gitignored).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -47,15 +48,21 @@ def streamlit_log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(images_api, streamlit_log, tmp_path_factory):
+    with _running_app(images_api, streamlit_log, tmp_path_factory.mktemp("dataset")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _running_app(images_api, log: Path, dataset: Path):
+    """`fakescope app` on a free loopback port, run in the log's folder, without OPENAI_API_KEY in its environment."""
     from fakescope.serve import webapp_command
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "OPENAI_BASE_URL": images_api.base_url, "FAKESCOPE_DEVICE": "cpu",
-           "FAKESCOPE_DATASET_DIR": str(tmp_path_factory.mktemp("dataset"))}
+           "FAKESCOPE_DATASET_DIR": str(dataset)}
     env.pop("OPENAI_API_KEY", None)
-    log = streamlit_log
     command = webapp_command("127.0.0.1", port)
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
@@ -122,6 +129,17 @@ def test_detector_page_scores_an_upload_and_rejects_text(app_url, page, detector
     _screenshot(page, "webapp-detector.png")
 
 
+def test_detector_page_fetches_http_urls_only(app_url, page, photo_bytes, tmp_path):
+    photo = tmp_path / "local.jpg"
+    photo.write_bytes(photo_bytes)
+    page.goto(app_url)
+    box = page.get_by_label("...or paste an image URL (needs internet)", exact=True)
+    box.fill(photo.as_uri())  # a file on the server's disk
+    box.press("Enter")
+    page.get_by_text("only http:// and https:// URLs can be fetched").wait_for(timeout=30_000)
+    assert "Verdict:" not in page.locator("main").inner_text()
+
+
 def test_generator_page_generates_scores_and_saves(app_url, page, images_api, streamlit_log, photo_bytes, tmp_path):
     photo = tmp_path / "real.jpg"
     photo.write_bytes(photo_bytes)
@@ -143,6 +161,21 @@ def test_generator_page_generates_scores_and_saves(app_url, page, images_api, st
     assert API_KEY not in streamlit_log.read_text() and API_KEY not in Path(manifest).read_text()
     _screenshot(page, "webapp-generator.png")
 
+
+def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tmp_path):
+    (tmp_path / ".env").write_text(f"OPENAI_API_KEY={API_KEY}\n")
+    photo = tmp_path / "real.jpg"
+    photo.write_bytes(photo_bytes)
+    billed = images_api.billable
+    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset") as url:
+        page.goto(f"{url}/generator")
+        page.get_by_text("Real image").wait_for(timeout=30_000)
+        page.locator("input[type=file]").set_input_files(str(photo))
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("generated #1").wait_for(timeout=45_000)
+        assert not page.get_by_text("No OpenAI API key set").count()
+        page.close()  # a connected session holds up Streamlit's shutdown
+    assert images_api.billable == billed + 1 and API_KEY not in (tmp_path / "streamlit.log").read_text()
 
 def test_report_page_shows_metrics_slices_and_html(app_url, page, tmp_path):
     report = {"model": "fakescope-default", "metrics": {"auc": 0.873, "accuracy": 0.81},

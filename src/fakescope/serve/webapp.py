@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
+from fakescope.io import storage
 from fakescope.io.image import load_image
 from fakescope.serve.generation import generate_from_upload, openai_client, save_pair
 from fakescope.serve.overlay import heatmap_overlay
@@ -65,6 +67,9 @@ def show_detection(name: str, data: bytes, detection: Detection) -> None:
 
 
 def fetch_url(url: str) -> bytes:
+    """The image at an http(s) URL; other schemes (`file://`, `ftp://`) would read from the server's side."""
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise FakescopeError("only http:// and https:// URLs can be fetched")
     with urllib.request.urlopen(url, timeout=20) as answer:
         data = answer.read(MAX_URL_BYTES + 1)
     if len(data) > MAX_URL_BYTES:
@@ -106,6 +111,7 @@ def generator_page() -> None:
     st.title("Generator")
     st.write("Make an ai image from a real one with the OpenAI Images API, and see at once what the detector says.")
     key = st.text_input("OpenAI API key", type="password", help="Kept in this browser session only; never stored or logged.")
+    storage.load_env_file()  # the server's key may live in .env
     if not key and not os.environ.get("OPENAI_API_KEY"):
         st.warning("No OpenAI API key set: enter one above to generate images.")
     upload = st.file_uploader("Real image", key="real")
