@@ -82,23 +82,25 @@ def test_too_many_bytes_is_413_for_multipart_raw_and_chunked(server, auth):
         assert answer.json()["detail"] == "upload too large: the limit is 1 MB per image"
 
 
-def test_chunked_multipart_over_the_limit_is_refused_before_it_ends(server, auth):
+@pytest.mark.parametrize(("path", "token", "status", "detail"), [
+    ("/v1/detect", True, 413, "upload too large: the limit is 1 MB per image"),
+    ("/v1/detect/batch", True, 413, "upload too large: the limit is 1 MB per image"),
+    ("/v1/detect/batch", False, 401, "missing or wrong bearer token"),
+])
+def test_chunked_multipart_is_refused_before_it_ends(server, auth, path, token, status, detail):
     head = (b"--XX\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n"
             b"Content-Type: image/jpeg\r\n\r\n\xff\xd8\xff\xe0")
     chunk = bytes(1024 * 1024)
-    port = int(server.url.rsplit(":", 1)[1])
-    for path, headers in (("/v1/detect", auth), ("/v1/detect/batch", {})):  # the batch one without a token
-        lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked",
-                 "Content-Type: multipart/form-data; boundary=XX", *(f"{k}: {v}" for k, v in headers.items())]
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"%x\r\n%s\r\n" % (len(head), head))
-            with contextlib.suppress(ConnectionError):  # the server may close once it has answered
-                for _ in range(10):  # 10 MB, over both limits (1 MB; 8 files x 1 MB), and never finished
-                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            answer = http.client.HTTPResponse(sock)
-            answer.begin()
-            assert answer.status == 413
-            assert json.loads(answer.read()) == {"detail": "upload too large: the limit is 1 MB per image"}
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked",
+             "Content-Type: multipart/form-data; boundary=XX", *(f"{k}: {v}" for k, v in auth.items() if token)]
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=20) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + b"%x\r\n%s\r\n" % (len(head), head))
+        with contextlib.suppress(ConnectionError):  # the server may close once it has answered
+            for _ in range(10):  # 10 MB, over both limits (1 MB; 8 files x 1 MB), and never finished
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == status and json.loads(answer.read()) == {"detail": detail}
 
 
 def test_a_form_without_a_file_part_is_422_not_a_crash(server, auth, photo_bytes):

@@ -32,7 +32,7 @@ from fastapi import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from PIL import Image
 from pydantic import BaseModel
 from starlette.datastructures import Headers
@@ -84,17 +84,18 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
         lifespan=lifespan,
     )
     app.state.config = config
-    app.add_middleware(_BodyLimit, config=config)
+    app.add_middleware(_Gate, config=config)
     app.exception_handler(RequestValidationError)(_validation_error)
     _add_routes(app, config)
     return app
 
 
-class _BodyLimit:
-    """ASGI middleware: answer 413 for a body over the request's limit, without reading the rest.
+class _Gate:
+    """ASGI middleware: refuse a request before its body is read, not after.
 
-    Checked from `Content-Length` before reading, and on every chunk of a chunked body: FastAPI
-    parses multipart forms (spooling files to disk) before a handler or the token check runs.
+    FastAPI parses a multipart form (spooling its files to disk) before dependencies run, so the
+    token is checked here: 401 for a `/v1/*` call without it. A body over the request's limit
+    answers 413, from `Content-Length` before reading or on the chunk of a chunked body that passes it.
     """
 
     def __init__(self, app, config: ServeConfig):
@@ -103,9 +104,13 @@ class _BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        if scope["path"].startswith("/v1/") and not _authorised(headers.get("authorization", ""), self.config.token):
+            answer = JSONResponse({"detail": "missing or wrong bearer token"}, 401, {"WWW-Authenticate": "Bearer"})
+            return await answer(scope, receive, send)
         files = self.config.max_files if scope["path"].endswith("/batch") else 1
         limit = files * self.config.max_upload_bytes + MULTIPART_OVERHEAD
-        length = Headers(scope=scope).get("content-length")
+        length = headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             return await JSONResponse({"detail": _too_large_message(self.config)}, 413)(scope, receive, send)
         read = 0
@@ -119,6 +124,14 @@ class _BodyLimit:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+def _authorised(header: str, token: str | None) -> bool:
+    """Whether an `Authorization` header carries the bearer token (compared in constant time); any does without one."""
+    if token is None:
+        return True
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
 
 
 class Error(BaseModel):
@@ -141,14 +154,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 def _add_routes(app: FastAPI, config: ServeConfig) -> None:
-    def authorise(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-        if config.token is None:
-            return
-        given = credentials.credentials if credentials else ""
-        if not hmac.compare_digest(given.encode(), config.token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    secured = [Depends(authorise)]
+    secured = [Depends(_bearer)]  # declares the scheme in the OpenAPI spec; `_Gate` checks the token
 
     @app.get("/healthz", tags=["service"])
     def healthz(request: Request) -> dict:
