@@ -70,6 +70,15 @@ def test_generate_with_a_refused_key_fails_the_job_without_echoing_it(server, au
     assert "sk-wrong-key-123" not in str(job) and images_api.billable == 0
 
 
+def test_a_failed_job_says_why(server, auth, images_api, photo_bytes):
+    answer = httpx.post(
+        f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
+        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"size": "16x16"},  # the API answers 16x16
+    )
+    job = _wait(server, auth, answer.json()["id"])
+    assert job["state"] == "failed" and job["error"].startswith("no image was generated (1 request(s) failed: ")
+    assert "image too small: 16x16 (minimum side 32 px)" in job["error"]
+
 def test_missing_job_is_404(server, auth):
     answer = httpx.get(f"{server.url}/v1/jobs/nope", headers=auth)
     assert answer.status_code == 404 and answer.json()["detail"] == "no job nope"

@@ -19,6 +19,7 @@ from fakescope.detection import Detection
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.generate import (
     MANIFEST_COLUMNS,
+    Ledger,
     OpenAIImagesConfig,
     append_manifest,
     run_openai,
@@ -78,7 +79,9 @@ def generate_from_upload(
     source.write_bytes(data)
     report = run_openai(str(source), str(folder / "ai"), config, client=client, concurrency=min(config.n, 4))
     if report.done == 0 or report.manifest is None:
-        raise FakescopeError(f"no image was generated ({report.failed} request(s) failed)")
+        with Ledger(report.ledger) as book:
+            reasons = dict.fromkeys(job.error for job in book.jobs("failed") if job.error)
+        raise FakescopeError(f"no image was generated ({report.failed} request(s) failed: {'; '.join(reasons)})")
     rows = pd.read_csv(report.manifest, keep_default_na=False)
     outputs = []
     for uri in rows["uri"]:
