@@ -8,6 +8,8 @@ import http.client
 import io
 import json
 import socket
+import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -68,6 +70,12 @@ def test_too_many_pixels_is_422(server, auth):
     answer = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"file": ("big.png", big, "image/png")})
     assert answer.status_code == 422
     assert answer.json()["detail"] == "image too large: 1200x1000 is 1,200,000 pixels; the limit is 1,000,000"
+    chunks = [(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)), (b"IDAT", zlib.compress(bytes(99)))]
+    bomb = b"\x89PNG\r\n\x1a\n" + b"".join(  # a 900 Mpx PNG header: Pillow refuses to open it
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)) for kind, data in chunks)
+    answer = httpx.post(f"{server.url}/v1/detect", headers=auth, content=bomb)
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "image too large: over 400,000,000 pixels; the limit is 1,000,000"
 
 
 def test_too_many_bytes_is_413_for_multipart_raw_and_chunked(server, auth):

@@ -297,6 +297,9 @@ def _check_image(data: bytes, config: ServeConfig) -> None:
                                  "(JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF, AVIF)")
     try:
         width, height = Image.open(io.BytesIO(data)).size
+    except Image.DecompressionBombError:  # Pillow refuses to open headers over twice its own limit
+        raise HTTPException(422, f"image too large: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
+                                 f"the limit is {config.max_pixels:,}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
         raise HTTPException(422, f"corrupt or unsupported {fmt} image: {exc}") from None
     if width * height > config.max_pixels:
