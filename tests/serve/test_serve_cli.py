@@ -61,3 +61,10 @@ def test_cli_help_lists_serve_and_app():
     assert "--precision" in runner.invoke(app, ["serve", "--help"]).output
     result = runner.invoke(app, ["app", "--help"])
     assert result.exit_code == 0 and "detector, generator and report pages" in result.output
+
+
+def test_serve_with_an_unknown_model_is_one_clean_line():
+    result = CliRunner().invoke(app, ["serve", "--model", "no-such-model", "--port", "1"])
+    assert result.exit_code == 2
+    assert "error: unknown model 'no-such-model'; known: fakescope-default" in result.output
+    assert "Traceback" not in result.output

@@ -41,7 +41,8 @@ def serve(
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files,
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
-        uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+        detector = config.load_detector()  # before uvicorn, so a bad --model is one clean line
+        uvicorn.run(create_app(config, detector=detector), host=host, port=port, log_level="info")
 
 
 def app(

@@ -66,8 +66,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loaded = detector or Detector.load(config.model, device=config.device, batch_size=config.max_batch, workers=2,
-                                           runtime=config.runtime, grid=config.grid, precision=config.precision)
+        loaded = detector or config.load_detector()
         app.state.detector = loaded
         app.state.batcher = MicroBatcher(loaded, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms).start()
         app.state.jobs = JobStore(config.jobs_dir, lambda data: app.state.batcher.submit(data).result())

@@ -60,6 +60,13 @@ class ServeConfig:
         if self.max_batch < 1 or self.max_files < 1:
             raise ConfigError("max_batch and max_files must be at least 1")
 
+    def load_detector(self):
+        """The `Detector` these settings describe (batches of `max_batch`, 2 decoding threads)."""
+        from fakescope.detector import Detector
+
+        return Detector.load(self.model, device=self.device, batch_size=self.max_batch, workers=2,
+                             runtime=self.runtime, grid=self.grid, precision=self.precision)
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
