@@ -53,7 +53,7 @@ def app_url(images_api, streamlit_log, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def _running_app(images_api, log: Path, dataset: Path):
+def _running_app(images_api, log: Path, dataset: Path, **settings: str):
     """`fakescope app` on a free loopback port, run in the log's folder, without OPENAI_API_KEY in its environment."""
     from fakescope.serve import webapp_command
 
@@ -61,7 +61,7 @@ def _running_app(images_api, log: Path, dataset: Path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "OPENAI_BASE_URL": images_api.base_url, "FAKESCOPE_DEVICE": "cpu",
-           "FAKESCOPE_DATASET_DIR": str(dataset)}
+           "FAKESCOPE_DATASET_DIR": str(dataset), **settings}
     env.pop("OPENAI_API_KEY", None)
     command = webapp_command("127.0.0.1", port)
     with log.open("w") as out:
@@ -176,6 +176,17 @@ def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tm
         assert not page.get_by_text("No OpenAI API key set").count()
         page.close()  # a connected session holds up Streamlit's shutdown
     assert images_api.billable == billed + 1 and API_KEY not in (tmp_path / "streamlit.log").read_text()
+
+def test_a_model_that_cannot_load_is_one_clear_line(images_api, page, photo_bytes, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(photo_bytes)
+    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", FAKESCOPE_MODEL="no-such-model") as url:
+        page.goto(url)
+        page.get_by_text("No image yet").wait_for(timeout=30_000)
+        page.locator("input[type=file]").set_input_files(str(photo))
+        page.get_by_text("Could not load the detector: unknown model 'no-such-model'").wait_for(timeout=30_000)
+        assert "Traceback" not in page.locator("main").inner_text()
+        page.close()  # a connected session holds up Streamlit's shutdown
 
 def test_report_page_shows_metrics_slices_and_html(app_url, page, tmp_path):
     report = {"model": "fakescope-default", "metrics": {"auc": 0.873, "accuracy": 0.81},

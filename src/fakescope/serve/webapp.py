@@ -35,8 +35,17 @@ VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
 
 
 @st.cache_resource(show_spinner="Loading the detector...")
-def detector() -> Detector:
+def _load_detector() -> Detector:
     return Detector.load(os.environ.get("FAKESCOPE_MODEL") or None, device=os.environ.get("FAKESCOPE_DEVICE", "auto"))
+
+
+def detector() -> Detector:
+    """The shared detector; one that cannot be loaded stops the page with one clear line."""
+    try:
+        return _load_detector()
+    except FakescopeError as exc:
+        st.error(f"Could not load the detector: {exc}")
+        st.stop()
 
 
 def score(items: list[tuple[str, bytes]]) -> list[Detection]:
@@ -137,6 +146,7 @@ def generator_page() -> None:
 
 
 def run_generation(name: str, data: bytes, config: OpenAIImagesConfig, key: str) -> None:
+    scorer = detector()  # before anything is paid for
     try:
         load_image(data)
         client = openai_client(key or None)
@@ -144,7 +154,7 @@ def run_generation(name: str, data: bytes, config: OpenAIImagesConfig, key: str)
         folder = Path(workspace) / hashlib.sha256(data + config.params_hash().encode()).hexdigest()[:16]
         with st.spinner("Generating..."):
             outputs = generate_from_upload(data, config, folder, client=client, filename=name,
-                                           detect=lambda b: detector().predict(b, heatmap=True))
+                                           detect=lambda b: scorer.predict(b, heatmap=True))
     except FakescopeError as exc:
         st.error(f"Generation failed: {exc}")
         return
