@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,9 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"refused as a decompression bomb: {exc}") from None
+        declared = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
+        size = f"{int(declared[1]):,} pixels" if declared else "its declared size"
+        raise ImageLoadError(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels") from None
     except Exception as exc:  # Pillow raises many types for broken files
         raise _corrupt(fmt, exc) from None
     rgb = _check_size(to_rgb(img))
