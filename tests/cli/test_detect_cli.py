@@ -63,6 +63,7 @@ def test_csv_has_a_header_and_one_row_per_image(tiny_model_dir, images):
     assert [r["path"] for r in rows] == [str(images / "a.png"), str(images / "b.jpg")]
     assert rows[1]["width"] == "150" and rows[1]["format"] == "JPEG" and rows[1]["error"] == ""
     assert rows[0]["evidence"].startswith("pixel 0.") and 0 < float(rows[0]["score"]) < 1
+    assert rows[0]["reason"].startswith("pixel model 0.")  # why, as in JSONL and scan results
 
 
 def test_table_is_the_default(tiny_model_dir, images):

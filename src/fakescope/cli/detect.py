@@ -43,7 +43,7 @@ class Runtime(str, Enum):
 RuntimeOpt = Annotated[Runtime, typer.Option(
     "--runtime", help="torch; onnx (onnxruntime on the CPU; needs the scale extra); auto (onnx on the CPU when available).")]
 
-CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "model", "width", "height", "format", "evidence", "error")
+CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "reason", "model", "width", "height", "format", "evidence", "error")
 
 
 def detect(
