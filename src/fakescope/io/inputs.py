@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import glob
 import itertools
+import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif",
@@ -17,11 +20,11 @@ IMAGE_SUFFIXES = (
 def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -> Iterator[str]:
     """Yield one source per image, lazily and in a stable order.
 
-    Folders are walked recursively (image suffixes only, sorted); globs are expanded;
-    `s3://` and other storage URIs are listed through `fakescope.io.storage` when they
-    name a prefix; `-` reads one path per line from stdin. A named file is always yielded,
-    whatever its suffix (or glob characters in its name), so that a misnamed image or a broken
-    file is reported, not skipped.
+    Folders are walked recursively (image suffixes only, sorted); globs are expanded (one that
+    matches nothing is logged as a warning); `s3://` and other storage URIs are listed through
+    `fakescope.io.storage` when they name a prefix; `-` reads one path per line from stdin. A
+    named file is always yielded, whatever its suffix (or glob characters in its name), so that a
+    misnamed image or a broken file is reported, not skipped.
     """
     for item in inputs:
         if item == "-":
@@ -33,6 +36,8 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
             yield from _walk(Path(item))
         elif glob.has_magic(item) and not os.path.exists(item):  # a file named `photo[1].jpg` is that file
             matches = sorted(glob.iglob(item, recursive=True))  # `**` matches a folder and what it holds: each file once
+            if not matches:
+                log.warning("warning: no file matches %s", item)
             yield from dict.fromkeys(itertools.chain.from_iterable(_walk(Path(m)) if os.path.isdir(m) else [m] for m in matches))
         else:
             yield item
