@@ -100,6 +100,9 @@ def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
     second = runner.invoke(app, args)
     assert "scanned 0  failed 0  skipped (done before) 8" in second.output and second.exit_code == 0
     assert len(pd.read_parquet(tmp_path / "res.parquet")) == 8
+    (tmp_path / "empty").mkdir()
+    nothing = runner.invoke(app, ["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "none.parquet")])
+    assert nothing.exit_code == 2 and nothing.stderr == "error: no input images found\n"  # as detect says
 
 
 def test_scan_cli_refuses_an_unusable_results_folder_in_one_line(image_folder, tmp_path):

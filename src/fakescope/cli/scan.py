@@ -75,6 +75,9 @@ def scan(
 
             detector = Detector.load(batch_size=batch_size, **detector_kwargs)
             summary = run(_progress(scan_sources(sources)), out, detector, rows_per_part=rows_per_part)
+    if not summary.scanned and not summary.skipped:
+        typer.echo("error: no input images found", err=True)
+        raise typer.Exit(2)
     typer.echo(f"scanned {summary.scanned}  failed {summary.failed}  skipped (done before) {summary.skipped}  -> {out}")
     raise typer.Exit(1 if summary.failed else 0)
 
