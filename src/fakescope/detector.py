@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from fakescope.detection import Detection, Evidence
-from fakescope.errors import ConfigError, FakescopeError
+from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
 from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
@@ -179,7 +179,7 @@ class Detector:
             return class_activation_map(self._explained, _load(image, _read(image), keep_bytes=False).image, method)
         detection = self.predict(image, heatmap=True)
         if detection.error:
-            raise FakescopeError(detection.error)
+            raise ImageLoadError(detection.error)  # as the other methods raise it
         return detection.heatmap
 
     def predict_logits(self, images: Iterable[Image.Image]) -> np.ndarray:

@@ -10,7 +10,7 @@ from explain_helpers import planted_image, smooth_field
 from PIL import Image
 
 from fakescope.detector import Detector
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.explain import class_activation_map, feature_layer, overlay_png
 from fakescope.models import LoadedModel, create_model
 from fakescope.models.config import ModelConfig
@@ -62,6 +62,9 @@ def test_detector_explain_dispatches_and_keeps_tiles_default(planted_model, tmp_
         np.testing.assert_allclose(heat, class_activation_map(planted_model, image, method), atol=1e-6)
     with pytest.raises(ConfigError, match="unknown explanation method"):
         detector.explain(image, method="saliency")
+    for method in ("tiles", "gradcam"):  # one error type for an unreadable image, whatever the method
+        with pytest.raises(ImageLoadError, match="not an image"):
+            detector.explain(b"not an image at all", method=method)
 
 
 def test_cam_needs_a_pooling_linear_head_but_gradcam_does_not():
