@@ -92,12 +92,14 @@ def test_bad_inputs_become_error_records_and_the_batch_goes_on(detector, image_f
     assert results[4].probability == pytest.approx(detector.predict(image_files[1]).probability, abs=1e-6)
 
 
-def test_a_pil_image_that_fails_to_decode_is_an_error_record(tiny_model_dir, image_factory, image_files):
+@pytest.mark.parametrize("processes", [False, True])
+def test_a_pil_image_that_fails_to_decode_is_an_error_record(tiny_model_dir, image_factory, image_files, processes):
     data = image_factory.bytes("JPEG", (128, 128))
-    broken = Image.open(io.BytesIO(data[: len(data) // 2]))  # decoded only when used
-    results = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2).predict([broken, image_files[0]])
-    assert "corrupt or unsupported JPEG image" in results[0].error
-    assert results[1].ok
+    broken = Image.open(io.BytesIO(data[: len(data) // 2]))  # decoded only when used (or sent to a process)
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2, processes=processes)
+    results = detector.predict([image_files[1], broken, image_files[0]])
+    assert "corrupt or unsupported JPEG image" in results[1].error
+    assert results[0].ok and results[2].ok
 
 
 def test_decoding_workers_do_not_change_results(tiny_model_dir, image_files):
