@@ -61,22 +61,38 @@ def signing_chain() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="session")
-def sign(signing_chain):
-    """sign(image_bytes, mime, source_type) -> signed bytes with one `c2pa.created` action."""
+def sign_manifest(signing_chain):
+    """sign_manifest(image_bytes, mime, actions, ingredients=()) -> signed bytes.
+
+    `ingredients` are (label, relationship, signed bytes of the same mime); actions name them
+    in `parameters.ingredientIds`.
+    """
     import c2pa
 
-    def _sign(data: bytes, mime: str, source_type: str) -> bytes:
+    def _sign(data: bytes, mime: str, actions: list[dict], ingredients=()) -> bytes:
         info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, signing_chain["chain"], signing_chain["key"], None)
         manifest = {
             "claim_generator_info": [{"name": "fakescope-tests", "version": "1.0"}],
             "title": "fixture",
-            "assertions": [{"label": "c2pa.actions", "data": {"actions": [
-                {"action": "c2pa.created", "digitalSourceType": IPTC + source_type}]}}],
+            "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}],
         }
         out = io.BytesIO()
         with c2pa.Signer.from_info(info) as signer, c2pa.Builder(manifest) as builder:
+            for label, relationship, ingredient in ingredients:
+                builder.add_ingredient({"title": label, "label": label, "relationship": relationship},
+                                       mime, io.BytesIO(ingredient))
             builder.sign(signer, mime, io.BytesIO(data), out)
         return out.getvalue()
+
+    return _sign
+
+
+@pytest.fixture(scope="session")
+def sign(sign_manifest):
+    """sign(image_bytes, mime, source_type) -> signed bytes with one `c2pa.created` action."""
+
+    def _sign(data: bytes, mime: str, source_type: str) -> bytes:
+        return sign_manifest(data, mime, [{"action": "c2pa.created", "digitalSourceType": IPTC + source_type}])
 
     return _sign
 

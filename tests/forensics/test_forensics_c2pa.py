@@ -6,7 +6,7 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from forensics_helpers import encode
+from forensics_helpers import IPTC, encode
 from PIL import Image
 
 from fakescope.forensics import check_c2pa
@@ -53,6 +53,33 @@ def test_camera_capture_manifest_lowers_but_does_not_decide(photo, sign, signing
     assert untrusted.data["digital_source_type"] == "digitalCapture"
     trusted = check_c2pa(signed, trust_anchors=signing_chain["root"].decode())
     assert not trusted.decisive and trusted.score == 0.05
+
+
+def test_ai_ingredient_placed_into_a_photo_is_partly_generated(photo, sign, sign_manifest):
+    """An edited camera photo with a generated element placed in is a composite, not a wholly AI image."""
+    capture = sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "digitalCapture")
+    sticker = sign(encode(photo.resize((96, 96)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia")
+    edited = sign_manifest(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", [
+        {"action": "c2pa.opened", "parameters": {"ingredientIds": ["photo"]}},
+        {"action": "c2pa.placed", "parameters": {"ingredientIds": ["sticker"]}},
+    ], [("photo", "parentOf", capture), ("sticker", "componentOf", sticker)])
+    ev = check_c2pa(edited)
+    assert ev.decisive and ev.score == 0.95 and ev.data["generated"] == "part"
+    assert "ingredient declaring trainedAlgorithmicMedia" in ev.detail and "partly generated" in ev.detail
+    # the same AI image opened and edited (its parent) is still wholly generated, as ChatGPT's are
+    reopened = sign_manifest(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", [
+        {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}}], [("parent", "parentOf", sticker)])
+    ev = check_c2pa(reopened)
+    assert ev.score == 0.99 and ev.data["generated"] == "whole"
+    assert ev.detail.startswith("signed C2PA manifest declares trainedAlgorithmicMedia")
+
+
+def test_placed_camera_photo_does_not_make_a_capture(photo, sign, sign_manifest):
+    capture = sign(encode(photo.resize((96, 96)), "JPEG"), "image/jpeg", "digitalCapture")
+    collage = sign_manifest(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", [
+        {"action": "c2pa.created", "digitalSourceType": IPTC + "digitalArt"}, {"action": "c2pa.placed", "parameters": {"ingredientIds": ["photo"]}}], [("photo", "componentOf", capture)])
+    ev = check_c2pa(collage)
+    assert ev.score is None and ev.data.get("digital_source_type") != "digitalCapture"
 
 
 def test_tampered_pixels_break_integrity_and_lose_decisiveness(photo, sign):

@@ -1,9 +1,11 @@
 """C2PA content credentials: read and validate an embedded manifest store with c2pa-python.
 
 A manifest declares AI generation through an action whose `digitalSourceType` is
-`trainedAlgorithmicMedia` (whole image) or `compositeWithTrainedAlgorithmicMedia` (part of it),
-in the active manifest or in any manifest of its ingredients (ChatGPT signs an `opened`
-action over a parent that was `created` by the model). Validation is split in two:
+`trainedAlgorithmicMedia` (whole image) or `compositeWithTrainedAlgorithmicMedia` (part of it).
+The image's own lineage is the active manifest and its `parentOf` ancestors (ChatGPT signs an
+`opened` action over a parent that was `created` by the model); a generated ingredient placed
+into the image (`componentOf`) or fed to an action (`inputTo`) makes it partly generated at most,
+and a capture term counts only from the lineage. Validation is split in two:
 
 - integrity: the claim signature verifies and every hash matches the bytes;
 - credential: whether the signing certificate chains to a configured trust anchor and is in
@@ -110,8 +112,11 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
     failures = _failure_codes(store, results)
     broken = sorted(set(failures) - CREDENTIAL_CODES)
     trusted = state == "Trusted"
-    actions = [a for m in manifests.values() for a in _actions(m)]
-    terms = {term for _, term, _ in actions if term}
+    lineage = _lineage(manifests, store.get("active_manifest"))
+    own = [a for label in lineage for a in _actions(manifests[label])]
+    actions = own + [a for label, m in manifests.items() if label not in lineage for a in _actions(m)]
+    terms = {term for _, term, _ in own if term}
+    placed = {term for _, term, _ in actions[len(own):] if term} & (AI_GENERATED | AI_COMPOSITE)
     info = {
         "present": True,
         "claim_generator": _claim_generator(active),
@@ -125,16 +130,19 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
     }
     credential = _credential_text(trusted, failures)
     who = f"claim generator {info['claim_generator'] or 'unknown'}, signer {info['signer'] or 'unknown'}"
-    if terms & (AI_GENERATED | AI_COMPOSITE):
-        term = next(iter(sorted(terms & AI_GENERATED) or sorted(terms & AI_COMPOSITE)))
-        info["digital_source_type"] = term
+    ai_terms = terms & (AI_GENERATED | AI_COMPOSITE)
+    if ai_terms or placed:
+        term = min(ai_terms & AI_GENERATED or ai_terms or placed)
+        info["digital_source_type"], info["generated"] = term, "whole" if ai_terms & AI_GENERATED else "part"
         agent = next((s for _, t, s in actions if t == term and s), None)
-        made = f"C2PA manifest declares {term}" + (f" (software agent {agent})" if agent else "")
+        made = (f"C2PA manifest declares {term}" if ai_terms else f"C2PA manifest lists an ingredient declaring "
+                f"{term} (placed in or used to make the image: partly generated)")
+        made += f" (software agent {agent})" if agent else ""
         if broken:
             info["declares_ai"] = True
             return Evidence(KIND, SCORE_AI_BROKEN, f"{made}, but validation failed ({', '.join(broken)}); "
                             f"treated as an unsigned claim; {who}", data=info)
-        score = SCORE_AI_COMPOSITE if term in AI_COMPOSITE else (
+        score = SCORE_AI_COMPOSITE if info["generated"] == "part" else (
             SCORE_AI_TRUSTED if trusted else SCORE_AI_UNTRUSTED)
         return Evidence(KIND, score, f"signed {made}; signature and hashes verify; {credential}; {who}",
                         decisive=True, data=info)
@@ -148,6 +156,16 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
         return Evidence(KIND, score, f"signed C2PA manifest declares {capture[0]}; {credential}; {who}", data=info)
     integrity = f"validation failed ({', '.join(broken)})" if broken else "signature and hashes verify"
     return Evidence(KIND, None, f"C2PA manifest declares no digital source type; {integrity}; {who}", data=info)
+
+
+def _lineage(manifests: dict[str, Any], label: str | None) -> list[str]:
+    """The active manifest's label, then its `parentOf` ancestors': the manifests of the image itself."""
+    labels: list[str] = []
+    while label in manifests and label not in labels:
+        labels.append(label)
+        label = next((i.get("active_manifest") for i in manifests[label].get("ingredients") or []
+                      if i.get("relationship") == "parentOf"), None)
+    return labels
 
 
 def _failure_codes(store: dict[str, Any], results: dict[str, Any]) -> list[str]:
