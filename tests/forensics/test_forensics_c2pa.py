@@ -82,6 +82,16 @@ def test_placed_camera_photo_does_not_make_a_capture(photo, sign, sign_manifest)
     assert ev.score is None and ev.data.get("digital_source_type") != "digitalCapture"
 
 
+@pytest.mark.parametrize("term,score", [("algorithmicMedia", None), ("screenCapture", None),
+                                        ("compositeSynthetic", None), ("compositeCapture", 0.3)])
+def test_other_source_types_are_named_not_hidden(photo, sign, term, score):
+    """algorithmicMedia (made by an algorithm without training data) is not generative AI; a composite
+    of captures (HDR, panorama) is a capture; whatever the term, the record names it."""
+    ev = check_c2pa(sign(encode(photo.resize((128, 128)), "PNG"), "image/png", term))
+    assert ev.score == score and not ev.decisive and ev.data["digital_source_type"] == term
+    assert f"declares {term}" in ev.detail
+
+
 def test_tampered_pixels_break_integrity_and_lose_decisiveness(photo, sign):
     signed = bytearray(sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia"))
     signed[-300] ^= 0x01  # inside the entropy-coded scan, covered by the data hash

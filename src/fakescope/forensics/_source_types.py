@@ -12,8 +12,8 @@ AI_GENERATED = frozenset({"trainedAlgorithmicMedia"})
 """The whole image was made by a trained model."""
 AI_COMPOSITE = frozenset({"compositeWithTrainedAlgorithmicMedia"})
 """Part of the image was made by a trained model (e.g. generative fill)."""
-CAPTURE = frozenset({"digitalCapture", "computationalCapture", "negativeFilm", "positiveFilm"})
-"""The image records light from a real scene (camera, phone, scanned film)."""
+CAPTURE = frozenset({"digitalCapture", "computationalCapture", "compositeCapture", "negativeFilm", "positiveFilm"})
+"""The image records light from a real scene (camera, phone, a composite of captures, scanned film)."""
 
 
 def source_term(value: object) -> str | None:

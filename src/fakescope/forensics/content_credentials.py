@@ -155,7 +155,11 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
         score = SCORE_CAPTURE_TRUSTED if trusted else SCORE_CAPTURE_UNTRUSTED
         return Evidence(KIND, score, f"signed C2PA manifest declares {capture[0]}; {credential}; {who}", data=info)
     integrity = f"validation failed ({', '.join(broken)})" if broken else "signature and hashes verify"
-    return Evidence(KIND, None, f"C2PA manifest declares no digital source type; {integrity}; {who}", data=info)
+    other = sorted(terms)
+    if other:
+        info["digital_source_type"] = other[0]
+    declared = f"declares {', '.join(other)} (neither generated nor a capture)" if other else "declares no digital source type"
+    return Evidence(KIND, None, f"C2PA manifest {declared}; {integrity}; {who}", data=info)
 
 
 def _lineage(manifests: dict[str, Any], label: str | None) -> list[str]:
