@@ -50,6 +50,15 @@ def test_parameters_chunk_without_generator_syntax_is_ignored(photo):
     assert check_metadata(encode(photo.resize((64, 64)), "PNG", pnginfo=info)).score is None
 
 
+def test_generator_names_in_free_text_do_not_declare_ai(photo):
+    """A person's name or a caption that mentions a generator is not the generator's signature."""
+    data = png_with(photo, Author=("Stable Diffusion Photography Club", False),
+                    Description=("Ink diffusion in water, lit like a Midjourney render", False))
+    assert check_metadata(data).score is None
+    novelai = png_with(photo, Software=("NovelAI", False), Source=("Stable Diffusion XL C1E1DE52", False))
+    assert check_metadata(novelai).score == 0.95
+
+
 def test_comfyui_prompt_and_workflow_chunks_compressed(photo):
     prompt = json.dumps({"3": {"class_type": "KSampler", "inputs": {"seed": 1}}})
     workflow = json.dumps({"last_node_id": 9, "nodes": [{"id": 3, "type": "KSampler"}]})

@@ -52,7 +52,8 @@ GENERATOR_CHUNKS: tuple[tuple[str, str, re.Pattern[str] | None], ...] = (
     ("sui_image_params", "SwarmUI", None),
 )
 """PNG text keys written by generator front-ends, with a pattern the value must contain."""
-_SOFTWARE_KEYS = ("Software", "Source", "Author")
+_SOFTWARE_KEYS = ("Software", "Source")
+"""PNG text keys naming the software or device that made the image (`Author` is a person: free text)."""
 _FREE_TEXT_KEYS = ("comment", "Comment", "Description")
 _SOURCE_URI = re.compile(r"cv\.iptc\.org/newscodes/digitalsourcetype/(\w+)", re.IGNORECASE)
 _SOURCE_TERM = re.compile(r"DigitalSourceType(?:\s*=\s*[\"']|>)\s*(\w+)[\"'<]")
