@@ -31,6 +31,9 @@ def test_decisive_evidence_overrides_a_real_looking_pixel_score():
     assert "watermark decoded" in fused.reason
     assert fuse(0.02, [WATERMARK, AI_MANIFEST], 0.5, BAND).decided_by == "c2pa"
     assert fuse(None, [AI_MANIFEST], 0.5, BAND).probability == 0.99
+    composite = Evidence("c2pa", 0.95, "signed C2PA manifest declares compositeWithTrainedAlgorithmicMedia", decisive=True)
+    both = fuse(0.02, [composite, WATERMARK], 0.5, BAND)  # the signed manifest names it, the watermark's score stays
+    assert (both.decided_by, both.probability) == ("c2pa", 0.99) and "composite" in both.reason
 
 
 def test_unsigned_declaration_decides_ai_and_says_so():

@@ -3,8 +3,8 @@
 Rules, in order (docs/forensics.md gives the reasoning):
 
 1. Decisive evidence (an intact C2PA manifest declaring AI generation, a decoded generator
-   watermark) decides `ai`; probability = max(pixel, evidence score). A signed manifest
-   outranks a watermark when both are present.
+   watermark) decides `ai`; probability = max(pixel, evidence scores). A signed manifest
+   outranks a watermark when both are present, even one declaring a partly generated image.
 2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata, a manifest that
    failed validation) also decides `ai`, and the reason says it is unsigned.
 3. Otherwise every other scored evidence (camera manifest, camera EXIF) shifts the pixel
@@ -66,8 +66,8 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     pixel = pixel_probability
     decisive = [e for e in scored if e.decisive]
     if decisive:
-        best = max(decisive, key=lambda e: (e.score, e.kind == "c2pa"))
-        return Fused(max(pixel or 0.0, best.score), "ai", best.kind, f"{best.kind}: {best.detail}")
+        best = max(decisive, key=lambda e: (e.kind == "c2pa", e.score))
+        return Fused(max(pixel or 0.0, *(e.score for e in decisive)), "ai", best.kind, f"{best.kind}: {best.detail}")
     declared = [e for e in scored if e.data.get("declares_ai")]
     if declared:
         best = max(declared, key=lambda e: e.score)
