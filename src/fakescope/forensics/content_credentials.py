@@ -79,7 +79,8 @@ def check_c2pa(data: bytes | None, *, trust_anchors: str | None = None) -> Evide
         Evidence of kind `c2pa`. `score` is P(ai) implied by the manifest or None;
         `decisive` is True for an intact manifest that declares AI generation;
         `data` holds claim_generator, signer, validation_state, integrity, trusted,
-        failures, digital_source_type and actions. Unreadable stores give `error`.
+        failures, digital_source_type, generated (`whole` or `part` for AI) and actions.
+        Unreadable stores give `error`.
 
     Example:
         >>> check_c2pa(b"not a signed image").detail
