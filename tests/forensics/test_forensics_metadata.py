@@ -111,6 +111,15 @@ def test_xmp_digital_source_type(photo, fmt):
     assert ev.data["creator_tool"] == "Test Tool 1.0"
 
 
+@pytest.mark.parametrize("value", ["digitalsourcetype/trainedAlgorithmicMedia", "trainedAlgorithmicMedia",
+                                   "https://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia/"])
+def test_xmp_digital_source_type_forms(photo, value):
+    """The IPTC term alone, under its `digitalsourcetype/` path or as a URI: the forms C2PA accepts too."""
+    xmp = xmp_packet("trainedAlgorithmicMedia").replace((IPTC + "trainedAlgorithmicMedia").encode(), value.encode())
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp))
+    assert ev.data["digital_source_type"] == "trainedAlgorithmicMedia" and ev.score == 0.95
+
+
 def test_xmp_composite_and_capture(photo):
     composite = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp_packet("compositeWithTrainedAlgorithmicMedia")))
     assert composite.score == 0.9 and composite.data["declares_ai"] is True

@@ -56,7 +56,8 @@ _SOFTWARE_KEYS = ("Software", "Source")
 """PNG text keys naming the software or device that made the image (`Author` is a person: free text)."""
 _FREE_TEXT_KEYS = ("comment", "Comment", "Description")
 _SOURCE_URI = re.compile(r"cv\.iptc\.org/newscodes/digitalsourcetype/(\w+)", re.IGNORECASE)
-_SOURCE_TERM = re.compile(r"DigitalSourceType(?:\s*=\s*[\"']|>)\s*(\w+)[\"'<]")
+_SOURCE_TERM = re.compile(r"DigitalSourceType(?:\s*=\s*[\"']|>)\s*(?:[^\"'<\s]*/)?(\w+)/?\s*[\"'<]")
+"""The property's value: a bare term, a `digitalsourcetype/term` path or a URI (on any host)."""
 _CREATOR_TOOL = re.compile(r"CreatorTool(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
 _PROVENANCE = re.compile(r"dcterms:provenance(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
 
