@@ -120,6 +120,15 @@ def test_xmp_digital_source_type_forms(photo, value):
     assert ev.data["digital_source_type"] == "trainedAlgorithmicMedia" and ev.score == 0.95
 
 
+def test_iptc_uri_quoted_in_a_caption_does_not_override_the_property(photo):
+    caption = ('<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
+               '<rdf:li xml:lang="x-default">Our AI images are labelled ' + IPTC + 'trainedAlgorithmicMedia; '
+               'this one is a photo</rdf:li></rdf:Alt></dc:description></rdf:Description>').encode()
+    xmp = xmp_packet("digitalCapture").replace(b"<rdf:Description ", caption + b"<rdf:Description ", 1)
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp))
+    assert ev.data["digital_source_type"] == "digitalCapture" and ev.score == 0.45 and "declares_ai" not in ev.data
+
+
 def test_xmp_composite_and_capture(photo):
     composite = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp_packet("compositeWithTrainedAlgorithmicMedia")))
     assert composite.score == 0.9 and composite.data["declares_ai"] is True

@@ -56,8 +56,9 @@ _SOFTWARE_KEYS = ("Software", "Source")
 """PNG text keys naming the software or device that made the image (`Author` is a person: free text)."""
 _FREE_TEXT_KEYS = ("comment", "Comment", "Description")
 _SOURCE_URI = re.compile(r"cv\.iptc\.org/newscodes/digitalsourcetype/(\w+)", re.IGNORECASE)
-_SOURCE_TERM = re.compile(r"DigitalSourceType(?:\s*=\s*[\"']|>)\s*(?:[^\"'<\s]*/)?(\w+)/?\s*[\"'<]")
-"""The property's value: a bare term, a `digitalsourcetype/term` path or a URI (on any host)."""
+_SOURCE_TERM = re.compile(r"DigitalSourceType(?:\s+rdf:resource)?(?:\s*=\s*[\"']|>)\s*(?:[^\"'<\s]*/)?(\w+)/?\s*[\"'<]")
+"""The property's value (attribute, element or rdf:resource): a bare term, a `digitalsourcetype/term` path or
+a URI; read before any IPTC URI elsewhere in the packet (a caption may quote one)."""
 _CREATOR_TOOL = re.compile(r"CreatorTool(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
 _PROVENANCE = re.compile(r"dcterms:provenance(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
 
@@ -160,7 +161,7 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
         blocks.errors.append(f"XMP packet of {len(blocks.xmp):,} bytes exceeds {MAX_XMP_BYTES:,}; not parsed")
         return
     xmp = blocks.xmp.decode("utf-8", "replace")
-    found = _SOURCE_URI.search(xmp) or _SOURCE_TERM.search(xmp)
+    found = _SOURCE_TERM.search(xmp) or _SOURCE_URI.search(xmp)
     term = source_term(found.group(1)) if found else None
     if term:
         info["digital_source_type"] = term
