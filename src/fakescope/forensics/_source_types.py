@@ -6,8 +6,6 @@ The same vocabulary appears in C2PA actions (`digitalSourceType`) and in XMP
 
 from __future__ import annotations
 
-IPTC_PREFIX = "http://cv.iptc.org/newscodes/digitalsourcetype/"
-
 AI_GENERATED = frozenset({"trainedAlgorithmicMedia"})
 """The whole image was made by a trained model."""
 AI_COMPOSITE = frozenset({"compositeWithTrainedAlgorithmicMedia"})
