@@ -5,6 +5,7 @@ Rules, in order (docs/forensics.md gives the reasoning):
 1. Decisive evidence (an intact C2PA manifest declaring AI generation, a decoded generator
    watermark) decides `ai`; probability = max(pixel, evidence scores). A signed manifest
    outranks a watermark when both are present, even one declaring a partly generated image.
+   Evidence pointing the other way (a camera manifest or EXIF) is named in the reason.
 2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata, a manifest that
    failed validation) also decides `ai`, and the reason says it is unsigned or does not verify.
 3. Otherwise every other scored evidence (camera manifest, camera EXIF) shifts the pixel
@@ -67,12 +68,14 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     decisive = [e for e in scored if e.decisive]
     if decisive:
         best = max(decisive, key=lambda e: (e.kind == "c2pa", e.score))
-        return Fused(max(pixel or 0.0, *(e.score for e in decisive)), "ai", best.kind, f"{best.kind}: {best.detail}")
+        return Fused(max(pixel or 0.0, *(e.score for e in decisive)), "ai", best.kind,
+                     f"{best.kind}: {best.detail}{_despite(scored)}")
     declared = [e for e in scored if e.data.get("declares_ai")]
     if declared:
         best = max(declared, key=lambda e: e.score)
         what = "declaration whose signature does not verify" if best.data.get("integrity") == "broken" else "unsigned declaration"
-        return Fused(max(pixel or 0.0, best.score), "ai", best.kind, f"{best.kind} ({what}, forgeable and easily stripped): {best.detail}")
+        return Fused(max(pixel or 0.0, best.score), "ai", best.kind,
+                     f"{best.kind} ({what}, forgeable and easily stripped): {best.detail}{_despite(scored)}")
     if pixel is None and not scored:
         return Fused(None, "uncertain", NONE, "no pixel score and no provenance evidence")
     rule = f"threshold {threshold:g}, uncertain band [{lower:g}, {upper:g})"
@@ -89,6 +92,11 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
         return Fused(probability, verdict, PIXEL, f"pixel model {pixel:.3f} -> {probability:.3f} ({rule}); {shifts}")
     origin = "no pixel score" if pixel is None else f"pixel model {pixel:.3f}"
     return Fused(probability, verdict, strongest.kind, f"{origin} -> {probability:.3f} ({rule}); {shifts}")
+
+
+def _despite(scored: list[Evidence]) -> str:
+    """The evidence that points the other way (a camera manifest or EXIF) when provenance decides `ai`."""
+    return "".join(f"; despite {e.kind}: {e.detail}" for e in scored if e.score < 0.5)
 
 
 def _logit(p: float) -> float:
