@@ -211,6 +211,15 @@ def test_threshold_override_moves_the_uncertain_band(tiny_model_dir, image_files
             assert r.to_dict()["threshold"] == d.threshold
 
 
+def test_repr_names_the_model_and_its_settings(tiny_model_dir):
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.6, grid=1)
+    assert repr(detector) == str(detector) == ("Detector('test-tiny', device='cpu', runtime='torch', threshold=0.6, "
+                                               "band=(0.45, 0.75), grid=1, crop_size=64, provenance=False)")
+    model = load_model(tiny_model_dir, lazy=True)
+    assert repr(model) == f"LoadedModel('test-tiny', architecture='test_tiny', location={str(tiny_model_dir)!r}, " \
+                          "device='cpu', built=False)"
+
+
 def test_verdict_follows_the_band(detector, image_files):
     lower, upper = detector.band
     for r in detector.predict(image_files):

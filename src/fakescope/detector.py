@@ -141,6 +141,12 @@ class Detector:
     def name(self) -> str:
         return self.model.config.name
 
+    def __repr__(self) -> str:
+        policy = self.model.config.input
+        return (f"Detector({self.name!r}, device='{self.device}', runtime={self.runtime!r}, threshold={self.threshold:g}, "
+                f"band=({self.band[0]:g}, {self.band[1]:g}), grid={policy.grid}, crop_size={policy.crop_size}, "
+                f"provenance={self.provenance})")
+
     def predict(self, inputs: ImageInput | Iterable[ImageInput], *, heatmap: bool = False) -> Detection | list[Detection]:
         """Score one input (returns a `Detection`) or many (returns a list, in order).
 

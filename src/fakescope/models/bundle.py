@@ -57,6 +57,10 @@ class LoadedModel:
         """Whether the network exists yet (see the class note)."""
         return self._network is not None
 
+    def __repr__(self) -> str:
+        return (f"LoadedModel({self.config.name!r}, architecture={self.config.architecture!r}, "
+                f"location={self.location!r}, device='{self.device}', built={self.built})")
+
     def with_network(self, network: nn.Module) -> LoadedModel:
         """The same model running another network (an ONNX export of it, for instance)."""
         return replace(self, _network=network)
