@@ -10,6 +10,15 @@ import typer
 from fakescope.errors import FakescopeError
 
 USAGE_EXIT = 2
+EXTRAS = {
+    **dict.fromkeys(("boto3", "botocore", "google", "googleapiclient"), "storage"),
+    **dict.fromkeys(("openai", "diffusers", "transformers"), "generate"),
+    **dict.fromkeys(("umap", "ttach", "cv2"), "explain"),
+    **dict.fromkeys(("fastapi", "uvicorn", "multipart", "python_multipart", "httpx", "streamlit"), "serve"),
+    **dict.fromkeys(("ray", "onnx", "onnxruntime", "onnxscript"), "scale"),
+    "matplotlib": "evaluate",
+}
+"""Top-level module -> the extra of pyproject.toml that installs it."""
 
 
 @contextlib.contextmanager
@@ -25,5 +34,15 @@ def clean_errors(exit_code: int = USAGE_EXIT, *, source: str | None = None) -> I
         typer.echo(f"error: {message if source is None or message.startswith(source) else f'{source}: {message}'}", err=True)
         raise typer.Exit(exit_code) from None
     except ModuleNotFoundError as exc:
-        typer.echo(f"error: missing optional package {exc.name!r}; install it with pip", err=True)
+        package = (exc.name or "").split(".")[0]
+        typer.echo(f"error: missing optional package {package!r}; {install_hint(package)}", err=True)
         raise typer.Exit(exit_code) from None
+
+
+def install_hint(package: str) -> str:
+    """How to install a missing top-level package: the fakescope extra that holds it, where there is one."""
+    if package == "pytorch_grad_cam":  # installed without its declared dependencies (docs/explain.md)
+        return 'install it with: pip install "fakescope[explain]" && pip install --no-deps grad-cam'
+    if package in EXTRAS:
+        return f'install it with: pip install "fakescope[{EXTRAS[package]}]"'
+    return "install it with pip"

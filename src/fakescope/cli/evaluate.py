@@ -38,6 +38,8 @@ def evaluate(
     from fakescope.evaluate import write_report
 
     with clean_errors():
+        import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
+
         extras = [_figure_pair(f) for f in figure or []]
         rows = read_rows(manifest)
         if explain:

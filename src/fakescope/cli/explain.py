@@ -33,11 +33,12 @@ def explain(
     could not be read, 2 on usage errors.
     """
     from fakescope.detector import Detector
-    from fakescope.explain import DEFAULT_METHODS, explain_image
     from fakescope.io.inputs import iter_sources, path_text
 
-    methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
     with clean_errors():
+        from fakescope.explain import DEFAULT_METHODS, explain_image
+
+        methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
         detector = Detector.load(model, device=device)
         sources = list(iter_sources(inputs))
     if not sources:
@@ -74,11 +75,12 @@ def embed(
     """Penultimate features of every image (Parquet), UMAP scatters and mosaic, k-means purity."""
     from fakescope.data import read_manifest, resolve_uris
     from fakescope.detector import resolve_device
-    from fakescope.explain import embedding_report
     from fakescope.io import storage
     from fakescope.models import load_model
 
     with clean_errors():
+        from fakescope.explain import embedding_report
+
         rows = resolve_uris(read_manifest(manifest), manifest)
         loaded = load_model(model, device=resolve_device(device))
         report = embedding_report(loaded, rows, out, color_by=tuple(color_by or ("label", "generator")),

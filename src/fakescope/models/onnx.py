@@ -60,6 +60,8 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
         >>> export_onnx(load_model().network, "detector.onnx")           # doctest: +SKIP
         PosixPath('detector.onnx')
     """
+    import onnx  # noqa: F401 - the exporter needs it; missing, it says so as ModuleNotFoundError, not a RuntimeError
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     network = network.eval()

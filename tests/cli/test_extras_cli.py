@@ -1,0 +1,55 @@
+"""A command whose optional extra is not installed fails with one line naming the extra."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import fakescope.evaluate
+from fakescope.cli import app
+
+
+def _without(monkeypatch, *modules: str) -> None:
+    """Make `import module` raise ModuleNotFoundError, as when its package is not installed."""
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize(("args", "missing", "hint"), [
+    (["serve"], "uvicorn", 'pip install "fakescope[serve]"'),
+    (["app"], "fastapi", 'pip install "fakescope[serve]"'),
+    (["scan", "x.jpg", "--out", "{tmp}/scan", "--engine", "ray"], "ray", 'pip install "fakescope[scale]"'),
+    (["generate", "openai", "x.jpg", "--out", "{tmp}/gen"], "openai", 'pip install "fakescope[generate]"'),
+    (["detect", "s3://bucket/prefix"], "botocore", 'pip install "fakescope[storage]"'),
+    (["export", "--onnx", "{tmp}/d.onnx", "--model", "{model}"], "onnx", 'pip install "fakescope[scale]"'),
+])
+def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, tiny_model_dir, args, missing, hint):
+    _without(monkeypatch, missing)
+    args = [a.format(tmp=tmp_path, model=tiny_model_dir) for a in args]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: missing optional package {missing!r}; install it with: {hint}\n"
+
+
+@pytest.mark.parametrize("command", [["explain", "x.jpg", "--out", "{tmp}/x", "--method", "tiles"],
+                                     ["embed", "{tmp}/m.csv", "--out", "{tmp}/e"]])
+def test_explain_without_grad_cam_names_how_to_install_it(monkeypatch, tmp_path, command):
+    _without(monkeypatch, "pytorch_grad_cam")
+    for name in [m for m in sys.modules if m.startswith("fakescope.explain")]:
+        monkeypatch.delitem(sys.modules, name)
+    result = CliRunner().invoke(app, [a.format(tmp=tmp_path) for a in command])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == ["error: missing optional package 'pytorch_grad_cam'; install it with: "
+                                          'pip install "fakescope[explain]" && pip install --no-deps grad-cam']
+
+
+def test_evaluate_without_matplotlib_fails_before_scoring(monkeypatch, tmp_path, tiny_model_dir):
+    _without(monkeypatch, "matplotlib")
+    monkeypatch.setattr(fakescope.evaluate, "evaluate", lambda *a, **k: pytest.fail("scored without matplotlib"))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("uri,label\nx.jpg,real\n")
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_model_dir), str(manifest), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "error: missing optional package 'matplotlib'; install it with: pip install \"fakescope[evaluate]\"\n"
