@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import roc_auc_score
 
 from fakescope.detector import Detector
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA GPU and none is visible")
     if args.manifest:
         table = pd.read_csv(args.manifest)
         table = table.iloc[np.linspace(0, len(table) - 1, min(args.limit, len(table))).astype(int)]

@@ -25,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from fakescope.detector import Detector
@@ -48,6 +49,8 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled torch bf16 row (seconds to a minute of warm-up)")
     parser.add_argument("--grids", default="1,2", help="comma-separated tile grids to also time with onnxruntime ('' for none)")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA GPU and none is visible")
     with tempfile.TemporaryDirectory() as tmp:
         files = list(iter_sources([args.folder])) if args.folder else generate_jpegs(Path(tmp), args.images, args.size)
         decode = _rate(lambda: _decode_all(files, args.workers, args.processes), len(files))

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from detect_throughput import generate_jpegs  # the sibling benchmark's images
 from torch.profiler import ProfilerActivity, profile
 
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--provenance", action="store_true")
     parser.add_argument("--rows", type=int, default=20, help="operators listed per table")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA GPU and none is visible")
     with tempfile.TemporaryDirectory() as tmp:
         files = generate_jpegs(Path(tmp), args.images, args.size)
         detector = Detector.load(device=args.device, decode=args.decode, workers=args.workers, batch_size=args.batch_size,

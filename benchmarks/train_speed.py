@@ -30,6 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     models = args.models.split(",") if args.models else [m for m in list_models() if m != "test_tiny"]
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
+    if not devices:
+        parser.error("no device left: cuda is absent; add cpu to --devices")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ", no CUDA device"))
     print(f"| model | crop | {' | '.join(f'{d} images/s' for d in devices)} |")

@@ -71,3 +71,33 @@ def test_profile_detect_prints_operator_tables():
     done = _run("profile_detect.py", "--images", "6", "--batch-size", "18", "--workers", "1", "--rows", "5")
     assert done.returncode == 0, done.stderr
     assert "images/s under the profiler" in done.stdout and "Self CPU" in done.stdout
+
+
+@pytest.mark.slow
+def test_serve_load_prints_a_row_per_client_count():
+    pytest.importorskip("uvicorn")
+    done = _run("serve_load.py", "--clients", "1", "2", "--duration", "1", "--size", "64")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[-2:]]
+    assert [row[0] for row in rows] == ["1", "2"] and all(int(row[1]) > 0 and row[6] == "0" for row in rows)
+
+
+@pytest.mark.slow
+def test_scan_scaling_compares_one_and_two_actors():
+    pytest.importorskip("ray")
+    done = _run("scan_scaling.py", "--images", "4", "--size", "128x96", "--runtime", "torch")
+    assert done.returncode == 0, done.stderr
+    assert "1 actor(s):" in done.stdout and "2 actor(s):" in done.stdout and "2 actors / 1 actor:" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the benchmark would run for real")
+@pytest.mark.parametrize("args", [
+    ("decode_agreement.py", "--folder", "."),  # --device cuda is its default
+    ("detect_throughput.py", "--device", "cuda", "--images", "2"),
+    ("profile_detect.py", "--device", "cuda", "--images", "2"),
+    ("train_speed.py", "--devices", "cuda"),
+])
+def test_cuda_runs_say_at_once_that_there_is_no_gpu(args):
+    done = _run(*args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].endswith(("needs a CUDA GPU and none is visible", "add cpu to --devices"))
