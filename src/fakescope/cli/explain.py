@@ -39,6 +39,8 @@ def explain(
         from fakescope.explain import DEFAULT_METHODS, explain_image
 
         methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
+        if {"gradcam", "gradcam++"} & set(methods):
+            import pytorch_grad_cam  # noqa: F401 - missing: one line naming how to install it, before any work
         detector = Detector.load(model, device=device)
         sources = list(iter_sources(inputs))
     if not sources:

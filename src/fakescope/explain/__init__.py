@@ -1,7 +1,7 @@
 """Explanations: where a model sees ai traces in an image, and how it arranges a data set.
 
-Needs the `explain` extra (matplotlib, umap-learn) plus pytorch-grad-cam, installed with
-`pip install --no-deps grad-cam ttach` (its declared dependencies pull in GUI OpenCV).
+Needs the `explain` extra (matplotlib, umap-learn); Grad-CAM and Grad-CAM++ also need pytorch-grad-cam,
+installed with `pip install --no-deps grad-cam ttach` (its declared dependencies pull in GUI OpenCV).
 """
 
 from fakescope.explain.cam import (

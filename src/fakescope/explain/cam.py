@@ -15,12 +15,11 @@ is divided by its maximum.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
-from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
 from fakescope.errors import ConfigError
@@ -46,15 +45,13 @@ class _Unscaled:
         return np.mean(cam_per_target_layer, axis=0)
 
 
-class _GradCAM(_Unscaled, GradCAM):
-    pass
+@functools.cache
+def _gradient_cams() -> dict[str, type]:
+    """pytorch-grad-cam's methods without their rescaling; imported on first use (tiles and CAM need none)."""
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 
-
-class _GradCAMPlusPlus(_Unscaled, GradCAMPlusPlus):
-    pass
-
-
-_GRADIENT_CAMS = {"gradcam": _GradCAM, "gradcam++": _GradCAMPlusPlus}
+    return {"gradcam": type("_GradCAM", (_Unscaled, GradCAM), {}),
+            "gradcam++": type("_GradCAMPlusPlus", (_Unscaled, GradCAMPlusPlus), {})}
 
 
 def class_activation_map(
@@ -111,7 +108,9 @@ def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
         maps = _linear_head_cam(network, x)
     else:
         layer = feature_layer(network, x[:1, :, :256, :256])
-        cam = _GRADIENT_CAMS[method](network, [layer])
+        from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+        cam = _gradient_cams()[method](network, [layer])
         try:
             with torch.enable_grad():
                 found = cam(x.detach().requires_grad_(True), [BinaryClassifierOutputTarget(1)] * len(x))
