@@ -180,8 +180,10 @@ class Detector:
         model's relative evidence at feature-map resolution (see `fakescope.explain.cam`).
         """
         if method != "tiles":
-            from fakescope.explain.cam import class_activation_map
+            from fakescope.explain.cam import METHODS, class_activation_map
 
+            if method not in METHODS:
+                raise ConfigError(f"unknown explanation method {method!r}; expected one of tiles, {', '.join(METHODS)}")
             return class_activation_map(self._explained, _load(image, _read(image), keep_bytes=False).image, method)
         detection = self.predict(image, heatmap=True)
         if detection.error:

@@ -60,7 +60,7 @@ def test_detector_explain_dispatches_and_keeps_tiles_default(planted_model, tmp_
     for method in ("gradcam", "gradcam++", "cam"):
         heat = detector.explain(str(path), method=method)
         np.testing.assert_allclose(heat, class_activation_map(planted_model, image, method), atol=1e-6)
-    with pytest.raises(ConfigError, match="unknown explanation method"):
+    with pytest.raises(ConfigError, match="unknown explanation method 'saliency'; expected one of tiles, gradcam,"):
         detector.explain(image, method="saliency")
     for method in ("tiles", "gradcam"):  # one error type for an unreadable image, whatever the method
         with pytest.raises(ImageLoadError, match="not an image"):
