@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -111,6 +112,17 @@ def test_cli_trains_from_a_manifest_with_flag_overrides(manifest, tmp_path):
     assert result.exit_code == 0, result.output
     assert "auc=" in result.output
     assert yaml.safe_load((tmp_path / "run" / "train_config.yaml").read_text())["epochs"] == 2
+
+
+def test_cli_says_why_the_test_auc_is_nan(manifest, tmp_path):
+    rows = pd.read_csv(manifest)
+    one_label = os.path.join(os.path.dirname(manifest), "test_real_only.csv")  # beside it: its uris are relative
+    rows[(rows["split"] != "test") | (rows["label"] == "real")].to_csv(one_label, index=False)
+    cfg = _config(str(one_label), tmp_path / "run", epochs=1)
+    cfg.to_yaml(tmp_path / "train.yaml")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "test auc=nan" in result.output and "(AUC needs both labels in the test split)" in result.output
 
 
 def test_cli_reports_a_bad_manifest_in_one_line(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
@@ -36,8 +37,11 @@ def train(
         else:
             cfg = TrainConfig.from_yaml(config, **overrides)
         saved = run(cfg, progress=progress)
-    test = saved.metrics.get("test", {}).get("overall", saved.metrics["val"])
-    typer.echo(f"saved {cfg.out}/model  auc={test['auc']:.4f}  balanced_accuracy={test['balanced_accuracy']:.4f}")
+    split = "test" if "test" in saved.metrics else "val"
+    scores = saved.metrics["test"]["overall"] if split == "test" else saved.metrics["val"]
+    why = "" if math.isfinite(scores["auc"]) else f" (AUC needs both labels in the {split} split)"
+    typer.echo(f"saved {cfg.out}/model  {split} auc={scores['auc']:.4f}  "
+               f"balanced_accuracy={scores['balanced_accuracy']:.4f}{why}")
 
 
 def register(app: typer.Typer) -> None:
