@@ -210,3 +210,7 @@ def test_models_push_cli_fails_with_one_clean_line(tiny_model_dir, unreachable_h
 def test_push_refuses_a_folder_without_a_model(tmp_path, unreachable_hub):
     with pytest.raises(ModelLoadError, match=f"no {WEIGHTS_FILE} inside"):
         push_model(tmp_path, "owner/name")
+    with pytest.raises(ModelLoadError, match=f"model path not found: {tmp_path / 'gone'}$"):
+        push_model(tmp_path / "gone", "owner/name")
+    with pytest.raises(StorageError, match="could not push"):  # a bundled name is found, then the hub is tried
+        push_model("fakescope-default", "owner/name")

@@ -37,7 +37,7 @@ def info(model: Annotated[str | None, typer.Argument(help="Name, path or hf://ow
 
 @models_app.command("push")
 def push(
-    folder: Annotated[str, typer.Argument(help="A model folder (model.safetensors + config.json + MODEL_CARD.md).")],
+    folder: Annotated[str, typer.Argument(help="A model folder (model.safetensors + config.json + MODEL_CARD.md), file or bundled name.")],
     repo_id: Annotated[str, typer.Argument(help="Hub repo, owner/name or hf://owner/name.")],
     private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
 ) -> None:

@@ -131,15 +131,17 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
 
 
 def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
-    """Upload a model folder to the Hugging Face Hub (card becomes README.md); return the repo URL.
+    """Upload a model (a folder, a safetensors file or a bundled name) to the Hugging Face Hub.
+
+    The folder's card becomes the repo's README.md. Returns the repo URL.
 
     Raises:
-        ModelLoadError: the folder holds no loadable model.
+        UnknownModelError, ModelLoadError: no such model, or the folder holds no loadable model.
         StorageError: the Hub refused the upload or could not be reached.
     """
     from huggingface_hub import HfApi
 
-    folder = Path(folder)
+    folder = resolve_model(folder)
     weights, config = _read_folder_or_file(folder)
     card = folder / CARD_FILE
     readme = card.read_text() if card.is_file() else f"# {config.name}\n\nA fakescope detector ({config.architecture}).\n"
