@@ -1,4 +1,4 @@
-"""`score_unseen`: the unseen generator against all test reals and against each real source alone."""
+"""`score_unseen` (the unseen generator against all test reals and each real source alone) and fold checks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fakescope.errors import ConfigError
 from fakescope.evaluate import generalization
 from fakescope.evaluate.generalization import real_source_table, score_unseen
 from fakescope.models.bundle import LoadedModel
@@ -31,3 +32,13 @@ def test_per_source_auc_exposes_a_content_mismatch(monkeypatch):
     assert row["auc_all"] == pytest.approx(0.5)
     assert (row["auc_real_faces"], row["auc_real_scenes"]) == (1.0, 0.0)
     assert real_source_table(table).loc["g"].to_dict() == {"faces": 1.0, "scenes": 0.0}
+
+
+def test_a_fold_that_cannot_be_trained_is_refused_before_any_training(monkeypatch):
+    # the only ai source held out leaves train and val with reals alone
+    rows = pd.DataFrame({"uri": [f"x{i}" for i in range(6)], "label": ["real", "ai"] * 3,
+                         "source": ["photos", "renders"] * 3, "generator": [None, "g"] * 3,
+                         "split": ["train", "train", "val", "val", "test", "test"]})
+    monkeypatch.setattr(generalization, "train", lambda *a, **k: pytest.fail("trained an impossible fold"))
+    with pytest.raises(ConfigError, match="holding out source 'renders' leaves the 'train' split with one label"):
+        generalization.leave_one_generator_out(TrainConfig(manifest="unused.csv"), manifest=rows, by="source")

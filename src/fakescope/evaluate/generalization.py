@@ -73,6 +73,7 @@ def leave_one_generator_out(
     missing = sorted(set(gens) - set(present))
     if missing:
         raise ConfigError(f"no ai images with {by} {', '.join(missing)}; present: {', '.join(present)}")
+    _check_folds(rows, by, gens)
     results = []
     for gen in gens:
         held = (rows["label"] == "ai") & (rows[by] == gen)
@@ -82,6 +83,7 @@ def leave_one_generator_out(
         # test rows plus every held-out image: "all" images of a seen generator are then its test images
         scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg, by=by).set_index("held_out")
         row = {"held_out": gen, **scored.loc[gen].to_dict()}
+        row["n_unseen"] = int(row["n_unseen"])
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
         row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
         results.append(row)
@@ -150,6 +152,16 @@ def score_unseen(
 def real_source_table(results: pd.DataFrame) -> pd.DataFrame:
     """AUC of each held-out generator (rows) against each real source's test images alone (columns)."""
     return _prefixed_table(results, REAL_SOURCE_PREFIX, "real source")
+
+
+def _check_folds(rows: pd.DataFrame, by: str, gens: list[str]) -> None:
+    """Refuse, before any training, a fold whose train or val split would be left with one label."""
+    for gen in gens:
+        kept = rows[~((rows["label"] == "ai") & (rows[by] == gen))]
+        for split in ("train", "val"):
+            if kept.loc[kept["split"] == split, "label"].nunique() < 2:
+                raise ConfigError(f"holding out {by} {gen!r} leaves the {split!r} split with one label, "
+                                  "so that fold cannot be trained")
 
 
 def _prefixed_table(results: pd.DataFrame, prefix: str, columns_name: str) -> pd.DataFrame:
