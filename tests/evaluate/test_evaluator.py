@@ -69,3 +69,5 @@ def test_split_all_and_errors(model_dir, dataset):
         evaluate(model_dir, dataset, "holdout", device="cpu")
     with pytest.raises(ConfigError, match="sepia"):
         evaluate(model_dir, dataset, perturbations=["sepia"], device="cpu")
+    with pytest.raises(ConfigError, match="no attribute column.s. glases in the manifest"):
+        evaluate(model_dir, dataset, attributes=["glasses", "glases"], device="cpu")

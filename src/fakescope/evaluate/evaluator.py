@@ -108,7 +108,8 @@ def evaluate(
         attributes: columns to slice by; default every low-cardinality extra column.
 
     Raises:
-        ConfigError: the split is empty, labels are missing, or no image could be read.
+        ConfigError: the split is empty, labels, a perturbation or an attribute column are unknown or missing,
+            or no image could be read.
 
     Example:
         >>> report = evaluate("fakescope-default", read_rows("manifest.csv"))  # doctest: +SKIP
@@ -124,6 +125,9 @@ def evaluate(
     unknown = sorted(set(names) - set(PERTURBATIONS))
     if unknown:
         raise ConfigError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
+    absent = [c for c in attributes or [] if c not in rows.columns]
+    if absent:
+        raise ConfigError(f"no attribute column(s) {', '.join(absent)} in the manifest; it has {', '.join(map(str, rows.columns))}")
 
     kept, records, failures = [], [], []
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
