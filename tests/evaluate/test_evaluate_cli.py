@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -42,6 +43,16 @@ def test_evaluate_one_perturbation_without_provenance(small_manifest, tmp_path):
     assert "n=8" in result.output and "jpeg_q50" in result.output
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["decided_by"] == {"pixel": 8} and data["intervals"] == {}
+
+
+def test_unreadable_images_are_counted_on_the_console(small_manifest, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    lines = Path(small_manifest).read_text().splitlines()
+    manifest.write_text("\n".join([*lines, f"{tmp_path / 'gone.png'},real,camera,,test,"]) + "\n")
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(manifest), "--out", str(tmp_path / "out"),
+                                 "--no-robustness", "--bootstrap", "0", "--no-provenance", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "n=4 " in result.output and f"1 unreadable image(s) skipped, listed in the report: {tmp_path / 'gone.png'}" in result.output
 
 
 def test_evaluate_errors_are_one_line(small_manifest, tmp_path):

@@ -63,6 +63,8 @@ def evaluate(
                f"uncertain_rate={overall['uncertain_rate']:.3f}")
     for row in report.robustness[1:]:
         typer.echo(f"  {row['perturbation']:<15} auc={row['auc']:.4f}  drop={row['auc_drop']:+.4f}")
+    if report.failures:
+        typer.echo(f"  {len(report.failures)} unreadable image(s) skipped, listed in the report: {report.failures[0]['uri']}, ...")
     typer.echo(f"wrote {paths['html']}")
 
 
