@@ -39,8 +39,12 @@ def main() -> None:
     parser.add_argument("--manifest", help="prepared manifest to train on (default: the recipe's)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     args = parser.parse_args()
+    names = args.variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     print("| run | best val AUC | test AUC | test ECE |\n|---|---|---|---|")
-    for name in args.variants.split(","):
+    for name in names:
         recipe, overrides = VARIANTS[name]
         data = {"manifest": args.manifest} if args.manifest else {}
         cfg = TrainConfig.from_yaml(HERE / recipe, **overrides, **data, pretrained=args.pretrained, out=str(args.out / name),

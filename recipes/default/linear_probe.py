@@ -21,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fakescope.data.manifest import read_rows
+from fakescope.errors import FakescopeError
 from fakescope.evaluate.metrics import auc_score
 from fakescope.io.image import load_image
 from fakescope.models import create_model
@@ -35,7 +36,10 @@ def main() -> None:
     parser.add_argument("--manifest", default="data/default/manifest.csv")
     parser.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the logistic regression")
     args = parser.parse_args()
-    frame = read_rows(args.manifest)
+    try:
+        frame = read_rows(args.manifest)
+    except FakescopeError as exc:
+        raise SystemExit(f"error: {exc}") from None
     features, widths = _embed(frame)
     label = (frame["label"] == "ai").to_numpy()
     split, source = frame["split"].to_numpy(), frame["source"].to_numpy()

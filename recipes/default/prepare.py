@@ -26,6 +26,7 @@ from fakescope.train.augment import AugmentConfig
 NEUTRAL = AugmentConfig()  # bottom_crop=0.06, base_jpeg_quality=75
 SPLIT_RATIOS = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 RENDER_ROOT = "fake-text2image-2022"
+SHARED_FOLDERS = ("faces-ffhq128-vs-stylegan2", "real-lfw", "real-imagenet-sample", RENDER_ROOT)
 
 
 def hash_split(key: str) -> str:
@@ -43,7 +44,11 @@ def collect(shared: Path, faces_fraction: float = 1.0) -> list[dict]:
     """One row per source image: where it is, its label, source, generator, pair and split.
 
     `faces_fraction` keeps that share of each faces folder (the first files by name).
+    Exits with one line naming the folders `shared` lacks.
     """
+    missing = [name for name in SHARED_FOLDERS if not (shared / name).is_dir()]
+    if missing:
+        raise SystemExit(f"error: {shared} lacks {', '.join(missing)}; pass the ../shared/data folder")
     faces = shared / "faces-ffhq128-vs-stylegan2"
     rows = []
     for folder, split_of in (("data", None), ("data_crossval", "test")):
@@ -136,6 +141,10 @@ def main() -> None:
     parser.add_argument("--faces-fraction", type=float, default=1.0, help="share of the faces set to use")
     args = parser.parse_args()
     path = args.out / "manifest.csv"
+    if not args.shared and not args.taef2:
+        parser.error("nothing to do: give --shared (step 1), --taef2 (step 2) or both")
+    if args.taef2 and not args.shared and not path.is_file():
+        parser.error(f"{path} does not exist: run step 1 (--shared) first")
     if args.shared:
         manifest = step_neutralize(args.shared, args.out, args.faces_fraction)
         manifest.to_csv(path, index=False)

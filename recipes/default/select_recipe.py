@@ -19,6 +19,7 @@ import pandas as pd
 
 from fakescope.data.manifest import read_rows
 from fakescope.detector import resolve_device
+from fakescope.errors import FakescopeError
 from fakescope.evaluate.generalization import score_unseen
 from fakescope.models.bundle import load_model
 from fakescope.train import TrainConfig, train
@@ -45,10 +46,13 @@ def main() -> None:
     parser.add_argument("--logo-samples", type=int, default=8000)
     args = parser.parse_args()
     start = time.monotonic()
-    base = TrainConfig.from_yaml(args.config)
+    try:
+        base = TrainConfig.from_yaml(args.config)
+        rows = read_rows(base.manifest)
+    except FakescopeError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.pretrained:
         base = replace(base, pretrained=args.pretrained)
-    rows = read_rows(base.manifest)
     results: dict = {}
 
     def save() -> None:
