@@ -1,4 +1,4 @@
-"""The recipe scripts of recipes/default: clear one-line errors where their inputs are missing."""
+"""The recipe scripts of recipes/default: prepare.py on a miniature shared folder, and clear errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from PIL import Image
 
 RECIPES = Path(__file__).parents[1] / "recipes" / "default"
 
@@ -42,3 +44,30 @@ def test_a_missing_prepared_manifest_is_one_line(script, tmp_path):
 
 def test_gpu_sweep_names_an_unknown_variant(tmp_path):
     _fails_cleanly(_run("gpu_sweep.py", "--out", str(tmp_path), "--variants", "shipped,nope"), "unknown variant(s) nope")
+
+
+def _mini_shared(root: Path) -> Path:
+    """The layout of ../shared/data with two images per folder and attributes for one FFHQ id."""
+    faces = root / "faces-ffhq128-vs-stylegan2"
+    folders = {faces / "data" / "real": "r{}.png", faces / "data" / "fake": "f{}.jpg",
+               faces / "data_crossval" / "real": "6900{}.png", faces / "data_crossval" / "fake": "f{}.jpg",
+               root / "real-lfw": "lfw{}.jpg", root / "real-imagenet-sample": "n{}.JPEG",
+               root / "fake-text2image-2022" / "dalle-mini": "render-{}.png"}
+    for folder, pattern in folders.items():
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (64, 100), (40 * i, 90, 160)).save(folder / pattern.format(i), "PNG")
+    (faces / "ffhq_attributes.csv").write_text("ffhq_file,expression,glasses,gender,race\n69000.png,happy,1,Woman,asian\n")
+    return root
+
+
+def test_prepare_neutralizes_and_attaches_attributes_to_the_crossval_reals_only(tmp_path):
+    done = _run("prepare.py", "--shared", str(_mini_shared(tmp_path / "shared")), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert len(manifest) == 14 and "ffhq_id" not in manifest  # an id column would become a one-image attribute slice
+    assert (manifest.loc[manifest["pair_id"].str.startswith("faces/data_crossval/"), "split"] == "test").all()
+    tagged = manifest[manifest["glasses"].notna()]
+    assert tagged["pair_id"].tolist() == ["faces/data_crossval/69000"] and tagged["expression"].tolist() == ["happy"]
+    first = Image.open(tmp_path / "out" / manifest["uri"][0])
+    assert first.format == "JPEG" and first.size == (64, 94)  # bottom 6% cropped, JPEG q75

@@ -93,7 +93,7 @@ def step_neutralize(shared: Path, out: Path, faces_fraction: float = 1.0) -> pd.
         records.append({**row, "uri": str(rel)})
     manifest = pd.DataFrame(records)
     manifest["ffhq_id"] = manifest["pair_id"].str.extract(r"faces/data_crossval/(\d+)$")[0]
-    return manifest.merge(attributes(shared), on="ffhq_id", how="left")
+    return manifest.merge(attributes(shared), on="ffhq_id", how="left").drop(columns="ffhq_id")
 
 
 def step_reconstruct(out: Path, manifest: pd.DataFrame, weights: Path, device: str, scales: tuple[float, ...]) -> pd.DataFrame:
