@@ -47,7 +47,7 @@ def test_gpu_sweep_names_an_unknown_variant(tmp_path):
 
 
 def _mini_shared(root: Path) -> Path:
-    """The layout of ../shared/data with two images per folder and attributes for one FFHQ id."""
+    """The layout of ../shared/data with three images per folder and attributes for one FFHQ id."""
     faces = root / "faces-ffhq128-vs-stylegan2"
     folders = {faces / "data" / "real": "r{}.png", faces / "data" / "fake": "f{}.jpg",
                faces / "data_crossval" / "real": "6900{}.png", faces / "data_crossval" / "fake": "f{}.jpg",
@@ -55,7 +55,7 @@ def _mini_shared(root: Path) -> Path:
                root / "fake-text2image-2022" / "dalle-mini": "render-{}.png"}
     for folder, pattern in folders.items():
         folder.mkdir(parents=True)
-        for i in range(2):
+        for i in range(3):
             Image.new("RGB", (64, 100), (40 * i, 90, 160)).save(folder / pattern.format(i), "PNG")
     (faces / "ffhq_attributes.csv").write_text("ffhq_file,expression,glasses,gender,race\n69000.png,happy,1,Woman,asian\n")
     return root
@@ -65,9 +65,15 @@ def test_prepare_neutralizes_and_attaches_attributes_to_the_crossval_reals_only(
     done = _run("prepare.py", "--shared", str(_mini_shared(tmp_path / "shared")), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
-    assert len(manifest) == 14 and "ffhq_id" not in manifest  # an id column would become a one-image attribute slice
+    assert len(manifest) == 21 and "ffhq_id" not in manifest  # an id column would become a one-image attribute slice
     assert (manifest.loc[manifest["pair_id"].str.startswith("faces/data_crossval/"), "split"] == "test").all()
     tagged = manifest[manifest["glasses"].notna()]
     assert tagged["pair_id"].tolist() == ["faces/data_crossval/69000"] and tagged["expression"].tolist() == ["happy"]
     first = Image.open(tmp_path / "out" / manifest["uri"][0])
     assert first.format == "JPEG" and first.size == (64, 94)  # bottom 6% cropped, JPEG q75
+
+
+def test_independent_style_takes_the_same_number_of_faces_of_each_class(tmp_path):
+    done = _run("independent_style.py", "--shared", str(_mini_shared(tmp_path / "shared")), "--faces", "1")
+    assert done.returncode == 0, done.stderr
+    assert "ffhq 1," in done.stdout and "thispersondoesnotexist 1" in done.stdout, done.stdout

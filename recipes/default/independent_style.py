@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,11 +44,13 @@ def main() -> None:
     parser.add_argument("--grids", default="", help="comma-separated tile grids to compare (needs onnxruntime)")
     args = parser.parse_args()
     rows = [r for r in collect(args.shared) if r["split"] == "test"]
-    faces = [r for r in rows if r["source"] in ("ffhq", "thispersondoesnotexist")]
-    rows = [r for r in rows if r not in faces] + random.Random(0).sample(faces, min(len(faces), 2 * args.faces))
+    faces = {s: [r for r in rows if r["source"] == s] for s in ("ffhq", "thispersondoesnotexist")}
+    rng = random.Random(0)
+    rows = [r for r in rows if r["source"] not in faces] + [r for f in faces.values() for r in rng.sample(f, min(len(f), args.faces))]
     originals = [load_image(r["path"]) for r in rows]
     images = [jpeg(centre_crop(o.image), 90) for o in originals]
     labels = np.array([r["label"] == "ai" for r in rows], int)
+    print("images:", ", ".join(f"{s} {n}" for s, n in sorted(Counter(r["source"] for r in rows).items())))
     detector = Detector.load(args.model, device="cpu", provenance=False)
     config = detector.model.config
     variants = {
