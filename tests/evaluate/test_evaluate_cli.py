@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from evaluate_helpers import write_dataset
@@ -93,6 +94,8 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
     assert set(data["matrix"]) == {"g1", "g2"} and set(data["matrix"]["g1"]) == {"g1", "g2"}
     assert data["runs"][0]["n_unseen"] == 6 and data["runs"][0]["auc_vs_g1"] == data["runs"][0]["auc_all"]
     assert type(data["runs"][0]["n_unseen"]) is int and (out / "logo.csv").read_text().splitlines()[1].startswith("g1,6,")
+    g2_test = pd.read_csv(tmp_path / "data" / "manifest.csv").query("generator == 'g2' and split == 'test'")
+    assert data["counts"]["g1"] == {"g1": 6, "g2": len(g2_test)} and "ai images behind each AUC" in result.output
     # one real source in this data, so the unseen generator against it equals against all reals
     assert data["by_real_source"] == {r["held_out"]: {"camera": r["auc_all"]} for r in data["runs"]}
     assert "against each real source alone" in result.output

@@ -81,6 +81,7 @@ def evaluate_logo(
 ) -> None:
     """Leave-one-generator-out: train without each generator, test on all; write logo.json and logo.csv to OUT."""
     from fakescope.evaluate.generalization import (
+        count_matrix,
         generalization_matrix,
         leave_one_generator_out,
         real_source_table,
@@ -95,6 +96,8 @@ def evaluate_logo(
         paths = save_generalization(table, out, cfg)
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
     typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    typer.echo("ai images behind each AUC above (the held-out generator: all of them; the others: their test images)")
+    typer.echo(count_matrix(table).to_string())
     typer.echo("AUC of each unseen generator against each real source alone")
     typer.echo(real_source_table(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
     typer.echo(f"wrote {paths['json']}")

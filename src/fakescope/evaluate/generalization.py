@@ -30,6 +30,7 @@ from fakescope.train.dataset import LABELS, read_source
 from fakescope.train.trainer import train
 
 AUC_PREFIX = "auc_vs_"
+COUNT_PREFIX = "n_vs_"
 REAL_SOURCE_PREFIX = "auc_real_"
 
 
@@ -54,9 +55,9 @@ def leave_one_generator_out(
         One row per held-out generator: `auc_test` (its test-split images vs test reals),
         `auc_all` and `recall_all` (all its images, none trained on, vs test reals),
         `n_unseen`, `auc_seen_test` (the run's own test AUC on the remaining generators),
-        `auc_real_<source>` (all its images vs one real source's test images) and `auc_vs_<g>`
-        for every generator g (all of g's images when g is the one held out, its test images
-        otherwise).
+        `auc_real_<source>` (all its images vs one real source's test images), and `auc_vs_<g>`
+        and `n_vs_<g>` (AUC and image count) for every generator g (all of g's images when g is
+        the one held out, its test images otherwise).
 
     Raises:
         ConfigError: a requested generator has no ai images in the manifest.
@@ -86,6 +87,7 @@ def leave_one_generator_out(
         row["n_unseen"] = int(row["n_unseen"])
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
         row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
+        row.update({COUNT_PREFIX + g: int(scored.loc[g, "n_unseen"]) for g in present})
         results.append(row)
     return pd.DataFrame(results)
 
@@ -95,8 +97,13 @@ def generalization_matrix(results: pd.DataFrame) -> pd.DataFrame:
     return _prefixed_table(results, AUC_PREFIX, "tested")
 
 
+def count_matrix(results: pd.DataFrame) -> pd.DataFrame:
+    """The ai images behind each cell of `generalization_matrix` (few test images make a cell noisy)."""
+    return _prefixed_table(results, COUNT_PREFIX, "tested")
+
+
 def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainConfig | None = None) -> dict[str, str]:
-    """Write `logo.csv` (one row per run) and `logo.json` (runs, matrix and the recipe) into a local folder."""
+    """Write `logo.csv` (one row per run) and `logo.json` (runs, matrix, its counts and the recipe) into a local folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": str(folder / "logo.csv"), "json": str(folder / "logo.json")}
@@ -105,6 +112,7 @@ def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainCon
         "recipe": cfg.to_dict() if cfg else None,
         "runs": json.loads(results.to_json(orient="records")),
         "matrix": json.loads(generalization_matrix(results).to_json(orient="index")),
+        "counts": json.loads(count_matrix(results).to_json(orient="index")),
         "by_real_source": json.loads(real_source_table(results).to_json(orient="index")),
     }
     Path(paths["json"]).write_text(json.dumps(payload, indent=2))
