@@ -123,6 +123,20 @@ def test_scan_cli_refuses_an_unusable_results_folder_in_one_line(image_folder, t
         (out / name).unlink()
 
 
+def test_scan_cli_refuses_a_remote_results_folder_in_one_line_and_takes_file_uris(image_folder, tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    runner = CliRunner()
+    for out in ("s3://bucket/results.parquet", "gdrive://folder/results.parquet"):
+        refused = runner.invoke(app, ["scan", str(image_folder), "--out", out, "--no-provenance", "--engine", "ray"])
+        assert refused.exit_code == 2, refused.output
+        assert refused.stderr == f"error: cannot write results to {out}: --out must be a local folder (copy it there afterwards)\n"
+    assert not list((tmp_path / "cwd").iterdir())  # no local folder named "s3:" or "gdrive:"
+    local = runner.invoke(app, ["scan", str(image_folder), "--out", f"file://{tmp_path}/res.parquet", "--no-provenance"])
+    assert local.exit_code == 1, local.output  # broken.jpg
+    assert len(read_results(tmp_path / "res.parquet")) == 8
+
+
 def test_a_file_name_that_is_not_utf8_is_scanned_once(image_folder, tmp_path, detector):
     latin1 = os.fsdecode(os.path.join(os.fsencode(image_folder), b"caf\xe9.png"))  # "caf\udce9.png" in Python
     os.rename(image_folder / "img0.png", latin1)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from fakescope.detection import Detection
 from fakescope.errors import StorageError
+from fakescope.io import storage
 from fakescope.io.inputs import path_text
 
 SCHEMA = pa.schema([
@@ -58,12 +59,15 @@ def _rounded(evidence: dict) -> dict:
 
 
 def results_folder(out: str | os.PathLike) -> Path:
-    """The results folder `out`, created when missing.
+    """The results folder `out` (a path or `file://` URI), created when missing.
 
     Raises:
-        StorageError: `out` is a file, or the folder cannot be created.
+        StorageError: `out` is a file, a remote URI, or the folder cannot be created.
     """
-    folder = Path(out)
+    out = os.fspath(out)
+    if storage.is_remote(out):
+        raise StorageError(f"cannot write results to {out}: --out must be a local folder (copy it there afterwards)")
+    folder = Path(out.removeprefix("file://"))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
