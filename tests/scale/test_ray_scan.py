@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
 pytest.importorskip("ray")
 
-from fakescope.scale.ray_scan import ray_scan
+from fakescope.scale.ray_scan import LOOPBACK_ENV, ray_scan
 from fakescope.scale.records import read_results
 from fakescope.scale.scan import scan, scan_sources
 
@@ -33,3 +37,33 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
         ours, theirs = json.loads(ours), json.loads(theirs)
         assert [(e["kind"], e["detail"]) for e in ours] == [(e["kind"], e["detail"]) for e in theirs]
         assert all(abs(a["score"] - b["score"]) <= 2e-6 for a, b in zip(ours, theirs))
+
+
+def _fresh_python(code: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run `code` in a new interpreter (ray reads its settings at import) without the loopback variables."""
+    env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_local_ray_listens_on_loopback_only():
+    code = ("from fakescope.scale.ray_scan import _connect\n"
+            "assert _connect(None, 1, 100 * 2**20)\n"
+            "import ray\n"
+            "print(ray._private.worker._global_node.node_ip_address)\n"
+            "ray.shutdown()\n")
+    done = _fresh_python(code, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["127.0.0.1"]  # not the machine's interface address
+
+
+def test_an_unreachable_cluster_is_one_line_not_a_long_retry(image_folder, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    code = ("import sys\nfrom fakescope.cli import main\n"
+            f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
+            f"'--engine', 'ray', '--address', '127.0.0.1:{port}']\nmain()\n")
+    done = _fresh_python(code, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == f"error: cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused\n"

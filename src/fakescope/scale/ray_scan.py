@@ -9,6 +9,7 @@ and resuming works the same way: sources already in the folder's parts are skipp
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fakescope.errors import ConfigError
 from fakescope.scale.records import SCHEMA, detections_to_table, done_sources, part_files, results_folder
 from fakescope.scale.scan import ScanSummary, recover_journals
 
@@ -68,9 +70,9 @@ def ray_scan(
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))
+    started = _connect(address, actors * cpus_per_actor, object_store_memory)
     import ray
 
-    started = _connect(address, actors * cpus_per_actor, object_store_memory)
     try:
         detector_kwargs = {"batch_size": batch_size, **detector_kwargs}
         if gpus_per_actor:
@@ -94,15 +96,27 @@ def ray_scan(
 
 def _connect(address: str | None, cpus: int, object_store_memory: int | None) -> bool:
     """Join `address`, or start a local loopback Ray; return True when this call started it."""
+    for key, value in LOOPBACK_ENV.items():  # read once, when ray is first imported
+        os.environ.setdefault(key, value)
     import ray
 
-    for key, value in LOOPBACK_ENV.items():
-        os.environ.setdefault(key, value)
     if ray.is_initialized():
         return False
     if address:
+        _check_reachable(address)
         ray.init(address=address, log_to_driver=False)
         return False
     ray.init(num_cpus=cpus + 1, object_store_memory=object_store_memory, include_dashboard=False,
              log_to_driver=False, _node_ip_address="127.0.0.1")
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in one line when a `host:port` cluster does not answer: `ray.init` retries for ~15 minutes."""
+    if "://" in address or address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: {getattr(exc, 'strerror', None) or exc}") from None
