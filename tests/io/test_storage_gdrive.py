@@ -78,3 +78,9 @@ def test_missing_credentials_name_the_variables(monkeypatch, tmp_path):
     monkeypatch.setattr(_metadata, "_NO_GCE_CHECK", True)  # never probe a metadata server
     with pytest.raises(StorageError, match="GOOGLE_APPLICATION_CREDENTIALS"):
         DriveStorage().read_bytes("gdrive://folder/x.png")
+
+
+def test_a_server_name_that_does_not_resolve_is_one_clear_error(drive_env, monkeypatch):
+    monkeypatch.setenv("FAKESCOPE_GDRIVE_ENDPOINT", "http://drive.invalid")  # .invalid never resolves
+    with pytest.raises(StorageError, match=r"^cannot read gdrive://f/x.png: Google Drive unreachable \(ServerNotFoundError\)$"):
+        storage.read_bytes("gdrive://f/x.png")

@@ -215,6 +215,7 @@ class _translated_errors:
             return False
         from google.auth.exceptions import GoogleAuthError, TransportError
         from googleapiclient.errors import HttpError
+        from httplib2 import ServerNotFoundError
 
         if isinstance(exc, HttpError):
             status = int(exc.resp.status)
@@ -228,7 +229,7 @@ class _translated_errors:
             message = f"cannot {self.action} {self.uri}: Google Drive or its token server unreachable"
         elif isinstance(exc, GoogleAuthError):
             message = f"access denied to {self.action} {self.uri}: Google credentials were refused"
-        elif isinstance(exc, OSError):
+        elif isinstance(exc, (OSError, ServerNotFoundError)):  # the latter: a name that does not resolve
             message = f"cannot {self.action} {self.uri}: Google Drive unreachable ({type(exc).__name__})"
         else:
             return False
