@@ -206,3 +206,12 @@ def test_installed_command_reports_a_corrupt_file_without_traceback(tiny_model_d
     records = _records(proc.stdout)
     assert [Path(r["path"]).name for r in records] == ["a.png", "broken.png"]
     assert "error" not in records[0] and "corrupt or unsupported PNG" in records[1]["error"]
+
+
+def test_python_m_fakescope_is_the_command(tiny_model_dir, images):
+    """What `torchrun -m fakescope train ...` runs."""
+    proc = subprocess.run([sys.executable, "-m", "fakescope", "detect", "--model", str(tiny_model_dir), "--no-provenance",
+                           "--device", "cpu", "-f", "jsonl", str(images / "a.png")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["path"] == str(images / "a.png")
