@@ -17,6 +17,11 @@ class StorageError(FakescopeError, OSError):
     """A storage location could not be listed, read or written."""
 
 
+class StorageUnavailable(StorageError):
+    """The storage itself failed (unreachable, no credentials), not one file: a scan stops instead of
+    recording an error row for every file it could not reach."""
+
+
 class UnknownModelError(FakescopeError, KeyError):
     """A model (or architecture) name is neither registered nor a path."""
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 
 from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.io import storage
+from fakescope.scale.records import read_results
 
 
 def _png(seed: int) -> bytes:
@@ -39,3 +41,28 @@ def test_detect_one_object_by_its_uri(s3_bucket, tiny_model_dir):
     result = CliRunner().invoke(app, ["detect", uri, "--model", str(tiny_model_dir), "--format", "jsonl", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["path"] == uri
+
+
+def test_scan_stops_when_the_endpoint_is_unreachable_and_a_rerun_scores_every_image(s3_bucket, s3_env, tiny_model_dir,
+                                                                                     tmp_path, monkeypatch):
+    """An outage is not the files' fault: no error rows that a rerun would skip as done."""
+    uris = [f"s3://{s3_bucket}/photos/{i}.png" for i in range(3)]
+    for i, uri in enumerate(uris):
+        storage.write_bytes(uri, _png(i))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # closed again: nothing listens there
+    manifest = tmp_path / "manifest.csv"  # a manifest's uris are read, not checked first
+    manifest.write_text("uri\n" + "\n".join(uris) + "\n")
+    args = ["scan", str(manifest), "--out", str(tmp_path / "res"), "--model", str(tiny_model_dir), "--device", "cpu",
+            "--no-provenance", "--runtime", "torch"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", dead)
+    down = CliRunner().invoke(app, args)
+    assert down.exit_code == 2, down.output
+    assert down.stderr == f"error: cannot read {uris[0]}: S3 endpoint unreachable\n"
+    assert read_results(tmp_path / "res").empty
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_env.endpoint)
+    up = CliRunner().invoke(app, args)
+    assert up.exit_code == 0, up.output
+    assert "scanned 3  failed 0  skipped (done before) 0" in up.stdout
+

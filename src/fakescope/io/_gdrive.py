@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from fakescope.errors import StorageError
+from fakescope.errors import StorageError, StorageUnavailable
 from fakescope.io.storage import normalise_suffixes
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
@@ -46,7 +46,7 @@ def load_credentials() -> Any:
             return user_credentials.Credentials.from_authorized_user_file(path, scopes=SCOPES)
         return google.auth.default(scopes=SCOPES)[0]
     except (OSError, ValueError, DefaultCredentialsError) as exc:
-        raise StorageError(
+        raise StorageUnavailable(
             "no usable Google Drive credentials: set GOOGLE_APPLICATION_CREDENTIALS (service account) "
             f"or FAKESCOPE_GDRIVE_TOKEN (OAuth token file) ({type(exc).__name__})"
         ) from None
@@ -226,11 +226,11 @@ class _translated_errors:
             else:
                 message = f"cannot {self.action} {self.uri}: Drive returned HTTP {status}"
         elif isinstance(exc, TransportError):
-            message = f"cannot {self.action} {self.uri}: Google Drive or its token server unreachable"
+            raise StorageUnavailable(f"cannot {self.action} {self.uri}: Google Drive or its token server unreachable") from exc
         elif isinstance(exc, GoogleAuthError):
             message = f"access denied to {self.action} {self.uri}: Google credentials were refused"
         elif isinstance(exc, (OSError, ServerNotFoundError)):  # the latter: a name that does not resolve
-            message = f"cannot {self.action} {self.uri}: Google Drive unreachable ({type(exc).__name__})"
+            raise StorageUnavailable(f"cannot {self.action} {self.uri}: Google Drive unreachable ({type(exc).__name__})") from exc
         else:
             return False
         raise StorageError(message) from exc

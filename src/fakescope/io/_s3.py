@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from fakescope.errors import StorageError
+from fakescope.errors import StorageError, StorageUnavailable
 from fakescope.io.storage import normalise_suffixes
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
@@ -133,7 +133,8 @@ class _translated_errors:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
         if exc is None or isinstance(exc, StorageError):
             return False
-        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         if isinstance(exc, ClientError):
             code = _code(exc)
@@ -146,9 +147,9 @@ class _translated_errors:
             else:
                 message = f"cannot {self.action} {self.uri}: S3 error {code or 'unknown'}"
         elif isinstance(exc, NoCredentialsError):
-            message = f"cannot {self.action} {self.uri}: no AWS credentials (set AWS_ACCESS_KEY_ID or a profile)"
-        elif isinstance(exc, EndpointConnectionError):
-            message = f"cannot {self.action} {self.uri}: S3 endpoint unreachable"
+            raise StorageUnavailable(f"cannot {self.action} {self.uri}: no AWS credentials (set AWS_ACCESS_KEY_ID or a profile)") from exc
+        elif isinstance(exc, BotoConnectionError):  # also a connect timeout
+            raise StorageUnavailable(f"cannot {self.action} {self.uri}: S3 endpoint unreachable") from exc
         elif isinstance(exc, BotoCoreError):
             message = f"cannot {self.action} {self.uri}: {type(exc).__name__}"
         else:
