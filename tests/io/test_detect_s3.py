@@ -6,10 +6,12 @@ import io
 import json
 import socket
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.errors import FakescopeError
 from fakescope.io import storage
 from fakescope.scale.records import read_results
 
@@ -66,3 +68,19 @@ def test_scan_stops_when_the_endpoint_is_unreachable_and_a_rerun_scores_every_im
     assert up.exit_code == 0, up.output
     assert "scanned 3  failed 0  skipped (done before) 0" in up.stdout
 
+
+@pytest.mark.slow
+def test_ray_scan_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from fakescope.scale.ray_scan import ray_scan
+
+    uri = f"s3://{s3_bucket}/photos/0.png"
+    storage.write_bytes(uri, _png(0))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{sock.getsockname()[1]}")  # the actors inherit it
+    with pytest.raises(FakescopeError) as caught:
+        ray_scan([uri], tmp_path / "res", actors=1, object_store_memory=100 * 2**20, name_or_path=str(tiny_model_dir),
+                 device="cpu", provenance=False)
+    assert str(caught.value) == f"cannot read {uri}: S3 endpoint unreachable"
+    assert read_results(tmp_path / "res").empty

@@ -67,3 +67,14 @@ def test_an_unreachable_cluster_is_one_line_not_a_long_retry(image_folder, tmp_p
     done = _fresh_python(code, timeout=60)
     assert done.returncode == 2
     assert done.stderr == f"error: cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused\n"
+
+
+@pytest.mark.slow
+def test_an_actors_error_is_one_line(image_folder, tmp_path):
+    code = ("import sys\nfrom fakescope.cli import main\n"
+            f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
+            "'--engine', 'ray', '--actors', '1', '--model', 'no-such-model']\nmain()\n")
+    done = _fresh_python(code, timeout=180)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr  # Ray's own log lines may come before
+    assert done.stderr.splitlines()[-1].startswith("error: unknown model 'no-such-model'")

@@ -9,6 +9,7 @@ and resuming works the same way: sources already in the folder's parts are skipp
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -17,10 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, FakescopeError
+from fakescope.models import load_model
 from fakescope.scale.records import SCHEMA, detections_to_table, done_sources, part_files, results_folder
 from fakescope.scale.scan import ScanSummary, recover_journals
 
+_ACTOR_ERROR = re.compile(r"^fakescope\.errors\.\w+: (.+)$", re.MULTILINE)
+"""An actor's `FakescopeError` (a wrong model name, unreachable storage) as Ray reports it."""
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 """Keep a local Ray on 127.0.0.1 and without token auth (otherwise drivers fail to connect)."""
 
@@ -70,6 +74,7 @@ def ray_scan(
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))
+    load_model(detector_kwargs.get("name_or_path"), lazy=True)  # a wrong name fails here, not in every actor
     started = _connect(address, actors * cpus_per_actor, object_store_memory)
     import ray
 
@@ -86,6 +91,10 @@ def ray_scan(
                          batch_size=batch_size, batch_format="pyarrow", concurrency=actors, **resources)
             .write_parquet(str(folder.resolve()), schema=SCHEMA)
         )
+    except Exception as exc:  # an actor's error arrives wrapped by Ray, its traceback flattened into the text
+        if not (found := _ACTOR_ERROR.findall(str(exc))):
+            raise
+        raise FakescopeError(found[-1]) from None
     finally:
         if started:
             ray.shutdown()
