@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -19,14 +20,15 @@ def _without(monkeypatch, *modules: str) -> None:
 
 @pytest.mark.parametrize(("args", "missing", "hint"), [
     (["serve"], "uvicorn", 'pip install "fakescope[serve]"'),
-    (["app"], "fastapi", 'pip install "fakescope[serve]"'),
+    (["app"], "streamlit", 'pip install "fakescope[serve]"'),
     (["scan", "x.jpg", "--out", "{tmp}/scan", "--engine", "ray"], "ray", 'pip install "fakescope[scale]"'),
     (["generate", "openai", "x.jpg", "--out", "{tmp}/gen"], "openai", 'pip install "fakescope[generate]"'),
-    (["detect", "s3://bucket/prefix"], "botocore", 'pip install "fakescope[storage]"'),
+    (["detect", "s3://bucket/prefix"], "boto3", 'pip install "fakescope[storage]"'),
     (["export", "--onnx", "{tmp}/d.onnx", "--model", "{model}"], "onnx", 'pip install "fakescope[scale]"'),
 ])
 def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, tiny_model_dir, args, missing, hint):
     _without(monkeypatch, missing)
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail(f"started {a[0]} without {missing}"))
     args = [a.format(tmp=tmp_path, model=tiny_model_dir) for a in args]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output

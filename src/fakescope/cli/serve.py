@@ -53,6 +53,7 @@ def app(
 ) -> None:
     """Open the web app (Streamlit): detector, generator and report pages."""
     with clean_errors():
+        import streamlit  # noqa: F401 - missing: one line naming the extra, not a failed subprocess
         from fakescope.serve import webapp_command
 
         command = webapp_command(host, port)
