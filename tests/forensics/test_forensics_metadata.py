@@ -59,6 +59,15 @@ def test_generator_names_in_free_text_do_not_declare_ai(photo):
     assert check_metadata(novelai).score == 0.95
 
 
+def test_novelai_request_in_the_comment_chunk_declares_ai_a_caption_does_not(photo):
+    request = json.dumps({"prompt": "1girl, garden", "steps": 28, "scale": 5.0, "sampler": "k_euler_ancestral",
+                          "seed": 7, "uc": "lowres, bad anatomy", "request_type": "PromptGenerateRequest"})
+    ev = check_metadata(png_with(photo, Comment=(request, False)))  # without its Software chunk
+    assert (ev.score, ev.data["generator"], ev.data["generator_chunks"]) == (0.95, "NovelAI", ["Comment"])
+    caption = png_with(photo, Comment=('Garden at dusk; my camera notes {"steps": 3} and "uc" sampler', False))
+    assert check_metadata(caption).score is None
+
+
 def test_comfyui_prompt_and_workflow_chunks_compressed(photo):
     prompt = json.dumps({"3": {"class_type": "KSampler", "inputs": {"seed": 1}}})
     workflow = json.dumps({"last_node_id": 9, "nodes": [{"id": 3, "type": "KSampler"}]})

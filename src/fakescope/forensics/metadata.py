@@ -50,8 +50,10 @@ GENERATOR_CHUNKS: tuple[tuple[str, str, re.Pattern[str] | None], ...] = (
     ("Dream", "InvokeAI", None),
     ("fooocus_scheme", "Fooocus", None),
     ("sui_image_params", "SwarmUI", None),
+    ("Comment", "NovelAI", re.compile(r'(?s)\A\s*\{(?=.*"uc"\s*:)(?=.*"sampler"\s*:)(?=.*"steps"\s*:)')),
 )
-"""PNG text keys written by generator front-ends, with a pattern the value must contain."""
+"""PNG text keys written by generator front-ends, with a pattern the value must contain (NovelAI's
+`Comment` is its JSON request: prompt, negative prompt `uc`, sampler and steps)."""
 _SOFTWARE_KEYS = ("Software", "Source")
 """PNG text keys naming the software or device that made the image (`Author` is a person: free text)."""
 _FREE_TEXT_KEYS = ("comment", "Comment", "Description")
