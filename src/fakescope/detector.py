@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from fakescope.detection import Detection, Evidence
-from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailable
+from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
 from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
@@ -434,7 +434,7 @@ def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: b
             return deferred
         loaded = _load(item, data)
         tiles = make_tiles(loaded.image, policy)
-    except StorageUnavailable:  # not this input's fault: the caller stops (a scan resumes from here)
+    except StorageUnavailableError:  # not this input's fault: the caller stops (a scan resumes from here)
         raise
     except FakescopeError as exc:
         return Detection.failed(source, str(exc), model, threshold)

@@ -17,7 +17,7 @@ class StorageError(FakescopeError, OSError):
     """A storage location could not be listed, read or written."""
 
 
-class StorageUnavailable(StorageError):
+class StorageUnavailableError(StorageError):
     """The storage itself failed (unreachable, no credentials), not one file: a scan stops instead of
     recording an error row for every file it could not reach."""
 

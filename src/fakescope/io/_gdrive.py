@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from fakescope.errors import StorageError, StorageUnavailable
+from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.io.storage import normalise_suffixes
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
@@ -46,7 +46,7 @@ def load_credentials() -> Any:
             return user_credentials.Credentials.from_authorized_user_file(path, scopes=SCOPES)
         return google.auth.default(scopes=SCOPES)[0]
     except (OSError, ValueError, DefaultCredentialsError) as exc:
-        raise StorageUnavailable(
+        raise StorageUnavailableError(
             "no usable Google Drive credentials: set GOOGLE_APPLICATION_CREDENTIALS (service account) "
             f"or FAKESCOPE_GDRIVE_TOKEN (OAuth token file) ({type(exc).__name__})"
         ) from None
@@ -217,6 +217,7 @@ class _translated_errors:
         from googleapiclient.errors import HttpError
         from httplib2 import ServerNotFoundError
 
+        error = StorageError  # StorageUnavailableError where the storage, not the file, failed
         if isinstance(exc, HttpError):
             status = int(exc.resp.status)
             if status == 404:
@@ -226,11 +227,13 @@ class _translated_errors:
             else:
                 message = f"cannot {self.action} {self.uri}: Drive returned HTTP {status}"
         elif isinstance(exc, TransportError):
-            raise StorageUnavailable(f"cannot {self.action} {self.uri}: Google Drive or its token server unreachable") from exc
+            message = f"cannot {self.action} {self.uri}: Google Drive or its token server unreachable"
+            error = StorageUnavailableError
         elif isinstance(exc, GoogleAuthError):
             message = f"access denied to {self.action} {self.uri}: Google credentials were refused"
         elif isinstance(exc, (OSError, ServerNotFoundError)):  # the latter: a name that does not resolve
-            raise StorageUnavailable(f"cannot {self.action} {self.uri}: Google Drive unreachable ({type(exc).__name__})") from exc
+            message = f"cannot {self.action} {self.uri}: Google Drive unreachable ({type(exc).__name__})"
+            error = StorageUnavailableError
         else:
             return False
-        raise StorageError(message) from exc
+        raise error(message) from exc

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from fakescope.errors import StorageError, StorageUnavailable
+from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.io.storage import normalise_suffixes
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
@@ -136,6 +136,7 @@ class _translated_errors:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
+        error = StorageError  # StorageUnavailableError where the storage, not the file, failed
         if isinstance(exc, ClientError):
             code = _code(exc)
             if code == "NoSuchBucket":
@@ -147,11 +148,13 @@ class _translated_errors:
             else:
                 message = f"cannot {self.action} {self.uri}: S3 error {code or 'unknown'}"
         elif isinstance(exc, NoCredentialsError):
-            raise StorageUnavailable(f"cannot {self.action} {self.uri}: no AWS credentials (set AWS_ACCESS_KEY_ID or a profile)") from exc
+            message = f"cannot {self.action} {self.uri}: no AWS credentials (set AWS_ACCESS_KEY_ID or a profile)"
+            error = StorageUnavailableError
         elif isinstance(exc, BotoConnectionError):  # also a connect timeout
-            raise StorageUnavailable(f"cannot {self.action} {self.uri}: S3 endpoint unreachable") from exc
+            message = f"cannot {self.action} {self.uri}: S3 endpoint unreachable"
+            error = StorageUnavailableError
         elif isinstance(exc, BotoCoreError):
             message = f"cannot {self.action} {self.uri}: {type(exc).__name__}"
         else:
             return False
-        raise StorageError(message) from exc
+        raise error(message) from exc
