@@ -151,7 +151,8 @@ class Detector:
         """Score one input (returns a `Detection`) or many (returns a list, in order).
 
         Inputs are paths (local or storage URIs), encoded bytes, PIL images or uint8 arrays.
-        A bad input yields a `Detection` with `error` set; it never stops the batch.
+        A bad input yields a `Detection` with `error` set; it never stops the batch. An unreachable
+        storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`.
         """
         if _is_single(inputs):
             return next(self.stream([inputs], heatmap=heatmap))

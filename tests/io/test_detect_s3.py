@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
+from collections.abc import Iterator
 
 import pytest
 from PIL import Image
@@ -20,6 +22,14 @@ def _png(seed: int) -> bytes:
     buf = io.BytesIO()
     Image.effect_noise((96, 80), 40 + seed).convert("RGB").save(buf, "PNG")
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _refusing_endpoint() -> Iterator[str]:
+    """A loopback URL whose port is held bound but not listening: connections are refused, and no one else takes it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def test_detect_lists_a_prefix_scores_each_object_and_reports_a_corrupt_one(s3_bucket, tiny_model_dir):
@@ -51,15 +61,13 @@ def test_scan_stops_when_the_endpoint_is_unreachable_and_a_rerun_scores_every_im
     uris = [f"s3://{s3_bucket}/photos/{i}.png" for i in range(3)]
     for i, uri in enumerate(uris):
         storage.write_bytes(uri, _png(i))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # closed again: nothing listens there
     manifest = tmp_path / "manifest.csv"  # a manifest's uris are read, not checked first
     manifest.write_text("uri\n" + "\n".join(uris) + "\n")
     args = ["scan", str(manifest), "--out", str(tmp_path / "res"), "--model", str(tiny_model_dir), "--device", "cpu",
             "--no-provenance", "--runtime", "torch"]
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", dead)
-    down = CliRunner().invoke(app, args)
+    with _refusing_endpoint() as dead:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", dead)
+        down = CliRunner().invoke(app, args)
     assert down.exit_code == 2, down.output
     assert down.stderr == f"error: cannot read {uris[0]}: S3 endpoint unreachable\n"
     assert read_results(tmp_path / "res").empty
@@ -76,11 +84,23 @@ def test_ray_scan_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, 
 
     uri = f"s3://{s3_bucket}/photos/0.png"
     storage.write_bytes(uri, _png(0))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{sock.getsockname()[1]}")  # the actors inherit it
-    with pytest.raises(FakescopeError) as caught:
+    with _refusing_endpoint() as dead, pytest.raises(FakescopeError) as caught:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", dead)  # the actors inherit it
         ray_scan([uri], tmp_path / "res", actors=1, object_store_memory=100 * 2**20, name_or_path=str(tiny_model_dir),
                  device="cpu", provenance=False)
     assert str(caught.value) == f"cannot read {uri}: S3 endpoint unreachable"
     assert read_results(tmp_path / "res").empty
+
+
+def test_detect_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, tiny_model_dir, image_factory, tmp_path,
+                                                                    monkeypatch):
+    local = tmp_path / "a.png"
+    image_factory.file(local, "PNG", seed=1)
+    uri = f"s3://{s3_bucket}/photos/0.png"  # on stdin: read, not checked first
+    with _refusing_endpoint() as dead:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", dead)
+        result = CliRunner().invoke(app, ["detect", str(local), "-", "--model", str(tiny_model_dir), "--device", "cpu",
+                                          "--no-provenance", "--format", "jsonl", "--batch-size", "1"], input=uri + "\n")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: cannot read {uri}: S3 endpoint unreachable\n"  # not a traceback
+    assert json.loads(result.stdout)["path"] == str(local)  # what was scored before is kept

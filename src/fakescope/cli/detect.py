@@ -66,7 +66,7 @@ def detect(
     """Say whether each image was made by a generative model.
 
     Exit status: 0 when every input was scored, 1 when some failed (each failure is
-    reported as a record with an `error`), 2 on usage errors.
+    reported as a record with an `error`), 2 on usage errors or an unreachable storage.
     """
     from fakescope.detector import Detector
     from fakescope.io.inputs import iter_sources
@@ -81,7 +81,8 @@ def detect(
         if first is None:
             typer.echo("error: no input images found", err=True)
             raise typer.Exit(2)
-    failures = _render(detector.stream(_progress(_chain(first, sources))), output)
+    with clean_errors():  # an unreachable storage (StorageUnavailableError) stops the batch in one line
+        failures = _render(detector.stream(_progress(_chain(first, sources))), output)
     raise typer.Exit(1 if failures else 0)
 
 
