@@ -63,6 +63,9 @@ def test_not_an_image_is_422_with_a_clear_message(server, auth):
     answer = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"file": ("notes.txt", b"hello, not pixels", "text/plain")})
     assert answer.status_code == 422
     assert answer.json()["detail"].startswith("not an image: the file's signature matches no supported format")
+    broken = httpx.post(f"{server.url}/v1/detect", headers=auth, content=b"\x89PNG\r\n\x1a\n" + bytes(40))  # a PNG signature only
+    assert broken.status_code == 422
+    assert broken.json()["detail"] == "corrupt or unsupported PNG image: cannot identify image file"  # no memory address
 
 
 def test_too_many_pixels_is_422(server, auth):

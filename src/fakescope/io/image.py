@@ -107,7 +107,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
         size = f"{int(declared[1]):,} pixels" if declared else "its declared size"
         raise ImageLoadError(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels") from None
     except Exception as exc:  # Pillow raises many types for broken files
-        raise _corrupt(fmt, exc) from None
+        raise corrupt_image_error(fmt, exc) from None
     rgb = _check_size(to_rgb(img))
     return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None)
 
@@ -152,7 +152,7 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
             source.load()
             rgb = to_rgb(source)
         except Exception as exc:  # Pillow raises many types for broken files
-            raise _corrupt(source.format or "PIL", exc) from None
+            raise corrupt_image_error(source.format or "PIL", exc) from None
         rgb = _check_size(rgb)
         return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None)
     if isinstance(source, np.ndarray):
@@ -160,7 +160,7 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
     raise ImageLoadError(f"cannot read an image from {type(source).__name__}")
 
 
-def _corrupt(fmt: str, exc: Exception) -> ImageLoadError:
+def corrupt_image_error(fmt: str, exc: Exception) -> ImageLoadError:
     """The error for a file Pillow failed on, on one line (decoders' messages may span lines or name a BytesIO)."""
     reason = "cannot identify image file" if isinstance(exc, Image.UnidentifiedImageError) else " ".join(str(exc).split())
     return ImageLoadError(f"corrupt or unsupported {fmt} image: {reason}")

@@ -41,7 +41,7 @@ from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.generate import OpenAIImagesConfig
-from fakescope.io.image import decode_image, sniff_format
+from fakescope.io.image import corrupt_image_error, decode_image, sniff_format
 from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.generation import openai_client
@@ -300,7 +300,7 @@ def _check_image(data: bytes, config: ServeConfig) -> None:
         raise HTTPException(422, f"image too large: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
                                  f"the limit is {config.max_pixels:,}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
-        raise HTTPException(422, f"corrupt or unsupported {fmt} image: {exc}") from None
+        raise HTTPException(422, str(corrupt_image_error(fmt, exc))) from None
     if width * height > config.max_pixels:
         raise HTTPException(422, f"image too large: {width}x{height} is {width * height:,} pixels; "
                                  f"the limit is {config.max_pixels:,}")
