@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -60,9 +61,11 @@ def test_openai_command_runs_and_rejects_bad_options(tmp_path, monkeypatch):
         Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
         out = tmp_path / "out"
         args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(out), "--size", "256x256", "--n", "2"]
+        handler = signal.getsignal(signal.SIGTERM)
         result = CliRunner().invoke(app, [*args, "--max-spend", "0.02"])
         assert result.exit_code == 0, result.output
         assert "done 1," in result.output and "stopped: budget" in result.output and server.billable == 1
+        assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM stops like Ctrl-C only while the command runs
         bad = CliRunner().invoke(app, [*args, "--mode", "variation", "--model", "dall-e-3"])
         assert bad.exit_code == 2 and "does not support variation" in bad.output
     finally:

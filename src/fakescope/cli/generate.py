@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -69,8 +71,7 @@ def openai(
 
     Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice.
     """
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill stops like Ctrl-C
-    with clean_errors():
+    with _sigterm_as_ctrl_c(), clean_errors():
         from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
         from fakescope.generate.runner import run_openai
 
@@ -90,6 +91,16 @@ def openai(
         )
         if report.stopped == "interrupted":
             raise typer.Exit(INTERRUPTED_EXIT)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """`kill` (SIGTERM) stops like Ctrl-C inside the block; the previous handler is restored after it."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def diffusers(
