@@ -2,4 +2,5 @@
 
 from fakescope.cli import main
 
-main()
+if __name__ == "__main__":  # importing the module (pydoc, doctest collection) runs nothing
+    main()
