@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated
 
 import typer
@@ -83,9 +82,10 @@ def split(
 
         shares = _ratios(ratios)
         listed = read_manifest(manifest)
-        frame = split_manifest(resolve_uris(listed, manifest), shares, seed=seed, max_distance=max_distance, workers=workers)
-        if _same_folder(out or manifest, manifest):
-            frame["uri"] = listed["uri"].to_numpy()  # relative paths stay relative to the manifest's folder
+        resolved = resolve_uris(listed, manifest)
+        frame = split_manifest(resolved, shares, seed=seed, max_distance=max_distance, workers=workers)
+        if resolve_uris(listed, out or manifest)["uri"].equals(resolved["uri"]):  # the listed paths hold there too
+            frame["uri"] = listed["uri"].to_numpy()  # relative ones stay relative
         write_manifest(frame, out or manifest)
         sizes = frame.groupby(["split", "label"]).size()
         typer.echo("  ".join(f"{s}/{label}: {n}" for (s, label), n in sizes.items()))
@@ -132,13 +132,6 @@ def export(
             frame = frame[frame["split"] == only_split]
         exported = export_manifest(frame, out, layout=layout, size=size)
         typer.echo(f"{len(exported)} images exported to {out} ({layout})")
-
-
-def _same_folder(a: str, b: str) -> bool:
-    """Whether two manifest URIs live in one folder (so relative image paths mean the same in both)."""
-    def folder(uri: str) -> str:
-        return uri.rsplit("/", 1)[0] if "://" in uri else os.path.dirname(os.path.abspath(uri))
-    return folder(a) == folder(b)
 
 
 def _ratios(text: str) -> dict[str, float]:

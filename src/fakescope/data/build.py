@@ -19,6 +19,7 @@ from fakescope.data.manifest import (
     MANIFEST_COLUMNS,
     describe_image,
     normalise_label,
+    resolve_uris,
     validate_manifest,
 )
 from fakescope.errors import ConfigError, FakescopeError
@@ -115,9 +116,7 @@ def build_from_csv(csv_uri: str, *, workers: int = 8) -> pd.DataFrame:
     path_column = next((c for c in _URI_COLUMNS if c in table.columns), None)
     if path_column is None or "label" not in table.columns:
         raise ConfigError(f"{csv_uri} needs a label column and one of {', '.join(_URI_COLUMNS)}")
-    folder = storage.absolute(csv_uri.rsplit("/", 1)[0] if "/" in csv_uri else ".")
-    uris = [p if storage.is_remote(p) or os.path.isabs(p) or p.startswith("file://") else storage.join(folder, p)
-            for p in table[path_column].astype(str)]
+    uris = resolve_uris(table.assign(uri=table[path_column].astype(str)), csv_uri)["uri"].tolist()
     sources = table["source"].fillna("").astype(str) if "source" in table else [""] * len(table)
     generators = table["generator"].fillna("").astype(str) if "generator" in table else [""] * len(table)
     jobs = [(u, normalise_label(l), s, g) for u, l, s, g in zip(uris, table["label"], sources, generators)]
