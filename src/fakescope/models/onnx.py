@@ -77,7 +77,7 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
                 dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
             )
         os.replace(tmp, path)
-    except RuntimeError as exc:  # an operator the exporter cannot express
+    except torch.onnx.OnnxExporterError as exc:  # an operator the exporter cannot express
         raise ConfigError(f"{type(network).__name__} cannot be exported to ONNX: {str(exc).splitlines()[0]}") from None
     finally:
         if os.path.exists(tmp):
