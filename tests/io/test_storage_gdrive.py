@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 from drive_server import DRIVE_READONLY_TOKEN, write_token_file
@@ -81,6 +82,14 @@ def test_missing_credentials_name_the_variables(monkeypatch, tmp_path):
 
 
 def test_a_server_name_that_does_not_resolve_is_one_clear_error(drive_env, monkeypatch):
-    monkeypatch.setenv("FAKESCOPE_GDRIVE_ENDPOINT", "http://drive.invalid")  # .invalid never resolves
+    resolve = socket.getaddrinfo
+
+    def no_such_host(host, *args, **kwargs):  # answered here, not by the machine's DNS (slow or absent offline)
+        if host == "drive.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    monkeypatch.setenv("FAKESCOPE_GDRIVE_ENDPOINT", "http://drive.invalid")
     with pytest.raises(StorageError, match=r"^cannot read gdrive://f/x.png: Google Drive unreachable \(ServerNotFoundError\)$"):
         storage.read_bytes("gdrive://f/x.png")

@@ -42,7 +42,7 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
 def _fresh_python(code: str, timeout: float) -> subprocess.CompletedProcess:
     """Run `code` in a new interpreter (ray reads its settings at import) without the loopback variables."""
     env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.mark.slow
@@ -58,13 +58,13 @@ def test_a_local_ray_listens_on_loopback_only():
 
 
 def test_an_unreachable_cluster_is_one_line_not_a_long_retry(image_folder, tmp_path):
-    with socket.socket() as sock:
+    with socket.socket() as sock:  # bound, not listening: connections are refused, and no one else takes the port
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
-    code = ("import sys\nfrom fakescope.cli import main\n"
-            f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
-            f"'--engine', 'ray', '--address', '127.0.0.1:{port}']\nmain()\n")
-    done = _fresh_python(code, timeout=60)
+        port = sock.getsockname()[1]
+        code = ("import sys\nfrom fakescope.cli import main\n"
+                f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
+                f"'--engine', 'ray', '--address', '127.0.0.1:{port}']\nmain()\n")
+        done = _fresh_python(code, timeout=60)
     assert done.returncode == 2
     assert done.stderr == f"error: cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused\n"
 
