@@ -45,8 +45,8 @@ def test_explain_without_grad_cam_names_how_to_install_it_only_where_needed(monk
     explain = ["explain", str(image), "--model", str(tiny_model_dir), "--out", str(tmp_path / "x")]
     result = CliRunner().invoke(app, [*explain, "--method", "gradcam"])
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines() == ["error: missing optional package 'pytorch_grad_cam'; install it with: "
-                                          'pip install "fakescope[explain]" && pip install --no-deps grad-cam']
+    assert result.stderr.splitlines() == [("error: missing optional package 'pytorch_grad_cam'; install it with: "
+                                           'pip install "fakescope[explain]" && pip install --no-deps grad-cam')]
     for method in ("tiles", "cam"):  # these need no pytorch-grad-cam
         done = CliRunner().invoke(app, [*explain, "--method", method])
         assert done.exit_code == 0 and (tmp_path / "x" / f"x_{method}.png").is_file(), done.output

@@ -79,6 +79,7 @@ def test_a_failed_job_says_why(server, auth, images_api, photo_bytes):
     assert job["state"] == "failed" and job["error"].startswith("no image was generated (1 request(s) failed: ")
     assert "image too small: 16x16 (minimum side 32 px)" in job["error"]
 
+
 def test_missing_job_is_404(server, auth):
     answer = httpx.get(f"{server.url}/v1/jobs/nope", headers=auth)
     assert answer.status_code == 404 and answer.json()["detail"] == "no job nope"

@@ -181,6 +181,7 @@ def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tm
         page.close()  # a connected session holds up Streamlit's shutdown
     assert images_api.billable == billed + 1 and API_KEY not in (tmp_path / "streamlit.log").read_text()
 
+
 def test_a_model_that_cannot_load_is_one_clear_line(images_api, page, photo_bytes, tmp_path):
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(photo_bytes)
@@ -191,6 +192,7 @@ def test_a_model_that_cannot_load_is_one_clear_line(images_api, page, photo_byte
         page.get_by_text("Could not load the detector: unknown model 'no-such-model'").wait_for(timeout=30_000)
         assert "Traceback" not in page.locator("main").inner_text()
         page.close()  # a connected session holds up Streamlit's shutdown
+
 
 def test_report_page_shows_metrics_slices_and_html(app_url, page, tmp_path):
     report = {"model": "fakescope-default", "metrics": {"auc": 0.873, "accuracy": 0.81},

@@ -54,6 +54,7 @@ def app(
     """Open the web app (Streamlit): detector, generator and report pages."""
     with clean_errors():
         import streamlit  # noqa: F401 - missing: one line naming the extra, not a failed subprocess
+
         from fakescope.serve import webapp_command
 
         command = webapp_command(host, port)
