@@ -31,7 +31,9 @@ def clean_errors(exit_code: int = USAGE_EXIT, *, source: str | None = None) -> I
         yield
     except FakescopeError as exc:
         message = str(exc)
-        typer.echo(f"error: {message if source is None or message.startswith(source) else f'{source}: {message}'}", err=True)
+        if source is not None and not message.startswith(source):
+            message = f"{source}: {message}"
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exit_code) from None
     except ModuleNotFoundError as exc:
         package = (exc.name or "").split(".")[0]
