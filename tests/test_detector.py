@@ -18,7 +18,7 @@ from PIL import Image
 import fakescope.detector as detector_module
 from fakescope.detection import Detection
 from fakescope.detector import Detector
-from fakescope.errors import FakescopeError
+from fakescope.errors import FakescopeError, StorageUnavailableError
 from fakescope.io import shared_slots
 from fakescope.io.image import read_source
 from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE, load_model
@@ -100,6 +100,20 @@ def test_a_pil_image_that_fails_to_decode_is_an_error_record(tiny_model_dir, ima
     results = detector.predict([image_files[1], broken, image_files[0]])
     assert "corrupt or unsupported JPEG image" in results[1].error
     assert results[0].ok and results[2].ok
+
+
+def test_an_unreachable_storage_stops_the_batch_after_one_try(tiny_model_dir, image_files, monkeypatch):
+    tries = []
+
+    def unreachable(source):
+        tries.append(source)
+        raise StorageUnavailableError(f"cannot read {source}: S3 endpoint unreachable")
+
+    monkeypatch.setattr(detector_module, "read_source", unreachable)
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2)
+    with pytest.raises(StorageUnavailableError, match="S3 endpoint unreachable"):
+        detector.predict(["s3://bucket/a.png", "s3://bucket/b.png"])
+    assert len(tries) <= 2 and len(set(tries)) == len(tries)  # each read once: not tried again in the calling thread
 
 
 def test_decoding_workers_do_not_change_results(tiny_model_dir, image_files):

@@ -239,6 +239,8 @@ class Detector:
                     results = [self._prepare_alone(new_pool, prepare, ix, slot) for ix, slot in tasks]
                     pool = new_pool(self.workers)
                     pending = collections.deque((t, pool.submit(_prepare_chunk, prepare, t)) for t, _ in pending)
+                except StorageUnavailableError:  # the storage, not an input: stop without trying it again here
+                    raise
                 except Exception:  # noqa: BLE001 - an input no process can take (a PIL image failing to load): here
                     results = [prepare(*ix, slot=slot) for ix, slot in tasks]
                 for (_, slot), result in zip(tasks, results):
