@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -117,7 +118,8 @@ def s3_bucket(s3_env: S3Server, request: pytest.FixtureRequest) -> str:
     """A fresh, empty bucket named after the test."""
     import boto3
 
-    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    readable = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"t-{readable}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"  # unique per parameter too
     boto3.client("s3", endpoint_url=s3_env.endpoint).create_bucket(Bucket=name)
     return name
 

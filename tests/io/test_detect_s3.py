@@ -92,15 +92,19 @@ def test_ray_scan_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, 
     assert read_results(tmp_path / "res").empty
 
 
+@pytest.mark.parametrize("output", ["jsonl", "table"])
 def test_detect_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, tiny_model_dir, image_factory, tmp_path,
-                                                                    monkeypatch):
+                                                                    monkeypatch, output):
     local = tmp_path / "a.png"
     image_factory.file(local, "PNG", seed=1)
     uri = f"s3://{s3_bucket}/photos/0.png"  # on stdin: read, not checked first
     with _refusing_endpoint() as dead:
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", dead)
         result = CliRunner().invoke(app, ["detect", str(local), "-", "--model", str(tiny_model_dir), "--device", "cpu",
-                                          "--no-provenance", "--format", "jsonl", "--batch-size", "1"], input=uri + "\n")
+                                          "--no-provenance", "--format", output, "--batch-size", "1"], input=uri + "\n")
     assert result.exit_code == 2, result.output
     assert result.stderr == f"error: cannot read {uri}: S3 endpoint unreachable\n"  # not a traceback
-    assert json.loads(result.stdout)["path"] == str(local)  # what was scored before is kept
+    if output == "jsonl":  # what was scored before is kept
+        assert json.loads(result.stdout)["path"] == str(local)
+    else:
+        assert "1 image: " in result.stdout  # the table of what was scored, with its count

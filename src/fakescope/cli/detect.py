@@ -107,20 +107,22 @@ def _render(results, output: OutputFormat) -> int:
     if writer:
         writer.writeheader()
     table_rows = []
-    for detection in results:
-        failures += not detection.ok
-        record = detection.to_dict()
-        if output is OutputFormat.jsonl:  # JSON escapes a file name that is not UTF-8 by itself
-            sys.stdout.write(json.dumps(record) + "\n")
-            sys.stdout.flush()
-            continue
-        record |= {key: path_text(record[key]) for key in ("path", "error") if key in record}
-        if writer:
-            writer.writerow({**record, "evidence": "; ".join(_evidence_line(e) for e in record["evidence"])})
-        else:
-            table_rows.append(record)
-    if output is OutputFormat.table:
-        _print_table(table_rows)
+    try:
+        for detection in results:
+            failures += not detection.ok
+            record = detection.to_dict()
+            if output is OutputFormat.jsonl:  # JSON escapes a file name that is not UTF-8 by itself
+                sys.stdout.write(json.dumps(record) + "\n")
+                sys.stdout.flush()
+                continue
+            record |= {key: path_text(record[key]) for key in ("path", "error") if key in record}
+            if writer:
+                writer.writerow({**record, "evidence": "; ".join(_evidence_line(e) for e in record["evidence"])})
+            else:
+                table_rows.append(record)
+    finally:  # what was scored before an error that stops the batch (an unreachable storage) is still shown
+        if output is OutputFormat.table and table_rows:
+            _print_table(table_rows)
     return failures
 
 
