@@ -84,6 +84,17 @@ def test_resume_continues_from_the_last_checkpoint(manifest, tmp_path):
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
 
 
+def test_resume_keeps_the_columns_of_an_older_metrics_file(manifest, tmp_path):
+    train(_config(manifest, tmp_path, epochs=1), progress=False)
+    metrics = tmp_path / "metrics.csv"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")  # as written before the lr column
+    train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
+    with open(metrics) as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["epoch", "train_loss", "val_auc", "seconds"] and [len(r) for r in rows] == [4, 4, 4]
+
+
 def test_resume_with_more_epochs_follows_the_longer_runs_schedule(manifest, tmp_path):
     train(_config(manifest, tmp_path / "straight", epochs=4, patience=9), progress=False)
     train(_config(manifest, tmp_path / "resumed", epochs=2, patience=9), progress=False)

@@ -262,7 +262,10 @@ class _MetricLog:
     """metrics.csv, plus TensorBoard scalars when tensorboard is installed."""
 
     def __init__(self, out: Path, append: bool):
-        self.file = open(out / "metrics.csv", "a" if append else "w", newline="")
+        path = out / "metrics.csv"
+        header = path.read_text().partition("\n")[0] if append and path.is_file() else ""
+        self.columns = header.split(",") if header else None  # a resumed run keeps its file's columns
+        self.file = open(path, "a" if append else "w", newline="")
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -273,7 +276,7 @@ class _MetricLog:
 
     def write(self, **row) -> None:
         if self.writer is None:
-            self.writer = csv.DictWriter(self.file, list(row))
+            self.writer = csv.DictWriter(self.file, self.columns or list(row), extrasaction="ignore")
             if self.file.tell() == 0:
                 self.writer.writeheader()
         self.writer.writerow(row)
