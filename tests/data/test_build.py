@@ -93,12 +93,22 @@ def test_attributes_join_on_file_stem_and_balance_strata(faces_layout, tmp_path)
     frame = join_attributes(build_from_folders(str(faces_layout)), str(table))
     real = frame[frame["label"] == "real"].set_index(frame[frame["label"] == "real"]["uri"].str.rsplit("/", n=1).str[1])
     assert real.loc["r003.jpg", "gender"] == "Man" and real.loc["r007.jpg", "expression"] == "happy"
-    assert frame[frame["label"] == "ai"]["gender"].isna().all()
+    assert frame[frame["generator"] == "stylegan2"]["gender"].isna().all()
     balanced = balance_manifest(frame, ("label",), seed=3)
     assert balanced["label"].value_counts().to_dict() == {"real": PER_CLASS + 1, "ai": PER_CLASS + 1}
     strata = balance_manifest(frame, ("label", "gender"), per_stratum=5).groupby(["label", "gender"], dropna=False)
-    assert strata.size().tolist() == [5, 5, 5, 1]  # ai/missing, real/Man, real/Woman, real/missing (the copy)
+    assert strata.size().tolist() == [1, 5, 5, 5, 1]  # ai/Man (the variation), ai/missing, real/Man, real/Woman, real/missing
     smallest = balance_manifest(frame, ("label", "gender"))
-    assert len(smallest) == 4
+    assert len(smallest) == 5
     with pytest.raises(ConfigError, match="unknown column"):
         balance_manifest(frame, ("colour",))
+
+
+def test_ai_image_takes_the_attributes_of_the_real_face_it_was_made_from(faces_layout, tmp_path):
+    table = tmp_path / "attrs.csv"
+    table.write_text("ffhq_file,expression,glasses,gender,race\nr000.png,happy,1,Woman,asian\nf001.png,sad,0,Man,white\n")
+    frame = join_attributes(build_from_folders(str(faces_layout)), str(table)).set_index("uri")
+    variation = frame.loc[str(faces_layout / "fake" / "variations" / "r000_var1.png")]
+    assert variation[["expression", "gender", "race"]].tolist() == ["happy", "Woman", "asian"] and variation["glasses"] == 1
+    assert frame.loc[str(faces_layout / "fake" / "stylegan2" / "f001.jpg"), "gender"] == "Man"  # its own row wins
+    assert frame.loc[str(faces_layout / "fake" / "stylegan2" / "f002.jpg"), ["gender", "race"]].isna().all()

@@ -31,7 +31,7 @@ def build(
     out: ManifestOutOpt,
     images: Annotated[str | None, typer.Option("--images", help="Folder holding the images an FFHQ .json lists.")] = None,
     source: Annotated[str | None, typer.Option("--source", help="Source name for the real images (default: from folders).")] = None,
-    attributes: Annotated[str | None, typer.Option("--attributes", help="CSV of attributes keyed by file name, e.g. ffhq_attributes.csv.")] = None,
+    attributes: Annotated[str | None, typer.Option("--attributes", help="CSV of attributes keyed by file name, e.g. ffhq_attributes.csv; ai images take their pair's.")] = None,
     attributes_key: Annotated[str | None, typer.Option("--attributes-key", help="File-name column of --attributes (default: first).")] = None,
     balance_by: Annotated[str | None, typer.Option("--balance-by", help="Comma-separated columns to balance, e.g. label or label,gender.")] = None,
     per_stratum: Annotated[int | None, typer.Option("--per-stratum", min=1, help="Rows per balanced stratum (default: the smallest).")] = None,

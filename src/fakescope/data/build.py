@@ -144,7 +144,9 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
         key: The file-name column of the table.
 
     Rows are matched on the file name without extension, so `00001.png` in the table matches
-    `real/00001.jpg`. Attribute columns that clash with manifest columns get an `attr_` prefix.
+    `real/00001.jpg`; a row with no match of its own (an ai image such as `00001-<hash>-dall-e-2-...`)
+    takes the attributes of a matched row with its `pair_id`, the face it was made from.
+    Attribute columns that clash with manifest columns get an `attr_` prefix.
     """
     import io
 
@@ -157,8 +159,13 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     table = table.assign(_stem=table[key].astype(str).map(_stem)).drop(columns=[key])
     table = table.drop_duplicates("_stem").rename(columns={c: f"attr_{c}" for c in table.columns if c in frame.columns})
     joined = frame.assign(_stem=frame["uri"].map(_stem)).merge(table, on="_stem", how="left").drop(columns="_stem")
-    matched = int(joined[[c for c in table.columns if c != "_stem"]].notna().any(axis=1).sum())
-    logger.info("attributes matched %d of %d rows", matched, len(frame))
+    columns = [c for c in table.columns if c != "_stem"]
+    own = joined[columns].notna().any(axis=1)
+    donors = joined[own].drop_duplicates("pair_id").set_index("pair_id")[columns]
+    inherit = ~own & joined["pair_id"].isin(donors.index)
+    joined.loc[inherit, columns] = donors.loc[joined.loc[inherit, "pair_id"]].to_numpy()
+    logger.info("attributes matched %d of %d rows (%d through their pair)", int(own.sum() + inherit.sum()),
+                len(frame), int(inherit.sum()))
     return validate_manifest(joined)
 
 
