@@ -91,9 +91,23 @@ def test_save_pair_writes_real_and_ai_with_a_shared_pair_id(tmp_path, photo_byte
     rows = pd.read_csv(manifest, keep_default_na=False)
     assert list(rows["label"]) == ["real", "ai", "ai"] and rows["pair_id"].nunique() == 1
     assert rows.loc[0, "uri"].endswith(".jpeg") and "/real/my_cat-" in rows.loc[0, "uri"]
-    assert all("/ai/" in uri for uri in rows["uri"][1:]) and (tmp_path / "ds" / "ai").is_dir()
+    assert all("/ai/dall-e-2/" in uri for uri in rows["uri"][1:])
     assert save_pair(str(tmp_path / "ds"), photo_bytes, [flat_png, flat_png], config, filename="my cat.jpg") == manifest
     assert len(pd.read_csv(manifest)) == 3
+
+
+def test_a_saved_pair_reads_back_with_dataset_build(tmp_path, monkeypatch, photo_bytes, flat_png):
+    from fakescope.data import build_from_csv, build_from_folders, join_attributes
+
+    monkeypatch.chdir(tmp_path)  # the app's folder field takes a relative path too
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    manifest = save_pair("data/generated", photo_bytes, [flat_png], config, filename="00042.png")
+    (tmp_path / "attributes.csv").write_text("ffhq_file,gender,race\n00042.png,Woman,asian\n")
+    listed = join_attributes(build_from_csv(manifest), str(tmp_path / "attributes.csv"))
+    assert list(listed["label"]) == ["real", "ai"] and listed["pair_id"].nunique() == 1
+    assert list(listed["generator"]) == ["", "dall-e-2"] and list(listed["gender"]) == ["Woman", "Woman"]
+    folders = build_from_folders("data/generated")
+    assert folders.set_index("label").loc["ai", "generator"] == "dall-e-2" and folders["pair_id"].nunique() == 1
 
 
 def test_jobs_outlive_a_restart_and_unfinished_ones_fail_without_a_resend(tmp_path, images_api, photo_bytes, detector):

@@ -144,8 +144,9 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
         key: The file-name column of the table.
 
     Rows are matched on the file name without extension, so `00001.png` in the table matches
-    `real/00001.jpg`; a row with no match of its own (an ai image such as `00001-<hash>-dall-e-2-...`)
-    takes the attributes of a matched row with its `pair_id`, the face it was made from.
+    `real/00001.jpg`. A row with no match of its own is matched by the file name in its `source`
+    (the upload's name, for images the web app saved), else takes the attributes of a matched row
+    with its `pair_id`, the face it was made from (an ai image such as `00001-<hash>-dall-e-2-...`).
     Attribute columns that clash with manifest columns get an `attr_` prefix.
     """
     import io
@@ -158,7 +159,9 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
         raise ConfigError(f"attribute table {table_uri} has no column {key!r}")
     table = table.assign(_stem=table[key].astype(str).map(_stem)).drop(columns=[key])
     table = table.drop_duplicates("_stem").rename(columns={c: f"attr_{c}" for c in table.columns if c in frame.columns})
-    joined = frame.assign(_stem=frame["uri"].map(_stem)).merge(table, on="_stem", how="left").drop(columns="_stem")
+    known = set(table["_stem"])
+    stems = [own if own in known else _stem(source) for own, source in zip(frame["uri"].map(_stem), frame["source"])]
+    joined = frame.assign(_stem=stems).merge(table, on="_stem", how="left").drop(columns="_stem")
     columns = [c for c in table.columns if c != "_stem"]
     own = joined[columns].notna().any(axis=1)
     donors = joined[own].drop_duplicates("pair_id").set_index("pair_id")[columns]

@@ -98,11 +98,13 @@ def save_pair(
     *,
     filename: str = "upload",
 ) -> str:
-    """Write the real image to `<dataset>/real/` and the ai ones to `<dataset>/ai/`, and merge the manifest.
+    """Write the real image to `<dataset>/real/` and the ai ones to `<dataset>/ai/<model>/`, and merge the manifest.
 
-    Rows follow `fakescope.generate.MANIFEST_COLUMNS`; the real image and its ai images share
-    `pair_id` (the real image's sha256), so splits keep them together. Returns the manifest URI.
+    Rows follow `fakescope.generate.MANIFEST_COLUMNS`, with absolute URIs; the real image and its ai
+    images share `pair_id` (the real image's sha256), so splits keep them together, and the real
+    row's `source` is the uploaded file name. Returns the manifest URI.
     """
+    dataset = storage.absolute(dataset)
     loaded = decode_image(real)
     digest = hashlib.sha256(real).hexdigest()
     stem = f"{_stem(filename)}-{digest[:8]}"
@@ -115,7 +117,7 @@ def save_pair(
     }]
     for index, data in enumerate(generated):
         image = decode_image(data)
-        uri = storage.join(dataset, "ai", f"{stem}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{image.format.lower()}")
+        uri = storage.join(dataset, "ai", config.model, f"{stem}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{image.format.lower()}")
         storage.write_bytes(uri, data)
         rows.append(manifest_row(
             uri=uri, source=real_uri, source_sha256=digest, generator=config.model, model=config.model,
