@@ -89,3 +89,20 @@ def test_relative_image_paths_resolve_against_the_manifests_folder(faces_layout,
     assert all(os.path.isfile(u) for u in pd.read_csv(tmp_path / "m.csv")["uri"])  # valid from its new folder
     export = runner.invoke(app, ["dataset", "export", str(manifest), str(tmp_path / "exported")])
     assert export.exit_code == 0 and export.output.startswith("34 images exported"), export.output
+
+
+def test_split_warns_when_a_requested_split_gets_no_images(tmp_path):
+    from PIL import Image
+
+    for folder, shade in (("real", 120), ("fake/flat", 121)):
+        os.makedirs(tmp_path / "flat" / folder)
+        for i in range(4):  # flat images: one near-duplicate group
+            image = Image.new("RGB", (64, 64), (shade, 90, 60))
+            image.putpixel((0, 0), (i, i, i))
+            image.save(tmp_path / "flat" / folder / f"{i}.png")
+    manifest = str(tmp_path / "flat.csv")
+    assert runner.invoke(app, ["dataset", "build", str(tmp_path / "flat"), "--out", manifest]).exit_code == 0
+    split = runner.invoke(app, ["dataset", "split", manifest])
+    assert split.exit_code == 0 and "warning: no images in val, test" in split.output
+    dealt = runner.invoke(app, ["dataset", "split", manifest, "--max-distance", "-1", "--ratios", "train=0.5,val=0.25,test=0.25"])
+    assert "test/" in dealt.output and "warning: no images" not in dealt.output

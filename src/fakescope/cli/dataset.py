@@ -91,6 +91,10 @@ def split(
         typer.echo("  ".join(f"{s}/{label}: {n}" for (s, label), n in sizes.items()))
         for problem in find_leaks(frame):
             typer.echo(f"warning: {problem}", err=True)
+        empty = [name for name, share in shares.items() if share > 0 and not (frame["split"] == name).any()]
+        if empty:
+            typer.echo(f"warning: no images in {', '.join(empty)}: too few pair and near-duplicate groups to deal out"
+                       f" (--max-distance -1 turns the near-duplicate grouping off)", err=True)
         unread = int((frame["dhash"] == "").sum()) if "dhash" in frame else 0
         if unread:
             typer.echo(f"warning: {unread} image(s) could not be read, so not checked for near duplicates", err=True)
