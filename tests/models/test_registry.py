@@ -67,3 +67,12 @@ def test_efficientnet_lite0_pretrained_loads_wheel_weights():
     with torch.inference_mode():
         assert not torch.allclose(scratch.embed(x), pretrained.embed(x), atol=1e-3)
         assert not torch.allclose(scratch(x), pretrained(x), atol=1e-4)
+
+
+def test_offline_hub_weights_fail_in_a_line_that_names_scratch(monkeypatch, tmp_path):
+    from fakescope.errors import ModelLoadError
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 at import
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(ModelLoadError, match="could not download ImageNet weights.*--scratch"):
+        create_model("mobilenet_v2", pretrained=True)

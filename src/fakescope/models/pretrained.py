@@ -62,7 +62,8 @@ def _hub_state_dict(timm_name: str) -> dict[str, torch.Tensor]:
     try:
         return timm.create_model(timm_name, pretrained=True).state_dict()
     except Exception as exc:  # no internet, no cache
-        raise ModelLoadError(f"could not download ImageNet weights for {timm_name}: {exc}") from None
+        raise ModelLoadError(f"could not download ImageNet weights for {timm_name}: {exc}"
+                             " (train from random weights with --scratch, or `pretrained:` a state-dict file)") from None
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
