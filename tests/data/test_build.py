@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pandas as pd
 import pytest
 from conftest import PER_CLASS
 
@@ -15,6 +16,7 @@ from fakescope.data import (
     build_from_folders,
     join_attributes,
     read_rows,
+    validate_manifest,
     write_manifest,
 )
 from fakescope.errors import ConfigError
@@ -112,3 +114,58 @@ def test_ai_image_takes_the_attributes_of_the_real_face_it_was_made_from(faces_l
     assert variation[["expression", "gender", "race"]].tolist() == ["happy", "Woman", "asian"] and variation["glasses"] == 1
     assert frame.loc[str(faces_layout / "fake" / "stylegan2" / "f001.jpg"), "gender"] == "Man"  # its own row wins
     assert frame.loc[str(faces_layout / "fake" / "stylegan2" / "f002.jpg"), ["gender", "race"]].isna().all()
+
+
+def _faces(genders: dict[str, int], variations: int, *, unpaired_fakes: int = 0) -> pd.DataFrame:
+    """A manifest of real faces with `variations` ai images each (one pair_id), plus unpaired fakes."""
+    rows = []
+    for gender, n in genders.items():
+        for i in range(n):
+            pair = f"{gender}{i}"
+            rows.append({"uri": f"real/{pair}.png", "label": "real", "pair_id": pair, "gender": gender})
+            rows += [{"uri": f"ai/{pair}_{v}.png", "label": "ai", "pair_id": pair, "gender": gender} for v in range(variations)]
+    rows += [{"uri": f"ai/gan{i}.png", "label": "ai", "pair_id": f"gan{i}", "gender": None} for i in range(unpaired_fakes)]
+    frame = pd.DataFrame(rows)
+    for column in ("source", "generator", "split", "format", "sha256"):
+        frame[column] = ""
+    return validate_manifest(frame.assign(width=64, height=64))
+
+
+def _whole_pairs(balanced: pd.DataFrame, frame: pd.DataFrame) -> bool:
+    sizes = frame.groupby("pair_id").size()
+    return bool((balanced.groupby("pair_id").size() == sizes[balanced["pair_id"].unique()]).all())
+
+
+def test_balancing_keeps_a_real_face_and_all_its_variations_together():
+    frame = _faces({"Man": 10, "Woman": 4}, variations=2)
+    balanced = balance_manifest(frame, ("label", "gender"), seed=1)
+    assert _whole_pairs(balanced, frame)
+    # the smallest stratum, real/Woman, holds 4 rows; two whole pairs per gender fill ai to 4
+    counts = balanced.groupby(["label", "gender"]).size().to_dict()
+    assert counts == {("ai", "Man"): 4, ("ai", "Woman"): 4, ("real", "Man"): 2, ("real", "Woman"): 2}
+    assert balanced.equals(balance_manifest(frame, ("label", "gender"), seed=1))
+    assert not balanced.equals(balance_manifest(frame, ("label", "gender"), seed=2))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_balancing_never_orphans_a_fake_or_unpairs_a_real(seed):
+    frame = _faces({"Man": 7, "Woman": 5}, variations=3, unpaired_fakes=9)
+    balanced = balance_manifest(frame, ("gender",), seed=seed, per_stratum=8)
+    assert _whole_pairs(balanced, frame)
+    assert balanced.groupby("gender", dropna=False).size().tolist() == [8, 8, 8]  # Man, Woman: two pairs; missing: 8 fakes
+
+
+def test_balancing_keeps_the_pairs_of_a_folder_build(faces_layout):
+    frame = build_from_folders(str(faces_layout))
+    for seed in range(8):
+        names = set(balance_manifest(frame, ("label",), seed=seed, per_stratum=4)["uri"].str.rsplit("/", n=1).str[1])
+        assert ("r000.jpg" in names) == ("r000_var1.png" in names)
+
+
+@pytest.mark.parametrize(("seed", "per_stratum"), [(0, None), (3, None), (7, 2)])
+def test_balancing_without_pairs_samples_rows_as_before(seed, per_stratum):
+    frame = _faces({"Man": 9, "Woman": 4, "Other": 6}, variations=0, unpaired_fakes=5)
+    groups = frame.groupby(["gender"], dropna=False, sort=True)
+    count = per_stratum or int(groups.size().min())
+    before = pd.concat([g.sample(n=min(count, len(g)), random_state=seed) for _, g in groups]).sort_index()
+    assert balance_manifest(frame, ("gender",), seed=seed, per_stratum=per_stratum)["uri"].tolist() == before["uri"].tolist()

@@ -175,24 +175,49 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
 def balance_manifest(
     frame: pd.DataFrame, by: Sequence[str] = ("label",), *, seed: int = 0, per_stratum: int | None = None
 ) -> pd.DataFrame:
-    """Downsample so every stratum (combination of `by` values) has the same number of rows.
+    """Downsample so every stratum (combination of `by` values) has the same number of rows, keeping pairs whole.
+
+    A real image and every ai image made from it (one `pair_id`) are kept or dropped together, so
+    balancing never orphans a fake or unpairs a real; a row without a pair is its own group. Strata
+    are filled rarest first, each walking its rows in seeded random order and keeping a row's whole
+    group when that takes no stratum past `per_stratum`. Without pairs this is a seeded sample of
+    `per_stratum` rows from each stratum. A pair spans strata of both labels, so a stratum can end
+    short: balancing `label` keeps each pair's ratio (one real to two variations, say).
 
     Args:
         frame: The manifest.
         by: Columns defining strata: `("label",)` balances classes; `("label", "gender")` also
             balances an attribute. Missing attribute values form their own stratum.
-        seed: Seed of the random choice of kept rows.
-        per_stratum: Rows to keep per stratum; default the smallest stratum's size.
+        seed: Seed of the random choice of kept groups.
+        per_stratum: Most rows to keep per stratum; default the smallest stratum's size.
     """
-    import pandas as pd
+    import numpy as np
 
     unknown = [c for c in by if c not in frame.columns]
     if unknown:
         raise ConfigError(f"cannot balance by unknown column(s) {', '.join(unknown)}")
-    groups = frame.groupby(list(by), dropna=False, sort=True)
-    count = per_stratum if per_stratum is not None else int(groups.size().min())
-    kept = [group.sample(n=min(count, len(group)), random_state=seed) for _, group in groups]
-    return validate_manifest(pd.concat(kept).sort_index())
+    frame = frame.reset_index(drop=True)
+    stratum = frame.groupby(list(by), dropna=False, sort=True).ngroup().to_numpy()
+    sizes = np.bincount(stratum)
+    count = per_stratum if per_stratum is not None else int(sizes.min())
+    pair = frame["pair_id"].fillna("").astype(str).to_numpy()
+    group = np.where(pair != "", pair, [f"row:{i}" for i in range(len(frame))])  # no pair: its own group
+    members = frame.groupby(group, sort=False).indices
+    filled, keep, seen = np.zeros(len(sizes), dtype=np.int64), np.zeros(len(frame), dtype=bool), set()
+    for s in np.argsort(sizes, kind="stable"):
+        rows = np.flatnonzero(stratum == s)
+        for row in rows[np.random.RandomState(seed).permutation(len(rows))]:  # pandas' sample(random_state=seed)
+            if filled[s] >= count:
+                break
+            if group[row] in seen:
+                continue
+            seen.add(group[row])
+            taken = np.bincount(stratum[members[group[row]]], minlength=len(sizes))
+            if (filled + taken <= count).all():
+                filled += taken
+                keep[members[group[row]]] = True
+    logger.info("balanced %d strata to at most %d rows: kept %d of %d rows", len(sizes), count, int(keep.sum()), len(frame))
+    return validate_manifest(frame[keep])
 
 
 def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int) -> pd.DataFrame:
