@@ -119,10 +119,22 @@ def test_cli_trains_from_a_manifest_with_flag_overrides(manifest, tmp_path):
     config = tmp_path / "train.yaml"
     cfg = _config(manifest, tmp_path / "run", epochs=1)
     cfg.to_yaml(config)
-    result = CliRunner().invoke(app, ["train", str(config), "--epochs", "2", "--no-progress"])
+    result = CliRunner().invoke(app, ["train", str(config), "--epochs", "2", "--name", "faces-mnv2", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "auc=" in result.output
     assert yaml.safe_load((tmp_path / "run" / "train_config.yaml").read_text())["epochs"] == 2
+    assert load_model(tmp_path / "run" / "model").config.name == "faces-mnv2"  # over the YAML's name:
+
+
+def test_a_config_without_a_name_is_named_after_its_output_folder(tmp_path):
+    assert TrainConfig.from_dict({"manifest": "m.csv", "out": "runs/mnv2/"}).name == "mnv2"
+    assert TrainConfig.from_dict({"manifest": "m.csv"}).name == "fakescope-detector"
+    assert TrainConfig.from_dict({"manifest": "m.csv", "out": "."}).name == "fakescope-detector"
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"manifest": "m.csv", "out": "runs/a", "name": "faces-v1"}))
+    assert TrainConfig.from_yaml(config).name == "faces-v1"
+    assert TrainConfig.from_yaml(config, out="runs/b").name == "faces-v1"
+    assert TrainConfig.from_yaml(config, name="faces-v2").name == "faces-v2"
 
 
 def test_cli_says_why_the_test_auc_is_nan(manifest, tmp_path):

@@ -13,6 +13,8 @@ from fakescope.cli._errors import clean_errors
 def train(
     config: Annotated[str, typer.Argument(help="A YAML TrainConfig, or a manifest (.csv/.parquet) to train on with defaults.")],
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Model name in reports and CAM captions (default: the config's "
+                                                          "name:, else the -o/out: folder's name, else fakescope-detector).")] = None,
     architecture: Annotated[str | None, typer.Option(help="A registered architecture (see `fakescope models list`).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
@@ -29,7 +31,7 @@ def train(
     from fakescope.train import TrainConfig
     from fakescope.train import train as run
 
-    overrides = dict(out=out, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+    overrides = dict(out=out, name=name, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                      num_workers=num_workers, seed=seed, pretrained=pretrained, resume=resume or None)
     with clean_errors():
         if config.endswith((".csv", ".parquet")):

@@ -21,6 +21,7 @@ class TrainConfig:
     manifest: str
     out: str = "runs/detector"
     name: str = "fakescope-detector"
+    """What reports and CAM captions call the model; `from_dict`/`from_yaml` default it to the `out` folder's name."""
     architecture: str = "efficientnet_lite0"
     pretrained: bool | str = True
     """ImageNet weights: True for the architecture's own source, or a state-dict file path."""
@@ -46,6 +47,9 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         _check_keys(d, cls, "")
+        folder = Path(str(d.get("out") or "")).name
+        if not d.get("name") and folder.strip("."):
+            d["name"] = folder  # runs/mnv2 trains `mnv2`, not one more `fakescope-detector`
         _check_keys(d.get("augment") or {}, AugmentConfig, "augment.")
         try:
             aug = {k: tuple(v) if isinstance(v, list) else v for k, v in (d.pop("augment", None) or {}).items()}
