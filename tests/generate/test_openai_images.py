@@ -224,3 +224,33 @@ def test_sigterm_finishes_requests_in_flight_and_resume_never_pays_twice(server,
     second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert second.returncode == 0 and "already done 5" in second.stdout and "done 1," in second.stdout, second.stdout
     assert server.billable == 6 == len(_outputs(out))
+
+
+def test_manifest_source_generates_from_its_real_rows_only_and_by_split(server, photos, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "real").mkdir()
+    for name in ("photo0.jpeg", "photo1.png", "photo2.png"):
+        (data / "real" / name).write_bytes((photos / name).read_bytes())
+    Image.new("RGB", (30, 30), "white").save(data / "fake.png")
+    pd.DataFrame({
+        "uri": ["real/photo0.jpeg", "real/photo1.png", "fake.png", "real/photo2.png"],
+        "label": ["real", "0", "fake", "real"],
+        "split": ["train", "train", "train", "test"],
+    }).to_csv(data / "faces.csv", index=False)
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    train = run_openai(str(data / "faces.csv"), str(out), config, split="train", client=make_client(max_retries=0))
+    assert (train.done, server.billable) == (2, 2)
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert sorted(manifest["source"]) == [str(data / "real" / "photo0.jpeg"), str(data / "real" / "photo1.png")]
+    assert all(row.pair_id == hashlib.sha256(Path(row.source).read_bytes()).hexdigest() for row in manifest.itertuples())
+    every = run_openai(str(data / "faces.csv"), str(out), config, client=make_client(max_retries=0))
+    assert (every.done, every.skipped, server.billable) == (1, 2, 3)  # the fake row is never sent
+    assert len(pd.read_csv(out / "manifest.csv")) == 3
+    with pytest.raises(ConfigError, match="no real images in split 'val'"):
+        run_openai(str(data / "faces.csv"), str(out), config, split="val", client=make_client(max_retries=0))
+    with pytest.raises(ConfigError, match="dataset manifest"):
+        run_openai(str(photos), str(out), config, split="train", client=make_client(max_retries=0))
+    assert server.billable == 3
+

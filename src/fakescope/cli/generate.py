@@ -14,7 +14,10 @@ from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt
 
 INTERRUPTED_EXIT = 130
 
-SrcArg = Annotated[str, typer.Argument(help="Image file or folder (path or storage URI); for `--mode generate` a prompts file.")]
+_SRC_HELP = "Image file or folder (path or storage URI), or a dataset manifest (.csv/.parquet) whose real rows are the sources"
+SrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}.")]
+OpenAISrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}; for `--mode generate` a prompts file.")]
+SplitOpt = Annotated[str | None, typer.Option("--split", help="With a manifest SRC: only the real rows of this split (train, val, test).")]
 ManifestOpt = Annotated[str, typer.Option("--manifest", help="Manifest file name inside --out (.csv or .parquet).")]
 
 
@@ -34,6 +37,7 @@ def taef2(
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 8,
     manifest: ManifestOpt = "manifest.csv",
+    split: SplitOpt = None,
 ) -> None:
     """Reconstruct real images through the FLUX.2 tiny autoencoder: aligned ai images at the source's size."""
     with clean_errors():
@@ -43,13 +47,13 @@ def taef2(
         model = TAEF2.from_dir(weights, device=device, batch_size=batch_size)
         count, manifest_uri = generate_local(
             src, out, model.reconstruct, generator="taef2", model="taef2",
-            params={"weights": "taef2"}, batch_size=batch_size, manifest_name=manifest,
+            params={"weights": "taef2"}, batch_size=batch_size, manifest_name=manifest, split=split,
         )
         typer.echo(f"{count} images written; manifest {manifest_uri}")
 
 
 def openai(
-    src: SrcArg,
+    src: OpenAISrcArg,
     out: OutDirOpt,
     mode: Annotated[str, typer.Option("--mode", help="variation, edit or generate.")] = "variation",
     model: Annotated[str, typer.Option("--model", "-m", help="dall-e-2, dall-e-3 or gpt-image-1.")] = "dall-e-2",
@@ -66,6 +70,7 @@ def openai(
     at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
     max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx/connection errors.")] = 4,
     manifest: ManifestOpt = "manifest.csv",
+    split: SplitOpt = None,
 ) -> None:
     """Make images with the OpenAI Images API (OPENAI_API_KEY, OPENAI_BASE_URL); re-run to resume.
 
@@ -81,7 +86,8 @@ def openai(
         )
         report = run_openai(
             src, out, config, ledger=ledger, concurrency=concurrency, max_images=max_images, max_spend=max_spend,
-            retry_interrupted=not at_most_once, manifest_name=manifest, client=make_client(max_retries=max_retries),
+            split=split, retry_interrupted=not at_most_once, manifest_name=manifest,
+            client=make_client(max_retries=max_retries),
         )
         typer.echo(
             f"done {report.done}, already done {report.skipped}, recovered {report.recovered}, failed {report.failed}, "
@@ -115,6 +121,7 @@ def diffusers(
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 1,
     manifest: ManifestOpt = "manifest.csv",
+    split: SplitOpt = None,
 ) -> None:
     """img2img from real images with local Stable Diffusion weights (needs `diffusers` and `transformers`)."""
     with clean_errors():
@@ -126,6 +133,6 @@ def diffusers(
         )
         count, manifest_uri = generate_local(
             src, out, backend.generate, generator="stable-diffusion-img2img", model=backend.name,
-            params=backend.params(), batch_size=batch_size, manifest_name=manifest,
+            params=backend.params(), batch_size=batch_size, manifest_name=manifest, split=split,
         )
         typer.echo(f"{count} images written; manifest {manifest_uri}")

@@ -39,8 +39,12 @@ def generate_local(
     params: Mapping[str, Any] | None = None,
     batch_size: int = 8,
     manifest_name: str = MANIFEST_NAME,
+    split: str | None = None,
 ) -> tuple[int, str | None]:
     """Turn every image under `src` into one ai image in `out` (PNG, named after its source).
+
+    `src` may be a dataset manifest (`.csv`/`.parquet`): its `real` rows are the sources, only those
+    of `split` when one is given.
 
     Sources whose output already exists are skipped, so an interrupted run resumes; unreadable
     sources are logged and skipped.
@@ -52,7 +56,7 @@ def generate_local(
     rows: list[dict] = []
     row_params = dict(params or {})
     written = 0
-    pending = _pending(src, out, generator, rows, generator_row=(model, row_params))
+    pending = _pending(src, out, generator, rows, generator_row=(model, row_params), split=split)
     for batch in _batches(pending, batch_size):
         outputs = generate([image for *_, image in batch])
         for (uri, digest, target, _), image in zip(batch, outputs):
@@ -84,10 +88,10 @@ def _row(target: str, source: str, digest: str, generator: str, model: str, para
 
 
 def _pending(
-    src: str, out: str, generator: str, rows: list[dict], generator_row: tuple[str, dict]
+    src: str, out: str, generator: str, rows: list[dict], generator_row: tuple[str, dict], split: str | None
 ) -> Iterator[tuple[str, str, str, Image.Image]]:
     """Yield (source, sha256, target, image) still to do; rows of outputs made earlier go to `rows`."""
-    for uri in image_uris(src, exclude=out):
+    for uri in image_uris(src, exclude=out, split=split):
         try:
             data = storage.read_bytes(uri)
             digest = hashlib.sha256(data).hexdigest()

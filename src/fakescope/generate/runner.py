@@ -77,6 +77,7 @@ def run_openai(
     concurrency: int = 4,
     max_images: int | None = None,
     max_spend: float | None = None,
+    split: str | None = None,
     retry_interrupted: bool = True,
     manifest_name: str = MANIFEST_NAME,
     client=None,
@@ -84,13 +85,15 @@ def run_openai(
     """Make `config.n` images per source with the OpenAI Images API, resumably.
 
     Args:
-        src: Image file or folder (any storage URI); in `generate` mode a text file of prompts, one per line.
+        src: Image file or folder (any storage URI), or a dataset manifest (`.csv`/`.parquet`) whose `real`
+            rows are the sources; in `generate` mode a text file of prompts, one per line.
         out: Output folder (any storage URI); the manifest is merged into `out/<manifest_name>`.
         config: Mode, model and parameters.
         ledger: SQLite ledger path; default `default_ledger_path(out)`. Reuse it to resume.
         concurrency: Requests in flight at once.
         max_images: Stop after this many new images in this run.
         max_spend: Stop before the estimated spend of this run (`config.price()` per image) exceeds this (USD).
+        split: Take only this split's real rows of a manifest `src`.
         retry_interrupted: Resend jobs a crash left in flight without a spooled response
             (at-least-once); False skips them (at-most-once). See `fakescope.generate.ledger`.
         manifest_name: `manifest.csv` or `manifest.parquet`.
@@ -102,6 +105,8 @@ def run_openai(
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
+    if split is not None and config.mode == "generate":
+        raise ConfigError("a split can only be taken from a dataset manifest of images, not from prompts")
     src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
     price = config.price() if max_spend is not None else _price_or_zero(config)
     client = client or make_client()
@@ -128,7 +133,7 @@ def run_openai(
             report.spent += price
 
     try:
-        for job in _jobs(src, out, config, book):
+        for job in _jobs(src, out, config, book, split):
             record = book.get(job.key)
             if record.state == DONE:
                 report.skipped += 1
@@ -180,16 +185,18 @@ def _over_budget(report: RunReport, in_flight: int, price: float, max_images: in
     return max_spend is not None and report.spent + (in_flight + 1) * price > max_spend + 1e-9
 
 
-def _jobs(src: str, out: str, config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:
+def _jobs(src: str, out: str, config: OpenAIImagesConfig, book: Ledger, split: str | None) -> Iterator[Job]:
     params_hash = config.params_hash()
-    for source, stem, digest, payload in _sources(src, out, config):
+    for source, stem, digest, payload in _sources(src, out, config, split):
         for index in range(config.n):
             key = job_key(digest, config.mode, config.model, params_hash, index)
             book.add(key, source, digest, config.mode, config.model, params_hash, index)
             yield Job(key, source, digest, stem, index, payload)
 
 
-def _sources(src: str, out: str, config: OpenAIImagesConfig) -> Iterator[tuple[str, str, str, bytes | str]]:
+def _sources(
+    src: str, out: str, config: OpenAIImagesConfig, split: str | None
+) -> Iterator[tuple[str, str, str, bytes | str]]:
     """Yield (source URI, name stem, sha256, payload) for every source, lazily."""
     if config.mode == "generate":
         lines = storage.read_bytes(src).decode("utf-8").splitlines()
@@ -197,7 +204,7 @@ def _sources(src: str, out: str, config: OpenAIImagesConfig) -> Iterator[tuple[s
             if prompt := line.strip():
                 yield f"{src}#L{number}", f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest(), prompt
         return
-    for uri in image_uris(src, exclude=out):
+    for uri in image_uris(src, exclude=out, split=split):
         data = storage.read_bytes(uri)
         stem = Path(uri.rsplit("/", 1)[-1]).stem
         yield uri, stem, hashlib.sha256(data).hexdigest(), data
