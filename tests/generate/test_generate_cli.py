@@ -81,3 +81,39 @@ def test_manifest_merge_replaces_rows_by_uri_in_csv_and_parquet(tmp_path):
         frame = pd.read_parquet(uri) if name.endswith("parquet") else pd.read_csv(uri)
         assert sorted(frame["uri"]) == ["a.png", "b.png", "c.png"]
         assert int(frame.set_index("uri").loc["a.png", "width"]) == 9
+
+
+def test_generate_from_a_built_and_split_manifest_with_a_total_budget(tmp_path, monkeypatch, taef2_random_weights):
+    server = ImagesAPIServer(api_key="sk-cli").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cli")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.chdir(tmp_path)
+    for folder in ("faces/real", "faces/fake/old"):
+        Path(folder).mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (40, 40), (i * 60, 20, 90)).save(f"faces/real/{i:05d}.png")
+    Image.new("RGB", (40, 40), "white").save("faces/fake/old/x.png")
+    try:
+        assert CliRunner().invoke(app, ["dataset", "build", "faces", "-o", "faces.parquet", "--no-csv"]).exit_code == 0
+        assert read_rows("faces.parquet")["label"].tolist().count("real") == 4
+        args = ["generate", "openai", "faces.parquet", "--out", "fakes", "--size", "256x256", "--max-total-spend", "0.05"]
+        first = CliRunner().invoke(app, args)
+        assert first.exit_code == 0, first.output
+        assert "done 3," in first.output and "(all runs $0.048, $0.002 left of --max-total-spend)" in first.output
+        again = CliRunner().invoke(app, args)
+        assert "done 0, already done 3" in again.output and "stopped: budget" in again.output and server.billable == 3
+        rows, reals = read_rows("fakes/manifest.csv"), read_rows("faces.parquet").query("label == 'real'")
+        assert all(Path(source).parent.name == "real" for source in rows["source"])
+        assert set(rows["pair_id"]) <= set(reals["pair_id"])  # the fakes join their faces' rows by pair_id
+        split = ["dataset", "split", "faces.parquet", "--ratios", "train=0.5,test=0.5", "--max-distance", "-1"]
+        assert CliRunner().invoke(app, split).exit_code == 0
+        reals = read_rows("faces.parquet").query("label == 'real'")  # now split
+        tests = sorted(reals.loc[reals["split"] == "test", "uri"])
+        local = CliRunner().invoke(app, ["generate", "taef2", "faces.parquet", "--out", "recon", "--split", "test",
+                                         "--weights", str(taef2_random_weights), "--device", "cpu"])
+        assert local.exit_code == 0 and f"{len(tests)} images written" in local.output, local.output
+        assert 0 < len(tests) < 4 and sorted(read_rows("recon/manifest.csv")["source"]) == tests
+        missing = CliRunner().invoke(app, [*args, "--split", "val"])
+        assert missing.exit_code == 2 and "no real images in split 'val'" in missing.output
+    finally:
+        server.stop()

@@ -254,3 +254,19 @@ def test_manifest_source_generates_from_its_real_rows_only_and_by_split(server, 
         run_openai(str(photos), str(out), config, split="train", client=make_client(max_retries=0))
     assert server.billable == 3
 
+
+def test_max_total_spend_counts_the_ledger_of_earlier_runs(server, photos, tmp_path):
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(mode="variation", size="256x256", n=2)  # 0.016 per image, 6 jobs
+    first = run_openai(str(photos), str(out), config, max_total_spend=0.04, client=make_client(max_retries=0))
+    assert (first.done, first.spent_before, first.stopped, server.billable) == (2, 0.0, "budget", 2)
+    again = run_openai(str(photos), str(out), config, max_total_spend=0.04, client=make_client(max_retries=0))
+    assert (again.done, again.skipped, again.stopped, server.billable) == (0, 2, "budget", 2)
+    assert again.spent_before == pytest.approx(0.032)
+    raised = run_openai(str(photos), str(out), config, max_total_spend=0.08, client=make_client(max_retries=0))
+    assert (raised.done, raised.stopped, server.billable) == (3, "budget", 5)
+    assert raised.spent_before + raised.spent == pytest.approx(0.08)
+    per_run = run_openai(str(photos), str(out), config, max_spend=0.04, client=make_client(max_retries=0))
+    assert (per_run.done, per_run.stopped, server.billable) == (1, None, 6)  # --max-spend ignores earlier runs
+    with Ledger(out / LEDGER_NAME) as ledger:
+        assert ledger.spent() == pytest.approx(6 * 0.016)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt
+
+if TYPE_CHECKING:
+    from fakescope.generate.runner import RunReport
 
 INTERRUPTED_EXIT = 130
 
@@ -64,6 +67,7 @@ def openai(
     response_format: Annotated[str, typer.Option("--response-format", help="b64_json or url (dall-e models).")] = "b64_json",
     max_images: Annotated[int | None, typer.Option("--max-images", min=1, help="Stop after this many new images in this run.")] = None,
     max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before this run's estimated spend exceeds this (USD); earlier runs are not counted.")] = None,
+    max_total_spend: Annotated[float | None, typer.Option("--max-total-spend", min=0, help="Stop before the estimated spend of all runs with this ledger (by default: into --out) exceeds this (USD); re-running with the same value spends nothing more.")] = None,
     price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="Override the built-in price table (USD).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Requests in flight at once.")] = 4,
     ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger (default: inside --out, or ~/.cache/fakescope for remote --out).")] = None,
@@ -86,17 +90,23 @@ def openai(
         )
         report = run_openai(
             src, out, config, ledger=ledger, concurrency=concurrency, max_images=max_images, max_spend=max_spend,
-            split=split, retry_interrupted=not at_most_once, manifest_name=manifest,
-            client=make_client(max_retries=max_retries),
+            max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
+            manifest_name=manifest, client=make_client(max_retries=max_retries),
         )
-        typer.echo(
-            f"done {report.done}, already done {report.skipped}, recovered {report.recovered}, failed {report.failed}, "
-            f"unresolved {report.unresolved}, estimated spend ${report.spent:.3f}"
-            + (f", stopped: {report.stopped}" if report.stopped else "")
-            + (f"; manifest {report.manifest}" if report.manifest else "")
-        )
+        typer.echo(_summary(report, max_total_spend))
         if report.stopped == "interrupted":
             raise typer.Exit(INTERRUPTED_EXIT)
+
+
+def _summary(report: RunReport, max_total_spend: float | None) -> str:
+    total = report.spent_before + report.spent
+    left = f", ${max(max_total_spend - total, 0):.3f} left of --max-total-spend" if max_total_spend is not None else ""
+    return (
+        f"done {report.done}, already done {report.skipped}, recovered {report.recovered}, failed {report.failed}, "
+        f"unresolved {report.unresolved}, estimated spend ${report.spent:.3f} (all runs ${total:.3f}{left})"
+        + (f", stopped: {report.stopped}" if report.stopped else "")
+        + (f"; manifest {report.manifest}" if report.manifest else "")
+    )
 
 
 @contextlib.contextmanager

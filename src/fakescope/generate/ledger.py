@@ -147,6 +147,11 @@ class Ledger:
             rows = self._db.execute(query, (state,) if state else ()).fetchall()
         return (JobRecord(*row) for row in rows)
 
+    def spent(self) -> float:
+        """Estimated cost of every done job (USD), over all the runs that used this ledger."""
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE state = ?", (DONE,)).fetchone()[0]
+
     def counts(self) -> dict[str, int]:
         """Number of jobs per state."""
         with self._lock:

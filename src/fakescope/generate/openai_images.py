@@ -8,8 +8,9 @@ Credentials: `OPENAI_API_KEY` (and optionally `OPENAI_BASE_URL`) from the enviro
 `.env` file; the key is never logged or echoed.
 
 Prices (`PRICES`, USD per output image, OpenAI list prices of 2025) are estimates for the
-`max_spend` budget: edits and variations cost like generations of the same size/quality, and
-gpt-image-1's input-image tokens are not counted. Unknown combinations need `price_per_image`.
+`max_spend` and `max_total_spend` budgets and the cost the ledger records: edits and variations
+cost like generations of the same size/quality, and gpt-image-1's input-image tokens are not
+counted. Unknown combinations need `price_per_image`.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ class RunReport:
     failed: int = 0
     unresolved: int = 0
     spent: float = 0.0
+    spent_before: float = 0.0
+    """Estimated spend the ledger holds from earlier runs (jobs recovered from the spool included)."""
     stopped: str | None = None
     manifest: str | None = None
     ledger: str | None = None
@@ -77,6 +79,7 @@ def run_openai(
     concurrency: int = 4,
     max_images: int | None = None,
     max_spend: float | None = None,
+    max_total_spend: float | None = None,
     split: str | None = None,
     retry_interrupted: bool = True,
     manifest_name: str = MANIFEST_NAME,
@@ -93,6 +96,9 @@ def run_openai(
         concurrency: Requests in flight at once.
         max_images: Stop after this many new images in this run.
         max_spend: Stop before the estimated spend of this run (`config.price()` per image) exceeds this (USD).
+        max_total_spend: Stop before the estimated spend of all runs with this ledger (the cost its done
+            jobs record, plus this run's) exceeds this (USD); re-running with the same value spends nothing
+            more. Jobs done without a budget at a price the table lacks are recorded at 0.
         split: Take only this split's real rows of a manifest `src`.
         retry_interrupted: Resend jobs a crash left in flight without a spooled response
             (at-least-once); False skips them (at-most-once). See `fakescope.generate.ledger`.
@@ -108,10 +114,12 @@ def run_openai(
     if split is not None and config.mode == "generate":
         raise ConfigError("a split can only be taken from a dataset manifest of images, not from prompts")
     src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
-    price = config.price() if max_spend is not None else _price_or_zero(config)
+    budgeted = max_spend is not None or max_total_spend is not None
+    price = config.price() if budgeted else _price_or_zero(config)
     client = client or make_client()
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
     book = Ledger(report.ledger)
+    report.spent_before = book.spent()
     in_flight: dict[Future, Job] = {}
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fakescope-openai")
 
@@ -144,11 +152,12 @@ def run_openai(
                     uri, row = _finish(job, spooled, out, config)
                     book.mark_done(job.key, uri, price, row)
                     report.recovered += 1
+                    report.spent_before += price  # paid by the run that crashed
                     continue
                 if not retry_interrupted:
                     report.unresolved += 1
                     continue
-            if _over_budget(report, len(in_flight), price, max_images, max_spend):
+            if _over_budget(report, len(in_flight), price, max_images, max_spend, max_total_spend):
                 report.stopped = "budget"
                 break
             while len(in_flight) >= concurrency:
@@ -178,11 +187,16 @@ def _price_or_zero(config: OpenAIImagesConfig) -> float:
         return 0.0
 
 
-def _over_budget(report: RunReport, in_flight: int, price: float, max_images: int | None, max_spend: float | None) -> bool:
-    committed = report.done + in_flight + 1
-    if max_images is not None and committed > max_images:
+def _over_budget(
+    report: RunReport, in_flight: int, price: float,
+    max_images: int | None, max_spend: float | None, max_total_spend: float | None,
+) -> bool:
+    if max_images is not None and report.done + in_flight + 1 > max_images:
         return True
-    return max_spend is not None and report.spent + (in_flight + 1) * price > max_spend + 1e-9
+    spend = report.spent + (in_flight + 1) * price
+    if max_spend is not None and spend > max_spend + 1e-9:
+        return True
+    return max_total_spend is not None and report.spent_before + spend > max_total_spend + 1e-9
 
 
 def _jobs(src: str, out: str, config: OpenAIImagesConfig, book: Ledger, split: str | None) -> Iterator[Job]:
