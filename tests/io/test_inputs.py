@@ -64,7 +64,7 @@ def test_an_existing_file_with_glob_characters_is_that_file(tmp_path):
 def test_glob_without_match_and_empty_folder_yield_nothing(tmp_path, caplog):
     (tmp_path / "empty").mkdir()
     assert list(iter_sources([str(tmp_path / "*.nothing"), str(tmp_path / "empty")])) == []
-    assert caplog.messages == [f"warning: no file matches {tmp_path / '*.nothing'}"]  # a typo is not silent
+    assert caplog.messages == [f"no file matches {tmp_path / '*.nothing'}"]  # a typo is not silent
 
 
 def test_sources_are_lazy(tree):

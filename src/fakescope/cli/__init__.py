@@ -7,6 +7,8 @@ heavy imports happen inside the commands so `fakescope --help` stays fast.
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
 
 import typer
 
@@ -29,6 +31,21 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scan",
     "evaluate",
 )
+
+class _StderrWarnings(logging.Handler):
+    """Prints the package's warnings as `warning: <message>` on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+@app.callback()
+def _configure() -> None:
+    """Warnings from fakescope's modules go to stderr in the CLI's own `warning: ...` form."""
+    package = logging.getLogger("fakescope")
+    if not any(isinstance(h, _StderrWarnings) for h in package.handlers):
+        package.addHandler(_StderrWarnings(logging.WARNING))
+
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)

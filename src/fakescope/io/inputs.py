@@ -37,7 +37,7 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
         elif glob.has_magic(item) and not os.path.exists(item):  # a file named `photo[1].jpg` is that file
             matches = sorted(glob.iglob(item, recursive=True))  # `**` matches a folder and what it holds: each file once
             if not matches:
-                log.warning("warning: no file matches %s", item)
+                log.warning("no file matches %s", item)
             yield from dict.fromkeys(itertools.chain.from_iterable(_walk(Path(m)) if os.path.isdir(m) else [m] for m in matches))
         else:
             yield item
