@@ -111,8 +111,9 @@ def audit(
     """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks)."""
     with clean_errors():
         from fakescope.data import audit_manifest, build_from_folders, read_manifest, resolve_uris
+        from fakescope.data.manifest import MANIFEST_SUFFIXES
 
-        is_manifest = src.lower().endswith((".parquet", ".csv"))
+        is_manifest = src.lower().endswith(MANIFEST_SUFFIXES)
         frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers)
         report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers)
         typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else _audit_table(report))

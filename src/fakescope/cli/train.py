@@ -28,13 +28,14 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train, calibrate on the validation split, test once, and save a model folder in OUT/model."""
+    from fakescope.data.manifest import MANIFEST_SUFFIXES
     from fakescope.train import TrainConfig
     from fakescope.train import train as run
 
     overrides = dict(out=out, name=name, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                      num_workers=num_workers, seed=seed, pretrained=pretrained, resume=resume or None)
     with clean_errors():
-        if config.endswith((".csv", ".parquet")):
+        if config.endswith(MANIFEST_SUFFIXES):
             cfg = TrainConfig.from_dict({"manifest": config, **{k: v for k, v in overrides.items() if v is not None}})
         else:
             cfg = TrainConfig.from_yaml(config, **overrides)

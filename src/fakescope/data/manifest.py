@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 MANIFEST_COLUMNS = ("uri", "label", "source", "generator", "pair_id", "split", "width", "height", "format", "sha256")
 LABELS = ("real", "ai")
 SPLITS = ("train", "val", "test")
+MANIFEST_SUFFIXES = (".parquet", ".csv")
+"""File names a manifest has (anything else is read as images, a folder or a config)."""
 _LABEL_ALIASES = {"real": "real", "0": "real", "ai": "ai", "1": "ai", "fake": "ai", "generated": "ai", "synthetic": "ai"}
 
 

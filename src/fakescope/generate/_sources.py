@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.errors import ConfigError
 from fakescope.io import storage
 from fakescope.io.inputs import IMAGE_SUFFIXES
-
-MANIFEST_SUFFIXES = (".csv", ".parquet")
 
 
 def image_uris(src: str, exclude: str | None = None, split: str | None = None) -> Iterator[str]:

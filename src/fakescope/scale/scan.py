@@ -20,12 +20,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.io.inputs import path_text
 from fakescope.scale.records import JOURNAL_SUFFIX, PART_SUFFIX, SCHEMA, detections_to_table, done_sources, results_folder
-
-MANIFEST_SUFFIXES = (".parquet", ".csv")
 
 
 @dataclass(frozen=True)
