@@ -166,7 +166,11 @@ def test_refused_key_stops_the_run_without_echoing_it(server, photos, tmp_path, 
         make_client()
 
 
-def test_kill_and_resume_never_pays_twice(server, tmp_path):
+def _generation_held_after_three(server: ImagesAPIServer, tmp_path: Path):
+    """A `generate openai` process over 6 photos, 2 at a time, with 3 images billed and 2 requests held.
+
+    Returns (command, env, out folder, the running process); its stdout is a text pipe.
+    """
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(6):
@@ -178,17 +182,22 @@ def test_kill_and_resume_never_pays_twice(server, tmp_path):
     ]
     env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": server.base_url}
     server.hold_after = 3
-    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while (server.held < 2 or server.billable < 3) and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.05)
     assert server.held == 2 and server.billable == 3, first.stdout.read() if first.poll() is not None else ""
+    return command, env, out, first
+
+
+def test_kill_and_resume_never_pays_twice(server, tmp_path):
+    command, env, out, first = _generation_held_after_three(server, tmp_path)
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert not (out / "manifest.csv").exists()
     server.hold_after = None
     server.release.set()
-    second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "already done 3" in second.stdout and "done 3," in second.stdout
     outputs = _outputs(out)
@@ -198,22 +207,8 @@ def test_kill_and_resume_never_pays_twice(server, tmp_path):
 
 
 def test_sigterm_finishes_requests_in_flight_and_resume_never_pays_twice(server, tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(6):
-        Image.new("RGB", (40, 40), (i * 40, 10, 10)).save(photos / f"p{i}.png")
-    out = tmp_path / "out"
-    command = [
-        sys.executable, "-c", "from fakescope.cli import app; app()", "generate", "openai", str(photos),
-        "--out", str(out), "--mode", "variation", "--size", "256x256", "--concurrency", "2", "--max-retries", "0",
-    ]
-    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": server.base_url}
-    server.hold_after, server.answer_held = 3, True
-    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while (server.held < 2 or server.billable < 3) and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.05)
-    assert server.held == 2 and server.billable == 3
+    server.answer_held = True
+    command, env, out, first = _generation_held_after_three(server, tmp_path)
     first.send_signal(signal.SIGTERM)
     time.sleep(2.0)  # the child shows nothing when its handler has run: leave a loaded machine time to run it
     server.release.set()  # the two requests in flight are answered and billed after the signal
