@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
 )
 
+
 class _StderrWarnings(logging.Handler):
     """Prints the package's warnings as `warning: <message>` on the current stderr."""
 
