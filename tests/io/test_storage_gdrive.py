@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from drive_server import DRIVE_READONLY_TOKEN, write_token_file
@@ -93,3 +94,14 @@ def test_a_server_name_that_does_not_resolve_is_one_clear_error(drive_env, monke
     monkeypatch.setenv("FAKESCOPE_GDRIVE_ENDPOINT", "http://drive.invalid")
     with pytest.raises(StorageError, match=r"^cannot read gdrive://f/x.png: Google Drive unreachable \(ServerNotFoundError\)$"):
         storage.read_bytes("gdrive://f/x.png")
+
+
+def test_reads_from_many_threads_each_get_their_own_file(drive_env):
+    """Decoding workers and generate's requests share one backend; one httplib2 connection cannot be shared."""
+    payloads = {f"gdrive://{drive_env.root_id}/{i}.png": os.urandom(100_000 + i) for i in range(24)}
+    for uri, data in payloads.items():
+        drive_env.add(uri.rsplit("/", 1)[1], drive_env.root_id, data)
+    backend = DriveStorage()
+    with ThreadPoolExecutor(8) as pool:
+        read = list(pool.map(backend.read_bytes, list(payloads) * 2))
+    assert read == list(payloads.values()) * 2

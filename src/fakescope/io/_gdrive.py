@@ -12,6 +12,7 @@ import io
 import json
 import mimetypes
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,12 +91,21 @@ class DriveStorage:
         self.page_size = page_size
         self.resumable_threshold = resumable_threshold
         self._service = service
+        self._credentials: Any = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
 
     @property
     def service(self) -> Any:
-        if self._service is None:
-            self._service = make_service()
-        return self._service
+        """The client given, else one per thread and process: an httplib2 connection must not be shared."""
+        if self._service is not None:
+            return self._service
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            with self._lock:
+                self._credentials = self._credentials or load_credentials()
+            local.service, local.pid = make_service(self._credentials), os.getpid()
+        return local.service
 
     def read_bytes(self, uri: str) -> bytes:
         with _translated_errors("read", uri):
