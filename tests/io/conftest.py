@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from drive_server import DRIVE_READONLY_TOKEN, DRIVE_TOKEN, DriveServer, write_token_file
 
+from fakescope.io import _gdrive
+
 ACCESS_KEY = "fakescopetestkey"
 SECRET_KEY = "fakescopetestsecret"
 
@@ -135,9 +137,10 @@ def drive_server():
 
 @pytest.fixture
 def drive_env(drive_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Point the gdrive backend at the (emptied) test server with a token file it accepts."""
+    """Point the gdrive backend at the (emptied) test server with a token file it accepts; retry at once."""
     monkeypatch.setenv("FAKESCOPE_GDRIVE_ENDPOINT", drive_server.url)
     monkeypatch.setenv("FAKESCOPE_GDRIVE_TOKEN", str(write_token_file(tmp_path / "token.json", DRIVE_TOKEN)))
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setattr(_gdrive, "BACKOFF_SECONDS", 0.0)  # retries of the server's injected errors: no waiting
     drive_server.reset()
     return drive_server

@@ -1,10 +1,12 @@
 """A small in-memory HTTP server speaking the Drive v3 subset the gdrive:// backend uses.
 
-Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageSize/pageToken paging),
-`files.get` with `alt=media`, `files.create` (folders), simple, multipart and resumable uploads
-for `files.create`/`files.update`.
+Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageSize (1-1000, default 100)/
+pageToken paging; 404 for a parent that does not exist), `files.get` with `alt=media` (403
+`fileNotDownloadable` for Google Docs and shortcuts, as Drive answers), `files.create` (folders), simple,
+multipart and resumable uploads for `files.create`/`files.update`.
 Requests must carry `Authorization: Bearer <token>` (others get 401); `readonly_token` may
-list and download but gets 403 `insufficientPermissions` on every write.
+list and download but gets 403 `insufficientPermissions` on every write. `fail()` makes the next
+requests of one kind answer an error (a rate limit, a 503), as Drive does under load.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import itertools
 import json
 import re
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
+SHORTCUT_MIME = "application/vnd.google-apps.shortcut"
+DOC_MIME = "application/vnd.google-apps.document"
 DRIVE_TOKEN = "fakescope-test-token"
 DRIVE_READONLY_TOKEN = "fakescope-readonly-token"
 _CLAUSE = re.compile(r"""'((?:[^'\\]|\\.)*)' in parents|name = '((?:[^'\\]|\\.)*)'|trashed = false""")
@@ -65,29 +69,48 @@ class DriveServer:
             self.files = {self.root_id: {"id": self.root_id, "name": "root", "mimeType": FOLDER_MIME, "parents": []}}
             self.contents: dict[str, bytes] = {}
             self.sessions: dict[str, dict] = {}
+            self.faults: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
             self.calls.clear()
 
-    def add(self, name: str, parent: str, data: bytes | None = None) -> str:
-        """Create a file (or a folder when `data` is None) directly; returns its id."""
+    def add(self, name: str, parent: str, data: bytes | None = None, *, mime: str | None = None,
+            trashed: bool = False, target: str | None = None) -> str:
+        """Create a file (or a folder when `data` is None, a shortcut to `target`) directly; returns its id."""
         with self._lock:
             file_id = f"id{next(self._ids)}"
-            mime = FOLDER_MIME if data is None else "application/octet-stream"
-            self.files[file_id] = {"id": file_id, "name": name, "mimeType": mime, "parents": [parent]}
+            mime = mime or (SHORTCUT_MIME if target else FOLDER_MIME if data is None else "application/octet-stream")
+            item = {"id": file_id, "name": name, "mimeType": mime, "parents": [parent], "trashed": trashed}
+            if target is not None:
+                item["shortcutDetails"] = {"targetId": target, "targetMimeType": self.files[target]["mimeType"]}
+            self.files[file_id] = item
             if data is not None:
                 self.contents[file_id] = data
             return file_id
 
-    def query(self, q: str) -> list[dict]:
+    def fail(self, kind: str, status: int, reason: str, times: int = 1) -> None:
+        """Answer the next `times` requests of `kind` (`list`, `download` or `upload`) with this error."""
+        with self._lock:
+            self.faults[kind] += [(status, reason)] * times
+
+    def take_fault(self, kind: str) -> tuple[int, str] | None:
+        with self._lock:
+            return self.faults[kind].pop(0) if self.faults[kind] else None
+
+    def query(self, q: str) -> list[dict] | None:
+        """Files matching `q`, by id; None when its parent does not exist."""
         parents = names = None
+        live = "trashed = false" in q
         for match in _CLAUSE.finditer(q):
             if match.group(1) is not None:
                 parents = _unquote(match.group(1))
             elif match.group(2) is not None:
                 names = _unquote(match.group(2))
         with self._lock:
+            if parents is not None and parents not in self.files:
+                return None
             found = [f for f in self.files.values()
-                     if (parents is None or parents in f["parents"]) and (names is None or f["name"] == names)]
-        return sorted(found, key=lambda f: f["id"])
+                     if (parents is None or parents in f["parents"]) and (names is None or f["name"] == names)
+                     and not (live and f["trashed"])]
+        return found
 
 
 def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
@@ -133,10 +156,17 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
                 return
             if url.path == "/drive/v3/files":
                 drive.calls["list"] += 1
+                if fault := drive.take_fault("list"):
+                    return self._error(*fault)
                 found = drive.query(params.get("q", ""))
+                if found is None:
+                    return self._error(404, "notFound")
                 start = int(params.get("pageToken") or 0)
                 size = int(params.get("pageSize") or 100)
-                page = [{k: f[k] for k in ("id", "name", "mimeType")} for f in found[start:start + size]]
+                if not 1 <= size <= 1000:
+                    return self._error(400, "invalid")
+                keys = ("id", "name", "mimeType", "shortcutDetails")
+                page = [{k: f[k] for k in keys if k in f} for f in found[start:start + size]]
                 payload = {"files": page}
                 if start + size < len(found):
                     payload["nextPageToken"] = str(start + size)
@@ -144,6 +174,10 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             match = re.fullmatch(r"/drive/v3/files/([^/]+)", url.path)
             if match and params.get("alt") == "media":
                 drive.calls["download"] += 1
+                if fault := drive.take_fault("download"):
+                    return self._error(*fault)
+                if drive.files.get(match.group(1), {}).get("mimeType", "").startswith("application/vnd.google-apps."):
+                    return self._error(403, "fileNotDownloadable")
                 data = drive.contents.get(match.group(1))
                 if data is None:
                     return self._error(404, "notFound")
@@ -175,17 +209,21 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
                 self._body()
                 return self._error(404, "notFound")
             chunk = self._body()
+            if fault := drive.take_fault("upload"):
+                return self._error(*fault)
             drive.calls["resumable_chunk"] += 1
             session["data"] += chunk
             total = self.headers.get("Content-Range", "").rpartition("/")[2]
             if total == "*" or len(session["data"]) < int(total):
-                end = len(session["data"]) - 1
-                return self._send(308, headers=[("Range", f"bytes=0-{end}")])
+                held = len(session["data"])  # Drive names no range while it holds nothing
+                return self._send(308, headers=[("Range", f"bytes=0-{held - 1}")] if held else [])
             self._json(200, self._store(session["meta"], session["data"], session["file_id"]))
 
         def _write(self, url, file_id: str | None) -> None:
             params = {k: v[-1] for k, v in parse_qs(url.query).items()}
             body = self._body()
+            if fault := drive.take_fault("upload"):
+                return self._error(*fault)
             upload = params.get("uploadType")
             if upload == "multipart":
                 drive.calls["multipart"] += 1

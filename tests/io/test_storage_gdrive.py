@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from drive_server import DRIVE_READONLY_TOKEN, write_token_file
+from PIL import Image
+from typer.testing import CliRunner
 
-from fakescope.errors import StorageError
-from fakescope.io import storage
+from fakescope.cli import app
+from fakescope.errors import StorageError, StorageUnavailableError
+from fakescope.io import _gdrive, storage
 from fakescope.io._gdrive import DriveStorage
+from fakescope.scale.records import read_results
+
+
+def _png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((72, 64), 40 + seed).convert("RGB").save(buf, "PNG")
+    return buf.getvalue()
 
 
 def test_small_upload_is_multipart_and_round_trips(drive_env):
@@ -105,3 +116,90 @@ def test_reads_from_many_threads_each_get_their_own_file(drive_env):
     with ThreadPoolExecutor(8) as pool:
         read = list(pool.map(backend.read_bytes, list(payloads) * 2))
     assert read == list(payloads.values()) * 2
+
+
+def test_rate_limits_and_server_errors_are_retried(drive_env):
+    drive_env.add("a.png", drive_env.root_id, b"aaa")
+    for status, reason in ((429, "rateLimitExceeded"), (403, "userRateLimitExceeded"), (503, "backendError")):
+        drive_env.fail("list", status, reason)
+    drive_env.fail("download", 403, "rateLimitExceeded", times=2)
+    assert list(storage.list_files(f"gdrive://{drive_env.root_id}")) == [f"gdrive://{drive_env.root_id}/a.png"]
+    assert storage.read_bytes(f"gdrive://{drive_env.root_id}/a.png") == b"aaa"
+    drive_env.fail("upload", 500, "backendError")
+    storage.write_bytes(f"gdrive://{drive_env.root_id}/b.png", b"bbb")
+    backend = DriveStorage(resumable_threshold=256 * 1024)
+    payload = os.urandom(600_000)
+    drive_env.calls.clear()
+    drive_env.fail("upload", 503, "backendError", times=2)  # the session's start, then its first chunk
+    backend.write_bytes(f"gdrive://{drive_env.root_id}/big.bin", payload)
+    assert backend.read_bytes(f"gdrive://{drive_env.root_id}/big.bin") == payload
+    assert drive_env.calls["resumable_start"] == 1  # the chunk was sent again within the session
+    names = sorted(f["name"] for f in drive_env.files.values())
+    assert names == ["a.png", "b.png", "big.bin", "root"]
+
+
+def test_a_rate_limit_that_outlasts_the_retries_is_an_outage_not_a_denial(drive_env):
+    drive_env.add("a.png", drive_env.root_id, b"aaa")
+    drive_env.fail("download", 403, "userRateLimitExceeded", times=_gdrive.RETRIES + 1)
+    with pytest.raises(StorageUnavailableError) as caught:
+        storage.read_bytes(f"gdrive://{drive_env.root_id}/a.png")
+    assert str(caught.value) == (
+        f"cannot read gdrive://{drive_env.root_id}/a.png: Google Drive still answered HTTP 403 "
+        f"(userRateLimitExceeded) after {_gdrive.RETRIES} retries; try again later"
+    )
+    assert drive_env.calls["download"] == _gdrive.RETRIES + 1
+
+
+def test_a_scan_rides_out_rate_limits_and_stops_on_an_outage_without_error_rows(drive_env, tiny_model_dir, tmp_path):
+    for i in range(4):
+        drive_env.add(f"{i}.png", drive_env.root_id, _png(i))
+    args = ["scan", f"gdrive://{drive_env.root_id}", "--out", str(tmp_path / "res"), "--model", str(tiny_model_dir),
+            "--device", "cpu", "--no-provenance", "--runtime", "torch", "--workers", "1"]
+    drive_env.fail("download", 429, "rateLimitExceeded", times=_gdrive.RETRIES + 1)
+    down = CliRunner().invoke(app, args)
+    assert down.exit_code == 2, down.output
+    assert down.stderr.startswith(f"error: cannot read gdrive://{drive_env.root_id}/0.png: Google Drive still answered")
+    assert down.stderr.count("\n") == 1 and read_results(tmp_path / "res").empty
+    drive_env.fail("download", 503, "backendError", times=2)
+    drive_env.fail("download", 429, "rateLimitExceeded")
+    up = CliRunner().invoke(app, args)
+    assert up.exit_code == 0, up.output
+    assert "scanned 4  failed 0" in up.stdout
+    assert read_results(tmp_path / "res")["error"].isna().all()
+
+
+def test_trashed_files_are_neither_listed_read_nor_overwritten(drive_env):
+    root = drive_env.root_id
+    drive_env.add("kept.png", root, b"kept")
+    drive_env.add("gone.png", root, b"old", trashed=True)
+    bin_folder = drive_env.add("binned", root, trashed=True)
+    drive_env.add("inside.png", bin_folder, b"x")
+    assert list(storage.list_files(f"gdrive://{root}")) == [f"gdrive://{root}/kept.png"]
+    with pytest.raises(StorageError, match="no such file"):
+        storage.read_bytes(f"gdrive://{root}/gone.png")
+    storage.write_bytes(f"gdrive://{root}/gone.png", b"new")
+    assert storage.read_bytes(f"gdrive://{root}/gone.png") == b"new"
+    assert sorted(drive_env.contents[i] for i, f in drive_env.files.items() if f["name"] == "gone.png") == [b"new", b"old"]
+
+
+def test_names_with_quotes_and_backslashes_round_trip(drive_env):
+    uri = f"gdrive://{drive_env.root_id}/O'Brien's \"set\"/it's a \\ test.png"
+    storage.write_bytes(uri, b"quoted")
+    assert storage.read_bytes(uri) == b"quoted" and storage.exists(uri)
+    assert list(storage.list_files(f"gdrive://{drive_env.root_id}")) == [uri]
+    storage.write_bytes(uri, b"again")
+    assert len(drive_env.files) == 3  # root, the folder and the file: overwritten, not duplicated
+
+
+def test_a_folder_of_2500_files_is_listed_whole_in_pages_of_1000(drive_env):
+    for i in range(2500):
+        drive_env.add(f"{i:04d}.jpg", drive_env.root_id, b"")
+    listed = list(storage.list_files(f"gdrive://{drive_env.root_id}", suffixes=(".jpg",)))
+    assert sorted(listed) == [f"gdrive://{drive_env.root_id}/{i:04d}.jpg" for i in range(2500)]
+    assert drive_env.calls["list"] == 3
+
+
+def test_an_unknown_folder_id_is_a_missing_file_not_an_error_for_exists(drive_env):
+    assert not storage.exists("gdrive://unknown-folder-id/x.png")
+    with pytest.raises(StorageError, match="^no such file or folder: gdrive://unknown-folder-id$"):
+        list(storage.list_files("gdrive://unknown-folder-id"))

@@ -4,23 +4,35 @@
 a service-account JSON named by `GOOGLE_APPLICATION_CREDENTIALS`, an OAuth authorized-user token
 file named by `FAKESCOPE_GDRIVE_TOKEN`, or Google's application-default credentials.
 `FAKESCOPE_GDRIVE_ENDPOINT` (e.g. `http://127.0.0.1:8080`) points the client at another server.
+Rate limits and 5xx answers are retried with exponential backoff (`RETRIES`, `BACKOFF_SECONDS`); one that
+outlasts them raises `StorageUnavailableError`, as the storage, not the file, failed.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import mimetypes
 import os
+import random
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.io.storage import normalise_suffixes
 
+log = logging.getLogger(__name__)
+
 FOLDER_MIME = "application/vnd.google-apps.folder"
 SCOPES = ["https://www.googleapis.com/auth/drive"]
+RETRIES = 5
+"""Times a request is sent again while Drive answers 429, 5xx or a 403 rate limit."""
+BACKOFF_SECONDS = 1.0
+"""Wait before the first retry; each later one doubles (random jitter of up to half)."""
+_RATE_LIMITS = {"userRateLimitExceeded", "rateLimitExceeded"}
 _CHUNK = 256 * 1024
 
 
@@ -114,7 +126,7 @@ class DriveStorage:
                 raise StorageError(f"no such file: {uri}")
             if item["mimeType"] == FOLDER_MIME:
                 raise StorageError(f"{uri} is a folder, not a file")
-            return self.service.files().get_media(fileId=item["id"], supportsAllDrives=True).execute()
+            return _execute(self.service.files().get_media(fileId=item["id"], supportsAllDrives=True))
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         from googleapiclient.http import MediaIoBaseUpload
@@ -132,10 +144,10 @@ class DriveStorage:
             existing = self._find_child(parent, parts[-1])
             files = self.service.files()
             if existing is not None:
-                files.update(fileId=existing["id"], media_body=media, supportsAllDrives=True).execute()
+                _execute(files.update(fileId=existing["id"], media_body=media, supportsAllDrives=True))
             else:
                 body = {"name": parts[-1], "parents": [parent]}
-                files.create(body=body, media_body=media, fields="id", supportsAllDrives=True).execute()
+                _execute(files.create(body=body, media_body=media, fields="id", supportsAllDrives=True))
 
     def exists(self, uri: str) -> bool:
         with _translated_errors("check", uri):
@@ -178,11 +190,19 @@ class DriveStorage:
         return item
 
     def _find_child(self, parent: str, name: str) -> dict[str, str] | None:
+        """The first live file named `name` in folder `parent`; None also when `parent` does not exist (404)."""
+        from googleapiclient.errors import HttpError
+
         query = f"'{_quote(parent)}' in parents and name = '{_quote(name)}' and trashed = false"
-        response = self.service.files().list(
-            q=query, fields="files(id,name,mimeType)", pageSize=10,
-            supportsAllDrives=True, includeItemsFromAllDrives=True,
-        ).execute()
+        try:
+            response = _execute(self.service.files().list(
+                q=query, fields="files(id,name,mimeType)", pageSize=10,
+                supportsAllDrives=True, includeItemsFromAllDrives=True,
+            ))
+        except HttpError as exc:
+            if int(exc.resp.status) == 404:
+                return None
+            raise
         found = response.get("files", [])
         return found[0] if found else None
 
@@ -191,7 +211,7 @@ class DriveStorage:
         if existing is not None:
             return existing["id"]
         body = {"name": name, "mimeType": FOLDER_MIME, "parents": [parent]}
-        return self.service.files().create(body=body, fields="id", supportsAllDrives=True).execute()["id"]
+        return _execute(self.service.files().create(body=body, fields="id", supportsAllDrives=True))["id"]
 
     def _children(self, folder_id: str, page_size: int) -> Iterator[dict[str, str]]:
         for page in self._pages(folder_id, page_size):
@@ -200,15 +220,58 @@ class DriveStorage:
     def _pages(self, folder_id: str, page_size: int) -> Iterator[list[dict[str, str]]]:
         token = None
         while True:
-            response = self.service.files().list(
+            response = _execute(self.service.files().list(
                 q=f"'{_quote(folder_id)}' in parents and trashed = false",
                 fields="nextPageToken, files(id,name,mimeType)", pageSize=page_size, pageToken=token,
                 supportsAllDrives=True, includeItemsFromAllDrives=True,
-            ).execute()
+            ))
             yield response.get("files", [])
             token = response.get("nextPageToken")
             if not token:
                 return
+
+
+def _execute(request: Any) -> Any:
+    """`request.execute()`, sent again with exponential backoff while Drive answers a transient error.
+
+    A resumable upload whose chunk failed goes on from the bytes Drive holds.
+    """
+    attempt = 0
+    while True:
+        try:
+            return request.execute()
+        except Exception as exc:
+            if attempt == RETRIES or not _transient(exc):
+                raise
+            delay = BACKOFF_SECONDS * 2**attempt * random.uniform(0.5, 1.0)
+            attempt += 1
+            log.info("Google Drive answered %s; retry %d of %d in %.1f s", _answer(exc), attempt, RETRIES, delay)
+            time.sleep(delay)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A rate limit (429, or 403 `userRateLimitExceeded`/`rateLimitExceeded`), a 5xx or a dropped connection."""
+    from googleapiclient.errors import HttpError
+
+    if isinstance(exc, ConnectionResetError):
+        return True
+    if not isinstance(exc, HttpError):
+        return False
+    status = int(exc.resp.status)
+    return status == 429 or status >= 500 or (status == 403 and _reason(exc) in _RATE_LIMITS)
+
+
+def _reason(exc: Any) -> str:
+    """The `reason` of Drive's first error detail (`notFound`, `rateLimitExceeded`...), else ''."""
+    details = getattr(exc, "error_details", None)
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        return str(details[0].get("reason", ""))
+    return ""
+
+
+def _answer(exc: BaseException) -> str:
+    status = getattr(getattr(exc, "resp", None), "status", None)
+    return f"HTTP {status}" if status is not None else type(exc).__name__
 
 
 class _translated_errors:
@@ -228,7 +291,11 @@ class _translated_errors:
         from httplib2 import ServerNotFoundError
 
         error = StorageError  # StorageUnavailableError where the storage, not the file, failed
-        if isinstance(exc, HttpError):
+        if isinstance(exc, HttpError) and _transient(exc):
+            message = (f"cannot {self.action} {self.uri}: Google Drive still answered {_answer(exc)} "
+                       f"({_reason(exc) or 'busy'}) after {RETRIES} retries; try again later")
+            error = StorageUnavailableError
+        elif isinstance(exc, HttpError):
             status = int(exc.resp.status)
             if status == 404:
                 message = f"no such file or folder: {self.uri}"
