@@ -8,7 +8,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from drive_server import DRIVE_READONLY_TOKEN, write_token_file
+from drive_server import DOC_MIME, DRIVE_READONLY_TOKEN, write_token_file
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -203,3 +203,18 @@ def test_an_unknown_folder_id_is_a_missing_file_not_an_error_for_exists(drive_en
     assert not storage.exists("gdrive://unknown-folder-id/x.png")
     with pytest.raises(StorageError, match="^no such file or folder: gdrive://unknown-folder-id$"):
         list(storage.list_files("gdrive://unknown-folder-id"))
+
+
+def test_shortcuts_are_followed_and_google_docs_are_not_listed(drive_env):
+    root = drive_env.root_id
+    photo = drive_env.add("photo.png", root, b"PNG")
+    linked = drive_env.add("linked", root)
+    drive_env.add("via-shortcut.png", linked, target=photo)
+    drive_env.add("loop", linked, target=root)  # a shortcut to an ancestor: walked once
+    drive_env.add("notes.png", linked, mime=DOC_MIME)
+    listed = list(storage.list_files(f"gdrive://{root}", suffixes=(".png",)))
+    assert listed == [f"gdrive://{root}/photo.png", f"gdrive://{root}/linked/via-shortcut.png"]
+    assert storage.read_bytes(f"gdrive://{root}/linked/via-shortcut.png") == b"PNG"
+    assert storage.read_bytes(f"gdrive://{root}/linked/loop/photo.png") == b"PNG"
+    with pytest.raises(StorageError, match=r"^gdrive://root-folder/linked/notes.png is a Google Docs Editors file"):
+        storage.read_bytes(f"gdrive://{root}/linked/notes.png")

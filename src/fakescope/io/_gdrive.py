@@ -4,6 +4,7 @@
 a service-account JSON named by `GOOGLE_APPLICATION_CREDENTIALS`, an OAuth authorized-user token
 file named by `FAKESCOPE_GDRIVE_TOKEN`, or Google's application-default credentials.
 `FAKESCOPE_GDRIVE_ENDPOINT` (e.g. `http://127.0.0.1:8080`) points the client at another server.
+Shortcuts are followed (each folder walked once); Google Docs Editors files have no bytes and are not listed.
 Rate limits and 5xx answers are retried with exponential backoff (`RETRIES`, `BACKOFF_SECONDS`); one that
 outlasts them raises `StorageUnavailableError`, as the storage, not the file, failed.
 """
@@ -27,6 +28,10 @@ from fakescope.io.storage import normalise_suffixes
 log = logging.getLogger(__name__)
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
+SHORTCUT_MIME = "application/vnd.google-apps.shortcut"
+GOOGLE_MIME_PREFIX = "application/vnd.google-apps."
+"""Google Docs, Sheets, Drawings...: no bytes to download (`alt=media` is refused), so never listed."""
+_FIELDS = "id,name,mimeType,shortcutDetails(targetId,targetMimeType)"
 SCOPES = ["https://www.googleapis.com/auth/drive"]
 RETRIES = 5
 """Times a request is sent again while Drive answers 429, 5xx or a 403 rate limit."""
@@ -126,6 +131,8 @@ class DriveStorage:
                 raise StorageError(f"no such file: {uri}")
             if item["mimeType"] == FOLDER_MIME:
                 raise StorageError(f"{uri} is a folder, not a file")
+            if item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
+                raise StorageError(f"{uri} is a Google Docs Editors file ({item['mimeType']}), which has no bytes to read")
             return _execute(self.service.files().get_media(fileId=item["id"], supportsAllDrives=True))
 
     def write_bytes(self, uri: str, data: bytes) -> None:
@@ -165,20 +172,27 @@ class DriveStorage:
             item = self._resolve(uri)
         if item is None or item["mimeType"] != FOLDER_MIME:
             raise StorageError(f"no such folder: {uri}")
-        return self._walk(uri.rstrip("/"), item["id"], normalise_suffixes(suffixes), recursive)
+        return self._walk(uri.rstrip("/"), item["id"], normalise_suffixes(suffixes), recursive, {item["id"]})
 
-    def _walk(self, uri: str, folder_id: str, suffixes: tuple[str, ...] | None, recursive: bool) -> Iterator[str]:
+    def _walk(
+        self, uri: str, folder_id: str, suffixes: tuple[str, ...] | None, recursive: bool, seen: set[str]
+    ) -> Iterator[str]:
+        """Files below `folder_id`; shortcuts are followed, each folder walked once (a shortcut may loop)."""
         subfolders = []
         with _translated_errors("list", uri):
             for page in self._pages(folder_id, self.page_size):
-                for item in sorted(page, key=lambda f: f["name"]):
+                for item in sorted(map(_followed, page), key=lambda f: f["name"]):
                     if item["mimeType"] == FOLDER_MIME:
                         subfolders.append(item)
+                    elif item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
+                        continue
                     elif suffixes is None or item["name"].lower().endswith(suffixes):
                         yield f"{uri}/{item['name']}"
         if recursive:
             for folder in sorted(subfolders, key=lambda f: f["name"]):
-                yield from self._walk(f"{uri}/{folder['name']}", folder["id"], suffixes, recursive)
+                if folder["id"] not in seen:
+                    seen.add(folder["id"])
+                    yield from self._walk(f"{uri}/{folder['name']}", folder["id"], suffixes, recursive, seen)
 
     def _resolve(self, uri: str) -> dict[str, str] | None:
         folder_id, parts = split_drive_uri(uri)
@@ -196,7 +210,7 @@ class DriveStorage:
         query = f"'{_quote(parent)}' in parents and name = '{_quote(name)}' and trashed = false"
         try:
             response = _execute(self.service.files().list(
-                q=query, fields="files(id,name,mimeType)", pageSize=10,
+                q=query, fields=f"files({_FIELDS})", pageSize=10,
                 supportsAllDrives=True, includeItemsFromAllDrives=True,
             ))
         except HttpError as exc:
@@ -204,7 +218,7 @@ class DriveStorage:
                 return None
             raise
         found = response.get("files", [])
-        return found[0] if found else None
+        return _followed(found[0]) if found else None
 
     def _child_folder(self, parent: str, name: str) -> str:
         existing = self._find_child(parent, name)
@@ -222,13 +236,21 @@ class DriveStorage:
         while True:
             response = _execute(self.service.files().list(
                 q=f"'{_quote(folder_id)}' in parents and trashed = false",
-                fields="nextPageToken, files(id,name,mimeType)", pageSize=page_size, pageToken=token,
+                fields=f"nextPageToken, files({_FIELDS})", pageSize=page_size, pageToken=token,
                 supportsAllDrives=True, includeItemsFromAllDrives=True,
             ))
             yield response.get("files", [])
             token = response.get("nextPageToken")
             if not token:
                 return
+
+
+def _followed(item: dict[str, Any]) -> dict[str, Any]:
+    """A shortcut as its target (under the shortcut's name); anything else as it is."""
+    target = item.get("shortcutDetails")
+    if item["mimeType"] != SHORTCUT_MIME or not target:
+        return item
+    return {"id": target["targetId"], "name": item["name"], "mimeType": target["targetMimeType"]}
 
 
 def _execute(request: Any) -> Any:
