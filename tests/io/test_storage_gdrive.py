@@ -8,7 +8,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from drive_server import DOC_MIME, DRIVE_READONLY_TOKEN, write_token_file
+from drive_server import DOC_MIME, DRIVE_READONLY_TOKEN, FOLDER_MIME, write_token_file
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -218,3 +218,13 @@ def test_shortcuts_are_followed_and_google_docs_are_not_listed(drive_env):
     assert storage.read_bytes(f"gdrive://{root}/linked/loop/photo.png") == b"PNG"
     with pytest.raises(StorageError, match=r"^gdrive://root-folder/linked/notes.png is a Google Docs Editors file"):
         storage.read_bytes(f"gdrive://{root}/linked/notes.png")
+
+
+def test_writes_from_many_threads_into_a_new_folder_make_it_once(drive_env):
+    """generate -j N writes its first N images at once; Drive would take twin folders of one name."""
+    uris = [f"gdrive://{drive_env.root_id}/fakes/run1/{i}.png" for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(storage.write_bytes, uris, [b"x"] * len(uris)))
+    folders = sorted(f["name"] for f in drive_env.files.values() if f["mimeType"] == FOLDER_MIME)
+    assert folders == ["fakes", "root", "run1"]
+    assert sorted(storage.list_files(f"gdrive://{drive_env.root_id}")) == sorted(uris)

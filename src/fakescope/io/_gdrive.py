@@ -110,6 +110,7 @@ class DriveStorage:
         self._service = service
         self._credentials: Any = None
         self._lock = threading.Lock()
+        self._folder_lock = threading.Lock()  # one find-or-create of a folder at a time: no twin folders
         self._local = threading.local()
 
     @property
@@ -221,11 +222,13 @@ class DriveStorage:
         return _followed(found[0]) if found else None
 
     def _child_folder(self, parent: str, name: str) -> str:
-        existing = self._find_child(parent, name)
-        if existing is not None:
-            return existing["id"]
-        body = {"name": name, "mimeType": FOLDER_MIME, "parents": [parent]}
-        return _execute(self.service.files().create(body=body, fields="id", supportsAllDrives=True))["id"]
+        """The folder `name` in `parent`, made if missing; Drive would take a second one of the same name."""
+        with self._folder_lock:
+            existing = self._find_child(parent, name)
+            if existing is not None:
+                return existing["id"]
+            body = {"name": name, "mimeType": FOLDER_MIME, "parents": [parent]}
+            return _execute(self.service.files().create(body=body, fields="id", supportsAllDrives=True))["id"]
 
     def _children(self, folder_id: str, page_size: int) -> Iterator[dict[str, str]]:
         for page in self._pages(folder_id, page_size):
