@@ -1,9 +1,9 @@
 """A small in-memory HTTP server speaking the Drive v3 subset the gdrive:// backend uses.
 
 Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageSize (1-1000, default 100)/
-pageToken paging; 404 for a parent that does not exist), `files.get` with `alt=media` (403
-`fileNotDownloadable` for Google Docs and shortcuts, as Drive answers), `files.create` (folders), simple,
-multipart and resumable uploads for `files.create`/`files.update`.
+pageToken paging, always in creation order, as `orderBy=createdTime` asks; 404 for a parent that does not
+exist), `files.get` with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
+answers), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`.
 Requests must carry `Authorization: Bearer <token>` (others get 401); `readonly_token` may
 list and download but gets 403 `insufficientPermissions` on every write. `fail()` makes the next
 requests of one kind answer an error (a rate limit, a 503), as Drive does under load.

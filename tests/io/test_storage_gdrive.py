@@ -228,3 +228,27 @@ def test_writes_from_many_threads_into_a_new_folder_make_it_once(drive_env):
     folders = sorted(f["name"] for f in drive_env.files.values() if f["mimeType"] == FOLDER_MIME)
     assert folders == ["fakes", "root", "run1"]
     assert sorted(storage.list_files(f"gdrive://{drive_env.root_id}")) == sorted(uris)
+
+
+def test_names_holding_a_slash_are_listed_as_uris_that_read_back(drive_env):
+    root = drive_env.root_id
+    drive_env.add("2024/05 holiday.png", root, b"dated")
+    drive_env.add("c.png", drive_env.add("a/b", root), b"nested")
+    listed = list(storage.list_files(f"gdrive://{root}"))
+    assert listed == [f"gdrive://{root}/2024%2F05 holiday.png", f"gdrive://{root}/a%2Fb/c.png"]
+    assert [storage.read_bytes(uri) for uri in listed] == [b"dated", b"nested"]
+    storage.write_bytes(f"gdrive://{root}/x%2Fy.png", b"new")
+    assert any(f["name"] == "x/y.png" for f in drive_env.files.values())
+
+
+def test_twins_of_one_name_are_listed_once_as_the_oldest_which_reads_and_writes_use(drive_env, caplog):
+    root = drive_env.root_id
+    drive_env.add("dup.png", root, b"oldest")
+    drive_env.add("dup.png", root, b"newer")
+    twins = [drive_env.add("run", root) for _ in range(2)]
+    drive_env.add("a.png", twins[0], b"a")
+    drive_env.add("b.png", twins[1], b"b")  # no path reaches it
+    assert list(storage.list_files(f"gdrive://{root}")) == [f"gdrive://{root}/dup.png", f"gdrive://{root}/run/a.png"]
+    assert storage.read_bytes(f"gdrive://{root}/dup.png") == b"oldest"
+    assert f"gdrive://{root}/dup.png: Drive holds another item of this name there; only the oldest is used" in caplog.text
+    assert f"gdrive://{root}/run:" in caplog.text

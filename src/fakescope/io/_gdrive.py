@@ -1,6 +1,8 @@
 """Google Drive backend (Drive v3 through google-api-python-client).
 
-`gdrive://FOLDER_ID/sub/path/name.png` names a file by its path below a Drive folder. Credentials:
+`gdrive://FOLDER_ID/sub/path/name.png` names a file by its path below a Drive folder; a `/` within a
+name (Drive allows it) is written `%2F`, as listings give it. Of several items of one name in a folder
+(Drive allows that too) the oldest is the one read, written over and listed (the others with a warning). Credentials:
 a service-account JSON named by `GOOGLE_APPLICATION_CREDENTIALS`, an OAuth authorized-user token
 file named by `FAKESCOPE_GDRIVE_TOKEN`, or Google's application-default credentials.
 `FAKESCOPE_GDRIVE_ENDPOINT` (e.g. `http://127.0.0.1:8080`) points the client at another server.
@@ -42,12 +44,17 @@ _CHUNK = 256 * 1024
 
 
 def split_drive_uri(uri: str) -> tuple[str, list[str]]:
-    """Split `gdrive://folder-id/a/b` into `("folder-id", ["a", "b"])`."""
+    """Split `gdrive://folder-id/a/b%2Fc` into `("folder-id", ["a", "b/c"])`: `%2F` is a `/` within a name."""
     rest = uri[len("gdrive://"):]
     folder_id, *parts = [p for p in rest.split("/") if p] or [""]
     if not folder_id:
         raise StorageError(f"no folder id in {uri!r}; expected gdrive://folder-id/path")
-    return folder_id, parts
+    return folder_id, [p.replace("%2F", "/").replace("%2f", "/") for p in parts]
+
+
+def _part(name: str) -> str:
+    """A Drive name as one URI path part (Drive names may hold `/`)."""
+    return name.replace("/", "%2F")
 
 
 def load_credentials() -> Any:
@@ -178,22 +185,30 @@ class DriveStorage:
     def _walk(
         self, uri: str, folder_id: str, suffixes: tuple[str, ...] | None, recursive: bool, seen: set[str]
     ) -> Iterator[str]:
-        """Files below `folder_id`; shortcuts are followed, each folder walked once (a shortcut may loop)."""
-        subfolders = []
+        """Files below `folder_id`; shortcuts are followed, each folder walked once (a shortcut may loop).
+
+        Of twins (one name, one folder) only the oldest is listed: the one a path resolves to.
+        """
+        subfolders, names = [], set()
         with _translated_errors("list", uri):
             for page in self._pages(folder_id, self.page_size):
                 for item in sorted(map(_followed, page), key=lambda f: f["name"]):
+                    if item["name"] in names:
+                        log.warning("%s/%s: Drive holds another item of this name there; only the oldest is used",
+                                    uri, _part(item["name"]))
+                        continue
+                    names.add(item["name"])
                     if item["mimeType"] == FOLDER_MIME:
                         subfolders.append(item)
                     elif item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
                         continue
                     elif suffixes is None or item["name"].lower().endswith(suffixes):
-                        yield f"{uri}/{item['name']}"
+                        yield f"{uri}/{_part(item['name'])}"
         if recursive:
             for folder in sorted(subfolders, key=lambda f: f["name"]):
                 if folder["id"] not in seen:
                     seen.add(folder["id"])
-                    yield from self._walk(f"{uri}/{folder['name']}", folder["id"], suffixes, recursive, seen)
+                    yield from self._walk(f"{uri}/{_part(folder['name'])}", folder["id"], suffixes, recursive, seen)
 
     def _resolve(self, uri: str) -> dict[str, str] | None:
         folder_id, parts = split_drive_uri(uri)
@@ -211,7 +226,7 @@ class DriveStorage:
         query = f"'{_quote(parent)}' in parents and name = '{_quote(name)}' and trashed = false"
         try:
             response = _execute(self.service.files().list(
-                q=query, fields=f"files({_FIELDS})", pageSize=10,
+                q=query, fields=f"files({_FIELDS})", pageSize=10, orderBy="createdTime",
                 supportsAllDrives=True, includeItemsFromAllDrives=True,
             ))
         except HttpError as exc:
@@ -239,7 +254,7 @@ class DriveStorage:
         while True:
             response = _execute(self.service.files().list(
                 q=f"'{_quote(folder_id)}' in parents and trashed = false",
-                fields=f"nextPageToken, files({_FIELDS})", pageSize=page_size, pageToken=token,
+                fields=f"nextPageToken, files({_FIELDS})", pageSize=page_size, pageToken=token, orderBy="createdTime",
                 supportsAllDrives=True, includeItemsFromAllDrives=True,
             ))
             yield response.get("files", [])
