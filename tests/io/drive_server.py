@@ -35,7 +35,7 @@ def _unquote(text: str) -> str:
 def write_token_file(path: Path, token: str) -> Path:
     """An OAuth authorized-user file whose access token is valid for centuries (no refresh call)."""
     path.write_text(json.dumps({
-        "token": token, "refresh_token": "unused-refresh", "client_id": "test-client",
+        "type": "authorized_user", "token": token, "refresh_token": "unused-refresh", "client_id": "test-client",
         "client_secret": "test-secret", "expiry": "2999-01-01T00:00:00Z",
     }))
     return path

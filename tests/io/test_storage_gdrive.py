@@ -252,3 +252,26 @@ def test_twins_of_one_name_are_listed_once_as_the_oldest_which_reads_and_writes_
     assert storage.read_bytes(f"gdrive://{root}/dup.png") == b"oldest"
     assert f"gdrive://{root}/dup.png: Drive holds another item of this name there; only the oldest is used" in caplog.text
     assert f"gdrive://{root}/run:" in caplog.text
+
+
+def test_google_application_credentials_may_name_an_authorized_user_file(drive_env, monkeypatch, tmp_path):
+    """The file `gcloud auth application-default login` writes, which Google's libraries take there."""
+    drive_env.add("a.png", drive_env.root_id, b"ok")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", os.environ.pop("FAKESCOPE_GDRIVE_TOKEN"))
+    assert storage.read_bytes(f"gdrive://{drive_env.root_id}/a.png") == b"ok"
+
+
+@pytest.mark.parametrize("variable", ["GOOGLE_APPLICATION_CREDENTIALS", "FAKESCOPE_GDRIVE_TOKEN"])
+def test_a_broken_credentials_file_is_named_never_quoted(drive_env, monkeypatch, tmp_path, caplog, variable):
+    secret = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----\\n"
+    broken = tmp_path / "key.json"
+    broken.write_text('{"type": "service_account", "private_key": "' + secret + '", "client_email": "x@y", ')
+    monkeypatch.delenv("FAKESCOPE_GDRIVE_TOKEN")
+    monkeypatch.setenv(variable, str(broken))
+    result = CliRunner().invoke(app, ["detect", f"gdrive://{drive_env.root_id}/a.png", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: cannot use {broken} (named by {variable}) as Google Drive credentials: ")
+    assert result.stderr.count("\n") == 1 and "MIIEvQIBADAN" not in result.output + caplog.text
+    monkeypatch.setenv(variable, str(tmp_path / "absent.json"))
+    with pytest.raises(StorageUnavailableError, match=r"absent.json \(named by \w+\) as Google Drive credentials: no such file$"):
+        DriveStorage().read_bytes(f"gdrive://{drive_env.root_id}/a.png")

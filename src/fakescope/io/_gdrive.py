@@ -3,8 +3,10 @@
 `gdrive://FOLDER_ID/sub/path/name.png` names a file by its path below a Drive folder; a `/` within a
 name (Drive allows it) is written `%2F`, as listings give it. Of several items of one name in a folder
 (Drive allows that too) the oldest is the one read, written over and listed (the others with a warning). Credentials:
-a service-account JSON named by `GOOGLE_APPLICATION_CREDENTIALS`, an OAuth authorized-user token
-file named by `FAKESCOPE_GDRIVE_TOKEN`, or Google's application-default credentials.
+a file named by `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key, or the authorized-user file
+`gcloud auth application-default login` writes), an OAuth authorized-user token file named by
+`FAKESCOPE_GDRIVE_TOKEN`, or Google's application-default credentials; a file that cannot be used is
+named in the error, never quoted.
 `FAKESCOPE_GDRIVE_ENDPOINT` (e.g. `http://127.0.0.1:8080`) points the client at another server.
 Shortcuts are followed (each folder walked once); Google Docs Editors files have no bytes and are not listed.
 Rate limits and 5xx answers are retried with exponential backoff (`RETRIES`, `BACKOFF_SECONDS`); one that
@@ -58,23 +60,29 @@ def _part(name: str) -> str:
 
 
 def load_credentials() -> Any:
-    """Credentials from the environment or Google's standard configuration, else `StorageError`."""
+    """Credentials from the environment or Google's standard configuration, else `StorageUnavailableError`.
+
+    `GOOGLE_APPLICATION_CREDENTIALS` may name any file Google's libraries take (a service account, an
+    authorized user as `gcloud auth application-default login` writes...). Messages never quote a file.
+    """
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
     from google.oauth2 import credentials as user_credentials
-    from google.oauth2 import service_account
 
+    variable = next((v for v in ("GOOGLE_APPLICATION_CREDENTIALS", "FAKESCOPE_GDRIVE_TOKEN") if os.environ.get(v)), None)
     try:
-        if path := os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
-            return service_account.Credentials.from_service_account_file(path, scopes=SCOPES)
-        if path := os.environ.get("FAKESCOPE_GDRIVE_TOKEN"):
-            return user_credentials.Credentials.from_authorized_user_file(path, scopes=SCOPES)
-        return google.auth.default(scopes=SCOPES)[0]
+        if variable == "FAKESCOPE_GDRIVE_TOKEN":
+            return user_credentials.Credentials.from_authorized_user_file(os.environ[variable], scopes=SCOPES)
+        return google.auth.default(scopes=SCOPES)[0]  # reads GOOGLE_APPLICATION_CREDENTIALS first
     except (OSError, ValueError, DefaultCredentialsError) as exc:
-        raise StorageUnavailableError(
-            "no usable Google Drive credentials: set GOOGLE_APPLICATION_CREDENTIALS (service account) "
-            f"or FAKESCOPE_GDRIVE_TOKEN (OAuth token file) ({type(exc).__name__})"
-        ) from None
+        if variable is None:
+            raise StorageUnavailableError(
+                "no usable Google Drive credentials: set GOOGLE_APPLICATION_CREDENTIALS (service account) "
+                f"or FAKESCOPE_GDRIVE_TOKEN (OAuth token file) ({type(exc).__name__})"
+            ) from None
+        path = os.environ[variable]
+        problem = "no such file" if not os.path.isfile(path) else f"not a credentials file ({type(exc).__name__})"
+        raise StorageUnavailableError(f"cannot use {path} (named by {variable}) as Google Drive credentials: {problem}") from None
 
 
 def make_service(credentials: Any = None) -> Any:
