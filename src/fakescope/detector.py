@@ -511,12 +511,13 @@ def _tile_means(logits: list[torch.Tensor]) -> tuple[list[np.ndarray], np.ndarra
 
 
 def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[_Prepared | Detection]:
-    """Take items until their tiles fill one forward batch (failed items ride along free)."""
+    """Take items until their tiles fill one forward batch; failed items ride along free, but
+    count toward the same number of items, so a long run of them still comes out in batches."""
     batch, tiles = [], 0
     for item in prepared:
         batch.append(item)
         tiles += len(item.tiles.boxes) if isinstance(item, _Prepared) else 0
-        if tiles >= budget:
+        if tiles >= budget or len(batch) >= budget:
             break
     return batch
 

@@ -71,6 +71,22 @@ def test_crash_mid_batch_loses_only_that_batch(image_folder, tmp_path, detector)
     assert sorted(rows["path"]) == sorted(sources)
 
 
+def test_a_long_run_of_unreadable_inputs_is_written_batch_by_batch(tmp_path, detector):
+    out = tmp_path / "out"
+    written_when_listing = []
+
+    def sources():
+        for i in range(200):
+            if i == 150:  # a crash now must not lose the 140-odd error rows decided before
+                written_when_listing.append(len(read_results(out)))
+            yield str(tmp_path / f"missing{i:03d}.jpg")
+
+    summary = scan(sources(), out, detector, rows_per_part=8)
+    assert (summary.scanned, summary.failed) == (200, 200)
+    assert written_when_listing[0] >= 100
+    assert len(read_results(out)) == 200
+
+
 def test_manifest_source_reads_its_uri_column(image_folder, tmp_path, detector):
     names = ["img0.png", "nested/deep.jpg", "broken.jpg"]
     pd.DataFrame({"uri": names, "label": ["real", "ai", "real"]}).to_csv(image_folder / "m.csv", index=False)
