@@ -20,7 +20,10 @@ from fakescope.scale.scan import scan, scan_sources
 
 @pytest.mark.slow
 def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector):
+    latin1 = os.fsdecode(os.path.join(os.fsencode(image_folder), b"caf\xe9.png"))  # stored as "caf\\udce9.png"
+    os.rename(image_folder / "img0.png", latin1)
     sources = list(scan_sources([str(image_folder)]))
+    assert latin1 in sources[:6]  # done in the first run, so the second must skip it
     scan(sources, tmp_path / "local", detector)
     summary = ray_scan(sources[:6], tmp_path / "ray", actors=2, batch_size=4, object_store_memory=200 * 2**20,
                        device="cpu", workers=2, provenance=False)

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fakescope.errors import ConfigError, FakescopeError
+from fakescope.io.inputs import path_text
 from fakescope.models import load_model
 from fakescope.scale.records import SCHEMA, detections_to_table, done_sources, part_files, results_folder
 from fakescope.scale.scan import ScanSummary, recover_journals
@@ -70,7 +71,7 @@ def ray_scan(
     recover_journals(folder)
     done = done_sources(folder)
     sources = list(dict.fromkeys(sources))
-    pending = [s for s in sources if s not in done]
+    pending = [s for s in sources if path_text(s) not in done]  # rows store non-UTF-8 names escaped
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))
