@@ -53,7 +53,8 @@ def test_rows_per_part_splits_the_output(image_folder, tmp_path, detector, rows_
     assert read_results(tmp_path / "out")["path"].tolist() == list(scan_sources([str(image_folder)]))
 
 
-def test_crash_mid_batch_loses_only_that_batch(image_folder, tmp_path, detector):
+@pytest.mark.parametrize("older_name", [False, True])  # journals were once named like their parts
+def test_crash_mid_batch_loses_only_that_batch(image_folder, tmp_path, detector, older_name):
     sources = list(scan_sources([str(image_folder)]))
     out = tmp_path / "out"
     out.mkdir()
@@ -63,6 +64,8 @@ def test_crash_mid_batch_loses_only_that_batch(image_folder, tmp_path, detector)
     journal = writer._journal()
     writer.sink.close()  # the process dies while writing the second batch:
     data = journal.read_bytes()
+    journal.unlink()
+    journal = journal.with_name(journal.name.removeprefix("_")) if older_name else journal
     journal.write_bytes(data[:-50])
     summary = scan(sources, out, detector)
     assert (summary.skipped, summary.scanned) == (4, 4)
@@ -85,6 +88,22 @@ def test_a_long_run_of_unreadable_inputs_is_written_batch_by_batch(tmp_path, det
     assert (summary.scanned, summary.failed) == (200, 200)
     assert written_when_listing[0] >= 100
     assert len(read_results(out)) == 200
+
+
+def test_pandas_reads_the_results_folder_while_a_scan_writes_it(tmp_path, detector):
+    out = tmp_path / "out"
+    read_midway = []
+
+    def sources():
+        for i in range(40):
+            if i == 30:  # parts sealed and a journal open
+                assert list(out.glob("*.arrows"))
+                read_midway.append(pd.read_parquet(out)["path"].tolist())
+            yield str(tmp_path / f"missing{i:02d}.jpg")
+
+    scan(sources(), out, detector, rows_per_part=8)
+    assert len(read_midway[0]) >= 8 and read_midway[0] == sorted(read_midway[0])
+    assert pd.read_parquet(out)["path"].tolist() == [str(tmp_path / f"missing{i:02d}.jpg") for i in range(40)]
 
 
 def test_manifest_source_reads_its_uri_column(image_folder, tmp_path, detector):

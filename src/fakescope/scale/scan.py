@@ -3,8 +3,10 @@
 The local engine reuses `Detector.stream` (decoding in worker threads, batched inference).
 Rows are appended batch by batch to an Arrow IPC journal, flushed after every batch; every
 `rows_per_part` rows the journal becomes one Parquet part (written to a temporary name, then
-renamed). A rerun first turns any journal left by a crash into a part, then skips every source
-already written, so a crash loses at most the batch in flight.
+renamed). The journal and temporary names start with `_`, which Parquet readers (pyarrow,
+pandas, Spark) skip, so the folder reads as a dataset while a scan writes it. A rerun first
+turns any journal left by a crash into a part, then skips every source already written, so a
+crash loses at most the batch in flight.
 """
 
 from __future__ import annotations
@@ -140,18 +142,18 @@ class _PartWriter:
         self.rows = 0
 
     def _journal(self) -> Path:
-        return self.out / f"part-{self.run}-{self.index:05d}{JOURNAL_SUFFIX}"
+        return self.out / f"_part-{self.run}-{self.index:05d}{JOURNAL_SUFFIX}"
 
 
 def _seal_journal(journal: Path) -> int:
     """Write a journal's complete batches to the part of the same name, then delete the journal."""
-    part = journal.with_suffix(PART_SUFFIX)
+    part = journal.with_name(journal.stem.removeprefix("_") + PART_SUFFIX)  # older versions wrote no `_`
     rows = 0
     if not part.exists():
         batches = _read_journal(journal)
         rows = sum(b.num_rows for b in batches)
         if rows:
-            tmp = part.with_name(part.name + ".tmp")
+            tmp = part.with_name(f"_{part.name}.tmp")
             with pq.ParquetWriter(tmp, SCHEMA) as writer:
                 writer.write_table(pa.Table.from_batches(batches, SCHEMA))
             os.replace(tmp, part)
