@@ -90,6 +90,16 @@ def test_scan_scaling_compares_one_and_two_actors():
     assert "1 actor(s):" in done.stdout and "2 actor(s):" in done.stdout and "2 actors / 1 actor:" in done.stdout
 
 
+@pytest.mark.slow
+def test_scan_resume_times_listing_resume_and_read_back():
+    done = _run("scan_resume.py", "--inputs", "300", "--pending", "4", "--images", "2", "--fresh", "50",
+                "--folder-files", "120", "--rows-per-part", "100")
+    assert done.returncode == 0, done.stderr
+    assert "scanned 4, skipped 296" in done.stdout and "scanned 50, skipped 0" in done.stdout
+    assert done.stdout.count("(300 distinct paths)") == 2
+    assert "results: 4 parts" in done.stdout and "0 journals left" in done.stdout
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the benchmark would run for real")
 @pytest.mark.parametrize("args", [
     ("decode_agreement.py", "--folder", "."),  # --device cuda is its default
