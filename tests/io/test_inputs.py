@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fakescope.io import inputs
 from fakescope.io.inputs import iter_sources
 
 
@@ -36,6 +37,16 @@ def test_glob_is_expanded_sorted(tree):
 
 def test_recursive_glob_yields_each_file_once(tree):
     assert _relative(iter_sources([str(tree / "sub" / "**")]), tree) == ["sub/z.webp", "sub/deeper/c.tiff"]
+
+
+def test_recursive_glob_walks_only_the_topmost_folder_it_matches(tree, monkeypatch):
+    walked = []
+    walk = inputs._walk
+    monkeypatch.setattr(inputs, "_walk", lambda folder: walked.append(folder) or walk(folder))
+    assert _relative(iter_sources([str(tree / "**")]), tree) == [
+        "a.JPG", "b.png", "a_dir/y.gif", "sub/z.webp", "sub/deeper/c.tiff", "notes.txt",  # named by the glob itself
+    ]
+    assert walked == [tree]  # `**` matches every folder below too: walking each again costs depth x files
 
 
 def test_glob_matching_folders_walks_them(tree):

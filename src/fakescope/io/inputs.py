@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import itertools
 import logging
 import os
 import sys
@@ -38,9 +37,20 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
             matches = sorted(glob.iglob(item, recursive=True))  # `**` matches a folder and what it holds: each file once
             if not matches:
                 log.warning("no file matches %s", item)
-            yield from dict.fromkeys(itertools.chain.from_iterable(_walk(Path(m)) if os.path.isdir(m) else [m] for m in matches))
+            yield from dict.fromkeys(_expand_matches(matches))
         else:
             yield item
+
+
+def _expand_matches(matches: list[str]) -> Iterator[str]:
+    """Sorted glob matches: a file as it is, a folder walked unless one above it was (`**` matches both)."""
+    walked: set[Path] = set()
+    for match in matches:
+        if not os.path.isdir(match):
+            yield match
+        elif walked.isdisjoint((folder := Path(match)).parents):  # sorted: a folder comes before those below it
+            walked.add(folder)
+            yield from _walk(folder)
 
 
 def _walk(folder: Path) -> Iterator[str]:
