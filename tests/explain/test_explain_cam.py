@@ -97,3 +97,24 @@ def test_overlay_is_a_png_of_the_image_with_its_caption(planted_model):
     assert len(np.unique(colours, axis=0)) > 1000  # an image under a colour map, not a blank figure
     with pytest.raises(ValueError, match="does not match"):
         overlay_png(image, np.zeros((10, 10), np.float32), "wrong size")
+
+
+def test_overlay_of_a_large_image_draws_it_at_the_figure_size():
+    import tracemalloc
+
+    def hot_corner(width: int, height: int) -> tuple[Image.Image, np.ndarray]:
+        heat = np.zeros((height, width), np.float32)
+        heat[: height // 2, : width // 2] = 1.0
+        return Image.new("RGB", (width, height), (120, 80, 40)), heat
+
+    tracemalloc.start()  # matplotlib resampled a 12 MP image as float64 arrays: 680 MB (and 14 s) for an 800 px PNG
+    try:
+        large = Image.open(io.BytesIO(overlay_png(*hot_corner(4000, 3000), "large")))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 250 * 2**20, f"{peak / 2**20:.0f} MiB"
+    small = Image.open(io.BytesIO(overlay_png(*hot_corner(400, 300), "large")))
+    assert large.size == small.size
+    difference = np.abs(np.asarray(large.convert("L"), float) - np.asarray(small.convert("L"), float))
+    assert difference.mean() < 2  # the same picture: the hot quarter still where it was

@@ -11,6 +11,9 @@ from PIL import Image
 from fakescope.io import storage
 
 MAX_FIGURE_INCHES = 7.0
+DPI = 100
+MAX_DRAWN_SIDE = int(2 * MAX_FIGURE_INCHES * DPI)
+"""Longer inputs are shrunk to this side before drawing (the figure shows at most 700 px of it)."""
 
 
 def overlay_png(
@@ -30,7 +33,8 @@ def overlay_png(
     if heatmap.shape != (image.height, image.width):
         raise ValueError(f"heatmap {heatmap.shape} does not match the image's {image.height}x{image.width}")
     scale = MAX_FIGURE_INCHES / max(image.width, image.height)
-    figure = Figure(figsize=(image.width * scale + 1.4, image.height * scale + 0.8), dpi=100, layout="constrained")
+    figure = Figure(figsize=(image.width * scale + 1.4, image.height * scale + 0.8), dpi=DPI, layout="constrained")
+    image, heatmap = _drawn_size(image, heatmap)
     axes = figure.add_subplot()
     axes.imshow(image)
     shown = axes.imshow(heatmap, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0, interpolation="bilinear")
@@ -38,6 +42,16 @@ def overlay_png(
     axes.set_title(caption, fontsize=9, wrap=True)
     figure.colorbar(shown, ax=axes, shrink=0.8, label=scale_label)
     return figure_png(figure)
+
+
+def _drawn_size(image: Image.Image, heatmap: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    """Image and map area-averaged to `MAX_DRAWN_SIDE` (matplotlib would resample megapixels as float64)."""
+    shrink = MAX_DRAWN_SIDE / max(image.width, image.height)
+    if shrink >= 1:
+        return image, heatmap
+    size = (max(1, round(image.width * shrink)), max(1, round(image.height * shrink)))
+    small = Image.fromarray(np.asarray(heatmap, np.float32)).resize(size, Image.Resampling.BOX)
+    return image.resize(size, Image.Resampling.BOX), np.asarray(small)
 
 
 def save_overlay(uri: str, image: Image.Image, heatmap: np.ndarray, caption: str, **options) -> str:
