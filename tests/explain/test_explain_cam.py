@@ -118,3 +118,12 @@ def test_overlay_of_a_large_image_draws_it_at_the_figure_size():
     assert large.size == small.size
     difference = np.abs(np.asarray(large.convert("L"), float) - np.asarray(small.convert("L"), float))
     assert difference.mean() < 2  # the same picture: the hot quarter still where it was
+
+
+def test_images_over_a_megapixel_are_explained_tile_by_tile(planted_model):
+    image = Image.fromarray(smooth_field(3, 1100)[:1000])  # Grad-CAM through a whole 4 MP image peaked at 8 GB
+    tiled = class_activation_map(planted_model, image, "cam", tiled=True)
+    np.testing.assert_array_equal(class_activation_map(planted_model, image, "cam"), tiled)
+    small = image.crop((0, 0, 1000, 1000))
+    assert not np.array_equal(class_activation_map(planted_model, small, "cam"),
+                              class_activation_map(planted_model, small, "cam", tiled=True))

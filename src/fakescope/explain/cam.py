@@ -27,8 +27,8 @@ from fakescope.models.bundle import LoadedModel
 from fakescope.models.tiling import Tiles, make_tiles, normalize, whole_image_tiles
 
 METHODS = ("gradcam", "gradcam++", "cam")
-MAX_WHOLE_PIXELS = 2048 * 2048
-"""Larger images are explained tile by tile, to bound memory."""
+MAX_WHOLE_PIXELS = 1024 * 1024
+"""Larger images are explained tile by tile, to bound memory (Grad-CAM through a whole 4 MP image peaked at 8 GB)."""
 
 
 class _Unscaled:
