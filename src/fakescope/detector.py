@@ -141,6 +141,11 @@ class Detector:
     def name(self) -> str:
         return self.model.config.name
 
+    @property
+    def torch_model(self) -> LoadedModel:
+        """The model on its PyTorch network whatever the runtime: Grad-CAM and embeddings need its gradients."""
+        return self._explained
+
     def __repr__(self) -> str:
         policy = self.model.config.input
         return (f"Detector({self.name!r}, device='{self.device}', runtime={self.runtime!r}, threshold={self.threshold:g}, "
@@ -185,7 +190,7 @@ class Detector:
 
             if method not in METHODS:
                 raise ConfigError(f"unknown explanation method {method!r}; expected one of tiles, {', '.join(METHODS)}")
-            return class_activation_map(self._explained, _load(image, _read(image), keep_bytes=False).image, method)
+            return class_activation_map(self.torch_model, _load(image, _read(image), keep_bytes=False).image, method)
         detection = self.predict(image, heatmap=True)
         if detection.error:
             raise ImageLoadError(detection.error)  # as the other methods raise it

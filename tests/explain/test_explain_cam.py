@@ -11,7 +11,7 @@ from PIL import Image
 
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, ImageLoadError
-from fakescope.explain import class_activation_map, feature_layer, overlay_png
+from fakescope.explain import DEFAULT_METHODS, class_activation_map, explain_image, feature_layer, overlay_png
 from fakescope.models import LoadedModel, create_model
 from fakescope.models.config import ModelConfig
 
@@ -65,6 +65,17 @@ def test_detector_explain_dispatches_and_keeps_tiles_default(planted_model, tmp_
     for method in ("tiles", "gradcam"):  # one error type for an unreadable image, whatever the method
         with pytest.raises(ImageLoadError, match="not an image"):
             detector.explain(b"not an image at all", method=method)
+
+
+def test_explain_image_draws_every_method_on_the_onnx_runtime(planted_model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "planted.png"
+    planted_image(5002, SIDE)[0].save(path)
+    detector = Detector(planted_model, provenance=False, runtime="onnx")
+    assert detector.runtime == "onnx"
+    result = explain_image(detector, str(path), str(tmp_path / "out"))
+    assert result.skipped == {}  # the CAMs were skipped: 'needs a timm-backbone classifier, not OnnxNetwork'
+    assert sorted(result.files) == sorted(DEFAULT_METHODS)
 
 
 def test_cam_needs_a_pooling_linear_head_but_gradcam_does_not():

@@ -125,8 +125,14 @@ def test_embedding_report_writes_parquet_plots_and_clusters(planted_model, val_r
 
 
 @pytest.mark.slow
-def test_report_figures_lists_existing_pngs(planted_model, val_rows, tmp_path):
-    figures = report_figures(planted_model, val_rows, tmp_path / "figures", examples=2)
+@pytest.mark.parametrize("runtime", [None, "onnx"])
+def test_report_figures_lists_existing_pngs(planted_model, val_rows, tmp_path, runtime):
+    from fakescope.detector import Detector
+
+    if runtime:
+        pytest.importorskip("onnxruntime")
+    model = Detector(planted_model, runtime=runtime) if runtime else planted_model  # onnx: its torch network explains
+    figures = report_figures(model, val_rows, tmp_path / "figures", examples=2)
     titles = [t for t, _ in figures]
     assert len(figures) == 5 and sum(t.startswith("Grad-CAM") for t in titles) == 2
     for _, path in figures:

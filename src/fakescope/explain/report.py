@@ -66,7 +66,7 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
     files, skipped = {}, {}
     for method in methods:
         try:
-            heat = detection.heatmap if method == "tiles" else class_activation_map(detector.model, image, method)
+            heat = detection.heatmap if method == "tiles" else class_activation_map(detector.torch_model, image, method)
         except ConfigError as exc:
             skipped[method] = str(exc)
             continue
@@ -173,7 +173,7 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
 
 def _as_model(model: Detector | LoadedModel | str | os.PathLike) -> LoadedModel:
     if isinstance(model, Detector):
-        return model.model
+        return model.torch_model
     if isinstance(model, LoadedModel):
         return model
     return load_model(model)
