@@ -80,6 +80,18 @@ def test_embed_writes_features_and_plots(model_dir, planted_manifest, tmp_path):
     assert sorted(p.name for p in out.glob("*.png")) == ["umap_label.png", "umap_mosaic.png", "umap_pattern.png"]
 
 
+def test_embed_with_more_clusters_than_images_is_a_usage_error(model_dir, planted_manifest, tmp_path):
+    from fakescope.data import write_manifest
+
+    rows = planted_manifest[planted_manifest["split"] == "val"].head(6).assign(
+        pair_id="", width=64, height=64, format="PNG", sha256="")
+    write_manifest(rows, str(tmp_path / "manifest.parquet"))
+    result = CliRunner().invoke(app, ["embed", str(tmp_path / "manifest.parquet"), "--model", model_dir,
+                                      "--out", str(tmp_path / "embedding"), "--clusters", "10"])
+    assert result.exit_code == 2, result.output  # was sklearn's ValueError and a traceback, after the UMAP fit
+    assert result.stderr == "error: k-means with k=10 clusters needs at least 10 images, got 6\n"
+
+
 def test_installed_command_explains_an_image(model_dir, images, tmp_path):
     out = tmp_path / "sub"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -10,6 +10,7 @@ import pytest
 from explain_helpers import plant, smooth_field
 from PIL import Image
 
+from fakescope.errors import ConfigError
 from fakescope.explain import (
     cluster_purity,
     embed_images,
@@ -87,6 +88,18 @@ def test_purity_counts_majorities():
     found = cluster_purity(features, pd.Series(["ai", "ai", "real", "real", "real", "real"]), 2)
     assert found.purity == pytest.approx(5 / 6)
     assert sorted(found.table["purity"].round(3)) == [0.667, 1.0]
+
+
+def test_kmeans_refuses_more_clusters_than_images():
+    with pytest.raises(ConfigError, match="k-means with k=4 clusters needs at least 4 images, got 3"):
+        cluster_purity(np.zeros((3, 2)), pd.Series(["ai", "real", "ai"]), 4)  # was sklearn's ValueError
+
+
+def test_embedding_report_with_too_few_readable_images_names_one_unreadable(planted_model, val_rows, tmp_path):
+    rows = val_rows.iloc[[0, 1, 12, 13, 24]]  # four images and the missing file
+    with pytest.raises(ConfigError, match=r"at least 5 readable images, got 4 of 5; first unreadable: .*missing\.png: no such"):
+        embedding_report(planted_model, rows, str(tmp_path))
+    assert not list(tmp_path.iterdir())
 
 
 def test_scatter_and_mosaic_are_pngs():

@@ -93,6 +93,8 @@ def cluster_purity(features: np.ndarray, values: pd.Series, k: int, *, seed: int
     """k-means on the features, scored by how pure each cluster is in `values` (e.g. labels)."""
     from sklearn.cluster import KMeans
 
+    if k > len(features):
+        raise ConfigError(f"k-means with k={k} clusters needs at least {k} images, got {len(features)}")
     assignments = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(features)
     values = pd.Series(values).reset_index(drop=True).fillna("").astype(str)
     rows = []

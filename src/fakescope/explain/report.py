@@ -19,6 +19,7 @@ from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.explain.cam import class_activation_map
 from fakescope.explain.embedding import (
+    MIN_IMAGES,
     Clusters,
     cluster_purity,
     embed_images,
@@ -117,10 +118,16 @@ def embedding_report(
         raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
     table = embed_images(model, rows, batch_size=batch_size)
     ok = table["error"].isna().to_numpy()
-    features = np.stack(table.loc[ok, "embedding"].tolist()) if ok.any() else np.zeros((0, 0), np.float32)
-    coords = project_umap(features, seed=seed)
+    if ok.sum() < MIN_IMAGES:
+        first = ""
+        if not ok.all():
+            uri, error = table.loc[~ok, ["uri", "error"]].iloc[0]
+            first = f"; first unreadable: {error if uri in error else f'{path_text(uri)}: {error}'}"
+        raise ConfigError(f"UMAP needs at least {MIN_IMAGES} readable images, got {ok.sum()} of {len(ok)}{first}")
+    features = np.stack(table.loc[ok, "embedding"].tolist())
     k = clusters or max(2, table.loc[ok, "label"].nunique())
-    found = cluster_purity(features, table.loc[ok, "label"], k, seed=seed)
+    found = cluster_purity(features, table.loc[ok, "label"], k, seed=seed)  # before UMAP: a k too large fails fast
+    coords = project_umap(features, seed=seed)
     table.loc[ok, "umap_x"], table.loc[ok, "umap_y"] = coords[:, 0], coords[:, 1]
     table.loc[ok, "cluster"] = found.assignments
     table["cluster"] = table["cluster"].astype("Int64")
