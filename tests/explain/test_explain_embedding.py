@@ -19,6 +19,7 @@ from fakescope.explain import (
     report_figures,
     scatter_png,
 )
+from fakescope.explain.embedding import drawn_categories
 from fakescope.explain.report import embedding_report
 
 
@@ -100,6 +101,17 @@ def test_embedding_report_with_too_few_readable_images_names_one_unreadable(plan
     with pytest.raises(ConfigError, match=r"at least 5 readable images, got 4 of 5; first unreadable: .*missing\.png: no such"):
         embedding_report(planted_model, rows, str(tmp_path))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_column_of_many_values_draws_the_most_frequent_and_one_other():
+    values = pd.Series([f"person{i}" for i in range(500)] + ["common"] * 30 + ["usual"] * 20, name="person")
+    drawn = drawn_categories(values)  # one scatter call and legend entry per value: 10k ids took 5 minutes
+    assert drawn.nunique() == 19 and drawn.value_counts()["(other: 484 values)"] == 484
+    assert {"common", "usual", "person0", "person111"} <= set(drawn)  # ties by name
+    assert not {"person112", "person2"} & set(drawn)
+    assert drawn_categories(values[:20]).equals(values[:20])
+    coords = np.random.default_rng(0).random((len(values), 2))
+    assert Image.open(io.BytesIO(scatter_png(coords, values, "many"))).size == (700, 600)
 
 
 def test_scatter_and_mosaic_are_pngs():

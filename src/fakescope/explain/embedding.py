@@ -28,6 +28,12 @@ from fakescope.train.dataset import read_source
 
 CORRECT_COLOR, WRONG_COLOR = (40, 160, 60), (215, 40, 40)
 MIN_IMAGES = 5
+MAX_CATEGORIES = 20
+"""Legend entries of a scatter: a column with more values draws its 18 most frequent and the rest as one grey
+`(other: N values)`."""
+OTHER = "(other:"
+_COLOURS = tuple(i for i in range(20) if i not in (14, 15))
+"""tab20 without its two greys: the colours of the values drawn beside `(other: ...)`."""
 
 
 def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64) -> pd.DataFrame:
@@ -117,7 +123,7 @@ def scatter_png(coords: np.ndarray, values: pd.Series, title: str) -> bytes:
         shown = axes.scatter(coords[:, 0], coords[:, 1], c=values.to_numpy(float), cmap="viridis", s=14)
         figure.colorbar(shown, ax=axes, label=str(values.name))
     else:
-        categories = values.fillna("").astype(str).replace("", "(none)")
+        categories = drawn_categories(values)
         palette = _palette(sorted(categories.unique()))
         for name, colour in palette.items():
             mask = (categories == name).to_numpy()
@@ -127,6 +133,16 @@ def scatter_png(coords: np.ndarray, values: pd.Series, title: str) -> bytes:
     axes.set_xlabel("UMAP 1")
     axes.set_ylabel("UMAP 2")
     return figure_png(figure)
+
+
+def drawn_categories(values: pd.Series) -> pd.Series:
+    """Each value as its legend entry; over `MAX_CATEGORIES`, the 18 most frequent (ties by name) and one `(other: ...)`."""
+    categories = values.fillna("").astype(str).replace("", "(none)")
+    counts = categories.value_counts()
+    if len(counts) <= MAX_CATEGORIES:
+        return categories
+    kept = sorted(counts.index, key=lambda name: (-counts[name], name))[:len(_COLOURS)]
+    return categories.where(categories.isin(kept), f"{OTHER} {len(counts) - len(kept)} values)")
 
 
 def mosaic_png(coords: np.ndarray, images: list[Image.Image], correct: np.ndarray, title: str,
@@ -173,7 +189,11 @@ def _forward_tiles(model: LoadedModel, items: list[tuple[int, torch.Tensor]], ba
 
 
 def _palette(names: list[str]) -> dict[str, tuple[float, ...]]:
+    """A colour per name; `(other: ...)` first (drawn under the rest), in a grey no named value has."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+    others = [name for name in names if name.startswith(OTHER)]
+    named = [name for name in names if not name.startswith(OTHER)]
+    cmap = colormaps["tab10" if len(named) <= 10 else "tab20"]
+    colours = [cmap(i) for i in _COLOURS] if others else [cmap(i) for i in range(cmap.N)]
+    return {**{name: (0.8, 0.8, 0.8, 1.0) for name in others}, **dict(zip(named, colours))}
