@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from explain_helpers import planted_image, smooth_field
+from explain_helpers import plant, planted_image, smooth_field
 from PIL import Image
 
 from fakescope.detector import Detector
@@ -138,3 +138,12 @@ def test_images_over_a_megapixel_are_explained_tile_by_tile(planted_model):
     small = image.crop((0, 0, 1000, 1000))
     assert not np.array_equal(class_activation_map(planted_model, small, "cam"),
                               class_activation_map(planted_model, small, "cam", tiled=True))
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam"])
+def test_a_strip_thinner_than_a_tile_is_explained_tile_by_tile(planted_model, method):
+    pixels = np.concatenate([smooth_field(seed, 48) for seed in range(20)], axis=1)  # 48 x 960: upscaled to 64 px tiles
+    plant(pixels, 20, 600)
+    heat = class_activation_map(planted_model, Image.fromarray(pixels), method, tiled=True)  # stitching failed
+    assert heat.shape == (48, 960) and heat.max() == pytest.approx(1.0)
+    assert abs(int(heat.max(0).argmax()) - 604) <= STRIDE  # at the artefact, in the image's own pixels

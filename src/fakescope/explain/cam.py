@@ -156,6 +156,9 @@ def feature_layer(network: nn.Module, sample: torch.Tensor) -> nn.Module:
 def stitch(tiles: Tiles, maps: np.ndarray) -> np.ndarray:
     """Paint tile-sized maps over the image (mean where tiles overlap); returns H x W float32."""
     h, w = tiles.image_size
+    if tiles.scale != 1.0:  # a side under the crop size was upscaled before tiling: paint there, then scale back
+        upscaled = dataclasses.replace(tiles, image_size=(round(h * tiles.scale), round(w * tiles.scale)), scale=1.0)
+        return np.asarray(Image.fromarray(stitch(upscaled, maps)).resize((w, h), Image.Resampling.BILINEAR), np.float32)
     total = np.zeros((h, w), np.float32)
     count = np.zeros((h, w), np.float32)
     th, tw = maps.shape[-2:]
