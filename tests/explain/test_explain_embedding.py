@@ -114,6 +114,16 @@ def test_a_column_of_many_values_draws_the_most_frequent_and_one_other():
     assert Image.open(io.BytesIO(scatter_png(coords, values, "many"))).size == (700, 600)
 
 
+def test_a_numeric_column_draws_its_missing_values_grey():
+    from fakescope.explain.embedding import MISSING_COLOUR
+
+    coords = np.random.default_rng(0).random((40, 2))
+    values = pd.Series([np.nan] * 20 + list(np.arange(20.0)), name="age")  # e.g. an attribute only real images have
+    pixels = np.asarray(Image.open(io.BytesIO(scatter_png(coords, values, "age"))).convert("RGB")).reshape(-1, 3)
+    grey = np.all(pixels == [round(255 * c) for c in MISSING_COLOUR], axis=1).sum()
+    assert grey > 150  # the 20 images without an age are drawn (about 15 pixels each), not transparent
+
+
 def test_scatter_and_mosaic_are_pngs():
     coords = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0]], np.float32)
     scatter = Image.open(io.BytesIO(scatter_png(coords, pd.Series(["ai", "real", "ai"], name="label"), "t")))

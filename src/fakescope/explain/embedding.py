@@ -32,6 +32,8 @@ MAX_CATEGORIES = 20
 """Legend entries of a scatter: a column with more values draws its 18 most frequent and the rest as one grey
 `(other: N values)`."""
 OTHER = "(other:"
+MISSING_COLOUR = (0.6, 0.6, 0.6)
+"""Points with no value in a numeric column."""
 _COLOURS = tuple(i for i in range(20) if i not in (14, 15))
 """tab20 without its two greys: the colours of the values drawn beside `(other: ...)`."""
 
@@ -120,7 +122,12 @@ def scatter_png(coords: np.ndarray, values: pd.Series, title: str) -> bytes:
     axes = figure.add_subplot()
     values = pd.Series(values).reset_index(drop=True)
     if pd.api.types.is_numeric_dtype(values) and values.nunique() > 12:
-        shown = axes.scatter(coords[:, 0], coords[:, 1], c=values.to_numpy(float), cmap="viridis", s=14)
+        numbers = values.to_numpy(float)
+        missing = np.isnan(numbers)  # matplotlib draws NaN colours transparent: the points would vanish
+        if missing.any():
+            axes.scatter(coords[missing, 0], coords[missing, 1], s=14, color=MISSING_COLOUR, label=f"(none) ({missing.sum()})")
+            axes.legend(title=str(values.name), fontsize=8, markerscale=1.5, loc="best")
+        shown = axes.scatter(coords[~missing, 0], coords[~missing, 1], c=numbers[~missing], cmap="viridis", s=14)
         figure.colorbar(shown, ax=axes, label=str(values.name))
     else:
         categories = drawn_categories(values)
