@@ -6,7 +6,6 @@ import io
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
