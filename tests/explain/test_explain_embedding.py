@@ -172,3 +172,13 @@ def test_report_figures_lists_existing_pngs(planted_model, val_rows, tmp_path, r
     assert len(figures) == 5 and sum(t.startswith("Grad-CAM") for t in titles) == 2
     for _, path in figures:
         assert path.is_file() and Image.open(path).format == "PNG"
+
+
+def test_report_figures_leave_out_what_they_cannot_draw(planted_model, val_rows, tmp_path, caplog):
+    from fakescope.models import ModelConfig, create_model, load_model, save_model
+
+    few = report_figures(planted_model, val_rows.head(3), tmp_path / "few")
+    assert few == [] and "no explanation figures: UMAP needs at least 5" in caplog.text
+    save_model(create_model("spectral_lr").eval(), ModelConfig("spectral", "spectral_lr"), tmp_path / "spectral")
+    assert report_figures(load_model(tmp_path / "spectral"), val_rows, tmp_path / "figures", examples=2) == []
+    assert "no explanation figures: spectral: this method needs a timm-backbone classifier" in caplog.text

@@ -7,6 +7,7 @@ Outputs go to a local folder or a storage URI (`fakescope.io.storage`), except
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from fakescope.io import storage
 from fakescope.io.inputs import path_text
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.dataset import read_source
+
+log = logging.getLogger(__name__)
 
 METHOD_TITLES = {"tiles": "per-tile P(ai)", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "cam": "CAM"}
 DEFAULT_METHODS = tuple(METHOD_TITLES)
@@ -158,11 +161,16 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
 
     UMAP scatters (by label, and by generator when there are several), the thumbnail mosaic, and
     Grad-CAM overlays of `examples` images: the highest-scored ai images and the highest-scored
-    real ones (the closest to false alarms).
+    real ones (the closest to false alarms). Where the data or the model allow no figures (UMAP of
+    fewer than 5 images, a model without convolutional features) there are none, with a warning.
     """
     model = _as_model(model_or_detector)
     out = Path(out_dir)
-    report = embedding_report(model, manifest_df, str(out), seed=seed)
+    try:
+        report = embedding_report(model, manifest_df, str(out), seed=seed)
+    except ConfigError as exc:
+        log.warning("the report has no explanation figures: %s", exc)
+        return []
     figures = [(title, Path(uri)) for title, uri in report.figures]
     scored = report.table[report.table["error"].isna()].sort_values("probability", ascending=False, kind="stable")
     picks = pd.concat([scored[scored["label"] == "ai"].head(examples - examples // 2),
