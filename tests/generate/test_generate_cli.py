@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -36,6 +37,24 @@ def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, taef2_random_we
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "0 images written" in again.output
     assert len(pd.read_csv(out / "manifest.csv")) == 3
+
+
+def test_taef2_names_copies_and_non_utf8_names_give_a_valid_manifest(tmp_path, taef2_random_weights):
+    photos = tmp_path / "photos"
+    for folder in ("a", "b"):
+        (photos / folder).mkdir(parents=True)
+        Image.new("RGB", (40, 33), "teal").save(photos / folder / "same.png")  # one photo copied into two folders
+    Image.new("RGB", (40, 33), "navy").save(os.fsdecode(bytes(photos / "caf") + b"\xe9.png"))  # Latin-1 name
+    out = tmp_path / "fakes"
+    args = ["generate", "taef2", str(photos), "--out", str(out), "--weights", str(taef2_random_weights), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "2 images written" in result.output, result.output
+    rows = read_rows(str(out / "manifest.csv"))
+    assert len(rows) == 2 and rows["uri"].is_unique and all(Path(uri).is_file() for uri in rows["uri"])
+    assert {Path(source).name for source in rows["source"]} == {"same.png", "caf\\udce9.png"}
+    built = CliRunner().invoke(app, ["dataset", "build", str(out / "manifest.csv"), "-o", str(tmp_path / "m.csv")])
+    assert built.exit_code == 0, built.output
+    assert CliRunner().invoke(app, args).output.startswith("0 images written")
 
 
 def test_taef2_manifest_from_relative_paths_resolves_from_its_own_folder(tmp_path, taef2_random_weights, monkeypatch):

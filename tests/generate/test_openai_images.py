@@ -67,6 +67,17 @@ def test_variation_end_to_end_writes_outputs_and_manifest(server, photos, tmp_pa
     assert len(pd.read_csv(out / "manifest.csv")) == 6
 
 
+def test_non_utf8_names_are_recorded_escaped(server, photos, tmp_path):
+    Image.new("RGB", (40, 40), "navy").save(os.fsdecode(bytes(photos / "caf") + b"\xe9.png"))  # Latin-1 name
+    out = tmp_path / "fakes"
+    config = OpenAIImagesConfig(mode="variation", model="dall-e-2", size="256x256")
+    report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (report.done, report.failed) == (4, 0)
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert len(manifest) == 4 and all(Path(uri).is_file() for uri in manifest["uri"])
+    assert "caf\\udce9.png" in {Path(source).name for source in manifest["source"]}
+
+
 def test_edit_sends_prompt_and_fetches_url_answers(server, photos, tmp_path):
     config = OpenAIImagesConfig(mode="edit", model="dall-e-2", size="512x512", prompt="add a hat", response_format="url")
     report = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), config, client=make_client(max_retries=0))

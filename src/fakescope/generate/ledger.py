@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fakescope.errors import StorageError
+from fakescope.io.inputs import path_text
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 
@@ -117,12 +118,12 @@ class Ledger:
         return record.state if record else None
 
     def add(self, key: str, source: str, source_sha256: str, mode: str, model: str, params_hash: str, index: int) -> None:
-        """Register a job as `pending` unless it is already known."""
+        """Register a job as `pending` unless it is already known (a non-UTF-8 `source` is kept escaped)."""
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO jobs (key, source, source_sha256, mode, model, params_hash, idx, state, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, source, source_sha256, mode, model, params_hash, index, PENDING, time.time()),
+                (key, path_text(source), source_sha256, mode, model, params_hash, index, PENDING, time.time()),
             )
 
     def mark_running(self, key: str) -> None:

@@ -13,14 +13,13 @@ import hashlib
 import io
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from fakescope.errors import FakescopeError
 from fakescope.generate._sources import image_uris
-from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row
+from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, source_stem
 from fakescope.io import storage
 from fakescope.io.image import load_image
 
@@ -75,8 +74,7 @@ def generate_local(
 
 def output_uri(out: str, source: str, digest: str, generator: str) -> str:
     """Where the ai image made from `source` goes: `<out>/<stem>-<sha8>-<generator>.png`."""
-    stem = Path(source.rsplit("/", 1)[-1]).stem
-    return storage.join(out, f"{stem}-{digest[:8]}-{generator}.png")
+    return storage.join(out, f"{source_stem(source)}-{digest[:8]}-{generator}.png")
 
 
 def _row(target: str, source: str, digest: str, generator: str, model: str, params: dict, data: bytes) -> dict:
@@ -90,12 +88,21 @@ def _row(target: str, source: str, digest: str, generator: str, model: str, para
 def _pending(
     src: str, out: str, generator: str, rows: list[dict], generator_row: tuple[str, dict], split: str | None
 ) -> Iterator[tuple[str, str, str, Image.Image]]:
-    """Yield (source, sha256, target, image) still to do; rows of outputs made earlier go to `rows`."""
+    """Yield (source, sha256, target, image) still to do; rows of outputs made earlier go to `rows`.
+
+    A source with the same name and bytes as an earlier one (a copy in another folder) maps to the
+    same output: it is made and listed once.
+    """
+    targets: set[str] = set()
     for uri in image_uris(src, exclude=out, split=split):
         try:
             data = storage.read_bytes(uri)
             digest = hashlib.sha256(data).hexdigest()
             target = output_uri(out, uri, digest, generator)
+            if target in targets:
+                log.info("%s is a copy of an earlier source; its ai image is %s", uri, target)
+                continue
+            targets.add(target)
             if storage.exists(target):
                 rows.append(_row(target, uri, digest, generator, *generator_row, storage.read_bytes(target)))
                 continue

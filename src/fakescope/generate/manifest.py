@@ -11,15 +11,23 @@ import hashlib
 import io
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from fakescope.io import storage
+from fakescope.io.inputs import path_text
 
 MANIFEST_COLUMNS = (
     "uri", "label", "source", "generator", "pair_id", "split",
     "width", "height", "format", "sha256", "model", "params",
 )
 MANIFEST_NAME = "manifest.csv"
+
+
+def source_stem(source: str) -> str:
+    """The file stem of a source URI for naming its outputs; bytes of a non-UTF-8 name become U+FFFD."""
+    stem = PurePosixPath(source.rsplit("/", 1)[-1]).stem
+    return stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def manifest_row(
@@ -35,11 +43,14 @@ def manifest_row(
     format: str,
     data: bytes,
 ) -> dict[str, Any]:
-    """One `label=ai` row linking an output to its source, with the model and its parameters."""
+    """One `label=ai` row linking an output to its source, with the model and its parameters.
+
+    A source whose name is not UTF-8 is recorded with `\\udcNN` escapes, as `fakescope detect` prints it.
+    """
     return {
         "uri": uri,
         "label": "ai",
-        "source": source,
+        "source": path_text(source),
         "generator": generator,
         "pair_id": source_sha256,
         "split": "",

@@ -22,7 +22,7 @@ from pathlib import Path
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.generate._sources import image_uris
 from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
-from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row
+from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, source_stem
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client, request_image
 from fakescope.io import storage
 from fakescope.io.image import load_image
@@ -220,8 +220,7 @@ def _sources(
         return
     for uri in image_uris(src, exclude=out, split=split):
         data = storage.read_bytes(uri)
-        stem = Path(uri.rsplit("/", 1)[-1]).stem
-        yield uri, stem, hashlib.sha256(data).hexdigest(), data
+        yield uri, source_stem(uri), hashlib.sha256(data).hexdigest(), data
 
 
 def _execute(client, job: Job, out: str, config: OpenAIImagesConfig, book: Ledger) -> tuple[str, dict]:
