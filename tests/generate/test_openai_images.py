@@ -78,6 +78,19 @@ def test_non_utf8_names_are_recorded_escaped(server, photos, tmp_path):
     assert "caf\\udce9.png" in {Path(source).name for source in manifest["source"]}
 
 
+def test_a_copy_of_a_source_is_paid_once(server, photos, tmp_path):
+    (photos / "copy").mkdir()
+    (photos / "copy" / "photo1.png").write_bytes((photos / "photo1.png").read_bytes())
+    out = tmp_path / "fakes"
+    config = OpenAIImagesConfig(mode="variation", model="dall-e-2", size="256x256")
+    report = run_openai(str(photos), str(out), config, concurrency=4, client=make_client(max_retries=0))
+    assert (report.done, report.failed, server.billable) == (3, 0, 3)
+    assert report.spent == pytest.approx(3 * 0.016)
+    assert len(pd.read_csv(out / "manifest.csv")) == 3
+    again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (again.done, again.skipped, again.spent_before, server.billable) == (0, 3, pytest.approx(3 * 0.016), 3)
+
+
 def test_edit_sends_prompt_and_fetches_url_answers(server, photos, tmp_path):
     config = OpenAIImagesConfig(mode="edit", model="dall-e-2", size="512x512", prompt="add a hat", response_format="url")
     report = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), config, client=make_client(max_retries=0))

@@ -140,8 +140,12 @@ def run_openai(
             report.done += 1
             report.spent += price
 
+    seen: set[str] = set()
     try:
         for job in _jobs(src, out, config, book, split):
+            if job.key in seen:  # a byte-identical copy of an earlier source: the same images
+                continue
+            seen.add(job.key)
             record = book.get(job.key)
             if record.state == DONE:
                 report.skipped += 1
