@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from fakescope.errors import ConfigError, ModelLoadError
+from fakescope.generate import taef2 as taef2_module
 from fakescope.generate.taef2 import TAEF2, WEIGHTS_ENV, build_decoder, build_encoder, resolve_weights_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,35 @@ def test_reconstruct_keeps_order_and_size_across_batches(random_taef2):
     assert [fake.size for fake in fakes] == sizes
     assert all(fake.mode == "RGB" for fake in fakes)
     assert np.array_equal(np.asarray(fakes[0]), np.asarray(random_taef2.reconstruct([images[0]])[0]))
+
+
+def _input_shapes(model: TAEF2) -> list[tuple[int, ...]]:
+    """Shapes of every input the first (full-resolution) convolution sees, recorded as they come."""
+    shapes: list[tuple[int, ...]] = []
+    model.encoder[0].register_forward_pre_hook(lambda _module, args: shapes.append(tuple(args[0].shape)))
+    return shapes
+
+
+def test_large_images_run_in_tiles_with_the_untiled_result(monkeypatch):
+    torch.manual_seed(0)
+    model = TAEF2(device="cpu")
+    monkeypatch.setattr(taef2_module, "TILE", 16)  # 128 px cores, 96 px margins: a 448 px wide image is 4 tiles
+    x = torch.rand(1, 3, 64, 448)
+    with torch.inference_mode():
+        whole = model.decoder(model.encoder(x)).clamp(0, 1)
+    shapes = _input_shapes(model)
+    tiled = model.reconstruct_tensor(x)
+    assert len(shapes) == 4 and max(shape[-1] for shape in shapes) == 320  # no pass holds the whole image
+    assert torch.allclose(tiled, whole, atol=1e-6)
+
+
+def test_reconstruct_bounds_the_pixels_of_one_batch(monkeypatch):
+    monkeypatch.setattr(taef2_module, "PIXELS_PER_PASS", 2 * 48 * 40)
+    model = TAEF2(device="cpu", batch_size=3)
+    shapes = _input_shapes(model)
+    fakes = model.reconstruct([Image.new("RGB", (48, 40), "red")] * 5 + [Image.new("RGB", (99, 97))])
+    assert [fake.size for fake in fakes] == [(48, 40)] * 5 + [(99, 97)]
+    assert [shape[0] for shape in shapes] == [2, 2, 1, 1]  # 2 of 3 fit the budget; an image over it goes alone
 
 
 def test_from_dir_is_strict_about_keys(tmp_path, random_taef2):

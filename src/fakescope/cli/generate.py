@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt
+from fakescope.cli._options import DeviceOpt, OutDirOpt
 
 if TYPE_CHECKING:
     from fakescope.generate.runner import RunReport
@@ -22,6 +22,8 @@ SrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}.")]
 OpenAISrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}; for `--mode generate` a prompts file.")]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="With a manifest SRC: only the real rows of this split (train, val, test).")]
 ManifestOpt = Annotated[str, typer.Option("--manifest", help="Manifest file name inside --out (.csv or .parquet).")]
+Taef2BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Same-size images per forward pass, at most 1 megapixel in all; larger images run in tiles (same output).")]
+DiffusersBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Same-size images per pipeline call.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +40,7 @@ def taef2(
     out: OutDirOpt,
     weights: Annotated[str | None, typer.Option("--weights", help="Folder with taef2_encoder.pth and taef2_decoder.pth (default $FAKESCOPE_TAEF2_WEIGHTS or ../shared/data/generators/taef2).")] = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 8,
+    batch_size: Taef2BatchOpt = 8,
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
 ) -> None:
@@ -129,7 +131,7 @@ def diffusers(
     guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = 7.5,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 1,
+    batch_size: DiffusersBatchOpt = 1,
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
 ) -> None:

@@ -34,6 +34,13 @@ DECODER_FILE = "taef2_decoder.pth"
 LATENT_CHANNELS = 32
 SCALE = 8
 """Spatial down-sampling factor of the encoder: inputs are padded to multiples of it."""
+ENCODER_LOCAL, DECODER_LOCAL = 11, 6
+"""`encoder[:11]` and `decoder[6:]` (the full-resolution layers) hold no GroupNorm: they run tile by tile."""
+TILE, MARGIN = 96, 12
+"""Tile core and context margin in latent pixels (768 and 96 image pixels); the margin exceeds both
+parts' receptive field (about 65 and 35 image pixels), so tiling changes no output pixel."""
+PIXELS_PER_PASS = 1_000_000
+"""`reconstruct` puts at most this many pixels in one batch (one image at least)."""
 
 
 def _conv(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -129,6 +136,27 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def _tiled(module: nn.Module, x: torch.Tensor, k_in: int, k_out: int) -> torch.Tensor:
+    """Run a normalisation-free `module` over overlapping tiles of `x`, `k_in`/`k_out` pixels per latent pixel.
+
+    Tiles are laid on the latent grid (multiples of 8 image pixels), so the strides keep their phase.
+    """
+    height, width = x.shape[-2] // k_in, x.shape[-1] // k_in
+    out: torch.Tensor | None = None
+    for top in range(0, height, TILE):
+        for left in range(0, width, TILE):
+            bottom, right = min(top + TILE, height), min(left + TILE, width)
+            t0, l0 = max(top - MARGIN, 0), max(left - MARGIN, 0)
+            b0, r0 = min(bottom + MARGIN, height), min(right + MARGIN, width)
+            y = module(x[..., t0 * k_in:b0 * k_in, l0 * k_in:r0 * k_in])
+            if out is None:
+                out = y.new_empty((*y.shape[:2], height * k_out, width * k_out))
+            out[..., top * k_out:bottom * k_out, left * k_out:right * k_out] = y[
+                ..., (top - t0) * k_out:(bottom - t0) * k_out, (left - l0) * k_out:(right - l0) * k_out
+            ]
+    return out  # type: ignore[return-value]
+
+
 def _to_tensor(image: Image.Image) -> torch.Tensor:
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
@@ -176,8 +204,14 @@ class TAEF2(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode and decode RGB floats in [0, 1] whose sides are multiples of 8; output clamped to [0, 1]."""
-        return self.decoder(self.encoder(x)).clamp(0, 1)
+        """Encode and decode RGB floats in [0, 1] whose sides are multiples of 8; output clamped to [0, 1].
+
+        The full-resolution layers run on overlapping tiles, so memory stays bounded for any image size;
+        the GroupNorm layers see the whole latent, so the output equals an untiled pass.
+        """
+        features = _tiled(self.encoder[:ENCODER_LOCAL], x, SCALE, 1)
+        latent = self.decoder[:DECODER_LOCAL](self.encoder[ENCODER_LOCAL:](features))
+        return _tiled(self.decoder[DECODER_LOCAL:], latent, 1, SCALE).clamp(0, 1)
 
     @torch.inference_mode()
     def reconstruct_tensor(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,9 +240,10 @@ class TAEF2(nn.Module):
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
             by_size.setdefault(image.size, []).append(index)
-        for indices in by_size.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
+        for (width, height), indices in by_size.items():
+            step = max(1, min(self.batch_size, PIXELS_PER_PASS // (width * height)))
+            for start in range(0, len(indices), step):
+                chunk = indices[start:start + step]
                 batch = torch.stack([_to_tensor(images[i]) for i in chunk]).to(self.device).float() / 255
                 for i, out in zip(chunk, self.reconstruct_tensor(batch)):
                     results[i] = _to_image(out)
