@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -16,6 +19,14 @@ def test_write_is_atomic_and_creates_parents(tmp_path):
     storage.write_bytes(str(target), b"second")
     assert target.read_bytes() == b"second"
     assert os.listdir(target.parent) == ["image.png"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_permissions_of_the_umask(tmp_path, umask):
+    target = tmp_path / "out" / "image.png"
+    code = f"from fakescope.io import storage; storage.write_bytes({str(target)!r}, b'x')"
+    subprocess.run(["sh", "-c", f'umask {umask:o} && exec "$0" -c "$1"', sys.executable, code], check=True)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not the temporary file's 0600
 
 
 def test_file_uri_and_plain_path_read_the_same_bytes(tmp_path):

@@ -12,6 +12,20 @@ from fakescope.io.storage import normalise_suffixes
 _FILE_PREFIX = "file://"
 
 
+def _read_umask() -> int:
+    """The process umask, from /proc where it can be read without changing it for other threads."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return umask
+
+
+_UMASK = _read_umask()
+
+
 def _path_of(uri: str) -> str:
     return uri.removeprefix(_FILE_PREFIX)
 
@@ -27,7 +41,11 @@ def _error(action: str, uri: str, exc: OSError) -> StorageError:
 
 
 class LocalStorage:
-    """Files on this machine; writes go to a temporary file first and are renamed into place."""
+    """Files on this machine; writes go to a temporary file first and are renamed into place.
+
+    Written files get the permissions the umask gives any new file (0644 under the usual 022),
+    not the temporary file's private 0600.
+    """
 
     def read_bytes(self, uri: str) -> bytes:
         try:
@@ -46,6 +64,7 @@ class LocalStorage:
             raise _error("write", uri, exc) from None
         try:
             with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
                 fh.write(data)
             os.replace(tmp, path)
         except OSError as exc:
