@@ -57,6 +57,27 @@ def test_taef2_names_copies_and_non_utf8_names_give_a_valid_manifest(tmp_path, t
     assert CliRunner().invoke(app, args).output.startswith("0 images written")
 
 
+def test_taef2_takes_a_glob_and_refuses_sources_that_give_no_image(tmp_path, taef2_random_weights):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for name in ("a.png", "b.jpg", "sub/c.png"):
+        Image.new("RGB", (40, 33), "teal").save(photos / name)
+    options = ["--weights", str(taef2_random_weights), "--device", "cpu"]
+
+    def run(src: str, out: str):
+        return CliRunner().invoke(app, ["generate", "taef2", src, "--out", str(tmp_path / out), *options])
+
+    result = run(str(photos / "**" / "*.png"), "fakes")
+    assert result.exit_code == 0 and "2 images written" in result.output, result.output
+    assert sorted(Path(source).name for source in read_rows(str(tmp_path / "fakes" / "manifest.csv"))["source"]) == ["a.png", "c.png"]
+    (tmp_path / "only" / "fakes").mkdir(parents=True)
+    Image.new("RGB", (40, 33)).save(tmp_path / "only" / "fakes" / "old.png")  # an earlier run's output
+    for src, out, message in [(photos / "*.gif", "none", "no images in"), (photos / "missing.png", "none", "no such file"),
+                              (tmp_path / "only", "only/fakes", "outside its output folder")]:
+        refused = run(str(src), out)
+        assert refused.exit_code == 2 and refused.output.startswith("error: ") and message in refused.output, refused.output
+
+
 def test_taef2_manifest_from_relative_paths_resolves_from_its_own_folder(tmp_path, taef2_random_weights, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("photos").mkdir()

@@ -1,11 +1,13 @@
-"""List the source images of a generation run: a file, a folder, or the real rows of a dataset manifest."""
+"""List the source images of a generation run: a file, a folder, a glob, or the real rows of a dataset manifest."""
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Iterator
 
 from fakescope.data.manifest import MANIFEST_SUFFIXES
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, StorageError
 from fakescope.io import storage
 from fakescope.io.inputs import IMAGE_SUFFIXES
 
@@ -15,20 +17,47 @@ def image_uris(src: str, exclude: str | None = None, split: str | None = None) -
 
     A manifest (`.csv`/`.parquet`, as `fakescope dataset build/split` write) gives its `real` rows
     in order, relative URIs resolved against its folder, only those of `split` when one is given.
-    Folder URIs under `exclude` (an output folder inside the source folder) are left out.
+    A local glob (`photos/*.jpg`, `photos/**/*.png`) gives the images it matches, folders walked.
+    URIs under `exclude` (an output folder inside the source folder) are left out.
+
+    Raises:
+        StorageError: `src` names an image file that does not exist.
+        ConfigError: no image was found (none listed, or all under `exclude`).
     """
     if src.lower().endswith(MANIFEST_SUFFIXES):
         yield from _manifest_reals(src, split)
         return
     if split is not None:
         raise ConfigError(f"a split can only be taken from a dataset manifest (.csv or .parquet), not {src}")
+    prefix = exclude.rstrip("/") + "/" if exclude else None
+    found = excluded = False
+    for uri in _listed(src):
+        if prefix and uri.startswith(prefix):
+            excluded = True
+        else:
+            found = True
+            yield uri
+    if not found:
+        raise ConfigError(f"no images in {src}" + (f" outside its output folder {exclude}" if excluded else ""))
+
+
+def _listed(src: str) -> Iterator[str]:
+    path = src.removeprefix("file://")
+    if not storage.is_remote(src) and glob.has_magic(path) and not os.path.exists(path):
+        files: dict[str, None] = {}  # `**` matches a folder and what it holds: each file once
+        for match in sorted(glob.iglob(path, recursive=True)):
+            if os.path.isdir(match):
+                files.update(dict.fromkeys(storage.list_files(match, suffixes=IMAGE_SUFFIXES)))
+            elif match.lower().endswith(IMAGE_SUFFIXES):
+                files[match] = None
+        yield from files
+        return
     if src.lower().endswith(IMAGE_SUFFIXES):
+        if not storage.exists(src):
+            raise StorageError(f"no such file: {src}")
         yield src
         return
-    prefix = exclude.rstrip("/") + "/" if exclude else None
-    for uri in storage.list_files(src, suffixes=IMAGE_SUFFIXES):
-        if not (prefix and uri.startswith(prefix)):
-            yield uri
+    yield from storage.list_files(src, suffixes=IMAGE_SUFFIXES)
 
 
 def _manifest_reals(src: str, split: str | None) -> list[str]:

@@ -42,8 +42,8 @@ def generate_local(
 ) -> tuple[int, str | None]:
     """Turn every image under `src` into one ai image in `out` (PNG, named after its source).
 
-    `src` may be a dataset manifest (`.csv`/`.parquet`): its `real` rows are the sources, only those
-    of `split` when one is given.
+    `src` may be a local glob, or a dataset manifest (`.csv`/`.parquet`): its `real` rows are the
+    sources, only those of `split` when one is given. A missing file or no image at all is an error.
 
     Sources whose output already exists are skipped, so an interrupted run resumes; unreadable
     sources are logged and skipped.

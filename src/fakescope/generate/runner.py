@@ -88,7 +88,7 @@ def run_openai(
     """Make `config.n` images per source with the OpenAI Images API, resumably.
 
     Args:
-        src: Image file or folder (any storage URI), or a dataset manifest (`.csv`/`.parquet`) whose `real`
+        src: Image file or folder (any storage URI), a local glob, or a dataset manifest (`.csv`/`.parquet`) whose `real`
             rows are the sources; in `generate` mode a text file of prompts, one per line.
         out: Output folder (any storage URI); the manifest is merged into `out/<manifest_name>`.
         config: Mode, model and parameters.
