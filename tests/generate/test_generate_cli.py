@@ -70,6 +70,10 @@ def test_taef2_takes_a_glob_and_refuses_sources_that_give_no_image(tmp_path, tae
     result = run(str(photos / "**" / "*.png"), "fakes")
     assert result.exit_code == 0 and "2 images written" in result.output, result.output
     assert sorted(Path(source).name for source in read_rows(str(tmp_path / "fakes" / "manifest.csv"))["source"]) == ["a.png", "c.png"]
+    (photos / "broken").mkdir()
+    (photos / "broken" / "zero.png").write_bytes(b"")
+    unreadable = run(str(photos / "broken"), "none")
+    assert unreadable.exit_code == 0 and "0 images written; no manifest: no source could be read" in unreadable.output
     (tmp_path / "only" / "fakes").mkdir(parents=True)
     Image.new("RGB", (40, 33)).save(tmp_path / "only" / "fakes" / "old.png")  # an earlier run's output
     for src, out, message in [(photos / "*.gif", "none", "no images in"), (photos / "missing.png", "none", "no such file"),

@@ -54,7 +54,7 @@ def taef2(
             src, out, model.reconstruct, generator="taef2", model="taef2",
             params={"weights": "taef2"}, batch_size=batch_size, manifest_name=manifest, split=split,
         )
-        typer.echo(f"{count} images written; manifest {manifest_uri}")
+        typer.echo(_written(count, manifest_uri))
 
 
 def openai(
@@ -98,6 +98,10 @@ def openai(
         typer.echo(_summary(report, max_total_spend))
         if report.stopped == "interrupted":
             raise typer.Exit(INTERRUPTED_EXIT)
+
+
+def _written(count: int, manifest_uri: str | None) -> str:
+    return f"{count} images written; " + (f"manifest {manifest_uri}" if manifest_uri else "no manifest: no source could be read")
 
 
 def _summary(report: RunReport, max_total_spend: float | None) -> str:
@@ -147,4 +151,4 @@ def diffusers(
             src, out, backend.generate, generator="stable-diffusion-img2img", model=backend.name,
             params=backend.params(), batch_size=batch_size, manifest_name=manifest, split=split,
         )
-        typer.echo(f"{count} images written; manifest {manifest_uri}")
+        typer.echo(_written(count, manifest_uri))
