@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sys
@@ -37,6 +38,22 @@ def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, taef2_random_we
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "0 images written" in again.output
     assert len(pd.read_csv(out / "manifest.csv")) == 3
+
+
+def test_taef2_remakes_an_output_that_cannot_be_read(tmp_path, taef2_random_weights):
+    photos, out = tmp_path / "photos", tmp_path / "fakes"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 33), (i * 90, 20, 90)).save(photos / f"img{i}.png")
+    args = ["generate", "taef2", str(photos), "--out", str(out), "--weights", str(taef2_random_weights), "--device", "cpu"]
+    assert "2 images written" in CliRunner().invoke(app, args).output
+    damaged = sorted(out.glob("*.png"))[0]
+    damaged.write_bytes(b"")  # e.g. a disk that filled up during a copy
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "1 images written" in again.output, again.output
+    assert f"remaking {damaged}" in again.output
+    row = read_rows(str(out / "manifest.csv")).set_index("uri").loc[str(damaged)]
+    assert Image.open(damaged).size == (40, 33) and row["sha256"] == hashlib.sha256(damaged.read_bytes()).hexdigest()
 
 
 def test_taef2_names_copies_and_non_utf8_names_give_a_valid_manifest(tmp_path, taef2_random_weights):

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from fakescope.errors import FakescopeError
+from fakescope.errors import FakescopeError, ImageLoadError
 from fakescope.generate._sources import image_uris
 from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, source_stem
 from fakescope.io import storage
@@ -45,8 +45,8 @@ def generate_local(
     `src` may be a local glob, or a dataset manifest (`.csv`/`.parquet`): its `real` rows are the
     sources, only those of `split` when one is given. A missing file or no image at all is an error.
 
-    Sources whose output already exists are skipped, so an interrupted run resumes; unreadable
-    sources are logged and skipped.
+    Sources whose output already exists are skipped, so an interrupted run resumes (an output that
+    cannot be read is made again); unreadable sources are logged and skipped.
 
     Returns:
         (images written in this run, manifest URI or None when nothing was written).
@@ -103,14 +103,23 @@ def _pending(
                 log.info("%s is a copy of an earlier source; its ai image is %s", uri, target)
                 continue
             targets.add(target)
-            if storage.exists(target):
-                rows.append(_row(target, uri, digest, generator, *generator_row, storage.read_bytes(target)))
+            if storage.exists(target) and (row := _earlier_row(target, uri, digest, generator, generator_row)):
+                rows.append(row)
                 continue
             image = load_image(data).image
         except FakescopeError as exc:
             log.warning("skipping %s: %s", uri, exc)
             continue
         yield uri, digest, target, image
+
+
+def _earlier_row(target: str, source: str, digest: str, generator: str, generator_row: tuple[str, dict]) -> dict | None:
+    """The row of an output made by an earlier run, or None (with a warning) when it is unreadable and must be remade."""
+    try:
+        return _row(target, source, digest, generator, *generator_row, storage.read_bytes(target))
+    except ImageLoadError as exc:
+        log.warning("remaking %s: the existing file is unreadable (%s)", target, exc)
+        return None
 
 
 def _batches(items: Iterator, size: int) -> Iterator[list]:
