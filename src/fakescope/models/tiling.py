@@ -107,7 +107,10 @@ def whole_image_tiles(image: Image.Image | np.ndarray) -> Tiles:
 
 
 def tile_heatmap(tiles: Tiles, tile_probs: np.ndarray) -> np.ndarray:
-    """Paint each tile's probability over the image area it covers (mean where tiles overlap)."""
+    """Paint each tile's probability over the image area it covers (mean where tiles overlap).
+
+    Pixels no tile covers take the mean of all tiles: a flat, neutral fill, not a measurement.
+    """
     h, w = tiles.image_size
     if tiles.scale != 1.0:  # paint at the upscaled size, then bring the map back to the image's
         upscaled = Tiles(tiles.pixels, tiles.boxes, (round(h * tiles.scale), round(w * tiles.scale)))
