@@ -166,6 +166,24 @@ def test_generator_page_generates_scores_and_saves(app_url, page, images_api, st
     _screenshot(page, "webapp-generator.png")
 
 
+def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, images_api, photo_bytes, tmp_path):
+    photo = tmp_path / "real.jpg"
+    photo.write_bytes(photo_bytes)
+    billed = images_api.billable
+    page.goto(f"{app_url}/generator")
+    key = page.get_by_label("OpenAI API key", exact=True)
+    key.fill(API_KEY)
+    key.press("Enter")
+    page.locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_text("edit", exact=True).click()
+    prompt = page.get_by_label("Edit prompt", exact=True)
+    prompt.fill("")
+    prompt.press("Enter")
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("Generation failed: edit mode needs a prompt").wait_for(timeout=45_000)
+    assert not page.locator("[data-testid=stException]").count() and images_api.billable == billed
+
+
 def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tmp_path):
     (tmp_path / ".env").write_text(f"OPENAI_API_KEY={API_KEY}\n")
     photo = tmp_path / "real.jpg"

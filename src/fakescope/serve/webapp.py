@@ -129,7 +129,7 @@ def generator_page() -> None:
     size = st.selectbox("Size", ["256x256", "512x512", "1024x1024"] if model == "dall-e-2" else ["1024x1024", "1024x1536", "1536x1024"])
     prompt = st.text_input("Edit prompt", "make it look like a painting") if mode == "edit" else None
     if st.button("Generate", type="primary", disabled=upload is None):
-        run_generation(upload.name, upload.getvalue(), OpenAIImagesConfig(mode=mode, model=model, size=size, prompt=prompt), key)
+        run_generation(upload.name, upload.getvalue(), dict(mode=mode, model=model, size=size, prompt=prompt), key)
     result = st.session_state.get("generated")
     if not result:
         return
@@ -145,9 +145,10 @@ def generator_page() -> None:
         st.success(f"Saved the real image and {len(result['outputs'])} ai image(s); manifest: {manifest}")
 
 
-def run_generation(name: str, data: bytes, config: OpenAIImagesConfig, key: str) -> None:
+def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
     scorer = detector()  # before anything is paid for
     try:
+        config = OpenAIImagesConfig(**settings)
         load_image(data)
         client = openai_client(key or None)
         workspace = st.session_state.setdefault("workspace", tempfile.mkdtemp(prefix="fakescope-app-"))
