@@ -80,6 +80,18 @@ def test_a_failed_job_says_why(server, auth, images_api, photo_bytes):
     assert "image too small: 16x16 (minimum side 32 px)" in job["error"]
 
 
+def test_generating_again_into_the_same_folder_returns_the_images_already_made(tmp_path, images_api, photo_bytes, detector):
+    import openai
+
+    from fakescope.serve import generate_from_upload
+
+    client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    first, again = (generate_from_upload(photo_bytes, config, tmp_path, client=client, detect=detector.predict, filename="cat.jpg")
+                    for _ in range(2))
+    assert [o.data for o in again] == [o.data for o in first] and len(first) == 1 and images_api.billable == 1
+
+
 def test_missing_job_is_404(server, auth):
     answer = httpx.get(f"{server.url}/v1/jobs/nope", headers=auth)
     assert answer.status_code == 404 and answer.json()["detail"] == "no job nope"

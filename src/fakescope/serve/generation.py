@@ -66,6 +66,8 @@ def generate_from_upload(
 ) -> list[GeneratedImage]:
     """Make `config.n` ai images from one real image and score each with `detect`.
 
+    A folder that already holds images made for this upload and config returns them without asking again.
+
     Raises:
         ImageLoadError: the upload is not a readable image.
         FakescopeError: the API refused the request or every request failed.
@@ -78,7 +80,7 @@ def generate_from_upload(
     source = folder / f"{_stem(filename)}.{loaded.format.lower()}"
     source.write_bytes(data)
     report = run_openai(str(source), str(folder / "ai"), config, client=client, concurrency=min(config.n, 4))
-    if report.done == 0 or report.manifest is None:
+    if report.manifest is None:  # no job done, in this run or an earlier one into the same folder
         with Ledger(report.ledger) as book:
             reasons = dict.fromkeys(job.error for job in book.jobs("failed") if job.error)
         raise FakescopeError(f"no image was generated ({report.failed} request(s) failed: {'; '.join(reasons)})")
