@@ -200,6 +200,31 @@ def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tm
     assert images_api.billable == billed + 1 and API_KEY not in (tmp_path / "streamlit.log").read_text()
 
 
+def test_generator_page_saves_under_home_and_names_a_folder_it_cannot_write(images_api, page, photo_bytes, tmp_path):
+    photo, blocker = tmp_path / "real.jpg", tmp_path / "a-file"
+    photo.write_bytes(photo_bytes)
+    blocker.write_text("not a folder")
+    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", HOME=str(tmp_path)) as url:
+        page.goto(f"{url}/generator")
+        key = page.get_by_label("OpenAI API key", exact=True)
+        key.fill(API_KEY)
+        key.press("Enter")
+        page.locator("input[type=file]").set_input_files(str(photo))
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("generated #1").wait_for(timeout=45_000)
+        folder = page.get_by_label("Dataset folder", exact=True)
+        for typed, expected in ((f"{blocker}/faces", "Could not save to the dataset: cannot write"),
+                                ("  ", "Enter a dataset folder to save into."),
+                                ("~/faces", f"manifest: {tmp_path}/faces/manifest.csv")):
+            folder.fill(typed)
+            folder.press("Enter")
+            page.get_by_role("button", name="Save both to the dataset").click()
+            page.get_by_text(expected).wait_for(timeout=30_000)
+            assert not page.locator("[data-testid=stException]").count()
+        assert list(pd.read_csv(tmp_path / "faces" / "manifest.csv")["label"]) == ["real", "ai"]
+        page.close()  # a connected session holds up Streamlit's shutdown
+
+
 def test_a_model_that_cannot_load_is_one_clear_line(images_api, page, photo_bytes, tmp_path):
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(photo_bytes)

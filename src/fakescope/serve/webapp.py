@@ -141,8 +141,21 @@ def generator_page() -> None:
             show_detection(f"generated #{index + 1}", output.data, output.detection)
     folder = st.text_input("Dataset folder", os.environ.get("FAKESCOPE_DATASET_DIR", str(Path.cwd() / "data" / "generated")))
     if st.button("Save both to the dataset"):
-        manifest = save_pair(folder, result["real"], [o.data for o in result["outputs"]], result["config"], filename=result["name"])
-        st.success(f"Saved the real image and {len(result['outputs'])} ai image(s); manifest: {manifest}")
+        save_to_dataset(folder.strip(), result)
+
+
+def save_to_dataset(folder: str, result: dict) -> None:
+    """`save_pair` into `folder` (`~` is the home folder); a folder that cannot be written is one red line."""
+    if not folder:
+        st.error("Enter a dataset folder to save into.")
+        return
+    try:
+        manifest = save_pair(os.path.expanduser(folder), result["real"], [o.data for o in result["outputs"]],
+                             result["config"], filename=result["name"])
+    except (OSError, FakescopeError) as exc:
+        st.error(f"Could not save to the dataset: {exc}")
+        return
+    st.success(f"Saved the real image and {len(result['outputs'])} ai image(s); manifest: {manifest}")
 
 
 def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
