@@ -61,6 +61,16 @@ def test_report_contents_finds_metrics_and_tables():
     assert tables["examples"]["score"].tolist() == [0.99, 0.01]
 
 
+def test_report_contents_makes_long_lists_tables_not_metrics():
+    points = [i / 100 for i in range(100)]
+    report = {"curves": {"roc": {"fpr": points, "tpr": points}}, "scores": points, "band": [0.3, 0.7],
+              "reliability": {"confidence": [0.2, 0.9], "count": [3, 4]}, "slices": [{"slice": "g1", "auc": 0.8}]}
+    metrics, tables = report_contents(report)
+    assert metrics == {"band": "0.3, 0.7", "reliability.confidence": "0.2, 0.9", "reliability.count": "3, 4"}
+    assert list(tables) == ["slices", "curves.roc", "scores"] and tables["curves.roc"].shape == (100, 2)
+    assert list(tables["scores"].columns) == ["scores"] and tables["scores"]["scores"].iloc[-1] == 0.99
+
+
 def test_overlay_colours_hot_tiles_and_keeps_size():
     image = Image.new("RGB", (40, 20), (128, 128, 128))
     heat = np.zeros((2, 4), dtype=np.float32)

@@ -1,8 +1,10 @@
 """Read any `report.json` generically: its scalar metrics and every table it holds, as DataFrames.
 
-A table is a list of records (`[{...}, ...]`) or a mapping of names to records
-(`{"jpeg": {"auc": ...}, "png": {...}}`); scalars anywhere else become metrics named by
-their dotted path. Nothing here assumes the report's exact layout.
+A table is a list of records (`[{...}, ...]`), a mapping of names to records
+(`{"jpeg": {"auc": ...}, "png": {...}}`), or a list of more than `SHORT_LIST` scalars (a mapping of
+such lists of one length, like a ROC curve's `fpr` and `tpr`, is one table with a column each);
+scalars and short lists anywhere else become metrics named by their dotted path. Nothing here
+assumes the report's exact layout.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Any
 import pandas as pd
 
 Scalar = (int, float, str, bool, type(None))
+SHORT_LIST = 8
 
 
 def report_contents(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """Split a report into `(metrics, tables)`, both keyed by dotted path, in document order.
+    """Split a report into `(metrics, tables)`, both keyed by dotted path, in document order
+    (tables of records first, then those of long lists).
 
     Example:
         >>> metrics, tables = report_contents({"auc": 0.9, "slices": [{"format": "JPEG", "auc": 0.8}]})
@@ -24,25 +28,30 @@ def report_contents(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, p
     """
     metrics: dict[str, Any] = {}
     tables: dict[str, pd.DataFrame] = {}
-    _walk(report, "", metrics, tables)
-    return metrics, tables
+    series: dict[str, pd.DataFrame] = {}
+    _walk(report, "", metrics, tables, series)
+    return metrics, {**tables, **series}
 
 
-def _walk(value: Any, path: str, metrics: dict, tables: dict) -> None:
+def _walk(value: Any, path: str, metrics: dict, tables: dict, series: dict) -> None:
     if isinstance(value, Scalar):
         metrics[path or "value"] = value
     elif _is_records(value):
         tables[path] = pd.DataFrame([_flat(r) for r in value])
+    elif _is_columns(value):
+        series[path] = pd.DataFrame(value)
     elif isinstance(value, dict) and value and all(_is_flat_record(v) for v in value.values()):
         tables[path] = pd.DataFrame.from_dict({k: _flat(v) for k, v in value.items()}, orient="index")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _walk(item, f"{path}.{key}" if path else str(key), metrics, tables)
-    elif isinstance(value, list) and all(isinstance(v, Scalar) for v in value):
+            _walk(item, f"{path}.{key}" if path else str(key), metrics, tables, series)
+    elif _is_short_list(value):
         metrics[path] = ", ".join(map(str, value))
+    elif isinstance(value, list) and all(isinstance(v, Scalar) for v in value):
+        series[path] = pd.DataFrame({path.rpartition(".")[2]: value})
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _walk(item, f"{path}[{index}]", metrics, tables)
+            _walk(item, f"{path}[{index}]", metrics, tables, series)
 
 
 def _is_records(value: Any) -> bool:
@@ -54,7 +63,16 @@ def _is_flat_record(value: Any) -> bool:
 
 
 def _is_short_list(value: Any) -> bool:
-    return isinstance(value, list) and len(value) <= 8 and all(isinstance(v, Scalar) for v in value)
+    return isinstance(value, list) and len(value) <= SHORT_LIST and all(isinstance(v, Scalar) for v in value)
+
+
+def _is_columns(value: Any) -> bool:
+    """A mapping of long lists of scalars, all of one length (`{"fpr": [...], "tpr": [...]}`)."""
+    if not isinstance(value, dict) or not value:
+        return False
+    lists = list(value.values())
+    return (all(isinstance(v, list) and all(isinstance(x, Scalar) for x in v) for v in lists)
+            and len({len(v) for v in lists}) == 1 and len(lists[0]) > SHORT_LIST)
 
 
 def _flat(record: dict) -> dict:
