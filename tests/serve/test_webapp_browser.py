@@ -253,5 +253,23 @@ def test_report_page_shows_metrics_slices_and_html(app_url, page, tmp_path):
     _screenshot(page, "webapp-report.png")
 
 
+def test_report_page_opens_an_evaluate_logo_folder(app_url, page, tmp_path):
+    from fakescope.evaluate.generalization import save_generalization
+
+    runs = [{"held_out": g, "n_unseen": 6, "auc_all": auc, "auc_vs_g1": auc, "auc_vs_g2": 0.61} for g, auc in (("g1", 0.72), ("g2", 0.64))]
+    save_generalization(pd.DataFrame(runs), tmp_path / "logo")
+    (tmp_path / "empty").mkdir()
+    page.goto(f"{app_url}/report")
+    box = page.get_by_label("Report folder or report.json path", exact=True)
+    box.fill(str(tmp_path / "empty"))
+    box.press("Enter")
+    page.get_by_text(f"Could not read the report: no report.json or logo.json in {tmp_path / 'empty'}").wait_for(timeout=30_000)
+    box.fill(str(tmp_path / "logo"))
+    box.press("Enter")
+    page.get_by_text("Slices and examples").wait_for(timeout=30_000)
+    assert re.search(r"g1\s+6\s+0\.72", page.locator("main").inner_text())
+    assert not page.locator("[data-testid=stException]").count()
+
+
 def test_chromium_is_the_debian_build():
     assert shutil.which("chromium") == CHROMIUM

@@ -32,6 +32,7 @@ from fakescope.serve.report_view import report_contents
 MAX_URL_BYTES = 20 * 1024 * 1024
 SMALL_TABLE_ROWS = 50
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
+REPORT_NAMES = ("report.json", "logo.json")  # written by `fakescope evaluate` and `fakescope evaluate-logo`
 
 
 @st.cache_resource(show_spinner="Loading the detector...")
@@ -177,7 +178,7 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
 
 def report_page() -> None:
     st.title("Evaluation report")
-    st.write("Open the folder (or `report.json`) written by `fakescope evaluate`.")
+    st.write("Open the folder (or `report.json`) written by `fakescope evaluate`, or that of `fakescope evaluate-logo`.")
     location = st.text_input("Report folder or report.json path")
     upload = st.file_uploader("...or upload report.json", type=["json"], key="report")
     html_path = None
@@ -185,14 +186,13 @@ def report_page() -> None:
         if upload is not None:
             report = json.loads(upload.getvalue())
         elif location:
-            path = Path(location).expanduser()
-            path = path / "report.json" if path.is_dir() else path
+            path = report_path(Path(location).expanduser())
             report = json.loads(path.read_text())
             html_path = path.with_name("report.html")
         else:
             st.info("No report opened yet.")
             return
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, FakescopeError) as exc:
         st.error(f"Could not read the report: {exc}")
         return
     if not isinstance(report, dict):
@@ -213,6 +213,16 @@ def report_page() -> None:
     if html_path is not None and html_path.is_file():
         st.subheader("report.html")
         st.components.v1.html(html_path.read_text(), height=800, scrolling=True)
+
+
+def report_path(path: Path) -> Path:
+    """The JSON file to open: `path` itself, or the report a folder holds."""
+    if not path.is_dir():
+        return path
+    found = next((path / name for name in REPORT_NAMES if (path / name).is_file()), None)
+    if found is None:
+        raise FakescopeError(f"no {' or '.join(REPORT_NAMES)} in {path}")
+    return found
 
 
 def show_examples(table: pd.DataFrame) -> None:
