@@ -71,6 +71,14 @@ def test_report_contents_makes_long_lists_tables_not_metrics():
     assert list(tables["scores"].columns) == ["scores"] and tables["scores"]["scores"].iloc[-1] == 0.99
 
 
+def test_display_copy_fits_the_longer_side_and_leaves_small_images_alone():
+    from fakescope.serve.overlay import display_copy
+
+    large, small = Image.new("RGB", (4000, 3000)), Image.new("RGB", (40, 20))
+    assert display_copy(large).size == (1600, 1200) and large.size == (4000, 3000)
+    assert display_copy(small).size == (40, 20)
+
+
 def test_overlay_colours_hot_tiles_and_keeps_size():
     image = Image.new("RGB", (40, 20), (128, 128, 128))
     heat = np.zeros((2, 4), dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Render a heatmap: a grey PNG of the raw values, or a colour map laid over the image."""
+"""Render a heatmap: a grey PNG of the raw values, or a colour map laid over the image; size an image for display."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def heatmap_overlay(image: Image.Image, heatmap: np.ndarray, *, alpha: float = 0
     base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     blended = (1.0 - alpha) * base + alpha * coloured
     return Image.fromarray(np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+def display_copy(image: Image.Image, max_side: int = 1600) -> Image.Image:
+    """A copy no longer than `max_side` on either side (a 70 Mpx photo's overlay at full size takes ~9 GB)."""
+    copy = image.copy()
+    copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return copy
 
 
 def png_bytes(image: Image.Image) -> bytes:

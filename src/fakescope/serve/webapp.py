@@ -26,7 +26,7 @@ from fakescope.generate import OpenAIImagesConfig
 from fakescope.io import storage
 from fakescope.io.image import load_image
 from fakescope.serve.generation import generate_from_upload, openai_client, save_pair
-from fakescope.serve.overlay import heatmap_overlay
+from fakescope.serve.overlay import display_copy, heatmap_overlay
 from fakescope.serve.report_view import report_contents
 
 MAX_URL_BYTES = 20 * 1024 * 1024
@@ -69,7 +69,7 @@ def show_detection(name: str, data: bytes, detection: Detection) -> None:
     colour = VERDICT_COLOURS.get(detection.verdict, "gray")
     st.markdown(f"Verdict: :{colour}[**{detection.verdict}**] &nbsp; P(ai) = **{detection.probability:.3f}**")
     st.caption(detection.reason or "")
-    image = load_image(data).image
+    image = display_copy(load_image(data).image)
     left, right = st.columns(2)
     left.image(image, caption="image", width="stretch")
     right.image(heatmap_overlay(image, detection.heatmap), caption="heatmap: per-tile P(ai)", width="stretch")
