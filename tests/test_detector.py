@@ -297,6 +297,9 @@ def test_unusable_device_is_a_clean_error(tiny_model_dir):
         Detector.load(tiny_model_dir, device="cuda")
     with pytest.raises(FakescopeError, match="invalid device"):
         Detector.load(tiny_model_dir, device="tpu-please")
+    if not torch.backends.mps.is_available():  # a device type torch knows but this build or machine lacks
+        with pytest.raises(FakescopeError, match="device 'mps' is not available on this machine"):
+            Detector.load(tiny_model_dir, device="mps")
 
 
 # -- the bundled model ---------------------------------------------------------------------

@@ -365,7 +365,7 @@ class Detector:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """`auto` picks CUDA when available; anything else is passed to `torch.device`."""
+    """`auto` picks CUDA when available; anything else is passed to `torch.device` and must be usable here."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -374,6 +374,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise FakescopeError(f"invalid device {device!r}: {exc}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise FakescopeError("device 'cuda' requested but no CUDA device is available")
+    if resolved.type != "cpu":
+        try:
+            torch.empty(0, device=resolved)
+        except Exception as exc:  # torch raises RuntimeError, NotImplementedError, AssertionError... per backend
+            raise FakescopeError(f"device {str(device)!r} is not available on this machine") from None
     return resolved
 
 
