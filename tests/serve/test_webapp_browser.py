@@ -184,6 +184,26 @@ def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, images_
     assert not page.locator("[data-testid=stException]").count() and images_api.billable == billed
 
 
+def test_generator_page_keeps_typed_fields_across_pages(app_url, page):
+    page.goto(f"{app_url}/generator")
+    key = page.get_by_label("OpenAI API key", exact=True)
+    key.fill(API_KEY)
+    key.press("Enter")
+    page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
+    page.get_by_text("edit", exact=True).click()
+    prompt = page.get_by_label("Edit prompt", exact=True)
+    prompt.fill("a watercolour")
+    prompt.press("Enter")
+    page.get_by_role("link", name="Detector").click()
+    page.get_by_text("No image yet").wait_for(timeout=30_000)
+    page.get_by_role("link", name="Generator").click()
+    page.get_by_text("Real image").wait_for(timeout=30_000)
+    page.get_by_text("edit", exact=True).click()
+    assert page.get_by_label("Edit prompt", exact=True).input_value() == "a watercolour"
+    assert page.get_by_label("OpenAI API key", exact=True).input_value() == API_KEY
+    assert not page.get_by_text("No OpenAI API key set").count()
+
+
 def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tmp_path):
     (tmp_path / ".env").write_text(f"OPENAI_API_KEY={API_KEY}\n")
     photo = tmp_path / "real.jpg"

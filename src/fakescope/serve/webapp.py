@@ -32,6 +32,7 @@ from fakescope.serve.report_view import report_contents
 MAX_URL_BYTES = 20 * 1024 * 1024
 SMALL_TABLE_ROWS = 50
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
+KEPT_WIDGETS = ("openai_key", "edit_prompt", "dataset_folder")  # the generator's typed fields, kept across pages
 REPORT_NAMES = ("report.json", "logo.json")  # written by `fakescope evaluate` and `fakescope evaluate-logo`
 
 
@@ -120,7 +121,8 @@ def detector_page() -> None:
 def generator_page() -> None:
     st.title("Generator")
     st.write("Make an ai image from a real one with the OpenAI Images API, and see at once what the detector says.")
-    key = st.text_input("OpenAI API key", type="password", help="Kept in this browser session only; never stored or logged.")
+    key = st.text_input("OpenAI API key", type="password", key="openai_key",
+                        help="Kept in this browser session only; never stored or logged.")
     storage.load_env_file()  # the server's key may live in .env
     if not key and not os.environ.get("OPENAI_API_KEY"):
         st.warning("No OpenAI API key set: enter one above to generate images.")
@@ -128,7 +130,8 @@ def generator_page() -> None:
     mode = st.radio("Mode", ["variation", "edit"], horizontal=True)
     model = st.selectbox("Model", ["dall-e-2"] if mode == "variation" else ["dall-e-2", "gpt-image-1"])
     size = st.selectbox("Size", ["256x256", "512x512", "1024x1024"] if model == "dall-e-2" else ["1024x1024", "1024x1536", "1536x1024"])
-    prompt = st.text_input("Edit prompt", "make it look like a painting") if mode == "edit" else None
+    st.session_state.setdefault("edit_prompt", "make it look like a painting")
+    prompt = st.text_input("Edit prompt", key="edit_prompt") if mode == "edit" else None
     if st.button("Generate", type="primary", disabled=upload is None):
         run_generation(upload.name, upload.getvalue(), dict(mode=mode, model=model, size=size, prompt=prompt), key)
     result = st.session_state.get("generated")
@@ -140,7 +143,8 @@ def generator_page() -> None:
     with ai_col:
         for index, output in enumerate(result["outputs"]):
             show_detection(f"generated #{index + 1}", output.data, output.detection)
-    folder = st.text_input("Dataset folder", os.environ.get("FAKESCOPE_DATASET_DIR", str(Path.cwd() / "data" / "generated")))
+    st.session_state.setdefault("dataset_folder", os.environ.get("FAKESCOPE_DATASET_DIR", str(Path.cwd() / "data" / "generated")))
+    folder = st.text_input("Dataset folder", key="dataset_folder")
     if st.button("Save both to the dataset"):
         save_to_dataset(folder.strip(), result)
 
@@ -236,6 +240,9 @@ def show_examples(table: pd.DataFrame) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="fakescope", layout="wide")
+    for name in KEPT_WIDGETS:  # Streamlit forgets a widget's value when a page without it is shown; saving it keeps it
+        if name in st.session_state:
+            st.session_state[name] = st.session_state[name]
     pages = [
         st.Page(detector_page, title="Detector", url_path="detector", default=True),
         st.Page(generator_page, title="Generator", url_path="generator"),
