@@ -273,6 +273,34 @@ def test_report_page_shows_metrics_slices_and_html(app_url, page, tmp_path):
     _screenshot(page, "webapp-report.png")
 
 
+def test_report_page_shows_a_report_written_by_evaluate(app_url, page, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
+    from evaluate_helpers import tiny_model, write_dataset
+
+    from fakescope.evaluate import evaluate, write_report
+
+    frame = write_dataset(tmp_path / "data", per_class=12)
+    report = evaluate(tiny_model(tmp_path / "model"), frame, "all", perturbations=["jpeg_q70"], bootstrap=50,
+                      examples=4, device="cpu")
+    write_report(report, tmp_path / "report")
+    assert len(report.to_dict()["curves"]["pr"]["precision"]) > 8
+    page.goto(f"{app_url}/report")
+    box = page.get_by_label("Report folder or report.json path", exact=True)
+    box.fill(str(tmp_path / "report"))
+    box.press("Enter")
+    page.get_by_text("overall.n_ai", exact=True).wait_for(timeout=45_000)
+    text = page.locator("main").inner_text()
+    assert re.search(r"overall\.n\s+24\b", text) and "curves.pr.precision" not in text  # the curve is a table, not a metric
+    page.locator("[data-testid=stSelectbox] input").first.focus()
+    page.keyboard.press("ArrowDown")  # opens the list
+    page.locator("[role=option]").first.wait_for(state="attached", timeout=30_000)
+    options = page.locator("[role=option]").all_inner_texts()
+    assert options[0] == "slices.generator" and {"robustness", "examples", "curves.roc", "curves.pr"} <= set(options)
+    assert not page.locator("[data-testid=stException]").count()
+
+
 def test_report_page_opens_an_evaluate_logo_folder(app_url, page, tmp_path):
     from fakescope.evaluate.generalization import save_generalization
 
