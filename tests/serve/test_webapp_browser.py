@@ -314,7 +314,7 @@ def test_report_page_opens_an_evaluate_logo_folder(app_url, page, tmp_path):
     page.get_by_text(f"Could not read the report: no report.json or logo.json in {tmp_path / 'empty'}").wait_for(timeout=30_000)
     box.fill(str(tmp_path / "logo"))
     box.press("Enter")
-    page.get_by_text("Slices and examples").wait_for(timeout=30_000)
+    page.get_by_text("n_unseen", exact=True).wait_for(timeout=30_000)
     assert re.search(r"g1\s+6\s+0\.72", page.locator("main").inner_text())
     assert not page.locator("[data-testid=stException]").count()
 
