@@ -118,6 +118,19 @@ def _verdicts(page) -> list[tuple[str, float]]:
     return [(v, float(p)) for v, p in re.findall(r"Verdict: (ai|real|uncertain)\s+P\(ai\) = ([0-9.]+)", text)]
 
 
+def _selectbox_options(page) -> list[str]:
+    """The options of the page's first selectbox; the key press that opens it is lost while the page reruns."""
+    for _ in range(5):
+        page.locator("[data-testid=stSelectbox] input").first.focus()
+        page.keyboard.press("ArrowDown")
+        try:
+            page.locator("[role=option]").first.wait_for(state="attached", timeout=5_000)
+        except sync_api.TimeoutError:
+            continue
+        return page.locator("[role=option]").all_inner_texts()
+    raise AssertionError("the selectbox did not open")
+
+
 def test_detector_page_scores_an_upload_and_rejects_text(app_url, page, detector, photo_bytes, tmp_path):
     photo, notes = tmp_path / "photo.jpg", tmp_path / "notes.txt"
     photo.write_bytes(photo_bytes)
@@ -174,7 +187,9 @@ def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, images_
     key = page.get_by_label("OpenAI API key", exact=True)
     key.fill(API_KEY)
     key.press("Enter")
+    page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
     page.locator("input[type=file]").set_input_files(str(photo))
+    sync_api.expect(page.get_by_role("button", name="Generate")).to_be_enabled(timeout=30_000)
     page.get_by_text("edit", exact=True).click()
     prompt = page.get_by_label("Edit prompt", exact=True)
     prompt.fill("")
@@ -229,6 +244,7 @@ def test_generator_page_saves_under_home_and_names_a_folder_it_cannot_write(imag
         key = page.get_by_label("OpenAI API key", exact=True)
         key.fill(API_KEY)
         key.press("Enter")
+        page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
         page.locator("input[type=file]").set_input_files(str(photo))
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("generated #1").wait_for(timeout=45_000)
@@ -293,10 +309,7 @@ def test_report_page_shows_a_report_written_by_evaluate(app_url, page, tmp_path)
     page.get_by_text("overall.n_ai", exact=True).wait_for(timeout=45_000)
     text = page.locator("main").inner_text()
     assert re.search(r"overall\.n\s+24\b", text) and "curves.pr.precision" not in text  # the curve is a table, not a metric
-    page.locator("[data-testid=stSelectbox] input").first.focus()
-    page.keyboard.press("ArrowDown")  # opens the list
-    page.locator("[role=option]").first.wait_for(state="attached", timeout=30_000)
-    options = page.locator("[role=option]").all_inner_texts()
+    options = _selectbox_options(page)
     assert options[0] == "slices.generator" and {"robustness", "examples", "curves.roc", "curves.pr"} <= set(options)
     assert not page.locator("[data-testid=stException]").count()
 
