@@ -244,14 +244,14 @@ def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int) -> pd
 def _pair_by_name(frame: pd.DataFrame) -> pd.DataFrame:
     real = frame[frame["label"] == "real"]
     by_stem = dict(zip(real["uri"].map(_stem), zip(real["pair_id"], real["uri"])))
-    frame = frame.copy()
-    for index in frame.index[frame["label"] == "ai"]:
-        stem = _stem(frame.at[index, "uri"])
+    uris, pair_ids, sources = frame["uri"].tolist(), frame["pair_id"].tolist(), frame["source"].tolist()
+    for position in (frame["label"] == "ai").to_numpy().nonzero()[0]:  # lists, not cell writes: each of those is O(rows)
+        stem = _stem(uris[position])
         for cut in [len(stem)] + [m.start() for m in reversed(list(re.finditer(r"[_\-.]", stem)))]:
             if stem[:cut] in by_stem:
-                frame.at[index, "pair_id"], frame.at[index, "source"] = by_stem[stem[:cut]]
+                pair_ids[position], sources[position] = by_stem[stem[:cut]]
                 break
-    return frame
+    return frame.assign(pair_id=pair_ids, source=sources)
 
 
 def _ffhq_entry(entry: object) -> tuple[str, str]:
