@@ -169,3 +169,17 @@ def test_balancing_without_pairs_samples_rows_as_before(seed, per_stratum):
     count = per_stratum or int(groups.size().min())
     before = pd.concat([g.sample(n=min(count, len(g)), random_state=seed) for _, g in groups]).sort_index()
     assert balance_manifest(frame, ("gender",), seed=seed, per_stratum=per_stratum)["uri"].tolist() == before["uri"].tolist()
+
+
+def test_progress_counts_the_images_read_on_stderr(faces_layout, capsys):
+    build_from_folders(str(faces_layout), progress=True)
+    assert "describe:" in (err := capsys.readouterr().err) and f"/{2 * PER_CLASS + 2} [" in err
+
+
+def test_images_are_read_in_bounded_chunks_and_kept_in_order(monkeypatch):
+    from fakescope.data import _parallel
+
+    monkeypatch.setattr(_parallel, "CHUNK", 3)
+    submitted = []
+    assert list(_parallel.map_images(lambda i: submitted.append(i) or i * i, range(10), workers=2)) == [i * i for i in range(10)]
+    assert sorted(submitted) == list(range(10))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -40,6 +41,7 @@ def build(
     workers: WorkersOpt = 8,
 ) -> None:
     """Build a manifest from a folder layout, an FFHQ-style JSON listing or a CSV."""
+    progress = sys.stderr.isatty()
     with clean_errors():
         from fakescope.data import (
             balance_manifest,
@@ -54,11 +56,11 @@ def build(
         if src.lower().endswith(".json"):
             if images is None:
                 raise ConfigError("--images is required with an FFHQ-style .json listing")
-            frame = build_from_ffhq_json(src, images, source=source or "ffhq", workers=workers)
+            frame = build_from_ffhq_json(src, images, source=source or "ffhq", workers=workers, progress=progress)
         elif src.lower().endswith(".csv"):
-            frame = build_from_csv(src, workers=workers)
+            frame = build_from_csv(src, workers=workers, progress=progress)
         else:
-            frame = build_from_folders(src, source=source, workers=workers)
+            frame = build_from_folders(src, source=source, workers=workers, progress=progress)
         if attributes:
             frame = join_attributes(frame, attributes, key=attributes_key)
         if balance_by:

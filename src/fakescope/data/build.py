@@ -1,7 +1,8 @@
 """Build manifests from folder layouts, FFHQ-style JSON listings or CSV files; join attributes; balance.
 
 Every builder reads each image once (local or remote) to record its size, format and sha256, and
-skips unreadable files with a logged warning rather than failing the whole build. Local images are
+skips unreadable files with a logged warning rather than failing the whole build (`progress=True`
+counts the images read on stderr). Local images are
 recorded by absolute path, so the manifest works wherever it is written and whatever folder reads it.
 """
 
@@ -12,9 +13,9 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from fakescope.data._parallel import map_images
 from fakescope.data.manifest import (
     MANIFEST_COLUMNS,
     describe_image,
@@ -37,7 +38,7 @@ _URI_COLUMNS = ("uri", "path", "file", "filename", "file_name")
 
 
 def build_from_folders(
-    root: str, *, source: str | None = None, default_generator: str = "unknown", workers: int = 8
+    root: str, *, source: str | None = None, default_generator: str = "unknown", workers: int = 8, progress: bool = False
 ) -> pd.DataFrame:
     """Build a manifest from `root/real/[<source>/]...` and `root/fake/[<generator>/]...` (or `root/ai/`).
 
@@ -66,11 +67,12 @@ def build_from_folders(
                 jobs.append((uri, label, collection, group or default_generator))
     if not jobs:
         raise ConfigError(f"no images under {root}/real or {root}/fake (or {root}/ai)")
-    frame = _describe_all(jobs, workers)
+    frame = _describe_all(jobs, workers, progress)
     return validate_manifest(_pair_by_name(frame))
 
 
-def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq", workers: int = 8) -> pd.DataFrame:
+def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq", workers: int = 8,
+                         progress: bool = False) -> pd.DataFrame:
     """Build a `real` manifest from an FFHQ-style JSON listing and the folder holding its images.
 
     Accepts FFHQ's own `ffhq-dataset-v2.json` (`{"0": {"category": ..., "image": {"file_path": ...}}}`)
@@ -96,13 +98,13 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
         logger.warning("%d of %d listed images are not under %s", len(names) - len(jobs), len(names), image_root)
     if not jobs:
         raise ConfigError(f"none of the {len(names)} images listed in {json_uri} are under {image_root}")
-    frame = _describe_all(jobs, workers)
+    frame = _describe_all(jobs, workers, progress)
     if any(names.values()):
         frame["category"] = [names[os.path.basename(_relative(u, image_root))] for u in frame["uri"]]
     return validate_manifest(frame)
 
 
-def build_from_csv(csv_uri: str, *, workers: int = 8) -> pd.DataFrame:
+def build_from_csv(csv_uri: str, *, workers: int = 8, progress: bool = False) -> pd.DataFrame:
     """Build a manifest from a CSV with a path column (`uri`/`path`/`file`) and a `label` column.
 
     Relative paths are resolved against the CSV's folder. Known manifest columns are kept;
@@ -120,7 +122,7 @@ def build_from_csv(csv_uri: str, *, workers: int = 8) -> pd.DataFrame:
     sources = table["source"].fillna("").astype(str) if "source" in table else [""] * len(table)
     generators = table["generator"].fillna("").astype(str) if "generator" in table else [""] * len(table)
     jobs = [(u, normalise_label(l), s, g) for u, l, s, g in zip(uris, table["label"], sources, generators)]
-    measured = _describe_all(jobs, workers).set_index("uri")
+    measured = _describe_all(jobs, workers, progress).set_index("uri")
     table = table.assign(uri=uris).drop(columns=[c for c in _URI_COLUMNS[1:] if c == path_column])
     table = table[table["uri"].isin(measured.index)]
     for column in ("width", "height", "format", "sha256", "label"):
@@ -220,7 +222,7 @@ def balance_manifest(
     return validate_manifest(frame[keep])
 
 
-def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int) -> pd.DataFrame:
+def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progress: bool) -> pd.DataFrame:
     import pandas as pd
 
     def describe(job: tuple[str, str, str, str]) -> dict[str, object] | None:
@@ -234,8 +236,7 @@ def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int) -> pd
                 "pair_id": info["sha256"], "split": "", **info}
 
     jobs = list(jobs)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = [row for row in pool.map(describe, jobs) if row is not None]
+    rows = [row for row in map_images(describe, jobs, workers=workers, progress=progress, desc="describe") if row is not None]
     if not rows:
         raise ConfigError(f"none of the {len(jobs)} listed image(s) could be read")
     return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
