@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from conftest import encode, smooth_image
 
-from fakescope.data import build_from_folders, find_leaks, split_manifest
+from fakescope.data import build_from_folders, find_leaks, group_related, split_manifest
 from fakescope.data.splits import difference_hash, near_duplicate_pairs
 
 
@@ -26,6 +27,18 @@ def test_banded_search_matches_brute_force():
     brute = {(i, j) for i in range(len(hashes)) for j in range(i + 1, len(hashes))
              if hashes[i] is not None and hashes[j] is not None and bin(hashes[i] ^ hashes[j]).count("1") <= 3}
     assert found == brute and len(found) >= 40
+
+
+def test_copies_of_one_hash_are_chained_not_paired_all_with_all():
+    rng = np.random.default_rng(1)
+    distinct = rng.integers(0, 2**63, 60, dtype=np.int64).tolist()
+    hashes = [distinct[i % 3] for i in range(3000)] + distinct[3:] + [distinct[3] ^ 1, distinct[0] ^ 6, None]
+    found = near_duplicate_pairs(hashes, 3)
+    assert len(found) < len(hashes)  # all pairs of the copies alone would be 1.5 million
+    groups = group_related(pd.DataFrame({"pair_id": [""] * len(hashes), "sha256": [""] * len(hashes)}), hashes, max_distance=3)
+    brute = [[j for j in range(len(hashes)) if hashes[i] is not None and hashes[j] is not None
+              and bin(hashes[i] ^ hashes[j]).count("1") <= 3] for i in (0, 1, 2, 3000, len(hashes) - 3)]
+    assert [sorted(np.flatnonzero(groups == groups[row[0]])) for row in brute] == brute
 
 
 def test_pairs_and_near_duplicates_never_straddle_splits(faces_layout):

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 HASH_COLUMN = "dhash"
+_BLOCK = 1 << 22
+"""Most hash comparisons held at once by the near-duplicate search (4 MB of distances)."""
 
 
 def difference_hash(data: bytes) -> int:
@@ -56,29 +58,34 @@ def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8) -> list[int | No
 
 
 def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tuple[int, int]]:
-    """Index pairs whose hashes differ in at most `max_distance` bits.
+    """Index pairs that link every two rows whose hashes differ in at most `max_distance` bits.
 
-    Splits the 64 bits into `max_distance + 1` bands: by pigeonhole, two hashes that close agree
-    exactly on at least one band, so only rows sharing a band value are compared.
+    Rows of one hash value are linked to its first row (a chain, not all their pairs: ten thousand
+    copies of a blank image are ten thousand links, not fifty million); distinct values that close
+    are paired. Those are found by splitting the 64 bits into `max_distance + 1` bands: by
+    pigeonhole, two such values agree exactly on at least one band, so only values sharing a band
+    value are compared, a bounded block at a time.
     """
     known = [(i, h) for i, h in enumerate(hashes) if h is not None]
     if max_distance < 0 or len(known) < 2:
         return []
-    index = np.array([i for i, _ in known])
-    values = np.array([h for _, h in known], dtype=np.uint64)
+    rows = np.array([i for i, _ in known])
+    values, first, inverse = np.unique(np.array([h for _, h in known], dtype=np.uint64), return_index=True,
+                                       return_inverse=True)
+    index = rows[first]  # the first row of each distinct value
+    pairs = {(int(index[v]), int(r)) for r, v in zip(rows, inverse) if index[v] != r}
     edges = np.linspace(0, 64, max_distance + 2).astype(int)
-    pairs: set[tuple[int, int]] = set()
     for low, high in zip(edges[:-1], edges[1:]):
         band = (values >> np.uint64(low)) & np.uint64((1 << (high - low)) - 1)
         order = np.argsort(band, kind="stable")
         starts = np.flatnonzero(np.r_[True, band[order][1:] != band[order][:-1], True])
         for start, stop in zip(starts[:-1], starts[1:]):
             members = order[start:stop]
-            if len(members) < 2:
-                continue
-            distance = np.bitwise_count(values[members][:, None] ^ values[members][None, :])
-            for a, b in zip(*np.nonzero(np.triu(distance <= max_distance, k=1))):
-                pairs.add((int(index[members[a]]), int(index[members[b]])))
+            block = max(1, _BLOCK // len(members))
+            for offset in range(0, len(members) - 1, block):
+                near = np.bitwise_count(values[members[offset:offset + block], None] ^ values[None, members[offset:]])
+                for a, b in zip(*np.nonzero(np.triu(near <= max_distance, k=1))):
+                    pairs.add(tuple(sorted((int(index[members[offset + a]]), int(index[members[offset + b]])))))
     return sorted(pairs)
 
 
