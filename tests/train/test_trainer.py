@@ -166,3 +166,32 @@ def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
         assert result.exit_code == 2
         assert message in result.output
         assert "Traceback" not in result.output
+
+
+def test_unreadable_images_are_skipped_with_a_warning_not_the_end_of_the_run(manifest, tmp_path, caplog):
+    rows = pd.read_csv(manifest)
+    rows["uri"] = [os.path.join(os.path.dirname(manifest), u) for u in rows["uri"]]
+    broken = [rows.index[(rows["split"] == s) & (rows["label"] == "ai")][0] for s in ("train", "train", "val", "test")]
+    broken[1] = rows.index[(rows["split"] == "train") & (rows["label"] == "real")][3]
+    for n, row in enumerate(broken):
+        (tmp_path / f"broken{n}.png").write_bytes(b"not an image")
+        rows.loc[row, "uri"] = str(tmp_path / f"broken{n}.png")
+    rows.loc[rows.index[rows["split"] == "train"][5], "uri"] = str(tmp_path / "gone.png")
+    rows.to_csv(tmp_path / "manifest.csv", index=False)
+    with caplog.at_level("WARNING", logger="fakescope"):
+        saved = train(_config(str(tmp_path / "manifest.csv"), tmp_path / "run", epochs=2, samples_per_epoch=512), progress=False)
+    skipped = [r.getMessage().split()[3][:-1] for r in caplog.records if r.getMessage().startswith("skipping unreadable image")]
+    assert len(skipped) == len(set(skipped))  # each named once
+    assert set(skipped) == {str(tmp_path / f) for f in ("broken0.png", "broken1.png", "broken2.png", "broken3.png", "gone.png")}
+    assert saved.metrics["test"]["overall"]["n"] == 15 and saved.metrics["test"]["overall"]["auc"] > 0.85
+
+
+def test_validation_images_are_decoded_a_chunk_at_a_time(manifest, tmp_path, monkeypatch):
+    from fakescope.detector import Detector
+    from fakescope.train import dataset
+
+    sizes, score = [], Detector.predict_logits
+    monkeypatch.setattr(dataset, "VAL_CHUNK", 5)
+    monkeypatch.setattr(Detector, "predict_logits", lambda self, images: sizes.append(len(images)) or score(self, images))
+    saved = train(_config(manifest, tmp_path, epochs=1), progress=False)
+    assert max(sizes) == 5 and saved.metrics["test"]["overall"]["n"] == 16

@@ -1,8 +1,14 @@
-"""Torch datasets over manifest rows: decode, neutralize shortcuts, augment, tile."""
+"""Torch datasets over manifest rows: decode, neutralize shortcuts, augment, tile.
+
+An unreadable image (corrupt, or a failed read of one file) is skipped with a logged warning: a
+training draw takes another image of its label instead, validation and test leave it out.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -10,11 +16,19 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
+from fakescope.errors import ImageLoadError, StorageError, StorageUnavailableError
 from fakescope.io.image import load_source
 from fakescope.models.tiling import to_tensor
 from fakescope.train.augment import AugmentConfig, augment, neutralize
 
 LABELS = {"real": 0, "ai": 1}
+SUBSTITUTES = 8
+"""Other images of its label a draw tries before its unreadable one stops the run."""
+VAL_CHUNK = 256
+"""Validation and test images decoded at a time (never the whole split: it may be millions)."""
+
+logger = logging.getLogger(__name__)
+_warned: set[str] = set()  # each unreadable image is named once per process
 
 
 def read_source(uri: str) -> Image.Image:
@@ -38,8 +52,15 @@ class TrainTiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = random.Random(hash((self.seed, self.epoch, i)))
-        tile = augment(read_source(self.uris[i]), self.augment_cfg, self.crop, rng)
-        return to_tensor(tile), torch.tensor(float(self.labels[i]))
+        same_label = None
+        for attempt in range(SUBSTITUTES + 1):
+            image = readable(self.uris[i])
+            if image is not None:
+                return to_tensor(augment(image, self.augment_cfg, self.crop, rng)), torch.tensor(float(self.labels[i]))
+            if same_label is None:
+                same_label = np.flatnonzero(self.labels == self.labels[i])
+            i = int(same_label[rng.randrange(len(same_label))])
+        raise ImageLoadError(f"{SUBSTITUTES + 1} images of one label in a row were unreadable, the last {self.uris[i]}")
 
 
 def balanced_sampler(rows: pd.DataFrame, by: str, num_samples: int, seed: int) -> WeightedRandomSampler | None:
@@ -75,6 +96,21 @@ class RankSlice(Sampler[int]):
         return len(self.base) // self.global_batch * self.global_batch // self.world
 
 
-def neutralized_images(rows: pd.DataFrame, cfg: AugmentConfig) -> list[Image.Image]:
-    """Validation/test images through the same deterministic shortcut removal as training."""
-    return [neutralize(read_source(u), cfg) for u in rows["uri"]]
+def readable(uri: str) -> Image.Image | None:
+    """The decoded image, or None (with a warning, once) when it cannot be read; an unavailable storage raises."""
+    try:
+        return read_source(uri)
+    except StorageUnavailableError:
+        raise
+    except (ImageLoadError, StorageError) as exc:
+        if uri not in _warned:
+            _warned.add(uri)
+            logger.warning("skipping unreadable image %s: %s", uri, str(exc).removeprefix(f"{uri}: "))
+        return None
+
+
+def neutralized_chunks(uris: list[str], cfg: AugmentConfig) -> Iterator[list[Image.Image | None]]:
+    """Validation/test images, `VAL_CHUNK` at a time, through the same deterministic shortcut removal as
+    training; None where unreadable."""
+    for start in range(0, len(uris), VAL_CHUNK):
+        yield [None if (image := readable(u)) is None else neutralize(image, cfg) for u in uris[start:start + VAL_CHUNK]]

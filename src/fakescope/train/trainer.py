@@ -45,7 +45,7 @@ from fakescope.train.dataset import (
     RankSlice,
     TrainTiles,
     balanced_sampler,
-    neutralized_images,
+    neutralized_chunks,
 )
 
 CHECKPOINT = "checkpoint.pt"
@@ -74,8 +74,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
 
         network = convert_sync_batchnorm(network)
     model_cfg = ModelConfig(name=cfg.name, architecture=cfg.architecture, input=policy, band=cfg.band)
-    val_images = neutralized_images(splits["val"], cfg.augment)
-    val_labels = splits["val"]["label"].map(LABELS).to_numpy()
+    val_uris, val_labels = splits["val"]["uri"].tolist(), splits["val"]["label"].map(LABELS).to_numpy()
 
     loop = _Loop(cfg, network, policy, device, splits["train"], rank, world)
     start_epoch, best_auc, stale = loop.restore(out) if cfg.resume else (0, -1.0, 0)
@@ -83,7 +82,10 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         loss = loop.run_epoch(epoch, progress and main)
-        logits = _score_shared(network, model_cfg, device, val_images, cfg.batch_size, rank, world)
+        logits = _score_shared(network, model_cfg, device, val_uris, cfg, rank, world)
+        if np.isnan(logits).any():  # unreadable images (each named in a warning) are left out from now on
+            read = ~np.isnan(logits)
+            val_uris, val_labels, logits = [u for u, r in zip(val_uris, read) if r], val_labels[read], logits[read]
         auc = auc_score(val_labels, logits)  # on the logits: a sigmoid would tie saturated scores
         if auc > best_auc:
             best_auc, stale = auc, 0
@@ -104,7 +106,9 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     log.close()
 
     network.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
-    logits = _score(network, model_cfg, device, val_images, cfg.batch_size)
+    logits = _score(network, model_cfg, device, val_uris, cfg)
+    read = ~np.isnan(logits)
+    logits, val_labels = logits[read], val_labels[read]
     calibration = Calibrator(cfg.calibration).fit(logits, val_labels).calibration_
     model_cfg = replace(model_cfg, calibration=calibration)
     metrics = {"val": binary_metrics(val_labels, apply_calibration(calibration, logits), model_cfg.threshold)}
@@ -122,7 +126,9 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
 
 def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig) -> dict:
     """Overall test metrics plus per-generator AUC (its images vs all test reals) and per-source accuracy."""
-    probs = apply_calibration(model_cfg.calibration, _score(network, model_cfg, device, neutralized_images(rows, cfg.augment), cfg.batch_size))
+    logits = _score(network, model_cfg, device, rows["uri"].tolist(), cfg)
+    rows, logits = rows[~np.isnan(logits)].reset_index(drop=True), logits[~np.isnan(logits)]  # unreadable: left out
+    probs = apply_calibration(model_cfg.calibration, logits)
     labels = rows["label"].map(LABELS).to_numpy()
     report = {"overall": binary_metrics(labels, probs, model_cfg.threshold), "per_generator": {}, "per_source": {}}
     real = labels == 0
@@ -151,23 +157,30 @@ def _init_distributed(device: torch.device, batch_size: int) -> tuple[int, int, 
     return dist.get_rank(), world, device
 
 
-def _score_shared(network: nn.Module, model_cfg: ModelConfig, device: torch.device, images: list, batch_size: int,
+def _score_shared(network: nn.Module, model_cfg: ModelConfig, device: torch.device, uris: list[str], cfg: TrainConfig,
                   rank: int, world: int) -> np.ndarray:
     """Every image's logit, each rank scoring every `world`-th image and all ranks receiving all."""
     if world == 1:
-        return _score(network, model_cfg, device, images, batch_size)
+        return _score(network, model_cfg, device, uris, cfg)
     shares: list[np.ndarray | None] = [None] * world
-    dist.all_gather_object(shares, _score(network, model_cfg, device, images[rank::world], batch_size))
-    logits = np.empty(len(images))
+    dist.all_gather_object(shares, _score(network, model_cfg, device, uris[rank::world], cfg))
+    logits = np.empty(len(uris))
     for r, share in enumerate(shares):
         logits[r::world] = share
     return logits
 
 
-def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, images: list, batch_size: int) -> np.ndarray:
+def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, uris: list[str], cfg: TrainConfig) -> np.ndarray:
+    """Each image's logit, decoding a chunk at a time (neutralized as in training); NaN where unreadable."""
     network.eval()
-    detector = Detector(LoadedModel(network, model_cfg, "training"), device=device, batch_size=batch_size, provenance=False)
-    return detector.predict_logits(images)
+    detector = Detector(LoadedModel(network, model_cfg, "training"), device=device, batch_size=cfg.batch_size, provenance=False)
+    logits, start = np.full(len(uris), np.nan), 0
+    for images in neutralized_chunks(uris, cfg.augment):
+        read = [i for i, image in enumerate(images) if image is not None]
+        if read:
+            logits[start + np.array(read)] = detector.predict_logits([images[i] for i in read])
+        start += len(images)
+    return logits
 
 
 class _Loop:
