@@ -62,3 +62,13 @@ def test_same_seed_same_split_and_leak_report(faces_layout):
     leaked.loc[leaked.index[0], "pair_id"] = leaked.loc[leaked.index[-1], "pair_id"]
     leaked.loc[leaked.index[0], "split"], leaked.loc[leaked.index[-1], "split"] = "train", "test"
     assert find_leaks(leaked)[0].startswith("1 pair group(s) appear in more than one split")
+
+
+def test_split_and_audit_count_the_images_they_read_on_stderr(faces_layout, capsys):
+    from fakescope.data import audit_manifest
+
+    frame = build_from_folders(str(faces_layout))
+    split_manifest(frame, progress=True)
+    audit_manifest(frame, progress=True)
+    err = capsys.readouterr().err
+    assert "dhash:" in err and "audit:" in err and err.count(f"/{len(frame)} [") >= 2

@@ -85,7 +85,8 @@ def split(
         shares = _ratios(ratios)
         listed = read_manifest(manifest)
         resolved = resolve_uris(listed, manifest)
-        frame = split_manifest(resolved, shares, seed=seed, max_distance=max_distance, workers=workers)
+        frame = split_manifest(resolved, shares, seed=seed, max_distance=max_distance, workers=workers,
+                               progress=sys.stderr.isatty())
         if resolve_uris(listed, out or manifest)["uri"].equals(resolved["uri"]):  # the listed paths hold there too
             frame["uri"] = listed["uri"].to_numpy()  # relative ones stay relative
         write_manifest(frame, out or manifest)
@@ -116,8 +117,9 @@ def audit(
         from fakescope.data.manifest import MANIFEST_SUFFIXES
 
         is_manifest = src.lower().endswith(MANIFEST_SUFFIXES)
-        frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers)
-        report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers)
+        progress = sys.stderr.isatty()
+        frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers, progress=progress)
+        report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress)
         typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else _audit_table(report))
     if strict and report.shortcuts:
         raise typer.Exit(SHORTCUT_EXIT)

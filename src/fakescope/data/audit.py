@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fakescope.data._parallel import map_images
 from fakescope.data.manifest import validate_manifest
 from fakescope.errors import FakescopeError
 from fakescope.io import storage
@@ -148,8 +148,11 @@ def inspect_image(data: bytes, name: str = "") -> dict[str, Any]:
 _FORMAT_OF_SUFFIX = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "heic": "HEIF", "heif": "HEIF"}
 
 
-def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, seed: int = 0, workers: int = 8) -> AuditReport:
+def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, seed: int = 0, workers: int = 8,
+                   progress: bool = False) -> AuditReport:
     """Inspect up to `max_per_class` images per class and report every property that separates them.
+
+    `progress` counts the images inspected on stderr.
 
     Example:
         >>> report = audit_manifest(read_manifest("faces.parquet"))  # doctest: +SKIP
@@ -164,7 +167,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
         group if max_per_class is None or len(group) <= max_per_class else group.sample(max_per_class, random_state=seed)
         for _, group in frame.groupby("label")
     ])
-    measured = _inspect_all(sample, workers)
+    measured = _inspect_all(sample, workers, progress)
     inspected = {label: int(n) for label, n in measured["label"].value_counts().sort_index().items()}
     notes = []
     if len(measured) < len(sample):
@@ -184,7 +187,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     return AuditReport(counts, inspected, checks, warnings, notes)
 
 
-def _inspect_all(sample: pd.DataFrame, workers: int) -> pd.DataFrame:
+def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> pd.DataFrame:
     import pandas as pd
 
     def one(row: tuple[str, str]) -> dict[str, Any] | None:
@@ -194,8 +197,8 @@ def _inspect_all(sample: pd.DataFrame, workers: int) -> pd.DataFrame:
         except (FakescopeError, OSError, ValueError):
             return None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = [r for r in pool.map(one, zip(sample["uri"], sample["label"])) if r is not None]
+    jobs = list(zip(sample["uri"], sample["label"]))
+    rows = [r for r in map_images(one, jobs, workers=workers, progress=progress, desc="audit") if r is not None]
     return pd.DataFrame(rows) if rows else pd.DataFrame({"label": []})
 
 

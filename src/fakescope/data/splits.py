@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fakescope.data._parallel import map_images
 from fakescope.data.manifest import SPLITS, validate_manifest
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import storage
@@ -42,7 +42,7 @@ def difference_hash(data: bytes) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
-def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8) -> list[int | None]:
+def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8, progress: bool = False) -> list[int | None]:
     """dHash of every row's image (reusing a `dhash` hex column when present); None where unreadable."""
     if HASH_COLUMN in frame.columns:
         return [int(h, 16) if isinstance(h, str) and h else None for h in frame[HASH_COLUMN]]
@@ -53,8 +53,7 @@ def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8) -> list[int | No
         except (FakescopeError, OSError, ValueError):
             return None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(one, frame["uri"]))
+    return list(map_images(one, frame["uri"].tolist(), workers=workers, progress=progress, desc="dhash"))
 
 
 def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tuple[int, int]]:
@@ -121,6 +120,7 @@ def split_manifest(
     seed: int = 0,
     max_distance: int = 4,
     workers: int = 8,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Assign `split` so no pair, duplicate or near-duplicate straddles two splits.
 
@@ -131,6 +131,7 @@ def split_manifest(
         max_distance: dHash Hamming distance at or below which images count as near duplicates
             (-1 turns the check off).
         workers: Threads reading images to hash them.
+        progress: Count the images hashed on stderr.
 
     Returns:
         A copy with `split` filled and a `dhash` column (hex) so later splits need no re-reading.
@@ -143,7 +144,7 @@ def split_manifest(
     if unknown or total <= 0 or min(ratios.values()) < 0:
         raise ConfigError(f"split ratios must be non-negative shares of {', '.join(SPLITS)}, got {dict(ratios)}")
     frame = validate_manifest(frame)
-    hashes = perceptual_hashes(frame, workers=workers) if max_distance >= 0 else None
+    hashes = perceptual_hashes(frame, workers=workers, progress=progress) if max_distance >= 0 else None
     groups = group_related(frame, hashes, max_distance=max_distance)
     shares = {name: ratios.get(name, 0.0) / total for name in SPLITS}
     split_of_group = _deal_groups(frame, groups, shares, seed)
