@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from conftest import encode, smooth_image
 from PIL import Image
@@ -58,3 +59,13 @@ def test_single_class_says_nothing_to_compare(faces_layout):
     report = audit_manifest(frame[frame["label"] == "real"], max_per_class=5)
     assert report.checks == [] and report.inspected == {"real": 5}
     assert report.warnings == ["only real images: nothing to compare"]
+
+
+def test_thumbnails_are_averaged_as_read_not_kept_per_image(faces_layout):
+    from fakescope.data.audit import _inspect_all
+
+    frame = build_from_folders(str(faces_layout))
+    measured, averages = _inspect_all(frame, workers=2, progress=False)
+    assert "thumbnail" not in measured.columns and sorted(averages) == ["ai", "real"]
+    real = [inspect_image(open(u, "rb").read())["thumbnail"] for u in frame.loc[frame["label"] == "real", "uri"]]
+    assert np.allclose(averages["real"], np.mean(real, axis=0), atol=1e-3)

@@ -167,7 +167,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
         group if max_per_class is None or len(group) <= max_per_class else group.sample(max_per_class, random_state=seed)
         for _, group in frame.groupby("label")
     ])
-    measured = _inspect_all(sample, workers, progress)
+    measured, averages = _inspect_all(sample, workers, progress)
     inspected = {label: int(n) for label, n in measured["label"].value_counts().sort_index().items()}
     notes = []
     if len(measured) < len(sample):
@@ -176,7 +176,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
         return AuditReport(counts, inspected, [], [f"only {', '.join(inspected) or 'no'} images: nothing to compare"], notes)
     checks = [_categorical_check(measured, name) for name in _CATEGORICAL]
     checks += [_numeric_check(measured, name) for name in _NUMERIC]
-    checks.append(_border_check(measured))
+    checks.append(_border_check(averages))
     warnings = [_warning(check) for check in checks if check.level != "ok"]
     mismatched = measured.groupby("label")["extension_mismatch"].mean()
     for label, share in mismatched.items():
@@ -187,7 +187,8 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     return AuditReport(counts, inspected, checks, warnings, notes)
 
 
-def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> pd.DataFrame:
+def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """One row of properties per readable image, and each class's average thumbnail (summed as read, not kept)."""
     import pandas as pd
 
     def one(row: tuple[str, str]) -> dict[str, Any] | None:
@@ -198,13 +199,18 @@ def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> pd.DataF
             return None
 
     jobs = list(zip(sample["uri"], sample["label"]))
-    rows = [r for r in map_images(one, jobs, workers=workers, progress=progress, desc="audit") if r is not None]
-    return pd.DataFrame(rows) if rows else pd.DataFrame({"label": []})
+    rows, sums = [], {}
+    for row in map_images(one, jobs, workers=workers, progress=progress, desc="audit"):
+        if row is not None:
+            sums[row["label"]] = sums.get(row["label"], 0) + row.pop("thumbnail")
+            rows.append(row)
+    measured = pd.DataFrame(rows) if rows else pd.DataFrame({"label": []})
+    counts = measured["label"].value_counts()
+    return measured, {label: total / counts[label] for label, total in sums.items()}
 
 
-def _border_check(measured: pd.DataFrame) -> Check:
-    ratios = {label: _border_ratio(np.mean(np.stack(group["thumbnail"].to_list()), axis=0))
-              for label, group in measured.groupby("label")}
+def _border_check(averages: dict[str, np.ndarray]) -> Check:
+    ratios = {label: _border_ratio(average) for label, average in sorted(averages.items())}
     low, high = sorted(ratios.values())
     separability = min(1.0, high / max(low, 1e-6) - 1)
     per_class = {label: f"border/rest edge energy {ratio:.2f} on the average image" for label, ratio in ratios.items()}
