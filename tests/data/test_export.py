@@ -12,7 +12,7 @@ from PIL import Image
 
 from fakescope.data import build_from_folders, export_manifest, read_manifest, split_manifest
 from fakescope.data.export import centre_crop
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, StorageError
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,25 @@ def test_small_images_are_upscaled_before_the_crop():
 def test_unknown_layout_is_refused(split_faces, tmp_path):
     with pytest.raises(ConfigError, match="unknown export layout"):
         export_manifest(split_faces, str(tmp_path / "x"), layout="zip")
+
+
+@pytest.mark.parametrize("name, layout", [("faces.tar", "tar"), ("faces.npy", "npy")])
+def test_tar_and_npy_stream_to_a_local_file_image_by_image(split_faces, tmp_path, monkeypatch, name, layout):
+    from fakescope.io import storage
+
+    written, read = [], storage.read_bytes
+
+    def watch(uri: str) -> bytes:  # how much of the tar is on disk as each image is read
+        written.append(sum(p.stat().st_size for p in tmp_path.glob(".*.part")))
+        return read(uri)
+
+    monkeypatch.setattr(storage, "read_bytes", watch)
+    export_manifest(split_faces, str(tmp_path / name), layout=layout, size=32)
+    assert written[-1] > written[0] and name in [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*"))
+
+
+def test_a_failed_tar_export_leaves_no_file_behind(split_faces, tmp_path):
+    gone = split_faces.assign(uri=split_faces["uri"].where(split_faces.index != 3, str(tmp_path / "gone.png")))
+    with pytest.raises(StorageError, match="no such file"):
+        export_manifest(gone, str(tmp_path / "faces.tar"), layout="tar")
+    assert list(tmp_path.iterdir()) == []

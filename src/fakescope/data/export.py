@@ -2,9 +2,11 @@
 
 - `folders`: `<out>/<split>/<label>/<name>` plus `manifest.parquet` and `manifest.csv` with
   relative uris; `out` may be any storage URI.
-- `tar`: the same tree and manifests inside one `.tar` file (original encoded bytes).
+- `tar`: the same tree and manifests inside one `.tar` file (original encoded bytes), streamed
+  to a local file image by image (a remote one is assembled in memory).
 - `npy` / `safetensors`: decoded RGB crops of `size` x `size` as one uint8 array `(N, size, size, 3)`
-  plus labels (1 = ai), with a `.parquet` manifest beside it whose row order is the pack's.
+  plus labels (1 = ai), with a `.parquet` manifest beside it whose row order is the pack's. A local
+  `.npy` is streamed crop by crop; a `.safetensors` pack (and a remote `.npy`) is built in memory.
 """
 
 from __future__ import annotations
@@ -50,9 +52,12 @@ def export_manifest(frame: pd.DataFrame, out: str, *, layout: str = "folders", s
     elif layout == "tar":
         _write_tar(frame, exported, out)
     else:
-        images = _crop_pack(frame["uri"], size)
         labels = (frame["label"] == "ai").to_numpy(dtype=np.uint8)
-        _write_pack(images, labels, out, layout)
+        if layout == "npy":
+            _stream_npy(frame["uri"], size, out)
+            storage.write_bytes(os.path.splitext(out)[0] + ".labels.npy", _npy_bytes(labels))
+        else:
+            _write_safetensors(_crop_pack(frame["uri"], size), labels, out)
         write_manifest(exported.assign(uri=frame["uri"]), os.path.splitext(out)[0] + ".parquet")
     return exported
 
@@ -79,15 +84,13 @@ def _relative_names(frame: pd.DataFrame) -> list[str]:
 
 
 def _write_tar(frame: pd.DataFrame, exported: pd.DataFrame, out: str) -> None:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    with storage.open_write(out) as fh, tarfile.open(fileobj=fh, mode="w") as tar:
         for source, target in zip(frame["uri"], exported["uri"]):
             _add(tar, target, storage.read_bytes(source))
         table = io.BytesIO()
         exported.to_parquet(table, index=False)
         _add(tar, "manifest.parquet", table.getvalue())
         _add(tar, "manifest.csv", exported.to_csv(index=False).encode())
-    storage.write_bytes(out, buffer.getvalue())
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -97,23 +100,31 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _crop_pack(uris: pd.Series, size: int) -> np.ndarray:
+def _crop(uri: str, size: int) -> np.ndarray:
     from fakescope.io.image import decode_image
 
+    return centre_crop(decode_image(storage.read_bytes(uri), keep_bytes=False).image, size)
+
+
+def _crop_pack(uris: pd.Series, size: int) -> np.ndarray:
     images = np.empty((len(uris), size, size, 3), dtype=np.uint8)
     for position, uri in enumerate(uris):
-        images[position] = centre_crop(decode_image(storage.read_bytes(uri), keep_bytes=False).image, size)
+        images[position] = _crop(uri, size)
     return images
 
 
-def _write_pack(images: np.ndarray, labels: np.ndarray, out: str, layout: str) -> None:
-    if layout == "npy":
-        storage.write_bytes(out, _npy_bytes(images))
-        storage.write_bytes(os.path.splitext(out)[0] + ".labels.npy", _npy_bytes(labels))
-    else:
-        from safetensors.numpy import save
+def _stream_npy(uris: pd.Series, size: int, out: str) -> None:
+    """The crops as one `.npy` array, written crop by crop (never the whole array in memory)."""
+    with storage.open_write(out) as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": (len(uris), size, size, 3)})
+        for uri in uris:
+            fh.write(_crop(uri, size).tobytes())
 
-        storage.write_bytes(out, save({"images": images, "labels": labels}, metadata={"layout": "NHWC uint8 RGB"}))
+
+def _write_safetensors(images: np.ndarray, labels: np.ndarray, out: str) -> None:
+    from safetensors.numpy import save
+
+    storage.write_bytes(out, save({"images": images, "labels": labels}, metadata={"layout": "NHWC uint8 RGB"}))
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

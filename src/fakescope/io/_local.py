@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from fakescope.errors import StorageError
 from fakescope.io.storage import normalise_suffixes
@@ -55,6 +57,12 @@ class LocalStorage:
             raise _error("read", uri, exc) from None
 
     def write_bytes(self, uri: str, data: bytes) -> None:
+        with self.open_write(uri) as fh:
+            fh.write(data)
+
+    @contextlib.contextmanager
+    def open_write(self, uri: str) -> Iterator[BinaryIO]:
+        """A file streaming to a temporary file beside `uri`, renamed into place when the block ends without error."""
         path = _path_of(uri)
         folder = os.path.dirname(os.path.abspath(path))
         try:
@@ -65,11 +73,13 @@ class LocalStorage:
         try:
             with os.fdopen(fd, "wb") as fh:
                 os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
-                fh.write(data)
+                yield fh
             os.replace(tmp, path)
-        except OSError as exc:
+        except BaseException as exc:
             os.unlink(tmp)
-            raise _error("write", uri, exc) from None
+            if isinstance(exc, OSError) and not isinstance(exc, StorageError):  # not a read failing in the block
+                raise _error("write", uri, exc) from None
+            raise
 
     def exists(self, uri: str) -> bool:
         path = _path_of(uri)

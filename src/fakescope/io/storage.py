@@ -13,11 +13,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import threading
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from fakescope.errors import StorageError
 
@@ -104,6 +106,22 @@ def read_bytes(uri: str) -> bytes:
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole file, creating parent folders; local writes are atomic (temp file + rename)."""
     get_storage(uri).write_bytes(uri, data)
+
+
+@contextlib.contextmanager
+def open_write(uri: str) -> Iterator[BinaryIO]:
+    """A binary file whose contents become `uri` when the block ends without error.
+
+    Local files stream to disk (a temporary file, renamed into place); remote ones are held in
+    memory and written whole at the end.
+    """
+    if not is_remote(uri):
+        with _local_storage().open_write(uri) as fh:
+            yield fh
+        return
+    buffer = io.BytesIO()
+    yield buffer
+    write_bytes(uri, buffer.getvalue())
 
 
 def exists(uri: str) -> bool:
