@@ -84,3 +84,22 @@ def test_training_rows_of_a_manifest_in_s3_resolve_against_its_prefix(s3_bucket)
     storage.write_bytes(f"s3://{s3_bucket}/set/manifest.csv", b"uri,label,split\nreal/a.png,real,train\nfake/b.png,ai,test\n")
     rows = read_rows(f"s3://{s3_bucket}/set/manifest.csv")
     assert rows["uri"].tolist() == [f"s3://{s3_bucket}/set/real/a.png", f"s3://{s3_bucket}/set/fake/b.png"]
+
+
+def test_a_manifest_exported_as_a_tar_and_an_npy_pack_into_s3(s3_bucket, tmp_path):
+    import tarfile
+
+    import numpy as np
+
+    for i in range(4):
+        (tmp_path / "set" / ("real" if i % 2 else "fake")).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "set" / ("real" if i % 2 else "fake") / f"{i}.png").write_bytes(_png((40, 36), i))
+    built = CliRunner().invoke(app, ["dataset", "build", str(tmp_path / "set"), "-o", str(tmp_path / "m.parquet")])
+    assert built.exit_code == 0, built.output
+    for name, layout in (("set.tar", "tar"), ("set.npy", "npy")):
+        done = CliRunner().invoke(app, ["dataset", "export", str(tmp_path / "m.parquet"), f"s3://{s3_bucket}/{name}",
+                                        "--layout", layout, "--size", "32"])
+        assert done.exit_code == 0 and "4 images exported" in done.output, done.output
+    with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(f"s3://{s3_bucket}/set.tar"))) as tar:
+        assert len(tar.getnames()) == 6 and "manifest.parquet" in tar.getnames()
+    assert np.load(io.BytesIO(storage.read_bytes(f"s3://{s3_bucket}/set.npy"))).shape == (4, 32, 32, 3)
