@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,5 +68,5 @@ def test_thumbnails_are_averaged_as_read_not_kept_per_image(faces_layout):
     frame = build_from_folders(str(faces_layout))
     measured, averages = _inspect_all(frame, workers=2, progress=False)
     assert "thumbnail" not in measured.columns and sorted(averages) == ["ai", "real"]
-    real = [inspect_image(open(u, "rb").read())["thumbnail"] for u in frame.loc[frame["label"] == "real", "uri"]]
+    real = [inspect_image(Path(u).read_bytes())["thumbnail"] for u in frame.loc[frame["label"] == "real", "uri"]]
     assert np.allclose(averages["real"], np.mean(real, axis=0), atol=1e-3)

@@ -53,7 +53,7 @@ class TrainTiles(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = random.Random(hash((self.seed, self.epoch, i)))
         same_label = None
-        for attempt in range(SUBSTITUTES + 1):
+        for _ in range(SUBSTITUTES + 1):
             image = readable(self.uris[i])
             if image is not None:
                 return to_tensor(augment(image, self.augment_cfg, self.crop, rng)), torch.tensor(float(self.labels[i]))
