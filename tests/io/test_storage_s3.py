@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import boto3
 import pytest
 
@@ -66,3 +69,20 @@ def test_wrong_credentials_are_refused_without_leaking_them(s3_server, s3_bucket
 def test_client_is_reused_for_the_same_settings(s3_env):
     assert storage.get_storage("s3://a/b") is storage.get_storage("s3://c/d")
     assert storage.is_remote("s3://a/b") and not storage.is_remote("/tmp/a")
+
+
+def _client_and_bytes(uri: str) -> tuple[int, bytes]:
+    return id(storage.get_storage(uri).client), storage.read_bytes(uri)
+
+
+def test_a_forked_process_does_not_share_the_parents_connections(s3_bucket):
+    """`detect --processes` forks after listing: children on the parent's pooled socket swapped or hung reads."""
+    uris = [f"s3://{s3_bucket}/many/{i:02d}.bin" for i in range(24)]
+    for i, uri in enumerate(uris):
+        storage.write_bytes(uri, str(i).encode() * 1000)
+    assert len(list(storage.list_files(f"s3://{s3_bucket}/many"))) == len(uris)  # the parent's connection stays pooled
+    parent = id(storage.get_storage(uris[0]).client)
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = [future.result(timeout=120) for future in [pool.submit(_client_and_bytes, u) for u in uris]]
+    assert all(client != parent for client, _ in results)
+    assert [data for _, data in results] == [str(i).encode() * 1000 for i in range(len(uris))]

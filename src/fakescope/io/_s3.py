@@ -42,19 +42,24 @@ class S3Storage:
     """Objects in S3 buckets; `page_size` is the number of keys asked for per listing request.
 
     Args:
-        client: A boto3 S3 client to reuse; built from the environment when omitted.
+        client: A boto3 S3 client to reuse; built from the environment when omitted (then once
+            per process: a forked decoding process must not share its parent's connections).
         page_size: Keys per `ListObjectsV2` page (at most 1000).
     """
 
     def __init__(self, client: Any = None, *, page_size: int = 1000):
         self.page_size = page_size
-        self._client = client
+        self._given = client
+        self._built: tuple[int, Any] | None = None  # (process id, client)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            self._client = make_client()
-        return self._client
+        if self._given is not None:
+            return self._given
+        built = self._built
+        if built is None or built[0] != os.getpid():
+            built = self._built = (os.getpid(), make_client())
+        return built[1]
 
     def read_bytes(self, uri: str) -> bytes:
         bucket, key = split_s3_uri(uri)
