@@ -7,8 +7,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import boto3
 import pytest
+from s3_fault_proxy import S3FaultProxy
 
-from fakescope.errors import StorageError
+from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.io import storage
 from fakescope.io._s3 import S3Storage, make_client
 
@@ -86,3 +87,25 @@ def test_a_forked_process_does_not_share_the_parents_connections(s3_bucket):
         results = [future.result(timeout=120) for future in [pool.submit(_client_and_bytes, u) for u in uris]]
     assert all(client != parent for client, _ in results)
     assert [data for _, data in results] == [str(i).encode() * 1000 for i in range(len(uris))]
+
+
+@pytest.fixture
+def fault_proxy(s3_env, monkeypatch):
+    """The test server behind `S3FaultProxy`, with the backend pointed at the proxy."""
+    with S3FaultProxy(s3_env.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        yield proxy
+
+
+def test_throttling_is_retried_and_an_outlasting_one_stops_as_unavailable(s3_bucket, fault_proxy, monkeypatch):
+    uri = f"s3://{s3_bucket}/busy/a.png"
+    storage.write_bytes(uri, b"payload")
+    fault_proxy.fail("GET", 503, "SlowDown", times=3)  # botocore's own default (3 attempts) gives up here
+    assert storage.read_bytes(uri) == b"payload"
+    assert fault_proxy.injected == 3
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # the user's retry setting is honoured
+    fault_proxy.fail("GET", 500, "InternalError", times=5)
+    with pytest.raises(StorageUnavailableError) as caught:
+        S3Storage().read_bytes(uri)
+    assert str(caught.value) == f"cannot read {uri}: S3 answered InternalError after retrying; try again later"
+    assert fault_proxy.injected == 3 + 2

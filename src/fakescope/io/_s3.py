@@ -1,4 +1,10 @@
-"""S3 backend (boto3): AWS or any S3-compatible server named by `AWS_ENDPOINT_URL(_S3)`."""
+"""S3 backend (boto3): AWS or any S3-compatible server named by `AWS_ENDPOINT_URL(_S3)`.
+
+Throttling (503 SlowDown), 5xx answers and dropped connections are retried by botocore (`standard`
+mode unless `AWS_RETRY_MODE` or the profile's `retry_mode` names another), `MAX_ATTEMPTS` attempts in
+all unless `AWS_MAX_ATTEMPTS` or the profile's `max_attempts` sets the number; one that outlasts them
+raises `StorageUnavailableError`, as the storage, not the file, failed.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,11 @@ from fakescope.io.storage import normalise_suffixes
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
+_BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+         "TooManyRequestsException", "RequestThrottled", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+
+MAX_ATTEMPTS = 6
+"""Attempts per request (the first and 5 retries, waits of up to 1, 2, 4, 8, 16 s) when the AWS configuration sets none."""
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -25,17 +36,22 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 def make_client(**kwargs: Any) -> Any:
     """Build a boto3 S3 client from the environment and the standard AWS configuration."""
     import boto3
+    import botocore.session
     from botocore.config import Config
 
+    core = botocore.session.Session()  # reads the environment and the profile
+    retries = None  # the configuration's own attempts and mode
+    if core.get_config_variable("max_attempts") is None:
+        retries = {"total_max_attempts": MAX_ATTEMPTS, "mode": core.get_config_variable("retry_mode")}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     config = Config(
-        retries={"max_attempts": 2, "mode": "standard"},
+        retries=retries,
         s3={"addressing_style": "path"} if endpoint else {},
         connect_timeout=10,
         read_timeout=60,
     )
     kwargs.setdefault("endpoint_url", endpoint)
-    return boto3.session.Session().client("s3", config=config, **kwargs)
+    return boto3.session.Session(botocore_session=core).client("s3", config=config, **kwargs)
 
 
 class S3Storage:
@@ -126,6 +142,10 @@ def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _status(exc: Any) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
 class _translated_errors:
     """Turn botocore errors into a one-line `StorageError` (kept as `__cause__`, never showing keys)."""
 
@@ -150,6 +170,9 @@ class _translated_errors:
                 message = f"access denied to {self.action} {self.uri} (check the AWS credentials)"
             elif code in _MISSING_KEY:
                 message = f"no such file: {self.uri}"
+            elif code in _BUSY or _status(exc) == 429 or _status(exc) >= 500:
+                message = f"cannot {self.action} {self.uri}: S3 answered {code or _status(exc)} after retrying; try again later"
+                error = StorageUnavailableError
             else:
                 message = f"cannot {self.action} {self.uri}: S3 error {code or 'unknown'}"
         elif isinstance(exc, NoCredentialsError):
