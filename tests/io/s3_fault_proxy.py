@@ -1,7 +1,8 @@
 """A loopback HTTP proxy in front of the real S3 test server that answers chosen requests with S3 errors.
 
 Requests pass through unchanged (the Host header too, so SigV4 signatures still verify) except the
-next `times` requests whose method is `method`, which get an S3 XML error such as 503 SlowDown.
+next `times` requests whose method is `method`, which get an S3 XML error such as 503 SlowDown, or
+(status 0) the upstream answer's headers and half its body before the connection is closed.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import http.client
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import urlsplit
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade"}
@@ -27,7 +29,7 @@ class S3FaultProxy:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> S3FaultProxy:
+    def __enter__(self) -> Self:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -36,7 +38,7 @@ class S3FaultProxy:
         self._server.server_close()
 
     def fail(self, method: str, status: int, code: str, times: int = 1) -> None:
-        """Answer the next `times` `method` requests with `status` and the S3 error `code`."""
+        """Answer the next `times` `method` requests with `status` and the S3 error `code` (status 0: drop mid-body)."""
         with self._lock:
             self._faults += [(method, status, code)] * times
 
@@ -61,7 +63,8 @@ class S3FaultProxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                if (fault := proxy._take_fault(self.command)) is not None:
+                fault = proxy._take_fault(self.command)
+                if fault is not None and fault[0]:
                     status, code = fault
                     payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
                                f"<Message>injected by the test proxy</Message></Error>").encode()
@@ -86,7 +89,9 @@ class S3FaultProxy:
                         self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     if self.command != "HEAD":
-                        self.wfile.write(data)
+                        self.wfile.write(data if fault is None else data[: len(data) // 2])
+                    if fault is not None:
+                        self.close_connection = True
                 finally:
                     upstream.close()
 

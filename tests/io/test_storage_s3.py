@@ -109,3 +109,13 @@ def test_throttling_is_retried_and_an_outlasting_one_stops_as_unavailable(s3_buc
         S3Storage().read_bytes(uri)
     assert str(caught.value) == f"cannot read {uri}: S3 answered InternalError after retrying; try again later"
     assert fault_proxy.injected == 3 + 2
+
+
+def test_a_connection_broken_mid_object_is_fetched_again_then_stops_as_unavailable(s3_bucket, fault_proxy):
+    uri = f"s3://{s3_bucket}/drop/a.png"
+    storage.write_bytes(uri, b"0123456789" * 100)
+    fault_proxy.fail("GET", 0, "", times=1)  # headers and half the body, then the connection closes
+    assert storage.read_bytes(uri) == b"0123456789" * 100
+    fault_proxy.fail("GET", 0, "", times=10)
+    with pytest.raises(StorageUnavailableError, match=f"^cannot read {uri}: the connection to S3 broke"):
+        storage.read_bytes(uri)

@@ -2,8 +2,9 @@
 
 Throttling (503 SlowDown), 5xx answers and dropped connections are retried by botocore (`standard`
 mode unless `AWS_RETRY_MODE` or the profile's `retry_mode` names another), `MAX_ATTEMPTS` attempts in
-all unless `AWS_MAX_ATTEMPTS` or the profile's `max_attempts` sets the number; one that outlasts them
-raises `StorageUnavailableError`, as the storage, not the file, failed.
+all unless `AWS_MAX_ATTEMPTS` or the profile's `max_attempts` sets the number; a connection that breaks
+while an object's body is read fetches it again (`BODY_ATTEMPTS`). One that outlasts them raises
+`StorageUnavailableError`, as the storage, not the file, failed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"
 
 MAX_ATTEMPTS = 6
 """Attempts per request (the first and 5 retries, waits of up to 1, 2, 4, 8, 16 s) when the AWS configuration sets none."""
+BODY_ATTEMPTS = 3
+"""Times an object is fetched again when its connection breaks while its body is read."""
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -79,8 +82,16 @@ class S3Storage:
 
     def read_bytes(self, uri: str) -> bytes:
         bucket, key = split_s3_uri(uri)
+        from botocore.exceptions import HTTPClientError, IncompleteReadError
+
         with _translated_errors("read", uri, bucket):
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            for attempt in range(1, BODY_ATTEMPTS + 1):  # botocore retries the request, not reading its body
+                body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+                try:
+                    return body.read()
+                except (HTTPClientError, IncompleteReadError):
+                    if attempt == BODY_ATTEMPTS:
+                        raise
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         bucket, key = split_s3_uri(uri)
@@ -158,7 +169,7 @@ class _translated_errors:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
         if exc is None or isinstance(exc, StorageError):
             return False
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError, NoCredentialsError
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
         error = StorageError  # StorageUnavailableError where the storage, not the file, failed
@@ -180,6 +191,9 @@ class _translated_errors:
             error = StorageUnavailableError
         elif isinstance(exc, BotoConnectionError):  # also a connect timeout
             message = f"cannot {self.action} {self.uri}: S3 endpoint unreachable"
+            error = StorageUnavailableError
+        elif isinstance(exc, (HTTPClientError, IncompleteReadError)):  # a read timeout, a connection dropped mid-answer
+            message = f"cannot {self.action} {self.uri}: the connection to S3 broke ({type(exc).__name__}); try again later"
             error = StorageUnavailableError
         elif isinstance(exc, BotoCoreError):
             message = f"cannot {self.action} {self.uri}: {type(exc).__name__}"
