@@ -10,7 +10,7 @@ import pytest
 from s3_fault_proxy import S3FaultProxy
 
 from fakescope.errors import StorageError, StorageUnavailableError
-from fakescope.io import storage
+from fakescope.io import _s3, storage
 from fakescope.io._s3 import S3Storage, make_client
 
 
@@ -119,3 +119,15 @@ def test_a_connection_broken_mid_object_is_fetched_again_then_stops_as_unavailab
     fault_proxy.fail("GET", 0, "", times=10)
     with pytest.raises(StorageUnavailableError, match=f"^cannot read {uri}: the connection to S3 broke"):
         storage.read_bytes(uri)
+
+
+def test_a_large_write_is_uploaded_in_parts(s3_bucket, monkeypatch):
+    """One PUT takes at most 5 GiB: a big export goes up as a multipart upload (its ETag counts the parts)."""
+    monkeypatch.setattr(_s3, "MULTIPART_BYTES", 5 * 2**20, raising=False)  # S3's smallest part, instead of building a 64 MiB object
+    uri = f"s3://{s3_bucket}/big/export.tar"
+    data = bytes(range(256)) * (11 * 2**20 // 256)
+    storage.write_bytes(uri, data)
+    assert storage.read_bytes(uri) == data
+    assert boto3.client("s3").head_object(Bucket=s3_bucket, Key="big/export.tar")["ETag"].strip('"').endswith("-3")
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist"):
+        storage.write_bytes("s3://no-such-bucket-here/big.tar", data)

@@ -9,6 +9,7 @@ while an object's body is read fetches it again (`BODY_ATTEMPTS`). One that outl
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,8 @@ MAX_ATTEMPTS = 6
 """Attempts per request (the first and 5 retries, waits of up to 1, 2, 4, 8, 16 s) when the AWS configuration sets none."""
 BODY_ATTEMPTS = 3
 """Times an object is fetched again when its connection breaks while its body is read."""
+MULTIPART_BYTES = 64 * 2**20
+"""A larger write is uploaded in parts of this size (one PUT takes at most 5 GiB; a part is retried alone)."""
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -98,7 +101,13 @@ class S3Storage:
         if not key or key.endswith("/"):
             raise StorageError(f"cannot write to {uri}: it names a bucket or folder, not a file")
         with _translated_errors("write", uri, bucket):
-            self.client.put_object(Bucket=bucket, Key=key, Body=data)
+            if len(data) <= MULTIPART_BYTES:
+                self.client.put_object(Bucket=bucket, Key=key, Body=data)
+                return
+            from boto3.s3.transfer import TransferConfig
+
+            parts = TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES)
+            self.client.upload_fileobj(io.BytesIO(data), bucket, key, Config=parts)
 
     def exists(self, uri: str) -> bool:
         bucket, key = split_s3_uri(uri)
