@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import boto3
 import pytest
@@ -131,3 +133,20 @@ def test_a_large_write_is_uploaded_in_parts(s3_bucket, monkeypatch):
     assert boto3.client("s3").head_object(Bucket=s3_bucket, Key="big/export.tar")["ETag"].strip('"').endswith("-3")
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist"):
         storage.write_bytes("s3://no-such-bucket-here/big.tar", data)
+
+
+def test_many_decoding_threads_keep_their_connections(s3_bucket, caplog):
+    """`--workers 20`: botocore's pool of 10 dropped the other connections (a new TLS handshake per read on AWS)."""
+    uris = [f"s3://{s3_bucket}/pool/{i:02d}.bin" for i in range(20)]
+    for uri in uris:
+        storage.write_bytes(uri, b"x" * 1000)
+    client, together = storage.get_storage(uris[0]).client, threading.Barrier(len(uris))
+
+    def read(uri: str) -> bytes:
+        body = client.get_object(Bucket=s3_bucket, Key=uri.split("/", 3)[3])["Body"]  # holds its connection
+        together.wait(timeout=60)
+        return body.read()  # then all go back to the pool at once
+
+    with caplog.at_level(logging.WARNING, logger="urllib3"), ThreadPoolExecutor(len(uris)) as pool:
+        assert list(pool.map(read, uris)) == [b"x" * 1000] * len(uris)
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]

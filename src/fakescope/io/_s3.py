@@ -26,6 +26,8 @@ MAX_ATTEMPTS = 6
 """Attempts per request (the first and 5 retries, waits of up to 1, 2, 4, 8, 16 s) when the AWS configuration sets none."""
 BODY_ATTEMPTS = 3
 """Times an object is fetched again when its connection breaks while its body is read."""
+POOL_CONNECTIONS = 64
+"""Connections kept open per client: decoding threads (`--workers`) beyond botocore's 10 would each open a new one."""
 MULTIPART_BYTES = 64 * 2**20
 """A larger write is uploaded in parts of this size (one PUT takes at most 5 GiB; a part is retried alone)."""
 
@@ -55,6 +57,7 @@ def make_client(**kwargs: Any) -> Any:
         s3={"addressing_style": "path"} if endpoint else {},
         connect_timeout=10,
         read_timeout=60,
+        max_pool_connections=POOL_CONNECTIONS,
     )
     kwargs.setdefault("endpoint_url", endpoint)
     return boto3.session.Session(botocore_session=core).client("s3", config=config, **kwargs)
