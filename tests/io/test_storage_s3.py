@@ -150,3 +150,16 @@ def test_many_decoding_threads_keep_their_connections(s3_bucket, caplog):
     with caplog.at_level(logging.WARNING, logger="urllib3"), ThreadPoolExecutor(len(uris)) as pool:
         assert list(pool.map(read, uris)) == [b"x" * 1000] * len(uris)
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+def test_an_unusable_aws_setup_stops_as_unavailable_naming_what_is_wrong(s3_bucket, monkeypatch):
+    """A misnamed profile or a missing secret is no file's fault: not an error row for every file of a scan."""
+    uri = f"s3://{s3_bucket}/setup/a.png"
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(StorageUnavailableError, match=r"^cannot read .*: The config profile \(no-such-profile\) could not"):
+        storage.read_bytes(uri)
+    monkeypatch.delenv("AWS_PROFILE")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(StorageUnavailableError, match="missing: AWS_SECRET_ACCESS_KEY$") as caught:
+        S3Storage().read_bytes(uri)
+    assert "fakescopetestkey" not in str(caught.value)

@@ -169,6 +169,14 @@ def _status(exc: Any) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
+def _unusable_setup() -> tuple[type, ...]:
+    from botocore import exceptions
+
+    names = ("ConfigParseError", "CredentialRetrievalError", "InvalidConfigError", "NoAuthTokenError",
+             "SSOError", "TokenRetrievalError", "UnknownCredentialError", "RefreshWithMFAUnsupportedError")
+    return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
+
+
 class _translated_errors:
     """Turn botocore errors into a one-line `StorageError` (kept as `__cause__`, never showing keys)."""
 
@@ -181,7 +189,15 @@ class _translated_errors:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
         if exc is None or isinstance(exc, StorageError):
             return False
-        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError, NoCredentialsError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            HTTPClientError,
+            IncompleteReadError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ProfileNotFound,
+        )
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
         error = StorageError  # StorageUnavailableError where the storage, not the file, failed
@@ -200,6 +216,12 @@ class _translated_errors:
                 message = f"cannot {self.action} {self.uri}: S3 error {code or 'unknown'}"
         elif isinstance(exc, NoCredentialsError):
             message = f"cannot {self.action} {self.uri}: no AWS credentials (set AWS_ACCESS_KEY_ID or a profile)"
+            error = StorageUnavailableError
+        elif isinstance(exc, (ProfileNotFound, PartialCredentialsError)):  # they name a profile or variable, no value
+            message = f"cannot {self.action} {self.uri}: {exc}"
+            error = StorageUnavailableError
+        elif isinstance(exc, _unusable_setup()):  # their messages may quote a credential process's output: not shown
+            message = f"cannot {self.action} {self.uri}: the AWS configuration or credentials are unusable ({type(exc).__name__})"
             error = StorageUnavailableError
         elif isinstance(exc, BotoConnectionError):  # also a connect timeout
             message = f"cannot {self.action} {self.uri}: S3 endpoint unreachable"
