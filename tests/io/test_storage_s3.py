@@ -60,12 +60,12 @@ def test_wrong_credentials_are_refused_without_leaking_them(s3_server, s3_bucket
         pytest.skip("the fallback moto server does not enforce credentials")
     secret = "definitely-wrong-secret-value"
     backend = S3Storage(make_client(aws_access_key_id="fakescopetestkey", aws_secret_access_key=secret))
-    with pytest.raises(StorageError) as caught:
+    with pytest.raises(StorageUnavailableError) as caught:  # every file would be refused: a scan stops, no error rows
         backend.read_bytes(f"s3://{s3_bucket}/a.png")
     assert "access denied" in str(caught.value)
     assert secret not in str(caught.value) and "fakescopetestkey" not in str(caught.value)
     unknown = S3Storage(make_client(aws_access_key_id="nobody", aws_secret_access_key=secret))
-    with pytest.raises(StorageError, match="access denied"):
+    with pytest.raises(StorageUnavailableError, match="access denied"):
         unknown.write_bytes(f"s3://{s3_bucket}/a.png", b"x")
 
 

@@ -17,7 +17,8 @@ from typing import Any
 from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.io.storage import normalise_suffixes
 
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
+_REFUSED_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
+_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", *_REFUSED_CREDENTIALS}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound"}
 _BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
          "TooManyRequestsException", "RequestThrottled", "ServiceUnavailable", "InternalError", "RequestTimeout"}
@@ -207,6 +208,8 @@ class _translated_errors:
                 message = f"s3 bucket {self.bucket!r} does not exist"
             elif code in _DENIED:
                 message = f"access denied to {self.action} {self.uri} (check the AWS credentials)"
+                if code in _REFUSED_CREDENTIALS:  # every other file would be refused too, not just this one
+                    error = StorageUnavailableError
             elif code in _MISSING_KEY:
                 message = f"no such file: {self.uri}"
             elif code in _BUSY or _status(exc) == 429 or _status(exc) >= 500:
