@@ -108,3 +108,14 @@ def test_detect_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, ti
         assert json.loads(result.stdout)["path"] == str(local)
     else:
         assert "1 image: " in result.stdout  # the table of what was scored, with its count
+
+
+def test_detect_a_prefix_named_like_an_image_lists_it(s3_bucket, tiny_model_dir):
+    """`s3://b/shots.png` holding `shots.png/1.png` is a folder, as a local folder `shots.png/` is walked."""
+    inner = f"s3://{s3_bucket}/shots.png/1.png"
+    storage.write_bytes(inner, _png(1))
+    storage.write_bytes(f"s3://{s3_bucket}/shots.png-old/2.png", _png(2))  # a sibling sharing the name: not listed
+    result = CliRunner().invoke(app, ["detect", f"s3://{s3_bucket}/shots.png", "--model", str(tiny_model_dir),
+                                      "--format", "jsonl", "--device", "cpu", "--no-provenance"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [inner]

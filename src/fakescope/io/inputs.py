@@ -62,12 +62,25 @@ def _walk(folder: Path) -> Iterator[str]:
 
 
 def _expand_uri(uri: str) -> Iterator[str]:
+    """The images under a folder or prefix; a name with an image suffix is that file unless it is a folder (`a.jpg/`)."""
+    from fakescope.errors import StorageError, StorageUnavailableError
     from fakescope.io import storage
 
-    if uri.lower().endswith(IMAGE_SUFFIXES) and storage.exists(uri):
-        yield uri
-    else:
+    if not uri.lower().endswith(IMAGE_SUFFIXES):
         yield from storage.list_files(uri, suffixes=IMAGE_SUFFIXES)
+        return
+    try:
+        listed = storage.list_files(uri, suffixes=IMAGE_SUFFIXES)
+        first = next(listed, None)
+    except StorageUnavailableError:
+        raise
+    except StorageError:  # a Drive file is no folder to list
+        first = None
+    if first is not None:
+        yield first
+        yield from listed
+    elif storage.exists(uri):
+        yield uri
 
 
 def path_text(source: str) -> str:
