@@ -163,3 +163,9 @@ def test_an_unusable_aws_setup_stops_as_unavailable_naming_what_is_wrong(s3_buck
     with pytest.raises(StorageUnavailableError, match="missing: AWS_SECRET_ACCESS_KEY$") as caught:
         S3Storage().read_bytes(uri)
     assert "fakescopetestkey" not in str(caught.value)
+
+
+def test_an_endpoint_without_a_scheme_is_one_line_naming_its_variable(s3_env, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_env.endpoint.removeprefix("http://"))
+    with pytest.raises(StorageUnavailableError, match="^AWS_ENDPOINT_URL_S3 must be a URL such as http://host:port"):
+        S3Storage().read_bytes("s3://bucket/a.png")

@@ -52,7 +52,10 @@ def make_client(**kwargs: Any) -> Any:
     retries = None  # the configuration's own attempts and mode
     if core.get_config_variable("max_attempts") is None:
         retries = {"total_max_attempts": MAX_ATTEMPTS, "mode": core.get_config_variable("retry_mode")}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    variable = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+    endpoint = os.environ.get(variable)
+    if endpoint and not endpoint.lower().startswith(("http://", "https://")):  # botocore: a traceback
+        raise StorageUnavailableError(f"{variable} must be a URL such as http://host:port (it has no http:// or https://)")
     config = Config(
         retries=retries,
         s3={"addressing_style": "path"} if endpoint else {},
