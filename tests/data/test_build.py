@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import PER_CLASS
+from conftest import PER_CLASS, encode, smooth_image
 
 from fakescope.data import (
     balance_manifest,
@@ -39,6 +39,28 @@ def test_ai_image_named_after_a_real_one_is_paired_with_it(faces_layout):
     assert variation["source"] == str(faces_layout / "real" / "r000.jpg")
     unpaired = frame.loc[str(faces_layout / "fake" / "stylegan2" / "f003.jpg")]
     assert unpaired["pair_id"] == unpaired["sha256"]
+
+
+def test_reals_of_one_name_in_two_folders_are_told_apart_by_the_sha_in_the_ai_name(tmp_path, caplog):
+    import hashlib
+
+    digests = {}
+    for folder, seed in (("a", 1), ("b", 2)):
+        (tmp_path / "real" / folder).mkdir(parents=True)
+        data = encode(smooth_image(seed), "PNG")
+        (tmp_path / "real" / folder / "x.png").write_bytes(data)
+        digests[folder] = hashlib.sha256(data).hexdigest()
+    (tmp_path / "fake" / "taef2").mkdir(parents=True)
+    for folder, seed in (("a", 3), ("b", 4)):  # as fakescope generate names them: stem-sha8-...
+        (tmp_path / "fake" / "taef2" / f"x-{digests[folder][:8]}-taef2.png").write_bytes(encode(smooth_image(seed), "PNG"))
+    (tmp_path / "fake" / "taef2" / "x_var1.png").write_bytes(encode(smooth_image(5), "PNG"))  # no sha: either real
+    frame = build_from_folders(str(tmp_path)).set_index("uri")
+    for folder in ("a", "b"):
+        fake = frame.loc[str(tmp_path / "fake" / "taef2" / f"x-{digests[folder][:8]}-taef2.png")]
+        assert fake["pair_id"] == digests[folder] and fake["source"] == str(tmp_path / "real" / folder / "x.png")
+    guess = frame.loc[str(tmp_path / "fake" / "taef2" / "x_var1.png")]
+    assert guess["pair_id"] == guess["sha256"]
+    assert "1 ai image(s) left unpaired: several real images share the name" in caplog.text
 
 
 def test_manifests_built_from_relative_paths_work_from_any_folder(faces_layout, tmp_path, monkeypatch):

@@ -43,7 +43,9 @@ def build_from_folders(
     """Build a manifest from `root/real/[<source>/]...` and `root/fake/[<generator>/]...` (or `root/ai/`).
 
     An ai image whose file stem starts with a real image's stem (`00152_var1.png` from
-    `00152.png`) is paired with it: it shares its `pair_id` and names it as `source`.
+    `00152.png`) is paired with it: it shares its `pair_id` and names it as `source`. Where reals in
+    different folders share that stem, the sha256 prefix `fakescope generate` puts after it
+    (`00152-1a2b3c4d-...`) picks one; without it the ai image stays unpaired, with a warning.
     Unpaired images are their own group (`pair_id` = own sha256).
 
     Example:
@@ -243,15 +245,33 @@ def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progr
 
 
 def _pair_by_name(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pair each ai image with the real one whose name stem starts its own (`photo` for `photo_var1`).
+
+    Of several reals of that stem (in different folders), the one whose sha256 prefix follows in the ai
+    name (`photo-1a2b3c4d-...`, as `fakescope generate` names its outputs) is taken; without one, the
+    ai image stays unpaired, with a warning, rather than be paired with a guess.
+    """
     real = frame[frame["label"] == "real"]
-    by_stem = dict(zip(real["uri"].map(_stem), zip(real["pair_id"], real["uri"])))
+    by_stem: dict[str, list[tuple[str, str, str]]] = {}
+    for uri, pair_id, digest in zip(real["uri"], real["pair_id"], real["sha256"]):
+        by_stem.setdefault(_stem(uri), []).append((pair_id, uri, digest))
     uris, pair_ids, sources = frame["uri"].tolist(), frame["pair_id"].tolist(), frame["source"].tolist()
+    ambiguous = []
     for position in (frame["label"] == "ai").to_numpy().nonzero()[0]:  # lists, not cell writes: each of those is O(rows)
         stem = _stem(uris[position])
         for cut in [len(stem)] + [m.start() for m in reversed(list(re.finditer(r"[_\-.]", stem)))]:
-            if stem[:cut] in by_stem:
-                pair_ids[position], sources[position] = by_stem[stem[:cut]]
+            candidates = by_stem.get(stem[:cut], [])
+            if len(candidates) > 1:
+                candidates = [c for c in candidates if c[2][:8] in stem[cut:]]
+                if len(candidates) != 1:
+                    ambiguous.append(uris[position])
+                    break
+            if candidates:
+                pair_ids[position], sources[position] = candidates[0][:2]
                 break
+    if ambiguous:
+        logger.warning("%d ai image(s) left unpaired: several real images share the name they start with "
+                       "(first: %s); put the real's sha256 prefix after its name to pair them", len(ambiguous), ambiguous[0])
     return frame.assign(pair_id=pair_ids, source=sources)
 
 
