@@ -119,3 +119,12 @@ def test_detect_a_prefix_named_like_an_image_lists_it(s3_bucket, tiny_model_dir)
                                       "--format", "jsonl", "--device", "cpu", "--no-provenance"])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [inner]
+
+
+def test_detect_a_missing_object_reports_it_as_a_missing_local_file_is(s3_bucket, tiny_model_dir):
+    missing = f"s3://{s3_bucket}/nowhere/missing.jpg"
+    result = CliRunner().invoke(app, ["detect", missing, "--model", str(tiny_model_dir), "--format", "jsonl",
+                                      "--device", "cpu", "--no-provenance"])
+    assert result.exit_code == 1, result.output
+    record = json.loads(result.stdout)
+    assert record["path"] == missing and record["error"] == f"no such file: {missing}"

@@ -79,7 +79,7 @@ def _expand_uri(uri: str) -> Iterator[str]:
     if first is not None:
         yield first
         yield from listed
-    elif storage.exists(uri):
+    else:  # that file, as a local name is: one that is missing is reported, not dropped
         yield uri
 
 
