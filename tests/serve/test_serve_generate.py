@@ -147,3 +147,18 @@ def test_jobs_outlive_a_restart_and_unfinished_ones_fail_without_a_resend(tmp_pa
     assert JobStore(tmp_path, lambda data: None).get("crashed0000000000").state == "failed"  # the verdict was saved
     assert again.get("garbage") is None and images_api.billable == 2  # nothing was sent again
     again.close()
+
+
+def test_a_job_that_made_some_of_its_images_says_why_the_others_are_missing(tmp_path, images_api, photo_bytes, detector):
+    import openai
+
+    from fakescope.serve.jobs import JobStore
+
+    client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
+    images_api.faults = [500]  # the first of the two requests
+    store = JobStore(tmp_path, lambda data: detector.predict(data))
+    job = store.submit(photo_bytes, OpenAIImagesConfig(mode="variation", size="256x256", n=2), client, filename="cat.jpg")
+    store.close()
+    answer = job.to_dict()
+    assert answer["state"] == "done" and len(answer["outputs"]) == 1 and images_api.billable == 1
+    assert answer["error"].startswith("1 of 2 images were not generated: InternalServerError")

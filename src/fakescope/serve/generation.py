@@ -25,6 +25,7 @@ from fakescope.generate import (
     run_openai,
 )
 from fakescope.generate.manifest import manifest_row
+from fakescope.generate.runner import default_ledger_path
 from fakescope.io import storage
 from fakescope.io.image import decode_image
 
@@ -81,15 +82,26 @@ def generate_from_upload(
     source.write_bytes(data)
     report = run_openai(str(source), str(folder / "ai"), config, client=client, concurrency=min(config.n, 4))
     if report.manifest is None:  # no job done, in this run or an earlier one into the same folder
-        with Ledger(report.ledger) as book:
-            reasons = dict.fromkeys(job.error for job in book.jobs("failed") if job.error)
-        raise FakescopeError(f"no image was generated ({report.failed} request(s) failed: {'; '.join(reasons)})")
+        raise FakescopeError(f"no image was generated ({report.failed} request(s) failed: {_failure_reasons(report.ledger)})")
     rows = pd.read_csv(report.manifest, keep_default_na=False)
     outputs = []
     for uri in rows["uri"]:
         image_bytes = Path(uri).read_bytes()
         outputs.append(GeneratedImage(Path(uri), image_bytes, detect(image_bytes)))
     return outputs
+
+
+def shortfall(images: list[GeneratedImage], config: OpenAIImagesConfig, folder: str | os.PathLike) -> str | None:
+    """Why `generate_from_upload(..., folder)` gave fewer than `config.n` images, or None when it gave them all."""
+    if len(images) >= config.n:
+        return None
+    reasons = _failure_reasons(default_ledger_path(str(Path(folder) / "ai")))
+    return f"{config.n - len(images)} of {config.n} images were not generated: {reasons or 'no reason recorded'}"
+
+
+def _failure_reasons(ledger: str | os.PathLike) -> str:
+    with Ledger(ledger) as book:
+        return "; ".join(dict.fromkeys(job.error for job in book.jobs("failed") if job.error))
 
 
 def save_pair(

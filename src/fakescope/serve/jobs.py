@@ -23,7 +23,7 @@ from fakescope.detection import Detection
 from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.io import storage
-from fakescope.serve.generation import generate_from_upload
+from fakescope.serve.generation import generate_from_upload, shortfall
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 RECORD_NAME = "job.json"
@@ -113,7 +113,7 @@ class JobStore:
         try:
             made = generate_from_upload(data, job.config, job.folder, client=client, detect=self.detect, filename=filename)
             job.outputs = [JobOutput(image.path, image.detection.to_dict()) for image in made]
-            job.state = DONE
+            job.state, job.error = DONE, shortfall(made, job.config, job.folder)
         except FakescopeError as exc:
             job.error, job.state = str(exc), FAILED
         except Exception as exc:  # noqa: BLE001 - a job records its failure; the server goes on
