@@ -186,6 +186,21 @@ def test_empty_file_on_disk_and_missing_file(tmp_path):
         load_image(tmp_path)
 
 
+
+@pytest.mark.parametrize("chunk", [
+    _png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"x" * 2_000_000)),
+    _png_chunk(b"iTXt", b"workflow\x00\x01\x00\x00\x00" + zlib.compress(b"x" * 2_000_000)),
+    _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(b"x" * 2_000_000)),
+], ids=["zTXt", "iTXt", "iCCP"])
+def test_png_with_text_past_pillows_caps_is_still_decoded(image_factory, chunk):
+    """Pillow refuses the whole file when text or ICC inflates past 1 MB (a bomb guard): the pixels need neither,
+    so a bomb chunk must not make an image unscorable."""
+    data = image_factory.bytes("PNG", (64, 64))
+    bombed = data[:33] + chunk + data[33:]  # after IHDR
+    loaded = decode_image(bombed)
+    assert np.array_equal(np.asarray(loaded.image), np.asarray(decode_image(data).image))
+    assert loaded.data == bombed
+
 @pytest.mark.parametrize("side", [100_000, 15_000])
 def test_absurd_declared_size_is_refused_before_decoding(side):
     """The header alone says 100000x100000 (or 15000x15000): refused at once, nothing allocated."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"II*\x00", 0, "TIFF"),
     (b"MM\x00*", 0, "TIFF"),
 )
+_PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"iCCP"})
 _FTYP_BRANDS = {
     b"avif": "AVIF", b"avis": "AVIF",
     b"heic": "HEIF", b"heix": "HEIF", b"hevc": "HEIF", b"heim": "HEIF", b"heis": "HEIF",
@@ -92,14 +94,12 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
     if fmt is None:
         raise ImageLoadError("not an image (unrecognised file signature)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageLoadError(f"image too large: {w}x{h} exceeds {MAX_PIXELS:,} pixels")
-            img.seek(0)  # first frame of animations
-            img.load()
+        try:
+            img = _open(data)
+        except ValueError as exc:  # Pillow refuses PNG text or ICC inflating past its caps: the pixels need neither
+            if fmt != "PNG" or "MAX_TEXT" not in str(exc):
+                raise
+            img = _open(_without_png_text(data))
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -110,6 +110,31 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
         raise corrupt_image_error(fmt, exc) from None
     rgb = _check_size(to_rgb(img))
     return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None)
+
+
+def _open(data: bytes) -> Image.Image:
+    """Open and decode the first frame, refusing declared sizes over `MAX_PIXELS` before decoding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise ImageLoadError(f"image too large: {w}x{h} exceeds {MAX_PIXELS:,} pixels")
+        img.seek(0)  # first frame of animations
+        img.load()
+    return img
+
+
+def _without_png_text(data: bytes) -> bytes:
+    """The PNG without its text and ICC chunks (the metadata checks read the original bytes)."""
+    kept, pos = [data[:8]], 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        end = pos + 12 + length
+        if data[pos + 4:pos + 8] not in _PNG_TEXT_CHUNKS:
+            kept.append(data[pos:end])
+        pos = end
+    return b"".join(kept) + data[pos:]
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
