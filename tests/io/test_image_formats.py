@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import time
+import warnings
 import zlib
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 from PIL import Image
 
 from fakescope.errors import ImageLoadError
+from fakescope.forensics.metadata import check_metadata
 from fakescope.io.image import MIN_SIDE, decode_image, load_image, sniff_format
+from fakescope.io.jpeg_markers import read_header
 
 FORMATS = [  # (Pillow writer, sniffed name, lossless)
     ("JPEG", "JPEG", False),
@@ -200,6 +203,26 @@ def test_png_with_text_past_pillows_caps_is_still_decoded(image_factory, chunk):
     loaded = decode_image(bombed)
     assert np.array_equal(np.asarray(loaded.image), np.asarray(decode_image(data).image))
     assert loaded.data == bombed
+
+
+def _damaged_exif() -> bytes:
+    """A TIFF header whose one entry (Orientation, 5 SHORTs) claims more than the tag allows and a next IFD past the end."""
+    return b"II*\x00\x08\x00\x00\x00\x02\x00" + struct.pack("<HHIHH", 0x0112, 3, 5, 1, 1) + \
+        struct.pack("<HHII", 0x0131, 2, 4_000, 4_000_000) + b"\x00\x00\x00\x00"
+
+
+@pytest.mark.parametrize("writer", ["JPEG", "PNG"])
+def test_damaged_exif_raises_no_pillow_warnings(image_factory, writer):
+    """Pillow warns (two lines of Python warning on stderr per kind of damage) about EXIF it reads past; the
+    metadata evidence already reports the damage, so decoding and the JPEG header walk stay silent."""
+    data = image_factory.bytes(writer, (64, 64), exif=b"Exif\x00\x00" + _damaged_exif())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert decode_image(data).width == 64
+        if writer == "JPEG":
+            assert read_header(data) is not None
+    assert [str(w.message) for w in caught] == []
+    assert "EXIF damaged" in check_metadata(data).error
 
 @pytest.mark.parametrize("side", [100_000, 15_000])
 def test_absurd_declared_size_is_refused_before_decoding(side):

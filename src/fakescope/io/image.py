@@ -115,6 +115,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
 def _open(data: bytes) -> Image.Image:
     """Open and decode the first frame, refusing declared sizes over `MAX_PIXELS` before decoding."""
     with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # damaged EXIF: the metadata evidence reports it
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(io.BytesIO(data))
         w, h = img.size
@@ -140,7 +141,9 @@ def _without_png_text(data: bytes) -> bytes:
 def to_rgb(img: Image.Image) -> Image.Image:
     """Return an 8-bit RGB copy: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
     try:
-        img = ImageOps.exif_transpose(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # damaged EXIF: the metadata evidence reports it
+            img = ImageOps.exif_transpose(img)
     except Exception:  # broken EXIF must not lose the pixels
         pass
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
