@@ -7,6 +7,7 @@ import struct
 import time
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -217,12 +218,24 @@ def test_damaged_exif_raises_no_pillow_warnings(image_factory, writer):
     metadata evidence already reports the damage, so decoding and the JPEG header walk stay silent."""
     data = image_factory.bytes(writer, (64, 64), exif=b"Exif\x00\x00" + _damaged_exif())
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.filterwarnings("always", append=True)  # every warning the process's filters let through
         assert decode_image(data).width == 64
         if writer == "JPEG":
             assert read_header(data) is not None
     assert [str(w.message) for w in caught] == []
     assert "EXIF damaged" in check_metadata(data).error
+
+
+def test_decoding_in_threads_leaves_the_process_warnings_state_alone(image_factory):
+    """`warnings.catch_warnings` swaps process-wide state: decoding threads each inside one used to leave the
+    filters and the warning printer (a finished call's `list.append`, swallowing every later warning) behind."""
+    data = image_factory.bytes("JPEG", (64, 64), exif=b"Exif\x00\x00" + _damaged_exif())
+    decode_image(data), check_metadata(data)  # whatever filters decoding installs for good, installed now
+    filters, printer = list(warnings.filters), warnings._showwarnmsg_impl
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: (decode_image(data).width, check_metadata(data).error), range(1200)))
+    assert all(width == 64 and "EXIF damaged" in error for width, error in results)
+    assert warnings.filters == filters and warnings._showwarnmsg_impl is printer
 
 @pytest.mark.parametrize("side", [100_000, 15_000])
 def test_absurd_declared_size_is_refused_before_decoding(side):

@@ -14,6 +14,7 @@ it) and trivially forged. The rules follow from that:
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from typing import Any
 
@@ -67,6 +68,7 @@ _PROVENANCE = re.compile(r"dcterms:provenance(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
 _TAG_SOFTWARE, _TAG_MAKE, _TAG_MODEL = 0x0131, 0x010F, 0x0110
 _IFD_EXIF, _IFD_GPS = 0x8769, 0x8825
 _TAG_LENS, _TAG_USER_COMMENT, _TAG_TAKEN = 0xA434, 0x9286, 0x9003
+_WARNINGS_LOCK = threading.Lock()
 
 
 def check_metadata(data: bytes | None) -> Evidence:
@@ -126,7 +128,7 @@ def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[
     from PIL import Image
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:  # global state: one thread at a time
             warnings.simplefilter("always")  # Pillow warns about damage it reads past
             exif = Image.Exif()
             exif.load(blocks.exif)

@@ -102,7 +102,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
             img = _open(_without_png_text(data))
     except ImageLoadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         declared = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
         size = f"{int(declared[1]):,} pixels" if declared else "its declared size"
         raise ImageLoadError(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels") from None
@@ -114,15 +114,13 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
 
 def _open(data: bytes) -> Image.Image:
     """Open and decode the first frame, refusing declared sizes over `MAX_PIXELS` before decoding."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # damaged EXIF: the metadata evidence reports it
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        img = Image.open(io.BytesIO(data))
-        w, h = img.size
-        if w * h > MAX_PIXELS:
-            raise ImageLoadError(f"image too large: {w}x{h} exceeds {MAX_PIXELS:,} pixels")
-        img.seek(0)  # first frame of animations
-        img.load()
+    quiet_pillow()
+    img = Image.open(io.BytesIO(data))
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise ImageLoadError(f"image too large: {w}x{h} ({w * h:,} pixels) exceeds {MAX_PIXELS:,} pixels")
+    img.seek(0)  # first frame of animations
+    img.load()
     return img
 
 
@@ -138,12 +136,21 @@ def _without_png_text(data: bytes) -> bytes:
     return b"".join(kept) + data[pos:]
 
 
+def quiet_pillow() -> None:
+    """Keep out of stderr Pillow's warnings about what fakescope reports itself: sizes `_open` refuses, damaged
+    EXIF (the metadata evidence names it). Idempotent and process-wide, as a filter list entry, never through
+    `warnings.catch_warnings`: that swaps global state, so threads decoding inside one leave behind the filters
+    and warning printer (a finished block's `list.append`) of whichever thread left last."""
+    for category, module in ((Image.DecompressionBombWarning, None), (UserWarning, r"PIL\.TiffImagePlugin")):
+        if ("ignore", None, category, module and re.compile(module), 0) not in warnings.filters:
+            warnings.filterwarnings("ignore", category=category, module=module or "")
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Return an 8-bit RGB copy: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
+    quiet_pillow()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # damaged EXIF: the metadata evidence reports it
-            img = ImageOps.exif_transpose(img)
+        img = ImageOps.exif_transpose(img)
     except Exception:  # broken EXIF must not lose the pixels
         pass
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

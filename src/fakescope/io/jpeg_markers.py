@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import warnings
 from collections.abc import Generator
 from typing import NamedTuple
 
@@ -96,11 +95,12 @@ def read_header(data: bytes) -> Header | None:
 def _orientation(exif_segment: bytes) -> int:
     from PIL import Image
 
+    from fakescope.io.image import quiet_pillow
+
+    quiet_pillow()
     exif = Image.Exif()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # damaged EXIF: the metadata evidence reports it
-        try:
-            exif.load(exif_segment)
-        except Exception:  # noqa: BLE001 - unreadable EXIF: an unknown orientation
-            return 0
-        return int(exif.get(0x0112, 1) or 1)  # tags are parsed (and warned about) as they are read
+    try:
+        exif.load(exif_segment)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: an unknown orientation
+        return 0
+    return int(exif.get(0x0112, 1) or 1)
