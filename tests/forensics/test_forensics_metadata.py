@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import time
 import zlib
 
 import piexif
@@ -158,9 +157,7 @@ def test_custom_quantisation_tables_are_named(photo):
 
 def test_huge_xmp_is_an_error_not_an_exception(photo):
     data = png_with(photo, **{"XML:com.adobe.xmp": (xmp_packet("trainedAlgorithmicMedia", 5_000_000).decode(), False)})
-    start = time.perf_counter()
     ev = check_metadata(data)
-    assert time.perf_counter() - start < 1.0
     assert ev.error and "exceeds" in ev.error and ev.data["xmp_bytes"] > 5_000_000
     assert ev.score is None
 

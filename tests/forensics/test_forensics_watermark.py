@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
@@ -113,13 +112,9 @@ def test_fragility_measured_on_a_photo_like_image(marked):
     assert decoded == {name: expected for name in PAYLOADS}
 
 
-def test_size_gates_and_speed():
+def test_size_gates():
     assert check_watermark(Image.new("RGB", (255, 256))).detail.startswith("image too small")
     assert check_watermark(Image.new("RGB", (4097, 4096))).detail.startswith("image too large")
-    big = photo_like(1024, seed=3)
-    start = time.perf_counter()
-    check_watermark(big)
-    assert time.perf_counter() - start < 0.5  # ~0.05 s here; the package's own decoder takes seconds
 
 
 @pytest.mark.shared
