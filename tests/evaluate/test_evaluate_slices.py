@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics as skm
 
 from fakescope.evaluate.slices import attribute_columns, slice_report
 
@@ -60,3 +61,36 @@ def test_attribute_columns_keep_low_cardinality_extras(scored):
     assert attribute_columns(frame, max_values=5) == ["glasses"]
     assert attribute_columns(frame, max_values=10) == ["glasses", "identity"]
     assert attribute_columns(frame.assign(dhash=[f"{i:016x}" for i in range(8)]), max_values=10) == ["glasses", "identity"]
+
+
+def test_many_small_slices_match_scikit_learn_per_slice():
+    rng = np.random.default_rng(3)
+    n = 3000
+    labels, probs = rng.integers(0, 2, n), np.round(rng.random(n), 1)  # rounded: many ties
+    frame = pd.DataFrame({"label": np.where(labels, "ai", "real"), "generator": "", "source": [f"s{i % 1000}" for i in range(n)]})
+    frame.loc[0, "source"] = "alone"  # a slice of one image, one class
+    rows = slice_report(frame, probs, 0.5, BAND, attributes=[])["source"]
+    assert len(rows) == 1001 and sum(r["n"] for r in rows) == n
+    alone = next(r for r in rows if r["slice"] == "alone")
+    assert alone["n"] == 1 and np.isnan(alone["auc"]) and alone["accuracy"] in (0.0, 1.0)
+    for r in rows[:50]:
+        mask = (frame["source"] == r["slice"]).to_numpy()
+        y, p = labels[mask], probs[mask]
+        expected = skm.roc_auc_score(y, p) if len(set(y)) == 2 else np.nan
+        assert r["auc"] == pytest.approx(expected, nan_ok=True)
+        assert (r["n_ai"], r["n_real"]) == (y.sum(), (y == 0).sum())
+        assert r["uncertain_rate"] == pytest.approx(((p >= BAND[0]) & (p < BAND[1])).mean())
+
+
+def test_many_generators_match_scikit_learn_against_all_reals():
+    rng = np.random.default_rng(4)
+    n = 3000
+    labels, probs = rng.integers(0, 2, n), np.round(rng.random(n), 1)
+    generators = np.where(labels == 1, [f"g{i % 300}" for i in range(n)], "")
+    frame = pd.DataFrame({"label": np.where(labels, "ai", "real"), "generator": generators, "source": ""})
+    rows = slice_report(frame, probs, 0.5, BAND, attributes=[])["generator"]
+    assert len(rows) == 300
+    for r in rows[:30]:
+        pair = (generators == r["slice"]) | (labels == 0)
+        assert r["auc"] == pytest.approx(skm.roc_auc_score(labels[pair], probs[pair]))
+        assert r["ap"] == pytest.approx(skm.average_precision_score(labels[pair], probs[pair]))

@@ -35,22 +35,30 @@ def generator_slices(labels: np.ndarray, probs: np.ndarray, generators: pd.Serie
     labels, probs = np.asarray(labels).astype(int), np.asarray(probs, float)
     names = _names(generators)
     real = labels == 0
-    rows = []
-    for gen in sorted(set(names[~real])):
-        own = (names == gen) & ~real
-        pair = own | real
-        both = real.any()
-        rows.append({
-            "slice": gen,
-            "n": int(own.sum()),
-            "n_real": int(real.sum()),
-            "auc": float(skm.roc_auc_score(labels[pair], probs[pair])) if both else float("nan"),
-            "ap": float(skm.average_precision_score(labels[pair], probs[pair])) if both else float("nan"),
-            "recall": float((probs[own] >= threshold).mean()),
-            "mean_probability": float(probs[own].mean()),
-            "uncertain_rate": uncertain_rate(probs[own], band),
-        })
-    return rows
+    reals = np.sort(probs[real])
+    ai = pd.DataFrame({"slice": names[~real], "p": probs[~real]})
+    below, not_above = np.searchsorted(reals, ai["p"], "left"), np.searchsorted(reals, ai["p"], "right")
+    # each ai image's share of reals it outscores (ties half): their mean is the AUC;
+    # its precision among its own generator's images and all reals scoring at least as high: their mean is the AP
+    ai["wins"] = (below + not_above) / 2.0 / max(len(reals), 1)
+    own_above = ai.groupby("slice")["p"].rank(method="max", ascending=False)
+    ai["precision"] = own_above / (own_above + len(reals) - below)
+    ai["called"] = ai["p"] >= threshold
+    ai["uncertain"] = (ai["p"] >= band[0]) & (ai["p"] < band[1])
+    sums = ai.groupby("slice", sort=True).agg(n=("p", "size"), auc=("wins", "mean"), ap=("precision", "mean"),
+                                                recall=("called", "mean"), mean_probability=("p", "mean"),
+                                                uncertain=("uncertain", "mean"))
+    both = real.any()
+    return [{
+        "slice": gen,
+        "n": int(s.n),
+        "n_real": int(real.sum()),
+        "auc": float(s.auc) if both else float("nan"),
+        "ap": float(s.ap) if both else float("nan"),
+        "recall": float(s.recall),
+        "mean_probability": float(s.mean_probability),
+        "uncertain_rate": float(s.uncertain),
+    } for gen, s in zip(sums.index, sums.itertuples(index=False))]
 
 
 def group_slices(labels: np.ndarray, probs: np.ndarray, groups: pd.Series, threshold: float,
@@ -61,23 +69,31 @@ def group_slices(labels: np.ndarray, probs: np.ndarray, groups: pd.Series, thres
     images, the false-positive rate needs real ones.
     """
     labels, probs = np.asarray(labels).astype(int), np.asarray(probs, float)
-    values = np.array([_value_name(v) for v in groups], dtype=object)
+    frame = pd.DataFrame({"slice": [_value_name(v) for v in groups], "y": labels, "p": probs}).dropna(subset=["slice"])
+    ai, called = frame["y"] == 1, frame["p"] >= threshold
+    frame = frame.assign(correct=called == ai, hit=called & ai, false_alarm=called & ~ai,
+                         uncertain=(frame["p"] >= band[0]) & (frame["p"] < band[1]),
+                         ai_rank=frame.groupby("slice")["p"].rank(method="average").where(ai, 0.0))
+    sums = frame.groupby("slice", sort=True).agg(
+        n=("y", "size"), n_ai=("y", "sum"), correct=("correct", "mean"), hits=("hit", "sum"),
+        false_alarms=("false_alarm", "sum"), mean_probability=("p", "mean"), uncertain=("uncertain", "mean"),
+        ai_rank=("ai_rank", "sum"))
     rows = []
-    for value in sorted({v for v in values if v is not None}):
-        mask = values == value
-        y, p = labels[mask], probs[mask]
-        called = p >= threshold
+    for value, s in zip(sums.index, sums.itertuples(index=False)):
+        n_ai, n_real = int(s.n_ai), int(s.n - s.n_ai)
+        # Mann-Whitney: the AUC from the ai images' ranks among the slice's scores (ties count half)
+        auc = (s.ai_rank - n_ai * (n_ai + 1) / 2) / (n_ai * n_real) if n_ai and n_real else float("nan")
         rows.append({
             "slice": value,
-            "n": int(mask.sum()),
-            "n_ai": int(y.sum()),
-            "n_real": int((y == 0).sum()),
-            "auc": float(skm.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan"),
-            "accuracy": float((called == y).mean()),
-            "recall": float(called[y == 1].mean()) if (y == 1).any() else float("nan"),
-            "false_positive_rate": float(called[y == 0].mean()) if (y == 0).any() else float("nan"),
-            "mean_probability": float(p.mean()),
-            "uncertain_rate": uncertain_rate(p, band),
+            "n": int(s.n),
+            "n_ai": n_ai,
+            "n_real": n_real,
+            "auc": float(auc),
+            "accuracy": float(s.correct),
+            "recall": float(s.hits / n_ai) if n_ai else float("nan"),
+            "false_positive_rate": float(s.false_alarms / n_real) if n_real else float("nan"),
+            "mean_probability": float(s.mean_probability),
+            "uncertain_rate": float(s.uncertain),
         })
     return rows
 
