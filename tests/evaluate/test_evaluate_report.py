@@ -69,3 +69,21 @@ def test_names_are_escaped(report):
 
     page = render_html(replace(report, model="<b>tiny</b>"))
     assert "&lt;b&gt;tiny&lt;/b&gt;" in page and "<b>tiny</b>" not in page
+
+
+def test_long_slice_and_failure_tables_are_cut_on_the_page_not_in_json(report, tmp_path):
+    from dataclasses import replace
+
+    from fakescope.evaluate.report import ROWS_SHOWN
+
+    sources = [{**report.slices["source"][0], "slice": f"s{i:05d}", "n": 1 + (i == 4321) * 50} for i in range(5000)]
+    failures = [{"uri": f"/gone/{i}.png", "error": "no such file"} for i in range(3000)]
+    big = replace(report, slices={**report.slices, "source": sources}, failures=failures)
+    paths = write_report(big, tmp_path)
+    page = open(paths["html"], encoding="utf-8").read()
+    assert "<h2>Unreadable images (3000)</h2>" in page
+    assert f"Showing the first {ROWS_SHOWN} of 3000" in page and "/gone/0.png" in page and "/gone/2999.png" not in page
+    assert f"Showing the largest {ROWS_SHOWN} of 5000" in page and "s04321" in page
+    assert page.count("<tr>") < 3 * ROWS_SHOWN + 100
+    data = json.loads(open(paths["json"]).read())
+    assert len(data["failures"]) == 3000 and len(data["slices"]["source"]) == 5000

@@ -33,6 +33,8 @@ th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .examples{display:flex;flex-wrap:wrap;gap:.8rem}.ex{width:170px;font-size:.8rem}.ex img{max-width:160px;display:block}
 .mistake{color:#b00020}.correct{color:#1b5e20}.meta td{text-align:left}figcaption{font-size:.85rem;color:#555}
 """
+ROWS_SHOWN = 200
+"""Rows of one slice or failure table the page shows; report.json holds them all."""
 _METRIC_NAMES = {
     "auc": "ROC AUC", "ap": "average precision", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
     "precision": "precision", "recall": "recall (ai found)", "eer": "equal error rate", "ece": "calibration error (ECE)",
@@ -85,7 +87,7 @@ def render_html(report: EvaluationReport, extra_figures: Iterable[ExtraFigure] |
     if extras:
         parts += ["<h2>Explanations</h2><div class='figs'>", *(_extra(t, s) for t, s in extras), "</div>"]
     if data["failures"]:
-        parts += [f"<h2>Unreadable images ({len(data['failures'])})</h2>", _table(data["failures"])]
+        parts += [f"<h2>Unreadable images ({len(data['failures'])})</h2>", _table(data["failures"], "the first")]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -135,11 +137,11 @@ def _counts(title: str, counts: dict[str, int]) -> str:
 def _slices(slices: dict) -> str:
     parts = []
     if slices["generator"]:
-        parts += ["<h3>Per generator (its images vs all real images)</h3>", _table(slices["generator"])]
+        parts += ["<h3>Per generator (its images vs all real images)</h3>", _slice_table(slices["generator"])]
     if slices["source"]:
-        parts += ["<h3>Per source</h3>", _table(slices["source"])]
+        parts += ["<h3>Per source</h3>", _slice_table(slices["source"])]
     for column, rows in slices["attributes"].items():
-        parts += [f"<h3>Per {_e(column)}</h3>", _table(rows)]
+        parts += [f"<h3>Per {_e(column)}</h3>", _slice_table(rows)]
     return "\n".join(parts) or "<p>No slices.</p>"
 
 
@@ -161,13 +163,25 @@ def _extra(title: str, source: str | os.PathLike | bytes) -> str:
     return _figure_tag(title, f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}")
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _slice_table(rows: list[dict[str, Any]]) -> str:
+    """A slice table; past `ROWS_SHOWN` slices, the largest ones, still in name order."""
+    if len(rows) > ROWS_SHOWN:
+        largest = set(sorted(range(len(rows)), key=lambda i: -rows[i]["n"])[:ROWS_SHOWN])
+        return _table([r for i, r in enumerate(rows) if i in largest], "the largest", len(rows))
+    return _table(rows)
+
+
+def _table(rows: list[dict[str, Any]], which: str = "", total: int | None = None) -> str:
+    """Rows as a table; past `ROWS_SHOWN` rows, `which` ROWS_SHOWN of `total` and a note that the rest are in report.json."""
     if not rows:
         return "<p>None.</p>"
+    total = len(rows) if total is None else total
+    rows = rows[:ROWS_SHOWN]
     columns = list(rows[0])
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_num(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    note = f"<p>Showing {which} {len(rows)} of {total}; report.json lists all.</p>" if total > len(rows) else ""
+    return f"{note}<table><tr>{head}</tr>{body}</table>"
 
 
 # -- figures -----------------------------------------------------------------------------
