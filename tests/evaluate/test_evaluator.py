@@ -71,3 +71,12 @@ def test_split_all_and_errors(model_dir, dataset):
         evaluate(model_dir, dataset, perturbations=["sepia"], device="cpu")
     with pytest.raises(ConfigError, match="no attribute column.s. glases in the manifest"):
         evaluate(model_dir, dataset, attributes=["glasses", "glases"], device="cpu")
+
+
+def test_progress_counts_images_on_stderr(model_dir, with_broken, capsys):
+    evaluate(model_dir, with_broken, "all", robustness=False, bootstrap=0, provenance=False, examples=0,
+             device="cpu", batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert f"/{len(with_broken)} [" in err and "img/s" in err  # images, not chunks
+    evaluate(model_dir, with_broken, "all", robustness=False, bootstrap=0, provenance=False, examples=0, device="cpu")
+    assert "evaluate" not in capsys.readouterr().err

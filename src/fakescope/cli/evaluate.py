@@ -29,9 +29,12 @@ def evaluate(
         "--explain/--no-explain", help="Add UMAP, mosaic and Grad-CAM figures (fakescope.explain) to the report.")] = False,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 32,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = False,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", help="Count the images read on stderr (default: when stderr is a terminal).")] = None,
 ) -> None:
     """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT."""
+    import sys
+
     from fakescope.data.manifest import read_rows
     from fakescope.errors import ConfigError
     from fakescope.evaluate import evaluate as run
@@ -51,7 +54,8 @@ def evaluate(
             extras += report_figures(model, scored.reset_index(drop=True), Path(out) / "figures")
         report = run(model, rows, split, robustness=robustness, perturbations=_names(perturbations),
                      bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=_names(attributes),
-                     device=device, batch_size=batch_size, progress=progress)
+                     device=device, batch_size=batch_size,
+                     progress=sys.stderr.isatty() if progress is None else progress)
         try:
             paths = write_report(report, out, extras)
         except OSError as exc:

@@ -13,6 +13,7 @@ import io
 import itertools
 import math
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm import tqdm
 
 from fakescope.detection import verdict_for
 from fakescope.detector import Detector
@@ -106,6 +108,7 @@ def evaluate(
         examples: how many example images (mistakes first) the report shows.
         provenance: fuse C2PA / metadata / watermark evidence into the final probability.
         attributes: columns to slice by; default every low-cardinality extra column.
+        progress: count the images read on stderr.
 
     Raises:
         ConfigError: the split is empty, labels, a perturbation or an attribute column are unknown or missing,
@@ -132,29 +135,26 @@ def evaluate(
     kept, records, failures = [], [], []
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
     chunk = max(batch_size, 16)
-    starts = range(0, len(rows), chunk)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="evaluate", unit="chunk")
-    for start in starts:
-        part = rows.iloc[start:start + chunk]
-        loaded = []
-        for index, uri in zip(part.index, part["uri"]):
-            try:
-                loaded.append((index, load_source(uri, keep_bytes=provenance)))
-            except (ImageLoadError, StorageError) as exc:
-                failures.append({"uri": str(uri), "error": str(exc)})
-        if not loaded:
-            continue
-        images = [item.image for _, item in loaded]
-        pixel = scorer(images)
-        swept[CLEAN].append(pixel)
-        for name, probs in perturbed_scores(images, scorer, names).items():
-            swept[name].append(probs)
-        for (index, item), p in zip(loaded, pixel):
-            kept.append(index)
-            records.append(_record(rows.loc[index], item, float(p), detector, provenance))
+    with tqdm(total=len(rows), desc="evaluate", unit="img", file=sys.stderr, disable=not progress, leave=False) as bar:
+        for start in range(0, len(rows), chunk):
+            part = rows.iloc[start:start + chunk]
+            loaded = []
+            for index, uri in zip(part.index, part["uri"]):
+                try:
+                    loaded.append((index, load_source(uri, keep_bytes=provenance)))
+                except (ImageLoadError, StorageError) as exc:
+                    failures.append({"uri": str(uri), "error": str(exc)})
+            bar.update(len(part))
+            if not loaded:
+                continue
+            images = [item.image for _, item in loaded]
+            pixel = scorer(images)
+            swept[CLEAN].append(pixel)
+            for name, probs in perturbed_scores(images, scorer, names).items():
+                swept[name].append(probs)
+            for (index, item), p in zip(loaded, pixel):
+                kept.append(index)
+                records.append(_record(rows.loc[index], item, float(p), detector, provenance))
     if not records:
         raise ConfigError(f"none of the {len(rows)} image(s) of split {split!r} could be read")
 
