@@ -80,3 +80,11 @@ def test_progress_counts_images_on_stderr(model_dir, with_broken, capsys):
     assert f"/{len(with_broken)} [" in err and "img/s" in err  # images, not chunks
     evaluate(model_dir, with_broken, "all", robustness=False, bootstrap=0, provenance=False, examples=0, device="cpu")
     assert "evaluate" not in capsys.readouterr().err
+
+
+def test_to_dict_is_a_copy(report):
+    data = report.to_dict()
+    data["scores"][0]["probability"] = -1.0
+    data["slices"]["source"].clear()
+    assert report.scores[0]["probability"] >= 0.0 and report.slices["source"]
+    assert "thumbnails" not in data and data["band"] == list(report.band)

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -78,9 +78,7 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN becomes None, tuples become lists, thumbnails are left out."""
-        data = asdict(self)
-        data.pop("thumbnails")
-        return _json_safe(data)
+        return _json_safe({f.name: getattr(self, f.name) for f in fields(self) if f.name != "thumbnails"})
 
 
 def evaluate(
