@@ -214,3 +214,31 @@ def test_push_refuses_a_folder_without_a_model(tmp_path, unreachable_hub):
         push_model(tmp_path / "gone", "owner/name")
     with pytest.raises(StorageError, match="could not push"):  # a bundled name is found, then the hub is tried
         push_model("fakescope-default", "owner/name")
+
+
+def test_a_truncated_weights_file_is_named_unreadable_not_a_misfit(tiny_model_dir, tmp_path):
+    shutil.copy(tiny_model_dir / CONFIG_FILE, tmp_path / CONFIG_FILE)
+    data = (tiny_model_dir / WEIGHTS_FILE).read_bytes()
+    (tmp_path / WEIGHTS_FILE).write_bytes(data[: len(data) - 100])
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    config["weights_sha256"] = None  # no recorded hash: safetensors itself notices the damage
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="not a readable safetensors file") as info:
+        load_model(tmp_path)
+    assert "do not fit" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_weights_that_differ_from_the_recorded_sha256_are_refused(tiny_model_dir, tmp_path):
+    """A flipped byte in a tensor still parses; only the recorded hash catches it."""
+    shutil.copy(tiny_model_dir / CONFIG_FILE, tmp_path / CONFIG_FILE)
+    data = bytearray((tiny_model_dir / WEIGHTS_FILE).read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="sha256 differs from the weights_sha256"):
+        load_model(tmp_path)
+    lazy = load_model(tmp_path, lazy=True)  # the config alone is still readable
+    with pytest.raises(ModelLoadError, match="sha256 differs"):
+        lazy.network  # noqa: B018
+    lone = tmp_path / "lone.safetensors"  # a lone file carries no hash of itself, so it loads
+    lone.write_bytes(bytes(data))
+    assert load_model(lone).config.weights_sha256 is None

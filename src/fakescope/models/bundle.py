@@ -107,10 +107,17 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
 
 
 def _build(config: ModelConfig, weights: Path | None, device: str) -> nn.Module:
+    if config.weights_sha256 and _sha256(weights) != config.weights_sha256:
+        raise ModelLoadError(f"{weights}: sha256 differs from the weights_sha256 in its {CONFIG_FILE}"
+                             " (a corrupted or replaced file; download or save the model again)")
     network = create_model(config.architecture, **config.architecture_kwargs)
     try:
-        network.load_state_dict(load_file(weights), strict=True)
-    except (RuntimeError, SafetensorError) as exc:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{weights}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
         raise ModelLoadError(f"{weights}: weights do not fit {config.architecture}: {str(exc).splitlines()[0]}") from None
     return network.eval().to(device)
 
