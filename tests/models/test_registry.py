@@ -76,3 +76,14 @@ def test_offline_hub_weights_fail_in_a_line_that_names_scratch(monkeypatch, tmp_
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))  # an empty cache
     with pytest.raises(ModelLoadError, match="could not download ImageNet weights.*--scratch"):
         create_model("mobilenet_v2", pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["weights.pth", "weights.safetensors"])
+def test_a_corrupt_pretrained_file_fails_in_one_line(tmp_path, name):
+    from fakescope.errors import ModelLoadError
+
+    path = tmp_path / name
+    path.write_bytes(b"not a state dict")
+    with pytest.raises(ModelLoadError, match=f"{name}: not a readable state-dict file") as info:
+        create_model("mobilenet_v2", pretrained=str(path))
+    assert "\n" not in str(info.value)

@@ -69,11 +69,15 @@ def _hub_state_dict(timm_name: str) -> dict[str, torch.Tensor]:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelLoadError(f"pretrained weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors, unpickling and zip errors for a corrupt or foreign file
+        first_line = str(exc).strip().partition("\n")[0]
+        raise ModelLoadError(f"{path}: not a readable state-dict file ({type(exc).__name__}: {first_line})") from None
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
