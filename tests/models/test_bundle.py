@@ -6,6 +6,8 @@ import hashlib
 import json
 import shutil
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -242,3 +244,77 @@ def test_weights_that_differ_from_the_recorded_sha256_are_refused(tiny_model_dir
     lone = tmp_path / "lone.safetensors"  # a lone file carries no hash of itself, so it loads
     lone.write_bytes(bytes(data))
     assert load_model(lone).config.weights_sha256 is None
+
+
+@pytest.fixture
+def private_hub(tiny_model_dir, tmp_path, monkeypatch):
+    """A loopback Hub serving `tiny_model_dir` as the private repo owner/private to one bearer token."""
+    from huggingface_hub import constants
+
+    files = {n: (tiny_model_dir / n).read_bytes() for n in (WEIGHTS_FILE, CONFIG_FILE)}
+    token = "hf_fakescope_private_token"
+
+    class Hub(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _reply(self, status: int, body: bytes = b"", headers: dict | None = None, send_body: bool = True):
+            self.send_response(status)
+            for key, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def _serve(self, send_body: bool):
+            if self.headers.get("Authorization") != f"Bearer {token}":
+                return self._reply(401, headers={"X-Error-Code": "RepoNotFound"})
+            path = self.path.partition("?")[0]
+            if path.startswith("/api/models/owner/private/tree/"):
+                tree = [{"type": "file", "path": n, "size": len(d), "oid": hashlib.sha1(d).hexdigest()} for n, d in files.items()]
+                return self._reply(200, json.dumps(tree).encode(), {"Content-Type": "application/json"})
+            if path.startswith("/api/models/owner/private"):
+                info = {"id": "owner/private", "sha": REVISION, "siblings": [{"rfilename": n} for n in files]}
+                return self._reply(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
+            name = path.rpartition("/")[2]
+            if not path.startswith("/owner/private/resolve/") or name not in files:
+                return self._reply(404)
+            etag = f'"{hashlib.sha256(files[name]).hexdigest()}"'
+            self._reply(200, files[name], {"X-Repo-Commit": REVISION, "ETag": etag}, send_body)
+
+        def do_HEAD(self):
+            self._serve(send_body=False)
+
+        def do_GET(self):
+            self._serve(send_body=True)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)  # huggingface_hub reads these at import
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    yield token
+    server.shutdown()
+    server.server_close()
+
+
+def test_hf_reference_downloads_a_private_repo_with_the_token_from_dotenv(private_hub, tmp_path, monkeypatch,
+                                                                         reference_logits):
+    from fakescope.io import storage
+
+    with pytest.raises(ModelLoadError, match="hf://owner/private: not in the local cache"):
+        load_model("hf://owner/private")  # no token anywhere: the hub answers 401
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text(f"HF_TOKEN={private_hub}\n")
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(storage, "_dotenv_loaded", False)
+    loaded = load_model("hf://owner/private")
+    assert Path(loaded.location).name == REVISION and loaded.config.name == "test-tiny"
+    assert torch.equal(_outputs("hf://owner/private"), reference_logits)

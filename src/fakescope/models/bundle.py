@@ -148,6 +148,9 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     """
     from huggingface_hub import HfApi
 
+    from fakescope.io.storage import load_env_file
+
+    load_env_file()  # HF_TOKEN may live in .env
     folder = resolve_model(folder)
     weights, config = _read_folder_or_file(folder)
     card = folder / CARD_FILE
@@ -170,6 +173,9 @@ def _download_hub(ref: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    from fakescope.io.storage import load_env_file
+
+    load_env_file()  # HF_TOKEN for a private repo may live in .env
     repo_id, _, revision = ref.partition("@")
     try:
         return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, "README.md"]))
