@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -87,6 +90,62 @@ def test_export_is_cached_by_weights(tmp_path):
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():  # the shifted weights give logits near 100: float32 agrees to ~1e-6 of that
         torch.testing.assert_close(changed(x), tiny(x), rtol=1e-5, atol=1e-4)
+
+
+def _tiny_model() -> LoadedModel:
+    return LoadedModel(create_model("test_tiny").eval(), ModelConfig("tiny", "test_tiny", input=InputPolicy(64, 2)), "mem")
+
+
+def _assert_matches_torch(network, model):
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(network(x), model.network(x), rtol=1e-5, atol=1e-4)
+
+
+def test_a_truncated_cached_export_is_exported_again_with_one_warning(tmp_path, caplog):
+    model = _tiny_model()
+    path = onnx_network(model, cache=tmp_path).path
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a crash mid-write by an older version
+    with caplog.at_level("WARNING", logger="fakescope"):
+        again = onnx_network(model, cache=tmp_path)
+    assert [r.message for r in caplog.records if "unreadable" in r.message and "exporting it again" in r.message]
+    assert len(caplog.records) == 1 and again.path == path
+    _assert_matches_torch(again, model)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fakescope"):
+        _assert_matches_torch(onnx_network(model, cache=tmp_path), model)  # repaired: no warning any more
+    assert not caplog.records
+
+
+def test_an_unwritable_cache_gives_an_export_in_memory_with_one_warning(tmp_path, caplog):
+    model = _tiny_model()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # XDG_CACHE_HOME pointing at a file: the cache folder cannot be made
+    with caplog.at_level("WARNING", logger="fakescope"):
+        network = onnx_network(model, cache=blocker)
+    assert len(caplog.records) == 1 and "not writable" in caplog.records[0].message
+    assert network.path is None and blocker.read_text() == ""
+    _assert_matches_torch(network, model)
+
+
+def test_onnx_runtime_detects_with_an_unwritable_cache(image_folder, monkeypatch, tmp_path, caplog):
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("")
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(blocker))
+    with caplog.at_level("WARNING", logger="fakescope"):
+        fast = Detector.load(device="cpu", provenance=False, runtime="onnx")
+    assert fast.runtime == "onnx" and fast.predict(image_folder / "img0.png").ok
+    assert [r.message for r in caplog.records if "not writable" in r.message]
+
+
+def test_an_export_gets_the_umasks_mode_not_a_private_temp_files(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = export_onnx(create_model("test_tiny").eval(), tmp_path / "t.onnx", tile_size=64)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by the server's user, like any file written here
+    assert [p.name for p in tmp_path.iterdir()] == ["t.onnx"]
 
 
 def test_runtime_errors_are_clean():

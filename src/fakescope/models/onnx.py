@@ -3,15 +3,19 @@
 The export traces `model.network` (`torch.onnx.export(..., dynamo=False)`: one self-contained
 file, faster under onnxruntime than the dynamo exporter's) with dynamic batch, height and width,
 so tiles and whole small images both run. Exports are cached in the user cache folder under a
-key made of the architecture and the sha256 of the weights, and reused by every later load.
+key made of the architecture and the sha256 of the weights, and reused by every later load; a cached
+file onnxruntime cannot load is exported again, and a cache that cannot be written (read-only, full)
+gives an export held in memory for this process, each with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
-import tempfile
+import uuid
 import warnings
 from pathlib import Path
 
@@ -26,23 +30,26 @@ OPSET = 17
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 
+log = logging.getLogger(__name__)
+
 
 class OnnxNetwork:
     """Runs an exported network through onnxruntime; called like the `nn.Module` it replaces.
 
     Takes a float (N, 3, H, W) tensor and returns the (N,) logits as a CPU float tensor.
     `threads` sets onnxruntime's intra-op threads (default: its own choice, one per core).
+    `path` is the ONNX file, or its bytes for an export held in memory (`self.path` is then None).
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike | bytes, *, threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path = None if isinstance(path, bytes) else Path(path)
+        self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         pixels = np.ascontiguousarray(x.detach().cpu().float().numpy())
@@ -60,36 +67,53 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
         >>> export_onnx(load_model().network, "detector.onnx")           # doctest: +SKIP
         PosixPath('detector.onnx')
     """
-    import onnx  # noqa: F401 - the exporter needs it; missing, it says so as ModuleNotFoundError, not a RuntimeError
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")  # created by the exporter: the umask's mode, not 0600
+    try:
+        _export(network, str(tmp), tile_size)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> None:
+    import onnx  # noqa: F401 - the exporter needs it; missing, it says so as ModuleNotFoundError, not a RuntimeError
+
     network = network.eval()
     sample = torch.zeros(2, 3, tile_size, tile_size, device=next(network.parameters()).device)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
             torch.onnx.export(
-                network, (sample,), tmp, dynamo=False, opset_version=OPSET,
+                network, (sample,), target, dynamo=False, opset_version=OPSET,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
             )
-        os.replace(tmp, path)
     except torch.onnx.OnnxExporterError as exc:  # an operator the exporter cannot express
         raise ConfigError(f"{type(network).__name__} cannot be exported to ONNX: {str(exc).splitlines()[0]}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str | os.PathLike | None = None) -> OnnxNetwork:
-    """The model's network under onnxruntime, exporting it once into the cache when needed."""
+    """The model's network under onnxruntime, exporting it once into the cache when needed.
+
+    A cached file onnxruntime cannot load (truncated by a crash, say) is exported again; a cache
+    that cannot be written gives an export held in memory. Each says so in one warning.
+    """
     path = Path(cache or cache_dir()) / f"{model.config.architecture}-{weights_key(model)[:16]}.onnx"
-    if not path.is_file():
+    if path.is_file():
+        try:
+            return OnnxNetwork(path, threads=threads)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors (InvalidProtobuf, Fail...) share no base but Exception
+            log.warning("%s: cached ONNX export unreadable (%s); exporting it again", path, str(exc).splitlines()[0])
+    try:
         export_onnx(model.network, path, tile_size=model.config.input.crop_size)
+    except OSError as exc:
+        log.warning("ONNX cache %s not writable (%s); exporting into memory for this run", path.parent, exc)
+        buffer = io.BytesIO()
+        _export(model.network, buffer, model.config.input.crop_size)
+        return OnnxNetwork(buffer.getvalue(), threads=threads)
     return OnnxNetwork(path, threads=threads)
 
 
