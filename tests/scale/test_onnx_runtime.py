@@ -123,7 +123,7 @@ def test_an_unwritable_cache_gives_an_export_in_memory_with_one_warning(tmp_path
     blocker.write_text("")  # XDG_CACHE_HOME pointing at a file: the cache folder cannot be made
     with caplog.at_level("WARNING", logger="fakescope"):
         network = onnx_network(model, cache=blocker)
-    assert len(caplog.records) == 1 and "not writable" in caplog.records[0].message
+    assert len(caplog.records) == 1 and caplog.records[0].message.startswith(f"ONNX cache: cannot write {blocker}/")
     assert network.path is None and blocker.read_text() == ""
     _assert_matches_torch(network, model)
 
@@ -135,7 +135,7 @@ def test_onnx_runtime_detects_with_an_unwritable_cache(image_folder, monkeypatch
     with caplog.at_level("WARNING", logger="fakescope"):
         fast = Detector.load(device="cpu", provenance=False, runtime="onnx")
     assert fast.runtime == "onnx" and fast.predict(image_folder / "img0.png").ok
-    assert [r.message for r in caplog.records if "not writable" in r.message]
+    assert [r.message for r in caplog.records if "exporting into memory" in r.message]
 
 
 def test_an_export_gets_the_umasks_mode_not_a_private_temp_files(tmp_path):
@@ -146,6 +146,17 @@ def test_an_export_gets_the_umasks_mode_not_a_private_temp_files(tmp_path):
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by the server's user, like any file written here
     assert [p.name for p in tmp_path.iterdir()] == ["t.onnx"]
+
+
+@pytest.mark.parametrize("where", ["file/x.onnx", "ro/x.onnx"])
+def test_export_to_an_unwritable_path_is_a_one_line_error(tmp_path, where):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "ro").mkdir(mode=0o555)
+    if where.startswith("ro") and os.access(tmp_path / "ro", os.W_OK):
+        pytest.skip("running as root: a read-only folder is still writable")
+    result = CliRunner().invoke(app, ["export", "--onnx", str(tmp_path / where)])
+    assert result.exit_code == 2 and result.output.startswith(f"error: cannot write {tmp_path / where}: ")
+    assert result.output.count("\n") == 1
 
 
 def test_runtime_errors_are_clean():

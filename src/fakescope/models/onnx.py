@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fakescope.errors import ConfigError, ModelLoadError
+from fakescope.errors import ConfigError, ModelLoadError, StorageError
 from fakescope.models.bundle import LoadedModel
 
 OPSET = 17
@@ -60,7 +60,8 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
     """Export a network to one ONNX file with dynamic batch and spatial axes; return its path.
 
     The file is written under a temporary name and renamed, so readers never see half a file. A network
-    the exporter cannot express (an operator without an ONNX form) raises `ConfigError`.
+    the exporter cannot express (an operator without an ONNX form) raises `ConfigError`; a path that
+    cannot be written, `StorageError`.
 
     Example:
         >>> from fakescope.models import load_model                      # doctest: +SKIP
@@ -68,13 +69,16 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
         PosixPath('detector.onnx')
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")  # created by the exporter: the umask's mode, not 0600
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         _export(network, str(tmp), tile_size)
         os.replace(tmp, path)
+    except OSError as exc:  # a read-only or full disk, a file where a folder should be
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
@@ -109,8 +113,8 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
             log.warning("%s: cached ONNX export unreadable (%s); exporting it again", path, str(exc).splitlines()[0])
     try:
         export_onnx(model.network, path, tile_size=model.config.input.crop_size)
-    except OSError as exc:
-        log.warning("ONNX cache %s not writable (%s); exporting into memory for this run", path.parent, exc)
+    except StorageError as exc:
+        log.warning("ONNX cache: %s; exporting into memory for this run", exc)
         buffer = io.BytesIO()
         _export(model.network, buffer, model.config.input.crop_size)
         return OnnxNetwork(buffer.getvalue(), threads=threads)
