@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 import pytest
 import torch
@@ -115,6 +116,16 @@ def test_a_truncated_cached_export_is_exported_again_with_one_warning(tmp_path, 
     with caplog.at_level("WARNING", logger="fakescope"):
         _assert_matches_torch(onnx_network(model, cache=tmp_path), model)  # repaired: no warning any more
     assert not caplog.records
+
+
+def test_a_cached_export_without_onnxruntime_is_the_missing_package_not_a_reexport(tmp_path, monkeypatch, caplog):
+    model = _tiny_model()
+    path = onnx_network(model, cache=tmp_path).path
+    stamp = path.stat().st_mtime_ns
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with caplog.at_level("WARNING", logger="fakescope"), pytest.raises(ImportError):
+        onnx_network(model, cache=tmp_path)
+    assert not caplog.records and path.stat().st_mtime_ns == stamp
 
 
 def test_an_unwritable_cache_gives_an_export_in_memory_with_one_warning(tmp_path, caplog):

@@ -109,6 +109,8 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     if path.is_file():
         try:
             return OnnxNetwork(path, threads=threads)
+        except ImportError:  # onnxruntime missing: no export would help
+            raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors (InvalidProtobuf, Fail...) share no base but Exception
             log.warning("%s: cached ONNX export unreadable (%s); exporting it again", path, str(exc).splitlines()[0])
     try:
