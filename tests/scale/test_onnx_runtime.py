@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
 import sys
 
 import pytest
@@ -182,6 +184,16 @@ def test_a_network_onnx_cannot_express_is_a_one_line_export_error(tmp_path):
     result = CliRunner().invoke(app, ["export", "--onnx", str(tmp_path / "s.onnx"), "--model", str(tmp_path / "model")])
     assert result.exit_code == 2 and result.output.startswith("error: SpectralLR cannot be exported to ONNX: Unsupported")
     assert result.output.count("\n") == 1 and not list(tmp_path.glob("*.onnx"))
+
+
+def test_a_failed_export_under_auto_keeps_detects_jsonl_stdout_clean(tmp_path, image_folder):
+    network = create_model("spectral_lr", pretrained=False)
+    save_model(network, ModelConfig("spectral", "spectral_lr", input=InputPolicy(128, 3)), tmp_path / "model")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-m", "fakescope", "detect", str(image_folder / "img0.png"), "--model", str(tmp_path / "model"),
+                          "--no-provenance", "-f", "jsonl"], capture_output=True, text=True, env=env, check=True)
+    assert [json.loads(line)["path"] for line in run.stdout.splitlines()] == [str(image_folder / "img0.png")]
+    assert "ONNX export failed" in run.stderr
 
 
 def test_export_and_detect_cli(image_folder, tmp_path):

@@ -87,6 +87,8 @@ def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> Non
 
     network = network.eval()
     sample = torch.zeros(2, 3, tile_size, tile_size, device=next(network.parameters()).device)
+    # the exporter prints its graph to C++ stdout when an operator fails, even unasked: keep stdout for results
+    torch._C._jit_set_onnx_log_output_stream("stderr")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
