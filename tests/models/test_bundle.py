@@ -118,7 +118,12 @@ def test_invalid_config_is_a_config_error(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_model(tmp_path)
     (tmp_path / CONFIG_FILE).write_text(json.dumps({"name": "x", "architecture": "test_tiny", "colour": "red"}))
-    with pytest.raises(ConfigError, match="invalid model config"):
+    with pytest.raises(ConfigError) as caught:
+        load_model(tmp_path)
+    assert str(caught.value) == (f"{tmp_path / CONFIG_FILE}: invalid model config: unknown key(s): 'colour' "
+                                 "(written by a newer fakescope? upgrade it)")
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"name": "x", "architecture": "test_tiny", "input": {"gamma": 2}}))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in 'input': 'gamma' \(written by a newer fakescope"):
         load_model(tmp_path)
     with pytest.raises(ConfigError, match="must surround threshold"):
         ModelConfig(name="x", architecture="test_tiny", threshold=0.8, band=(0.3, 0.7))

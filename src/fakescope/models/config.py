@@ -78,6 +78,8 @@ class ModelConfig:
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         try:
             d = dict(d)
+            for part, kind in (("input", InputPolicy), ("calibration", Calibration), (None, cls)):
+                _refuse_unknown_keys(d.get(part, {}) if part else d, kind, part)
             d["input"] = InputPolicy(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("input", {}).items()})
             cal = d.get("calibration", {})
             d["calibration"] = Calibration(**{k: tuple(v) if isinstance(v, list) else v for k, v in cal.items()})
@@ -95,3 +97,16 @@ class ModelConfig:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+def _refuse_unknown_keys(d: Any, kind: type, part: str | None) -> None:
+    """A key this version does not know may change inference, so it is refused, not ignored."""
+    if not isinstance(d, dict):
+        return
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(kind)})
+    if unknown:
+        where = f" in {part!r}" if part else ""
+        raise ConfigError(f"invalid model config: unknown key(s){where}: {', '.join(map(repr, unknown))} "
+                          "(written by a newer fakescope? upgrade it)")
