@@ -199,6 +199,12 @@ def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, images_
     assert not page.locator("[data-testid=stException]").count() and images_api.billable == billed
 
 
+def _settled(page) -> None:
+    """Wait until Streamlit has finished its current run (its running indicator is gone)."""
+    page.wait_for_timeout(100)  # let a rerun triggered just before start
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=30_000)
+
+
 def test_generator_page_keeps_typed_fields_across_pages(app_url, page):
     page.goto(f"{app_url}/generator")
     key = page.get_by_label("OpenAI API key", exact=True)
@@ -207,14 +213,17 @@ def test_generator_page_keeps_typed_fields_across_pages(app_url, page):
     page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
     page.get_by_text("edit", exact=True).click()
     prompt = page.get_by_label("Edit prompt", exact=True)
+    _settled(page)  # the rerun that draws the prompt must not replace it while it is typed into
     prompt.fill("a watercolour")
     prompt.press("Enter")
+    _settled(page)
+    sync_api.expect(prompt).to_have_value("a watercolour")
     page.get_by_role("link", name="Detector").click()
     page.get_by_text("No image yet").wait_for(timeout=30_000)
     page.get_by_role("link", name="Generator").click()
     page.get_by_text("Real image").wait_for(timeout=30_000)
     page.get_by_text("edit", exact=True).click()
-    assert page.get_by_label("Edit prompt", exact=True).input_value() == "a watercolour"
+    sync_api.expect(page.get_by_label("Edit prompt", exact=True)).to_have_value("a watercolour", timeout=30_000)
     assert page.get_by_label("OpenAI API key", exact=True).input_value() == API_KEY
     assert not page.get_by_text("No OpenAI API key set").count()
 
