@@ -162,10 +162,7 @@ def test_generator_page_generates_scores_and_saves(app_url, page, images_api, st
     photo.write_bytes(photo_bytes)
     page.goto(f"{app_url}/generator")
     page.get_by_text("No OpenAI API key set").wait_for(timeout=30_000)
-    key = page.get_by_label("OpenAI API key", exact=True)
-    key.fill(API_KEY)
-    key.press("Enter")
-    page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
+    _enter_key(page)
     page.locator("input[type=file]").set_input_files(str(photo))
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("generated #1").wait_for(timeout=45_000)
@@ -184,10 +181,7 @@ def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, images_
     photo.write_bytes(photo_bytes)
     billed = images_api.billable
     page.goto(f"{app_url}/generator")
-    key = page.get_by_label("OpenAI API key", exact=True)
-    key.fill(API_KEY)
-    key.press("Enter")
-    page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
+    _enter_key(page)
     page.locator("input[type=file]").set_input_files(str(photo))
     sync_api.expect(page.get_by_role("button", name="Generate")).to_be_enabled(timeout=30_000)
     page.get_by_text("edit", exact=True).click()
@@ -199,6 +193,14 @@ def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, images_
     assert not page.locator("[data-testid=stException]").count() and images_api.billable == billed
 
 
+def _enter_key(page) -> None:
+    """Type the API key on the generator page and wait until the page has taken it."""
+    key = page.get_by_label("OpenAI API key", exact=True)
+    key.fill(API_KEY)
+    key.press("Enter")
+    page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
+
+
 def _settled(page) -> None:
     """Wait until Streamlit has finished its current run (its running indicator is gone)."""
     page.wait_for_timeout(100)  # let a rerun triggered just before start
@@ -207,10 +209,7 @@ def _settled(page) -> None:
 
 def test_generator_page_keeps_typed_fields_across_pages(app_url, page):
     page.goto(f"{app_url}/generator")
-    key = page.get_by_label("OpenAI API key", exact=True)
-    key.fill(API_KEY)
-    key.press("Enter")
-    page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
+    _enter_key(page)
     page.get_by_text("edit", exact=True).click()
     prompt = page.get_by_label("Edit prompt", exact=True)
     _settled(page)  # the rerun that draws the prompt must not replace it while it is typed into
@@ -250,10 +249,7 @@ def test_generator_page_saves_under_home_and_names_a_folder_it_cannot_write(imag
     blocker.write_text("not a folder")
     with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", HOME=str(tmp_path)) as url:
         page.goto(f"{url}/generator")
-        key = page.get_by_label("OpenAI API key", exact=True)
-        key.fill(API_KEY)
-        key.press("Enter")
-        page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
+        _enter_key(page)
         page.locator("input[type=file]").set_input_files(str(photo))
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("generated #1").wait_for(timeout=45_000)
