@@ -205,3 +205,12 @@ def test_export_and_detect_cli(image_folder, tmp_path):
     detect = runner.invoke(app, ["detect", str(image_folder / "img0.png"), "--runtime", "onnx", "--no-provenance", "-f", "jsonl"])
     assert detect.exit_code == 0, detect.output
     assert '"path": ' in detect.output
+
+
+def test_an_upgraded_exporter_exports_again_instead_of_reusing_the_old_graph(tmp_path, monkeypatch):
+    model = _tiny_model()
+    first = onnx_network(model, cache=tmp_path).path
+    monkeypatch.setattr(torch, "__version__", "99.0.0")  # a torch upgrade: its exporter may write another graph
+    upgraded = onnx_network(model, cache=tmp_path).path
+    assert upgraded != first and first.is_file() and upgraded.is_file()
+    _assert_matches_torch(OnnxNetwork(upgraded), model)

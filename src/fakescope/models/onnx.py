@@ -3,7 +3,8 @@
 The export traces `model.network` (`torch.onnx.export(..., dynamo=False)`: one self-contained
 file, faster under onnxruntime than the dynamo exporter's) with dynamic batch, height and width,
 so tiles and whole small images both run. Exports are cached in the user cache folder under a
-key made of the architecture and the sha256 of the weights, and reused by every later load; a cached
+key made of the architecture, the sha256 of the weights and the versions that shape the graph (torch, timm,
+opset; an upgrade exports again), and reused by every later load; a cached
 file onnxruntime cannot load is exported again, and a cache that cannot be written (read-only, full)
 gives an export held in memory for this process, each with a warning.
 """
@@ -107,7 +108,8 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     A cached file onnxruntime cannot load (truncated by a crash, say) is exported again; a cache
     that cannot be written gives an export held in memory. Each says so in one warning.
     """
-    path = Path(cache or cache_dir()) / f"{model.config.architecture}-{weights_key(model)[:16]}.onnx"
+    key = hashlib.sha256(f"{exporter_versions()}:{weights_key(model)}".encode()).hexdigest()
+    path = Path(cache or cache_dir()) / f"{model.config.architecture}-{key[:16]}.onnx"
     if path.is_file():
         try:
             return OnnxNetwork(path, threads=threads)
@@ -123,6 +125,17 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
         _export(model.network, buffer, model.config.input.crop_size)
         return OnnxNetwork(buffer.getvalue(), threads=threads)
     return OnnxNetwork(path, threads=threads)
+
+
+def exporter_versions() -> str:
+    """The versions an export depends on besides the weights: torch's exporter, timm's networks, the opset."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        timm = version("timm")
+    except PackageNotFoundError:
+        timm = "none"
+    return f"torch={torch.__version__} timm={timm} opset={OPSET}"
 
 
 def weights_key(model: LoadedModel) -> str:
