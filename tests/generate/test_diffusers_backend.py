@@ -80,3 +80,13 @@ def test_diffusers_command_writes_manifest(tiny_pipeline, tmp_path):
     manifest = pd.read_csv(out / "manifest.csv")
     assert list(manifest["generator"]) == ["stable-diffusion-img2img"] and list(manifest["width"]) == [40]
     assert Image.open(manifest["uri"][0]).size == (40, 40)
+
+
+def test_sources_larger_than_max_side_are_denoised_at_max_side_and_scaled_back(tiny_pipeline, monkeypatch):
+    backend = DiffusersImg2Img.from_pretrained(tiny_pipeline, device="cpu", strength=0.5, steps=2, max_side=32)
+    seen = []
+    pipe = backend.pipeline
+    monkeypatch.setattr(backend, "pipeline", lambda **kw: seen.append([im.size for im in kw["image"]]) or pipe(**kw))
+    out = backend.generate([Image.new("RGB", (100, 60), "red"), Image.new("RGB", (20, 28), "blue")])
+    assert seen == [[(32, 16)], [(16, 24)]]  # 100x60 -> 32x19 -> multiples of 8; the small one only rounded
+    assert [im.size for im in out] == [(100, 60), (20, 28)] and backend.params()["max_side"] == 32

@@ -134,6 +134,7 @@ def diffusers(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")] = 30,
     guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = 7.5,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    max_side: Annotated[int, typer.Option("--max-side", min=8, help="Longest side the pipeline works at; larger sources are scaled down for it and the output scaled back to the source's size.")] = 1024,
     device: DeviceOpt = "auto",
     batch_size: DiffusersBatchOpt = 1,
     manifest: ManifestOpt = "manifest.csv",
@@ -145,7 +146,8 @@ def diffusers(
         from fakescope.generate.local import generate_local
 
         backend = DiffusersImg2Img.from_pretrained(
-            pipeline, device=device, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed
+            pipeline, device=device, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed,
+            max_side=max_side,
         )
         count, manifest_uri = generate_local(
             src, out, backend.generate, generator="stable-diffusion-img2img", model=backend.name,

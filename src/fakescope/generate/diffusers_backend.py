@@ -1,8 +1,10 @@
 """img2img from real images with local Stable Diffusion weights through `diffusers` (optional).
 
 Needs `pip install diffusers transformers` and a local pipeline folder in the diffusers
-layout; nothing is downloaded (`local_files_only=True`). Outputs are resized back to each
-source's exact size so real and ai images stay aligned.
+layout; nothing is downloaded (`local_files_only=True`). Sources whose longer side exceeds
+`max_side` are denoised at that size (Stable Diffusion is trained at 512-1024 px; a 24 MP photo at
+full size would take hours and tens of GB); outputs are resized back to each source's exact size so
+real and ai images stay aligned.
 
 Example:
     >>> sd = DiffusersImg2Img.from_pretrained("weights/sd-1.5", prompt="a photo", strength=0.3)  # doctest: +SKIP
@@ -32,10 +34,11 @@ class DiffusersImg2Img:
         pipeline: The pipeline, already on its device.
         name: Model name recorded in the manifest (the folder's name by default).
         prompt, strength, steps, guidance, seed: img2img settings; `seed` makes runs repeatable.
+        max_side: Longest side the pipeline works at; larger sources are scaled down for it.
     """
 
     def __init__(self, pipeline, name: str, prompt: str = "a photo", strength: float = 0.3, steps: int = 30,
-                 guidance: float = 7.5, seed: int = 0):
+                 guidance: float = 7.5, seed: int = 0, max_side: int = 1024):
         self.pipeline = pipeline
         self.name = name
         self.prompt = prompt
@@ -43,6 +46,7 @@ class DiffusersImg2Img:
         self.steps = steps
         self.guidance = guidance
         self.seed = seed
+        self.max_side = max_side
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "auto", **settings: Any) -> DiffusersImg2Img:
@@ -71,7 +75,7 @@ class DiffusersImg2Img:
     def params(self) -> dict[str, Any]:
         """The settings recorded in the manifest."""
         return {"prompt": self.prompt, "strength": self.strength, "steps": self.steps,
-                "guidance": self.guidance, "seed": self.seed}
+                "guidance": self.guidance, "seed": self.seed, "max_side": self.max_side}
 
     def generate(self, images: Sequence[Image.Image]) -> list[Image.Image]:
         """img2img each image; same-size images share one pipeline call. Outputs have the sources' sizes."""
@@ -80,7 +84,7 @@ class DiffusersImg2Img:
         for index, image in enumerate(images):
             by_size.setdefault(image.size, []).append(index)
         for (width, height), indices in by_size.items():
-            work = (max(MULTIPLE, width // MULTIPLE * MULTIPLE), max(MULTIPLE, height // MULTIPLE * MULTIPLE))
+            work = self._work_size(width, height)
             batch = [images[i].convert("RGB").resize(work, Image.LANCZOS) for i in indices]
             generator = torch.Generator(device="cpu").manual_seed(self.seed)
             outputs = self.pipeline(
@@ -90,3 +94,8 @@ class DiffusersImg2Img:
             for i, output in zip(indices, outputs):
                 results[i] = output.resize((width, height), Image.LANCZOS) if output.size != (width, height) else output
         return results  # type: ignore[return-value]
+
+    def _work_size(self, width: int, height: int) -> tuple[int, int]:
+        """The pipeline's size for a source: at most `max_side` on the longer side, sides multiples of 8."""
+        scale = min(1.0, self.max_side / max(width, height))
+        return tuple(max(MULTIPLE, int(side * scale) // MULTIPLE * MULTIPLE) for side in (width, height))  # type: ignore[return-value]
