@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
     """Add the `dataset` command group."""
     sub = typer.Typer(help="Build, split, audit and export dataset manifests.", no_args_is_help=True)
     sub.command("build")(build)
+    sub.command("merge")(merge)
     sub.command("split")(split)
     sub.command("audit")(audit)
     sub.command("export")(export)
@@ -68,6 +69,25 @@ def build(
         write_manifest(frame, out, csv_copy=csv_copy)
         counts = ", ".join(f"{label}: {n}" for label, n in frame["label"].value_counts().sort_index().items())
         typer.echo(f"{len(frame)} images ({counts}); manifest {out}")
+
+
+def merge(
+    manifests: Annotated[list[str], typer.Argument(help="Manifests to merge (.parquet or .csv), in order; a uri listed twice keeps its first row.")],
+    out: ManifestOutOpt,
+    csv_copy: Annotated[bool, typer.Option("--csv/--no-csv", help="Also write a .csv export beside a .parquet manifest.")] = True,
+) -> None:
+    """Merge manifests, e.g. labelled reals and the ai images generated from them: those take their face's split and attributes."""
+    with clean_errors():
+        from fakescope.data import merge_manifests, write_manifest
+
+        frame = merge_manifests(manifests)
+        write_manifest(frame, out, csv_copy=csv_copy)
+        counts = ", ".join(f"{label}: {n}" for label, n in frame["label"].value_counts().sort_index().items())
+        typer.echo(f"{len(frame)} images ({counts}); manifest {out}")
+        unsplit = int((frame["split"] == "").sum())
+        if unsplit and unsplit < len(frame):
+            typer.echo(f"warning: {unsplit} image(s) have no split and no pair with one; "
+                       f"`fakescope dataset split {out}` deals out all images again", err=True)
 
 
 def split(

@@ -1,0 +1,59 @@
+"""Merge manifests (the labelled, split reals and the ai images generated from them) into one.
+
+An ai image generated from a manifest's real row carries that row's sha256 as its `pair_id` but no
+split or attributes of its own; in the merged manifest it takes its pair's, so the pair stays in one
+split and per-attribute slices count it with its face.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+
+from fakescope.data.manifest import MANIFEST_COLUMNS, read_manifest, resolve_uris, validate_manifest
+from fakescope.data.splits import HASH_COLUMN, find_leaks
+from fakescope.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+NOT_ATTRIBUTES = {*MANIFEST_COLUMNS, "model", "params", HASH_COLUMN}
+"""Columns that describe one file or its making, never inherited through the pair."""
+
+
+def merge_manifests(uris: Sequence[str]) -> pd.DataFrame:
+    """One manifest from several: rows concatenated in order, relative URIs resolved against their own file.
+
+    A uri listed twice keeps its first row. Rows without a split take their pair's (a pair with
+    one split among its rows); rows without attributes take those of a row of their pair that has
+    them. Pairs already spread over several splits are an error, since merging them would leak.
+
+    Example:
+        >>> merged = merge_manifests(["reals.parquet", "fakes/dall-e-2/manifest.csv"])  # doctest: +SKIP
+    """
+    if not uris:
+        raise ConfigError("merge needs at least one manifest")
+    frame = pd.concat([resolve_uris(read_manifest(uri), uri) for uri in uris], ignore_index=True)
+    repeated = frame["uri"].duplicated()
+    if repeated.any():
+        logger.warning("%d uri(s) listed in more than one manifest: kept each one's first row", int(repeated.sum()))
+        frame = frame[~repeated].reset_index(drop=True)
+    leaks = find_leaks(frame)
+    if leaks:
+        raise ConfigError(f"the manifests disagree on splits: {leaks[0]}")
+    frame = _inherit(frame, ["split"], has=frame["split"] != "")
+    attributes = [c for c in frame.columns if c not in NOT_ATTRIBUTES]
+    if attributes:
+        frame = _inherit(frame, attributes, has=frame[attributes].notna().any(axis=1))
+    return validate_manifest(frame)
+
+
+def _inherit(frame: pd.DataFrame, columns: list[str], *, has: pd.Series) -> pd.DataFrame:
+    """Rows where `has` is False take `columns` from the first row of their pair_id where it is True."""
+    donors = frame[has & (frame["pair_id"] != "")].drop_duplicates("pair_id").set_index("pair_id")[columns]
+    takers = ~has & frame["pair_id"].isin(donors.index)
+    frame = frame.copy()
+    frame.loc[takers, columns] = donors.loc[frame.loc[takers, "pair_id"]].to_numpy()
+    logger.info("%d row(s) took %s from their pair", int(takers.sum()), ", ".join(columns))
+    return frame

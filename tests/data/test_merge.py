@@ -1,0 +1,60 @@
+"""`fakescope dataset merge`: labelled, split reals plus the ai images generated from them."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import smooth_image
+from PIL import ImageFilter
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.data import merge_manifests, read_manifest, write_manifest
+from fakescope.errors import ConfigError
+from fakescope.generate.local import generate_local
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def reals(tmp_path):
+    """reals.parquet: 12 real faces with attributes, split; as `dataset build/split` write it."""
+    folder = tmp_path / "faces" / "real"
+    folder.mkdir(parents=True)
+    for i in range(12):
+        smooth_image(i).save(folder / f"{i:05d}.png")
+    (tmp_path / "attrs.csv").write_text("file,gender\n" + "".join(f"{i:05d}.png,{'fm'[i % 2]}\n" for i in range(12)))
+    manifest = str(tmp_path / "reals.parquet")
+    for command in (["build", str(tmp_path / "faces"), "-o", manifest, "--attributes", str(tmp_path / "attrs.csv")],
+                    ["split", manifest, "--ratios", "train=0.5,test=0.5", "--max-distance", "-1"]):
+        done = runner.invoke(app, ["dataset", *command])
+        assert done.exit_code == 0, done.output
+    return manifest
+
+
+def test_generated_ai_images_take_their_faces_split_and_attributes(reals, tmp_path):
+    fakes = tmp_path / "faces" / "fake" / "blur"
+    count, fakes_manifest = generate_local(reals, str(fakes), lambda images: [im.filter(ImageFilter.BLUR) for im in images],
+                                           generator="blur", model="blur", split="train")
+    assert count == 6 and set(pd.read_csv(fakes_manifest, keep_default_na=False)["split"]) == {""}  # generate knows no splits
+    out = tmp_path / "faces.parquet"
+    done = runner.invoke(app, ["dataset", "merge", reals, fakes_manifest, "-o", str(out)])
+    assert done.exit_code == 0 and done.output.startswith("18 images (ai: 6, real: 12)"), done.output
+    merged = read_manifest(str(out))
+    by_pair = merged.groupby("pair_id")
+    assert (by_pair["split"].nunique() == 1).all() and (by_pair["gender"].nunique() == 1).all()
+    ai = merged[merged["label"] == "ai"]
+    assert set(ai["split"]) == {"train"} and ai["gender"].notna().all() and set(ai["generator"]) == {"blur"}
+    assert all(uri.startswith(str(fakes)) for uri in ai["uri"])  # the fakes manifest's relative uris resolved
+
+
+def test_merging_again_keeps_first_rows_and_disagreeing_splits_are_refused(reals, tmp_path):
+    frame = read_manifest(reals)
+    twice = merge_manifests([reals, reals])
+    assert len(twice) == len(frame)
+    moved = frame.assign(split=frame["split"].map({"train": "test", "test": "train"}))
+    write_manifest(moved.assign(uri=[u.replace(".png", "-copy.png") for u in frame["uri"]]), str(tmp_path / "moved.csv"))
+    with pytest.raises(ConfigError, match="disagree on splits: .* pair group"):
+        merge_manifests([reals, str(tmp_path / "moved.csv")])
+    missing = runner.invoke(app, ["dataset", "merge", reals, str(tmp_path / "nope.csv"), "-o", str(tmp_path / "m.csv")])
+    assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "nope.csv" in missing.output
