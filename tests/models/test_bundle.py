@@ -1,4 +1,4 @@
-"""The model format: save/load round trips, single-file models, clean failures, hf:// offline, push."""
+"""The model format: save/load round trips, single-file models, clean failures, hf:// offline, push and load through a loopback Hub."""
 
 from __future__ import annotations
 
@@ -323,3 +323,40 @@ def test_hf_reference_downloads_a_private_repo_with_the_token_from_dotenv(privat
     loaded = load_model("hf://owner/private")
     assert Path(loaded.location).name == REVISION and loaded.config.name == "test-tiny"
     assert torch.equal(_outputs("hf://owner/private"), reference_logits)
+
+
+@pytest.fixture
+def loopback_hub(unreachable_hub, monkeypatch):
+    """A Hub speaking its HTTP API on loopback, in place of the unreachable endpoint."""
+    from hub_server import start_hub
+    from huggingface_hub import constants
+
+    server, state, endpoint = start_hub()
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    yield state
+    server.shutdown()
+
+
+def test_push_then_load_round_trips_through_the_hub_in_one_commit(tiny_model_dir, loopback_hub, reference_logits):
+    url = push_model(tiny_model_dir, "owner/tiny")
+    assert url.endswith("/owner/tiny") and len(loopback_hub.commits["owner/tiny"]) == 1  # weights, config, card together
+    assert set(loopback_hub.repos["owner/tiny"]) == {WEIGHTS_FILE, CONFIG_FILE, "README.md"}
+    assert loopback_hub.repos["owner/tiny"]["README.md"].startswith(b"---\nlicense: ")
+    assert set(loopback_hub.tokens) == {"Bearer hf_fakescope_test_dummy"}
+    assert torch.equal(_outputs("hf://owner/tiny"), reference_logits)
+
+
+def test_a_failed_push_leaves_the_hub_repo_as_it_was(tiny_model_dir, loopback_hub, tmp_path):
+    from fakescope.models import create_model, save_model
+
+    push_model(tiny_model_dir, "owner/tiny")
+    before = dict(loopback_hub.repos["owner/tiny"])
+    torch.manual_seed(7)
+    retrained = tmp_path / "retrained"
+    save_model(create_model("test_tiny"), load_model(tiny_model_dir).config, retrained)
+    loopback_hub.reject = CONFIG_FILE  # the hub refuses any commit that writes a config (a server-side rule, say)
+    with pytest.raises(StorageError, match="could not push to hf://owner/tiny: "):
+        push_model(retrained, "owner/tiny")
+    assert loopback_hub.repos["owner/tiny"] == before  # not the new weights beside the old config

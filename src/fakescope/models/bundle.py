@@ -140,13 +140,14 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
 def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
     """Upload a model (a folder, a safetensors file or a bundled name) to the Hugging Face Hub.
 
-    The folder's card becomes the repo's README.md. Returns the repo URL.
+    The folder's card becomes the repo's README.md. Weights, config and card go up in one commit, so
+    the repo never holds new weights beside an old config. Returns the repo URL.
 
     Raises:
         UnknownModelError, ModelLoadError: no such model, or the folder holds no loadable model.
         StorageError: the Hub refused the upload or could not be reached.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     from fakescope.io.storage import load_env_file
 
@@ -159,10 +160,11 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     api = HfApi(token=token or os.environ.get("HF_TOKEN"))
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_file(path_or_fileobj=weights, path_in_repo=WEIGHTS_FILE, repo_id=repo_id)
-        config_json = json.dumps(config.to_dict(), indent=2).encode()
-        api.upload_file(path_or_fileobj=config_json, path_in_repo=CONFIG_FILE, repo_id=repo_id)
-        api.upload_file(path_or_fileobj=(front + readme).encode(), path_in_repo="README.md", repo_id=repo_id)
+        api.create_commit(repo_id, commit_message=f"Upload fakescope model {config.name}", operations=[
+            CommitOperationAdd(path_in_repo=WEIGHTS_FILE, path_or_fileobj=weights),
+            CommitOperationAdd(path_in_repo=CONFIG_FILE, path_or_fileobj=json.dumps(config.to_dict(), indent=2).encode()),
+            CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=(front + readme).encode()),
+        ])
     except Exception as exc:  # HTTP, auth and connection errors come from several libraries
         first_line = str(exc).partition("\n")[0]
         raise StorageError(f"could not push to hf://{repo_id}: {type(exc).__name__}: {first_line}") from None
