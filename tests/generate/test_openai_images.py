@@ -230,6 +230,20 @@ def test_kill_and_resume_never_pays_twice(server, tmp_path):
     assert len(manifest) == 6 and all(Path(uri).is_file() for uri in manifest["uri"])
 
 
+def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(server, tmp_path):
+    command, env, out, first = _generation_held_after_three(server, tmp_path)
+    second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert second.returncode == 2 and "error: another run is using the job ledger" in second.stderr, second.stderr
+    assert (server.billable, len(server.requests)) == (3, 5)  # nothing sent for the jobs the first run holds
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    server.hold_after = None
+    server.release.set()
+    third = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert third.returncode == 0 and "already done 3" in third.stdout, third.stdout + third.stderr  # a kill lets go
+    assert server.billable == 6 == len(_outputs(out))
+
+
 def test_sigterm_finishes_requests_in_flight_and_resume_never_pays_twice(server, tmp_path):
     server.answer_held = True
     command, env, out, first = _generation_held_after_three(server, tmp_path)

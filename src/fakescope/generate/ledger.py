@@ -11,10 +11,15 @@ file the crash hit while the request was in flight, and whether the server bille
 unknowable. At-least-once (the runner's default) sends it again and may pay twice for at
 most `concurrency` images per crash; at-most-once leaves it `running` and skips it, so it may
 lose at most that many paid images but never pays twice.
+
+One run at a time: a run opens its ledger with `claim=True`, an exclusive lock on `<path>.lock`
+until it closes, so a second run on the same ledger stops at once instead of paying again for
+the jobs the first has in flight.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -77,12 +82,14 @@ class JobRecord:
 class Ledger:
     """Thread-safe job ledger in one SQLite file (WAL journal); spool files live in `<path>.spool/`.
 
+    With `claim=True` the ledger is held for one run until `close` (`StorageError` if another run holds it).
+
     Example:
         >>> ledger = Ledger("/tmp/fakescope-demo.sqlite")  # doctest: +SKIP
         >>> ledger.state("abc:variation:dall-e-2:0f:0")     # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, claim: bool = False):
         self.path = Path(path)
         self.spool_dir = self.path.with_name(self.path.name + ".spool")
         try:
@@ -95,10 +102,20 @@ class Ledger:
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open job ledger {self.path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._claim = None
+        if claim:
+            try:
+                self._claim = _hold(self.path)
+            except StorageError:
+                self._db.close()
+                raise
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and let go of the run's claim."""
         self._db.close()
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -181,6 +198,25 @@ class Ledger:
     def _update(self, key: str, assignments: str, values: tuple) -> None:
         with self._lock:
             self._db.execute(f"UPDATE jobs SET {assignments}, updated = ? WHERE key = ?", (*values, time.time(), key))
+
+
+def _hold(ledger: Path):
+    """Take an exclusive, non-blocking lock on `<ledger>.lock`; closing the returned file lets go."""
+    lock = ledger.with_name(ledger.name + ".lock")
+    try:
+        handle = open(lock, "a")  # noqa: SIM115 - held until Ledger.close()
+    except OSError as exc:
+        raise StorageError(f"cannot open job ledger lock {lock}: {exc}") from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        if isinstance(exc, BlockingIOError):
+            raise StorageError(
+                f"another run is using the job ledger {ledger}; wait for it to finish, or give this run another --out or --ledger"
+            ) from None
+        raise StorageError(f"cannot lock job ledger {ledger}: {exc}") from exc
+    return handle
 
 
 _COLUMNS = "key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row"

@@ -118,7 +118,7 @@ def run_openai(
     price = config.price() if budgeted else _price_or_zero(config)
     client = client or make_client()
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
-    book = Ledger(report.ledger)
+    book = Ledger(report.ledger, claim=True)
     report.spent_before = book.spent()
     in_flight: dict[Future, Job] = {}
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fakescope-openai")
