@@ -167,6 +167,27 @@ def test_crash_after_response_is_finished_from_spool_without_a_request(server, p
     assert Path(record.output).read_bytes() == data
 
 
+def test_a_paid_image_whose_output_could_not_be_written_is_finished_without_paying_again(server, photos, tmp_path):
+    source, out = photos / "photo1.png", tmp_path / "out"
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    blocked = out / f"photo1-{digest[:8]}-dall-e-2-variation-{config.params_hash()[:6]}-0.png"
+    blocked.mkdir(parents=True)  # e.g. a full disk or a bucket refusing writes
+    first = run_openai(str(source), str(out), config, client=make_client(max_retries=0))
+    assert (first.done, first.failed, server.billable) == (0, 1, 1)
+    blocked.rmdir()
+    again = run_openai(str(source), str(out), config, client=make_client(max_retries=0))
+    assert (again.recovered, again.done, again.failed, server.billable) == (1, 0, 0, 1)
+    assert Image.open(blocked).size == (256, 256) and len(pd.read_csv(out / "manifest.csv")) == 1
+    server.faults = ["unreadable"]  # an answer that is no image is not kept: the re-run asks again
+    broken = run_openai(str(photos / "photo0.jpeg"), str(out), config, client=make_client(max_retries=0))
+    assert (broken.failed, server.billable) == (1, 2)
+    with Ledger(out / LEDGER_NAME) as ledger:
+        assert "unreadable image" in next(ledger.jobs("failed")).error and not any(ledger.spool_dir.iterdir())
+    fixed = run_openai(str(photos / "photo0.jpeg"), str(out), config, client=make_client(max_retries=0))
+    assert (fixed.done, fixed.recovered, server.billable) == (1, 0, 3)
+
+
 def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(mode="variation", size="256x256")

@@ -25,7 +25,7 @@ from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
 from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, source_stem
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client, request_image
 from fakescope.io import storage
-from fakescope.io.image import load_image
+from fakescope.io.image import LoadedImage, load_image
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,7 @@ def run_openai(
             except ConfigError:
                 raise
             except Exception as exc:  # recorded per job; the batch goes on
-                book.mark_failed(job.key, f"{type(exc).__name__}: {exc}")
-                report.failed += 1
-                log.warning("job %s failed: %s", job.stem, exc)
+                _failed(book, report, job, exc)
                 continue
             book.mark_done(job.key, uri, price, row)
             report.done += 1
@@ -150,17 +148,19 @@ def run_openai(
             if record.state == DONE:
                 report.skipped += 1
                 continue
-            if record.state == RUNNING:
-                spooled = book.read_spool(job.key)
-                if spooled is not None:
-                    uri, row = _finish(job, spooled, out, config)
-                    book.mark_done(job.key, uri, price, row)
-                    report.recovered += 1
-                    report.spent_before += price  # paid by the run that crashed
+            if (loaded := _spooled(book, job.key)) is not None:  # paid by a run that crashed or could not write it
+                try:
+                    uri, row = _finish(job, loaded, out, config)
+                except FakescopeError as exc:
+                    _failed(book, report, job, exc)
                     continue
-                if not retry_interrupted:
-                    report.unresolved += 1
-                    continue
+                book.mark_done(job.key, uri, price, row)
+                report.recovered += 1
+                report.spent_before += price
+                continue
+            if record.state == RUNNING and not retry_interrupted:
+                report.unresolved += 1
+                continue
             if _over_budget(report, len(in_flight), price, max_images, max_spend, max_total_spend):
                 report.stopped = "budget"
                 break
@@ -232,21 +232,42 @@ def _execute(client, job: Job, out: str, config: OpenAIImagesConfig, book: Ledge
         data = request_image(client, config, prompt=job.payload)
     else:
         data = request_image(client, config, source=job.payload)
-    book.write_spool(job.key, data)
-    return _finish(job, data, out, config)
-
-
-def _finish(job: Job, data: bytes, out: str, config: OpenAIImagesConfig) -> tuple[str, dict]:
-    """Write the output image and build its manifest row (idempotent: same job, same URI)."""
     try:
         loaded = load_image(data)
     except ImageLoadError as exc:
         raise FakescopeError(f"the API answered with an unreadable image: {exc}") from exc
+    book.write_spool(job.key, data)  # from here on the paid image survives a crash or a failed write
+    return _finish(job, loaded, out, config)
+
+
+def _spooled(book: Ledger, key: str) -> LoadedImage | None:
+    """The parked answer of a job that is not done, or None.
+
+    An unreadable one (parked by a version that spooled before decoding) is dropped: the job is sent again.
+    """
+    data = book.read_spool(key)
+    if data is None:
+        return None
+    try:
+        return load_image(data)
+    except ImageLoadError:
+        book.spool_path(key).unlink(missing_ok=True)
+        return None
+
+
+def _failed(book: Ledger, report: RunReport, job: Job, exc: Exception) -> None:
+    book.mark_failed(job.key, f"{type(exc).__name__}: {exc}")
+    report.failed += 1
+    log.warning("job %s failed: %s", job.stem, exc)
+
+
+def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig) -> tuple[str, dict]:
+    """Write the output image and build its manifest row (idempotent: same job, same URI)."""
     name = f"{job.stem}-{job.source_sha256[:8]}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{job.index}"
     uri = storage.join(out, f"{name}.{loaded.format.lower()}")
-    storage.write_bytes(uri, data)
+    storage.write_bytes(uri, loaded.data)
     row = manifest_row(
         uri=uri, source=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
-        params=config.params(), width=loaded.width, height=loaded.height, format=loaded.format, data=data,
+        params=config.params(), width=loaded.width, height=loaded.height, format=loaded.format, data=loaded.data,
     )
     return uri, row
