@@ -17,7 +17,7 @@ from PIL import Image
 from fakescope.errors import ConfigError
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
-from fakescope.generate.runner import LEDGER_NAME, run_openai
+from fakescope.generate.runner import LEDGER_NAME, default_ledger_path, run_openai
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_server import ImagesAPIServer  # noqa: E402
@@ -324,3 +324,11 @@ def test_max_total_spend_counts_the_ledger_of_earlier_runs(server, photos, tmp_p
     assert (per_run.done, per_run.stopped, server.billable) == (1, None, 6)  # --max-spend ignores earlier runs
     with Ledger(out / LEDGER_NAME) as ledger:
         assert ledger.spent() == pytest.approx(6 * 0.016)
+
+
+def test_a_remote_output_has_one_ledger_with_or_without_a_trailing_slash(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_ledger_path("s3://b/fakes/") == default_ledger_path("s3://b/fakes")
+    legacy = tmp_path / ".cache" / "fakescope" / "ledgers" / f"{hashlib.sha256(b's3://b/old/').hexdigest()[:16]}.sqlite"
+    Ledger(legacy).close()  # made by a version that hashed the URI as typed: still the one used for it
+    assert default_ledger_path("s3://b/old/") == default_ledger_path("s3://b/old") == legacy

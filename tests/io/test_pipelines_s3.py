@@ -43,6 +43,8 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
         assert "done 3," in first.output and server.billable == 3
         again = CliRunner().invoke(app, args)
         assert again.exit_code == 0 and "done 0, already done 3" in again.output and server.billable == 3
+        slashed = CliRunner().invoke(app, [*args[:4], out + "/", *args[5:]])  # the same folder, the same ledger
+        assert slashed.exit_code == 0 and "done 0, already done 3" in slashed.output and server.billable == 3
     finally:
         server.stop()
     assert list((tmp_path / ".cache" / "fakescope" / "ledgers").glob("*.sqlite"))

@@ -63,11 +63,17 @@ class RunReport:
 
 
 def default_ledger_path(out: str) -> Path:
-    """`<out>/.fakescope-ledger.sqlite` for a local output folder, else one per URI under `~/.cache/fakescope`."""
+    """`<out>/.fakescope-ledger.sqlite` for a local output folder, else one per URI under `~/.cache/fakescope`.
+
+    `s3://b/fakes` and `s3://b/fakes/` name the same folder, so they share a ledger (one that an earlier
+    version made for `s3://b/fakes/`, hashing the URI as typed, is still used where it is the one that exists).
+    """
     if not storage.is_remote(out):
         return Path(out.removeprefix("file://")) / LEDGER_NAME
-    digest = hashlib.sha256(out.encode()).hexdigest()[:16]
-    return Path.home() / ".cache" / "fakescope" / "ledgers" / f"{digest}.sqlite"
+    folder = Path.home() / ".cache" / "fakescope" / "ledgers"
+    base = out.rstrip("/")
+    paths = [folder / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}.sqlite" for uri in (base, base + "/")]
+    return next((path for path in paths if path.exists()), paths[0])
 
 
 def run_openai(
