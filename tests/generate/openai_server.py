@@ -2,8 +2,8 @@
 
 POST /v1/images/variations and /v1/images/edits (multipart), /v1/images/generations (JSON);
 answers b64_json or a URL it serves itself (GET /files/<n>.png). Faults queued in `faults`
-(429 with Retry-After, 500, or "unreadable": a billed 200 whose image is not one) answer the
-next requests in order. `hold_after` makes image
+(429 with Retry-After, 500; "unreadable": a billed 200 whose image is not one; "gone": a billed
+200 whose URL answers 404) answer the next requests in order. `hold_after` makes image
 requests beyond that many billable answers wait for `release` and then drop the connection
 unanswered (never billed), so a client can be killed with nothing in flight paid for; with
 `answer_held` set they are answered (and billed) instead, as a slow server would.
@@ -112,6 +112,8 @@ class _Handler(BaseHTTPRequestHandler):
                               {"Retry-After": "1", "retry-after-ms": "20"})
         if fault == "unreadable":
             return self._send(200, {"created": 1700000000, "data": [{"b64_json": base64.b64encode(b"<html>").decode()}]}, endpoint)
+        if fault == "gone":
+            return self._send(200, {"created": 1700000000, "data": [{"url": f"http://127.0.0.1:{server.server_address[1]}/files/gone.png"}]}, endpoint)
         if fault is not None:
             return self._send(fault, {"error": {"message": "The server had an error", "type": "server_error"}}, endpoint)
         self._answer(endpoint, fields)

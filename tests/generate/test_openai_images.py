@@ -152,6 +152,21 @@ def test_budget_stops_by_images_and_by_spend(server, photos, tmp_path):
                    max_spend=1.0, client=make_client())
 
 
+def test_images_billed_but_lost_count_against_the_budgets(server, photos, tmp_path):
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(mode="variation", size="256x256", n=2, response_format="url")  # 6 jobs, 0.016 each
+    server.faults = ["gone", "unreadable", "gone", "gone"]  # billed 200s whose image cannot be had
+    first = run_openai(str(photos), str(out), config, max_spend=0.05, concurrency=1, client=make_client(max_retries=0))
+    assert (first.done, first.failed, first.stopped, server.billable) == (0, 3, "budget", 3)
+    assert first.spent == pytest.approx(0.048)
+    again = run_openai(str(photos), str(out), config, max_total_spend=0.08, concurrency=1, client=make_client(max_retries=0))
+    assert again.spent_before == pytest.approx(0.048) and again.spent == pytest.approx(0.032)
+    assert (again.done, again.failed, again.stopped, server.billable) == (1, 1, "budget", 5)
+    with Ledger(out / LEDGER_NAME) as ledger:
+        assert ledger.spent() == pytest.approx(0.08)
+        assert "its URL could not be fetched: HTTP Error 404" in next(ledger.jobs("failed")).error
+
+
 def test_crash_after_response_is_finished_from_spool_without_a_request(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(mode="variation", size="256x256")

@@ -150,15 +150,15 @@ class Ledger:
         self._update(key, "state = ?, attempts = attempts + 1, error = NULL", (RUNNING,))
 
     def mark_done(self, key: str, output: str, cost: float, row: dict) -> None:
-        """Record the output URI, its estimated cost and manifest row, then drop the spool file."""
+        """Record the output URI and manifest row, add the image's estimated cost, then drop the spool file."""
         self._update(
-            key, "state = ?, output = ?, cost = ?, row = ?, error = NULL", (DONE, output, cost, json.dumps(row))
+            key, "state = ?, output = ?, cost = cost + ?, row = ?, error = NULL", (DONE, output, cost, json.dumps(row))
         )
         self.spool_path(key).unlink(missing_ok=True)
 
-    def mark_failed(self, key: str, error: str) -> None:
-        """Record a failure; failed jobs are tried again on the next run."""
-        self._update(key, "state = ?, error = ?", (FAILED, error[:500]))
+    def mark_failed(self, key: str, error: str, cost: float = 0.0) -> None:
+        """Record a failure, adding `cost` where the API billed an image that was lost; failed jobs are tried again."""
+        self._update(key, "state = ?, error = ?, cost = cost + ?", (FAILED, error[:500], cost))
 
     def jobs(self, state: str | None = None) -> Iterator[JobRecord]:
         """All rows, optionally only those in one state, in insertion order."""
@@ -168,9 +168,9 @@ class Ledger:
         return (JobRecord(*row) for row in rows)
 
     def spent(self) -> float:
-        """Estimated cost of every done job (USD), over all the runs that used this ledger."""
+        """Estimated cost of every billed image (USD), done or lost, over all the runs that used this ledger."""
         with self._lock:
-            return self._db.execute("SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE state = ?", (DONE,)).fetchone()[0]
+            return self._db.execute("SELECT COALESCE(SUM(cost), 0) FROM jobs").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per state."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from PIL import Image
 
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import storage
 from fakescope.io.image import load_image
 
@@ -58,6 +58,10 @@ PRICES: dict[tuple[str, str, str], float] = {
 }
 """USD per image by (model, size, quality); `auto` size/quality are priced at the dearest entry."""
 DEFAULT_QUALITY = {"dall-e-2": "standard", "dall-e-3": "standard", "gpt-image-1": "auto"}
+
+
+class LostImageError(FakescopeError):
+    """The API made (and billed) an image that could not be had: its URL failed, or it is not an image."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ def request_image(client, config: OpenAIImagesConfig, *, source: bytes | None = 
 
     Raises:
         ConfigError: the API refused the key, the model or the endpoint (no later request can succeed).
+        LostImageError: the image's URL could not be fetched.
     """
     import openai
 
@@ -193,8 +198,11 @@ def request_image(client, config: OpenAIImagesConfig, *, source: bytes | None = 
     item = response.data[0]
     if item.b64_json:
         return base64.b64decode(item.b64_json)
-    with urllib.request.urlopen(item.url, timeout=120) as answer:  # noqa: S310 - URL given by the API
-        return answer.read()
+    try:
+        with urllib.request.urlopen(item.url, timeout=120) as answer:  # noqa: S310 - URL given by the API
+            return answer.read()
+    except OSError as exc:  # URLError, HTTPError and timeouts are OSErrors
+        raise LostImageError(f"the API made the image but its URL could not be fetched: {exc}") from exc
 
 
 def _api_message(exc) -> str:

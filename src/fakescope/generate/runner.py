@@ -23,7 +23,7 @@ from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.generate._sources import image_uris
 from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
 from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, source_stem
-from fakescope.generate.openai_images import OpenAIImagesConfig, make_client, request_image
+from fakescope.generate.openai_images import LostImageError, OpenAIImagesConfig, make_client, request_image
 from fakescope.io import storage
 from fakescope.io.image import LoadedImage, load_image
 
@@ -101,9 +101,10 @@ def run_openai(
         ledger: SQLite ledger path; default `default_ledger_path(out)`. Reuse it to resume.
         concurrency: Requests in flight at once.
         max_images: Stop after this many new images in this run.
-        max_spend: Stop before the estimated spend of this run (`config.price()` per image) exceeds this (USD).
-        max_total_spend: Stop before the estimated spend of all runs with this ledger (the cost its done
-            jobs record, plus this run's) exceeds this (USD); re-running with the same value spends nothing
+        max_spend: Stop before the estimated spend of this run (`config.price()` per image billed, an image
+            lost after billing, such as a URL that could not be fetched, included) exceeds this (USD).
+        max_total_spend: Stop before the estimated spend of all runs with this ledger (the cost its jobs
+            record, plus this run's) exceeds this (USD); re-running with the same value spends nothing
             more. Jobs done without a budget at a price the table lacks are recorded at 0.
         split: Take only this split's real rows of a manifest `src`.
         retry_interrupted: Resend jobs a crash left in flight without a spooled response
@@ -137,6 +138,9 @@ def run_openai(
                 uri, row = future.result()
             except ConfigError:
                 raise
+            except LostImageError as exc:  # billed all the same: it counts against the budgets
+                _failed(book, report, job, exc, cost=price)
+                continue
             except Exception as exc:  # recorded per job; the batch goes on
                 _failed(book, report, job, exc)
                 continue
@@ -241,7 +245,7 @@ def _execute(client, job: Job, out: str, config: OpenAIImagesConfig, book: Ledge
     try:
         loaded = load_image(data)
     except ImageLoadError as exc:
-        raise FakescopeError(f"the API answered with an unreadable image: {exc}") from exc
+        raise LostImageError(f"the API answered with an unreadable image: {exc}") from exc
     book.write_spool(job.key, data)  # from here on the paid image survives a crash or a failed write
     return _finish(job, loaded, out, config)
 
@@ -261,9 +265,10 @@ def _spooled(book: Ledger, key: str) -> LoadedImage | None:
         return None
 
 
-def _failed(book: Ledger, report: RunReport, job: Job, exc: Exception) -> None:
-    book.mark_failed(job.key, f"{type(exc).__name__}: {exc}")
+def _failed(book: Ledger, report: RunReport, job: Job, exc: Exception, cost: float = 0.0) -> None:
+    book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost)
     report.failed += 1
+    report.spent += cost
     log.warning("job %s failed: %s", job.stem, exc)
 
 
