@@ -21,7 +21,6 @@ the jobs the first has in flight.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -116,7 +115,7 @@ class Ledger:
         """Close the database and let go of the run's claim."""
         self._db.close()
         if self._claim is not None:
-            self._claim.close()
+            self._claim.release()
             self._claim = None
 
     def __enter__(self) -> Ledger:
@@ -203,22 +202,19 @@ class Ledger:
 
 
 def _hold(ledger: Path):
-    """Take an exclusive, non-blocking lock on `<ledger>.lock`; closing the returned file lets go."""
-    lock = ledger.with_name(ledger.name + ".lock")
+    """Take an exclusive, non-blocking lock on `<ledger>.lock` (released by `release()`, or when the process dies)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(ledger.with_name(ledger.name + ".lock"), timeout=0)
     try:
-        handle = open(lock, "a")  # noqa: SIM115 - held until Ledger.close()
+        lock.acquire()
+    except Timeout:
+        raise StorageError(
+            f"another run is using the job ledger {ledger}; wait for it to finish, or give this run another --out or --ledger"
+        ) from None
     except OSError as exc:
-        raise StorageError(f"cannot open job ledger lock {lock}: {exc}") from exc
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        handle.close()
-        if isinstance(exc, BlockingIOError):
-            raise StorageError(
-                f"another run is using the job ledger {ledger}; wait for it to finish, or give this run another --out or --ledger"
-            ) from None
         raise StorageError(f"cannot lock job ledger {ledger}: {exc}") from exc
-    return handle
+    return lock
 
 
 _COLUMNS = "key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row"
