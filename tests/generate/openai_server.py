@@ -1,7 +1,9 @@
 """A real HTTP server on loopback that speaks the OpenAI Images API wire format, for tests.
 
 POST /v1/images/variations and /v1/images/edits (multipart), /v1/images/generations (JSON);
-answers b64_json or a URL it serves itself (GET /files/<n>.png). Faults queued in `faults`
+answers b64_json or a URL it serves itself (GET /files/<n>.png). Like the real API, a dall-e-2 edit
+is refused (400) unless its image has transparency or it comes with a mask of the image's size that
+has some (transparent pixels mark what may change). Faults queued in `faults`
 (429 with Retry-After, 500; "unreadable": a billed 200 whose image is not one; "gone": a billed
 200 whose URL answers 404) answer the next requests in order. `hold_after` makes image
 requests beyond that many billable answers wait for `release` and then drop the connection
@@ -92,7 +94,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, {"error": {"message": f"unknown path {self.path}"}}, "unknown")
         if self.headers.get("Authorization") != f"Bearer {self.server.api_key}":
             return self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}, endpoint)
-        fields = self._parse(body)
+        fields, images = self._parse(body)
+        if endpoint == "edits" and fields.get("model", "dall-e-2") == "dall-e-2" and (refusal := _edit_refusal(images)):
+            return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error"}}, endpoint)
         server = self.server
         with server.lock:
             server.requests.append({"endpoint": endpoint, **fields})
@@ -135,22 +139,25 @@ class _Handler(BaseHTTPRequestHandler):
             item = {"b64_json": base64.b64encode(data).decode()}
         self._send(200, {"created": 1700000000, "data": [item]}, endpoint)
 
-    def _parse(self, body: bytes) -> dict:
+    def _parse(self, body: bytes) -> tuple[dict, dict[str, Image.Image]]:
+        """The request's fields (a file part as its image size) and its images by part name."""
         content_type = self.headers.get("Content-Type", "")
         if content_type.startswith("application/json"):
-            return json.loads(body)
+            return json.loads(body), {}
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
             f"Content-Type: {content_type}\r\n\r\n".encode() + body
         )
         fields: dict = {}
+        images: dict[str, Image.Image] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
             payload = part.get_payload(decode=True)
             if part.get_filename():
-                fields[name] = Image.open(io.BytesIO(payload)).size
+                images[name] = Image.open(io.BytesIO(payload))
+                fields[name] = images[name].size
             else:
                 fields[name] = payload.decode()
-        return fields
+        return fields, images
 
     def _send(self, status: int, payload: dict, endpoint: str, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -163,3 +170,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _edit_refusal(images: dict[str, Image.Image]) -> str | None:
+    """The real API's 400 message for a dall-e-2 edit whose image and mask leave nothing to change, else None."""
+    image, mask = images.get("image"), images.get("mask")
+    marked = mask if mask is not None else image
+    what = "mask" if mask is not None else "input"
+    if marked is None or marked.mode not in ("RGBA", "LA", "L"):
+        return f"Invalid {what} image - format must be in ['RGBA', 'LA', 'L'], got {getattr(marked, 'mode', None)}."
+    if mask is not None and image is not None and mask.size != image.size:
+        return "Invalid mask image - image and mask must have the same dimensions."
+    if marked.mode != "L" and marked.getchannel("A").getextrema()[0] == 255:
+        return f"Invalid {what} image - it has no transparent pixels to edit."
+    return None

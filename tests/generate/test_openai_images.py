@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, StorageError
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
 from fakescope.generate.runner import LEDGER_NAME, default_ledger_path, run_openai
@@ -96,7 +98,34 @@ def test_edit_sends_prompt_and_fetches_url_answers(server, photos, tmp_path):
     report = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
     assert report.done == 1 and server.counts[("edits", 200)] == 1
     assert server.requests[0]["prompt"] == "add a hat" and server.requests[0]["response_format"] == "url"
+    assert server.requests[0]["mask"] == (512, 512)  # dall-e-2 refuses an edit without transparency (see the server)
     assert Image.open(_outputs(tmp_path / "out")[0]).size == (512, 512)
+    assert json.loads(pd.read_csv(tmp_path / "out" / "manifest.csv")["params"][0])["mask"] == "center"
+
+
+def test_edit_masks_mark_the_centre_everything_or_a_users_png(tmp_path):
+    config = OpenAIImagesConfig(mode="edit", model="dall-e-2", prompt="a hat")
+    centre = Image.open(io.BytesIO(config.edit_mask((8, 4))[1]))
+    assert [centre.getpixel((x, 1))[3] for x in range(8)] == [255, 255, 0, 0, 0, 0, 255, 255]
+    assert [centre.getpixel((3, y))[3] for y in range(4)] == [255, 0, 0, 255]
+    full = OpenAIImagesConfig(mode="edit", model="dall-e-2", prompt="a hat", mask="full")
+    assert Image.open(io.BytesIO(full.edit_mask((8, 4))[1])).getchannel("A").getextrema() == (0, 0)
+    assert OpenAIImagesConfig(mode="edit", model="gpt-image-1", prompt="a hat", mask="full").edit_mask((8, 4)) is None
+    painted = Image.new("RGBA", (2, 2), (0, 0, 0, 255))
+    painted.putpixel((0, 0), (0, 0, 0, 0))
+    painted.save(tmp_path / "mask.png")
+    own = OpenAIImagesConfig(mode="edit", model="dall-e-2", prompt="a hat", mask=str(tmp_path / "mask.png"))
+    assert Image.open(io.BytesIO(own.edit_mask((4, 4))[1])).getchannel("A").tobytes() == bytes([0, 0, 255, 255] * 2 + [255] * 8)
+    assert own.params()["mask"].startswith("png:") and own.params_hash() != config.params_hash() != full.params_hash()
+    Image.new("RGB", (2, 2)).save(tmp_path / "opaque.png")
+    with pytest.raises(ConfigError, match="opaque.png has no transparent pixel"):
+        OpenAIImagesConfig(mode="edit", prompt="a hat", mask=str(tmp_path / "opaque.png"))
+    (tmp_path / "text.png").write_text("not a png")
+    with pytest.raises(ConfigError, match="text.png is not a readable image"):
+        OpenAIImagesConfig(mode="edit", prompt="a hat", mask=str(tmp_path / "text.png"))
+    with pytest.raises(StorageError, match="no such file"):
+        OpenAIImagesConfig(mode="edit", prompt="a hat", mask=str(tmp_path / "gone.png"))
+    assert "mask" not in OpenAIImagesConfig(mode="variation").params()  # variation ledgers keep their job keys
 
 
 def test_gpt_image_edit_keeps_aspect_and_sends_quality(server, photos, tmp_path):

@@ -66,6 +66,7 @@ def openai(
     quality: Annotated[str | None, typer.Option("--quality", help="standard/hd (dall-e-3), low/medium/high/auto (gpt-image-1).")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Images per source.")] = 1,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit.")] = None,
+    mask: Annotated[str, typer.Option("--mask", help="For --mode edit, what may change: center (a centred box of half the width and height; the rest stays the photo), full, or a PNG whose transparent pixels mark it.")] = "center",
     response_format: Annotated[str, typer.Option("--response-format", help="b64_json or url (dall-e models).")] = "b64_json",
     max_images: Annotated[int | None, typer.Option("--max-images", min=1, help="Stop after this many new images in this run.")] = None,
     max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before this run's estimated spend exceeds this (USD); earlier runs are not counted.")] = None,
@@ -87,7 +88,7 @@ def openai(
         from fakescope.generate.runner import run_openai
 
         config = OpenAIImagesConfig(
-            mode=mode, model=model, size=size, quality=quality, n=n, prompt=prompt,
+            mode=mode, model=model, size=size, quality=quality, n=n, prompt=prompt, mask=mask,
             response_format=response_format, price_per_image=price_per_image,
         )
         report = run_openai(

@@ -11,6 +11,10 @@ Prices (`PRICES`, USD per output image, OpenAI list prices of 2025) are estimate
 `max_spend` and `max_total_spend` budgets and the cost the ledger records: edits and variations
 cost like generations of the same size/quality, and gpt-image-1's input-image tokens are not
 counted. Unknown combinations need `price_per_image`.
+
+Edits change only what their mask marks (transparent pixels): by default a centred box of half the
+image's width and height, so the rest of the ai image is the real photo's (a local edit, as
+inpainting tools make); `mask="full"` lets the whole image change, and a PNG file gives its own mask.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import urllib.request
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from PIL import Image
@@ -31,6 +36,7 @@ from fakescope.io import storage
 from fakescope.io.image import load_image
 
 MODES = ("variation", "edit", "generate")
+MASKS = ("center", "full")
 MODELS_BY_MODE = {
     "variation": ("dall-e-2",),
     "edit": ("dall-e-2", "gpt-image-1"),
@@ -75,6 +81,8 @@ class OpenAIImagesConfig:
         quality: `standard`/`hd` (dall-e-3), `low`/`medium`/`high`/`auto` (gpt-image-1); None = model default.
         n: Images per source (each its own request and ledger job).
         prompt: Required for `edit`; `generate` reads prompts from its source instead.
+        mask: For `edit`, what may change: `center` (a centred box of half the width and height),
+            `full`, or a PNG file (path or storage URI) whose transparent pixels mark it.
         response_format: `b64_json` or `url` for dall-e models (gpt-image-1 always answers b64_json).
         price_per_image: Override `PRICES` (USD), e.g. for new models or negotiated rates.
     """
@@ -85,6 +93,7 @@ class OpenAIImagesConfig:
     quality: str | None = None
     n: int = 1
     prompt: str | None = None
+    mask: str = "center"
     response_format: str = "b64_json"
     price_per_image: float | None = None
 
@@ -95,6 +104,8 @@ class OpenAIImagesConfig:
             raise ConfigError(f"{self.model} does not support {self.mode}; use {', '.join(MODELS_BY_MODE[self.mode])}")
         if self.mode == "edit" and not self.prompt:
             raise ConfigError("edit mode needs a prompt")
+        if self.mode == "edit" and self.mask not in MASKS:
+            self.mask_image  # noqa: B018 - a missing or unusable mask file fails before any request
         if self.n < 1:
             raise ConfigError("n must be at least 1")
         if self.response_format not in ("b64_json", "url"):
@@ -106,8 +117,39 @@ class OpenAIImagesConfig:
         return self.quality or DEFAULT_QUALITY.get(self.model)
 
     def params(self) -> dict[str, Any]:
-        """The parameters that determine the output: recorded in the manifest and hashed into job keys."""
-        return {"mode": self.mode, "size": self.size, "quality": self.resolved_quality, "prompt": self.prompt}
+        """The parameters that determine the output: recorded in the manifest and hashed into job keys.
+
+        An edit's mask is `center`, `full` or `png:` and the first 16 hex digits of the mask file's sha256.
+        """
+        params = {"mode": self.mode, "size": self.size, "quality": self.resolved_quality, "prompt": self.prompt}
+        if self.mode == "edit":
+            params["mask"] = self.mask if self.mask in MASKS else f"png:{self._mask_sha256[:16]}"
+        return params
+
+    @cached_property
+    def _mask_bytes(self) -> bytes:
+        return storage.read_bytes(self.mask)
+
+    @cached_property
+    def _mask_sha256(self) -> str:
+        return hashlib.sha256(self._mask_bytes).hexdigest()
+
+    @cached_property
+    def mask_image(self) -> Image.Image:
+        """The mask file as RGBA.
+
+        Raises:
+            ConfigError: it is not an image, or it has no transparent pixel (it would mark nothing to change).
+        """
+        data = self._mask_bytes
+        try:
+            image = Image.open(io.BytesIO(data))
+            image = image.convert("RGBA")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise ConfigError(f"edit mask {self.mask} is not a readable image ({type(exc).__name__})") from None
+        if image.getchannel("A").getextrema()[0] == 255:
+            raise ConfigError(f"edit mask {self.mask} has no transparent pixel; make transparent what the edit may change")
+        return image
 
     def params_hash(self) -> str:
         """Short stable hash of `params()`."""
@@ -135,6 +177,22 @@ class OpenAIImagesConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields."""
         return asdict(self)
+
+    def edit_mask(self, size: tuple[int, int]) -> tuple[str, bytes, str] | None:
+        """The mask upload for an edit of an image of `size`, or None where the model needs none (gpt-image-1, `full`)."""
+        width, height = size
+        if self.mask == "full":
+            if self.model != "dall-e-2":
+                return None
+            mask = Image.new("RGBA", size, (0, 0, 0, 0))  # dall-e-2 edits only what is transparent
+        elif self.mask == "center":
+            mask = Image.new("RGBA", size, (255, 255, 255, 255))
+            mask.paste((0, 0, 0, 0), (width // 4, height // 4, width - width // 4, height - height // 4))
+        else:
+            mask = self.mask_image.resize(size, Image.NEAREST)
+        buffer = io.BytesIO()
+        mask.save(buffer, format="PNG")
+        return "mask.png", buffer.getvalue(), "image/png"
 
 
 def make_client(max_retries: int = 4, timeout: float = 300.0):
@@ -190,7 +248,10 @@ def request_image(client, config: OpenAIImagesConfig, *, source: bytes | None = 
         if config.mode == "variation":
             response = client.images.create_variation(image=prepare_upload(source, config), **options)
         elif config.mode == "edit":
-            response = client.images.edit(image=prepare_upload(source, config), prompt=config.prompt, **options)
+            upload = prepare_upload(source, config)
+            if (mask := config.edit_mask(Image.open(io.BytesIO(upload[1])).size)) is not None:
+                options["mask"] = mask
+            response = client.images.edit(image=upload, prompt=config.prompt, **options)
         else:
             response = client.images.generate(prompt=prompt, **options)
     except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
