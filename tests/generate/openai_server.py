@@ -4,7 +4,7 @@ POST /v1/images/variations and /v1/images/edits (multipart), /v1/images/generati
 answers b64_json or a URL it serves itself (GET /files/<n>.png). Like the real API, a dall-e-2 edit
 is refused (400) unless its image has transparency or it comes with a mask of the image's size that
 has some (transparent pixels mark what may change). Faults queued in `faults`
-(429 with Retry-After, 500; "unreadable": a billed 200 whose image is not one; "gone": a billed
+(429 with Retry-After, 500; "quota": a 429 insufficient_quota; "unreadable": a billed 200 whose image is not one; "gone": a billed
 200 whose URL answers 404) answer the next requests in order. `hold_after` makes image
 requests beyond that many billable answers wait for `release` and then drop the connection
 unanswered (never billed), so a client can be killed with nothing in flight paid for; with
@@ -114,6 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == 429:
             return self._send(429, {"error": {"message": "Rate limit reached", "type": "requests"}}, endpoint,
                               {"Retry-After": "1", "retry-after-ms": "20"})
+        if fault == "quota":
+            return self._send(429, {"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                                              "type": "insufficient_quota", "code": "insufficient_quota"}}, endpoint)
         if fault == "unreadable":
             return self._send(200, {"created": 1700000000, "data": [{"b64_json": base64.b64encode(b"<html>").decode()}]}, endpoint)
         if fault == "gone":

@@ -158,6 +158,14 @@ def test_client_retries_429_and_500_once_each_without_double_billing(server, pho
     assert server.billable == 3 and len(server.requests) == 6
 
 
+def test_an_account_out_of_quota_stops_the_run_instead_of_trying_every_source(server, photos, tmp_path):
+    server.faults = ["quota"] * 10
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    with pytest.raises(ConfigError, match=r"^the OpenAI account cannot pay for more images \(insufficient_quota\): You exceeded"):
+        run_openai(str(photos), str(tmp_path / "out"), config, concurrency=1, client=make_client(max_retries=0))
+    assert len(server.requests) == 1 and server.billable == 0
+
+
 def test_exhausted_retries_mark_the_job_failed_and_rerun_finishes_it(server, photos, tmp_path):
     server.faults = [500]
     config = OpenAIImagesConfig(mode="variation", size="256x256")

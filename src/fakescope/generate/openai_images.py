@@ -37,6 +37,8 @@ from fakescope.io.image import load_image
 
 MODES = ("variation", "edit", "generate")
 MASKS = ("center", "full")
+ACCOUNT_EXHAUSTED = ("insufficient_quota", "billing_hard_limit_reached")
+"""Error codes (429 and 400) that refuse every request until the account is topped up: they stop a run."""
 MODELS_BY_MODE = {
     "variation": ("dall-e-2",),
     "edit": ("dall-e-2", "gpt-image-1"),
@@ -256,6 +258,10 @@ def request_image(client, config: OpenAIImagesConfig, *, source: bytes | None = 
             response = client.images.generate(prompt=prompt, **options)
     except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
         raise ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc)}") from exc
+    except openai.APIStatusError as exc:
+        if getattr(exc, "code", None) in ACCOUNT_EXHAUSTED:  # every later request would be refused alike
+            raise ConfigError(f"the OpenAI account cannot pay for more images ({exc.code}): {_api_message(exc)}") from exc
+        raise
     item = response.data[0]
     if item.b64_json:
         return base64.b64decode(item.b64_json)
