@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -87,6 +88,20 @@ def test_overlay_colours_hot_tiles_and_keeps_size():
     assert overlay.shape == (20, 40, 3)
     assert overlay[10, 2].tolist() == [0, 0, 4] and overlay[10, 37].tolist() == [252, 255, 164]  # inferno ends
     assert np.asarray(heatmap_image(heat)).tolist()[0] == [0, 0, 255, 255]
+
+
+def test_overlay_of_a_large_image_takes_a_few_bytes_per_pixel():
+    image = Image.new("RGB", (2000, 1000), (90, 120, 30))  # /v1/explain?overlay=true draws at the image's size
+    heat = np.random.default_rng(0).random((3, 6)).astype(np.float32)
+    heatmap_overlay(Image.new("RGB", (8, 8)), heat)  # matplotlib's import and colour tables are not the overlay's
+    tracemalloc.start()
+    try:
+        overlay = heatmap_overlay(image, heat)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert overlay.size == (2000, 1000) and overlay.mode == "RGB"
+    assert peak < 8 * 2000 * 1000  # float arrays took 116 bytes per pixel: 5.7 GB for a 49 Mpx photo
 
 
 def test_config_validates_limits():
