@@ -198,3 +198,14 @@ def test_every_error_is_one_line_of_detail(server, auth, photo_bytes):
     assert all(set(a.json()) == {"detail"} and isinstance(a.json()["detail"], str) for a in answers)
     assert bad_format.json()["detail"] == "format: Input should be 'png' or 'json'"
     assert no_files.json()["detail"] == "files: Field required"
+
+
+def test_a_text_field_where_a_file_belongs_says_how_to_send_the_file(server, auth):
+    named = {"file": (None, "photo.jpg")}  # curl -F file=photo.jpg: the name, not the file (no @)
+    several = [("files", (None, "a.jpg")), ("files", (None, "b.jpg"))]
+    for path, parts, field in (("/v1/detect", named, "file"), ("/v1/explain", named, "file"),
+                               ("/v1/detect/batch", several, "files")):
+        answer = httpx.post(f"{server.url}{path}", headers=auth, files=parts)
+        assert answer.status_code == 422
+        assert answer.json() == {"detail": f"{field}: a text field, not a file (send the file itself, "
+                                           f"e.g. curl -F {field}=@photo.jpg)"}

@@ -148,8 +148,16 @@ def _errors(*codes: int) -> dict:
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """Parameter errors as one line, like every other error (`{"detail": "format: Input should be ..."}`)."""
-    problems = [f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']}" for e in exc.errors()]
+    problems = dict.fromkeys(map(_problem, exc.errors()))  # one line per field, not per part of a list
     return JSONResponse({"detail": "; ".join(problems)}, 422)
+
+
+def _problem(error: dict) -> str:
+    """One validation error as `field: what is wrong`; a text part where a file belongs says how to send one."""
+    if "Expected UploadFile" in error["msg"]:  # curl -F file=photo.jpg (no @) sends the name, not the file
+        field = error["loc"][1]
+        return f"{field}: a text field, not a file (send the file itself, e.g. curl -F {field}=@photo.jpg)"
+    return f"{'.'.join(map(str, error['loc'][1:])) or error['loc'][0]}: {error['msg']}"
 
 
 def _add_routes(app: FastAPI, config: ServeConfig) -> None:
