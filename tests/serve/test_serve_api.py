@@ -209,3 +209,11 @@ def test_a_text_field_where_a_file_belongs_says_how_to_send_the_file(server, aut
         assert answer.status_code == 422
         assert answer.json() == {"detail": f"{field}: a text field, not a file (send the file itself, "
                                            f"e.g. curl -F {field}=@photo.jpg)"}
+
+
+def test_several_file_parts_are_refused_not_scored_one_of(server, auth, photo_bytes, flat_png):
+    parts = [("file", ("a.jpg", photo_bytes, "image/jpeg")), ("file", ("b.png", flat_png, "image/png"))]
+    for path in ("/v1/detect", "/v1/explain", "/v1/generate"):  # each took the last part and dropped the others
+        answer = httpx.post(f"{server.url}{path}", headers=auth, files=parts)
+        assert answer.status_code == 422
+        assert answer.json() == {"detail": "2 'file' parts: send one image (/v1/detect/batch takes several, as 'files' parts)"}

@@ -232,6 +232,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         openai_key: Annotated[str | None, Header(alias="X-OpenAI-Key", description="Default: the server's OPENAI_API_KEY.")] = None,
     ) -> dict:
         """Start a job that makes ai images from the upload with the OpenAI Images API, then scores them."""
+        await _only_file(request)
         data = await _read_upload(file, config)
         _check_image(data, config)
         try:
@@ -271,6 +272,7 @@ def _job(request: Request, job_id: str):
 async def _one_upload(request: Request, file: UploadFile | None, config: ServeConfig) -> tuple[str, bytes]:
     """The multipart `file` part, or else the raw request body."""
     if file is not None:
+        await _only_file(request)
         return file.filename or "upload", await _read_upload(file, config)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in FORM_TYPES:  # FastAPI has read the body as a form, and it has no `file` part
@@ -283,6 +285,13 @@ async def _one_upload(request: Request, file: UploadFile | None, config: ServeCo
     if not data:
         raise HTTPException(422, NO_IMAGE)
     return "upload", bytes(data)
+
+
+async def _only_file(request: Request) -> None:
+    """Refuse a form with several `file` parts: FastAPI would hand over the last one alone."""
+    count = len((await request.form()).getlist("file"))  # the form FastAPI parsed, not read again
+    if count > 1:
+        raise HTTPException(422, f"{count} 'file' parts: send one image (/v1/detect/batch takes several, as 'files' parts)")
 
 
 async def _read_upload(file: UploadFile, config: ServeConfig) -> bytes:
