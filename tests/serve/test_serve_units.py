@@ -132,3 +132,26 @@ def test_the_server_loads_its_detector_at_the_configured_precision(tmp_path, fla
             assert client.app.state.detector.precision == "bf16"
             record = client.post("/v1/detect", content=flat_png).json()
     assert record["width"] == 96 and 0.0 < record["score"] < 1.0
+
+
+def test_a_client_that_leaves_mid_upload_is_a_400_not_a_server_error(tmp_path):
+    import asyncio
+
+    from fakescope.serve import create_app
+
+    app = create_app(ServeConfig(token=None, jobs_dir=tmp_path), detector=object())  # the body is read before scoring
+    messages = [{"type": "http.request", "body": b"\x89PNG\r\n\x1a\n", "more_body": True}, {"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/detect", "raw_path": b"/v1/detect", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"image/png"), (b"content-length", b"100000")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    asyncio.run(app(scope, receive, send))  # raised ClientDisconnect: uvicorn logged a 50-line traceback at ERROR
+    assert sent[0]["status"] == 400

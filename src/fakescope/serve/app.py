@@ -36,6 +36,7 @@ from fastapi.security import HTTPBearer
 from PIL import Image
 from pydantic import BaseModel
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 
 from fakescope.detection import Detection
 from fakescope.detector import Detector
@@ -278,10 +279,13 @@ async def _one_upload(request: Request, file: UploadFile | None, config: ServeCo
     if media in FORM_TYPES:  # FastAPI has read the body as a form, and it has no `file` part
         raise HTTPException(422, f"{NO_IMAGE} ({media} needs a 'file' part; raw bytes need an image Content-Type)")
     data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > config.max_upload_bytes:
-            raise HTTPException(413, _too_large_message(config))
+    try:
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > config.max_upload_bytes:
+                raise HTTPException(413, _too_large_message(config))
+    except ClientDisconnect:  # as FastAPI answers for a form: no traceback in the log for a client that left
+        raise HTTPException(400, "the client closed the connection before the body ended") from None
     if not data:
         raise HTTPException(422, NO_IMAGE)
     return "upload", bytes(data)
