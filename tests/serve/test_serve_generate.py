@@ -162,3 +162,18 @@ def test_a_job_that_made_some_of_its_images_says_why_the_others_are_missing(tmp_
     answer = job.to_dict()
     assert answer["state"] == "done" and len(answer["outputs"]) == 1 and images_api.billable == 1
     assert answer["error"].startswith("1 of 2 images were not generated: InternalServerError")
+
+
+def test_an_unwritable_jobs_folder_is_a_503_that_names_no_path(tmp_path, detector, images_api, photo_bytes, caplog):
+    from fastapi.testclient import TestClient
+
+    from fakescope.serve import ServeConfig, create_app
+
+    (tmp_path / "a-file").write_text("")  # a jobs folder that cannot be made: a read-only home, a mistyped path
+    config = ServeConfig(token=None, jobs_dir=tmp_path / "a-file" / "jobs")
+    with TestClient(create_app(config, detector=detector)) as client:
+        answer = client.post("/v1/generate", headers={"X-OpenAI-Key": API_KEY}, data={"size": "256x256"},
+                             files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})  # was a text/plain 500
+    assert answer.status_code == 503
+    assert answer.json() == {"detail": "generation is unavailable: the server cannot write its jobs folder"}
+    assert "a-file" in caplog.text and images_api.requests == []

@@ -14,6 +14,7 @@ import base64
 import dataclasses
 import hmac
 import io
+import logging
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
@@ -40,7 +41,7 @@ from starlette.requests import ClientDisconnect
 
 from fakescope.detection import Detection
 from fakescope.detector import Detector
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, StorageError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.io.image import corrupt_image_error, decode_image, sniff_format
 from fakescope.serve.batching import MicroBatcher
@@ -53,6 +54,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 RAW_IMAGE = {"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="Set FAKESCOPE_API_TOKEN on the server to require it.")
 
 
@@ -143,7 +145,8 @@ class Error(BaseModel):
 def _errors(*codes: int) -> dict:
     """OpenAPI entries for the error answers a route can give."""
     meaning = {401: "missing or wrong bearer token", 404: "unknown job or output", 413: "upload too large",
-               422: "no image, not a readable image, too many pixels, or an invalid parameter"}
+               422: "no image, not a readable image, too many pixels, or an invalid parameter",
+               503: "the server cannot write its jobs folder"}
     return {code: {"model": Error, "description": meaning[code]} for code in (401, *codes)}
 
 
@@ -221,7 +224,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         return Response(encoded, media_type="image/png",
                         headers={"X-Fakescope-Label": str(detection.verdict), "X-Fakescope-Score": f"{detection.probability:.6f}"})
 
-    @app.post("/v1/generate", tags=["generate"], dependencies=secured, status_code=202, responses=_errors(413, 422))
+    @app.post("/v1/generate", tags=["generate"], dependencies=secured, status_code=202, responses=_errors(413, 422, 503))
     async def generate(
         request: Request,
         file: Annotated[UploadFile, File(description="The real image to start from.")],
@@ -241,7 +244,11 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
             client = openai_client(openai_key)
         except ConfigError as exc:
             raise HTTPException(422, str(exc)) from None
-        job = request.app.state.jobs.submit(data, job_config, client, filename=file.filename or "upload")
+        try:
+            job = request.app.state.jobs.submit(data, job_config, client, filename=file.filename or "upload")
+        except StorageError as exc:  # the folder is the operator's to fix; its path stays out of the answer
+            log.warning("generation refused: %s", exc)
+            raise HTTPException(503, "generation is unavailable: the server cannot write its jobs folder") from None
         return job.to_dict()
 
     @app.get("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured, responses=_errors(404, 422))
