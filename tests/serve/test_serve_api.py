@@ -217,3 +217,28 @@ def test_several_file_parts_are_refused_not_scored_one_of(server, auth, photo_by
         answer = httpx.post(f"{server.url}{path}", headers=auth, files=parts)
         assert answer.status_code == 422
         assert answer.json() == {"detail": "2 'file' parts: send one image (/v1/detect/batch takes several, as 'files' parts)"}
+
+
+def test_openapi_describes_every_json_answer_exactly(server, auth, photo_bytes):
+    from fakescope.serve import schemas
+
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+
+    def described(path: str, method: str = "post", status: str = "200") -> type:
+        reference = spec["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        return getattr(schemas, reference.rsplit("/", 1)[1])
+
+    files = [("files", ("a.jpg", photo_bytes, "image/jpeg")), ("files", ("c.txt", b"plain text", "text/plain"))]
+    answers = [
+        (described("/healthz", "get"), httpx.get(f"{server.url}/healthz")),
+        (described("/v1/models", "get"), httpx.get(f"{server.url}/v1/models", headers=auth)),
+        (described("/v1/detect"), httpx.post(f"{server.url}/v1/detect", headers=auth, content=photo_bytes)),
+        (described("/v1/detect/batch"), httpx.post(f"{server.url}/v1/detect/batch", headers=auth, files=files)),
+        (described("/v1/explain"), httpx.post(f"{server.url}/v1/explain?format=json", headers=auth, content=photo_bytes)),
+    ]
+    for model, answer in answers:  # the models forbid keys they do not name: the spec lists every key sent
+        assert answer.status_code == 200
+        model.model_validate(answer.json())
+    assert "error" in answers[3][1].json()["results"][1]  # an error record is described too
+    assert described("/v1/generate", status="202") is described("/v1/jobs/{job_id}", "get") is schemas.Job
+    assert {"400", "401", "413", "422"} <= set(spec["paths"]["/v1/detect/batch"]["post"]["responses"])

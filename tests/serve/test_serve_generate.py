@@ -13,6 +13,7 @@ from PIL import Image
 
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.serve import save_pair
+from fakescope.serve.schemas import Job
 
 API_KEY = "sk-serve-test-key"
 
@@ -46,6 +47,8 @@ def test_generate_job_makes_and_scores_variations(server, auth, images_api, phot
     assert job["state"] == "done" and job["error"] is None
     assert images_api.billable == 2 and images_api.requests[0]["image"] == (256, 256)
     assert [o["index"] for o in job["outputs"]] == [0, 1]
+    Job.model_validate(answer.json())  # as /openapi.json describes it, key for key
+    Job.model_validate(job)
     for output in job["outputs"]:
         assert (output["detection"]["width"], output["detection"]["format"]) == (256, "PNG")
         assert 0.0 <= output["detection"]["score"] <= 1.0

@@ -4,6 +4,7 @@
 - `MicroBatcher`: gathers concurrent requests into batched `Detector.predict` calls.
 - `heatmap_overlay`, `heatmap_image`: render `Detector.explain` heatmaps.
 - `generate_from_upload`, `save_pair`, `openai_client`: generation from one upload, for the API and the app.
+- `fakescope.serve.schemas`: the API's JSON answers as Pydantic models (what `/openapi.json` describes).
 - `WEBAPP_PATH`, `webapp_command`: the Streamlit script `fakescope app` runs, and how it is started.
 """
 

@@ -35,7 +35,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from PIL import Image
-from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
@@ -49,12 +48,15 @@ from fakescope.serve.config import ServeConfig
 from fakescope.serve.generation import openai_client
 from fakescope.serve.jobs import JobStore
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
+from fakescope.serve.schemas import BatchResults, DetectionRecord, Error, Explanation, Health, Job, Models
 
 MULTIPART_OVERHEAD = 64 * 1024
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 RAW_IMAGE = {"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}}
 log = logging.getLogger(__name__)
+PNG_HEADERS = {"X-Fakescope-Label": {"description": "ai, real or uncertain", "schema": {"type": "string"}},
+               "X-Fakescope-Score": {"description": "calibrated P(ai)", "schema": {"type": "string"}}}
 _bearer = HTTPBearer(auto_error=False, description="Set FAKESCOPE_API_TOKEN on the server to require it.")
 
 
@@ -136,18 +138,16 @@ def _authorised(header: str, token: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
 
 
-class Error(BaseModel):
-    """Every error answer."""
-
-    detail: str
-
-
-def _errors(*codes: int) -> dict:
-    """OpenAPI entries for the error answers a route can give."""
-    meaning = {401: "missing or wrong bearer token", 404: "unknown job or output", 413: "upload too large",
+def _errors(*codes: int, ok: type | dict | None = None, status: int = 200) -> dict:
+    """OpenAPI entries for a route's answers: the error answers it can give and `ok` (a model or an entry)."""
+    meaning = {400: "a malformed multipart body, or a body the client stopped sending",
+               401: "missing or wrong bearer token", 404: "unknown job or output", 413: "upload too large",
                422: "no image, not a readable image, too many pixels, or an invalid parameter",
                503: "the server cannot write its jobs folder"}
-    return {code: {"model": Error, "description": meaning[code]} for code in (401, *codes)}
+    answers: dict = {code: {"model": Error, "description": meaning[code]} for code in (401, *codes)}
+    if ok is not None:
+        answers[status] = ok if isinstance(ok, dict) else {"model": ok}
+    return answers
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -167,14 +167,14 @@ def _problem(error: dict) -> str:
 def _add_routes(app: FastAPI, config: ServeConfig) -> None:
     secured = [Depends(_bearer)]  # declares the scheme in the OpenAPI spec; `_Gate` checks the token
 
-    @app.get("/healthz", tags=["service"])
+    @app.get("/healthz", tags=["service"], response_model=None, responses={200: {"model": Health}})
     def healthz(request: Request) -> dict:
         """Liveness and load: the model in use, requests queued and batching counters."""
         batcher: MicroBatcher = request.app.state.batcher
         return {"status": "ok", "model": request.app.state.detector.name, "queued": batcher.pending,
                 "batching": batcher.stats.to_dict()}
 
-    @app.get("/v1/models", tags=["service"], dependencies=secured, responses=_errors())
+    @app.get("/v1/models", tags=["service"], dependencies=secured, response_model=None, responses=_errors(ok=Models))
     def models(request: Request) -> dict:
         """The model this server runs (its full config) and the bundled models and architectures."""
         from fakescope.models import bundled_models, list_models
@@ -184,7 +184,8 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
                            "band": list(loaded.band), "config": loaded.model.config.to_dict()},
                 "bundled": bundled_models(), "architectures": list_models()}
 
-    @app.post("/v1/detect", tags=["detect"], dependencies=secured, responses=_errors(413, 422), openapi_extra=RAW_IMAGE)
+    @app.post("/v1/detect", tags=["detect"], dependencies=secured, response_model=None,
+              responses=_errors(400, 413, 422, ok=DetectionRecord), openapi_extra=RAW_IMAGE)
     async def detect(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -194,7 +195,8 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         detection = await _score(request, name, data, heatmap=False)
         return detection.to_dict()
 
-    @app.post("/v1/detect/batch", tags=["detect"], dependencies=secured, responses=_errors(413, 422))
+    @app.post("/v1/detect/batch", tags=["detect"], dependencies=secured, response_model=None,
+              responses=_errors(400, 413, 422, ok=BatchResults))
     async def detect_batch(
         request: Request,
         files: Annotated[list[UploadFile], File(description="Several images, each as a `files` part.")],
@@ -207,7 +209,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         return {"results": [d.to_dict() for d in detections]}
 
     @app.post("/v1/explain", tags=["detect"], dependencies=secured, openapi_extra=RAW_IMAGE,
-              responses={200: {"content": {"image/png": {}, "application/json": {}}}, **_errors(413, 422)})
+              responses=_errors(400, 413, 422, ok={"model": Explanation, "content": {"image/png": {}}, "headers": PNG_HEADERS}))
     async def explain(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -224,7 +226,8 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         return Response(encoded, media_type="image/png",
                         headers={"X-Fakescope-Label": str(detection.verdict), "X-Fakescope-Score": f"{detection.probability:.6f}"})
 
-    @app.post("/v1/generate", tags=["generate"], dependencies=secured, status_code=202, responses=_errors(413, 422, 503))
+    @app.post("/v1/generate", tags=["generate"], dependencies=secured, status_code=202, response_model=None,
+              responses=_errors(400, 413, 422, 503, ok=Job, status=202))
     async def generate(
         request: Request,
         file: Annotated[UploadFile, File(description="The real image to start from.")],
@@ -251,13 +254,14 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
             raise HTTPException(503, "generation is unavailable: the server cannot write its jobs folder") from None
         return job.to_dict()
 
-    @app.get("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured, responses=_errors(404, 422))
+    @app.get("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured, response_model=None,
+             responses=_errors(404, 422, ok=Job))
     def job_state(request: Request, job_id: str) -> dict:
         """A generation job's state (`queued`, `running`, `done`, `failed`) and, when done, its outputs."""
         return _job(request, job_id).to_dict()
 
     @app.get("/v1/jobs/{job_id}/outputs/{index}", tags=["generate"], dependencies=secured, response_class=Response,
-             responses={200: {"content": {"image/png": {}}}, **_errors(404, 422)})
+             responses=_errors(404, 422, ok={"content": {"image/*": {}}}))
     def job_output(request: Request, job_id: str, index: int) -> Response:
         """One generated image, as the API returned it."""
         outputs = _job(request, job_id).outputs

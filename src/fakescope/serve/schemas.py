@@ -1,0 +1,103 @@
+"""The REST API's JSON answers as Pydantic models, for the OpenAPI spec (the routes answer plain dicts)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(_Answer):
+    """Every error answer."""
+
+    detail: str
+
+
+class EvidenceRecord(_Answer):
+    """One piece of evidence; `decisive`, `data` and `error` appear only when set."""
+
+    kind: str
+    score: float | None = Field(description="How strongly it says ai (P(ai)), or null when it says nothing.")
+    detail: str
+    decisive: bool = Field(False, description="Provenance strong enough to decide the verdict on its own.")
+    data: dict[str, Any] | None = None
+    error: str | None = Field(None, description="Why this check failed (the image is still scored).")
+
+
+class DetectionRecord(_Answer):
+    """The `fakescope detect --format jsonl` record for one image."""
+
+    path: str = Field(description="The uploaded file name (`upload` for a raw body).")
+    score: float | None = Field(description="Calibrated P(ai); null when the image could not be scored.")
+    label: Literal["ai", "real", "uncertain"] | None
+    threshold: float
+    model: str
+    evidence: list[EvidenceRecord]
+    decided_by: str | None
+    reason: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    error: str | None = Field(None, description="Present only when the image could not be scored.")
+
+
+class BatchResults(_Answer):
+    results: list[DetectionRecord] = Field(description="One record per `files` part, in upload order.")
+
+
+class Explanation(_Answer):
+    """`/v1/explain?format=json`."""
+
+    detection: DetectionRecord
+    heatmap_png: str = Field(description="The heatmap (or overlay) PNG, base64.")
+    overlay: bool
+
+
+class JobOutputRecord(_Answer):
+    index: int
+    image: str = Field(description="Path of `GET /v1/jobs/{id}/outputs/{index}`.")
+    detection: DetectionRecord
+
+
+class Job(_Answer):
+    """A generation job."""
+
+    id: str
+    state: Literal["queued", "running", "done", "failed"]
+    created: float = Field(description="Unix time.")
+    finished: float | None
+    error: str | None = Field(description="Why it failed, or for a done job why some of its n images are missing.")
+    config: dict[str, Any]
+    outputs: list[JobOutputRecord]
+
+
+class BatchingStats(_Answer):
+    items: int
+    calls: int
+    largest_batch: int
+    busy_s: float
+
+
+class Health(_Answer):
+    status: Literal["ok"]
+    model: str
+    queued: int
+    batching: BatchingStats
+
+
+class LoadedModel(_Answer):
+    name: str
+    device: str
+    threshold: float
+    band: list[float]
+    config: dict[str, Any]
+
+
+class Models(_Answer):
+    loaded: LoadedModel
+    bundled: list[str]
+    architectures: list[str]
