@@ -242,3 +242,12 @@ def test_openapi_describes_every_json_answer_exactly(server, auth, photo_bytes):
     assert "error" in answers[3][1].json()["results"][1]  # an error record is described too
     assert described("/v1/generate", status="202") is described("/v1/jobs/{job_id}", "get") is schemas.Job
     assert {"400", "401", "413", "422"} <= set(spec["paths"]["/v1/detect/batch"]["post"]["responses"])
+
+
+def test_an_empty_file_is_called_empty(server, auth, photo_bytes):
+    empty = ("blank.jpg", b"", "image/jpeg")  # a failed download or a file still being written
+    single = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"file": empty})
+    assert single.status_code == 422 and single.json() == {"detail": "empty file: the upload has no bytes"}
+    batch = httpx.post(f"{server.url}/v1/detect/batch", headers=auth,
+                       files=[("files", ("a.jpg", photo_bytes, "image/jpeg")), ("files", empty)]).json()["results"]
+    assert batch[1]["error"] == "empty file: the upload has no bytes" and batch[0]["score"] is not None

@@ -322,6 +322,8 @@ def _too_large_message(config: ServeConfig) -> str:
 
 def _check_image(data: bytes, config: ServeConfig) -> None:
     """Refuse non-images and images over the pixel limit from the header alone (no decoding)."""
+    if not data:
+        raise HTTPException(422, "empty file: the upload has no bytes")
     fmt = sniff_format(data)
     if fmt is None:
         raise HTTPException(422, "not an image: the file's signature matches no supported format "
