@@ -180,3 +180,12 @@ def test_an_unwritable_jobs_folder_is_a_503_that_names_no_path(tmp_path, detecto
     assert answer.status_code == 503
     assert answer.json() == {"detail": "generation is unavailable: the server cannot write its jobs folder"}
     assert "a-file" in caplog.text and images_api.requests == []
+
+
+def test_a_size_the_api_cannot_make_is_422_before_any_work(server, auth, images_api, photo_bytes):
+    for size in ("big", "100000x100000"):  # dall-e-2's upload was resized to it first: 30 GB for this one
+        answer = httpx.post(f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
+                            files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"size": size})
+        assert answer.status_code == 422
+        assert answer.json() == {"detail": "size: expected WIDTHxHEIGHT with sides of 1 to 4096 pixels (as 1024x1024), or auto"}
+    assert images_api.requests == []

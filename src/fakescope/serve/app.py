@@ -15,6 +15,7 @@ import dataclasses
 import hmac
 import io
 import logging
+import re
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
@@ -51,6 +52,7 @@ from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Error, Explanation, Health, Job, Models
 
 MULTIPART_OVERHEAD = 64 * 1024
+MAX_SIDE = 4096  # a generated image's largest side; the Images API's sizes reach 1792
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 RAW_IMAGE = {"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -233,13 +235,14 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         file: Annotated[UploadFile, File(description="The real image to start from.")],
         mode: Annotated[Literal["variation", "edit"], Form()] = "variation",
         model: Annotated[str, Form()] = "dall-e-2",
-        size: Annotated[str, Form()] = "1024x1024",
+        size: Annotated[str, Form(description=f"WIDTHxHEIGHT (sides up to {MAX_SIDE}) or auto.")] = "1024x1024",
         prompt: Annotated[str | None, Form(description="Required for edit.")] = None,
         n: Annotated[int, Form(ge=1, le=4)] = 1,
         openai_key: Annotated[str | None, Header(alias="X-OpenAI-Key", description="Default: the server's OPENAI_API_KEY.")] = None,
     ) -> dict:
         """Start a job that makes ai images from the upload with the OpenAI Images API, then scores them."""
         await _only_file(request)
+        _check_size(size)
         data = await _read_upload(file, config)
         _check_image(data, config)
         try:
@@ -314,6 +317,13 @@ async def _read_upload(file: UploadFile, config: ServeConfig) -> bytes:
     if len(data) > config.max_upload_bytes:
         raise HTTPException(413, _too_large_message(config))
     return data
+
+
+def _check_size(size: str) -> None:
+    """Refuse a `size` the Images API cannot make: dall-e-2's upload is resized to it before it is sent."""
+    sides = re.fullmatch(r"(\d{1,6})x(\d{1,6})", size, re.ASCII)
+    if size != "auto" and not (sides and all(0 < int(side) <= MAX_SIDE for side in sides.groups())):
+        raise HTTPException(422, f"size: expected WIDTHxHEIGHT with sides of 1 to {MAX_SIDE} pixels (as 1024x1024), or auto")
 
 
 def _too_large_message(config: ServeConfig) -> str:
