@@ -95,7 +95,7 @@ def test_too_many_bytes_is_413_for_multipart_raw_and_chunked(server, auth):
 
 @pytest.mark.parametrize(("path", "token", "status", "detail"), [
     ("/v1/detect", True, 413, "upload too large: the limit is 1 MB per image"),
-    ("/v1/detect/batch", True, 413, "upload too large: the limit is 1 MB per image"),
+    ("/v1/detect/batch", True, 413, "upload too large: the limit is 1 MB per image, 8 images per request"),
     ("/v1/detect/batch", False, 401, "missing or wrong bearer token"),
 ])
 def test_chunked_multipart_is_refused_before_it_ends(server, auth, path, token, status, detail):
@@ -251,3 +251,13 @@ def test_an_empty_file_is_called_empty(server, auth, photo_bytes):
     batch = httpx.post(f"{server.url}/v1/detect/batch", headers=auth,
                        files=[("files", ("a.jpg", photo_bytes, "image/jpeg")), ("files", empty)]).json()["results"]
     assert batch[1]["error"] == "empty file: the upload has no bytes" and batch[0]["score"] is not None
+
+
+def test_a_batch_of_small_images_over_the_request_limit_is_not_blamed_on_one_image(server, auth):
+    noise = np.random.default_rng(1).integers(0, 256, (550, 550, 3), dtype=np.uint8)
+    image = encode(Image.fromarray(noise))  # ~0.9 MB: under the 1 MB per image
+    assert len(image) < 1024 * 1024
+    files = [("files", (f"{i}.png", image, "image/png")) for i in range(10)]  # 9 MB, over 8 images x 1 MB
+    answer = httpx.post(f"{server.url}/v1/detect/batch", headers=auth, files=files)
+    assert answer.status_code == 413  # said "the limit is 1 MB per image", which each of them is under
+    assert answer.json() == {"detail": "upload too large: the limit is 1 MB per image, 8 images per request"}

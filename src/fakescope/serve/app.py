@@ -116,9 +116,10 @@ class _Gate:
             return await answer(scope, receive, send)
         files = self.config.max_files if scope["path"].endswith("/batch") else 1
         limit = files * self.config.max_upload_bytes + MULTIPART_OVERHEAD
+        too_large = _too_large_message(self.config, files)
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
-            return await JSONResponse({"detail": _too_large_message(self.config)}, 413)(scope, receive, send)
+            return await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
         read = 0
 
         async def counted_receive():
@@ -126,7 +127,7 @@ class _Gate:
             message = await receive()
             read += len(message.get("body", b""))
             if read > limit:
-                raise HTTPException(413, _too_large_message(self.config))
+                raise HTTPException(413, too_large)
             return message
 
         await self.app(scope, counted_receive, send)
@@ -326,8 +327,10 @@ def _check_size(size: str) -> None:
         raise HTTPException(422, f"size: expected WIDTHxHEIGHT with sides of 1 to {MAX_SIDE} pixels (as 1024x1024), or auto")
 
 
-def _too_large_message(config: ServeConfig) -> str:
-    return f"upload too large: the limit is {config.max_upload_mb:g} MB per image"
+def _too_large_message(config: ServeConfig, files: int = 1) -> str:
+    """The 413 line; a batch's says both limits, as its body may pass their product with images under the first."""
+    batch = f", {files} images per request" if files > 1 else ""
+    return f"upload too large: the limit is {config.max_upload_mb:g} MB per image{batch}"
 
 
 def _check_image(data: bytes, config: ServeConfig) -> None:
