@@ -155,3 +155,20 @@ def test_a_client_that_leaves_mid_upload_is_a_400_not_a_server_error(tmp_path):
              "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
     asyncio.run(app(scope, receive, send))  # raised ClientDisconnect: uvicorn logged a 50-line traceback at ERROR
     assert sent[0]["status"] == 400
+
+
+def test_an_unexpected_failure_answers_one_json_line(tmp_path, detector):
+    from fastapi.testclient import TestClient
+
+    from fakescope.serve import create_app
+
+    app = create_app(ServeConfig(token=None, jobs_dir=tmp_path), detector=detector)
+
+    @app.get("/v1/fails")
+    def fails():  # any bug the routes may still hold
+        raise RuntimeError("secret path /srv/models/x")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/v1/fails")
+    assert answer.status_code == 500  # was text/plain "Internal Server Error"
+    assert answer.json() == {"detail": "internal server error (the server's log has the details)"}

@@ -92,6 +92,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
     app.state.config = config
     app.add_middleware(_Gate, config=config)
     app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(Exception)(_internal_error)
     _add_routes(app, config)
     return app
 
@@ -157,6 +158,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     """Parameter errors as one line, like every other error (`{"detail": "format: Input should be ..."}`)."""
     problems = dict.fromkeys(map(_problem, exc.errors()))  # one line per field, not per part of a list
     return JSONResponse({"detail": "; ".join(problems)}, 422)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """An unexpected failure answers JSON like every other error; its traceback goes to the server's log only."""
+    return JSONResponse({"detail": "internal server error (the server's log has the details)"}, 500)
 
 
 def _problem(error: dict) -> str:
