@@ -384,3 +384,10 @@ def test_a_remote_output_has_one_ledger_with_or_without_a_trailing_slash(tmp_pat
     legacy = tmp_path / ".cache" / "fakescope" / "ledgers" / f"{hashlib.sha256(b's3://b/old/').hexdigest()[:16]}.sqlite"
     Ledger(legacy).close()  # made by a version that hashed the URI as typed: still the one used for it
     assert default_ledger_path("s3://b/old/") == default_ledger_path("s3://b/old") == legacy
+
+
+def test_sizes_the_api_cannot_make_are_refused_before_any_work():
+    for size in ("big", "100000x100000", "0x512", "1024x1024x3"):  # dall-e-2 uploads are resized to it: 30 GB for one
+        with pytest.raises(ConfigError, match=r"^size: expected WIDTHxHEIGHT with sides of 1 to 4096 pixels"):
+            OpenAIImagesConfig(size=size, price_per_image=0.01)
+    assert OpenAIImagesConfig(model="gpt-image-1", mode="generate", size="auto").size == "auto"

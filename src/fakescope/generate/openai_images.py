@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import urllib.request
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -37,6 +38,8 @@ from fakescope.io.image import load_image
 
 MODES = ("variation", "edit", "generate")
 MASKS = ("center", "full")
+MAX_SIZE_SIDE = 4096
+"""The largest side a `size` may ask for (the API's sizes reach 1792); dall-e-2 uploads are resized to `size` first."""
 ACCOUNT_EXHAUSTED = ("insufficient_quota", "billing_hard_limit_reached")
 """Error codes (429 and 400) that refuse every request until the account is topped up: they stop a run."""
 MODELS_BY_MODE = {
@@ -108,6 +111,9 @@ class OpenAIImagesConfig:
             raise ConfigError("edit mode needs a prompt")
         if self.mode == "edit" and self.mask not in MASKS:
             self.mask_image  # noqa: B018 - a missing or unusable mask file fails before any request
+        sides = re.fullmatch(r"(\d{1,6})x(\d{1,6})", self.size, re.ASCII)
+        if self.size != "auto" and not (sides and all(0 < int(side) <= MAX_SIZE_SIDE for side in sides.groups())):
+            raise ConfigError(f"size: expected WIDTHxHEIGHT with sides of 1 to {MAX_SIZE_SIDE} pixels (as 1024x1024), or auto")
         if self.n < 1:
             raise ConfigError("n must be at least 1")
         if self.response_format not in ("b64_json", "url"):

@@ -15,7 +15,6 @@ import dataclasses
 import hmac
 import io
 import logging
-import re
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
@@ -43,6 +42,7 @@ from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, StorageError
 from fakescope.generate import OpenAIImagesConfig
+from fakescope.generate.openai_images import MAX_SIZE_SIDE
 from fakescope.io.image import corrupt_image_error, decode_image, sniff_format
 from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
@@ -52,7 +52,6 @@ from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Error, Explanation, Health, Job, Models
 
 MULTIPART_OVERHEAD = 64 * 1024
-MAX_SIDE = 4096  # a generated image's largest side; the Images API's sizes reach 1792
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 RAW_IMAGE = {"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -242,21 +241,20 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         file: Annotated[UploadFile, File(description="The real image to start from.")],
         mode: Annotated[Literal["variation", "edit"], Form()] = "variation",
         model: Annotated[str, Form()] = "dall-e-2",
-        size: Annotated[str, Form(description=f"WIDTHxHEIGHT (sides up to {MAX_SIDE}) or auto.")] = "1024x1024",
+        size: Annotated[str, Form(description=f"WIDTHxHEIGHT (sides up to {MAX_SIZE_SIDE}) or auto.")] = "1024x1024",
         prompt: Annotated[str | None, Form(description="Required for edit.")] = None,
         n: Annotated[int, Form(ge=1, le=4)] = 1,
         openai_key: Annotated[str | None, Header(alias="X-OpenAI-Key", description="Default: the server's OPENAI_API_KEY.")] = None,
     ) -> dict:
         """Start a job that makes ai images from the upload with the OpenAI Images API, then scores them."""
         await _only_file(request)
-        _check_size(size)
-        data = await _read_upload(file, config)
-        _check_image(data, config)
-        try:
+        try:  # before the upload is read: a size the API cannot make is refused without work
             job_config = OpenAIImagesConfig(mode=mode, model=model, size=size, prompt=prompt, n=n)
             client = openai_client(openai_key)
         except ConfigError as exc:
             raise HTTPException(422, str(exc)) from None
+        data = await _read_upload(file, config)
+        _check_image(data, config)
         try:
             job = request.app.state.jobs.submit(data, job_config, client, filename=file.filename or "upload")
         except StorageError as exc:  # the folder is the operator's to fix; its path stays out of the answer
@@ -324,13 +322,6 @@ async def _read_upload(file: UploadFile, config: ServeConfig) -> bytes:
     if len(data) > config.max_upload_bytes:
         raise HTTPException(413, _too_large_message(config))
     return data
-
-
-def _check_size(size: str) -> None:
-    """Refuse a `size` the Images API cannot make: dall-e-2's upload is resized to it before it is sent."""
-    sides = re.fullmatch(r"(\d{1,6})x(\d{1,6})", size, re.ASCII)
-    if size != "auto" and not (sides and all(0 < int(side) <= MAX_SIDE for side in sides.groups())):
-        raise HTTPException(422, f"size: expected WIDTHxHEIGHT with sides of 1 to {MAX_SIDE} pixels (as 1024x1024), or auto")
 
 
 def _too_large_message(config: ServeConfig, files: int = 1) -> str:
