@@ -110,15 +110,17 @@ class JobStore:
     def _run(self, job: GenerationJob, data: bytes, client, filename: str) -> None:
         job.state = RUNNING
         job.save()
+        outputs: list[JobOutput] = []
         try:
             made = generate_from_upload(data, job.config, job.folder, client=client, detect=self.detect, filename=filename)
-            job.outputs = [JobOutput(image.path, image.detection.to_dict()) for image in made]
-            job.state, job.error = DONE, shortfall(made, job.config, job.folder)
+            outputs = [JobOutput(image.path, image.detection.to_dict()) for image in made]
+            state, error = DONE, shortfall(made, job.config, job.folder)
         except FakescopeError as exc:
-            job.error, job.state = str(exc), FAILED
+            state, error = FAILED, str(exc)
         except Exception as exc:  # noqa: BLE001 - a job records its failure; the server goes on
-            job.error, job.state = f"{type(exc).__name__}: {exc}", FAILED
-        job.finished = time.time()
+            state, error = FAILED, f"{type(exc).__name__}: {exc}"
+        job.outputs, job.error, job.finished = outputs, error, time.time()
+        job.state = state  # last: a poll that sees the job ended sees its outputs and finish time too
         job.save()
 
     def _restore(self) -> dict[str, GenerationJob]:
