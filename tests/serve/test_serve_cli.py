@@ -68,3 +68,22 @@ def test_serve_with_an_unknown_model_is_one_clean_line():
     assert result.exit_code == 2
     assert "error: unknown model 'no-such-model'; known: fakescope-default" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("host", "token", "warned"), [
+    ("0.0.0.0", None, True), ("192.168.1.5", None, True), ("::", None, True),
+    ("0.0.0.0", "secret", False), ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False),
+])
+def test_serving_beyond_loopback_without_a_token_warns(host, token, warned, monkeypatch, tmp_path):
+    import uvicorn
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw["host"]))  # no socket: the warning is the subject
+    monkeypatch.chdir(tmp_path)  # no .env with a token
+    if token:
+        monkeypatch.setenv("FAKESCOPE_API_TOKEN", token)
+    else:
+        monkeypatch.delenv("FAKESCOPE_API_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--host", host, "--device", "cpu", "--jobs-dir", str(tmp_path)])
+    assert result.exit_code == 0 and started == [host], result.output
+    assert ("without FAKESCOPE_API_TOKEN" in result.stderr) is warned

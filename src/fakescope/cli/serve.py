@@ -42,7 +42,20 @@ def serve(
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files,
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
         detector = config.load_detector()  # before uvicorn, so a bad --model is one clean line
+        if config.token is None and not _loopback(host):
+            typer.echo(f"warning: serving on {host} without FAKESCOPE_API_TOKEN: anyone who can reach this port can use the"
+                       " API, and /v1/generate spends the server's OPENAI_API_KEY", err=True)
         uvicorn.run(create_app(config, detector=detector), host=host, port=port, log_level="info")
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` listens on this machine only."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def app(
