@@ -261,3 +261,16 @@ def test_a_batch_of_small_images_over_the_request_limit_is_not_blamed_on_one_ima
     answer = httpx.post(f"{server.url}/v1/detect/batch", headers=auth, files=files)
     assert answer.status_code == 413  # said "the limit is 1 MB per image", which each of them is under
     assert answer.json() == {"detail": "upload too large: the limit is 1 MB per image, 8 images per request"}
+
+
+def test_a_png_with_a_huge_compressed_workflow_is_scored_and_its_metadata_read(server, auth):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a castle, Steps: 20, Sampler: Euler a, " + "x" * 2_000_000, zip=True)  # inflates past 1 MB
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").convert("RGB").save(buffer, "PNG", pnginfo=info)
+    answer = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"file": ("ui.png", buffer.getvalue(), "image/png")})
+    assert answer.status_code == 200, answer.text
+    record = answer.json()
+    assert record["width"] == 256 and (record["label"], record["decided_by"]) == ("ai", "metadata")

@@ -112,6 +112,20 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
     return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None)
 
 
+def header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header alone, without decoding; Pillow's errors pass through.
+
+    A PNG whose text or ICC chunks inflate past Pillow's caps is sized without them, as `decode_image` decodes it.
+    """
+    quiet_pillow()
+    try:
+        return Image.open(io.BytesIO(data)).size
+    except ValueError as exc:
+        if sniff_format(data) != "PNG" or "MAX_TEXT" not in str(exc):
+            raise
+        return Image.open(io.BytesIO(_without_png_text(data))).size
+
+
 def _open(data: bytes) -> Image.Image:
     """Open and decode the first frame, refusing declared sizes over `MAX_PIXELS` before decoding."""
     quiet_pillow()

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import dataclasses
 import hmac
-import io
 import logging
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
@@ -43,7 +42,7 @@ from fakescope.detector import Detector
 from fakescope.errors import ConfigError, StorageError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.generate.openai_images import MAX_SIZE_SIDE
-from fakescope.io.image import corrupt_image_error, decode_image, sniff_format
+from fakescope.io.image import corrupt_image_error, decode_image, header_size, sniff_format
 from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.generation import openai_client
@@ -339,7 +338,7 @@ def _check_image(data: bytes, config: ServeConfig) -> None:
         raise HTTPException(422, "not an image: the file's signature matches no supported format "
                                  "(JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF, AVIF)")
     try:
-        width, height = Image.open(io.BytesIO(data)).size
+        width, height = header_size(data)
     except Image.DecompressionBombError:  # Pillow refuses to open headers over twice its own limit
         raise HTTPException(422, f"image too large: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
                                  f"the limit is {config.max_pixels:,}") from None
