@@ -151,3 +151,17 @@ def test_published_ai_images_read_as_ai(shared_data):
         assert ev.data["integrity"] == "intact"
         assert set(ev.data["failures"]) == {"signingCredential.untrusted", "signingCredential.expired"}
         assert ev.data["signer"] in {"OpenAI / Truepic Lens CLI in Sora", "Google LLC / Google Media Processing Services"}
+
+
+def test_tampered_parent_manifest_breaks_integrity(photo, sign, sign_manifest):
+    """Rewriting the generated parent's source type to a capture term (same length, so the store still
+    parses) breaks that ingredient's hashes: c2pa reports it under ingredientDeltas, and the image must
+    not read as a signed capture."""
+    generated = sign(encode(photo.resize((96, 96)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia")
+    reopened = sign_manifest(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", [
+        {"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}}], [("parent", "parentOf", generated)])
+    forged = reopened.replace(b"digitalsourcetype/trainedAlgorithmicMedia", b"digitalsourcetype/aaaaaaaa/digitalCapture")
+    assert forged != reopened
+    ev = check_c2pa(forged)
+    assert ev.data["integrity"] == "broken" and "assertion.hashedURI.mismatch" in ev.data["failures"]
+    assert ev.score is None and "validation failed" in ev.detail

@@ -7,7 +7,8 @@ The image's own lineage is the active manifest and its `parentOf` ancestors (Cha
 into the image (`componentOf`) or fed to an action (`inputTo`) makes it partly generated at most,
 and a capture term counts only from the lineage. Validation is split in two:
 
-- integrity: the claim signature verifies and every hash matches the bytes;
+- integrity: the claim signature verifies and every hash matches the bytes, in the active manifest
+  and in every ingredient manifest;
 - credential: whether the signing certificate chains to a configured trust anchor and is in
   date. Offline there is no trust list, so real signers come out `untrusted` (and old
   certificates `expired`); c2pa reports those as `Invalid` although nothing was tampered with.
@@ -174,9 +175,11 @@ def _lineage(manifests: dict[str, Any], label: str | None) -> list[str]:
 
 
 def _failure_codes(store: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Failures of the active manifest and of every ingredient's (a tampered parent breaks the image's lineage)."""
     active = results.get("activeManifest")
     if isinstance(active, dict):
-        return [f.get("code", "") for f in active.get("failure", [])]
+        deltas = [d.get("validationDeltas") or {} for d in results.get("ingredientDeltas") or []]
+        return [f.get("code", "") for part in (active, *deltas) for f in part.get("failure", [])]
     return [s.get("code", "") for s in store.get("validation_status", [])]
 
 
