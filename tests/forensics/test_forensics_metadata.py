@@ -137,6 +137,21 @@ def test_iptc_uri_quoted_in_a_caption_does_not_override_the_property(photo):
     assert ev.data["digital_source_type"] == "digitalCapture" and ev.score == 0.45 and "declares_ai" not in ev.data
 
 
+def test_iptc_uri_quoted_in_a_caption_without_the_property_declares_nothing(photo):
+    """A photo whose packet has no DigitalSourceType property: a caption quoting the AI URI is no declaration
+    (the URI counts only inside the property, even wrapped in an rdf:Bag)."""
+    caption = ('<dc:description><rdf:Alt><rdf:li xml:lang="x-default">Is this ' + IPTC + 'trainedAlgorithmicMedia? '
+               'No, a photo</rdf:li></rdf:Alt></dc:description>').encode()
+    xmp = xmp_packet("digitalCapture").replace(b' Iptc4xmpExt:DigitalSourceType="' + (IPTC + "digitalCapture").encode()
+                                               + b'"/>', b' xmlns:dc="http://purl.org/dc/elements/1.1/">' + caption
+                                               + b"</rdf:Description>")
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp))
+    assert ev.score is None and "digital_source_type" not in ev.data, ev.detail
+    wrapped = xmp.replace(b"<dc:description>", b"<Iptc4xmpExt:DigitalSourceType><rdf:Bag><rdf:li>" + IPTC.encode()
+                          + b"trainedAlgorithmicMedia</rdf:li></rdf:Bag></Iptc4xmpExt:DigitalSourceType><dc:description>")
+    assert check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=wrapped)).score == 0.95
+
+
 def test_xmp_composite_and_capture(photo):
     composite = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp_packet("compositeWithTrainedAlgorithmicMedia")))
     assert composite.score == 0.9 and composite.data["declares_ai"] is True

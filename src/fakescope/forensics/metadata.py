@@ -61,7 +61,9 @@ _FREE_TEXT_KEYS = ("comment", "Comment", "Description")
 _SOURCE_URI = re.compile(r"cv\.iptc\.org/newscodes/digitalsourcetype/(\w+)", re.IGNORECASE)
 _SOURCE_TERM = re.compile(r"DigitalSourceType(?:\s+rdf:resource)?(?:\s*=\s*[\"']|>)\s*(?:[^\"'<\s]*/)?(\w+)/?\s*[\"'<]")
 """The property's value (attribute, element or rdf:resource): a bare term, a `digitalsourcetype/term` path or
-a URI; read before any IPTC URI elsewhere in the packet (a caption may quote one)."""
+a URI."""
+_SOURCE_ELEMENT = re.compile(r"<(?:[\w.-]+:)?DigitalSourceType\b[^>]*>(.*?)</(?:[\w.-]+:)?DigitalSourceType>", re.DOTALL)
+"""The property as an element wrapping its URI (in an rdf:Bag, say); a URI anywhere else (a caption) is no declaration."""
 _CREATOR_TOOL = re.compile(r"CreatorTool(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
 _PROVENANCE = re.compile(r"dcterms:provenance(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
 
@@ -165,7 +167,8 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
         blocks.errors.append(f"XMP packet of {len(blocks.xmp):,} bytes exceeds {MAX_XMP_BYTES:,}; not parsed")
         return
     xmp = blocks.xmp.decode("utf-8", "replace")
-    found = _SOURCE_TERM.search(xmp) or _SOURCE_URI.search(xmp)
+    found = _SOURCE_TERM.search(xmp) or next(
+        (uri for element in _SOURCE_ELEMENT.finditer(xmp) if (uri := _SOURCE_URI.search(element.group(1)))), None)
     term = source_term(found.group(1)) if found else None
     if term:
         info["digital_source_type"] = term
