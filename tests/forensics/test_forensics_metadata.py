@@ -95,6 +95,16 @@ def test_exif_software_and_a1111_user_comment_in_jpeg(photo):
     assert ev.data["generator"].startswith("Stable Diffusion web UI") and ev.score == 0.95
 
 
+def test_exif_strings_written_in_utf8(photo):
+    """EXIF ASCII tags hold UTF-8 in practice (exiftool, most software); read as Latin-1, `DALL·E` was missed."""
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Software: "DALL·E 3".encode(), piexif.ImageIFD.Make: "Ricoh".encode(),
+                                piexif.ImageIFD.Model: "GR Ⅲ".encode()}})
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif))
+    assert ev.score == 0.95 and ev.data["software"] == "DALL·E 3" and ev.data["model"] == "GR Ⅲ"
+    latin1 = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Leica", piexif.ImageIFD.Model: "M10 Mon\xe9".encode("latin-1")}})
+    assert check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=latin1)).data["model"] == "M10 Moné"
+
+
 def test_camera_exif_only_nudges(photo):
     exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Canon", piexif.ImageIFD.Model: b"EOS R5",
                                 piexif.ImageIFD.Software: b"Adobe Photoshop 25.0"},

@@ -13,6 +13,7 @@ it) and trivially forged. The rules follow from that:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import warnings
@@ -142,10 +143,10 @@ def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[
     if caught:
         blocks.errors.append(f"EXIF damaged: {str(caught[0].message).strip()}")
     for key, tag in (("software", _TAG_SOFTWARE), ("make", _TAG_MAKE), ("model", _TAG_MODEL)):
-        value = _clean(exif.get(tag))
+        value = _exif_text(exif.get(tag))
         if value:
             info[key] = value
-    lens, taken = _clean(sub.get(_TAG_LENS)), _clean(sub.get(_TAG_TAKEN))
+    lens, taken = _exif_text(sub.get(_TAG_LENS)), _exif_text(sub.get(_TAG_TAKEN))
     if lens:
         info["lens"] = lens
     if taken:
@@ -206,6 +207,14 @@ def _clean(value: object) -> str | None:
         return None
     value = value.replace("\x00", "").strip()
     return value[:200] or None
+
+
+def _exif_text(value: object) -> str | None:
+    """An EXIF ASCII tag: Pillow decodes it as Latin-1, but most software writes UTF-8 there (`DALL·E`)."""
+    if isinstance(value, str):
+        with contextlib.suppress(UnicodeError):
+            value = value.encode("latin-1").decode("utf-8")
+    return _clean(value)
 
 
 def _user_comment(raw: object) -> str | None:
