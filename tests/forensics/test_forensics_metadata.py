@@ -105,6 +105,14 @@ def test_exif_strings_written_in_utf8(photo):
     assert check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=latin1)).data["model"] == "M10 Moné"
 
 
+def test_tiff_tags_are_its_exif(photo):
+    """A TIFF keeps Software, Make and Model among its own tags, not in an EXIF block."""
+    ev = check_metadata(encode(photo.resize((64, 64)), "TIFF", tiffinfo={305: "Midjourney", 271: "Canon", 272: "EOS R5"}))
+    assert ev.score == 0.95 and (ev.data["software"], ev.data["make"], ev.data["model"]) == ("Midjourney", "Canon", "EOS R5")
+    camera = check_metadata(encode(photo.resize((64, 64)), "TIFF", tiffinfo={271: "Canon", 272: "EOS R5"}))
+    assert camera.score == 0.45 and not camera.error
+
+
 def test_camera_exif_only_nudges(photo):
     exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Canon", piexif.ImageIFD.Model: b"EOS R5",
                                 piexif.ImageIFD.Software: b"Adobe Photoshop 25.0"},

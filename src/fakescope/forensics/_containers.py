@@ -118,7 +118,8 @@ def _read_with_pillow(data: memoryview, blocks: MetadataBlocks) -> None:
     with Image.open(io.BytesIO(data)) as img:  # parses headers only
         info = img.info
         exif = info.get("exif")
-        blocks.exif = exif if isinstance(exif, bytes) else None
+        tiff = bytes(data) if blocks.format == "TIFF" else None  # a TIFF's own tags are its EXIF (Software, Make, ...)
+        blocks.exif = exif if isinstance(exif, bytes) else tiff
         xmp = info.get("xmp") or info.get(_XMP_PNG_KEY)
         if isinstance(xmp, str):
             xmp = xmp.encode("utf-8")
