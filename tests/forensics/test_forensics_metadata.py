@@ -75,6 +75,21 @@ def test_comfyui_prompt_and_workflow_chunks_compressed(photo):
     assert ev.score == 0.95
 
 
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_comfyui_prompt_and_workflow_in_exif_are_no_camera(photo, fmt):
+    """ComfyUI's animated WebP/PNG savers put `prompt:{json}` in EXIF Model and `workflow:{json}` in Make."""
+    prompt = json.dumps({"3": {"inputs": {"seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler"},
+                               "class_type": "KSampler"}})
+    workflow = json.dumps({"last_node_id": 9, "last_link_id": 9, "nodes": [{"id": 3, "type": "KSampler"}]})
+    exif = Image.Exif()
+    exif[0x0110], exif[0x010F] = f"prompt:{prompt}", f"workflow:{workflow}"
+    ev = check_metadata(encode(photo.resize((64, 64)), fmt, exif=exif))
+    assert ev.score == 0.95 and ev.data["generator"] == "ComfyUI", ev.detail
+    assert "make" not in ev.data and "camera" not in ev.detail
+    exif[0x0110], exif[0x010F] = "prompt: a lens test", "workflow: studio"  # a camera's own words
+    assert check_metadata(encode(photo.resize((64, 64)), fmt, exif=exif)).score == 0.45
+
+
 def test_text_chunk_after_idat_is_read(photo):
     plain = encode(photo.resize((64, 64)), "PNG")
     body = b"parameters\x00" + A1111.encode()

@@ -68,7 +68,9 @@ _SOURCE_ELEMENT = re.compile(r"<(?:[\w.-]+:)?DigitalSourceType\b[^>]*>(.*?)</(?:
 _CREATOR_TOOL = re.compile(r"CreatorTool(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
 _PROVENANCE = re.compile(r"dcterms:provenance(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
 
-_TAG_SOFTWARE, _TAG_MAKE, _TAG_MODEL = 0x0131, 0x010F, 0x0110
+_TAG_SOFTWARE, _TAG_MAKE, _TAG_MODEL, _TAG_DESCRIPTION = 0x0131, 0x010F, 0x0110, 0x010E
+_EXIF_TAG_NAMES = {_TAG_DESCRIPTION: "ImageDescription", _TAG_MAKE: "Make", _TAG_MODEL: "Model"}
+_COMFYUI_CHUNKS = {key: pattern for key, name, pattern in GENERATOR_CHUNKS if name == "ComfyUI"}
 _IFD_EXIF, _IFD_GPS = 0x8769, 0x8825
 _TAG_LENS, _TAG_USER_COMMENT, _TAG_TAKEN = 0xA434, 0x9286, 0x9003
 _WARNINGS_LOCK = threading.Lock()
@@ -142,10 +144,14 @@ def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[
         return
     if caught:
         blocks.errors.append(f"EXIF damaged: {str(caught[0].message).strip()}")
+    comfyui = _comfyui_exif(exif)
     for key, tag in (("software", _TAG_SOFTWARE), ("make", _TAG_MAKE), ("model", _TAG_MODEL)):
         value = _exif_text(exif.get(tag))
-        if value:
+        if value and tag not in comfyui:
             info[key] = value
+    if comfyui:
+        info["generator"] = "ComfyUI"
+        declarations.append(f"EXIF {', '.join(comfyui.values())} written by ComfyUI")
     lens, taken = _exif_text(sub.get(_TAG_LENS)), _exif_text(sub.get(_TAG_TAKEN))
     if lens:
         info["lens"] = lens
@@ -158,6 +164,17 @@ def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[
     if comment and A1111_PARAMETERS.search(comment):
         info["generator"] = "Stable Diffusion web UI (A1111/Forge/SD.Next)"
         declarations.append("EXIF UserComment holds Stable Diffusion web UI generation parameters")
+
+
+def _comfyui_exif(exif: Any) -> dict[int, str]:
+    """The tags where ComfyUI's WebP/animated savers wrote `prompt:{json}` (Model) or `workflow:{json}` (Make,
+    ImageDescription), each named with its chunk, checked with the pattern of the PNG chunk of that name."""
+    found = {}
+    for tag in (_TAG_DESCRIPTION, _TAG_MAKE, _TAG_MODEL):
+        key, _, value = str(exif.get(tag) or "").partition(":")
+        if key in _COMFYUI_CHUNKS and _COMFYUI_CHUNKS[key].search(value):
+            found[tag] = f"{_EXIF_TAG_NAMES[tag]} {key!r}"
+    return found
 
 
 def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
