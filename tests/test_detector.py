@@ -18,7 +18,7 @@ from PIL import Image
 import fakescope.detector as detector_module
 from fakescope.detection import Detection
 from fakescope.detector import Detector
-from fakescope.errors import FakescopeError, StorageUnavailableError
+from fakescope.errors import ConfigError, FakescopeError, StorageUnavailableError
 from fakescope.io import shared_slots
 from fakescope.io.image import read_source
 from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE, load_model
@@ -223,6 +223,14 @@ def test_threshold_override_moves_the_uncertain_band(tiny_model_dir, image_files
             assert 0.25 <= r.probability < 0.75  # a random tiny model stays near 0.5
             assert (r.verdict, r.threshold) == (expected, d.threshold)
             assert r.to_dict()["threshold"] == d.threshold
+
+
+def test_unreadable_trust_list_fails_at_load_not_per_image(tiny_model_dir, tmp_path, monkeypatch):
+    """Else every signed AI image got a c2pa error record and fell back to its pixel score, exit status 0."""
+    monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="FAKESCOPE_C2PA_TRUST_ANCHORS=.*missing.pem"):
+        Detector.load(tiny_model_dir, device="cpu")
+    assert not Detector.load(tiny_model_dir, device="cpu", provenance=False).provenance  # not read: no error
 
 
 def test_repr_names_the_model_and_its_settings(tiny_model_dir):

@@ -112,6 +112,10 @@ class Detector:
         self.batch_size = batch_size
         self.workers, self.processes = workers, processes
         self.provenance = provenance
+        if provenance:  # a bad trust list fails here, not as an error record on every signed image
+            from fakescope.forensics.content_credentials import trust_anchors_from_env
+
+            trust_anchors_from_env()
         self.threshold = model.config.threshold if threshold is None else threshold
         self.band = _shift_band(model.config.band, model.config.threshold, self.threshold)
         self._network = self.model.network

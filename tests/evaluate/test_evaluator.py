@@ -73,6 +73,12 @@ def test_split_all_and_errors(model_dir, dataset):
         evaluate(model_dir, dataset, attributes=["glasses", "glases"], device="cpu")
 
 
+def test_unreadable_trust_list_fails_before_any_work(model_dir, dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="missing.pem"):
+        evaluate(model_dir, dataset, robustness=False, bootstrap=0, device="cpu")
+
+
 def test_progress_counts_images_on_stderr(model_dir, with_broken, capsys):
     evaluate(model_dir, with_broken, "all", robustness=False, bootstrap=0, provenance=False, examples=0,
              device="cpu", batch_size=4, progress=True)

@@ -110,13 +110,17 @@ def evaluate(
 
     Raises:
         ConfigError: the split is empty, labels, a perturbation or an attribute column are unknown or missing,
-            or no image could be read.
+            no image could be read, or (with `provenance`) `FAKESCOPE_C2PA_TRUST_ANCHORS` names an unreadable file.
 
     Example:
         >>> report = evaluate("fakescope-default", read_rows("manifest.csv"))  # doctest: +SKIP
         >>> round(report.overall["auc"], 3), report.intervals["auc"]  # doctest: +SKIP
     """
     started = time.perf_counter()
+    if provenance:  # as the Detector does: a bad trust list fails now, not quietly on every signed image
+        from fakescope.forensics.content_credentials import trust_anchors_from_env
+
+        trust_anchors_from_env()
     detector = _as_detector(model_or_detector, device, batch_size)
     rows = _split_rows(manifest, split)
     config = detector.model.config

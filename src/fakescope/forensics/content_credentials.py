@@ -94,7 +94,7 @@ def check_c2pa(data: bytes | None, *, trust_anchors: str | None = None) -> Evide
     import c2pa
 
     try:
-        context = _context(trust_anchors if trust_anchors is not None else _anchors_from_env())
+        context = _context(trust_anchors if trust_anchors is not None else trust_anchors_from_env())
         reader = c2pa.Reader.try_create(_MIME.get(sniff_format(data) or ""), io.BytesIO(data), None, context)
         if reader is None:
             return Evidence(KIND, None, "no embedded C2PA manifest", data={"present": False})
@@ -219,7 +219,12 @@ def _credential_text(trusted: bool, failures: list[str]) -> str:
     return ", ".join(notes)
 
 
-def _anchors_from_env() -> str:
+def trust_anchors_from_env() -> str:
+    """The PEM bundle `FAKESCOPE_C2PA_TRUST_ANCHORS` names ('' when unset).
+
+    Raises:
+        ConfigError: the variable names a file that cannot be read.
+    """
     path = os.environ.get(TRUST_ANCHORS_ENV)
     if not path:
         return ""
