@@ -231,6 +231,11 @@ def test_unreadable_trust_list_fails_at_load_not_per_image(tiny_model_dir, tmp_p
     with pytest.raises(ConfigError, match="FAKESCOPE_C2PA_TRUST_ANCHORS=.*missing.pem"):
         Detector.load(tiny_model_dir, device="cpu")
     assert not Detector.load(tiny_model_dir, device="cpu", provenance=False).provenance  # not read: no error
+    for content in (b"not a certificate\n", b"\x30\x82\x01\x0a\xff"):  # a wrong file, a DER certificate
+        (tmp_path / "anchors.pem").write_bytes(content)
+        monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(tmp_path / "anchors.pem"))
+        with pytest.raises(ConfigError, match="anchors.pem: no PEM certificate"):
+            Detector.load(tiny_model_dir, device="cpu")
 
 
 def test_repr_names_the_model_and_its_settings(tiny_model_dir):

@@ -223,15 +223,18 @@ def trust_anchors_from_env() -> str:
     """The PEM bundle `FAKESCOPE_C2PA_TRUST_ANCHORS` names ('' when unset).
 
     Raises:
-        ConfigError: the variable names a file that cannot be read.
+        ConfigError: the variable names a file that cannot be read or holds no PEM certificate.
     """
     path = os.environ.get(TRUST_ANCHORS_ENV)
     if not path:
         return ""
     try:
-        return Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8", "replace")
     except OSError as exc:
         raise ConfigError(f"{TRUST_ANCHORS_ENV}={path}: {exc.strerror or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:  # else c2pa fails on every signed image instead
+        raise ConfigError(f"{TRUST_ANCHORS_ENV}={path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file")
+    return text
 
 
 @functools.cache  # never evicted: a dropped context frees its native handle, which a reader in another thread may be using
