@@ -23,6 +23,9 @@ NOTHING = [Evidence("c2pa", None, "no embedded C2PA manifest"), Evidence("waterm
 def test_band_rule_without_evidence(pixel, verdict):
     fused = fuse(pixel, NOTHING, 0.5, BAND)
     assert (fused.probability, fused.verdict, fused.decided_by) == (pixel, verdict, "pixel")
+    assert fused.reason.endswith("; no provenance decided")
+    unchecked = fuse(pixel, iter([]), 0.5, BAND)  # --no-provenance: no checker ran, no record
+    assert unchecked.verdict == verdict and unchecked.reason.endswith("; provenance not checked")
 
 
 def test_decisive_evidence_overrides_a_real_looking_pixel_score():

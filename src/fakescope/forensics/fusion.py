@@ -63,6 +63,7 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     lower, upper = band
     if not 0.0 <= lower <= threshold <= upper <= 1.0:
         raise ConfigError(f"uncertain band {band} must satisfy 0 <= lower <= threshold {threshold} <= upper <= 1")
+    evidence = list(evidence)
     scored = [e for e in evidence if e.score is not None]
     pixel = pixel_probability
     decisive = [e for e in scored if e.decisive]
@@ -80,7 +81,9 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
         return Fused(None, "uncertain", NONE, "no pixel score and no provenance evidence")
     rule = f"threshold {threshold:g}, uncertain band [{lower:g}, {upper:g})"
     if not scored:
-        return Fused(pixel, verdict_for(pixel, band), PIXEL, f"pixel model {pixel:.3f} ({rule}); no provenance decided")
+        checked = any(e.kind != PIXEL for e in evidence)
+        return Fused(pixel, verdict_for(pixel, band), PIXEL,
+                     f"pixel model {pixel:.3f} ({rule}); " + ("no provenance decided" if checked else "provenance not checked"))
     start = 0.5 if pixel is None else pixel
     probability = _sigmoid(_logit(start) + sum(_logit(e.score) for e in scored))
     if pixel is not None:
