@@ -37,6 +37,16 @@ def test_binary_metrics_by_hand():
     assert m["ece"] == pytest.approx((0.1 + 0.6 + 0.6 + 0.1) / 4)
 
 
+def test_eer_is_where_the_rates_are_closest_on_the_full_roc_curve():
+    # ranked: ai ai real real ai ai real real real real. Calling the top six ai gives FPR 2/6, FNR 1/4, the
+    # closest pair, so EER 7/24; scikit-learn's reduced curve keeps only the corner (2/6, 2/4): 5/12
+    labels = np.array([1, 1, 0, 0, 1, 1, 0, 0, 0, 0])
+    probs = np.linspace(0.95, 0.05, 10)
+    assert binary_metrics(labels, probs)["eer"] == pytest.approx(7 / 24)
+    scores, pos, neg = probs, labels.astype(float), 1.0 - labels
+    assert weighted_metrics(scores, pos, neg)["eer"] == pytest.approx(7 / 24)
+
+
 def test_reliability_curve_bins():
     curve = reliability_curve(LABELS, PROBS, bins=2)
     assert curve == {"confidence": [0.25, 0.75], "frequency": [0.5, 0.5], "count": [2, 2]}

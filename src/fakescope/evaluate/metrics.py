@@ -35,8 +35,11 @@ def reliability_curve(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> 
 
 
 def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The error rate where the false-positive and false-negative rates meet."""
-    fpr, tpr, _ = skm.roc_curve(labels, probs)
+    """The error rate where the false-positive and false-negative rates meet, over every ROC point.
+
+    scikit-learn's default reduced curve drops the points where they meet inside a flat stretch.
+    """
+    fpr, tpr, _ = skm.roc_curve(labels, probs, drop_intermediate=False)
     fnr = 1.0 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
     return float((fpr[i] + fnr[i]) / 2.0)
@@ -130,8 +133,7 @@ def bootstrap_intervals(
 
     Each resample is a vector of per-image counts, and every metric is computed from count
     weights over the sorted distinct scores in O(images), so 1000 resamples of 10,000 images
-    take seconds. Resamples that miss a class are skipped. Values match `binary_metrics`
-    except EER, which here uses every ROC point rather than scikit-learn's reduced curve.
+    take seconds. Resamples that miss a class are skipped. Values match `binary_metrics`.
 
     Example:
         >>> ci = bootstrap_intervals(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]), n=200)
