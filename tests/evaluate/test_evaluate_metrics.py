@@ -9,6 +9,7 @@ from fakescope.evaluate.metrics import (
     INTERVAL_METRICS,
     auc_score,
     binary_metrics,
+    bootstrap_ci,
     bootstrap_intervals,
     reliability_curve,
     roc_pr_curves,
@@ -93,6 +94,14 @@ def test_one_class_gives_no_intervals_or_curves():
     ci = bootstrap_intervals(np.array([1, 1]), np.array([0.2, 0.9]), n=50)
     assert all(np.isnan(lo) and np.isnan(hi) for lo, hi in ci.values())
     assert roc_pr_curves(np.array([1, 1]), np.array([0.2, 0.9]))["roc"] == {"fpr": [], "tpr": []}
+
+
+def test_no_resample_with_both_classes_gives_nan_intervals():
+    # one real and one ai image: each of these 3 seeded resamples draws one of them twice
+    labels, probs = np.array([0, 1]), np.array([0.2, 0.8])
+    ci = bootstrap_intervals(labels, probs, n=3, seed=4)
+    assert all(np.isnan(lo) and np.isnan(hi) for lo, hi in ci.values())
+    assert all(np.isnan(v) for v in bootstrap_ci(labels, probs, n=3, seed=4))
 
 
 def test_roc_pr_curves_end_points():

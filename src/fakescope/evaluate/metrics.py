@@ -89,6 +89,13 @@ def bootstrap_ci(
         if metric in ("auc", "ap", "eer", "balanced_accuracy") and len(np.unique(labels[idx])) < 2:
             continue
         values.append(_single(metric, labels[idx], probs[idx], threshold))
+    return _percentiles(values, level)
+
+
+def _percentiles(values: list[float], level: float) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap values; NaN when no resample counted."""
+    if not values:
+        return float("nan"), float("nan")
     alpha = (1.0 - level) / 2.0
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
 
@@ -133,7 +140,8 @@ def bootstrap_intervals(
 
     Each resample is a vector of per-image counts, and every metric is computed from count
     weights over the sorted distinct scores in O(images), so 1000 resamples of 10,000 images
-    take seconds. Resamples that miss a class are skipped. Values match `binary_metrics`.
+    take seconds. Resamples that miss a class are skipped (all of them: NaN intervals). Values
+    match `binary_metrics`.
 
     Example:
         >>> ci = bootstrap_intervals(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]), n=200)
@@ -156,8 +164,7 @@ def bootstrap_intervals(
         point = weighted_metrics(scores, pos, neg, threshold)
         for m in metrics:
             values[m].append(point[m])
-    alpha = (1.0 - level) / 2.0
-    return {m: (float(np.quantile(v, alpha)), float(np.quantile(v, 1.0 - alpha))) for m, v in values.items()}
+    return {m: _percentiles(v, level) for m, v in values.items()}
 
 
 def weighted_metrics(
