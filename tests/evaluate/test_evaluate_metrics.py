@@ -48,6 +48,12 @@ def test_eer_is_where_the_rates_are_closest_on_the_full_roc_curve():
     assert weighted_metrics(scores, pos, neg)["eer"] == pytest.approx(7 / 24)
 
 
+def test_recall_without_ai_images_is_nan_not_zero():
+    m = binary_metrics(np.array([0, 0, 0]), np.array([0.1, 0.2, 0.9]))
+    assert np.isnan(m["recall"]) and m["confusion"] == [[2, 1], [0, 0]]
+    assert binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]))["recall"] == 0.5
+
+
 def test_reliability_curve_bins():
     curve = reliability_curve(LABELS, PROBS, bins=2)
     assert curve == {"confidence": [0.25, 0.75], "frequency": [0.5, 0.5], "count": [2, 2]}

@@ -56,6 +56,15 @@ def test_sweep_finds_that_blur_defeats_a_noise_detector():
     assert rows[CLEAN]["n"] == 12
 
 
+def test_one_label_sweep_leaves_the_rate_it_cannot_measure_nan():
+    images = [smooth(i) for i in range(4)]
+    scores = {CLEAN: noise_scorer(images), **perturbed_scores(images, noise_scorer, ["jpeg_q95"])}
+    ai_only = robustness_table(np.ones(4, int), scores)
+    assert all(np.isnan(r["false_positive_rate"]) and r["recall"] == 1.0 for r in ai_only)
+    real_only = robustness_table(np.zeros(4, int), scores)
+    assert all(np.isnan(r["recall"]) and r["false_positive_rate"] == 1.0 for r in real_only)
+
+
 def test_unknown_perturbation_is_a_key_error():
     with pytest.raises(KeyError):
         perturbed_scores([smooth(0)], noise_scorer, ["sepia"])

@@ -54,7 +54,7 @@ def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float | list]:
     """AUC, AP, accuracy, balanced accuracy, precision, recall, EER, ECE and the confusion matrix.
 
-    Metrics that need both classes are NaN when only one is present.
+    Metrics that need both classes are NaN when only one is present, and so is recall without ai images.
     """
     labels = np.asarray(labels).astype(int)
     probs = np.asarray(probs, float)
@@ -69,7 +69,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
         "accuracy": float(skm.accuracy_score(labels, pred)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(labels, pred)) if both else float("nan"),
         "precision": float(skm.precision_score(labels, pred, zero_division=0)),
-        "recall": float(skm.recall_score(labels, pred, zero_division=0)),
+        "recall": float(skm.recall_score(labels, pred)) if labels.any() else float("nan"),
         "eer": equal_error_rate(labels, probs) if both else float("nan"),
         "ece": expected_calibration_error(labels, probs),
         "confusion": [[int(tn), int(fp)], [int(fn), int(tp)]],

@@ -94,7 +94,8 @@ def perturbed_scores(images: list[Image.Image], scorer: Scorer, names: list[str]
 def robustness_table(labels: np.ndarray, scores: dict[str, np.ndarray], threshold: float = 0.5) -> list[dict]:
     """One row per entry of `scores` (which must include `clean`): AUC, AP, accuracy, recall, EER and drops.
 
-    `auc_drop` is clean AUC minus this AUC (positive = worse); `recall_drop` likewise.
+    `auc_drop` is clean AUC minus this AUC (positive = worse); `recall_drop` likewise. Recall is
+    NaN without ai images, the false-positive rate without real ones.
     """
     clean = binary_metrics(labels, scores[CLEAN], threshold)
     rows = []
@@ -107,9 +108,15 @@ def robustness_table(labels: np.ndarray, scores: dict[str, np.ndarray], threshol
             "ap": m["ap"],
             "accuracy": m["accuracy"],
             "recall": m["recall"],
-            "false_positive_rate": m["confusion"][0][1] / max(1, m["confusion"][0][0] + m["confusion"][0][1]),
+            "false_positive_rate": _false_positive_rate(m["confusion"]),
             "eer": m["eer"],
             "auc_drop": clean["auc"] - m["auc"],
             "recall_drop": clean["recall"] - m["recall"],
         })
     return rows
+
+
+def _false_positive_rate(confusion: list[list[int]]) -> float:
+    """Share of real images called ai; NaN without real images."""
+    (tn, fp), _ = confusion
+    return fp / (tn + fp) if tn + fp else float("nan")
