@@ -65,6 +65,18 @@ def test_one_label_sweep_leaves_the_rate_it_cannot_measure_nan():
     assert all(np.isnan(r["recall"]) and r["false_positive_rate"] == 1.0 for r in real_only)
 
 
+def test_an_image_a_perturbation_cannot_take_is_left_out_of_every_row():
+    images = [noisy(0), smooth(0), noisy(1, (16_400, 40)), smooth(1)]  # too wide for WebP
+    errors = []
+    scores = {CLEAN: noise_scorer(images), **perturbed_scores(images, noise_scorer, ["webp_q80", "jpeg_q95"], errors)}
+    assert [(i, name) for i, name, _ in errors] == [(2, "webp_q80")] and "16383" in errors[0][2]
+    assert np.isnan(scores["webp_q80"][2]) and np.isfinite(scores["jpeg_q95"]).all()
+    rows = robustness_table(np.array([0, 1, 0, 1]), scores)
+    assert [r["n"] for r in rows] == [3, 3, 3]
+    lone = robustness_table(np.array([0]), {CLEAN: scores[CLEAN][2:3], "webp_q80": scores["webp_q80"][2:3]})
+    assert [r["n"] for r in lone] == [0, 0] and np.isnan(lone[0]["auc"])
+
+
 def test_unknown_perturbation_is_a_key_error():
     with pytest.raises(KeyError):
         perturbed_scores([smooth(0)], noise_scorer, ["sepia"])

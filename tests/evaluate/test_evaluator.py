@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+from evaluate_helpers import noisy
 
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
-from fakescope.evaluate import evaluate, recipe_preprocessing
+from fakescope.evaluate import evaluate, recipe_preprocessing, render_html
 from fakescope.models import apply_calibration, load_model
 from fakescope.train.augment import neutralize
 from fakescope.train.dataset import read_source
@@ -77,6 +79,17 @@ def test_unreadable_trust_list_fails_before_any_work(model_dir, dataset, tmp_pat
     monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="missing.pem"):
         evaluate(model_dir, dataset, robustness=False, bootstrap=0, device="cpu")
+
+
+def test_a_panorama_too_wide_for_webp_is_left_out_of_the_sweep_only(model_dir, dataset, tmp_path, caplog):
+    wide = tmp_path / "panorama.png"
+    noisy(3, (16_400, 40)).save(wide)
+    rows = pd.concat([dataset, pd.DataFrame([{"uri": str(wide), "label": "real", "split": "test"}])], ignore_index=True)
+    got = evaluate(model_dir, rows, perturbations=["webp_q80", "jpeg_q70"], bootstrap=0, examples=0, device="cpu")
+    assert got.overall["n"] == 13 and [r["n"] for r in got.robustness] == [12, 12, 12]
+    assert [(s["uri"], s["perturbation"]) for s in got.robustness_skipped] == [(str(wide), "webp_q80")]
+    assert "1 image(s) left out of the robustness sweep" in caplog.text
+    assert "panorama.png" in render_html(got)
 
 
 def test_progress_counts_images_on_stderr(model_dir, with_broken, capsys):

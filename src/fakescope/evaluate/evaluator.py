@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import logging
 import math
 import os
 import sys
@@ -43,6 +44,7 @@ from fakescope.models.config import ModelConfig
 from fakescope.train.augment import AugmentConfig, neutralize
 
 THUMBNAIL_SIDE = 160
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,6 +54,8 @@ class EvaluationReport:
     `overall` scores the final probability (pixel model fused with provenance evidence when
     `provenance` is on); `pixel_overall` the pixel model alone. `scores` has one record per
     image; `thumbnails` maps example uris to data URIs for the HTML report and stays out of JSON.
+    `robustness_skipped` lists the images a perturbation could not be applied to (`uri`,
+    `perturbation`, `error`): every robustness row leaves them out.
     """
 
     model: str
@@ -74,6 +78,7 @@ class EvaluationReport:
     examples: list[dict[str, Any]]
     failures: list[dict[str, str]]
     seconds: float
+    robustness_skipped: list[dict[str, str]] = field(default_factory=list)
     thumbnails: dict[str, str] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,7 +139,7 @@ def evaluate(
     if absent:
         raise ConfigError(f"no attribute column(s) {', '.join(absent)} in the manifest; it has {', '.join(map(str, rows.columns))}")
 
-    kept, records, failures = [], [], []
+    kept, records, failures, skipped = [], [], [], []
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
     chunk = max(batch_size, 16)
     with tqdm(total=len(rows), desc="evaluate", unit="img", file=sys.stderr, disable=not progress, leave=False) as bar:
@@ -152,13 +157,21 @@ def evaluate(
             images = [item.image for _, item in loaded]
             pixel = scorer(images)
             swept[CLEAN].append(pixel)
-            for name, probs in perturbed_scores(images, scorer, names).items():
+            errors: list[tuple[int, str, str]] = []
+            for name, probs in perturbed_scores(images, scorer, names, errors).items():
                 swept[name].append(probs)
+            skipped += [{"uri": str(rows.at[loaded[i][0], "uri"]), "perturbation": name, "error": message}
+                        for i, name, message in errors]
             for (index, item), p in zip(loaded, pixel):
                 kept.append(index)
                 records.append(_record(rows.loc[index], item, float(p), detector, provenance))
     if not records:
         raise ConfigError(f"none of the {len(rows)} image(s) of split {split!r} could be read")
+    if skipped:
+        first = skipped[0]
+        log.warning("%d image(s) left out of the robustness sweep: a perturbation could not be applied "
+                    "(first: %s, %s: %s)", len({s["uri"] for s in skipped}), first["uri"], first["perturbation"],
+                    first["error"])
 
     scored = rows.loc[kept].reset_index(drop=True)
     labels = (scored["label"] == "ai").to_numpy().astype(int)
@@ -186,6 +199,7 @@ def evaluate(
         scores=records,
         examples=[{**records[i], "kind": kind} for i, kind in chosen],
         failures=failures,
+        robustness_skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),
         thumbnails={records[i]["uri"]: t for i, _ in chosen if (t := _thumbnail(records[i]["uri"]))},
     )

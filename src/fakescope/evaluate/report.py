@@ -82,6 +82,9 @@ def render_html(report: EvaluationReport, extra_figures: Iterable[ExtraFigure] |
                   "<p>Pixel model only, each image perturbed before the model's own preprocessing. "
                   "<code>auc_drop</code> = clean AUC minus perturbed AUC.</p>",
                   _table(data["robustness"])]
+        if data["robustness_skipped"]:
+            parts += [f"<h3>Left out of every row: a perturbation could not be applied "
+                      f"({len(data['robustness_skipped'])})</h3>", _table(data["robustness_skipped"], "the first")]
     parts += ["<h2>Examples</h2>", _examples(data["examples"], report.thumbnails)]
     extras = list(extra_figures or [])
     if extras:

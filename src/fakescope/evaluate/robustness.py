@@ -81,22 +81,48 @@ PERTURBATIONS: dict[str, Perturbation] = {
 """The default sweep, in report order."""
 
 
-def perturbed_scores(images: list[Image.Image], scorer: Scorer, names: list[str] | None = None) -> dict[str, np.ndarray]:
+def perturbed_scores(images: list[Image.Image], scorer: Scorer, names: list[str] | None = None,
+                     errors: list[tuple[int, str, str]] | None = None) -> dict[str, np.ndarray]:
     """Score `images` after each named perturbation: `{name: P(ai) per image}`.
+
+    An image a perturbation cannot be applied to (wider than WebP's 16,383 px, say) scores NaN
+    there, and `errors`, when given, receives `(image index, name, message)` for it.
 
     Raises:
         KeyError: a name that is not in `PERTURBATIONS`.
     """
     chosen = list(PERTURBATIONS) if names is None else names
-    return {name: scorer([PERTURBATIONS[name](im) for im in images]) for name in chosen}
+    out = {}
+    for name in chosen:
+        perturb, edited, done = PERTURBATIONS[name], [], []
+        for i, image in enumerate(images):
+            try:
+                edited.append(perturb(image))
+                done.append(i)
+            except (ValueError, OSError) as exc:
+                if errors is not None:
+                    errors.append((i, name, str(exc)))
+        probs = np.full(len(images), np.nan)
+        if edited:
+            probs[done] = scorer(edited)
+        out[name] = probs
+    return out
+
+
+_ROW_METRICS = ("auc", "ap", "accuracy", "recall", "false_positive_rate", "eer", "auc_drop", "recall_drop")
 
 
 def robustness_table(labels: np.ndarray, scores: dict[str, np.ndarray], threshold: float = 0.5) -> list[dict]:
     """One row per entry of `scores` (which must include `clean`): AUC, AP, accuracy, recall, EER and drops.
 
-    `auc_drop` is clean AUC minus this AUC (positive = worse); `recall_drop` likewise. Recall is
-    NaN without ai images, the false-positive rate without real ones.
+    Every row measures the same images: those with a score (not NaN) in every entry. `auc_drop` is
+    clean AUC minus this AUC (positive = worse); `recall_drop` likewise. Recall is NaN without ai
+    images, the false-positive rate without real ones.
     """
+    kept = np.all([np.isfinite(v) for v in scores.values()], axis=0)
+    if not kept.any():
+        return [{"perturbation": name, "n": 0, **dict.fromkeys(_ROW_METRICS, float("nan"))} for name in scores]
+    labels, scores = np.asarray(labels)[kept], {k: np.asarray(v)[kept] for k, v in scores.items()}
     clean = binary_metrics(labels, scores[CLEAN], threshold)
     rows = []
     for name, probs in scores.items():
