@@ -75,3 +75,9 @@ def test_read_rows_needs_only_uri_label_split_and_resolves_relative_uris(tmp_pat
     (tmp_path / "bad.csv").write_text("uri,label\nx.png,real\n")
     with pytest.raises(ConfigError, match="lacks column"):
         read_rows(str(tmp_path / "bad.csv"))
+
+
+def test_read_rows_refuses_rows_without_a_uri(tmp_path):
+    (tmp_path / "m.csv").write_text("uri,label,split\na.png,real,test\n,ai,test\n  ,ai,test\n")
+    with pytest.raises(ConfigError, match=r"2 row\(s\) have no uri, the first is data row 2"):
+        read_rows(str(tmp_path / "m.csv"))

@@ -103,6 +103,9 @@ def read_rows(uri: str) -> pd.DataFrame:
     Labels are normalised (`fake` -> `ai`, ...), relative URIs resolve against the manifest's own
     folder (local or remote), and absent `source` / `generator` columns are added empty.
 
+    Raises:
+        ConfigError: `uri`, `label` or `split` is missing, a row has no uri, or a label is unknown.
+
     Example:
         >>> rows = read_rows("data/default/manifest.csv")  # doctest: +SKIP
     """
@@ -110,6 +113,9 @@ def read_rows(uri: str) -> pd.DataFrame:
     missing = {"uri", "label", "split"} - set(rows.columns)
     if missing:
         raise ConfigError(f"manifest {uri} lacks column(s): {', '.join(sorted(missing))}")
+    blank = (rows["uri"].isna() | (rows["uri"].astype(str).str.strip() == "")).to_numpy()
+    if blank.any():
+        raise ConfigError(f"manifest {uri}: {blank.sum()} row(s) have no uri, the first is data row {blank.argmax() + 1}")
     rows["label"] = [normalise_label(v) for v in rows["label"]]
     rows = resolve_uris(rows, uri)
     for column in ("source", "generator"):
