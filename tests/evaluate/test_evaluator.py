@@ -92,6 +92,14 @@ def test_a_panorama_too_wide_for_webp_is_left_out_of_the_sweep_only(model_dir, d
     assert "panorama.png" in render_html(got)
 
 
+def test_repeated_uris_are_counted_with_a_warning(model_dir, dataset, caplog):
+    rows = dataset[dataset["split"] == "test"].head(4)
+    got = evaluate(model_dir, pd.concat([rows, rows.head(1)]), robustness=False, bootstrap=0, provenance=False,
+                   examples=0, device="cpu")
+    assert got.overall["n"] == 5
+    assert f"1 row(s) of split 'test' repeat a uri already in it (first: {rows['uri'].iloc[0]})" in caplog.text
+
+
 def test_progress_counts_images_on_stderr(model_dir, with_broken, capsys):
     evaluate(model_dir, with_broken, "all", robustness=False, bootstrap=0, provenance=False, examples=0,
              device="cpu", batch_size=4, progress=True)

@@ -128,6 +128,10 @@ def evaluate(
         trust_anchors_from_env()
     detector = _as_detector(model_or_detector, device, batch_size)
     rows = _split_rows(manifest, split)
+    repeated = rows["uri"].astype(str).duplicated()
+    if repeated.any():
+        log.warning("%d row(s) of split %r repeat a uri already in it (first: %s); each row is scored and "
+                    "counted as one more image", repeated.sum(), split, rows["uri"][repeated].iloc[0])
     config = detector.model.config
     recipe = recipe_preprocessing(config)
     scorer = make_scorer(detector, recipe)
