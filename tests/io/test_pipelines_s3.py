@@ -1,4 +1,4 @@
-"""Generation and dataset building with S3 on both ends, against the loopback SeaweedFS server."""
+"""Generation, dataset building and evaluation with S3 on both ends, against the loopback SeaweedFS server."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -14,6 +15,8 @@ from fakescope.cli import app
 from fakescope.io import storage
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "evaluate"))
+from evaluate_helpers import write_dataset  # noqa: E402
 from openai_server import ImagesAPIServer  # noqa: E402
 
 
@@ -105,3 +108,18 @@ def test_a_manifest_exported_as_a_tar_and_an_npy_pack_into_s3(s3_bucket, tmp_pat
     with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(f"s3://{s3_bucket}/set.tar"))) as tar:
         assert len(tar.getnames()) == 6 and "manifest.parquet" in tar.getnames()
     assert np.load(io.BytesIO(storage.read_bytes(f"s3://{s3_bucket}/set.npy"))).shape == (4, 32, 32, 3)
+
+
+@pytest.mark.slow
+def test_evaluate_explain_writes_its_figures_into_an_s3_out(s3_bucket, tmp_path, monkeypatch):
+    write_dataset(tmp_path / "set", per_class=4)
+    monkeypatch.chdir(tmp_path)
+    out = f"s3://{s3_bucket}/eval"
+    result = CliRunner().invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "set" / "manifest.csv"), "--out", out,
+                                      "--split", "all", "--no-robustness", "--bootstrap", "0", "--no-provenance",
+                                      "--explain", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    figures = list(storage.list_files(f"{out}/figures", suffixes=(".png",)))
+    assert any("/figures/umap_label.png" in uri for uri in figures) and any("/figures/heatmaps/" in uri for uri in figures)
+    assert "UMAP" in storage.read_bytes(f"{out}/report.html").decode()
+    assert not (tmp_path / "s3:").exists()  # not a local folder named after the URI

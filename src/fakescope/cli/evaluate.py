@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fakescope.evaluate.report import ExtraFigure
 
 
 def evaluate(
@@ -46,12 +51,7 @@ def evaluate(
         extras = [_figure_pair(f) for f in figure or []]
         rows = read_rows(manifest)
         if explain:
-            from pathlib import Path
-
-            from fakescope.explain import report_figures
-
-            scored = rows if split == "all" else rows[rows["split"] == split]
-            extras += report_figures(model, scored.reset_index(drop=True), Path(out) / "figures")
+            extras += _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)
         report = run(model, rows, split, robustness=robustness, perturbations=_names(perturbations),
                      bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=_names(attributes),
                      device=device, batch_size=batch_size,
@@ -111,6 +111,25 @@ def _names(text: str | None) -> list[str] | None:
     """`a, b,c` -> ['a', 'b', 'c']; None or blank -> None."""
     names = [t.strip() for t in (text or "").split(",") if t.strip()]
     return names or None
+
+
+def _explain_figures(model: str, rows: pd.DataFrame, out: str) -> list[ExtraFigure]:
+    """`fakescope.explain.report_figures` of the split, written under OUT/figures (drawn locally, then copied to a remote OUT)."""
+    import tempfile
+    from pathlib import Path
+
+    from fakescope.explain import report_figures
+    from fakescope.io import storage
+
+    rows = rows.reset_index(drop=True)
+    if not storage.is_remote(out):
+        return report_figures(model, rows, Path(out.removeprefix("file://")) / "figures")
+    with tempfile.TemporaryDirectory(prefix="fakescope-figures-") as scratch:
+        folder = Path(scratch)
+        figures = report_figures(model, rows, folder)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            storage.write_bytes(storage.join(out, "figures", *path.relative_to(folder).parts), path.read_bytes())
+        return [(title, path.read_bytes()) for title, path in figures]
 
 
 def _figure_pair(text: str) -> tuple[str, str]:
