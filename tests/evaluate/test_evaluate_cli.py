@@ -103,6 +103,20 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
 
 
 @pytest.mark.slow
+def test_evaluate_logo_takes_generators_named_by_numbers(tmp_path):
+    def versions(frame):
+        frame["generator"] = frame["generator"].map({"g1": "2021", "g2": "2022"})  # reals: none, so the CSV column reads as floats
+
+    config = _logo_recipe(tmp_path, samples_per_epoch=16, relabel=versions)
+    out = tmp_path / "logo"
+    result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "2022", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "logo.json").read_text())
+    assert [r["held_out"] for r in data["runs"]] == ["2022"] and set(data["matrix"]["2022"]) == {"2021", "2022"}
+    assert (out / "without-2022" / "model").is_dir()
+
+
+@pytest.mark.slow
 def test_evaluate_logo_by_source_holds_out_a_whole_family(tmp_path):
     def families(frame):
         ai = frame["label"] == "ai"

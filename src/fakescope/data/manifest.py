@@ -101,7 +101,8 @@ def read_rows(uri: str) -> pd.DataFrame:
     """Read a manifest for training and evaluation, where only `uri`, `label` and `split` are required.
 
     Labels are normalised (`fake` -> `ai`, ...), relative URIs resolve against the manifest's own
-    folder (local or remote), and absent `source` / `generator` columns are added empty.
+    folder (local or remote), `source`, `generator` and `split` are read as text (a generator named
+    `2022` stays `2022`), and absent `source` / `generator` columns are added empty.
 
     Raises:
         ConfigError: `uri`, `label` or `split` is missing, a row has no uri, or a label is unknown.
@@ -109,7 +110,7 @@ def read_rows(uri: str) -> pd.DataFrame:
     Example:
         >>> rows = read_rows("data/default/manifest.csv")  # doctest: +SKIP
     """
-    rows = _read_table(uri)
+    rows = _read_table(uri, dtype={"source": str, "generator": str, "split": str})  # `2022` is a name, not a number
     missing = {"uri", "label", "split"} - set(rows.columns)
     if missing:
         raise ConfigError(f"manifest {uri} lacks column(s): {', '.join(sorted(missing))}")
