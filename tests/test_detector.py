@@ -217,15 +217,12 @@ def test_threshold_override_moves_the_uncertain_band(tiny_model_dir, image_files
     assert (default.threshold, default.band) == (0.5, (0.35, 0.65))
     strict = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.9)
     lenient = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.1)
-    # the band's edges go where the map of [0, 1] taking 0.5 to the new threshold takes them: both verdicts stay reachable
-    assert strict.band == pytest.approx((0.63, 0.93)) and lenient.band == pytest.approx((0.07, 0.37))
-    for d in (strict, lenient):
+    assert strict.band == pytest.approx((0.75, 1.0)) and lenient.band == pytest.approx((0.0, 0.25))
+    for d, expected in ((strict, "real"), (lenient, "ai")):
         for r in d.predict(image_files):
-            expected = "ai" if r.probability >= d.band[1] else "real" if r.probability < d.band[0] else "uncertain"
+            assert 0.25 <= r.probability < 0.75  # a random tiny model stays near 0.5
             assert (r.verdict, r.threshold) == (expected, d.threshold)
             assert r.to_dict()["threshold"] == d.threshold
-    assert Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=1.0).band == pytest.approx((0.7, 1.0))
-    assert Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.0).band == pytest.approx((0.0, 0.3))
 
 
 def test_unreadable_trust_list_fails_at_load_not_per_image(tiny_model_dir, tmp_path, monkeypatch):
@@ -244,7 +241,7 @@ def test_unreadable_trust_list_fails_at_load_not_per_image(tiny_model_dir, tmp_p
 def test_repr_names_the_model_and_its_settings(tiny_model_dir):
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.6, grid=1)
     assert repr(detector) == str(detector) == ("Detector('test-tiny', device='cpu', runtime='torch', threshold=0.6, "
-                                               "band=(0.42, 0.72), grid=1, crop_size=64, provenance=False)")
+                                               "band=(0.45, 0.75), grid=1, crop_size=64, provenance=False)")
     model = load_model(tiny_model_dir, lazy=True)
     assert repr(model) == f"LoadedModel('test-tiny', architecture='test_tiny', location={str(tiny_model_dir)!r}, " \
                           "device='cpu', built=False)"

@@ -61,10 +61,6 @@ class _Prepared:
 class Detector:
     """Score images: calibrated P(ai), a verdict, the evidence behind it and an optional heatmap.
 
-    `threshold` overrides the model's decision threshold on P(ai); the uncertain band follows it
-    (`verdict` is `ai` at or above the band, `real` below it), carried by the piecewise-linear map of
-    [0, 1] that takes the model's threshold to yours: the bundled model's [0.3, 0.7) around 0.5 becomes
-    [0.54, 0.94) around 0.9, so both verdicts stay reachable.
     `grid` overrides the model's tile grid (at most grid x grid tiles per image): fewer tiles run
     faster and see less of a large image (docs/scale.md has the measured trade-off). `threads`
     sets the CPU threads of inference (the onnxruntime session's; for torch, the process's).
@@ -435,16 +431,9 @@ def _onnx_model(model: LoadedModel, threads: int | None) -> LoadedModel:
 
 
 def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[float, float]:
-    """Carry the uncertain band to a user-chosen threshold by the piecewise-linear map of [0, 1] taking `old` to `new`.
-
-    0 and 1 stay put, so both verdicts stay reachable: the model's (0.3, 0.7) around 0.5 becomes (0.54, 0.94) around 0.9.
-    """
-    def carry(edge: float) -> float:
-        if edge <= old:
-            return edge * new / old if old > 0 else new
-        return new + (edge - old) * (1 - new) / (1 - old) if old < 1 else new
-
-    return (carry(band[0]), carry(band[1]))
+    """Move the uncertain band with a user-chosen threshold, keeping its width and [0, 1] bounds."""
+    shift = new - old
+    return (min(max(band[0] + shift, 0.0), new), max(min(band[1] + shift, 1.0), new))
 
 
 def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: bool, model: str, threshold: float,
