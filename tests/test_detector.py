@@ -19,6 +19,7 @@ import fakescope.detector as detector_module
 from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, FakescopeError, StorageUnavailableError
+from fakescope.forensics import fuse
 from fakescope.io import shared_slots
 from fakescope.io.image import read_source
 from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE, load_model
@@ -217,7 +218,9 @@ def test_threshold_override_moves_the_uncertain_band(tiny_model_dir, image_files
     assert (default.threshold, default.band) == (0.5, (0.35, 0.65))
     strict = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.9)
     lenient = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.1)
-    assert strict.band == pytest.approx((0.75, 1.0)) and lenient.band == pytest.approx((0.0, 0.25))
+    assert strict.band == (0.829, 0.944) and lenient.band == (0.056, 0.171)  # the same shift in log-odds
+    for d in (strict, lenient):  # both ends stay inside (0, 1): each verdict stays reachable
+        assert [fuse(p, [], d.threshold, d.band).verdict for p in (0.0, d.threshold, 0.9999)] == ["real", "uncertain", "ai"]
     for d, expected in ((strict, "real"), (lenient, "ai")):
         for r in d.predict(image_files):
             assert 0.25 <= r.probability < 0.75  # a random tiny model stays near 0.5
@@ -241,7 +244,7 @@ def test_unreadable_trust_list_fails_at_load_not_per_image(tiny_model_dir, tmp_p
 def test_repr_names_the_model_and_its_settings(tiny_model_dir):
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.6, grid=1)
     assert repr(detector) == str(detector) == ("Detector('test-tiny', device='cpu', runtime='torch', threshold=0.6, "
-                                               "band=(0.45, 0.75), grid=1, crop_size=64, provenance=False)")
+                                               "band=(0.447, 0.736), grid=1, crop_size=64, provenance=False)")
     model = load_model(tiny_model_dir, lazy=True)
     assert repr(model) == f"LoadedModel('test-tiny', architecture='test_tiny', location={str(tiny_model_dir)!r}, " \
                           "device='cpu', built=False)"

@@ -11,6 +11,7 @@ import collections
 import contextlib
 import importlib.util
 import itertools
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -431,9 +432,21 @@ def _onnx_model(model: LoadedModel, threads: int | None) -> LoadedModel:
 
 
 def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[float, float]:
-    """Move the uncertain band with a user-chosen threshold, keeping its width and [0, 1] bounds."""
-    shift = new - old
-    return (min(max(band[0] + shift, 0.0), new), max(min(band[1] + shift, 1.0), new))
+    """Move the uncertain band with a user-chosen threshold by the same shift in log-odds (3 decimals).
+
+    A shift in probability would push an end to 0 or 1 (threshold 0.9: band [0.7, 1.0), where no image
+    is ever `ai`); in log-odds both ends stay inside (0, 1) and the band keeps its width in odds.
+    """
+    if new == old:
+        return band
+
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-6), 1.0 - 1e-6)
+        return math.log(p / (1.0 - p))
+
+    shift = logit(new) - logit(old)
+    lower, upper = (round(1.0 / (1.0 + math.exp(-logit(p) - shift)), 3) for p in band)
+    return min(lower, new), max(upper, new)
 
 
 def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: bool, model: str, threshold: float,
