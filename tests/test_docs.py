@@ -59,3 +59,103 @@ def test_table_cells_escape_their_pipes(page):
     """GitHub splits a table row at every unescaped `|`, inside code spans too, and drops the extra cells."""
     bare = [s for row in _table_rows(page) for s in re.findall(r"`([^`]*)`", row) if re.search(r"(?<!\\)\|", s)]
     assert not bare, f"write \\| in table cells: {bare}"
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", _prose_and_code(page)[0], re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+LINKS = [(page, target) for page in PAGES for target in re.findall(r"\]\(([^)\s]+)\)", _prose_and_code(page)[0])
+         if "://" not in target]
+
+
+@pytest.mark.parametrize(("page", "target"), LINKS, ids=[f"{p.name}->{t}" for p, t in LINKS])
+def test_relative_links_and_anchors_resolve(page, target):
+    path, _, anchor = target.partition("#")
+    linked = (page.parent / path).resolve() if path else page
+    assert linked.exists(), f"{page.name}: {path} does not exist"
+    if anchor:
+        assert anchor in _anchors(linked), f"{page.name}: {linked.name} has no heading #{anchor}"
+
+
+def _snippets() -> list[str]:
+    """Every inline code span and fenced code line; a table row naming a command gives it the row's options."""
+    found = []
+    for page in PAGES:
+        prose, code = _prose_and_code(page)
+        found += code + [s.replace("\n", " ") for s in re.findall(r"`([^`]+)`", prose)]
+        for row in _table_rows(page):
+            spans = re.findall(r"`([^`]+)`", row)
+            if spans and spans[0].startswith("fakescope "):
+                found.append(" ".join([spans[0], *(s.replace("\\|", "|") for s in spans[1:] if s.startswith("--"))]))
+    return found
+
+
+def _cli_uses() -> list[tuple[str, str, str | None]]:
+    """(command, option, value written after it) for each `fakescope <command> ... --option` in the docs."""
+    import typer.main
+
+    from fakescope.cli import app
+
+    uses = set()
+    for snippet in _snippets():
+        for match in re.finditer(r"(?:^|[\s|(;&])fakescope ([^#]*)", snippet):
+            words, command = match.group(1).split(), typer.main.get_command(app)
+            path = []
+            while words and words[0] in getattr(command, "commands", {}):
+                command = command.commands[words[0]]
+                path.append(words.pop(0))
+            for i, word in enumerate(words):
+                option = re.fullmatch(r"\[?(--[a-z][\w-]*)\]?(?:=(\S+))?", word)
+                if path and option:
+                    value = option.group(2) or (words[i + 1].strip("[]") if i + 1 < len(words) else None)
+                    uses.add((" ".join(path), option.group(1), value if value and not value.startswith("-") else None))
+    return sorted(uses, key=str)
+
+
+CLI_USES = _cli_uses()
+
+
+def test_the_docs_show_cli_options():
+    assert ("detect", "--runtime", "torch|onnx|auto") in CLI_USES and len(CLI_USES) > 50
+
+
+@pytest.mark.parametrize(("command", "option", "value"), CLI_USES, ids=[f"{c} {o} {v or ''}" for c, o, v in CLI_USES])
+def test_documented_cli_option_exists(command, option, value):
+    """An option the docs show is one the command takes; a value shown for a choice is one of its choices."""
+    import typer.main
+
+    from fakescope.cli import app
+
+    cli = typer.main.get_command(app)
+    for word in command.split():
+        cli = cli.commands[word]
+    params = {name: p for p in cli.params for name in (*p.opts, *p.secondary_opts)}
+    assert option in params, f"fakescope {command} has no {option}"
+    choices = _choices(params[option])
+    if choices and value:
+        assert set(value.split("|")) <= choices, f"fakescope {command} {option}: {value} not in {sorted(choices)}"
+
+
+def _choices(param) -> set[str]:
+    """A choice option's values (typer's own parameters, or click's); empty for any other option."""
+    descriptor = getattr(param, "type_descriptor", None)
+    choices = descriptor.choices if descriptor is not None else getattr(param.type, "choices", None)
+    return {getattr(c, "value", c) for c in choices or ()}
+
+
+SCRIPTS = {p.name: p for folder in ("benchmarks", "recipes/default") for p in (ROOT / folder).glob("*.py")}
+SCRIPT_USES = sorted({(name, option) for snippet in _snippets()
+                      for name, rest in re.findall(r"(\w+\.py)\b([^`]*)", snippet) if name in SCRIPTS
+                      for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest.split("&&")[0])})
+
+
+def test_the_docs_show_script_options():
+    assert ("train_speed.py", "--contiguous") in SCRIPT_USES and len(SCRIPT_USES) > 20
+
+
+@pytest.mark.parametrize(("script", "option"), SCRIPT_USES, ids=[" ".join(u) for u in SCRIPT_USES])
+def test_documented_script_option_exists(script, option):
+    assert f'"{option}"' in SCRIPTS[script].read_text(), f"{script} takes no {option}"
