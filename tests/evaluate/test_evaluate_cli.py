@@ -66,6 +66,11 @@ def test_evaluate_errors_are_one_line(small_manifest, tmp_path):
     assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.output
     result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path), "--figure", "x"])
     assert result.exit_code == 2 and "TITLE=PATH" in result.output
+    (tmp_path / "cam.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')  # once embedded as a broken PNG
+    result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path / "out"),
+                                 "--figure", f"CAM={tmp_path / 'cam.svg'}"])
+    assert result.exit_code == 2 and result.output == f"error: {tmp_path / 'cam.svg'}: not a PNG or JPEG image, which report figures must be\n"
+    assert not (tmp_path / "out").exists()  # refused before scoring
 
 
 def _logo_recipe(tmp_path, samples_per_epoch: int, relabel=None):

@@ -136,10 +136,12 @@ def _figure_pair(text: str) -> tuple[str, str]:
     from pathlib import Path
 
     from fakescope.errors import ConfigError
+    from fakescope.evaluate.report import figure_data_uri
 
     title, sep, path = text.partition("=")
     if not sep or not Path(path).is_file():
         raise ConfigError(f"--figure expects TITLE=PATH to an existing PNG, got {text!r}")
+    figure_data_uri(path)  # not a PNG or JPEG: say so now, not after scoring
     return title, path
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import EvaluationReport
 from fakescope.evaluate.metrics import INTERVAL_METRICS
 from fakescope.io.image import sniff_format
@@ -161,9 +162,17 @@ def _examples(examples: list[dict], thumbnails: dict[str, str]) -> str:
 
 
 def _extra(title: str, source: str | os.PathLike | bytes) -> str:
+    return _figure_tag(title, figure_data_uri(source))
+
+
+def figure_data_uri(source: str | os.PathLike | bytes) -> str:
+    """A PNG or JPEG figure (path or bytes) as a `data:` URI; anything else (an SVG, a PDF) is a `ConfigError`."""
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    mime = "image/jpeg" if sniff_format(data) == "JPEG" else "image/png"
-    return _figure_tag(title, f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}")
+    kind = sniff_format(data)
+    if kind not in ("PNG", "JPEG"):
+        name = "a figure given as bytes" if isinstance(source, bytes) else os.fspath(source)
+        raise ConfigError(f"{name}: not a PNG or JPEG image, which report figures must be")
+    return f"data:image/{kind.lower()};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def _slice_table(rows: list[dict[str, Any]]) -> str:
