@@ -159,3 +159,15 @@ def test_the_docs_show_script_options():
 @pytest.mark.parametrize(("script", "option"), SCRIPT_USES, ids=[" ".join(u) for u in SCRIPT_USES])
 def test_documented_script_option_exists(script, option):
     assert f'"{option}"' in SCRIPTS[script].read_text(), f"{script} takes no {option}"
+
+
+def _variables(text: str) -> set[str]:
+    return set(re.findall(r"\bFAKESCOPE_[A-Z0-9_]*[A-Z0-9]\b", text))
+
+
+def test_environment_variables_match_the_code():
+    """Each FAKESCOPE_* variable the docs name is one the code reads, and each one it reads is documented."""
+    documented = _variables("\n".join(page.read_text() for page in PAGES))
+    read = _variables("\n".join(path.read_text() for path in (ROOT / "src" / "fakescope").rglob("*.py")))
+    assert "FAKESCOPE_API_TOKEN" in read
+    assert documented == read, f"only in the docs: {sorted(documented - read)}; undocumented: {sorted(read - documented)}"
