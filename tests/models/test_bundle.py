@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import socket
 import threading
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -246,6 +248,11 @@ def test_weights_that_differ_from_the_recorded_sha256_are_refused(tiny_model_dir
     lazy = load_model(tmp_path, lazy=True)  # the config alone is still readable
     with pytest.raises(ModelLoadError, match="sha256 differs"):
         lazy.network  # noqa: B018
+    if importlib.util.find_spec("onnxruntime"):  # runtime auto: said once, not first a warning that onnx fell back
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ModelLoadError, match="sha256 differs"):
+                Detector.load(tmp_path, device="cpu", runtime="auto")
     lone = tmp_path / "lone.safetensors"  # a lone file carries no hash of itself, so it loads
     lone.write_bytes(bytes(data))
     assert load_model(lone).config.weights_sha256 is None
