@@ -63,7 +63,7 @@ def test_table_cells_escape_their_pipes(page):
 
 def _anchors(page: Path) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
-    headings = re.findall(r"^#+ (.+)$", _prose_and_code(page)[0], re.M)
+    headings = re.findall(r"^#+ (.+)$", _prose_and_code(page)[0], re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 

@@ -51,7 +51,7 @@ def detect(
     model: ModelOpt = None,
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
-    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai); default: the model's.")] = None,
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai), the uncertain band moving with it; default: the model's.")] = None,
     output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, jsonl or csv.")] = OutputFormat.table,
     workers: WorkersOpt = 2,
     processes: ProcessesOpt = False,

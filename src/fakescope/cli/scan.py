@@ -45,7 +45,7 @@ def scan(
     workers: WorkersOpt = 2,
     processes: ProcessesOpt = False,
     runtime: RuntimeOpt = Runtime.auto,
-    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai).")] = None,
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Decision threshold on P(ai), the uncertain band moving with it; default: the model's.")] = None,
     provenance: Annotated[bool, typer.Option("--provenance/--no-provenance", help="Use C2PA, metadata and watermark evidence.")] = True,
     rows_per_part: Annotated[int, typer.Option(min=1, help="Rows per Parquet part (local engine).")] = 10_000,
     grid: GridOpt = None,
