@@ -88,8 +88,10 @@ def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> Non
 
     network = network.eval()
     sample = torch.zeros(2, 3, tile_size, tile_size, device=next(network.parameters()).device)
-    # the exporter prints its graph to C++ stdout when an operator fails, even unasked: keep stdout for results
+    # when an operator fails, the exporter prints its whole IR graph (60+ lines) even unasked (torch forces
+    # its log switch on): keep stdout for results, and leave the failure to the one-line ConfigError below
     torch._C._jit_set_onnx_log_output_stream("stderr")
+    log, torch._C._jit_onnx_log = torch._C._jit_onnx_log, lambda *args: None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
@@ -100,6 +102,8 @@ def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> Non
             )
     except torch.onnx.OnnxExporterError as exc:  # an operator the exporter cannot express
         raise ConfigError(f"{type(network).__name__} cannot be exported to ONNX: {str(exc).splitlines()[0]}") from None
+    finally:
+        torch._C._jit_onnx_log = log
 
 
 def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str | os.PathLike | None = None) -> OnnxNetwork:
