@@ -115,6 +115,14 @@ def test_early_stopping_after_patience_epochs_without_a_better_validation_auc(ma
     assert len(aucs) == stale_at + 1
 
 
+def test_resuming_a_run_that_stopped_early_trains_no_further(manifest, tmp_path):
+    train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1), progress=False)
+    before = (tmp_path / "metrics.csv").read_text()
+    assert len(before.splitlines()) < 9  # it stopped early
+    train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1, resume=True), progress=False)
+    assert (tmp_path / "metrics.csv").read_text() == before
+
+
 def test_cli_trains_from_a_manifest_with_flag_overrides(manifest, tmp_path):
     config = tmp_path / "train.yaml"
     cfg = _config(manifest, tmp_path / "run", epochs=1)

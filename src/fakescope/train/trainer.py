@@ -80,6 +80,8 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     start_epoch, best_auc, stale = loop.restore(out) if cfg.resume else (0, -1.0, 0)
     log = _MetricLog(out, append=cfg.resume and start_epoch > 0) if main else None
     for epoch in range(start_epoch, cfg.epochs):
+        if stale >= cfg.patience:  # stopped early, also when a resumed run had
+            break
         t0 = time.perf_counter()
         loss = loop.run_epoch(epoch, progress and main)
         logits = _score_shared(network, model_cfg, device, val_uris, cfg, rank, world)
@@ -97,8 +99,6 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
             log.write(epoch=epoch, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1),
                       lr=loop.optimizer.param_groups[0]["lr"])
             loop.save(out, epoch + 1, best_auc, stale)
-        if stale >= cfg.patience:
-            break
     if not main:
         dist.barrier()  # rank 0 calibrates, tests and saves the model
         dist.destroy_process_group()
