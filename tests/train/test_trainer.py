@@ -84,6 +84,35 @@ def test_resume_continues_from_the_last_checkpoint(manifest, tmp_path):
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
 
 
+def test_resume_from_a_truncated_checkpoint_is_refused_in_one_line(manifest, tmp_path):
+    train(_config(manifest, tmp_path / "run", epochs=1), progress=False)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    for damaged in (checkpoint.read_bytes()[:2000], b""):
+        checkpoint.write_bytes(damaged)
+        _config(manifest, tmp_path / "run", epochs=2).to_yaml(tmp_path / "train.yaml")
+        result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--resume", "--no-progress"])
+        assert result.exit_code == 2, result.output
+        assert f"cannot resume from {checkpoint}: unreadable checkpoint" in result.output
+        assert "Traceback" not in result.output and "Aborted" not in result.output
+
+
+def test_a_run_killed_while_saving_its_checkpoint_keeps_the_previous_one(manifest, tmp_path, monkeypatch):
+    train(_config(manifest, tmp_path, epochs=1), progress=False)
+    save = torch.save
+
+    def killed_midway(state, path):
+        if "checkpoint.pt" in str(path):  # the kill comes halfway through writing it
+            with open(path, "wb") as f:
+                f.write(b"PK\x03\x04 half a checkpoint")
+            raise KeyboardInterrupt
+        save(state, path)
+
+    monkeypatch.setattr(torch, "save", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
+
+
 def test_resume_keeps_the_columns_of_an_older_metrics_file(manifest, tmp_path):
     train(_config(manifest, tmp_path, epochs=1), progress=False)
     metrics = tmp_path / "metrics.csv"

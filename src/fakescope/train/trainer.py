@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import replace
@@ -92,7 +93,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         if auc > best_auc:
             best_auc, stale = auc, 0
             if main:
-                torch.save(network.state_dict(), out / "best.pt")
+                _save(network.state_dict(), out / "best.pt")
         else:
             stale += 1
         if main:
@@ -252,7 +253,7 @@ class _Loop:
         return total / max(count, 1)
 
     def save(self, out: Path, next_epoch: int, best_auc: float, stale: int) -> None:
-        torch.save({"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+        _save({"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "epoch": next_epoch, "best_auc": best_auc,
                     "stale": stale, "rng": random.getstate()}, out / CHECKPOINT)
 
@@ -260,7 +261,11 @@ class _Loop:
         path = out / CHECKPOINT
         if not path.is_file():
             return 0, -1.0, 0
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except (EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+            raise ConfigError(f"cannot resume from {path}: unreadable checkpoint ({str(exc).splitlines()[0]}); "
+                              "delete it to start the run over") from None
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scheduler"]["total_steps"] == self.scheduler.total_steps:
@@ -303,6 +308,13 @@ class _MetricLog:
         self.file.close()
         if self.tb:
             self.tb.close()
+
+
+def _save(state: dict, path: Path) -> None:
+    """torch.save through a temporary file, so a run killed while saving leaves the previous file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _seed_everything(seed: int) -> None:
