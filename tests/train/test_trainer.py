@@ -84,6 +84,33 @@ def test_resume_continues_from_the_last_checkpoint(manifest, tmp_path):
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
 
 
+def test_resume_logs_each_epoch_once_when_killed_between_the_log_and_the_checkpoint(manifest, tmp_path):
+    train(_config(manifest, tmp_path, epochs=1), progress=False)
+    after_epoch_0 = (tmp_path / "checkpoint.pt").read_bytes()
+    train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
+    (tmp_path / "checkpoint.pt").write_bytes(after_epoch_0)  # epoch 1 logged, its checkpoint never written
+    with open(tmp_path / "metrics.csv", "a") as f:
+        f.write("2,0.5")  # and a row cut short
+    train(_config(manifest, tmp_path, epochs=3, resume=True), progress=False)
+    with open(tmp_path / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+
+
+def test_tensorboard_shows_each_epoch_once_after_a_resume_or_a_rerun(manifest, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard (the train extra) is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(_config(manifest, tmp_path, epochs=2), progress=False)
+    train(_config(manifest, tmp_path, epochs=1), progress=False)  # a fresh run over the first
+    after_epoch_0 = (tmp_path / "checkpoint.pt").read_bytes()
+    train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
+    (tmp_path / "checkpoint.pt").write_bytes(after_epoch_0)  # epoch 1 logged, its checkpoint never written
+    train(_config(manifest, tmp_path, epochs=3, resume=True), progress=False)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val_auc")] == [0, 1, 2]
+
+
 def test_resume_from_a_truncated_checkpoint_is_refused_in_one_line(manifest, tmp_path):
     train(_config(manifest, tmp_path / "run", epochs=1), progress=False)
     checkpoint = tmp_path / "run" / "checkpoint.pt"

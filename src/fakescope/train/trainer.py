@@ -79,7 +79,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
 
     loop = _Loop(cfg, network, policy, device, splits["train"], rank, world)
     start_epoch, best_auc, stale = loop.restore(out) if cfg.resume else (0, -1.0, 0)
-    log = _MetricLog(out, append=cfg.resume and start_epoch > 0) if main else None
+    log = _MetricLog(out, start_epoch) if main else None
     for epoch in range(start_epoch, cfg.epochs):
         if stale >= cfg.patience:  # stopped early, also when a resumed run had
             break
@@ -277,18 +277,24 @@ class _Loop:
 
 
 class _MetricLog:
-    """metrics.csv, plus TensorBoard scalars when tensorboard is installed."""
+    """metrics.csv, plus TensorBoard scalars when tensorboard is installed; from `start_epoch` on.
 
-    def __init__(self, out: Path, append: bool):
+    A resumed run keeps its file's columns and the rows of the epochs before `start_epoch`: a run
+    killed after logging an epoch but before checkpointing it logs that epoch again. TensorBoard
+    likewise hides the folder's events from `start_epoch` on (all of them for a fresh run).
+    """
+
+    def __init__(self, out: Path, start_epoch: int):
         path = out / "metrics.csv"
-        header = path.read_text().partition("\n")[0] if append and path.is_file() else ""
-        self.columns = header.split(",") if header else None  # a resumed run keeps its file's columns
-        self.file = open(path, "a" if append else "w", newline="")
+        lines = path.read_text().splitlines(keepends=True) if start_epoch and path.is_file() else []
+        self.columns = lines[0].strip().split(",") if lines else None
+        self.file = open(path, "w", newline="")
+        self.file.writelines(lines[:1] + [line for line in lines[1:] if _epoch(line) < start_epoch])
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tensorboard"))
+            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_epoch)
         except ImportError:
             self.tb = None
 
@@ -308,6 +314,12 @@ class _MetricLog:
         self.file.close()
         if self.tb:
             self.tb.close()
+
+
+def _epoch(line: str) -> float:
+    """The epoch of a metrics.csv row (its first column); infinite for a line cut short by a kill."""
+    first = line.split(",", 1)[0]
+    return int(first) if first.isdigit() and line.endswith("\n") else math.inf
 
 
 def _save(state: dict, path: Path) -> None:
