@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.errors import ConfigError
 from fakescope.models import load_model
 from fakescope.train import AugmentConfig, TrainConfig, train
 
@@ -82,6 +85,23 @@ def test_resume_continues_from_the_last_checkpoint(manifest, tmp_path):
     train(_config(manifest, tmp_path, epochs=3, resume=True), progress=False)
     with open(tmp_path / "metrics.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+
+
+def test_resume_refuses_another_recipe_or_other_rows_but_takes_more_epochs(manifest, tmp_path):
+    train(_config(manifest, tmp_path / "run", epochs=1), progress=False)
+    recorded = (tmp_path / "run" / "train_config.yaml").read_text()
+    fewer = os.path.join(os.path.dirname(manifest), "fewer.csv")  # beside it: its uris are relative
+    rows = pd.read_csv(manifest)
+    rows.drop(index=rows.index[rows["split"] == "train"][:4]).to_csv(fewer, index=False)
+    for source, changes, message in ((manifest, {"lr": 0.1, "seed": 3}, "this run changes lr 0.003 -> 0.1, seed 0 -> 3;"),
+                                     (fewer, {}, "this run changes the manifest's train/val rows;"),
+                                     (manifest, {"augment": replace(PLAIN, jpeg_prob=0.5)}, "augment.jpeg_prob 0.0 -> 0.5")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            train(_config(source, tmp_path / "run", epochs=2, resume=True, **changes), progress=False)
+    assert (tmp_path / "run" / "train_config.yaml").read_text() == recorded
+    train(_config(manifest, tmp_path / "run", epochs=2, resume=True, patience=5, num_workers=1), progress=False)
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
 
 
 def test_resume_logs_each_epoch_once_when_killed_between_the_log_and_the_checkpoint(manifest, tmp_path):

@@ -24,7 +24,10 @@ def train(
     seed: Annotated[int | None, typer.Option()] = None,
     pretrained: Annotated[bool | None, typer.Option("--pretrained/--scratch", help="Start from ImageNet weights.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the output folder's last checkpoint; with more --epochs, "
-                                                "the learning-rate schedule is the longer run's.")] = False,
+                                                "the learning-rate schedule is the longer run's. Refused when the run "
+                                                "changes the train/val rows or a key other than epochs, patience, device, "
+                                                "num_workers, name, calibration, band, amp, pretrained or the manifest's "
+                                                "path.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train, calibrate on the validation split, test once, and save a model folder in OUT/model."""

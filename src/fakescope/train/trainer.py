@@ -1,7 +1,8 @@
 """`train`: fit a registered architecture on a manifest and save a calibrated model folder.
 
 One loop for CPU and CUDA (channels_last on both, bf16 autocast on CUDA), deterministic seeds,
-a checkpoint every epoch (`--resume` continues from it, also with more epochs), early stopping on
+a checkpoint every epoch (`--resume` continues from it, also with more epochs, and refuses a run
+that would train on other rows or with another recipe), early stopping on
 validation AUC, metrics (with the learning rate) to CSV (and TensorBoard when installed). After
 training the best epoch's logits on the validation split fit the calibration; the test split is
 scored once, at the end.
@@ -16,6 +17,7 @@ rank 0 writing files.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -63,8 +65,6 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     main = rank == 0
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if main:
-        cfg.to_yaml(out / "train_config.yaml")
     _seed_everything(cfg.seed)
     info = architecture_info(cfg.architecture)
     policy = replace(info.input, crop_size=cfg.crop_size or info.input.crop_size, grid=cfg.grid or info.input.grid)
@@ -78,7 +78,10 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     val_uris, val_labels = splits["val"]["uri"].tolist(), splits["val"]["label"].map(LABELS).to_numpy()
 
     loop = _Loop(cfg, network, policy, device, splits["train"], rank, world)
+    loop.run = _run_identity(cfg, splits)
     start_epoch, best_auc, stale = loop.restore(out) if cfg.resume else (0, -1.0, 0)
+    if main:
+        cfg.to_yaml(out / "train_config.yaml")
     log = _MetricLog(out, start_epoch) if main else None
     for epoch in range(start_epoch, cfg.epochs):
         if stale >= cfg.patience:  # stopped early, also when a resumed run had
@@ -184,8 +187,25 @@ def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, uri
     return logits
 
 
+RESUMABLE = frozenset({"manifest", "out", "name", "pretrained", "epochs", "device", "num_workers", "patience",
+                       "calibration", "band", "amp", "resume"})
+"""TrainConfig keys a resumed run may change; any other change would mix two runs in one model."""
+
+
+def _run_identity(cfg: TrainConfig, splits: dict[str, pd.DataFrame]) -> dict:
+    """What a resumed run must share with its checkpoint: the other config keys and the train/val rows."""
+    fixed = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE and k != "augment"}
+    fixed.update({f"augment.{k}": v for k, v in cfg.to_dict()["augment"].items()})
+    rows = pd.concat([splits["train"], splits["val"]])[["uri", "label", "split"]]
+    fixed["data"] = hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()
+    return fixed
+
+
 class _Loop:
     """Optimizer, scheduler, loader and one epoch of steps."""
+
+    run: dict | None = None
+    """The run's `_run_identity`, saved with each checkpoint and checked on restore."""
 
     def __init__(self, cfg: TrainConfig, network: nn.Module, policy: InputPolicy, device: torch.device, rows: pd.DataFrame,
                  rank: int = 0, world: int = 1):
@@ -255,7 +275,7 @@ class _Loop:
     def save(self, out: Path, next_epoch: int, best_auc: float, stale: int) -> None:
         _save({"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "epoch": next_epoch, "best_auc": best_auc,
-                    "stale": stale, "rng": random.getstate()}, out / CHECKPOINT)
+                    "stale": stale, "rng": random.getstate(), "run": self.run}, out / CHECKPOINT)
 
     def restore(self, out: Path) -> tuple[int, float, int]:
         path = out / CHECKPOINT
@@ -266,6 +286,13 @@ class _Loop:
         except (EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
             raise ConfigError(f"cannot resume from {path}: unreadable checkpoint ({str(exc).splitlines()[0]}); "
                               "delete it to start the run over") from None
+        if state.get("run", self.run) != self.run:  # checkpoints of older versions have no "run"
+            old = state["run"]
+            changed = [k for k in {**old, **self.run} if old.get(k) != self.run.get(k)]
+            what = ", ".join(f"{k} {old.get(k)!r} -> {self.run.get(k)!r}" if k != "data" else
+                             "the manifest's train/val rows" for k in changed)
+            raise ConfigError(f"cannot resume from {path}: this run changes {what}; "
+                              "set them back, or train into another --out") from None
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scheduler"]["total_steps"] == self.scheduler.total_steps:
