@@ -252,6 +252,28 @@ def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
         assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    ("lr: 1e-3", "training config key 'lr' must be a number, got '1e-3' (YAML reads 1e-3 as text: write 1.0e-3)"),
+    ("epochs: ten", "training config key 'epochs' must be a whole number, got 'ten'"),
+    ("amp: 1", "training config key 'amp' must be true or false, got 1"),
+    ("epochs: 0", "training config key 'epochs' must be at least 1, got 0"),
+    ("samples_per_epoch: 0", "training config key 'samples_per_epoch' must be at least 1, got 0"),
+    ("crop_size: -5", "training config key 'crop_size' must be at least 1, got -5"),
+    ("band: 0.5", "training config key 'band' must be a pair [low, high] of numbers, got 0.5"),
+    ("augment: 5", "training config key 'augment' must be a mapping of augment keys, got 5"),
+    ("augment: {jpeg_quality: 70}", "key 'augment.jpeg_quality' must be a pair [low, high] of whole numbers, got 70"),
+    ("augment: {resize_scale: [0.5]}", "key 'augment.resize_scale' must be a pair [low, high] of numbers, got (0.5,)"),
+    ("- manifest: m.csv", "is not a training config: it holds a list, not a mapping of keys"),
+])
+def test_cli_refuses_a_config_value_of_the_wrong_type_or_range_in_one_line(tmp_path, body, message):
+    config = tmp_path / "train.yaml"
+    config.write_text(body if body.startswith("-") else f"manifest: m.csv\n{body}\n")
+    result = CliRunner().invoke(app, ["train", str(config), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
 def test_unreadable_images_are_skipped_with_a_warning_not_the_end_of_the_run(manifest, tmp_path, caplog):
     rows = pd.read_csv(manifest)
     rows["uri"] = [os.path.join(os.path.dirname(manifest), u) for u in rows["uri"]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,14 @@ class TrainConfig:
     resume: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def __post_init__(self) -> None:
+        _check_types(self, "")
+        _check_types(self.augment, "augment.")
+        for key, low in MINIMUM.items():
+            value = getattr(self, key)
+            if value is not None and value < low:
+                raise ConfigError(f"training config key '{key}' must be at least {low}, got {value!r}")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
@@ -50,10 +60,12 @@ class TrainConfig:
         folder = Path(str(d.get("out") or "")).name
         if not d.get("name") and folder.strip("."):
             d["name"] = folder  # runs/mnv2 trains `mnv2`, not one more `fakescope-detector`
+        if not isinstance(d.get("augment") or {}, dict):
+            raise ConfigError(f"training config key 'augment' must be a mapping of augment keys, got {d['augment']!r}")
         _check_keys(d.get("augment") or {}, AugmentConfig, "augment.")
         try:
             aug = {k: tuple(v) if isinstance(v, list) else v for k, v in (d.pop("augment", None) or {}).items()}
-            if "band" in d:
+            if isinstance(d.get("band"), list):
                 d["band"] = tuple(d["band"])
             return cls(augment=AugmentConfig(**aug), **d)
         except TypeError as exc:
@@ -65,6 +77,8 @@ class TrainConfig:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} is not a training config: it holds a {type(data).__name__}, not a mapping of keys")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 
@@ -73,6 +87,52 @@ class TrainConfig:
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+MINIMUM = {"epochs": 1, "batch_size": 1, "samples_per_epoch": 1, "crop_size": 1, "grid": 1, "patience": 1,
+           "num_workers": 0, "lr": 0, "weight_decay": 0}
+"""The least value of each numeric key (None, where allowed, keeps its default meaning)."""
+
+
+def _check_types(config: Any, prefix: str) -> None:
+    """Refuse a value of the wrong type in one line: YAML reads `1e-3` as text, and `ten` would fail mid-run."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if not _fits(value, hint):
+            tip = " (YAML reads 1e-3 as text: write 1.0e-3)" if _fits(1.5, hint) and _number(value) else ""
+            raise ConfigError(f"training config key '{prefix}{f.name}' must be {_describe(hint)}, got {value!r}{tip}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple) and len(value) == len(args) and all(map(_fits, value, args))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    if isinstance(hint, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a pair [low, high] of {_describe(typing.get_args(hint)[0]).removeprefix('a ')}s"
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text",
+            type(None): "null"}.get(hint, f"a {getattr(hint, '__name__', hint)}")
+
+
+def _number(text: Any) -> bool:
+    """Whether a string reads as a number."""
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _check_keys(d: dict[str, Any], kind: type, prefix: str) -> None:
