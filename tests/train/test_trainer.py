@@ -21,6 +21,7 @@ from fakescope.cli import app
 from fakescope.errors import ConfigError
 from fakescope.models import load_model
 from fakescope.train import AugmentConfig, TrainConfig, train
+from fakescope.train.dataset import balanced_sampler
 
 # neutralize nothing and perturb little: the task is a planted texture, not shortcut removal
 PLAIN = AugmentConfig(bottom_crop=0.0, base_jpeg_quality=None, resize_prob=0.0, blur_prob=0.0,
@@ -272,6 +273,27 @@ def test_cli_refuses_a_config_value_of_the_wrong_type_or_range_in_one_line(tmp_p
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_default_source_balance_trains_a_manifest_without_sources(manifest, tmp_path):
+    bare = os.path.join(os.path.dirname(manifest), "no_sources.csv")  # beside it: its uris are relative
+    pd.read_csv(manifest).drop(columns=["source"]).to_csv(bare, index=False)
+    saved = train(_config(bare, tmp_path, epochs=1, balance="source"), progress=False)
+    assert saved.metrics["test"]["overall"]["n"] == 16
+
+
+def test_the_source_balance_gives_reals_without_a_source_half_the_draws():
+    rows = pd.DataFrame({"label": ["real"] * 4 + ["ai"] * 6, "source": [None] * 4 + ["gan"] * 2 + ["diffusion"] * 4})
+    weights = balanced_sampler(rows, "source", 10, 0).weights.numpy()
+    assert weights[:4].sum() == pytest.approx(weights[4:].sum())  # each label half the draws
+    assert weights[4:6].sum() == pytest.approx(weights[6:].sum())  # each ai source a quarter
+
+
+def test_cli_refuses_a_balance_column_the_manifest_lacks(manifest, tmp_path):
+    _config(manifest, tmp_path / "run", balance="generatr").to_yaml(tmp_path / "train.yaml")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "balance 'generatr' names no manifest column; use none, label, or a column such as source" in result.output
 
 
 def test_unreadable_images_are_skipped_with_a_warning_not_the_end_of_the_run(manifest, tmp_path, caplog):

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
 
-from fakescope.errors import ImageLoadError, StorageError, StorageUnavailableError
+from fakescope.errors import ConfigError, ImageLoadError, StorageError, StorageUnavailableError
 from fakescope.io.image import load_source
 from fakescope.models.tiling import to_tensor
 from fakescope.train.augment import AugmentConfig, augment, neutralize
@@ -67,8 +67,10 @@ def balanced_sampler(rows: pd.DataFrame, by: str, num_samples: int, seed: int) -
     """Draw each label equally and, within a label, each `by` group (e.g. source) equally."""
     if by == "none":
         return None
-    keys = rows["label"] if by == "label" else rows["label"] + "/" + rows[by].fillna("")
-    per_label = rows.groupby("label")[by].nunique() if by != "label" else rows["label"].value_counts() ** 0
+    if by not in rows:
+        raise ConfigError(f"balance {by!r} names no manifest column; use none, label, or a column such as source")
+    keys = rows["label"] if by == "label" else rows["label"] + "/" + rows[by].fillna("").astype(str)  # missing: one group
+    per_label = keys.groupby(rows["label"]).nunique()
     counts = keys.map(keys.value_counts())
     groups = rows["label"].map(per_label)
     weights = 1.0 / (counts * groups).to_numpy(dtype=np.float64)
