@@ -275,6 +275,12 @@ def test_cli_refuses_a_config_value_of_the_wrong_type_or_range_in_one_line(tmp_p
     assert "Traceback" not in result.output
 
 
+def test_an_unknown_calibration_method_is_refused_before_training(manifest, tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("unknown calibration method 'platt' (use temperature or isotonic)")):
+        train(TrainConfig.from_dict({**_config(manifest, tmp_path).to_dict(), "calibration": "platt"}), progress=False)
+    assert not (tmp_path / "best.pt").exists()
+
+
 def test_the_default_source_balance_trains_a_manifest_without_sources(manifest, tmp_path):
     bare = os.path.join(os.path.dirname(manifest), "no_sources.csv")  # beside it: its uris are relative
     pd.read_csv(manifest).drop(columns=["source"]).to_csv(bare, index=False)

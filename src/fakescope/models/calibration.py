@@ -7,6 +7,9 @@ import numpy as np
 from fakescope.errors import ConfigError, NotFittedError
 from fakescope.models.config import Calibration
 
+METHODS = ("temperature", "isotonic")
+"""What `Calibrator` fits."""
+
 
 class Calibrator:
     """Fit a map from logits to calibrated P(ai) on held-out data (scikit-learn manners).
@@ -37,7 +40,7 @@ class Calibrator:
                 "isotonic", x=tuple(map(float, iso.X_thresholds_)), y=tuple(map(float, iso.y_thresholds_))
             )
         else:
-            raise ConfigError(f"unknown calibration method {self.method!r} (use temperature or isotonic)")
+            raise ConfigError(f"unknown calibration method {self.method!r} (use {' or '.join(METHODS)})")
         return self
 
     def predict(self, logits: np.ndarray) -> np.ndarray:

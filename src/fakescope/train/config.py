@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from fakescope.errors import ConfigError
+from fakescope.models.calibration import METHODS
 from fakescope.train.augment import AugmentConfig
 
 
@@ -52,6 +53,8 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < low:
                 raise ConfigError(f"training config key '{key}' must be at least {low}, got {value!r}")
+        if self.calibration not in METHODS:  # else the run would fail only once trained
+            raise ConfigError(f"unknown calibration method {self.calibration!r} (use {' or '.join(METHODS)})")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
