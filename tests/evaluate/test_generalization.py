@@ -42,3 +42,17 @@ def test_a_fold_that_cannot_be_trained_is_refused_before_any_training(monkeypatc
     monkeypatch.setattr(generalization, "train", lambda *a, **k: pytest.fail("trained an impossible fold"))
     with pytest.raises(ConfigError, match="holding out source 'renders' leaves the 'train' split with one label"):
         generalization.leave_one_generator_out(TrainConfig(manifest="unused.csv"), manifest=rows, by="source")
+
+
+def test_an_unreadable_image_is_left_out_of_the_scores_with_a_warning(model_dir, with_broken, tmp_path, caplog):
+    from fakescope.models import load_model
+
+    rows = with_broken.copy()
+    broken = tmp_path / "broken-ai.png"
+    broken.write_bytes(b"not an image")
+    rows.loc[rows.index[rows["generator"] == "g1"][0], "uri"] = str(broken)
+    with caplog.at_level("WARNING", logger="fakescope"):
+        table = score_unseen(load_model(model_dir), rows, ["g1"], TrainConfig(manifest="unused.csv")).iloc[0]
+    assert table["n_unseen"] == (rows["generator"] == "g1").sum() - 1
+    assert 0.0 <= table["auc_all"] <= 1.0
+    assert any(str(broken) in r.getMessage() for r in caplog.records)

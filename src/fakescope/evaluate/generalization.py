@@ -26,7 +26,7 @@ from fakescope.evaluate.evaluator import make_scorer, recipe_preprocessing
 from fakescope.evaluate.metrics import binary_metrics
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.config import TrainConfig
-from fakescope.train.dataset import LABELS, read_source
+from fakescope.train.dataset import LABELS, readable
 from fakescope.train.trainer import train
 
 AUC_PREFIX = "auc_vs_"
@@ -134,6 +134,7 @@ def score_unseen(
     unseen = rows[(rows["label"] == "ai") & rows[by].isin(generators)]
     scored = pd.concat([test_reals, unseen], ignore_index=True)
     probs = _probabilities(model, scored, cfg.batch_size)
+    scored, probs = scored[~np.isnan(probs)].reset_index(drop=True), probs[~np.isnan(probs)]  # unreadable: left out
     labels = scored["label"].map(LABELS).to_numpy()
     threshold = model.config.threshold
     sources = scored["source"].where(labels == 0).dropna().unique() if "source" in scored else []
@@ -182,8 +183,14 @@ def _prefixed_table(results: pd.DataFrame, prefix: str, columns_name: str) -> pd
 
 
 def _probabilities(model: LoadedModel, rows: pd.DataFrame, batch_size: int, chunk: int = 256) -> np.ndarray:
-    """Calibrated P(ai) per row, preprocessed by the model's own recipe, reading `chunk` images at a time."""
+    """Calibrated P(ai) per row, preprocessed by the model's own recipe, reading `chunk` images at a time;
+    NaN where the image is unreadable (named in a warning, as training does)."""
     detector = Detector(model, device=next(model.network.parameters()).device, batch_size=batch_size, provenance=False)
     score = make_scorer(detector, recipe_preprocessing(model.config))
-    uris = rows["uri"].tolist()
-    return np.concatenate([score([read_source(u) for u in uris[i:i + chunk]]) for i in range(0, len(uris), chunk)])
+    uris, probs = rows["uri"].tolist(), np.full(len(rows), np.nan)
+    for start in range(0, len(uris), chunk):
+        images = [readable(u) for u in uris[start:start + chunk]]
+        read = [i for i, image in enumerate(images) if image is not None]
+        if read:
+            probs[start + np.array(read)] = score([images[i] for i in read])
+    return probs
