@@ -105,6 +105,12 @@ def test_resume_refuses_another_recipe_or_other_rows_but_takes_more_epochs(manif
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
 
 
+def test_resume_in_a_folder_without_a_checkpoint_warns_that_it_starts_over(manifest, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="fakescope"):
+        train(_config(manifest, tmp_path / "typo", epochs=1, resume=True), progress=False)
+    assert f"nothing to resume in {tmp_path / 'typo'} (no checkpoint.pt): training from the first epoch" in caplog.text
+
+
 def test_resume_logs_each_epoch_once_when_killed_between_the_log_and_the_checkpoint(manifest, tmp_path):
     train(_config(manifest, tmp_path, epochs=1), progress=False)
     after_epoch_0 = (tmp_path / "checkpoint.pt").read_bytes()

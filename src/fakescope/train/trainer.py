@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import pickle
@@ -52,6 +53,8 @@ from fakescope.train.dataset import (
 )
 
 CHECKPOINT = "checkpoint.pt"
+
+logger = logging.getLogger(__name__)
 
 
 def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: bool = True) -> ModelConfig:
@@ -280,6 +283,7 @@ class _Loop:
     def restore(self, out: Path) -> tuple[int, float, int]:
         path = out / CHECKPOINT
         if not path.is_file():
+            logger.warning("nothing to resume in %s (no %s): training from the first epoch", out, CHECKPOINT)
             return 0, -1.0, 0
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
