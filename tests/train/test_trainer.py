@@ -326,6 +326,19 @@ def test_unreadable_images_are_skipped_with_a_warning_not_the_end_of_the_run(man
     assert saved.metrics["test"]["overall"]["n"] == 15 and saved.metrics["test"]["overall"]["auc"] > 0.85
 
 
+def test_a_val_split_with_no_readable_image_of_one_label_is_refused_in_one_line(manifest, tmp_path):
+    rows = pd.read_csv(manifest)
+    rows["uri"] = [os.path.join(os.path.dirname(manifest), u) for u in rows["uri"]]
+    gone = (rows["split"] == "val") & (rows["label"] == "ai")
+    rows.loc[gone, "uri"] = [str(tmp_path / f"moved{i}.png") for i in range(gone.sum())]
+    rows.to_csv(tmp_path / "manifest.csv", index=False)
+    _config(str(tmp_path / "manifest.csv"), tmp_path / "run", epochs=1).to_yaml(tmp_path / "train.yaml")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "the 'val' split has no readable images of one label left" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_validation_images_are_decoded_a_chunk_at_a_time(manifest, tmp_path, monkeypatch):
     from fakescope.detector import Detector
     from fakescope.train import dataset

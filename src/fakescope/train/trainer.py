@@ -95,6 +95,9 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         if np.isnan(logits).any():  # unreadable images (each named in a warning) are left out from now on
             read = ~np.isnan(logits)
             val_uris, val_labels, logits = [u for u, r in zip(val_uris, read) if r], val_labels[read], logits[read]
+            if len(set(val_labels)) < 2:
+                raise ConfigError("the 'val' split has no readable images of one label left (each unreadable one "
+                                  "is named in a warning), so its AUC cannot choose the best epoch")
         auc = auc_score(val_labels, logits)  # on the logits: a sigmoid would tie saturated scores
         if auc > best_auc:
             best_auc, stale = auc, 0
