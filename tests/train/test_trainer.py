@@ -190,6 +190,18 @@ def test_resume_with_more_epochs_follows_the_longer_runs_schedule(manifest, tmp_
     assert lrs["resumed"][2] > 10 * lrs["resumed"][1]  # not left at the shorter run's final learning rate
 
 
+def test_the_schedule_ends_at_its_floor_when_an_epoch_is_not_whole_batches(manifest, tmp_path):
+    train(_config(manifest, tmp_path, epochs=2, samples_per_epoch=120, patience=9), progress=False)  # 7.5 batches
+    with open(tmp_path / "metrics.csv") as f:
+        last_lr = float(list(csv.DictReader(f))[-1]["lr"])
+    assert last_lr == pytest.approx(0.003 / 25 / 1e4)  # OneCycleLR's final learning rate
+
+
+def test_an_epoch_smaller_than_one_batch_is_refused_not_left_untrained(manifest, tmp_path):
+    with pytest.raises(ConfigError, match="an epoch of 8 draws .* is less than one batch of 16, so no step would be taken"):
+        train(_config(manifest, tmp_path, samples_per_epoch=8), progress=False)
+
+
 def test_early_stopping_after_patience_epochs_without_a_better_validation_auc(manifest, tmp_path):
     train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1), progress=False)
     with open(tmp_path / "metrics.csv") as f:
