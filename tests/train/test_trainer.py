@@ -313,6 +313,13 @@ def test_the_source_balance_gives_reals_without_a_source_half_the_draws():
     assert weights[4:6].sum() == pytest.approx(weights[6:].sum())  # each ai source a quarter
 
 
+def test_balance_none_draws_samples_per_epoch_in_shuffled_passes_over_the_rows():
+    rows = pd.DataFrame({"label": ["real", "ai"] * 5, "source": ["a"] * 10})
+    draws = list(balanced_sampler(rows, "none", 25, 0))
+    assert len(draws) == 25
+    assert sorted(draws[:10]) == sorted(draws[10:20]) == list(range(10))
+
+
 def test_cli_refuses_a_balance_column_the_manifest_lacks(manifest, tmp_path):
     _config(manifest, tmp_path / "run", balance="generatr").to_yaml(tmp_path / "train.yaml")
     result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--no-progress"])

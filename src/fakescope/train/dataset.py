@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from fakescope.errors import ConfigError, ImageLoadError, StorageError, StorageUnavailableError
 from fakescope.io.image import load_source
@@ -63,10 +63,11 @@ class TrainTiles(Dataset):
         raise ImageLoadError(f"{SUBSTITUTES + 1} images of one label in a row were unreadable, the last {self.uris[i]}")
 
 
-def balanced_sampler(rows: pd.DataFrame, by: str, num_samples: int, seed: int) -> WeightedRandomSampler | None:
-    """Draw each label equally and, within a label, each `by` group (e.g. source) equally."""
+def balanced_sampler(rows: pd.DataFrame, by: str, num_samples: int, seed: int) -> WeightedRandomSampler | RandomSampler:
+    """Draw each label equally and, within a label, each `by` group (e.g. source) equally; `none`: rows in
+    shuffled passes. Either way `num_samples` draws."""
     if by == "none":
-        return None
+        return RandomSampler(rows, num_samples=num_samples, generator=torch.Generator().manual_seed(seed))
     if by not in rows:
         raise ConfigError(f"balance {by!r} names no manifest column; use none, label, or a column such as source")
     keys = rows["label"] if by == "label" else rows["label"] + "/" + rows[by].fillna("").astype(str)  # missing: one group

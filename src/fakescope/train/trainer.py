@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from fakescope.data.manifest import read_rows
 from fakescope.detector import Detector, resolve_device
@@ -221,8 +221,7 @@ class _Loop:
         self.sampler = balanced_sampler(rows, cfg.balance, n, cfg.seed)
         self.model = network
         if world > 1:
-            base = self.sampler if self.sampler is not None else RandomSampler(self.dataset)
-            self.rank_sampler = RankSlice(base, rank, world, cfg.batch_size)
+            self.rank_sampler = RankSlice(self.sampler, rank, world, cfg.batch_size)
             self.model = nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
         self.steps = n // cfg.batch_size  # the loaders drop a last, partial batch
         if not self.steps:
@@ -245,15 +244,14 @@ class _Loop:
 
     def run_epoch(self, epoch: int, progress: bool) -> float:
         self.dataset.epoch = epoch
-        if self.sampler is not None:
-            self.sampler.generator.manual_seed(self.cfg.seed + epoch)
+        self.sampler.generator.manual_seed(self.cfg.seed + epoch)
         if self.world > 1:
             loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size // self.world, sampler=self.rank_sampler,
                                 num_workers=self.cfg.num_workers, drop_last=True,
                                 pin_memory=self.device.type == "cuda", persistent_workers=False)
         else:
             loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler,
-                                shuffle=self.sampler is None, num_workers=self.cfg.num_workers, drop_last=True,
+                                num_workers=self.cfg.num_workers, drop_last=True,
                                 pin_memory=self.device.type == "cuda", persistent_workers=False)
         self.model.train()
         use_amp = self.cfg.amp and self.device.type == "cuda"
