@@ -282,8 +282,8 @@ class _Loop:
 
     def save(self, out: Path, next_epoch: int, best_auc: float, stale: int) -> None:
         _save({"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "epoch": next_epoch, "best_auc": best_auc,
-                    "stale": stale, "rng": random.getstate(), "run": self.run}, out / CHECKPOINT)
+               "scheduler": self.scheduler.state_dict(), "epoch": next_epoch, "best_auc": best_auc,
+               "stale": stale, "rng": random.getstate(), "run": self.run}, out / CHECKPOINT)
 
     def restore(self, out: Path) -> tuple[int, float, int]:
         path = out / CHECKPOINT
@@ -301,7 +301,7 @@ class _Loop:
             what = ", ".join(f"{k} {old.get(k)!r} -> {self.run.get(k)!r}" if k != "data" else
                              "the manifest's train/val rows" for k in changed)
             raise ConfigError(f"cannot resume from {path}: this run changes {what}; "
-                              "set them back, or train into another --out") from None
+                              "set them back, or train into another --out")
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scheduler"]["total_steps"] == self.scheduler.total_steps:
