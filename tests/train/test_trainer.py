@@ -260,6 +260,13 @@ def test_cli_reports_a_bad_manifest_in_one_line(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_cli_refuses_an_output_folder_that_is_a_file_in_one_line(manifest, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    result = CliRunner().invoke(app, ["train", manifest, "-o", str(tmp_path / "taken"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot create the output folder {tmp_path / 'taken'}: File exists" in result.output
+
+
 def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
     config = tmp_path / "train.yaml"
     for body, message in (({"batch_szie": 8}, "unknown training config key 'batch_szie' (did you mean 'batch_size'?)"),

@@ -67,7 +67,10 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     rank, world, device = _init_distributed(resolve_device(cfg.device), cfg.batch_size)
     main = rank == 0
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
     _seed_everything(cfg.seed)
     info = architecture_info(cfg.architecture)
     policy = replace(info.input, crop_size=cfg.crop_size or info.input.crop_size, grid=cfg.grid or info.input.grid)
