@@ -206,7 +206,7 @@ def _run_identity(cfg: TrainConfig, splits: dict[str, pd.DataFrame]) -> dict:
     fixed = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE and k != "augment"}
     fixed.update({f"augment.{k}": v for k, v in cfg.to_dict()["augment"].items()})
     rows = pd.concat([splits["train"], splits["val"]])[["uri", "label", "split"]]
-    fixed["data"] = hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()
+    fixed["data"] = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()  # stable across pandas versions
     return fixed
 
 
