@@ -54,6 +54,22 @@ def test_every_input_kind_gives_the_same_score(detector, image_factory, tmp_path
     assert detector(str(path)).probability == results[0].probability  # __call__ is predict
 
 
+def test_a_binary_file_object_is_one_input_read_to_its_end(detector, image_files, tmp_path):
+    data = read_source(image_files[1])
+    expected = detector.predict(data).probability
+    read_end, write_end = os.pipe()  # a stream that cannot seek
+    with open(write_end, "wb") as stream:
+        stream.write(data)
+    with open(image_files[1], "rb") as opened, open(read_end, "rb") as piped:
+        one = detector.predict(opened)
+        batch = detector.predict([io.BytesIO(data), piped, image_files[1]])
+    assert isinstance(one, Detection) and one.source == image_files[1] and one.probability == expected
+    assert [r.source for r in batch] == ["<BytesIO #0>", "<BufferedReader #1>", image_files[1]]
+    assert [r.probability for r in batch] == pytest.approx([expected] * 3, abs=1e-6)
+    with open(image_files[1]) as text:
+        assert "open it in binary mode" in detector.predict(text).error
+
+
 def test_list_in_list_out_in_order(detector, image_files):
     results = detector.predict(image_files)
     assert isinstance(results, list) and [r.source for r in results] == image_files

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import importlib.util
+import io
 import itertools
 import math
 import os
@@ -19,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from fakescope.models.calibration import apply_calibration
 from fakescope.models.config import InputPolicy
 from fakescope.models.tiling import Tiles, cut_tiles, make_tiles, normalize, tile_boxes, tile_heatmap
 
-ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
+ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
 _TILE_CHUNK_PIXELS = 2**26
 """Decoded pixels of one size stacked at once to cut their tiles together (192 MiB of RGB)."""
 _MAX_CHUNK = 16
@@ -160,7 +161,8 @@ class Detector:
     def predict(self, inputs: ImageInput | Iterable[ImageInput], *, heatmap: bool = False) -> Detection | list[Detection]:
         """Score one input (returns a `Detection`) or many (returns a list, in order).
 
-        Inputs are paths (local or storage URIs), encoded bytes, PIL images or uint8 arrays.
+        Inputs are paths (local or storage URIs), encoded bytes, binary file objects (read to
+        their end; streams too), PIL images or uint8 arrays.
         A bad input yields a `Detection` with `error` set; it never stops the batch. An unreachable
         storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`.
         """
@@ -557,19 +559,32 @@ def _load(item: ImageInput, data: bytes | None, *, keep_bytes: bool = True) -> L
 
 
 def _read(item: ImageInput) -> bytes | None:
-    """The encoded bytes of a path, URI or bytes input; None for decoded images (PIL, arrays)."""
+    """The encoded bytes of a path, URI, bytes or file object input; None for decoded images (PIL, arrays)."""
     if isinstance(item, (str, os.PathLike)):
         return read_source(item)
     if isinstance(item, (bytes, bytearray, memoryview)):
         return bytes(item)
+    if _is_file(item):
+        if isinstance(item, io.TextIOBase):
+            raise ImageLoadError("a file object opened in text mode; open it in binary mode ('rb')")
+        try:
+            return bytes(item.read())
+        except (OSError, ValueError) as exc:  # a closed file raises ValueError
+            raise ImageLoadError(f"cannot read the file object: {exc}") from None
     return None
 
 
 def _describe(item: ImageInput, index: int) -> str:
     if isinstance(item, (str, os.PathLike)):
         return os.fspath(item)
+    if _is_file(item) and isinstance(name := getattr(item, "name", None), str):
+        return name  # a file from open(): its path
     return f"<{type(item).__name__} #{index}>"
 
 
+def _is_file(item: Any) -> bool:
+    return callable(getattr(item, "read", None))
+
+
 def _is_single(inputs: Any) -> bool:
-    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
+    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)) or _is_file(inputs)
