@@ -70,6 +70,18 @@ def test_a_binary_file_object_is_one_input_read_to_its_end(detector, image_files
         assert "open it in binary mode" in detector.predict(text).error
 
 
+def test_a_tensor_is_one_image_like_its_array(detector, image_factory):
+    pixels = np.array(image_factory.pil((150, 130), seed=4))
+    expected = detector.predict(pixels).probability
+    chw = torch.from_numpy(pixels).permute(2, 0, 1)
+    one = detector.predict(chw)
+    assert isinstance(one, Detection) and one.source == "<Tensor #0>" and one.probability == expected
+    batch = detector.predict([torch.from_numpy(pixels), chw.float() / 255, chw.to(torch.bfloat16) / 255])
+    assert [r.probability for r in batch[:2]] == pytest.approx([expected] * 2, abs=1e-6)
+    assert batch[2].ok  # bf16 rounds the pixels: a close score, not the same
+    assert detector.explain(chw, "tiles").shape == (130, 150)
+
+
 def test_list_in_list_out_in_order(detector, image_files):
     results = detector.predict(image_files)
     assert isinstance(results, list) and [r.source for r in results] == image_files

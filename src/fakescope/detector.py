@@ -38,7 +38,7 @@ from fakescope.models.calibration import apply_calibration
 from fakescope.models.config import InputPolicy
 from fakescope.models.tiling import Tiles, cut_tiles, make_tiles, normalize, tile_boxes, tile_heatmap
 
-ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
+ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray | torch.Tensor
 _TILE_CHUNK_PIXELS = 2**26
 """Decoded pixels of one size stacked at once to cut their tiles together (192 MiB of RGB)."""
 _MAX_CHUNK = 16
@@ -162,7 +162,8 @@ class Detector:
         """Score one input (returns a `Detection`) or many (returns a list, in order).
 
         Inputs are paths (local or storage URIs), encoded bytes, binary file objects (read to
-        their end; streams too), PIL images or uint8 arrays.
+        their end; streams too), PIL images, uint8 arrays or tensors (HxWx3, 3xHxW or HxW; floats
+        in [0, 1] are scaled).
         A bad input yields a `Detection` with `error` set; it never stops the batch. An unreachable
         storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`.
         """
@@ -555,7 +556,12 @@ def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[
 
 def _load(item: ImageInput, data: bytes | None, *, keep_bytes: bool = True) -> LoadedImage:
     """Decode the input's bytes (from `_read`), or take an in-memory image as it is when it has none."""
-    return load_image(item, keep_bytes=keep_bytes) if data is None else decode_image(data, keep_bytes=keep_bytes)
+    if data is not None:
+        return decode_image(data, keep_bytes=keep_bytes)
+    if isinstance(item, torch.Tensor):  # as its array (on the host; bf16 has no numpy type)
+        item = item.detach().cpu()
+        item = (item.float() if item.is_floating_point() else item).numpy()
+    return load_image(item, keep_bytes=keep_bytes)
 
 
 def _read(item: ImageInput) -> bytes | None:
@@ -586,5 +592,8 @@ def _is_file(item: Any) -> bool:
     return callable(getattr(item, "read", None))
 
 
+_SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor)
+
+
 def _is_single(inputs: Any) -> bool:
-    return isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)) or _is_file(inputs)
+    return isinstance(inputs, _SINGLE) or _is_file(inputs)
