@@ -277,6 +277,15 @@ def test_numpy_inputs_in_every_layout(image_factory):
             load_image(np.where(np.arange(64)[:, None] < 8, bad, chw_float[0]))
 
 
+def test_16bit_arrays_are_scaled_like_16bit_pngs(image_factory):
+    rgb = np.asarray(image_factory.pil((72, 64)))
+    wide = rgb.astype(np.uint16) * 257  # 0..65535, as a 16-bit TIFF or PNG read by OpenCV or tifffile
+    assert np.array_equal(np.asarray(load_image(wide).image), rgb)
+    assert np.array_equal(np.asarray(load_image(wide.astype(np.int32)).image), rgb)
+    assert np.array_equal(np.asarray(load_image(rgb.astype(np.int64)).image), rgb)  # 0..255 in a wider type: 8-bit
+    assert np.asarray(load_image(np.full((64, 64), 200, np.uint16)).image)[0, 0].tolist() == [1, 1, 1]  # dark, as in a PNG
+
+
 def test_pil_input_is_converted_and_keeps_no_bytes(image_factory):
     loaded = load_image(image_factory.pil((80, 64), mode="RGBA"))
     assert (loaded.image.mode, loaded.format, loaded.data) == ("RGB", "PIL", None)

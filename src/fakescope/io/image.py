@@ -188,6 +188,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_bytes: bool = True) -> LoadedImage:
     """Load a path, encoded bytes, a PIL image or an HxWx3 / HxW uint8 array as RGB.
 
+    Other arrays: floats up to 1.0 are scaled by 255, uint16 (and larger integers over 255) by 65535.
+
     Example:
         >>> load_image(Image.new("RGB", (64, 64))).width
         64
@@ -260,7 +262,10 @@ def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
         arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
     if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
         raise ImageLoadError("array holds NaN or infinite values")
-    if arr.dtype != np.uint8:
+    if arr.dtype.kind in "ui" and arr.dtype != np.uint8:  # 16-bit as Pillow's modes are (`to_rgb`): uint16 always
+        peak = 65535.0 if arr.dtype == np.uint16 or arr.max() > 255 else 255.0
+        arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif arr.dtype != np.uint8:
         arr = np.clip(arr * 255.0 if arr.max() <= 1.0 else arr, 0, 255).astype(np.uint8)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
