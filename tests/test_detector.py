@@ -269,6 +269,14 @@ def test_unreadable_trust_list_fails_at_load_not_per_image(tiny_model_dir, tmp_p
             Detector.load(tiny_model_dir, device="cpu")
 
 
+@pytest.mark.parametrize(("option", "message"), [({"threshold": 1.5}, "threshold must be within"),
+                                                  ({"threshold": -0.1}, "threshold must be within"),
+                                                  ({"batch_size": 0}, "batch_size must be at least 1")])
+def test_an_option_out_of_range_is_refused_when_loading_not_when_predicting(tiny_model_dir, option, message):
+    with pytest.raises(FakescopeError, match=message):
+        Detector.load(tiny_model_dir, device="cpu", provenance=False, **option)
+
+
 def test_repr_names_the_model_and_its_settings(tiny_model_dir):
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.6, grid=1)
     assert repr(detector) == str(detector) == ("Detector('test-tiny', device='cpu', runtime='torch', threshold=0.6, "

@@ -104,6 +104,10 @@ class Detector:
     ):
         if decode not in ("host", "device"):
             raise ConfigError(f"unknown decode {decode!r}; use host or device")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"threshold must be within [0, 1], got {threshold}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.device = torch.device(device)
         self.decode = decode
         self._lookahead = 1 if self.device.type == "cuda" else 0  # batches queued on the device before reading one
