@@ -30,7 +30,7 @@ def images(image_factory, tmp_path_factory) -> Path:
     return folder
 
 
-def _detect(model_dir: Path, *args: str, stdin: str | None = None):
+def _detect(model_dir: Path, *args: str, stdin: str | bytes | None = None):
     result = CliRunner().invoke(app, ["detect", "--model", str(model_dir), "--no-provenance", *args], input=stdin)
     assert "Traceback" not in result.output
     return result
@@ -146,6 +146,14 @@ def test_dash_reads_paths_from_stdin(tiny_model_dir, images):
     result = _detect(tiny_model_dir, "-f", "jsonl", "-", stdin=stdin)
     assert result.exit_code == 0
     assert [Path(r["path"]).name for r in _records(result.stdout)] == ["b.jpg", "c.webp"]
+
+
+def test_a_path_on_stdin_that_is_not_utf8_is_that_file(tiny_model_dir, image_factory, tmp_path):
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")  # as `find` prints it
+    image_factory.file(Path(os.fsdecode(name)), "PNG", seed=1)
+    result = _detect(tiny_model_dir, "-f", "jsonl", "-", stdin=name + b"\n")  # stdin decodes strictly, as under en_US.UTF-8
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in _records(result.stdout)] == [os.fsdecode(name)]
 
 
 def test_threshold_option_sets_the_threshold_and_the_labels(tiny_model_dir, images):

@@ -27,7 +27,7 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
     """
     for item in inputs:
         if item == "-":
-            lines = stdin if stdin is not None else sys.stdin
+            lines = stdin if stdin is not None else _stdin_lines()
             yield from (line.strip() for line in lines if line.strip())
         elif "://" in item and not item.startswith("file://"):
             yield from _expand_uri(item)
@@ -40,6 +40,13 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
             yield from dict.fromkeys(_expand_matches(matches))
         else:
             yield item
+
+
+def _stdin_lines() -> Iterator[str]:
+    """Stdin's lines decoded as file names are (`os.fsdecode`): a name that is not UTF-8, from `find`, is
+    that file, not a UnicodeDecodeError under a strict locale."""
+    raw = getattr(sys.stdin, "buffer", None)
+    yield from sys.stdin if raw is None else map(os.fsdecode, raw)
 
 
 def _expand_matches(matches: list[str]) -> Iterator[str]:
