@@ -325,6 +325,9 @@ def test_heatmap_matches_the_image(detector, image_files):
     assert 0.0 <= result.heatmap.min() <= result.heatmap.max() <= 1.0
     assert np.array_equal(detector.explain(image_files[1]), result.heatmap)
     assert detector.predict(image_files[1]).heatmap is None
+    for method in ("tiles", "cam"):
+        with pytest.raises(FakescopeError, match="explain takes one image, not a list"):
+            detector.explain(image_files[:2], method)
 
 
 def test_grid_override_trades_tiles_for_speed(tiny_model_dir, image_factory):

@@ -197,6 +197,8 @@ class Detector:
         `tiles` paints each tile's calibrated P(ai); `gradcam`, `gradcam++` and `cam` show the
         model's relative evidence at feature-map resolution (see `fakescope.explain.cam`).
         """
+        if not _is_single(image):
+            raise ImageLoadError(f"explain takes one image, not a {type(image).__name__}; call it once per image")
         if method != "tiles":
             from fakescope.explain.cam import METHODS, class_activation_map
 
