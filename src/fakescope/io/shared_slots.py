@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 from typing import Self
 
 import numpy as np
@@ -66,8 +66,13 @@ def attach(name: str, slot_bytes: int) -> None:
     global _attached
     if sys.version_info >= (3, 13):
         block = shared_memory.SharedMemory(name=name, track=False)
-    else:  # a pool's workers share their parent's resource tracker: registering the name again changes nothing
-        block = shared_memory.SharedMemory(name=name)
+    else:  # not registered: the tracker is the parent's, and a child forked while another of the parent's
+        register = resource_tracker.register  # threads held the tracker's lock would wait on it forever
+        resource_tracker.register = lambda *_: None
+        try:
+            block = shared_memory.SharedMemory(name=name)
+        finally:
+            resource_tracker.register = register
     _attached = (block, slot_bytes)
 
 
