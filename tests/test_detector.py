@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
 import shutil
@@ -267,6 +268,12 @@ def test_unreadable_trust_list_fails_at_load_not_per_image(tiny_model_dir, tmp_p
         monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(tmp_path / "anchors.pem"))
         with pytest.raises(ConfigError, match="anchors.pem: no PEM certificate"):
             Detector.load(tiny_model_dir, device="cpu")
+
+
+def test_a_numpy_threshold_still_gives_json_records(tiny_model_dir, image_files):
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=np.float32(0.25))
+    record = json.loads(json.dumps(detector.predict(image_files[0]).to_dict()))
+    assert record["threshold"] == 0.25
 
 
 @pytest.mark.parametrize(("option", "message"), [({"threshold": 1.5}, "threshold must be within"),

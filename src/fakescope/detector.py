@@ -122,7 +122,7 @@ class Detector:
             from fakescope.forensics.content_credentials import trust_anchors_from_env
 
             trust_anchors_from_env()
-        self.threshold = model.config.threshold if threshold is None else threshold
+        self.threshold = float(model.config.threshold if threshold is None else threshold)  # np.float32 is no JSON
         self.band = _shift_band(model.config.band, model.config.threshold, self.threshold)
         self._network = self.model.network
         if self.runtime == "torch":  # channels_last: a faster forward pass on CPU and CUDA (docs/scale.md)
