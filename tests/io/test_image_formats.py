@@ -15,7 +15,7 @@ from PIL import Image
 
 from fakescope.errors import ImageLoadError
 from fakescope.forensics.metadata import check_metadata
-from fakescope.io.image import MIN_SIDE, decode_image, load_image, sniff_format
+from fakescope.io.image import MIN_SIDE, decode_image, load_image, read_source, sniff_format
 from fakescope.io.jpeg_markers import read_header
 
 FORMATS = [  # (Pillow writer, sniffed name, lossless)
@@ -188,6 +188,11 @@ def test_empty_file_on_disk_and_missing_file(tmp_path):
         load_image(tmp_path / "absent.png")
     with pytest.raises(ImageLoadError, match="is a directory"):
         load_image(tmp_path)
+    for empty in ("", "file://"):  # a blank cell of a CSV of paths: not the current folder
+        with pytest.raises(ImageLoadError, match="^empty path$"):
+            read_source(empty)
+    with pytest.raises(ImageLoadError, match="^empty path$"):
+        load_image("")
 
 
 

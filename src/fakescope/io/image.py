@@ -197,7 +197,7 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode_image(bytes(source), keep_bytes=keep_bytes)
     if isinstance(source, (str, Path)):
-        return decode_image(_read_path(Path(source)), keep_bytes=keep_bytes)
+        return decode_image(_read_path(source), keep_bytes=keep_bytes)
     if isinstance(source, Image.Image):
         try:  # an image from `Image.open` is decoded only now
             source.load()
@@ -243,10 +243,13 @@ def read_source(source: str | os.PathLike) -> bytes:
         from fakescope.io.storage import read_bytes
 
         return read_bytes(text)
-    return _read_path(Path(text.removeprefix("file://")))
+    return _read_path(text.removeprefix("file://"))
 
 
-def _read_path(path: Path) -> bytes:
+def _read_path(source: str | Path) -> bytes:
+    if not os.fspath(source):  # Path("") is the current folder
+        raise ImageLoadError("empty path")
+    path = Path(source)
     try:
         return path.read_bytes()
     except IsADirectoryError:
