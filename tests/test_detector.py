@@ -100,6 +100,14 @@ def test_decoding_threads_take_inputs_in_chunks_and_results_keep_their_order(tin
     assert [r.probability for r in threaded] == pytest.approx([r.probability for r in sequential], abs=1e-6)
 
 
+def test_an_array_of_paths_is_many_inputs_not_one_image(detector, image_files):
+    paths = np.array(image_files[:2])  # as numpy (np.loadtxt, train_test_split) or pandas' .values hold them
+    results = detector.predict(paths)
+    assert [type(r.source) for r in results] == [str, str] and [r.source for r in results] == image_files[:2]
+    assert detector.predict(paths.astype(object))[1].probability == results[1].probability
+    assert "array of dtype <U1 is not an image" in detector.predict([np.full((64, 64), "x")])[0].error
+
+
 def test_generators_are_consumed(detector, image_files):
     results = detector.predict(p for p in image_files[:2])
     assert [r.source for r in results] == image_files[:2]

@@ -163,7 +163,7 @@ class Detector:
                 f"provenance={self.provenance})")
 
     def predict(self, inputs: ImageInput | Iterable[ImageInput], *, heatmap: bool = False) -> Detection | list[Detection]:
-        """Score one input (returns a `Detection`) or many (returns a list, in order).
+        """Score one input (returns a `Detection`) or many (any iterable, an array of paths too; returns a list, in order).
 
         Inputs are paths (local or storage URIs), encoded bytes, binary file objects (read to
         their end; streams too), PIL images, uint8 arrays or tensors (HxWx3, 3xHxW or HxW; floats
@@ -588,7 +588,7 @@ def _read(item: ImageInput) -> bytes | None:
 
 def _describe(item: ImageInput, index: int) -> str:
     if isinstance(item, (str, os.PathLike)):
-        return os.fspath(item)
+        return str(os.fspath(item))  # a plain str, from numpy's str_ too
     if _is_file(item) and isinstance(name := getattr(item, "name", None), str):
         return name  # a file from open(): its path
     return f"<{type(item).__name__} #{index}>"
@@ -602,4 +602,7 @@ _SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarr
 
 
 def _is_single(inputs: Any) -> bool:
+    """One input, not an iterable of them; an array of strings (paths, say from numpy or pandas) is many."""
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OSU":
+        return False
     return isinstance(inputs, _SINGLE) or _is_file(inputs)

@@ -261,9 +261,11 @@ def _read_path(source: str | Path) -> bytes:
 
 
 def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
+    if arr.dtype.kind not in "biuf":  # strings, objects, complex numbers
+        raise ImageLoadError(f"array of dtype {arr.dtype} is not an image")
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[2] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
-    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageLoadError("array holds NaN or infinite values")
     if arr.dtype.kind in "ui" and arr.dtype != np.uint8:  # 16-bit as Pillow's modes are (`to_rgb`): uint16 always
         peak = 65535.0 if arr.dtype == np.uint16 or arr.max() > 255 else 255.0
