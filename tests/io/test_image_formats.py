@@ -277,6 +277,8 @@ def test_numpy_inputs_in_every_layout(image_factory):
     assert np.abs(np.asarray(from_chw.image, np.int16) - rgb).max() <= 1
     with pytest.raises(ImageLoadError, match="not an image"):
         load_image(np.zeros((4, 64, 64, 3), np.uint8))
+    with pytest.raises(ImageLoadError, match=r"array of shape \(0, 64\) is empty"):
+        load_image(np.zeros((0, 64), np.float32))  # not numpy's reduction error, which stopped a whole batch
     for bad in (np.nan, np.inf):  # not scored as black pixels
         with pytest.raises(ImageLoadError, match="NaN or infinite"):
             load_image(np.where(np.arange(64)[:, None] < 8, bad, chw_float[0]))

@@ -263,6 +263,8 @@ def _read_path(source: str | Path) -> bytes:
 def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
     if arr.dtype.kind not in "biuf":  # strings, objects, complex numbers
         raise ImageLoadError(f"array of dtype {arr.dtype} is not an image")
+    if arr.size == 0:
+        raise ImageLoadError(f"array of shape {arr.shape} is empty")
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[2] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
