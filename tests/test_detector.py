@@ -286,7 +286,9 @@ def test_a_numpy_threshold_still_gives_json_records(tiny_model_dir, image_files)
 
 @pytest.mark.parametrize(("option", "message"), [({"threshold": 1.5}, "threshold must be within"),
                                                   ({"threshold": -0.1}, "threshold must be within"),
-                                                  ({"batch_size": 0}, "batch_size must be at least 1")])
+                                                  ({"batch_size": 0}, "batch_size must be a whole number at least 1"),
+                                                  ({"batch_size": 8.5}, "batch_size must be a whole number"),
+                                                  ({"grid": 2.5}, "grid must be a whole number")])
 def test_an_option_out_of_range_is_refused_when_loading_not_when_predicting(tiny_model_dir, option, message):
     with pytest.raises(FakescopeError, match=message):
         Detector.load(tiny_model_dir, device="cpu", provenance=False, **option)
@@ -354,8 +356,9 @@ def test_grid_override_trades_tiles_for_speed(tiny_model_dir, image_factory):
         tiles[grid] = int(detail.split(" over ")[1].split(" ")[0])
         assert d.predict(image, heatmap=True).heatmap.shape == (250, 300)
     assert tiles == {None: 4, 1: 1, 3: 9}  # the model's own grid is 2
-    with pytest.raises(FakescopeError, match="grid must be at least 1"):
+    with pytest.raises(FakescopeError, match="grid must be a whole number at least 1"):
         Detector.load(tiny_model_dir, device="cpu", grid=0)
+    assert Detector.load(tiny_model_dir, device="cpu", grid=np.int64(1), batch_size=np.int64(8)).model.config.input.grid == 1
     with pytest.raises(FakescopeError, match="threads must be at least 1"):
         Detector.load(tiny_model_dir, device="cpu", threads=0)
 

@@ -13,6 +13,7 @@ import importlib.util
 import io
 import itertools
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -106,8 +107,8 @@ class Detector:
             raise ConfigError(f"unknown decode {decode!r}; use host or device")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must be within [0, 1], got {threshold}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a whole number at least 1, got {batch_size!r}")
         self.device = torch.device(device)
         self.decode = decode
         self._lookahead = 1 if self.device.type == "cuda" else 0  # batches queued on the device before reading one
@@ -115,7 +116,7 @@ class Detector:
         fast = precision != "fp32" or compile
         self._explained = _with_grid(model, grid)  # its torch network serves Grad-CAM on any runtime (built when asked)
         self.model, self.runtime = _with_runtime(self._explained, runtime, self.device, threads, torch_only=fast)
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.workers, self.processes = workers, processes
         self.provenance = provenance
         if provenance:  # a bad trust list fails here, not as an error record on every signed image
@@ -400,10 +401,10 @@ def _with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
     """The model with its input policy's tile grid replaced (unchanged when `grid` is None)."""
     if grid is None:
         return model
-    if grid < 1:
-        raise ConfigError(f"grid must be at least 1, got {grid}")
+    if not isinstance(grid, numbers.Integral) or grid < 1:
+        raise ConfigError(f"grid must be a whole number at least 1, got {grid!r}")
     config = model.config
-    return replace(model, config=replace(config, input=replace(config.input, grid=grid)))
+    return replace(model, config=replace(config, input=replace(config.input, grid=int(grid))))
 
 
 def _with_runtime(
