@@ -108,6 +108,12 @@ def test_an_array_of_paths_is_many_inputs_not_one_image(detector, image_files):
     assert "array of dtype <U1 is not an image" in detector.predict([np.full((64, 64), "x")])[0].error
 
 
+def test_stream_takes_one_input_as_one(detector, image_files):
+    data = read_source(image_files[0])
+    for one in (image_files[0], data):  # not each character of the path, each byte of the image
+        assert [r.probability for r in detector.stream(one)] == [detector.predict(one).probability]
+
+
 def test_generators_are_consumed(detector, image_files):
     results = detector.predict(p for p in image_files[:2])
     assert [r.source for r in results] == image_files[:2]

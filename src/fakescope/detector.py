@@ -178,12 +178,14 @@ class Detector:
 
     __call__ = predict
 
-    def stream(self, inputs: Iterable[ImageInput], *, heatmap: bool = False) -> Iterator[Detection]:
-        """Lazily score an iterable of any length, decoding ahead in `workers` threads.
+    def stream(self, inputs: ImageInput | Iterable[ImageInput], *, heatmap: bool = False) -> Iterator[Detection]:
+        """Lazily score an iterable of any length (one input: one result), decoding ahead in `workers` threads.
 
         On CUDA the next batch is queued on the device before this one's results are read, so the
         GPU works while the host finishes results and gathers the following batch.
         """
+        if _is_single(inputs):  # not a path's characters, nor the bytes of an image, one by one
+            inputs = [inputs]
         prepared, launched = self._prepare_all(inputs), collections.deque()
         while batch := _take_tiles(prepared, self.batch_size):
             launched.append(self._launch(batch))
