@@ -138,6 +138,16 @@ def test_ai_image_takes_the_attributes_of_the_real_face_it_was_made_from(faces_l
     assert frame.loc[str(faces_layout / "fake" / "stylegan2" / "f002.jpg"), ["gender", "race"]].isna().all()
 
 
+def test_attribute_table_with_a_value_for_every_image_keeps_its_integer_and_boolean_columns(tmp_path):
+    (tmp_path / "real").mkdir()
+    for i in range(4):
+        smooth_image(i).save(tmp_path / "real" / f"{i:05d}.png")
+    table = tmp_path / "attrs.csv"
+    table.write_text("file,glasses,smiling\n" + "".join(f"{i:05d}.png,{i % 2},{i < 2}\n" for i in range(4)))
+    frame = join_attributes(build_from_folders(str(tmp_path)), str(table))
+    assert frame["glasses"].tolist() == [0, 1, 0, 1] and frame["smiling"].tolist() == [True, True, False, False]
+
+
 def _faces(genders: dict[str, int], variations: int, *, unpaired_fakes: int = 0) -> pd.DataFrame:
     """A manifest of real faces with `variations` ai images each (one pair_id), plus unpaired fakes."""
     rows = []

@@ -58,3 +58,11 @@ def test_merging_again_keeps_first_rows_and_disagreeing_splits_are_refused(reals
         merge_manifests([reals, str(tmp_path / "moved.csv")])
     missing = runner.invoke(app, ["dataset", "merge", reals, str(tmp_path / "nope.csv"), "-o", str(tmp_path / "m.csv")])
     assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "nope.csv" in missing.output
+
+
+def test_manifests_whose_rows_all_have_their_attributes_merge_without_error(reals, tmp_path):
+    frame = read_manifest(reals)
+    labelled = str(tmp_path / "labelled.parquet")
+    write_manifest(frame.assign(glasses=[i % 2 for i in range(len(frame))], smiling=True), labelled)
+    merged = merge_manifests([labelled, labelled])
+    assert merged["glasses"].tolist() == [i % 2 for i in range(len(frame))] and merged["smiling"].all()

@@ -23,6 +23,7 @@ from fakescope.data.manifest import (
     resolve_uris,
     validate_manifest,
 )
+from fakescope.data.merge import inherit_from_pairs
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import storage
 from fakescope.io.inputs import IMAGE_SUFFIXES
@@ -168,11 +169,10 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     joined = frame.assign(_stem=stems).merge(table, on="_stem", how="left").drop(columns="_stem")
     columns = [c for c in table.columns if c != "_stem"]
     own = joined[columns].notna().any(axis=1)
-    donors = joined[own].drop_duplicates("pair_id").set_index("pair_id")[columns]
-    inherit = ~own & joined["pair_id"].isin(donors.index)
-    joined.loc[inherit, columns] = donors.loc[joined.loc[inherit, "pair_id"]].to_numpy()
-    logger.info("attributes matched %d of %d rows (%d through their pair)", int(own.sum() + inherit.sum()),
-                len(frame), int(inherit.sum()))
+    joined = inherit_from_pairs(joined, columns, has=own)
+    through_pair = int((joined[columns].notna().any(axis=1) & ~own).sum())
+    logger.info("attributes matched %d of %d rows (%d through their pair)", int(own.sum()) + through_pair,
+                len(frame), through_pair)
     return validate_manifest(joined)
 
 

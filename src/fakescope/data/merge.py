@@ -42,18 +42,22 @@ def merge_manifests(uris: Sequence[str]) -> pd.DataFrame:
     leaks = find_leaks(frame)
     if leaks:
         raise ConfigError(f"the manifests disagree on splits: {leaks[0]}")
-    frame = _inherit(frame, ["split"], has=frame["split"] != "")
+    frame = inherit_from_pairs(frame, ["split"], has=frame["split"] != "")
     attributes = [c for c in frame.columns if c not in NOT_ATTRIBUTES]
     if attributes:
-        frame = _inherit(frame, attributes, has=frame[attributes].notna().any(axis=1))
+        frame = inherit_from_pairs(frame, attributes, has=frame[attributes].notna().any(axis=1))
     return validate_manifest(frame)
 
 
-def _inherit(frame: pd.DataFrame, columns: list[str], *, has: pd.Series) -> pd.DataFrame:
-    """Rows where `has` is False take `columns` from the first row of their pair_id where it is True."""
+def inherit_from_pairs(frame: pd.DataFrame, columns: list[str], *, has: pd.Series) -> pd.DataFrame:
+    """Rows where `has` is False take `columns` from the first row of their pair_id where it is True.
+
+    Filled column by column, so a column no row takes keeps its dtype (an all-present 0/1 column stays int).
+    """
     donors = frame[has & (frame["pair_id"] != "")].drop_duplicates("pair_id").set_index("pair_id")[columns]
     takers = ~has & frame["pair_id"].isin(donors.index)
     frame = frame.copy()
-    frame.loc[takers, columns] = donors.loc[frame.loc[takers, "pair_id"]].to_numpy()
+    for column in columns:
+        frame[column] = frame[column].mask(takers, frame["pair_id"].map(donors[column]))
     logger.info("%d row(s) took %s from their pair", int(takers.sum()), ", ".join(columns))
     return frame
