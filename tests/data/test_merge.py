@@ -66,3 +66,17 @@ def test_manifests_whose_rows_all_have_their_attributes_merge_without_error(real
     write_manifest(frame.assign(glasses=[i % 2 for i in range(len(frame))], smiling=True), labelled)
     merged = merge_manifests([labelled, labelled])
     assert merged["glasses"].tolist() == [i % 2 for i in range(len(frame))] and merged["smiling"].all()
+
+
+def test_an_integer_attribute_stays_integer_when_the_ai_images_take_it(reals, tmp_path):
+    frame = read_manifest(reals)
+    labelled = str(tmp_path / "labelled.parquet")
+    write_manifest(frame.assign(glasses=[i % 2 for i in range(len(frame))]), labelled)
+    _, fakes = generate_local(labelled, str(tmp_path / "blur"), lambda images: [im.filter(ImageFilter.BLUR) for im in images],
+                              generator="blur", model="blur")
+    out = tmp_path / "faces.csv"
+    assert runner.invoke(app, ["dataset", "merge", labelled, fakes, "-o", str(out)]).exit_code == 0
+    merged = pd.read_csv(out)
+    assert merged["glasses"].dtype == "int64" and len(merged) == 2 * len(frame)  # 0/1 as written, not 0.0/1.0
+    ai = merged[merged["label"] == "ai"].set_index("pair_id")["glasses"]
+    assert (ai == merged[merged["label"] == "real"].set_index("pair_id")["glasses"].loc[ai.index]).all()

@@ -27,14 +27,16 @@ def merge_manifests(uris: Sequence[str]) -> pd.DataFrame:
 
     A uri listed twice keeps its first row. Rows without a split take their pair's (a pair with
     one split among its rows); rows without attributes take those of a row of their pair that has
-    them. Pairs already spread over several splits are an error, since merging them would leak.
+    them; an integer attribute (0/1) stays integer where every row ends with a value. Pairs already
+    spread over several splits are an error, since merging them would leak.
 
     Example:
         >>> merged = merge_manifests(["reals.parquet", "fakes/dall-e-2/manifest.csv"])  # doctest: +SKIP
     """
     if not uris:
         raise ConfigError("merge needs at least one manifest")
-    frame = pd.concat([resolve_uris(read_manifest(uri), uri) for uri in uris], ignore_index=True)
+    tables = [resolve_uris(read_manifest(uri), uri) for uri in uris]
+    frame = pd.concat(tables, ignore_index=True)
     repeated = frame["uri"].duplicated()
     if repeated.any():
         logger.warning("%d uri(s) listed in more than one manifest: kept each one's first row", int(repeated.sum()))
@@ -46,6 +48,8 @@ def merge_manifests(uris: Sequence[str]) -> pd.DataFrame:
     attributes = [c for c in frame.columns if c not in NOT_ATTRIBUTES]
     if attributes:
         frame = inherit_from_pairs(frame, attributes, has=frame[attributes].notna().any(axis=1))
+        integers = [c for c in attributes if all(pd.api.types.is_integer_dtype(t[c]) for t in tables if c in t)]
+        frame = _restore_integers(frame, integers)
     return validate_manifest(frame)
 
 
@@ -61,3 +65,9 @@ def inherit_from_pairs(frame: pd.DataFrame, columns: list[str], *, has: pd.Serie
         frame[column] = frame[column].mask(takers, frame["pair_id"].map(donors[column]))
     logger.info("%d row(s) took %s from their pair", int(takers.sum()), ", ".join(columns))
     return frame
+
+
+def _restore_integers(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`columns`, integers at the source, back to int64 where every row has a value (joins made them float)."""
+    whole = [c for c in columns if frame[c].notna().all()]
+    return frame.astype(dict.fromkeys(whole, "int64"))
