@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 from conftest import encode, smooth_image
 
-from fakescope.data import build_from_folders, find_leaks, group_related, split_manifest
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.data import build_from_folders, find_leaks, group_related, read_manifest, split_manifest, write_manifest
 from fakescope.data.splits import difference_hash, near_duplicate_pairs
 
 
@@ -52,6 +55,21 @@ def test_pairs_and_near_duplicates_never_straddle_splits(faces_layout):
     counts = split.groupby(["split", "label"]).size()
     assert counts["train"].sum() >= 14 and counts["test"]["ai"] >= 3 and counts["val"]["real"] >= 3
     assert len(split.loc[real, "dhash"]) == 16
+
+
+def test_rows_merged_into_a_split_manifest_without_a_dhash_are_hashed_when_it_is_split_again(faces_layout, tmp_path):
+    frame = build_from_folders(str(faces_layout))
+    reals = split_manifest(frame[frame["label"] == "real"], seed=0)
+    merged = pd.concat([reals, frame[frame["label"] == "ai"]], ignore_index=True)  # as `dataset merge` leaves ai rows
+    merged.loc[merged["uri"].str.endswith("r015_copy.jpg"), "dhash"] = ""
+    manifest = str(tmp_path / "merged.parquet")
+    write_manifest(merged, manifest)
+    done = CliRunner().invoke(app, ["dataset", "split", manifest])
+    assert done.exit_code == 0 and "could not be read" not in done.output, done.output
+    assert (read_manifest(manifest)["dhash"] != "").all()
+    for seed in range(6):  # the copy, hashed now, is still linked to its original
+        split = split_manifest(merged, seed=seed).set_index("uri")["split"]
+        assert split[str(faces_layout / "real" / "r015_copy.jpg")] == split[str(faces_layout / "real" / "r015.jpg")]
 
 
 def test_same_seed_same_split_and_leak_report(faces_layout):

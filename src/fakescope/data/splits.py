@@ -43,9 +43,14 @@ def difference_hash(data: bytes) -> int:
 
 
 def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8, progress: bool = False) -> list[int | None]:
-    """dHash of every row's image (reusing a `dhash` hex column when present); None where unreadable."""
-    if HASH_COLUMN in frame.columns:
-        return [int(h, 16) if isinstance(h, str) and h else None for h in frame[HASH_COLUMN]]
+    """dHash of every row's image; None where unreadable.
+
+    A `dhash` hex column is reused where it has a value; rows without one (ai images merged into a
+    split manifest, images unreadable last time) are read and hashed.
+    """
+    stored = frame[HASH_COLUMN].tolist() if HASH_COLUMN in frame.columns else [None] * len(frame)
+    hashes = [int(h, 16) if isinstance(h, str) and h else None for h in stored]
+    missing = [position for position, h in enumerate(hashes) if h is None]
 
     def one(uri: str) -> int | None:
         try:
@@ -53,7 +58,10 @@ def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8, progress: bool =
         except (FakescopeError, OSError, ValueError):
             return None
 
-    return list(map_images(one, frame["uri"].tolist(), workers=workers, progress=progress, desc="dhash"))
+    uris = frame["uri"].tolist()
+    for position, h in zip(missing, map_images(one, [uris[p] for p in missing], workers=workers, progress=progress, desc="dhash")):
+        hashes[position] = h
+    return hashes
 
 
 def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tuple[int, int]]:
