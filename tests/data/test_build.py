@@ -73,6 +73,18 @@ def test_manifests_built_from_relative_paths_work_from_any_folder(faces_layout, 
         assert len(uris) and all(os.path.isfile(uri) for uri in uris)
 
 
+def test_a_file_whose_name_is_not_utf8_is_skipped_with_a_warning(faces_layout, tmp_path, caplog):
+    root = tmp_path / "set"
+    os.makedirs(root / "fake")
+    os.symlink(faces_layout / "real", root / "real", target_is_directory=True)
+    (root / "fake").joinpath(os.fsdecode(b"caf\xe9.png")).write_bytes(encode(smooth_image(3), "PNG"))
+    (root / "fake" / "ok.png").write_bytes(encode(smooth_image(4), "PNG"))
+    manifest = str(tmp_path / "m.parquet")
+    write_manifest(build_from_folders(str(root)), manifest)
+    assert read_rows(manifest)["uri"].str.endswith("/fake/ok.png").sum() == 1 and len(read_rows(manifest)) == PER_CLASS + 2
+    assert "caf\\udce9.png: its name is not UTF-8" in caplog.text
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no images under"):
         build_from_folders(str(tmp_path))

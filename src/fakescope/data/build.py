@@ -1,9 +1,9 @@
 """Build manifests from folder layouts, FFHQ-style JSON listings or CSV files; join attributes; balance.
 
 Every builder reads each image once (local or remote) to record its size, format and sha256, and
-skips unreadable files with a logged warning rather than failing the whole build (`progress=True`
-counts the images read on stderr). Local images are
-recorded by absolute path, so the manifest works wherever it is written and whatever folder reads it.
+skips unreadable files, and files whose name is not UTF-8 (no manifest can record it), with a
+logged warning rather than failing the whole build (`progress=True` counts the images read on
+stderr). Local images are recorded by absolute path, so the manifest works wherever it is written and whatever folder reads it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fakescope.data.manifest import (
 from fakescope.data.merge import inherit_from_pairs
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import storage
-from fakescope.io.inputs import IMAGE_SUFFIXES
+from fakescope.io.inputs import IMAGE_SUFFIXES, path_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -229,6 +229,9 @@ def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progr
 
     def describe(job: tuple[str, str, str, str]) -> dict[str, object] | None:
         uri, label, source, generator = job
+        if path_text(uri) != uri:  # a manifest is UTF-8 text: a name that is not could be neither written nor found again
+            logger.warning("skipping %s: its name is not UTF-8; rename it to include it", path_text(uri))
+            return None
         try:
             info = describe_image(storage.read_bytes(uri))
         except FakescopeError as exc:
