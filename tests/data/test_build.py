@@ -85,6 +85,16 @@ def test_a_file_whose_name_is_not_utf8_is_skipped_with_a_warning(faces_layout, t
     assert "caf\\udce9.png: its name is not UTF-8" in caplog.text
 
 
+def test_a_real_image_copied_into_fake_is_reported_as_labelled_both_ways(faces_layout, tmp_path, caplog):
+    root = tmp_path / "set"
+    os.makedirs(root / "fake" / "sd")
+    os.symlink(faces_layout / "real", root / "real", target_is_directory=True)
+    (root / "fake" / "sd" / "copy.png").write_bytes((faces_layout / "real" / "r004.jpg").read_bytes())
+    frame = build_from_folders(str(root))
+    assert len(frame) == PER_CLASS + 2
+    assert "2 file(s) are identical copies labelled both real and ai (first: " in caplog.text and "/real/r004.jpg)" in caplog.text
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no images under"):
         build_from_folders(str(tmp_path))

@@ -3,7 +3,8 @@
 Every builder reads each image once (local or remote) to record its size, format and sha256, and
 skips unreadable files, and files whose name is not UTF-8 (no manifest can record it), with a
 logged warning rather than failing the whole build (`progress=True` counts the images read on
-stderr). Local images are recorded by absolute path, so the manifest works wherever it is written and whatever folder reads it.
+stderr). Identical files labelled both real and ai are kept, with a warning. Local images are
+recorded by absolute path, so the manifest works wherever it is written and whatever folder reads it.
 """
 
 from __future__ import annotations
@@ -244,7 +245,12 @@ def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progr
     rows = [row for row in map_images(describe, jobs, workers=workers, progress=progress, desc="describe") if row is not None]
     if not rows:
         raise ConfigError(f"none of the {len(jobs)} listed image(s) could be read")
-    return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    both = frame.groupby("sha256")["label"].transform("nunique") > 1
+    if both.any():
+        logger.warning("%d file(s) are identical copies labelled both real and ai (first: %s); remove the wrongly "
+                       "labelled copies", int(both.sum()), frame.loc[both, "uri"].iloc[0])
+    return frame
 
 
 def _pair_by_name(frame: pd.DataFrame) -> pd.DataFrame:
