@@ -132,6 +132,14 @@ def test_csv_with_relative_paths_and_label_spellings(faces_layout, tmp_path):
     assert build_from_csv(str(tmp_path / "rel" / "list.csv"))["uri"].tolist() == [str(tmp_path / "rel" / "x.jpg")]
 
 
+def test_csv_listing_one_path_twice_is_a_one_line_error(faces_layout, tmp_path):
+    csv = tmp_path / "list.csv"
+    csv.write_text(f"path,label\n{faces_layout}/real/r001.jpg,real\n{faces_layout}/real/r002.jpg,real\n"
+                   f"{faces_layout}/real/r001.jpg,ai\n")
+    with pytest.raises(ConfigError, match=r"lists 1 path\(s\) more than once, e.g. .*/real/r001.jpg"):
+        build_from_csv(str(csv))
+
+
 def test_attributes_join_on_file_stem_and_balance_strata(faces_layout, tmp_path):
     table = tmp_path / "attrs.csv"
     rows = [f"r{i:03d}.png,{'happy' if i % 2 else 'neutral'},{i % 2},{'Man' if i < 5 else 'Woman'},white" for i in range(PER_CLASS)]

@@ -111,7 +111,7 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
 def build_from_csv(csv_uri: str, *, workers: int = 8, progress: bool = False) -> pd.DataFrame:
     """Build a manifest from a CSV with a path column (`uri`/`path`/`file`) and a `label` column.
 
-    Relative paths are resolved against the CSV's folder. Known manifest columns are kept;
+    Relative paths are resolved against the CSV's folder; a path listed twice is an error. Known manifest columns are kept;
     width, height, format and sha256 are measured from the images; other columns stay as attributes.
     """
     import io
@@ -123,6 +123,9 @@ def build_from_csv(csv_uri: str, *, workers: int = 8, progress: bool = False) ->
     if path_column is None or "label" not in table.columns:
         raise ConfigError(f"{csv_uri} needs a label column and one of {', '.join(_URI_COLUMNS)}")
     uris = resolve_uris(table.assign(uri=table[path_column].astype(str)), csv_uri)["uri"].tolist()
+    repeated = pd.Series(uris)[pd.Series(uris).duplicated()]
+    if len(repeated):
+        raise ConfigError(f"{csv_uri} lists {len(repeated)} path(s) more than once, e.g. {repeated.iloc[0]}; keep one row each")
     sources = table["source"].fillna("").astype(str) if "source" in table else [""] * len(table)
     generators = table["generator"].fillna("").astype(str) if "generator" in table else [""] * len(table)
     jobs = [(u, normalise_label(l), s, g) for u, l, s, g in zip(uris, table["label"], sources, generators)]
