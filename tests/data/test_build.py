@@ -158,6 +158,15 @@ def test_attributes_join_on_file_stem_and_balance_strata(faces_layout, tmp_path)
         balance_manifest(frame, ("colour",))
 
 
+def test_attribute_keys_without_extension_keep_their_leading_zeros(tmp_path):
+    (tmp_path / "real").mkdir()
+    for i in (1, 2):
+        smooth_image(i).save(tmp_path / "real" / f"{i:05d}.png")
+    (tmp_path / "attrs.csv").write_text("id,glasses\n00001,1\n00002,0\n")
+    frame = join_attributes(build_from_folders(str(tmp_path)), str(tmp_path / "attrs.csv"))
+    assert frame["glasses"].tolist() == [1, 0]
+
+
 def test_ai_image_takes_the_attributes_of_the_real_face_it_was_made_from(faces_layout, tmp_path):
     table = tmp_path / "attrs.csv"
     table.write_text("ffhq_file,expression,glasses,gender,race\nr000.png,happy,1,Woman,asian\nf001.png,sad,0,Man,white\n")

@@ -162,10 +162,12 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
 
     import pandas as pd
 
-    table = pd.read_csv(io.BytesIO(storage.read_bytes(table_uri)))
-    key = key or table.columns[0]
-    if key not in table.columns:
+    data = storage.read_bytes(table_uri)
+    columns = pd.read_csv(io.BytesIO(data), nrows=0).columns
+    key = key or columns[0]
+    if key not in columns:
         raise ConfigError(f"attribute table {table_uri} has no column {key!r}")
+    table = pd.read_csv(io.BytesIO(data), dtype={key: str})  # `00001` names a file, it is not the number 1
     table = table.assign(_stem=table[key].astype(str).map(_stem)).drop(columns=[key])
     table = table.drop_duplicates("_stem").rename(columns={c: f"attr_{c}" for c in table.columns if c in frame.columns})
     known = set(table["_stem"])
