@@ -167,6 +167,16 @@ def test_attribute_keys_without_extension_keep_their_leading_zeros(tmp_path):
     assert frame["glasses"].tolist() == [1, 0]
 
 
+def test_an_attribute_table_matching_no_image_is_warned_about_and_an_empty_one_refused(faces_layout, tmp_path, caplog):
+    (tmp_path / "attrs.csv").write_text("gender,file\nMan,r001.png\n")
+    frame = join_attributes(build_from_folders(str(faces_layout)), str(tmp_path / "attrs.csv"))
+    assert frame["file"].isna().all() and "by its file-name column 'gender' (such as Man)" in caplog.text
+    assert join_attributes(frame, str(tmp_path / "attrs.csv"), key="file")["gender"].notna().sum() == 1
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ConfigError, match="cannot read attribute table .*empty.csv"):
+        join_attributes(frame, str(tmp_path / "empty.csv"))
+
+
 def test_ai_image_takes_the_attributes_of_the_real_face_it_was_made_from(faces_layout, tmp_path):
     table = tmp_path / "attrs.csv"
     table.write_text("ffhq_file,expression,glasses,gender,race\nr000.png,happy,1,Woman,asian\nf001.png,sad,0,Man,white\n")

@@ -156,18 +156,23 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     `real/00001.jpg`. A row with no match of its own is matched by the file name in its `source`
     (the upload's name, for images the web app saved), else takes the attributes of a matched row
     with its `pair_id`, the face it was made from (an ai image such as `00001-<hash>-dall-e-2-...`).
-    Attribute columns that clash with manifest columns get an `attr_` prefix.
+    Attribute columns that clash with manifest columns get an `attr_` prefix. A table that matches no
+    image at all (the wrong key column, say) is logged as a warning.
     """
     import io
 
     import pandas as pd
 
     data = storage.read_bytes(table_uri)
-    columns = pd.read_csv(io.BytesIO(data), nrows=0).columns
+    try:
+        columns = pd.read_csv(io.BytesIO(data), nrows=0).columns
+    except ValueError as exc:
+        raise ConfigError(f"cannot read attribute table {table_uri}: {exc}") from None
     key = key or columns[0]
     if key not in columns:
         raise ConfigError(f"attribute table {table_uri} has no column {key!r}")
     table = pd.read_csv(io.BytesIO(data), dtype={key: str})  # `00001` names a file, it is not the number 1
+    example = f" (such as {table[key].iloc[0]})" if len(table) else ""
     table = table.assign(_stem=table[key].astype(str).map(_stem)).drop(columns=[key])
     table = table.drop_duplicates("_stem").rename(columns={c: f"attr_{c}" for c in table.columns if c in frame.columns})
     known = set(table["_stem"])
@@ -177,6 +182,9 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     own = joined[columns].notna().any(axis=1)
     joined = inherit_from_pairs(joined, columns, has=own)
     through_pair = int((joined[columns].notna().any(axis=1) & ~own).sum())
+    if not any(stem in known for stem in stems):
+        logger.warning("no image matched a row of %s by its file-name column %r%s: its attributes are all empty; "
+                       "is that the right key column?", table_uri, key, example)
     logger.info("attributes matched %d of %d rows (%d through their pair)", int(own.sum()) + through_pair,
                 len(frame), through_pair)
     return validate_manifest(joined)
