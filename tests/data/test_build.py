@@ -243,6 +243,16 @@ def test_balancing_keeps_the_pairs_of_a_folder_build(faces_layout):
         assert ("r000.jpg" in names) == ("r000_var1.png" in names)
 
 
+def test_balancing_warns_of_a_stratum_no_row_has(caplog):
+    frame = pd.concat([_faces({"Man": 4}, 1), _faces({"Woman": 3}, 0)], ignore_index=True)  # no ai images of women
+    balanced = balance_manifest(frame, ("label", "gender"))
+    assert balanced.groupby(["label", "gender"]).size().to_dict() == {("ai", "Man"): 3, ("real", "Man"): 3, ("real", "Woman"): 3}
+    assert "1 of the 4 strata have no rows, so they stay empty (first: label=ai, gender=Woman)" in caplog.text
+    caplog.clear()
+    balance_manifest(frame, ("label",))
+    assert "strata" not in caplog.text
+
+
 @pytest.mark.parametrize(("seed", "per_stratum"), [(0, None), (3, None), (7, 2)])
 def test_balancing_without_pairs_samples_rows_as_before(seed, per_stratum):
     frame = _faces({"Man": 9, "Woman": 4, "Other": 6}, variations=0, unpaired_fakes=5)

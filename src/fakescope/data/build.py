@@ -9,6 +9,7 @@ recorded by absolute path, so the manifest works wherever it is written and what
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -200,7 +201,8 @@ def balance_manifest(
     are filled rarest first, each walking its rows in seeded random order and keeping a row's whole
     group when that takes no stratum past `per_stratum`. Without pairs this is a seeded sample of
     `per_stratum` rows from each stratum. A pair spans strata of both labels, so a stratum can end
-    short: balancing `label` keeps each pair's ratio (one real to two variations, say).
+    short: balancing `label` keeps each pair's ratio (one real to two variations, say). A combination
+    of `by` values that no row has (ai images of one gender, say) stays empty, with a warning.
 
     Args:
         frame: The manifest.
@@ -217,6 +219,7 @@ def balance_manifest(
     frame = frame.reset_index(drop=True)
     stratum = frame.groupby(list(by), dropna=False, sort=True).ngroup().to_numpy()
     sizes = np.bincount(stratum)
+    _warn_empty_strata(frame, list(by))
     count = per_stratum if per_stratum is not None else int(sizes.min())
     pair = frame["pair_id"].fillna("").astype(str).to_numpy()
     group = np.where(pair != "", pair, [f"row:{i}" for i in range(len(frame))])  # no pair: its own group
@@ -236,6 +239,16 @@ def balance_manifest(
                 keep[members[group[row]]] = True
     logger.info("balanced %d strata to at most %d rows: kept %d of %d rows", len(sizes), count, int(keep.sum()), len(frame))
     return validate_manifest(frame[keep])
+
+
+def _warn_empty_strata(frame: pd.DataFrame, by: list[str]) -> None:
+    """Warn about combinations of `by` values that no row has (ai images of women, say): no balancing can fill them."""
+    values = frame[by].astype(str)  # a missing value is the value `nan`
+    observed = set(values.drop_duplicates().itertuples(index=False, name=None))
+    empty = [combo for combo in itertools.product(*(values[c].unique() for c in by)) if combo not in observed]
+    if empty:
+        logger.warning("%d of the %d strata have no rows, so they stay empty (first: %s)", len(empty),
+                       len(empty) + len(observed), ", ".join(f"{c}={v}" for c, v in zip(by, empty[0])))
 
 
 def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progress: bool) -> pd.DataFrame:
