@@ -42,6 +42,16 @@ def test_known_errors_are_one_line(tmp_path):
     assert json_without_images.exit_code == 2 and "--images is required" in json_without_images.output
 
 
+def test_ratios_that_are_not_finite_or_name_a_split_twice_are_one_line_errors(faces_layout, tmp_path):
+    manifest = str(tmp_path / "m.csv")
+    assert runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", manifest]).exit_code == 0
+    for ratios, message in (("train=nan,test=0.2", "split ratios must be non-negative shares"),
+                            ("train=inf,test=1", "split ratios must be non-negative shares"),
+                            ("train=0.8,train=0.2", "--ratios names a split twice")):
+        done = runner.invoke(app, ["dataset", "split", manifest, "--ratios", ratios, "--max-distance", "-1"])
+        assert done.exit_code == 2 and done.output.startswith(f"error: {message}") and done.output.count("\n") == 1, done.output
+
+
 def test_installed_command_runs(faces_layout):
     command = shutil.which("fakescope")
     assert command is not None

@@ -167,10 +167,12 @@ def _ratios(text: str) -> dict[str, float]:
     from fakescope.errors import ConfigError
 
     try:
-        pairs = [item.split("=") for item in text.split(",") if item.strip()]
-        return {name.strip(): float(value) for name, value in pairs}
+        pairs = [(name.strip(), float(value)) for name, value in (item.split("=") for item in text.split(",") if item.strip())]
     except ValueError:
         raise ConfigError(f"--ratios must look like train=0.8,val=0.1,test=0.1, got {text!r}") from None
+    if len({name for name, _ in pairs}) < len(pairs):
+        raise ConfigError(f"--ratios names a split twice: {text!r}")
+    return dict(pairs)
 
 
 def _audit_table(report: object) -> str:

@@ -149,7 +149,7 @@ def split_manifest(
     """
     unknown = sorted(set(ratios) - set(SPLITS))
     total = float(sum(ratios.values()))
-    if unknown or total <= 0 or min(ratios.values()) < 0:
+    if unknown or not 0 < total < float("inf") or min(ratios.values()) < 0:  # nan fails the comparison too
         raise ConfigError(f"split ratios must be non-negative shares of {', '.join(SPLITS)}, got {dict(ratios)}")
     frame = validate_manifest(frame)
     hashes = perceptual_hashes(frame, workers=workers, progress=progress) if max_distance >= 0 else None
