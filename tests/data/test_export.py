@@ -40,6 +40,24 @@ def test_tar_holds_images_and_manifests(split_faces, tmp_path):
     assert manifest["sha256"].iloc[1] == __import__("hashlib").sha256(image).hexdigest()
 
 
+@pytest.mark.parametrize("layout", ["folders", "tar"])
+def test_copies_of_one_file_under_one_name_are_exported_under_two(faces_layout, tmp_path, layout):
+    for folder in ("a", "b"):
+        (tmp_path / "set" / "real" / folder).mkdir(parents=True)
+        (tmp_path / "set" / "real" / folder / "x.jpg").write_bytes((faces_layout / "real" / "r001.jpg").read_bytes())
+    (tmp_path / "set" / "fake").mkdir()
+    (tmp_path / "set" / "fake" / "f.jpg").write_bytes((faces_layout / "fake" / "stylegan2" / "f001.jpg").read_bytes())
+    out = tmp_path / ("out" if layout == "folders" else "out.tar")
+    exported = export_manifest(build_from_folders(str(tmp_path / "set")), str(out), layout=layout)
+    assert exported["uri"].str.startswith("unsplit/real/x-").sum() == 2 and exported["uri"].is_unique
+    if layout == "tar":
+        with tarfile.open(out) as tar:
+            assert sorted(tar.getnames()) == sorted([*exported["uri"], "manifest.parquet", "manifest.csv"])
+    else:
+        assert read_manifest(str(out / "manifest.parquet"))["uri"].tolist() == exported["uri"].tolist()
+        assert all((out / uri).is_file() for uri in exported["uri"])
+
+
 @pytest.mark.parametrize("layout", ["npy", "safetensors"])
 def test_uint8_pack_has_crops_labels_and_row_order(split_faces, tmp_path, layout):
     out = tmp_path / f"pack.{layout}"

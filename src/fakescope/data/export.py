@@ -1,7 +1,8 @@
 """Export a manifest's images for moving to another machine: a folder tree, one tar, or a uint8 pack.
 
-- `folders`: `<out>/<split>/<label>/<name>` plus `manifest.parquet` and `manifest.csv` with
-  relative uris; `out` may be any storage URI.
+- `folders`: `<out>/<split>/<label>/<stem>-<sha256 prefix><suffix>` (copies of one file under one
+  name numbered `-2`, `-3` ...) plus `manifest.parquet` and `manifest.csv` with relative uris;
+  `out` may be any storage URI.
 - `tar`: the same tree and manifests inside one `.tar` file (original encoded bytes), streamed
   to a local file image by image (a remote one is assembled in memory).
 - `npy` / `safetensors`: decoded RGB crops of `size` x `size` as one uint8 array `(N, size, size, 3)`
@@ -76,10 +77,17 @@ def centre_crop(image: object, size: int) -> np.ndarray:
 
 
 def _relative_names(frame: pd.DataFrame) -> list[str]:
-    names = []
+    """`<split>/<label>/<stem>-<sha256 prefix><suffix>`, numbered `-2`, `-3` ... where that repeats (copies of one file)."""
+    names, seen = [], set()
     for uri, split, label, digest in zip(frame["uri"], frame["split"], frame["label"], frame["sha256"]):
         stem, suffix = os.path.splitext(uri.rsplit("/", 1)[-1])
-        names.append(f"{split or 'unsplit'}/{label}/{stem}-{digest[:8]}{suffix.lower()}")
+        base = f"{split or 'unsplit'}/{label}/{stem}-{digest[:8]}"
+        name, copy = base + suffix.lower(), 1
+        while name.lower() in seen:  # `X-...` and `x-...` are one file on some file systems
+            copy += 1
+            name = f"{base}-{copy}{suffix.lower()}"
+        seen.add(name.lower())
+        names.append(name)
     return names
 
 
