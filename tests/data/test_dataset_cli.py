@@ -52,6 +52,17 @@ def test_ratios_that_are_not_finite_or_name_a_split_twice_are_one_line_errors(fa
         assert done.exit_code == 2 and done.output.startswith(f"error: {message}") and done.output.count("\n") == 1, done.output
 
 
+def test_exporting_a_split_with_no_images_is_a_one_line_error_that_writes_nothing(faces_layout, tmp_path):
+    manifest = str(tmp_path / "m.csv")
+    assert runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", manifest]).exit_code == 0
+    unsplit = runner.invoke(app, ["dataset", "export", manifest, str(tmp_path / "out"), "--split", "train"])
+    assert unsplit.exit_code == 2 and unsplit.output.startswith("error: ") and "its splits: none" in unsplit.output
+    assert runner.invoke(app, ["dataset", "split", manifest, "--ratios", "train=0.5,test=0.5"]).exit_code == 0
+    valid = runner.invoke(app, ["dataset", "export", manifest, str(tmp_path / "pack.npy"), "--layout", "npy", "--split", "valid"])
+    assert valid.exit_code == 2 and valid.output == f"error: {manifest} has no images in split 'valid'; its splits: test, train\n"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "pack.npy").exists()
+
+
 def test_installed_command_runs(faces_layout):
     command = shutil.which("fakescope")
     assert command is not None

@@ -156,9 +156,15 @@ def export(
     with clean_errors():
         from fakescope.data import export_manifest, read_manifest, resolve_uris
 
+        from fakescope.errors import ConfigError
+
         frame = resolve_uris(read_manifest(manifest), manifest)
         if only_split is not None:
+            splits = sorted(set(frame["split"]) - {""})
             frame = frame[frame["split"] == only_split]
+            if frame.empty:
+                raise ConfigError(f"{manifest} has no images in split {only_split!r}; its splits: {', '.join(splits) or 'none'}"
+                                  + ("" if splits else f" (`fakescope dataset split {manifest}` makes them)"))
         exported = export_manifest(frame, out, layout=layout, size=size)
         typer.echo(f"{len(exported)} images exported to {out} ({layout})")
 
