@@ -59,6 +59,18 @@ def test_copies_of_one_file_under_one_name_are_exported_under_two(faces_layout, 
 
 
 @pytest.mark.parametrize("layout", ["npy", "safetensors"])
+def test_a_truncated_image_in_a_pack_is_named_in_the_error(split_faces, tmp_path, layout):
+    from fakescope.errors import ImageLoadError
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(open(split_faces["uri"].iloc[0], "rb").read()[:300])  # the header reads, the pixels do not
+    frame = pd.concat([split_faces, split_faces.iloc[:1].assign(uri=str(broken))], ignore_index=True)
+    with pytest.raises(ImageLoadError, match=f"^{broken}: .*truncated"):
+        export_manifest(frame, str(tmp_path / f"pack.{layout}"), layout=layout, size=32)
+    assert not (tmp_path / f"pack.{layout}").exists()
+
+
+@pytest.mark.parametrize("layout", ["npy", "safetensors"])
 def test_uint8_pack_has_crops_labels_and_row_order(split_faces, tmp_path, layout):
     out = tmp_path / f"pack.{layout}"
     export_manifest(split_faces, str(out), layout=layout, size=48)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fakescope.data.manifest import validate_manifest, write_manifest
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.io import storage
 
 if TYPE_CHECKING:
@@ -111,7 +111,10 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def _crop(uri: str, size: int) -> np.ndarray:
     from fakescope.io.image import decode_image
 
-    return centre_crop(decode_image(storage.read_bytes(uri), keep_bytes=False).image, size)
+    try:
+        return centre_crop(decode_image(storage.read_bytes(uri), keep_bytes=False).image, size)
+    except ImageLoadError as exc:  # which of the pack's images it was
+        raise ImageLoadError(f"{uri}: {exc}; drop its row to export the rest") from None
 
 
 def _crop_pack(uris: pd.Series, size: int) -> np.ndarray:
