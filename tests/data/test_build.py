@@ -115,6 +115,13 @@ def test_ffhq_json_listing_styles(faces_layout, tmp_path, style):
     assert ("category" in frame) == (style == "ffhq")
 
 
+@pytest.mark.parametrize("content", ["null", "5", '"00001.png"'])
+def test_json_that_is_no_listing_is_a_one_line_error(faces_layout, tmp_path, content):
+    (tmp_path / "listing.json").write_text(content)
+    with pytest.raises(ConfigError, match="not a listing of images"):
+        build_from_ffhq_json(str(tmp_path / "listing.json"), str(faces_layout / "real"))
+
+
 def test_csv_with_relative_paths_and_label_spellings(faces_layout, tmp_path):
     csv = tmp_path / "list.csv"
     csv.write_text(

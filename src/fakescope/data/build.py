@@ -89,7 +89,9 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
         listing = json.loads(storage.read_bytes(json_uri))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{json_uri} is not valid JSON (line {exc.lineno})") from None
-    entries = list(listing.values()) if isinstance(listing, dict) else list(listing)
+    if not isinstance(listing, (dict, list)):
+        raise ConfigError(f"{json_uri} holds a {type(listing).__name__}, not a listing of images (an object or a list)")
+    entries = list(listing.values()) if isinstance(listing, dict) else listing
     image_root = storage.absolute(image_root)
     names: dict[str, str] = {}
     for entry in entries:
