@@ -10,7 +10,7 @@ import pytest
 from conftest import encode, smooth_image
 from PIL import Image
 
-from fakescope.data import audit_manifest, build_from_folders, inspect_image
+from fakescope.data import audit_manifest, build_from_folders, inspect_image, split_manifest
 from fakescope.data.audit import estimate_jpeg_quality
 
 
@@ -53,6 +53,17 @@ def test_clean_dataset_raises_no_format_or_quality_warning(clean_layout):
     levels = {c.name: c.level for c in report.checks}
     assert levels["format"] == levels["jpeg_quality"] == levels["border_overlay"] == "ok"
     assert not any(w.startswith("SHORTCUT") for w in report.warnings)
+
+
+def test_a_pair_spread_over_two_splits_is_reported_as_a_leak(clean_layout, faces_layout):
+    split = split_manifest(build_from_folders(str(clean_layout)), {"train": 0.5, "test": 0.5}, max_distance=-1)
+    assert not any(w.startswith("leak") for w in audit_manifest(split).warnings)
+    leaked = split.assign(pair_id="one face", split=["train", "test"] * (len(split) // 2))
+    assert any(w.startswith("leak: 1 pair group(s) appear in more than one split") for w in audit_manifest(leaked).warnings)
+    reals = build_from_folders(str(faces_layout))
+    reals = reals[reals["label"] == "real"].assign(sha256="same file", split="train")
+    reals.loc[reals.index[0], "split"] = "test"
+    assert audit_manifest(reals).warnings[1].startswith("leak: 1 identical file group(s) appear in more than one split")
 
 
 def test_single_class_says_nothing_to_compare(faces_layout):

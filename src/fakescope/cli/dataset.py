@@ -131,7 +131,7 @@ def audit(
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
 ) -> None:
-    """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks)."""
+    """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks) and split leaks."""
     with clean_errors():
         from fakescope.data import audit_manifest, build_from_folders, read_manifest, resolve_uris
         from fakescope.data.manifest import MANIFEST_SUFFIXES

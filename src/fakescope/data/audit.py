@@ -6,7 +6,8 @@ is compared between `real` and `ai`: one that separates them is reported as a sh
 words, with what to do about it. Watermarks are found on each class's average image: content
 averages out while a fixed overlay in the bottom-right border (where generator sites stamp their
 names) keeps its edges, so that strip's high-frequency energy, relative to the rest of the
-average image, is compared between the classes.
+average image, is compared between the classes. A pair or an identical file spread over several
+splits (leakage) is reported too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from fakescope.data._parallel import map_images
 from fakescope.data.manifest import validate_manifest
+from fakescope.data.splits import find_leaks
 from fakescope.errors import FakescopeError
 from fakescope.io import storage
 
@@ -172,12 +174,13 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     notes = []
     if len(measured) < len(sample):
         notes.append(f"{len(sample) - len(measured)} image(s) could not be read and were left out")
+    leaks = [f"leak: {problem}; `fakescope dataset split` keeps related images in one split" for problem in find_leaks(frame)]
     if set(inspected) != {"real", "ai"}:
-        return AuditReport(counts, inspected, [], [f"only {', '.join(inspected) or 'no'} images: nothing to compare"], notes)
+        return AuditReport(counts, inspected, [], [f"only {', '.join(inspected) or 'no'} images: nothing to compare", *leaks], notes)
     checks = [_categorical_check(measured, name) for name in _CATEGORICAL]
     checks += [_numeric_check(measured, name) for name in _NUMERIC]
     checks.append(_border_check(averages))
-    warnings = [_warning(check) for check in checks if check.level != "ok"]
+    warnings = [_warning(check) for check in checks if check.level != "ok"] + leaks
     mismatched = measured.groupby("label")["extension_mismatch"].mean()
     for label, share in mismatched.items():
         if share > 0:
