@@ -273,5 +273,17 @@ def test_a_broken_credentials_file_is_named_never_quoted(drive_env, monkeypatch,
     assert result.stderr.startswith(f"error: cannot use {broken} (named by {variable}) as Google Drive credentials: ")
     assert result.stderr.count("\n") == 1 and "MIIEvQIBADAN" not in result.output + caplog.text
     monkeypatch.setenv(variable, str(tmp_path / "absent.json"))
-    with pytest.raises(StorageUnavailableError, match=r"absent.json \(named by \w+\) as Google Drive credentials: no such file$"):
+    with pytest.raises(StorageUnavailableError, match=rf"^cannot use {variable} as Google Drive credentials: it names no file$"):
         DriveStorage().read_bytes(f"gdrive://{drive_env.root_id}/a.png")
+
+
+@pytest.mark.parametrize("variable", ["GOOGLE_APPLICATION_CREDENTIALS", "FAKESCOPE_GDRIVE_TOKEN"])
+def test_credentials_pasted_into_the_variable_are_never_echoed(drive_env, monkeypatch, caplog, variable):
+    """CI secrets often put the key itself, not a path, in GOOGLE_APPLICATION_CREDENTIALS."""
+    pasted = '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n"}'
+    monkeypatch.delenv("FAKESCOPE_GDRIVE_TOKEN")
+    monkeypatch.setenv(variable, pasted)
+    result = CliRunner().invoke(app, ["detect", f"gdrive://{drive_env.root_id}/a.png", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: cannot use {variable} as Google Drive credentials: it names no file\n"
+    assert "MIIEvQIBADAN" not in result.output + caplog.text

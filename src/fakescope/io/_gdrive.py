@@ -81,8 +81,10 @@ def load_credentials() -> Any:
                 f"or FAKESCOPE_GDRIVE_TOKEN (OAuth token file) ({type(exc).__name__})"
             ) from None
         path = os.environ[variable]
-        problem = "no such file" if not os.path.isfile(path) else f"not a credentials file ({type(exc).__name__})"
-        raise StorageUnavailableError(f"cannot use {path} (named by {variable}) as Google Drive credentials: {problem}") from None
+        if not os.path.isfile(path):  # the value may be the secret itself (a pasted key or token): never shown
+            raise StorageUnavailableError(f"cannot use {variable} as Google Drive credentials: it names no file") from None
+        raise StorageUnavailableError(f"cannot use {path} (named by {variable}) as Google Drive credentials: "
+                                      f"not a credentials file ({type(exc).__name__})") from None
 
 
 def make_service(credentials: Any = None) -> Any:
