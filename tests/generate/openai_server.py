@@ -5,7 +5,7 @@ answers b64_json or a URL it serves itself (GET /files/<n>.png). Like the real A
 is refused (400) unless its image has transparency or it comes with a mask of the image's size that
 has some (transparent pixels mark what may change). Faults queued in `faults`
 (429 with Retry-After, 500; "quota": a 429 insufficient_quota; "unreadable": a billed 200 whose image is not one; "gone": a billed
-200 whose URL answers 404) answer the next requests in order. `hold_after` makes image
+200 whose URL answers 404; "url=U": a billed 200 whose URL is U) answer the next requests in order. `hold_after` makes image
 requests beyond that many billable answers wait for `release` and then drop the connection
 unanswered (never billed), so a client can be killed with nothing in flight paid for; with
 `answer_held` set they are answered (and billed) instead, as a slow server would.
@@ -121,6 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"created": 1700000000, "data": [{"b64_json": base64.b64encode(b"<html>").decode()}]}, endpoint)
         if fault == "gone":
             return self._send(200, {"created": 1700000000, "data": [{"url": f"http://127.0.0.1:{server.server_address[1]}/files/gone.png"}]}, endpoint)
+        if isinstance(fault, str) and fault.startswith("url="):
+            return self._send(200, {"created": 1700000000, "data": [{"url": fault.removeprefix("url=")}]}, endpoint)
         if fault is not None:
             return self._send(fault, {"error": {"message": "The server had an error", "type": "server_error"}}, endpoint)
         self._answer(endpoint, fields)

@@ -204,6 +204,18 @@ def test_images_billed_but_lost_count_against_the_budgets(server, photos, tmp_pa
         assert "its URL could not be fetched: HTTP Error 404" in next(ledger.jobs("failed")).error
 
 
+def test_an_image_url_that_is_not_http_is_never_opened(server, photos, tmp_path):
+    """A compromised or mistyped OPENAI_BASE_URL must not make fakescope copy the machine's own files."""
+    private = tmp_path / "private.png"
+    private.write_bytes((photos / "photo2.png").read_bytes())
+    config = OpenAIImagesConfig(mode="variation", size="256x256", response_format="url")
+    server.faults = [f"url={private.as_uri()}"]
+    report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert (report.done, report.failed) == (0, 1)
+    with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
+        assert "the API answered a file: URL, not an http(s) one" in next(ledger.jobs("failed")).error
+
+
 def test_crash_after_response_is_finished_from_spool_without_a_request(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(mode="variation", size="256x256")

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import re
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -271,8 +272,11 @@ def request_image(client, config: OpenAIImagesConfig, *, source: bytes | None = 
     item = response.data[0]
     if item.b64_json:
         return base64.b64decode(item.b64_json)
+    scheme = urllib.parse.urlsplit(item.url or "").scheme.lower()
+    if scheme not in ("http", "https"):  # urlopen would read file:, ftp: and data: URLs too: this machine's files
+        raise LostImageError(f"the API answered a {scheme or 'schemeless'}: URL, not an http(s) one; it was not fetched")
     try:
-        with urllib.request.urlopen(item.url, timeout=120) as answer:  # noqa: S310 - URL given by the API
+        with urllib.request.urlopen(item.url, timeout=120) as answer:  # noqa: S310 - scheme checked above
             return answer.read()
     except OSError as exc:  # URLError, HTTPError and timeouts are OSErrors
         raise LostImageError(f"the API made the image but its URL could not be fetched: {exc}") from exc
