@@ -150,6 +150,27 @@ def test_resume_from_a_truncated_checkpoint_is_refused_in_one_line(manifest, tmp
         assert "Traceback" not in result.output and "Aborted" not in result.output
 
 
+class _Planted:
+    """Unpickling this runs code: it touches `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_resume_never_runs_code_planted_in_a_checkpoint(manifest, tmp_path):
+    """A run folder from elsewhere may hold a pickle that runs code; checkpoints hold tensors and plain values."""
+    train(_config(manifest, tmp_path / "run", epochs=1), progress=False)
+    checkpoint, marker = tmp_path / "run" / "checkpoint.pt", tmp_path / "planted"
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({**state, "best_auc": _Planted(marker)}, checkpoint)
+    with pytest.raises(ConfigError, match=f"cannot resume from {re.escape(str(checkpoint))}: unreadable checkpoint"):
+        train(_config(manifest, tmp_path / "run", epochs=2, resume=True), progress=False)
+    assert not marker.exists()
+
+
 def test_a_run_killed_while_saving_its_checkpoint_keeps_the_previous_one(manifest, tmp_path, monkeypatch):
     train(_config(manifest, tmp_path, epochs=1), progress=False)
     save = torch.save

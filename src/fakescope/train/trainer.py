@@ -294,9 +294,9 @@ class _Loop:
             logger.warning("nothing to resume in %s (no %s): training from the first epoch", out, CHECKPOINT)
             return 0, -1.0, 0
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            state = torch.load(path, map_location=self.device, weights_only=True)  # no pickled code from a foreign folder
         except (EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
-            raise ConfigError(f"cannot resume from {path}: unreadable checkpoint ({str(exc).splitlines()[0]}); "
+            raise ConfigError(f"cannot resume from {path}: unreadable checkpoint ({(str(exc).splitlines() or [type(exc).__name__])[0]}); "
                               "delete it to start the run over") from None
         if state.get("run", self.run) != self.run:  # checkpoints of older versions have no "run"
             old = state["run"]
