@@ -189,3 +189,14 @@ def test_a_size_the_api_cannot_make_is_422_before_any_work(server, auth, images_
         assert answer.status_code == 422
         assert answer.json() == {"detail": "size: expected WIDTHxHEIGHT with sides of 1 to 4096 pixels (as 1024x1024), or auto"}
     assert images_api.requests == []
+
+
+@pytest.mark.parametrize("model", ["x/../../../escaped", "..", "a\\b", "m" * 101])
+def test_a_model_name_that_cannot_name_files_is_422_before_any_request(server, auth, images_api, photo_bytes, model):
+    """The model names the outputs' files (and save_pair's folder): path parts must not reach them."""
+    answer = httpx.post(
+        f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
+        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"model": model, "size": "256x256"},
+    )
+    assert answer.status_code == 422, answer.json()
+    assert answer.json()["detail"].startswith("model: expected a plain name") and images_api.requests == []

@@ -106,6 +106,9 @@ class OpenAIImagesConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if not re.fullmatch(r"[\w][\w.:+-]{0,99}", self.model, re.ASCII):  # it names output files and folders
+            raise ConfigError("model: expected a plain name (letters, digits, . _ : + -, at most 100 characters), "
+                              "as dall-e-2 or gpt-image-1")
         if self.model in DEFAULT_QUALITY and self.model not in MODELS_BY_MODE[self.mode]:
             raise ConfigError(f"{self.model} does not support {self.mode}; use {', '.join(MODELS_BY_MODE[self.mode])}")
         if self.mode == "edit" and not self.prompt:
