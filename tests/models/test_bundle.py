@@ -367,3 +367,14 @@ def test_a_failed_push_leaves_the_hub_repo_as_it_was(tiny_model_dir, loopback_hu
     with pytest.raises(StorageError, match="could not push to hf://owner/tiny: "):
         push_model(retrained, "owner/tiny")
     assert loopback_hub.repos["owner/tiny"] == before  # not the new weights beside the old config
+
+
+@pytest.mark.parametrize("token", ["hf_fakescope_secret_987 \n", "hf_fakescope_secret_987\r"])
+def test_a_malformed_hf_token_is_never_echoed_by_a_failed_push(tiny_model_dir, loopback_hub, monkeypatch, caplog, token):
+    """A token pasted with a trailing newline cannot be sent; the HTTP library's error quotes the header."""
+    from fakescope.cli import app
+
+    monkeypatch.setenv("HF_TOKEN", token)
+    result = CliRunner().invoke(app, ["models", "push", str(tiny_model_dir), "hf://owner/tiny"])
+    assert result.exit_code != 0 and result.output.startswith("error: could not push to hf://owner/tiny: ")
+    assert "fakescope_secret_987" not in result.output + caplog.text and loopback_hub.repos.get("owner/tiny") is None

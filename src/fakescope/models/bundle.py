@@ -157,7 +157,8 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     card = folder / CARD_FILE
     readme = card.read_text() if card.is_file() else f"# {config.name}\n\nA fakescope detector ({config.architecture}).\n"
     front = f"---\nlicense: {config.license.lower()}\nlibrary_name: fakescope\ntags: [ai-image-detection, fakescope]\n---\n"
-    api = HfApi(token=token or os.environ.get("HF_TOKEN"))
+    token = token or os.environ.get("HF_TOKEN")
+    api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.create_commit(repo_id, commit_message=f"Upload fakescope model {config.name}", operations=[
@@ -167,6 +168,8 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
         ])
     except Exception as exc:  # HTTP, auth and connection errors come from several libraries
         first_line = str(exc).partition("\n")[0]
+        if token and token.strip():  # a malformed token (a pasted newline) is quoted by the HTTP library's error
+            first_line = first_line.replace(token.strip(), "<HF_TOKEN>")
         raise StorageError(f"could not push to hf://{repo_id}: {type(exc).__name__}: {first_line}") from None
     return str(url)
 
