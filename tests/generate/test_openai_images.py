@@ -216,6 +216,18 @@ def test_an_image_url_that_is_not_http_is_never_opened(server, photos, tmp_path)
         assert "the API answered a file: URL, not an http(s) one" in next(ledger.jobs("failed")).error
 
 
+def test_a_source_with_a_long_name_gets_an_output_name_the_file_system_takes(server, photos, tmp_path):
+    """240 bytes is a legal file name; with the suffix fakescope adds it was not (255), after the image was paid."""
+    source = tmp_path / "long" / ("\u00e9" * 120 + ".png")
+    source.parent.mkdir()
+    source.write_bytes((photos / "photo1.png").read_bytes())
+    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    report = run_openai(str(source.parent), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert (report.done, report.failed, server.billable) == (1, 0, 1)
+    (output,) = _outputs(tmp_path / "out")
+    assert 250 < len(output.name.encode()) <= 255 and output.name.startswith("\u00e9" * 50)
+
+
 def test_crash_after_response_is_finished_from_spool_without_a_request(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(mode="variation", size="256x256")

@@ -28,6 +28,8 @@ from fakescope.io import storage
 from fakescope.io.image import LoadedImage, load_image
 
 log = logging.getLogger(__name__)
+NAME_MAX = 255
+"""Longest output file name in bytes (most file systems' limit)."""
 
 LEDGER_NAME = ".fakescope-ledger.sqlite"
 
@@ -274,8 +276,9 @@ def _failed(book: Ledger, report: RunReport, job: Job, exc: Exception, cost: flo
 
 def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig) -> tuple[str, dict]:
     """Write the output image and build its manifest row (idempotent: same job, same URI)."""
-    name = f"{job.stem}-{job.source_sha256[:8]}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{job.index}"
-    uri = storage.join(out, f"{name}.{loaded.format.lower()}")
+    tail = f"-{job.source_sha256[:8]}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{job.index}.{loaded.format.lower()}"
+    room = NAME_MAX - len(tail.encode())  # a long source name is cut, not refused by the file system after paying
+    uri = storage.join(out, job.stem.encode()[:room].decode("utf-8", "ignore") + tail)
     storage.write_bytes(uri, loaded.data)
     row = manifest_row(
         uri=uri, source=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
