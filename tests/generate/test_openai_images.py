@@ -287,6 +287,13 @@ def test_refused_key_stops_the_run_without_echoing_it(server, photos, tmp_path, 
         make_client()
 
 
+def test_a_key_pasted_with_its_newline_still_works(server, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", f" {API_KEY}\r\n")  # was a bare "Connection error." on every request
+    report = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), OpenAIImagesConfig(size="256x256"),
+                        client=make_client(max_retries=0))
+    assert (report.done, server.billable) == (1, 1)
+
+
 def _generation_held_after_three(server: ImagesAPIServer, tmp_path: Path):
     """A `generate openai` process over 6 photos, 2 at a time, with 3 images billed and 2 requests held.
 

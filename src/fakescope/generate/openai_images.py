@@ -220,9 +220,10 @@ def make_client(max_retries: int = 4, timeout: float = 300.0):
     import openai
 
     storage.load_env_file()
-    if not os.environ.get("OPENAI_API_KEY"):
+    key = os.environ.get("OPENAI_API_KEY", "").strip()  # a pasted newline made every request a bare "Connection error."
+    if not key:
         raise ConfigError("OPENAI_API_KEY is not set (environment or .env)")
-    return openai.OpenAI(max_retries=max_retries, timeout=timeout)
+    return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout)
 
 
 def prepare_upload(data: bytes, config: OpenAIImagesConfig) -> tuple[str, bytes, str]:

@@ -50,7 +50,7 @@ def openai_client(api_key: str | None = None, *, max_retries: int = 2, timeout: 
     import openai
 
     storage.load_env_file()
-    key = api_key or os.environ.get("OPENAI_API_KEY")
+    key = (api_key or os.environ.get("OPENAI_API_KEY") or "").strip()  # a pasted newline breaks the header
     if not key:
         raise ConfigError("no OpenAI API key: enter one, or set OPENAI_API_KEY for the server")
     return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout)
