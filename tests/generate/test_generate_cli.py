@@ -74,6 +74,18 @@ def test_taef2_names_copies_and_non_utf8_names_give_a_valid_manifest(tmp_path, t
     assert CliRunner().invoke(app, args).output.startswith("0 images written")
 
 
+def test_taef2_cuts_a_long_source_name_to_an_output_name_the_file_system_takes(tmp_path, taef2_random_weights):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 33), "teal").save(photos / ("\u00e9" * 120 + ".png"))  # 240 bytes: a legal name
+    out = tmp_path / "fakes"
+    args = ["generate", "taef2", str(photos), "--out", str(out), "--weights", str(taef2_random_weights), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "1 images written" in result.output, result.output
+    (made,) = out.glob("*.png")
+    assert len(made.name.encode()) <= 255 and made.name.startswith("\u00e9" * 50) and made.name.endswith("-taef2.png")
+
+
 def test_taef2_takes_a_glob_and_refuses_sources_that_give_no_image(tmp_path, taef2_random_weights):
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)

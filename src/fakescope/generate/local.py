@@ -19,7 +19,7 @@ from PIL import Image
 
 from fakescope.errors import FakescopeError, ImageLoadError
 from fakescope.generate._sources import image_uris
-from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, source_stem
+from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, output_name, source_stem
 from fakescope.io import storage
 from fakescope.io.image import load_image
 
@@ -74,7 +74,7 @@ def generate_local(
 
 def output_uri(out: str, source: str, digest: str, generator: str) -> str:
     """Where the ai image made from `source` goes: `<out>/<stem>-<sha8>-<generator>.png`."""
-    return storage.join(out, f"{source_stem(source)}-{digest[:8]}-{generator}.png")
+    return storage.join(out, output_name(source_stem(source), f"-{digest[:8]}-{generator}.png"))
 
 
 def _row(target: str, source: str, digest: str, generator: str, model: str, params: dict, data: bytes) -> dict:

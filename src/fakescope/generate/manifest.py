@@ -22,12 +22,21 @@ MANIFEST_COLUMNS = (
     "width", "height", "format", "sha256", "model", "params",
 )
 MANIFEST_NAME = "manifest.csv"
+NAME_MAX = 255
+"""Longest output file name in bytes (most file systems' limit)."""
 
 
 def source_stem(source: str) -> str:
     """The file stem of a source URI for naming its outputs; bytes of a non-UTF-8 name become U+FFFD."""
     stem = PurePosixPath(source.rsplit("/", 1)[-1]).stem
     return stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def output_name(stem: str, tail: str) -> str:
+    """`stem + tail`, the stem cut (UTF-8 safe) so the name fits `NAME_MAX` bytes: a long but legal source
+    name would otherwise make an output name the file system refuses, after the image was made (or paid for)."""
+    room = NAME_MAX - len(tail.encode())
+    return stem.encode()[:room].decode("utf-8", "ignore") + tail
 
 
 def manifest_row(

@@ -22,14 +22,12 @@ from pathlib import Path
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.generate._sources import image_uris
 from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
-from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, source_stem
+from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, output_name, source_stem
 from fakescope.generate.openai_images import LostImageError, OpenAIImagesConfig, make_client, request_image
 from fakescope.io import storage
 from fakescope.io.image import LoadedImage, load_image
 
 log = logging.getLogger(__name__)
-NAME_MAX = 255
-"""Longest output file name in bytes (most file systems' limit)."""
 
 LEDGER_NAME = ".fakescope-ledger.sqlite"
 
@@ -277,8 +275,7 @@ def _failed(book: Ledger, report: RunReport, job: Job, exc: Exception, cost: flo
 def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig) -> tuple[str, dict]:
     """Write the output image and build its manifest row (idempotent: same job, same URI)."""
     tail = f"-{job.source_sha256[:8]}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{job.index}.{loaded.format.lower()}"
-    room = NAME_MAX - len(tail.encode())  # a long source name is cut, not refused by the file system after paying
-    uri = storage.join(out, job.stem.encode()[:room].decode("utf-8", "ignore") + tail)
+    uri = storage.join(out, output_name(job.stem, tail))
     storage.write_bytes(uri, loaded.data)
     row = manifest_row(
         uri=uri, source=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
