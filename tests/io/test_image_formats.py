@@ -293,6 +293,19 @@ def test_16bit_arrays_are_scaled_like_16bit_pngs(image_factory):
     assert np.asarray(load_image(np.full((64, 64), 200, np.uint16)).image)[0, 0].tolist() == [1, 1, 1]  # dark, as in a PNG
 
 
+def test_16bit_array_scaling_needs_no_float64_copies():
+    """A 24 MP 16-bit array (a tifffile read) must not take 1 GB of float64 temporaries to scale."""
+    wide = np.full((1000, 1000, 3), 30000, np.uint16)
+    tracemalloc.start()
+    try:
+        pixel = load_image(wide).image.getpixel((0, 0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert pixel == (117, 117, 117)
+    assert peak < 3 * wide.nbytes  # one float32 copy (2x) and the uint8 result (0.5x); float64 took 8x
+
+
 def test_pil_input_is_converted_and_keeps_no_bytes(image_factory):
     loaded = load_image(image_factory.pil((80, 64), mode="RGBA"))
     assert (loaded.image.mode, loaded.format, loaded.data) == ("RGB", "PIL", None)
