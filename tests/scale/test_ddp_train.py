@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,10 +35,10 @@ def _manifest(folder: Path) -> Path:
     return folder / "manifest.csv"
 
 
-def _run(cfg_path: Path, nproc: int) -> None:
+def _run(cfg_path: Path, nproc: int, *launch_args: str) -> None:
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *launch_args]
     cmd = [*launcher, str(ENTRY), "train", str(cfg_path), "--no-progress"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -67,3 +68,19 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert max(diffs.values()) < 1e-5
     assert not list(runs[2].glob("*rank*"))  # only rank 0 wrote files
     assert (runs[2] / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_every_rank_scores_its_share_of_the_test_split(tmp_path):
+    """Not rank 0 alone while the others wait at a barrier: one that outlasts the process group's
+    timeout (30 minutes) fails the job before the model is saved."""
+    manifest = _manifest(tmp_path)
+    (tmp_path / "test-1.png").write_bytes(b"not an image")  # rank 1's share: test images 1 and 3
+    cfg = {"manifest": str(manifest), "out": str(tmp_path / "run"), "architecture": "test_tiny_gn", "pretrained": False,
+           "epochs": 1, "batch_size": 8, "samples_per_epoch": 16, "num_workers": 0, "device": "cpu"}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    _run(tmp_path / "cfg.yaml", 2, f"--log-dir={tmp_path / 'logs'}", "--redirects=3")
+    stderr = {rank: next((tmp_path / "logs").glob(f"**/attempt_0/{rank}/stderr.log")).read_text() for rank in (0, 1)}
+    assert "skipping unreadable image" in stderr[1] and "test-1.png" in stderr[1]
+    assert "test-1.png" not in stderr[0]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["overall"]["n"] == 3

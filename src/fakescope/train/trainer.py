@@ -10,8 +10,8 @@ scored once, at the end.
 Under `torchrun --nproc-per-node N` (WORLD_SIZE > 1) the same loop runs data-parallel:
 DistributedDataParallel over NCCL on CUDA (with synchronised batch norm) or gloo on the CPU,
 each rank taking its slice of every global batch (`batch_size` stays the global batch), all
-ranks scoring a share of the validation split and seeing the same gathered metric, and only
-rank 0 writing files.
+ranks scoring a share of the validation and test splits and seeing the same gathered metrics,
+and only rank 0 writing files.
 """
 
 from __future__ import annotations
@@ -112,34 +112,36 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
             log.write(epoch=epoch, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1),
                       lr=loop.optimizer.param_groups[0]["lr"])
             loop.save(out, epoch + 1, best_auc, stale)
-    if not main:
-        dist.barrier()  # rank 0 calibrates, tests and saves the model
-        dist.destroy_process_group()
-        return ModelConfig.load(out / "model" / "config.json")
-    log.close()
-
+    if main:
+        log.close()
+    if world > 1:
+        dist.barrier()  # rank 0 has written best.pt
+    # every rank scores its share of validation and test: one rank alone could outlast the others' wait
+    # at the barrier below (the process group's 30-minute timeout)
     network.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
-    logits = _score(network, model_cfg, device, val_uris, cfg)
+    logits = _score_shared(network, model_cfg, device, val_uris, cfg, rank, world)
     read = ~np.isnan(logits)
     logits, val_labels = logits[read], val_labels[read]
     calibration = Calibrator(cfg.calibration).fit(logits, val_labels).calibration_
     model_cfg = replace(model_cfg, calibration=calibration)
     metrics = {"val": binary_metrics(val_labels, apply_calibration(calibration, logits), model_cfg.threshold)}
     if not splits["test"].empty:
-        metrics["test"] = test_report(network, model_cfg, device, splits["test"], cfg)
-    summary = {"recipe": cfg.to_dict(), "data": _data_summary(rows)}
-    model_cfg = replace(model_cfg, training=summary, metrics=metrics)
-    saved = save_model(network, model_cfg, out / "model")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        metrics["test"] = test_report(network, model_cfg, device, splits["test"], cfg, rank, world)
+    if main:
+        summary = {"recipe": cfg.to_dict(), "data": _data_summary(rows)}
+        model_cfg = save_model(network, replace(model_cfg, training=summary, metrics=metrics), out / "model")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if world > 1:
-        dist.barrier()
+        dist.barrier()  # rank 0 has saved the model
         dist.destroy_process_group()
-    return saved
+    return model_cfg if main else ModelConfig.load(out / "model" / "config.json")
 
 
-def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig) -> dict:
-    """Overall test metrics plus per-generator AUC (its images vs all test reals) and per-source accuracy."""
-    logits = _score(network, model_cfg, device, rows["uri"].tolist(), cfg)
+def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig,
+                rank: int = 0, world: int = 1) -> dict:
+    """Overall test metrics plus per-generator AUC (its images vs all test reals) and per-source accuracy
+    (under torchrun, each rank scores its share of the images)."""
+    logits = _score_shared(network, model_cfg, device, rows["uri"].tolist(), cfg, rank, world)
     rows, logits = rows[~np.isnan(logits)].reset_index(drop=True), logits[~np.isnan(logits)]  # unreadable: left out
     probs = apply_calibration(model_cfg.calibration, logits)
     labels = rows["label"].map(LABELS).to_numpy()
