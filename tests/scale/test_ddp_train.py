@@ -35,13 +35,15 @@ def _manifest(folder: Path) -> Path:
     return folder / "manifest.csv"
 
 
-def _run(cfg_path: Path, nproc: int, *launch_args: str) -> None:
+def _run(cfg_path: Path, nproc: int, *launch_args: str) -> str:
+    """The run's standard output."""
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *launch_args]
     cmd = [*launcher, str(ENTRY), "train", str(cfg_path), "--no-progress"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 @pytest.mark.slow
@@ -56,8 +58,9 @@ def test_two_process_ddp_matches_one_process(tmp_path):
                "patience": 5, "seed": 3}
         cfg_path = tmp_path / f"cfg{nproc}.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
-        _run(cfg_path, nproc)
+        stdout = _run(cfg_path, nproc)
         runs[nproc] = out
+    assert stdout.count("saved ") == 1  # the summary line of rank 0 only
 
     one, two = (pd.read_csv(runs[n] / "metrics.csv") for n in (1, 2))
     assert len(one) == len(two) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Annotated
 
 import typer
@@ -43,6 +44,8 @@ def train(
         else:
             cfg = TrainConfig.from_yaml(config, **overrides)
         saved = run(cfg, progress=progress)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line: rank 0's
+        return
     split = "test" if "test" in saved.metrics else "val"
     scores = saved.metrics["test"]["overall"] if split == "test" else saved.metrics["val"]
     why = "" if math.isfinite(scores["auc"]) else f" (AUC needs both labels in the {split} split)"
