@@ -60,16 +60,17 @@ def test_a_local_ray_listens_on_loopback_only():
     assert done.stdout.split() == ["127.0.0.1"]  # not the machine's interface address
 
 
-def test_an_unreachable_cluster_is_one_line_not_a_long_retry(image_folder, tmp_path):
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_an_unreachable_cluster_is_one_line_not_a_long_retry(image_folder, tmp_path, scheme):
     with socket.socket() as sock:  # bound, not listening: connections are refused, and no one else takes the port
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        address = f"{scheme}127.0.0.1:{sock.getsockname()[1]}"
         code = ("import sys\nfrom fakescope.cli import main\n"
                 f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
-                f"'--engine', 'ray', '--address', '127.0.0.1:{port}']\nmain()\n")
+                f"'--engine', 'ray', '--address', {address!r}]\nmain()\n")
         done = _fresh_python(code, timeout=60)
     assert done.returncode == 2
-    assert done.stderr == f"error: cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused\n"
+    assert done.stderr == f"error: cannot reach the Ray cluster at {address}: Connection refused\n"
 
 
 @pytest.mark.slow

@@ -122,10 +122,12 @@ def _connect(address: str | None, cpus: int, object_store_memory: int | None) ->
 
 
 def _check_reachable(address: str) -> None:
-    """Fail in one line when a `host:port` cluster does not answer: `ray.init` retries for ~15 minutes."""
-    if "://" in address or address == "auto":
+    """Fail in one line when a `host:port` or `ray://host:port` cluster does not answer: `ray.init` retries
+    for ~15 minutes (and a Ray Client address fails with a traceback)."""
+    target = address.removeprefix("ray://")
+    if "://" in target or address == "auto":
         return
-    host, _, port = address.rpartition(":")
+    host, _, port = target.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except (OSError, ValueError) as exc:
