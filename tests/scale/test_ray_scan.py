@@ -42,9 +42,9 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
         assert all(abs(a["score"] - b["score"]) <= 2e-6 for a, b in zip(ours, theirs))
 
 
-def _fresh_python(code: str, timeout: float) -> subprocess.CompletedProcess:
+def _fresh_python(code: str, timeout: float, **env_vars: str) -> subprocess.CompletedProcess:
     """Run `code` in a new interpreter (ray reads its settings at import) without the loopback variables."""
-    env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV and k != "RAY_ADDRESS"} | env_vars
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -70,6 +70,18 @@ def test_an_unreachable_cluster_is_one_line_not_a_long_retry(image_folder, tmp_p
                 f"'--engine', 'ray', '--address', {address!r}]\nmain()\n")
         done = _fresh_python(code, timeout=60)
     assert done.returncode == 2
+    assert done.stderr == f"error: cannot reach the Ray cluster at {address}: Connection refused\n"
+
+
+def test_ray_address_in_the_environment_is_the_cluster_to_join(image_folder, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+        code = ("import sys\nfrom fakescope.cli import main\n"
+                f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
+                "'--engine', 'ray']\nmain()\n")
+        done = _fresh_python(code, timeout=60, RAY_ADDRESS=address)
+    assert done.returncode == 2  # not Ray's traceback about num_cpus when joining a cluster
     assert done.stderr == f"error: cannot reach the Ray cluster at {address}: Connection refused\n"
 
 

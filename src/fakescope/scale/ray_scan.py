@@ -56,7 +56,7 @@ def ray_scan(
 ) -> ScanSummary:
     """Score every source not yet in `out` with `actors` Ray actors and append Parquet parts.
 
-    Without `address` a local Ray is started on loopback (`cpus_per_actor` per actor plus one for
+    Without `address` (or `RAY_ADDRESS`) a local Ray is started on loopback (`cpus_per_actor` per actor plus one for
     reading and writing) and shut down afterwards; with one (`ray://...` or `host:port`) the
     existing cluster is used. A CPU actor reserves `cpus_per_actor` CPUs and, unless `threads` is
     given, runs inference on that many threads, so actors do not oversubscribe the cores.
@@ -105,13 +105,15 @@ def ray_scan(
 
 
 def _connect(address: str | None, cpus: int, object_store_memory: int | None) -> bool:
-    """Join `address`, or start a local loopback Ray; return True when this call started it."""
+    """Join `address` (default: Ray's `RAY_ADDRESS` variable), or start a local loopback Ray; return True
+    when this call started it."""
     for key, value in LOOPBACK_ENV.items():  # read once, when ray is first imported
         os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS")  # ray.init would join it, refusing this local setup
     if address:
         _check_reachable(address)
         ray.init(address=address, log_to_driver=False)
