@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("ray")
 
+from fakescope.errors import ConfigError
 from fakescope.scale.ray_scan import LOOPBACK_ENV, ray_scan
 from fakescope.scale.records import read_results
 from fakescope.scale.scan import scan, scan_sources
@@ -71,6 +72,17 @@ def test_an_unreachable_cluster_is_one_line_not_a_long_retry(image_folder, tmp_p
         done = _fresh_python(code, timeout=60)
     assert done.returncode == 2
     assert done.stderr == f"error: cannot reach the Ray cluster at {address}: Connection refused\n"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # Ray Data would wait for the GPUs forever
+def test_more_gpus_than_the_local_ray_has_is_one_line_not_a_wait_forever(image_folder, tmp_path):
+    import torch
+
+    per_actor = torch.cuda.device_count() + 1  # more than this machine has, even for one actor
+    with pytest.raises(ConfigError, match=f"^2 actors x {per_actor} GPUs need {2 * per_actor} GPUs and the local Ray has"):
+        ray_scan(scan_sources([str(image_folder)]), tmp_path / "out", actors=2, gpus_per_actor=per_actor,
+                 object_store_memory=100 * 2**20, device="cpu", provenance=False)
 
 
 def test_ray_address_in_the_environment_is_the_cluster_to_join(image_folder, tmp_path):

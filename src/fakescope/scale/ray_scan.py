@@ -80,6 +80,9 @@ def ray_scan(
     import ray
 
     try:
+        if started and actors * gpus_per_actor > (gpus := ray.cluster_resources().get("GPU", 0)):
+            raise ConfigError(f"{actors} actors x {gpus_per_actor:g} GPUs need {actors * gpus_per_actor:g} GPUs and the local "
+                              f"Ray has {gpus:g}; lower --actors or --gpus-per-actor (the scan would wait for them forever)")
         detector_kwargs = {"batch_size": batch_size, **detector_kwargs}
         if gpus_per_actor:
             resources = {"num_gpus": gpus_per_actor}
