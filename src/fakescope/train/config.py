@@ -66,8 +66,10 @@ class TrainConfig:
         if not isinstance(d.get("augment") or {}, dict):
             raise ConfigError(f"training config key 'augment' must be a mapping of augment keys, got {d['augment']!r}")
         _check_keys(d.get("augment") or {}, AugmentConfig, "augment.")
+        d = _floats(d, cls, "")
         try:
-            aug = {k: tuple(v) if isinstance(v, list) else v for k, v in (d.pop("augment", None) or {}).items()}
+            augment = _floats(d.pop("augment", None) or {}, AugmentConfig, "augment.")
+            aug = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
             if isinstance(d.get("band"), list):
                 d["band"] = tuple(d["band"])
             return cls(augment=AugmentConfig(**aug), **d)
@@ -146,6 +148,23 @@ def _check_keys(d: dict[str, Any], kind: type, prefix: str) -> None:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown training config key '{prefix}{key}'{hint}")
+
+
+def _floats(d: dict[str, Any], kind: type, prefix: str) -> dict[str, Any]:
+    """`d` with text in its float fields read as numbers: YAML reads `3e-4` (no dot) as the text '3e-4'."""
+    kinds = {f.name: f.type for f in dataclasses.fields(kind)}
+
+    def number(key: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"training config key '{prefix}{key}' must be a number, got {value!r}") from None
+
+    floats = {k: number(k, v) for k, v in d.items() if kinds.get(k) == "float"}
+    pairs = {k: [number(k, x) for x in v] for k, v in d.items() if kinds.get(k) == "tuple[float, float]" and isinstance(v, list)}
+    return {**d, **floats, **pairs}
 
 
 def _plain(value: Any) -> Any:
