@@ -35,15 +35,14 @@ def _manifest(folder: Path) -> Path:
     return folder / "manifest.csv"
 
 
-def _run(cfg_path: Path, nproc: int, *launch_args: str) -> str:
-    """The run's standard output."""
+def _run(cfg_path: Path, nproc: int, *launch_args: str, status: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *launch_args]
     cmd = [*launcher, str(ENTRY), "train", str(cfg_path), "--no-progress"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    assert done.returncode == status, done.stderr[-3000:]
+    return done
 
 
 @pytest.mark.slow
@@ -58,7 +57,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
                "patience": 5, "seed": 3}
         cfg_path = tmp_path / f"cfg{nproc}.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
-        stdout = _run(cfg_path, nproc)
+        stdout = _run(cfg_path, nproc).stdout
         runs[nproc] = out
     assert stdout.count("saved ") == 1  # the summary line of rank 0 only
 
@@ -87,3 +86,12 @@ def test_every_rank_scores_its_share_of_the_test_split(tmp_path):
     assert "skipping unreadable image" in stderr[1] and "test-1.png" in stderr[1]
     assert "test-1.png" not in stderr[0]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["overall"]["n"] == 3
+
+
+def test_a_network_whose_outputs_overflow_to_nan_is_named_not_taken_for_unreadable_images(tmp_path):
+    """Group norm turns huge but finite weights into NaN logits, which marked unreadable images."""
+    cfg = {"manifest": str(_manifest(tmp_path)), "out": str(tmp_path / "run"), "architecture": "test_tiny_gn",
+           "pretrained": False, "epochs": 2, "batch_size": 8, "lr": 1e8, "num_workers": 0, "device": "cpu"}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    done = _run(tmp_path / "cfg.yaml", 1, status=2)
+    assert done.stderr == "error: the network's outputs are NaN: training diverged (lower lr)\n"

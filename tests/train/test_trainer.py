@@ -395,6 +395,11 @@ def test_a_val_split_with_no_readable_image_of_one_label_is_refused_in_one_line(
     assert "Traceback" not in result.output
 
 
+def test_a_diverged_network_is_named_not_taken_for_unreadable_images(manifest, tmp_path):
+    with pytest.raises(ConfigError, match=r"^training diverged in epoch 1 \(train loss .+, weights not finite\): lower lr$"):
+        train(_config(manifest, tmp_path, epochs=2, lr=1e8), progress=False)
+
+
 def test_validation_images_are_decoded_a_chunk_at_a_time(manifest, tmp_path, monkeypatch):
     from fakescope.detector import Detector
     from fakescope.train import dataset

@@ -94,6 +94,8 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
             break
         t0 = time.perf_counter()
         loss = loop.run_epoch(epoch, progress and main)
+        if not all(torch.isfinite(p).all() for p in network.parameters()):  # else scored as if all images were unreadable
+            raise ConfigError(f"training diverged in epoch {epoch + 1} (train loss {loss:g}, weights not finite): lower lr")
         logits = _score_shared(network, model_cfg, device, val_uris, cfg, rank, world)
         if np.isnan(logits).any():  # unreadable images (each named in a warning) are left out from now on
             read = ~np.isnan(logits)
@@ -193,7 +195,9 @@ def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, uri
     for images in neutralized_chunks(uris, cfg.augment):
         read = [i for i, image in enumerate(images) if image is not None]
         if read:
-            logits[start + np.array(read)] = detector.predict_logits([images[i] for i in read])
+            logits[start + np.array(read)] = scored = detector.predict_logits([images[i] for i in read])
+            if np.isnan(scored).any():  # NaN marks the unreadable images: finite weights can still overflow
+                raise ConfigError("the network's outputs are NaN: training diverged (lower lr)")
         start += len(images)
     return logits
 
