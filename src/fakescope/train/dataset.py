@@ -24,6 +24,8 @@ from fakescope.train.augment import AugmentConfig, augment, neutralize
 LABELS = {"real": 0, "ai": 1}
 SUBSTITUTES = 8
 """Other images of its label a draw tries before its unreadable one stops the run."""
+SKIPPED = "\x1e"
+"""Separates a draw's records of unreadable images, each `uri` + "\x1f" + reason."""
 VAL_CHUNK = 256
 """Validation and test images decoded at a time (never the whole split: it may be millions)."""
 
@@ -50,13 +52,21 @@ class TrainTiles(Dataset):
     def __len__(self) -> int:
         return len(self.uris)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """Tile, label, and the unreadable images passed over (`SKIPPED` records) for the main process to
+        name: a loader worker's record of the images it named would end with its epoch."""
         rng = random.Random(hash((self.seed, self.epoch, i)))
-        same_label = None
+        same_label, skipped = None, []
         for _ in range(SUBSTITUTES + 1):
-            image = readable(self.uris[i])
-            if image is not None:
-                return to_tensor(augment(image, self.augment_cfg, self.crop, rng)), torch.tensor(float(self.labels[i]))
+            try:
+                image = read_source(self.uris[i])
+            except StorageUnavailableError:
+                raise
+            except (ImageLoadError, StorageError) as exc:
+                skipped.append(f"{self.uris[i]}\x1f{_reason(self.uris[i], exc)}")
+            else:
+                tile = to_tensor(augment(image, self.augment_cfg, self.crop, rng))
+                return tile, torch.tensor(float(self.labels[i])), SKIPPED.join(skipped)
             if same_label is None:
                 same_label = np.flatnonzero(self.labels == self.labels[i])
             i = int(same_label[rng.randrange(len(same_label))])
@@ -106,10 +116,19 @@ def readable(uri: str) -> Image.Image | None:
     except StorageUnavailableError:
         raise
     except (ImageLoadError, StorageError) as exc:
-        if uri not in _warned:
-            _warned.add(uri)
-            logger.warning("skipping unreadable image %s: %s", uri, str(exc).removeprefix(f"{uri}: "))
+        warn_unreadable(uri, _reason(uri, exc))
         return None
+
+
+def warn_unreadable(uri: str, reason: str) -> None:
+    """Name an unreadable image in a warning, once per process."""
+    if uri not in _warned:
+        _warned.add(uri)
+        logger.warning("skipping unreadable image %s: %s", uri, reason)
+
+
+def _reason(uri: str, exc: Exception) -> str:
+    return str(exc).removeprefix(f"{uri}: ")
 
 
 def neutralized_chunks(uris: list[str], cfg: AugmentConfig) -> Iterator[list[Image.Image | None]]:

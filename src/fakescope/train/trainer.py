@@ -46,10 +46,12 @@ from fakescope.models.registry import architecture_info, create_model
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import (
     LABELS,
+    SKIPPED,
     RankSlice,
     TrainTiles,
     balanced_sampler,
     neutralized_chunks,
+    warn_unreadable,
 )
 
 CHECKPOINT = "checkpoint.pt"
@@ -270,7 +272,9 @@ class _Loop:
             from tqdm import tqdm
 
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False)
-        for x, y in batches:
+        for x, y, skipped in batches:
+            for record in filter(None, SKIPPED.join(skipped).split(SKIPPED)):
+                warn_unreadable(*record.split("\x1f", 1))
             x = self.normalize(x.to(self.device, non_blocking=True))
             x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(self.device)
