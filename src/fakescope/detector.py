@@ -28,7 +28,15 @@ import torch
 from PIL import Image
 
 from fakescope.detection import Detection, Evidence
-from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, ModelLoadError, StorageUnavailableError
+from fakescope.errors import (
+    ConfigError,
+    FakescopeError,
+    ImageLoadError,
+    ModelLoadError,
+    PluginError,
+    StorageUnavailableError,
+    UnknownModelError,
+)
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
 from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
@@ -428,7 +436,7 @@ def _with_runtime(
     if runtime == "auto" and not torch_only and device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
         try:
             return _onnx_model(model, threads), "onnx"
-        except ModelLoadError:  # damaged or misfitting weights: the torch network cannot load them either
+        except (ModelLoadError, UnknownModelError, PluginError):  # the torch network cannot be built either
             raise
         except Exception as exc:  # noqa: BLE001 - any export failure falls back to the torch network
             warnings.warn(f"runtime auto: ONNX export failed ({type(exc).__name__}: {exc}); using torch", stacklevel=3)

@@ -25,10 +25,10 @@ class StorageUnavailableError(StorageError):
 class UnknownModelError(FakescopeError, KeyError):
     """A model (or architecture) name is neither registered nor a path."""
 
-    def __init__(self, name: str, known: list[str], kind: str = "model"):
+    def __init__(self, name: str, known: list[str], kind: str = "model", hint: str = ""):
         close = difflib.get_close_matches(name, known, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(known))}"
-        super().__init__(f"unknown {kind} {name!r}{hint}")
+        known_hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(known))}"
+        super().__init__(f"unknown {kind} {name!r}{known_hint}{hint}")
 
     def __str__(self) -> str:  # KeyError would add quotes
         return self.args[0]
@@ -40,6 +40,10 @@ class ModelLoadError(FakescopeError, OSError):
 
 class ConfigError(FakescopeError, ValueError):
     """A configuration file or option is invalid."""
+
+
+class PluginError(ConfigError):
+    """A module named in FAKESCOPE_PLUGINS (architectures of your own) could not be imported."""
 
 
 class NotFittedError(FakescopeError, ValueError, AttributeError):

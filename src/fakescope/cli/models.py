@@ -17,11 +17,13 @@ def list_() -> None:
     """Bundled models and registered architectures."""
     from fakescope.models import architecture_info, bundled_models, list_models
 
+    with clean_errors():
+        names = list_models()
     typer.echo("bundled models:")
     for name in bundled_models():
         typer.echo(f"  {name}")
     typer.echo("architectures:")
-    for name in list_models():
+    for name in names:
         typer.echo(f"  {name:<20} {architecture_info(name).description}")
 
 

@@ -1,14 +1,29 @@
-"""A registry of architectures: plain builder functions registered by decorator (timm-style)."""
+"""A registry of architectures: plain builder functions registered by decorator (timm-style).
+
+Architectures of your own register when their module is imported. For processes you do not
+write yourself (the CLI, Ray scan actors, the web app), name the module in `FAKESCOPE_PLUGINS`
+(comma-separated module names) or expose it as an entry point of the `fakescope.models` group:
+both are imported before the registry is first read.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 from torch import nn
 
-from fakescope.errors import UnknownModelError
+from fakescope.errors import ConfigError, PluginError, UnknownModelError
 from fakescope.models.config import InputPolicy
+
+PLUGINS_ENV = "FAKESCOPE_PLUGINS"
+ENTRY_POINT_GROUP = "fakescope.models"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,9 +47,19 @@ def register_model(
 
     The module it builds maps an (N, 3, H, W) normalised batch to (N,) logits of P(ai) and
     exposes `forward_features` (N, C, h, w) and `forward_head` for explanations and embeddings.
+    A name another builder holds (a built-in architecture, say) is refused; the same builder
+    registered again (a module reloaded) replaces itself.
     """
+    if input is not None and not isinstance(input, InputPolicy):
+        raise ConfigError(f"register_model: input must be an InputPolicy, not {type(input).__name__}")
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if not fn.__module__.startswith("fakescope.models."):
+            _import_families()  # so a clash with a built-in name is found whichever is imported first
+        held = _REGISTRY.get(fn.__name__)
+        if held and (held.builder.__module__, held.builder.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ConfigError(f"architecture {fn.__name__!r} is already registered by {held.builder.__module__}; "
+                              "give your builder another name")
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[fn.__name__] = ArchitectureInfo(
             fn.__name__, fn, input or InputPolicy(), pretrained_source, doc[0] if doc else ""
@@ -45,17 +70,21 @@ def register_model(
 
 
 def list_models() -> list[str]:
-    """Names of all registered architectures."""
+    """Names of all registered architectures, plugins' included."""
     _import_families()
+    _import_plugins()
     return sorted(_REGISTRY)
 
 
 def architecture_info(name: str) -> ArchitectureInfo:
     _import_families()
+    _import_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(name, list(_REGISTRY), kind="architecture") from None
+        raise UnknownModelError(name, list(_REGISTRY), kind="architecture", hint=(
+            f"; for one of your own, import its module first, or name the module in {PLUGINS_ENV} "
+            f"or a {ENTRY_POINT_GROUP!r} entry point")) from None
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -70,3 +99,20 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
 
 def _import_families() -> None:
     from fakescope.models import families  # noqa: F401  (registers on import)
+
+
+@functools.cache
+def _import_plugins() -> None:
+    """Import the modules named in FAKESCOPE_PLUGINS (an error if one fails) and the entry points (a warning)."""
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - whatever the plugin's own import raises
+            raise PluginError(f"{PLUGINS_ENV}: cannot import {name!r} ({type(exc).__name__}: "
+                              f"{str(exc).partition(chr(10))[0]})") from None
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            point.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
+            log.warning("entry point %s (%s): cannot load (%s: %s)", point.name, point.value, type(exc).__name__,
+                        str(exc).partition("\n")[0])

@@ -1,0 +1,140 @@
+"""Architectures of your own: registered from a module outside fakescope, found by the CLI through a plugin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from fakescope.errors import ConfigError
+from fakescope.models import InputPolicy, architecture_info, register_model, registry
+
+PLUGIN = textwrap.dedent('''
+    """A researcher's architecture, outside the package."""
+    from torch import nn
+
+    from fakescope.models import InputPolicy, register_model
+
+
+    class TinyConv(nn.Module):
+        def __init__(self, width=4):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU())
+            self.head = nn.Linear(width, 1)
+
+        def forward_features(self, x):
+            return self.features(x)
+
+        def embed(self, x):
+            return self.forward_features(x).mean((2, 3))
+
+        def forward_head(self, features):
+            return self.head(features.mean((2, 3))).squeeze(-1)
+
+        def forward(self, x):
+            return self.forward_head(self.forward_features(x))
+
+
+    @register_model(input=InputPolicy(crop_size=48, grid=2))
+    def qa_tiny_conv(pretrained=False, **kwargs):
+        """A one-layer conv net of a plugin."""
+        return TinyConv(**kwargs)
+''')
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(folder holding module `qa_plugin`, a model folder of its architecture saved by a process that imported it)."""
+    folder = tmp_path_factory.mktemp("plugin")
+    (folder / "qa_plugin.py").write_text(PLUGIN)
+    model = folder / "model"
+    script = ("import sys, torch; sys.path.insert(0, sys.argv[1]); import qa_plugin\n"
+              "from fakescope.models import ModelConfig, InputPolicy, save_model\n"
+              "save_model(qa_plugin.TinyConv(), ModelConfig(name='qa', architecture='qa_tiny_conv', "
+              "input=InputPolicy(crop_size=48, grid=2)), sys.argv[2])")
+    subprocess.run([sys.executable, "-c", script, str(folder), str(model)], check=True, timeout=120)
+    return folder, model
+
+
+def _fakescope(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fakescope", *args], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env}, check=False)
+
+
+def test_a_model_whose_architecture_is_not_imported_fails_in_one_line_that_says_how(plugin, image_factory, tmp_path):
+    _, model = plugin
+    image = image_factory.file(tmp_path / "a.png")
+    proc = _fakescope("detect", "-m", str(model), "--no-provenance", str(image))  # runtime auto: ONNX first
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Warning" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: unknown architecture 'qa_tiny_conv'")
+    assert "import its module first, or name the module in FAKESCOPE_PLUGINS or a 'fakescope.models' entry point" in proc.stderr
+
+
+def test_fakescope_plugins_imports_the_architecture_for_the_cli(plugin, image_factory, tmp_path):
+    folder, model = plugin
+    image = image_factory.file(tmp_path / "a.png")
+    env = {"FAKESCOPE_PLUGINS": "qa_plugin", "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+    proc = _fakescope("detect", "-m", str(model), "--no-provenance", "-f", "jsonl", str(image), **env)
+    assert proc.returncode == 0, proc.stderr
+    assert '"model": "qa"' in proc.stdout
+    broken = _fakescope("models", "list", **{**env, "FAKESCOPE_PLUGINS": "qa_plugin, qa_missing"})
+    assert broken.returncode == 2
+    assert broken.stderr == ("error: FAKESCOPE_PLUGINS: cannot import 'qa_missing' "
+                             "(ModuleNotFoundError: No module named 'qa_missing')\n")
+
+
+def test_an_entry_point_registers_the_architecture(plugin, tmp_path):
+    """An installed package declaring `[project.entry-points."fakescope.models"]` (its dist-info, written here)."""
+    folder, _ = plugin
+    info = tmp_path / "qa_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qa-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fakescope.models]\nqa = qa_plugin\nbroken = qa_missing\n")
+    proc = _fakescope("models", "list", PYTHONPATH=os.pathsep.join([str(tmp_path), str(folder), os.environ.get("PYTHONPATH", "")]))
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.split() == ["qa_tiny_conv", "A", "one-layer", "conv", "net", "of", "a", "plugin."]
+               for line in proc.stdout.splitlines())
+    assert proc.stderr == ("warning: entry point broken (qa_missing): cannot load "
+                           "(ModuleNotFoundError: No module named 'qa_missing')\n")
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations in a test stay in it."""
+    architecture_info("test_tiny")  # the zoo registered first
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_a_builtin_name_is_refused_not_silently_replaced():
+    def resnet50(pretrained=False, **kwargs):
+        return nn.Identity()
+
+    with pytest.raises(ConfigError, match=r"^architecture 'resnet50' is already registered by "
+                                          r"fakescope\.models\.families; give your builder another name$"):
+        register_model()(resnet50)
+    assert architecture_info("resnet50").builder.__module__ == "fakescope.models.families"
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_the_same_builder_registered_again_replaces_itself():
+    """A module reloaded (a notebook cell run twice) registers the same builder again."""
+    def qa_again(pretrained=False, **kwargs):
+        """First."""
+        return nn.Conv2d(3, 1, 1)
+
+    register_model()(qa_again)
+    qa_again.__doc__ = "Second."
+    register_model(input=InputPolicy(crop_size=40))(qa_again)
+    assert (architecture_info("qa_again").description, architecture_info("qa_again").input.crop_size) == ("Second.", 40)
+
+
+def test_register_model_refuses_an_input_that_is_no_input_policy():
+    with pytest.raises(ConfigError, match="^register_model: input must be an InputPolicy, not dict$"):
+        register_model(input={"crop_size": 40})
