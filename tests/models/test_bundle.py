@@ -131,6 +131,28 @@ def test_invalid_config_is_a_config_error(tiny_model_dir, tmp_path):
         ModelConfig(name="x", architecture="test_tiny", threshold=0.8, band=(0.3, 0.7))
 
 
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("crop_size", [64, 96], "input crop_size must be a positive integer (tiles are square), got (64, 96)"),
+    ("crop_size", 0, "input crop_size must be a positive integer (tiles are square), got 0"),
+    ("crop_size", 64.5, "input crop_size must be a positive integer (tiles are square), got 64.5"),
+    ("grid", "2", "input grid must be a positive integer, got '2'"),
+    ("mean", [0.5], "input mean must be 3 numbers, one per RGB channel (a network for one channel converts its RGB "
+                    "input itself), got (0.5,)"),
+    ("std", [0.2, 0.0, 0.2], "input std must be positive, got (0.2, 0.0, 0.2)"),
+])
+def test_an_input_policy_it_cannot_tile_by_fails_at_load_in_one_line(tiny_model_dir, tmp_path, image_factory, key, value,
+                                                                     message):
+    """Not a TypeError from the tiling code at the first image (a non-square crop, a greyscale mean)."""
+    from fakescope.cli import app
+
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    config = json.loads((tiny_model_dir / CONFIG_FILE).read_text())
+    config["input"][key] = value
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["detect", "-m", str(tmp_path), str(image_factory.file(tmp_path / "a.png"))])
+    assert (result.exit_code, result.stderr) == (2, f"error: {tmp_path / CONFIG_FILE}: {message}\n")
+
+
 def test_config_dict_round_trip(tiny_model_dir):
     config = load_model(tiny_model_dir).config
     assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

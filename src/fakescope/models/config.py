@@ -30,6 +30,21 @@ class InputPolicy:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    def __post_init__(self) -> None:
+        for name in ("crop_size", "grid"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                square = " (tiles are square)" if name == "crop_size" else ""
+                raise ConfigError(f"input {name} must be a positive integer{square}, got {value!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not (isinstance(value, (tuple, list)) and len(value) == 3
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                raise ConfigError(f"input {name} must be 3 numbers, one per RGB channel (a network for one channel "
+                                  f"converts its RGB input itself), got {value!r}")
+        if min(self.std) <= 0:
+            raise ConfigError(f"input std must be positive, got {self.std!r}")
+
 
 @dataclass(frozen=True)
 class Calibration:
