@@ -136,8 +136,8 @@ def test_invalid_config_is_a_config_error(tiny_model_dir, tmp_path):
     ("crop_size", 0, "input crop_size must be a positive integer (tiles are square), got 0"),
     ("crop_size", 64.5, "input crop_size must be a positive integer (tiles are square), got 64.5"),
     ("grid", "2", "input grid must be a positive integer, got '2'"),
-    ("mean", [0.5], "input mean must be 3 numbers, one per RGB channel (a network for one channel converts its RGB "
-                    "input itself), got (0.5,)"),
+    ("mean", [0.5], ("input mean must be 3 numbers, one per RGB channel (a network for one channel converts its RGB "
+                     "input itself), got (0.5,)")),
     ("std", [0.2, 0.0, 0.2], "input std must be positive, got (0.2, 0.0, 0.2)"),
 ])
 def test_an_input_policy_it_cannot_tile_by_fails_at_load_in_one_line(tiny_model_dir, tmp_path, image_factory, key, value,
