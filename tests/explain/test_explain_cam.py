@@ -74,7 +74,7 @@ def test_explain_image_draws_every_method_on_the_onnx_runtime(planted_model, tmp
     detector = Detector(planted_model, provenance=False, runtime="onnx")
     assert detector.runtime == "onnx"
     result = explain_image(detector, str(path), str(tmp_path / "out"))
-    assert result.skipped == {}  # the CAMs were skipped: 'needs a timm-backbone classifier, not OnnxNetwork'
+    assert result.skipped == {}  # the CAMs were skipped: 'needs a PyTorch network with forward_features, not OnnxNetwork'
     assert sorted(result.files) == sorted(DEFAULT_METHODS)
 
 

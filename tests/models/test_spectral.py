@@ -83,5 +83,6 @@ def test_explains_by_tiles_and_names_that_option_where_grad_cam_cannot_run(tmp_p
     image = (np.random.default_rng(0).random((256, 320, 3)) * 255).astype(np.uint8)
     heatmap = detector.explain(image, "tiles")
     assert heatmap.shape == (256, 320) and np.isfinite(heatmap).all()
-    with pytest.raises(ConfigError, match=r"needs a timm-backbone classifier, not SpectralLR \(per-tile heatmaps, --method tiles"):
+    with pytest.raises(ConfigError, match=r"^SpectralLR: no module produces the forward_features output to explain "
+                                          r"\(per-tile heatmaps, --method tiles, work for every model\)$"):
         detector.explain(image, "gradcam")

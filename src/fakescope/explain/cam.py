@@ -2,9 +2,10 @@
 
 Grad-CAM and Grad-CAM++ come from the pytorch-grad-cam package, with the single P(ai) logit
 as target, on the layer that produces the model's `forward_features` output (found by tracing
-one forward pass, so every timm backbone works). Plain CAM (Zhou et al., 2016) weights the
-same feature maps with the linear head; it exists when the head is global average pooling plus
-one linear layer, which is checked: the CAM's spatial mean must equal the logit.
+one forward pass, so every timm backbone and any network of your own whose features come from a
+module works). Plain CAM (Zhou et al., 2016) weights the same feature maps with the linear head
+(the timm classifier, else the network's last linear layer); it exists when the head is global
+average pooling plus one linear layer, which is checked: the CAM's spatial mean must equal the logit.
 
 Maps cover the whole image at native resolution (the networks are fully convolutional), or,
 for large images, tiles of the model's crop size that cover the image, stitched. Magnitudes are
@@ -65,7 +66,7 @@ def class_activation_map(
     """An H x W float32 map in [0, 1] of where `model` sees evidence that `image` is ai.
 
     Args:
-        model: A loaded fakescope model (a `Classifier` over a timm backbone).
+        model: A loaded fakescope model on its PyTorch network.
         image: An RGB image, explained at its native resolution.
         method: `gradcam`, `gradcam++` or `cam`.
         tiled: Explain crop-size tiles covering the image and stitch them; default: only
@@ -73,8 +74,8 @@ def class_activation_map(
         batch_size: Tiles per backward pass.
 
     Raises:
-        ConfigError: An unknown method, a network that is not a PyTorch `Classifier` (an ONNX
-            runtime), or `cam` on a head that is not pooling + linear.
+        ConfigError: An unknown method, a network that is not a PyTorch one with `forward_features`
+            (an ONNX runtime), features no module produces, or `cam` on a head that is not pooling + linear.
 
     Example:
         >>> heat = class_activation_map(load_model("runs/x/model"), Image.open("a.png").convert("RGB"))  # doctest: +SKIP
@@ -122,10 +123,9 @@ def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
 
 
 def require_classifier(model: LoadedModel) -> None:
-    """Grad-CAM, CAM and embeddings need a `Classifier` over a timm backbone (its gradients and inner features)."""
-    if not (isinstance(model.network, nn.Module) and hasattr(model.network, "forward_features")
-            and hasattr(model.network, "backbone")):
-        raise ConfigError(f"{model.config.name}: this method needs a timm-backbone classifier, not "
+    """Grad-CAM, CAM and embeddings need the PyTorch network (its gradients) with the registry's `forward_features`."""
+    if not (isinstance(model.network, nn.Module) and hasattr(model.network, "forward_features")):
+        raise ConfigError(f"{model.config.name}: this method needs a PyTorch network with forward_features, not "
                           f"{type(model.network).__name__} (per-tile heatmaps, --method tiles, work for every model)")
 
 
@@ -150,7 +150,8 @@ def feature_layer(network: nn.Module, sample: torch.Tensor) -> nn.Module:
     for module, output in reversed(outputs):
         if output is features:
             return module
-    raise ConfigError(f"{type(network).__name__}: no module produces the forward_features output to explain")
+    raise ConfigError(f"{type(network).__name__}: no module produces the forward_features output to explain "
+                      "(per-tile heatmaps, --method tiles, work for every model)")
 
 
 def stitch(tiles: Tiles, maps: np.ndarray) -> np.ndarray:
@@ -169,11 +170,17 @@ def stitch(tiles: Tiles, maps: np.ndarray) -> np.ndarray:
 
 
 def _linear_head_cam(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    head = network.backbone.get_classifier()
+    """The timm backbone's classifier, or else the network's last linear layer, over its feature maps."""
+    if hasattr(network, "backbone"):
+        head = network.backbone.get_classifier()
+    else:
+        head = next((m for m in reversed(list(network.modules())) if isinstance(m, nn.Linear)), None)
     if not (isinstance(head, nn.Linear) and head.out_features == 1):
         raise ConfigError(f"CAM needs a one-logit linear head; {type(head).__name__} has none")
     with torch.no_grad():
         features = network.forward_features(x)
+        if features.ndim != 4 or features.shape[1] != head.in_features:
+            raise ConfigError("CAM needs global average pooling + a linear head; use gradcam for this architecture")
         maps = torch.einsum("c,nchw->nhw", head.weight[0], features.float()) + head.bias[0]
         logits = network.forward_head(features).float()
     if not torch.allclose(maps.mean((1, 2)), logits, rtol=1e-3, atol=1e-3):

@@ -51,6 +51,9 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
         (200, 1280)
     """
     require_classifier(model)
+    if not hasattr(model.network, "backbone") and not hasattr(model.network, "embed"):
+        raise ConfigError(f"{model.config.name}: embeddings need the network's embed (one vector per input), which "
+                          f"{type(model.network).__name__} lacks")
     table = rows.reset_index(drop=True).copy()
     n = len(table)
     embeddings, probabilities, errors = [None] * n, [np.nan] * n, [None] * n
@@ -189,7 +192,8 @@ def _forward_tiles(model: LoadedModel, items: list[tuple[int, torch.Tensor]], ba
         features, logits = [], []
         for chunk in x.split(batch_size):
             maps = net.forward_features(chunk)
-            features.append(net.backbone.forward_head(maps, pre_logits=True).float().cpu())
+            pooled = net.backbone.forward_head(maps, pre_logits=True) if hasattr(net, "backbone") else net.embed(chunk)
+            features.append(pooled.float().cpu())
             logits.append(net.forward_head(maps).float().cpu())
         sizes = [len(t) for _, t in group]
         yield from zip((i for i, _ in group), torch.cat(features).split(sizes), torch.cat(logits).split(sizes))

@@ -162,7 +162,7 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     UMAP scatters (by label, and by generator when there are several), the thumbnail mosaic, and
     Grad-CAM overlays of `examples` images: the highest-scored ai images and the highest-scored
     real ones (the closest to false alarms). Where the data or the model allow no figures (UMAP of
-    fewer than 5 images, a model without convolutional features) there are none, with a warning.
+    fewer than 5 images; Grad-CAM of a model without convolutional features) there are none, with a warning.
     """
     model = _as_model(model_or_detector)
     out = Path(out_dir)
@@ -177,7 +177,11 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
                        scored[scored["label"] == "real"].head(examples // 2)])
     for n, row in enumerate(picks.itertuples()):
         image = read_source(row.uri)
-        heat = class_activation_map(model, image, "gradcam")
+        try:
+            heat = class_activation_map(model, image, "gradcam")
+        except ConfigError as exc:  # features no module produces (spectral_lr): the UMAP figures stay
+            log.warning("the report has no Grad-CAM figures: %s", exc)
+            break
         name = os.path.basename(row.uri)
         caption = f"{name} (label {row.label}): P(ai) = {row.probability:.3f}\nGrad-CAM, model {model.config.name}"
         path = out / "heatmaps" / f"{n:02d}_{Path(name).stem}_gradcam.png"

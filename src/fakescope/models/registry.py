@@ -46,7 +46,8 @@ def register_model(
     """Register a builder `fn(pretrained: bool = False, **kwargs) -> nn.Module` under its name.
 
     The module it builds maps an (N, 3, H, W) normalised batch to (N,) logits of P(ai) and
-    exposes `forward_features` (N, C, h, w) and `forward_head` for explanations and embeddings.
+    exposes `forward_features` (N, C, h, w), `forward_head` (features -> logits) and `embed`
+    (N, D) for explanations and embeddings.
     A name another builder holds (a built-in architecture, say) is refused; the same builder
     registered again (a module reloaded) replaces itself.
     """

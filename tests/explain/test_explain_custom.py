@@ -1,0 +1,99 @@
+"""Heatmaps and embeddings of an architecture of your own (no timm backbone), trained by fakescope's trainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from explain_helpers import planted_image
+from torch import nn
+
+from fakescope.errors import ConfigError
+from fakescope.explain import class_activation_map, embed_images, report_figures
+from fakescope.models import InputPolicy, load_model, register_model, registry
+
+SIDE = 192
+STRIDE = 8  # the network's feature maps are 1/8 of the input
+
+
+class PlainConv(nn.Module):
+    """Three convolutions with max pooling, global average pooling and one linear layer: the registry's contract, no timm."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(width, 1)
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def embed(self, x):
+        return self.forward_features(x).mean((2, 3))
+
+    def forward_head(self, features):
+        return self.head(features.mean((2, 3))).squeeze(-1)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def qa_plain_conv(pretrained: bool | str = False, **kwargs) -> PlainConv:
+    """A plain three-layer conv net."""
+    return PlainConv(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def custom_model(planted_manifest: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):
+    """`qa_plain_conv` registered from this module and trained on the planted set like any zoo entry."""
+    from fakescope.train import AugmentConfig, TrainConfig, train
+
+    register_model(input=InputPolicy(crop_size=64, grid=2))(qa_plain_conv)
+    off = AugmentConfig(bottom_crop=0, base_jpeg_quality=None, resize_prob=0, blur_prob=0, noise_prob=0, jpeg_prob=0)
+    out = tmp_path_factory.mktemp("custom-run")
+    cfg = TrainConfig(manifest="planted", out=str(out), name="plain-conv", architecture="qa_plain_conv", pretrained=False,
+                      epochs=5, samples_per_epoch=320, batch_size=32, lr=3e-3, num_workers=0, device="cpu", amp=False,
+                      patience=10, augment=off)
+    saved = train(cfg, planted_manifest, progress=False)
+    assert saved.metrics["val"]["auc"] > 0.95, saved.metrics["val"]
+    yield load_model(out / "model")
+    del registry._REGISTRY["qa_plain_conv"]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "cam"])
+def test_a_custom_network_is_explained_at_the_artefact(custom_model, method):
+    hits = 0
+    for seed in range(5000, 5012):
+        image, centre = planted_image(seed, SIDE)
+        heat = class_activation_map(custom_model, image, method)
+        assert heat.shape == (SIDE, SIDE) and heat.max() == pytest.approx(1.0)
+        peak = np.unravel_index(int(heat.argmax()), heat.shape)
+        hits += np.hypot(peak[0] - centre[0], peak[1] - centre[1]) <= 2 * STRIDE
+    assert hits >= 9, f"{method}: peak near the artefact in {hits}/12 images"
+
+
+def test_a_custom_network_is_embedded_and_gets_report_figures(custom_model, planted_manifest, tmp_path):
+    rows = planted_manifest[planted_manifest["split"] == "val"]
+    table = embed_images(custom_model, rows)
+    assert np.stack(table["embedding"]).shape == (24, 16)
+    probabilities = table["probability"].to_numpy()
+    assert probabilities[table["label"] == "ai"].min() > probabilities[table["label"] == "real"].max()
+    titles = [title for title, _ in report_figures(custom_model, rows, tmp_path / "figures", examples=2)]
+    assert sum(t.startswith("Grad-CAM") for t in titles) == 2 and any(t.startswith("UMAP") for t in titles)
+
+
+def test_features_no_module_produces_are_named_as_the_reason(tmp_path):
+    class FunctionalFeatures(PlainConv):
+        def forward_features(self, x):
+            return nn.functional.avg_pool2d(x, 4)
+
+    from fakescope.models import LoadedModel, ModelConfig
+
+    model = LoadedModel(FunctionalFeatures().eval(), ModelConfig(name="functional", architecture="qa_functional"), "memory")
+    image, _ = planted_image(1, 96)
+    with pytest.raises(ConfigError, match=r"^FunctionalFeatures: no module produces the forward_features output to explain "
+                                          r"\(per-tile heatmaps, --method tiles, work for every model\)$"):
+        class_activation_map(model, image, "gradcam")
