@@ -45,6 +45,7 @@ from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
 from fakescope.models.config import InputPolicy
+from fakescope.models.registry import check_logits
 from fakescope.models.tiling import Tiles, cut_tiles, make_tiles, normalize, tile_boxes, tile_heatmap
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray | torch.Tensor
@@ -354,7 +355,9 @@ class Detector:
             x = normalize(x, policy)
             if self.runtime == "torch":
                 x = x.to(self._input_dtype).contiguous(memory_format=torch.channels_last)
-            logits = torch.cat([net(chunk) for chunk in x.split(self.batch_size * 4)]).float().to("cpu", non_blocking=True)
+            arch = self.model.config.architecture
+            logits = torch.cat([check_logits(net(chunk), len(chunk), arch) for chunk in x.split(self.batch_size * 4)])
+            logits = logits.float().to("cpu", non_blocking=True)
             for i, part in zip(indices, logits.split([len(tile_sets[i]) for i in indices])):
                 out[i] = part
         if self.device.type != "cuda":

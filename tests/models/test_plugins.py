@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from torch import nn
+from typer.testing import CliRunner
 
 from fakescope.errors import ConfigError
 from fakescope.models import InputPolicy, architecture_info, register_model, registry
@@ -138,3 +139,61 @@ def test_the_same_builder_registered_again_replaces_itself():
 def test_register_model_refuses_an_input_that_is_no_input_policy():
     with pytest.raises(ConfigError, match="^register_model: input must be an InputPolicy, not dict$"):
         register_model(input={"crop_size": 40})
+
+
+class TwoClass(nn.Module):
+    """A softmax-style head: two logits per input, against the registry's one."""
+
+    def __init__(self, tuple_output: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=4)
+        self.head = nn.Linear(4, 2)
+        self.tuple_output = tuple_output
+
+    def forward(self, x):
+        features = self.conv(x)
+        logits = self.head(features.mean((2, 3)))
+        return (logits[:, 1], features) if self.tuple_output else logits
+
+
+@pytest.mark.usefixtures("scratch_registry")
+@pytest.mark.parametrize(("tuple_output", "runtime", "got"), [
+    (False, "torch", "shape (4, 2)"), (False, "onnx", "shape (4, 2)"), (True, "torch", "a tuple")])
+def test_a_network_without_one_logit_per_input_is_named_not_a_traceback(tmp_path, image_factory, tuple_output, runtime, got):
+    from fakescope.cli import app
+    from fakescope.models import ModelConfig, save_model
+
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+
+    def qa_two_class(pretrained=False, **kwargs):
+        return TwoClass(**kwargs)
+
+    register_model(input=InputPolicy(crop_size=32, grid=2))(qa_two_class)
+    config = ModelConfig(name="two", architecture="qa_two_class", architecture_kwargs={"tuple_output": tuple_output},
+                         input=InputPolicy(crop_size=32, grid=2))
+    save_model(TwoClass(tuple_output), config, tmp_path / "m")
+    image = image_factory.file(tmp_path / "a.png")
+    result = CliRunner().invoke(app, ["detect", "-m", str(tmp_path / "m"), "--runtime", runtime, "--no-provenance", str(image)])
+    assert (result.exit_code, result.stderr) == (2, (
+        f"error: architecture 'qa_two_class' must return one logit of P(ai) per input, shape (4,), not {got} "
+        "(for a two-class head return logits[:, 1] - logits[:, 0])\n"))
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_training_a_two_logit_network_stops_in_one_line(tmp_path, image_factory):
+    import pandas as pd
+
+    from fakescope.train import TrainConfig, train
+
+    def qa_two_class(pretrained=False, **kwargs):
+        return TwoClass(**kwargs)
+
+    register_model(input=InputPolicy(crop_size=32, grid=2))(qa_two_class)
+    rows = pd.DataFrame([{"uri": str(image_factory.file(tmp_path / f"{i}.png", seed=i)), "label": ("real", "ai")[i % 2],
+                          "split": ("train", "val")[i // 4], "source": "synthetic", "generator": None} for i in range(8)])
+    cfg = TrainConfig(manifest="memory", out=str(tmp_path / "run"), architecture="qa_two_class", pretrained=False, epochs=1,
+                      batch_size=4, num_workers=0, device="cpu")
+    with pytest.raises(ConfigError, match=r"^architecture 'qa_two_class' must return one logit of P\(ai\) per input, "
+                                          r"shape \(4,\), not shape \(4, 2\)"):
+        train(cfg, rows, progress=False)

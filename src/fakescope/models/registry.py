@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+import torch
 from torch import nn
 
 from fakescope.errors import ConfigError, PluginError, UnknownModelError
@@ -96,6 +97,15 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         torch.Size([2])
     """
     return architecture_info(name).builder(pretrained=pretrained, **kwargs)
+
+
+def check_logits(output: object, n: int, architecture: str) -> torch.Tensor:
+    """`output` if it is the (n,) logits the registry's contract asks for, else a one-line `ConfigError`."""
+    if isinstance(output, torch.Tensor) and output.shape == (n,):
+        return output
+    got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else f"a {type(output).__name__}"
+    raise ConfigError(f"architecture {architecture!r} must return one logit of P(ai) per input, shape ({n},), not {got}"
+                      " (for a two-class head return logits[:, 1] - logits[:, 0])")
 
 
 def _import_families() -> None:

@@ -42,7 +42,7 @@ from fakescope.evaluate.metrics import auc_score, binary_metrics
 from fakescope.models.bundle import LoadedModel, save_model
 from fakescope.models.calibration import Calibrator, apply_calibration
 from fakescope.models.config import InputPolicy, ModelConfig
-from fakescope.models.registry import architecture_info, create_model
+from fakescope.models.registry import architecture_info, check_logits, create_model
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import (
     LABELS,
@@ -279,7 +279,7 @@ class _Loop:
             x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = self.loss_fn(self.model(x).float(), y)
+                loss = self.loss_fn(check_logits(self.model(x), len(y), self.cfg.architecture).float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
