@@ -197,3 +197,29 @@ def test_training_a_two_logit_network_stops_in_one_line(tmp_path, image_factory)
     with pytest.raises(ConfigError, match=r"^architecture 'qa_two_class' must return one logit of P\(ai\) per input, "
                                           r"shape \(4,\), not shape \(4, 2\)"):
         train(cfg, rows, progress=False)
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_editing_a_custom_architecture_exports_it_again(tmp_path, monkeypatch, image_factory):
+    """The ONNX cache key covers the registering module's source, not only the weights: no stale export runs."""
+    import importlib
+
+    from fakescope.detector import Detector
+    from fakescope.models import ModelConfig, create_model, save_model
+
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "qa_edited.py").write_text(PLUGIN.replace("qa_tiny_conv", "qa_edited"))
+    module = importlib.import_module("qa_edited")
+    save_model(create_model("qa_edited"), ModelConfig(name="edited", architecture="qa_edited",
+                                                      input=InputPolicy(crop_size=48, grid=2)), tmp_path / "m")
+    image = image_factory.pil(seed=3)
+    before = Detector.load(tmp_path / "m", device="cpu", runtime="onnx", provenance=False).predict_logits([image])
+    (tmp_path / "qa_edited.py").write_text(PLUGIN.replace("qa_tiny_conv", "qa_edited").replace(
+        "return self.head(features.mean((2, 3))).squeeze(-1)", "return -self.head(features.mean((2, 3))).squeeze(-1)"))
+    importlib.reload(module)
+    after = Detector.load(tmp_path / "m", device="cpu", runtime="onnx", provenance=False).predict_logits([image])
+    torch_logits = Detector.load(tmp_path / "m", device="cpu", runtime="torch", provenance=False).predict_logits([image])
+    assert after == pytest.approx(-before, abs=1e-5) and after == pytest.approx(torch_logits, abs=1e-5)
+    assert len(list((tmp_path / "cache" / "onnx").glob("qa_edited-*.onnx"))) == 2

@@ -26,6 +26,7 @@ from torch import nn
 
 from fakescope.errors import ConfigError, ModelLoadError, StorageError
 from fakescope.models.bundle import LoadedModel
+from fakescope.models.registry import plugin_source
 
 OPSET = 17
 INPUT_NAME = "pixels"
@@ -143,12 +144,14 @@ def exporter_versions() -> str:
 
 
 def weights_key(model: LoadedModel) -> str:
-    """sha256 over the architecture (with its kwargs) and every weight tensor's name and bytes.
+    """sha256 over the architecture (with its kwargs and, for one of your own, the source of the module
+    registering it) and every weight tensor's name and bytes.
 
     Read from the model's safetensors file when it has one (the same tensors its network loads),
     so a cached export is found without building the network.
     """
     h = hashlib.sha256(json.dumps([model.config.architecture, model.config.architecture_kwargs], sort_keys=True).encode())
+    h.update(plugin_source(model.config.architecture))
     state = _file_tensors(model.weights) if model.weights is not None and not model.built else model.network.state_dict()
     for name, tensor in sorted(state.items()):
         h.update(name.encode())

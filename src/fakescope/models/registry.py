@@ -12,9 +12,11 @@ import functools
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -106,6 +108,20 @@ def check_logits(output: object, n: int, architecture: str) -> torch.Tensor:
     got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else f"a {type(output).__name__}"
     raise ConfigError(f"architecture {architecture!r} must return one logit of P(ai) per input, shape ({n},), not {got}"
                       " (for a two-class head return logits[:, 1] - logits[:, 0])")
+
+
+def plugin_source(name: str) -> bytes:
+    """The source file of the module that registered architecture `name` outside fakescope (plugins imported
+    first): what an ONNX export of it also depends on. Empty for fakescope's own, or one not registered."""
+    _import_plugins()
+    info = _REGISTRY.get(name)
+    if info is None or info.builder.__module__.partition(".")[0] == "fakescope":
+        return b""
+    path = getattr(sys.modules.get(info.builder.__module__), "__file__", None)
+    try:
+        return Path(path).read_bytes() if path else b""
+    except OSError:
+        return b""
 
 
 def _import_families() -> None:
