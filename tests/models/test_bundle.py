@@ -153,6 +153,30 @@ def test_an_input_policy_it_cannot_tile_by_fails_at_load_in_one_line(tiny_model_
     assert (result.exit_code, result.stderr) == (2, f"error: {tmp_path / CONFIG_FILE}: {message}\n")
 
 
+_POSITIVE = "calibration temperature must be a positive number and bias a number, got {} and 0.0"
+_STEPS = "isotonic calibration needs as many x as y values (at least one), x ascending and y in [0, 1]; got {} x and {} y"
+
+
+@pytest.mark.parametrize(("calibration", "message"), [
+    ({"method": "temperature", "temperature": 0}, _POSITIVE.format(0)),
+    ({"method": "temperature", "temperature": -1.0}, _POSITIVE.format(-1.0)),
+    ({"method": "isotonic"}, _STEPS.format(0, 0)),
+    ({"method": "isotonic", "x": [0, 1], "y": [0.2]}, _STEPS.format(2, 1)),
+    ({"method": "platt"}, "unknown calibration method 'platt' (use temperature, isotonic or none)"),
+])
+def test_a_calibration_it_cannot_apply_fails_at_load_in_one_line(tiny_model_dir, tmp_path, image_factory, calibration,
+                                                                 message):
+    """Not a silent P(ai) = 1 from a division by zero, nor a numpy traceback at the first image."""
+    from fakescope.cli import app
+
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    config = json.loads((tiny_model_dir / CONFIG_FILE).read_text())
+    config["calibration"] = calibration
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["detect", "-m", str(tmp_path), str(image_factory.file(tmp_path / "a.png"))])
+    assert (result.exit_code, result.stderr) == (2, f"error: {tmp_path / CONFIG_FILE}: {message}\n")
+
+
 def test_config_dict_round_trip(tiny_model_dir):
     config = load_model(tiny_model_dir).config
     assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,18 @@ class Calibration:
     x: tuple[float, ...] = ()
     y: tuple[float, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.method not in ("temperature", "isotonic", "none"):
+            raise ConfigError(f"unknown calibration method {self.method!r} (use temperature, isotonic or none)")
+        if self.method == "temperature" and not (_finite(self.temperature) and self.temperature > 0 and _finite(self.bias)):
+            raise ConfigError(f"calibration temperature must be a positive number and bias a number, got "
+                              f"{self.temperature!r} and {self.bias!r}")
+        if self.method == "isotonic" and not (
+                len(self.x) == len(self.y) >= 1 and all(map(_finite, self.x + self.y))
+                and all(a <= b for a, b in zip(self.x, self.x[1:])) and all(0 <= v <= 1 for v in self.y)):
+            raise ConfigError(f"isotonic calibration needs as many x as y values (at least one), x ascending and y "
+                              f"in [0, 1]; got {len(self.x)} x and {len(self.y)} y")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -114,6 +127,10 @@ class ModelConfig:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _refuse_unknown_keys(d: Any, kind: type, part: str | None) -> None:
