@@ -223,3 +223,15 @@ def test_editing_a_custom_architecture_exports_it_again(tmp_path, monkeypatch, i
     torch_logits = Detector.load(tmp_path / "m", device="cpu", runtime="torch", provenance=False).predict_logits([image])
     assert after == pytest.approx(-before, abs=1e-5) and after == pytest.approx(torch_logits, abs=1e-5)
     assert len(list((tmp_path / "cache" / "onnx").glob("qa_edited-*.onnx"))) == 2
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_register_model_also_decorates_bare_as_timms_does():
+    @register_model
+    def qa_bare(pretrained=False, **kwargs):
+        """Registered without parentheses."""
+        return nn.Conv2d(3, 1, 1)
+
+    assert isinstance(qa_bare(), nn.Conv2d)
+    info = architecture_info("qa_bare")
+    assert (info.description, info.input) == ("Registered without parentheses.", InputPolicy())

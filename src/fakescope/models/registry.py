@@ -44,9 +44,11 @@ _REGISTRY: dict[str, ArchitectureInfo] = {}
 
 
 def register_model(
-    *, input: InputPolicy | None = None, pretrained_source: str | None = None
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    fn: Callable[..., nn.Module] | None = None, *, input: InputPolicy | None = None, pretrained_source: str | None = None
+) -> Callable[..., nn.Module]:
     """Register a builder `fn(pretrained: bool = False, **kwargs) -> nn.Module` under its name.
+
+    Used as `@register_model` (the default `InputPolicy`) or `@register_model(input=..., pretrained_source=...)`.
 
     The module it builds maps an (N, 3, H, W) normalised batch to (N,) logits of P(ai) and
     exposes `forward_features` (N, C, h, w), `forward_head` (features -> logits) and `embed`
@@ -70,7 +72,7 @@ def register_model(
         )
         return fn
 
-    return decorate
+    return decorate if fn is None else decorate(fn)
 
 
 def list_models() -> list[str]:
