@@ -177,6 +177,21 @@ def test_a_calibration_it_cannot_apply_fails_at_load_in_one_line(tiny_model_dir,
     assert (result.exit_code, result.stderr) == (2, f"error: {tmp_path / CONFIG_FILE}: {message}\n")
 
 
+def test_architecture_kwargs_the_builder_does_not_take_fail_in_one_line(tiny_model_dir, tmp_path, image_factory):
+    """A builder parameter renamed since the model was saved: not a TypeError traceback."""
+    from fakescope.cli import app
+
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    config = json.loads((tiny_model_dir / CONFIG_FILE).read_text())
+    config["architecture_kwargs"] = {"drop_rates": 0.1}
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["detect", "-m", str(tmp_path), str(image_factory.file(tmp_path / "a.png"))])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / WEIGHTS_FILE}: cannot build test_tiny with architecture_kwargs "
+                                    "{'drop_rates': 0.1} (")
+    assert "drop_rates" in result.stderr.partition("(")[2]
+
+
 def test_config_dict_round_trip(tiny_model_dir):
     config = load_model(tiny_model_dir).config
     assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

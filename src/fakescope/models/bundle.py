@@ -110,7 +110,11 @@ def _build(config: ModelConfig, weights: Path | None, device: str) -> nn.Module:
     if config.weights_sha256 and _sha256(weights) != config.weights_sha256:
         raise ModelLoadError(f"{weights}: sha256 differs from the weights_sha256 in its {CONFIG_FILE}"
                              " (a corrupted or replaced file; download or save the model again)")
-    network = create_model(config.architecture, **config.architecture_kwargs)
+    try:
+        network = create_model(config.architecture, **config.architecture_kwargs)
+    except TypeError as exc:  # kwargs the builder does not take (renamed since the model was saved, say)
+        raise ModelLoadError(f"{weights}: cannot build {config.architecture} with architecture_kwargs "
+                             f"{config.architecture_kwargs} ({exc})") from None
     try:
         state = load_file(weights)
     except (SafetensorError, OSError) as exc:
