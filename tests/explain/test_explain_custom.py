@@ -97,3 +97,22 @@ def test_features_no_module_produces_are_named_as_the_reason(tmp_path):
     with pytest.raises(ConfigError, match=r"^FunctionalFeatures: no module produces the forward_features output to explain "
                                           r"\(per-tile heatmaps, --method tiles, work for every model\)$"):
         class_activation_map(model, image, "gradcam")
+
+
+@pytest.mark.parametrize("method", ["gradcam", "cam"])
+def test_token_features_are_named_as_the_reason_not_a_traceback(method):
+    """A ViT-style forward_features of (N, L, C) tokens: pytorch-grad-cam raised 'Invalid grads shape'."""
+    class TokenFeatures(PlainConv):
+        def forward_features(self, x):
+            return self.features(x).flatten(2).transpose(1, 2)
+
+        def forward_head(self, features):
+            return self.head(features.mean(1)).squeeze(-1)
+
+    from fakescope.models import LoadedModel, ModelConfig
+
+    model = LoadedModel(TokenFeatures().eval(), ModelConfig(name="tokens", architecture="qa_tokens"), "memory")
+    image, _ = planted_image(1, 96)
+    with pytest.raises(ConfigError, match=r"^TokenFeatures: forward_features gives shape \(1, 144, 16\), not \(N, C, h, w\) "
+                                          r"feature maps to explain \(per-tile heatmaps, --method tiles, work for every model\)$"):
+        class_activation_map(model, image, method)

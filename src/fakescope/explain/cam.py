@@ -147,6 +147,7 @@ def feature_layer(network: nn.Module, sample: torch.Tensor) -> nn.Module:
     finally:
         for hook in hooks:
             hook.remove()
+    _require_maps(network, features)
     for module, output in reversed(outputs):
         if output is features:
             return module
@@ -169,8 +170,17 @@ def stitch(tiles: Tiles, maps: np.ndarray) -> np.ndarray:
     return total / np.maximum(count, 1)
 
 
+def _require_maps(network: nn.Module, features: torch.Tensor) -> None:
+    if features.ndim != 4:
+        raise ConfigError(f"{type(network).__name__}: forward_features gives shape {tuple(features.shape)}, not (N, C, h, w) "
+                          "feature maps to explain (per-tile heatmaps, --method tiles, work for every model)")
+
+
 def _linear_head_cam(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The timm backbone's classifier, or else the network's last linear layer, over its feature maps."""
+    with torch.no_grad():
+        features = network.forward_features(x)
+    _require_maps(network, features)
     if hasattr(network, "backbone"):
         head = network.backbone.get_classifier()
     else:
@@ -178,8 +188,7 @@ def _linear_head_cam(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not (isinstance(head, nn.Linear) and head.out_features == 1):
         raise ConfigError(f"CAM needs a one-logit linear head; {type(head).__name__} has none")
     with torch.no_grad():
-        features = network.forward_features(x)
-        if features.ndim != 4 or features.shape[1] != head.in_features:
+        if features.shape[1] != head.in_features:
             raise ConfigError("CAM needs global average pooling + a linear head; use gradcam for this architecture")
         maps = torch.einsum("c,nchw->nhw", head.weight[0], features.float()) + head.bias[0]
         logits = network.forward_head(features).float()
