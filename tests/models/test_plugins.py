@@ -117,10 +117,22 @@ def test_a_builtin_name_is_refused_not_silently_replaced():
     def resnet50(pretrained=False, **kwargs):
         return nn.Identity()
 
-    with pytest.raises(ConfigError, match=r"^architecture 'resnet50' is already registered by "
-                                          r"fakescope\.models\.families; give your builder another name$"):
+    with pytest.raises(ConfigError, match=rf"^architecture 'resnet50' of {__name__} clashes with the one "
+                                          r"fakescope\.models\.families registers; give your builder another name$"):
         register_model()(resnet50)
     assert architecture_info("resnet50").builder.__module__ == "fakescope.models.families"
+
+
+def test_a_builtin_name_registered_before_the_zoo_is_refused_when_the_zoo_registers(tmp_path):
+    """The zoo (and timm) is imported only when first needed: a plugin's 'resnet50' may come first."""
+    (tmp_path / "qa_clash.py").write_text(PLUGIN.replace("def qa_tiny_conv(", "def resnet50("))
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import qa_clash\n"
+              "assert 'timm' not in sys.modules\n"
+              "from fakescope.models import create_model; create_model('resnet50')")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1] == ("fakescope.errors.ConfigError: architecture 'resnet50' of qa_clash clashes with "
+                                            "the one fakescope.models.families registers; give your builder another name")
 
 
 @pytest.mark.usefixtures("scratch_registry")

@@ -60,12 +60,12 @@ def register_model(
         raise ConfigError(f"register_model: input must be an InputPolicy, not {type(input).__name__}")
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if not fn.__module__.startswith("fakescope.models."):
-            _import_families()  # so a clash with a built-in name is found whichever is imported first
         held = _REGISTRY.get(fn.__name__)
         if held and (held.builder.__module__, held.builder.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise ConfigError(f"architecture {fn.__name__!r} is already registered by {held.builder.__module__}; "
-                              "give your builder another name")
+            # the zoo registers when first needed, so a clash with it may show either way round
+            yours, theirs = (held.builder, fn) if fn.__module__.startswith("fakescope.") else (fn, held.builder)
+            raise ConfigError(f"architecture {fn.__name__!r} of {yours.__module__} clashes with the one "
+                              f"{theirs.__module__} registers; give your builder another name")
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[fn.__name__] = ArchitectureInfo(
             fn.__name__, fn, input or InputPolicy(), pretrained_source, doc[0] if doc else ""
