@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from explain_helpers import planted_image
 from torch import nn
 
@@ -116,3 +117,25 @@ def test_token_features_are_named_as_the_reason_not_a_traceback(method):
     with pytest.raises(ConfigError, match=r"^TokenFeatures: forward_features gives shape \(1, 144, 16\), not \(N, C, h, w\) "
                                           r"feature maps to explain \(per-tile heatmaps, --method tiles, work for every model\)$"):
         class_activation_map(model, image, method)
+
+
+def test_a_network_that_takes_only_its_crop_size_is_explained_tile_by_tile():
+    """A flatten + linear head fails on the whole image (a matmul RuntimeError): its crop-size tiles are explained."""
+    class FlattenHead(PlainConv):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(16 * 8 * 8, 1)
+
+        def forward_head(self, features):
+            return self.head(features.flatten(1)).squeeze(-1)
+
+    from fakescope.models import LoadedModel, ModelConfig
+
+    torch.manual_seed(0)
+    model = LoadedModel(FlattenHead().eval(), ModelConfig(name="flat", architecture="qa_flat",
+                                                          input=InputPolicy(crop_size=64, grid=2)), "memory")
+    image, _ = planted_image(2, 160)
+    for method in ("gradcam", "gradcam++"):
+        heat = class_activation_map(model, image, method)
+        assert heat.shape == (160, 160) and heat.max() == pytest.approx(1.0)
+        np.testing.assert_array_equal(heat, class_activation_map(model, image, method, tiled=True))

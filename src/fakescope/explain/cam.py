@@ -70,7 +70,8 @@ def class_activation_map(
         image: An RGB image, explained at its native resolution.
         method: `gradcam`, `gradcam++` or `cam`.
         tiled: Explain crop-size tiles covering the image and stitch them; default: only
-            for images over `MAX_WHOLE_PIXELS`.
+            for images over `MAX_WHOLE_PIXELS`, or for a network that fails on the whole image
+            (one that takes only its crop size).
         batch_size: Tiles per backward pass.
 
     Raises:
@@ -88,14 +89,19 @@ def class_activation_map(
     policy = model.config.input
     if tiled is None:
         tiled = image.width * image.height > MAX_WHOLE_PIXELS
-    if tiled:
-        covering = max(-(-image.width // policy.crop_size), -(-image.height // policy.crop_size))
-        tiles = make_tiles(image, dataclasses.replace(policy, grid=covering))
-    else:
-        tiles = whole_image_tiles(image)
+    if not tiled:
+        try:
+            return _heat(model, whole_image_tiles(image), method, batch_size)
+        except RuntimeError:  # a network that takes only its crop size (a flatten + linear head): tiles, as it was trained
+            pass
+    covering = max(-(-image.width // policy.crop_size), -(-image.height // policy.crop_size))
+    return _heat(model, make_tiles(image, dataclasses.replace(policy, grid=covering)), method, batch_size)
+
+
+def _heat(model: LoadedModel, tiles: Tiles, method: str, batch_size: int) -> np.ndarray:
     device = next(model.network.parameters()).device
     maps = [
-        raw_maps(model.network, normalize(chunk.to(device), policy), method)
+        raw_maps(model.network, normalize(chunk.to(device), model.config.input), method)
         for chunk in tiles.pixels.split(batch_size)
     ]
     heat = stitch(tiles, torch.cat(maps).numpy())
