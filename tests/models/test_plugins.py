@@ -77,6 +77,17 @@ def test_a_model_whose_architecture_is_not_imported_fails_in_one_line_that_says_
     assert "import its module first, or name the module in FAKESCOPE_PLUGINS or a 'fakescope.models' entry point" in proc.stderr
 
 
+def test_models_info_shows_the_config_without_the_architectures_module(plugin):
+    """What a model needs (its architecture, kwargs, input policy) is readable before its plugin is installed."""
+    import json
+
+    _, model = plugin
+    proc = _fakescope("models", "info", str(model))
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert (info["architecture"], info["input"]["crop_size"], info["location"]) == ("qa_tiny_conv", 48, str(model))
+
+
 def test_fakescope_plugins_imports_the_architecture_for_the_cli(plugin, image_factory, tmp_path):
     folder, model = plugin
     image = image_factory.file(tmp_path / "a.png")

@@ -33,7 +33,7 @@ def info(model: Annotated[str | None, typer.Argument(help="Name, path or hf://ow
     from fakescope.models import load_model
 
     with clean_errors():
-        loaded = load_model(model)
+        loaded = load_model(model, lazy=True)  # the config only: no need for the architecture's code
     typer.echo(json.dumps({"location": loaded.location, **loaded.config.to_dict()}, indent=2))
 
 
