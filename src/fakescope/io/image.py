@@ -12,8 +12,10 @@ import os
 import re
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -46,6 +48,7 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"II*\x00", 0, "TIFF"),
     (b"MM\x00*", 0, "TIFF"),
 )
+T = TypeVar("T")
 _PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"iCCP"})
 _FTYP_BRANDS = {
     b"avif": "AVIF", b"avis": "AVIF",
@@ -94,12 +97,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
     if fmt is None:
         raise ImageLoadError("not an image (unrecognised file signature)")
     try:
-        try:
-            img = _open(data)
-        except ValueError as exc:  # Pillow refuses PNG text or ICC inflating past its caps: the pixels need neither
-            if fmt != "PNG" or "MAX_TEXT" not in str(exc):
-                raise
-            img = _open(_without_png_text(data))
+        img = _tolerating_png_text(_open, data)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -118,12 +116,18 @@ def header_size(data: bytes) -> tuple[int, int]:
     A PNG whose text or ICC chunks inflate past Pillow's caps is sized without them, as `decode_image` decodes it.
     """
     quiet_pillow()
+    return _tolerating_png_text(lambda encoded: Image.open(io.BytesIO(encoded)).size, data)
+
+
+def _tolerating_png_text(read: Callable[[bytes], T], data: bytes) -> T:
+    """`read(data)`, or for a PNG whose text or ICC chunks Pillow refuses (inflating past its caps),
+    `read` of the PNG without those chunks: the pixels need neither, and the metadata checks read the original."""
     try:
-        return Image.open(io.BytesIO(data)).size
+        return read(data)
     except ValueError as exc:
         if sniff_format(data) != "PNG" or "MAX_TEXT" not in str(exc):
             raise
-        return Image.open(io.BytesIO(_without_png_text(data))).size
+        return read(_without_png_text(data))
 
 
 def _open(data: bytes) -> Image.Image:
