@@ -207,8 +207,9 @@ class OpenAIImagesConfig:
         return "mask.png", buffer.getvalue(), "image/png"
 
 
-def make_client(max_retries: int = 4, timeout: float = 300.0):
-    """Build an `openai.OpenAI` client from `OPENAI_API_KEY`/`OPENAI_BASE_URL` (environment or `.env`).
+def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | None = None):
+    """Build an `openai.OpenAI` client for `api_key`, else `OPENAI_API_KEY` (environment or `.env`);
+    `OPENAI_BASE_URL` applies either way. Surrounding whitespace (a pasted newline) is dropped from the key.
 
     The client itself retries 429, 408, 409, 5xx and connection errors with exponential
     backoff (0.5 s doubling to 8 s, up to 25 % jitter) and honours `Retry-After`; the runner
@@ -220,7 +221,7 @@ def make_client(max_retries: int = 4, timeout: float = 300.0):
     import openai
 
     storage.load_env_file()
-    key = os.environ.get("OPENAI_API_KEY", "").strip()  # a pasted newline made every request a bare "Connection error."
+    key = (api_key or os.environ.get("OPENAI_API_KEY") or "").strip()  # a newline: every request a bare "Connection error."
     if not key:
         raise ConfigError("OPENAI_API_KEY is not set (environment or .env)")
     return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout)

@@ -25,6 +25,7 @@ from fakescope.generate import (
     run_openai,
 )
 from fakescope.generate.manifest import manifest_row
+from fakescope.generate.openai_images import make_client
 from fakescope.generate.runner import default_ledger_path
 from fakescope.io import storage
 from fakescope.io.image import decode_image
@@ -47,13 +48,10 @@ def openai_client(api_key: str | None = None, *, max_retries: int = 2, timeout: 
     Raises:
         ConfigError: no key was given and none is configured.
     """
-    import openai
-
-    storage.load_env_file()
-    key = (api_key or os.environ.get("OPENAI_API_KEY") or "").strip()  # a pasted newline breaks the header
-    if not key:
-        raise ConfigError("no OpenAI API key: enter one, or set OPENAI_API_KEY for the server")
-    return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout)
+    try:
+        return make_client(max_retries, timeout, api_key=api_key)
+    except ConfigError:  # its only refusal: no key
+        raise ConfigError("no OpenAI API key: enter one, or set OPENAI_API_KEY for the server") from None
 
 
 def generate_from_upload(
