@@ -95,6 +95,17 @@ def test_a_real_image_copied_into_fake_is_reported_as_labelled_both_ways(faces_l
     assert "2 file(s) are identical copies labelled both real and ai (first: " in caplog.text and "/real/r004.jpg)" in caplog.text
 
 
+def test_hidden_files_and_folders_are_not_listed(tmp_path, caplog):
+    names = ("real/a.png", "real/._a.png", "real/.thumbnails/a.png", "fake/gen/b.png", "fake/gen/.c.png",
+             "fake/.git/c.png", "real/__MACOSX/d.png")
+    for seed, name in enumerate(names):  # every one a readable image: only the listing may leave them out
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(encode(smooth_image(seed), "PNG"))
+    frame = build_from_folders(str(tmp_path))
+    assert sorted(os.path.relpath(u, tmp_path) for u in frame["uri"]) == ["fake/gen/b.png", "real/a.png"]
+    assert "skipping" not in caplog.text
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no images under"):
         build_from_folders(str(tmp_path))

@@ -41,12 +41,22 @@ def test_recursive_glob_yields_each_file_once(tree):
 
 def test_recursive_glob_walks_only_the_topmost_folder_it_matches(tree, monkeypatch):
     walked = []
-    walk = inputs._walk
-    monkeypatch.setattr(inputs, "_walk", lambda folder: walked.append(folder) or walk(folder))
+    walk = inputs.list_images
+    monkeypatch.setattr(inputs, "list_images", lambda folder: walked.append(folder) or walk(folder))
     assert _relative(iter_sources([str(tree / "**")]), tree) == [
         "a.JPG", "b.png", "a_dir/y.gif", "sub/z.webp", "sub/deeper/c.tiff", "notes.txt",  # named by the glob itself
     ]
-    assert walked == [tree]  # `**` matches every folder below too: walking each again costs depth x files
+    assert walked == [str(tree)]  # `**` matches every folder below too: walking each again costs depth x files
+
+
+def test_hidden_files_and_folders_below_a_folder_are_left_out(tmp_path):
+    for name in (".hidden/a.jpg", "photos/._b.jpg", "photos/b.jpg", "photos/.DS_Store", "__MACOSX/photos/._b.jpg",
+                 "photos/.thumbnails/b.png", ".git/objects/c.png"):
+        (tmp_path / "set" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "set" / name).write_bytes(b"x")
+    assert _relative(iter_sources([str(tmp_path / "set")]), tmp_path) == ["set/photos/b.jpg"]
+    assert _relative(iter_sources([str(tmp_path / "set" / ".hidden")]), tmp_path) == ["set/.hidden/a.jpg"]  # named: listed
+    assert _relative(iter_sources([str(tmp_path / "set" / "photos" / "._b.jpg")]), tmp_path) == ["set/photos/._b.jpg"]
 
 
 def test_glob_matching_folders_walks_them(tree):

@@ -40,6 +40,15 @@ def test_listing_pages_through_every_key_sorted(s3_bucket):
     assert len(everything) == len(keys)
 
 
+def test_image_listing_leaves_out_hidden_keys(s3_bucket):
+    from fakescope.io.inputs import iter_sources
+
+    client = boto3.client("s3")
+    for key in ("mac/a.jpg", "mac/._a.jpg", "mac/__MACOSX/._a.jpg", "mac/.thumbnails/a.jpg", "mac/sub/b.png"):
+        client.put_object(Bucket=s3_bucket, Key=key, Body=b"x")
+    assert list(iter_sources([f"s3://{s3_bucket}/mac/"])) == [f"s3://{s3_bucket}/mac/a.jpg", f"s3://{s3_bucket}/mac/sub/b.png"]
+
+
 def test_missing_bucket_is_one_clear_error(s3_env):
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist"):
         storage.read_bytes("s3://no-such-bucket-here/a.png")

@@ -28,7 +28,7 @@ from fakescope.data.manifest import (
 from fakescope.data.merge import inherit_from_pairs
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import storage
-from fakescope.io.inputs import IMAGE_SUFFIXES, path_text
+from fakescope.io.inputs import list_images, path_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,7 +49,8 @@ def build_from_folders(
     `00152.png`) is paired with it: it shares its `pair_id` and names it as `source`. Where reals in
     different folders share that stem, the sha256 prefix `fakescope generate` puts after it
     (`00152-1a2b3c4d-...`) picks one; without it the ai image stays unpaired, with a warning.
-    Unpaired images are their own group (`pair_id` = own sha256).
+    Unpaired images are their own group (`pair_id` = own sha256). Hidden files and folders (`.DS_Store`,
+    AppleDouble `._x.jpg`, `.thumbnails/`, `__MACOSX/`) are left out, as `fakescope.io.inputs.list_images` lists.
 
     Example:
         >>> frame = build_from_folders("data/faces")  # doctest: +SKIP
@@ -63,7 +64,7 @@ def build_from_folders(
         if not storage.exists(base):
             continue
         label = "real" if folder in REAL_FOLDERS else "ai"
-        for uri in storage.list_files(base, suffixes=IMAGE_SUFFIXES):
+        for uri in list_images(base):
             parts = _relative(uri, base).split("/")
             group = parts[0] if len(parts) > 1 else None
             if label == "real":
@@ -99,7 +100,7 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
         if name:
             names[os.path.basename(name)] = category
     available = {os.path.basename(_relative(u, image_root)): u
-                 for u in storage.list_files(image_root, suffixes=IMAGE_SUFFIXES)}
+                 for u in list_images(image_root)}
     jobs = [(available[n], "real", source, "") for n in sorted(names) if n in available]
     if len(jobs) < len(names):
         logger.warning("%d of %d listed images are not under %s", len(names) - len(jobs), len(names), image_root)

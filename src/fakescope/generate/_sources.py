@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.errors import ConfigError, StorageError
 from fakescope.io import storage
-from fakescope.io.inputs import IMAGE_SUFFIXES
+from fakescope.io.inputs import IMAGE_SUFFIXES, list_images
 
 
 def image_uris(src: str, exclude: str | None = None, split: str | None = None) -> Iterator[str]:
@@ -47,7 +47,7 @@ def _listed(src: str) -> Iterator[str]:
         files: dict[str, None] = {}  # `**` matches a folder and what it holds: each file once
         for match in sorted(glob.iglob(path, recursive=True)):
             if os.path.isdir(match):
-                files.update(dict.fromkeys(storage.list_files(match, suffixes=IMAGE_SUFFIXES)))
+                files.update(dict.fromkeys(list_images(match)))
             elif match.lower().endswith(IMAGE_SUFFIXES):
                 files[match] = None
         yield from files
@@ -57,7 +57,7 @@ def _listed(src: str) -> Iterator[str]:
             raise StorageError(f"no such file: {src}")
         yield src
         return
-    yield from storage.list_files(src, suffixes=IMAGE_SUFFIXES)
+    yield from list_images(src)
 
 
 def _manifest_reals(src: str, split: str | None) -> list[str]:

@@ -19,7 +19,8 @@ IMAGE_SUFFIXES = (
 def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -> Iterator[str]:
     """Yield one source per image, lazily and in a stable order.
 
-    Folders are walked recursively (image suffixes only, sorted); globs are expanded (one that
+    Folders are walked recursively (image suffixes only, sorted, hidden entries left out: see
+    `list_images`); globs are expanded (one that
     matches nothing is logged as a warning); `s3://` and other storage URIs are listed through
     `fakescope.io.storage` when they name a prefix; `-` reads one path per line from stdin. A
     named file is always yielded, whatever its suffix (or glob characters in its name), so that a
@@ -32,7 +33,7 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
         elif "://" in item and not item.startswith("file://"):
             yield from _expand_uri(item)
         elif os.path.isdir(item):
-            yield from _walk(Path(item))
+            yield from list_images(str(Path(item)))
         elif glob.has_magic(item) and not os.path.exists(item):  # a file named `photo[1].jpg` is that file
             matches = sorted(glob.iglob(item, recursive=True))  # `**` matches a folder and what it holds: each file once
             if not matches:
@@ -57,27 +58,36 @@ def _expand_matches(matches: list[str]) -> Iterator[str]:
             yield match
         elif walked.isdisjoint((folder := Path(match)).parents):  # sorted: a folder comes before those below it
             walked.add(folder)
-            yield from _walk(folder)
+            yield from list_images(str(folder))
 
 
-def _walk(folder: Path) -> Iterator[str]:
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                yield os.path.join(root, name)
+def is_hidden(name: str) -> bool:
+    """True for a name listings skip: a dot name (`.DS_Store`, AppleDouble `._photo.jpg`, `.git`) or `__MACOSX`."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def list_images(folder: str) -> Iterator[str]:
+    """The images under a local folder or storage prefix, sorted, without hidden files or anything in a hidden folder.
+
+    Only names below `folder` count (see `is_hidden`): a folder named explicitly, `~/.cache/faces`, is listed.
+    """
+    from fakescope.io import storage
+
+    root = folder.rstrip("/")
+    for uri in storage.list_files(folder, suffixes=IMAGE_SUFFIXES):
+        if not any(map(is_hidden, uri[len(root):].split("/"))):
+            yield uri
 
 
 def _expand_uri(uri: str) -> Iterator[str]:
     """The images under a folder or prefix; a name with an image suffix is that file unless it is a folder (`a.jpg/`)."""
     from fakescope.errors import StorageError, StorageUnavailableError
-    from fakescope.io import storage
 
     if not uri.lower().endswith(IMAGE_SUFFIXES):
-        yield from storage.list_files(uri, suffixes=IMAGE_SUFFIXES)
+        yield from list_images(uri)
         return
     try:
-        listed = storage.list_files(uri, suffixes=IMAGE_SUFFIXES)
+        listed = list_images(uri)
         first = next(listed, None)
     except StorageUnavailableError:
         raise
