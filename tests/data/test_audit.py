@@ -59,7 +59,9 @@ def test_a_pair_spread_over_two_splits_is_reported_as_a_leak(clean_layout, faces
     split = split_manifest(build_from_folders(str(clean_layout)), {"train": 0.5, "test": 0.5}, max_distance=-1)
     assert not any(w.startswith("leak") for w in audit_manifest(split).warnings)
     leaked = split.assign(pair_id="one face", split=["train", "test"] * (len(split) // 2))
-    assert any(w.startswith("leak: 1 pair group(s) appear in more than one split") for w in audit_manifest(leaked).warnings)
+    report = audit_manifest(leaked)
+    assert any(w.startswith("leak: 1 pair group(s) appear in more than one split") for w in report.warnings)
+    assert report.leaks == ["1 pair group(s) appear in more than one split, e.g. pair_id=one face"]
     reals = build_from_folders(str(faces_layout))
     reals = reals[reals["label"] == "real"].assign(sha256="same file", split="train")
     reals.loc[reals.index[0], "split"] = "test"

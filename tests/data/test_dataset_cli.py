@@ -28,9 +28,24 @@ def test_build_split_audit_export_chain(faces_layout, tmp_path):
     assert {"format", "jpeg_quality", "border_overlay"} <= set(report["shortcuts"])
     table = runner.invoke(app, ["dataset", "audit", str(faces_layout), "--strict"])
     assert table.exit_code == 1 and "format          SHORTCUT" in table.output and "! SHORTCUT:" in table.output
+    assert "audit failed (--strict): 4 shortcut(s) (format, jpeg_quality, bits_per_pixel, border_overlay)" in table.output
     export = runner.invoke(app, ["dataset", "export", manifest, str(tmp_path / "pack.npy"), "--layout", "npy", "--size", "32", "--split", "test"])
     assert export.exit_code == 0, export.output
     assert export.output.startswith("1") and (tmp_path / "pack.labels.npy").exists()
+
+
+def test_strict_audit_fails_on_a_split_leak_as_on_a_shortcut(clean_layout, tmp_path):
+    manifest = str(tmp_path / "clean.csv")
+    assert runner.invoke(app, ["dataset", "build", str(clean_layout), "-o", manifest]).exit_code == 0
+    assert runner.invoke(app, ["dataset", "split", manifest, "--ratios", "train=0.5,test=0.5"]).exit_code == 0
+    clean = runner.invoke(app, ["dataset", "audit", manifest, "--strict"])
+    assert clean.exit_code == 0 and "audit failed" not in clean.output, clean.output
+    frame = pd.read_csv(manifest)
+    frame.assign(pair_id="one face", split=["train", "test"] * (len(frame) // 2)).to_csv(manifest, index=False)
+    leaked = runner.invoke(app, ["dataset", "audit", manifest, "--strict"])
+    assert leaked.exit_code == 1 and "! leak: 1 pair group(s)" in leaked.output
+    assert leaked.output.endswith("audit failed (--strict): 1 split leak(s)\n")
+    assert runner.invoke(app, ["dataset", "audit", manifest]).exit_code == 0  # without --strict: reported only
 
 
 def test_known_errors_are_one_line(tmp_path):

@@ -11,7 +11,7 @@ import typer
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import SeedOpt, WorkersOpt
 
-SHORTCUT_EXIT = 1
+STRICT_EXIT = 1
 
 ManifestArg = Annotated[str, typer.Argument(help="Manifest file (.parquet or .csv), local or a storage URI.")]
 ManifestOutOpt = Annotated[str, typer.Option("--out", "-o", help="Manifest to write (.parquet or .csv), path or storage URI.")]
@@ -127,7 +127,7 @@ def audit(
     src: Annotated[str, typer.Argument(help="Manifest (.parquet/.csv) or a folder with real/ and fake/.")],
     max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="Images inspected per class (a seeded sample).")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help=f"Exit {SHORTCUT_EXIT} when any shortcut is found.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found.")] = False,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
 ) -> None:
@@ -141,8 +141,11 @@ def audit(
         frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers, progress=progress)
         report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress)
         typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else _audit_table(report))
-    if strict and report.shortcuts:
-        raise typer.Exit(SHORTCUT_EXIT)
+    if strict and (report.shortcuts or report.leaks):
+        found = [f"{len(report.shortcuts)} shortcut(s) ({', '.join(report.shortcuts)})"] if report.shortcuts else []
+        found += [f"{len(report.leaks)} split leak(s)"] if report.leaks else []
+        typer.echo(f"audit failed (--strict): {' and '.join(found)}", err=True)
+        raise typer.Exit(STRICT_EXIT)
 
 
 def export(

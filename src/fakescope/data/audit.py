@@ -91,6 +91,8 @@ class AuditReport:
     checks: list[Check]
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    leaks: list[str] = field(default_factory=list)
+    """Pairs or identical files spread over several splits (also among `warnings`, with advice)."""
 
     @property
     def shortcuts(self) -> list[str]:
@@ -174,9 +176,11 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     notes = []
     if len(measured) < len(sample):
         notes.append(f"{len(sample) - len(measured)} image(s) could not be read and were left out")
-    leaks = [f"leak: {problem}; `fakescope dataset split` keeps related images in one split" for problem in find_leaks(frame)]
+    found = find_leaks(frame)
+    leaks = [f"leak: {problem}; `fakescope dataset split` keeps related images in one split" for problem in found]
     if set(inspected) != {"real", "ai"}:
-        return AuditReport(counts, inspected, [], [f"only {', '.join(inspected) or 'no'} images: nothing to compare", *leaks], notes)
+        return AuditReport(counts, inspected, [], [f"only {', '.join(inspected) or 'no'} images: nothing to compare", *leaks],
+                           notes, found)
     checks = [_categorical_check(measured, name) for name in _CATEGORICAL]
     checks += [_numeric_check(measured, name) for name in _NUMERIC]
     checks.append(_border_check(averages))
@@ -187,7 +191,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
             notes.append(f"{share:.0%} of {label} files have an extension that does not match their content")
     if max(counts.values()) > 1.5 * min(counts.values()):
         notes.append(f"classes are unbalanced ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
-    return AuditReport(counts, inspected, checks, warnings, notes)
+    return AuditReport(counts, inspected, checks, warnings, notes, found)
 
 
 def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
