@@ -36,7 +36,7 @@ def test_ai_image_named_after_a_real_one_is_paired_with_it(faces_layout):
     real = frame.loc[str(faces_layout / "real" / "r000.jpg")]
     variation = frame.loc[str(faces_layout / "fake" / "variations" / "r000_var1.png")]
     assert variation["pair_id"] == real["sha256"] == real["pair_id"]
-    assert variation["source"] == str(faces_layout / "real" / "r000.jpg")
+    assert variation["source_uri"] == str(faces_layout / "real" / "r000.jpg") and variation["source"] == real["source"]
     unpaired = frame.loc[str(faces_layout / "fake" / "stylegan2" / "f003.jpg")]
     assert unpaired["pair_id"] == unpaired["sha256"]
 
@@ -57,7 +57,8 @@ def test_reals_of_one_name_in_two_folders_are_told_apart_by_the_sha_in_the_ai_na
     frame = build_from_folders(str(tmp_path)).set_index("uri")
     for folder in ("a", "b"):
         fake = frame.loc[str(tmp_path / "fake" / "taef2" / f"x-{digests[folder][:8]}-taef2.png")]
-        assert fake["pair_id"] == digests[folder] and fake["source"] == str(tmp_path / "real" / folder / "x.png")
+        assert fake["pair_id"] == digests[folder] and fake["source_uri"] == str(tmp_path / "real" / folder / "x.png")
+        assert fake["source"] == folder  # its real's origin, the folder under real/
     guess = frame.loc[str(tmp_path / "fake" / "taef2" / "x_var1.png")]
     assert guess["pair_id"] == guess["sha256"]
     assert "1 ai image(s) left unpaired: several real images share the name" in caplog.text

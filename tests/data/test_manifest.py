@@ -77,6 +77,17 @@ def test_read_rows_needs_only_uri_label_split_and_resolves_relative_uris(tmp_pat
         read_rows(str(tmp_path / "bad.csv"))
 
 
+def test_an_older_manifest_naming_a_file_in_source_reads_it_as_source_uri(tmp_path):
+    (tmp_path / "m.csv").write_text("uri,label,source,split\nr.png,real,ffhq,\na.png,ai,/faces/real/r.png,\n"
+                                    "b.png,ai,s3://b/r.png,\nc.png,ai,p.txt#L3,\nd.png,ai,taef2-ffhq,\n")
+    rows = read_rows(str(tmp_path / "m.csv"))
+    assert rows["source"].tolist() == ["ffhq", "", "", "", "taef2-ffhq"]
+    assert rows["source_uri"].tolist() == ["", "/faces/real/r.png", "s3://b/r.png", "p.txt#L3", ""]
+    frame = validate_manifest(_rows().assign(source=["ffhq", "upload.JPG"]))
+    assert frame["source"].tolist() == ["ffhq", ""] and frame["source_uri"].tolist() == ["", "upload.JPG"]
+    assert "source_uri" not in validate_manifest(_rows())  # nothing to move: no column added
+
+
 def test_read_rows_refuses_rows_without_a_uri(tmp_path):
     (tmp_path / "m.csv").write_text("uri,label,split\na.png,real,test\n,ai,test\n  ,ai,test\n")
     with pytest.raises(ConfigError, match=r"2 row\(s\) have no uri, the first is data row 2"):

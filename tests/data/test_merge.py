@@ -46,6 +46,18 @@ def test_generated_ai_images_take_their_faces_split_and_attributes(reals, tmp_pa
     ai = merged[merged["label"] == "ai"]
     assert set(ai["split"]) == {"train"} and ai["gender"].notna().all() and set(ai["generator"]) == {"blur"}
     assert all(uri.startswith(str(fakes)) for uri in ai["uri"])  # the fakes manifest's relative uris resolved
+    assert set(merged["source"]) == {"faces"}  # the fakes' origin is their faces', not each face's path
+    assert set(ai["source_uri"]) <= set(merged.loc[merged["label"] == "real", "uri"]) and set(ai["model"]) == {"blur"}
+
+
+def test_a_manifest_naming_the_real_image_in_source_still_merges(reals, tmp_path):
+    fakes = tmp_path / "faces" / "fake" / "blur"
+    _, fakes_manifest = generate_local(reals, str(fakes), lambda images: images, generator="blur", model="blur")
+    old = pd.read_csv(fakes_manifest, keep_default_na=False)
+    old.assign(source=old["source_uri"]).drop(columns="source_uri").to_csv(fakes_manifest, index=False)  # as before
+    merged = merge_manifests([reals, fakes_manifest])
+    ai = merged[merged["label"] == "ai"]
+    assert set(merged["source"]) == {"faces"} and sorted(ai["source_uri"]) == sorted(old["source_uri"])
 
 
 def test_merging_again_keeps_first_rows_and_disagreeing_splits_are_refused(reals, tmp_path):

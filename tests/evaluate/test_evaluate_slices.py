@@ -61,6 +61,8 @@ def test_attribute_columns_keep_low_cardinality_extras(scored):
     assert attribute_columns(frame, max_values=5) == ["glasses"]
     assert attribute_columns(frame, max_values=10) == ["glasses", "identity"]
     assert attribute_columns(frame.assign(dhash=[f"{i:016x}" for i in range(8)]), max_values=10) == ["glasses", "identity"]
+    made = frame.assign(model=["dall-e-2", "taef2"] * 4, params=["{}", '{"n": 2}'] * 4, source_uri=["a.png", "b.png"] * 4)
+    assert attribute_columns(made, max_values=10) == ["glasses", "identity"]  # how an image was made is no attribute
 
 
 def test_many_small_slices_match_scikit_learn_per_slice():

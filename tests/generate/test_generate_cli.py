@@ -34,7 +34,7 @@ def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, taef2_random_we
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert len(manifest) == 3 and set(manifest["generator"]) == {"taef2"} and set(manifest["label"]) == {"ai"}
     for row in manifest.itertuples():
-        assert Image.open(row.uri).size == Image.open(row.source).size == (row.width, row.height)
+        assert Image.open(row.uri).size == Image.open(row.source_uri).size == (row.width, row.height)
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "0 images written" in again.output
     assert len(pd.read_csv(out / "manifest.csv")) == 3
@@ -68,7 +68,7 @@ def test_taef2_names_copies_and_non_utf8_names_give_a_valid_manifest(tmp_path, t
     assert result.exit_code == 0 and "2 images written" in result.output, result.output
     rows = read_rows(str(out / "manifest.csv"))
     assert len(rows) == 2 and rows["uri"].is_unique and all(Path(uri).is_file() for uri in rows["uri"])
-    assert {Path(source).name for source in rows["source"]} == {"same.png", "caf\\udce9.png"}
+    assert {Path(source).name for source in rows["source_uri"]} == {"same.png", "caf\\udce9.png"}
     built = CliRunner().invoke(app, ["dataset", "build", str(out / "manifest.csv"), "-o", str(tmp_path / "m.csv")])
     assert built.exit_code == 0, built.output
     assert CliRunner().invoke(app, args).output.startswith("0 images written")
@@ -98,7 +98,7 @@ def test_taef2_takes_a_glob_and_refuses_sources_that_give_no_image(tmp_path, tae
 
     result = run(str(photos / "**" / "*.png"), "fakes")
     assert result.exit_code == 0 and "2 images written" in result.output, result.output
-    assert sorted(Path(source).name for source in read_rows(str(tmp_path / "fakes" / "manifest.csv"))["source"]) == ["a.png", "c.png"]
+    assert sorted(Path(source).name for source in read_rows(str(tmp_path / "fakes" / "manifest.csv"))["source_uri"]) == ["a.png", "c.png"]
     (photos / "broken").mkdir()
     (photos / "broken" / "zero.png").write_bytes(b"")
     unreadable = run(str(photos / "broken"), "none")
@@ -118,7 +118,7 @@ def test_taef2_manifest_from_relative_paths_resolves_from_its_own_folder(tmp_pat
     args = ["generate", "taef2", "photos", "--out", "fakes", "--weights", str(taef2_random_weights), "--device", "cpu"]
     assert CliRunner().invoke(app, args).exit_code == 0
     rows = read_rows("fakes/manifest.csv")
-    assert len(rows) == 1 and Path(rows["uri"][0]).is_file() and Path(rows["source"][0]).is_file()
+    assert len(rows) == 1 and Path(rows["uri"][0]).is_file() and Path(rows["source_uri"][0]).is_file()
 
 
 def test_taef2_command_reports_missing_weights_in_one_line(tmp_path):
@@ -156,6 +156,14 @@ def test_manifest_merge_replaces_rows_by_uri_in_csv_and_parquet(tmp_path):
         assert int(frame.set_index("uri").loc["a.png", "width"]) == 9
 
 
+def test_appending_to_a_manifest_that_named_the_real_in_source_moves_it_to_source_uri(tmp_path):
+    uri = str(tmp_path / "m.csv")
+    pd.DataFrame({"uri": ["a.png"], "label": ["ai"], "source": ["/faces/real/r.png"], "model": ["m"]}).to_csv(uri, index=False)
+    append_manifest(uri, [{"uri": "b.png", "label": "ai", "source": "", "source_uri": "/faces/real/s.png"}])
+    frame = pd.read_csv(uri, keep_default_na=False)
+    assert frame["source"].tolist() == ["", ""] and frame["source_uri"].tolist() == ["/faces/real/r.png", "/faces/real/s.png"]
+
+
 def test_generate_from_a_built_and_split_manifest_with_a_total_budget(tmp_path, monkeypatch, taef2_random_weights):
     server = ImagesAPIServer(api_key="sk-cli").start()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-cli")
@@ -176,7 +184,7 @@ def test_generate_from_a_built_and_split_manifest_with_a_total_budget(tmp_path, 
         again = CliRunner().invoke(app, args)
         assert "done 0, already done 3" in again.output and "stopped: budget" in again.output and server.billable == 3
         rows, reals = read_rows("fakes/manifest.csv"), read_rows("faces.parquet").query("label == 'real'")
-        assert all(Path(source).parent.name == "real" for source in rows["source"])
+        assert all(Path(source).parent.name == "real" for source in rows["source_uri"])
         assert set(rows["pair_id"]) <= set(reals["pair_id"])  # the fakes join their faces' rows by pair_id
         split = ["dataset", "split", "faces.parquet", "--ratios", "train=0.5,test=0.5", "--max-distance", "-1"]
         assert CliRunner().invoke(app, split).exit_code == 0
@@ -185,7 +193,7 @@ def test_generate_from_a_built_and_split_manifest_with_a_total_budget(tmp_path, 
         local = CliRunner().invoke(app, ["generate", "taef2", "faces.parquet", "--out", "recon", "--split", "test",
                                          "--weights", str(taef2_random_weights), "--device", "cpu"])
         assert local.exit_code == 0 and f"{len(tests)} images written" in local.output, local.output
-        assert 0 < len(tests) < 4 and sorted(read_rows("recon/manifest.csv")["source"]) == tests
+        assert 0 < len(tests) < 4 and sorted(read_rows("recon/manifest.csv")["source_uri"]) == tests
         missing = CliRunner().invoke(app, [*args, "--split", "val"])
         assert missing.exit_code == 2 and "no real images in split 'val'" in missing.output
     finally:

@@ -60,7 +60,7 @@ def test_variation_end_to_end_writes_outputs_and_manifest(server, photos, tmp_pa
     assert sent["model"] == "dall-e-2" and sent["n"] == "1" and sent["image"] == (256, 256)
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert len(manifest) == 6 and set(manifest["label"]) == {"ai"} and set(manifest["model"]) == {"dall-e-2"}
-    row = manifest[manifest["source"].str.endswith("photo1.png")].iloc[0]
+    row = manifest[manifest["source_uri"].str.endswith("photo1.png")].iloc[0]
     assert row["pair_id"] == hashlib.sha256((photos / "photo1.png").read_bytes()).hexdigest()
     assert (row["width"], row["height"], row["format"]) == (256, 256, "PNG")
     assert Path(row["uri"]).is_file() and '"mode": "variation"' in row["params"]
@@ -77,7 +77,7 @@ def test_non_utf8_names_are_recorded_escaped(server, photos, tmp_path):
     assert (report.done, report.failed) == (4, 0)
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert len(manifest) == 4 and all(Path(uri).is_file() for uri in manifest["uri"])
-    assert "caf\\udce9.png" in {Path(source).name for source in manifest["source"]}
+    assert "caf\\udce9.png" in {Path(source).name for source in manifest["source_uri"]}
 
 
 def test_a_copy_of_a_source_is_paid_once(server, photos, tmp_path):
@@ -146,7 +146,7 @@ def test_generate_reads_prompts_and_posts_json(server, tmp_path):
     assert sorted(r["prompt"] for r in server.requests) == ["a lighthouse at dusk", "a red fox in snow"]
     assert all(r["quality"] == "hd" and r["n"] == 1 for r in server.requests)
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
-    assert sorted(manifest["source"]) == [f"{prompts}#L1", f"{prompts}#L3"]
+    assert sorted(manifest["source_uri"]) == [f"{prompts}#L1", f"{prompts}#L3"]
 
 
 def test_client_retries_429_and_500_once_each_without_double_billing(server, photos, tmp_path):
@@ -380,8 +380,8 @@ def test_manifest_source_generates_from_its_real_rows_only_and_by_split(server, 
     train = run_openai(str(data / "faces.csv"), str(out), config, split="train", client=make_client(max_retries=0))
     assert (train.done, server.billable) == (2, 2)
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
-    assert sorted(manifest["source"]) == [str(data / "real" / "photo0.jpeg"), str(data / "real" / "photo1.png")]
-    assert all(row.pair_id == hashlib.sha256(Path(row.source).read_bytes()).hexdigest() for row in manifest.itertuples())
+    assert sorted(manifest["source_uri"]) == [str(data / "real" / "photo0.jpeg"), str(data / "real" / "photo1.png")]
+    assert all(row.pair_id == hashlib.sha256(Path(row.source_uri).read_bytes()).hexdigest() for row in manifest.itertuples())
     every = run_openai(str(data / "faces.csv"), str(out), config, client=make_client(max_retries=0))
     assert (every.done, every.skipped, server.billable) == (1, 2, 3)  # the fake row is never sent
     assert len(pd.read_csv(out / "manifest.csv")) == 3

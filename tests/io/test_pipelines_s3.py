@@ -53,7 +53,7 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
     assert list((tmp_path / ".cache" / "fakescope" / "ledgers").glob("*.sqlite"))
     manifest = _manifest(f"{out}/manifest.csv")
     assert len(manifest) == 3 and set(manifest["generator"]) == {"dall-e-2"}
-    assert sorted(manifest["source"]) == reals
+    assert sorted(manifest["source_uri"]) == reals
     for uri in manifest["uri"]:
         assert uri.startswith(out + "/") and Image.open(io.BytesIO(storage.read_bytes(uri))).size == (256, 256)
 
@@ -70,7 +70,7 @@ def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bu
     fakes = _manifest(f"{root}/fake/taef2/manifest.csv")
     for row in fakes.itertuples():
         fake = Image.open(io.BytesIO(storage.read_bytes(row.uri)))
-        real = Image.open(io.BytesIO(storage.read_bytes(row.source)))
+        real = Image.open(io.BytesIO(storage.read_bytes(row.source_uri)))
         assert fake.size == real.size == (row.width, row.height)
 
     built = tmp_path / "manifest.csv"

@@ -107,6 +107,7 @@ def test_save_pair_writes_real_and_ai_with_a_shared_pair_id(tmp_path, photo_byte
     assert list(rows["label"]) == ["real", "ai", "ai"] and rows["pair_id"].nunique() == 1
     assert rows.loc[0, "uri"].endswith(".jpeg") and "/real/my_cat-" in rows.loc[0, "uri"]
     assert all("/ai/dall-e-2/" in uri for uri in rows["uri"][1:])
+    assert set(rows["source"]) == {"upload"} and list(rows["source_uri"]) == ["my cat.jpg", rows.loc[0, "uri"], rows.loc[0, "uri"]]
     assert save_pair(str(tmp_path / "ds"), photo_bytes, [flat_png, flat_png], config, filename="my cat.jpg") == manifest
     assert len(pd.read_csv(manifest)) == 3
 

@@ -46,7 +46,8 @@ def build_from_folders(
     """Build a manifest from `root/real/[<source>/]...` and `root/fake/[<generator>/]...` (or `root/ai/`).
 
     An ai image whose file stem starts with a real image's stem (`00152_var1.png` from
-    `00152.png`) is paired with it: it shares its `pair_id` and names it as `source`. Where reals in
+    `00152.png`) is paired with it: it shares its `pair_id` and `source` and names it in `source_uri`.
+    An unpaired ai image's source is the collection (`source`, else the folder's name). Where reals in
     different folders share that stem, the sha256 prefix `fakescope generate` puts after it
     (`00152-1a2b3c4d-...`) picks one; without it the ai image stays unpaired, with a warning.
     Unpaired images are their own group (`pair_id` = own sha256). Hidden files and folders (`.DS_Store`,
@@ -130,8 +131,8 @@ def build_from_csv(csv_uri: str, *, workers: int = 8, progress: bool = False) ->
     repeated = pd.Series(uris)[pd.Series(uris).duplicated()]
     if len(repeated):
         raise ConfigError(f"{csv_uri} lists {len(repeated)} path(s) more than once, e.g. {repeated.iloc[0]}; keep one row each")
-    sources = table["source"].fillna("").astype(str) if "source" in table else [""] * len(table)
-    generators = table["generator"].fillna("").astype(str) if "generator" in table else [""] * len(table)
+    sources, generators = ([""] * len(table) if c not in table else table[c].astype(object).fillna("").astype(str)
+                            for c in ("source", "generator"))
     jobs = [(u, normalise_label(l), s, g) for u, l, s, g in zip(uris, table["label"], sources, generators)]
     measured = _describe_all(jobs, workers, progress).set_index("uri")
     table = table.assign(uri=uris).drop(columns=[c for c in _URI_COLUMNS[1:] if c == path_column])
@@ -157,7 +158,7 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
         key: The file-name column of the table.
 
     Rows are matched on the file name without extension, so `00001.png` in the table matches
-    `real/00001.jpg`. A row with no match of its own is matched by the file name in its `source`
+    `real/00001.jpg`. A row with no match of its own is matched by the file name in its `source_uri`
     (the upload's name, for images the web app saved), else takes the attributes of a matched row
     with its `pair_id`, the face it was made from (an ai image such as `00001-<hash>-dall-e-2-...`).
     Attribute columns that clash with manifest columns get an `attr_` prefix. A table that matches no
@@ -180,7 +181,8 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     table = table.assign(_stem=table[key].astype(str).map(_stem)).drop(columns=[key])
     table = table.drop_duplicates("_stem").rename(columns={c: f"attr_{c}" for c in table.columns if c in frame.columns})
     known = set(table["_stem"])
-    stems = [own if own in known else _stem(source) for own, source in zip(frame["uri"].map(_stem), frame["source"])]
+    made_from = frame["source_uri"] if "source_uri" in frame else [""] * len(frame)
+    stems = [own if own in known else _stem(source) for own, source in zip(frame["uri"].map(_stem), made_from)]
     joined = frame.assign(_stem=stems).merge(table, on="_stem", how="left").drop(columns="_stem")
     columns = [c for c in table.columns if c != "_stem"]
     own = joined[columns].notna().any(axis=1)
@@ -290,27 +292,28 @@ def _pair_by_name(frame: pd.DataFrame) -> pd.DataFrame:
     ai image stays unpaired, with a warning, rather than be paired with a guess.
     """
     real = frame[frame["label"] == "real"]
-    by_stem: dict[str, list[tuple[str, str, str]]] = {}
-    for uri, pair_id, digest in zip(real["uri"], real["pair_id"], real["sha256"]):
-        by_stem.setdefault(_stem(uri), []).append((pair_id, uri, digest))
+    by_stem: dict[str, list[tuple[str, str, str, str]]] = {}
+    for uri, pair_id, source, digest in zip(real["uri"], real["pair_id"], real["source"], real["sha256"]):
+        by_stem.setdefault(_stem(uri), []).append((pair_id, source, uri, digest))
     uris, pair_ids, sources = frame["uri"].tolist(), frame["pair_id"].tolist(), frame["source"].tolist()
+    source_uris = [""] * len(frame)
     ambiguous = []
     for position in (frame["label"] == "ai").to_numpy().nonzero()[0]:  # lists, not cell writes: each of those is O(rows)
         stem = _stem(uris[position])
         for cut in [len(stem)] + [m.start() for m in reversed(list(re.finditer(r"[_\-.]", stem)))]:
             candidates = by_stem.get(stem[:cut], [])
             if len(candidates) > 1:
-                candidates = [c for c in candidates if c[2][:8] in stem[cut:]]
+                candidates = [c for c in candidates if c[3][:8] in stem[cut:]]
                 if len(candidates) != 1:
                     ambiguous.append(uris[position])
                     break
             if candidates:
-                pair_ids[position], sources[position] = candidates[0][:2]
+                pair_ids[position], sources[position], source_uris[position] = candidates[0][:3]
                 break
     if ambiguous:
         logger.warning("%d ai image(s) left unpaired: several real images share the name they start with "
                        "(first: %s); put the real's sha256 prefix after its name to pair them", len(ambiguous), ambiguous[0])
-    return frame.assign(pair_id=pair_ids, source=sources)
+    return frame.assign(pair_id=pair_ids, source=sources, source_uri=source_uris)
 
 
 def _ffhq_entry(entry: object) -> tuple[str, str]:

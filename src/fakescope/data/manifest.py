@@ -1,9 +1,16 @@
 """The dataset manifest: one row per image, stored as Parquet (or CSV), trusted by training and evaluation.
 
 Required columns, in order: `uri, label, source, generator, pair_id, split, width, height, format,
-sha256`. `label` is `real` or `ai`; `pair_id` groups a real image with every ai image derived
-from it (the real image's sha256 by convention) so they always share a split; `split` is
-`train`, `val`, `test` or empty. Any further columns are free attributes (expression, gender, ...).
+sha256`. `label` is `real` or `ai`; `source` names where an image comes from, a collection or family
+(`ffhq`, `lfw`; an ai image made from a real one has that real's source, or none); `pair_id` groups a
+real image with every ai image derived from it (the real image's sha256 by convention) so they always
+share a split; `split` is `train`, `val`, `test` or empty. The optional `source_uri`, `model` and
+`params` say how an image was made (`source_uri`: the real image, prompt line or upload it came from).
+Any further columns are free attributes (expression, gender, ...).
+
+Older manifests named the real image itself in `source`: read without a `source_uri` column, a
+`source` that names a file (a path, a URI, an image file name, a prompt line `prompts.txt#L3`) moves
+to `source_uri`, leaving `source` empty.
 """
 
 from __future__ import annotations
@@ -16,11 +23,14 @@ from typing import TYPE_CHECKING
 from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.io import storage
 from fakescope.io.image import sniff_format
+from fakescope.io.inputs import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MANIFEST_COLUMNS = ("uri", "label", "source", "generator", "pair_id", "split", "width", "height", "format", "sha256")
+PROVENANCE_COLUMNS = ("source_uri", "model", "params")
+"""Optional columns saying how an image was made: never attributes to slice or inherit by."""
 LABELS = ("real", "ai")
 SPLITS = ("train", "val", "test")
 MANIFEST_SUFFIXES = (".parquet", ".csv")
@@ -75,6 +85,9 @@ def validate_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     frame["label"] = [normalise_label(v) for v in frame["label"]]
     for column in ("uri", "source", "generator", "pair_id", "split", "format", "sha256"):
         frame[column] = frame[column].astype(object).fillna("").astype(str)
+    frame = legacy_sources(frame)
+    if "source_uri" in frame:
+        frame["source_uri"] = frame["source_uri"].astype(object).fillna("").astype(str)
     for column in ("width", "height"):
         frame[column] = frame[column].fillna(0).astype("int64")
     bad_splits = sorted(set(frame["split"]) - {"", *SPLITS})
@@ -122,7 +135,18 @@ def read_rows(uri: str) -> pd.DataFrame:
     for column in ("source", "generator"):
         if column not in rows:
             rows[column] = None
-    return rows
+    return legacy_sources(rows)
+
+
+def legacy_sources(frame: pd.DataFrame) -> pd.DataFrame:
+    """An older manifest's file names in `source` moved to `source_uri` (see the module docstring); others unchanged."""
+    if "source_uri" in frame.columns or "source" not in frame.columns:
+        return frame
+    source = frame["source"].astype(object).where(frame["source"].notna(), "").astype(str)
+    names_file = (source.str.contains(r"[/\\]|#L\d+$", regex=True) | source.str.lower().str.endswith(IMAGE_SUFFIXES)).to_numpy()
+    if not names_file.any():
+        return frame
+    return frame.assign(source=frame["source"].mask(names_file, ""), source_uri=source.where(names_file, ""))
 
 
 def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """Merge manifests (the labelled, split reals and the ai images generated from them) into one.
 
 An ai image generated from a manifest's real row carries that row's sha256 as its `pair_id` but no
-split or attributes of its own; in the merged manifest it takes its pair's, so the pair stays in one
-split and per-attribute slices count it with its face.
+source, split or attributes of its own; in the merged manifest it takes its pair's, so the pair stays
+in one split and per-source and per-attribute slices count it with its face.
 """
 
 from __future__ import annotations
@@ -12,20 +12,26 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from fakescope.data.manifest import MANIFEST_COLUMNS, read_manifest, resolve_uris, validate_manifest
+from fakescope.data.manifest import (
+    MANIFEST_COLUMNS,
+    PROVENANCE_COLUMNS,
+    read_manifest,
+    resolve_uris,
+    validate_manifest,
+)
 from fakescope.data.splits import HASH_COLUMN, find_leaks
 from fakescope.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-NOT_ATTRIBUTES = {*MANIFEST_COLUMNS, "model", "params", HASH_COLUMN}
+NOT_ATTRIBUTES = {*MANIFEST_COLUMNS, *PROVENANCE_COLUMNS, HASH_COLUMN}
 """Columns that describe one file or its making, never inherited through the pair."""
 
 
 def merge_manifests(uris: Sequence[str]) -> pd.DataFrame:
     """One manifest from several: rows concatenated in order, relative URIs resolved against their own file.
 
-    A uri listed twice keeps its first row. Rows without a split take their pair's (a pair with
+    A uri listed twice keeps its first row. Rows without a source take their pair's; rows without a split take their pair's (a pair with
     one split among its rows); rows without attributes take those of a row of their pair that has
     them; an integer attribute (0/1) stays integer where every row ends with a value. Pairs already
     spread over several splits are an error, since merging them would leak.
@@ -45,6 +51,7 @@ def merge_manifests(uris: Sequence[str]) -> pd.DataFrame:
     if leaks:
         raise ConfigError(f"the manifests disagree on splits: {leaks[0]}")
     frame = inherit_from_pairs(frame, ["split"], has=frame["split"] != "")
+    frame = inherit_from_pairs(frame, ["source"], has=frame["source"] != "")
     attributes = [c for c in frame.columns if c not in NOT_ATTRIBUTES]
     if attributes:
         frame = inherit_from_pairs(frame, attributes, has=frame[attributes].notna().any(axis=1))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from fakescope.data.manifest import MANIFEST_COLUMNS
+from fakescope.data.manifest import MANIFEST_COLUMNS, PROVENANCE_COLUMNS
 from fakescope.data.splits import HASH_COLUMN
 from fakescope.evaluate.metrics import uncertain_rate
 
@@ -20,8 +20,9 @@ UNKNOWN = "unknown"
 
 
 def attribute_columns(frame: pd.DataFrame, max_values: int = 20, exclude: tuple[str, ...] = ()) -> list[str]:
-    """Columns beyond the manifest's own (and the split's `dhash`) with 2 to `max_values` distinct values (e.g. glasses)."""
-    skip = {*MANIFEST_COLUMNS, HASH_COLUMN, *exclude}
+    """Columns beyond the manifest's own, its provenance ones and the split's `dhash`, with 2 to `max_values` distinct
+    values (e.g. glasses)."""
+    skip = {*MANIFEST_COLUMNS, *PROVENANCE_COLUMNS, HASH_COLUMN, *exclude}
     return [c for c in frame.columns if c not in skip and 2 <= frame[c].replace("", np.nan).nunique() <= max_values]
 
 

@@ -80,7 +80,7 @@ def output_uri(out: str, source: str, digest: str, generator: str) -> str:
 def _row(target: str, source: str, digest: str, generator: str, model: str, params: dict, data: bytes) -> dict:
     loaded = load_image(data, keep_bytes=False)
     return manifest_row(
-        uri=target, source=source, source_sha256=digest, generator=generator, model=model, params=params,
+        uri=target, source_uri=source, source_sha256=digest, generator=generator, model=model, params=params,
         width=loaded.width, height=loaded.height, format=loaded.format, data=data,
     )
 

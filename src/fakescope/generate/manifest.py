@@ -1,8 +1,11 @@
 """Manifest rows for ai images made from real ones, merged into a CSV or Parquet file next to them.
 
 Columns match the dataset manifest (`uri, label, source, generator, pair_id, split, width,
-height, format, sha256`) plus `model` and `params` (JSON). `pair_id` is the source's sha256,
-so a real photo and every ai image derived from it share one id (and one split).
+height, format, sha256`) plus `source_uri` (the real image or prompt line an output was made from),
+`model` and `params` (JSON). `source` is the origin's name where known, else empty (`dataset merge`
+gives an ai image its face's); `pair_id` is the real image's sha256, so a real photo and every ai
+image derived from it share one id (and one split). Rows of an older manifest, which named the real
+image in `source`, are moved over as `fakescope.data.manifest.legacy_sources` reads them.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+from fakescope.data.manifest import legacy_sources
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
 
 MANIFEST_COLUMNS = (
     "uri", "label", "source", "generator", "pair_id", "split",
-    "width", "height", "format", "sha256", "model", "params",
+    "width", "height", "format", "sha256", "source_uri", "model", "params",
 )
 MANIFEST_NAME = "manifest.csv"
 NAME_MAX = 255
@@ -42,7 +46,7 @@ def output_name(stem: str, tail: str) -> str:
 def manifest_row(
     *,
     uri: str,
-    source: str,
+    source_uri: str,
     source_sha256: str,
     generator: str,
     model: str,
@@ -51,15 +55,17 @@ def manifest_row(
     height: int,
     format: str,
     data: bytes,
+    origin: str = "",
 ) -> dict[str, Any]:
-    """One `label=ai` row linking an output to its source, with the model and its parameters.
+    """One `label=ai` row linking an output to what it was made from (`source_uri`), with the model and its parameters.
 
-    A source whose name is not UTF-8 is recorded with `\\udcNN` escapes, as `fakescope detect` prints it.
+    `origin` is the `source` (collection) of the real image, where known. A `source_uri` whose name is
+    not UTF-8 is recorded with `\\udcNN` escapes, as `fakescope detect` prints it.
     """
     return {
         "uri": uri,
         "label": "ai",
-        "source": path_text(source),
+        "source": origin,
         "generator": generator,
         "pair_id": source_sha256,
         "split": "",
@@ -67,6 +73,7 @@ def manifest_row(
         "height": height,
         "format": format,
         "sha256": hashlib.sha256(data).hexdigest(),
+        "source_uri": path_text(source_uri),
         "model": model,
         "params": json.dumps(dict(params), sort_keys=True),
     }
@@ -83,7 +90,7 @@ def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]]) -> int:
     parquet = uri.lower().endswith(".parquet")
     if storage.exists(uri):
         raw = io.BytesIO(storage.read_bytes(uri))
-        old = pd.read_parquet(raw) if parquet else pd.read_csv(raw, keep_default_na=False)
+        old = legacy_sources(pd.read_parquet(raw) if parquet else pd.read_csv(raw, keep_default_na=False))
         old = old[~old["uri"].isin(new["uri"])]
         new = pd.concat([old, new], ignore_index=True)
     buffer = io.BytesIO()

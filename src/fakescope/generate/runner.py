@@ -278,7 +278,7 @@ def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig)
     uri = storage.join(out, output_name(job.stem, tail))
     storage.write_bytes(uri, loaded.data)
     row = manifest_row(
-        uri=uri, source=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
+        uri=uri, source_uri=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
         params=config.params(), width=loaded.width, height=loaded.height, format=loaded.format, data=loaded.data,
     )
     return uri, row

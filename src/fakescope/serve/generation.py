@@ -30,6 +30,9 @@ from fakescope.generate.runner import default_ledger_path
 from fakescope.io import storage
 from fakescope.io.image import decode_image
 
+UPLOAD_SOURCE = "upload"
+"""The `source` (origin) of images the web app saves: an upload and the ai images made from it."""
+
 
 @dataclass(frozen=True)
 class GeneratedImage:
@@ -113,8 +116,8 @@ def save_pair(
     """Write the real image to `<dataset>/real/` and the ai ones to `<dataset>/ai/<model>/`, and merge the manifest.
 
     Rows follow `fakescope.generate.MANIFEST_COLUMNS`, with absolute URIs; the real image and its ai
-    images share `pair_id` (the real image's sha256), so splits keep them together, and the real
-    row's `source` is the uploaded file name. Returns the manifest URI.
+    images share `pair_id` (the real image's sha256), so splits keep them together; every row's
+    `source` is `upload`, and the real row's `source_uri` is the uploaded file name. Returns the manifest URI.
     """
     dataset = storage.absolute(dataset)
     loaded = decode_image(real)
@@ -123,16 +126,16 @@ def save_pair(
     real_uri = storage.join(dataset, "real", f"{stem}.{loaded.format.lower()}")
     storage.write_bytes(real_uri, real)
     rows = [{
-        "uri": real_uri, "label": "real", "source": filename, "generator": "", "pair_id": digest, "split": "",
+        "uri": real_uri, "label": "real", "source": UPLOAD_SOURCE, "generator": "", "pair_id": digest, "split": "",
         "width": loaded.width, "height": loaded.height, "format": loaded.format, "sha256": digest,
-        "model": "", "params": "",
+        "source_uri": filename, "model": "", "params": "",
     }]
     for index, data in enumerate(generated):
         image = decode_image(data)
         uri = storage.join(dataset, "ai", config.model, f"{stem}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{image.format.lower()}")
         storage.write_bytes(uri, data)
         rows.append(manifest_row(
-            uri=uri, source=real_uri, source_sha256=digest, generator=config.model, model=config.model,
+            uri=uri, source_uri=real_uri, source_sha256=digest, origin=UPLOAD_SOURCE, generator=config.model, model=config.model,
             params=config.params(), width=image.width, height=image.height, format=image.format, data=data,
         ))
     manifest = storage.join(dataset, "manifest.csv")
