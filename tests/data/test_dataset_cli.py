@@ -78,6 +78,21 @@ def test_exporting_a_split_with_no_images_is_a_one_line_error_that_writes_nothin
     assert not (tmp_path / "out").exists() and not (tmp_path / "pack.npy").exists()
 
 
+def test_an_export_that_would_write_over_its_manifest_is_refused_before_writing(faces_layout, tmp_path):
+    manifest = tmp_path / "faces.parquet"
+    assert runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", str(manifest), "--no-csv"]).exit_code == 0
+    assert runner.invoke(app, ["dataset", "split", str(manifest), "--ratios", "train=0.5,test=0.5"]).exit_code == 0
+    before = manifest.read_bytes()
+    for out, layout in (("faces.npy", "npy"), ("faces.safetensors", "safetensors"), (".", "folders")):
+        name = "manifest.parquet" if layout == "folders" else "faces.parquet"
+        (tmp_path / name).write_bytes(before)
+        done = runner.invoke(app, ["dataset", "export", str(tmp_path / name), str(tmp_path / out), "--layout", layout,
+                                   "--split", "test"])
+        assert done.exit_code == 2 and "would write over the manifest" in done.output, done.output
+        assert (tmp_path / name).read_bytes() == before and not (tmp_path / "faces.labels.npy").exists()
+    assert not (tmp_path / "faces.npy").exists() and not (tmp_path / "test").exists()
+
+
 def test_installed_command_runs(faces_layout):
     command = shutil.which("fakescope")
     assert command is not None

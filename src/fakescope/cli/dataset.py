@@ -168,7 +168,7 @@ def export(
             if frame.empty:
                 raise ConfigError(f"{manifest} has no images in split {only_split!r}; its splits: {', '.join(splits) or 'none'}"
                                   + ("" if splits else f" (`fakescope dataset split {manifest}` makes them)"))
-        exported = export_manifest(frame, out, layout=layout, size=size)
+        exported = export_manifest(frame, out, layout=layout, size=size, manifest=manifest)
         typer.echo(f"{len(exported)} images exported to {out} ({layout})")
 
 

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 LAYOUTS = ("folders", "tar", "npy", "safetensors")
 
 
-def export_manifest(frame: pd.DataFrame, out: str, *, layout: str = "folders", size: int = 256) -> pd.DataFrame:
+def export_manifest(frame: pd.DataFrame, out: str, *, layout: str = "folders", size: int = 256,
+                    manifest: str | None = None) -> pd.DataFrame:
     """Write the manifest's images to `out` in one of `LAYOUTS`; returns the exported manifest.
 
     Args:
@@ -38,12 +39,16 @@ def export_manifest(frame: pd.DataFrame, out: str, *, layout: str = "folders", s
         layout: `folders`, `tar`, `npy` or `safetensors`.
         size: Crop side for the array packs: a centre crop at native resolution, after
             upscaling the shorter side to `size` only where the image is smaller.
+        manifest: The file `frame` was read from: an export that would write over it (`faces.npy`
+            writes `faces.parquet` beside it) is refused before anything is written.
 
     Example:
         >>> export_manifest(frame, "faces.safetensors", layout="safetensors", size=128)  # doctest: +SKIP
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown export layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if manifest is not None and _same_file(manifest, _written(out, layout)):
+        raise ConfigError(f"exporting to {out} would write over the manifest {manifest}; choose another output")
     frame = validate_manifest(frame)
     exported = frame.assign(uri=_relative_names(frame))
     if layout == "folders":
@@ -61,6 +66,21 @@ def export_manifest(frame: pd.DataFrame, out: str, *, layout: str = "folders", s
             _write_safetensors(_crop_pack(frame["uri"], size), labels, out)
         write_manifest(exported.assign(uri=frame["uri"]), os.path.splitext(out)[0] + ".parquet")
     return exported
+
+
+def _written(out: str, layout: str) -> list[str]:
+    """The files an export to `out` writes besides the images."""
+    if layout == "folders":
+        return [storage.join(out, "manifest.parquet"), storage.join(out, "manifest.csv")]
+    base = os.path.splitext(out)[0]
+    return [out] if layout == "tar" else [out, base + ".parquet", base + ".labels.npy"]
+
+
+def _same_file(uri: str, targets: list[str]) -> bool:
+    def key(u: str) -> str:
+        return u if storage.is_remote(u) else os.path.realpath(u.removeprefix("file://"))
+
+    return key(uri) in {key(t) for t in targets}
 
 
 def centre_crop(image: object, size: int) -> np.ndarray:
