@@ -88,9 +88,24 @@ def test_an_export_that_would_write_over_its_manifest_is_refused_before_writing(
         (tmp_path / name).write_bytes(before)
         done = runner.invoke(app, ["dataset", "export", str(tmp_path / name), str(tmp_path / out), "--layout", layout,
                                    "--split", "test"])
-        assert done.exit_code == 2 and "would write over the manifest" in done.output, done.output
+        assert done.exit_code == 2 and "would replace the input" in done.output, done.output
         assert (tmp_path / name).read_bytes() == before and not (tmp_path / "faces.labels.npy").exists()
     assert not (tmp_path / "faces.npy").exists() and not (tmp_path / "test").exists()
+
+
+def test_build_and_merge_never_write_over_an_input_listing(faces_layout, tmp_path):
+    listing = tmp_path / "faces.csv"
+    listing.write_text(f"path,label\n{faces_layout / 'real' / 'r000.jpg'},real\n")
+    before = listing.read_bytes()
+    for src, out, extra in ((listing, "faces.parquet", []), (listing, "faces.csv", []),
+                            (faces_layout, "faces.csv", ["--attributes", str(listing)])):
+        done = runner.invoke(app, ["dataset", "build", str(src), "-o", str(tmp_path / out), *extra])
+        assert done.exit_code == 2 and done.output.startswith("error: writing ") and "would replace the input" in done.output
+        assert listing.read_bytes() == before and not (tmp_path / "m.parquet").exists()
+    assert runner.invoke(app, ["dataset", "build", str(listing), "-o", str(tmp_path / "m.parquet")]).exit_code == 0
+    merged = runner.invoke(app, ["dataset", "merge", str(tmp_path / "m.parquet"), str(listing), "-o", str(tmp_path / "faces.parquet")])
+    assert merged.exit_code == 2 and "would replace the input" in merged.output and listing.read_bytes() == before
+    assert runner.invoke(app, ["dataset", "merge", str(tmp_path / "m.parquet"), "-o", str(tmp_path / "m.parquet")]).exit_code == 0
 
 
 def test_installed_command_runs(faces_layout):

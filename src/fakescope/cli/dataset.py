@@ -52,8 +52,10 @@ def build(
             join_attributes,
             write_manifest,
         )
+        from fakescope.data.manifest import manifest_files, refuse_overwrite
         from fakescope.errors import ConfigError
 
+        refuse_overwrite(manifest_files(out, csv_copy=csv_copy), [src, *([attributes] if attributes else [])])
         if src.lower().endswith(".json"):
             if images is None:
                 raise ConfigError("--images is required with an FFHQ-style .json listing")
@@ -79,7 +81,9 @@ def merge(
     """Merge manifests, e.g. labelled reals and the ai images generated from them: those take their face's split and attributes."""
     with clean_errors():
         from fakescope.data import merge_manifests, write_manifest
+        from fakescope.data.manifest import manifest_files, refuse_overwrite
 
+        refuse_overwrite(manifest_files(out, csv_copy=csv_copy)[1:], manifests)  # --out itself may update an input
         frame = merge_manifests(manifests)
         write_manifest(frame, out, csv_copy=csv_copy)
         counts = ", ".join(f"{label}: {n}" for label, n in frame["label"].value_counts().sort_index().items())

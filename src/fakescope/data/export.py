@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fakescope.data.manifest import validate_manifest, write_manifest
+from fakescope.data.manifest import manifest_files, refuse_overwrite, validate_manifest, write_manifest
 from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.io import storage
 
@@ -47,8 +47,7 @@ def export_manifest(frame: pd.DataFrame, out: str, *, layout: str = "folders", s
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown export layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    if manifest is not None and _same_file(manifest, _written(out, layout)):
-        raise ConfigError(f"exporting to {out} would write over the manifest {manifest}; choose another output")
+    refuse_overwrite(_written(out, layout), [manifest] if manifest else [])
     frame = validate_manifest(frame)
     exported = frame.assign(uri=_relative_names(frame))
     if layout == "folders":
@@ -71,16 +70,9 @@ def export_manifest(frame: pd.DataFrame, out: str, *, layout: str = "folders", s
 def _written(out: str, layout: str) -> list[str]:
     """The files an export to `out` writes besides the images."""
     if layout == "folders":
-        return [storage.join(out, "manifest.parquet"), storage.join(out, "manifest.csv")]
+        return manifest_files(storage.join(out, "manifest.parquet"), csv_copy=True)
     base = os.path.splitext(out)[0]
     return [out] if layout == "tar" else [out, base + ".parquet", base + ".labels.npy"]
-
-
-def _same_file(uri: str, targets: list[str]) -> bool:
-    def key(u: str) -> str:
-        return u if storage.is_remote(u) else os.path.realpath(u.removeprefix("file://"))
-
-    return key(uri) in {key(t) for t in targets}
 
 
 def centre_crop(image: object, size: int) -> np.ndarray:

@@ -190,5 +190,21 @@ def write_manifest(frame: pd.DataFrame, uri: str, *, csv_copy: bool = False) -> 
     else:
         frame.to_csv(buffer, index=False)
     storage.write_bytes(uri, buffer.getvalue())
-    if csv_copy and uri.lower().endswith(".parquet"):
-        storage.write_bytes(os.path.splitext(uri)[0] + ".csv", frame.to_csv(index=False).encode())
+    for copy in manifest_files(uri, csv_copy=csv_copy)[1:]:
+        storage.write_bytes(copy, frame.to_csv(index=False).encode())
+
+
+def manifest_files(uri: str, *, csv_copy: bool = False) -> list[str]:
+    """The files `write_manifest` writes: `uri`, and with `csv_copy` the `.csv` beside a `.parquet` one."""
+    return [uri] + ([os.path.splitext(uri)[0] + ".csv"] if csv_copy and uri.lower().endswith(".parquet") else [])
+
+
+def refuse_overwrite(targets: list[str], inputs: list[str]) -> None:
+    """Raise `ConfigError` before any work when a file to be written is one of `inputs`, which it would replace."""
+    def key(uri: str) -> str:
+        return uri if storage.is_remote(uri) else os.path.realpath(uri.removeprefix("file://"))
+
+    named = {key(uri): uri for uri in inputs}
+    for target in targets:
+        if key(target) in named:
+            raise ConfigError(f"writing {target} would replace the input {named[key(target)]}; choose another output")
