@@ -108,6 +108,14 @@ def test_build_and_merge_never_write_over_an_input_listing(faces_layout, tmp_pat
     assert runner.invoke(app, ["dataset", "merge", str(tmp_path / "m.parquet"), "-o", str(tmp_path / "m.parquet")]).exit_code == 0
 
 
+def test_a_manifest_named_other_than_parquet_or_csv_is_refused_before_any_work(faces_layout, tmp_path):
+    for command in (["build", str(faces_layout)], ["merge", str(tmp_path / "nope.csv")],
+                    ["split", str(tmp_path / "nope.csv")]):
+        done = runner.invoke(app, ["dataset", *command, "-o", str(tmp_path / "faces.txt")])
+        assert done.exit_code == 2 and done.output == f"error: a manifest is written as .parquet or .csv, not {tmp_path / 'faces.txt'}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_installed_command_runs(faces_layout):
     command = shutil.which("fakescope")
     assert command is not None

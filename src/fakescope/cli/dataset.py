@@ -105,7 +105,9 @@ def split(
     """Split by pair and (near-)duplicate groups so no related images straddle splits."""
     with clean_errors():
         from fakescope.data import find_leaks, read_manifest, resolve_uris, split_manifest, write_manifest
+        from fakescope.data.manifest import manifest_files
 
+        manifest_files(out or manifest)  # a name no command reads as a manifest: refused before hashing
         shares = _ratios(ratios)
         listed = read_manifest(manifest)
         resolved = resolve_uris(listed, manifest)

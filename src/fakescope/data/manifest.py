@@ -183,6 +183,7 @@ def _read_table(uri: str, **csv_options) -> pd.DataFrame:
 
 def write_manifest(frame: pd.DataFrame, uri: str, *, csv_copy: bool = False) -> None:
     """Validate and write a manifest as Parquet or CSV (by suffix); `csv_copy` adds a `.csv` export beside it."""
+    files = manifest_files(uri, csv_copy=csv_copy)
     frame = validate_manifest(frame)
     buffer = io.BytesIO()
     if uri.lower().endswith(".parquet"):
@@ -190,12 +191,18 @@ def write_manifest(frame: pd.DataFrame, uri: str, *, csv_copy: bool = False) -> 
     else:
         frame.to_csv(buffer, index=False)
     storage.write_bytes(uri, buffer.getvalue())
-    for copy in manifest_files(uri, csv_copy=csv_copy)[1:]:
+    for copy in files[1:]:
         storage.write_bytes(copy, frame.to_csv(index=False).encode())
 
 
 def manifest_files(uri: str, *, csv_copy: bool = False) -> list[str]:
-    """The files `write_manifest` writes: `uri`, and with `csv_copy` the `.csv` beside a `.parquet` one."""
+    """The files `write_manifest` writes: `uri`, and with `csv_copy` the `.csv` beside a `.parquet` one.
+
+    Raises:
+        ConfigError: `uri` ends in neither `.parquet` nor `.csv`, so no other command would take it for a manifest.
+    """
+    if not uri.lower().endswith(MANIFEST_SUFFIXES):
+        raise ConfigError(f"a manifest is written as .parquet or .csv, not {uri}")
     return [uri] + ([os.path.splitext(uri)[0] + ".csv"] if csv_copy and uri.lower().endswith(".parquet") else [])
 
 
