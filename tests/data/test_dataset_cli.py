@@ -46,6 +46,10 @@ def test_strict_audit_fails_on_a_split_leak_as_on_a_shortcut(clean_layout, tmp_p
     assert leaked.exit_code == 1 and "! leak: 1 pair group(s)" in leaked.output
     assert leaked.output.endswith("audit failed (--strict): 1 split leak(s)\n")
     assert runner.invoke(app, ["dataset", "audit", manifest]).exit_code == 0  # without --strict: reported only
+    frame[frame["label"] == "real"].to_csv(manifest, index=False)
+    one_class = runner.invoke(app, ["dataset", "audit", manifest, "--strict"])
+    assert one_class.exit_code == 1 and "! only real images: nothing to compare" in one_class.output
+    assert one_class.output.endswith("audit failed (--strict): nothing compared: it needs readable real and ai images\n")
 
 
 def test_known_errors_are_one_line(tmp_path):

@@ -133,7 +133,7 @@ def audit(
     src: Annotated[str, typer.Argument(help="Manifest (.parquet/.csv) or a folder with real/ and fake/.")],
     max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="Images inspected per class (a seeded sample).")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found, or nothing could be compared (one class, no readable image).")] = False,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
 ) -> None:
@@ -147,9 +147,10 @@ def audit(
         frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers, progress=progress)
         report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress)
         typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else _audit_table(report))
-    if strict and (report.shortcuts or report.leaks):
+    if strict and (report.shortcuts or report.leaks or not report.checks):
         found = [f"{len(report.shortcuts)} shortcut(s) ({', '.join(report.shortcuts)})"] if report.shortcuts else []
         found += [f"{len(report.leaks)} split leak(s)"] if report.leaks else []
+        found += ["nothing compared: it needs readable real and ai images"] if not report.checks else []
         typer.echo(f"audit failed (--strict): {' and '.join(found)}", err=True)
         raise typer.Exit(STRICT_EXIT)
 

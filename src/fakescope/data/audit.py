@@ -179,8 +179,8 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     found = find_leaks(frame)
     leaks = [f"leak: {problem}; `fakescope dataset split` keeps related images in one split" for problem in found]
     if set(inspected) != {"real", "ai"}:
-        return AuditReport(counts, inspected, [], [f"only {', '.join(inspected) or 'no'} images: nothing to compare", *leaks],
-                           notes, found)
+        nothing = f"only {', '.join(inspected)} images" if inspected else "no image could be read"
+        return AuditReport(counts, inspected, [], [f"{nothing}: nothing to compare", *leaks], notes, found)
     checks = [_categorical_check(measured, name) for name in _CATEGORICAL]
     checks += [_numeric_check(measured, name) for name in _NUMERIC]
     checks.append(_border_check(averages))
