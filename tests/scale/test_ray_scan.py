@@ -97,6 +97,31 @@ def test_ray_address_in_the_environment_is_the_cluster_to_join(image_folder, tmp
     assert done.stderr == f"error: cannot reach the Ray cluster at {address}: Connection refused\n"
 
 
+def test_address_auto_without_a_running_cluster_is_one_line(image_folder, tmp_path):
+    from ray._private.services import find_gcs_addresses
+
+    if find_gcs_addresses():
+        pytest.skip("a Ray cluster runs on this machine, so 'auto' finds it")
+    code = ("import sys\nfrom fakescope.cli import main\n"
+            f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
+            "'--engine', 'ray', '--address', 'auto']\nmain()\n")
+    ray_tmp = tmp_path / "ray"  # where `ray start` records its cluster: nothing there
+    done = _fresh_python(code, timeout=60, RAY_TMPDIR=str(ray_tmp))
+    assert done.returncode == 2
+    assert done.stderr == ("error: no running Ray cluster found for address 'auto': start one with 'ray start --head', "
+                           "or drop --address (and RAY_ADDRESS) to have the scan start a local Ray\n")
+    ray_tmp.mkdir()
+    with socket.socket() as sock:  # a cluster recorded by `ray start` that is gone
+        sock.bind(("127.0.0.1", 0))
+        gone = f"127.0.0.1:{sock.getsockname()[1]}"
+        (ray_tmp / "ray" / "ray_current_cluster").parent.mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(gone)
+        done = _fresh_python(code, timeout=60, RAY_TMPDIR=str(ray_tmp))
+    assert done.returncode == 2
+    assert done.stderr == f"error: cannot reach the Ray cluster at auto ({gone}): Connection refused\n"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 @pytest.mark.slow
 def test_an_actors_error_is_one_line(image_folder, tmp_path):
     code = ("import sys\nfrom fakescope.cli import main\n"

@@ -127,13 +127,26 @@ def _connect(address: str | None, cpus: int, object_store_memory: int | None) ->
 
 
 def _check_reachable(address: str) -> None:
-    """Fail in one line when a `host:port` or `ray://host:port` cluster does not answer: `ray.init` retries
-    for ~15 minutes (and a Ray Client address fails with a traceback)."""
-    target = address.removeprefix("ray://")
-    if "://" in target or address == "auto":
+    """Fail in one line when a `host:port` or `ray://host:port` cluster, or the one `auto` finds, does not
+    answer: `ray.init` retries for ~15 minutes (and a Ray Client address fails with a traceback)."""
+    target = _running_cluster() if address == "auto" else address.removeprefix("ray://")
+    if "://" in target:
         return
     host, _, port = target.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot reach the Ray cluster at {address}: {getattr(exc, 'strerror', None) or exc}") from None
+        named = address if address != "auto" else f"auto ({target})"
+        raise ConfigError(f"cannot reach the Ray cluster at {named}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _running_cluster() -> str:
+    """The `host:port` that `ray.init(address="auto")` joins (a cluster started on this machine, or the last
+    one `ray start` recorded), or a one-line error where there is none (Ray raises a ConnectionError)."""
+    from ray._private.services import canonicalize_bootstrap_address  # what ray.init itself calls
+
+    try:
+        return canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        raise ConfigError("no running Ray cluster found for address 'auto': start one with 'ray start --head', "
+                          "or drop --address (and RAY_ADDRESS) to have the scan start a local Ray") from None
