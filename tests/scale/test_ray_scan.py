@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,9 +30,13 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
     summary = ray_scan(sources[:6], tmp_path / "ray", actors=2, batch_size=4, object_store_memory=200 * 2**20,
                        device="cpu", workers=2, provenance=False)
     assert (summary.scanned, summary.failed) == (6, 1)
+    parts = sorted(p.name for p in (tmp_path / "ray").iterdir())
+    assert parts and all(re.fullmatch(r"part-[0-9a-f]{12}-\d{5}\.parquet", p) for p in parts)  # renamed whole, no temporaries
+    (tmp_path / "ray" / f"_{parts[0]}.tmp").write_bytes((tmp_path / "ray" / parts[0]).read_bytes()[:-100])  # a crash mid-write
     rest = ray_scan(sources, tmp_path / "ray", actors=2, batch_size=4, object_store_memory=200 * 2**20,
                     device="cpu", workers=2, provenance=False)
     assert (rest.scanned, rest.skipped) == (2, 6)
+    assert not list((tmp_path / "ray").glob("_*"))  # the rerun deleted the half-written temporary
     local, distributed = (read_results(tmp_path / name).sort_values("path").reset_index(drop=True) for name in ("local", "ray"))
     assert list(distributed.columns) == list(local.columns)
     # scores are stored rounded to 6 decimals, and the two engines batch images differently, so float

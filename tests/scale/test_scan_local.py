@@ -74,6 +74,19 @@ def test_crash_mid_batch_loses_only_that_batch(image_folder, tmp_path, detector,
     assert sorted(rows["path"]) == sorted(sources)
 
 
+def test_a_part_cut_short_by_a_crash_is_never_read_and_a_rerun_deletes_it(image_folder, tmp_path, detector):
+    sources = list(scan_sources([str(image_folder)]))
+    out = tmp_path / "out"
+    scan(sources[:4], out, detector)
+    (part,) = part_files(out)
+    half = out / f"_{part.name}.tmp"  # what a crash while sealing a part (either engine) leaves
+    half.write_bytes(part.read_bytes()[:-100])
+    assert len(pd.read_parquet(out)) == 4  # readers skip it
+    summary = scan(sources, out, detector)
+    assert (summary.skipped, summary.scanned) == (4, 4) and not half.exists()
+    assert sorted(read_results(out)["path"]) == sorted(sources)
+
+
 def test_a_long_run_of_unreadable_inputs_is_written_batch_by_batch(tmp_path, detector):
     out = tmp_path / "out"
     written_when_listing = []

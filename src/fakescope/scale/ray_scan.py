@@ -2,8 +2,9 @@
 
 Pipeline: the pending sources (`from_items`) -> `map_batches` through a pool of actors that
 each hold a `Detector` (reading and decoding in its threads, batched inference on CPU or GPU)
--> `write_parquet` into the results folder. Rows have the local engine's schema and values,
-and resuming works the same way: sources already in the folder's parts are skipped.
+-> one Parquet part per write task in the results folder, written under a temporary name and
+renamed as the local engine's are. Rows have the local engine's schema and values, and resuming
+works the same way: sources already in the folder's parts are skipped.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io.inputs import path_text
 from fakescope.models import load_model
-from fakescope.scale.records import SCHEMA, detections_to_table, done_sources, part_files, results_folder
+from fakescope.scale.records import detections_to_table, done_sources, part_files, results_folder
 from fakescope.scale.scan import ScanSummary, recover_journals
 
 _ACTOR_ERROR = re.compile(r"^fakescope\.errors\.\w+: (.+)$", re.MULTILINE)
@@ -79,6 +80,8 @@ def ray_scan(
     started = _connect(address, actors * cpus_per_actor, object_store_memory)
     import ray
 
+    from fakescope.scale.ray_sink import PartSink  # imports ray: after _connect has set its variables
+
     try:
         if started and actors * gpus_per_actor > (gpus := ray.cluster_resources().get("GPU", 0)):
             raise ConfigError(f"{actors} actors x {gpus_per_actor:g} GPUs need {actors * gpus_per_actor:g} GPUs and the local "
@@ -93,7 +96,7 @@ def ray_scan(
             ray.data.from_items([{"path": s} for s in pending])
             .map_batches(DetectBatch, fn_constructor_kwargs={"detector_kwargs": detector_kwargs},
                          batch_size=batch_size, batch_format="pyarrow", concurrency=actors, **resources)
-            .write_parquet(str(folder.resolve()), schema=SCHEMA)
+            .write_datasink(PartSink(folder.resolve()))
         )
     except Exception as exc:  # an actor's error arrives wrapped by Ray, its traceback flattened into the text
         if not (found := _ACTOR_ERROR.findall(str(exc))):

@@ -38,6 +38,7 @@ SCHEMA = pa.schema([
 ])
 PART_SUFFIX = ".parquet"
 JOURNAL_SUFFIX = ".arrows"
+TEMP_SUFFIX = ".tmp"
 
 
 def detections_to_table(detections: Iterable[Detection]) -> pa.Table:
@@ -79,6 +80,22 @@ def part_files(out: str | Path) -> list[Path]:
     """Completed Parquet parts in a results folder, in name order."""
     folder = Path(out)
     return sorted(folder.glob(f"*{PART_SUFFIX}")) if folder.is_dir() else []
+
+
+def write_part(table: pa.Table, part: Path) -> None:
+    """Write `table` as the Parquet part `part` under a temporary `_` name, then rename it: a crash
+    mid-write leaves no part cut short, only a temporary that readers skip and a rerun deletes."""
+    tmp = part.with_name(f"_{part.name}{TEMP_SUFFIX}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, part)
+
+
+def remove_temporaries(out: str | Path) -> int:
+    """Delete the temporaries of parts whose writing a crash cut short (their rows are in no part); return how many."""
+    leftovers = list(Path(out).glob(f"_*{PART_SUFFIX}{TEMP_SUFFIX}"))
+    for tmp in leftovers:
+        tmp.unlink(missing_ok=True)
+    return len(leftovers)
 
 
 def done_sources(out: str | Path) -> set[str]:

@@ -5,8 +5,8 @@ Rows are appended batch by batch to an Arrow IPC journal, flushed after every ba
 `rows_per_part` rows the journal becomes one Parquet part (written to a temporary name, then
 renamed). The journal and temporary names start with `_`, which Parquet readers (pyarrow,
 pandas, Spark) skip, so the folder reads as a dataset while a scan writes it. A rerun first
-turns any journal left by a crash into a part, then skips every source already written, so a
-crash loses at most the batch in flight.
+deletes half-written temporaries and turns any journal left by a crash into a part, then skips
+every source already written, so a crash loses at most the batch in flight.
 """
 
 from __future__ import annotations
@@ -20,13 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.io.inputs import path_text
-from fakescope.scale.records import JOURNAL_SUFFIX, PART_SUFFIX, SCHEMA, detections_to_table, done_sources, results_folder
+from fakescope.scale.records import (
+    JOURNAL_SUFFIX,
+    PART_SUFFIX,
+    SCHEMA,
+    detections_to_table,
+    done_sources,
+    remove_temporaries,
+    results_folder,
+    write_part,
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,9 @@ def scan_sources(inputs: Iterable[str]) -> Iterator[str]:
 
 
 def recover_journals(out: str | os.PathLike) -> int:
-    """Turn journals left by an interrupted scan into parts; return how many rows they saved."""
+    """Delete half-written part temporaries and turn journals left by an interrupted scan into parts;
+    return how many rows the journals saved."""
+    remove_temporaries(out)
     return sum(_seal_journal(j) for j in sorted(Path(out).glob(f"*{JOURNAL_SUFFIX}")))
 
 
@@ -153,10 +163,7 @@ def _seal_journal(journal: Path) -> int:
         batches = _read_journal(journal)
         rows = sum(b.num_rows for b in batches)
         if rows:
-            tmp = part.with_name(f"_{part.name}.tmp")
-            with pq.ParquetWriter(tmp, SCHEMA) as writer:
-                writer.write_table(pa.Table.from_batches(batches, SCHEMA))
-            os.replace(tmp, part)
+            write_part(pa.Table.from_batches(batches, SCHEMA), part)
     journal.unlink()
     return rows
 

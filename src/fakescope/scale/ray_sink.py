@@ -1,0 +1,27 @@
+"""The Ray engine's writer: parts written whole or not at all, as the local engine writes them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from ray.data import Datasink
+from ray.data.block import BlockAccessor
+
+from fakescope.scale.records import PART_SUFFIX, SCHEMA, write_part
+
+
+class PartSink(Datasink):
+    """Each Ray Data write task's rows become one part of the results folder, through `write_part`
+    (a temporary name, then a rename), so a crash mid-write leaves no part cut short."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.run = folder, uuid.uuid4().hex[:12]
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> None:
+        tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
+        if tables:
+            write_part(pa.concat_tables(tables).cast(SCHEMA), self.folder / f"part-{self.run}-{ctx.task_idx:05d}{PART_SUFFIX}")
