@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results
+from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results, write_part
 from fakescope.scale.scan import _PartWriter, scan, scan_sources
 
 
@@ -43,6 +43,27 @@ def test_rerun_skips_done_sources_and_adds_only_new_ones(image_folder, tmp_path,
     rows = read_results(tmp_path / "out")
     assert sorted(rows["path"]) == sorted(sources)
     assert scan(sources, tmp_path / "out", detector).scanned == 0
+
+
+def test_a_folder_named_relative_or_absolute_resumes_the_same_rows(image_folder, tmp_path, detector, monkeypatch):
+    monkeypatch.chdir(image_folder.parent)
+    out = tmp_path / "out"
+    first = scan(scan_sources(["./images"]), out, detector)
+    again = [scan(scan_sources([name]), out, detector) for name in ("images", str(image_folder), "images/../images/")]
+    assert first.scanned == 8 and [(s.scanned, s.skipped) for s in again] == [(0, 8)] * 3
+    assert sorted(read_results(out)["path"]) == sorted(scan_sources([str(image_folder)]))  # stored absolute
+
+
+def test_results_of_older_versions_with_relative_paths_are_resumed(image_folder, tmp_path, detector, monkeypatch):
+    monkeypatch.chdir(image_folder.parent)
+    sources = list(scan_sources(["images"]))
+    out = tmp_path / "out"
+    out.mkdir()
+    write_part(detections_to_table(detector.predict(sources[:4])), out / "part-older-00000.parquet")
+    assert read_results(out)["path"].tolist() == sources[:4]  # as older versions stored them: as given
+    summary = scan(scan_sources([str(image_folder)]), out, detector)
+    assert (summary.scanned, summary.skipped) == (4, 4)
+    assert len(read_results(out)) == 8
 
 
 @pytest.mark.parametrize(("rows_per_part", "sizes"), [(4, [4, 4]), (3, [3, 3, 2])])  # the detector writes 4 rows at a time

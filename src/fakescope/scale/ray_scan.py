@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io.inputs import path_text
 from fakescope.models import load_model
-from fakescope.scale.records import detections_to_table, done_sources, part_files, results_folder
+from fakescope.scale.records import detections_to_table, done_sources, part_files, results_folder, source_key
 from fakescope.scale.scan import ScanSummary, recover_journals
 
 _ACTOR_ERROR = re.compile(r"^fakescope\.errors\.\w+: (.+)$", re.MULTILINE)
@@ -71,7 +71,7 @@ def ray_scan(
     folder = results_folder(out)
     recover_journals(folder)
     done = done_sources(folder)
-    sources = list(dict.fromkeys(sources))
+    sources = list(dict.fromkeys(map(source_key, sources)))  # rows store, and resume on, these keys
     pending = [s for s in sources if path_text(s) not in done]  # rows store non-UTF-8 names escaped
     if not pending:
         return ScanSummary(0, 0, len(sources))

@@ -53,6 +53,12 @@ def detections_to_table(detections: Iterable[Detection]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
+def source_key(source: str) -> str:
+    """The name a source is stored and resumed under: a local path made absolute and normalised (`./a/x.jpg`,
+    `a/x.jpg` and `/cwd/a/x.jpg` are one; symlinks are kept), a URI as given."""
+    return source if "://" in source else os.path.abspath(source)
+
+
 def _rounded(evidence: dict) -> dict:
     """Evidence scores to 6 decimals, like `score`: engines batch tiles differently (float noise)."""
     score = evidence["score"]
@@ -99,7 +105,8 @@ def remove_temporaries(out: str | Path) -> int:
 
 
 def done_sources(out: str | Path) -> set[str]:
-    """Every `path` already written to a part of the results folder.
+    """Every `path` already written to a part of the results folder, as `source_key`s (older versions
+    stored local paths as given: a relative one is taken from the current folder).
 
     Raises:
         StorageError: a part is not a readable results table (damaged, or another file).
@@ -107,7 +114,7 @@ def done_sources(out: str | Path) -> set[str]:
     done: set[str] = set()
     for part in part_files(out):
         try:
-            done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+            done.update(map(source_key, pq.read_table(part, columns=["path"]).column("path").to_pylist()))
         except (pa.ArrowException, OSError) as exc:
             reason = str(exc).partition("\n")[0]  # Arrow's may go on to list a schema
             raise StorageError(f"{part} is not a readable part of the results ({reason}); "

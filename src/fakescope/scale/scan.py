@@ -33,6 +33,7 @@ from fakescope.scale.records import (
     done_sources,
     remove_temporaries,
     results_folder,
+    source_key,
     write_part,
 )
 
@@ -55,7 +56,9 @@ def scan(
 ) -> ScanSummary:
     """Score every source not yet in the results folder `out`, appending rows as they come.
 
-    Bad inputs become rows with `error` set; they count as done, like scored ones.
+    Bad inputs become rows with `error` set; they count as done, like scored ones. Rows name each
+    source by its `source_key` (a local path absolute), so `photos`, `./photos` and its absolute
+    path resume one another.
 
     Example:
         >>> detector = Detector.load(workers=2)                                  # doctest: +SKIP
@@ -104,7 +107,7 @@ class _Pending:
         self.sources, self.done, self.skipped = sources, done, 0
 
     def __iter__(self) -> Iterator[str]:
-        for source in self.sources:
+        for source in map(source_key, self.sources):
             if (stored := path_text(source)) in self.done:
                 self.skipped += 1
                 continue
