@@ -1,0 +1,63 @@
+"""A model of an architecture of your own, found through FAKESCOPE_PLUGINS, scanned by both engines and runtimes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fakescope.scale.records import read_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+from test_plugins import PLUGIN  # noqa: E402  (the models tests' plugin architecture, `qa_tiny_conv`)
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Path]:
+    """(the environment that names module `qa_plugin` in FAKESCOPE_PLUGINS, a model folder of its architecture)."""
+    folder = tmp_path_factory.mktemp("plugin")
+    (folder / "qa_plugin.py").write_text(PLUGIN)
+    model = folder / "model"
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import qa_plugin\n"
+              "from fakescope.models import ModelConfig, InputPolicy, save_model\n"
+              "save_model(qa_plugin.TinyConv(), ModelConfig(name='qa', architecture='qa_tiny_conv', "
+              "input=InputPolicy(crop_size=48, grid=2)), sys.argv[2])")
+    subprocess.run([sys.executable, "-c", script, str(folder), str(model)], check=True, timeout=120)
+    env = {"FAKESCOPE_PLUGINS": "qa_plugin", "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+    return env, model
+
+
+def _scan(folder: Path, out: Path, model: Path, env: dict[str, str], *args: str) -> pd.DataFrame:
+    environ = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"OMP_NUM_THREADS": "1"} | env
+    done = subprocess.run([sys.executable, "-m", "fakescope", "scan", str(folder), "--out", str(out), "-m", str(model),
+                           "--no-provenance", "--device", "cpu", *args],
+                          capture_output=True, text=True, timeout=240, env=environ, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]  # broken.jpg
+    assert "scanned 8  failed 1  skipped (done before) 0" in done.stdout
+    return read_results(out).sort_values("path").reset_index(drop=True)
+
+
+def _same_rows(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
+    """Equal but for float noise: onnxruntime matches torch to 1e-4, and scores are stored to 6 decimals."""
+    pd.testing.assert_frame_equal(ours.drop(columns="evidence"), theirs.drop(columns="evidence"), rtol=0, atol=1e-4)
+
+
+def test_the_local_engine_scans_a_plugin_architecture_on_both_runtimes(plugin_env, image_folder, tmp_path):
+    env, model = plugin_env
+    torch_rows = _scan(image_folder, tmp_path / "torch", model, env, "--runtime", "torch")
+    onnx_rows = _scan(image_folder, tmp_path / "onnx", model, env, "--runtime", "onnx")
+    assert set(torch_rows["model"]) == {"qa"} and torch_rows["score"].notna().sum() == 7
+    _same_rows(onnx_rows, torch_rows)
+
+
+@pytest.mark.slow
+def test_the_ray_engine_scans_a_plugin_architecture_in_its_actors(plugin_env, image_folder, tmp_path):
+    pytest.importorskip("ray")
+    env, model = plugin_env
+    local = _scan(image_folder, tmp_path / "local", model, env, "--runtime", "torch")
+    distributed = _scan(image_folder, tmp_path / "ray", model, env, "--runtime", "onnx", "--engine", "ray", "--actors", "1")
+    _same_rows(distributed, local)
