@@ -77,6 +77,20 @@ def test_scan_stops_when_the_endpoint_is_unreachable_and_a_rerun_scores_every_im
     assert "scanned 3  failed 0  skipped (done before) 0" in up.stdout
 
 
+def test_scan_of_a_prefix_and_of_a_manifest_in_the_bucket_resume_one_another(s3_bucket, tiny_model_dir, tmp_path):
+    for name in ("a.png", "sub/b.png", "c.png"):
+        storage.write_bytes(f"s3://{s3_bucket}/photos/{name}", _png(len(name)))
+    storage.write_bytes(f"s3://{s3_bucket}/photos/m.csv", b"uri\na.png\nsub/b.png\n")  # relative to the manifest's prefix
+    args = ["--out", str(tmp_path / "res"), "--model", str(tiny_model_dir), "--device", "cpu", "--no-provenance"]
+    runs = [CliRunner().invoke(app, ["scan", source, *args])
+            for source in (f"s3://{s3_bucket}/photos/m.csv", f"s3://{s3_bucket}/photos/", f"s3://{s3_bucket}/photos")]
+    assert [r.exit_code for r in runs] == [0, 0, 0], runs[-1].output
+    assert [r.stdout.split("  -> ")[0] for r in runs] == ["scanned 2  failed 0  skipped (done before) 0",
+                                                          "scanned 1  failed 0  skipped (done before) 2",
+                                                          "scanned 0  failed 0  skipped (done before) 3"]
+    assert sorted(read_results(tmp_path / "res")["path"]) == [f"s3://{s3_bucket}/photos/{n}" for n in ("a.png", "c.png", "sub/b.png")]
+
+
 @pytest.mark.slow
 def test_ray_scan_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, tiny_model_dir, tmp_path, monkeypatch):
     pytest.importorskip("ray")
