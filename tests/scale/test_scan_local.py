@@ -49,8 +49,10 @@ def test_a_folder_named_relative_or_absolute_resumes_the_same_rows(image_folder,
     monkeypatch.chdir(image_folder.parent)
     out = tmp_path / "out"
     first = scan(scan_sources(["./images"]), out, detector)
-    again = [scan(scan_sources([name]), out, detector) for name in ("images", str(image_folder), "images/../images/")]
-    assert first.scanned == 8 and [(s.scanned, s.skipped) for s in again] == [(0, 8)] * 3
+    pd.DataFrame({"uri": ["./img1.jpg", "nested/../broken.jpg"]}).to_csv(image_folder / "m.csv", index=False)
+    names = ("images", str(image_folder), "images/../images/", "images/**/*.jpg", "images/m.csv")
+    again = [scan(scan_sources([name]), out, detector) for name in names]
+    assert first.scanned == 8 and [(s.scanned, s.skipped) for s in again] == [(0, 8)] * 3 + [(0, 5), (0, 2)]
     assert sorted(read_results(out)["path"]) == sorted(scan_sources([str(image_folder)]))  # stored absolute
 
 
