@@ -45,6 +45,14 @@ def test_rerun_skips_done_sources_and_adds_only_new_ones(image_folder, tmp_path,
     assert scan(sources, tmp_path / "out", detector).scanned == 0
 
 
+def test_a_source_listed_twice_is_scanned_once_and_not_counted_as_done_before(image_folder, tmp_path, detector):
+    sources = list(scan_sources([str(image_folder)]))
+    twice = sources + sources[:3]
+    first, again = (scan(twice, tmp_path / "out", detector) for _ in range(2))
+    assert [(s.scanned, s.skipped) for s in (first, again)] == [(8, 0), (0, 8)]  # as the Ray engine counts
+    assert len(read_results(tmp_path / "out")) == 8
+
+
 def test_a_folder_named_relative_or_absolute_resumes_the_same_rows(image_folder, tmp_path, detector, monkeypatch):
     monkeypatch.chdir(image_folder.parent)
     out = tmp_path / "out"

@@ -101,17 +101,20 @@ def recover_journals(out: str | os.PathLike) -> int:
 
 
 class _Pending:
-    """Sources not yet done (each once), counting those skipped."""
+    """Sources not yet done, each once, counting those done before (once each, as the Ray engine does)."""
 
     def __init__(self, sources: Iterable[str], done: set[str]):
-        self.sources, self.done, self.skipped = sources, done, 0
+        self.sources, self.done, self.seen, self.skipped = sources, done, set(), 0
 
     def __iter__(self) -> Iterator[str]:
         for source in map(source_key, self.sources):
-            if (stored := path_text(source)) in self.done:
+            if (stored := path_text(source)) in self.seen:  # listed again in this run
+                continue
+            self.seen.add(stored)
+            if stored in self.done:
+                self.done.discard(stored)  # now in `seen`: memory stays one entry per source
                 self.skipped += 1
                 continue
-            self.done.add(stored)
             yield source
 
 
