@@ -60,10 +60,13 @@ def test_a_local_ray_listens_on_loopback_only():
             "assert _connect(None, 1, 100 * 2**20)\n"
             "import ray\n"
             "print(ray._private.worker._global_node.node_ip_address)\n"
+            "ray.shutdown()\n"
+            "assert _connect('local', 1, 100 * 2**20)\n"  # Ray's name for a new local instance: the same one
+            "print(ray._private.worker._global_node.node_ip_address)\n"
             "ray.shutdown()\n")
-    done = _fresh_python(code, timeout=120)
+    done = _fresh_python(code, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["127.0.0.1"]  # not the machine's interface address
+    assert done.stdout.split() == ["127.0.0.1"] * 2  # not the machine's interface address
 
 
 @pytest.mark.parametrize("scheme", ["", "ray://"])
@@ -88,6 +91,12 @@ def test_more_gpus_than_the_local_ray_has_is_one_line_not_a_wait_forever(image_f
     with pytest.raises(ConfigError, match=f"^2 actors x {per_actor} GPUs need {2 * per_actor} GPUs and the local Ray has"):
         ray_scan(scan_sources([str(image_folder)]), tmp_path / "out", actors=2, gpus_per_actor=per_actor,
                  object_store_memory=100 * 2**20, device="cpu", provenance=False)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "ray://10.0.0.1", "127.0.0.1:http"])
+def test_an_address_without_a_port_is_one_line(tmp_path, address):
+    with pytest.raises(ConfigError, match=f"^{re.escape(address)} is not a Ray cluster address: give host:port, "):
+        ray_scan([str(tmp_path / "a.jpg")], tmp_path / "out", address=address, device="cpu")
 
 
 def test_ray_address_in_the_environment_is_the_cluster_to_join(image_folder, tmp_path):

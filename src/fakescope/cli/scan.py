@@ -36,7 +36,7 @@ def scan(
     out: Annotated[str, typer.Option("--out", "-o", help="Local results folder of Parquet parts (read it with pandas.read_parquet).")],
     model: ModelOpt = None,
     engine: Annotated[Engine, typer.Option(help="local (this process) or ray (a Ray Data pipeline).")] = Engine.local,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address; default: $RAY_ADDRESS, else start a local Ray on loopback.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster host:port, ray://host:port or auto (the one running here); default: $RAY_ADDRESS, else (or local) start a local Ray on loopback.")] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ray inference actors (workers).")] = 2,
     gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="GPUs per Ray actor (0 = CPU actors).")] = 0.0,
     cpus_per_actor: Annotated[int, typer.Option(min=1, help="CPUs per Ray CPU actor (also its inference threads unless --threads).")] = 1,

@@ -120,7 +120,7 @@ def _connect(address: str | None, cpus: int, object_store_memory: int | None) ->
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")  # ray.init would join it, refusing this local setup
-    if address:
+    if address and address != "local":  # Ray's name for a new local instance: the one started below
         _check_reachable(address)
         ray.init(address=address, log_to_driver=False)
         return False
@@ -136,9 +136,11 @@ def _check_reachable(address: str) -> None:
     if "://" in target:
         return
     host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{address} is not a Ray cluster address: give host:port, ray://host:port, auto or local")
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         named = address if address != "auto" else f"auto ({target})"
         raise ConfigError(f"cannot reach the Ray cluster at {named}: {getattr(exc, 'strerror', None) or exc}") from None
 
