@@ -181,7 +181,9 @@ def test_openapi_docs_are_served(server):
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     detect = spec["paths"]["/v1/detect"]["post"]
     assert {"multipart/form-data", "image/*"} <= set(detect["requestBody"]["content"])  # the raw body too
-    assert {"200", "401", "413", "422"} <= set(detect["responses"])
+    assert {"200", "401", "413", "422", "503"} <= set(detect["responses"])
+    assert detect["responses"]["503"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    assert {"200", "401", "404", "409"} <= set(spec["paths"]["/v1/jobs/{job_id}"]["delete"]["responses"])
     errors = [answer for path in spec["paths"].values() for op in path.values()
               for code, answer in op["responses"].items() if int(code) >= 400]
     assert errors and all(e["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"} for e in errors)
@@ -241,6 +243,7 @@ def test_openapi_describes_every_json_answer_exactly(server, auth, photo_bytes):
         model.model_validate(answer.json())
     assert "error" in answers[3][1].json()["results"][1]  # an error record is described too
     assert described("/v1/generate", status="202") is described("/v1/jobs/{job_id}", "get") is schemas.Job
+    assert described("/v1/jobs/{job_id}", "delete") is schemas.Job
     assert {"400", "401", "413", "422"} <= set(spec["paths"]["/v1/detect/batch"]["post"]["responses"])
 
 

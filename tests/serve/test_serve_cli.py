@@ -87,3 +87,14 @@ def test_serving_beyond_loopback_without_a_token_warns(host, token, warned, monk
     result = CliRunner().invoke(app, ["serve", "--host", host, "--device", "cpu", "--jobs-dir", str(tmp_path)])
     assert result.exit_code == 0 and started == [host], result.output
     assert ("without FAKESCOPE_API_TOKEN" in result.stderr) is warned
+
+
+def test_serve_passes_queue_bounds_to_the_app(monkeypatch, tmp_path):
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app.state.config))
+    result = CliRunner().invoke(app, ["serve", "--device", "cpu", "--jobs-dir", str(tmp_path), "--max-queue", "100",
+                                      "--max-jobs", "3"])
+    assert result.exit_code == 0, result.output
+    assert (served[0].max_queue, served[0].max_jobs) == (100, 3)

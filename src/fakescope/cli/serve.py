@@ -26,6 +26,8 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="Most images the micro-batcher scores in one model call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long the micro-batcher waits to fill a batch.")] = 5.0,
     max_files: Annotated[int, typer.Option(min=1, help="Most files in one /v1/detect/batch request.")] = 64,
+    max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting for the model (503 + Retry-After above).")] = 256,
+    max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
     jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default ~/.cache/fakescope/serve-jobs).")] = None,
     runtime: RuntimeOpt = Runtime.auto,
     grid: GridOpt = None,
@@ -39,7 +41,8 @@ def serve(
 
         options = {"jobs_dir": jobs_dir} if jobs_dir else {}
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-                             max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files,
+                             max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files, max_queue=max_queue,
+                             max_jobs=max_jobs,
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
         detector = config.load_detector()  # before uvicorn, so a bad --model is one clean line
         if config.token is None and not _loopback(host):

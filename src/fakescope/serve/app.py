@@ -1,10 +1,11 @@
 """The REST API (`fakescope serve`): FastAPI over one `Detector` shared through a micro-batcher.
 
 Endpoints: `POST /v1/detect`, `POST /v1/detect/batch`, `POST /v1/explain`, `POST /v1/generate`,
-`GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/outputs/{n}`, `GET /v1/models`, `GET /healthz`;
-the OpenAPI page is `/docs`. Every `/v1/*` call needs `Authorization: Bearer <token>` when a
-token is configured. Answers: 413 for an upload over the size limit, 422 for a file that is
-not a readable image or has too many pixels, 401 for a missing or wrong token.
+`GET /v1/jobs/{id}`, `DELETE /v1/jobs/{id}`, `GET /v1/jobs/{id}/outputs/{n}`, `GET /v1/models`,
+`GET /healthz`; the OpenAPI page is `/docs`. Every `/v1/*` call needs `Authorization: Bearer <token>`
+when a token is configured. Answers: 413 for an upload over the size limit, 422 for a file that is
+not a readable image or has too many pixels, 401 for a missing or wrong token, 503 with
+`Retry-After` when the model's queue or the generation jobs are full.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ from fakescope.errors import ConfigError, StorageError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.generate.openai_images import MAX_SIZE_SIDE
 from fakescope.io.image import corrupt_image_error, decode_image, header_size, sniff_format
-from fakescope.serve.batching import MicroBatcher
+from fakescope.serve.batching import MicroBatcher, ServerBusy
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.generation import openai_client
-from fakescope.serve.jobs import JobStore
+from fakescope.serve.jobs import JobBusy, JobStore
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Error, Explanation, Health, Job, Models
 
@@ -73,8 +74,10 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
     async def lifespan(app: FastAPI):
         loaded = detector or config.load_detector()
         app.state.detector = loaded
-        app.state.batcher = MicroBatcher(loaded, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms).start()
-        app.state.jobs = JobStore(config.jobs_dir, lambda data: app.state.batcher.submit(data).result())
+        app.state.batcher = MicroBatcher(loaded, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
+                                         max_queue=config.max_queue).start()
+        app.state.jobs = JobStore(config.jobs_dir, lambda data: app.state.batcher.submit(data).result(),
+                                  max_jobs=config.max_jobs)
         try:
             yield
         finally:
@@ -90,6 +93,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
     app.state.config = config
     app.add_middleware(_Gate, config=config)
     app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(ServerBusy)(_busy)
     app.exception_handler(Exception)(_internal_error)
     _add_routes(app, config)
     return app
@@ -143,10 +147,14 @@ def _authorised(header: str, token: str | None) -> bool:
 def _errors(*codes: int, ok: type | dict | None = None, status: int = 200) -> dict:
     """OpenAPI entries for a route's answers: the error answers it can give and `ok` (a model or an entry)."""
     meaning = {400: "a malformed multipart body, or a body the client stopped sending",
-               401: "missing or wrong bearer token", 404: "unknown job or output", 413: "upload too large",
+               401: "missing or wrong bearer token", 404: "unknown job or output",
+               409: "a cancelled job still finishing the requests it had sent", 413: "upload too large",
                422: "no image, not a readable image, too many pixels, or an invalid parameter",
-               503: "the server cannot write its jobs folder"}
+               503: "busy: the queue is full (`Retry-After` says when to try again); for /v1/generate also "
+                    "a jobs folder the server cannot write"}
     answers: dict = {code: {"model": Error, "description": meaning[code]} for code in (401, *codes)}
+    if 503 in answers:
+        answers[503]["headers"] = {"Retry-After": {"description": "seconds to wait (when busy)", "schema": {"type": "integer"}}}
     if ok is not None:
         answers[status] = ok if isinstance(ok, dict) else {"model": ok}
     return answers
@@ -156,6 +164,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     """Parameter errors as one line, like every other error (`{"detail": "format: Input should be ..."}`)."""
     problems = dict.fromkeys(map(_problem, exc.errors()))  # one line per field, not per part of a list
     return JSONResponse({"detail": "; ".join(problems)}, 422)
+
+
+async def _busy(request: Request, exc: ServerBusy) -> JSONResponse:
+    """A full queue: 503 with `Retry-After`, so clients back off instead of piling on."""
+    return JSONResponse({"detail": str(exc)}, 503, {"Retry-After": str(exc.retry_after)})
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -192,7 +205,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
                 "bundled": bundled_models(), "architectures": list_models()}
 
     @app.post("/v1/detect", tags=["detect"], dependencies=secured, response_model=None,
-              responses=_errors(400, 413, 422, ok=DetectionRecord), openapi_extra=RAW_IMAGE)
+              responses=_errors(400, 413, 422, 503, ok=DetectionRecord), openapi_extra=RAW_IMAGE)
     async def detect(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -203,7 +216,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         return detection.to_dict()
 
     @app.post("/v1/detect/batch", tags=["detect"], dependencies=secured, response_model=None,
-              responses=_errors(400, 413, 422, ok=BatchResults))
+              responses=_errors(400, 413, 422, 503, ok=BatchResults))
     async def detect_batch(
         request: Request,
         files: Annotated[list[UploadFile], File(description="Several images, each as a `files` part.")],
@@ -212,11 +225,15 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         if len(files) > config.max_files:
             raise HTTPException(413, f"too many files: {len(files)} (the limit is {config.max_files} per request)")
         uploads = [(f.filename or f"file{i}", await _read_upload(f, config)) for i, f in enumerate(files)]
+        batcher: MicroBatcher = request.app.state.batcher
+        if batcher.room() < len(uploads):  # all or none: a half-scored batch helps nobody
+            raise ServerBusy(f"the server is busy: {batcher.pending} images are waiting for the model "
+                             f"(the limit is {config.max_queue}); try again shortly", batcher.retry_after())
         detections = await asyncio.gather(*(_score(request, n, d, heatmap=False, strict=False) for n, d in uploads))
         return {"results": [d.to_dict() for d in detections]}
 
     @app.post("/v1/explain", tags=["detect"], dependencies=secured, openapi_extra=RAW_IMAGE,
-              responses=_errors(400, 413, 422, ok={"model": Explanation, "content": {"image/png": {}}, "headers": PNG_HEADERS}))
+              responses=_errors(400, 413, 422, 503, ok={"model": Explanation, "content": {"image/png": {}}, "headers": PNG_HEADERS}))
     async def explain(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -266,6 +283,22 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
     def job_state(request: Request, job_id: str) -> dict:
         """A generation job's state (`queued`, `running`, `done`, `failed`) and, when done, its outputs."""
         return _job(request, job_id).to_dict()
+
+    @app.delete("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured, response_model=None,
+                responses=_errors(404, 409, 422, ok=Job))
+    def delete_job(request: Request, job_id: str) -> dict:
+        """Cancel a queued or running job (it stays readable, as `cancelled`); delete a finished one and its images.
+
+        Answers the cancelled job, or the last record of the deleted one.
+        """
+        jobs: JobStore = request.app.state.jobs
+        try:
+            job = jobs.delete(job_id)
+        except JobBusy as exc:
+            raise HTTPException(409, str(exc)) from None
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return job.to_dict()
 
     @app.get("/v1/jobs/{job_id}/outputs/{index}", tags=["generate"], dependencies=secured, response_class=Response,
              responses=_errors(404, 422, ok={"content": {"image/*": {}}}))
@@ -371,7 +404,7 @@ async def _score(request: Request, name: str, data: bytes, *, heatmap: bool, str
         if strict:
             raise
         return Detection.failed(name, exc.detail, detector.name, detector.threshold)
-    detection = await asyncio.wrap_future(request.app.state.batcher.submit(data, heatmap=heatmap))
+    detection = await asyncio.wrap_future(request.app.state.batcher.submit(data, heatmap=heatmap, wait=False))
     if detection.error and strict:
         raise HTTPException(422, detection.error)
     return dataclasses.replace(detection, source=name)

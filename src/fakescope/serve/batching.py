@@ -3,7 +3,8 @@
 Concurrent request handlers call `MicroBatcher.submit` and wait on a future; the worker
 waits up to `max_wait_ms` after the first queued item for more, takes up to `max_batch`
 items and calls `detector.predict(list)` once, so a loaded server runs full batches
-and a quiet one answers a lone request without delay beyond `max_wait_ms`.
+and a quiet one answers a lone request without delay beyond `max_wait_ms`. At most `max_queue`
+items wait: `submit(..., wait=False)` raises `ServerBusy` beyond that instead of queueing.
 """
 
 from __future__ import annotations
@@ -17,8 +18,17 @@ from typing import Self
 
 from fakescope.detection import Detection
 from fakescope.detector import Detector, ImageInput
+from fakescope.errors import FakescopeError
 
 _STOP = object()
+
+
+class ServerBusy(FakescopeError):
+    """The server's queue is full; `retry_after` is a suggested wait in seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -49,10 +59,11 @@ class MicroBatcher:
         ...     detection = batcher.submit(open("photo.jpg", "rb").read()).result()
     """
 
-    def __init__(self, detector: Detector, *, max_batch: int = 32, max_wait_ms: float = 5.0):
+    def __init__(self, detector: Detector, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_queue: int = 0):
         self.detector = detector
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
         self.stats = BatchStats()
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="fakescope-batcher", daemon=True)
@@ -76,11 +87,27 @@ class MicroBatcher:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, item: ImageInput, *, heatmap: bool = False) -> Future:
-        """Queue one input; the future resolves to its `Detection` (with `heatmap` when asked)."""
+    def room(self) -> int | None:
+        """How many more items `submit(..., wait=False)` takes now; None without `max_queue`."""
+        return max(self.max_queue - self.pending, 0) if self.max_queue else None
+
+    def submit(self, item: ImageInput, *, heatmap: bool = False, wait: bool = True) -> Future:
+        """Queue one input; the future resolves to its `Detection` (with `heatmap` when asked).
+
+        Raises:
+            ServerBusy: `wait=False` and `max_queue` items are already waiting.
+        """
+        if not wait and self.room() == 0:
+            raise ServerBusy(f"the server is busy: {self.max_queue} images are waiting for the model; try again shortly",
+                             self.retry_after())
         request = _Request(item, heatmap)
         self._queue.put(request)
         return request.future
+
+    def retry_after(self) -> int:
+        """Seconds the queued items should take to score, from the mean time per item so far (at least 1)."""
+        per_item = self.stats.busy_s / self.stats.items if self.stats.items else 0.0
+        return max(1, round(self.pending * per_item))
 
     def _run(self) -> None:
         while True:

@@ -31,6 +31,8 @@ class ServeConfig:
         max_batch: Most images gathered into one model call by the micro-batcher.
         max_wait_ms: How long the micro-batcher waits for more requests after the first.
         max_files: Most files in one `/v1/detect/batch` request.
+        max_queue: Most images waiting for the model; more answer 503 with `Retry-After` (at least `max_files`).
+        max_jobs: Most generation jobs queued or running; more answer 503 with `Retry-After`.
         token: Bearer token every `/v1/*` request must carry; default `FAKESCOPE_API_TOKEN` (environment or
             `.env`), None = open.
         jobs_dir: Where generation jobs write their sources and outputs.
@@ -46,6 +48,8 @@ class ServeConfig:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_files: int = 64
+    max_queue: int = 256
+    max_jobs: int = 16
     token: str | None = field(default_factory=_env_token, repr=False)
     jobs_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "fakescope" / "serve-jobs")
     runtime: str = "auto"
@@ -57,8 +61,11 @@ class ServeConfig:
             raise ConfigError("max_upload_mb must be positive")
         if not 0 < self.max_pixels <= MAX_PIXELS:
             raise ConfigError(f"max_pixels must be in 1..{MAX_PIXELS:,}")
-        if self.max_batch < 1 or self.max_files < 1:
-            raise ConfigError("max_batch and max_files must be at least 1")
+        if self.max_batch < 1 or self.max_files < 1 or self.max_jobs < 1:
+            raise ConfigError("max_batch, max_files and max_jobs must be at least 1")
+        if self.max_queue < self.max_files:
+            raise ConfigError(f"max_queue ({self.max_queue}) must be at least max_files ({self.max_files}): "
+                              "a full batch request must fit in the queue")
 
     def load_detector(self):
         """The `Detector` these settings describe (batches of `max_batch`, 2 decoding threads)."""
@@ -70,3 +77,4 @@ class ServeConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+

@@ -4,17 +4,25 @@ Each job lives in its own folder under the store's root: the upload, the generat
 outputs, and `job.json`, its record, rewritten (atomically) at every change of state. A new
 store reads the records back, so finished jobs and their images outlive a server restart; a
 job that was queued or running when the server stopped is marked failed, never resent.
+
+`cancel` stops a queued job before anything is sent and marks a running one cancelled (the
+requests already sent finish and are kept: the API bills them anyway); `remove` deletes a
+finished job's folder. At most `max_jobs` jobs are queued or running: `submit` raises
+`ServerBusy` beyond that. A job's `error` names no local path; the server's log has the detail.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +31,22 @@ from fakescope.detection import Detection
 from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.io import storage
+from fakescope.serve.batching import ServerBusy
 from fakescope.serve.generation import generate_from_upload, shortfall
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+UNFINISHED = (QUEUED, RUNNING)
 RECORD_NAME = "job.json"
 INTERRUPTED = "interrupted by a server restart; submit the image again"
+CANCELLED_QUEUED = "cancelled before any request was sent"
+CANCELLED_RUNNING = "cancelled while running: the requests already sent were finished (and billed)"
+RETRY_AFTER_S = 30
+_LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|~?/)[^\s'",;)\]]*[^\s'",;)\].:]""")
+log = logging.getLogger(__name__)
+
+
+class JobBusy(FakescopeError):
+    """A job cannot be deleted yet: its worker is still writing its folder."""
 
 
 @dataclass(frozen=True)
@@ -83,33 +102,73 @@ class GenerationJob:
 class JobStore:
     """Run generation jobs on a small thread pool; keep their records on disk under `root`."""
 
-    def __init__(self, root: Path, detect: Callable[[bytes], Detection], *, workers: int = 2):
+    def __init__(self, root: Path, detect: Callable[[bytes], Detection], *, workers: int = 2, max_jobs: int = 16):
         self.root = Path(root)
         self.detect = detect
+        self.max_jobs = max_jobs
         self._jobs = self._restore()
+        self._futures: dict[str, Future] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fakescope-generate")
 
     def submit(self, data: bytes, config: OpenAIImagesConfig, client, *, filename: str = "upload") -> GenerationJob:
-        """Queue one job; returns at once with the job in state `queued`."""
+        """Queue one job; returns at once with the job in state `queued`.
+
+        Raises:
+            ServerBusy: `max_jobs` jobs are already queued or running.
+            StorageError: the job's record cannot be written.
+        """
         job_id = uuid.uuid4().hex[:16]
         job = GenerationJob(job_id, config, self.root / job_id)
-        job.save()
         with self._lock:
+            if sum(j.state in UNFINISHED for j in self._jobs.values()) >= self.max_jobs:
+                raise ServerBusy(f"too many generation jobs: {self.max_jobs} are queued or running; try again later",
+                                 RETRY_AFTER_S)
+            job.save()
             self._jobs[job_id] = job
-        self._pool.submit(self._run, job, data, client, filename)
+            self._futures[job_id] = self._pool.submit(self._run, job, data, client, filename)
         return job
 
     def get(self, job_id: str) -> GenerationJob | None:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def delete(self, job_id: str) -> GenerationJob | None:
+        """Cancel a queued or running job, or forget a finished one and delete its folder; None for an unknown id.
+
+        A queued job is never sent; a running one is marked cancelled and its worker finishes the
+        requests already sent (billed whatever happens), keeping their images.
+
+        Raises:
+            JobBusy: a cancelled job whose worker is still finishing (its folder is still being written).
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            if job.state in UNFINISHED:
+                job.error = CANCELLED_QUEUED if job.state == QUEUED else CANCELLED_RUNNING  # `_run` skips it
+                if self._futures[job_id].cancel():
+                    del self._futures[job_id]
+                job.state, job.finished = CANCELLED, time.time()
+                _save(job)
+                return job
+            if job_id in self._futures:
+                raise JobBusy(f"job {job_id} is cancelled but still finishing the requests it had sent; try again shortly")
+            del self._jobs[job_id]
+        shutil.rmtree(job.folder, ignore_errors=True)
+        return job
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, job: GenerationJob, data: bytes, client, filename: str) -> None:
-        job.state = RUNNING
-        job.save()
+        with self._lock:
+            if job.state != QUEUED:  # cancelled while the pool was taking it
+                self._futures.pop(job.id, None)
+                return
+            job.state = RUNNING
+            _save(job)
         outputs: list[JobOutput] = []
         try:
             made = generate_from_upload(data, job.config, job.folder, client=client, detect=self.detect, filename=filename)
@@ -118,10 +177,18 @@ class JobStore:
         except FakescopeError as exc:
             state, error = FAILED, str(exc)
         except Exception as exc:  # noqa: BLE001 - a job records its failure; the server goes on
+            log.warning("generation job %s failed", job.id, exc_info=True)
             state, error = FAILED, f"{type(exc).__name__}: {exc}"
-        job.outputs, job.error, job.finished = outputs, error, time.time()
-        job.state = state  # last: a poll that sees the job ended sees its outputs and finish time too
-        job.save()
+        if error and (public := public_error(error)) != error:
+            log.warning("generation job %s: %s", job.id, error)
+            error = public
+        with self._lock:
+            self._futures.pop(job.id, None)
+            job.outputs = outputs
+            if job.state != CANCELLED:  # a cancelled job keeps its note; its images were paid for, so kept
+                job.error, job.finished = error, time.time()
+                job.state = state  # last: a poll that sees the job ended sees its outputs and finish time too
+            _save(job)
 
     def _restore(self) -> dict[str, GenerationJob]:
         """Every job recorded under `root`; unfinished ones become failed (`INTERRUPTED`)."""
@@ -136,3 +203,16 @@ class JobStore:
                 job.save()
             jobs[job.id] = job
         return jobs
+
+
+def _save(job: GenerationJob) -> None:
+    """Save a job's record from a worker; a failure is logged, and the job still ends in memory."""
+    try:
+        job.save()
+    except OSError:  # StorageError too
+        log.warning("cannot save the record of generation job %s", job.id, exc_info=True)
+
+
+def public_error(message: str) -> str:
+    """`message` with every local path (`/...`, `~/...`, `C:\\...`) replaced by `<path>`, for clients."""
+    return _LOCAL_PATH.sub("<path>", message)

@@ -67,10 +67,11 @@ class Job(_Answer):
     """A generation job."""
 
     id: str
-    state: Literal["queued", "running", "done", "failed"]
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
     created: float = Field(description="Unix time.")
-    finished: float | None
-    error: str | None = Field(description="Why it failed, or for a done job why some of its n images are missing.")
+    finished: float | None = Field(description="Unix time it ended, or was cancelled.")
+    error: str | None = Field(description="Why it failed or was cancelled, or for a done job why some of its n images "
+                                          "are missing; it names no server path.")
     config: dict[str, Any]
     outputs: list[JobOutputRecord]
 

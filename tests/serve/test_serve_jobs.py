@@ -1,0 +1,126 @@
+"""Cancelling and deleting generation jobs, the bound on queued jobs, and path-free job errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+import pytest
+from conftest import TOKEN, LiveServer
+from openai_server import ImagesAPIServer
+
+from fakescope.generate import OpenAIImagesConfig
+from fakescope.serve.jobs import CANCELLED_QUEUED, CANCELLED_RUNNING, JobStore
+from fakescope.serve.schemas import Job
+
+API_KEY = "sk-jobs-test-key"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def held_api(monkeypatch):
+    """The Images API holding every request until `release` is set (then answered and billed)."""
+    api = ImagesAPIServer(api_key=API_KEY).start()
+    api.hold_after, api.answer_held = 0, True
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    yield api
+    api.stop()
+
+
+def _submit(url: str, photo_bytes: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/v1/generate", headers={**AUTH, "X-OpenAI-Key": API_KEY}, data={"size": "256x256"},
+                      files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})
+
+
+def _until(check, what: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+def test_delete_cancels_queued_and_running_jobs_then_removes_finished_ones(detector, held_api, photo_bytes, tmp_path):
+    from fakescope.serve import ServeConfig
+
+    config = ServeConfig(token=TOKEN, jobs_dir=tmp_path, max_jobs=4)
+    with LiveServer(config, detector) as live:
+        running, other, queued = (_submit(live.url, photo_bytes).json()["id"] for _ in range(3))  # 2 workers
+        _until(lambda: held_api.held == 2, "two jobs to reach the API")
+        url = f"{live.url}/v1/jobs"
+        cancelled = httpx.delete(f"{url}/{queued}", headers=AUTH)
+        assert cancelled.status_code == 200 and Job.model_validate(cancelled.json())
+        assert (cancelled.json()["state"], cancelled.json()["error"]) == ("cancelled", CANCELLED_QUEUED)
+        stopped = httpx.delete(f"{url}/{running}", headers=AUTH).json()
+        assert (stopped["state"], stopped["error"]) == ("cancelled", CANCELLED_RUNNING)
+        still_writing = httpx.delete(f"{url}/{running}", headers=AUTH)  # its worker still waits on the API
+        assert still_writing.status_code == 409 and "still finishing" in still_writing.json()["detail"]
+
+        held_api.release.set()  # the two requests sent are answered (and billed)
+        done = _until(lambda: (j := httpx.get(f"{url}/{other}", headers=AUTH).json())["state"] == "done" and j, "job")
+        assert len(done["outputs"]) == 1
+        kept = _until(lambda: (j := httpx.get(f"{url}/{running}", headers=AUTH).json())["outputs"] and j, "outputs")
+        assert (kept["state"], kept["error"]) == ("cancelled", CANCELLED_RUNNING)  # paid for: its image is kept
+        assert httpx.get(f"{live.url}{kept['outputs'][0]['image']}", headers=AUTH).status_code == 200
+        assert len(held_api.requests) == 2 and held_api.billable == 2  # the queued job never reached the API
+
+        _until(lambda: httpx.delete(f"{url}/{running}", headers=AUTH).status_code == 200, "the delete")
+        assert httpx.get(f"{url}/{running}", headers=AUTH).status_code == 404
+        assert not (tmp_path / running).exists() and (tmp_path / other).is_dir()
+        gone = httpx.delete(f"{url}/{running}", headers=AUTH)
+        assert gone.status_code == 404 and gone.json() == {"detail": f"no job {running}"}
+    assert JobStore(tmp_path, detector.predict).get(queued).state == "cancelled"  # the record outlives a restart
+
+
+def test_generation_past_max_jobs_is_503_with_retry_after(detector, held_api, photo_bytes, tmp_path):
+    from fakescope.serve import ServeConfig
+
+    with LiveServer(ServeConfig(token=TOKEN, jobs_dir=tmp_path, max_jobs=1), detector) as live:
+        first = _submit(live.url, photo_bytes)
+        refused = _submit(live.url, photo_bytes)
+        assert first.status_code == 202 and refused.status_code == 503
+        assert refused.headers["Retry-After"] == "30"
+        assert refused.json() == {"detail": "too many generation jobs: 1 are queued or running; try again later"}
+        httpx.delete(f"{live.url}/v1/jobs/{first.json()['id']}", headers=AUTH)  # a cancelled job frees its place
+        assert _submit(live.url, photo_bytes).status_code == 202
+        held_api.release.set()
+    assert len(list(tmp_path.iterdir())) == 2  # the refused one left no folder
+
+
+def test_a_job_error_names_no_local_path_and_the_log_keeps_it(tmp_path, photo_bytes, caplog):
+    import openai
+
+    api = ImagesAPIServer(api_key=API_KEY).start()
+    try:
+        client = openai.OpenAI(api_key=API_KEY, base_url=api.base_url, max_retries=0)
+        scratch = tmp_path / "scratch" / ".upload-1a2b.part"
+
+        def detect(data: bytes):  # scoring reads a temporary file that a cleaner already removed
+            return scratch.read_bytes()
+
+        store = JobStore(tmp_path / "jobs", detect)
+        with caplog.at_level(logging.WARNING, logger="fakescope.serve.jobs"):
+            job = store.submit(photo_bytes, OpenAIImagesConfig(mode="variation", size="256x256"), client, filename="cat.jpg")
+            store.close()
+    finally:
+        api.stop()
+    assert job.state == "failed"
+    assert job.error == "FileNotFoundError: [Errno 2] No such file or directory: '<path>'"
+    assert str(tmp_path) not in (tmp_path / "jobs" / job.id / "job.json").read_text()
+    assert str(scratch) in caplog.text  # the operator still sees which file
+
+
+@pytest.mark.parametrize(("message", "public"), [
+    ("cannot open job ledger /srv/jobs/ab/ai/.ledger.sqlite: disk I/O error", "cannot open job ledger <path>: disk I/O error"),
+    ("[Errno 28] No space left on device: 'C:\\jobs\\x.part'", "[Errno 28] No space left on device: '<path>'"),
+    ("cannot read ~/.cache/fakescope/x.png.", "cannot read <path>."),
+    ("Error code: 404 - unknown path at http://127.0.0.1:9/v1/images/edits (1/2 failed)",
+     "Error code: 404 - unknown path at http://127.0.0.1:9/v1/images/edits (1/2 failed)"),
+])
+def test_public_error_hides_local_paths_only(message, public):
+    from fakescope.serve.jobs import public_error
+
+    assert public_error(message) == public
