@@ -89,12 +89,23 @@ def test_serving_beyond_loopback_without_a_token_warns(host, token, warned, monk
     assert ("without FAKESCOPE_API_TOKEN" in result.stderr) is warned
 
 
-def test_serve_passes_queue_bounds_to_the_app(monkeypatch, tmp_path):
+def test_serve_with_an_origin_a_browser_never_sends_is_one_clean_line(monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("served despite a bad origin"))
+    result = CliRunner().invoke(app, ["serve", "--cors-origin", "https://ok.example", "--cors-origin",
+                                      "http://localhost:3000/", "--port", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip() == ("error: CORS origin 'http://localhost:3000/': expected scheme://host[:port] with no "
+                                     "path or trailing slash (as https://app.example.com), or *")
+
+
+def test_serve_passes_queue_bounds_and_origins_to_the_app(monkeypatch, tmp_path):
     import uvicorn
 
     served = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app.state.config))
     result = CliRunner().invoke(app, ["serve", "--device", "cpu", "--jobs-dir", str(tmp_path), "--max-queue", "100",
-                                      "--max-jobs", "3"])
+                                      "--max-jobs", "3", "--cors-origin", "https://a.example", "--cors-origin", "*"])
     assert result.exit_code == 0, result.output
-    assert (served[0].max_queue, served[0].max_jobs) == (100, 3)
+    assert (served[0].max_queue, served[0].max_jobs, served[0].cors_origins) == (100, 3, ("https://a.example", "*"))

@@ -1,13 +1,17 @@
-"""Backpressure on the model's queue."""
+"""Backpressure on the model's queue, and CORS: off by default, opt-in per origin."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from conftest import TOKEN, LiveServer
 
 from fakescope.errors import ConfigError
 from fakescope.serve import MicroBatcher, ServeConfig
 from fakescope.serve.batching import ServerBusy
 
+ORIGIN = "http://127.0.0.1:5173"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def test_a_full_queue_refuses_without_waiting(detector, flat_png):
@@ -51,6 +55,48 @@ def test_requests_past_max_queue_are_503_with_retry_after(stalled_client, flat_p
     assert client.get("/healthz").json()["queued"] == 2
 
 
-def test_config_refuses_a_queue_smaller_than_a_batch():
+def test_config_refuses_a_queue_smaller_than_a_batch_and_origins_a_browser_never_sends():
     with pytest.raises(ConfigError, match=r"max_queue \(8\) must be at least max_files \(64\)"):
         ServeConfig(max_queue=8)
+    for origin in ("http://localhost:3000/", "localhost:3000", "https://app.example.com/page", "ftp://x"):
+        with pytest.raises(ConfigError, match="expected scheme://host\\[:port\\] with no path or trailing slash"):
+            ServeConfig(cors_origins=(origin,))
+    assert ServeConfig(cors_origins=("*", "https://app.example.com:8443")).cors_origins[0] == "*"
+
+
+@pytest.fixture(scope="module")
+def cors_server(detector, tmp_path_factory):
+    config = ServeConfig(token=TOKEN, cors_origins=(ORIGIN,), jobs_dir=tmp_path_factory.mktemp("jobs"))
+    with LiveServer(config, detector) as live:
+        yield live
+
+
+def _preflight(url: str, origin: str) -> httpx.Response:
+    return httpx.options(url, headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                       "Access-Control-Request-Headers": "authorization,x-openai-key"})
+
+
+def test_a_preflight_from_an_allowed_origin_passes_without_a_token(cors_server):
+    answer = _preflight(f"{cors_server.url}/v1/generate", ORIGIN)
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == ORIGIN
+    allowed = answer.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed and "x-openai-key" in allowed
+    assert "DELETE" in answer.headers["access-control-allow-methods"]
+
+
+def test_other_origins_get_no_cors_grant(cors_server, server, photo_bytes):
+    refused = _preflight(f"{cors_server.url}/v1/detect", "http://evil.example")
+    assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+    off = _preflight(f"{server.url}/v1/detect", ORIGIN)  # the default: no CORS at all
+    assert "access-control-allow-origin" not in off.headers
+    simple = httpx.post(f"{server.url}/v1/detect", headers={**AUTH, "Origin": ORIGIN}, content=photo_bytes)
+    assert simple.status_code == 200 and "access-control-allow-origin" not in simple.headers
+
+
+def test_answers_to_an_allowed_origin_carry_cors_headers_errors_too(cors_server, photo_bytes):
+    headers = {"Origin": ORIGIN, **AUTH}
+    scored = httpx.post(f"{cors_server.url}/v1/explain", headers=headers, content=photo_bytes)
+    assert scored.status_code == 200 and scored.headers["access-control-allow-origin"] == ORIGIN
+    assert "x-fakescope-score" in scored.headers["access-control-expose-headers"].lower()
+    no_token = httpx.get(f"{cors_server.url}/v1/models", headers={"Origin": ORIGIN})
+    assert no_token.status_code == 401 and no_token.headers["access-control-allow-origin"] == ORIGIN  # readable by the page

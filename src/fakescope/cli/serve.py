@@ -28,6 +28,8 @@ def serve(
     max_files: Annotated[int, typer.Option(min=1, help="Most files in one /v1/detect/batch request.")] = 64,
     max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting for the model (503 + Retry-After above).")] = 256,
     max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        "--cors-origin", help="Let pages of this origin (https://app.example.com, or *) call the API; repeatable.")] = None,
     jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default ~/.cache/fakescope/serve-jobs).")] = None,
     runtime: RuntimeOpt = Runtime.auto,
     grid: GridOpt = None,
@@ -42,7 +44,7 @@ def serve(
         options = {"jobs_dir": jobs_dir} if jobs_dir else {}
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files, max_queue=max_queue,
-                             max_jobs=max_jobs,
+                             max_jobs=max_jobs, cors_origins=tuple(cors_origin or ()),
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
         detector = config.load_detector()  # before uvicorn, so a bad --model is one clean line
         if config.token is None and not _loopback(host):

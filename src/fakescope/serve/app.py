@@ -5,7 +5,7 @@ Endpoints: `POST /v1/detect`, `POST /v1/detect/batch`, `POST /v1/explain`, `POST
 `GET /healthz`; the OpenAPI page is `/docs`. Every `/v1/*` call needs `Authorization: Bearer <token>`
 when a token is configured. Answers: 413 for an upload over the size limit, 422 for a file that is
 not a readable image or has too many pixels, 401 for a missing or wrong token, 503 with
-`Retry-After` when the model's queue or the generation jobs are full.
+`Retry-After` when the model's queue or the generation jobs are full. CORS is off unless origins are configured.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from fastapi import (
     UploadFile,
 )
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from PIL import Image
@@ -92,6 +93,10 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
     )
     app.state.config = config
     app.add_middleware(_Gate, config=config)
+    if config.cors_origins:  # outermost: preflights carry no token, and error answers need the CORS headers too
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "X-OpenAI-Key"],
+                           expose_headers=[*PNG_HEADERS, "Retry-After"], max_age=600)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(ServerBusy)(_busy)
     app.exception_handler(Exception)(_internal_error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fakescope.errors import ConfigError
 from fakescope.io import storage
@@ -33,6 +34,7 @@ class ServeConfig:
         max_files: Most files in one `/v1/detect/batch` request.
         max_queue: Most images waiting for the model; more answer 503 with `Retry-After` (at least `max_files`).
         max_jobs: Most generation jobs queued or running; more answer 503 with `Retry-After`.
+        cors_origins: Web origins (`https://app.example.com`, or `*`) whose pages may call the API; none by default.
         token: Bearer token every `/v1/*` request must carry; default `FAKESCOPE_API_TOKEN` (environment or
             `.env`), None = open.
         jobs_dir: Where generation jobs write their sources and outputs.
@@ -50,6 +52,7 @@ class ServeConfig:
     max_files: int = 64
     max_queue: int = 256
     max_jobs: int = 16
+    cors_origins: tuple[str, ...] = ()
     token: str | None = field(default_factory=_env_token, repr=False)
     jobs_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "fakescope" / "serve-jobs")
     runtime: str = "auto"
@@ -66,6 +69,8 @@ class ServeConfig:
         if self.max_queue < self.max_files:
             raise ConfigError(f"max_queue ({self.max_queue}) must be at least max_files ({self.max_files}): "
                               "a full batch request must fit in the queue")
+        for origin in self.cors_origins:
+            _check_origin(origin)
 
     def load_detector(self):
         """The `Detector` these settings describe (batches of `max_batch`, 2 decoding threads)."""
@@ -78,3 +83,12 @@ class ServeConfig:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
+
+def _check_origin(origin: str) -> None:
+    """Refuse what a browser never sends as `Origin` (a path, a trailing slash): it would never match."""
+    if origin == "*":
+        return
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or origin != f"{parts.scheme}://{parts.netloc}":
+        raise ConfigError(f"CORS origin {origin!r}: expected scheme://host[:port] with no path or trailing slash "
+                          "(as https://app.example.com), or *")
