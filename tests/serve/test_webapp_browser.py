@@ -339,3 +339,34 @@ def test_report_page_opens_an_evaluate_logo_folder(app_url, page, tmp_path):
 
 def test_chromium_is_the_debian_build():
     assert shutil.which("chromium") == CHROMIUM
+
+
+def test_generator_page_drops_the_last_pair_when_generating_again_fails(app_url, page, images_api, photo_bytes, tmp_path):
+    photo, notes = tmp_path / "real.jpg", tmp_path / "notes.txt"
+    photo.write_bytes(photo_bytes)
+    notes.write_text("not an image")
+    page.goto(f"{app_url}/generator")
+    _enter_key(page)
+    page.locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("generated #1").wait_for(timeout=45_000)
+    page.locator("input[type=file]").set_input_files(str(notes))
+    sync_api.expect(page.get_by_text("notes.txt")).to_be_visible(timeout=30_000)
+    _settled(page)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("Generation failed: not an image (unrecognised file signature)").wait_for(timeout=45_000)
+    _settled(page)  # the photo's pair stayed below the error, with a button that would have saved it
+    assert not page.get_by_text("generated #1").count() and not page.get_by_role("button", name="Save both").count()
+
+
+def test_report_page_says_why_a_file_is_no_report(app_url, page, tmp_path):
+    (tmp_path / "notes.json").write_text("not json")
+    (tmp_path / "empty.json").write_text("{}")
+    page.goto(f"{app_url}/report")
+    box = page.get_by_label("Report folder or report.json path", exact=True)
+    for name, expected in (("notes.json", "Could not read the report: notes.json is not JSON (Expecting value at line 1)"),
+                           ("empty.json", "empty.json holds no metrics or tables: open the report.json")):
+        box.fill(str(tmp_path / name))
+        box.press("Enter")
+        page.get_by_text(expected).wait_for(timeout=30_000)  # were "Expecting value: line 1 ..." and an empty table
+        assert not page.get_by_text("Metrics", exact=True).count()

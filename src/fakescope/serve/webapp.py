@@ -133,7 +133,7 @@ def generator_page() -> None:
     st.session_state.setdefault("edit_prompt", "make it look like a painting")
     prompt = st.text_input("Edit prompt", key="edit_prompt") if mode == "edit" else None
     if st.button("Generate", type="primary", disabled=upload is None):
-        run_generation(upload.name, upload.getvalue(), dict(mode=mode, model=model, size=size, prompt=prompt), key)
+        run_generation(upload.name, upload.getvalue(), {"mode": mode, "model": model, "size": size, "prompt": prompt}, key)
     result = st.session_state.get("generated")
     if not result:
         return
@@ -164,6 +164,8 @@ def save_to_dataset(folder: str, result: dict) -> None:
 
 
 def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
+    """Generate from the upload; the last result goes first, so a failure is never shown above another image's pair."""
+    st.session_state.pop("generated", None)
     scorer = detector()  # before anything is paid for
     try:
         config = OpenAIImagesConfig(**settings)
@@ -185,17 +187,22 @@ def report_page() -> None:
     st.write("Open the folder (or `report.json`) written by `fakescope evaluate`, or that of `fakescope evaluate-logo`.")
     location = st.text_input("Report folder or report.json path")
     upload = st.file_uploader("...or upload report.json", type=["json"], key="report")
-    html_path = None
+    html_path = source = None
     try:
         if upload is not None:
+            source = upload.name
             report = json.loads(upload.getvalue())
         elif location:
             path = report_path(Path(location).expanduser())
+            source = path.name
             report = json.loads(path.read_text())
             html_path = path.with_name("report.html")
         else:
             st.info("No report opened yet.")
             return
+    except json.JSONDecodeError as exc:
+        st.error(f"Could not read the report: {source} is not JSON ({exc.msg} at line {exc.lineno})")
+        return
     except (OSError, ValueError, FakescopeError) as exc:
         st.error(f"Could not read the report: {exc}")
         return
@@ -203,6 +210,10 @@ def report_page() -> None:
         st.error("Could not read the report: report.json should hold a JSON object")
         return
     metrics, tables = report_contents(report)
+    if not metrics and not tables:
+        st.warning(f"{source} holds no metrics or tables: open the report.json (or logo.json) that "
+                   "`fakescope evaluate` (or `evaluate-logo`) writes.")
+        return
     st.subheader("Metrics")
     st.table(pd.DataFrame({"value": [str(v) for v in metrics.values()]}, index=list(metrics)))
     if tables:
