@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import googleapiclient.http
 import pytest
 from drive_server import DRIVE_READONLY_TOKEN, DRIVE_TOKEN, DriveServer, write_token_file
 
-from fakescope.io import _gdrive
 
 ACCESS_KEY = "fakescopetestkey"
 SECRET_KEY = "fakescopetestsecret"
@@ -141,6 +141,6 @@ def drive_env(drive_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("FAKESCOPE_GDRIVE_ENDPOINT", drive_server.url)
     monkeypatch.setenv("FAKESCOPE_GDRIVE_TOKEN", str(write_token_file(tmp_path / "token.json", DRIVE_TOKEN)))
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setattr(_gdrive, "BACKOFF_SECONDS", 0.0)  # retries of the server's injected errors: no waiting
+    monkeypatch.setattr(googleapiclient.http.random, "random", lambda: 0.0)  # the client's backoff: no waiting
     drive_server.reset()
     return drive_server

@@ -87,7 +87,8 @@ class DriveServer:
             return file_id
 
     def fail(self, kind: str, status: int, reason: str, times: int = 1) -> None:
-        """Answer the next `times` requests of `kind` (`list`, `download` or `upload`) with this error."""
+        """Answer the next `times` requests of `kind` (`list`, `download`, `upload` or only upload `chunk`s)
+        with this error; status 0 drops the connection instead."""
         with self._lock:
             self.faults[kind] += [(status, reason)] * times
 
@@ -133,6 +134,9 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             self._send(status, json.dumps(payload).encode(), headers=headers)
 
         def _error(self, status: int, reason: str) -> None:
+            if status == 0:  # a dropped connection: no answer at all
+                self.close_connection = True
+                return
             self._json(status, {"error": {"code": status, "message": reason, "errors": [{"reason": reason}]}})
 
         def _body(self) -> bytes:
@@ -209,7 +213,7 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
                 self._body()
                 return self._error(404, "notFound")
             chunk = self._body()
-            if fault := drive.take_fault("upload"):
+            if fault := drive.take_fault("chunk") or drive.take_fault("upload"):
                 return self._error(*fault)
             drive.calls["resumable_chunk"] += 1
             session["data"] += chunk

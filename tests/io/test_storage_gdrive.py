@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
+import googleapiclient.http
 import pytest
 from drive_server import DOC_MIME, DRIVE_READONLY_TOKEN, FOLDER_MIME, write_token_file
 from PIL import Image
@@ -118,7 +120,7 @@ def test_reads_from_many_threads_each_get_their_own_file(drive_env):
     assert read == list(payloads.values()) * 2
 
 
-def test_rate_limits_and_server_errors_are_retried(drive_env):
+def test_rate_limits_and_server_errors_are_retried(drive_env, caplog):
     drive_env.add("a.png", drive_env.root_id, b"aaa")
     for status, reason in ((429, "rateLimitExceeded"), (403, "userRateLimitExceeded"), (503, "backendError")):
         drive_env.fail("list", status, reason)
@@ -136,6 +138,19 @@ def test_rate_limits_and_server_errors_are_retried(drive_env):
     assert drive_env.calls["resumable_start"] == 1  # the chunk was sent again within the session
     names = sorted(f["name"] for f in drive_env.files.values())
     assert names == ["a.png", "b.png", "big.bin", "root"]
+    assert f"before retry 1 of {_gdrive.RETRIES} for request: GET" in caplog.text  # the client logs each retry
+
+
+def test_an_upload_whose_connection_drops_goes_on_in_its_session(drive_env, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="fakescope.io._gdrive")
+    monkeypatch.setattr(googleapiclient.http, "DEFAULT_HTTP_TIMEOUT_SEC", 2)  # httplib2 resends the spent chunk: a timeout
+    backend = DriveStorage(resumable_threshold=256 * 1024)
+    payload = os.urandom(600_000)
+    drive_env.fail("chunk", 0, "drop", times=3)
+    backend.write_bytes(f"gdrive://{drive_env.root_id}/big.bin", payload)
+    assert backend.read_bytes(f"gdrive://{drive_env.root_id}/big.bin") == payload
+    assert drive_env.calls["resumable_start"] == 1
+    assert "Google Drive dropped an upload (TimeoutError); retry 1 of 5" in caplog.text
 
 
 def test_a_rate_limit_that_outlasts_the_retries_is_an_outage_not_a_denial(drive_env):

@@ -9,8 +9,9 @@ a file named by `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key, or the 
 named in the error, never quoted.
 `FAKESCOPE_GDRIVE_ENDPOINT` (e.g. `http://127.0.0.1:8080`) points the client at another server.
 Shortcuts are followed (each folder walked once); Google Docs Editors files have no bytes and are not listed.
-Rate limits and 5xx answers are retried with exponential backoff (`RETRIES`, `BACKOFF_SECONDS`); one that
-outlasts them raises `StorageUnavailableError`, as the storage, not the file, failed.
+Rate limits, 5xx answers and dropped connections are retried `RETRIES` times by the client library, with
+exponential backoff and a `googleapiclient.http` warning each; one that outlasts them raises
+`StorageUnavailableError`, as the storage, not the file, failed.
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ GOOGLE_MIME_PREFIX = "application/vnd.google-apps."
 _FIELDS = "id,name,mimeType,shortcutDetails(targetId,targetMimeType)"
 SCOPES = ["https://www.googleapis.com/auth/drive"]
 RETRIES = 5
-"""Times a request is sent again while Drive answers 429, 5xx or a 403 rate limit."""
-BACKOFF_SECONDS = 1.0
-"""Wait before the first retry; each later one doubles (random jitter of up to half)."""
+"""Times a request is sent again while Drive answers 429, 5xx or a 403 rate limit, or drops the connection."""
 _RATE_LIMITS = {"userRateLimitExceeded", "rateLimitExceeded"}
 _CHUNK = 256 * 1024
 
@@ -282,20 +281,22 @@ def _followed(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _execute(request: Any) -> Any:
-    """`request.execute()`, sent again with exponential backoff while Drive answers a transient error.
+    """`request.execute`, whose client retries transient answers and dropped connections (`RETRIES` times).
 
-    A resumable upload whose chunk failed goes on from the bytes Drive holds.
+    The client does not retry a resumable upload's chunk whose connection dropped or timed out: that upload
+    goes on here, from the bytes Drive holds, with the client's backoff (random up to 2, 4, 8... s).
     """
     attempt = 0
     while True:
         try:
-            return request.execute()
-        except Exception as exc:
-            if attempt == RETRIES or not _transient(exc):
-                raise
-            delay = BACKOFF_SECONDS * 2**attempt * random.uniform(0.5, 1.0)
+            return request.execute(num_retries=RETRIES)
+        except (ConnectionError, TimeoutError) as exc:
             attempt += 1
-            log.info("Google Drive answered %s; retry %d of %d in %.1f s", _answer(exc), attempt, RETRIES, delay)
+            if request.resumable_uri is None or attempt > RETRIES:
+                raise
+            delay = random.random() * 2**attempt
+            log.info("Google Drive dropped an upload (%s); retry %d of %d in %.1f s from the bytes it holds",
+                     type(exc).__name__, attempt, RETRIES, delay)
             time.sleep(delay)
 
 
