@@ -8,17 +8,20 @@ has some (transparent pixels mark what may change). Faults queued in `faults`
 200 whose URL answers 404; "url=U": a billed 200 whose URL is U) answer the next requests in order. `hold_after` makes image
 requests beyond that many billable answers wait for `release` and then drop the connection
 unanswered (never billed), so a client can be killed with nothing in flight paid for; with
-`answer_held` set they are answered (and billed) instead, as a slow server would.
+`answer_held` set they are answered (and billed) instead, as a slow server would. `paid` holds, per billed
+answer, a digest of what was asked for (the pixels of the first image sent, else the prompt).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import email.parser
 import email.policy
 import io
 import json
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -48,6 +51,8 @@ class ImagesAPIServer(ThreadingHTTPServer):
         """Image requests let through to a 200 answer (counted before answering, so holds are exact)."""
         self.release = threading.Event()
         self.files: dict[str, bytes] = {}
+        self.paid: list[str] = []
+        """A digest of each billed request's image (or prompt), in billing order."""
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
@@ -59,6 +64,14 @@ class ImagesAPIServer(ThreadingHTTPServer):
         """Image requests answered 200."""
         with self.lock:
             return sum(n for (endpoint, status), n in self.counts.items() if status == 200 and endpoint in ENDPOINTS.values())
+
+    def wait_held(self, process, billed: int, held: int, timeout: float = 60.0) -> None:
+        """Wait until `billed` answers were billed and `held` requests are held, while `process` runs."""
+        deadline = time.monotonic() + timeout
+        while (self.held < held or self.billable < billed) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        state = (self.held, self.billable)
+        assert state == (held, billed), f"held, billed = {state}: " + (process.stdout.read() if process.poll() is not None else "")
 
     def start(self) -> ImagesAPIServer:
         self.thread.start()
@@ -95,6 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {self.server.api_key}":
             return self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}, endpoint)
         fields, images = self._parse(body)
+        first = next(iter(images.values()), None)
+        self.digest = hashlib.sha256(first.tobytes() if first else str(fields.get("prompt")).encode()).hexdigest()
         if endpoint == "edits" and fields.get("model", "dall-e-2") == "dall-e-2" and (refusal := _edit_refusal(images)):
             return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error"}}, endpoint)
         server = self.server
@@ -168,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         with self.server.lock:
             self.server.counts[(endpoint, status)] += 1
+            if status == 200 and endpoint in ENDPOINTS.values():
+                self.server.paid.append(self.digest)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

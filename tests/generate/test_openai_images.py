@@ -311,10 +311,7 @@ def _generation_held_after_three(server: ImagesAPIServer, tmp_path: Path):
     env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": server.base_url}
     server.hold_after = 3
     first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while (server.held < 2 or server.billable < 3) and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.05)
-    assert server.held == 2 and server.billable == 3, first.stdout.read() if first.poll() is not None else ""
+    server.wait_held(first, billed=3, held=2)
     return command, env, out, first
 
 
@@ -330,6 +327,7 @@ def test_kill_and_resume_never_pays_twice(server, tmp_path):
     assert "already done 3" in second.stdout and "done 3," in second.stdout
     outputs = _outputs(out)
     assert server.billable == 6 == len(outputs) == len({hashlib.sha256(p.read_bytes()).digest() for p in outputs})
+    assert len(set(server.paid)) == 6  # each photo paid for once
     manifest = pd.read_csv(out / "manifest.csv")
     assert len(manifest) == 6 and all(Path(uri).is_file() for uri in manifest["uri"])
 

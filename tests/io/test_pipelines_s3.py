@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,6 +60,37 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
     assert sorted(manifest["source_uri"]) == reals
     for uri in manifest["uri"]:
         assert uri.startswith(out + "/") and Image.open(io.BytesIO(storage.read_bytes(uri))).size == (256, 256)
+
+
+def test_openai_generation_into_s3_killed_mid_way_pays_each_image_once(s3_bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default ledger of a remote --out lives under ~/.cache
+    reals = [f"s3://{s3_bucket}/photos/p{i}.png" for i in range(6)]
+    for i, uri in enumerate(reals):
+        storage.write_bytes(uri, _png((40, 40), i))
+    out = f"s3://{s3_bucket}/fakes"
+    command = [sys.executable, "-c", "from fakescope.cli import app; app()", "generate", "openai", f"s3://{s3_bucket}/photos",
+               "--out", out, "--mode", "variation", "--size", "256x256", "--concurrency", "2", "--max-retries", "0"]
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    env = {**os.environ, "OPENAI_API_KEY": "sk-s3", "OPENAI_BASE_URL": server.base_url}
+    try:
+        server.hold_after = 3  # 3 images billed, the next 2 requests held unanswered (never billed)
+        first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server.wait_held(first, billed=3, held=2)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert not storage.exists(f"{out}/manifest.csv")
+        server.hold_after = None
+        server.release.set()
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        server.stop()
+    assert second.returncode == 0 and "done 3, already done 3" in second.stdout, second.stdout + second.stderr
+    assert server.billable == 6 == len(set(server.paid))  # each photo paid for once
+    manifest = _manifest(f"{out}/manifest.csv")
+    outputs = sorted(storage.list_files(out, suffixes=(".png",)))
+    assert sorted(manifest["uri"]) == outputs and len(outputs) == 6 and sorted(manifest["source"]) == reals
+    for uri, digest in zip(manifest["uri"], manifest["sha256"]):
+        assert hashlib.sha256(storage.read_bytes(uri)).hexdigest() == digest
 
 
 def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bucket, tmp_path, taef2_random_weights):
