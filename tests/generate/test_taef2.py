@@ -6,13 +6,17 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
+from fakescope.cli import app
 from fakescope.errors import ConfigError, ModelLoadError
 from fakescope.generate import taef2 as taef2_module
 from fakescope.generate.taef2 import TAEF2, WEIGHTS_ENV, build_decoder, build_encoder, resolve_weights_dir
+from fakescope.io.image import load_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,3 +129,35 @@ def test_real_weights_load_strictly_and_reconstruct_a_photo():
     assert _psnr(photo, fake) > 20.0
     assert _psnr(odd, fake_odd) > 20.0
     assert not np.array_equal(np.asarray(photo), np.asarray(fake))
+
+
+@pytest.mark.shared
+def test_real_weights_turn_odd_inputs_into_aligned_outputs_and_skip_only_the_unusable(tmp_path):
+    data = _shared_data()
+    weights = data / "generators" / "taef2"
+    photos = sorted((data / "real-imagenet-sample").glob("*.JPEG"))
+    if not photos or not weights.is_dir():
+        pytest.skip(f"taef2 weights or imagenet sample missing under {data}")
+    photo = Image.open(photos[0]).convert("RGB").resize((128, 96), Image.BICUBIC)
+    src = tmp_path / "src"
+    src.mkdir()
+    photo.convert("CMYK").save(src / "cmyk.jpg", quality=95)
+    Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257).save(src / "grey16.png")
+    photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(src / "palette.png", transparency=0)
+    stored = photo.transpose(Image.Transpose.ROTATE_90)  # 96x128 on disk; EXIF orientation 6 shows it 128x96
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(src / "rotated.jpg", exif=exif, quality=95)
+    photo.resize((1500, 32), Image.BICUBIC).save(src / "wide.png")
+    Image.new("RGB", (1, 1)).save(src / "dot.png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["generate", "taef2", str(src), "--out", str(out), "--weights", str(weights),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0 and "5 images written" in result.stdout, result.output
+    assert result.stderr == f"warning: skipping {src / 'dot.png'}: image too small: 1x1 (minimum side 32 px)\n"
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert sorted(Path(uri).name.split("-")[0] for uri in manifest["uri"]) == ["cmyk", "grey16", "palette", "rotated", "wide"]
+    for row in manifest.itertuples():
+        source, fake = load_image(row.source).image, Image.open(row.uri)
+        assert fake.size == source.size == (row.width, row.height)  # rotated: as shown, 128x96
+        assert _psnr(source, fake.convert("RGB")) > 25.0, row.source
