@@ -204,6 +204,25 @@ def test_images_billed_but_lost_count_against_the_budgets(server, photos, tmp_pa
         assert "its URL could not be fetched: HTTP Error 404" in next(ledger.jobs("failed")).error
 
 
+def test_images_billed_but_not_written_count_against_the_budgets_once(server, photos, tmp_path):
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(mode="variation", size="256x256")  # 3 jobs, 0.016 each
+    tail = f"-dall-e-2-variation-{config.params_hash()[:6]}-0.png"
+    blocked = [out / f"{p.stem}-{hashlib.sha256(p.read_bytes()).hexdigest()[:8]}{tail}" for p in sorted(photos.iterdir())]
+    for folder in blocked:
+        folder.mkdir(parents=True)  # the outputs cannot be written: e.g. a bucket refusing writes
+    first = run_openai(str(photos), str(out), config, max_spend=0.04, concurrency=1, client=make_client(max_retries=0))
+    assert (first.done, first.failed, first.stopped, server.billable) == (0, 2, "budget", 2)
+    assert first.spent == pytest.approx(0.032)
+    for folder in blocked:
+        folder.rmdir()
+    again = run_openai(str(photos), str(out), config, max_total_spend=0.048, concurrency=1, client=make_client(max_retries=0))
+    assert (again.recovered, again.done, again.stopped, server.billable) == (2, 1, None, 3)
+    assert (again.spent_before, again.spent) == (pytest.approx(0.032), pytest.approx(0.016))
+    with Ledger(out / LEDGER_NAME) as ledger:
+        assert ledger.spent() == pytest.approx(0.048)
+
+
 def test_an_image_url_that_is_not_http_is_never_opened(server, photos, tmp_path):
     """A compromised or mistyped OPENAI_BASE_URL must not make fakescope copy the machine's own files."""
     private = tmp_path / "private.png"

@@ -7,8 +7,8 @@ is sent; the response bytes, once they decode as an image, are written to a spoo
 resume, `done` jobs are skipped.
 
 Crash between the server's response and the ledger write, or an output that could not be
-written (the job is then `failed`): if the spool file exists, the job is finished from it
-without a new request (nothing lost, nothing paid twice). Without a spool
+written (the job is then `failed`, its cost counted): if the spool file exists, the job is finished
+from it without a new request (nothing lost, nothing paid twice). Without a spool
 file the crash hit while the request was in flight, and whether the server billed it is
 unknowable. At-least-once (the runner's default) sends it again and may pay twice for at
 most `concurrency` images per crash; at-most-once leaves it `running` and skips it, so it may

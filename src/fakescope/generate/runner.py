@@ -102,7 +102,8 @@ def run_openai(
         concurrency: Requests in flight at once.
         max_images: Stop after this many new images in this run.
         max_spend: Stop before the estimated spend of this run (`config.price()` per image billed, an image
-            lost after billing, such as a URL that could not be fetched, included) exceeds this (USD).
+            lost after billing, such as a URL that could not be fetched, or parked because its output could
+            not be written, included) exceeds this (USD).
         max_total_spend: Stop before the estimated spend of all runs with this ledger (the cost its jobs
             record, plus this run's) exceeds this (USD); re-running with the same value spends nothing
             more. Jobs done without a budget at a price the table lacks are recorded at 0.
@@ -142,7 +143,8 @@ def run_openai(
                 _failed(book, report, job, exc, cost=price)
                 continue
             except Exception as exc:  # recorded per job; the batch goes on
-                _failed(book, report, job, exc)
+                paid = book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed
+                _failed(book, report, job, exc, cost=price if paid else 0.0)
                 continue
             book.mark_done(job.key, uri, price, row)
             report.done += 1
@@ -159,14 +161,15 @@ def run_openai(
                 report.skipped += 1
                 continue
             if (loaded := _spooled(book, job.key)) is not None:  # paid by a run that crashed or could not write it
+                owed = price if record.state == RUNNING else 0.0  # a failed write was charged when it failed
+                report.spent_before += owed
                 try:
                     uri, row = _finish(job, loaded, out, config)
                 except FakescopeError as exc:
-                    _failed(book, report, job, exc)
+                    _failed(book, report, job, exc, charge=owed)
                     continue
-                book.mark_done(job.key, uri, price, row)
+                book.mark_done(job.key, uri, owed, row)
                 report.recovered += 1
-                report.spent_before += price
                 continue
             if record.state == RUNNING and not retry_interrupted:
                 report.unresolved += 1
@@ -265,8 +268,9 @@ def _spooled(book: Ledger, key: str) -> LoadedImage | None:
         return None
 
 
-def _failed(book: Ledger, report: RunReport, job: Job, exc: Exception, cost: float = 0.0) -> None:
-    book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost)
+def _failed(book: Ledger, report: RunReport, job: Job, exc: Exception, cost: float = 0.0, charge: float = 0.0) -> None:
+    """Record a failed job; `cost` was billed in this run, `charge` in an earlier one (both go to the ledger)."""
+    book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost + charge)
     report.failed += 1
     report.spent += cost
     log.warning("job %s failed: %s", job.stem, exc)
