@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,36 @@ def test_openai_generation_into_s3_killed_mid_way_pays_each_image_once(s3_bucket
     assert sorted(manifest["uri"]) == outputs and len(outputs) == 6 and sorted(manifest["source"]) == reals
     for uri, digest in zip(manifest["uri"], manifest["sha256"]):
         assert hashlib.sha256(storage.read_bytes(uri)).hexdigest() == digest
+
+
+def test_openai_generation_stops_paying_when_s3_is_unreachable_and_a_rerun_pays_nothing_twice(s3_bucket, s3_env, tmp_path,
+                                                                                                monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default ledger of a remote --out lives under ~/.cache
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        (photos / f"p{i}.png").write_bytes(_png((40, 40), i))
+    out = f"s3://{s3_bucket}/fakes"
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    args = ["generate", "openai", str(photos), "--out", out, "--size", "256x256", "-j", "1", "--max-retries", "0"]
+    try:
+        with socket.socket() as dead:  # bound, not listening: connections are refused
+            dead.bind(("127.0.0.1", 0))
+            monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{dead.getsockname()[1]}")
+            down = CliRunner().invoke(app, args)
+        billed_while_down = server.billable
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_env.endpoint)
+        up = CliRunner().invoke(app, args)
+    finally:
+        server.stop()
+    assert down.exit_code == 2 and down.stderr.endswith(": S3 endpoint unreachable\n"), down.output
+    assert down.stderr.startswith(f"error: cannot write {out}/p0-") and down.stderr.count("\n") == 1
+    assert billed_while_down == 1  # the run stopped at the first image it could not write
+    assert up.exit_code == 0, up.output
+    assert server.billable == 4 == len(set(server.paid))  # the first run paid for one image, the second for 3 more
+    assert sorted(_manifest(f"{out}/manifest.csv")["source"]) == [str(p) for p in sorted(photos.iterdir())]
 
 
 def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bucket, tmp_path, taef2_random_weights):

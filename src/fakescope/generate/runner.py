@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
+from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.generate._sources import image_uris
 from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
 from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, output_name, source_stem
@@ -116,6 +116,10 @@ def run_openai(
     Returns:
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
         with `stopped="interrupted"`.
+
+    Raises:
+        StorageUnavailableError: `out` became unreachable; the run stops paying, and a rerun writes the
+            images it had paid for from the spool without paying again.
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -133,6 +137,7 @@ def run_openai(
 
     def settle(return_when: str) -> None:
         finished, _ = wait(in_flight, return_when=return_when)
+        outage: StorageUnavailableError | None = None
         for future in finished:
             job = in_flight.pop(future)
             try:
@@ -144,11 +149,15 @@ def run_openai(
                 continue
             except Exception as exc:  # recorded per job; the batch goes on
                 paid = book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed
-                _failed(book, report, job, exc, cost=price if paid else 0.0)
+                if isinstance(exc, StorageUnavailableError):  # raised below, so not warned of here
+                    outage = exc
+                _failed(book, report, job, exc, cost=price if paid else 0.0, warn=outage is not exc)
                 continue
             book.mark_done(job.key, uri, price, row)
             report.done += 1
             report.spent += price
+        if outage is not None:  # the output storage, not an image, failed: pay for no more
+            raise outage
 
     seen: set[str] = set()
     try:
@@ -189,11 +198,13 @@ def run_openai(
             settle(FIRST_COMPLETED)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-        rows = [json.loads(record.row) for record in book.jobs(DONE) if record.row]
-        if rows:
-            report.manifest = storage.join(out, manifest_name)
-            append_manifest(report.manifest, rows)
-        book.close()
+        try:
+            rows = [json.loads(record.row) for record in book.jobs(DONE) if record.row]
+            if rows:
+                report.manifest = storage.join(out, manifest_name)
+                append_manifest(report.manifest, rows)
+        finally:
+            book.close()  # a manifest that cannot be written must not keep the ledger claimed
     return report
 
 
@@ -268,12 +279,15 @@ def _spooled(book: Ledger, key: str) -> LoadedImage | None:
         return None
 
 
-def _failed(book: Ledger, report: RunReport, job: Job, exc: Exception, cost: float = 0.0, charge: float = 0.0) -> None:
+def _failed(
+    book: Ledger, report: RunReport, job: Job, exc: Exception, cost: float = 0.0, charge: float = 0.0, warn: bool = True
+) -> None:
     """Record a failed job; `cost` was billed in this run, `charge` in an earlier one (both go to the ledger)."""
     book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost + charge)
     report.failed += 1
     report.spent += cost
-    log.warning("job %s failed: %s", job.stem, exc)
+    if warn:
+        log.warning("job %s failed: %s", job.stem, exc)
 
 
 def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig) -> tuple[str, dict]:
