@@ -8,54 +8,20 @@ import os
 import re
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
 from safetensors.torch import load_file
+from train_helpers import PLAIN
+from train_helpers import train_config as _config
 from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.errors import ConfigError
 from fakescope.models import load_model
-from fakescope.train import AugmentConfig, TrainConfig, train
+from fakescope.train import TrainConfig, train
 from fakescope.train.dataset import balanced_sampler
-
-# neutralize nothing and perturb little: the task is a planted texture, not shortcut removal
-PLAIN = AugmentConfig(bottom_crop=0.0, base_jpeg_quality=None, resize_prob=0.0, blur_prob=0.0,
-                      noise_prob=0.0, jpeg_prob=0.0)
-
-
-def _image(rng: np.random.Generator, ai: bool) -> Image.Image:
-    arr = rng.integers(70, 190, 3) + rng.normal(0, 12, (80, 80, 3))
-    arr[..., 0 if ai else 2] += 80  # the planted class signal: a colour cast
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("easy")
-    rng = np.random.default_rng(0)
-    rows = []
-    for split, n in (("train", 24), ("val", 8), ("test", 8)):
-        for i in range(n):
-            for label in ("real", "ai"):
-                path = root / split / label / f"{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _image(rng, label == "ai").save(path)
-                rows.append({"uri": f"{split}/{label}/{i}.png", "label": label, "split": split,
-                             "source": "synthetic", "generator": "checker" if label == "ai" else None})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    return str(root / "manifest.csv")
-
-
-def _config(manifest: str, out, **changes) -> TrainConfig:
-    base = dict(manifest=manifest, out=str(out), architecture="test_tiny", pretrained=False, crop_size=64,
-                grid=1, epochs=4, batch_size=16, samples_per_epoch=256, lr=0.003, num_workers=0, device="cpu", augment=PLAIN)
-    return TrainConfig(**{**base, **changes})
-
 
 def test_learns_an_easy_task_and_saves_a_calibrated_model(manifest, tmp_path):
     saved = train(_config(manifest, tmp_path), progress=False)
@@ -128,7 +94,7 @@ def test_tensorboard_shows_each_epoch_once_after_a_resume_or_a_rerun(manifest, t
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train(_config(manifest, tmp_path, epochs=2), progress=False)
-    train(_config(manifest, tmp_path, epochs=1), progress=False)  # a fresh run over the first
+    train(_config(manifest, tmp_path, epochs=1, overwrite=True), progress=False)  # a fresh run over the first
     after_epoch_0 = (tmp_path / "checkpoint.pt").read_bytes()
     train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
     (tmp_path / "checkpoint.pt").write_bytes(after_epoch_0)  # epoch 1 logged, its checkpoint never written

@@ -81,6 +81,9 @@ def evaluate_logo(
     samples_per_epoch: Annotated[int | None, typer.Option(min=1, help="Override the recipe's samples per epoch.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="Override the recipe's data-loading processes.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue each fold's run in OUT/without-<g> (a finished one is only "
+                                              "scored again).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the fold runs OUT already holds.")] = False,
     progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = False,
 ) -> None:
     """Leave-one-generator-out: train without each generator, test on all; write logo.json and logo.csv to OUT."""
@@ -95,7 +98,7 @@ def evaluate_logo(
 
     with clean_errors():
         cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, samples_per_epoch=samples_per_epoch, device=device,
-                                   num_workers=num_workers)
+                                   num_workers=num_workers, resume=resume or None, overwrite=overwrite or None)
         table = leave_one_generator_out(cfg, _names(generators), by=by, progress=progress)
         paths = save_generalization(table, out, cfg)
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")

@@ -29,6 +29,8 @@ def train(
                                                 "changes the train/val rows or a key other than epochs, patience, device, "
                                                 "num_workers, name, calibration, band, amp, pretrained or the manifest's "
                                                 "path.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run the output folder already holds (without this or "
+                                                   "--resume such a folder is refused).")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train, calibrate on the validation split, test once, and save a model folder in OUT/model."""
@@ -37,7 +39,7 @@ def train(
     from fakescope.train import train as run
 
     overrides = dict(out=out, name=name, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                     num_workers=num_workers, seed=seed, pretrained=pretrained, resume=resume or None)
+                     num_workers=num_workers, seed=seed, pretrained=pretrained, resume=resume or None, overwrite=overwrite or None)
     with clean_errors():
         if config.endswith(MANIFEST_SUFFIXES):
             cfg = TrainConfig.from_dict({"manifest": config, **{k: v for k, v in overrides.items() if v is not None}})

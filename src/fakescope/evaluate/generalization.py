@@ -27,7 +27,7 @@ from fakescope.evaluate.metrics import binary_metrics
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import LABELS, readable
-from fakescope.train.trainer import train
+from fakescope.train.trainer import check_out, train
 
 AUC_PREFIX = "auc_vs_"
 COUNT_PREFIX = "n_vs_"
@@ -45,7 +45,8 @@ def leave_one_generator_out(
     """Train once per generator with its images removed, then score every generator against the test reals.
 
     Args:
-        cfg: the training recipe; each run writes to `cfg.out/without-<generator>`.
+        cfg: the training recipe; each run writes to `cfg.out/without-<generator>`, a folder that already
+            holds a run being refused unless `cfg.resume` continues it or `cfg.overwrite` replaces it.
         generators: the generators to hold out, one run each (default: every ai generator).
         manifest: rows to use instead of reading `cfg.manifest`.
         by: the manifest column that names a generator; `source` holds out whole ai sources
@@ -60,7 +61,7 @@ def leave_one_generator_out(
         the one held out, its test images otherwise).
 
     Raises:
-        ConfigError: a requested generator has no ai images in the manifest.
+        ConfigError: a requested generator has no ai images in the manifest, or a fold's folder holds a run.
 
     Example:
         >>> table = leave_one_generator_out(TrainConfig.from_yaml("train.yaml"), ["stylegan2"])  # doctest: +SKIP
@@ -75,10 +76,12 @@ def leave_one_generator_out(
     if missing:
         raise ConfigError(f"no ai images with {by} {', '.join(missing)}; present: {', '.join(present)}")
     _check_folds(rows, by, gens)
+    runs = {gen: replace(cfg, out=str(Path(cfg.out) / f"without-{gen}"), name=f"{cfg.name}-without-{gen}") for gen in gens}
+    for run_cfg in runs.values():  # before any fold trains: a later fold's refusal would waste the earlier ones
+        check_out(run_cfg)
     results = []
-    for gen in gens:
+    for gen, run_cfg in runs.items():
         held = (rows["label"] == "ai") & (rows[by] == gen)
-        run_cfg = replace(cfg, out=str(Path(cfg.out) / f"without-{gen}"), name=f"{cfg.name}-without-{gen}")
         saved = train(run_cfg, rows[~held].reset_index(drop=True), progress=progress)
         model = load_model(Path(run_cfg.out) / "model", device=resolve_device(cfg.device))
         # test rows plus every held-out image: "all" images of a seen generator are then its test images

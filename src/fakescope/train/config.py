@@ -44,6 +44,9 @@ class TrainConfig:
     band: tuple[float, float] = (0.3, 0.7)
     amp: bool = True
     resume: bool = False
+    """Continue the run already in `out` from its last checkpoint."""
+    overwrite: bool = False
+    """Replace the run already in `out`; without it (or `resume`) a folder holding a run is refused."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -55,6 +58,8 @@ class TrainConfig:
                 raise ConfigError(f"training config key '{key}' must be at least {low}, got {value!r}")
         if self.calibration not in METHODS:  # else the run would fail only once trained
             raise ConfigError(f"unknown calibration method {self.calibration!r} (use {' or '.join(METHODS)})")
+        if self.resume and self.overwrite:
+            raise ConfigError("resume (continue the run in out) and overwrite (replace it) exclude each other")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

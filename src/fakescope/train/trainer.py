@@ -2,7 +2,8 @@
 
 One loop for CPU and CUDA (channels_last on both, bf16 autocast on CUDA), deterministic seeds,
 a checkpoint every epoch (`--resume` continues from it, also with more epochs, and refuses a run
-that would train on other rows or with another recipe), early stopping on
+that would train on other rows or with another recipe; a folder holding a run is refused without
+`--resume` or `--overwrite`), early stopping on
 validation AUC, metrics (with the learning rate) to CSV (and TensorBoard when installed). After
 training the best epoch's logits on the validation split fit the calibration; the test split is
 scored once, at the end.
@@ -24,6 +25,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -55,6 +57,8 @@ from fakescope.train.dataset import (
 )
 
 CHECKPOINT = "checkpoint.pt"
+RUN_FILES = ("train_config.yaml", CHECKPOINT, "best.pt", "metrics.csv", "metrics.json", "model", "tensorboard")
+"""What a run writes into its folder: any of them there means the folder holds a run; `overwrite` removes them."""
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     for s in ("train", "val"):
         if splits[s].empty or splits[s]["label"].nunique() < 2:
             raise ConfigError(f"the manifest's {s!r} split needs images of both labels")
+    check_out(cfg)
     rank, world, device = _init_distributed(resolve_device(cfg.device), cfg.batch_size)
     main = rank == 0
     out = Path(cfg.out)
@@ -89,6 +94,8 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     loop.run = _run_identity(cfg, splits)
     start_epoch, best_auc, stale = loop.restore(out) if cfg.resume else (0, -1.0, 0)
     if main:
+        if cfg.overwrite:  # only now: a run refused above leaves the old one whole
+            _remove_run(out)
         cfg.to_yaml(out / "train_config.yaml")
     log = _MetricLog(out, start_epoch) if main else None
     for epoch in range(start_epoch, cfg.epochs):
@@ -139,6 +146,22 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         dist.barrier()  # rank 0 has saved the model
         dist.destroy_process_group()
     return model_cfg if main else ModelConfig.load(out / "model" / "config.json")
+
+
+def check_out(cfg: TrainConfig) -> None:
+    """Refuse an output folder that holds a run, unless `cfg.resume` continues it or `cfg.overwrite` replaces it."""
+    held = [name for name in RUN_FILES if (Path(cfg.out) / name).exists()]
+    if held and not (cfg.resume or cfg.overwrite):
+        raise ConfigError(f"{cfg.out} already holds a training run ({', '.join(held)}); continue it with --resume "
+                          "or replace it with --overwrite (config keys resume: true / overwrite: true)")
+
+
+def _remove_run(out: Path) -> None:
+    for path in (out / name for name in RUN_FILES):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig,
@@ -205,7 +228,7 @@ def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, uri
 
 
 RESUMABLE = frozenset({"manifest", "out", "name", "pretrained", "epochs", "device", "num_workers", "patience",
-                       "calibration", "band", "amp", "resume"})
+                       "calibration", "band", "amp", "resume", "overwrite"})
 """TrainConfig keys a resumed run may change; any other change would mix two runs in one model."""
 
 

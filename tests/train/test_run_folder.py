@@ -1,0 +1,97 @@
+"""An output folder that already holds a run: refused unless --resume continues it or --overwrite replaces it."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from train_helpers import train_config
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.errors import ConfigError
+from fakescope.evaluate import generalization
+from fakescope.train import TrainConfig, train
+
+REFUSED = "already holds a training run ({}); continue it with --resume or replace it with --overwrite"
+
+
+def _epochs(folder: Path) -> list[int]:
+    with open(folder / "metrics.csv") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_training_into_a_finished_run_is_refused_in_one_line_and_keeps_it(manifest, tmp_path):
+    run = tmp_path / "run"
+    train(train_config(manifest, run, epochs=1), progress=False)
+    weights = (run / "model" / "model.safetensors").read_bytes()
+    result = CliRunner().invoke(app, ["train", manifest, "-o", str(run), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    held = "train_config.yaml, checkpoint.pt, best.pt, metrics.csv, metrics.json, model"  # and tensorboard, when installed
+    assert result.output.count("\n") == 1
+    assert re.search(re.escape(f"{run} {REFUSED.format(held)}").replace(r"model\)", r"model(, tensorboard)?\)"), result.output)
+    assert "Traceback" not in result.output
+    assert (run / "model" / "model.safetensors").read_bytes() == weights and _epochs(run) == [0]
+
+
+def test_a_run_killed_before_it_finished_is_refused_too(manifest, tmp_path):
+    train(train_config(manifest, tmp_path, epochs=1), progress=False)
+    for name in ("model", "metrics.json"):  # as if killed after the first checkpoint
+        path = tmp_path / name
+        [p.unlink() for p in path.iterdir()] and path.rmdir() if path.is_dir() else path.unlink()
+    held = re.escape(REFUSED.format("train_config.yaml, checkpoint.pt, best.pt, metrics.csv")).replace(r"csv\)", r"csv(, tensorboard)?\)")
+    with pytest.raises(ConfigError, match=held):
+        train(train_config(manifest, tmp_path, epochs=2), progress=False)
+    train(train_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
+    assert _epochs(tmp_path) == [0, 1]
+
+
+def test_overwrite_replaces_the_run(manifest, tmp_path):
+    train(train_config(manifest, tmp_path / "run", epochs=2), progress=False)
+    train_config(manifest, tmp_path / "run", epochs=2, seed=1).to_yaml(tmp_path / "train.yaml")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--overwrite", "--epochs", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert _epochs(tmp_path / "run") == [0]
+    assert TrainConfig.from_yaml(tmp_path / "run" / "train_config.yaml").seed == 1
+
+
+def test_an_overwrite_refused_before_training_leaves_the_old_run_whole(manifest, tmp_path):
+    train(train_config(manifest, tmp_path, epochs=1), progress=False)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="is less than one batch of 16"):
+        train(train_config(manifest, tmp_path, overwrite=True, samples_per_epoch=8), progress=False)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_resume_and_overwrite_together_are_refused():
+    with pytest.raises(ConfigError, match=r"^resume \(continue the run in out\) and overwrite \(replace it\) exclude each other$"):
+        TrainConfig(manifest="m.csv", resume=True, overwrite=True)
+
+
+def _two_generators(manifest: str) -> pd.DataFrame:
+    rows = pd.read_csv(manifest)
+    rows["uri"] = [str(Path(manifest).parent / u) for u in rows["uri"]]
+    ai = rows["label"] == "ai"
+    rows.loc[ai, "generator"] = ["g1", "g2"] * (ai.sum() // 2)
+    return rows
+
+
+def test_logo_refuses_a_fold_folder_holding_a_run_before_any_fold_trains(manifest, tmp_path, monkeypatch):
+    (tmp_path / "without-g2").mkdir()
+    (tmp_path / "without-g2" / "checkpoint.pt").write_bytes(b"an earlier fold's run")
+    monkeypatch.setattr(generalization, "train", lambda *a, **k: pytest.fail("trained a fold before refusing"))
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'without-g2'} {REFUSED.format('checkpoint.pt')}")):
+        generalization.leave_one_generator_out(train_config(manifest, tmp_path), manifest=_two_generators(manifest))
+
+
+def test_logo_rerun_with_resume_scores_the_finished_folds_again_without_training(manifest, tmp_path):
+    cfg = train_config(manifest, tmp_path, epochs=1, crop_size=32, samples_per_epoch=32)
+    rows = _two_generators(manifest)
+    first = generalization.leave_one_generator_out(cfg, ["g1"], rows)
+    log = (tmp_path / "without-g1" / "metrics.csv").read_text()
+    again = generalization.leave_one_generator_out(TrainConfig(**{**cfg.__dict__, "resume": True}), ["g1"], rows)
+    pd.testing.assert_frame_equal(first, again)
+    assert (tmp_path / "without-g1" / "metrics.csv").read_text() == log
