@@ -103,6 +103,35 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     return architecture_info(name).builder(pretrained=pretrained, **kwargs)
 
 
+def create_checked(name: str, crop_size: int, pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """`create_model`, with a one-line `ConfigError` naming the architecture, not a torch traceback mid-training,
+    for keyword arguments its builder does not take and for a network that cannot map a batch of two blank
+    `crop_size` RGB tiles to two logits (one forward pass, in eval mode)."""
+    try:
+        network = create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:  # an unknown or mistyped keyword argument
+        raise ConfigError(f"cannot build architecture {name!r} with architecture_kwargs {kwargs}: "
+                          f"{_first_line(exc)}") from None
+    training = network.training
+    parameter = next(network.parameters(), None)
+    batch = torch.zeros(2, 3, crop_size, crop_size, device=parameter.device if parameter is not None else None)
+    try:
+        with torch.no_grad():
+            output = network.eval()(batch)
+    except Exception as exc:  # noqa: BLE001 - whatever the network's own forward raises
+        raise ConfigError(f"architecture {name!r} must take a batch of RGB tiles, shape (2, 3, {crop_size}, {crop_size}),"
+                          f" but fails on it ({_first_line(exc)}); a network for other channels converts its RGB "
+                          "input itself") from None
+    finally:
+        network.train(training)
+    check_logits(output, 2, name)
+    return network
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def check_logits(output: object, n: int, architecture: str) -> torch.Tensor:
     """`output` if it is the (n,) logits the registry's contract asks for, else a one-line `ConfigError`."""
     if isinstance(output, torch.Tensor) and output.shape == (n,):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ class TrainConfig:
     name: str = "fakescope-detector"
     """What reports and CAM captions call the model; `from_dict`/`from_yaml` default it to the `out` folder's name."""
     architecture: str = "efficientnet_lite0"
+    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the architecture's builder, saved in the model's config.json to rebuild it."""
     pretrained: bool | str = True
     """ImageNet weights: True for the architecture's own source, or a state-dict file path."""
     crop_size: int | None = None
@@ -58,6 +61,11 @@ class TrainConfig:
                 raise ConfigError(f"training config key '{key}' must be at least {low}, got {value!r}")
         if self.calibration not in METHODS:  # else the run would fail only once trained
             raise ConfigError(f"unknown calibration method {self.calibration!r} (use {' or '.join(METHODS)})")
+        try:  # saved in the model's config.json only once trained
+            json.dumps(self.architecture_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"training config key 'architecture_kwargs' must hold JSON values (text, numbers, "
+                              f"true/false, null, lists, mappings): {exc}") from None
         if self.resume and self.overwrite:
             raise ConfigError("resume (continue the run in out) and overwrite (replace it) exclude each other")
 
@@ -120,6 +128,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return any(_fits(value, a) for a in args)
     if typing.get_origin(hint) is tuple:
         return isinstance(value, tuple) and len(value) == len(args) and all(map(_fits, value, args))
+    if typing.get_origin(hint) is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
@@ -132,6 +142,8 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
         return f"a pair [low, high] of {_describe(typing.get_args(hint)[0]).removeprefix('a ')}s"
+    if typing.get_origin(hint) is dict:
+        return "a mapping of keyword names to values"
     return {int: "a whole number", float: "a number", bool: "true or false", str: "text",
             type(None): "null"}.get(hint, f"a {getattr(hint, '__name__', hint)}")
 
