@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from fakescope.cli import app
 from fakescope.errors import ConfigError
 from fakescope.evaluate import generalization
+from fakescope.models import load_model
 from fakescope.train import TrainConfig, train
 
 REFUSED = "already holds a training run ({}); continue it with --resume or replace it with --overwrite"
@@ -56,6 +57,18 @@ def test_overwrite_replaces_the_run(manifest, tmp_path):
     assert result.exit_code == 0, result.output
     assert _epochs(tmp_path / "run") == [0]
     assert TrainConfig.from_yaml(tmp_path / "run" / "train_config.yaml").seed == 1
+
+
+def test_the_recorded_config_neither_resumes_nor_overwrites_when_reused(manifest, tmp_path):
+    train(train_config(manifest, tmp_path / "a", epochs=1), progress=False)
+    train(train_config(manifest, tmp_path / "a", epochs=1, overwrite=True), progress=False)
+    recorded = TrainConfig.from_yaml(tmp_path / "a" / "train_config.yaml")
+    assert not (recorded.overwrite or recorded.resume)
+    assert not (load_model(tmp_path / "a" / "model").config.training["recipe"]["overwrite"])
+    train(train_config(manifest, tmp_path / "b", epochs=1), progress=False)
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'b'} already holds a training run")):
+        train(TrainConfig.from_yaml(tmp_path / "a" / "train_config.yaml", out=str(tmp_path / "b")), progress=False)
+    train(TrainConfig.from_yaml(tmp_path / "a" / "train_config.yaml", resume=True), progress=False)
 
 
 def test_an_overwrite_refused_before_training_leaves_the_old_run_whole(manifest, tmp_path):

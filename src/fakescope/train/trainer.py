@@ -97,7 +97,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     if main:
         if cfg.overwrite:  # only now: a run refused above leaves the old one whole
             _remove_run(out)
-        cfg.to_yaml(out / "train_config.yaml")
+        _recipe(cfg).to_yaml(out / "train_config.yaml")
     log = _MetricLog(out, start_epoch) if main else None
     for epoch in range(start_epoch, cfg.epochs):
         if stale >= cfg.patience:  # stopped early, also when a resumed run had
@@ -140,7 +140,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     if not splits["test"].empty:
         metrics["test"] = test_report(network, model_cfg, device, splits["test"], cfg, rank, world)
     if main:
-        summary = {"recipe": cfg.to_dict(), "data": _data_summary(rows)}
+        summary = {"recipe": _recipe(cfg).to_dict(), "data": _data_summary(rows)}
         model_cfg = save_model(network, replace(model_cfg, training=summary, metrics=metrics), out / "model")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if world > 1:
@@ -155,6 +155,12 @@ def check_out(cfg: TrainConfig) -> None:
     if held and not (cfg.resume or cfg.overwrite):
         raise ConfigError(f"{cfg.out} already holds a training run ({', '.join(held)}); continue it with --resume "
                           "or replace it with --overwrite (config keys resume: true / overwrite: true)")
+
+
+def _recipe(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` as recorded with the run: without `resume` and `overwrite`, which say what this call did to the
+    folder, so that a recorded config reused for another run does not replace that run's folder unasked."""
+    return replace(cfg, resume=False, overwrite=False)
 
 
 def _remove_run(out: Path) -> None:
@@ -340,7 +346,7 @@ class _Loop:
             what = ", ".join(f"{k} {old.get(k)!r} -> {self.run.get(k)!r}" if k != "data" else
                              "the manifest's train/val rows" for k in changed)
             raise ConfigError(f"cannot resume from {path}: this run changes {what}; "
-                              "set them back, or train into another --out")
+                              "set them back, train into another --out, or replace the run with --overwrite")
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scheduler"]["total_steps"] == self.scheduler.total_steps:
