@@ -108,3 +108,15 @@ def test_logo_rerun_with_resume_scores_the_finished_folds_again_without_training
     again = generalization.leave_one_generator_out(TrainConfig(**{**cfg.__dict__, "resume": True}), ["g1"], rows)
     pd.testing.assert_frame_equal(first, again)
     assert (tmp_path / "without-g1" / "metrics.csv").read_text() == log
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate-logo"])
+def test_a_storage_uri_as_output_folder_is_refused_not_written_to_a_local_s3_folder(manifest, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    train_config(manifest, "run").to_yaml(tmp_path / "train.yaml")
+    result = CliRunner().invoke(app, [command, str(tmp_path / "train.yaml"), "-o", "s3://bucket/runs/a", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert result.output == ("error: training config key 'out' must be a local folder path, not 's3://bucket/runs/a': a run "
+                             "writes its checkpoints as it trains; copy OUT/model afterwards, or push it with fakescope "
+                             "models push\n")
+    assert not (tmp_path / "s3:").exists()

@@ -66,6 +66,9 @@ class TrainConfig:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"training config key 'architecture_kwargs' must hold JSON values (text, numbers, "
                               f"true/false, null, lists, mappings): {exc}") from None
+        if "://" in self.out:  # else Path() would make a local folder named 's3:' and report the URI as saved
+            raise ConfigError(f"training config key 'out' must be a local folder path, not {self.out!r}: a run writes "
+                              "its checkpoints as it trains; copy OUT/model afterwards, or push it with fakescope models push")
         if self.resume and self.overwrite:
             raise ConfigError("resume (continue the run in out) and overwrite (replace it) exclude each other")
 
