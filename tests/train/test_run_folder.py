@@ -120,3 +120,12 @@ def test_a_storage_uri_as_output_folder_is_refused_not_written_to_a_local_s3_fol
                              "writes its checkpoints as it trains; copy OUT/model afterwards, or push it with fakescope "
                              "models push\n")
     assert not (tmp_path / "s3:").exists()
+
+
+def test_logo_keeps_each_fold_in_its_own_folder_whatever_the_generator_is_called(manifest, tmp_path):
+    rows = _two_generators(manifest)
+    rows["generator"] = rows["generator"].map({"g1": "sd/v1.5", "g2": "sd"})
+    cfg = train_config(manifest, tmp_path / "logo", epochs=1, crop_size=32, samples_per_epoch=32)
+    generalization.leave_one_generator_out(cfg, ["sd", "sd/v1.5"], rows)
+    assert sorted(p.name for p in (tmp_path / "logo").iterdir()) == ["without-sd", "without-sd%2Fv1.5"]
+    assert all((tmp_path / "logo" / fold / "model" / "config.json").is_file() for fold in ("without-sd", "without-sd%2Fv1.5"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,7 @@ def leave_one_generator_out(
     """Train once per generator with its images removed, then score every generator against the test reals.
 
     Args:
-        cfg: the training recipe; each run writes to `cfg.out/without-<generator>`, a folder that already
+        cfg: the training recipe; each run writes to `cfg.out/without-<generator>` (the name %-quoted), a folder that already
             holds a run being refused unless `cfg.resume` continues it or `cfg.overwrite` replaces it.
         generators: the generators to hold out, one run each (default: every ai generator).
         manifest: rows to use instead of reading `cfg.manifest`.
@@ -76,7 +77,8 @@ def leave_one_generator_out(
     if missing:
         raise ConfigError(f"no ai images with {by} {', '.join(missing)}; present: {', '.join(present)}")
     _check_folds(rows, by, gens)
-    runs = {gen: replace(cfg, out=str(Path(cfg.out) / f"without-{gen}"), name=f"{cfg.name}-without-{gen}") for gen in gens}
+    runs = {gen: replace(cfg, out=str(Path(cfg.out) / f"without-{quote(str(gen), safe='')}"), name=f"{cfg.name}-without-{gen}")
+            for gen in gens}  # quoted: a '/' in a generator's name would nest folders
     for run_cfg in runs.values():  # before any fold trains: a later fold's refusal would waste the earlier ones
         check_out(run_cfg)
     results = []
