@@ -12,7 +12,7 @@ from train_helpers import train_config
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, FakescopeError
 from fakescope.evaluate import generalization
 from fakescope.models import load_model
 from fakescope.train import TrainConfig, train
@@ -77,6 +77,13 @@ def test_an_overwrite_refused_before_training_leaves_the_old_run_whole(manifest,
     with pytest.raises(ConfigError, match="is less than one batch of 16"):
         train(train_config(manifest, tmp_path, overwrite=True, samples_per_epoch=8), progress=False)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_refused_before_training_leaves_no_empty_output_folder(manifest, tmp_path):
+    for changes in ({"architecture": "nope"}, {"band": (0.8, 0.2)}, {"samples_per_epoch": 8}):
+        with pytest.raises(FakescopeError):
+            train(train_config(manifest, tmp_path / "run", **changes), progress=False)
+        assert not (tmp_path / "run").exists()
 
 
 def test_resume_and_overwrite_together_are_refused():

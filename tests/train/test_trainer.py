@@ -249,7 +249,8 @@ def test_cli_reports_a_bad_manifest_in_one_line(tmp_path):
 
 def test_cli_refuses_an_output_folder_that_is_a_file_in_one_line(manifest, tmp_path):
     (tmp_path / "taken").write_text("a file")
-    result = CliRunner().invoke(app, ["train", manifest, "-o", str(tmp_path / "taken"), "--no-progress"])
+    _config(manifest, tmp_path / "taken", epochs=1).to_yaml(tmp_path / "train.yaml")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--no-progress"])
     assert result.exit_code == 2, result.output
     assert f"cannot create the output folder {tmp_path / 'taken'}: File exists" in result.output
 

@@ -73,11 +73,6 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     check_out(cfg)
     rank, world, device = _init_distributed(resolve_device(cfg.device), cfg.batch_size)
     main = rank == 0
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
     _seed_everything(cfg.seed)
     info = architecture_info(cfg.architecture)
     policy = replace(info.input, crop_size=cfg.crop_size or info.input.crop_size, grid=cfg.grid or info.input.grid)
@@ -93,6 +88,11 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
 
     loop = _Loop(cfg, network, policy, device, splits["train"], rank, world)
     loop.run = _run_identity(cfg, splits)
+    out = Path(cfg.out)  # created only now: a run refused above leaves no empty folder
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
     start_epoch, best_auc, stale = loop.restore(out) if cfg.resume else (0, -1.0, 0)
     if main:
         if cfg.overwrite:  # only now: a run refused above leaves the old one whole
