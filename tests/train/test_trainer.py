@@ -18,7 +18,7 @@ from train_helpers import train_config as _config
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.models import load_model
 from fakescope.train import TrainConfig, train
 from fakescope.train.dataset import balanced_sampler
@@ -348,6 +348,17 @@ def test_unreadable_images_are_skipped_with_a_warning_not_the_end_of_the_run(man
     assert len(skipped) == len(set(skipped))  # each named once, by this process
     assert set(skipped) == {str(tmp_path / f) for f in ("broken0.png", "broken1.png", "broken2.png", "broken3.png", "gone.png")}
     assert saved.metrics["test"]["overall"]["n"] == 15 and saved.metrics["test"]["overall"]["auc"] > 0.85
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_label_with_no_readable_training_image_stops_in_one_line_also_in_loader_workers(manifest, tmp_path, num_workers):
+    rows = pd.read_csv(manifest)
+    rows["uri"] = [os.path.join(os.path.dirname(manifest), u) for u in rows["uri"]]
+    gone = (rows["split"] == "train") & (rows["label"] == "ai")
+    rows.loc[gone, "uri"] = [str(tmp_path / f"moved{i}.png") for i in range(gone.sum())]
+    rows.to_csv(tmp_path / "manifest.csv", index=False)
+    with pytest.raises(ImageLoadError, match=rf"^9 images of one label in a row were unreadable, the last {re.escape(str(tmp_path))}/moved\d+\.png$"):
+        train(_config(str(tmp_path / "manifest.csv"), tmp_path / "run", epochs=1, num_workers=num_workers), progress=False)
 
 
 def test_a_val_split_with_no_readable_image_of_one_label_is_refused_in_one_line(manifest, tmp_path):

@@ -27,6 +27,7 @@ import pickle
 import random
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from fakescope.data.manifest import read_rows
 from fakescope.detector import Detector, resolve_device
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, FakescopeError
 from fakescope.evaluate.metrics import auc_score, binary_metrics
 from fakescope.models.bundle import LoadedModel, save_model
 from fakescope.models.calibration import Calibrator, apply_calibration
@@ -304,7 +305,7 @@ class _Loop:
             from tqdm import tqdm
 
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False)
-        for x, y, skipped in batches:
+        for x, y, skipped in _own_errors(batches):
             for record in filter(None, SKIPPED.join(skipped).split(SKIPPED)):
                 warn_unreadable(*record.split("\x1f", 1))
             x = self.normalize(x.to(self.device, non_blocking=True))
@@ -395,6 +396,18 @@ class _MetricLog:
         self.file.close()
         if self.tb:
             self.tb.close()
+
+
+def _own_errors(batches: Iterable) -> Iterator:
+    """The loader's batches; a fakescope error raised in a loader worker, which the loader raises again with
+    the worker's traceback in its message, is raised as its own one line."""
+    try:
+        yield from batches
+    except FakescopeError as exc:
+        lines = str(exc).rstrip().splitlines()
+        if len(lines) < 2 or "in DataLoader worker process" not in lines[0]:
+            raise
+        raise type(exc)(lines[-1].partition(": ")[2]) from None
 
 
 def _epoch(line: str) -> float:
