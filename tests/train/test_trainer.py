@@ -287,6 +287,12 @@ def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
     ("augment: {jpeg_quality: 70}", "key 'augment.jpeg_quality' must be a pair [low, high] of whole numbers, got 70"),
     ("augment: {resize_scale: [0.5]}", "key 'augment.resize_scale' must be a pair [low, high] of numbers, got (0.5,)"),
     ("- manifest: m.csv", "is not a training config: it holds a list, not a mapping of keys"),
+    ("augment: {jpeg_quality: [98, 60]}", "key 'augment.jpeg_quality' must be a pair [low, high] with low <= high, both "
+                                          "within [0, 100], got [98, 60]"),
+    ("augment: {noise_std: [-1.0, 2.0]}", "key 'augment.noise_std' must be a pair [low, high] with low <= high, both at "
+                                          "least 0, got [-1.0, 2.0]"),
+    ("augment: {base_jpeg_quality: 150}", "key 'augment.base_jpeg_quality' must be within [0, 100], got 150"),
+    ("augment: {blur_prob: 1.5}", "key 'augment.blur_prob' must be within [0, 1], got 1.5"),
 ])
 def test_cli_refuses_a_config_value_of_the_wrong_type_or_range_in_one_line(tmp_path, body, message):
     config = tmp_path / "train.yaml"

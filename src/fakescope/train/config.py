@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_types(self, "")
         _check_types(self.augment, "augment.")
+        _check_augment_ranges(self.augment)
         for key, low in MINIMUM.items():
             value = getattr(self, key)
             if value is not None and value < low:
@@ -108,6 +110,22 @@ class TrainConfig:
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+AUGMENT_RANGES = {"bottom_crop": (0, 0.99), "base_jpeg_quality": (0, 100), "resize_prob": (0, 1), "resize_scale": (0, math.inf),
+                  "blur_prob": (0, 1), "blur_sigma": (0, math.inf), "noise_prob": (0, 1), "noise_std": (0, math.inf),
+                  "jpeg_prob": (0, 1), "jpeg_quality": (0, 100)}
+"""The allowed values of each numeric augment key (pairs: both ends, low <= high); else a run would fail mid-epoch."""
+
+
+def _check_augment_ranges(augment: AugmentConfig) -> None:
+    for key, (low, high) in AUGMENT_RANGES.items():
+        value = getattr(augment, key)
+        ends = value if isinstance(value, tuple) else (value,)
+        if value is not None and not (all(low <= v <= high for v in ends) and ends == tuple(sorted(ends))):
+            within = f"at least {low}" if high == math.inf else f"within [{low}, {high}]"
+            what = f"a pair [low, high] with low <= high, both {within}" if isinstance(value, tuple) else within
+            raise ConfigError(f"training config key 'augment.{key}' must be {what}, got {_plain(value)!r}")
 
 
 MINIMUM = {"epochs": 1, "batch_size": 1, "samples_per_epoch": 1, "crop_size": 1, "grid": 1, "patience": 1,
