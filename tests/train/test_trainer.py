@@ -47,6 +47,13 @@ def test_same_seed_gives_identical_weights(manifest, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_device_string_with_an_index_trains_saves_and_resumes(manifest, tmp_path):
+    """`cpu:0` once trained every epoch, then failed to load best.pt ("don't know how to restore data location")."""
+    train(_config(manifest, tmp_path, epochs=1, device="cpu:0"), progress=False)
+    saved = train(_config(manifest, tmp_path, epochs=2, device="cpu:0", resume=True), progress=False)
+    assert (tmp_path / "model" / "model.safetensors").is_file() and saved.metrics["val"]["n"] == 16
+
+
 def test_resume_continues_from_the_last_checkpoint(manifest, tmp_path):
     train(_config(manifest, tmp_path, epochs=2), progress=False)
     train(_config(manifest, tmp_path, epochs=3, resume=True), progress=False)

@@ -72,7 +72,10 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         if splits[s].empty or splits[s]["label"].nunique() < 2:
             raise ConfigError(f"the manifest's {s!r} split needs images of both labels")
     check_out(cfg)
-    rank, world, device = _init_distributed(resolve_device(cfg.device), cfg.batch_size)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":  # 'cpu:0' is the CPU too, but torch.load cannot map best.pt or a checkpoint to it
+        device = torch.device("cpu")
+    rank, world, device = _init_distributed(device, cfg.batch_size)
     main = rank == 0
     _seed_everything(cfg.seed)
     info = architecture_info(cfg.architecture)
