@@ -71,6 +71,16 @@ def test_the_recorded_config_neither_resumes_nor_overwrites_when_reused(manifest
     train(TrainConfig.from_yaml(tmp_path / "a" / "train_config.yaml", resume=True), progress=False)
 
 
+def test_an_overwrite_that_fails_mid_run_keeps_the_old_model_and_none_of_its_other_files(manifest, tmp_path):
+    train(train_config(manifest, tmp_path, epochs=1), progress=False)
+    weights = (tmp_path / "model" / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="training diverged in epoch 1"):
+        train(train_config(manifest, tmp_path, epochs=2, lr=1e8, overwrite=True), progress=False)
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
+    assert not any((tmp_path / name).exists() for name in ("checkpoint.pt", "best.pt", "metrics.json"))
+    assert TrainConfig.from_yaml(tmp_path / "train_config.yaml").lr == 1e8
+
+
 def test_an_overwrite_refused_before_training_leaves_the_old_run_whole(manifest, tmp_path):
     train(train_config(manifest, tmp_path, epochs=1), progress=False)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}

@@ -25,7 +25,6 @@ import math
 import os
 import pickle
 import random
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -58,8 +57,12 @@ from fakescope.train.dataset import (
 )
 
 CHECKPOINT = "checkpoint.pt"
-RUN_FILES = ("train_config.yaml", CHECKPOINT, "best.pt", "metrics.csv", "metrics.json", "model", "tensorboard")
-"""What a run writes into its folder: any of them there means the folder holds a run; `overwrite` removes them."""
+REPLACED = ("train_config.yaml", CHECKPOINT, "best.pt", "metrics.csv", "metrics.json")
+"""The run files `overwrite` removes before the new run's first epoch: left, they would pass for the new run's."""
+RUN_FILES = (*REPLACED, "model", "tensorboard")
+"""What a run writes into its folder: any of them there means the folder holds a run. `model/` stays until the
+new run saves its own over it (a folder of that name may not be a run's: never deleted), TensorBoard hides the
+old run's events."""
 
 logger = logging.getLogger(__name__)
 
@@ -168,11 +171,8 @@ def _recipe(cfg: TrainConfig) -> TrainConfig:
 
 
 def _remove_run(out: Path) -> None:
-    for path in (out / name for name in RUN_FILES):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+    for name in REPLACED:
+        (out / name).unlink(missing_ok=True)
 
 
 def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig,
