@@ -146,3 +146,15 @@ def test_logo_keeps_each_fold_in_its_own_folder_whatever_the_generator_is_called
     generalization.leave_one_generator_out(cfg, ["sd", "sd/v1.5"], rows)
     assert sorted(p.name for p in (tmp_path / "logo").iterdir()) == ["without-sd", "without-sd%2Fv1.5"]
     assert all((tmp_path / "logo" / fold / "model" / "config.json").is_file() for fold in ("without-sd", "without-sd%2Fv1.5"))
+
+
+def test_evaluate_logo_rerun_into_the_same_out_is_refused_in_one_line_naming_its_options(manifest, tmp_path):
+    _two_generators(manifest).to_csv(tmp_path / "gens.csv", index=False)
+    train_config(str(tmp_path / "gens.csv"), "unused").to_yaml(tmp_path / "train.yaml")
+    (tmp_path / "logo" / "without-g1").mkdir(parents=True)
+    (tmp_path / "logo" / "without-g1" / "train_config.yaml").write_text("an earlier evaluate-logo's fold")
+    result = CliRunner().invoke(app, ["evaluate-logo", str(tmp_path / "train.yaml"), "--out", str(tmp_path / "logo")])
+    assert (result.exit_code, result.output) == (2, f"error: {tmp_path / 'logo' / 'without-g1'} "
+                                                    f"{REFUSED.format('train_config.yaml')} (config keys resume: true / "
+                                                    "overwrite: true)\n")
+    assert sorted(p.name for p in (tmp_path / "logo").iterdir()) == ["without-g1"]  # no fold trained
