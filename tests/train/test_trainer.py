@@ -191,6 +191,17 @@ def test_the_schedule_ends_at_its_floor_when_an_epoch_is_not_whole_batches(manif
     assert last_lr == pytest.approx(0.003 / 25 / 1e4)  # OneCycleLR's final learning rate
 
 
+def test_rows_of_another_split_are_named_in_a_warning(manifest, tmp_path, caplog):
+    rows = pd.read_csv(manifest)
+    rows["uri"] = [os.path.join(os.path.dirname(manifest), u) for u in rows["uri"]]
+    rows["split"] = rows["split"].replace({"test": "Test"})
+    rows.loc[rows.index[-1], "split"] = None
+    with caplog.at_level("WARNING", logger="fakescope"):
+        saved = train(_config("unused.csv", tmp_path, epochs=1), rows, progress=False)
+    assert "16 manifest row(s) of split 'Test', 'nan' left out: only train, val and test are used" in caplog.text
+    assert "test" not in saved.metrics
+
+
 def test_an_epoch_smaller_than_one_batch_is_refused_not_left_untrained(manifest, tmp_path):
     with pytest.raises(ConfigError, match="an epoch of 8 draws .* is less than one batch of 16, so no step would be taken"):
         train(_config(manifest, tmp_path, samples_per_epoch=8), progress=False)

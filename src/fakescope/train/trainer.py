@@ -71,6 +71,10 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     """Train, calibrate, test and save a model folder under `cfg.out`; return its config."""
     rows = manifest if manifest is not None else read_rows(cfg.manifest)
     splits = {s: rows[rows["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    other = rows.loc[~rows["split"].isin(splits), "split"]
+    if len(other):  # a typo such as 'Test' would otherwise drop a split unnoticed
+        logger.warning("%d manifest row(s) of split %s left out: only train, val and test are used", len(other),
+                       ", ".join(map(repr, sorted({str(v) for v in other}))))
     for s in ("train", "val"):
         if splits[s].empty or splits[s]["label"].nunique() < 2:
             raise ConfigError(f"the manifest's {s!r} split needs images of both labels")
