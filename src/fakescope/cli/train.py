@@ -39,7 +39,8 @@ def train(
     from fakescope.train import train as run
 
     overrides = dict(out=out, name=name, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                     num_workers=num_workers, seed=seed, pretrained=pretrained, resume=resume or None, overwrite=overwrite or None)
+                     num_workers=num_workers, seed=seed, pretrained=pretrained, resume=resume or None,
+                     overwrite=overwrite or None)
     with clean_errors():
         if config.endswith(MANIFEST_SUFFIXES):
             cfg = TrainConfig.from_dict({"manifest": config, **{k: v for k, v in overrides.items() if v is not None}})
