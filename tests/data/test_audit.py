@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode, smooth_image
+from data_helpers import encode, smooth_image
 from PIL import Image
 
 from fakescope.data import audit_manifest, build_from_folders, inspect_image, split_manifest

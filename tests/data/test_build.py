@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 import pytest
-from conftest import PER_CLASS, encode, smooth_image
+from data_helpers import PER_CLASS, encode, smooth_image
 
 from fakescope.data import (
     balance_manifest,

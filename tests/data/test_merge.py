@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import smooth_image
+from data_helpers import smooth_image
 from PIL import ImageFilter
 from typer.testing import CliRunner
 

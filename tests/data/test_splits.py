@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import encode, smooth_image
+from data_helpers import encode, smooth_image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
