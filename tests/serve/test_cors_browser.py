@@ -18,8 +18,16 @@ CALL = """async ([api, token]) => {
   const answer = await fetch(api + '/v1/detect/batch', {method: 'POST', headers: {Authorization: 'Bearer ' + token},
                                                         body: new FormData()});
   const jobs = await fetch(api + '/v1/jobs/nope', {method: 'DELETE', headers: {Authorization: 'Bearer ' + token}});
-  return [answer.status, (await answer.json()).detail, jobs.status, body.size > 0];
+  const bug = await fetch(api + '/v1/fails', {headers: {Authorization: 'Bearer ' + token}});  // was 'Failed to fetch'
+  return [answer.status, (await answer.json()).detail, jobs.status, body.size > 0, bug.status, (await bug.json()).detail];
 }"""
+
+
+INTERNAL = "internal server error (the server's log has the details)"
+
+
+def _fails():
+    raise RuntimeError("a bug a route may still hold")
 
 
 @pytest.fixture
@@ -40,13 +48,15 @@ def test_a_page_on_an_allowed_origin_can_call_the_api(detector, page_origin, tmp
     from fakescope.serve import ServeConfig
 
     config = ServeConfig(token=TOKEN, jobs_dir=tmp_path / "jobs", cors_origins=(page_origin,) if allowed else ())
-    with LiveServer(config, detector) as api, sync_api.sync_playwright() as playwright:
+    live = LiveServer(config, detector)
+    live.app.get("/v1/fails")(_fails)
+    with live as api, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         try:
             page = browser.new_page()
             page.goto(page_origin)
             if allowed:  # the token and the DELETE need a preflight; Chromium sends it and honours the grant
-                assert page.evaluate(CALL, [api.url, TOKEN]) == [422, "files: Field required", 404, True]
+                assert page.evaluate(CALL, [api.url, TOKEN]) == [422, "files: Field required", 404, True, 500, INTERNAL]
             else:
                 with pytest.raises(sync_api.Error, match="Failed to fetch"):
                     page.evaluate(CALL, [api.url, TOKEN])

@@ -157,18 +157,20 @@ def test_a_client_that_leaves_mid_upload_is_a_400_not_a_server_error(tmp_path):
     assert sent[0]["status"] == 400
 
 
-def test_an_unexpected_failure_answers_one_json_line(tmp_path, detector):
-    from fastapi.testclient import TestClient
+def test_an_unexpected_failure_answers_json_with_cors_headers_and_logs_the_traceback(tmp_path, detector, caplog):
+    import httpx
+    from conftest import LiveServer
 
-    from fakescope.serve import create_app
+    origin = "http://page.example"
+    live = LiveServer(ServeConfig(token=None, jobs_dir=tmp_path, cors_origins=(origin,)), detector)
 
-    app = create_app(ServeConfig(token=None, jobs_dir=tmp_path), detector=detector)
-
-    @app.get("/v1/fails")
+    @live.app.get("/v1/fails")
     def fails():  # any bug the routes may still hold
         raise RuntimeError("secret path /srv/models/x")
 
-    with TestClient(app, raise_server_exceptions=False) as client:
-        answer = client.get("/v1/fails")
-    assert answer.status_code == 500  # was text/plain "Internal Server Error"
+    with live, caplog.at_level("ERROR", logger="fakescope.serve.app"):
+        answer = httpx.get(f"{live.url}/v1/fails", headers={"Origin": origin})
+    assert answer.status_code == 500  # was text/plain "Internal Server Error", and without CORS headers
     assert answer.json() == {"detail": "internal server error (the server's log has the details)"}
+    assert answer.headers["access-control-allow-origin"] == origin  # a browser page can read the error
+    assert "GET /v1/fails failed" in caplog.text and "RuntimeError: secret path /srv/models/x" in caplog.text

@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from PIL import Image
 from starlette.datastructures import Headers
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect
 
 from fakescope.detection import Detection
@@ -92,6 +93,8 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
         lifespan=lifespan,
     )
     app.state.config = config
+    # Starlette answers an Exception handler's 500 from outside every middleware (no CORS headers): caught in here instead
+    app.add_middleware(ExceptionMiddleware, handlers={Exception: _internal_error})
     app.add_middleware(_Gate, config=config)
     if config.cors_origins:  # outermost: preflights carry no token, and error answers need the CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "DELETE"],
@@ -99,7 +102,6 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
                            expose_headers=[*PNG_HEADERS, "Retry-After"], max_age=600)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(ServerBusy)(_busy)
-    app.exception_handler(Exception)(_internal_error)
     _add_routes(app, config)
     return app
 
@@ -178,6 +180,7 @@ async def _busy(request: Request, exc: ServerBusy) -> JSONResponse:
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     """An unexpected failure answers JSON like every other error; its traceback goes to the server's log only."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal server error (the server's log has the details)"}, 500)
 
 
