@@ -124,3 +124,27 @@ def test_public_error_hides_local_paths_only(message, public):
     from fakescope.serve.jobs import public_error
 
     assert public_error(message) == public
+
+
+def test_a_job_whose_folder_is_half_deleted_stays_deleted_after_a_restart(tmp_path, detector, monkeypatch, caplog):
+    import shutil
+
+    from fakescope.serve import jobs
+
+    job = jobs.GenerationJob("0123abcd", OpenAIImagesConfig(mode="variation", size="256x256"), tmp_path / "0123abcd",
+                             state="done", finished=time.time())
+    (job.folder / "ai").mkdir(parents=True)
+    (job.folder / "ai" / "out.png").write_bytes(b"png")
+    job.outputs = [jobs.JobOutput(job.folder / "ai" / "out.png", {})]
+    job.save()
+    store = JobStore(tmp_path, detector.predict)
+
+    rmtree = shutil.rmtree
+
+    def fails_partway(folder, ignore_errors=False):  # as a busy disk or a file held open on Windows leaves it
+        rmtree(folder / "ai")
+    monkeypatch.setattr(jobs.shutil, "rmtree", fails_partway)
+    with caplog.at_level(logging.WARNING, logger="fakescope.serve.jobs"):
+        assert store.delete(job.id).state == "done"
+    assert job.folder.is_dir() and "files remain" in caplog.text
+    assert store.get(job.id) is None and JobStore(tmp_path, detector.predict).get(job.id) is None  # was back after a restart

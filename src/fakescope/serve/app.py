@@ -158,7 +158,7 @@ def _errors(*codes: int, ok: type | dict | None = None, status: int = 200) -> di
                409: "a cancelled job still finishing the requests it had sent", 413: "upload too large",
                422: "no image, not a readable image, too many pixels, or an invalid parameter",
                503: "busy: the queue is full (`Retry-After` says when to try again); for /v1/generate also "
-                    "a jobs folder the server cannot write"}
+                    "a jobs folder the server cannot write (and for DELETE /v1/jobs/{id})"}
     answers: dict = {code: {"model": Error, "description": meaning[code]} for code in (401, *codes)}
     if 503 in answers:
         answers[503]["headers"] = {"Retry-After": {"description": "seconds to wait (when busy)", "schema": {"type": "integer"}}}
@@ -293,7 +293,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         return _job(request, job_id).to_dict()
 
     @app.delete("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured, response_model=None,
-                responses=_errors(404, 409, 422, ok=Job))
+                responses=_errors(404, 409, 422, 503, ok=Job))
     def delete_job(request: Request, job_id: str) -> dict:
         """Cancel a queued or running job (it stays readable, as `cancelled`); delete a finished one and its images.
 
@@ -304,6 +304,8 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
             job = jobs.delete(job_id)
         except JobBusy as exc:
             raise HTTPException(409, str(exc)) from None
+        except StorageError as exc:  # path-free; the log has the reason
+            raise HTTPException(503, str(exc)) from None
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
         return job.to_dict()

@@ -5,9 +5,9 @@ outputs, and `job.json`, its record, rewritten (atomically) at every change of s
 store reads the records back, so finished jobs and their images outlive a server restart; a
 job that was queued or running when the server stopped is marked failed, never resent.
 
-`cancel` stops a queued job before anything is sent and marks a running one cancelled (the
-requests already sent finish and are kept: the API bills them anyway); `remove` deletes a
-finished job's folder. At most `max_jobs` jobs are queued or running: `submit` raises
+`delete` stops a queued job before anything is sent and marks a running one cancelled (the
+requests already sent finish and are kept: the API bills them anyway); on a finished job it
+deletes the folder, `job.json` first (a half-deleted folder is never restored). At most `max_jobs` jobs are queued or running: `submit` raises
 `ServerBusy` beyond that. A job's `error` names no local path; the server's log has the detail.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fakescope.detection import Detection
-from fakescope.errors import FakescopeError
+from fakescope.errors import FakescopeError, StorageError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.io import storage
 from fakescope.serve.batching import ServerBusy
@@ -141,6 +141,7 @@ class JobStore:
 
         Raises:
             JobBusy: a cancelled job whose worker is still finishing (its folder is still being written).
+            StorageError: a finished job's record cannot be removed (the job is kept).
         """
         with self._lock:
             job = self._jobs.get(job_id)
@@ -155,8 +156,15 @@ class JobStore:
                 return job
             if job_id in self._futures:
                 raise JobBusy(f"job {job_id} is cancelled but still finishing the requests it had sent; try again shortly")
+            try:  # the record first: a folder left half-deleted is then never restored as a job
+                (job.folder / RECORD_NAME).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot delete generation job %s: %s", job_id, exc)
+                raise StorageError(f"job {job_id} could not be deleted: the server cannot write its jobs folder") from None
             del self._jobs[job_id]
         shutil.rmtree(job.folder, ignore_errors=True)
+        if job.folder.exists():
+            log.warning("generation job %s is deleted, but files remain in %s", job_id, job.folder)
         return job
 
     def close(self) -> None:
