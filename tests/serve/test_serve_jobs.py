@@ -82,12 +82,25 @@ def test_generation_past_max_jobs_is_503_with_retry_after(detector, held_api, ph
         first = _submit(live.url, photo_bytes)
         refused = _submit(live.url, photo_bytes)
         assert first.status_code == 202 and refused.status_code == 503
-        assert refused.headers["Retry-After"] == "30"
+        assert refused.headers["Retry-After"] == "30"  # no job has run yet: nothing to estimate from
         assert refused.json() == {"detail": "too many generation jobs: 1 are queued or running; try again later"}
         httpx.delete(f"{live.url}/v1/jobs/{first.json()['id']}", headers=AUTH)  # a cancelled job frees its place
         assert _submit(live.url, photo_bytes).status_code == 202
         held_api.release.set()
     assert len(list(tmp_path.iterdir())) == 2  # the refused one left no folder
+
+
+def test_the_generation_retry_after_is_estimated_from_the_jobs_run(detector, held_api, photo_bytes, tmp_path):
+    from fakescope.serve import ServeConfig
+
+    held_api.hold_after = 1  # the first job is answered at once, the next ones wait
+    with LiveServer(ServeConfig(token=TOKEN, jobs_dir=tmp_path, max_jobs=1), detector) as live:
+        done = _submit(live.url, photo_bytes).json()["id"]
+        _until(lambda: httpx.get(f"{live.url}/v1/jobs/{done}", headers=AUTH).json()["state"] == "done", "the first job")
+        assert _submit(live.url, photo_bytes).status_code == 202
+        refused = _submit(live.url, photo_bytes)
+        held_api.release.set()
+    assert refused.status_code == 503 and 1 <= int(refused.headers["Retry-After"]) <= 5  # a loopback job: about a second
 
 
 def test_a_job_error_names_no_local_path_and_the_log_keeps_it(tmp_path, photo_bytes, caplog):

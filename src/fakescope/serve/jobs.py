@@ -8,7 +8,7 @@ job that was queued or running when the server stopped is marked failed, never r
 `delete` stops a queued job before anything is sent and marks a running one cancelled (the
 requests already sent finish and are kept: the API bills them anyway); on a finished job it
 deletes the folder, `job.json` first (a half-deleted folder is never restored). At most `max_jobs` jobs are queued or running: `submit` raises
-`ServerBusy` beyond that. A job's `error` names no local path; the server's log has the detail.
+`ServerBusy` beyond that, its wait estimated from the jobs run so far. A job's `error` names no local path; the server's log has the detail.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ class JobStore:
         self._futures: dict[str, Future] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fakescope-generate")
+        self._workers, self._runs, self._run_s = workers, 0, 0.0
 
     def submit(self, data: bytes, config: OpenAIImagesConfig, client, *, filename: str = "upload") -> GenerationJob:
         """Queue one job; returns at once with the job in state `queued`.
@@ -121,9 +122,9 @@ class JobStore:
         job_id = uuid.uuid4().hex[:16]
         job = GenerationJob(job_id, config, self.root / job_id)
         with self._lock:
-            if sum(j.state in UNFINISHED for j in self._jobs.values()) >= self.max_jobs:
+            if (unfinished := sum(j.state in UNFINISHED for j in self._jobs.values())) >= self.max_jobs:
                 raise ServerBusy(f"too many generation jobs: {self.max_jobs} are queued or running; try again later",
-                                 RETRY_AFTER_S)
+                                 self._retry_after(unfinished))
             job.save()
             self._jobs[job_id] = job
             self._futures[job_id] = self._pool.submit(self._run, job, data, client, filename)
@@ -170,6 +171,12 @@ class JobStore:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def _retry_after(self, unfinished: int) -> int:
+        """Seconds the unfinished jobs should take on the workers, from the mean run so far (`RETRY_AFTER_S` before any)."""
+        if not self._runs:
+            return RETRY_AFTER_S
+        return max(1, round(unfinished / self._workers * self._run_s / self._runs))
+
     def _run(self, job: GenerationJob, data: bytes, client, filename: str) -> None:
         with self._lock:
             if job.state != QUEUED:  # cancelled while the pool was taking it
@@ -177,6 +184,7 @@ class JobStore:
                 return
             job.state = RUNNING
             _save(job)
+        started = time.monotonic()
         outputs: list[JobOutput] = []
         try:
             made = generate_from_upload(data, job.config, job.folder, client=client, detect=self.detect, filename=filename)
@@ -191,6 +199,7 @@ class JobStore:
             log.warning("generation job %s: %s", job.id, error)
             error = public
         with self._lock:
+            self._runs, self._run_s = self._runs + 1, self._run_s + time.monotonic() - started
             self._futures.pop(job.id, None)
             job.outputs = outputs
             if job.state != CANCELLED:  # a cancelled job keeps its note; its images were paid for, so kept
