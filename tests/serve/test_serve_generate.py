@@ -59,7 +59,7 @@ def test_generate_job_makes_and_scores_variations(server, auth, images_api, phot
 def test_generate_without_a_key_is_422(server, auth, images_api, photo_bytes):
     answer = httpx.post(f"{server.url}/v1/generate", headers=auth, files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})
     assert answer.status_code == 422
-    assert answer.json()["detail"] == "no OpenAI API key: enter one, or set OPENAI_API_KEY for the server"
+    assert answer.json()["detail"] == "no OpenAI API key: send one in the X-OpenAI-Key header, or set OPENAI_API_KEY for the server"
     assert images_api.requests == []
 
 

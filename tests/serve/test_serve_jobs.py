@@ -134,7 +134,7 @@ def test_a_job_error_names_no_local_path_and_the_log_keeps_it(tmp_path, photo_by
      "Error code: 404 - unknown path at http://127.0.0.1:9/v1/images/edits (1/2 failed)"),
 ])
 def test_public_error_hides_local_paths_only(message, public):
-    from fakescope.serve.jobs import public_error
+    from fakescope.serve.generation import public_error
 
     assert public_error(message) == public
 

@@ -162,8 +162,11 @@ def test_generator_page_generates_scores_and_saves(app_url, page, images_api, st
     photo.write_bytes(photo_bytes)
     page.goto(f"{app_url}/generator")
     page.get_by_text("No OpenAI API key set").wait_for(timeout=30_000)
-    _enter_key(page)
     page.locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_role("button", name="Generate").click()  # was told to set OPENAI_API_KEY "for the server"
+    page.get_by_text("Generation failed: no OpenAI API key: enter one in the field above, or set OPENAI_API_KEY "
+                     "(environment or .env) where the app runs").wait_for(timeout=45_000)
+    _enter_key(page)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("generated #1").wait_for(timeout=45_000)
     assert images_api.billable == 1 and images_api.requests[-1]["image"] == (256, 256)
@@ -243,11 +246,13 @@ def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tm
     assert images_api.billable == billed + 1 and API_KEY not in (tmp_path / "streamlit.log").read_text()
 
 
-def test_generator_page_saves_under_home_and_names_a_folder_it_cannot_write(images_api, page, photo_bytes, tmp_path):
-    photo, blocker = tmp_path / "real.jpg", tmp_path / "a-file"
+def test_generator_page_saves_under_home_and_its_errors_name_no_temporary_path(images_api, page, photo_bytes, tmp_path):
+    photo, blocker, scratch = tmp_path / "real.jpg", tmp_path / "a-file", tmp_path / "tmp"
     photo.write_bytes(photo_bytes)
     blocker.write_text("not a folder")
-    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", HOME=str(tmp_path)) as url:
+    scratch.mkdir()
+    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", HOME=str(tmp_path),
+                      TMPDIR=str(scratch)) as url:
         page.goto(f"{url}/generator")
         _enter_key(page)
         page.locator("input[type=file]").set_input_files(str(photo))
@@ -263,7 +268,14 @@ def test_generator_page_saves_under_home_and_names_a_folder_it_cannot_write(imag
             page.get_by_text(expected).wait_for(timeout=30_000)
             assert not page.locator("[data-testid=stException]").count()
         assert list(pd.read_csv(tmp_path / "faces" / "manifest.csv")["label"]) == ["real", "ai"]
+        (workspace,) = scratch.glob("fakescope-app-*")
+        shutil.rmtree(workspace)
+        workspace.write_text("a file where the generator's workspace was")
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("Generation failed: [Errno 20] Not a directory: '<path>'").wait_for(timeout=30_000)
+        assert str(scratch) not in page.locator("main").inner_text() and not page.locator("[data-testid=stException]").count()
         page.close()  # a connected session holds up Streamlit's shutdown
+    assert str(workspace) in (tmp_path / "streamlit.log").read_text()  # the operator still sees where
 
 
 def test_a_model_that_cannot_load_is_one_clear_line(images_api, page, photo_bytes, tmp_path):

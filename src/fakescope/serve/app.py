@@ -56,6 +56,7 @@ from fakescope.serve.schemas import BatchResults, DetectionRecord, Error, Explan
 MULTIPART_OVERHEAD = 64 * 1024
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
+NO_KEY = "no OpenAI API key: send one in the X-OpenAI-Key header, or set OPENAI_API_KEY for the server"
 RAW_IMAGE = {"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}}
 log = logging.getLogger(__name__)
 PNG_HEADERS = {"X-Fakescope-Label": {"description": "ai, real or uncertain", "schema": {"type": "string"}},
@@ -274,7 +275,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         await _only_file(request)
         try:  # before the upload is read: a size the API cannot make is refused without work
             job_config = OpenAIImagesConfig(mode=mode, model=model, size=size, prompt=prompt, n=n)
-            client = openai_client(openai_key)
+            client = openai_client(openai_key, missing=NO_KEY)
         except ConfigError as exc:
             raise HTTPException(422, str(exc)) from None
         data = await _read_upload(file, config)

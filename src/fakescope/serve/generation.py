@@ -1,7 +1,7 @@
 """Generation for the server and the web app: one uploaded real image in, ai images and their detections out.
 
 `generate_from_upload` runs `fakescope.generate.run_openai` on a single source in its own
-folder (ledger, manifest and outputs stay there); `save_pair` files a real image and the ai
+folder (ledger, manifest and outputs stay there); `public_error` hides local paths in its errors; `save_pair` files a real image and the ai
 images made from it into a dataset folder with a merged `manifest.csv`.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from fakescope.generate.runner import default_ledger_path
 from fakescope.io import storage
 from fakescope.io.image import decode_image
 
+_LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|~?/)[^\s'",;)\]]*[^\s'",;)\].:]""")
+NO_KEY = "no OpenAI API key: pass one, or set OPENAI_API_KEY (environment or .env)"
 UPLOAD_SOURCE = "upload"
 """The `source` (origin) of images the web app saves: an upload and the ai images made from it."""
 
@@ -43,18 +46,23 @@ class GeneratedImage:
     detection: Detection
 
 
-def openai_client(api_key: str | None = None, *, max_retries: int = 2, timeout: float = 120.0):
+def openai_client(api_key: str | None = None, *, missing: str = NO_KEY, max_retries: int = 2, timeout: float = 120.0):
     """An `openai.OpenAI` client for `api_key`, else `OPENAI_API_KEY` (environment or `.env`).
 
     `OPENAI_BASE_URL` still applies. The key is handed to the client only, never logged.
 
     Raises:
-        ConfigError: no key was given and none is configured.
+        ConfigError: no key was given and none is configured; its message is `missing`, worded for where it is shown.
     """
     try:
         return make_client(max_retries, timeout, api_key=api_key)
     except ConfigError:  # its only refusal: no key
-        raise ConfigError("no OpenAI API key: enter one, or set OPENAI_API_KEY for the server") from None
+        raise ConfigError(missing) from None
+
+
+def public_error(message: str) -> str:
+    """`message` with every local path (`/...`, `~/...`, `C:\\...`) replaced by `<path>`, for clients and pages."""
+    return _LOCAL_PATH.sub("<path>", message)
 
 
 def generate_from_upload(

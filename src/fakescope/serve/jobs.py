@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -32,7 +31,7 @@ from fakescope.errors import FakescopeError, StorageError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.io import storage
 from fakescope.serve.batching import ServerBusy
-from fakescope.serve.generation import generate_from_upload, shortfall
+from fakescope.serve.generation import generate_from_upload, public_error, shortfall
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 UNFINISHED = (QUEUED, RUNNING)
@@ -41,7 +40,6 @@ INTERRUPTED = "interrupted by a server restart; submit the image again"
 CANCELLED_QUEUED = "cancelled before any request was sent"
 CANCELLED_RUNNING = "cancelled while running: the requests already sent were finished (and billed)"
 RETRY_AFTER_S = 30
-_LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|~?/)[^\s'",;)\]]*[^\s'",;)\].:]""")
 log = logging.getLogger(__name__)
 
 
@@ -228,8 +226,3 @@ def _save(job: GenerationJob) -> None:
         job.save()
     except OSError:  # StorageError too
         log.warning("cannot save the record of generation job %s", job.id, exc_info=True)
-
-
-def public_error(message: str) -> str:
-    """`message` with every local path (`/...`, `~/...`, `C:\\...`) replaced by `<path>`, for clients."""
-    return _LOCAL_PATH.sub("<path>", message)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import urllib.parse
@@ -25,7 +26,7 @@ from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.io import storage
 from fakescope.io.image import load_image
-from fakescope.serve.generation import generate_from_upload, openai_client, save_pair
+from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
 from fakescope.serve.overlay import display_copy, heatmap_overlay
 from fakescope.serve.report_view import report_contents
 
@@ -33,7 +34,9 @@ MAX_URL_BYTES = 20 * 1024 * 1024
 SMALL_TABLE_ROWS = 50
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
 KEPT_WIDGETS = ("openai_key", "edit_prompt", "dataset_folder")  # the generator's typed fields, kept across pages
+NO_KEY = "no OpenAI API key: enter one in the field above, or set OPENAI_API_KEY (environment or .env) where the app runs"
 REPORT_NAMES = ("report.json", "logo.json")  # written by `fakescope evaluate` and `fakescope evaluate-logo`
+log = logging.getLogger(__name__)
 
 
 @st.cache_resource(show_spinner="Loading the detector...")
@@ -170,14 +173,15 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
     try:
         config = OpenAIImagesConfig(**settings)
         load_image(data)
-        client = openai_client(key or None)
+        client = openai_client(key or None, missing=NO_KEY)
         workspace = st.session_state.setdefault("workspace", tempfile.mkdtemp(prefix="fakescope-app-"))
         folder = Path(workspace) / hashlib.sha256(data + config.params_hash().encode()).hexdigest()[:16]
         with st.spinner("Generating..."):
             outputs = generate_from_upload(data, config, folder, client=client, filename=name,
                                            detect=lambda b: scorer.predict(b, heatmap=True))
-    except FakescopeError as exc:
-        st.error(f"Generation failed: {exc}")
+    except (OSError, FakescopeError) as exc:  # a full disk too; the page names no temporary path, the log does
+        log.warning("generation failed: %s", exc)
+        st.error(f"Generation failed: {public_error(str(exc))}")
         return
     st.session_state["generated"] = {"name": name, "real": data, "outputs": outputs, "config": config}
 
