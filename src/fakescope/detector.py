@@ -48,7 +48,7 @@ from fakescope.models.config import InputPolicy
 from fakescope.models.registry import check_logits
 from fakescope.models.tiling import Tiles, cut_tiles, make_tiles, normalize, tile_boxes, tile_heatmap
 
-ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray | torch.Tensor
+ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray | torch.Tensor | LoadedImage
 _TILE_CHUNK_PIXELS = 2**26
 """Decoded pixels of one size stacked at once to cut their tiles together (192 MiB of RGB)."""
 _MAX_CHUNK = 16
@@ -177,7 +177,8 @@ class Detector:
 
         Inputs are paths (local or storage URIs), encoded bytes, binary file objects (read to
         their end; streams too), PIL images, uint8 arrays or tensors (HxWx3, 3xHxW or HxW; floats
-        in [0, 1] are scaled).
+        in [0, 1] are scaled), or a `LoadedImage` from `decode_image` (not decoded again; its
+        kept bytes give the provenance evidence that encoded bytes give).
         A bad input yields a `Detection` with `error` set; it never stops the batch. An unreachable
         storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`.
         """
@@ -578,6 +579,8 @@ def _load(item: ImageInput, data: bytes | None, *, keep_bytes: bool = True) -> L
     """Decode the input's bytes (from `_read`), or take an in-memory image as it is when it has none."""
     if data is not None:
         return decode_image(data, keep_bytes=keep_bytes)
+    if isinstance(item, LoadedImage):  # decoded by the caller, who may show it too
+        return item
     if isinstance(item, torch.Tensor):  # as its array (on the host; bf16 has no numpy type)
         item = item.detach().cpu()
         item = (item.float() if item.is_floating_point() else item).numpy()
@@ -612,7 +615,7 @@ def _is_file(item: Any) -> bool:
     return callable(getattr(item, "read", None))
 
 
-_SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor)
+_SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor, LoadedImage)
 
 
 def _is_single(inputs: Any) -> bool:

@@ -109,3 +109,17 @@ def test_serve_passes_queue_bounds_and_origins_to_the_app(monkeypatch, tmp_path)
                                       "--max-jobs", "3", "--cors-origin", "https://a.example", "--cors-origin", "*"])
     assert result.exit_code == 0, result.output
     assert (served[0].max_queue, served[0].max_jobs, served[0].cors_origins) == (100, 3, ("https://a.example", "*"))
+
+
+def test_app_hands_its_pixel_limit_to_the_web_app_and_refuses_a_bad_one(monkeypatch):
+    from fakescope.cli import serve as cli_serve
+    from fakescope.serve.limits import MAX_PIXELS_ENV, env_max_pixels
+
+    started = []
+    monkeypatch.setattr(cli_serve.subprocess, "call", lambda command, env: started.append(env) or 0)  # no Streamlit
+    assert CliRunner().invoke(app, ["app", "--max-pixels", "2000000"]).exit_code == 0
+    monkeypatch.setenv(MAX_PIXELS_ENV, started[0][MAX_PIXELS_ENV])
+    assert env_max_pixels() == 2_000_000  # what the web app then reads
+    result = CliRunner().invoke(app, ["app", "--max-pixels", str(10**12)])
+    assert result.exit_code != 0 and result.output.strip().endswith("max_pixels must be in 1..200,000,000")
+    assert len(started) == 1

@@ -174,3 +174,23 @@ def test_an_unexpected_failure_answers_json_with_cors_headers_and_logs_the_trace
     assert answer.json() == {"detail": "internal server error (the server's log has the details)"}
     assert answer.headers["access-control-allow-origin"] == origin  # a browser page can read the error
     assert "GET /v1/fails failed" in caplog.text and "RuntimeError: secret path /srv/models/x" in caplog.text
+
+
+def test_a_decoded_image_scores_as_its_bytes(detector, photo_bytes):
+    from fakescope.io.image import decode_image
+
+    loaded = decode_image(photo_bytes)  # the web app decodes once, for the detector and its display copy
+    from_bytes, from_loaded = detector.predict(photo_bytes, heatmap=True), detector.predict(loaded, heatmap=True)
+    assert from_loaded.probability == pytest.approx(from_bytes.probability, abs=1e-6)
+    assert [e.to_dict() for e in from_loaded.evidence] == [e.to_dict() for e in from_bytes.evidence]
+    assert np.allclose(from_loaded.heatmap, from_bytes.heatmap, atol=1e-6)
+
+
+def test_the_web_app_pixel_limit_comes_from_its_environment(monkeypatch):
+    from fakescope.serve.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, env_max_pixels
+
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    assert env_max_pixels() == DEFAULT_MAX_PIXELS == ServeConfig(token=None).max_pixels  # one setting for both
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(ConfigError, match=r"^FAKESCOPE_MAX_PIXELS='lots': expected a whole number of pixels$"):
+        env_max_pixels()

@@ -48,7 +48,7 @@ def streamlit_log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(images_api, streamlit_log, tmp_path_factory):
-    with _running_app(images_api, streamlit_log, tmp_path_factory.mktemp("dataset")) as url:
+    with _running_app(images_api, streamlit_log, tmp_path_factory.mktemp("dataset"), FAKESCOPE_MAX_PIXELS="1000000") as url:
         yield url
 
 
@@ -131,17 +131,21 @@ def _selectbox_options(page) -> list[str]:
     raise AssertionError("the selectbox did not open")
 
 
-def test_detector_page_scores_an_upload_and_rejects_text(app_url, page, detector, photo_bytes, tmp_path):
-    photo, notes = tmp_path / "photo.jpg", tmp_path / "notes.txt"
+def test_detector_page_scores_an_upload_and_rejects_text_and_big_images(app_url, page, detector, photo_bytes, tmp_path):
+    from PIL import Image
+
+    photo, notes, big = tmp_path / "photo.jpg", tmp_path / "notes.txt", tmp_path / "big.png"
     photo.write_bytes(photo_bytes)
     notes.write_text("not an image")
+    Image.new("RGB", (1100, 1000), "white").save(big)  # over the app's FAKESCOPE_MAX_PIXELS: was decoded twice
     page.goto(app_url)
     page.get_by_text("No image yet").wait_for(timeout=30_000)
-    page.locator("input[type=file]").set_input_files([str(photo), str(notes)])
+    page.locator("input[type=file]").set_input_files([str(photo), str(notes), str(big)])
     page.get_by_text("Download JSON").wait_for(timeout=45_000)
     expected = detector.predict(photo_bytes)
     assert _verdicts(page) == [(expected.verdict, round(expected.probability, 3))]
-    assert page.get_by_text("notes.txt: not an image (unrecognised file signature)").is_visible()
+    assert page.get_by_text("notes.txt: not an image: the file's signature matches no supported format").is_visible()
+    assert page.get_by_text("big.png: image too large: 1100x1000 is 1,100,000 pixels; the limit is 1,000,000").is_visible()
     assert page.get_by_text("heatmap: per-tile P(ai)").is_visible()
     _screenshot(page, "webapp-detector.png")
 
@@ -366,7 +370,7 @@ def test_generator_page_drops_the_last_pair_when_generating_again_fails(app_url,
     sync_api.expect(page.get_by_text("notes.txt")).to_be_visible(timeout=30_000)
     _settled(page)
     page.get_by_role("button", name="Generate").click()
-    page.get_by_text("Generation failed: not an image (unrecognised file signature)").wait_for(timeout=45_000)
+    page.get_by_text("Generation failed: not an image: the file's signature matches no supported format").wait_for(timeout=45_000)
     _settled(page)  # the photo's pair stayed below the error, with a button that would have saved it
     assert not page.get_by_text("generated #1").count() and not page.get_by_role("button", name="Save both").count()
 

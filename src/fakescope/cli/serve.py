@@ -12,8 +12,10 @@ import typer
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import DeviceOpt, GridOpt, ModelOpt, Precision, PrecisionOpt
 from fakescope.cli.detect import Runtime, RuntimeOpt
+from fakescope.serve.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, checked_max_pixels
 
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; keep 127.0.0.1 unless a proxy fronts it.")]
+MaxPixelsOpt = Annotated[int, typer.Option(min=1, help="Largest image in pixels (refused above, from its header).")]
 
 
 def serve(
@@ -22,7 +24,7 @@ def serve(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest image upload in MB (413 above).")] = 20.0,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest image in pixels (422 above).")] = 50_000_000,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images the micro-batcher scores in one model call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long the micro-batcher waits to fill a batch.")] = 5.0,
     max_files: Annotated[int, typer.Option(min=1, help="Most files in one /v1/detect/batch request.")] = 64,
@@ -68,6 +70,7 @@ def app(
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port.")] = 8501,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Open the web app (Streamlit): detector, generator and report pages."""
     with clean_errors():
@@ -76,7 +79,8 @@ def app(
         from fakescope.serve import webapp_command
 
         command = webapp_command(host, port)
-        env = {**os.environ, "FAKESCOPE_DEVICE": device, **({"FAKESCOPE_MODEL": model} if model else {})}
+        env = {**os.environ, "FAKESCOPE_DEVICE": device, MAX_PIXELS_ENV: str(checked_max_pixels(max_pixels)),
+               **({"FAKESCOPE_MODEL": model} if model else {})}
         raise typer.Exit(subprocess.call(command, env=env))
 
 

@@ -8,16 +8,20 @@
 - `WEBAPP_PATH`, `webapp_command`: the Streamlit script `fakescope app` runs, and how it is started.
 """
 
+import importlib
 import sys
 from pathlib import Path
 
-from fakescope.serve.app import create_app
-from fakescope.serve.batching import MicroBatcher
-from fakescope.serve.config import ServeConfig
-from fakescope.serve.generation import generate_from_upload, openai_client, save_pair
-from fakescope.serve.overlay import heatmap_image, heatmap_overlay
-
 WEBAPP_PATH = Path(__file__).with_name("webapp.py")
+_HOMES = {"create_app": "app", "MicroBatcher": "batching", "ServeConfig": "config", "generate_from_upload": "generation",
+          "openai_client": "generation", "save_pair": "generation", "heatmap_image": "overlay", "heatmap_overlay": "overlay"}
+
+
+def __getattr__(name: str):
+    """Import on first use (PEP 562): the CLI reads `fakescope.serve.limits` without loading FastAPI and torch."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
 
 
 def webapp_command(host: str, port: int) -> list[str]:

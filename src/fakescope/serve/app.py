@@ -35,21 +35,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
-from PIL import Image
 from starlette.datastructures import Headers
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect
 
 from fakescope.detection import Detection
 from fakescope.detector import Detector
-from fakescope.errors import ConfigError, StorageError
+from fakescope.errors import ConfigError, ImageLoadError, StorageError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.generate.openai_images import MAX_SIZE_SIDE
-from fakescope.io.image import corrupt_image_error, decode_image, header_size, sniff_format
+from fakescope.io.image import decode_image, sniff_format
 from fakescope.serve.batching import MicroBatcher, ServerBusy
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.generation import openai_client
 from fakescope.serve.jobs import JobBusy, JobStore
+from fakescope.serve.limits import check_image
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Error, Explanation, Health, Job, Models
 
@@ -374,23 +374,11 @@ def _too_large_message(config: ServeConfig, files: int = 1) -> str:
 
 
 def _check_image(data: bytes, config: ServeConfig) -> None:
-    """Refuse non-images and images over the pixel limit from the header alone (no decoding)."""
-    if not data:
-        raise HTTPException(422, "empty file: the upload has no bytes")
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise HTTPException(422, "not an image: the file's signature matches no supported format "
-                                 "(JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF, AVIF)")
+    """`limits.check_image` as a 422."""
     try:
-        width, height = header_size(data)
-    except Image.DecompressionBombError:  # Pillow refuses to open headers over twice its own limit
-        raise HTTPException(422, f"image too large: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
-                                 f"the limit is {config.max_pixels:,}") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
-        raise HTTPException(422, str(corrupt_image_error(fmt, exc))) from None
-    if width * height > config.max_pixels:
-        raise HTTPException(422, f"image too large: {width}x{height} is {width * height:,} pixels; "
-                                 f"the limit is {config.max_pixels:,}")
+        check_image(data, config.max_pixels)
+    except ImageLoadError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def _render_heatmap(data: bytes, heatmap: np.ndarray, overlay: bool) -> bytes:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from fakescope.errors import ConfigError
 from fakescope.io import storage
-from fakescope.io.image import MAX_PIXELS
+from fakescope.serve.limits import DEFAULT_MAX_PIXELS, checked_max_pixels
 
 TOKEN_ENV = "FAKESCOPE_API_TOKEN"
 
@@ -46,7 +46,7 @@ class ServeConfig:
     model: str | None = None
     device: str = "auto"
     max_upload_mb: float = 20.0
-    max_pixels: int = 50_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_files: int = 64
@@ -62,8 +62,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0:
             raise ConfigError("max_upload_mb must be positive")
-        if not 0 < self.max_pixels <= MAX_PIXELS:
-            raise ConfigError(f"max_pixels must be in 1..{MAX_PIXELS:,}")
+        checked_max_pixels(self.max_pixels)
         if self.max_batch < 1 or self.max_files < 1 or self.max_jobs < 1:
             raise ConfigError("max_batch, max_files and max_jobs must be at least 1")
         if self.max_queue < self.max_files:

@@ -2,6 +2,7 @@
 
 A thin Streamlit layer over `Detector`, `fakescope.serve.generation` and `report_view`.
 Settings come from the environment: `FAKESCOPE_MODEL`, `FAKESCOPE_DEVICE` (default `auto`),
+`FAKESCOPE_MAX_PIXELS` (larger images are refused; default as `fakescope serve --max-pixels`),
 `FAKESCOPE_DATASET_DIR` (the generator's default dataset folder), `OPENAI_BASE_URL`.
 An OpenAI key typed on the generator page lives in this browser session only.
 """
@@ -19,14 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.io import storage
-from fakescope.io.image import load_image
+from fakescope.io.image import decode_image
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
+from fakescope.serve.limits import check_image, env_max_pixels
 from fakescope.serve.overlay import display_copy, heatmap_overlay
 from fakescope.serve.report_view import report_contents
 
@@ -53,19 +56,39 @@ def detector() -> Detector:
         st.stop()
 
 
-def score(items: list[tuple[str, bytes]]) -> list[Detection]:
-    """Detections with heatmaps, remembered per image for this session (reruns are free)."""
+def max_pixels() -> int:
+    """The pixel limit (`FAKESCOPE_MAX_PIXELS`, as `fakescope app --max-pixels` sets it); a bad one stops the page."""
+    try:
+        return env_max_pixels()
+    except FakescopeError as exc:
+        st.error(f"Bad setting: {exc}")
+        st.stop()
+
+
+def score(items: list[tuple[str, bytes]]) -> list[tuple[Detection, Image.Image | None]]:
+    """Each image's detection (with heatmap) and display copy, remembered per image for this session (reruns are free).
+
+    An image over the pixel limit is refused from its header; the others are decoded once, for the
+    detector and the display copy both (the full-size pixels are not kept).
+    """
     cache: dict = st.session_state.setdefault("detections", {})
     keys = [hashlib.sha256(data).hexdigest() for _, data in items]
-    todo = [(k, data) for k, (_, data) in zip(keys, items) if k not in cache]
-    if todo:
-        for (key, _), detection in zip(todo, detector().predict([d for _, d in todo], heatmap=True)):
-            cache[key] = detection
+    scorer, limit = detector(), max_pixels()
+    for key, (name, data) in zip(keys, items):
+        if key in cache:
+            continue
+        try:
+            check_image(data, limit)
+            loaded = decode_image(data)
+        except FakescopeError as exc:
+            cache[key] = (Detection.failed(name, str(exc), scorer.name, scorer.threshold), None)
+            continue
+        cache[key] = (scorer.predict(loaded, heatmap=True), display_copy(loaded.image))
     return [cache[k] for k in keys]
 
 
-def show_detection(name: str, data: bytes, detection: Detection) -> None:
-    """Verdict, P(ai), reason and evidence, with the image and its heatmap overlay side by side."""
+def show_detection(name: str, detection: Detection, image: Image.Image | None) -> None:
+    """Verdict, P(ai), reason and evidence, with the image (a display copy) and its heatmap overlay side by side."""
     st.markdown(f"#### {name}")
     if detection.error:
         st.error(f"{name}: {detection.error}")
@@ -73,7 +96,6 @@ def show_detection(name: str, data: bytes, detection: Detection) -> None:
     colour = VERDICT_COLOURS.get(detection.verdict, "gray")
     st.markdown(f"Verdict: :{colour}[**{detection.verdict}**] &nbsp; P(ai) = **{detection.probability:.3f}**")
     st.caption(detection.reason or "")
-    image = display_copy(load_image(data).image)
     left, right = st.columns(2)
     left.image(image, caption="image", width="stretch")
     right.image(heatmap_overlay(image, detection.heatmap), caption="heatmap: per-tile P(ai)", width="stretch")
@@ -111,10 +133,10 @@ def detector_page() -> None:
         st.info("No image yet: upload one or more files (JPEG, PNG, WebP, HEIC, ...).")
         return
     with st.spinner("Scoring..."):
-        detections = score(items)
+        scored = score(items)
     records = []
-    for (name, data), detection in zip(items, detections):
-        show_detection(name, data, detection)
+    for (name, _), (detection, image) in zip(items, scored):
+        show_detection(name, detection, image)
         records.append({**detection.to_dict(), "path": name})
     left, right = st.columns(2)
     left.download_button("Download CSV", records_csv(records), "fakescope-results.csv", "text/csv")
@@ -142,10 +164,10 @@ def generator_page() -> None:
         return
     real_col, ai_col = st.columns(2)
     with real_col:
-        show_detection(f"real: {result['name']}", result["real"], score([(result["name"], result["real"])])[0])
+        show_detection(f"real: {result['name']}", *score([(result["name"], result["real"])])[0])
     with ai_col:
-        for index, output in enumerate(result["outputs"]):
-            show_detection(f"generated #{index + 1}", output.data, output.detection)
+        for index, output in enumerate(result["outputs"]):  # a few Mpx at most, as the Images API makes them
+            show_detection(f"generated #{index + 1}", output.detection, display_copy(decode_image(output.data).image))
     st.session_state.setdefault("dataset_folder", os.environ.get("FAKESCOPE_DATASET_DIR", str(Path.cwd() / "data" / "generated")))
     folder = st.text_input("Dataset folder", key="dataset_folder")
     if st.button("Save both to the dataset"):
@@ -169,10 +191,10 @@ def save_to_dataset(folder: str, result: dict) -> None:
 def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
     """Generate from the upload; the last result goes first, so a failure is never shown above another image's pair."""
     st.session_state.pop("generated", None)
-    scorer = detector()  # before anything is paid for
+    scorer, limit = detector(), max_pixels()  # before anything is paid for
     try:
         config = OpenAIImagesConfig(**settings)
-        load_image(data)
+        check_image(data, limit)
         client = openai_client(key or None, missing=NO_KEY)
         workspace = st.session_state.setdefault("workspace", tempfile.mkdtemp(prefix="fakescope-app-"))
         folder = Path(workspace) / hashlib.sha256(data + config.params_hash().encode()).hexdigest()[:16]

@@ -1,0 +1,57 @@
+"""The image pixel limit shared by the REST API (`--max-pixels`) and the web app (`FAKESCOPE_MAX_PIXELS`)."""
+
+from __future__ import annotations
+
+import os
+
+from fakescope.errors import ConfigError, ImageLoadError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+MAX_PIXELS_ENV = "FAKESCOPE_MAX_PIXELS"
+
+
+def checked_max_pixels(value: int) -> int:
+    """`value` when it is a usable limit (1 to the detector's own `MAX_PIXELS`), else a one-line `ConfigError`."""
+    from fakescope.io.image import MAX_PIXELS  # here: the CLI imports this module at startup, without Pillow
+
+    if not 0 < value <= MAX_PIXELS:
+        raise ConfigError(f"max_pixels must be in 1..{MAX_PIXELS:,}")
+    return value
+
+
+def env_max_pixels() -> int:
+    """The limit in `FAKESCOPE_MAX_PIXELS` (as `fakescope app --max-pixels` sets it), else `DEFAULT_MAX_PIXELS`."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        return checked_max_pixels(int(value.replace("_", "")))
+    except ValueError:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={value!r}: expected a whole number of pixels") from None
+
+
+def check_image(data: bytes, max_pixels: int) -> None:
+    """Refuse non-images and images over `max_pixels` from the header alone (no decoding).
+
+    Raises:
+        ImageLoadError: empty bytes, no known image signature, a corrupt header, or too many pixels.
+    """
+    from PIL import Image
+
+    from fakescope.io.image import corrupt_image_error, header_size, sniff_format
+
+    if not data:
+        raise ImageLoadError("empty file: the upload has no bytes")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageLoadError("not an image: the file's signature matches no supported format "
+                             "(JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF, AVIF)")
+    try:
+        width, height = header_size(data)
+    except Image.DecompressionBombError:  # Pillow refuses to open headers over twice its own limit
+        raise ImageLoadError(f"image too large: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
+                             f"the limit is {max_pixels:,}") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
+        raise corrupt_image_error(fmt, exc) from None
+    if width * height > max_pixels:
+        raise ImageLoadError(f"image too large: {width}x{height} is {width * height:,} pixels; the limit is {max_pixels:,}")
