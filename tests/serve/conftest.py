@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-import io
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 import pytest
 from PIL import Image
+from serve_helpers import TOKEN, LiveServer, encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generate"))
-
-TOKEN = "serve-test-token"
-
-
-class LiveServer:
-    """`create_app(config, detector=...)` served by uvicorn on 127.0.0.1 at a free port."""
-
-    def __init__(self, config, detector):
-        import uvicorn
-
-        from fakescope.serve import create_app
-
-        self.app = create_app(config, detector=detector)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -70,12 +34,6 @@ def server(detector, tmp_path_factory):
 @pytest.fixture
 def auth() -> dict:
     return {"Authorization": f"Bearer {TOKEN}"}
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

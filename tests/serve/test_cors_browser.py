@@ -6,7 +6,7 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import TOKEN, LiveServer
+from serve_helpers import TOKEN, LiveServer
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from conftest import encode
 from PIL import Image
+from serve_helpers import encode
 
 
 def test_healthz_is_open_and_names_the_model(server):

@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
-from conftest import TOKEN, LiveServer
 from openai_server import ImagesAPIServer
+from serve_helpers import TOKEN, LiveServer
 
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.serve.jobs import CANCELLED_QUEUED, CANCELLED_RUNNING, JobStore

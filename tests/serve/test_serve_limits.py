@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import TOKEN, LiveServer
+from serve_helpers import TOKEN, LiveServer
 
 from fakescope.errors import ConfigError
 from fakescope.serve import MicroBatcher, ServeConfig
