@@ -130,7 +130,7 @@ def test_usage_errors_exit_2_with_one_line(tiny_model_dir, images, tmp_path, arg
     result = CliRunner().invoke(app, ["detect", *(a.format(**paths) for a in args)])
     assert result.exit_code == 2
     assert result.stdout == ""
-    errors = [line for line in result.stderr.splitlines() if not line.startswith("warning: no file matches ")]
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("warning: no image matches ")]
     assert len(errors) == 1 and errors[0].startswith(message)  # one error line, after the glob's warning if any
 
 
@@ -229,4 +229,13 @@ def test_a_glob_that_matches_nothing_is_a_warning_and_the_rest_is_scored(tiny_mo
     for _ in range(2):  # the warning handler is installed once, however many commands run in one process
         result = _detect(tiny_model_dir, "-f", "jsonl", str(images / "a.png"), str(tmp_path / "typo*.jpg"))
         assert result.exit_code == 0 and len(_records(result.stdout)) == 1
-        assert result.stderr == f"warning: no file matches {tmp_path / 'typo*.jpg'}\n"
+        assert result.stderr == f"warning: no image matches {tmp_path / 'typo*.jpg'}\n"
+
+
+def test_a_glob_over_a_folder_with_other_files_scores_only_its_images(tiny_model_dir, images, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((images / "a.png").read_bytes())
+    (folder / "labels.csv").write_text("path,label\na.png,real\n")
+    result = _detect(tiny_model_dir, "-f", "jsonl", str(folder / "*"))
+    assert result.exit_code == 0 and [r["path"] for r in _records(result.stdout)] == [str(folder / "a.png")]

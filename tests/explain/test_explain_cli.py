@@ -50,6 +50,14 @@ def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_pa
     assert missing.stderr == f"error: {tmp_path / 'absent.png'}: no such file\n"  # named once
 
 
+def test_explain_glob_takes_only_images_as_a_folder_does(model_dir, images, tmp_path):
+    (tmp_path / "in" / "labels.csv").write_text("path,label\n")
+    result = CliRunner().invoke(app, ["explain", str(tmp_path / "in" / "*"), "--model", model_dir,
+                                      "--out", str(tmp_path / "out"), "--method", "cam"])
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    assert sorted(os.path.basename(p) for p in result.stdout.split()) == ["img5000_cam.png", "img5001_cam.png"]
+
+
 def test_explain_takes_a_file_name_that_is_not_utf8(model_dir, images, tmp_path):
     latin1 = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"))
     os.rename(images[0], latin1)

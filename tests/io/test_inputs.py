@@ -44,7 +44,7 @@ def test_recursive_glob_walks_only_the_topmost_folder_it_matches(tree, monkeypat
     walk = inputs.list_images
     monkeypatch.setattr(inputs, "list_images", lambda folder: walked.append(folder) or walk(folder))
     assert _relative(iter_sources([str(tree / "**")]), tree) == [
-        "a.JPG", "b.png", "a_dir/y.gif", "sub/z.webp", "sub/deeper/c.tiff", "notes.txt",  # named by the glob itself
+        "a.JPG", "b.png", "a_dir/y.gif", "sub/z.webp", "sub/deeper/c.tiff",
     ]
     assert walked == [str(tree)]  # `**` matches every folder below too: walking each again costs depth x files
 
@@ -85,7 +85,16 @@ def test_an_existing_file_with_glob_characters_is_that_file(tmp_path):
 def test_glob_without_match_and_empty_folder_yield_nothing(tmp_path, caplog):
     (tmp_path / "empty").mkdir()
     assert list(iter_sources([str(tmp_path / "*.nothing"), str(tmp_path / "empty")])) == []
-    assert caplog.messages == [f"no file matches {tmp_path / '*.nothing'}"]  # a typo is not silent
+    assert caplog.messages == [f"no image matches {tmp_path / '*.nothing'}"]  # a typo is not silent
+
+
+def test_a_glob_keeps_image_suffixes_as_a_folder_listing_does(tree, caplog):
+    assert sorted(iter_sources([str(tree / "*")])) == sorted(iter_sources([str(tree)]))  # notes.txt left out
+    assert caplog.messages == []
+    assert list(iter_sources([str(tree / "*.txt")])) == []
+    assert caplog.messages == [f"no image matches {tree / '*.txt'} (1 file(s) without an image suffix left out: name them,"
+                               " or list them on stdin with -, to score them)"]
+    assert _relative(iter_sources([str(tree / "notes.txt")]), tree) == ["notes.txt"]  # named: yielded
 
 
 def test_sources_are_lazy(tree):

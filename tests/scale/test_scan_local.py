@@ -184,6 +184,15 @@ def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
     assert nothing.exit_code == 2 and nothing.stderr == "error: no input images found\n"  # as detect says
 
 
+def test_scan_cli_glob_scores_only_images_as_a_folder_does(image_folder, tmp_path):
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "a.png").write_bytes(next(image_folder.glob("*.png")).read_bytes())
+    (tmp_path / "mixed" / "labels.csv").write_text("path,label\na.png,real\n")
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "mixed" / "*"), "--out", str(tmp_path / "res"), "--no-provenance"])
+    assert result.exit_code == 0 and "scanned 1  failed 0" in result.output, result.output
+    assert pd.read_parquet(tmp_path / "res")["path"].tolist() == [str(tmp_path / "mixed" / "a.png")]
+
+
 def test_scan_cli_refuses_an_unusable_results_folder_in_one_line(image_folder, tmp_path):
     runner = CliRunner()
     (tmp_path / "a-file").write_text("x")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.errors import ConfigError, StorageError
 from fakescope.io import storage
-from fakescope.io.inputs import IMAGE_SUFFIXES, list_images
+from fakescope.io.inputs import IMAGE_SUFFIXES, expand_glob, list_images
 
 
 def image_uris(src: str, exclude: str | None = None, split: str | None = None) -> Iterator[str]:
@@ -44,13 +44,7 @@ def image_uris(src: str, exclude: str | None = None, split: str | None = None) -
 def _listed(src: str) -> Iterator[str]:
     path = src.removeprefix("file://")
     if not storage.is_remote(src) and glob.has_magic(path) and not os.path.exists(path):
-        files: dict[str, None] = {}  # `**` matches a folder and what it holds: each file once
-        for match in sorted(glob.iglob(path, recursive=True)):
-            if os.path.isdir(match):
-                files.update(dict.fromkeys(list_images(match)))
-            elif match.lower().endswith(IMAGE_SUFFIXES):
-                files[match] = None
-        yield from files
+        yield from expand_glob(path)
         return
     if src.lower().endswith(IMAGE_SUFFIXES):
         if not storage.exists(src):

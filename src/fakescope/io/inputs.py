@@ -20,11 +20,11 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
     """Yield one source per image, lazily and in a stable order.
 
     Folders are walked recursively (image suffixes only, sorted, hidden entries left out: see
-    `list_images`); globs are expanded (one that
-    matches nothing is logged as a warning); `s3://` and other storage URIs are listed through
-    `fakescope.io.storage` when they name a prefix; `-` reads one path per line from stdin. A
-    named file is always yielded, whatever its suffix (or glob characters in its name), so that a
-    misnamed image or a broken file is reported, not skipped.
+    `list_images`); globs are expanded as `expand_glob` does (image suffixes only, as a folder is
+    listed); `s3://` and other storage URIs are listed through `fakescope.io.storage` when they
+    name a prefix; `-` reads one path per line from stdin. A named file, or one read from stdin,
+    is always yielded, whatever its suffix (or glob characters in its name), so that a misnamed
+    image or a broken file is reported, not skipped.
     """
     for item in inputs:
         if item == "-":
@@ -35,10 +35,13 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
         elif os.path.isdir(item):
             yield from list_images(str(Path(item)))
         elif glob.has_magic(item) and not os.path.exists(item):  # a file named `photo[1].jpg` is that file
-            matches = sorted(glob.iglob(item, recursive=True))  # `**` matches a folder and what it holds: each file once
-            if not matches:
-                log.warning("no file matches %s", item)
-            yield from dict.fromkeys(_expand_matches(matches))
+            matched = expand_glob(item)
+            first = next(matched, None)
+            if first is None:  # a typo is not silent
+                _warn_no_image(item)
+            else:
+                yield first
+                yield from matched
         else:
             yield item
 
@@ -50,12 +53,26 @@ def _stdin_lines() -> Iterator[str]:
     yield from sys.stdin if raw is None else map(os.fsdecode, raw)
 
 
+def expand_glob(pattern: str) -> Iterator[str]:
+    """The images a local glob matches, sorted, each once: matched files with an image suffix, as a folder
+    listing keeps, and the images under matched folders."""
+    matches = sorted(glob.iglob(pattern, recursive=True))  # `**` matches a folder and what it holds: each file once
+    yield from dict.fromkeys(_expand_matches(matches))
+
+
+def _warn_no_image(pattern: str) -> None:
+    others = sum(map(os.path.isfile, glob.iglob(pattern, recursive=True)))
+    log.warning("no image matches %s%s", pattern, f" ({others} file(s) without an image suffix left out: name them,"
+                " or list them on stdin with -, to score them)" if others else "")
+
+
 def _expand_matches(matches: list[str]) -> Iterator[str]:
-    """Sorted glob matches: a file as it is, a folder walked unless one above it was (`**` matches both)."""
+    """Sorted glob matches: a file with an image suffix, a folder walked unless one above it was (`**` matches both)."""
     walked: set[Path] = set()
     for match in matches:
         if not os.path.isdir(match):
-            yield match
+            if match.lower().endswith(IMAGE_SUFFIXES):
+                yield match
         elif walked.isdisjoint((folder := Path(match)).parents):  # sorted: a folder comes before those below it
             walked.add(folder)
             yield from list_images(str(folder))
