@@ -20,7 +20,7 @@ class Method(str, Enum):
 
 
 def explain(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs or storage URIs.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), quoted globs (images only, as a folder) or storage URIs.")],
     model: ModelOpt = None,
     out: OutDirOpt = "explanations",
     method: Annotated[list[Method] | None, typer.Option(
