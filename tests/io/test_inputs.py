@@ -59,6 +59,15 @@ def test_hidden_files_and_folders_below_a_folder_are_left_out(tmp_path):
     assert _relative(iter_sources([str(tmp_path / "set" / "photos" / "._b.jpg")]), tmp_path) == ["set/photos/._b.jpg"]
 
 
+def test_a_glob_leaves_out_hidden_names_its_wildcards_match(tmp_path):
+    for name in ("photos/b.jpg", "photos/.thumbnails/b.png", "__MACOSX/c.jpg", ".cache/d.jpg", ".cache/e/f.jpg"):
+        (tmp_path / "set" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "set" / name).write_bytes(b"x")
+    for pattern in ("*", "**", "**/*.jpg", "*/*.jpg"):
+        assert _relative(iter_sources([str(tmp_path / "set" / pattern)]), tmp_path) == ["set/photos/b.jpg"], pattern
+    assert _relative(iter_sources([str(tmp_path / "set" / ".cache" / "*")]), tmp_path) == ["set/.cache/d.jpg", "set/.cache/e/f.jpg"]
+
+
 def test_glob_matching_folders_walks_them(tree):
     assert _relative(iter_sources([str(tree / "su*")]), tree) == ["sub/z.webp", "sub/deeper/c.tiff"]
 

@@ -54,10 +54,12 @@ def _stdin_lines() -> Iterator[str]:
 
 
 def expand_glob(pattern: str) -> Iterator[str]:
-    """The images a local glob matches, sorted, each once: matched files with an image suffix, as a folder
-    listing keeps, and the images under matched folders."""
-    matches = sorted(glob.iglob(pattern, recursive=True))  # `**` matches a folder and what it holds: each file once
-    yield from dict.fromkeys(_expand_matches(matches))
+    """The images a local glob matches, sorted, each once, as a folder listing keeps them: matched files with an
+    image suffix and the images under matched folders, none where a wildcard matched a hidden name (`__MACOSX`)."""
+    named = set(Path(pattern).parts)  # a hidden folder the pattern names itself is listed, as with a folder
+    matches = sorted(m for m in glob.iglob(pattern, recursive=True)
+                     if not any(is_hidden(part) and part not in named for part in Path(m).parts))
+    yield from dict.fromkeys(_expand_matches(matches))  # `**` matches a folder and what it holds: each file once
 
 
 def _warn_no_image(pattern: str) -> None:
