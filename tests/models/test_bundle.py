@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import socket
 import threading
@@ -67,6 +68,14 @@ def test_sha256_of_the_weights_is_recorded(tiny_model_dir):
     actual = hashlib.sha256((tiny_model_dir / WEIGHTS_FILE).read_bytes()).hexdigest()
     assert saved["weights_sha256"] == actual
     assert load_model(tiny_model_dir).config.weights_sha256 == actual
+
+
+def test_saved_weights_are_as_readable_as_the_config(tiny_model_dir):
+    """safetensors writes its file 0600, so a model trained by one user could not be served by another."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {name: (tiny_model_dir / name).stat().st_mode & 0o777 for name in (WEIGHTS_FILE, CONFIG_FILE)}
+    assert modes == {WEIGHTS_FILE: 0o666 & ~umask, CONFIG_FILE: 0o666 & ~umask}
 
 
 def test_single_safetensors_file_loads_from_its_header(tiny_model_dir, reference_logits, tmp_path):

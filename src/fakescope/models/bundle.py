@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def save_model(network: nn.Module, config: ModelConfig, folder: str | Path, card
     save_file(state, weights, metadata={_HEADER_KEY: json.dumps(replace(config, weights_sha256=None).to_dict())})
     config = replace(config, weights_sha256=_sha256(weights))
     config.save(folder / CONFIG_FILE)
+    weights.chmod(stat.S_IMODE((folder / CONFIG_FILE).stat().st_mode))  # safetensors writes 0600: as readable as the config
     if card is not None:
         (folder / CARD_FILE).write_text(card)
     return config
