@@ -55,6 +55,31 @@ def test_serve_process_answers_with_token_and_limits(tmp_path, flat_png):
     assert "cli-token" not in output
 
 
+@pytest.mark.slow  # starts Streamlit
+def test_app_process_stops_its_web_server_on_sigterm(tmp_path):
+    """`fakescope app` ran Streamlit as a child: a SIGTERM (kill, a process manager) left it serving, orphaned."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "fakescope", "app", "--port", str(port), "--device", "cpu"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HOME": str(tmp_path)})
+    url = f"http://127.0.0.1:{port}/_stcore/health"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline, "fakescope app did not start"
+                time.sleep(0.3)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url, timeout=2)
+
+
 def test_cli_help_lists_serve_and_app():
     runner = CliRunner()
     assert "--max-upload-mb" in runner.invoke(app, ["serve", "--help"]).output

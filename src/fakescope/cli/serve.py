@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -81,7 +80,7 @@ def app(
         command = webapp_command(host, port)
         env = {**os.environ, "FAKESCOPE_DEVICE": device, MAX_PIXELS_ENV: str(checked_max_pixels(max_pixels)),
                **({"FAKESCOPE_MODEL": model} if model else {})}
-        raise typer.Exit(subprocess.call(command, env=env))
+        os.execve(command[0], command, env)  # Streamlit takes this process: a SIGTERM to it stops the server
 
 
 def register(root: typer.Typer) -> None:
