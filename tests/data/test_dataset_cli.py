@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 
 import pandas as pd
 from typer.testing import CliRunner
@@ -69,6 +70,20 @@ def test_ratios_that_are_not_finite_or_name_a_split_twice_are_one_line_errors(fa
                             ("train=0.8,train=0.2", "--ratios names a split twice")):
         done = runner.invoke(app, ["dataset", "split", manifest, "--ratios", ratios, "--max-distance", "-1"])
         assert done.exit_code == 2 and done.output.startswith(f"error: {message}") and done.output.count("\n") == 1, done.output
+
+
+def test_export_takes_its_layout_from_the_out_suffix_unless_given(faces_layout, tmp_path):
+    """`dataset export faces.parquet faces.tar` wrote a folder named faces.tar (the default layout was folders)."""
+    manifest = str(tmp_path / "faces.parquet")
+    runner = CliRunner()
+    assert runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", manifest]).exit_code == 0
+    for name, layout in [("pack.tar", "tar"), ("pack.npy", "npy"), ("pack.safetensors", "safetensors"), ("tree", "folders")]:
+        result = runner.invoke(app, ["dataset", "export", manifest, str(tmp_path / name), "--size", "32"])
+        assert result.exit_code == 0 and result.output.endswith(f"({layout})\n"), result.output
+    assert tarfile.is_tarfile(tmp_path / "pack.tar") and (tmp_path / "pack.labels.npy").is_file()
+    assert (tmp_path / "tree" / "manifest.parquet").is_file()
+    named = runner.invoke(app, ["dataset", "export", manifest, str(tmp_path / "tree.tar"), "--layout", "folders"])
+    assert named.exit_code == 0 and (tmp_path / "tree.tar" / "manifest.parquet").is_file()  # --layout still decides
 
 
 def test_exporting_a_split_with_no_images_is_a_one_line_error_that_writes_nothing(faces_layout, tmp_path):

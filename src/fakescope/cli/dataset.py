@@ -158,13 +158,13 @@ def audit(
 def export(
     manifest: ManifestArg,
     out: Annotated[str, typer.Argument(help="Folder (folders layout) or file (.tar, .npy, .safetensors), path or storage URI.")],
-    layout: Annotated[str, typer.Option("--layout", help="folders, tar, npy or safetensors.")] = "folders",
+    layout: Annotated[str | None, typer.Option("--layout", help="folders, tar, npy or safetensors (default: OUT's suffix .tar, .npy or .safetensors names it, else folders).")] = None,
     size: Annotated[int, typer.Option("--size", min=8, help="Crop side for npy/safetensors packs.")] = 256,
     only_split: Annotated[str | None, typer.Option("--split", help="Export only this split.")] = None,
 ) -> None:
     """Export images and manifest as a folder tree, one tar, or a uint8 array pack for a GPU machine."""
     with clean_errors():
-        from fakescope.data import export_manifest, read_manifest, resolve_uris
+        from fakescope.data import export_manifest, layout_for, read_manifest, resolve_uris
 
         from fakescope.errors import ConfigError
 
@@ -175,6 +175,7 @@ def export(
             if frame.empty:
                 raise ConfigError(f"{manifest} has no images in split {only_split!r}; its splits: {', '.join(splits) or 'none'}"
                                   + ("" if splits else f" (`fakescope dataset split {manifest}` makes them)"))
+        layout = layout or layout_for(out)
         exported = export_manifest(frame, out, layout=layout, size=size, manifest=manifest)
         typer.echo(f"{len(exported)} images exported to {out} ({layout})")
 

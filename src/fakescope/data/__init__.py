@@ -8,7 +8,7 @@ from fakescope.data.build import (
     build_from_folders,
     join_attributes,
 )
-from fakescope.data.export import LAYOUTS, export_manifest
+from fakescope.data.export import LAYOUTS, export_manifest, layout_for
 from fakescope.data.manifest import (
     LABELS,
     MANIFEST_COLUMNS,
@@ -28,5 +28,5 @@ __all__ = [
     "build_from_folders", "build_from_ffhq_json", "build_from_csv", "join_attributes", "balance_manifest",
     "merge_manifests", "split_manifest", "group_related", "find_leaks",
     "audit_manifest", "inspect_image", "AuditReport", "Check",
-    "export_manifest", "LAYOUTS",
+    "export_manifest", "LAYOUTS", "layout_for",
 ]

@@ -29,22 +29,29 @@ if TYPE_CHECKING:
 LAYOUTS = ("folders", "tar", "npy", "safetensors")
 
 
-def export_manifest(frame: pd.DataFrame, out: str, *, layout: str = "folders", size: int = 256,
+def layout_for(out: str) -> str:
+    """The layout `out`'s suffix names (`.tar`, `.npy`, `.safetensors`), else `folders`."""
+    suffix = os.path.splitext(out.rstrip("/"))[1].lower().lstrip(".")
+    return suffix if suffix in LAYOUTS[1:] else "folders"
+
+
+def export_manifest(frame: pd.DataFrame, out: str, *, layout: str | None = None, size: int = 256,
                     manifest: str | None = None) -> pd.DataFrame:
     """Write the manifest's images to `out` in one of `LAYOUTS`; returns the exported manifest.
 
     Args:
         frame: The manifest to export.
         out: Folder (or storage URI) for `folders`; file path for `tar`, `npy` and `safetensors`.
-        layout: `folders`, `tar`, `npy` or `safetensors`.
+        layout: `folders`, `tar`, `npy` or `safetensors`; by default the one `out`'s suffix names (`layout_for`).
         size: Crop side for the array packs: a centre crop at native resolution, after
             upscaling the shorter side to `size` only where the image is smaller.
         manifest: The file `frame` was read from: an export that would write over it (`faces.npy`
             writes `faces.parquet` beside it) is refused before anything is written.
 
     Example:
-        >>> export_manifest(frame, "faces.safetensors", layout="safetensors", size=128)  # doctest: +SKIP
+        >>> export_manifest(frame, "faces.safetensors", size=128)  # doctest: +SKIP
     """
+    layout = layout or layout_for(out)
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown export layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     refuse_overwrite(_written(out, layout), [manifest] if manifest else [])
