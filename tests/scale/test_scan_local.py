@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pandas as pd
 import pyarrow as pa
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.errors import ConfigError
 from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results, write_part
 from fakescope.scale.scan import _PartWriter, scan, scan_sources
 
@@ -157,6 +159,16 @@ def test_manifest_source_reads_its_uri_column(image_folder, tmp_path, detector):
     assert sources == [str(image_folder / n) for n in names]
     summary = scan(sources, tmp_path / "out", detector)
     assert (summary.scanned, summary.failed) == (3, 1)
+
+
+def test_a_glob_of_manifests_reads_each_in_name_order(image_folder, tmp_path):
+    sources = list(scan_sources([str(image_folder)]))
+    (tmp_path / "shards").mkdir()
+    pd.DataFrame({"uri": sources[3:]}).to_parquet(tmp_path / "shards" / "b.parquet")
+    pd.DataFrame({"uri": sources[:3]}).to_parquet(tmp_path / "shards" / "a.parquet")
+    assert list(scan_sources([str(tmp_path / "shards" / "*.parquet")])) == sources
+    with pytest.raises(ConfigError, match=re.escape(f"cannot read manifest {tmp_path / 'shards' / 'none-*.csv'}: ")):
+        list(scan_sources([str(tmp_path / "shards" / "none-*.csv")]))
 
 
 def test_manifest_with_blank_uris_skips_them(tmp_path):

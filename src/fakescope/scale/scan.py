@@ -11,6 +11,7 @@ every source already written, so a crash loses at most the batch in flight.
 
 from __future__ import annotations
 
+import glob
 import io
 import itertools
 import os
@@ -82,13 +83,16 @@ def scan_sources(inputs: Iterable[str]) -> Iterator[str]:
     """Expand scan inputs: a manifest (`.parquet`/`.csv` with a `uri` column) yields its URIs,
     anything else goes through `fakescope.io.inputs.iter_sources` (files, folders, globs, s3://).
 
-    Relative manifest URIs resolve against the manifest's folder; blank ones are skipped.
+    Relative manifest URIs resolve against the manifest's folder; blank ones are skipped. A local glob
+    of manifests (`shards/*.parquet`) yields each one's URIs in name order.
     """
     from fakescope.io.inputs import iter_sources
 
     for item in inputs:
         if item.lower().endswith(MANIFEST_SUFFIXES):
-            yield from _manifest_uris(item)
+            local_glob = "://" not in item and glob.has_magic(item) and not os.path.exists(item)
+            for manifest in (sorted(glob.glob(item)) or [item]) if local_glob else [item]:  # none: "no such file"
+                yield from _manifest_uris(manifest)
         else:
             yield from iter_sources([item])
 
