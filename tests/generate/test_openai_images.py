@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, StorageError
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
@@ -427,9 +428,9 @@ def test_max_total_spend_counts_the_ledger_of_earlier_runs(server, photos, tmp_p
 
 
 def test_a_remote_output_has_one_ledger_with_or_without_a_trailing_slash(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path))
     assert default_ledger_path("s3://b/fakes/") == default_ledger_path("s3://b/fakes")
-    legacy = tmp_path / ".cache" / "fakescope" / "ledgers" / f"{hashlib.sha256(b's3://b/old/').hexdigest()[:16]}.sqlite"
+    legacy = tmp_path / "ledgers" / f"{hashlib.sha256(b's3://b/old/').hexdigest()[:16]}.sqlite"
     Ledger(legacy).close()  # made by a version that hashed the URI as typed: still the one used for it
     assert default_ledger_path("s3://b/old/") == default_ledger_path("s3://b/old") == legacy
 
@@ -439,3 +440,16 @@ def test_sizes_the_api_cannot_make_are_refused_before_any_work():
         with pytest.raises(ConfigError, match=r"^size: expected WIDTHxHEIGHT with sides of 1 to 4096 pixels"):
             OpenAIImagesConfig(size=size, price_per_image=0.01)
     assert OpenAIImagesConfig(model="gpt-image-1", mode="generate", size="auto").size == "auto"
+
+
+def test_the_ledger_of_a_remote_output_lives_in_the_cache_folder_the_onnx_exports_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "fs"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_ledger_path("s3://b/fakes").parent == tmp_path / "fs" / "ledgers" == cache_dir("ledgers")
+    monkeypatch.delenv("FAKESCOPE_CACHE")
+    assert default_ledger_path("s3://b/fakes").parent == tmp_path / "xdg" / "fakescope" / "ledgers"
+    assert cache_dir("onnx") == tmp_path / "xdg" / "fakescope" / "onnx"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_ledger_path("s3://b/fakes").parent == tmp_path / "home" / ".cache" / "fakescope" / "ledgers"
+    assert default_ledger_path(str(tmp_path / "out")) == tmp_path / "out" / LEDGER_NAME  # a local --out keeps its own

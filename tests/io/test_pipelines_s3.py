@@ -39,7 +39,7 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
     reals = [f"s3://{s3_bucket}/faces/real/{i:05d}.png" for i in range(3)]
     for i, uri in enumerate(reals):
         storage.write_bytes(uri, _png((64, 64), i))
-    monkeypatch.setenv("HOME", str(tmp_path))  # the default ledger of a remote --out lives under ~/.cache
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))  # the default ledger of a remote --out lives there
     server = ImagesAPIServer(api_key="sk-s3").start()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
@@ -55,7 +55,7 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
         assert slashed.exit_code == 0 and "done 0, already done 3" in slashed.output and server.billable == 3
     finally:
         server.stop()
-    assert list((tmp_path / ".cache" / "fakescope" / "ledgers").glob("*.sqlite"))
+    assert list((tmp_path / "cache" / "ledgers").glob("*.sqlite"))
     manifest = _manifest(f"{out}/manifest.csv")
     assert len(manifest) == 3 and set(manifest["generator"]) == {"dall-e-2"}
     assert sorted(manifest["source_uri"]) == reals
@@ -64,7 +64,7 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
 
 
 def test_openai_generation_into_s3_killed_mid_way_pays_each_image_once(s3_bucket, tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))  # the default ledger of a remote --out lives under ~/.cache
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))  # the default ledger of a remote --out lives there
     reals = [f"s3://{s3_bucket}/photos/p{i}.png" for i in range(6)]
     for i, uri in enumerate(reals):
         storage.write_bytes(uri, _png((40, 40), i))
@@ -89,14 +89,14 @@ def test_openai_generation_into_s3_killed_mid_way_pays_each_image_once(s3_bucket
     assert server.billable == 6 == len(set(server.paid))  # each photo paid for once
     manifest = _manifest(f"{out}/manifest.csv")
     outputs = sorted(storage.list_files(out, suffixes=(".png",)))
-    assert sorted(manifest["uri"]) == outputs and len(outputs) == 6 and sorted(manifest["source"]) == reals
+    assert sorted(manifest["uri"]) == outputs and len(outputs) == 6 and sorted(manifest["source_uri"]) == reals
     for uri, digest in zip(manifest["uri"], manifest["sha256"]):
         assert hashlib.sha256(storage.read_bytes(uri)).hexdigest() == digest
 
 
 def test_openai_generation_stops_paying_when_s3_is_unreachable_and_a_rerun_pays_nothing_twice(s3_bucket, s3_env, tmp_path,
                                                                                                 monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))  # the default ledger of a remote --out lives under ~/.cache
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))  # the default ledger of a remote --out lives there
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(4):
@@ -121,7 +121,7 @@ def test_openai_generation_stops_paying_when_s3_is_unreachable_and_a_rerun_pays_
     assert billed_while_down == 1  # the run stopped at the first image it could not write
     assert up.exit_code == 0, up.output
     assert server.billable == 4 == len(set(server.paid))  # the first run paid for one image, the second for 3 more
-    assert sorted(_manifest(f"{out}/manifest.csv")["source"]) == [str(p) for p in sorted(photos.iterdir())]
+    assert sorted(_manifest(f"{out}/manifest.csv")["source_uri"]) == [str(p) for p in sorted(photos.iterdir())]
 
 
 def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bucket, tmp_path, taef2_random_weights):

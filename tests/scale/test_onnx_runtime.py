@@ -20,7 +20,7 @@ from fakescope.errors import ConfigError
 from fakescope.models import create_model, load_model
 from fakescope.models.bundle import LoadedModel, save_model
 from fakescope.models.config import InputPolicy, ModelConfig
-from fakescope.models.onnx import OnnxNetwork, cache_dir, export_onnx, onnx_network
+from fakescope.models.onnx import OnnxNetwork, export_onnx, onnx_network
 from fakescope.scale.scan import scan_sources
 
 
@@ -175,7 +175,6 @@ def test_export_to_an_unwritable_path_is_a_one_line_error(tmp_path, where):
 def test_runtime_errors_are_clean():
     with pytest.raises(ConfigError, match="unknown runtime"):
         Detector(load_model(), runtime="tensorrt")
-    assert cache_dir().name == "onnx"
 
 
 def test_a_network_onnx_cannot_express_is_a_one_line_export_error(tmp_path):

@@ -73,7 +73,7 @@ def openai(
     max_total_spend: Annotated[float | None, typer.Option("--max-total-spend", min=0, help="Stop before the estimated spend of all runs with this ledger (by default: into --out) exceeds this (USD); re-running with the same value spends nothing more.")] = None,
     price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="Override the built-in price table (USD).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Requests in flight at once.")] = 4,
-    ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger (default: inside --out, or ~/.cache/fakescope for remote --out).")] = None,
+    ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger, this machine's record of what was paid (default: inside --out; for an s3:// or gdrive:// --out in $FAKESCOPE_CACHE/ledgers, else $XDG_CACHE_HOME/fakescope/ledgers, else ~/.cache/fakescope/ledgers).")] = None,
     at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
     max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx/connection errors.")] = 4,
     manifest: ManifestOpt = "manifest.csv",

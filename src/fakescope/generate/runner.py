@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.generate._sources import image_uris
 from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
@@ -63,14 +64,14 @@ class RunReport:
 
 
 def default_ledger_path(out: str) -> Path:
-    """`<out>/.fakescope-ledger.sqlite` for a local output folder, else one per URI under `~/.cache/fakescope`.
+    """`<out>/.fakescope-ledger.sqlite` for a local output folder, else one per URI in `cache_dir("ledgers")`.
 
     `s3://b/fakes` and `s3://b/fakes/` name the same folder, so they share a ledger (one that an earlier
     version made for `s3://b/fakes/`, hashing the URI as typed, is still used where it is the one that exists).
     """
     if not storage.is_remote(out):
         return Path(out.removeprefix("file://")) / LEDGER_NAME
-    folder = Path.home() / ".cache" / "fakescope" / "ledgers"
+    folder = cache_dir("ledgers")
     base = out.rstrip("/")
     paths = [folder / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}.sqlite" for uri in (base, base + "/")]
     return next((path for path in paths if path.exists()), paths[0])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, ModelLoadError, StorageError
 from fakescope.models.bundle import LoadedModel
 from fakescope.models.registry import plugin_source
@@ -114,7 +115,7 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     that cannot be written gives an export held in memory. Each says so in one warning.
     """
     key = hashlib.sha256(f"{exporter_versions()}:{weights_key(model)}".encode()).hexdigest()
-    path = Path(cache or cache_dir()) / f"{model.config.architecture}-{key[:16]}.onnx"
+    path = Path(cache or cache_dir("onnx")) / f"{model.config.architecture}-{key[:16]}.onnx"
     if path.is_file():
         try:
             return OnnxNetwork(path, threads=threads)
@@ -168,10 +169,3 @@ def _file_tensors(weights: Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"{weights}: unreadable weights ({exc})") from None
 
-
-def cache_dir() -> Path:
-    """`$FAKESCOPE_CACHE/onnx`, else `$XDG_CACHE_HOME/fakescope/onnx`, else `~/.cache/fakescope/onnx`."""
-    if os.environ.get("FAKESCOPE_CACHE"):
-        return Path(os.environ["FAKESCOPE_CACHE"]) / "onnx"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fakescope" / "onnx"
