@@ -81,6 +81,25 @@ def test_non_utf8_names_are_recorded_escaped(server, photos, tmp_path):
     assert "caf\\udce9.png" in {Path(source).name for source in manifest["source_uri"]}
 
 
+def test_a_rerun_without_the_ledger_pays_nothing_for_what_the_output_holds(server, photos, tmp_path):
+    out = tmp_path / "fakes"
+    config = OpenAIImagesConfig(mode="variation", model="dall-e-2", size="256x256", n=2)
+    first = run_openai(str(photos), str(out), config, max_images=4, client=make_client(max_retries=0))
+    assert (first.done, server.billable) == (4, 4)
+    (out / LEDGER_NAME).unlink()  # as on another machine, for an s3:// or gdrive:// --out
+    _outputs(out)[0].unlink()  # listed in the manifest, but gone: made again
+    rerun = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (rerun.done, rerun.skipped, rerun.spent_before, server.billable) == (3, 3, 0.0, 7)
+    (out / LEDGER_NAME).unlink()
+    (out / "manifest.csv").unlink()  # killed before it was written: rows are rebuilt from the images
+    _outputs(out)[0].write_bytes(b"not an image")  # made again
+    again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (again.done, again.skipped, server.billable) == (1, 5, 8)
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert sorted(manifest["uri"]) == [str(p) for p in _outputs(out)] and len(manifest) == 6
+    assert set(manifest["source_uri"]) == {str(p) for p in photos.iterdir()}
+
+
 def test_a_copy_of_a_source_is_paid_once(server, photos, tmp_path):
     (photos / "copy").mkdir()
     (photos / "copy" / "photo1.png").write_bytes((photos / "photo1.png").read_bytes())
@@ -289,7 +308,9 @@ def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server,
     config = OpenAIImagesConfig(mode="variation", size="256x256")
     run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
     with Ledger(out / LEDGER_NAME) as ledger:
-        ledger.mark_running(next(ledger.jobs(DONE)).key)
+        record = next(ledger.jobs(DONE))
+        ledger.mark_running(record.key)
+    Path(record.output).unlink()  # the request was in flight: nothing was written
     once = run_openai(str(photos), str(out), config, retry_interrupted=False, client=make_client(max_retries=0))
     assert (once.unresolved, once.done, server.billable) == (1, 0, 3)
     least = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))

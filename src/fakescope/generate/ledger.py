@@ -14,6 +14,10 @@ unknowable. At-least-once (the runner's default) sends it again and may pay twic
 most `concurrency` images per crash; at-most-once leaves it `running` and skips it, so it may
 lose at most that many paid images but never pays twice.
 
+The ledger is the machine's record of billing (spend, spooled answers, requests in flight); the output
+folder is the record of what was made: `run_openai` takes a job whose image `--out` already holds as done
+without a request, so a rerun on another machine (a fresh ledger) pays nothing for it either.
+
 One run at a time: a run opens its ledger with `claim=True`, an exclusive lock on `<path>.lock`
 until it closes, so a second run on the same ledger stops at once instead of paying again for
 the jobs the first has in flight.

@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from fakescope.data.manifest import legacy_sources
+from fakescope.errors import StorageError
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
 
@@ -79,6 +80,18 @@ def manifest_row(
     }
 
 
+def manifest_rows(uri: str) -> dict[str, dict[str, Any]]:
+    """The rows of the manifest at `uri` by their `uri`; {} where there is none yet.
+
+    Raises:
+        StorageError: it exists but cannot be read as a manifest (before anything is made or paid for).
+    """
+    if not storage.exists(uri):
+        return {}
+    frame = _read(uri)
+    return {str(row["uri"]): row for row in frame.to_dict("records")}
+
+
 def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]]) -> int:
     """Merge rows into the manifest at `uri` (`.csv` or `.parquet`), replacing rows with the same `uri`.
 
@@ -89,8 +102,7 @@ def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]]) -> int:
     new = pd.DataFrame(list(rows), columns=list(MANIFEST_COLUMNS))
     parquet = uri.lower().endswith(".parquet")
     if storage.exists(uri):
-        raw = io.BytesIO(storage.read_bytes(uri))
-        old = legacy_sources(pd.read_parquet(raw) if parquet else pd.read_csv(raw, keep_default_na=False))
+        old = _read(uri)
         old = old[~old["uri"].isin(new["uri"])]
         new = pd.concat([old, new], ignore_index=True)
     buffer = io.BytesIO()
@@ -100,3 +112,18 @@ def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]]) -> int:
         new.to_csv(buffer, index=False)
     storage.write_bytes(uri, buffer.getvalue())
     return len(new)
+
+
+def _read(uri: str):
+    """The manifest at `uri` as a DataFrame, older layouts moved over (see `legacy_sources`)."""
+    import pandas as pd
+
+    raw = io.BytesIO(storage.read_bytes(uri))
+    try:
+        frame = pd.read_parquet(raw) if uri.lower().endswith(".parquet") else pd.read_csv(raw, keep_default_na=False)
+    except (ValueError, OSError) as exc:
+        raise StorageError(f"cannot read manifest {uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                           "move it away to start a new one") from None
+    if "uri" not in frame.columns:
+        raise StorageError(f"cannot read manifest {uri}: it has no uri column; move it away to start a new one")
+    return legacy_sources(frame)

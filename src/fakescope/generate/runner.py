@@ -23,14 +23,19 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.generate._sources import image_uris
 from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
-from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, output_name, source_stem
+from fakescope.generate.manifest import (
+    MANIFEST_NAME, append_manifest, manifest_row, manifest_rows, output_name, source_stem,
+)
 from fakescope.generate.openai_images import LostImageError, OpenAIImagesConfig, make_client, request_image
 from fakescope.io import storage
 from fakescope.io.image import LoadedImage, load_image
+from fakescope.io.inputs import path_text
 
 log = logging.getLogger(__name__)
 
 LEDGER_NAME = ".fakescope-ledger.sqlite"
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+"""File extensions of the images the Images API answers with."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,9 @@ def run_openai(
             rows are the sources; in `generate` mode a text file of prompts, one per line.
         out: Output folder (any storage URI); the manifest is merged into `out/<manifest_name>`.
         config: Mode, model and parameters.
-        ledger: SQLite ledger path; default `default_ledger_path(out)`. Reuse it to resume.
+        ledger: SQLite ledger path; default `default_ledger_path(out)`. Reuse it to resume. Without it (another
+            machine, a wiped cache) a job whose image `out` holds is still done for free: its row comes from
+            `out`'s manifest, else from the image. Two runs into one `out` from two ledgers are not locked apart.
         concurrency: Requests in flight at once.
         max_images: Stop after this many new images in this run.
         max_spend: Stop before the estimated spend of this run (`config.price()` per image billed, an image
@@ -161,6 +168,7 @@ def run_openai(
             raise outage
 
     seen: set[str] = set()
+    made = _Made(out, manifest_name)
     try:
         for job in _jobs(src, out, config, book, split):
             if job.key in seen:  # a byte-identical copy of an earlier source: the same images
@@ -180,6 +188,10 @@ def run_openai(
                     continue
                 book.mark_done(job.key, uri, owed, row)
                 report.recovered += 1
+                continue
+            if (found := made.row(job, config)) is not None:  # made by a run elsewhere, whose ledger this is not
+                book.mark_done(job.key, found["uri"], 0.0, found)
+                report.skipped += 1
                 continue
             if record.state == RUNNING and not retry_interrupted:
                 report.unresolved += 1
@@ -293,11 +305,46 @@ def _failed(
 
 def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig) -> tuple[str, dict]:
     """Write the output image and build its manifest row (idempotent: same job, same URI)."""
-    tail = f"-{job.source_sha256[:8]}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{job.index}.{loaded.format.lower()}"
-    uri = storage.join(out, output_name(job.stem, tail))
+    uri = _output_uri(job, out, config, loaded.format.lower())
     storage.write_bytes(uri, loaded.data)
-    row = manifest_row(
+    return uri, _row(job, uri, loaded, config)
+
+
+def _output_uri(job: Job, out: str, config: OpenAIImagesConfig, extension: str) -> str:
+    tail = f"-{job.source_sha256[:8]}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{job.index}.{extension}"
+    return storage.join(out, output_name(job.stem, tail))
+
+
+def _row(job: Job, uri: str, loaded: LoadedImage, config: OpenAIImagesConfig) -> dict:
+    return manifest_row(
         uri=uri, source_uri=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
         params=config.params(), width=loaded.width, height=loaded.height, format=loaded.format, data=loaded.data,
     )
-    return uri, row
+
+
+class _Made:
+    """The images `out` already holds, listed (with its manifest) at the first job the ledger does not know as done.
+
+    `out` is the record of what was made: an image at a job's output name is that job done, wherever it ran.
+    """
+
+    def __init__(self, out: str, manifest_name: str):
+        self.out, self.manifest = out, storage.join(out, manifest_name)
+        self.files: set[str] | None = None
+        self.rows: dict[str, dict] = {}
+
+    def row(self, job: Job, config: OpenAIImagesConfig) -> dict | None:
+        """The manifest row of `job`'s output if `out` holds it, its manifest's row reused, else read; else None."""
+        if self.files is None:
+            self.files = set(storage.list_files(self.out, recursive=False)) if storage.exists(self.out) else set()
+            self.rows = manifest_rows(self.manifest)
+        for uri in (_output_uri(job, self.out, config, extension) for extension in OUTPUT_FORMATS):
+            if uri not in self.files:
+                continue
+            if (row := self.rows.get(uri)) and row["pair_id"] == job.source_sha256:
+                return {**row, "source_uri": path_text(job.source)}
+            try:
+                return _row(job, uri, load_image(storage.read_bytes(uri)), config)
+            except ImageLoadError as exc:
+                log.warning("making %s again: the existing file is unreadable (%s)", uri, exc)
+        return None
