@@ -158,6 +158,6 @@ def test_real_weights_turn_odd_inputs_into_aligned_outputs_and_skip_only_the_unu
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert sorted(Path(uri).name.split("-")[0] for uri in manifest["uri"]) == ["cmyk", "grey16", "palette", "rotated", "wide"]
     for row in manifest.itertuples():
-        source, fake = load_image(row.source).image, Image.open(row.uri)
+        source, fake = load_image(row.source_uri).image, Image.open(row.uri)
         assert fake.size == source.size == (row.width, row.height)  # rotated: as shown, 128x96
-        assert _psnr(source, fake.convert("RGB")) > 25.0, row.source
+        assert _psnr(source, fake.convert("RGB")) > 25.0, row.source_uri

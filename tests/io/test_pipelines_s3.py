@@ -54,8 +54,8 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
         slashed = CliRunner().invoke(app, [*args[:4], out + "/", *args[5:]])  # the same folder, the same ledger
         assert slashed.exit_code == 0 and "done 0, already done 3" in slashed.output and server.billable == 3
         monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "elsewhere"))  # another machine: no ledger of its own
-        read = []
-        monkeypatch.setattr(storage, "read_bytes", lambda uri, _read=storage.read_bytes: read.append(uri) or _read(uri))
+        read, read_bytes = [], storage.read_bytes
+        monkeypatch.setattr(storage, "read_bytes", lambda uri: read.append(uri) or read_bytes(uri))
         elsewhere = CliRunner().invoke(app, args)
         assert elsewhere.exit_code == 0 and "done 0, already done 3" in elsewhere.output, elsewhere.output
         assert server.billable == 3 and not [uri for uri in read if uri.startswith(out + "/") and uri.endswith(".png")]  # manifest rows
@@ -131,16 +131,25 @@ def test_openai_generation_stops_paying_when_s3_is_unreachable_and_a_rerun_pays_
     assert sorted(_manifest(f"{out}/manifest.csv")["source_uri"]) == [str(p) for p in sorted(photos.iterdir())]
 
 
-def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bucket, tmp_path, taef2_random_weights):
+def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bucket, tmp_path, taef2_random_weights,
+                                                                             monkeypatch):
     root = f"s3://{s3_bucket}/set"
-    sizes = [(48, 40), (64, 64)]
-    for i, size in enumerate(sizes):
+    sizes = [(48, 40), (64, 64), (40, 40)]
+    for i, size in enumerate(sizes[:2]):
         storage.write_bytes(f"{root}/real/{i:05d}.png", _png(size, i))
-    result = CliRunner().invoke(app, ["generate", "taef2", f"{root}/real", "--out", f"{root}/fake/taef2",
-                                      "--weights", str(taef2_random_weights), "--device", "cpu"])
+    args = ["generate", "taef2", f"{root}/real", "--out", f"{root}/fake/taef2", "--weights", str(taef2_random_weights),
+            "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "2 images written" in result.output
+    storage.write_bytes(f"{root}/real/00002.png", _png(sizes[2], 2))
+    read, read_bytes = [], storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: read.append(uri) or read_bytes(uri))
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0 and "1 images written" in resumed.output, resumed.output
+    assert not [uri for uri in read if uri.startswith(f"{root}/fake/") and uri.endswith(".png")]  # rows from the manifest
     fakes = _manifest(f"{root}/fake/taef2/manifest.csv")
+    assert len(fakes) == 3
     for row in fakes.itertuples():
         fake = Image.open(io.BytesIO(storage.read_bytes(row.uri)))
         real = Image.open(io.BytesIO(storage.read_bytes(row.source_uri)))
@@ -150,10 +159,10 @@ def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bu
     result = CliRunner().invoke(app, ["dataset", "build", root, "--out", str(built)])
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(built, keep_default_na=False)
-    assert sorted(frame["label"]) == ["ai", "ai", "real", "real"]
+    assert sorted(frame["label"]) == ["ai"] * 3 + ["real"] * 3
     assert set(frame.loc[frame["label"] == "ai", "generator"]) == {"taef2"}
     assert all(uri.startswith(root + "/") for uri in frame["uri"])
-    assert frame.groupby("pair_id").size().tolist() == [2, 2]  # each reconstruction is paired with its photo
+    assert frame.groupby("pair_id").size().tolist() == [2, 2, 2]  # each reconstruction is paired with its photo
 
 
 def test_training_rows_of_a_manifest_in_s3_resolve_against_its_prefix(s3_bucket):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -19,9 +20,12 @@ from PIL import Image
 
 from fakescope.errors import FakescopeError, ImageLoadError
 from fakescope.generate._sources import image_uris
-from fakescope.generate.manifest import MANIFEST_NAME, append_manifest, manifest_row, output_name, source_stem
+from fakescope.generate.manifest import (
+    MANIFEST_NAME, append_manifest, manifest_row, manifest_rows, output_name, source_stem,
+)
 from fakescope.io import storage
 from fakescope.io.image import load_image
+from fakescope.io.inputs import path_text
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,9 @@ def generate_local(
     `src` may be a local glob, or a dataset manifest (`.csv`/`.parquet`): its `real` rows are the
     sources, only those of `split` when one is given. A missing file or no image at all is an error.
 
-    Sources whose output already exists are skipped, so an interrupted run resumes (an output that
-    cannot be read is made again); unreadable sources are logged and skipped.
+    Sources whose output already exists are skipped, so an interrupted run resumes: its row is taken from the
+    manifest in `out` where that lists it, else rebuilt from the output (one that cannot be read is made again).
+    Unreadable sources are logged and skipped.
 
     Returns:
         (images written in this run, manifest URI or None when nothing was written).
@@ -55,7 +60,9 @@ def generate_local(
     rows: list[dict] = []
     row_params = dict(params or {})
     written = 0
-    pending = _pending(src, out, generator, rows, generator_row=(model, row_params), split=split)
+    manifest = storage.join(out, manifest_name)
+    earlier = manifest_rows(manifest)
+    pending = _pending(src, out, generator, rows, generator_row=(model, row_params), split=split, earlier=earlier)
     for batch in _batches(pending, batch_size):
         outputs = generate([image for *_, image in batch])
         for (uri, digest, target, _), image in zip(batch, outputs):
@@ -67,7 +74,6 @@ def generate_local(
             written += 1
     if not rows:
         return 0, None
-    manifest = storage.join(out, manifest_name)
     append_manifest(manifest, rows)
     return written, manifest
 
@@ -86,7 +92,8 @@ def _row(target: str, source: str, digest: str, generator: str, model: str, para
 
 
 def _pending(
-    src: str, out: str, generator: str, rows: list[dict], generator_row: tuple[str, dict], split: str | None
+    src: str, out: str, generator: str, rows: list[dict], generator_row: tuple[str, dict], split: str | None,
+    earlier: dict[str, dict],
 ) -> Iterator[tuple[str, str, str, Image.Image]]:
     """Yield (source, sha256, target, image) still to do; rows of outputs made earlier go to `rows`.
 
@@ -103,7 +110,7 @@ def _pending(
                 log.info("%s is a copy of an earlier source; its ai image is %s", uri, target)
                 continue
             targets.add(target)
-            if storage.exists(target) and (row := _earlier_row(target, uri, digest, generator, generator_row)):
+            if storage.exists(target) and (row := _earlier_row(target, uri, digest, generator, generator_row, earlier)):
                 rows.append(row)
                 continue
             image = load_image(data).image
@@ -113,8 +120,17 @@ def _pending(
         yield uri, digest, target, image
 
 
-def _earlier_row(target: str, source: str, digest: str, generator: str, generator_row: tuple[str, dict]) -> dict | None:
-    """The row of an output made by an earlier run, or None (with a warning) when it is unreadable and must be remade."""
+def _earlier_row(
+    target: str, source: str, digest: str, generator: str, generator_row: tuple[str, dict], earlier: dict[str, dict]
+) -> dict | None:
+    """The row of an output made by an earlier run, or None (with a warning) when it is unreadable and must be remade.
+
+    The manifest's row is reused where it names the same source bytes, model and parameters: no download.
+    """
+    model, params = generator_row
+    row = earlier.get(target)
+    if row and (row["pair_id"], row["model"], row["params"]) == (digest, model, json.dumps(params, sort_keys=True)):
+        return {**row, "source_uri": path_text(source)}
     try:
         return _row(target, source, digest, generator, *generator_row, storage.read_bytes(target))
     except ImageLoadError as exc:
