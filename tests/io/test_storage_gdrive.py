@@ -95,18 +95,22 @@ def test_missing_credentials_name_the_variables(monkeypatch, tmp_path):
         DriveStorage().read_bytes("gdrive://folder/x.png")
 
 
-def test_a_server_name_that_does_not_resolve_is_one_clear_error(drive_env, monkeypatch):
-    resolve = socket.getaddrinfo
+@pytest.mark.parametrize("error", [socket.EAI_NONAME, socket.EAI_AGAIN])
+def test_a_server_name_that_does_not_resolve_fails_at_once_a_resolver_hiccup_is_retried(drive_env, monkeypatch, error):
+    resolve, asked = socket.getaddrinfo, []
 
     def no_such_host(host, *args, **kwargs):  # answered here, not by the machine's DNS (slow or absent offline)
         if host == "drive.invalid":
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            asked.append(host)
+            raise socket.gaierror(error, "no such name" if error == socket.EAI_NONAME else "try again")
         return resolve(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     monkeypatch.setenv("FAKESCOPE_GDRIVE_ENDPOINT", "http://drive.invalid")
-    with pytest.raises(StorageError, match=r"^cannot read gdrive://f/x.png: Google Drive unreachable \(ServerNotFoundError\)$"):
+    with pytest.raises(StorageUnavailableError, match=r"^cannot read gdrive://f/x.png: Google Drive's server name does not "
+                                                      r"resolve \(check FAKESCOPE_GDRIVE_ENDPOINT\)$"):
         storage.read_bytes("gdrive://f/x.png")
+    assert len(asked) == (1 if error == socket.EAI_NONAME else 2 + _gdrive.RETRIES)  # no request, or the client's retries
 
 
 def test_reads_from_many_threads_each_get_their_own_file(drive_env):

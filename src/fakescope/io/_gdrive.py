@@ -11,7 +11,9 @@ named in the error, never quoted.
 Shortcuts are followed (each folder walked once); Google Docs Editors files have no bytes and are not listed.
 Rate limits, 5xx answers and dropped connections are retried `RETRIES` times by the client library, with
 exponential backoff and a `googleapiclient.http` warning each; one that outlasts them raises
-`StorageUnavailableError`, as the storage, not the file, failed.
+`StorageUnavailableError`, as the storage, not the file, failed. A server name that does not resolve (a mistyped
+`FAKESCOPE_GDRIVE_ENDPOINT`) raises it at once, before the first request, where the client would retry it for a
+minute; a temporary resolver failure is retried.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import logging
 import mimetypes
 import os
 import random
+import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +46,7 @@ RETRIES = 5
 """Times a request is sent again while Drive answers 429, 5xx or a 403 rate limit, or drops the connection."""
 _RATE_LIMITS = {"userRateLimitExceeded", "rateLimitExceeded"}
 _CHUNK = 256 * 1024
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 
 def split_drive_uri(uri: str) -> tuple[str, list[str]]:
@@ -103,7 +108,17 @@ def make_service(credentials: Any = None) -> Any:
     if endpoint := os.environ.get("FAKESCOPE_GDRIVE_ENDPOINT"):
         document["rootUrl"] = endpoint.rstrip("/") + "/"
         document["baseUrl"] = document["rootUrl"] + document["servicePath"]
+    _check_resolves(document["rootUrl"])
     return build_from_document(document, http=http)
+
+
+def _check_resolves(url: str) -> None:
+    """Raise `socket.gaierror` where the server's name does not exist; a temporary failure is left to the retries."""
+    try:
+        socket.getaddrinfo(urllib.parse.urlsplit(url).hostname, None)
+    except socket.gaierror as exc:
+        if exc.errno in _NO_SUCH_NAME:
+            raise
 
 
 def _quote(name: str) -> str:
@@ -359,7 +374,10 @@ class _translated_errors:
             error = StorageUnavailableError
         elif isinstance(exc, GoogleAuthError):
             message = f"access denied to {self.action} {self.uri}: Google credentials were refused"
-        elif isinstance(exc, (OSError, ServerNotFoundError)):  # the latter: a name that does not resolve
+        elif isinstance(exc, (socket.gaierror, ServerNotFoundError)):
+            message = f"cannot {self.action} {self.uri}: Google Drive's server name does not resolve (check FAKESCOPE_GDRIVE_ENDPOINT)"
+            error = StorageUnavailableError
+        elif isinstance(exc, OSError):
             message = f"cannot {self.action} {self.uri}: Google Drive unreachable ({type(exc).__name__})"
             error = StorageUnavailableError
         else:
