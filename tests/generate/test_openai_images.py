@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +99,24 @@ def test_a_rerun_without_the_ledger_pays_nothing_for_what_the_output_holds(serve
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert sorted(manifest["uri"]) == [str(p) for p in _outputs(out)] and len(manifest) == 6
     assert set(manifest["source_uri"]) == {str(p) for p in photos.iterdir()}
+
+
+def test_the_manifest_is_written_while_images_are_made(server, photos, tmp_path):
+    out = tmp_path / "fakes"
+    config = OpenAIImagesConfig(mode="variation", model="dall-e-2", size="256x256", n=2)
+    server.hold_after = 3
+    run = threading.Thread(target=run_openai, args=(str(photos), str(out), config),
+                           kwargs={"concurrency": 1, "manifest_every": 0.0, "client": make_client(max_retries=0)})
+    run.start()
+    try:
+        deadline = time.monotonic() + 30
+        while server.held < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.held == 1 and server.billable == 3  # the 4th request hangs: the run could be killed now
+        assert len(pd.read_csv(out / "manifest.csv")) == 3
+    finally:
+        server.release.set()
+        run.join(30)
 
 
 def test_a_copy_of_a_source_is_paid_once(server, photos, tmp_path):

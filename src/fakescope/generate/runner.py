@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ def run_openai(
     split: str | None = None,
     retry_interrupted: bool = True,
     manifest_name: str = MANIFEST_NAME,
+    manifest_every: float = 60.0,
     client=None,
 ) -> RunReport:
     """Make `config.n` images per source with the OpenAI Images API, resumably.
@@ -119,6 +121,8 @@ def run_openai(
         retry_interrupted: Resend jobs a crash left in flight without a spooled response
             (at-least-once); False skips them (at-most-once). See `fakescope.generate.ledger`.
         manifest_name: `manifest.csv` or `manifest.parquet`.
+        manifest_every: Seconds between writes of the manifest while images are made (it is also written at the
+            end), so a killed run leaves most of its rows for a rerun elsewhere to reuse.
         client: An `openai.OpenAI` client; default `make_client()`.
 
     Returns:
@@ -169,6 +173,7 @@ def run_openai(
 
     seen: set[str] = set()
     made = _Made(out, manifest_name)
+    flush_at, flushed = time.monotonic() + manifest_every, 0
     try:
         for job in _jobs(src, out, config, book, split):
             if job.key in seen:  # a byte-identical copy of an earlier source: the same images
@@ -201,6 +206,9 @@ def run_openai(
                 break
             while len(in_flight) >= concurrency:
                 settle(FIRST_COMPLETED)
+            if time.monotonic() >= flush_at and report.done + report.recovered > flushed:
+                _write_manifest(book, out, manifest_name, report)
+                flush_at, flushed = time.monotonic() + manifest_every, report.done + report.recovered
             book.mark_running(job.key)
             in_flight[executor.submit(_execute, client, job, out, config, book)] = job
         while in_flight:
@@ -212,13 +220,18 @@ def run_openai(
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         try:
-            rows = [json.loads(record.row) for record in book.jobs(DONE) if record.row]
-            if rows:
-                report.manifest = storage.join(out, manifest_name)
-                append_manifest(report.manifest, rows)
+            _write_manifest(book, out, manifest_name, report)
         finally:
             book.close()  # a manifest that cannot be written must not keep the ledger claimed
     return report
+
+
+def _write_manifest(book: Ledger, out: str, manifest_name: str, report: RunReport) -> None:
+    """Merge the rows of every done job into `out`'s manifest."""
+    rows = [json.loads(record.row) for record in book.jobs(DONE) if record.row]
+    if rows:
+        report.manifest = storage.join(out, manifest_name)
+        append_manifest(report.manifest, rows)
 
 
 def _price_or_zero(config: OpenAIImagesConfig) -> float:
