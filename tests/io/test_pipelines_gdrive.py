@@ -24,13 +24,13 @@ def _png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def test_openai_generation_into_new_drive_folders_makes_each_folder_once_and_reruns_upload_nothing_twice(
+def test_openai_generation_into_new_drive_folders_makes_each_folder_once_and_reruns_anywhere_pay_nothing_twice(
     drive_env, tmp_path, monkeypatch
 ):
     root = f"gdrive://{drive_env.root_id}/set"
     for i in range(6):
         storage.write_bytes(f"{root}/real/{i}.png", _png(i))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the ledger of a remote --out lives under ~/.cache
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))  # the ledger of a remote --out lives there
     server = ImagesAPIServer(api_key="sk-drive").start()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-drive")
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
@@ -41,9 +41,9 @@ def test_openai_generation_into_new_drive_folders_makes_each_folder_once_and_rer
         assert first.exit_code == 0, first.output
         again = CliRunner().invoke(app, args)
         assert again.exit_code == 0 and "done 0, already done 6" in again.output and server.billable == 6
-        monkeypatch.setenv("HOME", str(tmp_path / "other-home"))  # the ledger lost: paid again, written over
-        lost = CliRunner().invoke(app, args)
-        assert lost.exit_code == 0 and "done 6," in lost.output
+        monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "elsewhere"))  # another machine: the ledger is not there
+        elsewhere = CliRunner().invoke(app, args)
+        assert elsewhere.exit_code == 0 and "done 0, already done 6" in elsewhere.output and server.billable == 6
     finally:
         server.stop()
     names = Counter((f["name"], tuple(f["parents"])) for f in drive_env.files.values())
