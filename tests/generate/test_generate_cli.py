@@ -57,6 +57,20 @@ def test_taef2_remakes_an_output_that_cannot_be_read(tmp_path, taef2_random_weig
     assert Image.open(damaged).size == (40, 33) and row["sha256"] == hashlib.sha256(damaged.read_bytes()).hexdigest()
 
 
+def test_taef2_into_a_folder_whose_manifest_is_unreadable_stops_at_once_in_one_line(tmp_path, taef2_random_weights):
+    photos, out = tmp_path / "photos", tmp_path / "fakes"
+    photos.mkdir()
+    out.mkdir()
+    Image.new("RGB", (40, 33)).save(photos / "img0.png")
+    (out / "manifest.parquet").write_bytes(b"not parquet")
+    result = CliRunner().invoke(app, ["generate", "taef2", str(photos), "--out", str(out), "--manifest", "manifest.parquet",
+                                      "--weights", str(taef2_random_weights), "--device", "cpu"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: cannot read manifest {out / 'manifest.parquet'}: ")
+    assert result.output.endswith("; move it away to start a new one\n")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.parquet"]  # nothing made, nothing overwritten
+
+
 def test_taef2_names_copies_and_non_utf8_names_give_a_valid_manifest(tmp_path, taef2_random_weights):
     photos = tmp_path / "photos"
     for folder in ("a", "b"):
