@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.data import read_rows
+from fakescope.generate.local import generate_local
 from fakescope.generate.manifest import append_manifest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,6 +57,23 @@ def test_taef2_remakes_an_output_that_cannot_be_read(tmp_path, taef2_random_weig
     assert f"remaking {damaged}" in again.output
     row = read_rows(str(out / "manifest.csv")).set_index("uri").loc[str(damaged)]
     assert Image.open(damaged).size == (40, 33) and row["sha256"] == hashlib.sha256(damaged.read_bytes()).hexdigest()
+
+
+def test_a_rerun_with_other_parameters_remakes_the_outputs_instead_of_relabelling_them(tmp_path):
+    photos, out = tmp_path / "photos", tmp_path / "fakes"
+    photos.mkdir()
+    Image.new("RGB", (40, 33), (200, 30, 30)).save(photos / "img0.png")
+
+    def darken(factor):
+        return lambda images: [Image.eval(image.convert("RGB"), lambda v: int(v * factor)) for image in images]
+
+    for factor, written in ((0.5, 1), (0.5, 0), (0.25, 1)):
+        count, manifest = generate_local(str(photos), str(out), darken(factor), generator="dark", model="darken",
+                                         params={"factor": factor})
+        assert count == written
+        row = read_rows(manifest).iloc[0]
+        assert json.loads(row["params"]) == {"factor": factor}
+        assert Image.open(row["uri"]).getpixel((0, 0))[0] == int(200 * factor)
 
 
 def test_taef2_into_a_folder_whose_manifest_is_unreadable_stops_at_once_in_one_line(tmp_path, taef2_random_weights):

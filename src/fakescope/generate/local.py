@@ -123,14 +123,18 @@ def _pending(
 def _earlier_row(
     target: str, source: str, digest: str, generator: str, generator_row: tuple[str, dict], earlier: dict[str, dict]
 ) -> dict | None:
-    """The row of an output made by an earlier run, or None (with a warning) when it is unreadable and must be remade.
+    """The row of an output made by an earlier run, or None (with a warning) when it must be made again:
+    it is unreadable, or the manifest says it was made by another model or with other parameters.
 
     The manifest's row is reused where it names the same source bytes, model and parameters: no download.
     """
     model, params = generator_row
-    row = earlier.get(target)
-    if row and (row["pair_id"], row["model"], row["params"]) == (digest, model, json.dumps(params, sort_keys=True)):
-        return {**row, "source_uri": path_text(source)}
+    if row := earlier.get(target):
+        if (row["model"], row["params"]) != (model, json.dumps(params, sort_keys=True)):
+            log.warning("remaking %s: it was made with %s %s", target, row["model"], row["params"])
+            return None
+        if row["pair_id"] == digest:
+            return {**row, "source_uri": path_text(source)}
     try:
         return _row(target, source, digest, generator, *generator_row, storage.read_bytes(target))
     except ImageLoadError as exc:
