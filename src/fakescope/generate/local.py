@@ -128,12 +128,12 @@ def _earlier_row(
 
     The manifest's row is reused where it names the same source bytes, model and parameters: no download.
     """
-    model, params = generator_row
+    wanted = {"model": generator_row[0], "params": json.dumps(generator_row[1], sort_keys=True)}
     if row := earlier.get(target):
-        if (row["model"], row["params"]) != (model, json.dumps(params, sort_keys=True)):
-            log.warning("remaking %s: it was made with %s %s", target, row["model"], row["params"])
+        if any(row.get(key, value) != value for key, value in wanted.items()):  # a column it lacks tells nothing
+            log.warning("remaking %s: it was made with %s %s", target, row.get("model"), row.get("params"))
             return None
-        if row["pair_id"] == digest:
+        if row.get("pair_id") == digest:
             return {**row, "source_uri": path_text(source)}
     try:
         return _row(target, source, digest, generator, *generator_row, storage.read_bytes(target))

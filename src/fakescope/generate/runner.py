@@ -354,7 +354,7 @@ class _Made:
         for uri in (_output_uri(job, self.out, config, extension) for extension in OUTPUT_FORMATS):
             if uri not in self.files:
                 continue
-            if (row := self.rows.get(uri)) and row["pair_id"] == job.source_sha256:
+            if (row := self.rows.get(uri)) and row.get("pair_id") == job.source_sha256:
                 return {**row, "source_uri": path_text(job.source)}
             try:
                 return _row(job, uri, load_image(storage.read_bytes(uri)), config)
