@@ -194,3 +194,11 @@ def test_the_web_app_pixel_limit_comes_from_its_environment(monkeypatch):
     monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
     with pytest.raises(ConfigError, match=r"^FAKESCOPE_MAX_PIXELS='lots': expected a whole number of pixels$"):
         env_max_pixels()
+
+
+def test_jobs_folder_defaults_to_the_cache_folder_the_ledgers_and_onnx_exports_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    assert ServeConfig().jobs_dir == tmp_path / "cache" / "serve-jobs"
+    monkeypatch.delenv("FAKESCOPE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert ServeConfig().jobs_dir == tmp_path / "xdg" / "fakescope" / "serve-jobs"

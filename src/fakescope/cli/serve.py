@@ -31,7 +31,7 @@ def serve(
     max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", help="Let pages of this origin (https://app.example.com, or *) call the API; repeatable.")] = None,
-    jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default ~/.cache/fakescope/serve-jobs).")] = None,
+    jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default serve-jobs in $FAKESCOPE_CACHE, else $XDG_CACHE_HOME/fakescope, else ~/.cache/fakescope).")] = None,
     runtime: RuntimeOpt = Runtime.auto,
     grid: GridOpt = None,
     precision: PrecisionOpt = Precision.fp32,

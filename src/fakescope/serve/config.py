@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError
 from fakescope.io import storage
 from fakescope.serve.limits import DEFAULT_MAX_PIXELS, checked_max_pixels
@@ -54,7 +55,7 @@ class ServeConfig:
     max_jobs: int = 16
     cors_origins: tuple[str, ...] = ()
     token: str | None = field(default_factory=_env_token, repr=False)
-    jobs_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "fakescope" / "serve-jobs")
+    jobs_dir: Path = field(default_factory=lambda: cache_dir("serve-jobs"))
     runtime: str = "auto"
     grid: int | None = None
     precision: str = "fp32"
