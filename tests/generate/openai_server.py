@@ -1,7 +1,10 @@
 """A real HTTP server on loopback that speaks the OpenAI Images API wire format, for tests.
 
-POST /v1/images/variations and /v1/images/edits (multipart), /v1/images/generations (JSON);
-answers b64_json or a URL it serves itself (GET /files/<n>.png). Like the real API, a dall-e-2 edit
+POST /v1/images/variations and /v1/images/edits (multipart), /v1/images/generations (JSON).
+GPT image models (any model not named dall-e-*) speak today's API: no variations, always b64_json,
+a `response_format` refused (400), and a `usage` block in every answer; models in `retired` answer
+404 `model_not_found`. dall-e models keep the legacy behaviour: b64_json or a URL the server
+serves itself (GET /files/<n>.png), no usage. Like the real API, a dall-e-2 edit
 is refused (400) unless its image has transparency or it comes with a mask of the image's size that
 has some (transparent pixels mark what may change). Faults queued in `faults`
 (429 with Retry-After, 500; "quota": a 429 insufficient_quota; "unreadable": a billed 200 whose image is not one; "gone": a billed
@@ -51,6 +54,8 @@ class ImagesAPIServer(ThreadingHTTPServer):
         """Image requests let through to a 200 answer (counted before answering, so holds are exact)."""
         self.release = threading.Event()
         self.files: dict[str, bytes] = {}
+        self.retired: set[str] = set()
+        """Models answered 404 model_not_found, as api.openai.com answers a retired one."""
         self.paid: list[str] = []
         """A digest of each billed request's image (or prompt), in billing order."""
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -110,7 +115,10 @@ class _Handler(BaseHTTPRequestHandler):
         fields, images = self._parse(body)
         first = next(iter(images.values()), None)
         self.digest = hashlib.sha256(first.tobytes() if first else str(fields.get("prompt")).encode()).hexdigest()
-        if endpoint == "edits" and fields.get("model", "dall-e-2") == "dall-e-2" and (refusal := _edit_refusal(images)):
+        model = str(fields.get("model", "dall-e-2"))
+        if (refusal := _model_refusal(endpoint, model, fields, self.server.retired)) is not None:
+            return self._send(*refusal, endpoint)
+        if endpoint == "edits" and model == "dall-e-2" and (refusal := _edit_refusal(images)):
             return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error"}}, endpoint)
         server = self.server
         with server.lock:
@@ -151,13 +159,16 @@ class _Handler(BaseHTTPRequestHandler):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         data = buffer.getvalue()
+        answer: dict = {"created": 1700000000}
         if fields.get("response_format") == "url":
             name = f"{number}.png"
             self.server.files[name] = data
-            item = {"url": f"http://127.0.0.1:{self.server.server_address[1]}/files/{name}"}
+            answer["data"] = [{"url": f"http://127.0.0.1:{self.server.server_address[1]}/files/{name}"}]
         else:
-            item = {"b64_json": base64.b64encode(data).decode()}
-        self._send(200, {"created": 1700000000, "data": [item]}, endpoint)
+            answer["data"] = [{"b64_json": base64.b64encode(data).decode()}]
+        if not str(fields.get("model", "dall-e-2")).startswith("dall-e"):
+            answer["usage"] = _usage(endpoint, fields, width * height)
+        self._send(200, answer, endpoint)
 
     def _parse(self, body: bytes) -> tuple[dict, dict[str, Image.Image]]:
         """The request's fields (a file part as its image size) and its images by part name."""
@@ -192,6 +203,32 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _model_refusal(endpoint: str, model: str, fields: dict, retired: set[str]) -> tuple[int, dict] | None:
+    """The real API's refusal of a retired model, a GPT image model's variation or `response_format`, else None."""
+    if model in retired:
+        return 404, {"error": {"message": f"The model `{model}` does not exist or you do not have access to it.",
+                               "type": "invalid_request_error", "code": "model_not_found"}}
+    if model.startswith("dall-e"):
+        return None
+    if endpoint == "variations":
+        return 400, {"error": {"message": f"Invalid value: '{model}'. Value must be 'dall-e-2'.",
+                               "type": "invalid_request_error", "param": "model", "code": "invalid_value"}}
+    if "response_format" in fields:
+        return 400, {"error": {"message": "Unknown parameter: 'response_format'.", "type": "invalid_request_error",
+                               "param": "response_format", "code": "unknown_parameter"}}
+    return None
+
+
+def _usage(endpoint: str, fields: dict, pixels: int) -> dict:
+    """A GPT image answer's token usage: deterministic, from the prompt, the input images and the output size."""
+    text = len(str(fields.get("prompt", "")).split())
+    image = 323 if endpoint == "edits" else 0
+    output = max(pixels // 1000, 1)
+    return {"input_tokens": text + image, "input_tokens_details": {"text_tokens": text, "image_tokens": image},
+            "output_tokens": output, "output_tokens_details": {"image_tokens": output, "text_tokens": 0},
+            "total_tokens": text + image + output}
 
 
 def _edit_refusal(images: dict[str, Image.Image]) -> str | None:

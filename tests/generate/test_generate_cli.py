@@ -17,6 +17,7 @@ from fakescope.cli import app
 from fakescope.data import read_rows
 from fakescope.generate.local import generate_local
 from fakescope.generate.manifest import append_manifest
+from fakescope.generate.openai_images import VARIATION_PROMPT
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_server import ImagesAPIServer  # noqa: E402
@@ -167,7 +168,7 @@ def test_openai_command_runs_and_rejects_bad_options(tmp_path, monkeypatch):
     try:
         Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
         out = tmp_path / "out"
-        args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(out), "--size", "256x256", "--n", "2"]
+        args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(out), "--model", "dall-e-2", "--size", "256x256", "--n", "2"]
         handler = signal.getsignal(signal.SIGTERM)
         result = CliRunner().invoke(app, [*args, "--max-spend", "0.02"])
         assert result.exit_code == 0, result.output
@@ -175,6 +176,33 @@ def test_openai_command_runs_and_rejects_bad_options(tmp_path, monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM stops like Ctrl-C only while the command runs
         bad = CliRunner().invoke(app, [*args, "--mode", "variation", "--model", "dall-e-3"])
         assert bad.exit_code == 2 and "does not support variation" in bad.output
+    finally:
+        server.stop()
+
+
+def test_openai_command_defaults_make_gpt_image_variations_and_print_tokens(tmp_path, monkeypatch):
+    server = ImagesAPIServer(api_key="sk-cli").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cli")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    try:
+        Image.new("RGB", (48, 64), "red").save(tmp_path / "a.png")
+        args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "done 1," in result.output and "estimated spend unknown (no price for this model" in result.output
+        tokens = len(VARIATION_PROMPT.split()) + 323 + 1048  # prompt, input image, output, as the loopback server counts
+        assert f"tokens {tokens}" in result.output
+        sent = server.requests[0]
+        assert (sent["endpoint"], sent["model"], sent["size"], sent["image"]) == ("edits", "gpt-image-2.6-flare", "1024x1024", (48, 64))
+        row = read_rows(str(tmp_path / "out" / "manifest.csv")).iloc[0]
+        assert row["model"] == "gpt-image-2.6-flare" and json.loads(row["params"])["usage"]["total_tokens"] == tokens
+        budget = CliRunner().invoke(app, [*args, "--n", "2", "--max-spend", "1"])
+        assert budget.exit_code == 2 and budget.output.startswith("error: no price known for gpt-image-2.6-flare"), budget.output
+        assert "--price-per-image" in budget.output and server.billable == 1
+        priced = CliRunner().invoke(app, [*args, "--n", "2", "--max-spend", "1", "--price-per-image", "0.04"])
+        assert priced.exit_code == 0 and "done 1, already done 1" in priced.output and "estimated spend $0.040" in priced.output
+        bad = CliRunner().invoke(app, [*args, "--model", "gpt-image-2", "--size", "1000x1000"])
+        assert bad.exit_code == 2 and "size 1000x1000 is not one gpt-image-2 makes" in bad.output and server.billable == 2
     finally:
         server.stop()
 
@@ -211,7 +239,7 @@ def test_generate_from_a_built_and_split_manifest_with_a_total_budget(tmp_path, 
     try:
         assert CliRunner().invoke(app, ["dataset", "build", "faces", "-o", "faces.parquet", "--no-csv"]).exit_code == 0
         assert read_rows("faces.parquet")["label"].tolist().count("real") == 4
-        args = ["generate", "openai", "faces.parquet", "--out", "fakes", "--size", "256x256", "--max-total-spend", "0.05"]
+        args = ["generate", "openai", "faces.parquet", "--out", "fakes", "--model", "dall-e-2", "--size", "256x256", "--max-total-spend", "0.05"]
         first = CliRunner().invoke(app, args)
         assert first.exit_code == 0, first.output
         assert "done 3," in first.output and "(all runs $0.048, $0.002 left of --max-total-spend)" in first.output

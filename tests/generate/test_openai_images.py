@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
@@ -20,7 +21,8 @@ from PIL import Image
 from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, StorageError
 from fakescope.generate.ledger import DONE, Ledger
-from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
+from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, make_client
+from fakescope.generate.openai_models import MODELS
 from fakescope.generate.runner import LEDGER_NAME, default_ledger_path, run_openai
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -158,13 +160,13 @@ def test_edit_masks_mark_the_centre_everything_or_a_users_png(tmp_path):
     assert own.params()["mask"].startswith("png:") and own.params_hash() != config.params_hash() != full.params_hash()
     Image.new("RGB", (2, 2)).save(tmp_path / "opaque.png")
     with pytest.raises(ConfigError, match="opaque.png has no transparent pixel"):
-        OpenAIImagesConfig(mode="edit", prompt="a hat", mask=str(tmp_path / "opaque.png"))
+        OpenAIImagesConfig(model="dall-e-2", mode="edit", prompt="a hat", mask=str(tmp_path / "opaque.png"))
     (tmp_path / "text.png").write_text("not a png")
     with pytest.raises(ConfigError, match="text.png is not a readable image"):
-        OpenAIImagesConfig(mode="edit", prompt="a hat", mask=str(tmp_path / "text.png"))
+        OpenAIImagesConfig(model="dall-e-2", mode="edit", prompt="a hat", mask=str(tmp_path / "text.png"))
     with pytest.raises(StorageError, match="no such file"):
-        OpenAIImagesConfig(mode="edit", prompt="a hat", mask=str(tmp_path / "gone.png"))
-    assert "mask" not in OpenAIImagesConfig(mode="variation").params()  # variation ledgers keep their job keys
+        OpenAIImagesConfig(model="dall-e-2", mode="edit", prompt="a hat", mask=str(tmp_path / "gone.png"))
+    assert "mask" not in OpenAIImagesConfig(model="dall-e-2", mode="variation").params()  # variation ledgers keep their job keys
 
 
 def test_gpt_image_edit_keeps_aspect_and_sends_quality(server, photos, tmp_path):
@@ -190,7 +192,7 @@ def test_generate_reads_prompts_and_posts_json(server, tmp_path):
 
 def test_client_retries_429_and_500_once_each_without_double_billing(server, photos, tmp_path):
     server.faults = [429, 500, 429]
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     report = run_openai(str(photos), str(tmp_path / "out"), config, concurrency=1, client=make_client(max_retries=3))
     assert (report.done, report.failed) == (3, 0)
     assert server.counts[("variations", 429)] == 2 and server.counts[("variations", 500)] == 1
@@ -199,7 +201,7 @@ def test_client_retries_429_and_500_once_each_without_double_billing(server, pho
 
 def test_an_account_out_of_quota_stops_the_run_instead_of_trying_every_source(server, photos, tmp_path):
     server.faults = ["quota"] * 10
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     with pytest.raises(ConfigError, match=r"^the OpenAI account cannot pay for more images \(insufficient_quota\): You exceeded"):
         run_openai(str(photos), str(tmp_path / "out"), config, concurrency=1, client=make_client(max_retries=0))
     assert len(server.requests) == 1 and server.billable == 0
@@ -207,7 +209,7 @@ def test_an_account_out_of_quota_stops_the_run_instead_of_trying_every_source(se
 
 def test_exhausted_retries_mark_the_job_failed_and_rerun_finishes_it(server, photos, tmp_path):
     server.faults = [500]
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     first = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
     assert (first.done, first.failed, server.billable) == (0, 1, 0)
     second = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
@@ -215,7 +217,7 @@ def test_exhausted_retries_mark_the_job_failed_and_rerun_finishes_it(server, pho
 
 
 def test_budget_stops_by_images_and_by_spend(server, photos, tmp_path):
-    config = OpenAIImagesConfig(mode="variation", size="256x256", n=2)
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2)
     by_images = run_openai(str(photos), str(tmp_path / "a"), config, max_images=2, concurrency=4,
                            client=make_client(max_retries=0))
     assert (by_images.done, by_images.stopped, server.billable) == (2, "budget", 2)
@@ -230,7 +232,7 @@ def test_budget_stops_by_images_and_by_spend(server, photos, tmp_path):
 
 def test_images_billed_but_lost_count_against_the_budgets(server, photos, tmp_path):
     out = tmp_path / "out"
-    config = OpenAIImagesConfig(mode="variation", size="256x256", n=2, response_format="url")  # 6 jobs, 0.016 each
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2, response_format="url")  # 6 jobs, 0.016 each
     server.faults = ["gone", "unreadable", "gone", "gone"]  # billed 200s whose image cannot be had
     first = run_openai(str(photos), str(out), config, max_spend=0.05, concurrency=1, client=make_client(max_retries=0))
     assert (first.done, first.failed, first.stopped, server.billable) == (0, 3, "budget", 3)
@@ -245,7 +247,7 @@ def test_images_billed_but_lost_count_against_the_budgets(server, photos, tmp_pa
 
 def test_images_billed_but_not_written_count_against_the_budgets_once(server, photos, tmp_path):
     out = tmp_path / "out"
-    config = OpenAIImagesConfig(mode="variation", size="256x256")  # 3 jobs, 0.016 each
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")  # 3 jobs, 0.016 each
     tail = f"-dall-e-2-variation-{config.params_hash()[:6]}-0.png"
     blocked = [out / f"{p.stem}-{hashlib.sha256(p.read_bytes()).hexdigest()[:8]}{tail}" for p in sorted(photos.iterdir())]
     for folder in blocked:
@@ -266,7 +268,7 @@ def test_an_image_url_that_is_not_http_is_never_opened(server, photos, tmp_path)
     """A compromised or mistyped OPENAI_BASE_URL must not make fakescope copy the machine's own files."""
     private = tmp_path / "private.png"
     private.write_bytes((photos / "photo2.png").read_bytes())
-    config = OpenAIImagesConfig(mode="variation", size="256x256", response_format="url")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", response_format="url")
     server.faults = [f"url={private.as_uri()}"]
     report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
     assert (report.done, report.failed) == (0, 1)
@@ -279,7 +281,7 @@ def test_a_source_with_a_long_name_gets_an_output_name_the_file_system_takes(ser
     source = tmp_path / "long" / ("\u00e9" * 120 + ".png")
     source.parent.mkdir()
     source.write_bytes((photos / "photo1.png").read_bytes())
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     report = run_openai(str(source.parent), str(tmp_path / "out"), config, client=make_client(max_retries=0))
     assert (report.done, report.failed, server.billable) == (1, 0, 1)
     (output,) = _outputs(tmp_path / "out")
@@ -288,7 +290,7 @@ def test_a_source_with_a_long_name_gets_an_output_name_the_file_system_takes(ser
 
 def test_crash_after_response_is_finished_from_spool_without_a_request(server, photos, tmp_path):
     out = tmp_path / "out"
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
     with Ledger(out / LEDGER_NAME) as ledger:
         record = next(ledger.jobs(DONE))
@@ -303,7 +305,7 @@ def test_crash_after_response_is_finished_from_spool_without_a_request(server, p
 
 def test_a_paid_image_whose_output_could_not_be_written_is_finished_without_paying_again(server, photos, tmp_path):
     source, out = photos / "photo1.png", tmp_path / "out"
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     blocked = out / f"photo1-{digest[:8]}-dall-e-2-variation-{config.params_hash()[:6]}-0.png"
     blocked.mkdir(parents=True)  # e.g. a full disk or a bucket refusing writes
@@ -324,7 +326,7 @@ def test_a_paid_image_whose_output_could_not_be_written_is_finished_without_payi
 
 def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):
     out = tmp_path / "out"
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
     with Ledger(out / LEDGER_NAME) as ledger:
         record = next(ledger.jobs(DONE))
@@ -339,7 +341,7 @@ def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server,
 def test_refused_key_stops_the_run_without_echoing_it(server, photos, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-secret-123")
     with pytest.raises(ConfigError) as caught:
-        run_openai(str(photos), str(tmp_path / "out"), OpenAIImagesConfig(size="256x256"), client=make_client(max_retries=0))
+        run_openai(str(photos), str(tmp_path / "out"), OpenAIImagesConfig(model="dall-e-2", size="256x256"), client=make_client(max_retries=0))
     assert "refused" in str(caught.value) and "sk-wrong" not in str(caught.value)
     monkeypatch.delenv("OPENAI_API_KEY")
     monkeypatch.chdir(tmp_path)
@@ -349,7 +351,7 @@ def test_refused_key_stops_the_run_without_echoing_it(server, photos, tmp_path, 
 
 def test_a_key_pasted_with_its_newline_still_works(server, photos, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", f" {API_KEY}\r\n")  # was a bare "Connection error." on every request
-    report = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), OpenAIImagesConfig(size="256x256"),
+    report = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), OpenAIImagesConfig(model="dall-e-2", size="256x256"),
                         client=make_client(max_retries=0))
     assert (report.done, server.billable) == (1, 1)
 
@@ -366,7 +368,7 @@ def _generation_held_after_three(server: ImagesAPIServer, tmp_path: Path):
     out = tmp_path / "out"
     command = [
         sys.executable, "-c", "from fakescope.cli import app; app()", "generate", "openai", str(photos),
-        "--out", str(out), "--mode", "variation", "--size", "256x256", "--concurrency", "2", "--max-retries", "0",
+        "--out", str(out), "--mode", "variation", "--model", "dall-e-2", "--size", "256x256", "--concurrency", "2", "--max-retries", "0",
     ]
     env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": server.base_url}
     server.hold_after = 3
@@ -434,7 +436,7 @@ def test_manifest_source_generates_from_its_real_rows_only_and_by_split(server, 
         "split": ["train", "train", "train", "test"],
     }).to_csv(data / "faces.csv", index=False)
     out = tmp_path / "out"
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     train = run_openai(str(data / "faces.csv"), str(out), config, split="train", client=make_client(max_retries=0))
     assert (train.done, server.billable) == (2, 2)
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
@@ -452,7 +454,7 @@ def test_manifest_source_generates_from_its_real_rows_only_and_by_split(server, 
 
 def test_max_total_spend_counts_the_ledger_of_earlier_runs(server, photos, tmp_path):
     out = tmp_path / "out"
-    config = OpenAIImagesConfig(mode="variation", size="256x256", n=2)  # 0.016 per image, 6 jobs
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2)  # 0.016 per image, 6 jobs
     first = run_openai(str(photos), str(out), config, max_total_spend=0.04, client=make_client(max_retries=0))
     assert (first.done, first.spent_before, first.stopped, server.billable) == (2, 0.0, "budget", 2)
     again = run_openai(str(photos), str(out), config, max_total_spend=0.04, client=make_client(max_retries=0))
@@ -493,3 +495,107 @@ def test_the_ledger_of_a_remote_output_lives_in_the_cache_folder_the_onnx_export
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_ledger_path("s3://b/fakes").parent == tmp_path / "home" / ".cache" / "fakescope" / "ledgers"
     assert default_ledger_path(str(tmp_path / "out")) == tmp_path / "out" / LEDGER_NAME  # a local --out keeps its own
+
+
+def test_default_variation_is_a_whole_image_edit_by_a_gpt_model_with_its_token_usage_recorded(server, photos, tmp_path):
+    out = tmp_path / "out"
+    report = run_openai(str(photos), str(out), OpenAIImagesConfig(), client=make_client(max_retries=0))
+    assert (report.done, report.failed, server.counts[("edits", 200)], server.counts[("variations", 200)]) == (3, 0, 3, 0)
+    sent = server.requests[0]
+    assert (sent["model"], sent["size"], sent["prompt"]) == ("gpt-image-2.6-flare", "1024x1024", VARIATION_PROMPT)
+    assert "mask" not in sent and "response_format" not in sent  # the whole image may change; GPT models answer base64
+    rows = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    params = [json.loads(p) for p in rows["params"]]
+    assert all(p["mode"] == "variation" and p["via"] == "edit" and p["prompt"] == VARIATION_PROMPT for p in params)
+    usages = [p["usage"] for p in params]
+    assert all(u["output_tokens"] == 1048 and u["input_tokens_details"]["image_tokens"] == 323 for u in usages)
+    assert report.tokens == sum(u["total_tokens"] for u in usages) > 0 and report.spent == 0.0
+    with Ledger(out / LEDGER_NAME) as ledger:
+        assert sorted(json.loads(job.usage)["total_tokens"] for job in ledger.jobs(DONE)) == sorted(u["total_tokens"] for u in usages)
+    own = OpenAIImagesConfig(prompt="another face, same studio light", quality="low")
+    again = run_openai(str(photos / "photo1.png"), str(out), own, client=make_client(max_retries=0))
+    assert again.done == 1 and server.requests[-1]["prompt"] == "another face, same studio light"
+    assert server.requests[-1]["quality"] == "low" and own.params_hash() != OpenAIImagesConfig().params_hash()
+
+
+def test_usage_survives_a_crash_after_the_answer(server, photos, tmp_path):
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(model="gpt-image-2")
+    run_openai(str(photos / "photo1.png"), str(out), config, client=make_client(max_retries=0))
+    with Ledger(out / LEDGER_NAME) as ledger:
+        record = next(ledger.jobs(DONE))
+        ledger.mark_running(record.key)
+        ledger.write_spool(record.key, Path(record.output).read_bytes())
+    recovered = run_openai(str(photos / "photo1.png"), str(out), config, client=make_client(max_retries=0))
+    assert (recovered.recovered, server.billable) == (1, 1)
+    assert recovered.tokens == json.loads(record.usage)["total_tokens"] > 0
+    assert json.loads(pd.read_csv(out / "manifest.csv")["params"][0])["usage"] == json.loads(record.usage)
+
+
+def test_a_retired_model_is_refused_on_api_openai_com_before_any_upload(photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env with a base URL
+    for model, message in [("dall-e-2", "dall-e-2 was shut down on api.openai.com on 2026-05-12; use gpt-image-2.6-flare"),
+                           ("gpt-image-1", "gpt-image-1 was shut down on api.openai.com on 2026-10-23; use gpt-image-2.5-")]:
+        with pytest.raises(ConfigError, match=f"^{message}.*OPENAI_BASE_URL"):
+            run_openai(str(photos), str(tmp_path / "out"), OpenAIImagesConfig(model=model, mode="edit", prompt="x"),
+                       client=make_client(max_retries=0))
+    assert not (tmp_path / "out").exists()  # no ledger either
+    soon = MODELS["gpt-image-1.5"]
+    assert not soon.retired(datetime.date(2026, 11, 30)) and soon.retired(datetime.date(2026, 12, 1))
+    assert soon.replacement == "gpt-image-2.6-sunburst or gpt-image-2.6-flare"
+
+
+def test_a_model_the_server_no_longer_serves_is_one_line_naming_its_retirement(server, photos, tmp_path):
+    server.retired = {"dall-e-2"}
+    config = OpenAIImagesConfig(model="dall-e-2", size="256x256")
+    with pytest.raises(ConfigError, match=r"^the Images API refused the request \(404\): The model `dall-e-2` does not exist"
+                                          r".*\(dall-e-2 was shut down on api.openai.com on 2026-05-12; use gpt-image-2.6-flare\)$"):
+        run_openai(str(photos), str(tmp_path / "out"), config, concurrency=1, client=make_client(max_retries=0))
+    assert server.billable == 0 and server.counts[("variations", 404)] == 1
+
+
+def test_sizes_qualities_and_response_format_are_checked_per_model_family():
+    for size in ("1536x864", "3840x2160", "864x2592", "auto", "1024x1536"):
+        assert OpenAIImagesConfig(model="gpt-image-2", size=size).size == size
+    assert OpenAIImagesConfig(model="gpt-image-2.5-flare", size="2048x1152", quality="max").quality == "max"
+    refusals = [
+        (dict(model="gpt-image-2", size="1000x1000"), "size 1000x1000 is not one gpt-image-2 makes: use 1024x1024, "
+         "1536x1024, 1024x1536, auto, or WIDTHxHEIGHT with both sides divisible by 16, aspect between 1:3 and 3:1"),
+        (dict(model="gpt-image-2", size="3072x768"), "size 3072x768 is not one gpt-image-2 makes"),  # 4:1
+        (dict(model="gpt-image-2", size="4096x2304"), "size 4096x2304 is not one gpt-image-2 makes"),  # over 3840x2160
+        (dict(size="1536x864"), "size 1536x864 is not one gpt-image-2.6-flare makes: use 1024x1024, 1536x1024, 1024x1536, auto$"),
+        (dict(size="256x256"), "size 256x256 is not one gpt-image-2.6-flare makes"),
+        (dict(model="dall-e-2", size="1536x1024"), "size 1536x1024 is not one dall-e-2 makes: use 256x256, 512x512, 1024x1024$"),
+        (dict(quality="max"), "quality max is not one gpt-image-2.6-flare takes: use low, medium, high, auto$"),
+        (dict(quality="hd"), "quality hd is not one gpt-image-2.6-flare takes"),
+        (dict(response_format="url"), "response_format is for dall-e models; gpt-image-2.6-flare always answers base64$"),
+        (dict(model="dall-e-3"), "dall-e-3 does not support variation; use gpt-image-2.6-flare or another GPT image model$"),
+    ]
+    for options, message in refusals:
+        with pytest.raises(ConfigError, match=f"^{message}"):
+            OpenAIImagesConfig(**options)
+    assert OpenAIImagesConfig(model="my-own-model", size="640x480", quality="ultra").size == "640x480"  # unknown: not checked
+
+
+def test_a_budget_on_a_model_without_a_price_names_the_model_and_the_option(server, photos, tmp_path):
+    with pytest.raises(ConfigError, match=r"^no price known for gpt-image-2.6-flare at size 1024x1024, quality auto "
+                                          r"\(it is billed by tokens\); .*--price-per-image"):
+        run_openai(str(photos), str(tmp_path / "out"), OpenAIImagesConfig(), max_spend=1.0, client=make_client(max_retries=0))
+    priced = OpenAIImagesConfig(price_per_image=0.05)
+    report = run_openai(str(photos), str(tmp_path / "out"), priced, max_spend=0.1, client=make_client(max_retries=0))
+    assert (report.done, report.stopped, report.spent, server.billable) == (2, "budget", pytest.approx(0.1), 2)
+
+
+def test_the_loopback_server_refuses_what_the_api_refuses_for_gpt_image_models(server, photos):
+    import openai
+
+    client = make_client(max_retries=0)
+    upload = ("a.png", (photos / "photo1.png").read_bytes(), "image/png")
+    with pytest.raises(openai.BadRequestError, match="Value must be 'dall-e-2'"):
+        client.images.create_variation(image=upload, model="gpt-image-2")
+    with pytest.raises(openai.BadRequestError, match="Unknown parameter: 'response_format'"):
+        client.images.generate(prompt="a fox", model="gpt-image-2", response_format="b64_json")
+    answer = client.images.generate(prompt="a fox", model="gpt-image-2", size="1024x1024")
+    assert answer.data[0].b64_json and answer.usage.total_tokens == 2 + 1048

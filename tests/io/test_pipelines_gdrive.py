@@ -35,7 +35,7 @@ def test_openai_generation_into_new_drive_folders_makes_each_folder_once_and_rer
     monkeypatch.setenv("OPENAI_API_KEY", "sk-drive")
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     out = f"{root}/fake/dall-e-2"
-    args = ["generate", "openai", f"{root}/real", "--out", out, "--size", "256x256", "-j", "4"]
+    args = ["generate", "openai", f"{root}/real", "--out", out, "--model", "dall-e-2", "--size", "256x256", "-j", "4"]
     try:
         first = CliRunner().invoke(app, args)
         assert first.exit_code == 0, first.output

@@ -44,7 +44,7 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
     monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     out = f"s3://{s3_bucket}/faces/fake/dall-e-2"
-    args = ["generate", "openai", f"s3://{s3_bucket}/faces/real", "--out", out, "--size", "256x256", "-j", "2"]
+    args = ["generate", "openai", f"s3://{s3_bucket}/faces/real", "--out", out, "--model", "dall-e-2", "--size", "256x256", "-j", "2"]
     try:
         first = CliRunner().invoke(app, args)
         assert first.exit_code == 0, first.output
@@ -76,7 +76,7 @@ def test_openai_generation_into_s3_killed_mid_way_pays_each_image_once(s3_bucket
         storage.write_bytes(uri, _png((40, 40), i))
     out = f"s3://{s3_bucket}/fakes"
     command = [sys.executable, "-c", "from fakescope.cli import app; app()", "generate", "openai", f"s3://{s3_bucket}/photos",
-               "--out", out, "--mode", "variation", "--size", "256x256", "--concurrency", "2", "--max-retries", "0"]
+               "--out", out, "--mode", "variation", "--model", "dall-e-2", "--size", "256x256", "--concurrency", "2", "--max-retries", "0"]
     server = ImagesAPIServer(api_key="sk-s3").start()
     env = {**os.environ, "OPENAI_API_KEY": "sk-s3", "OPENAI_BASE_URL": server.base_url}
     try:
@@ -112,7 +112,7 @@ def test_openai_generation_stops_paying_when_s3_is_unreachable_and_a_rerun_pays_
     server = ImagesAPIServer(api_key="sk-s3").start()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    args = ["generate", "openai", str(photos), "--out", out, "--size", "256x256", "-j", "1", "--max-retries", "0"]
+    args = ["generate", "openai", str(photos), "--out", out, "--model", "dall-e-2", "--size", "256x256", "-j", "1", "--max-retries", "0"]
     try:
         with socket.socket() as dead:  # bound, not listening: connections are refused
             dead.bind(("127.0.0.1", 0))

@@ -11,6 +11,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import DeviceOpt, OutDirOpt
+from fakescope.generate.openai_models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from fakescope.generate.runner import RunReport
@@ -60,18 +61,18 @@ def taef2(
 def openai(
     src: OpenAISrcArg,
     out: OutDirOpt,
-    mode: Annotated[str, typer.Option("--mode", help="variation, edit or generate.")] = "variation",
-    model: Annotated[str, typer.Option("--model", "-m", help="dall-e-2, dall-e-3 or gpt-image-1.")] = "dall-e-2",
-    size: Annotated[str, typer.Option("--size", help="Output size, e.g. 1024x1024.")] = "1024x1024",
-    quality: Annotated[str | None, typer.Option("--quality", help="standard/hd (dall-e-3), low/medium/high/auto (gpt-image-1).")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="variation (a new photo of the same kind: on GPT image models an edit of the whole image; on dall-e-2 its variations endpoint), edit or generate.")] = "variation",
+    model: Annotated[str, typer.Option("--model", "-m", help="gpt-image-2.6-flare/-sunburst, gpt-image-2.5-flare/-sunburst, gpt-image-2, ...; retired dall-e-2, dall-e-3, gpt-image-1 only with an OPENAI_BASE_URL server that serves them.")] = DEFAULT_MODEL,
+    size: Annotated[str, typer.Option("--size", help="Output size: 1024x1024, 1536x1024, 1024x1536 or auto (gpt-image-2 and 2.5: any WxH, sides divisible by 16, aspect 1:3 to 3:1, at most 3840x2160); dall-e-2 256x256/512x512/1024x1024.")] = "1024x1024",
+    quality: Annotated[str | None, typer.Option("--quality", help="low/medium/high/auto (GPT image models; 2.5 also xhigh/max), standard/hd (dall-e-3).")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Images per source.")] = 1,
-    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit.")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit; for --mode variation on a GPT image model it replaces the built-in one.")] = None,
     mask: Annotated[str, typer.Option("--mask", help="For --mode edit, what may change: center (a centred box of half the width and height; the rest stays the photo), full, or a PNG whose transparent pixels mark it.")] = "center",
-    response_format: Annotated[str, typer.Option("--response-format", help="b64_json or url (dall-e models).")] = "b64_json",
+    response_format: Annotated[str | None, typer.Option("--response-format", help="b64_json (default) or url, dall-e models only: GPT image models always answer base64.")] = None,
     max_images: Annotated[int | None, typer.Option("--max-images", min=1, help="Stop after this many new images in this run.")] = None,
     max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before this run's estimated spend exceeds this (USD); earlier runs are not counted.")] = None,
     max_total_spend: Annotated[float | None, typer.Option("--max-total-spend", min=0, help="Stop before the estimated spend of all runs with this ledger (by default: into --out) exceeds this (USD); re-running with the same value spends nothing more.")] = None,
-    price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="Override the built-in price table (USD).")] = None,
+    price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="USD per image for the budgets and the recorded spend; needed for a budget with GPT image models, which are billed by tokens (the table has prices for the retired models only).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Requests in flight at once.")] = 4,
     ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger, this machine's record of what was paid (default: inside --out; for an s3:// or gdrive:// --out in $FAKESCOPE_CACHE/ledgers, else $XDG_CACHE_HOME/fakescope/ledgers, else ~/.cache/fakescope/ledgers).")] = None,
     at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
@@ -80,6 +81,8 @@ def openai(
     split: SplitOpt = None,
 ) -> None:
     """Make images with the OpenAI Images API (OPENAI_API_KEY, OPENAI_BASE_URL); re-run to resume.
+
+    Each image's token usage (GPT image models) goes into the manifest's params; the run prints their total.
 
     Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice.
     """
@@ -96,7 +99,7 @@ def openai(
             max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
             manifest_name=manifest, client=make_client(max_retries=max_retries),
         )
-        typer.echo(_summary(report, max_total_spend))
+        typer.echo(_summary(report, max_total_spend, config.known_price() is not None))
         if report.stopped == "interrupted":
             raise typer.Exit(INTERRUPTED_EXIT)
 
@@ -105,12 +108,14 @@ def _written(count: int, manifest_uri: str | None) -> str:
     return f"{count} images written; " + (f"manifest {manifest_uri}" if manifest_uri else "no manifest: no source could be read")
 
 
-def _summary(report: RunReport, max_total_spend: float | None) -> str:
+def _summary(report: RunReport, max_total_spend: float | None, priced: bool = True) -> str:
     total = report.spent_before + report.spent
     left = f", ${max(max_total_spend - total, 0):.3f} left of --max-total-spend" if max_total_spend is not None else ""
+    spend = (f"estimated spend ${report.spent:.3f} (all runs ${total:.3f}{left})" if priced
+             else "estimated spend unknown (no price for this model; see --price-per-image)")
     return (
         f"done {report.done}, already done {report.skipped}, recovered {report.recovered}, failed {report.failed}, "
-        f"unresolved {report.unresolved}, estimated spend ${report.spent:.3f} (all runs ${total:.3f}{left})"
+        f"unresolved {report.unresolved}, {spend}, tokens {report.tokens}"
         + (f", stopped: {report.stopped}" if report.stopped else "")
         + (f"; manifest {report.manifest}" if report.manifest else "")
     )

@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     row TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    usage TEXT
 )
 """
 
@@ -82,6 +83,8 @@ class JobRecord:
     error: str | None
     row: str | None
     """The manifest row of a done job, as JSON."""
+    usage: str | None = None
+    """The token usage the API reported for the job's image, as JSON (GPT image models)."""
 
 
 class Ledger:
@@ -104,6 +107,8 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
+            if "usage" not in {column[1] for column in self._db.execute("PRAGMA table_info(jobs)")}:  # an older ledger
+                self._db.execute("ALTER TABLE jobs ADD COLUMN usage TEXT")
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open job ledger {self.path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -151,6 +156,11 @@ class Ledger:
     def mark_running(self, key: str) -> None:
         """Record that a request is about to be sent (committed before it goes out)."""
         self._update(key, "state = ?, attempts = attempts + 1, error = NULL", (RUNNING,))
+
+    def record_usage(self, key: str, usage: dict | None) -> None:
+        """Keep the token usage of a job's answer (written right after its spool file, so a recovery has it)."""
+        if usage is not None:
+            self._update(key, "usage = ?", (json.dumps(usage, sort_keys=True),))
 
     def mark_done(self, key: str, output: str, cost: float, row: dict) -> None:
         """Record the output URI and manifest row, add the image's estimated cost, then drop the spool file."""
@@ -221,4 +231,4 @@ def _hold(ledger: Path):
     return lock
 
 
-_COLUMNS = "key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row"
+_COLUMNS = "key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row, usage"

@@ -1,5 +1,11 @@
 """The OpenAI Images API as a generator: variations, edits and generations, one image per request.
 
+The models it knows (`fakescope.generate.openai_models`): GPT image models (the default,
+`gpt-image-2.6-flare`) make edits and generations; `variation` mode on them is an edit of the whole
+image, with no mask, by `VARIATION_PROMPT` (or your `prompt`): a new photo of the same kind. On
+dall-e-2 it is the legacy variations endpoint. dall-e-2, dall-e-3 and gpt-image-1 are retired on
+api.openai.com: a run there refuses them at once; other servers (`OPENAI_BASE_URL`) may still serve them.
+
 Every request asks for exactly one image (`n=1` on the wire), so one request is one billable
 job in the ledger and "never pay twice for (input, index)" holds per request. `n` in
 `OpenAIImagesConfig` is how many images to make per source.
@@ -7,10 +13,11 @@ job in the ledger and "never pay twice for (input, index)" holds per request. `n
 Credentials: `OPENAI_API_KEY` (and optionally `OPENAI_BASE_URL`) from the environment or a
 `.env` file; the key is never logged or echoed.
 
-Prices (`PRICES`, USD per output image, OpenAI list prices of 2025) are estimates for the
-`max_spend` and `max_total_spend` budgets and the cost the ledger records: edits and variations
-cost like generations of the same size/quality, and gpt-image-1's input-image tokens are not
-counted. Unknown combinations need `price_per_image`.
+Prices (`PRICES`, USD per output image, OpenAI list prices of 2025, for the retired models only) are
+estimates for the `max_spend` and `max_total_spend` budgets and the cost the ledger records: edits and
+variations cost like generations of the same size/quality. Current GPT image models are billed by
+tokens and have no price here: budgets need `price_per_image`, and each image's token `usage`, as the
+API reports it, goes into the ledger and the manifest's params.
 
 Edits change only what their mask marks (transparent pixels): by default a centred box of half the
 image's width and height, so the rest of the ai image is the real photo's (a local edit, as
@@ -34,6 +41,7 @@ from typing import Any
 from PIL import Image
 
 from fakescope.errors import ConfigError, FakescopeError
+from fakescope.generate.openai_models import DALL_E, DEFAULT_MODEL, MODELS, check_options, family, retirement
 from fakescope.io import storage
 from fakescope.io.image import load_image
 
@@ -43,11 +51,11 @@ MAX_SIZE_SIDE = 4096
 """The largest side a `size` may ask for (the API's sizes reach 1792); dall-e-2 uploads are resized to `size` first."""
 ACCOUNT_EXHAUSTED = ("insufficient_quota", "billing_hard_limit_reached")
 """Error codes (429 and 400) that refuse every request until the account is topped up: they stop a run."""
-MODELS_BY_MODE = {
-    "variation": ("dall-e-2",),
-    "edit": ("dall-e-2", "gpt-image-1"),
-    "generate": ("dall-e-2", "dall-e-3", "gpt-image-1"),
-}
+VARIATION_PROMPT = (
+    "A new photograph of the same kind as this one: a different person or scene, in the same style, framing, "
+    "lighting and image quality, as if taken with the same camera. Do not copy or retouch this image."
+)
+"""What `variation` mode asks a GPT image model for (as an edit of the whole image), unless `prompt` is given."""
 PRICES: dict[tuple[str, str, str], float] = {
     ("dall-e-2", "256x256", "standard"): 0.016,
     ("dall-e-2", "512x512", "standard"): 0.018,
@@ -69,7 +77,6 @@ PRICES: dict[tuple[str, str, str], float] = {
     ("gpt-image-1", "1536x1024", "high"): 0.250,
 }
 """USD per image by (model, size, quality); `auto` size/quality are priced at the dearest entry."""
-DEFAULT_QUALITY = {"dall-e-2": "standard", "dall-e-3": "standard", "gpt-image-1": "auto"}
 
 
 class LostImageError(FakescopeError):
@@ -81,26 +88,31 @@ class OpenAIImagesConfig:
     """What to ask the Images API for.
 
     Args:
-        mode: `variation` (dall-e-2), `edit` (dall-e-2, gpt-image-1) or `generate` (any model).
-        model: API model name.
-        size: Output size such as `1024x1024` (or `auto` for gpt-image-1).
-        quality: `standard`/`hd` (dall-e-3), `low`/`medium`/`high`/`auto` (gpt-image-1); None = model default.
+        mode: `variation` (a GPT image model's edit of the whole image by `VARIATION_PROMPT`; dall-e-2's
+            variations endpoint), `edit` or `generate` (dall-e-3: generate only).
+        model: API model name; see `openai_models.MODELS` for the known ones (others are not checked).
+        size: Output size: `1024x1024`, `1536x1024`, `1024x1536` or `auto` for GPT image models (gpt-image-2
+            and 2.5 also WxH, sides divisible by 16, aspect 1:3 to 3:1, at most 3840x2160).
+        quality: `low`/`medium`/`high`/`auto` for GPT image models (2.5 also `xhigh`/`max`), `standard`/`hd`
+            (dall-e-3); None = model default.
         n: Images per source (each its own request and ledger job).
-        prompt: Required for `edit`; `generate` reads prompts from its source instead.
+        prompt: Required for `edit`; for `variation` on a GPT image model it replaces `VARIATION_PROMPT`;
+            `generate` reads prompts from its source instead.
         mask: For `edit`, what may change: `center` (a centred box of half the width and height),
             `full`, or a PNG file (path or storage URI) whose transparent pixels mark it.
-        response_format: `b64_json` or `url` for dall-e models (gpt-image-1 always answers b64_json).
+        response_format: `b64_json` (None: the default) or `url`, for dall-e models only; GPT image models
+            always answer base64 and are sent none.
         price_per_image: Override `PRICES` (USD), e.g. for new models or negotiated rates.
     """
 
     mode: str = "variation"
-    model: str = "dall-e-2"
+    model: str = DEFAULT_MODEL
     size: str = "1024x1024"
     quality: str | None = None
     n: int = 1
     prompt: str | None = None
     mask: str = "center"
-    response_format: str = "b64_json"
+    response_format: str | None = None
     price_per_image: float | None = None
 
     def __post_init__(self) -> None:
@@ -108,9 +120,7 @@ class OpenAIImagesConfig:
             raise ConfigError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         if not re.fullmatch(r"[\w][\w.:+-]{0,99}", self.model, re.ASCII):  # it names output files and folders
             raise ConfigError("model: expected a plain name (letters, digits, . _ : + -, at most 100 characters), "
-                              "as dall-e-2 or gpt-image-1")
-        if self.model in DEFAULT_QUALITY and self.model not in MODELS_BY_MODE[self.mode]:
-            raise ConfigError(f"{self.model} does not support {self.mode}; use {', '.join(MODELS_BY_MODE[self.mode])}")
+                              f"as {DEFAULT_MODEL}")
         if self.mode == "edit" and not self.prompt:
             raise ConfigError("edit mode needs a prompt")
         if self.mode == "edit" and self.mask not in MASKS:
@@ -118,22 +128,40 @@ class OpenAIImagesConfig:
         sides = re.fullmatch(r"(\d{1,6})x(\d{1,6})", self.size, re.ASCII)
         if self.size != "auto" and not (sides and all(0 < int(side) <= MAX_SIZE_SIDE for side in sides.groups())):
             raise ConfigError(f"size: expected WIDTHxHEIGHT with sides of 1 to {MAX_SIZE_SIDE} pixels (as 1024x1024), or auto")
+        check_options(self.model, self.mode, self.size, self.quality)
         if self.n < 1:
             raise ConfigError("n must be at least 1")
-        if self.response_format not in ("b64_json", "url"):
+        if self.response_format not in (None, "b64_json", "url"):
             raise ConfigError("response_format must be b64_json or url")
+        if self.response_format and family(self.model) not in (None, DALL_E):
+            raise ConfigError(f"response_format is for dall-e models; {self.model} always answers base64")
+
+    @property
+    def legacy(self) -> bool:
+        """A dall-e model (known, or unknown but so named): variations endpoint, response_format, no usage."""
+        return family(self.model) == DALL_E or (self.model not in MODELS and self.model.startswith("dall-e"))
+
+    @property
+    def edit_prompt(self) -> str | None:
+        """The prompt an edit sends: `prompt`, or `VARIATION_PROMPT` for a variation made as an edit."""
+        return (self.prompt or VARIATION_PROMPT) if self.mode == "variation" and not self.legacy else self.prompt
 
     @property
     def resolved_quality(self) -> str | None:
         """The quality sent (or implied); None where the model has no such option."""
-        return self.quality or DEFAULT_QUALITY.get(self.model)
+        if self.quality or self.model not in MODELS:
+            return self.quality
+        return MODELS[self.model].qualities[0] if self.legacy else "auto"
 
     def params(self) -> dict[str, Any]:
         """The parameters that determine the output: recorded in the manifest and hashed into job keys.
 
-        An edit's mask is `center`, `full` or `png:` and the first 16 hex digits of the mask file's sha256.
+        An edit's mask is `center`, `full` or `png:` and the first 16 hex digits of the mask file's sha256;
+        a variation made as an edit records `"via": "edit"` and the prompt it sends.
         """
-        params = {"mode": self.mode, "size": self.size, "quality": self.resolved_quality, "prompt": self.prompt}
+        params = {"mode": self.mode, "size": self.size, "quality": self.resolved_quality, "prompt": self.edit_prompt}
+        if self.mode == "variation" and not self.legacy:
+            params["via"] = "edit"
         if self.mode == "edit":
             params["mask"] = self.mask if self.mask in MASKS else f"png:{self._mask_sha256[:16]}"
         return params
@@ -173,6 +201,16 @@ class OpenAIImagesConfig:
         Raises:
             ConfigError: no price is known for this model/size/quality and none was given.
         """
+        if (price := self.known_price()) is None:
+            billed = " (it is billed by tokens)" if not self.legacy else ""
+            raise ConfigError(
+                f"no price known for {self.model} at size {self.size}, quality {self.resolved_quality}{billed}; "
+                "a budget needs your USD per image: pass price_per_image (--price-per-image)"
+            )
+        return price
+
+    def known_price(self) -> float | None:
+        """`price_per_image`, else the dearest matching `PRICES` entry, else None."""
         if self.price_per_image is not None:
             return self.price_per_image
         quality = self.resolved_quality
@@ -180,21 +218,19 @@ class OpenAIImagesConfig:
             price for (model, size, qual), price in PRICES.items()
             if model == self.model and self.size in (size, "auto") and quality in (qual, "auto")
         ]
-        if not candidates:
-            raise ConfigError(
-                f"no price known for {self.model} {self.size} {quality}; pass price_per_image (--price-per-image)"
-            )
-        return max(candidates)
+        return max(candidates, default=None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields."""
         return asdict(self)
 
     def edit_mask(self, size: tuple[int, int]) -> tuple[str, bytes, str] | None:
-        """The mask upload for an edit of an image of `size`, or None where the model needs none (gpt-image-1, `full`)."""
+        """The mask upload for an edit of an image of `size`, or None where none is sent (a GPT model's `full`, a variation)."""
         width, height = size
+        if self.mode == "variation":
+            return None
         if self.mask == "full":
-            if self.model != "dall-e-2":
+            if not self.legacy:
                 return None
             mask = Image.new("RGBA", size, (0, 0, 0, 0))  # dall-e-2 edits only what is transparent
         elif self.mask == "center":
@@ -231,7 +267,7 @@ def prepare_upload(data: bytes, config: OpenAIImagesConfig) -> tuple[str, bytes,
     """Turn a source image into the `(filename, bytes, mime)` the API accepts.
 
     dall-e-2 wants a square PNG under 4 MB: the image is centre-cropped to a square and
-    resized to the requested size. gpt-image-1 takes the image as a PNG at its own size.
+    resized to the requested size. Other models take the image as a PNG at its own size.
     """
     image = load_image(data).image
     if config.model == "dall-e-2":
@@ -244,8 +280,11 @@ def prepare_upload(data: bytes, config: OpenAIImagesConfig) -> tuple[str, bytes,
     return "image.png", buffer.getvalue(), "image/png"
 
 
-def request_image(client, config: OpenAIImagesConfig, *, source: bytes | None = None, prompt: str | None = None) -> bytes:
-    """Send one request for one image and return the image bytes (decoded or fetched from its URL).
+def request_image(
+    client, config: OpenAIImagesConfig, *, source: bytes | None = None, prompt: str | None = None
+) -> tuple[bytes, dict | None]:
+    """Send one request for one image; return the image bytes (decoded or fetched from its URL) and the
+    token `usage` the API reported for it (GPT image models), else None.
 
     Raises:
         ConfigError: the API refused the key, the model or the endpoint (no later request can succeed).
@@ -254,27 +293,33 @@ def request_image(client, config: OpenAIImagesConfig, *, source: bytes | None = 
     import openai
 
     options: dict[str, Any] = {"model": config.model, "n": 1, "size": config.size}
-    if config.model != "gpt-image-1":
-        options["response_format"] = config.response_format
-    if config.quality and config.mode != "variation":
+    if config.response_format or config.legacy:  # GPT image models refuse it: they always answer base64
+        options["response_format"] = config.response_format or "b64_json"
+    if config.quality and not (config.mode == "variation" and config.legacy):
         options["quality"] = config.quality
     try:
-        if config.mode == "variation":
+        if config.mode == "variation" and config.legacy:
             response = client.images.create_variation(image=prepare_upload(source, config), **options)
-        elif config.mode == "edit":
+        elif config.mode in ("edit", "variation"):
             upload = prepare_upload(source, config)
             if (mask := config.edit_mask(Image.open(io.BytesIO(upload[1])).size)) is not None:
                 options["mask"] = mask
-            response = client.images.edit(image=upload, prompt=config.prompt, **options)
+            response = client.images.edit(image=upload, prompt=config.edit_prompt, **options)
         else:
             response = client.images.generate(prompt=prompt, **options)
-    except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-        raise ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc)}") from exc
     except openai.APIStatusError as exc:
-        if getattr(exc, "code", None) in ACCOUNT_EXHAUSTED:  # every later request would be refused alike
-            raise ConfigError(f"the OpenAI account cannot pay for more images ({exc.code}): {_api_message(exc)}") from exc
+        code = getattr(exc, "code", None)
+        if code in ACCOUNT_EXHAUSTED:  # every later request would be refused alike
+            raise ConfigError(f"the OpenAI account cannot pay for more images ({code}): {_api_message(exc)}") from exc
+        if code == "model_not_found" or isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError,
+                                                          openai.NotFoundError)):
+            raise ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc, config.model)}") from exc
         raise
-    item = response.data[0]
+    usage = response.usage.model_dump(exclude_none=True) if getattr(response, "usage", None) else None
+    return _image_bytes(response.data[0]), usage
+
+
+def _image_bytes(item) -> bytes:
     if item.b64_json:
         return base64.b64decode(item.b64_json)
     scheme = urllib.parse.urlsplit(item.url or "").scheme.lower()
@@ -287,8 +332,11 @@ def request_image(client, config: OpenAIImagesConfig, *, source: bytes | None = 
         raise LostImageError(f"the API made the image but its URL could not be fetched: {exc}") from exc
 
 
-def _api_message(exc) -> str:
+def _api_message(exc, model: str | None = None) -> str:
     if exc.status_code == 401:  # the server's text may echo part of the key
         return "the API key was refused"
     body = exc.body if isinstance(exc.body, dict) else {}
-    return str(body.get("message") or exc.message)[:300]
+    message = str(body.get("message") or exc.message)[:300]
+    if model and (exc.status_code == 404 or getattr(exc, "code", None) == "model_not_found"):
+        message += f" ({retirement(model)})"
+    return message

@@ -2,10 +2,10 @@
 
 Example:
     >>> from fakescope.generate import OpenAIImagesConfig, run_openai
-    >>> report = run_openai("photos/", "fakes/", OpenAIImagesConfig(mode="variation", n=2),
+    >>> report = run_openai("photos/", "fakes/", OpenAIImagesConfig(mode="variation", n=2, price_per_image=0.05),
     ...                     max_spend=1.0)  # doctest: +SKIP
-    >>> report.done, report.spent  # doctest: +SKIP
-    (4, 0.08)
+    >>> report.done, report.spent, report.tokens  # doctest: +SKIP
+    (4, 0.2, 1696)
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from fakescope.generate.manifest import (
     MANIFEST_NAME, append_manifest, manifest_row, manifest_rows, output_name, source_stem,
 )
 from fakescope.generate.openai_images import LostImageError, OpenAIImagesConfig, make_client, request_image
+from fakescope.generate.openai_models import check_served
 from fakescope.io import storage
 from fakescope.io.image import LoadedImage, load_image
 from fakescope.io.inputs import path_text
@@ -67,6 +68,8 @@ class RunReport:
     stopped: str | None = None
     manifest: str | None = None
     ledger: str | None = None
+    tokens: int = 0
+    """Total tokens the API reported for this run's done and recovered images (GPT image models; each image's `usage` is in its params)."""
 
 
 def default_ledger_path(out: str) -> Path:
@@ -141,6 +144,7 @@ def run_openai(
     budgeted = max_spend is not None or max_total_spend is not None
     price = config.price() if budgeted else _price_or_zero(config)
     client = client or make_client()
+    check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
     book = Ledger(report.ledger, claim=True)
     report.spent_before = book.spent()
@@ -167,6 +171,7 @@ def run_openai(
                 continue
             book.mark_done(job.key, uri, price, row)
             report.done += 1
+            report.tokens += _tokens(row)
             report.spent += price
         if outage is not None:  # the output storage, not an image, failed: pay for no more
             raise outage
@@ -187,12 +192,13 @@ def run_openai(
                 owed = price if record.state == RUNNING else 0.0  # a failed write was charged when it failed
                 report.spent_before += owed
                 try:
-                    uri, row = _finish(job, loaded, out, config)
+                    uri, row = _finish(job, loaded, out, config, json.loads(record.usage) if record.usage else None)
                 except FakescopeError as exc:
                     _failed(book, report, job, exc, charge=owed)
                     continue
                 book.mark_done(job.key, uri, owed, row)
                 report.recovered += 1
+                report.tokens += _tokens(row)
                 continue
             if (found := made.row(job, config)) is not None:  # made by a run elsewhere, whose ledger this is not
                 book.mark_done(job.key, found["uri"], 0.0, found)
@@ -241,6 +247,10 @@ def _price_or_zero(config: OpenAIImagesConfig) -> float:
         return 0.0
 
 
+def _tokens(row: dict) -> int:
+    return json.loads(row["params"]).get("usage", {}).get("total_tokens", 0)
+
+
 def _over_budget(
     report: RunReport, in_flight: int, price: float,
     max_images: int | None, max_spend: float | None, max_total_spend: float | None,
@@ -279,15 +289,16 @@ def _sources(
 
 def _execute(client, job: Job, out: str, config: OpenAIImagesConfig, book: Ledger) -> tuple[str, dict]:
     if config.mode == "generate":
-        data = request_image(client, config, prompt=job.payload)
+        data, usage = request_image(client, config, prompt=job.payload)
     else:
-        data = request_image(client, config, source=job.payload)
+        data, usage = request_image(client, config, source=job.payload)
     try:
         loaded = load_image(data)
     except ImageLoadError as exc:
         raise LostImageError(f"the API answered with an unreadable image: {exc}") from exc
     book.write_spool(job.key, data)  # from here on the paid image survives a crash or a failed write
-    return _finish(job, loaded, out, config)
+    book.record_usage(job.key, usage)
+    return _finish(job, loaded, out, config, usage)
 
 
 def _spooled(book: Ledger, key: str) -> LoadedImage | None:
@@ -316,11 +327,11 @@ def _failed(
         log.warning("job %s failed: %s", job.stem, exc)
 
 
-def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig) -> tuple[str, dict]:
-    """Write the output image and build its manifest row (idempotent: same job, same URI)."""
+def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig, usage: dict | None) -> tuple[str, dict]:
+    """Write the output image and build its manifest row, `usage` in its params (idempotent: same job, same URI)."""
     uri = _output_uri(job, out, config, loaded.format.lower())
     storage.write_bytes(uri, loaded.data)
-    return uri, _row(job, uri, loaded, config)
+    return uri, _row(job, uri, loaded, config, usage)
 
 
 def _output_uri(job: Job, out: str, config: OpenAIImagesConfig, extension: str) -> str:
@@ -328,10 +339,11 @@ def _output_uri(job: Job, out: str, config: OpenAIImagesConfig, extension: str) 
     return storage.join(out, output_name(job.stem, tail))
 
 
-def _row(job: Job, uri: str, loaded: LoadedImage, config: OpenAIImagesConfig) -> dict:
+def _row(job: Job, uri: str, loaded: LoadedImage, config: OpenAIImagesConfig, usage: dict | None = None) -> dict:
     return manifest_row(
         uri=uri, source_uri=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
-        params=config.params(), width=loaded.width, height=loaded.height, format=loaded.format, data=loaded.data,
+        params={**config.params(), **({"usage": usage} if usage else {})},
+        width=loaded.width, height=loaded.height, format=loaded.format, data=loaded.data,
     )
 
 

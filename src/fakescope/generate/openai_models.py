@@ -1,0 +1,121 @@
+"""The Images API models fakescope knows: family, modes, sizes, qualities, and retirement (from `openai` 3.57.0).
+
+GPT image models make generations and edits only, always answer base64 and report token `usage`;
+fakescope's `variation` mode is an edit of the whole image for them. dall-e models are retired on
+api.openai.com but other servers (`OPENAI_BASE_URL`) may still serve them, as may unknown models.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+from dataclasses import dataclass
+
+from fakescope.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DALL_E, GPT_IMAGE = "dall-e", "gpt-image"
+DEFAULT_MODEL = "gpt-image-2.6-flare"
+GPT_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
+GPT_QUALITIES = ("low", "medium", "high", "auto")
+OPENAI_HOST = "api.openai.com"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One known model. `custom_sizes`: any WxH with sides divisible by 16, aspect 1:3 to 3:1, at most 3840x2160."""
+
+    family: str
+    modes: tuple[str, ...]
+    sizes: tuple[str, ...]
+    qualities: tuple[str, ...]
+    custom_sizes: bool = False
+    retires: str | None = None
+    """ISO date it was (or will be) shut down on api.openai.com."""
+    replacement: str | None = None
+
+    def retired(self, today: datetime.date | None = None) -> bool:
+        """Whether api.openai.com no longer serves it."""
+        return self.retires is not None and (today or datetime.date.today()) >= datetime.date.fromisoformat(self.retires)
+
+
+_GPT = ("variation", "edit", "generate")
+_SOON = dict(retires="2026-12-01", replacement="gpt-image-2.6-sunburst or gpt-image-2.6-flare")
+_DALL_E = dict(retires="2026-05-12", replacement=DEFAULT_MODEL)
+MODELS: dict[str, ModelInfo] = {
+    **{name: ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, custom_sizes=True)
+       for name in ("gpt-image-2", "gpt-image-2-2026-04-21")},
+    **{name: ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, (*GPT_QUALITIES, "xhigh", "max"), custom_sizes=True)
+       for name in ("gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08",
+                    "gpt-image-2.5-flare", "gpt-image-2.5-flare-2026-09-08")},
+    "gpt-image-2.6-sunburst": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES),
+    "gpt-image-2.6-flare": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES),
+    **{name: ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, **_SOON)
+       for name in ("gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest")},
+    "gpt-image-1": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, retires="2026-10-23",
+                             replacement="gpt-image-2.5-sunburst or gpt-image-2.5-flare"),
+    "dall-e-2": ModelInfo(DALL_E, ("variation", "edit", "generate"), ("256x256", "512x512", "1024x1024"),
+                          ("standard",), **_DALL_E),
+    "dall-e-3": ModelInfo(DALL_E, ("generate",), ("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd"), **_DALL_E),
+}
+"""Known models; the first quality listed for a dall-e model is its default, GPT models default to `auto`."""
+
+
+def family(model: str) -> str | None:
+    """`dall-e`, `gpt-image`, or None for a model fakescope does not know."""
+    return MODELS[model].family if model in MODELS else None
+
+
+def current_models(mode: str) -> list[str]:
+    """Known models api.openai.com still serves for `mode`, the default first."""
+    names = [name for name, info in MODELS.items() if mode in info.modes and not info.retired()]
+    return sorted(names, key=lambda name: name != DEFAULT_MODEL)
+
+
+def check_options(model: str, mode: str, size: str, quality: str | None) -> None:
+    """Refuse a mode, size or quality a known model does not take (unknown models are not checked).
+
+    Raises:
+        ConfigError: one line naming what the model takes.
+    """
+    info = MODELS.get(model)
+    if info is None:
+        return
+    if mode not in info.modes:
+        raise ConfigError(f"{model} does not support {mode}; use {DEFAULT_MODEL} or another GPT image model")
+    if size not in info.sizes and not (info.custom_sizes and _custom_size(size)):
+        extra = (", or WIDTHxHEIGHT with both sides divisible by 16, aspect between 1:3 and 3:1, at most 3840x2160"
+                 if info.custom_sizes else "")
+        raise ConfigError(f"size {size} is not one {model} makes: use {', '.join(info.sizes)}{extra}")
+    if quality is not None and quality not in info.qualities:
+        raise ConfigError(f"quality {quality} is not one {model} takes: use {', '.join(info.qualities)}")
+
+
+def check_served(model: str, base_url: object) -> None:
+    """Refuse, in one line, a known model that api.openai.com (`base_url`'s host) has retired; other servers may serve it."""
+    info = MODELS.get(model)
+    host = getattr(base_url, "host", None) or re.sub(r"^\w+://|[:/].*$", "", str(base_url))
+    if info is None or host != OPENAI_HOST or info.retires is None:
+        return
+    if info.retired():
+        raise ConfigError(retirement(model) + "; set OPENAI_BASE_URL to use a server that still serves it")
+    log.warning("%s will be shut down on api.openai.com on %s; use %s", model, info.retires, info.replacement)
+
+
+def retirement(model: str) -> str:
+    """'<model> was shut down on api.openai.com on <date>; use <replacement>' where it was, else a hint to check the name."""
+    info = MODELS.get(model)
+    if info is None or not info.retired():
+        return f"check that the server serves {model}"
+    return f"{model} was shut down on api.openai.com on {info.retires}; use {info.replacement}"
+
+
+def _custom_size(size: str) -> bool:
+    sides = re.fullmatch(r"(\d{1,5})x(\d{1,5})", size, re.ASCII)
+    if not sides:
+        return False
+    width, height = int(sides[1]), int(sides[2])
+    return (width % 16 == height % 16 == 0 and 0 < width and 0 < height and max(width, height) <= 3 * min(width, height)
+            and max(width, height) <= 3840 and min(width, height) <= 2160)
