@@ -12,6 +12,7 @@ from openai_server import ImagesAPIServer
 from PIL import Image
 
 from fakescope.generate import OpenAIImagesConfig
+from fakescope.generate.openai_images import VARIATION_PROMPT
 from fakescope.serve import save_pair
 from fakescope.serve.schemas import Job
 
@@ -40,7 +41,7 @@ def _wait(server, auth, job_id: str) -> dict:
 def test_generate_job_makes_and_scores_variations(server, auth, images_api, photo_bytes):
     answer = httpx.post(
         f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
-        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"mode": "variation", "size": "256x256", "n": "2"},
+        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"mode": "variation", "model": "dall-e-2", "size": "256x256", "n": "2"},
     )
     assert answer.status_code == 202 and answer.json()["state"] in ("queued", "running")
     job = _wait(server, auth, answer.json()["id"])
@@ -66,7 +67,7 @@ def test_generate_without_a_key_is_422(server, auth, images_api, photo_bytes):
 def test_generate_with_a_refused_key_fails_the_job_without_echoing_it(server, auth, images_api, photo_bytes):
     answer = httpx.post(
         f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": "sk-wrong-key-123"},
-        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"mode": "edit", "prompt": "a hat", "size": "256x256"},
+        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"mode": "edit", "prompt": "a hat", "model": "dall-e-2", "size": "256x256"},
     )
     job = _wait(server, auth, answer.json()["id"])
     assert job["state"] == "failed" and "the API key was refused" in job["error"]
@@ -76,7 +77,7 @@ def test_generate_with_a_refused_key_fails_the_job_without_echoing_it(server, au
 def test_a_failed_job_says_why(server, auth, images_api, photo_bytes):
     answer = httpx.post(
         f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
-        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"size": "16x16"},  # the API answers 16x16
+        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"model": "a-model-of-its-own", "size": "16x16"},  # the API answers 16x16
     )
     job = _wait(server, auth, answer.json()["id"])
     assert job["state"] == "failed" and job["error"].startswith("no image was generated (1 request(s) failed: ")
@@ -89,10 +90,28 @@ def test_generating_again_into_the_same_folder_returns_the_images_already_made(t
     from fakescope.serve import generate_from_upload
 
     client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     first, again = (generate_from_upload(photo_bytes, config, tmp_path, client=client, detect=detector.predict, filename="cat.jpg")
                     for _ in range(2))
     assert [o.data for o in again] == [o.data for o in first] and len(first) == 1 and images_api.billable == 1
+
+
+def test_generate_by_default_asks_a_current_model_for_a_whole_image_edit(server, auth, images_api, photo_bytes):
+    answer = httpx.post(f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
+                        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})
+    job = _wait(server, auth, answer.json()["id"])
+    assert job["state"] == "done", job
+    sent = images_api.requests[0]
+    assert (sent["endpoint"], sent["model"], sent["size"], sent["image"]) == ("edits", "gpt-image-2.6-flare", "1024x1024", (160, 120))
+    assert "mask" not in sent and "response_format" not in sent and sent["prompt"] == VARIATION_PROMPT
+
+
+def test_a_retired_model_on_api_openai_com_is_422_before_any_work(server, auth, monkeypatch, photo_bytes):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    answer = httpx.post(f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
+                        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"model": "dall-e-2", "size": "256x256"})
+    assert answer.status_code == 422 and answer.json()["detail"].startswith(
+        "dall-e-2 was shut down on api.openai.com on 2026-05-12; use gpt-image-2.6-flare")
 
 
 def test_missing_job_is_404(server, auth):
@@ -101,7 +120,7 @@ def test_missing_job_is_404(server, auth):
 
 
 def test_save_pair_writes_real_and_ai_with_a_shared_pair_id(tmp_path, photo_bytes, flat_png):
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     manifest = save_pair(str(tmp_path / "ds"), photo_bytes, [flat_png, flat_png], config, filename="my cat.jpg")
     rows = pd.read_csv(manifest, keep_default_na=False)
     assert list(rows["label"]) == ["real", "ai", "ai"] and rows["pair_id"].nunique() == 1
@@ -116,7 +135,7 @@ def test_a_saved_pair_reads_back_with_dataset_build(tmp_path, monkeypatch, photo
     from fakescope.data import build_from_csv, build_from_folders, join_attributes
 
     monkeypatch.chdir(tmp_path)  # the app's folder field takes a relative path too
-    config = OpenAIImagesConfig(mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     manifest = save_pair("data/generated", photo_bytes, [flat_png], config, filename="00042.png")
     (tmp_path / "attributes.csv").write_text("ffhq_file,gender,race\n00042.png,Woman,asian\n")
     listed = join_attributes(build_from_csv(manifest), str(tmp_path / "attributes.csv"))
@@ -133,13 +152,13 @@ def test_jobs_outlive_a_restart_and_unfinished_ones_fail_without_a_resend(tmp_pa
 
     client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
     store = JobStore(tmp_path, lambda data: detector.predict(data))
-    done = store.submit(photo_bytes, OpenAIImagesConfig(mode="variation", size="256x256", n=2), client, filename="cat.jpg")
+    done = store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2), client, filename="cat.jpg")
     store.close()  # waits for the job
     before = done.to_dict()
     assert before["state"] == "done" and len(before["outputs"]) == 2
     pictures = [out.path.read_bytes() for out in done.outputs]
     # a job caught mid-flight by a crash: its record says running
-    GenerationJob("crashed0000000000", OpenAIImagesConfig(size="256x256"), tmp_path / "crashed0000000000", state="running").save()
+    GenerationJob("crashed0000000000", OpenAIImagesConfig(model="dall-e-2", size="256x256"), tmp_path / "crashed0000000000", state="running").save()
     (tmp_path / "garbage").mkdir()
     (tmp_path / "garbage" / "job.json").write_text("{not json")
 
@@ -161,7 +180,7 @@ def test_a_job_that_made_some_of_its_images_says_why_the_others_are_missing(tmp_
     client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
     images_api.faults = [500]  # the first of the two requests
     store = JobStore(tmp_path, lambda data: detector.predict(data))
-    job = store.submit(photo_bytes, OpenAIImagesConfig(mode="variation", size="256x256", n=2), client, filename="cat.jpg")
+    job = store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2), client, filename="cat.jpg")
     store.close()
     answer = job.to_dict()
     assert answer["state"] == "done" and len(answer["outputs"]) == 1 and images_api.billable == 1
@@ -176,7 +195,7 @@ def test_an_unwritable_jobs_folder_is_a_503_that_names_no_path(tmp_path, detecto
     (tmp_path / "a-file").write_text("")  # a jobs folder that cannot be made: a read-only home, a mistyped path
     config = ServeConfig(token=None, jobs_dir=tmp_path / "a-file" / "jobs")
     with TestClient(create_app(config, detector=detector)) as client:
-        answer = client.post("/v1/generate", headers={"X-OpenAI-Key": API_KEY}, data={"size": "256x256"},
+        answer = client.post("/v1/generate", headers={"X-OpenAI-Key": API_KEY}, data={"model": "dall-e-2", "size": "256x256"},
                              files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})  # was a text/plain 500
     assert answer.status_code == 503
     assert answer.json() == {"detail": "generation is unavailable: the server cannot write its jobs folder"}

@@ -30,7 +30,7 @@ def held_api(monkeypatch):
 
 
 def _submit(url: str, photo_bytes: bytes) -> httpx.Response:
-    return httpx.post(f"{url}/v1/generate", headers={**AUTH, "X-OpenAI-Key": API_KEY}, data={"size": "256x256"},
+    return httpx.post(f"{url}/v1/generate", headers={**AUTH, "X-OpenAI-Key": API_KEY}, data={"model": "dall-e-2", "size": "256x256"},
                       files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})
 
 
@@ -116,7 +116,7 @@ def test_a_job_error_names_no_local_path_and_the_log_keeps_it(tmp_path, photo_by
 
         store = JobStore(tmp_path / "jobs", detect)
         with caplog.at_level(logging.WARNING, logger="fakescope.serve.jobs"):
-            job = store.submit(photo_bytes, OpenAIImagesConfig(mode="variation", size="256x256"), client, filename="cat.jpg")
+            job = store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256"), client, filename="cat.jpg")
             store.close()
     finally:
         api.stop()
@@ -144,7 +144,7 @@ def test_a_job_whose_folder_is_half_deleted_stays_deleted_after_a_restart(tmp_pa
 
     from fakescope.serve import jobs
 
-    job = jobs.GenerationJob("0123abcd", OpenAIImagesConfig(mode="variation", size="256x256"), tmp_path / "0123abcd",
+    job = jobs.GenerationJob("0123abcd", OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256"), tmp_path / "0123abcd",
                              state="done", finished=time.time())
     (job.folder / "ai").mkdir(parents=True)
     (job.folder / "ai" / "out.png").write_bytes(b"png")

@@ -173,7 +173,8 @@ def test_generator_page_generates_scores_and_saves(app_url, page, images_api, st
     _enter_key(page)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("generated #1").wait_for(timeout=45_000)
-    assert images_api.billable == 1 and images_api.requests[-1]["image"] == (256, 256)
+    sent = images_api.requests[-1]  # the default: a current model's edit of the whole photo, at its own size
+    assert images_api.billable == 1 and (sent["endpoint"], sent["model"], sent["image"]) == ("edits", "gpt-image-2.6-flare", (160, 120))
     assert len(_verdicts(page)) == 2
     page.get_by_role("button", name="Save both to the dataset").click()
     page.get_by_text("Saved the real image and 1 ai image(s)").wait_for(timeout=45_000)

@@ -68,9 +68,9 @@ def family(model: str) -> str | None:
     return MODELS[model].family if model in MODELS else None
 
 
-def current_models(mode: str) -> list[str]:
-    """Known models api.openai.com still serves for `mode`, the default first."""
-    names = [name for name, info in MODELS.items() if mode in info.modes and not info.retired()]
+def current_models(mode: str, *, retired: bool = False) -> list[str]:
+    """Known models api.openai.com still serves for `mode` (and, with `retired`, those it no longer does), the default first."""
+    names = [name for name, info in MODELS.items() if mode in info.modes and (retired or not info.retired())]
     return sorted(names, key=lambda name: name != DEFAULT_MODEL)
 
 

@@ -44,6 +44,7 @@ from fakescope.detector import Detector
 from fakescope.errors import ConfigError, ImageLoadError, StorageError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.generate.openai_images import MAX_SIZE_SIDE
+from fakescope.generate.openai_models import DEFAULT_MODEL, check_served
 from fakescope.io.image import decode_image, sniff_format
 from fakescope.serve.batching import MicroBatcher, ServerBusy
 from fakescope.serve.config import ServeConfig
@@ -265,9 +266,11 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         request: Request,
         file: Annotated[UploadFile, File(description="The real image to start from.")],
         mode: Annotated[Literal["variation", "edit"], Form()] = "variation",
-        model: Annotated[str, Form()] = "dall-e-2",
-        size: Annotated[str, Form(description=f"WIDTHxHEIGHT (sides up to {MAX_SIZE_SIDE}) or auto.")] = "1024x1024",
-        prompt: Annotated[str | None, Form(description="Required for edit.")] = None,
+        model: Annotated[str, Form(description="A GPT image model (variation: an edit of the whole image by a fixed "
+                                               "prompt); dall-e-2 only where OPENAI_BASE_URL serves it.")] = DEFAULT_MODEL,
+        size: Annotated[str, Form(description=f"A size the model makes (GPT image models: 1024x1024, 1536x1024, "
+                                              f"1024x1536, auto); WIDTHxHEIGHT, sides up to {MAX_SIZE_SIDE}.")] = "1024x1024",
+        prompt: Annotated[str | None, Form(description="Required for edit; for variation it replaces the built-in prompt.")] = None,
         n: Annotated[int, Form(ge=1, le=4)] = 1,
         openai_key: Annotated[str | None, Header(alias="X-OpenAI-Key", description="Default: the server's OPENAI_API_KEY.")] = None,
     ) -> dict:
@@ -276,6 +279,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         try:  # before the upload is read: a size the API cannot make is refused without work
             job_config = OpenAIImagesConfig(mode=mode, model=model, size=size, prompt=prompt, n=n)
             client = openai_client(openai_key, missing=NO_KEY)
+            check_served(job_config.model, client.base_url)  # a retired model on api.openai.com
         except ConfigError as exc:
             raise HTTPException(422, str(exc)) from None
         data = await _read_upload(file, config)

@@ -26,6 +26,7 @@ from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
+from fakescope.generate.openai_models import MODELS, current_models
 from fakescope.io import storage
 from fakescope.io.image import decode_image
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
@@ -152,9 +153,11 @@ def generator_page() -> None:
     if not key and not os.environ.get("OPENAI_API_KEY"):
         st.warning("No OpenAI API key set: enter one above to generate images.")
     upload = st.file_uploader("Real image", key="real")
-    mode = st.radio("Mode", ["variation", "edit"], horizontal=True)
-    model = st.selectbox("Model", ["dall-e-2"] if mode == "variation" else ["dall-e-2", "gpt-image-1"])
-    size = st.selectbox("Size", ["256x256", "512x512", "1024x1024"] if model == "dall-e-2" else ["1024x1024", "1024x1536", "1536x1024"])
+    mode = st.radio("Mode", ["variation", "edit"], horizontal=True,
+                    help="variation: a new photo of the same kind (GPT image models: an edit of the whole image by a fixed prompt)")
+    other_server = bool(os.environ.get("OPENAI_BASE_URL"))  # it may still serve the models api.openai.com retired
+    model = st.selectbox("Model", current_models(mode, retired=other_server))
+    size = st.selectbox("Size", [size for size in MODELS[model].sizes if size != "auto"])
     st.session_state.setdefault("edit_prompt", "make it look like a painting")
     prompt = st.text_input("Edit prompt", key="edit_prompt") if mode == "edit" else None
     if st.button("Generate", type="primary", disabled=upload is None):
