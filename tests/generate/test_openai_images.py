@@ -570,13 +570,15 @@ def test_sizes_qualities_and_response_format_are_checked_per_model_family():
         (dict(model="dall-e-2", size="1536x1024"), "size 1536x1024 is not one dall-e-2 makes: use 256x256, 512x512, 1024x1024$"),
         (dict(quality="max"), "quality max is not one gpt-image-2.6-flare takes: use low, medium, high, auto$"),
         (dict(quality="hd"), "quality hd is not one gpt-image-2.6-flare takes"),
-        (dict(response_format="url"), "response_format is for dall-e models; gpt-image-2.6-flare always answers base64$"),
+        (dict(response_format="url"), "response_format url is for dall-e models; gpt-image-2.6-flare always answers base64$"),
         (dict(model="dall-e-3"), "dall-e-3 does not support variation; use gpt-image-2.6-flare or another GPT image model$"),
     ]
     for options, message in refusals:
         with pytest.raises(ConfigError, match=f"^{message}"):
             OpenAIImagesConfig(**options)
     assert OpenAIImagesConfig(model="my-own-model", size="640x480", quality="ultra").size == "640x480"  # unknown: not checked
+    old_record = {"mode": "edit", "model": "gpt-image-1", "prompt": "a hat", "response_format": "b64_json"}  # a job.json
+    assert OpenAIImagesConfig(**old_record).response_format == "b64_json"  # still loads; nothing is sent for it
 
 
 def test_a_budget_on_a_model_without_a_price_names_the_model_and_the_option(server, photos, tmp_path):

@@ -100,8 +100,8 @@ class OpenAIImagesConfig:
             `generate` reads prompts from its source instead.
         mask: For `edit`, what may change: `center` (a centred box of half the width and height),
             `full`, or a PNG file (path or storage URI) whose transparent pixels mark it.
-        response_format: `b64_json` (None: the default) or `url`, for dall-e models only; GPT image models
-            always answer base64 and are sent none.
+        response_format: `b64_json` (None: the default) or `url`, sent to dall-e models only; other models
+            always answer base64 (`url` is refused for them).
         price_per_image: Override `PRICES` (USD), e.g. for new models or negotiated rates.
     """
 
@@ -133,8 +133,8 @@ class OpenAIImagesConfig:
             raise ConfigError("n must be at least 1")
         if self.response_format not in (None, "b64_json", "url"):
             raise ConfigError("response_format must be b64_json or url")
-        if self.response_format and family(self.model) not in (None, DALL_E):
-            raise ConfigError(f"response_format is for dall-e models; {self.model} always answers base64")
+        if self.response_format == "url" and not self.legacy:  # b64_json: what it answers anyway (old job records say so)
+            raise ConfigError(f"response_format url is for dall-e models; {self.model} always answers base64")
 
     @property
     def legacy(self) -> bool:
@@ -293,7 +293,7 @@ def request_image(
     import openai
 
     options: dict[str, Any] = {"model": config.model, "n": 1, "size": config.size}
-    if config.response_format or config.legacy:  # GPT image models refuse it: they always answer base64
+    if config.legacy:  # GPT image models refuse it: they always answer base64
         options["response_format"] = config.response_format or "b64_json"
     if config.quality and not (config.mode == "variation" and config.legacy):
         options["quality"] = config.quality

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 from fakescope.errors import ConfigError
@@ -96,7 +97,7 @@ def check_options(model: str, mode: str, size: str, quality: str | None) -> None
 def check_served(model: str, base_url: object) -> None:
     """Refuse, in one line, a known model that api.openai.com (`base_url`'s host) has retired; other servers may serve it."""
     info = MODELS.get(model)
-    host = getattr(base_url, "host", None) or re.sub(r"^\w+://|[:/].*$", "", str(base_url))
+    host = urllib.parse.urlsplit(str(base_url)).hostname
     if info is None or host != OPENAI_HOST or info.retires is None:
         return
     if info.retired():
