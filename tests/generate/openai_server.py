@@ -18,9 +18,9 @@ answer, a digest of what was asked for (the pixels of the first image sent, else
 from __future__ import annotations
 
 import base64
-import hashlib
 import email.parser
 import email.policy
+import hashlib
 import io
 import json
 import threading

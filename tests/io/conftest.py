@@ -17,7 +17,6 @@ import googleapiclient.http
 import pytest
 from drive_server import DRIVE_READONLY_TOKEN, DRIVE_TOKEN, DriveServer, write_token_file
 
-
 ACCESS_KEY = "fakescopetestkey"
 SECRET_KEY = "fakescopetestsecret"
 

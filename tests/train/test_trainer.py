@@ -23,6 +23,7 @@ from fakescope.models import load_model
 from fakescope.train import TrainConfig, train
 from fakescope.train.dataset import balanced_sampler
 
+
 def test_learns_an_easy_task_and_saves_a_calibrated_model(manifest, tmp_path):
     saved = train(_config(manifest, tmp_path), progress=False)
     assert saved.metrics["test"]["overall"]["auc"] > 0.85

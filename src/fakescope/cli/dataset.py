@@ -165,7 +165,6 @@ def export(
     """Export images and manifest as a folder tree, one tar, or a uint8 array pack for a GPU machine."""
     with clean_errors():
         from fakescope.data import export_manifest, layout_for, read_manifest, resolve_uris
-
         from fakescope.errors import ConfigError
 
         frame = resolve_uris(read_manifest(manifest), manifest)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from fakescope.data.manifest import MANIFEST_COLUMNS, PROVENANCE_COLUMNS
 from fakescope.data.splits import HASH_COLUMN
-from fakescope.evaluate.metrics import uncertain_rate
 
 UNKNOWN = "unknown"
 
