@@ -492,8 +492,8 @@ def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: b
         tiles = make_tiles(loaded.image, policy)
     except StorageUnavailableError:  # not this input's fault: the caller stops (a scan resumes from here)
         raise
-    except FakescopeError as exc:
-        return Detection.failed(source, str(exc), model, threshold)
+    except FakescopeError as exc:  # the record names the source: its error does not again
+        return Detection.failed(source, exc.reason, model, threshold)
     evidence = []
     if provenance:
         from fakescope.forensics import collect_evidence

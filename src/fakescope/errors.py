@@ -6,7 +6,18 @@ import difflib
 
 
 class FakescopeError(Exception):
-    """Base of every error fakescope raises on purpose; its message is one clean line."""
+    """Base of every error fakescope raises on purpose; its message is one clean line.
+
+    With `source` (the file or URI at fault), the message reads `<source>: <reason>`; `reason` is the
+    message without it, for a record that names the source in a field of its own.
+    """
+
+    def __init__(self, reason: str = "", *, source: str | None = None):
+        super().__init__(f"{source}: {reason}" if source else reason)
+        self.reason, self.source = reason, source
+
+    def __reduce__(self):  # through a process pool: `source` is no positional argument
+        return (_rebuild, (type(self), self.reason, self.source)) if self.source else super().__reduce__()
 
 
 class ImageLoadError(FakescopeError, ValueError):
@@ -48,3 +59,7 @@ class PluginError(ConfigError):
 
 class NotFittedError(FakescopeError, ValueError, AttributeError):
     """An estimator was used before `fit`."""
+
+
+def _rebuild(cls: type[FakescopeError], reason: str, source: str | None) -> FakescopeError:
+    return cls(reason, source=source)

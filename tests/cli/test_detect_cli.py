@@ -97,6 +97,16 @@ def test_errors_show_in_the_table_too(tiny_model_dir, images, tmp_path):
     assert "2 images: " in result.stdout and "1 failed" in result.stdout  # the table's caption counts verdicts
 
 
+def test_an_error_record_does_not_repeat_its_path(tiny_model_dir, images, tmp_path):
+    missing = str(tmp_path / "missing.jpg")
+    records = _records(_detect(tiny_model_dir, "-f", "jsonl", missing).stdout)
+    assert [(r["path"], r["error"]) for r in records] == [(missing, "no such file")]
+    rows = list(csv.DictReader(io.StringIO(_detect(tiny_model_dir, "-f", "csv", missing).stdout)))
+    assert [(r["path"], r["error"]) for r in rows] == [(missing, "no such file")]
+    table = _detect(tiny_model_dir, missing)
+    assert table.exit_code == 1 and "no such file" in table.stdout and "missing.jpg:" not in table.stdout
+
+
 def test_table_shows_names_with_brackets_as_they_are(tiny_model_dir, image_factory, tmp_path, monkeypatch):
     image_factory.file(tmp_path / "[" / "b].png", "PNG", seed=1)  # the path [/b].png reads as a closing markup tag
     image_factory.file(tmp_path / "[red]x.png", "PNG", seed=2)

@@ -66,11 +66,11 @@ def test_listing_pages_recurses_and_filters(drive_env):
 
 
 def test_missing_file_and_folder_are_clear_errors(drive_env):
-    with pytest.raises(StorageError, match="no such file: gdrive://root-folder/nope.png"):
+    with pytest.raises(StorageError, match="^gdrive://root-folder/nope.png: no such file$"):
         storage.read_bytes(f"gdrive://{drive_env.root_id}/nope.png")
     with pytest.raises(StorageError, match="no such folder"):
         storage.list_files(f"gdrive://{drive_env.root_id}/nope")
-    with pytest.raises(StorageError, match="no such file: gdrive://unknown-folder-id/x.png"):
+    with pytest.raises(StorageError, match="^gdrive://unknown-folder-id/x.png: no such file$"):
         storage.read_bytes("gdrive://unknown-folder-id/x.png")
 
 
@@ -235,7 +235,7 @@ def test_shortcuts_are_followed_and_google_docs_are_not_listed(drive_env):
     assert listed == [f"gdrive://{root}/photo.png", f"gdrive://{root}/linked/via-shortcut.png"]
     assert storage.read_bytes(f"gdrive://{root}/linked/via-shortcut.png") == b"PNG"
     assert storage.read_bytes(f"gdrive://{root}/linked/loop/photo.png") == b"PNG"
-    with pytest.raises(StorageError, match=r"^gdrive://root-folder/linked/notes.png is a Google Docs Editors file"):
+    with pytest.raises(StorageError, match=r"^gdrive://root-folder/linked/notes.png: a Google Docs Editors file"):
         storage.read_bytes(f"gdrive://{root}/linked/notes.png")
 
 

@@ -196,6 +196,12 @@ def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
     assert nothing.exit_code == 2 and nothing.stderr == "error: no input images found\n"  # as detect says
 
 
+def test_a_missing_file_is_an_error_row_that_does_not_repeat_its_path(tmp_path, detector):
+    missing = str(tmp_path / "missing.jpg")
+    scan([missing], tmp_path / "out", detector)
+    assert read_results(tmp_path / "out")[["path", "error"]].values.tolist() == [[missing, "no such file"]]
+
+
 def test_scan_cli_glob_scores_only_images_as_a_folder_does(image_folder, tmp_path):
     (tmp_path / "mixed").mkdir()
     (tmp_path / "mixed" / "a.png").write_bytes(next(image_folder.glob("*.png")).read_bytes())

@@ -154,7 +154,7 @@ def evaluate(
                 try:
                     loaded.append((index, load_source(uri, keep_bytes=provenance)))
                 except (ImageLoadError, StorageError) as exc:
-                    failures.append({"uri": str(uri), "error": str(exc)})
+                    failures.append({"uri": str(uri), "error": exc.reason})
             bar.update(len(part))
             if not loaded:
                 continue

@@ -69,7 +69,7 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
         try:
             pending.append((i, make_tiles(read_source(uri), model.config.input).pixels))
         except FakescopeError as exc:
-            errors[i] = str(exc)
+            errors[i] = exc.reason
             continue
         if sum(len(t) for _, t in pending) >= batch_size:
             flush()

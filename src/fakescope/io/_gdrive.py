@@ -160,11 +160,11 @@ class DriveStorage:
         with _translated_errors("read", uri):
             item = self._resolve(uri)
             if item is None:
-                raise StorageError(f"no such file: {uri}")
+                raise StorageError("no such file", source=uri)
             if item["mimeType"] == FOLDER_MIME:
-                raise StorageError(f"{uri} is a folder, not a file")
+                raise StorageError("a folder, not a file", source=uri)
             if item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
-                raise StorageError(f"{uri} is a Google Docs Editors file ({item['mimeType']}), which has no bytes to read")
+                raise StorageError(f"a Google Docs Editors file ({item['mimeType']}), which has no bytes to read", source=uri)
             return _execute(self.service.files().get_media(fileId=item["id"], supportsAllDrives=True))
 
     def write_bytes(self, uri: str, data: bytes) -> None:

@@ -214,7 +214,7 @@ class _translated_errors:
                 if code in _REFUSED_CREDENTIALS:  # every other file would be refused too, not just this one
                     error = StorageUnavailableError
             elif code in _MISSING_KEY:
-                message = f"no such file: {self.uri}"
+                raise StorageError("no such file", source=self.uri) from exc
             elif code in _BUSY or _status(exc) == 429 or _status(exc) >= 500:
                 message = f"cannot {self.action} {self.uri}: S3 answered {code or _status(exc)} after retrying; try again later"
                 error = StorageUnavailableError

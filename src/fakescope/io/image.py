@@ -257,11 +257,11 @@ def _read_path(source: str | Path) -> bytes:
     try:
         return path.read_bytes()
     except IsADirectoryError:
-        raise ImageLoadError(f"{path} is a directory") from None
+        raise ImageLoadError("is a directory", source=str(path)) from None
     except FileNotFoundError:
-        raise ImageLoadError(f"{path}: no such file") from None
+        raise ImageLoadError("no such file", source=str(path)) from None
     except OSError as exc:
-        raise ImageLoadError(f"{path}: {exc.strerror or exc}") from None
+        raise ImageLoadError(str(exc.strerror or exc), source=str(path)) from None
 
 
 def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
