@@ -158,6 +158,12 @@ def test_dash_reads_paths_from_stdin(tiny_model_dir, images):
     assert [Path(r["path"]).name for r in _records(result.stdout)] == ["b.jpg", "c.webp"]
 
 
+def test_a_folder_on_stdin_is_listed_as_an_argument_is(tiny_model_dir, images):
+    piped = _detect(tiny_model_dir, "-f", "jsonl", "-", stdin=f"{images}\n")
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout == _detect(tiny_model_dir, "-f", "jsonl", str(images)).stdout
+
+
 def test_a_path_on_stdin_that_is_not_utf8_is_that_file(tiny_model_dir, image_factory, tmp_path):
     name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")  # as `find` prints it
     image_factory.file(Path(os.fsdecode(name)), "PNG", seed=1)

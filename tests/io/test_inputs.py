@@ -78,6 +78,13 @@ def test_dash_reads_paths_from_stdin_in_place(tree):
     assert _relative(sources, tree) == ["a.JPG", "b.png", "notes.txt", "sub/z.webp"]
 
 
+def test_a_line_on_stdin_is_taken_as_an_argument_is(tree):
+    stdin = io.StringIO(f"{tree / 'sub'}\n{tree / '*.png'}\n{tree / 'notes.txt'}\n-\n")
+    sources = list(iter_sources(["-"], stdin=stdin))
+    assert _relative(sources[:-1], tree) == ["sub/z.webp", "sub/deeper/c.tiff", "b.png", "notes.txt"]
+    assert sources[-1] == "-"  # a file of that name: stdin is not read twice
+
+
 def test_named_files_are_yielded_whatever_they_are(tree):
     named = [str(tree / "notes.txt"), str(tree / "missing.png"), "file-without-suffix"]
     assert list(iter_sources(named)) == named

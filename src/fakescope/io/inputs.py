@@ -22,28 +22,35 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
     Folders are walked recursively (image suffixes only, sorted, hidden entries left out: see
     `list_images`); globs are expanded as `expand_glob` does (image suffixes only, as a folder is
     listed); `s3://` and other storage URIs are listed through `fakescope.io.storage` when they
-    name a prefix; `-` reads one path per line from stdin. A named file, or one read from stdin,
-    is always yielded, whatever its suffix (or glob characters in its name), so that a misnamed
-    image or a broken file is reported, not skipped.
+    name a prefix; `-` reads one input per line from stdin, each taken as an argument is (a folder
+    piped in is listed). A named file, or one read from stdin, is always yielded, whatever its
+    suffix (or glob characters in its name), so that a misnamed image or a broken file is reported, not skipped.
     """
     for item in inputs:
         if item == "-":
             lines = stdin if stdin is not None else _stdin_lines()
-            yield from (line.strip() for line in lines if line.strip())
-        elif "://" in item and not item.startswith("file://"):
-            yield from _expand_uri(item)
-        elif os.path.isdir(item):
-            yield from list_images(str(Path(item)))
-        elif glob.has_magic(item) and not os.path.exists(item):  # a file named `photo[1].jpg` is that file
-            matched = expand_glob(item)
-            first = next(matched, None)
-            if first is None:  # a typo is not silent
-                _warn_no_image(item)
-            else:
-                yield first
-                yield from matched
+            for line in filter(None, (line.strip() for line in lines)):
+                yield from _expand(line)  # a line `-` is a file of that name: stdin is read once
         else:
-            yield item
+            yield from _expand(item)
+
+
+def _expand(item: str) -> Iterator[str]:
+    """One input other than `-`: a storage URI, folder or glob is expanded, anything else is that file."""
+    if "://" in item and not item.startswith("file://"):
+        yield from _expand_uri(item)
+    elif os.path.isdir(item):
+        yield from list_images(str(Path(item)))
+    elif glob.has_magic(item) and not os.path.exists(item):  # a file named `photo[1].jpg` is that file
+        matched = expand_glob(item)
+        first = next(matched, None)
+        if first is None:  # a typo is not silent
+            _warn_no_image(item)
+        else:
+            yield first
+            yield from matched
+    else:
+        yield item
 
 
 def _stdin_lines() -> Iterator[str]:
