@@ -156,6 +156,21 @@ def test_taef2_manifest_from_relative_paths_resolves_from_its_own_folder(tmp_pat
     assert len(rows) == 1 and Path(rows["uri"][0]).is_file() and Path(rows["source_uri"][0]).is_file()
 
 
+def test_taef2_takes_a_glob_of_manifests_as_scan_does(tmp_path, taef2_random_weights, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("ex").mkdir()
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (40, 33), "teal").save(f"ex/{name}.png")
+    Path("ex/2.csv").write_text("uri,label,split\nc.png,real,train\nb.png,ai,train\n")
+    Path("ex/1.csv").write_text("uri,label,split\na.png,real,train\n")
+    args = ["generate", "taef2", "ex/*.csv", "--weights", str(taef2_random_weights), "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--out", "fakes"])
+    assert result.exit_code == 0 and "2 images written" in result.output, result.output
+    assert [Path(s).name for s in read_rows("fakes/manifest.csv")["source_uri"]] == ["a.png", "c.png"]  # name order
+    none = CliRunner().invoke(app, ["generate", "taef2", "ex/*.parquet", "--out", "none", "--weights", str(taef2_random_weights)])
+    assert none.exit_code == 2 and none.output.startswith("error: no manifest matches ") and none.output.endswith("ex/*.parquet\n")
+
+
 def test_taef2_command_reports_missing_weights_in_one_line(tmp_path):
     result = CliRunner().invoke(app, ["generate", "taef2", str(tmp_path), "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "none")])
     assert result.exit_code == 2 and result.output.startswith("error: taef2 weights file not found")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 INTERRUPTED_EXIT = 130
 
-_SRC_HELP = "Image file or folder (path or storage URI), a quoted local glob ('photos/**/*.jpg'), or a dataset manifest (.csv/.parquet) whose real rows are the sources"
+_SRC_HELP = "Image file or folder (path or storage URI), a quoted local glob ('photos/**/*.jpg'), or a dataset manifest (.csv/.parquet, or a quoted glob of them) whose real rows are the sources"
 SrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}.")]
 OpenAISrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}; for `--mode generate` a prompts file.")]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="With a manifest SRC: only the real rows of this split (train, val, test).")]

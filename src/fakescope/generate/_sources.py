@@ -17,15 +17,17 @@ def image_uris(src: str, exclude: str | None = None, split: str | None = None) -
 
     A manifest (`.csv`/`.parquet`, as `fakescope dataset build/split` write) gives its `real` rows
     in order, relative URIs resolved against its folder, only those of `split` when one is given.
-    A local glob (`photos/*.jpg`, `photos/**/*.png`) gives the images it matches, folders walked.
+    A local glob (`photos/*.jpg`, `photos/**/*.png`) gives the images it matches, folders walked, as
+    `fakescope detect` expands it; one of manifests (`shards/*.csv`) gives each one's real rows, in name order.
     URIs under `exclude` (an output folder inside the source folder) are left out.
 
     Raises:
         StorageError: `src` names an image file that does not exist.
-        ConfigError: no image was found (none listed, or all under `exclude`).
+        ConfigError: no image was found (none listed, or all under `exclude`), or a glob matched no manifest.
     """
     if src.lower().endswith(MANIFEST_SUFFIXES):
-        yield from _manifest_reals(src, split)
+        for manifest in _manifests(src):
+            yield from _manifest_reals(manifest, split)
         return
     if split is not None:
         raise ConfigError(f"a split can only be taken from a dataset manifest (.csv or .parquet), not {src}")
@@ -52,6 +54,16 @@ def _listed(src: str) -> Iterator[str]:
         yield src
         return
     yield from list_images(src)
+
+
+def _manifests(src: str) -> list[str]:
+    """`src`, or the manifests a local glob of them matches, sorted (as `fakescope scan` reads them)."""
+    path = src.removeprefix("file://")
+    if storage.is_remote(src) or not glob.has_magic(path) or os.path.exists(path):
+        return [src]
+    if not (matched := sorted(glob.glob(path, recursive=True))):
+        raise ConfigError(f"no manifest matches {src}")
+    return matched
 
 
 def _manifest_reals(src: str, split: str | None) -> list[str]:
