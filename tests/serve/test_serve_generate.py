@@ -41,7 +41,8 @@ def _wait(server, auth, job_id: str) -> dict:
 def test_generate_job_makes_and_scores_variations(server, auth, images_api, photo_bytes):
     answer = httpx.post(
         f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
-        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}, data={"mode": "variation", "model": "dall-e-2", "size": "256x256", "n": "2"},
+        files={"file": ("my cat!.jpg", photo_bytes, "image/jpeg")},
+        data={"mode": "variation", "model": "dall-e-2", "size": "256x256", "n": "2"},
     )
     assert answer.status_code == 202 and answer.json()["state"] in ("queued", "running")
     job = _wait(server, auth, answer.json()["id"])
@@ -53,6 +54,8 @@ def test_generate_job_makes_and_scores_variations(server, auth, images_api, phot
     for output in job["outputs"]:
         assert (output["detection"]["width"], output["detection"]["format"]) == (256, "PNG")
         assert 0.0 <= output["detection"]["score"] <= 1.0
+        assert output["detection"]["path"].startswith("my_cat_") and output["detection"]["path"].endswith(".png")
+    assert job["created"] <= job["finished"]
     picture = httpx.get(server.url + job["outputs"][1]["image"], headers=auth)
     assert picture.headers["content-type"] == "image/png" and Image.open(io.BytesIO(picture.content)).size == (256, 256)
 

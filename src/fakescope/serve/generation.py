@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -76,6 +76,8 @@ def generate_from_upload(
 ) -> list[GeneratedImage]:
     """Make `config.n` ai images from one real image and score each with `detect`.
 
+    Each detection's `source` is its image's file name, made from the upload's (sanitised) name.
+
     A folder that already holds images made for this upload and config returns them without asking again.
 
     Raises:
@@ -96,7 +98,8 @@ def generate_from_upload(
     outputs = []
     for uri in rows["uri"]:
         image_bytes = Path(uri).read_bytes()
-        outputs.append(GeneratedImage(Path(uri), image_bytes, detect(image_bytes)))
+        detection = replace(detect(image_bytes), source=Path(uri).name)  # named after the upload, no server path
+        outputs.append(GeneratedImage(Path(uri), image_bytes, detection))
     return outputs
 
 
