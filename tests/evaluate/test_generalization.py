@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,3 +59,11 @@ def test_an_unreadable_image_is_left_out_of_the_scores_with_a_warning(model_dir,
     assert table["n_unseen"] == (rows["generator"] == "g1").sum() - 1
     assert 0.0 <= table["auc_all"] <= 1.0
     assert any(str(broken) in r.getMessage() for r in caplog.records)
+
+
+def test_logo_json_records_the_recipe_without_resume_or_overwrite(tmp_path):
+    # as train_config.yaml does: a recorded recipe reused for another run must not replace that run's folder unasked
+    results = pd.DataFrame({"held_out": ["g"], "auc_vs_g": [0.9], "n_vs_g": [3], "auc_real_cam": [0.8]})
+    paths = generalization.save_generalization(results, tmp_path, TrainConfig(manifest="unused.csv", overwrite=True))
+    recipe = json.loads(Path(paths["json"]).read_text())["recipe"]
+    assert (recipe["manifest"], recipe["resume"], recipe["overwrite"]) == ("unused.csv", False, False)

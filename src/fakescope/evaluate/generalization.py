@@ -28,7 +28,7 @@ from fakescope.evaluate.metrics import binary_metrics
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import LABELS, readable
-from fakescope.train.trainer import check_out, train
+from fakescope.train.trainer import check_out, recipe, train
 
 AUC_PREFIX = "auc_vs_"
 COUNT_PREFIX = "n_vs_"
@@ -108,13 +108,14 @@ def count_matrix(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainConfig | None = None) -> dict[str, str]:
-    """Write `logo.csv` (one row per run) and `logo.json` (runs, matrix, its counts and the recipe) into a local folder."""
+    """Write `logo.csv` (one row per run) and `logo.json` (runs, matrix, its counts and the recipe as `recipe` records it)
+    into a local folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": str(folder / "logo.csv"), "json": str(folder / "logo.json")}
     results.to_csv(paths["csv"], index=False)
     payload = {
-        "recipe": cfg.to_dict() if cfg else None,
+        "recipe": recipe(cfg).to_dict() if cfg else None,
         "runs": json.loads(results.to_json(orient="records")),
         "matrix": json.loads(generalization_matrix(results).to_json(orient="index")),
         "counts": json.loads(count_matrix(results).to_json(orient="index")),

@@ -108,7 +108,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     if main:
         if cfg.overwrite:  # only now: a run refused above leaves the old one whole
             _remove_run(out)
-        _recipe(cfg).to_yaml(out / "train_config.yaml")
+        recipe(cfg).to_yaml(out / "train_config.yaml")
     log = _MetricLog(out, start_epoch) if main else None
     for epoch in range(start_epoch, cfg.epochs):
         if stale >= cfg.patience:  # stopped early, also when a resumed run had
@@ -151,7 +151,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     if not splits["test"].empty:
         metrics["test"] = test_report(network, model_cfg, device, splits["test"], cfg, rank, world)
     if main:
-        summary = {"recipe": _recipe(cfg).to_dict(), "data": _data_summary(rows)}
+        summary = {"recipe": recipe(cfg).to_dict(), "data": _data_summary(rows)}
         model_cfg = save_model(network, replace(model_cfg, training=summary, metrics=metrics), out / "model")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if world > 1:
@@ -168,7 +168,7 @@ def check_out(cfg: TrainConfig) -> None:
                           "or replace it with --overwrite (config keys resume: true / overwrite: true)")
 
 
-def _recipe(cfg: TrainConfig) -> TrainConfig:
+def recipe(cfg: TrainConfig) -> TrainConfig:
     """`cfg` as recorded with the run: without `resume` and `overwrite`, which say what this call did to the
     folder, so that a recorded config reused for another run does not replace that run's folder unasked."""
     return replace(cfg, resume=False, overwrite=False)
