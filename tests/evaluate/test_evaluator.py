@@ -75,6 +75,15 @@ def test_split_all_and_errors(model_dir, dataset):
         evaluate(model_dir, dataset, attributes=["glasses", "glases"], device="cpu")
 
 
+def test_rows_given_as_a_frame_are_checked_as_a_manifest_file_is(model_dir, dataset):
+    spelt = dataset.assign(label=dataset["label"].map({"real": "Real", "ai": "fake"}))
+    report = evaluate(model_dir, spelt, "test", robustness=False, bootstrap=0, provenance=False, examples=0, device="cpu")
+    plain = evaluate(model_dir, dataset, "test", robustness=False, bootstrap=0, provenance=False, examples=0, device="cpu")
+    assert report.overall == plain.overall
+    with pytest.raises(ConfigError, match=r"^the manifest rows: unknown split\(s\) 'Test'; expected train, val, test"):
+        evaluate(model_dir, dataset.replace({"split": {"test": "Test"}}), "all", device="cpu")
+
+
 def test_unreadable_trust_list_fails_before_any_work(model_dir, dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="missing.pem"):

@@ -192,15 +192,21 @@ def test_the_schedule_ends_at_its_floor_when_an_epoch_is_not_whole_batches(manif
     assert last_lr == pytest.approx(0.003 / 25 / 1e4)  # OneCycleLR's final learning rate
 
 
-def test_rows_of_another_split_are_named_in_a_warning(manifest, tmp_path, caplog):
+def test_rows_given_as_a_frame_are_checked_as_a_manifest_file_is(manifest, tmp_path, caplog):
     rows = pd.read_csv(manifest)
     rows["uri"] = [os.path.join(os.path.dirname(manifest), u) for u in rows["uri"]]
-    rows["split"] = rows["split"].replace({"test": "Test"})
-    rows.loc[rows.index[-1], "split"] = None
+    rows["label"] = rows["label"].map({"real": "Real", "ai": "fake"})  # once NaN targets, trained on silently
+    rows.loc[rows["label"].eq("fake").idxmax(), "label"] = "AI"
+    rows.loc[rows.index[-1], "split"] = None  # unsplit: left out, and said so
+    with pytest.raises(ConfigError, match=r"^the manifest rows: unknown split\(s\) 'Test'; expected train, val, test or "
+                                          r"empty \(unsplit\)$"):
+        train(_config("unused.csv", tmp_path / "typo", epochs=1), rows.replace({"split": {"test": "Test"}}), progress=False)
+    assert not (tmp_path / "typo").exists()
     with caplog.at_level("WARNING", logger="fakescope"):
-        saved = train(_config("unused.csv", tmp_path, epochs=1), rows, progress=False)
-    assert "16 manifest row(s) of split 'Test', 'nan' left out: only train, val and test are used" in caplog.text
-    assert "test" not in saved.metrics
+        saved = train(_config("unused.csv", tmp_path / "run", epochs=1), rows, progress=False)
+    assert "1 unsplit manifest row(s) (empty split) left out: only train, val and test are used" in caplog.text
+    assert saved.metrics["test"]["overall"]["n"] == 15
+    assert saved.training["data"]["train/ai/synthetic"] == 24
 
 
 def test_an_epoch_smaller_than_one_batch_is_refused_not_left_untrained(manifest, tmp_path):

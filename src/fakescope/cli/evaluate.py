@@ -49,7 +49,7 @@ def evaluate(
         import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
 
         extras = [_figure_pair(f) for f in figure or []]
-        rows = read_rows(manifest)
+        rows = read_rows(manifest, split_required=split != "all")
         if explain:
             extras += _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)
         report = run(model, rows, split, robustness=robustness, perturbations=_names(perturbations),

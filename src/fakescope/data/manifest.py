@@ -110,28 +110,43 @@ def read_manifest(uri: str) -> pd.DataFrame:
     return validate_manifest(frame)
 
 
-def read_rows(uri: str) -> pd.DataFrame:
-    """Read a manifest for training and evaluation, where only `uri`, `label` and `split` are required.
-
-    Labels are normalised (`fake` -> `ai`, ...), relative URIs resolve against the manifest's own
-    folder (local or remote), `source`, `generator` and `split` are read as text (a generator named
-    `2022` stays `2022`), and absent `source` / `generator` columns are added empty.
+def read_rows(uri: str, *, split_required: bool = True) -> pd.DataFrame:
+    """Read a manifest for training and evaluation, where only `uri`, `label` and `split` are required
+    (`split` too only with `split_required`), checked and normalised by `check_rows`; relative URIs
+    resolve against the manifest's own folder (local or remote). `source`, `generator` and `split` are
+    read as text (a generator named `2022` stays `2022`).
 
     Raises:
-        ConfigError: `uri`, `label` or `split` is missing, a row has no uri, or a label is unknown.
+        ConfigError: as `check_rows`, naming the manifest.
 
     Example:
         >>> rows = read_rows("data/default/manifest.csv")  # doctest: +SKIP
     """
     rows = _read_table(uri, dtype={"source": str, "generator": str, "split": str})  # `2022` is a name, not a number
-    missing = {"uri", "label", "split"} - set(rows.columns)
+    return resolve_uris(check_rows(rows, f"manifest {uri}", split_required=split_required), uri)
+
+
+def check_rows(rows: pd.DataFrame, origin: str = "the manifest rows", *, split_required: bool = True) -> pd.DataFrame:
+    """Manifest rows as training and evaluation take them, from a file (`read_rows`) or a DataFrame: labels
+    normalised (`fake` -> `ai`, ...), absent `source` / `generator` columns added empty, an older manifest's
+    file names in `source` moved to `source_uri`. A split is `train`, `val`, `test` or empty (unsplit).
+
+    Raises:
+        ConfigError: `uri`, `label` (or, with `split_required`, `split`) is missing, a row has no uri, or a
+            label or split is unknown; the message starts with `origin`.
+    """
+    missing = {"uri", "label", *(("split",) if split_required else ())} - set(rows.columns)
     if missing:
-        raise ConfigError(f"manifest {uri} lacks column(s): {', '.join(sorted(missing))}")
+        raise ConfigError(f"{origin} lacks column(s): {', '.join(sorted(missing))}")
     blank = (rows["uri"].isna() | (rows["uri"].astype(str).str.strip() == "")).to_numpy()
     if blank.any():
-        raise ConfigError(f"manifest {uri}: {blank.sum()} row(s) have no uri, the first is data row {blank.argmax() + 1}")
-    rows["label"] = [normalise_label(v) for v in rows["label"]]
-    rows = resolve_uris(rows, uri)
+        raise ConfigError(f"{origin}: {blank.sum()} row(s) have no uri, the first is data row {blank.argmax() + 1}")
+    if "split" in rows:
+        bad = sorted({str(v) for v in rows["split"].dropna()} - {"", *SPLITS})
+        if bad:
+            raise ConfigError(f"{origin}: unknown split(s) {', '.join(map(repr, bad))}; expected "
+                              f"{', '.join(SPLITS)} or empty (unsplit)")
+    rows = rows.assign(label=[normalise_label(v) for v in rows["label"]])
     for column in ("source", "generator"):
         if column not in rows:
             rows[column] = None

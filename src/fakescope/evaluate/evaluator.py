@@ -25,6 +25,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from fakescope.data.manifest import check_rows
 from fakescope.detection import verdict_for
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, ImageLoadError, StorageError
@@ -105,7 +106,8 @@ def evaluate(
 
     Args:
         model_or_detector: a `Detector`, a `LoadedModel`, or a model name / path / hf:// reference.
-        manifest: manifest rows with at least `uri` and `label` (and `split` unless `split="all"`).
+        manifest: manifest rows with at least `uri` and `label` (and `split` unless `split="all"`), checked and
+            normalised by `check_rows` (`fake` is `ai`; an unknown label or split is refused).
         robustness: also score every image after each perturbation (`perturbations`, default all).
         bootstrap: resamples for the confidence intervals (0 skips them).
         examples: how many example images (mistakes first) the report shows.
@@ -282,9 +284,7 @@ def _as_detector(model: Detector | LoadedModel | str | os.PathLike | None, devic
 
 
 def _split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
-    missing = {"uri", "label"} - set(manifest.columns)
-    if missing:
-        raise ConfigError(f"manifest lacks column(s): {', '.join(sorted(missing))}")
+    manifest = check_rows(manifest, split_required=False)
     if split == "all":
         rows = manifest
     elif "split" not in manifest.columns:
@@ -293,14 +293,7 @@ def _split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
         rows = manifest[manifest["split"].astype(str) == split]
     if rows.empty:
         raise ConfigError(f"split {split!r} of the manifest is empty")
-    bad = sorted(set(rows["label"]) - {"ai", "real"})
-    if bad:
-        raise ConfigError(f"labels must be ai or real; found {', '.join(map(str, bad))}")
-    rows = rows.reset_index(drop=True)
-    for column in ("generator", "source"):
-        if column not in rows:
-            rows[column] = None
-    return rows
+    return rows.reset_index(drop=True)
 
 
 def _thumbnail(uri: str) -> str | None:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from fakescope.data.manifest import read_rows
+from fakescope.data.manifest import check_rows, read_rows
 from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import make_scorer, recipe_preprocessing
@@ -49,7 +49,7 @@ def leave_one_generator_out(
         cfg: the training recipe; each run writes to `cfg.out/without-<generator>` (the name %-quoted), a folder that already
             holds a run being refused unless `cfg.resume` continues it or `cfg.overwrite` replaces it.
         generators: the generators to hold out, one run each (default: every ai generator).
-        manifest: rows to use instead of reading `cfg.manifest`.
+        manifest: rows to use instead of reading `cfg.manifest`, checked as its rows would be (`check_rows`).
         by: the manifest column that names a generator; `source` holds out whole ai sources
             (e.g. every 2022 text-to-image renderer at once, a generator family).
 
@@ -68,7 +68,7 @@ def leave_one_generator_out(
         >>> table = leave_one_generator_out(TrainConfig.from_yaml("train.yaml"), ["stylegan2"])  # doctest: +SKIP
         >>> generalization_matrix(table)  # doctest: +SKIP
     """
-    rows = manifest if manifest is not None else read_rows(cfg.manifest)
+    rows = check_rows(manifest) if manifest is not None else read_rows(cfg.manifest)
     if by not in rows:
         raise ConfigError(f"the manifest has no {by!r} column")
     present = sorted(rows.loc[rows["label"] == "ai", by].dropna().unique())

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fakescope.data.manifest import read_rows
+from fakescope.data.manifest import check_rows, read_rows
 from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.evaluate.metrics import auc_score, binary_metrics
@@ -68,13 +68,16 @@ logger = logging.getLogger(__name__)
 
 
 def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: bool = True) -> ModelConfig:
-    """Train, calibrate, test and save a model folder under `cfg.out`; return its config."""
-    rows = manifest if manifest is not None else read_rows(cfg.manifest)
+    """Train, calibrate, test and save a model folder under `cfg.out`; return its config.
+
+    `manifest` rows, when given instead of `cfg.manifest`, are checked and normalised as a manifest file's are
+    (`check_rows`): a label `fake` is `ai`, an unknown label or split is refused.
+    """
+    rows = check_rows(manifest) if manifest is not None else read_rows(cfg.manifest)
     splits = {s: rows[rows["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    other = rows.loc[~rows["split"].isin(splits), "split"]
-    if len(other):  # a typo such as 'Test' would otherwise drop a split unnoticed
-        logger.warning("%d manifest row(s) of split %s left out: only train, val and test are used", len(other),
-                       ", ".join(map(repr, sorted({str(v) for v in other}))))
+    unsplit = int((~rows["split"].isin(splits)).sum())  # check_rows refused any other split, a typo such as 'Test'
+    if unsplit:
+        logger.warning("%d unsplit manifest row(s) (empty split) left out: only train, val and test are used", unsplit)
     for s in ("train", "val"):
         if splits[s].empty or splits[s]["label"].nunique() < 2:
             raise ConfigError(f"the manifest's {s!r} split needs images of both labels")
