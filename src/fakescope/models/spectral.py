@@ -84,12 +84,12 @@ def _pad_to(x: torch.Tensor, patch: int) -> torch.Tensor:
     return nn.functional.pad(x, (0, max(0, patch - w), 0, max(0, patch - h)), mode="replicate")
 
 
-@register_model(input=InputPolicy(crop_size=128, grid=3), pretrained_source="none: fixed spectral features")
+@register_model(input=InputPolicy(crop_size=128, grid=3))  # no pretrained_source: fixed spectral features
 def spectral_lr(pretrained: bool | str = False, **kwargs) -> SpectralLR:
     """Spectral baseline: azimuthal power spectrum of the high-pass residual + logistic regression.
 
     Its features are fixed, so there is nothing to pretrain: `pretrained=True` (the training
-    default) builds the same model; a weights path is refused.
+    default) builds the same model, and training records `pretrained: false`; a weights path is refused.
     """
     if isinstance(pretrained, str):
         raise ConfigError("spectral_lr has no pretrained backbone; train it with --scratch")

@@ -44,7 +44,7 @@ from fakescope.evaluate.metrics import auc_score, binary_metrics
 from fakescope.models.bundle import LoadedModel, save_model
 from fakescope.models.calibration import Calibrator, apply_calibration
 from fakescope.models.config import InputPolicy, ModelConfig
-from fakescope.models.registry import architecture_info, check_logits, create_checked
+from fakescope.models.registry import architecture_info, check_logits, create_checked, usable_pretrained
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import (
     LABELS,
@@ -81,6 +81,10 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     for s in ("train", "val"):
         if splits[s].empty or splits[s]["label"].nunique() < 2:
             raise ConfigError(f"the manifest's {s!r} split needs images of both labels")
+    pretrained = usable_pretrained(cfg.architecture, cfg.pretrained)
+    if pretrained != cfg.pretrained:
+        logger.warning("architecture %r registers no pretrained_source, so it has no pretrained weights to load: "
+                       "trained from random weights, recorded as pretrained: false", cfg.architecture)
     check_out(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cpu":  # 'cpu:0' is the CPU too, but torch.load cannot map best.pt or a checkpoint to it
@@ -90,7 +94,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     _seed_everything(cfg.seed)
     info = architecture_info(cfg.architecture)
     policy = replace(info.input, crop_size=cfg.crop_size or info.input.crop_size, grid=cfg.grid or info.input.grid)
-    network = create_checked(cfg.architecture, policy.crop_size, cfg.pretrained, **cfg.architecture_kwargs).to(device)
+    network = create_checked(cfg.architecture, policy.crop_size, pretrained, **cfg.architecture_kwargs).to(device)
     network = network.to(memory_format=torch.channels_last)  # on CPU too: 1.5x faster training steps
     if world > 1 and device.type == "cuda":
         from timm.layers import convert_sync_batchnorm
@@ -173,8 +177,9 @@ def check_out(cfg: TrainConfig) -> None:
 
 def recipe(cfg: TrainConfig) -> TrainConfig:
     """`cfg` as recorded with the run: without `resume` and `overwrite`, which say what this call did to the
-    folder, so that a recorded config reused for another run does not replace that run's folder unasked."""
-    return replace(cfg, resume=False, overwrite=False)
+    folder, so that a recorded config reused for another run does not replace that run's folder unasked, and
+    with `pretrained` as the architecture could honour it (`usable_pretrained`)."""
+    return replace(cfg, resume=False, overwrite=False, pretrained=usable_pretrained(cfg.architecture, cfg.pretrained))
 
 
 def _remove_run(out: Path) -> None:
