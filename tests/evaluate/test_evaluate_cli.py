@@ -46,6 +46,21 @@ def test_evaluate_one_perturbation_without_provenance(small_manifest, tmp_path):
     assert data["decided_by"] == {"pixel": 8} and data["intervals"] == {}
 
 
+def test_a_manifest_without_split_column_evaluates_all_and_one_label_says_why_auc_is_nan(small_manifest, tmp_path):
+    rows = pd.read_csv(small_manifest)
+    rows.drop(columns="split").to_csv(tmp_path / "unsplit.csv", index=False)
+    options = ["--out", str(tmp_path / "out"), "--no-robustness", "--no-provenance", "--device", "cpu"]
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "unsplit.csv"), "--split", "all",
+                                 "--bootstrap", "0", *options])
+    assert result.exit_code == 0 and "on all: n=8 " in result.output, result.output
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "unsplit.csv"), *options])
+    assert result.exit_code == 2 and result.output == f"error: manifest {tmp_path / 'unsplit.csv'} lacks column(s): split\n"
+    rows[rows["label"] == "real"].to_csv(tmp_path / "reals.csv", index=False)
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "reals.csv"), "--bootstrap", "20", *options])
+    assert result.exit_code == 0, result.output
+    assert "auc=nan balanced_accuracy=" in result.output and "(AUC needs both labels in the test split)" in result.output
+
+
 def test_unreadable_images_are_counted_on_the_console(small_manifest, tmp_path):
     manifest = tmp_path / "manifest.csv"
     lines = Path(small_manifest).read_text().splitlines()

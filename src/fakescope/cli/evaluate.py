@@ -38,6 +38,7 @@ def evaluate(
         "--progress/--no-progress", help="Count the images read on stderr (default: when stderr is a terminal).")] = None,
 ) -> None:
     """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT."""
+    import math
     import sys
 
     from fakescope.data.manifest import read_rows
@@ -61,10 +62,11 @@ def evaluate(
         except OSError as exc:
             raise ConfigError(f"cannot write the report to {out}: {exc}") from None
     overall, ci = report.overall, report.intervals.get("auc")
-    interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+    interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci and math.isfinite(ci[0]) else ""
+    why = "" if math.isfinite(overall["auc"]) else f" (AUC needs both labels in the {split} split)"
     typer.echo(f"{report.model} on {split}: n={overall['n']} auc={overall['auc']:.4f}{interval} "
                f"balanced_accuracy={overall['balanced_accuracy']:.4f} eer={overall['eer']:.4f} "
-               f"uncertain_rate={overall['uncertain_rate']:.3f}")
+               f"uncertain_rate={overall['uncertain_rate']:.3f}{why}")
     for row in report.robustness[1:]:
         typer.echo(f"  {row['perturbation']:<15} auc={row['auc']:.4f}  drop={row['auc_drop']:+.4f}")
     if report.failures:
