@@ -61,6 +61,19 @@ def test_a_manifest_without_split_column_evaluates_all_and_one_label_says_why_au
     assert "auc=nan balanced_accuracy=" in result.output and "(AUC needs both labels in the test split)" in result.output
 
 
+def test_parquet_list_and_mapping_columns_are_no_slices_and_refused_as_attributes(small_manifest, tmp_path):
+    rows = pd.read_csv(small_manifest)
+    rows.assign(tags=[["a", "b"], ["c"]] * 4, meta=[{"k": 1}, {"k": 2}] * 4).to_parquet(tmp_path / "m.parquet")
+    options = ["--out", str(tmp_path / "out"), "--no-robustness", "--bootstrap", "0", "--no-provenance", "--device", "cpu"]
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "m.parquet"), *options])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads((tmp_path / "out" / "report.json").read_text())["slices"]["attributes"]) == ["glasses"]
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "m.parquet"), "--attributes", "glasses,tags",
+                                 *options])
+    assert (result.exit_code, result.output) == (2, "error: attribute column(s) tags hold lists or mappings, not one value "
+                                                    "per image to slice by\n")
+
+
 def test_unreadable_images_are_counted_on_the_console(small_manifest, tmp_path):
     manifest = tmp_path / "manifest.csv"
     lines = Path(small_manifest).read_text().splitlines()

@@ -37,7 +37,7 @@ from fakescope.evaluate.metrics import (
     uncertain_rate,
 )
 from fakescope.evaluate.robustness import CLEAN, PERTURBATIONS, Scorer, perturbed_scores, robustness_table
-from fakescope.evaluate.slices import slice_report
+from fakescope.evaluate.slices import slice_report, sliceable
 from fakescope.io.image import LoadedImage, load_source
 from fakescope.models.bundle import LoadedModel
 from fakescope.models.calibration import apply_calibration
@@ -117,7 +117,7 @@ def evaluate(
 
     Raises:
         ConfigError: the split is empty, labels, a perturbation or an attribute column are unknown or missing,
-            no image could be read, or (with `provenance`) `FAKESCOPE_C2PA_TRUST_ANCHORS` names an unreadable file.
+            an attribute column holds lists or mappings, no image could be read, or (with `provenance`) `FAKESCOPE_C2PA_TRUST_ANCHORS` names an unreadable file.
 
     Example:
         >>> report = evaluate("fakescope-default", read_rows("manifest.csv"))  # doctest: +SKIP
@@ -144,6 +144,10 @@ def evaluate(
     absent = [c for c in attributes or [] if c not in rows.columns]
     if absent:
         raise ConfigError(f"no attribute column(s) {', '.join(absent)} in the manifest; it has {', '.join(map(str, rows.columns))}")
+    nested = [c for c in attributes or [] if not sliceable(rows[c])]
+    if nested:  # else the slicing, after every image is scored, fails on them
+        raise ConfigError(f"attribute column(s) {', '.join(nested)} hold lists or mappings, not one value per image to "
+                          "slice by")
 
     kept, records, failures, skipped = [], [], [], []
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}

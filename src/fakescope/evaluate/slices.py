@@ -18,10 +18,17 @@ UNKNOWN = "unknown"
 
 
 def attribute_columns(frame: pd.DataFrame, max_values: int = 20, exclude: tuple[str, ...] = ()) -> list[str]:
-    """Columns beyond the manifest's own, its provenance ones and the split's `dhash`, with 2 to `max_values` distinct
-    values (e.g. glasses)."""
+    """Columns beyond the manifest's own, its provenance ones and the split's `dhash`, `sliceable`, with 2 to
+    `max_values` distinct values (e.g. glasses)."""
     skip = {*MANIFEST_COLUMNS, *PROVENANCE_COLUMNS, HASH_COLUMN, *exclude}
-    return [c for c in frame.columns if c not in skip and 2 <= frame[c].replace("", np.nan).nunique() <= max_values]
+    return [c for c in frame.columns
+            if c not in skip and sliceable(frame[c]) and 2 <= frame[c].replace("", np.nan).nunique() <= max_values]
+
+
+def sliceable(column: pd.Series) -> bool:
+    """Whether every cell holds one value (no list, array or mapping, as a Parquet list column has), so rows can be
+    grouped by it."""
+    return bool(column.map(pd.api.types.is_scalar).all())
 
 
 def generator_slices(labels: np.ndarray, probs: np.ndarray, generators: pd.Series, threshold: float,
