@@ -25,7 +25,8 @@ from fakescope.data.merge import merge_manifests
 from fakescope.data.splits import find_leaks, group_related, split_manifest
 
 __all__ = [
-    "MANIFEST_COLUMNS", "LABELS", "SPLITS", "check_rows", "describe_image", "read_manifest", "read_rows", "resolve_uris", "validate_manifest", "write_manifest",
+    "MANIFEST_COLUMNS", "LABELS", "SPLITS", "check_rows", "describe_image", "read_manifest", "read_rows", "resolve_uris",
+    "validate_manifest", "write_manifest",
     "build_from_folders", "build_from_ffhq_json", "build_from_csv", "join_attributes", "balance_manifest",
     "merge_manifests", "split_manifest", "group_related", "find_leaks",
     "audit_manifest", "inspect_image", "AuditReport", "Check",

@@ -111,10 +111,10 @@ def read_manifest(uri: str) -> pd.DataFrame:
 
 
 def read_rows(uri: str, *, split_required: bool = True) -> pd.DataFrame:
-    """Read a manifest for training and evaluation, where only `uri`, `label` and `split` are required
-    (`split` too only with `split_required`), checked and normalised by `check_rows`; relative URIs
-    resolve against the manifest's own folder (local or remote). `source`, `generator` and `split` are
-    read as text (a generator named `2022` stays `2022`).
+    """Read a manifest for training and evaluation, where only `uri`, `label` and (with `split_required`)
+    `split` are required, checked and normalised by `check_rows`; relative URIs resolve against the
+    manifest's own folder (local or remote). `source`, `generator` and `split` are read as text (a
+    generator named `2022` stays `2022`).
 
     Raises:
         ConfigError: as `check_rows`, naming the manifest.

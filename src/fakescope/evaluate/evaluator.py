@@ -117,7 +117,8 @@ def evaluate(
 
     Raises:
         ConfigError: the split is empty, labels, a perturbation or an attribute column are unknown or missing,
-            an attribute column holds lists or mappings, no image could be read, or (with `provenance`) `FAKESCOPE_C2PA_TRUST_ANCHORS` names an unreadable file.
+            an attribute column holds lists or mappings, no image could be read, or (with `provenance`)
+            `FAKESCOPE_C2PA_TRUST_ANCHORS` names an unreadable file.
 
     Example:
         >>> report = evaluate("fakescope-default", read_rows("manifest.csv"))  # doctest: +SKIP

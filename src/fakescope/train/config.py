@@ -31,7 +31,8 @@ class TrainConfig:
     architecture_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the architecture's builder, saved in the model's config.json to rebuild it."""
     pretrained: bool | str = True
-    """ImageNet weights: True for the architecture's own source, or a state-dict file path."""
+    """ImageNet weights: True for the architecture's own source, or a state-dict file path (an architecture that
+    registers no `pretrained_source` trains from random weights, and its run records False)."""
     crop_size: int | None = None
     grid: int | None = None
     epochs: int = 10
