@@ -88,7 +88,7 @@ def test_an_older_manifest_naming_a_file_in_source_reads_it_as_source_uri(tmp_pa
     assert "source_uri" not in validate_manifest(_rows())  # nothing to move: no column added
 
 
-def test_read_rows_refuses_an_unknown_split_but_takes_an_empty_one(tmp_path):
+def test_read_rows_refuses_an_unknown_split_or_label_naming_the_manifest_but_takes_an_empty_split(tmp_path):
     (tmp_path / "m.csv").write_text("uri,label,split\na.png,real,test\nb.png,ai,Test\nc.png,ai,\n")
     with pytest.raises(ConfigError, match=rf"^manifest {tmp_path / 'm.csv'}: unknown split\(s\) 'Test'; "
                                           r"expected train, val, test or empty \(unsplit\)$"):
@@ -97,6 +97,9 @@ def test_read_rows_refuses_an_unknown_split_but_takes_an_empty_one(tmp_path):
     assert read_rows(str(tmp_path / "m.csv"))["split"].fillna("").tolist() == ["test", ""]
     (tmp_path / "m.csv").write_text("uri,label\na.png,real\n")
     assert read_rows(str(tmp_path / "m.csv"), split_required=False)["label"].tolist() == ["real"]
+    (tmp_path / "m.csv").write_text("uri,label,split\na.png,real,test\nb.png,maybe,test\n")
+    with pytest.raises(ConfigError, match=rf"^manifest {tmp_path / 'm.csv'}: unknown label 'maybe'; expected real or ai$"):
+        read_rows(str(tmp_path / "m.csv"))
 
 
 def test_read_rows_refuses_rows_without_a_uri(tmp_path):

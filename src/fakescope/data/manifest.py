@@ -146,7 +146,10 @@ def check_rows(rows: pd.DataFrame, origin: str = "the manifest rows", *, split_r
         if bad:
             raise ConfigError(f"{origin}: unknown split(s) {', '.join(map(repr, bad))}; expected "
                               f"{', '.join(SPLITS)} or empty (unsplit)")
-    rows = rows.assign(label=[normalise_label(v) for v in rows["label"]])
+    try:
+        rows = rows.assign(label=[normalise_label(v) for v in rows["label"]])
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     for column in ("source", "generator"):
         if column not in rows:
             rows[column] = None
