@@ -115,3 +115,7 @@ def test_a_convolution_output_used_elsewhere_is_not_folded_and_training_networks
     assert fold_batch_norm(fixed_size) is fixed_size  # takes only 32 x 32 inputs: the probe cannot run it
     network.train()
     assert fold_batch_norm(network) is network
+    broken = _with_real_statistics(_ConvUsedTwice())
+    with torch.no_grad():
+        broken.conv.weight[0, 0, 0, 0] = float("nan")
+    assert fold_batch_norm(broken) is broken  # NaN logits on the probe: was 'atol must be >= 0, got nan' in Detector()
