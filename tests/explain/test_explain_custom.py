@@ -139,3 +139,52 @@ def test_a_network_that_takes_only_its_crop_size_is_explained_tile_by_tile():
         heat = class_activation_map(model, image, method)
         assert heat.shape == (160, 160) and heat.max() == pytest.approx(1.0)
         np.testing.assert_array_equal(heat, class_activation_map(model, image, method, tiled=True))
+
+
+class NanForBright(PlainConv):
+    """Gives NaN features for bright images, as a network that overflows on some inputs does."""
+
+    def embed(self, x):
+        pooled = super().embed(x)
+        return torch.where((x.mean((1, 2, 3)) > 1.0)[:, None], torch.full_like(pooled, float("nan")), pooled)
+
+
+def test_images_with_nan_features_are_left_out_with_the_reason(planted_manifest, tmp_path):
+    """k-means raised sklearn's 'Input X contains NaN' (a traceback) for the whole set."""
+    from PIL import Image
+
+    from fakescope.explain import embedding_report
+    from fakescope.models import LoadedModel, ModelConfig
+
+    torch.manual_seed(0)
+    model = LoadedModel(NanForBright().eval(), ModelConfig(name="nanny", architecture="qa_nan",
+                                                           input=InputPolicy(crop_size=64, grid=2)), "memory")
+    rows = planted_manifest[planted_manifest["split"] == "val"].head(6)
+    white = tmp_path / "white.png"
+    Image.new("RGB", (64, 64), "white").save(white)
+    rows = pd.concat([rows, rows.head(1).assign(uri=str(white))], ignore_index=True)
+    report = embedding_report(model, rows, str(tmp_path / "out"), color_by=("label",))
+    table = report.table
+    assert table["error"].fillna("").tolist() == [""] * 6 + ["nanny gave non-finite (NaN or infinite) features or logits for this image"]
+    assert table["umap_x"].notna().tolist() == [True] * 6 + [False] and len(report.clusters.assignments) == 6
+
+
+def test_a_nan_map_is_skipped_with_a_note_not_drawn_blank(planted_manifest, tmp_path):
+    """A NaN map was drawn transparent: the overlay looked like an image with no evidence anywhere."""
+    from fakescope.detector import Detector
+    from fakescope.explain import explain_image
+    from fakescope.models import LoadedModel, ModelConfig
+
+    network = PlainConv().eval()
+    with torch.no_grad():
+        network.features[0].weight[0, 0, 0, 0] = float("nan")
+    model = LoadedModel(network, ModelConfig(name="nanny", architecture="qa_nan", input=InputPolicy(crop_size=64, grid=2)),
+                        "memory")
+    image, _ = planted_image(3, 96)
+    with pytest.raises(ConfigError, match=r"^nanny: the gradcam map is not finite \(the network gave NaN or infinite values\)$"):
+        class_activation_map(model, image, "gradcam")
+    image.save(tmp_path / "a.png")
+    result = explain_image(Detector(model), str(tmp_path / "a.png"), str(tmp_path / "out"), methods=("tiles", "gradcam++"))
+    assert result.files == {} and not (tmp_path / "out").exists()
+    assert result.skipped == {m: f"nanny: the {m} map is not finite (the network gave NaN or infinite values)"
+                              for m in ("tiles", "gradcam++")}

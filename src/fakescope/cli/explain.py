@@ -88,7 +88,7 @@ def embed(
         report = embedding_report(loaded, rows, out, color_by=tuple(color_by or ("label", "generator")),
                                   clusters=clusters, seed=seed, batch_size=batch_size, max_thumbnails=max_thumbnails)
     failed = report.table["error"].notna()
-    typer.echo(f"embedded {int((~failed).sum())} image(s), {int(failed.sum())} unreadable; "
+    typer.echo(f"embedded {int((~failed).sum())} image(s), {int(failed.sum())} left out; "
                f"k-means k={len(report.clusters.table)}, label purity {report.clusters.purity:.3f}")
     typer.echo(storage.join(out, "embeddings.parquet"))
     for _, uri in report.figures:

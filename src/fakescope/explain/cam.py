@@ -76,7 +76,8 @@ def class_activation_map(
 
     Raises:
         ConfigError: An unknown method, a network that is not a PyTorch one with `forward_features`
-            (an ONNX runtime), features no module produces, or `cam` on a head that is not pooling + linear.
+            (an ONNX runtime), features no module produces, `cam` on a head that is not pooling + linear,
+            or a map with NaN or infinite values.
 
     Example:
         >>> heat = class_activation_map(load_model("runs/x/model"), Image.open("a.png").convert("RGB"))  # doctest: +SKIP
@@ -105,6 +106,8 @@ def _heat(model: LoadedModel, tiles: Tiles, method: str, batch_size: int) -> np.
         for chunk in tiles.pixels.split(batch_size)
     ]
     heat = stitch(tiles, torch.cat(maps).numpy())
+    if not np.isfinite(heat).all():  # drawn, NaN is transparent: the overlay would look like no evidence at all
+        raise ConfigError(f"{model.config.name}: the {method} map is not finite (the network gave NaN or infinite values)")
     peak = float(heat.max())
     return heat / peak if peak > 0 else heat
 

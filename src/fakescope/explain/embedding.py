@@ -43,7 +43,8 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
 
     Returns:
         The rows (fresh index) plus `probability` (calibrated P(ai)), `embedding` (float32
-        vector) and `error` (why an image could not be read; its other two fields are empty).
+        vector) and `error` (why an image could not be read, or that the model gave it NaN or
+        infinite features; its other two fields are empty).
 
     Example:
         >>> table = embed_images(load_model("fakescope-default"), read_manifest("m.parquet"))  # doctest: +SKIP
@@ -61,6 +62,9 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
 
     def flush() -> None:
         for i, features, logits in _forward_tiles(model, pending, batch_size):
+            if not (features.isfinite().all() and logits.isfinite().all()):  # k-means and UMAP would fail on the whole set
+                errors[i] = f"{model.config.name} gave non-finite (NaN or infinite) features or logits for this image"
+                continue
             embeddings[i] = features.mean(0).numpy().astype(np.float32)
             probabilities[i] = float(apply_calibration(model.config.calibration, np.array([logits.mean().item()]))[0])
         pending.clear()

@@ -56,7 +56,8 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
     """Score `source` and write `<out>/<name>_<method>.png` overlays, the score in each caption.
 
     `tiles` paints each tile's calibrated P(ai); the CAM methods show where the evidence lies.
-    A method the architecture does not allow (CAM without a linear head) is skipped, with its reason.
+    A method the architecture does not allow (CAM without a linear head), or whose map holds NaN or
+    infinite values, is skipped, with its reason.
 
     Raises:
         ImageLoadError, StorageError: The image cannot be read.
@@ -73,6 +74,9 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
             heat = detection.heatmap if method == "tiles" else class_activation_map(detector.torch_model, image, method)
         except ConfigError as exc:
             skipped[method] = str(exc)
+            continue
+        if not np.isfinite(heat).all():  # tiles scored NaN: an overlay would look like no evidence at all
+            skipped[method] = f"{detector.name}: the {method} map is not finite (the network gave NaN or infinite values)"
             continue
         caption = (f"{path_text(os.path.basename(source))}: P(ai) = {detection.probability:.3f} ({detection.verdict})\n"
                    f"{METHOD_TITLES[method]}, model {detector.name}")
