@@ -127,6 +127,23 @@ def test_ffhq_json_listing_styles(faces_layout, tmp_path, style):
     assert ("category" in frame) == (style == "ffhq")
 
 
+def test_ffhq_json_tells_files_of_one_name_apart_by_their_listed_path(tmp_path):
+    """Two x.png in different subfolders: the last one listed replaced the first, silently (a row lost)."""
+    for seed, folder in enumerate(("00000", "01000")):
+        (tmp_path / "images" / folder).mkdir(parents=True)
+        (tmp_path / "images" / folder / "x.png").write_bytes(encode(smooth_image(seed), "PNG"))
+    listing = {str(i): {"category": c, "image": {"file_path": f"images1024x1024/{f}/x.png"}}
+               for i, (f, c) in enumerate((("00000", "training"), ("01000", "validation")))}
+    (tmp_path / "listing.json").write_text(json.dumps(listing))
+    frame = build_from_ffhq_json(str(tmp_path / "listing.json"), str(tmp_path / "images"))
+    assert [os.path.relpath(u, tmp_path / "images") for u in frame["uri"]] == ["00000/x.png", "01000/x.png"]
+    assert frame["category"].tolist() == ["training", "validation"] and frame["sha256"].nunique() == 2
+    (tmp_path / "bare.json").write_text(json.dumps([{"filename": "x.png"}]))
+    with pytest.raises(ConfigError, match=r"bare\.json lists x\.png, which fits 2 files under .*images \(00000/x\.png, "
+                                          r"01000/x\.png\); list paths relative to --images that tell them apart$"):
+        build_from_ffhq_json(str(tmp_path / "bare.json"), str(tmp_path / "images"))
+
+
 @pytest.mark.parametrize("content", ["null", "5", '"00001.png"'])
 def test_json_that_is_no_listing_is_a_one_line_error(faces_layout, tmp_path, content):
     (tmp_path / "listing.json").write_text(content)

@@ -84,8 +84,10 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
 
     Accepts FFHQ's own `ffhq-dataset-v2.json` (`{"0": {"category": ..., "image": {"file_path": ...}}}`)
     and V7/Darwin-style exports (a list of `{"image": {"filename": ...}}` or `{"filename": ...}`).
-    Each listed file is looked up by name under `image_root`; listed files that are absent are
-    skipped with a logged count. A `category` (training/validation) becomes an attribute column.
+    Each listed file is looked up by name under `image_root`; where several files there have its
+    name, the listed path picks the one whose path ends like it (`00000/x.png` for
+    `images1024x1024/00000/x.png`), and a path that fits several is an error. Listed files that are
+    absent are skipped with a logged count. A `category` (training/validation) becomes an attribute column.
     """
     try:
         listing = json.loads(storage.read_bytes(json_uri))
@@ -95,21 +97,25 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
         raise ConfigError(f"{json_uri} holds a {type(listing).__name__}, not a listing of images (an object or a list)")
     entries = list(listing.values()) if isinstance(listing, dict) else listing
     image_root = storage.absolute(image_root)
-    names: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
+    for uri in list_images(image_root):
+        by_name.setdefault(os.path.basename(uri), []).append(uri)
+    categories: dict[str, str] = {}
+    listed: set[str] = set()
     for entry in entries:
         name, category = _ffhq_entry(entry)
         if name:
-            names[os.path.basename(name)] = category
-    available = {os.path.basename(_relative(u, image_root)): u
-                 for u in list_images(image_root)}
-    jobs = [(available[n], "real", source, "") for n in sorted(names) if n in available]
-    if len(jobs) < len(names):
-        logger.warning("%d of %d listed images are not under %s", len(names) - len(jobs), len(names), image_root)
-    if not jobs:
-        raise ConfigError(f"none of the {len(names)} images listed in {json_uri} are under {image_root}")
-    frame = _describe_all(jobs, workers, progress)
-    if any(names.values()):
-        frame["category"] = [names[os.path.basename(_relative(u, image_root))] for u in frame["uri"]]
+            listed.add(name)
+            uri = _listed_file(name, by_name, image_root, json_uri)
+            if uri:
+                categories.setdefault(uri, category)
+    if len(categories) < len(listed):
+        logger.warning("%d of %d listed images are not under %s", len(listed) - len(categories), len(listed), image_root)
+    if not categories:
+        raise ConfigError(f"none of the {len(listed)} images listed in {json_uri} are under {image_root}")
+    frame = _describe_all([(u, "real", source, "") for u in sorted(categories)], workers, progress)
+    if any(categories.values()):
+        frame["category"] = [categories[u] for u in frame["uri"]]
     return validate_manifest(frame)
 
 
@@ -314,6 +320,30 @@ def _pair_by_name(frame: pd.DataFrame) -> pd.DataFrame:
         logger.warning("%d ai image(s) left unpaired: several real images share the name they start with "
                        "(first: %s); put the real's sha256 prefix after its name to pair them", len(ambiguous), ambiguous[0])
     return frame.assign(pair_id=pair_ids, source=sources, source_uri=source_uris)
+
+
+def _listed_file(name: str, by_name: dict[str, list[str]], image_root: str, json_uri: str) -> str | None:
+    """The one file under `image_root` that a listed path names: by base name, and where several files have
+    that name, by as much of the listed path as their paths share.
+
+    Raises:
+        ConfigError: Several files fit the listed path (a bare name, two subfolders holding it).
+    """
+    wanted = name.replace("\\", "/").split("/")
+    candidates = by_name.get(wanted[-1], [])
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if _ends_alike(_relative(c, image_root).split("/"), wanted)]
+    if len(candidates) > 1:
+        shown = ", ".join(path_text(_relative(c, image_root)) for c in candidates[:3])
+        raise ConfigError(f"{json_uri} lists {path_text(name)}, which fits {len(candidates)} files under {image_root} "
+                          f"({shown}); list paths relative to --images that tell them apart")
+    return candidates[0] if candidates else None
+
+
+def _ends_alike(path: list[str], listed: list[str]) -> bool:
+    """Whether the shorter of two paths (as parts) is the end of the longer."""
+    n = min(len(path), len(listed))
+    return path[-n:] == listed[-n:]
 
 
 def _ffhq_entry(entry: object) -> tuple[str, str]:
