@@ -168,6 +168,18 @@ def test_csv_with_relative_paths_and_label_spellings(faces_layout, tmp_path):
     assert build_from_csv(str(tmp_path / "rel" / "list.csv"))["uri"].tolist() == [str(tmp_path / "rel" / "x.jpg")]
 
 
+def test_csv_ai_rows_without_a_source_take_their_reals(faces_layout, tmp_path):
+    """A generate manifest's ai rows have source_uri and pair_id but no source: listed with their reals they take the
+    reals' origin (they were 'unknown' in evaluate's slices); listed alone, nothing says their origin, so it stays empty."""
+    real, fake = faces_layout / "real" / "r001.jpg", faces_layout / "fake" / "stylegan2" / "f001.jpg"
+    header = "uri,label,source,generator,pair_id,source_uri\n"
+    ai_row = f"{fake},ai,,dall-e-2,p1,{real}\n"
+    (tmp_path / "both.csv").write_text(header + f"{real},real,ffhq,,p1,\n" + ai_row)
+    assert build_from_csv(str(tmp_path / "both.csv"))["source"].tolist() == ["ffhq", "ffhq"]
+    (tmp_path / "alone.csv").write_text(header + ai_row)
+    assert build_from_csv(str(tmp_path / "alone.csv"))["source"].tolist() == [""]
+
+
 def test_csv_listing_one_path_twice_is_a_one_line_error(faces_layout, tmp_path):
     csv = tmp_path / "list.csv"
     csv.write_text(f"path,label\n{faces_layout}/real/r001.jpg,real\n{faces_layout}/real/r002.jpg,real\n"

@@ -124,6 +124,7 @@ def build_from_csv(csv_uri: str, *, workers: int = 8, progress: bool = False) ->
 
     Relative paths are resolved against the CSV's folder; a path listed twice is an error. Known manifest columns are kept;
     width, height, format and sha256 are measured from the images; other columns stay as attributes.
+    A row without a source takes its pair's (a `generate` manifest's ai rows, their real's), where the CSV lists it.
     """
     import io
 
@@ -151,7 +152,8 @@ def build_from_csv(csv_uri: str, *, workers: int = 8, progress: bool = False) ->
     for column in ("source", "generator", "split"):
         if column not in table:
             table[column] = ""
-    return validate_manifest(table)
+    own = table["source"].astype(object).fillna("").astype(str) != ""
+    return validate_manifest(inherit_from_pairs(table, ["source"], has=own))  # an ai row's origin is its real's
 
 
 def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = None) -> pd.DataFrame:
