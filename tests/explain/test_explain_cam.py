@@ -131,6 +131,17 @@ def test_overlay_of_a_large_image_draws_it_at_the_figure_size():
     assert difference.mean() < 2  # the same picture: the hot quarter still where it was
 
 
+@pytest.mark.parametrize("size", [(1200, 64), (64, 1200)])
+def test_overlay_of_a_very_wide_or_tall_image_keeps_caption_and_colour_bar_whole(size):
+    """The figure followed the image's shape: 1.2 in high for 1200 x 64 cut the colour bar's label, and 1.8 in
+    wide for 64 x 1200 cut the caption's file name."""
+    image, heat = Image.new("RGB", size, (120, 80, 40)), np.ones(size[::-1], np.float32)
+    caption = "a_rather_long_file_name.png: P(ai) = 0.001 (real)\nGrad-CAM, model fakescope-default"
+    pixels = np.asarray(Image.open(io.BytesIO(overlay_png(image, heat, caption))).convert("L"))
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    assert (border == 255).all()  # nothing drawn to the edge: nothing cut off
+
+
 def test_images_over_a_megapixel_are_explained_tile_by_tile(planted_model):
     image = Image.fromarray(smooth_field(3, 1100)[:1000])  # Grad-CAM through a whole 4 MP image peaked at 8 GB
     tiled = class_activation_map(planted_model, image, "cam", tiled=True)

@@ -11,6 +11,8 @@ from PIL import Image
 from fakescope.io import storage
 
 MAX_FIGURE_INCHES = 7.0
+MIN_FIGURE_INCHES = (4.0, 3.0)
+"""Width and height that keep the caption and the colour bar's label whole beside a very tall or wide image."""
 DPI = 100
 MAX_DRAWN_SIDE = int(2 * MAX_FIGURE_INCHES * DPI)
 """Longer inputs are shrunk to this side before drawing (the figure shows at most 700 px of it)."""
@@ -33,7 +35,8 @@ def overlay_png(
     if heatmap.shape != (image.height, image.width):
         raise ValueError(f"heatmap {heatmap.shape} does not match the image's {image.height}x{image.width}")
     scale = MAX_FIGURE_INCHES / max(image.width, image.height)
-    figure = Figure(figsize=(image.width * scale + 1.4, image.height * scale + 0.8), dpi=DPI, layout="constrained")
+    size = (max(image.width * scale + 1.4, MIN_FIGURE_INCHES[0]), max(image.height * scale + 0.8, MIN_FIGURE_INCHES[1]))
+    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
     image, heatmap = _drawn_size(image, heatmap)
     axes = figure.add_subplot()
     axes.imshow(image)
