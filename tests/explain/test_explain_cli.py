@@ -81,9 +81,10 @@ def test_embed_writes_features_and_plots(model_dir, planted_manifest, tmp_path):
     write_manifest(rows, str(tmp_path / "manifest.parquet"))
     out = tmp_path / "embedding"
     result = CliRunner().invoke(app, ["embed", str(tmp_path / "manifest.parquet"), "--model", model_dir,
-                                      "--out", str(out), "--color-by", "pattern", "--seed", "1"])
+                                      "--out", str(out), "--color-by", "pattern", "--color-by", "source", "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("embedded 24 image(s), 0 left out; k-means k=2")
+    assert result.stderr == "note: --color-by source: every embedded image has the same value, so it is not drawn\n"
     assert len(pd.read_parquet(out / "embeddings.parquet")) == 24
     assert sorted(p.name for p in out.glob("*.png")) == ["umap_label.png", "umap_mosaic.png", "umap_pattern.png"]
 

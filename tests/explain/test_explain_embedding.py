@@ -160,6 +160,14 @@ def test_embedding_report_writes_parquet_plots_and_clusters(planted_model, val_r
 
 
 @pytest.mark.slow
+def test_a_set_of_one_label_warns_that_its_purity_says_nothing(planted_model, val_rows, tmp_path, caplog):
+    report = embedding_report(planted_model, val_rows[val_rows["label"] == "real"].head(6), str(tmp_path),
+                              color_by=("label",))
+    assert report.clusters.purity == 1.0
+    assert "every embedded image is labelled 'real': label purity is 1 whatever the features hold" in caplog.text
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", [None, "onnx"])
 def test_report_figures_lists_existing_pngs(planted_model, val_rows, tmp_path, runtime):
     from fakescope.detector import Detector

@@ -93,6 +93,10 @@ def embed(
     typer.echo(storage.join(out, "embeddings.parquet"))
     for _, uri in report.figures:
         typer.echo(uri)
+    drawn = {title for title, _ in report.figures}
+    for column in dict.fromkeys(color_by or ()):
+        if f"UMAP by {column}" not in drawn:
+            typer.echo(f"note: --color-by {column}: every embedded image has the same value, so it is not drawn", err=True)
     for source, error in report.table.loc[failed, ["uri", "error"]].itertuples(index=False):
         typer.echo(f"note: {source}: {error}", err=True)
 

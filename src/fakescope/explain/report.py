@@ -113,7 +113,8 @@ def embedding_report(
     values (`label` always), and `umap_mosaic.png` (up to `max_thumbnails` images, drawn with `seed`).
 
     Args:
-        clusters: k for k-means; default: the number of distinct labels. Purity is measured on labels.
+        clusters: k for k-means; default: the number of distinct labels. Purity is measured on labels
+            (of a set of one label it is 1 whatever the features hold, which is logged as a warning).
 
     Example:
         >>> report = embedding_report(load_model("runs/x/model"), read_manifest("m.parquet"), "out/")  # doctest: +SKIP
@@ -132,7 +133,10 @@ def embedding_report(
             first = f"; first unreadable: {error if uri in error else f'{path_text(uri)}: {error}'}"
         raise ConfigError(f"UMAP needs at least {MIN_IMAGES} readable images, got {ok.sum()} of {len(ok)}{first}")
     features = np.stack(table.loc[ok, "embedding"].tolist())
-    k = clusters or max(2, table.loc[ok, "label"].nunique())
+    labels = table.loc[ok, "label"].fillna("").astype(str)
+    if labels.nunique() < 2:
+        log.warning("every embedded image is labelled %r: label purity is 1 whatever the features hold", labels.iloc[0])
+    k = clusters or max(2, labels.nunique())
     found = cluster_purity(features, table.loc[ok, "label"], k, seed=seed)  # before UMAP: a k too large fails fast
     coords = project_umap(features, seed=seed)
     table.loc[ok, "umap_x"], table.loc[ok, "umap_y"] = coords[:, 0], coords[:, 1]
