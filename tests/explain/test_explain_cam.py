@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from explain_helpers import plant, planted_image, smooth_field
 from PIL import Image
 
@@ -142,6 +143,21 @@ def test_overlay_of_a_very_wide_or_tall_image_keeps_caption_and_colour_bar_whole
     assert (border == 255).all()  # nothing drawn to the edge: nothing cut off
 
 
+@pytest.mark.parametrize("size", [(300, 50), (40, 500), (161, 97), (48, 40), (1100, 1000)])
+def test_stitched_tiles_cover_every_pixel(size):
+    """The tile count came from the image's own sides, not the upscaled ones: a 300 x 50 image upscaled to 384 x 64
+    got 5 tiles of 64 px with 16 px gaps, where the stitched map was 0 (no evidence) whatever was there."""
+    from fakescope.explain.cam import covering_tiles
+    from fakescope.models import InputPolicy
+
+    tiles = covering_tiles(Image.new("RGB", size), InputPolicy(crop_size=64, grid=2))
+    height, width = (round(side * tiles.scale) for side in size[::-1])
+    covered = np.zeros((height, width), bool)
+    for top, left in tiles.boxes:
+        covered[top:top + 64, left:left + 64] = True
+    assert covered.all()
+
+
 def test_images_over_a_megapixel_are_explained_tile_by_tile(planted_model):
     image = Image.fromarray(smooth_field(3, 1100)[:1000])  # Grad-CAM through a whole 4 MP image peaked at 8 GB
     tiled = class_activation_map(planted_model, image, "cam", tiled=True)
@@ -151,10 +167,40 @@ def test_images_over_a_megapixel_are_explained_tile_by_tile(planted_model):
                               class_activation_map(planted_model, small, "cam", tiled=True))
 
 
+class Brightness(torch.nn.Module):
+    """Evidence = brightness: one 1x1 convolution summing the channels, average pooling, one linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Conv2d(3, 1, 1)
+        self.head = torch.nn.Linear(1, 1)
+        for layer in (self.features, self.head):
+            torch.nn.init.ones_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, features):
+        return self.head(features.mean((2, 3))).squeeze(-1)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
 @pytest.mark.parametrize("method", ["cam", "gradcam"])
-def test_a_strip_thinner_than_a_tile_is_explained_tile_by_tile(planted_model, method):
-    pixels = np.concatenate([smooth_field(seed, 48) for seed in range(20)], axis=1)  # 48 x 960: upscaled to 64 px tiles
-    plant(pixels, 20, 600)
-    heat = class_activation_map(planted_model, Image.fromarray(pixels), method, tiled=True)  # stitching failed
+def test_a_strip_thinner_than_a_tile_is_explained_tile_by_tile(method):
+    """48 x 960, upscaled to 64 px tiles: stitching failed; then the tiles, too few for the upscaled width, left
+    16 px gaps of no evidence. A network whose evidence is brightness must light up the one bright spot."""
+    from fakescope.models import InputPolicy
+
+    model = LoadedModel(Brightness().eval(), ModelConfig(name="bright", architecture="qa_bright",
+                                                         input=InputPolicy(crop_size=64, grid=2)), "memory")
+    pixels = np.zeros((48, 960, 3), np.uint8)
+    pixels[20:28, 52:60] = 255  # upscaled: x 69-80, where the old tiles (at 0, 87, ...) left a gap
+    heat = class_activation_map(model, Image.fromarray(pixels), method, tiled=True)
     assert heat.shape == (48, 960) and heat.max() == pytest.approx(1.0)
-    assert abs(int(heat.max(0).argmax()) - 604) <= STRIDE  # at the artefact, in the image's own pixels
+    assert (heat[21:27, 53:59] > 0.5).all()  # the spot, in the image's own pixels
+    outside = np.ones(heat.shape, bool)
+    outside[16:32, 48:64] = False
+    assert heat[outside].max() < 0.5

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 from fakescope.errors import ConfigError
 from fakescope.models.bundle import LoadedModel
+from fakescope.models.config import InputPolicy
 from fakescope.models.tiling import Tiles, make_tiles, normalize, whole_image_tiles
 
 METHODS = ("gradcam", "gradcam++", "cam")
@@ -95,8 +97,14 @@ def class_activation_map(
             return _heat(model, whole_image_tiles(image), method, batch_size)
         except RuntimeError:  # a network that takes only its crop size (a flatten + linear head): tiles, as it was trained
             pass
-    covering = max(-(-image.width // policy.crop_size), -(-image.height // policy.crop_size))
-    return _heat(model, make_tiles(image, dataclasses.replace(policy, grid=covering)), method, batch_size)
+    return _heat(model, covering_tiles(image, policy), method, batch_size)
+
+
+def covering_tiles(image: Image.Image, policy: InputPolicy) -> Tiles:
+    """Crop-size tiles that cover every pixel of the image (after `make_tiles` upscales a side under the crop size)."""
+    upscale = max(1.0, policy.crop_size / min(image.size)) if policy.upscale_small else 1.0
+    covering = math.ceil(max(image.size) * upscale / policy.crop_size)
+    return make_tiles(image, dataclasses.replace(policy, grid=covering))
 
 
 def _heat(model: LoadedModel, tiles: Tiles, method: str, batch_size: int) -> np.ndarray:
