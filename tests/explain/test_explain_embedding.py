@@ -124,6 +124,27 @@ def test_a_numeric_column_draws_its_missing_values_grey():
     assert grey > 150  # the 20 images without an age are drawn (about 15 pixels each), not transparent
 
 
+def test_categories_print_whole_numbers_as_integers_and_missing_values_grey():
+    """A 0/1 column with gaps (read as floats) showed '0.0' and '1.0', and its '(none)' in tab10 blue."""
+    from fakescope.explain.embedding import MISSING_COLOUR
+
+    values = pd.Series([0.0, 1.0, np.nan, 1.0] * 10, name="glasses")
+    assert drawn_categories(values).tolist()[:4] == ["0", "1", "(none)", "1"]
+    coords = np.random.default_rng(0).random((40, 2))
+    pixels = np.asarray(Image.open(io.BytesIO(scatter_png(coords, values, "glasses"))).convert("RGB")).reshape(-1, 3)
+    assert np.all(pixels == [round(255 * c) for c in MISSING_COLOUR], axis=1).sum() > 100  # the 10 without a value
+
+
+def test_kmeans_on_identical_features_warns_in_one_line(caplog):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's ConvergenceWarning printed two lines of its source
+        found = cluster_purity(np.zeros((6, 3)), pd.Series(["ai", "real"] * 3), 2)
+    assert len(set(found.assignments)) == 1
+    assert "k-means found 1 distinct cluster(s) of k=2: many images have identical features" in caplog.text
+
+
 def test_scatter_and_mosaic_are_pngs():
     coords = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0]], np.float32)
     scatter = Image.open(io.BytesIO(scatter_png(coords, pd.Series(["ai", "real", "ai"], name="label"), "t")))

@@ -8,6 +8,7 @@ the same model, rows and seed give the same numbers and pictures.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -26,16 +27,18 @@ from fakescope.models.calibration import apply_calibration
 from fakescope.models.tiling import make_tiles, normalize
 from fakescope.train.dataset import read_source
 
+log = logging.getLogger(__name__)
 CORRECT_COLOR, WRONG_COLOR = (40, 160, 60), (215, 40, 40)
 MIN_IMAGES = 5
 MAX_CATEGORIES = 20
 """Legend entries of a scatter: a column with more values draws its 18 most frequent and the rest as one grey
 `(other: N values)`."""
 OTHER = "(other:"
+NONE = "(none)"
 MISSING_COLOUR = (0.6, 0.6, 0.6)
-"""Points with no value in a numeric column."""
-_COLOURS = tuple(i for i in range(20) if i not in (14, 15))
-"""tab20 without its two greys: the colours of the values drawn beside `(other: ...)`."""
+"""Points with no value, `(none)` in a legend."""
+_GREYS = {10: (7,), 20: (14, 15)}
+"""The greys of tab10 and tab20, left out beside `(other: ...)` and `(none)`."""
 
 
 def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64) -> pd.DataFrame:
@@ -110,7 +113,14 @@ def cluster_purity(features: np.ndarray, values: pd.Series, k: int, *, seed: int
 
     if k > len(features):
         raise ConfigError(f"k-means with k={k} clusters needs at least {k} images, got {len(features)}")
-    assignments = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(features)
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():  # sklearn's own: two lines of its source on stderr
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assignments = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(features)
+    if len(np.unique(assignments)) < k:
+        log.warning("k-means found %d distinct cluster(s) of k=%d: many images have identical features",
+                    len(np.unique(assignments)), k)
     values = pd.Series(values).reset_index(drop=True).fillna("").astype(str)
     rows = []
     for cluster in range(k):
@@ -132,7 +142,7 @@ def scatter_png(coords: np.ndarray, values: pd.Series, title: str) -> bytes:
         numbers = values.to_numpy(float)
         missing = np.isnan(numbers)  # matplotlib draws NaN colours transparent: the points would vanish
         if missing.any():
-            axes.scatter(coords[missing, 0], coords[missing, 1], s=14, color=MISSING_COLOUR, label=f"(none) ({missing.sum()})")
+            axes.scatter(coords[missing, 0], coords[missing, 1], s=14, color=MISSING_COLOUR, label=f"{NONE} ({missing.sum()})")
             axes.legend(title=str(values.name), fontsize=8, markerscale=1.5, loc="best")
         shown = axes.scatter(coords[~missing, 0], coords[~missing, 1], c=numbers[~missing], cmap="viridis", s=14)
         figure.colorbar(shown, ax=axes, label=str(values.name))
@@ -151,11 +161,13 @@ def scatter_png(coords: np.ndarray, values: pd.Series, title: str) -> bytes:
 
 def drawn_categories(values: pd.Series) -> pd.Series:
     """Each value as its legend entry; over `MAX_CATEGORIES`, the 18 most frequent (ties by name) and one `(other: ...)`."""
-    categories = values.fillna("").astype(str).replace("", "(none)")
+    if pd.api.types.is_float_dtype(values) and values.dropna().mod(1).eq(0).all():
+        values = values.astype("Int64")  # glasses 1.0 -> 1, as evaluate prints them
+    categories = values.astype(object).where(values.notna(), "").astype(str).replace("", NONE)
     counts = categories.value_counts()
     if len(counts) <= MAX_CATEGORIES:
         return categories
-    kept = sorted(counts.index, key=lambda name: (-counts[name], name))[:len(_COLOURS)]
+    kept = sorted(counts.index, key=lambda name: (-counts[name], name))[:MAX_CATEGORIES - len(_GREYS[20])]
     return categories.where(categories.isin(kept), f"{OTHER} {len(counts) - len(kept)} values)")
 
 
@@ -204,11 +216,14 @@ def _forward_tiles(model: LoadedModel, items: list[tuple[int, torch.Tensor]], ba
 
 
 def _palette(names: list[str]) -> dict[str, tuple[float, ...]]:
-    """A colour per name; `(other: ...)` first (drawn under the rest), in a grey no named value has."""
+    """A colour per name; `(other: ...)` first (drawn under the rest) and `(none)` in greys no named value has."""
     from matplotlib import colormaps
 
-    others = [name for name in names if name.startswith(OTHER)]
-    named = [name for name in names if not name.startswith(OTHER)]
-    cmap = colormaps["tab10" if len(named) <= 10 else "tab20"]
-    colours = [cmap(i) for i in _COLOURS] if others else [cmap(i) for i in range(cmap.N)]
-    return {**{name: (0.8, 0.8, 0.8, 1.0) for name in others}, **dict(zip(named, colours))}
+    greys = {name: (0.8, 0.8, 0.8, 1.0) if name.startswith(OTHER) else (*MISSING_COLOUR, 1.0)
+             for name in names if name.startswith(OTHER) or name == NONE}
+    named = [name for name in names if name not in greys]
+    cmap = colormaps["tab10" if len(named) <= 10 - len(_GREYS[10]) * bool(greys) else "tab20"]
+    colours = [cmap(i) for i in range(cmap.N) if not greys or i not in _GREYS[cmap.N]]
+    if len(colours) < len(named):  # 19 named values beside (none): one shares a grey rather than go undrawn
+        colours = [cmap(i) for i in range(cmap.N)]
+    return {**greys, **dict(zip(named, colours))}
