@@ -205,3 +205,36 @@ def test_evaluate_explain_writes_its_figures_into_an_s3_out(s3_bucket, tmp_path,
     assert any("/figures/umap_label.png" in uri for uri in figures) and any("/figures/heatmaps/" in uri for uri in figures)
     assert "UMAP" in storage.read_bytes(f"{out}/report.html").decode()
     assert not (tmp_path / "s3:").exists()  # not a local folder named after the URI
+
+
+@pytest.mark.slow  # embed's UMAP compiles with numba on its first fit
+def test_explain_and_embed_read_and_write_s3(s3_bucket, tiny_model_dir):
+    """A prefix with a corrupt image is explained into S3 (the bad one named, the rest written); a manifest of S3 uris
+    with one corrupt and one missing image is embedded into S3, both named and kept in embeddings.parquet."""
+    base = f"s3://{s3_bucket}/set"
+    rows = []
+    for i in range(6):
+        label = "ai" if i % 2 else "real"
+        uri = f"{base}/{label}/{i}.png"
+        storage.write_bytes(uri, _png((70, 66), i))
+        rows.append({"uri": uri, "label": label, "source": "x", "generator": "g" if i % 2 else "", "pair_id": "",
+                     "split": "test", "width": 70, "height": 66, "format": "PNG", "sha256": "", "gender": "mf"[i > 2]})
+    storage.write_bytes(f"{base}/real/bad.png", b"junk")
+    explained = CliRunner().invoke(app, ["explain", f"{base}/", "--model", str(tiny_model_dir), "--out",
+                                         f"s3://{s3_bucket}/out", "--method", "tiles", "--method", "cam"])
+    assert explained.exit_code == 1
+    assert explained.stderr == f"error: {base}/real/bad.png: not an image (unrecognised file signature)\n"
+    written = sorted(storage.list_files(f"s3://{s3_bucket}/out", suffixes=(".png",)))
+    assert written == sorted(explained.stdout.split()) and len(written) == 12
+    rows += [{**rows[0], "uri": f"{base}/real/bad.png"}, {**rows[0], "uri": f"{base}/real/missing.png"}]
+    storage.write_bytes(f"{base}/manifest.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+    out = f"s3://{s3_bucket}/embedding"
+    embedded = CliRunner().invoke(app, ["embed", f"{base}/manifest.csv", "--model", str(tiny_model_dir), "--out", out,
+                                        "--color-by", "gender"])
+    assert embedded.exit_code == 0, embedded.output
+    assert embedded.stdout.startswith("embedded 6 image(s), 2 left out;")
+    assert embedded.stderr.count("\n") == 2 and f"note: {base}/real/missing.png: no such file" in embedded.stderr
+    table = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{out}/embeddings.parquet")))
+    assert len(table) == 8 and table["umap_x"].notna().sum() == 6
+    assert {u.rsplit("/", 1)[1] for u in storage.list_files(out)} == {
+        "embeddings.parquet", "clusters.csv", "umap_label.png", "umap_gender.png", "umap_mosaic.png"}
