@@ -58,6 +58,26 @@ def test_explain_glob_takes_only_images_as_a_folder_does(model_dir, images, tmp_
     assert sorted(os.path.basename(p) for p in result.stdout.split()) == ["img5000_cam.png", "img5001_cam.png"]
 
 
+def test_explain_takes_odd_images_and_names_the_one_it_cannot(model_dir, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    odd = {"grey": rng.integers(0, 256, (90, 70), dtype=np.uint8), "deep16": rng.integers(0, 65536, (70, 90), dtype=np.uint16),
+           "alpha": rng.integers(0, 256, (64, 80, 4), dtype=np.uint8), "tiny32": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+           "wide": rng.integers(0, 256, (40, 700, 3), dtype=np.uint8), "tiny8": rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)}
+    for name, pixels in odd.items():
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    result = CliRunner().invoke(app, ["explain", str(folder), "--model", model_dir, "--out", str(tmp_path / "out"),
+                                      "--method", "tiles", "--method", "cam"])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {folder / 'tiny8.png'}: image too small: 8x8 (minimum side 32 px)\n"
+    assert sorted(os.path.basename(p) for p in result.stdout.split()) == sorted(
+        f"{name}_{method}.png" for name in odd if name != "tiny8" for method in ("cam", "tiles"))
+    assert all(Image.open(p).size[0] >= 400 and Image.open(p).size[1] >= 300 for p in result.stdout.split())
+
+
 def test_explain_takes_a_file_name_that_is_not_utf8(model_dir, images, tmp_path):
     latin1 = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"))
     os.rename(images[0], latin1)

@@ -169,6 +169,15 @@ def test_umap_is_one_point_per_image_separable_and_seeded(easy_table):
 
 
 @pytest.mark.slow
+def test_umap_of_fewer_images_than_its_neighbours_and_too_few_images():
+    features = np.random.default_rng(0).random((5, 8)).astype(np.float32)  # n_neighbors 15 > 5 images
+    coords = project_umap(features, seed=0)
+    assert coords.shape == (5, 2) and np.isfinite(coords).all()
+    with pytest.raises(ConfigError, match="^UMAP needs at least 5 images, got 4$"):
+        project_umap(features[:4])
+
+
+@pytest.mark.slow
 def test_embedding_report_writes_parquet_plots_and_clusters(planted_model, val_rows, tmp_path):
     report = embedding_report(planted_model, val_rows, str(tmp_path), color_by=("label", "pattern", "generator"), seed=0)
     table = pd.read_parquet(tmp_path / "embeddings.parquet")
