@@ -50,6 +50,11 @@ def test_explain_without_grad_cam_names_how_to_install_it_only_where_needed(monk
     for method in ("tiles", "cam"):  # these need no pytorch-grad-cam
         done = CliRunner().invoke(app, [*explain, "--method", method])
         assert done.exit_code == 0 and (tmp_path / "x" / f"x_{method}.png").is_file(), done.output
+    default = CliRunner().invoke(app, [*explain[:-2], "--out", str(tmp_path / "all")])  # was the error above: nothing written
+    assert default.exit_code == 0, default.output
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["x_cam.png", "x_tiles.png"]
+    assert default.stderr == ("note: gradcam and gradcam++ skipped: missing optional package 'pytorch_grad_cam'; install it "
+                              'with: pip install "fakescope[explain]" && pip install --no-deps grad-cam\n')
 
 
 def test_evaluate_without_matplotlib_fails_before_scoring(monkeypatch, tmp_path, tiny_model_dir):

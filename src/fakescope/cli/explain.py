@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fakescope.cli._errors import clean_errors
+from fakescope.cli._errors import clean_errors, install_hint
 from fakescope.cli._options import BatchSizeOpt, DeviceOpt, ModelOpt, OutDirOpt, SeedOpt
 
 
@@ -24,7 +24,7 @@ def explain(
     model: ModelOpt = None,
     out: OutDirOpt = "explanations",
     method: Annotated[list[Method] | None, typer.Option(
-        "--method", help="Repeatable: tiles, gradcam, gradcam++, cam. Default: all the model allows.")] = None,
+        "--method", help="Repeatable: tiles, gradcam, gradcam++, cam. Default: all the model (and install) allows.")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Write one heatmap overlay PNG per image and method, the model's score in the caption.
@@ -40,7 +40,14 @@ def explain(
 
         methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
         if {"gradcam", "gradcam++"} & set(methods):
-            import pytorch_grad_cam  # noqa: F401 - missing: one line naming how to install it, before any work
+            try:
+                import pytorch_grad_cam  # noqa: F401 - missing: one line naming how to install it, before any work
+            except ModuleNotFoundError:
+                if method:
+                    raise
+                methods = tuple(m for m in methods if m not in ("gradcam", "gradcam++"))
+                typer.echo(f"note: gradcam and gradcam++ skipped: missing optional package 'pytorch_grad_cam'; "
+                           f"{install_hint('pytorch_grad_cam')}", err=True)
         detector = Detector.load(model, device=device)
         sources = list(iter_sources(inputs))
     if not sources:
