@@ -47,7 +47,7 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
     Returns:
         The rows (fresh index) plus `probability` (calibrated P(ai)), `embedding` (float32
         vector) and `error` (why an image could not be read, or that the model gave it NaN or
-        infinite features; its other two fields are empty).
+        infinite features or logits; its other two fields are empty).
 
     Example:
         >>> table = embed_images(load_model("fakescope-default"), read_manifest("m.parquet"))  # doctest: +SKIP
