@@ -87,6 +87,22 @@ def test_explain_takes_a_file_name_that_is_not_utf8(model_dir, images, tmp_path)
     assert os.listdir(os.fsencode(tmp_path / "out")) == [b"caf\xe9_tiles.png"]  # written under its own name
 
 
+def test_an_out_that_is_a_file_is_refused_before_any_work(model_dir, images, planted_manifest, tmp_path):
+    """Both failed only when writing: explain once per image, embed after embedding the whole manifest."""
+    from fakescope.data import write_manifest
+
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    explained = CliRunner().invoke(app, ["explain", *images, "--model", model_dir, "--out", str(taken)])
+    assert (explained.exit_code, explained.stdout) == (2, "")
+    assert explained.stderr == f"error: {taken} is a file, not a folder to write into\n"
+    rows = planted_manifest[planted_manifest["split"] == "val"].assign(pair_id="", width=64, height=64, format="PNG", sha256="")
+    write_manifest(rows, str(tmp_path / "manifest.parquet"))
+    embedded = CliRunner().invoke(app, ["embed", str(tmp_path / "manifest.parquet"), "--model", model_dir, "--out", str(taken)])
+    assert embedded.exit_code == 2 and embedded.stderr == explained.stderr
+    assert taken.read_text() == "keep me"
+
+
 def test_explain_rejects_an_unknown_method(model_dir, images, tmp_path):
     result = CliRunner().invoke(app, ["explain", images[0], "--model", model_dir, "--method", "saliency"])
     assert result.exit_code == 2 and "saliency" in result.output

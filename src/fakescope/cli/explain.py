@@ -36,8 +36,9 @@ def explain(
     from fakescope.io.inputs import iter_sources, path_text
 
     with clean_errors():
-        from fakescope.explain import DEFAULT_METHODS, explain_image
+        from fakescope.explain import DEFAULT_METHODS, explain_image, require_out_folder
 
+        require_out_folder(out)
         methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
         if {"gradcam", "gradcam++"} & set(methods):
             try:

@@ -26,6 +26,7 @@ from fakescope.explain.report import (
     embedding_report,
     explain_image,
     report_figures,
+    require_out_folder,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "project_umap",
     "report_figures",
     "require_classifier",
+    "require_out_folder",
     "save_overlay",
     "scatter_png",
 ]

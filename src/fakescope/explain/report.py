@@ -86,6 +86,17 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
     return ExplainedImage(source, detection.probability, detection.verdict, files, skipped)
 
 
+def require_out_folder(out: str) -> None:
+    """Refuse, before any work, a local `out` that is a file: writing into it fails only after every image is done.
+
+    Raises:
+        ConfigError: `out` is an existing file.
+    """
+    local = out.removeprefix("file://")
+    if not storage.is_remote(out) and os.path.exists(local) and not os.path.isdir(local):
+        raise ConfigError(f"{path_text(out)} is a file, not a folder to write into")
+
+
 @dataclass(frozen=True)
 class EmbeddingReport:
     """Per-image features, scores, UMAP coordinates and clusters, and the figures drawn from them."""
@@ -121,6 +132,7 @@ def embedding_report(
         >>> report.clusters.purity  # doctest: +SKIP
         0.97
     """
+    require_out_folder(out)
     missing = [c for c in color_by if c not in rows.columns]
     if missing:
         raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
