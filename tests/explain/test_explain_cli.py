@@ -64,9 +64,9 @@ def test_explain_takes_odd_images_and_names_the_one_it_cannot(model_dir, tmp_pat
     rng = np.random.default_rng(0)
     folder = tmp_path / "odd"
     folder.mkdir()
-    odd = {"grey": rng.integers(0, 256, (90, 70), dtype=np.uint8), "deep16": rng.integers(0, 65536, (70, 90), dtype=np.uint16),
-           "alpha": rng.integers(0, 256, (64, 80, 4), dtype=np.uint8), "tiny32": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
-           "wide": rng.integers(0, 256, (40, 700, 3), dtype=np.uint8), "tiny8": rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)}
+    shapes = {"grey": (90, 70), "alpha": (64, 80, 4), "tiny32": (32, 32, 3), "wide": (40, 700, 3), "tiny8": (8, 8, 3)}
+    odd = {name: rng.integers(0, 256, shape, dtype=np.uint8) for name, shape in shapes.items()}
+    odd["deep16"] = rng.integers(0, 65536, (70, 90), dtype=np.uint16)
     for name, pixels in odd.items():
         Image.fromarray(pixels).save(folder / f"{name}.png")
     result = CliRunner().invoke(app, ["explain", str(folder), "--model", model_dir, "--out", str(tmp_path / "out"),

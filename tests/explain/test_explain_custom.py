@@ -165,7 +165,8 @@ def test_images_with_nan_features_are_left_out_with_the_reason(planted_manifest,
     rows = pd.concat([rows, rows.head(1).assign(uri=str(white))], ignore_index=True)
     report = embedding_report(model, rows, str(tmp_path / "out"), color_by=("label",))
     table = report.table
-    assert table["error"].fillna("").tolist() == [""] * 6 + ["nanny gave non-finite (NaN or infinite) features or logits for this image"]
+    reason = "nanny gave non-finite (NaN or infinite) features or logits for this image"
+    assert table["error"].fillna("").tolist() == [""] * 6 + [reason]
     assert table["umap_x"].notna().tolist() == [True] * 6 + [False] and len(report.clusters.assignments) == 6
 
 
