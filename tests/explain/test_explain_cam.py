@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from explain_helpers import plant, planted_image, smooth_field
+from explain_helpers import planted_image, smooth_field
 from PIL import Image
 
 from fakescope.detector import Detector
