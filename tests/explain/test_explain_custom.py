@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from explain_helpers import planted_image
+from plugin_helpers import FeatureHead
 from torch import nn
 
 from fakescope.errors import ConfigError
@@ -17,7 +18,7 @@ SIDE = 192
 STRIDE = 8  # the network's feature maps are 1/8 of the input
 
 
-class PlainConv(nn.Module):
+class PlainConv(FeatureHead):
     """Three convolutions with max pooling, global average pooling and one linear layer: the registry's contract, no timm."""
 
     def __init__(self, width: int = 16):
@@ -28,18 +29,6 @@ class PlainConv(nn.Module):
             nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
         )
         self.head = nn.Linear(width, 1)
-
-    def forward_features(self, x):
-        return self.features(x)
-
-    def embed(self, x):
-        return self.forward_features(x).mean((2, 3))
-
-    def forward_head(self, features):
-        return self.head(features.mean((2, 3))).squeeze(-1)
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 def qa_plain_conv(pretrained: bool | str = False, **kwargs) -> PlainConv:

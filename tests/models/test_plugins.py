@@ -5,61 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from plugin_helpers import PLUGIN, save_plugin_model
 from torch import nn
 from typer.testing import CliRunner
 
 from fakescope.errors import ConfigError
 from fakescope.models import InputPolicy, architecture_info, register_model, registry
 
-PLUGIN = textwrap.dedent('''
-    """A researcher's architecture, outside the package."""
-    from torch import nn
-
-    from fakescope.models import InputPolicy, register_model
-
-
-    class TinyConv(nn.Module):
-        def __init__(self, width=4):
-            super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU())
-            self.head = nn.Linear(width, 1)
-
-        def forward_features(self, x):
-            return self.features(x)
-
-        def embed(self, x):
-            return self.forward_features(x).mean((2, 3))
-
-        def forward_head(self, features):
-            return self.head(features.mean((2, 3))).squeeze(-1)
-
-        def forward(self, x):
-            return self.forward_head(self.forward_features(x))
-
-
-    @register_model(input=InputPolicy(crop_size=48, grid=2))
-    def qa_tiny_conv(pretrained=False, **kwargs):
-        """A one-layer conv net of a plugin."""
-        return TinyConv(**kwargs)
-''')
-
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(folder holding module `qa_plugin`, a model folder of its architecture saved by a process that imported it)."""
     folder = tmp_path_factory.mktemp("plugin")
-    (folder / "qa_plugin.py").write_text(PLUGIN)
-    model = folder / "model"
-    script = ("import sys, torch; sys.path.insert(0, sys.argv[1]); import qa_plugin\n"
-              "from fakescope.models import ModelConfig, InputPolicy, save_model\n"
-              "save_model(qa_plugin.TinyConv(), ModelConfig(name='qa', architecture='qa_tiny_conv', "
-              "input=InputPolicy(crop_size=48, grid=2)), sys.argv[2])")
-    subprocess.run([sys.executable, "-c", script, str(folder), str(model)], check=True, timeout=120)
-    return folder, model
+    return folder, save_plugin_model(folder)
 
 
 def _fakescope(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -9,24 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from plugin_helpers import save_plugin_model
 
 from fakescope.scale.records import read_results
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from test_plugins import PLUGIN  # noqa: E402  (the models tests' plugin architecture, `qa_tiny_conv`)
 
 
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Path]:
     """(the environment that names module `qa_plugin` in FAKESCOPE_PLUGINS, a model folder of its architecture)."""
     folder = tmp_path_factory.mktemp("plugin")
-    (folder / "qa_plugin.py").write_text(PLUGIN)
-    model = folder / "model"
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); import qa_plugin\n"
-              "from fakescope.models import ModelConfig, InputPolicy, save_model\n"
-              "save_model(qa_plugin.TinyConv(), ModelConfig(name='qa', architecture='qa_tiny_conv', "
-              "input=InputPolicy(crop_size=48, grid=2)), sys.argv[2])")
-    subprocess.run([sys.executable, "-c", script, str(folder), str(model)], check=True, timeout=120)
+    model = save_plugin_model(folder)
     env = {"FAKESCOPE_PLUGINS": "qa_plugin", "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
     return env, model
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 import yaml
+from plugin_helpers import FeatureHead
 from torch import nn
 from train_helpers import train_config
 from typer.testing import CliRunner
@@ -19,25 +20,13 @@ from fakescope.models import InputPolicy, architecture_info, register_model, reg
 from fakescope.train import TrainConfig, train
 
 
-class WidthConv(nn.Module):
+class WidthConv(FeatureHead):
     """One conv layer of `width` filters on `channels` input channels, and a head of `outputs` logits."""
 
     def __init__(self, width: int = 4, channels: int = 3, outputs: int = 1):
         super().__init__()
         self.features = nn.Conv2d(channels, width, 3, stride=4)
         self.head = nn.Linear(width, outputs)
-
-    def forward_features(self, x):
-        return self.features(x)
-
-    def embed(self, x):
-        return self.forward_features(x).mean((2, 3))
-
-    def forward_head(self, features):
-        return self.head(features.mean((2, 3))).squeeze(-1)
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 def qa_width_conv(pretrained: bool | str = False, **kwargs) -> WidthConv:
