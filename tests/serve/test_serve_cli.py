@@ -141,7 +141,7 @@ def test_app_hands_its_pixel_limit_to_the_web_app_and_refuses_a_bad_one(monkeypa
     from fakescope.serve.limits import MAX_PIXELS_ENV, env_max_pixels
 
     started = []
-    monkeypatch.setattr(cli_serve.subprocess, "call", lambda command, env: started.append(env) or 0)  # no Streamlit
+    monkeypatch.setattr(cli_serve.os, "execve", lambda path, command, env: started.append(env))  # no Streamlit
     assert CliRunner().invoke(app, ["app", "--max-pixels", "2000000"]).exit_code == 0
     monkeypatch.setenv(MAX_PIXELS_ENV, started[0][MAX_PIXELS_ENV])
     assert env_max_pixels() == 2_000_000  # what the web app then reads

@@ -159,7 +159,7 @@ def test_a_client_that_leaves_mid_upload_is_a_400_not_a_server_error(tmp_path):
 
 def test_an_unexpected_failure_answers_json_with_cors_headers_and_logs_the_traceback(tmp_path, detector, caplog):
     import httpx
-    from conftest import LiveServer
+    from serve_helpers import LiveServer
 
     origin = "http://page.example"
     live = LiveServer(ServeConfig(token=None, jobs_dir=tmp_path, cors_origins=(origin,)), detector)

@@ -23,21 +23,25 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
     `list_images`); globs are expanded as `expand_glob` does (image suffixes only, as a folder is
     listed); `s3://` and other storage URIs are listed through `fakescope.io.storage` when they
     name a prefix; `-` reads one input per line from stdin, each taken as an argument is (a folder
-    piped in is listed). A named file, or one read from stdin, is always yielded, whatever its
+    piped in is listed), except a storage URI with an image suffix: that object, read without listing it
+    first. A named file, or one read from stdin, is always yielded, whatever its
     suffix (or glob characters in its name), so that a misnamed image or a broken file is reported, not skipped.
     """
     for item in inputs:
         if item == "-":
             lines = stdin if stdin is not None else _stdin_lines()
-            for line in filter(None, (line.strip() for line in lines)):
-                yield from _expand(line)  # a line `-` is a file of that name: stdin is read once
+            for line in filter(None, (line.strip() for line in lines)):  # a line `-` is a file: stdin is read once
+                if _is_uri(line) and line.lower().endswith(IMAGE_SUFFIXES):
+                    yield line  # that object, unchecked: a million URIs piped in cost no listing each
+                else:
+                    yield from _expand(line)
         else:
             yield from _expand(item)
 
 
 def _expand(item: str) -> Iterator[str]:
     """One input other than `-`: a storage URI, folder or glob is expanded, anything else is that file."""
-    if "://" in item and not item.startswith("file://"):
+    if _is_uri(item):
         yield from _expand_uri(item)
     elif os.path.isdir(item):
         yield from list_images(str(Path(item)))
@@ -51,6 +55,10 @@ def _expand(item: str) -> Iterator[str]:
             yield from matched
     else:
         yield item
+
+
+def _is_uri(item: str) -> bool:
+    return "://" in item and not item.startswith("file://")
 
 
 def _stdin_lines() -> Iterator[str]:
