@@ -39,7 +39,7 @@ def test_prepare_refuses_to_do_nothing_or_step_2_without_step_1(tmp_path):
 @pytest.mark.parametrize("script", ["linear_probe.py", "select_recipe.py"])
 def test_a_missing_prepared_manifest_is_one_line(script, tmp_path):
     args = ["--out", str(tmp_path / "out")] if script == "select_recipe.py" else []
-    _fails_cleanly(_run(script, *args, cwd=tmp_path), "error: no such file or folder: data/default/manifest.csv")
+    _fails_cleanly(_run(script, *args, cwd=tmp_path), "error: data/default/manifest.csv: no such file or folder")
 
 
 def test_gpu_sweep_names_an_unknown_variant(tmp_path):

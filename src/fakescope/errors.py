@@ -61,5 +61,10 @@ class NotFittedError(FakescopeError, ValueError, AttributeError):
     """An estimator was used before `fit`."""
 
 
+def reason_about(exc: BaseException, source: str) -> str:
+    """`exc`'s message for a line that already names `source`: without it where the error names it too."""
+    return exc.reason if isinstance(exc, FakescopeError) and exc.source == source else str(exc)
+
+
 def _rebuild(cls: type[FakescopeError], reason: str, source: str | None) -> FakescopeError:
     return cls(reason, source=source)

@@ -86,6 +86,18 @@ def test_a_file_whose_name_is_not_utf8_is_skipped_with_a_warning(faces_layout, t
     assert "caf\\udce9.png: its name is not UTF-8" in caplog.text
 
 
+def test_an_unreadable_file_is_skipped_with_a_warning_naming_it_once(faces_layout, tmp_path, caplog):
+    root = tmp_path / "set"
+    os.makedirs(root / "fake")
+    os.symlink(faces_layout / "real", root / "real", target_is_directory=True)
+    (root / "fake" / "ok.png").write_bytes(encode(smooth_image(4), "PNG"))
+    os.symlink(tmp_path / "gone.png", root / "fake" / "dangling.png")  # listed, but no file behind it
+    uris = build_from_folders(str(root))["uri"]
+    assert uris.str.endswith("/fake/ok.png").sum() == 1 and not uris.str.endswith("dangling.png").any()
+    assert [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()] == [
+        f"skipping {root / 'fake' / 'dangling.png'}: no such file or folder"]
+
+
 def test_a_real_image_copied_into_fake_is_reported_as_labelled_both_ways(faces_layout, tmp_path, caplog):
     root = tmp_path / "set"
     os.makedirs(root / "fake" / "sd")

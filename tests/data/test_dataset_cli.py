@@ -55,7 +55,7 @@ def test_strict_audit_fails_on_a_split_leak_as_on_a_shortcut(clean_layout, tmp_p
 
 def test_known_errors_are_one_line(tmp_path):
     missing = runner.invoke(app, ["dataset", "audit", str(tmp_path / "nope.parquet")])
-    assert missing.exit_code == 2 and missing.output.strip().startswith("error: no such file or folder")
+    assert missing.exit_code == 2 and missing.output == f"error: {tmp_path / 'nope.parquet'}: no such file or folder\n"
     bad = runner.invoke(app, ["dataset", "split", str(tmp_path / "m.csv"), "--ratios", "train:0.8"])
     assert bad.exit_code == 2 and bad.output.startswith("error: --ratios must look like")
     json_without_images = runner.invoke(app, ["dataset", "build", "x.json", "--out", str(tmp_path / "m.parquet")])

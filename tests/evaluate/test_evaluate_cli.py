@@ -86,7 +86,7 @@ def test_unreadable_images_are_counted_on_the_console(small_manifest, tmp_path):
 
 def test_evaluate_errors_are_one_line(small_manifest, tmp_path):
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "none.csv"), "--out", str(tmp_path)])
-    assert result.exit_code == 2 and result.output.startswith("error: no such file or folder")
+    assert result.exit_code == 2 and result.output == f"error: {tmp_path / 'none.csv'}: no such file or folder\n"
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "bad.parquet"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and result.output.startswith("error: cannot read manifest")

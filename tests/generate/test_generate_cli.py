@@ -140,7 +140,8 @@ def test_taef2_takes_a_glob_and_refuses_sources_that_give_no_image(tmp_path, tae
     assert unreadable.exit_code == 0 and "0 images written; no manifest: no source could be read" in unreadable.output
     (tmp_path / "only" / "fakes").mkdir(parents=True)
     Image.new("RGB", (40, 33)).save(tmp_path / "only" / "fakes" / "old.png")  # an earlier run's output
-    for src, out, message in [(photos / "*.gif", "none", "no images in"), (photos / "missing.png", "none", "no such file"),
+    for src, out, message in [(photos / "*.gif", "none", "no images in"),
+                              (photos / "missing.png", "none", f"error: {photos / 'missing.png'}: no such file\n"),
                               (tmp_path / "only", "only/fakes", "outside its output folder")]:
         refused = run(str(src), out)
         assert refused.exit_code == 2 and refused.output.startswith("error: ") and message in refused.output, refused.output

@@ -81,7 +81,19 @@ def test_write_without_permission_is_access_denied(drive_env, monkeypatch, tmp_p
     assert storage.read_bytes(f"gdrive://{drive_env.root_id}/seen.png") == b"ok"
     with pytest.raises(StorageError) as caught:
         storage.write_bytes(f"gdrive://{drive_env.root_id}/new.png", b"x")
-    assert "access denied" in str(caught.value) and DRIVE_READONLY_TOKEN not in str(caught.value)
+    uri = f"gdrive://{drive_env.root_id}/new.png"
+    assert (caught.value.reason, caught.value.source) == ("access denied to write (check the Google credentials)", uri)
+    assert str(caught.value) == f"{uri}: {caught.value.reason}" and DRIVE_READONLY_TOKEN not in str(caught.value)
+
+
+def test_a_drive_error_on_one_file_names_its_uri_once_as_the_source(drive_env):
+    drive_env.add("a.png", drive_env.root_id, b"aaa")
+    uri = f"gdrive://{drive_env.root_id}/a.png"
+    drive_env.fail("download", 400, "badRequest")
+    with pytest.raises(StorageError) as caught:
+        storage.read_bytes(uri)
+    assert (caught.value.reason, caught.value.source) == ("cannot read: Drive returned HTTP 400", uri)
+    assert str(caught.value) == f"{uri}: cannot read: Drive returned HTTP 400"
 
 
 def test_missing_credentials_name_the_variables(monkeypatch, tmp_path):
@@ -220,7 +232,7 @@ def test_a_folder_of_2500_files_is_listed_whole_in_pages_of_1000(drive_env):
 
 def test_an_unknown_folder_id_is_a_missing_file_not_an_error_for_exists(drive_env):
     assert not storage.exists("gdrive://unknown-folder-id/x.png")
-    with pytest.raises(StorageError, match="^no such file or folder: gdrive://unknown-folder-id$"):
+    with pytest.raises(StorageError, match="^gdrive://unknown-folder-id: no such file or folder$"):
         list(storage.list_files("gdrive://unknown-folder-id"))
 
 

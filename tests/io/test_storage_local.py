@@ -53,12 +53,12 @@ def test_exists_for_files_and_non_empty_folders(tmp_path):
 
 
 def test_errors_are_one_line_storage_errors(tmp_path):
-    with pytest.raises(StorageError, match="no such file or folder"):
-        storage.read_bytes(str(tmp_path / "absent.png"))
-    with pytest.raises(StorageError, match="is a folder"):
-        storage.read_bytes(str(tmp_path))
-    with pytest.raises(StorageError, match="no such folder"):
-        storage.list_files(str(tmp_path / "absent"))
+    for call, where, reason in ((storage.read_bytes, tmp_path / "absent.png", "no such file or folder"),
+                                (storage.read_bytes, tmp_path, "a folder, not a file"),
+                                (storage.list_files, tmp_path / "absent", "no such folder")):
+        with pytest.raises(StorageError) as caught:  # the path once: as the source, not again in the reason
+            call(str(where))
+        assert (caught.value.reason, caught.value.source, str(caught.value)) == (reason, str(where), f"{where}: {reason}")
     with pytest.raises(StorageError, match="unsupported storage scheme 'ftp'"):
         storage.read_bytes("ftp://host/a.png")
     assert isinstance(StorageError("x"), OSError)

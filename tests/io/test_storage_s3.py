@@ -122,6 +122,18 @@ def test_throttling_is_retried_and_an_outlasting_one_stops_as_unavailable(s3_buc
     assert fault_proxy.injected == 3 + 2
 
 
+def test_a_refused_object_names_its_uri_once_as_the_source(s3_bucket, fault_proxy):
+    uri = f"s3://{s3_bucket}/private/a.png"
+    storage.write_bytes(uri, b"payload")
+    for status, code, reason in ((403, "AccessDenied", "access denied to read (check the AWS credentials)"),
+                                 (400, "InvalidObjectState", "cannot read: S3 error InvalidObjectState")):
+        fault_proxy.fail("GET", status, code)
+        with pytest.raises(StorageError) as caught:  # this file's error, not an outage: a scan records it and goes on
+            S3Storage().read_bytes(uri)
+        assert not isinstance(caught.value, StorageUnavailableError)
+        assert (caught.value.reason, caught.value.source, str(caught.value)) == (reason, uri, f"{uri}: {reason}")
+
+
 def test_a_connection_broken_mid_object_is_fetched_again_then_stops_as_unavailable(s3_bucket, fault_proxy):
     uri = f"s3://{s3_bucket}/drop/a.png"
     storage.write_bytes(uri, b"0123456789" * 100)

@@ -167,7 +167,8 @@ def test_a_glob_of_manifests_reads_each_in_name_order(image_folder, tmp_path):
     pd.DataFrame({"uri": sources[3:]}).to_parquet(tmp_path / "shards" / "b.parquet")
     pd.DataFrame({"uri": sources[:3]}).to_parquet(tmp_path / "shards" / "a.parquet")
     assert list(scan_sources([str(tmp_path / "shards" / "*.parquet")])) == sources
-    with pytest.raises(ConfigError, match=re.escape(f"cannot read manifest {tmp_path / 'shards' / 'none-*.csv'}: ")):
+    missing = tmp_path / "shards" / "none-*.csv"  # named once: the reason does not repeat it
+    with pytest.raises(ConfigError, match=f"^{re.escape(f'cannot read manifest {missing}: no such file or folder')}$"):
         list(scan_sources([str(tmp_path / "shards" / "none-*.csv")]))
 
 

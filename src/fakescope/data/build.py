@@ -26,7 +26,7 @@ from fakescope.data.manifest import (
     validate_manifest,
 )
 from fakescope.data.merge import inherit_from_pairs
-from fakescope.errors import ConfigError, FakescopeError
+from fakescope.errors import ConfigError, FakescopeError, reason_about
 from fakescope.io import storage
 from fakescope.io.inputs import list_images, path_text
 
@@ -275,7 +275,7 @@ def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progr
         try:
             info = describe_image(storage.read_bytes(uri))
         except FakescopeError as exc:
-            logger.warning("skipping %s: %s", uri, exc)
+            logger.warning("skipping %s: %s", uri, reason_about(exc, uri))
             return None
         return {"uri": uri, "label": label, "source": source, "generator": generator,
                 "pair_id": info["sha256"], "split": "", **info}

@@ -50,7 +50,7 @@ def _listed(src: str) -> Iterator[str]:
         return
     if src.lower().endswith(IMAGE_SUFFIXES):
         if not storage.exists(src):
-            raise StorageError(f"no such file: {src}")
+            raise StorageError("no such file", source=src)
         yield src
         return
     yield from list_images(src)

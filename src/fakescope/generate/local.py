@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from fakescope.errors import FakescopeError, ImageLoadError
+from fakescope.errors import FakescopeError, ImageLoadError, reason_about
 from fakescope.generate._sources import image_uris
 from fakescope.generate.manifest import (
     MANIFEST_NAME, append_manifest, manifest_row, manifest_rows, output_name, source_stem,
@@ -115,7 +115,7 @@ def _pending(
                 continue
             image = load_image(data).image
         except FakescopeError as exc:
-            log.warning("skipping %s: %s", uri, exc)
+            log.warning("skipping %s: %s", uri, reason_about(exc, uri))
             continue
         yield uri, digest, target, image
 

@@ -172,7 +172,7 @@ class DriveStorage:
 
         folder_id, parts = split_drive_uri(uri)
         if not parts:
-            raise StorageError(f"cannot write to {uri}: it names a folder, not a file")
+            raise StorageError("names a folder, not a file to write", source=uri)
         mime = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
         resumable = len(data) >= self.resumable_threshold
         media = MediaIoBaseUpload(io.BytesIO(data), mimetype=mime, chunksize=_CHUNK, resumable=resumable)
@@ -203,7 +203,7 @@ class DriveStorage:
         with _translated_errors("list", uri):
             item = self._resolve(uri)
         if item is None or item["mimeType"] != FOLDER_MIME:
-            raise StorageError(f"no such folder: {uri}")
+            raise StorageError("no such folder", source=uri)
         return self._walk(uri.rstrip("/"), item["id"], normalise_suffixes(suffixes), recursive, {item["id"]})
 
     def _walk(
@@ -357,6 +357,7 @@ class _translated_errors:
         from httplib2 import ServerNotFoundError
 
         error = StorageError  # StorageUnavailableError where the storage, not the file, failed
+        source = None  # the URI, where this file's own error could become its record: the message leaves it out
         if isinstance(exc, HttpError) and _transient(exc):
             message = (f"cannot {self.action} {self.uri}: Google Drive still answered {_answer(exc)} "
                        f"({_reason(exc) or 'busy'}) after {RETRIES} retries; try again later")
@@ -364,16 +365,16 @@ class _translated_errors:
         elif isinstance(exc, HttpError):
             status = int(exc.resp.status)
             if status == 404:
-                message = f"no such file or folder: {self.uri}"
+                message, source = "no such file or folder", self.uri
             elif status in (401, 403):
-                message = f"access denied to {self.action} {self.uri} (check the Google credentials)"
+                message, source = f"access denied to {self.action} (check the Google credentials)", self.uri
             else:
-                message = f"cannot {self.action} {self.uri}: Drive returned HTTP {status}"
+                message, source = f"cannot {self.action}: Drive returned HTTP {status}", self.uri
         elif isinstance(exc, TransportError):
             message = f"cannot {self.action} {self.uri}: Google Drive or its token server unreachable"
             error = StorageUnavailableError
         elif isinstance(exc, GoogleAuthError):
-            message = f"access denied to {self.action} {self.uri}: Google credentials were refused"
+            message, source = f"access denied to {self.action}: Google credentials were refused", self.uri
         elif isinstance(exc, (socket.gaierror, ServerNotFoundError)):
             message = f"cannot {self.action} {self.uri}: Google Drive's server name does not resolve (check FAKESCOPE_GDRIVE_ENDPOINT)"
             error = StorageUnavailableError
@@ -382,4 +383,4 @@ class _translated_errors:
             error = StorageUnavailableError
         else:
             return False
-        raise error(message) from exc
+        raise error(message, source=source) from exc

@@ -34,12 +34,12 @@ def _path_of(uri: str) -> str:
 
 def _error(action: str, uri: str, exc: OSError) -> StorageError:
     if isinstance(exc, FileNotFoundError):
-        return StorageError(f"no such file or folder: {uri}")
+        return StorageError("no such file or folder", source=uri)
     if isinstance(exc, PermissionError):
-        return StorageError(f"permission denied to {action} {uri}")
+        return StorageError(f"permission denied to {action}", source=uri)
     if isinstance(exc, IsADirectoryError):
-        return StorageError(f"{uri} is a folder, not a file")
-    return StorageError(f"cannot {action} {uri}: {exc.strerror or exc}")
+        return StorageError("a folder, not a file", source=uri)
+    return StorageError(f"cannot {action}: {exc.strerror or exc}", source=uri)
 
 
 class LocalStorage:
@@ -90,7 +90,7 @@ class LocalStorage:
     ) -> Iterator[str]:
         root = _path_of(uri)
         if not os.path.isdir(root):
-            raise StorageError(f"no such folder: {uri}")
+            raise StorageError("no such folder", source=uri)
         return self._walk(uri, root, normalise_suffixes(suffixes), recursive)
 
     @staticmethod

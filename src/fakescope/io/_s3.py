@@ -106,7 +106,7 @@ class S3Storage:
     def write_bytes(self, uri: str, data: bytes) -> None:
         bucket, key = split_s3_uri(uri)
         if not key or key.endswith("/"):
-            raise StorageError(f"cannot write to {uri}: it names a bucket or folder, not a file")
+            raise StorageError("names a bucket or folder, not a file to write", source=uri)
         with _translated_errors("write", uri, bucket):
             if len(data) <= MULTIPART_BYTES:
                 self.client.put_object(Bucket=bucket, Key=key, Body=data)
@@ -205,12 +205,13 @@ class _translated_errors:
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
         error = StorageError  # StorageUnavailableError where the storage, not the file, failed
+        source = None  # the URI, where this file's own error could become its record: the message leaves it out
         if isinstance(exc, ClientError):
             code = _code(exc)
             if code == "NoSuchBucket":
                 message = f"s3 bucket {self.bucket!r} does not exist"
             elif code in _DENIED:
-                message = f"access denied to {self.action} {self.uri} (check the AWS credentials)"
+                message, source = f"access denied to {self.action} (check the AWS credentials)", self.uri
                 if code in _REFUSED_CREDENTIALS:  # every other file would be refused too, not just this one
                     error = StorageUnavailableError
             elif code in _MISSING_KEY:
@@ -219,7 +220,7 @@ class _translated_errors:
                 message = f"cannot {self.action} {self.uri}: S3 answered {code or _status(exc)} after retrying; try again later"
                 error = StorageUnavailableError
             else:
-                message = f"cannot {self.action} {self.uri}: S3 error {code or 'unknown'}"
+                message, source = f"cannot {self.action}: S3 error {code or 'unknown'}", self.uri
         elif isinstance(exc, NoCredentialsError):
             message = f"cannot {self.action} {self.uri}: no AWS credentials (set AWS_ACCESS_KEY_ID or a profile)"
             error = StorageUnavailableError
@@ -236,7 +237,7 @@ class _translated_errors:
             message = f"cannot {self.action} {self.uri}: the connection to S3 broke ({type(exc).__name__}); try again later"
             error = StorageUnavailableError
         elif isinstance(exc, BotoCoreError):
-            message = f"cannot {self.action} {self.uri}: {type(exc).__name__}"
+            message, source = f"cannot {self.action}: {type(exc).__name__}", self.uri
         else:
             return False
-        raise error(message) from exc
+        raise error(message, source=source) from exc

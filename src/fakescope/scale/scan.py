@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.detector import Detector
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, reason_about
 from fakescope.io.inputs import path_text
 from fakescope.scale.records import (
     JOURNAL_SUFFIX,
@@ -198,7 +198,7 @@ def _manifest_uris(manifest: str) -> Iterator[str]:
         data = io.BytesIO(storage.read_bytes(manifest))
         rows = pd.read_parquet(data) if manifest.lower().endswith(".parquet") else pd.read_csv(data)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read manifest {manifest}: {exc}") from None
+        raise ConfigError(f"cannot read manifest {manifest}: {reason_about(exc, manifest)}") from None
     if "uri" not in rows.columns:
         raise ConfigError(f"manifest {manifest} has no 'uri' column")
     base = manifest.rsplit("/", 1)[0] if "/" in manifest else ""
