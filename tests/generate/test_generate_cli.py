@@ -189,6 +189,7 @@ def test_openai_command_runs_and_rejects_bad_options(tmp_path, monkeypatch):
         result = CliRunner().invoke(app, [*args, "--max-spend", "0.02"])
         assert result.exit_code == 0, result.output
         assert "done 1," in result.output and "stopped: budget" in result.output and server.billable == 1
+        assert ", tokens not reported, " in result.output and "tokens 0" not in result.output  # dall-e reports no usage
         assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM stops like Ctrl-C only while the command runs
         bad = CliRunner().invoke(app, [*args, "--mode", "variation", "--model", "dall-e-3"])
         assert bad.exit_code == 2 and "does not support variation" in bad.output

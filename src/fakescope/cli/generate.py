@@ -115,7 +115,8 @@ def _summary(report: RunReport, max_total_spend: float | None, priced: bool = Tr
              else "estimated spend unknown (no price for this model; see --price-per-image)")
     return (
         f"done {report.done}, already done {report.skipped}, recovered {report.recovered}, failed {report.failed}, "
-        f"unresolved {report.unresolved}, {spend}, tokens {report.tokens}"
+        f"unresolved {report.unresolved}, {spend}, "
+        + (f"tokens {report.tokens}" if report.tokens is not None else "tokens not reported")
         + (f", stopped: {report.stopped}" if report.stopped else "")
         + (f"; manifest {report.manifest}" if report.manifest else "")
     )

@@ -68,8 +68,9 @@ class RunReport:
     stopped: str | None = None
     manifest: str | None = None
     ledger: str | None = None
-    tokens: int = 0
-    """Total tokens the API reported for this run's done and recovered images (GPT image models; each image's `usage` is in its params)."""
+    tokens: int | None = None
+    """Total tokens the API reported for this run's done and recovered images (GPT image models; each image's `usage` is
+    in its params); None where none reported usage (dall-e models never do)."""
 
 
 def default_ledger_path(out: str) -> Path:
@@ -171,7 +172,7 @@ def run_openai(
                 continue
             book.mark_done(job.key, uri, price, row)
             report.done += 1
-            report.tokens += _tokens(row)
+            _count_tokens(report, row)
             report.spent += price
         if outage is not None:  # the output storage, not an image, failed: pay for no more
             raise outage
@@ -198,7 +199,7 @@ def run_openai(
                     continue
                 book.mark_done(job.key, uri, owed, row)
                 report.recovered += 1
-                report.tokens += _tokens(row)
+                _count_tokens(report, row)
                 continue
             if (found := made.row(job, config)) is not None:  # made by a run elsewhere, whose ledger this is not
                 book.mark_done(job.key, found["uri"], 0.0, found)
@@ -247,8 +248,10 @@ def _price_or_zero(config: OpenAIImagesConfig) -> float:
         return 0.0
 
 
-def _tokens(row: dict) -> int:
-    return json.loads(row["params"]).get("usage", {}).get("total_tokens", 0)
+def _count_tokens(report: RunReport, row: dict) -> None:
+    usage = json.loads(row["params"]).get("usage") or {}
+    if "total_tokens" in usage:
+        report.tokens = (report.tokens or 0) + usage["total_tokens"]
 
 
 def _over_budget(
