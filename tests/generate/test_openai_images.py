@@ -22,7 +22,7 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, StorageError
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, make_client
-from fakescope.generate.openai_models import MODELS
+from fakescope.generate.openai_models import MODELS, check_served, current_models
 from fakescope.generate.runner import LEDGER_NAME, default_ledger_path, run_openai
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -545,6 +545,23 @@ def test_a_retired_model_is_refused_on_api_openai_com_before_any_upload(photos, 
     soon = MODELS["gpt-image-1.5"]
     assert not soon.retired(datetime.date(2026, 11, 30)) and soon.retired(datetime.date(2026, 12, 1))
     assert soon.replacement == "gpt-image-2.6-sunburst or gpt-image-2.6-flare"
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest"])
+def test_a_model_retiring_on_2026_12_01_is_warned_of_before_and_refused_from_that_day(model, caplog):
+    api, other = "https://api.openai.com/v1", "http://127.0.0.1:9/v1"
+    check_served(model, api, today=datetime.date(2026, 11, 30))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{model} will be shut down on api.openai.com on 2026-12-01; use gpt-image-2.6-sunburst or gpt-image-2.6-flare"]
+    assert model in current_models("edit", today=datetime.date(2026, 11, 30))
+    caplog.clear()
+    with pytest.raises(ConfigError) as refused:
+        check_served(model, api, today=datetime.date(2026, 12, 1))
+    assert str(refused.value) == (f"{model} was shut down on api.openai.com on 2026-12-01; use gpt-image-2.6-sunburst or "
+                                  "gpt-image-2.6-flare; set OPENAI_BASE_URL to use a server that still serves it")
+    assert model not in current_models("edit", today=datetime.date(2026, 12, 1))
+    check_served(model, other, today=datetime.date(2026, 12, 1))  # another server may still serve it: no refusal, no warning
+    assert not caplog.records
 
 
 def test_a_model_the_server_no_longer_serves_is_one_line_naming_its_retirement(server, photos, tmp_path):

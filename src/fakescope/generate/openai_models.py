@@ -69,9 +69,9 @@ def family(model: str) -> str | None:
     return MODELS[model].family if model in MODELS else None
 
 
-def current_models(mode: str, *, retired: bool = False) -> list[str]:
-    """Known models api.openai.com still serves for `mode` (and, with `retired`, those it no longer does), the default first."""
-    names = [name for name, info in MODELS.items() if mode in info.modes and (retired or not info.retired())]
+def current_models(mode: str, *, retired: bool = False, today: datetime.date | None = None) -> list[str]:
+    """Known models api.openai.com still serves for `mode` `today` (and, with `retired`, those it no longer does), the default first."""
+    names = [name for name, info in MODELS.items() if mode in info.modes and (retired or not info.retired(today))]
     return sorted(names, key=lambda name: name != DEFAULT_MODEL)
 
 
@@ -94,21 +94,22 @@ def check_options(model: str, mode: str, size: str, quality: str | None) -> None
         raise ConfigError(f"quality {quality} is not one {model} takes: use {', '.join(info.qualities)}")
 
 
-def check_served(model: str, base_url: object) -> None:
-    """Refuse, in one line, a known model that api.openai.com (`base_url`'s host) has retired; other servers may serve it."""
+def check_served(model: str, base_url: object, today: datetime.date | None = None) -> None:
+    """Refuse, in one line, a known model that api.openai.com (`base_url`'s host) has retired by `today` (default: the
+    date now); warn of one it will retire. Other servers may serve it: neither."""
     info = MODELS.get(model)
     host = urllib.parse.urlsplit(str(base_url)).hostname
     if info is None or host != OPENAI_HOST or info.retires is None:
         return
-    if info.retired():
-        raise ConfigError(retirement(model) + "; set OPENAI_BASE_URL to use a server that still serves it")
+    if info.retired(today):
+        raise ConfigError(retirement(model, today) + "; set OPENAI_BASE_URL to use a server that still serves it")
     log.warning("%s will be shut down on api.openai.com on %s; use %s", model, info.retires, info.replacement)
 
 
-def retirement(model: str) -> str:
-    """'<model> was shut down on api.openai.com on <date>; use <replacement>' where it was, else a hint to check the name."""
+def retirement(model: str, today: datetime.date | None = None) -> str:
+    """'<model> was shut down on api.openai.com on <date>; use <replacement>' where it was by `today`, else a hint to check the name."""
     info = MODELS.get(model)
-    if info is None or not info.retired():
+    if info is None or not info.retired(today):
         return f"check that the server serves {model}"
     return f"{model} was shut down on api.openai.com on {info.retires}; use {info.replacement}"
 
