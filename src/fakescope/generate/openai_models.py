@@ -70,7 +70,7 @@ def family(model: str) -> str | None:
 
 
 def current_models(mode: str, *, retired: bool = False, today: datetime.date | None = None) -> list[str]:
-    """Known models api.openai.com still serves for `mode` `today` (and, with `retired`, those it no longer does), the default first."""
+    """Known models api.openai.com still serves for `mode` `today` (with `retired`, the others too), default first."""
     names = [name for name, info in MODELS.items() if mode in info.modes and (retired or not info.retired(today))]
     return sorted(names, key=lambda name: name != DEFAULT_MODEL)
 
@@ -107,7 +107,7 @@ def check_served(model: str, base_url: object, today: datetime.date | None = Non
 
 
 def retirement(model: str, today: datetime.date | None = None) -> str:
-    """'<model> was shut down on api.openai.com on <date>; use <replacement>' where it was by `today`, else a hint to check the name."""
+    """'<model> was shut down on api.openai.com on <date>; use <replacement>' where it was by `today`, else a hint to check it."""
     info = MODELS.get(model)
     if info is None or not info.retired(today):
         return f"check that the server serves {model}"
