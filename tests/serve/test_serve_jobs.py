@@ -139,6 +139,31 @@ def test_public_error_hides_local_paths_only(message, public):
     assert public_error(message) == public
 
 
+def test_a_record_that_no_longer_reads_back_is_warned_of_once_and_kept(tmp_path, detector, caplog):
+    import json
+
+    from fakescope.serve import jobs
+
+    for job_id in ("0000aaaa", "1111bbbb"):
+        jobs.GenerationJob(job_id, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256"), tmp_path / job_id,
+                           state="done", finished=time.time()).save()
+    old = tmp_path / "0000aaaa" / "job.json"  # a size that stricter checks now refuse
+    record = json.loads(old.read_text())
+    old.write_text(json.dumps({**record, "config": {**record["config"], "size": "1536x1024"}}))
+    damaged = tmp_path / "1111bbbb" / "job.json"
+    damaged.write_text("{")
+    kept = {path: path.read_bytes() for path in (old, damaged)}
+    with caplog.at_level(logging.WARNING, logger="fakescope.serve.jobs"):
+        store = JobStore(tmp_path, detector.predict)
+    assert store.get("0000aaaa") is None and store.get("1111bbbb") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "generation job 0000aaaa is not restored (its job.json is kept): size 1536x1024 is not one dall-e-2 makes: "
+        "use 256x256, 512x512, 1024x1024",
+        "generation job 1111bbbb is not restored (its job.json is kept): JSONDecodeError: Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1)"]
+    assert {path: path.read_bytes() for path in (old, damaged)} == kept
+
+
 def test_a_job_whose_folder_is_half_deleted_stays_deleted_after_a_restart(tmp_path, detector, monkeypatch, caplog):
     import shutil
 

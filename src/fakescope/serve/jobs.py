@@ -211,8 +211,10 @@ class JobStore:
         for record in sorted(self.root.glob(f"*/{RECORD_NAME}")):
             try:
                 job = GenerationJob.load(record.parent)
-            except (OSError, ValueError, KeyError, TypeError, FakescopeError):
-                continue  # an unreadable record is skipped, never fatal to the server
+            except (OSError, ValueError, KeyError, TypeError, FakescopeError) as exc:  # never fatal to the server
+                why = exc if isinstance(exc, FakescopeError) else f"{type(exc).__name__}: {exc}"
+                log.warning("generation job %s is not restored (its %s is kept): %s", record.parent.name, RECORD_NAME, why)
+                continue
             if job.state in (QUEUED, RUNNING):
                 job.state, job.error, job.finished = FAILED, INTERRUPTED, time.time()
                 job.save()
