@@ -7,9 +7,11 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,6 +23,16 @@ from fakescope.generate.openai_images import VARIATION_PROMPT
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_server import ImagesAPIServer  # noqa: E402
+
+
+@pytest.fixture
+def server(monkeypatch) -> Iterator[ImagesAPIServer]:
+    """A loopback Images API server that the environment's key and base URL point the CLI at."""
+    server = ImagesAPIServer(api_key="sk-cli").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cli")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    yield server
+    server.stop()
 
 
 def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, taef2_random_weights):
@@ -177,51 +189,39 @@ def test_taef2_command_reports_missing_weights_in_one_line(tmp_path):
     assert result.exit_code == 2 and result.output.startswith("error: taef2 weights file not found")
 
 
-def test_openai_command_runs_and_rejects_bad_options(tmp_path, monkeypatch):
-    server = ImagesAPIServer(api_key="sk-cli").start()
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-cli")
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    try:
-        Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
-        out = tmp_path / "out"
-        args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(out), "--model", "dall-e-2", "--size", "256x256", "--n", "2"]
-        handler = signal.getsignal(signal.SIGTERM)
-        result = CliRunner().invoke(app, [*args, "--max-spend", "0.02"])
-        assert result.exit_code == 0, result.output
-        assert "done 1," in result.output and "stopped: budget" in result.output and server.billable == 1
-        assert ", tokens not reported, " in result.output and "tokens 0" not in result.output  # dall-e reports no usage
-        assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM stops like Ctrl-C only while the command runs
-        bad = CliRunner().invoke(app, [*args, "--mode", "variation", "--model", "dall-e-3"])
-        assert bad.exit_code == 2 and "does not support variation" in bad.output
-    finally:
-        server.stop()
+def test_openai_command_runs_and_rejects_bad_options(tmp_path, server):
+    Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(out), "--model", "dall-e-2", "--size", "256x256", "--n", "2"]
+    handler = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(app, [*args, "--max-spend", "0.02"])
+    assert result.exit_code == 0, result.output
+    assert "done 1," in result.output and "stopped: budget" in result.output and server.billable == 1
+    assert ", tokens not reported, " in result.output and "tokens 0" not in result.output  # dall-e reports no usage
+    assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM stops like Ctrl-C only while the command runs
+    bad = CliRunner().invoke(app, [*args, "--mode", "variation", "--model", "dall-e-3"])
+    assert bad.exit_code == 2 and "does not support variation" in bad.output
 
 
-def test_openai_command_defaults_make_gpt_image_variations_and_print_tokens(tmp_path, monkeypatch):
-    server = ImagesAPIServer(api_key="sk-cli").start()
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-cli")
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    try:
-        Image.new("RGB", (48, 64), "red").save(tmp_path / "a.png")
-        args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0, result.output
-        assert "done 1," in result.output and "estimated spend unknown (no price for this model" in result.output
-        tokens = len(VARIATION_PROMPT.split()) + 323 + 1048  # prompt, input image, output, as the loopback server counts
-        assert f"tokens {tokens}" in result.output
-        sent = server.requests[0]
-        assert (sent["endpoint"], sent["model"], sent["size"], sent["image"]) == ("edits", "gpt-image-2.6-flare", "1024x1024", (48, 64))
-        row = read_rows(str(tmp_path / "out" / "manifest.csv")).iloc[0]
-        assert row["model"] == "gpt-image-2.6-flare" and json.loads(row["params"])["usage"]["total_tokens"] == tokens
-        budget = CliRunner().invoke(app, [*args, "--n", "2", "--max-spend", "1"])
-        assert budget.exit_code == 2 and budget.output.startswith("error: no price known for gpt-image-2.6-flare"), budget.output
-        assert "--price-per-image" in budget.output and server.billable == 1
-        priced = CliRunner().invoke(app, [*args, "--n", "2", "--max-spend", "1", "--price-per-image", "0.04"])
-        assert priced.exit_code == 0 and "done 1, already done 1" in priced.output and "estimated spend $0.040" in priced.output
-        bad = CliRunner().invoke(app, [*args, "--model", "gpt-image-2", "--size", "1000x1000"])
-        assert bad.exit_code == 2 and "size 1000x1000 is not one gpt-image-2 makes" in bad.output and server.billable == 2
-    finally:
-        server.stop()
+def test_openai_command_defaults_make_gpt_image_variations_and_print_tokens(tmp_path, server):
+    Image.new("RGB", (48, 64), "red").save(tmp_path / "a.png")
+    args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "done 1," in result.output and "estimated spend unknown (no price for this model" in result.output
+    tokens = len(VARIATION_PROMPT.split()) + 323 + 1048  # prompt, input image, output, as the loopback server counts
+    assert f"tokens {tokens}" in result.output
+    sent = server.requests[0]
+    assert (sent["endpoint"], sent["model"], sent["size"], sent["image"]) == ("edits", "gpt-image-2.6-flare", "1024x1024", (48, 64))
+    row = read_rows(str(tmp_path / "out" / "manifest.csv")).iloc[0]
+    assert row["model"] == "gpt-image-2.6-flare" and json.loads(row["params"])["usage"]["total_tokens"] == tokens
+    budget = CliRunner().invoke(app, [*args, "--n", "2", "--max-spend", "1"])
+    assert budget.exit_code == 2 and budget.output.startswith("error: no price known for gpt-image-2.6-flare"), budget.output
+    assert "--price-per-image" in budget.output and server.billable == 1
+    priced = CliRunner().invoke(app, [*args, "--n", "2", "--max-spend", "1", "--price-per-image", "0.04"])
+    assert priced.exit_code == 0 and "done 1, already done 1" in priced.output and "estimated spend $0.040" in priced.output
+    bad = CliRunner().invoke(app, [*args, "--model", "gpt-image-2", "--size", "1000x1000"])
+    assert bad.exit_code == 2 and "size 1000x1000 is not one gpt-image-2 makes" in bad.output and server.billable == 2
 
 
 def test_manifest_merge_replaces_rows_by_uri_in_csv_and_parquet(tmp_path):
@@ -243,37 +243,31 @@ def test_appending_to_a_manifest_that_named_the_real_in_source_moves_it_to_sourc
     assert frame["source"].tolist() == ["", ""] and frame["source_uri"].tolist() == ["/faces/real/r.png", "/faces/real/s.png"]
 
 
-def test_generate_from_a_built_and_split_manifest_with_a_total_budget(tmp_path, monkeypatch, taef2_random_weights):
-    server = ImagesAPIServer(api_key="sk-cli").start()
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-cli")
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+def test_generate_from_a_built_and_split_manifest_with_a_total_budget(tmp_path, server, monkeypatch, taef2_random_weights):
     monkeypatch.chdir(tmp_path)
     for folder in ("faces/real", "faces/fake/old"):
         Path(folder).mkdir(parents=True)
     for i in range(4):
         Image.new("RGB", (40, 40), (i * 60, 20, 90)).save(f"faces/real/{i:05d}.png")
     Image.new("RGB", (40, 40), "white").save("faces/fake/old/x.png")
-    try:
-        assert CliRunner().invoke(app, ["dataset", "build", "faces", "-o", "faces.parquet", "--no-csv"]).exit_code == 0
-        assert read_rows("faces.parquet")["label"].tolist().count("real") == 4
-        args = ["generate", "openai", "faces.parquet", "--out", "fakes", "--model", "dall-e-2", "--size", "256x256", "--max-total-spend", "0.05"]
-        first = CliRunner().invoke(app, args)
-        assert first.exit_code == 0, first.output
-        assert "done 3," in first.output and "(all runs $0.048, $0.002 left of --max-total-spend)" in first.output
-        again = CliRunner().invoke(app, args)
-        assert "done 0, already done 3" in again.output and "stopped: budget" in again.output and server.billable == 3
-        rows, reals = read_rows("fakes/manifest.csv"), read_rows("faces.parquet").query("label == 'real'")
-        assert all(Path(source).parent.name == "real" for source in rows["source_uri"])
-        assert set(rows["pair_id"]) <= set(reals["pair_id"])  # the fakes join their faces' rows by pair_id
-        split = ["dataset", "split", "faces.parquet", "--ratios", "train=0.5,test=0.5", "--max-distance", "-1"]
-        assert CliRunner().invoke(app, split).exit_code == 0
-        reals = read_rows("faces.parquet").query("label == 'real'")  # now split
-        tests = sorted(reals.loc[reals["split"] == "test", "uri"])
-        local = CliRunner().invoke(app, ["generate", "taef2", "faces.parquet", "--out", "recon", "--split", "test",
-                                         "--weights", str(taef2_random_weights), "--device", "cpu"])
-        assert local.exit_code == 0 and f"{len(tests)} images written" in local.output, local.output
-        assert 0 < len(tests) < 4 and sorted(read_rows("recon/manifest.csv")["source_uri"]) == tests
-        missing = CliRunner().invoke(app, [*args, "--split", "val"])
-        assert missing.exit_code == 2 and "no real images in split 'val'" in missing.output
-    finally:
-        server.stop()
+    assert CliRunner().invoke(app, ["dataset", "build", "faces", "-o", "faces.parquet", "--no-csv"]).exit_code == 0
+    assert read_rows("faces.parquet")["label"].tolist().count("real") == 4
+    args = ["generate", "openai", "faces.parquet", "--out", "fakes", "--model", "dall-e-2", "--size", "256x256", "--max-total-spend", "0.05"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "done 3," in first.output and "(all runs $0.048, $0.002 left of --max-total-spend)" in first.output
+    again = CliRunner().invoke(app, args)
+    assert "done 0, already done 3" in again.output and "stopped: budget" in again.output and server.billable == 3
+    rows, reals = read_rows("fakes/manifest.csv"), read_rows("faces.parquet").query("label == 'real'")
+    assert all(Path(source).parent.name == "real" for source in rows["source_uri"])
+    assert set(rows["pair_id"]) <= set(reals["pair_id"])  # the fakes join their faces' rows by pair_id
+    split = ["dataset", "split", "faces.parquet", "--ratios", "train=0.5,test=0.5", "--max-distance", "-1"]
+    assert CliRunner().invoke(app, split).exit_code == 0
+    reals = read_rows("faces.parquet").query("label == 'real'")  # now split
+    tests = sorted(reals.loc[reals["split"] == "test", "uri"])
+    local = CliRunner().invoke(app, ["generate", "taef2", "faces.parquet", "--out", "recon", "--split", "test",
+                                     "--weights", str(taef2_random_weights), "--device", "cpu"])
+    assert local.exit_code == 0 and f"{len(tests)} images written" in local.output, local.output
+    assert 0 < len(tests) < 4 and sorted(read_rows("recon/manifest.csv")["source_uri"]) == tests
+    missing = CliRunner().invoke(app, [*args, "--split", "val"])
+    assert missing.exit_code == 2 and "no real images in split 'val'" in missing.output
