@@ -66,6 +66,18 @@ def test_a_folder_named_relative_or_absolute_resumes_the_same_rows(image_folder,
     assert sorted(read_results(out)["path"]) == sorted(scan_sources([str(image_folder)]))  # stored absolute
 
 
+def test_file_uris_resume_the_rows_of_the_same_local_paths(image_folder, tmp_path, detector):
+    out = tmp_path / "out"
+    sources = list(scan_sources([str(image_folder)]))
+    scan(sources[:2], out, detector)
+    write_part(detections_to_table(detector.predict([f"file://{sources[2]}"])), out / "part-older-00000.parquet")
+    pd.DataFrame({"uri": [f"file://{s}" for s in sources[:4]]}).to_csv(tmp_path / "m.csv", index=False)
+    from_manifest = scan(scan_sources([str(tmp_path / "m.csv")]), out, detector)  # the older row's file:// counts as done
+    from_folder = scan(scan_sources([f"file://{image_folder}"]), out, detector)  # listed as the folder is
+    assert [(s.scanned, s.skipped) for s in (from_manifest, from_folder)] == [(1, 3), (4, 4)]
+    assert sorted(read_results(out)["path"]) == sorted(sources[:2] + [f"file://{sources[2]}"] + sources[3:])
+
+
 def test_results_of_older_versions_with_relative_paths_are_resumed(image_folder, tmp_path, detector, monkeypatch):
     monkeypatch.chdir(image_folder.parent)
     sources = list(scan_sources(["images"]))

@@ -40,7 +40,9 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
 
 
 def _expand(item: str) -> Iterator[str]:
-    """One input other than `-`: a storage URI, folder or glob is expanded, anything else is that file."""
+    """One input other than `-`: a storage URI, folder or glob is expanded, anything else is that file
+    (a `file://` URI is its local path)."""
+    item = item.removeprefix("file://")
     if _is_uri(item):
         yield from _expand_uri(item)
     elif os.path.isdir(item):

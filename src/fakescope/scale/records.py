@@ -54,9 +54,10 @@ def detections_to_table(detections: Iterable[Detection]) -> pa.Table:
 
 
 def source_key(source: str) -> str:
-    """The name a source is stored and resumed under: a local path made absolute and normalised (`./a/x.jpg`,
-    `a/x.jpg` and `/cwd/a/x.jpg` are one; symlinks are kept), a URI as given."""
-    return source if "://" in source else os.path.abspath(source)
+    """The name a source is stored and resumed under: a local path or `file://` URI made an absolute, normalised
+    path (`./a/x.jpg`, `a/x.jpg`, `/cwd/a/x.jpg` and `file:///cwd/a/x.jpg` are one; symlinks are kept), another URI as given."""
+    local = source.removeprefix("file://")
+    return source if "://" in local else os.path.abspath(local)
 
 
 def _rounded(evidence: dict) -> dict:
