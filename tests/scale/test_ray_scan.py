@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 pytest.importorskip("ray")
 
 from fakescope.errors import ConfigError
-from fakescope.scale.ray_scan import LOOPBACK_ENV, ray_scan
+from fakescope.scale.ray_scan import LOOPBACK_ENV, _for_actors, ray_scan
 from fakescope.scale.records import read_results
 from fakescope.scale.scan import scan, scan_sources
 
@@ -52,6 +53,34 @@ def _fresh_python(code: str, timeout: float, **env_vars: str) -> subprocess.Comp
     """Run `code` in a new interpreter (ray reads its settings at import) without the loopback variables."""
     env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV and k != "RAY_ADDRESS"} | env_vars
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.mark.slow
+def test_a_relative_model_path_reaches_actors_working_in_another_folder(image_folder, tmp_path):
+    from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL
+
+    shutil.copytree(BUNDLED_DIR / DEFAULT_MODEL, tmp_path / "models" / "mine")
+    (tmp_path / "elsewhere").mkdir()
+    images = [str(image_folder / f"img{i}.jpg") for i in (1, 3)]
+    code = (f"import os\nos.chdir({str(tmp_path / 'elsewhere')!r})\n"
+            "from fakescope.scale.ray_scan import _connect, ray_scan\n"
+            "_connect(None, 1, 100 * 2**20)\n"  # Ray and its workers start here, and the scan joins it
+            f"os.chdir({str(tmp_path / 'models')!r})\n"
+            f"print(ray_scan({images!r}, {str(tmp_path / 'out')!r}, actors=1, name_or_path='mine', "
+            "device='cpu', workers=1, provenance=False))\n")
+    done = _fresh_python(code, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "ScanSummary(scanned=2, failed=0, skipped=0)"
+
+
+def test_bundled_names_and_hub_references_reach_actors_as_given(tmp_path, monkeypatch):
+    from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL
+
+    bundled = str(BUNDLED_DIR / DEFAULT_MODEL)
+    for name, location in ((None, bundled), (DEFAULT_MODEL, bundled), ("hf://owner/model@v1", "/hub-cache/snapshot")):
+        assert _for_actors(name, location) == name  # each node resolves it: its own package, its own hub cache
+    monkeypatch.chdir(tmp_path)
+    assert _for_actors("./models/../mine", "models/../mine") == str(tmp_path / "mine")
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io.inputs import path_text
 from fakescope.models import load_model
+from fakescope.models.bundle import BUNDLED_DIR
 from fakescope.scale.records import detections_to_table, done_sources, part_files, results_folder, source_key
 from fakescope.scale.scan import ScanSummary, recover_journals
 
@@ -76,7 +78,8 @@ def ray_scan(
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))
-    load_model(detector_kwargs.get("name_or_path"), lazy=True)  # a wrong name fails here, not in every actor
+    model = load_model(name := detector_kwargs.get("name_or_path"), lazy=True)  # a wrong name fails here, not in every actor
+    detector_kwargs["name_or_path"] = _for_actors(name, model.location)
     started = _connect(address, actors * cpus_per_actor, object_store_memory)
     import ray
 
@@ -108,6 +111,14 @@ def ray_scan(
     new_parts = [p for p in part_files(folder) if p not in before]
     errors = sum(pc.sum(pc.is_valid(pq.read_table(p, columns=["error"]).column("error"))).as_py() or 0 for p in new_parts)
     return ScanSummary(len(pending), errors, len(sources) - len(pending))
+
+
+def _for_actors(name: str | os.PathLike | None, location: str) -> str | None:
+    """The model as actors should load it: a local path made absolute (an actor's working directory may differ);
+    a bundled name or an hf:// reference as given (each node resolves it)."""
+    if name is None or str(name).startswith("hf://") or Path(location) == BUNDLED_DIR / str(name):
+        return name
+    return os.path.abspath(location)
 
 
 def _connect(address: str | None, cpus: int, object_store_memory: int | None) -> bool:
