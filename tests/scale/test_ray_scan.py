@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, StorageError
 from fakescope.scale.ray_scan import LOOPBACK_ENV, _for_actors, ray_scan
 from fakescope.scale.records import read_results
 from fakescope.scale.scan import scan, scan_sources
@@ -47,6 +48,50 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
         ours, theirs = json.loads(ours), json.loads(theirs)
         assert [(e["kind"], e["detail"]) for e in ours] == [(e["kind"], e["detail"]) for e in theirs]
         assert all(abs(a["score"] - b["score"]) <= 2e-6 for a, b in zip(ours, theirs))
+
+
+@pytest.fixture
+def full_folder(tmp_path):
+    """A results folder that takes no new file, and a function that frees it: read-only for a user, a full
+    64 KiB tmpfs for root (who may write to a read-only folder)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid():
+        folder.chmod(0o555)
+        yield folder, "Permission denied", lambda: folder.chmod(0o755)
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True, check=False).returncode:
+        pytest.skip("running as root without the right to mount a tmpfs: no way to make a folder refuse files")
+    try:
+        with contextlib.suppress(OSError), open(folder / "filler", "wb") as filler:
+            filler.write(bytes(1 << 20))
+        yield folder, "No space left on device", (folder / "filler").unlink
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_part_the_folder_refuses_is_one_line_naming_it_and_no_temporary(tmp_path, detector):
+    from fakescope.scale.records import detections_to_table, write_part
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StorageError, match=f"^cannot write results to {re.escape(str(tmp_path / 'file'))}: Not a directory$"):
+        write_part(detections_to_table(detector.predict([str(tmp_path / "a.jpg")])), tmp_path / "file" / "part-x.parquet")
+
+
+@pytest.mark.slow
+def test_a_write_task_that_fails_is_one_line_and_the_folder_resumes(image_folder, full_folder, detector):
+    folder, reason, free = full_folder
+    code = ("import sys\nfrom fakescope.cli import main\n"
+            f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(folder)!r}, '--engine', 'ray', "
+            "'--actors', '1', '--no-provenance', '--device', 'cpu']\nmain()\n")
+    done = _fresh_python(code, timeout=240)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr  # Ray's own log lines may come before
+    assert done.stderr.splitlines()[-1] == f"error: cannot write results to {folder}: {reason}"
+    assert not list(folder.glob("*part*"))
+    free()
+    assert scan(scan_sources([str(image_folder)]), folder, detector).scanned == 8  # either engine goes on from here
 
 
 def _fresh_python(code: str, timeout: float, **env_vars: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,9 @@ from typing import Any
 import pyarrow as pa
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
+from ray.data.exceptions import UserCodeException
 
+from fakescope.errors import StorageError
 from fakescope.scale.records import PART_SUFFIX, SCHEMA, write_part
 
 
@@ -23,5 +25,9 @@ class PartSink(Datasink):
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> None:
         tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
-        if tables:
+        if not tables:
+            return
+        try:
             write_part(pa.concat_tables(tables).cast(SCHEMA), self.folder / f"part-{self.run}-{ctx.task_idx:05d}{PART_SUFFIX}")
+        except StorageError as exc:  # Ray Data logs a sink's other errors as its own, with their traceback
+            raise UserCodeException("PartSink could not write a part") from exc

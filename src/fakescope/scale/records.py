@@ -8,6 +8,7 @@ one evidence kind to the next.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -91,10 +92,19 @@ def part_files(out: str | Path) -> list[Path]:
 
 def write_part(table: pa.Table, part: Path) -> None:
     """Write `table` as the Parquet part `part` under a temporary `_` name, then rename it: a crash
-    mid-write leaves no part cut short, only a temporary that readers skip and a rerun deletes."""
+    mid-write leaves no part cut short, only a temporary that readers skip and a rerun deletes.
+
+    Raises:
+        StorageError: the folder took no part (read-only, full, gone); the temporary is deleted where it can be.
+    """
     tmp = part.with_name(f"_{part.name}{TEMP_SUFFIX}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, part)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, part)
+    except OSError as exc:  # pyarrow's message repeats the path: the OS's reason alone
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write results to {part.parent}: {os.strerror(exc.errno) if exc.errno else exc}") from None
 
 
 def remove_temporaries(out: str | Path) -> int:
