@@ -1,6 +1,10 @@
-"""Generated image folders and a shared bundled-model detector for the scale tests."""
+"""Generated image folders, a shared bundled-model detector and a folder that takes no more files, for the scale tests."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -34,3 +38,24 @@ def detector():
 def onnx_cache(tmp_path_factory, monkeypatch):
     """Keep ONNX exports out of the user's cache (one folder per test session)."""
     monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def full_folder(tmp_path):
+    """A results folder that takes no new file, and a function that frees it: read-only for a user, a full
+    64 KiB tmpfs for root (who may write to a read-only folder)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid():
+        folder.chmod(0o555)
+        yield folder, "Permission denied", lambda: folder.chmod(0o755)
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True, check=False).returncode:
+        pytest.skip("running as root without the right to mount a tmpfs: no way to make a folder refuse files")
+    try:
+        with contextlib.suppress(OSError), open(folder / "filler", "wb") as filler:
+            filler.write(bytes(1 << 20))
+        yield folder, "No space left on device", (folder / "filler").unlink
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

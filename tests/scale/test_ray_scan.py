@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -48,27 +47,6 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
         ours, theirs = json.loads(ours), json.loads(theirs)
         assert [(e["kind"], e["detail"]) for e in ours] == [(e["kind"], e["detail"]) for e in theirs]
         assert all(abs(a["score"] - b["score"]) <= 2e-6 for a, b in zip(ours, theirs))
-
-
-@pytest.fixture
-def full_folder(tmp_path):
-    """A results folder that takes no new file, and a function that frees it: read-only for a user, a full
-    64 KiB tmpfs for root (who may write to a read-only folder)."""
-    folder = tmp_path / "full"
-    folder.mkdir()
-    if os.geteuid():
-        folder.chmod(0o555)
-        yield folder, "Permission denied", lambda: folder.chmod(0o755)
-        folder.chmod(0o755)
-        return
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True, check=False).returncode:
-        pytest.skip("running as root without the right to mount a tmpfs: no way to make a folder refuse files")
-    try:
-        with contextlib.suppress(OSError), open(folder / "filler", "wb") as filler:
-            filler.write(bytes(1 << 20))
-        yield folder, "No space left on device", (folder / "filler").unlink
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_part_the_folder_refuses_is_one_line_naming_it_and_no_temporary(tmp_path, detector):

@@ -242,6 +242,16 @@ def test_scan_cli_refuses_an_unusable_results_folder_in_one_line(image_folder, t
         (out / name).unlink()
 
 
+def test_scan_cli_stops_in_one_line_when_the_results_folder_takes_no_more(image_folder, full_folder, detector):
+    folder, reason, free = full_folder
+    full = CliRunner().invoke(app, ["scan", str(image_folder), "--out", str(folder), "--no-provenance", "--device", "cpu"])
+    assert full.exit_code == 2, full.output
+    assert full.stderr == f"error: cannot write results to {folder}: {reason}\n"
+    free()
+    assert scan(scan_sources([str(image_folder)]), folder, detector).scanned == 8
+    assert not list(folder.glob("_*"))  # the rerun sealed or deleted what the failed one left
+
+
 def test_scan_cli_refuses_a_remote_results_folder_in_one_line_and_takes_file_uris(image_folder, tmp_path, monkeypatch):
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -99,12 +99,28 @@ def write_part(table: pa.Table, part: Path) -> None:
     """
     tmp = part.with_name(f"_{part.name}{TEMP_SUFFIX}")
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, part)
-    except OSError as exc:  # pyarrow's message repeats the path: the OS's reason alone
+        with writing_to(part.parent):
+            pq.write_table(table, tmp)
+            os.replace(tmp, part)
+    except StorageError:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write results to {part.parent}: {os.strerror(exc.errno) if exc.errno else exc}") from None
+        raise
+
+
+@contextlib.contextmanager
+def writing_to(folder: Path) -> Iterator[None]:
+    """Turn an OSError of a write into the results folder into one StorageError naming the folder and the OS's reason.
+
+    Raises:
+        StorageError: `cannot write results to <folder>: <reason>` (pyarrow's own message repeats the path).
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"cannot write results to {folder}: {os.strerror(exc.errno) if exc.errno else exc}") from None
 
 
 def remove_temporaries(out: str | Path) -> int:

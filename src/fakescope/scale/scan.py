@@ -36,6 +36,7 @@ from fakescope.scale.records import (
     results_folder,
     source_key,
     write_part,
+    writing_to,
 )
 
 
@@ -140,6 +141,10 @@ class _PartWriter:
         self.seal()
 
     def write(self, table: pa.Table) -> None:
+        with writing_to(self.out):
+            self._append(table)
+
+    def _append(self, table: pa.Table) -> None:
         while table.num_rows:  # a batch that overfills the part continues in the next one
             if self.stream is None:
                 self.sink = pa.OSFile(str(self._journal()), "wb")
@@ -154,10 +159,13 @@ class _PartWriter:
     def seal(self) -> None:
         if self.stream is None:
             return
-        self.stream.close()
-        self.sink.close()
-        _seal_journal(self._journal())
-        self.stream = self.sink = None
+        stream, sink, self.stream, self.sink = self.stream, self.sink, None, None  # closed once, even when that fails
+        with writing_to(self.out):
+            try:
+                stream.close()
+            finally:
+                sink.close()
+            _seal_journal(self._journal())
         self.index += 1
         self.rows = 0
 
