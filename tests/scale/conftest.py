@@ -51,7 +51,8 @@ def full_folder(tmp_path):
         yield folder, "Permission denied", lambda: folder.chmod(0o755)
         folder.chmod(0o755)
         return
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True, check=False).returncode:
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True, check=False).returncode:
         pytest.skip("running as root without the right to mount a tmpfs: no way to make a folder refuse files")
     try:
         with contextlib.suppress(OSError), open(folder / "filler", "wb") as filler:
