@@ -72,6 +72,20 @@ def test_ratios_that_are_not_finite_or_name_a_split_twice_are_one_line_errors(fa
         assert done.exit_code == 2 and done.output.startswith(f"error: {message}") and done.output.count("\n") == 1, done.output
 
 
+def test_max_distance_beyond_the_hash_bits_is_a_one_line_error_that_leaves_the_manifest(faces_layout, tmp_path):
+    """`--max-distance` had no upper bound: past 64 (a dHash's bits) every pair of images was compared."""
+    manifest = tmp_path / "m.csv"
+    assert runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", str(manifest)]).exit_code == 0
+    before = manifest.read_bytes()
+    for distance in ("65", "1000000", "-2"):
+        done = runner.invoke(app, ["dataset", "split", str(manifest), "--max-distance", distance])
+        assert (done.exit_code, done.output) == (2, "error: the near-duplicate distance counts differing bits of a "
+                                                    f"64-bit dHash: 0 to 64, or -1 for off; got {distance}\n")
+        assert manifest.read_bytes() == before
+    widest = runner.invoke(app, ["dataset", "split", str(manifest), "--max-distance", "64"])
+    assert widest.exit_code == 0 and "dhash" in pd.read_csv(manifest).columns, widest.output
+
+
 def test_export_takes_its_layout_from_the_out_suffix_unless_given(faces_layout, tmp_path):
     """`dataset export faces.parquet faces.tar` wrote a folder named faces.tar (the default layout was folders)."""
     manifest = str(tmp_path / "faces.parquet")

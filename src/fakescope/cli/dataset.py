@@ -98,7 +98,7 @@ def split(
     manifest: ManifestArg,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the split manifest (default: overwrite).")] = None,
     ratios: Annotated[str, typer.Option("--ratios", help="Shares per split, e.g. train=0.8,val=0.1,test=0.1.")] = "train=0.8,val=0.1,test=0.1",
-    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, help="dHash bits for near duplicates (-1: off).")] = 4,
+    max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) two near duplicates may differ in (-1: off).")] = 4,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
 ) -> None:

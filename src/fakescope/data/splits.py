@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 HASH_COLUMN = "dhash"
+HASH_BITS = 64
+"""Bits of a dHash: the largest Hamming distance between two of them."""
 _BLOCK = 1 << 22
 """Most hash comparisons held at once by the near-duplicate search (4 MB of distances)."""
 
@@ -136,8 +138,8 @@ def split_manifest(
         frame: The manifest.
         ratios: Target share of rows per split (`train`, `val`, `test`; normalised to sum 1).
         seed: Seed of the group shuffle; the same manifest and seed give the same splits.
-        max_distance: dHash Hamming distance at or below which images count as near duplicates
-            (-1 turns the check off).
+        max_distance: dHash Hamming distance (0 to `HASH_BITS`) at or below which images count as near
+            duplicates (-1 turns the check off); unrelated images differ in about half the bits.
         workers: Threads reading images to hash them.
         progress: Count the images hashed on stderr.
 
@@ -151,6 +153,9 @@ def split_manifest(
     total = float(sum(ratios.values()))
     if unknown or not 0 < total < float("inf") or min(ratios.values()) < 0:  # nan fails the comparison too
         raise ConfigError(f"split ratios must be non-negative shares of {', '.join(SPLITS)}, got {dict(ratios)}")
+    if not -1 <= max_distance <= HASH_BITS:  # beyond it every pair is compared (and linked): hours on a big set
+        raise ConfigError(f"the near-duplicate distance counts differing bits of a {HASH_BITS}-bit dHash: "
+                          f"0 to {HASH_BITS}, or -1 for off; got {max_distance}")
     frame = validate_manifest(frame)
     hashes = perceptual_hashes(frame, workers=workers, progress=progress) if max_distance >= 0 else None
     groups = group_related(frame, hashes, max_distance=max_distance)
