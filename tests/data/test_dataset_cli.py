@@ -72,6 +72,19 @@ def test_ratios_that_are_not_finite_or_name_a_split_twice_are_one_line_errors(fa
         assert done.exit_code == 2 and done.output.startswith(f"error: {message}") and done.output.count("\n") == 1, done.output
 
 
+def test_build_of_a_csv_gives_source_to_the_rows_without_one(faces_layout, tmp_path):
+    """`dataset build LIST.csv --source NAME` ignored --source; it now fills the rows with no source and no pair that has one."""
+    real, fake = faces_layout / "real", faces_layout / "fake" / "stylegan2" / "f001.jpg"
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"uri,label,source,pair_id\n{real / 'r001.jpg'},real,ffhq,p1\n{real / 'r002.jpg'},real,,p2\n"
+                       f"{fake},ai,,p2\n")
+    for extra, sources in (([], ["ffhq", "", ""]), (["--source", "web"], ["ffhq", "web", "web"])):
+        out = tmp_path / f"m{len(extra)}.csv"
+        built = runner.invoke(app, ["dataset", "build", str(listing), "-o", str(out), *extra])
+        assert built.exit_code == 0, built.output
+        assert pd.read_csv(out, keep_default_na=False)["source"].tolist() == sources
+
+
 def test_max_distance_beyond_the_hash_bits_is_a_one_line_error_that_leaves_the_manifest(faces_layout, tmp_path):
     """`--max-distance` had no upper bound: past 64 (a dHash's bits) every pair of images was compared."""
     manifest = tmp_path / "m.csv"

@@ -32,7 +32,7 @@ def build(
     src: Annotated[str, typer.Argument(help="Folder with real/ and fake/<generator>/, an FFHQ-style .json, or a .csv.")],
     out: ManifestOutOpt,
     images: Annotated[str | None, typer.Option("--images", help="Folder holding the images an FFHQ .json lists.")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="Source name for the real images (default: from folders).")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Source name for the real images (default: from folders; a .csv: for rows with no source and no pair that has one).")] = None,
     attributes: Annotated[str | None, typer.Option("--attributes", help="CSV of attributes keyed by file name, e.g. ffhq_attributes.csv; ai images take their pair's.")] = None,
     attributes_key: Annotated[str | None, typer.Option("--attributes-key", help="File-name column of --attributes (default: first).")] = None,
     balance_by: Annotated[str | None, typer.Option("--balance-by", help="Comma-separated columns to balance, e.g. label or label,gender; a real image and its ai variations (one pair_id) are kept or dropped together.")] = None,
@@ -61,7 +61,7 @@ def build(
                 raise ConfigError("--images is required with an FFHQ-style .json listing")
             frame = build_from_ffhq_json(src, images, source=source or "ffhq", workers=workers, progress=progress)
         elif src.lower().endswith(".csv"):
-            frame = build_from_csv(src, workers=workers, progress=progress)
+            frame = build_from_csv(src, source=source, workers=workers, progress=progress)
         else:
             frame = build_from_folders(src, source=source, workers=workers, progress=progress)
         if attributes:

@@ -119,12 +119,13 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
     return validate_manifest(frame)
 
 
-def build_from_csv(csv_uri: str, *, workers: int = 8, progress: bool = False) -> pd.DataFrame:
+def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8, progress: bool = False) -> pd.DataFrame:
     """Build a manifest from a CSV with a path column (`uri`/`path`/`file`) and a `label` column.
 
     Relative paths are resolved against the CSV's folder; a path listed twice is an error. Known manifest columns are kept;
     width, height, format and sha256 are measured from the images; other columns stay as attributes.
-    A row without a source takes its pair's (a `generate` manifest's ai rows, their real's), where the CSV lists it.
+    A row without a source takes its pair's (a `generate` manifest's ai rows, their real's), where the CSV lists it,
+    else `source` where given.
     """
     import io
 
@@ -153,7 +154,10 @@ def build_from_csv(csv_uri: str, *, workers: int = 8, progress: bool = False) ->
         if column not in table:
             table[column] = ""
     own = table["source"].astype(object).fillna("").astype(str) != ""
-    return validate_manifest(inherit_from_pairs(table, ["source"], has=own))  # an ai row's origin is its real's
+    table = inherit_from_pairs(table, ["source"], has=own)  # an ai row's origin is its real's
+    if source:
+        table["source"] = table["source"].astype(object).fillna("").astype(str).replace("", source)
+    return validate_manifest(table)
 
 
 def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = None) -> pd.DataFrame:
