@@ -81,7 +81,7 @@ def test_a_rerun_with_other_parameters_remakes_the_outputs_instead_of_relabellin
         return lambda images: [Image.eval(image.convert("RGB"), lambda v: int(v * factor)) for image in images]
 
     for factor, written in ((0.5, 1), (0.5, 0), (0.25, 1)):
-        count, manifest = generate_local(str(photos), str(out), darken(factor), generator="dark", model="darken",
+        count, manifest, _ = generate_local(str(photos), str(out), darken(factor), generator="dark", model="darken",
                                          params={"factor": factor})
         assert count == written
         row = read_rows(manifest).iloc[0]
@@ -149,7 +149,10 @@ def test_taef2_takes_a_glob_and_refuses_sources_that_give_no_image(tmp_path, tae
     (photos / "broken").mkdir()
     (photos / "broken" / "zero.png").write_bytes(b"")
     unreadable = run(str(photos / "broken"), "none")
-    assert unreadable.exit_code == 0 and "0 images written; no manifest: no source could be read" in unreadable.output
+    assert unreadable.exit_code == 1 and ("0 images written, 1 unusable source(s) skipped; no manifest: no source could "
+                                          "be read") in unreadable.output, unreadable.output
+    mixed = run(str(photos), "mixed")  # some sources unreadable: the others are made, the exit status says so
+    assert mixed.exit_code == 1 and "3 images written, 1 unusable source(s) skipped; manifest" in mixed.output, mixed.output
     (tmp_path / "only" / "fakes").mkdir(parents=True)
     Image.new("RGB", (40, 33)).save(tmp_path / "only" / "fakes" / "old.png")  # an earlier run's output
     for src, out, message in [(photos / "*.gif", "none", "no images in"),
@@ -201,6 +204,18 @@ def test_openai_command_runs_and_rejects_bad_options(tmp_path, server):
     assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM stops like Ctrl-C only while the command runs
     bad = CliRunner().invoke(app, [*args, "--mode", "variation", "--model", "dall-e-3"])
     assert bad.exit_code == 2 and "does not support variation" in bad.output
+
+
+def test_openai_command_exits_1_when_some_jobs_failed_and_0_once_a_rerun_makes_them(tmp_path, server):
+    """`generate openai` exited 0 with `failed 1` in its summary; a failed job now gives exit 1, as in detect."""
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (48, 48), colour).save(tmp_path / name)
+    args = ["generate", "openai", str(tmp_path), "--out", str(tmp_path / "out"), "--max-retries", "0"]
+    server.faults = ["unreadable"]  # a billed answer that is no image: that job fails, the other is made
+    failed = CliRunner().invoke(app, args)
+    assert failed.exit_code == 1 and "done 1, " in failed.output and "failed 1," in failed.output, failed.output
+    again = CliRunner().invoke(app, args)  # the failed job is asked again
+    assert again.exit_code == 0 and "done 1, already done 1, " in again.output and "failed 0," in again.output, again.output
 
 
 def test_openai_command_defaults_make_gpt_image_variations_and_print_tokens(tmp_path, server):

@@ -153,7 +153,7 @@ def test_real_weights_turn_odd_inputs_into_aligned_outputs_and_skip_only_the_unu
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["generate", "taef2", str(src), "--out", str(out), "--weights", str(weights),
                                       "--device", "cpu"])
-    assert result.exit_code == 0 and "5 images written" in result.stdout, result.output
+    assert result.exit_code == 1 and "5 images written, 1 unusable source(s) skipped" in result.stdout, result.output
     assert result.stderr == f"warning: skipping {src / 'dot.png'}: image too small: 1x1 (minimum side 32 px)\n"
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert sorted(Path(uri).name.split("-")[0] for uri in manifest["uri"]) == ["cmyk", "grey16", "palette", "rotated", "wide"]

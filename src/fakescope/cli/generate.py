@@ -45,17 +45,22 @@ def taef2(
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
 ) -> None:
-    """Reconstruct real images through the FLUX.2 tiny autoencoder: aligned ai images at the source's size."""
+    """Reconstruct real images through the FLUX.2 tiny autoencoder: aligned ai images at the source's size.
+
+    Exit status: 0 when every source was made (or done before), 1 when some could not be used (unreadable,
+    too small), 2 on usage errors.
+    """
     with clean_errors():
         from fakescope.generate.local import generate_local
         from fakescope.generate.taef2 import TAEF2
 
         model = TAEF2.from_dir(weights, device=device, batch_size=batch_size)
-        count, manifest_uri = generate_local(
+        count, manifest_uri, unusable = generate_local(
             src, out, model.reconstruct, generator="taef2", model="taef2",
             params={"weights": "taef2"}, batch_size=batch_size, manifest_name=manifest, split=split,
         )
-        typer.echo(_written(count, manifest_uri))
+        typer.echo(_written(count, manifest_uri, unusable))
+    raise typer.Exit(1 if unusable else 0)
 
 
 def openai(
@@ -85,6 +90,9 @@ def openai(
     Each image's token usage (GPT image models) goes into the manifest's params; the run prints their total.
 
     Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice.
+
+    Exit status: 0 when no job failed (a budget stop included), 1 when some failed (recorded in the ledger; a re-run
+    retries them), 2 on usage errors or an unreachable --out, 130 when interrupted.
     """
     with _sigterm_as_ctrl_c(), clean_errors():
         from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
@@ -100,12 +108,15 @@ def openai(
             manifest_name=manifest, client=make_client(max_retries=max_retries),
         )
         typer.echo(_summary(report, max_total_spend, config.known_price() is not None))
-        if report.stopped == "interrupted":
-            raise typer.Exit(INTERRUPTED_EXIT)
+    if report.stopped == "interrupted":
+        raise typer.Exit(INTERRUPTED_EXIT)
+    raise typer.Exit(1 if report.failed else 0)
 
 
-def _written(count: int, manifest_uri: str | None) -> str:
-    return f"{count} images written; " + (f"manifest {manifest_uri}" if manifest_uri else "no manifest: no source could be read")
+def _written(count: int, manifest_uri: str | None, unusable: int) -> str:
+    skipped = f", {unusable} unusable source(s) skipped" if unusable else ""
+    return f"{count} images written{skipped}; " + (
+        f"manifest {manifest_uri}" if manifest_uri else "no manifest: no source could be read")
 
 
 def _summary(report: RunReport, max_total_spend: float | None, priced: bool = True) -> str:
@@ -147,7 +158,11 @@ def diffusers(
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
 ) -> None:
-    """img2img from real images with local Stable Diffusion weights (needs `diffusers` and `transformers`)."""
+    """img2img from real images with local Stable Diffusion weights (needs `diffusers` and `transformers`).
+
+    Exit status: 0 when every source was made (or done before), 1 when some could not be used (unreadable,
+    too small), 2 on usage errors.
+    """
     with clean_errors():
         from fakescope.generate.diffusers_backend import DiffusersImg2Img
         from fakescope.generate.local import generate_local
@@ -156,8 +171,9 @@ def diffusers(
             pipeline, device=device, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed,
             max_side=max_side,
         )
-        count, manifest_uri = generate_local(
+        count, manifest_uri, unusable = generate_local(
             src, out, backend.generate, generator="stable-diffusion-img2img", model=backend.name,
             params=backend.params(), batch_size=batch_size, manifest_name=manifest, split=split,
         )
-        typer.echo(_written(count, manifest_uri))
+        typer.echo(_written(count, manifest_uri, unusable))
+    raise typer.Exit(1 if unusable else 0)

@@ -4,7 +4,7 @@ Example:
     >>> from fakescope.generate import TAEF2, generate_local
     >>> taef2 = TAEF2.from_dir("../shared/data/generators/taef2")  # doctest: +SKIP
     >>> generate_local("photos/", "fakes/", taef2.reconstruct, generator="taef2", model="taef2")  # doctest: +SKIP
-    (250, 'fakes/manifest.csv')
+    (250, 'fakes/manifest.csv', 0)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def generate_local(
     batch_size: int = 8,
     manifest_name: str = MANIFEST_NAME,
     split: str | None = None,
-) -> tuple[int, str | None]:
+) -> tuple[int, str | None, int]:
     """Turn every image under `src` into one ai image in `out` (PNG, named after its source).
 
     `src` may be a local glob, or a dataset manifest (`.csv`/`.parquet`): its `real` rows are the
@@ -54,15 +54,16 @@ def generate_local(
     Unreadable sources are logged and skipped.
 
     Returns:
-        (images written in this run, manifest URI or None when nothing was written).
+        (images written in this run, manifest URI or None when nothing was written, unreadable sources skipped).
     """
     src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
     rows: list[dict] = []
     row_params = dict(params or {})
-    written = 0
+    written, unreadable = 0, []
     manifest = storage.join(out, manifest_name)
     earlier = manifest_rows(manifest)
-    pending = _pending(src, out, generator, rows, generator_row=(model, row_params), split=split, earlier=earlier)
+    pending = _pending(src, out, generator, rows, unreadable, generator_row=(model, row_params), split=split,
+                       earlier=earlier)
     for batch in _batches(pending, batch_size):
         outputs = generate([image for *_, image in batch])
         for (uri, digest, target, _), image in zip(batch, outputs):
@@ -73,9 +74,9 @@ def generate_local(
             rows.append(_row(target, uri, digest, generator, model, row_params, data))
             written += 1
     if not rows:
-        return 0, None
+        return 0, None, len(unreadable)
     append_manifest(manifest, rows)
-    return written, manifest
+    return written, manifest, len(unreadable)
 
 
 def output_uri(out: str, source: str, digest: str, generator: str) -> str:
@@ -92,10 +93,11 @@ def _row(target: str, source: str, digest: str, generator: str, model: str, para
 
 
 def _pending(
-    src: str, out: str, generator: str, rows: list[dict], generator_row: tuple[str, dict], split: str | None,
-    earlier: dict[str, dict],
+    src: str, out: str, generator: str, rows: list[dict], unreadable: list[str], generator_row: tuple[str, dict],
+    split: str | None, earlier: dict[str, dict],
 ) -> Iterator[tuple[str, str, str, Image.Image]]:
-    """Yield (source, sha256, target, image) still to do; rows of outputs made earlier go to `rows`.
+    """Yield (source, sha256, target, image) still to do; rows of outputs made earlier go to `rows`, unreadable
+    sources to `unreadable`.
 
     A source with the same name and bytes as an earlier one (a copy in another folder) maps to the
     same output: it is made and listed once.
@@ -116,6 +118,7 @@ def _pending(
             image = load_image(data).image
         except FakescopeError as exc:
             log.warning("skipping %s: %s", uri, reason_about(exc, uri))
+            unreadable.append(uri)
             continue
         yield uri, digest, target, image
 
