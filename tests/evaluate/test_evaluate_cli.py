@@ -80,7 +80,8 @@ def test_unreadable_images_are_counted_on_the_console(small_manifest, tmp_path):
     manifest.write_text("\n".join([*lines, f"{tmp_path / 'gone.png'},real,camera,,test,"]) + "\n")
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(manifest), "--out", str(tmp_path / "out"),
                                  "--no-robustness", "--bootstrap", "0", "--no-provenance", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the report is written; the exit status says an input failed
+    assert (tmp_path / "out" / "report.html").is_file()
     assert "n=4 " in result.output and f"1 unreadable image(s) skipped, listed in the report: {tmp_path / 'gone.png'}" in result.output
 
 

@@ -231,7 +231,7 @@ def test_explain_and_embed_read_and_write_s3(s3_bucket, tiny_model_dir):
     out = f"s3://{s3_bucket}/embedding"
     embedded = CliRunner().invoke(app, ["embed", f"{base}/manifest.csv", "--model", str(tiny_model_dir), "--out", out,
                                         "--color-by", "gender"])
-    assert embedded.exit_code == 0, embedded.output
+    assert embedded.exit_code == 1, embedded.output  # written, but two images were left out
     assert embedded.stdout.startswith("embedded 6 image(s), 2 left out;")
     assert embedded.stderr.count("\n") == 2 and f"note: {base}/real/missing.png: no such file" in embedded.stderr
     table = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{out}/embeddings.parquet")))

@@ -37,7 +37,11 @@ def evaluate(
     progress: Annotated[bool | None, typer.Option(
         "--progress/--no-progress", help="Count the images read on stderr (default: when stderr is a terminal).")] = None,
 ) -> None:
-    """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT."""
+    """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT.
+
+    Exit status: 0 when every image was scored, 1 when some could not be read (the report lists them), 2 on
+    usage errors.
+    """
     import math
     import sys
 
@@ -72,6 +76,7 @@ def evaluate(
     if report.failures:
         typer.echo(f"  {len(report.failures)} unreadable image(s) skipped, listed in the report: {report.failures[0]['uri']}, ...")
     typer.echo(f"wrote {paths['html']}")
+    raise typer.Exit(1 if report.failures else 0)
 
 
 def evaluate_logo(

@@ -82,7 +82,11 @@ def embed(
     batch_size: BatchSizeOpt = 64,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Penultimate features of every image (Parquet), UMAP scatters and mosaic, k-means purity."""
+    """Penultimate features of every image (Parquet), UMAP scatters and mosaic, k-means purity.
+
+    Exit status: 0 when every image was embedded, 1 when some were left out (unreadable, or non-finite
+    features; each named on stderr), 2 on usage errors.
+    """
     from fakescope.data import read_manifest, resolve_uris
     from fakescope.detector import resolve_device
     from fakescope.io import storage
@@ -107,6 +111,7 @@ def embed(
             typer.echo(f"note: --color-by {column}: every embedded image has the same value, so it is not drawn", err=True)
     for source, error in report.table.loc[failed, ["uri", "error"]].itertuples(index=False):
         typer.echo(f"note: {source}: {error}", err=True)
+    raise typer.Exit(1 if failed.any() else 0)
 
 
 def _unique(stem: str, taken: set[str]) -> str:
