@@ -90,9 +90,7 @@ def validate_manifest(frame: pd.DataFrame) -> pd.DataFrame:
         frame["source_uri"] = frame["source_uri"].astype(object).fillna("").astype(str)
     for column in ("width", "height"):
         frame[column] = frame[column].fillna(0).astype("int64")
-    bad_splits = sorted(set(frame["split"]) - {"", *SPLITS})
-    if bad_splits:
-        raise ConfigError(f"unknown split(s) {', '.join(bad_splits)}; expected {', '.join(SPLITS)} or empty")
+    _refuse_unknown_splits(frame["split"], "")
     repeated = frame["uri"][frame["uri"].duplicated()]
     if len(repeated):
         raise ConfigError(f"{len(repeated)} uri(s) appear twice in the manifest, e.g. {repeated.iloc[0]}")
@@ -142,10 +140,7 @@ def check_rows(rows: pd.DataFrame, origin: str = "the manifest rows", *, split_r
     if blank.any():
         raise ConfigError(f"{origin}: {blank.sum()} row(s) have no uri, the first is data row {blank.argmax() + 1}")
     if "split" in rows:
-        bad = sorted({str(v) for v in rows["split"].dropna()} - {"", *SPLITS})
-        if bad:
-            raise ConfigError(f"{origin}: unknown split(s) {', '.join(map(repr, bad))}; expected "
-                              f"{', '.join(SPLITS)} or empty (unsplit)")
+        _refuse_unknown_splits(rows["split"], f"{origin}: ")
     try:
         rows = rows.assign(label=[normalise_label(v) for v in rows["label"]])
     except ConfigError as exc:
@@ -154,6 +149,14 @@ def check_rows(rows: pd.DataFrame, origin: str = "the manifest rows", *, split_r
         if column not in rows:
             rows[column] = None
     return legacy_sources(rows)
+
+
+def _refuse_unknown_splits(splits: pd.Series, prefix: str) -> None:
+    """Raise `ConfigError` (its message after `prefix`) for a split other than train, val, test or empty."""
+    bad = sorted({str(v) for v in splits.dropna()} - {"", *SPLITS})
+    if bad:
+        raise ConfigError(f"{prefix}unknown split(s) {', '.join(map(repr, bad))}; expected "
+                          f"{', '.join(SPLITS)} or empty (unsplit)")
 
 
 def legacy_sources(frame: pd.DataFrame) -> pd.DataFrame:
