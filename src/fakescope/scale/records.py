@@ -57,8 +57,7 @@ def detections_to_table(detections: Iterable[Detection]) -> pa.Table:
 def source_key(source: str) -> str:
     """The name a source is stored and resumed under: a local path or `file://` URI made an absolute, normalised
     path (`./a/x.jpg`, `a/x.jpg`, `/cwd/a/x.jpg` and `file:///cwd/a/x.jpg` are one; symlinks are kept), another URI as given."""
-    local = source.removeprefix("file://")
-    return source if "://" in local else os.path.abspath(local)
+    return storage.absolute(source.removeprefix("file://"))
 
 
 def _rounded(evidence: dict) -> dict:
