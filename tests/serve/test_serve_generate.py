@@ -223,3 +223,18 @@ def test_a_model_name_that_cannot_name_files_is_422_before_any_request(server, a
     )
     assert answer.status_code == 422, answer.json()
     assert answer.json()["detail"].startswith("model: expected a plain name") and images_api.requests == []
+
+
+def test_generate_from_upload_reads_the_format_from_the_header_and_refuses_non_images_unpaid(tmp_path, images_api, flat_png, detector):
+    import openai
+
+    from fakescope.errors import ImageLoadError
+    from fakescope.serve import generate_from_upload
+
+    client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    with pytest.raises(ImageLoadError, match="^not an image: the file's signature matches no supported format"):
+        generate_from_upload(b"not an image", config, tmp_path / "text", client=client, detect=detector.predict)
+    assert images_api.billable == 0 and not (tmp_path / "text").exists()
+    made = generate_from_upload(flat_png, config, tmp_path / "png", client=client, detect=detector.predict, filename="cat.jpg")
+    assert len(made) == 1 and (tmp_path / "png" / "cat.png").read_bytes() == flat_png  # named by its bytes, not its name

@@ -29,7 +29,8 @@ from fakescope.generate.manifest import manifest_row
 from fakescope.generate.openai_images import make_client
 from fakescope.generate.runner import default_ledger_path
 from fakescope.io import storage
-from fakescope.io.image import decode_image
+from fakescope.io.image import MAX_PIXELS, decode_image
+from fakescope.serve.limits import check_image
 
 _LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|~?/)[^\s'",;)\]]*[^\s'",;)\].:]""")
 NO_KEY = "no OpenAI API key: pass one, or set OPENAI_API_KEY (environment or .env)"
@@ -81,15 +82,15 @@ def generate_from_upload(
     A folder that already holds images made for this upload and config returns them without asking again.
 
     Raises:
-        ImageLoadError: the upload is not a readable image.
+        ImageLoadError: the upload's header is not that of a supported image (nothing is written or sent).
         FakescopeError: the API refused the request or every request failed.
     """
     if config.mode == "generate":
         raise ConfigError("uploads make variations or edits; use mode variation or edit")
-    loaded = decode_image(data)
+    fmt, _, _ = check_image(data, MAX_PIXELS)  # the header only: the generator decodes the source itself
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    source = folder / f"{_stem(filename)}.{loaded.format.lower()}"
+    source = folder / f"{_stem(filename)}.{fmt.lower()}"
     source.write_bytes(data)
     report = run_openai(str(source), str(folder / "ai"), config, client=client, concurrency=min(config.n, 4))
     if report.manifest is None:  # no job done, in this run or an earlier one into the same folder

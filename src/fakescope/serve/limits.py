@@ -30,8 +30,10 @@ def env_max_pixels() -> int:
         raise ConfigError(f"{MAX_PIXELS_ENV}={value!r}: expected a whole number of pixels") from None
 
 
-def check_image(data: bytes, max_pixels: int) -> None:
+def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     """Refuse non-images and images over `max_pixels` from the header alone (no decoding).
+
+    Returns the format the bytes carry (`JPEG`, `PNG`, ...), the width and the height.
 
     Raises:
         ImageLoadError: empty bytes, no known image signature, a corrupt header, or too many pixels.
@@ -55,3 +57,4 @@ def check_image(data: bytes, max_pixels: int) -> None:
         raise corrupt_image_error(fmt, exc) from None
     if width * height > max_pixels:
         raise ImageLoadError(f"image too large: {width}x{height} is {width * height:,} pixels; the limit is {max_pixels:,}")
+    return fmt, width, height
