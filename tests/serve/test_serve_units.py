@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
+from serve_helpers import encode
 
 from fakescope.errors import ConfigError
 from fakescope.serve import MicroBatcher, ServeConfig, heatmap_image, heatmap_overlay
@@ -202,3 +203,30 @@ def test_jobs_folder_defaults_to_the_cache_folder_the_ledgers_and_onnx_exports_u
     monkeypatch.delenv("FAKESCOPE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert ServeConfig().jobs_dir == tmp_path / "xdg" / "fakescope" / "serve-jobs"
+
+
+def test_pixel_batches_keep_order_and_stay_within_the_budget():
+    from fakescope.serve.uploads import pixel_batches
+
+    sized = [("a", 40), ("b", 50), ("c", 20), ("d", 100), ("e", 150), ("f", 1)]
+    assert list(pixel_batches(sized, 100)) == [["a", "b"], ["c"], ["d"], ["e"], ["f"]]
+
+
+def test_uploads_are_scored_a_batch_at_a_time_with_errors_per_file(detector, flat_png, photo_bytes, monkeypatch):
+    from fakescope.serve.uploads import score_uploads
+
+    calls = []
+    predict = detector.predict
+    monkeypatch.setattr(detector, "predict", lambda inputs, **kw: calls.append(len(inputs)) or predict(inputs, **kw))
+    big = encode(Image.new("RGB", (200, 200), "white"))  # 40,000 pixels: over the limit below
+    broken = photo_bytes[: len(photo_bytes) // 2]  # a good header, a truncated body
+    uploads = [("flat.png", flat_png), ("photo.jpg", photo_bytes), ("notes.txt", b"text"), ("big.png", big),
+               ("cut.jpg", broken), ("again.png", flat_png)]
+    results = {index: (detection, image) for index, detection, image in score_uploads(detector, uploads, 30_000)}
+    assert calls == [2, 1]  # 6,144 + 19,200 pixels, then 19,200 (cut.jpg) + 6,144 (decoding cut.jpg fails)
+    assert [results[i][0].source for i in range(6)] == [name for name, _ in uploads]
+    assert [results[i][0].probability for i in (0, 1, 5)] == pytest.approx(
+        [d.probability for d in predict([flat_png, photo_bytes, flat_png])], abs=1e-6)  # batch-size float noise
+    assert results[2][0].error.startswith("not an image") and results[3][0].error.startswith("image too large: 200x200")
+    assert "truncated" in results[4][0].error or "corrupt" in results[4][0].error, results[4][0].error
+    assert [results[i][1] is None for i in range(6)] == [False, False, True, True, True, False]

@@ -131,22 +131,28 @@ def _selectbox_options(page) -> list[str]:
     raise AssertionError("the selectbox did not open")
 
 
-def test_detector_page_scores_an_upload_and_rejects_text_and_big_images(app_url, page, detector, photo_bytes, tmp_path):
+def test_detector_page_scores_uploads_in_order_and_rejects_text_and_big_images(app_url, page, detector, photo_bytes, flat_png,
+                                                                              tmp_path):
     from PIL import Image
 
-    photo, notes, big = tmp_path / "photo.jpg", tmp_path / "notes.txt", tmp_path / "big.png"
+    photo, notes, big, flat = tmp_path / "photo.jpg", tmp_path / "notes.txt", tmp_path / "big.png", tmp_path / "flat.png"
     photo.write_bytes(photo_bytes)
     notes.write_text("not an image")
     Image.new("RGB", (1100, 1000), "white").save(big)  # over the app's FAKESCOPE_MAX_PIXELS: was decoded twice
+    flat.write_bytes(flat_png)
     page.goto(app_url)
     page.get_by_text("No image yet").wait_for(timeout=30_000)
-    page.locator("input[type=file]").set_input_files([str(photo), str(notes), str(big)])
+    page.locator("input[type=file]").set_input_files([str(photo), str(notes), str(big), str(flat)])
     page.get_by_text("Download JSON").wait_for(timeout=45_000)
-    expected = detector.predict(photo_bytes)
-    assert _verdicts(page) == [(expected.verdict, round(expected.probability, 3))]
+    expected = detector.predict([photo_bytes, flat_png])  # scored together in the app too: one batch
+    shown = _verdicts(page)
+    assert [v for v, _ in shown] == [e.verdict for e in expected]
+    assert [p for _, p in shown] == pytest.approx([e.probability for e in expected], abs=0.0011)
     assert page.get_by_text("notes.txt: not an image: the file's signature matches no supported format").is_visible()
     assert page.get_by_text("big.png: image too large: 1100x1000 is 1,100,000 pixels; the limit is 1,000,000").is_visible()
-    assert page.get_by_text("heatmap: per-tile P(ai)").is_visible()
+    names = [h.strip() for h in page.locator("main h4").all_inner_texts()]
+    assert names == ["photo.jpg", "notes.txt", "big.png", "flat.png"]  # each file's result under its own name, in order
+    assert page.get_by_text("heatmap: per-tile P(ai)").first.is_visible()
     _screenshot(page, "webapp-detector.png")
 
 

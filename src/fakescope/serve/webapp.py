@@ -31,6 +31,7 @@ from fakescope.io import storage
 from fakescope.io.image import decode_image
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
 from fakescope.serve.limits import check_image, env_max_pixels
+from fakescope.serve.uploads import score_uploads
 from fakescope.serve.overlay import display_copy, heatmap_overlay
 from fakescope.serve.report_view import report_contents
 
@@ -69,22 +70,15 @@ def max_pixels() -> int:
 def score(items: list[tuple[str, bytes]]) -> list[tuple[Detection, Image.Image | None]]:
     """Each image's detection (with heatmap) and display copy, remembered per image for this session (reruns are free).
 
-    An image over the pixel limit is refused from its header; the others are decoded once, for the
-    detector and the display copy both (the full-size pixels are not kept).
+    New images are scored in batches (`serve.uploads.score_uploads`: at most the pixel limit decoded at
+    a time); only display copies are kept, not the full-size pixels.
     """
     cache: dict = st.session_state.setdefault("detections", {})
     keys = [hashlib.sha256(data).hexdigest() for _, data in items]
-    scorer, limit = detector(), max_pixels()
-    for key, (name, data) in zip(keys, items):
-        if key in cache:
-            continue
-        try:
-            check_image(data, limit)
-            loaded = decode_image(data)
-        except FakescopeError as exc:
-            cache[key] = (Detection.failed(name, str(exc), scorer.name, scorer.threshold), None)
-            continue
-        cache[key] = (scorer.predict(loaded, heatmap=True), display_copy(loaded.image))
+    new = list({key: item for key, item in zip(keys, items) if key not in cache}.items())
+    if new:
+        for index, detection, image in score_uploads(detector(), [item for _, item in new], max_pixels(), heatmap=True):
+            cache[new[index][0]] = (detection, None if image is None else display_copy(image))
     return [cache[k] for k in keys]
 
 
