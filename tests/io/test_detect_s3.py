@@ -55,6 +55,11 @@ def test_detect_one_object_by_its_uri(s3_bucket, tiny_model_dir):
     assert json.loads(result.stdout)["path"] == uri
 
 
+def _unreachable(endpoint: str, uri: str) -> str:
+    host = endpoint.removeprefix("http://")
+    return f"S3 unreachable: no answer from the endpoint {host} while reading {uri}; check AWS_ENDPOINT_URL_S3 and the network"
+
+
 def test_scan_stops_when_the_endpoint_is_unreachable_and_a_rerun_scores_every_image(s3_bucket, s3_env, tiny_model_dir,
                                                                                      tmp_path, monkeypatch):
     """An outage is not the files' fault: no error rows that a rerun would skip as done."""
@@ -69,7 +74,7 @@ def test_scan_stops_when_the_endpoint_is_unreachable_and_a_rerun_scores_every_im
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", dead)
         down = CliRunner().invoke(app, args)
     assert down.exit_code == 2, down.output
-    assert down.stderr == f"error: cannot read {uris[0]}: S3 endpoint unreachable\n"
+    assert down.stderr == f"error: {_unreachable(dead, uris[0])}\n"
     assert read_results(tmp_path / "res").empty
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_env.endpoint)
     up = CliRunner().invoke(app, args)
@@ -102,7 +107,7 @@ def test_ray_scan_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, 
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", dead)  # the actors inherit it
         ray_scan([uri], tmp_path / "res", actors=1, object_store_memory=100 * 2**20, name_or_path=str(tiny_model_dir),
                  device="cpu", provenance=False)
-    assert str(caught.value) == f"cannot read {uri}: S3 endpoint unreachable"
+    assert str(caught.value) == _unreachable(dead, uri)
     assert read_results(tmp_path / "res").empty
 
 
@@ -117,7 +122,7 @@ def test_detect_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, ti
         result = CliRunner().invoke(app, ["detect", str(local), "-", "--model", str(tiny_model_dir), "--device", "cpu",
                                           "--no-provenance", "--format", output, "--batch-size", "1"], input=uri + "\n")
     assert result.exit_code == 2, result.output
-    assert result.stderr == f"error: cannot read {uri}: S3 endpoint unreachable\n"  # not a traceback
+    assert result.stderr == f"error: {_unreachable(dead, uri)}\n"  # not a traceback
     if output == "jsonl":  # what was scored before is kept
         assert json.loads(result.stdout)["path"] == str(local)
     else:

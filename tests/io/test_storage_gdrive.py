@@ -119,8 +119,9 @@ def test_a_server_name_that_does_not_resolve_fails_at_once_a_resolver_hiccup_is_
 
     monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     monkeypatch.setenv("FAKESCOPE_GDRIVE_ENDPOINT", "http://drive.invalid")
-    with pytest.raises(StorageUnavailableError, match=r"^cannot read gdrive://f/x.png: Google Drive's server name does not "
-                                                      r"resolve \(check FAKESCOPE_GDRIVE_ENDPOINT\)$"):
+    unresolved = (r"^Google Drive unreachable: its server name does not resolve while reading gdrive://f/x.png; "
+                  r"check FAKESCOPE_GDRIVE_ENDPOINT and the network$")
+    with pytest.raises(StorageUnavailableError, match=unresolved):
         storage.read_bytes("gdrive://f/x.png")
     assert len(asked) == (1 if error == socket.EAI_NONAME else 2 + _gdrive.RETRIES)  # no request, or the client's retries
 
@@ -175,8 +176,8 @@ def test_a_rate_limit_that_outlasts_the_retries_is_an_outage_not_a_denial(drive_
     with pytest.raises(StorageUnavailableError) as caught:
         storage.read_bytes(f"gdrive://{drive_env.root_id}/a.png")
     assert str(caught.value) == (
-        f"cannot read gdrive://{drive_env.root_id}/a.png: Google Drive still answered HTTP 403 "
-        f"(userRateLimitExceeded) after {_gdrive.RETRIES} retries; try again later"
+        f"Google Drive busy: it still answered HTTP 403 (userRateLimitExceeded) after {_gdrive.RETRIES} retries "
+        f"while reading gdrive://{drive_env.root_id}/a.png; try again later"
     )
     assert drive_env.calls["download"] == _gdrive.RETRIES + 1
 
@@ -189,7 +190,8 @@ def test_a_scan_rides_out_rate_limits_and_stops_on_an_outage_without_error_rows(
     drive_env.fail("download", 429, "rateLimitExceeded", times=_gdrive.RETRIES + 1)
     down = CliRunner().invoke(app, args)
     assert down.exit_code == 2, down.output
-    assert down.stderr.startswith(f"error: cannot read gdrive://{drive_env.root_id}/0.png: Google Drive still answered")
+    assert down.stderr.startswith("error: Google Drive busy: it still answered")
+    assert f" while reading gdrive://{drive_env.root_id}/0.png; try again later\n" in down.stderr
     assert down.stderr.count("\n") == 1 and read_results(tmp_path / "res").empty
     drive_env.fail("download", 503, "backendError", times=2)
     drive_env.fail("download", 429, "rateLimitExceeded")

@@ -71,10 +71,12 @@ def test_wrong_credentials_are_refused_without_leaking_them(s3_server, s3_bucket
     backend = S3Storage(make_client(aws_access_key_id="fakescopetestkey", aws_secret_access_key=secret))
     with pytest.raises(StorageUnavailableError) as caught:  # every file would be refused: a scan stops, no error rows
         backend.read_bytes(f"s3://{s3_bucket}/a.png")
-    assert "access denied" in str(caught.value)
+    assert str(caught.value) == (f"S3 refused the AWS credentials (SignatureDoesNotMatch) while reading s3://{s3_bucket}/a.png; "
+                                 "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
+                                 "(a session token may have expired)")
     assert secret not in str(caught.value) and "fakescopetestkey" not in str(caught.value)
     unknown = S3Storage(make_client(aws_access_key_id="nobody", aws_secret_access_key=secret))
-    with pytest.raises(StorageUnavailableError, match="access denied"):
+    with pytest.raises(StorageUnavailableError, match=r"^S3 refused the AWS credentials \(\w+\) while writing "):
         unknown.write_bytes(f"s3://{s3_bucket}/a.png", b"x")
 
 
@@ -118,7 +120,7 @@ def test_throttling_is_retried_and_an_outlasting_one_stops_as_unavailable(s3_buc
     fault_proxy.fail("GET", 500, "InternalError", times=5)
     with pytest.raises(StorageUnavailableError) as caught:
         S3Storage().read_bytes(uri)
-    assert str(caught.value) == f"cannot read {uri}: S3 answered InternalError after retrying; try again later"
+    assert str(caught.value) == f"S3 busy: it still answered InternalError after retrying while reading {uri}; try again later"
     assert fault_proxy.injected == 3 + 2
 
 
@@ -140,7 +142,8 @@ def test_a_connection_broken_mid_object_is_fetched_again_then_stops_as_unavailab
     fault_proxy.fail("GET", 0, "", times=1)  # headers and half the body, then the connection closes
     assert storage.read_bytes(uri) == b"0123456789" * 100
     fault_proxy.fail("GET", 0, "", times=10)
-    with pytest.raises(StorageUnavailableError, match=f"^cannot read {uri}: the connection to S3 broke"):
+    broke = rf"^the connection to S3 broke \(\w+\) while reading {uri}; check the network and try again$"
+    with pytest.raises(StorageUnavailableError, match=broke):
         storage.read_bytes(uri)
 
 
@@ -177,7 +180,8 @@ def test_an_unusable_aws_setup_stops_as_unavailable_naming_what_is_wrong(s3_buck
     """A misnamed profile or a missing secret is no file's fault: not an error row for every file of a scan."""
     uri = f"s3://{s3_bucket}/setup/a.png"
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
-    with pytest.raises(StorageUnavailableError, match=r"^cannot read .*: The config profile \(no-such-profile\) could not"):
+    profile = r"^unusable AWS credentials for S3 while reading s3://.*: The config profile \(no-such-profile\) could not"
+    with pytest.raises(StorageUnavailableError, match=profile):
         storage.read_bytes(uri)
     monkeypatch.delenv("AWS_PROFILE")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
@@ -188,5 +192,5 @@ def test_an_unusable_aws_setup_stops_as_unavailable_naming_what_is_wrong(s3_buck
 
 def test_an_endpoint_without_a_scheme_is_one_line_naming_its_variable(s3_env, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_env.endpoint.removeprefix("http://"))
-    with pytest.raises(StorageUnavailableError, match="^AWS_ENDPOINT_URL_S3 must be a URL such as http://host:port"):
+    with pytest.raises(StorageUnavailableError, match="^the S3 endpoint in AWS_ENDPOINT_URL_S3 must be a URL such as http://"):
         S3Storage().read_bytes("s3://bucket/a.png")

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fakescope.errors import StorageError, StorageUnavailableError
-from fakescope.io.storage import normalise_suffixes
+from fakescope.io.storage import DOING, normalise_suffixes
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ RETRIES = 5
 _RATE_LIMITS = {"userRateLimitExceeded", "rateLimitExceeded"}
 _CHUNK = 256 * 1024
 _NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+def _network() -> str:
+    """What to check when Drive does not answer: the network, and the endpoint variable where one is set."""
+    return "FAKESCOPE_GDRIVE_ENDPOINT and the network" if os.environ.get("FAKESCOPE_GDRIVE_ENDPOINT") else "the network"
 
 
 def split_drive_uri(uri: str) -> tuple[str, list[str]]:
@@ -358,9 +363,10 @@ class _translated_errors:
 
         error = StorageError  # StorageUnavailableError where the storage, not the file, failed
         source = None  # the URI, where this file's own error could become its record: the message leaves it out
+        doing = DOING[self.action]
         if isinstance(exc, HttpError) and _transient(exc):
-            message = (f"cannot {self.action} {self.uri}: Google Drive still answered {_answer(exc)} "
-                       f"({_reason(exc) or 'busy'}) after {RETRIES} retries; try again later")
+            message = (f"Google Drive busy: it still answered {_answer(exc)} ({_reason(exc) or 'busy'}) after {RETRIES} "
+                       f"retries while {doing} {self.uri}; try again later")
             error = StorageUnavailableError
         elif isinstance(exc, HttpError):
             status = int(exc.resp.status)
@@ -371,15 +377,16 @@ class _translated_errors:
             else:
                 message, source = f"cannot {self.action}: Drive returned HTTP {status}", self.uri
         elif isinstance(exc, TransportError):
-            message = f"cannot {self.action} {self.uri}: Google Drive or its token server unreachable"
+            message = f"Google Drive or its token server unreachable while {doing} {self.uri}; check {_network()}"
             error = StorageUnavailableError
         elif isinstance(exc, GoogleAuthError):
             message, source = f"access denied to {self.action}: Google credentials were refused", self.uri
         elif isinstance(exc, (socket.gaierror, ServerNotFoundError)):
-            message = f"cannot {self.action} {self.uri}: Google Drive's server name does not resolve (check FAKESCOPE_GDRIVE_ENDPOINT)"
+            message = (f"Google Drive unreachable: its server name does not resolve while {doing} {self.uri}; "
+                       f"check {_network()}")
             error = StorageUnavailableError
         elif isinstance(exc, OSError):
-            message = f"cannot {self.action} {self.uri}: Google Drive unreachable ({type(exc).__name__})"
+            message = f"Google Drive unreachable ({type(exc).__name__}) while {doing} {self.uri}; check {_network()}"
             error = StorageUnavailableError
         else:
             return False

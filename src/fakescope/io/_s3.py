@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import io
 import os
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 from fakescope.errors import StorageError, StorageUnavailableError
-from fakescope.io.storage import normalise_suffixes
+from fakescope.io.storage import DOING, normalise_suffixes
 
 _REFUSED_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", *_REFUSED_CREDENTIALS}
@@ -52,10 +53,11 @@ def make_client(**kwargs: Any) -> Any:
     retries = None  # the configuration's own attempts and mode
     if core.get_config_variable("max_attempts") is None:
         retries = {"total_max_attempts": MAX_ATTEMPTS, "mode": core.get_config_variable("retry_mode")}
-    variable = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+    variable = _endpoint_variable()
     endpoint = os.environ.get(variable)
     if endpoint and not endpoint.lower().startswith(("http://", "https://")):  # botocore: a traceback
-        raise StorageUnavailableError(f"{variable} must be a URL such as http://host:port (it has no http:// or https://)")
+        raise StorageUnavailableError(f"the S3 endpoint in {variable} must be a URL such as http://host:port "
+                                      "(it has no http:// or https://)")
     config = Config(
         retries=retries,
         s3={"addressing_style": "path"} if endpoint else {},
@@ -173,6 +175,18 @@ def _status(exc: Any) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
+def _endpoint_variable() -> str:
+    return "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+
+
+def _unreachable(doing: str, uri: str) -> str:
+    """Why S3 did not answer, in one line: the endpoint's host:port (never a user:password in it) and what to check."""
+    variable = _endpoint_variable()
+    host = urllib.parse.urlsplit(os.environ.get(variable, "")).netloc.rpartition("@")[2]
+    where, check = (f"the endpoint {host}", f"{variable} and the network") if host else ("AWS's S3 endpoint", "the network")
+    return f"S3 unreachable: no answer from {where} while {doing} {uri}; check {check}"
+
+
 def _unusable_setup() -> tuple[type, ...]:
     from botocore import exceptions
 
@@ -206,35 +220,42 @@ class _translated_errors:
 
         error = StorageError  # StorageUnavailableError where the storage, not the file, failed
         source = None  # the URI, where this file's own error could become its record: the message leaves it out
+        doing = DOING[self.action]
         if isinstance(exc, ClientError):
             code = _code(exc)
             if code == "NoSuchBucket":
                 message = f"s3 bucket {self.bucket!r} does not exist"
+            elif code in _REFUSED_CREDENTIALS:  # every other file would be refused too, not just this one
+                message = (f"S3 refused the AWS credentials ({code}) while {doing} {self.uri}; check AWS_ACCESS_KEY_ID "
+                           "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (a session token may have expired)")
+                error = StorageUnavailableError
             elif code in _DENIED:
                 message, source = f"access denied to {self.action} (check the AWS credentials)", self.uri
-                if code in _REFUSED_CREDENTIALS:  # every other file would be refused too, not just this one
-                    error = StorageUnavailableError
             elif code in _MISSING_KEY:
                 raise StorageError("no such file", source=self.uri) from exc
             elif code in _BUSY or _status(exc) == 429 or _status(exc) >= 500:
-                message = f"cannot {self.action} {self.uri}: S3 answered {code or _status(exc)} after retrying; try again later"
+                message = (f"S3 busy: it still answered {code or _status(exc)} after retrying while {doing} {self.uri}; "
+                           "try again later")
                 error = StorageUnavailableError
             else:
                 message, source = f"cannot {self.action}: S3 error {code or 'unknown'}", self.uri
         elif isinstance(exc, NoCredentialsError):
-            message = f"cannot {self.action} {self.uri}: no AWS credentials (set AWS_ACCESS_KEY_ID or a profile)"
+            message = (f"no AWS credentials for S3 while {doing} {self.uri}; set AWS_ACCESS_KEY_ID and "
+                       "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
             error = StorageUnavailableError
         elif isinstance(exc, (ProfileNotFound, PartialCredentialsError)):  # they name a profile or variable, no value
-            message = f"cannot {self.action} {self.uri}: {exc}"
+            message = f"unusable AWS credentials for S3 while {doing} {self.uri}: {exc}"
             error = StorageUnavailableError
         elif isinstance(exc, _unusable_setup()):  # their messages may quote a credential process's output: not shown
-            message = f"cannot {self.action} {self.uri}: the AWS configuration or credentials are unusable ({type(exc).__name__})"
+            message = (f"unusable AWS configuration or credentials for S3 ({type(exc).__name__}) while {doing} {self.uri}; "
+                       "check AWS_PROFILE and the AWS config and credentials files")
             error = StorageUnavailableError
         elif isinstance(exc, BotoConnectionError):  # also a connect timeout
-            message = f"cannot {self.action} {self.uri}: S3 endpoint unreachable"
+            message = _unreachable(doing, self.uri)
             error = StorageUnavailableError
         elif isinstance(exc, (HTTPClientError, IncompleteReadError)):  # a read timeout, a connection dropped mid-answer
-            message = f"cannot {self.action} {self.uri}: the connection to S3 broke ({type(exc).__name__}); try again later"
+            message = (f"the connection to S3 broke ({type(exc).__name__}) while {doing} {self.uri}; "
+                       "check the network and try again")
             error = StorageUnavailableError
         elif isinstance(exc, BotoCoreError):
             message, source = f"cannot {self.action}: {type(exc).__name__}", self.uri

@@ -24,6 +24,8 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from fakescope.errors import StorageError
 
 REMOTE_SCHEMES = ("s3", "gdrive")
+DOING = {"read": "reading", "write": "writing", "check": "checking", "list": "listing"}
+"""A backend's actions as its outage messages word them (`S3 unreachable: ... while reading s3://...`)."""
 
 _dotenv_lock = threading.Lock()
 _dotenv_loaded = False
