@@ -190,6 +190,27 @@ def test_openapi_docs_are_served(server):
     assert spec["components"]["schemas"]["Error"]["properties"]["detail"]["type"] == "string"
 
 
+def test_openapi_gives_every_route_a_summary_what_it_answers_and_only_the_errors_it_gives(server, auth):
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    operations = {(method, path): op for path, ops in spec["paths"].items() for method, op in ops.items()}
+    for (method, path), op in operations.items():
+        name = op["operationId"]  # a generated client's method name: `detect_batch`, not `detect_batch_v1_detect_batch_post`
+        assert "_v1_" not in name and op["summary"] != name.replace("_", " ").title(), (method, path)  # written, not derived
+        assert "500" in op["responses"] and ("401" in op["responses"]) == path.startswith("/v1/"), (method, path)
+        for code, answer in op["responses"].items():
+            assert answer["description"] != "Successful Response", (method, path, code)
+            for media, content in answer.get("content", {}).items():  # images are described as binary, not as nothing
+                assert content["schema"] if media == "application/json" else content["schema"]["format"] == "binary"
+    assert "422" not in operations["get", "/v1/jobs/{job_id}"]["responses"]  # a string id is never invalid
+    assert "422" not in operations["delete", "/v1/jobs/{job_id}"]["responses"]
+    assert operations["post", "/v1/detect/batch"]["responses"]["413"]["description"].startswith("upload too large, or more files")
+    assert operations["get", "/v1/models"]["responses"]["401"]["headers"]["WWW-Authenticate"]
+    no_output = httpx.get(f"{server.url}/v1/jobs/nope/outputs/first", headers=auth)  # the documented 422, as it answers
+    assert (no_output.status_code, no_output.json()) == (422, {"detail": "index: Input should be a valid integer, unable to "
+                                                                         "parse string as an integer"})
+    assert operations["get", "/v1/jobs/{job_id}/outputs/{index}"]["responses"]["422"]["description"] == "index: not a whole number"
+
+
 def test_every_error_is_one_line_of_detail(server, auth, photo_bytes):
     bad_format = httpx.post(f"{server.url}/v1/explain?format=jpg", headers=auth, content=photo_bytes)
     no_files = httpx.post(f"{server.url}/v1/detect/batch", headers=auth)

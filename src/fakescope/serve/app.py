@@ -58,7 +58,8 @@ MULTIPART_OVERHEAD = 64 * 1024
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 NO_KEY = "no OpenAI API key: send one in the X-OpenAI-Key header, or set OPENAI_API_KEY for the server"
-RAW_IMAGE = {"requestBody": {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+RAW_IMAGE = {"requestBody": {"content": {"image/*": BINARY}}}
 log = logging.getLogger(__name__)
 PNG_HEADERS = {"X-Fakescope-Label": {"description": "ai, real or uncertain", "schema": {"type": "string"}},
                "X-Fakescope-Score": {"description": "calibrated P(ai)", "schema": {"type": "string"}}}
@@ -93,6 +94,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
         summary="Tell whether an image was made by a generative model, and show why.",
         version="1",
         lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operationIds as generated clients name methods: detect_batch
     )
     app.state.config = config
     # Starlette answers an Exception handler's 500 from outside every middleware (no CORS headers): caught in here instead
@@ -105,7 +107,26 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(ServerBusy)(_busy)
     _add_routes(app, config)
+    app.openapi = _spec_builder(app)
     return app
+
+
+def _spec_builder(app: FastAPI):
+    """`app.openapi` without FastAPI's own 422 entry, shaped as a list of errors: every route that can answer 422
+    lists it (as `Error`), and a route that cannot (any job id is a valid string) is left without it."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = build()
+            for operation in (op for ops in spec["paths"].values() for op in ops.values()):
+                if "HTTPValidationError" in str(operation["responses"].get("422")):
+                    del operation["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                spec["components"]["schemas"].pop(name, None)
+        return app.openapi_schema
+
+    return openapi
 
 
 class _Gate:
@@ -153,19 +174,24 @@ def _authorised(header: str, token: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
 
 
-def _errors(*codes: int, ok: type | dict | None = None, status: int = 200) -> dict:
-    """OpenAPI entries for a route's answers: the error answers it can give and `ok` (a model or an entry)."""
+def _answers(ok: type | dict, says: str, *codes: int, status: int = 200, secured: bool = True, **notes: str) -> dict:
+    """OpenAPI entries for a route's answers: `ok` (a model or an entry) meaning `says`, then every error it can give.
+
+    401 (when `secured`) and 500 are always listed; `notes` (`e422="..."`) word a code for this route.
+    """
     meaning = {400: "a malformed multipart body, or a body the client stopped sending",
                401: "missing or wrong bearer token", 404: "unknown job or output",
                409: "a cancelled job still finishing the requests it had sent", 413: "upload too large",
                422: "no image, not a readable image, too many pixels, or an invalid parameter",
-               503: "busy: the queue is full (`Retry-After` says when to try again); for /v1/generate also "
-                    "a jobs folder the server cannot write (and for DELETE /v1/jobs/{id})"}
-    answers: dict = {code: {"model": Error, "description": meaning[code]} for code in (401, *codes)}
+               500: "an unexpected failure (the server's log has the details)",
+               503: "busy: the model's queue is full (`Retry-After` says when to try again)"}
+    answers: dict = {status: {**(ok if isinstance(ok, dict) else {"model": ok}), "description": says}}
+    for code in sorted({*codes, 500, *([401] if secured else [])}):
+        answers[code] = {"model": Error, "description": notes.get(f"e{code}", meaning[code])}
+    if 401 in answers:
+        answers[401]["headers"] = {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}}
     if 503 in answers:
         answers[503]["headers"] = {"Retry-After": {"description": "seconds to wait (when busy)", "schema": {"type": "integer"}}}
-    if ok is not None:
-        answers[status] = ok if isinstance(ok, dict) else {"model": ok}
     return answers
 
 
@@ -197,14 +223,16 @@ def _problem(error: dict) -> str:
 def _add_routes(app: FastAPI, config: ServeConfig) -> None:
     secured = [Depends(_bearer)]  # declares the scheme in the OpenAPI spec; `_Gate` checks the token
 
-    @app.get("/healthz", tags=["service"], response_model=None, responses={200: {"model": Health}})
+    @app.get("/healthz", tags=["service"], summary="Liveness and load", response_model=None,
+             responses=_answers(Health, "the server is up", secured=False))
     def healthz(request: Request) -> dict:
         """Liveness and load: the model in use, requests queued and batching counters."""
         batcher: MicroBatcher = request.app.state.batcher
         return {"status": "ok", "model": request.app.state.detector.name, "queued": batcher.pending,
                 "batching": batcher.stats.to_dict()}
 
-    @app.get("/v1/models", tags=["service"], dependencies=secured, response_model=None, responses=_errors(ok=Models))
+    @app.get("/v1/models", tags=["service"], summary="The model in use and those available", dependencies=secured,
+             response_model=None, responses=_answers(Models, "the loaded model, the bundled models and the architectures"))
     def models(request: Request) -> dict:
         """The model this server runs (its full config) and the bundled models and architectures."""
         from fakescope.models import bundled_models, list_models
@@ -214,8 +242,8 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
                            "band": list(loaded.band), "config": loaded.model.config.to_dict()},
                 "bundled": bundled_models(), "architectures": list_models()}
 
-    @app.post("/v1/detect", tags=["detect"], dependencies=secured, response_model=None,
-              responses=_errors(400, 413, 422, 503, ok=DetectionRecord), openapi_extra=RAW_IMAGE)
+    @app.post("/v1/detect", tags=["detect"], summary="Score one image", dependencies=secured, response_model=None,
+              responses=_answers(DetectionRecord, "the image's record", 400, 413, 422, 503), openapi_extra=RAW_IMAGE)
     async def detect(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -225,8 +253,12 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         detection = await _score(request, name, data, heatmap=False)
         return detection.to_dict()
 
-    @app.post("/v1/detect/batch", tags=["detect"], dependencies=secured, response_model=None,
-              responses=_errors(400, 413, 422, 503, ok=BatchResults))
+    @app.post("/v1/detect/batch", tags=["detect"], summary="Score several images", dependencies=secured, response_model=None,
+              responses=_answers(BatchResults, "one record per file, in order; a bad image's record has `error`",
+                                 400, 413, 422, 503,
+                                 e413="upload too large, or more files than the server takes per request",
+                                 e422="no `files` part, or a text part where a file belongs",
+                                 e503="busy: the model's queue has no room for every file (`Retry-After` says when)"))
     async def detect_batch(
         request: Request,
         files: Annotated[list[UploadFile], File(description="Several images, each as a `files` part.")],
@@ -242,8 +274,11 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         detections = await asyncio.gather(*(_score(request, n, d, heatmap=False, strict=False) for n, d in uploads))
         return {"results": [d.to_dict() for d in detections]}
 
-    @app.post("/v1/explain", tags=["detect"], dependencies=secured, openapi_extra=RAW_IMAGE,
-              responses=_errors(400, 413, 422, 503, ok={"model": Explanation, "content": {"image/png": {}}, "headers": PNG_HEADERS}))
+    heatmap = {"model": Explanation, "content": {"image/png": BINARY}, "headers": PNG_HEADERS}
+
+    @app.post("/v1/explain", tags=["detect"], summary="Heatmap of where the model sees AI traces", dependencies=secured,
+              openapi_extra=RAW_IMAGE, responses=_answers(heatmap, "the heatmap PNG (`format=png`), or the detection "
+                                                          "with it (`format=json`)", 400, 413, 422, 503))
     async def explain(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -260,8 +295,13 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
         return Response(encoded, media_type="image/png",
                         headers={"X-Fakescope-Label": str(detection.verdict), "X-Fakescope-Score": f"{detection.probability:.6f}"})
 
-    @app.post("/v1/generate", tags=["generate"], dependencies=secured, status_code=202, response_model=None,
-              responses=_errors(400, 413, 422, 503, ok=Job, status=202))
+    @app.post("/v1/generate", tags=["generate"], summary="Start a generation job", dependencies=secured, status_code=202,
+              response_model=None,
+              responses=_answers(Job, "the job, queued or already running", 400, 413, 422, 503, status=202,
+                                 e422="no image, not a readable image, too many pixels, no OpenAI key, or a mode, model, "
+                                      "size, prompt or n the model does not take",
+                                 e503="busy: the generation jobs are full (`Retry-After` says when to try again), or the "
+                                      "server cannot write its jobs folder"))
     async def generate(
         request: Request,
         file: Annotated[UploadFile, File(description="The real image to start from.")],
@@ -291,14 +331,16 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
             raise HTTPException(503, "generation is unavailable: the server cannot write its jobs folder") from None
         return job.to_dict()
 
-    @app.get("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured, response_model=None,
-             responses=_errors(404, 422, ok=Job))
+    @app.get("/v1/jobs/{job_id}", tags=["generate"], summary="A generation job's state and outputs", dependencies=secured,
+             response_model=None, responses=_answers(Job, "the job", 404, e404="unknown job"))
     def job_state(request: Request, job_id: str) -> dict:
         """A generation job's state (`queued`, `running`, `done`, `failed`) and, when done, its outputs."""
         return _job(request, job_id).to_dict()
 
-    @app.delete("/v1/jobs/{job_id}", tags=["generate"], dependencies=secured, response_model=None,
-                responses=_errors(404, 409, 422, 503, ok=Job))
+    @app.delete("/v1/jobs/{job_id}", tags=["generate"], summary="Cancel or delete a generation job", dependencies=secured,
+                response_model=None,
+                responses=_answers(Job, "the cancelled job, or the last record of the deleted one", 404, 409, 503,
+                                   e404="unknown job", e503="the server cannot remove the finished job's record (it is kept)"))
     def delete_job(request: Request, job_id: str) -> dict:
         """Cancel a queued or running job (it stays readable, as `cancelled`); delete a finished one and its images.
 
@@ -315,8 +357,10 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
             raise HTTPException(404, f"no job {job_id}")
         return job.to_dict()
 
-    @app.get("/v1/jobs/{job_id}/outputs/{index}", tags=["generate"], dependencies=secured, response_class=Response,
-             responses=_errors(404, 422, ok={"content": {"image/*": {}}}))
+    @app.get("/v1/jobs/{job_id}/outputs/{index}", tags=["generate"], summary="One generated image", dependencies=secured,
+             response_class=Response,
+             responses=_answers({"content": {"image/*": BINARY}}, "the image, as the Images API made it", 404, 422,
+                                e404="unknown job, no such output, or its file is gone", e422="index: not a whole number"))
     def job_output(request: Request, job_id: str, index: int) -> Response:
         """One generated image, as the API returned it."""
         outputs = _job(request, job_id).outputs
