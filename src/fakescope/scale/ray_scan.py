@@ -98,7 +98,8 @@ def ray_scan(
         (
             ray.data.from_items([{"path": s} for s in pending])
             .map_batches(DetectBatch, fn_constructor_kwargs={"detector_kwargs": detector_kwargs},
-                         batch_size=batch_size, batch_format="pyarrow", concurrency=actors, **resources)
+                         batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+                         **resources)
             .write_datasink(PartSink(folder.resolve()))
         )
     except Exception as exc:  # an actor's error arrives wrapped by Ray, its traceback flattened into the text
