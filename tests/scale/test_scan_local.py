@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 
 import pandas as pd
 import pyarrow as pa
@@ -130,6 +131,23 @@ def test_a_part_cut_short_by_a_crash_is_never_read_and_a_rerun_deletes_it(image_
     summary = scan(sources, out, detector)
     assert (summary.skipped, summary.scanned) == (4, 4) and not half.exists()
     assert sorted(read_results(out)["path"]) == sorted(sources)
+
+
+def test_a_part_reaches_the_disk_before_its_rename_and_the_rename_after(tmp_path, monkeypatch):
+    calls = []
+    fsync, replace = os.fsync, os.replace  # the real calls, recorded in order
+
+    def recording_fsync(fd):
+        calls.append(("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file", os.fstat(fd).st_size))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", lambda *paths: (calls.append(("rename", 0)), replace(*paths)))
+    table = pa.Table.from_pylist([{"path": "a.jpg", "label": "real", "score": 0.1}], schema=SCHEMA)
+    write_part(table, tmp_path / "part-x-00000.parquet")
+    assert [name for name, _ in calls] == ["fsync file", "rename", "fsync folder"]
+    assert calls[0][1] == (tmp_path / "part-x-00000.parquet").stat().st_size  # the whole file, synced before its rename
+    assert pq.read_table(tmp_path / "part-x-00000.parquet").to_pylist() == table.to_pylist()
 
 
 def test_a_long_run_of_unreadable_inputs_is_written_batch_by_batch(tmp_path, detector):

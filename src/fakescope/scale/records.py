@@ -9,6 +9,7 @@ one evidence kind to the next.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -91,7 +92,9 @@ def part_files(out: str | Path) -> list[Path]:
 
 def write_part(table: pa.Table, part: Path) -> None:
     """Write `table` as the Parquet part `part` under a temporary `_` name, then rename it: a crash
-    mid-write leaves no part cut short, only a temporary that readers skip and a rerun deletes.
+    mid-write leaves no part cut short, only a temporary that readers skip and a rerun deletes. The
+    temporary is fsync'd before the rename and the folder after it, so a power loss cannot leave a
+    renamed part whose data never reached the disk.
 
     Raises:
         StorageError: the folder took no part (read-only, full, gone); the temporary is deleted where it can be.
@@ -99,12 +102,30 @@ def write_part(table: pa.Table, part: Path) -> None:
     tmp = part.with_name(f"_{part.name}{TEMP_SUFFIX}")
     try:
         with writing_to(part.parent):
-            pq.write_table(table, tmp)
+            with open(tmp, "wb") as sink:
+                pq.write_table(table, sink)
+                sink.flush()
+                os.fsync(sink.fileno())
             os.replace(tmp, part)
+            _fsync_folder(part.parent)
     except StorageError:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX; Windows cannot open a folder to fsync it)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system that cannot sync a folder
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
