@@ -40,6 +40,7 @@ def scan(
     actors: Annotated[int, typer.Option(min=1, help="Ray inference actors (workers).")] = 2,
     gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="GPUs per Ray actor (0 = CPU actors).")] = 0.0,
     cpus_per_actor: Annotated[int, typer.Option(min=1, help="CPUs per Ray CPU actor (also its inference threads unless --threads).")] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's log lines, progress and actors' output (--engine ray); otherwise only in Ray's session log folder.")] = False,
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 2,
@@ -68,7 +69,8 @@ def scan(
             from fakescope.scale.ray_scan import ray_scan
 
             summary = ray_scan(scan_sources(sources), out, address=address, actors=actors,
-                               gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, batch_size=batch_size, **detector_kwargs)
+                               gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, batch_size=batch_size, verbose=verbose,
+                               **detector_kwargs)
         else:
             from fakescope.detector import Detector
             from fakescope.scale.scan import scan as run

@@ -9,10 +9,11 @@ works the same way: sources already in the folder's parts are skipped.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,6 @@ from fakescope.models.bundle import BUNDLED_DIR
 from fakescope.scale.records import detections_to_table, done_sources, part_files, results_folder, source_key
 from fakescope.scale.scan import ScanSummary, recover_journals
 
-_ACTOR_ERROR = re.compile(r"^fakescope\.errors\.\w+: (.+)$", re.MULTILINE)
-"""An actor's `FakescopeError` (a wrong model name, unreachable storage) as Ray reports it."""
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 """Keep a local Ray on 127.0.0.1 and without token auth (otherwise drivers fail to connect)."""
 
@@ -39,9 +38,14 @@ class DetectBatch:
     def __init__(self, detector_kwargs: dict[str, Any]):
         from fakescope.detector import Detector
 
-        self.detector = Detector.load(**detector_kwargs)
+        try:
+            self.detector, self.error = Detector.load(**detector_kwargs), None
+        except FakescopeError as exc:  # raised by the first batch: Ray keeps only the text of a constructor's error
+            self.detector, self.error = None, exc
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.error:
+            raise self.error
         return detections_to_table(self.detector.stream(batch.column("path").to_pylist()))
 
 
@@ -55,6 +59,7 @@ def ray_scan(
     cpus_per_actor: int = 1,
     batch_size: int = 32,
     object_store_memory: int | None = None,
+    verbose: bool = False,
     **detector_kwargs: Any,
 ) -> ScanSummary:
     """Score every source not yet in `out` with `actors` Ray actors and append Parquet parts.
@@ -64,7 +69,9 @@ def ray_scan(
     existing cluster is used. A CPU actor reserves `cpus_per_actor` CPUs and, unless `threads` is
     given, runs inference on that many threads, so actors do not oversubscribe the cores.
     `detector_kwargs` go to `Detector.load` inside each actor (`name_or_path`, `device`,
-    `runtime`, `provenance`, `threshold`, decoding `workers`...).
+    `runtime`, `provenance`, `threshold`, decoding `workers`...). Ray's own log lines and progress stay
+    in its session's log folder unless `verbose`; an actor's or the writer's `FakescopeError` is raised
+    here as itself.
 
     Example:
         >>> ray_scan(scan_sources(["s3://bucket/images/"]), "results.parquet", actors=4)  # doctest: +SKIP
@@ -80,7 +87,7 @@ def ray_scan(
     before = set(part_files(folder))
     model = load_model(name := detector_kwargs.get("name_or_path"), lazy=True)  # a wrong name fails here, not in every actor
     detector_kwargs["name_or_path"] = _for_actors(name, model.location)
-    started = _connect(address, actors * cpus_per_actor, object_store_memory)
+    started = _connect(address, actors * cpus_per_actor, object_store_memory, verbose)
     import ray
 
     from fakescope.scale.ray_sink import PartSink  # imports ray: after _connect has set its variables
@@ -95,23 +102,65 @@ def ray_scan(
         else:
             resources = {"num_cpus": cpus_per_actor}
             detector_kwargs["threads"] = detector_kwargs.get("threads") or cpus_per_actor
-        (
-            ray.data.from_items([{"path": s} for s in pending])
-            .map_batches(DetectBatch, fn_constructor_kwargs={"detector_kwargs": detector_kwargs},
-                         batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
-                         **resources)
-            .write_datasink(PartSink(folder.resolve()))
-        )
-    except Exception as exc:  # an actor's error arrives wrapped by Ray, its traceback flattened into the text
-        if not (found := _ACTOR_ERROR.findall(str(exc))):
+        with _ray_data_output(verbose):
+            (
+                ray.data.from_items([{"path": s} for s in pending])
+                .map_batches(DetectBatch, fn_constructor_kwargs={"detector_kwargs": detector_kwargs},
+                             batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+                             **resources)
+                .write_datasink(PartSink(folder.resolve()))
+            )
+    except Exception as exc:  # an actor's or the writer's error arrives as a RayTaskError
+        if (error := task_error(exc)) is None:
             raise
-        raise FakescopeError(found[-1]) from None
+        raise error from None
     finally:
         if started:
             ray.shutdown()
     new_parts = [p for p in part_files(folder) if p not in before]
     errors = sum(pc.sum(pc.is_valid(pq.read_table(p, columns=["error"]).column("error"))).as_py() or 0 for p in new_parts)
     return ScanSummary(len(pending), errors, len(sources) - len(pending))
+
+
+def task_error(exc: BaseException) -> FakescopeError | None:
+    """The `FakescopeError` that a Ray task or actor raised (the `cause` of a `RayTaskError` in `exc`'s chain),
+    with the note Ray Data appends to its message (a line about retries) taken off; None for other errors."""
+    from ray.exceptions import RayTaskError
+
+    while exc is not None:
+        if isinstance(exc, RayTaskError) and isinstance(cause := exc.cause, FakescopeError):
+            cause.args = (str(cause).partition("\n")[0], *cause.args[1:])
+            return cause
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _ray_data_output(verbose: bool) -> Iterator[None]:
+    """Unless `verbose`, keep Ray Data's progress and log lines off the console (its log file in Ray's session
+    folder still gets them) while the scan runs; always have map tasks raise their own errors, so that a
+    `FakescopeError` reaches the driver as itself rather than as a `UserCodeException`."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    settings = {"raise_original_map_exception": True}
+    if not verbose:
+        settings |= {"enable_progress_bars": False, "print_on_execution_start": False}
+    saved = {name: getattr(context, name) for name in settings}
+    consoles = [] if verbose else [h for h in logging.getLogger("ray.data").handlers
+                                   if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in consoles]
+    for name, value in settings.items():
+        setattr(context, name, value)
+    for handler in consoles:
+        handler.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
+        for handler, level in zip(consoles, levels):
+            handler.setLevel(level)
 
 
 def _for_actors(name: str | os.PathLike | None, location: str) -> str | None:
@@ -122,22 +171,23 @@ def _for_actors(name: str | os.PathLike | None, location: str) -> str | None:
     return os.path.abspath(location)
 
 
-def _connect(address: str | None, cpus: int, object_store_memory: int | None) -> bool:
+def _connect(address: str | None, cpus: int, object_store_memory: int | None, verbose: bool = False) -> bool:
     """Join `address` (default: Ray's `RAY_ADDRESS` variable), or start a local loopback Ray; return True
-    when this call started it."""
+    when this call started it. Ray's INFO lines and the actors' output reach the console only when `verbose`."""
     for key, value in LOOPBACK_ENV.items():  # read once, when ray is first imported
         os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
         return False
+    level = logging.INFO if verbose else logging.WARNING
     address = address or os.environ.get("RAY_ADDRESS")  # ray.init would join it, refusing this local setup
     if address and address != "local":  # Ray's name for a new local instance: the one started below
         _check_reachable(address)
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=verbose, logging_level=level)
         return False
     ray.init(num_cpus=cpus + 1, object_store_memory=object_store_memory, include_dashboard=False,
-             log_to_driver=False, _node_ip_address="127.0.0.1")
+             log_to_driver=verbose, logging_level=level, _node_ip_address="127.0.0.1")
     return True
 
 

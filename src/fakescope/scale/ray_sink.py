@@ -10,15 +10,14 @@ from typing import Any
 import pyarrow as pa
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
-from ray.data.exceptions import UserCodeException
 
-from fakescope.errors import StorageError
 from fakescope.scale.records import PART_SUFFIX, SCHEMA, write_part
 
 
 class PartSink(Datasink):
     """Each Ray Data write task's rows become one part of the results folder, through `write_part`
-    (a temporary name, then a rename), so a crash mid-write leaves no part cut short."""
+    (a temporary name, then a rename), so a crash mid-write leaves no part cut short. A folder that takes no part
+    raises `StorageError`, which reaches the driver as the `cause` of a `RayTaskError`."""
 
     def __init__(self, folder: Path):
         self.folder, self.run = folder, uuid.uuid4().hex[:12]
@@ -27,7 +26,4 @@ class PartSink(Datasink):
         tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
         if not tables:
             return
-        try:
-            write_part(pa.concat_tables(tables).cast(SCHEMA), self.folder / f"part-{self.run}-{ctx.task_idx:05d}{PART_SUFFIX}")
-        except StorageError as exc:  # Ray Data logs a sink's other errors as its own, with their traceback
-            raise UserCodeException("PartSink could not write a part") from exc
+        write_part(pa.concat_tables(tables).cast(SCHEMA), self.folder / f"part-{self.run}-{ctx.task_idx:05d}{PART_SUFFIX}")
