@@ -19,7 +19,9 @@ from fakescope.cli import app
 from fakescope.data import read_rows
 from fakescope.generate.local import generate_local
 from fakescope.generate.manifest import append_manifest
+from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT
+from fakescope.generate.runner import LEDGER_NAME
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_server import ImagesAPIServer  # noqa: E402
@@ -216,6 +218,25 @@ def test_openai_command_exits_1_when_some_jobs_failed_and_0_once_a_rerun_makes_t
     assert failed.exit_code == 1 and "done 1, " in failed.output and "failed 1," in failed.output, failed.output
     again = CliRunner().invoke(app, args)  # the failed job is asked again
     assert again.exit_code == 0 and "done 1, already done 1, " in again.output and "failed 0," in again.output, again.output
+
+
+def test_openai_at_most_once_exits_1_naming_the_jobs_it_left_unresolved(tmp_path, server):
+    """`--at-most-once` skipped the requests a crash left in flight and still exited 0, saying only `unresolved 1`."""
+    Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(out), "--max-retries", "0"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    with Ledger(out / LEDGER_NAME) as ledger:  # as a crash leaves it: the request sent, nothing answered or written
+        record = next(ledger.jobs(DONE))
+        ledger.mark_running(record.key)
+    Path(record.output).unlink()
+    once = CliRunner().invoke(app, [*args, "--at-most-once"])
+    assert once.exit_code == 1 and "unresolved 1," in once.stdout and server.billable == 1, once.output
+    assert once.stderr.strip() == ("warning: 1 job(s) left unresolved: a crash left their requests in flight, so whether "
+                                   "they were billed is unknown, and --at-most-once does not resend them (a rerun without it "
+                                   "makes them)")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "done 1," in again.stdout and not again.stderr and server.billable == 2, again.output
 
 
 def test_openai_command_defaults_make_gpt_image_variations_and_print_tokens(tmp_path, server):

@@ -92,7 +92,7 @@ def openai(
     Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice.
 
     Exit status: 0 when no job failed (a budget stop included), 1 when some failed (recorded in the ledger; a re-run
-    retries them), 2 on usage errors or an unreachable --out, 130 when interrupted.
+    retries them) or --at-most-once left some unresolved, 2 on usage errors or an unreachable --out, 130 when interrupted.
     """
     with _sigterm_as_ctrl_c(), clean_errors():
         from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
@@ -108,9 +108,13 @@ def openai(
             manifest_name=manifest, client=make_client(max_retries=max_retries),
         )
         typer.echo(_summary(report, max_total_spend, config.known_price() is not None))
+        if report.unresolved:
+            typer.echo(f"warning: {report.unresolved} job(s) left unresolved: a crash left their requests in flight, so "
+                       "whether they were billed is unknown, and --at-most-once does not resend them (a rerun "
+                       "without it makes them)", err=True)
     if report.stopped == "interrupted":
         raise typer.Exit(INTERRUPTED_EXIT)
-    raise typer.Exit(1 if report.failed else 0)
+    raise typer.Exit(1 if report.failed or report.unresolved else 0)
 
 
 def _written(count: int, manifest_uri: str | None, unusable: int) -> str:
