@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +19,11 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.data import read_rows
+from fakescope.generate import openai_images
+from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.local import generate_local
 from fakescope.generate.manifest import append_manifest
-from fakescope.generate.ledger import DONE, Ledger
-from fakescope.generate.openai_images import VARIATION_PROMPT
+from fakescope.generate.openai_images import VARIATION_PROMPT, quiet_variation_warning
 from fakescope.generate.runner import LEDGER_NAME
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -237,6 +240,23 @@ def test_openai_at_most_once_exits_1_naming_the_jobs_it_left_unresolved(tmp_path
                                    "makes them)")
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "done 1," in again.stdout and not again.stderr and server.billable == 2, again.output
+
+
+def test_dall_e_2_variations_from_worker_threads_print_no_deprecation_warning(tmp_path, server):
+    """The client's DeprecationWarning for create_variation reached stderr wherever warnings are shown (-W default, pytest)."""
+    for i in range(4):
+        Image.new("RGB", (40, 40), (i * 60, 10, 10)).save(tmp_path / f"p{i}.png")
+    command = [sys.executable, "-W", "default", "-m", "fakescope", "generate", "openai", str(tmp_path), "--out", str(tmp_path / "out"),
+               "--model", "dall-e-2", "--size", "256x256", "--concurrency", "2", "--max-retries", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and "done 4," in result.stdout and server.billable == 4, result.stdout + result.stderr
+    assert "DeprecationWarning" not in result.stderr, result.stderr
+    with warnings.catch_warnings(record=True) as caught:  # the filter is that one warning only
+        warnings.simplefilter("always")
+        quiet_variation_warning()
+        for message, module in (("deprecated", openai_images.__name__), ("deprecated", "elsewhere"), ("other", openai_images.__name__)):
+            warnings.warn_explicit(message, DeprecationWarning, "x.py", 1, module=module)
+    assert [(str(w.message), w.filename) for w in caught] == [("deprecated", "x.py"), ("other", "x.py")]
 
 
 def test_openai_command_defaults_make_gpt_image_variations_and_print_tokens(tmp_path, server):

@@ -34,6 +34,7 @@ import os
 import re
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
@@ -299,6 +300,7 @@ def request_image(
         options["quality"] = config.quality
     try:
         if config.mode == "variation" and config.legacy:
+            quiet_variation_warning()
             response = client.images.create_variation(image=prepare_upload(source, config), **options)
         elif config.mode in ("edit", "variation"):
             upload = prepare_upload(source, config)
@@ -317,6 +319,15 @@ def request_image(
         raise
     usage = response.usage.model_dump(exclude_none=True) if getattr(response, "usage", None) else None
     return _image_bytes(response.data[0]), usage
+
+
+def quiet_variation_warning() -> None:
+    """Keep out of stderr the `openai` client's DeprecationWarning for `images.create_variation` (dall-e-2's variations
+    endpoint, chosen on purpose), only as called here. Idempotent and process-wide, as one filter list entry, never
+    through `warnings.catch_warnings`: that swaps global state, so the worker threads racing in it lose warnings."""
+    message, module = re.compile(r"deprecated\Z", re.I), re.compile(rf"{re.escape(__name__)}\Z")
+    if ("ignore", message, DeprecationWarning, module, 0) not in warnings.filters:
+        warnings.filterwarnings("ignore", message.pattern, DeprecationWarning, module.pattern)
 
 
 def _image_bytes(item) -> bytes:
