@@ -2,8 +2,8 @@
 
 POST /v1/images/variations and /v1/images/edits (multipart), /v1/images/generations (JSON).
 GPT image models (any model not named dall-e-*) speak today's API: no variations, always b64_json,
-a `response_format` refused (400), and a `usage` block in every answer; models in `retired` answer
-404 `model_not_found`. dall-e models keep the legacy behaviour: b64_json or a URL the server
+a `response_format` refused (400), and a `usage` block in every answer; `input_fidelity` is taken by edits
+only, as `FIDELITIES` says (400 otherwise); models in `retired` answer 404 `model_not_found`. dall-e models keep the legacy behaviour: b64_json or a URL the server
 serves itself (GET /files/<n>.png), no usage. Like the real API, a dall-e-2 edit
 is refused (400) unless its image has transparency or it comes with a mask of the image's size that
 has some (transparent pixels mark what may change). Faults queued in `faults`
@@ -31,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from PIL import Image
 
 ENDPOINTS = {"/v1/images/variations": "variations", "/v1/images/edits": "edits", "/v1/images/generations": "generations"}
+FIDELITIES = {"gpt-image-1.5": ("high", "low"), "gpt-image-1-mini": ("low",), "gpt-image-2": (), "gpt-image-2-2026-04-21": ()}
+"""The edits' `input_fidelity` per model, as the API reference states it; other GPT image models take high and low."""
 
 
 class ImagesAPIServer(ThreadingHTTPServer):
@@ -118,6 +120,8 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(fields.get("model", "dall-e-2"))
         if (refusal := _model_refusal(endpoint, model, fields, self.server.retired)) is not None:
             return self._send(*refusal, endpoint)
+        if (refusal := _fidelity_refusal(endpoint, model, fields)) is not None:
+            return self._send(400, refusal, endpoint)
         if endpoint == "edits" and model == "dall-e-2" and (refusal := _edit_refusal(images)):
             return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error"}}, endpoint)
         server = self.server
@@ -218,6 +222,20 @@ def _model_refusal(endpoint: str, model: str, fields: dict, retired: set[str]) -
     if "response_format" in fields:
         return 400, {"error": {"message": "Unknown parameter: 'response_format'.", "type": "invalid_request_error",
                                "param": "response_format", "code": "unknown_parameter"}}
+    return None
+
+
+def _fidelity_refusal(endpoint: str, model: str, fields: dict) -> dict | None:
+    """The real API's 400 for an `input_fidelity` outside an edit or one the model does not take, else None."""
+    if "input_fidelity" not in fields:
+        return None
+    value = fields["input_fidelity"]
+    if endpoint != "edits" or model.startswith("dall-e"):
+        return {"error": {"message": "Unknown parameter: 'input_fidelity'.", "type": "invalid_request_error",
+                          "param": "input_fidelity", "code": "unknown_parameter"}}
+    if value not in FIDELITIES.get(model, ("high", "low")):
+        return {"error": {"message": f"Invalid value: '{value}'. input_fidelity is not supported with {model} for this value.",
+                          "type": "invalid_request_error", "param": "input_fidelity", "code": "invalid_value"}}
     return None
 
 

@@ -209,6 +209,9 @@ def test_openai_command_runs_and_rejects_bad_options(tmp_path, server):
     assert signal.getsignal(signal.SIGTERM) is handler  # SIGTERM stops like Ctrl-C only while the command runs
     bad = CliRunner().invoke(app, [*args, "--mode", "variation", "--model", "dall-e-3"])
     assert bad.exit_code == 2 and "does not support variation" in bad.output
+    fidelity = CliRunner().invoke(app, [*args, "--input-fidelity", "high"])  # dall-e-2's variations take none
+    assert fidelity.exit_code == 2 and fidelity.stderr.startswith("error: input_fidelity is for edits by GPT image models")
+    assert server.billable == 1
 
 
 def test_openai_command_exits_1_when_some_jobs_failed_and_0_once_a_rerun_makes_them(tmp_path, server):

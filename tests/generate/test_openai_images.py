@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -598,6 +599,32 @@ def test_sizes_qualities_and_response_format_are_checked_per_model_family():
     assert OpenAIImagesConfig(**old_record).response_format == "b64_json"  # still loads; nothing is sent for it
 
 
+def test_input_fidelity_is_checked_per_model_sent_with_edits_and_recorded(server, photos, tmp_path):
+    """gpt-image edits' input_fidelity (high/low) could not be asked for."""
+    refusals = [
+        (dict(model="gpt-image-2", input_fidelity="high"), "input_fidelity high is not one gpt-image-2 takes: it takes none, leave it out"),
+        (dict(model="gpt-image-1-mini", input_fidelity="high"), "input_fidelity high is not one gpt-image-1-mini takes: use low"),
+        (dict(input_fidelity="medium"), "input_fidelity must be high or low"),
+        (dict(mode="generate", input_fidelity="low"),
+         "input_fidelity is for edits by GPT image models; gpt-image-2.6-flare generate sends none"),
+        (dict(model="dall-e-2", size="256x256", input_fidelity="low"),
+         "input_fidelity is for edits by GPT image models; dall-e-2 variation sends none"),
+    ]
+    for options, message in refusals:
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            OpenAIImagesConfig(**options)
+    assert OpenAIImagesConfig(model="my-own-model", input_fidelity="high").input_fidelity == "high"  # unknown: not checked
+    edit = OpenAIImagesConfig(mode="edit", model="gpt-image-1.5", prompt="snow", input_fidelity="high")
+    assert "input_fidelity" not in dataclasses.replace(edit, input_fidelity=None).params()  # earlier runs keep their job keys
+    out = tmp_path / "out"
+    for config in (edit, OpenAIImagesConfig(model="gpt-image-1-mini", input_fidelity="low")):  # an edit, a variation
+        report = run_openai(str(photos / "photo1.png"), str(out), config, client=make_client(max_retries=0))
+        assert (report.done, report.failed) == (1, 0)
+    assert [(sent["endpoint"], sent["input_fidelity"]) for sent in server.requests] == [("edits", "high"), ("edits", "low")]
+    params = [json.loads(text) for text in pd.read_csv(out / "manifest.csv")["params"]]
+    assert sorted(param["input_fidelity"] for param in params) == ["high", "low"]
+
+
 def test_a_budget_on_a_model_without_a_price_names_the_model_and_the_option(server, photos, tmp_path):
     with pytest.raises(ConfigError, match=r"^no price known for gpt-image-2.6-flare at size 1024x1024, quality auto "
                                           r"\(it is billed by tokens\); .*--price-per-image"):
@@ -612,9 +639,13 @@ def test_the_loopback_server_refuses_what_the_api_refuses_for_gpt_image_models(s
 
     client = make_client(max_retries=0)
     upload = ("a.png", (photos / "photo1.png").read_bytes(), "image/png")
-    with pytest.raises(openai.BadRequestError, match="Value must be 'dall-e-2'"):
+    with pytest.raises(openai.BadRequestError, match="Value must be 'dall-e-2'"), pytest.warns(DeprecationWarning):
         client.images.create_variation(image=upload, model="gpt-image-2")
     with pytest.raises(openai.BadRequestError, match="Unknown parameter: 'response_format'"):
         client.images.generate(prompt="a fox", model="gpt-image-2", response_format="b64_json")
+    with pytest.raises(openai.BadRequestError, match="Invalid value: 'high'. input_fidelity is not supported with gpt-image-2"):
+        client.images.edit(image=upload, prompt="snow", model="gpt-image-2", input_fidelity="high")
+    with pytest.raises(openai.BadRequestError, match="Unknown parameter: 'input_fidelity'"):
+        client.images.generate(prompt="a fox", model="gpt-image-1.5", extra_body={"input_fidelity": "high"})
     answer = client.images.generate(prompt="a fox", model="gpt-image-2", size="1024x1024")
     assert answer.data[0].b64_json and answer.usage.total_tokens == 2 + 1048

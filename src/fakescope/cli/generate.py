@@ -73,6 +73,7 @@ def openai(
     n: Annotated[int, typer.Option("--n", min=1, help="Images per source.")] = 1,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit; for --mode variation on a GPT image model it replaces the built-in one.")] = None,
     mask: Annotated[str, typer.Option("--mask", help="For --mode edit, what may change: center (a centred box of half the width and height; the rest stays the photo), full, or a PNG whose transparent pixels mark it.")] = "center",
+    input_fidelity: Annotated[str | None, typer.Option("--input-fidelity", help="high or low: how closely an edit (a GPT image model's variation included) keeps the photo's style and features, faces above all; default: the model's (low). gpt-image-1.5 takes both, gpt-image-1-mini low, gpt-image-2 neither.")] = None,
     response_format: Annotated[str | None, typer.Option("--response-format", help="b64_json (default) or url, dall-e models only: GPT image models always answer base64.")] = None,
     max_images: Annotated[int | None, typer.Option("--max-images", min=1, help="Stop after this many new images in this run.")] = None,
     max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before this run's estimated spend exceeds this (USD); earlier runs are not counted.")] = None,
@@ -100,7 +101,7 @@ def openai(
 
         config = OpenAIImagesConfig(
             mode=mode, model=model, size=size, quality=quality, n=n, prompt=prompt, mask=mask,
-            response_format=response_format, price_per_image=price_per_image,
+            response_format=response_format, price_per_image=price_per_image, input_fidelity=input_fidelity,
         )
         report = run_openai(
             src, out, config, ledger=ledger, concurrency=concurrency, max_images=max_images, max_spend=max_spend,

@@ -42,7 +42,9 @@ from typing import Any
 from PIL import Image
 
 from fakescope.errors import ConfigError, FakescopeError
-from fakescope.generate.openai_models import DALL_E, DEFAULT_MODEL, MODELS, check_options, family, retirement
+from fakescope.generate.openai_models import (
+    DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MODELS, check_options, family, retirement,
+)
 from fakescope.io import storage
 from fakescope.io.image import load_image
 
@@ -104,6 +106,9 @@ class OpenAIImagesConfig:
         response_format: `b64_json` (None: the default) or `url`, sent to dall-e models only; other models
             always answer base64 (`url` is refused for them).
         price_per_image: Override `PRICES` (USD), e.g. for new models or negotiated rates.
+        input_fidelity: `high` or `low`: how closely an edit (a GPT image model's variation included) keeps the input's
+            style and features, faces above all; None: the model's default (`low`). gpt-image-1.5 takes both,
+            gpt-image-1-mini `low`, gpt-image-2 neither; models the API reference is silent on are not checked.
     """
 
     mode: str = "variation"
@@ -115,6 +120,7 @@ class OpenAIImagesConfig:
     mask: str = "center"
     response_format: str | None = None
     price_per_image: float | None = None
+    input_fidelity: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -129,7 +135,11 @@ class OpenAIImagesConfig:
         sides = re.fullmatch(r"(\d{1,6})x(\d{1,6})", self.size, re.ASCII)
         if self.size != "auto" and not (sides and all(0 < int(side) <= MAX_SIZE_SIDE for side in sides.groups())):
             raise ConfigError(f"size: expected WIDTHxHEIGHT with sides of 1 to {MAX_SIZE_SIDE} pixels (as 1024x1024), or auto")
-        check_options(self.model, self.mode, self.size, self.quality)
+        if self.input_fidelity is not None and self.input_fidelity not in INPUT_FIDELITIES:
+            raise ConfigError(f"input_fidelity must be {' or '.join(INPUT_FIDELITIES)}")
+        if self.input_fidelity is not None and (self.mode == "generate" or self.legacy):
+            raise ConfigError(f"input_fidelity is for edits by GPT image models; {self.model} {self.mode} sends none")
+        check_options(self.model, self.mode, self.size, self.quality, self.input_fidelity)
         if self.n < 1:
             raise ConfigError("n must be at least 1")
         if self.response_format not in (None, "b64_json", "url"):
@@ -158,13 +168,15 @@ class OpenAIImagesConfig:
         """The parameters that determine the output: recorded in the manifest and hashed into job keys.
 
         An edit's mask is `center`, `full` or `png:` and the first 16 hex digits of the mask file's sha256;
-        a variation made as an edit records `"via": "edit"` and the prompt it sends.
+        a variation made as an edit records `"via": "edit"` and the prompt it sends; `input_fidelity` only where set.
         """
         params = {"mode": self.mode, "size": self.size, "quality": self.resolved_quality, "prompt": self.edit_prompt}
         if self.mode == "variation" and not self.legacy:
             params["via"] = "edit"
         if self.mode == "edit":
             params["mask"] = self.mask if self.mask in MASKS else f"png:{self._mask_sha256[:16]}"
+        if self.input_fidelity is not None:  # absent otherwise, so earlier runs' job keys still match
+            params["input_fidelity"] = self.input_fidelity
         return params
 
     @cached_property
@@ -306,6 +318,8 @@ def request_image(
             upload = prepare_upload(source, config)
             if (mask := config.edit_mask(Image.open(io.BytesIO(upload[1])).size)) is not None:
                 options["mask"] = mask
+            if config.input_fidelity is not None:
+                options["input_fidelity"] = config.input_fidelity
             response = client.images.edit(image=upload, prompt=config.edit_prompt, **options)
         else:
             response = client.images.generate(prompt=prompt, **options)

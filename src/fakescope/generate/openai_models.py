@@ -1,4 +1,4 @@
-"""The Images API models fakescope knows: family, modes, sizes, qualities, and retirement (from `openai` 3.57.0).
+"""The Images API models fakescope knows: family, modes, sizes, qualities, input fidelities, and retirement (from `openai` 3.57.0).
 
 GPT image models make generations and edits only, always answer base64 and report token `usage`;
 fakescope's `variation` mode is an edit of the whole image for them. dall-e models are retired on
@@ -21,6 +21,7 @@ DALL_E, GPT_IMAGE = "dall-e", "gpt-image"
 DEFAULT_MODEL = "gpt-image-2.6-flare"
 GPT_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
 GPT_QUALITIES = ("low", "medium", "high", "auto")
+INPUT_FIDELITIES = ("high", "low")
 OPENAI_HOST = "api.openai.com"
 
 
@@ -36,6 +37,8 @@ class ModelInfo:
     retires: str | None = None
     """ISO date it was (or will be) shut down on api.openai.com."""
     replacement: str | None = None
+    input_fidelities: tuple[str, ...] | None = None
+    """The edits' `input_fidelity` values it takes (empty: none); None where the API reference does not say (not checked)."""
 
     def retired(self, today: datetime.date | None = None) -> bool:
         """Whether api.openai.com no longer serves it."""
@@ -44,19 +47,20 @@ class ModelInfo:
 
 _GPT = ("variation", "edit", "generate")
 _SOON = dict(retires="2026-12-01", replacement="gpt-image-2.6-sunburst or gpt-image-2.6-flare")
-_DALL_E = dict(retires="2026-05-12", replacement=DEFAULT_MODEL)
+_DALL_E = dict(retires="2026-05-12", replacement=DEFAULT_MODEL, input_fidelities=())
 MODELS: dict[str, ModelInfo] = {
-    **{name: ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, custom_sizes=True)
+    **{name: ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, custom_sizes=True, input_fidelities=())
        for name in ("gpt-image-2", "gpt-image-2-2026-04-21")},
     **{name: ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, (*GPT_QUALITIES, "xhigh", "max"), custom_sizes=True)
        for name in ("gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08",
                     "gpt-image-2.5-flare", "gpt-image-2.5-flare-2026-09-08")},
     "gpt-image-2.6-sunburst": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES),
     "gpt-image-2.6-flare": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES),
-    **{name: ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, **_SOON)
-       for name in ("gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest")},
+    "gpt-image-1.5": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, **_SOON, input_fidelities=INPUT_FIDELITIES),
+    "gpt-image-1-mini": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, **_SOON, input_fidelities=("low",)),
+    "chatgpt-image-latest": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, **_SOON),
     "gpt-image-1": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, retires="2026-10-23",
-                             replacement="gpt-image-2.5-sunburst or gpt-image-2.5-flare"),
+                             replacement="gpt-image-2.5-sunburst or gpt-image-2.5-flare", input_fidelities=INPUT_FIDELITIES),
     "dall-e-2": ModelInfo(DALL_E, ("variation", "edit", "generate"), ("256x256", "512x512", "1024x1024"),
                           ("standard",), **_DALL_E),
     "dall-e-3": ModelInfo(DALL_E, ("generate",), ("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd"), **_DALL_E),
@@ -75,8 +79,8 @@ def current_models(mode: str, *, retired: bool = False, today: datetime.date | N
     return sorted(names, key=lambda name: name != DEFAULT_MODEL)
 
 
-def check_options(model: str, mode: str, size: str, quality: str | None) -> None:
-    """Refuse a mode, size or quality a known model does not take (unknown models are not checked).
+def check_options(model: str, mode: str, size: str, quality: str | None, input_fidelity: str | None = None) -> None:
+    """Refuse a mode, size, quality or input fidelity a known model does not take (unknown models are not checked).
 
     Raises:
         ConfigError: one line naming what the model takes.
@@ -92,6 +96,9 @@ def check_options(model: str, mode: str, size: str, quality: str | None) -> None
         raise ConfigError(f"size {size} is not one {model} makes: use {', '.join(info.sizes)}{extra}")
     if quality is not None and quality not in info.qualities:
         raise ConfigError(f"quality {quality} is not one {model} takes: use {', '.join(info.qualities)}")
+    if input_fidelity is not None and info.input_fidelities is not None and input_fidelity not in info.input_fidelities:
+        takes = f"use {', '.join(info.input_fidelities)}" if info.input_fidelities else "it takes none, leave it out"
+        raise ConfigError(f"input_fidelity {input_fidelity} is not one {model} takes: {takes}")
 
 
 def check_served(model: str, base_url: object, today: datetime.date | None = None) -> None:
