@@ -325,6 +325,22 @@ def test_a_paid_image_whose_output_could_not_be_written_is_finished_without_payi
     assert (fixed.done, fixed.recovered, server.billable) == (1, 0, 3)
 
 
+def test_a_done_output_deleted_since_is_made_again_and_only_it_is_paid(server, photos, tmp_path, caplog):
+    """The ledger's `done` was trusted unchecked: an output deleted from the folder counted as done, never made again."""
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    deleted = _outputs(out)[0]
+    deleted.unlink()
+    report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (report.missing, report.done, report.skipped, server.billable) == (1, 1, 2, 4)
+    assert report.spent == pytest.approx(0.016) and report.spent_before == pytest.approx(0.048)  # it was paid twice
+    assert f"1 image(s) the ledger records as made were no longer in {out}: they are made (and paid for) again" in caplog.text
+    assert deleted.is_file() and all(Path(uri).is_file() for uri in pd.read_csv(out / "manifest.csv")["uri"])
+    again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (again.missing, again.done, again.skipped, server.billable) == (0, 0, 3, 4)
+
+
 def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")

@@ -69,6 +69,38 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
         assert uri.startswith(out + "/") and Image.open(io.BytesIO(storage.read_bytes(uri))).size == (256, 256)
 
 
+def test_openai_rerun_into_s3_remakes_only_the_outputs_deleted_from_the_bucket(s3_bucket, tmp_path, monkeypatch):
+    """A deleted output the ledger records as done was counted as done; the rerun now lists the bucket once (no request
+    per image) and pays only for what is missing."""
+    import boto3
+
+    for i in range(4):
+        storage.write_bytes(f"s3://{s3_bucket}/real/{i}.png", _png((48, 48), i))
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    out = f"s3://{s3_bucket}/fake"
+    args = ["generate", "openai", f"s3://{s3_bucket}/real", "--out", out, "--model", "dall-e-2", "--size", "256x256", "-j", "2"]
+    try:
+        assert CliRunner().invoke(app, args).exit_code == 0 and server.billable == 4
+        gone = sorted(_manifest(f"{out}/manifest.csv")["uri"])[:2]
+        for uri in gone:
+            boto3.client("s3").delete_object(Bucket=s3_bucket, Key=uri.removeprefix(f"s3://{s3_bucket}/"))
+        checked, exists = [], storage.exists
+        monkeypatch.setattr(storage, "exists", lambda uri: checked.append(uri) or exists(uri))
+        again = CliRunner().invoke(app, args)
+        assert again.exit_code == 0 and "done 2, already done 2," in again.stdout and server.billable == 6, again.output
+        assert again.stderr == (f"warning: 2 image(s) the ledger records as made were no longer in {out}: they are made "
+                                "(and paid for) again\n")
+        assert sorted(uri for uri in checked if uri.endswith(".png")) == gone  # the two listed missing, none of the others
+        assert all(storage.exists(uri) for uri in gone)
+        last = CliRunner().invoke(app, args)
+        assert last.exit_code == 0 and "done 0, already done 4," in last.stdout and not last.stderr and server.billable == 6
+    finally:
+        server.stop()
+
+
 def test_openai_generation_into_s3_killed_mid_way_pays_each_image_once(s3_bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))  # the default ledger of a remote --out lives there
     reals = [f"s3://{s3_bucket}/photos/p{i}.png" for i in range(6)]

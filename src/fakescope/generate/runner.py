@@ -62,6 +62,8 @@ class RunReport:
     recovered: int = 0
     failed: int = 0
     unresolved: int = 0
+    missing: int = 0
+    """Jobs the ledger records as done whose output `out` no longer holds (deleted): they are made again, paid again."""
     spent: float = 0.0
     spent_before: float = 0.0
     """Estimated spend the ledger holds from earlier runs (jobs recovered from the spool included)."""
@@ -131,7 +133,8 @@ def run_openai(
 
     Returns:
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
-        with `stopped="interrupted"`.
+        with `stopped="interrupted"`. A job the ledger records as done is skipped only while `out` holds its output
+        (one listing of `out`, not a request per image); one deleted since is made, and paid for, again (`missing`).
 
     Raises:
         StorageUnavailableError: `out` became unreachable; the run stops paying, and a rerun writes the
@@ -186,9 +189,10 @@ def run_openai(
                 continue
             seen.add(job.key)
             record = book.get(job.key)
-            if record.state == DONE:
+            if record.state == DONE and made.holds(record.output):
                 report.skipped += 1
                 continue
+            report.missing += record.state == DONE  # deleted from out since: made again below
             if (loaded := _spooled(book, job.key)) is not None:  # paid by a run that crashed or could not write it
                 owed = price if record.state == RUNNING else 0.0  # a failed write was charged when it failed
                 report.spent_before += owed
@@ -230,6 +234,9 @@ def run_openai(
             _write_manifest(book, out, manifest_name, report)
         finally:
             book.close()  # a manifest that cannot be written must not keep the ledger claimed
+    if report.missing:
+        log.warning("%d image(s) the ledger records as made were no longer in %s: they are made (and paid for) again",
+                    report.missing, out)
     return report
 
 
@@ -351,23 +358,35 @@ def _row(job: Job, uri: str, loaded: LoadedImage, config: OpenAIImagesConfig, us
 
 
 class _Made:
-    """The images `out` already holds, listed (with its manifest) at the first job the ledger does not know as done.
+    """The images `out` already holds, listed once (one paged listing, not a request per image) at the first job, and
+    its manifest, read at the first job the ledger does not know as done.
 
     `out` is the record of what was made: an image at a job's output name is that job done, wherever it ran.
     """
 
     def __init__(self, out: str, manifest_name: str):
         self.out, self.manifest = out, storage.join(out, manifest_name)
-        self.files: set[str] | None = None
-        self.rows: dict[str, dict] = {}
+        self._files: set[str] | None = None
+        self.rows: dict[str, dict] | None = None
+
+    @property
+    def files(self) -> set[str]:
+        """The files `out` held when first asked."""
+        if self._files is None:
+            self._files = set(storage.list_files(self.out, recursive=False)) if storage.exists(self.out) else set()
+        return self._files
+
+    def holds(self, uri: str | None) -> bool:
+        """Whether the output of a done job still exists: in the listing, else (an output outside `out`) asked for itself."""
+        return uri is not None and (uri in self.files or storage.exists(uri))
 
     def row(self, job: Job, config: OpenAIImagesConfig) -> dict | None:
         """The manifest row of `job`'s output if `out` holds it, its manifest's row reused, else read; else None."""
-        if self.files is None:
-            self.files = set(storage.list_files(self.out, recursive=False)) if storage.exists(self.out) else set()
+        files = self.files  # listed first: an unreachable `out` fails naming itself, not its manifest
+        if self.rows is None:
             self.rows = manifest_rows(self.manifest)
         for uri in (_output_uri(job, self.out, config, extension) for extension in OUTPUT_FORMATS):
-            if uri not in self.files:
+            if uri not in files:
                 continue
             if (row := self.rows.get(uri)) and row.get("pair_id") == job.source_sha256:
                 return {**row, "source_uri": path_text(job.source)}
