@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.errors import StorageError
+from fakescope.generate.lease import LEASE_NAME, Lease
 from fakescope.io import storage
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
@@ -131,6 +135,56 @@ def test_openai_generation_into_s3_killed_mid_way_pays_each_image_once(s3_bucket
     assert sorted(manifest["uri"]) == outputs and len(outputs) == 6 and sorted(manifest["source_uri"]) == reals
     for uri, digest in zip(manifest["uri"], manifest["sha256"]):
         assert hashlib.sha256(storage.read_bytes(uri)).hexdigest() == digest
+
+
+def test_two_runs_into_one_s3_output_are_kept_apart_by_its_lease(s3_bucket, tmp_path, monkeypatch):
+    """Two machines (two ledgers) running into one s3:// --out were not locked against each other: both paid."""
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    for i in range(4):
+        storage.write_bytes(f"s3://{s3_bucket}/photos/p{i}.png", _png((40, 40), i))
+    out = f"s3://{s3_bucket}/fakes"
+    args = ["generate", "openai", f"s3://{s3_bucket}/photos", "--out", out, "--model", "dall-e-2", "--size", "256x256",
+            "--concurrency", "1", "--max-retries", "0"]
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    try:
+        server.hold_after = 1  # one image made and written, the next request held unanswered
+        first = subprocess.Popen([sys.executable, "-c", "from fakescope.cli import app; app()", *args],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server.wait_held(first, billed=1, held=1)
+        monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "elsewhere"))  # another machine: a ledger of its own
+        second = CliRunner().invoke(app, args)
+        assert second.exit_code == 2 and len(server.requests) == 2, second.output  # it sent nothing
+        assert second.stderr.startswith(f"error: another run (host {socket.gethostname()}, process {first.pid}) is "
+                                        f"writing into {out} (its lease .fakescope-lease.json was renewed "), second.stderr
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        server.hold_after = None
+        server.release.set()
+        third = CliRunner().invoke(app, args)  # a dead run's lease is taken over at once on its own machine
+    finally:
+        server.stop()
+    assert third.exit_code == 0 and "done 3, already done 1," in third.stdout, third.output
+    assert server.billable == 4 == len(set(server.paid)) and not storage.exists(f"{out}/{LEASE_NAME}")
+
+
+def test_an_s3_lease_is_taken_over_once_it_was_not_renewed_and_its_loss_stops_the_holder(s3_bucket):
+    out = f"s3://{s3_bucket}/fakes"
+    storage.write_bytes(f"{out}/{LEASE_NAME}", json.dumps({"host": "elsewhere", "pid": 1}).encode())  # a dead machine's
+    with pytest.raises(StorageError, match=rf"^another run \(host elsewhere, process 1\) is writing into {out} "):
+        Lease(out, seconds=2).acquire()
+    time.sleep(2.5)
+    lease = Lease(out, seconds=2)
+    lease.acquire()  # not renewed for 2 s, by the server's clock: taken over
+    storage.write_bytes(lease.uri, b"{}")  # as a run that took it over while this one could not renew it
+    deadline = time.monotonic() + 10
+    while lease.lost is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(StorageError, match=f"^the lease on {out}/{LEASE_NAME} was taken over by another run"):
+        lease.check()  # the runner asks before each request: it pays for no more
+    lease.release()
+    assert storage.read_bytes(lease.uri) == b"{}"  # the other run's, left alone
 
 
 def test_openai_generation_stops_paying_when_s3_is_unreachable_and_a_rerun_pays_nothing_twice(s3_bucket, s3_env, tmp_path,

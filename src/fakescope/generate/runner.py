@@ -23,6 +23,7 @@ from pathlib import Path
 from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.generate._sources import image_uris
+from fakescope.generate.lease import LEASE_SECONDS, Lease
 from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
 from fakescope.generate.manifest import (
     MANIFEST_NAME, append_manifest, manifest_row, manifest_rows, output_name, source_stem,
@@ -103,6 +104,7 @@ def run_openai(
     retry_interrupted: bool = True,
     manifest_name: str = MANIFEST_NAME,
     manifest_every: float = 60.0,
+    lease_seconds: float = LEASE_SECONDS,
     client=None,
 ) -> RunReport:
     """Make `config.n` images per source with the OpenAI Images API, resumably.
@@ -114,7 +116,8 @@ def run_openai(
         config: Mode, model and parameters.
         ledger: SQLite ledger path; default `default_ledger_path(out)`. Reuse it to resume. Without it (another
             machine, a wiped cache) a job whose image `out` holds is still done for free: its row comes from
-            `out`'s manifest, else from the image. Two runs into one `out` from two ledgers are not locked apart.
+            `out`'s manifest, else from the image. Two runs into one `s3://` `out` from two ledgers are kept apart by
+            its lease (`fakescope.generate.lease`); into one `gdrive://` `out` they are not.
         concurrency: Requests in flight at once.
         max_images: Stop after this many new images in this run.
         max_spend: Stop before the estimated spend of this run (`config.price()` per image billed, an image
@@ -129,6 +132,7 @@ def run_openai(
         manifest_name: `manifest.csv` or `manifest.parquet`.
         manifest_every: Seconds between writes of the manifest while images are made (it is also written at the
             end), so a killed run leaves most of its rows for a rerun elsewhere to reuse.
+        lease_seconds: How long an `s3://` `out`'s lease lasts unrenewed (a run killed elsewhere frees it this late).
         client: An `openai.OpenAI` client; default `make_client()`.
 
     Returns:
@@ -139,6 +143,7 @@ def run_openai(
     Raises:
         StorageUnavailableError: `out` became unreachable; the run stops paying, and a rerun writes the
             images it had paid for from the spool without paying again.
+        StorageError: another run holds `out`'s lease, or took it over from this one (which then stops paying).
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -150,7 +155,13 @@ def run_openai(
     client = client or make_client()
     check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
-    book = Ledger(report.ledger, claim=True)
+    lease = Lease(out, lease_seconds)
+    lease.acquire()
+    try:
+        book = Ledger(report.ledger, claim=True)
+    except BaseException:
+        lease.release()
+        raise
     report.spent_before = book.spent()
     in_flight: dict[Future, Job] = {}
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fakescope-openai")
@@ -220,6 +231,7 @@ def run_openai(
             if time.monotonic() >= flush_at and report.done + report.recovered > flushed:
                 _write_manifest(book, out, manifest_name, report)
                 flush_at, flushed = time.monotonic() + manifest_every, report.done + report.recovered
+            lease.check()
             book.mark_running(job.key)
             in_flight[executor.submit(_execute, client, job, out, config, book)] = job
         while in_flight:
@@ -234,6 +246,7 @@ def run_openai(
             _write_manifest(book, out, manifest_name, report)
         finally:
             book.close()  # a manifest that cannot be written must not keep the ledger claimed
+            lease.release()
     if report.missing:
         log.warning("%d image(s) the ledger records as made were no longer in %s: they are made (and paid for) again",
                     report.missing, out)
