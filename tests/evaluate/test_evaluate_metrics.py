@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fakescope.evaluate.metrics import (
     INTERVAL_METRICS,
@@ -11,6 +12,8 @@ from fakescope.evaluate.metrics import (
     binary_metrics,
     bootstrap_ci,
     bootstrap_intervals,
+    equal_error_rate,
+    expected_calibration_error,
     reliability_curve,
     roc_pr_curves,
     uncertain_rate,
@@ -115,3 +118,43 @@ def test_roc_pr_curves_end_points():
     assert (curves["roc"]["fpr"][0], curves["roc"]["tpr"][0]) == (0.0, 0.0)
     assert (curves["roc"]["fpr"][-1], curves["roc"]["tpr"][-1]) == (1.0, 1.0)
     assert curves["pr"]["recall"][-1] == 0.0 and curves["pr"]["precision"][-1] == 1.0
+
+
+@pytest.mark.parametrize("scores", [[0.5, 0.5, 0.5, 0.5], [0.2, 0.2, 0.7, 0.7], [0.9, 0.1, 0.9, 0.1]])
+def test_ties_and_all_equal_scores_match_scikit_learn(scores):
+    labels, probs = np.array([0, 1, 0, 1]), np.array(scores)
+    m = binary_metrics(labels, probs)
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, probs))
+    assert m["ap"] == pytest.approx(average_precision_score(labels, probs))
+    unique, inverse = np.unique(-probs, return_inverse=True)
+    fast = weighted_metrics(-unique, np.bincount(inverse, labels), np.bincount(inverse, 1 - labels))
+    assert all(fast[k] == pytest.approx(m[k], abs=1e-12) for k in INTERVAL_METRICS)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_scores_are_refused_in_one_line_by_every_metric(bad):
+    probs = np.array([0.1, bad, 0.4, 0.9])
+    calls = [binary_metrics, bootstrap_intervals, bootstrap_ci, reliability_curve, expected_calibration_error,
+             roc_pr_curves, auc_score, equal_error_rate]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"^1 of 4 score\(s\) are NaN or infinite \(first at index 1"):
+            call(LABELS, probs)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        uncertain_rate(probs, (0.3, 0.7))
+
+
+def test_mismatched_lengths_and_unknown_labels_are_refused():
+    with pytest.raises(ValueError, match=r"one length, got shapes \(4,\) and \(3,\)"):
+        binary_metrics(LABELS, PROBS[:3])
+    with pytest.raises(ValueError, match=r"0 \(real\) or 1 \(ai\), got \[2\]"):
+        binary_metrics(np.array([0, 1, 2, 1]), PROBS)
+    with pytest.raises(ValueError, match="no bootstrap interval for n_ai"):
+        bootstrap_ci(LABELS, PROBS, "n_ai")
+
+
+def test_bootstrap_ci_is_bootstrap_intervals_for_one_metric():
+    # one ai image in four: resamples without it have no recall, and are skipped, not counted as NaN
+    labels, probs = np.array([0, 0, 0, 1]), np.array([0.1, 0.2, 0.6, 0.9])
+    assert bootstrap_ci(labels, probs, "recall", n=50) == (1.0, 1.0)
+    both = bootstrap_intervals(labels, probs, n=50, seed=2)
+    assert bootstrap_ci(labels, probs, "precision", n=50, seed=2) == both["precision"]

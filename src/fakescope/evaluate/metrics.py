@@ -1,4 +1,8 @@
-"""Binary detection metrics on P(ai) scores, with bootstrap confidence intervals."""
+"""Binary detection metrics on P(ai) scores, with bootstrap confidence intervals.
+
+Every function takes labels (1 = ai, 0 = real) and one finite score per label; anything else
+(lengths that differ, other labels, NaN or inf scores) raises a one-line `ValueError`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from sklearn import metrics as skm
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
     """ECE with equal-width bins: the mean |accuracy - confidence| weighted by bin size."""
-    labels, probs = np.asarray(labels, float), np.asarray(probs, float)
+    labels, probs = _checked(labels, probs)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
     ece = 0.0
@@ -21,7 +25,7 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
 
 def reliability_curve(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
     """Per-bin mean predicted probability, observed frequency of `ai`, and count."""
-    labels, probs = np.asarray(labels, float), np.asarray(probs, float)
+    labels, probs = _checked(labels, probs)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
     out: dict[str, list[float]] = {"confidence": [], "frequency": [], "count": []}
@@ -39,7 +43,7 @@ def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
 
     scikit-learn's default reduced curve drops the points where they meet inside a flat stretch.
     """
-    fpr, tpr, _ = skm.roc_curve(labels, probs, drop_intermediate=False)
+    fpr, tpr, _ = skm.roc_curve(*_checked(labels, probs), drop_intermediate=False)
     fnr = 1.0 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
     return float((fpr[i] + fnr[i]) / 2.0)
@@ -47,7 +51,7 @@ def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC of any scores that rank images (logits as well as probabilities); NaN for one class."""
-    labels = np.asarray(labels).astype(int)
+    labels, scores = _checked(labels, scores)
     return float(skm.roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
 
 
@@ -56,8 +60,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
 
     Metrics that need both classes are NaN when only one is present, and so is recall without ai images.
     """
-    labels = np.asarray(labels).astype(int)
-    probs = np.asarray(probs, float)
+    labels, probs = _checked(labels, probs)
     pred = (probs >= threshold).astype(int)
     both = len(np.unique(labels)) == 2
     tn, fp, fn, tp = skm.confusion_matrix(labels, pred, labels=[0, 1]).ravel()
@@ -80,16 +83,8 @@ def bootstrap_ci(
     labels: np.ndarray, probs: np.ndarray, metric: str = "auc", threshold: float = 0.5,
     n: int = 1000, level: float = 0.95, seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of one metric of `binary_metrics` (resampling images)."""
-    labels, probs = np.asarray(labels).astype(int), np.asarray(probs, float)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n):
-        idx = rng.integers(0, len(labels), len(labels))
-        if metric in ("auc", "ap", "eer", "balanced_accuracy") and len(np.unique(labels[idx])) < 2:
-            continue
-        values.append(_single(metric, labels[idx], probs[idx], threshold))
-    return _percentiles(values, level)
+    """Percentile bootstrap interval of one metric of `INTERVAL_METRICS` (`bootstrap_intervals` for one)."""
+    return bootstrap_intervals(labels, probs, threshold, n, level, seed, metrics=(metric,))[metric]
 
 
 def _percentiles(values: list[float], level: float) -> tuple[float, float]:
@@ -100,20 +95,12 @@ def _percentiles(values: list[float], level: float) -> tuple[float, float]:
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
 
 
-def _single(metric: str, labels: np.ndarray, probs: np.ndarray, threshold: float) -> float:
-    if metric == "auc":
-        return float(skm.roc_auc_score(labels, probs))
-    if metric == "ap":
-        return float(skm.average_precision_score(labels, probs))
-    return float(binary_metrics(labels, probs, threshold)[metric])
-
-
 INTERVAL_METRICS = ("auc", "ap", "accuracy", "balanced_accuracy", "precision", "recall", "eer", "ece")
 
 
 def uncertain_rate(probs: np.ndarray, band: tuple[float, float]) -> float:
     """Share of scores inside the uncertain band [lower, upper) (NaN for no scores)."""
-    probs = np.asarray(probs, float)
+    probs = _finite(probs)
     if probs.size == 0:
         return float("nan")
     return float(((probs >= band[0]) & (probs < band[1])).mean())
@@ -121,7 +108,7 @@ def uncertain_rate(probs: np.ndarray, band: tuple[float, float]) -> float:
 
 def roc_pr_curves(labels: np.ndarray, probs: np.ndarray) -> dict[str, dict[str, list[float]]]:
     """ROC (fpr, tpr) and precision-recall points, for plotting; empty when one class is missing."""
-    labels, probs = np.asarray(labels).astype(int), np.asarray(probs, float)
+    labels, probs = _checked(labels, probs)
     if len(np.unique(labels)) < 2:
         return {"roc": {"fpr": [], "tpr": []}, "pr": {"precision": [], "recall": []}}
     fpr, tpr, _ = skm.roc_curve(labels, probs)
@@ -148,7 +135,10 @@ def bootstrap_intervals(
         >>> sorted(ci)[:2]
         ['accuracy', 'ap']
     """
-    labels, probs = np.asarray(labels).astype(int), np.asarray(probs, float)
+    labels, probs = _checked(labels, probs)
+    unknown = sorted(set(metrics) - set(INTERVAL_METRICS))
+    if unknown:
+        raise ValueError(f"no bootstrap interval for {', '.join(unknown)}; known: {', '.join(INTERVAL_METRICS)}")
     if len(labels) == 0 or len(np.unique(labels)) < 2 or n <= 0:
         return {m: (float("nan"), float("nan")) for m in metrics}
     scores, inverse = np.unique(-probs, return_inverse=True)  # distinct scores, descending
@@ -197,3 +187,27 @@ def weighted_metrics(
         "eer": float(((1.0 - tpr[eer_at]) + fpr[eer_at]) / 2.0),
         "ece": float(np.abs(bin_pos - bin_conf).sum() / weight.sum()),
     }
+
+
+def _checked(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as 0/1 ints and scores as floats; a one-line `ValueError` for what cannot be measured.
+
+    scikit-learn's own refusals name neither the count nor the place, and the bootstrap and
+    calibration code would otherwise turn NaN into numbers silently.
+    """
+    labels, shape = np.asarray(labels), np.shape(scores)
+    if labels.ndim != 1 or labels.shape != shape:
+        raise ValueError(f"labels and scores must be 1-D and of one length, got shapes {labels.shape} and {shape}")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (real) or 1 (ai), got {sorted(set(labels.tolist()) - {0, 1})[:3]}")
+    return labels.astype(int), _finite(scores)
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """Scores as floats, refused with a one-line `ValueError` when any is NaN or infinite."""
+    scores = np.asarray(scores, float)
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        raise ValueError(f"{bad.size} of {scores.size} score(s) are NaN or infinite (first at index {bad[0]}: "
+                         f"{scores[bad[0]]}); drop or fix them before measuring")
+    return scores
