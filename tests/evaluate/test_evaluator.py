@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from evaluate_helpers import noisy
 
 from fakescope.detector import Detector
@@ -124,3 +125,34 @@ def test_to_dict_is_a_copy(report):
     data["slices"]["source"].clear()
     assert report.scores[0]["probability"] >= 0.0 and report.slices["source"]
     assert "thumbnails" not in data and data["band"] == list(report.band)
+
+
+class _Overflowing(torch.nn.Module):
+    """A real network that gives NaN, as an overflowing model does: for tiles whose first pixel is bright, or all."""
+
+    def __init__(self, network: torch.nn.Module, everywhere: bool = False):
+        super().__init__()
+        self.network, self.everywhere = network, everywhere
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where((x[:, 0, 0, 0] > 0) | self.everywhere, torch.nan, self.network(x))
+
+
+def test_images_the_model_gives_no_finite_score_are_failures_not_nan_metrics(model_dir, dataset):
+    model = load_model(model_dir)
+    detector = Detector(model.with_network(_Overflowing(model.network)), provenance=False)
+    got = evaluate(detector, dataset, perturbations=["jpeg_q70"], bootstrap=20, provenance=False)
+    unscored = [f for f in got.failures if f["error"] == "the model gave no finite score (nan)"]
+    assert 0 < len(unscored) < 12 and len(unscored) == len(got.failures)
+    assert got.overall["n"] == len(got.scores) == 12 - len(unscored)
+    assert all(np.isfinite(s["probability"]) for s in got.scores)
+    assert got.robustness[0]["n"] == got.overall["n"]
+    assert {f["uri"] for f in unscored}.isdisjoint(s["uri"] for s in got.scores)
+
+
+def test_a_model_that_scores_nothing_is_refused_in_one_line(model_dir, dataset):
+    model = load_model(model_dir)
+    network = _Overflowing(model.network, everywhere=True)
+    with pytest.raises(ConfigError, match=r"none of the 12 image\(s\) of split 'test' could be read and scored"):
+        evaluate(Detector(model.with_network(network), provenance=False), dataset, robustness=False, bootstrap=0,
+                 provenance=False)

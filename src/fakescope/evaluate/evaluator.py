@@ -117,7 +117,7 @@ def evaluate(
 
     Raises:
         ConfigError: the split is empty, labels, a perturbation or an attribute column are unknown or missing,
-            an attribute column holds lists or mappings, no image could be read, or (with `provenance`)
+            an attribute column holds lists or mappings, no image could be read and scored, or (with `provenance`)
             `FAKESCOPE_C2PA_TRUST_ANCHORS` names an unreadable file.
 
     Example:
@@ -165,8 +165,14 @@ def evaluate(
             bar.update(len(part))
             if not loaded:
                 continue
+            pixel = scorer([item.image for _, item in loaded])
+            finite = np.isfinite(pixel)  # a model that overflows gives no score: a failure, not a metric's NaN
+            failures += [{"uri": str(rows.at[index, "uri"]), "error": f"the model gave no finite score ({p})"}
+                         for (index, _), p, ok in zip(loaded, pixel, finite) if not ok]
+            loaded, pixel = [pair for pair, ok in zip(loaded, finite) if ok], pixel[finite]
+            if not loaded:
+                continue
             images = [item.image for _, item in loaded]
-            pixel = scorer(images)
             swept[CLEAN].append(pixel)
             errors: list[tuple[int, str, str]] = []
             for name, probs in perturbed_scores(images, scorer, names, errors).items():
@@ -177,7 +183,7 @@ def evaluate(
                 kept.append(index)
                 records.append(_record(rows.loc[index], item, float(p), detector, provenance))
     if not records:
-        raise ConfigError(f"none of the {len(rows)} image(s) of split {split!r} could be read")
+        raise ConfigError(f"none of the {len(rows)} image(s) of split {split!r} could be read and scored")
     if skipped:
         first = skipped[0]
         log.warning("%d image(s) left out of the robustness sweep: a perturbation could not be applied "
