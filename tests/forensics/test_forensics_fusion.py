@@ -81,3 +81,12 @@ def test_band_must_hold_threshold():
         fuse(0.5, [], 0.7, BAND)
     assert fuse(0.5, [], 0.5, (0.5, 0.5)).verdict == "ai"
     assert fuse(0.49, [], 0.5, (0.5, 0.5)).verdict == "real"
+
+
+@pytest.mark.parametrize("pixel", [float("nan"), float("inf")])
+def test_a_non_finite_pixel_score_counts_as_none_so_evidence_still_decides(pixel):
+    signed = fuse(pixel, [AI_MANIFEST], 0.5, BAND)
+    assert (signed.probability, signed.verdict, signed.decided_by) == (0.99, "ai", "c2pa")  # max(nan, 0.99) is nan
+    alone = fuse(pixel, NOTHING, 0.5, BAND)
+    assert (alone.probability, alone.verdict, alone.decided_by) == (None, "uncertain", "none")
+    assert fuse(pixel, [CAMERA_EXIF], 0.5, BAND).probability == pytest.approx(0.45)

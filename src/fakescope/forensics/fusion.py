@@ -48,7 +48,8 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     """Combine a calibrated pixel P(ai) (None when no model ran) with evidence records.
 
     Args:
-        pixel_probability: calibrated P(ai) from the pixel model, or None.
+        pixel_probability: calibrated P(ai) from the pixel model, or None (as is NaN or inf: an overflowing
+            model gave no score, and the evidence alone decides).
         evidence: records from `collect_evidence`.
         threshold: the model's decision threshold (named in the reason).
         band: (lower, upper) uncertain band around `threshold`.
@@ -65,7 +66,7 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
         raise ConfigError(f"uncertain band {band} must satisfy 0 <= lower <= threshold {threshold} <= upper <= 1")
     evidence = list(evidence)
     scored = [e for e in evidence if e.score is not None]
-    pixel = pixel_probability
+    pixel = pixel_probability if pixel_probability is not None and math.isfinite(pixel_probability) else None
     decisive = [e for e in scored if e.decisive]
     if decisive:
         best = max(decisive, key=lambda e: (e.kind == "c2pa", e.score))
