@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-import fakescope.detector as detector_module
+import fakescope._preparation as preparation
 from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, FakescopeError, StorageUnavailableError
@@ -153,7 +153,7 @@ def test_an_unreachable_storage_stops_the_batch_after_one_try(tiny_model_dir, im
         tries.append(source)
         raise StorageUnavailableError(f"S3 unreachable: no answer from AWS's S3 endpoint while reading {source}")
 
-    monkeypatch.setattr(detector_module, "read_source", unreachable)
+    monkeypatch.setattr(preparation, "read_source", unreachable)
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=2)
     with pytest.raises(StorageUnavailableError, match="^S3 unreachable: no answer from AWS"):
         detector.predict(["s3://bucket/a.png", "s3://bucket/b.png"])
@@ -229,7 +229,7 @@ def test_a_consumer_that_stops_early_cancels_the_queued_decoding(tiny_model_dir,
         time.sleep(0.2)
         return read_source(item)
 
-    monkeypatch.setattr(detector_module, "_read", slow_read)
+    monkeypatch.setattr(preparation, "read_input", slow_read)
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=1, batch_size=1)
     stream = detector.stream(image_files * 5)  # a window of 4 images is queued ahead
     assert next(stream).error is None

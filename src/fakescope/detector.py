@@ -1,32 +1,35 @@
 """`Detector`: the one object every entry point (Python, CLI, REST, web) calls.
 
-preprocess (decode, evidence, tiles; in worker threads or processes) -> device stage (plain JPEGs
-decoded and tiled on the device, when asked) -> `_forward` (the network, batched across images) ->
-postprocess (calibration, fusion, plain results).
+preprocess (`fakescope._preparation`: decode, evidence, tiles; in worker threads or processes) ->
+device stage (plain JPEGs decoded and tiled on the device, when asked) -> `_forward` (the network,
+batched across images) -> postprocess (calibration, fusion, plain results).
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import importlib.util
-import io
-import itertools
 import math
 import numbers
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
-from functools import partial
-from typing import Any, BinaryIO
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from fakescope._preparation import (
+    ImageInput,
+    Prepared,
+    is_single,
+    load_input,
+    prepare_ahead,
+    prepare_input,
+    read_input,
+)
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import (
     ConfigError,
@@ -34,40 +37,17 @@ from fakescope.errors import (
     ImageLoadError,
     ModelLoadError,
     PluginError,
-    StorageUnavailableError,
     UnknownModelError,
 )
-from fakescope.io import shared_slots
-from fakescope.io.device_jpeg import decode_jpegs, device_jpeg_size
-from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
-from fakescope.io.shared_slots import SharedSlots, affordable_slots
+from fakescope.io.device_jpeg import decode_jpegs
 from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
-from fakescope.models.config import InputPolicy
 from fakescope.models.registry import check_logits
-from fakescope.models.tiling import Tiles, cut_tiles, make_tiles, normalize, tile_boxes, tile_heatmap
+from fakescope.models.tiling import cut_tiles, make_tiles, normalize, tile_heatmap
 
-ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray | torch.Tensor | LoadedImage
 _TILE_CHUNK_PIXELS = 2**26
 """Decoded pixels of one size stacked at once to cut their tiles together (192 MiB of RGB)."""
-_MAX_CHUNK = 16
-"""Most inputs a decoding worker takes at once (fewer when the decode-ahead window is short)."""
-_NO_PIXELS = torch.empty(0, dtype=torch.uint8)  # tiles not cut yet (left in a shared slot, or for the device)
-
-
-@dataclass
-class _Prepared:
-    """One decoded input, ready for the network (small: the decoded image itself is dropped)."""
-
-    source: str
-    width: int
-    height: int
-    format: str
-    tiles: Tiles
-    evidence: list[Evidence]
-    in_slot: tuple[int, ...] | None = None  # (T, h, w, 3) when a worker process left the tiles in a shared slot
-    jpeg: bytes | None = None  # a plain JPEG left for the device to decode and tile (tiles.pixels then empty)
 
 
 class Detector:
@@ -182,7 +162,7 @@ class Detector:
         A bad input yields a `Detection` with `error` set; it never stops the batch. An unreachable
         storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`.
         """
-        if _is_single(inputs):
+        if is_single(inputs):
             return next(self.stream([inputs], heatmap=heatmap))
         return list(self.stream(inputs, heatmap=heatmap))
 
@@ -194,9 +174,12 @@ class Detector:
         On CUDA the next batch is queued on the device before this one's results are read, so the
         GPU works while the host finishes results and gathers the following batch.
         """
-        if _is_single(inputs):  # not a path's characters, nor the bytes of an image, one by one
+        if is_single(inputs):  # not a path's characters, nor the bytes of an image, one by one
             inputs = [inputs]
-        prepared, launched = self._prepare_all(inputs), collections.deque()
+        prepared = prepare_ahead(inputs, policy=self.model.config.input, provenance=self.provenance, model=self.name,
+                                 threshold=self.threshold, defer_jpegs=self.decode == "device", workers=self.workers,
+                                 processes=self.processes, batch_size=self.batch_size)
+        launched = collections.deque()
         while batch := _take_tiles(prepared, self.batch_size):
             launched.append(self._launch(batch))
             if len(launched) > self._lookahead:
@@ -210,14 +193,14 @@ class Detector:
         `tiles` paints each tile's calibrated P(ai); `gradcam`, `gradcam++` and `cam` show the
         model's relative evidence at feature-map resolution (see `fakescope.explain.cam`).
         """
-        if not _is_single(image):
+        if not is_single(image):
             raise ImageLoadError(f"explain takes one image, not a {type(image).__name__}; call it once per image")
         if method != "tiles":
             from fakescope.explain.cam import METHODS, class_activation_map
 
             if method not in METHODS:
                 raise ConfigError(f"unknown explanation method {method!r}; expected one of tiles, {', '.join(METHODS)}")
-            return class_activation_map(self.torch_model, _load(image, _read(image), keep_bytes=False).image, method)
+            return class_activation_map(self.torch_model, load_input(image, read_input(image), keep_bytes=False).image, method)
         detection = self.predict(image, heatmap=True)
         if detection.error:
             raise ImageLoadError(detection.error)  # as the other methods raise it
@@ -233,74 +216,19 @@ class Detector:
 
     # -- stages ---------------------------------------------------------------------------
 
-    def _prepare_all(self, inputs: Iterable[ImageInput]) -> Iterator[_Prepared | Detection]:
-        policy = self.model.config.input
-        prepare = partial(_prepare, policy=policy, provenance=self.provenance, model=self.name, threshold=self.threshold,
-                          defer_jpegs=self.decode == "device")
-        numbered = enumerate(inputs)
-        if self.workers <= 0:
-            yield from itertools.starmap(prepare, numbered)
-            return
-        ahead = max(self.batch_size, 4 * self.workers)  # images decoded ahead while the network runs
-        with contextlib.ExitStack() as stack:
-            slots = None
-            if self.processes:  # tiles come back through shared memory, not the pool's pipe, when it has room
-                slot_bytes = policy.grid**2 * 3 * policy.crop_size**2
-                if (count := affordable_slots(ahead, slot_bytes)) >= 2 * self.workers:
-                    slots, ahead = stack.enter_context(SharedSlots(count, slot_bytes)), count
-                else:
-                    warnings.warn("too little free shared memory (/dev/shm) for the decoding processes' tiles: "
-                                  "they come back through a pipe, which is slower", stacklevel=3)
-            new_pool = partial(_new_pool, self.processes, slots)
-            pool, pending, in_flight = new_pool(self.workers), collections.deque(), 0
-            stack.callback(lambda: pool.shutdown(cancel_futures=True))  # a consumer that stops early cancels the queue
-            size = max(1, min(_MAX_CHUNK, ahead // (4 * self.workers)))  # inputs per task: less hand-over per input
-            while True:
-                while in_flight < ahead and (chunk := list(itertools.islice(numbered, min(size, ahead - in_flight)))):
-                    tasks = [(ix, slots.take() if slots is not None else None) for ix in chunk]
-                    pending.append((tasks, pool.submit(_prepare_chunk, prepare, tasks)))
-                    in_flight += len(tasks)
-                if not pending:
-                    return
-                tasks, future = pending.popleft()
-                in_flight -= len(tasks)
-                try:
-                    results = future.result()
-                except BrokenProcessPool:  # a worker died: retry its inputs one by one, the others in a new pool
-                    pool.shutdown(cancel_futures=True)
-                    results = [self._prepare_alone(new_pool, prepare, ix, slot) for ix, slot in tasks]
-                    pool = new_pool(self.workers)
-                    pending = collections.deque((t, pool.submit(_prepare_chunk, prepare, t)) for t, _ in pending)
-                except StorageUnavailableError:  # the storage, not an input: stop without trying it again here
-                    raise
-                except Exception:  # noqa: BLE001 - an input no process can take (a PIL image failing to load): here
-                    results = [prepare(*ix, slot=slot) for ix, slot in tasks]
-                for (_, slot), result in zip(tasks, results):
-                    yield _collect(result, slot, slots)
-
-    def _prepare_alone(self, new_pool: Callable, prepare: Callable, ix: tuple[int, ImageInput],
-                       slot: int | None) -> _Prepared | Detection:
-        """Prepare one input in a process of its own; an error record if it kills that one too."""
-        with new_pool(1) as pool:
-            try:
-                return pool.submit(prepare, *ix, slot=slot).result()
-            except BrokenProcessPool:
-                message = "decoding this input crashed its worker process"
-                return Detection.failed(_describe(ix[1], ix[0]), message, self.name, self.threshold)
-
-    def _decode_on_device(self, batch: list[_Prepared | Detection]) -> list[_Prepared | Detection]:
+    def _decode_on_device(self, batch: list[Prepared | Detection]) -> list[Prepared | Detection]:
         """Decode the batch's deferred JPEGs on the device, cut their tiles and read their watermarks there.
 
         Images of one size are tiled together (a few device operations per size, not per image).
         A JPEG the device cannot decode (or decodes to another size) goes through the host path instead.
         """
-        waiting = [i for i, p in enumerate(batch) if isinstance(p, _Prepared) and p.jpeg is not None]
+        waiting = [i for i, p in enumerate(batch) if isinstance(p, Prepared) and p.jpeg is not None]
         items = [batch[i] for i in waiting]
         decoded = decode_jpegs([p.jpeg for p in items], [(p.width, p.height) for p in items], self.device)
-        by_size: dict[tuple[int, int], list[tuple[_Prepared, torch.Tensor]]] = {}
+        by_size: dict[tuple[int, int], list[tuple[Prepared, torch.Tensor]]] = {}
         for i, p, pixels in zip(waiting, items, decoded):
             if pixels is None or tuple(pixels.shape[1:]) != (p.height, p.width):
-                batch[i] = replace(_prepare(0, p.jpeg, policy=self.model.config.input, provenance=self.provenance,
+                batch[i] = replace(prepare_input(0, p.jpeg, policy=self.model.config.input, provenance=self.provenance,
                                             model=self.name, threshold=self.threshold), source=p.source)
                 continue
             by_size.setdefault((p.height, p.width), []).append((p, pixels))
@@ -319,13 +247,13 @@ class Detector:
                     p.tiles, p.jpeg = replace(p.tiles, pixels=own), None
         return batch
 
-    def _launch(self, batch: list[_Prepared | Detection]) -> tuple[list, list[_Prepared], list[torch.Tensor], Any]:
+    def _launch(self, batch: list[Prepared | Detection]) -> tuple[list, list[Prepared], list[torch.Tensor], Any]:
         """Queue a batch's device work: decoding (when asked), the network, the copy of its logits back."""
         batch = self._decode_on_device(batch)
-        ready = [p for p in batch if isinstance(p, _Prepared)]
+        ready = [p for p in batch if isinstance(p, Prepared)]
         return batch, ready, *self._forward([p.tiles.pixels for p in ready])
 
-    def _finish(self, batch: list, ready: list[_Prepared], logits: list[torch.Tensor], done: Any,
+    def _finish(self, batch: list, ready: list[Prepared], logits: list[torch.Tensor], done: Any,
                 heatmap: bool) -> Iterator[Detection]:
         """Wait for a launched batch's logits, then yield its results in input order."""
         if done is not None:
@@ -334,7 +262,7 @@ class Detector:
         pixel_ps = apply_calibration(self.model.config.calibration, image_logits).tolist()
         results = iter(self._postprocess(p, l, pixel_p, heatmap) for p, l, pixel_p in zip(ready, per_image, pixel_ps))
         for item in batch:
-            yield next(results) if isinstance(item, _Prepared) else item
+            yield next(results) if isinstance(item, Prepared) else item
 
     @torch.inference_mode()
     def _forward(self, tile_sets: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
@@ -367,7 +295,7 @@ class Detector:
         done.record()
         return out, done
 
-    def _postprocess(self, p: _Prepared, tile_logits: np.ndarray, pixel_p: float, heatmap: bool) -> Detection:
+    def _postprocess(self, p: Prepared, tile_logits: np.ndarray, pixel_p: float, heatmap: bool) -> Detection:
         """One result from an image's tile logits and its calibrated pixel P(ai)."""
         from fakescope.forensics import fuse
 
@@ -475,84 +403,6 @@ def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[floa
     return min(lower, new), max(upper, new)
 
 
-def _prepare(index: int, item: ImageInput, *, policy: InputPolicy, provenance: bool, model: str, threshold: float,
-             defer_jpegs: bool = False, slot: int | None = None) -> _Prepared | Detection:
-    """Decode one input, collect its provenance evidence and cut its tiles (runs in a worker).
-
-    With `defer_jpegs`, a plain JPEG is only read and checked (`_deferred`), for the device to decode.
-    In a worker process given a shared `slot`, the tiles go there (when they fit) instead of back
-    through the pool's pipe.
-    """
-    source = _describe(item, index)
-    try:
-        data = _read(item)
-        if defer_jpegs and data is not None and (deferred := _deferred(source, data, policy, provenance)):
-            return deferred
-        loaded = _load(item, data)
-        tiles = make_tiles(loaded.image, policy)
-    except StorageUnavailableError:  # not this input's fault: the caller stops (a scan resumes from here)
-        raise
-    except FakescopeError as exc:  # the record names the source: its error does not again
-        return Detection.failed(source, exc.reason, model, threshold)
-    evidence = []
-    if provenance:
-        from fakescope.forensics import collect_evidence
-
-        evidence = collect_evidence(loaded.data, loaded.image)
-    prepared = _Prepared(source, loaded.width, loaded.height, loaded.format, tiles, evidence)
-    if slot is not None:
-        nhwc = tiles.pixels.permute(0, 2, 3, 1).numpy()  # the layout make_tiles cut them in: contiguous
-        if shared_slots.write(slot, nhwc):
-            prepared.tiles, prepared.in_slot = replace(tiles, pixels=_NO_PIXELS), nhwc.shape
-    return prepared
-
-
-def _prepare_chunk(prepare: Callable, tasks: list[tuple[tuple[int, ImageInput], int | None]]) -> list[_Prepared | Detection]:
-    """`prepare` for consecutive (numbered input, slot) tasks: one hand-over to and from a worker for all of them."""
-    return [prepare(*ix, slot=slot) for ix, slot in tasks]
-
-
-def _deferred(source: str, data: bytes, policy: InputPolicy, provenance: bool) -> _Prepared | None:
-    """A plain JPEG at least a tile in each side, with its byte-level evidence, waiting for the device; else None."""
-    size = device_jpeg_size(data)
-    if size is None or min(size) < policy.crop_size or size[0] * size[1] > MAX_PIXELS:
-        return None  # the host path: upscaling, or its error message
-    width, height = size
-    evidence = []
-    if provenance:
-        from fakescope.forensics import collect_evidence
-
-        evidence = collect_evidence(data, None, kinds=("c2pa", "metadata"))  # the watermark needs the pixels
-    tiles = Tiles(_NO_PIXELS, tile_boxes(height, width, policy), (height, width))
-    return _Prepared(source, width, height, "JPEG", tiles, evidence, jpeg=data)
-
-
-def _collect(result: _Prepared | Detection, slot: int | None, slots: SharedSlots | None) -> _Prepared | Detection:
-    """Take a prepared input's tiles out of its shared slot, and free the slot (no slot: no slots)."""
-    if slot is None:
-        return result
-    if isinstance(result, _Prepared) and result.in_slot is not None:
-        pixels = torch.from_numpy(slots.read(slot, result.in_slot)).permute(0, 3, 1, 2)
-        result.tiles, result.in_slot = replace(result.tiles, pixels=pixels), None
-    else:
-        slots.release(slot)
-    return result
-
-
-def _new_pool(processes: bool, slots: SharedSlots | None, workers: int) -> ThreadPoolExecutor | ProcessPoolExecutor:
-    if not processes:
-        return ThreadPoolExecutor(workers)
-    attach = None if slots is None else (slots.name, slots.slot_bytes)
-    return ProcessPoolExecutor(workers, initializer=_init_worker_process, initargs=(attach,))
-
-
-def _init_worker_process(slots: tuple[str, int] | None) -> None:
-    """One torch thread per decoding process (a forked child entering its parent's OpenMP pool hangs); attach the slots."""
-    torch.set_num_threads(1)
-    if slots is not None:
-        shared_slots.attach(*slots)
-
-
 def _tile_means(logits: list[torch.Tensor]) -> tuple[list[np.ndarray], np.ndarray]:
     """Each image's tile logits as numpy, and their means (float64), with one copy for the whole batch."""
     if not logits:
@@ -563,63 +413,13 @@ def _tile_means(logits: list[torch.Tensor]) -> tuple[list[np.ndarray], np.ndarra
     return np.split(flat, starts[1:]), np.add.reduceat(flat, starts) / sizes
 
 
-def _take_tiles(prepared: Iterator[_Prepared | Detection], budget: int) -> list[_Prepared | Detection]:
+def _take_tiles(prepared: Iterator[Prepared | Detection], budget: int) -> list[Prepared | Detection]:
     """Take items until their tiles fill one forward batch; failed items ride along free, but
     count toward the same number of items, so a long run of them still comes out in batches."""
     batch, tiles = [], 0
     for item in prepared:
         batch.append(item)
-        tiles += len(item.tiles.boxes) if isinstance(item, _Prepared) else 0
+        tiles += len(item.tiles.boxes) if isinstance(item, Prepared) else 0
         if tiles >= budget or len(batch) >= budget:
             break
     return batch
-
-
-def _load(item: ImageInput, data: bytes | None, *, keep_bytes: bool = True) -> LoadedImage:
-    """Decode the input's bytes (from `_read`), or take an in-memory image as it is when it has none."""
-    if data is not None:
-        return decode_image(data, keep_bytes=keep_bytes)
-    if isinstance(item, LoadedImage):  # decoded by the caller, who may show it too
-        return item
-    if isinstance(item, torch.Tensor):  # as its array (on the host; bf16 has no numpy type)
-        item = item.detach().cpu()
-        item = (item.float() if item.is_floating_point() else item).numpy()
-    return load_image(item, keep_bytes=keep_bytes)
-
-
-def _read(item: ImageInput) -> bytes | None:
-    """The encoded bytes of a path, URI, bytes or file object input; None for decoded images (PIL, arrays)."""
-    if isinstance(item, (str, os.PathLike)):
-        return read_source(item)
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return bytes(item)
-    if _is_file(item):
-        if isinstance(item, io.TextIOBase):
-            raise ImageLoadError("a file object opened in text mode; open it in binary mode ('rb')")
-        try:
-            return bytes(item.read())
-        except (OSError, ValueError) as exc:  # a closed file raises ValueError
-            raise ImageLoadError(f"cannot read the file object: {exc}") from None
-    return None
-
-
-def _describe(item: ImageInput, index: int) -> str:
-    if isinstance(item, (str, os.PathLike)):
-        return str(os.fspath(item))  # a plain str, from numpy's str_ too
-    if _is_file(item) and isinstance(name := getattr(item, "name", None), str):
-        return name  # a file from open(): its path
-    return f"<{type(item).__name__} #{index}>"
-
-
-def _is_file(item: Any) -> bool:
-    return callable(getattr(item, "read", None))
-
-
-_SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor, LoadedImage)
-
-
-def _is_single(inputs: Any) -> bool:
-    """One input, not an iterable of them; an array of strings (paths, say from numpy or pandas) is many."""
-    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OSU":
-        return False
-    return isinstance(inputs, _SINGLE) or _is_file(inputs)
