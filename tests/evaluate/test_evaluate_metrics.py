@@ -158,3 +158,10 @@ def test_bootstrap_ci_is_bootstrap_intervals_for_one_metric():
     assert bootstrap_ci(labels, probs, "recall", n=50) == (1.0, 1.0)
     both = bootstrap_intervals(labels, probs, n=50, seed=2)
     assert bootstrap_ci(labels, probs, "precision", n=50, seed=2) == both["precision"]
+
+
+def test_no_images_give_nan_metrics_not_a_scikit_learn_error():
+    m = binary_metrics(np.array([]), np.array([]))
+    assert (m["n"], m["n_ai"], m["confusion"]) == (0, 0, [[0, 0], [0, 0]])
+    assert all(np.isnan(m[k]) for k in INTERVAL_METRICS)
+    assert np.isnan(equal_error_rate(np.array([1, 1]), np.array([0.2, 0.9])))

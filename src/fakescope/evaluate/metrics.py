@@ -11,8 +11,10 @@ from sklearn import metrics as skm
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
-    """ECE with equal-width bins: the mean |accuracy - confidence| weighted by bin size."""
+    """ECE with equal-width bins: the mean |accuracy - confidence| weighted by bin size (NaN for no images)."""
     labels, probs = _checked(labels, probs)
+    if not labels.size:
+        return float("nan")
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
     ece = 0.0
@@ -39,11 +41,14 @@ def reliability_curve(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> 
 
 
 def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The error rate where the false-positive and false-negative rates meet, over every ROC point.
+    """The error rate where the false-positive and false-negative rates meet, over every ROC point (NaN for one class).
 
     scikit-learn's default reduced curve drops the points where they meet inside a flat stretch.
     """
-    fpr, tpr, _ = skm.roc_curve(*_checked(labels, probs), drop_intermediate=False)
+    labels, probs = _checked(labels, probs)
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    fpr, tpr, _ = skm.roc_curve(labels, probs, drop_intermediate=False)
     fnr = 1.0 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
     return float((fpr[i] + fnr[i]) / 2.0)
@@ -58,9 +63,12 @@ def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float | list]:
     """AUC, AP, accuracy, balanced accuracy, precision, recall, EER, ECE and the confusion matrix.
 
-    Metrics that need both classes are NaN when only one is present, and so is recall without ai images.
+    Metrics that need both classes are NaN when only one is present, and so is recall without ai images;
+    every metric is NaN for no images.
     """
     labels, probs = _checked(labels, probs)
+    if not labels.size:  # a fold or slice that kept nothing: scikit-learn refuses empty input
+        return {"n": 0, "n_ai": 0, **dict.fromkeys(INTERVAL_METRICS, float("nan")), "confusion": [[0, 0], [0, 0]]}
     pred = (probs >= threshold).astype(int)
     both = len(np.unique(labels)) == 2
     tn, fp, fn, tp = skm.confusion_matrix(labels, pred, labels=[0, 1]).ravel()
@@ -73,7 +81,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
         "balanced_accuracy": float(skm.balanced_accuracy_score(labels, pred)) if both else float("nan"),
         "precision": float(skm.precision_score(labels, pred, zero_division=0)),
         "recall": float(skm.recall_score(labels, pred)) if labels.any() else float("nan"),
-        "eer": equal_error_rate(labels, probs) if both else float("nan"),
+        "eer": equal_error_rate(labels, probs),
         "ece": expected_calibration_error(labels, probs),
         "confusion": [[int(tn), int(fp)], [int(fn), int(tp)]],
     }
