@@ -294,7 +294,9 @@ def test_a_numpy_threshold_still_gives_json_records(tiny_model_dir, image_files)
                                                   ({"threshold": -0.1}, "threshold must be within"),
                                                   ({"batch_size": 0}, "batch_size must be a whole number at least 1"),
                                                   ({"batch_size": 8.5}, "batch_size must be a whole number"),
-                                                  ({"grid": 2.5}, "grid must be a whole number")])
+                                                  ({"grid": 2.5}, "grid must be a whole number"),
+                                                  ({"workers": -1}, r"workers must be a whole number at least 0 \(0 decodes"),
+                                                  ({"workers": 1.5}, "workers must be a whole number")])
 def test_an_option_out_of_range_is_refused_when_loading_not_when_predicting(tiny_model_dir, option, message):
     with pytest.raises(FakescopeError, match=message):
         Detector.load(tiny_model_dir, device="cpu", provenance=False, **option)

@@ -58,7 +58,7 @@ class Detector:
     sets the CPU threads of inference (the onnxruntime session's; for torch, the process's).
     `precision="bf16"` and `compile=True` speed up the torch runtime on GPUs and on CPUs with bf16
     instructions (`fakescope.models.acceleration`; both need `runtime` torch or auto).
-    `batch_size` counts tiles per forward pass. `workers` threads decode ahead of the network;
+    `batch_size` counts tiles per forward pass. `workers` threads decode ahead of the network (0: inline);
     `processes=True` makes them processes instead, free of Python's GIL: faster on many cores (a
     GPU scan), at the cost of starting them on each `predict`/`stream` call; an input that crashes
     its worker process becomes an error record instead of ending the run. `decode="device"` decodes
@@ -98,6 +98,8 @@ class Detector:
             raise ConfigError(f"threshold must be within [0, 1], got {threshold}")
         if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ConfigError(f"batch_size must be a whole number at least 1, got {batch_size!r}")
+        if not isinstance(workers, numbers.Integral) or workers < 0:  # not joblib's -1 for every core
+            raise ConfigError(f"workers must be a whole number at least 0 (0 decodes inline), got {workers!r}")
         self.device = torch.device(device)
         self.decode = decode
         self._lookahead = 1 if self.device.type == "cuda" else 0  # batches queued on the device before reading one
@@ -106,7 +108,7 @@ class Detector:
         self._explained = _with_grid(model, grid)  # its torch network serves Grad-CAM on any runtime (built when asked)
         self.model, self.runtime = _with_runtime(self._explained, runtime, self.device, threads, torch_only=fast)
         self.batch_size = int(batch_size)
-        self.workers, self.processes = workers, processes
+        self.workers, self.processes = int(workers), processes
         self.provenance = provenance
         if provenance:  # a bad trust list fails here, not as an error record on every signed image
             from fakescope.forensics.content_credentials import trust_anchors_from_env
