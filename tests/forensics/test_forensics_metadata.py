@@ -139,6 +139,15 @@ def test_camera_exif_only_nudges(photo):
     assert (ev.data["make"], ev.data["model"], ev.data["lens"]) == ("Canon", "EOS R5", "RF24-105mm F4 L IS USM")
     assert ev.data["gps"] is True and ev.data["software"] == "Adobe Photoshop 25.0"
     assert ev.data["datetime_original"] == "2024:05:01 10:00:00"
+    assert ev.detail.startswith("camera EXIF Canon EOS R5 RF24-105mm F4 L IS USM, GPS present")
+
+
+def test_a_model_that_repeats_the_make_is_named_once(photo):
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"NIKON CORPORATION", piexif.ImageIFD.Model: b"NIKON Z 6"}})
+    assert check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif)).detail.startswith(
+        "camera EXIF NIKON CORPORATION NIKON Z 6")  # not a prefix: both kept
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Canon", piexif.ImageIFD.Model: b"Canon EOS R5"}})
+    assert check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif)).detail.startswith("camera EXIF Canon EOS R5 ")
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "PNG"])

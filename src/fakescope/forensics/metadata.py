@@ -120,7 +120,9 @@ def check_metadata(data: bytes | None) -> Evidence:
 def _camera_claims(info: dict[str, Any]) -> list[str]:
     claims = []
     if info.get("make") and info.get("model"):
-        camera = " ".join(str(info[k]) for k in ("make", "model", "lens") if info.get(k))
+        make, model = str(info["make"]), str(info["model"])
+        named = model if model.casefold().startswith(make.casefold()) else f"{make} {model}"  # Canon, Canon EOS R5
+        camera = " ".join([named, str(info["lens"])] if info.get("lens") else [named])
         claims.append(f"camera EXIF {camera}" + (", GPS present" if info.get("gps") else ""))
     if info.get("digital_source_type") in CAPTURE:
         claims.append(f"XMP IPTC DigitalSourceType {info['digital_source_type']}")
