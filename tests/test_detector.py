@@ -374,12 +374,12 @@ def test_grid_override_trades_tiles_for_speed(tiny_model_dir, image_factory):
 def test_unusable_device_is_a_clean_error(tiny_model_dir):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    with pytest.raises(FakescopeError, match="no CUDA device"):
+    with pytest.raises(ConfigError, match="no CUDA device"):
         Detector.load(tiny_model_dir, device="cuda")
-    with pytest.raises(FakescopeError, match="invalid device"):
+    with pytest.raises(ConfigError, match="invalid device"):
         Detector.load(tiny_model_dir, device="tpu-please")
     if not torch.backends.mps.is_available():  # a device type torch knows but this build or machine lacks
-        with pytest.raises(FakescopeError, match="device 'mps' is not available on this machine"):
+        with pytest.raises(ConfigError, match="device 'mps' is not available on this machine"):
             Detector.load(tiny_model_dir, device="mps")
 
 

@@ -33,7 +33,6 @@ from fakescope._preparation import (
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import (
     ConfigError,
-    FakescopeError,
     ImageLoadError,
     ModelLoadError,
     PluginError,
@@ -324,20 +323,24 @@ class Detector:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """`auto` picks CUDA when available; anything else is passed to `torch.device` and must be usable here."""
+    """`auto` picks CUDA when available; anything else is passed to `torch.device` and must be usable here.
+
+    Raises:
+        ConfigError: the name is no device, or this machine has none of that kind.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise FakescopeError(f"invalid device {device!r}: {exc}") from None
+        raise ConfigError(f"invalid device {device!r}: {exc}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise FakescopeError("device 'cuda' requested but no CUDA device is available")
+        raise ConfigError("device 'cuda' requested but no CUDA device is available")
     if resolved.type != "cpu":
         try:
             torch.empty(0, device=resolved)
         except Exception:  # torch raises RuntimeError, NotImplementedError, AssertionError... per backend
-            raise FakescopeError(f"device {str(device)!r} is not available on this machine") from None
+            raise ConfigError(f"device {str(device)!r} is not available on this machine") from None
     return resolved
 
 
