@@ -50,7 +50,7 @@ def test_html_is_self_contained_and_well_formed(written, report):
     assert "http://" not in page and "https://" not in page and "<script" not in page
     figures = 5  # ROC, PR, reliability, histogram, robustness
     assert parser.tags.count("img") == figures + len(report.examples) + 1
-    for heading in ("Overall", "Slices", "Robustness", "Examples", "Explanations", "Unreadable images (1)"):
+    for heading in ("Overall", "Slices", "Robustness", "Examples", "Explanations", "Images left out (1)"):
         assert f"<h2>{heading}</h2>" in page
     assert "Per glasses" in page and "Grad-CAM of the hardest mistakes" in page
 
@@ -81,7 +81,7 @@ def test_long_slice_and_failure_tables_are_cut_on_the_page_not_in_json(report, t
     big = replace(report, slices={**report.slices, "source": sources}, failures=failures)
     paths = write_report(big, tmp_path)
     page = open(paths["html"], encoding="utf-8").read()
-    assert "<h2>Unreadable images (3000)</h2>" in page
+    assert "<h2>Images left out (3000)</h2>" in page
     assert f"Showing the first {ROWS_SHOWN} of 3000" in page and "/gone/0.png" in page and "/gone/2999.png" not in page
     assert f"Showing the largest {ROWS_SHOWN} of 5000" in page and "s04321" in page
     assert page.count("<tr>") < 3 * ROWS_SHOWN + 100

@@ -74,7 +74,8 @@ def evaluate(
     for row in report.robustness[1:]:
         typer.echo(f"  {row['perturbation']:<15} auc={row['auc']:.4f}  drop={row['auc_drop']:+.4f}")
     if report.failures:
-        typer.echo(f"  {len(report.failures)} unreadable image(s) skipped, listed in the report: {report.failures[0]['uri']}, ...")
+        typer.echo(f"  {len(report.failures)} image(s) left out (unreadable or no finite score), listed in the report: "
+                   f"{report.failures[0]['uri']}, ...")
     typer.echo(f"wrote {paths['html']}")
     raise typer.Exit(1 if report.failures else 0)
 

@@ -91,7 +91,7 @@ def render_html(report: EvaluationReport, extra_figures: Iterable[ExtraFigure] |
     if extras:
         parts += ["<h2>Explanations</h2><div class='figs'>", *(_extra(t, s) for t, s in extras), "</div>"]
     if data["failures"]:
-        parts += [f"<h2>Unreadable images ({len(data['failures'])})</h2>", _table(data["failures"], "the first")]
+        parts += [f"<h2>Images left out ({len(data['failures'])})</h2>", _table(data["failures"], "the first")]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -105,7 +105,7 @@ def _summary(data: dict) -> str:
     rows = [
         ("model location", data["location"]),
         ("images scored", f"{data['overall']['n']} ({data['overall']['n_ai']} ai, "
-                          f"{data['overall']['n'] - data['overall']['n_ai']} real), {len(data['failures'])} unreadable"),
+                          f"{data['overall']['n'] - data['overall']['n_ai']} real), {len(data['failures'])} left out (unreadable or no finite score)"),
         ("decision", f"threshold {data['threshold']:g}, uncertain band [{data['band'][0]:g}, {data['band'][1]:g})"),
         ("provenance evidence fused", "yes" if data["provenance"] else "no (pixel model only)"),
         ("recipe preprocessing", json.dumps(shown) if shown else "none"),
