@@ -371,6 +371,22 @@ def test_grid_override_trades_tiles_for_speed(tiny_model_dir, image_factory):
         Detector.load(tiny_model_dir, device="cpu", threads=0)
 
 
+class _NanNetwork(torch.nn.Module):
+    """A network that overflows: NaN logits for the tiles of images whose first pixel is bright."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x[:, 0, 0, 0] > 0, torch.nan, x.mean((1, 2, 3)))
+
+
+def test_a_non_finite_model_score_is_an_error_record_and_json_stays_valid(tiny_model_dir):
+    detector = Detector(load_model(tiny_model_dir).with_network(_NanNetwork()), workers=0)
+    bright, dark = Image.new("RGB", (64, 64), "white"), Image.new("RGB", (64, 64), "black")
+    failed, scored = detector.predict([bright, dark])
+    assert (failed.error, failed.probability, failed.verdict) == ("the model gave no finite score (nan)", None, None)
+    assert scored.error is None and math.isfinite(scored.probability)
+    assert json.dumps([failed.to_dict(), scored.to_dict()], allow_nan=False)
+
+
 def test_unusable_device_is_a_clean_error(tiny_model_dir):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

@@ -160,8 +160,9 @@ class Detector:
         their end; streams too), PIL images, uint8 arrays or tensors (HxWx3, 3xHxW or HxW; floats
         in [0, 1] are scaled), or a `LoadedImage` from `decode_image` (not decoded again; its
         kept bytes give the provenance evidence that encoded bytes give).
-        A bad input yields a `Detection` with `error` set; it never stops the batch. An unreachable
-        storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`.
+        A bad input, or one the model gives a NaN or infinite score, yields a `Detection` with `error`
+        set; it never stops the batch. An unreachable storage (or missing credentials) is no input's
+        fault: it raises `StorageUnavailableError`.
         """
         if is_single(inputs):
             return next(self.stream([inputs], heatmap=heatmap))
@@ -301,6 +302,8 @@ class Detector:
         from fakescope.forensics import fuse
 
         config = self.model.config
+        if not math.isfinite(pixel_p):  # an overflowing model scored nothing: an error record, as evaluate counts it
+            return Detection.failed(p.source, f"the model gave no finite score ({pixel_p})", config.name, self.threshold)
         pixel = Evidence("pixel", pixel_p, f"{config.name}: calibrated P(ai) over {len(tile_logits)} tile(s)")
         fused = fuse(pixel_p, p.evidence, self.threshold, self.band)
         hm = None
