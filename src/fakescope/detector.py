@@ -171,7 +171,8 @@ class Detector:
     __call__ = predict
 
     def stream(self, inputs: ImageInput | Iterable[ImageInput], *, heatmap: bool = False) -> Iterator[Detection]:
-        """Lazily score an iterable of any length (one input: one result), decoding ahead in `workers` threads.
+        """Lazily score an iterable of any length (one input: one result), decoding ahead in `workers` threads
+        (processes with `processes=True`; `fakescope._preparation.prepare_ahead`).
 
         On CUDA the next batch is queued on the device before this one's results are read, so the
         GPU works while the host finishes results and gathers the following batch.
