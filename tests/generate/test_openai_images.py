@@ -274,7 +274,7 @@ def test_an_image_url_that_is_not_http_is_never_opened(server, photos, tmp_path)
     report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
     assert (report.done, report.failed) == (0, 1)
     with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
-        assert "the API answered a file: URL, not an http(s) one" in next(ledger.jobs("failed")).error
+        assert "only http:// and https:// URLs can be fetched, not file: ones" in next(ledger.jobs("failed")).error
 
 
 def test_a_source_with_a_long_name_gets_an_output_name_the_file_system_takes(server, photos, tmp_path):

@@ -32,8 +32,6 @@ import io
 import json
 import os
 import re
-import urllib.parse
-import urllib.request
 import warnings
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -46,6 +44,7 @@ from fakescope.generate.openai_models import (
     DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MODELS, check_options, family, retirement,
 )
 from fakescope.io import storage
+from fakescope.io.fetch import FetchError, fetch_public
 from fakescope.io.image import load_image
 
 MODES = ("variation", "edit", "generate")
@@ -54,6 +53,8 @@ MAX_SIZE_SIDE = 4096
 """The largest side a `size` may ask for (the API's sizes reach 1792); dall-e-2 uploads are resized to `size` first."""
 ACCOUNT_EXHAUSTED = ("insufficient_quota", "billing_hard_limit_reached")
 """Error codes (429 and 400) that refuse every request until the account is topped up: they stop a run."""
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+"""The most an image URL the API answers may download."""
 VARIATION_PROMPT = (
     "A new photograph of the same kind as this one: a different person or scene, in the same style, framing, "
     "lighting and image quality, as if taken with the same camera. Do not copy or retouch this image."
@@ -332,7 +333,7 @@ def request_image(
             raise ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc, config.model)}") from exc
         raise
     usage = response.usage.model_dump(exclude_none=True) if getattr(response, "usage", None) else None
-    return _image_bytes(response.data[0]), usage
+    return _image_bytes(response.data[0], client.base_url), usage
 
 
 def quiet_variation_warning() -> None:
@@ -344,17 +345,14 @@ def quiet_variation_warning() -> None:
         warnings.filterwarnings("ignore", message.pattern, DeprecationWarning, module.pattern)
 
 
-def _image_bytes(item) -> bytes:
+def _image_bytes(item, api_base) -> bytes:
+    """The image of one answer: base64, or fetched from its URL (public addresses or the API's own server only)."""
     if item.b64_json:
         return base64.b64decode(item.b64_json)
-    scheme = urllib.parse.urlsplit(item.url or "").scheme.lower()
-    if scheme not in ("http", "https"):  # urlopen would read file:, ftp: and data: URLs too: this machine's files
-        raise LostImageError(f"the API answered a {scheme or 'schemeless'}: URL, not an http(s) one; it was not fetched")
     try:
-        with urllib.request.urlopen(item.url, timeout=120) as answer:  # noqa: S310 - scheme checked above
-            return answer.read()
-    except OSError as exc:  # URLError, HTTPError and timeouts are OSErrors
-        raise LostImageError(f"the API made the image but its URL could not be fetched: {exc}") from exc
+        return fetch_public(item.url or "", max_bytes=MAX_IMAGE_BYTES, timeout=120, trusted=(str(api_base),))
+    except FetchError as exc:
+        raise LostImageError(f"the API made the image but its URL could not be fetched: {exc}") from None
 
 
 def _api_message(exc, model: str | None = None) -> str:

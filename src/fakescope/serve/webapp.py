@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import tempfile
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +26,7 @@ from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.generate.openai_models import MODELS, current_models
 from fakescope.io import storage
+from fakescope.io.fetch import fetch_public
 from fakescope.io.image import decode_image
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
 from fakescope.serve.limits import check_image, env_max_pixels
@@ -98,14 +97,8 @@ def show_detection(name: str, detection: Detection, image: Image.Image | None) -
 
 
 def fetch_url(url: str) -> bytes:
-    """The image at an http(s) URL; other schemes (`file://`, `ftp://`) would read from the server's side."""
-    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise FakescopeError("only http:// and https:// URLs can be fetched")
-    with urllib.request.urlopen(url, timeout=20) as answer:
-        data = answer.read(MAX_URL_BYTES + 1)
-    if len(data) > MAX_URL_BYTES:
-        raise FakescopeError(f"the file at that URL is over {MAX_URL_BYTES // (1024 * 1024)} MB")
-    return data
+    """The image at a public http(s) URL (`fakescope.io.fetch.fetch_public`: never the server's own files or network)."""
+    return fetch_public(url, max_bytes=MAX_URL_BYTES, timeout=20)
 
 
 def records_csv(records: list[dict]) -> str:

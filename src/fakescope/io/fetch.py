@@ -1,0 +1,101 @@
+"""Fetch a URL from the server's side without letting it reach the server's own network (SSRF).
+
+`fetch_public` is the one place fakescope downloads a URL it was handed: an image URL the Images
+API answers, or one pasted into the web app. Only `http`/`https`; the host must resolve to public
+addresses alone (no loopback, private, link-local such as 169.254.169.254, or reserved ones), and
+the connection goes to the address that was checked, so a DNS answer cannot change in between.
+Redirects are followed (at most `MAX_REDIRECTS`), each checked alike. `trusted` names origins
+(`scheme://host[:port]`) exempt from the address check: the Images API server the operator
+configured (`OPENAI_BASE_URL`), which may itself be on loopback or a LAN.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urljoin, urlsplit
+
+from fakescope.errors import FakescopeError
+
+MAX_REDIRECTS = 3
+
+
+class FetchError(FakescopeError):
+    """A URL was refused by the policy, or could not be fetched; the message is one line."""
+
+
+def origin(url: str) -> str:
+    """`scheme://host:port` of `url` (the default port filled in), lower-cased, as `trusted` takes it."""
+    parts = urlsplit(str(url))
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str, ...] = ()) -> bytes:
+    """The body of `url`, at most `max_bytes`.
+
+    Raises:
+        FetchError: a scheme other than http(s), a host that resolves to a non-public address (and is not
+            `trusted`), too many redirects, an HTTP error, a network failure, or a body over `max_bytes`.
+    """
+    import httpx
+
+    trusted_origins = {origin(t) for t in trusted}
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            request = _pinned_request(client, url, trusted_origins)
+            try:
+                answer = client.send(request, stream=True)
+                try:
+                    if answer.is_redirect and "location" in answer.headers:
+                        url = urljoin(url, answer.headers["location"])
+                        continue
+                    if answer.status_code >= 400:
+                        raise FetchError(f"HTTP Error {answer.status_code}: {answer.reason_phrase}")
+                    return _read(answer, max_bytes)
+                finally:
+                    answer.close()
+            except httpx.HTTPError as exc:
+                raise FetchError(f"{type(exc).__name__}: {exc}") from None
+    raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _pinned_request(client, url: str, trusted_origins: set[str]):
+    """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise FetchError(f"only http:// and https:// URLs can be fetched, not {parts.scheme or 'schemeless'}: ones")
+    host = parts.hostname
+    if not host:
+        raise FetchError("the URL has no host")
+    address = _public_address(host, parts.port or (443 if parts.scheme.lower() == "https" else 80),
+                              exempt=origin(url) in trusted_origins)
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port:
+        netloc += f":{parts.port}"
+    return client.build_request("GET", parts._replace(netloc=netloc).geturl(), headers={"Host": parts.netloc.rpartition("@")[2]},
+                                extensions={"sni_hostname": host})
+
+
+def _public_address(host: str, port: int, *, exempt: bool) -> str:
+    """The first address `host` resolves to, once every one of them is public (or the origin is exempt)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"cannot resolve host {host!r}: {exc}") from None
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    if not exempt:
+        for address in addresses:
+            if not address.is_global or address.is_multicast:
+                raise FetchError(f"refused to fetch from {host!r}: it resolves to {address}, a non-public address")
+    return str(addresses[0])
+
+
+def _read(answer, max_bytes: int) -> bytes:
+    data = bytearray()
+    for chunk in answer.iter_bytes():
+        data += chunk
+        if len(data) > max_bytes:
+            raise FetchError(f"the file at that URL is over {max_bytes:,} bytes")
+    return bytes(data)
