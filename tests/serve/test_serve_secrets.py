@@ -1,0 +1,48 @@
+"""The server never shows a secret: not the API token, not a client's OpenAI key, in answers, logs, job files or the spec."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+import pytest
+from openai_server import ImagesAPIServer
+from serve_helpers import TOKEN
+
+CLIENT_KEY = "sk-proj-SECRETclientKEY0123456789"
+
+
+@pytest.fixture
+def refusing_api(monkeypatch):
+    api = ImagesAPIServer(api_key="sk-another-key").start()  # answers 401 to CLIENT_KEY
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    yield api
+    api.stop()
+
+
+def test_a_refused_client_key_shows_nowhere(server, auth, refusing_api, photo_bytes, caplog):
+    caplog.set_level(logging.DEBUG)  # openai, httpx and fakescope debug logs included
+    answer = httpx.post(f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": CLIENT_KEY},
+                        files={"file": ("photo.jpg", photo_bytes, "image/jpeg")},
+                        data={"model": "dall-e-2", "size": "256x256"})
+    assert answer.status_code == 202
+    deadline = time.monotonic() + 30
+    while (job := httpx.get(f"{server.url}/v1/jobs/{answer.json()['id']}", headers=auth).json())["state"] != "failed":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert "the API key was refused" in job["error"] and refusing_api.counts[("variations", 401)] == 1
+    jobs_dir = server.app.state.config.jobs_dir
+    written = [p.read_bytes() for p in jobs_dir.rglob("*") if p.is_file()]
+    assert written and not any(CLIENT_KEY.encode() in data for data in written)
+    assert "/v1/images/variations" in caplog.text  # the client's request was logged (httpx), without the key
+    assert CLIENT_KEY not in answer.text + str(job) + caplog.text
+
+
+def test_the_api_token_is_never_echoed(server):
+    wrong = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {TOKEN[:-1]}x"})
+    assert wrong.status_code == 401 and wrong.json() == {"detail": "missing or wrong bearer token"}
+    for path in ("/openapi.json", "/docs", "/healthz"):
+        assert TOKEN not in httpx.get(server.url + path).text
+    assert TOKEN not in repr(server.app.state.config)
