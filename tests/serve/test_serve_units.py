@@ -108,6 +108,8 @@ def test_overlay_of_a_large_image_takes_a_few_bytes_per_pixel():
 def test_config_validates_limits():
     with pytest.raises(ConfigError, match="max_upload_mb must be positive"):
         ServeConfig(max_upload_mb=0)
+    with pytest.raises(ConfigError, match="body_timeout_s must be positive"):
+        ServeConfig(body_timeout_s=0)
     with pytest.raises(ConfigError, match="max_pixels must be in"):
         ServeConfig(max_pixels=10**12)
     assert ServeConfig(max_upload_mb=1.5).max_upload_bytes == 1_572_864

@@ -134,7 +134,8 @@ class _Gate:
 
     FastAPI parses a multipart form (spooling its files to disk) before dependencies run, so the
     token is checked here: 401 for a `/v1/*` call without it. A body over the request's limit
-    answers 413, from `Content-Length` before reading or on the chunk of a chunked body that passes it.
+    answers 413, from `Content-Length` before reading or on the chunk of a chunked body that passes it;
+    a body that sends nothing for `body_timeout_s` answers 408.
     """
 
     def __init__(self, app, config: ServeConfig):
@@ -153,12 +154,18 @@ class _Gate:
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             return await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
-        read = 0
+        read, ended = 0, False
 
         async def counted_receive():
-            nonlocal read
-            message = await receive()
+            nonlocal read, ended
+            if ended:  # the body is in: later messages (a disconnect) may wait as long as they like
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.config.body_timeout_s)
+            except TimeoutError:
+                raise HTTPException(408, f"request body timed out: no bytes for {self.config.body_timeout_s:g} s") from None
             read += len(message.get("body", b""))
+            ended = not message.get("more_body", False)
             if read > limit:
                 raise HTTPException(413, too_large)
             return message
@@ -181,6 +188,7 @@ def _answers(ok: type | dict, says: str, *codes: int, status: int = 200, secured
     """
     meaning = {400: "a malformed multipart body, or a body the client stopped sending",
                401: "missing or wrong bearer token", 404: "unknown job or output",
+               408: "the request body stalled (no bytes for the server's body timeout)",
                409: "a cancelled job still finishing the requests it had sent", 413: "upload too large",
                422: "no image, not a readable image, too many pixels, or an invalid parameter",
                500: "an unexpected failure (the server's log has the details)",
@@ -243,7 +251,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
                 "bundled": bundled_models(), "architectures": list_models()}
 
     @app.post("/v1/detect", tags=["detect"], summary="Score one image", dependencies=secured, response_model=None,
-              responses=_answers(DetectionRecord, "the image's record", 400, 413, 422, 503), openapi_extra=RAW_IMAGE)
+              responses=_answers(DetectionRecord, "the image's record", 400, 408, 413, 422, 503), openapi_extra=RAW_IMAGE)
     async def detect(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -255,7 +263,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
 
     @app.post("/v1/detect/batch", tags=["detect"], summary="Score several images", dependencies=secured, response_model=None,
               responses=_answers(BatchResults, "one record per file, in order; a bad image's record has `error`",
-                                 400, 413, 422, 503,
+                                 400, 408, 413, 422, 503,
                                  e413="upload too large, or more files than the server takes per request",
                                  e422="no `files` part, or a text part where a file belongs",
                                  e503="busy: the model's queue has no room for every file (`Retry-After` says when)"))
@@ -278,7 +286,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
 
     @app.post("/v1/explain", tags=["detect"], summary="Heatmap of where the model sees AI traces", dependencies=secured,
               openapi_extra=RAW_IMAGE, responses=_answers(heatmap, "the heatmap PNG (`format=png`), or the detection "
-                                                          "with it (`format=json`)", 400, 413, 422, 503))
+                                                          "with it (`format=json`)", 400, 408, 413, 422, 503))
     async def explain(
         request: Request,
         file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
@@ -297,7 +305,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
 
     @app.post("/v1/generate", tags=["generate"], summary="Start a generation job", dependencies=secured, status_code=202,
               response_model=None,
-              responses=_answers(Job, "the job, queued or already running", 400, 413, 422, 503, status=202,
+              responses=_answers(Job, "the job, queued or already running", 400, 408, 413, 422, 503, status=202,
                                  e422="no image, not a readable image, too many pixels, no OpenAI key, or a mode, model, "
                                       "size, prompt or n the model does not take",
                                  e503="busy: the generation jobs are full (`Retry-After` says when to try again), or the "

@@ -42,6 +42,8 @@ class ServeConfig:
         runtime: `torch`, `onnx` (onnxruntime on the CPU, 2-3x faster there) or `auto` (onnx on a CPU where installed).
         grid: At most grid x grid tiles per image (None: the model's own grid).
         precision: `fp32` or `bf16` (torch runtime; faster on GPUs and CPUs with bf16 instructions).
+        body_timeout_s: A request whose body sends no bytes for this long answers 408 (a stalled or slow-drip client
+            would hold its connection and spooled upload forever).
     """
 
     model: str | None = None
@@ -59,10 +61,13 @@ class ServeConfig:
     runtime: str = "auto"
     grid: int | None = None
     precision: str = "fp32"
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0:
             raise ConfigError("max_upload_mb must be positive")
+        if self.body_timeout_s <= 0:
+            raise ConfigError("body_timeout_s must be positive")
         checked_max_pixels(self.max_pixels)
         if self.max_batch < 1 or self.max_files < 1 or self.max_jobs < 1:
             raise ConfigError("max_batch, max_files and max_jobs must be at least 1")
