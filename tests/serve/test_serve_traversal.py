@@ -1,0 +1,46 @@
+"""Upload names, job ids and output indices never reach outside the jobs folder."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from openai_server import ImagesAPIServer
+
+API_KEY = "sk-serve-test-key"
+
+
+@pytest.fixture
+def images_api(monkeypatch):
+    api = ImagesAPIServer(api_key=API_KEY).start()
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+    yield api
+    api.stop()
+
+
+def test_a_hostile_upload_name_stays_in_its_job_folder(server, auth, images_api, photo_bytes):
+    jobs_dir = server.app.state.config.jobs_dir
+    before = {p for p in jobs_dir.parent.rglob("*")}
+    answer = httpx.post(f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
+                        files={"file": ("../../..\\..\\escape.jpg", photo_bytes, "image/jpeg")},
+                        data={"model": "dall-e-2", "size": "256x256"})
+    job_id = answer.json()["id"]
+    deadline = time.monotonic() + 30
+    while (job := httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=auth).json())["state"] != "done":
+        assert time.monotonic() < deadline and job["state"] != "failed", job
+        time.sleep(0.1)
+    new = {p for p in jobs_dir.parent.rglob("*")} - before
+    assert new and all(p.is_relative_to(jobs_dir / job_id) for p in new)
+    name = job["outputs"][0]["detection"]["path"]
+    assert name.startswith("______escape-") and "/" not in name and "\\" not in name  # ..\..\ made ______
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/jobs/..%2F..%2Fetc%2Fpasswd", "/v1/jobs/%2e%2e", "/v1/jobs/..%2Fjob.json/outputs/0",
+    "/v1/jobs/x/outputs/..%2F..%2Fjob.json", "/v1/jobs/x/outputs/-1", "/v1/jobs/x/outputs/99999999999999999999999",
+])
+def test_traversal_paths_find_nothing(server, auth, path):
+    answer = httpx.get(server.url + path, headers=auth)
+    assert answer.status_code in (404, 422) and set(answer.json()) == {"detail"}
+    assert httpx.delete(server.url + path, headers=auth).status_code in (404, 405, 422)
