@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 
 import httpx
@@ -44,3 +45,14 @@ def test_traversal_paths_find_nothing(server, auth, path):
     answer = httpx.get(server.url + path, headers=auth)
     assert answer.status_code in (404, 422) and set(answer.json()) == {"detail"}
     assert httpx.delete(server.url + path, headers=auth).status_code in (404, 405, 422)
+
+
+@pytest.mark.parametrize("path", ["//v1/models", "/v1//models", "/./v1/models", "/v1/../v1/models", "/%761/models",
+                                  "/v1%2Fmodels", "/V1/models", "/v1/models/", "/healthz/../v1/models"])
+def test_no_spelling_of_a_path_gets_past_the_token(server, path):
+    connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=20)
+    connection.request("GET", path)  # sent as written: no client-side normalisation
+    answer = connection.getresponse()
+    assert answer.status in (401, 404), (path, answer.status)
+    assert b"architectures" not in answer.read()
+    connection.close()
