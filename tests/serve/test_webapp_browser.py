@@ -165,6 +165,10 @@ def test_detector_page_fetches_http_urls_only(app_url, page, photo_bytes, tmp_pa
     box.press("Enter")
     page.get_by_text("only http:// and https:// URLs can be fetched").wait_for(timeout=30_000)
     assert "Verdict:" not in page.locator("main").inner_text()
+    box.fill(app_url + "/media/x.png")  # the server's own loopback network (SSRF): refused before connecting
+    box.press("Enter")
+    page.get_by_text("it resolves to 127.0.0.1, a non-public address").wait_for(timeout=30_000)
+    assert "Verdict:" not in page.locator("main").inner_text()
 
 
 def test_generator_page_generates_scores_and_saves(app_url, page, images_api, streamlit_log, photo_bytes, tmp_path):
