@@ -26,6 +26,20 @@ def test_upload_then_download_round_trip(s3_bucket):
     assert not storage.exists(f"s3://{s3_bucket}/images/real/0002.png")
 
 
+def test_conditional_writes_and_deletes_refuse_a_failed_precondition_with_none_or_false(s3_bucket):
+    backend, uri = S3Storage(), f"s3://{s3_bucket}/lock.json"
+    first = backend.put_if_absent(uri, b"one")
+    assert first and backend.put_if_absent(uri, b"two") is None and backend.read_bytes(uri) == b"one"
+    head = backend.head(uri)
+    assert head.etag == first and abs((head.server_now - head.modified).total_seconds()) < 60
+    second = backend.put_if_match(uri, b"two", first)
+    assert second and second != first and backend.put_if_match(uri, b"three", first) is None
+    assert backend.delete_if_match(uri, first) is False and backend.read_bytes(uri) == b"two"
+    assert backend.delete_if_match(uri, second) is True and not backend.exists(uri)
+    with pytest.raises(StorageError, match="no such file"):
+        backend.head(uri)
+
+
 def test_listing_pages_through_every_key_sorted(s3_bucket):
     client = boto3.client("s3")
     keys = [f"set/{i:03d}.jpg" for i in range(23)] + ["set/notes.txt", "set/sub/deep.JPG", "other/x.jpg"]

@@ -10,7 +10,6 @@ leased: a local one is held by its ledger's lock, and Google Drive has no condit
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import os
 import socket
@@ -19,7 +18,6 @@ import time
 
 from fakescope.errors import StorageError
 from fakescope.io import storage
-from fakescope.io._s3 import _code, _translated_errors, split_s3_uri
 
 LEASE_NAME = ".fakescope-lease.json"
 LEASE_SECONDS = 120.0
@@ -44,8 +42,7 @@ class Lease:
         """
         if storage.scheme_of(self.out) != "s3":
             return
-        self.bucket, self.key = split_s3_uri(self.uri)
-        self.client = storage.get_storage(self.uri).client
+        self.store = storage.get_storage(self.uri)
         self._acquire()
         self._thread.start()
 
@@ -57,7 +54,7 @@ class Lease:
         self._thread.join()
         if self.lost is None:
             with contextlib.suppress(StorageError):
-                self._put(delete=True)
+                self.store.delete_if_match(self.uri, self._etag)
         self._etag = None
 
     def check(self) -> None:
@@ -66,14 +63,13 @@ class Lease:
             raise StorageError(self.lost)
 
     def _acquire(self) -> None:
-        if self._put(action="check", IfNoneMatch="*"):  # the run's first look at `out`
+        if self._put():  # the run's first look at `out`
             return
         try:
-            with _translated_errors("check", self.out, self.bucket):
-                head = self.client.head_object(Bucket=self.bucket, Key=self.key)
-                body = self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+            head = self.store.head(self.uri)
+            body = self.store.read_bytes(self.uri)
         except StorageError:  # released meanwhile: try once more to make it
-            if self._put(action="check", IfNoneMatch="*"):
+            if self._put():
                 return
             raise
         try:
@@ -81,9 +77,8 @@ class Lease:
         except ValueError:  # damaged: its age still frees it
             holder = {}
         holder = holder if isinstance(holder, dict) else {}
-        now = email.utils.parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"])
-        age = (now - head["LastModified"]).total_seconds()
-        if (age >= self.seconds or _dead_here(holder)) and self._put(IfMatch=head["ETag"]):  # its holder died
+        age = (head.server_now - head.modified).total_seconds()
+        if (age >= self.seconds or _dead_here(holder)) and self._put(head.etag):  # its holder died
             return
         raise StorageError(
             f"another run (host {holder.get('host')}, process {holder.get('pid')}) is writing into {self.out} (its lease "
@@ -95,7 +90,7 @@ class Lease:
         renewed = time.monotonic()
         while not self._stop.wait(self.seconds / 4):
             try:
-                if not self._put(IfMatch=self._etag):
+                if not self._put(self._etag):
                     self.lost = f"the lease on {self.uri} was taken over by another run: this run stopped paying"
                     return
                 renewed = time.monotonic()
@@ -104,21 +99,16 @@ class Lease:
                     self.lost = f"the lease on {self.uri} could not be renewed: {exc}"
                     return
 
-    def _put(self, delete: bool = False, action: str = "write", **condition: str) -> bool:
-        """Write (or delete) the lease on `condition`; False where S3 refused the precondition."""
-        from botocore.exceptions import ClientError
-
+    def _put(self, etag: str | None = None) -> bool:
+        """Make the lease (or, given its `etag`, rewrite it); False where S3 refused the precondition."""
         body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "seconds": self.seconds}).encode()
-        try:
-            with _translated_errors(action, self.out, self.bucket):
-                if delete:
-                    self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self._etag)
-                else:
-                    self._etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **condition)["ETag"]
-        except StorageError as exc:
-            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) in ("PreconditionFailed", "412"):
-                return False
-            raise
+        if etag is None:
+            written = self.store.put_if_absent(self.uri, body)
+        else:
+            written = self.store.put_if_match(self.uri, body, etag)
+        if written is None:
+            return False
+        self._etag = written
         return True
 
 

@@ -9,11 +9,13 @@ while an object's body is read fetches it again (`BODY_ATTEMPTS`). One that outl
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import io
 import os
 import urllib.parse
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.io.storage import DOING, normalise_suffixes
@@ -32,6 +34,14 @@ POOL_CONNECTIONS = 64
 """Connections kept open per client: decoding threads (`--workers`) beyond botocore's 10 would each open a new one."""
 MULTIPART_BYTES = 64 * 2**20
 """A larger write is uploaded in parts of this size (one PUT takes at most 5 GiB; a part is retried alone)."""
+
+
+class Head(NamedTuple):
+    """An object's ETag and last change, and the S3 server's clock when it answered (to age the object by)."""
+
+    etag: str
+    modified: datetime.datetime
+    server_now: datetime.datetime
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -139,6 +149,42 @@ class S3Storage:
                 return False
             raise
         return page.get("KeyCount", 0) > 0
+
+    def head(self, uri: str) -> Head:
+        """The object's `Head`; `StorageError("no such file")` where there is none."""
+        bucket, key = split_s3_uri(uri)
+        with _translated_errors("check", uri, bucket):
+            answer = self.client.head_object(Bucket=bucket, Key=key)
+        server_now = email.utils.parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"])
+        return Head(answer["ETag"], answer["LastModified"], server_now)
+
+    def put_if_absent(self, uri: str, data: bytes) -> str | None:
+        """Write a small object only where none exists (`If-None-Match: *`): its ETag, or None where one exists."""
+        return self._on_condition("write", uri, lambda bucket, key: self.client.put_object(
+            Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")["ETag"])
+
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> str | None:
+        """Replace the object only while its ETag is `etag`: the new ETag, or None where it changed or is gone."""
+        return self._on_condition("write", uri, lambda bucket, key: self.client.put_object(
+            Bucket=bucket, Key=key, Body=data, IfMatch=etag)["ETag"])
+
+    def delete_if_match(self, uri: str, etag: str) -> bool:
+        """Delete the object only while its ETag is `etag`; False where it changed."""
+        return self._on_condition("write", uri, lambda bucket, key: self.client.delete_object(
+            Bucket=bucket, Key=key, IfMatch=etag)) is not None
+
+    def _on_condition(self, action: str, uri: str, call: Callable[[str, str], Any]) -> Any:
+        """`call(bucket, key)`'s answer, or None where S3 refused its precondition (412)."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            with _translated_errors(action, uri, bucket):
+                return call(bucket, key)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) in ("PreconditionFailed", "412"):
+                return None
+            raise
 
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
