@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -50,6 +51,14 @@ def test_exists_for_files_and_non_empty_folders(tmp_path):
     assert storage.exists(str(tmp_path / "full"))
     assert not storage.exists(str(tmp_path / "empty"))
     assert not storage.exists(str(tmp_path / "absent.png"))
+
+
+def test_exists_closes_the_folder_it_looked_into(tmp_path):
+    storage.write_bytes(str(tmp_path / "full" / "f.bin"), b"1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert storage.exists(str(tmp_path / "full"))
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_errors_are_one_line_storage_errors(tmp_path):

@@ -83,7 +83,10 @@ class LocalStorage:
 
     def exists(self, uri: str) -> bool:
         path = _path_of(uri)
-        return os.path.isfile(path) or (os.path.isdir(path) and any(os.scandir(path)))
+        if not os.path.isdir(path):
+            return os.path.isfile(path)
+        with os.scandir(path) as entries:
+            return any(entries)
 
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
