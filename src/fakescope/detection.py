@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -96,3 +97,9 @@ def verdict_for(probability: float, band: tuple[float, float]) -> Verdict:
     if probability < lower:
         return "real"
     return "uncertain"
+
+
+def logit(p: float) -> float:
+    """The log-odds of `p`, clipped to [1e-6, 1 - 1e-6] so that 0 and 1 stay finite."""
+    p = min(max(p, 1e-6), 1.0 - 1e-6)
+    return math.log(p / (1.0 - p))

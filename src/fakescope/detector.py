@@ -30,7 +30,7 @@ from fakescope._preparation import (
     prepare_input,
     read_input,
 )
-from fakescope.detection import Detection, Evidence
+from fakescope.detection import Detection, Evidence, logit
 from fakescope.errors import (
     ConfigError,
     ImageLoadError,
@@ -402,11 +402,6 @@ def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[floa
     """
     if new == old:
         return band
-
-    def logit(p: float) -> float:
-        p = min(max(p, 1e-6), 1.0 - 1e-6)
-        return math.log(p / (1.0 - p))
-
     shift = logit(new) - logit(old)
     lower, upper = (round(1.0 / (1.0 + math.exp(-logit(p) - shift)), 3) for p in band)
     return min(lower, new), max(upper, new)

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fakescope.detection import Evidence, Verdict, verdict_for
+from fakescope.detection import Evidence, Verdict, logit, verdict_for
 from fakescope.errors import ConfigError
 
 PIXEL = "pixel"
@@ -30,7 +30,6 @@ NONE = "none"
 """`decided_by` when there was neither a pixel score nor any scored evidence."""
 FLOOR = 0.01
 """Hints never lower the probability below min(pixel score, FLOOR)."""
-_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -86,11 +85,11 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
         return Fused(pixel, verdict_for(pixel, band), PIXEL,
                      f"pixel model {pixel:.3f} ({rule}); " + ("no provenance decided" if checked else "provenance not checked"))
     start = 0.5 if pixel is None else pixel
-    probability = _sigmoid(_logit(start) + sum(_logit(e.score) for e in scored))
+    probability = _sigmoid(logit(start) + sum(logit(e.score) for e in scored))
     if pixel is not None:
         probability = max(probability, min(pixel, FLOOR))
     verdict = verdict_for(probability, band)
-    strongest = max(scored, key=lambda e: abs(_logit(e.score)))
+    strongest = max(scored, key=lambda e: abs(logit(e.score)))
     shifts = "; ".join(f"{e.kind}: {e.detail} (odds x{_odds(e.score):.2g})" for e in scored)
     if pixel is not None and verdict_for(pixel, band) == verdict:
         return Fused(probability, verdict, PIXEL, f"pixel model {pixel:.3f} -> {probability:.3f} ({rule}); {shifts}")
@@ -103,14 +102,9 @@ def _despite(scored: list[Evidence]) -> str:
     return "".join(f"; despite {e.kind}: {e.detail}" for e in scored if e.score < 0.5)
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, _EPS), 1.0 - _EPS)
-    return math.log(p / (1.0 - p))
-
-
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
 def _odds(score: float) -> float:
-    return math.exp(_logit(score))
+    return math.exp(logit(score))
