@@ -104,8 +104,8 @@ class Detector:
         self._lookahead = 1 if self.device.type == "cuda" else 0  # batches queued on the device before reading one
         self.precision, self._input_dtype = precision, input_dtype(precision)
         fast = precision != "fp32" or compile
-        self._explained = _with_grid(model, grid)  # its torch network serves Grad-CAM on any runtime (built when asked)
-        self.model, self.runtime = _with_runtime(self._explained, runtime, self.device, threads, torch_only=fast)
+        self._torch_model = _with_grid(model, grid)  # its torch network serves Grad-CAM on any runtime (built when asked)
+        self.model, self.runtime = _with_runtime(self._torch_model, runtime, self.device, threads, torch_only=fast)
         self.batch_size = int(batch_size)
         self.workers, self.processes = int(workers), processes
         self.provenance = provenance
@@ -145,7 +145,7 @@ class Detector:
     @property
     def torch_model(self) -> LoadedModel:
         """The model on its PyTorch network whatever the runtime: Grad-CAM and embeddings need its gradients."""
-        return self._explained
+        return self._torch_model
 
     def __repr__(self) -> str:
         policy = self.model.config.input

@@ -75,10 +75,10 @@ def test_a_cached_export_runs_without_the_torch_network_which_gradcam_builds_on_
     source = next(s for s in scan_sources([str(image_folder)]) if detector.predict(s).ok)
     Detector.load(device="cpu", runtime="onnx")  # exports into the cache once
     fast = Detector.load(device="cpu", runtime="onnx", provenance=False)
-    assert not fast._explained.built  # found the cached export from the weights file alone
+    assert not fast.torch_model.built  # found the cached export from the weights file alone
     assert abs(fast.predict(source).probability - detector.predict(source).probability) < 1e-4
     heat = fast.explain(source, "gradcam")
-    assert fast._explained.built and heat.shape == detector.explain(source, "gradcam").shape
+    assert fast.torch_model.built and heat.shape == detector.explain(source, "gradcam").shape
 
 def test_export_is_cached_by_weights(tmp_path):
     tiny = create_model("test_tiny").eval()
