@@ -23,7 +23,7 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, StorageError
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, make_client
-from fakescope.generate.openai_models import MODELS, check_served, current_models
+from fakescope.generate.openai_models import MODELS, check_served, current_models, input_fidelities
 from fakescope.generate.runner import LEDGER_NAME, default_ledger_path, run_openai
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -639,6 +639,14 @@ def test_input_fidelity_is_checked_per_model_sent_with_edits_and_recorded(server
     assert [(sent["endpoint"], sent["input_fidelity"]) for sent in server.requests] == [("edits", "high"), ("edits", "low")]
     params = [json.loads(text) for text in pd.read_csv(out / "manifest.csv")["params"]]
     assert sorted(param["input_fidelity"] for param in params) == ["high", "low"]
+
+
+def test_the_input_fidelities_offered_are_those_each_model_takes():
+    """The web app offers these: both where the API reference is silent, none for gpt-image-2 and dall-e."""
+    offered = {model: input_fidelities(model) for model in ("gpt-image-1.5", "gpt-image-1-mini", "gpt-image-2",
+                                                             "gpt-image-2.6-flare", "dall-e-2")}
+    assert offered == {"gpt-image-1.5": ("high", "low"), "gpt-image-1-mini": ("low",), "gpt-image-2": (),
+                       "gpt-image-2.6-flare": ("high", "low"), "dall-e-2": ()}
 
 
 def test_a_budget_on_a_model_without_a_price_names_the_model_and_the_option(server, photos, tmp_path):

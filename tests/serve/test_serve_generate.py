@@ -117,6 +117,20 @@ def test_a_retired_model_on_api_openai_com_is_422_before_any_work(server, auth, 
         "dall-e-2 was shut down on api.openai.com on 2026-05-12; use gpt-image-2.6-flare")
 
 
+def test_input_fidelity_is_sent_with_the_edit_and_one_the_model_does_not_take_is_422_unpaid(server, auth, images_api,
+                                                                                             photo_bytes):
+    post = dict(url=f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
+                files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})
+    refused = httpx.post(**post, data={"model": "gpt-image-2", "input_fidelity": "high"})
+    assert refused.status_code == 422 and images_api.requests == []
+    assert refused.json()["detail"] == "input_fidelity high is not one gpt-image-2 takes: it takes none, leave it out"
+    assert httpx.post(**post, data={"input_fidelity": "medium"}).status_code == 422 and images_api.requests == []
+    answer = httpx.post(**post, data={"model": "gpt-image-1.5", "input_fidelity": "high"})
+    job = _wait(server, auth, answer.json()["id"])
+    assert job["state"] == "done" and job["config"]["input_fidelity"] == "high", job
+    assert [(r["endpoint"], r["input_fidelity"]) for r in images_api.requests] == [("edits", "high")]
+
+
 def test_missing_job_is_404(server, auth):
     answer = httpx.get(f"{server.url}/v1/jobs/nope", headers=auth)
     assert answer.status_code == 404 and answer.json()["detail"] == "no job nope"

@@ -194,6 +194,31 @@ def test_generator_page_generates_scores_and_saves(app_url, page, images_api, st
     _screenshot(page, "webapp-generator.png")
 
 
+def test_generator_page_sends_the_input_fidelity_chosen(app_url, page, images_api, photo_bytes, tmp_path):
+    """`generate openai --input-fidelity` and /v1/generate's input_fidelity could not be asked for on this page."""
+    photo = tmp_path / "real.jpg"
+    photo.write_bytes(photo_bytes)
+    page.goto(f"{app_url}/generator")
+    _enter_key(page)
+    page.locator("input[type=file]").set_input_files(str(photo))
+    sync_api.expect(page.get_by_role("button", name="Generate")).to_be_enabled(timeout=30_000)
+    _settled(page)
+    box = page.get_by_role("combobox", name="Input fidelity")
+    for _ in range(5):  # the click that opens it is lost while the page reruns
+        box.click()
+        try:
+            page.get_by_role("option", name="high", exact=True).click(timeout=5_000)
+            break
+        except sync_api.TimeoutError:
+            continue
+    sync_api.expect(box).to_have_value("high", timeout=30_000)
+    _settled(page)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("generated #1").wait_for(timeout=45_000)
+    sent = images_api.requests[-1]
+    assert (sent["endpoint"], sent["model"], sent["input_fidelity"]) == ("edits", "gpt-image-2.6-flare", "high")
+
+
 def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, images_api, photo_bytes, tmp_path):
     photo = tmp_path / "real.jpg"
     photo.write_bytes(photo_bytes)

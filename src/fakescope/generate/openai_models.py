@@ -79,6 +79,12 @@ def current_models(mode: str, *, retired: bool = False, today: datetime.date | N
     return sorted(names, key=lambda name: name != DEFAULT_MODEL)
 
 
+def input_fidelities(model: str) -> tuple[str, ...]:
+    """The `input_fidelity` values a known `model`'s edits take: both where the API reference does not say, none for dall-e."""
+    takes = MODELS[model].input_fidelities
+    return INPUT_FIDELITIES if takes is None else takes
+
+
 def check_options(model: str, mode: str, size: str, quality: str | None, input_fidelity: str | None = None) -> None:
     """Refuse a mode, size, quality or input fidelity a known model does not take (unknown models are not checked).
 

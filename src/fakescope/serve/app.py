@@ -307,7 +307,7 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
               response_model=None,
               responses=_answers(Job, "the job, queued or already running", 400, 408, 413, 422, 503, status=202,
                                  e422="no image, not a readable image, too many pixels, no OpenAI key, or a mode, model, "
-                                      "size, prompt or n the model does not take",
+                                      "size, prompt, n or input_fidelity the model does not take",
                                  e503="busy: the generation jobs are full (`Retry-After` says when to try again), or the "
                                       "server cannot write its jobs folder"))
     async def generate(
@@ -320,12 +320,16 @@ def _add_routes(app: FastAPI, config: ServeConfig) -> None:
                                               f"1024x1536, auto); WIDTHxHEIGHT, sides up to {MAX_SIZE_SIDE}.")] = "1024x1024",
         prompt: Annotated[str | None, Form(description="Required for edit; for variation it replaces the built-in prompt.")] = None,
         n: Annotated[int, Form(ge=1, le=4)] = 1,
+        input_fidelity: Annotated[Literal["high", "low"] | None, Form(description=(
+            "high or low: how closely an edit (a GPT image model's variation included) keeps the photo's style and "
+            "features, faces above all; default: the model's (low). gpt-image-1.5 takes both, gpt-image-1-mini low, gpt-image-2 and dall-e-2 neither."))] = None,
         openai_key: Annotated[str | None, Header(alias="X-OpenAI-Key", description="Default: the server's OPENAI_API_KEY.")] = None,
     ) -> dict:
         """Start a job that makes ai images from the upload with the OpenAI Images API, then scores them."""
         await _only_file(request)
         try:  # before the upload is read: a size the API cannot make is refused without work
-            job_config = OpenAIImagesConfig(mode=mode, model=model, size=size, prompt=prompt, n=n)
+            job_config = OpenAIImagesConfig(mode=mode, model=model, size=size, prompt=prompt, n=n,
+                                             input_fidelity=input_fidelity)
             client = openai_client(openai_key, missing=NO_KEY)
             check_served(job_config.model, client.base_url)  # a retired model on api.openai.com
         except ConfigError as exc:

@@ -24,7 +24,7 @@ from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
-from fakescope.generate.openai_models import MODELS, current_models
+from fakescope.generate.openai_models import MODELS, current_models, input_fidelities
 from fakescope.io import storage
 from fakescope.io.fetch import fetch_public
 from fakescope.io.image import decode_image
@@ -147,8 +147,13 @@ def generator_page() -> None:
     size = st.selectbox("Size", [size for size in MODELS[model].sizes if size != "auto"])
     st.session_state.setdefault("edit_prompt", "make it look like a painting")
     prompt = st.text_input("Edit prompt", key="edit_prompt") if mode == "edit" else None
+    fidelity = None
+    if takes := input_fidelities(model):
+        fidelity = st.selectbox("Input fidelity", [None, *takes], format_func=lambda value: value or "the model's default (low)",
+                                help="How closely the edit keeps the photo's style and features, faces above all")
     if st.button("Generate", type="primary", disabled=upload is None):
-        run_generation(upload.name, upload.getvalue(), {"mode": mode, "model": model, "size": size, "prompt": prompt}, key)
+        settings = {"mode": mode, "model": model, "size": size, "prompt": prompt, "input_fidelity": fidelity}
+        run_generation(upload.name, upload.getvalue(), settings, key)
     result = st.session_state.get("generated")
     if not result:
         return
