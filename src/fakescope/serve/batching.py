@@ -31,6 +31,13 @@ class ServerBusy(FakescopeError):
         self.retry_after = retry_after
 
 
+def estimated_wait(waiting: int, busy_s: float, done: int, *, workers: int = 1, before_any: int = 1) -> int:
+    """Seconds `waiting` items should take on `workers`, at the mean time per item so far (`before_any` with none done)."""
+    if not done:
+        return before_any
+    return max(1, round(waiting / workers * busy_s / done))
+
+
 @dataclass
 class BatchStats:
     """Counters for `/healthz` and tests: items scored and model calls made."""
@@ -106,8 +113,7 @@ class MicroBatcher:
 
     def retry_after(self) -> int:
         """Seconds the queued items should take to score, from the mean time per item so far (at least 1)."""
-        per_item = self.stats.busy_s / self.stats.items if self.stats.items else 0.0
-        return max(1, round(self.pending * per_item))
+        return estimated_wait(self.pending, self.stats.busy_s, self.stats.items)
 
     def _run(self) -> None:
         while True:

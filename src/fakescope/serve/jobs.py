@@ -30,7 +30,7 @@ from fakescope.detection import Detection
 from fakescope.errors import FakescopeError, StorageError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.io import storage
-from fakescope.serve.batching import ServerBusy
+from fakescope.serve.batching import ServerBusy, estimated_wait
 from fakescope.serve.generation import generate_from_upload, public_error, shortfall
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -40,6 +40,7 @@ INTERRUPTED = "interrupted by a server restart; submit the image again"
 CANCELLED_QUEUED = "cancelled before any request was sent"
 CANCELLED_RUNNING = "cancelled while running: the requests already sent were finished (and billed)"
 RETRY_AFTER_S = 30
+"""The `Retry-After` (s) of full generation jobs before any job has run: nothing to estimate from."""
 log = logging.getLogger(__name__)
 
 
@@ -122,7 +123,8 @@ class JobStore:
         with self._lock:
             if (unfinished := sum(j.state in UNFINISHED for j in self._jobs.values())) >= self.max_jobs:
                 raise ServerBusy(f"too many generation jobs: {self.max_jobs} are queued or running; try again later",
-                                 self._retry_after(unfinished))
+                                 estimated_wait(unfinished, self._run_s, self._runs, workers=self._workers,
+                                                before_any=RETRY_AFTER_S))
             job.save()
             self._jobs[job_id] = job
             self._futures[job_id] = self._pool.submit(self._run, job, data, client, filename)
@@ -168,12 +170,6 @@ class JobStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def _retry_after(self, unfinished: int) -> int:
-        """Seconds the unfinished jobs should take on the workers, from the mean run so far (`RETRY_AFTER_S` before any)."""
-        if not self._runs:
-            return RETRY_AFTER_S
-        return max(1, round(unfinished / self._workers * self._run_s / self._runs))
 
     def _run(self, job: GenerationJob, data: bytes, client, filename: str) -> None:
         with self._lock:
