@@ -313,6 +313,15 @@ def test_balancing_warns_of_a_stratum_no_row_has(caplog):
     assert "strata" not in caplog.text
 
 
+def test_balancing_that_would_keep_no_row_is_refused():
+    # one real face per gender with two variations each: the default per stratum (1) fits no pair
+    frame = _faces({"Man": 1, "Woman": 1}, variations=2)
+    with pytest.raises(ConfigError, match=r"balancing by label,gender keeps no rows: the limit is 1 per stratum "
+                                          r"\(the smallest stratum's size\) and each pair .*; raise per_stratum"):
+        balance_manifest(frame, ("label", "gender"))
+    assert len(balance_manifest(frame, ("label", "gender"), per_stratum=2)) == 6
+
+
 @pytest.mark.parametrize(("seed", "per_stratum"), [(0, None), (3, None), (7, 2)])
 def test_balancing_without_pairs_samples_rows_as_before(seed, per_stratum):
     frame = _faces({"Man": 9, "Woman": 4, "Other": 6}, variations=0, unpaired_fakes=5)

@@ -219,7 +219,9 @@ def balance_manifest(
     group when that takes no stratum past `per_stratum`. Without pairs this is a seeded sample of
     `per_stratum` rows from each stratum. A pair spans strata of both labels, so a stratum can end
     short: balancing `label` keeps each pair's ratio (one real to two variations, say). A combination
-    of `by` values that no row has (ai images of one gender, say) stays empty, with a warning.
+    of `by` values that no row has (ai images of one gender, say) stays empty, with a warning. Where no pair fits
+    (each puts more rows into one stratum than `per_stratum`, as one real face of a group with two variations
+    does against the default of 1), it raises ConfigError rather than return no rows.
 
     Args:
         frame: The manifest.
@@ -254,6 +256,11 @@ def balance_manifest(
             if (filled + taken <= count).all():
                 filled += taken
                 keep[members[group[row]]] = True
+    if len(frame) and not keep.any():  # else an empty manifest would be written, and train fail on it later
+        limit = f"{count} per stratum" + (" (the smallest stratum's size)" if per_stratum is None else "")
+        raise ConfigError(f"balancing by {','.join(by)} keeps no rows: the limit is {limit} and each pair (a real image "
+                          "and the ai images made from it) puts more rows than that into one stratum; raise per_stratum "
+                          "(--per-stratum) or balance by fewer columns")
     logger.info("balanced %d strata to at most %d rows: kept %d of %d rows", len(sizes), count, int(keep.sum()), len(frame))
     return validate_manifest(frame[keep])
 
