@@ -224,6 +224,8 @@ def test_openai_command_exits_1_when_some_jobs_failed_and_0_once_a_rerun_makes_t
     assert failed.exit_code == 1 and "done 1, " in failed.output and "failed 1," in failed.output, failed.output
     again = CliRunner().invoke(app, args)  # the failed job is asked again
     assert again.exit_code == 0 and "done 1, already done 1, " in again.output and "failed 0," in again.output, again.output
+    done = CliRunner().invoke(app, args)  # nothing left to make: no tokens used, rather than "tokens not reported"
+    assert done.exit_code == 0 and "done 0, already done 2, " in done.output and ", tokens 0;" in done.output, done.output
 
 
 def test_openai_at_most_once_exits_1_naming_the_jobs_it_left_unresolved(tmp_path, server):

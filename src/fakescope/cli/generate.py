@@ -132,7 +132,8 @@ def _summary(report: RunReport, max_total_spend: float | None, priced: bool = Tr
     return (
         f"done {report.done}, already done {report.skipped}, recovered {report.recovered}, failed {report.failed}, "
         f"unresolved {report.unresolved}, {spend}, "
-        + (f"tokens {report.tokens}" if report.tokens is not None else "tokens not reported")
+        + (f"tokens {report.tokens or 0}" if report.tokens is not None or not report.done + report.recovered
+           else "tokens not reported")  # a run that made nothing used none
         + (f", stopped: {report.stopped}" if report.stopped else "")
         + (f"; manifest {report.manifest}" if report.manifest else "")
     )
