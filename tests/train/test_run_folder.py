@@ -160,3 +160,14 @@ def test_evaluate_logo_rerun_into_the_same_out_is_refused_in_one_line_naming_its
                                                     f"{REFUSED.format('train_config.yaml')} (config keys resume: true / "
                                                     "overwrite: true)\n")
     assert sorted(p.name for p in (tmp_path / "logo").iterdir()) == ["without-g1"]  # no fold trained
+
+
+def test_train_help_quotes_the_config_defaults_of_its_overriding_options():
+    """`train --help` showed no default for --epochs, --batch-size, --lr, --seed...: each now quotes TrainConfig's."""
+    defaults = TrainConfig(manifest="m.csv")
+    text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"}).output.split())
+    for option, key in (("--out", "out"), ("--architecture", "architecture"), ("--epochs", "epochs"),
+                        ("--batch-size", "batch_size"), ("--lr", "lr"), ("--device", "device"),
+                        ("--num-workers", "num_workers"), ("--seed", "seed")):
+        assert re.search(rf"{option} .*?default: the config's(?: out:)?, else {getattr(defaults, key)}\)", text), option
+    assert defaults.pretrained is True and "else pretrained)" in text

@@ -13,17 +13,22 @@ from fakescope.cli._errors import clean_errors
 
 def train(
     config: Annotated[str, typer.Argument(help="A YAML TrainConfig, or a manifest (.csv/.parquet) to train on with defaults.")],
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: the config's out:, "
+                                                                 "else runs/detector).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Model name in reports and CAM captions (default: the config's "
                                                           "name:, else the -o/out: folder's name, else fakescope-detector).")] = None,
-    architecture: Annotated[str | None, typer.Option(help="A registered architecture (see `fakescope models list`).")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1)] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")] = None,
-    num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading processes.")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    pretrained: Annotated[bool | None, typer.Option("--pretrained/--scratch", help="Start from ImageNet weights.")] = None,
+    architecture: Annotated[str | None, typer.Option(help="A registered architecture (see `fakescope models list`; "
+                                                          "default: the config's, else efficientnet_lite0).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the config's, else 10).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Images per step, one crop each "
+                                                                                 "(default: the config's, else 64).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the config's, else 0.001).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto (default: the config's, else auto).")] = None,
+    num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading processes (default: the config's, "
+                                                                "else 2).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's, else 0).")] = None,
+    pretrained: Annotated[bool | None, typer.Option("--pretrained/--scratch", help="Start from ImageNet weights, or from "
+                                                    "random ones (default: the config's, else pretrained).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the output folder's last checkpoint; with more --epochs, "
                                                 "the learning-rate schedule is the longer run's. Refused when the run "
                                                 "changes the train/val rows or a key other than epochs, patience, device, "
