@@ -47,7 +47,7 @@ CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "reason", "mo
 
 
 def detect(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), quoted globs (images only, as a folder), s3://... URIs, or - to read these one per line from stdin.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), quoted globs (images only, as a folder), s3:// and gdrive:// URIs, or - to read these one per line from stdin.")],
     model: ModelOpt = None,
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",

@@ -32,7 +32,7 @@ class Engine(str, Enum):
 
 
 def scan(
-    sources: Annotated[list[str], typer.Argument(help="Folders, quoted globs (images only, as a folder), manifests (.parquet/.csv with a uri column) or s3:// prefixes.")],
+    sources: Annotated[list[str], typer.Argument(help="Folders, quoted globs (images only, as a folder), manifests (.parquet/.csv with a uri column), or s3:// and gdrive:// prefixes.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Local results folder of Parquet parts (read it with pandas.read_parquet).")],
     model: ModelOpt = None,
     engine: Annotated[Engine, typer.Option(help="local (this process) or ray (a Ray Data pipeline).")] = Engine.local,
