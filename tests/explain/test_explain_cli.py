@@ -122,6 +122,8 @@ def test_embed_writes_features_and_plots(model_dir, planted_manifest, tmp_path):
     assert result.stdout.startswith("embedded 24 image(s), 0 left out; k-means k=2")
     assert result.stderr == "note: --color-by source: every embedded image has the same value, so it is not drawn\n"
     assert len(pd.read_parquet(out / "embeddings.parquet")) == 24
+    written = result.stdout.splitlines()[1:]  # every file written is printed, clusters.csv included
+    assert sorted(written) == sorted(str(p) for p in out.iterdir()), written
     assert sorted(p.name for p in out.glob("*.png")) == ["umap_label.png", "umap_mosaic.png", "umap_pattern.png"]
 
 

@@ -103,6 +103,7 @@ def embed(
     typer.echo(f"embedded {int((~failed).sum())} image(s), {int(failed.sum())} left out; "
                f"k-means k={len(report.clusters.table)}, label purity {report.clusters.purity:.3f}")
     typer.echo(storage.join(out, "embeddings.parquet"))
+    typer.echo(storage.join(out, "clusters.csv"))
     for _, uri in report.figures:
         typer.echo(uri)
     drawn = {title for title, _ in report.figures}
