@@ -34,7 +34,7 @@ def reals(tmp_path):
 
 def test_generated_ai_images_take_their_faces_split_and_attributes(reals, tmp_path):
     fakes = tmp_path / "faces" / "fake" / "blur"
-    count, fakes_manifest, _ = generate_local(reals, str(fakes), lambda images: [im.filter(ImageFilter.BLUR) for im in images],
+    count, fakes_manifest, *_ = generate_local(reals, str(fakes), lambda images: [im.filter(ImageFilter.BLUR) for im in images],
                                            generator="blur", model="blur", split="train")
     assert count == 6 and set(pd.read_csv(fakes_manifest, keep_default_na=False)["split"]) == {""}  # generate knows no splits
     out = tmp_path / "faces.parquet"
@@ -52,7 +52,7 @@ def test_generated_ai_images_take_their_faces_split_and_attributes(reals, tmp_pa
 
 def test_a_manifest_naming_the_real_image_in_source_still_merges(reals, tmp_path):
     fakes = tmp_path / "faces" / "fake" / "blur"
-    _, fakes_manifest, _ = generate_local(reals, str(fakes), lambda images: images, generator="blur", model="blur")
+    _, fakes_manifest, *_ = generate_local(reals, str(fakes), lambda images: images, generator="blur", model="blur")
     old = pd.read_csv(fakes_manifest, keep_default_na=False)
     old.assign(source=old["source_uri"]).drop(columns="source_uri").to_csv(fakes_manifest, index=False)  # as before
     merged = merge_manifests([reals, fakes_manifest])
@@ -84,7 +84,7 @@ def test_an_integer_attribute_stays_integer_when_the_ai_images_take_it(reals, tm
     frame = read_manifest(reals)
     labelled = str(tmp_path / "labelled.parquet")
     write_manifest(frame.assign(glasses=[i % 2 for i in range(len(frame))]), labelled)
-    _, fakes, _ = generate_local(labelled, str(tmp_path / "blur"), lambda images: [im.filter(ImageFilter.BLUR) for im in images],
+    _, fakes, *_ = generate_local(labelled, str(tmp_path / "blur"), lambda images: [im.filter(ImageFilter.BLUR) for im in images],
                               generator="blur", model="blur")
     out = tmp_path / "faces.csv"
     assert runner.invoke(app, ["dataset", "merge", labelled, fakes, "-o", str(out)]).exit_code == 0

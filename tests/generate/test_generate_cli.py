@@ -56,7 +56,7 @@ def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, taef2_random_we
     for row in manifest.itertuples():
         assert Image.open(row.uri).size == Image.open(row.source_uri).size == (row.width, row.height)
     again = CliRunner().invoke(app, args)
-    assert again.exit_code == 0 and "0 images written" in again.output
+    assert again.exit_code == 0 and "0 images written, 3 already made; manifest" in again.output, again.output
     assert len(pd.read_csv(out / "manifest.csv")) == 3
 
 
@@ -71,7 +71,7 @@ def test_taef2_remakes_an_output_that_cannot_be_read(tmp_path, taef2_random_weig
     damaged.write_bytes(b"")  # e.g. a disk that filled up, and the run killed before its manifest was written
     (out / "manifest.csv").unlink()  # an output the manifest lists is taken as it is, unread
     again = CliRunner().invoke(app, args)
-    assert again.exit_code == 0 and "1 images written" in again.output, again.output
+    assert again.exit_code == 0 and "1 images written, 1 already made; manifest" in again.output, again.output
     assert f"remaking {damaged}" in again.output
     row = read_rows(str(out / "manifest.csv")).set_index("uri").loc[str(damaged)]
     assert Image.open(damaged).size == (40, 33) and row["sha256"] == hashlib.sha256(damaged.read_bytes()).hexdigest()
@@ -85,10 +85,10 @@ def test_a_rerun_with_other_parameters_remakes_the_outputs_instead_of_relabellin
     def darken(factor):
         return lambda images: [Image.eval(image.convert("RGB"), lambda v: int(v * factor)) for image in images]
 
-    for factor, written in ((0.5, 1), (0.5, 0), (0.25, 1)):
-        count, manifest, _ = generate_local(str(photos), str(out), darken(factor), generator="dark", model="darken",
-                                         params={"factor": factor})
-        assert count == written
+    for factor, written, before in ((0.5, 1, 0), (0.5, 0, 1), (0.25, 1, 0)):
+        count, manifest, _, kept = generate_local(str(photos), str(out), darken(factor), generator="dark", model="darken",
+                                                  params={"factor": factor})
+        assert (count, kept) == (written, before)
         row = read_rows(manifest).iloc[0]
         assert json.loads(row["params"]) == {"factor": factor}
         assert Image.open(row["uri"]).getpixel((0, 0))[0] == int(200 * factor)

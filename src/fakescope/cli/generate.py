@@ -55,11 +55,11 @@ def taef2(
         from fakescope.generate.taef2 import TAEF2
 
         model = TAEF2.from_dir(weights, device=device, batch_size=batch_size)
-        count, manifest_uri, unusable = generate_local(
+        count, manifest_uri, unusable, before = generate_local(
             src, out, model.reconstruct, generator="taef2", model="taef2",
             params={"weights": "taef2"}, batch_size=batch_size, manifest_name=manifest, split=split,
         )
-        typer.echo(_written(count, manifest_uri, unusable))
+        typer.echo(_written(count, manifest_uri, unusable, before))
     raise typer.Exit(1 if unusable else 0)
 
 
@@ -118,9 +118,10 @@ def openai(
     raise typer.Exit(1 if report.failed or report.unresolved else 0)
 
 
-def _written(count: int, manifest_uri: str | None, unusable: int) -> str:
+def _written(count: int, manifest_uri: str | None, unusable: int, before: int) -> str:
+    done = f", {before} already made" if before else ""  # by an earlier run: a rerun resumes
     skipped = f", {unusable} unusable source(s) skipped" if unusable else ""
-    return f"{count} images written{skipped}; " + (
+    return f"{count} images written{done}{skipped}; " + (
         f"manifest {manifest_uri}" if manifest_uri else "no manifest: no source could be read")
 
 
@@ -177,9 +178,9 @@ def diffusers(
             pipeline, device=device, prompt=prompt, strength=strength, steps=steps, guidance=guidance, seed=seed,
             max_side=max_side,
         )
-        count, manifest_uri, unusable = generate_local(
+        count, manifest_uri, unusable, before = generate_local(
             src, out, backend.generate, generator="stable-diffusion-img2img", model=backend.name,
             params=backend.params(), batch_size=batch_size, manifest_name=manifest, split=split,
         )
-        typer.echo(_written(count, manifest_uri, unusable))
+        typer.echo(_written(count, manifest_uri, unusable, before))
     raise typer.Exit(1 if unusable else 0)

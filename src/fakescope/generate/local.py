@@ -4,7 +4,7 @@ Example:
     >>> from fakescope.generate import TAEF2, generate_local
     >>> taef2 = TAEF2.from_dir("../shared/data/generators/taef2")  # doctest: +SKIP
     >>> generate_local("photos/", "fakes/", taef2.reconstruct, generator="taef2", model="taef2")  # doctest: +SKIP
-    (250, 'fakes/manifest.csv', 0)
+    (250, 'fakes/manifest.csv', 0, 0)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def generate_local(
     batch_size: int = 8,
     manifest_name: str = MANIFEST_NAME,
     split: str | None = None,
-) -> tuple[int, str | None, int]:
+) -> tuple[int, str | None, int, int]:
     """Turn every image under `src` into one ai image in `out` (PNG, named after its source).
 
     `src` may be a local glob, or a dataset manifest (`.csv`/`.parquet`): its `real` rows are the
@@ -54,7 +54,8 @@ def generate_local(
     Unreadable sources are logged and skipped.
 
     Returns:
-        (images written in this run, manifest URI or None when nothing was written, unreadable sources skipped).
+        (images written in this run, manifest URI or None when nothing was written, unreadable sources skipped,
+        images made by an earlier run and kept).
     """
     src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
     rows: list[dict] = []
@@ -74,9 +75,9 @@ def generate_local(
             rows.append(_row(target, uri, digest, generator, model, row_params, data))
             written += 1
     if not rows:
-        return 0, None, len(unreadable)
+        return 0, None, len(unreadable), 0
     append_manifest(manifest, rows)
-    return written, manifest, len(unreadable)
+    return written, manifest, len(unreadable), len(rows) - written
 
 
 def output_uri(out: str, source: str, digest: str, generator: str) -> str:
