@@ -110,7 +110,8 @@ def test_weights_dir_from_env_and_missing_default(tmp_path, monkeypatch):
     assert resolve_weights_dir() == tmp_path
     monkeypatch.delenv(WEIGHTS_ENV)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=WEIGHTS_ENV):
+    with pytest.raises(ConfigError, match=rf"give one \(--weights\) or set {WEIGHTS_ENV} .* \(the default, "
+                                          r"\.\./shared/data/generators/taef2, is not there from "):
         resolve_weights_dir()
 
 

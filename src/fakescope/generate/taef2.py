@@ -116,7 +116,8 @@ def resolve_weights_dir(path: str | os.PathLike | None = None) -> Path:
     if DEFAULT_WEIGHTS_DIR.is_dir():
         return DEFAULT_WEIGHTS_DIR.resolve()
     raise ConfigError(
-        f"no taef2 weights folder: pass one or set {WEIGHTS_ENV} to the folder holding {ENCODER_FILE} and {DECODER_FILE}"
+        f"no taef2 weights folder: give one (--weights) or set {WEIGHTS_ENV} to the folder holding {ENCODER_FILE} and "
+        f"{DECODER_FILE} (the default, {DEFAULT_WEIGHTS_DIR}, is not there from {Path.cwd()})"
     )
 
 
