@@ -28,7 +28,10 @@ def list_() -> None:
 
 
 @models_app.command("info")
-def info(model: Annotated[str | None, typer.Argument(help="Name, path or hf://owner/name.")] = None) -> None:
+def info(
+    model: Annotated[str | None, typer.Argument(help="Bundled model name, model folder or file, or hf://owner/name "
+                                                     "(default: the bundled model).")] = None,
+) -> None:
     """Print a model's config (input policy, calibration, threshold, training summary, metrics)."""
     from fakescope.models import load_model
 
