@@ -24,6 +24,9 @@ def test_build_split_audit_export_chain(faces_layout, tmp_path):
     split = runner.invoke(app, ["dataset", "split", manifest, "--ratios", "train=0.6,test=0.4", "--seed", "2"])
     assert split.exit_code == 0, split.output
     assert "test/ai:" in split.output and "val/" not in split.output
+    # the .csv copy build wrote beside it is rewritten too, rather than left without the splits
+    copy = pd.read_csv(tmp_path / "faces.csv", keep_default_na=False)
+    assert copy["split"].tolist() == pd.read_parquet(manifest)["split"].tolist() and set(copy["split"]) == {"train", "test"}
     audit = runner.invoke(app, ["dataset", "audit", manifest, "--json"])
     report = json.loads(audit.output)
     assert {"format", "jpeg_quality", "border_overlay"} <= set(report["shortcuts"])

@@ -15,6 +15,7 @@ STRICT_EXIT = 1
 
 ManifestArg = Annotated[str, typer.Argument(help="Manifest file (.parquet or .csv), local or a storage URI.")]
 ManifestOutOpt = Annotated[str, typer.Option("--out", "-o", help="Manifest to write (.parquet or .csv), path or storage URI.")]
+CsvOpt = Annotated[bool, typer.Option("--csv/--no-csv", help="Also write a .csv export beside a .parquet manifest.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +38,7 @@ def build(
     attributes_key: Annotated[str | None, typer.Option("--attributes-key", help="File-name column of --attributes (default: first).")] = None,
     balance_by: Annotated[str | None, typer.Option("--balance-by", help="Comma-separated columns to balance, e.g. label or label,gender; a real image and its ai variations (one pair_id) are kept or dropped together.")] = None,
     per_stratum: Annotated[int | None, typer.Option("--per-stratum", min=1, help="Most rows per balanced stratum (default: the smallest stratum's size).")] = None,
-    csv_copy: Annotated[bool, typer.Option("--csv/--no-csv", help="Also write a .csv export beside a .parquet manifest.")] = True,
+    csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
 ) -> None:
@@ -76,7 +77,7 @@ def build(
 def merge(
     manifests: Annotated[list[str], typer.Argument(help="Manifests to merge (.parquet or .csv), in order; a uri listed twice keeps its first row.")],
     out: ManifestOutOpt,
-    csv_copy: Annotated[bool, typer.Option("--csv/--no-csv", help="Also write a .csv export beside a .parquet manifest.")] = True,
+    csv_copy: CsvOpt = True,
 ) -> None:
     """Merge manifests, e.g. labelled reals and the ai images generated from them: those take their face's split and attributes."""
     with clean_errors():
@@ -99,6 +100,7 @@ def split(
     out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the split manifest (default: overwrite).")] = None,
     ratios: Annotated[str, typer.Option("--ratios", help="Shares per split, e.g. train=0.8,val=0.1,test=0.1.")] = "train=0.8,val=0.1,test=0.1",
     max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) two near duplicates may differ in (-1: off).")] = 4,
+    csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
 ) -> None:
@@ -107,7 +109,7 @@ def split(
         from fakescope.data import find_leaks, read_manifest, resolve_uris, split_manifest, write_manifest
         from fakescope.data.manifest import manifest_files
 
-        manifest_files(out or manifest)  # a name no command reads as a manifest: refused before hashing
+        manifest_files(out or manifest, csv_copy=csv_copy)  # a name no command reads as a manifest: refused before hashing
         shares = _ratios(ratios)
         listed = read_manifest(manifest)
         resolved = resolve_uris(listed, manifest)
@@ -115,7 +117,7 @@ def split(
                                progress=sys.stderr.isatty())
         if resolve_uris(listed, out or manifest)["uri"].equals(resolved["uri"]):  # the listed paths hold there too
             frame["uri"] = listed["uri"].to_numpy()  # relative ones stay relative
-        write_manifest(frame, out or manifest)
+        write_manifest(frame, out or manifest, csv_copy=csv_copy)  # build's .csv copy would keep no splits
         sizes = frame.groupby(["split", "label"]).size()
         typer.echo("  ".join(f"{s}/{label}: {n}" for (s, label), n in sizes.items()))
         for problem in find_leaks(frame):
