@@ -189,6 +189,11 @@ def test_generate_reads_prompts_and_posts_json(server, tmp_path):
     assert all(r["quality"] == "hd" and r["n"] == 1 for r in server.requests)
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
     assert sorted(manifest["source_uri"]) == [f"{prompts}#L1", f"{prompts}#L3"]
+    image = tmp_path / "photo.png"  # an image where the prompts belong: one line, nothing sent
+    Image.new("RGB", (8, 8)).save(image)
+    with pytest.raises(ConfigError, match=r"photo.png: not a prompts file \(UTF-8 text, one prompt per line\): byte 0x89 at 0"):
+        run_openai(str(image), str(tmp_path / "out2"), config, client=make_client(max_retries=0))
+    assert server.counts[("generations", 200)] == 2
 
 
 def test_client_retries_429_and_500_once_each_without_double_billing(server, photos, tmp_path):

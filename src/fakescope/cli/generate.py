@@ -20,7 +20,7 @@ INTERRUPTED_EXIT = 130
 
 _SRC_HELP = "Image file or folder (path or storage URI), a quoted local glob ('photos/**/*.jpg'), or a dataset manifest (.csv/.parquet, or a quoted glob of them) whose real rows are the sources"
 SrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}.")]
-OpenAISrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}; for `--mode generate` a prompts file.")]
+OpenAISrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}; for `--mode generate` a UTF-8 text file, one prompt per line (blank lines skipped).")]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="With a manifest SRC: only the real rows of this split (train, val, test).")]
 ManifestOpt = Annotated[str, typer.Option("--manifest", help="Manifest file name inside --out (.csv or .parquet).")]
 Taef2BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Same-size images per forward pass, at most 1 megapixel in all; larger images run in tiles (same output).")]

@@ -300,7 +300,11 @@ def _sources(
 ) -> Iterator[tuple[str, str, str, bytes | str]]:
     """Yield (source URI, name stem, sha256, payload) for every source, lazily."""
     if config.mode == "generate":
-        lines = storage.read_bytes(src).decode("utf-8").splitlines()
+        try:
+            lines = storage.read_bytes(src).decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:  # an image given where --mode generate takes its prompts
+            raise ConfigError(f"{path_text(src)}: not a prompts file (UTF-8 text, one prompt per line): byte "
+                              f"{exc.object[exc.start]:#04x} at {exc.start} is not UTF-8") from None
         for number, line in enumerate(lines, start=1):
             if prompt := line.strip():
                 yield f"{src}#L{number}", f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest(), prompt
