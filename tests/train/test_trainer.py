@@ -328,6 +328,15 @@ def test_cli_refuses_a_config_value_of_the_wrong_type_or_range_in_one_line(tmp_p
     assert "Traceback" not in result.output
 
 
+def test_cli_refuses_a_binary_file_given_as_the_config_in_one_line(tmp_path):
+    """An image given where the YAML config (or a manifest) belongs ended in a UnicodeDecodeError traceback."""
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    result = CliRunner().invoke(app, ["train", str(image), "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output == f"error: {image} is not a training config (YAML text) nor a manifest (.csv or .parquet)\n"
+
+
 def test_an_unknown_calibration_method_is_refused_before_training(manifest, tmp_path):
     with pytest.raises(ConfigError, match=re.escape("unknown calibration method 'platt' (use temperature or isotonic)")):
         train(TrainConfig.from_dict({**_config(manifest, tmp_path).to_dict(), "calibration": "platt"}), progress=False)

@@ -98,7 +98,9 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:  # an image or other binary file given where the config belongs
+            raise ConfigError(f"{path} is not a training config (YAML text) nor a manifest (.csv or .parquet)") from None
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
         if not isinstance(data, dict):
