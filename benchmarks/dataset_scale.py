@@ -50,7 +50,8 @@ def main() -> None:
         for distance in ("4", "-1"):
             out = root / f"split{distance}.parquet"
             report(f"dataset split, {args.rows:,} rows, --max-distance {distance}",
-                   ["dataset", "split", str(root / "big.parquet"), "-o", str(out), "--max-distance", distance])
+                   ["dataset", "split", str(root / "big.parquet"), "-o", str(out), "--max-distance", distance,
+                    "--no-csv"])
         check_leaks(root / "split4.parquet")
         balance = ("from fakescope.data import balance_manifest, read_manifest; import sys; "
                    "print(len(balance_manifest(read_manifest(sys.argv[1]), ['label', 'gender'])), 'rows kept')")

@@ -157,6 +157,20 @@ def test_build_and_merge_never_write_over_an_input_listing(faces_layout, tmp_pat
     assert runner.invoke(app, ["dataset", "merge", str(tmp_path / "m.parquet"), "-o", str(tmp_path / "m.parquet")]).exit_code == 0
 
 
+def test_split_in_place_keeps_builds_csv_copy_in_step_and_never_writes_it_over_its_input(faces_layout, tmp_path):
+    manifest, copy = tmp_path / "faces.parquet", tmp_path / "faces.csv"
+    assert runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", str(manifest)]).exit_code == 0
+    assert runner.invoke(app, ["dataset", "split", str(manifest)]).exit_code == 0
+    split = pd.read_parquet(manifest)
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert pd.read_csv(copy, keep_default_na=False)[["uri", "split"]].equals(split[["uri", "split"]])
+    before = copy.read_bytes()
+    refused = runner.invoke(app, ["dataset", "split", str(copy), "-o", str(tmp_path / "faces.parquet")])
+    assert refused.exit_code == 2 and "would replace the input" in refused.output and copy.read_bytes() == before
+    kept = runner.invoke(app, ["dataset", "split", str(copy), "-o", str(tmp_path / "faces.parquet"), "--no-csv", "--seed", "3"])
+    assert kept.exit_code == 0 and copy.read_bytes() == before
+
+
 def test_a_manifest_named_other_than_parquet_or_csv_is_refused_before_any_work(faces_layout, tmp_path):
     for command in (["build", str(faces_layout)], ["merge", str(tmp_path / "nope.csv")],
                     ["split", str(tmp_path / "nope.csv")]):

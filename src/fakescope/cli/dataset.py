@@ -107,9 +107,10 @@ def split(
     """Split by pair and (near-)duplicate groups so no related images straddle splits."""
     with clean_errors():
         from fakescope.data import find_leaks, read_manifest, resolve_uris, split_manifest, write_manifest
-        from fakescope.data.manifest import manifest_files
+        from fakescope.data.manifest import manifest_files, refuse_overwrite
 
-        manifest_files(out or manifest, csv_copy=csv_copy)  # a name no command reads as a manifest: refused before hashing
+        # a name no command reads as a manifest, or a .csv copy over the input: refused before hashing
+        refuse_overwrite(manifest_files(out or manifest, csv_copy=csv_copy)[1:], [manifest])
         shares = _ratios(ratios)
         listed = read_manifest(manifest)
         resolved = resolve_uris(listed, manifest)
