@@ -198,6 +198,25 @@ def test_csv_listing_one_path_twice_is_a_one_line_error(faces_layout, tmp_path):
                    f"{faces_layout}/real/r001.jpg,ai\n")
     with pytest.raises(ConfigError, match=r"lists 1 path\(s\) more than once, e.g. .*/real/r001.jpg"):
         build_from_csv(str(csv))
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.jpg").write_bytes((faces_layout / "real" / "r001.jpg").read_bytes())
+    csv.write_text("path,label\nreal/a.jpg,real\n./real/a.jpg,real\nreal//x/../a.jpg,real\n")  # one file, three spellings
+    with pytest.raises(ConfigError, match=rf"lists 2 path\(s\) more than once, e.g. {tmp_path}/real/a.jpg;"):
+        build_from_csv(str(csv))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", r"cannot read {csv}: EmptyDataError: No columns to parse from file$"),
+    ("path,label\n", r"{csv} lists no images$"),
+    ("path,label\n,real\n", r"{csv}: 1 row\(s\) have no path, the first is data row 1$"),
+    ("path,label\nx.jpg,real\ny.jpg,\n", r"{csv}, data row 2: empty label; expected real or ai$"),
+    ("path,label\nx.jpg,maybe\n", r"{csv}, data row 1: unknown label 'maybe'; expected real or ai$"),
+])
+def test_a_csv_listing_that_is_empty_or_lacks_a_path_or_label_is_a_one_line_error_naming_the_row(tmp_path, content, message):
+    csv = tmp_path / "list.csv"
+    csv.write_text(content)
+    with pytest.raises(ConfigError, match=message.format(csv=csv)):
+        build_from_csv(str(csv))
 
 
 def test_attributes_join_on_file_stem_and_balance_strata(faces_layout, tmp_path):

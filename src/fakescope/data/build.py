@@ -131,17 +131,26 @@ def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8,
 
     import pandas as pd
 
-    table = pd.read_csv(io.BytesIO(storage.read_bytes(csv_uri)), keep_default_na=False, na_values=[""])
+    try:
+        table = pd.read_csv(io.BytesIO(storage.read_bytes(csv_uri)), keep_default_na=False, na_values=[""])
+    except ValueError as exc:  # an empty file, a malformed row, bytes that are not text
+        raise ConfigError(f"cannot read {csv_uri}: {type(exc).__name__}: {exc}") from None
     path_column = next((c for c in _URI_COLUMNS if c in table.columns), None)
     if path_column is None or "label" not in table.columns:
         raise ConfigError(f"{csv_uri} needs a label column and one of {', '.join(_URI_COLUMNS)}")
+    if table.empty:
+        raise ConfigError(f"{csv_uri} lists no images")
+    blank = table[path_column].isna().to_numpy()
+    if blank.any():
+        raise ConfigError(f"{csv_uri}: {blank.sum()} row(s) have no {path_column}, the first is data row {blank.argmax() + 1}")
     uris = resolve_uris(table.assign(uri=table[path_column].astype(str)), csv_uri)["uri"].tolist()
     repeated = pd.Series(uris)[pd.Series(uris).duplicated()]
     if len(repeated):
         raise ConfigError(f"{csv_uri} lists {len(repeated)} path(s) more than once, e.g. {repeated.iloc[0]}; keep one row each")
     sources, generators = ([""] * len(table) if c not in table else table[c].astype(object).fillna("").astype(str)
                             for c in ("source", "generator"))
-    jobs = [(u, normalise_label(l), s, g) for u, l, s, g in zip(uris, table["label"], sources, generators)]
+    jobs = [(u, _csv_label(label, csv_uri, row), s, g)
+            for row, (u, label, s, g) in enumerate(zip(uris, table["label"], sources, generators), start=1)]
     measured = _describe_all(jobs, workers, progress).set_index("uri")
     table = table.assign(uri=uris).drop(columns=[c for c in _URI_COLUMNS[1:] if c == path_column])
     table = table[table["uri"].isin(measured.index)]
@@ -158,6 +167,14 @@ def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8,
     if source:
         table["source"] = table["source"].astype(object).fillna("").astype(str).replace("", source)
     return validate_manifest(table)
+
+
+def _csv_label(value: object, csv_uri: str, row: int) -> str:
+    """`normalise_label`, its error naming the listing and data row."""
+    try:
+        return normalise_label(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{csv_uri}, data row {row}: {exc}") from None
 
 
 def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = None) -> pd.DataFrame:

@@ -62,7 +62,9 @@ def describe_image(data: bytes) -> dict[str, object]:
 
 def normalise_label(value: object) -> str:
     """Map `real`/`ai` and their common spellings (`fake`, `0`, `1`, ...) to `real` or `ai`."""
-    text = str(value).strip().lower()
+    text = "" if value is None or value != value else str(value).strip().lower()  # value != value: NaN, an empty cell
+    if not text:
+        raise ConfigError("empty label; expected real or ai")
     text = text.removesuffix(".0")
     if text not in _LABEL_ALIASES:
         raise ConfigError(f"unknown label {value!r}; expected real or ai")
@@ -173,14 +175,23 @@ def legacy_sources(frame: pd.DataFrame) -> pd.DataFrame:
 def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:
     """A copy whose relative `uri`s are resolved against the folder of the manifest they came from.
 
-    Local ones become absolute paths, so the copy can be written anywhere.
+    Local ones become absolute, normalised paths (`x/./a.png` is `x/a.png`), so the copy can be written
+    anywhere and one file listed two ways is seen as one.
     """
-    if storage.is_remote(manifest_uri):
+    remote = storage.is_remote(manifest_uri)
+    if remote:
         base = manifest_uri.rsplit("/", 1)[0]
     else:
         base = os.path.dirname(os.path.abspath(manifest_uri.removeprefix("file://")))
-    uris = [u if "://" in u or os.path.isabs(u) else storage.join(base, u) for u in frame["uri"].astype(str)]
-    return frame.assign(uri=uris)
+
+    def resolved(uri: str) -> str:
+        if "://" in uri:
+            return uri
+        if os.path.isabs(uri):
+            return os.path.normpath(uri)
+        return storage.join(base, uri) if remote else os.path.normpath(os.path.join(base, uri))
+
+    return frame.assign(uri=[resolved(u) for u in frame["uri"].astype(str)])
 
 
 def _read_table(uri: str, **csv_options) -> pd.DataFrame:
