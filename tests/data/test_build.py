@@ -339,6 +339,13 @@ def test_balancing_that_would_keep_no_row_is_refused():
                                           r"\(the smallest stratum's size\) and each pair .*; raise per_stratum"):
         balance_manifest(frame, ("label", "gender"))
     assert len(balance_manifest(frame, ("label", "gender"), per_stratum=2)) == 6
+def test_balancing_by_attributes_the_fakes_lack_names_the_empty_strata_and_the_rows_without_a_value(caplog):
+    """Unpaired fakes have no gender: the warning names ai/Man as empty, not combinations with the missing value."""
+    frame = _faces({"Man": 5, "Woman": 3}, variations=0, unpaired_fakes=6)
+    balanced = balance_manifest(frame, ("label", "gender"))
+    assert balanced.groupby(["label", "gender"], dropna=False).size().tolist() == [3, 3, 3]
+    assert "2 of the 4 strata have no rows, so they stay empty (first: label=ai, gender=Man)" in caplog.text
+    assert "6 row(s) (ai: 6) lack a value of gender: they are balanced as strata of their own" in caplog.text
 
 
 @pytest.mark.parametrize(("seed", "per_stratum"), [(0, None), (3, None), (7, 2)])

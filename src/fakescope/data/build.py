@@ -236,7 +236,8 @@ def balance_manifest(
     group when that takes no stratum past `per_stratum`. Without pairs this is a seeded sample of
     `per_stratum` rows from each stratum. A pair spans strata of both labels, so a stratum can end
     short: balancing `label` keeps each pair's ratio (one real to two variations, say). A combination
-    of `by` values that no row has (ai images of one gender, say) stays empty, with a warning. Where no pair fits
+    of `by` values that no row has (ai images of one gender, say) stays empty, with a warning; rows lacking
+    a value (ai images without attributes) form strata of their own, also with a warning. Where no pair fits
     (each puts more rows into one stratum than `per_stratum`, as one real face of a group with two variations
     does against the default of 1), it raises ConfigError rather than return no rows.
 
@@ -283,13 +284,21 @@ def balance_manifest(
 
 
 def _warn_empty_strata(frame: pd.DataFrame, by: list[str]) -> None:
-    """Warn about combinations of `by` values that no row has (ai images of women, say): no balancing can fill them."""
-    values = frame[by].astype(str)  # a missing value is the value `nan`
-    observed = set(values.drop_duplicates().itertuples(index=False, name=None))
-    empty = [combo for combo in itertools.product(*(values[c].unique() for c in by)) if combo not in observed]
+    """Warn about combinations of known `by` values that no row has (ai images of women, say): no balancing can fill
+    them; and about rows lacking a value (ai images without attributes), which are balanced as strata of their own."""
+    values = frame[by]
+    known = values.notna().all(axis=1)
+    observed = set(values[known].astype(str).drop_duplicates().itertuples(index=False, name=None))
+    levels = [values[c].dropna().astype(str).unique() for c in by]
+    empty = [combo for combo in itertools.product(*levels) if combo not in observed]
     if empty:
         logger.warning("%d of the %d strata have no rows, so they stay empty (first: %s)", len(empty),
                        len(empty) + len(observed), ", ".join(f"{c}={v}" for c, v in zip(by, empty[0])))
+    if not known.all():
+        lacking = frame.loc[~known, "label"].value_counts().sort_index()
+        logger.warning("%d row(s) (%s) lack a value of %s: they are balanced as strata of their own", int((~known).sum()),
+                       ", ".join(f"{label}: {n}" for label, n in lacking.items()),
+                       ", ".join(c for c in by if values[c].isna().any()))
 
 
 def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progress: bool) -> pd.DataFrame:
