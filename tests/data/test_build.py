@@ -256,6 +256,19 @@ def test_an_attribute_table_matching_no_image_is_warned_about_and_an_empty_one_r
         join_attributes(frame, str(tmp_path / "empty.csv"))
 
 
+def test_an_attribute_table_giving_a_file_two_rows_is_warned_about_and_one_without_attributes_refused(
+        faces_layout, tmp_path, caplog):
+    frame = build_from_folders(str(faces_layout))
+    table = tmp_path / "attrs.csv"
+    table.write_text("file,gender\nr001.png,Woman\nr001.jpg,Man\nr002.png,Man\nr002.png,Man\n")
+    joined = join_attributes(frame, str(table)).set_index(frame["uri"].str.rsplit("/", n=1).str[1])
+    assert joined.loc["r001.jpg", "gender"] == "Woman" and joined.loc["r002.jpg", "gender"] == "Man"
+    assert f"1 file name(s) have rows with different attributes in {table} (first: r001); the first row" in caplog.text
+    table.write_text("file\nr001.png\n")
+    with pytest.raises(ConfigError, match=rf"^attribute table {table} has no column besides its file names \('file'\)$"):
+        join_attributes(frame, str(table))
+
+
 def test_ai_image_takes_the_attributes_of_the_real_face_it_was_made_from(faces_layout, tmp_path):
     table = tmp_path / "attrs.csv"
     table.write_text("ffhq_file,expression,glasses,gender,race\nr000.png,happy,1,Woman,asian\nf001.png,sad,0,Man,white\n")

@@ -191,7 +191,8 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     (the upload's name, for images the web app saved), else takes the attributes of a matched row
     with its `pair_id`, the face it was made from (an ai image such as `00001-<hash>-dall-e-2-...`).
     Attribute columns that clash with manifest columns get an `attr_` prefix. A table that matches no
-    image at all (the wrong key column, say) is logged as a warning.
+    image at all (the wrong key column, say), or gives one file stem rows with different attributes (the
+    first is kept), is logged as a warning.
     """
     import io
 
@@ -205,9 +206,12 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     key = key or columns[0]
     if key not in columns:
         raise ConfigError(f"attribute table {table_uri} has no column {key!r}")
+    if len(columns) < 2:
+        raise ConfigError(f"attribute table {table_uri} has no column besides its file names ({key!r})")
     table = pd.read_csv(io.BytesIO(data), dtype={key: str})  # `00001` names a file, it is not the number 1
     example = f" (such as {table[key].iloc[0]})" if len(table) else ""
     table = table.assign(_stem=table[key].astype(str).map(_stem)).drop(columns=[key])
+    _warn_conflicting_rows(table, table_uri)
     table = table.drop_duplicates("_stem").rename(columns={c: f"attr_{c}" for c in table.columns if c in frame.columns})
     known = set(table["_stem"])
     made_from = frame["source_uri"] if "source_uri" in frame else [""] * len(frame)
@@ -223,6 +227,15 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     logger.info("attributes matched %d of %d rows (%d through their pair)", int(own.sum()) + through_pair,
                 len(frame), through_pair)
     return validate_manifest(joined)
+
+
+def _warn_conflicting_rows(table: pd.DataFrame, table_uri: str) -> None:
+    """Warn where rows of one file stem (`00001.png`, `00001.jpg`) give it different attributes: the first is kept."""
+    distinct = table.drop_duplicates().groupby("_stem").size()
+    conflicting = distinct[distinct > 1]
+    if len(conflicting):
+        logger.warning("%d file name(s) have rows with different attributes in %s (first: %s); the first row of each "
+                       "is kept", len(conflicting), table_uri, conflicting.index[0])
 
 
 def balance_manifest(
