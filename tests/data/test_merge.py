@@ -92,3 +92,14 @@ def test_an_integer_attribute_stays_integer_when_the_ai_images_take_it(reals, tm
     assert merged["glasses"].dtype == "int64" and len(merged) == 2 * len(frame)  # 0/1 as written, not 0.0/1.0
     ai = merged[merged["label"] == "ai"].set_index("pair_id")["glasses"]
     assert (ai == merged[merged["label"] == "real"].set_index("pair_id")["glasses"].loc[ai.index]).all()
+
+
+def test_a_broken_manifest_among_several_is_named_in_the_one_line_error(reals, tmp_path):
+    rows = read_manifest(reals)
+    broken = {"bad_label.csv": rows.assign(label="maybe"), "bad_split.csv": rows.assign(split="Test"),
+              "repeated.csv": pd.concat([rows, rows.iloc[:1]]), "no_sha.csv": rows.drop(columns="sha256")}
+    for name, frame in broken.items():
+        frame.to_csv(tmp_path / name, index=False)
+        done = runner.invoke(app, ["dataset", "merge", reals, str(tmp_path / name), "-o", str(tmp_path / "merged.parquet")])
+        assert done.exit_code == 2 and done.output.startswith(f"error: {tmp_path / name}: "), done.output
+        assert done.output.count("\n") == 1 and not (tmp_path / "merged.parquet").exists()

@@ -102,12 +102,18 @@ def validate_manifest(frame: pd.DataFrame) -> pd.DataFrame:
 def read_manifest(uri: str) -> pd.DataFrame:
     """Read and validate a manifest from Parquet (`.parquet`) or CSV (anything else), local or remote.
 
+    Raises:
+        ConfigError: as `validate_manifest`, the message starting with `uri`.
+
     Example:
         >>> frame = read_manifest("s3://bucket/faces/manifest.parquet")  # doctest: +SKIP
         >>> frame.groupby(["split", "label"]).size()  # doctest: +SKIP
     """
     frame = _read_table(uri, keep_default_na=False, na_values=[""], dtype={"split": str, "pair_id": str})
-    return validate_manifest(frame)
+    try:
+        return validate_manifest(frame)
+    except ConfigError as exc:  # which of the manifests a merge (or a chain of commands) read
+        raise ConfigError(f"{uri}: {exc}") from None
 
 
 def read_rows(uri: str, *, split_required: bool = True) -> pd.DataFrame:
