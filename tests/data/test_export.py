@@ -30,6 +30,16 @@ def test_folder_tree_keeps_bytes_and_relative_uris(split_faces, tmp_path):
     assert (tmp_path / "out" / "manifest.csv").exists()
 
 
+def test_a_folder_holding_an_earlier_export_is_refused_before_writing(split_faces, tmp_path):
+    out = tmp_path / "out"
+    export_manifest(split_faces, str(out))
+    before = sorted(p for p in out.rglob("*") if p.is_file())
+    with pytest.raises(ConfigError, match=rf"^{out} already holds an export \(its manifest.parquet\)"):
+        export_manifest(split_faces[split_faces["split"] == "test"], str(out))
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == before
+    assert len(read_manifest(str(out / "manifest.parquet"))) == len(split_faces)
+
+
 def test_tar_holds_images_and_manifests(split_faces, tmp_path):
     export_manifest(split_faces, str(tmp_path / "faces.tar"), layout="tar")
     with tarfile.open(tmp_path / "faces.tar") as tar:

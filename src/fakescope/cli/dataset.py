@@ -160,7 +160,7 @@ def audit(
 
 def export(
     manifest: ManifestArg,
-    out: Annotated[str, typer.Argument(help="Folder (folders layout) or file (.tar, .npy, .safetensors), path or storage URI.")],
+    out: Annotated[str, typer.Argument(help="Folder (folders layout; not one holding an earlier export) or file (.tar, .npy, .safetensors), path or storage URI.")],
     layout: Annotated[str | None, typer.Option("--layout", help="folders, tar, npy or safetensors (default: OUT's suffix .tar, .npy or .safetensors names it, else folders).")] = None,
     size: Annotated[int, typer.Option("--size", min=8, help="Crop side for npy/safetensors packs.")] = 256,
     only_split: Annotated[str | None, typer.Option("--split", help="Export only this split.")] = None,

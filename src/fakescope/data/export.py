@@ -2,7 +2,7 @@
 
 - `folders`: `<out>/<split>/<label>/<stem>-<sha256 prefix><suffix>` (copies of one file under one
   name numbered `-2`, `-3` ...) plus `manifest.parquet` and `manifest.csv` with relative uris;
-  `out` may be any storage URI.
+  `out` may be any storage URI, but not a folder holding an earlier export (its images would stay).
 - `tar`: the same tree and manifests inside one `.tar` file (original encoded bytes), streamed
   to a local file image by image (a remote one is assembled in memory).
 - `npy` / `safetensors`: decoded RGB crops of `size` x `size` as one uint8 array `(N, size, size, 3)`
@@ -55,6 +55,9 @@ def export_manifest(frame: pd.DataFrame, out: str, *, layout: str | None = None,
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown export layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     refuse_overwrite(_written(out, layout), [manifest] if manifest else [])
+    if layout == "folders" and storage.exists(storage.join(out, "manifest.parquet")):
+        raise ConfigError(f"{out} already holds an export (its manifest.parquet), whose images would stay among these; "
+                          "export into a new folder, or remove that one first")
     frame = validate_manifest(frame)
     exported = frame.assign(uri=_relative_names(frame))
     if layout == "folders":
