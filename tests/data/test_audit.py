@@ -75,11 +75,34 @@ def test_single_class_says_nothing_to_compare(faces_layout):
     assert report.warnings == ["only real images: nothing to compare"]
 
 
-def test_thumbnails_are_averaged_as_read_not_kept_per_image(faces_layout):
+def test_thumbnails_are_summed_as_read_not_kept_per_image(faces_layout):
     from fakescope.data.audit import _inspect_all
 
     frame = build_from_folders(str(faces_layout))
-    measured, averages = _inspect_all(frame, workers=2, progress=False)
-    assert "thumbnail" not in measured.columns and sorted(averages) == ["ai", "real"]
+    measured, sums = _inspect_all(frame, workers=2, progress=False)
+    source = frame["source"].iloc[0]
+    assert "thumbnail" not in measured.columns and sorted(sums) == [(source, "ai"), (source, "real")]
     real = [inspect_image(Path(u).read_bytes())["thumbnail"] for u in frame.loc[frame["label"] == "real", "uri"]]
-    assert np.allclose(averages["real"], np.mean(real, axis=0), atol=1e-3)
+    assert np.allclose(sums[(source, "real")] / len(real), np.mean(real, axis=0), atol=1e-3)
+
+
+def test_a_shortcut_inside_one_source_that_averages_out_over_the_set_is_flagged_there(tmp_path):
+    """Source a: PNG reals, JPEG fakes; source b the other way round: half PNG in each class, yet each source is split."""
+    import pandas as pd
+
+    frames = []
+    for source, (real_format, ai_format) in {"a": ("PNG", "JPEG"), "b": ("JPEG", "PNG")}.items():
+        for folder, fmt, offset in (("real", real_format, 0), ("fake", ai_format, 500)):
+            (tmp_path / source / folder).mkdir(parents=True)
+            for i in range(12):
+                image = encode(smooth_image(offset + i + (50 if source == "b" else 0)), fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+                (tmp_path / source / folder / f"{folder}{i}.png").write_bytes(image)
+        frames.append(build_from_folders(str(tmp_path / source), source=source))
+    report = audit_manifest(pd.concat(frames, ignore_index=True))
+    overall = {check.name: check.level for check in report.checks}
+    assert overall["format"] == "ok" and {"format@a", "format@b"} <= set(report.shortcuts)
+    assert any(w.startswith("SHORTCUT: file format within source a separates real from ai") and "re-encode them identically" in w
+               for w in report.warnings)
+    assert not [name for name in report.shortcuts if "@" in name and name.split("@")[0] in report.shortcuts]
+    alone = audit_manifest(frames[0])
+    assert "format" in alone.shortcuts and not [check for check in alone.checks if "@" in check.name]

@@ -140,7 +140,8 @@ def audit(
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
 ) -> None:
-    """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks) and split leaks."""
+    """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks), over the
+    whole set and within each source (`format@ffhq`), and split leaks."""
     with clean_errors():
         from fakescope.data import audit_manifest, build_from_folders, read_manifest, resolve_uris
         from fakescope.data.manifest import MANIFEST_SUFFIXES

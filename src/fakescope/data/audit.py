@@ -6,15 +6,17 @@ is compared between `real` and `ai`: one that separates them is reported as a sh
 words, with what to do about it. Watermarks are found on each class's average image: content
 averages out while a fixed overlay in the bottom-right border (where generator sites stamp their
 names) keeps its edges, so that strip's high-frequency energy, relative to the rest of the
-average image, is compared between the classes. A pair or an identical file spread over several
-splits (leakage) is reported too.
+average image, is compared between the classes. Where the manifest mixes sources, each source holding
+both classes is compared on its own too, and a SHORTCUT there is reported as `<check>@<source>`: one
+inside a source (the faces' PNG reals and JPEG fakes) can average out over the whole set (with JPEG
+LFW reals and PNG renders), yet a detector still learns it. A pair or an identical file spread over several splits (leakage) is reported too.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +36,8 @@ SUSPICIOUS = 0.5
 """Separability at or above which a property is reported as a possible shortcut."""
 BORDER_SHARE = 0.06
 """Height share of the bottom strip checked for watermarks."""
+MIN_PER_SOURCE = 10
+"""Inspected images of each class a source needs for its own checks (fewer separate by chance)."""
 
 _IJG_LUMA = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -171,7 +175,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
         group if max_per_class is None or len(group) <= max_per_class else group.sample(max_per_class, random_state=seed)
         for _, group in frame.groupby("label")
     ])
-    measured, averages = _inspect_all(sample, workers, progress)
+    measured, sums = _inspect_all(sample, workers, progress)
     inspected = {label: int(n) for label, n in measured["label"].value_counts().sort_index().items()}
     notes = []
     if len(measured) < len(sample):
@@ -181,9 +185,8 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     if set(inspected) != {"real", "ai"}:
         nothing = f"only {', '.join(inspected)} images" if inspected else "no image could be read"
         return AuditReport(counts, inspected, [], [f"{nothing}: nothing to compare", *leaks], notes, found)
-    checks = [_categorical_check(measured, name) for name in _CATEGORICAL]
-    checks += [_numeric_check(measured, name) for name in _NUMERIC]
-    checks.append(_border_check(averages))
+    checks = _checks(measured, sums)
+    checks += _source_checks(measured, sums, {c.name: c.level for c in checks})
     warnings = [_warning(check) for check in checks if check.level != "ok"] + leaks
     mismatched = measured.groupby("label")["extension_mismatch"].mean()
     for label, share in mismatched.items():
@@ -194,26 +197,48 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     return AuditReport(counts, inspected, checks, warnings, notes, found)
 
 
-def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """One row of properties per readable image, and each class's average thumbnail (summed as read, not kept)."""
+def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    """One row of properties per readable image, and the sum of its (source, label)'s thumbnails (summed as read, not kept)."""
     import pandas as pd
 
-    def one(row: tuple[str, str]) -> dict[str, Any] | None:
-        uri, label = row
+    def one(row: tuple[str, str, str]) -> dict[str, Any] | None:
+        uri, label, source = row
         try:
-            return {"label": label, **inspect_image(storage.read_bytes(uri), uri)}
+            return {"label": label, "source": source, **inspect_image(storage.read_bytes(uri), uri)}
         except (FakescopeError, OSError, ValueError):
             return None
 
-    jobs = list(zip(sample["uri"], sample["label"]))
+    jobs = list(zip(sample["uri"], sample["label"], sample["source"]))
     rows, sums = [], {}
     for row in map_images(one, jobs, workers=workers, progress=progress, desc="audit"):
         if row is not None:
-            sums[row["label"]] = sums.get(row["label"], 0) + row.pop("thumbnail")
+            key = (row["source"], row["label"])
+            sums[key] = sums.get(key, 0) + row.pop("thumbnail")
             rows.append(row)
-    measured = pd.DataFrame(rows) if rows else pd.DataFrame({"label": []})
+    measured = pd.DataFrame(rows) if rows else pd.DataFrame({"label": [], "source": []})
+    return measured, sums
+
+
+def _checks(measured: pd.DataFrame, sums: dict[tuple[str, str], np.ndarray]) -> list[Check]:
+    """Every property compared between the classes of `measured`, the border on the average of `sums` over its sources."""
     counts = measured["label"].value_counts()
-    return measured, {label: total / counts[label] for label, total in sums.items()}
+    sources = set(measured["source"])
+    averages = {label: sum(total for (source, of), total in sums.items() if of == label and source in sources) / n
+                for label, n in counts.items()}
+    return ([_categorical_check(measured, name) for name in _CATEGORICAL]
+            + [_numeric_check(measured, name) for name in _NUMERIC] + [_border_check(averages)])
+
+
+def _source_checks(measured: pd.DataFrame, sums: dict[tuple[str, str], np.ndarray], overall: dict[str, str]) -> list[Check]:
+    """SHORTCUT verdicts within each named source holding `MIN_PER_SOURCE` of both classes, where the whole set's is milder."""
+    if measured["source"].nunique() < 2:
+        return []
+    found = []
+    for source, group in measured[measured["source"] != ""].groupby("source"):
+        if set(group["label"]) == {"real", "ai"} and group["label"].value_counts().min() >= MIN_PER_SOURCE:
+            found += [replace(check, name=f"{check.name}@{source}", description=f"{check.description} within source {source}")
+                      for check in _checks(group, sums) if check.level == "SHORTCUT" and overall[check.name] != "SHORTCUT"]
+    return found
 
 
 def _border_check(averages: dict[str, np.ndarray]) -> Check:
@@ -280,7 +305,7 @@ def _shown(value: str) -> str:
 
 
 def _warning(check: Check) -> str:
-    advice = _ADVICE.get(check.name, _METADATA_ADVICE)
+    advice = _ADVICE.get(check.name.partition("@")[0], _METADATA_ADVICE)  # `format@lfw`: within a source
     sides = "; ".join(f"{label}: {summary}" for label, summary in sorted(check.per_class.items(), reverse=True))
     return (f"{check.level}: {check.description} separates real from ai "
             f"(separability {check.separability:.2f}; {sides}). A detector can score by this alone; {advice}.")
