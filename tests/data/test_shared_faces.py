@@ -26,3 +26,22 @@ def test_ffhq_attributes_join_and_split_without_leaks(shared_faces):
     assert real["gender"].notna().mean() > 0.95
     split = split_manifest(frame.sample(400, random_state=0), seed=0)
     assert split.groupby("split").size().to_dict().keys() == {"train", "val", "test"}
+
+
+def test_the_faces_shortcut_is_flagged_inside_its_source_after_merging_lfw_and_the_2022_renders(shared_faces, tmp_path):
+    """LFW's JPEG reals and the renders' PNG fakes average the faces' PNG/JPEG split out over the merged set."""
+    import pandas as pd
+
+    from fakescope.data import build_from_csv
+
+    shared = shared_faces.parent
+    others = [(p, "real", "lfw") for p in sorted((shared / "real-lfw").glob("*.jpg"))[:300]]
+    others += [(p, "ai", "renders-2022") for p in sorted((shared / "fake-text2image-2022").glob("*/*.png"))]
+    if len(others) < 400:
+        pytest.skip(f"real-lfw or fake-text2image-2022 missing beside {shared_faces}")
+    listing = tmp_path / "others.csv"
+    pd.DataFrame(others, columns=["path", "label", "source"]).to_csv(listing, index=False)
+    faces = build_from_folders(str(shared_faces / "data_crossval"), source="ffhq").groupby("label").head(150)
+    report = audit_manifest(pd.concat([faces, build_from_csv(str(listing))], ignore_index=True), max_per_class=10_000)
+    assert {check.name: check.level for check in report.checks}["format"] != "SHORTCUT"
+    assert {"format@ffhq", "jpeg_quality@ffhq"} <= set(report.shortcuts)
