@@ -106,3 +106,12 @@ def test_a_shortcut_inside_one_source_that_averages_out_over_the_set_is_flagged_
     assert not [name for name in report.shortcuts if "@" in name and name.split("@")[0] in report.shortcuts]
     alone = audit_manifest(frames[0])
     assert "format" in alone.shortcuts and not [check for check in alone.checks if "@" in check.name]
+
+
+def test_a_share_that_rounds_to_none_or_all_is_not_shown_as_0_or_100_percent():
+    import pandas as pd
+
+    from fakescope.data.audit import _categorical_check
+
+    measured = pd.DataFrame({"label": ["real"] * 1000 + ["ai"] * 10, "has_exif": [True] * 5 + [False] * 1005})
+    assert _categorical_check(measured, "has_exif").per_class == {"ai": "no 100%", "real": "no >99%, yes <1%"}

@@ -268,7 +268,7 @@ def _categorical_check(measured: pd.DataFrame, name: str) -> Check:
     shares = {label: group[name].astype(str).value_counts(normalize=True) for label, group in measured.groupby("label")}
     values = sorted(set(shares["real"].index) | set(shares["ai"].index))
     distance = 0.5 * sum(abs(shares["real"].get(v, 0.0) - shares["ai"].get(v, 0.0)) for v in values)
-    per_class = {label: ", ".join(f"{_shown(v)} {s:.0%}" for v, s in share.head(3).items()) for label, share in shares.items()}
+    per_class = {label: ", ".join(f"{_shown(v)} {_percent(s)}" for v, s in share.head(3).items()) for label, share in shares.items()}
     return Check(name, _CATEGORICAL[name], per_class, round(float(distance), 3), _level(distance))
 
 
@@ -298,6 +298,12 @@ def _summary(values: np.ndarray) -> str:
 
 def _number(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 10 or value == int(value) else f"{value:.2f}"
+
+
+def _percent(share: float) -> str:
+    """`37%`; a share that rounds to 0% or 100% but is not is `<1%` or `>99%` (one EXIF file in 1,000 is not none)."""
+    shown = f"{share:.0%}"
+    return "<1%" if shown == "0%" and share > 0 else ">99%" if shown == "100%" and share < 1 else shown
 
 
 def _shown(value: str) -> str:
