@@ -95,7 +95,8 @@ def test_a_shortcut_inside_one_source_that_averages_out_over_the_set_is_flagged_
         for folder, fmt, offset in (("real", real_format, 0), ("fake", ai_format, 500)):
             (tmp_path / source / folder).mkdir(parents=True)
             for i in range(12):
-                image = encode(smooth_image(offset + i + (50 if source == "b" else 0)), fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+                options = {"quality": 90} if fmt == "JPEG" else {}
+                image = encode(smooth_image(offset + i + (50 if source == "b" else 0)), fmt, **options)
                 (tmp_path / source / folder / f"{folder}{i}.png").write_bytes(image)
         frames.append(build_from_folders(str(tmp_path / source), source=source))
     report = audit_manifest(pd.concat(frames, ignore_index=True))

@@ -9,7 +9,8 @@ names) keeps its edges, so that strip's high-frequency energy, relative to the r
 average image, is compared between the classes. Where the manifest mixes sources, each source holding
 both classes is compared on its own too, and a SHORTCUT there is reported as `<check>@<source>`: one
 inside a source (the faces' PNG reals and JPEG fakes) can average out over the whole set (with JPEG
-LFW reals and PNG renders), yet a detector still learns it. A pair or an identical file spread over several splits (leakage) is reported too.
+LFW reals and PNG renders), yet a detector still learns it. A pair or an identical file spread over
+several splits (leakage) is reported too.
 """
 
 from __future__ import annotations
@@ -268,7 +269,8 @@ def _categorical_check(measured: pd.DataFrame, name: str) -> Check:
     shares = {label: group[name].astype(str).value_counts(normalize=True) for label, group in measured.groupby("label")}
     values = sorted(set(shares["real"].index) | set(shares["ai"].index))
     distance = 0.5 * sum(abs(shares["real"].get(v, 0.0) - shares["ai"].get(v, 0.0)) for v in values)
-    per_class = {label: ", ".join(f"{_shown(v)} {_percent(s)}" for v, s in share.head(3).items()) for label, share in shares.items()}
+    per_class = {label: ", ".join(f"{_shown(v)} {_percent(s)}" for v, s in share.head(3).items())
+                 for label, share in shares.items()}
     return Check(name, _CATEGORICAL[name], per_class, round(float(distance), 3), _level(distance))
 
 
