@@ -210,6 +210,33 @@ def test_editing_a_custom_architecture_exports_it_again(tmp_path, monkeypatch, i
 
 
 @pytest.mark.usefixtures("scratch_registry")
+def test_a_builder_whose_pretrained_argument_has_no_default_builds_trains_and_loads(tmp_path):
+    """Loading passes no weights choice; `pretrained=False` must still reach a builder that requires the argument."""
+    from plugin_helpers import FeatureHead
+
+    from fakescope.models import ModelConfig, create_model, load_model, save_model
+    from fakescope.models.registry import create_checked
+
+    class Conv(FeatureHead):
+        def __init__(self, width=4):
+            super().__init__()
+            self.features, self.head = nn.Conv2d(3, width, 3, stride=4), nn.Linear(width, 1)
+
+    seen = []
+
+    @register_model(input=InputPolicy(crop_size=32, grid=1))
+    def qa_required(pretrained, width=4):
+        seen.append(pretrained)
+        return Conv(width)
+
+    assert create_checked("qa_required", 32, width=3).features.out_channels == 3  # how training builds it
+    save_model(create_model("qa_required", width=5), ModelConfig(name="req", architecture="qa_required",
+               architecture_kwargs={"width": 5}, input=InputPolicy(crop_size=32, grid=1)), tmp_path / "m")
+    assert load_model(tmp_path / "m").network.features.out_channels == 5
+    assert seen == [False, False, False]
+
+
+@pytest.mark.usefixtures("scratch_registry")
 def test_register_model_also_decorates_bare_as_timms_does():
     @register_model
     def qa_bare(pretrained=False, **kwargs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -51,7 +52,7 @@ def register_model(
     Used as `@register_model` (the default `InputPolicy`) or `@register_model(input=..., pretrained_source=...)`.
     `pretrained_source` says where the builder's `pretrained=True` loads weights from; without one it has none
     to load: training builds it with `pretrained=False` and records that (see `usable_pretrained`), and a
-    builder that cannot load weights may leave the `pretrained` argument out.
+    builder that cannot load weights may leave the `pretrained` argument out (one that names it gets it always).
 
     The module it builds maps an (N, 3, H, W) normalised batch to (N,) logits of P(ai) and
     exposes `forward_features` (N, C, h, w), `forward_head` (features -> logits) and `embed`
@@ -99,11 +100,16 @@ def architecture_info(name: str) -> ArchitectureInfo:
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build a registered architecture, optionally with its ImageNet-pretrained backbone.
 
+    `pretrained` reaches a builder that names it (also `pretrained=False`, so one without a default builds too);
+    one that leaves it out is built without it.
+
     Example:
         >>> create_model("test_tiny")(torch.zeros(2, 3, 64, 64)).shape  # doctest: +SKIP
         torch.Size([2])
     """
-    return architecture_info(name).builder(**({"pretrained": pretrained} if pretrained else {}), **kwargs)
+    builder = architecture_info(name).builder
+    named = pretrained or "pretrained" in inspect.signature(builder).parameters
+    return builder(**({"pretrained": pretrained} if named else {}), **kwargs)
 
 
 def usable_pretrained(name: str, pretrained: bool | str) -> bool | str:
