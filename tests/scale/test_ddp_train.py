@@ -35,8 +35,8 @@ def _manifest(folder: Path) -> Path:
     return folder / "manifest.csv"
 
 
-def _run(cfg_path: Path, nproc: int, *launch_args: str, status: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+def _run(cfg_path: Path, nproc: int, *launch_args: str, status: int = 0, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", **env}
     launcher = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *launch_args]
     cmd = [*launcher, str(ENTRY), "train", str(cfg_path), "--no-progress"]
@@ -86,6 +86,26 @@ def test_every_rank_scores_its_share_of_the_test_split(tmp_path):
     assert "skipping unreadable image" in stderr[1] and "test-1.png" in stderr[1]
     assert "test-1.png" not in stderr[0]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["overall"]["n"] == 3
+
+
+@pytest.mark.slow
+def test_warnings_about_the_run_as_a_whole_are_given_once_not_once_per_rank(tmp_path):
+    """No pretrained weights, nothing to resume, unsplit rows, a broken plugin entry point: rank 0 says each."""
+    manifest = _manifest(tmp_path)
+    pd.concat([pd.read_csv(manifest), pd.DataFrame([{"uri": "train-0.png", "label": "real"}])]).to_csv(manifest, index=False)
+    info = tmp_path / "site" / "qa_broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qa-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fakescope.models]\nbroken = qa_missing\n")
+    cfg = {"manifest": str(manifest), "out": str(tmp_path / "run"), "architecture": "test_tiny_gn", "resume": True,
+           "epochs": 1, "batch_size": 8, "samples_per_epoch": 16, "num_workers": 0, "device": "cpu"}  # pretrained: true
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    path = os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])
+    stderr = _run(tmp_path / "cfg.yaml", 2, PYTHONPATH=path).stderr
+    for warning in ("warning: architecture 'test_tiny_gn' registers no pretrained_source",
+                    f"warning: nothing to resume in {tmp_path / 'run'}", "warning: 1 unsplit manifest row(s)",
+                    "warning: entry point broken (qa_missing): cannot load"):
+        assert stderr.count(warning) == 1, stderr
 
 
 def test_a_network_whose_outputs_overflow_to_nan_is_named_not_taken_for_unreadable_images(tmp_path):

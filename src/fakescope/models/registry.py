@@ -196,5 +196,6 @@ def _import_plugins() -> None:
         try:
             point.load()
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
-            log.warning("entry point %s (%s): cannot load (%s: %s)", point.name, point.value, type(exc).__name__,
-                        str(exc).partition("\n")[0])
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank would say it alike
+                log.warning("entry point %s (%s): cannot load (%s: %s)", point.name, point.value, type(exc).__name__,
+                            str(exc).partition("\n")[0])

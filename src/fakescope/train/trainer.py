@@ -77,14 +77,14 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     splits = {s: rows[rows["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     unsplit = int((~rows["split"].isin(splits)).sum())  # check_rows refused any other split, a typo such as 'Test'
     if unsplit:
-        logger.warning("%d unsplit manifest row(s) (empty split) left out: only train, val and test are used", unsplit)
+        _warn_once("%d unsplit manifest row(s) (empty split) left out: only train, val and test are used", unsplit)
     for s in ("train", "val"):
         if splits[s].empty or splits[s]["label"].nunique() < 2:
             raise ConfigError(f"the manifest's {s!r} split needs images of both labels")
     pretrained = usable_pretrained(cfg.architecture, cfg.pretrained)
     if pretrained != cfg.pretrained:
-        logger.warning("architecture %r registers no pretrained_source, so it has no pretrained weights to load: "
-                       "trained from random weights, recorded as pretrained: false", cfg.architecture)
+        _warn_once("architecture %r registers no pretrained_source, so it has no pretrained weights to load: "
+                   "trained from random weights, recorded as pretrained: false", cfg.architecture)
     check_out(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cpu":  # 'cpu:0' is the CPU too, but torch.load cannot map best.pt or a checkpoint to it
@@ -349,7 +349,7 @@ class _Loop:
     def restore(self, out: Path) -> tuple[int, float, int]:
         path = out / CHECKPOINT
         if not path.is_file():
-            logger.warning("nothing to resume in %s (no %s): training from the first epoch", out, CHECKPOINT)
+            _warn_once("nothing to resume in %s (no %s): training from the first epoch", out, CHECKPOINT)
             return 0, -1.0, 0
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)  # no pickled code from a foreign folder
@@ -429,6 +429,13 @@ def _epoch(line: str) -> float:
     """The epoch of a metrics.csv row (its first column); infinite for a line cut short by a kill."""
     first = line.split(",", 1)[0]
     return int(first) if first.isdigit() and line.endswith("\n") else math.inf
+
+
+def _warn_once(message: str, *args: object) -> None:
+    """A warning about the run as a whole (its config, rows or folder), which every rank would give alike:
+    under torchrun logged by rank 0 only. What one rank meets alone (an image it cannot read) each logs itself."""
+    if os.environ.get("RANK", "0") == "0":
+        logger.warning(message, *args)
 
 
 def _save(state: dict, path: Path) -> None:
