@@ -307,6 +307,8 @@ def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
     ("epochs: 0", "training config key 'epochs' must be at least 1, got 0"),
     ("samples_per_epoch: 0", "training config key 'samples_per_epoch' must be at least 1, got 0"),
     ("crop_size: -5", "training config key 'crop_size' must be at least 1, got -5"),
+    ("lr: .nan", "training config key 'lr' must be a finite number, at least 0, got nan"),
+    ("weight_decay: .inf", "training config key 'weight_decay' must be a finite number, at least 0, got inf"),
     ("band: 0.5", "training config key 'band' must be a pair [low, high] of numbers, got 0.5"),
     ("augment: 5", "training config key 'augment' must be a mapping of augment keys, got 5"),
     ("augment: {jpeg_quality: 70}", "key 'augment.jpeg_quality' must be a pair [low, high] of whole numbers, got 70"),
@@ -314,8 +316,10 @@ def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
     ("- manifest: m.csv", "is not a training config: it holds a list, not a mapping of keys"),
     ("augment: {jpeg_quality: [98, 60]}", "key 'augment.jpeg_quality' must be a pair [low, high] with low <= high, both "
                                           "within [0, 100], got [98, 60]"),
-    ("augment: {noise_std: [-1.0, 2.0]}", "key 'augment.noise_std' must be a pair [low, high] with low <= high, both at "
-                                          "least 0, got [-1.0, 2.0]"),
+    ("augment: {noise_std: [-1.0, 2.0]}", "key 'augment.noise_std' must be a pair [low, high] with low <= high, both "
+                                          "finite, at least 0, got [-1.0, 2.0]"),
+    ("augment: {resize_scale: [0.5, .inf]}", "key 'augment.resize_scale' must be a pair [low, high] with low <= high, "
+                                             "both finite, at least 0, got [0.5, inf]"),
     ("augment: {base_jpeg_quality: 150}", "key 'augment.base_jpeg_quality' must be within [0, 100], got 150"),
     ("augment: {blur_prob: 1.5}", "key 'augment.blur_prob' must be within [0, 1], got 1.5"),
 ])

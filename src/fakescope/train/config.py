@@ -60,8 +60,9 @@ class TrainConfig:
         _check_augment_ranges(self.augment)
         for key, low in MINIMUM.items():
             value = getattr(self, key)
-            if value is not None and value < low:
-                raise ConfigError(f"training config key '{key}' must be at least {low}, got {value!r}")
+            if value is not None and not (math.isfinite(value) and value >= low):  # nan, inf: AdamW's traceback
+                finite = "" if math.isfinite(value) else "a finite number, "
+                raise ConfigError(f"training config key '{key}' must be {finite}at least {low}, got {value!r}")
         if self.calibration not in METHODS:  # else the run would fail only once trained
             raise ConfigError(f"unknown calibration method {self.calibration!r} (use {' or '.join(METHODS)})")
         try:  # saved in the model's config.json only once trained
@@ -118,15 +119,16 @@ class TrainConfig:
 AUGMENT_RANGES = {"bottom_crop": (0, 0.99), "base_jpeg_quality": (0, 100), "resize_prob": (0, 1), "resize_scale": (0, math.inf),
                   "blur_prob": (0, 1), "blur_sigma": (0, math.inf), "noise_prob": (0, 1), "noise_std": (0, math.inf),
                   "jpeg_prob": (0, 1), "jpeg_quality": (0, 100)}
-"""The allowed values of each numeric augment key (pairs: both ends, low <= high); else a run would fail mid-epoch."""
+"""The allowed values of each numeric augment key (pairs: both ends, low <= high; never nan or inf); else a run would
+fail mid-epoch."""
 
 
 def _check_augment_ranges(augment: AugmentConfig) -> None:
     for key, (low, high) in AUGMENT_RANGES.items():
         value = getattr(augment, key)
         ends = value if isinstance(value, tuple) else (value,)
-        if value is not None and not (all(low <= v <= high for v in ends) and ends == tuple(sorted(ends))):
-            within = f"at least {low}" if high == math.inf else f"within [{low}, {high}]"
+        if value is not None and not (all(low <= v <= high and math.isfinite(v) for v in ends) and ends == tuple(sorted(ends))):
+            within = f"finite, at least {low}" if high == math.inf else f"within [{low}, {high}]"
             what = f"a pair [low, high] with low <= high, both {within}" if isinstance(value, tuple) else within
             raise ConfigError(f"training config key 'augment.{key}' must be {what}, got {_plain(value)!r}")
 
