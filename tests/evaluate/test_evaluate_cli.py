@@ -46,6 +46,15 @@ def test_evaluate_one_perturbation_without_provenance(small_manifest, tmp_path):
     assert data["decided_by"] == {"pixel": 8} and data["intervals"] == {}
 
 
+@pytest.mark.parametrize("extra", [[], ["--explain"]])
+def test_an_unknown_split_is_named_before_any_work(small_manifest, tmp_path, extra):
+    """Not 'split 'Test' of the manifest is empty', nor after explaining no images."""
+    result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path / "out"),
+                                 "--split", "Test", "--device", "cpu", *extra])
+    assert (result.exit_code, result.output) == (2, "error: unknown split 'Test': use train, val, test or all\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_manifest_without_split_column_evaluates_all_and_one_label_says_why_auc_is_nan(small_manifest, tmp_path):
     rows = pd.read_csv(small_manifest)
     rows.drop(columns="split").to_csv(tmp_path / "unsplit.csv", index=False)

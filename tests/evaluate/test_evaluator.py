@@ -68,7 +68,9 @@ def test_examples_come_with_thumbnails_and_json_is_strict(report):
 def test_split_all_and_errors(model_dir, dataset):
     every = evaluate(model_dir, dataset, "all", robustness=False, bootstrap=0, provenance=False, examples=0, device="cpu")
     assert every.overall["n"] == 16 and every.examples == []
-    with pytest.raises(ConfigError, match="empty"):
+    with pytest.raises(ConfigError, match="^split 'test' of the manifest is empty$"):
+        evaluate(model_dir, dataset[dataset["split"] != "test"], "test", device="cpu")
+    with pytest.raises(ConfigError, match="^unknown split 'holdout': use train, val, test or all$"):
         evaluate(model_dir, dataset, "holdout", device="cpu")
     with pytest.raises(ConfigError, match="sepia"):
         evaluate(model_dir, dataset, perturbations=["sepia"], device="cpu")

@@ -49,11 +49,13 @@ def evaluate(
     from fakescope.errors import ConfigError
     from fakescope.evaluate import evaluate as run
     from fakescope.evaluate import write_report
+    from fakescope.evaluate.evaluator import check_split
 
     with clean_errors():
         import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
 
         extras = [_figure_pair(f) for f in figure or []]
+        check_split(split)
         rows = read_rows(manifest, split_required=split != "all")
         if explain:
             extras += _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)

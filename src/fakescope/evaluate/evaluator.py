@@ -25,7 +25,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from fakescope.data.manifest import check_rows
+from fakescope.data.manifest import SPLITS, check_rows
 from fakescope.detection import verdict_for
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, ImageLoadError, StorageError
@@ -294,7 +294,14 @@ def _as_detector(model: Detector | LoadedModel | str | os.PathLike | None, devic
     return Detector.load(model, device=device, batch_size=batch_size, provenance=False)
 
 
+def check_split(split: str) -> None:
+    """Refuse a split to evaluate that is none of train, val, test or all (else a typo reads as an empty split)."""
+    if split not in (*SPLITS, "all"):
+        raise ConfigError(f"unknown split {split!r}: use {', '.join(SPLITS)} or all")
+
+
 def _split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
+    check_split(split)
     manifest = check_rows(manifest, split_required=False)
     if split == "all":
         rows = manifest
