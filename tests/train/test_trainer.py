@@ -338,7 +338,21 @@ def test_cli_refuses_a_binary_file_given_as_the_config_in_one_line(tmp_path):
     image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     result = CliRunner().invoke(app, ["train", str(image), "--no-progress"])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    assert result.output == f"error: {image} is not a training config (YAML text) nor a manifest (.csv or .parquet)\n"
+    assert result.output == f"error: {image} is not a YAML training config: it is not UTF-8 text\n"
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("train.yaml", b"manifest: [a\nepochs: 2\n", "train.yaml is not valid YAML at line 2, column 7: expected ',' or ']', "
+                                                 "but got ':'"),
+    ("train.yaml", b"PAR1\xb8\x00\x15", "train.yaml is not a YAML training config: it is not UTF-8 text"),
+    ("m.parquet", b"PAR1", "m.parquet is a manifest, not a YAML training config; name it in one (manifest: "),
+])
+def test_evaluate_logo_refuses_a_config_that_is_no_yaml_in_one_line(tmp_path, name, content, message):
+    """`train` takes a manifest for a config; `evaluate-logo` tests a recipe and needs one."""
+    (tmp_path / name).write_bytes(content)
+    result = CliRunner().invoke(app, ["evaluate-logo", str(tmp_path / name), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and message in result.output, result.output
 
 
 def test_an_unknown_calibration_method_is_refused_before_training(manifest, tmp_path):

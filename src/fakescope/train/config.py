@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.errors import ConfigError
 from fakescope.models.calibration import METHODS
 from fakescope.train.augment import AugmentConfig
@@ -98,12 +99,18 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        if str(path).endswith(MANIFEST_SUFFIXES):
+            raise ConfigError(f"{path} is a manifest, not a YAML training config; name it in one (manifest: {path})")
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError:  # an image or other binary file given where the config belongs
-            raise ConfigError(f"{path} is not a training config (YAML text) nor a manifest (.csv or .parquet)") from None
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a YAML training config: it is not UTF-8 text") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} is not a training config: it holds a {type(data).__name__}, not a mapping of keys")
         data.update({k: v for k, v in overrides.items() if v is not None})
