@@ -209,6 +209,24 @@ def test_rows_given_as_a_frame_are_checked_as_a_manifest_file_is(manifest, tmp_p
     assert saved.training["data"]["train/ai/synthetic"] == 24
 
 
+@pytest.mark.parametrize(("keep", "message"), [
+    (lambda r: r["label"] == "real", "the manifest's 'train' split has only real images; training needs images of both "
+                                     "labels in it"),
+    (lambda r: (r["split"] != "val") | (r["label"] == "ai"), "the manifest's 'val' split has only ai images; "),
+    (lambda r: r["split"] != "val", "the manifest's 'val' split has no rows; "),
+])
+def test_a_train_or_val_split_without_both_labels_says_what_it_holds(manifest, tmp_path, keep, message):
+    rows = pd.read_csv(manifest)
+    rows["uri"] = [os.path.join(os.path.dirname(manifest), u) for u in rows["uri"]]
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        train(_config("unused.csv", tmp_path / "run"), rows[keep(rows)], progress=False)
+    rows["split"] = None
+    with pytest.raises(ConfigError, match=re.escape("the manifest's 'train' split has no rows (80 unsplit: fakescope "
+                                                    "dataset split assigns splits); ")):
+        train(_config("unused.csv", tmp_path / "run"), rows, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_epoch_smaller_than_one_batch_is_refused_not_left_untrained(manifest, tmp_path):
     with pytest.raises(ConfigError, match="an epoch of 8 draws .* is less than one batch of 16, so no step would be taken"):
         train(_config(manifest, tmp_path, samples_per_epoch=8), progress=False)

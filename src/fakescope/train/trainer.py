@@ -79,8 +79,10 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     if unsplit:
         _warn_once("%d unsplit manifest row(s) (empty split) left out: only train, val and test are used", unsplit)
     for s in ("train", "val"):
-        if splits[s].empty or splits[s]["label"].nunique() < 2:
-            raise ConfigError(f"the manifest's {s!r} split needs images of both labels")
+        if splits[s]["label"].nunique() < 2:
+            held = f"only {splits[s]['label'].iloc[0]} images" if len(splits[s]) else "no rows"
+            hint = f" ({unsplit} unsplit: fakescope dataset split assigns splits)" if unsplit and splits[s].empty else ""
+            raise ConfigError(f"the manifest's {s!r} split has {held}{hint}; training needs images of both labels in it")
     pretrained = usable_pretrained(cfg.architecture, cfg.pretrained)
     if pretrained != cfg.pretrained:
         _warn_once("architecture %r registers no pretrained_source, so it has no pretrained weights to load: "
