@@ -298,6 +298,31 @@ def test_cli_refuses_an_output_folder_that_is_a_file_in_one_line(manifest, tmp_p
     assert f"cannot create the output folder {tmp_path / 'taken'}: File exists" in result.output
 
 
+@pytest.mark.slow
+def test_ctrl_c_mid_epoch_says_how_to_continue_and_resume_finishes_the_run(manifest, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cfg = _config(manifest, out, epochs=2, samples_per_epoch=4096, batch_size=8, lr=1e-3)
+    cfg.to_yaml(tmp_path / "train.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "fakescope", "train", str(tmp_path / "train.yaml"), "--no-progress"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # in the second epoch
+    assert proc.wait(timeout=60) == 130
+    assert proc.stderr.read() == f"interrupted: continue from the last finished epoch with --resume -o {out}\n"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--resume", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [0, 1]
+
+
 def test_exponent_numbers_in_a_yaml_config_are_numbers_not_text(tmp_path):
     path = tmp_path / "train.yaml"  # YAML reads 3e-4 without a dot as the text '3e-4'
     path.write_text("manifest: m.csv\nlr: 3e-4\nweight_decay: 1e-5\nband: [3e-1, 0.7]\naugment: {blur_prob: 1e-1}\n")

@@ -51,7 +51,11 @@ def train(
             cfg = TrainConfig.from_dict({"manifest": config, **{k: v for k, v in overrides.items() if v is not None}})
         else:
             cfg = TrainConfig.from_yaml(config, **overrides)
-        saved = run(cfg, progress=progress)
+        try:
+            saved = run(cfg, progress=progress)
+        except KeyboardInterrupt:  # Ctrl-C: the checkpoint of the last finished epoch is whole
+            typer.echo(f"interrupted: continue from the last finished epoch with --resume -o {cfg.out}", err=True)
+            raise typer.Exit(130) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line: rank 0's
         return
     split = "test" if "test" in saved.metrics else "val"
