@@ -179,6 +179,19 @@ def test_evaluate_logo_by_source_holds_out_a_whole_family(tmp_path):
     assert bad.exit_code == 2 and "no 'camera_model' column" in bad.output
 
 
+@pytest.mark.parametrize("relabel", [
+    lambda frame: frame.__setitem__("generator", None),  # ai images of no named generator
+    lambda frame: frame.__setitem__("label", "real"),  # reals only
+])
+def test_evaluate_logo_with_no_generator_to_hold_out_is_refused_in_one_line(tmp_path, relabel):
+    """Not a KeyError traceback after writing an empty logo.csv."""
+    config = _logo_recipe(tmp_path, samples_per_epoch=16, relabel=relabel)
+    result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(tmp_path / "logo")])
+    assert (result.exit_code, result.output) == (2, "error: no ai image of the manifest names its generator (column "
+                                                    "'generator'): there is none to hold out\n")
+    assert not (tmp_path / "logo").exists()
+
+
 @pytest.mark.skipif(shutil.which("fakescope") is None, reason="the fakescope command is not installed")
 def test_installed_command_lists_both_verbs():
     done = subprocess.run(["fakescope", "--help"], capture_output=True, text=True, timeout=120)

@@ -62,7 +62,8 @@ def leave_one_generator_out(
         the one held out, its test images otherwise).
 
     Raises:
-        ConfigError: a requested generator has no ai images in the manifest, or a fold's folder holds a run.
+        ConfigError: no ai image names a generator, a requested one has no ai images in the manifest, or a fold's
+            folder holds a run.
 
     Example:
         >>> table = leave_one_generator_out(TrainConfig.from_yaml("train.yaml"), ["stylegan2"])  # doctest: +SKIP
@@ -72,6 +73,8 @@ def leave_one_generator_out(
     if by not in rows:
         raise ConfigError(f"the manifest has no {by!r} column")
     present = sorted(rows.loc[rows["label"] == "ai", by].dropna().unique())
+    if not present:  # else no fold, and an empty table
+        raise ConfigError(f"no ai image of the manifest names its {by} (column {by!r}): there is none to hold out")
     gens = generators or present
     missing = sorted(set(gens) - set(present))
     if missing:
