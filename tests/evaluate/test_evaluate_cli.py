@@ -179,6 +179,26 @@ def test_evaluate_logo_by_source_holds_out_a_whole_family(tmp_path):
     assert bad.exit_code == 2 and "no 'camera_model' column" in bad.output
 
 
+@pytest.mark.slow
+def test_ctrl_c_during_evaluate_logo_says_how_to_continue(tmp_path):
+    import os
+    import signal
+    import sys
+    import time
+
+    config = _logo_recipe(tmp_path, samples_per_epoch=100_000)
+    out = tmp_path / "logo"
+    proc = subprocess.Popen([sys.executable, "-m", "fakescope", "evaluate-logo", str(config), "-o", str(out), "--epochs", "1"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
+    deadline = time.monotonic() + 240
+    while not (out / "without-g1" / "train_config.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # in the first fold's epoch
+    assert proc.wait(timeout=60) == 130
+    assert proc.stderr.read() == f"interrupted: continue with --resume -o {out} (finished folds are only scored again)\n"
+
+
 @pytest.mark.parametrize("relabel", [
     lambda frame: frame.__setitem__("generator", None),  # ai images of no named generator
     lambda frame: frame.__setitem__("label", "real"),  # reals only

@@ -109,7 +109,11 @@ def evaluate_logo(
     with clean_errors():
         cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, samples_per_epoch=samples_per_epoch, device=device,
                                    num_workers=num_workers, resume=resume or None, overwrite=overwrite or None)
-        table = leave_one_generator_out(cfg, _names(generators), by=by, progress=progress)
+        try:
+            table = leave_one_generator_out(cfg, _names(generators), by=by, progress=progress)
+        except KeyboardInterrupt:  # Ctrl-C: each fold keeps the checkpoint of its last finished epoch
+            typer.echo(f"interrupted: continue with --resume -o {out} (finished folds are only scored again)", err=True)
+            raise typer.Exit(130) from None
         paths = save_generalization(table, out, cfg)
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
     typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
