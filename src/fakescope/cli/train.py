@@ -31,6 +31,7 @@ def train(
                                                     "random ones (default: the config's, else pretrained).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the output folder's last checkpoint; with more --epochs, "
                                                 "the learning-rate schedule is the longer run's. Refused when the run "
+                                                "asks for fewer epochs than the checkpoint has trained, "
                                                 "changes the train/val rows or a key other than epochs, patience, device, "
                                                 "num_workers, name, calibration, band, amp, pretrained or the manifest's "
                                                 "path.")] = False,

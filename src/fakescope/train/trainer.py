@@ -2,10 +2,9 @@
 
 One loop for CPU and CUDA (channels_last on both, bf16 autocast on CUDA), deterministic seeds,
 a checkpoint every epoch (`--resume` continues from it, also with more epochs, and refuses a run
-that would train on other rows or with another recipe; a folder holding a run is refused without
-`--resume` or `--overwrite`), early stopping on
-validation AUC, metrics (with the learning rate) to CSV (and TensorBoard when installed). After
-training the best epoch's logits on the validation split fit the calibration; the test split is
+that would train on other rows, with another recipe or with fewer epochs than the checkpoint has trained;
+a folder holding a run is refused without `--resume` or `--overwrite`), early stopping on validation AUC,
+metrics (with the learning rate) to CSV (and TensorBoard when installed). After training the best epoch's logits on the validation split fit the calibration; the test split is
 scored once, at the end.
 
 Under `torchrun --nproc-per-node N` (WORLD_SIZE > 1) the same loop runs data-parallel:
@@ -365,6 +364,9 @@ class _Loop:
                              "the manifest's train/val rows" for k in changed)
             raise ConfigError(f"cannot resume from {path}: this run changes {what}; "
                               "set them back, train into another --out, or replace the run with --overwrite")
+        if state["epoch"] > self.cfg.epochs:  # else the model would record fewer epochs than it was trained for
+            raise ConfigError(f"cannot resume from {path}: it has trained {state['epoch']} epochs, more than this run's "
+                              f"epochs {self.cfg.epochs}; ask for at least {state['epoch']}")
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scheduler"]["total_steps"] == self.scheduler.total_steps:
