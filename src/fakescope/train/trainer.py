@@ -4,8 +4,8 @@ One loop for CPU and CUDA (channels_last on both, bf16 autocast on CUDA), determ
 a checkpoint every epoch (`--resume` continues from it, also with more epochs, and refuses a run
 that would train on other rows, with another recipe or with fewer epochs than the checkpoint has trained;
 a folder holding a run is refused without `--resume` or `--overwrite`), early stopping on validation AUC,
-metrics (with the learning rate) to CSV (and TensorBoard when installed). After training the best epoch's logits on the validation split fit the calibration; the test split is
-scored once, at the end.
+metrics (with the learning rate) to CSV (and TensorBoard when installed). After training the best
+epoch's logits on the validation split fit the calibration; the test split is scored once, at the end.
 
 Under `torchrun --nproc-per-node N` (WORLD_SIZE > 1) the same loop runs data-parallel:
 DistributedDataParallel over NCCL on CUDA (with synchronised batch norm) or gloo on the CPU,
