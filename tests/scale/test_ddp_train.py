@@ -108,6 +108,28 @@ def test_warnings_about_the_run_as_a_whole_are_given_once_not_once_per_rank(tmp_
         assert stderr.count(warning) == 1, stderr
 
 
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_says_how_to_continue_once(tmp_path):
+    """A terminal's Ctrl-C reaches torchrun and every rank."""
+    import signal
+    import time
+
+    cfg = {"manifest": str(_manifest(tmp_path)), "out": str(tmp_path / "run"), "architecture": "test_tiny_gn",
+           "pretrained": False, "epochs": 2, "batch_size": 8, "samples_per_epoch": 100_000, "num_workers": 0, "device": "cpu"}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(ENTRY),
+                             "train", str(tmp_path / "cfg.yaml"), "--no-progress"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
+    deadline = time.monotonic() + 200
+    while not (tmp_path / "run" / "train_config.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # in the first epoch
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=90)
+    assert proc.stderr.read().count(f"interrupted: continue from the last finished epoch with --resume -o {tmp_path / 'run'}\n") == 1
+
+
 def test_a_network_whose_outputs_overflow_to_nan_is_named_not_taken_for_unreadable_images(tmp_path):
     """Group norm turns huge but finite weights into NaN logits, which marked unreadable images."""
     cfg = {"manifest": str(_manifest(tmp_path)), "out": str(tmp_path / "run"), "architecture": "test_tiny_gn",

@@ -55,7 +55,8 @@ def train(
         try:
             saved = run(cfg, progress=progress)
         except KeyboardInterrupt:  # Ctrl-C: the checkpoint of the last finished epoch is whole
-            typer.echo(f"interrupted: continue from the last finished epoch with --resume -o {cfg.out}", err=True)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank is interrupted
+                typer.echo(f"interrupted: continue from the last finished epoch with --resume -o {cfg.out}", err=True)
             raise typer.Exit(130) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line: rank 0's
         return
