@@ -120,6 +120,26 @@ def test_the_same_builder_registered_again_replaces_itself():
     assert (architecture_info("qa_again").description, architecture_info("qa_again").input.crop_size) == ("Second.", 40)
 
 
+@pytest.mark.usefixtures("scratch_registry")
+def test_a_builder_without_a_name_or_one_building_no_module_is_refused_in_one_line():
+    """A lambda would register as '<lambda>', which no saved model could name; None would fail as an AttributeError."""
+    import functools
+
+    from fakescope.models import create_model
+
+    def qa_nothing(pretrained=False):
+        return None
+
+    for builder in (lambda pretrained=False: nn.Identity(), functools.partial(qa_nothing)):
+        with pytest.raises(ConfigError, match=r"^register_model: an architecture is named after its builder, so register "
+                                              r"a function defined with def, not "):
+            register_model(builder)
+    assert "<lambda>" not in registry._REGISTRY
+    register_model(qa_nothing)
+    with pytest.raises(ConfigError, match=r"^architecture 'qa_nothing' must build a torch\.nn\.Module, not a NoneType$"):
+        create_model("qa_nothing")
+
+
 def test_register_model_refuses_an_input_that_is_no_input_policy():
     with pytest.raises(ConfigError, match="^register_model: input must be an InputPolicy, not dict$"):
         register_model(input={"crop_size": 40})

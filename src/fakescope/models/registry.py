@@ -64,6 +64,9 @@ def register_model(
         raise ConfigError(f"register_model: input must be an InputPolicy, not {type(input).__name__}")
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if not str(getattr(fn, "__name__", "")).isidentifier():  # a lambda or a partial: no name to load it by
+            raise ConfigError(f"register_model: an architecture is named after its builder, so register a function "
+                              f"defined with def, not {fn!r}")
         held = _REGISTRY.get(fn.__name__)
         if held and (held.builder.__module__, held.builder.__qualname__) != (fn.__module__, fn.__qualname__):
             # the zoo registers when first needed, so a clash with it may show either way round
@@ -109,7 +112,10 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """
     builder = architecture_info(name).builder
     named = pretrained or "pretrained" in inspect.signature(builder).parameters
-    return builder(**({"pretrained": pretrained} if named else {}), **kwargs)
+    network = builder(**({"pretrained": pretrained} if named else {}), **kwargs)
+    if not isinstance(network, nn.Module):
+        raise ConfigError(f"architecture {name!r} must build a torch.nn.Module, not a {type(network).__name__}")
+    return network
 
 
 def usable_pretrained(name: str, pretrained: bool | str) -> bool | str:
