@@ -212,6 +212,19 @@ def test_evaluate_logo_with_no_generator_to_hold_out_is_refused_in_one_line(tmp_
     assert not (tmp_path / "logo").exists()
 
 
+@pytest.mark.parametrize("relabel", [
+    lambda frame: frame.__setitem__("split", frame["split"].replace({"test": "val"})),  # no test split
+    lambda frame: frame.__setitem__("label", frame["label"].where(frame["split"] != "test", "ai")),  # no test reals
+])
+def test_evaluate_logo_without_test_reals_is_refused_before_any_fold_trains(tmp_path, relabel):
+    """Not a scikit-learn traceback after the first fold trained, nor a matrix of NaN."""
+    config = _logo_recipe(tmp_path, samples_per_epoch=16, relabel=relabel)
+    result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(tmp_path / "logo")])
+    assert (result.exit_code, result.output) == (2, "error: the manifest's 'test' split has no real images, against which "
+                                                    "every held-out generator is scored\n")
+    assert not (tmp_path / "logo").exists()
+
+
 @pytest.mark.skipif(shutil.which("fakescope") is None, reason="the fakescope command is not installed")
 def test_installed_command_lists_both_verbs():
     done = subprocess.run(["fakescope", "--help"], capture_output=True, text=True, timeout=120)

@@ -62,8 +62,8 @@ def leave_one_generator_out(
         the one held out, its test images otherwise).
 
     Raises:
-        ConfigError: no ai image names a generator, a requested one has no ai images in the manifest, or a fold's
-            folder holds a run.
+        ConfigError: no ai image names a generator, a requested one has no ai images in the manifest, the test
+            split has no reals, or a fold's folder holds a run.
 
     Example:
         >>> table = leave_one_generator_out(TrainConfig.from_yaml("train.yaml"), ["stylegan2"])  # doctest: +SKIP
@@ -79,6 +79,8 @@ def leave_one_generator_out(
     missing = sorted(set(gens) - set(present))
     if missing:
         raise ConfigError(f"no ai images with {by} {', '.join(missing)}; present: {', '.join(present)}")
+    if not ((rows["split"] == "test") & (rows["label"] == "real")).any():  # else found only after the first fold trains
+        raise ConfigError("the manifest's 'test' split has no real images, against which every held-out generator is scored")
     _check_folds(rows, by, gens)
     runs = {gen: replace(cfg, out=str(Path(cfg.out) / f"without-{quote(str(gen), safe='')}"), name=f"{cfg.name}-without-{gen}")
             for gen in gens}  # quoted: a '/' in a generator's name would nest folders
