@@ -95,23 +95,72 @@ def test_serve_with_an_unknown_model_is_one_clean_line():
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("host", "token", "warned"), [
-    ("0.0.0.0", None, True), ("192.168.1.5", None, True), ("::", None, True),
-    ("0.0.0.0", "secret", False), ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False),
+@pytest.mark.parametrize(("host", "token", "anonymous", "started", "generation"), [
+    ("0.0.0.0", None, False, False, None), ("192.168.1.5", None, False, False, None), ("::", None, False, False, None),
+    ("0.0.0.0", None, True, True, False), ("::", None, True, True, False), ("0.0.0.0", "secret", False, True, True),
+    ("127.0.0.1", None, False, True, True), ("localhost", None, False, True, True), ("::1", None, False, True, True),
 ])
-def test_serving_beyond_loopback_without_a_token_warns(host, token, warned, monkeypatch, tmp_path):
+def test_serving_beyond_loopback_needs_a_token_or_allow_anonymous(host, token, anonymous, started, generation,
+                                                                  monkeypatch, tmp_path):
+    """Beyond loopback without a token, `serve` only warned, and then anyone could spend the server's OpenAI key."""
     import uvicorn
 
-    started = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw["host"]))  # no socket: the warning is the subject
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append((kw["host"], app.state.config.generation)))
     monkeypatch.chdir(tmp_path)  # no .env with a token
     if token:
         monkeypatch.setenv("FAKESCOPE_API_TOKEN", token)
     else:
         monkeypatch.delenv("FAKESCOPE_API_TOKEN", raising=False)
-    result = CliRunner().invoke(app, ["serve", "--host", host, "--device", "cpu", "--jobs-dir", str(tmp_path)])
-    assert result.exit_code == 0 and started == [host], result.output
-    assert ("without FAKESCOPE_API_TOKEN" in result.stderr) is warned
+    flags = ["--allow-anonymous"] if anonymous else []
+    result = CliRunner().invoke(app, ["serve", "--host", host, "--device", "cpu", "--jobs-dir", str(tmp_path), *flags])
+    if not started:
+        assert result.exit_code == 2 and served == [] and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"error: refusing to serve on {host} without FAKESCOPE_API_TOKEN")
+        assert "set FAKESCOPE_API_TOKEN (environment or .env), or pass --allow-anonymous" in result.output
+        return
+    assert result.exit_code == 0 and served == [(host, generation)], result.output
+    assert ("/v1/generate and /v1/jobs are off (403)" in result.stderr) is (not generation)
+
+
+@pytest.mark.slow  # starts a process that loads the model
+def test_anonymous_server_beyond_loopback_scores_but_never_generates(tmp_path, flat_png):
+    """A real `serve --host 0.0.0.0`: refused without a token; with --allow-anonymous, detection only."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "fakescope", "serve", "--host", "0.0.0.0", "--port", str(port), "--device", "cpu",
+               "--jobs-dir", str(tmp_path / "jobs"), "--runtime", "torch"]
+    env = {key: value for key, value in os.environ.items() if key != "FAKESCOPE_API_TOKEN"}
+    env["OPENAI_API_KEY"] = "sk-server-key"
+    refused = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: refusing to serve on 0.0.0.0 without")
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    process = subprocess.Popen([*command, "--allow-anonymous"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline, "fakescope serve did not start"
+                time.sleep(0.3)
+        assert httpx.post(f"{url}/v1/detect", content=flat_png).json()["width"] == 96  # no token needed
+        for answer in (httpx.post(f"{url}/v1/generate", files={"file": ("a.png", flat_png)}),
+                       httpx.get(f"{url}/v1/jobs/some-job"), httpx.delete(f"{url}/v1/jobs/some-job"),
+                       httpx.get(f"{url}/v1/jobs/some-job/outputs/0")):
+            assert answer.status_code == 403 and "generation is off" in answer.json()["detail"]
+        assert httpx.post(f"{url}/v1/generate/", files={"file": ("a.png", flat_png)}).status_code == 404  # no route left
+        paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+        assert "/v1/detect" in paths and not [path for path in paths if "generate" in path or "jobs" in path]
+        assert not list((tmp_path / "jobs").glob("*/*"))
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert "/v1/generate and /v1/jobs are off (403)" in output
 
 
 def test_serve_with_an_origin_a_browser_never_sends_is_one_clean_line(monkeypatch):

@@ -35,33 +35,28 @@ def serve(
     runtime: RuntimeOpt = Runtime.auto,
     grid: GridOpt = None,
     precision: PrecisionOpt = Precision.fp32,
+    allow_anonymous: Annotated[bool, typer.Option(
+        "--allow-anonymous", help="Serve beyond loopback without FAKESCOPE_API_TOKEN: anyone may score images; "
+                                  "/v1/generate and /v1/jobs stay off until a token is set.")] = False,
 ) -> None:
-    """Serve the REST API (docs at /docs). Set FAKESCOPE_API_TOKEN to require a bearer token."""
+    """Serve the REST API (docs at /docs). Set FAKESCOPE_API_TOKEN to require a bearer token (needed beyond loopback)."""
     with clean_errors():
         import uvicorn
 
         from fakescope.serve import ServeConfig, create_app
+        from fakescope.serve.config import ANONYMOUS_FLAG, for_host
 
         options = {"jobs_dir": jobs_dir} if jobs_dir else {}
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files, max_queue=max_queue,
                              max_jobs=max_jobs, cors_origins=tuple(cors_origin or ()),
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
+        config = for_host(config, host, allow_anonymous=allow_anonymous)  # before the model loads: a refusal is quick
         detector = config.load_detector()  # before uvicorn, so a bad --model is one clean line
-        if config.token is None and not _loopback(host):
-            typer.echo(f"warning: serving on {host} without FAKESCOPE_API_TOKEN: anyone who can reach this port can use the"
-                       " API, and /v1/generate spends the server's OPENAI_API_KEY", err=True)
+        if not config.generation:
+            typer.echo(f"warning: serving on {host} without FAKESCOPE_API_TOKEN ({ANONYMOUS_FLAG}): anyone who can reach "
+                       "this port can score images; /v1/generate and /v1/jobs are off (403) until a token is set", err=True)
         uvicorn.run(create_app(config, detector=detector), host=host, port=port, log_level="info")
-
-
-def _loopback(host: str) -> bool:
-    """Whether `host` listens on this machine only."""
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def app(

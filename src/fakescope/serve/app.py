@@ -5,7 +5,8 @@ Endpoints: `POST /v1/detect`, `POST /v1/detect/batch`, `POST /v1/explain`, `POST
 `GET /healthz`; the OpenAPI page is `/docs`. Every `/v1/*` call needs `Authorization: Bearer <token>`
 when a token is configured. Answers: 413 for an upload over the size limit, 422 for a file that is
 not a readable image or has too many pixels, 401 for a missing or wrong token, 503 with
-`Retry-After` when the model's queue or the generation jobs are full. CORS is off unless origins are configured.
+`Retry-After` when the model's queue or the generation jobs are full, 403 for `/v1/generate` and `/v1/jobs/*` when
+generation is off (`ServeConfig.generation`). CORS is off unless origins are configured.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from fakescope.generate.openai_images import MAX_SIZE_SIDE
 from fakescope.generate.openai_models import DEFAULT_MODEL, check_served
 from fakescope.io.image import decode_image, sniff_format
 from fakescope.serve.batching import MicroBatcher, ServerBusy
-from fakescope.serve.config import ServeConfig
+from fakescope.serve.config import GENERATION_OFF, ServeConfig
 from fakescope.serve.generation import openai_client
 from fakescope.serve.jobs import JobBusy, JobStore
 from fakescope.serve.limits import check_image
@@ -107,6 +108,8 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(ServerBusy)(_busy)
     _add_routes(app, config)
+    if not config.generation:  # neither served nor in the spec; `_Gate` answers 403 with the reason
+        app.router.routes = [route for route in app.router.routes if not _generates(getattr(route, "path", ""))]
     app.openapi = _spec_builder(app)
     return app
 
@@ -148,6 +151,8 @@ class _Gate:
         if scope["path"].startswith("/v1/") and not _authorised(headers.get("authorization", ""), self.config.token):
             answer = JSONResponse({"detail": "missing or wrong bearer token"}, 401, {"WWW-Authenticate": "Bearer"})
             return await answer(scope, receive, send)
+        if not self.config.generation and _generates(scope["path"]):
+            return await JSONResponse({"detail": GENERATION_OFF}, 403)(scope, receive, send)
         files = self.config.max_files if scope["path"].endswith("/batch") else 1
         limit = files * self.config.max_upload_bytes + MULTIPART_OVERHEAD
         too_large = _too_large_message(self.config, files)
@@ -171,6 +176,11 @@ class _Gate:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+def _generates(path: str) -> bool:
+    """Whether `path` is a generation route's (`/v1/generate`, `/v1/jobs/...`), as the router matches it."""
+    return path == "/v1/generate" or path.startswith("/v1/jobs/")
 
 
 def _authorised(header: str, token: str | None) -> bool:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,6 +14,9 @@ from fakescope.io import storage
 from fakescope.serve.limits import DEFAULT_MAX_PIXELS, checked_max_pixels
 
 TOKEN_ENV = "FAKESCOPE_API_TOKEN"
+ANONYMOUS_FLAG = "--allow-anonymous"
+GENERATION_OFF = (f"generation is off: this server runs without {TOKEN_ENV} ({ANONYMOUS_FLAG}); its operator must set "
+                  "a token to serve /v1/generate and /v1/jobs")
 
 
 def _env_token() -> str | None:
@@ -44,6 +48,8 @@ class ServeConfig:
         precision: `fp32` or `bf16` (torch runtime; faster on GPUs and CPUs with bf16 instructions).
         body_timeout_s: A request whose body sends no bytes for this long answers 408 (a stalled or slow-drip client
             would hold its connection and spooled upload forever).
+        generation: Serve `/v1/generate` and `/v1/jobs/*` (off: they answer 403 and leave the spec); `for_host`
+            turns it off for an anonymous server beyond loopback, which would let anyone spend `OPENAI_API_KEY`.
     """
 
     model: str | None = None
@@ -62,6 +68,7 @@ class ServeConfig:
     grid: int | None = None
     precision: str = "fp32"
     body_timeout_s: float = 30.0
+    generation: bool = True
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0:
@@ -87,6 +94,26 @@ class ServeConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+def for_host(config: ServeConfig, host: str, *, allow_anonymous: bool = False) -> ServeConfig:
+    """`config` as it may serve on `host`: as it is with a token or on loopback; beyond loopback without a token,
+    refused (`ConfigError`) unless `allow_anonymous`, and then with generation off."""
+    if config.token is not None or is_loopback(host):
+        return config
+    if not allow_anonymous:
+        raise ConfigError(f"refusing to serve on {host} without {TOKEN_ENV}: anyone who can reach the port could use "
+                          f"the API; set {TOKEN_ENV} (environment or .env), or pass {ANONYMOUS_FLAG} to serve detection "
+                          "to anyone (generation stays off)")
+    return replace(config, generation=False)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` listens on this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _check_origin(origin: str) -> None:
