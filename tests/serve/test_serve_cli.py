@@ -197,3 +197,48 @@ def test_app_hands_its_pixel_limit_to_the_web_app_and_refuses_a_bad_one(monkeypa
     result = CliRunner().invoke(app, ["app", "--max-pixels", str(10**12)])
     assert result.exit_code != 0 and result.output.strip().endswith("max_pixels must be in 1..200,000,000")
     assert len(started) == 1
+
+
+@pytest.mark.parametrize(("host", "flags", "started"), [
+    ("0.0.0.0", [], False), ("192.168.1.5", [], False), ("::", [], False),
+    ("0.0.0.0", ["--allow-anonymous"], True), ("127.0.0.1", [], True), ("localhost", [], True),
+])
+def test_app_beyond_loopback_needs_allow_anonymous(host, flags, started, monkeypatch, tmp_path):
+    """The web app has no login: `app --host 0.0.0.0` served the generator and the report page to anyone."""
+    from fakescope.cli import serve as cli_serve
+    from fakescope.serve.paths import ROOT_ENV
+
+    execs = []
+    monkeypatch.setattr(cli_serve.os, "execve", lambda path, command, env: execs.append((command, env)))  # no Streamlit
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ROOT_ENV, raising=False)
+    result = CliRunner().invoke(app, ["app", "--host", host, *flags])
+    if not started:
+        assert result.exit_code == 2 and execs == [] and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"error: refusing to serve the web app on {host}: it has no login")
+        assert result.output.rstrip().endswith("or pass --allow-anonymous")
+        return
+    assert result.exit_code == 0, result.output
+    ((command, env),) = execs
+    assert command[command.index("--server.address") + 1] == host and env[ROOT_ENV] == str(tmp_path.resolve())
+
+
+def test_app_hands_its_root_to_the_web_app_and_refuses_a_missing_one(monkeypatch, tmp_path):
+    from fakescope.cli import serve as cli_serve
+    from fakescope.serve.paths import ROOT_ENV
+
+    execs = []
+    monkeypatch.setattr(cli_serve.os, "execve", lambda path, command, env: execs.append(env))
+    (tmp_path / "data").mkdir()
+    assert CliRunner().invoke(app, ["app", "--root", str(tmp_path / "data" / ".." / "data")]).exit_code == 0
+    assert execs[0][ROOT_ENV] == str(tmp_path / "data")
+    result = CliRunner().invoke(app, ["app", "--root", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and len(execs) == 1
+    assert result.output == f"error: the app's root {tmp_path / 'missing'} is not a folder\n"
+
+
+def test_app_process_beyond_loopback_is_refused_before_streamlit_starts(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fakescope", "app", "--host", "0.0.0.0", "--port", "1"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: refusing to serve the web app on 0.0.0.0") and result.stderr.count("\n") == 1

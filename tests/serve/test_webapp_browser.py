@@ -19,6 +19,7 @@ import httpx
 import pandas as pd
 import pytest
 from openai_server import ImagesAPIServer
+from PIL import Image
 
 pytestmark = pytest.mark.browser
 
@@ -48,13 +49,16 @@ def streamlit_log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(images_api, streamlit_log, tmp_path_factory):
-    with _running_app(images_api, streamlit_log, tmp_path_factory.mktemp("dataset"), FAKESCOPE_MAX_PIXELS="1000000") as url:
+    """The app with every test's tmp_path under its root (`FAKESCOPE_APP_ROOT`)."""
+    with _running_app(images_api, streamlit_log, tmp_path_factory.mktemp("dataset"), FAKESCOPE_MAX_PIXELS="1000000",
+                      FAKESCOPE_APP_ROOT=str(tmp_path_factory.getbasetemp())) as url:
         yield url
 
 
 @contextlib.contextmanager
 def _running_app(images_api, log: Path, dataset: Path, **settings: str):
-    """`fakescope app` on a free loopback port, run in the log's folder, without OPENAI_API_KEY in its environment."""
+    """`fakescope app` on a free loopback port, run in the log's folder (its root unless the settings name one),
+    without OPENAI_API_KEY in its environment."""
     from fakescope.serve import webapp_command
 
     with socket.socket() as sock:
@@ -63,6 +67,8 @@ def _running_app(images_api, log: Path, dataset: Path, **settings: str):
     env = {**os.environ, "OPENAI_BASE_URL": images_api.base_url, "FAKESCOPE_DEVICE": "cpu",
            "FAKESCOPE_DATASET_DIR": str(dataset), **settings}
     env.pop("OPENAI_API_KEY", None)
+    if "FAKESCOPE_APP_ROOT" not in settings:
+        env.pop("FAKESCOPE_APP_ROOT", None)
     command = webapp_command("127.0.0.1", port)
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
@@ -287,7 +293,10 @@ def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tm
 
 
 def test_generator_page_saves_under_home_and_its_errors_name_no_temporary_path(images_api, page, photo_bytes, tmp_path):
+    """The app's root is the folder it runs in; a dataset folder outside it (a symlink out, s3://) was written to."""
     photo, blocker, scratch = tmp_path / "real.jpg", tmp_path / "a-file", tmp_path / "tmp"
+    outside, link = tmp_path.parent / f"{tmp_path.name}-outside", tmp_path / "link"
+    link.symlink_to(outside, target_is_directory=True)
     photo.write_bytes(photo_bytes)
     blocker.write_text("not a folder")
     scratch.mkdir()
@@ -302,13 +311,19 @@ def test_generator_page_saves_under_home_and_its_errors_name_no_temporary_path(i
         refused = re.compile(rf"Could not save to the dataset: {re.escape(str(blocker))}/faces/\S+: cannot write: ")
         for typed, expected in ((f"{blocker}/faces", refused),
                                 ("  ", "Enter a dataset folder to save into."),
+                                (str(outside), f"Could not save to the dataset: {outside} is outside the app's folder {tmp_path} "
+                                               "(fakescope app --root)"),
+                                ("link/faces", f"link/faces is outside the app's folder {tmp_path}"),
+                                ("~/../..", "~/../.. is outside the app's folder"),
+                                ("s3://bucket/faces", "Could not save to the dataset: s3://bucket/faces: the web app reads and "
+                                                      f"writes local folders under {tmp_path} only"),
                                 ("~/faces", f"manifest: {tmp_path}/faces/manifest.csv")):
             folder.fill(typed)
             folder.press("Enter")
             page.get_by_role("button", name="Save both to the dataset").click()
             page.get_by_text(expected).wait_for(timeout=30_000)
             assert not page.locator("[data-testid=stException]").count()
-        assert list(pd.read_csv(tmp_path / "faces" / "manifest.csv")["label"]) == ["real", "ai"]
+        assert list(pd.read_csv(tmp_path / "faces" / "manifest.csv")["label"]) == ["real", "ai"] and not outside.exists()
         (workspace,) = scratch.glob("fakescope-app-*")
         shutil.rmtree(workspace)
         workspace.write_text("a file where the generator's workspace was")
@@ -423,3 +438,38 @@ def test_report_page_says_why_a_file_is_no_report(app_url, page, tmp_path):
         box.press("Enter")
         page.get_by_text(expected).wait_for(timeout=30_000)  # were "Expecting value: line 1 ..." and an empty table
         assert not page.get_by_text("Metrics", exact=True).count()
+
+
+def test_report_page_reads_under_its_root_only(images_api, page, tmp_path):
+    """The Report page opened any server path, a symlink out of any folder, and showed any image a report named."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    report = {"metrics": {"auc": 0.5}, "examples": [{"path": str(root / "inside.png"), "score": 0.9},
+                                                    {"path": str(outside / "secret.png"), "score": 0.8},
+                                                    {"path": "link/secret.png", "score": 0.7}]}
+    for folder in (root, outside):
+        (folder / "report.json").write_text(json.dumps(report))
+        (folder / "report.html").write_text(f"<html><body><h1>html from {folder.name}</h1></body></html>")
+    Image.new("RGB", (32, 32), "red").save(root / "inside.png")
+    Image.new("RGB", (32, 32), "blue").save(outside / "secret.png")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    (root / "linked").mkdir()
+    (root / "linked" / "report.json").symlink_to(outside / "report.json")
+    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", FAKESCOPE_APP_ROOT=str(root)) as url:
+        page.goto(f"{url}/report")
+        box = page.get_by_label("Report folder or report.json path", exact=True)
+        linked = str(root / "linked")  # its report.json is a symlink out
+        for typed, shown in ((str(outside), str(outside)), ("link", "link"), (linked, f"{linked}/report.json"),
+                             ("/etc/passwd", "/etc/passwd")):
+            box.fill(typed)
+            box.press("Enter")
+            page.get_by_text(f"Could not read the report: {shown} is outside the app's folder {root} "
+                             "(fakescope app --root)").wait_for(timeout=30_000)
+            assert not page.get_by_text("Metrics", exact=True).count() and not page.locator("[data-testid=stException]").count()
+        box.fill(".")
+        box.press("Enter")
+        page.get_by_text("inside.png", exact=True).wait_for(timeout=30_000)  # its thumbnail's caption
+        page.frame_locator("iframe").get_by_text("html from root").wait_for(timeout=30_000)
+        assert not page.get_by_text("secret.png", exact=True).count()  # named in the table, never shown
+        page.close()  # a connected session holds up Streamlit's shutdown

@@ -108,6 +108,14 @@ def for_host(config: ServeConfig, host: str, *, allow_anonymous: bool = False) -
     return replace(config, generation=False)
 
 
+def check_app_host(host: str, *, allow_anonymous: bool = False) -> None:
+    """Refuse (`ConfigError`) to serve the web app, which has no login, beyond loopback unless `allow_anonymous`."""
+    if not is_loopback(host) and not allow_anonymous:
+        raise ConfigError(f"refusing to serve the web app on {host}: it has no login, so anyone who can reach the port "
+                          f"could use it (and the server's OPENAI_API_KEY); keep 127.0.0.1 (behind an authenticating "
+                          f"proxy), or pass {ANONYMOUS_FLAG}")
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` listens on this machine only."""
     try:

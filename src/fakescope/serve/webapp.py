@@ -3,6 +3,7 @@
 A thin Streamlit layer over `Detector`, `fakescope.serve.generation` and `report_view`.
 Settings come from the environment: `FAKESCOPE_MODEL`, `FAKESCOPE_DEVICE` (default `auto`),
 `FAKESCOPE_MAX_PIXELS` (larger images are refused; default as `fakescope serve --max-pixels`),
+`FAKESCOPE_APP_ROOT` (every server-side path the pages write or read lies under it; default the current folder),
 `FAKESCOPE_DATASET_DIR` (the generator's default dataset folder), `OPENAI_BASE_URL`.
 An OpenAI key typed on the generator page lives in this browser session only.
 """
@@ -32,6 +33,7 @@ from fakescope.serve.generation import generate_from_upload, openai_client, publ
 from fakescope.serve.limits import check_image, env_max_pixels
 from fakescope.serve.uploads import score_uploads
 from fakescope.serve.overlay import display_copy, heatmap_overlay
+from fakescope.serve.paths import app_root, confined, within
 from fakescope.serve.report_view import report_contents
 
 MAX_URL_BYTES = 20 * 1024 * 1024
@@ -61,6 +63,15 @@ def max_pixels() -> int:
     """The pixel limit (`FAKESCOPE_MAX_PIXELS`, as `fakescope app --max-pixels` sets it); a bad one stops the page."""
     try:
         return env_max_pixels()
+    except FakescopeError as exc:
+        st.error(f"Bad setting: {exc}")
+        st.stop()
+
+
+def root() -> Path:
+    """The folder every server-side path must lie under (`FAKESCOPE_APP_ROOT`, as `fakescope app --root` sets it)."""
+    try:
+        return app_root()
     except FakescopeError as exc:
         st.error(f"Bad setting: {exc}")
         st.stop()
@@ -163,19 +174,20 @@ def generator_page() -> None:
     with ai_col:
         for index, output in enumerate(result["outputs"]):  # a few Mpx at most, as the Images API makes them
             show_detection(f"generated #{index + 1}", output.detection, display_copy(decode_image(output.data).image))
-    st.session_state.setdefault("dataset_folder", os.environ.get("FAKESCOPE_DATASET_DIR", str(Path.cwd() / "data" / "generated")))
+    st.session_state.setdefault("dataset_folder", os.environ.get("FAKESCOPE_DATASET_DIR", str(root() / "data" / "generated")))
     folder = st.text_input("Dataset folder", key="dataset_folder")
     if st.button("Save both to the dataset"):
         save_to_dataset(folder.strip(), result)
 
 
 def save_to_dataset(folder: str, result: dict) -> None:
-    """`save_pair` into `folder` (`~` is the home folder); a folder that cannot be written is one red line."""
+    """`save_pair` into `folder` (`~` is the home folder, relative to the root); a folder outside the root, or one
+    that cannot be written, is one red line."""
     if not folder:
         st.error("Enter a dataset folder to save into.")
         return
     try:
-        manifest = save_pair(os.path.expanduser(folder), result["real"], [o.data for o in result["outputs"]],
+        manifest = save_pair(str(confined(folder, root())), result["real"], [o.data for o in result["outputs"]],
                              result["config"], filename=result["name"])
     except (OSError, FakescopeError) as exc:
         st.error(f"Could not save to the dataset: {exc}")
@@ -214,7 +226,7 @@ def report_page() -> None:
             source = upload.name
             report = json.loads(upload.getvalue())
         elif location:
-            path = report_path(Path(location).expanduser())
+            path = confined(report_path(confined(location, root())), root())  # the folder's report.json too
             source = path.name
             report = json.loads(path.read_text())
             html_path = path.with_name("report.html")
@@ -246,6 +258,7 @@ def report_page() -> None:
         else:
             st.dataframe(table)
         show_examples(table)
+    html_path = html_path and within(html_path, root())
     if html_path is not None and html_path.is_file():
         st.subheader("report.html")
         st.components.v1.html(html_path.read_text(), height=800, scrolling=True)
@@ -262,10 +275,10 @@ def report_path(path: Path) -> Path:
 
 
 def show_examples(table: pd.DataFrame) -> None:
-    """Thumbnails of the first images a table names in a `path` or `uri` column, where they exist locally."""
+    """Thumbnails of the first images a table names in a `path` or `uri` column, where they exist under the root."""
     column = next((c for c in ("path", "uri") if c in table.columns), None)
-    files = [Path(str(p)) for p in table[column]] if column else []
-    files = [p for p in files if p.is_file()][:12]
+    files = [within(str(p), root()) for p in table[column]] if column else []
+    files = [p for p in files if p is not None and p.is_file()][:12]
     if files:
         st.image([str(p) for p in files], caption=[p.name for p in files], width=160)
 
