@@ -204,8 +204,9 @@ def test_app_hands_its_pixel_limit_to_the_web_app_and_refuses_a_bad_one(monkeypa
     ("0.0.0.0", ["--allow-anonymous"], True), ("127.0.0.1", [], True), ("localhost", [], True),
 ])
 def test_app_beyond_loopback_needs_allow_anonymous(host, flags, started, monkeypatch, tmp_path):
-    """The web app has no login: `app --host 0.0.0.0` served the generator and the report page to anyone."""
+    """The web app has no login: `app --host 0.0.0.0` served the generator (with the server's key) to anyone."""
     from fakescope.cli import serve as cli_serve
+    from fakescope.serve.config import APP_ANONYMOUS_ENV
     from fakescope.serve.paths import ROOT_ENV
 
     execs = []
@@ -216,11 +217,12 @@ def test_app_beyond_loopback_needs_allow_anonymous(host, flags, started, monkeyp
     if not started:
         assert result.exit_code == 2 and execs == [] and result.output.count("\n") == 1, result.output
         assert result.output.startswith(f"error: refusing to serve the web app on {host}: it has no login")
-        assert result.output.rstrip().endswith("or pass --allow-anonymous")
+        assert result.output.rstrip().endswith("or pass --allow-anonymous (its generator then takes the visitor's own key only)")
         return
     assert result.exit_code == 0, result.output
     ((command, env),) = execs
     assert command[command.index("--server.address") + 1] == host and env[ROOT_ENV] == str(tmp_path.resolve())
+    assert env[APP_ANONYMOUS_ENV] == ("1" if flags else "0")  # open beyond loopback: never the server's OpenAI key
 
 
 def test_app_hands_its_root_to_the_web_app_and_refuses_a_missing_one(monkeypatch, tmp_path):

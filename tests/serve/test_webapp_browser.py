@@ -292,6 +292,27 @@ def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tm
     assert images_api.billable == billed + 1 and API_KEY not in (tmp_path / "streamlit.log").read_text()
 
 
+def test_open_app_generates_with_the_visitors_key_only(images_api, page, photo_bytes, tmp_path):
+    """Served beyond loopback (`app --allow-anonymous`), the generator spent the server's key for any visitor."""
+    (tmp_path / ".env").write_text(f"OPENAI_API_KEY={API_KEY}\n")
+    photo = tmp_path / "real.jpg"
+    photo.write_bytes(photo_bytes)
+    billed = images_api.billable
+    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", FAKESCOPE_APP_ANONYMOUS="1") as url:
+        page.goto(f"{url}/generator")
+        page.get_by_text("No OpenAI API key set").wait_for(timeout=30_000)  # the server's key in .env does not count
+        page.locator("input[type=file]").set_input_files(str(photo))
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("Generation failed: no OpenAI API key: enter yours in the field above (this app is open to "
+                         "anyone, so it never uses the server's)").wait_for(timeout=45_000)
+        assert images_api.billable == billed and not page.locator("[data-testid=stException]").count()
+        _enter_key(page)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("generated #1").wait_for(timeout=45_000)
+        page.close()  # a connected session holds up Streamlit's shutdown
+    assert images_api.billable == billed + 1
+
+
 def test_generator_page_saves_under_home_and_its_errors_name_no_temporary_path(images_api, page, photo_bytes, tmp_path):
     """The app's root is the folder it runs in; a dataset folder outside it (a symlink out, s3://) was written to."""
     photo, blocker, scratch = tmp_path / "real.jpg", tmp_path / "a-file", tmp_path / "tmp"

@@ -70,20 +70,21 @@ def app(
                        "(default: $FAKESCOPE_APP_ROOT, else the current folder).")] = None,
     allow_anonymous: Annotated[bool, typer.Option(
         "--allow-anonymous", help="Serve beyond loopback: the app has no login, so anyone who reaches the port "
-                                  "may use it.")] = False,
+                                  "may use it (the generator then takes the visitor's own OpenAI key only).")] = False,
 ) -> None:
     """Open the web app (Streamlit): detector, generator and report pages."""
     with clean_errors():
         import streamlit  # noqa: F401 - missing: one line naming the extra, not a failed subprocess
 
         from fakescope.serve import webapp_command
-        from fakescope.serve.config import check_app_host
+        from fakescope.serve.config import APP_ANONYMOUS_ENV, app_is_anonymous
         from fakescope.serve.paths import ROOT_ENV, app_root
 
-        check_app_host(host, allow_anonymous=allow_anonymous)
+        anonymous = app_is_anonymous(host, allow_anonymous=allow_anonymous)
         command = webapp_command(host, port)
         env = {**os.environ, "FAKESCOPE_DEVICE": device, MAX_PIXELS_ENV: str(checked_max_pixels(max_pixels)),
-               ROOT_ENV: str(app_root(root)), **({"FAKESCOPE_MODEL": model} if model else {})}
+               ROOT_ENV: str(app_root(root)), APP_ANONYMOUS_ENV: "1" if anonymous else "0",
+               **({"FAKESCOPE_MODEL": model} if model else {})}
         os.execve(command[0], command, env)  # Streamlit takes this process: a SIGTERM to it stops the server
 
 

@@ -15,6 +15,7 @@ from fakescope.serve.limits import DEFAULT_MAX_PIXELS, checked_max_pixels
 
 TOKEN_ENV = "FAKESCOPE_API_TOKEN"
 ANONYMOUS_FLAG = "--allow-anonymous"
+APP_ANONYMOUS_ENV = "FAKESCOPE_APP_ANONYMOUS"  # "1": the web app is open beyond loopback, so never uses the server's key
 GENERATION_OFF = (f"generation is off: this server runs without {TOKEN_ENV} ({ANONYMOUS_FLAG}); its operator must set "
                   "a token to serve /v1/generate and /v1/jobs")
 
@@ -108,12 +109,16 @@ def for_host(config: ServeConfig, host: str, *, allow_anonymous: bool = False) -
     return replace(config, generation=False)
 
 
-def check_app_host(host: str, *, allow_anonymous: bool = False) -> None:
-    """Refuse (`ConfigError`) to serve the web app, which has no login, beyond loopback unless `allow_anonymous`."""
-    if not is_loopback(host) and not allow_anonymous:
+def app_is_anonymous(host: str, *, allow_anonymous: bool = False) -> bool:
+    """Whether the web app, which has no login, serves anyone beyond loopback on `host`: refused (`ConfigError`)
+    unless `allow_anonymous`."""
+    if is_loopback(host):
+        return False
+    if not allow_anonymous:
         raise ConfigError(f"refusing to serve the web app on {host}: it has no login, so anyone who can reach the port "
                           f"could use it (and the server's OPENAI_API_KEY); keep 127.0.0.1 (behind an authenticating "
-                          f"proxy), or pass {ANONYMOUS_FLAG}")
+                          f"proxy), or pass {ANONYMOUS_FLAG} (its generator then takes the visitor's own key only)")
+    return True
 
 
 def is_loopback(host: str) -> bool:

@@ -47,14 +47,17 @@ class GeneratedImage:
     detection: Detection
 
 
-def openai_client(api_key: str | None = None, *, missing: str = NO_KEY, max_retries: int = 2, timeout: float = 120.0):
-    """An `openai.OpenAI` client for `api_key`, else `OPENAI_API_KEY` (environment or `.env`).
+def openai_client(api_key: str | None = None, *, missing: str = NO_KEY, max_retries: int = 2, timeout: float = 120.0,
+                  own_key_only: bool = False):
+    """An `openai.OpenAI` client for `api_key`, else `OPENAI_API_KEY` (environment or `.env`) unless `own_key_only`.
 
     `OPENAI_BASE_URL` still applies. The key is handed to the client only, never logged.
 
     Raises:
         ConfigError: no key was given and none is configured; its message is `missing`, worded for where it is shown.
     """
+    if own_key_only and not api_key:
+        raise ConfigError(missing)
     try:
         return make_client(max_retries, timeout, api_key=api_key)
     except ConfigError:  # its only refusal: no key

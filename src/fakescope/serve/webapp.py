@@ -4,7 +4,8 @@ A thin Streamlit layer over `Detector`, `fakescope.serve.generation` and `report
 Settings come from the environment: `FAKESCOPE_MODEL`, `FAKESCOPE_DEVICE` (default `auto`),
 `FAKESCOPE_MAX_PIXELS` (larger images are refused; default as `fakescope serve --max-pixels`),
 `FAKESCOPE_APP_ROOT` (every server-side path the pages write or read lies under it; default the current folder),
-`FAKESCOPE_DATASET_DIR` (the generator's default dataset folder), `OPENAI_BASE_URL`.
+`FAKESCOPE_DATASET_DIR` (the generator's default dataset folder), `OPENAI_BASE_URL`, `FAKESCOPE_APP_ANONYMOUS`
+(`1`: open beyond loopback, so the generator never uses the server's `OPENAI_API_KEY`).
 An OpenAI key typed on the generator page lives in this browser session only.
 """
 
@@ -29,6 +30,7 @@ from fakescope.generate.openai_models import MODELS, current_models, input_fidel
 from fakescope.io import storage
 from fakescope.io.fetch import fetch_public
 from fakescope.io.image import decode_image
+from fakescope.serve.config import APP_ANONYMOUS_ENV
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
 from fakescope.serve.limits import check_image, env_max_pixels
 from fakescope.serve.uploads import score_uploads
@@ -41,6 +43,7 @@ SMALL_TABLE_ROWS = 50
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
 KEPT_WIDGETS = ("openai_key", "edit_prompt", "dataset_folder")  # the generator's typed fields, kept across pages
 NO_KEY = "no OpenAI API key: enter one in the field above, or set OPENAI_API_KEY (environment or .env) where the app runs"
+NO_OWN_KEY = "no OpenAI API key: enter yours in the field above (this app is open to anyone, so it never uses the server's)"
 REPORT_NAMES = ("report.json", "logo.json")  # written by `fakescope evaluate` and `fakescope evaluate-logo`
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,11 @@ def root() -> Path:
     except FakescopeError as exc:
         st.error(f"Bad setting: {exc}")
         st.stop()
+
+
+def anonymous() -> bool:
+    """Whether the app is open beyond loopback (`FAKESCOPE_APP_ANONYMOUS`): then it never spends the server's key."""
+    return os.environ.get(APP_ANONYMOUS_ENV) == "1"
 
 
 def score(items: list[tuple[str, bytes]]) -> list[tuple[Detection, Image.Image | None]]:
@@ -148,7 +156,7 @@ def generator_page() -> None:
     key = st.text_input("OpenAI API key", type="password", key="openai_key",
                         help="Kept in this browser session only; never stored or logged.")
     storage.load_env_file()  # the server's key may live in .env
-    if not key and not os.environ.get("OPENAI_API_KEY"):
+    if not key and (anonymous() or not os.environ.get("OPENAI_API_KEY")):
         st.warning("No OpenAI API key set: enter one above to generate images.")
     upload = st.file_uploader("Real image", key="real")
     mode = st.radio("Mode", ["variation", "edit"], horizontal=True,
@@ -202,7 +210,7 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
     try:
         config = OpenAIImagesConfig(**settings)
         check_image(data, limit)
-        client = openai_client(key or None, missing=NO_KEY)
+        client = openai_client(key or None, missing=NO_OWN_KEY if anonymous() else NO_KEY, own_key_only=anonymous())
         workspace = st.session_state.setdefault("workspace", tempfile.mkdtemp(prefix="fakescope-app-"))
         folder = Path(workspace) / hashlib.sha256(data + config.params_hash().encode()).hexdigest()[:16]
         with st.spinner("Generating..."):
