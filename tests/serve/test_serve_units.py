@@ -232,3 +232,25 @@ def test_uploads_are_scored_a_batch_at_a_time_with_errors_per_file(detector, fla
     assert results[2][0].error.startswith("not an image") and results[3][0].error.startswith("image too large: 200x200")
     assert "truncated" in results[4][0].error or "corrupt" in results[4][0].error, results[4][0].error
     assert [results[i][1] is None for i in range(6)] == [False, False, True, True, True, False]
+
+
+def test_web_app_paths_are_confined_to_its_root(tmp_path, monkeypatch):
+    """What the browser tests check through the pages, without chromium: inside is resolved, outside refused."""
+    from fakescope.serve.paths import app_root, confined, within
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "out").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv("HOME", str(root))
+    assert app_root(root / ".." / "root") == root
+    assert confined("data/generated", root) == root / "data" / "generated" == confined("~/data/generated", root)
+    assert confined(str(root / "a" / ".." / "b"), root) == root / "b"
+    for typed, says in ((str(outside), "is outside the app's folder"), ("out/report.json", "is outside the app's folder"),
+                        ("../root-sibling", "is outside the app's folder"), ("~/..", "is outside the app's folder"),
+                        ("s3://bucket/faces", "reads and writes local folders under")):
+        with pytest.raises(ConfigError, match=says):
+            confined(typed, root)
+        assert within(typed, root) is None
+    with pytest.raises(ConfigError, match="is not a folder"):
+        app_root(tmp_path / "missing")
