@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only names the heatmap's type: `import fakescope` stays light
+    import numpy as np
 
 Verdict = Literal["ai", "real", "uncertain"]
 

@@ -1,0 +1,27 @@
+"""`import fakescope`, `import fakescope.cli` and `fakescope --help` load none of the heavy libraries (start-up latency)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "torchvision", "timm", "numpy", "PIL", "pandas", "pyarrow", "sklearn", "ray", "boto3", "openai",
+         "googleapiclient", "streamlit", "fastapi", "matplotlib", "umap", "c2pa", "onnxruntime", "huggingface_hub")
+
+
+def _imported(*args: str) -> set[str]:
+    """Top-level packages a fresh interpreter imports running `python -X importtime ARGS`."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return {name.partition(".")[0] for name in lines}
+
+
+@pytest.mark.parametrize("args", [("-c", "import fakescope"), ("-c", "import fakescope.cli"),
+                                  ("-m", "fakescope", "--help")], ids=["fakescope", "fakescope.cli", "--help"])
+def test_start_up_imports_no_heavy_library(args):
+    imported = _imported(*args)
+    assert "fakescope" in imported  # the probe saw the package itself load
+    assert sorted(imported.intersection(HEAVY)) == []
