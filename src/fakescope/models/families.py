@@ -7,7 +7,6 @@ definitions match torchvision's). Trained from scratch unless `pretrained=True`.
 
 from __future__ import annotations
 
-import timm
 import torch
 from torch import nn
 
@@ -55,6 +54,8 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
 
 
 def _build(timm_name: str, pretrained: bool | str, residual: str | None = None, **kwargs) -> Classifier:
+    import timm  # seconds to import (it loads torchvision): listing the zoo does not need it
+
     backbone = timm.create_model(timm_name, pretrained=False, num_classes=1, **kwargs)
     if pretrained:
         load_pretrained(backbone, timm_name, pretrained)
