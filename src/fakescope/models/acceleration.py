@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,8 +68,8 @@ def fold_batch_norm(network: nn.Module, *, tolerance: float = 1e-4) -> nn.Module
     folded into that convolution's weights (and its activation kept, for timm's BatchNormAct2d).
 
     The pairs are found by running the network once and matching each batch norm's input tensor
-    to a convolution's output. A copy whose logits differ from the original's by more than
-    `tolerance` on that probe (a convolution output also used elsewhere), or a network the probe
+    to a convolution's output. A copy whose logits differ from that run's by more than
+    `tolerance` on the same probe (a convolution output also used elsewhere), or a network the probe
     cannot run, is not used: the original comes back unchanged. On this CPU the bundled network's
     forward pass spent 27% of its time in batch norm (docs/scale.md).
     """
@@ -76,14 +77,14 @@ def fold_batch_norm(network: nn.Module, *, tolerance: float = 1e-4) -> nn.Module
         return network
     folded, probe = copy.deepcopy(network), _probe_input(network)
     try:  # an optimisation only: a network it cannot probe (a fixed input size, say) runs as it is
-        pairs = _conv_bn_pairs(folded, probe)
+        pairs, expected = _conv_bn_pairs(folded, probe)  # the copy unfolded yet: the original's logits
         for conv, bn, parent, name in pairs:
             weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
                                                 bn.weight, bn.bias)
             conv.weight, conv.bias = weight, bias
             setattr(parent, name, _activation_of(bn))
         with torch.inference_mode():
-            expected, got = network(probe), folded(probe)
+            got = folded(probe)
     except (RuntimeError, ValueError, TypeError):
         return network
     if not isinstance(expected, torch.Tensor) or not expected.isfinite().all():  # not the contract's logits, or NaN
@@ -93,9 +94,9 @@ def fold_batch_norm(network: nn.Module, *, tolerance: float = 1e-4) -> nn.Module
     return folded if same else network
 
 
-def _conv_bn_pairs(network: nn.Module, probe: torch.Tensor) -> list[tuple[nn.Conv2d, nn.BatchNorm2d, nn.Module, str]]:
+def _conv_bn_pairs(network: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d, nn.Module, str]], Any]:
     """(conv, bn, bn's parent, bn's attribute name) for each batch norm fed straight by a convolution
-    when `network` runs on `probe`."""
+    when `network` runs on `probe`, and what that run returned."""
     parents = {child: (parent, name) for parent in network.modules() for name, child in parent.named_children()}
     produced: dict[int, tuple[torch.Tensor, nn.Conv2d]] = {}
     pairs = []
@@ -112,12 +113,12 @@ def _conv_bn_pairs(network: nn.Module, probe: torch.Tensor) -> list[tuple[nn.Con
     hooks += [m.register_forward_pre_hook(before_bn) for m in network.modules() if isinstance(m, nn.BatchNorm2d)]
     try:
         with torch.inference_mode():
-            network(probe)
+            output = network(probe)
     finally:
         for hook in hooks:
             hook.remove()
     convs, bns = {id(conv) for conv, *_ in pairs}, {id(bn) for _, bn, *_ in pairs}
-    return pairs if len(convs) == len(bns) == len(pairs) else []  # a module run twice: leave the network alone
+    return (pairs if len(convs) == len(bns) == len(pairs) else []), output  # a module run twice: leave the network alone
 
 
 def _activation_of(bn: nn.BatchNorm2d) -> nn.Module | None:
