@@ -120,3 +120,12 @@ def test_dataset_scale_times_every_stage_and_finds_no_leak():
     for stage in ("dataset build, 60 images", "dataset audit", "--max-distance 4", "--max-distance -1", "balance by", "train 1 epoch"):
         assert stage in done.stdout
     assert "leaks: none; pair_ids in more than one split: 0" in done.stdout and done.stdout.count("peak RSS") == 6
+
+
+@pytest.mark.slow
+def test_cli_latency_prints_every_step():
+    done = _run("cli_latency.py", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    for step in ("| import fakescope |", "| fakescope --help |", "| fakescope detect IMAGE |", "| Detector.load(), runtime torch",
+                 "| warm predict, runtime auto", "| fakescope detect IMAGE, first call |"):
+        assert step in done.stdout
