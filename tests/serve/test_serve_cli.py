@@ -180,9 +180,21 @@ def test_serve_passes_queue_bounds_and_origins_to_the_app(monkeypatch, tmp_path)
     served = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app.state.config))
     result = CliRunner().invoke(app, ["serve", "--device", "cpu", "--jobs-dir", str(tmp_path), "--max-queue", "100",
-                                      "--max-jobs", "3", "--cors-origin", "https://a.example", "--cors-origin", "*"])
+                                      "--max-jobs", "3", "--cors-origin", "https://a.example", "--cors-origin", "*",
+                                      "--allowed-host", "API.example.com", "--allowed-host", "[::2]"])
     assert result.exit_code == 0, result.output
     assert (served[0].max_queue, served[0].max_jobs, served[0].cors_origins) == (100, 3, ("https://a.example", "*"))
+    assert served[0].allowed_hosts == ("api.example.com", "::2")
+
+
+def test_serve_with_an_allowed_host_that_is_not_a_host_name_is_one_clean_line(monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("served despite a bad host"))
+    result = CliRunner().invoke(app, ["serve", "--allowed-host", "http://proxy.example:8080"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip() == ("error: allowed host 'http://proxy.example:8080': expected a host name or IP "
+                                     "address without scheme, port or path (as api.example.com), or *")
 
 
 def test_app_hands_its_pixel_limit_to_the_web_app_and_refuses_a_bad_one(monkeypatch):

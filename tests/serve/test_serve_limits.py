@@ -90,7 +90,8 @@ def test_other_origins_get_no_cors_grant(cors_server, server, photo_bytes):
     off = _preflight(f"{server.url}/v1/detect", ORIGIN)  # the default: no CORS at all
     assert "access-control-allow-origin" not in off.headers
     simple = httpx.post(f"{server.url}/v1/detect", headers={**AUTH, "Origin": ORIGIN}, content=photo_bytes)
-    assert simple.status_code == 200 and "access-control-allow-origin" not in simple.headers
+    assert simple.status_code == 403 and "access-control-allow-origin" not in simple.headers  # was scored (200)
+    assert simple.json()["detail"].startswith(f"cross-origin request refused: a page on {ORIGIN} may not call this API")
 
 
 def test_answers_to_an_allowed_origin_carry_cors_headers_errors_too(cors_server, photo_bytes):

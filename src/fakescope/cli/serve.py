@@ -31,6 +31,9 @@ def serve(
     max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", help="Let pages of this origin (https://app.example.com, or *) call the API; repeatable.")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", help="A Host name (or *) accepted on loopback besides localhost, 127.0.0.1 and [::1], as a "
+                               "local proxy sends; repeatable.")] = None,
     jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default serve-jobs in $FAKESCOPE_CACHE, else $XDG_CACHE_HOME/fakescope, else ~/.cache/fakescope).")] = None,
     runtime: RuntimeOpt = Runtime.auto,
     grid: GridOpt = None,
@@ -49,7 +52,7 @@ def serve(
         options = {"jobs_dir": jobs_dir} if jobs_dir else {}
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files, max_queue=max_queue,
-                             max_jobs=max_jobs, cors_origins=tuple(cors_origin or ()),
+                             max_jobs=max_jobs, cors_origins=tuple(cors_origin or ()), allowed_hosts=tuple(allowed_host or ()),
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
         config = for_host(config, host, allow_anonymous=allow_anonymous)  # before the model loads: a refusal is quick
         detector = config.load_detector()  # before uvicorn, so a bad --model is one clean line

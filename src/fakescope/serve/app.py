@@ -6,7 +6,8 @@ Endpoints: `POST /v1/detect`, `POST /v1/detect/batch`, `POST /v1/explain`, `POST
 when a token is configured. Answers: 413 for an upload over the size limit, 422 for a file that is
 not a readable image or has too many pixels, 401 for a missing or wrong token, 503 with
 `Retry-After` when the model's queue or the generation jobs are full, 403 for `/v1/generate` and `/v1/jobs/*` when
-generation is off (`ServeConfig.generation`). CORS is off unless origins are configured.
+generation is off (`ServeConfig.generation`), and 403 for a non-loopback `Host` on loopback or a POST or DELETE
+from another origin's page (`serve.origins`). CORS is off unless origins are configured.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from fakescope.serve.config import GENERATION_OFF, ServeConfig
 from fakescope.serve.generation import openai_client
 from fakescope.serve.jobs import JobBusy, JobStore
 from fakescope.serve.limits import check_image
+from fakescope.serve.origins import host_refusal, origin_refusal
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Error, Explanation, Health, Job, Models
 
@@ -135,10 +137,11 @@ def _spec_builder(app: FastAPI):
 class _Gate:
     """ASGI middleware: refuse a request before its body is read, not after.
 
-    FastAPI parses a multipart form (spooling its files to disk) before dependencies run, so the
-    token is checked here: 401 for a `/v1/*` call without it. A body over the request's limit
-    answers 413, from `Content-Length` before reading or on the chunk of a chunked body that passes it;
-    a body that sends nothing for `body_timeout_s` answers 408.
+    FastAPI parses a multipart form (spooling its files to disk) before dependencies run, so everything is
+    checked here: 403 for a non-loopback `Host` on loopback or a POST or DELETE from another origin's page
+    (`serve.origins`), 401 for a `/v1/*` call without the token. A body over the request's limit answers 413,
+    from `Content-Length` before reading or on the chunk of a chunked body that passes it; a body that sends
+    nothing for `body_timeout_s` answers 408.
     """
 
     def __init__(self, app, config: ServeConfig):
@@ -148,6 +151,10 @@ class _Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
+        refusal = (host_refusal(headers, scope.get("server"), self.config.allowed_hosts)
+                   or origin_refusal(scope["method"], headers, self.config.cors_origins))
+        if refusal:
+            return await JSONResponse({"detail": refusal}, 403)(scope, receive, send)
         if scope["path"].startswith("/v1/") and not _authorised(headers.get("authorization", ""), self.config.token):
             answer = JSONResponse({"detail": "missing or wrong bearer token"}, 401, {"WWW-Authenticate": "Bearer"})
             return await answer(scope, receive, send)

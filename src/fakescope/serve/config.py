@@ -12,6 +12,7 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError
 from fakescope.io import storage
 from fakescope.serve.limits import DEFAULT_MAX_PIXELS, checked_max_pixels
+from fakescope.serve.origins import checked_host
 
 TOKEN_ENV = "FAKESCOPE_API_TOKEN"
 ANONYMOUS_FLAG = "--allow-anonymous"
@@ -41,6 +42,9 @@ class ServeConfig:
         max_queue: Most images waiting for the model; more answer 503 with `Retry-After` (at least `max_files`).
         max_jobs: Most generation jobs queued or running; more answer 503 with `Retry-After`.
         cors_origins: Web origins (`https://app.example.com`, or `*`) whose pages may call the API; none by default.
+            A POST or DELETE from any other page (its `Origin` is neither these nor the server's own) answers 403.
+        allowed_hosts: Host names (or `*`) a request that reached a loopback address may name in `Host` besides
+            localhost and loopback addresses (a proxy's name); any other answers 403 (DNS rebinding).
         token: Bearer token every `/v1/*` request must carry; default `FAKESCOPE_API_TOKEN` (environment or
             `.env`), None = open.
         jobs_dir: Where generation jobs write their sources and outputs.
@@ -63,6 +67,7 @@ class ServeConfig:
     max_queue: int = 256
     max_jobs: int = 16
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     token: str | None = field(default_factory=_env_token, repr=False)
     jobs_dir: Path = field(default_factory=lambda: cache_dir("serve-jobs"))
     runtime: str = "auto"
@@ -84,6 +89,7 @@ class ServeConfig:
                               "a full batch request must fit in the queue")
         for origin in self.cors_origins:
             _check_origin(origin)
+        object.__setattr__(self, "allowed_hosts", tuple(map(checked_host, self.allowed_hosts)))  # as compared
 
     def load_detector(self):
         """The `Detector` these settings describe (batches of `max_batch`, 2 decoding threads)."""
