@@ -426,6 +426,26 @@ def test_report_page_opens_an_evaluate_logo_folder(app_url, page, tmp_path):
     assert not page.locator("[data-testid=stException]").count()
 
 
+def test_a_page_reached_under_a_rebound_name_is_refused_and_loopback_names_work(app_url, browser):
+    """DNS rebinding: a site whose name now points at 127.0.0.1 would be same-origin with the app and could drive it."""
+    port = app_url.rsplit(":", 1)[1]
+    flags = [*CHROMIUM_FLAGS, "--host-resolver-rules=MAP rebound.test 127.0.0.1"]
+    chromium = browser.browser_type.launch(executable_path=CHROMIUM, args=flags, headless=True)  # its own resolver
+    try:
+        page = chromium.new_page()
+        page.goto(f"http://rebound.test:{port}/generator")
+        page.get_by_text(f"host not allowed: 'rebound.test:{port}' is not a loopback name (localhost, 127.0.0.1, "
+                         "[::1]); open the app as http://127.0.0.1 or http://localhost").wait_for(timeout=60_000)
+        assert not page.get_by_role("button", name="Generate").count()  # the page itself never ran
+        for own in (app_url, f"http://localhost:{port}"):
+            page.goto(own)
+            page.get_by_text("No image yet").wait_for(timeout=60_000)
+            assert "host not allowed" not in page.locator("main").inner_text()
+        page.close()  # a connected session holds up Streamlit's shutdown
+    finally:
+        chromium.close()
+
+
 def test_chromium_is_the_debian_build():
     assert shutil.which("chromium") == CHROMIUM
 

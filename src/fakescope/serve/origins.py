@@ -13,7 +13,7 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
+from collections.abc import Mapping
 
 from fakescope.errors import ConfigError
 
@@ -21,7 +21,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 
 
-def host_refusal(headers: Headers, server: tuple[str, int] | None, allowed: tuple[str, ...]) -> str | None:
+def host_refusal(headers: Mapping[str, str], server: tuple[str, int] | None, allowed: tuple[str, ...],
+                 remedy: str = "a proxy's name can be allowed with fakescope serve --allowed-host") -> str | None:
     """Why a request that arrived on a loopback address (`server`) names a host it may not; None when it may.
 
     Allowed: `localhost`, a loopback address (`127.0.0.1`, `[::1]`), any port, and the names in `allowed`
@@ -34,10 +35,10 @@ def host_refusal(headers: Headers, server: tuple[str, int] | None, allowed: tupl
     if name is not None and (name == "localhost" or _is_loopback(name) or name in allowed):
         return None
     return (f"host not allowed: {host!r} is not a loopback name (localhost, 127.0.0.1, [::1]); "
-            "a proxy's name can be allowed with fakescope serve --allowed-host")
+            f"{remedy}")
 
 
-def origin_refusal(method: str, headers: Headers, cors_origins: tuple[str, ...]) -> str | None:
+def origin_refusal(method: str, headers: Mapping[str, str], cors_origins: tuple[str, ...]) -> str | None:
     """Why a state-changing request from a web page of another origin is refused; None when it may go on."""
     origin = headers.get("origin")
     if method in SAFE_METHODS or origin is None or "*" in cors_origins or origin in cors_origins:

@@ -33,6 +33,7 @@ from fakescope.io.image import decode_image
 from fakescope.serve.config import APP_ANONYMOUS_ENV
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
 from fakescope.serve.limits import check_image, env_max_pixels
+from fakescope.serve.origins import host_refusal
 from fakescope.serve.uploads import score_uploads
 from fakescope.serve.overlay import display_copy, heatmap_overlay
 from fakescope.serve.paths import app_root, confined, within
@@ -291,8 +292,20 @@ def show_examples(table: pd.DataFrame) -> None:
         st.image([str(p) for p in files], caption=[p.name for p in files], width=160)
 
 
+def refuse_rebound_host() -> None:
+    """Stop a page that reached the app on loopback under another name (DNS rebinding: a site whose name now points
+    at 127.0.0.1 would be same-origin with the app and could drive it, the generator's key included)."""
+    host = st.context.headers.get("Host")
+    refusal = host_refusal({"host": host} if host else {}, (st.get_option("server.address") or "", 0), (),
+                           remedy="open the app as http://127.0.0.1 or http://localhost")
+    if refusal:
+        st.error(refusal)
+        st.stop()
+
+
 def main() -> None:
     st.set_page_config(page_title="fakescope", layout="wide")
+    refuse_rebound_host()
     for name in KEPT_WIDGETS:  # Streamlit forgets a widget's value when a page without it is shown; saving it keeps it
         if name in st.session_state:
             st.session_state[name] = st.session_state[name]
