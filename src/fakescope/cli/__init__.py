@@ -7,8 +7,10 @@ heavy imports happen inside the commands so `fakescope --help` stays fast.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 import sys
+from typing import Annotated
 
 import typer
 
@@ -40,8 +42,17 @@ class _StderrWarnings(logging.Handler):
         print(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fakescope {importlib.metadata.version('fakescope')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _configure() -> None:
+def _configure(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the installed version and exit.")] = False,
+) -> None:
     """Warnings from fakescope's modules go to stderr in the CLI's own `warning: ...` form."""
     package = logging.getLogger("fakescope")
     if not any(isinstance(h, _StderrWarnings) for h in package.handlers):
