@@ -147,3 +147,18 @@ def test_detect_a_missing_object_reports_it_as_a_missing_local_file_is(s3_bucket
     assert result.exit_code == 1, result.output
     record = json.loads(result.stdout)
     assert record["path"] == missing and record["error"] == "no such file"
+
+
+@pytest.mark.parametrize("output", ["csv", "jsonl", "table"])
+def test_detect_refused_credentials_print_nothing_on_stdout_only_the_error(s3_server, s3_bucket, tiny_model_dir,
+                                                                         monkeypatch, output):
+    """`detect -f csv` printed its header before the credentials error: stdout held a CSV of no rows."""
+    if not s3_server.enforces_auth:
+        pytest.skip("the fallback moto server does not enforce credentials")
+    uri = f"s3://{s3_bucket}/photos/0.png"  # on stdin: read, not checked first
+    storage.write_bytes(uri, _png(0))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    result = CliRunner().invoke(app, ["detect", "-", "--model", str(tiny_model_dir), "--device", "cpu",
+                                      "--no-provenance", "--format", output], input=uri + "\n")
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.output

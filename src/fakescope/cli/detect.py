@@ -104,9 +104,7 @@ def _render(results, output: OutputFormat) -> int:
 
     failures = 0
     writer = csv.DictWriter(sys.stdout, CSV_FIELDS, extrasaction="ignore") if output is OutputFormat.csv else None
-    if writer:
-        writer.writeheader()
-    table_rows = []
+    table_rows, header = [], writer is not None  # the header waits for the first row: an error before it prints alone
     try:
         for detection in results:
             failures += not detection.ok
@@ -117,6 +115,9 @@ def _render(results, output: OutputFormat) -> int:
                 continue
             record |= {key: path_text(record[key]) for key in ("path", "error") if key in record}
             if writer:
+                if header:
+                    writer.writeheader()
+                    header = False
                 writer.writerow({**record, "evidence": "; ".join(_evidence_line(e) for e in record["evidence"])})
             else:
                 table_rows.append(record)
