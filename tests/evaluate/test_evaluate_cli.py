@@ -35,6 +35,11 @@ def test_evaluate_with_the_bundled_model(small_manifest, tmp_path):
     assert data["model"] == "fakescope-default" and data["overall"]["n"] == 4 and data["robustness"] == []
     assert data["provenance"] is True and len(data["examples"]) == 4
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert result.output.splitlines()[-3:] == [f"wrote {out / name}" for name in ("report.html", "report.json", "scores.csv")]
+    assert "evaluate" not in result.stderr  # no terminal: no progress unless asked
+    shown = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(out), "--no-robustness",
+                                "--bootstrap", "0", "--device", "cpu", "--progress"])
+    assert shown.exit_code == 0 and "evaluate: " in shown.stderr, shown.output
 
 
 def test_evaluate_one_perturbation_without_provenance(small_manifest, tmp_path):
@@ -143,6 +148,10 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
     assert data["by_real_source"] == {r["held_out"]: {"camera": r["auc_all"]} for r in data["runs"]}
     assert "against each real source alone" in result.output
     assert (out / "without-g1" / "model" / "model.safetensors").is_file()
+    assert result.output.splitlines()[-4:] == [f"wrote {out / 'logo.csv'}", f"wrote {out / 'logo.json'}",
+                                               f"wrote {out / 'without-g1'}/ (the run trained without g1)",
+                                               f"wrote {out / 'without-g2'}/ (the run trained without g2)"]
+    assert "epoch 1/1" not in result.stderr  # no terminal: no progress unless asked
 
 
 @pytest.mark.slow
@@ -239,5 +248,8 @@ def test_evaluate_with_explanation_figures_in_the_report(small_manifest, tmp_pat
     assert result.exit_code == 0, result.output
     figures = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
     assert any(name.startswith("umap") for name in figures)
+    written = {line.removeprefix("wrote ") for line in result.output.splitlines() if line.startswith("wrote ")}
+    assert written == {str(tmp_path / n) for n in ("report.html", "report.json", "scores.csv")} | {
+        str(p) for p in (tmp_path / "figures").rglob("*") if p.is_file()}
     html = (tmp_path / "report.html").read_text()
     assert "UMAP" in html and html.count("data:image/png;base64,") >= len(figures)

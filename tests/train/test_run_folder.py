@@ -171,3 +171,12 @@ def test_train_help_quotes_the_config_defaults_of_its_overriding_options():
                         ("--num-workers", "num_workers"), ("--seed", "seed")):
         assert re.search(rf"{option} .*?default: the config's(?: out:)?, else {getattr(defaults, key)}\)", text), option
     assert defaults.pretrained is True and "else pretrained)" in text
+
+
+def test_train_shows_progress_only_on_a_terminal_unless_told(manifest, tmp_path):
+    """`train` showed its bars by default, into logs too, while evaluate and evaluate-logo did not: one rule for all now."""
+    train_config(manifest, tmp_path / "run", epochs=1, samples_per_epoch=32).to_yaml(tmp_path / "train.yaml")
+    quiet = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml")])  # stderr is no terminal here
+    assert quiet.exit_code == 0 and "epoch 1/1" not in quiet.stderr, quiet.output
+    shown = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--overwrite", "--progress"])
+    assert shown.exit_code == 0 and "epoch 1/1" in shown.stderr, shown.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from typing import Annotated
 
@@ -44,3 +45,11 @@ class Decode(str, Enum):
 
 DecodeOpt = Annotated[Decode, typer.Option(
     "--decode", help="Where plain JPEGs are decoded: host, or device (nvJPEG on CUDA: faster, scores differ slightly).")]
+
+ProgressOpt = Annotated[bool | None, typer.Option(
+    "--progress/--no-progress", help="Show progress on stderr (default: when stderr is a terminal).")]
+
+
+def show_progress(progress: bool | None) -> bool:
+    """`--progress/--no-progress` as given, else whether stderr is a terminal: one rule for every command."""
+    return sys.stderr.isatty() if progress is None else progress

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt, ProgressOpt, show_progress
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,16 +34,15 @@ def evaluate(
         "--explain/--no-explain", help="Add UMAP, mosaic and Grad-CAM figures (fakescope.explain) to the report.")] = False,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 32,
-    progress: Annotated[bool | None, typer.Option(
-        "--progress/--no-progress", help="Count the images read on stderr (default: when stderr is a terminal).")] = None,
+    progress: ProgressOpt = None,
 ) -> None:
-    """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT.
+    """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT
+    (with --explain, OUT/figures too), and list every file written.
 
     Exit status: 0 when every image was scored, 1 when some could not be read (the report lists them), 2 on
     usage errors.
     """
     import math
-    import sys
 
     from fakescope.data.manifest import read_rows
     from fakescope.errors import ConfigError
@@ -54,15 +53,15 @@ def evaluate(
     with clean_errors():
         import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
 
-        extras = [_figure_pair(f) for f in figure or []]
+        extras, written = [_figure_pair(f) for f in figure or []], []
         check_split(split)
         rows = read_rows(manifest, split_required=split != "all")
         if explain:
-            extras += _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)
+            figures, written = _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)
+            extras += figures
         report = run(model, rows, split, robustness=robustness, perturbations=_names(perturbations),
                      bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=_names(attributes),
-                     device=device, batch_size=batch_size,
-                     progress=sys.stderr.isatty() if progress is None else progress)
+                     device=device, batch_size=batch_size, progress=show_progress(progress))
         try:
             paths = write_report(report, out, extras)
         except OSError as exc:
@@ -78,7 +77,8 @@ def evaluate(
     if report.failures:
         typer.echo(f"  {len(report.failures)} image(s) left out (unreadable or no finite score), listed in the report: "
                    f"{report.failures[0]['uri']}, ...")
-    typer.echo(f"wrote {paths['html']}")
+    for path in [*paths.values(), *written]:
+        typer.echo(f"wrote {path}")
     raise typer.Exit(1 if report.failures else 0)
 
 
@@ -94,11 +94,13 @@ def evaluate_logo(
     resume: Annotated[bool, typer.Option(help="Continue each fold's run in OUT/without-<g> (a finished one is only "
                                               "scored again).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the fold runs OUT already holds.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = False,
+    progress: ProgressOpt = None,
 ) -> None:
-    """Leave-one-generator-out: train without each generator, test on all; write logo.json and logo.csv to OUT."""
+    """Leave-one-generator-out: train without each generator in OUT/without-<g>, test on all; write logo.csv and
+    logo.json to OUT, and list every file and run folder written."""
     from fakescope.evaluate.generalization import (
         count_matrix,
+        fold_folder,
         generalization_matrix,
         leave_one_generator_out,
         real_source_table,
@@ -110,7 +112,7 @@ def evaluate_logo(
         cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, samples_per_epoch=samples_per_epoch, device=device,
                                    num_workers=num_workers, resume=resume or None, overwrite=overwrite or None)
         try:
-            table = leave_one_generator_out(cfg, _names(generators), by=by, progress=progress)
+            table = leave_one_generator_out(cfg, _names(generators), by=by, progress=show_progress(progress))
         except KeyboardInterrupt:  # Ctrl-C: each fold keeps the checkpoint of its last finished epoch
             typer.echo(f"interrupted: continue with --resume -o {out} (finished folds are only scored again)", err=True)
             raise typer.Exit(130) from None
@@ -121,7 +123,10 @@ def evaluate_logo(
     typer.echo(count_matrix(table).to_string())
     typer.echo("AUC of each unseen generator against each real source alone")
     typer.echo(real_source_table(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
-    typer.echo(f"wrote {paths['json']}")
+    for path in paths.values():
+        typer.echo(f"wrote {path}")
+    for held_out in table["held_out"]:
+        typer.echo(f"wrote {fold_folder(out, held_out)}/ (the run trained without {held_out})")
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -130,23 +135,23 @@ def _names(text: str | None) -> list[str] | None:
     return names or None
 
 
-def _explain_figures(model: str, rows: pd.DataFrame, out: str) -> list[ExtraFigure]:
-    """`fakescope.explain.report_figures` of the split, written under OUT/figures (drawn locally, then copied to a remote OUT)."""
+def _explain_figures(model: str, rows: pd.DataFrame, out: str) -> tuple[list[ExtraFigure], list[str]]:
+    """`fakescope.explain.report_figures` of the split, drawn in a scratch folder and copied to OUT/figures; the figures,
+    and the URIs of the files written."""
     import tempfile
     from pathlib import Path
 
     from fakescope.explain import report_figures
     from fakescope.io import storage
 
-    rows = rows.reset_index(drop=True)
-    if not storage.is_remote(out):
-        return report_figures(model, rows, Path(out.removeprefix("file://")) / "figures")
+    written = []
     with tempfile.TemporaryDirectory(prefix="fakescope-figures-") as scratch:
         folder = Path(scratch)
-        figures = report_figures(model, rows, folder)
+        figures = report_figures(model, rows.reset_index(drop=True), folder)
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            storage.write_bytes(storage.join(out, "figures", *path.relative_to(folder).parts), path.read_bytes())
-        return [(title, path.read_bytes()) for title, path in figures]
+            written.append(storage.join(out, "figures", *path.relative_to(folder).parts))
+            storage.write_bytes(written[-1], path.read_bytes())
+        return [(title, path.read_bytes()) for title, path in figures], written
 
 
 def _figure_pair(text: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import ProgressOpt, show_progress
 
 
 def train(
@@ -37,7 +38,7 @@ def train(
                                                 "path.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the run the output folder already holds (without this or "
                                                    "--resume such a folder is refused).")] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOpt = None,
 ) -> None:
     """Train, calibrate on the validation split, test once, and save a model folder in OUT/model."""
     from fakescope.data.manifest import MANIFEST_SUFFIXES
@@ -53,7 +54,7 @@ def train(
         else:
             cfg = TrainConfig.from_yaml(config, **overrides)
         try:
-            saved = run(cfg, progress=progress)
+            saved = run(cfg, progress=show_progress(progress))
         except KeyboardInterrupt:  # Ctrl-C: the checkpoint of the last finished epoch is whole
             if os.environ.get("RANK", "0") == "0":  # under torchrun every rank is interrupted
                 typer.echo(f"interrupted: continue from the last finished epoch with --resume -o {cfg.out}", err=True)

@@ -82,8 +82,7 @@ def leave_one_generator_out(
     if not ((rows["split"] == "test") & (rows["label"] == "real")).any():  # else found only after the first fold trains
         raise ConfigError("the manifest's 'test' split has no real images, against which every held-out generator is scored")
     _check_folds(rows, by, gens)
-    runs = {gen: replace(cfg, out=str(Path(cfg.out) / f"without-{quote(str(gen), safe='')}"), name=f"{cfg.name}-without-{gen}")
-            for gen in gens}  # quoted: a '/' in a generator's name would nest folders
+    runs = {gen: replace(cfg, out=str(fold_folder(cfg.out, gen)), name=f"{cfg.name}-without-{gen}") for gen in gens}
     for run_cfg in runs.values():  # before any fold trains: a later fold's refusal would waste the earlier ones
         check_out(run_cfg)
     results = []
@@ -100,6 +99,12 @@ def leave_one_generator_out(
         row.update({COUNT_PREFIX + g: int(scored.loc[g, "n_unseen"]) for g in present})
         results.append(row)
     return pd.DataFrame(results)
+
+
+def fold_folder(out: str | Path, generator: object) -> Path:
+    """The run folder of the fold that holds `generator` out: `out/without-<generator>`, the name %-quoted (a '/' in it
+    would nest folders)."""
+    return Path(out) / f"without-{quote(str(generator), safe='')}"
 
 
 def generalization_matrix(results: pd.DataFrame) -> pd.DataFrame:
