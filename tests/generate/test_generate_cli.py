@@ -285,6 +285,25 @@ def test_openai_command_defaults_make_gpt_image_variations_and_print_tokens(tmp_
     assert bad.exit_code == 2 and "size 1000x1000 is not one gpt-image-2 makes" in bad.output and server.billable == 2
 
 
+@pytest.mark.parametrize(("name", "content", "mode", "message"), [
+    ("missing.png", None, "variation", "missing.png: no such file"),
+    ("photo.png", b"\x89PNG\r\n\x1a\n", "generate", "photo.png: not a prompts file"),
+    ("blank.txt", b"\n  \n", "generate", "blank.txt: no prompt in it"),
+    ("empty", "folder", "variation", "no images in "),
+])
+def test_openai_bad_input_is_refused_before_anything_is_made_under_out(tmp_path, server, name, content, mode, message):
+    """A missing or wrong SRC left --out holding an empty ledger; nothing is made there now."""
+    src = tmp_path / name
+    if content == "folder":
+        src.mkdir()
+    elif content is not None:
+        src.write_bytes(content)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["generate", "openai", str(src), "--out", str(out), "--mode", mode])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and message in result.stderr, result.output
+    assert result.stdout == "" and not out.exists() and server.billable == 0
+
+
 def test_manifest_merge_replaces_rows_by_uri_in_csv_and_parquet(tmp_path):
     for name in ("m.csv", "m.parquet"):
         uri = str(tmp_path / name)

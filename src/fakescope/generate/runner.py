@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -141,6 +142,8 @@ def run_openai(
         (one listing of `out`, not a request per image); one deleted since is made, and paid for, again (`missing`).
 
     Raises:
+        ConfigError, StorageError: `src` is missing or gives no source (no image; in `generate` mode, not UTF-8 text or
+            no prompt): raised before anything is made under `out` or the cache.
         StorageUnavailableError: `out` became unreachable; the run stops paying, and a rerun writes the
             images it had paid for from the spool without paying again.
         StorageError: another run holds `out`'s lease, or took it over from this one (which then stops paying).
@@ -154,6 +157,8 @@ def run_openai(
     price = config.price() if budgeted else _price_or_zero(config)
     client = client or make_client()
     check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
+    sources = _sources(src, out, config, split)
+    first = next(sources)  # a bad src fails here, before anything is made under `out` or the cache
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
     lease = Lease(out, lease_seconds)
     lease.acquire()
@@ -195,7 +200,7 @@ def run_openai(
     made = _Made(out, manifest_name)
     flush_at, flushed = time.monotonic() + manifest_every, 0
     try:
-        for job in _jobs(src, out, config, book, split):
+        for job in _jobs(itertools.chain([first], sources), config, book):
             if job.key in seen:  # a byte-identical copy of an earlier source: the same images
                 continue
             seen.add(job.key)
@@ -286,9 +291,9 @@ def _over_budget(
     return max_total_spend is not None and report.spent_before + spend > max_total_spend + 1e-9
 
 
-def _jobs(src: str, out: str, config: OpenAIImagesConfig, book: Ledger, split: str | None) -> Iterator[Job]:
+def _jobs(sources: Iterator[tuple[str, str, str, bytes | str]], config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:
     params_hash = config.params_hash()
-    for source, stem, digest, payload in _sources(src, out, config, split):
+    for source, stem, digest, payload in sources:
         for index in range(config.n):
             key = job_key(digest, config.mode, config.model, params_hash, index)
             book.add(key, source, digest, config.mode, config.model, params_hash, index)
@@ -300,18 +305,25 @@ def _sources(
 ) -> Iterator[tuple[str, str, str, bytes | str]]:
     """Yield (source URI, name stem, sha256, payload) for every source, lazily."""
     if config.mode == "generate":
-        try:
-            lines = storage.read_bytes(src).decode("utf-8").splitlines()
-        except UnicodeDecodeError as exc:  # an image given where --mode generate takes its prompts
-            raise ConfigError(f"{path_text(src)}: not a prompts file (UTF-8 text, one prompt per line): byte "
-                              f"{exc.object[exc.start]:#04x} at {exc.start} is not UTF-8") from None
-        for number, line in enumerate(lines, start=1):
-            if prompt := line.strip():
-                yield f"{src}#L{number}", f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest(), prompt
+        for number, prompt in _prompts(src):
+            yield f"{src}#L{number}", f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest(), prompt
         return
     for uri in image_uris(src, exclude=out, split=split):
         data = storage.read_bytes(uri)
         yield uri, source_stem(uri), hashlib.sha256(data).hexdigest(), data
+
+
+def _prompts(src: str) -> list[tuple[int, str]]:
+    """(line number, prompt) for each non-blank line of a prompts file."""
+    try:
+        lines = storage.read_bytes(src).decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:  # an image given where --mode generate takes its prompts
+        raise ConfigError(f"{path_text(src)}: not a prompts file (UTF-8 text, one prompt per line): byte "
+                          f"{exc.object[exc.start]:#04x} at {exc.start} is not UTF-8") from None
+    prompts = [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not prompts:
+        raise ConfigError(f"{path_text(src)}: no prompt in it (UTF-8 text, one prompt per line)")
+    return prompts
 
 
 def _execute(client, job: Job, out: str, config: OpenAIImagesConfig, book: Ledger) -> tuple[str, dict]:
