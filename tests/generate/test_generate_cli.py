@@ -304,6 +304,37 @@ def test_openai_bad_input_is_refused_before_anything_is_made_under_out(tmp_path,
     assert result.stdout == "" and not out.exists() and server.billable == 0
 
 
+def test_openai_refuses_many_unlimited_requests_in_every_mode_and_prints_the_plan(tmp_path, server):
+    """README.md taken as a prompts file sent 223 prompts unasked; over 20 requests now need a limit or --yes."""
+    prompts, photos, out = tmp_path / "prompts.txt", tmp_path / "photos", tmp_path / "out"
+    prompts.write_text("".join(f"a photo of a face, number {i}\n" for i in range(21)))
+    photos.mkdir()
+    for i in range(11):
+        Image.new("RGB", (40, 40), (i * 20, 10, 10)).save(photos / f"p{i}.png")
+    generate = ["generate", "openai", str(prompts), "--out", str(out), "--mode", "generate"]
+    refused = {
+        "generate": CliRunner().invoke(app, generate),
+        "variation": CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--n", "2"]),
+        "edit": CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--n", "2",
+                                         "--mode", "edit", "--prompt", "a hat"]),
+    }
+    assert refused["generate"].stderr == ("error: 21 prompt(s) x --n 1: up to 21 request(s), more than 20 without a "
+                                          "limit: pass --max-images N, a budget (--max-spend, --max-total-spend) or --yes\n")
+    for mode in ("variation", "edit"):  # a folder of images: the same rule
+        assert refused[mode].stderr.startswith("error: 11 image(s) x --n 2: up to 22 request(s), more than 20 "), mode
+    assert {(r.exit_code, r.stdout) for r in refused.values()} == {(2, "")}
+    assert server.billable == 0 and not out.exists()
+    capped = CliRunner().invoke(app, [*generate, "--max-images", "3"])
+    assert capped.exit_code == 0 and capped.stdout.startswith(
+        "21 prompt(s) x --n 1: up to 21 request(s), --max-images 3 (jobs done before are skipped, unpaid)\n"), capped.output
+    assert "done 3," in capped.stdout and server.billable == 3
+    rest = CliRunner().invoke(app, [*generate, "--yes"])
+    assert rest.exit_code == 0 and "done 18, already done 3," in rest.stdout and server.billable == 21, rest.output
+    budget = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(tmp_path / "dalle"), "--n", "2",
+                                      "--model", "dall-e-2", "--size", "256x256", "--max-spend", "0.04"])
+    assert budget.exit_code == 0 and "stopped: budget" in budget.stdout and server.billable == 23, budget.output
+
+
 def test_manifest_merge_replaces_rows_by_uri_in_csv_and_parquet(tmp_path):
     for name in ("m.csv", "m.parquet"):
         uri = str(tmp_path / name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,9 +14,12 @@ from fakescope.cli._options import DeviceOpt, OutDirOpt
 from fakescope.generate.openai_models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
+    from fakescope.generate.openai_images import OpenAIImagesConfig
     from fakescope.generate.runner import RunReport
 
 INTERRUPTED_EXIT = 130
+UNCAPPED_REQUESTS = 20
+"""The most requests `generate openai` sends without --max-images, a spend budget or --yes."""
 
 _SRC_HELP = "Image file or folder (path or storage URI), a quoted local glob ('photos/**/*.jpg'), or a dataset manifest (.csv/.parquet, or a quoted glob of them) whose real rows are the sources"
 SrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}.")]
@@ -75,7 +78,8 @@ def openai(
     mask: Annotated[str, typer.Option("--mask", help="For --mode edit, what may change: center (a centred box of half the width and height; the rest stays the photo), full, or a PNG whose transparent pixels mark it.")] = "center",
     input_fidelity: Annotated[str | None, typer.Option("--input-fidelity", help="high or low: how closely an edit (a GPT image model's variation included) keeps the photo's style and features, faces above all; default: the model's (low). gpt-image-1.5 takes both, gpt-image-1-mini low, gpt-image-2 neither.")] = None,
     response_format: Annotated[str | None, typer.Option("--response-format", help="b64_json (default) or url, dall-e models only: GPT image models always answer base64.")] = None,
-    max_images: Annotated[int | None, typer.Option("--max-images", min=1, help="Stop after this many new images in this run.")] = None,
+    max_images: Annotated[int | None, typer.Option("--max-images", min=1, help=f"Stop after this many new images in this run. Without it, a spend budget or --yes, a run that may send more than {UNCAPPED_REQUESTS} requests is refused.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send as many requests as the sources need, unbudgeted.")] = False,
     max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before this run's estimated spend exceeds this (USD); earlier runs are not counted.")] = None,
     max_total_spend: Annotated[float | None, typer.Option("--max-total-spend", min=0, help="Stop before the estimated spend of all runs with this ledger (by default: into --out) exceeds this (USD); re-running with the same value spends nothing more.")] = None,
     price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="USD per image for the budgets and the recorded spend; needed for a budget with GPT image models, which are billed by tokens (the table has prices for the retired models only).")] = None,
@@ -88,7 +92,9 @@ def openai(
 ) -> None:
     """Make images with the OpenAI Images API (OPENAI_API_KEY, OPENAI_BASE_URL); re-run to resume.
 
-    Each image's token usage (GPT image models) goes into the manifest's params; the run prints their total.
+    It first prints how many requests it may send (sources x --n); more than 20 need --max-images, a spend budget
+    (--max-spend, --max-total-spend) or --yes. Each image's token usage (GPT image models) goes into the manifest's
+    params; the run prints their total.
 
     Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice.
 
@@ -107,6 +113,7 @@ def openai(
             src, out, config, ledger=ledger, concurrency=concurrency, max_images=max_images, max_spend=max_spend,
             max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
             manifest_name=manifest, client=make_client(max_retries=max_retries),
+            confirm=_confirm(config, max_images, max_spend is not None or max_total_spend is not None or yes),
         )
         typer.echo(_summary(report, max_total_spend, config.known_price() is not None))
         if report.unresolved:
@@ -116,6 +123,22 @@ def openai(
     if report.stopped == "interrupted":
         raise typer.Exit(INTERRUPTED_EXIT)
     raise typer.Exit(1 if report.failed or report.unresolved else 0)
+
+
+def _confirm(config: OpenAIImagesConfig, max_images: int | None, limited: bool) -> Callable[[int, int], None]:
+    """Print the run's plan; refuse (ConfigError) one of more than UNCAPPED_REQUESTS requests that nothing limits."""
+    from fakescope.errors import ConfigError
+
+    def confirm(sources: int, requests: int) -> None:
+        plan = (f"{sources} {'prompt' if config.mode == 'generate' else 'image'}(s) x --n {config.n}: "
+                f"up to {requests} request(s)")
+        if requests > UNCAPPED_REQUESTS and max_images is None and not limited:
+            raise ConfigError(f"{plan}, more than {UNCAPPED_REQUESTS} without a limit: pass --max-images N, a budget "
+                              "(--max-spend, --max-total-spend) or --yes")
+        stop = f", --max-images {max_images}" if max_images is not None and max_images < requests else ""
+        typer.echo(f"{plan}{stop} (jobs done before are skipped, unpaid)")
+
+    return confirm
 
 
 def _written(count: int, manifest_uri: str | None, unusable: int, before: int) -> str:

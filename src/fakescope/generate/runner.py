@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +107,7 @@ def run_openai(
     manifest_every: float = 60.0,
     lease_seconds: float = LEASE_SECONDS,
     client=None,
+    confirm: Callable[[int, int], None] | None = None,
 ) -> RunReport:
     """Make `config.n` images per source with the OpenAI Images API, resumably.
 
@@ -135,6 +136,10 @@ def run_openai(
             end), so a killed run leaves most of its rows for a rerun elsewhere to reuse.
         lease_seconds: How long an `s3://` `out`'s lease lasts unrenewed (a run killed elsewhere frees it this late).
         client: An `openai.OpenAI` client; default `make_client()`.
+        confirm: Called with (sources, requests), the number of sources (prompts in `generate` mode) and of requests
+            the run may send at most (`sources * config.n`, before copies and jobs done before are skipped), once every
+            option and `src` are checked and before anything is created or sent; raise from it to refuse the run.
+            Counting lists `src` once more (reads its prompts file).
 
     Returns:
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
@@ -159,6 +164,9 @@ def run_openai(
     check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
     sources = _sources(src, out, config, split)
     first = next(sources)  # a bad src fails here, before anything is made under `out` or the cache
+    if confirm is not None:
+        count = planned_sources(src, out, config, split)
+        confirm(count, count * config.n)
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
     lease = Lease(out, lease_seconds)
     lease.acquire()
@@ -289,6 +297,14 @@ def _over_budget(
     if max_spend is not None and spend > max_spend + 1e-9:
         return True
     return max_total_spend is not None and report.spent_before + spend > max_total_spend + 1e-9
+
+
+def planned_sources(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None) -> int:
+    """How many sources a run over `src` takes: prompts in `generate` mode, else images (listed, not read)."""
+    src, out = storage.absolute(src), storage.absolute(out)
+    if config.mode == "generate":
+        return len(_prompts(src))
+    return sum(1 for _ in image_uris(src, exclude=out, split=split))
 
 
 def _jobs(sources: Iterator[tuple[str, str, str, bytes | str]], config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:
