@@ -35,4 +35,4 @@ def with_broken(dataset: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory)
 def report(model_dir: Path, with_broken: pd.DataFrame) -> EvaluationReport:
     """The test split plus one unreadable file, two perturbations, provenance on."""
     return evaluate(model_dir, with_broken, "test", perturbations=["jpeg_q70", "resize_0.5x"],
-                    bootstrap=200, examples=5, device="cpu")
+                    bootstrap=1000, examples=5, device="cpu")

@@ -28,7 +28,7 @@ def small_manifest(tmp_path_factory) -> str:
 def test_evaluate_with_the_bundled_model(small_manifest, tmp_path):
     out = tmp_path / "report"
     result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(out), "--no-robustness",
-                                 "--bootstrap", "50", "--examples", "4", "--device", "cpu"])
+                                 "--bootstrap", "1000", "--examples", "4", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "fakescope-default on test: n=4 auc=" in result.output
     data = json.loads((out / "report.json").read_text())
@@ -60,6 +60,16 @@ def test_an_unknown_split_is_named_before_any_work(small_manifest, tmp_path, ext
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("count", ["1", "999"])
+def test_too_few_bootstrap_resamples_are_refused_before_any_work(small_manifest, tmp_path, count):
+    result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path / "out"),
+                                 "--bootstrap", count, "--no-robustness", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert result.output == (f"error: bootstrap of {count} resample(s) gives no meaningful 95% interval: use at least "
+                             "1000, or 0 for no intervals\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_manifest_without_split_column_evaluates_all_and_one_label_says_why_auc_is_nan(small_manifest, tmp_path):
     rows = pd.read_csv(small_manifest)
     rows.drop(columns="split").to_csv(tmp_path / "unsplit.csv", index=False)
@@ -70,7 +80,7 @@ def test_a_manifest_without_split_column_evaluates_all_and_one_label_says_why_au
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "unsplit.csv"), *options])
     assert result.exit_code == 2 and result.output == f"error: manifest {tmp_path / 'unsplit.csv'} lacks column(s): split\n"
     rows[rows["label"] == "real"].to_csv(tmp_path / "reals.csv", index=False)
-    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "reals.csv"), "--bootstrap", "20", *options])
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "reals.csv"), "--bootstrap", "1000", *options])
     assert result.exit_code == 0, result.output
     assert "auc=nan balanced_accuracy=" in result.output and "(AUC needs both labels in the test split)" in result.output
 

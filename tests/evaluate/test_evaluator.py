@@ -87,6 +87,12 @@ def test_rows_given_as_a_frame_are_checked_as_a_manifest_file_is(model_dir, data
         evaluate(model_dir, dataset.replace({"split": {"test": "Test"}}), "all", device="cpu")
 
 
+@pytest.mark.parametrize("count", [-1, 1, 999])
+def test_a_bootstrap_too_small_for_an_interval_is_refused(model_dir, dataset, count):
+    with pytest.raises(ConfigError, match=rf"^bootstrap of {count} resample\(s\) gives no meaningful 95% interval"):
+        evaluate(model_dir, dataset, robustness=False, bootstrap=count, device="cpu")
+
+
 def test_unreadable_trust_list_fails_before_any_work(model_dir, dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="missing.pem"):
@@ -143,7 +149,7 @@ class _Overflowing(torch.nn.Module):
 def test_images_the_model_gives_no_finite_score_are_failures_not_nan_metrics(model_dir, dataset):
     model = load_model(model_dir)
     detector = Detector(model.with_network(_Overflowing(model.network)), provenance=False)
-    got = evaluate(detector, dataset, perturbations=["jpeg_q70"], bootstrap=20, provenance=False)
+    got = evaluate(detector, dataset, perturbations=["jpeg_q70"], bootstrap=1000, provenance=False)
     unscored = [f for f in got.failures if f["error"] == "the model gave no finite score (nan)"]
     assert 0 < len(unscored) < 12 and len(unscored) == len(got.failures)
     assert got.overall["n"] == len(got.scores) == 12 - len(unscored)

@@ -392,7 +392,7 @@ def test_report_page_shows_a_report_written_by_evaluate(app_url, page, tmp_path)
     from fakescope.evaluate import evaluate, write_report
 
     frame = write_dataset(tmp_path / "data", per_class=12)
-    report = evaluate(tiny_model(tmp_path / "model"), frame, "all", perturbations=["jpeg_q70"], bootstrap=50,
+    report = evaluate(tiny_model(tmp_path / "model"), frame, "all", perturbations=["jpeg_q70"], bootstrap=1000,
                       examples=4, device="cpu")
     write_report(report, tmp_path / "report")
     assert len(report.to_dict()["curves"]["pr"]["precision"]) > 8

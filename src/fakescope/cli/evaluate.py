@@ -23,7 +23,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="train, val, test, or all.")] = "test",
     robustness: Annotated[bool, typer.Option("--robustness/--no-robustness", help="Score again after each perturbation.")] = True,
     perturbations: Annotated[str | None, typer.Option(help="Comma-separated subset of the perturbations (default: all).")] = None,
-    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for confidence intervals (0 = none).")] = 1000,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for confidence intervals: at least 1000, or 0 for none.")] = 1000,
     provenance: Annotated[bool, typer.Option(
         "--provenance/--no-provenance", help="Fuse C2PA, metadata and watermark evidence.")] = True,
     examples: Annotated[int, typer.Option(min=0, help="Example images shown in the report.")] = 12,
@@ -48,13 +48,14 @@ def evaluate(
     from fakescope.errors import ConfigError
     from fakescope.evaluate import evaluate as run
     from fakescope.evaluate import write_report
-    from fakescope.evaluate.evaluator import check_split
+    from fakescope.evaluate.evaluator import check_bootstrap, check_split
 
     with clean_errors():
         import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
 
         extras, written = [_figure_pair(f) for f in figure or []], []
         check_split(split)
+        check_bootstrap(bootstrap)
         rows = read_rows(manifest, split_required=split != "all")
         if explain:
             figures, written = _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)

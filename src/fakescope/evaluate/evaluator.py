@@ -45,6 +45,7 @@ from fakescope.models.config import ModelConfig
 from fakescope.train.augment import AugmentConfig, neutralize
 
 THUMBNAIL_SIDE = 160
+MIN_BOOTSTRAP = 1000  # Efron & Tibshirani (1993, ch. 19): at least 1000 resamples for percentile intervals
 log = logging.getLogger(__name__)
 
 
@@ -109,14 +110,14 @@ def evaluate(
         manifest: manifest rows with at least `uri` and `label` (and `split` unless `split="all"`), checked and
             normalised by `check_rows` (`fake` is `ai`; an unknown label or split is refused).
         robustness: also score every image after each perturbation (`perturbations`, default all).
-        bootstrap: resamples for the confidence intervals (0 skips them).
+        bootstrap: resamples for the confidence intervals: 0 skips them, else at least `MIN_BOOTSTRAP`.
         examples: how many example images (mistakes first) the report shows.
         provenance: fuse C2PA / metadata / watermark evidence into the final probability.
         attributes: columns to slice by; default every low-cardinality extra column.
         progress: count the images read on stderr.
 
     Raises:
-        ConfigError: the split is empty, labels, a perturbation or an attribute column are unknown or missing,
+        ConfigError: `bootstrap` is below `MIN_BOOTSTRAP` (and not 0), the split is empty, labels, a perturbation or an attribute column are unknown or missing,
             an attribute column holds lists or mappings, no image could be read and scored, or (with `provenance`)
             `FAKESCOPE_C2PA_TRUST_ANCHORS` names an unreadable file.
 
@@ -125,6 +126,7 @@ def evaluate(
         >>> round(report.overall["auc"], 3), report.intervals["auc"]  # doctest: +SKIP
     """
     started = time.perf_counter()
+    check_bootstrap(bootstrap)
     if provenance:  # as the Detector does: a bad trust list fails now, not quietly on every signed image
         from fakescope.forensics.content_credentials import trust_anchors_from_env
 
@@ -292,6 +294,13 @@ def _as_detector(model: Detector | LoadedModel | str | os.PathLike | None, devic
 
         return Detector(model, device=resolve_device(device), batch_size=batch_size, provenance=False)
     return Detector.load(model, device=device, batch_size=batch_size, provenance=False)
+
+
+def check_bootstrap(n: int) -> None:
+    """Refuse a resample count too small for a 95% percentile interval (its tails would be a few resamples)."""
+    if n < 0 or 0 < n < MIN_BOOTSTRAP:
+        raise ConfigError(f"bootstrap of {n} resample(s) gives no meaningful 95% interval: use at least "
+                          f"{MIN_BOOTSTRAP}, or 0 for no intervals")
 
 
 def check_split(split: str) -> None:
