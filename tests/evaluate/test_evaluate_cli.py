@@ -70,6 +70,18 @@ def test_too_few_bootstrap_resamples_are_refused_before_any_work(small_manifest,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("option", "value"), [("--perturbations", ","), ("--perturbations", " "), ("--attributes", ",")])
+def test_a_list_option_naming_nothing_is_refused_not_read_as_all(small_manifest, tmp_path, option, value):
+    result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path / "out"),
+                                 option, value, "--bootstrap", "0", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert result.output == f"error: {option} {value!r} names nothing: give comma-separated names, or leave it out for all\n"
+    assert not (tmp_path / "out").exists()
+    result = runner.invoke(app, ["evaluate-logo", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "logo"),
+                                 "--generators", value])
+    assert result.exit_code == 2 and "error: --generators" in result.output and not (tmp_path / "logo").exists()
+
+
 def test_a_manifest_without_split_column_evaluates_all_and_one_label_says_why_auc_is_nan(small_manifest, tmp_path):
     rows = pd.read_csv(small_manifest)
     rows.drop(columns="split").to_csv(tmp_path / "unsplit.csv", index=False)

@@ -93,6 +93,11 @@ def test_a_bootstrap_too_small_for_an_interval_is_refused(model_dir, dataset, co
         evaluate(model_dir, dataset, robustness=False, bootstrap=count, device="cpu")
 
 
+def test_an_empty_perturbation_list_is_refused_not_read_as_all(model_dir, dataset):
+    with pytest.raises(ConfigError, match="^perturbations is empty: name some, or pass None for all of them$"):
+        evaluate(model_dir, dataset, perturbations=[], bootstrap=0, device="cpu")
+
+
 def test_unreadable_trust_list_fails_before_any_work(model_dir, dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(tmp_path / "missing.pem"))
     with pytest.raises(ConfigError, match="missing.pem"):

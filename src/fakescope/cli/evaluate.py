@@ -56,12 +56,13 @@ def evaluate(
         extras, written = [_figure_pair(f) for f in figure or []], []
         check_split(split)
         check_bootstrap(bootstrap)
+        chosen, sliced = _names(perturbations, "--perturbations"), _names(attributes, "--attributes")
         rows = read_rows(manifest, split_required=split != "all")
         if explain:
             figures, written = _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)
             extras += figures
-        report = run(model, rows, split, robustness=robustness, perturbations=_names(perturbations),
-                     bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=_names(attributes),
+        report = run(model, rows, split, robustness=robustness, perturbations=chosen,
+                     bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=sliced,
                      device=device, batch_size=batch_size, progress=show_progress(progress))
         try:
             paths = write_report(report, out, extras)
@@ -110,10 +111,11 @@ def evaluate_logo(
     from fakescope.train import TrainConfig
 
     with clean_errors():
+        held = _names(generators, "--generators")
         cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, samples_per_epoch=samples_per_epoch, device=device,
                                    num_workers=num_workers, resume=resume or None, overwrite=overwrite or None)
         try:
-            table = leave_one_generator_out(cfg, _names(generators), by=by, progress=show_progress(progress))
+            table = leave_one_generator_out(cfg, held, by=by, progress=show_progress(progress))
         except KeyboardInterrupt:  # Ctrl-C: each fold keeps the checkpoint of its last finished epoch
             typer.echo(f"interrupted: continue with --resume -o {out} (finished folds are only scored again)", err=True)
             raise typer.Exit(130) from None
@@ -130,10 +132,16 @@ def evaluate_logo(
         typer.echo(f"wrote {fold_folder(out, held_out)}/ (the run trained without {held_out})")
 
 
-def _names(text: str | None) -> list[str] | None:
-    """`a, b,c` -> ['a', 'b', 'c']; None or blank -> None."""
-    names = [t.strip() for t in (text or "").split(",") if t.strip()]
-    return names or None
+def _names(text: str | None, option: str) -> list[str] | None:
+    """`a, b,c` -> ['a', 'b', 'c']; None -> None (the default); refuses text with no names (`,` or blank)."""
+    from fakescope.errors import ConfigError
+
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ConfigError(f"{option} {text!r} names nothing: give comma-separated names, or leave it out for all")
+    return names
 
 
 def _explain_figures(model: str, rows: pd.DataFrame, out: str) -> tuple[list[ExtraFigure], list[str]]:

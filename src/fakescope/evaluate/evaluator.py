@@ -140,6 +140,8 @@ def evaluate(
     config = detector.model.config
     recipe = recipe_preprocessing(config)
     scorer = make_scorer(detector, recipe)
+    if robustness and perturbations is not None and not perturbations:
+        raise ConfigError("perturbations is empty: name some, or pass None for all of them")
     names = (perturbations or list(PERTURBATIONS)) if robustness else []
     unknown = sorted(set(names) - set(PERTURBATIONS))
     if unknown:
