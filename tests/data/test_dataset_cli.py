@@ -9,6 +9,7 @@ import subprocess
 import tarfile
 
 import pandas as pd
+from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
@@ -243,3 +244,18 @@ def test_split_warns_when_a_requested_split_gets_no_images(tmp_path):
     assert split.exit_code == 0 and "warning: no images in val, test" in split.output
     dealt = runner.invoke(app, ["dataset", "split", manifest, "--max-distance", "-1", "--ratios", "train=0.5,val=0.25,test=0.25"])
     assert "test/" in dealt.output and "warning: no images" not in dealt.output
+
+
+def test_a_file_given_as_a_manifest_or_folder_is_named_in_one_line(tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    not_a_manifest = f"error: {photo} is not a manifest (.csv or .parquet): it is a PNG image\n"
+    for args in (["embed", str(photo), "--out", str(tmp_path / "embed")],
+                 ["dataset", "merge", str(photo), str(photo), "--out", str(tmp_path / "merged.csv")],
+                 ["dataset", "export", str(photo), str(tmp_path / "export")]):
+        result = runner.invoke(app, args)
+        assert (result.exit_code, result.output) == (2, not_a_manifest), args
+    result = runner.invoke(app, ["dataset", "audit", str(photo)])
+    assert (result.exit_code, result.output) == (2, f"error: {photo} is a file: audit expects a folder with real/ and fake/ "
+                                                    "(or ai/), or a manifest (.csv or .parquet)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from PIL import Image
@@ -60,9 +62,26 @@ def test_round_trip_keeps_rows_and_attributes(tmp_path, name):
 
 
 def test_unreadable_manifest_is_a_config_error(tmp_path):
-    (tmp_path / "bad.parquet").write_bytes(b"garbage")
+    (tmp_path / "bad.csv").write_text('uri,label\n"a.png,real\n')
     with pytest.raises(ConfigError, match="cannot read manifest"):
-        read_manifest(str(tmp_path / "bad.parquet"))
+        read_manifest(str(tmp_path / "bad.csv"))
+
+
+@pytest.mark.parametrize(("name", "data", "what"), [
+    ("photo.png", None, "a PNG image"),
+    ("photo.csv", None, "a PNG image"),
+    ("blob.bin", bytes(range(128, 256)), "not UTF-8 text (byte 0x80)"),
+    ("bad.parquet", b"garbage", "not a Parquet file"),
+])
+def test_a_file_that_is_no_table_is_named_not_a_manifest(tmp_path, name, data, what):
+    path = tmp_path / name
+    if data is None:
+        Image.new("RGB", (8, 8)).save(path, format="PNG")
+    else:
+        path.write_bytes(data)
+    for read in (read_manifest, read_rows):
+        with pytest.raises(ConfigError, match=f"^{re.escape(f'{path} is not a manifest (.csv or .parquet): it is {what}')}$"):
+            read(str(path))
 
 
 def test_read_rows_needs_only_uri_label_split_and_resolves_relative_uris(tmp_path):

@@ -126,7 +126,7 @@ def test_evaluate_errors_are_one_line(small_manifest, tmp_path):
     assert result.exit_code == 2 and result.output == f"error: {tmp_path / 'none.csv'}: no such file or folder\n"
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "bad.parquet"), "--out", str(tmp_path)])
-    assert result.exit_code == 2 and result.output.startswith("error: cannot read manifest")
+    assert result.exit_code == 2 and result.output == f"error: {tmp_path / 'bad.parquet'} is not a manifest (.csv or .parquet): it is not a Parquet file\n"
     result = runner.invoke(app, ["evaluate", "no-such-model", small_manifest, "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.output
     result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path), "--figure", "x"])

@@ -145,8 +145,13 @@ def audit(
     with clean_errors():
         from fakescope.data import audit_manifest, build_from_folders, read_manifest, resolve_uris
         from fakescope.data.manifest import MANIFEST_SUFFIXES
+        from fakescope.errors import ConfigError
+        from fakescope.io import storage
 
         is_manifest = src.lower().endswith(MANIFEST_SUFFIXES)
+        if not is_manifest and storage.exists(src) and not storage.exists(src.rstrip("/") + "/"):  # a file, not a folder
+            raise ConfigError(f"{src} is a file: audit expects a folder with real/ and fake/ (or ai/), "
+                              "or a manifest (.csv or .parquet)")
         progress = sys.stderr.isatty()
         frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers, progress=progress)
         report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress)

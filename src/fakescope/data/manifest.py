@@ -205,18 +205,32 @@ def _read_table(uri: str, **csv_options) -> pd.DataFrame:
 
     Raises:
         StorageError: The file is missing or unreadable.
-        ConfigError: It is not a valid Parquet or CSV file, or it has no rows.
+        ConfigError: It is no Parquet or CSV file (an image, binary data), not a valid one, or it has no rows.
     """
     import pandas as pd
 
-    raw = io.BytesIO(storage.read_bytes(uri))
+    data = storage.read_bytes(uri)
+    parquet = uri.lower().endswith(".parquet")
     try:
-        table = pd.read_parquet(raw) if uri.lower().endswith(".parquet") else pd.read_csv(raw, **csv_options)
+        table = pd.read_parquet(io.BytesIO(data)) if parquet else pd.read_csv(io.BytesIO(data), **csv_options)
     except (ValueError, OSError) as exc:
+        if what := _not_a_table(data, parquet, exc):
+            raise ConfigError(f"{uri} is not a manifest (.csv or .parquet): it is {what}") from None
         raise ConfigError(f"cannot read manifest {uri}: {type(exc).__name__}: {exc}") from None
     if table.empty:
         raise ConfigError(f"manifest {uri} lists no images")
     return table
+
+
+def _not_a_table(data: bytes, parquet: bool, exc: Exception) -> str | None:
+    """What the bytes are when they are no Parquet or CSV at all (an image, binary data); None for a broken table."""
+    if kind := sniff_format(data):
+        return f"a {kind} image"
+    if parquet and data[:4] != b"PAR1":
+        return "not a Parquet file"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.object[exc.start]:#04x})"
+    return None
 
 
 def write_manifest(frame: pd.DataFrame, uri: str, *, csv_copy: bool = False) -> None:
