@@ -86,20 +86,27 @@ def test_thumbnails_are_summed_as_read_not_kept_per_image(faces_layout):
     assert np.allclose(sums[(source, "real")] / len(real), np.mean(real, axis=0), atol=1e-3)
 
 
-def test_a_shortcut_inside_one_source_that_averages_out_over_the_set_is_flagged_there(tmp_path):
-    """Source a: PNG reals, JPEG fakes; source b the other way round: half PNG in each class, yet each source is split."""
-    import pandas as pd
-
+def _two_sources(root: Path, per_source: dict[str, int]) -> list:
+    """Source a: PNG reals, JPEG fakes; source b the other way round; `per_source` images of each class."""
     frames = []
     for source, (real_format, ai_format) in {"a": ("PNG", "JPEG"), "b": ("JPEG", "PNG")}.items():
         for folder, fmt, offset in (("real", real_format, 0), ("fake", ai_format, 500)):
-            (tmp_path / source / folder).mkdir(parents=True)
-            for i in range(12):
+            (root / source / folder).mkdir(parents=True)
+            for i in range(per_source[source]):
                 options = {"quality": 90} if fmt == "JPEG" else {}
                 image = encode(smooth_image(offset + i + (50 if source == "b" else 0)), fmt, **options)
-                (tmp_path / source / folder / f"{folder}{i}.png").write_bytes(image)
-        frames.append(build_from_folders(str(tmp_path / source), source=source))
+                (root / source / folder / f"{folder}{i}.png").write_bytes(image)
+        frames.append(build_from_folders(str(root / source), source=source))
+    return frames
+
+
+def test_a_shortcut_inside_one_source_that_averages_out_over_the_set_is_flagged_there(tmp_path):
+    """Half PNG in each class over the set, yet each source is split by format."""
+    import pandas as pd
+
+    frames = _two_sources(tmp_path, {"a": 12, "b": 12})
     report = audit_manifest(pd.concat(frames, ignore_index=True))
+    assert not [note for note in report.notes if "too small to check alone" in note]
     overall = {check.name: check.level for check in report.checks}
     assert overall["format"] == "ok" and {"format@a", "format@b"} <= set(report.shortcuts)
     assert any(w.startswith("SHORTCUT: file format within source a separates real from ai") and "re-encode them identically" in w
@@ -107,6 +114,15 @@ def test_a_shortcut_inside_one_source_that_averages_out_over_the_set_is_flagged_
     assert not [name for name in report.shortcuts if "@" in name and name.split("@")[0] in report.shortcuts]
     alone = audit_manifest(frames[0])
     assert "format" in alone.shortcuts and not [check for check in alone.checks if "@" in check.name]
+
+
+def test_a_source_too_small_to_check_alone_is_named_in_a_note(tmp_path):
+    import pandas as pd
+
+    report = audit_manifest(pd.concat(_two_sources(tmp_path, {"a": 12, "b": 3}), ignore_index=True))
+    assert "format@a" in report.shortcuts and not [name for name in report.shortcuts if name.endswith("@b")]
+    assert "source(s) too small to check alone, under 10 inspected images of a class: b (3 real, 3 ai); a larger " \
+           "--max-per-class inspects more where the manifest has them" in report.notes
 
 
 def test_a_share_that_rounds_to_none_or_all_is_not_shown_as_0_or_100_percent():

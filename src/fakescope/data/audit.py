@@ -7,7 +7,8 @@ words, with what to do about it. Watermarks are found on each class's average im
 averages out while a fixed overlay in the bottom-right border (where generator sites stamp their
 names) keeps its edges, so that strip's high-frequency energy, relative to the rest of the
 average image, is compared between the classes. Where the manifest mixes sources, each source holding
-both classes is compared on its own too, and a SHORTCUT there is reported as `<check>@<source>`: one
+both classes (`MIN_PER_SOURCE` of each inspected; a note names the sources with fewer, since the
+sample is drawn per class, not per source) is compared on its own too, and a SHORTCUT there is reported as `<check>@<source>`: one
 inside a source (the faces' PNG reals and JPEG fakes) can average out over the whole set (with JPEG
 LFW reals and PNG renders), yet a detector still learns it. A pair or an identical file spread over
 several splits (leakage) is reported too.
@@ -188,6 +189,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
         return AuditReport(counts, inspected, [], [f"{nothing}: nothing to compare", *leaks], notes, found)
     checks = _checks(measured, sums)
     checks += _source_checks(measured, sums, {c.name: c.level for c in checks})
+    notes += _unchecked_sources(frame, measured)
     warnings = [_warning(check) for check in checks if check.level != "ok"] + leaks
     mismatched = measured.groupby("label")["extension_mismatch"].mean()
     for label, share in mismatched.items():
@@ -240,6 +242,21 @@ def _source_checks(measured: pd.DataFrame, sums: dict[tuple[str, str], np.ndarra
             found += [replace(check, name=f"{check.name}@{source}", description=f"{check.description} within source {source}")
                       for check in _checks(group, sums) if check.level == "SHORTCUT" and overall[check.name] != "SHORTCUT"]
     return found
+
+
+def _unchecked_sources(frame: pd.DataFrame, measured: pd.DataFrame) -> list[str]:
+    """A note naming the sources with both classes that `_source_checks` skipped: under `MIN_PER_SOURCE` of one inspected."""
+    if measured["source"].nunique() < 2:
+        return []
+    both = frame[frame["source"] != ""].groupby("source")["label"].nunique().loc[lambda n: n == 2].index
+    seen = measured.groupby(["source", "label"]).size().unstack(fill_value=0).reindex(index=both, columns=["real", "ai"],
+                                                                                      fill_value=0)
+    small = seen[seen.min(axis=1) < MIN_PER_SOURCE]
+    if small.empty:
+        return []
+    listed = ", ".join(f"{source} ({row['real']} real, {row['ai']} ai)" for source, row in small.iterrows())
+    return [f"source(s) too small to check alone, under {MIN_PER_SOURCE} inspected images of a class: {listed}; "
+            "a larger --max-per-class inspects more where the manifest has them"]
 
 
 def _border_check(averages: dict[str, np.ndarray]) -> Check:
