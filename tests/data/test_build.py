@@ -246,6 +246,18 @@ def test_attribute_keys_without_extension_keep_their_leading_zeros(tmp_path):
     assert frame["glasses"].tolist() == [1, 0]
 
 
+def test_no_face_detected_is_a_missing_attribute_when_joined_and_balanced(tmp_path, caplog):
+    (tmp_path / "real").mkdir()
+    for i in (1, 2, 3):
+        smooth_image(i).save(tmp_path / "real" / f"{i:05d}.png")
+    (tmp_path / "attrs.csv").write_text("ffhq_file,glasses\n00001.png,1\n00002.png,No face detected\n00003.png,0\n")
+    frame = join_attributes(build_from_folders(str(tmp_path)), str(tmp_path / "attrs.csv"))
+    assert frame["glasses"].tolist()[::2] == [1, 0] and pd.isna(frame["glasses"].iloc[1])
+    marked = _faces({"Man": 2, "No face detected": 1}, 1)
+    balance_manifest(marked, ("label", "gender"))
+    assert "2 row(s) (ai: 1, real: 1) lack a value of gender: they are balanced as strata of their own" in caplog.text
+
+
 def test_an_attribute_table_matching_no_image_is_warned_about_and_an_empty_one_refused(faces_layout, tmp_path, caplog):
     (tmp_path / "attrs.csv").write_text("gender,file\nMan,r001.png\n")
     frame = join_attributes(build_from_folders(str(faces_layout)), str(tmp_path / "attrs.csv"))

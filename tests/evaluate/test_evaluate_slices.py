@@ -46,6 +46,14 @@ def test_source_slices_name_missing_sources_unknown(scored):
     assert rows["unknown"]["accuracy"] == 0.5
 
 
+def test_a_missing_value_marker_is_no_slice(scored):
+    frame, probs = scored
+    marked = frame.assign(glasses=["1", "0", "No face detected", "No face detected", "1", "0", "No face detected", "1"])
+    rows = {r["slice"]: r["n"] for r in slice_report(marked, probs, 0.5, BAND, attributes=["glasses"])["attributes"]["glasses"]}
+    assert rows == {"0": 2, "1": 3}
+    assert attribute_columns(marked.assign(glasses=["1"] * 5 + ["No face detected"] * 3), max_values=5) == []
+
+
 def test_attribute_slices_skip_missing_values_and_count(scored):
     frame, probs = scored
     report = slice_report(frame, probs, 0.5, BAND, attributes=["glasses"])

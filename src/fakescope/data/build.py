@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from fakescope.data._parallel import map_images
 from fakescope.data.manifest import (
     MANIFEST_COLUMNS,
+    MISSING_MARKERS,
+    as_missing,
     describe_image,
     normalise_label,
     resolve_uris,
@@ -190,7 +192,7 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     `real/00001.jpg`. A row with no match of its own is matched by the file name in its `source_uri`
     (the upload's name, for images the web app saved), else takes the attributes of a matched row
     with its `pair_id`, the face it was made from (an ai image such as `00001-<hash>-dall-e-2-...`).
-    Attribute columns that clash with manifest columns get an `attr_` prefix. A table that matches no
+    Attribute columns that clash with manifest columns get an `attr_` prefix; `MISSING_MARKERS` values are missing. A table that matches no
     image at all (the wrong key column, say), or gives one file stem rows with different attributes (the
     first is kept), is logged as a warning.
     """
@@ -208,7 +210,7 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
         raise ConfigError(f"attribute table {table_uri} has no column {key!r}")
     if len(columns) < 2:
         raise ConfigError(f"attribute table {table_uri} has no column besides its file names ({key!r})")
-    table = pd.read_csv(io.BytesIO(data), dtype={key: str})  # `00001` names a file, it is not the number 1
+    table = pd.read_csv(io.BytesIO(data), dtype={key: str}, na_values=list(MISSING_MARKERS))  # `00001` names a file
     example = f" (such as {table[key].iloc[0]})" if len(table) else ""
     table = table.assign(_stem=table[key].astype(str).map(_stem)).drop(columns=[key])
     _warn_conflicting_rows(table, table_uri)
@@ -250,7 +252,7 @@ def balance_manifest(
     `per_stratum` rows from each stratum. A pair spans strata of both labels, so a stratum can end
     short: balancing `label` keeps each pair's ratio (one real to two variations, say). A combination
     of `by` values that no row has (ai images of one gender, say) stays empty, with a warning; rows lacking
-    a value (ai images without attributes) form strata of their own, also with a warning. Where no pair fits
+    a value (ai images without attributes, or a `MISSING_MARKERS` one) form strata of their own, also with a warning. Where no pair fits
     (each puts more rows into one stratum than `per_stratum`, as one real face of a group with two variations
     does against the default of 1), it raises ConfigError rather than return no rows.
 
@@ -267,9 +269,10 @@ def balance_manifest(
     if unknown:
         raise ConfigError(f"cannot balance by unknown column(s) {', '.join(unknown)}")
     frame = frame.reset_index(drop=True)
-    stratum = frame.groupby(list(by), dropna=False, sort=True).ngroup().to_numpy()
+    values = as_missing(frame[list(by)])
+    stratum = values.groupby(list(by), dropna=False, sort=True).ngroup().to_numpy()
     sizes = np.bincount(stratum)
-    _warn_empty_strata(frame, list(by))
+    _warn_empty_strata(frame.assign(**values), list(by))
     count = per_stratum if per_stratum is not None else int(sizes.min())
     pair = frame["pair_id"].fillna("").astype(str).to_numpy()
     group = np.where(pair != "", pair, [f"row:{i}" for i in range(len(frame))])  # no pair: its own group

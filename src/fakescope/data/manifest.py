@@ -35,6 +35,9 @@ LABELS = ("real", "ai")
 SPLITS = ("train", "val", "test")
 MANIFEST_SUFFIXES = (".parquet", ".csv")
 """File names a manifest has (anything else is read as images, a folder or a config)."""
+MISSING_MARKERS = ("No face detected",)
+"""Attribute values that mean "no value" (DeepFace's, in ffhq_attributes.csv): read as missing (NaN) when attributes
+are joined, balanced and sliced, as are empty cells and pandas' CSV markers (NA, N/A, null, NaN, ...)."""
 _LABEL_ALIASES = {"real": "real", "0": "real", "ai": "ai", "1": "ai", "fake": "ai", "generated": "ai", "synthetic": "ai"}
 
 
@@ -58,6 +61,11 @@ def describe_image(data: bytes) -> dict[str, object]:
         "format": sniff_format(data) or (pil_format or "UNKNOWN").upper(),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
+
+
+def as_missing(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
+    """`values` with each `MISSING_MARKERS` cell made NaN."""
+    return values.mask(values.isin(MISSING_MARKERS))
 
 
 def normalise_label(value: object) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fakescope.data.manifest import MANIFEST_COLUMNS, PROVENANCE_COLUMNS
+from fakescope.data.manifest import MANIFEST_COLUMNS, MISSING_MARKERS, PROVENANCE_COLUMNS
 from fakescope.data.splits import HASH_COLUMN
 
 UNKNOWN = "unknown"
@@ -22,7 +22,7 @@ def attribute_columns(frame: pd.DataFrame, max_values: int = 20, exclude: tuple[
     `max_values` distinct values (e.g. glasses)."""
     skip = {*MANIFEST_COLUMNS, *PROVENANCE_COLUMNS, HASH_COLUMN, *exclude}
     return [c for c in frame.columns
-            if c not in skip and sliceable(frame[c]) and 2 <= frame[c].replace("", np.nan).nunique() <= max_values]
+            if c not in skip and sliceable(frame[c]) and 2 <= frame[c].replace(["", *MISSING_MARKERS], np.nan).nunique() <= max_values]
 
 
 def sliceable(column: pd.Series) -> bool:
@@ -131,8 +131,8 @@ def _names(values: pd.Series) -> np.ndarray:
 
 
 def _value_name(value: object) -> str | None:
-    """A cell as a slice name: None when missing or empty, `1` rather than `1.0` for whole floats."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)) or str(value) == "":
+    """A cell as a slice name: None when missing, empty or a `MISSING_MARKERS` one, `1` rather than `1.0` for whole floats."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)) or str(value) in ("", *MISSING_MARKERS):
         return None
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
