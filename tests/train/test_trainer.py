@@ -311,7 +311,8 @@ def test_cli_refuses_an_output_folder_that_is_a_file_in_one_line(manifest, tmp_p
 
 
 @pytest.mark.slow
-def test_ctrl_c_mid_epoch_says_how_to_continue_and_resume_finishes_the_run(manifest, tmp_path):
+@pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])  # Ctrl-C; a scheduler's stop
+def test_ctrl_c_or_sigterm_mid_epoch_says_how_to_continue_and_resume_finishes_the_run(manifest, tmp_path, signame, status):
     import signal
     import subprocess
     import sys
@@ -326,8 +327,8 @@ def test_ctrl_c_mid_epoch_says_how_to_continue_and_resume_finishes_the_run(manif
     deadline = time.monotonic() + 240
     while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # in the second epoch
-    assert proc.wait(timeout=60) == 130
+    proc.send_signal(getattr(signal, signame))  # in the second epoch
+    assert proc.wait(timeout=60) == status
     assert proc.stderr.read() == f"interrupted: continue from the last finished epoch with --resume -o {out}\n"
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
     result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--resume", "--no-progress"])

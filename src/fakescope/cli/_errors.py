@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterator
 
 import typer
@@ -10,6 +11,8 @@ import typer
 from fakescope.errors import FakescopeError
 
 USAGE_EXIT = 2
+INTERRUPTED_EXIT, TERMINATED_EXIT = 130, 143
+"""Exit statuses after Ctrl-C (SIGINT) and SIGTERM: 128 + the signal, as a shell reports a process they killed."""
 EXTRAS = {
     **dict.fromkeys(("boto3", "botocore", "google", "googleapiclient"), "storage"),
     **dict.fromkeys(("openai", "diffusers", "transformers"), "generate"),
@@ -39,6 +42,23 @@ def clean_errors(exit_code: int = USAGE_EXIT, *, source: str | None = None) -> I
         package = (exc.name or "").split(".")[0]
         typer.echo(f"error: missing optional package {package!r}; {install_hint(package)}", err=True)
         raise typer.Exit(exit_code) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM inside `sigterm_as_interrupt`: a KeyboardInterrupt, so what handles Ctrl-C handles it too."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM (`kill`, a scheduler's stop) raises `Terminated`; the previous handler is restored after."""
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def install_hint(package: str) -> str:

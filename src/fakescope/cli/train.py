@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fakescope.cli._errors import clean_errors
+from fakescope.cli._errors import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import ProgressOpt, show_progress
 
 
@@ -40,7 +40,10 @@ def train(
                                                    "--resume such a folder is refused).")] = False,
     progress: ProgressOpt = None,
 ) -> None:
-    """Train, calibrate on the validation split, test once, and save a model folder in OUT/model."""
+    """Train, calibrate on the validation split, test once, and save a model folder in OUT/model.
+
+    Exit status: 0 when saved, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume).
+    """
     from fakescope.data.manifest import MANIFEST_SUFFIXES
     from fakescope.train import TrainConfig
     from fakescope.train import train as run
@@ -54,11 +57,12 @@ def train(
         else:
             cfg = TrainConfig.from_yaml(config, **overrides)
         try:
-            saved = run(cfg, progress=show_progress(progress))
-        except KeyboardInterrupt:  # Ctrl-C: the checkpoint of the last finished epoch is whole
+            with sigterm_as_interrupt():
+                saved = run(cfg, progress=show_progress(progress))
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the checkpoint of the last finished epoch is whole
             if os.environ.get("RANK", "0") == "0":  # under torchrun every rank is interrupted
                 typer.echo(f"interrupted: continue from the last finished epoch with --resume -o {cfg.out}", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(TERMINATED_EXIT if isinstance(exc, Terminated) else INTERRUPTED_EXIT) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line: rank 0's
         return
     split = "test" if "test" in saved.metrics else "val"
