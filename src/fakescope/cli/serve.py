@@ -13,12 +13,15 @@ from fakescope.cli._options import DeviceOpt, GridOpt, ModelOpt, Precision, Prec
 from fakescope.cli.detect import Runtime, RuntimeOpt
 from fakescope.serve.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, checked_max_pixels
 
-HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on; keep 127.0.0.1 unless a proxy fronts it.")]
+ServeHostOpt = Annotated[str, typer.Option(
+    "--host", help="Address to listen on; beyond loopback FAKESCOPE_API_TOKEN or --allow-anonymous is required.")]
+AppHostOpt = Annotated[str, typer.Option(
+    "--host", help="Address to listen on; any but loopback is refused unless --allow-anonymous.")]
 MaxPixelsOpt = Annotated[int, typer.Option(min=1, help="Largest image in pixels (refused above, from its header).")]
 
 
 def serve(
-    host: HostOpt = "127.0.0.1",
+    host: ServeHostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port.")] = 8000,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -63,7 +66,7 @@ def serve(
 
 
 def app(
-    host: HostOpt = "127.0.0.1",
+    host: AppHostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port.")] = 8501,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
