@@ -99,7 +99,10 @@ def evaluate_logo(
     progress: ProgressOpt = None,
 ) -> None:
     """Leave-one-generator-out: train without each generator in OUT/without-<g>, test on all; write logo.csv and
-    logo.json to OUT, and list every file and run folder written."""
+    logo.json to OUT, and list every file and run folder written.
+
+    Exit status: 0 when written, 2 on usage errors, 130 on Ctrl-C (it says how to --resume).
+    """
     from fakescope.evaluate.generalization import (
         count_matrix,
         fold_folder,
