@@ -57,7 +57,8 @@ def scan(
 ) -> None:
     """Score every image of SOURCES into OUT; a rerun skips what is done, bad files become error rows.
 
-    Exit status: 0 when every image was scored, 1 when some failed, 2 on usage errors.
+    Exit status: 0 when every image this run read was scored (earlier runs' error rows count as done), 1 when
+    some failed, 2 on usage errors, an unreachable storage or a results folder that takes no more.
     """
     from fakescope.scale.scan import scan_sources
 
