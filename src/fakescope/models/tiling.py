@@ -5,7 +5,7 @@ traces generators leave, so fakescope never resizes: it cuts tiles of the model'
 size at native resolution, spread evenly over the image (at most grid x grid), scores
 each tile and averages their logits. The one exception is an image with a side shorter than a
 tile: it has little trace left to keep, and a network trained on tiles misjudges a smaller input
-(measured: AUC 0.66 fed whole, 0.95 upscaled, on test images halved in size), so it is upscaled
+(figures in README.md, "How images reach the model"), so it is upscaled
 (bicubic) until its short side fills a tile, unless the policy says `upscale_small=False`, in
 which case it is scored whole.
 """
