@@ -202,6 +202,28 @@ def test_a_glob_of_manifests_reads_each_in_name_order(image_folder, tmp_path):
         list(scan_sources([str(tmp_path / "shards" / "none-*.csv")]))
 
 
+@pytest.mark.parametrize(("name", "data", "what"), [
+    ("photo.csv", None, "a PNG image"),
+    ("blob.csv", bytes(range(128, 256)), "not UTF-8 text (byte 0x80)"),
+    ("bad.parquet", b"garbage", "not a Parquet file"),
+])
+def test_scan_and_generate_say_the_manifest_readers_line_for_a_file_that_is_none(tmp_path, name, data, what):
+    from PIL import Image
+
+    from fakescope.generate.manifest import manifest_rows
+
+    path = tmp_path / name
+    if data is None:
+        Image.new("RGB", (8, 8)).save(path, format="PNG")
+    else:
+        path.write_bytes(data)
+    line = f"^{re.escape(f'{path} is not a manifest (.csv or .parquet): it is {what}')}$"
+    with pytest.raises(ConfigError, match=line):
+        list(scan_sources([str(path)]))
+    with pytest.raises(ConfigError, match=line):  # `generate`'s --manifest, read before anything is made
+        manifest_rows(str(path))
+
+
 def test_manifest_with_blank_uris_skips_them(tmp_path):
     (tmp_path / "m.csv").write_text("uri,label\na.png,real\n,ai\nb.jpg,real\n")
     assert list(scan_sources([str(tmp_path / "m.csv")])) == [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]

@@ -117,7 +117,7 @@ def read_manifest(uri: str) -> pd.DataFrame:
         >>> frame = read_manifest("s3://bucket/faces/manifest.parquet")  # doctest: +SKIP
         >>> frame.groupby(["split", "label"]).size()  # doctest: +SKIP
     """
-    frame = _read_table(uri, keep_default_na=False, na_values=[""], dtype={"split": str, "pair_id": str})
+    frame = read_table(uri, keep_default_na=False, na_values=[""], dtype={"split": str, "pair_id": str})
     try:
         return validate_manifest(frame)
     except ConfigError as exc:  # which of the manifests a merge (or a chain of commands) read
@@ -136,7 +136,7 @@ def read_rows(uri: str, *, split_required: bool = True) -> pd.DataFrame:
     Example:
         >>> rows = read_rows("data/default/manifest.csv")  # doctest: +SKIP
     """
-    rows = _read_table(uri, dtype={"source": str, "generator": str, "split": str})  # `2022` is a name, not a number
+    rows = read_table(uri, dtype={"source": str, "generator": str, "split": str})  # `2022` is a name, not a number
     return resolve_uris(check_rows(rows, f"manifest {uri}", split_required=split_required), uri)
 
 
@@ -208,12 +208,14 @@ def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:
     return frame.assign(uri=[resolved(u) for u in frame["uri"].astype(str)])
 
 
-def _read_table(uri: str, **csv_options) -> pd.DataFrame:
-    """A Parquet (`.parquet`) or CSV file from any storage as a DataFrame.
+def read_table(uri: str, *, empty_ok: bool = False, **csv_options) -> pd.DataFrame:
+    """A Parquet (`.parquet`) or CSV file from any storage as a DataFrame: every reader of a manifest reads
+    it here, so all say the same line for a file that is none.
 
     Raises:
         StorageError: The file is missing or unreadable.
-        ConfigError: It is no Parquet or CSV file (an image, binary data), not a valid one, or it has no rows.
+        ConfigError: It is no Parquet or CSV file (an image, binary data), not a valid one, or (unless
+            `empty_ok`) it has no rows.
     """
     import pandas as pd
 
@@ -224,8 +226,9 @@ def _read_table(uri: str, **csv_options) -> pd.DataFrame:
     except (ValueError, OSError) as exc:
         if what := _not_a_table(data, parquet, exc):
             raise ConfigError(f"{uri} is not a manifest (.csv or .parquet): it is {what}") from None
-        raise ConfigError(f"cannot read manifest {uri}: {type(exc).__name__}: {exc}") from None
-    if table.empty:
+        reason = "".join(f": {line}" for line in str(exc).strip().splitlines()[:1])  # pandas' may run to lines
+        raise ConfigError(f"cannot read manifest {uri}: {type(exc).__name__}{reason}") from None
+    if table.empty and not empty_ok:
         raise ConfigError(f"manifest {uri} lists no images")
     return table
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from fakescope.data.manifest import legacy_sources
+from fakescope.data.manifest import legacy_sources, read_table
 from fakescope.errors import StorageError
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
@@ -84,7 +84,7 @@ def manifest_rows(uri: str) -> dict[str, dict[str, Any]]:
     """The rows of the manifest at `uri` by their `uri`; {} where there is none yet.
 
     Raises:
-        StorageError: it exists but cannot be read as a manifest (before anything is made or paid for).
+        ConfigError, StorageError: it exists but cannot be read as a manifest (before anything is made or paid for).
     """
     if not storage.exists(uri):
         return {}
@@ -115,15 +115,13 @@ def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]]) -> int:
 
 
 def _read(uri: str):
-    """The manifest at `uri` as a DataFrame, older layouts moved over (see `legacy_sources`)."""
-    import pandas as pd
+    """The manifest at `uri` as a DataFrame, older layouts moved over (see `legacy_sources`).
 
-    raw = io.BytesIO(storage.read_bytes(uri))
-    try:
-        frame = pd.read_parquet(raw) if uri.lower().endswith(".parquet") else pd.read_csv(raw, keep_default_na=False)
-    except (ValueError, OSError) as exc:
-        raise StorageError(f"cannot read manifest {uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
-                           "move it away to start a new one") from None
+    Raises:
+        ConfigError: It is no manifest, said as every manifest reader says it (`fakescope.data.manifest.read_table`).
+        StorageError: It has no uri column.
+    """
+    frame = read_table(uri, empty_ok=True, keep_default_na=False)
     if "uri" not in frame.columns:
         raise StorageError(f"cannot read manifest {uri}: it has no uri column; move it away to start a new one")
     return legacy_sources(frame)

@@ -12,7 +12,6 @@ every source already written, so a crash loses at most the batch in flight.
 from __future__ import annotations
 
 import glob
-import io
 import itertools
 import os
 import uuid
@@ -22,9 +21,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from fakescope.data.manifest import MANIFEST_SUFFIXES
+from fakescope.data.manifest import MANIFEST_SUFFIXES, read_table
 from fakescope.detector import Detector
-from fakescope.errors import ConfigError, reason_about
+from fakescope.errors import ConfigError, StorageError, reason_about
 from fakescope.io.inputs import path_text
 from fakescope.scale.records import (
     JOURNAL_SUFFIX,
@@ -198,14 +197,11 @@ def _read_journal(journal: Path) -> list[pa.RecordBatch]:
 
 
 def _manifest_uris(manifest: str) -> Iterator[str]:
-    import pandas as pd
-
     from fakescope.io import storage
 
     try:
-        data = io.BytesIO(storage.read_bytes(manifest))
-        rows = pd.read_parquet(data) if manifest.lower().endswith(".parquet") else pd.read_csv(data)
-    except (OSError, ValueError) as exc:
+        rows = read_table(manifest, empty_ok=True)
+    except StorageError as exc:
         raise ConfigError(f"cannot read manifest {manifest}: {reason_about(exc, manifest)}") from None
     if "uri" not in rows.columns:
         raise ConfigError(f"manifest {manifest} has no 'uri' column")
