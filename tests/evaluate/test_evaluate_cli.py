@@ -211,7 +211,8 @@ def test_evaluate_logo_by_source_holds_out_a_whole_family(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_evaluate_logo_says_how_to_continue(tmp_path):
+@pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])  # Ctrl-C; a scheduler's stop
+def test_ctrl_c_or_sigterm_during_evaluate_logo_says_how_to_continue(tmp_path, signame, status):
     import os
     import signal
     import sys
@@ -225,8 +226,8 @@ def test_ctrl_c_during_evaluate_logo_says_how_to_continue(tmp_path):
     deadline = time.monotonic() + 240
     while not (out / "without-g1" / "train_config.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # in the first fold's epoch
-    assert proc.wait(timeout=60) == 130
+    proc.send_signal(getattr(signal, signame))  # in the first fold's epoch
+    assert proc.wait(timeout=60) == status
     assert proc.stderr.read() == f"interrupted: continue with --resume -o {out} (finished folds are only scored again)\n"
 
 

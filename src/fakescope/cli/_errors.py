@@ -48,15 +48,31 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM inside `sigterm_as_interrupt`: a KeyboardInterrupt, so what handles Ctrl-C handles it too."""
 
 
+class Stop:
+    """What `sigterm_as_interrupt` saw: `exit_code` is 143 once a SIGTERM arrived, else 130 (Ctrl-C)."""
+
+    terminated = False
+
+    @property
+    def exit_code(self) -> int:
+        return TERMINATED_EXIT if self.terminated else INTERRUPTED_EXIT
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block SIGTERM (`kill`, a scheduler's stop) raises `Terminated`; the previous handler is restored after."""
-    def stop(signum: int, frame: object) -> None:
+def sigterm_as_interrupt() -> Iterator[Stop]:
+    """Inside the block SIGTERM (`kill`, a scheduler's stop) raises `Terminated`; the previous handler is restored after.
+
+    The `Stop` it yields gives the exit status for an interrupted command, even where the interrupt was caught below.
+    """
+    stop = Stop()
+
+    def terminate(signum: int, frame: object) -> None:
+        stop.terminated = True
         raise Terminated
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        yield
+        yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fakescope.cli._errors import clean_errors
+from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt, ProgressOpt, show_progress
 
 if TYPE_CHECKING:
@@ -117,11 +117,12 @@ def evaluate_logo(
         held = _names(generators, "--generators")
         cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, samples_per_epoch=samples_per_epoch, device=device,
                                    num_workers=num_workers, resume=resume or None, overwrite=overwrite or None)
-        try:
-            table = leave_one_generator_out(cfg, held, by=by, progress=show_progress(progress))
-        except KeyboardInterrupt:  # Ctrl-C: each fold keeps the checkpoint of its last finished epoch
-            typer.echo(f"interrupted: continue with --resume -o {out} (finished folds are only scored again)", err=True)
-            raise typer.Exit(130) from None
+        with sigterm_as_interrupt() as stop:
+            try:
+                table = leave_one_generator_out(cfg, held, by=by, progress=show_progress(progress))
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each fold keeps the checkpoint of its last finished epoch
+                typer.echo(f"interrupted: continue with --resume -o {out} (finished folds are only scored again)", err=True)
+                raise typer.Exit(stop.exit_code) from None
         paths = save_generalization(table, out, cfg)
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
     typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fakescope.cli._errors import clean_errors
+from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import DeviceOpt, OutDirOpt
 from fakescope.generate.openai_models import DEFAULT_MODEL
 
@@ -17,7 +15,6 @@ if TYPE_CHECKING:
     from fakescope.generate.openai_images import OpenAIImagesConfig
     from fakescope.generate.runner import RunReport
 
-INTERRUPTED_EXIT = 130
 UNCAPPED_REQUESTS = 20
 """The most requests `generate openai` sends without --max-images, a spend budget or --yes."""
 
@@ -99,9 +96,10 @@ def openai(
     Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice.
 
     Exit status: 0 when no job failed (a budget stop included), 1 when some failed (recorded in the ledger; a re-run
-    retries them) or --at-most-once left some unresolved, 2 on usage errors or an unreachable --out, 130 when interrupted.
+    retries them) or --at-most-once left some unresolved, 2 on usage errors or an unreachable --out, 130 on Ctrl-C,
+    143 on SIGTERM.
     """
-    with _sigterm_as_ctrl_c(), clean_errors():
+    with sigterm_as_interrupt() as stop, clean_errors():
         from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
         from fakescope.generate.runner import run_openai
 
@@ -121,7 +119,7 @@ def openai(
                        "whether they were billed is unknown, and --at-most-once does not resend them (a rerun "
                        "without it makes them)", err=True)
     if report.stopped == "interrupted":
-        raise typer.Exit(INTERRUPTED_EXIT)
+        raise typer.Exit(stop.exit_code)
     raise typer.Exit(1 if report.failed or report.unresolved else 0)
 
 
@@ -161,16 +159,6 @@ def _summary(report: RunReport, max_total_spend: float | None, priced: bool = Tr
         + (f", stopped: {report.stopped}" if report.stopped else "")
         + (f"; manifest {report.manifest}" if report.manifest else "")
     )
-
-
-@contextlib.contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """`kill` (SIGTERM) stops like Ctrl-C inside the block; the previous handler is restored after it."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def diffusers(

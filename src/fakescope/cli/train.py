@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fakescope.cli._errors import INTERRUPTED_EXIT, TERMINATED_EXIT, Terminated, clean_errors, sigterm_as_interrupt
+from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import ProgressOpt, show_progress
 
 
@@ -56,13 +56,13 @@ def train(
             cfg = TrainConfig.from_dict({"manifest": config, **{k: v for k, v in overrides.items() if v is not None}})
         else:
             cfg = TrainConfig.from_yaml(config, **overrides)
-        try:
-            with sigterm_as_interrupt():
+        with sigterm_as_interrupt() as stop:
+            try:
                 saved = run(cfg, progress=show_progress(progress))
-        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the checkpoint of the last finished epoch is whole
-            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank is interrupted
-                typer.echo(f"interrupted: continue from the last finished epoch with --resume -o {cfg.out}", err=True)
-            raise typer.Exit(TERMINATED_EXIT if isinstance(exc, Terminated) else INTERRUPTED_EXIT) from None
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the checkpoint of the last finished epoch is whole
+                if os.environ.get("RANK", "0") == "0":  # under torchrun every rank is interrupted
+                    typer.echo(f"interrupted: continue from the last finished epoch with --resume -o {cfg.out}", err=True)
+                raise typer.Exit(stop.exit_code) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line: rank 0's
         return
     split = "test" if "test" in saved.metrics else "val"
