@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -98,6 +99,17 @@ def test_wrong_credentials_are_refused_without_leaking_them(s3_server, s3_bucket
 def test_client_is_reused_for_the_same_settings(s3_env):
     assert storage.get_storage("s3://a/b") is storage.get_storage("s3://c/d")
     assert storage.is_remote("s3://a/b") and not storage.is_remote("/tmp/a")
+
+
+def test_a_changed_secret_key_alone_gets_a_fresh_client_and_the_cache_keeps_no_secret(s3_bucket, monkeypatch):
+    uri, secret = f"s3://{s3_bucket}/a.png", os.environ["AWS_SECRET_ACCESS_KEY"]
+    storage.write_bytes(uri, b"x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")  # the same key id, another secret
+    assert secret not in storage.s3_settings() and "not-the-secret" not in storage.s3_settings()
+    with pytest.raises(StorageUnavailableError, match=r"^S3 refused the AWS credentials \(\w+\) while reading "):
+        storage.read_bytes(uri)  # signed with the new secret, not by the client built with the old one
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    assert storage.read_bytes(uri) == b"x"
 
 
 FORKING_PARENT = """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import os
 import threading
@@ -87,15 +88,14 @@ def get_storage(uri: str) -> Storage:
     """Return the backend that serves `uri`; clients are built once and reused.
 
     The cached S3 and Drive clients are keyed by the endpoint and credential settings in the
-    environment, so changing them (as tests do) yields a fresh client.
+    environment (`s3_settings`), so changing them (as tests do) yields a fresh client.
     """
     scheme = scheme_of(uri)
     if scheme == "file":
         return _local_storage()
     load_env_file()
     if scheme == "s3":
-        keys = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION")
-        return _s3_storage(tuple(os.environ.get(k) for k in keys))
+        return _s3_storage(s3_settings())
     keys = ("FAKESCOPE_GDRIVE_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS", "FAKESCOPE_GDRIVE_TOKEN")
     return _gdrive_storage(tuple(os.environ.get(k) for k in keys))
 
@@ -165,6 +165,14 @@ def load_env_file() -> None:
         path = find_dotenv(usecwd=True)
         if path:
             load_dotenv(path, override=False)
+
+
+def s3_settings() -> tuple[str | None, ...]:
+    """The environment an S3 client is built from, as its cache key: the secret key and session token by
+    their SHA-256 only, so a changed secret yields a fresh client while the cache keeps no secret."""
+    keys = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION")
+    secrets = (os.environ.get(k) for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+    return (*(os.environ.get(k) for k in keys), *(s and hashlib.sha256(s.encode()).hexdigest() for s in secrets))
 
 
 @functools.cache
