@@ -118,6 +118,13 @@ def _cli_uses() -> list[tuple[str, str, str | None]]:
 CLI_USES = _cli_uses()
 
 
+def test_the_documented_request_cap_of_generate_openai_is_the_codes():
+    from fakescope.cli.generate import UNCAPPED_REQUESTS
+
+    named = re.findall(r"(\d+)\s+#?\s*\(`fakescope\.cli\.generate\.UNCAPPED_REQUESTS`\)", "\n".join(p.read_text() for p in PAGES))
+    assert named == [str(UNCAPPED_REQUESTS)]  # written once, next to the constant's name
+
+
 def test_the_docs_show_cli_options():
     assert ("detect", "--runtime", "torch|onnx|auto") in CLI_USES and len(CLI_USES) > 50
 
