@@ -196,6 +196,34 @@ def test_taef2_command_reports_missing_weights_in_one_line(tmp_path):
     assert result.exit_code == 2 and result.output.startswith("error: taef2 weights file not found")
 
 
+@pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])  # Ctrl-C; a scheduler's stop
+def test_openai_stopped_before_any_request_exits_as_the_rule_says(tmp_path, signame, status):
+    """A SIGTERM outside the request loop (here: while the prompts are read) exited 130, as Ctrl-C does."""
+    import errno
+    import time
+
+    prompts = tmp_path / "prompts.txt"
+    os.mkfifo(prompts)  # reading it waits for its writer: the command is held before any request
+    proc = subprocess.Popen([sys.executable, "-m", "fakescope", "generate", "openai", str(prompts), "--mode", "generate",
+                             "--model", "dall-e-3", "--out", str(tmp_path / "out")],
+                            env={**os.environ, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
+    writer, deadline = None, time.monotonic() + 60
+    while writer is None and proc.poll() is None and time.monotonic() < deadline:
+        try:
+            writer = os.open(prompts, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until the command opens it to read
+        except OSError as exc:
+            assert exc.errno == errno.ENXIO
+            time.sleep(0.1)
+    proc.send_signal(getattr(signal, signame))
+    try:
+        assert proc.wait(timeout=60) == status
+    finally:
+        if writer is not None:
+            os.close(writer)
+    assert not (tmp_path / "out").exists()
+
+
 def test_openai_command_runs_and_rejects_bad_options(tmp_path, server):
     Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
     out = tmp_path / "out"

@@ -62,7 +62,8 @@ class Stop:
 def sigterm_as_interrupt() -> Iterator[Stop]:
     """Inside the block SIGTERM (`kill`, a scheduler's stop) raises `Terminated`; the previous handler is restored after.
 
-    The `Stop` it yields gives the exit status for an interrupted command, even where the interrupt was caught below.
+    The `Stop` it yields gives the exit status for an interrupted command, even where the interrupt was caught below;
+    a `Terminated` that leaves the block exits 143 (Typer exits 130 for a Ctrl-C that leaves a command).
     """
     stop = Stop()
 
@@ -73,6 +74,8 @@ def sigterm_as_interrupt() -> Iterator[Stop]:
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield stop
+    except Terminated:
+        raise typer.Exit(TERMINATED_EXIT) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
