@@ -237,6 +237,23 @@ def test_app_beyond_loopback_needs_allow_anonymous(host, flags, started, monkeyp
     assert env[APP_ANONYMOUS_ENV] == ("1" if flags else "0")  # open beyond loopback: never the server's OpenAI key
 
 
+def test_app_hands_its_allowed_hosts_to_the_web_app_and_refuses_a_bad_one(monkeypatch):
+    from fakescope.cli import serve as cli_serve
+    from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV
+
+    execs = []
+    monkeypatch.setattr(cli_serve.os, "execve", lambda path, command, env: execs.append(env))  # no Streamlit
+    monkeypatch.setenv(APP_ALLOWED_HOSTS_ENV, "inherited.example")  # the flags alone decide
+    assert CliRunner().invoke(app, ["app"]).exit_code == 0
+    result = CliRunner().invoke(app, ["app", "--allowed-host", "Proxy.Example.", "--allowed-host", "[::2]"])
+    assert result.exit_code == 0, result.output
+    assert [env[APP_ALLOWED_HOSTS_ENV] for env in execs] == ["", "proxy.example,::2"]
+    result = CliRunner().invoke(app, ["app", "--allowed-host", "proxy.example:8080"])
+    assert result.exit_code == 2 and len(execs) == 2
+    assert result.output == ("error: allowed host 'proxy.example:8080': expected a host name or IP address without "
+                             "scheme, port or path (as api.example.com), or *\n")
+
+
 def test_app_hands_its_root_to_the_web_app_and_refuses_a_missing_one(monkeypatch, tmp_path):
     from fakescope.cli import serve as cli_serve
     from fakescope.serve.paths import ROOT_ENV

@@ -15,7 +15,8 @@ from openai_server import ImagesAPIServer
 from serve_helpers import LiveServer
 
 from fakescope.serve import ServeConfig
-from fakescope.serve.origins import host_refusal, origin_refusal
+from fakescope.errors import ConfigError
+from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, app_host_refusal, host_refusal, origin_refusal
 
 API_KEY = "sk-origins-test-key"
 EVIL = "http://evil.example"
@@ -91,6 +92,23 @@ def test_beyond_loopback_the_host_is_not_checked():
     assert host_refusal(httpx.Headers({"host": "nas.lan:8000"}), ("127.0.0.1", 8000), ()) is not None
     assert origin_refusal("OPTIONS", httpx.Headers({"origin": EVIL}), ()) is None  # preflights are CORS's to answer
     assert origin_refusal("POST", httpx.Headers({"origin": "http://[", "host": "localhost"}), ()).startswith("cross-origin")
+
+
+def test_the_web_app_admits_the_names_its_environment_allows(monkeypatch):
+    """`fakescope app` refused a local proxy's own Host (nginx `Host $host`): it had no --allowed-host."""
+    monkeypatch.delenv(APP_ALLOWED_HOSTS_ENV, raising=False)
+    refused = app_host_refusal("proxy.example:443", "127.0.0.1")
+    assert refused == ("host not allowed: 'proxy.example:443' is not a loopback name (localhost, 127.0.0.1, [::1]); "
+                       "open the app as http://127.0.0.1 or http://localhost, or allow a proxy's name with "
+                       "fakescope app --allowed-host")
+    monkeypatch.setenv(APP_ALLOWED_HOSTS_ENV, "Proxy.Example,::2")
+    assert app_host_refusal("proxy.example:443", "127.0.0.1") is None
+    assert app_host_refusal("[::2]:8501", "::1") is None and app_host_refusal("localhost:8501", "127.0.0.1") is None
+    assert app_host_refusal("rebound.example", "127.0.0.1").startswith("host not allowed: 'rebound.example'")
+    assert app_host_refusal("rebound.example", "0.0.0.0") is None  # beyond loopback (--allow-anonymous): not checked
+    monkeypatch.setenv(APP_ALLOWED_HOSTS_ENV, "proxy.example,http://x:1")
+    with pytest.raises(ConfigError, match=r"^allowed host 'http://x:1': expected a host name or IP address"):
+        app_host_refusal("proxy.example", "127.0.0.1")
 
 
 def test_the_documented_curl_calls_still_work(open_server, images_api, photo_bytes, tmp_path):

@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,9 +57,9 @@ def app_url(images_api, streamlit_log, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def _running_app(images_api, log: Path, dataset: Path, **settings: str):
+def _running_app(images_api, log: Path, dataset: Path, flags: tuple[str, ...] | None = None, **settings: str):
     """`fakescope app` on a free loopback port, run in the log's folder (its root unless the settings name one),
-    without OPENAI_API_KEY in its environment."""
+    without OPENAI_API_KEY in its environment; Streamlit started directly, or through the CLI with `flags`."""
     from fakescope.serve import webapp_command
 
     with socket.socket() as sock:
@@ -69,7 +70,8 @@ def _running_app(images_api, log: Path, dataset: Path, **settings: str):
     env.pop("OPENAI_API_KEY", None)
     if "FAKESCOPE_APP_ROOT" not in settings:
         env.pop("FAKESCOPE_APP_ROOT", None)
-    command = webapp_command("127.0.0.1", port)
+    command = (webapp_command("127.0.0.1", port) if flags is None else
+               [sys.executable, "-m", "fakescope", "app", "--port", str(port), "--device", "cpu", *flags])
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
     url = f"http://127.0.0.1:{port}"
@@ -435,13 +437,34 @@ def test_a_page_reached_under_a_rebound_name_is_refused_and_loopback_names_work(
         page = chromium.new_page()
         page.goto(f"http://rebound.test:{port}/generator")
         page.get_by_text(f"host not allowed: 'rebound.test:{port}' is not a loopback name (localhost, 127.0.0.1, "
-                         "[::1]); open the app as http://127.0.0.1 or http://localhost").wait_for(timeout=60_000)
+                         "[::1]); open the app as http://127.0.0.1 or http://localhost, or allow a proxy's name with "
+                         "fakescope app --allowed-host").wait_for(timeout=60_000)
         assert not page.get_by_role("button", name="Generate").count()  # the page itself never ran
         for own in (app_url, f"http://localhost:{port}"):
             page.goto(own)
             page.get_by_text("No image yet").wait_for(timeout=60_000)
             assert "host not allowed" not in page.locator("main").inner_text()
         page.close()  # a connected session holds up Streamlit's shutdown
+    finally:
+        chromium.close()
+
+
+def test_a_name_given_to_allowed_host_reaches_the_app(images_api, browser, tmp_path):
+    """An authenticating proxy on the machine that passes its own Host (nginx `Host $host`) was refused."""
+    flags = [*CHROMIUM_FLAGS, "--host-resolver-rules=MAP proxy.test 127.0.0.1, MAP rebound.test 127.0.0.1"]
+    chromium = browser.browser_type.launch(executable_path=CHROMIUM, args=flags, headless=True)  # its own resolver
+    try:
+        with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset",
+                          flags=("--allowed-host", "Proxy.Test")) as url:
+            port = url.rsplit(":", 1)[1]
+            page = chromium.new_page()
+            page.goto(f"http://proxy.test:{port}/generator")
+            page.get_by_role("button", name="Generate").wait_for(timeout=60_000)
+            assert "host not allowed" not in page.locator("main").inner_text()
+            page.goto(f"http://rebound.test:{port}/generator")  # any other name is still refused
+            page.get_by_text(f"host not allowed: 'rebound.test:{port}'").wait_for(timeout=60_000)
+            assert not page.get_by_role("button", name="Generate").count()
+            page.close()  # a connected session holds up Streamlit's shutdown
     finally:
         chromium.close()
 

@@ -17,6 +17,9 @@ ServeHostOpt = Annotated[str, typer.Option(
     "--host", help="Address to listen on; beyond loopback FAKESCOPE_API_TOKEN or --allow-anonymous is required.")]
 AppHostOpt = Annotated[str, typer.Option(
     "--host", help="Address to listen on; any but loopback is refused unless --allow-anonymous.")]
+AllowedHostOpt = Annotated[list[str] | None, typer.Option(
+    "--allowed-host", help="A Host name (or *) accepted on loopback besides localhost, 127.0.0.1 and [::1], as a "
+                           "local proxy sends; repeatable.")]
 MaxPixelsOpt = Annotated[int, typer.Option(min=1, help="Largest image in pixels (refused above, from its header).")]
 
 
@@ -34,9 +37,7 @@ def serve(
     max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", help="Let pages of this origin (https://app.example.com, or *) call the API; repeatable.")] = None,
-    allowed_host: Annotated[list[str] | None, typer.Option(
-        "--allowed-host", help="A Host name (or *) accepted on loopback besides localhost, 127.0.0.1 and [::1], as a "
-                               "local proxy sends; repeatable.")] = None,
+    allowed_host: AllowedHostOpt = None,
     jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default serve-jobs in $FAKESCOPE_CACHE, else $XDG_CACHE_HOME/fakescope, else ~/.cache/fakescope).")] = None,
     runtime: RuntimeOpt = Runtime.auto,
     grid: GridOpt = None,
@@ -77,6 +78,7 @@ def app(
     allow_anonymous: Annotated[bool, typer.Option(
         "--allow-anonymous", help="Serve beyond loopback: the app has no login, so anyone who reaches the port "
                                   "may use it (the generator then takes the visitor's own OpenAI key only).")] = False,
+    allowed_host: AllowedHostOpt = None,
 ) -> None:
     """Open the web app (Streamlit): detector, generator and report pages."""
     with clean_errors():
@@ -84,12 +86,14 @@ def app(
 
         from fakescope.serve import webapp_command
         from fakescope.serve.config import APP_ANONYMOUS_ENV, app_is_anonymous
+        from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, app_allowed_hosts
         from fakescope.serve.paths import ROOT_ENV, app_root
 
         anonymous = app_is_anonymous(host, allow_anonymous=allow_anonymous)
         command = webapp_command(host, port)
         env = {**os.environ, "FAKESCOPE_DEVICE": device, MAX_PIXELS_ENV: str(checked_max_pixels(max_pixels)),
                ROOT_ENV: str(app_root(root)), APP_ANONYMOUS_ENV: "1" if anonymous else "0",
+               APP_ALLOWED_HOSTS_ENV: app_allowed_hosts(allowed_host or ()),
                **({"FAKESCOPE_MODEL": model} if model else {})}
         os.execve(command[0], command, env)  # Streamlit takes this process: a SIGTERM to it stops the server
 

@@ -10,15 +10,17 @@ requests, httpx) are unaffected.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
-
-from collections.abc import Mapping
 
 from fakescope.errors import ConfigError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+APP_ALLOWED_HOSTS_ENV = "FAKESCOPE_APP_ALLOWED_HOSTS"  # `fakescope app --allowed-host` names, comma-separated
+APP_REMEDY = "open the app as http://127.0.0.1 or http://localhost, or allow a proxy's name with fakescope app --allowed-host"
 
 
 def host_refusal(headers: Mapping[str, str], server: tuple[str, int] | None, allowed: tuple[str, ...],
@@ -36,6 +38,21 @@ def host_refusal(headers: Mapping[str, str], server: tuple[str, int] | None, all
         return None
     return (f"host not allowed: {host!r} is not a loopback name (localhost, 127.0.0.1, [::1]); "
             f"{remedy}")
+
+
+def app_host_refusal(host: str | None, address: str) -> str | None:
+    """`host_refusal` for the web app listening on `address`, admitting the names in `FAKESCOPE_APP_ALLOWED_HOSTS`.
+
+    Raises:
+        ConfigError: a name there that `checked_host` refuses.
+    """
+    allowed = tuple(checked_host(name) for name in os.environ.get(APP_ALLOWED_HOSTS_ENV, "").split(",") if name.strip())
+    return host_refusal({"host": host} if host else {}, (address, 0), allowed, remedy=APP_REMEDY)
+
+
+def app_allowed_hosts(names: Iterable[str]) -> str:
+    """`fakescope app --allowed-host` names as `FAKESCOPE_APP_ALLOWED_HOSTS` carries them; a bad one raises `ConfigError`."""
+    return ",".join(map(checked_host, names))
 
 
 def origin_refusal(method: str, headers: Mapping[str, str], cors_origins: tuple[str, ...]) -> str | None:

@@ -5,7 +5,8 @@ Settings come from the environment: `FAKESCOPE_MODEL`, `FAKESCOPE_DEVICE` (defau
 `FAKESCOPE_MAX_PIXELS` (larger images are refused; default as `fakescope serve --max-pixels`),
 `FAKESCOPE_APP_ROOT` (every server-side path the pages write or read lies under it; default the current folder),
 `FAKESCOPE_DATASET_DIR` (the generator's default dataset folder), `OPENAI_BASE_URL`, `FAKESCOPE_APP_ANONYMOUS`
-(`1`: open beyond loopback, so the generator never uses the server's `OPENAI_API_KEY`).
+(`1`: open beyond loopback, so the generator never uses the server's `OPENAI_API_KEY`), `FAKESCOPE_APP_ALLOWED_HOSTS`
+(comma-separated host names a page on loopback may be reached under besides localhost, 127.0.0.1 and [::1]).
 An OpenAI key typed on the generator page lives in this browser session only.
 """
 
@@ -33,7 +34,7 @@ from fakescope.io.image import decode_image
 from fakescope.serve.config import APP_ANONYMOUS_ENV
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
 from fakescope.serve.limits import check_image, env_max_pixels
-from fakescope.serve.origins import host_refusal
+from fakescope.serve.origins import app_host_refusal
 from fakescope.serve.uploads import score_uploads
 from fakescope.serve.overlay import display_copy, heatmap_overlay
 from fakescope.serve.paths import app_root, confined, within
@@ -295,9 +296,10 @@ def show_examples(table: pd.DataFrame) -> None:
 def refuse_rebound_host() -> None:
     """Stop a page that reached the app on loopback under another name (DNS rebinding: a site whose name now points
     at 127.0.0.1 would be same-origin with the app and could drive it, the generator's key included)."""
-    host = st.context.headers.get("Host")
-    refusal = host_refusal({"host": host} if host else {}, (st.get_option("server.address") or "", 0), (),
-                           remedy="open the app as http://127.0.0.1 or http://localhost")
+    try:
+        refusal = app_host_refusal(st.context.headers.get("Host"), st.get_option("server.address") or "")
+    except FakescopeError as exc:
+        refusal = f"Bad setting: {exc}"
     if refusal:
         st.error(refusal)
         st.stop()
