@@ -122,8 +122,9 @@ def app_is_anonymous(host: str, *, allow_anonymous: bool = False) -> bool:
         return False
     if not allow_anonymous:
         raise ConfigError(f"refusing to serve the web app on {host}: it has no login, so anyone who can reach the port "
-                          f"could use it (and the server's OPENAI_API_KEY); keep 127.0.0.1 (behind an authenticating "
-                          f"proxy), or pass {ANONYMOUS_FLAG} (its generator then takes the visitor's own key only)")
+                          f"could use it (and the server's OPENAI_API_KEY); keep 127.0.0.1 behind an authenticating proxy "
+                          f"(--allowed-host admits the name it sends), or pass {ANONYMOUS_FLAG} (its generator then "
+                          "takes the visitor's own key only)")
     return True
 
 
