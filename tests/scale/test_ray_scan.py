@@ -204,7 +204,7 @@ def test_an_actors_error_is_one_line_and_ray_speaks_only_when_asked(image_folder
     lines = _without_core_worker_lines(done.stderr)
     assert lines[-1].startswith("error: invalid device 'nope': ")
     if verbose:  # Ray's own lines, with the actor's traceback
-        assert "Started a local Ray instance" in done.stderr and "fakescope.errors.FakescopeError: invalid device" in done.stderr
+        assert "Started a local Ray instance" in done.stderr and "fakescope.errors.ConfigError: invalid device" in done.stderr
     else:
         assert len(lines) == 1
 

@@ -75,7 +75,7 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
         except ConfigError as exc:
             skipped[method] = str(exc)
             continue
-        if not np.isfinite(heat).all():  # tiles scored NaN: an overlay would look like no evidence at all
+        if heat is None or not np.isfinite(heat).all():  # NaN tiles fail the detection (no map); drawn, NaN looks like no evidence
             skipped[method] = f"{detector.name}: the {method} map is not finite (the network gave NaN or infinite values)"
             continue
         caption = (f"{path_text(os.path.basename(source))}: P(ai) = {detection.probability:.3f} ({detection.verdict})\n"
