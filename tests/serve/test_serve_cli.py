@@ -18,6 +18,18 @@ from fakescope.cli import app
 
 
 @pytest.mark.slow  # starts a process that loads the model
+def _wait_healthy(url: str, process: subprocess.Popen) -> None:
+    """Wait up to 60 s for a started `fakescope serve` to answer /healthz."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            assert process.poll() is None and time.monotonic() < deadline, "fakescope serve did not start"
+            time.sleep(0.3)
+
+
 def test_serve_process_answers_with_token_and_limits(tmp_path, flat_png):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -30,14 +42,7 @@ def test_serve_process_answers_with_token_and_limits(tmp_path, flat_png):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert process.poll() is None and time.monotonic() < deadline, "fakescope serve did not start"
-                time.sleep(0.3)
+        _wait_healthy(url, process)
         auth = {"Authorization": "Bearer cli-token"}
         assert httpx.post(f"{url}/v1/detect", content=flat_png).status_code == 401
         record = httpx.post(f"{url}/v1/detect", content=flat_png, headers=auth).json()
@@ -140,14 +145,7 @@ def test_anonymous_server_beyond_loopback_scores_but_never_generates(tmp_path, f
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert process.poll() is None and time.monotonic() < deadline, "fakescope serve did not start"
-                time.sleep(0.3)
+        _wait_healthy(url, process)
         assert httpx.post(f"{url}/v1/detect", content=flat_png).json()["width"] == 96  # no token needed
         for answer in (httpx.post(f"{url}/v1/generate", files={"file": ("a.png", flat_png)}),
                        httpx.get(f"{url}/v1/jobs/some-job"), httpx.delete(f"{url}/v1/jobs/some-job"),
