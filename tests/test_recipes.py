@@ -88,3 +88,22 @@ def test_independent_style_takes_the_same_number_of_faces_of_each_class(tmp_path
     done = _run("independent_style.py", "--shared", str(_mini_shared(tmp_path / "shared")), "--faces", "1")
     assert done.returncode == 0, done.stderr
     assert "ffhq 1," in done.stdout and "thispersondoesnotexist 1" in done.stdout, done.stdout
+
+
+def test_small_inputs_names_a_missing_manifest(tmp_path):
+    _fails_cleanly(_run("small_inputs.py", "data/default/manifest.csv", cwd=tmp_path),
+                   "error: data/default/manifest.csv: no such file or folder")
+
+
+def test_small_inputs_prints_one_row_per_manifest_with_both_policies(tmp_path):
+    rows = []
+    for i in range(4):
+        Image.new("RGB", (128, 120), (60 * i, 90, 160)).save(tmp_path / f"{i}.jpg", "JPEG")
+        rows.append({"uri": f"{i}.jpg", "label": ("real", "ai")[i % 2], "split": "test"})
+    pd.DataFrame(rows).to_csv(tmp_path / "all.csv", index=False)
+    pd.DataFrame(rows[:2] + [{**rows[2], "split": "train"}]).to_csv(tmp_path / "part.csv", index=False)
+    done = _run("small_inputs.py", str(tmp_path / "all.csv"), str(tmp_path / "part.csv"))
+    assert done.returncode == 0, done.stderr
+    header, *table = done.stdout.splitlines()[1:]
+    assert header.split() == ["images", "clean", "0.5x_whole", "0.5x_upscaled"], done.stdout
+    assert [line.split()[:2] for line in table] == [[str(tmp_path / "all.csv"), "4"], [str(tmp_path / "part.csv"), "2"]]
