@@ -198,7 +198,8 @@ def test_taef2_command_reports_missing_weights_in_one_line(tmp_path):
 
 @pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])  # Ctrl-C; a scheduler's stop
 def test_openai_stopped_before_any_request_exits_as_the_rule_says(tmp_path, signame, status):
-    """A SIGTERM outside the request loop (here: while the prompts are read) exited 130, as Ctrl-C does."""
+    """A SIGTERM outside the request loop (here: while the prompts are read) exited 130, as Ctrl-C does; both printed
+    nothing, and now say that nothing was sent."""
     import errno
     import time
 
@@ -207,6 +208,7 @@ def test_openai_stopped_before_any_request_exits_as_the_rule_says(tmp_path, sign
     proc = subprocess.Popen([sys.executable, "-m", "fakescope", "generate", "openai", str(prompts), "--mode", "generate",
                              "--model", "dall-e-3", "--out", str(tmp_path / "out")],
                             env={**os.environ, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
     writer, deadline = None, time.monotonic() + 60
     while writer is None and proc.poll() is None and time.monotonic() < deadline:
@@ -217,10 +219,12 @@ def test_openai_stopped_before_any_request_exits_as_the_rule_says(tmp_path, sign
             time.sleep(0.1)
     proc.send_signal(getattr(signal, signame))
     try:
-        assert proc.wait(timeout=60) == status
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
         if writer is not None:
             os.close(writer)
+    assert proc.returncode == status, stderr
+    assert (stdout, stderr) == ("", "stopped before sending any request: nothing was made or paid for\n")
     assert not (tmp_path / "out").exists()
 
 

@@ -93,7 +93,8 @@ def openai(
     --max-images, a spend budget (--max-spend, --max-total-spend) or --yes. Each image's token usage (GPT image models) goes into the manifest's
     params; the run prints their total.
 
-    Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice.
+    Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice; one before the
+    plan is printed stops at once, saying nothing was sent.
 
     Exit status: 0 when no job failed (a budget stop included), 1 when some failed (recorded in the ledger; a re-run
     retries them) or --at-most-once left some unresolved, 2 on usage errors or an unreachable --out, 130 on Ctrl-C,
@@ -107,12 +108,18 @@ def openai(
             mode=mode, model=model, size=size, quality=quality, n=n, prompt=prompt, mask=mask,
             response_format=response_format, price_per_image=price_per_image, input_fidelity=input_fidelity,
         )
-        report = run_openai(
-            src, out, config, ledger=ledger, concurrency=concurrency, max_images=max_images, max_spend=max_spend,
-            max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
-            manifest_name=manifest, client=make_client(max_retries=max_retries),
-            confirm=_confirm(config, max_images, max_spend is not None or max_total_spend is not None or yes),
-        )
+        planned: list[str] = []  # the plan, once printed: until then no request was sent
+        try:
+            report = run_openai(
+                src, out, config, ledger=ledger, concurrency=concurrency, max_images=max_images, max_spend=max_spend,
+                max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
+                manifest_name=manifest, client=make_client(max_retries=max_retries),
+                confirm=_confirm(config, max_images, max_spend is not None or max_total_spend is not None or yes, planned),
+            )
+        except KeyboardInterrupt:  # one the request loop did not catch: before it, or a second one while it drained
+            typer.echo("stopped before sending any request: nothing was made or paid for" if not planned
+                       else "stopped before the run finished; re-run to resume", err=True)
+            raise typer.Exit(stop.exit_code) from None
         typer.echo(_summary(report, max_total_spend, config.known_price() is not None))
         if report.unresolved:
             typer.echo(f"warning: {report.unresolved} job(s) left unresolved: a crash left their requests in flight, so "
@@ -123,8 +130,10 @@ def openai(
     raise typer.Exit(1 if report.failed or report.unresolved else 0)
 
 
-def _confirm(config: OpenAIImagesConfig, max_images: int | None, limited: bool) -> Callable[[int, int], None]:
-    """Print the run's plan; refuse (ConfigError) one of more than UNCAPPED_REQUESTS requests that nothing limits."""
+def _confirm(config: OpenAIImagesConfig, max_images: int | None, limited: bool,
+             planned: list[str]) -> Callable[[int, int], None]:
+    """Print the run's plan (and add it to `planned`); refuse (ConfigError) one of more than UNCAPPED_REQUESTS
+    requests that nothing limits."""
     from fakescope.errors import ConfigError
 
     def confirm(sources: int, requests: int) -> None:
@@ -134,7 +143,8 @@ def _confirm(config: OpenAIImagesConfig, max_images: int | None, limited: bool) 
             raise ConfigError(f"{plan}, more than {UNCAPPED_REQUESTS} without a limit: pass --max-images N, a budget "
                               "(--max-spend, --max-total-spend) or --yes")
         stop = f", --max-images {max_images}" if max_images is not None and max_images < requests else ""
-        typer.echo(f"{plan}{stop} (jobs done before are skipped, unpaid)")
+        planned.append(f"{plan}{stop} (jobs done before are skipped, unpaid)")
+        typer.echo(planned[-1])
 
     return confirm
 
