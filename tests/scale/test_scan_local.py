@@ -224,6 +224,23 @@ def test_scan_and_generate_say_the_manifest_readers_line_for_a_file_that_is_none
         manifest_rows(str(path))
 
 
+def test_scan_generate_and_training_say_one_line_for_a_manifest_with_no_uri_column(tmp_path):
+    """scan said "manifest X has no 'uri' column", generate "cannot read manifest X: it has no uri column; ..."."""
+    from fakescope.data import read_rows
+    from fakescope.generate.manifest import manifest_rows
+
+    path = tmp_path / "m.csv"
+    path.write_text("path,label,split\na.png,real,train\n")
+    line = f"manifest {path} lacks column(s): uri"
+    with pytest.raises(ConfigError, match=f"^{re.escape(line)}$"):
+        list(scan_sources([str(path)]))
+    with pytest.raises(ConfigError, match=f"^{re.escape(line)}$"):
+        read_rows(str(path))
+    with pytest.raises(ConfigError, match=f"^{re.escape(line + '; move it away to start a new one')}$"):
+        manifest_rows(str(path))  # `generate`'s own manifest in --out
+    assert path.read_text() == "path,label,split\na.png,real,train\n"
+
+
 def test_manifest_with_blank_uris_skips_them(tmp_path):
     (tmp_path / "m.csv").write_text("uri,label\na.png,real\n,ai\nb.jpg,real\n")
     assert list(scan_sources([str(tmp_path / "m.csv")])) == [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]

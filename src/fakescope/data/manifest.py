@@ -149,9 +149,7 @@ def check_rows(rows: pd.DataFrame, origin: str = "the manifest rows", *, split_r
         ConfigError: `uri`, `label` (or, with `split_required`, `split`) is missing, a row has no uri, or a
             label or split is unknown; the message starts with `origin`.
     """
-    missing = {"uri", "label", *(("split",) if split_required else ())} - set(rows.columns)
-    if missing:
-        raise ConfigError(f"{origin} lacks column(s): {', '.join(sorted(missing))}")
+    require_columns(rows, ("uri", "label", *(("split",) if split_required else ())), origin)
     blank = (rows["uri"].isna() | (rows["uri"].astype(str).str.strip() == "")).to_numpy()
     if blank.any():
         raise ConfigError(f"{origin}: {blank.sum()} row(s) have no uri, the first is data row {blank.argmax() + 1}")
@@ -165,6 +163,13 @@ def check_rows(rows: pd.DataFrame, origin: str = "the manifest rows", *, split_r
         if column not in rows:
             rows[column] = None
     return legacy_sources(rows)
+
+
+def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], origin: str, *, advice: str = "") -> None:
+    """Raise `ConfigError` `<origin> lacks column(s): a, b[; advice]` for those of `columns` not in `frame`: every
+    reader of manifest rows says a missing column so."""
+    if missing := sorted(set(columns) - set(frame.columns)):
+        raise ConfigError(f"{origin} lacks column(s): {', '.join(missing)}" + (f"; {advice}" if advice else ""))
 
 
 def _refuse_unknown_splits(splits: pd.Series, prefix: str) -> None:

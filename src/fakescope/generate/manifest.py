@@ -17,8 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from fakescope.data.manifest import legacy_sources, read_table
-from fakescope.errors import StorageError
+from fakescope.data.manifest import legacy_sources, read_table, require_columns
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
 
@@ -118,10 +117,9 @@ def _read(uri: str):
     """The manifest at `uri` as a DataFrame, older layouts moved over (see `legacy_sources`).
 
     Raises:
-        ConfigError: It is no manifest, said as every manifest reader says it (`fakescope.data.manifest.read_table`).
-        StorageError: It has no uri column.
+        ConfigError: It is no manifest or has no uri column, said as every manifest reader says it
+            (`fakescope.data.manifest.read_table`, `require_columns`).
     """
     frame = read_table(uri, empty_ok=True, keep_default_na=False)
-    if "uri" not in frame.columns:
-        raise StorageError(f"cannot read manifest {uri}: it has no uri column; move it away to start a new one")
+    require_columns(frame, ("uri",), f"manifest {uri}", advice="move it away to start a new one")
     return legacy_sources(frame)

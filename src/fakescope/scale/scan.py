@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from fakescope.data.manifest import MANIFEST_SUFFIXES, read_table
+from fakescope.data.manifest import MANIFEST_SUFFIXES, read_table, require_columns
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, StorageError, reason_about
 from fakescope.io.inputs import path_text
@@ -203,8 +203,7 @@ def _manifest_uris(manifest: str) -> Iterator[str]:
         rows = read_table(manifest, empty_ok=True)
     except StorageError as exc:
         raise ConfigError(f"cannot read manifest {manifest}: {reason_about(exc, manifest)}") from None
-    if "uri" not in rows.columns:
-        raise ConfigError(f"manifest {manifest} has no 'uri' column")
+    require_columns(rows, ("uri",), f"manifest {manifest}")
     base = manifest.rsplit("/", 1)[0] if "/" in manifest else ""
     for uri in rows["uri"].dropna().astype(str):  # a blank cell names no image
         yield uri if "://" in uri or os.path.isabs(uri) or not base else storage.join(base, uri)
