@@ -185,6 +185,26 @@ def test_serve_passes_queue_bounds_and_origins_to_the_app(monkeypatch, tmp_path)
     assert served[0].allowed_hosts == ("api.example.com", "::2")
 
 
+def test_serve_and_app_with_any_allowed_host_warn_that_the_rebinding_check_is_off(monkeypatch, tmp_path):
+    """`--allowed-host '*'` turned the DNS-rebinding check off without a word."""
+    import uvicorn
+
+    from fakescope.cli import serve as cli_serve
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app.state.config.allowed_hosts))
+    monkeypatch.setattr(cli_serve.os, "execve", lambda path, command, env: started.append(env["FAKESCOPE_APP_ALLOWED_HOSTS"]))
+    serve_args = ["serve", "--device", "cpu", "--jobs-dir", str(tmp_path)]
+    for command, args in (("serve", serve_args), ("app", ["app"])):
+        warning = (f"warning: --allowed-host * turns the DNS-rebinding check off: a web page under any name that "
+                   f"resolves to this machine can use fakescope {command}; allow only the names a proxy sends\n")
+        result = CliRunner().invoke(app, [*args, "--allowed-host", "proxy.example", "--allowed-host", " * "])
+        assert result.exit_code == 0 and result.stderr == warning, result.output
+        quiet = CliRunner().invoke(app, [*args, "--allowed-host", "proxy.example"])
+        assert quiet.exit_code == 0 and quiet.stderr == "", quiet.output
+    assert started == [("proxy.example", "*"), ("proxy.example",), "proxy.example,*", "proxy.example"]
+
+
 def test_serve_with_an_allowed_host_that_is_not_a_host_name_is_one_clean_line(monkeypatch):
     import uvicorn
 

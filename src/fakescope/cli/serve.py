@@ -52,6 +52,7 @@ def serve(
 
         from fakescope.serve import ServeConfig, create_app
         from fakescope.serve.config import ANONYMOUS_FLAG, for_host
+        from fakescope.serve.origins import any_host_warning
 
         options = {"jobs_dir": jobs_dir} if jobs_dir else {}
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
@@ -63,6 +64,8 @@ def serve(
         if not config.generation:
             typer.echo(f"warning: serving on {host} without FAKESCOPE_API_TOKEN ({ANONYMOUS_FLAG}): anyone who can reach "
                        "this port can score images; /v1/generate and /v1/jobs are off (403) until a token is set", err=True)
+        if warning := any_host_warning(config.allowed_hosts, "serve"):
+            typer.echo(warning, err=True)
         uvicorn.run(create_app(config, detector=detector), host=host, port=port, log_level="info")
 
 
@@ -86,15 +89,17 @@ def app(
 
         from fakescope.serve import webapp_command
         from fakescope.serve.config import APP_ANONYMOUS_ENV, app_is_anonymous
-        from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, app_allowed_hosts
+        from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, any_host_warning, app_allowed_hosts
         from fakescope.serve.paths import ROOT_ENV, app_root
 
         anonymous = app_is_anonymous(host, allow_anonymous=allow_anonymous)
         command = webapp_command(host, port)
+        allowed = app_allowed_hosts(allowed_host or ())
         env = {**os.environ, "FAKESCOPE_DEVICE": device, MAX_PIXELS_ENV: str(checked_max_pixels(max_pixels)),
                ROOT_ENV: str(app_root(root)), APP_ANONYMOUS_ENV: "1" if anonymous else "0",
-               APP_ALLOWED_HOSTS_ENV: app_allowed_hosts(allowed_host or ()),
-               **({"FAKESCOPE_MODEL": model} if model else {})}
+               APP_ALLOWED_HOSTS_ENV: allowed, **({"FAKESCOPE_MODEL": model} if model else {})}
+        if warning := any_host_warning(allowed.split(","), "app"):
+            typer.echo(warning, err=True)
         os.execve(command[0], command, env)  # Streamlit takes this process: a SIGTERM to it stops the server
 
 

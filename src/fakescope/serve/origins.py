@@ -55,6 +55,14 @@ def app_allowed_hosts(names: Iterable[str]) -> str:
     return ",".join(map(checked_host, names))
 
 
+def any_host_warning(allowed: Iterable[str], command: str) -> str | None:
+    """The warning `fakescope <command>` prints on start when its checked `--allowed-host` names hold `*`; else None."""
+    if "*" not in allowed:
+        return None
+    return (f"warning: --allowed-host * turns the DNS-rebinding check off: a web page under any name that resolves to "
+            f"this machine can use fakescope {command}; allow only the names a proxy sends")
+
+
 def origin_refusal(method: str, headers: Mapping[str, str], cors_origins: tuple[str, ...]) -> str | None:
     """Why a state-changing request from a web page of another origin is refused; None when it may go on."""
     origin = headers.get("origin")
