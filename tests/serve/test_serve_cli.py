@@ -272,6 +272,21 @@ def test_app_hands_its_allowed_hosts_to_the_web_app_and_refuses_a_bad_one(monkey
                              "scheme, port or path (as api.example.com), or *\n")
 
 
+@pytest.mark.parametrize(("host", "flags", "admitted"), [
+    ("127.0.0.1", [], ["localhost", "127.0.0.1", "::1"]),
+    ("127.0.0.2", ["--allowed-host", "Proxy.Example"], ["localhost", "127.0.0.1", "::1", "127.0.0.2", "proxy.example"]),
+    ("0.0.0.0", ["--allow-anonymous"], []),  # open to anyone: no Host check, as in the page script
+])
+def test_app_has_streamlit_admit_only_its_host_names_to_a_session(host, flags, admitted, monkeypatch):
+    """The Host check ran in the page script only: a page under a rebound name still got a session and uploads."""
+    from fakescope.cli import serve as cli_serve
+
+    commands = []
+    monkeypatch.setattr(cli_serve.os, "execve", lambda path, command, env: commands.append(command))  # no Streamlit
+    assert CliRunner().invoke(app, ["app", "--host", host, *flags]).exit_code == 0
+    assert [commands[0][i + 1] for i, arg in enumerate(commands[0]) if arg == "--server.allowedHosts"] == admitted
+
+
 def test_app_hands_its_root_to_the_web_app_and_refuses_a_missing_one(monkeypatch, tmp_path):
     from fakescope.cli import serve as cli_serve
     from fakescope.serve.paths import ROOT_ENV

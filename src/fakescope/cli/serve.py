@@ -93,8 +93,8 @@ def app(
         from fakescope.serve.paths import ROOT_ENV, app_root
 
         anonymous = app_is_anonymous(host, allow_anonymous=allow_anonymous)
-        command = webapp_command(host, port)
         allowed = app_allowed_hosts(allowed_host or ())
+        command = webapp_command(host, port, allowed.split(",") if allowed else ())
         env = {**os.environ, "FAKESCOPE_DEVICE": device, MAX_PIXELS_ENV: str(checked_max_pixels(max_pixels)),
                ROOT_ENV: str(app_root(root)), APP_ANONYMOUS_ENV: "1" if anonymous else "0",
                APP_ALLOWED_HOSTS_ENV: allowed, **({"FAKESCOPE_MODEL": model} if model else {})}

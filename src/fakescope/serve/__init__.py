@@ -10,6 +10,7 @@
 
 import importlib
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 WEBAPP_PATH = Path(__file__).with_name("webapp.py")
@@ -24,11 +25,18 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
 
 
-def webapp_command(host: str, port: int) -> list[str]:
-    """The command line that serves the web app headless on host:port (no telemetry, minimal toolbar)."""
+def webapp_command(host: str, port: int, allowed_hosts: Iterable[str] = ()) -> list[str]:
+    """The command line that serves the web app headless on host:port (no telemetry, minimal toolbar).
+
+    On loopback Streamlit's own `server.allowedHosts` admits only loopback names, `host` and `allowed_hosts` (checked
+    names, `*`: any): a page under a rebound name gets no session, so it can neither run the script nor upload files.
+    """
+    from fakescope.serve.config import is_loopback
+
+    names = ["localhost", "127.0.0.1", "::1", host.strip("[]"), *allowed_hosts] if is_loopback(host) else []
     return [sys.executable, "-m", "streamlit", "run", str(WEBAPP_PATH), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--client.toolbarMode", "minimal"]
+            "--client.toolbarMode", "minimal", *(arg for name in dict.fromkeys(names) for arg in ("--server.allowedHosts", name))]
 
 
 __all__ = [

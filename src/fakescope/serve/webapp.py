@@ -295,7 +295,10 @@ def show_examples(table: pd.DataFrame) -> None:
 
 def refuse_rebound_host() -> None:
     """Stop a page that reached the app on loopback under another name (DNS rebinding: a site whose name now points
-    at 127.0.0.1 would be same-origin with the app and could drive it, the generator's key included)."""
+    at 127.0.0.1 would be same-origin with the app and could drive it, the generator's key included).
+
+    `fakescope app` has Streamlit refuse such a page its session first (`webapp_command`); this check covers the
+    script started otherwise (`streamlit run`)."""
     try:
         refusal = app_host_refusal(st.context.headers.get("Host"), st.get_option("server.address") or "")
     except FakescopeError as exc:
