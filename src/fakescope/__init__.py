@@ -7,6 +7,7 @@ Example:
     ['real']
 """
 
+from fakescope._lazy import lazy_attributes
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import (
     ConfigError,
@@ -34,11 +35,4 @@ __all__ = [
     "__version__",
 ]
 
-
-def __getattr__(name: str):
-    # Detector pulls in torch; import it on first use so light submodules stay light.
-    if name == "Detector":
-        from fakescope.detector import Detector
-
-        return Detector
-    raise AttributeError(f"module 'fakescope' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"Detector": "detector"})  # Detector pulls in torch: imported on first use

@@ -7,18 +7,12 @@
 - `DiffusersImg2Img` (in `fakescope.generate.diffusers_backend`): img2img with local Stable Diffusion weights.
 """
 
-import importlib
+from fakescope._lazy import lazy_attributes
 
 _HOMES = {"Ledger": "ledger", "generate_local": "local", "MANIFEST_COLUMNS": "manifest", "append_manifest": "manifest",
           "OpenAIImagesConfig": "openai_images", "RunReport": "runner", "run_openai": "runner", "TAEF2": "taef2"}
 
-
-def __getattr__(name: str):
-    """Import on first use (PEP 562): the CLI reads `fakescope.generate.openai_models` without loading torch."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-
+__getattr__ = lazy_attributes(__name__, _HOMES)  # the CLI reads `fakescope.generate.openai_models` without loading torch
 
 __all__ = [
     "MANIFEST_COLUMNS", "TAEF2", "Ledger", "OpenAIImagesConfig", "RunReport",

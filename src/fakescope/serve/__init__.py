@@ -8,21 +8,17 @@
 - `WEBAPP_PATH`, `webapp_command`: the Streamlit script `fakescope app` runs, and how it is started.
 """
 
-import importlib
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+from fakescope._lazy import lazy_attributes
 
 WEBAPP_PATH = Path(__file__).with_name("webapp.py")
 _HOMES = {"create_app": "app", "MicroBatcher": "batching", "ServeConfig": "config", "generate_from_upload": "generation",
           "openai_client": "generation", "save_pair": "generation", "heatmap_image": "overlay", "heatmap_overlay": "overlay"}
 
-
-def __getattr__(name: str):
-    """Import on first use (PEP 562): the CLI reads `fakescope.serve.limits` without loading FastAPI and torch."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)  # the CLI reads `fakescope.serve.limits` without loading FastAPI and torch
 
 
 def webapp_command(host: str, port: int, allowed_hosts: Iterable[str] = ()) -> list[str]:
