@@ -1,8 +1,9 @@
 """Architectures of one's own for the tests: the network contract as a base class, and a plugin module
-(`qa_plugin`, architecture `qa_tiny_conv`) with a model folder saved by a process that imported it."""
+(`qa_plugin`, architecture `qa_tiny_conv`, built on that class) with a model folder saved by a process that imported it."""
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -34,23 +35,13 @@ PLUGIN = textwrap.dedent('''
     from fakescope.models import InputPolicy, register_model
 
 
-    class TinyConv(nn.Module):
+''') + inspect.getsource(FeatureHead) + textwrap.dedent('''
+
+    class TinyConv(FeatureHead):
         def __init__(self, width=4):
             super().__init__()
             self.features = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU())
             self.head = nn.Linear(width, 1)
-
-        def forward_features(self, x):
-            return self.features(x)
-
-        def embed(self, x):
-            return self.forward_features(x).mean((2, 3))
-
-        def forward_head(self, features):
-            return self.head(features.mean((2, 3))).squeeze(-1)
-
-        def forward(self, x):
-            return self.forward_head(self.forward_features(x))
 
 
     @register_model(input=InputPolicy(crop_size=48, grid=2))
@@ -58,6 +49,7 @@ PLUGIN = textwrap.dedent('''
         """A one-layer conv net of a plugin."""
         return TinyConv(**kwargs)
 ''')
+"""The plugin module's text: a separate process imports it, so it carries `FeatureHead`'s source rather than importing it."""
 
 
 def save_plugin_model(folder: Path) -> Path:
