@@ -27,7 +27,7 @@ def webapp_command(host: str, port: int, allowed_hosts: Iterable[str] = ()) -> l
     On loopback Streamlit's own `server.allowedHosts` admits only loopback names, `host` and `allowed_hosts` (checked
     names, `*`: any): a page under a rebound name gets no session, so it can neither run the script nor upload files.
     """
-    from fakescope.serve.config import is_loopback
+    from fakescope.serve.origins import is_loopback
 
     names = ["localhost", "127.0.0.1", "::1", host.strip("[]"), *allowed_hosts] if is_loopback(host) else []
     return [sys.executable, "-m", "streamlit", "run", str(WEBAPP_PATH), "--server.address", host,

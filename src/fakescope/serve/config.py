@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,7 +11,7 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError
 from fakescope.io import storage
 from fakescope.serve.limits import DEFAULT_MAX_PIXELS, checked_max_pixels
-from fakescope.serve.origins import checked_host
+from fakescope.serve.origins import checked_host, is_loopback
 
 TOKEN_ENV = "FAKESCOPE_API_TOKEN"
 ANONYMOUS_FLAG = "--allow-anonymous"
@@ -126,14 +125,6 @@ def app_is_anonymous(host: str, *, allow_anonymous: bool = False) -> bool:
                           f"(--allowed-host admits the name it sends), or pass {ANONYMOUS_FLAG} (its generator then "
                           "takes the visitor's own key only)")
     return True
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` listens on this machine only."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _check_origin(origin: str) -> None:

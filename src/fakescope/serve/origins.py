@@ -31,10 +31,10 @@ def host_refusal(headers: Mapping[str, str], server: tuple[str, int] | None, all
     (`*`: any). No `Host` header (HTTP/1.0, never a browser) passes.
     """
     host = headers.get("host")
-    if host is None or server is None or not _is_loopback(server[0]) or "*" in allowed:
+    if host is None or server is None or not is_loopback(server[0]) or "*" in allowed:
         return None
     name = _hostname(host)
-    if name is not None and (name == "localhost" or _is_loopback(name) or name in allowed):
+    if name is not None and (is_loopback(name) or name in allowed):
         return None
     return (f"host not allowed: {host!r} is not a loopback name (localhost, 127.0.0.1, [::1]); "
             f"{remedy}")
@@ -105,8 +105,9 @@ def _normal(name: str) -> str | None:
         return name if HOSTNAME.fullmatch(name) else None
 
 
-def _is_loopback(address: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address, `[::1]`, or `localhost`) is this machine only."""
     try:
-        return ipaddress.ip_address(address).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        return False
+        return host == "localhost"
