@@ -89,16 +89,16 @@ def app(
 
         from fakescope.serve import webapp_command
         from fakescope.serve.config import APP_ANONYMOUS_ENV, app_is_anonymous
-        from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, any_host_warning, app_allowed_hosts
+        from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, any_host_warning, checked_host
         from fakescope.serve.paths import ROOT_ENV, app_root
 
         anonymous = app_is_anonymous(host, allow_anonymous=allow_anonymous)
-        allowed = app_allowed_hosts(allowed_host or ())
-        command = webapp_command(host, port, allowed.split(",") if allowed else ())
+        allowed = [checked_host(name) for name in allowed_host or ()]  # a bad name: one line before Streamlit starts
+        command = webapp_command(host, port, allowed)
         env = {**os.environ, "FAKESCOPE_DEVICE": device, MAX_PIXELS_ENV: str(checked_max_pixels(max_pixels)),
                ROOT_ENV: str(app_root(root)), APP_ANONYMOUS_ENV: "1" if anonymous else "0",
-               APP_ALLOWED_HOSTS_ENV: allowed, **({"FAKESCOPE_MODEL": model} if model else {})}
-        if warning := any_host_warning(allowed.split(","), "app"):
+               APP_ALLOWED_HOSTS_ENV: ",".join(allowed), **({"FAKESCOPE_MODEL": model} if model else {})}
+        if warning := any_host_warning(allowed, "app"):
             typer.echo(warning, err=True)
         os.execve(command[0], command, env)  # Streamlit takes this process: a SIGTERM to it stops the server
 

@@ -50,11 +50,6 @@ def app_host_refusal(host: str | None, address: str) -> str | None:
     return host_refusal({"host": host} if host else {}, (address, 0), allowed, remedy=APP_REMEDY)
 
 
-def app_allowed_hosts(names: Iterable[str]) -> str:
-    """`fakescope app --allowed-host` names as `FAKESCOPE_APP_ALLOWED_HOSTS` carries them; a bad one raises `ConfigError`."""
-    return ",".join(map(checked_host, names))
-
-
 def any_host_warning(allowed: Iterable[str], command: str) -> str | None:
     """The warning `fakescope <command>` prints on start when its checked `--allowed-host` names hold `*`; else None."""
     if "*" not in allowed:
