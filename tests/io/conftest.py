@@ -82,7 +82,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
              "admin.port.grpc", "debug.port"]
     ports = dict(zip(names, _free_ports(len(names))))
     args = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-admin.ui=false", "-webdav=false", "-s3.autoCreateBucket=false", f"-s3.config={config}"]
+            "-admin.ui=false", "-webdav=false", "-s3.autoCreateBucket=false", f"-s3.config={config}",
+            # Every bucket is a collection with volumes of its own. Left alone, `mini` sizes volumes to the
+            # disk and allows (free space / size) of them, so a small CI disk ran out of slots after some
+            # dozens of buckets and every later write answered InternalError. Small sparse volumes, many slots:
+            "-master.volumeSizeLimitMB=64", "-volume.max=2000"]
     args += [f"-{name}={port}" for name, port in ports.items()]
     log = root / "weed.log"
     with open(log, "wb") as out:
