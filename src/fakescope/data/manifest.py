@@ -213,9 +213,9 @@ def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:
     return frame.assign(uri=[resolved(u) for u in frame["uri"].astype(str)])
 
 
-def read_table(uri: str, *, empty_ok: bool = False, **csv_options) -> pd.DataFrame:
-    """A Parquet (`.parquet`) or CSV file from any storage as a DataFrame: every reader of a manifest reads
-    it here, so all say the same line for a file that is none.
+def read_table(uri: str, *, empty_ok: bool = False, store=storage, **csv_options) -> pd.DataFrame:
+    """A Parquet (`.parquet`) or CSV file from any storage (read by `store`, default `fakescope.io.storage`) as a
+    DataFrame: every reader of a manifest reads it here, so all say the same line for a file that is none.
 
     Raises:
         StorageError: The file is missing or unreadable.
@@ -224,7 +224,7 @@ def read_table(uri: str, *, empty_ok: bool = False, **csv_options) -> pd.DataFra
     """
     import pandas as pd
 
-    data = storage.read_bytes(uri)
+    data = store.read_bytes(uri)
     parquet = uri.lower().endswith(".parquet")
     try:
         table = pd.read_parquet(io.BytesIO(data)) if parquet else pd.read_csv(io.BytesIO(data), **csv_options)

@@ -91,17 +91,18 @@ def manifest_rows(uri: str) -> dict[str, dict[str, Any]]:
     return {str(row["uri"]): row for row in frame.to_dict("records")}
 
 
-def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]]) -> int:
+def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store=storage) -> int:
     """Merge rows into the manifest at `uri` (`.csv` or `.parquet`), replacing rows with the same `uri`.
 
-    Re-running a generation therefore never duplicates rows. Returns the manifest's row count.
+    Re-running a generation therefore never duplicates rows. Returns the manifest's row count. `store` reads and
+    writes it (default `fakescope.io.storage`; the web app's `serve.paths.RootFolder`).
     """
     import pandas as pd
 
     new = pd.DataFrame(list(rows), columns=list(MANIFEST_COLUMNS))
     parquet = uri.lower().endswith(".parquet")
-    if storage.exists(uri):
-        old = _read(uri)
+    if store.exists(uri):
+        old = _read(uri, store)
         old = old[~old["uri"].isin(new["uri"])]
         new = pd.concat([old, new], ignore_index=True)
     buffer = io.BytesIO()
@@ -109,17 +110,17 @@ def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]]) -> int:
         new.to_parquet(buffer, index=False)
     else:
         new.to_csv(buffer, index=False)
-    storage.write_bytes(uri, buffer.getvalue())
+    store.write_bytes(uri, buffer.getvalue())
     return len(new)
 
 
-def _read(uri: str):
+def _read(uri: str, store=storage):
     """The manifest at `uri` as a DataFrame, older layouts moved over (see `legacy_sources`).
 
     Raises:
         ConfigError: It is no manifest or has no uri column, said as every manifest reader says it
             (`fakescope.data.manifest.read_table`, `require_columns`).
     """
-    frame = read_table(uri, empty_ok=True, keep_default_na=False)
+    frame = read_table(uri, empty_ok=True, store=store, keep_default_na=False)
     require_columns(frame, ("uri",), f"manifest {uri}", advice="move it away to start a new one")
     return legacy_sources(frame)

@@ -127,19 +127,21 @@ def save_pair(
     config: OpenAIImagesConfig,
     *,
     filename: str = "upload",
+    store=storage,
 ) -> str:
     """Write the real image to `<dataset>/real/` and the ai ones to `<dataset>/ai/<model>/`, and merge the manifest.
 
     Rows follow `fakescope.generate.MANIFEST_COLUMNS`, with absolute URIs; the real image and its ai
     images share `pair_id` (the real image's sha256), so splits keep them together; every row's
     `source` is `upload`, and the real row's `source_uri` is the uploaded file name. Returns the manifest URI.
+    `store` writes the files (default `fakescope.io.storage`; the web app's `serve.paths.RootFolder`).
     """
     dataset = storage.absolute(dataset)
     loaded = decode_image(real)
     digest = hashlib.sha256(real).hexdigest()
     stem = f"{_stem(filename)}-{digest[:8]}"
     real_uri = storage.join(dataset, "real", f"{stem}.{loaded.format.lower()}")
-    storage.write_bytes(real_uri, real)
+    store.write_bytes(real_uri, real)
     rows = [{
         "uri": real_uri, "label": "real", "source": UPLOAD_SOURCE, "generator": "", "pair_id": digest, "split": "",
         "width": loaded.width, "height": loaded.height, "format": loaded.format, "sha256": digest,
@@ -148,13 +150,13 @@ def save_pair(
     for index, data in enumerate(generated):
         image = decode_image(data)
         uri = storage.join(dataset, "ai", config.model, f"{stem}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{image.format.lower()}")
-        storage.write_bytes(uri, data)
+        store.write_bytes(uri, data)
         rows.append(manifest_row(
             uri=uri, source_uri=real_uri, source_sha256=digest, origin=UPLOAD_SOURCE, generator=config.model, model=config.model,
             params=config.params(), width=image.width, height=image.height, format=image.format, data=data,
         ))
     manifest = storage.join(dataset, "manifest.csv")
-    append_manifest(manifest, [{k: row[k] for k in MANIFEST_COLUMNS} for row in rows])
+    append_manifest(manifest, [{k: row[k] for k in MANIFEST_COLUMNS} for row in rows], store=store)
     return manifest
 
 

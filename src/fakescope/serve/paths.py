@@ -2,16 +2,26 @@
 
 The app has no login, so a visitor's typed path must not reach the rest of the server's files or its storage
 credentials: `confined` refuses URIs (`s3://...`) and any path that resolves (symlinks followed) outside the root.
+`RootFolder` then reads and writes what `confined` allowed without trusting the path again: every folder from the
+root down is opened from the one above it without following symlinks, so a symlink swapped in after the check
+(a local user racing the app) is refused instead of followed out of the root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, StorageError
+from fakescope.io._local import _UMASK, _error
 
 ROOT_ENV = "FAKESCOPE_APP_ROOT"
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def app_root(root: str | Path | None = None) -> Path:
@@ -33,9 +43,87 @@ def confined(path: str | Path, root: Path) -> Path:
     return resolved
 
 
-def within(path: str | Path, root: Path) -> Path | None:
-    """`confined(path, root)`, or None where it refuses."""
+class RootFolder:
+    """Reads and writes files under `root` as the `fakescope.io.storage` functions do (paths, `StorageError`s),
+    safe against symlinks swapped in: a path is `confined` first, then walked from the root with no symlink followed
+    (one met answers `ConfigError`); files are read only when regular and written through a temporary file renamed
+    into place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read_bytes(self, path: str | Path) -> bytes:
+        """The file's bytes (a FIFO or device is refused: `StorageError`)."""
+        target = confined(path, self.root)
+        with self._folder(target.parent, str(path), "read") as folder, self._wrapped("read", str(path)):
+            fd = os.open(target.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+            with open(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise StorageError("not a regular file", source=str(path))
+                return fh.read()
+
+    def write_bytes(self, path: str | Path, data: bytes) -> None:
+        """Write the whole file, creating its folders under the root."""
+        target = confined(path, self.root)
+        with self._folder(target.parent, str(path), "write", create=True) as folder, self._wrapped("write", str(path)):
+            part = f".{target.name}.{secrets.token_hex(4)}.part"
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~_UMASK,
+                         dir_fd=folder)
+            try:
+                with open(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(part, target.name, src_dir_fd=folder, dst_dir_fd=folder)  # a link there is replaced, not followed
+            except BaseException:
+                os.unlink(part, dir_fd=folder)
+                raise
+
+    def exists(self, path: str | Path) -> bool:
+        """Whether a regular file is there (reached without symlinks)."""
+        target = confined(path, self.root)
+        try:
+            with self._folder(target.parent, str(path), "read") as folder:
+                return stat.S_ISREG(os.stat(target.name, dir_fd=folder, follow_symlinks=False).st_mode)
+        except (StorageError, FileNotFoundError):
+            return False
+
+    @contextlib.contextmanager
+    def _folder(self, folder: Path, shown: str, action: str, *, create: bool = False) -> Iterator[int]:
+        """A descriptor of `folder` (under the root), each folder on the way opened (made if `create`) from the one
+        above it, never through a symlink."""
+        with self._wrapped(action, shown):
+            fd = os.open(self.root, _FOLDER)
+        try:
+            for name in folder.relative_to(self.root).parts:
+                with self._wrapped(action, shown):
+                    if create:
+                        with contextlib.suppress(FileExistsError):
+                            os.mkdir(name, dir_fd=fd)
+                    inner = _open_folder(name, fd)
+                os.close(fd)
+                fd = inner
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _wrapped(self, action: str, shown: str) -> Iterator[None]:
+        """An `OSError` inside as the storage layer words it (`<path>: cannot write: ...`); a symlink met, as outside."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(f"{shown} is outside the app's folder {self.root}: a symlink on its way changed "
+                                  "after it was checked") from None
+            raise _error(action, shown, exc) from None
+
+
+def _open_folder(name: str, parent: int) -> int:
+    """A descriptor of the folder `name` in `parent`; a symlink there: `ELOOP` (Linux says `ENOTDIR`)."""
     try:
-        return confined(path, root)
-    except ConfigError:
-        return None
+        return os.open(name, _FOLDER, dir_fd=parent)
+    except NotADirectoryError:
+        if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name) from None
+        raise

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+from itertools import islice
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +38,7 @@ from fakescope.serve.limits import check_image, env_max_pixels
 from fakescope.serve.origins import app_host_refusal
 from fakescope.serve.uploads import score_uploads
 from fakescope.serve.overlay import display_copy, heatmap_overlay
-from fakescope.serve.paths import app_root, confined, within
+from fakescope.serve.paths import RootFolder, app_root, confined
 from fakescope.serve.report_view import report_contents
 
 MAX_URL_BYTES = 20 * 1024 * 1024
@@ -198,7 +199,7 @@ def save_to_dataset(folder: str, result: dict) -> None:
         return
     try:
         manifest = save_pair(str(confined(folder, root())), result["real"], [o.data for o in result["outputs"]],
-                             result["config"], filename=result["name"])
+                             result["config"], filename=result["name"], store=RootFolder(root()))
     except (OSError, FakescopeError) as exc:
         st.error(f"Could not save to the dataset: {exc}")
         return
@@ -236,9 +237,9 @@ def report_page() -> None:
             source = upload.name
             report = json.loads(upload.getvalue())
         elif location:
-            path = confined(report_path(confined(location, root())), root())  # the folder's report.json too
+            path = report_path(confined(location, root()))
             source = path.name
-            report = json.loads(path.read_text())
+            report = json.loads(RootFolder(root()).read_bytes(path))
             html_path = path.with_name("report.html")
         else:
             st.info("No report opened yet.")
@@ -268,10 +269,9 @@ def report_page() -> None:
         else:
             st.dataframe(table)
         show_examples(table)
-    html_path = html_path and within(html_path, root())
-    if html_path is not None and html_path.is_file():
+    if html_path is not None and (html := read_under_root(html_path)) is not None:
         st.subheader("report.html")
-        st.components.v1.html(html_path.read_text(), height=800, scrolling=True)
+        st.components.v1.html(html.decode(errors="replace"), height=800, scrolling=True)
 
 
 def report_path(path: Path) -> Path:
@@ -287,10 +287,18 @@ def report_path(path: Path) -> Path:
 def show_examples(table: pd.DataFrame) -> None:
     """Thumbnails of the first images a table names in a `path` or `uri` column, where they exist under the root."""
     column = next((c for c in ("path", "uri") if c in table.columns), None)
-    files = [within(str(p), root()) for p in table[column]] if column else []
-    files = [p for p in files if p is not None and p.is_file()][:12]
-    if files:
-        st.image([str(p) for p in files], caption=[p.name for p in files], width=160)
+    found = ((Path(str(p)).name, data) for p in (table[column] if column else ()) if (data := read_under_root(str(p))))
+    shown = list(islice(found, 12))
+    if shown:
+        st.image([data for _, data in shown], caption=[name for name, _ in shown], width=160)
+
+
+def read_under_root(path: str | Path) -> bytes | None:
+    """The file's bytes through `RootFolder` (the root's files only, whatever is swapped in), or None where it cannot."""
+    try:
+        return RootFolder(root()).read_bytes(path)
+    except (OSError, FakescopeError):
+        return None
 
 
 def refuse_rebound_host() -> None:

@@ -1,0 +1,112 @@
+"""The web app's `RootFolder`: reads and writes stay under `--root` even when a symlink is swapped in mid-way."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from fakescope.errors import ConfigError, StorageError
+from fakescope.generate import OpenAIImagesConfig
+from fakescope.serve import save_pair
+from fakescope.serve.paths import RootFolder, confined
+
+SWAPPED = "changed after it was checked"
+# Flips root/ds between its real folder and a symlink to the outside folder, as fast as it can, for argv[3] seconds.
+FLIPPER = """
+import os, shutil, sys, time
+ds, outside, parked = sys.argv[1], sys.argv[2], sys.argv[1] + "-parked"
+
+def place(make):
+    while True:
+        try:
+            return make()
+        except OSError:  # EEXIST, ENOTEMPTY: the app made ds again meanwhile, as its writes do for a missing folder
+            shutil.rmtree(ds, ignore_errors=True)
+
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    os.rename(ds, parked)
+    place(lambda: os.symlink(outside, ds))
+    os.unlink(ds)
+    place(lambda: os.rename(parked, ds))
+"""
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "ds").mkdir(parents=True)
+    outside.mkdir()
+    (root / "ds" / "report.json").write_text("inside")
+    (outside / "report.json").write_text("secret")
+    return root, outside
+
+
+def test_save_pair_through_the_root_folder_writes_under_the_root_and_merges(tree, photo_bytes, flat_png):
+    root, _ = tree
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    store = RootFolder(root)
+    manifest = save_pair(str(root / "new" / "faces"), photo_bytes, [flat_png], config, filename="cat.jpg", store=store)
+    assert save_pair(str(root / "new" / "faces"), photo_bytes, [flat_png], config, filename="cat.jpg", store=store) == manifest
+    rows = pd.read_csv(manifest)
+    assert list(rows["label"]) == ["real", "ai"] and all(os.path.isfile(uri) for uri in rows["uri"])
+    assert not list((root / "new" / "faces").rglob(".*.part"))  # temporary files renamed into place
+    assert oct((root / "new" / "faces" / "manifest.csv").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def test_a_symlink_swapped_in_after_the_check_is_refused_however_the_file_is_used(tree):
+    root, outside = tree
+    store = RootFolder(root)
+    checked = confined("ds/report.json", root)  # the check passes: a real file under the root
+    (root / "ds" / "report.json").unlink()
+    (root / "ds" / "report.json").symlink_to(outside / "report.json")  # ...then a link out is swapped in
+    for use in (store.read_bytes, store.exists, lambda path: store.write_bytes(path, b"written")):
+        with pytest.raises(ConfigError, match="is outside the app's folder"):
+            use(checked)
+    assert (outside / "report.json").read_text() == "secret"
+
+
+def test_a_fifo_or_folder_is_refused_at_once(tree):
+    root, _ = tree
+    os.mkfifo(root / "ds" / "pipe.json")
+    with pytest.raises(StorageError, match="not a regular file"):  # opened without blocking on a writer
+        RootFolder(root).read_bytes(root / "ds" / "pipe.json")
+    with pytest.raises(StorageError, match="a folder, not a file|not a regular file"):
+        RootFolder(root).read_bytes(root / "ds")
+
+
+def test_a_folder_swapped_for_a_symlink_during_reads_and_writes_never_leads_out(tree):
+    """Another local user flips the folder to a symlink out while the app reads and writes in it: checking the path
+    first and then opening it (what the app did) reads the outside file and writes there; each attempt now reads
+    the inside file or is refused, and nothing is written outside."""
+    root, outside = tree
+    store = RootFolder(root)
+    flipper = subprocess.Popen([sys.executable, "-c", FLIPPER, str(root / "ds"), str(outside), "20"])
+    seen, start, index = set(), time.monotonic(), 0
+    try:
+        while time.monotonic() - start < (2 if SWAPPED in seen else 15):  # on until the race was met, 15 s at most
+            index += 1
+            for attempt in (lambda: store.read_bytes(root / "ds" / "report.json").decode(),
+                            lambda: store.write_bytes(root / "ds" / f"{index}.json", b"x")):
+                try:
+                    seen.add(attempt())
+                except OSError as exc:  # StorageError; FileNotFoundError where resolve() met the flip
+                    seen.add(type(exc).__name__)
+                except ConfigError as exc:
+                    seen.add(SWAPPED if SWAPPED in str(exc) else "outside")
+    finally:
+        flipper.terminate()
+        flipper.wait(timeout=30)
+    assert "secret" not in seen and "inside" in seen and sorted(p.name for p in outside.iterdir()) == ["report.json"]
+    assert SWAPPED in seen, seen  # the race between check and open was met, and refused
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
