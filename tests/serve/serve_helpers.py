@@ -20,12 +20,13 @@ class LiveServer:
         import uvicorn
 
         from fakescope.serve import create_app
+        from fakescope.serve.connections import uvicorn_options
 
         self.app = create_app(config, detector=detector)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on", **uvicorn_options(config)))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> Self:

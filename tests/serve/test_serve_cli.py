@@ -36,7 +36,7 @@ def test_serve_process_answers_with_token_and_limits(tmp_path, flat_png):
         port = sock.getsockname()[1]
     command = [sys.executable, "-c", "from fakescope.cli import main; main()", "serve", "--port", str(port),
                "--device", "cpu", "--max-upload-mb", "0.01", "--max-batch", "4", "--jobs-dir", str(tmp_path),
-               "--runtime", "onnx", "--grid", "1"]
+               "--runtime", "onnx", "--grid", "1", "--header-timeout", "1"]
     env = {**os.environ, "FAKESCOPE_API_TOKEN": "cli-token", "FAKESCOPE_CACHE": str(tmp_path / "cache")}
     process = subprocess.Popen(command, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -54,6 +54,10 @@ def test_serve_process_answers_with_token_and_limits(tmp_path, flat_png):
         assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))  # --runtime onnx exported the network
         big = httpx.post(f"{url}/v1/detect", content=b"\x89PNG\r\n\x1a\n" + bytes(20_000), headers=auth)
         assert big.status_code == 413 and big.json()["detail"] == "upload too large: the limit is 0.01 MB per image"
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as stalled:  # --header-timeout 1
+            stalled.sendall(b"GET /healthz HT")
+            started = time.monotonic()
+            assert stalled.recv(1) == b"" and time.monotonic() - started < 5
     finally:
         process.terminate()
         output = process.communicate(timeout=20)[0]
@@ -176,13 +180,16 @@ def test_serve_passes_queue_bounds_and_origins_to_the_app(monkeypatch, tmp_path)
     import uvicorn
 
     served = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app.state.config))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append((app.state.config, kw)))
     result = CliRunner().invoke(app, ["serve", "--device", "cpu", "--jobs-dir", str(tmp_path), "--max-queue", "100",
                                       "--max-jobs", "3", "--cors-origin", "https://a.example", "--cors-origin", "*",
-                                      "--allowed-host", "API.example.com", "--allowed-host", "[::2]"])
+                                      "--allowed-host", "API.example.com", "--allowed-host", "[::2]",
+                                      "--max-connections", "40", "--header-timeout", "2.5"])
     assert result.exit_code == 0, result.output
-    assert (served[0].max_queue, served[0].max_jobs, served[0].cors_origins) == (100, 3, ("https://a.example", "*"))
-    assert served[0].allowed_hosts == ("api.example.com", "::2")
+    config, options = served[0]
+    assert (config.max_queue, config.max_jobs, config.cors_origins) == (100, 3, ("https://a.example", "*"))
+    assert config.allowed_hosts == ("api.example.com", "::2")
+    assert options["limit_concurrency"] == 40 and options["http"].keywords == {"header_timeout_s": 2.5}
 
 
 def test_serve_and_app_with_any_allowed_host_warn_that_the_rebinding_check_is_off(monkeypatch, tmp_path):

@@ -1,4 +1,5 @@
-"""A client that stops sending its body mid-way is answered 408 and let go, not held forever."""
+"""A client that stops sending its request head or body mid-way is let go (closed, 408), not held forever; connections
+beyond the cap answer 503."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from serve_helpers import TOKEN, LiveServer
 def impatient(detector, tmp_path_factory):
     from fakescope.serve import ServeConfig
 
-    config = ServeConfig(token=TOKEN, body_timeout_s=1, jobs_dir=tmp_path_factory.mktemp("jobs"))
+    config = ServeConfig(token=TOKEN, body_timeout_s=1, header_timeout_s=1, jobs_dir=tmp_path_factory.mktemp("jobs"))
     with LiveServer(config, detector) as live:
         yield live
 
@@ -39,3 +40,55 @@ def test_a_body_sent_in_time_is_still_scored(impatient, photo_bytes):
     answer = httpx.post(f"{impatient.url}/v1/detect", headers={"Authorization": f"Bearer {TOKEN}"},
                         files={"file": ("p.jpg", photo_bytes, "image/jpeg")})
     assert answer.status_code == 200 and answer.json()["path"] == "p.jpg"
+
+
+def _connect(server: LiveServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=20)
+
+
+def _get_healthz(sock: socket.socket) -> int:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    answer.read()
+    return answer.status
+
+
+def closed_after(sock: socket.socket) -> float:
+    """Seconds until the server closed `sock` (it sends nothing first)."""
+    started = time.monotonic()
+    assert sock.recv(1) == b""
+    return time.monotonic() - started
+
+
+def test_a_half_sent_request_head_is_closed_and_others_are_still_served(impatient):
+    """Slowloris: half a request line, then nothing, held the connection forever (uvicorn has no header timeout)."""
+    with _connect(impatient) as stalled, _connect(impatient) as kept_alive:
+        stalled.sendall(b"GET /healthz HT")
+        assert _get_healthz(kept_alive) == 200  # served while the other stalls
+        kept_alive.sendall(b"GET /heal")  # its next request stalls too: closed after 1 s, not kept-alive's 5 s
+        assert closed_after(kept_alive) < 4 and closed_after(stalled) < 4
+    assert httpx.get(f"{impatient.url}/healthz").status_code == 200
+
+
+def test_a_head_sent_slowly_but_in_time_is_served(impatient):
+    with _connect(impatient) as sock:
+        for part in (b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n"):
+            sock.sendall(part)
+            time.sleep(0.3)
+        sock.sendall(b"\r\n")
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == 200
+
+
+def test_requests_beyond_the_connection_cap_answer_503(detector, tmp_path_factory):
+    from fakescope.serve import ServeConfig
+
+    config = ServeConfig(token=TOKEN, max_connections=2, jobs_dir=tmp_path_factory.mktemp("jobs"))
+    with LiveServer(config, detector) as live:
+        with _connect(live), _connect(live):  # two idle connections fill the cap
+            time.sleep(0.2)
+            assert httpx.get(f"{live.url}/healthz").status_code == 503
+        time.sleep(0.2)
+        assert httpx.get(f"{live.url}/healthz").status_code == 200

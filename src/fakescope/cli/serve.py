@@ -35,6 +35,10 @@ def serve(
     max_files: Annotated[int, typer.Option(min=1, help="Most files in one /v1/detect/batch request.")] = 64,
     max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting for the model (503 + Retry-After above).")] = 256,
     max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
+    max_connections: Annotated[int, typer.Option(
+        min=1, help="Most connections and requests at once (503 above).")] = 512,
+    header_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds a connection may take to send a request's line and headers (closed after).")] = 10.0,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", help="Let pages of this origin (https://app.example.com, or *) call the API; repeatable.")] = None,
     allowed_host: AllowedHostOpt = None,
@@ -52,12 +56,14 @@ def serve(
 
         from fakescope.serve import ServeConfig, create_app
         from fakescope.serve.config import ANONYMOUS_FLAG, for_host
+        from fakescope.serve.connections import uvicorn_options
         from fakescope.serve.origins import any_host_warning
 
         options = {"jobs_dir": jobs_dir} if jobs_dir else {}
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files, max_queue=max_queue,
-                             max_jobs=max_jobs, cors_origins=tuple(cors_origin or ()), allowed_hosts=tuple(allowed_host or ()),
+                             max_jobs=max_jobs, max_connections=max_connections, header_timeout_s=header_timeout,
+                             cors_origins=tuple(cors_origin or ()), allowed_hosts=tuple(allowed_host or ()),
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
         config = for_host(config, host, allow_anonymous=allow_anonymous)  # before the model loads: a refusal is quick
         detector = config.load_detector()  # before uvicorn, so a bad --model is one clean line
@@ -66,7 +72,7 @@ def serve(
                        "this port can score images; /v1/generate and /v1/jobs are off (403) until a token is set", err=True)
         if warning := any_host_warning(config.allowed_hosts, "serve"):
             typer.echo(warning, err=True)
-        uvicorn.run(create_app(config, detector=detector), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(config, detector=detector), host=host, port=port, log_level="info", **uvicorn_options(config))
 
 
 def app(

@@ -52,6 +52,10 @@ class ServeConfig:
         precision: `fp32` or `bf16` (torch runtime; faster on GPUs and CPUs with bf16 instructions).
         body_timeout_s: A request whose body sends no bytes for this long answers 408 (a stalled or slow-drip client
             would hold its connection and spooled upload forever).
+        header_timeout_s: A connection whose request line and headers are not all in this long after it opened (or
+            after its last answer) is closed (`serve.connections`: a client sending half a request would hold it forever).
+        max_connections: Most connections and requests at once (uvicorn's `limit_concurrency`); a request beyond
+            answers 503.
         generation: Serve `/v1/generate` and `/v1/jobs/*` (off: they answer 403 and leave the spec); `for_host`
             turns it off for an anonymous server beyond loopback, which would let anyone spend `OPENAI_API_KEY`.
     """
@@ -73,16 +77,18 @@ class ServeConfig:
     grid: int | None = None
     precision: str = "fp32"
     body_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
+    max_connections: int = 512
     generation: bool = True
 
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0:
             raise ConfigError("max_upload_mb must be positive")
-        if self.body_timeout_s <= 0:
-            raise ConfigError("body_timeout_s must be positive")
+        if self.body_timeout_s <= 0 or self.header_timeout_s <= 0:
+            raise ConfigError("body_timeout_s and header_timeout_s must be positive")
         checked_max_pixels(self.max_pixels)
-        if self.max_batch < 1 or self.max_files < 1 or self.max_jobs < 1:
-            raise ConfigError("max_batch, max_files and max_jobs must be at least 1")
+        if min(self.max_batch, self.max_files, self.max_jobs, self.max_connections) < 1:
+            raise ConfigError("max_batch, max_files, max_jobs and max_connections must be at least 1")
         if self.max_queue < self.max_files:
             raise ConfigError(f"max_queue ({self.max_queue}) must be at least max_files ({self.max_files}): "
                               "a full batch request must fit in the queue")

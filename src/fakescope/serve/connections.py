@@ -1,0 +1,63 @@
+"""How `fakescope serve` runs uvicorn: a request-head timeout (uvicorn has none) and a cap on concurrent connections.
+
+uvicorn closes an idle keep-alive connection, and `ServeConfig.body_timeout_s` answers a stalled body 408, but a client
+that sends half a request line and then nothing (slowloris) would hold its connection forever. `HeadTimeoutProtocol`
+closes a connection whose request line and headers are not all in `ServeConfig.header_timeout_s` after it opened or
+its last answer was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from fakescope.serve.config import ServeConfig
+
+
+class HeadTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request head takes more than `header_timeout_s`."""
+
+    def __init__(self, *args, header_timeout_s: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._wait_for_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE and self.head_timer is not None:  # the head is in
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE:  # a keep-alive connection's next request
+            self._wait_for_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _wait_for_head(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        self.head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        if not self.transport.is_closing():
+            client = "%s:%d - " % self.client[:2] if self.client else ""
+            self.logger.info("%srequest head not received in %g s: connection closed", client, self.header_timeout_s)
+            self.transport.close()
+
+
+def uvicorn_options(config: ServeConfig) -> dict:
+    """The `uvicorn.run` / `uvicorn.Config` arguments for `config`'s head timeout and connection cap."""
+    return {"http": partial(HeadTimeoutProtocol, header_timeout_s=config.header_timeout_s),
+            "limit_concurrency": config.max_connections}
