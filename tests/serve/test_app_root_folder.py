@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -69,6 +70,17 @@ def test_a_symlink_swapped_in_after_the_check_is_refused_however_the_file_is_use
         with pytest.raises(ConfigError, match="is outside the app's folder"):
             use(checked)
     assert (outside / "report.json").read_text() == "secret"
+
+
+def test_a_write_that_would_leave_too_little_free_space_is_refused(tree):
+    """An anonymous app's visitors could fill the root's disk with saves; its writes keep `min_free_mb` free."""
+    root, _ = tree
+    floor = shutil.disk_usage(root).free // 2**20 + 10**6  # MB: more than the disk has free
+    with pytest.raises(StorageError, match=rf"not written: it would leave less than {floor} MB free on the app's disk"):
+        RootFolder(root, min_free_mb=floor).write_bytes(root / "ds" / "faces" / "a.png", b"x")
+    assert not list((root / "ds" / "faces").iterdir())  # nothing written, no temporary file left
+    RootFolder(root, min_free_mb=1).write_bytes(root / "ds" / "faces" / "a.png", b"x")
+    assert (root / "ds" / "faces" / "a.png").read_bytes() == b"x"
 
 
 def test_a_fifo_or_folder_is_refused_at_once(tree):

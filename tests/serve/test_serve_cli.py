@@ -236,6 +236,22 @@ def test_app_hands_its_pixel_limit_to_the_web_app_and_refuses_a_bad_one(monkeypa
     assert len(started) == 1
 
 
+def test_app_hands_its_free_space_floor_to_the_web_app(monkeypatch):
+    from fakescope.cli import serve as cli_serve
+    from fakescope.errors import ConfigError
+    from fakescope.serve.limits import DEFAULT_MIN_FREE_MB, MIN_FREE_ENV, env_min_free_mb
+
+    started = []
+    monkeypatch.setattr(cli_serve.os, "execve", lambda path, command, env: started.append(env))  # no Streamlit
+    for flags, expected in (([], DEFAULT_MIN_FREE_MB), (["--min-free-mb", "300"], 300)):
+        assert CliRunner().invoke(app, ["app", *flags]).exit_code == 0
+        monkeypatch.setenv(MIN_FREE_ENV, started[-1][MIN_FREE_ENV])
+        assert env_min_free_mb() == expected  # what the web app then reads
+    monkeypatch.setenv(MIN_FREE_ENV, "1 GB")
+    with pytest.raises(ConfigError, match="FAKESCOPE_APP_MIN_FREE_MB='1 GB': expected a whole number of MB"):
+        env_min_free_mb()
+
+
 @pytest.mark.parametrize(("host", "flags", "started"), [
     ("0.0.0.0", [], False), ("192.168.1.5", [], False), ("::", [], False),
     ("0.0.0.0", ["--allow-anonymous"], True), ("127.0.0.1", [], True), ("localhost", [], True),

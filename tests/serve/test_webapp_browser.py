@@ -295,12 +295,15 @@ def test_generator_page_uses_the_key_in_dotenv(images_api, page, photo_bytes, tm
 
 
 def test_open_app_generates_with_the_visitors_key_only(images_api, page, photo_bytes, tmp_path):
-    """Served beyond loopback (`app --allow-anonymous`), the generator spent the server's key for any visitor."""
+    """Served beyond loopback (`app --allow-anonymous`), the generator spent the server's key for any visitor, and any
+    visitor could fill the root's disk with saves."""
     (tmp_path / ".env").write_text(f"OPENAI_API_KEY={API_KEY}\n")
     photo = tmp_path / "real.jpg"
     photo.write_bytes(photo_bytes)
     billed = images_api.billable
-    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", FAKESCOPE_APP_ANONYMOUS="1") as url:
+    floor = shutil.disk_usage(tmp_path).free // 2**20 + 10**6  # any save would leave less free than this
+    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", FAKESCOPE_APP_ANONYMOUS="1",
+                      FAKESCOPE_APP_MIN_FREE_MB=str(floor)) as url:
         page.goto(f"{url}/generator")
         page.get_by_text("No OpenAI API key set").wait_for(timeout=30_000)  # the server's key in .env does not count
         page.locator("input[type=file]").set_input_files(str(photo))
@@ -311,6 +314,11 @@ def test_open_app_generates_with_the_visitors_key_only(images_api, page, photo_b
         _enter_key(page)
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("generated #1").wait_for(timeout=45_000)
+        page.get_by_role("button", name="Save both to the dataset").click()  # anyone may save: not to a full disk
+        page.get_by_text(f"it would leave less than {floor} MB free on the app's disk (fakescope app --min-free-mb)"
+                         ).wait_for(timeout=60_000)  # the page shows both pairs again first: slow on a busy CPU
+        assert not [f for f in (tmp_path / "dataset").rglob("*") if f.is_file()]  # nothing saved
+        assert not page.locator("[data-testid=stException]").count()
         page.close()  # a connected session holds up Streamlit's shutdown
     assert images_api.billable == billed + 1
 

@@ -11,7 +11,7 @@ import typer
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import DeviceOpt, GridOpt, ModelOpt, Precision, PrecisionOpt
 from fakescope.cli.detect import Runtime, RuntimeOpt
-from fakescope.serve.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, checked_max_pixels
+from fakescope.serve.limits import DEFAULT_MAX_PIXELS, DEFAULT_MIN_FREE_MB, MAX_PIXELS_ENV, MIN_FREE_ENV, checked_max_pixels
 
 ServeHostOpt = Annotated[str, typer.Option(
     "--host", help="Address to listen on; beyond loopback FAKESCOPE_API_TOKEN or --allow-anonymous is required.")]
@@ -88,6 +88,9 @@ def app(
         "--allow-anonymous", help="Serve beyond loopback: the app has no login, so anyone who reaches the port "
                                   "may use it (the generator then takes the visitor's own OpenAI key only).")] = False,
     allowed_host: AllowedHostOpt = None,
+    min_free_mb: Annotated[int, typer.Option(
+        "--min-free-mb", min=0, help="With --allow-anonymous: refuse a dataset save that would leave less than this "
+                                     "many MB free on --root's disk.")] = DEFAULT_MIN_FREE_MB,
 ) -> None:
     """Open the web app (Streamlit): detector, generator and report pages."""
     with clean_errors():
@@ -103,7 +106,8 @@ def app(
         command = webapp_command(host, port, allowed)
         env = {**os.environ, "FAKESCOPE_DEVICE": device, MAX_PIXELS_ENV: str(checked_max_pixels(max_pixels)),
                ROOT_ENV: str(app_root(root)), APP_ANONYMOUS_ENV: "1" if anonymous else "0",
-               APP_ALLOWED_HOSTS_ENV: ",".join(allowed), **({"FAKESCOPE_MODEL": model} if model else {})}
+               APP_ALLOWED_HOSTS_ENV: ",".join(allowed), MIN_FREE_ENV: str(min_free_mb),
+               **({"FAKESCOPE_MODEL": model} if model else {})}
         if warning := any_host_warning(allowed, "app"):
             typer.echo(warning, err=True)
         os.execve(command[0], command, env)  # Streamlit takes this process: a SIGTERM to it stops the server

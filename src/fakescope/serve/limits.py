@@ -1,4 +1,5 @@
-"""The image pixel limit shared by the REST API (`--max-pixels`) and the web app (`FAKESCOPE_MAX_PIXELS`)."""
+"""The image pixel limit shared by the REST API (`--max-pixels`) and the web app (`FAKESCOPE_MAX_PIXELS`), and the
+free space an anonymous web app's saves leave (`fakescope app --min-free-mb`, `FAKESCOPE_APP_MIN_FREE_MB`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from fakescope.errors import ConfigError, ImageLoadError
 
 DEFAULT_MAX_PIXELS = 50_000_000
 MAX_PIXELS_ENV = "FAKESCOPE_MAX_PIXELS"
+DEFAULT_MIN_FREE_MB = 1024
+MIN_FREE_ENV = "FAKESCOPE_APP_MIN_FREE_MB"
 
 
 def checked_max_pixels(value: int) -> int:
@@ -58,3 +61,13 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     if width * height > max_pixels:
         raise ImageLoadError(f"image too large: {width}x{height} is {width * height:,} pixels; the limit is {max_pixels:,}")
     return fmt, width, height
+
+
+def env_min_free_mb() -> int:
+    """`FAKESCOPE_APP_MIN_FREE_MB` (as `fakescope app --min-free-mb` sets it), else `DEFAULT_MIN_FREE_MB`."""
+    value = os.environ.get(MIN_FREE_ENV, "").strip()
+    if not value:
+        return DEFAULT_MIN_FREE_MB
+    if not value.isdigit():
+        raise ConfigError(f"{MIN_FREE_ENV}={value!r}: expected a whole number of MB")
+    return int(value)

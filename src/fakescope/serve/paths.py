@@ -49,8 +49,10 @@ class RootFolder:
     (one met answers `ConfigError`); files are read only when regular and written through a temporary file renamed
     into place."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, min_free_mb: int = 0) -> None:
+        """`min_free_mb`: a write that would leave less free on its file system is refused (`StorageError`)."""
         self.root = root
+        self.min_free_mb = min_free_mb
 
     def read_bytes(self, path: str | Path) -> bytes:
         """The file's bytes (a FIFO or device is refused: `StorageError`)."""
@@ -66,6 +68,10 @@ class RootFolder:
         """Write the whole file, creating its folders under the root."""
         target = confined(path, self.root)
         with self._folder(target.parent, str(path), "write", create=True) as folder, self._wrapped("write", str(path)):
+            space = os.fstatvfs(folder)
+            if space.f_bavail * space.f_frsize - len(data) < self.min_free_mb * 2**20:
+                raise StorageError(f"not written: it would leave less than {self.min_free_mb} MB free on the app's disk "
+                                   "(fakescope app --min-free-mb)", source=str(path))
             part = f".{target.name}.{secrets.token_hex(4)}.part"
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~_UMASK,
                          dir_fd=folder)

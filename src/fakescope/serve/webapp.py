@@ -7,6 +7,7 @@ Settings come from the environment: `FAKESCOPE_MODEL`, `FAKESCOPE_DEVICE` (defau
 `FAKESCOPE_DATASET_DIR` (the generator's default dataset folder), `OPENAI_BASE_URL`, `FAKESCOPE_APP_ANONYMOUS`
 (`1`: open beyond loopback, so the generator never uses the server's `OPENAI_API_KEY`), `FAKESCOPE_APP_ALLOWED_HOSTS`
 (comma-separated host names a page on loopback may be reached under besides localhost, 127.0.0.1 and [::1]).
+`FAKESCOPE_APP_MIN_FREE_MB` (anonymous: a dataset save that would leave less free on the root's disk is refused).
 An OpenAI key typed on the generator page lives in this browser session only.
 """
 
@@ -34,7 +35,7 @@ from fakescope.io.fetch import fetch_public
 from fakescope.io.image import decode_image
 from fakescope.serve.config import APP_ANONYMOUS_ENV
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
-from fakescope.serve.limits import check_image, env_max_pixels
+from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
 from fakescope.serve.origins import app_host_refusal
 from fakescope.serve.uploads import score_uploads
 from fakescope.serve.overlay import display_copy, heatmap_overlay
@@ -193,13 +194,14 @@ def generator_page() -> None:
 
 def save_to_dataset(folder: str, result: dict) -> None:
     """`save_pair` into `folder` (`~` is the home folder, relative to the root); a folder outside the root, or one
-    that cannot be written, is one red line."""
+    that cannot be written (anonymous: one that would leave under `FAKESCOPE_APP_MIN_FREE_MB` free), is one red line."""
     if not folder:
         st.error("Enter a dataset folder to save into.")
         return
     try:
+        min_free = env_min_free_mb() if anonymous() else 0  # anyone may save: they must not fill the disk
         manifest = save_pair(str(confined(folder, root())), result["real"], [o.data for o in result["outputs"]],
-                             result["config"], filename=result["name"], store=RootFolder(root()))
+                             result["config"], filename=result["name"], store=RootFolder(root(), min_free_mb=min_free))
     except (OSError, FakescopeError) as exc:
         st.error(f"Could not save to the dataset: {exc}")
         return
