@@ -110,6 +110,10 @@ def test_config_validates_limits():
         ServeConfig(max_upload_mb=0)
     with pytest.raises(ConfigError, match="body_timeout_s must be positive"):
         ServeConfig(body_timeout_s=0)
+    with pytest.raises(ConfigError, match="header_timeout_s must be positive"):
+        ServeConfig(header_timeout_s=0)
+    with pytest.raises(ConfigError, match="max_jobs and max_connections must be at least 1"):
+        ServeConfig(max_connections=0)
     with pytest.raises(ConfigError, match="max_pixels must be in"):
         ServeConfig(max_pixels=10**12)
     assert ServeConfig(max_upload_mb=1.5).max_upload_bytes == 1_572_864

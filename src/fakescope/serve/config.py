@@ -84,8 +84,9 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.max_upload_mb <= 0:
             raise ConfigError("max_upload_mb must be positive")
-        if self.body_timeout_s <= 0 or self.header_timeout_s <= 0:
-            raise ConfigError("body_timeout_s and header_timeout_s must be positive")
+        for name in ("body_timeout_s", "header_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
         checked_max_pixels(self.max_pixels)
         if min(self.max_batch, self.max_files, self.max_jobs, self.max_connections) < 1:
             raise ConfigError("max_batch, max_files, max_jobs and max_connections must be at least 1")
