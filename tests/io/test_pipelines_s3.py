@@ -169,6 +169,39 @@ def test_two_runs_into_one_s3_output_are_kept_apart_by_its_lease(s3_bucket, tmp_
     assert server.billable == 4 == len(set(server.paid)) and not storage.exists(f"{out}/{LEASE_NAME}")
 
 
+@pytest.mark.parametrize("hook", ["fakescope.generate.ledger.Ledger.spent", "fakescope.generate.runner.ThreadPoolExecutor"])
+def test_a_ctrl_c_once_the_lease_is_taken_lets_go_of_it_and_of_the_ledger(s3_bucket, tmp_path, monkeypatch, hook):
+    """A KeyboardInterrupt after the lease and the ledger were taken but before the request loop kept both: the lease
+    renewed until the process ended, the ledger claimed."""
+    from fakescope.generate.ledger import Ledger
+    from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
+    from fakescope.generate.runner import run_openai
+
+    for i in range(2):
+        storage.write_bytes(f"s3://{s3_bucket}/photos/p{i}.png", _png((40, 40), i))
+    src, out, ledger = f"s3://{s3_bucket}/photos", f"s3://{s3_bucket}/fakes", tmp_path / "ledger.sqlite"
+    config = OpenAIImagesConfig(model="dall-e-2", size="256x256")
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+
+    def interrupt(*args, **kwargs):
+        assert storage.exists(f"{out}/{LEASE_NAME}")  # the lease is held here
+        raise KeyboardInterrupt
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(hook, interrupt)  # where a Ctrl-C could land, raised from the real call
+            with pytest.raises(KeyboardInterrupt):
+                run_openai(src, out, config, ledger=ledger, client=make_client(max_retries=0))
+        assert not storage.exists(f"{out}/{LEASE_NAME}")
+        Ledger(ledger, claim=True).close()  # not claimed any more
+        report = run_openai(src, out, config, ledger=ledger, client=make_client(max_retries=0))
+    finally:
+        server.stop()
+    assert (report.done, server.billable) == (2, 2)
+
+
 def test_an_s3_lease_is_taken_over_once_it_was_not_renewed_and_its_loss_stops_the_holder(s3_bucket):
     out = f"s3://{s3_bucket}/fakes"
     storage.write_bytes(f"{out}/{LEASE_NAME}", json.dumps({"host": "elsewhere", "pid": 1}).encode())  # a dead machine's

@@ -47,11 +47,15 @@ class Lease:
         self._thread.start()
 
     def release(self) -> None:
-        """Stop renewing and delete the lease (still ours only); an S3 failure leaves it to expire."""
+        """Stop renewing and delete the lease (still ours only); an S3 failure leaves it to expire.
+
+        Safe to call whenever: before `acquire`, or after one a Ctrl-C cut short (nothing held, or not yet renewed).
+        """
         if self._etag is None:
             return
         self._stop.set()
-        self._thread.join()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
         if self.lost is None:
             with contextlib.suppress(StorageError):
                 self.store.delete_if_match(self.uri, self._etag)

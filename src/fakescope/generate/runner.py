@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -143,7 +144,8 @@ def run_openai(
 
     Returns:
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
-        with `stopped="interrupted"`. A job the ledger records as done is skipped only while `out` holds its output
+        with `stopped="interrupted"` (one before the first job raises `KeyboardInterrupt`, `out`'s lease and the ledger
+        let go of either way). A job the ledger records as done is skipped only while `out` holds its output
         (one listing of `out`, not a request per image); one deleted since is made, and paid for, again (`missing`).
 
     Raises:
@@ -169,97 +171,91 @@ def run_openai(
         confirm(count, count * config.n)
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
     lease = Lease(out, lease_seconds)
-    lease.acquire()
-    try:
-        book = Ledger(report.ledger, claim=True)
-    except BaseException:
-        lease.release()
-        raise
-    report.spent_before = book.spent()
-    in_flight: dict[Future, Job] = {}
-    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fakescope-openai")
+    with contextlib.ExitStack() as held:  # a Ctrl-C anywhere from here on still lets go of the lease and the ledger
+        held.callback(lease.release)
+        lease.acquire()
+        book = held.enter_context(Ledger(report.ledger, claim=True))
+        report.spent_before = book.spent()
+        in_flight: dict[Future, Job] = {}
+        executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fakescope-openai")
 
-    def settle(return_when: str) -> None:
-        finished, _ = wait(in_flight, return_when=return_when)
-        outage: StorageUnavailableError | None = None
-        for future in finished:
-            job = in_flight.pop(future)
-            try:
-                uri, row = future.result()
-            except ConfigError:
-                raise
-            except LostImageError as exc:  # billed all the same: it counts against the budgets
-                _failed(book, report, job, exc, cost=price)
-                continue
-            except Exception as exc:  # recorded per job; the batch goes on
-                paid = book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed
-                if isinstance(exc, StorageUnavailableError):  # raised below, so not warned of here
-                    outage = exc
-                _failed(book, report, job, exc, cost=price if paid else 0.0, warn=outage is not exc)
-                continue
-            book.mark_done(job.key, uri, price, row)
-            report.done += 1
-            _count_tokens(report, row)
-            report.spent += price
-        if outage is not None:  # the output storage, not an image, failed: pay for no more
-            raise outage
-
-    seen: set[str] = set()
-    made = _Made(out, manifest_name)
-    flush_at, flushed = time.monotonic() + manifest_every, 0
-    try:
-        for job in _jobs(itertools.chain([first], sources), config, book):
-            if job.key in seen:  # a byte-identical copy of an earlier source: the same images
-                continue
-            seen.add(job.key)
-            record = book.get(job.key)
-            if record.state == DONE and made.holds(record.output):
-                report.skipped += 1
-                continue
-            report.missing += record.state == DONE  # deleted from out since: made again below
-            if (loaded := _spooled(book, job.key)) is not None:  # paid by a run that crashed or could not write it
-                owed = price if record.state == RUNNING else 0.0  # a failed write was charged when it failed
-                report.spent_before += owed
+        def settle(return_when: str) -> None:
+            finished, _ = wait(in_flight, return_when=return_when)
+            outage: StorageUnavailableError | None = None
+            for future in finished:
+                job = in_flight.pop(future)
                 try:
-                    uri, row = _finish(job, loaded, out, config, json.loads(record.usage) if record.usage else None)
-                except FakescopeError as exc:
-                    _failed(book, report, job, exc, charge=owed)
+                    uri, row = future.result()
+                except ConfigError:
+                    raise
+                except LostImageError as exc:  # billed all the same: it counts against the budgets
+                    _failed(book, report, job, exc, cost=price)
                     continue
-                book.mark_done(job.key, uri, owed, row)
-                report.recovered += 1
+                except Exception as exc:  # recorded per job; the batch goes on
+                    paid = book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed
+                    if isinstance(exc, StorageUnavailableError):  # raised below, so not warned of here
+                        outage = exc
+                    _failed(book, report, job, exc, cost=price if paid else 0.0, warn=outage is not exc)
+                    continue
+                book.mark_done(job.key, uri, price, row)
+                report.done += 1
                 _count_tokens(report, row)
-                continue
-            if (found := made.row(job, config)) is not None:  # made by a run elsewhere, whose ledger this is not
-                book.mark_done(job.key, found["uri"], 0.0, found)
-                report.skipped += 1
-                continue
-            if record.state == RUNNING and not retry_interrupted:
-                report.unresolved += 1
-                continue
-            if _over_budget(report, len(in_flight), price, max_images, max_spend, max_total_spend):
-                report.stopped = "budget"
-                break
-            while len(in_flight) >= concurrency:
-                settle(FIRST_COMPLETED)
-            if time.monotonic() >= flush_at and report.done + report.recovered > flushed:
-                _write_manifest(book, out, manifest_name, report)
-                flush_at, flushed = time.monotonic() + manifest_every, report.done + report.recovered
-            lease.check()
-            book.mark_running(job.key)
-            in_flight[executor.submit(_execute, client, job, out, config, book)] = job
-        while in_flight:
-            settle(FIRST_COMPLETED)
-    except KeyboardInterrupt:
-        report.stopped = "interrupted"
-        while in_flight:
-            settle(FIRST_COMPLETED)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+                report.spent += price
+            if outage is not None:  # the output storage, not an image, failed: pay for no more
+                raise outage
+
+        seen: set[str] = set()
+        made = _Made(out, manifest_name)
+        flush_at, flushed = time.monotonic() + manifest_every, 0
         try:
-            _write_manifest(book, out, manifest_name, report)
+            for job in _jobs(itertools.chain([first], sources), config, book):
+                if job.key in seen:  # a byte-identical copy of an earlier source: the same images
+                    continue
+                seen.add(job.key)
+                record = book.get(job.key)
+                if record.state == DONE and made.holds(record.output):
+                    report.skipped += 1
+                    continue
+                report.missing += record.state == DONE  # deleted from out since: made again below
+                if (loaded := _spooled(book, job.key)) is not None:  # paid by a run that crashed or could not write it
+                    owed = price if record.state == RUNNING else 0.0  # a failed write was charged when it failed
+                    report.spent_before += owed
+                    try:
+                        uri, row = _finish(job, loaded, out, config, json.loads(record.usage) if record.usage else None)
+                    except FakescopeError as exc:
+                        _failed(book, report, job, exc, charge=owed)
+                        continue
+                    book.mark_done(job.key, uri, owed, row)
+                    report.recovered += 1
+                    _count_tokens(report, row)
+                    continue
+                if (found := made.row(job, config)) is not None:  # made by a run elsewhere, whose ledger this is not
+                    book.mark_done(job.key, found["uri"], 0.0, found)
+                    report.skipped += 1
+                    continue
+                if record.state == RUNNING and not retry_interrupted:
+                    report.unresolved += 1
+                    continue
+                if _over_budget(report, len(in_flight), price, max_images, max_spend, max_total_spend):
+                    report.stopped = "budget"
+                    break
+                while len(in_flight) >= concurrency:
+                    settle(FIRST_COMPLETED)
+                if time.monotonic() >= flush_at and report.done + report.recovered > flushed:
+                    _write_manifest(book, out, manifest_name, report)
+                    flush_at, flushed = time.monotonic() + manifest_every, report.done + report.recovered
+                lease.check()
+                book.mark_running(job.key)
+                in_flight[executor.submit(_execute, client, job, out, config, book)] = job
+            while in_flight:
+                settle(FIRST_COMPLETED)
+        except KeyboardInterrupt:
+            report.stopped = "interrupted"
+            while in_flight:
+                settle(FIRST_COMPLETED)
         finally:
-            book.close()  # a manifest that cannot be written must not keep the ledger claimed
-            lease.release()
+            executor.shutdown(wait=True, cancel_futures=True)
+            _write_manifest(book, out, manifest_name, report)  # one that cannot be written still lets go (below)
     if report.missing:
         log.warning("%d image(s) the ledger records as made were no longer in %s: they are made (and paid for) again",
                     report.missing, out)
