@@ -3,7 +3,9 @@
 Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageSize (1-1000, default 100)/
 pageToken paging, always in creation order, as `orderBy=createdTime` asks; 404 for a parent that does not
 exist), `files.get` with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
-answers), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`.
+answers), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`,
+`files.delete`; every file has a `createdTime` and a `modifiedTime` (a write's), by this server's clock, listed
+and answered where `fields` names them.
 Requests must carry `Authorization: Bearer <token>` (others get 401); `readonly_token` may
 list and download but gets 403 `insufficientPermissions` on every write. `fail()` makes the next
 requests of one kind answer an error (a rate limit, a 503), as Drive does under load.
@@ -11,6 +13,7 @@ requests of one kind answer an error (a rate limit, a 503), as Drive does under 
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import re
@@ -30,6 +33,11 @@ _CLAUSE = re.compile(r"""'((?:[^'\\]|\\.)*)' in parents|name = '((?:[^'\\]|\\.)*
 
 def _unquote(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
+
+
+def _now() -> str:
+    """This server's clock as Drive writes times (RFC 3339, UTC, milliseconds)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def write_token_file(path: Path, token: str) -> Path:
@@ -78,7 +86,9 @@ class DriveServer:
         with self._lock:
             file_id = f"id{next(self._ids)}"
             mime = mime or (SHORTCUT_MIME if target else FOLDER_MIME if data is None else "application/octet-stream")
-            item = {"id": file_id, "name": name, "mimeType": mime, "parents": [parent], "trashed": trashed}
+            now = _now()
+            item = {"id": file_id, "name": name, "mimeType": mime, "parents": [parent], "trashed": trashed,
+                    "createdTime": now, "modifiedTime": now}
             if target is not None:
                 item["shortcutDetails"] = {"targetId": target, "targetMimeType": self.files[target]["mimeType"]}
             self.files[file_id] = item
@@ -169,7 +179,7 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
                 size = int(params.get("pageSize") or 100)
                 if not 1 <= size <= 1000:
                     return self._error(400, "invalid")
-                keys = ("id", "name", "mimeType", "shortcutDetails")
+                keys = ("id", "name", "mimeType", "shortcutDetails", *_asked(params, "createdTime", "modifiedTime"))
                 page = [{k: f[k] for k in keys if k in f} for f in found[start:start + size]]
                 payload = {"files": page}
                 if start + size < len(found):
@@ -193,6 +203,18 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             if not self._authorised(write=True):
                 return
             self._write(url, file_id=None)
+
+        def do_DELETE(self) -> None:
+            match = re.fullmatch(r"/drive/v3/files/([^/]+)", urlparse(self.path).path)
+            if not self._authorised(write=True):
+                return
+            with drive._lock:
+                found = match and drive.files.pop(match.group(1), None)
+                if found:
+                    drive.contents.pop(match.group(1), None)
+            if not found:
+                return self._error(404, "notFound")
+            self._send(204)
 
         def do_PATCH(self) -> None:
             url = urlparse(self.path)
@@ -221,7 +243,7 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             if total == "*" or len(session["data"]) < int(total):
                 held = len(session["data"])  # Drive names no range while it holds nothing
                 return self._send(308, headers=[("Range", f"bytes=0-{held - 1}")] if held else [])
-            self._json(200, self._store(session["meta"], session["data"], session["file_id"]))
+            self._json(200, self._store(session["meta"], session["data"], session["file_id"], session["fields"]))
 
         def _write(self, url, file_id: str | None) -> None:
             params = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -232,27 +254,35 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             if upload == "multipart":
                 drive.calls["multipart"] += 1
                 meta, data = _split_multipart(self.headers["Content-Type"], body)
-                return self._json(200, self._store(meta, data, file_id))
+                return self._json(200, self._store(meta, data, file_id, params.get("fields", "")))
             if upload == "media":
                 drive.calls["media"] += 1
-                return self._json(200, self._store({"name": "untitled"}, body, file_id))
+                return self._json(200, self._store({"name": "untitled"}, body, file_id, params.get("fields", "")))
             if upload == "resumable":
                 drive.calls["resumable_start"] += 1
                 session_id = f"s{next(drive._ids)}"
-                drive.sessions[session_id] = {"meta": json.loads(body or b"{}"), "data": b"", "file_id": file_id}
+                drive.sessions[session_id] = {"meta": json.loads(body or b"{}"), "data": b"", "file_id": file_id,
+                                              "fields": params.get("fields", "")}
                 location = f"{drive.url}{url.path}?uploadType=resumable&upload_id={session_id}"
                 return self._send(200, headers=[("Location", location)])
             drive.calls["create"] += 1
-            return self._json(200, self._store(json.loads(body or b"{}"), None, file_id))
+            return self._json(200, self._store(json.loads(body or b"{}"), None, file_id, params.get("fields", "")))
 
-        def _store(self, meta: dict, data: bytes | None, file_id: str | None) -> dict:
+        def _store(self, meta: dict, data: bytes | None, file_id: str | None, fields: str = "") -> dict:
             if file_id is not None:
                 drive.contents[file_id] = data or b""
-                return {"id": file_id}
-            parent = (meta.get("parents") or [drive.root_id])[0]
-            return {"id": drive.add(meta["name"], parent, data if meta.get("mimeType") != FOLDER_MIME else None)}
+                drive.files[file_id]["modifiedTime"] = _now()
+            else:
+                parent = (meta.get("parents") or [drive.root_id])[0]
+                file_id = drive.add(meta["name"], parent, data if meta.get("mimeType") != FOLDER_MIME else None)
+            return {"id": file_id, **{k: drive.files[file_id][k] for k in _asked({"fields": fields}, "createdTime", "modifiedTime")}}
 
     return Handler
+
+
+def _asked(params: dict, *names: str) -> tuple[str, ...]:
+    """Those of `names` the request's `fields` asks for."""
+    return tuple(name for name in names if name in params.get("fields", ""))
 
 
 def _split_multipart(content_type: str, body: bytes) -> tuple[dict, bytes]:

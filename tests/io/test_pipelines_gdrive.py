@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import io
+import json
+import signal
+import socket
+import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.errors import StorageError
+from fakescope.generate.lease import LEASE_NAME, Lease
 from fakescope.io import storage
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
@@ -56,3 +64,64 @@ def test_openai_generation_into_new_drive_folders_makes_each_folder_once_and_rer
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(built, keep_default_na=False)
     assert Counter(frame["label"]) == {"ai": 6, "real": 6}
+
+
+def _lease_files(drive) -> list[dict]:
+    return [f for f in drive.files.values() if f["name"] == LEASE_NAME]
+
+
+def test_two_runs_into_one_drive_output_are_kept_apart_by_its_lease(drive_env, tmp_path, monkeypatch):
+    """Into one gdrive:// --out two machines (two ledgers) were not locked against each other: both paid."""
+    root = f"gdrive://{drive_env.root_id}"
+    for i in range(4):
+        storage.write_bytes(f"{root}/photos/p{i}.png", _png(i))
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    out = f"{root}/fakes"
+    args = ["generate", "openai", f"{root}/photos", "--out", out, "--model", "dall-e-2", "--size", "256x256",
+            "--concurrency", "1", "--max-retries", "0"]
+    server = ImagesAPIServer(api_key="sk-drive").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-drive")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    try:
+        server.hold_after = 1  # one image made and written, the next request held unanswered
+        first = subprocess.Popen([sys.executable, "-c", "from fakescope.cli import app; app()", *args],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server.wait_held(first, billed=1, held=1)
+        monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "elsewhere"))  # another machine: a ledger of its own
+        second = CliRunner().invoke(app, args)
+        assert second.exit_code == 2 and len(server.requests) == 2, second.output  # it sent nothing
+        assert second.stderr.startswith(f"error: another run (host {socket.gethostname()}, process {first.pid}) is "
+                                        f"writing into {out} (its lease .fakescope-lease.json was renewed "), second.stderr
+        assert len(_lease_files(drive_env)) == 1  # the second run's own lease file, deleted
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        server.hold_after = None
+        server.release.set()
+        third = CliRunner().invoke(app, args)  # a dead run's lease is taken over at once on its own machine
+    finally:
+        server.stop()
+    assert third.exit_code == 0 and "done 3, already done 1," in third.stdout, third.output
+    assert server.billable == 4 == len(set(server.paid)) and not _lease_files(drive_env)
+
+
+def test_a_drive_lease_not_renewed_is_taken_over_and_its_holder_stops_paying_once_it_lost_it(drive_env):
+    out = f"gdrive://{drive_env.root_id}/fakes"
+    storage.write_bytes(f"{out}/{LEASE_NAME}", json.dumps({"host": "elsewhere", "pid": 1}).encode())  # a dead machine's
+    with pytest.raises(StorageError, match=rf"^another run \(host elsewhere, process 1\) is writing into {out} "):
+        Lease(out, seconds=2).acquire()
+    assert len(_lease_files(drive_env)) == 1  # the refused run's own, deleted
+    time.sleep(2.5)
+    lease = Lease(out, seconds=2)
+    lease.acquire()  # not rewritten for 2 s, by Drive's clock: deleted, the lease is this run's
+    (mine,) = _lease_files(drive_env)
+    with pytest.raises(StorageError, match="^another run"):
+        Lease(out, seconds=2).acquire()  # a live holder: refused
+    with drive_env._lock:
+        del drive_env.files[mine["id"]]  # as a run that took it for a dead one's while this one could not renew it
+    deadline = time.monotonic() + 10
+    while lease.lost is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(StorageError, match=f"^the lease on {out}/{LEASE_NAME} was taken over by another run"):
+        lease.check()  # the runner asks before each request: it pays for no more
+    lease.release()
+    assert not _lease_files(drive_env)

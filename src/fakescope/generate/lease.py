@@ -1,22 +1,31 @@
-"""A lease on an `s3://` output folder, so that two machines never pay into one `--out` at once.
+"""A lease on an `s3://` or `gdrive://` output folder, so that two machines never pay into one `--out` at once.
 
-The lease is one object, `<out>/.fakescope-lease.json`, made with S3's conditional write (`If-None-Match: *`):
+On S3 the lease is one object, `<out>/.fakescope-lease.json`, made with S3's conditional write (`If-None-Match: *`):
 only one run can make it. Its holder rewrites it every quarter of `seconds` (`If-Match` its own ETag) and deletes
 it at the end. A run that finds one not rewritten for `seconds` by the S3 server's clock, or made by a process of
-this machine that no longer runs (its holder died), takes it over, again conditionally. Other outputs are not
-leased: a local one is held by its ledger's lock, and Google Drive has no conditional writes.
+this machine that no longer runs (its holder died), takes it over, again conditionally.
+
+Google Drive has no conditional writes but keeps several files of one name in a folder: each run makes its own
+`.fakescope-lease.json` there, then lists them all, oldest first. The oldest live one holds the lease; a run whose
+own is not it deletes its own and stops. One not rewritten for `seconds` by Drive's clock, or made by a dead process
+of this machine, is deleted on the way. The holder rewrites its own every quarter of `seconds` and lists them again:
+where its own is gone, or an older live one shows up, it stops paying. This is as safe as Drive's listing is
+consistent (a file made a moment ago that a listing does not show yet could let two runs in).
+
+A local `--out` is not leased: it is held by its ledger's lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import socket
 import threading
 import time
 
-from fakescope.errors import StorageError
+from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.io import storage
 
 LEASE_NAME = ".fakescope-lease.json"
@@ -25,12 +34,14 @@ LEASE_SECONDS = 120.0
 
 
 class Lease:
-    """`out`'s lease, held from `acquire` to `release` (nothing is held for an output that is not `s3://`)."""
+    """`out`'s lease, held from `acquire` to `release` (nothing is held for a local output)."""
 
     def __init__(self, out: str, seconds: float = LEASE_SECONDS):
         self.out, self.uri, self.seconds = out, storage.join(out, LEASE_NAME), seconds
         self.lost: str | None = None
         self._etag: str | None = None
+        self._id: str | None = None
+        """The Drive file id of this run's own lease file."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="fakescope-lease", daemon=True)
 
@@ -38,28 +49,35 @@ class Lease:
         """Take the lease and keep it renewed.
 
         Raises:
-            StorageError: another run holds it (one line naming that run's host and process), or S3 failed.
+            StorageError: another run holds it (one line naming that run's host and process), or the storage failed.
         """
-        if storage.scheme_of(self.out) != "s3":
+        scheme = storage.scheme_of(self.out)
+        if scheme not in ("s3", "gdrive"):
             return
         self.store = storage.get_storage(self.uri)
-        self._acquire()
+        if scheme == "s3":
+            self._acquire()
+        else:
+            self._acquire_drive()
         self._thread.start()
 
     def release(self) -> None:
-        """Stop renewing and delete the lease (still ours only); an S3 failure leaves it to expire.
+        """Stop renewing and delete the lease (on S3 while still ours; on Drive this run's own file); a storage failure
+        leaves it to expire.
 
         Safe to call whenever: before `acquire`, or after one a Ctrl-C cut short (nothing held, or not yet renewed).
         """
-        if self._etag is None:
+        if self._etag is None and self._id is None:
             return
         self._stop.set()
         if self._thread.ident is not None:  # started
             self._thread.join()
-        if self.lost is None:
-            with contextlib.suppress(StorageError):
+        with contextlib.suppress(StorageError):
+            if self._id is not None:  # this run's own file, held or not
+                self.store.delete_id(self._id, self.uri)
+            elif self.lost is None:
                 self.store.delete_if_match(self.uri, self._etag)
-        self._etag = None
+        self._etag = self._id = None
 
     def check(self) -> None:
         """Raise `StorageError` if the lease was lost (taken over after this run could not renew it): pay for no more."""
@@ -84,17 +102,50 @@ class Lease:
         age = (head.server_now - head.modified).total_seconds()
         if (age >= self.seconds or _dead_here(holder)) and self._put(head.etag):  # its holder died
             return
-        raise StorageError(
+        raise self._held(holder, age)
+
+    def _held(self, holder: dict, age: float) -> StorageError:
+        return StorageError(
             f"another run (host {holder.get('host')}, process {holder.get('pid')}) is writing into {self.out} (its lease "
             f"{LEASE_NAME} was renewed {age:.0f} s ago); wait for it to finish, or give this run another --out (a lease "
             f"not renewed for {self.seconds:.0f} s is taken over)"
         )
 
+    def _acquire_drive(self) -> None:
+        self._id, now = self.store.create_twin(self.uri, self._body())
+        try:
+            older = self._older_live(now)
+        except BaseException:
+            self.release()
+            raise
+        if older is not None:
+            self.release()
+            raise self._held(*older)
+
+    def _older_live(self, now: datetime.datetime) -> tuple[dict, float] | None:
+        """(holder, age) of the oldest live Drive lease file made before this run's own, deleting dead ones on the way;
+        None where there is none. Raises `StorageError` where this run's own is not listed (deleted as dead)."""
+        for twin in self.store.twins(self.uri):
+            if twin["id"] == self._id:
+                return None
+            age = (now - twin["modifiedTime"]).total_seconds()
+            try:
+                holder = json.loads(self.store.read_id(twin["id"], self.uri))
+            except StorageUnavailableError:
+                raise
+            except (StorageError, ValueError):  # deleted meanwhile, or damaged: its age still frees it
+                holder = {}
+            holder = holder if isinstance(holder, dict) else {}
+            if age < self.seconds and not _dead_here(holder):
+                return holder, age
+            self.store.delete_id(twin["id"], self.uri)  # its holder died
+        raise StorageError(f"the lease file this run made, {self.uri}, is gone (taken for a dead run's): try again")
+
     def _renew(self) -> None:
         renewed = time.monotonic()
         while not self._stop.wait(self.seconds / 4):
             try:
-                if not self._put(self._etag):
+                if not self._renewed():
                     self.lost = f"the lease on {self.uri} was taken over by another run: this run stopped paying"
                     return
                 renewed = time.monotonic()
@@ -103,9 +154,24 @@ class Lease:
                     self.lost = f"the lease on {self.uri} could not be renewed: {exc}"
                     return
 
+    def _renewed(self) -> bool:
+        """Rewrite this run's lease: False where another run has it now."""
+        if self._id is None:
+            return self._put(self._etag)
+        now = self.store.rewrite_id(self._id, self.uri, self._body())
+        try:
+            return now is not None and self._older_live(now) is None
+        except StorageError as exc:  # an outage is retried; its own file gone is a loss
+            if isinstance(exc, StorageUnavailableError):
+                raise
+            return False
+
+    def _body(self) -> bytes:
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "seconds": self.seconds}).encode()
+
     def _put(self, etag: str | None = None) -> bool:
         """Make the lease (or, given its `etag`, rewrite it); False where S3 refused the precondition."""
-        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "seconds": self.seconds}).encode()
+        body = self._body()
         if etag is None:
             written = self.store.put_if_absent(self.uri, body)
         else:

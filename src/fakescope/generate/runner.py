@@ -119,8 +119,8 @@ def run_openai(
         config: Mode, model and parameters.
         ledger: SQLite ledger path; default `default_ledger_path(out)`. Reuse it to resume. Without it (another
             machine, a wiped cache) a job whose image `out` holds is still done for free: its row comes from
-            `out`'s manifest, else from the image. Two runs into one `s3://` `out` from two ledgers are kept apart by
-            its lease (`fakescope.generate.lease`); into one `gdrive://` `out` they are not.
+            `out`'s manifest, else from the image. Two runs into one `s3://` or `gdrive://` `out` from two ledgers are
+            kept apart by its lease (`fakescope.generate.lease`, which says how far Drive's can be trusted).
         concurrency: Requests in flight at once.
         max_images: Stop after this many new images in this run.
         max_spend: Stop before the estimated spend of this run (`config.price()` per image billed, an image
@@ -135,7 +135,7 @@ def run_openai(
         manifest_name: `manifest.csv` or `manifest.parquet`.
         manifest_every: Seconds between writes of the manifest while images are made (it is also written at the
             end), so a killed run leaves most of its rows for a rerun elsewhere to reuse.
-        lease_seconds: How long an `s3://` `out`'s lease lasts unrenewed (a run killed elsewhere frees it this late).
+        lease_seconds: How long an `s3://` or `gdrive://` `out`'s lease lasts unrenewed (a run killed elsewhere frees it this late).
         client: An `openai.OpenAI` client; default `make_client()`.
         confirm: Called with (sources, requests), the number of sources (prompts in `generate` mode) and of requests
             the run may send at most (`sources * config.n`, before copies and jobs done before are skipped), once every

@@ -18,6 +18,7 @@ minute; a temporary resolver failure is retried.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
@@ -193,6 +194,67 @@ class DriveStorage:
                 body = {"name": parts[-1], "parents": [parent]}
                 _execute(files.create(body=body, media_body=media, fields="id", supportsAllDrives=True))
 
+    def create_twin(self, uri: str, data: bytes) -> tuple[str, datetime.datetime]:
+        """Write `data` as a new file at `uri`, beside any file of that name (Drive keeps both; `write_bytes` would
+        write over the oldest): its id and creation time, by Drive's clock."""
+        from googleapiclient.http import MediaIoBaseUpload
+
+        folder_id, parts = split_drive_uri(uri)
+        media = MediaIoBaseUpload(io.BytesIO(data), mimetype="application/octet-stream")
+        with _translated_errors("write", uri):
+            parent = folder_id
+            for name in parts[:-1]:
+                parent = self._child_folder(parent, name)
+            made = _execute(self.service.files().create(body={"name": parts[-1], "parents": [parent]}, media_body=media,
+                                                        fields="id,createdTime", supportsAllDrives=True))
+        return made["id"], _time(made["createdTime"])
+
+    def twins(self, uri: str) -> list[dict[str, Any]]:
+        """The live files named as `uri` (its oldest first): `id`, and `createdTime`, `modifiedTime` by Drive's clock."""
+        folder_id, parts = split_drive_uri(uri)
+        with _translated_errors("list", uri):
+            parent = self._resolve("gdrive://" + "/".join([folder_id, *map(_part, parts[:-1])]))
+            if parent is None:
+                return []
+            query = f"'{_quote(parent['id'])}' in parents and name = '{_quote(parts[-1])}' and trashed = false"
+            found = _execute(self.service.files().list(
+                q=query, fields="files(id,createdTime,modifiedTime)", pageSize=100, orderBy="createdTime",
+                supportsAllDrives=True, includeItemsFromAllDrives=True,
+            )).get("files", [])
+        return [{**item, "createdTime": _time(item["createdTime"]), "modifiedTime": _time(item["modifiedTime"])}
+                for item in found]
+
+    def read_id(self, file_id: str, uri: str) -> bytes:
+        """The bytes of the file `file_id` (one of `uri`'s twins)."""
+        with _translated_errors("read", uri):
+            return _execute(self.service.files().get_media(fileId=file_id, supportsAllDrives=True))
+
+    def rewrite_id(self, file_id: str, uri: str, data: bytes) -> datetime.datetime | None:
+        """Write `data` over the file `file_id` (one of `uri`'s twins): its new `modifiedTime`, or None where it is gone."""
+        from googleapiclient.errors import HttpError
+        from googleapiclient.http import MediaIoBaseUpload
+
+        media = MediaIoBaseUpload(io.BytesIO(data), mimetype="application/octet-stream")
+        with _translated_errors("write", uri):
+            try:
+                return _time(_execute(self.service.files().update(
+                    fileId=file_id, media_body=media, fields="modifiedTime", supportsAllDrives=True))["modifiedTime"])
+            except HttpError as exc:
+                if int(exc.resp.status) == 404:
+                    return None
+                raise
+
+    def delete_id(self, file_id: str, uri: str) -> None:
+        """Delete the file `file_id` (one of `uri`'s twins) for good; one gone already is no error."""
+        from googleapiclient.errors import HttpError
+
+        with _translated_errors("write", uri):
+            try:
+                _execute(self.service.files().delete(fileId=file_id, supportsAllDrives=True))
+            except HttpError as exc:
+                if int(exc.resp.status) != 404:
+                    raise
+
     def exists(self, uri: str) -> bool:
         with _translated_errors("check", uri):
             item = self._resolve(uri)
@@ -290,6 +352,11 @@ class DriveStorage:
             token = response.get("nextPageToken")
             if not token:
                 return
+
+
+def _time(text: str) -> datetime.datetime:
+    """A Drive time (RFC 3339, `Z`) as an aware datetime."""
+    return datetime.datetime.fromisoformat(text)
 
 
 def _followed(item: dict[str, Any]) -> dict[str, Any]:
