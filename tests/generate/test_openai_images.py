@@ -93,7 +93,8 @@ def test_a_rerun_without_the_ledger_pays_nothing_for_what_the_output_holds(serve
     (out / LEDGER_NAME).unlink()  # as on another machine, for an s3:// or gdrive:// --out
     _outputs(out)[0].unlink()  # listed in the manifest, but gone: made again
     rerun = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
-    assert (rerun.done, rerun.skipped, rerun.spent_before, server.billable) == (3, 3, 0.0, 7)
+    assert (rerun.done, rerun.skipped, rerun.elsewhere, server.billable) == (3, 3, 3, 7)
+    assert rerun.spent_before == pytest.approx(3 * 0.016)  # what the output holds was paid for, elsewhere
     (out / LEDGER_NAME).unlink()
     (out / "manifest.csv").unlink()  # killed before it was written: rows are rebuilt from the images
     _outputs(out)[0].write_bytes(b"not an image")  # made again
@@ -489,6 +490,25 @@ def test_max_total_spend_counts_the_ledger_of_earlier_runs(server, photos, tmp_p
     assert (per_run.done, per_run.stopped, server.billable) == (1, None, 6)  # --max-spend ignores earlier runs
     with Ledger(out / LEDGER_NAME) as ledger:
         assert ledger.spent() == pytest.approx(6 * 0.016)
+
+
+def test_max_total_spend_counts_what_the_output_holds_from_another_machines_ledger(server, photos, tmp_path):
+    """A fresh ledger (another machine, a wiped cache) counted --max-total-spend from 0 though --out held paid images."""
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2)  # 0.016 per image, 6 jobs
+    run_openai(str(photos), str(out), config, max_images=4, ledger=tmp_path / "a.sqlite", client=make_client(max_retries=0))
+    other = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="512x512")  # not counted: other parameters
+    run_openai(str(photos / "photo0.jpeg"), str(out), other, ledger=tmp_path / "a.sqlite", client=make_client(max_retries=0))
+    assert server.billable == 5
+    here = tmp_path / "b.sqlite"
+    first = run_openai(str(photos), str(out), config, max_total_spend=0.08, ledger=here, client=make_client(max_retries=0))
+    assert (first.elsewhere, first.skipped, first.done, first.stopped, server.billable) == (4, 4, 1, "budget", 6)
+    assert first.spent_before + first.spent == pytest.approx(0.08)
+    again = run_openai(str(photos), str(out), config, max_total_spend=0.08, ledger=here, client=make_client(max_retries=0))
+    assert (again.elsewhere, again.done, again.stopped, server.billable) == (0, 0, "budget", 6)  # now in its ledger
+    assert again.spent_before == pytest.approx(0.08)
+    with Ledger(here) as ledger:
+        assert ledger.spent() == pytest.approx(0.08)
 
 
 def test_a_remote_output_has_one_ledger_with_or_without_a_trailing_slash(tmp_path, monkeypatch):

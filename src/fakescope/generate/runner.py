@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -69,7 +70,12 @@ class RunReport:
     """Jobs the ledger records as done whose output `out` no longer holds (deleted): they are made again, paid again."""
     spent: float = 0.0
     spent_before: float = 0.0
-    """Estimated spend the ledger holds from earlier runs (jobs recovered from the spool included)."""
+    """Estimated spend of earlier runs: what the ledger holds (jobs recovered from the spool included), plus
+    `elsewhere` images at this run's price."""
+    elsewhere: int = 0
+    """Images `out` held at the start, made with this run's model and parameters (by their names), that this ledger
+    did not pay for: another machine's (or a lost ledger's) runs. Counted in `spent_before`; a job that finds its image
+    among them is done, unpaid, and the ledger records it at this run's price."""
     stopped: str | None = None
     manifest: str | None = None
     ledger: str | None = None
@@ -126,9 +132,11 @@ def run_openai(
         max_spend: Stop before the estimated spend of this run (`config.price()` per image billed, an image
             lost after billing, such as a URL that could not be fetched, or parked because its output could
             not be written, included) exceeds this (USD).
-        max_total_spend: Stop before the estimated spend of all runs with this ledger (the cost its jobs
-            record, plus this run's) exceeds this (USD); re-running with the same value spends nothing
-            more. Jobs done without a budget at a price the table lacks are recorded at 0.
+        max_total_spend: Stop before the estimated spend of all runs into `out` exceeds this (USD): the cost the
+            ledger's jobs record, plus the images `out` holds that were made with this model and these parameters
+            but not paid through this ledger (another machine's runs; `RunReport.elsewhere`) at this run's price,
+            plus this run's. Re-running with the same value spends nothing more. Jobs done without a budget at a
+            price the table lacks are recorded at 0; images of other models or parameters in `out` are not counted.
         split: Take only this split's real rows of a manifest `src`.
         retry_interrupted: Resend jobs a crash left in flight without a spooled response
             (at-least-once); False skips them (at-most-once). See `fakescope.generate.ledger`.
@@ -175,7 +183,10 @@ def run_openai(
         held.callback(lease.release)
         lease.acquire()
         book = held.enter_context(Ledger(report.ledger, claim=True))
-        report.spent_before = book.spent()
+        made = _Made(out, manifest_name)
+        paid_elsewhere = made.paid_elsewhere(book, config)
+        report.elsewhere = len(paid_elsewhere)
+        report.spent_before = book.spent() + report.elsewhere * price
         in_flight: dict[Future, Job] = {}
         executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fakescope-openai")
 
@@ -205,7 +216,6 @@ def run_openai(
                 raise outage
 
         seen: set[str] = set()
-        made = _Made(out, manifest_name)
         flush_at, flushed = time.monotonic() + manifest_every, 0
         try:
             for job in _jobs(itertools.chain([first], sources), config, book):
@@ -230,7 +240,7 @@ def run_openai(
                     _count_tokens(report, row)
                     continue
                 if (found := made.row(job, config)) is not None:  # made by a run elsewhere, whose ledger this is not
-                    book.mark_done(job.key, found["uri"], 0.0, found)
+                    book.mark_done(job.key, found["uri"], price if found["uri"] in paid_elsewhere else 0.0, found)
                     report.skipped += 1
                     continue
                 if record.state == RUNNING and not retry_interrupted:
@@ -399,7 +409,7 @@ def _row(job: Job, uri: str, loaded: LoadedImage, config: OpenAIImagesConfig, us
 
 
 class _Made:
-    """The images `out` already holds, listed once (one paged listing, not a request per image) at the first job, and
+    """The images `out` already holds, listed once (one paged listing, not a request per image) before the first job, and
     its manifest, read at the first job the ledger does not know as done.
 
     `out` is the record of what was made: an image at a job's output name is that job done, wherever it ran.
@@ -416,6 +426,17 @@ class _Made:
         if self._files is None:
             self._files = set(storage.list_files(self.out, recursive=False)) if storage.exists(self.out) else set()
         return self._files
+
+    def paid_elsewhere(self, book: Ledger, config: OpenAIImagesConfig) -> set[str]:
+        """The images of `config`'s jobs `out` holds that `book` did not pay for (nor has in flight)."""
+        params_hash = config.params_hash()
+        tail = re.compile(rf"-([0-9a-f]{{8}})-{re.escape(config.model)}-{config.mode}-{params_hash[:6]}-(\d+)\."
+                          rf"(?:{'|'.join(OUTPUT_FORMATS)})$")  # as _output_uri names them
+        paid = {(record.source_sha256[:8], record.index) for record in book.jobs()
+                if (record.model, record.mode, record.params_hash) == (config.model, config.mode, params_hash)
+                and (record.state in (DONE, RUNNING) or record.cost > 0)}
+        found = ((uri, tail.search(uri)) for uri in self.files)
+        return {uri for uri, match in found if match and (match[1], int(match[2])) not in paid}
 
     def holds(self, uri: str | None) -> bool:
         """Whether the output of a done job still exists: in the listing, else (an output outside `out`) asked for itself."""
