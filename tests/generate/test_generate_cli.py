@@ -359,11 +359,23 @@ def test_openai_refuses_many_unlimited_requests_in_every_mode_and_prints_the_pla
     assert capped.exit_code == 0 and capped.stdout.startswith(
         "21 prompt(s) x --n 1: up to 21 request(s), --max-images 3 (jobs done before are skipped, unpaid)\n"), capped.output
     assert "done 3," in capped.stdout and server.billable == 3
-    rest = CliRunner().invoke(app, [*generate, "--yes"])
-    assert rest.exit_code == 0 and "done 18, already done 3," in rest.stdout and server.billable == 21, rest.output
+    rest = CliRunner().invoke(app, [*generate, "--max-images", "16"])
+    assert rest.exit_code == 0 and rest.stdout.startswith(
+        "21 prompt(s) x --n 1, 3 made before: up to 18 request(s), --max-images 16 "), rest.output
+    assert "done 16, already done 3," in rest.stdout and server.billable == 19
+    last = CliRunner().invoke(app, generate)  # 2 left: under the cap, no limit needed
+    assert last.exit_code == 0 and last.stdout.startswith("21 prompt(s) x --n 1, 19 made before: up to 2 request(s)")
+    assert "done 2, already done 19," in last.stdout and server.billable == 21, last.output
+    finished = CliRunner().invoke(app, generate)  # a finished run's rerun pays for nothing: nothing to confirm
+    assert finished.exit_code == 0 and "done 0, already done 21," in finished.stdout and server.billable == 21
     budget = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(tmp_path / "dalle"), "--n", "2",
                                       "--model", "dall-e-2", "--size", "256x256", "--max-spend", "0.04"])
     assert budget.exit_code == 0 and "stopped: budget" in budget.stdout and server.billable == 23, budget.output
+    variation = ["generate", "openai", str(photos), "--out", str(tmp_path / "var"), "--n", "2"]
+    assert CliRunner().invoke(app, [*variation, "--yes"]).exit_code == 0 and server.billable == 45
+    again = CliRunner().invoke(app, variation)  # images too: known done by their names, not asked again
+    assert again.exit_code == 0 and again.stdout.startswith("11 image(s) x --n 2, 22 made before: up to 0 request(s)")
+    assert "done 0, already done 22," in again.stdout and server.billable == 45, again.output
 
 
 def test_manifest_merge_replaces_rows_by_uri_in_csv_and_parquet(tmp_path):

@@ -89,7 +89,8 @@ def openai(
 ) -> None:
     """Make images with the OpenAI Images API (OPENAI_API_KEY, OPENAI_BASE_URL); re-run to resume.
 
-    It first prints how many requests it may send (sources x --n); more than the cap that --max-images names need
+    It first prints how many requests it may send (sources x --n, less the images --out holds already, known by their
+    names); more than the cap that --max-images names need
     --max-images, a spend budget (--max-spend, --max-total-spend) or --yes. Each image's token usage (GPT image models) goes into the manifest's
     params; the run prints their total.
 
@@ -131,13 +132,14 @@ def openai(
 
 
 def _confirm(config: OpenAIImagesConfig, max_images: int | None, limited: bool,
-             planned: list[str]) -> Callable[[int, int], None]:
+             planned: list[str]) -> Callable[[int, int, int], None]:
     """Print the run's plan (and add it to `planned`); refuse (ConfigError) one of more than UNCAPPED_REQUESTS
-    requests that nothing limits."""
+    requests that nothing limits (images --out holds already are not counted)."""
     from fakescope.errors import ConfigError
 
-    def confirm(sources: int, requests: int) -> None:
-        plan = (f"{sources} {'prompt' if config.mode == 'generate' else 'image'}(s) x --n {config.n}: "
+    def confirm(sources: int, requests: int, made: int) -> None:
+        held = f", {made} made before" if made else ""
+        plan = (f"{sources} {'prompt' if config.mode == 'generate' else 'image'}(s) x --n {config.n}{held}: "
                 f"up to {requests} request(s)")
         if requests > UNCAPPED_REQUESTS and max_images is None and not limited:
             raise ConfigError(f"{plan}, more than {UNCAPPED_REQUESTS} without a limit: pass --max-images N, a budget "

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def run_openai(
     manifest_every: float = 60.0,
     lease_seconds: float = LEASE_SECONDS,
     client=None,
-    confirm: Callable[[int, int], None] | None = None,
+    confirm: Callable[[int, int, int], None] | None = None,
 ) -> RunReport:
     """Make `config.n` images per source with the OpenAI Images API, resumably.
 
@@ -145,10 +146,10 @@ def run_openai(
             end), so a killed run leaves most of its rows for a rerun elsewhere to reuse.
         lease_seconds: How long an `s3://` or `gdrive://` `out`'s lease lasts unrenewed (a run killed elsewhere frees it this late).
         client: An `openai.OpenAI` client; default `make_client()`.
-        confirm: Called with (sources, requests), the number of sources (prompts in `generate` mode) and of requests
-            the run may send at most (`sources * config.n`, before copies and jobs done before are skipped), once every
-            option and `src` are checked and before anything is created or sent; raise from it to refuse the run.
-            Counting lists `src` once more (reads its prompts file).
+        confirm: Called with `planned(src, out, config, split)`: (sources, requests, made), the number of sources
+            (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
+            once every option and `src` are checked and before anything is created or sent; raise from it to refuse
+            the run. Counting lists `src` once more (reads its prompts file) and `out`.
 
     Returns:
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
@@ -175,8 +176,7 @@ def run_openai(
     sources = _sources(src, out, config, split)
     first = next(sources)  # a bad src fails here, before anything is made under `out` or the cache
     if confirm is not None:
-        count = planned_sources(src, out, config, split)
-        confirm(count, count * config.n)
+        confirm(*planned(src, out, config, split))
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
     lease = Lease(out, lease_seconds)
     with contextlib.ExitStack() as held:  # a Ctrl-C anywhere from here on still lets go of the lease and the ledger
@@ -305,12 +305,24 @@ def _over_budget(
     return max_total_spend is not None and report.spent_before + spend > max_total_spend + 1e-9
 
 
-def planned_sources(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None) -> int:
-    """How many sources a run over `src` takes: prompts in `generate` mode, else images (listed, not read)."""
+def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None) -> tuple[int, int, int]:
+    """(sources, requests, made) of a run over `src`: its sources (prompts in `generate` mode, else images, listed, not
+    read), the requests it may send at most (`sources * config.n` less `made`; copies are skipped too), and how many of
+    those images `out` holds already, known by their names (a source's stem and the image's index, not its bytes)."""
     src, out = storage.absolute(src), storage.absolute(out)
     if config.mode == "generate":
-        return len(_prompts(src))
-    return sum(1 for _ in image_uris(src, exclude=out, split=split))
+        stems = [f"prompt{number}" for number, _ in _prompts(src)]
+    else:
+        stems = [source_stem(uri) for uri in image_uris(src, exclude=out, split=split)]
+    tail = f"-{config.model}-{config.mode}-{config.params_hash()[:6]}-"
+    names = re.compile(rf"(.*)-[0-9a-f]{{8}}{re.escape(tail)}(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
+    listed = storage.list_files(out, recursive=False) if storage.exists(out) else ()
+    held = Counter((match[1], int(match[2])) for uri in listed if (match := names.search(uri.rsplit("/", 1)[-1])))
+    blank = f"-{'0' * 8}{tail}"  # a name's stem is cut to fit, as _output_uri cuts it
+    wanted = Counter((output_name(stem, f"{blank}{index}.png").removesuffix(f"{blank}{index}.png"), index)
+                     for stem in stems for index in range(config.n))
+    made = sum(min(count, held[key]) for key, count in wanted.items())
+    return len(stems), len(stems) * config.n - made, made
 
 
 def _jobs(sources: Iterator[tuple[str, str, str, bytes | str]], config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:
