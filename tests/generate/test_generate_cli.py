@@ -376,6 +376,13 @@ def test_openai_refuses_many_unlimited_requests_in_every_mode_and_prints_the_pla
     again = CliRunner().invoke(app, variation)  # images too: known done by their names, not asked again
     assert again.exit_code == 0 and again.stdout.startswith("11 image(s) x --n 2, 22 made before: up to 0 request(s)")
     assert "done 0, already done 22," in again.stdout and server.billable == 45, again.output
+    for i in range(11):  # each photo replaced by another of its name: the plan takes them for made, the cap holds
+        Image.new("RGB", (40, 40), (i * 20, 200, 10)).save(photos / f"p{i}.png")
+    replaced = CliRunner().invoke(app, variation)
+    assert replaced.exit_code == 0 and "done 20, already done 0," in replaced.stdout, replaced.output
+    assert "stopped: budget" in replaced.stdout and server.billable == 65
+    prompts.write_text("".join(f"a photo of a dog, number {i}\n" for i in range(21)))  # prompts are known by hash too
+    assert CliRunner().invoke(app, generate).stderr.startswith("error: 21 prompt(s) x --n 1: up to 21 request(s), ")
 
 
 def test_manifest_merge_replaces_rows_by_uri_in_csv_and_parquet(tmp_path):

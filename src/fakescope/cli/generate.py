@@ -75,7 +75,7 @@ def openai(
     mask: Annotated[str, typer.Option("--mask", help="For --mode edit, what may change: center (a centred box of half the width and height; the rest stays the photo), full, or a PNG whose transparent pixels mark it.")] = "center",
     input_fidelity: Annotated[str | None, typer.Option("--input-fidelity", help="high or low: how closely an edit (a GPT image model's variation included) keeps the photo's style and features, faces above all; default: the model's (low). gpt-image-1.5 takes both, gpt-image-1-mini low, gpt-image-2 neither.")] = None,
     response_format: Annotated[str | None, typer.Option("--response-format", help="b64_json (default) or url, dall-e models only: GPT image models always answer base64.")] = None,
-    max_images: Annotated[int | None, typer.Option("--max-images", min=1, help=f"Stop after this many new images in this run. Without it, a spend budget or --yes, a run that may send more than {UNCAPPED_REQUESTS} requests is refused.")] = None,
+    max_images: Annotated[int | None, typer.Option("--max-images", min=1, help=f"Stop after this many new images in this run. Without it, a spend budget or --yes, a run that may send more than {UNCAPPED_REQUESTS} requests is refused, and one let through stops after {UNCAPPED_REQUESTS} images.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Send as many requests as the sources need, unbudgeted.")] = False,
     max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before this run's estimated spend exceeds this (USD); earlier runs are not counted.")] = None,
     max_total_spend: Annotated[float | None, typer.Option("--max-total-spend", min=0, help="Stop before the estimated spend of all runs into --out exceeds this (USD): what this ledger paid, plus the images --out holds of this model and parameters that it did not pay for (another machine's), at this run's price; re-running with the same value spends nothing more.")] = None,
@@ -110,12 +110,14 @@ def openai(
             response_format=response_format, price_per_image=price_per_image, input_fidelity=input_fidelity,
         )
         planned: list[str] = []  # the plan, once printed: until then no request was sent
+        limited = max_spend is not None or max_total_spend is not None or yes
+        cap = max_images if max_images is not None or limited else UNCAPPED_REQUESTS  # the plan knows images by name
         try:
             report = run_openai(
-                src, out, config, ledger=ledger, concurrency=concurrency, max_images=max_images, max_spend=max_spend,
+                src, out, config, ledger=ledger, concurrency=concurrency, max_images=cap, max_spend=max_spend,
                 max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
                 manifest_name=manifest, client=make_client(max_retries=max_retries),
-                confirm=_confirm(config, max_images, max_spend is not None or max_total_spend is not None or yes, planned),
+                confirm=_confirm(config, max_images, limited, planned),
             )
         except KeyboardInterrupt:  # one the request loop did not catch: before it, or a second one while it drained
             typer.echo("stopped before sending any request: nothing was made or paid for" if not planned

@@ -308,19 +308,21 @@ def _over_budget(
 def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None) -> tuple[int, int, int]:
     """(sources, requests, made) of a run over `src`: its sources (prompts in `generate` mode, else images, listed, not
     read), the requests it may send at most (`sources * config.n` less `made`; copies are skipped too), and how many of
-    those images `out` holds already, known by their names (a source's stem and the image's index, not its bytes)."""
+    those images `out` holds already, known by their names: a prompt's number, hash and image index; an image source's
+    name stem and image index only (so one replaced by another of its name counts as made: a guess, not a bound)."""
     src, out = storage.absolute(src), storage.absolute(out)
     if config.mode == "generate":
-        stems = [f"prompt{number}" for number, _ in _prompts(src)]
+        stems = [(f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest()[:8]) for number, prompt in _prompts(src)]
     else:
-        stems = [source_stem(uri) for uri in image_uris(src, exclude=out, split=split)]
+        stems = [(source_stem(uri), None) for uri in image_uris(src, exclude=out, split=split)]
     tail = f"-{config.model}-{config.mode}-{config.params_hash()[:6]}-"
-    names = re.compile(rf"(.*)-[0-9a-f]{{8}}{re.escape(tail)}(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
+    names = re.compile(rf"(.*)-([0-9a-f]{{8}}){re.escape(tail)}(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
     listed = storage.list_files(out, recursive=False) if storage.exists(out) else ()
-    held = Counter((match[1], int(match[2])) for uri in listed if (match := names.search(uri.rsplit("/", 1)[-1])))
+    held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[3]))
+                   for uri in listed if (match := names.search(uri.rsplit("/", 1)[-1])))
     blank = f"-{'0' * 8}{tail}"  # a name's stem is cut to fit, as _output_uri cuts it
-    wanted = Counter((output_name(stem, f"{blank}{index}.png").removesuffix(f"{blank}{index}.png"), index)
-                     for stem in stems for index in range(config.n))
+    wanted = Counter((output_name(stem, f"{blank}{index}.png").removesuffix(f"{blank}{index}.png"), digest, index)
+                     for stem, digest in stems for index in range(config.n))
     made = sum(min(count, held[key]) for key, count in wanted.items())
     return len(stems), len(stems) * config.n - made, made
 
