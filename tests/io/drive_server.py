@@ -275,7 +275,8 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             else:
                 parent = (meta.get("parents") or [drive.root_id])[0]
                 file_id = drive.add(meta["name"], parent, data if meta.get("mimeType") != FOLDER_MIME else None)
-            return {"id": file_id, **{k: drive.files[file_id][k] for k in _asked({"fields": fields}, "createdTime", "modifiedTime")}}
+            times = _asked({"fields": fields}, "createdTime", "modifiedTime")
+            return {"id": file_id, **{k: drive.files[file_id][k] for k in times}}
 
     return Handler
 

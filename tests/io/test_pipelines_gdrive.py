@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -124,4 +125,27 @@ def test_a_drive_lease_not_renewed_is_taken_over_and_its_holder_stops_paying_onc
     with pytest.raises(StorageError, match=f"^the lease on {out}/{LEASE_NAME} was taken over by another run"):
         lease.check()  # the runner asks before each request: it pays for no more
     lease.release()
+    assert not _lease_files(drive_env)
+
+
+def test_of_runs_taking_a_drive_lease_at_the_same_moment_exactly_one_gets_it(drive_env):
+    out = f"gdrive://{drive_env.root_id}/fakes"
+    storage.write_bytes(f"{out}/keep.txt", b"")  # the folder exists: every run makes its lease file in it at once
+    leases = [Lease(out) for _ in range(6)]
+
+    def take(lease: Lease) -> bool:
+        try:
+            lease.acquire()
+        except StorageError as exc:
+            assert str(exc).startswith("another run"), exc
+            return False
+        return True
+
+    with ThreadPoolExecutor(len(leases)) as pool:
+        taken = list(pool.map(take, leases))
+    try:
+        assert sum(taken) == 1 and len(_lease_files(drive_env)) == 1  # the others deleted their own
+    finally:
+        for lease in leases:
+            lease.release()
     assert not _lease_files(drive_env)

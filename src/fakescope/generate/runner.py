@@ -144,7 +144,8 @@ def run_openai(
         manifest_name: `manifest.csv` or `manifest.parquet`.
         manifest_every: Seconds between writes of the manifest while images are made (it is also written at the
             end), so a killed run leaves most of its rows for a rerun elsewhere to reuse.
-        lease_seconds: How long an `s3://` or `gdrive://` `out`'s lease lasts unrenewed (a run killed elsewhere frees it this late).
+        lease_seconds: How long an `s3://` or `gdrive://` `out`'s lease lasts unrenewed (a run killed elsewhere frees it
+            this late).
         client: An `openai.OpenAI` client; default `make_client()`.
         confirm: Called with `planned(src, out, config, split)`: (sources, requests, made), the number of sources
             (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
