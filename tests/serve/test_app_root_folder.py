@@ -72,6 +72,30 @@ def test_a_symlink_swapped_in_after_the_check_is_refused_however_the_file_is_use
     assert (outside / "report.json").read_text() == "secret"
 
 
+def test_a_folder_swapped_for_a_symlink_after_the_check_is_refused(tree, monkeypatch):
+    """The race the flipper below meets by chance, met every time: the folder becomes a link out just after
+    `confined` passed the path."""
+    root, outside = tree
+    real_confined = confined
+
+    def confined_then_swapped(path, folder):
+        checked = real_confined(path, folder)
+        if (root / "ds").is_dir() and not (root / "ds").is_symlink():
+            (root / "ds").rename(root / "ds-parked")
+            (root / "ds").symlink_to(outside, target_is_directory=True)
+        return checked
+
+    monkeypatch.setattr("fakescope.serve.paths.confined", confined_then_swapped)
+    store = RootFolder(root)
+    for use in (lambda: store.read_bytes(root / "ds" / "report.json"),
+                lambda: store.write_bytes(root / "ds" / "new.json", b"written")):
+        with pytest.raises(ConfigError, match=SWAPPED):
+            use()
+        (root / "ds").unlink()
+        (root / "ds-parked").rename(root / "ds")
+    assert sorted(p.name for p in outside.iterdir()) == ["report.json"]
+
+
 def test_a_write_that_would_leave_too_little_free_space_is_refused(tree):
     """An anonymous app's visitors could fill the root's disk with saves; its writes keep `min_free_mb` free."""
     root, _ = tree
@@ -101,7 +125,7 @@ def test_a_folder_swapped_for_a_symlink_during_reads_and_writes_never_leads_out(
     flipper = subprocess.Popen([sys.executable, "-c", FLIPPER, str(root / "ds"), str(outside), "20"])
     seen, start, index = set(), time.monotonic(), 0
     try:
-        while time.monotonic() - start < (2 if SWAPPED in seen else 15):  # on until the race was met, 15 s at most
+        while time.monotonic() - start < 3:
             index += 1
             for attempt in (lambda: store.read_bytes(root / "ds" / "report.json").decode(),
                             lambda: store.write_bytes(root / "ds" / f"{index}.json", b"x")):
@@ -114,8 +138,9 @@ def test_a_folder_swapped_for_a_symlink_during_reads_and_writes_never_leads_out(
     finally:
         flipper.terminate()
         flipper.wait(timeout=30)
+    # Whether the race between check and open was met in 3 s depends on the machine's load (the test below swaps
+    # at exactly that point); whatever was met, nothing outside was read or written.
     assert "secret" not in seen and "inside" in seen and sorted(p.name for p in outside.iterdir()) == ["report.json"]
-    assert SWAPPED in seen, seen  # the race between check and open was met, and refused
 
 
 def _umask() -> int:
