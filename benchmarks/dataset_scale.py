@@ -1,14 +1,15 @@
 """Wall time and peak memory of the dataset tools and the training input at scale, on synthetic data.
 
-In a temporary folder (deleted at the end): a tree of `--images` tiny images (`--distinct` of them
-written, the rest hard links; a third real, each with two ai variations named after it) goes
-through `dataset build` and `dataset audit`; a synthetic `--rows` manifest (pairs, attributes and a
+In a temporary folder (deleted at the end): a tree of `--images` smooth random images (`--distinct`
+of them written, half JPEG and half PNG, `--size` pixels, the rest hard links; a third real, each with
+two ai variations named after it) goes through `dataset build`, `dataset audit` and `dataset split`
+(which reads and dHashes every image); a synthetic `--rows` manifest (pairs, attributes and a
 stored dHash column) through `dataset split` with and without the near-duplicate search, checked
 for leaks, and balanced by `label,gender`; and `fakescope train` runs one short epoch of `test_tiny`
 on `--train-rows` rows of the built tree (its validation and test splits scored in full). Each
 command runs in a process of its own, so its peak RSS is its own (train's loader workers aside).
 
-    python benchmarks/dataset_scale.py [--images 150000] [--rows 1000000] [--train-rows 100000]
+    python benchmarks/dataset_scale.py [--images 150000] [--size 64x48] [--rows 1000000] [--train-rows 100000]
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=150_000, help="images in the built tree")
     parser.add_argument("--distinct", type=int, default=300, help="distinct image files behind them")
+    parser.add_argument("--size", default="64x48", help="WIDTHxHEIGHT of the tree's images")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic manifest to split")
     parser.add_argument("--train-rows", type=int, default=100_000, help="manifest rows `train` starts from")
     parser.add_argument("--audit-per-class", type=int, default=5000, help="dataset audit --max-per-class")
@@ -40,12 +42,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fakescope-dataset-scale-") as tmp:
         root = Path(tmp)
-        make_tree(root / "tree", args.images, args.distinct)
+        width, height = (int(side) for side in args.size.lower().split("x"))
+        make_tree(root / "tree", args.images, args.distinct, (width, height))
         built = root / "built.parquet"
         report(f"dataset build, {args.images:,} images", ["dataset", "build", str(root / "tree"), "-o", str(built),
                                                          "--no-csv", "--workers", str(args.workers)])
         report(f"dataset audit, {args.audit_per_class:,} per class", ["dataset", "audit", str(built), "--max-per-class",
                                                                      str(args.audit_per_class), "--workers", str(args.workers)])
+        report(f"dataset split of the tree, {args.images:,} images read and dHashed",
+               ["dataset", "split", str(built), "-o", str(root / "tree-split.parquet"), "--no-csv", "--workers", str(args.workers)])
         synthetic_manifest(args.rows).to_parquet(root / "big.parquet", index=False)
         for distance in ("4", "-1"):
             out = root / f"split{distance}.parquet"
@@ -75,14 +80,16 @@ def report(label: str, args: list[str], prefix: list[str] = PREFIX) -> None:
     print(f"{label}: {seconds:,.1f} s, peak RSS {usage.ru_maxrss / 1024:,.0f} MB  ({last[:100]})", flush=True)
 
 
-def make_tree(root: Path, images: int, distinct: int) -> None:
-    """`root/real/<i>.png|jpg` and `root/fake/gen/<i>_var<v>...`, hard links to `distinct` 64x48 images."""
+def make_tree(root: Path, images: int, distinct: int, size: tuple[int, int]) -> None:
+    """`root/real/<i>.png|jpg` and `root/fake/gen/<i>_var<v>...`, hard links to `distinct` images of `size`
+    (random 8x6 colours upsampled: smooth, so they compress and decode like photos, not like noise)."""
     rng = np.random.default_rng(0)
     files = []
     (root / "_files").mkdir(parents=True)
     for i in range(distinct):
         path = root / "_files" / f"{i}.{'jpg' if i % 2 else 'png'}"
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+        coarse.resize(size, Image.Resampling.BICUBIC).save(path)
         files.append(path)
     (root / "real").mkdir()
     (root / "fake" / "gen").mkdir(parents=True)
