@@ -125,10 +125,11 @@ def check_leaks(path: Path) -> None:
 
 
 def train_manifest(built: Path, rows: int, out: Path) -> Path:
-    """A config training on the built tree's rows (cycled up to `rows`), split 80/10/10 at random, 256 draws."""
+    """A config training on the built tree's rows (shuffled, cycled up to `rows`), split 80/10/10 at random, 256 draws."""
     frame = pd.read_parquet(built)
-    frame = frame.iloc[np.resize(np.arange(len(frame)), rows)].reset_index(drop=True)
-    frame["split"] = np.random.default_rng(0).choice(["train", "val", "test"], rows, p=[0.8, 0.1, 0.1])
+    rng = np.random.default_rng(0)
+    frame = frame.iloc[np.resize(rng.permutation(len(frame)), rows)].reset_index(drop=True)
+    frame["split"] = rng.choice(["train", "val", "test"], rows, p=[0.8, 0.1, 0.1])
     frame.to_parquet(out / "train.parquet", index=False)
     config = {"manifest": str(out / "train.parquet"), "out": str(out / "run"), "architecture": "test_tiny",
               "pretrained": False, "crop_size": 32, "grid": 1, "epochs": 1, "batch_size": 64,
