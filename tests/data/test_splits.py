@@ -21,6 +21,13 @@ def test_dhash_survives_reencoding_but_separates_images():
     assert bin(original ^ other).count("1") >= 16
 
 
+def test_a_large_jpeg_decoded_at_reduced_scale_still_matches_its_png_and_a_smaller_copy():
+    image = smooth_image(3, side=768)  # its JPEGs decode at 1/8 and 1/4 scale for the hash
+    original = difference_hash(encode(image, "PNG"))
+    for copy in (image, image.resize((384, 384))):
+        assert bin(original ^ difference_hash(encode(copy, "JPEG", quality=75))).count("1") <= 2
+
+
 def test_banded_search_matches_brute_force():
     rng = np.random.default_rng(0)
     base = rng.integers(0, 2**63, 300, dtype=np.int64).tolist()
