@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 from data_helpers import encode, smooth_image
@@ -76,6 +78,17 @@ def test_rows_merged_into_a_split_manifest_without_a_dhash_are_hashed_when_it_is
     for seed in range(6):  # the copy, hashed now, is still linked to its original
         split = split_manifest(merged, seed=seed).set_index("uri")["split"]
         assert split[str(faces_layout / "real" / "r015_copy.jpg")] == split[str(faces_layout / "real" / "r015.jpg")]
+
+
+def test_copies_of_one_file_are_read_and_hashed_once(faces_layout, tmp_path, capsys):
+    shutil.copytree(faces_layout, tmp_path / "faces")
+    for name in ("r000_again.jpg", "r000_third.jpg"):
+        shutil.copy(tmp_path / "faces" / "real" / "r000.jpg", tmp_path / "faces" / "real" / name)
+    frame = build_from_folders(str(tmp_path / "faces"))
+    split = split_manifest(frame, progress=True).set_index("uri")
+    assert f"/{len(frame) - 2} [" in capsys.readouterr().err  # the hashing bar counts files, not rows
+    copies = split.loc[[str(tmp_path / "faces" / "real" / n) for n in ("r000.jpg", "r000_again.jpg", "r000_third.jpg")]]
+    assert copies["dhash"].nunique() == 1 and copies["dhash"].iloc[0] != "" and copies["split"].nunique() == 1
 
 
 def test_same_seed_same_split_and_leak_report(faces_layout):

@@ -51,11 +51,17 @@ def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8, progress: bool =
     """dHash of every row's image; None where unreadable.
 
     A `dhash` hex column is reused where it has a value; rows without one (ai images merged into a
-    split manifest, images unreadable last time) are read and hashed.
+    split manifest, images unreadable last time) are read and hashed, one file per `sha256` (copies of
+    a file share its hash, as they share its bytes).
     """
     stored = frame[HASH_COLUMN].tolist() if HASH_COLUMN in frame.columns else [None] * len(frame)
     hashes = [int(h, 16) if isinstance(h, str) and h else None for h in stored]
-    missing = [position for position, h in enumerate(hashes) if h is None]
+    files = [digest or position for position, digest in enumerate(frame["sha256"].tolist())]  # no sha256: its own
+    known = {file: h for file, h in zip(files, hashes) if h is not None}
+    todo: dict[str | int, int] = {}  # the first row of each file still to hash
+    for position, file in enumerate(files):
+        if file not in known:
+            todo.setdefault(file, position)
 
     def one(uri: str) -> int | None:
         try:
@@ -64,9 +70,8 @@ def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8, progress: bool =
             return None
 
     uris = frame["uri"].tolist()
-    for position, h in zip(missing, map_images(one, [uris[p] for p in missing], workers=workers, progress=progress, desc="dhash")):
-        hashes[position] = h
-    return hashes
+    known |= zip(todo, map_images(one, [uris[p] for p in todo.values()], workers=workers, progress=progress, desc="dhash"))
+    return [h if h is not None else known[file] for h, file in zip(hashes, files)]
 
 
 def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tuple[int, int]]:
