@@ -121,8 +121,18 @@ def test_a_source_too_small_to_check_alone_is_named_in_a_note(tmp_path):
 
     report = audit_manifest(pd.concat(_two_sources(tmp_path, {"a": 12, "b": 3}), ignore_index=True))
     assert "format@a" in report.shortcuts and not [name for name in report.shortcuts if name.endswith("@b")]
-    assert "source(s) too small to check alone, under 10 inspected images of a class: b (3 real, 3 ai); a larger " \
-           "--max-per-class inspects more where the manifest has them" in report.notes
+    assert "source(s) too small to check alone, under 10 inspected images of a class: b (3 real, 3 ai) (fewer in the " \
+           "manifest, unreadable, or --max-per-class under 10)" in report.notes
+
+
+def test_the_sample_is_drawn_per_source_so_a_small_source_is_still_checked(tmp_path):
+    import pandas as pd
+
+    frame = pd.concat(_two_sources(tmp_path, {"a": 60, "b": 12}), ignore_index=True)
+    report = audit_manifest(frame, max_per_class=20)  # a sample by label alone would hold about 3 of b's per class
+    assert {"format@a", "format@b"} <= set(report.shortcuts)
+    assert not [note for note in report.notes if "too small to check alone" in note]
+    assert report.inspected == {"ai": 27, "real": 27}  # a: its share, ceil(20 * 60 / 72); b: the floor of 10
 
 
 def test_a_share_that_rounds_to_none_or_all_is_not_shown_as_0_or_100_percent():

@@ -7,8 +7,8 @@ words, with what to do about it. Watermarks are found on each class's average im
 averages out while a fixed overlay in the bottom-right border (where generator sites stamp their
 names) keeps its edges, so that strip's high-frequency energy, relative to the rest of the
 average image, is compared between the classes. Where the manifest mixes sources, each source holding
-both classes (`MIN_PER_SOURCE` of each inspected; a note names the sources with fewer, since the
-sample is drawn per class, not per source) is compared on its own too, and a SHORTCUT there is reported as `<check>@<source>`: one
+both classes (`MIN_PER_SOURCE` of each inspected; the sample is drawn per source and class, so a
+small source gets them where it has them, and a note names the sources with fewer) is compared on its own too, and a SHORTCUT there is reported as `<check>@<source>`: one
 inside a source (the faces' PNG reals and JPEG fakes) can average out over the whole set (with JPEG
 LFW reals and PNG renders), yet a detector still learns it. A pair or an identical file spread over
 several splits (leakage) is reported too.
@@ -17,6 +17,7 @@ several splits (leakage) is reported too.
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -160,8 +161,10 @@ _FORMAT_OF_SUFFIX = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF
 
 def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, seed: int = 0, workers: int = 8,
                    progress: bool = False) -> AuditReport:
-    """Inspect up to `max_per_class` images per class and report every property that separates them.
+    """Inspect about `max_per_class` images per class and report every property that separates them.
 
+    The sample is drawn per (source, label), in proportion to its size but at least `MIN_PER_SOURCE`
+    (or `max_per_class`, if smaller) from each that has them, so every source can be checked on its own.
     `progress` counts the images inspected on stderr.
 
     Example:
@@ -173,10 +176,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
 
     frame = validate_manifest(frame)
     counts = {label: int(n) for label, n in frame["label"].value_counts().sort_index().items()}
-    sample = pd.concat([
-        group if max_per_class is None or len(group) <= max_per_class else group.sample(max_per_class, random_state=seed)
-        for _, group in frame.groupby("label")
-    ])
+    sample = frame if max_per_class is None else _sample(frame, max_per_class, seed)
     measured, sums = _inspect_all(sample, workers, progress)
     inspected = {label: int(n) for label, n in measured["label"].value_counts().sort_index().items()}
     notes = []
@@ -198,6 +198,19 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     if max(counts.values()) > 1.5 * min(counts.values()):
         notes.append(f"classes are unbalanced ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
     return AuditReport(counts, inspected, checks, warnings, notes, found)
+
+
+def _sample(frame: pd.DataFrame, max_per_class: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of each (label, source): its share of `max_per_class`, but no fewer than `MIN_PER_SOURCE`."""
+    import pandas as pd
+
+    sizes = frame["label"].value_counts()
+    floor = min(MIN_PER_SOURCE, max_per_class)
+    parts = []
+    for (label, _), group in frame.groupby(["label", "source"], sort=True):
+        take = min(len(group), max(floor, math.ceil(max_per_class * len(group) / sizes[label])))
+        parts.append(group.sample(take, random_state=seed) if take < len(group) else group)
+    return pd.concat(parts)
 
 
 def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
@@ -255,8 +268,8 @@ def _unchecked_sources(frame: pd.DataFrame, measured: pd.DataFrame) -> list[str]
     if small.empty:
         return []
     listed = ", ".join(f"{source} ({row['real']} real, {row['ai']} ai)" for source, row in small.iterrows())
-    return [f"source(s) too small to check alone, under {MIN_PER_SOURCE} inspected images of a class: {listed}; "
-            "a larger --max-per-class inspects more where the manifest has them"]
+    return [f"source(s) too small to check alone, under {MIN_PER_SOURCE} inspected images of a class: {listed} "
+            f"(fewer in the manifest, unreadable, or --max-per-class under {MIN_PER_SOURCE})"]
 
 
 def _border_check(averages: dict[str, np.ndarray]) -> Check:
