@@ -113,6 +113,13 @@ def test_cuda_runs_say_at_once_that_there_is_no_gpu(args):
     assert done.stderr.splitlines()[-1].endswith(("needs a CUDA GPU and none is visible", "add cpu to --devices"))
 
 
+def test_cpu_threads_prints_a_row_per_runtime_thread_count_and_batch(tmp_path, image_factory):
+    image = image_factory.file(tmp_path / "a.jpg", "JPEG", (150, 130), seed=0)
+    done = _run("cpu_threads.py", "--image", str(image), "--threads", "1", "--runtimes", "torch", "--batch", "2", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    assert "| torch | 1 thread(s) | 1 image |" in done.stdout and "| torch | 1 thread(s) | 2 images |" in done.stdout
+
+
 def test_dataset_scale_times_every_stage_and_finds_no_leak():
     done = _run("dataset_scale.py", "--images", "60", "--distinct", "6", "--rows", "900", "--train-rows", "60",
                 "--audit-per-class", "10", "--workers", "1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import os
 import sys
 from typing import Annotated
 
@@ -64,5 +65,8 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. OpenMP threads (torch's) sleep when idle rather than spin, unless
+    `OMP_WAIT_POLICY` says otherwise: spinning threads starved inference on a busy CPU (a warm one-image
+    predict took 1.5 s with 2 threads instead of 0.06 s; docs/scale.md)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads: no command has imported it yet
     app()
