@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
+
+# As the `fakescope` command does: idle OpenMP threads sleep rather than spin. Set before torch loads, so the
+# processes the tests start (torchrun ranks, Ray actors, recipe and benchmark scripts) inherit it too.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest
