@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shutil
 from dataclasses import replace
 
 import pandas as pd
@@ -25,7 +26,7 @@ from fakescope.train.dataset import balanced_sampler
 
 
 def test_learns_an_easy_task_and_saves_a_calibrated_model(manifest, tmp_path):
-    saved = train(_config(manifest, tmp_path), progress=False)
+    saved = train(_config(manifest, tmp_path, samples_per_epoch=256), progress=False)
     assert saved.metrics["test"]["overall"]["auc"] > 0.85
     assert saved.calibration.method == "temperature" and saved.calibration.temperature > 0
     assert saved.band == (0.3, 0.7)
@@ -238,16 +239,23 @@ def test_an_epoch_smaller_than_one_batch_is_refused_not_left_untrained(manifest,
         train(_config(manifest, tmp_path, samples_per_epoch=8), progress=False)
 
 
-def test_early_stopping_after_patience_epochs_without_a_better_validation_auc(manifest, tmp_path):
-    train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1), progress=False)
-    with open(tmp_path / "metrics.csv") as f:
+@pytest.fixture(scope="module")
+def stopped_early(manifest, tmp_path_factory):
+    """A run of up to 8 epochs that learns nothing (lr 0) with patience 1, trained once for the tests below."""
+    out = tmp_path_factory.mktemp("stopped")
+    train(_config(manifest, out, epochs=8, lr=0.0, patience=1), progress=False)
+    return out
+
+
+def test_early_stopping_after_patience_epochs_without_a_better_validation_auc(stopped_early):
+    with open(stopped_early / "metrics.csv") as f:
         aucs = [float(r["val_auc"]) for r in csv.DictReader(f)]
     stale_at = next(i for i in range(1, 8) if aucs[i] <= max(aucs[:i]))  # first epoch with no gain
     assert len(aucs) == stale_at + 1
 
 
-def test_resuming_a_run_that_stopped_early_trains_no_further(manifest, tmp_path):
-    train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1), progress=False)
+def test_resuming_a_run_that_stopped_early_trains_no_further(manifest, stopped_early, tmp_path):
+    shutil.copytree(stopped_early, tmp_path, dirs_exist_ok=True)  # the shared run stays as trained
     before = (tmp_path / "metrics.csv").read_text()
     assert len(before.splitlines()) < 9  # it stopped early
     train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1, resume=True), progress=False)
@@ -313,15 +321,15 @@ def test_ctrl_c_or_sigterm_mid_epoch_says_how_to_continue_and_resume_finishes_th
     import time
 
     out = tmp_path / "run"
-    cfg = _config(manifest, out, epochs=2, samples_per_epoch=4096, batch_size=8, lr=1e-3)
+    cfg = _config(manifest, out, epochs=2, samples_per_epoch=512, batch_size=8, lr=1e-3)  # 64 steps: seconds
     cfg.to_yaml(tmp_path / "train.yaml")
     proc = subprocess.Popen([sys.executable, "-m", "fakescope", "train", str(tmp_path / "train.yaml"), "--no-progress"],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
     deadline = time.monotonic() + 240
     while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(getattr(signal, signame))  # in the second epoch
+        time.sleep(0.02)
+    proc.send_signal(getattr(signal, signame))  # early in the second epoch
     assert proc.wait(timeout=60) == status
     assert proc.stderr.read() == f"interrupted: continue from the last finished epoch with --resume -o {out}\n"
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1

@@ -38,6 +38,7 @@ def write_easy_manifest(root: Path) -> str:
 
 
 def train_config(manifest: str, out, **changes) -> TrainConfig:
+    """Four steps an epoch: enough for the loop's files and checks; tests of what it learns ask for more draws."""
     base = dict(manifest=manifest, out=str(out), architecture="test_tiny", pretrained=False, crop_size=64,
-                grid=1, epochs=4, batch_size=16, samples_per_epoch=256, lr=0.003, num_workers=0, device="cpu", augment=PLAIN)
+                grid=1, epochs=4, batch_size=16, samples_per_epoch=64, lr=0.003, num_workers=0, device="cpu", augment=PLAIN)
     return TrainConfig(**{**base, **changes})
