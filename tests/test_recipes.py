@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -20,41 +21,56 @@ def _run(script: str, *args: str, cwd: Path | None = None) -> subprocess.Complet
                           timeout=300, env=env, cwd=cwd, check=False)
 
 
-def _fails_cleanly(done: subprocess.CompletedProcess, message: str) -> None:
-    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
-    assert message in done.stderr, done.stderr
+@pytest.fixture
+def fails_cleanly(monkeypatch, capsys):
+    """Run a script in this process as `python script.py ARGS` would (its folder first on sys.path; no new
+    interpreter to import torch again) and check it exits non-zero with `message` on stderr, no traceback."""
+
+    def check(script: str, *args: str, message: str, cwd: Path | None = None) -> None:
+        monkeypatch.syspath_prepend(str(RECIPES))
+        monkeypatch.setattr(sys, "argv", [str(RECIPES / script), *args])
+        if cwd:
+            monkeypatch.chdir(cwd)
+        with pytest.raises(SystemExit) as stop:  # any other exception would have ended in a traceback
+            runpy.run_path(str(RECIPES / script), run_name="__main__")
+        code = stop.value.code
+        stderr = capsys.readouterr().err + (f"{code}\n" if isinstance(code, str) else "")  # as Python prints it
+        assert code not in (0, None) and "Traceback" not in stderr, stderr
+        assert message in stderr, stderr
+
+    return check
 
 
 @pytest.mark.parametrize(("script", "args"), [("prepare.py", ["--out", "out"]), ("independent_style.py", [])])
-def test_a_missing_shared_folder_is_named(script, args, tmp_path):
-    done = _run(script, "--shared", str(tmp_path / "nowhere"), *args, cwd=tmp_path)
-    _fails_cleanly(done, f"error: {tmp_path / 'nowhere'} lacks faces-ffhq128-vs-stylegan2, real-lfw")
+def test_a_missing_shared_folder_is_named(script, args, tmp_path, fails_cleanly):
+    fails_cleanly(script, "--shared", str(tmp_path / "nowhere"), *args, cwd=tmp_path,
+                  message=f"error: {tmp_path / 'nowhere'} lacks faces-ffhq128-vs-stylegan2, real-lfw")
 
 
-def test_prepare_refuses_to_do_nothing_or_step_2_without_step_1(tmp_path):
-    _fails_cleanly(_run("prepare.py", "--out", str(tmp_path)), "nothing to do")
-    _fails_cleanly(_run("prepare.py", "--out", str(tmp_path), "--taef2", str(tmp_path)), "run step 1 (--shared) first")
+def test_prepare_refuses_to_do_nothing_or_step_2_without_step_1(tmp_path, fails_cleanly):
+    fails_cleanly("prepare.py", "--out", str(tmp_path), message="nothing to do")
+    fails_cleanly("prepare.py", "--out", str(tmp_path), "--taef2", str(tmp_path), message="run step 1 (--shared) first")
 
 
 @pytest.mark.parametrize("script", ["linear_probe.py", "select_recipe.py"])
-def test_a_missing_prepared_manifest_is_one_line(script, tmp_path):
+def test_a_missing_prepared_manifest_is_one_line(script, tmp_path, fails_cleanly):
     args = ["--out", str(tmp_path / "out")] if script == "select_recipe.py" else []
-    _fails_cleanly(_run(script, *args, cwd=tmp_path), "error: data/default/manifest.csv: no such file or folder")
+    fails_cleanly(script, *args, cwd=tmp_path, message="error: data/default/manifest.csv: no such file or folder")
 
 
-def test_gpu_sweep_names_an_unknown_variant(tmp_path):
-    _fails_cleanly(_run("gpu_sweep.py", "--out", str(tmp_path), "--variants", "shipped,nope"), "unknown variant(s) nope")
+def test_gpu_sweep_names_an_unknown_variant(tmp_path, fails_cleanly):
+    fails_cleanly("gpu_sweep.py", "--out", str(tmp_path), "--variants", "shipped,nope", message="unknown variant(s) nope")
 
 
 @pytest.mark.parametrize(("script", "run"), [("gpu_sweep.py", "crop160"), ("select_recipe.py", "without-stylegan2")])
-def test_a_rerun_into_an_out_holding_runs_is_refused_before_any_trains(script, run, tmp_path):
+def test_a_rerun_into_an_out_holding_runs_is_refused_before_any_trains(script, run, tmp_path, fails_cleanly):
     (tmp_path / "out" / run).mkdir(parents=True)
     (tmp_path / "out" / run / "checkpoint.pt").write_bytes(b"an earlier run")
     (tmp_path / "data" / "default").mkdir(parents=True)
     (tmp_path / "data" / "default" / "manifest.csv").write_text("uri,label,split\na.png,real,train\n")
-    done = _run(script, "--out", str(tmp_path / "out"), cwd=tmp_path)
-    _fails_cleanly(done, f"error: {tmp_path / 'out' / run} already holds a training run (checkpoint.pt); continue it "
-                         "with --resume or replace it with --overwrite")
+    fails_cleanly(script, "--out", str(tmp_path / "out"), cwd=tmp_path,
+                  message=f"error: {tmp_path / 'out' / run} already holds a training run (checkpoint.pt); continue it "
+                          "with --resume or replace it with --overwrite")
 
 
 def _mini_shared(root: Path) -> Path:
@@ -90,9 +106,9 @@ def test_independent_style_takes_the_same_number_of_faces_of_each_class(tmp_path
     assert "ffhq 1," in done.stdout and "thispersondoesnotexist 1" in done.stdout, done.stdout
 
 
-def test_small_inputs_names_a_missing_manifest(tmp_path):
-    _fails_cleanly(_run("small_inputs.py", "data/default/manifest.csv", cwd=tmp_path),
-                   "error: data/default/manifest.csv: no such file or folder")
+def test_small_inputs_names_a_missing_manifest(tmp_path, fails_cleanly):
+    fails_cleanly("small_inputs.py", "data/default/manifest.csv", cwd=tmp_path,
+                  message="error: data/default/manifest.csv: no such file or folder")
 
 
 def test_small_inputs_prints_one_row_per_manifest_with_both_policies(tmp_path):
