@@ -26,9 +26,8 @@ def _epochs(folder: Path) -> list[int]:
         return [int(r["epoch"]) for r in csv.DictReader(f)]
 
 
-def test_training_into_a_finished_run_is_refused_in_one_line_and_keeps_it(manifest, tmp_path):
-    run = tmp_path / "run"
-    train(train_config(manifest, run, epochs=1), progress=False)
+def test_training_into_a_finished_run_is_refused_in_one_line_and_keeps_it(manifest, tmp_path, one_epoch_run):
+    run = one_epoch_run(tmp_path / "run")
     weights = (run / "model" / "model.safetensors").read_bytes()
     result = CliRunner().invoke(app, ["train", manifest, "-o", str(run), "--no-progress"])
     assert result.exit_code == 2, result.output
@@ -39,8 +38,8 @@ def test_training_into_a_finished_run_is_refused_in_one_line_and_keeps_it(manife
     assert (run / "model" / "model.safetensors").read_bytes() == weights and _epochs(run) == [0]
 
 
-def test_a_run_killed_before_it_finished_is_refused_too(manifest, tmp_path):
-    train(train_config(manifest, tmp_path, epochs=1), progress=False)
+def test_a_run_killed_before_it_finished_is_refused_too(manifest, tmp_path, one_epoch_run):
+    one_epoch_run(tmp_path)
     shutil.rmtree(tmp_path / "model")  # as if killed after the first checkpoint
     (tmp_path / "metrics.json").unlink()
     held = re.escape(REFUSED.format("train_config.yaml, checkpoint.pt, best.pt, metrics.csv"))
@@ -72,8 +71,8 @@ def test_the_recorded_config_neither_resumes_nor_overwrites_when_reused(manifest
     train(TrainConfig.from_yaml(tmp_path / "a" / "train_config.yaml", resume=True), progress=False)
 
 
-def test_an_overwrite_that_fails_mid_run_keeps_the_old_model_and_none_of_its_other_files(manifest, tmp_path):
-    train(train_config(manifest, tmp_path, epochs=1), progress=False)
+def test_an_overwrite_that_fails_mid_run_keeps_the_old_model_and_none_of_its_other_files(manifest, tmp_path, one_epoch_run):
+    one_epoch_run(tmp_path)
     weights = (tmp_path / "model" / "model.safetensors").read_bytes()
     with pytest.raises(ConfigError, match="training diverged in epoch 1"):
         train(train_config(manifest, tmp_path, epochs=2, lr=1e8, overwrite=True), progress=False)
@@ -82,8 +81,8 @@ def test_an_overwrite_that_fails_mid_run_keeps_the_old_model_and_none_of_its_oth
     assert TrainConfig.from_yaml(tmp_path / "train_config.yaml").lr == 1e8
 
 
-def test_an_overwrite_refused_before_training_leaves_the_old_run_whole(manifest, tmp_path):
-    train(train_config(manifest, tmp_path, epochs=1), progress=False)
+def test_an_overwrite_refused_before_training_leaves_the_old_run_whole(manifest, tmp_path, one_epoch_run):
+    one_epoch_run(tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     with pytest.raises(ConfigError, match="is less than one batch of 16"):
         train(train_config(manifest, tmp_path, overwrite=True, samples_per_epoch=8), progress=False)

@@ -69,8 +69,8 @@ def test_resume_continues_from_the_last_checkpoint(manifest, tmp_path):
     assert yaml.safe_load((tmp_path / "train_config.yaml").read_text())["epochs"] == 3
 
 
-def test_resume_refuses_another_recipe_or_other_rows_but_takes_more_epochs(manifest, tmp_path):
-    train(_config(manifest, tmp_path / "run", epochs=1), progress=False)
+def test_resume_refuses_another_recipe_or_other_rows_but_takes_more_epochs(manifest, tmp_path, one_epoch_run):
+    one_epoch_run(tmp_path / "run")
     recorded = (tmp_path / "run" / "train_config.yaml").read_text()
     fewer = os.path.join(os.path.dirname(manifest), "fewer.csv")  # beside it: its uris are relative
     rows = pd.read_csv(manifest)
@@ -92,8 +92,8 @@ def test_resume_in_a_folder_without_a_checkpoint_warns_that_it_starts_over(manif
     assert f"nothing to resume in {tmp_path / 'typo'} (no checkpoint.pt): training from the first epoch" in caplog.text
 
 
-def test_resume_logs_each_epoch_once_when_killed_between_the_log_and_the_checkpoint(manifest, tmp_path):
-    train(_config(manifest, tmp_path, epochs=1), progress=False)
+def test_resume_logs_each_epoch_once_when_killed_between_the_log_and_the_checkpoint(manifest, tmp_path, one_epoch_run):
+    one_epoch_run(tmp_path)
     after_epoch_0 = (tmp_path / "checkpoint.pt").read_bytes()
     train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
     (tmp_path / "checkpoint.pt").write_bytes(after_epoch_0)  # epoch 1 logged, its checkpoint never written
@@ -119,8 +119,8 @@ def test_tensorboard_shows_each_epoch_once_after_a_resume_or_a_rerun(manifest, t
     assert [e.step for e in events.Scalars("val_auc")] == [0, 1, 2]
 
 
-def test_resume_from_a_truncated_checkpoint_is_refused_in_one_line(manifest, tmp_path):
-    train(_config(manifest, tmp_path / "run", epochs=1), progress=False)
+def test_resume_from_a_truncated_checkpoint_is_refused_in_one_line(manifest, tmp_path, one_epoch_run):
+    one_epoch_run(tmp_path / "run")
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     for damaged in (checkpoint.read_bytes()[:2000], b""):
         checkpoint.write_bytes(damaged)
@@ -141,9 +141,9 @@ class _Planted:
         return (os.mkdir, (str(self.marker),))
 
 
-def test_resume_never_runs_code_planted_in_a_checkpoint(manifest, tmp_path):
+def test_resume_never_runs_code_planted_in_a_checkpoint(manifest, tmp_path, one_epoch_run):
     """A run folder from elsewhere may hold a pickle that runs code; checkpoints hold tensors and plain values."""
-    train(_config(manifest, tmp_path / "run", epochs=1), progress=False)
+    one_epoch_run(tmp_path / "run")
     checkpoint, marker = tmp_path / "run" / "checkpoint.pt", tmp_path / "planted"
     state = torch.load(checkpoint, weights_only=True)
     torch.save({**state, "best_auc": _Planted(marker)}, checkpoint)
@@ -152,8 +152,8 @@ def test_resume_never_runs_code_planted_in_a_checkpoint(manifest, tmp_path):
     assert not marker.exists()
 
 
-def test_a_run_killed_while_saving_its_checkpoint_keeps_the_previous_one(manifest, tmp_path, monkeypatch):
-    train(_config(manifest, tmp_path, epochs=1), progress=False)
+def test_a_run_killed_while_saving_its_checkpoint_keeps_the_previous_one(manifest, tmp_path, monkeypatch, one_epoch_run):
+    one_epoch_run(tmp_path)
     save = torch.save
 
     def killed_midway(state, path):
@@ -169,8 +169,8 @@ def test_a_run_killed_while_saving_its_checkpoint_keeps_the_previous_one(manifes
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
 
 
-def test_resume_keeps_the_columns_of_an_older_metrics_file(manifest, tmp_path):
-    train(_config(manifest, tmp_path, epochs=1), progress=False)
+def test_resume_keeps_the_columns_of_an_older_metrics_file(manifest, tmp_path, one_epoch_run):
+    one_epoch_run(tmp_path)
     metrics = tmp_path / "metrics.csv"
     lines = metrics.read_text().splitlines()
     metrics.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")  # as written before the lr column
