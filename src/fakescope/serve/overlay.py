@@ -39,3 +39,10 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 95) -> bytes:
+    """Encode a PIL image as an RGB JPEG (what Streamlit shows a PIL image as; given these bytes it encodes nothing)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

@@ -20,6 +20,7 @@ import os
 import tempfile
 from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import streamlit as st
@@ -38,7 +39,7 @@ from fakescope.serve.generation import generate_from_upload, openai_client, publ
 from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
 from fakescope.serve.origins import app_host_refusal
 from fakescope.serve.uploads import score_uploads
-from fakescope.serve.overlay import display_copy, heatmap_overlay
+from fakescope.serve.overlay import display_copy, heatmap_overlay, jpeg_bytes
 from fakescope.serve.paths import RootFolder, app_root, confined
 from fakescope.serve.report_view import report_contents
 
@@ -89,23 +90,40 @@ def anonymous() -> bool:
     return os.environ.get(APP_ANONYMOUS_ENV) == "1"
 
 
-def score(items: list[tuple[str, bytes]]) -> list[tuple[Detection, Image.Image | None]]:
-    """Each image's detection (with heatmap) and display copy, remembered per image for this session (reruns are free).
+class Shown(NamedTuple):
+    """A detection with its image's display copy and heatmap overlay as JPEG bytes (None for a failed one)."""
+
+    detection: Detection
+    image: bytes | None = None
+    overlay: bytes | None = None
+
+
+def shown(detection: Detection, image: Image.Image | None) -> Shown:
+    """Draw and encode once what the page shows of an image: a rerun only sends the same bytes again."""
+    if image is None or detection.error:
+        return Shown(detection)
+    copy = display_copy(image)
+    return Shown(detection, jpeg_bytes(copy), jpeg_bytes(heatmap_overlay(copy, detection.heatmap)))
+
+
+def score(items: list[tuple[str, bytes]]) -> list[Shown]:
+    """Each image's detection (with heatmap), shown, remembered per image for this session (reruns are free).
 
     New images are scored in batches (`serve.uploads.score_uploads`: at most the pixel limit decoded at
-    a time); only display copies are kept, not the full-size pixels.
+    a time); only the encoded display copies are kept, not the full-size pixels.
     """
     cache: dict = st.session_state.setdefault("detections", {})
     keys = [hashlib.sha256(data).hexdigest() for _, data in items]
     new = list({key: item for key, item in zip(keys, items) if key not in cache}.items())
     if new:
         for index, detection, image in score_uploads(detector(), [item for _, item in new], max_pixels(), heatmap=True):
-            cache[new[index][0]] = (detection, None if image is None else display_copy(image))
+            cache[new[index][0]] = shown(detection, image)
     return [cache[k] for k in keys]
 
 
-def show_detection(name: str, detection: Detection, image: Image.Image | None) -> None:
+def show_detection(name: str, view: Shown) -> None:
     """Verdict, P(ai), reason and evidence, with the image (a display copy) and its heatmap overlay side by side."""
+    detection = view.detection
     st.markdown(f"#### {name}")
     if detection.error:
         st.error(f"{name}: {detection.error}")
@@ -114,8 +132,8 @@ def show_detection(name: str, detection: Detection, image: Image.Image | None) -
     st.markdown(f"Verdict: :{colour}[**{detection.verdict}**] &nbsp; P(ai) = **{detection.probability:.3f}**")
     st.caption(detection.reason or "")
     left, right = st.columns(2)
-    left.image(image, caption="image", width="stretch")
-    right.image(heatmap_overlay(image, detection.heatmap), caption="heatmap: per-tile P(ai)", width="stretch")
+    left.image(view.image, caption="image", width="stretch")
+    right.image(view.overlay, caption="heatmap: per-tile P(ai)", width="stretch")
     st.dataframe(pd.DataFrame([e.to_dict() for e in detection.evidence])[["kind", "score", "detail"]], hide_index=True)
 
 
@@ -146,9 +164,9 @@ def detector_page() -> None:
     with st.spinner("Scoring..."):
         scored = score(items)
     records = []
-    for (name, _), (detection, image) in zip(items, scored):
-        show_detection(name, detection, image)
-        records.append({**detection.to_dict(), "path": name})
+    for (name, _), view in zip(items, scored):
+        show_detection(name, view)
+        records.append({**view.detection.to_dict(), "path": name})
     left, right = st.columns(2)
     left.download_button("Download CSV", records_csv(records), "fakescope-results.csv", "text/csv")
     right.download_button("Download JSON", json.dumps(records, indent=2), "fakescope-results.json", "application/json")
@@ -182,10 +200,10 @@ def generator_page() -> None:
         return
     real_col, ai_col = st.columns(2)
     with real_col:
-        show_detection(f"real: {result['name']}", *score([(result["name"], result["real"])])[0])
+        show_detection(f"real: {result['name']}", score([(result["name"], result["real"])])[0])
     with ai_col:
-        for index, output in enumerate(result["outputs"]):  # a few Mpx at most, as the Images API makes them
-            show_detection(f"generated #{index + 1}", output.detection, display_copy(decode_image(output.data).image))
+        for index, view in enumerate(result["shown"]):
+            show_detection(f"generated #{index + 1}", view)
     st.session_state.setdefault("dataset_folder", os.environ.get("FAKESCOPE_DATASET_DIR", str(root() / "data" / "generated")))
     folder = st.text_input("Dataset folder", key="dataset_folder")
     if st.button("Save both to the dataset"):
@@ -221,11 +239,12 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
         with st.spinner("Generating..."):
             outputs = generate_from_upload(data, config, folder, client=client, filename=name,
                                            detect=lambda b: scorer.predict(b, heatmap=True))
+            views = [shown(o.detection, decode_image(o.data).image) for o in outputs]  # a few Mpx at most, as the API makes them
     except (OSError, FakescopeError) as exc:  # a full disk too; the page names no temporary path, the log does
         log.warning("generation failed: %s", exc)
         st.error(f"Generation failed: {public_error(str(exc))}")
         return
-    st.session_state["generated"] = {"name": name, "real": data, "outputs": outputs, "config": config}
+    st.session_state["generated"] = {"name": name, "real": data, "outputs": outputs, "shown": views, "config": config}
 
 
 def report_page() -> None:
