@@ -37,9 +37,14 @@ def composites() -> list[tuple[Image.Image, bool]]:
     return made
 
 
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    """The bundled detector, loaded once for every method."""
+    return Detector.load(device="cpu", provenance=False)
+
+
 @pytest.mark.parametrize("method, at_least", [("tiles", 14), ("gradcam", 14), ("cam", 14), ("gradcam++", 11)])
-def test_heat_is_higher_on_the_stylegan2_half(composites, method, at_least):
-    detector = Detector.load(device="cpu", provenance=False)
+def test_heat_is_higher_on_the_stylegan2_half(composites, detector, method, at_least):
     hits = 0
     for image, fake_right in composites:
         heat = detector.explain(image, method)
