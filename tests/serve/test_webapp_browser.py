@@ -205,6 +205,8 @@ def test_generator_page_generates_scores_and_saves(app_url, page, images_api, st
     page.get_by_text("generated #1").wait_for(timeout=45_000)
     sent = images_api.requests[-1]  # the default: a current model's edit of the whole photo, at its own size
     assert images_api.billable == 1 and (sent["endpoint"], sent["model"], sent["image"]) == ("edits", "gpt-image-2.6-flare", (160, 120))
+    # the pair's last verdict comes a moment after its heading: wait for both rather than read at once
+    sync_api.expect(page.locator("main")).to_contain_text(re.compile(r"Verdict:[\s\S]*Verdict:"), timeout=30_000)
     assert len(_verdicts(page)) == 2
     page.get_by_role("button", name="Save both to the dataset").click()
     page.get_by_text("Saved the real image and 1 ai image(s)").wait_for(timeout=45_000)
