@@ -18,11 +18,11 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from fakescope.data.manifest import MANIFEST_SUFFIXES, read_table, require_columns
-from fakescope.detector import Detector
 from fakescope.errors import ConfigError, StorageError, reason_about
 from fakescope.io.inputs import path_text
 from fakescope.scale.records import (
@@ -37,6 +37,9 @@ from fakescope.scale.records import (
     write_part,
     writing_to,
 )
+
+if TYPE_CHECKING:  # the type only: listing and reading results need no torch
+    from fakescope.detector import Detector
 
 
 @dataclass(frozen=True)
