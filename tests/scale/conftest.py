@@ -1,9 +1,11 @@
-"""Generated image folders, a shared bundled-model detector and a folder that takes no more files, for the scale tests."""
+"""Generated image folders, a shared bundled-model detector, a folder that takes no more files and a shared local
+Ray, for the scale tests."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 import subprocess
 
 import numpy as np
@@ -13,10 +15,8 @@ from PIL import Image
 SIZES = [(300, 200), (90, 70), (256, 256), (400, 120), (150, 333), (64, 64)]
 
 
-@pytest.fixture
-def image_folder(tmp_path):
-    """Six noise images (JPEG and PNG, some smaller than a tile), a nested one and a broken file."""
-    folder = tmp_path / "images"
+def _write_images(folder: Path) -> Path:
+    """Six noise images (JPEG and PNG, some smaller than a tile), a nested one and a broken file, in `folder`."""
     (folder / "nested").mkdir(parents=True)
     rng = np.random.default_rng(7)
     for i, (w, h) in enumerate(SIZES):
@@ -25,6 +25,18 @@ def image_folder(tmp_path):
     Image.fromarray(rng.integers(0, 256, (120, 130, 3), dtype=np.uint8)).save(folder / "nested" / "deep.jpg", quality=80)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return folder
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """`_write_images` in a folder of this test's."""
+    return _write_images(tmp_path / "images")
+
+
+@pytest.fixture(scope="module")
+def module_image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`_write_images` in a folder shared by a module's tests, which only read it."""
+    return _write_images(tmp_path_factory.mktemp("module") / "images")
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +72,33 @@ def full_folder(tmp_path):
         yield folder, "No space left on device", (folder / "filler").unlink
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture(scope="module")
+def _ray_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The working folder of the shared local Ray's workers; the Ray is shut down when the module's tests are done."""
+    ray = pytest.importorskip("ray")
+    yield tmp_path_factory.mktemp("ray-home")
+    ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(_ray_home: Path) -> str:
+    """The GCS address of a local loopback Ray (2 + 1 CPUs), started as `ray_scan` starts one (10-20 s) and kept
+    for the module's tests that do not test Ray's own start-up: `ray_scan` joins it and leaves it running.
+    Its workers work in a folder of their own, not in the tests' working folder."""
+    import ray
+
+    from fakescope.scale.ray_scan import _connect
+
+    if not ray.is_initialized():
+        with contextlib.chdir(_ray_home):
+            assert _connect(None, 2, 200 * 2**20)
+    return ray.get_runtime_context().gcs_address
+
+
+@pytest.fixture
+def no_local_ray() -> None:
+    """No Ray in this process (the shared one is shut down): for tests of what a call that starts Ray does."""
+    ray = pytest.importorskip("ray")
+    ray.shutdown()

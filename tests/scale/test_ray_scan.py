@@ -18,11 +18,11 @@ pytest.importorskip("ray")
 from fakescope.errors import ConfigError, StorageError
 from fakescope.scale.ray_scan import LOOPBACK_ENV, _for_actors, ray_scan
 from fakescope.scale.records import read_results
-from fakescope.scale.scan import scan, scan_sources
+from fakescope.scale.scan import ScanSummary, scan, scan_sources
 
 
 @pytest.mark.slow
-def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector):
+def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector, local_ray):
     latin1 = os.fsdecode(os.path.join(os.fsencode(image_folder), b"caf\xe9.png"))  # stored as "caf\\udce9.png"
     os.rename(image_folder / "img0.png", latin1)
     sources = list(scan_sources([str(image_folder)]))
@@ -58,12 +58,12 @@ def test_a_part_the_folder_refuses_is_one_line_naming_it_and_no_temporary(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_write_task_that_fails_is_one_line_and_the_folder_resumes(image_folder, full_folder, detector):
+def test_a_write_task_that_fails_is_one_line_and_the_folder_resumes(image_folder, full_folder, detector, local_ray):
     folder, reason, free = full_folder
     code = ("import sys\nfrom fakescope.cli import main\n"
             f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(folder)!r}, '--engine', 'ray', "
             "'--actors', '1', '--no-provenance', '--device', 'cpu']\nmain()\n")
-    done = _fresh_python(code, timeout=240)
+    done = _fresh_python(code, timeout=240, RAY_ADDRESS=local_ray)  # joins the shared Ray: its start is tested below
     assert done.returncode == 2, done.stderr[-2000:]
     assert _without_core_worker_lines(done.stderr) == [f"error: cannot write results to {folder}: {reason}"]
     assert not list(folder.glob("*part*"))
@@ -84,21 +84,14 @@ def _fresh_python(code: str, timeout: float, **env_vars: str) -> subprocess.Comp
 
 
 @pytest.mark.slow
-def test_a_relative_model_path_reaches_actors_working_in_another_folder(image_folder, tmp_path):
+def test_a_relative_model_path_reaches_actors_working_in_another_folder(image_folder, tmp_path, local_ray, monkeypatch):
     from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL
 
     shutil.copytree(BUNDLED_DIR / DEFAULT_MODEL, tmp_path / "models" / "mine")
-    (tmp_path / "elsewhere").mkdir()
     images = [str(image_folder / f"img{i}.jpg") for i in (1, 3)]
-    code = (f"import os\nos.chdir({str(tmp_path / 'elsewhere')!r})\n"
-            "from fakescope.scale.ray_scan import _connect, ray_scan\n"
-            "_connect(None, 1, 100 * 2**20)\n"  # Ray and its workers start here, and the scan joins it
-            f"os.chdir({str(tmp_path / 'models')!r})\n"
-            f"print(ray_scan({images!r}, {str(tmp_path / 'out')!r}, actors=1, name_or_path='mine', "
-            "device='cpu', workers=1, provenance=False))\n")
-    done = _fresh_python(code, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines()[-1] == "ScanSummary(scanned=2, failed=0, skipped=0)"
+    monkeypatch.chdir(tmp_path / "models")  # the shared Ray's workers work in a folder of their own, where 'mine' is not
+    assert ray_scan(images, tmp_path / "out", actors=1, name_or_path="mine", device="cpu", workers=1,
+                    provenance=False) == ScanSummary(scanned=2, failed=0, skipped=0)
 
 
 def test_bundled_names_and_hub_references_reach_actors_as_given(tmp_path, monkeypatch):
@@ -141,7 +134,7 @@ def test_an_unreachable_cluster_is_one_line_not_a_long_retry(image_folder, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # Ray Data would wait for the GPUs forever
-def test_more_gpus_than_the_local_ray_has_is_one_line_not_a_wait_forever(image_folder, tmp_path):
+def test_more_gpus_than_the_local_ray_has_is_one_line_not_a_wait_forever(image_folder, tmp_path, no_local_ray):
     import torch
 
     per_actor = torch.cuda.device_count() + 1  # more than this machine has, even for one actor
@@ -168,7 +161,7 @@ def test_ray_address_in_the_environment_is_the_cluster_to_join(image_folder, tmp
     assert done.stderr == f"error: cannot reach the Ray cluster at {address}: Connection refused\n"
 
 
-def test_address_auto_without_a_running_cluster_is_one_line(image_folder, tmp_path):
+def test_address_auto_without_a_running_cluster_is_one_line(image_folder, tmp_path, no_local_ray):
     from ray._private.services import find_gcs_addresses
 
     if find_gcs_addresses():

@@ -38,18 +38,24 @@ def _same_rows(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(ours.drop(columns="evidence"), theirs.drop(columns="evidence"), rtol=0, atol=1e-4)
 
 
-def test_the_local_engine_scans_a_plugin_architecture_on_both_runtimes(plugin_env, image_folder, tmp_path):
+@pytest.fixture(scope="module")
+def torch_rows(plugin_env, module_image_folder, tmp_path_factory) -> pd.DataFrame:
+    """The local engine's rows for `module_image_folder` on the torch runtime: what the other runs must equal."""
     env, model = plugin_env
-    torch_rows = _scan(image_folder, tmp_path / "torch", model, env, "--runtime", "torch")
-    onnx_rows = _scan(image_folder, tmp_path / "onnx", model, env, "--runtime", "onnx")
+    return _scan(module_image_folder, tmp_path_factory.mktemp("torch") / "out", model, env, "--runtime", "torch")
+
+
+def test_the_local_engine_scans_a_plugin_architecture_on_both_runtimes(plugin_env, module_image_folder, torch_rows, tmp_path):
+    env, model = plugin_env
+    onnx_rows = _scan(module_image_folder, tmp_path / "onnx", model, env, "--runtime", "onnx")
     assert set(torch_rows["model"]) == {"qa"} and torch_rows["score"].notna().sum() == 7
     _same_rows(onnx_rows, torch_rows)
 
 
 @pytest.mark.slow
-def test_the_ray_engine_scans_a_plugin_architecture_in_its_actors(plugin_env, image_folder, tmp_path):
+def test_the_ray_engine_scans_a_plugin_architecture_in_its_actors(plugin_env, module_image_folder, torch_rows, tmp_path):
     pytest.importorskip("ray")
     env, model = plugin_env
-    local = _scan(image_folder, tmp_path / "local", model, env, "--runtime", "torch")
-    distributed = _scan(image_folder, tmp_path / "ray", model, env, "--runtime", "onnx", "--engine", "ray", "--actors", "1")
-    _same_rows(distributed, local)
+    distributed = _scan(module_image_folder, tmp_path / "ray", model, env, "--runtime", "onnx", "--engine", "ray",
+                        "--actors", "1")
+    _same_rows(distributed, torch_rows)
