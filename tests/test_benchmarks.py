@@ -1,8 +1,12 @@
-"""The benchmark scripts still run (tiny sizes; the figures themselves are not checked)."""
+"""The benchmark scripts still run (tiny sizes; the figures themselves are not checked).
+
+Those that only time calls in their own process run here, as `python SCRIPT` runs them, sparing a
+Python start and the torch import each; those that start processes, Ray or a server run as scripts."""
 
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +23,33 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=300, env=env)
 
 
+@pytest.fixture
+def run_here(monkeypatch, capsys):
+    """`_run` in this process: `script` runs as `__main__` with `args` as its command line (benchmarks/ first on
+    sys.path, as for a script); its exit code is 0 or the one it exits with (a `sys.exit` message goes to stderr
+    with code 1, as the interpreter does)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / script), *args])
+        try:
+            runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+            if isinstance(code, str):
+                print(code, file=sys.stderr)
+                code = 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(sys.argv, code, out, err)
+
+    return run
+
+
 @pytest.mark.slow
-def test_detect_throughput_prints_every_runtime_and_grid():
+def test_detect_throughput_prints_every_runtime_and_grid(run_here):
     pytest.importorskip("onnxruntime")
-    done = _run("detect_throughput.py", "--images", "4", "--batch-size", "4", "--grids", "1", "--no-compile")
+    done = run_here("detect_throughput.py", "--images", "4", "--batch-size", "4", "--grids", "1", "--no-compile")
     assert done.returncode == 0, done.stderr
     assert "decode only:" in done.stdout
     for label in ("torch fp32, grid 3", "torch bf16, grid 3", "onnx fp32, grid 3", "onnx fp32, grid 1"):
@@ -30,25 +57,25 @@ def test_detect_throughput_prints_every_runtime_and_grid():
     assert done.stdout.count("x decode-only") == 4
 
 
-def test_decode_agreement_compares_both_decoders(image_factory, tmp_path):
+def test_decode_agreement_compares_both_decoders(image_factory, tmp_path, run_here):
     for i in range(3):
         image_factory.file(tmp_path / f"{i}.jpg", "JPEG", (150, 130), seed=i)
-    done = _run("decode_agreement.py", "--folder", str(tmp_path), "--device", "cpu", "--workers", "1")
+    done = run_here("decode_agreement.py", "--folder", str(tmp_path), "--device", "cpu", "--workers", "1")
     assert done.returncode == 0, done.stderr
     assert "3 scored by both" in done.stdout and "max 0.0000" in done.stdout  # libjpeg-turbo both ways on a CPU
 
 
 @pytest.mark.slow
-def test_train_speed_prints_a_row_per_model():
-    done = _run("train_speed.py", "--steps", "1", "--warmup", "0", "--batch-size", "2", "--devices", "cpu",
+def test_train_speed_prints_a_row_per_model(run_here):
+    done = run_here("train_speed.py", "--steps", "1", "--warmup", "0", "--batch-size", "2", "--devices", "cpu",
                 "--models", "efficientnet_lite0,spectral_lr")
     assert done.returncode == 0, done.stderr
     assert "| efficientnet_lite0 | 112 |" in done.stdout and "| spectral_lr |" in done.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: gpu.py would run for real")
-def test_gpu_benchmark_says_it_needs_a_gpu():
-    done = _run("gpu.py", "--compile")
+def test_gpu_benchmark_says_it_needs_a_gpu(run_here):
+    done = run_here("gpu.py", "--compile")
     assert done.returncode != 0 and "needs a CUDA GPU" in done.stderr
 
 
@@ -61,14 +88,14 @@ def test_gpu_session_stops_at_once_without_a_gpu(tmp_path):
     assert not (tmp_path / "session" / "log.txt").exists()
 
 
-def test_host_overhead_times_the_host_work_of_device_decoding():
-    done = _run("host_overhead.py", "--images", "12", "--batch-size", "36", "--repeats", "1", "--provenance")
+def test_host_overhead_times_the_host_work_of_device_decoding(run_here):
+    done = run_here("host_overhead.py", "--images", "12", "--batch-size", "36", "--repeats", "1", "--provenance")
     assert done.returncode == 0, done.stderr
     assert "provenance on" in done.stdout and "us of host time an image" in done.stdout
 
 
-def test_profile_detect_prints_operator_tables():
-    done = _run("profile_detect.py", "--images", "6", "--batch-size", "18", "--workers", "1", "--rows", "5")
+def test_profile_detect_prints_operator_tables(run_here):
+    done = run_here("profile_detect.py", "--images", "6", "--batch-size", "18", "--workers", "1", "--rows", "5")
     assert done.returncode == 0, done.stderr
     assert "images/s under the profiler" in done.stdout and "Self CPU" in done.stdout
 
@@ -107,8 +134,8 @@ def test_scan_resume_times_listing_resume_and_read_back():
     ("profile_detect.py", "--device", "cuda", "--images", "2"),
     ("train_speed.py", "--devices", "cuda"),
 ])
-def test_cuda_runs_say_at_once_that_there_is_no_gpu(args):
-    done = _run(*args)
+def test_cuda_runs_say_at_once_that_there_is_no_gpu(args, run_here):
+    done = run_here(*args)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].endswith(("needs a CUDA GPU and none is visible", "add cpu to --devices"))
 
