@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,11 @@ def refusing_api():
     api.stop()
 
 
-def _run(tmp_path: Path, *args: str, **env: str) -> str:
+def _run(tmp_path: Path, cache: str, *args: str, **env: str) -> str:
     environment = {**os.environ, "OPENAI_API_KEY": OPENAI_SECRET, "AWS_ACCESS_KEY_ID": AWS_KEY_ID,
                    "AWS_SECRET_ACCESS_KEY": AWS_SECRET, "FAKESCOPE_API_TOKEN": TOKEN_SECRET,
                    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}", "AWS_MAX_ATTEMPTS": "1",
-                   "FAKESCOPE_CACHE": str(tmp_path / "cache"), "NO_COLOR": "1", **env}
+                   "FAKESCOPE_CACHE": str(tmp_path / cache), "NO_COLOR": "1", **env}
     done = subprocess.run([sys.executable, "-m", "fakescope", *args], cwd=tmp_path, env=environment,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode != 0, done.stdout + done.stderr  # each of these runs fails
@@ -55,13 +56,15 @@ def _assert_nowhere(output: str, folder: Path) -> None:
 def test_failing_generate_and_storage_calls_keep_every_secret_out(refusing_api, tmp_path):
     photo = tmp_path / "photo.png"
     Image.new("RGB", (64, 48), (10, 120, 200)).save(photo)
-    outputs = [
-        _run(tmp_path, "generate", "openai", str(photo), "-o", str(tmp_path / "out"), "--model", "dall-e-2",
-             "--size", "256x256", OPENAI_BASE_URL=refusing_api.base_url),  # the key is refused
-        _run(tmp_path, "generate", "openai", str(photo), "-o", str(tmp_path / "out2"),
-             OPENAI_BASE_URL=f"http://127.0.0.1:{_closed_port()}/v1"),  # the API is down
-        _run(tmp_path, "detect", "s3://bucket/photo.png"),  # the S3 endpoint is down
+    runs = [  # side by side, each with its own cache folder (all of them under tmp_path, which is searched)
+        (("generate", "openai", str(photo), "-o", str(tmp_path / "out"), "--model", "dall-e-2", "--size", "256x256"),
+         {"OPENAI_BASE_URL": refusing_api.base_url}),  # the key is refused
+        (("generate", "openai", str(photo), "-o", str(tmp_path / "out2"), "--max-retries", "1"),  # one retry, not 4 backoffs
+         {"OPENAI_BASE_URL": f"http://127.0.0.1:{_closed_port()}/v1"}),  # the API is down
+        (("detect", "s3://bucket/photo.png"), {}),  # the S3 endpoint is down
     ]
+    with ThreadPoolExecutor(len(runs)) as pool:
+        outputs = list(pool.map(lambda i: _run(tmp_path, f"cache{i}", *runs[i][0], **runs[i][1]), range(len(runs))))
     assert "the API key was refused" in outputs[0]
     assert all(text.strip() for text in outputs)
     _assert_nowhere("\n".join(outputs), tmp_path)
