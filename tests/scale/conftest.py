@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def full_folder(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def _ray_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _ray_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The working folder of the shared local Ray's workers; the Ray is shut down when the module's tests are done."""
     ray = pytest.importorskip("ray")
     yield tmp_path_factory.mktemp("ray-home")
