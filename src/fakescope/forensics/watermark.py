@@ -107,8 +107,8 @@ def read_watermarks(images: Sequence[torch.Tensor], *, max_pixels: int = 2**25) 
         per_batch = max(1, max_pixels // (h * w))
         for start in range(0, len(indices), per_batch):
             part = indices[start:start + per_batch]
-            batch = torch.stack([images[i] for i in part])
-            votes = torch.stack([block_bit_votes(batch.flip(-3)), block_bit_votes(batch)], 1).cpu().numpy()
+            batch = torch.stack([images[i] for i in part]) if len(part) > 1 else images[part[0]][None]  # one: no copy
+            votes = _votes_in_both_orders(batch).cpu().numpy()
             for i, image_votes in zip(part, votes):
                 results[i] = _evidence(dict(zip(("bgr", "rgb"), image_votes)))
     return results
@@ -146,7 +146,20 @@ def block_bit_votes(encoder_input: torch.Tensor) -> torch.Tensor:
         (..., blocks) booleans.
     """
     rows, cols = encoder_input.shape[-2] // 4 * 4, encoder_input.shape[-1] // 4 * 4
-    u = u_channel(encoder_input[..., :rows, :cols]).double()
+    return _block_votes(u_channel(encoder_input[..., :rows, :cols]))
+
+
+def _votes_in_both_orders(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 2, blocks) `block_bit_votes` of (..., 3, H, W) RGB pixels handed to the encoder as BGR, then as RGB
+    (the channels converted once, not flipped into a copy)."""
+    rows, cols = rgb.shape[-2] // 4 * 4, rgb.shape[-1] // 4 * 4
+    r, g, b = rgb[..., :rows, :cols].to(torch.int32).unbind(-3)
+    return torch.stack([_block_votes(_u_plane(b, g, r)), _block_votes(_u_plane(r, g, b))], -2)  # a plane at a time: in cache
+
+
+def _block_votes(u: torch.Tensor) -> torch.Tensor:
+    """(..., blocks) bits from (..., H, W) U planes (H, W multiples of 4): Haar band, 4x4 blocks, quantiser."""
+    u = u.double()
     half = _HAAR * u[..., 0::2, :] + _HAAR * u[..., 1::2, :]  # pywt.dwt2's approximation band: rows first, then columns
     approx = _HAAR * half[..., 0::2] + _HAAR * half[..., 1::2]
     br, bc = approx.shape[-2] // _BLOCK, approx.shape[-1] // _BLOCK
@@ -158,9 +171,13 @@ def block_bit_votes(encoder_input: torch.Tensor) -> torch.Tensor:
 
 def u_channel(bgr: torch.Tensor) -> torch.Tensor:
     """The U plane of OpenCV's 8-bit `COLOR_BGR2YUV` (its 14-bit fixed point, bit for bit) of (..., 3, H, W) pixels."""
-    b, g, r = bgr.to(torch.int32).unbind(-3)
-    y = (b * 1868 + g * 9617 + r * 4899 + 8192) >> 14
-    return (((b - y) * 8061 + (128 << 14) + 8192) >> 14).clamp_(0, 255)
+    return _u_plane(*bgr.to(torch.int32).unbind(-3))
+
+
+def _u_plane(b: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """`u_channel` of int32 planes, computed in place on one temporary (every sum stays positive, so the shift floors)."""
+    y = (b * 1868).add_(g, alpha=9617).add_(r, alpha=4899).add_(8192).bitwise_right_shift_(14)
+    return y.sub_(b).mul_(-8061).add_((128 << 14) + 8192).bitwise_right_shift_(14).clamp_(0, 255)
 
 
 def decode_bits(block_bits: np.ndarray, length: int) -> np.ndarray:
