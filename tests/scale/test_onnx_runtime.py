@@ -47,7 +47,9 @@ def test_onnx_detector_scores_match_torch(image_folder, detector):
 
 def test_onnx_threads_are_the_sessions(image_folder):
     one = Detector.load(device="cpu", provenance=False, runtime="onnx", threads=1)
-    assert one.model.network.session.get_session_options().intra_op_num_threads == 1
+    options = one.model.network.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # idle threads sleep
     default = Detector.load(device="cpu", provenance=False, runtime="onnx")
     sources = list(scan_sources([str(image_folder)]))
     assert [r.probability for r in one.predict(sources)] == pytest.approx([r.probability for r in default.predict(sources)], abs=1e-5)

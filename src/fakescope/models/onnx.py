@@ -40,8 +40,10 @@ class OnnxNetwork:
     """Runs an exported network through onnxruntime; called like the `nn.Module` it replaces.
 
     Takes a float (N, 3, H, W) tensor and returns the (N,) logits as a CPU float tensor.
-    `threads` sets onnxruntime's intra-op threads (default: its own choice, one per core).
-    `path` is the ONNX file, or its bytes for an export held in memory (`self.path` is then None).
+    `threads` sets onnxruntime's intra-op threads (default: its own choice, one per core); idle,
+    they sleep instead of spinning, which on a busy CPU took the cores from the decoding threads
+    (docs/scale.md). `path` is the ONNX file, or its bytes for an export held in memory (`self.path`
+    is then None).
     """
 
     def __init__(self, path: str | os.PathLike | bytes, *, threads: int | None = None):
@@ -49,6 +51,7 @@ class OnnxNetwork:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         self.path = None if isinstance(path, bytes) else Path(path)
