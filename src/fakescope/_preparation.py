@@ -69,7 +69,8 @@ def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenan
         if defer_jpegs and data is not None and (deferred := defer_jpeg(source, data, policy, provenance)):
             return deferred
         loaded = load_input(item, data)
-        tiles = make_tiles(loaded.image, policy)
+        pixels = np.array(loaded.image)  # out of PIL once, for the tiles and the watermark alike
+        tiles = make_tiles(pixels, policy)
     except StorageUnavailableError:  # not this input's fault: the caller stops (a scan resumes from here)
         raise
     except FakescopeError as exc:  # the record names the source: its error does not again
@@ -78,7 +79,7 @@ def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenan
     if provenance:
         from fakescope.forensics import collect_evidence
 
-        evidence = collect_evidence(loaded.data, loaded.image)
+        evidence = collect_evidence(loaded.data, torch.from_numpy(pixels).permute(2, 0, 1))
     prepared = Prepared(source, loaded.width, loaded.height, loaded.format, tiles, evidence)
     if slot is not None:
         nhwc = tiles.pixels.permute(0, 2, 3, 1).numpy()  # the layout make_tiles cut them in: contiguous

@@ -46,6 +46,17 @@ def test_tiles_cover_the_whole_image_at_native_resolution():
     assert covered.all()
 
 
+@pytest.mark.parametrize("size", [(300, 250), (90, 70), (150, 60)])  # tiled; upscaled; upscaled strip
+@pytest.mark.parametrize("upscale_small", [True, False])
+def test_an_array_is_tiled_as_its_image(size, upscale_small):
+    pixels = np.random.default_rng(1).integers(0, 256, (*size[::-1], 3), dtype=np.uint8)
+    policy = InputPolicy(crop_size=112, grid=3, upscale_small=upscale_small)
+    from_array, from_image = make_tiles(pixels, policy), make_tiles(Image.fromarray(pixels), policy)
+    assert torch.equal(from_array.pixels, from_image.pixels)
+    assert (from_array.boxes, from_array.image_size, from_array.scale) == (
+        from_image.boxes, from_image.image_size, from_image.scale)
+
+
 def test_tiles_pickle_by_value():
     tiles = make_tiles(Image.new("RGB", (300, 250), (9, 8, 7)), InputPolicy(crop_size=112, grid=2))
     payload = ForkingPickler.dumps(tiles)  # what a decoding process sends back

@@ -72,12 +72,13 @@ def normalize(x: torch.Tensor, policy: InputPolicy) -> torch.Tensor:
     return (x - mean) / std
 
 
-def make_tiles(image: Image.Image, policy: InputPolicy) -> Tiles:
-    """Cut an RGB image into its tiles (uint8, un-normalised)."""
-    w, h = image.size
+def make_tiles(image: Image.Image | np.ndarray, policy: InputPolicy) -> Tiles:
+    """Cut an RGB image (PIL, or its HxWx3 uint8 array) into its tiles (uint8, un-normalised)."""
+    h, w = image.shape[:2] if isinstance(image, np.ndarray) else image.size[::-1]
     c, scale = policy.crop_size, 1.0
     if min(h, w) < c and policy.upscale_small:
         scale = c / min(h, w)
+        image = image if isinstance(image, Image.Image) else Image.fromarray(image)
         image = image.resize((max(c, round(w * scale)), max(c, round(h * scale))), Image.BICUBIC)
     arr = np.asarray(image, dtype=np.uint8)
     sh, sw = arr.shape[:2]
