@@ -29,7 +29,8 @@ def evaluate(
     examples: Annotated[int, typer.Option(min=0, help="Example images shown in the report.")] = 12,
     attributes: Annotated[str | None, typer.Option(
         help="Comma-separated attribute columns to slice by (default: all low-cardinality extras).")] = None,
-    figure: Annotated[list[str] | None, typer.Option(help="Extra figure for the report as TITLE=PNG_PATH; repeatable.")] = None,
+    figure: Annotated[list[str] | None, typer.Option(
+        help="Extra figure for the report as TITLE=PATH to a PNG or JPEG; repeatable.")] = None,
     explain: Annotated[bool, typer.Option(
         "--explain/--no-explain", help="Add UMAP, mosaic and Grad-CAM figures (fakescope.explain) to the report.")] = False,
     device: DeviceOpt = "auto",
@@ -175,7 +176,7 @@ def _figure_pair(text: str) -> tuple[str, str]:
 
     title, sep, path = text.partition("=")
     if not sep or not Path(path).is_file():
-        raise ConfigError(f"--figure expects TITLE=PATH to an existing PNG, got {text!r}")
+        raise ConfigError(f"--figure expects TITLE=PATH to an existing PNG or JPEG, got {text!r}")
     figure_data_uri(path)  # not a PNG or JPEG: say so now, not after scoring
     return title, path
 
