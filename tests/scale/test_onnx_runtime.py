@@ -172,6 +172,8 @@ def test_export_to_an_unwritable_path_is_a_one_line_error(tmp_path, where):
     result = CliRunner().invoke(app, ["export", "--onnx", str(tmp_path / where)])
     assert result.exit_code == 2 and result.output.startswith(f"error: cannot write {tmp_path / where}: ")
     assert result.output.count("\n") == 1
+    if where.startswith("file"):  # it said "File exists", as if x.onnx were there
+        assert result.output.endswith(f": {tmp_path / 'file'} is a file, not a folder\n")
 
 
 def test_runtime_errors_are_clean():

@@ -80,7 +80,9 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
         path.parent.mkdir(parents=True, exist_ok=True)
         _export(network, str(tmp), tile_size)
         os.replace(tmp, path)
-    except OSError as exc:  # a read-only or full disk, a file where a folder should be
+    except FileExistsError as exc:  # mkdir's word for a file where the folder should be: "File exists"
+        raise StorageError(f"cannot write {path}: {exc.filename} is a file, not a folder") from None
+    except OSError as exc:  # a read-only or full disk, a file further up
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
