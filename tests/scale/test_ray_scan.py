@@ -49,6 +49,18 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
         assert all(abs(a["score"] - b["score"]) <= 2e-6 for a, b in zip(ours, theirs))
 
 
+def test_a_folder_of_another_models_rows_is_refused_before_ray_starts(image_folder, tmp_path, detector):
+    from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL
+
+    sources = list(scan_sources([str(image_folder)]))
+    scan(sources, tmp_path / "out", detector)
+    shutil.copytree(BUNDLED_DIR / DEFAULT_MODEL, tmp_path / "renamed", ignore=shutil.ignore_patterns("MODEL_CARD.md"))
+    config = json.loads((tmp_path / "renamed" / "config.json").read_text())
+    (tmp_path / "renamed" / "config.json").write_text(json.dumps({**config, "name": "renamed"}))
+    with pytest.raises(ConfigError, match="holds scores of model 'fakescope-default', not 'renamed'"):
+        ray_scan(sources, tmp_path / "out", address="127.0.0.1:1", name_or_path=str(tmp_path / "renamed"))
+
+
 def test_a_part_the_folder_refuses_is_one_line_naming_it_and_no_temporary(tmp_path, detector):
     from fakescope.scale.records import detections_to_table, write_part
 

@@ -48,6 +48,27 @@ def test_rerun_skips_done_sources_and_adds_only_new_ones(image_folder, tmp_path,
     assert scan(sources, tmp_path / "out", detector).scanned == 0
 
 
+def test_a_rerun_with_another_model_is_refused_rather_than_skipping_the_first_models_rows(image_folder, tmp_path, detector):
+    """A rerun into a folder another model wrote skipped every path in it, leaving the first model's scores as the answer."""
+    import shutil
+
+    from fakescope.models.bundle import BUNDLED_DIR
+
+    scan(scan_sources([str(image_folder)]), tmp_path / "out", detector)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(BUNDLED_DIR / "fakescope-default", renamed, ignore=shutil.ignore_patterns("MODEL_CARD.md"))
+    config = json.loads((renamed / "config.json").read_text())
+    (renamed / "config.json").write_text(json.dumps({**config, "name": "renamed"}))
+    parts = part_files(tmp_path / "out")
+    result = CliRunner().invoke(app, ["scan", str(image_folder), "--out", str(tmp_path / "out"), "--model", str(renamed),
+                                      "--device", "cpu", "--no-provenance"])
+    assert result.exit_code == 2 and result.output == (
+        f"error: {tmp_path / 'out'} holds scores of model 'fakescope-default', not 'renamed': a rerun skips the images it "
+        "holds, so give this model its own --out\n")
+    assert part_files(tmp_path / "out") == parts
+    assert scan(scan_sources([str(image_folder)]), tmp_path / "out", detector).skipped == 8  # the same model resumes
+
+
 def test_a_source_listed_twice_is_scanned_once_and_not_counted_as_done_before(image_folder, tmp_path, detector):
     sources = list(scan_sources([str(image_folder)]))
     twice = sources + sources[:3]

@@ -79,13 +79,13 @@ def ray_scan(
     """
     folder = results_folder(out)
     recover_journals(folder)
-    done = done_sources(folder)
+    model = load_model(name := detector_kwargs.get("name_or_path"), lazy=True)  # a wrong name fails here, not in every actor
+    done = done_sources(folder, model=model.config.name)
     sources = list(dict.fromkeys(map(source_key, sources)))  # rows store, and resume on, these keys
     pending = [s for s in sources if path_text(s) not in done]  # rows store non-UTF-8 names escaped
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))
-    model = load_model(name := detector_kwargs.get("name_or_path"), lazy=True)  # a wrong name fails here, not in every actor
     detector_kwargs["name_or_path"] = _for_actors(name, model.location)
     started = _connect(address, actors * cpus_per_actor, object_store_memory, verbose)
     import ray

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fakescope.detection import Detection
-from fakescope.errors import StorageError
+from fakescope.errors import ConfigError, StorageError
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
 
@@ -151,21 +151,26 @@ def remove_temporaries(out: str | Path) -> int:
     return len(leftovers)
 
 
-def done_sources(out: str | Path) -> set[str]:
+def done_sources(out: str | Path, model: str | None = None) -> set[str]:
     """Every `path` already written to a part of the results folder, as `source_key`s (older versions
     stored local paths as given: a relative one is taken from the current folder).
 
     Raises:
         StorageError: a part is not a readable results table (damaged, or another file).
+        ConfigError: `model` is given and a row was scored by another model (a rerun would skip its paths).
     """
     done: set[str] = set()
     for part in part_files(out):
         try:
-            done.update(map(source_key, pq.read_table(part, columns=["path"]).column("path").to_pylist()))
+            table = pq.read_table(part, columns=["path", "model"])
         except (pa.ArrowException, OSError) as exc:
             reason = str(exc).partition("\n")[0]  # Arrow's may go on to list a schema
             raise StorageError(f"{part} is not a readable part of the results ({reason}); "
                                "move it out of the folder to score its images again") from None
+        if model is not None and (other := set(table.column("model").unique().to_pylist()) - {model, None}):
+            raise ConfigError(f"{out} holds scores of model {sorted(other)[0]!r}, not {model!r}: a rerun skips the "
+                              "images it holds, so give this model its own --out")
+        done.update(map(source_key, table.column("path").to_pylist()))
     return done
 
 

@@ -71,7 +71,7 @@ def scan(
     """
     folder = results_folder(out)
     recover_journals(folder)
-    todo = _Pending(sources, done_sources(folder))
+    todo = _Pending(sources, done_sources(folder, model=detector.name))
     scanned = failed = 0
     with _PartWriter(folder, rows_per_part) as writer:
         results = detector.stream(todo)
