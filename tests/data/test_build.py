@@ -98,6 +98,20 @@ def test_an_unreadable_file_is_skipped_with_a_warning_naming_it_once(faces_layou
         f"skipping {root / 'fake' / 'dangling.png'}: no such file or folder"]
 
 
+def test_a_damaged_or_unknown_file_is_skipped_with_a_warning_that_says_why(faces_layout, tmp_path, caplog):
+    """The warning said only "not a readable image (OSError)"."""
+    root = tmp_path / "set"
+    os.makedirs(root / "fake")
+    os.symlink(faces_layout / "real", root / "real", target_is_directory=True)
+    (root / "fake" / "cut.jpg").write_bytes(encode(smooth_image(4), "JPEG")[:40])  # the header cut short
+    (root / "fake" / "text.png").write_bytes(b"not an image")
+    (root / "fake" / "ok.png").write_bytes(encode(smooth_image(5), "PNG"))
+    assert build_from_folders(str(root))["uri"].str.endswith("/fake/ok.png").sum() == 1
+    assert sorted(r.getMessage() for r in caplog.records if "skipping" in r.getMessage()) == [
+        f"skipping {root / 'fake' / 'cut.jpg'}: not a readable image (Truncated File Read)",
+        f"skipping {root / 'fake' / 'text.png'}: not a readable image (unrecognised format)"]
+
+
 def test_a_real_image_copied_into_fake_is_reported_as_labelled_both_ways(faces_layout, tmp_path, caplog):
     root = tmp_path / "set"
     os.makedirs(root / "fake" / "sd")

@@ -53,8 +53,10 @@ def describe_image(data: bytes) -> dict[str, object]:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             pil_format = image.format
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ImageLoadError(f"not a readable image ({type(exc).__name__})") from None
+    except UnidentifiedImageError:  # its message names only a BytesIO
+        raise ImageLoadError("not a readable image (unrecognised format)") from None
+    except OSError as exc:  # a damaged header: Pillow's reason, such as "Truncated File Read"
+        raise ImageLoadError(f"not a readable image ({exc})") from None
     return {
         "width": width,
         "height": height,
