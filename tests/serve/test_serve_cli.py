@@ -15,6 +15,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.serve import config as serve_config
+
+CHECK_PORT_FREE = serve_config.check_port_free
+
+
+@pytest.fixture(autouse=True)
+def _default_ports_may_be_taken(monkeypatch):
+    """The tests below that stop short of serving use the default ports, which a developer's own server may hold;
+    the port check is tested on its own (test_a_port_in_use_is_one_line_before_serving)."""
+    monkeypatch.setattr(serve_config, "check_port_free", lambda host, port: None)
 
 
 @pytest.mark.slow  # starts a process that loads the model
@@ -327,3 +337,21 @@ def test_app_process_beyond_loopback_is_refused_before_streamlit_starts(tmp_path
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: refusing to serve the web app on 0.0.0.0") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["serve", "app"])
+def test_a_port_in_use_is_one_line_before_serving(command, monkeypatch):
+    """uvicorn printed '[Errno 98] address already in use' among its log lines after the model loaded, and exited 3."""
+    from fakescope.cli import serve as cli_serve
+
+    monkeypatch.setattr(serve_config, "check_port_free", CHECK_PORT_FREE)
+    monkeypatch.setattr(cli_serve.os, "execve", lambda *args: pytest.fail("Streamlit started on a taken port"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, [command, "--port", str(port), "--device", "cpu"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output == (f"error: port {port} on 127.0.0.1 is already in use (another server?): "
+                             "choose another with --port\n")
+    CHECK_PORT_FREE("127.0.0.1", port)  # free again once let go

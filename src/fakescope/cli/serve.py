@@ -55,7 +55,7 @@ def serve(
         import uvicorn
 
         from fakescope.serve import ServeConfig, create_app
-        from fakescope.serve.config import ANONYMOUS_FLAG, for_host
+        from fakescope.serve.config import ANONYMOUS_FLAG, check_port_free, for_host
         from fakescope.serve.connections import uvicorn_options
         from fakescope.serve.origins import any_host_warning
 
@@ -67,6 +67,7 @@ def serve(
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
         config = for_host(config, host, allow_anonymous=allow_anonymous)  # before the model loads: a refusal is quick
         detector = config.load_detector()  # before uvicorn, so a bad --model is one clean line
+        check_port_free(host, port)
         if not config.generation:
             typer.echo(f"warning: serving on {host} without FAKESCOPE_API_TOKEN ({ANONYMOUS_FLAG}): anyone who can reach "
                        "this port can score images; /v1/generate and /v1/jobs are off (403) until a token is set", err=True)
@@ -97,7 +98,7 @@ def app(
         import streamlit  # noqa: F401 - missing: one line naming the extra, not a failed subprocess
 
         from fakescope.serve import webapp_command
-        from fakescope.serve.config import APP_ANONYMOUS_ENV, app_is_anonymous
+        from fakescope.serve.config import APP_ANONYMOUS_ENV, app_is_anonymous, check_port_free
         from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, any_host_warning, checked_host
         from fakescope.serve.paths import ROOT_ENV, app_root
 
@@ -108,6 +109,7 @@ def app(
                ROOT_ENV: str(app_root(root)), APP_ANONYMOUS_ENV: "1" if anonymous else "0",
                APP_ALLOWED_HOSTS_ENV: ",".join(allowed), MIN_FREE_ENV: str(min_free_mb),
                **({"FAKESCOPE_MODEL": model} if model else {})}
+        check_port_free(host, port)
         if warning := any_host_warning(allowed, "app"):
             typer.echo(warning, err=True)
         os.execve(command[0], command, env)  # Streamlit takes this process: a SIGTERM to it stops the server

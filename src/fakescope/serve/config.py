@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -142,3 +144,21 @@ def _check_origin(origin: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc or origin != f"{parts.scheme}://{parts.netloc}":
         raise ConfigError(f"CORS origin {origin!r}: expected scheme://host[:port] with no path or trailing slash "
                           "(as https://app.example.com), or *")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse in one line a port another server listens on (uvicorn and Streamlit say so among their log lines, after
+    the model has loaded). Bound as they bind (SO_REUSEADDR), on every address `host` names, then let go."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return  # checked_host named a bad --host already; a name that does not resolve is the server's to report
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigError(f"port {port} on {host} is already in use (another server?): "
+                                      "choose another with --port") from None
