@@ -56,7 +56,7 @@ class Lease:
             return
         self.store = storage.get_storage(self.uri)
         if scheme == "s3":
-            self._acquire()
+            self._acquire_s3()
         else:
             self._acquire_drive()
         self._thread.start()
@@ -84,7 +84,8 @@ class Lease:
         if self.lost:
             raise StorageError(self.lost)
 
-    def _acquire(self) -> None:
+    def _acquire_s3(self) -> None:
+        """Make the lease object, or take over one whose holder died; else raise naming its holder."""
         if self._put():  # the run's first look at `out`
             return
         try:
@@ -94,15 +95,14 @@ class Lease:
             if self._put():
                 return
             raise
-        try:
-            holder = json.loads(body)
-        except ValueError:  # damaged: its age still frees it
-            holder = {}
-        holder = holder if isinstance(holder, dict) else {}
-        age = (head.server_now - head.modified).total_seconds()
-        if (age >= self.seconds or _dead_here(holder)) and self._put(head.etag):  # its holder died
+        holder, age = _holder(body), (head.server_now - head.modified).total_seconds()
+        if self._dead(holder, age) and self._put(head.etag):
             return
         raise self._held(holder, age)
+
+    def _dead(self, holder: dict, age: float) -> bool:
+        """Whether a lease `age` seconds old was let lapse, or made by a process of this machine that no longer runs."""
+        return age >= self.seconds or _dead_here(holder)
 
     def _held(self, holder: dict, age: float) -> StorageError:
         return StorageError(
@@ -112,6 +112,7 @@ class Lease:
         )
 
     def _acquire_drive(self) -> None:
+        """Make this run's own lease file; delete it and raise naming the holder where an older live one is listed."""
         self._id, now = self.store.create_twin(self.uri, self._body())
         try:
             older = self._older_live(now)
@@ -130,13 +131,12 @@ class Lease:
                 return None
             age = (now - twin["modifiedTime"]).total_seconds()
             try:
-                holder = json.loads(self.store.read_id(twin["id"], self.uri))
+                body = self.store.read_id(twin["id"], self.uri)
             except StorageUnavailableError:
                 raise
-            except (StorageError, ValueError):  # deleted meanwhile, or damaged: its age still frees it
-                holder = {}
-            holder = holder if isinstance(holder, dict) else {}
-            if age < self.seconds and not _dead_here(holder):
+            except StorageError:  # deleted meanwhile: its age still frees it
+                body = b""
+            if not self._dead(holder := _holder(body), age):
                 return holder, age
             self.store.delete_id(twin["id"], self.uri)  # its holder died
         raise StorageError(f"the lease file this run made, {self.uri}, is gone (taken for a dead run's): try again")
@@ -180,6 +180,15 @@ class Lease:
             return False
         self._etag = written
         return True
+
+
+def _holder(body: bytes) -> dict:
+    """Who a lease file names (host, pid); {} where it is damaged (its age still frees it)."""
+    try:
+        holder = json.loads(body)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def _dead_here(holder: dict) -> bool:
