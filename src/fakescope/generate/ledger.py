@@ -95,7 +95,7 @@ class Ledger:
 
     Example:
         >>> ledger = Ledger("/tmp/fakescope-demo.sqlite")  # doctest: +SKIP
-        >>> ledger.state("abc:variation:dall-e-2:0f:0")     # doctest: +SKIP
+        >>> ledger.get("abc:variation:dall-e-2:0f:0")       # doctest: +SKIP
     """
 
     def __init__(self, path: str | os.PathLike, *, claim: bool = False):
@@ -140,11 +140,6 @@ class Ledger:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE key = ?", (key,)).fetchone()
         return JobRecord(*row) if row else None
 
-    def state(self, key: str) -> str | None:
-        """The job's state, or None if unknown."""
-        record = self.get(key)
-        return record.state if record else None
-
     def add(self, key: str, source: str, source_sha256: str, mode: str, model: str, params_hash: str, index: int) -> None:
         """Register a job as `pending` unless it is already known (a non-UTF-8 `source` is kept escaped)."""
         with self._lock:
@@ -185,12 +180,6 @@ class Ledger:
         """Estimated cost of every billed image (USD), done or lost, over all the runs that used this ledger."""
         with self._lock:
             return self._db.execute("SELECT COALESCE(SUM(cost), 0) FROM jobs").fetchone()[0]
-
-    def counts(self) -> dict[str, int]:
-        """Number of jobs per state."""
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
-        return dict(rows)
 
     def spool_path(self, key: str) -> Path:
         """Where the response bytes of job `key` are parked until the job is `done`."""
