@@ -306,34 +306,48 @@ def request_image(
     """
     import openai
 
+    try:
+        response = _send(client, config, source, prompt)
+    except openai.APIStatusError as exc:
+        if (refusal := _refusal(exc, config.model)) is not None:
+            raise refusal from exc
+        raise
+    usage = response.usage.model_dump(exclude_none=True) if getattr(response, "usage", None) else None
+    return _image_bytes(response.data[0], client.base_url), usage
+
+
+def _send(client, config: OpenAIImagesConfig, source: bytes | None, prompt: str | None):
+    """The API's answer to one request for one image: dall-e-2's variations endpoint, an edit, or a generation."""
     options: dict[str, Any] = {"model": config.model, "n": 1, "size": config.size}
     if config.legacy:  # GPT image models refuse it: they always answer base64
         options["response_format"] = config.response_format or "b64_json"
     if config.quality and not (config.mode == "variation" and config.legacy):
         options["quality"] = config.quality
-    try:
-        if config.mode == "variation" and config.legacy:
-            quiet_variation_warning()
-            response = client.images.create_variation(image=prepare_upload(source, config), **options)
-        elif config.mode in ("edit", "variation"):
-            upload = prepare_upload(source, config)
-            if (mask := config.edit_mask(Image.open(io.BytesIO(upload[1])).size)) is not None:
-                options["mask"] = mask
-            if config.input_fidelity is not None:
-                options["input_fidelity"] = config.input_fidelity
-            response = client.images.edit(image=upload, prompt=config.edit_prompt, **options)
-        else:
-            response = client.images.generate(prompt=prompt, **options)
-    except openai.APIStatusError as exc:
-        code = getattr(exc, "code", None)
-        if code in ACCOUNT_EXHAUSTED:  # every later request would be refused alike
-            raise ConfigError(f"the OpenAI account cannot pay for more images ({code}): {_api_message(exc)}") from exc
-        if code == "model_not_found" or isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError,
-                                                          openai.NotFoundError)):
-            raise ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc, config.model)}") from exc
-        raise
-    usage = response.usage.model_dump(exclude_none=True) if getattr(response, "usage", None) else None
-    return _image_bytes(response.data[0], client.base_url), usage
+    if config.mode == "variation" and config.legacy:
+        quiet_variation_warning()
+        return client.images.create_variation(image=prepare_upload(source, config), **options)
+    if config.mode == "generate":
+        return client.images.generate(prompt=prompt, **options)
+    upload = prepare_upload(source, config)
+    if (mask := config.edit_mask(Image.open(io.BytesIO(upload[1])).size)) is not None:
+        options["mask"] = mask
+    if config.input_fidelity is not None:
+        options["input_fidelity"] = config.input_fidelity
+    return client.images.edit(image=upload, prompt=config.edit_prompt, **options)
+
+
+def _refusal(exc, model: str) -> ConfigError | None:
+    """The error that stops a run for a refusal no later request can get past (the account, the key, the model,
+    the endpoint); None for one that may pass (a rate limit, a bad image)."""
+    import openai
+
+    code = getattr(exc, "code", None)
+    if code in ACCOUNT_EXHAUSTED:  # every later request would be refused alike
+        return ConfigError(f"the OpenAI account cannot pay for more images ({code}): {_api_message(exc)}")
+    if code == "model_not_found" or isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError,
+                                                      openai.NotFoundError)):
+        return ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc, model)}")
+    return None
 
 
 def quiet_variation_warning() -> None:
