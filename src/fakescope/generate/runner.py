@@ -316,14 +316,10 @@ def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = 
         stems = [(f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest()[:8]) for number, prompt in _prompts(src)]
     else:
         stems = [(source_stem(uri), None) for uri in image_uris(src, exclude=out, split=split)]
-    tail = f"-{config.model}-{config.mode}-{config.params_hash()[:6]}-"
-    names = re.compile(rf"(.*)-([0-9a-f]{{8}}){re.escape(tail)}(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
-    listed = storage.list_files(out, recursive=False) if storage.exists(out) else ()
+    names = _output_names(config)
     held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[3]))
-                   for uri in listed if (match := names.search(uri.rsplit("/", 1)[-1])))
-    blank = f"-{'0' * 8}{tail}"  # a name's stem is cut to fit, as _output_uri cuts it
-    wanted = Counter((output_name(stem, f"{blank}{index}.png").removesuffix(f"{blank}{index}.png"), digest, index)
-                     for stem, digest in stems for index in range(config.n))
+                   for uri in _listing(out) if (match := names.search(uri.rsplit("/", 1)[-1])))
+    wanted = Counter((_cut_stem(stem, config, index), digest, index) for stem, digest in stems for index in range(config.n))
     made = sum(min(count, held[key]) for key, count in wanted.items())
     return len(stems), len(stems) * config.n - made, made
 
@@ -411,8 +407,29 @@ def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig,
 
 
 def _output_uri(job: Job, out: str, config: OpenAIImagesConfig, extension: str) -> str:
-    tail = f"-{job.source_sha256[:8]}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{job.index}.{extension}"
-    return storage.join(out, output_name(job.stem, tail))
+    return storage.join(out, output_name(job.stem, _name_tail(config, job.source_sha256[:8], job.index, extension)))
+
+
+def _name_tail(config: OpenAIImagesConfig, sha8: str, index: int, extension: str) -> str:
+    """What follows a source's stem in an output's name: `-<sha256[:8]>-<model>-<mode>-<params hash[:6]>-<index>.<ext>`."""
+    return f"-{sha8}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{extension}"
+
+
+def _cut_stem(stem: str, config: OpenAIImagesConfig, index: int) -> str:
+    """`stem` as a PNG output's name holds it (cut to fit, as `_output_uri` cuts it)."""
+    tail = _name_tail(config, "0" * 8, index, "png")
+    return output_name(stem, tail).removesuffix(tail)
+
+
+def _output_names(config: OpenAIImagesConfig) -> re.Pattern:
+    """Matches the names `_output_uri` gives `config`'s outputs; groups: stem, sha256[:8], index."""
+    tail = re.escape(f"-{config.model}-{config.mode}-{config.params_hash()[:6]}-")
+    return re.compile(rf"(.*)-([0-9a-f]{{8}}){tail}(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
+
+
+def _listing(out: str) -> list[str]:
+    """The files directly in `out` (one paged listing); none where it does not exist yet."""
+    return list(storage.list_files(out, recursive=False)) if storage.exists(out) else []
 
 
 def _row(job: Job, uri: str, loaded: LoadedImage, config: OpenAIImagesConfig, usage: dict | None = None) -> dict:
@@ -439,19 +456,17 @@ class _Made:
     def files(self) -> set[str]:
         """The files `out` held when first asked."""
         if self._files is None:
-            self._files = set(storage.list_files(self.out, recursive=False)) if storage.exists(self.out) else set()
+            self._files = set(_listing(self.out))
         return self._files
 
     def paid_elsewhere(self, book: Ledger, config: OpenAIImagesConfig) -> set[str]:
         """The images of `config`'s jobs `out` holds that `book` did not pay for (nor has in flight)."""
-        params_hash = config.params_hash()
-        tail = re.compile(rf"-([0-9a-f]{{8}})-{re.escape(config.model)}-{config.mode}-{params_hash[:6]}-(\d+)\."
-                          rf"(?:{'|'.join(OUTPUT_FORMATS)})$")  # as _output_uri names them
+        params_hash, names = config.params_hash(), _output_names(config)
         paid = {(record.source_sha256[:8], record.index) for record in book.jobs()
                 if (record.model, record.mode, record.params_hash) == (config.model, config.mode, params_hash)
                 and (record.state in (DONE, RUNNING) or record.cost > 0)}
-        found = ((uri, tail.search(uri)) for uri in self.files)
-        return {uri for uri, match in found if match and (match[1], int(match[2])) not in paid}
+        found = ((uri, names.search(uri.rsplit("/", 1)[-1])) for uri in self.files)
+        return {uri for uri, match in found if match and (match[2], int(match[3])) not in paid}
 
     def holds(self, uri: str | None) -> bool:
         """Whether the output of a done job still exists: in the listing, else (an output outside `out`) asked for itself."""
