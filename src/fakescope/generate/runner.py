@@ -28,7 +28,7 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.generate._sources import image_uris
 from fakescope.generate.lease import LEASE_SECONDS, Lease
-from fakescope.generate.ledger import DONE, RUNNING, Ledger, job_key
+from fakescope.generate.ledger import DONE, RUNNING, JobRecord, Ledger, job_key
 from fakescope.generate.manifest import (
     MANIFEST_NAME, append_manifest, manifest_row, manifest_rows, output_name, source_stem,
 )
@@ -170,8 +170,7 @@ def run_openai(
     if split is not None and config.mode == "generate":
         raise ConfigError("a split can only be taken from a dataset manifest of images, not from prompts")
     src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
-    budgeted = max_spend is not None or max_total_spend is not None
-    price = config.price() if budgeted else _price_or_zero(config)
+    budget = _Budget.of(config, max_images, max_spend, max_total_spend)
     client = client or make_client()
     check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
     sources = _sources(src, out, config, split)
@@ -184,126 +183,183 @@ def run_openai(
         held.callback(lease.release)
         lease.acquire()
         book = held.enter_context(Ledger(report.ledger, claim=True))
-        made = _Made(out, manifest_name)
-        paid_elsewhere = made.paid_elsewhere(book, config)
-        report.elsewhere = len(paid_elsewhere)
-        report.spent_before = book.spent() + report.elsewhere * price
-        in_flight: dict[Future, Job] = {}
-        executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fakescope-openai")
-
-        def settle(return_when: str) -> None:
-            finished, _ = wait(in_flight, return_when=return_when)
-            outage: StorageUnavailableError | None = None
-            for future in finished:
-                job = in_flight.pop(future)
-                try:
-                    uri, row = future.result()
-                except ConfigError:
-                    raise
-                except LostImageError as exc:  # billed all the same: it counts against the budgets
-                    _failed(book, report, job, exc, cost=price)
-                    continue
-                except Exception as exc:  # recorded per job; the batch goes on
-                    paid = book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed
-                    if isinstance(exc, StorageUnavailableError):  # raised below, so not warned of here
-                        outage = exc
-                    _failed(book, report, job, exc, cost=price if paid else 0.0, warn=outage is not exc)
-                    continue
-                book.mark_done(job.key, uri, price, row)
-                report.done += 1
-                _count_tokens(report, row)
-                report.spent += price
-            if outage is not None:  # the output storage, not an image, failed: pay for no more
-                raise outage
-
-        seen: set[str] = set()
-        flush_at, flushed = time.monotonic() + manifest_every, 0
-        try:
-            for job in _jobs(itertools.chain([first], sources), config, book):
-                if job.key in seen:  # a byte-identical copy of an earlier source: the same images
-                    continue
-                seen.add(job.key)
-                record = book.get(job.key)
-                if record.state == DONE and made.holds(record.output):
-                    report.skipped += 1
-                    continue
-                report.missing += record.state == DONE  # deleted from out since: made again below
-                if (loaded := _spooled(book, job.key)) is not None:  # paid by a run that crashed or could not write it
-                    owed = price if record.state == RUNNING else 0.0  # a failed write was charged when it failed
-                    report.spent_before += owed
-                    try:
-                        uri, row = _finish(job, loaded, out, config, json.loads(record.usage) if record.usage else None)
-                    except FakescopeError as exc:
-                        _failed(book, report, job, exc, charge=owed)
-                        continue
-                    book.mark_done(job.key, uri, owed, row)
-                    report.recovered += 1
-                    _count_tokens(report, row)
-                    continue
-                if (found := made.row(job, config)) is not None:  # made by a run elsewhere, whose ledger this is not
-                    book.mark_done(job.key, found["uri"], price if found["uri"] in paid_elsewhere else 0.0, found)
-                    report.skipped += 1
-                    continue
-                if record.state == RUNNING and not retry_interrupted:
-                    report.unresolved += 1
-                    continue
-                if _over_budget(report, len(in_flight), price, max_images, max_spend, max_total_spend):
-                    report.stopped = "budget"
-                    break
-                while len(in_flight) >= concurrency:
-                    settle(FIRST_COMPLETED)
-                if time.monotonic() >= flush_at and report.done + report.recovered > flushed:
-                    _write_manifest(book, out, manifest_name, report)
-                    flush_at, flushed = time.monotonic() + manifest_every, report.done + report.recovered
-                lease.check()
-                book.mark_running(job.key)
-                in_flight[executor.submit(_execute, client, job, out, config, book)] = job
-            while in_flight:
-                settle(FIRST_COMPLETED)
-        except KeyboardInterrupt:
-            report.stopped = "interrupted"
-            while in_flight:
-                settle(FIRST_COMPLETED)
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
-            _write_manifest(book, out, manifest_name, report)  # one that cannot be written still lets go (below)
+        run = _Run(client, out, config, book, lease, report, budget, concurrency=concurrency,
+                   retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every)
+        run.run(itertools.chain([first], sources))
     if report.missing:
         log.warning("%d image(s) the ledger records as made were no longer in %s: they are made (and paid for) again",
                     report.missing, out)
     return report
 
 
-def _write_manifest(book: Ledger, out: str, manifest_name: str, report: RunReport) -> None:
-    """Merge the rows of every done job into `out`'s manifest."""
-    rows = [json.loads(record.row) for record in book.jobs(DONE) if record.row]
-    if rows:
-        report.manifest = storage.join(out, manifest_name)
-        append_manifest(report.manifest, rows)
+@dataclass(frozen=True)
+class _Budget:
+    """A run's limits, and the price each image it pays for is counted at."""
+
+    price: float
+    max_images: int | None
+    max_spend: float | None
+    max_total_spend: float | None
+
+    @classmethod
+    def of(cls, config: OpenAIImagesConfig, max_images: int | None, max_spend: float | None,
+           max_total_spend: float | None) -> _Budget:
+        """A capped spend needs `config.price()` (ConfigError without one); uncapped, an unknown price counts as 0."""
+        capped = max_spend is not None or max_total_spend is not None
+        price = config.price() if capped else (config.known_price() or 0.0)
+        return cls(price, max_images, max_spend, max_total_spend)
+
+    def exceeded(self, report: RunReport, in_flight: int) -> bool:
+        """Whether one more request, beside the `in_flight` ones, would pass a limit."""
+        if self.max_images is not None and report.done + in_flight + 1 > self.max_images:
+            return True
+        spend = report.spent + (in_flight + 1) * self.price
+        if self.max_spend is not None and spend > self.max_spend + 1e-9:
+            return True
+        return self.max_total_spend is not None and report.spent_before + spend > self.max_total_spend + 1e-9
 
 
-def _price_or_zero(config: OpenAIImagesConfig) -> float:
-    try:
-        return config.price()
-    except ConfigError:
-        return 0.0
+class _Run:
+    """The request loop of one run, with `out`'s lease and the ledger held: each job is settled without a request
+    where it can be (done before, spooled, or made elsewhere), else sent, at most `concurrency` in flight."""
+
+    def __init__(self, client, out: str, config: OpenAIImagesConfig, book: Ledger, lease: Lease, report: RunReport,
+                 budget: _Budget, *, concurrency: int, retry_interrupted: bool, manifest_name: str, manifest_every: float):
+        self.client, self.out, self.config, self.book, self.lease = client, out, config, book, lease
+        self.report, self.budget, self.price = report, budget, budget.price
+        self.concurrency, self.retry_interrupted = concurrency, retry_interrupted
+        self.manifest_name, self.manifest_every = manifest_name, manifest_every
+        self.made = _Made(out, manifest_name)
+        self.paid_elsewhere = self.made.paid_elsewhere(book, config)
+        report.elsewhere = len(self.paid_elsewhere)
+        report.spent_before = book.spent() + report.elsewhere * self.price
+        self.in_flight: dict[Future, Job] = {}
+        self.flush_at, self.flushed = time.monotonic() + manifest_every, 0
+        """When the manifest is next written while images are made, and how many were done at its last write."""
+
+    def run(self, sources: Iterator[tuple[str, str, str, bytes | str]]) -> None:
+        """Settle or send every job of `sources` until a limit stops it; Ctrl-C finishes the requests in flight.
+        The manifest is written at the end whatever happened."""
+        executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fakescope-openai")
+        try:
+            for job in _jobs(sources, self.config, self.book):
+                if self._settled_unpaid(job):
+                    continue
+                if self.budget.exceeded(self.report, len(self.in_flight)):
+                    self.report.stopped = "budget"
+                    break
+                self._send(executor, job)
+            self._drain()
+        except KeyboardInterrupt:
+            self.report.stopped = "interrupted"
+            self._drain()
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+            self._write_manifest()  # one that cannot be written still lets go (in `run_openai`)
+
+    def _settled_unpaid(self, job: Job) -> bool:
+        """Settle `job` without a request where none is needed or wanted; False where it is to be sent."""
+        record = self.book.get(job.key)
+        if record.state == DONE and self.made.holds(record.output):
+            self.report.skipped += 1
+            return True
+        self.report.missing += record.state == DONE  # deleted from out since: made again
+        if (loaded := _spooled(self.book, job.key)) is not None:  # paid by a run that crashed or could not write it
+            self._recover(job, record, loaded)
+            return True
+        if (found := self.made.row(job, self.config)) is not None:  # made by a run elsewhere, whose ledger this is not
+            cost = self.price if found["uri"] in self.paid_elsewhere else 0.0
+            self.book.mark_done(job.key, found["uri"], cost, found)
+            self.report.skipped += 1
+            return True
+        if record.state == RUNNING and not self.retry_interrupted:
+            self.report.unresolved += 1
+            return True
+        return False
+
+    def _recover(self, job: Job, record: JobRecord, loaded: LoadedImage) -> None:
+        """Finish `job` from its spooled answer, charged now only where a crash (not a failed write) left it."""
+        owed = self.price if record.state == RUNNING else 0.0  # a failed write was charged when it failed
+        self.report.spent_before += owed
+        usage = json.loads(record.usage) if record.usage else None
+        try:
+            uri, row = _finish(job, loaded, self.out, self.config, usage)
+        except FakescopeError as exc:
+            self._fail(job, exc, charge=owed)
+            return
+        self.book.mark_done(job.key, uri, owed, row)
+        self.report.recovered += 1
+        _count_tokens(self.report, row)
+
+    def _send(self, executor: ThreadPoolExecutor, job: Job) -> None:
+        """Send `job` once a slot is free (the manifest written when due, the lease checked first)."""
+        while len(self.in_flight) >= self.concurrency:
+            self._settle()
+        made = self.report.done + self.report.recovered
+        if time.monotonic() >= self.flush_at and made > self.flushed:
+            self._write_manifest()
+            self.flush_at, self.flushed = time.monotonic() + self.manifest_every, made
+        self.lease.check()
+        self.book.mark_running(job.key)
+        self.in_flight[executor.submit(_execute, self.client, job, self.out, self.config, self.book)] = job
+
+    def _drain(self) -> None:
+        while self.in_flight:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait for a request to finish and record every finished one.
+
+        Raises:
+            ConfigError: no later request can succeed (the key, the model, the account).
+            StorageUnavailableError: the output storage, not an image, failed: pay for no more.
+        """
+        finished, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
+        outages = [outage for future in finished if (outage := self._record(future)) is not None]
+        if outages:
+            raise outages[-1]
+
+    def _record(self, future: Future) -> StorageUnavailableError | None:
+        """Record one finished request in the ledger and the report; return the outage that failed it, if one did."""
+        job = self.in_flight.pop(future)
+        try:
+            uri, row = future.result()
+        except ConfigError:
+            raise
+        except LostImageError as exc:  # billed all the same: it counts against the budgets
+            self._fail(job, exc, cost=self.price)
+            return None
+        except Exception as exc:  # recorded per job; the batch goes on
+            paid = self.book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed
+            outage = isinstance(exc, StorageUnavailableError)  # raised by `_settle`, so not warned of here
+            self._fail(job, exc, cost=self.price if paid else 0.0, warn=not outage)
+            return exc if outage else None
+        self.book.mark_done(job.key, uri, self.price, row)
+        self.report.done += 1
+        _count_tokens(self.report, row)
+        self.report.spent += self.price
+        return None
+
+    def _fail(self, job: Job, exc: Exception, cost: float = 0.0, charge: float = 0.0, warn: bool = True) -> None:
+        """Record a failed job; `cost` was billed in this run, `charge` in an earlier one (both go to the ledger)."""
+        self.book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost + charge)
+        self.report.failed += 1
+        self.report.spent += cost
+        if warn:
+            log.warning("job %s failed: %s", job.stem, exc)
+
+    def _write_manifest(self) -> None:
+        """Merge the rows of every done job into `out`'s manifest."""
+        rows = [json.loads(record.row) for record in self.book.jobs(DONE) if record.row]
+        if rows:
+            self.report.manifest = storage.join(self.out, self.manifest_name)
+            append_manifest(self.report.manifest, rows)
 
 
 def _count_tokens(report: RunReport, row: dict) -> None:
     usage = json.loads(row["params"]).get("usage") or {}
     if "total_tokens" in usage:
         report.tokens = (report.tokens or 0) + usage["total_tokens"]
-
-
-def _over_budget(
-    report: RunReport, in_flight: int, price: float,
-    max_images: int | None, max_spend: float | None, max_total_spend: float | None,
-) -> bool:
-    if max_images is not None and report.done + in_flight + 1 > max_images:
-        return True
-    spend = report.spent + (in_flight + 1) * price
-    if max_spend is not None and spend > max_spend + 1e-9:
-        return True
-    return max_total_spend is not None and report.spent_before + spend > max_total_spend + 1e-9
 
 
 def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None) -> tuple[int, int, int]:
@@ -325,10 +381,15 @@ def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = 
 
 
 def _jobs(sources: Iterator[tuple[str, str, str, bytes | str]], config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:
-    params_hash = config.params_hash()
+    """Register and yield each source's `config.n` jobs; a byte-identical copy of an earlier source (the same
+    images) yields none."""
+    params_hash, seen = config.params_hash(), set()
     for source, stem, digest, payload in sources:
         for index in range(config.n):
             key = job_key(digest, config.mode, config.model, params_hash, index)
+            if key in seen:
+                continue
+            seen.add(key)
             book.add(key, source, digest, config.mode, config.model, params_hash, index)
             yield Job(key, source, digest, stem, index, payload)
 
@@ -386,17 +447,6 @@ def _spooled(book: Ledger, key: str) -> LoadedImage | None:
     except ImageLoadError:
         book.spool_path(key).unlink(missing_ok=True)
         return None
-
-
-def _failed(
-    book: Ledger, report: RunReport, job: Job, exc: Exception, cost: float = 0.0, charge: float = 0.0, warn: bool = True
-) -> None:
-    """Record a failed job; `cost` was billed in this run, `charge` in an earlier one (both go to the ledger)."""
-    book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost + charge)
-    report.failed += 1
-    report.spent += cost
-    if warn:
-        log.warning("job %s failed: %s", job.stem, exc)
 
 
 def _finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig, usage: dict | None) -> tuple[str, dict]:
