@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -72,6 +75,22 @@ def test_ai_ingredient_placed_into_a_photo_is_partly_generated(photo, sign, sign
     ev = check_c2pa(reopened)
     assert ev.score == 0.99 and ev.data["generated"] == "whole"
     assert ev.detail.startswith("signed C2PA manifest declares trainedAlgorithmicMedia")
+
+
+def test_the_actions_reported_come_in_the_same_order_in_every_process(photo, sign, sign_manifest, tmp_path):
+    """c2pa gives a store's manifests in an order that changes from one process to the next (a Rust HashMap), and the
+    ingredients' actions were reported in that order, so the same file's evidence JSON changed between runs."""
+    ingredients = [(f"part{i}", "componentOf", sign(encode(photo.resize((64 + 8 * i,) * 2), "JPEG"), "image/jpeg", term))
+                   for i, term in enumerate(["digitalCapture", "trainedAlgorithmicMedia", "digitalArt", "minorHumanEdits"])]
+    image = tmp_path / "composite.jpg"
+    image.write_bytes(sign_manifest(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", [
+        {"action": "c2pa.created", "digitalSourceType": IPTC + "digitalArt"},
+        *({"action": "c2pa.placed", "parameters": {"ingredientIds": [label]}} for label, _, _ in ingredients)], ingredients))
+    read = ("import json, sys; from fakescope.forensics import check_c2pa; "
+            "print(json.dumps(check_c2pa(open(sys.argv[1], 'rb').read()).data['actions']))")
+    runs = [subprocess.Popen([sys.executable, "-c", read, str(image)], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    reported = [json.loads(run.communicate(timeout=120)[0]) for run in runs]
+    assert len(reported[0]) == 9 and all(actions == reported[0] for actions in reported), reported
 
 
 def test_placed_camera_photo_does_not_make_a_capture(photo, sign, sign_manifest):

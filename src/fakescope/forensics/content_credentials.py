@@ -116,7 +116,8 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
     trusted = state == "Trusted"
     lineage = _lineage(manifests, store.get("active_manifest"))
     own = [a for label in lineage for a in _actions(manifests[label])]
-    actions = own + [a for label, m in manifests.items() if label not in lineage for a in _actions(m)]
+    # the other manifests by label: c2pa lists them in an order that changes from one process to the next
+    actions = own + [a for label, m in sorted(manifests.items()) if label not in lineage for a in _actions(m)]
     terms = {term for _, term, _ in own if term}
     placed = {term for _, term, _ in actions[len(own):] if term} & (AI_GENERATED | AI_COMPOSITE)
     info = {
