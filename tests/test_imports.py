@@ -25,3 +25,10 @@ def test_start_up_imports_no_heavy_library(args):
     imported = _imported(*args)
     assert "fakescope" in imported  # the probe saw the package itself load
     assert sorted(imported.intersection(HEAVY)) == []
+
+
+def test_listing_and_reading_scan_results_need_no_torch():
+    """`fakescope.scale`'s listing and result readers (resume, `read_results`) loaded torch through a type annotation:
+    about 470 MB more at their peak in benchmarks/scan_resume.py."""
+    imported = _imported("-c", "from fakescope.scale import read_results, scan_sources")
+    assert "fakescope" in imported and "torch" not in imported
