@@ -119,6 +119,14 @@ def test_config_validates_limits():
     assert ServeConfig(max_upload_mb=1.5).max_upload_bytes == 1_572_864
 
 
+def test_a_jobs_dir_that_is_a_file_is_refused_before_serving(tmp_path):
+    """The server started anyway and only /v1/generate answered, 503, with the job store's error."""
+    (tmp_path / "jobs").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"^jobs_dir .*jobs is a file, not a folder \(--jobs-dir\)$"):
+        ServeConfig(jobs_dir=tmp_path / "jobs")
+    assert ServeConfig(jobs_dir=tmp_path / "new" / "jobs").jobs_dir == tmp_path / "new" / "jobs"  # made when needed
+
+
 def test_config_reads_the_token_from_a_dotenv_file(tmp_path):
     (tmp_path / ".env").write_text("FAKESCOPE_API_TOKEN=from-dotenv\n")
     env = {k: v for k, v in os.environ.items() if k != "FAKESCOPE_API_TOKEN"}

@@ -98,6 +98,8 @@ class ServeConfig:
         for origin in self.cors_origins:
             _check_origin(origin)
         object.__setattr__(self, "allowed_hosts", tuple(map(checked_host, self.allowed_hosts)))  # as compared
+        if Path(self.jobs_dir).exists() and not Path(self.jobs_dir).is_dir():
+            raise ConfigError(f"jobs_dir {self.jobs_dir} is a file, not a folder (--jobs-dir)")
 
     def load_detector(self):
         """The `Detector` these settings describe (batches of `max_batch`, 2 decoding threads)."""
