@@ -4,7 +4,7 @@ Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageS
 pageToken paging, always in creation order, as `orderBy=createdTime` asks; 404 for a parent that does not
 exist), `files.get` with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
 answers), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`,
-`files.delete`; every file has a `createdTime` and a `modifiedTime` (a write's), by this server's clock, listed
+`files.delete` (404 for a create into a folder that does not exist, as Drive answers); every file has a `createdTime` and a `modifiedTime` (a write's), by this server's clock, listed
 and answered where `fields` names them.
 Requests must carry `Authorization: Bearer <token>` (others get 401); `readonly_token` may
 list and download but gets 403 `insufficientPermissions` on every write. `fail()` makes the next
@@ -254,18 +254,24 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             if upload == "multipart":
                 drive.calls["multipart"] += 1
                 meta, data = _split_multipart(self.headers["Content-Type"], body)
+                if file_id is None and _orphan(drive, meta):
+                    return self._error(404, "notFound")
                 return self._json(200, self._store(meta, data, file_id, params.get("fields", "")))
             if upload == "media":
                 drive.calls["media"] += 1
                 return self._json(200, self._store({"name": "untitled"}, body, file_id, params.get("fields", "")))
             if upload == "resumable":
                 drive.calls["resumable_start"] += 1
+                if file_id is None and _orphan(drive, json.loads(body or b"{}")):
+                    return self._error(404, "notFound")
                 session_id = f"s{next(drive._ids)}"
                 drive.sessions[session_id] = {"meta": json.loads(body or b"{}"), "data": b"", "file_id": file_id,
                                               "fields": params.get("fields", "")}
                 location = f"{drive.url}{url.path}?uploadType=resumable&upload_id={session_id}"
                 return self._send(200, headers=[("Location", location)])
             drive.calls["create"] += 1
+            if file_id is None and _orphan(drive, json.loads(body or b"{}")):
+                return self._error(404, "notFound")
             return self._json(200, self._store(json.loads(body or b"{}"), None, file_id, params.get("fields", "")))
 
         def _store(self, meta: dict, data: bytes | None, file_id: str | None, fields: str = "") -> dict:
@@ -279,6 +285,11 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             return {"id": file_id, **{k: drive.files[file_id][k] for k in times}}
 
     return Handler
+
+
+def _orphan(drive: DriveServer, meta: dict) -> bool:
+    """Whether a new file's parent does not exist."""
+    return (meta.get("parents") or [drive.root_id])[0] not in drive.files
 
 
 def _asked(params: dict, *names: str) -> tuple[str, ...]:
