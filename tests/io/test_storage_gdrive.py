@@ -320,3 +320,49 @@ def test_credentials_pasted_into_the_variable_are_never_echoed(drive_env, monkey
     assert result.exit_code == 2
     assert result.stderr == f"error: cannot use {variable} as Google Drive credentials: it names no file\n"
     assert "MIIEvQIBADAN" not in result.output + caplog.text
+
+
+def _live_folders(drive, name: str) -> list[str]:
+    return [f["id"] for f in drive.files.values() if f["name"] == name and f["mimeType"] == FOLDER_MIME]
+
+
+def test_folder_ids_are_looked_up_once_per_storage_object(drive_env):
+    """Every path was walked from the root, one files.list per folder: 5 writes, 5 reads and an exists() below
+    set/a/b took 44 look-ups. The folder ids are now remembered: the first path walks, every other takes one."""
+    backend = DriveStorage()
+    uris = [f"gdrive://{drive_env.root_id}/set/a/b/{i}.png" for i in range(5)]
+    for uri in uris:
+        backend.write_bytes(uri, uri.encode())
+    assert [backend.read_bytes(uri) for uri in uris] == [uri.encode() for uri in uris]
+    assert backend.exists(uris[0])
+    assert drive_env.calls["list"] == 4 + 4 + 5 + 1 and drive_env.calls["create"] == 3
+
+
+def test_a_remembered_folder_deleted_meanwhile_is_walked_again(drive_env):
+    backend = DriveStorage()
+    root = f"gdrive://{drive_env.root_id}/set/a"
+    backend.write_bytes(f"{root}/x.png", b"x")
+    drive_env.files.pop(_live_folders(drive_env, "a")[0])  # deleted by someone else: its id now answers 404
+    with pytest.raises(StorageError, match=f"^{root}/x.png: no such file$"):
+        backend.read_bytes(f"{root}/x.png")
+    assert backend.twins(f"{root}/lease") == [] and not backend.exists(root)
+    backend.write_bytes(f"{root}/y.png", b"y")  # into a new folder a, not the deleted one
+    again = _live_folders(drive_env, "a")
+    assert len(again) == 1 and backend.read_bytes(f"{root}/y.png") == b"y"
+    drive_env.files.pop(again[0])
+    twin_id, _ = backend.create_twin(f"{root}/lease", b"{}")  # Drive refuses a create into the deleted folder
+    assert drive_env.files[twin_id]["parents"] == _live_folders(drive_env, "a")
+    assert [t["id"] for t in backend.twins(f"{root}/lease")] == [twin_id]
+
+
+def test_a_folder_made_elsewhere_after_a_miss_is_found(drive_env):
+    """Only folders found or made are remembered: a path found missing is looked up again next time."""
+    backend = DriveStorage()
+    uri = f"gdrive://{drive_env.root_id}/later/new/f.png"
+    assert not backend.exists(uri)
+    later = drive_env.add("later", drive_env.root_id)
+    assert not backend.exists(uri)
+    drive_env.add("f.png", drive_env.add("new", later), b"f")
+    assert backend.exists(uri) and backend.read_bytes(uri) == b"f"
+    backend.write_bytes(uri, b"g")
+    assert backend.read_bytes(uri) == b"g" and len(_live_folders(drive_env, "new")) == 1

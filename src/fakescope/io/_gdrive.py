@@ -9,6 +9,10 @@ a file named by `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key, or the 
 named in the error, never quoted.
 `FAKESCOPE_GDRIVE_ENDPOINT` (e.g. `http://127.0.0.1:8080`) points the client at another server.
 Shortcuts are followed (each folder walked once); Google Docs Editors files have no bytes and are not listed.
+Each storage object remembers the ids of the folders it found or made along paths, so a file costs one look-up
+however deep it lies; where Drive answers 404 for a remembered id (the folder was deleted), they are forgotten and
+the path walked again (a folder moved or trashed meanwhile still answers, and is still used). Only folders that exist
+are remembered, never a name found missing, nor any file.
 Rate limits, 5xx answers and dropped connections are retried `RETRIES` times by the client library, with
 exponential backoff and a `googleapiclient.http` warning each; one that outlasts them raises
 `StorageUnavailableError`, as the storage, not the file, failed. A server name that does not resolve (a mistyped
@@ -29,8 +33,8 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.io.storage import DOING, normalise_suffixes
@@ -48,6 +52,11 @@ RETRIES = 5
 _RATE_LIMITS = {"userRateLimitExceeded", "rateLimitExceeded"}
 _CHUNK = 256 * 1024
 _NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+_T = TypeVar("_T")
+
+
+class _Gone(Exception):
+    """Drive answered 404 for a folder id taken from the cache: the folder was deleted meanwhile."""
 
 
 def _network() -> str:
@@ -148,6 +157,7 @@ class DriveStorage:
         self._credentials: Any = None
         self._lock = threading.Lock()
         self._folder_lock = threading.Lock()  # one find-or-create of a folder at a time: no twin folders
+        self._folders: dict[tuple[str, ...], str] = {}  # (folder id, *names) -> the id of that folder, found or made
         self._local = threading.local()
 
     @property
@@ -183,10 +193,10 @@ class DriveStorage:
         resumable = len(data) >= self.resumable_threshold
         media = MediaIoBaseUpload(io.BytesIO(data), mimetype=mime, chunksize=_CHUNK, resumable=resumable)
         with _translated_errors("write", uri):
-            parent = folder_id
-            for name in parts[:-1]:
-                parent = self._child_folder(parent, name)
-            existing = self._find_child(parent, parts[-1])
+            found = self._in_folder(folder_id, parts[:-1], lambda parent, cached: (
+                parent, self._find_child(parent, parts[-1], cached)), make=True)
+            assert found is not None  # made where missing
+            parent, existing = found
             files = self.service.files()
             if existing is not None:
                 _execute(files.update(fileId=existing["id"], media_body=media, supportsAllDrives=True))
@@ -200,27 +210,23 @@ class DriveStorage:
         from googleapiclient.http import MediaIoBaseUpload
 
         folder_id, parts = split_drive_uri(uri)
-        media = MediaIoBaseUpload(io.BytesIO(data), mimetype="application/octet-stream")
+
+        def create(parent: str, cached: bool) -> dict[str, str]:
+            media = MediaIoBaseUpload(io.BytesIO(data), mimetype="application/octet-stream")
+            return _checked(self.service.files().create(body={"name": parts[-1], "parents": [parent]}, media_body=media,
+                                                        fields="id,createdTime", supportsAllDrives=True), cached)
+
         with _translated_errors("write", uri):
-            parent = folder_id
-            for name in parts[:-1]:
-                parent = self._child_folder(parent, name)
-            made = _execute(self.service.files().create(body={"name": parts[-1], "parents": [parent]}, media_body=media,
-                                                        fields="id,createdTime", supportsAllDrives=True))
+            made = self._in_folder(folder_id, parts[:-1], create, make=True)
+        assert made is not None  # made where missing
         return made["id"], _time(made["createdTime"])
 
     def twins(self, uri: str) -> list[dict[str, Any]]:
         """The live files named as `uri` (its oldest first): `id`, and `createdTime`, `modifiedTime` by Drive's clock."""
         folder_id, parts = split_drive_uri(uri)
         with _translated_errors("list", uri):
-            parent = self._resolve("gdrive://" + "/".join([folder_id, *map(_part, parts[:-1])]))
-            if parent is None:
-                return []
-            query = f"'{_quote(parent['id'])}' in parents and name = '{_quote(parts[-1])}' and trashed = false"
-            found = _execute(self.service.files().list(
-                q=query, fields="files(id,createdTime,modifiedTime)", pageSize=100, orderBy="createdTime",
-                supportsAllDrives=True, includeItemsFromAllDrives=True,
-            )).get("files", [])
+            found = self._in_folder(folder_id, parts[:-1], lambda parent, cached: self._list_named(
+                parent, parts[-1], "files(id,createdTime,modifiedTime)", 100, cached)) or []
         return [{**item, "createdTime": _time(item["createdTime"]), "modifiedTime": _time(item["modifiedTime"])}
                 for item in found]
 
@@ -303,38 +309,78 @@ class DriveStorage:
 
     def _resolve(self, uri: str) -> dict[str, str] | None:
         folder_id, parts = split_drive_uri(uri)
-        item = {"id": folder_id, "name": "", "mimeType": FOLDER_MIME}
-        for name in parts:
-            item = self._find_child(item["id"], name)
-            if item is None:
-                return None
-        return item
+        if not parts:
+            return {"id": folder_id, "name": "", "mimeType": FOLDER_MIME}
+        return self._in_folder(folder_id, parts[:-1], lambda parent, cached: self._find_child(parent, parts[-1], cached))
 
-    def _find_child(self, parent: str, name: str) -> dict[str, str] | None:
-        """The first live file named `name` in folder `parent`; None also when `parent` does not exist (404)."""
+    def _in_folder(self, root: str, names: list[str], action: Callable[[str, bool], _T], *, make: bool = False
+                   ) -> _T | None:
+        """`action(id, cached)` on the folder `root/names` (made where missing when `make`), None where it is missing.
+
+        `cached` says the id came from the cache: `action` raises `_Gone` where Drive answers 404 for it, and the
+        cache is then dropped and the path walked again.
+        """
+        while True:
+            try:
+                parent, cached = self._folder(root, names, make)
+                return None if parent is None else action(parent, cached)
+            except _Gone:
+                self._folders.clear()
+
+    def _folder(self, root: str, names: list[str], make: bool) -> tuple[str | None, bool]:
+        """The id of the folder `root/names` (made where missing when `make`), else None, and whether it was cached."""
+        parent, cached = root, False
+        for depth, name in enumerate(names, 1):
+            key = (root, *names[:depth])
+            known = self._folders.get(key)
+            if known is None:
+                known = self._child_folder(parent, name, cached, key) if make else self._find_folder(parent, name, cached)
+                if known is None:
+                    return None, False
+                self._folders[key] = known
+                parent, cached = known, False
+            else:
+                parent, cached = known, True
+        return parent, cached
+
+    def _find_folder(self, parent: str, name: str, cached: bool) -> str | None:
+        item = self._find_child(parent, name, cached)
+        return item["id"] if item is not None and item["mimeType"] == FOLDER_MIME else None
+
+    def _find_child(self, parent: str, name: str, cached: bool = False) -> dict[str, str] | None:
+        """The first live file named `name` in folder `parent`; None also when `parent` does not exist (404), unless
+        its id was `cached` (`_Gone`)."""
+        found = self._list_named(parent, name, f"files({_FIELDS})", 10, cached)
+        return _followed(found[0]) if found else None
+
+    def _list_named(self, parent: str, name: str, fields: str, page_size: int, cached: bool
+                    ) -> list[dict[str, str]] | None:
+        """The live files named `name` in folder `parent`, oldest first; None where `parent` does not exist (404),
+        `_Gone` where its id was `cached`."""
         from googleapiclient.errors import HttpError
 
         query = f"'{_quote(parent)}' in parents and name = '{_quote(name)}' and trashed = false"
         try:
-            response = _execute(self.service.files().list(
-                q=query, fields=f"files({_FIELDS})", pageSize=10, orderBy="createdTime",
+            return _checked(self.service.files().list(
+                q=query, fields=fields, pageSize=page_size, orderBy="createdTime",
                 supportsAllDrives=True, includeItemsFromAllDrives=True,
-            ))
+            ), cached).get("files", [])
         except HttpError as exc:
             if int(exc.resp.status) == 404:
                 return None
             raise
-        found = response.get("files", [])
-        return _followed(found[0]) if found else None
 
-    def _child_folder(self, parent: str, name: str) -> str:
-        """The folder `name` in `parent`, made if missing; Drive would take a second one of the same name."""
+    def _child_folder(self, parent: str, name: str, cached: bool, key: tuple[str, ...]) -> str:
+        """The folder `name` in `parent` (whose path is `key`), made if missing; Drive would take a second one of
+        the same name."""
         with self._folder_lock:
-            existing = self._find_child(parent, name)
+            if known := self._folders.get(key):  # made by another thread meanwhile
+                return known
+            existing = self._find_child(parent, name, cached)
             if existing is not None:
                 return existing["id"]
             body = {"name": name, "mimeType": FOLDER_MIME, "parents": [parent]}
-            return _execute(self.service.files().create(body=body, fields="id", supportsAllDrives=True))["id"]
+            return _checked(self.service.files().create(body=body, fields="id", supportsAllDrives=True), cached)["id"]
 
     def _children(self, folder_id: str, page_size: int) -> Iterator[dict[str, str]]:
         for page in self._pages(folder_id, page_size):
@@ -385,6 +431,18 @@ def _execute(request: Any) -> Any:
             log.info("Google Drive dropped an upload (%s); retry %d of %d in %.1f s from the bytes it holds",
                      type(exc).__name__, attempt, RETRIES, delay)
             time.sleep(delay)
+
+
+def _checked(request: Any, cached: bool) -> Any:
+    """`_execute(request)` on a folder whose id may be `cached`: Drive's 404 for such an id raises `_Gone`."""
+    from googleapiclient.errors import HttpError
+
+    try:
+        return _execute(request)
+    except HttpError as exc:
+        if cached and int(exc.resp.status) == 404:
+            raise _Gone from exc
+        raise
 
 
 def _transient(exc: BaseException) -> bool:
