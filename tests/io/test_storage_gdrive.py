@@ -355,6 +355,20 @@ def test_a_remembered_folder_deleted_meanwhile_is_walked_again(drive_env):
     assert [t["id"] for t in backend.twins(f"{root}/lease")] == [twin_id]
 
 
+def test_a_remembered_folder_trashed_meanwhile_is_looked_up_again_once_its_id_is_old(drive_env):
+    """Drive still answers for a trashed folder's id, so only the id's age can tell: writes went on into the trash."""
+    backend = DriveStorage()
+    root = f"gdrive://{drive_env.root_id}/set/a"
+    backend.write_bytes(f"{root}/x.png", b"x")
+    (trashed,) = _live_folders(drive_env, "a")
+    drive_env.files[trashed]["trashed"] = True
+    backend.write_bytes(f"{root}/y.png", b"y")  # within folder_ttl_s: into the remembered folder, as Drive allows
+    backend.folder_ttl_s = 0
+    backend.write_bytes(f"{root}/z.png", b"z")  # an old id: walked again, into a new folder a
+    (live,) = [i for i in _live_folders(drive_env, "a") if i != trashed]
+    assert [f["name"] for f in drive_env.files.values() if f["parents"] == [live]] == ["z.png"]
+
+
 def test_a_folder_made_elsewhere_after_a_miss_is_found(drive_env):
     """Only folders found or made are remembered: a path found missing is looked up again next time."""
     backend = DriveStorage()

@@ -48,6 +48,7 @@ GOOGLE_MIME_PREFIX = "application/vnd.google-apps."
 _FIELDS = "id,name,mimeType,shortcutDetails(targetId,targetMimeType)"
 SCOPES = ["https://www.googleapis.com/auth/drive"]
 RETRIES = 5
+FOLDER_TTL_S = 60.0  # how long a folder's id is trusted without looking it up again
 """Times a request is sent again while Drive answers 429, 5xx or a 403 rate limit, or drops the connection."""
 _RATE_LIMITS = {"userRateLimitExceeded", "rateLimitExceeded"}
 _CHUNK = 256 * 1024
@@ -157,7 +158,10 @@ class DriveStorage:
         self._credentials: Any = None
         self._lock = threading.Lock()
         self._folder_lock = threading.Lock()  # one find-or-create of a folder at a time: no twin folders
-        self._folders: dict[tuple[str, ...], str] = {}  # (folder id, *names) -> the id of that folder, found or made
+        # (folder id, *names) -> (the id of that folder, found or made; when it was): an id older than folder_ttl_s is
+        # looked up again, so a folder another client trashed or moved is not written into for longer than that
+        self._folders: dict[tuple[str, ...], tuple[str, float]] = {}
+        self.folder_ttl_s = FOLDER_TTL_S
         self._local = threading.local()
 
     @property
@@ -332,16 +336,21 @@ class DriveStorage:
         parent, cached = root, False
         for depth, name in enumerate(names, 1):
             key = (root, *names[:depth])
-            known = self._folders.get(key)
+            known = self._known(key)
             if known is None:
                 known = self._child_folder(parent, name, cached, key) if make else self._find_folder(parent, name, cached)
                 if known is None:
                     return None, False
-                self._folders[key] = known
+                self._folders[key] = (known, time.monotonic())
                 parent, cached = known, False
             else:
                 parent, cached = known, True
         return parent, cached
+
+    def _known(self, key: tuple[str, ...]) -> str | None:
+        """The remembered id of the folder at `key`, unless it is older than `folder_ttl_s`."""
+        known = self._folders.get(key)
+        return known[0] if known is not None and time.monotonic() - known[1] < self.folder_ttl_s else None
 
     def _find_folder(self, parent: str, name: str, cached: bool) -> str | None:
         item = self._find_child(parent, name, cached)
@@ -374,7 +383,7 @@ class DriveStorage:
         """The folder `name` in `parent` (whose path is `key`), made if missing; Drive would take a second one of
         the same name."""
         with self._folder_lock:
-            if known := self._folders.get(key):  # made by another thread meanwhile
+            if known := self._known(key):  # made by another thread meanwhile
                 return known
             existing = self._find_child(parent, name, cached)
             if existing is not None:
