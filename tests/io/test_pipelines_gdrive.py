@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -24,6 +21,7 @@ from fakescope.generate.lease import LEASE_NAME, Lease
 from fakescope.io import storage
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
+from lease_race import two_runs_into_one_output  # noqa: E402
 from openai_server import ImagesAPIServer  # noqa: E402
 
 
@@ -77,33 +75,13 @@ def test_two_runs_into_one_drive_output_are_kept_apart_by_its_lease(drive_env, t
     root = f"gdrive://{drive_env.root_id}"
     for i in range(4):
         storage.write_bytes(f"{root}/photos/p{i}.png", _png(i))
-    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
-    out = f"{root}/fakes"
-    args = ["generate", "openai", f"{root}/photos", "--out", out, "--model", "dall-e-2", "--size", "256x256",
-            "--concurrency", "1", "--max-retries", "0"]
-    server = ImagesAPIServer(api_key="sk-drive").start()
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-drive")
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    try:
-        server.hold_after = 1  # one image made and written, the next request held unanswered
-        first = subprocess.Popen([sys.executable, "-c", "from fakescope.cli import app; app()", *args],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        server.wait_held(first, billed=1, held=1)
-        monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "elsewhere"))  # another machine: a ledger of its own
-        second = CliRunner().invoke(app, args)
-        assert second.exit_code == 2 and len(server.requests) == 2, second.output  # it sent nothing
-        assert second.stderr.startswith(f"error: another run (host {socket.gethostname()}, process {first.pid}) is "
-                                        f"writing into {out} (its lease .fakescope-lease.json was renewed "), second.stderr
-        assert len(_lease_files(drive_env)) == 1  # the second run's own lease file, deleted
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        server.hold_after = None
-        server.release.set()
-        third = CliRunner().invoke(app, args)  # a dead run's lease is taken over at once on its own machine
-    finally:
-        server.stop()
-    assert third.exit_code == 0 and "done 3, already done 1," in third.stdout, third.output
-    assert server.billable == 4 == len(set(server.paid)) and not _lease_files(drive_env)
+    two_runs_into_one_output(root, tmp_path, monkeypatch,
+                             after_refusal=lambda: _only_one(_lease_files(drive_env)))  # the second's own, deleted
+    assert not _lease_files(drive_env)
+
+
+def _only_one(files: list) -> None:
+    assert len(files) == 1
 
 
 def test_a_drive_lease_not_renewed_is_taken_over_and_its_holder_stops_paying_once_it_lost_it(drive_env):
