@@ -6,12 +6,16 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.errors import StorageError
+from fakescope.generate.lease import LEASE_NAME, Lease
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
 from openai_server import ImagesAPIServer  # noqa: E402
@@ -49,3 +53,12 @@ def two_runs_into_one_output(root: str, cache: Path, monkeypatch, *, after_refus
     assert third.exit_code == 0 and "done 3, already done 1," in third.stdout, third.output
     assert server.billable == 4 == len(set(server.paid))
     return third, server
+
+
+def stops_paying_once_taken_over(lease: Lease, out: str) -> None:
+    """Within 10 s the renewal finds the lease another run's, and `check` (the runner asks before each request) says so."""
+    deadline = time.monotonic() + 10
+    while lease.lost is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(StorageError, match=f"^the lease on {out}/{LEASE_NAME} was taken over by another run"):
+        lease.check()
