@@ -525,6 +525,22 @@ def test_report_page_says_why_a_file_is_no_report(app_url, page, tmp_path):
         assert not page.get_by_text("Metrics", exact=True).count()
 
 
+def test_report_page_shows_only_the_images_a_report_names(app_url, page, tmp_path):
+    """A row naming a file under the root that is no image (a CSV, a note) made `st.image` raise: a traceback in place
+    of every thumbnail."""
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "inside.png")
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    report = {"metrics": {"auc": 0.5}, "examples": [{"path": str(tmp_path / "notes.csv"), "score": 0.9},
+                                                    {"path": str(tmp_path / "inside.png"), "score": 0.8}]}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    page.goto(f"{app_url}/report")
+    box = page.get_by_label("Report folder or report.json path", exact=True)
+    box.fill(str(tmp_path))
+    box.press("Enter")
+    page.get_by_text("inside.png", exact=True).wait_for(timeout=45_000)  # its thumbnail's caption
+    assert not page.locator("[data-testid=stException]").count()
+
+
 def test_report_page_reads_under_its_root_only(home_app, page):
     """The Report page opened any server path, a symlink out of any folder, and showed any image a report named."""
     url, root = home_app

@@ -306,12 +306,22 @@ def report_path(path: Path) -> Path:
 
 
 def show_examples(table: pd.DataFrame) -> None:
-    """Thumbnails of the first images a table names in a `path` or `uri` column, where they exist under the root."""
+    """Thumbnails of the first images a table names in a `path` or `uri` column, where they exist under the root
+    (files that are no image, or one over the pixel limit, are left out: `st.image` would raise on them)."""
     column = next((c for c in ("path", "uri") if c in table.columns), None)
-    found = ((Path(str(p)).name, data) for p in (table[column] if column else ()) if (data := read_under_root(str(p))))
+    found = ((Path(str(p)).name, data) for p in (table[column] if column else ()) if (data := example_image(str(p))))
     shown = list(islice(found, 12))
     if shown:
         st.image([data for _, data in shown], caption=[name for name, _ in shown], width=160)
+
+
+def example_image(path: str) -> bytes | None:
+    """The bytes of an image under the root within the pixel limit, or None."""
+    data = read_under_root(path)
+    try:
+        return data if data is not None and check_image(data, max_pixels()) else None
+    except FakescopeError:
+        return None
 
 
 def read_under_root(path: str | Path) -> bytes | None:
