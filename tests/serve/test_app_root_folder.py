@@ -116,6 +116,19 @@ def test_a_fifo_or_folder_is_refused_at_once(tree):
         RootFolder(root).read_bytes(root / "ds")
 
 
+def test_the_root_itself_is_refused_as_no_file(tree):
+    """A path naming the root (`.`, or an empty one a report's table may hold) raised ValueError from `relative_to`:
+    a traceback on the Report page instead of a thumbnail left out."""
+    root, _ = tree
+    store = RootFolder(root)
+    for path in (".", "", str(root)):
+        for use in (store.read_bytes, lambda p: store.write_bytes(p, b"x")):
+            with pytest.raises(StorageError, match="not a regular file"):
+                use(path)
+        assert store.exists(path) is False
+    assert sorted(p.name for p in root.iterdir()) == ["ds"]  # nothing written
+
+
 def test_a_folder_swapped_for_a_symlink_during_reads_and_writes_never_leads_out(tree):
     """Another local user flips the folder to a symlink out while the app reads and writes in it: checking the path
     first and then opening it (what the app did) reads the outside file and writes there; each attempt now reads

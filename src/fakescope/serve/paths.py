@@ -56,7 +56,7 @@ class RootFolder:
 
     def read_bytes(self, path: str | Path) -> bytes:
         """The file's bytes (a FIFO or device is refused: `StorageError`)."""
-        target = confined(path, self.root)
+        target = self._file(path)
         with self._folder(target.parent, str(path), "read") as folder, self._wrapped("read", str(path)):
             fd = os.open(target.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
             with open(fd, "rb") as fh:
@@ -66,7 +66,7 @@ class RootFolder:
 
     def write_bytes(self, path: str | Path, data: bytes) -> None:
         """Write the whole file, creating its folders under the root."""
-        target = confined(path, self.root)
+        target = self._file(path)
         with self._folder(target.parent, str(path), "write", create=True) as folder, self._wrapped("write", str(path)):
             space = os.fstatvfs(folder)
             if space.f_bavail * space.f_frsize - len(data) < self.min_free_mb * 2**20:
@@ -85,12 +85,19 @@ class RootFolder:
 
     def exists(self, path: str | Path) -> bool:
         """Whether a regular file is there (reached without symlinks)."""
-        target = confined(path, self.root)
         try:
+            target = self._file(path)
             with self._folder(target.parent, str(path), "read") as folder:
                 return stat.S_ISREG(os.stat(target.name, dir_fd=folder, follow_symlinks=False).st_mode)
         except (StorageError, FileNotFoundError):
             return False
+
+    def _file(self, path: str | Path) -> Path:
+        """`path` `confined` under the root; the root itself is no file (`StorageError`)."""
+        target = confined(path, self.root)
+        if target == self.root:
+            raise StorageError("not a regular file: the app's folder itself", source=str(path))
+        return target
 
     @contextlib.contextmanager
     def _folder(self, folder: Path, shown: str, action: str, *, create: bool = False) -> Iterator[int]:
