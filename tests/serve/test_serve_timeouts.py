@@ -3,6 +3,7 @@ beyond the cap answer 503."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -69,6 +70,42 @@ def test_a_half_sent_request_head_is_closed_and_others_are_still_served(impatien
         kept_alive.sendall(b"GET /heal")  # its next request stalls too: closed after 1 s, not kept-alive's 5 s
         assert closed_after(kept_alive) < 4 and closed_after(stalled) < 4
     assert httpx.get(f"{impatient.url}/healthz").status_code == 200
+
+
+def _answered_before_its_body(sock: socket.socket, length: int) -> None:
+    """Send the head of a POST the app answers without reading its body (no such route), and read the answer."""
+    sock.sendall(f"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n".encode())
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    answer.read()
+    assert answer.status == 404
+
+
+def test_a_half_sent_head_after_an_early_answer_is_closed(impatient):
+    """The app answered before the body was in; the body's bytes cancelled uvicorn's keep-alive timer and the cycle
+    it then started armed no head timer, so half a next head held the connection forever."""
+    with _connect(impatient) as sock:
+        _answered_before_its_body(sock, 5)
+        sock.sendall(b"hello" + b"GET /heal")  # the rest of the body, then half the next head
+        sock.settimeout(8)
+        assert closed_after(sock) < 4
+
+
+def test_the_body_of_an_answered_request_trickled_forever_is_closed(impatient):
+    """A byte of an answered request's body now and then cancelled uvicorn's keep-alive timer each time: the
+    connection was held for as long as the client kept trickling."""
+    with _connect(impatient) as sock:
+        _answered_before_its_body(sock, 10**6)
+        sock.settimeout(0.3)
+        started = time.monotonic()
+        while time.monotonic() - started < 8:
+            try:
+                if sock.recv(1) == b"":
+                    break
+            except TimeoutError:
+                with contextlib.suppress(OSError):  # closed meanwhile: the next recv says so
+                    sock.sendall(b"x")
+        assert time.monotonic() - started < 4
 
 
 def test_a_head_sent_slowly_but_in_time_is_served(impatient):

@@ -3,7 +3,7 @@
 uvicorn closes an idle keep-alive connection, and `ServeConfig.body_timeout_s` answers a stalled body 408, but a client
 that sends half a request line and then nothing (slowloris) would hold its connection forever. `HeadTimeoutProtocol`
 closes a connection whose request line and headers are not all in `ServeConfig.header_timeout_s` after it opened or
-its last answer was sent.
+its last answer was sent (the rest of a body the app answered without reading included).
 """
 
 from __future__ import annotations
@@ -31,13 +31,18 @@ class HeadTimeoutProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE and self.head_timer is not None:  # the head is in
+        if self.conn.their_state is h11.IDLE:  # a cycle uvicorn started here (an answered request's body came in)
+            if self.head_timer is None:
+                self._wait_for_head()
+        elif self.conn.our_state is not h11.DONE and self.head_timer is not None:  # a new request's head is in
             self.head_timer.cancel()
             self.head_timer = None
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.conn.their_state is h11.IDLE:  # a keep-alive connection's next request
+        # the next request's head, or the rest of a body answered before it was read (each byte of which cancels
+        # uvicorn's keep-alive timer), must come in time
+        if not self.transport.is_closing() and self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
             self._wait_for_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
