@@ -91,6 +91,18 @@ def test_copies_of_one_file_are_read_and_hashed_once(faces_layout, tmp_path, cap
     assert copies["dhash"].nunique() == 1 and copies["dhash"].iloc[0] != "" and copies["split"].nunique() == 1
 
 
+def test_a_copy_still_there_is_hashed_when_the_first_is_gone(faces_layout, tmp_path):
+    """Copies were hashed through their first row only: where that file was gone, every copy lost its hash (and with it
+    its near duplicates' link), though another copy was there to read."""
+    shutil.copytree(faces_layout, tmp_path / "faces")
+    real = tmp_path / "faces" / "real"
+    shutil.copy(real / "r000.jpg", real / "r000_again.jpg")
+    frame = build_from_folders(str(tmp_path / "faces"))
+    (real / "r000.jpg").unlink()  # the first row of the two
+    split = split_manifest(frame).set_index("uri")
+    assert split.loc[str(real / "r000_again.jpg"), "dhash"] == f"{difference_hash((real / 'r000_again.jpg').read_bytes()):016x}"
+
+
 def test_same_seed_same_split_and_leak_report(faces_layout):
     frame = build_from_folders(str(faces_layout))
     first = split_manifest(frame, seed=5)

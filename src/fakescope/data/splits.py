@@ -52,25 +52,26 @@ def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8, progress: bool =
 
     A `dhash` hex column is reused where it has a value; rows without one (ai images merged into a
     split manifest, images unreadable last time) are read and hashed, one file per `sha256` (copies of
-    a file share its hash, as they share its bytes).
+    a file share its hash, as they share its bytes; where one cannot be read, the next copy is).
     """
     stored = frame[HASH_COLUMN].tolist() if HASH_COLUMN in frame.columns else [None] * len(frame)
     hashes = [int(h, 16) if isinstance(h, str) and h else None for h in stored]
     files = [digest or position for position, digest in enumerate(frame["sha256"].tolist())]  # no sha256: its own
     known = {file: h for file, h in zip(files, hashes) if h is not None}
-    todo: dict[str | int, int] = {}  # the first row of each file still to hash
-    for position, file in enumerate(files):
+    todo: dict[str | int, list[str]] = {}  # each file still to hash: the uris of its rows, tried in turn
+    for file, uri in zip(files, frame["uri"].tolist()):
         if file not in known:
-            todo.setdefault(file, position)
+            todo.setdefault(file, []).append(uri)
 
-    def one(uri: str) -> int | None:
-        try:
-            return difference_hash(storage.read_bytes(uri))
-        except (FakescopeError, OSError, ValueError):
-            return None
+    def one(copies: list[str]) -> int | None:
+        for uri in copies:  # one that is gone or unreadable: the next copy
+            try:
+                return difference_hash(storage.read_bytes(uri))
+            except (FakescopeError, OSError, ValueError):
+                continue
+        return None
 
-    uris = frame["uri"].tolist()
-    known |= zip(todo, map_images(one, [uris[p] for p in todo.values()], workers=workers, progress=progress, desc="dhash"))
+    known |= zip(todo, map_images(one, list(todo.values()), workers=workers, progress=progress, desc="dhash"))
     return [h if h is not None else known[file] for h, file in zip(hashes, files)]
 
 
