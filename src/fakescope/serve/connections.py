@@ -3,7 +3,7 @@
 uvicorn closes an idle keep-alive connection, and `ServeConfig.body_timeout_s` answers a stalled body 408, but a client
 that sends half a request line and then nothing (slowloris) would hold its connection forever. `HeadTimeoutProtocol`
 closes a connection whose request line and headers are not all in `ServeConfig.header_timeout_s` after it opened or
-its last answer was sent (the rest of a body the app answered without reading included).
+its last answer was sent, or (a body the app answered without reading) after that body's last bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class HeadTimeoutProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state is h11.IDLE:  # a cycle uvicorn started here (an answered request's body came in)
+        if self.conn.their_state is h11.SEND_BODY and self.conn.our_state is h11.DONE:  # an answered body: no idling
+            self._wait_for_head()
+        elif self.conn.their_state is h11.IDLE:  # a cycle uvicorn started here (an answered request's body came in)
             if self.head_timer is None:
                 self._wait_for_head()
         elif self.conn.our_state is not h11.DONE and self.head_timer is not None:  # a new request's head is in
@@ -40,8 +42,8 @@ class HeadTimeoutProtocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # the next request's head, or the rest of a body answered before it was read (each byte of which cancels
-        # uvicorn's keep-alive timer), must come in time
+        # the next request's head must come in time, and the rest of a body answered before it was read (each byte
+        # of which cancels uvicorn's keep-alive timer) must not stall that long
         if not self.transport.is_closing() and self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
             self._wait_for_head()
 
