@@ -526,12 +526,14 @@ def test_report_page_says_why_a_file_is_no_report(app_url, page, tmp_path):
 
 
 def test_report_page_shows_only_the_images_a_report_names(app_url, page, tmp_path):
-    """A row naming a file under the root that is no image (a CSV, a note) made `st.image` raise: a traceback in place
-    of every thumbnail."""
+    """A row naming a file under the root that is no image (a CSV, a note) or a truncated one made `st.image` raise: a
+    traceback in place of every thumbnail."""
     Image.new("RGB", (32, 32), "red").save(tmp_path / "inside.png")
     (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
-    report = {"metrics": {"auc": 0.5}, "examples": [{"path": str(tmp_path / "notes.csv"), "score": 0.9},
-                                                    {"path": str(tmp_path / "inside.png"), "score": 0.8}]}
+    Image.effect_noise((400, 400), 40).convert("RGB").save(tmp_path / "cut.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "cut.png").read_bytes()[:2000])  # its header whole, its pixels not
+    report = {"metrics": {"auc": 0.5}, "examples": [{"path": str(tmp_path / name), "score": 0.9}
+                                                    for name in ("notes.csv", "cut.png", "inside.png")]}
     (tmp_path / "report.json").write_text(json.dumps(report))
     page.goto(f"{app_url}/report")
     box = page.get_by_label("Report folder or report.json path", exact=True)

@@ -307,7 +307,7 @@ def report_path(path: Path) -> Path:
 
 def show_examples(table: pd.DataFrame) -> None:
     """Thumbnails of the first images a table names in a `path` or `uri` column, where they exist under the root
-    (files that are no image, or one over the pixel limit, are left out: `st.image` would raise on them)."""
+    (files that are no image, a damaged one or one over the pixel limit are left out: `st.image` would raise on them)."""
     column = next((c for c in ("path", "uri") if c in table.columns), None)
     found = ((Path(str(p)).name, data) for p in (table[column] if column else ()) if (data := example_image(str(p))))
     shown = list(islice(found, 12))
@@ -316,10 +316,13 @@ def show_examples(table: pd.DataFrame) -> None:
 
 
 def example_image(path: str) -> bytes | None:
-    """The bytes of an image under the root within the pixel limit, or None."""
-    data = read_under_root(path)
+    """A JPEG display copy of an image under the root within the pixel limit, or None (no image, a truncated one, one
+    under `decode_image`'s smallest side)."""
+    if (data := read_under_root(path)) is None:
+        return None
     try:
-        return data if data is not None and check_image(data, max_pixels()) else None
+        check_image(data, max_pixels())
+        return jpeg_bytes(display_copy(decode_image(data).image))
     except FakescopeError:
         return None
 
