@@ -146,6 +146,26 @@ def test_two_runs_into_one_s3_output_are_kept_apart_by_its_lease(s3_bucket, tmp_
     assert not storage.exists(f"s3://{s3_bucket}/fakes/{LEASE_NAME}")
 
 
+def test_a_renewal_that_fails_in_an_unforeseen_way_stops_the_paying_at_once(s3_bucket, monkeypatch):
+    """The renewal thread caught storage errors only: any other exception ended it silently, the run paid on
+    unleased, and once the lease lapsed another run took it over and both paid."""
+    out = f"s3://{s3_bucket}/fakes"
+    lease = Lease(out, seconds=0.4)
+    lease.acquire()
+
+    def broken(*args, **kwargs):
+        raise KeyError("etag")
+
+    monkeypatch.setattr(lease.store, "put_if_match", broken)
+    deadline = time.monotonic() + 10
+    while lease.lost is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(StorageError, match=f"^the lease on {out}/{LEASE_NAME} could not be renewed: KeyError: 'etag'$"):
+        lease.check()
+    monkeypatch.undo()
+    lease.release()
+
+
 @pytest.mark.parametrize("hook", ["fakescope.generate.ledger.Ledger.spent", "fakescope.generate.runner.ThreadPoolExecutor"])
 def test_a_ctrl_c_once_the_lease_is_taken_lets_go_of_it_and_of_the_ledger(s3_bucket, tmp_path, monkeypatch, hook):
     """A KeyboardInterrupt after the lease and the ledger were taken but before the request loop kept both: the lease

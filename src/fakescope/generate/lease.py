@@ -153,6 +153,9 @@ class Lease:
                 if time.monotonic() - renewed >= self.seconds:
                     self.lost = f"the lease on {self.uri} could not be renewed: {exc}"
                     return
+            except Exception as exc:  # noqa: BLE001 - anything else ended the renewal: stop paying, never pay unleased
+                self.lost = f"the lease on {self.uri} could not be renewed: {type(exc).__name__}: {exc}"
+                return
 
     def _renewed(self) -> bool:
         """Rewrite this run's lease: False where another run has it now."""
