@@ -160,3 +160,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_read_larger_than_the_limit_is_refused_without_reading_it_whole(tree):
+    """An anonymous app's visitor could type the path of any huge file under the root, read whole into memory."""
+    root, _ = tree
+    (root / "ds" / "big.json").write_bytes(b"x" * 2048)
+    store = RootFolder(root, max_read_mb=0.001)  # 1048 bytes
+    with pytest.raises(StorageError, match=r"big.json: too large to open here \(the limit is 0.001 MB\)$"):
+        store.read_bytes(root / "ds" / "big.json")
+    assert store.read_bytes(root / "ds" / "report.json") == b"inside"

@@ -49,10 +49,13 @@ class RootFolder:
     (one met answers `ConfigError`); files are read only when regular and written through a temporary file renamed
     into place."""
 
-    def __init__(self, root: Path, *, min_free_mb: int = 0) -> None:
-        """`min_free_mb`: a write that would leave less free on its file system is refused (`StorageError`)."""
+    def __init__(self, root: Path, *, min_free_mb: int = 0, max_read_mb: float | None = None) -> None:
+        """`min_free_mb`: a write that would leave less free on its file system is refused (`StorageError`);
+        `max_read_mb`: so is a read of a larger file (a visitor naming a huge file must not fill the memory)."""
         self.root = root
         self.min_free_mb = min_free_mb
+        self.max_read_mb = max_read_mb
+        self.max_read_bytes = None if max_read_mb is None else int(max_read_mb * 2**20)
 
     def read_bytes(self, path: str | Path) -> bytes:
         """The file's bytes (a FIFO or device is refused: `StorageError`)."""
@@ -62,7 +65,13 @@ class RootFolder:
             with open(fd, "rb") as fh:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise StorageError("not a regular file", source=str(path))
-                return fh.read()
+                if self.max_read_bytes is None:
+                    return fh.read()
+                data = fh.read(self.max_read_bytes + 1)  # the size as read: the file may grow after a stat
+                if len(data) > self.max_read_bytes:
+                    raise StorageError(f"too large to open here (the limit is {self.max_read_mb:g} MB)",
+                                       source=str(path))
+                return data
 
     def write_bytes(self, path: str | Path, data: bytes) -> None:
         """Write the whole file, creating its folders under the root."""

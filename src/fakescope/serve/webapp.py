@@ -44,6 +44,7 @@ from fakescope.serve.paths import RootFolder, app_root, confined
 from fakescope.serve.report_view import report_contents
 
 MAX_URL_BYTES = 20 * 1024 * 1024
+MAX_READ_MB = 64  # the largest report, report.html or example image the pages read from under the root
 SMALL_TABLE_ROWS = 50
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
 KEPT_WIDGETS = ("openai_key", "edit_prompt", "dataset_folder")  # the generator's typed fields, kept across pages
@@ -260,7 +261,7 @@ def report_page() -> None:
         elif location:
             path = report_path(confined(location, root()))
             source = path.name
-            report = json.loads(RootFolder(root()).read_bytes(path))
+            report = json.loads(RootFolder(root(), max_read_mb=MAX_READ_MB).read_bytes(path))
             html_path = path.with_name("report.html")
         else:
             st.info("No report opened yet.")
@@ -330,7 +331,7 @@ def example_image(path: str) -> bytes | None:
 def read_under_root(path: str | Path) -> bytes | None:
     """The file's bytes through `RootFolder` (the root's files only, whatever is swapped in), or None where it cannot."""
     try:
-        return RootFolder(root()).read_bytes(path)
+        return RootFolder(root(), max_read_mb=MAX_READ_MB).read_bytes(path)
     except (OSError, FakescopeError):
         return None
 
