@@ -380,3 +380,16 @@ def test_a_folder_made_elsewhere_after_a_miss_is_found(drive_env):
     assert backend.exists(uri) and backend.read_bytes(uri) == b"f"
     backend.write_bytes(uri, b"g")
     assert backend.read_bytes(uri) == b"g" and len(_live_folders(drive_env, "new")) == 1
+
+
+def test_twins_made_in_one_millisecond_are_listed_in_one_order_for_every_run(drive_env):
+    """Drive orders by createdTime only, so two lease files made in one millisecond could be listed oldest-first in
+    different orders to two runs, and each take the lease for its own; ties are now broken by id."""
+    backend = DriveStorage()
+    uri = f"gdrive://{drive_env.root_id}/out/lease"
+    first, _ = backend.create_twin(uri, b"a")
+    second, _ = backend.create_twin(uri, b"b")
+    with drive_env._lock:  # made in one millisecond, the later one listed first
+        drive_env.files[second]["createdTime"] = drive_env.files[first]["createdTime"]
+        drive_env.files = {second: drive_env.files.pop(second), **drive_env.files}
+    assert [t["id"] for t in backend.twins(uri)] == sorted([first, second])

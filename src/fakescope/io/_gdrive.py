@@ -231,8 +231,9 @@ class DriveStorage:
         with _translated_errors("list", uri):
             found = self._in_folder(folder_id, parts[:-1], lambda parent, cached: self._list_named(
                 parent, parts[-1], "files(id,createdTime,modifiedTime)", 100, cached)) or []
-        return [{**item, "createdTime": _time(item["createdTime"]), "modifiedTime": _time(item["modifiedTime"])}
-                for item in found]
+        items = [{**item, "createdTime": _time(item["createdTime"]), "modifiedTime": _time(item["modifiedTime"])}
+                 for item in found]
+        return sorted(items, key=lambda item: (item["createdTime"], item["id"]))  # made in one millisecond: one order for all
 
     def read_id(self, file_id: str, uri: str) -> bytes:
         """The bytes of the file `file_id` (one of `uri`'s twins)."""
