@@ -241,9 +241,11 @@ def test_an_epoch_smaller_than_one_batch_is_refused_not_left_untrained(manifest,
 
 @pytest.fixture(scope="module")
 def stopped_early(manifest, tmp_path_factory):
-    """A run of up to 8 epochs that learns nothing (lr 0) with patience 1, trained once for the tests below."""
+    """A run of up to 8 epochs that learns nothing (lr 0) with patience 1, trained once for the tests below. With 256
+    draws an epoch its validation AUC still rises once (batch-norm statistics) before it stalls; with 64 it stalls
+    at once, and the run would stop at its first chance."""
     out = tmp_path_factory.mktemp("stopped")
-    train(_config(manifest, out, epochs=8, lr=0.0, patience=1), progress=False)
+    train(_config(manifest, out, epochs=8, lr=0.0, patience=1, samples_per_epoch=256), progress=False)
     return out
 
 
@@ -251,6 +253,7 @@ def test_early_stopping_after_patience_epochs_without_a_better_validation_auc(st
     with open(stopped_early / "metrics.csv") as f:
         aucs = [float(r["val_auc"]) for r in csv.DictReader(f)]
     stale_at = next(i for i in range(1, 8) if aucs[i] <= max(aucs[:i]))  # first epoch with no gain
+    assert stale_at > 1, aucs  # an epoch with a gain came first, and did not stop the run
     assert len(aucs) == stale_at + 1
 
 
@@ -258,7 +261,7 @@ def test_resuming_a_run_that_stopped_early_trains_no_further(manifest, stopped_e
     shutil.copytree(stopped_early, tmp_path, dirs_exist_ok=True)  # the shared run stays as trained
     before = (tmp_path / "metrics.csv").read_text()
     assert len(before.splitlines()) < 9  # it stopped early
-    train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1, resume=True), progress=False)
+    train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1, samples_per_epoch=256, resume=True), progress=False)
     assert (tmp_path / "metrics.csv").read_text() == before
 
 
