@@ -134,9 +134,10 @@ def test_serving_beyond_loopback_needs_a_token_or_allow_anonymous(host, token, a
     flags = ["--allow-anonymous"] if anonymous else []
     result = CliRunner().invoke(app, ["serve", "--host", host, "--device", "cpu", "--jobs-dir", str(tmp_path), *flags])
     if not started:
-        assert result.exit_code == 2 and served == [] and result.output.count("\n") == 1, result.output
-        assert result.output.startswith(f"error: refusing to serve on {host} without FAKESCOPE_API_TOKEN")
-        assert "set FAKESCOPE_API_TOKEN (environment or .env), or pass --allow-anonymous" in result.output
+        assert result.exit_code == 2 and served == [] and result.stdout == "", result.output  # one line, on stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith(f"error: refusing to serve on {host} without FAKESCOPE_API_TOKEN")
+        assert "set FAKESCOPE_API_TOKEN (environment or .env), or pass --allow-anonymous" in result.stderr
         return
     assert result.exit_code == 0 and served == [(host, generation)], result.output
     assert ("/v1/generate and /v1/jobs are off (403)" in result.stderr) is (not generation)
