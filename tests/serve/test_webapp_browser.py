@@ -525,6 +525,18 @@ def test_report_page_says_why_a_file_is_no_report(app_url, page, tmp_path):
         assert not page.get_by_text("Metrics", exact=True).count()
 
 
+def test_report_page_takes_a_relative_path_from_its_root_not_the_folder_it_runs_in(app_url, page, tmp_path,
+                                                                                   tmp_path_factory):
+    """The module's app runs in its log's folder with `--root` above it (as the report-root test's app once did)."""
+    (tmp_path / "report.json").write_text(json.dumps({"metrics": {"auc": 0.625}}))
+    page.goto(f"{app_url}/report")
+    box = page.get_by_label("Report folder or report.json path", exact=True)
+    box.fill(str(tmp_path.relative_to(tmp_path_factory.getbasetemp())))
+    box.press("Enter")
+    sync_api.expect(page.locator("main")).to_contain_text("0.6250", timeout=30_000)  # its metrics table
+    assert page.get_by_text("Metrics", exact=True).count() and not page.locator("[data-testid=stException]").count()
+
+
 def test_report_page_shows_only_the_images_a_report_names(app_url, page, tmp_path):
     """A row naming a file under the root that is no image (a CSV, a note) or a truncated one made `st.image` raise: a
     traceback in place of every thumbnail."""
