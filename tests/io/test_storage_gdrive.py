@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import googleapiclient.http
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.errors import StorageError, StorageUnavailableError
+from fakescope.generate.lease import LEASE_NAME
 from fakescope.io import _gdrive, storage
 from fakescope.io._gdrive import DriveStorage
 from fakescope.scale.records import read_results
@@ -335,7 +337,8 @@ def test_folder_ids_are_looked_up_once_per_storage_object(drive_env):
         backend.write_bytes(uri, uri.encode())
     assert [backend.read_bytes(uri) for uri in uris] == [uri.encode() for uri in uris]
     assert backend.exists(uris[0])
-    assert drive_env.calls["list"] == 4 + 4 + 5 + 1 and drive_env.calls["create"] == 3
+    # 3 folders made, each listed once more (a twin made elsewhere at that moment?)
+    assert drive_env.calls["list"] == 4 + 3 + 4 + 5 + 1 and drive_env.calls["create"] == 3
 
 
 def test_a_remembered_folder_deleted_meanwhile_is_walked_again(drive_env):
@@ -393,3 +396,28 @@ def test_twins_made_in_one_millisecond_are_listed_in_one_order_for_every_run(dri
         drive_env.files[second]["createdTime"] = drive_env.files[first]["createdTime"]
         drive_env.files = {second: drive_env.files.pop(second), **drive_env.files}
     assert [t["id"] for t in backend.twins(uri)] == sorted([first, second])
+
+
+def test_two_machines_making_one_new_folder_at_the_same_moment_meet_in_the_oldest(drive_env):
+    """Two runs (two storage objects: no shared lock) each found `out` missing and made one, as Drive allows: the
+    second's lease file then sat in a folder of its own and was later "gone". The younger, empty, is now deleted and
+    both write into the oldest."""
+    backends = [DriveStorage(), DriveStorage()]
+    both_missed = threading.Barrier(2)
+    for backend in backends:
+        find = backend._find_child
+
+        def find_then_meet(parent, name, cached=False, find=find):  # both look before either makes it
+            found = find(parent, name, cached)
+            if name == "out" and found is None and not both_missed.broken:
+                both_missed.wait(5)
+            return found
+
+        backend._find_child = find_then_meet
+    uri = f"gdrive://{drive_env.root_id}/out/{LEASE_NAME}"
+    with ThreadPoolExecutor(2) as pool:
+        made = list(pool.map(lambda b: b.create_twin(uri, b"{}")[0], backends))
+    assert drive_env.calls["create"] == 2  # both folders were made
+    (out,) = _live_folders(drive_env, "out")
+    assert all(drive_env.files[i]["parents"] == [out] for i in made)
+    assert [sorted(t["id"] for t in b.twins(uri)) for b in backends] == [sorted(made)] * 2  # each run sees the other

@@ -2,7 +2,9 @@
 
 `gdrive://FOLDER_ID/sub/path/name.png` names a file by its path below a Drive folder; a `/` within a
 name (Drive allows it) is written `%2F`, as listings give it. Of several items of one name in a folder
-(Drive allows that too) the oldest is the one read, written over and listed (the others with a warning). Credentials:
+(Drive allows that too) the oldest is the one read, written over and listed (the others with a warning); a folder
+this process made where another made one of that name at the same moment is deleted while empty, so both write
+into the oldest. Credentials:
 a file named by `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key, or the authorized-user file
 `gcloud auth application-default login` writes), an OAuth authorized-user token file named by
 `FAKESCOPE_GDRIVE_TOKEN`, or Google's application-default credentials; a file that cannot be used is
@@ -358,10 +360,10 @@ class DriveStorage:
         return item["id"] if item is not None and item["mimeType"] == FOLDER_MIME else None
 
     def _find_child(self, parent: str, name: str, cached: bool = False) -> dict[str, str] | None:
-        """The first live file named `name` in folder `parent`; None also when `parent` does not exist (404), unless
-        its id was `cached` (`_Gone`)."""
-        found = self._list_named(parent, name, f"files({_FIELDS})", 10, cached)
-        return _followed(found[0]) if found else None
+        """The oldest live file named `name` in folder `parent` (of two made in one millisecond, the lower id); None
+        also when `parent` does not exist (404), unless its id was `cached` (`_Gone`)."""
+        found = self._list_named(parent, name, f"files({_FIELDS},createdTime)", 10, cached)
+        return _followed(min(found, key=lambda f: (f["createdTime"], f["id"]))) if found else None
 
     def _list_named(self, parent: str, name: str, fields: str, page_size: int, cached: bool
                     ) -> list[dict[str, str]] | None:
@@ -390,7 +392,28 @@ class DriveStorage:
             if existing is not None:
                 return existing["id"]
             body = {"name": name, "mimeType": FOLDER_MIME, "parents": [parent]}
-            return _checked(self.service.files().create(body=body, fields="id", supportsAllDrives=True), cached)["id"]
+            made = _checked(self.service.files().create(body=body, fields="id", supportsAllDrives=True), cached)["id"]
+            return self._oldest_folder(parent, name, made)
+
+    def _oldest_folder(self, parent: str, name: str, made: str) -> str:
+        """The oldest folder `name` in `parent`, just after this run made `made` there.
+
+        Another machine may have made one at the same moment (Drive takes both): every run then uses the oldest, so
+        all meet in one folder, and deletes its own where that is younger and still empty.
+        """
+        from googleapiclient.errors import HttpError
+
+        found = self._list_named(parent, name, "files(id,mimeType,createdTime)", 100, False) or []
+        folders = sorted((f for f in found if f["mimeType"] == FOLDER_MIME), key=lambda f: (f["createdTime"], f["id"]))
+        oldest = folders[0]["id"] if folders else made
+        if oldest != made and next(iter(self._children(made, page_size=1)), None) is None:
+            log.info("folder %r was made at the same moment by another run too: using the older one", name)
+            try:
+                _execute(self.service.files().delete(fileId=made, supportsAllDrives=True))
+            except HttpError as exc:
+                if int(exc.resp.status) != 404:
+                    raise
+        return oldest
 
     def _children(self, folder_id: str, page_size: int) -> Iterator[dict[str, str]]:
         for page in self._pages(folder_id, page_size):
