@@ -421,3 +421,13 @@ def test_two_machines_making_one_new_folder_at_the_same_moment_meet_in_the_oldes
     (out,) = _live_folders(drive_env, "out")
     assert all(drive_env.files[i]["parents"] == [out] for i in made)
     assert [sorted(t["id"] for t in b.twins(uri)) for b in backends] == [sorted(made)] * 2  # each run sees the other
+
+
+def test_remove_deletes_the_file_a_path_names_and_refuses_a_folder(drive_env):
+    uri = f"gdrive://{drive_env.root_id}/set/a.png"
+    storage.write_bytes(uri, b"a")
+    storage.remove(uri)
+    storage.remove(uri)  # gone already: no error
+    assert not storage.exists(uri) and not storage.exists(f"gdrive://{drive_env.root_id}/set")
+    with pytest.raises(StorageError, match="a folder, not a file"):
+        storage.remove(f"gdrive://{drive_env.root_id}/set")

@@ -92,3 +92,13 @@ def test_env_file_is_read_once_without_overriding(tmp_path, monkeypatch):
     assert os.environ["FAKESCOPE_TEST_FROM_FILE"] == "file"
     assert os.environ["FAKESCOPE_TEST_PRESET"] == "environment"
     monkeypatch.delenv("FAKESCOPE_TEST_FROM_FILE")
+
+
+def test_remove_deletes_a_file_and_a_missing_one_is_no_error(tmp_path):
+    uri = str(tmp_path / "a.png")
+    storage.write_bytes(uri, b"a")
+    storage.remove(uri)
+    storage.remove(uri)
+    assert not storage.exists(uri)
+    with pytest.raises(StorageError, match="a folder, not a file$"):
+        storage.remove(str(tmp_path))

@@ -170,3 +170,32 @@ def test_a_read_larger_than_the_limit_is_refused_without_reading_it_whole(tree):
     with pytest.raises(StorageError, match=r"big.json: too large to open here \(the limit is 0.001 MB\)$"):
         store.read_bytes(root / "ds" / "big.json")
     assert store.read_bytes(root / "ds" / "report.json") == b"inside"
+
+
+def _files(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_save_pair_is_all_or_nothing(tree, photo_bytes, flat_png):
+    """Images were written one by one before the manifest: a failure part way left images no manifest row names.
+    Now a bad manifest fails before any write, and a failed write removes the images this call made (only those)."""
+    root, _ = tree
+    store, ds = RootFolder(root), root / "ds"
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    (ds / "manifest.csv").write_text("path,label\nx.png,real\n")  # no uri column
+    with pytest.raises(ConfigError, match="uri"):
+        save_pair(str(ds), photo_bytes, [flat_png], config, filename="cat.jpg", store=store)
+    assert _files(ds) == ["manifest.csv", "report.json"]
+    (ds / "manifest.csv").unlink()
+    (ds / "ai").write_text("a file where the ai folder goes")  # the real image is written, the ai one cannot be
+    with pytest.raises(StorageError):
+        save_pair(str(ds), photo_bytes, [flat_png], config, filename="cat.jpg", store=store)
+    assert _files(ds) == ["ai", "report.json"]
+    (ds / "ai").unlink()
+    manifest = save_pair(str(ds), photo_bytes, [flat_png], config, filename="cat.jpg", store=store)
+    saved = _files(ds)
+    (ds / "manifest.csv").unlink()
+    (ds / "manifest.csv").mkdir()  # saving again fails at the manifest: the images the first save made stay
+    with pytest.raises(StorageError):
+        save_pair(str(ds), photo_bytes, [flat_png, flat_png], config, filename="cat.jpg", store=store)
+    assert [f for f in _files(ds)] == [f for f in saved if f != "manifest.csv"] and manifest.endswith("manifest.csv")

@@ -97,6 +97,13 @@ def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store=storag
     Re-running a generation therefore never duplicates rows. Returns the manifest's row count. `store` reads and
     writes it (default `fakescope.io.storage`; the web app's `serve.paths.RootFolder`).
     """
+    data, count = merged_manifest(uri, rows, store=store)
+    store.write_bytes(uri, data)
+    return count
+
+
+def merged_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store=storage) -> tuple[bytes, int]:
+    """What `append_manifest` would write to `uri`, and its row count; nothing is written."""
     import pandas as pd
 
     new = pd.DataFrame(list(rows), columns=list(MANIFEST_COLUMNS))
@@ -110,8 +117,7 @@ def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store=storag
         new.to_parquet(buffer, index=False)
     else:
         new.to_csv(buffer, index=False)
-    store.write_bytes(uri, buffer.getvalue())
-    return len(new)
+    return buffer.getvalue(), len(new)
 
 
 def _read(uri: str, store=storage):

@@ -268,6 +268,15 @@ class DriveStorage:
                 if int(exc.resp.status) != 404:
                     raise
 
+    def remove(self, uri: str) -> None:
+        """Delete the file `uri` resolves to (the oldest of its name) for good; a folder is refused."""
+        with _translated_errors("check", uri):
+            item = self._resolve(uri)
+        if item is not None and item["mimeType"] == FOLDER_MIME:
+            raise StorageError("a folder, not a file", source=uri)
+        if item is not None:
+            self.delete_id(item["id"], uri)
+
     def exists(self, uri: str) -> bool:
         with _translated_errors("check", uri):
             item = self._resolve(uri)

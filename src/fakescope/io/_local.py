@@ -81,6 +81,14 @@ class LocalStorage:
                 raise _error("write", uri, exc) from None
             raise
 
+    def remove(self, uri: str) -> None:
+        try:
+            os.remove(_path_of(uri))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _error("write", uri, exc) from None
+
     def exists(self, uri: str) -> bool:
         path = _path_of(uri)
         if not os.path.isdir(path):

@@ -168,6 +168,11 @@ class S3Storage:
         return self._on_condition("write", uri, lambda bucket, key: self.client.put_object(
             Bucket=bucket, Key=key, Body=data, IfMatch=etag)["ETag"])
 
+    def remove(self, uri: str) -> None:
+        bucket, key = split_s3_uri(uri)
+        with _translated_errors("write", uri, bucket):
+            self.client.delete_object(Bucket=bucket, Key=key)  # S3 answers a missing key with success
+
     def delete_if_match(self, uri: str, etag: str) -> bool:
         """Delete the object only while its ETag is `etag`; False where it changed."""
         return self._on_condition("write", uri, lambda bucket, key: self.client.delete_object(

@@ -42,6 +42,8 @@ class Storage(Protocol):
 
     def exists(self, uri: str) -> bool: ...
 
+    def remove(self, uri: str) -> None: ...
+
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[str]: ...
@@ -124,6 +126,11 @@ def open_write(uri: str) -> Iterator[BinaryIO]:
     buffer = io.BytesIO()
     yield buffer
     write_bytes(uri, buffer.getvalue())
+
+
+def remove(uri: str) -> None:
+    """Delete a file; one missing already is no error."""
+    get_storage(uri).remove(uri)
 
 
 def exists(uri: str) -> bool:

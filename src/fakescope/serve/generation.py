@@ -7,6 +7,7 @@ images made from it into a dataset folder with a merged `manifest.csv`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -22,10 +23,9 @@ from fakescope.generate import (
     MANIFEST_COLUMNS,
     Ledger,
     OpenAIImagesConfig,
-    append_manifest,
     run_openai,
 )
-from fakescope.generate.manifest import manifest_row
+from fakescope.generate.manifest import manifest_row, merged_manifest
 from fakescope.generate.openai_images import make_client
 from fakescope.generate.runner import default_ledger_path
 from fakescope.io import storage
@@ -135,13 +135,15 @@ def save_pair(
     images share `pair_id` (the real image's sha256), so splits keep them together; every row's
     `source` is `upload`, and the real row's `source_uri` is the uploaded file name. Returns the manifest URI.
     `store` writes the files (default `fakescope.io.storage`; the web app's `serve.paths.RootFolder`).
+    All or nothing: every image is decoded and the manifest merged before the first write, and where a write fails
+    the images this call made (not those that were there before) are removed again.
     """
     dataset = storage.absolute(dataset)
     loaded = decode_image(real)
     digest = hashlib.sha256(real).hexdigest()
     stem = f"{_stem(filename)}-{digest[:8]}"
     real_uri = storage.join(dataset, "real", f"{stem}.{loaded.format.lower()}")
-    store.write_bytes(real_uri, real)
+    files = {real_uri: real}
     rows = [{
         "uri": real_uri, "label": "real", "source": UPLOAD_SOURCE, "generator": "", "pair_id": digest, "split": "",
         "width": loaded.width, "height": loaded.height, "format": loaded.format, "sha256": digest,
@@ -150,13 +152,23 @@ def save_pair(
     for index, data in enumerate(generated):
         image = decode_image(data)
         uri = storage.join(dataset, "ai", config.model, f"{stem}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{image.format.lower()}")
-        store.write_bytes(uri, data)
+        files[uri] = data
         rows.append(manifest_row(
             uri=uri, source_uri=real_uri, source_sha256=digest, origin=UPLOAD_SOURCE, generator=config.model, model=config.model,
             params=config.params(), width=image.width, height=image.height, format=image.format, data=data,
         ))
     manifest = storage.join(dataset, "manifest.csv")
-    append_manifest(manifest, [{k: row[k] for k in MANIFEST_COLUMNS} for row in rows], store=store)
+    table, _ = merged_manifest(manifest, [{k: row[k] for k in MANIFEST_COLUMNS} for row in rows], store=store)
+    made = [uri for uri in files if not store.exists(uri)]
+    try:
+        for uri, data in files.items():
+            store.write_bytes(uri, data)
+        store.write_bytes(manifest, table)
+    except BaseException:
+        for uri in made:
+            with contextlib.suppress(OSError, FakescopeError):  # the write's own error is the one to tell
+                store.remove(uri)
+        raise
     return manifest
 
 
