@@ -28,6 +28,14 @@ def test_upload_then_download_round_trip(s3_bucket):
     assert not storage.exists(f"s3://{s3_bucket}/images/real/0002.png")
 
 
+def test_remove_deletes_an_object_and_a_missing_one_is_no_error(s3_bucket):
+    uri = f"s3://{s3_bucket}/images/a.png"
+    storage.write_bytes(uri, b"a")
+    storage.remove(uri)
+    storage.remove(uri)
+    assert not storage.exists(uri) and not storage.exists(f"s3://{s3_bucket}/images")
+
+
 def test_conditional_writes_and_deletes_refuse_a_failed_precondition_with_none_or_false(s3_bucket):
     backend, uri = S3Storage(), f"s3://{s3_bucket}/lock.json"
     first = backend.put_if_absent(uri, b"one")
