@@ -19,7 +19,7 @@ from PIL import Image
 import fakescope._preparation as preparation
 from fakescope.detection import Detection
 from fakescope.detector import Detector
-from fakescope.errors import ConfigError, FakescopeError, StorageUnavailableError
+from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.forensics import fuse
 from fakescope.io import shared_slots
 from fakescope.io.image import read_source
@@ -112,6 +112,14 @@ def test_stream_takes_one_input_as_one(detector, image_files):
     data = read_source(image_files[0])
     for one in (image_files[0], data):  # not each character of the path, each byte of the image
         assert [r.probability for r in detector.stream(one)] == [detector.predict(one).probability]
+
+
+def test_one_input_that_is_no_image_nor_iterable_is_one_error_record(detector):
+    for one in (5, None):  # not a TypeError from iterating it
+        result = detector.predict(one)
+        assert result.error == f"cannot read an image from {type(one).__name__}" and result.probability is None
+    with pytest.raises(ImageLoadError, match="cannot read an image from int"):
+        detector.explain(5)
 
 
 def test_generators_are_consumed(detector, image_files):

@@ -242,7 +242,10 @@ _SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarr
 
 
 def is_single(inputs: Any) -> bool:
-    """One input, not an iterable of them; an array of strings (paths, say from numpy or pandas) is many."""
+    """One input, not an iterable of them; an array of strings (paths, say from numpy or pandas) is many.
+
+    Anything not iterable (an int, None) is one input too: one result, whose `error` says it is no image.
+    """
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OSU":
         return False
-    return isinstance(inputs, _SINGLE) or _is_file(inputs)
+    return isinstance(inputs, _SINGLE) or _is_file(inputs) or not isinstance(inputs, Iterable)
