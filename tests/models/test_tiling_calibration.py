@@ -158,6 +158,25 @@ def test_unfitted_and_unknown_calibrators_fail_clearly():
     assert apply_calibration(Calibration("none"), np.array([0.0]))[0] == 0.5
 
 
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+@pytest.mark.parametrize(("logits", "labels", "message"), [
+    ([-2.0, -1, 1], [0, 0, 1, 1], "3 logit\\(s\\) but 4 label\\(s\\)"),
+    ([-2.0, np.nan, 1, 2], [0, 0, 1, 1], "1 logit\\(s\\) are NaN or infinite"),
+    ([-2.0, -1, 1, 2], ["real", "real", "ai", "ai"], "labels must be 0 \\(real\\) or 1 \\(ai\\), got ai, real"),
+    ([-2.0, -1, 1, 2], [0, 0, 0, 0], "needs both real \\(0\\) and ai \\(1\\) labels"),
+])
+def test_calibration_data_it_cannot_fit_is_one_clear_error(method, logits, labels, message):
+    with pytest.raises(ConfigError, match=message) as caught:  # not scikit-learn's own, many lines long
+        Calibrator(method).fit(np.array(logits), np.array(labels))
+    assert "\n" not in str(caught.value)
+
+
+def test_boolean_labels_fit_as_zero_and_one():
+    logits = np.array([-2.0, -1, 1, 2])
+    fitted = Calibrator().fit(logits, np.array([False, False, True, True])).predict(logits)
+    assert fitted == pytest.approx(Calibrator().fit(logits, np.array([0, 0, 1, 1])).predict(logits))
+
+
 def _nll(p: np.ndarray, labels: np.ndarray) -> float:
     p = np.clip(p, 1e-12, 1 - 1e-12)
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))

@@ -23,11 +23,20 @@ class Calibrator:
         self.method = method
 
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> Calibrator:
+        """Fit on finite logits and their 0/1 labels (both present); anything else raises `ConfigError`."""
         from sklearn.isotonic import IsotonicRegression  # here, not at import: scoring needs only apply_calibration
         from sklearn.linear_model import LogisticRegression  # and scikit-learn takes a second to import
 
-        logits = np.asarray(logits, np.float64).ravel()
-        labels = np.asarray(labels).ravel().astype(int)
+        logits, labels = np.asarray(logits, np.float64).ravel(), np.asarray(labels).ravel()
+        if len(logits) != len(labels):
+            raise ConfigError(f"{len(logits)} logit(s) but {len(labels)} label(s): give one label per logit")
+        if not np.isfinite(logits).all():
+            raise ConfigError(f"{int((~np.isfinite(logits)).sum())} logit(s) are NaN or infinite: leave those images out")
+        if not np.isin(labels, (0, 1)).all():
+            raise ConfigError(f"labels must be 0 (real) or 1 (ai), got {', '.join(map(str, np.unique(labels)[:5]))}")
+        labels = labels.astype(int)
+        if len(np.unique(labels)) < 2:
+            raise ConfigError("calibration needs both real (0) and ai (1) labels; these hold only one")
         if self.method == "temperature":
             lr = LogisticRegression(C=1e6).fit(logits[:, None], labels)
             scale = float(lr.coef_[0, 0])
