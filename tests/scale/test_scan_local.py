@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, StorageError
 from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results, write_part
 from fakescope.scale.scan import _PartWriter, scan, scan_sources
 
@@ -36,6 +36,13 @@ def test_scan_writes_one_row_per_source_matching_predict(image_folder, tmp_path,
         assert (row["width"], row["height"], row["format"]) == (want["width"], want["height"], want["format"])
         assert json.loads(row["evidence"]) == [{**e, "score": round(e["score"], 6)} for e in want["evidence"]]
         assert pd.isna(row["error"])
+
+
+def test_reading_results_from_no_folder_is_an_error_not_an_empty_table(tmp_path, detector):
+    with pytest.raises(StorageError, match=r"typo\.parquet: no such results folder"):
+        read_results(tmp_path / "typo.parquet")  # a mistyped name, not a scan that found nothing
+    scan([], tmp_path / "empty", detector)
+    assert read_results(tmp_path / "empty").empty
 
 
 def test_rerun_skips_done_sources_and_adds_only_new_ones(image_folder, tmp_path, detector):

@@ -177,9 +177,15 @@ def done_sources(out: str | Path, model: str | None = None) -> set[str]:
 def read_results(out: str | Path) -> pd.DataFrame:
     """All rows of a results folder as one DataFrame (columns in `SCHEMA` order).
 
+    Raises:
+        StorageError: `out` is no folder (a mistyped name read as no results at all).
+
     Example:
         >>> read_results("results.parquet").query("label == 'ai'")  # doctest: +SKIP
     """
+    if not Path(out).is_dir():
+        raise StorageError("no such results folder (scan writes its rows as Parquet parts into a folder)",
+                           source=os.fspath(out))
     parts = part_files(out)
     if not parts:
         return SCHEMA.empty_table().to_pandas()
