@@ -107,7 +107,7 @@ def test_overlay_is_a_png_of_the_image_with_its_caption(planted_model):
     assert picture.format == "PNG" and picture.width >= 600 and picture.height >= 500
     colours = np.asarray(picture.convert("RGB")).reshape(-1, 3)
     assert len(np.unique(colours, axis=0)) > 1000  # an image under a colour map, not a blank figure
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ConfigError, match=r"heatmap \(10, 10\) does not match"):  # fakescope's own error
         overlay_png(image, np.zeros((10, 10), np.float32), "wrong size")
 
 

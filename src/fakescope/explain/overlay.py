@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from fakescope.errors import ConfigError
 from fakescope.io import storage
 
 MAX_FIGURE_INCHES = 7.0
@@ -32,8 +33,9 @@ def overlay_png(
     Example:
         >>> png = overlay_png(image, detector.explain(image, method="gradcam"), "P(ai) = 0.93")  # doctest: +SKIP
     """
+    heatmap = np.asarray(heatmap)
     if heatmap.shape != (image.height, image.width):
-        raise ValueError(f"heatmap {heatmap.shape} does not match the image's {image.height}x{image.width}")
+        raise ConfigError(f"heatmap {heatmap.shape} does not match the image's {image.height}x{image.width}")
     scale = MAX_FIGURE_INCHES / max(image.width, image.height)
     size = (max(image.width * scale + 1.4, MIN_FIGURE_INCHES[0]), max(image.height * scale + 0.8, MIN_FIGURE_INCHES[1]))
     figure = Figure(figsize=size, dpi=DPI, layout="constrained")
