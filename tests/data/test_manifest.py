@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 
 import pandas as pd
 import pytest
+from manifest_helpers import not_a_manifest
 from PIL import Image
 
 from fakescope.data import MANIFEST_COLUMNS, describe_image, read_manifest, read_rows, validate_manifest, write_manifest
@@ -75,12 +75,9 @@ def test_unreadable_manifest_is_a_config_error(tmp_path):
 ])
 def test_a_file_that_is_no_table_is_named_not_a_manifest(tmp_path, name, data, what):
     path = tmp_path / name
-    if data is None:
-        Image.new("RGB", (8, 8)).save(path, format="PNG")
-    else:
-        path.write_bytes(data)
+    line = not_a_manifest(path, data, what)
     for read in (read_manifest, read_rows):
-        with pytest.raises(ConfigError, match=f"^{re.escape(f'{path} is not a manifest (.csv or .parquet): it is {what}')}$"):
+        with pytest.raises(ConfigError, match=line):
             read(str(path))
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from manifest_helpers import not_a_manifest
 from typer.testing import CliRunner
 
 from fakescope.cli import app
@@ -236,16 +237,10 @@ def test_a_glob_of_manifests_reads_each_in_name_order(image_folder, tmp_path):
     ("bad.parquet", b"garbage", "not a Parquet file"),
 ])
 def test_scan_and_generate_say_the_manifest_readers_line_for_a_file_that_is_none(tmp_path, name, data, what):
-    from PIL import Image
-
     from fakescope.generate.manifest import manifest_rows
 
     path = tmp_path / name
-    if data is None:
-        Image.new("RGB", (8, 8)).save(path, format="PNG")
-    else:
-        path.write_bytes(data)
-    line = f"^{re.escape(f'{path} is not a manifest (.csv or .parquet): it is {what}')}$"
+    line = not_a_manifest(path, data, what)
     with pytest.raises(ConfigError, match=line):
         list(scan_sources([str(path)]))
     with pytest.raises(ConfigError, match=line):  # `generate`'s --manifest, read before anything is made
