@@ -55,7 +55,6 @@ class RootFolder:
         self.root = root
         self.min_free_mb = min_free_mb
         self.max_read_mb = max_read_mb
-        self.max_read_bytes = None if max_read_mb is None else int(max_read_mb * 2**20)
 
     def read_bytes(self, path: str | Path) -> bytes:
         """The file's bytes (a FIFO or device is refused: `StorageError`)."""
@@ -65,10 +64,11 @@ class RootFolder:
             with open(fd, "rb") as fh:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise StorageError("not a regular file", source=str(path))
-                if self.max_read_bytes is None:
+                if self.max_read_mb is None:
                     return fh.read()
-                data = fh.read(self.max_read_bytes + 1)  # the size as read: the file may grow after a stat
-                if len(data) > self.max_read_bytes:
+                limit = int(self.max_read_mb * 2**20)
+                data = fh.read(limit + 1)  # the size as read: the file may grow after a stat
+                if len(data) > limit:
                     raise StorageError(f"too large to open here (the limit is {self.max_read_mb:g} MB)",
                                        source=str(path))
                 return data
