@@ -261,7 +261,7 @@ def report_page() -> None:
         elif location:
             path = report_path(confined(location, root()))
             source = path.name
-            report = json.loads(RootFolder(root(), max_read_mb=MAX_READ_MB).read_bytes(path))
+            report = json.loads(root_reader().read_bytes(path))
             html_path = path.with_name("report.html")
         else:
             st.info("No report opened yet.")
@@ -311,9 +311,9 @@ def show_examples(table: pd.DataFrame) -> None:
     (files that are no image, a damaged one or one over the pixel limit are left out: `st.image` would raise on them)."""
     column = next((c for c in ("path", "uri") if c in table.columns), None)
     found = ((Path(str(p)).name, data) for p in (table[column] if column else ()) if (data := example_image(str(p))))
-    shown = list(islice(found, 12))
-    if shown:
-        st.image([data for _, data in shown], caption=[name for name, _ in shown], width=160)
+    thumbnails = list(islice(found, 12))
+    if thumbnails:
+        st.image([data for _, data in thumbnails], caption=[name for name, _ in thumbnails], width=160)
 
 
 def example_image(path: str) -> bytes | None:
@@ -328,10 +328,15 @@ def example_image(path: str) -> bytes | None:
         return None
 
 
+def root_reader() -> RootFolder:
+    """How the pages read files under the root: through `RootFolder`, none over `MAX_READ_MB`."""
+    return RootFolder(root(), max_read_mb=MAX_READ_MB)
+
+
 def read_under_root(path: str | Path) -> bytes | None:
     """The file's bytes through `RootFolder` (the root's files only, whatever is swapped in), or None where it cannot."""
     try:
-        return RootFolder(root(), max_read_mb=MAX_READ_MB).read_bytes(path)
+        return root_reader().read_bytes(path)
     except (OSError, FakescopeError):
         return None
 
