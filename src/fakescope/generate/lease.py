@@ -164,9 +164,9 @@ class Lease:
         now = self.store.rewrite_id(self._id, self.uri, self._body())
         try:
             return now is not None and self._older_live(now) is None
-        except StorageError as exc:  # an outage is retried; its own file gone is a loss
-            if isinstance(exc, StorageUnavailableError):
-                raise
+        except StorageUnavailableError:  # an outage is retried
+            raise
+        except StorageError:  # its own file gone is a loss
             return False
 
     def _body(self) -> bytes:
