@@ -13,8 +13,8 @@ named in the error, never quoted.
 Shortcuts are followed (each folder walked once); Google Docs Editors files have no bytes and are not listed.
 Each storage object remembers the ids of the folders it found or made along paths, so a file costs one look-up
 however deep it lies; where Drive answers 404 for a remembered id (the folder was deleted), they are forgotten and
-the path walked again (a folder moved or trashed meanwhile still answers, and is still used). Only folders that exist
-are remembered, never a name found missing, nor any file.
+the path walked again (a folder moved or trashed meanwhile still answers: its id is looked up again once it is
+`FOLDER_TTL_S` old). Only folders that exist are remembered, never a name found missing, nor any file.
 Rate limits, 5xx answers and dropped connections are retried `RETRIES` times by the client library, with
 exponential backoff and a `googleapiclient.http` warning each; one that outlasts them raises
 `StorageUnavailableError`, as the storage, not the file, failed. A server name that does not resolve (a mistyped
@@ -235,7 +235,7 @@ class DriveStorage:
                 parent, parts[-1], "files(id,createdTime,modifiedTime)", 100, cached)) or []
         items = [{**item, "createdTime": _time(item["createdTime"]), "modifiedTime": _time(item["modifiedTime"])}
                  for item in found]
-        return sorted(items, key=lambda item: (item["createdTime"], item["id"]))  # made in one millisecond: one order for all
+        return sorted(items, key=_oldest_first)
 
     def read_id(self, file_id: str, uri: str) -> bytes:
         """The bytes of the file `file_id` (one of `uri`'s twins)."""
@@ -372,7 +372,7 @@ class DriveStorage:
         """The oldest live file named `name` in folder `parent` (of two made in one millisecond, the lower id); None
         also when `parent` does not exist (404), unless its id was `cached` (`_Gone`)."""
         found = self._list_named(parent, name, f"files({_FIELDS},createdTime)", 10, cached)
-        return _followed(min(found, key=lambda f: (f["createdTime"], f["id"]))) if found else None
+        return _followed(min(found, key=_oldest_first)) if found else None
 
     def _list_named(self, parent: str, name: str, fields: str, page_size: int, cached: bool
                     ) -> list[dict[str, str]] | None:
@@ -440,6 +440,11 @@ class DriveStorage:
             token = response.get("nextPageToken")
             if not token:
                 return
+
+
+def _oldest_first(item: dict[str, Any]) -> tuple:
+    """Files of one name in the order every run sees: by `createdTime`, and of two made in one millisecond, by id."""
+    return item["createdTime"], item["id"]
 
 
 def _time(text: str) -> datetime.datetime:
