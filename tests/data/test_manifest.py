@@ -8,7 +8,7 @@ import pytest
 from manifest_helpers import not_a_manifest
 from PIL import Image
 
-from fakescope.data import MANIFEST_COLUMNS, describe_image, read_manifest, read_rows, validate_manifest, write_manifest
+from fakescope.data import MANIFEST_COLUMNS, check_rows, describe_image, read_manifest, read_rows, validate_manifest, write_manifest
 from fakescope.errors import ConfigError, ImageLoadError
 
 
@@ -40,7 +40,7 @@ def test_validate_normalises_labels_and_orders_columns():
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda f: f.drop(columns="sha256"), "lacks column"),
+    (lambda f: f.drop(columns="sha256"), "manifest: missing column\\(s\\): sha256"),
     (lambda f: f.assign(label=["real", "maybe"]), "unknown label"),
     (lambda f: f.assign(split=["train", "holdout"]), "unknown split"),
     (lambda f: f.assign(uri=["a.png", "a.png"]), "appear twice"),
@@ -89,8 +89,13 @@ def test_read_rows_needs_only_uri_label_split_and_resolves_relative_uris(tmp_pat
     assert rows["label"].tolist() == ["real", "ai", "ai"]
     assert rows["source"].isna().all() and rows["generator"].isna().all()
     (tmp_path / "bad.csv").write_text("uri,label\nx.png,real\n")
-    with pytest.raises(ConfigError, match="lacks column"):
+    with pytest.raises(ConfigError, match=r"^manifest .*bad\.csv: missing column\(s\): split$"):
         read_rows(str(tmp_path / "bad.csv"))
+
+
+def test_check_rows_names_missing_columns_of_a_dataframe():
+    with pytest.raises(ConfigError, match=r"^the manifest rows: missing column\(s\): label, split$"):
+        check_rows(pd.DataFrame({"uri": ["a.png"]}))
 
 
 def test_an_older_manifest_naming_a_file_in_source_reads_it_as_source_uri(tmp_path):

@@ -90,7 +90,7 @@ def test_a_manifest_without_split_column_evaluates_all_and_one_label_says_why_au
                                  "--bootstrap", "0", *options])
     assert result.exit_code == 0 and "on all: n=8 " in result.output, result.output
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "unsplit.csv"), *options])
-    assert result.exit_code == 2 and result.output == f"error: manifest {tmp_path / 'unsplit.csv'} lacks column(s): split\n"
+    assert result.exit_code == 2 and result.output == f"error: manifest {tmp_path / 'unsplit.csv'}: missing column(s): split\n"
     rows[rows["label"] == "real"].to_csv(tmp_path / "reals.csv", index=False)
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "reals.csv"), "--bootstrap", "1000", *options])
     assert result.exit_code == 0, result.output

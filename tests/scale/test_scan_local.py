@@ -254,7 +254,7 @@ def test_scan_generate_and_training_say_one_line_for_a_manifest_with_no_uri_colu
 
     path = tmp_path / "m.csv"
     path.write_text("path,label,split\na.png,real,train\n")
-    line = f"manifest {path} lacks column(s): uri"
+    line = f"manifest {path}: missing column(s): uri"
     with pytest.raises(ConfigError, match=f"^{re.escape(line)}$"):
         list(scan_sources([str(path)]))
     with pytest.raises(ConfigError, match=f"^{re.escape(line)}$"):

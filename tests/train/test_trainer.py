@@ -303,7 +303,7 @@ def test_cli_reports_a_bad_manifest_in_one_line(tmp_path):
     pd.DataFrame({"uri": ["a.png"], "label": ["real"]}).to_csv(bad, index=False)
     result = CliRunner().invoke(app, ["train", str(bad), "--no-progress"])
     assert result.exit_code == 2
-    assert "lacks column(s): split" in result.output
+    assert "missing column(s): split" in result.output
     assert "Traceback" not in result.output
 
 

@@ -90,9 +90,7 @@ def validate_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     Raises:
         ConfigError: A column is missing, a label or split is unknown, or a uri repeats.
     """
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"manifest lacks column(s) {', '.join(missing)}")
+    require_columns(frame, MANIFEST_COLUMNS, "manifest")
     frame = frame[list(MANIFEST_COLUMNS) + [c for c in frame.columns if c not in MANIFEST_COLUMNS]].copy()
     frame["label"] = [normalise_label(v) for v in frame["label"]]
     for column in ("uri", "source", "generator", "pair_id", "split", "format", "sha256"):
@@ -168,10 +166,10 @@ def check_rows(rows: pd.DataFrame, origin: str = "the manifest rows", *, split_r
 
 
 def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], origin: str, *, advice: str = "") -> None:
-    """Raise `ConfigError` `<origin> lacks column(s): a, b[; advice]` for those of `columns` not in `frame`: every
-    reader of manifest rows says a missing column so."""
+    """Raise `ConfigError` `<origin>: missing column(s): a, b[; advice]` for those of `columns` not in `frame`: every
+    reader of manifest rows says a missing column so (`origin` may be singular or plural)."""
     if missing := sorted(set(columns) - set(frame.columns)):
-        raise ConfigError(f"{origin} lacks column(s): {', '.join(missing)}" + (f"; {advice}" if advice else ""))
+        raise ConfigError(f"{origin}: missing column(s): {', '.join(missing)}" + (f"; {advice}" if advice else ""))
 
 
 def _refuse_unknown_splits(splits: pd.Series, prefix: str) -> None:
