@@ -72,6 +72,18 @@ def test_a_symlink_swapped_in_after_the_check_is_refused_however_the_file_is_use
     assert (outside / "report.json").read_text() == "secret"
 
 
+def test_a_hard_link_to_a_file_outside_is_not_read_and_a_write_replaces_it(tree):
+    root, outside = tree
+    os.link(outside / "report.json", root / "ds" / "linked.json")
+    store = RootFolder(root)
+    with pytest.raises(StorageError, match=r"^\S+linked\.json: not read: the file has other hard links, which may lie "
+                                           r"outside the app's folder$"):
+        store.read_bytes("ds/linked.json")
+    store.write_bytes("ds/linked.json", b"written")
+    assert (outside / "report.json").read_text() == "secret"  # the link was replaced, not written through
+    assert store.read_bytes("ds/linked.json") == b"written"  # now a file of its own
+
+
 def test_a_folder_swapped_for_a_symlink_after_the_check_is_refused(tree, monkeypatch):
     """The race the flipper below meets by chance, met every time: the folder becomes a link out just after
     `confined` passed the path."""

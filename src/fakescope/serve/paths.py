@@ -4,7 +4,9 @@ The app has no login, so a visitor's typed path must not reach the rest of the s
 credentials: `confined` refuses URIs (`s3://...`) and any path that resolves (symlinks followed) outside the root.
 `RootFolder` then reads and writes what `confined` allowed without trusting the path again: every folder from the
 root down is opened from the one above it without following symlinks, so a symlink swapped in after the check
-(a local user racing the app) is refused instead of followed out of the root.
+(a local user racing the app) is refused instead of followed out of the root. A hard link cannot be told from the
+file it shares, so a file with more than one link is never read; a write never goes through one either (it renames
+a temporary file over the name, so the other links keep the old contents).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def confined(path: str | Path, root: Path) -> Path:
 class RootFolder:
     """Reads and writes files under `root` as the `fakescope.io.storage` functions do (paths, `StorageError`s),
     safe against symlinks swapped in: a path is `confined` first, then walked from the root with no symlink followed
-    (one met answers `ConfigError`); files are read only when regular and written through a temporary file renamed
+    (one met answers `ConfigError`); files are read only when regular with one link, and written through a temporary file renamed
     into place."""
 
     def __init__(self, root: Path, *, min_free_mb: int = 0, max_read_mb: float | None = None) -> None:
@@ -57,13 +59,17 @@ class RootFolder:
         self.max_read_mb = max_read_mb
 
     def read_bytes(self, path: str | Path) -> bytes:
-        """The file's bytes (a FIFO or device is refused: `StorageError`)."""
+        """The file's bytes (a FIFO, device or file with other hard links is refused: `StorageError`)."""
         target = self._file(path)
         with self._folder(target.parent, str(path), "read") as folder, self._wrapped("read", str(path)):
             fd = os.open(target.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
             with open(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
                     raise StorageError("not a regular file", source=str(path))
+                if info.st_nlink > 1:
+                    raise StorageError("not read: the file has other hard links, which may lie outside the app's folder",
+                                       source=str(path))
                 if self.max_read_mb is None:
                     return fh.read()
                 limit = int(self.max_read_mb * 2**20)
