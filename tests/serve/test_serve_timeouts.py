@@ -123,3 +123,22 @@ def test_requests_beyond_the_connection_cap_answer_503(detector, tmp_path_factor
             assert httpx.get(f"{live.url}/healthz").status_code == 503
         time.sleep(0.2)
         assert httpx.get(f"{live.url}/healthz").status_code == 200
+
+
+def test_idle_sockets_beyond_the_cap_are_held_until_the_head_timeout(detector, tmp_path_factory):
+    """What docs/serving.md says: the cap answers 503 to requests, it does not refuse sockets; one beyond it that
+    sends nothing is held (one file descriptor) until `header_timeout_s` closes it."""
+    from fakescope.serve import ServeConfig
+
+    config = ServeConfig(token=TOKEN, max_connections=2, header_timeout_s=1, jobs_dir=tmp_path_factory.mktemp("jobs"))
+    with LiveServer(config, detector) as live:
+        socks = [_connect(live) for _ in range(5)]
+        try:
+            time.sleep(0.3)
+            assert len(live.server.server_state.connections) == 5  # all accepted, the cap notwithstanding
+            started = time.monotonic()
+            assert all(sock.recv(1) == b"" for sock in socks)  # each closed by the head timeout, unanswered
+            assert time.monotonic() - started < 5 and not live.server.server_state.connections
+        finally:
+            for sock in socks:
+                sock.close()
