@@ -1,8 +1,9 @@
 """A small in-memory HTTP server speaking the Drive v3 subset the gdrive:// backend uses.
 
 Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageSize (1-1000, default 100)/
-pageToken paging, always in creation order, as `orderBy=createdTime` asks; 404 for a parent that does not
-exist), `files.get` with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
+pageToken paging, always in creation order, as `orderBy=createdTime` asks; at most `page_cap` items a page where
+set, as Drive may answer fewer than pageSize; `nextPageToken` only where `fields` asks for it, as Drive does; 404
+for a parent that does not exist), `files.get` with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
 answers), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`,
 `files.delete` (404 for a create into a folder that does not exist, as Drive answers); every file has a `createdTime` and a `modifiedTime` (a write's), by this server's clock, listed
 and answered where `fields` names them.
@@ -78,6 +79,7 @@ class DriveServer:
             self.contents: dict[str, bytes] = {}
             self.sessions: dict[str, dict] = {}
             self.faults: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
+            self.page_cap: int | None = None
             self.calls.clear()
 
     def add(self, name: str, parent: str, data: bytes | None = None, *, mime: str | None = None,
@@ -179,10 +181,11 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
                 size = int(params.get("pageSize") or 100)
                 if not 1 <= size <= 1000:
                     return self._error(400, "invalid")
+                size = min(size, drive.page_cap or size)
                 keys = ("id", "name", "mimeType", "shortcutDetails", *_asked(params, "createdTime", "modifiedTime"))
                 page = [{k: f[k] for k in keys if k in f} for f in found[start:start + size]]
                 payload = {"files": page}
-                if start + size < len(found):
+                if start + size < len(found) and ("fields" not in params or _asked(params, "nextPageToken")):
                     payload["nextPageToken"] = str(start + size)
                 return self._json(200, payload)
             match = re.fullmatch(r"/drive/v3/files/([^/]+)", url.path)

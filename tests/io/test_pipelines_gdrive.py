@@ -103,6 +103,24 @@ def test_a_drive_lease_not_renewed_is_taken_over_and_its_holder_stops_paying_onc
     assert not _lease_files(drive_env)
 
 
+def test_a_drive_lease_reads_every_page_of_its_twins_listing(drive_env):
+    """The lease files were listed from one page: where Drive answered a short one, a run saw only dead files, deleted
+    them and failed ("the lease file this run made is gone"), never meeting the live holder listed after them."""
+    out = f"gdrive://{drive_env.root_id}/fakes"
+    storage.write_bytes(f"{out}/keep.txt", b"")
+    folder = next(f["id"] for f in drive_env.files.values() if f["name"] == "fakes")
+    dead = [drive_env.add(LEASE_NAME, folder, json.dumps({"host": "elsewhere", "pid": 1}).encode()) for _ in range(3)]
+    with drive_env._lock:
+        for file_id in dead:
+            drive_env.files[file_id]["modifiedTime"] = "2000-01-01T00:00:00.000Z"  # let lapse long ago
+    live = drive_env.add(LEASE_NAME, folder, json.dumps({"host": "elsewhere", "pid": 2}).encode())
+    drive_env.page_cap = 2
+    with pytest.raises(StorageError, match=rf"^another run \(host elsewhere, process 2\) is writing into {out} "):
+        Lease(out).acquire()
+    assert [f["id"] for f in _lease_files(drive_env)] == [live]  # the dead and the refused run's own deleted
+    assert drive_env.calls["list"] >= 3
+
+
 def test_of_runs_taking_a_drive_lease_at_the_same_moment_exactly_one_gets_it(drive_env):
     out = f"gdrive://{drive_env.root_id}/fakes"
     storage.write_bytes(f"{out}/keep.txt", b"")  # the folder exists: every run makes its lease file in it at once

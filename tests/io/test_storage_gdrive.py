@@ -398,11 +398,31 @@ def test_twins_made_in_one_millisecond_are_listed_in_one_order_for_every_run(dri
     assert [t["id"] for t in backend.twins(uri)] == sorted([first, second])
 
 
-def test_two_machines_making_one_new_folder_at_the_same_moment_meet_in_the_oldest(drive_env):
+def test_every_listing_of_one_name_is_read_to_its_last_page(drive_env):
+    """A name's twins were listed from one page (of 100; of 10 for a path's look-up) whose nextPageToken was not even
+    asked for: a name with more twins, or a Drive answering short pages, hid the rest (an older lease file among
+    them). Here Drive answers pages of 2: every twin is listed, and a path reads the oldest wherever it is listed."""
+    backend = DriveStorage()
+    uri = f"gdrive://{drive_env.root_id}/out/lease"
+    made = [backend.create_twin(uri, str(i).encode())[0] for i in range(5)]
+    drive_env.page_cap = 2
+    assert [t["id"] for t in backend.twins(uri)] == made
+    lowest = min(made)
+    with drive_env._lock:  # all made in one millisecond, the lowest id (the oldest by every run's order) listed last
+        for file_id in made:
+            drive_env.files[file_id]["createdTime"] = drive_env.files[made[0]]["createdTime"]
+        drive_env.files[lowest] = drive_env.files.pop(lowest)
+    drive_env.calls.clear()
+    assert backend.read_bytes(uri) == str(made.index(lowest)).encode()
+    assert drive_env.calls["list"] == 3  # the folder's id remembered: one listing of the name, in 3 pages
+
+
+@pytest.mark.parametrize("page_size", [1000, 1])
+def test_two_machines_making_one_new_folder_at_the_same_moment_meet_in_the_oldest(drive_env, page_size):
     """Two runs (two storage objects: no shared lock) each found `out` missing and made one, as Drive allows: the
     second's lease file then sat in a folder of its own and was later "gone". The younger, empty, is now deleted and
-    both write into the oldest."""
-    backends = [DriveStorage(), DriveStorage()]
+    both write into the oldest, also where the folders of that name are listed one a page."""
+    backends = [DriveStorage(page_size=page_size), DriveStorage(page_size=page_size)]
     both_missed = threading.Barrier(2)
     for backend in backends:
         find = backend._find_child

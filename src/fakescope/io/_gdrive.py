@@ -148,7 +148,7 @@ class DriveStorage:
 
     Args:
         service: A Drive v3 client to reuse; built from the environment when omitted.
-        page_size: Files asked for per `files.list` request.
+        page_size: Files asked for per `files.list` request (every listing is read to its last page).
         resumable_threshold: Uploads of at least this many bytes use the resumable protocol
             (in 256 KiB chunks); smaller ones one multipart request.
     """
@@ -232,7 +232,7 @@ class DriveStorage:
         folder_id, parts = split_drive_uri(uri)
         with _translated_errors("list", uri):
             found = self._in_folder(folder_id, parts[:-1], lambda parent, cached: self._list_named(
-                parent, parts[-1], "files(id,createdTime,modifiedTime)", 100, cached)) or []
+                parent, parts[-1], "files(id,createdTime,modifiedTime)", cached)) or []
         items = [{**item, "createdTime": _time(item["createdTime"]), "modifiedTime": _time(item["modifiedTime"])}
                  for item in found]
         return sorted(items, key=_oldest_first)
@@ -371,21 +371,17 @@ class DriveStorage:
     def _find_child(self, parent: str, name: str, cached: bool = False) -> dict[str, str] | None:
         """The oldest live file named `name` in folder `parent` (of two made in one millisecond, the lower id); None
         also when `parent` does not exist (404), unless its id was `cached` (`_Gone`)."""
-        found = self._list_named(parent, name, f"files({_FIELDS},createdTime)", 10, cached)
+        found = self._list_named(parent, name, f"files({_FIELDS},createdTime)", cached)
         return _followed(min(found, key=_oldest_first)) if found else None
 
-    def _list_named(self, parent: str, name: str, fields: str, page_size: int, cached: bool
-                    ) -> list[dict[str, str]] | None:
-        """The live files named `name` in folder `parent`, oldest first; None where `parent` does not exist (404),
-        `_Gone` where its id was `cached`."""
+    def _list_named(self, parent: str, name: str, fields: str, cached: bool) -> list[dict[str, str]] | None:
+        """All the live files named `name` in folder `parent` (every page), oldest first; None where `parent` does not
+        exist (404), `_Gone` where its id was `cached`."""
         from googleapiclient.errors import HttpError
 
         query = f"'{_quote(parent)}' in parents and name = '{_quote(name)}' and trashed = false"
         try:
-            return _checked(self.service.files().list(
-                q=query, fields=fields, pageSize=page_size, orderBy="createdTime",
-                supportsAllDrives=True, includeItemsFromAllDrives=True,
-            ), cached).get("files", [])
+            return [item for page in self._listing(query, fields, self.page_size, cached) for item in page]
         except HttpError as exc:
             if int(exc.resp.status) == 404:
                 return None
@@ -412,7 +408,7 @@ class DriveStorage:
         """
         from googleapiclient.errors import HttpError
 
-        found = self._list_named(parent, name, "files(id,mimeType,createdTime)", 100, False) or []
+        found = self._list_named(parent, name, "files(id,mimeType,createdTime)", False) or []
         folders = sorted((f for f in found if f["mimeType"] == FOLDER_MIME), key=lambda f: (f["createdTime"], f["id"]))
         oldest = folders[0]["id"] if folders else made
         if oldest != made and next(iter(self._children(made, page_size=1)), None) is None:
@@ -429,17 +425,19 @@ class DriveStorage:
             yield from page
 
     def _pages(self, folder_id: str, page_size: int) -> Iterator[list[dict[str, str]]]:
-        token = None
-        while True:
-            response = _execute(self.service.files().list(
-                q=f"'{_quote(folder_id)}' in parents and trashed = false",
-                fields=f"nextPageToken, files({_FIELDS})", pageSize=page_size, pageToken=token, orderBy="createdTime",
-                supportsAllDrives=True, includeItemsFromAllDrives=True,
-            ))
+        return self._listing(f"'{_quote(folder_id)}' in parents and trashed = false", f"files({_FIELDS})", page_size)
+
+    def _listing(self, query: str, fields: str, page_size: int, cached: bool = False
+                 ) -> Iterator[list[dict[str, str]]]:
+        """Every page `files.list` answers for `query`, oldest first: Drive may answer fewer than `page_size` items (even
+        none) with a `nextPageToken`, so all are followed. Drive's 404 for a `cached` folder id raises `_Gone`."""
+        files = self.service.files()
+        request = files.list(q=query, fields=f"nextPageToken,{fields}", pageSize=page_size, orderBy="createdTime",
+                             supportsAllDrives=True, includeItemsFromAllDrives=True)
+        while request is not None:
+            response = _checked(request, cached)
             yield response.get("files", [])
-            token = response.get("nextPageToken")
-            if not token:
-                return
+            request = files.list_next(request, response)
 
 
 def _oldest_first(item: dict[str, Any]) -> tuple:
