@@ -1,15 +1,22 @@
-"""List the source images of a generation run: a file, a folder, a glob, or the real rows of a dataset manifest."""
+"""The sources of a generation run: images (a file, a folder, a glob, or the real rows of a dataset manifest), or the
+prompts of a text file."""
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.errors import ConfigError, StorageError
+from fakescope.generate.manifest import source_stem
 from fakescope.io import storage
-from fakescope.io.inputs import IMAGE_SUFFIXES, expand_glob, list_images
+from fakescope.io.inputs import IMAGE_SUFFIXES, expand_glob, list_images, path_text
+
+if TYPE_CHECKING:  # `generate_local` lists images without loading the Images API client
+    from fakescope.generate.openai_images import OpenAIImagesConfig
 
 
 def image_uris(src: str, exclude: str | None = None, split: str | None = None) -> Iterator[str]:
@@ -76,3 +83,29 @@ def _manifest_reals(src: str, split: str | None) -> list[str]:
     if not chosen.any():
         raise ConfigError(f"manifest {src} lists no real images" + (f" in split {split!r}" if split is not None else ""))
     return list(rows.loc[chosen, "uri"])
+
+
+def read_sources(
+    src: str, out: str, config: OpenAIImagesConfig, split: str | None
+) -> Iterator[tuple[str, str, str, bytes | str]]:
+    """Yield (source URI, name stem, sha256, payload) for every source, lazily."""
+    if config.mode == "generate":
+        for number, prompt in read_prompts(src):
+            yield f"{src}#L{number}", f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest(), prompt
+        return
+    for uri in image_uris(src, exclude=out, split=split):
+        data = storage.read_bytes(uri)
+        yield uri, source_stem(uri), hashlib.sha256(data).hexdigest(), data
+
+
+def read_prompts(src: str) -> list[tuple[int, str]]:
+    """(line number, prompt) for each non-blank line of a prompts file."""
+    try:
+        lines = storage.read_bytes(src).decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:  # an image given where --mode generate takes its prompts
+        raise ConfigError(f"{path_text(src)}: not a prompts file (UTF-8 text, one prompt per line): byte "
+                          f"{exc.object[exc.start]:#04x} at {exc.start} is not UTF-8") from None
+    prompts = [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not prompts:
+        raise ConfigError(f"{path_text(src)}: no prompt in it (UTF-8 text, one prompt per line)")
+    return prompts

@@ -1,0 +1,188 @@
+"""The request loop of a paid run: each job settled without a request where it can be, else sent and recorded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
+from fakescope.generate._budget import Budget, RunReport, count_tokens
+from fakescope.generate._outputs import Made, finish
+from fakescope.generate._plan import Job, jobs
+from fakescope.generate.lease import Lease
+from fakescope.generate.ledger import DONE, RUNNING, JobRecord, Ledger
+from fakescope.generate.manifest import append_manifest
+from fakescope.generate.openai_images import LostImageError, OpenAIImagesConfig, request_image
+from fakescope.io import storage
+from fakescope.io.image import LoadedImage, load_image
+
+log = logging.getLogger(__name__)
+
+
+class Run:
+    """The request loop of one run, with `out`'s lease and the ledger held: each job is settled without a request
+    where it can be (done before, spooled, or made elsewhere), else sent, at most `concurrency` in flight."""
+
+    def __init__(self, client, out: str, config: OpenAIImagesConfig, book: Ledger, lease: Lease, report: RunReport,
+                 budget: Budget, *, concurrency: int, retry_interrupted: bool, manifest_name: str, manifest_every: float):
+        self.client, self.out, self.config, self.book, self.lease = client, out, config, book, lease
+        self.report, self.budget, self.price = report, budget, budget.price
+        self.concurrency, self.retry_interrupted = concurrency, retry_interrupted
+        self.manifest_name, self.manifest_every = manifest_name, manifest_every
+        self.made = Made(out, manifest_name)
+        self.paid_elsewhere = self.made.paid_elsewhere(book, config)
+        report.elsewhere = len(self.paid_elsewhere)
+        report.spent_before = book.spent() + report.elsewhere * self.price
+        self.in_flight: dict[Future, Job] = {}
+        self.flush_at, self.flushed = time.monotonic() + manifest_every, 0
+        """When the manifest is next written while images are made, and how many were done at its last write."""
+
+    def run(self, sources: Iterator[tuple[str, str, str, bytes | str]]) -> None:
+        """Settle or send every job of `sources` until a limit stops it; Ctrl-C finishes the requests in flight.
+        The manifest is written at the end whatever happened."""
+        executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fakescope-openai")
+        try:
+            for job in jobs(sources, self.config, self.book):
+                if self._settled_unpaid(job):
+                    continue
+                if self.budget.exceeded(self.report, len(self.in_flight)):
+                    self.report.stopped = "budget"
+                    break
+                self._send(executor, job)
+            self._drain()
+        except KeyboardInterrupt:
+            self.report.stopped = "interrupted"
+            self._drain()
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+            self._write_manifest()  # one that cannot be written still lets go (in `run_openai`)
+
+    def _settled_unpaid(self, job: Job) -> bool:
+        """Settle `job` without a request where none is needed or wanted; False where it is to be sent."""
+        record = self.book.get(job.key)
+        if record.state == DONE and self.made.holds(record.output):
+            self.report.skipped += 1
+            return True
+        self.report.missing += record.state == DONE  # deleted from out since: made again
+        if (loaded := _spooled(self.book, job.key)) is not None:  # paid by a run that crashed or could not write it
+            self._recover(job, record, loaded)
+            return True
+        if (found := self.made.row(job, self.config)) is not None:  # made by a run elsewhere, whose ledger this is not
+            cost = self.price if found["uri"] in self.paid_elsewhere else 0.0
+            self.book.mark_done(job.key, found["uri"], cost, found)
+            self.report.skipped += 1
+            return True
+        if record.state == RUNNING and not self.retry_interrupted:
+            self.report.unresolved += 1
+            return True
+        return False
+
+    def _recover(self, job: Job, record: JobRecord, loaded: LoadedImage) -> None:
+        """Finish `job` from its spooled answer, charged now only where a crash (not a failed write) left it."""
+        owed = self.price if record.state == RUNNING else 0.0  # a failed write was charged when it failed
+        self.report.spent_before += owed
+        usage = json.loads(record.usage) if record.usage else None
+        try:
+            uri, row = finish(job, loaded, self.out, self.config, usage)
+        except FakescopeError as exc:
+            self._fail(job, exc, charge=owed)
+            return
+        self.book.mark_done(job.key, uri, owed, row)
+        self.report.recovered += 1
+        count_tokens(self.report, row)
+
+    def _send(self, executor: ThreadPoolExecutor, job: Job) -> None:
+        """Send `job` once a slot is free (the manifest written when due, the lease checked first)."""
+        while len(self.in_flight) >= self.concurrency:
+            self._settle()
+        made = self.report.done + self.report.recovered
+        if time.monotonic() >= self.flush_at and made > self.flushed:
+            self._write_manifest()
+            self.flush_at, self.flushed = time.monotonic() + self.manifest_every, made
+        self.lease.check()
+        self.book.mark_running(job.key)
+        self.in_flight[executor.submit(_execute, self.client, job, self.out, self.config, self.book)] = job
+
+    def _drain(self) -> None:
+        while self.in_flight:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait for a request to finish and record every finished one.
+
+        Raises:
+            ConfigError: no later request can succeed (the key, the model, the account).
+            StorageUnavailableError: the output storage, not an image, failed: pay for no more.
+        """
+        finished, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
+        outages = [outage for future in finished if (outage := self._record(future)) is not None]
+        if outages:
+            raise outages[-1]
+
+    def _record(self, future: Future) -> StorageUnavailableError | None:
+        """Record one finished request in the ledger and the report; return the outage that failed it, if one did."""
+        job = self.in_flight.pop(future)
+        try:
+            uri, row = future.result()
+        except ConfigError:
+            raise
+        except LostImageError as exc:  # billed all the same: it counts against the budgets
+            self._fail(job, exc, cost=self.price)
+            return None
+        except Exception as exc:  # recorded per job; the batch goes on
+            paid = self.book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed
+            outage = isinstance(exc, StorageUnavailableError)  # raised by `_settle`, so not warned of here
+            self._fail(job, exc, cost=self.price if paid else 0.0, warn=not outage)
+            return exc if outage else None
+        self.book.mark_done(job.key, uri, self.price, row)
+        self.report.done += 1
+        count_tokens(self.report, row)
+        self.report.spent += self.price
+        return None
+
+    def _fail(self, job: Job, exc: Exception, cost: float = 0.0, charge: float = 0.0, warn: bool = True) -> None:
+        """Record a failed job; `cost` was billed in this run, `charge` in an earlier one (both go to the ledger)."""
+        self.book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost + charge)
+        self.report.failed += 1
+        self.report.spent += cost
+        if warn:
+            log.warning("job %s failed: %s", job.stem, exc)
+
+    def _write_manifest(self) -> None:
+        """Merge the rows of every done job into `out`'s manifest."""
+        rows = [json.loads(record.row) for record in self.book.jobs(DONE) if record.row]
+        if rows:
+            self.report.manifest = storage.join(self.out, self.manifest_name)
+            append_manifest(self.report.manifest, rows)
+
+
+def _execute(client, job: Job, out: str, config: OpenAIImagesConfig, book: Ledger) -> tuple[str, dict]:
+    if config.mode == "generate":
+        data, usage = request_image(client, config, prompt=job.payload)
+    else:
+        data, usage = request_image(client, config, source=job.payload)
+    try:
+        loaded = load_image(data)
+    except ImageLoadError as exc:
+        raise LostImageError(f"the API answered with an unreadable image: {exc}") from exc
+    book.write_spool(job.key, data)  # from here on the paid image survives a crash or a failed write
+    book.record_usage(job.key, usage)
+    return finish(job, loaded, out, config, usage)
+
+
+def _spooled(book: Ledger, key: str) -> LoadedImage | None:
+    """The parked answer of a job that is not done, or None.
+
+    An unreadable one (parked by a version that spooled before decoding) is dropped: the job is sent again.
+    """
+    data = book.read_spool(key)
+    if data is None:
+        return None
+    try:
+        return load_image(data)
+    except ImageLoadError:
+        book.spool_path(key).unlink(missing_ok=True)
+        return None

@@ -1,0 +1,89 @@
+"""A paid run's jobs (one per billable image), the names their outputs get, and the plan counted before it starts."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fakescope.generate._sources import image_uris, read_prompts
+from fakescope.generate.ledger import Ledger, job_key
+from fakescope.generate.manifest import output_name, source_stem
+from fakescope.generate.openai_images import OpenAIImagesConfig
+from fakescope.io import storage
+
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+"""File extensions of the images the Images API answers with."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One billable image: the `index`-th output for one source."""
+
+    key: str
+    source: str
+    source_sha256: str
+    stem: str
+    index: int
+    payload: bytes | str
+    """Source image bytes, or the prompt in `generate` mode."""
+
+
+def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None) -> tuple[int, int, int]:
+    """(sources, requests, made) of a run over `src`: its sources (prompts in `generate` mode, else images, listed, not
+    read), the requests it may send at most (`sources * config.n` less `made`; copies are skipped too), and how many of
+    those images `out` holds already, known by their names: a prompt's number, hash and image index; an image source's
+    name stem and image index only (so one replaced by another of its name counts as made: a guess, not a bound)."""
+    src, out = storage.absolute(src), storage.absolute(out)
+    if config.mode == "generate":
+        stems = [(f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest()[:8]) for number, prompt in read_prompts(src)]
+    else:
+        stems = [(source_stem(uri), None) for uri in image_uris(src, exclude=out, split=split)]
+    names = output_names(config)
+    held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[3]))
+                   for uri in files_in(out) if (match := names.search(uri.rsplit("/", 1)[-1])))
+    wanted = Counter((_cut_stem(stem, config, index), digest, index) for stem, digest in stems for index in range(config.n))
+    made = sum(min(count, held[key]) for key, count in wanted.items())
+    return len(stems), len(stems) * config.n - made, made
+
+
+def jobs(sources: Iterator[tuple[str, str, str, bytes | str]], config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:
+    """Register and yield each source's `config.n` jobs; a byte-identical copy of an earlier source (the same
+    images) yields none."""
+    params_hash, seen = config.params_hash(), set()
+    for source, stem, digest, payload in sources:
+        for index in range(config.n):
+            key = job_key(digest, config.mode, config.model, params_hash, index)
+            if key in seen:
+                continue
+            seen.add(key)
+            book.add(key, source, digest, config.mode, config.model, params_hash, index)
+            yield Job(key, source, digest, stem, index, payload)
+
+
+def output_uri(job: Job, out: str, config: OpenAIImagesConfig, extension: str) -> str:
+    return storage.join(out, output_name(job.stem, _name_tail(config, job.source_sha256[:8], job.index, extension)))
+
+
+def _name_tail(config: OpenAIImagesConfig, sha8: str, index: int, extension: str) -> str:
+    """What follows a source's stem in an output's name: `-<sha256[:8]>-<model>-<mode>-<params hash[:6]>-<index>.<ext>`."""
+    return f"-{sha8}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{extension}"
+
+
+def _cut_stem(stem: str, config: OpenAIImagesConfig, index: int) -> str:
+    """`stem` as a PNG output's name holds it (cut to fit, as `output_uri` cuts it)."""
+    tail = _name_tail(config, "0" * 8, index, "png")
+    return output_name(stem, tail).removesuffix(tail)
+
+
+def output_names(config: OpenAIImagesConfig) -> re.Pattern:
+    """Matches the names `output_uri` gives `config`'s outputs; groups: stem, sha256[:8], index."""
+    tail = re.escape(f"-{config.model}-{config.mode}-{config.params_hash()[:6]}-")
+    return re.compile(rf"(.*)-([0-9a-f]{{8}}){tail}(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
+
+
+def files_in(out: str) -> list[str]:
+    """The files directly in `out` (one paged listing); none where it does not exist yet."""
+    return list(storage.list_files(out, recursive=False)) if storage.exists(out) else []
