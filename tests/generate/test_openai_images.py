@@ -18,8 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 from fakescope.cache import cache_dir
+from fakescope.cli import app
 from fakescope.errors import ConfigError, StorageError
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, make_client
@@ -493,22 +495,41 @@ def test_max_total_spend_counts_the_ledger_of_earlier_runs(server, photos, tmp_p
 
 
 def test_max_total_spend_counts_what_the_output_holds_from_another_machines_ledger(server, photos, tmp_path):
-    """A fresh ledger (another machine, a wiped cache) counted --max-total-spend from 0 though --out held paid images."""
+    """A fresh ledger (another machine, a wiped cache) counted --max-total-spend from 0 though --out held paid images;
+    then only those of its own model and parameters, though the budget is of all runs into --out: every image --out
+    holds that this ledger did not pay for now counts, at this run's price."""
     out = tmp_path / "out"
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2)  # 0.016 per image, 6 jobs
     run_openai(str(photos), str(out), config, max_images=4, ledger=tmp_path / "a.sqlite", client=make_client(max_retries=0))
-    other = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="512x512")  # not counted: other parameters
+    other = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="512x512")  # other parameters: counted too
     run_openai(str(photos / "photo0.jpeg"), str(out), other, ledger=tmp_path / "a.sqlite", client=make_client(max_retries=0))
     assert server.billable == 5
     here = tmp_path / "b.sqlite"
-    first = run_openai(str(photos), str(out), config, max_total_spend=0.08, ledger=here, client=make_client(max_retries=0))
-    assert (first.elsewhere, first.skipped, first.done, first.stopped, server.billable) == (4, 4, 1, "budget", 6)
-    assert first.spent_before + first.spent == pytest.approx(0.08)
-    again = run_openai(str(photos), str(out), config, max_total_spend=0.08, ledger=here, client=make_client(max_retries=0))
-    assert (again.elsewhere, again.done, again.stopped, server.billable) == (0, 0, "budget", 6)  # now in its ledger
-    assert again.spent_before == pytest.approx(0.08)
+    first = run_openai(str(photos), str(out), config, max_total_spend=0.096, ledger=here, client=make_client(max_retries=0))
+    assert (first.elsewhere, first.skipped, first.done, first.stopped, server.billable) == (5, 4, 1, "budget", 6)
+    assert first.spent_before + first.spent == pytest.approx(0.096)
+    again = run_openai(str(photos), str(out), config, max_total_spend=0.096, ledger=here, client=make_client(max_retries=0))
+    assert (again.elsewhere, again.done, again.stopped, server.billable) == (1, 0, "budget", 6)  # the rest in its ledger
+    assert again.spent_before == pytest.approx(0.096)
     with Ledger(here) as ledger:
         assert ledger.spent() == pytest.approx(0.08)
+
+
+def test_max_total_spend_counts_images_a_ledger_recorded_at_no_cost_at_this_runs_price(server, photos, tmp_path):
+    """A run without a budget at a price fakescope lacks (GPT image models), like an older version's, records its images
+    at 0, and a later --max-total-spend counted them as free: they now count at the later run's price."""
+    out = tmp_path / "out"
+    free = run_openai(str(photos / "photo0.jpeg"), str(out), OpenAIImagesConfig(n=2), client=make_client(max_retries=0))
+    assert (free.done, free.spent, server.billable) == (2, 0.0, 2)
+    priced = OpenAIImagesConfig(n=2, price_per_image=0.05)  # the same model and parameters: the same jobs
+    budget = run_openai(str(photos), str(out), priced, max_total_spend=0.2, client=make_client(max_retries=0))
+    assert (budget.unpriced, budget.skipped, budget.done, budget.stopped, server.billable) == (2, 2, 2, "budget", 4)
+    assert (budget.spent_before, budget.spent) == (pytest.approx(0.1), pytest.approx(0.1))
+    again = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--n", "2",
+                                     "--price-per-image", "0.05", "--max-total-spend", "0.2"])
+    assert again.exit_code == 0, again.output
+    assert "done 0, already done 4" in again.output and "stopped: budget" in again.output and server.billable == 4
+    assert "(all runs $0.200, 2 image(s) recorded without a price included, $0.000 left of --max-total-spend)" in again.output
 
 
 def test_a_remote_output_has_one_ledger_with_or_without_a_trailing_slash(tmp_path, monkeypatch):

@@ -22,11 +22,14 @@ class RunReport:
     spent: float = 0.0
     spent_before: float = 0.0
     """Estimated spend of earlier runs: what the ledger holds (jobs recovered from the spool included), plus
-    `elsewhere` images at this run's price."""
+    `elsewhere` and `unpriced` images at this run's price."""
     elsewhere: int = 0
-    """Images `out` held at the start, made with this run's model and parameters (by their names), that this ledger
-    did not pay for: another machine's (or a lost ledger's) runs. Counted in `spent_before`; a job that finds its image
-    among them is done, unpaid, and the ledger records it at this run's price."""
+    """Images `out` held at the start, of any model and parameters (known by their names), that this ledger did not
+    pay for: another machine's (or a lost ledger's) runs. Counted in `spent_before` at this run's price (their own is
+    not known here); a job that finds its image among them is done, unpaid, and the ledger records it at that price."""
+    unpriced: int = 0
+    """Jobs the ledger records as done at no cost (made without a budget at a price fakescope did not know, or by an
+    older version): counted in `spent_before` at this run's price."""
     stopped: str | None = None
     manifest: str | None = None
     ledger: str | None = None

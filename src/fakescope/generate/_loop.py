@@ -33,9 +33,10 @@ class Run:
         self.concurrency, self.retry_interrupted = concurrency, retry_interrupted
         self.manifest_name, self.manifest_every = manifest_name, manifest_every
         self.made = Made(out, manifest_name)
-        self.paid_elsewhere = self.made.paid_elsewhere(book, config)
+        self.paid_elsewhere = self.made.paid_elsewhere(book)
         report.elsewhere = len(self.paid_elsewhere)
-        report.spent_before = book.spent() + report.elsewhere * self.price
+        report.unpriced = sum(record.cost == 0 for record in book.jobs(DONE))
+        report.spent_before = book.spent() + (report.elsewhere + report.unpriced) * self.price
         self.in_flight: dict[Future, Job] = {}
         self.flush_at, self.flushed = time.monotonic() + manifest_every, 0
         """When the manifest is next written while images are made, and how many were done at its last write."""

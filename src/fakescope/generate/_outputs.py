@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from fakescope.errors import ImageLoadError
-from fakescope.generate._plan import OUTPUT_FORMATS, Job, files_in, output_names, output_uri
+from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, files_in, output_uri
 from fakescope.generate.ledger import DONE, RUNNING, Ledger
 from fakescope.generate.manifest import manifest_row, manifest_rows
 from fakescope.generate.openai_images import OpenAIImagesConfig
@@ -50,14 +50,13 @@ class Made:
             self._files = set(files_in(self.out))
         return self._files
 
-    def paid_elsewhere(self, book: Ledger, config: OpenAIImagesConfig) -> set[str]:
-        """The images of `config`'s jobs `out` holds that `book` did not pay for (nor has in flight)."""
-        params_hash, names = config.params_hash(), output_names(config)
-        paid = {(record.source_sha256[:8], record.index) for record in book.jobs()
-                if (record.model, record.mode, record.params_hash) == (config.model, config.mode, params_hash)
-                and (record.state in (DONE, RUNNING) or record.cost > 0)}
-        found = ((uri, names.search(uri.rsplit("/", 1)[-1])) for uri in self.files)
-        return {uri for uri, match in found if match and (match[2], int(match[3])) not in paid}
+    def paid_elsewhere(self, book: Ledger) -> set[str]:
+        """The images `out` holds, of any model and parameters (known by their names), that `book` did not pay for (nor
+        has in flight)."""
+        paid = {(record.source_sha256[:8], record.model, record.mode, record.params_hash[:6], record.index)
+                for record in book.jobs() if record.state in (DONE, RUNNING) or record.cost > 0}
+        found = ((uri, any_output(uri.rsplit("/", 1)[-1])) for uri in self.files)
+        return {uri for uri, key in found if key is not None and key not in paid}
 
     def holds(self, uri: str | None) -> bool:
         """Whether the output of a done job still exists: in the listing, else (an output outside `out`) asked for itself."""

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from fakescope.generate._sources import image_uris, read_prompts
 from fakescope.generate.ledger import Ledger, job_key
 from fakescope.generate.manifest import output_name, source_stem
-from fakescope.generate.openai_images import OpenAIImagesConfig
+from fakescope.generate.openai_images import MODES, OpenAIImagesConfig
 from fakescope.io import storage
 
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 """File extensions of the images the Images API answers with."""
+_ANY_OUTPUT = re.compile(rf".*-([0-9a-f]{{8}})-(.+)-({'|'.join(MODES)})-([0-9a-f]{{6}})-(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
+"""An output's name, of any model and parameters; groups: sha256[:8], model, mode, params hash[:6], index."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,12 @@ def output_names(config: OpenAIImagesConfig) -> re.Pattern:
     """Matches the names `output_uri` gives `config`'s outputs; groups: stem, sha256[:8], index."""
     tail = re.escape(f"-{config.model}-{config.mode}-{config.params_hash()[:6]}-")
     return re.compile(rf"(.*)-([0-9a-f]{{8}}){tail}(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
+
+
+def any_output(name: str) -> tuple[str, str, str, str, int] | None:
+    """(sha256[:8], model, mode, params hash[:6], index) of an output's name, of any model and parameters; else None."""
+    match = _ANY_OUTPUT.search(name)
+    return (match[1], match[2], match[3], match[4], int(match[5])) if match else None
 
 
 def files_in(out: str) -> list[str]:

@@ -86,10 +86,11 @@ def run_openai(
             lost after billing, such as a URL that could not be fetched, or parked because its output could
             not be written, included) exceeds this (USD).
         max_total_spend: Stop before the estimated spend of all runs into `out` exceeds this (USD): the cost the
-            ledger's jobs record, plus the images `out` holds that were made with this model and these parameters
-            but not paid through this ledger (another machine's runs; `RunReport.elsewhere`) at this run's price,
-            plus this run's. Re-running with the same value spends nothing more. Jobs done without a budget at a
-            price the table lacks are recorded at 0; images of other models or parameters in `out` are not counted.
+            ledger's jobs record, plus, at this run's price, the images `out` holds (of any model and parameters,
+            known by their names) not paid through this ledger (another machine's runs; `RunReport.elsewhere`) and
+            the jobs the ledger records as done at no cost (made without a budget at a price the table lacks, or by
+            an older version; `RunReport.unpriced`), plus this run's. Re-running with the same value spends nothing
+            more.
         split: Take only this split's real rows of a manifest `src`.
         retry_interrupted: Resend jobs a crash left in flight without a spooled response
             (at-least-once); False skips them (at-most-once). See `fakescope.generate.ledger`.
