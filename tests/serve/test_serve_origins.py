@@ -14,8 +14,8 @@ import pytest
 from openai_server import ImagesAPIServer
 from serve_helpers import LiveServer
 
-from fakescope.serve import ServeConfig
 from fakescope.errors import ConfigError
+from fakescope.serve import ServeConfig
 from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, app_host_refusal, host_refusal, origin_refusal
 
 API_KEY = "sk-origins-test-key"

@@ -38,10 +38,10 @@ from fakescope.serve.config import APP_ANONYMOUS_ENV
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
 from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
 from fakescope.serve.origins import app_host_refusal
-from fakescope.serve.uploads import score_uploads
 from fakescope.serve.overlay import display_copy, heatmap_overlay, jpeg_bytes
 from fakescope.serve.paths import RootFolder, app_root, confined
 from fakescope.serve.report_view import report_contents
+from fakescope.serve.uploads import score_uploads
 
 MAX_URL_BYTES = 20 * 1024 * 1024
 MAX_READ_MB = 64  # the largest report, report.html or example image the pages read from under the root
