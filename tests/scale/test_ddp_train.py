@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,11 @@ def test_a_network_whose_outputs_overflow_to_nan_is_named_not_taken_for_unreadab
     cfg = {"manifest": str(_manifest(tmp_path)), "out": str(tmp_path / "run"), "architecture": "test_tiny_gn",
            "pretrained": False, "epochs": 2, "batch_size": 8, "lr": 1e8, "num_workers": 0, "device": "cpu"}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    result = one_process(tmp_path / "cfg.yaml")
+    with warnings.catch_warnings(record=True) as shown:  # pytest records warnings: they do not reach result.stderr
+        warnings.resetwarnings()
+        for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", hidden)  # Python's default filters show a user all other warnings
+        result = one_process(tmp_path / "cfg.yaml")
     assert result.exit_code == 2, result.output
     assert result.stderr == "error: the network's outputs are NaN: training diverged (lower lr)\n"
+    assert [f"{w.category.__name__}: {w.message}" for w in shown] == []  # nothing else on a user's stderr
