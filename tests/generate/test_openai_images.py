@@ -437,10 +437,19 @@ def test_sigterm_finishes_requests_in_flight_and_resume_never_pays_twice(server,
     server.answer_held = True
     command, env, out, first = _generation_held_after_three(server, tmp_path)
     first.send_signal(signal.SIGTERM)
-    time.sleep(2.0)  # the child shows nothing when its handler has run: leave a loaded machine time to run it
+    said = "warning: interrupted: sending no more requests; waiting for the 2 in flight (billed once answered) to be saved\n"
+    watchdog = threading.Timer(60, server.release.set)  # a child that never says it would wait for the held requests
+    watchdog.start()
+    before = []
+    for line in first.stdout:  # until its handler has run (a fixed wait was lost to a loaded machine)
+        if line == said:
+            break
+        before.append(line)
+    watchdog.cancel()
     server.release.set()  # the two requests in flight are answered and billed after the signal
-    output = first.communicate(timeout=60)[0]
-    assert first.returncode == 143 and "done 5," in output and "stopped: interrupted" in output, output  # 128 + SIGTERM
+    output = "".join(before) + first.communicate(timeout=60)[0]
+    assert line == said and first.returncode == 143, output  # 128 + SIGTERM
+    assert "done 5," in output and "stopped: interrupted" in output, output
     assert len(pd.read_csv(out / "manifest.csv")) == 5
     server.hold_after = None
     second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)

@@ -94,8 +94,8 @@ def openai(
     --max-images, a spend budget (--max-spend, --max-total-spend) or --yes. Each image's token usage (GPT image models) goes into the manifest's
     params; the run prints their total.
 
-    Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping, so none is paid twice; one before the
-    plan is printed stops at once, saying nothing was sent.
+    Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping (saying how many), so none is paid
+    twice; one before the plan is printed stops at once, saying nothing was sent.
 
     Exit status: 0 when no job failed (a budget stop included), 1 when some failed (recorded in the ledger; a re-run
     retries them) or --at-most-once left some unresolved, 2 on usage errors or an unreachable --out, 130 on Ctrl-C,

@@ -56,6 +56,9 @@ class Run:
             self._drain()
         except KeyboardInterrupt:
             self.report.stopped = "interrupted"
+            if self.in_flight:
+                log.warning("interrupted: sending no more requests; waiting for the %d in flight (billed once "
+                            "answered) to be saved", len(self.in_flight))
             self._drain()
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
