@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_logo_takes_generators_named_by_numbers(tmp_path):
+def test_evaluate_logo_takes_generators_named_by_numbers(tmp_path, monkeypatch):
     def versions(frame):
         frame["generator"] = frame["generator"].map({"g1": "2021", "g2": "2022"})  # reals: none, so the CSV column reads as floats
 
@@ -188,6 +189,16 @@ def test_evaluate_logo_takes_generators_named_by_numbers(tmp_path):
     data = json.loads((out / "logo.json").read_text())
     assert [r["held_out"] for r in data["runs"]] == ["2022"] and set(data["matrix"]["2022"]) == {"2021", "2022"}
     assert (out / "without-2022" / "model").is_dir()
+    from fakescope.evaluate import generalization
+
+    def interrupted_while_writing(*args, **kwargs):  # a Ctrl-C there ended the command without a word
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(generalization, "save_generalization", interrupted_while_writing)
+    again = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "2022", "--epochs", "1",
+                                 "--resume"])
+    assert again.exit_code == 130 and again.stderr == (f"interrupted: continue with --resume -o {out} "
+                                                        "(finished folds are only scored again)\n"), again.output
 
 
 @pytest.mark.slow

@@ -102,7 +102,7 @@ def evaluate_logo(
     """Leave-one-generator-out: train without each generator in OUT/without-<g>, test on all; write logo.csv and
     logo.json to OUT, and list every file and run folder written.
 
-    Exit status: 0 when written, 2 on usage errors, 130 on Ctrl-C (it says how to --resume).
+    Exit status: 0 when written, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume).
     """
     from fakescope.evaluate.generalization import (
         count_matrix,
@@ -121,10 +121,10 @@ def evaluate_logo(
         with sigterm_as_interrupt() as stop:
             try:
                 table = leave_one_generator_out(cfg, held, by=by, progress=show_progress(progress))
+                paths = save_generalization(table, out, cfg)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each fold keeps the checkpoint of its last finished epoch
                 typer.echo(f"interrupted: continue with --resume -o {out} (finished folds are only scored again)", err=True)
                 raise typer.Exit(stop.exit_code) from None
-        paths = save_generalization(table, out, cfg)
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
     typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
     typer.echo("ai images behind each AUC above (the held-out generator: all of them; the others: their test images)")
