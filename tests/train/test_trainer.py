@@ -104,6 +104,25 @@ def test_resume_logs_each_epoch_once_when_killed_between_the_log_and_the_checkpo
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
 
 
+def test_a_resumed_run_killed_in_its_first_epoch_keeps_the_logged_epochs(manifest, tmp_path, one_epoch_run, monkeypatch):
+    """A resume rewrote metrics.csv (truncated) and kept the earlier epochs' rows in an unflushed buffer until its
+    first epoch was logged: a kill (SIGKILL, out of memory, torchrun's after its grace period) then lost them."""
+    from fakescope.train import trainer
+
+    one_epoch_run(tmp_path)
+    logged = (tmp_path / "metrics.csv").read_text()
+    on_disk = []
+
+    def killed(loop, epoch, progress):  # what the folder holds when the process dies here
+        on_disk.append((tmp_path / "metrics.csv").read_text())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer._Loop, "run_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
+    assert on_disk == [logged] and len(logged.splitlines()) == 2
+
+
 def test_tensorboard_shows_each_epoch_once_after_a_resume_or_a_rerun(manifest, tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard (the train extra) is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -389,8 +389,11 @@ class _MetricLog:
         path = out / "metrics.csv"
         lines = path.read_text().splitlines(keepends=True) if start_epoch and path.is_file() else []
         self.columns = lines[0].strip().split(",") if lines else None
-        self.file = open(path, "w", newline="")
-        self.file.writelines(lines[:1] + [line for line in lines[1:] if _epoch(line) < start_epoch])
+        kept = lines[:1] + [line for line in lines[1:] if _epoch(line) < start_epoch]
+        tmp = path.with_name(path.name + ".tmp")  # replaced whole: a kill before the next row keeps the earlier ones
+        tmp.write_text("".join(kept), newline="")
+        os.replace(tmp, path)
+        self.file = open(path, "a", newline="")
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
