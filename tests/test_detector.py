@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import replace
 
@@ -188,6 +189,21 @@ def test_decoding_processes_match_threads_with_evidence_and_errors(tiny_model_di
     assert processes[1].error and len(processes) == len(inputs)
     kinds = [e.kind for e in processes[0].evidence]
     assert kinds[0] == "pixel" and len(kinds) > 1  # the provenance checks ran in the workers
+
+
+def _ctrl_c_reaches_this_process() -> str:
+    try:
+        signal.raise_signal(signal.SIGINT)  # a terminal's Ctrl-C goes to every process of the command
+    except KeyboardInterrupt:
+        return "interrupted"
+    return "decoding on"
+
+
+def test_ctrl_c_is_left_to_the_command_not_its_decoding_processes():
+    """Each decoding process turned a terminal's Ctrl-C into a KeyboardInterrupt traceback on stderr; the command
+    itself stops (130) and shuts them down."""
+    with preparation.new_pool(True, None, 1) as pool:
+        assert pool.submit(_ctrl_c_reaches_this_process).result(timeout=60) == "decoding on"
 
 
 def test_tiles_too_large_for_a_shared_slot_come_back_by_value(tiny_model_dir):

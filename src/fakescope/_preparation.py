@@ -13,6 +13,7 @@ import contextlib
 import io
 import itertools
 import os
+import signal
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -129,7 +130,9 @@ def new_pool(processes: bool, slots: SharedSlots | None, workers: int) -> Thread
 
 
 def _init_worker_process(slots: tuple[str, int] | None) -> None:
-    """One torch thread per decoding process (a forked child entering its parent's OpenMP pool hangs); attach the slots."""
+    """One torch thread per decoding process (a forked child entering its parent's OpenMP pool hangs); attach the slots.
+    A terminal's Ctrl-C reaches the whole process group: it is the parent's to handle (each worker printed a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     if slots is not None:
         shared_slots.attach(*slots)
