@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
@@ -127,6 +128,16 @@ def test_temperature_calibration_softens_an_overconfident_model():
     assert np.allclose(p, apply_calibration(cal, np.linspace(-20, 20, 81)))
     nll_raw = _nll(1 / (1 + np.exp(-logits)), labels)
     assert _nll(calibrator.predict(logits), labels) < nll_raw
+
+
+@pytest.mark.parametrize("method", ["temperature", "none"])
+def test_calibration_of_an_extreme_logit_is_exact_and_silent(method):
+    """A logit of -1e4 (a network sure an image is real) once overflowed exp() and printed a RuntimeWarning."""
+    cal = Calibration(method=method, temperature=0.5, bias=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = apply_calibration(cal, np.array([-1e4, 0.0, 1e4]))
+    assert p.tolist() == [0.0, 0.5, 1.0]
 
 
 def test_isotonic_calibration_is_monotone_and_bounded():

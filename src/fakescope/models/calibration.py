@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 from fakescope.errors import ConfigError, NotFittedError
 from fakescope.models.config import Calibration
@@ -62,9 +63,9 @@ def apply_calibration(cal: Calibration, logits: np.ndarray) -> np.ndarray:
     """Calibrated P(ai) for raw logits under a stored `Calibration`."""
     z = np.asarray(logits, np.float64)
     if cal.method == "temperature":
-        return 1.0 / (1.0 + np.exp(-(z / cal.temperature + cal.bias)))
+        return expit(z / cal.temperature + cal.bias)
     if cal.method == "isotonic":
         return np.interp(z, cal.x, cal.y)
     if cal.method == "none":
-        return 1.0 / (1.0 + np.exp(-z))
+        return expit(z)
     raise ConfigError(f"unknown calibration method {cal.method!r}")
