@@ -1,0 +1,91 @@
+"""Drive, HTTP and auth errors as one-line `StorageError`s that say whether the file or the storage failed."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from fakescope.errors import StorageError, StorageUnavailableError
+from fakescope.io._gdrive.calls import RETRIES
+from fakescope.io.storage import DOING
+
+_RATE_LIMITS = {"userRateLimitExceeded", "rateLimitExceeded"}
+
+
+def _network() -> str:
+    """What to check when Drive does not answer: the network, and the endpoint variable where one is set."""
+    return "FAKESCOPE_GDRIVE_ENDPOINT and the network" if os.environ.get("FAKESCOPE_GDRIVE_ENDPOINT") else "the network"
+
+
+def _transient(exc: BaseException) -> bool:
+    """A rate limit (429, or 403 `userRateLimitExceeded`/`rateLimitExceeded`), a 5xx or a dropped connection."""
+    from googleapiclient.errors import HttpError
+
+    if isinstance(exc, ConnectionResetError):
+        return True
+    if not isinstance(exc, HttpError):
+        return False
+    status = int(exc.resp.status)
+    return status == 429 or status >= 500 or (status == 403 and _reason(exc) in _RATE_LIMITS)
+
+
+def _reason(exc: Any) -> str:
+    """The `reason` of Drive's first error detail (`notFound`, `rateLimitExceeded`...), else ''."""
+    details = getattr(exc, "error_details", None)
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        return str(details[0].get("reason", ""))
+    return ""
+
+
+def _answer(exc: BaseException) -> str:
+    status = getattr(getattr(exc, "resp", None), "status", None)
+    return f"HTTP {status}" if status is not None else type(exc).__name__
+
+
+class translated_errors:
+    """Turn Drive/HTTP/auth errors into a one-line `StorageError`, never echoing tokens."""
+
+    def __init__(self, action: str, uri: str):
+        self.action, self.uri = action, uri
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, (StorageError, GeneratorExit)):
+            return False
+        from google.auth.exceptions import GoogleAuthError, TransportError
+        from googleapiclient.errors import HttpError
+        from httplib2 import ServerNotFoundError
+
+        error = StorageError  # StorageUnavailableError where the storage, not the file, failed
+        source = None  # the URI, where this file's own error could become its record: the message leaves it out
+        doing = DOING[self.action]
+        if isinstance(exc, HttpError) and _transient(exc):
+            message = (f"Google Drive busy: it still answered {_answer(exc)} ({_reason(exc) or 'busy'}) after {RETRIES} "
+                       f"retries while {doing} {self.uri}; try again later")
+            error = StorageUnavailableError
+        elif isinstance(exc, HttpError):
+            status = int(exc.resp.status)
+            if status == 404:
+                message, source = "no such file or folder", self.uri
+            elif status in (401, 403):
+                message, source = f"access denied to {self.action} (check the Google credentials)", self.uri
+            else:
+                message, source = f"cannot {self.action}: Drive returned HTTP {status}", self.uri
+        elif isinstance(exc, TransportError):
+            message = f"Google Drive or its token server unreachable while {doing} {self.uri}; check {_network()}"
+            error = StorageUnavailableError
+        elif isinstance(exc, GoogleAuthError):
+            message, source = f"access denied to {self.action}: Google credentials were refused", self.uri
+        elif isinstance(exc, (socket.gaierror, ServerNotFoundError)):
+            message = (f"Google Drive unreachable: its server name does not resolve while {doing} {self.uri}; "
+                       f"check {_network()}")
+            error = StorageUnavailableError
+        elif isinstance(exc, OSError):
+            message = f"Google Drive unreachable ({type(exc).__name__}) while {doing} {self.uri}; check {_network()}"
+            error = StorageUnavailableError
+        else:
+            return False
+        raise error(message, source=source) from exc

@@ -1,0 +1,122 @@
+"""`DriveStorage`: the `Storage` operations (read, write, remove, exists, list) on `gdrive://` paths."""
+
+from __future__ import annotations
+
+import io
+import logging
+import mimetypes
+from collections.abc import Iterator
+from typing import Any
+
+from fakescope.errors import StorageError
+from fakescope.io._gdrive.calls import execute
+from fakescope.io._gdrive.errors import translated_errors
+from fakescope.io._gdrive.items import FOLDER_MIME, GOOGLE_MIME_PREFIX, followed, split_drive_uri, uri_part
+from fakescope.io._gdrive.twins import DriveTwins
+from fakescope.io.storage import normalise_suffixes
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 256 * 1024
+
+
+class DriveStorage(DriveTwins):
+    """Files below Google Drive folders, addressed by path.
+
+    Args:
+        service: A Drive v3 client to reuse; built from the environment when omitted.
+        page_size: Files asked for per `files.list` request (every listing is read to its last page).
+        resumable_threshold: Uploads of at least this many bytes use the resumable protocol
+            (in 256 KiB chunks); smaller ones one multipart request.
+    """
+
+    def __init__(self, service: Any = None, *, page_size: int = 1000, resumable_threshold: int = 5 * 2**20):
+        super().__init__(service, page_size=page_size)
+        self.resumable_threshold = resumable_threshold
+
+    def read_bytes(self, uri: str) -> bytes:
+        with translated_errors("read", uri):
+            item = self._resolve(uri)
+            if item is None:
+                raise StorageError("no such file", source=uri)
+            if item["mimeType"] == FOLDER_MIME:
+                raise StorageError("a folder, not a file", source=uri)
+            if item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
+                raise StorageError(f"a Google Docs Editors file ({item['mimeType']}), which has no bytes to read", source=uri)
+            return execute(self.service.files().get_media(fileId=item["id"], supportsAllDrives=True))
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        from googleapiclient.http import MediaIoBaseUpload
+
+        folder_id, parts = split_drive_uri(uri)
+        if not parts:
+            raise StorageError("names a folder, not a file to write", source=uri)
+        mime = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
+        resumable = len(data) >= self.resumable_threshold
+        media = MediaIoBaseUpload(io.BytesIO(data), mimetype=mime, chunksize=_CHUNK, resumable=resumable)
+        with translated_errors("write", uri):
+            found = self._in_folder(folder_id, parts[:-1], lambda parent, cached: (
+                parent, self._find_child(parent, parts[-1], cached)), make=True)
+            assert found is not None  # made where missing
+            parent, existing = found
+            files = self.service.files()
+            if existing is not None:
+                execute(files.update(fileId=existing["id"], media_body=media, supportsAllDrives=True))
+            else:
+                body = {"name": parts[-1], "parents": [parent]}
+                execute(files.create(body=body, media_body=media, fields="id", supportsAllDrives=True))
+
+    def remove(self, uri: str) -> None:
+        """Delete the file `uri` resolves to (the oldest of its name) for good; a folder is refused."""
+        with translated_errors("check", uri):
+            item = self._resolve(uri)
+        if item is not None and item["mimeType"] == FOLDER_MIME:
+            raise StorageError("a folder, not a file", source=uri)
+        if item is not None:
+            self.delete_id(item["id"], uri)
+
+    def exists(self, uri: str) -> bool:
+        with translated_errors("check", uri):
+            item = self._resolve(uri)
+            if item is None:
+                return False
+            if item["mimeType"] != FOLDER_MIME:
+                return True
+            return next(iter(self._children(item["id"], page_size=1)), None) is not None
+
+    def list_files(
+        self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
+    ) -> Iterator[str]:
+        with translated_errors("list", uri):
+            item = self._resolve(uri)
+        if item is None or item["mimeType"] != FOLDER_MIME:
+            raise StorageError("no such folder", source=uri)
+        return self._walk(uri.rstrip("/"), item["id"], normalise_suffixes(suffixes), recursive, {item["id"]})
+
+    def _walk(
+        self, uri: str, folder_id: str, suffixes: tuple[str, ...] | None, recursive: bool, seen: set[str]
+    ) -> Iterator[str]:
+        """Files below `folder_id`; shortcuts are followed, each folder walked once (a shortcut may loop).
+
+        Of twins (one name, one folder) only the oldest is listed: the one a path resolves to.
+        """
+        subfolders, names = [], set()
+        with translated_errors("list", uri):
+            for page in self._pages(folder_id, self.page_size):
+                for item in sorted(map(followed, page), key=lambda f: f["name"]):
+                    if item["name"] in names:
+                        log.warning("%s/%s: Drive holds another item of this name there; only the oldest is used",
+                                    uri, uri_part(item["name"]))
+                        continue
+                    names.add(item["name"])
+                    if item["mimeType"] == FOLDER_MIME:
+                        subfolders.append(item)
+                    elif item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
+                        continue
+                    elif suffixes is None or item["name"].lower().endswith(suffixes):
+                        yield f"{uri}/{uri_part(item['name'])}"
+        if recursive:
+            for folder in sorted(subfolders, key=lambda f: f["name"]):
+                if folder["id"] not in seen:
+                    seen.add(folder["id"])
+                    yield from self._walk(f"{uri}/{uri_part(folder['name'])}", folder["id"], suffixes, recursive, seen)
