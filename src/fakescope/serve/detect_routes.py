@@ -1,0 +1,126 @@
+"""The detection routes: `/healthz`, `/v1/models`, `/v1/detect`, `/v1/detect/batch` and `/v1/explain`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+
+from fakescope.detection import Detection
+from fakescope.detector import Detector
+from fakescope.io.image import decode_image
+from fakescope.serve.batching import MicroBatcher, ServerBusy
+from fakescope.serve.config import ServeConfig
+from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, answers
+from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
+from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
+from fakescope.serve.upload_reading import check_image_422, one_upload, read_upload
+
+
+def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
+    """Add the detection routes."""
+
+    @app.get("/healthz", tags=["service"], summary="Liveness and load", response_model=None,
+             responses=answers(Health, "the server is up", secured=False))
+    def healthz(request: Request) -> dict:
+        """Liveness and load: the model in use, requests queued and batching counters."""
+        batcher: MicroBatcher = request.app.state.batcher
+        return {"status": "ok", "model": request.app.state.detector.name, "queued": batcher.pending,
+                "batching": batcher.stats.to_dict()}
+
+    @app.get("/v1/models", tags=["service"], summary="The model in use and those available", dependencies=SECURED,
+             response_model=None, responses=answers(Models, "the loaded model, the bundled models and the architectures"))
+    def models(request: Request) -> dict:
+        """The model this server runs (its full config) and the bundled models and architectures."""
+        from fakescope.models import bundled_models, list_models
+
+        loaded = request.app.state.detector
+        return {"loaded": {"name": loaded.name, "device": str(loaded.device), "threshold": loaded.threshold,
+                           "band": list(loaded.band), "config": loaded.model.config.to_dict()},
+                "bundled": bundled_models(), "architectures": list_models()}
+
+    @app.post("/v1/detect", tags=["detect"], summary="Score one image", dependencies=SECURED, response_model=None,
+              responses=answers(DetectionRecord, "the image's record", 400, 408, 413, 422, 503), openapi_extra=RAW_IMAGE)
+    async def detect(
+        request: Request,
+        file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
+    ) -> dict:
+        """Score one image: the same JSON record as `fakescope detect --format jsonl`."""
+        name, data = await one_upload(request, file, config)
+        detection = await _score(request, name, data, heatmap=False)
+        return detection.to_dict()
+
+    @app.post("/v1/detect/batch", tags=["detect"], summary="Score several images", dependencies=SECURED, response_model=None,
+              responses=answers(BatchResults, "one record per file, in order; a bad image's record has `error`",
+                                400, 408, 413, 422, 503,
+                                e413="upload too large, or more files than the server takes per request",
+                                e422="no `files` part, or a text part where a file belongs",
+                                e503="busy: the model's queue has no room for every file (`Retry-After` says when)"))
+    async def detect_batch(
+        request: Request,
+        files: Annotated[list[UploadFile], File(description="Several images, each as a `files` part.")],
+    ) -> dict:
+        """Score several images; a bad file gives a record with `error` and the others are still scored."""
+        if len(files) > config.max_files:
+            raise HTTPException(413, f"too many files: {len(files)} (the limit is {config.max_files} per request)")
+        uploads = [(f.filename or f"file{i}", await read_upload(f, config)) for i, f in enumerate(files)]
+        batcher: MicroBatcher = request.app.state.batcher
+        if batcher.room() < len(uploads):  # all or none: a half-scored batch helps nobody
+            raise ServerBusy(f"the server is busy: {batcher.pending} images are waiting for the model "
+                             f"(the limit is {config.max_queue}); try again shortly", batcher.retry_after())
+        detections = await asyncio.gather(*(_score(request, n, d, heatmap=False, strict=False) for n, d in uploads))
+        return {"results": [d.to_dict() for d in detections]}
+
+    heatmap = {"model": Explanation, "content": {"image/png": BINARY}, "headers": PNG_HEADERS}
+
+    @app.post("/v1/explain", tags=["detect"], summary="Heatmap of where the model sees AI traces", dependencies=SECURED,
+              openapi_extra=RAW_IMAGE, responses=answers(heatmap, "the heatmap PNG (`format=png`), or the detection "
+                                                         "with it (`format=json`)", 400, 408, 413, 422, 503))
+    async def explain(
+        request: Request,
+        file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
+        format: Annotated[Literal["png", "json"], Query(description="`png`: the heatmap image; `json`: detection + base64 PNG.")] = "png",
+        overlay: Annotated[bool, Query(description="Colour-map the heatmap over the image instead of plain grey.")] = False,
+    ) -> Response:
+        """Where the model sees AI traces: per-tile P(ai) as a PNG (255 = 1.0) at the image's size."""
+        name, data = await one_upload(request, file, config)
+        detection = await _score(request, name, data, heatmap=True)
+        encoded = await asyncio.to_thread(_render_heatmap, data, detection.heatmap, overlay)  # keeps the event loop free
+        if format == "json":
+            return JSONResponse({"detection": detection.to_dict(), "heatmap_png": base64.b64encode(encoded).decode(),
+                                 "overlay": overlay})
+        return Response(encoded, media_type="image/png",
+                        headers={"X-Fakescope-Label": str(detection.verdict), "X-Fakescope-Score": f"{detection.probability:.6f}"})
+
+
+def _render_heatmap(data: bytes, heatmap: np.ndarray, overlay: bool) -> bytes:
+    """The heatmap as PNG bytes at the image's size, plain grey or colour-mapped over the image.
+
+    The image is decoded as the detector saw it (EXIF orientation applied, alpha on white, 16-bit scaled).
+    """
+    image = decode_image(data, keep_bytes=False).image
+    picture = heatmap_overlay(image, heatmap) if overlay else heatmap_image(heatmap).resize(image.size)
+    return png_bytes(picture)
+
+
+async def _score(request: Request, name: str, data: bytes, *, heatmap: bool, strict: bool = True) -> Detection:
+    """Check limits, queue the bytes for the micro-batcher and name the result after the upload.
+
+    `strict` answers 422 for an unreadable image; otherwise the record carries the error.
+    """
+    detector: Detector = request.app.state.detector
+    try:
+        check_image_422(data, request.app.state.config)
+    except HTTPException as exc:
+        if strict:
+            raise
+        return Detection.failed(name, exc.detail, detector.name, detector.threshold)
+    detection = await asyncio.wrap_future(request.app.state.batcher.submit(data, heatmap=heatmap, wait=False))
+    if detection.error and strict:
+        raise HTTPException(422, detection.error)
+    return dataclasses.replace(detection, source=name)

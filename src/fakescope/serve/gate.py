@@ -1,0 +1,80 @@
+"""`Gate`: the ASGI middleware that refuses a request (host, origin, token, generation off, size, stall) unread."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+
+from fakescope.serve.config import GENERATION_OFF, ServeConfig
+from fakescope.serve.origins import host_refusal, origin_refusal
+from fakescope.serve.upload_reading import too_large_message
+
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class Gate:
+    """ASGI middleware: refuse a request before its body is read, not after.
+
+    FastAPI parses a multipart form (spooling its files to disk) before dependencies run, so everything is
+    checked here: 403 for a non-loopback `Host` on loopback or a POST or DELETE from another origin's page
+    (`serve.origins`), 401 for a `/v1/*` call without the token. A body over the request's limit answers 413,
+    from `Content-Length` before reading or on the chunk of a chunked body that passes it; a body that sends
+    nothing for `body_timeout_s` answers 408.
+    """
+
+    def __init__(self, app, config: ServeConfig):
+        self.app, self.config = app, config
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        refusal = (host_refusal(headers, scope.get("server"), self.config.allowed_hosts)
+                   or origin_refusal(scope["method"], headers, self.config.cors_origins))
+        if refusal:
+            return await JSONResponse({"detail": refusal}, 403)(scope, receive, send)
+        if scope["path"].startswith("/v1/") and not authorised(headers.get("authorization", ""), self.config.token):
+            answer = JSONResponse({"detail": "missing or wrong bearer token"}, 401, {"WWW-Authenticate": "Bearer"})
+            return await answer(scope, receive, send)
+        if not self.config.generation and generates(scope["path"]):
+            return await JSONResponse({"detail": GENERATION_OFF}, 403)(scope, receive, send)
+        files = self.config.max_files if scope["path"].endswith("/batch") else 1
+        limit = files * self.config.max_upload_bytes + MULTIPART_OVERHEAD
+        too_large = too_large_message(self.config, files)
+        length = headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            return await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
+        read, ended = 0, False
+
+        async def counted_receive():
+            nonlocal read, ended
+            if ended:  # the body is in: later messages (a disconnect) may wait as long as they like
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.config.body_timeout_s)
+            except TimeoutError:
+                raise HTTPException(408, f"request body timed out: no bytes for {self.config.body_timeout_s:g} s") from None
+            read += len(message.get("body", b""))
+            ended = not message.get("more_body", False)
+            if read > limit:
+                raise HTTPException(413, too_large)
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def generates(path: str) -> bool:
+    """Whether `path` is a generation route's (`/v1/generate`, `/v1/jobs/...`), as the router matches it."""
+    return path == "/v1/generate" or path.startswith("/v1/jobs/")
+
+
+def authorised(header: str, token: str | None) -> bool:
+    """Whether an `Authorization` header carries the bearer token (compared in constant time); any does without one."""
+    if token is None:
+        return True
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())

@@ -1,0 +1,55 @@
+"""The OpenAPI spec's shared parts: the bearer scheme, upload bodies, answer entries and the 422 clean-up."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from fastapi.security import HTTPBearer
+
+from fakescope.serve.schemas import Error
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+RAW_IMAGE = {"requestBody": {"content": {"image/*": BINARY}}}
+PNG_HEADERS = {"X-Fakescope-Label": {"description": "ai, real or uncertain", "schema": {"type": "string"}},
+               "X-Fakescope-Score": {"description": "calibrated P(ai)", "schema": {"type": "string"}}}
+_bearer = HTTPBearer(auto_error=False, description="Set FAKESCOPE_API_TOKEN on the server to require it.")
+SECURED = [Depends(_bearer)]  # declares the scheme in the OpenAPI spec; `Gate` checks the token
+
+
+def spec_builder(app: FastAPI):
+    """`app.openapi` without FastAPI's own 422 entry, shaped as a list of errors: every route that can answer 422
+    lists it (as `Error`), and a route that cannot (any job id is a valid string) is left without it."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = build()
+            for operation in (op for ops in spec["paths"].values() for op in ops.values()):
+                if "HTTPValidationError" in str(operation["responses"].get("422")):
+                    del operation["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                spec["components"]["schemas"].pop(name, None)
+        return app.openapi_schema
+
+    return openapi
+
+
+def answers(ok: type | dict, says: str, *codes: int, status: int = 200, secured: bool = True, **notes: str) -> dict:
+    """OpenAPI entries for a route's answers: `ok` (a model or an entry) meaning `says`, then every error it can give.
+
+    401 (when `secured`) and 500 are always listed; `notes` (`e422="..."`) word a code for this route.
+    """
+    meaning = {400: "a malformed multipart body, or a body the client stopped sending",
+               401: "missing or wrong bearer token", 404: "unknown job or output",
+               408: "the request body stalled (no bytes for the server's body timeout)",
+               409: "a cancelled job still finishing the requests it had sent", 413: "upload too large",
+               422: "no image, not a readable image, too many pixels, or an invalid parameter",
+               500: "an unexpected failure (the server's log has the details)",
+               503: "busy: the model's queue is full (`Retry-After` says when to try again)"}
+    answers: dict = {status: {**(ok if isinstance(ok, dict) else {"model": ok}), "description": says}}
+    for code in sorted({*codes, 500, *([401] if secured else [])}):
+        answers[code] = {"model": Error, "description": notes.get(f"e{code}", meaning[code])}
+    if 401 in answers:
+        answers[401]["headers"] = {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}}
+    if 503 in answers:
+        answers[503]["headers"] = {"Retry-After": {"description": "seconds to wait (when busy)", "schema": {"type": "integer"}}}
+    return answers

@@ -1,0 +1,62 @@
+"""Reading a request's image: the multipart `file` part or the raw body, within the upload and pixel limits."""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, Request, UploadFile
+from starlette.requests import ClientDisconnect
+
+from fakescope.errors import ImageLoadError
+from fakescope.serve.config import ServeConfig
+from fakescope.serve.limits import check_image
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
+
+
+async def one_upload(request: Request, file: UploadFile | None, config: ServeConfig) -> tuple[str, bytes]:
+    """The multipart `file` part, or else the raw request body."""
+    if file is not None:
+        await only_file(request)
+        return file.filename or "upload", await read_upload(file, config)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in FORM_TYPES:  # FastAPI has read the body as a form, and it has no `file` part
+        raise HTTPException(422, f"{NO_IMAGE} ({media} needs a 'file' part; raw bytes need an image Content-Type)")
+    data = bytearray()
+    try:
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > config.max_upload_bytes:
+                raise HTTPException(413, too_large_message(config))
+    except ClientDisconnect:  # as FastAPI answers for a form: no traceback in the log for a client that left
+        raise HTTPException(400, "the client closed the connection before the body ended") from None
+    if not data:
+        raise HTTPException(422, NO_IMAGE)
+    return "upload", bytes(data)
+
+
+async def only_file(request: Request) -> None:
+    """Refuse a form with several `file` parts: FastAPI would hand over the last one alone."""
+    count = len((await request.form()).getlist("file"))  # the form FastAPI parsed, not read again
+    if count > 1:
+        raise HTTPException(422, f"{count} 'file' parts: send one image (/v1/detect/batch takes several, as 'files' parts)")
+
+
+async def read_upload(file: UploadFile, config: ServeConfig) -> bytes:
+    data = await file.read(config.max_upload_bytes + 1)
+    if len(data) > config.max_upload_bytes:
+        raise HTTPException(413, too_large_message(config))
+    return data
+
+
+def too_large_message(config: ServeConfig, files: int = 1) -> str:
+    """The 413 line; a batch's says both limits, as its body may pass their product with images under the first."""
+    batch = f", {files} images per request" if files > 1 else ""
+    return f"upload too large: the limit is {config.max_upload_mb:g} MB per image{batch}"
+
+
+def check_image_422(data: bytes, config: ServeConfig) -> None:
+    """`limits.check_image` as a 422."""
+    try:
+        check_image(data, config.max_pixels)
+    except ImageLoadError as exc:
+        raise HTTPException(422, str(exc)) from None
