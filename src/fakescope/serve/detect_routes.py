@@ -18,8 +18,8 @@ from fakescope.serve.batching import MicroBatcher, ServerBusy
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, answers
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
+from fakescope.serve.request_image import check_image_422, one_upload, read_upload
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
-from fakescope.serve.upload_reading import check_image_422, one_upload, read_upload
 
 
 def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:

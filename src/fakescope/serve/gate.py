@@ -11,7 +11,7 @@ from starlette.datastructures import Headers
 
 from fakescope.serve.config import GENERATION_OFF, ServeConfig
 from fakescope.serve.origins import host_refusal, origin_refusal
-from fakescope.serve.upload_reading import too_large_message
+from fakescope.serve.request_image import too_large_message
 
 MULTIPART_OVERHEAD = 64 * 1024
 

@@ -16,8 +16,8 @@ from fakescope.serve.config import ServeConfig
 from fakescope.serve.generation import openai_client
 from fakescope.serve.jobs import JobBusy, JobStore
 from fakescope.serve.openapi import BINARY, SECURED, answers
+from fakescope.serve.request_image import check_image_422, only_file, read_upload
 from fakescope.serve.schemas import Job
-from fakescope.serve.upload_reading import check_image_422, only_file, read_upload
 
 NO_KEY = "no OpenAI API key: send one in the X-OpenAI-Key header, or set OPENAI_API_KEY for the server"
 log = logging.getLogger(__name__)
