@@ -24,7 +24,7 @@ from fakescope.models.onnx import OnnxNetwork, export_onnx, onnx_network
 from fakescope.scale.scan import scan_sources
 
 
-@pytest.mark.parametrize("shape", [(5, 3, 112, 112), (1, 3, 70, 90), (2, 3, 64, 111)])
+@pytest.mark.parametrize("shape", [(5, 3, 112, 112), (1, 3, 70, 90), (2, 3, 64, 111), (1, 3, 113, 57)])
 def test_bundled_export_matches_torch_on_tiles_and_whole_small_images(tmp_path, shape):
     network = load_model().network
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(1)) * 4 - 2
@@ -33,6 +33,14 @@ def test_bundled_export_matches_torch_on_tiles_and_whole_small_images(tmp_path, 
     got = OnnxNetwork(export_onnx(network, tmp_path / "m.onnx"))(x)
     assert got.shape == want.shape
     assert (got - want).abs().max().item() < 1e-4
+
+
+def test_same_convolutions_export_as_one_conv_each_without_a_pad(tmp_path):
+    import onnx
+
+    nodes = onnx.load(export_onnx(load_model().network, tmp_path / "m.onnx")).graph.node
+    same = [n for n in nodes if n.op_type == "Conv" and any(a.name == "auto_pad" and a.s == b"SAME_UPPER" for a in n.attribute)]
+    assert len(same) == 5 and not [n for n in nodes if n.op_type in ("Pad", "Shape")]  # the bundled network's 5 Conv2dSame
 
 
 def test_onnx_detector_scores_match_torch(image_folder, detector):

@@ -2,7 +2,10 @@
 
 The export traces `model.network` (`torch.onnx.export(..., dynamo=False)`: one self-contained
 file, faster under onnxruntime than the dynamo exporter's) with dynamic batch, height and width,
-so tiles and whole small images both run. Exports are cached in the user cache folder under a
+so tiles and whole small images both run. timm's TF-style "same" convolutions (`Conv2dSame`: a
+`Pad` computed from the input's size, then a `Conv`) are written as one `Conv` with
+`auto_pad=SAME_UPPER`, the same padding, which keeps onnxruntime's blocked-layout convolutions in
+one chain (docs/scale.md). Exports are cached in the user cache folder under a
 key made of the architecture, the sha256 of the weights and the versions that shape the graph (torch, timm,
 opset; an upgrade exports again), and reused by every later load; a cached
 file onnxruntime cannot load is exported again, and a cache that cannot be written (read-only, full)
@@ -28,8 +31,11 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, ModelLoadError, StorageError
 from fakescope.models.bundle import LoadedModel
 from fakescope.models.registry import plugin_source
+from fakescope.models.same_padding import for_onnx
 
 OPSET = 17
+GRAPH_VERSION = 2
+"""Bumped when fakescope writes a different graph for the same network (2: same convolutions as one Conv)."""
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 
@@ -93,7 +99,7 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
 def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> None:
     import onnx  # noqa: F401 - the exporter needs it; missing, it says so as ModuleNotFoundError, not a RuntimeError
 
-    network = network.eval()
+    network = for_onnx(network.eval())
     sample = torch.zeros(2, 3, tile_size, tile_size, device=next(network.parameters()).device)
     # when an operator fails, the exporter prints its whole IR graph (60+ lines) even unasked (torch forces
     # its log switch on): keep stdout for results, and leave the failure to the one-line ConfigError below
@@ -102,6 +108,7 @@ def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # for_onnx's sizes: its Conv pads by itself
             torch.onnx.export(
                 network, (sample,), target, dynamo=False, opset_version=OPSET,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -146,7 +153,7 @@ def exporter_versions() -> str:
         timm = version("timm")
     except PackageNotFoundError:
         timm = "none"
-    return f"torch={torch.__version__} timm={timm} opset={OPSET}"
+    return f"torch={torch.__version__} timm={timm} opset={OPSET} graph={GRAPH_VERSION}"
 
 
 def weights_key(model: LoadedModel) -> str:
