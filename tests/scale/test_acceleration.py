@@ -119,3 +119,32 @@ def test_a_convolution_output_used_elsewhere_is_not_folded_and_training_networks
     with torch.no_grad():
         broken.conv.weight[0, 0, 0, 0] = float("nan")
     assert fold_batch_norm(broken) is broken  # NaN logits on the probe: was 'atol must be >= 0, got nan' in Detector()
+
+
+@pytest.mark.parametrize("kernel,stride,bias", [(3, 2, False), (5, 2, True), (2, 1, True), (4, 3, False)])
+@pytest.mark.parametrize("size", [(112, 112), (7, 7), (64, 111), (113, 57)])
+def test_same_padding_inside_the_convolution_matches_timms_pad_then_convolve(kernel, stride, bias, size):
+    from timm.layers import Conv2dSame
+
+    from fakescope.models.same_padding import pad_in_conv
+
+    conv = Conv2dSame(8, 8, kernel, stride=stride, groups=2, bias=bias).eval()
+    padded = pad_in_conv(conv)
+    assert type(padded) is not Conv2dSame and type(conv) is Conv2dSame  # a copy: Grad-CAM keeps timm's
+    x = torch.rand(2, 8, *size, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(padded(x), conv(x), rtol=0, atol=1e-5)
+
+
+def test_the_bundled_networks_inference_forward_pads_inside_its_convolutions():
+    from timm.layers import Conv2dSame
+
+    from fakescope.models import load_model
+
+    network = load_model().network
+    forward = inference_network(network, torch.device("cpu"))
+    assert not any(isinstance(m, Conv2dSame) for m in forward.modules())
+    assert sum(isinstance(m, Conv2dSame) for m in network.modules()) == 5
+    x = torch.rand(3, 3, 112, 112, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        torch.testing.assert_close(forward(x), network(x), rtol=0, atol=1e-4)

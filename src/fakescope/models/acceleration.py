@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from fakescope.errors import ConfigError
+from fakescope.models.same_padding import pad_in_conv
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -28,7 +29,9 @@ def inference_network(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The forward function to run `network` with for inference; `network` itself is left untouched.
 
-    Batch norm is always folded into the convolutions before it (`fold_batch_norm`).
+    Batch norm is always folded into the convolutions before it (`fold_batch_norm`), and timm's
+    TF-style "same" convolutions pad inside the convolution instead of copying their input
+    (`fakescope.models.same_padding`).
     `precision="bf16"` runs a bf16 copy of the network (inputs must then be bf16 too, see
     `input_dtype`); `compile=True` wraps it in `torch.compile` with Inductor freezing, which folds the
     weights and batch norm into the compiled graph (the network must not be trained afterwards).
@@ -39,7 +42,7 @@ def inference_network(
         >>> forward(torch.zeros(1, 3, 112, 112, dtype=input_dtype("bf16"))).dtype
         torch.bfloat16
     """
-    forward = fold_batch_norm(network)
+    forward = pad_in_conv(fold_batch_norm(network))
     if input_dtype(precision) == torch.bfloat16:
         if device.type == "cpu" and not native_bf16():
             warnings.warn("this CPU has no native bf16 instructions: bf16 inference is emulated and slower than fp32",

@@ -2,7 +2,10 @@
 
 `Conv2dSame` pads its input by an amount computed from its size (`F.pad`, a copy; the odd pixel
 at the end) and then convolves. Here the convolution pads by itself: for ONNX, one `Conv` with
-`auto_pad=SAME_UPPER`, which pads exactly so. docs/scale.md has the measured gains.
+`auto_pad=SAME_UPPER`, which pads exactly so; for PyTorch, a convolution with symmetric padding
+that, where the padding is uneven, is one stride wider on each side, whose first output row or
+column is dropped (`conv2d_same`). Every output sums the same pixels and zeros; docs/scale.md
+has the measured gains.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ def conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return out[..., keep[0], keep[1]] if keep[0].start or keep[1].start else out
 
 
+def pad_in_conv(network: nn.Module) -> nn.Module:
+    """A copy of `network` whose `Conv2dSame` layers pad inside the convolution (`conv2d_same`;
+    `network` itself when it has none)."""
+    return _swapped(network, _PaddedConv2dSame)
+
+
 def for_onnx(network: nn.Module) -> nn.Module:
     """A copy of `network` whose `Conv2dSame` layers export as one `Conv` with `auto_pad=SAME_UPPER`
     (`network` itself when it has none)."""
@@ -45,6 +54,11 @@ def _swapped(network: nn.Module, kind: type[nn.Conv2d]) -> nn.Module:
         if isinstance(m, Conv2dSame):
             m.__class__ = kind  # the same parameters and attributes, another forward
     return network
+
+
+class _PaddedConv2dSame(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d_same(x, self.weight, self.bias, self.stride, self.dilation, self.groups)
 
 
 class _ExportedConv2dSame(nn.Conv2d):
