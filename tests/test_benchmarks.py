@@ -94,6 +94,15 @@ def test_host_overhead_times_the_host_work_of_device_decoding(run_here):
     assert "provenance on" in done.stdout and "us of host time an image" in done.stdout
 
 
+def test_same_padding_times_both_paddings_on_both_runtimes(run_here):
+    pytest.importorskip("onnxruntime")
+    done = run_here("same_padding.py", "--rounds", "1", "--tiles", "2", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    for label in ("onnx, Pad then Conv", "onnx, auto_pad Conv", "torch, F.pad then conv", "torch, padding in conv"):
+        assert label in done.stdout
+    assert done.stdout.count("x faster") == 2
+
+
 def test_profile_detect_prints_operator_tables(run_here):
     done = run_here("profile_detect.py", "--images", "6", "--batch-size", "18", "--workers", "1", "--rows", "5")
     assert done.returncode == 0, done.stderr
