@@ -107,7 +107,7 @@ def test_resume_logs_each_epoch_once_when_killed_between_the_log_and_the_checkpo
 def test_a_resumed_run_killed_in_its_first_epoch_keeps_the_logged_epochs(manifest, tmp_path, one_epoch_run, monkeypatch):
     """A resume rewrote metrics.csv (truncated) and kept the earlier epochs' rows in an unflushed buffer until its
     first epoch was logged: a kill (SIGKILL, out of memory, torchrun's after its grace period) then lost them."""
-    from fakescope.train import trainer
+    from fakescope.train.loop import Loop
 
     one_epoch_run(tmp_path)
     logged = (tmp_path / "metrics.csv").read_text()
@@ -117,7 +117,7 @@ def test_a_resumed_run_killed_in_its_first_epoch_keeps_the_logged_epochs(manifes
         on_disk.append((tmp_path / "metrics.csv").read_text())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer._Loop, "run_epoch", killed)
+    monkeypatch.setattr(Loop, "run_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
         train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
     assert on_disk == [logged] and len(logged.splitlines()) == 2

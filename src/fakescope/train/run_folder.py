@@ -1,0 +1,67 @@
+"""What a training run keeps in its folder: the files it writes, the refusal of a folder that holds another
+run, the recorded recipe, the identity a resumed run must share with its checkpoint, and atomic saves."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from fakescope.errors import ConfigError
+from fakescope.models.registry import usable_pretrained
+from fakescope.train.config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+REPLACED = ("train_config.yaml", CHECKPOINT, "best.pt", "metrics.csv", "metrics.json")
+"""The run files `overwrite` removes before the new run's first epoch: left, they would pass for the new run's."""
+RUN_FILES = (*REPLACED, "model", "tensorboard")
+"""What a run writes into its folder: any of them there means the folder holds a run. `model/` stays until the
+new run saves its own over it (a folder of that name may not be a run's: never deleted), TensorBoard hides the
+old run's events."""
+
+RESUMABLE = frozenset({"manifest", "out", "name", "pretrained", "epochs", "device", "num_workers", "patience",
+                       "calibration", "band", "amp", "resume", "overwrite"})
+"""TrainConfig keys a resumed run may change; any other change would mix two runs in one model."""
+
+
+def check_out(cfg: TrainConfig) -> None:
+    """Refuse an output folder that holds a run, unless `cfg.resume` continues it or `cfg.overwrite` replaces it."""
+    held = [name for name in RUN_FILES if (Path(cfg.out) / name).exists()]
+    if held and not (cfg.resume or cfg.overwrite):
+        raise ConfigError(f"{cfg.out} already holds a training run ({', '.join(held)}); continue it with --resume "
+                          "or replace it with --overwrite (config keys resume: true / overwrite: true)")
+
+
+def recipe(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` as recorded with the run: without `resume` and `overwrite`, which say what this call did to the
+    folder, so that a recorded config reused for another run does not replace that run's folder unasked, and
+    with `pretrained` as the architecture could honour it (`usable_pretrained`)."""
+    return replace(cfg, resume=False, overwrite=False, pretrained=usable_pretrained(cfg.architecture, cfg.pretrained))
+
+
+def remove_run(out: Path) -> None:
+    """Delete the `REPLACED` files of the run in `out`."""
+    for name in REPLACED:
+        (out / name).unlink(missing_ok=True)
+
+
+def run_identity(cfg: TrainConfig, splits: dict[str, pd.DataFrame]) -> dict:
+    """What a resumed run must share with its checkpoint: the other config keys and the train/val rows."""
+    fixed = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE and k != "augment"}
+    if not fixed["architecture_kwargs"]:  # as in checkpoints written before the key existed
+        del fixed["architecture_kwargs"]
+    fixed.update({f"augment.{k}": v for k, v in cfg.to_dict()["augment"].items()})
+    rows = pd.concat([splits["train"], splits["val"]])[["uri", "label", "split"]]
+    fixed["data"] = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()  # stable across pandas versions
+    return fixed
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    """torch.save through a temporary file, so a run killed while saving leaves the previous file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

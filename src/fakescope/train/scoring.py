@@ -1,0 +1,67 @@
+"""Scoring the validation and test splits during training: each image's logit (under torchrun, each rank
+scoring its share) and the test report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError
+from fakescope.evaluate.metrics import binary_metrics
+from fakescope.models.bundle import LoadedModel
+from fakescope.models.calibration import apply_calibration
+from fakescope.models.config import ModelConfig
+from fakescope.train.config import TrainConfig
+from fakescope.train.dataset import LABELS, neutralized_chunks
+
+
+def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig,
+                rank: int = 0, world: int = 1) -> dict:
+    """Overall test metrics plus per-generator AUC (its images vs all test reals) and per-source accuracy
+    (under torchrun, each rank scores its share of the images)."""
+    logits = score_shared(network, model_cfg, device, rows["uri"].tolist(), cfg, rank, world)
+    rows, logits = rows[~np.isnan(logits)].reset_index(drop=True), logits[~np.isnan(logits)]  # unreadable: left out
+    probs = apply_calibration(model_cfg.calibration, logits)
+    labels = rows["label"].map(LABELS).to_numpy()
+    report = {"overall": binary_metrics(labels, probs, model_cfg.threshold), "per_generator": {}, "per_source": {}}
+    real = labels == 0
+    for gen, idx in rows[~real].groupby(rows["generator"].fillna("unknown")).groups.items():
+        mask = real.copy()
+        mask[list(idx)] = True
+        report["per_generator"][gen] = {k: binary_metrics(labels[mask], probs[mask], model_cfg.threshold)[k] for k in ("n", "auc", "recall")}
+    for src, idx in rows.groupby(rows["source"].fillna("unknown")).groups.items():
+        idx = list(idx)
+        report["per_source"][src] = {"n": len(idx), "accuracy": float(((probs[idx] >= model_cfg.threshold) == labels[idx]).mean())}
+    return report
+
+
+def score_shared(network: nn.Module, model_cfg: ModelConfig, device: torch.device, uris: list[str], cfg: TrainConfig,
+                 rank: int, world: int) -> np.ndarray:
+    """Every image's logit, each rank scoring every `world`-th image and all ranks receiving all."""
+    if world == 1:
+        return _score(network, model_cfg, device, uris, cfg)
+    shares: list[np.ndarray | None] = [None] * world
+    dist.all_gather_object(shares, _score(network, model_cfg, device, uris[rank::world], cfg))
+    logits = np.empty(len(uris))
+    for r, share in enumerate(shares):
+        logits[r::world] = share
+    return logits
+
+
+def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, uris: list[str], cfg: TrainConfig) -> np.ndarray:
+    """Each image's logit, decoding a chunk at a time (neutralized as in training); NaN where unreadable."""
+    network.eval()
+    detector = Detector(LoadedModel(network, model_cfg, "training"), device=device, batch_size=cfg.batch_size, provenance=False)
+    logits, start = np.full(len(uris), np.nan), 0
+    for images in neutralized_chunks(uris, cfg.augment):
+        read = [i for i, image in enumerate(images) if image is not None]
+        if read:
+            logits[start + np.array(read)] = scored = detector.predict_logits([images[i] for i in read])
+            if np.isnan(scored).any():  # NaN marks the unreadable images: finite weights can still overflow
+                raise ConfigError("the network's outputs are NaN: training diverged (lower lr)")
+        start += len(images)
+    return logits
