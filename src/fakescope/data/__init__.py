@@ -1,13 +1,9 @@
 """Datasets: manifests of real and ai images, how they are built, split without leakage, audited and exported."""
 
+from fakescope.data.attributes import join_attributes
 from fakescope.data.audit import AuditReport, Check, audit_manifest, inspect_image
-from fakescope.data.build import (
-    balance_manifest,
-    build_from_csv,
-    build_from_ffhq_json,
-    build_from_folders,
-    join_attributes,
-)
+from fakescope.data.balance import balance_manifest
+from fakescope.data.build import build_from_csv, build_from_ffhq_json, build_from_folders
 from fakescope.data.export import LAYOUTS, export_manifest, layout_for
 from fakescope.data.manifest import (
     LABELS,

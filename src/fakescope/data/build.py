@@ -1,4 +1,4 @@
-"""Build manifests from folder layouts, FFHQ-style JSON listings or CSV files; join attributes; balance.
+"""Build manifests from folder layouts, FFHQ-style JSON listings or CSV files.
 
 Every builder reads each image once (local or remote) to record its size, format and sha256, and
 skips unreadable files, and files whose name is not UTF-8 (no manifest can record it), with a
@@ -9,24 +9,15 @@ recorded by absolute path, so the manifest works wherever it is written and what
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from fakescope.data._parallel import map_images
-from fakescope.data.manifest import (
-    MANIFEST_COLUMNS,
-    MISSING_MARKERS,
-    as_missing,
-    describe_image,
-    normalise_label,
-    resolve_uris,
-    validate_manifest,
-)
+from fakescope.data.manifest import MANIFEST_COLUMNS, describe_image, normalise_label, resolve_uris, validate_manifest
 from fakescope.data.merge import inherit_from_pairs
 from fakescope.errors import ConfigError, FakescopeError, reason_about
 from fakescope.io import storage
@@ -179,144 +170,6 @@ def _csv_label(value: object, csv_uri: str, row: int) -> str:
         raise ConfigError(f"{csv_uri}, data row {row}: {exc}") from None
 
 
-def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = None) -> pd.DataFrame:
-    """Left-join an attribute table (CSV) onto the manifest by file stem.
-
-    Args:
-        frame: The manifest.
-        table_uri: A CSV whose `key` column (default: its first column) names image files,
-            e.g. `ffhq_attributes.csv` with `ffhq_file,expression,glasses,gender,race`.
-        key: The file-name column of the table.
-
-    Rows are matched on the file name without extension, so `00001.png` in the table matches
-    `real/00001.jpg`. A row with no match of its own is matched by the file name in its `source_uri`
-    (the upload's name, for images the web app saved), else takes the attributes of a matched row
-    with its `pair_id`, the face it was made from (an ai image such as `00001-<hash>-dall-e-2-...`).
-    Attribute columns that clash with manifest columns get an `attr_` prefix; `MISSING_MARKERS` values are missing. A table that matches no
-    image at all (the wrong key column, say), or gives one file stem rows with different attributes (the
-    first is kept), is logged as a warning.
-    """
-    import io
-
-    import pandas as pd
-
-    data = storage.read_bytes(table_uri)
-    try:
-        columns = pd.read_csv(io.BytesIO(data), nrows=0).columns
-    except ValueError as exc:
-        raise ConfigError(f"cannot read attribute table {table_uri}: {exc}") from None
-    key = key or columns[0]
-    if key not in columns:
-        raise ConfigError(f"attribute table {table_uri} has no column {key!r}")
-    if len(columns) < 2:
-        raise ConfigError(f"attribute table {table_uri} has no column besides its file names ({key!r})")
-    table = pd.read_csv(io.BytesIO(data), dtype={key: str}, na_values=list(MISSING_MARKERS))  # `00001` names a file
-    example = f" (such as {table[key].iloc[0]})" if len(table) else ""
-    table = table.assign(_stem=table[key].astype(str).map(_stem)).drop(columns=[key])
-    _warn_conflicting_rows(table, table_uri)
-    table = table.drop_duplicates("_stem").rename(columns={c: f"attr_{c}" for c in table.columns if c in frame.columns})
-    known = set(table["_stem"])
-    made_from = frame["source_uri"] if "source_uri" in frame else [""] * len(frame)
-    stems = [own if own in known else _stem(source) for own, source in zip(frame["uri"].map(_stem), made_from)]
-    joined = frame.assign(_stem=stems).merge(table, on="_stem", how="left").drop(columns="_stem")
-    columns = [c for c in table.columns if c != "_stem"]
-    own = joined[columns].notna().any(axis=1)
-    joined = inherit_from_pairs(joined, columns, has=own)
-    through_pair = int((joined[columns].notna().any(axis=1) & ~own).sum())
-    if not any(stem in known for stem in stems):
-        logger.warning("no image matched a row of %s by its file-name column %r%s: its attributes are all empty; "
-                       "is that the right key column?", table_uri, key, example)
-    logger.info("attributes matched %d of %d rows (%d through their pair)", int(own.sum()) + through_pair,
-                len(frame), through_pair)
-    return validate_manifest(joined)
-
-
-def _warn_conflicting_rows(table: pd.DataFrame, table_uri: str) -> None:
-    """Warn where rows of one file stem (`00001.png`, `00001.jpg`) give it different attributes: the first is kept."""
-    distinct = table.drop_duplicates().groupby("_stem").size()
-    conflicting = distinct[distinct > 1]
-    if len(conflicting):
-        logger.warning("%d file name(s) have rows with different attributes in %s (first: %s); the first row of each "
-                       "is kept", len(conflicting), table_uri, conflicting.index[0])
-
-
-def balance_manifest(
-    frame: pd.DataFrame, by: Sequence[str] = ("label",), *, seed: int = 0, per_stratum: int | None = None
-) -> pd.DataFrame:
-    """Downsample so every stratum (combination of `by` values) has the same number of rows, keeping pairs whole.
-
-    A real image and every ai image made from it (one `pair_id`) are kept or dropped together, so
-    balancing never orphans a fake or unpairs a real; a row without a pair is its own group. Strata
-    are filled rarest first, each walking its rows in seeded random order and keeping a row's whole
-    group when that takes no stratum past `per_stratum`. Without pairs this is a seeded sample of
-    `per_stratum` rows from each stratum. A pair spans strata of both labels, so a stratum can end
-    short: balancing `label` keeps each pair's ratio (one real to two variations, say). A combination
-    of `by` values that no row has (ai images of one gender, say) stays empty, with a warning; rows lacking
-    a value (ai images without attributes, or a `MISSING_MARKERS` one) form strata of their own, also with a warning. Where no pair fits
-    (each puts more rows into one stratum than `per_stratum`, as one real face of a group with two variations
-    does against the default of 1), it raises ConfigError rather than return no rows.
-
-    Args:
-        frame: The manifest.
-        by: Columns defining strata: `("label",)` balances classes; `("label", "gender")` also
-            balances an attribute. Missing attribute values form their own stratum.
-        seed: Seed of the random choice of kept groups.
-        per_stratum: Most rows to keep per stratum; default the smallest stratum's size.
-    """
-    import numpy as np
-
-    unknown = [c for c in by if c not in frame.columns]
-    if unknown:
-        raise ConfigError(f"cannot balance by unknown column(s) {', '.join(unknown)}")
-    frame = frame.reset_index(drop=True)
-    values = as_missing(frame[list(by)])
-    stratum = values.groupby(list(by), dropna=False, sort=True).ngroup().to_numpy()
-    sizes = np.bincount(stratum)
-    _warn_empty_strata(frame.assign(**values), list(by))
-    count = per_stratum if per_stratum is not None else int(sizes.min())
-    pair = frame["pair_id"].fillna("").astype(str).to_numpy()
-    group = np.where(pair != "", pair, [f"row:{i}" for i in range(len(frame))])  # no pair: its own group
-    members = frame.groupby(group, sort=False).indices
-    filled, keep, seen = np.zeros(len(sizes), dtype=np.int64), np.zeros(len(frame), dtype=bool), set()
-    for s in np.argsort(sizes, kind="stable"):
-        rows = np.flatnonzero(stratum == s)
-        for row in rows[np.random.RandomState(seed).permutation(len(rows))]:  # pandas' sample(random_state=seed)
-            if filled[s] >= count:
-                break
-            if group[row] in seen:
-                continue
-            seen.add(group[row])
-            taken = np.bincount(stratum[members[group[row]]], minlength=len(sizes))
-            if (filled + taken <= count).all():
-                filled += taken
-                keep[members[group[row]]] = True
-    if len(frame) and not keep.any():  # else an empty manifest would be written, and train fail on it later
-        limit = f"{count} per stratum" + (" (the smallest stratum's size)" if per_stratum is None else "")
-        raise ConfigError(f"balancing by {','.join(by)} keeps no rows: the limit is {limit} and each pair (a real image "
-                          "and the ai images made from it) puts more rows than that into one stratum; raise per_stratum "
-                          "(--per-stratum) or balance by fewer columns")
-    logger.info("balanced %d strata to at most %d rows: kept %d of %d rows", len(sizes), count, int(keep.sum()), len(frame))
-    return validate_manifest(frame[keep])
-
-
-def _warn_empty_strata(frame: pd.DataFrame, by: list[str]) -> None:
-    """Warn about combinations of known `by` values that no row has (ai images of women, say): no balancing can fill
-    them; and about rows lacking a value (ai images without attributes), which are balanced as strata of their own."""
-    values = frame[by]
-    known = values.notna().all(axis=1)
-    observed = set(values[known].astype(str).drop_duplicates().itertuples(index=False, name=None))
-    levels = [values[c].dropna().astype(str).unique() for c in by]
-    empty = [combo for combo in itertools.product(*levels) if combo not in observed]
-    if empty:
-        logger.warning("%d of the %d strata have no rows, so they stay empty (first: %s)", len(empty),
-                       len(empty) + len(observed), ", ".join(f"{c}={v}" for c, v in zip(by, empty[0])))
-    if not known.all():
-        lacking = frame.loc[~known, "label"].value_counts().sort_index()
-        logger.warning("%d row(s) (%s) lack a value of %s: they are balanced as strata of their own", int((~known).sum()),
-                       ", ".join(f"{label}: {n}" for label, n in lacking.items()),
-                       ", ".join(c for c in by if values[c].isna().any()))
-
-
 def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progress: bool) -> pd.DataFrame:
     import pandas as pd
 
@@ -355,12 +208,12 @@ def _pair_by_name(frame: pd.DataFrame) -> pd.DataFrame:
     real = frame[frame["label"] == "real"]
     by_stem: dict[str, list[tuple[str, str, str, str]]] = {}
     for uri, pair_id, source, digest in zip(real["uri"], real["pair_id"], real["source"], real["sha256"]):
-        by_stem.setdefault(_stem(uri), []).append((pair_id, source, uri, digest))
+        by_stem.setdefault(file_stem(uri), []).append((pair_id, source, uri, digest))
     uris, pair_ids, sources = frame["uri"].tolist(), frame["pair_id"].tolist(), frame["source"].tolist()
     source_uris = [""] * len(frame)
     ambiguous = []
     for position in (frame["label"] == "ai").to_numpy().nonzero()[0]:  # lists, not cell writes: each of those is O(rows)
-        stem = _stem(uris[position])
+        stem = file_stem(uris[position])
         for cut in [len(stem)] + [m.start() for m in reversed(list(re.finditer(r"[_\-.]", stem)))]:
             candidates = by_stem.get(stem[:cut], [])
             if len(candidates) > 1:
@@ -416,5 +269,6 @@ def _relative(uri: str, base: str) -> str:
     return uri[len(base):].lstrip("/")
 
 
-def _stem(uri: str) -> str:
+def file_stem(uri: str) -> str:
+    """The file name of `uri` without its extension."""
     return os.path.splitext(uri.rsplit("/", 1)[-1])[0]
