@@ -14,7 +14,7 @@ from fakescope.io import storage
 if TYPE_CHECKING:
     import pandas as pd
 
-logger = logging.getLogger("fakescope.data.build")  # the name its records had before it left build.py
+logger = logging.getLogger(__name__)
 
 
 def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = None) -> pd.DataFrame:

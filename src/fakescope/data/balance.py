@@ -13,7 +13,7 @@ from fakescope.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-logger = logging.getLogger("fakescope.data.build")  # the name its records had before it left build.py
+logger = logging.getLogger(__name__)
 
 
 def balance_manifest(

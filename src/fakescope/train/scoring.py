@@ -19,7 +19,7 @@ from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import LABELS, neutralized_chunks
 
 
-def test_report(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig,
+def report_on_test_split(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig,
                 rank: int = 0, world: int = 1) -> dict:
     """Overall test metrics plus per-generator AUC (its images vs all test reals) and per-source accuracy
     (under torchrun, each rank scores its share of the images)."""

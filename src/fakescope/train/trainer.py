@@ -42,7 +42,7 @@ from fakescope.train.dataset import LABELS
 from fakescope.train.loop import Loop
 from fakescope.train.metric_log import MetricLog
 from fakescope.train.run_folder import CHECKPOINT, check_out, recipe, remove_run, run_identity, save_atomic
-from fakescope.train.scoring import score_shared, test_report
+from fakescope.train.scoring import score_shared, report_on_test_split
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     model_cfg = replace(model_cfg, calibration=calibration)
     metrics = {"val": binary_metrics(val_labels, apply_calibration(calibration, logits), model_cfg.threshold)}
     if not splits["test"].empty:
-        metrics["test"] = test_report(network, model_cfg, device, splits["test"], cfg, rank, world)
+        metrics["test"] = report_on_test_split(network, model_cfg, device, splits["test"], cfg, rank, world)
     if main:
         summary = {"recipe": recipe(cfg).to_dict(), "data": _data_summary(rows)}
         model_cfg = save_model(network, replace(model_cfg, training=summary, metrics=metrics), out / "model")
