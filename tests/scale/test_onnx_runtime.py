@@ -43,6 +43,24 @@ def test_same_convolutions_export_as_one_conv_each_without_a_pad(tmp_path):
     assert len(same) == 5 and not [n for n in nodes if n.op_type in ("Pad", "Shape")]  # the bundled network's 5 Conv2dSame
 
 
+
+def test_a_dilated_same_convolution_exports_as_timm_pads_it_and_runs(tmp_path):
+    """onnxruntime refuses `auto_pad=SAME_UPPER` with dilation ('Dilation not supported for AutoPadType::SAME_UPPER')
+    when run, not when loaded: a dilated `Conv2dSame` (a plugin's architecture) keeps timm's Pad; the others still
+    become one Conv."""
+    import onnx
+    from timm.layers import Conv2dSame
+
+    network = torch.nn.Sequential(Conv2dSame(3, 4, 3, stride=2, dilation=2), Conv2dSame(4, 4, 3, stride=2)).eval()
+    path = export_onnx(network, tmp_path / "m.onnx", tile_size=32)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ops.count("Pad") == 1 and ops.count("Conv") == 2
+    for shape in [(2, 3, 32, 32), (1, 3, 17, 23)]:
+        x = torch.rand(*shape, generator=torch.Generator().manual_seed(3))
+        with torch.inference_mode():
+            want = network(x)
+        torch.testing.assert_close(OnnxNetwork(path)(x), want, rtol=0, atol=1e-5)
+
 def test_onnx_detector_scores_match_torch(image_folder, detector):
     sources = list(scan_sources([str(image_folder)]))
     fast = Detector.load(device="cpu", batch_size=4, provenance=False, runtime="onnx")

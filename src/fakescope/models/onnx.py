@@ -4,12 +4,13 @@ The export traces `model.network` (`torch.onnx.export(..., dynamo=False)`: one s
 file, faster under onnxruntime than the dynamo exporter's) with dynamic batch, height and width,
 so tiles and whole small images both run. timm's TF-style "same" convolutions (`Conv2dSame`: a
 `Pad` computed from the input's size, then a `Conv`) are written as one `Conv` with
-`auto_pad=SAME_UPPER`, the same padding, which keeps onnxruntime's blocked-layout convolutions in
-one chain (docs/scale.md). Exports are cached in the user cache folder under a
-key made of the architecture, the sha256 of the weights and the versions that shape the graph (torch, timm,
-opset; an upgrade exports again), and reused by every later load; a cached
-file onnxruntime cannot load is exported again, and a cache that cannot be written (read-only, full)
-gives an export held in memory for this process, each with a warning.
+`auto_pad=SAME_UPPER`, the same padding (undilated ones: onnxruntime refuses it with dilation),
+which keeps onnxruntime's blocked-layout convolutions in one chain (docs/scale.md). Exports are
+cached in the user cache folder under a key made of the architecture, the sha256 of the weights and
+the versions that shape the graph (torch, timm, opset, `GRAPH_VERSION`; an upgrade exports again),
+and reused by every later load; a cached file onnxruntime cannot load is exported again, and a cache
+that cannot be written (read-only, full) gives an export held in memory for this process, each with
+a warning.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 `Conv2dSame` pads its input by an amount computed from its size (`F.pad`, a copy; the odd pixel
 at the end) and then convolves. Here the convolution pads by itself: for ONNX, one `Conv` with
-`auto_pad=SAME_UPPER`, which pads exactly so; for PyTorch, a convolution with symmetric padding
+`auto_pad=SAME_UPPER`, which pads exactly so (undilated layers only: onnxruntime refuses `auto_pad`
+with dilation, so a dilated one keeps timm's `Pad`); for PyTorch, a convolution with symmetric padding
 that, where the padding is uneven, is one stride wider on each side, whose first output row or
 column is dropped (`conv2d_same`). Every output sums the same pixels and zeros; docs/scale.md
 has the measured gains.
@@ -11,6 +12,7 @@ has the measured gains.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -39,19 +41,23 @@ def pad_in_conv(network: nn.Module) -> nn.Module:
 
 
 def for_onnx(network: nn.Module) -> nn.Module:
-    """A copy of `network` whose `Conv2dSame` layers export as one `Conv` with `auto_pad=SAME_UPPER`
-    (`network` itself when it has none)."""
-    return _swapped(network, _ExportedConv2dSame)
+    """A copy of `network` whose undilated `Conv2dSame` layers export as one `Conv` with `auto_pad=SAME_UPPER`
+    (`network` itself when it has none); onnxruntime cannot run `auto_pad` with dilation."""
+    return _swapped(network, _ExportedConv2dSame, lambda m: all(d == 1 for d in m.dilation))
 
 
-def _swapped(network: nn.Module, kind: type[nn.Conv2d]) -> nn.Module:
+def _swapped(network: nn.Module, kind: type[nn.Conv2d], fits: Callable[[nn.Conv2d], bool] = lambda m: True
+             ) -> nn.Module:
     from timm.layers import Conv2dSame
 
-    if not any(isinstance(m, Conv2dSame) for m in network.modules()):
+    def swapped(m: nn.Module) -> bool:
+        return isinstance(m, Conv2dSame) and fits(m)
+
+    if not any(swapped(m) for m in network.modules()):
         return network
     network = copy.deepcopy(network)
     for m in network.modules():
-        if isinstance(m, Conv2dSame):
+        if swapped(m):
             m.__class__ = kind  # the same parameters and attributes, another forward
     return network
 
