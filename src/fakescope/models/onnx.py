@@ -35,8 +35,9 @@ from fakescope.models.registry import plugin_source
 from fakescope.models.same_padding import for_onnx
 
 OPSET = 17
-GRAPH_VERSION = 2
-"""Bumped when fakescope writes a different graph for the same network (2: same convolutions as one Conv)."""
+GRAPH_VERSION = 3
+"""Bumped when fakescope writes a different graph for the same network (2: same convolutions as one Conv;
+3: dilated ones keep their Pad, as a cached export of 2 cannot run them)."""
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 
