@@ -67,3 +67,20 @@ def test_logo_json_records_the_recipe_without_resume_or_overwrite(tmp_path):
     paths = generalization.save_generalization(results, tmp_path, TrainConfig(manifest="unused.csv", overwrite=True))
     recipe = json.loads(Path(paths["json"]).read_text())["recipe"]
     assert (recipe["manifest"], recipe["resume"], recipe["overwrite"]) == ("unused.csv", False, False)
+
+
+def test_an_interrupt_while_the_results_are_written_leaves_the_earlier_ones_whole(tmp_path, monkeypatch):
+    """logo.csv was rewritten in place before logo.json was made: a Ctrl-C (or SIGTERM) in between, which
+    evaluate-logo answers with its --resume line, left a new logo.csv beside the old logo.json, or half of one."""
+    earlier = pd.DataFrame({"held_out": ["g"], "auc_vs_g": [0.9], "n_vs_g": [3], "auc_real_cam": [0.8]})
+    paths = generalization.save_generalization(earlier, tmp_path)
+    written = {kind: Path(path).read_text() for kind, path in paths.items()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generalization, "real_source_table", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generalization.save_generalization(earlier.assign(auc_vs_g=[0.5]), tmp_path)
+    assert {kind: Path(path).read_text() for kind, path in paths.items()} == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logo.csv", "logo.json"]  # no temporary file left

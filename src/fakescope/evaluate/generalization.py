@@ -25,6 +25,7 @@ from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import make_scorer, recipe_preprocessing
 from fakescope.evaluate.metrics import binary_metrics
+from fakescope.io import storage
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import LABELS, readable
@@ -119,11 +120,11 @@ def count_matrix(results: pd.DataFrame) -> pd.DataFrame:
 
 def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainConfig | None = None) -> dict[str, str]:
     """Write `logo.csv` (one row per run) and `logo.json` (runs, matrix, its counts and the recipe as `recipe` records it)
-    into a local folder."""
+    into a local folder; both are made in full first, each written to a temporary file renamed into place, so an
+    interrupt leaves the earlier ones whole."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": str(folder / "logo.csv"), "json": str(folder / "logo.json")}
-    results.to_csv(paths["csv"], index=False)
+    table = results.to_csv(index=False)
     payload = {
         "recipe": recipe(cfg).to_dict() if cfg else None,
         "runs": json.loads(results.to_json(orient="records")),
@@ -131,7 +132,9 @@ def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainCon
         "counts": json.loads(count_matrix(results).to_json(orient="index")),
         "by_real_source": json.loads(real_source_table(results).to_json(orient="index")),
     }
-    Path(paths["json"]).write_text(json.dumps(payload, indent=2))
+    document = json.dumps(payload, indent=2)
+    storage.write_bytes(paths["csv"], table.encode())
+    storage.write_bytes(paths["json"], document.encode())
     return paths
 
 
