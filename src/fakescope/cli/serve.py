@@ -36,7 +36,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting for the model (503 + Retry-After above).")] = 256,
     max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
     max_connections: Annotated[int, typer.Option(
-        min=1, help="Most requests at once (503 above; sockets are still accepted until --header-timeout).")] = 512,
+        min=1, help="Most open connections (idle ones too) and requests at once (a request beyond answers 503; sockets are still accepted, each held until --header-timeout).")] = 512,
     header_timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds a connection may take to send a request's line and headers (closed after).")] = 10.0,
     cors_origin: Annotated[list[str] | None, typer.Option(
