@@ -173,7 +173,6 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
         >>> report.shortcuts  # doctest: +SKIP
         ['format', 'jpeg_quality', 'bits_per_pixel']
     """
-
     frame = validate_manifest(frame)
     counts = {label: int(n) for label, n in frame["label"].value_counts().sort_index().items()}
     sample = frame if max_per_class is None else _sample(frame, max_per_class, seed)
