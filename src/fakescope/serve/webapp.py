@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import tempfile
-from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -306,14 +305,24 @@ def report_path(path: Path) -> Path:
     return found
 
 
-def show_examples(table: pd.DataFrame) -> None:
-    """Thumbnails of the first images a table names in a `path` or `uri` column, where they exist under the root
-    (files that are no image, a damaged one or one over the pixel limit are left out: `st.image` would raise on them)."""
+def show_examples(table: pd.DataFrame, most: int = 12) -> None:
+    """Thumbnails of the first `most` images a table names in a `path` or `uri` column, where they exist under the
+    root (files that are no image, a damaged one or one over the pixel limit are left out, and counted in a caption:
+    `st.image` would raise on them)."""
     column = next((c for c in ("path", "uri") if c in table.columns), None)
-    found = ((Path(str(p)).name, data) for p in (table[column] if column else ()) if (data := example_image(str(p))))
-    thumbnails = list(islice(found, 12))
+    thumbnails, left_out = [], 0
+    for path in table[column] if column else ():
+        if len(thumbnails) == most:
+            break
+        if data := example_image(str(path)):
+            thumbnails.append((Path(str(path)).name, data))
+        else:
+            left_out += 1
     if thumbnails:
         st.image([data for _, data in thumbnails], caption=[name for name, _ in thumbnails], width=160)
+    if left_out:
+        st.caption(f"{left_out} image(s) the report names not shown: outside the app's folder, not an image, damaged, "
+                   "over the pixel or size limit, or a file with other hard links")
 
 
 def example_image(path: str) -> bytes | None:
