@@ -163,9 +163,9 @@ def _written(count: int, manifest_uri: str | None, unusable: int, before: int) -
 def _summary(report: RunReport, max_total_spend: float | None, priced: bool = True) -> str:
     total = report.spent_before + report.spent
     left = f", ${max(max_total_spend - total, 0):.3f} left of --max-total-spend" if max_total_spend is not None else ""
-    elsewhere = f", {report.elsewhere} image(s) paid elsewhere included" if report.elsewhere else ""
-    elsewhere += f", {report.unpriced} image(s) recorded without a price included" if report.unpriced else ""
-    spend = (f"estimated spend ${report.spent:.3f} (all runs ${total:.3f}{elsewhere}{left})" if priced
+    counted = f", {report.elsewhere} image(s) paid elsewhere included" if report.elsewhere else ""
+    counted += f", {report.unpriced} image(s) recorded without a price included" if report.unpriced else ""
+    spend = (f"estimated spend ${report.spent:.3f} (all runs ${total:.3f}{counted}{left})" if priced
              else "estimated spend unknown (no price for this model; see --price-per-image)")
     return (
         f"done {report.done}, already done {report.skipped}, recovered {report.recovered}, failed {report.failed}, "
