@@ -42,7 +42,7 @@ from fakescope.train.dataset import LABELS
 from fakescope.train.loop import Loop
 from fakescope.train.metric_log import MetricLog
 from fakescope.train.run_folder import CHECKPOINT, check_out, recipe, remove_run, run_identity, save_atomic
-from fakescope.train.scoring import score_shared, report_on_test_split
+from fakescope.train.scoring import report_on_test_split, score_shared
 
 logger = logging.getLogger(__name__)
 
