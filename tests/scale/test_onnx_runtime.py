@@ -215,6 +215,12 @@ def test_a_network_onnx_cannot_express_is_a_one_line_export_error(tmp_path):
     assert result.output.count("\n") == 1 and not list(tmp_path.glob("*.onnx"))
 
 
+def test_the_tracers_warnings_about_a_networks_own_code_still_show(tmp_path):
+    """Export keeps quiet only the same-padding layers' reads of sizes, not what the tracer says of a network's code."""
+    with pytest.warns(torch.jit.TracerWarning, match="Python boolean"), pytest.raises(ConfigError):
+        export_onnx(create_model("spectral_lr", pretrained=False), tmp_path / "s.onnx", tile_size=128)
+
+
 def test_a_failed_export_under_auto_keeps_detects_jsonl_stdout_clean(tmp_path, image_folder):
     network = create_model("spectral_lr", pretrained=False)
     save_model(network, ModelConfig("spectral", "spectral_lr", input=InputPolicy(128, 3)), tmp_path / "model")

@@ -110,7 +110,8 @@ def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # for_onnx's sizes: its Conv pads by itself
+            # for_onnx reads sizes as ints: its Conv pads by itself. A plugin network's own warnings still show
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"fakescope\.models\.same_padding")
             torch.onnx.export(
                 network, (sample,), target, dynamo=False, opset_version=OPSET,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
