@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
+
+from fakescope.io import storage
 
 
 class MetricLog:
@@ -21,9 +22,7 @@ class MetricLog:
         lines = path.read_text().splitlines(keepends=True) if start_epoch and path.is_file() else []
         self.columns = lines[0].strip().split(",") if lines else None
         kept = lines[:1] + [line for line in lines[1:] if _epoch(line) < start_epoch]
-        tmp = path.with_name(path.name + ".tmp")  # replaced whole: a kill before the next row keeps the earlier ones
-        tmp.write_text("".join(kept), newline="")
-        os.replace(tmp, path)
+        storage.write_bytes(str(path), "".join(kept).encode())  # replaced whole: a kill before the next row keeps them
         self.file = open(path, "a", newline="")
         self.writer = None
         try:
