@@ -217,6 +217,11 @@ def test_openai_stopped_before_any_request_exits_as_the_rule_says(tmp_path, sign
         except OSError as exc:
             assert exc.errno == errno.ENXIO
             time.sleep(0.1)
+    # A signal caught between the command's open() and its read() of the FIFO would only be acted on once read()
+    # returned, which it never does here (CPython runs handlers between bytecodes): wait until read() sleeps.
+    while proc.poll() is None and "pipe_read" not in Path(f"/proc/{proc.pid}/wchan").read_text() \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc.send_signal(getattr(signal, signame))
     try:
         stdout, stderr = proc.communicate(timeout=60)
