@@ -188,6 +188,36 @@ def test_a_run_killed_while_saving_its_checkpoint_keeps_the_previous_one(manifes
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
 
 
+@pytest.mark.parametrize("writes", [1, 2])
+def test_best_pt_follows_the_checkpoint_whichever_of_an_epochs_files_a_kill_follows(manifest, tmp_path, monkeypatch,
+                                                                                     one_epoch_run, writes):
+    """best.pt written before the checkpoint and a kill between them: a resume re-ran the epoch from a checkpoint that
+    recorded an older best AUC than best.pt's, and could replace best.pt with a worse model or stop early from the
+    wrong best."""
+    one_epoch_run(tmp_path)
+    first_best = torch.load(tmp_path / "best.pt", weights_only=True)
+    rename, renamed = os.replace, []
+
+    def killed_after(src, dst):  # the kill comes right after the epoch's first (or second) .pt file is whole
+        rename(src, dst)
+        renamed.append(str(dst))
+        if sum(name.endswith(".pt") for name in renamed) == writes:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed_after)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
+    monkeypatch.undo()
+    best, state = torch.load(tmp_path / "best.pt", weights_only=True), torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert any(all(torch.equal(best[k], w[k]) for k in best) for w in (first_best, state["network"]))  # never ahead
+    train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
+    aucs = pd.read_csv(tmp_path / "metrics.csv")["val_auc"].tolist()
+    assert aucs[1] > aucs[0], aucs  # the second epoch is the best: both files were due
+    best, state = torch.load(tmp_path / "best.pt", weights_only=True), torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["stale"], state["best_auc"]) == (2, 0, max(aucs))
+    assert all(torch.equal(best[k], state["network"][k]) for k in best)  # the best epoch's weights, caught up
+
+
 def test_resume_keeps_the_columns_of_an_older_metrics_file(manifest, tmp_path, one_epoch_run):
     one_epoch_run(tmp_path)
     metrics = tmp_path / "metrics.csv"

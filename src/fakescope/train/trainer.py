@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
-    start_epoch, best_auc, stale = _resume(loop, out) if cfg.resume else (0, -1.0, 0)
+    start_epoch, best_auc, stale = _resume(loop, out, main) if cfg.resume else (0, -1.0, 0)
     if main:
         if cfg.overwrite:  # only now: a run refused above leaves the old one whole
             remove_run(out)
@@ -114,16 +114,13 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
                 raise ConfigError("the 'val' split has no readable images of one label left (each unreadable one "
                                   "is named in a warning), so its AUC cannot choose the best epoch")
         auc = auc_score(val_labels, logits)  # on the logits: a sigmoid would tie saturated scores
-        if auc > best_auc:
-            best_auc, stale = auc, 0
-            if main:
-                save_atomic(network.state_dict(), out / "best.pt")
-        else:
-            stale += 1
+        best_auc, stale = (auc, 0) if auc > best_auc else (best_auc, stale + 1)
         if main:
             log.write(epoch=epoch, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1),
                       lr=loop.optimizer.param_groups[0]["lr"])
             loop.save(out, epoch + 1, best_auc, stale)
+            if not stale:  # after the checkpoint, which holds these weights too: see _resume
+                save_atomic(network.state_dict(), out / "best.pt")
     if main:
         log.close()
     if world > 1:
@@ -164,12 +161,18 @@ def _init_distributed(device: torch.device, batch_size: int) -> tuple[int, int, 
     return dist.get_rank(), world, device
 
 
-def _resume(loop: Loop, out: Path) -> tuple[int, float, int]:
-    """`loop.restore` from the checkpoint in `out`; the first epoch's start, with a warning, when there is none."""
+def _resume(loop: Loop, out: Path, main: bool) -> tuple[int, float, int]:
+    """`loop.restore` from the checkpoint in `out`; the first epoch's start, with a warning, when there is none.
+
+    best.pt follows the checkpoint: written after it, and written again here from it when its last epoch was the
+    best (no stale epochs), so a run killed between the two resumes with the best model its checkpoint records."""
     if not (out / CHECKPOINT).is_file():
         _warn_once("nothing to resume in %s (no %s): training from the first epoch", out, CHECKPOINT)
         return 0, -1.0, 0
-    return loop.restore(out)
+    start, best_auc, stale = loop.restore(out)
+    if main and not stale:
+        save_atomic(loop.network.state_dict(), out / "best.pt")
+    return start, best_auc, stale
 
 
 def _warn_once(message: str, *args: object) -> None:
