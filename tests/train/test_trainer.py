@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -388,6 +389,52 @@ def test_ctrl_c_or_sigterm_mid_epoch_says_how_to_continue_and_resume_finishes_th
     result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--resume", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_second_sigterm_or_ctrl_c_while_the_first_is_reported_does_not_cut_the_resume_line(manifest, tmp_path):
+    """The first SIGTERM's handler writes the --resume line to a stderr pipe that is full (a slow reader), so the write
+    sleeps; a Ctrl-C and a SIGTERM then arrive. They dropped the line (exit 130 'Aborted!' or 143 without a word)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    _config(manifest, out, epochs=2, samples_per_epoch=512, batch_size=8, lr=1e-3).to_yaml(tmp_path / "train.yaml")
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "fakescope", "train", str(tmp_path / "train.yaml"), "--no-progress"],
+                            stderr=write_end, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
+    filler = os.open(f"/proc/self/fd/{write_end}", os.O_WRONLY | os.O_NONBLOCK)  # its own, non-blocking, open of the pipe
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        filled = 0
+        while True:
+            try:
+                filled += os.write(filler, b"x" * 4096)
+            except BlockingIOError:
+                break
+
+        def sleeps_writing() -> None:
+            while proc.poll() is None and "pipe_write" not in Path(f"/proc/{proc.pid}/wchan").read_text() \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+        proc.send_signal(signal.SIGTERM)  # early in the second epoch
+        for second in (signal.SIGINT, signal.SIGTERM):
+            sleeps_writing()
+            proc.send_signal(second)
+        sleeps_writing()
+    finally:
+        os.close(filler)
+        with os.fdopen(read_end, "rb") as stderr:
+            written = stderr.read()[filled:].decode()  # the pipe's other end closes when the command exits
+        proc.wait(timeout=60)
+    assert (proc.returncode, written) == (143, f"interrupted: continue from the last finished epoch with --resume -o {out}\n")
 
 
 def test_exponent_numbers_in_a_yaml_config_are_numbers_not_text(tmp_path):

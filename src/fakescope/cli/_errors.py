@@ -52,6 +52,7 @@ class Stop:
     """What `sigterm_as_interrupt` saw: `exit_code` is 143 once a SIGTERM arrived, else 130 (Ctrl-C)."""
 
     terminated = False
+    interrupted = False
 
     @property
     def exit_code(self) -> int:
@@ -59,25 +60,37 @@ class Stop:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[Stop]:
+def sigterm_as_interrupt(*, once: bool = False) -> Iterator[Stop]:
     """Inside the block SIGTERM (`kill`, a scheduler's stop) raises `Terminated`; the previous handler is restored after.
 
     The `Stop` it yields gives the exit status for an interrupted command, even where the interrupt was caught below;
-    a `Terminated` that leaves the block exits 143 (Typer exits 130 for a Ctrl-C that leaves a command).
+    a `Terminated` that leaves the block exits 143 (Typer exits 130 for a Ctrl-C that leaves a command). With `once`,
+    only the first Ctrl-C or SIGTERM interrupts: later ones in the block are ignored, so that what handles the first
+    (saying how to resume) is not cut short, and the exit status stays the first one's. A Ctrl-C that the process
+    ignores (a background job) stays ignored.
     """
     stop = Stop()
 
-    def terminate(signum: int, frame: object) -> None:
+    def interrupt(signum: int, frame: object) -> None:
+        if once and stop.interrupted:
+            return
+        stop.interrupted = True
+        if signum != signal.SIGTERM:
+            raise KeyboardInterrupt
         stop.terminated = True
         raise Terminated
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    caught = [signal.SIGTERM]
+    if once and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        caught.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, interrupt) for signum in caught}
     try:
         yield stop
     except Terminated:
         raise typer.Exit(TERMINATED_EXIT) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def install_hint(package: str) -> str:

@@ -102,7 +102,8 @@ def evaluate_logo(
     """Leave-one-generator-out: train without each generator in OUT/without-<g>, test on all; write logo.csv and
     logo.json to OUT, and list every file and run folder written.
 
-    Exit status: 0 when written, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume).
+    Exit status: 0 when written, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume;
+    a second one while it stops is ignored).
     """
     from fakescope.evaluate.generalization import (
         count_matrix,
@@ -118,7 +119,7 @@ def evaluate_logo(
         held = _names(generators, "--generators")
         cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, samples_per_epoch=samples_per_epoch, device=device,
                                    num_workers=num_workers, resume=resume or None, overwrite=overwrite or None)
-        with sigterm_as_interrupt() as stop:
+        with sigterm_as_interrupt(once=True) as stop:
             try:
                 table = leave_one_generator_out(cfg, held, by=by, progress=show_progress(progress))
                 paths = save_generalization(table, out, cfg)

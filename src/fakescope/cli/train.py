@@ -42,7 +42,8 @@ def train(
 ) -> None:
     """Train, calibrate on the validation split, test once, and save a model folder in OUT/model.
 
-    Exit status: 0 when saved, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume).
+    Exit status: 0 when saved, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume;
+    a second one while it stops is ignored).
     """
     from fakescope.data.manifest import MANIFEST_SUFFIXES
     from fakescope.train import TrainConfig
@@ -56,7 +57,7 @@ def train(
             cfg = TrainConfig.from_dict({"manifest": config, **{k: v for k, v in overrides.items() if v is not None}})
         else:
             cfg = TrainConfig.from_yaml(config, **overrides)
-        with sigterm_as_interrupt() as stop:
+        with sigterm_as_interrupt(once=True) as stop:
             try:
                 saved = run(cfg, progress=show_progress(progress))
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the checkpoint of the last finished epoch is whole
