@@ -111,6 +111,23 @@ def test_parquet_list_and_mapping_columns_are_no_slices_and_refused_as_attribute
                                                     "per image to slice by\n")
 
 
+def test_attribute_columns_left_unsliced_are_named_with_why(small_manifest, tmp_path):
+    """A column of one value in the test split (or none) was left out of the slices without a word."""
+    rows = pd.read_csv(small_manifest).assign(hat="no", notes="")
+    rows.loc[rows["split"] != "test", "hat"] = "yes"  # constant in the split evaluated only
+    rows.to_csv(tmp_path / "m.csv", index=False)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "m.csv"), "--out", str(out),
+                                 "--no-robustness", "--bootstrap", "0", "--no-provenance", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    line = "attribute columns not sliced: hat (one value, no, in every row that has one); notes (empty in every row)"
+    assert f"  {line}\n" in result.output
+    data = json.loads((out / "report.json").read_text())
+    assert list(data["slices"]["attributes"]) == ["glasses"]
+    assert data["slices"]["not_sliced"] == {"hat": "one value, no, in every row that has one", "notes": "empty in every row"}
+    assert f"<p>{line}</p>" in (out / "report.html").read_text()
+
+
 def test_unreadable_images_are_counted_on_the_console(small_manifest, tmp_path):
     manifest = tmp_path / "manifest.csv"
     lines = Path(small_manifest).read_text().splitlines()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from fakescope.evaluate.slices import attribute_columns, slice_report
+from fakescope.evaluate.slices import attribute_columns, slice_report, unsliced_columns
 
 BAND = (0.35, 0.65)
 
@@ -71,6 +71,17 @@ def test_attribute_columns_keep_low_cardinality_extras(scored):
     assert attribute_columns(frame.assign(dhash=[f"{i:016x}" for i in range(8)]), max_values=10) == ["glasses", "identity"]
     made = frame.assign(model=["dall-e-2", "taef2"] * 4, params=["{}", '{"n": 2}'] * 4, source_uri=["a.png", "b.png"] * 4)
     assert attribute_columns(made, max_values=10) == ["glasses", "identity"]  # how an image was made is no attribute
+
+
+def test_columns_left_unsliced_by_default_are_named_with_why(scored):
+    frame, probs = scored
+    odd = frame.assign(hat=["no"] * 6 + [None, "No face detected"], notes="", tags=[["a"]] * 8)
+    report = slice_report(odd, probs, 0.5, BAND)
+    assert list(report["attributes"]) == ["glasses", "identity"]
+    assert report["not_sliced"] == {"hat": "one value, no, in every row that has one", "notes": "empty in every row",
+                                    "tags": "holds lists or mappings"}
+    assert unsliced_columns(odd, max_values=5)["identity"] == "8 distinct values, more than 5"
+    assert slice_report(odd, probs, 0.5, BAND, attributes=["hat"])["not_sliced"] == {}  # asked for: sliced, one row
 
 
 def test_many_small_slices_match_scikit_learn_per_slice():

@@ -50,6 +50,7 @@ def evaluate(
     from fakescope.evaluate import evaluate as run
     from fakescope.evaluate import write_report
     from fakescope.evaluate.evaluator import check_bootstrap, check_split
+    from fakescope.evaluate.slices import not_sliced_line
 
     with clean_errors():
         import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
@@ -77,6 +78,8 @@ def evaluate(
                f"uncertain_rate={overall['uncertain_rate']:.3f}{why}")
     for row in report.robustness[1:]:
         typer.echo(f"  {row['perturbation']:<15} auc={row['auc']:.4f}  drop={row['auc_drop']:+.4f}")
+    if report.slices["not_sliced"]:
+        typer.echo(f"  {not_sliced_line(report.slices['not_sliced'])}")
     if report.failures:
         typer.echo(f"  {len(report.failures)} image(s) left out (unreadable or no finite score), listed in the report: "
                    f"{report.failures[0]['uri']}, ...")

@@ -17,7 +17,7 @@ from fakescope.evaluate.metrics import (
 )
 from fakescope.evaluate.report import render_html, write_report
 from fakescope.evaluate.robustness import PERTURBATIONS, perturbed_scores, robustness_table
-from fakescope.evaluate.slices import attribute_columns, slice_report
+from fakescope.evaluate.slices import attribute_columns, slice_report, unsliced_columns
 
 __all__ = [
     "PERTURBATIONS",
@@ -38,5 +38,6 @@ __all__ = [
     "roc_pr_curves",
     "slice_report",
     "uncertain_rate",
+    "unsliced_columns",
     "write_report",
 ]

@@ -21,6 +21,7 @@ import pandas as pd
 from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import EvaluationReport
 from fakescope.evaluate.metrics import INTERVAL_METRICS
+from fakescope.evaluate.slices import not_sliced_line
 from fakescope.io.image import sniff_format
 
 ExtraFigure = tuple[str, "str | os.PathLike | bytes"]
@@ -146,6 +147,8 @@ def _slices(slices: dict) -> str:
         parts += ["<h3>Per source</h3>", _slice_table(slices["source"])]
     for column, rows in slices["attributes"].items():
         parts += [f"<h3>Per {_e(column)}</h3>", _slice_table(rows)]
+    if slices["not_sliced"]:
+        parts.append(f"<p>{_e(not_sliced_line(slices['not_sliced']))}</p>")
     return "\n".join(parts) or "<p>No slices.</p>"
 
 

@@ -19,10 +19,34 @@ UNKNOWN = "unknown"
 
 def attribute_columns(frame: pd.DataFrame, max_values: int = 20, exclude: tuple[str, ...] = ()) -> list[str]:
     """Columns beyond the manifest's own, its provenance ones and the split's `dhash`, `sliceable`, with 2 to
-    `max_values` distinct values (e.g. glasses)."""
+    `max_values` distinct values (e.g. glasses); `unsliced_columns` says why each other one is not."""
+    left_out = unsliced_columns(frame, max_values, exclude)
+    return [c for c in _extra_columns(frame, exclude) if c not in left_out]
+
+
+def unsliced_columns(frame: pd.DataFrame, max_values: int = 20, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    """The columns `attribute_columns` leaves out of those it considers, each with why (e.g. `glasses`: one value,
+    `0`, in every row that has one)."""
+    why = {}
+    for c in _extra_columns(frame, exclude):
+        if not sliceable(frame[c]):
+            why[c] = "holds lists or mappings"
+            continue
+        values = frame[c].replace(["", *MISSING_MARKERS], np.nan).dropna()
+        count = values.nunique()
+        if count == 0:
+            why[c] = "empty in every row"
+        elif count == 1:
+            why[c] = f"one value, {_value_name(values.iloc[0])}, in every row that has one"
+        elif count > max_values:
+            why[c] = f"{count} distinct values, more than {max_values}"
+    return why
+
+
+def _extra_columns(frame: pd.DataFrame, exclude: tuple[str, ...]) -> list[str]:
+    """Columns beyond the manifest's own, its provenance ones, the split's `dhash` and `exclude`."""
     skip = {*MANIFEST_COLUMNS, *PROVENANCE_COLUMNS, HASH_COLUMN, *exclude}
-    return [c for c in frame.columns
-            if c not in skip and sliceable(frame[c]) and 2 <= frame[c].replace(["", *MISSING_MARKERS], np.nan).nunique() <= max_values]
+    return [c for c in frame.columns if c not in skip]
 
 
 def sliceable(column: pd.Series) -> bool:
@@ -114,7 +138,8 @@ def slice_report(frame: pd.DataFrame, probs: np.ndarray, threshold: float, band:
         attributes: attribute columns to slice by; default `attribute_columns(frame)`.
 
     Returns:
-        `{"generator": [rows], "source": [rows], "attributes": {column: [rows]}}`.
+        `{"generator": [rows], "source": [rows], "attributes": {column: [rows]}, "not_sliced": {column: why}}`,
+        `not_sliced` naming the extra columns left out by default (none when `attributes` are given).
     """
     labels = (frame["label"] == "ai").to_numpy().astype(int)
     columns = attribute_columns(frame) if attributes is None else attributes
@@ -122,7 +147,13 @@ def slice_report(frame: pd.DataFrame, probs: np.ndarray, threshold: float, band:
         "generator": generator_slices(labels, probs, frame["generator"], threshold, band),
         "source": group_slices(labels, probs, pd.Series(_names(frame["source"])), threshold, band),
         "attributes": {c: group_slices(labels, probs, frame[c].reset_index(drop=True), threshold, band) for c in columns},
+        "not_sliced": unsliced_columns(frame) if attributes is None else {},
     }
+
+
+def not_sliced_line(not_sliced: dict[str, str]) -> str:
+    """`slice_report`'s `not_sliced`, when it names columns, as one line."""
+    return "attribute columns not sliced: " + "; ".join(f"{c} ({why})" for c, why in not_sliced.items())
 
 
 def _names(values: pd.Series) -> np.ndarray:
