@@ -392,9 +392,10 @@ def test_ctrl_c_or_sigterm_mid_epoch_says_how_to_continue_and_resume_finishes_th
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/wchan").is_file(), reason="watches the command's write through Linux /proc")
 def test_a_second_sigterm_or_ctrl_c_while_the_first_is_reported_does_not_cut_the_resume_line(manifest, tmp_path):
     """The first SIGTERM's handler writes the --resume line to a stderr pipe that is full (a slow reader), so the write
-    sleeps; a Ctrl-C and a SIGTERM then arrive. They dropped the line (exit 130 'Aborted!' or 143 without a word)."""
+    sleeps; a Ctrl-C and a SIGTERM then arrive. The Ctrl-C dropped the line (exit 130, nothing said)."""
     import signal
     import subprocess
     import sys

@@ -28,7 +28,8 @@ def evaluate(
         "--provenance/--no-provenance", help="Fuse C2PA, metadata and watermark evidence.")] = True,
     examples: Annotated[int, typer.Option(min=0, help="Example images shown in the report.")] = 12,
     attributes: Annotated[str | None, typer.Option(
-        help="Comma-separated attribute columns to slice by (default: all low-cardinality extras).")] = None,
+        help="Comma-separated attribute columns to slice by (default: all low-cardinality extras; the others "
+             "are named, with why).")] = None,
     figure: Annotated[list[str] | None, typer.Option(
         help="Extra figure for the report as TITLE=PATH to a PNG or JPEG; repeatable.")] = None,
     explain: Annotated[bool, typer.Option(
