@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -539,6 +540,25 @@ def test_max_total_spend_counts_images_a_ledger_recorded_at_no_cost_at_this_runs
     assert again.exit_code == 0, again.output
     assert "done 0, already done 4" in again.output and "stopped: budget" in again.output and server.billable == 4
     assert "(all runs $0.200, 2 image(s) recorded without a price included, $0.000 left of --max-total-spend)" in again.output
+
+
+def test_a_run_reads_its_ledger_once_before_the_first_job(server, photos, tmp_path, monkeypatch):
+    """The loop's start read the whole ledger three times: the jobs it paid for, those done at no cost, their sum."""
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")  # 0.016 per image
+    run_openai(str(photos / "photo0.jpeg"), str(out), config, client=make_client(max_retries=0))
+    statements, connect = [], sqlite3.connect
+
+    def traced(*args, **kwargs):
+        db = connect(*args, **kwargs)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    report = run_openai(str(photos), str(out), config, max_total_spend=1.0, client=make_client(max_retries=0))
+    assert (report.skipped, report.done, report.spent_before, server.billable) == (1, 2, pytest.approx(0.016), 3)
+    start = statements[:next(i for i, sql in enumerate(statements) if sql.startswith(("INSERT", "UPDATE")))]
+    assert len([sql for sql in start if "FROM jobs" in sql and "WHERE key" not in sql]) == 1
 
 
 def test_a_remote_output_has_one_ledger_with_or_without_a_trailing_slash(tmp_path, monkeypatch):

@@ -33,10 +33,12 @@ class Run:
         self.concurrency, self.retry_interrupted = concurrency, retry_interrupted
         self.manifest_name, self.manifest_every = manifest_name, manifest_every
         self.made = Made(out, manifest_name)
-        self.paid_elsewhere = self.made.paid_elsewhere(book)
+        records = list(book.jobs())  # the one read of the whole ledger before the first job
+        self.paid_elsewhere = self.made.paid_elsewhere(records)
         report.elsewhere = len(self.paid_elsewhere)
-        report.unpriced = sum(record.cost == 0 for record in book.jobs(DONE))
-        report.spent_before = book.spent() + (report.elsewhere + report.unpriced) * self.price
+        report.unpriced = sum(record.state == DONE and record.cost == 0 for record in records)
+        spent = sum(record.cost for record in records)
+        report.spent_before = spent + (report.elsewhere + report.unpriced) * self.price
         self.in_flight: dict[Future, Job] = {}
         self.flush_at, self.flushed = time.monotonic() + manifest_every, 0
         """When the manifest is next written while images are made, and how many were done at its last write."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from fakescope.errors import ImageLoadError
 from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, files_in, output_uri
-from fakescope.generate.ledger import DONE, RUNNING, Ledger
+from fakescope.generate.ledger import DONE, RUNNING, JobRecord
 from fakescope.generate.manifest import manifest_row, manifest_rows
 from fakescope.generate.openai_images import OpenAIImagesConfig
 from fakescope.io import storage
@@ -50,11 +51,11 @@ class Made:
             self._files = set(files_in(self.out))
         return self._files
 
-    def paid_elsewhere(self, book: Ledger) -> set[str]:
-        """The images `out` holds, of any model and parameters (known by their names), that `book` did not pay for (nor
-        has in flight)."""
+    def paid_elsewhere(self, records: Iterable[JobRecord]) -> set[str]:
+        """The images `out` holds, of any model and parameters (known by their names), that a ledger of `records` did
+        not pay for (nor has in flight)."""
         paid = {(record.source_sha256[:8], record.model, record.mode, record.params_hash[:6], record.index)
-                for record in book.jobs() if record.state in (DONE, RUNNING) or record.cost > 0}
+                for record in records if record.state in (DONE, RUNNING) or record.cost > 0}
         found = ((uri, any_output(uri.rsplit("/", 1)[-1])) for uri in self.files)
         return {uri for uri, key in found if key is not None and key not in paid}
 
