@@ -542,6 +542,25 @@ def test_max_total_spend_counts_images_a_ledger_recorded_at_no_cost_at_this_runs
     assert "(all runs $0.200, 2 image(s) recorded without a price included, $0.000 left of --max-total-spend)" in again.output
 
 
+def test_images_made_at_an_explicit_price_of_zero_count_as_free_not_unpriced(server, photos, tmp_path):
+    """--price-per-image 0 (a self-hosted server) recorded cost 0 without a price, so a later --max-total-spend counted
+    those images as unpriced, at its own price; an older ledger's (no price column) still are."""
+    out = tmp_path / "out"
+    free = run_openai(str(photos / "photo0.jpeg"), str(out), OpenAIImagesConfig(n=2, price_per_image=0),
+                      client=make_client(max_retries=0))
+    assert (free.done, free.spent, server.billable) == (2, 0.0, 2)
+    priced = OpenAIImagesConfig(n=2, price_per_image=0.05)
+    budget = run_openai(str(photos), str(out), priced, max_total_spend=0.2, client=make_client(max_retries=0))
+    assert (budget.unpriced, budget.spent_before, budget.skipped, budget.done, budget.stopped) == (0, 0.0, 2, 4, None)
+    assert server.billable == 6
+    with Ledger(out / LEDGER_NAME) as ledger:
+        assert sorted(record.price for record in ledger.jobs(DONE)) == [0.0, 0.0, 0.05, 0.05, 0.05, 0.05]
+    with sqlite3.connect(out / LEDGER_NAME) as db:  # as an older version left it: no price column
+        db.execute("ALTER TABLE jobs DROP COLUMN price")
+    older = run_openai(str(photos), str(out), priced, max_total_spend=0.3, client=make_client(max_retries=0))
+    assert (older.unpriced, older.skipped, older.done, older.spent_before) == (2, 6, 0, pytest.approx(0.3))
+
+
 def test_a_run_reads_its_ledger_once_before_the_first_job(server, photos, tmp_path, monkeypatch):
     """The loop's start read the whole ledger three times: the jobs it paid for, those done at no cost, their sum."""
     out = tmp_path / "out"

@@ -28,8 +28,9 @@ class RunReport:
     pay for: another machine's (or a lost ledger's) runs. Counted in `spent_before` at this run's price (their own is
     not known here); a job that finds its image among them is done, unpaid, and the ledger records it at that price."""
     unpriced: int = 0
-    """Jobs the ledger records as done at no cost (made without a budget at a price fakescope did not know, or by an
-    older version): counted in `spent_before` at this run's price."""
+    """Jobs the ledger records as done at no cost and without a price (made without a budget at a price fakescope did
+    not know, or by an older version): counted in `spent_before` at this run's price. Those made at an explicit price of
+    0 (`price_per_image=0`) are free, not counted here."""
     stopped: str | None = None
     manifest: str | None = None
     ledger: str | None = None
@@ -43,6 +44,8 @@ class Budget:
     """A run's limits, and the price each image it pays for is counted at."""
 
     price: float
+    priced: bool
+    """Whether `price` is known (given or in the table), 0 included; else it is 0 for want of one."""
     max_images: int | None
     max_spend: float | None
     max_total_spend: float | None
@@ -52,8 +55,8 @@ class Budget:
            max_total_spend: float | None) -> Budget:
         """A capped spend needs `config.price()` (ConfigError without one); uncapped, an unknown price counts as 0."""
         capped = max_spend is not None or max_total_spend is not None
-        price = config.price() if capped else (config.known_price() or 0.0)
-        return cls(price, max_images, max_spend, max_total_spend)
+        known = config.price() if capped else config.known_price()
+        return cls(known or 0.0, known is not None, max_images, max_spend, max_total_spend)
 
     def exceeded(self, report: RunReport, in_flight: int) -> bool:
         """Whether one more request, beside the `in_flight` ones, would pass a limit."""

@@ -30,13 +30,15 @@ class Run:
                  budget: Budget, *, concurrency: int, retry_interrupted: bool, manifest_name: str, manifest_every: float):
         self.client, self.out, self.config, self.book, self.lease = client, out, config, book, lease
         self.report, self.budget, self.price = report, budget, budget.price
+        self.recorded = budget.price if budget.priced else None
+        """The price the ledger records with a cost counted in this run; None where none is known (counted at 0)."""
         self.concurrency, self.retry_interrupted = concurrency, retry_interrupted
         self.manifest_name, self.manifest_every = manifest_name, manifest_every
         self.made = Made(out, manifest_name)
         records = list(book.jobs())  # the one read of the whole ledger before the first job
         self.paid_elsewhere = self.made.paid_elsewhere(records)
         report.elsewhere = len(self.paid_elsewhere)
-        report.unpriced = sum(record.state == DONE and record.cost == 0 for record in records)
+        report.unpriced = sum(record.state == DONE and record.cost == 0 and record.price is None for record in records)
         spent = sum(record.cost for record in records)
         report.spent_before = spent + (report.elsewhere + report.unpriced) * self.price
         self.in_flight: dict[Future, Job] = {}
@@ -77,8 +79,9 @@ class Run:
             self._recover(job, record, loaded)
             return True
         if (found := self.made.row(job, self.config)) is not None:  # made by a run elsewhere, whose ledger this is not
-            cost = self.price if found["uri"] in self.paid_elsewhere else 0.0
-            self.book.mark_done(job.key, found["uri"], cost, found)
+            counted = found["uri"] in self.paid_elsewhere  # else this ledger has counted it already
+            self.book.mark_done(job.key, found["uri"], self.price if counted else 0.0, found,
+                                self.recorded if counted else None)
             self.report.skipped += 1
             return True
         if record.state == RUNNING and not self.retry_interrupted:
@@ -88,15 +91,15 @@ class Run:
 
     def _recover(self, job: Job, record: JobRecord, loaded: LoadedImage) -> None:
         """Finish `job` from its spooled answer, charged now only where a crash (not a failed write) left it."""
-        owed = self.price if record.state == RUNNING else 0.0  # a failed write was charged when it failed
-        self.report.spent_before += owed
+        owed = record.state == RUNNING  # a failed write was charged when it failed
+        self.report.spent_before += self.price if owed else 0.0
         usage = json.loads(record.usage) if record.usage else None
         try:
             uri, row = finish(job, loaded, self.out, self.config, usage)
         except FakescopeError as exc:
-            self._fail(job, exc, charge=owed)
+            self._fail(job, exc, owed=owed)
             return
-        self.book.mark_done(job.key, uri, owed, row)
+        self.book.mark_done(job.key, uri, self.price if owed else 0.0, row, self.recorded if owed else None)
         self.report.recovered += 1
         count_tokens(self.report, row)
 
@@ -136,22 +139,25 @@ class Run:
         except ConfigError:
             raise
         except LostImageError as exc:  # billed all the same: it counts against the budgets
-            self._fail(job, exc, cost=self.price)
+            self._fail(job, exc, billed=True)
             return None
         except Exception as exc:  # recorded per job; the batch goes on
             paid = self.book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed
             outage = isinstance(exc, StorageUnavailableError)  # raised by `_settle`, so not warned of here
-            self._fail(job, exc, cost=self.price if paid else 0.0, warn=not outage)
+            self._fail(job, exc, billed=paid, warn=not outage)
             return exc if outage else None
-        self.book.mark_done(job.key, uri, self.price, row)
+        self.book.mark_done(job.key, uri, self.price, row, self.recorded)
         self.report.done += 1
         count_tokens(self.report, row)
         self.report.spent += self.price
         return None
 
-    def _fail(self, job: Job, exc: Exception, cost: float = 0.0, charge: float = 0.0, warn: bool = True) -> None:
-        """Record a failed job; `cost` was billed in this run, `charge` in an earlier one (both go to the ledger)."""
-        self.book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost + charge)
+    def _fail(self, job: Job, exc: Exception, *, billed: bool = False, owed: bool = False, warn: bool = True) -> None:
+        """Record a failed job; `billed`: its image was billed in this run, `owed`: in an earlier one that crashed (both
+        go to the ledger at this run's price)."""
+        cost = self.price if billed else 0.0
+        self.book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost + (self.price if owed else 0.0),
+                              self.recorded if billed or owed else None)
         self.report.failed += 1
         self.report.spent += cost
         if warn:

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     row TEXT,
     updated REAL NOT NULL,
-    usage TEXT
+    usage TEXT,
+    price REAL
 )
 """
 
@@ -86,6 +87,8 @@ class JobRecord:
     """The manifest row of a done job, as JSON."""
     usage: str | None = None
     """The token usage the API reported for the job's image, as JSON (GPT image models)."""
+    price: float | None = None
+    """The USD per image its cost was counted at; None where no price was known (0 is an explicit one: free)."""
 
 
 class Ledger:
@@ -108,8 +111,10 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
-            if "usage" not in {column[1] for column in self._db.execute("PRAGMA table_info(jobs)")}:  # an older ledger
-                self._db.execute("ALTER TABLE jobs ADD COLUMN usage TEXT")
+            columns = {column[1] for column in self._db.execute("PRAGMA table_info(jobs)")}
+            for column, kind in (("usage", "TEXT"), ("price", "REAL")):  # an older ledger's rows get NULL
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open job ledger {self.path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -158,16 +163,18 @@ class Ledger:
         if usage is not None:
             self._update(key, "usage = ?", (json.dumps(usage, sort_keys=True),))
 
-    def mark_done(self, key: str, output: str, cost: float, row: dict) -> None:
-        """Record the output URI and manifest row, add the image's estimated cost, then drop the spool file."""
-        self._update(
-            key, "state = ?, output = ?, cost = cost + ?, row = ?, error = NULL", (DONE, output, cost, json.dumps(row))
-        )
+    def mark_done(self, key: str, output: str, cost: float, row: dict, price: float | None = None) -> None:
+        """Record the output URI and manifest row, add the image's estimated cost (counted at `price` per image, kept
+        unless None), then drop the spool file."""
+        self._update(key, "state = ?, output = ?, cost = cost + ?, row = ?, error = NULL, price = COALESCE(?, price)",
+                     (DONE, output, cost, json.dumps(row), price))
         self.spool_path(key).unlink(missing_ok=True)
 
-    def mark_failed(self, key: str, error: str, cost: float = 0.0) -> None:
-        """Record a failure, adding `cost` where the API billed an image that was lost; failed jobs are tried again."""
-        self._update(key, "state = ?, error = ?, cost = cost + ?", (FAILED, error[:500], cost))
+    def mark_failed(self, key: str, error: str, cost: float = 0.0, price: float | None = None) -> None:
+        """Record a failure, adding `cost` (at `price`, kept unless None) where the API billed an image that was lost;
+        failed jobs are tried again."""
+        self._update(key, "state = ?, error = ?, cost = cost + ?, price = COALESCE(?, price)",
+                     (FAILED, error[:500], cost, price))
 
     def jobs(self, state: str | None = None) -> Iterator[JobRecord]:
         """All rows, optionally only those in one state, in insertion order."""
@@ -221,4 +228,4 @@ def _hold(ledger: Path):
     return lock
 
 
-_COLUMNS = "key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row, usage"
+_COLUMNS = "key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row, usage, price"

@@ -88,8 +88,9 @@ def run_openai(
         max_total_spend: Stop before the estimated spend of all runs into `out` exceeds this (USD): the cost the
             ledger's jobs record, plus, at this run's price, the images `out` holds (of any model and parameters,
             known by their names) not paid through this ledger (another machine's runs; `RunReport.elsewhere`) and
-            the jobs the ledger records as done at no cost (made without a budget at a price the table lacks, or by
-            an older version; `RunReport.unpriced`), plus this run's. Re-running with the same value spends nothing
+            the jobs the ledger records as done at no cost without a price (made without a budget at a price the table
+            lacks, or by an older version; `RunReport.unpriced`; not those made at `price_per_image=0`, which are
+            free), plus this run's. Re-running with the same value spends nothing
             more.
         split: Take only this split's real rows of a manifest `src`.
         retry_interrupted: Resend jobs a crash left in flight without a spooled response
