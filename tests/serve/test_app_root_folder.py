@@ -84,6 +84,24 @@ def test_a_hard_link_to_a_file_outside_is_not_read_and_a_write_replaces_it(tree)
     assert store.read_bytes("ds/linked.json") == b"written"  # now a file of its own
 
 
+def test_exists_refuses_a_hard_linked_file_as_read_does_so_nothing_shows_it_or_writes_over_it(tree, photo_bytes, flat_png):
+    """`exists` answered True for a file `read_bytes` refuses (other hard links): a caller showed it, then failed to
+    read it. Answering False instead would let `save_pair` start a new manifest over a linked one, losing its rows."""
+    root, outside = tree
+    os.link(outside / "report.json", root / "ds" / "linked.json")
+    store = RootFolder(root)
+    with pytest.raises(StorageError, match=r"^\S+linked\.json: not read: the file has other hard links"):
+        store.exists("ds/linked.json")
+    assert store.exists("ds/report.json") and not store.exists("ds/none.json") and not store.exists("none/x.json")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    save_pair(str(root / "ds"), photo_bytes, [flat_png], config, filename="cat.jpg", store=store)
+    os.link(root / "ds" / "manifest.csv", outside / "manifest.csv")
+    before = (root / "ds" / "manifest.csv").read_bytes()
+    with pytest.raises(StorageError, match="other hard links"):
+        save_pair(str(root / "ds"), photo_bytes, [flat_png], config, filename="dog.jpg", store=store)
+    assert (root / "ds" / "manifest.csv").read_bytes() == before and not list((root / "ds").rglob("dog*"))
+
+
 def test_a_folder_swapped_for_a_symlink_after_the_check_is_refused(tree, monkeypatch):
     """The race the flipper below meets by chance, met every time: the folder becomes a link out just after
     `confined` passed the path."""

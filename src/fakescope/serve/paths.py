@@ -5,7 +5,7 @@ credentials: `confined` refuses URIs (`s3://...`) and any path that resolves (sy
 `RootFolder` then reads and writes what `confined` allowed without trusting the path again: every folder from the
 root down is opened from the one above it without following symlinks, so a symlink swapped in after the check
 (a local user racing the app) is refused instead of followed out of the root. A hard link cannot be told from the
-file it shares, so a file with more than one link is never read; a write never goes through one either (it renames
+file it shares, so a file with more than one link is never read (`exists` refuses it alike); a write never goes through one either (it renames
 a temporary file over the name, so the other links keep the old contents).
 """
 
@@ -67,9 +67,7 @@ class RootFolder:
                 info = os.fstat(fd)
                 if not stat.S_ISREG(info.st_mode):
                     raise StorageError("not a regular file", source=str(path))
-                if info.st_nlink > 1:
-                    raise StorageError("not read: the file has other hard links, which may lie outside the app's folder",
-                                       source=str(path))
+                _refuse_linked(info, str(path))
                 if self.max_read_mb is None:
                     return fh.read()
                 limit = int(self.max_read_mb * 2**20)
@@ -106,13 +104,21 @@ class RootFolder:
                 os.unlink(target.name, dir_fd=folder)
 
     def exists(self, path: str | Path) -> bool:
-        """Whether a regular file is there (reached without symlinks)."""
+        """Whether a regular file is there (reached without symlinks).
+
+        Raises:
+            StorageError: it has other hard links, as `read_bytes` refuses it: neither present (a caller would fail to
+                read it) nor absent (a caller would write a new one over it, as over a manifest, and lose its rows).
+        """
         try:
             target = self._file(path)
             with self._folder(target.parent, str(path), "read") as folder:
-                return stat.S_ISREG(os.stat(target.name, dir_fd=folder, follow_symlinks=False).st_mode)
+                info = os.stat(target.name, dir_fd=folder, follow_symlinks=False)
         except (StorageError, FileNotFoundError):
             return False
+        if stat.S_ISREG(info.st_mode):
+            _refuse_linked(info, str(path))
+        return stat.S_ISREG(info.st_mode)
 
     def _file(self, path: str | Path) -> Path:
         """`path` `confined` under the root; the root itself is no file (`StorageError`)."""
@@ -152,6 +158,12 @@ class RootFolder:
                 raise ConfigError(f"{shown} is outside the app's folder {self.root}: a symlink on its way changed "
                                   "after it was checked") from None
             raise _error(action, shown, exc) from None
+
+
+def _refuse_linked(info: os.stat_result, shown: str) -> None:
+    """A file with other hard links is never read: they may lie outside the app's folder (`StorageError`)."""
+    if info.st_nlink > 1:
+        raise StorageError("not read: the file has other hard links, which may lie outside the app's folder", source=shown)
 
 
 def _open_folder(name: str, parent: int) -> int:
