@@ -166,7 +166,7 @@ def test_a_renewal_that_fails_in_an_unforeseen_way_stops_the_paying_at_once(s3_b
     lease.release()
 
 
-@pytest.mark.parametrize("hook", ["fakescope.generate.ledger.Ledger.spent", "fakescope.generate._loop.ThreadPoolExecutor"])
+@pytest.mark.parametrize("hook", ["fakescope.generate.ledger.Ledger.jobs", "fakescope.generate._loop.ThreadPoolExecutor"])
 def test_a_ctrl_c_once_the_lease_is_taken_lets_go_of_it_and_of_the_ledger(s3_bucket, tmp_path, monkeypatch, hook):
     """A KeyboardInterrupt after the lease and the ledger were taken but before the request loop kept both: the lease
     renewed until the process ended, the ledger claimed."""
