@@ -8,9 +8,10 @@ serves itself (GET /files/<n>.png), no usage. Like the real API, a dall-e-2 edit
 is refused (400) unless its image has transparency or it comes with a mask of the image's size that
 has some (transparent pixels mark what may change). Faults queued in `faults`
 (429 with Retry-After, 500; "quota": a 429 insufficient_quota; "unreadable": a billed 200 whose image is not one; "gone": a billed
-200 whose URL answers 404; "url=U": a billed 200 whose URL is U) answer the next requests in order. `hold_after` makes image
-requests beyond that many billable answers wait for `release` and then drop the connection
-unanswered (never billed), so a client can be killed with nothing in flight paid for; with
+200 whose URL answers 404; "url=U": a billed 200 whose URL is U; (status, message): an error answer whose message has
+`{authorization}` replaced by the request's Authorization header, as a proxy echoing it would) answer the next
+requests in order. `hold_after` makes image requests beyond that many billable answers wait for `release` and then
+drop the connection unanswered (never billed), so a client can be killed with nothing in flight paid for; with
 `answer_held` set they are answered (and billed) instead, as a slow server would. `paid` holds, per billed
 answer, a digest of what was asked for (the pixels of the first image sent, else the prompt).
 """
@@ -150,6 +151,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"created": 1700000000, "data": [{"url": f"http://127.0.0.1:{server.server_address[1]}/files/gone.png"}]}, endpoint)
         if isinstance(fault, str) and fault.startswith("url="):
             return self._send(200, {"created": 1700000000, "data": [{"url": fault.removeprefix("url=")}]}, endpoint)
+        if isinstance(fault, tuple):
+            status, message = fault
+            message = message.replace("{authorization}", self.headers.get("Authorization", ""))
+            return self._send(status, {"error": {"message": message, "type": "invalid_request_error"}}, endpoint)
         if fault is not None:
             return self._send(fault, {"error": {"message": "The server had an error", "type": "server_error"}}, endpoint)
         self._answer(endpoint, fields)

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import io
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -373,6 +374,28 @@ def test_refused_key_stops_the_run_without_echoing_it(server, photos, tmp_path, 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         make_client()
+
+
+def test_secrets_in_the_api_s_error_text_show_in_no_log_ledger_or_error_line(server, photos, tmp_path, monkeypatch, caplog):
+    """An error answer echoing the request's key (a proxy, a self-hosted server) or another secret went as it came into
+    the warning, the ledger (which the web app shows as a job's error) and a refusal's one line."""
+    caplog.set_level(logging.DEBUG)  # openai, httpx and fakescope debug logs included
+    aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws)
+    out = tmp_path / "out"
+    server.faults = [(500, "upstream refused Authorization: {authorization}"), (400, f"bad signature for {aws}")]
+    result = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--model", "dall-e-2",
+                                      "--size", "256x256", "--max-retries", "0", "--yes"])
+    assert result.exit_code == 1 and server.billable == 1, result.output
+    with Ledger(out / LEDGER_NAME) as ledger:
+        errors = sorted(record.error for record in ledger.jobs("failed"))
+    assert errors == ["BadRequestError: Error code: 400 - bad signature for ***",
+                      "InternalServerError: Error code: 500 - upstream refused Authorization: Bearer ***"]
+    server.faults = [(403, "the key {authorization} may not use this model")]
+    with pytest.raises(ConfigError, match=r"\(403\): the key Bearer \*\*\* may not use this model$") as refused:
+        run_openai(str(photos), str(out), OpenAIImagesConfig(model="dall-e-2", size="256x256"), client=make_client(max_retries=0))
+    for text in (result.output, caplog.text, str(refused.value)):
+        assert API_KEY not in text and aws not in text
 
 
 def test_a_key_pasted_with_its_newline_still_works(server, photos, tmp_path, monkeypatch):

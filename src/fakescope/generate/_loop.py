@@ -12,6 +12,7 @@ from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, Storag
 from fakescope.generate._budget import Budget, RunReport, count_tokens
 from fakescope.generate._outputs import Made, finish
 from fakescope.generate._plan import Job, jobs
+from fakescope.generate._secrets import hide_secrets
 from fakescope.generate.lease import Lease
 from fakescope.generate.ledger import DONE, RUNNING, JobRecord, Ledger
 from fakescope.generate.manifest import append_manifest
@@ -155,13 +156,13 @@ class Run:
     def _fail(self, job: Job, exc: Exception, *, billed: bool = False, owed: bool = False, warn: bool = True) -> None:
         """Record a failed job; `billed`: its image was billed in this run, `owed`: in an earlier one that crashed (both
         go to the ledger at this run's price)."""
-        cost = self.price if billed else 0.0
-        self.book.mark_failed(job.key, f"{type(exc).__name__}: {exc}", cost + (self.price if owed else 0.0),
+        cost, reason = self.price if billed else 0.0, hide_secrets(str(exc), self.client.api_key)
+        self.book.mark_failed(job.key, f"{type(exc).__name__}: {reason}", cost + (self.price if owed else 0.0),
                               self.recorded if billed or owed else None)
         self.report.failed += 1
         self.report.spent += cost
         if warn:
-            log.warning("job %s failed: %s", job.stem, exc)
+            log.warning("job %s failed: %s", job.stem, reason)
 
     def _write_manifest(self) -> None:
         """Merge the rows of every done job into `out`'s manifest."""

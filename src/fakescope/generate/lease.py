@@ -26,6 +26,7 @@ import threading
 import time
 
 from fakescope.errors import StorageError, StorageUnavailableError
+from fakescope.generate._secrets import hide_secrets
 from fakescope.io import storage
 
 LEASE_NAME = ".fakescope-lease.json"
@@ -151,10 +152,10 @@ class Lease:
                 renewed = time.monotonic()
             except StorageError as exc:  # unreachable for now: once the lease may have expired, stop paying
                 if time.monotonic() - renewed >= self.seconds:
-                    self.lost = f"the lease on {self.uri} could not be renewed: {exc}"
+                    self.lost = f"the lease on {self.uri} could not be renewed: {hide_secrets(str(exc))}"
                     return
             except Exception as exc:  # noqa: BLE001 - anything else ended the renewal: stop paying, never pay unleased
-                self.lost = f"the lease on {self.uri} could not be renewed: {type(exc).__name__}: {exc}"
+                self.lost = f"the lease on {self.uri} could not be renewed: {type(exc).__name__}: {hide_secrets(str(exc))}"
                 return
 
     def _renewed(self) -> bool:

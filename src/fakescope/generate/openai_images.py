@@ -40,6 +40,7 @@ from typing import Any
 from PIL import Image
 
 from fakescope.errors import ConfigError, FakescopeError
+from fakescope.generate._secrets import hide_secrets
 from fakescope.generate.openai_models import (
     DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MODELS, check_options, family, retirement,
 )
@@ -373,7 +374,8 @@ def _api_message(exc, model: str | None = None) -> str:
     if exc.status_code == 401:  # the server's text may echo part of the key
         return "the API key was refused"
     body = exc.body if isinstance(exc.body, dict) else {}
-    message = str(body.get("message") or exc.message)[:300]
+    key = exc.request.headers.get("Authorization", "").removeprefix("Bearer ")  # a server or proxy may echo it
+    message = hide_secrets(str(body.get("message") or exc.message), key)[:300]
     if model and (exc.status_code == 404 or getattr(exc, "code", None) == "model_not_found"):
         message += f" ({retirement(model)})"
     return message
