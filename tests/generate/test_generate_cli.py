@@ -340,6 +340,22 @@ def test_openai_bad_input_is_refused_before_anything_is_made_under_out(tmp_path,
     assert result.stdout == "" and not out.exists() and server.billable == 0
 
 
+@pytest.mark.parametrize("command", ["openai", "taef2"])
+@pytest.mark.parametrize("name", ["m.txt", "../manifest.csv", "sub/manifest.csv"])
+def test_a_manifest_name_that_is_no_csv_or_parquet_file_in_out_is_refused_before_anything(tmp_path, server, command, name,
+                                                                                           taef2_random_weights):
+    """--manifest m.txt wrote a CSV that no manifest reader takes, and ../manifest.csv one outside --out."""
+    Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    options = (["--model", "dall-e-2", "--size", "256x256", "--yes"] if command == "openai"
+               else ["--weights", str(taef2_random_weights), "--device", "cpu"])
+    result = CliRunner().invoke(app, ["generate", command, str(tmp_path / "a.png"), "--out", str(out), "--manifest", name,
+                                      *options])
+    assert result.exit_code == 2 and result.output == (f"error: manifest name {name!r}: expected a file name in the output "
+                                                        "folder ending .csv or .parquet, as manifest.csv\n"), result.output
+    assert not out.exists() and server.billable == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
 def test_openai_refuses_many_unlimited_requests_in_every_mode_and_prints_the_plan(tmp_path, server):
     """README.md taken as a prompts file sent 223 prompts unasked; over 20 requests now need a limit or --yes."""
     prompts, photos, out = tmp_path / "prompts.txt", tmp_path / "photos", tmp_path / "out"

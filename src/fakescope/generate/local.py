@@ -21,7 +21,7 @@ from PIL import Image
 from fakescope.errors import FakescopeError, ImageLoadError, reason_about
 from fakescope.generate._sources import image_uris
 from fakescope.generate.manifest import (
-    MANIFEST_NAME, append_manifest, manifest_row, manifest_rows, output_name, source_stem,
+    MANIFEST_NAME, append_manifest, check_manifest_name, manifest_row, manifest_rows, output_name, source_stem,
 )
 from fakescope.io import storage
 from fakescope.io.image import load_image
@@ -57,6 +57,7 @@ def generate_local(
         (images written in this run, manifest URI or None when nothing was written, unreadable sources skipped,
         images made by an earlier run and kept).
     """
+    check_manifest_name(manifest_name)
     src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
     rows: list[dict] = []
     row_params = dict(params or {})

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from fakescope.data.manifest import legacy_sources, read_table, require_columns
+from fakescope.data.manifest import MANIFEST_SUFFIXES, legacy_sources, read_table, require_columns
+from fakescope.errors import ConfigError
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
 
@@ -28,6 +29,13 @@ MANIFEST_COLUMNS = (
 MANIFEST_NAME = "manifest.csv"
 NAME_MAX = 255
 """Longest output file name in bytes (most file systems' limit)."""
+
+
+def check_manifest_name(name: str) -> None:
+    """Refuse (`ConfigError`) a manifest name that is no plain `.csv` or `.parquet` file name (it is joined to `out`)."""
+    if "/" in name or "\\" in name or not name.lower().endswith(MANIFEST_SUFFIXES):
+        raise ConfigError(f"manifest name {name!r}: expected a file name in the output folder ending .csv or .parquet, "
+                          f"as {MANIFEST_NAME}")
 
 
 def source_stem(source: str) -> str:

@@ -26,7 +26,7 @@ from fakescope.generate._plan import planned
 from fakescope.generate._sources import read_sources
 from fakescope.generate.lease import LEASE_SECONDS, Lease
 from fakescope.generate.ledger import Ledger
-from fakescope.generate.manifest import MANIFEST_NAME
+from fakescope.generate.manifest import MANIFEST_NAME, check_manifest_name
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
 from fakescope.generate.openai_models import check_served
 from fakescope.io import storage
@@ -114,7 +114,8 @@ def run_openai(
 
     Raises:
         ConfigError, StorageError: `src` is missing or gives no source (no image; in `generate` mode, not UTF-8 text or
-            no prompt): raised before anything is made under `out` or the cache.
+            no prompt), or `manifest_name` is no `.csv` or `.parquet` file name: raised before anything is made under
+            `out` or the cache.
         StorageUnavailableError: `out` became unreachable; the run stops paying, and a rerun writes the
             images it had paid for from the spool without paying again.
         StorageError: another run holds `out`'s lease, or took it over from this one (which then stops paying).
@@ -123,6 +124,7 @@ def run_openai(
         raise ConfigError("concurrency must be at least 1")
     if split is not None and config.mode == "generate":
         raise ConfigError("a split can only be taken from a dataset manifest of images, not from prompts")
+    check_manifest_name(manifest_name)
     src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
     budget = Budget.of(config, max_images, max_spend, max_total_spend)
     client = client or make_client()
