@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -394,7 +395,7 @@ def test_secrets_in_the_api_s_error_text_show_in_no_log_ledger_or_error_line(ser
     server.faults = [(403, "the key {authorization} may not use this model")]
     with pytest.raises(ConfigError, match=r"\(403\): the key Bearer \*\*\* may not use this model$") as refused:
         run_openai(str(photos), str(out), OpenAIImagesConfig(model="dall-e-2", size="256x256"), client=make_client(max_retries=0))
-    for text in (result.output, caplog.text, str(refused.value)):
+    for text in (result.output, caplog.text, "".join(traceback.format_exception(refused.value))):
         assert API_KEY not in text and aws not in text
 
 

@@ -311,7 +311,7 @@ def request_image(
         response = _send(client, config, source, prompt)
     except openai.APIStatusError as exc:
         if (refusal := _refusal(exc, config.model)) is not None:
-            raise refusal from exc
+            raise refusal from None  # the client's error holds the server's text, which may echo the key
         raise
     usage = response.usage.model_dump(exclude_none=True) if getattr(response, "usage", None) else None
     return _image_bytes(response.data[0], client.base_url), usage
