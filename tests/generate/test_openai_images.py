@@ -200,6 +200,11 @@ def test_generate_reads_prompts_and_posts_json(server, tmp_path):
     with pytest.raises(ConfigError, match=r"photo.png: not a prompts file \(UTF-8 text, one prompt per line\): byte 0x89 at 0"):
         run_openai(str(image), str(tmp_path / "out2"), config, client=make_client(max_retries=0))
     assert server.counts[("generations", 200)] == 2
+    given = CliRunner().invoke(app, ["generate", "openai", str(prompts), "--out", str(tmp_path / "out3"), "--mode", "generate",
+                                     "--prompt", "a cat"])  # was recorded in the manifest's params, never sent
+    assert given.exit_code == 2 and given.output == ("error: generate mode takes its prompts from its source, one per line; "
+                                                     "prompt (--prompt) is for edit and variation\n")
+    assert server.counts[("generations", 200)] == 2 and not (tmp_path / "out3").exists()
 
 
 def test_client_retries_429_and_500_once_each_without_double_billing(server, photos, tmp_path):

@@ -102,7 +102,7 @@ class OpenAIImagesConfig:
             (dall-e-3); None = model default.
         n: Images per source (each its own request and ledger job).
         prompt: Required for `edit`; for `variation` on a GPT image model it replaces `VARIATION_PROMPT`;
-            `generate` reads prompts from its source instead.
+            `generate` reads prompts from its source instead (and refuses one given here).
         mask: For `edit`, what may change: `center` (a centred box of half the width and height),
             `full`, or a PNG file (path or storage URI) whose transparent pixels mark it.
         response_format: `b64_json` (None: the default) or `url`, sent to dall-e models only; other models
@@ -132,6 +132,9 @@ class OpenAIImagesConfig:
                               f"as {DEFAULT_MODEL}")
         if self.mode == "edit" and not self.prompt:
             raise ConfigError("edit mode needs a prompt")
+        if self.mode == "generate" and self.prompt is not None:  # it was recorded in the manifest, never sent
+            raise ConfigError("generate mode takes its prompts from its source, one per line; prompt (--prompt) is for "
+                              "edit and variation")
         if self.mode == "edit" and self.mask not in MASKS:
             self.mask_image  # noqa: B018 - a missing or unusable mask file fails before any request
         sides = re.fullmatch(r"(\d{1,6})x(\d{1,6})", self.size, re.ASCII)
