@@ -356,6 +356,19 @@ def test_a_manifest_name_that_is_no_csv_or_parquet_file_in_out_is_refused_before
     assert not out.exists() and server.billable == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
+@pytest.mark.parametrize("ledger", ["folder", "not-a-ledger.sqlite"])
+def test_a_ledger_that_cannot_be_opened_is_one_line_and_leaves_no_spool_folder(tmp_path, server, ledger):
+    """A --ledger that was a folder or no SQLite file failed in one line but left `<ledger>.spool/` beside it."""
+    Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "not-a-ledger.sqlite").write_bytes(b"not a database " * 100)
+    result = CliRunner().invoke(app, ["generate", "openai", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                                      "--model", "dall-e-2", "--size", "256x256", "--ledger", str(tmp_path / ledger)])
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: cannot open job ledger {tmp_path / ledger}: ")
+    assert result.stderr.count("\n") == 1 and server.billable == 0
+    assert not (tmp_path / f"{ledger}.spool").exists()
+
+
 def test_openai_refuses_many_unlimited_requests_in_every_mode_and_prints_the_plan(tmp_path, server):
     """README.md taken as a prompts file sent 223 prompts unasked; over 20 requests now need a limit or --yes."""
     prompts, photos, out = tmp_path / "prompts.txt", tmp_path / "photos", tmp_path / "out"

@@ -106,7 +106,6 @@ class Ledger:
         self.spool_dir = self.path.with_name(self.path.name + ".spool")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.spool_dir.mkdir(exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -115,6 +114,7 @@ class Ledger:
             for column, kind in (("usage", "TEXT"), ("price", "REAL")):  # an older ledger's rows get NULL
                 if column not in columns:
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+            self.spool_dir.mkdir(exist_ok=True)  # once the ledger opened: one that cannot leaves nothing beside it
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open job ledger {self.path}: {exc}") from exc
         self._lock = threading.Lock()
