@@ -5,8 +5,8 @@ credentials: `confined` refuses URIs (`s3://...`) and any path that resolves (sy
 `RootFolder` then reads and writes what `confined` allowed without trusting the path again: every folder from the
 root down is opened from the one above it without following symlinks, so a symlink swapped in after the check
 (a local user racing the app) is refused instead of followed out of the root. A hard link cannot be told from the
-file it shares, so a file with more than one link is never read (`exists` refuses it alike); a write never goes through one either (it renames
-a temporary file over the name, so the other links keep the old contents).
+file it shares, so a file with more than one link is never read (`exists` refuses it alike); a write never goes
+through one either (it renames a temporary file over the name, so the other links keep the old contents).
 """
 
 from __future__ import annotations
