@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -103,6 +104,16 @@ def test_overlay_of_a_large_image_takes_a_few_bytes_per_pixel():
         tracemalloc.stop()
     assert overlay.size == (2000, 1000) and overlay.mode == "RGB"
     assert peak < 8 * 2000 * 1000  # float arrays took 116 bytes per pixel: 5.7 GB for a 49 Mpx photo
+
+
+def test_image_bytes_encodes_png_as_it_is_and_jpeg_as_rgb():
+    from fakescope.serve.overlay import image_bytes
+
+    grey = heatmap_image(np.array([[0.0, 1.0]], dtype=np.float32))
+    png = Image.open(io.BytesIO(image_bytes(grey)))
+    assert (png.format, png.mode, np.asarray(png).tolist()) == ("PNG", "L", [[0, 255]])
+    jpeg = Image.open(io.BytesIO(image_bytes(Image.new("RGBA", (16, 8), (200, 10, 10, 0)), "JPEG")))
+    assert (jpeg.format, jpeg.mode, jpeg.size) == ("JPEG", "RGB", (16, 8))  # the alpha dropped, not an encoder error
 
 
 def test_config_validates_limits():

@@ -17,7 +17,7 @@ from fakescope.io.image import decode_image
 from fakescope.serve.batching import MicroBatcher, ServerBusy
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, answers
-from fakescope.serve.overlay import heatmap_image, heatmap_overlay, png_bytes
+from fakescope.serve.overlay import heatmap_image, heatmap_overlay, image_bytes
 from fakescope.serve.request_image import check_image_422, one_upload, read_upload
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
 
@@ -105,7 +105,7 @@ def _render_heatmap(data: bytes, heatmap: np.ndarray, overlay: bool) -> bytes:
     """
     image = decode_image(data, keep_bytes=False).image
     picture = heatmap_overlay(image, heatmap) if overlay else heatmap_image(heatmap).resize(image.size)
-    return png_bytes(picture)
+    return image_bytes(picture)
 
 
 async def _score(request: Request, name: str, data: bytes, *, heatmap: bool, strict: bool = True) -> Detection:

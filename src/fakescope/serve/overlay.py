@@ -34,15 +34,12 @@ def display_copy(image: Image.Image, max_side: int = 1600) -> Image.Image:
     return copy
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """Encode a PIL image as PNG."""
+def image_bytes(image: Image.Image, format: str = "PNG") -> bytes:  # noqa: A002 - Pillow's own word
+    """Encode a PIL image as PNG, or as an RGB JPEG at quality 95 (what Streamlit shows a PIL image as; given
+    these bytes it encodes nothing)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def jpeg_bytes(image: Image.Image, quality: int = 95) -> bytes:
-    """Encode a PIL image as an RGB JPEG (what Streamlit shows a PIL image as; given these bytes it encodes nothing)."""
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    if format == "JPEG":
+        image.convert("RGB").save(buffer, format="JPEG", quality=95)
+    else:
+        image.save(buffer, format=format)
     return buffer.getvalue()

@@ -37,7 +37,7 @@ from fakescope.serve.config import APP_ANONYMOUS_ENV
 from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
 from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
 from fakescope.serve.origins import app_host_refusal
-from fakescope.serve.overlay import display_copy, heatmap_overlay, jpeg_bytes
+from fakescope.serve.overlay import display_copy, heatmap_overlay, image_bytes
 from fakescope.serve.paths import RootFolder, app_root, confined
 from fakescope.serve.report_view import report_contents
 from fakescope.serve.uploads import score_uploads
@@ -103,7 +103,7 @@ def shown(detection: Detection, image: Image.Image | None) -> Shown:
     if image is None or detection.error:
         return Shown(detection)
     copy = display_copy(image)
-    return Shown(detection, jpeg_bytes(copy), jpeg_bytes(heatmap_overlay(copy, detection.heatmap)))
+    return Shown(detection, image_bytes(copy, "JPEG"), image_bytes(heatmap_overlay(copy, detection.heatmap), "JPEG"))
 
 
 def score(items: list[tuple[str, bytes]]) -> list[Shown]:
@@ -332,7 +332,7 @@ def example_image(path: str) -> bytes | None:
         return None
     try:
         check_image(data, max_pixels())
-        return jpeg_bytes(display_copy(decode_image(data).image))
+        return image_bytes(display_copy(decode_image(data).image), "JPEG")
     except FakescopeError:
         return None
 
