@@ -617,6 +617,21 @@ def test_a_remote_output_has_one_ledger_with_or_without_a_trailing_slash(tmp_pat
     assert default_ledger_path("s3://b/old/") == default_ledger_path("s3://b/old") == legacy
 
 
+def test_one_pattern_reads_output_names_of_this_config_or_of_any():
+    from fakescope.generate._plan import Job, any_output, output_names, output_uri
+
+    config = OpenAIImagesConfig(mode="variation", model="dall-e-2", size="256x256")
+    other = OpenAIImagesConfig(mode="variation", model="gpt-image-1", size="1024x1024")
+    job = Job("k", "cat-0123abcd.png", "89abcdef" + "0" * 56, "cat-0123abcd", 1, b"")
+    name = output_uri(job, "out", config, "webp").rsplit("/", 1)[-1]
+    mine = output_names(config).search(name)
+    assert (mine[1], mine[2], int(mine[6])) == ("cat-0123abcd", "89abcdef", 1)  # a stem with a hex part of its own
+    assert any_output(name) == ("89abcdef", "dall-e-2", "variation", config.params_hash()[:6], 1)
+    theirs = output_uri(job, "out", other, "png").rsplit("/", 1)[-1]
+    assert output_names(config).search(theirs) is None and any_output(theirs)[1] == "gpt-image-1"
+    assert any_output("cat.png") is None
+
+
 def test_sizes_the_api_cannot_make_are_refused_before_any_work():
     for size in ("big", "100000x100000", "0x512", "1024x1024x3"):  # dall-e-2 uploads are resized to it: 30 GB for one
         with pytest.raises(ConfigError, match=r"^size: expected WIDTHxHEIGHT with sides of 1 to 4096 pixels"):

@@ -16,8 +16,6 @@ from fakescope.io import storage
 
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 """File extensions of the images the Images API answers with."""
-_ANY_OUTPUT = re.compile(rf".*-([0-9a-f]{{8}})-(.+)-({'|'.join(MODES)})-([0-9a-f]{{6}})-(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
-"""An output's name, of any model and parameters; groups: sha256[:8], model, mode, params hash[:6], index."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = 
     else:
         stems = [(source_stem(uri), None) for uri in image_uris(src, exclude=out, split=split)]
     names = output_names(config)
-    held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[3]))
+    held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[6]))
                    for uri in files_in(out) if (match := names.search(uri.rsplit("/", 1)[-1])))
     wanted = Counter((_cut_stem(stem, config, index), digest, index) for stem, digest in stems for index in range(config.n))
     made = sum(min(count, held[key]) for key, count in wanted.items())
@@ -80,16 +78,18 @@ def _cut_stem(stem: str, config: OpenAIImagesConfig, index: int) -> str:
     return output_name(stem, tail).removesuffix(tail)
 
 
-def output_names(config: OpenAIImagesConfig) -> re.Pattern:
-    """Matches the names `output_uri` gives `config`'s outputs; groups: stem, sha256[:8], index."""
-    tail = re.escape(f"-{config.model}-{config.mode}-{config.params_hash()[:6]}-")
-    return re.compile(rf"(.*)-([0-9a-f]{{8}}){tail}(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
+def output_names(config: OpenAIImagesConfig | None = None) -> re.Pattern:
+    """Matches the names `output_uri` gives `config`'s outputs (any model's and parameters' without one); groups:
+    stem, sha256[:8], model, mode, params hash[:6], index."""
+    model, mode, params = ((re.escape(config.model), config.mode, config.params_hash()[:6]) if config else
+                           (".+", "|".join(MODES), "[0-9a-f]{6}"))
+    return re.compile(rf"(.*)-([0-9a-f]{{8}})-({model})-({mode})-({params})-(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
 
 
 def any_output(name: str) -> tuple[str, str, str, str, int] | None:
     """(sha256[:8], model, mode, params hash[:6], index) of an output's name, of any model and parameters; else None."""
-    match = _ANY_OUTPUT.search(name)
-    return (match[1], match[2], match[3], match[4], int(match[5])) if match else None
+    match = output_names().search(name)
+    return (match[2], match[3], match[4], match[5], int(match[6])) if match else None
 
 
 def files_in(out: str) -> list[str]:
