@@ -87,6 +87,16 @@ def test_images_smaller_than_a_tile_are_fed_whole_when_the_policy_says_so(size):
     assert tiles.pixels[0, 0].min() == 255 and tiles.pixels[0, 1:].max() == 0
 
 
+def test_a_strip_too_long_to_upscale_is_refused_before_upscaling():
+    from fakescope.errors import ImageLoadError
+
+    strip = np.zeros((32, 25_000, 3), np.uint8)  # 2.4 MB; filling a 512-px tile would make 400,000 x 512 (614 MB)
+    with pytest.raises(ImageLoadError, match=r"^image too long and thin: upscaling 25000x32 to fill a 512-px tile gives "
+                                             r"400000x512 \(204,800,000 pixels\), over 200,000,000$"):
+        make_tiles(strip, InputPolicy(crop_size=512, grid=2))
+    assert make_tiles(strip[:, :20_000], InputPolicy(crop_size=512, grid=2)).pixels.shape == (2, 3, 512, 512)
+
+
 def test_heatmap_has_the_image_shape_and_averages_overlaps():
     tiles = make_tiles(Image.new("RGB", (150, 120)), InputPolicy(crop_size=100, grid=2))
     assert tiles.boxes == ((0, 0), (0, 50), (20, 0), (20, 50))

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fakescope.errors import ImageLoadError
+from fakescope.io.image import MAX_PIXELS
 from fakescope.models.config import InputPolicy
 
 
@@ -73,13 +75,21 @@ def normalize(x: torch.Tensor, policy: InputPolicy) -> torch.Tensor:
 
 
 def make_tiles(image: Image.Image | np.ndarray, policy: InputPolicy) -> Tiles:
-    """Cut an RGB image (PIL, or its HxWx3 uint8 array) into its tiles (uint8, un-normalised)."""
+    """Cut an RGB image (PIL, or its HxWx3 uint8 array) into its tiles (uint8, un-normalised).
+
+    Raises:
+        ImageLoadError: upscaling the image to fill a tile would make more than `MAX_PIXELS`.
+    """
     h, w = image.shape[:2] if isinstance(image, np.ndarray) else image.size[::-1]
     c, scale = policy.crop_size, 1.0
     if min(h, w) < c and policy.upscale_small:
         scale = c / min(h, w)
+        size = (max(c, round(w * scale)), max(c, round(h * scale)))
+        if size[0] * size[1] > MAX_PIXELS:  # a 32 x 6M px strip: 12x its pixels, 25 GB, for a few tiles
+            raise ImageLoadError(f"image too long and thin: upscaling {w}x{h} to fill a {c}-px tile gives "
+                                 f"{size[0]}x{size[1]} ({size[0] * size[1]:,} pixels), over {MAX_PIXELS:,}")
         image = image if isinstance(image, Image.Image) else Image.fromarray(image)
-        image = image.resize((max(c, round(w * scale)), max(c, round(h * scale))), Image.BICUBIC)
+        image = image.resize(size, Image.BICUBIC)
     arr = np.asarray(image, dtype=np.uint8)
     sh, sw = arr.shape[:2]
     if sh < c or sw < c:  # too small to tile: the whole image, once
