@@ -67,7 +67,7 @@ def main() -> None:
                                      decode=args.decode)
             start = time.perf_counter()
             list(detector.stream(files[: args.batch_size]))  # warm-up: ONNX export, compiling (full batches: --batch-size counts tiles)
-            list(detector.stream(files[:3]))  # and a partial batch: torch.compile's second, dynamic-shape compile
+            list(detector.stream(files[:3]))  # and a partial batch (a batch of 1 tile compiles its own graph)
             warm_up = time.perf_counter() - start
             rate = _rate(lambda d=detector: list(d.stream(files)), len(files))
             label = f"{runtime} {precision}{' compiled' if compiled else ''}, grid {detector.model.config.input.grid}, {detector.decode}"

@@ -43,6 +43,26 @@ def test_compiled_network_matches_eager(tiny_model_dir, image_folder):
     assert compiled.explain(good, "gradcam").shape == eager.explain(good, "gradcam").shape  # on the eager network
 
 
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler")
+def test_a_compiled_same_padding_network_compiles_each_input_size_with_constant_padding():
+    from timm.layers import Conv2dSame
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    network = _with_real_statistics(torch.nn.Sequential(
+        Conv2dSame(3, 4, 3, stride=2), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), Conv2dSame(4, 4, 3, stride=2),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 1)))
+    forward = inference_network(network, torch.device("cpu"), compile=True)
+    torch._dynamo.reset()
+    graphs = []
+    for batch, side in [(2, 16), (2, 15), (2, 19), (3, 15)]:  # a second size made every size symbolic:
+        x = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(side))  # timm's padding
+        with torch.inference_mode():  # arithmetic nested layer by layer (minutes to compile with 5 such layers)
+            torch.testing.assert_close(forward(x), network(x), rtol=0, atol=1e-5)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert [n - graphs[0] for n in graphs] == [0, 1, 2, 2]  # one graph per size, its padding constant; any batch
+
+
 def test_bf16_and_compile_choose_the_torch_runtime_and_reject_onnx(tiny_model_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
