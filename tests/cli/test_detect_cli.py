@@ -89,6 +89,17 @@ def test_corrupt_file_among_good_ones_gives_exit_1_and_an_error_record(tiny_mode
         assert "error" not in records[name] and 0 < records[name]["score"] < 1
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_in_a_folder_is_an_error_record_not_a_hang(tiny_model_dir, images, tmp_path):
+    folder = tmp_path / "with-fifo"
+    shutil.copytree(images, folder)
+    os.mkfifo(folder / "pipe.png")
+    result = _detect(tiny_model_dir, "-f", "jsonl", str(folder))
+    records = {Path(r["path"]).name: r for r in _records(result.stdout)}
+    assert result.exit_code == 1 and records["pipe.png"]["error"] == "not a regular file (a pipe, socket or device)"
+    assert all(0 < records[name]["score"] < 1 for name in ("a.png", "b.jpg", "c.webp"))
+
+
 def test_errors_show_in_the_table_too(tiny_model_dir, images, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     result = _detect(tiny_model_dir, str(images / "a.png"), str(tmp_path / "notes.txt"))

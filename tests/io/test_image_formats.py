@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import tracemalloc
 import warnings
@@ -194,6 +195,16 @@ def test_empty_file_on_disk_and_missing_file(tmp_path):
     with pytest.raises(ImageLoadError, match="^empty path$"):
         load_image("")
 
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_pipe_or_a_device_is_refused_unread(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")  # reading waited for a writer forever (a FIFO left in a scanned folder)
+    with pytest.raises(ImageLoadError, match=r"pipe\.jpg: not a regular file \(a pipe, socket or device\)$"):
+        load_image(tmp_path / "pipe.jpg")
+    if os.path.exists("/dev/zero"):  # read until memory ran out
+        with pytest.raises(ImageLoadError, match="not a regular file"):
+            read_source("file:///dev/zero")
 
 
 @pytest.mark.parametrize("chunk", [

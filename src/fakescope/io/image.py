@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import struct
 import warnings
 from collections.abc import Callable
@@ -251,11 +252,18 @@ def read_source(source: str | os.PathLike) -> bytes:
 
 
 def _read_path(source: str | Path) -> bytes:
+    """A regular file's bytes; a pipe or device (which would block or never end) is refused unread."""
     if not os.fspath(source):  # Path("") is the current folder
         raise ImageLoadError("empty path")
     path = Path(source)
-    try:
-        return path.read_bytes()
+    try:  # opened without blocking (a FIFO waits for a writer otherwise), then checked on the open file: no race
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise ImageLoadError("is a directory", source=str(path))
+            if not stat.S_ISREG(mode):
+                raise ImageLoadError("not a regular file (a pipe, socket or device)", source=str(path))
+            return fh.read()
     except IsADirectoryError:
         raise ImageLoadError("is a directory", source=str(path)) from None
     except FileNotFoundError:
