@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.data import read_rows
+from fakescope.errors import StorageError
 from fakescope.generate import openai_images
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.local import generate_local
@@ -367,6 +368,17 @@ def test_a_ledger_that_cannot_be_opened_is_one_line_and_leaves_no_spool_folder(t
     assert result.exit_code == 2 and result.stderr.startswith(f"error: cannot open job ledger {tmp_path / ledger}: ")
     assert result.stderr.count("\n") == 1 and server.billable == 0
     assert not (tmp_path / f"{ledger}.spool").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists open files through /proc/self/fd (Linux)")
+def test_a_file_that_is_no_ledger_is_not_left_open(tmp_path):
+    """Its SQLite connection stayed open for as long as the error lived (its traceback holds the ledger)."""
+    path = tmp_path / "not-a-ledger.sqlite"
+    path.write_bytes(b"not a database " * 100)
+    with pytest.raises(StorageError, match="^cannot open job ledger .*: file is not a database$") as refused:
+        Ledger(path)
+    held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.islink(f"/proc/self/fd/{fd}")]
+    assert refused.value and str(path) not in held
 
 
 def test_openai_refuses_many_unlimited_requests_in_every_mode_and_prints_the_plan(tmp_path, server):

@@ -107,15 +107,13 @@ class Ledger:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
-            columns = {column[1] for column in self._db.execute("PRAGMA table_info(jobs)")}
-            for column, kind in (("usage", "TEXT"), ("price", "REAL")):  # an older ledger's rows get NULL
-                if column not in columns:
-                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open job ledger {self.path}: {exc}") from exc
+        try:
+            _prepare(self._db)
             self.spool_dir.mkdir(exist_ok=True)  # once the ledger opened: one that cannot leaves nothing beside it
         except (OSError, sqlite3.Error) as exc:
+            self._db.close()  # a file that is no SQLite database is not held open
             raise StorageError(f"cannot open job ledger {self.path}: {exc}") from exc
         self._lock = threading.Lock()
         self._claim = None
@@ -229,3 +227,14 @@ def _hold(ledger: Path):
 
 
 _COLUMNS = "key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row, usage, price"
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """Set up a ledger's database: WAL, full syncs, the jobs table (an older ledger's gets its new columns, NULL)."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(_SCHEMA)
+    columns = {column[1] for column in db.execute("PRAGMA table_info(jobs)")}
+    for column, kind in (("usage", "TEXT"), ("price", "REAL")):
+        if column not in columns:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
