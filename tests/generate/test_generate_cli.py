@@ -370,6 +370,16 @@ def test_a_ledger_that_cannot_be_opened_is_one_line_and_leaves_no_spool_folder(t
     assert not (tmp_path / f"{ledger}.spool").exists()
 
 
+def test_an_out_that_is_a_file_says_so_in_one_line(tmp_path, server):
+    """--out naming an existing file said "no such folder"."""
+    Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
+    (tmp_path / "out.txt").write_text("notes")
+    result = CliRunner().invoke(app, ["generate", "openai", str(tmp_path / "a.png"), "--out", str(tmp_path / "out.txt"),
+                                      "--model", "dall-e-2", "--size", "256x256", "--yes"])
+    assert (result.exit_code, result.stderr) == (2, f"error: {tmp_path / 'out.txt'}: a file, not a folder\n")
+    assert server.billable == 0 and (tmp_path / "out.txt").read_text() == "notes"
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists open files through /proc/self/fd (Linux)")
 def test_a_file_that_is_no_ledger_is_not_left_open(tmp_path):
     """Its SQLite connection stayed open for as long as the error lived (its traceback holds the ledger)."""

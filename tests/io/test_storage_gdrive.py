@@ -72,6 +72,9 @@ def test_missing_file_and_folder_are_clear_errors(drive_env):
         storage.read_bytes(f"gdrive://{drive_env.root_id}/nope.png")
     with pytest.raises(StorageError, match="no such folder"):
         storage.list_files(f"gdrive://{drive_env.root_id}/nope")
+    drive_env.add("a.png", drive_env.root_id, b"x")
+    with pytest.raises(StorageError, match="^gdrive://root-folder/a.png: a file, not a folder$"):  # was "no such folder"
+        storage.list_files(f"gdrive://{drive_env.root_id}/a.png")
     with pytest.raises(StorageError, match="^gdrive://unknown-folder-id/x.png: no such file$"):
         storage.read_bytes("gdrive://unknown-folder-id/x.png")
 

@@ -62,9 +62,11 @@ def test_exists_closes_the_folder_it_looked_into(tmp_path):
 
 
 def test_errors_are_one_line_storage_errors(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
     for call, where, reason in ((storage.read_bytes, tmp_path / "absent.png", "no such file or folder"),
                                 (storage.read_bytes, tmp_path, "a folder, not a file"),
-                                (storage.list_files, tmp_path / "absent", "no such folder")):
+                                (storage.list_files, tmp_path / "absent", "no such folder"),
+                                (storage.list_files, tmp_path / "a.png", "a file, not a folder")):  # was "no such folder"
         with pytest.raises(StorageError) as caught:  # the path once: as the source, not again in the reason
             call(str(where))
         assert (caught.value.reason, caught.value.source, str(caught.value)) == (reason, str(where), f"{where}: {reason}")

@@ -101,7 +101,7 @@ class LocalStorage:
     ) -> Iterator[str]:
         root = _path_of(uri)
         if not os.path.isdir(root):
-            raise StorageError("no such folder", source=uri)
+            raise StorageError("a file, not a folder" if os.path.isfile(root) else "no such folder", source=uri)
         return self._walk(uri, root, normalise_suffixes(suffixes), recursive)
 
     @staticmethod

@@ -90,7 +90,7 @@ class DriveStorage(DriveTwins):
         with translated_errors("list", uri):
             item = self._resolve(uri)
         if item is None or item["mimeType"] != FOLDER_MIME:
-            raise StorageError("no such folder", source=uri)
+            raise StorageError("no such folder" if item is None else "a file, not a folder", source=uri)
         return self._walk(uri.rstrip("/"), item["id"], normalise_suffixes(suffixes), recursive, {item["id"]})
 
     def _walk(
