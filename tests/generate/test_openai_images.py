@@ -293,6 +293,19 @@ def test_an_image_url_that_is_not_http_is_never_opened(server, photos, tmp_path)
         assert "only http:// and https:// URLs can be fetched, not file: ones" in next(ledger.jobs("failed")).error
 
 
+def test_an_image_url_that_fails_is_named_without_its_signature(server, photos, tmp_path, caplog):
+    """A signed URL's query string (its signature) went into the ledger's error and the warning once the URL was named."""
+    url = f"{server.base_url.removesuffix('/v1')}/files/gone.png"
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", response_format="url")
+    server.faults = [f"url={url}?X-Amz-Signature=0123456789abcdef&X-Amz-Expires=300#part"]
+    report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert (report.done, report.failed, server.billable) == (0, 1, 1)
+    with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
+        error = next(ledger.jobs("failed")).error
+    assert error == f"LostImageError: the API made the image but its URL could not be fetched: HTTP Error 404: Not Found ({url})"
+    assert f"({url})" in caplog.text and "Signature" not in caplog.text + error
+
+
 def test_a_source_with_a_long_name_gets_an_output_name_the_file_system_takes(server, photos, tmp_path):
     """240 bytes is a legal file name; with the suffix fakescope adds it was not (255), after the image was paid."""
     source = tmp_path / "long" / ("\u00e9" * 120 + ".png")
