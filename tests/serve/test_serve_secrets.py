@@ -22,6 +22,15 @@ def refusing_api(monkeypatch):
     api.stop()
 
 
+@pytest.fixture
+def images_api_for_client(monkeypatch):
+    api = ImagesAPIServer(api_key=CLIENT_KEY).start()  # takes CLIENT_KEY, which is in no environment variable
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    yield api
+    api.stop()
+
+
 def test_a_refused_client_key_shows_nowhere(server, auth, refusing_api, photo_bytes, caplog):
     caplog.set_level(logging.DEBUG)  # openai, httpx and fakescope debug logs included
     answer = httpx.post(f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": CLIENT_KEY},
@@ -38,6 +47,34 @@ def test_a_refused_client_key_shows_nowhere(server, auth, refusing_api, photo_by
     assert written and not any(CLIENT_KEY.encode() in data for data in written)
     assert "/v1/images/variations" in caplog.text  # the client's request was logged (httpx), without the key
     assert CLIENT_KEY not in answer.text + str(job) + caplog.text
+
+
+def test_an_unexpected_job_failure_quoting_the_client_key_shows_it_nowhere(images_api_for_client, photo_bytes, tmp_path, caplog):
+    """An error that was no fakescope one went into the job's error and its logged traceback as it came: the visitor's
+    key, in no environment variable, was not hidden. Here the scoring step fails quoting it, as a library's error may."""
+    from fakescope.generate import OpenAIImagesConfig
+    from fakescope.serve.generation import openai_client
+    from fakescope.serve.jobs import JobStore
+
+    def crash(data: bytes):
+        raise RuntimeError(f"cannot score the answer to Authorization: Bearer {CLIENT_KEY}")
+
+    caplog.set_level(logging.DEBUG)
+    store = JobStore(tmp_path, crash)
+    try:
+        job = store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", size="256x256"), openai_client(CLIENT_KEY))
+        deadline = time.monotonic() + 30
+        while job.state != "failed":
+            assert time.monotonic() < deadline, job.to_dict()
+            time.sleep(0.05)
+    finally:
+        store.close()
+    assert images_api_for_client.billable == 1
+    assert job.error == "RuntimeError: cannot score the answer to Authorization: Bearer ***"
+    assert "Traceback" in caplog.text and "Bearer ***" in caplog.text  # the log keeps the detail, not the key
+    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert b"Bearer ***" in written and CLIENT_KEY.encode() not in written  # job.json
+    assert CLIENT_KEY not in str(job.to_dict()) + caplog.text
 
 
 def test_the_api_token_is_never_echoed(server):

@@ -7,8 +7,10 @@ job that was queued or running when the server stopped is marked failed, never r
 
 `delete` stops a queued job before anything is sent and marks a running one cancelled (the
 requests already sent finish and are kept: the API bills them anyway); on a finished job it
-deletes the folder, `job.json` first (a half-deleted folder is never restored). At most `max_jobs` jobs are queued or running: `submit` raises
-`ServerBusy` beyond that, its wait estimated from the jobs run so far. A job's `error` names no local path; the server's log has the detail.
+deletes the folder, `job.json` first (a half-deleted folder is never restored). At most `max_jobs` jobs are queued or
+running: `submit` raises `ServerBusy` beyond that, its wait estimated from the jobs run so far. A job's `error` names no
+local path; the server's log has the detail. Neither shows the request's own OpenAI key (`X-OpenAI-Key`, in no
+environment variable) nor another secret `hide_secrets` knows.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +32,7 @@ from typing import Any
 from fakescope.detection import Detection
 from fakescope.errors import FakescopeError, StorageError
 from fakescope.generate import OpenAIImagesConfig
+from fakescope.generate._secrets import hide_secrets
 from fakescope.io import storage
 from fakescope.serve.batching import ServerBusy, estimated_wait
 from fakescope.serve.generation import generate_from_upload, public_error, shortfall
@@ -185,10 +189,11 @@ class JobStore:
             outputs = [JobOutput(image.path, image.detection.to_dict()) for image in made]
             state, error = DONE, shortfall(made, job.config, job.folder)
         except FakescopeError as exc:
-            state, error = FAILED, str(exc)
+            state, error = FAILED, hide_secrets(str(exc), client.api_key)
         except Exception as exc:  # noqa: BLE001 - a job records its failure; the server goes on
-            log.warning("generation job %s failed", job.id, exc_info=True)
-            state, error = FAILED, f"{type(exc).__name__}: {exc}"
+            trace = "".join(traceback.format_exception(exc)).rstrip()
+            log.warning("generation job %s failed: %s", job.id, hide_secrets(trace, client.api_key))
+            state, error = FAILED, hide_secrets(f"{type(exc).__name__}: {exc}", client.api_key)
         if error and (public := public_error(error)) != error:
             log.warning("generation job %s: %s", job.id, error)
             error = public
