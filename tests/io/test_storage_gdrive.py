@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import googleapiclient.http
 import pytest
-from drive_server import DOC_MIME, DRIVE_READONLY_TOKEN, FOLDER_MIME, write_token_file
+from drive_server import DOC_MIME, DRIVE_READONLY_TOKEN, DRIVE_TOKEN, FOLDER_MIME, write_token_file
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -185,6 +185,19 @@ def test_a_rate_limit_that_outlasts_the_retries_is_an_outage_not_a_denial(drive_
         f"while reading gdrive://{drive_env.root_id}/a.png; try again later"
     )
     assert drive_env.calls["download"] == _gdrive.RETRIES + 1
+
+
+def test_drive_credentials_reach_no_error_text(drive_env, caplog):
+    """A busy answer's reason went into the error as Drive (or a proxy before it) wrote it, so one echoing the request's
+    access token (in no environment variable: read from the token file) showed it."""
+    caplog.set_level(logging.DEBUG)
+    drive_env.add("a.png", drive_env.root_id, b"aaa")
+    drive_env.fail("download", 503, f"proxy refused Authorization: Bearer {DRIVE_TOKEN}", times=_gdrive.RETRIES + 1)
+    with pytest.raises(StorageUnavailableError) as caught:
+        storage.read_bytes(f"gdrive://{drive_env.root_id}/a.png")
+    assert str(caught.value).startswith("Google Drive busy: it still answered HTTP 503 (busy) after ")
+    for secret in (DRIVE_TOKEN, os.environ["FAKESCOPE_GDRIVE_TOKEN"]):
+        assert secret not in str(caught.value) + caplog.text
 
 
 def test_a_scan_rides_out_rate_limits_and_stops_on_an_outage_without_error_rows(drive_env, tiny_model_dir, tmp_path):

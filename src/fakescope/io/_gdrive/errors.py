@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import Any
 
@@ -11,6 +12,8 @@ from fakescope.io._gdrive.calls import RETRIES
 from fakescope.io.storage import DOING
 
 _RATE_LIMITS = {"userRateLimitExceeded", "rateLimitExceeded"}
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+"""A reason as Drive gives one."""
 
 
 def _network() -> str:
@@ -31,10 +34,12 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _reason(exc: Any) -> str:
-    """The `reason` of Drive's first error detail (`notFound`, `rateLimitExceeded`...), else ''."""
+    """The `reason` of Drive's first error detail (`notFound`, `rateLimitExceeded`...), else '', also for one that is
+    no plain word: a proxy's text, which may echo the request's access token."""
     details = getattr(exc, "error_details", None)
     if isinstance(details, list) and details and isinstance(details[0], dict):
-        return str(details[0].get("reason", ""))
+        reason = str(details[0].get("reason", ""))
+        return reason if _WORD.fullmatch(reason) else ""
     return ""
 
 
