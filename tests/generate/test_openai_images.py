@@ -306,6 +306,24 @@ def test_an_image_url_that_fails_is_named_without_its_signature(server, photos, 
     assert f"({url})" in caplog.text and "Signature" not in caplog.text + error
 
 
+@pytest.mark.parametrize(("path", "shown", "why"), [
+    (":99999/files/a.png", ":99999/files/a.png", "Port out of range 0-65535"),
+    ("/files/a\x00.png", "/files/a%00.png", "Invalid non-printable ASCII character"),
+])
+def test_a_malformed_image_url_is_a_billed_lost_image(server, photos, tmp_path, path, shown, why):
+    """It raised a ValueError or httpx.InvalidURL, not a FetchError, so the billed image was left out of the spend."""
+    host = "http://127.0.0.1" if path.startswith(":") else server.base_url.removesuffix("/v1")
+    url = host + shown
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", response_format="url")
+    server.faults = [f"url={host}{path}?sig=0123456789abcdef"]
+    report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert (report.done, report.failed, server.billable) == (0, 1, 1) and report.spent == pytest.approx(0.016)
+    with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
+        error = next(ledger.jobs("failed")).error
+    assert error.startswith(f"LostImageError: the API made the image but its URL could not be fetched: not a valid URL ({why}")
+    assert error.endswith(f"({url})") and "sig=" not in error
+
+
 def test_a_source_with_a_long_name_gets_an_output_name_the_file_system_takes(server, photos, tmp_path):
     """240 bytes is a legal file name; with the suffix fakescope adds it was not (255), after the image was paid."""
     source = tmp_path / "long" / ("\u00e9" * 120 + ".png")

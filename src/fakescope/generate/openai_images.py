@@ -36,7 +36,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote
 
 from PIL import Image
 
@@ -370,8 +370,8 @@ def _image_bytes(item, api_base) -> bytes:
         return base64.b64decode(item.b64_json)
     try:
         return fetch_public(item.url or "", max_bytes=MAX_IMAGE_BYTES, timeout=120, trusted=(str(api_base),))
-    except FetchError as exc:  # the URL named without its query: a signed URL's signature is in it
-        shown = urlsplit(item.url or "")._replace(query="", fragment="").geturl()
+    except FetchError as exc:  # the URL named without its query (a signed URL's signature), control characters quoted
+        shown = quote((item.url or "").partition("?")[0].partition("#")[0], safe="!$%&'()*+,/:;=@[]~")
         raise LostImageError(f"the API made the image but its URL could not be fetched: {exc} ({shown})") from None
 
 

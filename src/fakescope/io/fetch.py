@@ -36,8 +36,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
     """The body of `url`, at most `max_bytes`.
 
     Raises:
-        FetchError: a scheme other than http(s), a host that resolves to a non-public address (and is not
-            `trusted`), too many redirects, an HTTP error, a network failure, or a body over `max_bytes`.
+        FetchError: a malformed URL, a scheme other than http(s), a host that resolves to a non-public address (and
+            is not `trusted`), too many redirects, an HTTP error, a network failure, or a body over `max_bytes`.
     """
     import httpx
 
@@ -63,19 +63,28 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
 
 def _pinned_request(client, url: str, trusted_origins: set[str]):
     """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's)."""
-    parts = urlsplit(url)
+    import httpx
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a bad port or IPv6 address
+        raise FetchError(f"not a valid URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise FetchError(f"only http:// and https:// URLs can be fetched, not {parts.scheme or 'schemeless'}: ones")
     host = parts.hostname
     if not host:
         raise FetchError("the URL has no host")
-    address = _public_address(host, parts.port or (443 if parts.scheme.lower() == "https" else 80),
+    address = _public_address(host, port or (443 if parts.scheme.lower() == "https" else 80),
                               exempt=origin(url) in trusted_origins)
     netloc = f"[{address}]" if ":" in address else address
-    if parts.port:
-        netloc += f":{parts.port}"
-    return client.build_request("GET", parts._replace(netloc=netloc).geturl(), headers={"Host": parts.netloc.rpartition("@")[2]},
-                                extensions={"sni_hostname": host})
+    if port:
+        netloc += f":{port}"
+    try:
+        return client.build_request("GET", parts._replace(netloc=netloc).geturl(),
+                                    headers={"Host": parts.netloc.rpartition("@")[2]}, extensions={"sni_hostname": host})
+    except httpx.InvalidURL as exc:  # a control character, a part too long
+        raise FetchError(f"not a valid URL ({exc})") from None
 
 
 def _public_address(host: str, port: int, *, exempt: bool) -> str:
