@@ -203,7 +203,7 @@ def test_an_s3_lease_is_taken_over_once_it_was_not_renewed_and_its_loss_stops_th
     out = f"s3://{s3_bucket}/fakes"
     storage.write_bytes(f"{out}/{LEASE_NAME}", json.dumps({"host": "elsewhere", "pid": 1}).encode())  # a dead machine's
     with pytest.raises(StorageError, match=rf"^another run \(host elsewhere, process 1\) is writing into {out} "):
-        Lease(out, seconds=2).acquire()
+        Lease(out).acquire()  # renewed moments ago (by 120 s: a loaded machine's seconds would not free it)
     time.sleep(2.5)
     lease = Lease(out, seconds=2)
     lease.acquire()  # not renewed for 2 s, by the server's clock: taken over
