@@ -21,7 +21,8 @@ from fakescope.serve.report_view import report_contents
 
 
 def test_batcher_gathers_concurrent_submits_into_one_call(detector, flat_png, photo_bytes):
-    with MicroBatcher(detector, max_batch=8, max_wait_ms=200) as batcher:
+    # the sixth item fills the batch and ends the wait: a 200 ms window split the six where threads started late
+    with MicroBatcher(detector, max_batch=6, max_wait_ms=10_000) as batcher:
         start = threading.Barrier(6)
         futures = []
 
@@ -40,7 +41,7 @@ def test_batcher_gathers_concurrent_submits_into_one_call(detector, flat_png, ph
 
 
 def test_batcher_splits_heatmap_requests_and_keeps_errors_per_item(detector, flat_png):
-    with MicroBatcher(detector, max_batch=4, max_wait_ms=100) as batcher:
+    with MicroBatcher(detector, max_batch=3, max_wait_ms=10_000) as batcher:  # the third ends the wait, however late
         plain, bad, mapped = batcher.submit(flat_png), batcher.submit(b"nope"), batcher.submit(flat_png, heatmap=True)
         results = plain.result(60), bad.result(60), mapped.result(60)
     assert results[0].heatmap is None and results[2].heatmap.shape == (64, 96)
