@@ -10,6 +10,7 @@ import shutil
 import socket
 import threading
 import warnings
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -254,20 +255,21 @@ def test_missing_hf_repo_offline_is_a_model_load_error(hf_offline_cache):
 
 
 @pytest.fixture
-def unreachable_hub(tmp_path, monkeypatch) -> str:
-    """HF_ENDPOINT on a closed loopback port, a throwaway HF_HOME and a dummy token."""
+def unreachable_hub(tmp_path, monkeypatch) -> Iterator[str]:
+    """HF_ENDPOINT on a loopback port held bound but not listening (refused, and no one else takes it while the test
+    runs), a throwaway HF_HOME and a dummy token."""
     from huggingface_hub import constants
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_TOKEN", "hf_fakescope_test_dummy")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    return endpoint
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.setenv("HF_TOKEN", "hf_fakescope_test_dummy")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        yield endpoint
 
 
 def test_push_to_unreachable_hub_raises_storage_error(tiny_model_dir, unreachable_hub):
