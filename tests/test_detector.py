@@ -9,7 +9,8 @@ import math
 import os
 import shutil
 import signal
-import time
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -246,14 +247,24 @@ def test_a_worker_process_that_dies_costs_only_its_input(tiny_model_dir, image_f
 
 
 def test_a_consumer_that_stops_early_cancels_the_queued_decoding(tiny_model_dir, image_files, monkeypatch):
-    loads = []
+    """The second read lasts until the queue is cancelled: it slept 0.2 s, in which the consumer had to score the
+    first image and stop (a loaded machine took longer, and the worker started a third read)."""
+    loads, cancelled = [], threading.Event()
 
-    def slow_read(item):
+    class Pool(ThreadPoolExecutor):  # the real pool, saying when its shutdown has cancelled the queued reads
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            super().shutdown(wait=False, cancel_futures=cancel_futures)
+            cancelled.set()
+            super().shutdown(wait=wait)
+
+    def held_read(item):
         loads.append(item)
-        time.sleep(0.2)
+        if len(loads) > 1:  # running when the consumer stops
+            cancelled.wait(timeout=60)
         return read_source(item)
 
-    monkeypatch.setattr(preparation, "read_input", slow_read)
+    monkeypatch.setattr(preparation, "read_input", held_read)
+    monkeypatch.setattr(preparation, "new_pool", lambda processes, slots, workers: Pool(workers))
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=1, batch_size=1)
     stream = detector.stream(image_files * 5)  # a window of 4 images is queued ahead
     assert next(stream).error is None
