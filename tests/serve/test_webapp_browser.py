@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -128,6 +129,40 @@ def page(browser):
     context.close()
 
 
+class _Runs:
+    """The app's runs that finished, counted from the messages its websocket brings the page (Streamlit's ForwardMsg)."""
+
+    def __init__(self, page):
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        self.page, self.finished, self._message = page, 0, ForwardMsg
+        page.on("websocket", lambda socket: socket.on("framereceived", self._received))
+
+    def _received(self, payload: bytes | str) -> None:
+        if isinstance(payload, bytes):
+            message = self._message.FromString(payload)
+            if message.WhichOneof("type") == "script_finished" and message.script_finished == message.FINISHED_SUCCESSFULLY:
+                self.finished += 1
+
+    @contextlib.contextmanager
+    def rerun(self) -> Iterator[None]:
+        """Wait after the block until a run has finished since it began: the one its action asked for. A fixed 100 ms
+        for that run to start was too short on a loaded machine, and the next step raced it (a prompt typed and
+        entered was lost when a page link was clicked before its run)."""
+        before = self.finished
+        yield
+        deadline = time.monotonic() + 30
+        while self.finished == before:
+            assert time.monotonic() < deadline, "the app finished no run in 30 s"
+            self.page.wait_for_timeout(20)  # Playwright hands over the websocket's messages while it waits
+
+
+@pytest.fixture
+def runs(page) -> _Runs:
+    """Set up before the test opens the app, so that its websocket is watched from the start."""
+    return _Runs(page)
+
+
 def _screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
@@ -216,32 +251,32 @@ def test_generator_page_generates_scores_and_saves(app_url, page, images_api, st
     _screenshot(page, "webapp-generator.png")
 
 
-def test_generator_page_sends_the_input_fidelity_chosen(app_url, page, images_api, photo_bytes, tmp_path):
+def test_generator_page_sends_the_input_fidelity_chosen(app_url, page, runs, images_api, photo_bytes, tmp_path):
     """`generate openai --input-fidelity` and /v1/generate's input_fidelity could not be asked for on this page."""
     photo = tmp_path / "real.jpg"
     photo.write_bytes(photo_bytes)
     page.goto(f"{app_url}/generator")
     _enter_key(page)
-    page.locator("input[type=file]").set_input_files(str(photo))
+    with runs.rerun():
+        page.locator("input[type=file]").set_input_files(str(photo))
     sync_api.expect(page.get_by_role("button", name="Generate")).to_be_enabled(timeout=30_000)
-    _settled(page)
     box = page.get_by_role("combobox", name="Input fidelity")
-    for _ in range(5):  # the click that opens it is lost while the page reruns
-        box.click()
-        try:
-            page.get_by_role("option", name="high", exact=True).click(timeout=5_000)
-            break
-        except sync_api.TimeoutError:
-            continue
-    sync_api.expect(box).to_have_value("high", timeout=30_000)
-    _settled(page)
+    with runs.rerun():
+        for _ in range(5):  # the click that opens it is lost while the page reruns
+            box.click()
+            try:
+                page.get_by_role("option", name="high", exact=True).click(timeout=5_000)
+                break
+            except sync_api.TimeoutError:
+                continue
+        sync_api.expect(box).to_have_value("high", timeout=30_000)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("generated #1").wait_for(timeout=45_000)
     sent = images_api.requests[-1]
     assert (sent["endpoint"], sent["model"], sent["input_fidelity"]) == ("edits", "gpt-image-2.6-flare", "high")
 
 
-def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, images_api, photo_bytes, tmp_path):
+def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, runs, images_api, photo_bytes, tmp_path):
     photo = tmp_path / "real.jpg"
     photo.write_bytes(photo_bytes)
     billed = images_api.billable
@@ -249,7 +284,8 @@ def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, images_
     _enter_key(page)
     page.locator("input[type=file]").set_input_files(str(photo))
     sync_api.expect(page.get_by_role("button", name="Generate")).to_be_enabled(timeout=30_000)
-    page.get_by_text("edit", exact=True).click()
+    with runs.rerun():  # the run that draws the prompt must not replace it while it is emptied
+        page.get_by_text("edit", exact=True).click()
     prompt = page.get_by_label("Edit prompt", exact=True)
     prompt.fill("")
     prompt.press("Enter")
@@ -266,21 +302,15 @@ def _enter_key(page) -> None:
     page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
 
 
-def _settled(page) -> None:
-    """Wait until Streamlit has finished its current run (its running indicator is gone)."""
-    page.wait_for_timeout(100)  # let a rerun triggered just before start
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=30_000)
-
-
-def test_generator_page_keeps_typed_fields_across_pages(app_url, page):
+def test_generator_page_keeps_typed_fields_across_pages(app_url, page, runs):
     page.goto(f"{app_url}/generator")
     _enter_key(page)
-    page.get_by_text("edit", exact=True).click()
+    with runs.rerun():  # the run that draws the prompt must not replace it while it is typed into
+        page.get_by_text("edit", exact=True).click()
     prompt = page.get_by_label("Edit prompt", exact=True)
-    _settled(page)  # the rerun that draws the prompt must not replace it while it is typed into
-    prompt.fill("a watercolour")
-    prompt.press("Enter")
-    _settled(page)
+    with runs.rerun():  # the run that keeps it across pages
+        prompt.fill("a watercolour")
+        prompt.press("Enter")
     sync_api.expect(prompt).to_have_value("a watercolour")
     page.get_by_role("link", name="Detector").click()
     page.get_by_text("No image yet").wait_for(timeout=30_000)
@@ -490,7 +520,8 @@ def test_chromium_is_the_debian_build():
     assert shutil.which("chromium") == CHROMIUM
 
 
-def test_generator_page_drops_the_last_pair_when_generating_again_fails(app_url, page, images_api, photo_bytes, tmp_path):
+def test_generator_page_drops_the_last_pair_when_generating_again_fails(app_url, page, runs, images_api, photo_bytes,
+                                                                        tmp_path):
     photo, notes = tmp_path / "real.jpg", tmp_path / "notes.txt"
     photo.write_bytes(photo_bytes)
     notes.write_text("not an image")
@@ -499,11 +530,11 @@ def test_generator_page_drops_the_last_pair_when_generating_again_fails(app_url,
     page.locator("input[type=file]").set_input_files(str(photo))
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("generated #1").wait_for(timeout=45_000)
-    page.locator("input[type=file]").set_input_files(str(notes))
-    # The chip shows the name at once but offers "Remove" only once the upload is done: a click before that
-    # ran with the photo still in the widget, generated again and never showed the error (seen on a loaded CI).
-    sync_api.expect(page.get_by_role("button", name="Remove notes.txt")).to_be_visible(timeout=30_000)
-    _settled(page)
+    with runs.rerun():
+        page.locator("input[type=file]").set_input_files(str(notes))
+        # The chip shows the name at once but offers "Remove" only once the upload is done: a click before that
+        # ran with the photo still in the widget, generated again and never showed the error (seen on a loaded CI).
+        sync_api.expect(page.get_by_role("button", name="Remove notes.txt")).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("Generation failed: not an image: the file's signature matches no supported format").wait_for(timeout=45_000)
     # the photo's pair stayed below the error, with a button that would have saved it; Streamlit keeps the last
