@@ -138,20 +138,26 @@ class MicroBatcher:
         return batch, False
 
     def _score(self, batch: list[_Request]) -> None:
-        started = time.monotonic()
+        """Score plain and heatmap requests in a call each, counting each call in `stats` before its handlers hear
+        back: a /healthz read after an answer counts the call behind it."""
+        self.stats.largest = max(self.stats.largest, len(batch))
         for heatmap in (False, True):
             group = [r for r in batch if r.heatmap is heatmap]
             if not group:
                 continue
+            started = time.monotonic()
             try:
                 results: list[Detection] = self.detector.predict([r.item for r in group], heatmap=heatmap)
             except Exception as exc:  # noqa: BLE001 - any failure must reach the waiting handlers
+                self._count(group, started, called=False)
                 for request in group:
                     request.future.set_exception(exc)
                 continue
+            self._count(group, started, called=True)
             for request, detection in zip(group, results):
                 request.future.set_result(detection)
-            self.stats.calls += 1
-        self.stats.items += len(batch)
-        self.stats.largest = max(self.stats.largest, len(batch))
+
+    def _count(self, group: list[_Request], started: float, *, called: bool) -> None:
+        self.stats.items += len(group)
+        self.stats.calls += called
         self.stats.busy_s += time.monotonic() - started
