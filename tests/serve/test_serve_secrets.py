@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 
 import httpx
@@ -83,3 +84,31 @@ def test_the_api_token_is_never_echoed(server):
     for path in ("/openapi.json", "/docs", "/healthz"):
         assert TOKEN not in httpx.get(server.url + path).text
     assert TOKEN not in repr(server.app.state.config)
+
+
+def test_an_unexpected_failure_on_the_generator_page_shows_and_logs_no_key(images_api_for_client, photo_bytes, tmp_path,
+                                                                           monkeypatch, caplog):
+    """The web app's run_generation let an error that was no fakescope one reach Streamlit, which showed its text (the
+    visitor's key in it) on the page; an expected one was shown and logged without hide_secrets. The page runs in
+    Streamlit's AppTest; the scoring step fails quoting the key typed on the page."""
+    from streamlit.testing.v1 import AppTest
+
+    from fakescope.serve import webapp
+
+    class Crashing:
+        def predict(self, data: bytes, heatmap: bool = False):
+            raise RuntimeError(f"cannot score the answer to Authorization: Bearer {CLIENT_KEY}")
+
+    def page(data: bytes, key: str) -> None:
+        from fakescope.serve import webapp
+
+        webapp.run_generation("photo.jpg", data, {"mode": "variation", "model": "dall-e-2", "size": "256x256"}, key)
+
+    monkeypatch.setattr(webapp, "detector", Crashing)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the script AppTest writes and the page's workspace
+    caplog.set_level(logging.DEBUG)
+    app = AppTest.from_function(page, args=(photo_bytes, CLIENT_KEY), default_timeout=60).run()
+    assert not app.exception, app.exception
+    assert [e.value for e in app.error] == ["Generation failed: RuntimeError: cannot score the answer to Authorization: Bearer ***"]
+    assert images_api_for_client.billable == 1
+    assert "Traceback" in caplog.text and "Bearer ***" in caplog.text and CLIENT_KEY not in caplog.text

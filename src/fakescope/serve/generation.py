@@ -1,8 +1,8 @@
 """Generation for the server and the web app: one uploaded real image in, ai images and their detections out.
 
 `generate_from_upload` runs `fakescope.generate.run_openai` on a single source in its own
-folder (ledger, manifest and outputs stay there); `public_error` hides local paths in its errors; `save_pair` files a real image and the ai
-images made from it into a dataset folder with a merged `manifest.csv`.
+folder (ledger, manifest and outputs stay there); `public_error` hides local paths in its errors and `failure` secrets;
+`save_pair` files a real image and the ai images made from it into a dataset folder with a merged `manifest.csv`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from fakescope.generate import (
     OpenAIImagesConfig,
     run_openai,
 )
+from fakescope.generate._secrets import hide_secrets
 from fakescope.generate.manifest import manifest_row, merged_manifest
 from fakescope.generate.openai_images import make_client
 from fakescope.generate.runner import default_ledger_path
@@ -67,6 +69,19 @@ def openai_client(api_key: str | None = None, *, missing: str = NO_KEY, max_retr
 def public_error(message: str) -> str:
     """`message` with every local path (`/...`, `~/...`, `C:\\...`) replaced by `<path>`, for clients and pages."""
     return _LOCAL_PATH.sub("<path>", message)
+
+
+def failure(exc: Exception, key: str | None, expected: tuple[type[Exception], ...] = (FakescopeError,)) -> tuple[str, str]:
+    """(one line, the detail to log) for a generation's error, `key` and the secrets `hide_secrets` knows as `***`.
+
+    An `expected` error is its message in both; another is `Type: message`, its detail the traceback.
+    """
+    if isinstance(exc, expected):
+        line = detail = hide_secrets(str(exc), key)
+    else:
+        line = hide_secrets(f"{type(exc).__name__}: {exc}", key)
+        detail = hide_secrets("".join(traceback.format_exception(exc)).rstrip(), key)
+    return line, detail
 
 
 def generate_from_upload(

@@ -21,7 +21,6 @@ import os
 import shutil
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,10 +31,9 @@ from typing import Any
 from fakescope.detection import Detection
 from fakescope.errors import FakescopeError, StorageError
 from fakescope.generate import OpenAIImagesConfig
-from fakescope.generate._secrets import hide_secrets
 from fakescope.io import storage
 from fakescope.serve.batching import ServerBusy, estimated_wait
-from fakescope.serve.generation import generate_from_upload, public_error, shortfall
+from fakescope.serve.generation import failure, generate_from_upload, public_error, shortfall
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 UNFINISHED = (QUEUED, RUNNING)
@@ -188,12 +186,10 @@ class JobStore:
             made = generate_from_upload(data, job.config, job.folder, client=client, detect=self.detect, filename=filename)
             outputs = [JobOutput(image.path, image.detection.to_dict()) for image in made]
             state, error = DONE, shortfall(made, job.config, job.folder)
-        except FakescopeError as exc:
-            state, error = FAILED, hide_secrets(str(exc), client.api_key)
         except Exception as exc:  # noqa: BLE001 - a job records its failure; the server goes on
-            trace = "".join(traceback.format_exception(exc)).rstrip()
-            log.warning("generation job %s failed: %s", job.id, hide_secrets(trace, client.api_key))
-            state, error = FAILED, hide_secrets(f"{type(exc).__name__}: {exc}", client.api_key)
+            state, (error, detail) = FAILED, failure(exc, client.api_key)
+            if detail != error:  # an unexpected error: its traceback
+                log.warning("generation job %s failed: %s", job.id, detail)
         if error and (public := public_error(error)) != error:
             log.warning("generation job %s: %s", job.id, error)
             error = public

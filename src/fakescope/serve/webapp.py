@@ -34,7 +34,7 @@ from fakescope.io import storage
 from fakescope.io.fetch import fetch_public
 from fakescope.io.image import decode_image
 from fakescope.serve.config import APP_ANONYMOUS_ENV
-from fakescope.serve.generation import generate_from_upload, openai_client, public_error, save_pair
+from fakescope.serve.generation import failure, generate_from_upload, openai_client, public_error, save_pair
 from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
 from fakescope.serve.origins import app_host_refusal
 from fakescope.serve.overlay import display_copy, heatmap_overlay, image_bytes
@@ -240,9 +240,10 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
             outputs = generate_from_upload(data, config, folder, client=client, filename=name,
                                            detect=lambda b: scorer.predict(b, heatmap=True))
             views = [shown(o.detection, decode_image(o.data).image) for o in outputs]  # a few Mpx at most, as the API makes them
-    except (OSError, FakescopeError) as exc:  # a full disk too; the page names no temporary path, the log does
-        log.warning("generation failed: %s", exc)
-        st.error(f"Generation failed: {public_error(str(exc))}")
+    except Exception as exc:  # noqa: BLE001 - Streamlit would show an unexpected one's text and traceback as they came
+        error, detail = failure(exc, key, expected=(OSError, FakescopeError))  # OSError: a full disk too
+        log.warning("generation failed: %s", detail)  # the page names no temporary path, the log does
+        st.error(f"Generation failed: {public_error(error)}")
         return
     st.session_state["generated"] = {"name": name, "real": data, "outputs": outputs, "shown": views, "config": config}
 
