@@ -257,7 +257,7 @@ def _read_path(source: str | Path) -> bytes:
         raise ImageLoadError("empty path")
     path = Path(source)
     try:  # opened without blocking (a FIFO waits for a writer otherwise), then checked on the open file: no race
-        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
+        with open(path, "rb", opener=_nonblocking) as fh:
             mode = os.fstat(fh.fileno()).st_mode
             if stat.S_ISDIR(mode):
                 raise ImageLoadError("is a directory", source=str(path))
@@ -270,6 +270,11 @@ def _read_path(source: str | Path) -> bytes:
         raise ImageLoadError("no such file", source=str(path)) from None
     except OSError as exc:
         raise ImageLoadError(str(exc.strerror or exc), source=str(path)) from None
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    """`open`'s own flags (binary on Windows, where a bare `os.open` reads text) with `O_NONBLOCK` where there is one."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
