@@ -324,6 +324,19 @@ def test_a_malformed_image_url_is_a_billed_lost_image(server, photos, tmp_path, 
     assert error.endswith(f"({url})") and "sig=" not in error
 
 
+def test_an_image_url_that_fails_is_named_without_its_user_info(server, photos, tmp_path, caplog):
+    """The URL a lost image's error names kept its user info, so a password in it reached the ledger and the warning."""
+    host = server.base_url.removesuffix("/v1").removeprefix("http://")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", response_format="url")
+    server.faults = [f"url=http://reader:hunter2-password@{host}/files/gone.png?sig=0123456789abcdef"]
+    report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert (report.done, report.failed, server.billable) == (0, 1, 1)
+    with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
+        error = next(ledger.jobs("failed")).error
+    assert error.endswith(f"HTTP Error 404: Not Found (http://{host}/files/gone.png)")
+    assert "hunter2" not in caplog.text + error and "sig=" not in caplog.text + error
+
+
 def test_a_source_with_a_long_name_gets_an_output_name_the_file_system_takes(server, photos, tmp_path):
     """240 bytes is a legal file name; with the suffix fakescope adds it was not (255), after the image was paid."""
     source = tmp_path / "long" / ("\u00e9" * 120 + ".png")

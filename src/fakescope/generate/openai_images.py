@@ -370,9 +370,18 @@ def _image_bytes(item, api_base) -> bytes:
         return base64.b64decode(item.b64_json)
     try:
         return fetch_public(item.url or "", max_bytes=MAX_IMAGE_BYTES, timeout=120, trusted=(str(api_base),))
-    except FetchError as exc:  # the URL named without its query (a signed URL's signature), control characters quoted
-        shown = quote((item.url or "").partition("?")[0].partition("#")[0], safe="!$%&'()*+,/:;=@[]~")
-        raise LostImageError(f"the API made the image but its URL could not be fetched: {exc} ({shown})") from None
+    except FetchError as exc:
+        raise LostImageError(f"the API made the image but its URL could not be fetched: {exc} ({_shown_url(item.url or '')})") from None
+
+
+def _shown_url(url: str) -> str:
+    """`url` without its user info (a password) and query (a signed URL's signature), its control characters quoted;
+    cut by hand, as `urlsplit` raises on a malformed URL."""
+    scheme, sep, rest = url.partition("?")[0].partition("#")[0].partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        rest = authority.rpartition("@")[2] + slash + path
+    return quote(scheme + sep + rest, safe="!$%&'()*+,/:;=@[]~")
 
 
 def _api_message(exc, model: str | None = None) -> str:
