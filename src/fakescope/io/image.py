@@ -258,10 +258,7 @@ def _read_path(source: str | Path) -> bytes:
     path = Path(source)
     try:  # opened without blocking (a FIFO waits for a writer otherwise), then checked on the open file: no race
         with open(path, "rb", opener=_nonblocking) as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if stat.S_ISDIR(mode):
-                raise ImageLoadError("is a directory", source=str(path))
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # a folder: open raised IsADirectoryError
                 raise ImageLoadError("not a regular file (a pipe, socket or device)", source=str(path))
             return fh.read()
     except IsADirectoryError:
