@@ -634,6 +634,39 @@ def test_images_made_at_an_explicit_price_of_zero_count_as_free_not_unpriced(ser
     assert (older.unpriced, older.skipped, older.done, older.spent_before) == (2, 6, 0, pytest.approx(0.3))
 
 
+def test_an_older_ledger_opened_by_two_processes_at_once_gets_its_new_column_once(tmp_path):
+    """Each opener read the columns, then added the missing one: the second failed, 'duplicate column name: price'.
+    A writer holds the ledger while both open it, so both have looked before either may add it."""
+    import threading
+    import time
+
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).close()
+    with sqlite3.connect(path) as db:  # as an older version left it: no price column
+        db.execute("ALTER TABLE jobs DROP COLUMN price")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    errors: list[str] = []
+
+    def open_it() -> None:
+        try:
+            Ledger(path).close()
+        except StorageError as exc:
+            errors.append(str(exc))
+
+    openers = [threading.Thread(target=open_it) for _ in range(2)]
+    for opener in openers:
+        opener.start()
+    time.sleep(1)  # both wait on the writer's lock
+    holder.execute("ROLLBACK")
+    holder.close()
+    for opener in openers:
+        opener.join(60)
+    assert errors == []
+    with sqlite3.connect(path) as db:
+        assert [c[1] for c in db.execute("PRAGMA table_info(jobs)")][-2:] == ["usage", "price"]
+
+
 def test_a_run_reads_its_ledger_once_before_the_first_job(server, photos, tmp_path, monkeypatch):
     """The loop's start read the whole ledger three times: the jobs it paid for, those done at no cost, their sum."""
     out = tmp_path / "out"

@@ -234,7 +234,14 @@ def _prepare(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute(_SCHEMA)
+    if _missing_columns(db):  # an older ledger, which another process may be opening too: one adds them, under lock
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            for column, kind in _missing_columns(db):
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+
+
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    """The (name, type) of the columns later versions added that the jobs table lacks."""
     columns = {column[1] for column in db.execute("PRAGMA table_info(jobs)")}
-    for column, kind in (("usage", "TEXT"), ("price", "REAL")):
-        if column not in columns:
-            db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+    return [(column, kind) for column, kind in (("usage", "TEXT"), ("price", "REAL")) if column not in columns]
