@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
 
@@ -52,7 +53,8 @@ class Stop:
     """What `sigterm_as_interrupt` saw: `exit_code` is 143 once a SIGTERM arrived, else 130 (Ctrl-C)."""
 
     terminated = False
-    interrupted = False
+    signals = 0
+    """Ctrl-Cs and SIGTERMs seen."""
 
     @property
     def exit_code(self) -> int:
@@ -65,16 +67,19 @@ def sigterm_as_interrupt(*, once: bool = False) -> Iterator[Stop]:
 
     The `Stop` it yields gives the exit status for an interrupted command, even where the interrupt was caught below;
     a `Terminated` that leaves the block exits 143 (Typer exits 130 for a Ctrl-C that leaves a command). With `once`,
-    only the first Ctrl-C or SIGTERM interrupts: later ones in the block are ignored, so that what handles the first
-    (saying how to resume) is not cut short, and the exit status stays the first one's. A Ctrl-C that the process
-    ignores (a background job) stays ignored.
+    only the first Ctrl-C or SIGTERM interrupts: a second one in the block is ignored, so that what handles the first
+    (saying how to resume) is not cut short, and the exit status stays the first one's; a third ends the process at
+    once with that status (a stop that hangs, such as a read from a dead server, can still be left). A Ctrl-C that the
+    process ignores (a background job) stays ignored.
     """
     stop = Stop()
 
     def interrupt(signum: int, frame: object) -> None:
-        if once and stop.interrupted:
+        stop.signals += 1
+        if once and stop.signals > 2:
+            os._exit(stop.exit_code)  # nothing more is written: the write of the resume line may be what hangs
+        if once and stop.signals > 1:
             return
-        stop.interrupted = True
         if signum != signal.SIGTERM:
             raise KeyboardInterrupt
         stop.terminated = True

@@ -107,7 +107,7 @@ def evaluate_logo(
     logo.json to OUT, and list every file and run folder written.
 
     Exit status: 0 when written, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume;
-    a second one while it stops is ignored).
+    a second one while it stops is ignored, a third ends it at once).
     """
     from fakescope.evaluate.generalization import (
         count_matrix,

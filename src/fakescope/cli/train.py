@@ -43,7 +43,7 @@ def train(
     """Train, calibrate on the validation split, test once, and save a model folder in OUT/model.
 
     Exit status: 0 when saved, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume;
-    a second one while it stops is ignored).
+    a second one while it stops is ignored, a third ends it at once).
     """
     from fakescope.data.manifest import MANIFEST_SUFFIXES
     from fakescope.train import TrainConfig
