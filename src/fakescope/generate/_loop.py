@@ -12,13 +12,13 @@ from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, Storag
 from fakescope.generate._budget import Budget, RunReport, count_tokens
 from fakescope.generate._outputs import Made, finish
 from fakescope.generate._plan import Job, jobs
-from fakescope.generate._secrets import hide_secrets
 from fakescope.generate.lease import Lease
 from fakescope.generate.ledger import DONE, RUNNING, JobRecord, Ledger
 from fakescope.generate.manifest import append_manifest
 from fakescope.generate.openai_images import LostImageError, OpenAIImagesConfig, request_image
 from fakescope.io import storage
 from fakescope.io.image import LoadedImage, load_image
+from fakescope.io.redact import hide_secrets
 
 log = logging.getLogger(__name__)
 

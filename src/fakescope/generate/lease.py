@@ -26,8 +26,8 @@ import threading
 import time
 
 from fakescope.errors import StorageError, StorageUnavailableError
-from fakescope.generate._secrets import hide_secrets
 from fakescope.io import storage
+from fakescope.io.redact import hide_secrets
 
 LEASE_NAME = ".fakescope-lease.json"
 LEASE_SECONDS = 120.0

@@ -41,7 +41,7 @@ from urllib.parse import quote
 from PIL import Image
 
 from fakescope.errors import ConfigError, FakescopeError
-from fakescope.generate._secrets import hide_secrets
+from fakescope.io.redact import hide_secrets
 from fakescope.generate.openai_models import (
     DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MODELS, check_options, family, retirement,
 )

@@ -26,12 +26,12 @@ from fakescope.generate import (
     OpenAIImagesConfig,
     run_openai,
 )
-from fakescope.generate._secrets import hide_secrets
 from fakescope.generate.manifest import manifest_row, merged_manifest
 from fakescope.generate.openai_images import make_client
 from fakescope.generate.runner import default_ledger_path
 from fakescope.io import storage
 from fakescope.io.image import MAX_PIXELS, decode_image
+from fakescope.io.redact import hide_secrets
 from fakescope.serve.limits import check_image
 
 _LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|~?/)[^\s'",;)\]]*[^\s'",;)\].:]""")

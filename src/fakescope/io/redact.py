@@ -1,4 +1,4 @@
-"""Secrets kept out of the error text a run records, logs or raises: a client's or a server's text may echo them."""
+"""Secrets kept out of the error text a command records, logs or raises: a client's or a server's text may echo them."""
 
 from __future__ import annotations
 
