@@ -41,13 +41,13 @@ from urllib.parse import quote
 from PIL import Image
 
 from fakescope.errors import ConfigError, FakescopeError
-from fakescope.io.redact import hide_secrets
 from fakescope.generate.openai_models import (
     DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MODELS, check_options, family, retirement,
 )
 from fakescope.io import storage
 from fakescope.io.fetch import FetchError, fetch_public
 from fakescope.io.image import load_image
+from fakescope.io.redact import hide_secrets
 
 MODES = ("variation", "edit", "generate")
 MASKS = ("center", "full")
