@@ -293,15 +293,20 @@ def test_an_image_url_that_is_not_http_is_never_opened(server, photos, tmp_path)
         assert "only http:// and https:// URLs can be fetched, not file: ones" in next(ledger.jobs("failed")).error
 
 
-def test_an_image_url_that_fails_is_named_without_its_signature(server, photos, tmp_path, caplog):
-    """A signed URL's query string (its signature) went into the ledger's error and the warning once the URL was named."""
-    url = f"{server.base_url.removesuffix('/v1')}/files/gone.png"
+def _lost_url_error(server, photos, tmp_path, url: str):
+    """(report, the failed job's error) of a run whose one billed answer is `url`, which cannot be fetched."""
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", response_format="url")
-    server.faults = [f"url={url}?X-Amz-Signature=0123456789abcdef&X-Amz-Expires=300#part"]
+    server.faults = [f"url={url}"]
     report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
     assert (report.done, report.failed, server.billable) == (0, 1, 1)
     with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
-        error = next(ledger.jobs("failed")).error
+        return report, next(ledger.jobs("failed")).error
+
+
+def test_an_image_url_that_fails_is_named_without_its_signature(server, photos, tmp_path, caplog):
+    """A signed URL's query string (its signature) went into the ledger's error and the warning once the URL was named."""
+    url = f"{server.base_url.removesuffix('/v1')}/files/gone.png"
+    report, error = _lost_url_error(server, photos, tmp_path, f"{url}?X-Amz-Signature=0123456789abcdef&X-Amz-Expires=300#part")
     assert error == f"LostImageError: the API made the image but its URL could not be fetched: HTTP Error 404: Not Found ({url})"
     assert f"({url})" in caplog.text and "Signature" not in caplog.text + error
 
@@ -314,12 +319,8 @@ def test_a_malformed_image_url_is_a_billed_lost_image(server, photos, tmp_path, 
     """It raised a ValueError or httpx.InvalidURL, not a FetchError, so the billed image was left out of the spend."""
     host = "http://127.0.0.1" if path.startswith(":") else server.base_url.removesuffix("/v1")
     url = host + shown
-    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", response_format="url")
-    server.faults = [f"url={host}{path}?sig=0123456789abcdef"]
-    report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
-    assert (report.done, report.failed, server.billable) == (0, 1, 1) and report.spent == pytest.approx(0.016)
-    with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
-        error = next(ledger.jobs("failed")).error
+    report, error = _lost_url_error(server, photos, tmp_path, f"{host}{path}?sig=0123456789abcdef")
+    assert report.spent == pytest.approx(0.016)
     assert error.startswith(f"LostImageError: the API made the image but its URL could not be fetched: not a valid URL ({why}")
     assert error.endswith(f"({url})") and "sig=" not in error
 
@@ -327,12 +328,8 @@ def test_a_malformed_image_url_is_a_billed_lost_image(server, photos, tmp_path, 
 def test_an_image_url_that_fails_is_named_without_its_user_info(server, photos, tmp_path, caplog):
     """The URL a lost image's error names kept its user info, so a password in it reached the ledger and the warning."""
     host = server.base_url.removesuffix("/v1").removeprefix("http://")
-    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", response_format="url")
-    server.faults = [f"url=http://reader:hunter2-password@{host}/files/gone.png?sig=0123456789abcdef"]
-    report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
-    assert (report.done, report.failed, server.billable) == (0, 1, 1)
-    with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
-        error = next(ledger.jobs("failed")).error
+    signed = f"http://reader:hunter2-password@{host}/files/gone.png?sig=0123456789abcdef"
+    _, error = _lost_url_error(server, photos, tmp_path, signed)
     assert error.endswith(f"HTTP Error 404: Not Found (http://{host}/files/gone.png)")
     assert "hunter2" not in caplog.text + error and "sig=" not in caplog.text + error
 
