@@ -446,7 +446,7 @@ def test_two_machines_making_one_new_folder_at_the_same_moment_meet_in_the_oldes
         def find_then_meet(parent, name, cached=False, find=find):  # both look before either makes it
             found = find(parent, name, cached)
             if name == "out" and found is None and not both_missed.broken:
-                both_missed.wait(5)
+                both_missed.wait(60)  # bounds a failure: the other's listing takes milliseconds
             return found
 
         backend._find_child = find_then_meet
