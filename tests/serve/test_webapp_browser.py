@@ -130,29 +130,34 @@ def page(browser):
 
 
 class _Runs:
-    """The app's runs that finished, counted from the messages its websocket brings the page (Streamlit's ForwardMsg)."""
+    """The app's runs, in the order they started and those that finished, from the messages its websocket brings the
+    page (Streamlit's ForwardMsg, each tagged with its run's id)."""
 
     def __init__(self, page):
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-        self.page, self.finished, self._message = page, 0, ForwardMsg
+        self.page, self.started, self.finished, self._message = page, [], set(), ForwardMsg
         page.on("websocket", lambda socket: socket.on("framereceived", self._received))
 
     def _received(self, payload: bytes | str) -> None:
         if isinstance(payload, bytes):
             message = self._message.FromString(payload)
-            if message.WhichOneof("type") == "script_finished" and message.script_finished == message.FINISHED_SUCCESSFULLY:
-                self.finished += 1
+            run = message.metadata.run.script_run_id
+            if message.WhichOneof("type") == "new_session":
+                self.started.append(run)
+            elif message.WhichOneof("type") == "script_finished" and message.script_finished == message.FINISHED_SUCCESSFULLY:
+                self.finished.add(run)
 
     @contextlib.contextmanager
     def rerun(self) -> Iterator[None]:
-        """Wait after the block until a run has finished since it began: the one its action asked for. A fixed 100 ms
-        for that run to start was too short on a loaded machine, and the next step raced it (a prompt typed and
-        entered was lost when a page link was clicked before its run)."""
-        before = self.finished
+        """Wait after the block until a run that started since it began has finished: the one its action asked for. A
+        fixed 100 ms for that run to start was too short on a loaded machine, and the next step raced it (a prompt
+        typed and entered was lost when a page link was clicked before its run); a run already going when the block
+        began (the page's first) does not count."""
+        before = len(self.started)
         yield
         deadline = time.monotonic() + 30
-        while self.finished == before:
+        while not self.finished.intersection(self.started[before:]):
             assert time.monotonic() < deadline, "the app finished no run in 30 s"
             self.page.wait_for_timeout(20)  # Playwright hands over the websocket's messages while it waits
 
@@ -226,7 +231,7 @@ def test_detector_page_fetches_http_urls_only(app_url, page, photo_bytes, tmp_pa
     assert "Verdict:" not in page.locator("main").inner_text()
 
 
-def test_generator_page_generates_scores_and_saves(app_url, page, images_api, streamlit_log, photo_bytes, tmp_path):
+def test_generator_page_generates_scores_and_saves(app_url, page, runs, images_api, streamlit_log, photo_bytes, tmp_path):
     photo = tmp_path / "real.jpg"
     photo.write_bytes(photo_bytes)
     page.goto(f"{app_url}/generator")
@@ -235,7 +240,7 @@ def test_generator_page_generates_scores_and_saves(app_url, page, images_api, st
     page.get_by_role("button", name="Generate").click()  # was told to set OPENAI_API_KEY "for the server"
     page.get_by_text("Generation failed: no OpenAI API key: enter one in the field above, or set OPENAI_API_KEY "
                      "(environment or .env) where the app runs").wait_for(timeout=45_000)
-    _enter_key(page)
+    _enter_key(page, runs)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("generated #1").wait_for(timeout=45_000)
     sent = images_api.requests[-1]  # the default: a current model's edit of the whole photo, at its own size
@@ -256,7 +261,7 @@ def test_generator_page_sends_the_input_fidelity_chosen(app_url, page, runs, ima
     photo = tmp_path / "real.jpg"
     photo.write_bytes(photo_bytes)
     page.goto(f"{app_url}/generator")
-    _enter_key(page)
+    _enter_key(page, runs)
     with runs.rerun():
         page.locator("input[type=file]").set_input_files(str(photo))
     sync_api.expect(page.get_by_role("button", name="Generate")).to_be_enabled(timeout=30_000)
@@ -281,7 +286,7 @@ def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, runs, i
     photo.write_bytes(photo_bytes)
     billed = images_api.billable
     page.goto(f"{app_url}/generator")
-    _enter_key(page)
+    _enter_key(page, runs)
     page.locator("input[type=file]").set_input_files(str(photo))
     sync_api.expect(page.get_by_role("button", name="Generate")).to_be_enabled(timeout=30_000)
     with runs.rerun():  # the run that draws the prompt must not replace it while it is emptied
@@ -294,17 +299,19 @@ def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, runs, i
     assert not page.locator("[data-testid=stException]").count() and images_api.billable == billed
 
 
-def _enter_key(page) -> None:
-    """Type the API key on the generator page and wait until the page has taken it."""
+def _enter_key(page, runs: _Runs) -> None:
+    """Type the API key on the generator page and wait for the run that takes it (the warning is gone then): waiting
+    on the warning alone let the next step race that run, and did not wait at all where none was drawn yet."""
     key = page.get_by_label("OpenAI API key", exact=True)
-    key.fill(API_KEY)
-    key.press("Enter")
+    with runs.rerun():
+        key.fill(API_KEY)
+        key.press("Enter")
     page.get_by_text("No OpenAI API key set").wait_for(state="detached", timeout=30_000)
 
 
 def test_generator_page_keeps_typed_fields_across_pages(app_url, page, runs):
     page.goto(f"{app_url}/generator")
-    _enter_key(page)
+    _enter_key(page, runs)
     with runs.rerun():  # the run that draws the prompt must not replace it while it is typed into
         page.get_by_text("edit", exact=True).click()
     prompt = page.get_by_label("Edit prompt", exact=True)
@@ -322,7 +329,7 @@ def test_generator_page_keeps_typed_fields_across_pages(app_url, page, runs):
     assert not page.get_by_text("No OpenAI API key set").count()
 
 
-def test_open_app_generates_with_the_visitors_key_only(images_api, page, photo_bytes, tmp_path):
+def test_open_app_generates_with_the_visitors_key_only(images_api, page, runs, photo_bytes, tmp_path):
     """Served beyond loopback (`app --allow-anonymous`), the generator spent the server's key for any visitor, and any
     visitor could fill the root's disk with saves."""
     (tmp_path / ".env").write_text(f"OPENAI_API_KEY={API_KEY}\n")
@@ -339,7 +346,7 @@ def test_open_app_generates_with_the_visitors_key_only(images_api, page, photo_b
         page.get_by_text("Generation failed: no OpenAI API key: enter yours in the field above (this app is open to "
                          "anyone, so it never uses the server's)").wait_for(timeout=45_000)
         assert images_api.billable == billed and not page.locator("[data-testid=stException]").count()
-        _enter_key(page)
+        _enter_key(page, runs)
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("generated #1").wait_for(timeout=45_000)
         page.get_by_role("button", name="Save both to the dataset").click()  # anyone may save: not to a full disk
@@ -526,7 +533,7 @@ def test_generator_page_drops_the_last_pair_when_generating_again_fails(app_url,
     photo.write_bytes(photo_bytes)
     notes.write_text("not an image")
     page.goto(f"{app_url}/generator")
-    _enter_key(page)
+    _enter_key(page, runs)
     page.locator("input[type=file]").set_input_files(str(photo))
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("generated #1").wait_for(timeout=45_000)
