@@ -46,7 +46,10 @@ MAX_URL_BYTES = 20 * 1024 * 1024
 MAX_READ_MB = 64  # the largest report, report.html or example image the pages read from under the root
 SMALL_TABLE_ROWS = 50
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
-KEPT_WIDGETS = ("openai_key", "edit_prompt", "dataset_folder")  # the generator's typed fields, kept across pages
+# The generator's typed fields, kept across pages. The generator is drawn by this script, not in `Page.run`: the browser
+# sends a page link's run only the values of this script's widgets, and Streamlit folds a run asked for just before (a
+# field's Enter) into it, so the value typed into a page's field was lost when the link was clicked at once.
+KEPT_WIDGETS = ("openai_key", "edit_prompt", "dataset_folder")
 NO_KEY = "no OpenAI API key: enter one in the field above, or set OPENAI_API_KEY (environment or .env) where the app runs"
 NO_OWN_KEY = "no OpenAI API key: enter yours in the field above (this app is open to anyone, so it never uses the server's)"
 REPORT_NAMES = ("report.json", "logo.json")  # written by `fakescope evaluate` and `fakescope evaluate-logo`
@@ -377,7 +380,11 @@ def main() -> None:
         st.Page(generator_page, title="Generator", url_path="generator"),
         st.Page(report_page, title="Report", url_path="report"),
     ]
-    st.navigation(pages).run()
+    page = st.navigation(pages)
+    if page.url_path == "generator":
+        generator_page()  # its widgets belong to this script, not a page: a page link sends their values (see KEPT_WIDGETS)
+    else:
+        page.run()
 
 
 main()
