@@ -87,6 +87,7 @@ def _type_then_leave(page, socket: _Socket, label: str, value: str) -> None:
         field.press("Enter")
         page.get_by_role("link", name="Detector").click()
     page.get_by_text("No image yet").wait_for(timeout=30_000)
+    sync_api.expect(page.get_by_label(label, exact=True)).to_have_count(0)  # the generator, drawn by the app, is gone
     with socket.rerun():
         page.get_by_role("link", name="Generator").click()
     page.get_by_text("Real image").wait_for(timeout=30_000)
