@@ -86,9 +86,13 @@ def output_names(config: OpenAIImagesConfig | None = None) -> re.Pattern:
     return re.compile(rf"(.*)-([0-9a-f]{{8}})-({model})-({mode})-({params})-(\d+)\.(?:{'|'.join(OUTPUT_FORMATS)})$")
 
 
+_ANY_OUTPUT = output_names()
+"""`output_names` of any model and parameters, built once: `any_output` runs on every file of an output folder."""
+
+
 def any_output(name: str) -> tuple[str, str, str, str, int] | None:
     """(sha256[:8], model, mode, params hash[:6], index) of an output's name, of any model and parameters; else None."""
-    match = output_names().search(name)
+    match = _ANY_OUTPUT.search(name)
     return (match[2], match[3], match[4], match[5], int(match[6])) if match else None
 
 

@@ -371,7 +371,8 @@ def _image_bytes(item, api_base) -> bytes:
     try:
         return fetch_public(item.url or "", max_bytes=MAX_IMAGE_BYTES, timeout=120, trusted=(str(api_base),))
     except FetchError as exc:
-        raise LostImageError(f"the API made the image but its URL could not be fetched: {exc} ({_shown_url(item.url or '')})") from None
+        raise LostImageError(f"the API made the image but its URL could not be fetched: {exc} "
+                             f"({_shown_url(item.url or '')})") from None
 
 
 def _shown_url(url: str) -> str:
