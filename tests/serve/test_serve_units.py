@@ -277,3 +277,15 @@ def test_web_app_paths_are_confined_to_its_root(tmp_path, monkeypatch):
             confined(typed, root)
     with pytest.raises(ConfigError, match="is not a folder"):
         app_root(tmp_path / "missing")
+
+
+def test_failure_says_whether_an_error_was_unexpected_even_without_a_traceback():
+    """Jobs told an unexpected error by its detail differing from its line; one never raised (no traceback) has the two
+    equal and was taken for an expected one, its log line dropped. `failure` now says which it was."""
+    from fakescope.errors import FakescopeError
+    from fakescope.serve.generation import failure
+
+    expected = failure(FakescopeError("refused with key sk-12345678"), "sk-12345678")
+    assert (expected.line, expected.detail, expected.unexpected) == ("refused with key ***", "refused with key ***", False)
+    bare = failure(RuntimeError("boom"), None)
+    assert (bare.line, bare.detail, bare.unexpected) == ("RuntimeError: boom", "RuntimeError: boom", True)

@@ -71,17 +71,25 @@ def public_error(message: str) -> str:
     return _LOCAL_PATH.sub("<path>", message)
 
 
-def failure(exc: Exception, key: str | None, expected: tuple[type[Exception], ...] = (FakescopeError,)) -> tuple[str, str]:
-    """(one line, the detail to log) for a generation's error, `key` and the secrets `hide_secrets` knows as `***`.
+@dataclass(frozen=True)
+class Failure:
+    """A generation's error: its one `line`, the `detail` to log, and whether it was `unexpected` (no `expected` type)."""
 
-    An `expected` error is its message in both; another is `Type: message`, its detail the traceback.
+    line: str
+    detail: str
+    unexpected: bool
+
+
+def failure(exc: Exception, key: str | None, expected: tuple[type[Exception], ...] = (FakescopeError,)) -> Failure:
+    """A generation's error, `key` and the secrets `hide_secrets` knows as `***`.
+
+    An `expected` error is its message as line and detail; another is `Type: message`, its detail the traceback.
     """
     if isinstance(exc, expected):
-        line = detail = hide_secrets(str(exc), key)
-    else:
-        line = hide_secrets(f"{type(exc).__name__}: {exc}", key)
-        detail = hide_secrets("".join(traceback.format_exception(exc)).rstrip(), key)
-    return line, detail
+        line = hide_secrets(str(exc), key)
+        return Failure(line, line, unexpected=False)
+    line = hide_secrets(f"{type(exc).__name__}: {exc}", key)
+    return Failure(line, hide_secrets("".join(traceback.format_exception(exc)).rstrip(), key), unexpected=True)
 
 
 def generate_from_upload(

@@ -187,9 +187,10 @@ class JobStore:
             outputs = [JobOutput(image.path, image.detection.to_dict()) for image in made]
             state, error = DONE, shortfall(made, job.config, job.folder)
         except Exception as exc:  # noqa: BLE001 - a job records its failure; the server goes on
-            state, (error, detail) = FAILED, failure(exc, client.api_key)
-            if detail != error:  # an unexpected error: its traceback
-                log.warning("generation job %s failed: %s", job.id, detail)
+            failed = failure(exc, client.api_key)
+            state, error = FAILED, failed.line
+            if failed.unexpected:  # its traceback
+                log.warning("generation job %s failed: %s", job.id, failed.detail)
         if error and (public := public_error(error)) != error:
             log.warning("generation job %s: %s", job.id, error)
             error = public

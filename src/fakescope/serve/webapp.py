@@ -244,9 +244,9 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
                                            detect=lambda b: scorer.predict(b, heatmap=True))
             views = [shown(o.detection, decode_image(o.data).image) for o in outputs]  # a few Mpx at most, as the API makes them
     except Exception as exc:  # noqa: BLE001 - Streamlit would show an unexpected one's text and traceback as they came
-        error, detail = failure(exc, key, expected=(OSError, FakescopeError))  # OSError: a full disk too
-        log.warning("generation failed: %s", detail)  # the page names no temporary path, the log does
-        st.error(f"Generation failed: {public_error(error)}")
+        failed = failure(exc, key, expected=(OSError, FakescopeError))  # OSError: a full disk too
+        log.warning("generation failed: %s", failed.detail)  # the page names no temporary path, the log does
+        st.error(f"Generation failed: {public_error(failed.line)}")
         return
     st.session_state["generated"] = {"name": name, "real": data, "outputs": outputs, "shown": views, "config": config}
 
