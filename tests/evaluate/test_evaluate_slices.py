@@ -84,6 +84,19 @@ def test_columns_left_unsliced_by_default_are_named_with_why(scored):
     assert slice_report(odd, probs, 0.5, BAND, attributes=["hat"])["not_sliced"] == {}  # asked for: sliced, one row
 
 
+def test_a_report_weighs_which_columns_to_slice_once(scored, monkeypatch):
+    """slice_report ran unsliced_columns twice (once for the columns it slices, once for those it names as not),
+    each a pass over every extra column; it now runs it once and slices what that answer leaves."""
+    from fakescope.evaluate import slices
+
+    frame, probs = scored
+    calls = []
+    monkeypatch.setattr(slices, "unsliced_columns", lambda *a, **k: calls.append(a) or unsliced_columns(*a, **k))
+    report = slice_report(frame.assign(notes=""), probs, 0.5, BAND)
+    assert len(calls) == 1
+    assert list(report["attributes"]) == ["glasses", "identity"] and report["not_sliced"] == {"notes": "empty in every row"}
+
+
 def test_many_small_slices_match_scikit_learn_per_slice():
     rng = np.random.default_rng(3)
     n = 3000

@@ -20,8 +20,7 @@ UNKNOWN = "unknown"
 def attribute_columns(frame: pd.DataFrame, max_values: int = 20, exclude: tuple[str, ...] = ()) -> list[str]:
     """Columns beyond the manifest's own, its provenance ones and the split's `dhash`, `sliceable`, with 2 to
     `max_values` distinct values (e.g. glasses); `unsliced_columns` says why each other one is not."""
-    left_out = unsliced_columns(frame, max_values, exclude)
-    return [c for c in _extra_columns(frame, exclude) if c not in left_out]
+    return _kept(frame, unsliced_columns(frame, max_values, exclude), exclude)
 
 
 def unsliced_columns(frame: pd.DataFrame, max_values: int = 20, exclude: tuple[str, ...] = ()) -> dict[str, str]:
@@ -41,6 +40,11 @@ def unsliced_columns(frame: pd.DataFrame, max_values: int = 20, exclude: tuple[s
         elif count > max_values:
             why[c] = f"{count} distinct values, more than {max_values}"
     return why
+
+
+def _kept(frame: pd.DataFrame, left_out: dict[str, str], exclude: tuple[str, ...] = ()) -> list[str]:
+    """The extra columns (`_extra_columns`) not in `left_out`, `unsliced_columns`' answer."""
+    return [c for c in _extra_columns(frame, exclude) if c not in left_out]
 
 
 def _extra_columns(frame: pd.DataFrame, exclude: tuple[str, ...]) -> list[str]:
@@ -142,12 +146,13 @@ def slice_report(frame: pd.DataFrame, probs: np.ndarray, threshold: float, band:
         `not_sliced` naming the extra columns left out by default (none when `attributes` are given).
     """
     labels = (frame["label"] == "ai").to_numpy().astype(int)
-    columns = attribute_columns(frame) if attributes is None else attributes
+    not_sliced = unsliced_columns(frame) if attributes is None else {}
+    columns = _kept(frame, not_sliced) if attributes is None else attributes
     return {
         "generator": generator_slices(labels, probs, frame["generator"], threshold, band),
         "source": group_slices(labels, probs, pd.Series(_names(frame["source"])), threshold, band),
         "attributes": {c: group_slices(labels, probs, frame[c].reset_index(drop=True), threshold, band) for c in columns},
-        "not_sliced": unsliced_columns(frame) if attributes is None else {},
+        "not_sliced": not_sliced,
     }
 
 
