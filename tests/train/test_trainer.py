@@ -196,7 +196,7 @@ def test_best_pt_follows_the_checkpoint_whichever_of_an_epochs_files_a_kill_foll
     recorded an older best AUC than best.pt's, and could replace best.pt with a worse model or stop early from the
     wrong best."""
     one_epoch_run(tmp_path)
-    first_best = torch.load(tmp_path / "best.pt", weights_only=True)
+    first_best = torch.load(tmp_path / "best.pt", weights_only=True)["network"]
     rename, renamed = os.replace, []
 
     def killed_after(src, dst):  # the kill comes right after the epoch's first (or second) .pt file is whole
@@ -210,12 +210,15 @@ def test_best_pt_follows_the_checkpoint_whichever_of_an_epochs_files_a_kill_foll
         train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
     monkeypatch.undo()
     best, state = torch.load(tmp_path / "best.pt", weights_only=True), torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    best = best["network"]
     assert any(all(torch.equal(best[k], w[k]) for k in best) for w in (first_best, state["network"]))  # never ahead
     train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
     aucs = pd.read_csv(tmp_path / "metrics.csv")["val_auc"].tolist()
     assert aucs[1] > aucs[0], aucs  # the second epoch is the best: both files were due
     best, state = torch.load(tmp_path / "best.pt", weights_only=True), torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert (state["epoch"], state["stale"], state["best_auc"]) == (2, 0, max(aucs))
+    assert (best["epoch"], best["val_auc"]) == (2, max(aucs))  # recorded with them
+    best = best["network"]
     assert all(torch.equal(best[k], state["network"][k]) for k in best)  # the best epoch's weights, caught up
 
 
@@ -313,6 +316,33 @@ def test_resuming_a_run_that_stopped_early_trains_no_further(manifest, stopped_e
     assert len(before.splitlines()) < 9  # it stopped early
     train(_config(manifest, tmp_path, epochs=8, lr=0.0, patience=1, samples_per_epoch=256, resume=True), progress=False)
     assert (tmp_path / "metrics.csv").read_text() == before
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_resume_tells_which_epoch_an_older_best_pt_holds(manifest, stopped_early, tmp_path, caplog, ahead):
+    """best.pt recorded no epoch, and an older fakescope wrote it before its epoch's checkpoint: a kill between them,
+    after an epoch that did not improve, left one an epoch ahead that a resume kept as the best the checkpoint
+    records. best.pt now records its epoch and AUC; an older one is read, and taken as the next epoch's when it is
+    newer than the checkpoint: the resumed run warns and takes its next epoch as its best so far."""
+    shutil.copytree(stopped_early, tmp_path, dirs_exist_ok=True)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    recorded = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert (recorded["epoch"], recorded["val_auc"]) == (state["epoch"] - state["stale"], state["best_auc"])
+    torch.save(recorded["network"], tmp_path / "best.pt")  # as an older fakescope wrote it
+    written = os.stat(tmp_path / "checkpoint.pt").st_mtime + (5 if ahead else -5)
+    os.utime(tmp_path / "best.pt", (written, written))
+    done = state["epoch"]
+    train(_config(manifest, tmp_path, epochs=done + 1, lr=0.0, patience=9, samples_per_epoch=256, resume=True),
+          progress=False)
+    auc = pd.read_csv(tmp_path / "metrics.csv")["val_auc"].iloc[-1]
+    best, state = torch.load(tmp_path / "best.pt", weights_only=True), torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    warned = f"holds epoch {done + 1}, not the best epoch its checkpoint records (epoch {done - 1}" in caplog.text
+    if ahead:  # the new epoch is the best: its weights, epoch and AUC
+        assert warned and (best["epoch"], best["val_auc"], state["best_auc"], state["stale"]) == (done + 1, auc, auc, 0)
+        assert all(torch.equal(best["network"][k], state["network"][k]) for k in best["network"])
+    else:  # the checkpoint's best, kept: this run's epoch did not improve on it
+        assert not warned and auc <= recorded["val_auc"] and state["stale"] == 2
+        assert all(torch.equal(best[k], recorded["network"][k]) for k in best)
 
 
 def test_cli_trains_from_a_manifest_with_flag_overrides(manifest, tmp_path):

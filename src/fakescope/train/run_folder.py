@@ -1,5 +1,5 @@
 """What a training run keeps in its folder: the files it writes, the refusal of a folder that holds another
-run, the recorded recipe, the identity a resumed run must share with its checkpoint, and atomic saves."""
+run, the recorded recipe, the identity a resumed run must share with its checkpoint, atomic saves and best.pt."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from fakescope.models.registry import usable_pretrained
 from fakescope.train.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
-REPLACED = ("train_config.yaml", CHECKPOINT, "best.pt", "metrics.csv", "metrics.json")
+BEST = "best.pt"
+REPLACED = ("train_config.yaml", CHECKPOINT, BEST, "metrics.csv", "metrics.json")
 """The run files `overwrite` removes before the new run's first epoch: left, they would pass for the new run's."""
 RUN_FILES = (*REPLACED, "model", "tensorboard")
 """What a run writes into its folder: any of them there means the folder holds a run. `model/` stays until the
@@ -65,3 +66,16 @@ def save_atomic(state: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def save_best(weights: dict, out: Path, epoch: int, val_auc: float) -> None:
+    """Save the best epoch's `weights` as `out`/best.pt with its `epoch` (counted from 1) and validation AUC."""
+    save_atomic({"network": weights, "epoch": epoch, "val_auc": val_auc}, out / BEST)
+
+
+def read_best(path: Path, device: torch.device) -> tuple[dict, int | None, float | None]:
+    """(weights, epoch, validation AUC) of a best.pt; an older one, its weights alone, records neither (None)."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if "network" in state and "epoch" in state:
+        return state["network"], state["epoch"], state["val_auc"]
+    return state, None, None

@@ -41,7 +41,16 @@ from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import LABELS
 from fakescope.train.loop import Loop
 from fakescope.train.metric_log import MetricLog
-from fakescope.train.run_folder import CHECKPOINT, check_out, recipe, remove_run, run_identity, save_atomic
+from fakescope.train.run_folder import (
+    BEST,
+    CHECKPOINT,
+    check_out,
+    read_best,
+    recipe,
+    remove_run,
+    run_identity,
+    save_best,
+)
 from fakescope.train.scoring import report_on_test_split, score_shared
 
 logger = logging.getLogger(__name__)
@@ -120,14 +129,14 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
                       lr=loop.optimizer.param_groups[0]["lr"])
             loop.save(out, epoch + 1, best_auc, stale)
             if not stale:  # after the checkpoint, which holds these weights too: see _resume
-                save_atomic(network.state_dict(), out / "best.pt")
+                save_best(network.state_dict(), out, epoch + 1, auc)
     if main:
         log.close()
     if world > 1:
         dist.barrier()  # rank 0 has written best.pt
     # every rank scores its share of validation and test: one rank alone could outlast the others' wait
     # at the barrier below (the process group's 30-minute timeout)
-    network.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
+    network.load_state_dict(read_best(out / BEST, device)[0])
     logits = score_shared(network, model_cfg, device, val_uris, cfg, rank, world)
     read = ~np.isnan(logits)
     logits, val_labels = logits[read], val_labels[read]
@@ -165,14 +174,37 @@ def _resume(loop: Loop, out: Path, main: bool) -> tuple[int, float, int]:
     """`loop.restore` from the checkpoint in `out`; the first epoch's start, with a warning, when there is none.
 
     best.pt follows the checkpoint: written after it, and written again here from it when its last epoch was the
-    best (no stale epochs), so a run killed between the two resumes with the best model its checkpoint records."""
+    best (no stale epochs), so a run killed between the two resumes with the best model its checkpoint records.
+    A best.pt holding another epoch (missing, or written by an older fakescope before its epoch's checkpoint and
+    so, after a kill between them, an epoch ahead) is not the checkpoint's best, whose weights are nowhere else:
+    with a warning, the resumed run takes its next epoch as its best so far."""
     if not (out / CHECKPOINT).is_file():
         _warn_once("nothing to resume in %s (no %s): training from the first epoch", out, CHECKPOINT)
         return 0, -1.0, 0
     start, best_auc, stale = loop.restore(out)
-    if main and not stale:
-        save_atomic(loop.network.state_dict(), out / "best.pt")
+    if not stale:
+        if main:
+            save_best(loop.network.state_dict(), out, start, best_auc)
+        return start, best_auc, stale
+    held = _best_epoch(out, start, stale)
+    if held != start - stale:
+        what = f"holds epoch {held}" if held else "is missing"
+        _warn_once("%s %s, not the best epoch its checkpoint records (epoch %d, val AUC %.4f): the resumed run takes "
+                   "its next epoch as its best so far", out / BEST, what, start - stale, best_auc)
+        return start, -1.0, stale
     return start, best_auc, stale
+
+
+def _best_epoch(out: Path, start: int, stale: int) -> int | None:
+    """The epoch (from 1) whose weights `out`/best.pt holds, None when there is none. One an older fakescope wrote
+    records none: written before its epoch's checkpoint, it is the next epoch's (`start + 1`) when newer than the
+    checkpoint, else the checkpoint's best (`start - stale`)."""
+    if not (out / BEST).is_file():
+        return None
+    epoch = read_best(out / BEST, torch.device("cpu"))[1]
+    if epoch is not None:
+        return epoch
+    return start + 1 if (out / BEST).stat().st_mtime_ns > (out / CHECKPOINT).stat().st_mtime_ns else start - stale
 
 
 def _warn_once(message: str, *args: object) -> None:
