@@ -63,6 +63,31 @@ def test_a_compiled_same_padding_network_compiles_each_input_size_with_constant_
     assert [n - graphs[0] for n in graphs] == [0, 1, 2, 2]  # one graph per size, its padding constant; any batch
 
 
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler")
+def test_a_compiled_network_warns_once_when_new_input_shapes_run_uncompiled():
+    """Past torch._dynamo's recompile_limit of input shapes, new ones ran eagerly with only torch's own log line
+    about an `inner` function; a warning now names the limit and what it means, once. The limit is 2 here (8 by
+    default): a batch of one is a shape of its own."""
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                  torch.nn.Linear(4, 1)).eval()
+    from torch._dynamo.utils import counters
+
+    forward = inference_network(network, torch.device("cpu"), compile=True)
+    torch._dynamo.reset()
+    graphs = counters["stats"]["unique_graphs"]
+    with torch._dynamo.config.patch(recompile_limit=2), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i, (batch, side) in enumerate([(2, 10), (3, 10), (1, 10), (2, 12), (2, 14), (2, 10)]):
+            x = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(side))
+            with torch.inference_mode():
+                torch.testing.assert_close(forward(x), network(x), rtol=0, atol=1e-5)
+            assert len(caught) == (i >= 3), [str(w.message) for w in caught]
+    assert counters["stats"]["unique_graphs"] - graphs == 2  # torch compiled no more: the warning was due
+    assert str(caught[0].message) == ("torch.compile compiled 2 input shapes (torch._dynamo.config.recompile_limit): "
+                                      "this 12x12 input and any other new one run uncompiled, slower; keep tile sizes "
+                                      "few or raise that limit")
+
+
 def test_bf16_and_compile_choose_the_torch_runtime_and_reject_onnx(tiny_model_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -35,7 +35,8 @@ def inference_network(
     `precision="bf16"` runs a bf16 copy of the network (inputs must then be bf16 too, see
     `input_dtype`); `compile=True` wraps it in `torch.compile` with Inductor freezing, which folds the
     weights and batch norm into the compiled graph (the network must not be trained afterwards); each
-    input height and width compiles its own graph, any batch size (`_static_sizes`).
+    input height and width compiles its own graph, any batch size (`_static_sizes`, which warns once past
+    torch's recompile limit).
 
     Example:
         >>> from fakescope.models import load_model
@@ -60,10 +61,19 @@ def _static_sizes(compiled: Callable[[torch.Tensor], torch.Tensor]) -> Callable[
     On a second input size torch.compile made every size symbolic, and "same" padding (timm's or `conv2d_same`)
     nests each layer's size arithmetic into the next one's: a network with 5 such layers compiled its first size
     in 25 s and its second not in 12 minutes on 2 busy cores. Each height and width now compiles once, its padding
-    constant (past torch._dynamo's `recompile_limit` of them, new sizes run eagerly).
+    constant, and a batch of one its own graph. Past torch._dynamo's `recompile_limit` (8) of these shapes, torch runs
+    new ones eagerly: a warning says so once, naming the limit.
     """
+    shapes: set[tuple[int, int, bool]] = set()
 
     def forward(x: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[2], x.shape[3], x.shape[0] == 1)  # torch specialises a batch of one
+        if shape not in shapes:
+            shapes.add(shape)
+            if len(shapes) == (limit := torch._dynamo.config.recompile_limit) + 1:
+                warnings.warn(f"torch.compile compiled {limit} input shapes (torch._dynamo.config.recompile_limit): "
+                              f"this {shape[0]}x{shape[1]} input and any other new one run uncompiled, slower; keep "
+                              "tile sizes few or raise that limit", stacklevel=2)
         torch._dynamo.mark_static(x, 2)
         torch._dynamo.mark_static(x, 3)
         torch._dynamo.maybe_mark_dynamic(x, 0)
