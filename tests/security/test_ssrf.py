@@ -119,6 +119,15 @@ def test_a_redirect_from_a_trusted_server_to_a_private_one_is_refused(internal):
         trusted.server_close()
 
 
+def test_a_redirect_to_a_malformed_url_is_a_fetch_error(internal):
+    """A Location that httpx takes but urljoin cannot parse (a stray IPv6 bracket) raised ValueError, not FetchError,
+    so an Images API answer's image lost that way was no billed, lost image (986221d made the first URL's FetchErrors)."""
+    internal.redirect_to = "http://a]b/x.png"
+    with pytest.raises(FetchError, match=r"^redirected to no valid URL \(Invalid IPv6 URL\)$"):
+        fetch_public(internal.origin + "/0.png", max_bytes=1 << 20, timeout=5, trusted=(internal.origin,))
+    assert internal.hits == ["/0.png"]
+
+
 @pytest.mark.parametrize("url, why", [
     ("http://169.254.169.254/latest/meta-data/", "169.254.169.254, a non-public address"),
     ("http://10.0.0.7/x.png", "10.0.0.7, a non-public address"),

@@ -49,7 +49,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                 answer = client.send(request, stream=True)
                 try:
                     if answer.is_redirect and "location" in answer.headers:
-                        url = urljoin(url, answer.headers["location"])
+                        url = _redirected(url, answer.headers["location"])
                         continue
                     if answer.status_code >= 400:
                         raise FetchError(f"HTTP Error {answer.status_code}: {answer.reason_phrase}")
@@ -59,6 +59,14 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
             except httpx.HTTPError as exc:
                 raise FetchError(f"{type(exc).__name__}: {exc}") from None
     raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _redirected(url: str, location: str) -> str:
+    """Where a redirect from `url` to `location` leads; a `FetchError` when `urljoin` cannot tell (a bad IPv6 host)."""
+    try:
+        return urljoin(url, location)
+    except ValueError as exc:
+        raise FetchError(f"redirected to no valid URL ({exc})") from None
 
 
 def _pinned_request(client, url: str, trusted_origins: set[str]):
