@@ -99,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        data = self.server.files.get(self.path.removeprefix("/files/"))
+        data = self.server.files.get(self.path.partition("?")[0].removeprefix("/files/"))  # a signed URL's query
         if data is None:
             return self._send(404, {"error": {"message": "no such file"}}, "files")
         self.send_response(200)

@@ -311,6 +311,24 @@ def test_an_image_url_that_fails_is_named_without_its_signature(server, photos, 
     assert f"({url})" in caplog.text and "Signature" not in caplog.text + error
 
 
+def test_http_client_logs_name_urls_without_their_signature_or_the_key(server, photos, tmp_path, caplog):
+    """httpx logs every request's URL, a signed URL's query included, at INFO (httpx2 does for the OpenAI client): an
+    application that turned INFO on logged the signature. fakescope's clients' loggers now leave it out."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "green").save(buffer, format="PNG")
+    server.files["signed.png"] = buffer.getvalue()
+    url = f"{server.base_url.removesuffix('/v1')}/files/signed.png"
+    server.faults = [f"url={url}?X-Amz-Signature=0123456789abcdef&X-Amz-Credential=AKIDEXAMPLE"]
+    caplog.set_level(logging.DEBUG)
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", response_format="url")
+    report = run_openai(str(photos / "photo1.png"), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    assert (report.done, server.billable) == (1, 1)
+    fetched = [r.getMessage() for r in caplog.records if r.name == "httpx" and "signed.png" in r.getMessage()]
+    assert fetched == [f'HTTP Request: GET {url} "HTTP/1.1 200 OK"']
+    assert any(r.name == "httpx2" and f"POST {server.base_url}/images/variations " in r.getMessage() for r in caplog.records)
+    assert "Signature" not in caplog.text and "AKIDEXAMPLE" not in caplog.text and API_KEY not in caplog.text
+
+
 @pytest.mark.parametrize(("path", "shown", "why"), [
     (":99999/files/a.png", ":99999/files/a.png", "Port out of range 0-65535"),
     ("/files/a\x00.png", "/files/a%00.png", "Invalid non-printable ASCII character"),

@@ -36,7 +36,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
-from urllib.parse import quote
 
 from PIL import Image
 
@@ -47,7 +46,7 @@ from fakescope.generate.openai_models import (
 from fakescope.io import storage
 from fakescope.io.fetch import FetchError, fetch_public
 from fakescope.io.image import load_image
-from fakescope.io.redact import hide_secrets
+from fakescope.io.redact import hide_secrets, redact_http_logs, shown_url
 
 MODES = ("variation", "edit", "generate")
 MASKS = ("center", "full")
@@ -264,7 +263,8 @@ class OpenAIImagesConfig:
 
 def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | None = None):
     """Build an `openai.OpenAI` client for `api_key`, else `OPENAI_API_KEY` (environment or `.env`);
-    `OPENAI_BASE_URL` applies either way. Surrounding whitespace (a pasted newline) is dropped from the key.
+    `OPENAI_BASE_URL` applies either way. Surrounding whitespace (a pasted newline) is dropped from the key. The
+    `httpx` and `openai` loggers name URLs without their query or user info (`redact_http_logs`).
 
     The client itself retries 429, 408, 409, 5xx and connection errors with exponential
     backoff (0.5 s doubling to 8 s, up to 25 % jitter) and honours `Retry-After`; the runner
@@ -279,6 +279,7 @@ def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | 
     key = (api_key or os.environ.get("OPENAI_API_KEY") or "").strip()  # a newline: every request a bare "Connection error."
     if not key:
         raise ConfigError("OPENAI_API_KEY is not set (environment or .env)")
+    redact_http_logs()
     return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout)
 
 
@@ -372,17 +373,7 @@ def _image_bytes(item, api_base) -> bytes:
         return fetch_public(item.url or "", max_bytes=MAX_IMAGE_BYTES, timeout=120, trusted=(str(api_base),))
     except FetchError as exc:
         raise LostImageError(f"the API made the image but its URL could not be fetched: {exc} "
-                             f"({_shown_url(item.url or '')})") from None
-
-
-def _shown_url(url: str) -> str:
-    """`url` without its user info (a password) and query (a signed URL's signature), its control characters quoted;
-    cut by hand, as `urlsplit` raises on a malformed URL."""
-    scheme, sep, rest = url.partition("?")[0].partition("#")[0].partition("://")
-    if sep:
-        authority, slash, path = rest.partition("/")
-        rest = authority.rpartition("@")[2] + slash + path
-    return quote(scheme + sep + rest, safe="!$%&'()*+,/:;=@[]~")
+                             f"({shown_url(item.url or '')})") from None
 
 
 def _api_message(exc, model: str | None = None) -> str:

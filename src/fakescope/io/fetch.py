@@ -16,6 +16,7 @@ import socket
 from urllib.parse import urljoin, urlsplit
 
 from fakescope.errors import FakescopeError
+from fakescope.io.redact import redact_http_logs
 
 MAX_REDIRECTS = 3
 
@@ -41,6 +42,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
     """
     import httpx
 
+    redact_http_logs()  # httpx logs each request's URL, a signed URL's signature included, at INFO
     trusted_origins = {origin(t) for t in trusted}
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
