@@ -765,6 +765,31 @@ def test_default_variation_is_a_whole_image_edit_by_a_gpt_model_with_its_token_u
     assert server.requests[-1]["quality"] == "low" and own.params_hash() != OpenAIImagesConfig().params_hash()
 
 
+@pytest.mark.parametrize(("sent_at", "counted"), [(0.05, 0.05), (None, 0.2)])  # None: an older version's ledger
+def test_an_image_a_crashed_run_paid_for_counts_at_the_price_it_was_sent_at(server, photos, tmp_path, sent_at, counted):
+    """A rerun that wrote a crashed run's spooled image counted it, in the budgets and the ledger, at its own
+    --price-per-image; it counts at the price the request was sent at (recorded as it went), this run's only where the
+    ledger has none."""
+    out, photo = tmp_path / "out", str(photos / "photo1.png")
+    server.faults = [500]  # a request that fails unbilled still records the price it was sent at
+    failed = run_openai(photo, str(out), OpenAIImagesConfig(price_per_image=0.05), client=make_client(max_retries=0))
+    with Ledger(out / LEDGER_NAME) as ledger:
+        assert failed.failed == 1 and [(r.cost, r.price) for r in ledger.jobs()] == [(0.0, 0.05)]
+    run_openai(photo, str(out), OpenAIImagesConfig(price_per_image=0.05), client=make_client(max_retries=0))
+    with Ledger(out / LEDGER_NAME) as ledger:
+        record = next(ledger.jobs(DONE))
+        ledger.write_spool(record.key, Path(record.output).read_bytes())
+    Path(record.output).unlink()
+    with sqlite3.connect(out / LEDGER_NAME) as db:  # as a crash after the answer leaves it: sent, spooled, not done
+        db.execute("UPDATE jobs SET state = 'running', cost = 0, output = NULL, row = NULL, price = ?", (sent_at,))
+    again = run_openai(photo, str(out), OpenAIImagesConfig(price_per_image=0.2), max_total_spend=1.0,
+                       client=make_client(max_retries=0))
+    assert (again.recovered, again.done, again.spent, server.billable) == (1, 0, 0.0, 1)
+    assert again.spent_before == pytest.approx(counted)
+    with Ledger(out / LEDGER_NAME) as ledger:
+        assert [(r.state, r.cost, r.price) for r in ledger.jobs()] == [(DONE, pytest.approx(counted), counted)]
+
+
 def test_usage_survives_a_crash_after_the_answer(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(model="gpt-image-2")

@@ -21,8 +21,8 @@ class RunReport:
     """Jobs the ledger records as done whose output `out` no longer holds (deleted): they are made again, paid again."""
     spent: float = 0.0
     spent_before: float = 0.0
-    """Estimated spend of earlier runs: what the ledger holds (jobs recovered from the spool included), plus
-    `elsewhere` and `unpriced` images at this run's price."""
+    """Estimated spend of earlier runs: what the ledger holds (jobs recovered from the spool included, at the price
+    their request was sent at where the ledger has it), plus `elsewhere` and `unpriced` images at this run's price."""
     elsewhere: int = 0
     """Images `out` held at the start, of any model and parameters (known by their names), that this ledger did not
     pay for: another machine's (or a lost ledger's) runs. Counted in `spent_before` at this run's price (their own is

@@ -91,16 +91,19 @@ class Run:
         return False
 
     def _recover(self, job: Job, record: JobRecord, loaded: LoadedImage) -> None:
-        """Finish `job` from its spooled answer, charged now only where a crash (not a failed write) left it."""
+        """Finish `job` from its spooled answer, charged now only where a crash (not a failed write) left it: at the price
+        its request was sent at, this run's where the ledger has none (an older version's)."""
         owed = record.state == RUNNING  # a failed write was charged when it failed
-        self.report.spent_before += self.price if owed else 0.0
+        price, recorded = (record.price, record.price) if record.price is not None else (self.price, self.recorded)
+        charge = price if owed else 0.0
+        self.report.spent_before += charge
         usage = json.loads(record.usage) if record.usage else None
         try:
             uri, row = finish(job, loaded, self.out, self.config, usage)
         except FakescopeError as exc:
-            self._fail(job, exc, owed=owed)
+            self._fail(job, exc, owed=charge, owed_price=recorded if owed else None)
             return
-        self.book.mark_done(job.key, uri, self.price if owed else 0.0, row, self.recorded if owed else None)
+        self.book.mark_done(job.key, uri, charge, row, recorded if owed else None)
         self.report.recovered += 1
         count_tokens(self.report, row)
 
@@ -113,7 +116,7 @@ class Run:
             self._write_manifest()
             self.flush_at, self.flushed = time.monotonic() + self.manifest_every, made
         self.lease.check()
-        self.book.mark_running(job.key)
+        self.book.mark_running(job.key, self.recorded)
         self.in_flight[executor.submit(_execute, self.client, job, self.out, self.config, self.book)] = job
 
     def _drain(self) -> None:
@@ -153,14 +156,14 @@ class Run:
         self.report.spent += self.price
         return None
 
-    def _fail(self, job: Job, exc: Exception, *, billed: bool = False, owed: bool = False, warn: bool = True) -> None:
-        """Record a failed job; `billed`: its image was billed in this run, `owed`: in an earlier one that crashed (both
-        go to the ledger at this run's price)."""
-        cost, reason = self.price if billed else 0.0, hide_secrets(str(exc), self.client.api_key)
-        self.book.mark_failed(job.key, f"{type(exc).__name__}: {reason}", cost + (self.price if owed else 0.0),
-                              self.recorded if billed or owed else None)
+    def _fail(self, job: Job, exc: Exception, *, billed: bool = False, owed: float = 0.0, owed_price: float | None = None,
+              warn: bool = True) -> None:
+        """Record a failed job; `billed`: its image was billed in this run (at this run's price), `owed`: the cost of one
+        billed in an earlier run that crashed, at `owed_price`."""
+        cost, reason = self.price if billed else owed, hide_secrets(str(exc), self.client.api_key)
+        self.book.mark_failed(job.key, f"{type(exc).__name__}: {reason}", cost, self.recorded if billed else owed_price)
         self.report.failed += 1
-        self.report.spent += cost
+        self.report.spent += self.price if billed else 0.0
         if warn:
             log.warning("job %s failed: %s", job.stem, reason)
 

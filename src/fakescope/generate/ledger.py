@@ -1,15 +1,15 @@
 """A SQLite job ledger that makes paid generation runs resumable and idempotent.
 
 Each job is one billable image: key = (input sha256, mode, model, params hash, index). A job
-moves `pending -> running -> done` (or `failed`). It is marked `running` *before* its request
-is sent; the response bytes, once they decode as an image, are written to a spool file
+moves `pending -> running -> done` (or `failed`). It is marked `running`, with the price it is sent at, *before*
+its request is sent; the response bytes, once they decode as an image, are written to a spool file
 (fsynced) before anything else, and the output URI is recorded with `done` afterwards. On
 resume, `done` jobs are skipped while their output exists (the runner lists the output folder once);
 one deleted since is made, and paid for, again.
 
 Crash between the server's response and the ledger write, or an output that could not be
 written (the job is then `failed`, its cost counted): if the spool file exists, the job is finished
-from it without a new request (nothing lost, nothing paid twice). Without a spool
+from it without a new request (nothing lost, nothing paid twice), its cost counted at that price. Without a spool
 file the crash hit while the request was in flight, and whether the server billed it is
 unknowable. At-least-once (the runner's default) sends it again and may pay twice for at
 most `concurrency` images per crash; at-most-once leaves it `running` and skips it, so it may
@@ -152,9 +152,10 @@ class Ledger:
                 (key, path_text(source), source_sha256, mode, model, params_hash, index, PENDING, time.time()),
             )
 
-    def mark_running(self, key: str) -> None:
-        """Record that a request is about to be sent (committed before it goes out)."""
-        self._update(key, "state = ?, attempts = attempts + 1, error = NULL", (RUNNING,))
+    def mark_running(self, key: str, price: float | None = None) -> None:
+        """Record that a request is about to be sent (committed before it goes out), at `price` per image (kept unless
+        None), so a later run that finds its answer spooled counts it at the price it was sent at."""
+        self._update(key, "state = ?, attempts = attempts + 1, error = NULL, price = COALESCE(?, price)", (RUNNING, price))
 
     def record_usage(self, key: str, usage: dict | None) -> None:
         """Keep the token usage of a job's answer (written right after its spool file, so a recovery has it)."""
