@@ -265,6 +265,26 @@ def test_openai_command_exits_1_when_some_jobs_failed_and_0_once_a_rerun_makes_t
     assert done.exit_code == 0 and "done 0, already done 2, " in done.output and ", tokens 0;" in done.output, done.output
 
 
+def test_a_rerun_missing_an_option_is_refused_naming_it_and_pays_nothing(tmp_path, server):
+    """A rerun of a --prompt run without --prompt had new job keys (other parameters), so it paid for every image again;
+    it is refused in one line naming what differs, the same options resume it, --new-settings makes a second set."""
+    Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(out), "--n", "2", "--max-retries", "0"]
+    first = CliRunner().invoke(app, [*args, "--prompt", "a snowy day", "--size", "1536x1024"])
+    assert first.exit_code == 0 and "done 2," in first.output and server.billable == 2, first.output
+    bare = CliRunner().invoke(app, args)
+    assert bare.exit_code == 2 and server.billable == 2, bare.output
+    assert bare.stderr == (f"error: the ledger of this --out paid for {tmp_path / 'a.png'} with --size 1536x1024, --prompt "
+                           "'a snowy day'; this run has --size 1024x1024, no --prompt: pass the same options to resume that "
+                           "run, --new-settings to pay for a second set beside it, or use another --out\n")
+    again = CliRunner().invoke(app, [*args, "--prompt", "a snowy day", "--size", "1536x1024"])
+    assert again.exit_code == 0 and "done 0, already done 2," in again.output and server.billable == 2, again.output
+    second = CliRunner().invoke(app, [*args, "--new-settings"])
+    assert second.exit_code == 0 and "done 2, already done 0," in second.output and server.billable == 4, second.output
+    assert CliRunner().invoke(app, args).exit_code == 0 and server.billable == 4  # either set now resumes
+
+
 def test_openai_at_most_once_exits_1_naming_the_jobs_it_left_unresolved(tmp_path, server):
     """`--at-most-once` skipped the requests a crash left in flight and still exited 0, saying only `unresolved 1`."""
     Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")

@@ -600,7 +600,8 @@ def test_max_total_spend_counts_what_the_output_holds_from_another_machines_ledg
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2)  # 0.016 per image, 6 jobs
     run_openai(str(photos), str(out), config, max_images=4, ledger=tmp_path / "a.sqlite", client=make_client(max_retries=0))
     other = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="512x512")  # other parameters: counted too
-    run_openai(str(photos / "photo0.jpeg"), str(out), other, ledger=tmp_path / "a.sqlite", client=make_client(max_retries=0))
+    run_openai(str(photos / "photo0.jpeg"), str(out), other, ledger=tmp_path / "a.sqlite", client=make_client(max_retries=0),
+               new_settings=True)
     assert server.billable == 5
     here = tmp_path / "b.sqlite"
     first = run_openai(str(photos), str(out), config, max_total_spend=0.096, ledger=here, client=make_client(max_retries=0))
@@ -679,7 +680,7 @@ def test_an_older_ledger_opened_by_two_processes_at_once_gets_its_new_column_onc
         opener.join(60)
     assert errors == []
     with sqlite3.connect(path) as db:
-        assert [c[1] for c in db.execute("PRAGMA table_info(jobs)")][-2:] == ["usage", "price"]
+        assert [c[1] for c in db.execute("PRAGMA table_info(jobs)")][-3:] == ["usage", "params", "price"]
 
 
 def test_a_run_reads_its_ledger_once_before_the_first_job(server, photos, tmp_path, monkeypatch):
@@ -760,7 +761,7 @@ def test_default_variation_is_a_whole_image_edit_by_a_gpt_model_with_its_token_u
     with Ledger(out / LEDGER_NAME) as ledger:
         assert sorted(json.loads(job.usage)["total_tokens"] for job in ledger.jobs(DONE)) == sorted(u["total_tokens"] for u in usages)
     own = OpenAIImagesConfig(prompt="another face, same studio light", quality="low")
-    again = run_openai(str(photos / "photo1.png"), str(out), own, client=make_client(max_retries=0))
+    again = run_openai(str(photos / "photo1.png"), str(out), own, client=make_client(max_retries=0), new_settings=True)
     assert again.done == 1 and server.requests[-1]["prompt"] == "another face, same studio light"
     assert server.requests[-1]["quality"] == "low" and own.params_hash() != OpenAIImagesConfig().params_hash()
 
@@ -889,7 +890,7 @@ def test_input_fidelity_is_checked_per_model_sent_with_edits_and_recorded(server
     assert "input_fidelity" not in dataclasses.replace(edit, input_fidelity=None).params()  # earlier runs keep their job keys
     out = tmp_path / "out"
     for config in (edit, OpenAIImagesConfig(model="gpt-image-1-mini", input_fidelity="low")):  # an edit, a variation
-        report = run_openai(str(photos / "photo1.png"), str(out), config, client=make_client(max_retries=0))
+        report = run_openai(str(photos / "photo1.png"), str(out), config, client=make_client(max_retries=0), new_settings=True)
         assert (report.done, report.failed) == (1, 0)
     assert [(sent["endpoint"], sent["input_fidelity"]) for sent in server.requests] == [("edits", "high"), ("edits", "low")]
     params = [json.loads(text) for text in pd.read_csv(out / "manifest.csv")["params"]]

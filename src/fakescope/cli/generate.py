@@ -82,6 +82,7 @@ def openai(
     price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="USD per image for the budgets and the recorded spend (0: free, e.g. a self-hosted server); needed for a budget with GPT image models, which are billed by tokens (the table has prices for the retired models only).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Requests in flight at once.")] = 4,
     ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger, this machine's record of what was paid (default: inside --out; for an s3:// or gdrive:// --out in $FAKESCOPE_CACHE/ledgers, else $XDG_CACHE_HOME/fakescope/ledgers, else ~/.cache/fakescope/ledgers).")] = None,
+    new_settings: Annotated[bool, typer.Option("--new-settings", help="Pay for images of photos (or prompts) this --out's ledger paid for under other options (--mode, --model, --size, --quality, --prompt, --mask, --input-fidelity): a second set beside the first. Without it such a run, as a rerun that left out an option, is refused in one line naming the options that differ.")] = False,
     at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
     max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx/connection errors.")] = 4,
     manifest: ManifestOpt = "manifest.csv",
@@ -117,7 +118,7 @@ def openai(
                 src, out, config, ledger=ledger, concurrency=concurrency, max_images=cap, max_spend=max_spend,
                 max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
                 manifest_name=manifest, client=make_client(max_retries=max_retries),
-                confirm=_confirm(config, max_images, limited, planned),
+                confirm=_confirm(config, max_images, limited, planned), new_settings=new_settings,
             )
         except KeyboardInterrupt:  # one the request loop did not catch: before it, or a second one while it drained
             typer.echo("stopped before sending any request: nothing was made or paid for" if not planned

@@ -52,14 +52,14 @@ def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = 
 def jobs(sources: Iterator[tuple[str, str, str, bytes | str]], config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:
     """Register and yield each source's `config.n` jobs; a byte-identical copy of an earlier source (the same
     images) yields none."""
-    params_hash, seen = config.params_hash(), set()
+    params, params_hash, seen = config.params(), config.params_hash(), set()
     for source, stem, digest, payload in sources:
         for index in range(config.n):
             key = job_key(digest, config.mode, config.model, params_hash, index)
             if key in seen:
                 continue
             seen.add(key)
-            book.add(key, source, digest, config.mode, config.model, params_hash, index)
+            book.add(key, source, digest, config.mode, config.model, params_hash, index, params)
             yield Job(key, source, digest, stem, index, payload)
 
 

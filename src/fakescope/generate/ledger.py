@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     row TEXT,
     updated REAL NOT NULL,
     usage TEXT,
-    price REAL
+    price REAL,
+    params TEXT
 )
 """
 
@@ -88,7 +89,10 @@ class JobRecord:
     usage: str | None = None
     """The token usage the API reported for the job's image, as JSON (GPT image models)."""
     price: float | None = None
-    """The USD per image its cost was counted at; None where no price was known (0 is an explicit one: free)."""
+    """The USD per image its cost was counted at, or its request was sent at while in flight; None where no price was
+    known (0 is an explicit one: free)."""
+    params: str | None = None
+    """The parameters of the run that registered it (`OpenAIImagesConfig.params()`), as JSON; None in older ledgers."""
 
 
 class Ledger:
@@ -143,13 +147,16 @@ class Ledger:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE key = ?", (key,)).fetchone()
         return JobRecord(*row) if row else None
 
-    def add(self, key: str, source: str, source_sha256: str, mode: str, model: str, params_hash: str, index: int) -> None:
-        """Register a job as `pending` unless it is already known (a non-UTF-8 `source` is kept escaped)."""
+    def add(self, key: str, source: str, source_sha256: str, mode: str, model: str, params_hash: str, index: int,
+            params: dict | None = None) -> None:
+        """Register a job as `pending` unless it is already known (a non-UTF-8 `source` is kept escaped), with the
+        `params` its key hashes."""
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO jobs (key, source, source_sha256, mode, model, params_hash, idx, state, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, path_text(source), source_sha256, mode, model, params_hash, index, PENDING, time.time()),
+                "INSERT OR IGNORE INTO jobs (key, source, source_sha256, mode, model, params_hash, idx, state, updated,"
+                " params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, path_text(source), source_sha256, mode, model, params_hash, index, PENDING, time.time(),
+                 json.dumps(params, sort_keys=True) if params is not None else None),
             )
 
     def mark_running(self, key: str, price: float | None = None) -> None:
@@ -227,7 +234,8 @@ def _hold(ledger: Path):
     return lock
 
 
-_COLUMNS = "key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row, usage, price"
+_COLUMNS = ("key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row, usage, "
+            "price, params")
 
 
 def _prepare(db: sqlite3.Connection) -> None:
@@ -245,4 +253,4 @@ def _prepare(db: sqlite3.Connection) -> None:
 def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
     """The (name, type) of the columns later versions added that the jobs table lacks."""
     columns = {column[1] for column in db.execute("PRAGMA table_info(jobs)")}
-    return [(column, kind) for column, kind in (("usage", "TEXT"), ("price", "REAL")) if column not in columns]
+    return [(column, kind) for column, kind in (("usage", "TEXT"), ("price", "REAL"), ("params", "TEXT")) if column not in columns]

@@ -68,6 +68,7 @@ def run_openai(
     lease_seconds: float = LEASE_SECONDS,
     client=None,
     confirm: Callable[[int, int, int], None] | None = None,
+    new_settings: bool = False,
 ) -> RunReport:
     """Make `config.n` images per source with the OpenAI Images API, resumably.
 
@@ -105,6 +106,9 @@ def run_openai(
             (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
             once every option and `src` are checked and before anything is created or sent; raise from it to refuse
             the run. Counting lists `src` once more (reads its prompts file) and `out`.
+        new_settings: Pay for images of sources the ledger paid for under other settings (mode, model, parameters: a
+            second set beside the first). Without it such a run, as a rerun that left out an option (`--prompt`) would
+            be, is refused before any request, naming the options that differ (checked on the first source).
 
     Returns:
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
@@ -119,6 +123,7 @@ def run_openai(
         StorageUnavailableError: `out` became unreachable; the run stops paying, and a rerun writes the
             images it had paid for from the spool without paying again.
         StorageError: another run holds `out`'s lease, or took it over from this one (which then stops paying).
+        ConfigError: the ledger paid for the first source only under other settings, and `new_settings` is False.
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -140,7 +145,8 @@ def run_openai(
         lease.acquire()
         book = held.enter_context(Ledger(report.ledger, claim=True))
         run = Run(client, out, config, book, lease, report, budget, concurrency=concurrency,
-                   retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every)
+                   retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every,
+                   settled=None if new_settings else first[2])
         run.run(itertools.chain([first], sources))
     if report.missing:
         log.warning("%d image(s) the ledger records as made were no longer in %s: they are made (and paid for) again",
