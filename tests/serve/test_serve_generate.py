@@ -99,6 +99,24 @@ def test_generating_again_into_the_same_folder_returns_the_images_already_made(t
     assert [o.data for o in again] == [o.data for o in first] and len(first) == 1 and images_api.billable == 1
 
 
+def test_the_app_keeps_each_models_images_from_one_upload_apart(tmp_path, images_api, photo_bytes, detector):
+    import openai
+
+    from fakescope.serve import generate_from_upload
+    from fakescope.serve.generation import upload_folder
+
+    client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
+    configs = [OpenAIImagesConfig(model=model, mode="edit", prompt="a sunny day", size="1024x1024") for model in ("gpt-image-2.6-flare",
+                                                                                         "gpt-image-2.6-sunburst")]
+    assert configs[0].params_hash() == configs[1].params_hash()  # the same parameters: only the model differs
+    made = [generate_from_upload(photo_bytes, config, upload_folder(tmp_path, photo_bytes, config), client=client,
+                                 detect=detector.predict, filename="cat.jpg") for config in configs]
+    assert [len(outputs) for outputs in made] == [1, 1] and images_api.billable == 2
+    assert [request["model"] for request in images_api.requests] == ["gpt-image-2.6-flare", "gpt-image-2.6-sunburst"]
+    assert made[0][0].path.parent.parent != made[1][0].path.parent.parent
+    assert upload_folder(tmp_path, photo_bytes, configs[0]) == made[0][0].path.parent.parent  # the same settings: found again
+
+
 def test_generate_by_default_asks_a_current_model_for_a_whole_image_edit(server, auth, images_api, photo_bytes):
     answer = httpx.post(f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
                         files={"file": ("cat.jpg", photo_bytes, "image/jpeg")})

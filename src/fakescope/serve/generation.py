@@ -92,6 +92,13 @@ def failure(exc: Exception, key: str | None, expected: tuple[type[Exception], ..
     return Failure(line, hide_secrets("".join(traceback.format_exception(exc)).rstrip(), key), unexpected=True)
 
 
+def upload_folder(workspace: str | os.PathLike, data: bytes, config: OpenAIImagesConfig) -> Path:
+    """The folder under `workspace` for the images `config` makes from the upload `data`: one per upload, mode, model
+    and parameters, so another model's images are neither shown with these nor refused as a rerun's."""
+    key = hashlib.sha256(data + f"{config.model}:{config.params_hash()}".encode()).hexdigest()[:16]
+    return Path(workspace) / key
+
+
 def generate_from_upload(
     data: bytes,
     config: OpenAIImagesConfig,

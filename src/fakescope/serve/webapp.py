@@ -34,7 +34,7 @@ from fakescope.io import storage
 from fakescope.io.fetch import fetch_public
 from fakescope.io.image import decode_image
 from fakescope.serve.config import APP_ANONYMOUS_ENV
-from fakescope.serve.generation import failure, generate_from_upload, openai_client, public_error, save_pair
+from fakescope.serve.generation import failure, generate_from_upload, openai_client, public_error, save_pair, upload_folder
 from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
 from fakescope.serve.origins import app_host_refusal
 from fakescope.serve.overlay import display_copy, heatmap_overlay, image_bytes
@@ -238,7 +238,7 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
         check_image(data, limit)
         client = openai_client(key or None, missing=NO_OWN_KEY if anonymous() else NO_KEY, own_key_only=anonymous())
         workspace = st.session_state.setdefault("workspace", tempfile.mkdtemp(prefix="fakescope-app-"))
-        folder = Path(workspace) / hashlib.sha256(data + config.params_hash().encode()).hexdigest()[:16]
+        folder = upload_folder(workspace, data, config)
         with st.spinner("Generating..."):
             outputs = generate_from_upload(data, config, folder, client=client, filename=name,
                                            detect=lambda b: scorer.predict(b, heatmap=True))
