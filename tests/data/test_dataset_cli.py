@@ -259,3 +259,26 @@ def test_a_file_given_as_a_manifest_or_folder_is_named_in_one_line(tmp_path):
     assert (result.exit_code, result.output) == (2, f"error: {photo} is a file: audit expects a folder with real/ and fake/ "
                                                     "(or ai/), or a manifest (.csv or .parquet)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
+
+
+def test_files_added_after_a_split_move_no_split_image_with_keep_splits_and_a_new_deal_says_what_moved(faces_layout, tmp_path):
+    root, manifest = tmp_path / "faces", str(tmp_path / "faces.parquet")
+    shutil.copytree(faces_layout, root)
+    assert runner.invoke(app, ["dataset", "build", str(root), "-o", manifest]).exit_code == 0
+    assert runner.invoke(app, ["dataset", "split", manifest, "--ratios", "train=0.5,val=0.25,test=0.25"]).exit_code == 0
+    before = pd.read_parquet(manifest).set_index("uri")["split"]
+    for i in range(4):  # new faces, and a variation of one already split
+        shutil.copy(root / "real" / f"r{i:03d}.jpg", root / "real" / f"new{i}.png")
+        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(root / "real" / f"plain{i}.png")
+    shutil.copy(root / "fake" / "variations" / "r000_var1.png", root / "fake" / "variations" / "r003_var1.png")
+    rebuilt = str(tmp_path / "rebuilt.parquet")
+    assert runner.invoke(app, ["dataset", "build", str(root), "-o", rebuilt]).exit_code == 0
+    assert runner.invoke(app, ["dataset", "merge", manifest, rebuilt, "-o", manifest]).exit_code == 0
+    kept = runner.invoke(app, ["dataset", "split", manifest, "--keep-splits", "-o", str(tmp_path / "kept.parquet")])
+    assert kept.exit_code == 0 and "another one now" not in kept.output, kept.output
+    after = pd.read_parquet(tmp_path / "kept.parquet").set_index("uri")["split"]
+    assert after[before.index].equals(before) and (after != "").all()
+    assert after[str(root / "real" / "new2.png")] == before[str(root / "real" / "r002.jpg")]  # an exact copy
+    assert after[str(root / "fake" / "variations" / "r003_var1.png")] == before[str(root / "real" / "r003.jpg")]
+    dealt = runner.invoke(app, ["dataset", "split", manifest, "--seed", "7", "--ratios", "train=0.6,test=0.4"])
+    assert dealt.exit_code == 0 and "image(s) that had a split are in another one now; --keep-splits keeps them" in dealt.output

@@ -121,3 +121,28 @@ def test_split_and_audit_count_the_images_they_read_on_stderr(faces_layout, caps
     audit_manifest(frame, progress=True)
     err = capsys.readouterr().err
     assert "dhash:" in err and "audit:" in err and err.count(f"/{len(frame)} [") >= 2
+
+
+def _unrelated(n: int, splits: list[str] = ()) -> pd.DataFrame:
+    """`n` distinct files, alternately real and ai, the first of them split as `splits` says."""
+    digests = [f"{i:064x}" for i in range(n)]
+    return pd.DataFrame({"uri": [f"/x/{i}.png" for i in range(n)], "label": ["real", "ai"] * (n // 2), "source": "s",
+                         "generator": "", "pair_id": digests, "split": list(splits) + [""] * (n - len(splits)),
+                         "width": 1, "height": 1, "format": "PNG", "sha256": digests})
+
+
+def test_keep_splits_moves_no_image_when_files_are_added_and_deals_the_new_ones_by_the_ratios():
+    first = split_manifest(_unrelated(1000), max_distance=-1)["split"].tolist()
+    dealt_again = split_manifest(_unrelated(1010), max_distance=-1)["split"].tolist()
+    assert sum(a != b for a, b in zip(first, dealt_again)) > 100  # a new deal moves many: the reason for keep
+    kept = split_manifest(_unrelated(1200, first), max_distance=-1, keep=True)
+    assert kept["split"].tolist()[:1000] == first
+    assert kept["split"].value_counts().to_dict() == {"train": 960, "val": 120, "test": 120}
+
+
+def test_keep_splits_puts_a_group_whose_rows_have_two_splits_in_one_and_a_new_pair_member_in_its_split():
+    frame = _unrelated(6, ["train", "test", "test", "train"])
+    frame.loc[[0, 1, 2], "pair_id"] = "one face"  # train, test, test: its majority, test
+    frame.loc[[3, 4], "pair_id"] = "another"  # a new ai image of a face split in train
+    split = split_manifest(frame, max_distance=-1, keep=True)["split"].tolist()
+    assert split[:5] == ["test", "test", "test", "train", "train"] and find_leaks(frame.assign(split=split)) == []

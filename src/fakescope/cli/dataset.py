@@ -92,7 +92,7 @@ def merge(
         unsplit = int((frame["split"] == "").sum())
         if unsplit and unsplit < len(frame):
             typer.echo(f"warning: {unsplit} image(s) have no split and no pair with one; "
-                       f"`fakescope dataset split {out}` deals out all images again", err=True)
+                       f"`fakescope dataset split {out} --keep-splits` deals out those alone", err=True)
 
 
 def split(
@@ -100,6 +100,7 @@ def split(
     out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the split manifest (default: overwrite).")] = None,
     ratios: Annotated[str, typer.Option("--ratios", help="Shares per split, e.g. train=0.8,val=0.1,test=0.1.")] = "train=0.8,val=0.1,test=0.1",
     max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) two near duplicates may differ in (-1: off).")] = 4,
+    keep_splits: Annotated[bool, typer.Option("--keep-splits", help="Keep the splits images have and deal only those without one (files added since the last split), so no image moves.")] = False,
     csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
@@ -115,7 +116,7 @@ def split(
         listed = read_manifest(manifest)
         resolved = resolve_uris(listed, manifest)
         frame = split_manifest(resolved, shares, seed=seed, max_distance=max_distance, workers=workers,
-                               progress=sys.stderr.isatty())
+                               progress=sys.stderr.isatty(), keep=keep_splits)
         if resolve_uris(listed, out or manifest)["uri"].equals(resolved["uri"]):  # the listed paths hold there too
             frame["uri"] = listed["uri"].to_numpy()  # relative ones stay relative
         write_manifest(frame, out or manifest, csv_copy=csv_copy)  # build's .csv copy would keep no splits
@@ -123,6 +124,10 @@ def split(
         typer.echo("  ".join(f"{s}/{label}: {n}" for (s, label), n in sizes.items()))
         for problem in find_leaks(frame):
             typer.echo(f"warning: {problem}", err=True)
+        had = listed["split"].to_numpy() != ""
+        if moved := int((listed["split"].to_numpy() != frame["split"].to_numpy())[had].sum()):
+            typer.echo(f"warning: {moved} of the {int(had.sum())} image(s) that had a split are in another one now"
+                       + ("" if keep_splits else "; --keep-splits keeps them where they were"), err=True)
         empty = [name for name, share in shares.items() if share > 0 and not (frame["split"] == name).any()]
         if empty:
             typer.echo(f"warning: no images in {', '.join(empty)}: too few pair and near-duplicate groups to deal out"

@@ -3,7 +3,9 @@
 Rows are linked when they share a `pair_id` (a real photo and the ai images made from it), a
 `sha256` (the same file twice) or a perceptual hash within a small Hamming distance (a resized
 or re-encoded copy). Linked groups are then dealt to `train`/`val`/`test` by seeded ratios,
-separately for real-only, ai-only and mixed groups so every split keeps the class balance.
+separately for real-only, ai-only and mixed groups so every split keeps the class balance. A new deal
+moves earlier-split images (10 files added to 1,000 moved 168); `keep=True` keeps every
+group's split and deals only groups with none, so files added later never move a test image into train.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ def split_manifest(
     max_distance: int = 4,
     workers: int = 8,
     progress: bool = False,
+    keep: bool = False,
 ) -> pd.DataFrame:
     """Assign `split` so no pair, duplicate or near-duplicate straddles two splits.
 
@@ -151,6 +154,9 @@ def split_manifest(
             duplicates (-1 turns the check off); unrelated images differ in about half the bits.
         workers: Threads reading images to hash them.
         progress: Count the images hashed on stderr.
+        keep: Keep the splits rows have: a group with one keeps it, a group whose rows have several
+            (a near duplicate linking them, a leak) takes the one most of its split rows have, ties going to
+            test, then val; only groups without any are dealt, towards `ratios` over all rows.
 
     Returns:
         A copy with `split` filled and a `dhash` column (hex) so later splits need no re-reading.
@@ -169,7 +175,8 @@ def split_manifest(
     hashes = perceptual_hashes(frame, workers=workers, progress=progress) if max_distance >= 0 else None
     groups = group_related(frame, hashes, max_distance=max_distance)
     shares = {name: ratios.get(name, 0.0) / total for name in SPLITS}
-    split_of_group = _deal_groups(frame, groups, shares, seed)
+    fixed = _kept_splits(frame["split"].tolist(), groups) if keep else {}
+    split_of_group = _deal_groups(frame, groups, shares, seed, fixed)
     frame = frame.assign(split=[split_of_group[g] for g in groups])
     if hashes is not None:
         frame[HASH_COLUMN] = [f"{h:016x}" if h is not None else "" for h in hashes]
@@ -188,19 +195,36 @@ def find_leaks(frame: pd.DataFrame) -> list[str]:
     return problems
 
 
-def _deal_groups(frame: pd.DataFrame, groups: np.ndarray, shares: dict[str, float], seed: int) -> dict[int, str]:
+def _kept_splits(splits: list[str], groups: np.ndarray) -> dict[int, str]:
+    """The split each group keeps: the one most of its split rows have (ties: test, then val, then train)."""
+    votes: dict[int, dict[str, int]] = {}
+    for split, group in zip(splits, groups.tolist()):
+        if split:
+            tally = votes.setdefault(group, {})
+            tally[split] = tally.get(split, 0) + 1
+    return {group: max(reversed(SPLITS), key=lambda s: tally.get(s, 0)) for group, tally in votes.items()}
+
+
+def _deal_groups(frame: pd.DataFrame, groups: np.ndarray, shares: dict[str, float], seed: int,
+                 fixed: Mapping[int, str]) -> dict[int, str]:
+    """A split per group: `fixed` ones keep theirs and count as filled; the others are dealt to the largest deficit."""
     rng = np.random.default_rng(seed)
     sizes = np.bincount(groups)
     ai = np.bincount(groups, weights=(frame["label"] == "ai").to_numpy())
     kinds = np.where(ai == 0, "real", np.where(ai == sizes, "ai", "mixed"))
-    result: dict[int, str] = {}
+    result: dict[int, str] = dict(fixed)
     for kind in sorted(set(kinds)):
         members = np.flatnonzero(kinds == kind)
+        stratum_rows = sizes[members].sum()
+        filled = dict.fromkeys(shares, 0)
+        for group in members:
+            if group in result:
+                filled[result[group]] += sizes[group]
         members = members[rng.permutation(len(members))]
         members = members[np.argsort(-sizes[members], kind="stable")]
-        filled = dict.fromkeys(shares, 0)
-        stratum_rows = sizes[members].sum()
         for group in members:
+            if group in result:
+                continue
             deficit = {name: share * stratum_rows - filled[name] for name, share in shares.items() if share > 0}
             choice = max(deficit, key=deficit.get)
             filled[choice] += sizes[group]
