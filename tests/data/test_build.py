@@ -15,6 +15,7 @@ from fakescope.data import (
     build_from_ffhq_json,
     build_from_folders,
     join_attributes,
+    read_manifest,
     read_rows,
     validate_manifest,
     write_manifest,
@@ -225,12 +226,27 @@ def test_csv_listing_one_path_twice_is_a_one_line_error(faces_layout, tmp_path):
     ("path,label\n,real\n", r"{csv}: 1 row\(s\) have no path, the first is data row 1$"),
     ("path,label\nx.jpg,real\ny.jpg,\n", r"{csv}, data row 2: empty label; expected real or ai$"),
     ("path,label\nx.jpg,maybe\n", r"{csv}, data row 1: unknown label 'maybe'; expected real or ai$"),
+    # pandas took the path for an index, read `real` as the path and `ffhq` as the label: a row's extra field is refused
+    ("path,label\nx.jpg,real,ffhq\n", r"cannot read {csv}: ValueError: a row has more fields than the header names"),
+    ("path,label\nx.jpg,real,ffhq\ny.jpg,ai,ffhq\n", r"cannot read {csv}: ValueError: a row has more fields than"),
 ])
 def test_a_csv_listing_that_is_empty_or_lacks_a_path_or_label_is_a_one_line_error_naming_the_row(tmp_path, content, message):
     csv = tmp_path / "list.csv"
     csv.write_text(content)
     with pytest.raises(ConfigError, match=message.format(csv=csv)):
         build_from_csv(str(csv))
+
+
+def test_a_manifest_or_attribute_table_with_a_field_more_than_its_header_is_a_one_line_error(faces_layout, tmp_path):
+    frame = build_from_folders(str(faces_layout))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(frame.to_csv(index=False).replace("\n", ",extra\n").replace(",extra\n", "\n", 1))
+    with pytest.raises(ConfigError, match=rf"cannot read manifest {manifest}: ValueError: a row has more fields than"):
+        read_manifest(str(manifest))
+    table = tmp_path / "attrs.csv"
+    table.write_text("ffhq_file,gender\nr001.png,Man,white\n")  # shifted: r001.png read as an index, Man as the key
+    with pytest.raises(ConfigError, match=rf"cannot read attribute table {table}: ValueError: a row has more fields"):
+        join_attributes(frame, str(table))
 
 
 def test_attributes_join_on_file_stem_and_balance_strata(faces_layout, tmp_path):

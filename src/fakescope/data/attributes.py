@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from fakescope.data.build import file_stem
-from fakescope.data.manifest import MISSING_MARKERS, validate_manifest
+from fakescope.data.manifest import MISSING_MARKERS, read_csv, validate_manifest
 from fakescope.data.merge import inherit_from_pairs
 from fakescope.errors import ConfigError
 from fakescope.io import storage
@@ -48,7 +48,10 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
         raise ConfigError(f"attribute table {table_uri} has no column {key!r}")
     if len(columns) < 2:
         raise ConfigError(f"attribute table {table_uri} has no column besides its file names ({key!r})")
-    table = pd.read_csv(io.BytesIO(data), dtype={key: str}, na_values=list(MISSING_MARKERS))  # `00001` names a file
+    try:
+        table = read_csv(data, dtype={key: str}, na_values=list(MISSING_MARKERS))  # `00001` names a file
+    except ValueError as exc:
+        raise ConfigError(f"cannot read attribute table {table_uri}: {type(exc).__name__}: {exc}") from None
     example = f" (such as {table[key].iloc[0]})" if len(table) else ""
     table = table.assign(_stem=table[key].astype(str).map(file_stem)).drop(columns=[key])
     _warn_conflicting_rows(table, table_uri)

@@ -17,7 +17,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from fakescope.data._parallel import map_images
-from fakescope.data.manifest import MANIFEST_COLUMNS, describe_image, normalise_label, resolve_uris, validate_manifest
+from fakescope.data.manifest import (
+    MANIFEST_COLUMNS,
+    describe_image,
+    normalise_label,
+    read_csv,
+    resolve_uris,
+    validate_manifest,
+)
 from fakescope.data.merge import inherit_from_pairs
 from fakescope.errors import ConfigError, FakescopeError, reason_about
 from fakescope.io import storage
@@ -120,12 +127,10 @@ def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8,
     A row without a source takes its pair's (a `generate` manifest's ai rows, their real's), where the CSV lists it,
     else `source` where given.
     """
-    import io
-
     import pandas as pd
 
     try:
-        table = pd.read_csv(io.BytesIO(storage.read_bytes(csv_uri)), keep_default_na=False, na_values=[""])
+        table = read_csv(storage.read_bytes(csv_uri), keep_default_na=False, na_values=[""])
     except ValueError as exc:  # an empty file, a malformed row, bytes that are not text
         raise ConfigError(f"cannot read {csv_uri}: {type(exc).__name__}: {exc}") from None
     path_column = next((c for c in _URI_COLUMNS if c in table.columns), None)

@@ -227,7 +227,7 @@ def read_table(uri: str, *, empty_ok: bool = False, store=storage, **csv_options
     data = store.read_bytes(uri)
     parquet = uri.lower().endswith(".parquet")
     try:
-        table = pd.read_parquet(io.BytesIO(data)) if parquet else pd.read_csv(io.BytesIO(data), **csv_options)
+        table = pd.read_parquet(io.BytesIO(data)) if parquet else read_csv(data, **csv_options)
     except (ValueError, OSError) as exc:
         if what := _not_a_table(data, parquet, exc):
             raise ConfigError(f"{uri} is not a manifest (.csv or .parquet): it is {what}") from None
@@ -236,6 +236,26 @@ def read_table(uri: str, *, empty_ok: bool = False, store=storage, **csv_options
     if table.empty and not empty_ok:
         raise ConfigError(f"manifest {uri} lists no images")
     return table
+
+
+def read_csv(data: bytes, **options) -> pd.DataFrame:
+    """CSV bytes as a DataFrame, refusing rows with more fields than the header: pandas would take a first row's
+    extra field for an index and shift every column (paths read as labels), or drop it.
+
+    Raises:
+        ValueError: As pandas' `read_csv` does, also for such a row.
+    """
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(io.BytesIO(data), index_col=False, **options)
+        except pd.errors.ParserWarning:
+            raise ValueError("a row has more fields than the header names: name every column, or quote a field "
+                             "that holds a comma") from None
 
 
 def _not_a_table(data: bytes, parquet: bool, exc: Exception) -> str | None:
