@@ -229,6 +229,7 @@ def test_csv_listing_one_path_twice_is_a_one_line_error(faces_layout, tmp_path):
     # pandas took the path for an index, read `real` as the path and `ffhq` as the label: a row's extra field is refused
     ("path,label\nx.jpg,real,ffhq\n", r"cannot read {csv}: ValueError: a row has more fields than the header names"),
     ("path,label\nx.jpg,real,ffhq\ny.jpg,ai,ffhq\n", r"cannot read {csv}: ValueError: a row has more fields than"),
+    ("path,label,label\nx.jpg,real,ai\n", r"cannot read {csv}: ValueError: the header names column\(s\) 'label' more than once"),
 ])
 def test_a_csv_listing_that_is_empty_or_lacks_a_path_or_label_is_a_one_line_error_naming_the_row(tmp_path, content, message):
     csv = tmp_path / "list.csv"

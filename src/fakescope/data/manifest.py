@@ -239,11 +239,12 @@ def read_table(uri: str, *, empty_ok: bool = False, store=storage, **csv_options
 
 
 def read_csv(data: bytes, **options) -> pd.DataFrame:
-    """CSV bytes as a DataFrame, refusing rows with more fields than the header: pandas would take a first row's
-    extra field for an index and shift every column (paths read as labels), or drop it.
+    """CSV bytes as a DataFrame, refusing rows with more fields than the header (pandas would take a first row's
+    extra field for an index and shift every column, paths read as labels, or drop it) and a column named twice
+    (pandas would read the second `label` as an attribute `label.1`).
 
     Raises:
-        ValueError: As pandas' `read_csv` does, also for such a row.
+        ValueError: As pandas' `read_csv` does, also for such a row or column.
     """
     import warnings
 
@@ -252,10 +253,14 @@ def read_csv(data: bytes, **options) -> pd.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("error", pd.errors.ParserWarning)
         try:
-            return pd.read_csv(io.BytesIO(data), index_col=False, **options)
+            table = pd.read_csv(io.BytesIO(data), index_col=False, **options)
         except pd.errors.ParserWarning:
             raise ValueError("a row has more fields than the header names: name every column, or quote a field "
                              "that holds a comma") from None
+    header = pd.read_csv(io.BytesIO(data), header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    if twice := sorted(set(header[header.duplicated()])):
+        raise ValueError(f"the header names column(s) {', '.join(map(repr, twice))} more than once; keep one of each")
+    return table
 
 
 def _not_a_table(data: bytes, parquet: bool, exc: Exception) -> str | None:
