@@ -12,7 +12,7 @@ import pytest
 from forensics_helpers import IPTC, encode
 from PIL import Image
 
-from fakescope.forensics import check_c2pa
+from fakescope.forensics import check_c2pa, fuse
 from fakescope.forensics.content_credentials import has_jumbf
 
 FORMATS = [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]
@@ -111,12 +111,51 @@ def test_other_source_types_are_named_not_hidden(photo, sign, term, score):
     assert f"declares {term}" in ev.detail
 
 
-def test_tampered_pixels_break_integrity_and_lose_decisiveness(photo, sign):
+def test_tampered_pixels_break_integrity_and_the_manifest_scores_nothing(photo, sign):
+    """A manifest whose hashes fail vouches for nothing: it was a 0.9 unsigned AI claim that decided `ai`."""
     signed = bytearray(sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia"))
     signed[-300] ^= 0x01  # inside the entropy-coded scan, covered by the data hash
     ev = check_c2pa(bytes(signed))
     assert ev.data["integrity"] == "broken" and "assertion.dataHash.mismatch" in ev.data["failures"]
-    assert not ev.decisive and ev.score == 0.9 and ev.data["declares_ai"] is True
+    assert ev.score is None and not ev.decisive and "declares_ai" not in ev.data
+    assert ev.data["digital_source_type"] == "trainedAlgorithmicMedia"  # still reported
+    assert "does not vouch for these bytes" in ev.detail and "ignored" in ev.detail
+    assert fuse(0.1, [ev], 0.5, (0.3, 0.7)).verdict == "real"  # the pixel score decides
+
+
+def _with_segments_of(donor: bytes, photo: bytes, fmt: str) -> bytes:
+    """`photo` with the donor's C2PA store copied in: its APP11 segments (JPEG) or caBX chunk (PNG) after the
+    first header segment, as a metadata copier would."""
+    if fmt == "JPEG":
+        parts, at = [], 2
+        while donor[at + 1] != 0xDA:
+            length = int.from_bytes(donor[at + 2:at + 4], "big")
+            if donor[at + 1] == 0xEB:
+                parts.append(donor[at:at + 2 + length])
+            at += 2 + length
+        return photo[:2] + b"".join(parts) + photo[2:]
+    at, parts = 8, []
+    while at < len(donor):
+        length = int.from_bytes(donor[at:at + 4], "big")
+        if donor[at + 4:at + 8] == b"caBX":
+            parts.append(donor[at:at + 12 + length])
+        at += 12 + length
+    ihdr_end = 8 + 12 + int.from_bytes(photo[8:12], "big")
+    return photo[:ihdr_end] + b"".join(parts) + photo[ihdr_end:]
+
+
+@pytest.mark.parametrize("fmt,mime", FORMATS[:2])
+def test_a_manifest_copied_into_another_image_does_not_pass_and_scores_nothing(photo, sign, fmt, mime):
+    """Copying an AI image's manifest into a real photo made the photo read `ai` (0.9, an 'unsigned claim')."""
+    donor = sign(encode(photo.resize((128, 128)), fmt), mime, "trainedAlgorithmicMedia")
+    other = encode(photo.rotate(90).resize((128, 128)), fmt)
+    copied = _with_segments_of(donor, other, fmt)
+    assert has_jumbf(copied) and Image.open(io.BytesIO(copied)).size == (128, 128)
+    ev = check_c2pa(copied)
+    assert ev.data["present"] and ev.data["integrity"] == "broken", ev.detail
+    assert any(code.endswith("Hash.mismatch") for code in ev.data["failures"]), ev.data["failures"]
+    assert ev.score is None and not ev.decisive and "does not vouch for these bytes" in ev.detail
+    assert check_c2pa(donor).decisive  # the donor itself still reads as signed AI
 
 
 def test_truncated_and_corrupt_manifests_give_error_records(photo, sign):
@@ -170,6 +209,17 @@ def test_published_ai_images_read_as_ai(shared_data):
         assert ev.data["integrity"] == "intact"
         assert set(ev.data["failures"]) == {"signingCredential.untrusted", "signingCredential.expired"}
         assert ev.data["signer"] in {"OpenAI / Truepic Lens CLI in Sora", "Google LLC / Google Media Processing Services"}
+
+
+@pytest.mark.shared
+def test_a_published_manifest_copied_into_a_real_photo_scores_nothing(shared_data):
+    """A Google-signed AI manifest moved into a real photo's PNG read as `ai` 0.9 before."""
+    donor, photo = shared_data / "provenance-c2pa-ai" / "lady.png", shared_data / "seed-examples" / "00152.png"
+    if not (donor.is_file() and photo.is_file()):
+        pytest.skip(f"needs {donor} and {photo}")
+    ev = check_c2pa(_with_segments_of(donor.read_bytes(), photo.read_bytes(), "PNG"))
+    assert ev.data["integrity"] == "broken" and "assertion.boxesHash.mismatch" in ev.data["failures"]
+    assert ev.score is None and not ev.decisive
 
 
 def test_tampered_parent_manifest_breaks_integrity(photo, sign, sign_manifest):

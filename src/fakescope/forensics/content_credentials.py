@@ -13,7 +13,9 @@ and a capture term counts only from the lineage. Validation is split in two:
   date. Offline there is no trust list, so real signers come out `untrusted` (and old
   certificates `expired`); c2pa reports those as `Invalid` although nothing was tampered with.
 
-Only an intact manifest is decisive; the credential state is reported, never hidden.
+Only an intact manifest scores: one whose signature or hashes fail (copied into another file, or
+its bytes altered since signing) is reported and ignored, whatever it declares. The credential
+state is reported, never hidden.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ TRUST_ANCHORS_ENV = "FAKESCOPE_C2PA_TRUST_ANCHORS"
 SCORE_AI_TRUSTED = 0.999
 SCORE_AI_UNTRUSTED = 0.99
 SCORE_AI_COMPOSITE = 0.95
-SCORE_AI_BROKEN = 0.9
 SCORE_CAPTURE_TRUSTED = 0.05
 SCORE_CAPTURE_UNTRUSTED = 0.3
 
@@ -77,8 +78,9 @@ def check_c2pa(data: bytes | None, *, trust_anchors: str | None = None) -> Evide
             `FAKESCOPE_C2PA_TRUST_ANCHORS`, else none (every signer is `untrusted`).
 
     Returns:
-        Evidence of kind `c2pa`. `score` is P(ai) implied by the manifest or None;
-        `decisive` is True for an intact manifest that declares AI generation;
+        Evidence of kind `c2pa`. `score` is P(ai) implied by an intact manifest, else None
+        (a manifest that fails validation scores nothing); `decisive` is True for an intact
+        manifest that declares AI generation;
         `data` holds claim_generator, signer, validation_state, integrity, trusted,
         failures, digital_source_type, generated (`whole` or `part` for AI) and actions.
         Unreadable stores give `error`.
@@ -142,9 +144,7 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
                 f"{term} (placed in or used to make the image: partly generated)")
         made += f" (software agent {agent})" if agent else ""
         if broken:
-            info["declares_ai"] = True
-            return Evidence(KIND, SCORE_AI_BROKEN, f"{made}, but validation failed ({', '.join(broken)}); "
-                            f"treated as an unsigned claim; {who}", data=info)
+            return _ignored(made, broken, who, info)
         score = SCORE_AI_COMPOSITE if info["generated"] == "part" else (
             SCORE_AI_TRUSTED if trusted else SCORE_AI_UNTRUSTED)
         return Evidence(KIND, score, f"signed {made}; signature and hashes verify; {credential}; {who}",
@@ -153,8 +153,7 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
     if capture:
         info["digital_source_type"] = capture[0]
         if broken:
-            return Evidence(KIND, None, f"C2PA manifest declares {capture[0]} but validation failed "
-                            f"({', '.join(broken)}); ignored; {who}", data=info)
+            return _ignored(f"C2PA manifest declares {capture[0]}", broken, who, info)
         score = SCORE_CAPTURE_TRUSTED if trusted else SCORE_CAPTURE_UNTRUSTED
         return Evidence(KIND, score, f"signed C2PA manifest declares {capture[0]}; {credential}; {who}", data=info)
     integrity = f"validation failed ({', '.join(broken)})" if broken else "signature and hashes verify"
@@ -163,6 +162,13 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
         info["digital_source_type"] = other[0]
     declared = f"declares {', '.join(other)} (neither generated nor a capture)" if other else "declares no digital source type"
     return Evidence(KIND, None, f"C2PA manifest {declared}; {integrity}; {who}", data=info)
+
+
+def _ignored(made: str, broken: list[str], who: str, info: dict[str, Any]) -> Evidence:
+    """A manifest that fails validation vouches for nothing: copied from another image, or altered since signing."""
+    return Evidence(KIND, None, f"{made}, but validation failed ({', '.join(broken)}): the manifest does not "
+                    f"vouch for these bytes (copied from another file, or altered since signing); ignored; {who}",
+                    data=info)
 
 
 def _lineage(manifests: dict[str, Any], label: str | None) -> list[str]:

@@ -6,8 +6,8 @@ Rules, in order (docs/forensics.md gives the reasoning):
    watermark) decides `ai`; probability = max(pixel, evidence scores). A signed manifest
    outranks a watermark when both are present, even one declaring a partly generated image.
    Evidence pointing the other way (a camera manifest or EXIF) is named in the reason.
-2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata, a manifest that
-   failed validation) also decides `ai`, and the reason says it is unsigned or does not verify.
+2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata) also decides `ai`,
+   and the reason says it is unsigned. (A manifest that fails validation scores nothing.)
 3. Otherwise every other scored evidence (camera manifest, camera EXIF) shifts the pixel
    score in log-odds by logit(evidence score), i.e. it acts as a likelihood ratio; it can
    never push the probability below min(pixel, 0.01). Evidence without a score (absence of
@@ -74,9 +74,8 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     declared = [e for e in scored if e.data.get("declares_ai")]
     if declared:
         best = max(declared, key=lambda e: e.score)
-        what = "declaration whose signature does not verify" if best.data.get("integrity") == "broken" else "unsigned declaration"
         return Fused(max(pixel or 0.0, best.score), "ai", best.kind,
-                     f"{best.kind} ({what}, forgeable and easily stripped): {best.detail}{_despite(scored)}")
+                     f"{best.kind} (unsigned declaration, forgeable and easily stripped): {best.detail}{_despite(scored)}")
     if pixel is None and not scored:
         return Fused(None, "uncertain", NONE, "no pixel score and no provenance evidence")
     rule = f"threshold {threshold:g}, uncertain band [{lower:g}, {upper:g})"
