@@ -77,6 +77,20 @@ def test_ai_ingredient_placed_into_a_photo_is_partly_generated(photo, sign, sign
     assert ev.detail.startswith("signed C2PA manifest declares trainedAlgorithmicMedia")
 
 
+@pytest.mark.parametrize("origin", [{"action": "c2pa.created", "digitalSourceType": IPTC + "digitalCapture"},
+                                    {"action": "c2pa.created", "digitalSourceType": IPTC + "digitalArt"}])
+def test_a_generative_edit_of_a_human_made_image_is_partly_generated(photo, sign_manifest, origin):
+    """A photo (or a drawing) edited with a generative tool declares trainedAlgorithmicMedia on the edit, not on
+    its creation: it read as wholly generated (0.99)."""
+    edited = sign_manifest(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", [
+        origin, {"action": "c2pa.edited", "digitalSourceType": IPTC + "trainedAlgorithmicMedia",
+                 "softwareAgent": "Generative Fill"}])
+    ev = check_c2pa(edited)
+    assert ev.decisive and ev.score == 0.95 and ev.data["generated"] == "part", ev.detail
+    assert ev.detail.startswith("signed C2PA manifest declares trainedAlgorithmicMedia (not as the image's sole "
+                                "origin: partly generated) (software agent Generative Fill)")
+
+
 def test_the_actions_reported_come_in_the_same_order_in_every_process(photo, sign, sign_manifest, tmp_path):
     """c2pa gives a store's manifests in an order that changes from one process to the next (a Rust HashMap), and the
     ingredients' actions were reported in that order, so the same file's evidence JSON changed between runs."""

@@ -1,7 +1,8 @@
 """C2PA content credentials: read and validate an embedded manifest store with c2pa-python.
 
 A manifest declares AI generation through an action whose `digitalSourceType` is
-`trainedAlgorithmicMedia` (whole image) or `compositeWithTrainedAlgorithmicMedia` (part of it).
+`trainedAlgorithmicMedia` (on the `c2pa.created` action: the whole image; on an edit, or beside a
+created capture: part of it) or `compositeWithTrainedAlgorithmicMedia` (part of it).
 The image's own lineage is the active manifest and its `parentOf` ancestors (ChatGPT signs an
 `opened` action over a parent that was `created` by the model); a generated ingredient placed
 into the image (`componentOf`) or fed to an action (`inputTo`) makes it partly generated at most,
@@ -121,6 +122,7 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
     # the other manifests by label: c2pa lists them in an order that changes from one process to the next
     actions = own + [a for label, m in sorted(manifests.items()) if label not in lineage for a in _actions(m)]
     terms = {term for _, term, _ in own if term}
+    origin = {term for action, term, _ in own if action == "c2pa.created" and term}
     placed = {term for _, term, _ in actions[len(own):] if term} & (AI_GENERATED | AI_COMPOSITE)
     info = {
         "present": True,
@@ -138,10 +140,12 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
     ai_terms = terms & (AI_GENERATED | AI_COMPOSITE)
     if ai_terms or placed:
         term = min(ai_terms & AI_GENERATED or ai_terms or placed)
-        info["digital_source_type"], info["generated"] = term, "whole" if ai_terms & AI_GENERATED else "part"
+        whole = bool(origin & AI_GENERATED) and not origin & CAPTURE  # the model made it, not an edit of a capture
+        info["digital_source_type"], info["generated"] = term, "whole" if whole else "part"
         agent = next((s for _, t, s in actions if t == term and s), None)
-        made = (f"C2PA manifest declares {term}" if ai_terms else f"C2PA manifest lists an ingredient declaring "
-                f"{term} (placed in or used to make the image: partly generated)")
+        made = (f"C2PA manifest lists an ingredient declaring {term} (placed in or used to make the image: "
+                f"partly generated)" if not ai_terms else f"C2PA manifest declares {term}" + (
+                "" if whole or term in AI_COMPOSITE else " (not as the image's sole origin: partly generated)"))
         made += f" (software agent {agent})" if agent else ""
         if broken:
             return _ignored(made, broken, who, info)
