@@ -142,6 +142,28 @@ def test_camera_exif_only_nudges(photo):
     assert ev.detail.startswith("camera EXIF Canon EOS R5 RF24-105mm F4 L IS USM, GPS present")
 
 
+EDITORS_AND_PHONES = ["Adobe Photoshop 25.0 (Windows)", "Adobe Photoshop Lightroom Classic 13.0 (Macintosh)",
+                      "Adobe Lightroom 7.0", "GIMP 2.10.36", "darktable 4.6.0", "Capture One 23", "Snapseed 2.0",
+                      "Affinity Photo 2", "HDR+ 1.0.540104767zd", "17.1.1", "G998BXXU5CVDD", "Topaz Photo AI 2.4"]
+"""Software tags of ordinary editors and phone camera apps (Pixel's HDR+, an iOS version, Samsung firmware)."""
+
+
+@pytest.mark.parametrize("software", EDITORS_AND_PHONES)
+def test_editors_and_phone_apps_do_not_declare_ai(photo, software):
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Google", piexif.ImageIFD.Model: b"Pixel 8",
+                                piexif.ImageIFD.Software: software.encode()}})
+    xmp = xmp_packet("digitalCapture").replace(b"Test Tool 1.0", software.encode())
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif, xmp=xmp))
+    assert ev.score == 0.45 and "declares_ai" not in ev.data, ev.detail
+    assert ev.data["software"] == ev.data["creator_tool"] == software
+
+
+@pytest.mark.parametrize("term", ["humanEdits", "minorHumanEdits", "digitalCreation", "algorithmicallyEnhanced"])
+def test_human_made_or_edited_source_types_declare_nothing(photo, term):
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp_packet(term)))
+    assert ev.score is None and "declares_ai" not in ev.data and ev.data["digital_source_type"] == term
+
+
 def test_a_model_that_repeats_the_make_is_named_once(photo):
     exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"NIKON CORPORATION", piexif.ImageIFD.Model: b"NIKON Z 6"}})
     assert check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif)).detail.startswith(
