@@ -134,7 +134,9 @@ def test_tampered_pixels_break_integrity_and_the_manifest_scores_nothing(photo, 
     assert ev.score is None and not ev.decisive and "declares_ai" not in ev.data
     assert ev.data["digital_source_type"] == "trainedAlgorithmicMedia"  # still reported
     assert "does not vouch for these bytes" in ev.detail and "ignored" in ev.detail
-    assert fuse(0.1, [ev], 0.5, (0.3, 0.7)).verdict == "real"  # the pixel score decides
+    fused = fuse(0.1, [ev], 0.5, (0.3, 0.7))
+    assert (fused.verdict, fused.decided_by) == ("real", "pixel")  # the pixel score decides
+    assert "; no provenance decided; ignored c2pa: C2PA manifest declares trainedAlgorithmicMedia, but" in fused.reason
 
 
 def _with_segments_of(donor: bytes, photo: bytes, fmt: str) -> bytes:

@@ -7,7 +7,8 @@ Rules, in order (docs/forensics.md gives the reasoning):
    outranks a watermark when both are present, even one declaring a partly generated image.
    Evidence pointing the other way (a camera manifest or EXIF) is named in the reason.
 2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata) also decides `ai`,
-   and the reason says it is unsigned. (A manifest that fails validation scores nothing.)
+   and the reason says it is unsigned. (A manifest that fails validation scores nothing; every
+   reason names it, "; ignored c2pa: ...".)
 3. Otherwise every other scored evidence (camera manifest, camera EXIF) shifts the pixel
    score in log-odds by logit(evidence score), i.e. it acts as a likelihood ratio; it can
    never push the probability below min(pixel, 0.01). Evidence without a score (absence of
@@ -70,26 +71,28 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     if decisive:
         best = max(decisive, key=lambda e: (e.kind == "c2pa", e.score))
         return Fused(max(pixel or 0.0, *(e.score for e in decisive)), "ai", best.kind,
-                     f"{best.kind}: {best.detail}{_despite(scored)}")
+                     f"{best.kind}: {best.detail}{_despite(scored)}{_ignored(evidence)}")
     declared = [e for e in scored if e.data.get("declares_ai")]
     if declared:
         best = max(declared, key=lambda e: e.score)
         return Fused(max(pixel or 0.0, best.score), "ai", best.kind,
-                     f"{best.kind} (unsigned declaration, forgeable and easily stripped): {best.detail}{_despite(scored)}")
+                     f"{best.kind} (unsigned declaration, forgeable and easily stripped): {best.detail}{_despite(scored)}"
+                     f"{_ignored(evidence)}")
     if pixel is None and not scored:
-        return Fused(None, "uncertain", NONE, "no pixel score and no provenance evidence")
+        return Fused(None, "uncertain", NONE, f"no pixel score and no provenance evidence{_ignored(evidence)}")
     rule = f"threshold {threshold:g}, uncertain band [{lower:g}, {upper:g})"
     if not scored:
         checked = any(e.kind != PIXEL for e in evidence)
         return Fused(pixel, verdict_for(pixel, band), PIXEL,
-                     f"pixel model {pixel:.3f} ({rule}); " + ("no provenance decided" if checked else "provenance not checked"))
+                     f"pixel model {pixel:.3f} ({rule}); " + ("no provenance decided" if checked else "provenance not checked")
+                     + _ignored(evidence))
     start = 0.5 if pixel is None else pixel
     probability = _sigmoid(logit(start) + sum(logit(e.score) for e in scored))
     if pixel is not None:
         probability = max(probability, min(pixel, FLOOR))
     verdict = verdict_for(probability, band)
     strongest = max(scored, key=lambda e: abs(logit(e.score)))
-    shifts = "; ".join(f"{e.kind}: {e.detail} (odds x{_odds(e.score):.2g})" for e in scored)
+    shifts = "; ".join(f"{e.kind}: {e.detail} (odds x{_odds(e.score):.2g})" for e in scored) + _ignored(evidence)
     if pixel is not None and verdict_for(pixel, band) == verdict:
         return Fused(probability, verdict, PIXEL, f"pixel model {pixel:.3f} -> {probability:.3f} ({rule}); {shifts}")
     origin = "no pixel score" if pixel is None else f"pixel model {pixel:.3f}"
@@ -99,6 +102,12 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
 def _despite(scored: list[Evidence]) -> str:
     """The evidence that points the other way (a camera manifest or EXIF) when provenance decides `ai`."""
     return "".join(f"; despite {e.kind}: {e.detail}" for e in scored if e.score < 0.5)
+
+
+def _ignored(evidence: list[Evidence]) -> str:
+    """Provenance that is there but failed validation (a manifest copied from another file), named so it is not missed."""
+    return "".join(f"; ignored {e.kind}: {e.detail}" for e in evidence
+                   if e.score is None and e.data.get("integrity") == "broken")
 
 
 def _sigmoid(x: float) -> float:
