@@ -88,6 +88,10 @@ def test_comfyui_prompt_and_workflow_in_exif_are_no_camera(photo, fmt):
     assert "make" not in ev.data and "camera" not in ev.detail
     exif[0x0110], exif[0x010F] = "prompt: a lens test", "workflow: studio"  # a camera's own words
     assert check_metadata(encode(photo.resize((64, 64)), fmt, exif=exif)).score == 0.45
+    described = Image.Exif()
+    described[0x010E] = f"workflow:{workflow}"  # read from ImageDescription too
+    ev = check_metadata(encode(photo.resize((64, 64)), fmt, exif=described))
+    assert ev.score == 0.95 and "ImageDescription 'workflow'" in ev.detail, ev.detail
 
 
 def test_text_chunk_after_idat_is_read(photo):
