@@ -113,6 +113,29 @@ def test_a_damaged_or_unknown_file_is_skipped_with_a_warning_that_says_why(faces
         f"skipping {root / 'fake' / 'text.png'}: not a readable image (unrecognised format)"]
 
 
+def test_skipped_files_are_counted_by_reason(faces_layout, tmp_path):
+    """Skipped files showed only as separate warnings: the builders now count them by reason."""
+    from fakescope.data.build import skipped
+
+    root = tmp_path / "set"
+    os.makedirs(root / "fake")
+    os.symlink(faces_layout / "real", root / "real", target_is_directory=True)
+    (root / "fake" / "cut.jpg").write_bytes(encode(smooth_image(4), "JPEG")[:40])
+    (root / "fake" / "text.png").write_bytes(b"not an image")
+    (root / "fake").joinpath(os.fsdecode(b"caf\xe9.png")).write_bytes(encode(smooth_image(3), "PNG"))
+    os.symlink(tmp_path / "gone.png", root / "fake" / "dangling.png")
+    (root / "fake" / "ok.png").write_bytes(encode(smooth_image(5), "PNG"))
+    assert skipped(build_from_folders(str(root))) == {
+        "not a readable image": 2, "name not UTF-8": 1, "no such file or folder": 1}
+    assert skipped(build_from_folders(str(faces_layout))) == {}
+    (tmp_path / "list.csv").write_text(f"path,label\n{root / 'fake' / 'ok.png'},ai\n{root / 'fake' / 'text.png'},ai\n")
+    assert skipped(build_from_csv(str(tmp_path / "list.csv"))) == {"not a readable image": 1}
+    (tmp_path / "ffhq.json").write_text(json.dumps({"0": {"image": {"file_path": "r000.jpg"}},
+                                                    "1": {"image": {"file_path": "absent.png"}}}))
+    assert skipped(build_from_ffhq_json(str(tmp_path / "ffhq.json"), str(faces_layout / "real"))) == {
+        "listed but not under --images": 1}
+
+
 def test_a_real_image_copied_into_fake_is_reported_as_labelled_both_ways(faces_layout, tmp_path, caplog):
     root = tmp_path / "set"
     os.makedirs(root / "fake" / "sd")

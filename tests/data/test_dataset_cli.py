@@ -39,6 +39,21 @@ def test_build_split_audit_export_chain(faces_layout, tmp_path):
     assert export.output.startswith("1") and (tmp_path / "pack.labels.npy").exists()
 
 
+def test_build_summary_counts_the_files_it_skipped(faces_layout, tmp_path):
+    """The summary said "N images" and the skipped files appeared only as separate warnings."""
+    root = tmp_path / "set"
+    os.makedirs(root / "fake")
+    os.symlink(faces_layout / "real", root / "real", target_is_directory=True)
+    (root / "fake" / "cut.jpg").write_bytes((faces_layout / "fake" / "stylegan2" / "f000.jpg").read_bytes()[:40])
+    (root / "fake" / "text.png").write_bytes(b"not an image")
+    shutil.copy(faces_layout / "fake" / "stylegan2" / "f001.jpg", root / "fake" / "ok.jpg")
+    built = runner.invoke(app, ["dataset", "build", str(root), "-o", str(tmp_path / "m.parquet")])
+    assert built.exit_code == 0, built.output
+    assert f"18 images (ai: 1, real: 17), 2 skipped: 2 not a readable image; manifest {tmp_path / 'm.parquet'}" in built.output
+    clean = runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", str(tmp_path / "all.parquet")])
+    assert clean.output.startswith("34 images (ai: 17, real: 17); manifest")
+
+
 def test_strict_audit_fails_on_a_split_leak_as_on_a_shortcut(clean_layout, tmp_path):
     manifest = str(tmp_path / "clean.csv")
     assert runner.invoke(app, ["dataset", "build", str(clean_layout), "-o", manifest]).exit_code == 0

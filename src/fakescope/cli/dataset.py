@@ -53,6 +53,7 @@ def build(
             join_attributes,
             write_manifest,
         )
+        from fakescope.data.build import skipped
         from fakescope.data.manifest import manifest_files, refuse_overwrite
         from fakescope.errors import ConfigError
 
@@ -65,13 +66,16 @@ def build(
             frame = build_from_csv(src, source=source, workers=workers, progress=progress)
         else:
             frame = build_from_folders(src, source=source, workers=workers, progress=progress)
+        left_out = skipped(frame)
         if attributes:
             frame = join_attributes(frame, attributes, key=attributes_key)
         if balance_by:
             frame = balance_manifest(frame, [c.strip() for c in balance_by.split(",")], seed=seed, per_stratum=per_stratum)
         write_manifest(frame, out, csv_copy=csv_copy)
         counts = ", ".join(f"{label}: {n}" for label, n in frame["label"].value_counts().sort_index().items())
-        typer.echo(f"{len(frame)} images ({counts}); manifest {out}")
+        reasons = ", ".join(f"{n} {reason}" for reason, n in left_out.items())
+        typer.echo(f"{len(frame)} images ({counts})" + (f", {sum(left_out.values())} skipped: {reasons}" if left_out else "")
+                   + f"; manifest {out}")
 
 
 def merge(

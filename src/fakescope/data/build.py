@@ -3,7 +3,7 @@
 Every builder reads each image once (local or remote) to record its size, format and sha256, and
 skips unreadable files, and files whose name is not UTF-8 (no manifest can record it), with a
 logged warning rather than failing the whole build (`progress=True` counts the images read on
-stderr). Identical files labelled both real and ai are kept, with a warning. Local images are
+stderr); `skipped(frame)` counts them by reason. Identical files labelled both real and ai are kept, with a warning. Local images are
 recorded by absolute path, so the manifest works wherever it is written and whatever folder reads it.
 """
 
@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+SKIPPED = "skipped"
+"""Key in a built manifest's `attrs`: the listed files left out, counted by reason."""
 REAL_FOLDERS = ("real",)
 AI_FOLDERS = ("fake", "ai")
 _URI_COLUMNS = ("uri", "path", "file", "filename", "file_name")
@@ -75,7 +78,7 @@ def build_from_folders(
     if not jobs:
         raise ConfigError(f"no images under {root}/real or {root}/fake (or {root}/ai)")
     frame = _describe_all(jobs, workers, progress)
-    return validate_manifest(_pair_by_name(frame))
+    return _keep_skipped(validate_manifest(_pair_by_name(frame)), frame)
 
 
 def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq", workers: int = 8,
@@ -109,14 +112,16 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
             uri = _listed_file(name, by_name, image_root, json_uri)
             if uri:
                 categories.setdefault(uri, category)
-    if len(categories) < len(listed):
-        logger.warning("%d of %d listed images are not under %s", len(listed) - len(categories), len(listed), image_root)
+    absent = len(listed) - len(categories)
+    if absent:
+        logger.warning("%d of %d listed images are not under %s", absent, len(listed), image_root)
     if not categories:
         raise ConfigError(f"none of the {len(listed)} images listed in {json_uri} are under {image_root}")
-    frame = _describe_all([(u, "real", source, "") for u in sorted(categories)], workers, progress)
-    if any(categories.values()):
-        frame["category"] = [categories[u] for u in frame["uri"]]
-    return validate_manifest(frame)
+    described = _describe_all([(u, "real", source, "") for u in sorted(categories)], workers, progress)
+    frame = described.assign(category=[categories[u] for u in described["uri"]]) if any(categories.values()) else described
+    if absent:
+        described.attrs[SKIPPED] = {"listed but not under --images": absent, **described.attrs[SKIPPED]}
+    return _keep_skipped(validate_manifest(frame), described)
 
 
 def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8, progress: bool = False) -> pd.DataFrame:
@@ -149,7 +154,8 @@ def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8,
                             for c in ("source", "generator"))
     jobs = [(u, _csv_label(label, csv_uri, row), s, g)
             for row, (u, label, s, g) in enumerate(zip(uris, table["label"], sources, generators), start=1)]
-    measured = _describe_all(jobs, workers, progress).set_index("uri")
+    described = _describe_all(jobs, workers, progress)
+    measured = described.set_index("uri")
     table = table.assign(uri=uris).drop(columns=[c for c in _URI_COLUMNS[1:] if c == path_column])
     table = table[table["uri"].isin(measured.index)]
     for column in ("width", "height", "format", "sha256", "label"):
@@ -164,7 +170,17 @@ def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8,
     table = inherit_from_pairs(table, ["source"], has=own)  # an ai row's origin is its real's
     if source:
         table["source"] = table["source"].astype(object).fillna("").astype(str).replace("", source)
-    return validate_manifest(table)
+    return _keep_skipped(validate_manifest(table), described)
+
+
+def skipped(frame: pd.DataFrame) -> dict[str, int]:
+    """How many listed files a builder left out of `frame`, by reason (`not a readable image`: 2); {} if none."""
+    return dict(frame.attrs.get(SKIPPED, {}))
+
+
+def _keep_skipped(frame: pd.DataFrame, described: pd.DataFrame) -> pd.DataFrame:
+    frame.attrs[SKIPPED] = skipped(described)
+    return frame
 
 
 def _csv_label(value: object, csv_uri: str, row: int) -> str:
@@ -178,24 +194,32 @@ def _csv_label(value: object, csv_uri: str, row: int) -> str:
 def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progress: bool) -> pd.DataFrame:
     import pandas as pd
 
-    def describe(job: tuple[str, str, str, str]) -> dict[str, object] | None:
+    def describe(job: tuple[str, str, str, str]) -> dict[str, object] | str:
+        """The row of one image, or why it is skipped (as counted: the reason without its detail)."""
         uri, label, source, generator = job
         if path_text(uri) != uri:  # a manifest is UTF-8 text: a name that is not could be neither written nor found again
             logger.warning("skipping %s: its name is not UTF-8; rename it to include it", path_text(uri))
-            return None
+            return "name not UTF-8"
         try:
             info = describe_image(storage.read_bytes(uri))
         except FakescopeError as exc:
-            logger.warning("skipping %s: %s", uri, reason_about(exc, uri))
-            return None
+            reason = reason_about(exc, uri)
+            logger.warning("skipping %s: %s", uri, reason)
+            return reason.split(" (")[0]  # `not a readable image (Truncated File Read)`: counted as not readable
         return {"uri": uri, "label": label, "source": source, "generator": generator,
                 "pair_id": info["sha256"], "split": "", **info}
 
     jobs = list(jobs)
-    rows = [row for row in map_images(describe, jobs, workers=workers, progress=progress, desc="describe") if row is not None]
+    rows, reasons = [], Counter()
+    for row in map_images(describe, jobs, workers=workers, progress=progress, desc="describe"):
+        if isinstance(row, str):
+            reasons[row] += 1
+        else:
+            rows.append(row)
     if not rows:
         raise ConfigError(f"none of the {len(jobs)} listed image(s) could be read")
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    frame.attrs[SKIPPED] = dict(reasons.most_common())
     both = frame.groupby("sha256")["label"].transform("nunique") > 1
     if both.any():
         logger.warning("%d file(s) are identical copies labelled both real and ai (first: %s); remove the wrongly "
