@@ -143,7 +143,7 @@ def split(
 
 def audit(
     src: Annotated[str, typer.Argument(help="Manifest (.parquet/.csv) or a folder with real/ and fake/.")],
-    max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="About this many images inspected per class (a seeded sample drawn per source: each source's share, at least 10 of each class).")] = 1000,
+    max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="About this many images inspected per class (a seeded sample drawn per source: each source's share, at least 10 of each class); the watermark check needs about 150-200.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found, or nothing could be compared (one class, no readable image).")] = False,
     seed: SeedOpt = 0,

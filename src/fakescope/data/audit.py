@@ -6,13 +6,14 @@ is compared between `real` and `ai`: one that separates them is reported as a sh
 words, with what to do about it. Watermarks are found on each class's average image: content
 averages out while a fixed overlay in the bottom-right border (where generator sites stamp their
 names) keeps its edges, so that strip's high-frequency energy, relative to the rest of the
-average image, is compared between the classes. Where the manifest mixes sources, each source holding
-both classes (`MIN_PER_SOURCE` of each inspected; the sample is drawn per source and class, so a
-small source gets them where it has them, and a note names the sources with fewer) is compared on
-its own too, and a SHORTCUT there is reported as `<check>@<source>`: one inside a source (the faces'
-PNG reals and JPEG fakes) can average out over the whole set (with JPEG LFW reals and PNG renders),
-yet a detector still learns it. A pair or an identical file spread over
-several splits (leakage) is reported too.
+average image, is compared between the classes (an average needs numbers: a watermark on every ai
+image reads as a SHORTCUT from about 150 images per class, 0.52 separability at 40). Where the
+manifest mixes sources, each source holding both classes (`MIN_PER_SOURCE` of each inspected; the
+sample is drawn per source and class, so a small source gets them where it has them, and a note
+names the sources with fewer) is compared on its own too, and a SHORTCUT there is reported as
+`<check>@<source>`: one inside a source (the faces' PNG reals and JPEG fakes) can average out over
+the whole set (with JPEG LFW reals and PNG renders), yet a detector still learns it. A pair or an
+identical file spread over several splits (leakage) is reported too.
 """
 
 from __future__ import annotations
