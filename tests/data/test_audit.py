@@ -12,6 +12,7 @@ from PIL import Image
 
 from fakescope.data import audit_manifest, build_from_folders, inspect_image, split_manifest
 from fakescope.data.audit import estimate_jpeg_quality
+from fakescope.errors import ConfigError
 
 
 @pytest.mark.parametrize("quality", [30, 50, 75, 90, 95])
@@ -66,6 +67,24 @@ def test_a_pair_spread_over_two_splits_is_reported_as_a_leak(clean_layout, faces
     reals = reals[reals["label"] == "real"].assign(sha256="same file", split="train")
     reals.loc[reals.index[0], "split"] = "test"
     assert audit_manifest(reals).warnings[1].startswith("leak: 1 identical file group(s) appear in more than one split")
+
+
+def test_near_copies_in_different_splits_are_reported_as_a_leak(faces_layout):
+    """The audit compared pair ids and identical files only: a resized copy in another split passed unseen."""
+    split = split_manifest(build_from_folders(str(faces_layout)), {"train": 0.5, "test": 0.5})
+    assert audit_manifest(split).leaks == []  # split keeps r015 and its resized copy together
+    copy = split["uri"].str.endswith("r015_copy.jpg").to_numpy()
+    original = split["uri"].str.endswith("/r015.jpg").to_numpy()
+    other = "test" if split.loc[original, "split"].item() == "train" else "train"
+    moved = split.assign(split=split["split"].where(~copy, other))
+    expected = (f"2 image(s) have a near copy (re-encoded or resized: dHash within 4 bits) in another split, e.g. "
+                f"{split.loc[original, 'uri'].item()} ({split.loc[original, 'split'].item()}) and "
+                f"{split.loc[copy, 'uri'].item()} ({other})")
+    assert audit_manifest(moved).leaks == [expected]
+    assert audit_manifest(moved.drop(columns="dhash")).leaks == [expected]  # no stored hashes: the images are read
+    assert audit_manifest(moved, max_distance=-1).leaks == []
+    with pytest.raises(ConfigError, match="0 to 64, or -1 for off; got 65"):
+        audit_manifest(moved, max_distance=65)
 
 
 def test_single_class_says_nothing_to_compare(faces_layout):

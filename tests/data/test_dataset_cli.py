@@ -72,6 +72,21 @@ def test_strict_audit_fails_on_a_split_leak_as_on_a_shortcut(clean_layout, tmp_p
     assert one_class.output.endswith("audit failed (--strict): nothing compared: it needs readable real and ai images\n")
 
 
+def test_strict_audit_fails_on_a_near_copy_in_another_split(faces_layout, tmp_path):
+    manifest = str(tmp_path / "faces.parquet")
+    assert runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", manifest]).exit_code == 0
+    assert runner.invoke(app, ["dataset", "split", manifest, "--ratios", "train=0.5,test=0.5"]).exit_code == 0
+    frame = pd.read_parquet(manifest)
+    copy = frame["uri"].str.endswith("r015_copy.jpg")
+    frame.loc[copy, "split"] = "test" if frame.loc[copy, "split"].item() == "train" else "train"
+    frame.to_parquet(manifest)
+    leaked = runner.invoke(app, ["dataset", "audit", manifest, "--strict"])
+    assert leaked.exit_code == 1 and "! leak: 2 image(s) have a near copy (re-encoded or resized" in leaked.output
+    assert leaked.output.endswith("audit failed (--strict): 4 shortcut(s) (format, jpeg_quality, bits_per_pixel, "
+                                  "border_overlay) and 1 split leak(s)\n")
+    assert "leak" not in runner.invoke(app, ["dataset", "audit", manifest, "--max-distance", "-1"]).output
+
+
 def test_known_errors_are_one_line(tmp_path):
     missing = runner.invoke(app, ["dataset", "audit", str(tmp_path / "nope.parquet")])
     assert missing.exit_code == 2 and missing.output == f"error: {tmp_path / 'nope.parquet'}: no such file or folder\n"

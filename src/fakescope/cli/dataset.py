@@ -144,6 +144,7 @@ def split(
 def audit(
     src: Annotated[str, typer.Argument(help="Manifest (.parquet/.csv) or a folder with real/ and fake/.")],
     max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="About this many images inspected per class (a seeded sample drawn per source: each source's share, at least 10 of each class); the watermark check needs about 150-200.")] = 1000,
+    max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) within which images in different splits are near copies, a leak, as split's (-1: off).")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found, or nothing could be compared (one class, no readable image).")] = False,
     seed: SeedOpt = 0,
@@ -163,7 +164,8 @@ def audit(
                               "or a manifest (.csv or .parquet)")
         progress = sys.stderr.isatty()
         frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers, progress=progress)
-        report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress)
+        report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
+                                max_distance=max_distance)
         typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else _audit_table(report))
     if strict and (report.shortcuts or report.leaks or not report.checks):
         found = [f"{len(report.shortcuts)} shortcut(s) ({', '.join(report.shortcuts)})"] if report.shortcuts else []

@@ -13,7 +13,9 @@ sample is drawn per source and class, so a small source gets them where it has t
 names the sources with fewer) is compared on its own too, and a SHORTCUT there is reported as
 `<check>@<source>`: one inside a source (the faces' PNG reals and JPEG fakes) can average out over
 the whole set (with JPEG LFW reals and PNG renders), yet a detector still learns it. A pair or an
-identical file spread over several splits (leakage) is reported too.
+identical file spread over several splits (leakage) is reported too, and so are near copies (the
+same image re-encoded or resized) in different splits, found by `dataset split`'s dHash (read from
+the manifest's `dhash` column where it has one).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 
 from fakescope.data._parallel import map_images
 from fakescope.data.manifest import validate_manifest
-from fakescope.data.splits import find_leaks
+from fakescope.data.splits import check_distance, find_leaks, perceptual_hashes
 from fakescope.errors import FakescopeError
 from fakescope.io import storage
 
@@ -162,18 +164,20 @@ _FORMAT_OF_SUFFIX = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF
 
 
 def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, seed: int = 0, workers: int = 8,
-                   progress: bool = False) -> AuditReport:
+                   progress: bool = False, max_distance: int = 4) -> AuditReport:
     """Inspect about `max_per_class` images per class and report every property that separates them.
 
     The sample is drawn per (source, label), in proportion to its size but at least `MIN_PER_SOURCE`
     (or `max_per_class`, if smaller) from each that has them, so every source can be checked on its own.
-    `progress` counts the images inspected on stderr.
+    `progress` counts the images inspected on stderr. Every split image is checked for leaks: images
+    whose dHashes differ in at most `max_distance` bits (-1: off) are near copies, as `split_manifest` has it.
 
     Example:
         >>> report = audit_manifest(read_manifest("faces.parquet"))  # doctest: +SKIP
         >>> report.shortcuts  # doctest: +SKIP
         ['format', 'jpeg_quality', 'bits_per_pixel']
     """
+    check_distance(max_distance)
     frame = validate_manifest(frame)
     counts = {label: int(n) for label, n in frame["label"].value_counts().sort_index().items()}
     sample = frame if max_per_class is None else _sample(frame, max_per_class, seed)
@@ -182,7 +186,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     notes = []
     if len(measured) < len(sample):
         notes.append(f"{len(sample) - len(measured)} image(s) could not be read and were left out")
-    found = find_leaks(frame)
+    found = _leaks(frame, max_distance, workers, progress)
     leaks = [f"leak: {problem}; `fakescope dataset split` keeps related images in one split" for problem in found]
     if set(inspected) != {"real", "ai"}:
         nothing = f"only {', '.join(inspected)} images" if inspected else "no image could be read"
@@ -198,6 +202,14 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     if max(counts.values()) > 1.5 * min(counts.values()):
         notes.append(f"classes are unbalanced ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
     return AuditReport(counts, inspected, checks, warnings, notes, found)
+
+
+def _leaks(frame: pd.DataFrame, max_distance: int, workers: int, progress: bool) -> list[str]:
+    """`find_leaks` over the split rows, near copies included (hashing only the split rows that have no `dhash`)."""
+    split = frame[frame["split"] != ""]
+    hashed = max_distance >= 0 and split["split"].nunique() > 1
+    hashes = perceptual_hashes(split, workers=workers, progress=progress) if hashed else None
+    return find_leaks(split, hashes, max_distance=max_distance)
 
 
 def _sample(frame: pd.DataFrame, max_per_class: int, seed: int) -> pd.DataFrame:

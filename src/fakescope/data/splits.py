@@ -168,9 +168,7 @@ def split_manifest(
     total = float(sum(ratios.values()))
     if unknown or not 0 < total < float("inf") or min(ratios.values()) < 0:  # nan fails the comparison too
         raise ConfigError(f"split ratios must be non-negative shares of {', '.join(SPLITS)}, got {dict(ratios)}")
-    if not -1 <= max_distance <= HASH_BITS:  # beyond it every pair is compared (and linked): hours on a big set
-        raise ConfigError(f"the near-duplicate distance counts differing bits of a {HASH_BITS}-bit dHash: "
-                          f"0 to {HASH_BITS}, or -1 for off; got {max_distance}")
+    check_distance(max_distance)
     frame = validate_manifest(frame)
     hashes = perceptual_hashes(frame, workers=workers, progress=progress) if max_distance >= 0 else None
     groups = group_related(frame, hashes, max_distance=max_distance)
@@ -183,8 +181,16 @@ def split_manifest(
     return frame
 
 
-def find_leaks(frame: pd.DataFrame) -> list[str]:
-    """Plain-language problems where one pair_id or one sha256 appears in more than one split."""
+def check_distance(max_distance: int) -> None:
+    """Refuse a near-duplicate distance outside 0 to `HASH_BITS` (-1: off): beyond it every pair is compared."""
+    if not -1 <= max_distance <= HASH_BITS:  # every pair compared (and linked): hours on a big set
+        raise ConfigError(f"the near-duplicate distance counts differing bits of a {HASH_BITS}-bit dHash: "
+                          f"0 to {HASH_BITS}, or -1 for off; got {max_distance}")
+
+
+def find_leaks(frame: pd.DataFrame, hashes: list[int | None] | None = None, *, max_distance: int = 4) -> list[str]:
+    """Plain-language problems where one pair_id or one sha256 appears in more than one split, and, given each
+    row's dHash (`perceptual_hashes`), where images of different files within `max_distance` bits do (near copies)."""
     problems = []
     assigned = frame[frame["split"] != ""]
     for column, what in (("pair_id", "pair"), ("sha256", "identical file")):
@@ -192,6 +198,16 @@ def find_leaks(frame: pd.DataFrame) -> list[str]:
         leaked = spread[spread > 1]
         if len(leaked):
             problems.append(f"{len(leaked)} {what} group(s) appear in more than one split, e.g. {column}={leaked.index[0]}")
+    if hashes is not None:
+        splits, digests, uris = (frame[c].tolist() for c in ("split", "sha256", "uri"))
+        known = [h if split else None for h, split in zip(hashes, splits)]
+        near = [(a, b) for a, b in near_duplicate_pairs(known, max_distance)
+                if splits[a] != splits[b] and not (digests[a] and digests[a] == digests[b])]
+        if near:
+            a, b = near[0]
+            problems.append(f"{len({i for pair in near for i in pair})} image(s) have a near copy (re-encoded or resized: "
+                            f"dHash within {max_distance} bits) in another split, e.g. {uris[a]} ({splits[a]}) "
+                            f"and {uris[b]} ({splits[b]})")
     return problems
 
 
