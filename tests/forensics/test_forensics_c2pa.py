@@ -250,3 +250,64 @@ def test_tampered_parent_manifest_breaks_integrity(photo, sign, sign_manifest):
     ev = check_c2pa(forged)
     assert ev.data["integrity"] == "broken" and "assertion.hashedURI.mismatch" in ev.data["failures"]
     assert ev.score is None and "validation failed" in ev.detail
+
+
+@pytest.mark.parametrize("code,kind", [
+    ("signingCredential.untrusted", "trust"),
+    ("signingCredential.expired", "trust"),
+    ("signingCredential.invalid", "trust"),
+    ("signingCredential.ocsp.skipped", "trust"),
+    ("signingCredential.ocsp.inaccessible", "trust"),
+    ("signingCredential.ocsp.unknown", "trust"),
+    ("claimSignature.outsideValidity", "trust"),
+    ("algorithm.deprecated", "trust"),
+    ("timeStamp.untrusted", "trust"),
+    ("timeStamp.outsideValidity", "trust"),
+    ("timeStamp.mismatch", "trust"),
+    ("timeStamp.malformed", "trust"),
+    ("signingCredential.ocsp.revoked", "revoked"),
+    ("signingCredential.revoked", "revoked"),
+    ("claimSignature.mismatch", "integrity"),
+    ("claimSignature.missing", "integrity"),
+    ("assertion.dataHash.mismatch", "integrity"),
+    ("assertion.boxesHash.mismatch", "integrity"),
+    ("assertion.bmffHash.mismatch", "integrity"),
+    ("assertion.hashedURI.mismatch", "integrity"),
+    ("ingredient.hashedURI.mismatch", "integrity"),
+    ("assertion.missing", "integrity"),
+    ("claim.malformed", "integrity"),
+    ("algorithm.unsupported", "integrity"),
+    ("general.error", "integrity"),
+    ("com.example.unlisted", "integrity"),
+])
+def test_failure_codes_are_classified_by_what_they_mean(code, kind):
+    """Only three codes counted as trust problems; every other one, timeStamp.outsideValidity or an OCSP
+    responder out of reach included, made the manifest count as tampered and be ignored."""
+    from fakescope.forensics.content_credentials import failure_kind
+
+    assert failure_kind(code) == kind
+
+
+def _read_with_failures(signed: bytes, *codes: str):
+    """A signed image's real store and results, with `codes` added to the active manifest's failures."""
+    import c2pa
+
+    from fakescope.forensics.content_credentials import _context, _evidence_from_store
+
+    with c2pa.Reader.try_create("image/jpeg", io.BytesIO(signed), None, _context("")) as reader:
+        store, results = json.loads(reader.json()), reader.get_validation_results()
+    results["activeManifest"].setdefault("failure", []).extend({"code": code} for code in codes)
+    return _evidence_from_store(store, "Invalid", results)
+
+
+def test_a_time_stamp_or_ocsp_problem_leaves_the_manifest_scoring_and_a_revoked_signer_does_not(photo, sign):
+    signed = sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia")
+    late = _read_with_failures(signed, "timeStamp.outsideValidity", "signingCredential.ocsp.inaccessible")
+    assert late.decisive and late.score == 0.99 and late.data["integrity"] == "intact" and not late.data["ignored"]
+    assert "unverified: signingCredential.ocsp.inaccessible, timeStamp.outsideValidity" in late.detail
+    revoked = _read_with_failures(signed, "signingCredential.ocsp.revoked")
+    assert revoked.score is None and not revoked.decisive
+    assert revoked.data["integrity"] == "intact" and revoked.data["revoked"] and revoked.data["ignored"]
+    assert "validation failed (signingCredential.ocsp.revoked)" in revoked.detail
+    assert "(its signing certificate was revoked); ignored" in revoked.detail
+    assert "ignored c2pa: C2PA manifest declares trainedAlgorithmicMedia, but validation failed" in fuse(0.2, [revoked], 0.5, (0.3, 0.7)).reason

@@ -14,9 +14,10 @@ and a capture term counts only from the lineage. Validation is split in two:
   date. Offline there is no trust list, so real signers come out `untrusted` (and old
   certificates `expired`); c2pa reports those as `Invalid` although nothing was tampered with.
 
-Only an intact manifest scores: one whose signature or hashes fail (copied into another file, or
-its bytes altered since signing) is reported and ignored, whatever it declares. The credential
-state is reported, never hidden.
+`failure_kind` sorts the failure codes: trust and time-stamp problems (`TRUST_CODES`, any
+`timeStamp.*`) leave the manifest scoring; a revoked signing certificate (`REVOKED_CODES`) and every
+other code (hash or signature mismatches, malformed or missing parts, codes unknown here) make it
+ignored, whatever it declares, and reported. The credential state is reported, never hidden.
 """
 
 from __future__ import annotations
@@ -49,8 +50,15 @@ SCORE_AI_COMPOSITE = 0.95
 SCORE_CAPTURE_TRUSTED = 0.05
 SCORE_CAPTURE_UNTRUSTED = 0.3
 
-CREDENTIAL_CODES = frozenset({"signingCredential.untrusted", "signingCredential.expired", "timeStamp.untrusted"})
-"""Failure codes about who signed and when, not about whether the content was altered."""
+TRUST_CODES = frozenset({
+    "signingCredential.untrusted", "signingCredential.expired", "signingCredential.invalid",
+    "signingCredential.ocsp.skipped", "signingCredential.ocsp.inaccessible", "signingCredential.ocsp.unknown",
+    "claimSignature.outsideValidity", "timeOfSigning.outsideValidity", "algorithm.deprecated",
+})
+"""Failure codes about who signed and when (with every `timeStamp.*` code), not whether the content was altered."""
+REVOKED_CODES = frozenset({"signingCredential.ocsp.revoked", "signingCredential.revoked"})
+"""The issuer withdrew the signing certificate (its key may be in other hands): the signature vouches for nothing."""
+TRUST, REVOKED, INTEGRITY = "trust", "revoked", "integrity"
 MAX_REPORTED_ACTIONS = 16
 
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff",
@@ -82,8 +90,9 @@ def check_c2pa(data: bytes | None, *, trust_anchors: str | None = None) -> Evide
         Evidence of kind `c2pa`. `score` is P(ai) implied by an intact manifest, else None
         (a manifest that fails validation scores nothing); `decisive` is True for an intact
         manifest that declares AI generation;
-        `data` holds claim_generator, signer, validation_state, integrity, trusted,
-        failures, digital_source_type, generated (`whole` or `part` for AI) and actions.
+        `data` holds claim_generator, signer, validation_state, integrity, revoked, ignored (True where a
+        failure is not a trust problem, see `failure_kind`), trusted, failures, digital_source_type,
+        generated (`whole` or `part` for AI) and actions.
         Unreadable stores give `error`.
 
     Example:
@@ -111,11 +120,18 @@ def check_c2pa(data: bytes | None, *, trust_anchors: str | None = None) -> Evide
     return _evidence_from_store(store, state, results)
 
 
+def failure_kind(code: str) -> str:
+    """`trust` (who signed or when: the content still verifies), `revoked` or `integrity` (anything else) for a code."""
+    if code in TRUST_CODES or code.startswith("timeStamp."):
+        return TRUST
+    return REVOKED if code in REVOKED_CODES else INTEGRITY
+
+
 def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict[str, Any]) -> Evidence:
     manifests = store.get("manifests") or {}
     active = manifests.get(store.get("active_manifest"), {})
     failures = _failure_codes(store, results)
-    broken = sorted(set(failures) - CREDENTIAL_CODES)
+    broken = sorted(c for c in set(failures) if failure_kind(c) != TRUST)
     trusted = state == "Trusted"
     lineage = _lineage(manifests, store.get("active_manifest"))
     own = [a for label in lineage for a in _actions(manifests[label])]
@@ -129,7 +145,9 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
         "claim_generator": _claim_generator(active),
         "signer": _signer(active),
         "validation_state": state,
-        "integrity": "broken" if broken else "intact",
+        "integrity": "broken" if any(failure_kind(c) == INTEGRITY for c in broken) else "intact",
+        "revoked": any(failure_kind(c) == REVOKED for c in broken),
+        "ignored": bool(broken),
         "trusted": trusted,
         "failures": sorted(set(failures)),
         "actions": [{"action": a, "digital_source_type": t, "software_agent": s}
@@ -160,7 +178,7 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
             return _ignored(f"C2PA manifest declares {capture[0]}", broken, who, info)
         score = SCORE_CAPTURE_TRUSTED if trusted else SCORE_CAPTURE_UNTRUSTED
         return Evidence(KIND, score, f"signed C2PA manifest declares {capture[0]}; {credential}; {who}", data=info)
-    integrity = f"validation failed ({', '.join(broken)})" if broken else "signature and hashes verify"
+    integrity = f"validation failed ({', '.join(broken)}); ignored" if broken else "signature and hashes verify"
     other = sorted(terms)
     if other:
         info["digital_source_type"] = other[0]
@@ -169,10 +187,12 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
 
 
 def _ignored(made: str, broken: list[str], who: str, info: dict[str, Any]) -> Evidence:
-    """A manifest that fails validation vouches for nothing: copied from another image, or altered since signing."""
+    """A manifest that fails validation vouches for nothing: copied from another image, altered since signing, or
+    signed with a revoked certificate."""
+    why = "copied from another file, or altered since signing" if info["integrity"] == "broken" else (
+        "its signing certificate was revoked")
     return Evidence(KIND, None, f"{made}, but validation failed ({', '.join(broken)}): the manifest does not "
-                    f"vouch for these bytes (copied from another file, or altered since signing); ignored; {who}",
-                    data=info)
+                    f"vouch for these bytes ({why}); ignored; {who}", data=info)
 
 
 def _lineage(manifests: dict[str, Any], label: str | None) -> list[str]:
@@ -222,11 +242,12 @@ def _signer(manifest: dict[str, Any]) -> str | None:
 
 
 def _credential_text(trusted: bool, failures: list[str]) -> str:
-    if trusted:
-        return "signer trusted (chains to a configured trust anchor)"
-    notes = ["signer not on a configured trust list"]
+    notes = ["signer trusted (chains to a configured trust anchor)" if trusted else "signer not on a configured trust list"]
     if "signingCredential.expired" in failures:
         notes.append("certificate expired")
+    other = sorted({c for c in failures if failure_kind(c) == TRUST} - {"signingCredential.untrusted", "signingCredential.expired"})
+    if other:
+        notes.append(f"unverified: {', '.join(other)}")
     return ", ".join(notes)
 
 

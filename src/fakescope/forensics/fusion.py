@@ -105,9 +105,9 @@ def _despite(scored: list[Evidence]) -> str:
 
 
 def _ignored(evidence: list[Evidence]) -> str:
-    """Provenance that is there but failed validation (a manifest copied from another file), named so it is not missed."""
-    return "".join(f"; ignored {e.kind}: {e.detail}" for e in evidence
-                   if e.score is None and e.data.get("integrity") == "broken")
+    """Provenance that is there but failed validation (a manifest copied from another file, a revoked signer), named
+    so it is not missed."""
+    return "".join(f"; ignored {e.kind}: {e.detail}" for e in evidence if e.score is None and e.data.get("ignored"))
 
 
 def _sigmoid(x: float) -> float:
