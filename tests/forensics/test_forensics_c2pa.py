@@ -310,4 +310,5 @@ def test_a_time_stamp_or_ocsp_problem_leaves_the_manifest_scoring_and_a_revoked_
     assert revoked.data["integrity"] == "intact" and revoked.data["revoked"] and revoked.data["ignored"]
     assert "validation failed (signingCredential.ocsp.revoked)" in revoked.detail
     assert "(its signing certificate was revoked); ignored" in revoked.detail
-    assert "ignored c2pa: C2PA manifest declares trainedAlgorithmicMedia, but validation failed" in fuse(0.2, [revoked], 0.5, (0.3, 0.7)).reason
+    fused = fuse(0.2, [revoked], 0.5, (0.3, 0.7))
+    assert "ignored c2pa: C2PA manifest declares trainedAlgorithmicMedia, but validation failed" in fused.reason

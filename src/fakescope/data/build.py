@@ -3,8 +3,9 @@
 Every builder reads each image once (local or remote) to record its size, format and sha256, and
 skips unreadable files, and files whose name is not UTF-8 (no manifest can record it), with a
 logged warning rather than failing the whole build (`progress=True` counts the images read on
-stderr); `skipped(frame)` counts them by reason. Identical files labelled both real and ai are kept, with a warning. Local images are
-recorded by absolute path, so the manifest works wherever it is written and whatever folder reads it.
+stderr); `skipped(frame)` counts them by reason. Identical files labelled both real and ai are kept,
+with a warning. Local images are recorded by absolute path, so the manifest works wherever it is
+written and whatever folder reads it.
 """
 
 from __future__ import annotations

@@ -245,7 +245,8 @@ def _credential_text(trusted: bool, failures: list[str]) -> str:
     notes = ["signer trusted (chains to a configured trust anchor)" if trusted else "signer not on a configured trust list"]
     if "signingCredential.expired" in failures:
         notes.append("certificate expired")
-    other = sorted({c for c in failures if failure_kind(c) == TRUST} - {"signingCredential.untrusted", "signingCredential.expired"})
+    other = sorted({c for c in failures if failure_kind(c) == TRUST}
+                   - {"signingCredential.untrusted", "signingCredential.expired"})
     if other:
         notes.append(f"unverified: {', '.join(other)}")
     return ", ".join(notes)
