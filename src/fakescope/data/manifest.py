@@ -34,6 +34,8 @@ PROVENANCE_COLUMNS = ("source_uri", "model", "params")
 LABELS = ("real", "ai")
 SPLITS = ("train", "val", "test")
 MANIFEST_SUFFIXES = (".parquet", ".csv")
+HASH_COLUMN = "dhash"
+"""The perceptual hash (hex) `dataset split` stores per row, so later splits and audits need not read the images."""
 """File names a manifest has (anything else is read as images, a folder or a config)."""
 MISSING_MARKERS = ("No face detected",)
 """Attribute values that mean "no value" (DeepFace's, in ffhq_attributes.csv): read as missing (NaN) when attributes
@@ -117,7 +119,7 @@ def read_manifest(uri: str) -> pd.DataFrame:
         >>> frame = read_manifest("s3://bucket/faces/manifest.parquet")  # doctest: +SKIP
         >>> frame.groupby(["split", "label"]).size()  # doctest: +SKIP
     """
-    frame = read_table(uri, keep_default_na=False, na_values=[""], dtype={"split": str, "pair_id": str})
+    frame = read_table(uri, keep_default_na=False, na_values=[""], dtype={"split": str, "pair_id": str, HASH_COLUMN: str})
     try:
         return validate_manifest(frame)
     except ConfigError as exc:  # which of the manifests a merge (or a chain of commands) read

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fakescope.data._parallel import map_images
-from fakescope.data.manifest import SPLITS, validate_manifest
+from fakescope.data.manifest import HASH_COLUMN, SPLITS, validate_manifest
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import storage
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
-HASH_COLUMN = "dhash"
 HASH_BITS = 64
 """Bits of a dHash: the largest Hamming distance between two of them."""
 _BLOCK = 1 << 22
