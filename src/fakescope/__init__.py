@@ -7,7 +7,7 @@ Example:
     ['real']
 """
 
-from fakescope._lazy import lazy_attributes
+from fakescope._lazy import lazy_attributes as _lazy_attributes
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import (
     ConfigError,
@@ -35,4 +35,4 @@ __all__ = [
     "__version__",
 ]
 
-__getattr__ = lazy_attributes(__name__, {"Detector": "detector"})  # Detector pulls in torch: imported on first use
+__getattr__, __dir__ = _lazy_attributes(__name__, {"Detector": "detector"})  # Detector pulls in torch: imported on first use
