@@ -3,8 +3,8 @@
 Example:
     >>> from fakescope import Detector
     >>> detector = Detector.load()                      # the bundled default model
-    >>> [d.verdict for d in detector.predict(["photo.jpg"])]  # doctest: +SKIP
-    ['real']
+    >>> [d.verdict for d in detector.predict(["examples/coffee.jpg", "examples/chelsea.jpg"])]
+    ['real', 'real']
 """
 
 from fakescope._lazy import lazy_attributes as _lazy_attributes

@@ -82,9 +82,10 @@ def class_activation_map(
             or a map with NaN or infinite values.
 
     Example:
-        >>> heat = class_activation_map(load_model("runs/x/model"), Image.open("a.png").convert("RGB"))  # doctest: +SKIP
+        >>> from fakescope.models import load_model
+        >>> heat = class_activation_map(load_model(), Image.open("examples/coffee.jpg").convert("RGB"))  # doctest: +SKIP
         >>> heat.shape, float(heat.max())  # doctest: +SKIP
-        ((512, 512), 1.0)
+        ((400, 600), 1.0)
     """
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")

@@ -31,7 +31,11 @@ def overlay_png(
     """Render `heatmap` (H x W in [0, 1], the image's size) over `image`; return PNG bytes.
 
     Example:
-        >>> png = overlay_png(image, detector.explain(image, method="gradcam"), "P(ai) = 0.93")  # doctest: +SKIP
+        >>> from fakescope import Detector
+        >>> image = Image.open("examples/coffee.jpg")
+        >>> png = overlay_png(image, Detector.load().explain(image), "P(ai) = 0.16")
+        >>> Image.open(io.BytesIO(png)).format
+        'PNG'
     """
     heatmap = np.asarray(heatmap)
     if heatmap.shape != (image.height, image.width):

@@ -8,7 +8,7 @@ real and ai images stay aligned.
 
 Example:
     >>> sd = DiffusersImg2Img.from_pretrained("weights/sd-1.5", prompt="a photo", strength=0.3)  # doctest: +SKIP
-    >>> fakes = sd.generate([Image.open("photo.jpg")])  # doctest: +SKIP
+    >>> fakes = sd.generate([Image.open("examples/coffee.jpg")])  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ bundled: pass their folder, or set `FAKESCOPE_TAEF2_WEIGHTS`.
 Example:
     >>> from PIL import Image
     >>> taef2 = TAEF2.from_dir("../shared/data/generators/taef2")  # doctest: +SKIP
-    >>> fake = taef2.reconstruct([Image.open("photo.jpg")])[0]      # doctest: +SKIP
+    >>> fake = taef2.reconstruct([Image.open("examples/coffee.jpg")])[0]      # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -17,11 +17,15 @@ class Calibrator:
 
     Example:
         >>> cal = Calibrator("temperature").fit(np.array([-2.0, -1, 1, 2]), np.array([0, 0, 1, 1]))
-        >>> float(cal.predict(np.array([0.0]))[0]) == 0.5  # doctest: +SKIP
+        >>> cal, float(cal.predict(np.array([0.0]))[0])
+        (Calibrator(method='temperature'), 0.5)
     """
 
     def __init__(self, method: str = "temperature"):
         self.method = method
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(method={self.method!r})"
 
     def fit(self, logits: np.ndarray, labels: np.ndarray) -> Calibrator:
         """Fit on finite logits and their 0/1 labels (both present); anything else raises `ConfigError`."""

@@ -107,7 +107,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     one that leaves it out is built without it.
 
     Example:
-        >>> create_model("test_tiny")(torch.zeros(2, 3, 64, 64)).shape  # doctest: +SKIP
+        >>> create_model("test_tiny")(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2])
     """
     builder = architecture_info(name).builder

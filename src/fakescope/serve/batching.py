@@ -62,8 +62,10 @@ class MicroBatcher:
     """Gather concurrent requests into `detector.predict` calls on one background thread.
 
     Example:
-        >>> with MicroBatcher(Detector.load(), max_batch=16) as batcher:  # doctest: +SKIP
-        ...     detection = batcher.submit(open("photo.jpg", "rb").read()).result()
+        >>> with MicroBatcher(Detector.load(), max_batch=16) as batcher:
+        ...     detection = batcher.submit(open("examples/coffee.jpg", "rb").read()).result()
+        >>> detection.verdict
+        'real'
     """
 
     def __init__(self, detector: Detector, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_queue: int = 0):
