@@ -289,6 +289,7 @@ def test_attributes_join_on_file_stem_and_balance_strata(faces_layout, tmp_path)
     assert len(smallest) == 5
     with pytest.raises(ConfigError, match="unknown column"):
         balance_manifest(frame, ("colour",))
+    assert balance_manifest(frame, "label", seed=3).equals(balanced)  # one string is one column, not its letters
 
 
 def test_attribute_keys_without_extension_keep_their_leading_zeros(tmp_path):

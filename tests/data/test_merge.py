@@ -63,7 +63,7 @@ def test_a_manifest_naming_the_real_image_in_source_still_merges(reals, tmp_path
 def test_merging_again_keeps_first_rows_and_disagreeing_splits_are_refused(reals, tmp_path):
     frame = read_manifest(reals)
     twice = merge_manifests([reals, reals])
-    assert len(twice) == len(frame)
+    assert len(twice) == len(frame) and merge_manifests(reals).equals(merge_manifests([reals]))  # one path: one manifest
     moved = frame.assign(split=frame["split"].map({"train": "test", "test": "train"}))
     write_manifest(moved.assign(uri=[u.replace(".png", "-copy.png") for u in frame["uri"]]), str(tmp_path / "moved.csv"))
     with pytest.raises(ConfigError, match="disagree on splits: .* pair group"):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from fakescope.errors import ConfigError
 from fakescope.evaluate.metrics import (
     INTERVAL_METRICS,
     auc_score,
@@ -137,18 +138,18 @@ def test_non_finite_scores_are_refused_in_one_line_by_every_metric(bad):
     calls = [binary_metrics, bootstrap_intervals, bootstrap_ci, reliability_curve, expected_calibration_error,
              roc_pr_curves, auc_score, equal_error_rate]
     for call in calls:
-        with pytest.raises(ValueError, match=r"^1 of 4 score\(s\) are NaN or infinite \(first at index 1"):
+        with pytest.raises(ConfigError, match=r"^1 of 4 score\(s\) are NaN or infinite \(first at index 1"):
             call(LABELS, probs)
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ConfigError, match="NaN or infinite"):
         uncertain_rate(probs, (0.3, 0.7))
 
 
 def test_mismatched_lengths_and_unknown_labels_are_refused():
-    with pytest.raises(ValueError, match=r"one length, got shapes \(4,\) and \(3,\)"):
+    with pytest.raises(ConfigError, match=r"one length, got shapes \(4,\) and \(3,\)"):
         binary_metrics(LABELS, PROBS[:3])
-    with pytest.raises(ValueError, match=r"0 \(real\) or 1 \(ai\), got \[2\]"):
+    with pytest.raises(ConfigError, match=r"0 \(real\) or 1 \(ai\), got \[2\]"):
         binary_metrics(np.array([0, 1, 2, 1]), PROBS)
-    with pytest.raises(ValueError, match="no bootstrap interval for n_ai"):
+    with pytest.raises(ConfigError, match="no bootstrap interval for n_ai"):
         bootstrap_ci(LABELS, PROBS, "n_ai")
 
 

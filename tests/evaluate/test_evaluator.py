@@ -76,6 +76,10 @@ def test_split_all_and_errors(model_dir, dataset):
         evaluate(model_dir, dataset, perturbations=["sepia"], device="cpu")
     with pytest.raises(ConfigError, match="no attribute column.s. glases in the manifest"):
         evaluate(model_dir, dataset, attributes=["glasses", "glases"], device="cpu")
+    with pytest.raises(ConfigError, match="^unknown perturbation.s. sepia; known"):  # one name, not its letters
+        evaluate(model_dir, dataset, perturbations="sepia", device="cpu")
+    with pytest.raises(ConfigError, match="^no attribute column.s. glases in the manifest"):
+        evaluate(model_dir, dataset, attributes="glases", device="cpu")
 
 
 def test_rows_given_as_a_frame_are_checked_as_a_manifest_file_is(model_dir, dataset):

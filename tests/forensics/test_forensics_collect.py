@@ -54,6 +54,7 @@ def test_truncated_signed_file_gives_error_records(photo, sign):
 def test_pixels_only_and_kind_selection(photo):
     records = collect_evidence(None, photo, kinds=("watermark",))
     assert len(records) == 1 and records[0].kind == "watermark"
+    assert [r.kind for r in collect_evidence(None, photo, kinds="watermark")] == ["watermark"]  # not w, a, t, ...
     assert collect_evidence(None, photo, kinds=()) == []
     with pytest.raises(ConfigError, match="unknown evidence kind"):
         collect_evidence(None, photo, kinds=("c2pa", "exif"))

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.errors import ConfigError, StorageError
+from fakescope.io.inputs import iter_sources
 from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results, write_part
 from fakescope.scale.scan import _PartWriter, scan, scan_sources
 
@@ -24,6 +25,8 @@ def test_scan_writes_one_row_per_source_matching_predict(image_folder, tmp_path,
     sources = list(scan_sources([str(image_folder)]))
     summary = scan(sources, tmp_path / "out", detector)
     assert (summary.scanned, summary.failed, summary.skipped) == (8, 1, 0)
+    assert list(scan_sources(str(image_folder))) == list(iter_sources(str(image_folder))) == sources  # one input, not
+    # one per character: "photos/" was read as "p", "h", ... and "/", which walked the whole file system
     rows = read_results(tmp_path / "out")
     assert list(rows.columns) == SCHEMA.names
     assert rows["path"].tolist() == sources

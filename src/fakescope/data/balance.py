@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def balance_manifest(
-    frame: pd.DataFrame, by: Sequence[str] = ("label",), *, seed: int = 0, per_stratum: int | None = None
+    frame: pd.DataFrame, by: str | Sequence[str] = ("label",), *, seed: int = 0, per_stratum: int | None = None
 ) -> pd.DataFrame:
     """Downsample so every stratum (combination of `by` values) has the same number of rows, keeping pairs whole.
 
@@ -35,20 +35,21 @@ def balance_manifest(
     Args:
         frame: The manifest.
         by: Columns defining strata: `("label",)` balances classes; `("label", "gender")` also
-            balances an attribute. Missing attribute values form their own stratum.
+            balances an attribute (one string is one column). Missing attribute values form their own stratum.
         seed: Seed of the random choice of kept groups.
         per_stratum: Most rows to keep per stratum; default the smallest stratum's size.
     """
     import numpy as np
 
+    by = [by] if isinstance(by, str) else list(by)
     unknown = [c for c in by if c not in frame.columns]
     if unknown:
         raise ConfigError(f"cannot balance by unknown column(s) {', '.join(unknown)}")
     frame = frame.reset_index(drop=True)
-    values = as_missing(frame[list(by)])
-    stratum = values.groupby(list(by), dropna=False, sort=True).ngroup().to_numpy()
+    values = as_missing(frame[by])
+    stratum = values.groupby(by, dropna=False, sort=True).ngroup().to_numpy()
     sizes = np.bincount(stratum)
-    _warn_empty_strata(frame.assign(**values), list(by))
+    _warn_empty_strata(frame.assign(**values), by)
     count = per_stratum if per_stratum is not None else int(sizes.min())
     pair = frame["pair_id"].fillna("").astype(str).to_numpy()
     group = np.where(pair != "", pair, [f"row:{i}" for i in range(len(frame))])  # no pair: its own group

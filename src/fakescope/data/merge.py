@@ -28,7 +28,7 @@ NOT_ATTRIBUTES = {*MANIFEST_COLUMNS, *PROVENANCE_COLUMNS, HASH_COLUMN}
 """Columns that describe one file or its making, never inherited through the pair."""
 
 
-def merge_manifests(uris: Sequence[str]) -> pd.DataFrame:
+def merge_manifests(uris: str | Sequence[str]) -> pd.DataFrame:
     """One manifest from several: rows concatenated in order, relative URIs resolved against their own file.
 
     A uri listed twice keeps its first row. Rows without a source take their pair's; rows without a split take their pair's (a pair with
@@ -39,6 +39,7 @@ def merge_manifests(uris: Sequence[str]) -> pd.DataFrame:
     Example:
         >>> merged = merge_manifests(["reals.parquet", "fakes/dall-e-2/manifest.csv"])  # doctest: +SKIP
     """
+    uris = [uris] if isinstance(uris, str) else uris
     if not uris:
         raise ConfigError("merge needs at least one manifest")
     tables = [resolve_uris(read_manifest(uri), uri) for uri in uris]

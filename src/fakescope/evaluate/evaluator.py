@@ -94,11 +94,11 @@ def evaluate(
     split: str = "test",
     *,
     robustness: bool = True,
-    perturbations: list[str] | None = None,
+    perturbations: str | list[str] | None = None,
     bootstrap: int = 1000,
     examples: int = 12,
     provenance: bool = True,
-    attributes: list[str] | None = None,
+    attributes: str | list[str] | None = None,
     device: str = "auto",
     batch_size: int = 32,
     progress: bool = False,
@@ -140,6 +140,7 @@ def evaluate(
     config = detector.model.config
     recipe = recipe_preprocessing(config)
     scorer = make_scorer(detector, recipe)
+    perturbations, attributes = ([x] if isinstance(x, str) else x for x in (perturbations, attributes))  # one name
     if robustness and perturbations is not None and not perturbations:
         raise ConfigError("perturbations is empty: name some, or pass None for all of them")
     names = (perturbations or list(PERTURBATIONS)) if robustness else []

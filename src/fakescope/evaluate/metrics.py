@@ -1,13 +1,15 @@
 """Binary detection metrics on P(ai) scores, with bootstrap confidence intervals.
 
 Every function takes labels (1 = ai, 0 = real) and one finite score per label; anything else
-(lengths that differ, other labels, NaN or inf scores) raises a one-line `ValueError`.
+(lengths that differ, other labels, NaN or inf scores) raises a one-line `fakescope.ConfigError` (a `ValueError`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn import metrics as skm
+
+from fakescope.errors import ConfigError
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
@@ -146,7 +148,7 @@ def bootstrap_intervals(
     labels, probs = _checked(labels, probs)
     unknown = sorted(set(metrics) - set(INTERVAL_METRICS))
     if unknown:
-        raise ValueError(f"no bootstrap interval for {', '.join(unknown)}; known: {', '.join(INTERVAL_METRICS)}")
+        raise ConfigError(f"no bootstrap interval for {', '.join(unknown)}; known: {', '.join(INTERVAL_METRICS)}")
     if len(labels) == 0 or len(np.unique(labels)) < 2 or n <= 0:
         return {m: (float("nan"), float("nan")) for m in metrics}
     scores, inverse = np.unique(-probs, return_inverse=True)  # distinct scores, descending
@@ -198,24 +200,24 @@ def weighted_metrics(
 
 
 def _checked(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels as 0/1 ints and scores as floats; a one-line `ValueError` for what cannot be measured.
+    """Labels as 0/1 ints and scores as floats; a one-line `ConfigError` for what cannot be measured.
 
     scikit-learn's own refusals name neither the count nor the place, and the bootstrap and
     calibration code would otherwise turn NaN into numbers silently.
     """
     labels, shape = np.asarray(labels), np.shape(scores)
     if labels.ndim != 1 or labels.shape != shape:
-        raise ValueError(f"labels and scores must be 1-D and of one length, got shapes {labels.shape} and {shape}")
+        raise ConfigError(f"labels and scores must be 1-D and of one length, got shapes {labels.shape} and {shape}")
     if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"labels must be 0 (real) or 1 (ai), got {sorted(set(labels.tolist()) - {0, 1})[:3]}")
+        raise ConfigError(f"labels must be 0 (real) or 1 (ai), got {sorted(set(labels.tolist()) - {0, 1})[:3]}")
     return labels.astype(int), _finite(scores)
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:
-    """Scores as floats, refused with a one-line `ValueError` when any is NaN or infinite."""
+    """Scores as floats, refused with a one-line `ConfigError` when any is NaN or infinite."""
     scores = np.asarray(scores, float)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
-        raise ValueError(f"{bad.size} of {scores.size} score(s) are NaN or infinite (first at index {bad[0]}: "
+        raise ConfigError(f"{bad.size} of {scores.size} score(s) are NaN or infinite (first at index {bad[0]}: "
                          f"{scores[bad[0]]}); drop or fix them before measuring")
     return scores

@@ -22,7 +22,7 @@ _CHECKERS: dict[str, Callable[[bytes | None, Image.Image | torch.Tensor], Eviden
 
 
 def collect_evidence(data: bytes | None, image: Image.Image | torch.Tensor | None, *,
-                     kinds: Iterable[str] = EVIDENCE_KINDS) -> list[Evidence]:
+                     kinds: str | Iterable[str] = EVIDENCE_KINDS) -> list[Evidence]:
     """Gather provenance evidence for one image: one record per kind, in `kinds` order.
 
     `data` is the original file (None when only pixels are known: c2pa and metadata then
@@ -37,7 +37,7 @@ def collect_evidence(data: bytes | None, image: Image.Image | torch.Tensor | Non
         >>> [e.kind for e in collect_evidence(None, Image.new("RGB", (64, 64)))]
         ['c2pa', 'metadata', 'watermark']
     """
-    kinds = tuple(kinds)
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     unknown = sorted(set(kinds) - set(_CHECKERS))
     if unknown:
         raise ConfigError(f"unknown evidence kind(s) {', '.join(unknown)}; known: {', '.join(EVIDENCE_KINDS)}")

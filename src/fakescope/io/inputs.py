@@ -16,7 +16,7 @@ IMAGE_SUFFIXES = (
 )
 
 
-def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -> Iterator[str]:
+def iter_sources(inputs: str | Iterable[str], *, stdin: Iterable[str] | None = None) -> Iterator[str]:
     """Yield one source per image, lazily and in a stable order.
 
     Folders are walked recursively (image suffixes only, sorted, hidden entries left out: see
@@ -26,8 +26,9 @@ def iter_sources(inputs: Iterable[str], *, stdin: Iterable[str] | None = None) -
     piped in is listed), except a storage URI with an image suffix: that object, read without listing it
     first. A named file, or one read from stdin, is always yielded, whatever its
     suffix (or glob characters in its name), so that a misnamed image or a broken file is reported, not skipped.
+    One string is one input.
     """
-    for item in inputs:
+    for item in [inputs] if isinstance(inputs, str) else inputs:
         if item == "-":
             lines = stdin if stdin is not None else _stdin_lines()
             for line in filter(None, (line.strip() for line in lines)):  # a line `-` is a file: stdin is read once

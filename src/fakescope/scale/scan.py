@@ -82,16 +82,16 @@ def scan(
     return ScanSummary(scanned, failed, todo.skipped)
 
 
-def scan_sources(inputs: Iterable[str]) -> Iterator[str]:
+def scan_sources(inputs: str | Iterable[str]) -> Iterator[str]:
     """Expand scan inputs: a manifest (`.parquet`/`.csv` with a `uri` column) yields its URIs,
     anything else goes through `fakescope.io.inputs.iter_sources` (files, folders, globs, s3://).
 
     Relative manifest URIs resolve against the manifest's folder; blank ones are skipped. A local glob
-    of manifests (`shards/*.parquet`) yields each one's URIs in name order.
+    of manifests (`shards/*.parquet`) yields each one's URIs in name order. One string is one input.
     """
     from fakescope.io.inputs import iter_sources
 
-    for item in inputs:
+    for item in [inputs] if isinstance(inputs, str) else inputs:
         if item.lower().endswith(MANIFEST_SUFFIXES):
             local_glob = "://" not in item and glob.has_magic(item) and not os.path.exists(item)
             for manifest in (sorted(glob.glob(item)) or [item]) if local_glob else [item]:  # none: "no such file"
