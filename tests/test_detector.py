@@ -346,6 +346,13 @@ def test_repr_names_the_model_and_its_settings(tiny_model_dir):
                           "device='cpu', built=False)"
 
 
+def test_a_detections_repr_is_its_answer_at_a_glance(detector, image_files):
+    found, missing = detector.predict([image_files[0], "missing.png"])
+    assert repr(found) == (f"Detection({image_files[0]!r}, verdict={found.verdict!r}, probability={round(found.probability, 3)}, "
+                           f"decided_by='pixel', evidence=[{', '.join(e.kind for e in found.evidence)}], model='test-tiny')")
+    assert repr(missing) == "Detection('missing.png', error='no such file', model='test-tiny')"
+
+
 def test_verdict_follows_the_band(detector, image_files):
     lower, upper = detector.band
     for r in detector.predict(image_files):
