@@ -21,6 +21,7 @@ from fakescope.data.manifest import MANIFEST_SUFFIXES, legacy_sources, read_tabl
 from fakescope.errors import ConfigError
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
+from fakescope.io.storage import Storage
 
 MANIFEST_COLUMNS = (
     "uri", "label", "source", "generator", "pair_id", "split",
@@ -99,7 +100,7 @@ def manifest_rows(uri: str) -> dict[str, dict[str, Any]]:
     return {str(row["uri"]): row for row in frame.to_dict("records")}
 
 
-def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store=storage) -> int:
+def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Storage = storage) -> int:
     """Merge rows into the manifest at `uri` (`.csv` or `.parquet`), replacing rows with the same `uri`.
 
     Re-running a generation therefore never duplicates rows. Returns the manifest's row count. `store` reads and
@@ -110,7 +111,7 @@ def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store=storag
     return count
 
 
-def merged_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store=storage) -> tuple[bytes, int]:
+def merged_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Storage = storage) -> tuple[bytes, int]:
     """What `append_manifest` would write to `uri`, and its row count; nothing is written."""
     import pandas as pd
 

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError
@@ -30,6 +31,9 @@ from fakescope.generate.manifest import MANIFEST_NAME, check_manifest_name
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
 from fakescope.generate.openai_models import check_served
 from fakescope.io import storage
+
+if TYPE_CHECKING:  # annotations only: no import cost
+    from openai import OpenAI
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def run_openai(
     manifest_name: str = MANIFEST_NAME,
     manifest_every: float = 60.0,
     lease_seconds: float = LEASE_SECONDS,
-    client=None,
+    client: OpenAI | None = None,
     confirm: Callable[[int, int, int], None] | None = None,
     new_settings: bool = False,
 ) -> RunReport:

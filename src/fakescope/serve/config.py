@@ -7,6 +7,7 @@ import os
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from fakescope.cache import cache_dir
@@ -14,6 +15,9 @@ from fakescope.errors import ConfigError
 from fakescope.io import storage
 from fakescope.serve.limits import DEFAULT_MAX_PIXELS, checked_max_pixels
 from fakescope.serve.origins import checked_host, is_loopback
+
+if TYPE_CHECKING:  # annotations only: no import cost
+    from fakescope.detector import Detector
 
 TOKEN_ENV = "FAKESCOPE_API_TOKEN"
 ANONYMOUS_FLAG = "--allow-anonymous"
@@ -101,7 +105,7 @@ class ServeConfig:
         if Path(self.jobs_dir).exists() and not Path(self.jobs_dir).is_dir():
             raise ConfigError(f"jobs_dir {self.jobs_dir} is a file, not a folder (--jobs-dir)")
 
-    def load_detector(self):
+    def load_detector(self) -> Detector:
         """The `Detector` these settings describe (batches of `max_batch`, 2 decoding threads)."""
         from fakescope.detector import Detector
 

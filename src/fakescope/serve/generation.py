@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -32,7 +33,11 @@ from fakescope.generate.runner import default_ledger_path
 from fakescope.io import storage
 from fakescope.io.image import MAX_PIXELS, decode_image
 from fakescope.io.redact import hide_secrets
+from fakescope.io.storage import Storage
 from fakescope.serve.limits import check_image
+
+if TYPE_CHECKING:  # annotations only: no import cost
+    from openai import OpenAI
 
 _LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|~?/)[^\s'",;)\]]*[^\s'",;)\].:]""")
 NO_KEY = "no OpenAI API key: pass one, or set OPENAI_API_KEY (environment or .env)"
@@ -50,7 +55,7 @@ class GeneratedImage:
 
 
 def openai_client(api_key: str | None = None, *, missing: str = NO_KEY, max_retries: int = 2, timeout: float = 120.0,
-                  own_key_only: bool = False):
+                  own_key_only: bool = False) -> OpenAI:
     """An `openai.OpenAI` client for `api_key`, else `OPENAI_API_KEY` (environment or `.env`) unless `own_key_only`.
 
     `OPENAI_BASE_URL` still applies. The key is handed to the client only, never logged.
@@ -104,7 +109,7 @@ def generate_from_upload(
     config: OpenAIImagesConfig,
     folder: str | os.PathLike,
     *,
-    client,
+    client: OpenAI,
     detect: Callable[[bytes], Detection],
     filename: str = "upload",
 ) -> list[GeneratedImage]:
@@ -157,7 +162,7 @@ def save_pair(
     config: OpenAIImagesConfig,
     *,
     filename: str = "upload",
-    store=storage,
+    store: Storage = storage,
 ) -> str:
     """Write the real image to `<dataset>/real/` and the ai ones to `<dataset>/ai/<model>/`, and merge the manifest.
 
