@@ -53,3 +53,12 @@ ProgressOpt = Annotated[bool | None, typer.Option(
 def show_progress(progress: bool | None) -> bool:
     """`--progress/--no-progress` as given, else whether stderr is a terminal: one rule for every command."""
     return sys.stderr.isatty() if progress is None else progress
+
+
+def with_progress(items, progress: bool | None):
+    """`items`, counted by a progress bar on stderr where `show_progress(progress)` says so."""
+    if not show_progress(progress):
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit="img", file=sys.stderr, leave=False)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import SeedOpt, WorkersOpt
+from fakescope.cli._options import ProgressOpt, SeedOpt, WorkersOpt, show_progress
 
 STRICT_EXIT = 1
 
@@ -41,9 +40,10 @@ def build(
     csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
+    progress: ProgressOpt = None,
 ) -> None:
     """Build a manifest from a folder layout, an FFHQ-style JSON listing or a CSV."""
-    progress = sys.stderr.isatty()
+    progress = show_progress(progress)
     with clean_errors():
         from fakescope.data import (
             balance_manifest,
@@ -108,6 +108,7 @@ def split(
     csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
+    progress: ProgressOpt = None,
 ) -> None:
     """Split by pair and (near-)duplicate groups so no related images straddle splits."""
     with clean_errors():
@@ -120,7 +121,7 @@ def split(
         listed = read_manifest(manifest)
         resolved = resolve_uris(listed, manifest)
         frame = split_manifest(resolved, shares, seed=seed, max_distance=max_distance, workers=workers,
-                               progress=sys.stderr.isatty(), keep=keep_splits)
+                               progress=show_progress(progress), keep=keep_splits)
         if resolve_uris(listed, out or manifest)["uri"].equals(resolved["uri"]):  # the listed paths hold there too
             frame["uri"] = listed["uri"].to_numpy()  # relative ones stay relative
         write_manifest(frame, out or manifest, csv_copy=csv_copy)  # build's .csv copy would keep no splits
@@ -149,6 +150,7 @@ def audit(
     strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found, or nothing could be compared (one class, no readable image).")] = False,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 8,
+    progress: ProgressOpt = None,
 ) -> None:
     """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks), over the
     whole set and within each source (`format@ffhq`), and split leaks."""
@@ -162,7 +164,7 @@ def audit(
         if not is_manifest and storage.exists(src) and not storage.exists(src.rstrip("/") + "/"):  # a file, not a folder
             raise ConfigError(f"{src} is a file: audit expects a folder with real/ and fake/ (or ai/), "
                               "or a manifest (.csv or .parquet)")
-        progress = sys.stderr.isatty()
+        progress = show_progress(progress)
         frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers, progress=progress)
         report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
                                 max_distance=max_distance)

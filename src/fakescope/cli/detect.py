@@ -23,8 +23,10 @@ from fakescope.cli._options import (
     Precision,
     PrecisionOpt,
     ProcessesOpt,
+    ProgressOpt,
     ThreadsOpt,
     WorkersOpt,
+    with_progress,
 )
 
 
@@ -62,6 +64,7 @@ def detect(
     precision: PrecisionOpt = Precision.fp32,
     compile_network: CompileOpt = False,
     decode: DecodeOpt = Decode.host,
+    progress: ProgressOpt = None,
 ) -> None:
     """Say whether each image was made by a generative model.
 
@@ -82,21 +85,13 @@ def detect(
             typer.echo("error: no input images found", err=True)
             raise typer.Exit(2)
     with clean_errors():  # an unreachable storage (StorageUnavailableError) stops the batch in one line
-        failures = _render(detector.stream(_progress(_chain(first, sources))), output)
+        failures = _render(detector.stream(with_progress(_chain(first, sources), progress)), output)
     raise typer.Exit(1 if failures else 0)
 
 
 def _chain(first, rest):
     yield first
     yield from rest
-
-
-def _progress(sources):
-    if not sys.stderr.isatty():
-        return sources
-    from tqdm import tqdm
-
-    return tqdm(sources, unit="img", file=sys.stderr, leave=False)
 
 
 def _render(results, output: OutputFormat) -> int:

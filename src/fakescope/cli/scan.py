@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from typing import Annotated
 
@@ -20,8 +19,10 @@ from fakescope.cli._options import (
     Precision,
     PrecisionOpt,
     ProcessesOpt,
+    ProgressOpt,
     ThreadsOpt,
     WorkersOpt,
+    with_progress,
 )
 from fakescope.cli.detect import Runtime, RuntimeOpt
 
@@ -54,6 +55,7 @@ def scan(
     precision: PrecisionOpt = Precision.fp32,
     compile_network: CompileOpt = False,
     decode: DecodeOpt = Decode.host,
+    progress: ProgressOpt = None,
 ) -> None:
     """Score every image of SOURCES into OUT; a rerun skips what is done, bad files become error rows.
 
@@ -77,7 +79,7 @@ def scan(
             from fakescope.scale.scan import scan as run
 
             detector = Detector.load(batch_size=batch_size, **detector_kwargs)
-            summary = run(_progress(scan_sources(sources)), out, detector, rows_per_part=rows_per_part)
+            summary = run(with_progress(scan_sources(sources), progress), out, detector, rows_per_part=rows_per_part)
     if not summary.scanned and not summary.skipped:
         typer.echo("error: no input images found", err=True)
         raise typer.Exit(2)
@@ -102,14 +104,6 @@ def export(
         with torch.inference_mode():
             diff = (OnnxNetwork(path)(tiles) - loaded.network(tiles)).abs().max().item()
     typer.echo(f"wrote {path}  max |onnx - torch| on 4 random tiles: {diff:.2e}")
-
-
-def _progress(sources):
-    if not sys.stderr.isatty():
-        return sources
-    from tqdm import tqdm
-
-    return tqdm(sources, unit="img", file=sys.stderr, leave=False)
 
 
 def register(app: typer.Typer) -> None:

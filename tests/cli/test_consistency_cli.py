@@ -1,0 +1,72 @@
+"""What every verb shares: option names and short flags, `--progress/--no-progress`, progress only on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+
+SHARED_SHORT = {"--out": "-o", "--model": "-m", "--batch-size": "-b", "--workers": "-j"}
+"""An option every verb that has it spells with this short flag."""
+
+
+def _commands(group, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group: `models`, `generate`, `dataset`
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield " ".join((*prefix, name)), command
+
+
+COMMANDS = dict(_commands(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize("verb", COMMANDS)
+def test_a_shared_option_has_the_same_short_flag_in_every_verb(verb):
+    for param in COMMANDS[verb].params:
+        for long, short in SHARED_SHORT.items():
+            if long in param.opts:
+                assert short in param.opts, f"{verb} {long} lacks {short}"
+
+
+PROGRESS_VERBS = ("detect", "scan", "dataset build", "dataset split", "dataset audit", "train", "evaluate", "evaluate-logo")
+
+
+@pytest.mark.parametrize("verb", PROGRESS_VERBS)
+def test_verbs_that_show_progress_let_a_script_choose_it(verb):
+    (param,) = [p for p in COMMANDS[verb].params if p.name == "progress"]
+    assert (param.opts, param.secondary_opts, param.default) == (["--progress"], ["--no-progress"], None)
+
+
+@pytest.fixture
+def folder(image_factory, tmp_path) -> Path:
+    for i, kind in enumerate(("real", "fake/gen")):
+        for j in range(3):
+            image_factory.file(tmp_path / "in" / kind / f"{j}.png", "PNG", (64, 48), seed=10 * i + j)
+    return tmp_path / "in"
+
+
+def test_detect_progress_goes_to_stderr_and_stdout_stays_jsonl(tiny_model_dir, folder):
+    args = ["detect", str(folder), "--model", str(tiny_model_dir), "--no-provenance", "--format", "jsonl"]
+    shown = CliRunner().invoke(app, [*args, "--progress"])
+    assert shown.exit_code == 0, shown.output
+    assert [json.loads(line)["path"].endswith(".png") for line in shown.stdout.splitlines()] == [True] * 6
+    assert "img/s]" in shown.stderr  # tqdm's bar, on stderr only
+    hidden = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert hidden.exit_code == 0 and hidden.stderr == "" and hidden.stdout.count("\n") == 6
+
+
+def test_scan_and_dataset_build_show_progress_when_asked(tiny_model_dir, folder, tmp_path):
+    scan = ["scan", str(folder), "-o", str(tmp_path / "scan"), "-m", str(tiny_model_dir), "--no-provenance"]
+    shown = CliRunner().invoke(app, [*scan, "--progress"])
+    assert shown.exit_code == 0 and "img/s]" in shown.stderr, shown.output
+    assert shown.stdout.startswith("scanned 6  failed 0")
+    build = ["dataset", "build", str(folder), "-o", str(tmp_path / "m.csv"), "--no-csv"]
+    assert CliRunner().invoke(app, [*build, "--no-progress"]).stderr == ""
+    built = CliRunner().invoke(app, [*build, "--progress"])
+    assert built.exit_code == 0 and built.stderr != "" and built.stdout.startswith("6 images"), built.output
