@@ -49,3 +49,22 @@ def test_python_m_exits_with_the_commands_status_after_a_caught_interrupt(tmp_pa
                           text=True, timeout=120)
     expected = subprocess.run([sys.executable, "-m", "fakescope", *argv], capture_output=True, text=True, timeout=120)
     assert done.returncode == expected.returncode >= 0, done.stderr
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("fakescope det", "detect"),
+    ("fakescope dataset b", "build"),
+    ("fakescope detect --form", "--format"),
+    ("fakescope detect --format ", "table\njsonl\ncsv"),
+])
+def test_bash_completion_offers_verbs_options_and_choices(words, expected):
+    env = {"_FAKESCOPE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    result = CliRunner().invoke(app, [], env=env, prog_name="fakescope")
+    assert result.exit_code == 0 and result.stdout == f"{expected}\n", result.output
+
+
+def test_show_completion_prints_the_script_to_source(monkeypatch):
+    """The shell is named here: detecting it (the parent process's) is Typer's and varies with what runs the test."""
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")  # read as the command is built
+    result = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="fakescope")
+    assert result.exit_code == 0 and "_FAKESCOPE_COMPLETE=complete_bash" in result.stdout, result.output

@@ -20,7 +20,7 @@ app = typer.Typer(
     help="Tell whether an image was made by a generative model, show why, and build your own detectors.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 COMMAND_MODULES: tuple[str, ...] = (
