@@ -34,6 +34,15 @@ def test_a_shared_option_has_the_same_short_flag_in_every_verb(verb):
                 assert short in param.opts, f"{verb} {long} lacks {short}"
 
 
+@pytest.mark.parametrize("verb", COMMANDS)
+def test_every_verbs_help_gives_its_exit_statuses(verb):
+    """Scripts branch on them: each help says `Exit status: 0 when ...`, usage errors always being 2."""
+    result = CliRunner().invoke(app, [*verb.split(), "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "Exit status: 0 " in text and "2 on usage errors" in text, text
+
+
 PROGRESS_VERBS = ("detect", "scan", "dataset build", "dataset split", "dataset audit", "train", "evaluate", "evaluate-logo")
 
 

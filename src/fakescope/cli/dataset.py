@@ -42,7 +42,10 @@ def build(
     workers: WorkersOpt = 8,
     progress: ProgressOpt = None,
 ) -> None:
-    """Build a manifest from a folder layout, an FFHQ-style JSON listing or a CSV."""
+    """Build a manifest from a folder layout, an FFHQ-style JSON listing or a CSV.
+
+    Exit status: 0 when written (an unreadable image is skipped with a warning), 2 on usage errors.
+    """
     progress = show_progress(progress)
     with clean_errors():
         from fakescope.data import (
@@ -83,7 +86,10 @@ def merge(
     out: ManifestOutOpt,
     csv_copy: CsvOpt = True,
 ) -> None:
-    """Merge manifests, e.g. labelled reals and the ai images generated from them: those take their face's split and attributes."""
+    """Merge manifests, e.g. labelled reals and the ai images generated from them: those take their face's split and attributes.
+
+    Exit status: 0 when written, 2 on usage errors.
+    """
     with clean_errors():
         from fakescope.data import merge_manifests, write_manifest
         from fakescope.data.manifest import manifest_files, refuse_overwrite
@@ -110,7 +116,11 @@ def split(
     workers: WorkersOpt = 8,
     progress: ProgressOpt = None,
 ) -> None:
-    """Split by pair and (near-)duplicate groups so no related images straddle splits."""
+    """Split by pair and (near-)duplicate groups so no related images straddle splits.
+
+    Exit status: 0 when written (an unreadable image is not checked for near duplicates, with a warning), 2 on usage
+    errors.
+    """
     with clean_errors():
         from fakescope.data import find_leaks, read_manifest, resolve_uris, split_manifest, write_manifest
         from fakescope.data.manifest import manifest_files, refuse_overwrite
@@ -153,7 +163,11 @@ def audit(
     progress: ProgressOpt = None,
 ) -> None:
     """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks), over the
-    whole set and within each source (`format@ffhq`), and split leaks."""
+    whole set and within each source (`format@ffhq`), and split leaks.
+
+    Exit status: 0 when reported, 1 with --strict when it finds a shortcut or split leak (or nothing to compare),
+    2 on usage errors.
+    """
     with clean_errors():
         from fakescope.data import audit_manifest, build_from_folders, read_manifest, resolve_uris
         from fakescope.data.manifest import MANIFEST_SUFFIXES
@@ -184,7 +198,10 @@ def export(
     size: Annotated[int, typer.Option("--size", min=8, help="Crop side for npy/safetensors packs.")] = 256,
     only_split: Annotated[str | None, typer.Option("--split", help="Export only this split.")] = None,
 ) -> None:
-    """Export images and manifest as a folder tree, one tar, or a uint8 array pack for a GPU machine."""
+    """Export images and manifest as a folder tree, one tar, or a uint8 array pack for a GPU machine.
+
+    Exit status: 0 when written, 2 on usage errors (an unreadable image included).
+    """
     with clean_errors():
         from fakescope.data import export_manifest, layout_for, read_manifest, resolve_uris
         from fakescope.errors import ConfigError

@@ -14,7 +14,10 @@ models_app = typer.Typer(help="List, inspect and publish detector models.", no_a
 
 @models_app.command("list")
 def list_() -> None:
-    """Bundled models and registered architectures."""
+    """Bundled models and registered architectures.
+
+    Exit status: 0 when listed, 2 on usage errors (a module FAKESCOPE_PLUGINS names cannot be imported).
+    """
     from fakescope.models import architecture_info, bundled_models, list_models
 
     with clean_errors():
@@ -32,7 +35,10 @@ def info(
     model: Annotated[str | None, typer.Argument(help="Bundled model name, model folder or file, or hf://owner/name "
                                                      "(default: the bundled model).")] = None,
 ) -> None:
-    """Print a model's config (input policy, calibration, threshold, training summary, metrics)."""
+    """Print a model's config (input policy, calibration, threshold, training summary, metrics) as JSON.
+
+    Exit status: 0 when printed, 2 on usage errors (no such model).
+    """
     from fakescope.models import load_model
 
     with clean_errors():
@@ -46,7 +52,10 @@ def push(
     repo_id: Annotated[str, typer.Argument(help="Hub repo, owner/name or hf://owner/name.")],
     private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
 ) -> None:
-    """Upload weights, config and card to the Hugging Face Hub (token from HF_TOKEN or the hub login)."""
+    """Upload weights, config and card to the Hugging Face Hub (token from HF_TOKEN or the hub login).
+
+    Exit status: 0 when uploaded (the URL is printed), 2 on usage errors or a refused upload.
+    """
     from fakescope.models import push_model
 
     with clean_errors():

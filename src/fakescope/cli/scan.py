@@ -91,7 +91,10 @@ def export(
     onnx: Annotated[str, typer.Option("--onnx", help="Write the model's network as this ONNX file.")],
     model: ModelOpt = None,
 ) -> None:
-    """Export a model's network to ONNX (dynamic batch and size) and check it against PyTorch."""
+    """Export a model's network to ONNX (dynamic batch and size) and check it against PyTorch.
+
+    Exit status: 0 when written, 2 on usage errors.
+    """
     import torch
 
     from fakescope.models import load_model

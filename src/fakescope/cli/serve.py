@@ -50,7 +50,10 @@ def serve(
         "--allow-anonymous", help="Serve beyond loopback without FAKESCOPE_API_TOKEN: anyone may score images; "
                                   "/v1/generate and /v1/jobs stay off until a token is set.")] = False,
 ) -> None:
-    """Serve the REST API (docs at /docs). Set FAKESCOPE_API_TOKEN to require a bearer token (needed beyond loopback)."""
+    """Serve the REST API (docs at /docs). Set FAKESCOPE_API_TOKEN to require a bearer token (needed beyond loopback).
+
+    Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use included).
+    """
     with clean_errors():
         import uvicorn
 
@@ -93,7 +96,10 @@ def app(
         "--min-free-mb", min=0, help="With --allow-anonymous: refuse a dataset save that would leave less than this "
                                      "many MB free on --root's disk.")] = DEFAULT_MIN_FREE_MB,
 ) -> None:
-    """Open the web app (Streamlit): detector, generator and report pages."""
+    """Open the web app (Streamlit): detector, generator and report pages.
+
+    Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use included).
+    """
     with clean_errors():
         import streamlit  # noqa: F401 - missing: one line naming the extra, not a failed subprocess
 
