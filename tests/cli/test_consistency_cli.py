@@ -79,3 +79,15 @@ def test_scan_and_dataset_build_show_progress_when_asked(tiny_model_dir, folder,
     assert CliRunner().invoke(app, [*build, "--no-progress"]).stderr == ""
     built = CliRunner().invoke(app, [*build, "--progress"])
     assert built.exit_code == 0 and built.stderr != "" and built.stdout.startswith("6 images"), built.output
+
+
+def test_dataset_export_takes_out_as_every_verb_does_and_the_older_positional_out(folder, tmp_path):
+    manifest = str(tmp_path / "m.csv")
+    assert CliRunner().invoke(app, ["dataset", "build", str(folder), "-o", manifest, "--no-csv"]).exit_code == 0
+    for args, written in ((["-o", str(tmp_path / "a.tar")], "a.tar"), ([str(tmp_path / "b.tar")], "b.tar")):
+        done = CliRunner().invoke(app, ["dataset", "export", manifest, *args])
+        assert done.exit_code == 0 and done.stdout == f"6 images exported to {tmp_path / written} (tar)\n", done.output
+    for args, message in ((["-o", str(tmp_path / "c.tar"), str(tmp_path / "d.tar")], "two outputs"), ([], "missing --out/-o")):
+        refused = CliRunner().invoke(app, ["dataset", "export", manifest, *args])
+        assert refused.exit_code == 2 and refused.stderr.startswith(f"error: {message}") and refused.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == ["a.tar", "b.tar"]

@@ -193,7 +193,8 @@ def audit(
 
 def export(
     manifest: ManifestArg,
-    out: Annotated[str, typer.Argument(help="Folder (folders layout; not one holding an earlier export) or file (.tar, .npy, .safetensors), path or storage URI.")],
+    out_argument: Annotated[str | None, typer.Argument(hidden=True, show_default=False, metavar="OUT")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", show_default=False, help="Required: folder (folders layout; not one holding an earlier export) or file (.tar, .npy, .safetensors), path or storage URI.")] = None,
     layout: Annotated[str | None, typer.Option("--layout", help="folders, tar, npy or safetensors (default: OUT's suffix .tar, .npy or .safetensors names it, else folders).")] = None,
     size: Annotated[int, typer.Option("--size", min=8, help="Crop side for npy/safetensors packs.")] = 256,
     only_split: Annotated[str | None, typer.Option("--split", help="Export only this split.")] = None,
@@ -206,6 +207,7 @@ def export(
         from fakescope.data import export_manifest, layout_for, read_manifest, resolve_uris
         from fakescope.errors import ConfigError
 
+        out = _export_target(out, out_argument)
         frame = resolve_uris(read_manifest(manifest), manifest)
         if only_split is not None:
             splits = sorted(set(frame["split"]) - {""})
@@ -216,6 +218,17 @@ def export(
         layout = layout or layout_for(out)
         exported = export_manifest(frame, out, layout=layout, size=size, manifest=manifest)
         typer.echo(f"{len(exported)} images exported to {out} ({layout})")
+
+
+def _export_target(option: str | None, argument: str | None) -> str:
+    """`--out/-o OUT`, as every verb takes it, or OUT after MANIFEST (the older spelling); refuses neither, or both differing."""
+    from fakescope.errors import ConfigError
+
+    if option is not None and argument is not None and option != argument:
+        raise ConfigError(f"two outputs, --out {option} and {argument}: give one")
+    if option is None and argument is None:
+        raise ConfigError("missing --out/-o: the folder or file (.tar, .npy, .safetensors) to export to")
+    return option if option is not None else argument
 
 
 def _ratios(text: str) -> dict[str, float]:
