@@ -91,3 +91,11 @@ def test_dataset_export_takes_out_as_every_verb_does_and_the_older_positional_ou
         refused = CliRunner().invoke(app, ["dataset", "export", manifest, *args])
         assert refused.exit_code == 2 and refused.stderr.startswith(f"error: {message}") and refused.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.glob("*.tar")) == ["a.tar", "b.tar"]
+
+
+def test_dataset_audit_chooses_json_with_format_as_detect_does(folder):
+    audit = ["dataset", "audit", str(folder), "--max-per-class", "3"]
+    table, as_json = (CliRunner().invoke(app, [*audit, *args]) for args in ([], ["-f", "json"]))
+    assert table.exit_code == as_json.exit_code == 0, table.output + as_json.output
+    assert table.stdout.startswith("images  ") and json.loads(as_json.stdout)["counts"] == {"ai": 3, "real": 3}
+    assert CliRunner().invoke(app, [*audit, "--json"]).stdout == as_json.stdout  # the older spelling
