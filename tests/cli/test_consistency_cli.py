@@ -36,11 +36,12 @@ def test_a_shared_option_has_the_same_short_flag_in_every_verb(verb):
 
 @pytest.mark.parametrize("verb", COMMANDS)
 def test_every_verbs_help_gives_its_exit_statuses(verb):
-    """Scripts branch on them: each help says `Exit status: 0 when ...`, usage errors always being 2."""
+    """Scripts branch on them: each help (`--help` or `-h`) says `Exit status: 0 when ...`, usage errors always 2."""
     result = CliRunner().invoke(app, [*verb.split(), "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.replace("│", " ").split())
     assert "Exit status: 0 " in text and "2 on usage errors" in text, text
+    assert CliRunner().invoke(app, [*verb.split(), "-h"], env={"COLUMNS": "400"}).stdout == result.stdout  # -h as well
 
 
 PROGRESS_VERBS = ("detect", "scan", "dataset build", "dataset split", "dataset audit", "train", "evaluate", "evaluate-logo")
