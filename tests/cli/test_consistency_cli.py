@@ -44,6 +44,22 @@ def test_every_verbs_help_gives_its_exit_statuses(verb):
     assert CliRunner().invoke(app, [*verb.split(), "-h"], env={"COLUMNS": "400"}).stdout == result.stdout  # -h as well
 
 
+SAME_HELP = ("--model", "--device", "--threshold", "--provenance", "--workers", "--progress", "--grid", "--precision", "--runtime")
+"""Options that mean the same in every verb that has them, so their help reads the same (verbs overriding a recipe's
+setting, and `generate openai --model`, an OpenAI model, aside)."""
+
+
+def test_a_shared_option_reads_the_same_in_every_verb():
+    helps = {}
+    for verb, command in COMMANDS.items():
+        if verb in ("train", "evaluate-logo", "generate openai"):
+            continue
+        for param in command.params:
+            if param.opts[0] in SAME_HELP:
+                helps.setdefault(param.opts[0], {})[verb] = param.help
+    assert {option: len(set(texts.values())) for option, texts in helps.items()} == dict.fromkeys(SAME_HELP, 1), helps
+
+
 PROGRESS_VERBS = ("detect", "scan", "dataset build", "dataset split", "dataset audit", "train", "evaluate", "evaluate-logo")
 
 

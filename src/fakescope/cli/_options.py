@@ -24,6 +24,10 @@ GridOpt = Annotated[
     int | None,
     typer.Option("--grid", min=1, help="At most GRID x GRID tiles per image (default: the model's; fewer is faster, see docs/scale.md)."),
 ]
+ThresholdOpt = Annotated[float | None, typer.Option(
+    "--threshold", min=0.0, max=1.0, help="Decision threshold on P(ai), the uncertain band moving with it; default: the model's.")]
+ProvenanceOpt = Annotated[bool, typer.Option(
+    "--provenance/--no-provenance", help="Fuse C2PA, metadata and watermark evidence with the pixel score.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for inference (default: one per core).")]
 
 

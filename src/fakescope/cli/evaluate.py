@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
-from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt, ProgressOpt, show_progress
+from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt, ProgressOpt, ProvenanceOpt, show_progress
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,8 +24,7 @@ def evaluate(
     robustness: Annotated[bool, typer.Option("--robustness/--no-robustness", help="Score again after each perturbation.")] = True,
     perturbations: Annotated[str | None, typer.Option(help="Comma-separated subset of the perturbations (default: all).")] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for confidence intervals: at least 1000, or 0 for none.")] = 1000,
-    provenance: Annotated[bool, typer.Option(
-        "--provenance/--no-provenance", help="Fuse C2PA, metadata and watermark evidence.")] = True,
+    provenance: ProvenanceOpt = True,
     examples: Annotated[int, typer.Option(min=0, help="Example images shown in the report.")] = 12,
     attributes: Annotated[str | None, typer.Option(
         help="Comma-separated attribute columns to slice by (default: all low-cardinality extras; the others "
