@@ -127,6 +127,22 @@ def test_embed_writes_features_and_plots(model_dir, planted_manifest, tmp_path):
     assert sorted(p.name for p in out.glob("*.png")) == ["umap_label.png", "umap_mosaic.png", "umap_pattern.png"]
 
 
+@pytest.mark.slow  # UMAP's first fit compiles with numba
+def test_embed_takes_the_minimal_manifest_evaluate_takes(model_dir, planted_manifest, tmp_path):
+    rows = planted_manifest[planted_manifest["split"] == "val"]
+    for path in rows["uri"]:
+        os.link(path, tmp_path / os.path.basename(path))
+    minimal = pd.DataFrame({"uri": [os.path.basename(p) for p in rows["uri"]],  # relative to the manifest
+                            "label": rows["label"].map({"ai": "fake", "real": "real"}).to_numpy()})
+    minimal.to_csv(tmp_path / "minimal.csv", index=False)
+    out = tmp_path / "embedding"
+    result = CliRunner().invoke(app, ["embed", str(tmp_path / "minimal.csv"), "--model", model_dir, "--out", str(out)])
+    assert result.exit_code == 0, result.output  # was refused: 'missing column(s): format, ...'
+    assert result.stdout.startswith("embedded 24 image(s), 0 left out; k-means k=2")
+    table = pd.read_parquet(out / "embeddings.parquet")
+    assert sorted(table["label"].value_counts().items()) == [("ai", 12), ("real", 12)]  # `fake` read as ai
+
+
 def test_embed_with_more_clusters_than_images_is_a_usage_error(model_dir, planted_manifest, tmp_path):
     from fakescope.data import write_manifest
 

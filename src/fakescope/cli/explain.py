@@ -71,7 +71,8 @@ def explain(
 
 
 def embed(
-    manifest: Annotated[str, typer.Argument(help="A manifest (Parquet or CSV), local or a storage URI.")],
+    manifest: Annotated[str, typer.Argument(
+        help="A manifest (Parquet or CSV), local or a storage URI, with at least uri and label, as evaluate takes.")],
     model: ModelOpt = None,
     out: OutDirOpt = "embedding",
     color_by: Annotated[list[str] | None, typer.Option(
@@ -87,7 +88,7 @@ def embed(
     Exit status: 0 when every image was embedded, 1 when some were left out (unreadable, or non-finite
     features; each named on stderr), 2 on usage errors.
     """
-    from fakescope.data import read_manifest, resolve_uris
+    from fakescope.data import read_rows
     from fakescope.detector import resolve_device
     from fakescope.io import storage
     from fakescope.models import load_model
@@ -95,7 +96,7 @@ def embed(
     with clean_errors():
         from fakescope.explain import embedding_report
 
-        rows = resolve_uris(read_manifest(manifest), manifest)
+        rows = read_rows(manifest, split_required=False)
         loaded = load_model(model, device=resolve_device(device))
         report = embedding_report(loaded, rows, out, color_by=tuple(color_by or ("label", "generator")),
                                   clusters=clusters, seed=seed, batch_size=batch_size, max_thumbnails=max_thumbnails)
