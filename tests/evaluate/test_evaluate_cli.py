@@ -292,6 +292,17 @@ def test_installed_command_lists_both_verbs():
     assert "evaluate-logo" in done.stdout and "evaluate " in done.stdout
 
 
+@pytest.mark.parametrize("option, value, error", [
+    ("--perturbations", "jpeg_q75", "error: unknown perturbation(s) jpeg_q75; known: "),
+    ("--attributes", "glases", "error: no attribute column(s) glases in the manifest; it has "),
+])
+def test_explain_figures_wait_until_every_option_is_checked(small_manifest, tmp_path, option, value, error):
+    result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path), "--split", "all",
+                                 "--explain", option, value, "--bootstrap", "0", "--device", "cpu"])
+    assert result.exit_code == 2 and result.stderr.startswith(error), result.output
+    assert list(tmp_path.iterdir()) == []  # the figures were drawn and written to OUT/figures before the refusal
+
+
 @pytest.mark.slow
 def test_evaluate_with_explanation_figures_in_the_report(small_manifest, tmp_path):
     result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path), "--split", "all",

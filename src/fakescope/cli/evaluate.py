@@ -55,17 +55,20 @@ def evaluate(
     with clean_errors():
         import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
 
+        if explain:  # as matplotlib: the figures are drawn after scoring
+            import pytorch_grad_cam  # noqa: F401
+            import umap  # noqa: F401
         extras, written = [_figure_pair(f) for f in figure or []], []
         check_split(split)
         check_bootstrap(bootstrap)
         chosen, sliced = _names(perturbations, "--perturbations"), _names(attributes, "--attributes")
         rows = read_rows(manifest, split_required=split != "all")
-        if explain:
-            figures, written = _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)
-            extras += figures
         report = run(model, rows, split, robustness=robustness, perturbations=chosen,
                      bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=sliced,
                      device=device, batch_size=batch_size, progress=show_progress(progress))
+        if explain:  # after evaluate checked every option: a typo is refused before this second pass, not after it
+            figures, written = _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)
+            extras += figures
         try:
             paths = write_report(report, out, extras)
         except OSError as exc:
