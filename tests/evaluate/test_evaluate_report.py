@@ -87,3 +87,18 @@ def test_long_slice_and_failure_tables_are_cut_on_the_page_not_in_json(report, t
     assert page.count("<tr>") < 3 * ROWS_SHOWN + 100
     data = json.loads(open(paths["json"]).read())
     assert len(data["failures"]) == 3000 and len(data["slices"]["source"]) == 5000
+
+
+@pytest.mark.slow  # UMAP's first fit compiles with numba
+def test_explanation_figures_score_the_images_as_the_report_does(model_dir, with_broken, report, tmp_path):
+    import pandas as pd
+
+    from fakescope.explain import report_figures
+
+    figures = report_figures(model_dir, with_broken[with_broken["split"] == "test"].reset_index(drop=True), tmp_path)
+    assert [t for t, _ in figures if t.startswith("Grad-CAM")]
+    table = pd.read_parquet(tmp_path / "embeddings.parquet").dropna(subset=["probability"])
+    embedded = dict(zip(table["uri"], table["probability"]))
+    scored = {s["uri"]: s["pixel_probability"] for s in report.scores}
+    assert embedded.keys() == scored.keys()  # model_dir's recipe crops and re-encodes: the raw images scored otherwise
+    assert [embedded[u] for u in scored] == pytest.approx(list(scored.values()), abs=1e-5)

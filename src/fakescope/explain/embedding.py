@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +42,9 @@ _GREYS = {10: (7,), 20: (14, 15)}
 """The greys of tab10 and tab20, left out beside `(other: ...)` and `(none)`."""
 
 
-def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64) -> pd.DataFrame:
-    """Features and scores for every row of a manifest (at least a `uri` column).
+def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64,
+                 read: Callable[[str], Image.Image] = read_source) -> pd.DataFrame:
+    """Features and scores for every row of a manifest (at least a `uri` column), each image as `read` gives it.
 
     Returns:
         The rows (fresh index) plus `probability` (calibrated P(ai)), `embedding` (float32
@@ -74,7 +76,7 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
 
     for i, uri in enumerate(table["uri"]):
         try:
-            pending.append((i, make_tiles(read_source(uri), model.config.input).pixels))
+            pending.append((i, make_tiles(read(uri), model.config.input).pixels))
         except FakescopeError as exc:
             errors[i] = exc.reason
             continue

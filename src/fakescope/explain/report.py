@@ -10,11 +10,13 @@ import io
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
@@ -32,6 +34,7 @@ from fakescope.explain.overlay import save_overlay
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
 from fakescope.models.bundle import LoadedModel, load_model
+from fakescope.train.augment import neutralize
 from fakescope.train.dataset import read_source
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,7 @@ def embedding_report(
     seed: int = 0,
     batch_size: int = 64,
     max_thumbnails: int = 400,
+    read: Callable[[str], Image.Image] = read_source,
 ) -> EmbeddingReport:
     """Embed a manifest, project it with UMAP, cluster it, and write the results under `out`.
 
@@ -124,6 +128,7 @@ def embedding_report(
     values (`label` always), and `umap_mosaic.png` (up to `max_thumbnails` images, drawn with `seed`).
 
     Args:
+        read: Decodes a `uri` into the RGB image embedded and drawn (default: as stored).
         clusters: k for k-means; default: the number of distinct labels. Purity is measured on labels
             (of a set of one label it is 1 whatever the features hold, which is logged as a warning).
 
@@ -136,7 +141,7 @@ def embedding_report(
     missing = [c for c in color_by if c not in rows.columns]
     if missing:
         raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
-    table = embed_images(model, rows, batch_size=batch_size)
+    table = embed_images(model, rows, batch_size=batch_size, read=read)
     ok = table["error"].isna().to_numpy()
     if ok.sum() < MIN_IMAGES:
         first = ""
@@ -170,7 +175,7 @@ def embedding_report(
     title = (f"{model.config.name}: UMAP thumbnails ({len(sample)} of {len(valid)}); "
              f"k-means k={k}, label purity {found.purity:.2f}")
     uri = storage.join(out, "umap_mosaic.png")
-    storage.write_bytes(uri, mosaic_png(coords[sample], [read_source(valid["uri"][i]) for i in sample], correct[sample], title))
+    storage.write_bytes(uri, mosaic_png(coords[sample], [read(valid["uri"][i]) for i in sample], correct[sample], title))
     figures.append(("UMAP thumbnail mosaic (green: correct, red: wrong)", uri))
     return EmbeddingReport(table, found, figures)
 
@@ -181,13 +186,19 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
 
     UMAP scatters (by label, and by generator when there are several), the thumbnail mosaic, and
     Grad-CAM overlays of `examples` images: the highest-scored ai images and the highest-scored
-    real ones (the closest to false alarms). Where the data or the model allow no figures (UMAP of
-    fewer than 5 images; Grad-CAM of a model without convolutional features) there are none, with a warning.
+    real ones (the closest to false alarms). Each image goes through the model's recipe preprocessing first,
+    as `fakescope.evaluate` scores it (so the scores and maps are of what the report measured). Where the data
+    or the model allow no figures (UMAP of fewer than 5 images; Grad-CAM of a model without convolutional
+    features) there are none, with a warning.
     """
+    from fakescope.evaluate.evaluator import recipe_preprocessing
+
     model = _as_model(model_or_detector)
     out = Path(out_dir)
+    recipe = recipe_preprocessing(model.config)
+    read = (lambda uri: neutralize(read_source(uri), recipe)) if recipe else read_source
     try:
-        report = embedding_report(model, manifest_df, str(out), seed=seed)
+        report = embedding_report(model, manifest_df, str(out), seed=seed, read=read)
     except ConfigError as exc:
         log.warning("the report has no explanation figures: %s", exc)
         return []
@@ -196,7 +207,7 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     picks = pd.concat([scored[scored["label"] == "ai"].head(examples - examples // 2),
                        scored[scored["label"] == "real"].head(examples // 2)])
     for n, row in enumerate(picks.itertuples()):
-        image = read_source(row.uri)
+        image = read(row.uri)
         try:
             heat = class_activation_map(model, image, "gradcam")
         except ConfigError as exc:  # features no module produces (spectral_lr): the UMAP figures stay
