@@ -79,6 +79,21 @@ def test_explain_image_draws_every_method_on_the_onnx_runtime(planted_model, tmp
     assert sorted(result.files) == sorted(DEFAULT_METHODS)
 
 
+def test_an_exif_rotated_photo_is_explained_upright(planted_model, tmp_path):
+    upright = Image.fromarray(np.concatenate([planted_image(5004, SIDE)[0], smooth_field(1, SIDE)], axis=1))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned left; viewers turn it 90 degrees clockwise
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned.png", exif=exif)
+    upright.save(tmp_path / "upright.png")
+    detector = Detector(planted_model, provenance=False)
+    for method in ("tiles", "gradcam"):
+        maps = [detector.explain(str(tmp_path / name), method=method) for name in ("turned.png", "upright.png")]
+        assert maps[0].shape == (SIDE, 2 * SIDE)
+        np.testing.assert_allclose(*maps, atol=1e-5)
+    result = explain_image(detector, str(tmp_path / "turned.png"), str(tmp_path / "out"), methods=("tiles", "gradcam"))
+    assert sorted(result.files) == ["gradcam", "tiles"] and result.skipped == {}
+
+
 def test_cam_needs_a_pooling_linear_head_but_gradcam_does_not():
     torch_config = ModelConfig(name="max-pool", architecture="test_tiny")
     network = create_model("test_tiny", global_pool="max").eval()
