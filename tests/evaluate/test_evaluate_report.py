@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from html.parser import HTMLParser
 
 import pytest
@@ -96,7 +97,11 @@ def test_explanation_figures_score_the_images_as_the_report_does(model_dir, with
     from fakescope.explain import report_figures
 
     figures = report_figures(model_dir, with_broken[with_broken["split"] == "test"].reset_index(drop=True), tmp_path)
-    assert [t for t, _ in figures if t.startswith("Grad-CAM")]
+    shown = {t.split(" image ")[1].split(",")[0]: t for t, _ in figures if t.startswith("Grad-CAM")}
+    assert shown
+    for s in report.scores:
+        if os.path.basename(s["uri"]) in shown:  # as the HTML's example cards, to 3 places
+            assert shown[os.path.basename(s["uri"])].endswith(f"pixel P(ai) = {s['pixel_probability']:.3f}")
     table = pd.read_parquet(tmp_path / "embeddings.parquet").dropna(subset=["probability"])
     embedded = dict(zip(table["uri"], table["probability"]))
     scored = {s["uri"]: s["pixel_probability"] for s in report.scores}

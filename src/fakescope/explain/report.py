@@ -187,7 +187,8 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     UMAP scatters (by label, and by generator when there are several), the thumbnail mosaic, and
     Grad-CAM overlays of `examples` images: the highest-scored ai images and the highest-scored
     real ones (the closest to false alarms). Each image goes through the model's recipe preprocessing first,
-    as `fakescope.evaluate` scores it (so the scores and maps are of what the report measured). Where the data
+    as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
+    its `pixel_probability` (no provenance evidence). Where the data
     or the model allow no figures (UMAP of fewer than 5 images; Grad-CAM of a model without convolutional
     features) there are none, with a warning.
     """
@@ -214,10 +215,10 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
             log.warning("the report has no Grad-CAM figures: %s", exc)
             break
         name = os.path.basename(row.uri)
-        caption = f"{name} (label {row.label}): P(ai) = {row.probability:.3f}\nGrad-CAM, model {model.config.name}"
+        caption = f"{name} (label {row.label}): pixel P(ai) = {row.probability:.3f}\nGrad-CAM, model {model.config.name}"
         path = out / "heatmaps" / f"{n:02d}_{Path(name).stem}_gradcam.png"
         save_overlay(str(path), image, heat, caption)
-        figures.append((f"Grad-CAM: {row.label} image {name}, P(ai) = {row.probability:.2f}", path))
+        figures.append((f"Grad-CAM: {row.label} image {name}, pixel P(ai) = {row.probability:.3f}", path))
     return figures
 
 
