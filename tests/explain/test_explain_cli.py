@@ -103,6 +103,23 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(model_dir, images, pla
     assert taken.read_text() == "keep me"
 
 
+def test_methods_the_architecture_cannot_draw_are_named_once_before_any_work(images, tmp_path):
+    from fakescope.models import ModelConfig, create_model, save_model
+
+    save_model(create_model("spectral_lr").eval(), ModelConfig("spectral", "spectral_lr"), tmp_path / "spectral")
+    why = "SpectralLR: no module produces the forward_features output to explain (per-tile heatmaps, --method tiles, " \
+          "work for every model)"
+    base = ["explain", *images, "--model", str(tmp_path / "spectral"), "--device", "cpu"]
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "default")])
+    assert result.exit_code == 0, result.output  # was a note per image and method
+    assert result.stderr == f"note: gradcam skipped: {why}\nnote: gradcam++ skipped: {why}\n"
+    assert sorted(os.listdir(tmp_path / "default")) == ["img5000_cam.png", "img5000_tiles.png", "img5001_cam.png",
+                                                        "img5001_tiles.png"]
+    asked = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "asked"), "--method", "tiles", "--method", "gradcam"])
+    assert asked.exit_code == 2  # was exit 0 with only the tiles, and a note per image
+    assert asked.stderr == f"error: --method gradcam: {why}\n" and not (tmp_path / "asked").exists()
+
+
 def test_explain_rejects_an_unknown_method(model_dir, images, tmp_path):
     result = CliRunner().invoke(app, ["explain", images[0], "--model", model_dir, "--method", "saliency"])
     assert result.exit_code == 2 and "saliency" in result.output

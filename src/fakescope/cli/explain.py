@@ -36,7 +36,8 @@ def explain(
     from fakescope.io.inputs import iter_sources, path_text
 
     with clean_errors():
-        from fakescope.explain import DEFAULT_METHODS, explain_image, require_out_folder
+        from fakescope.errors import ConfigError
+        from fakescope.explain import DEFAULT_METHODS, explain_image, require_out_folder, unsupported
 
         require_out_folder(out)
         methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
@@ -50,6 +51,12 @@ def explain(
                 typer.echo(f"note: gradcam and gradcam++ skipped: missing optional package 'pytorch_grad_cam'; "
                            f"{install_hint('pytorch_grad_cam')}", err=True)
         detector = Detector.load(model, device=device)
+        refused = {m: why for m in methods if m != "tiles" and (why := unsupported(detector.torch_model, m))}
+        for name, why in refused.items():  # the architecture's, so every image's: said once, before any work
+            if method:
+                raise ConfigError(f"--method {name}: {why}")
+            typer.echo(f"note: {name} skipped: {why}", err=True)
+        methods = tuple(m for m in methods if m not in refused)
         sources = list(iter_sources(inputs))
     if not sources:
         typer.echo("error: no input images found", err=True)

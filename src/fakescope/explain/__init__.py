@@ -9,6 +9,7 @@ from fakescope.explain.cam import (
     class_activation_map,
     feature_layer,
     require_classifier,
+    unsupported,
 )
 from fakescope.explain.embedding import (
     Clusters,
@@ -49,4 +50,5 @@ __all__ = [
     "require_out_folder",
     "save_overlay",
     "scatter_png",
+    "unsupported",
 ]

@@ -140,6 +140,23 @@ def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
     return upsampled.squeeze(1).clamp_(min=0).cpu()
 
 
+def unsupported(model: LoadedModel, method: str) -> str | None:
+    """Why `model`'s architecture gives no `method` map for any image (checked on one crop-size noise tile), or None."""
+    try:
+        require_classifier(model)
+        side = model.config.input.crop_size
+        noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)  # not flat: max-pool != mean
+        device = next(model.network.parameters()).device
+        x = normalize(whole_image_tiles(noise).pixels.to(device), model.config.input)
+        if method == "cam":
+            _linear_head_cam(model.network, x)
+        else:
+            feature_layer(model.network, x)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def require_classifier(model: LoadedModel) -> None:
     """Grad-CAM, CAM and embeddings need the PyTorch network (its gradients) with the registry's `forward_features`."""
     if not (isinstance(model.network, nn.Module) and hasattr(model.network, "forward_features")):
