@@ -11,7 +11,7 @@ from plugin_helpers import FeatureHead
 from torch import nn
 
 from fakescope.errors import ConfigError
-from fakescope.explain import class_activation_map, embed_images, report_figures
+from fakescope.explain import METHODS, class_activation_map, embed_images, report_figures, unsupported
 from fakescope.models import InputPolicy, load_model, register_model, registry
 
 SIDE = 192
@@ -171,8 +171,10 @@ def test_a_nan_map_is_skipped_with_a_note_not_drawn_blank(planted_manifest, tmp_
     model = LoadedModel(network, ModelConfig(name="nanny", architecture="qa_nan", input=InputPolicy(crop_size=64, grid=2)),
                         "memory")
     image, _ = planted_image(3, 96)
-    with pytest.raises(ConfigError, match=r"^nanny: the gradcam map is not finite \(the network gave NaN or infinite values\)$"):
-        class_activation_map(model, image, "gradcam")
+    for method in ("gradcam", "cam"):  # cam said 'CAM needs global average pooling + a linear head'
+        with pytest.raises(ConfigError, match=rf"^nanny: the {method} map is not finite \(the network gave NaN or infinite"):
+            class_activation_map(model, image, method)
+    assert [unsupported(model, m) for m in METHODS] == [None] * 3  # the architecture allows them: no refusal up front
     image.save(tmp_path / "a.png")
     result = explain_image(Detector(model), str(tmp_path / "a.png"), str(tmp_path / "out"), methods=("tiles", "gradcam++"))
     assert result.files == {} and not (tmp_path / "out").exists()
