@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 from evaluate_helpers import smooth
 
-from fakescope.evaluate import render_html, write_report
+from fakescope.evaluate import evaluate, render_html, write_report
 
 
 class _Collector(HTMLParser):
@@ -107,3 +107,13 @@ def test_explanation_figures_score_the_images_as_the_report_does(model_dir, with
     scored = {s["uri"]: s["pixel_probability"] for s in report.scores}
     assert embedded.keys() == scored.keys()  # model_dir's recipe crops and re-encodes: the raw images scored otherwise
     assert [embedded[u] for u in scored] == pytest.approx(list(scored.values()), abs=1e-5)
+
+
+def test_a_split_of_one_label_gets_no_auc_figures(model_dir, dataset):
+    reals = dataset[dataset["label"] == "real"]
+    one = evaluate(model_dir, reals, "test", perturbations=["jpeg_q70"], bootstrap=0, provenance=False, device="cpu")
+    assert [row["auc"] for row in one.to_dict()["robustness"]] == [None, None]
+    html = render_html(one)
+    assert "alt='Score distribution'" in html and "alt='Reliability diagram'" in html
+    for title in ("ROC curve", "Precision-recall curve", "Robustness"):  # Robustness drew every AUC as an empty bar of 0
+        assert f"alt='{title}'" not in html

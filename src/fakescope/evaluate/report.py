@@ -203,13 +203,13 @@ def _table(rows: list[dict[str, Any]], which: str = "", total: int | None = None
 
 
 def _figures(data: dict) -> list[str]:
-    """ROC, precision-recall, reliability, score histogram and robustness bars, as figure tags."""
+    """ROC, precision-recall (both labels), reliability, score histogram and robustness bars (an AUC), as figure tags."""
     figures = []
     if data["curves"]["roc"]["fpr"]:
         figures += [_plot("ROC curve", lambda ax: _roc(ax, data)), _plot("Precision-recall curve", lambda ax: _pr(ax, data))]
     figures += [_plot("Reliability diagram", lambda ax: _reliability(ax, data)),
                 _plot("Score distribution", lambda ax: _histogram(ax, data))]
-    if data["robustness"]:
+    if any(row["auc"] is not None for row in data["robustness"]):  # one label: no AUC, not bars of AUC 0
         figures.append(_plot("Robustness", lambda ax: _robustness(ax, data["robustness"])))
     return figures
 
