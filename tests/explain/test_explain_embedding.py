@@ -212,6 +212,15 @@ def test_report_figures_lists_existing_pngs(planted_model, val_rows, tmp_path, r
         assert path.is_file() and Image.open(path).format == "PNG"
 
 
+@pytest.mark.slow
+def test_report_figures_of_rows_with_only_uri_and_label(planted_model, val_rows, tmp_path):
+    rows = val_rows[["uri", "label"]].assign(label=val_rows["label"].replace({"ai": "fake"}))
+    figures = report_figures(planted_model, rows, tmp_path, examples=2)  # were none: 'no column(s) generator to colour by'
+    assert [t.split(":")[0] for t, _ in figures] == ["UMAP by label", "UMAP thumbnail mosaic (green", "Grad-CAM", "Grad-CAM"]
+    assert [t.split(": ")[1].split(" image")[0] for t, _ in figures[2:]] == ["ai", "real"]  # `fake` read as ai
+    assert sorted(pd.read_parquet(tmp_path / "embeddings.parquet")["label"].unique()) == ["ai", "real"]
+
+
 def test_report_figures_leave_out_what_they_cannot_draw(planted_model, val_rows, tmp_path, caplog):
     from fakescope.models import ModelConfig, create_model, load_model, save_model
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fakescope.data.manifest import check_rows
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.explain.cam import class_activation_map
@@ -121,7 +122,7 @@ def embedding_report(
     max_thumbnails: int = 400,
     read: Callable[[str], Image.Image] = read_source,
 ) -> EmbeddingReport:
-    """Embed a manifest, project it with UMAP, cluster it, and write the results under `out`.
+    """Embed manifest rows (at least `uri` and `label`), project them with UMAP, cluster them, write the results under `out`.
 
     Writes `embeddings.parquet` (the rows plus probability, embedding, umap_x, umap_y, cluster,
     error), `clusters.csv`, one `umap_<column>.png` per `color_by` column that has two or more
@@ -138,6 +139,7 @@ def embedding_report(
         0.97
     """
     require_out_folder(out)
+    rows = check_rows(rows, "the rows to embed", split_required=False)  # `fake` is ai; absent source, generator: empty
     missing = [c for c in color_by if c not in rows.columns]
     if missing:
         raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
