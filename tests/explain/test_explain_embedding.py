@@ -155,6 +155,17 @@ def test_scatter_and_mosaic_are_pngs():
 
 
 @pytest.mark.slow  # numba compiles UMAP on its first fit: 15-40 s on this machine
+def test_the_mosaic_legend_hides_no_thumbnail():
+    blue, grey = Image.new("RGB", (64, 64), (0, 0, 255)), Image.new("RGB", (64, 64), (128, 128, 128))
+
+    def blue_pixels(corner: list[float]) -> int:
+        coords = np.array([[0, 0], [1, 1], corner], np.float32)
+        png = np.asarray(Image.open(io.BytesIO(mosaic_png(coords, [grey, grey, blue], np.ones(3, bool), "t"))).convert("RGB"))
+        return int(((png[..., 2] > 200) & (png[..., 0] < 60) & (png[..., 1] < 60)).sum())
+
+    assert blue_pixels([1, 1]) == blue_pixels([0, 0]) > 0  # top right: 147 of 900 showed beside the legend
+
+
 def test_umap_is_one_point_per_image_separable_and_seeded(easy_table):
     features = np.stack(easy_table["embedding"].tolist())
     coords = project_umap(features, seed=3)

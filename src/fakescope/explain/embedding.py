@@ -191,9 +191,9 @@ def mosaic_png(coords: np.ndarray, images: list[Image.Image], correct: np.ndarra
     axes.set_axis_off()
     axes.set_title(title, fontsize=10)
     rgb = [tuple(c / 255 for c in colour) for colour in (CORRECT_COLOR, WRONG_COLOR)]
-    axes.legend(handles=[Patch(color=rgb[0], label=f"correct ({int(np.sum(correct))})"),
-                         Patch(color=rgb[1], label=f"wrong ({int(len(correct) - np.sum(correct))})")],
-                loc="upper right", fontsize=8)
+    figure.legend(handles=[Patch(color=rgb[0], label=f"correct ({int(np.sum(correct))})"),  # outside: over the canvas it
+                           Patch(color=rgb[1], label=f"wrong ({int(len(correct) - np.sum(correct))})")],  # hid thumbnails
+                  loc="outside lower center", ncols=2, fontsize=8)
     return figure_png(figure)
 
 
