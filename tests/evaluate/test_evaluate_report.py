@@ -97,6 +97,7 @@ def test_explanation_figures_score_the_images_as_the_report_does(model_dir, with
     from fakescope.explain import report_figures
 
     figures = report_figures(model_dir, with_broken[with_broken["split"] == "test"].reset_index(drop=True), tmp_path)
+    assert [t for t, _ in figures][:3] == ["UMAP by label", "UMAP by source", "UMAP by generator"]  # source: camera, render
     shown = {t.split(" image ")[1].split(",")[0]: t for t, _ in figures if t.startswith("Grad-CAM")}
     assert shown
     for s in report.scores:

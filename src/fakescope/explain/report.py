@@ -186,7 +186,7 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
                    out_dir: str | os.PathLike, *, seed: int = 0, examples: int = 4) -> list[tuple[str, Path]]:
     """The explanation figures for an evaluation report, as (title, PNG path) pairs.
 
-    UMAP scatters (by label, and by generator when there are several), the thumbnail mosaic, and
+    UMAP scatters (by label, and by source and by generator where there are several), the thumbnail mosaic, and
     Grad-CAM overlays of `examples` images: the highest-scored ai images and the highest-scored
     real ones (the closest to false alarms). Each image goes through the model's recipe preprocessing first,
     as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
@@ -201,7 +201,7 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     recipe = recipe_preprocessing(model.config)
     read = (lambda uri: neutralize(read_source(uri), recipe)) if recipe else read_source
     try:
-        report = embedding_report(model, manifest_df, str(out), seed=seed, read=read)
+        report = embedding_report(model, manifest_df, str(out), color_by=("label", "source", "generator"), seed=seed, read=read)
     except ConfigError as exc:
         log.warning("the report has no explanation figures: %s", exc)
         return []
