@@ -65,3 +65,18 @@ def test_evaluate_without_matplotlib_fails_before_scoring(monkeypatch, tmp_path,
     result = CliRunner().invoke(app, ["evaluate", str(tiny_model_dir), str(manifest), "--out", str(tmp_path / "eval")])
     assert result.exit_code == 2, result.output
     assert result.stderr == "error: missing optional package 'matplotlib'; install it with: pip install \"fakescope[evaluate]\"\n"
+
+
+@pytest.mark.parametrize(("missing", "hint"), [
+    ("umap", 'pip install "fakescope[explain]"'),
+    ("pytorch_grad_cam", 'pip install "fakescope[explain]" && pip install --no-deps grad-cam'),
+])
+def test_evaluate_explain_without_its_packages_fails_before_scoring(monkeypatch, tmp_path, tiny_model_dir, missing, hint):
+    _without(monkeypatch, missing)  # the figures are drawn after scoring: a missing package must not wait for them
+    monkeypatch.setattr(fakescope.evaluate, "evaluate", lambda *a, **k: pytest.fail(f"scored without {missing}"))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("uri,label\nx.jpg,real\n")
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_model_dir), str(manifest), "--out", str(tmp_path / "eval"),
+                                      "--split", "all", "--explain"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: missing optional package {missing!r}; install it with: {hint}\n"
