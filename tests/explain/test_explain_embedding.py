@@ -155,6 +155,22 @@ def test_scatter_and_mosaic_are_pngs():
 
 
 @pytest.mark.slow  # numba compiles UMAP on its first fit: 15-40 s on this machine
+def test_the_scatter_legend_hides_no_point():
+    from matplotlib import colormaps
+
+    rng = np.random.default_rng(0)
+    coords = np.concatenate([rng.random((4000, 2)), np.full((18, 2), 0.5)]).astype(np.float32)
+    values = pd.Series(["a"] * 4000 + [f"b{i:02d}" for i in range(18)], name="identity")  # 19 legend entries
+    png = np.asarray(Image.open(io.BytesIO(scatter_png(coords, values, "t"))).convert("RGB")).astype(int)
+    a = np.abs(png - np.round(np.array(colormaps["tab20"](0)[:3]) * 255)).sum(-1) < 6
+    rows, cols = np.nonzero(a)
+    (top, bottom), (left, right) = np.percentile(rows, [1, 99]).astype(int), np.percentile(cols, [1, 99]).astype(int)
+    middle = (top + bottom) // 2, (left + right) // 2
+    quarters = [int(a[r0:r1, c0:c1].sum()) for r0, r1 in ((top, middle[0]), (middle[0], bottom))
+                for c0, c1 in ((left, middle[1]), (middle[1], right))]
+    assert min(quarters) > 0.85 * max(quarters), quarters  # the legend inside the axes hid a fifth of one quarter
+
+
 def test_the_mosaic_legend_hides_no_thumbnail():
     blue, grey = Image.new("RGB", (64, 64), (0, 0, 255)), Image.new("RGB", (64, 64), (128, 128, 128))
 

@@ -145,7 +145,7 @@ def scatter_png(coords: np.ndarray, values: pd.Series, title: str) -> bytes:
         missing = np.isnan(numbers)  # matplotlib draws NaN colours transparent: the points would vanish
         if missing.any():
             axes.scatter(coords[missing, 0], coords[missing, 1], s=14, color=MISSING_COLOUR, label=f"{NONE} ({missing.sum()})")
-            axes.legend(title=str(values.name), fontsize=8, markerscale=1.5, loc="best")
+            figure.legend(title=str(values.name), fontsize=8, markerscale=1.5, loc="outside right upper")
         shown = axes.scatter(coords[~missing, 0], coords[~missing, 1], c=numbers[~missing], cmap="viridis", s=14)
         figure.colorbar(shown, ax=axes, label=str(values.name))
     else:
@@ -154,7 +154,7 @@ def scatter_png(coords: np.ndarray, values: pd.Series, title: str) -> bytes:
         for name, colour in palette.items():
             mask = (categories == name).to_numpy()
             axes.scatter(coords[mask, 0], coords[mask, 1], s=14, color=colour, label=f"{name} ({mask.sum()})")
-        axes.legend(title=str(values.name), fontsize=8, markerscale=1.5, loc="best")
+        figure.legend(title=str(values.name), fontsize=8, markerscale=1.5, loc="outside right upper")  # not over points
     axes.set_title(title, fontsize=10)
     axes.set_xlabel("UMAP 1")
     axes.set_ylabel("UMAP 2")
