@@ -436,6 +436,9 @@ def test_unusable_device_is_a_clean_error(tiny_model_dir):
         Detector.load(tiny_model_dir, device="cuda")
     with pytest.raises(ConfigError, match="invalid device"):
         Detector.load(tiny_model_dir, device="tpu-please")
+    with pytest.raises(ConfigError) as excinfo:  # torch's own message lists some twenty device types
+        Detector.load(tiny_model_dir, device="cdua")
+    assert str(excinfo.value) == "invalid device 'cdua': use cpu, cuda, cuda:N, mps or auto"
     if not torch.backends.mps.is_available():  # a device type torch knows but this build or machine lacks
         with pytest.raises(ConfigError, match="device 'mps' is not available on this machine"):
             Detector.load(tiny_model_dir, device="mps")

@@ -326,6 +326,9 @@ class Detector:
         )
 
 
+_DEVICES = "cpu, cuda, cuda:N, mps or auto"
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """`auto` picks CUDA when available; anything else is passed to `torch.device` and must be usable here.
 
@@ -336,8 +339,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"invalid device {device!r}: {exc}") from None
+    except RuntimeError:  # torch's message lists every device type it knows, most of them unusable here
+        raise ConfigError(f"invalid device {device!r}: use {_DEVICES}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but no CUDA device is available")
     if resolved.type != "cpu":
