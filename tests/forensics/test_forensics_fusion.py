@@ -78,6 +78,13 @@ def test_band_must_hold_threshold():
     assert fuse(0.49, [], 0.5, (0.5, 0.5)).verdict == "real"
 
 
+@pytest.mark.parametrize("pixel", [2.0, -0.1, 1.0000001])
+def test_a_pixel_probability_outside_0_1_is_refused(pixel):
+    with pytest.raises(ConfigError, match=r"^pixel probability must be in \[0, 1\] \(or None\), got "):
+        fuse(pixel, [AI_MANIFEST], 0.5, BAND)
+    assert fuse(1.0, [], 0.5, BAND).probability == 1.0 and fuse(0.0, [], 0.5, BAND).probability == 0.0
+
+
 @pytest.mark.parametrize("pixel", [float("nan"), float("inf")])
 def test_a_non_finite_pixel_score_counts_as_none_so_evidence_still_decides(pixel):
     signed = fuse(pixel, [AI_MANIFEST], 0.5, BAND)

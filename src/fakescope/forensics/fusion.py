@@ -55,18 +55,21 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
         band: (lower, upper) uncertain band around `threshold`.
 
     Raises:
-        ConfigError: the band does not contain the threshold or leaves [0, 1].
+        ConfigError: the pixel probability is finite but outside [0, 1], or the band does not contain the
+            threshold or leaves [0, 1].
 
     Example:
         >>> fuse(0.7, [], 0.5, (0.4, 0.6)).verdict
         'ai'
     """
+    pixel = pixel_probability if pixel_probability is not None and math.isfinite(pixel_probability) else None
+    if pixel is not None and not 0.0 <= pixel <= 1.0:
+        raise ConfigError(f"pixel probability must be in [0, 1] (or None), got {pixel_probability!r}")
     lower, upper = band
     if not 0.0 <= lower <= threshold <= upper <= 1.0:
         raise ConfigError(f"uncertain band {band} must satisfy 0 <= lower <= threshold {threshold} <= upper <= 1")
     evidence = list(evidence)
     scored = [e for e in evidence if e.score is not None]
-    pixel = pixel_probability if pixel_probability is not None and math.isfinite(pixel_probability) else None
     decisive = [e for e in scored if e.decisive]
     if decisive:
         best = max(decisive, key=lambda e: (e.kind == "c2pa", e.score))
