@@ -327,6 +327,13 @@ class Detector:
 
 
 _DEVICES = "cpu, cuda, cuda:N, mps or auto"
+RUNTIMES = ("torch", "onnx", "auto")
+
+
+def check_runtime(runtime: str) -> None:
+    """Refuse a runtime name other than `RUNTIMES` in one line (`ConfigError`)."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; use {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -371,8 +378,7 @@ def _with_runtime(
     """
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
-    if runtime not in ("torch", "onnx", "auto"):
-        raise ConfigError(f"unknown runtime {runtime!r}; use torch, onnx or auto")
+    check_runtime(runtime)
     if runtime == "onnx" and device.type != "cpu":
         raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
     if runtime == "onnx" and torch_only:

@@ -128,6 +128,10 @@ def test_config_validates_limits():
         ServeConfig(max_connections=0)
     with pytest.raises(ConfigError, match="max_pixels must be in"):
         ServeConfig(max_pixels=10**12)
+    with pytest.raises(ConfigError, match=r"^unknown runtime 'tf'; use torch, onnx or auto$"):  # was refused only when
+        ServeConfig(runtime="tf")  # the server started (its lifespan loads the detector)
+    with pytest.raises(ConfigError, match=r"^unknown precision 'fp8'; use fp32 or bf16$"):
+        ServeConfig(precision="fp8")
     assert ServeConfig(max_upload_mb=1.5).max_upload_bytes == 1_572_864
 
 

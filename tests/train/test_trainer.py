@@ -515,6 +515,8 @@ def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
                                              "both finite, at least 0, got [0.5, inf]"),
     ("augment: {base_jpeg_quality: 150}", "key 'augment.base_jpeg_quality' must be within [0, 100], got 150"),
     ("augment: {blur_prob: 1.5}", "key 'augment.blur_prob' must be within [0, 1], got 1.5"),
+    ("architecture: efficientnet_lite", "training config key 'architecture': unknown architecture 'efficientnet_lite'; "
+                                        "did you mean efficientnet_lite2, efficientnet_lite1, efficientnet_lite0?"),
 ])
 def test_cli_refuses_a_config_value_of_the_wrong_type_or_range_in_one_line(tmp_path, body, message):
     config = tmp_path / "train.yaml"
@@ -552,6 +554,14 @@ def test_an_unknown_calibration_method_is_refused_before_training(manifest, tmp_
     with pytest.raises(ConfigError, match=re.escape("unknown calibration method 'platt' (use temperature or isotonic)")):
         train(TrainConfig.from_dict({**_config(manifest, tmp_path).to_dict(), "calibration": "platt"}), progress=False)
     assert not (tmp_path / "best.pt").exists()
+
+
+def test_an_unknown_architecture_is_refused_when_the_config_is_made():
+    """It was accepted, and refused only by train() once it had read the manifest."""
+    with pytest.raises(ConfigError, match=r"^training config key 'architecture': unknown architecture 'nope'; known: "
+                                          r"efficientnet_lite0, .*, test_tiny; for one of your own, import its module"):
+        TrainConfig(manifest="m.csv", architecture="nope")
+    assert TrainConfig(manifest="m.csv", architecture="test_tiny").architecture == "test_tiny"
 
 
 def test_the_default_source_balance_trains_a_manifest_without_sources(manifest, tmp_path):

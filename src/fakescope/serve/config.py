@@ -88,6 +88,11 @@ class ServeConfig:
     generation: bool = True
 
     def __post_init__(self) -> None:
+        from fakescope.detector import check_runtime  # torch: the server loads it next anyway
+        from fakescope.models.acceleration import input_dtype
+
+        check_runtime(self.runtime)  # else refused only when the server starts and loads its detector
+        input_dtype(self.precision)  # refuses an unknown precision
         if self.max_upload_mb <= 0:
             raise ConfigError("max_upload_mb must be positive")
         for name in ("body_timeout_s", "header_timeout_s"):

@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 
 from fakescope.data.manifest import MANIFEST_SUFFIXES
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, UnknownModelError
 from fakescope.models.calibration import METHODS
+from fakescope.models.registry import architecture_info
 from fakescope.train.augment import AugmentConfig
 
 
@@ -64,6 +65,10 @@ class TrainConfig:
             if value is not None and not (math.isfinite(value) and value >= low):  # nan, inf: AdamW's traceback
                 finite = "" if math.isfinite(value) else "a finite number, "
                 raise ConfigError(f"training config key '{key}' must be {finite}at least {low}, got {value!r}")
+        try:  # else refused only by train(), after it read the manifest
+            architecture_info(self.architecture)
+        except UnknownModelError as exc:
+            raise ConfigError(f"training config key 'architecture': {exc}") from None
         if self.calibration not in METHODS:  # else the run would fail only once trained
             raise ConfigError(f"unknown calibration method {self.calibration!r} (use {' or '.join(METHODS)})")
         try:  # saved in the model's config.json only once trained
