@@ -10,6 +10,8 @@ import pytest
 PACKAGES = ["fakescope", "fakescope.data", "fakescope.generate", "fakescope.models", "fakescope.train",
             "fakescope.evaluate", "fakescope.explain", "fakescope.forensics", "fakescope.serve", "fakescope.scale",
             "fakescope.io"]
+INTERNAL = {"fakescope.data": ["check_rows", "resolve_uris"],  # helpers the library and CLI call; no doc names them
+            "fakescope.explain": ["require_classifier", "require_out_folder"]}
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -24,3 +26,9 @@ def test_all_lists_the_public_names_and_dir_shows_them(name):
             getattr(package, attribute)
         except ModuleNotFoundError as exc:
             pytest.skip(f"{name}.{attribute} needs the optional package {exc.name}")
+
+
+@pytest.mark.parametrize("name", sorted(INTERNAL))
+def test_internal_helpers_stay_in_their_modules(name):
+    package = importlib.import_module(name)
+    assert not set(INTERNAL[name]) & (set(package.__all__) | set(dir(package)))

@@ -7,15 +7,8 @@ import pytest
 from manifest_helpers import not_a_manifest
 from PIL import Image
 
-from fakescope.data import (
-    MANIFEST_COLUMNS,
-    check_rows,
-    describe_image,
-    read_manifest,
-    read_rows,
-    validate_manifest,
-    write_manifest,
-)
+from fakescope.data import MANIFEST_COLUMNS, describe_image, read_manifest, read_rows, validate_manifest, write_manifest
+from fakescope.data.manifest import check_rows
 from fakescope.errors import ConfigError, ImageLoadError
 
 

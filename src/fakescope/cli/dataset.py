@@ -129,7 +129,8 @@ def split(
     errors.
     """
     with clean_errors():
-        from fakescope.data import find_leaks, read_manifest, resolve_uris, split_manifest, write_manifest
+        from fakescope.data import find_leaks, read_manifest, split_manifest, write_manifest
+        from fakescope.data.manifest import resolve_uris
         from fakescope.data.manifest import manifest_files, refuse_overwrite
 
         # a name no command reads as a manifest, or a .csv copy over the input: refused before hashing
@@ -177,7 +178,8 @@ def audit(
     2 on usage errors.
     """
     with clean_errors():
-        from fakescope.data import audit_manifest, build_from_folders, read_manifest, resolve_uris
+        from fakescope.data import audit_manifest, build_from_folders, read_manifest
+        from fakescope.data.manifest import resolve_uris
         from fakescope.data.manifest import MANIFEST_SUFFIXES
         from fakescope.errors import ConfigError
         from fakescope.io import storage
@@ -212,7 +214,8 @@ def export(
     Exit status: 0 when written, 2 on usage errors (an unreadable image included).
     """
     with clean_errors():
-        from fakescope.data import export_manifest, layout_for, read_manifest, resolve_uris
+        from fakescope.data import export_manifest, layout_for, read_manifest
+        from fakescope.data.manifest import resolve_uris
         from fakescope.errors import ConfigError
 
         out = _export_target(out, out_argument)

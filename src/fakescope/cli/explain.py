@@ -37,7 +37,8 @@ def explain(
 
     with clean_errors():
         from fakescope.errors import ConfigError
-        from fakescope.explain import DEFAULT_METHODS, explain_image, require_out_folder, unsupported
+        from fakescope.explain import DEFAULT_METHODS, explain_image, unsupported
+        from fakescope.explain.report import require_out_folder
 
         require_out_folder(out)
         methods = tuple(m.value for m in method) if method else DEFAULT_METHODS

@@ -9,11 +9,9 @@ from fakescope.data.manifest import (
     LABELS,
     MANIFEST_COLUMNS,
     SPLITS,
-    check_rows,
     describe_image,
     read_manifest,
     read_rows,
-    resolve_uris,
     validate_manifest,
     write_manifest,
 )
@@ -21,8 +19,8 @@ from fakescope.data.merge import merge_manifests
 from fakescope.data.splits import find_leaks, group_related, split_manifest
 
 __all__ = [
-    "MANIFEST_COLUMNS", "LABELS", "SPLITS", "check_rows", "describe_image", "read_manifest", "read_rows", "resolve_uris",
-    "validate_manifest", "write_manifest",
+    "MANIFEST_COLUMNS", "LABELS", "SPLITS", "describe_image", "read_manifest", "read_rows", "validate_manifest",
+    "write_manifest",
     "build_from_folders", "build_from_ffhq_json", "build_from_csv", "join_attributes", "balance_manifest",
     "merge_manifests", "split_manifest", "group_related", "find_leaks",
     "audit_manifest", "inspect_image", "AuditReport", "Check",

@@ -4,13 +4,7 @@ Needs the `explain` extra (matplotlib, umap-learn); Grad-CAM and Grad-CAM++ also
 installed with `pip install --no-deps grad-cam ttach` (its declared dependencies pull in GUI OpenCV).
 """
 
-from fakescope.explain.cam import (
-    METHODS,
-    class_activation_map,
-    feature_layer,
-    require_classifier,
-    unsupported,
-)
+from fakescope.explain.cam import METHODS, class_activation_map, feature_layer, unsupported
 from fakescope.explain.embedding import (
     Clusters,
     cluster_purity,
@@ -27,7 +21,6 @@ from fakescope.explain.report import (
     embedding_report,
     explain_image,
     report_figures,
-    require_out_folder,
 )
 
 __all__ = [
@@ -46,8 +39,6 @@ __all__ = [
     "overlay_png",
     "project_umap",
     "report_figures",
-    "require_classifier",
-    "require_out_folder",
     "save_overlay",
     "scatter_png",
     "unsupported",
