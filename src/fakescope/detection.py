@@ -27,6 +27,12 @@ class Evidence:
     data: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
+    def __repr__(self) -> str:
+        """What it says and why, with `data` as its keys (the default printed every watermark bit count)."""
+        score = None if self.score is None else round(float(self.score), 3)
+        flags = (", decisive=True" if self.decisive else "") + (f", error={self.error!r}" if self.error else "")
+        return f"Evidence({self.kind!r}, score={score}, detail={self.detail!r}{flags}, data=[{', '.join(map(str, self.data))}])"
+
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": self.kind, "score": self.score, "detail": self.detail}
         if self.decisive:

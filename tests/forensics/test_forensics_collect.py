@@ -8,6 +8,7 @@ import pytest
 from forensics_helpers import encode
 from PIL import Image, PngImagePlugin
 
+from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
 from fakescope.forensics import EVIDENCE_KINDS, collect_evidence, fuse
 from fakescope.io.image import decode_image
@@ -22,6 +23,19 @@ def test_signed_ai_image_end_to_end(photo, sign):
     fused = fuse(0.1, records, 0.5, (0.4, 0.6))
     assert (fused.verdict, fused.decided_by) == ("ai", "c2pa")
     assert all(isinstance(r.to_dict(), dict) for r in records)
+
+
+def test_a_records_repr_says_what_and_why_with_data_as_its_keys(photo, sign):
+    signed = sign(encode(photo, "PNG"), "image/png", "trainedAlgorithmicMedia")
+    loaded = decode_image(signed)
+    manifest, _, watermark = collect_evidence(loaded.data, loaded.image)
+    assert repr(manifest) == (f"Evidence('c2pa', score={round(manifest.score, 3)}, detail={manifest.detail!r}, decisive=True, "
+                              f"data=[{', '.join(manifest.data)}])")
+    assert repr(watermark) == f"Evidence('watermark', score=None, detail={watermark.detail!r}, data=[marks])"
+    assert len(repr(watermark)) < 120 < len(str(watermark.to_dict()))  # the bit counts stay in to_dict()
+    broken = Evidence("c2pa", None, "cannot read the manifest", error="truncated JUMBF box")
+    assert repr(broken) == ("Evidence('c2pa', score=None, detail='cannot read the manifest', error='truncated JUMBF box', "
+                            "data=[])")
 
 
 def test_reencoding_strips_all_evidence_without_crash(photo, sign):
