@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 import pytest
-from data_helpers import smooth_image
+from data_helpers import SIDE, smooth_image
 from PIL import ImageFilter
 from typer.testing import CliRunner
 
@@ -70,6 +72,31 @@ def test_merging_again_keeps_first_rows_and_disagreeing_splits_are_refused(reals
         merge_manifests([reals, str(tmp_path / "moved.csv")])
     missing = runner.invoke(app, ["dataset", "merge", reals, str(tmp_path / "nope.csv"), "-o", str(tmp_path / "m.csv")])
     assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "nope.csv" in missing.output
+
+
+def test_a_near_copy_in_another_split_is_refused_as_split_and_audit_find_it(reals, tmp_path):
+    """Merge compared pair ids and identical files only: a resized copy of a train face listed for test passed."""
+    frame = read_manifest(reals)
+    face = frame.iloc[3]
+    copy = tmp_path / "more" / "00003_small.png"
+    copy.parent.mkdir()
+    smooth_image(3).resize((SIDE - 8, SIDE - 8)).save(copy)
+    digest = hashlib.sha256(copy.read_bytes()).hexdigest()
+    other = "test" if face["split"] == "train" else "train"
+    write_manifest(frame.iloc[[3]].assign(uri=str(copy), sha256=digest, pair_id=digest, split=other),
+                   str(tmp_path / "more.csv"))
+    expected = (f"the manifests disagree on splits: 2 image(s) have a near copy (re-encoded or resized: dHash within 4 "
+                f"bits) in another split, e.g. {face['uri']} ({face['split']}) and {copy} ({other})")
+    with pytest.raises(ConfigError) as refused:
+        merge_manifests([reals, str(tmp_path / "more.csv")])
+    assert str(refused.value) == expected
+    out = str(tmp_path / "merged.parquet")
+    done = runner.invoke(app, ["dataset", "merge", reals, str(tmp_path / "more.csv"), "-o", out])
+    assert done.exit_code == 2 and done.output == f"error: {expected}\n"
+    done = runner.invoke(app, ["dataset", "merge", reals, str(tmp_path / "more.csv"), "-o", out, "--max-distance", "-1"])
+    assert done.exit_code == 0 and done.output.startswith("13 images (real: 13)"), done.output
+    with pytest.raises(ConfigError, match="0 to 64, or -1 for off; got 65"):
+        merge_manifests([reals], max_distance=65)
 
 
 def test_manifests_whose_rows_all_have_their_attributes_merge_without_error(reals, tmp_path):

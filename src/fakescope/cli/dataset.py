@@ -91,7 +91,9 @@ def build(
 def merge(
     manifests: Annotated[list[str], typer.Argument(help="Manifests to merge (.parquet or .csv), in order; a uri listed twice keeps its first row.")],
     out: ManifestOutOpt,
+    max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) within which split images in different splits are near copies, a leak that is refused, as audit's (-1: off).")] = 4,
     csv_copy: CsvOpt = True,
+    workers: WorkersOpt = 8,
 ) -> None:
     """Merge manifests, e.g. labelled reals and the ai images generated from them: those take their face's split and attributes.
 
@@ -102,7 +104,7 @@ def merge(
         from fakescope.data.manifest import manifest_files, refuse_overwrite
 
         refuse_overwrite(manifest_files(out, csv_copy=csv_copy)[1:], manifests)  # --out itself may update an input
-        frame = merge_manifests(manifests)
+        frame = merge_manifests(manifests, max_distance=max_distance, workers=workers, progress=sys.stderr.isatty())
         write_manifest(frame, out, csv_copy=csv_copy)
         counts = ", ".join(f"{label}: {n}" for label, n in frame["label"].value_counts().sort_index().items())
         typer.echo(f"{len(frame)} images ({counts}); manifest {out}")
@@ -179,8 +181,7 @@ def audit(
     """
     with clean_errors():
         from fakescope.data import audit_manifest, build_from_folders, read_manifest
-        from fakescope.data.manifest import resolve_uris
-        from fakescope.data.manifest import MANIFEST_SUFFIXES
+        from fakescope.data.manifest import MANIFEST_SUFFIXES, resolve_uris
         from fakescope.errors import ConfigError
         from fakescope.io import storage
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from fakescope.data._parallel import map_images
 from fakescope.data.manifest import validate_manifest
-from fakescope.data.splits import check_distance, find_leaks, perceptual_hashes
+from fakescope.data.splits import check_distance, find_split_leaks
 from fakescope.errors import FakescopeError
 from fakescope.io import storage
 
@@ -186,7 +186,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     notes = []
     if len(measured) < len(sample):
         notes.append(f"{len(sample) - len(measured)} image(s) could not be read and were left out")
-    found = _leaks(frame, max_distance, workers, progress)
+    found = find_split_leaks(frame, max_distance=max_distance, workers=workers, progress=progress)
     leaks = [f"leak: {problem}; `fakescope dataset split` keeps related images in one split" for problem in found]
     if set(inspected) != {"real", "ai"}:
         nothing = f"only {', '.join(inspected)} images" if inspected else "no image could be read"
@@ -202,14 +202,6 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     if max(counts.values()) > 1.5 * min(counts.values()):
         notes.append(f"classes are unbalanced ({', '.join(f'{k}: {v}' for k, v in counts.items())})")
     return AuditReport(counts, inspected, checks, warnings, notes, found)
-
-
-def _leaks(frame: pd.DataFrame, max_distance: int, workers: int, progress: bool) -> list[str]:
-    """`find_leaks` over the split rows, near copies included (hashing only the split rows that have no `dhash`)."""
-    split = frame[frame["split"] != ""]
-    hashed = max_distance >= 0 and split["split"].nunique() > 1
-    hashes = perceptual_hashes(split, workers=workers, progress=progress) if hashed else None
-    return find_leaks(split, hashes, max_distance=max_distance)
 
 
 def _sample(frame: pd.DataFrame, max_per_class: int, seed: int) -> pd.DataFrame:

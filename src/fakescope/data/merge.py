@@ -19,7 +19,7 @@ from fakescope.data.manifest import (
     resolve_uris,
     validate_manifest,
 )
-from fakescope.data.splits import HASH_COLUMN, find_leaks
+from fakescope.data.splits import HASH_COLUMN, check_distance, find_split_leaks
 from fakescope.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -28,18 +28,22 @@ NOT_ATTRIBUTES = {*MANIFEST_COLUMNS, *PROVENANCE_COLUMNS, HASH_COLUMN}
 """Columns that describe one file or its making, never inherited through the pair."""
 
 
-def merge_manifests(uris: str | Sequence[str]) -> pd.DataFrame:
+def merge_manifests(uris: str | Sequence[str], *, max_distance: int = 4, workers: int = 8,
+                    progress: bool = False) -> pd.DataFrame:
     """One manifest from several: rows concatenated in order, relative URIs resolved against their own file.
 
     A uri listed twice keeps its first row. Rows without a source take their pair's; rows without a split take their pair's (a pair with
     one split among its rows); rows without attributes take those of a row of their pair that has
-    them; an integer attribute (0/1) stays integer where every row ends with a value. Pairs already
-    spread over several splits are an error, since merging them would leak.
+    them; an integer attribute (0/1) stays integer where every row ends with a value. Rows that already
+    have splits and leak across them are an error (`find_split_leaks`, as `dataset audit` finds them): a pair
+    or an identical file in two splits, or a near copy (dHash within `max_distance` bits, -1: off; split rows
+    without a `dhash` are read) in another split.
 
     Example:
         >>> merged = merge_manifests(["reals.parquet", "fakes/dall-e-2/manifest.csv"])  # doctest: +SKIP
     """
     uris = [uris] if isinstance(uris, str) else uris
+    check_distance(max_distance)
     if not uris:
         raise ConfigError("merge needs at least one manifest")
     tables = [resolve_uris(read_manifest(uri), uri) for uri in uris]
@@ -48,7 +52,7 @@ def merge_manifests(uris: str | Sequence[str]) -> pd.DataFrame:
     if repeated.any():
         logger.warning("%d uri(s) listed in more than one manifest: kept each one's first row", int(repeated.sum()))
         frame = frame[~repeated].reset_index(drop=True)
-    leaks = find_leaks(frame)
+    leaks = find_split_leaks(frame, max_distance=max_distance, workers=workers, progress=progress)
     if leaks:
         raise ConfigError(f"the manifests disagree on splits: {leaks[0]}")
     frame = inherit_from_pairs(frame, ["split"], has=frame["split"] != "")

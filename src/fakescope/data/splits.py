@@ -210,6 +210,16 @@ def find_leaks(frame: pd.DataFrame, hashes: list[int | None] | None = None, *, m
     return problems
 
 
+def find_split_leaks(frame: pd.DataFrame, *, max_distance: int = 4, workers: int = 8, progress: bool = False) -> list[str]:
+    """`find_leaks` over the rows that have a split, near copies included (-1: off): dHashes come from the `dhash`
+    column, and split rows without one are read and hashed, only where two or more splits are present."""
+    check_distance(max_distance)
+    split = frame[frame["split"] != ""]
+    hashed = max_distance >= 0 and split["split"].nunique() > 1
+    hashes = perceptual_hashes(split, workers=workers, progress=progress) if hashed else None
+    return find_leaks(split, hashes, max_distance=max_distance)
+
+
 def _kept_splits(splits: list[str], groups: np.ndarray) -> dict[int, str]:
     """The split each group keeps: the one most of its split rows have (ties: test, then val, then train)."""
     votes: dict[int, dict[str, int]] = {}
