@@ -94,6 +94,7 @@ def merge(
     max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) within which split images in different splits are near copies, a leak that is refused, as audit's (-1: off).")] = 4,
     csv_copy: CsvOpt = True,
     workers: WorkersOpt = 8,
+    progress: ProgressOpt = None,
 ) -> None:
     """Merge manifests, e.g. labelled reals and the ai images generated from them: those take their face's split and attributes.
 
@@ -104,7 +105,7 @@ def merge(
         from fakescope.data.manifest import manifest_files, refuse_overwrite
 
         refuse_overwrite(manifest_files(out, csv_copy=csv_copy)[1:], manifests)  # --out itself may update an input
-        frame = merge_manifests(manifests, max_distance=max_distance, workers=workers, progress=sys.stderr.isatty())
+        frame = merge_manifests(manifests, max_distance=max_distance, workers=workers, progress=show_progress(progress))
         write_manifest(frame, out, csv_copy=csv_copy)
         counts = ", ".join(f"{label}: {n}" for label, n in frame["label"].value_counts().sort_index().items())
         typer.echo(f"{len(frame)} images ({counts}); manifest {out}")
