@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -242,10 +243,32 @@ def test_report_figures_lists_existing_pngs(planted_model, val_rows, tmp_path, r
 @pytest.mark.slow
 def test_report_figures_of_rows_with_only_uri_and_label(planted_model, val_rows, tmp_path):
     rows = val_rows[["uri", "label"]].assign(label=val_rows["label"].replace({"ai": "fake"}))
-    figures = report_figures(planted_model, rows, tmp_path, examples=2)  # were none: 'no column(s) generator to colour by'
-    assert [t.split(":")[0] for t, _ in figures] == ["UMAP by label", "UMAP thumbnail mosaic (green", "Grad-CAM", "Grad-CAM"]
-    assert [t.split(": ")[1].split(" image")[0] for t, _ in figures[2:]] == ["ai", "real"]  # `fake` read as ai
+    figures = report_figures(planted_model, rows, tmp_path, examples=4)  # were none: 'no column(s) generator to colour by'
+    assert [t.split(":")[0].split(",")[0] for t, _ in figures] == ["UMAP by label", "UMAP thumbnail mosaic (green",
+                                                                   "Grad-CAM", "Grad-CAM", "Grad-CAM", "Grad-CAM"]
+    assert [t.split(": ")[1].split(" image")[0] for t, _ in figures[2:]] == ["ai", "ai", "ai", "real"]  # `fake` read as ai
+    assert all(", source (none), " in t for t, _ in figures[2:])
     assert sorted(pd.read_parquet(tmp_path / "embeddings.parquet")["label"].unique()) == ["ai", "real"]
+
+
+@pytest.mark.slow
+def test_report_figures_show_the_most_confident_mistakes_beside_the_top_hits(planted_model, val_rows, tmp_path):
+    """Only the top-scored ai and real images had Grad-CAM figures: the misses, what a researcher learns most from,
+    had none. One planted image labelled real and one plain field labelled ai must be shown, as mistakes."""
+    rows = val_rows.assign(source=np.where(val_rows["label"] == "ai", "gen-a", "camera"))
+    swapped = [rows.index[rows["label"] == "ai"][0], rows.index[rows["label"] == "real"][0]]
+    rows.loc[swapped, "label"] = ["real", "ai"]
+    titles = [t for t, _ in report_figures(planted_model, rows, tmp_path, examples=4) if t.startswith("Grad-CAM")]
+    assert len(titles) == 4  # as many as before
+    table = pd.read_parquet(tmp_path / "embeddings.parquet").dropna(subset=["probability"])
+    ranked = table.sort_values("probability", ascending=False, kind="stable")  # ties (P(ai) 1.000) in manifest order
+    ai, real = ranked[ranked["label"] == "ai"], ranked[ranked["label"] == "real"]
+    expected = [("top-scored ai", "hit", ai.iloc[0]), ("top-scored ai", "hit", ai.iloc[1]),
+                ("lowest-scored ai", "missed", ai.iloc[-1]), ("top-scored real", "false alarm", real.iloc[0])]
+    assert ai.iloc[-1]["uri"] == rows.loc[swapped[1], "uri"] and real.iloc[0]["uri"] == rows.loc[swapped[0], "uri"]
+    for title, (group, verdict, row) in zip(titles, expected):
+        assert title == (f"Grad-CAM, {group} ({verdict}): {row['label']} image {os.path.basename(row['uri'])}, "
+                         f"source {row['source']}, pixel P(ai) = {row['probability']:.3f}")
 
 
 def test_report_figures_leave_out_what_they_cannot_draw(planted_model, val_rows, tmp_path, caplog):

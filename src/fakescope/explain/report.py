@@ -187,8 +187,9 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     """The explanation figures for an evaluation report, as (title, PNG path) pairs.
 
     UMAP scatters (by label, and by source and by generator where there are several), the thumbnail mosaic, and
-    Grad-CAM overlays of `examples` images: the highest-scored ai images and the highest-scored
-    real ones (the closest to false alarms). Each image goes through the model's recipe preprocessing first,
+    Grad-CAM overlays of `examples` images: half the top-scored ai images (the top hits), half the most
+    confident mistakes (the lowest-scored ai images, then the top-scored real ones), each titled and captioned with
+    its label, source, pixel P(ai) and whether the threshold gets it right. Each image goes through the model's recipe preprocessing first,
     as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
     its `pixel_probability` (no provenance evidence). Where the data
     or the model allow no figures (UMAP of fewer than 5 images; Grad-CAM of a model without convolutional
@@ -206,22 +207,40 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
         log.warning("the report has no explanation figures: %s", exc)
         return []
     figures = [(title, Path(uri)) for title, uri in report.figures]
-    scored = report.table[report.table["error"].isna()].sort_values("probability", ascending=False, kind="stable")
-    picks = pd.concat([scored[scored["label"] == "ai"].head(examples - examples // 2),
-                       scored[scored["label"] == "real"].head(examples // 2)])
-    for n, row in enumerate(picks.itertuples()):
+    for n, (group, row) in enumerate(_examples(report.table, examples)):
         image = read(row.uri)
         try:
             heat = class_activation_map(model, image, "gradcam")
         except ConfigError as exc:  # features no module produces (spectral_lr): the UMAP figures stay
             log.warning("the report has no Grad-CAM figures: %s", exc)
             break
-        name = os.path.basename(row.uri)
-        caption = f"{name} (label {row.label}): pixel P(ai) = {row.probability:.3f}\nGrad-CAM, model {model.config.name}"
+        name, source = os.path.basename(row.uri), "(none)" if pd.isna(row.source) or row.source == "" else row.source
+        verdict = {(True, True): "hit", (True, False): "missed", (False, True): "false alarm", (False, False): "right"}[
+            (row.label == "ai", row.probability >= model.config.threshold)]
+        caption = (f"{name}: label {row.label}, source {source}, pixel P(ai) = {row.probability:.3f} ({verdict})\n"
+                   f"Grad-CAM of a {group} image, model {model.config.name}")
         path = out / "heatmaps" / f"{n:02d}_{Path(name).stem}_gradcam.png"
         save_overlay(str(path), image, heat, caption)
-        figures.append((f"Grad-CAM: {row.label} image {name}, pixel P(ai) = {row.probability:.3f}", path))
+        figures.append((f"Grad-CAM, {group} ({verdict}): {row.label} image {name}, source {source}, "
+                        f"pixel P(ai) = {row.probability:.3f}", path))
     return figures
+
+
+def _examples(table: pd.DataFrame, examples: int) -> list[tuple[str, tuple]]:
+    """(group, row) of the images to draw: `examples - examples // 2` top-scored ai, then the lowest-scored ai and
+    the top-scored real images (half the rest each, ai first); an image in two groups is drawn once."""
+    scored = table[table["error"].isna()].sort_values("probability", ascending=False, kind="stable")
+    ai, real = scored[scored["label"] == "ai"], scored[scored["label"] == "real"]
+    mistakes = examples // 2
+    groups = [("top-scored ai", ai.head(examples - mistakes)), ("lowest-scored ai", ai.tail(mistakes - mistakes // 2)[::-1]),
+              ("top-scored real", real.head(mistakes // 2))]
+    picks, seen = [], set()
+    for group, rows in groups:
+        for index, row in zip(rows.index, rows.itertuples()):
+            if index not in seen:
+                seen.add(index)
+                picks.append((group, row))
+    return picks
 
 
 def _as_model(model: Detector | LoadedModel | str | os.PathLike) -> LoadedModel:
