@@ -160,6 +160,19 @@ def test_embed_takes_the_minimal_manifest_evaluate_takes(model_dir, planted_mani
     assert sorted(table["label"].value_counts().items()) == [("ai", 12), ("real", 12)]  # `fake` read as ai
 
 
+@pytest.mark.slow  # UMAP's first fit compiles with numba
+def test_embed_warns_of_a_repeated_uri_as_evaluate_does(model_dir, planted_manifest, tmp_path):
+    rows = planted_manifest[planted_manifest["split"] == "val"][["uri", "label"]]
+    pd.concat([rows, rows.head(1)]).to_csv(tmp_path / "twice.csv", index=False)
+    out = tmp_path / "embedding"
+    result = CliRunner().invoke(app, ["embed", str(tmp_path / "twice.csv"), "--model", model_dir, "--out", str(out)])
+    assert result.exit_code == 0, result.output  # was silent
+    assert result.stderr == (f"warning: 1 row(s) of the manifest repeat a uri already in it (first: {rows['uri'].iloc[0]}); "
+                             "each row is embedded and counted as one more image\n")
+    assert result.stdout.startswith("embedded 25 image(s), 0 left out")  # kept, as evaluate scores each row
+    assert len(pd.read_parquet(out / "embeddings.parquet")) == 25
+
+
 def test_embed_with_more_clusters_than_images_is_a_usage_error(model_dir, planted_manifest, tmp_path):
     from fakescope.data import write_manifest
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,8 @@ from fakescope.io.inputs import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("uri", "label", "source", "generator", "pair_id", "split", "width", "height", "format", "sha256")
 PROVENANCE_COLUMNS = ("source_uri", "model", "params")
@@ -165,6 +168,14 @@ def check_rows(rows: pd.DataFrame, origin: str = "the manifest rows", *, split_r
         if column not in rows:
             rows[column] = None
     return legacy_sources(rows)
+
+
+def warn_repeated_uris(rows: pd.DataFrame, where: str, action: str) -> None:
+    """Log a warning when rows repeat a uri: each is still `action` (scored, embedded) and counted as one more image."""
+    repeated = rows["uri"].astype(str).duplicated()
+    if repeated.any():
+        log.warning("%d row(s) of %s repeat a uri already in it (first: %s); each row is %s and counted as one more image",
+                    repeated.sum(), where, rows["uri"][repeated].iloc[0], action)
 
 
 def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], origin: str, *, advice: str = "") -> None:

@@ -25,7 +25,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from fakescope.data.manifest import SPLITS, check_rows
+from fakescope.data.manifest import SPLITS, check_rows, warn_repeated_uris
 from fakescope.detection import verdict_for
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, ImageLoadError, StorageError
@@ -133,10 +133,7 @@ def evaluate(
         trust_anchors_from_env()
     detector = _as_detector(model_or_detector, device, batch_size)
     rows = _split_rows(manifest, split)
-    repeated = rows["uri"].astype(str).duplicated()
-    if repeated.any():
-        log.warning("%d row(s) of split %r repeat a uri already in it (first: %s); each row is scored and "
-                    "counted as one more image", repeated.sum(), split, rows["uri"][repeated].iloc[0])
+    warn_repeated_uris(rows, f"split {split!r}", "scored")
     config = detector.model.config
     recipe = recipe_preprocessing(config)
     scorer = make_scorer(detector, recipe)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fakescope.data.manifest import check_rows
+from fakescope.data.manifest import check_rows, warn_repeated_uris
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.explain.cam import class_activation_map
@@ -140,6 +140,7 @@ def embedding_report(
     """
     require_out_folder(out)
     rows = check_rows(rows, "the rows to embed", split_required=False)  # `fake` is ai; absent source, generator: empty
+    warn_repeated_uris(rows, "the manifest", "embedded")
     missing = [c for c in color_by if c not in rows.columns]
     if missing:
         raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
