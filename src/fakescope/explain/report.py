@@ -190,8 +190,8 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     UMAP scatters (by label, and by source and by generator where there are several), the thumbnail mosaic, and
     Grad-CAM overlays of `examples` images: half the top-scored ai images (the top hits), half the most
     confident mistakes (the lowest-scored ai images, then the top-scored real ones), each titled and captioned with
-    its label, source, pixel P(ai) and whether the threshold gets it right. Each image goes through the model's recipe preprocessing first,
-    as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
+    its label, source, pixel P(ai) and whether the threshold gets it right. Each image goes through the model's
+    recipe preprocessing first, as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
     its `pixel_probability` (no provenance evidence). Where the data
     or the model allow no figures (UMAP of fewer than 5 images; Grad-CAM of a model without convolutional
     features) there are none, with a warning.
