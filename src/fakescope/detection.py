@@ -50,7 +50,8 @@ class Detection:
 
     `probability` is the calibrated P(ai); `verdict` is `ai`, `real` or `uncertain`
     (inside the model's uncertain band around `threshold`). `decided_by` names the
-    evidence kind that set the verdict and `reason` says why. `heatmap` is a 2-D float array in [0, 1] when asked for.
+    evidence kind that set the verdict and `reason` says why; `caveat`, when set, says in one clause why a `real` or
+    `uncertain` verdict is weak (it rests on the pixel model alone). `heatmap` is a 2-D float array in [0, 1] when asked for.
     """
 
     source: str
@@ -61,6 +62,7 @@ class Detection:
     evidence: tuple[Evidence, ...] = ()
     decided_by: str | None = None
     reason: str | None = None
+    caveat: str | None = None
     width: int | None = None
     height: int | None = None
     format: str | None = None
@@ -90,6 +92,7 @@ class Detection:
             "evidence": [e.to_dict() for e in self.evidence],
             "decided_by": self.decided_by,
             "reason": self.reason,
+            "caveat": self.caveat,
             "width": self.width,
             "height": self.height,
             "format": self.format,

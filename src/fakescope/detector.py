@@ -319,6 +319,7 @@ class Detector:
             evidence=(pixel, *p.evidence),
             decided_by=fused.decided_by,
             reason=fused.reason,
+            caveat=fused.caveat,
             width=p.width,
             height=p.height,
             format=p.format,

@@ -12,8 +12,10 @@ import pytest
 from forensics_helpers import IPTC, encode
 from PIL import Image
 
+from fakescope.detector import Detector
 from fakescope.forensics import check_c2pa, fuse
 from fakescope.forensics.content_credentials import has_jumbf
+from fakescope.forensics.fusion import PIXEL_ONLY
 
 FORMATS = [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]
 
@@ -193,6 +195,18 @@ def test_no_manifest_and_reencoded_copy(photo, sign):
     assert not has_jumbf(reencoded)
     assert check_c2pa(reencoded).score is None
 
+
+
+def test_a_pixel_only_real_carries_the_caveat_and_a_manifest_backed_verdict_does_not(photo, sign, tiny_model_dir):
+    detector = Detector.load(tiny_model_dir, threshold=0.99, device="cpu")  # the tiny model's pixel verdict: real
+    made = sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "trainedAlgorithmicMedia")
+    captured = sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "digitalCapture")
+    stripped = encode(Image.open(io.BytesIO(made)).convert("RGB"), "JPEG", quality=90)  # manifest gone, as re-shared
+    ai, real, bare = detector.predict([made, captured, stripped])
+    assert (ai.verdict, ai.decided_by, ai.caveat) == ("ai", "c2pa", None)
+    assert (real.verdict, real.caveat) == ("real", None) and "digitalCapture" in real.reason
+    assert (bare.verdict, bare.decided_by, bare.caveat) == ("real", "pixel", PIXEL_ONLY)
+    assert bare.to_dict()["caveat"] == PIXEL_ONLY and ai.to_dict()["caveat"] is None
 
 
 def test_jpeg_precheck_searches_the_header_unless_it_is_damaged(photo, sign):

@@ -7,6 +7,7 @@ import pytest
 from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
 from fakescope.forensics import fuse
+from fakescope.forensics.fusion import PIXEL_ONLY
 
 BAND = (0.4, 0.6)
 AI_MANIFEST = Evidence("c2pa", 0.99, "signed manifest declares trainedAlgorithmicMedia", decisive=True)
@@ -26,6 +27,17 @@ def test_band_rule_without_evidence(pixel, verdict):
     assert fused.reason.endswith("; no provenance decided")
     unchecked = fuse(pixel, iter([]), 0.5, BAND)  # --no-provenance: no checker ran, no record
     assert unchecked.verdict == verdict and unchecked.reason.endswith("; provenance not checked")
+    caveat = None if verdict == "ai" else PIXEL_ONLY  # a pixel-only real or uncertain is not proof
+    assert fused.caveat == unchecked.caveat == caveat
+
+
+def test_provenance_either_way_leaves_no_caveat():
+    assert fuse(0.02, [AI_MANIFEST, *NOTHING], 0.5, BAND).caveat is None
+    assert fuse(0.1, [A1111], 0.5, BAND).caveat is None
+    backed = fuse(0.3, [CAMERA_TRUSTED, *NOTHING], 0.5, BAND)
+    assert (backed.verdict, backed.caveat) == ("real", None)
+    assert fuse(0.45, [CAMERA_EXIF], 0.5, BAND).caveat is None  # weak, but provenance: the reason names it
+    assert fuse(None, NOTHING, 0.5, BAND).caveat is None  # no pixel score either: the reason says so
 
 
 def test_decisive_evidence_overrides_a_real_looking_pixel_score():

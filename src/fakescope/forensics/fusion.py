@@ -14,6 +14,9 @@ Rules, in order (docs/forensics.md gives the reasoning):
    never push the probability below min(pixel, 0.01). Evidence without a score (absence of
    provenance, errors) changes nothing.
 4. The verdict is `ai` at p >= band[1], `real` at p < band[0], `uncertain` in between.
+
+A `real` or `uncertain` verdict from the pixel score with no scored provenance either way carries
+`PIXEL_ONLY` as its `caveat`: the pixel model can miss generators it never saw.
 """
 
 from __future__ import annotations
@@ -31,16 +34,19 @@ NONE = "none"
 """`decided_by` when there was neither a pixel score nor any scored evidence."""
 FLOOR = 0.01
 """Hints never lower the probability below min(pixel score, FLOOR)."""
+PIXEL_ONLY = "pixel model only, no provenance: not proof (it can miss unseen generators)"
+"""The `caveat` of a `real` or `uncertain` verdict that rests on the pixel score alone."""
 
 
 @dataclass(frozen=True)
 class Fused:
-    """The fused answer: P(ai), the verdict, the evidence kind that decided it, and why."""
+    """The fused answer: P(ai), the verdict, the evidence kind that decided it, why, and any caveat."""
 
     probability: float | None
     verdict: Verdict
     decided_by: str
     reason: str
+    caveat: str | None = None
 
 
 def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshold: float,
@@ -86,9 +92,10 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     rule = f"threshold {threshold:g}, uncertain band [{lower:g}, {upper:g})"
     if not scored:
         checked = any(e.kind != PIXEL for e in evidence)
-        return Fused(pixel, verdict_for(pixel, band), PIXEL,
+        verdict = verdict_for(pixel, band)
+        return Fused(pixel, verdict, PIXEL,
                      f"pixel model {pixel:.3f} ({rule}); " + ("no provenance decided" if checked else "provenance not checked")
-                     + _ignored(evidence))
+                     + _ignored(evidence), None if verdict == "ai" else PIXEL_ONLY)
     start = 0.5 if pixel is None else pixel
     probability = _sigmoid(logit(start) + sum(logit(e.score) for e in scored))
     if pixel is not None:
