@@ -191,6 +191,27 @@ def test_threshold_option_sets_the_threshold_and_the_labels(tiny_model_dir, imag
     assert [r["score"] for r in low] == [r["score"] for r in high]
 
 
+def test_a_pixel_only_real_says_so_in_every_format_and_a_declared_ai_does_not(tiny_model_dir, image_factory, tmp_path):
+    from PIL import PngImagePlugin
+
+    from fakescope.forensics.fusion import PIXEL_ONLY
+
+    plain = image_factory.file(tmp_path / "plain.png", seed=4)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a castle, Steps: 20, Sampler: Euler a")
+    declared = image_factory.file(tmp_path / "declared.png", seed=4, pnginfo=info)
+    args = ["detect", "--model", str(tiny_model_dir), "--threshold", "0.99", str(plain), str(declared)]
+    runs = {f: CliRunner().invoke(app, [*args, "-f", f]) for f in ("jsonl", "csv", "table")}
+    assert all(r.exit_code == 0 for r in runs.values())
+    records = _records(runs["jsonl"].stdout)
+    assert [(r["label"], r["decided_by"], r["caveat"]) for r in records] == [("real", "pixel", PIXEL_ONLY),
+                                                                             ("ai", "metadata", None)]
+    rows = list(csv.DictReader(io.StringIO(runs["csv"].stdout)))
+    assert [r["caveat"] for r in rows] == [PIXEL_ONLY, ""]
+    evidence_column = " ".join(line.split("│")[-2].strip() for line in runs["table"].stdout.splitlines() if "│" in line)
+    assert evidence_column.count(PIXEL_ONLY) == 1  # under the plain image's top evidence, wrapped over lines
+
+
 def test_batch_size_workers_and_processes_do_not_change_records(tiny_model_dir, images):
     a = _records(_detect(tiny_model_dir, "-f", "jsonl", "-b", "1", "-j", "0", str(images)).stdout)
     b = _records(_detect(tiny_model_dir, "-f", "jsonl", "--batch-size", "64", "--workers", "3", str(images)).stdout)

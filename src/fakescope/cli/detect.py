@@ -47,7 +47,8 @@ class Runtime(str, Enum):
 RuntimeOpt = Annotated[Runtime, typer.Option(
     "--runtime", help="torch; onnx (onnxruntime on the CPU; needs the scale extra); auto (onnx on the CPU when available).")]
 
-CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "reason", "model", "width", "height", "format", "evidence", "error")
+CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "reason", "model", "width", "height", "format", "evidence", "error",
+              "caveat")
 
 
 def detect(
@@ -145,8 +146,9 @@ def _print_table(rows: list[dict]) -> None:
             continue
         colour = {"ai": "red", "real": "green"}.get(r["label"], "yellow")
         top = next((e for e in r["evidence"] if e["kind"] == r["decided_by"]), r["evidence"][0])
+        caveat = f"\n[italic]{escape(r['caveat'])}[/italic]" if r.get("caveat") else ""
         table.add_row(escape(r["path"]), f"[{colour}]{r['label']}[/{colour}]", f"{r['score']:.3f}", r["decided_by"] or "",
-                      escape(_evidence_line(top)))
+                      escape(_evidence_line(top)) + caveat)
     Console(width=max(100, Console().width)).print(table)
 
 
