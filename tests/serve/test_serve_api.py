@@ -11,6 +11,7 @@ import socket
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -147,6 +148,27 @@ def test_explain_png_and_json(server, auth, detector, photo_bytes):
     overlay = Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"])))
     assert (overlay.mode, overlay.size, body["overlay"]) == ("RGB", (160, 120), True)
     assert body["detection"]["score"] == pytest.approx(float(answer.headers["x-fakescope-score"]), abs=1e-5)
+
+
+def test_a_pixel_only_real_carries_the_caveat_and_a_declared_ai_does_not(server, auth):
+    from PIL import PngImagePlugin
+
+    from fakescope.forensics.fusion import PIXEL_ONLY
+
+    reconstruction = (Path(__file__).parents[2] / "examples" / "coffee-taef2.jpg").read_bytes()  # AI, read as real
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a castle, Steps: 20, Sampler: Euler a")
+    declared = encode(Image.open(io.BytesIO(reconstruction)), pnginfo=info)
+    missed = httpx.post(f"{server.url}/v1/detect", headers=auth, files={"file": ("c.jpg", reconstruction, "image/jpeg")}).json()
+    assert (missed["label"], missed["decided_by"], missed["caveat"]) == ("real", "pixel", PIXEL_ONLY)
+    caught = httpx.post(f"{server.url}/v1/detect", headers=auth, content=declared).json()
+    assert (caught["label"], caught["decided_by"], caught["caveat"]) == ("ai", "metadata", None)
+    batch = httpx.post(f"{server.url}/v1/detect/batch", headers=auth,
+                       files=[("files", ("c.jpg", reconstruction, "image/jpeg")), ("files", ("d.png", declared, "image/png"))])
+    assert [r["caveat"] for r in batch.json()["results"]] == [PIXEL_ONLY, None]
+    heatmap = httpx.post(f"{server.url}/v1/explain", headers=auth, content=reconstruction)
+    assert heatmap.headers["x-fakescope-caveat"] == PIXEL_ONLY
+    assert "x-fakescope-caveat" not in httpx.post(f"{server.url}/v1/explain", headers=auth, content=declared).headers
 
 
 def test_explain_follows_exif_orientation_like_detect(server, auth, photo_bytes):

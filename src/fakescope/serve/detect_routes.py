@@ -94,8 +94,9 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         if format == "json":
             return JSONResponse({"detection": detection.to_dict(), "heatmap_png": base64.b64encode(encoded).decode(),
                                  "overlay": overlay})
+        headers = {"X-Fakescope-Label": str(detection.verdict), "X-Fakescope-Score": f"{detection.probability:.6f}"}
         return Response(encoded, media_type="image/png",
-                        headers={"X-Fakescope-Label": str(detection.verdict), "X-Fakescope-Score": f"{detection.probability:.6f}"})
+                        headers=headers | ({"X-Fakescope-Caveat": detection.caveat} if detection.caveat else {}))
 
 
 def _render_heatmap(data: bytes, heatmap: np.ndarray, overlay: bool) -> bytes:
