@@ -216,6 +216,28 @@ def test_detector_page_scores_uploads_in_order_and_rejects_text_and_big_images(a
     _screenshot(page, "webapp-detector.png")
 
 
+def test_detector_page_warns_under_a_pixel_only_verdict_only(app_url, page, tmp_path):
+    from PIL import PngImagePlugin
+
+    from fakescope.forensics.fusion import PIXEL_ONLY
+
+    missed = Path(__file__).parents[2] / "examples" / "coffee-taef2.jpg"  # AI, read as real by the pixel model alone
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a castle, Steps: 20, Sampler: Euler a")
+    declared = tmp_path / "declared.png"
+    Image.open(missed).save(declared, pnginfo=info)
+    page.goto(app_url)
+    page.get_by_text("No image yet").wait_for(timeout=30_000)
+    page.locator("input[type=file]").set_input_files([str(missed), str(declared)])
+    page.get_by_text("Download JSON").wait_for(timeout=90_000)
+    assert [v for v, _ in _verdicts(page)] == ["real", "ai"]
+    alerts = page.locator("[data-testid=stAlert]", has_text=PIXEL_ONLY)
+    assert alerts.count() == 1  # one warning, under the first image's verdict and above the second's heading
+    top = {name: page.locator("main h4", has_text=name).bounding_box()["y"] for name in ("coffee-taef2.jpg", "declared.png")}
+    assert top["coffee-taef2.jpg"] < alerts.bounding_box()["y"] < top["declared.png"]
+    _screenshot(page, "webapp-caveat.png")
+
+
 def test_detector_page_fetches_http_urls_only(app_url, page, photo_bytes, tmp_path):
     photo = tmp_path / "local.jpg"
     photo.write_bytes(photo_bytes)

@@ -133,6 +133,8 @@ def show_detection(name: str, view: Shown) -> None:
         return
     colour = VERDICT_COLOURS.get(detection.verdict, "gray")
     st.markdown(f"Verdict: :{colour}[**{detection.verdict}**] &nbsp; P(ai) = **{detection.probability:.3f}**")
+    if detection.caveat:
+        st.warning(detection.caveat)
     st.caption(detection.reason or "")
     left, right = st.columns(2)
     left.image(view.image, caption="image", width="stretch")
