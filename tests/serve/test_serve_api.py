@@ -168,6 +168,8 @@ def test_a_pixel_only_real_carries_the_caveat_and_a_declared_ai_does_not(server,
     assert [r["caveat"] for r in batch.json()["results"]] == [PIXEL_ONLY, None]
     heatmap = httpx.post(f"{server.url}/v1/explain", headers=auth, content=reconstruction)
     assert heatmap.headers["x-fakescope-caveat"] == PIXEL_ONLY
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert "X-Fakescope-Caveat" in spec["paths"]["/v1/explain"]["post"]["responses"]["200"]["headers"]
     assert "x-fakescope-caveat" not in httpx.post(f"{server.url}/v1/explain", headers=auth, content=declared).headers
 
 

@@ -98,6 +98,7 @@ def test_answers_to_an_allowed_origin_carry_cors_headers_errors_too(cors_server,
     headers = {"Origin": ORIGIN, **AUTH}
     scored = httpx.post(f"{cors_server.url}/v1/explain", headers=headers, content=photo_bytes)
     assert scored.status_code == 200 and scored.headers["access-control-allow-origin"] == ORIGIN
-    assert "x-fakescope-score" in scored.headers["access-control-expose-headers"].lower()
+    exposed = scored.headers["access-control-expose-headers"].lower()
+    assert "x-fakescope-score" in exposed and "x-fakescope-caveat" in exposed
     no_token = httpx.get(f"{cors_server.url}/v1/models", headers={"Origin": ORIGIN})
     assert no_token.status_code == 401 and no_token.headers["access-control-allow-origin"] == ORIGIN  # readable by the page

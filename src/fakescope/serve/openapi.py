@@ -10,7 +10,8 @@ from fakescope.serve.schemas import Error
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 RAW_IMAGE = {"requestBody": {"content": {"image/*": BINARY}}}
 PNG_HEADERS = {"X-Fakescope-Label": {"description": "ai, real or uncertain", "schema": {"type": "string"}},
-               "X-Fakescope-Score": {"description": "calibrated P(ai)", "schema": {"type": "string"}}}
+               "X-Fakescope-Score": {"description": "calibrated P(ai)", "schema": {"type": "string"}},
+               "X-Fakescope-Caveat": {"description": "the detection's caveat, only when set", "schema": {"type": "string"}}}
 _bearer = HTTPBearer(auto_error=False, description="Set FAKESCOPE_API_TOKEN on the server to require it.")
 SECURED = [Depends(_bearer)]  # declares the scheme in the OpenAPI spec; `Gate` checks the token
 
