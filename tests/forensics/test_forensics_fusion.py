@@ -36,7 +36,8 @@ def test_provenance_either_way_leaves_no_caveat():
     assert fuse(0.1, [A1111], 0.5, BAND).caveat is None
     backed = fuse(0.3, [CAMERA_TRUSTED, *NOTHING], 0.5, BAND)
     assert (backed.verdict, backed.caveat) == ("real", None)
-    assert fuse(0.45, [CAMERA_EXIF], 0.5, BAND).caveat is None  # weak, but provenance: the reason names it
+    assert fuse(0.45, [CAMERA_EXIF], 0.5, BAND).caveat == PIXEL_ONLY  # an unsigned hint, easily copied, backs nothing
+    assert fuse(0.2, [CAMERA_EXIF], 0.5, BAND).caveat == PIXEL_ONLY
     assert fuse(None, NOTHING, 0.5, BAND).caveat is None  # no pixel score either: the reason says so
 
 

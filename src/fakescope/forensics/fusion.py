@@ -15,8 +15,8 @@ Rules, in order (docs/forensics.md gives the reasoning):
    provenance, errors) changes nothing.
 4. The verdict is `ai` at p >= band[1], `real` at p < band[0], `uncertain` in between.
 
-A `real` or `uncertain` verdict from the pixel score with no scored provenance either way carries
-`PIXEL_ONLY` as its `caveat`: the pixel model can miss generators it never saw.
+A `real` or `uncertain` verdict with a pixel score and no scored C2PA manifest (at most unsigned hints, such as
+camera EXIF) carries `PIXEL_ONLY` as its `caveat`: the pixel model can miss generators it never saw.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ NONE = "none"
 """`decided_by` when there was neither a pixel score nor any scored evidence."""
 FLOOR = 0.01
 """Hints never lower the probability below min(pixel score, FLOOR)."""
-PIXEL_ONLY = "pixel model only, no provenance: not proof (it can miss unseen generators)"
-"""The `caveat` of a `real` or `uncertain` verdict that rests on the pixel score alone."""
+PIXEL_ONLY = "pixel model only, no signed provenance: not proof (it can miss unseen generators)"
+"""The `caveat` of a `real` or `uncertain` verdict that no signed provenance (C2PA) backs: the pixel score, at most
+nudged by unsigned hints."""
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,12 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     verdict = verdict_for(probability, band)
     strongest = max(scored, key=lambda e: abs(logit(e.score)))
     shifts = "; ".join(f"{e.kind}: {e.detail} (odds x{_odds(e.score):.2g})" for e in scored) + _ignored(evidence)
+    signed = any(e.kind == "c2pa" for e in scored)  # hints (camera EXIF) are unsigned and easily copied
+    caveat = PIXEL_ONLY if pixel is not None and verdict != "ai" and not signed else None
     if pixel is not None and verdict_for(pixel, band) == verdict:
-        return Fused(probability, verdict, PIXEL, f"pixel model {pixel:.3f} -> {probability:.3f} ({rule}); {shifts}")
+        return Fused(probability, verdict, PIXEL, f"pixel model {pixel:.3f} -> {probability:.3f} ({rule}); {shifts}", caveat)
     origin = "no pixel score" if pixel is None else f"pixel model {pixel:.3f}"
-    return Fused(probability, verdict, strongest.kind, f"{origin} -> {probability:.3f} ({rule}); {shifts}")
+    return Fused(probability, verdict, strongest.kind, f"{origin} -> {probability:.3f} ({rule}); {shifts}", caveat)
 
 
 def _despite(scored: list[Evidence]) -> str:

@@ -39,8 +39,8 @@ class DetectionRecord(_Answer):
     evidence: list[EvidenceRecord]
     decided_by: str | None
     reason: str | None
-    caveat: str | None = Field(description="Set when a real or uncertain verdict rests on the pixel model alone "
-                                                 "(no provenance either way): it is not proof.")
+    caveat: str | None = Field(description="Set when a real or uncertain verdict rests on the pixel model "
+                                                 "(no signed provenance backs it): it is not proof.")
     width: int | None
     height: int | None
     format: str | None
