@@ -208,8 +208,10 @@ def test_a_pixel_only_real_says_so_in_every_format_and_a_declared_ai_does_not(ti
                                                                              ("ai", "metadata", None)]
     rows = list(csv.DictReader(io.StringIO(runs["csv"].stdout)))
     assert [r["caveat"] for r in rows] == [PIXEL_ONLY, ""]
-    evidence_column = " ".join(line.split("│")[-2].strip() for line in runs["table"].stdout.splitlines() if "│" in line)
-    assert evidence_column.count(PIXEL_ONLY) == 1  # under the plain image's top evidence, wrapped over lines
+    table = runs["table"].stdout
+    verdicts = [line.split("│")[2].strip() for line in table.splitlines() if line.count("│") > 2]
+    assert [v for v in verdicts if v] == ["real*", "ai"]  # the plain image's verdict is marked, the caveat said once
+    assert " ".join(table.split()).count(f"* {PIXEL_ONLY}") == 1
 
 
 def test_batch_size_workers_and_processes_do_not_change_records(tiny_model_dir, images):

@@ -137,7 +137,9 @@ def _print_table(rows: list[dict]) -> None:
 
     counts = collections.Counter("failed" if "error" in r else r["label"] for r in rows)
     summary = ", ".join(f"{counts[k]} {k}" for k in ("ai", "uncertain", "real", "failed") if counts[k])
-    table = Table(show_lines=False, caption=f"{len(rows)} image{'s' * (len(rows) != 1)}: {summary}")
+    marks = {text: "*" * n for n, text in enumerate(dict.fromkeys(r["caveat"] for r in rows if r.get("caveat")), 1)}
+    notes = "".join(f"\n{mark} {escape(text)}" for text, mark in marks.items())  # once, not on every row
+    table = Table(show_lines=False, caption=f"{len(rows)} image{'s' * (len(rows) != 1)}: {summary}{notes}")
     for col in ("file", "verdict", "P(ai)", "decided by", "top evidence"):
         table.add_column(col, overflow="fold")
     for r in rows:
@@ -146,9 +148,9 @@ def _print_table(rows: list[dict]) -> None:
             continue
         colour = {"ai": "red", "real": "green"}.get(r["label"], "yellow")
         top = next((e for e in r["evidence"] if e["kind"] == r["decided_by"]), r["evidence"][0])
-        caveat = f"\n[italic]{escape(r['caveat'])}[/italic]" if r.get("caveat") else ""
-        table.add_row(escape(r["path"]), f"[{colour}]{r['label']}[/{colour}]", f"{r['score']:.3f}", r["decided_by"] or "",
-                      escape(_evidence_line(top)) + caveat)
+        mark = escape(marks.get(r.get("caveat"), ""))
+        table.add_row(escape(r["path"]), f"[{colour}]{r['label']}[/{colour}]{mark}", f"{r['score']:.3f}", r["decided_by"] or "",
+                      escape(_evidence_line(top)))
     Console(width=max(100, Console().width)).print(table)
 
 
