@@ -1,5 +1,5 @@
-"""Generated image folders, a shared bundled-model detector, a folder that takes no more files and a shared local
-Ray, for the scale tests."""
+"""Generated image folders, a plain and a declared-ai image, a shared bundled-model detector, a folder that takes no
+more files and a shared local Ray, for the scale tests."""
 
 from __future__ import annotations
 
@@ -38,6 +38,17 @@ def image_folder(tmp_path: Path) -> Path:
 def module_image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`_write_images` in a folder shared by a module's tests, which only read it."""
     return _write_images(tmp_path_factory.mktemp("module") / "images")
+
+
+@pytest.fixture
+def caveat_images(image_factory, tmp_path: Path) -> list[str]:
+    """A plain PNG (a pixel-only verdict) and an A1111-declared one (ai by its metadata), as in the detect CLI test."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a castle, Steps: 20, Sampler: Euler a")
+    return [str(image_factory.file(tmp_path / "caveat" / "plain.png", seed=4)),
+            str(image_factory.file(tmp_path / "caveat" / "declared.png", seed=4, pnginfo=info))]
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ pytest.importorskip("ray")
 
 from fakescope.errors import ConfigError, StorageError
 from fakescope.scale.ray_scan import LOOPBACK_ENV, _for_actors, ray_scan
-from fakescope.scale.records import read_results
+from fakescope.scale.records import OLDER_SCHEMA, SCHEMA, part_files, read_results, write_part
 from fakescope.scale.scan import ScanSummary, scan, scan_sources
 
 
@@ -96,6 +96,28 @@ def _fresh_python(code: str, timeout: float, **env_vars: str) -> subprocess.Comp
     leaves room for a loaded one."""
     env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV and k != "RAY_ADDRESS"} | env_vars
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.mark.slow
+def test_ray_scan_writes_the_caveat_as_local_does_and_resumes_a_folder_begun_without_it(caveat_images, tiny_model_dir,
+                                                                                      tmp_path, local_ray):
+    import pyarrow.parquet as pq
+
+    from fakescope.detector import Detector
+
+    settings = {"name_or_path": str(tiny_model_dir), "device": "cpu", "threshold": 0.99}
+    scan(caveat_images, tmp_path / "local", Detector.load(**settings))
+    ray_scan(caveat_images, tmp_path / "ray", actors=1, batch_size=4, object_store_memory=200 * 2**20, **settings)
+    local, distributed = (read_results(tmp_path / name).sort_values("path", ignore_index=True) for name in ("local", "ray"))
+    assert list(distributed.columns) == SCHEMA.names and local["caveat"].notna().sum() == 1
+    pd.testing.assert_frame_equal(distributed, local)
+    older = tmp_path / "older"  # the plain image's row as a version before the column wrote it
+    older.mkdir()
+    write_part(pq.read_table(part_files(tmp_path / "local")[0]).drop_columns("caveat").slice(0, 1), older / "part-old.parquet")
+    summary = ray_scan(caveat_images, older, actors=1, batch_size=4, object_store_memory=200 * 2**20, **settings)
+    assert (summary.scanned, summary.skipped) == (1, 1)
+    assert all(pq.read_schema(p).names == OLDER_SCHEMA.names for p in part_files(older))
+    assert list(pd.read_parquet(older).columns) == OLDER_SCHEMA.names and len(read_results(older)) == 2
 
 
 @pytest.mark.slow

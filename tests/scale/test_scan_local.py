@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from fakescope.cli import app
 from fakescope.errors import ConfigError, StorageError
 from fakescope.io.inputs import iter_sources
-from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results, write_part
+from fakescope.scale.records import OLDER_SCHEMA, SCHEMA, detections_to_table, part_files, read_results, write_part
 from fakescope.scale.scan import _PartWriter, scan, scan_sources
 
 
@@ -123,6 +123,44 @@ def test_results_of_older_versions_with_relative_paths_are_resumed(image_folder,
     assert len(read_results(out)) == 8
 
 
+def test_the_caveat_column_is_set_for_a_pixel_only_real_and_null_for_a_declared_ai(tiny_model_dir, caveat_images, tmp_path):
+    """The scan's fixed columns dropped the Detection's caveat: a pixel-only real read like proof in the Parquet."""
+    from fakescope.detector import Detector
+    from fakescope.forensics.fusion import PIXEL_ONLY
+
+    sources = caveat_images
+    scan(sources, tmp_path / "out", Detector.load(tiny_model_dir, device="cpu", threshold=0.99))
+    rows = pd.read_parquet(tmp_path / "out").set_index("path")
+    assert list(rows.columns) == SCHEMA.names[1:] and SCHEMA.names[-1] == "caveat"  # the last column, as in detect's CSV
+    assert rows.loc[sources, ["label", "decided_by"]].values.tolist() == [["real", "pixel"], ["ai", "metadata"]]
+    assert rows.loc[sources[0], "caveat"] == PIXEL_ONLY and pd.isna(rows.loc[sources[1], "caveat"])
+
+
+@pytest.mark.parametrize("crashed", [False, True])  # an older version's finished part, or the journal of its crash
+def test_a_folder_begun_without_caveat_resumes_and_stays_one_table(image_folder, tmp_path, detector, crashed, caplog):
+    sources = list(scan_sources([str(image_folder)]))
+    out = tmp_path / "out"
+    scan(sources[:4], out, detector)
+    (part,) = part_files(out)
+    older = pq.read_table(part).drop_columns("caveat")  # what a version before the column wrote
+    assert older.schema == OLDER_SCHEMA
+    part.unlink()
+    if crashed:
+        writer = _PartWriter(out, rows_per_part=1000, schema=OLDER_SCHEMA)
+        writer.write(older)
+        writer.sink.close()  # the process dies: the journal stays
+    else:
+        write_part(older, part)
+    summary = scan(sources, out, detector)
+    assert (summary.skipped, summary.scanned) == (4, 4)
+    assert all(pq.read_schema(p).names == OLDER_SCHEMA.names for p in part_files(out))  # no part with another column list
+    for rows in (read_results(out), pd.read_parquet(out)):
+        assert list(rows.columns) == OLDER_SCHEMA.names and sorted(rows["path"]) == sorted(sources)
+    kept = read_results(out).set_index("path").loc[older.column("path").to_pylist()]  # nothing lost
+    pd.testing.assert_frame_equal(kept.reset_index(), older.to_pandas())
+    assert f"{out} was begun by a fakescope without the caveat column" in caplog.text
+
+
 @pytest.mark.parametrize(("rows_per_part", "sizes"), [(4, [4, 4]), (3, [3, 3, 2])])  # the detector writes 4 rows at a time
 def test_rows_per_part_splits_the_output(image_folder, tmp_path, detector, rows_per_part, sizes):
     scan(scan_sources([str(image_folder)]), tmp_path / "out", detector, rows_per_part=rows_per_part)
@@ -136,7 +174,7 @@ def test_crash_mid_batch_loses_only_that_batch(image_folder, tmp_path, detector,
     sources = list(scan_sources([str(image_folder)]))
     out = tmp_path / "out"
     out.mkdir()
-    writer = _PartWriter(out, rows_per_part=1000)
+    writer = _PartWriter(out, rows_per_part=1000, schema=SCHEMA)
     writer.write(detections_to_table(detector.predict(sources[:4])))
     writer.write(detections_to_table(detector.predict(sources[4:6])))
     journal = writer._journal()

@@ -4,7 +4,7 @@ Pipeline: the pending sources (`from_items`) -> `map_batches` through a pool of 
 each hold a `Detector` (reading and decoding in its threads, batched inference on CPU or GPU)
 -> one Parquet part per write task in the results folder, written under a temporary name and
 renamed as the local engine's are. Rows have the local engine's schema and values, and resuming
-works the same way: sources already in the folder's parts are skipped.
+works the same way: sources already in the folder's parts are skipped, and new rows take the folder's columns.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io.inputs import path_text
 from fakescope.models import load_model
 from fakescope.models.bundle import BUNDLED_DIR
-from fakescope.scale.records import detections_to_table, done_sources, part_files, results_folder, source_key
+from fakescope.scale.records import (
+    detections_to_table,
+    done_sources,
+    part_files,
+    results_folder,
+    source_key,
+    writing_schema,
+)
 from fakescope.scale.scan import ScanSummary, recover_journals
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
@@ -86,6 +93,7 @@ def ray_scan(
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))
+    schema = writing_schema(folder)
     detector_kwargs["name_or_path"] = _for_actors(name, model.location)
     started = _connect(address, actors * cpus_per_actor, object_store_memory, verbose)
     import ray
@@ -108,7 +116,7 @@ def ray_scan(
                 .map_batches(DetectBatch, fn_constructor_kwargs={"detector_kwargs": detector_kwargs},
                              batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
                              **resources)
-                .write_datasink(PartSink(folder.resolve()))
+                .write_datasink(PartSink(folder.resolve(), schema))
             )
     except Exception as exc:  # an actor's or the writer's error arrives as a RayTaskError
         if (error := task_error(exc)) is None:

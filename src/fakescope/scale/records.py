@@ -3,7 +3,8 @@
 A results folder holds Parquet part files (from the local engine, from Ray, or both) plus, while
 a local scan runs, one Arrow IPC journal of the rows not yet in a part. `evidence` is stored as
 JSON text (scores rounded to 6 decimals, like `score`) because its `data` dicts differ from
-one evidence kind to the next.
+one evidence kind to the next. `caveat` (last) is null unless set; a folder begun by a version
+without it (`OLDER_SCHEMA`) keeps its columns, so that every part of it reads as one table.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,14 +39,19 @@ SCHEMA = pa.schema([
     ("format", pa.string()),
     ("evidence", pa.string()),
     ("error", pa.string()),
+    ("caveat", pa.string()),
 ])
+OLDER_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index("caveat"))
+"""The columns of results written before `caveat`: a folder holding such a part goes on in them."""
 PART_SUFFIX = ".parquet"
 JOURNAL_SUFFIX = ".arrows"
 TEMP_SUFFIX = ".tmp"
 
+log = logging.getLogger(__name__)
 
-def detections_to_table(detections: Iterable[Detection]) -> pa.Table:
-    """Rows of `Detection.to_dict()` in `SCHEMA` (evidence as JSON, `error` null when scored)."""
+
+def detections_to_table(detections: Iterable[Detection], schema: pa.Schema = SCHEMA) -> pa.Table:
+    """Rows of `Detection.to_dict()` in `schema` (evidence as JSON, `error` null when scored)."""
     rows = []
     for d in detections:
         record = d.to_dict()
@@ -52,7 +59,7 @@ def detections_to_table(detections: Iterable[Detection]) -> pa.Table:
         record["path"] = path_text(record["path"])
         record["error"] = path_text(record["error"]) if "error" in record else None
         rows.append(record)
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def source_key(source: str) -> str:
@@ -151,6 +158,36 @@ def remove_temporaries(out: str | Path) -> int:
     return len(leftovers)
 
 
+def folder_schema(out: str | Path) -> pa.Schema:
+    """The columns of a results folder's parts: `SCHEMA`, or `OLDER_SCHEMA` once a part lacks `caveat`.
+
+    Raises:
+        StorageError: a part is not a readable Parquet file.
+    """
+    for part in part_files(out):
+        try:
+            names = pq.read_schema(part).names
+        except (pa.ArrowException, OSError) as exc:
+            raise _unreadable(part, exc) from None
+        if "caveat" not in names:
+            return OLDER_SCHEMA
+    return SCHEMA
+
+
+def writing_schema(folder: Path) -> pa.Schema:
+    """`folder_schema`, with a warning when new rows must go without `caveat` to keep the folder one table."""
+    if (schema := folder_schema(folder)) is OLDER_SCHEMA:
+        log.warning("%s was begun by a fakescope without the caveat column: new rows are written without it too, so "
+                    "that the folder reads as one table (score into a new --out to have it)", folder)
+    return schema
+
+
+def _unreadable(part: Path, exc: Exception) -> StorageError:
+    reason = str(exc).partition("\n")[0]  # Arrow's may go on to list a schema
+    return StorageError(f"{part} is not a readable part of the results ({reason}); "
+                        "move it out of the folder to score its images again")
+
+
 def done_sources(out: str | Path, model: str | None = None) -> set[str]:
     """Every `path` already written to a part of the results folder, as `source_key`s (older versions
     stored local paths as given: a relative one is taken from the current folder).
@@ -164,9 +201,7 @@ def done_sources(out: str | Path, model: str | None = None) -> set[str]:
         try:
             table = pq.read_table(part, columns=["path", "model"])
         except (pa.ArrowException, OSError) as exc:
-            reason = str(exc).partition("\n")[0]  # Arrow's may go on to list a schema
-            raise StorageError(f"{part} is not a readable part of the results ({reason}); "
-                               "move it out of the folder to score its images again") from None
+            raise _unreadable(part, exc) from None
         if model is not None and (other := set(table.column("model").unique().to_pylist()) - {model, None}):
             raise ConfigError(f"{out} holds scores of model {sorted(other)[0]!r}, not {model!r}: a rerun skips the "
                               "images it holds, so give this model its own --out")
@@ -175,7 +210,8 @@ def done_sources(out: str | Path, model: str | None = None) -> set[str]:
 
 
 def read_results(out: str | Path) -> pd.DataFrame:
-    """All rows of a results folder as one DataFrame (columns in `SCHEMA` order).
+    """All rows of a results folder as one DataFrame, in `folder_schema`'s columns (no `caveat` in a folder begun
+    before it).
 
     Raises:
         StorageError: `out` is no folder (a mistyped name read as no results at all).
@@ -186,7 +222,5 @@ def read_results(out: str | Path) -> pd.DataFrame:
     if not Path(out).is_dir():
         raise StorageError("no such results folder (scan writes its rows as Parquet parts into a folder)",
                            source=os.fspath(out))
-    parts = part_files(out)
-    if not parts:
-        return SCHEMA.empty_table().to_pandas()
-    return pa.concat_tables(pq.read_table(p, schema=SCHEMA) for p in parts).to_pandas()
+    schema = folder_schema(out)
+    return pa.concat_tables([schema.empty_table(), *(pq.read_table(p, schema=schema) for p in part_files(out))]).to_pandas()

@@ -6,7 +6,8 @@ Rows are appended batch by batch to an Arrow IPC journal, flushed after every ba
 renamed). The journal and temporary names start with `_`, which Parquet readers (pyarrow,
 pandas, Spark) skip, so the folder reads as a dataset while a scan writes it. A rerun first
 deletes half-written temporaries and turns any journal left by a crash into a part, then skips
-every source already written, so a crash loses at most the batch in flight.
+every source already written, so a crash loses at most the batch in flight. New rows take the
+columns of the folder's parts (`writing_schema`), so a folder begun by an older version stays one table.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from fakescope.io.inputs import path_text
 from fakescope.scale.records import (
     JOURNAL_SUFFIX,
     PART_SUFFIX,
-    SCHEMA,
     detections_to_table,
     done_sources,
     remove_temporaries,
     results_folder,
     source_key,
     write_part,
+    writing_schema,
     writing_to,
 )
 
@@ -72,11 +73,12 @@ def scan(
     folder = results_folder(out)
     recover_journals(folder)
     todo = _Pending(sources, done_sources(folder, model=detector.name))
+    schema = writing_schema(folder)
     scanned = failed = 0
-    with _PartWriter(folder, rows_per_part) as writer:
+    with _PartWriter(folder, rows_per_part, schema) as writer:
         results = detector.stream(todo)
         while batch := list(itertools.islice(results, detector.batch_size)):
-            writer.write(detections_to_table(batch))
+            writer.write(detections_to_table(batch, schema))
             scanned += len(batch)
             failed += sum(not d.ok for d in batch)
     return ScanSummary(scanned, failed, todo.skipped)
@@ -128,8 +130,8 @@ class _Pending:
 class _PartWriter:
     """Appends record batches to a flushed journal and seals it into a Parquet part when full."""
 
-    def __init__(self, out: Path, rows_per_part: int):
-        self.out, self.rows_per_part = out, rows_per_part
+    def __init__(self, out: Path, rows_per_part: int, schema: pa.Schema):
+        self.out, self.rows_per_part, self.schema = out, rows_per_part, schema
         self.run = uuid.uuid4().hex[:12]
         self.index = 0
         self.rows = 0
@@ -150,7 +152,7 @@ class _PartWriter:
         while table.num_rows:  # a batch that overfills the part continues in the next one
             if self.stream is None:
                 self.sink = pa.OSFile(str(self._journal()), "wb")
-                self.stream = pa.ipc.new_stream(self.sink, SCHEMA)
+                self.stream = pa.ipc.new_stream(self.sink, self.schema)
             head, table = table.slice(0, self.rows_per_part - self.rows), table.slice(self.rows_per_part - self.rows)
             self.stream.write_table(head)
             self.sink.flush()
@@ -176,27 +178,28 @@ class _PartWriter:
 
 
 def _seal_journal(journal: Path) -> int:
-    """Write a journal's complete batches to the part of the same name, then delete the journal."""
+    """Write a journal's complete batches to the part of the same name (in the journal's own columns: an older
+    version's have no `caveat`), then delete the journal."""
     part = journal.with_name(journal.stem.removeprefix("_") + PART_SUFFIX)  # older versions wrote no `_`
     rows = 0
-    if not part.exists():
-        batches = _read_journal(journal)
-        rows = sum(b.num_rows for b in batches)
-        if rows:
-            write_part(pa.Table.from_batches(batches, SCHEMA), part)
+    if not part.exists() and (table := _read_journal(journal)) is not None and (rows := table.num_rows):
+        write_part(table, part)
     journal.unlink()
     return rows
 
 
-def _read_journal(journal: Path) -> list[pa.RecordBatch]:
+def _read_journal(journal: Path) -> pa.Table | None:
+    """A journal's complete batches, or None when a crash cut it off before its schema."""
     batches: list[pa.RecordBatch] = []
     try:
         with pa.OSFile(str(journal), "rb") as f, pa.ipc.open_stream(f) as reader:
+            schema = reader.schema
             for batch in reader:
                 batches.append(batch)
     except (pa.ArrowInvalid, OSError):  # cut off mid-batch by a crash: keep the complete ones
-        pass
-    return batches
+        if not batches:
+            return None
+    return pa.Table.from_batches(batches, schema)
 
 
 def _manifest_uris(manifest: str) -> Iterator[str]:
