@@ -105,6 +105,22 @@ def test_from_dir_is_strict_about_keys(tmp_path, random_taef2):
         TAEF2.from_dir(tmp_path / "missing")
 
 
+def test_a_bad_device_is_one_line_naming_the_accepted_ones(tmp_path, random_taef2):
+    """As every entry point says it (`detector.resolve_device`), not torch's list of every device type it knows."""
+    message = "invalid device 'cdua': use cpu, cuda, cuda:N, mps or auto"
+    with pytest.raises(ConfigError) as excinfo:
+        TAEF2(device="cdua")
+    assert str(excinfo.value) == message
+    torch.save(random_taef2.encoder.state_dict(), tmp_path / "taef2_encoder.pth")
+    torch.save(random_taef2.decoder.state_dict(), tmp_path / "taef2_decoder.pth")
+    Image.new("RGB", (64, 48), "red").save(tmp_path / "red.png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["generate", "taef2", str(tmp_path / "red.png"), "--out", str(out),
+                                      "--weights", str(tmp_path), "--device", "cdua"])
+    assert result.exit_code == 2 and result.stderr == f"error: {message}\n", result.output
+    assert not out.exists()
+
+
 def test_weights_dir_from_env_and_missing_default(tmp_path, monkeypatch):
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
     assert resolve_weights_dir() == tmp_path

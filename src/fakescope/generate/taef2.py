@@ -25,6 +25,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from fakescope.detector import resolve_device
 from fakescope.errors import ConfigError, ModelLoadError
 
 WEIGHTS_ENV = "FAKESCOPE_TAEF2_WEIGHTS"
@@ -131,12 +132,6 @@ def _load_state(module: nn.Module, file: Path) -> None:
         raise ModelLoadError(f"cannot load taef2 weights {file}: {' '.join(str(exc).split())}") from exc
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _tiled(module: nn.Module, x: torch.Tensor, k_in: int, k_out: int) -> torch.Tensor:
     """Run a normalisation-free `module` over overlapping tiles of `x`, `k_in`/`k_out` pixels per latent pixel.
 
@@ -172,7 +167,7 @@ class TAEF2(nn.Module):
     """The FLUX.2 tiny autoencoder: `encoder` and `decoder` as `nn.Sequential`s with the published keys.
 
     Args:
-        device: Where the networks run (`cpu`, `cuda`, `cuda:N`, `auto`).
+        device: Where the networks run (`cpu`, `cuda`, `cuda:N`, `mps`, `auto`); an unusable one is a `ConfigError`.
         batch_size: Images per forward pass in `reconstruct`.
     """
 
@@ -181,7 +176,7 @@ class TAEF2(nn.Module):
         self.encoder = build_encoder()
         self.decoder = build_decoder()
         self.batch_size = batch_size
-        self.to(_resolve_device(device)).eval()
+        self.to(resolve_device(device)).eval()
 
     @classmethod
     def from_dir(
@@ -197,7 +192,7 @@ class TAEF2(nn.Module):
         model = cls(device="cpu", batch_size=batch_size)
         _load_state(model.encoder, folder / ENCODER_FILE)
         _load_state(model.decoder, folder / DECODER_FILE)
-        return model.to(_resolve_device(device)).eval()
+        return model.to(resolve_device(device)).eval()
 
     @property
     def device(self) -> torch.device:
