@@ -32,6 +32,7 @@ from fakescope._preparation import (
 )
 from fakescope.detection import Detection, Evidence, logit
 from fakescope.errors import (
+    DEVICES,
     ConfigError,
     ImageLoadError,
     ModelLoadError,
@@ -327,7 +328,6 @@ class Detector:
         )
 
 
-_DEVICES = "cpu, cuda, cuda:N, mps or auto"
 RUNTIMES = ("torch", "onnx", "auto")
 
 
@@ -348,7 +348,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:  # torch's message lists every device type it knows, most of them unusable here
-        raise ConfigError(f"invalid device {device!r}: use {_DEVICES}") from None
+        raise ConfigError(f"invalid device {device!r}: use {DEVICES}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but no CUDA device is available")
     if resolved.type != "cpu":

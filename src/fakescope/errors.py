@@ -5,6 +5,10 @@ from __future__ import annotations
 import difflib
 
 
+DEVICES = "cpu, cuda, cuda:N, mps or auto"
+"""The device names every entry point accepts, as a bad name's error and each `--device` help list them."""
+
+
 class FakescopeError(Exception):
     """Base of every error fakescope raises on purpose; its message is one clean line.
 

@@ -10,6 +10,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.errors import DEVICES
 
 SHARED_SHORT = {"--out": "-o", "--model": "-m", "--batch-size": "-b", "--workers": "-j"}
 """An option every verb that has it spells with this short flag."""
@@ -58,6 +59,14 @@ def test_a_shared_option_reads_the_same_in_every_verb():
             if param.opts[0] in SAME_HELP:
                 helps.setdefault(param.opts[0], {})[verb] = param.help
     assert {option: len(set(texts.values())) for option, texts in helps.items()} == dict.fromkeys(SAME_HELP, 1), helps
+
+
+def test_every_device_option_lists_the_names_a_bad_one_is_told():
+    """Recipe-overriding verbs too: each `--device` help names what `resolve_device`'s error lists, mps included."""
+    helps = {verb: p.help for verb, command in COMMANDS.items() for p in command.params if "--device" in p.opts}
+    assert {"detect", "scan", "serve", "train", "evaluate-logo", "generate taef2"} <= set(helps)
+    assert DEVICES == "cpu, cuda, cuda:N, mps or auto"
+    assert [verb for verb, text in helps.items() if DEVICES not in text] == [], helps
 
 
 PROGRESS_VERBS = ("detect", "scan", "dataset build", "dataset split", "dataset audit", "train", "evaluate", "evaluate-logo")

@@ -8,11 +8,13 @@ from typing import Annotated
 
 import typer
 
+from fakescope.errors import DEVICES
+
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Registered model name, local path, or hf://owner/name. Default: the bundled model."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help=f"{DEVICES}.")]
 BatchSizeOpt = Annotated[int, typer.Option(
     "--batch-size", "-b", min=1, help="Tiles per forward pass (an image gives up to grid x grid tiles).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=0, help="Decoding threads (0 = decode inline).")]

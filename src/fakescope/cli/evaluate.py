@@ -8,6 +8,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt, ProgressOpt, ProvenanceOpt, show_progress
+from fakescope.errors import DEVICES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,7 +99,7 @@ def evaluate_logo(
     by: Annotated[str, typer.Option("--by", help="Column naming a generator: generator, or source to hold out whole ai sources (families).")] = "generator",
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the recipe's epochs.")] = None,
     samples_per_epoch: Annotated[int | None, typer.Option(min=1, help="Override the recipe's samples per epoch.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="Override the recipe's device: cpu, cuda or auto.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help=f"Override the recipe's device: {DEVICES}.")] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="Override the recipe's data-loading processes.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue each fold's run in OUT/without-<g> (a finished one is only "
                                               "scored again).")] = False,

@@ -38,7 +38,7 @@ class ServeConfig:
 
     Args:
         model: Model name, path or `hf://owner/name` (None: the bundled default).
-        device: `auto`, `cpu`, `cuda`, `cuda:N`.
+        device: `auto`, `cpu`, `cuda`, `cuda:N`, `mps`.
         max_upload_mb: Largest accepted image upload (per file); larger answers 413.
         max_pixels: Largest accepted image (width x height); larger answers 422.
         max_batch: Most images gathered into one model call by the micro-batcher.
