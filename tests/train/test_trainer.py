@@ -24,6 +24,7 @@ from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.models import load_model
 from fakescope.train import TrainConfig, train
 from fakescope.train.dataset import balanced_sampler
+from fakescope.train.trainer import process_device
 
 
 def test_learns_an_easy_task_and_saves_a_calibrated_model(manifest, tmp_path):
@@ -48,6 +49,18 @@ def test_same_seed_gives_identical_weights(manifest, tmp_path):
     a = load_file(tmp_path / "a" / "model" / "model.safetensors")
     b = load_file(tmp_path / "b" / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("asked", "env", "used"), [
+    ("cuda:1", {}, "cuda:1"),  # one process: the card asked for
+    ("cuda:1", {"LOCAL_RANK": "0"}, "cuda:1"),  # a stray LOCAL_RANK outside torchrun moves nothing
+    ("cuda:1", {"WORLD_SIZE": "1", "LOCAL_RANK": "0"}, "cuda:1"),  # torchrun with one process
+    ("cuda", {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cuda:1"),  # torchrun: LOCAL_RANK picks the card
+    ("cuda:1", {"WORLD_SIZE": "2", "LOCAL_RANK": "0"}, "cuda:0"),  # ... also over an index (with a warning)
+    ("cpu", {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cpu"),
+])
+def test_a_process_uses_the_device_asked_for_and_under_torchrun_card_local_rank(asked, env, used):
+    assert process_device(torch.device(asked), env) == torch.device(used)
 
 
 def test_a_device_string_with_an_index_trains_saves_and_resumes(manifest, tmp_path):

@@ -25,7 +25,8 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Images per step, one crop each "
                                                                                  "(default: the config's, else 64).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: the config's, else 0.001).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help=f"{DEVICES} (default: the config's, else auto).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help=f"{DEVICES} (default: the config's, else auto); "
+                                                          "under torchrun each process takes CUDA card LOCAL_RANK.")] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading processes (default: the config's, "
                                                                 "else 2).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's, else 0).")] = None,

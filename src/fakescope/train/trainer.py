@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -158,16 +159,26 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
 def _init_distributed(device: torch.device, batch_size: int) -> tuple[int, int, torch.device]:
     """(rank, world size, this rank's device); joins torchrun's process group when WORLD_SIZE > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device
     if batch_size % world:
         raise ConfigError(f"batch_size {batch_size} must be a multiple of the {world} processes")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
+    mine = process_device(device, os.environ)
+    if device.index is not None and mine != device:
+        _warn_once("device %s: under torchrun each process takes CUDA card LOCAL_RANK, not the index given", device)
+    if mine.type == "cuda" and mine.index is not None:  # else pinned memory and the like open a context on card 0
+        torch.cuda.set_device(mine)
+    if world == 1:
+        return 0, 1, mine
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world, device
+        dist.init_process_group("nccl" if mine.type == "cuda" else "gloo")
+    return dist.get_rank(), world, mine
+
+
+def process_device(device: torch.device, env: Mapping[str, str]) -> torch.device:
+    """This process's device: the one asked for, index included; under torchrun (`WORLD_SIZE` > 1) a CUDA device
+    is card `LOCAL_RANK`, one per process."""
+    if device.type == "cuda" and int(env.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(env.get("LOCAL_RANK", "0")))
+    return device
 
 
 def _resume(loop: Loop, out: Path, main: bool) -> tuple[int, float, int]:
