@@ -45,7 +45,7 @@ def test_every_verbs_help_gives_its_exit_statuses(verb):
     assert CliRunner().invoke(app, [*verb.split(), "-h"], env={"COLUMNS": "400"}).stdout == result.stdout  # -h as well
 
 
-SAME_HELP = ("--model", "--device", "--threshold", "--provenance", "--workers", "--progress", "--grid", "--precision", "--runtime")
+SAME_HELP = ("--model", "--device", "--threshold", "--provenance", "--progress", "--grid", "--precision", "--runtime")
 """Options that mean the same in every verb that has them, so their help reads the same (verbs overriding a recipe's
 setting, and `generate openai --model`, an OpenAI model, aside)."""
 
@@ -67,6 +67,19 @@ def test_every_device_option_lists_the_names_a_bad_one_is_told():
     assert {"detect", "scan", "serve", "train", "evaluate-logo", "generate taef2"} <= set(helps)
     assert DEVICES == "cpu, cuda, cuda:N, mps or auto"
     assert [verb for verb, text in helps.items() if DEVICES not in text] == [], helps
+
+
+def test_workers_reads_alike_where_the_work_is_alike_and_each_help_says_its_work_and_default():
+    """detect/scan decode beside the network (default 2); dataset verbs read images to describe or hash them (8)."""
+    workers = {verb: (p.help, p.default, p.show_default) for verb, command in COMMANDS.items() for p in command.params
+               if "--workers" in p.opts}
+    decode = ("Threads (processes with --processes) decoding images and cutting tiles while the network scores the "
+              "previous batch (0 = decode inline).")
+    read = "Threads reading images to describe, measure or hash them (0 = one)."
+    assert workers == {"detect": (decode, 2, True), "scan": (decode, 2, True)} | dict.fromkeys(
+        ("dataset build", "dataset merge", "dataset split", "dataset audit"), (read, 8, True))
+    shown = " ".join(CliRunner().invoke(app, ["dataset", "split", "--help"], env={"COLUMNS": "400"}).stdout.split())
+    assert f"{read} [default: 8]" in shown
 
 
 PROGRESS_VERBS = ("detect", "scan", "dataset build", "dataset split", "dataset audit", "train", "evaluate", "evaluate-logo")

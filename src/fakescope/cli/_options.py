@@ -17,7 +17,13 @@ ModelOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help=f"{DEVICES}.")]
 BatchSizeOpt = Annotated[int, typer.Option(
     "--batch-size", "-b", min=1, help="Tiles per forward pass (an image gives up to grid x grid tiles).")]
-WorkersOpt = Annotated[int, typer.Option("--workers", "-j", min=0, help="Decoding threads (0 = decode inline).")]
+DECODE_WORKERS, READ_WORKERS = 2, 8
+"""`--workers` defaults: detect/scan decode beside the network, which wants the cores; dataset verbs wait on storage."""
+WorkersOpt = Annotated[int, typer.Option(
+    "--workers", "-j", min=0, help="Threads (processes with --processes) decoding images and cutting tiles while the "
+                                   "network scores the previous batch (0 = decode inline).")]
+ReadWorkersOpt = Annotated[int, typer.Option(
+    "--workers", "-j", min=0, help="Threads reading images to describe, measure or hash them (0 = one).")]
 ProcessesOpt = Annotated[bool, typer.Option(
     "--processes", help="Decode in --workers processes instead of threads (free of the GIL: for many cores).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]

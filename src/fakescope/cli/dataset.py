@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import ProgressOpt, SeedOpt, WorkersOpt, show_progress
+from fakescope.cli._options import READ_WORKERS, ProgressOpt, ReadWorkersOpt, SeedOpt, show_progress
 
 STRICT_EXIT = 1
 
@@ -46,7 +46,7 @@ def build(
     per_stratum: Annotated[int | None, typer.Option("--per-stratum", min=1, help="Most rows per balanced stratum (default: the smallest stratum's size).")] = None,
     csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
-    workers: WorkersOpt = 8,
+    workers: ReadWorkersOpt = READ_WORKERS,
     progress: ProgressOpt = None,
 ) -> None:
     """Build a manifest from a folder layout, an FFHQ-style JSON listing or a CSV.
@@ -93,7 +93,7 @@ def merge(
     out: ManifestOutOpt,
     max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) within which split images in different splits are near copies, a leak that is refused, as audit's (-1: off).")] = 4,
     csv_copy: CsvOpt = True,
-    workers: WorkersOpt = 8,
+    workers: ReadWorkersOpt = READ_WORKERS,
     progress: ProgressOpt = None,
 ) -> None:
     """Merge manifests, e.g. labelled reals and the ai images generated from them: those take their face's split and attributes.
@@ -123,7 +123,7 @@ def split(
     keep_splits: Annotated[bool, typer.Option("--keep-splits", help="Keep the splits images have and deal only those without one (files added since the last split), so no image moves.")] = False,
     csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
-    workers: WorkersOpt = 8,
+    workers: ReadWorkersOpt = READ_WORKERS,
     progress: ProgressOpt = None,
 ) -> None:
     """Split by pair and (near-)duplicate groups so no related images straddle splits.
@@ -171,7 +171,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", hidden=True, help="Same as --format json (the older spelling).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found, or nothing could be compared (one class, no readable image).")] = False,
     seed: SeedOpt = 0,
-    workers: WorkersOpt = 8,
+    workers: ReadWorkersOpt = READ_WORKERS,
     progress: ProgressOpt = None,
 ) -> None:
     """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks), over the

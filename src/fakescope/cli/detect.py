@@ -13,6 +13,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import (
+    DECODE_WORKERS,
     BatchSizeOpt,
     CompileOpt,
     Decode,
@@ -58,7 +59,7 @@ def detect(
     device: DeviceOpt = "auto",
     threshold: ThresholdOpt = None,
     output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, jsonl or csv.")] = OutputFormat.table,
-    workers: WorkersOpt = 2,
+    workers: WorkersOpt = DECODE_WORKERS,
     processes: ProcessesOpt = False,
     provenance: ProvenanceOpt = True,
     runtime: RuntimeOpt = Runtime.auto,

@@ -9,6 +9,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import (
+    DECODE_WORKERS,
     BatchSizeOpt,
     CompileOpt,
     Decode,
@@ -46,7 +47,7 @@ def scan(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's log lines, progress and actors' output (--engine ray); otherwise only in Ray's session log folder.")] = False,
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
-    workers: WorkersOpt = 2,
+    workers: WorkersOpt = DECODE_WORKERS,
     processes: ProcessesOpt = False,
     runtime: RuntimeOpt = Runtime.auto,
     threshold: ThresholdOpt = None,
