@@ -222,32 +222,72 @@ def test_a_strip_thinner_than_a_tile_is_explained_tile_by_tile(method):
 
 
 class StridedBrightness(Brightness):
-    """Brightness over 32 x 32 cells (average pooling, stride 32, the last cell partial): evidence on a 1/32 grid."""
+    """Brightness over 32 x 32 cells (average pooling, stride 32; the last cell partial, or dropped with `ceil=False`)."""
 
-    def __init__(self):
+    def __init__(self, ceil: bool = True):
         super().__init__()
-        self.features = torch.nn.Sequential(self.features, torch.nn.AvgPool2d(STRIDE, ceil_mode=True))
+        self.features = torch.nn.Sequential(self.features, torch.nn.AvgPool2d(STRIDE, ceil_mode=ceil))
 
 
-@pytest.mark.parametrize("size", [(128, 320), (320, 128), (300, 500)])
-@pytest.mark.parametrize("method, tiled", [("gradcam", False), ("cam", False), ("gradcam", True)])
-def test_a_non_square_map_peaks_in_the_feature_cell_of_the_evidence(size, method, tiled):
-    """A 128 x 320 Grad-CAM peak 40 px from the artefact was resolution, not misplacement: the map is the 1/32 feature
-    grid upsampled, so it peaks at a cell's centre, at most STRIDE / sqrt(2) (23 px) from evidence inside that cell.
-    Transposed axes, a map resized to (W, H), or tiles placed wrong would put the peak cells away."""
+def bright_spot_map(size: tuple[int, int], spot: tuple[int, int], method: str, tiled: bool, ceil: bool = True):
+    """The map of a StridedBrightness network for an ImageNet-mean image (0 once normalised) with an 8 px spot."""
     from fakescope.models import InputPolicy
 
-    model = LoadedModel(StridedBrightness().eval(), ModelConfig(name="bright", architecture="qa_bright",
-                                                                input=InputPolicy(crop_size=64, grid=2)), "memory")
-    height, width = size
-    for top, left in [(4, 4), (4, width - 12), (height - 12, 4), (height - 12, width - 12), (100, 40), (40, 100)]:
-        top, left = min(top, height - 12), min(left, width - 12)
-        pixels = np.full((height, width, 3), (124, 116, 104), np.uint8)  # ImageNet's mean: 0 once normalised
-        pixels[top:top + 8, left:left + 8] = 255
-        heat = class_activation_map(model, Image.fromarray(pixels), method, tiled=tiled)
-        assert heat.shape == size
-        distance, _ = peak_and_contrast(heat, (top + 4, left + 4))
-        assert distance <= STRIDE / np.sqrt(2), f"{size} spot at {(top, left)}: peak {distance:.0f} px away"
+    model = LoadedModel(StridedBrightness(ceil).eval(), ModelConfig(name="bright", architecture="qa_bright",
+                                                                    input=InputPolicy(crop_size=64, grid=2)), "memory")
+    pixels = np.full((*size, 3), (124, 116, 104), np.uint8)
+    pixels[spot[0]:spot[0] + 8, spot[1]:spot[1] + 8] = 255
+    heat = class_activation_map(model, Image.fromarray(pixels), method, tiled=tiled)
+    assert heat.shape == size
+    return heat
+
+
+SIZES = [(128, 320), (320, 128), (300, 500), (500, 300)]
+
+
+def spots(height: int, width: int) -> list[tuple[int, int]]:
+    """8 px spots at the corners, near the far sides and inside, each within one 32 px cell of the image."""
+    places = [(4, 4), (4, width - 12), (height - 12, 4), (height - 12, width - 12), (100, 40), (40, 100),
+              (height - 40, width - 40), (height // 2, width // 2)]
+    return [(t - t % STRIDE + 12 if t % STRIDE > STRIDE - 8 else t, l - l % STRIDE + 12 if l % STRIDE > STRIDE - 8 else l)
+            for t, l in places]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("method", ["gradcam", "cam"])
+def test_a_non_square_map_peaks_in_the_feature_cell_of_the_evidence(size, method):
+    """Each feature cell covers STRIDE pixels from the image's origin. The map was resized to the image, so on a
+    300 px side (10 cells, the last partial) cell 8 peaked at 255 px, not 271.5: in the cell before its own."""
+    for spot in spots(*size):
+        peak = np.array(np.unravel_index(int(bright_spot_map(size, spot, method, tiled=False).argmax()), size))
+        cell = np.array(spot) // STRIDE
+        centre = np.minimum(cell * STRIDE + (STRIDE - 1) / 2, np.array(size) - 1)  # a partial cell's peak: the edge
+        assert (peak // STRIDE == cell).all(), f"{size} spot at {spot}: peak {peak}, not in cell {cell}"
+        assert np.abs(peak - centre).max() <= STRIDE / 2 + 1, f"{size} spot at {spot}: peak {peak}"
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_tiled_map_peaks_in_a_cell_of_a_tile_holding_the_evidence(size):
+    """Tiles (64 px here) start where `tile_positions` puts them, not on the image's 32 px grid (a 300 px side's last
+    tile starts at 236), so the cells are each tile's own: the peak lies in a cell, of a tile, that holds the spot."""
+    from fakescope.explain.cam import covering_tiles
+    from fakescope.models import InputPolicy
+
+    boxes = covering_tiles(Image.new("RGB", size[::-1]), InputPolicy(crop_size=64, grid=2)).boxes
+    for spot in spots(*size):
+        peak = np.array(np.unravel_index(int(bright_spot_map(size, spot, "gradcam", tiled=True).argmax()), size))
+        holding = [box for box in np.array(boxes) if ((np.array(spot) - box >= 0) & (np.array(spot) + 7 - box < 64)).all()]
+        assert any((((peak - box) // STRIDE) == (np.array(spot) - box) // STRIDE).all() for box in holding), \
+            f"{size} spot at {spot}: peak {peak}, tiles {holding}"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "cam"])
+def test_features_that_floor_the_size_still_cover_the_image(method):
+    """A network whose features drop the last partial cell (300 px: 9 cells, 288 px) gives a map of the whole image."""
+    heat = bright_spot_map((300, 500), (260, 460), method, tiled=False, ceil=False)
+    peak = np.unravel_index(int(heat.argmax()), heat.shape)
+    assert tuple(np.array(peak) // STRIDE) == (8, 14)
+    np.testing.assert_array_equal(heat[288:], np.broadcast_to(heat[287], heat[288:].shape))  # its edge, continued
 
 
 @pytest.mark.parametrize("size", [(128, 320), (320, 128)])

@@ -110,8 +110,9 @@ def covering_tiles(image: Image.Image, policy: InputPolicy) -> Tiles:
 
 def _heat(model: LoadedModel, tiles: Tiles, method: str, batch_size: int) -> np.ndarray:
     device = next(model.network.parameters()).device
+    stride = feature_stride(model)
     maps = [
-        raw_maps(model.network, normalize(chunk.to(device), model.config.input), method)
+        raw_maps(model.network, normalize(chunk.to(device), model.config.input), method, stride)
         for chunk in tiles.pixels.split(batch_size)
     ]
     heat = stitch(tiles, torch.cat(maps).numpy())
@@ -121,8 +122,18 @@ def _heat(model: LoadedModel, tiles: Tiles, method: str, batch_size: int) -> np.
     return heat / peak if peak > 0 else heat
 
 
-def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
-    """Non-negative evidence maps (N, H, W) for a normalised batch, upsampled to its size, unscaled."""
+def feature_stride(model: LoadedModel) -> tuple[int, int]:
+    """Input pixels per feature cell (rows, columns): the crop size over its feature maps' size."""
+    side = model.config.input.crop_size
+    probe = torch.zeros(1, 3, side, side, device=next(model.network.parameters()).device)
+    with torch.no_grad():
+        features = model.network.forward_features(probe)
+    _require_maps(model.network, features)
+    return round(side / features.shape[-2]), round(side / features.shape[-1])
+
+
+def raw_maps(network: nn.Module, x: torch.Tensor, method: str, stride: tuple[int, int]) -> torch.Tensor:
+    """Non-negative evidence maps (N, H, W) for a normalised batch, unscaled, placed on its pixels by `place`."""
     if method == "cam":
         maps = _linear_head_cam(network, x)
     else:
@@ -136,8 +147,21 @@ def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
         finally:
             cam.activations_and_grads.release()
         maps = torch.from_numpy(np.asarray(found, dtype=np.float32))
-    upsampled = nn.functional.interpolate(maps.unsqueeze(1), size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return upsampled.squeeze(1).clamp_(min=0).cpu()
+    return place(maps.float().cpu(), stride, x.shape[-2:]).clamp_(min=0)
+
+
+def place(maps: torch.Tensor, stride: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) feature maps on (N, H, W) pixels, cell (i, j) over `stride` pixels from (i, j) * stride.
+
+    Upsampled by the stride and cropped to the image: resized to it, the grid stretched on a side that is
+    not a multiple of the stride (300 px: 10 cells of 32, the last partial). Pixels past the last cell
+    (features that floor the size) take its edge values.
+    """
+    (h, w), (height, width) = maps.shape[-2:], size
+    cells = nn.functional.interpolate(maps.unsqueeze(1), size=(h * stride[0], w * stride[1]), mode="bilinear",
+                                      align_corners=False)
+    short = (0, max(0, width - cells.shape[-1]), 0, max(0, height - cells.shape[-2]))
+    return nn.functional.pad(cells, short, mode="replicate")[:, 0, :height, :width]
 
 
 def unsupported(model: LoadedModel, method: str) -> str | None:
