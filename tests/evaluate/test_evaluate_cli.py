@@ -304,6 +304,21 @@ def test_explain_figures_wait_until_every_option_is_checked(small_manifest, tmp_
 
 
 @pytest.mark.slow
+def test_explain_warns_once_of_a_repeated_uri(small_manifest, tmp_path):
+    """The warning came twice: when the split was scored, and again when its figures embedded the rows."""
+    rows = pd.read_csv(small_manifest)
+    pd.concat([rows, rows.head(1)]).to_csv(tmp_path / "twice.csv", index=False)
+    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "twice.csv"), "--out", str(tmp_path / "out"),
+                                 "--split", "all", "--no-robustness", "--bootstrap", "0", "--no-provenance", "--explain",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    warning = f"warning: 1 row(s) of split 'all' repeat a uri already in it (first: {rows['uri'].iloc[0]})"
+    assert result.stderr.count("repeat a uri") == 1 and warning in result.stderr, result.stderr
+    assert "on all: n=9 " in result.output  # each row still scored
+    assert len(pd.read_parquet(tmp_path / "out" / "figures" / "embeddings.parquet")) == 8  # each image drawn once
+
+
+@pytest.mark.slow
 def test_evaluate_with_explanation_figures_in_the_report(small_manifest, tmp_path):
     result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path), "--split", "all",
                                  "--no-robustness", "--bootstrap", "0", "--no-provenance", "--explain", "--device", "cpu"])

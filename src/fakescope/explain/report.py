@@ -194,7 +194,8 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     recipe preprocessing first, as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
     its `pixel_probability` (no provenance evidence). Where the data
     or the model allow no figures (UMAP of fewer than 5 images; Grad-CAM of a model without convolutional
-    features) there are none, with a warning.
+    features) there are none, with a warning. A uri the rows repeat is drawn once, without the warning that
+    `fakescope.evaluate` already gives when it scores them.
     """
     from fakescope.evaluate.evaluator import recipe_preprocessing
 
@@ -203,7 +204,8 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     recipe = recipe_preprocessing(model.config)
     read = (lambda uri: neutralize(read_source(uri), recipe)) if recipe else read_source
     try:
-        report = embedding_report(model, manifest_df, str(out), color_by=("label", "source", "generator"), seed=seed, read=read)
+        rows = manifest_df.drop_duplicates("uri") if "uri" in manifest_df else manifest_df  # no uri: embedding_report says so
+        report = embedding_report(model, rows, str(out), color_by=("label", "source", "generator"), seed=seed, read=read)
     except ConfigError as exc:
         log.warning("the report has no explanation figures: %s", exc)
         return []
