@@ -271,6 +271,21 @@ def test_report_figures_show_the_most_confident_mistakes_beside_the_top_hits(pla
                          f"source {row['source']}, pixel P(ai) = {row['probability']:.3f}")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("label, groups", [("ai", ["top-scored ai"] * 2 + ["lowest-scored ai"] * 2),
+                                           ("real", ["top-scored real"] * 4)])
+def test_report_figures_of_a_split_of_one_label_draw_as_many(planted_model, val_rows, tmp_path, label, groups):
+    """With no real images the mistakes had only the lowest-scored ai (3 figures), with no ai only the top-scored
+    real (1 figure): the empty group's share now goes to the other."""
+    rows = val_rows[val_rows["label"] == label].head(10)
+    titles = [t for t, _ in report_figures(planted_model, rows, tmp_path, examples=4) if t.startswith("Grad-CAM")]
+    assert [t.removeprefix("Grad-CAM, ").split(" (")[0] for t in titles] == groups
+    shown = [float(t.rsplit("= ", 1)[1]) for t in titles]
+    probabilities = sorted(pd.read_parquet(tmp_path / "embeddings.parquet")["probability"].dropna().round(3), reverse=True)
+    expected = probabilities[:4] if label == "real" else probabilities[:2] + probabilities[::-1][:2]
+    assert shown == expected
+
+
 def test_report_figures_leave_out_what_they_cannot_draw(planted_model, val_rows, tmp_path, caplog):
     from fakescope.models import ModelConfig, create_model, load_model, save_model
 

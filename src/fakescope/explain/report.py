@@ -190,7 +190,8 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     UMAP scatters (by label, and by source and by generator where there are several), the thumbnail mosaic, and
     Grad-CAM overlays of `examples` images: half the top-scored ai images (the top hits), half the most
     confident mistakes (the lowest-scored ai images, then the top-scored real ones), each titled and captioned with
-    its label, source, pixel P(ai) and whether the threshold gets it right. Each image goes through the model's
+    its label, source, pixel P(ai) and whether the threshold gets it right (a group short of images, as in a split of
+    one label, leaves its share to the others). Each image goes through the model's
     recipe preprocessing first, as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
     its `pixel_probability` (no provenance evidence). Where the data
     or the model allow no figures (UMAP of fewer than 5 images; Grad-CAM of a model without convolutional
@@ -231,18 +232,27 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
 
 def _examples(table: pd.DataFrame, examples: int) -> list[tuple[str, tuple]]:
     """(group, row) of the images to draw: `examples - examples // 2` top-scored ai, then the lowest-scored ai and
-    the top-scored real images (half the rest each, ai first); an image in two groups is drawn once."""
+    the top-scored real images (half the rest each, ai first); an image in two groups is drawn once. A group short
+    of images (a split of one label has no real, or no ai) leaves its share to the others, mistakes first."""
     scored = table[table["error"].isna()].sort_values("probability", ascending=False, kind="stable")
     ai, real = scored[scored["label"] == "ai"], scored[scored["label"] == "real"]
     mistakes = examples // 2
-    groups = [("top-scored ai", ai.head(examples - mistakes)), ("lowest-scored ai", ai.tail(mistakes - mistakes // 2)[::-1]),
-              ("top-scored real", real.head(mistakes // 2))]
+    groups = [("top-scored ai", ai, examples - mistakes), ("lowest-scored ai", ai[::-1], mistakes - mistakes // 2),
+              ("top-scored real", real, mistakes // 2)]
     picks, seen = [], set()
-    for group, rows in groups:
+
+    def take(group: str, rows: pd.DataFrame, until: int) -> None:
         for index, row in zip(rows.index, rows.itertuples()):
+            if len(picks) >= until:
+                return
             if index not in seen:
                 seen.add(index)
                 picks.append((group, row))
+
+    for group, rows, share in groups:
+        take(group, rows, len(picks) + share)
+    for group, rows, _ in groups[1:] + groups[:1]:
+        take(group, rows, examples)
     return picks
 
 
