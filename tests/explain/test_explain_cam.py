@@ -229,12 +229,16 @@ class StridedBrightness(Brightness):
         self.features = torch.nn.Sequential(self.features, torch.nn.AvgPool2d(STRIDE, ceil_mode=ceil))
 
 
+CROP = 112
+
+
 def bright_spot_map(size: tuple[int, int], spot: tuple[int, int], method: str, tiled: bool, ceil: bool = True):
-    """The map of a StridedBrightness network for an ImageNet-mean image (0 once normalised) with an 8 px spot."""
+    """The map of a StridedBrightness network with the bundled model's 112 px crop (3.5 cells, so its size over its
+    feature maps', 28, is not the stride) for an ImageNet-mean image (0 once normalised) with an 8 px spot."""
     from fakescope.models import InputPolicy
 
     model = LoadedModel(StridedBrightness(ceil).eval(), ModelConfig(name="bright", architecture="qa_bright",
-                                                                    input=InputPolicy(crop_size=64, grid=2)), "memory")
+                                                                    input=InputPolicy(crop_size=CROP, grid=2)), "memory")
     pixels = np.full((*size, 3), (124, 116, 104), np.uint8)
     pixels[spot[0]:spot[0] + 8, spot[1]:spot[1] + 8] = 255
     heat = class_activation_map(model, Image.fromarray(pixels), method, tiled=tiled)
@@ -268,15 +272,15 @@ def test_a_non_square_map_peaks_in_the_feature_cell_of_the_evidence(size, method
 
 @pytest.mark.parametrize("size", SIZES)
 def test_a_tiled_map_peaks_in_a_cell_of_a_tile_holding_the_evidence(size):
-    """Tiles (64 px here) start where `tile_positions` puts them, not on the image's 32 px grid (a 300 px side's last
-    tile starts at 236), so the cells are each tile's own: the peak lies in a cell, of a tile, that holds the spot."""
+    """Tiles start where `tile_positions` puts them, not on the image's 32 px grid (a 300 px side's last tile starts
+    at 188), so the cells are each tile's own: the peak lies in a cell, of a tile, that holds the spot."""
     from fakescope.explain.cam import covering_tiles
     from fakescope.models import InputPolicy
 
-    boxes = covering_tiles(Image.new("RGB", size[::-1]), InputPolicy(crop_size=64, grid=2)).boxes
+    boxes = covering_tiles(Image.new("RGB", size[::-1]), InputPolicy(crop_size=CROP, grid=2)).boxes
     for spot in spots(*size):
         peak = np.array(np.unravel_index(int(bright_spot_map(size, spot, "gradcam", tiled=True).argmax()), size))
-        holding = [box for box in np.array(boxes) if ((np.array(spot) - box >= 0) & (np.array(spot) + 7 - box < 64)).all()]
+        holding = [box for box in np.array(boxes) if ((np.array(spot) - box >= 0) & (np.array(spot) + 7 - box < CROP)).all()]
         assert any((((peak - box) // STRIDE) == (np.array(spot) - box) // STRIDE).all() for box in holding), \
             f"{size} spot at {spot}: peak {peak}, tiles {holding}"
 

@@ -110,30 +110,29 @@ def covering_tiles(image: Image.Image, policy: InputPolicy) -> Tiles:
 
 def _heat(model: LoadedModel, tiles: Tiles, method: str, batch_size: int) -> np.ndarray:
     device = next(model.network.parameters()).device
-    stride = feature_stride(model)
     maps = [
-        raw_maps(model.network, normalize(chunk.to(device), model.config.input), method, stride)
+        raw_maps(model.network, normalize(chunk.to(device), model.config.input), method)
         for chunk in tiles.pixels.split(batch_size)
     ]
-    heat = stitch(tiles, torch.cat(maps).numpy())
+    heat = stitch(tiles, place(torch.cat(maps), feature_stride(model.network), tiles.pixels.shape[-2:]).numpy())
     if not np.isfinite(heat).all():  # drawn, NaN is transparent: the overlay would look like no evidence at all
         raise ConfigError(f"{model.config.name}: the {method} map is not finite (the network gave NaN or infinite values)")
     peak = float(heat.max())
     return heat / peak if peak > 0 else heat
 
 
-def feature_stride(model: LoadedModel) -> tuple[int, int]:
-    """Input pixels per feature cell (rows, columns): the crop size over its feature maps' size."""
-    side = model.config.input.crop_size
-    probe = torch.zeros(1, 3, side, side, device=next(model.network.parameters()).device)
+def feature_stride(network: nn.Module) -> tuple[int, int]:
+    """Input pixels per feature cell (rows, columns), from the cells that 256 more pixels add (a 112 px crop has
+    4 cells of 32, the last partial, so its size over theirs, 28, is not the stride)."""
+    device = next(network.parameters()).device
     with torch.no_grad():
-        features = model.network.forward_features(probe)
-    _require_maps(model.network, features)
-    return round(side / features.shape[-2]), round(side / features.shape[-1])
+        small, large = (network.forward_features(torch.zeros(1, 3, side, side, device=device)) for side in (256, 512))
+    return round(256 / (large.shape[-2] - small.shape[-2])), round(256 / (large.shape[-1] - small.shape[-1]))
 
 
-def raw_maps(network: nn.Module, x: torch.Tensor, method: str, stride: tuple[int, int]) -> torch.Tensor:
-    """Non-negative evidence maps (N, H, W) for a normalised batch, unscaled, placed on its pixels by `place`."""
+def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
+    """Non-negative evidence maps (N, h, w) on the feature grid of a normalised batch, unscaled (`place` puts them
+    on its pixels)."""
     if method == "cam":
         maps = _linear_head_cam(network, x)
     else:
@@ -147,7 +146,7 @@ def raw_maps(network: nn.Module, x: torch.Tensor, method: str, stride: tuple[int
         finally:
             cam.activations_and_grads.release()
         maps = torch.from_numpy(np.asarray(found, dtype=np.float32))
-    return place(maps.float().cpu(), stride, x.shape[-2:]).clamp_(min=0)
+    return maps.float().cpu().clamp_(min=0)
 
 
 def place(maps: torch.Tensor, stride: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
