@@ -229,6 +229,18 @@ class StridedBrightness(Brightness):
         self.features = torch.nn.Sequential(self.features, torch.nn.AvgPool2d(STRIDE, ceil_mode=ceil))
 
 
+def test_a_networks_feature_stride_is_measured_once():
+    """Two probing passes (256 and 512 px) per call added up over a folder of images; the stride is kept per network."""
+    from fakescope.explain.cam import feature_stride
+
+    network = StridedBrightness().eval()
+    sides = []
+    probe = network.forward_features
+    network.forward_features = lambda x: sides.append(x.shape[-1]) or probe(x)
+    assert feature_stride(network) == feature_stride(network) == (STRIDE, STRIDE)
+    assert sides == [256, 512]
+
+
 CROP = 112
 
 

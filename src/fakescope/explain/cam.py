@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import weakref
 
 import numpy as np
 import torch
@@ -123,11 +124,17 @@ def _heat(model: LoadedModel, tiles: Tiles, method: str, batch_size: int) -> np.
 
 def feature_stride(network: nn.Module) -> tuple[int, int]:
     """Input pixels per feature cell (rows, columns), from the cells that 256 more pixels add (a 112 px crop has
-    4 cells of 32, the last partial, so its size over theirs, 28, is not the stride)."""
-    device = next(network.parameters()).device
-    with torch.no_grad():
-        small, large = (network.forward_features(torch.zeros(1, 3, side, side, device=device)) for side in (256, 512))
-    return round(256 / (large.shape[-2] - small.shape[-2])), round(256 / (large.shape[-1] - small.shape[-1]))
+    4 cells of 32, the last partial, so its size over theirs, 28, is not the stride); measured once per network."""
+    if (stride := _STRIDES.get(network)) is None:
+        device = next(network.parameters()).device
+        with torch.no_grad():
+            small, large = (network.forward_features(torch.zeros(1, 3, side, side, device=device)) for side in (256, 512))
+        stride = _STRIDES[network] = (round(256 / (large.shape[-2] - small.shape[-2])),
+                                      round(256 / (large.shape[-1] - small.shape[-1])))
+    return stride
+
+
+_STRIDES: weakref.WeakKeyDictionary[nn.Module, tuple[int, int]] = weakref.WeakKeyDictionary()
 
 
 def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
