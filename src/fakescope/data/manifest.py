@@ -37,9 +37,9 @@ PROVENANCE_COLUMNS = ("source_uri", "model", "params")
 LABELS = ("real", "ai")
 SPLITS = ("train", "val", "test")
 MANIFEST_SUFFIXES = (".parquet", ".csv")
+"""File names a manifest has (anything else is read as images, a folder or a config)."""
 HASH_COLUMN = "dhash"
 """The perceptual hash (hex) `dataset split` stores per row, so later splits and audits need not read the images."""
-"""File names a manifest has (anything else is read as images, a folder or a config)."""
 MISSING_MARKERS = ("No face detected",)
 """Attribute values that mean "no value" (DeepFace's, in ffhq_attributes.csv): read as missing (NaN) when attributes
 are joined, balanced and sliced, as are empty cells and pandas' CSV markers (NA, N/A, null, NaN, ...)."""

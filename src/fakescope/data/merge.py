@@ -13,13 +13,14 @@ from collections.abc import Sequence
 import pandas as pd
 
 from fakescope.data.manifest import (
+    HASH_COLUMN,
     MANIFEST_COLUMNS,
     PROVENANCE_COLUMNS,
     read_manifest,
     resolve_uris,
     validate_manifest,
 )
-from fakescope.data.splits import HASH_COLUMN, check_distance, find_split_leaks
+from fakescope.data.splits import check_distance, find_split_leaks
 from fakescope.errors import ConfigError
 
 logger = logging.getLogger(__name__)

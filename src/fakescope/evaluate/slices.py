@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fakescope.data.manifest import MANIFEST_COLUMNS, MISSING_MARKERS, PROVENANCE_COLUMNS
-from fakescope.data.splits import HASH_COLUMN
+from fakescope.data.manifest import HASH_COLUMN, MANIFEST_COLUMNS, MISSING_MARKERS, PROVENANCE_COLUMNS
 
 UNKNOWN = "unknown"
 
