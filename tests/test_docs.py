@@ -125,6 +125,13 @@ def test_the_documented_request_cap_of_generate_openai_is_the_codes():
     assert named == [str(UNCAPPED_REQUESTS)]  # written once, next to the constant's name
 
 
+def test_the_docs_quote_the_pixel_only_caveat_as_the_code_gives_it():
+    from fakescope.forensics.fusion import PIXEL_ONLY
+
+    quoted = {" ".join(q.split()) for q in re.findall(r"`(pixel model only,[^`]*)`", "\n".join(p.read_text() for p in PAGES))}
+    assert quoted == {PIXEL_ONLY}  # docs/serving.md said `no provenance` after the code had `no signed provenance`
+
+
 def test_the_docs_show_cli_options():
     assert ("detect", "--runtime", "torch|onnx|auto") in CLI_USES and len(CLI_USES) > 50
 
