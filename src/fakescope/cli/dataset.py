@@ -133,8 +133,7 @@ def split(
     """
     with clean_errors():
         from fakescope.data import find_leaks, read_manifest, split_manifest, write_manifest
-        from fakescope.data.manifest import resolve_uris
-        from fakescope.data.manifest import manifest_files, refuse_overwrite
+        from fakescope.data.manifest import manifest_files, refuse_overwrite, resolve_uris
 
         # a name no command reads as a manifest, or a .csv copy over the input: refused before hashing
         refuse_overwrite(manifest_files(out or manifest, csv_copy=csv_copy)[1:], [manifest])
