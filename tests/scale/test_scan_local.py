@@ -387,6 +387,16 @@ def test_scan_cli_refuses_a_remote_results_folder_in_one_line_and_takes_file_uri
     assert len(read_results(tmp_path / "res.parquet")) == 8
 
 
+def test_scan_cli_refuses_progress_with_the_ray_engine_in_one_line(image_folder, tmp_path):
+    """--progress was taken and ignored with --engine ray, whose progress --verbose shows."""
+    out = tmp_path / "out"
+    refused = CliRunner().invoke(app, ["scan", str(image_folder), "--out", str(out), "--engine", "ray", "--progress"])
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr == ("error: --progress counts the local engine's images; with --engine ray, --verbose shows "
+                              "Ray Data's progress\n")
+    assert not out.exists()
+
+
 def test_a_file_name_that_is_not_utf8_is_scanned_once(image_folder, tmp_path, detector):
     latin1 = os.fsdecode(os.path.join(os.fsencode(image_folder), b"caf\xe9.png"))  # "caf\udce9.png" in Python
     os.rename(image_folder / "img0.png", latin1)

@@ -72,6 +72,11 @@ def scan(
                            precision=precision.value, compile=compile_network, decode=decode.value)
     with clean_errors():
         if engine is Engine.ray:
+            if progress:  # Ray Data's own bars: shown with its log lines, or not at all
+                from fakescope.errors import ConfigError
+
+                raise ConfigError("--progress counts the local engine's images; with --engine ray, --verbose shows "
+                                  "Ray Data's progress")
             from fakescope.scale.ray_scan import ray_scan
 
             summary = ray_scan(scan_sources(sources), out, address=address, actors=actors,
