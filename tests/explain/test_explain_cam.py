@@ -241,6 +241,16 @@ def test_a_networks_feature_stride_is_measured_once():
     assert sides == [256, 512]
 
 
+def test_features_that_do_not_grow_with_the_image_are_refused_in_one_line():
+    from fakescope.errors import ConfigError
+    from fakescope.explain.cam import feature_stride
+
+    network = StridedBrightness().eval()
+    network.forward_features = lambda x: torch.zeros(len(x), 1, 4, 4)  # a fixed grid (an adaptive pool)
+    with pytest.raises(ConfigError, match="features that grow with the image: .* gave \\(1, 1, 4, 4\\) at 256 px"):
+        feature_stride(network)
+
+
 CROP = 112
 
 

@@ -129,8 +129,11 @@ def feature_stride(network: nn.Module) -> tuple[int, int]:
         device = next(network.parameters()).device
         with torch.no_grad():
             small, large = (network.forward_features(torch.zeros(1, 3, side, side, device=device)) for side in (256, 512))
-        stride = _STRIDES[network] = (round(256 / (large.shape[-2] - small.shape[-2])),
-                                      round(256 / (large.shape[-1] - small.shape[-1])))
+        grown = (large.shape[-2] - small.shape[-2], large.shape[-1] - small.shape[-1])
+        if large.ndim != 4 or min(grown) <= 0:
+            raise ConfigError(f"maps need features that grow with the image: {type(network).__name__}.forward_features "
+                              f"gave {tuple(small.shape)} at 256 px and {tuple(large.shape)} at 512 px")
+        stride = _STRIDES[network] = (round(256 / grown[0]), round(256 / grown[1]))
     return stride
 
 
