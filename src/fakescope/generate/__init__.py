@@ -12,7 +12,8 @@ from fakescope._lazy import lazy_attributes as _lazy_attributes
 _HOMES = {"Ledger": "ledger", "generate_local": "local", "MANIFEST_COLUMNS": "manifest", "append_manifest": "manifest",
           "OpenAIImagesConfig": "openai_images", "RunReport": "runner", "run_openai": "runner", "TAEF2": "taef2"}
 
-__getattr__, __dir__ = _lazy_attributes(__name__, _HOMES)  # the CLI reads `fakescope.generate.openai_models` without loading torch
+# the CLI reads `fakescope.generate.openai_models` without loading torch
+__getattr__, __dir__ = _lazy_attributes(__name__, _HOMES)
 
 __all__ = [
     "MANIFEST_COLUMNS", "TAEF2", "Ledger", "OpenAIImagesConfig", "RunReport",

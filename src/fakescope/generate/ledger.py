@@ -253,4 +253,5 @@ def _prepare(db: sqlite3.Connection) -> None:
 def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
     """The (name, type) of the columns later versions added that the jobs table lacks."""
     columns = {column[1] for column in db.execute("PRAGMA table_info(jobs)")}
-    return [(column, kind) for column, kind in (("usage", "TEXT"), ("price", "REAL"), ("params", "TEXT")) if column not in columns]
+    added = (("usage", "TEXT"), ("price", "REAL"), ("params", "TEXT"))
+    return [(column, kind) for column, kind in added if column not in columns]

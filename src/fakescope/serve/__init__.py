@@ -14,7 +14,8 @@ from fakescope.serve._webapp_launch import WEBAPP_PATH, webapp_command
 _HOMES = {"create_app": "app", "MicroBatcher": "batching", "ServeConfig": "config", "generate_from_upload": "generation",
           "openai_client": "generation", "save_pair": "generation", "heatmap_image": "overlay", "heatmap_overlay": "overlay"}
 
-__getattr__, __dir__ = _lazy_attributes(__name__, _HOMES)  # the CLI reads `fakescope.serve.limits` without loading FastAPI and torch
+# the CLI reads `fakescope.serve.limits` without loading FastAPI and torch
+__getattr__, __dir__ = _lazy_attributes(__name__, _HOMES)
 
 __all__ = [
     "WEBAPP_PATH", "MicroBatcher", "webapp_command", "ServeConfig", "create_app", "generate_from_upload",
