@@ -146,7 +146,7 @@ def test_a_folder_begun_without_caveat_resumes_and_stays_one_table(image_folder,
     assert older.schema == OLDER_SCHEMA
     part.unlink()
     if crashed:
-        writer = _PartWriter(out, rows_per_part=1000, schema=OLDER_SCHEMA)
+        writer = _PartWriter(out, rows_per_part=1000)
         writer.write(older)
         writer.sink.close()  # the process dies: the journal stays
     else:
@@ -159,6 +159,8 @@ def test_a_folder_begun_without_caveat_resumes_and_stays_one_table(image_folder,
     kept = read_results(out).set_index("path").loc[older.column("path").to_pylist()]  # nothing lost
     pd.testing.assert_frame_equal(kept.reset_index(), older.to_pandas())
     assert f"{out} was begun by a fakescope without the caveat column" in caplog.text
+    caplog.clear()  # a rerun that writes no row: it said 'new rows are written without it' all the same
+    assert scan(sources, out, detector).scanned == 0 and "without the caveat column" not in caplog.text
 
 
 @pytest.mark.parametrize(("rows_per_part", "sizes"), [(4, [4, 4]), (3, [3, 3, 2])])  # the detector writes 4 rows at a time
@@ -174,7 +176,7 @@ def test_crash_mid_batch_loses_only_that_batch(image_folder, tmp_path, detector,
     sources = list(scan_sources([str(image_folder)]))
     out = tmp_path / "out"
     out.mkdir()
-    writer = _PartWriter(out, rows_per_part=1000, schema=SCHEMA)
+    writer = _PartWriter(out, rows_per_part=1000)
     writer.write(detections_to_table(detector.predict(sources[:4])))
     writer.write(detections_to_table(detector.predict(sources[4:6])))
     journal = writer._journal()

@@ -73,11 +73,12 @@ def scan(
     folder = results_folder(out)
     recover_journals(folder)
     todo = _Pending(sources, done_sources(folder, model=detector.name))
-    schema = writing_schema(folder)
-    scanned = failed = 0
-    with _PartWriter(folder, rows_per_part, schema) as writer:
+    schema, scanned, failed = None, 0, 0
+    with _PartWriter(folder, rows_per_part) as writer:
         results = detector.stream(todo)
         while batch := list(itertools.islice(results, detector.batch_size)):
+            if schema is None:  # here: an older folder's warning is for a run that writes rows to it
+                schema = writing_schema(folder)
             writer.write(detections_to_table(batch, schema))
             scanned += len(batch)
             failed += sum(not d.ok for d in batch)
@@ -128,10 +129,10 @@ class _Pending:
 
 
 class _PartWriter:
-    """Appends record batches to a flushed journal and seals it into a Parquet part when full."""
+    """Appends tables (all of one schema) to a flushed journal and seals it into a Parquet part when full."""
 
-    def __init__(self, out: Path, rows_per_part: int, schema: pa.Schema):
-        self.out, self.rows_per_part, self.schema = out, rows_per_part, schema
+    def __init__(self, out: Path, rows_per_part: int):
+        self.out, self.rows_per_part = out, rows_per_part
         self.run = uuid.uuid4().hex[:12]
         self.index = 0
         self.rows = 0
@@ -152,7 +153,7 @@ class _PartWriter:
         while table.num_rows:  # a batch that overfills the part continues in the next one
             if self.stream is None:
                 self.sink = pa.OSFile(str(self._journal()), "wb")
-                self.stream = pa.ipc.new_stream(self.sink, self.schema)
+                self.stream = pa.ipc.new_stream(self.sink, table.schema)
             head, table = table.slice(0, self.rows_per_part - self.rows), table.slice(self.rows_per_part - self.rows)
             self.stream.write_table(head)
             self.sink.flush()
