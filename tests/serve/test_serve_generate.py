@@ -207,6 +207,33 @@ def test_jobs_outlive_a_restart_and_unfinished_ones_fail_without_a_resend(tmp_pa
     again.close()
 
 
+def test_a_job_saved_before_detections_carried_a_caveat_gets_it_from_its_verdict_and_evidence(tmp_path, images_api,
+                                                                                             photo_bytes, detector):
+    import json
+
+    import openai
+
+    from fakescope.forensics.fusion import PIXEL_ONLY
+    from fakescope.serve.jobs import RECORD_NAME, JobStore, _with_caveat
+
+    client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
+    store = JobStore(tmp_path, lambda data: detector.predict(data))
+    done = store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256"), client,
+                        filename="cat.jpg")
+    store.close()
+    saved = json.loads((done.folder / RECORD_NAME).read_text())
+    given = [out["detection"]["caveat"] for out in saved["outputs"]]
+    for out in saved["outputs"]:
+        del out["detection"]["caveat"]  # as an older fakescope wrote it
+    (done.folder / RECORD_NAME).write_text(json.dumps(saved))
+    again = JobStore(tmp_path, lambda data: detector.predict(data))
+    assert [out["detection"]["caveat"] for out in again.get(done.id).to_dict()["outputs"]] == given
+    again.close()
+    real = {"label": "real", "evidence": [{"kind": "pixel", "score": 0.1}, {"kind": "c2pa", "score": None}]}
+    backed = {"label": "real", "evidence": [{"kind": "pixel", "score": 0.1}, {"kind": "c2pa", "score": 0.05}]}
+    assert [_with_caveat(d)["caveat"] for d in (real, backed, {**real, "label": "ai"})] == [PIXEL_ONLY, None, None]
+
+
 def test_a_job_that_made_some_of_its_images_says_why_the_others_are_missing(tmp_path, images_api, photo_bytes, detector):
     import openai
 

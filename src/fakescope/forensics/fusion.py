@@ -39,6 +39,12 @@ PIXEL_ONLY = "pixel model only, no signed provenance: not proof (it can miss uns
 nudged by unsigned hints."""
 
 
+def caveat_for(verdict: str | None, pixel: float | None, scored_kinds: Iterable[str]) -> str | None:
+    """`PIXEL_ONLY` for a `real` or `uncertain` verdict with a pixel score that no scored C2PA manifest backs (hints
+    such as camera EXIF are unsigned and easily copied), else None."""
+    return PIXEL_ONLY if pixel is not None and verdict in ("real", "uncertain") and "c2pa" not in set(scored_kinds) else None
+
+
 @dataclass(frozen=True)
 class Fused:
     """The fused answer: P(ai), the verdict, the evidence kind that decided it, why, and any caveat."""
@@ -96,7 +102,7 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
         verdict = verdict_for(pixel, band)
         return Fused(pixel, verdict, PIXEL,
                      f"pixel model {pixel:.3f} ({rule}); " + ("no provenance decided" if checked else "provenance not checked")
-                     + _ignored(evidence), None if verdict == "ai" else PIXEL_ONLY)
+                     + _ignored(evidence), caveat_for(verdict, pixel, ()))
     start = 0.5 if pixel is None else pixel
     probability = _sigmoid(logit(start) + sum(logit(e.score) for e in scored))
     if pixel is not None:
@@ -104,8 +110,7 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     verdict = verdict_for(probability, band)
     strongest = max(scored, key=lambda e: abs(logit(e.score)))
     shifts = "; ".join(f"{e.kind}: {e.detail} (odds x{_odds(e.score):.2g})" for e in scored) + _ignored(evidence)
-    signed = any(e.kind == "c2pa" for e in scored)  # hints (camera EXIF) are unsigned and easily copied
-    caveat = PIXEL_ONLY if pixel is not None and verdict != "ai" and not signed else None
+    caveat = caveat_for(verdict, pixel, (e.kind for e in scored))
     if pixel is not None and verdict_for(pixel, band) == verdict:
         return Fused(probability, verdict, PIXEL, f"pixel model {pixel:.3f} -> {probability:.3f} ({rule}); {shifts}", caveat)
     origin = "no pixel score" if pixel is None else f"pixel model {pixel:.3f}"

@@ -30,6 +30,7 @@ from typing import Any
 
 from fakescope.detection import Detection
 from fakescope.errors import FakescopeError, StorageError
+from fakescope.forensics.fusion import PIXEL, caveat_for
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.io import storage
 from fakescope.serve.batching import ServerBusy, estimated_wait
@@ -95,9 +96,19 @@ class GenerationJob:
     def load(cls, folder: Path) -> GenerationJob:
         """Read a job back from its folder's `job.json`."""
         record = json.loads((folder / RECORD_NAME).read_text())
-        outputs = [JobOutput(folder / name, out["detection"]) for name, out in zip(record["files"], record["outputs"])]
+        outputs = [JobOutput(folder / name, _with_caveat(out["detection"]))
+                   for name, out in zip(record["files"], record["outputs"])]
         return cls(record["id"], OpenAIImagesConfig(**record["config"]), folder, record["state"], record["created"],
                    record["finished"], record["error"], outputs)
+
+
+def _with_caveat(detection: dict) -> dict:
+    """A detection record as saved; one saved before records carried `caveat` gets it from its verdict and evidence."""
+    if "caveat" in detection:
+        return detection
+    scored = [e for e in detection.get("evidence", []) if e.get("score") is not None]
+    pixel = next((e["score"] for e in scored if e["kind"] == PIXEL), None)
+    return {**detection, "caveat": caveat_for(detection.get("label"), pixel, (e["kind"] for e in scored))}
 
 
 class JobStore:
