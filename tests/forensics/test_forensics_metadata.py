@@ -227,6 +227,70 @@ def test_xmp_composite_and_capture(photo):
     assert capture.score == 0.45 and "declares_ai" not in capture.data
 
 
+
+NS = ('xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+      'xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" xmlns:stRef="http://ns.adobe.com/xap/1.0/sType/ResourceRef#" '
+      'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"')
+AI = IPTC + "trainedAlgorithmicMedia"
+PLACED = {  # a placed AI document in each place Photoshop keeps one, in attribute and element forms
+    "ingredient": f'<xmpMM:Ingredients><rdf:Bag><rdf:li stRef:documentID="xmp.did:1" Iptc4xmpExt:DigitalSourceType="{AI}"/>'
+                  '</rdf:Bag></xmpMM:Ingredients>',
+    "history": '<xmpMM:History><rdf:Seq><rdf:li rdf:parseType="Resource"><stEvt:action>placed</stEvt:action>'
+               f'<Iptc4xmpExt:DigitalSourceType>{AI}</Iptc4xmpExt:DigitalSourceType></rdf:li></rdf:Seq></xmpMM:History>',
+    "ancestors": '<photoshop:DocumentAncestors><rdf:Bag><rdf:li><rdf:Description rdf:about="xmp.did:2">'
+                 f'<Iptc4xmpExt:DigitalSourceType rdf:resource="{AI}"/></rdf:Description></rdf:li></rdf:Bag>'
+                 '</photoshop:DocumentAncestors>',
+    "other resource": f'</rdf:Description><rdf:Description rdf:about="xmp.did:3" Iptc4xmpExt:DigitalSourceType="{AI}">',
+}
+
+
+def photoshop_xmp(own: str, placed: str) -> bytes:
+    """A packet whose asset description holds `own` (attributes) and, before its own property element, `placed`."""
+    return (f'<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF {NS}>'
+            f'<rdf:Description rdf:about="" {own}>{placed}<xmpMM:DocumentID>xmp.did:0</xmpMM:DocumentID></rdf:Description>'
+            '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("where", PLACED)
+@pytest.mark.parametrize("own", ["", "digitalCapture"])
+def test_xmp_ai_source_type_of_a_placed_document_is_partly_generated(photo, fmt, where, own):
+    """A photo (or an image declaring nothing) holding a placed AI document reads as partly generated (0.9), not
+    wholly AI (0.95), whichever comes first in the packet."""
+    xmp = photoshop_xmp(f'Iptc4xmpExt:DigitalSourceType="{IPTC}{own}"' if own else "", PLACED[where])
+    data = (png_with(photo, **{"XML:com.adobe.xmp": (xmp.decode(), False)}) if fmt == "PNG"
+            else encode(photo.resize((64, 64)), fmt, xmp=xmp))
+    ev = check_metadata(data)
+    assert ev.score == 0.9 and ev.data["generated"] == "part" and ev.data["declares_ai"] is True, ev.detail
+    assert ev.data["part_source_types"] == ["trainedAlgorithmicMedia"] and ev.data.get("digital_source_type") == (own or None)
+    assert "placed or earlier document (partly generated)" in ev.detail and ev.error is None
+
+
+@pytest.mark.parametrize("form", ['Iptc4xmpExt:DigitalSourceType="{}"',
+                                  "<Iptc4xmpExt:DigitalSourceType>{}</Iptc4xmpExt:DigitalSourceType>"])
+def test_xmp_own_source_type_wins_over_a_placed_one(photo, form):
+    """The image's own property decides, in attribute or element form, after a placed document's in the packet."""
+    for own, placed, score in (("trainedAlgorithmicMedia", "digitalCapture", 0.95), ("digitalCapture", "digitalCapture", 0.45)):
+        prop = form.format(IPTC + own)
+        attr, element = (prop, "") if prop.startswith("Iptc") else ("", prop)
+        xmp = photoshop_xmp(attr, PLACED["ingredient"].replace("trainedAlgorithmicMedia", placed) + element)
+        ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", xmp=xmp))
+        assert ev.score == score and ev.data["digital_source_type"] == own and ev.data["part_source_types"] == [placed]
+    assert ev.data.get("generated") is None and "declares_ai" not in ev.data
+
+
+@pytest.mark.parametrize("packet", [
+    b'<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    b"&b;</x:xmpmeta>",
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>',
+])
+def test_xmp_with_entities_or_broken_xml_is_an_error_not_an_exception(photo, packet):
+    """Entity expansion (an XML bomb) is refused, broken XML reported; the EXIF beside it is still read."""
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Canon", piexif.ImageIFD.Model: b"Canon EOS R5"}})
+    ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif, xmp=packet))
+    assert ev.error.startswith("XMP unreadable: ") and "\n" not in ev.error and ev.score == 0.45
+    assert "digital_source_type" not in ev.data and ev.data["model"] == "Canon EOS R5"
+
 @pytest.mark.parametrize("quality", [30, 75, 90, 95])
 def test_jpeg_quality_estimate(photo, quality):
     ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", quality=quality))

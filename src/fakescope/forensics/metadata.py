@@ -28,6 +28,7 @@ from fakescope.forensics._source_types import (
     CAPTURE,
     source_term,
 )
+from fakescope.forensics._xmp import xmp_properties
 
 KIND = "metadata"
 SCORE_DECLARED_AI = 0.95
@@ -59,14 +60,8 @@ GENERATOR_CHUNKS: tuple[tuple[str, str, re.Pattern[str] | None], ...] = (
 _SOFTWARE_KEYS = ("Software", "Source")
 """PNG text keys naming the software or device that made the image (`Author` is a person: free text)."""
 _FREE_TEXT_KEYS = ("comment", "Comment", "Description")
-_SOURCE_URI = re.compile(r"cv\.iptc\.org/newscodes/digitalsourcetype/(\w+)", re.IGNORECASE)
-_SOURCE_TERM = re.compile(r"DigitalSourceType(?:\s+rdf:resource)?(?:\s*=\s*[\"']|>)\s*(?:[^\"'<\s]*/)?(\w+)/?\s*[\"'<]")
-"""The property's value (attribute, element or rdf:resource): a bare term, a `digitalsourcetype/term` path or
-a URI."""
-_SOURCE_ELEMENT = re.compile(r"<(?:[\w.-]+:)?DigitalSourceType\b[^>]*>(.*?)</(?:[\w.-]+:)?DigitalSourceType>", re.DOTALL)
-"""The property as an element wrapping its URI (in an rdf:Bag, say); a URI anywhere else (a caption) is no declaration."""
-_CREATOR_TOOL = re.compile(r"CreatorTool(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
-_PROVENANCE = re.compile(r"dcterms:provenance(?:\s*=\s*\"([^\"]*)\"|>([^<]*)<)")
+_XMP_NAMES = frozenset({"DigitalSourceType", "CreatorTool", "provenance"})
+"""XMP properties read (by local name); `provenance` is `dcterms:provenance`, a remote C2PA manifest's URL."""
 
 _TAG_SOFTWARE, _TAG_MAKE, _TAG_MODEL, _TAG_DESCRIPTION = 0x0131, 0x010F, 0x0110, 0x010E
 _EXIF_TAG_NAMES = {_TAG_DESCRIPTION: "ImageDescription", _TAG_MAKE: "Make", _TAG_MODEL: "Model"}
@@ -80,11 +75,12 @@ def check_metadata(data: bytes | None) -> Evidence:
     """Read the unsigned metadata of encoded image bytes.
 
     Returns:
-        Evidence of kind `metadata`: `score` 0.95 (0.9 for an AI composite) with
+        Evidence of kind `metadata`: `score` 0.95 (0.9 for an AI composite or only a placed AI document) with
         `data["declares_ai"]` when metadata declares AI generation, 0.45 for camera EXIF or an
         XMP capture source type alone,
-        None otherwise. `data` holds software, make, model, lens, gps, digital_source_type,
-        creator_tool, generator, generator_chunks, jpeg_quality, jpeg_tables, c2pa_remote_url.
+        None otherwise. `data` holds software, make, model, lens, gps, digital_source_type (the image's own),
+        part_source_types (those of placed or earlier documents in its XMP), generated (`whole` or `part`
+        for an XMP AI declaration), creator_tool, generator, generator_chunks, jpeg_quality, jpeg_tables, c2pa_remote_url.
         Damaged or oversized blocks set `error`; whatever could be read is still reported.
 
     Example:
@@ -106,7 +102,7 @@ def check_metadata(data: bytes | None) -> Evidence:
     hint = f"; JPEG quality ~{quality['quality']} ({quality['tables']} tables)" if quality else ""
     if declarations:
         info["declares_ai"] = True
-        composite = info.get("digital_source_type") in AI_COMPOSITE and len(declarations) == 1
+        composite = info.get("generated") == "part" and len(declarations) == 1
         return Evidence(KIND, SCORE_DECLARED_COMPOSITE if composite else SCORE_DECLARED_AI,
                         "metadata declares AI generation (unsigned): " + "; ".join(declarations) + hint,
                         data=info, error=error)
@@ -186,18 +182,27 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
     if len(blocks.xmp) > MAX_XMP_BYTES:
         blocks.errors.append(f"XMP packet of {len(blocks.xmp):,} bytes exceeds {MAX_XMP_BYTES:,}; not parsed")
         return
-    xmp = blocks.xmp.decode("utf-8", "replace")
-    found = _SOURCE_TERM.search(xmp) or next(
-        (uri for element in _SOURCE_ELEMENT.finditer(xmp) if (uri := _SOURCE_URI.search(element.group(1)))), None)
-    term = source_term(found.group(1)) if found else None
+    try:
+        own, nested = xmp_properties(blocks.xmp, _XMP_NAMES)
+    except ValueError as exc:
+        blocks.errors.append(f"XMP unreadable: {exc}")
+        return
+    term = _term(own.get("DigitalSourceType"))
+    parts = list(dict.fromkeys(t for value in nested.get("DigitalSourceType", []) if (t := _term(value))))
     if term:
         info["digital_source_type"] = term
-        if term in AI_GENERATED | AI_COMPOSITE:
-            declarations.append(f"XMP IPTC DigitalSourceType {term}")
-    for key, pattern in (("creator_tool", _CREATOR_TOOL), ("c2pa_remote_url", _PROVENANCE)):
-        match = pattern.search(xmp)
-        if match and (match.group(1) or match.group(2)):
-            info[key] = (match.group(1) or match.group(2)).strip()
+    if parts:
+        info["part_source_types"] = parts
+    ai_parts = [t for t in parts if t in AI_GENERATED | AI_COMPOSITE]
+    if term in AI_GENERATED | AI_COMPOSITE:
+        info["generated"] = "whole" if term in AI_GENERATED else "part"
+        declarations.append(f"XMP IPTC DigitalSourceType {term}")
+    elif ai_parts:
+        info["generated"] = "part"
+        declarations.append(f"XMP IPTC DigitalSourceType {ai_parts[0]} of a placed or earlier document (partly generated)")
+    for key, name in (("creator_tool", "CreatorTool"), ("c2pa_remote_url", "provenance")):
+        if own.get(name):
+            info[key] = own[name]
     if info.get("creator_tool") and AI_SOFTWARE.search(info["creator_tool"]):
         declarations.append(f"XMP CreatorTool {info['creator_tool']!r}")
 
@@ -217,6 +222,12 @@ def _read_text(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[
     if "generator" not in info and any(A1111_PARAMETERS.search(blocks.text.get(k, "")) for k in _FREE_TEXT_KEYS):
         info["generator"] = "Stable Diffusion web UI (A1111/Forge/SD.Next)"
         declarations.append("comment holds Stable Diffusion web UI generation parameters")
+
+
+def _term(value: str | None) -> str | None:
+    """The IPTC term of a DigitalSourceType value (a bare term, a `digitalsourcetype/` path or a URI), else None."""
+    term = source_term(value)
+    return term if term and re.fullmatch(r"\w+", term) else None
 
 
 def _clean(value: object) -> str | None:

@@ -1,0 +1,64 @@
+"""XMP packets parsed as RDF/XML with defusedxml (no DTD, entity or external reference is honoured).
+
+The asset's own properties are those of the top-level `rdf:Description`s about it, in attribute or
+element form. The same property deeper in the packet (an `xmpMM:Ingredients` or `xmpMM:History` entry,
+`xmpMM:DerivedFrom`, `photoshop:DocumentAncestors`, a description of another resource) belongs to a
+placed or earlier document.
+"""
+
+from __future__ import annotations
+
+from xml.etree.ElementTree import Element, ParseError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+_RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+
+
+def xmp_properties(packet: bytes, names: frozenset[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Return the asset's own value of each property in `names` (matched by local name, first wins) and
+    every value found elsewhere in the packet.
+
+    Raises:
+        ValueError: the packet is not well-formed XML or declares a DTD (one line).
+    """
+    text = packet.decode("utf-8", "replace").rstrip("\x00 \t\r\n").encode()  # stray bytes are no reason to lose it
+    try:
+        root = fromstring(text, forbid_dtd=True)
+    except DefusedXmlException:
+        raise ValueError("declares a DTD or entities (refused)") from None
+    except ParseError as exc:
+        raise ValueError(str(exc)) from None
+    rdf = root if root.tag == _RDF + "RDF" else root.find(f".//{_RDF}RDF")
+    own: dict[str, str] = {}
+    nested: dict[str, list[str]] = {}
+    if rdf is None:
+        return own, nested
+    tops = rdf.findall(_RDF + "Description")
+    about = tops[0].get(_RDF + "about", "") if tops else ""
+    asset = {id(top) for top in tops if top.get(_RDF + "about", "") == about}
+    for holder in rdf.iter():
+        found = [(_local(k), v) for k, v in holder.attrib.items()]
+        found += [(_local(child.tag), _value(child)) for child in holder]
+        for name, value in found:
+            if name in names and value:
+                if id(holder) in asset:
+                    own.setdefault(name, value)
+                else:
+                    nested.setdefault(name, []).append(value)
+    return own, nested
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _value(element: Element) -> str | None:
+    """A property element's value: its `rdf:resource`, its text, or the first item of an rdf:Bag/Seq/Alt."""
+    if element.get(_RDF + "resource"):
+        return element.get(_RDF + "resource")
+    if element.text and element.text.strip():
+        return element.text.strip()
+    item = element.find(f"./*/{_RDF}li")
+    return None if item is None else item.get(_RDF + "resource") or (item.text or "").strip() or None
