@@ -68,3 +68,27 @@ def test_show_completion_prints_the_script_to_source(monkeypatch):
     monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")  # read as the command is built
     result = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="fakescope")
     assert result.exit_code == 0 and "_FAKESCOPE_COMPLETE=complete_bash" in result.stdout, result.output
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["detect", "--formt", "table", "x.jpg"],
+     "No such option: --formt (Possible options: --format). See 'fakescope detect -h'."),
+    (["detect"], "Missing argument 'inputs'. See 'fakescope detect -h'."),
+    (["detect", "--format", "tabel", "x.jpg"], "'tabel' is not one of 'table', 'jsonl', 'csv'. See 'fakescope detect -h'."),
+    (["detecd", "x.jpg"], "No such command 'detecd'. Did you mean 'detect'? See 'fakescope -h'."),
+    (["--bogus"], "No such option: --bogus. See 'fakescope -h'."),
+    (["dataset", "audti", "x"], "No such command 'audti'. Did you mean 'audit'? See 'fakescope dataset -h'."),
+])
+def test_usage_errors_are_one_line_naming_the_help(argv, expected):
+    """Typer framed them in a five-line panel under the usage line, unlike the verbs' own `error: ...` lines."""
+    result = CliRunner().invoke(app, argv, prog_name="fakescope")
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr.startswith("error: ") and result.stderr.endswith(f"{expected}\n"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("argv", [["detect", "-h"], [], ["dataset"]])
+def test_help_stays_rich(argv):
+    """The hook touches errors only: asked for or shown for no arguments, help keeps Typer's panels."""
+    result = CliRunner().invoke(app, argv, prog_name="fakescope")
+    assert "╭─ Options" in result.stdout and "error:" not in result.output, result.output

@@ -11,12 +11,30 @@ import importlib.metadata
 import logging
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+
+from fakescope.cli._errors import one_line_usage_errors
+
+
+class _Root(TyperGroup):
+    """The `fakescope` group: parsing its options and running a verb (whose own parsing happens inside) print usage
+    errors on one line (`one_line_usage_errors`); help stays Typer's."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
+        with one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        with one_line_usage_errors():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
     name="fakescope",
+    cls=_Root,
     help="Tell whether an image was made by a generative model, show why, and build your own detectors.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -23,6 +23,8 @@ EXTRAS = {
     "matplotlib": "evaluate",
 }
 """Top-level module -> the extra of pyproject.toml that installs it."""
+UsageError = typer.BadParameter.__base__
+"""Click's UsageError, which Typer raises for bad command lines (recent Typer vendors Click and exports only this child)."""
 
 
 @contextlib.contextmanager
@@ -43,6 +45,25 @@ def clean_errors(exit_code: int = USAGE_EXIT, *, source: str | None = None) -> I
         package = (exc.name or "").split(".")[0]
         typer.echo(f"error: missing optional package {package!r}; {install_hint(package)}", err=True)
         raise typer.Exit(exit_code) from None
+
+
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Print Click's usage errors (unknown option or verb, missing argument, bad value) as `error: <message> See
+    '<command> -h'.` and exit 2, as `clean_errors` does, instead of Typer's framed panel. No arguments still shows help.
+    """
+    try:
+        yield
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # help is shown already (Typer tests the name too)
+            raise
+        message = exc.format_message().rstrip()
+        message += "" if message.endswith((".", "?", "!")) else "."
+        ctx = exc.ctx
+        if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+            message += f" See '{ctx.command_path} {ctx.help_option_names[0]}'."
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(exc.exit_code) from None
 
 
 class Terminated(KeyboardInterrupt):
