@@ -138,3 +138,8 @@ def test_dataset_audit_chooses_json_with_format_as_detect_does(folder):
     assert table.exit_code == as_json.exit_code == 0, table.output + as_json.output
     assert table.stdout.startswith("images  ") and json.loads(as_json.stdout)["counts"] == {"ai": 3, "real": 3}
     assert CliRunner().invoke(app, [*audit, "--json"]).stdout == as_json.stdout  # the older spelling
+    for both in (["--json", "--format", "table"], ["-f", "table", "--json"]):  # JSON won silently before
+        refused = CliRunner().invoke(app, [*audit, *both])
+        assert refused.exit_code == 2 and refused.stdout == "", refused.output
+        assert refused.stderr == "error: --json (the older --format json) contradicts --format table: give one of them\n"
+    assert CliRunner().invoke(app, [*audit, "--json", "-f", "json"]).stdout == as_json.stdout

@@ -166,7 +166,7 @@ def audit(
     src: Annotated[str, typer.Argument(help="Manifest (.parquet/.csv) or a folder with real/ and fake/.")],
     max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="About this many images inspected per class (a seeded sample drawn per source: each source's share, at least 10 of each class); the watermark check needs about 150-200.")] = 1000,
     max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) within which images in different splits are near copies, a leak, as split's (-1: off).")] = 4,
-    output: Annotated[ReportFormat, typer.Option("--format", "-f", help="table or json.")] = ReportFormat.table,
+    output: Annotated[ReportFormat | None, typer.Option("--format", "-f", help="table (the default) or json.")] = None,
     as_json: Annotated[bool, typer.Option("--json", hidden=True, help="Same as --format json (the older spelling).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found, or nothing could be compared (one class, no readable image).")] = False,
     seed: SeedOpt = 0,
@@ -185,6 +185,9 @@ def audit(
         from fakescope.errors import ConfigError
         from fakescope.io import storage
 
+        if as_json and output is ReportFormat.table:
+            raise ConfigError("--json (the older --format json) contradicts --format table: give one of them")
+        output = ReportFormat.json if as_json else output or ReportFormat.table
         is_manifest = src.lower().endswith(MANIFEST_SUFFIXES)
         if not is_manifest and storage.exists(src) and not storage.exists(src.rstrip("/") + "/"):  # a file, not a folder
             raise ConfigError(f"{src} is a file: audit expects a folder with real/ and fake/ (or ai/), "
@@ -193,7 +196,7 @@ def audit(
         frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers, progress=progress)
         report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
                                 max_distance=max_distance)
-        typer.echo(json.dumps(report.to_dict(), indent=2) if as_json or output is ReportFormat.json else _audit_table(report))
+        typer.echo(json.dumps(report.to_dict(), indent=2) if output is ReportFormat.json else _audit_table(report))
     if strict and (report.shortcuts or report.leaks or not report.checks):
         found = [f"{len(report.shortcuts)} shortcut(s) ({', '.join(report.shortcuts)})"] if report.shortcuts else []
         found += [f"{len(report.leaks)} split leak(s)"] if report.leaks else []
