@@ -23,6 +23,7 @@ from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.forensics import fuse
+from fakescope.forensics.fusion import PIXEL_ONLY
 from fakescope.io import shared_slots
 from fakescope.io.image import read_source
 from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL, WEIGHTS_FILE, load_model
@@ -348,8 +349,11 @@ def test_repr_names_the_model_and_its_settings(tiny_model_dir):
 
 def test_a_detections_repr_is_its_answer_at_a_glance(detector, image_files):
     found, missing = detector.predict([image_files[0], "missing.png"])
-    assert repr(found) == (f"Detection({image_files[0]!r}, verdict={found.verdict!r}, probability={round(found.probability, 3)}, "
-                           f"decided_by='pixel', evidence=[{', '.join(e.kind for e in found.evidence)}], model='test-tiny')")
+    head = (f"Detection({image_files[0]!r}, verdict={found.verdict!r}, probability={round(found.probability, 3)}, "
+            f"decided_by='pixel', evidence=[{', '.join(e.kind for e in found.evidence)}]")
+    assert repr(replace(found, caveat=None)) == f"{head}, model='test-tiny')"
+    caveated = repr(replace(found, caveat=PIXEL_ONLY))
+    assert caveated == f"{head}, caveat='pixel model only, no signed provenance', model='test-tiny')"
     assert repr(missing) == "Detection('missing.png', error='no such file', model='test-tiny')"
 
 

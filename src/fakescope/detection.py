@@ -71,12 +71,14 @@ class Detection:
     heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
-        """The answer at a glance (the default listed every evidence record's data); `to_dict()` holds every field."""
+        """The answer at a glance (the default listed every evidence record's data), with the caveat's head (before its
+        `:`) when set; `to_dict()` holds every field."""
         if self.error is not None:
             return f"Detection({self.source!r}, error={self.error!r}, model={self.model!r})"
         score = None if self.probability is None else round(float(self.probability), 3)
+        caveat = "" if self.caveat is None else f", caveat={self.caveat.split(':')[0]!r}"
         return (f"Detection({self.source!r}, verdict={self.verdict!r}, probability={score}, decided_by={self.decided_by!r}, "
-                f"evidence=[{', '.join(e.kind for e in self.evidence)}], model={self.model!r})")
+                f"evidence=[{', '.join(e.kind for e in self.evidence)}]{caveat}, model={self.model!r})")
 
     @property
     def ok(self) -> bool:
