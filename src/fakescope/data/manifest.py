@@ -141,7 +141,7 @@ def read_rows(uri: str, *, split_required: bool = True) -> pd.DataFrame:
     Example:
         >>> rows = read_rows("data/default/manifest.csv")  # doctest: +SKIP
     """
-    rows = read_table(uri, dtype={"source": str, "generator": str, "split": str})  # `2022` is a name, not a number
+    rows = read_table(uri, dtype={"source": str, "generator": str, "split": str, HASH_COLUMN: str})  # `2022`: a name
     return resolve_uris(check_rows(rows, f"manifest {uri}", split_required=split_required), uri)
 
 
