@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
@@ -290,6 +291,83 @@ def test_xmp_with_entities_or_broken_xml_is_an_error_not_an_exception(photo, pac
     ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif, xmp=packet))
     assert ev.error.startswith("XMP unreadable: ") and "\n" not in ev.error and ev.score == 0.45
     assert "digital_source_type" not in ev.data and ev.data["model"] == "Canon EOS R5"
+
+EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"
+
+
+def app1(payload: bytes) -> bytes:
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def jpeg_with_extension(photo, own: str, extension: bytes, *, guid: str | None = None, chunk: int = 30_000,
+                        full: int | None = None, drop: int | None = None) -> bytes:
+    """A JPEG whose standard packet names `guid` (the extension's MD5 by default) in xmpNote:HasExtendedXMP and
+    whose extended packet is split into `chunk`-byte APP1 segments, written last first (readers order them by offset)."""
+    digest = hashlib.md5(extension).hexdigest().upper()  # noqa: S324 - the GUID XMP part 3 defines
+    standard = photoshop_xmp(f'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="{guid or digest}" '
+                             f'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="Adobe Photoshop 26.0" {own}', "")
+    jpeg = encode(photo.resize((64, 64)), "JPEG", xmp=standard)
+    offsets = [o for o in range(0, len(extension), chunk) if o != drop]
+    segments = [app1(EXTENSION + digest.encode() + struct.pack(">II", full or len(extension), o) + extension[o:o + chunk])
+                for o in reversed(offsets)]
+    return jpeg[:2] + b"".join(segments) + jpeg[2:]
+
+
+def big_extension(own: str = "", placed: str = "") -> bytes:
+    """An extended packet (top-level description about the image) padded, as Photoshop's history is, past one segment."""
+    saved = '<rdf:li stEvt:action="saved" stEvt:changed="/"/>' * 2_000
+    history = f"<xmpMM:History><rdf:Seq>{saved}</rdf:Seq></xmpMM:History>"
+    return (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF {NS}><rdf:Description rdf:about="" {own}>{placed}{history}'
+            "</rdf:Description></rdf:RDF></x:xmpmeta>").encode()
+
+
+@pytest.mark.parametrize(("own", "placed", "score", "generated"), [
+    (f'Iptc4xmpExt:DigitalSourceType="{AI}"', "", 0.95, "whole"),
+    ("", PLACED["ingredient"], 0.9, "part"),
+])
+def test_jpeg_extended_xmp_is_reassembled_and_read(photo, own, placed, score, generated):
+    """A declaration Photoshop keeps in the extended packet (split over APP1 segments) is the image's own or a
+    placed document's as in a standard packet; the standard packet's properties are kept beside it."""
+    extension = big_extension(own, placed)
+    assert len(extension) > 65_000
+    ev = check_metadata(jpeg_with_extension(photo, "", extension))
+    assert ev.score == score and ev.data["generated"] == generated and ev.error is None, (ev.detail, ev.error)
+    assert ev.data["creator_tool"] == "Adobe Photoshop 26.0" and ev.data["xmp_bytes"] > len(extension)
+
+
+def test_jpeg_extended_xmp_with_another_guid_is_ignored(photo):
+    """An extension the standard packet does not name (XMP part 3: the GUIDs must match) declares nothing."""
+    ev = check_metadata(jpeg_with_extension(photo, "", big_extension(f'Iptc4xmpExt:DigitalSourceType="{AI}"'),
+                                            guid="0" * 32))
+    assert ev.score is None and "generated" not in ev.data and ev.error is None
+    assert ev.data["creator_tool"] == "Adobe Photoshop 26.0"
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ({"drop": 30_000}, "leaves a gap or overlaps"),
+    ({"full": 3 * 1024 * 1024}, "exceeds 2,097,152"),
+    ({"full": 10}, "overruns its 10 bytes"),
+    ({"full": 10**6}, "hold"),
+])
+def test_inconsistent_or_oversized_extended_xmp_is_an_error_not_an_exception(photo, damage, message):
+    """A missing chunk, a claimed length past the cap or not matching the chunks: one line, the standard packet kept."""
+    extension = big_extension(f'Iptc4xmpExt:DigitalSourceType="{AI}"')
+    ev = check_metadata(jpeg_with_extension(photo, f'Iptc4xmpExt:DigitalSourceType="{IPTC}digitalCapture"', extension,
+                                            **damage))
+    assert ev.error.startswith("XMP unreadable: extension") and message in ev.error and "\n" not in ev.error, ev.error
+    assert ev.score == 0.45 and ev.data["digital_source_type"] == "digitalCapture"
+    assert ev.data["creator_tool"] == "Adobe Photoshop 26.0"
+
+
+def test_several_standard_xmp_packets_are_all_read(photo):
+    """The second standard packet no longer replaces the first: the first's CreatorTool and the second's AI
+    declaration are both read, and the anomaly is said."""
+    jpeg = encode(photo.resize((64, 64)), "JPEG", xmp=xmp_packet("digitalCapture"))
+    second = photoshop_xmp("", PLACED["ingredient"])
+    ev = check_metadata(jpeg[:2] + app1(b"http://ns.adobe.com/xap/1.0/\x00" + second) + jpeg[2:])
+    assert ev.data["creator_tool"] == "Test Tool 1.0" and ev.data["digital_source_type"] == "digitalCapture"
+    assert ev.score == 0.9 and ev.data["generated"] == "part"
+    assert ev.error == "2 standard XMP packets (one expected); all read, the first's own values win"
 
 @pytest.mark.parametrize("quality", [30, 75, 90, 95])
 def test_jpeg_quality_estimate(photo, quality):

@@ -18,6 +18,7 @@ from fakescope.io.image import sniff_format
 MAX_TEXT_BYTES = 8 * 1024 * 1024
 """Compressed PNG text inflating past this is not read (a zip bomb guard)."""
 _XMP_JPEG = b"http://ns.adobe.com/xap/1.0/\x00"
+_XMP_EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"
 _XMP_PNG_KEY = "XML:com.adobe.xmp"
 
 
@@ -28,7 +29,10 @@ class MetadataBlocks:
     format: str | None
     text: dict[str, str] = field(default_factory=dict)
     exif: bytes | None = None
-    xmp: bytes | None = None
+    xmp: list[bytes] = field(default_factory=list)
+    """Standard XMP packets (a JPEG should hold one; each of several is kept)."""
+    xmp_extension: dict[str, list[tuple[int, int, bytes]]] = field(default_factory=dict)
+    """A JPEG's extended XMP chunks by GUID: (full length, offset, chunk), as found."""
     quant_tables: dict[int, list[int]] = field(default_factory=dict)
     """JPEG DQT tables by id, 64 values in the file's zigzag order."""
     errors: list[str] = field(default_factory=list)
@@ -62,7 +66,7 @@ def _read_png(data: memoryview, blocks: MetadataBlocks) -> None:
         elif kind == b"iTXt":
             key, value = _itxt(bytes(body))
             if key == _XMP_PNG_KEY:
-                blocks.xmp = value
+                blocks.xmp.append(value)
             else:
                 blocks.text[key] = value.decode("utf-8", "replace")
         elif kind == b"eXIf":
@@ -93,11 +97,23 @@ def _read_jpeg(data: memoryview, blocks: MetadataBlocks) -> None:
         if marker == 0xE1 and body.startswith(b"Exif\x00\x00") and blocks.exif is None:
             blocks.exif = body
         elif marker == 0xE1 and body.startswith(_XMP_JPEG):
-            blocks.xmp = body[len(_XMP_JPEG):]
+            blocks.xmp.append(body[len(_XMP_JPEG):])
+        elif marker == 0xE1 and body.startswith(_XMP_EXTENSION):
+            _read_extension(body[len(_XMP_EXTENSION):], blocks)
         elif marker == 0xDB:
             _read_dqt(body, blocks)
         elif marker == 0xFE:
             blocks.text["comment"] = body.decode("latin-1")
+
+
+def _read_extension(body: bytes, blocks: MetadataBlocks) -> None:
+    """One extended XMP segment: a 32-character GUID, the full length, this chunk's offset, the chunk."""
+    if len(body) < 40:
+        blocks.errors.append("XMP unreadable: extension segment shorter than its 40-byte header")
+        return
+    full, offset = struct.unpack(">II", body[32:40])
+    guid = body[:32].decode("latin-1")
+    blocks.xmp_extension.setdefault(guid, []).append((full, offset, body[40:]))
 
 
 def _read_dqt(body: bytes, blocks: MetadataBlocks) -> None:
@@ -123,5 +139,6 @@ def _read_with_pillow(data: memoryview, blocks: MetadataBlocks) -> None:
         xmp = info.get("xmp") or info.get(_XMP_PNG_KEY)
         if isinstance(xmp, str):
             xmp = xmp.encode("utf-8")
-        blocks.xmp = xmp if isinstance(xmp, bytes) else None
+        if isinstance(xmp, bytes):
+            blocks.xmp.append(xmp)
         blocks.text.update({k: v for k, v in info.items() if isinstance(k, str) and isinstance(v, str)})

@@ -3,7 +3,7 @@
 The asset's own properties are those of the top-level `rdf:Description`s about it, in attribute or
 element form. The same property deeper in the packet (an `xmpMM:Ingredients` or `xmpMM:History` entry,
 `xmpMM:DerivedFrom`, `photoshop:DocumentAncestors`, a description of another resource) belongs to a
-placed or earlier document.
+placed or earlier document. A JPEG's extended packet (XMP part 3) is reassembled from its chunks here.
 """
 
 from __future__ import annotations
@@ -48,6 +48,29 @@ def xmp_properties(packet: bytes, names: frozenset[str]) -> tuple[dict[str, str]
                 else:
                     nested.setdefault(name, []).append(value)
     return own, nested
+
+
+def join_extension(chunks: list[tuple[int, int, bytes]], cap: int) -> bytes:
+    """Reassemble an extended XMP packet from its (full length, offset, chunk) triples, in any order.
+
+    Raises:
+        ValueError: the chunks disagree on the length, leave a gap, overlap or overrun it, or it exceeds `cap`.
+    """
+    lengths = sorted({full for full, _, _ in chunks})
+    if len(lengths) > 1:
+        raise ValueError(f"extension chunks disagree on its length ({', '.join(f'{n:,}' for n in lengths)})")
+    if lengths[0] > cap:
+        raise ValueError(f"extension of {lengths[0]:,} bytes exceeds {cap:,}; not parsed")
+    packet = bytearray()
+    for _, offset, chunk in sorted(chunks, key=lambda c: c[1]):
+        if offset != len(packet):
+            raise ValueError(f"extension chunk at offset {offset:,} leaves a gap or overlaps (expected {len(packet):,})")
+        packet += chunk
+        if len(packet) > lengths[0]:
+            raise ValueError(f"extension chunk at offset {offset:,} overruns its {lengths[0]:,} bytes")
+    if len(packet) != lengths[0]:
+        raise ValueError(f"extension chunks hold {len(packet):,} of its {lengths[0]:,} bytes")
+    return bytes(packet)
 
 
 def _local(tag: str) -> str:

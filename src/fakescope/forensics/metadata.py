@@ -28,14 +28,14 @@ from fakescope.forensics._source_types import (
     CAPTURE,
     source_term,
 )
-from fakescope.forensics._xmp import xmp_properties
+from fakescope.forensics._xmp import join_extension, xmp_properties
 
 KIND = "metadata"
 SCORE_DECLARED_AI = 0.95
 SCORE_DECLARED_COMPOSITE = 0.9
 SCORE_CAMERA_EXIF = 0.45
 MAX_XMP_BYTES = 2 * 1024 * 1024
-"""XMP packets above this are not parsed (recorded as an error)."""
+"""XMP packets (a JPEG's extended one included) above this are not parsed (recorded as an error)."""
 
 AI_SOFTWARE = re.compile(
     r"\b(midjourney|dall[\s·\-]?e|stable[\s_-]?diffusion|sdxl|novelai|adobe firefly|automatic1111|comfyui|"
@@ -60,8 +60,9 @@ GENERATOR_CHUNKS: tuple[tuple[str, str, re.Pattern[str] | None], ...] = (
 _SOFTWARE_KEYS = ("Software", "Source")
 """PNG text keys naming the software or device that made the image (`Author` is a person: free text)."""
 _FREE_TEXT_KEYS = ("comment", "Comment", "Description")
-_XMP_NAMES = frozenset({"DigitalSourceType", "CreatorTool", "provenance"})
-"""XMP properties read (by local name); `provenance` is `dcterms:provenance`, a remote C2PA manifest's URL."""
+_XMP_NAMES = frozenset({"DigitalSourceType", "CreatorTool", "provenance", "HasExtendedXMP"})
+"""XMP properties read (by local name); `provenance` is `dcterms:provenance`, a remote C2PA manifest's URL,
+`xmpNote:HasExtendedXMP` the GUID of a JPEG's extended packet."""
 
 _TAG_SOFTWARE, _TAG_MAKE, _TAG_MODEL, _TAG_DESCRIPTION = 0x0131, 0x010F, 0x0110, 0x010E
 _EXIF_TAG_NAMES = {_TAG_DESCRIPTION: "ImageDescription", _TAG_MAKE: "Make", _TAG_MODEL: "Model"}
@@ -178,15 +179,25 @@ def _comfyui_exif(exif: Any) -> dict[int, str]:
 def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
     if not blocks.xmp:
         return
-    info["xmp_bytes"] = len(blocks.xmp)
-    if len(blocks.xmp) > MAX_XMP_BYTES:
-        blocks.errors.append(f"XMP packet of {len(blocks.xmp):,} bytes exceeds {MAX_XMP_BYTES:,}; not parsed")
-        return
-    try:
-        own, nested = xmp_properties(blocks.xmp, _XMP_NAMES)
-    except ValueError as exc:
-        blocks.errors.append(f"XMP unreadable: {exc}")
-        return
+    info["xmp_bytes"] = sum(len(packet) for packet in blocks.xmp)
+    if len(blocks.xmp) > 1:
+        blocks.errors.append(f"{len(blocks.xmp)} standard XMP packets (one expected); all read, the first's own values win")
+    own: dict[str, str] = {}
+    nested: dict[str, list[str]] = {}
+    for packet in blocks.xmp:
+        if len(packet) > MAX_XMP_BYTES:
+            blocks.errors.append(f"XMP packet of {len(packet):,} bytes exceeds {MAX_XMP_BYTES:,}; not parsed")
+        else:
+            _merge_xmp(packet, own, nested, blocks.errors)
+    chunks = blocks.xmp_extension.get(own.get("HasExtendedXMP", "").strip())  # one named by another GUID is ignored
+    if chunks:
+        try:
+            extension = join_extension(chunks, MAX_XMP_BYTES)
+        except ValueError as exc:
+            blocks.errors.append(f"XMP unreadable: {exc}")
+        else:
+            info["xmp_bytes"] += len(extension)
+            _merge_xmp(extension, own, nested, blocks.errors)
     term = _term(own.get("DigitalSourceType"))
     parts = list(dict.fromkeys(t for value in nested.get("DigitalSourceType", []) if (t := _term(value))))
     if term:
@@ -205,6 +216,19 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
             info[key] = own[name]
     if info.get("creator_tool") and AI_SOFTWARE.search(info["creator_tool"]):
         declarations.append(f"XMP CreatorTool {info['creator_tool']!r}")
+
+
+def _merge_xmp(packet: bytes, own: dict[str, str], nested: dict[str, list[str]], errors: list[str]) -> None:
+    """Add a packet's properties: its top-level descriptions' to `own` (values already there win), the rest to `nested`."""
+    try:
+        found, deeper = xmp_properties(packet, _XMP_NAMES)
+    except ValueError as exc:
+        errors.append(f"XMP unreadable: {exc}")
+        return
+    for name, value in found.items():
+        own.setdefault(name, value)
+    for name, values in deeper.items():
+        nested.setdefault(name, []).extend(values)
 
 
 def _read_text(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
