@@ -41,8 +41,7 @@ from fakescope.evaluate.slices import slice_report, sliceable
 from fakescope.io.image import LoadedImage, load_source
 from fakescope.models.bundle import LoadedModel
 from fakescope.models.calibration import apply_calibration
-from fakescope.models.config import ModelConfig
-from fakescope.train.augment import AugmentConfig, neutralize
+from fakescope.train.augment import AugmentConfig, neutralize, recipe_preprocessing
 
 THUMBNAIL_SIDE = 160
 MIN_BOOTSTRAP = 1000  # Efron & Tibshirani (1993, ch. 19): at least 1000 resamples for percentile intervals
@@ -222,21 +221,6 @@ def evaluate(
         seconds=round(time.perf_counter() - started, 2),
         thumbnails={records[i]["uri"]: t for i, _ in chosen if (t := _thumbnail(records[i]["uri"]))},
     )
-
-
-def recipe_preprocessing(config: ModelConfig) -> AugmentConfig | None:
-    """The deterministic preprocessing of the model's training recipe (`training.recipe.augment`), if any.
-
-    Raises:
-        ConfigError: the stored recipe has settings this version does not know.
-    """
-    stored = config.training.get("recipe", {}).get("augment")
-    if not stored:
-        return None
-    try:
-        return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
-    except TypeError as exc:
-        raise ConfigError(f"model {config.name}: unreadable training recipe augment settings ({exc})") from None
 
 
 def make_scorer(detector: Detector, recipe: AugmentConfig | None) -> Scorer:

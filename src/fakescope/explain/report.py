@@ -35,7 +35,7 @@ from fakescope.explain.overlay import save_overlay
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
 from fakescope.models.bundle import LoadedModel, load_model
-from fakescope.train.augment import neutralize
+from fakescope.train.augment import neutralize, recipe_preprocessing
 from fakescope.train.dataset import read_source
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,6 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     features) there are none, with a warning. A uri the rows repeat is drawn once, without the warning that
     `fakescope.evaluate` already gives when it scores them.
     """
-    from fakescope.evaluate.evaluator import recipe_preprocessing
-
     model = _as_model(model_or_detector)
     out = Path(out_dir)
     recipe = recipe_preprocessing(model.config)

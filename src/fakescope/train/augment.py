@@ -12,9 +12,15 @@ from __future__ import annotations
 import io
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from fakescope.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fakescope.models.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,21 @@ def neutralize(image: Image.Image, cfg: AugmentConfig) -> Image.Image:
     if cfg.base_jpeg_quality:
         image = jpeg(image, cfg.base_jpeg_quality)
     return image
+
+
+def recipe_preprocessing(config: ModelConfig) -> AugmentConfig | None:
+    """The deterministic preprocessing of the model's training recipe (`training.recipe.augment`), if any.
+
+    Raises:
+        ConfigError: the stored recipe has settings this version does not know.
+    """
+    stored = config.training.get("recipe", {}).get("augment")
+    if not stored:
+        return None
+    try:
+        return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    except TypeError as exc:
+        raise ConfigError(f"model {config.name}: unreadable training recipe augment settings ({exc})") from None
 
 
 def augment(image: Image.Image, cfg: AugmentConfig, crop: int, rng: random.Random) -> Image.Image:
