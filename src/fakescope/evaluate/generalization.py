@@ -23,10 +23,11 @@ import pandas as pd
 from fakescope.data.manifest import check_rows, read_rows
 from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
-from fakescope.evaluate.evaluator import make_scorer, recipe_preprocessing
+from fakescope.evaluate.evaluator import make_scorer
 from fakescope.evaluate.metrics import binary_metrics
 from fakescope.io import storage
 from fakescope.models.bundle import LoadedModel, load_model
+from fakescope.train.augment import recipe_preprocessing
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import LABELS, readable
 from fakescope.train.trainer import check_out, recipe, train
