@@ -179,6 +179,30 @@ def _comfyui_exif(exif: Any) -> dict[int, str]:
 def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
     if not blocks.xmp:
         return
+    own, nested = _xmp_values(blocks, info)
+    term = _term(own.get("DigitalSourceType"))
+    parts = list(dict.fromkeys(t for value in nested.get("DigitalSourceType", []) if (t := _term(value))))
+    if term:
+        info["digital_source_type"] = term
+    if parts:
+        info["part_source_types"] = parts
+    ai_parts = [t for t in parts if t in AI_GENERATED | AI_COMPOSITE]
+    if term in AI_GENERATED | AI_COMPOSITE:
+        info["generated"] = "whole" if term in AI_GENERATED else "part"
+        declarations.append(f"XMP IPTC DigitalSourceType {term}")
+    elif ai_parts:
+        info["generated"] = "part"
+        declarations.append(f"XMP IPTC DigitalSourceType {ai_parts[0]} of a placed or earlier document (partly generated)")
+    for key, name in (("creator_tool", "CreatorTool"), ("c2pa_remote_url", "provenance")):
+        if own.get(name):
+            info[key] = own[name]
+    if info.get("creator_tool") and AI_SOFTWARE.search(info["creator_tool"]):
+        declarations.append(f"XMP CreatorTool {info['creator_tool']!r}")
+
+
+def _xmp_values(blocks: MetadataBlocks, info: dict[str, Any]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The image's own XMP properties and those found deeper, from every standard packet and the extended one that
+    `HasExtendedXMP` names; the bytes read go to `info["xmp_bytes"]`, what cannot be read to `blocks.errors`."""
     info["xmp_bytes"] = sum(len(packet) for packet in blocks.xmp)
     if len(blocks.xmp) > 1:
         blocks.errors.append(f"{len(blocks.xmp)} standard XMP packets (one expected); all read, the first's own values win")
@@ -198,24 +222,7 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
         else:
             info["xmp_bytes"] += len(extension)
             _merge_xmp(extension, own, nested, blocks.errors)
-    term = _term(own.get("DigitalSourceType"))
-    parts = list(dict.fromkeys(t for value in nested.get("DigitalSourceType", []) if (t := _term(value))))
-    if term:
-        info["digital_source_type"] = term
-    if parts:
-        info["part_source_types"] = parts
-    ai_parts = [t for t in parts if t in AI_GENERATED | AI_COMPOSITE]
-    if term in AI_GENERATED | AI_COMPOSITE:
-        info["generated"] = "whole" if term in AI_GENERATED else "part"
-        declarations.append(f"XMP IPTC DigitalSourceType {term}")
-    elif ai_parts:
-        info["generated"] = "part"
-        declarations.append(f"XMP IPTC DigitalSourceType {ai_parts[0]} of a placed or earlier document (partly generated)")
-    for key, name in (("creator_tool", "CreatorTool"), ("c2pa_remote_url", "provenance")):
-        if own.get(name):
-            info[key] = own[name]
-    if info.get("creator_tool") and AI_SOFTWARE.search(info["creator_tool"]):
-        declarations.append(f"XMP CreatorTool {info['creator_tool']!r}")
+    return own, nested
 
 
 def _merge_xmp(packet: bytes, own: dict[str, str], nested: dict[str, list[str]], errors: list[str]) -> None:
