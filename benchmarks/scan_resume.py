@@ -100,9 +100,9 @@ def _list(source, args):
 
 
 def _done(folder, args):
-    from fakescope.scale.records import done_sources
+    from fakescope.scale.records import read_folder
 
-    return lambda: (len(done_sources(folder)), "")
+    return lambda: (len(read_folder(folder).done), "")
 
 
 def _scan(paths, args):

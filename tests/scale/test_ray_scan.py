@@ -49,7 +49,7 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
         assert all(abs(a["score"] - b["score"]) <= 2e-6 for a, b in zip(ours, theirs))
 
 
-def test_a_folder_of_another_models_rows_is_refused_before_ray_starts(image_folder, tmp_path, detector):
+def test_a_folder_of_another_models_or_thresholds_rows_is_refused_before_ray_starts(image_folder, tmp_path, detector):
     from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL
 
     sources = list(scan_sources([str(image_folder)]))
@@ -59,6 +59,8 @@ def test_a_folder_of_another_models_rows_is_refused_before_ray_starts(image_fold
     (tmp_path / "renamed" / "config.json").write_text(json.dumps({**config, "name": "renamed"}))
     with pytest.raises(ConfigError, match="holds scores of model 'fakescope-default', not 'renamed'"):
         ray_scan(sources, tmp_path / "out", address="127.0.0.1:1", name_or_path=str(tmp_path / "renamed"))
+    with pytest.raises(ConfigError, match=f"holds labels at threshold {detector.threshold:g}, not 0.9: "):
+        ray_scan(sources, tmp_path / "out", address="127.0.0.1:1", threshold=0.9)
 
 
 def test_a_part_the_folder_refuses_is_one_line_naming_it_and_no_temporary(tmp_path, detector):

@@ -80,6 +80,23 @@ def test_a_rerun_with_another_model_is_refused_rather_than_skipping_the_first_mo
     assert scan(scan_sources([str(image_folder)]), tmp_path / "out", detector).skipped == 8  # the same model resumes
 
 
+def test_a_rerun_at_another_threshold_is_refused_rather_than_mixing_labels(image_folder, tmp_path, detector):
+    """A rerun with another --threshold skipped the rows it held and labelled the rest at the new one: one column of
+    labels at two thresholds."""
+    sources = list(scan_sources([str(image_folder)]))
+    scan(sources[:4], tmp_path / "out", detector)
+    parts = part_files(tmp_path / "out")
+    result = CliRunner().invoke(app, ["scan", str(image_folder), "--out", str(tmp_path / "out"), "--threshold", "0.9",
+                                      "--device", "cpu", "--no-provenance"])
+    was = f"{detector.threshold:g}"
+    assert result.exit_code == 2 and result.output == (
+        f"error: {tmp_path / 'out'} holds labels at threshold {was}, not 0.9: a rerun skips the images it holds, so "
+        f"resume it with --threshold {was} or give this threshold its own --out\n")
+    assert part_files(tmp_path / "out") == parts
+    assert scan(sources, tmp_path / "out", detector).skipped == 4  # the same threshold resumes
+    assert read_results(tmp_path / "out")["threshold"].unique().tolist() == [detector.threshold]
+
+
 def test_a_source_listed_twice_is_scanned_once_and_not_counted_as_done_before(image_folder, tmp_path, detector):
     sources = list(scan_sources([str(image_folder)]))
     twice = sources + sources[:3]
@@ -159,6 +176,7 @@ def test_a_folder_begun_without_caveat_resumes_and_stays_one_table(image_folder,
     kept = read_results(out).set_index("path").loc[older.column("path").to_pylist()]  # nothing lost
     pd.testing.assert_frame_equal(kept.reset_index(), older.to_pandas())
     assert f"{out} was begun by a fakescope without the caveat column" in caplog.text
+    assert "scan the same sources into a new folder (fakescope scan SOURCE... --out NEW_FOLDER)" in caplog.text
     caplog.clear()  # a rerun that writes no row: it said 'new rows are written without it' all the same
     assert scan(sources, out, detector).scanned == 0 and "without the caveat column" not in caplog.text
 

@@ -27,8 +27,8 @@ from fakescope.models import load_model
 from fakescope.models.bundle import BUNDLED_DIR
 from fakescope.scale.records import (
     detections_to_table,
-    done_sources,
     part_files,
+    read_folder,
     results_folder,
     source_key,
     writing_schema,
@@ -87,13 +87,15 @@ def ray_scan(
     folder = results_folder(out)
     recover_journals(folder)
     model = load_model(name := detector_kwargs.get("name_or_path"), lazy=True)  # a wrong name fails here, not in every actor
-    done = done_sources(folder, model=model.config.name)
+    threshold = detector_kwargs.get("threshold")
+    contents = read_folder(folder, model=model.config.name,
+                           threshold=float(model.config.threshold if threshold is None else threshold))  # as Detector's
     sources = list(dict.fromkeys(map(source_key, sources)))  # rows store, and resume on, these keys
-    pending = [s for s in sources if path_text(s) not in done]  # rows store non-UTF-8 names escaped
+    pending = [s for s in sources if path_text(s) not in contents.done]  # rows store non-UTF-8 names escaped
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))
-    schema = writing_schema(folder)
+    schema = writing_schema(folder, contents.schema)
     detector_kwargs["name_or_path"] = _for_actors(name, model.location)
     started = _connect(address, actors * cpus_per_actor, object_store_memory, verbose)
     import ray

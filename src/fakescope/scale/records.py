@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +47,8 @@ OLDER_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index("caveat"))
 PART_SUFFIX = ".parquet"
 JOURNAL_SUFFIX = ".arrows"
 TEMP_SUFFIX = ".tmp"
+RESUME_COLUMNS = ["path", "model", "threshold"]
+"""The columns a resume reads from every part."""
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +177,57 @@ def folder_schema(out: str | Path) -> pa.Schema:
     return SCHEMA
 
 
-def writing_schema(folder: Path) -> pa.Schema:
-    """`folder_schema`, with a warning when new rows must go without `caveat` to keep the folder one table."""
-    if (schema := folder_schema(folder)) is OLDER_SCHEMA:
+@dataclass(frozen=True)
+class FolderContents:
+    """What a results folder's parts hold: the `source_key`s written, and the columns new rows take (`folder_schema`)."""
+
+    done: set[str]
+    schema: pa.Schema
+
+
+def read_folder(out: str | Path, model: str | None = None, threshold: float | None = None) -> FolderContents:
+    """Every `path` already written to a part of the results folder, as `source_key`s (older versions stored local
+    paths as given: a relative one is taken from the current folder), and the folder's columns, reading each part once.
+
+    Raises:
+        StorageError: a part is not a readable results table (damaged, or another file).
+        ConfigError: `model` or `threshold` is given and a row was scored by another model or at another threshold
+            (a rerun would skip its paths, leaving their labels as they were).
+    """
+    done: set[str] = set()
+    schema = SCHEMA
+    for part in part_files(out):
+        try:
+            with pq.ParquetFile(part) as parquet:
+                names = parquet.schema_arrow.names
+                if missing := [c for c in RESUME_COLUMNS if c not in names]:
+                    raise pa.ArrowInvalid(f"no {', '.join(missing)} column")
+                table = parquet.read(columns=RESUME_COLUMNS)
+        except (pa.ArrowException, OSError) as exc:
+            raise _unreadable(part, exc) from None
+        if "caveat" not in names:
+            schema = OLDER_SCHEMA
+        _check_scored_alike(out, table, model, threshold)
+        done.update(map(source_key, table.column("path").to_pylist()))
+    return FolderContents(done, schema)
+
+
+def _check_scored_alike(out: str | Path, table: pa.Table, model: str | None, threshold: float | None) -> None:
+    if model is not None and (other := set(table.column("model").unique().to_pylist()) - {model, None}):
+        raise ConfigError(f"{out} holds scores of model {sorted(other)[0]!r}, not {model!r}: a rerun skips the "
+                          "images it holds, so give this model its own --out")
+    if threshold is not None and (other := set(table.column("threshold").unique().to_pylist()) - {threshold, None}):
+        raise ConfigError(f"{out} holds labels at threshold {sorted(other)[0]:g}, not {threshold:g}: a rerun skips the "
+                          f"images it holds, so resume it with --threshold {sorted(other)[0]:g} or give this threshold its own --out")
+
+
+def writing_schema(folder: Path, schema: pa.Schema) -> pa.Schema:
+    """`schema` (`FolderContents.schema`), with a warning when new rows must go without `caveat` to keep the folder
+    one table."""
+    if schema is OLDER_SCHEMA:
         log.warning("%s was begun by a fakescope without the caveat column: new rows are written without it too, so "
-                    "that the folder reads as one table (score into a new --out to have it)", folder)
+                    "that the folder reads as one table; to have the column, scan the same sources into a new folder "
+                    "(fakescope scan SOURCE... --out NEW_FOLDER): this one is not rescored in place", folder)
     return schema
 
 
@@ -186,27 +235,6 @@ def _unreadable(part: Path, exc: Exception) -> StorageError:
     reason = str(exc).partition("\n")[0]  # Arrow's may go on to list a schema
     return StorageError(f"{part} is not a readable part of the results ({reason}); "
                         "move it out of the folder to score its images again")
-
-
-def done_sources(out: str | Path, model: str | None = None) -> set[str]:
-    """Every `path` already written to a part of the results folder, as `source_key`s (older versions
-    stored local paths as given: a relative one is taken from the current folder).
-
-    Raises:
-        StorageError: a part is not a readable results table (damaged, or another file).
-        ConfigError: `model` is given and a row was scored by another model (a rerun would skip its paths).
-    """
-    done: set[str] = set()
-    for part in part_files(out):
-        try:
-            table = pq.read_table(part, columns=["path", "model"])
-        except (pa.ArrowException, OSError) as exc:
-            raise _unreadable(part, exc) from None
-        if model is not None and (other := set(table.column("model").unique().to_pylist()) - {model, None}):
-            raise ConfigError(f"{out} holds scores of model {sorted(other)[0]!r}, not {model!r}: a rerun skips the "
-                              "images it holds, so give this model its own --out")
-        done.update(map(source_key, table.column("path").to_pylist()))
-    return done
 
 
 def read_results(out: str | Path) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from fakescope.scale.records import (
     JOURNAL_SUFFIX,
     PART_SUFFIX,
     detections_to_table,
-    done_sources,
+    read_folder,
     remove_temporaries,
     results_folder,
     source_key,
@@ -63,7 +63,7 @@ def scan(
 
     Bad inputs become rows with `error` set; they count as done, like scored ones. Rows name each
     source by its `source_key` (a local path absolute), so `photos`, `./photos` and its absolute
-    path resume one another.
+    path resume one another. A folder holding rows of another model or threshold is refused (`ConfigError`).
 
     Example:
         >>> detector = Detector.load(workers=2)                                  # doctest: +SKIP
@@ -72,13 +72,14 @@ def scan(
     """
     folder = results_folder(out)
     recover_journals(folder)
-    todo = _Pending(sources, done_sources(folder, model=detector.name))
+    contents = read_folder(folder, model=detector.name, threshold=detector.threshold)
+    todo = _Pending(sources, contents.done)
     schema, scanned, failed = None, 0, 0
     with _PartWriter(folder, rows_per_part) as writer:
         results = detector.stream(todo)
         while batch := list(itertools.islice(results, detector.batch_size)):
             if schema is None:  # here: an older folder's warning is for a run that writes rows to it
-                schema = writing_schema(folder)
+                schema = writing_schema(folder, contents.schema)
             writer.write(detections_to_table(batch, schema))
             scanned += len(batch)
             failed += sum(not d.ok for d in batch)
