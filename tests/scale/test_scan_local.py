@@ -341,9 +341,13 @@ def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
     args = ["scan", str(image_folder), "--out", str(tmp_path / "res.parquet"), "--no-provenance", "-b", "4"]
     first = runner.invoke(app, args)
     assert first.exit_code == 1, first.output
-    assert "scanned 8  failed 1  skipped (done before) 0" in first.output
+    summary = re.fullmatch(rf"scanned 8  failed 1  skipped \(done before\) 0  -> {re.escape(args[3])}  \((\S+) s, (\S+) images/s\)\n",
+                           first.output)
+    seconds, rate = float(summary[1]), float(summary[2])
+    assert 8 / (seconds + 0.05) - 0.05 <= rate <= 8 / max(seconds - 0.05, 1e-3) + 0.05  # the rate of the time shown
     second = runner.invoke(app, args)
-    assert "scanned 0  failed 0  skipped (done before) 8" in second.output and second.exit_code == 0
+    assert re.fullmatch(r"scanned 0  failed 0  skipped \(done before\) 8  -> \S+  \(\S+ s\)\n", second.output)
+    assert second.exit_code == 0
     assert len(pd.read_parquet(tmp_path / "res.parquet")) == 8
     (tmp_path / "empty").mkdir()
     nothing = runner.invoke(app, ["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "none.parquet")])
