@@ -27,7 +27,7 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
     os.rename(image_folder / "img0.png", latin1)
     sources = list(scan_sources([str(image_folder)]))
     assert latin1 in sources[:6]  # done in the first run, so the second must skip it
-    scan(sources, tmp_path / "local", detector)
+    alone = scan(sources, tmp_path / "local", detector)
     summary = ray_scan(sources[:6], tmp_path / "ray", actors=2, batch_size=4, object_store_memory=200 * 2**20,
                        device="cpu", workers=2, provenance=False)
     assert (summary.scanned, summary.failed) == (6, 1)
@@ -37,6 +37,7 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
     rest = ray_scan(sources, tmp_path / "ray", actors=2, batch_size=4, object_store_memory=200 * 2**20,
                     device="cpu", workers=2, provenance=False)
     assert (rest.scanned, rest.skipped) == (2, 6)
+    assert (summary.scanned + rest.scanned, summary.failed + rest.failed) == (alone.scanned, alone.failed) == (8, 1)
     assert not list((tmp_path / "ray").glob("_*"))  # the rerun deleted the half-written temporary
     local, distributed = (read_results(tmp_path / name).sort_values("path").reset_index(drop=True) for name in ("local", "ray"))
     assert list(distributed.columns) == list(local.columns)
