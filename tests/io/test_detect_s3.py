@@ -85,15 +85,19 @@ def test_scan_stops_when_the_endpoint_is_unreachable_and_a_rerun_scores_every_im
 def test_scan_of_a_prefix_and_of_a_manifest_in_the_bucket_resume_one_another(s3_bucket, tiny_model_dir, tmp_path):
     for name in ("a.png", "sub/b.png", "c.png"):
         storage.write_bytes(f"s3://{s3_bucket}/photos/{name}", _png(len(name)))
-    storage.write_bytes(f"s3://{s3_bucket}/photos/m.csv", b"uri\na.png\nsub/b.png\n")  # relative to the manifest's prefix
+    storage.write_bytes(f"s3://{s3_bucket}/photos/broken.jpg", b"\xff\xd8\xff\xe0 truncated")
+    storage.write_bytes(f"s3://{s3_bucket}/photos/m.csv", b"uri\na.png\nsub/b.png\ngone.png\n")  # relative to its prefix
     args = ["--out", str(tmp_path / "res"), "--model", str(tiny_model_dir), "--device", "cpu", "--no-provenance"]
     runs = [CliRunner().invoke(app, ["scan", source, *args])
             for source in (f"s3://{s3_bucket}/photos/m.csv", f"s3://{s3_bucket}/photos/", f"s3://{s3_bucket}/photos")]
-    assert [r.exit_code for r in runs] == [0, 0, 0], runs[-1].output
-    assert [r.stdout.split("  -> ")[0] for r in runs] == ["scanned 2  failed 0  skipped (done before) 0",
-                                                          "scanned 1  failed 0  skipped (done before) 2",
-                                                          "scanned 0  failed 0  skipped (done before) 3"]
-    assert sorted(read_results(tmp_path / "res")["path"]) == [f"s3://{s3_bucket}/photos/{n}" for n in ("a.png", "c.png", "sub/b.png")]
+    assert [r.exit_code for r in runs] == [1, 1, 0], runs[-1].output  # bad objects are rows, not a stopped scan
+    assert [r.stdout.split("  -> ")[0] for r in runs] == ["scanned 3  failed 1  skipped (done before) 0",
+                                                          "scanned 2  failed 1  skipped (done before) 2",
+                                                          "scanned 0  failed 0  skipped (done before) 4"]
+    rows = read_results(tmp_path / "res").set_index("path")
+    names = ("a.png", "broken.jpg", "c.png", "gone.png", "sub/b.png")
+    assert sorted(rows.index) == [f"s3://{s3_bucket}/photos/{n}" for n in names]
+    assert rows["error"].notna().tolist() == [n in ("broken.jpg", "gone.png") for n in rows.index.str.split("/photos/").str[1]]
 
 
 @pytest.mark.slow
