@@ -79,9 +79,9 @@ def full_folder(tmp_path):
     if subprocess.run(mount, capture_output=True, check=False).returncode:
         pytest.skip("running as root without the right to mount a tmpfs: no way to make a folder refuse files")
     try:
-        with contextlib.suppress(OSError), open(folder / "filler", "wb") as filler:
+        with contextlib.suppress(OSError), open(folder / ".filler", "wb") as filler:  # hidden: no other file in --out
             filler.write(bytes(1 << 20))
-        yield folder, "No space left on device", (folder / "filler").unlink
+        yield folder, "No space left on device", (folder / ".filler").unlink
     finally:
         subprocess.run(["umount", str(folder)], check=True)
 

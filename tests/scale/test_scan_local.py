@@ -375,6 +375,12 @@ def test_scan_cli_refuses_an_unusable_results_folder_in_one_line(image_folder, t
     taken = runner.invoke(app, ["scan", str(image_folder), "--out", str(tmp_path / "a-file"), "--no-provenance"])
     assert taken.exit_code == 2, taken.output
     assert taken.stderr == f"error: cannot use {tmp_path / 'a-file'} as the results folder: File exists\n"
+    images = sorted(os.listdir(image_folder))
+    into_images = runner.invoke(app, ["scan", str(image_folder), "--out", str(image_folder), "--no-provenance"])
+    assert into_images.exit_code == 2, into_images.output  # parts would be scattered among the images
+    assert into_images.stderr == (f"error: cannot use {image_folder} as the results folder: it holds other files "
+                                  "(broken.jpg...) and no scan results; give --out a new or empty folder\n")
+    assert sorted(os.listdir(image_folder)) == images
     out = tmp_path / "res.parquet"
     out.mkdir()
     (out / "part-damaged.parquet").write_bytes(b"PAR1 cut short")

@@ -81,7 +81,8 @@ def results_folder(out: str | os.PathLike) -> Path:
     """The results folder `out` (a path or `file://` URI), created when missing.
 
     Raises:
-        StorageError: `out` is a file, a remote URI, or the folder cannot be created.
+        StorageError: `out` is a file, a remote URI, the folder cannot be created, or it holds other files and no
+            results (the images' own folder given as --out, say: parts would be scattered among them).
     """
     out = os.fspath(out)
     if storage.is_remote(out):
@@ -89,8 +90,12 @@ def results_folder(out: str | os.PathLike) -> Path:
     folder = Path(out.removeprefix("file://"))
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        entries = [e.name for e in os.scandir(folder) if not e.name.startswith(".")]  # .DS_Store and the like
     except OSError as exc:
         raise StorageError(f"cannot use {out} as the results folder: {exc.strerror or exc}") from None
+    if entries and not any(n.endswith(PART_SUFFIX) or n.startswith("_") for n in entries):  # parts, journals, temporaries
+        raise StorageError(f"cannot use {out} as the results folder: it holds other files ({min(entries)}...) and no "
+                           "scan results; give --out a new or empty folder")
     return folder
 
 
