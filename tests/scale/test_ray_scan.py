@@ -184,7 +184,7 @@ def test_more_gpus_than_the_local_ray_has_is_one_line_not_a_wait_forever(image_f
 
 
 @pytest.mark.parametrize("address", ["10.0.0.1", "ray://10.0.0.1", "127.0.0.1:http"])
-def test_an_address_without_a_port_is_one_line(tmp_path, address):
+def test_an_address_without_a_port_is_one_line(tmp_path, address, no_local_ray):  # ray_scan joins a running Ray as it is
     with pytest.raises(ConfigError, match=f"^{re.escape(address)} is not a Ray cluster address: give host:port, "):
         ray_scan([str(tmp_path / "a.jpg")], tmp_path / "out", address=address, device="cpu")
 
