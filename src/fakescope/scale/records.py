@@ -93,7 +93,7 @@ def results_folder(out: str | os.PathLike) -> Path:
         entries = [e.name for e in os.scandir(folder) if not e.name.startswith(".")]  # .DS_Store and the like
     except OSError as exc:
         raise StorageError(f"cannot use {out} as the results folder: {exc.strerror or exc}") from None
-    if entries and not any(n.endswith(PART_SUFFIX) or n.startswith("_") for n in entries):  # parts, journals, temporaries
+    if entries and not any(n.endswith((PART_SUFFIX, JOURNAL_SUFFIX)) or n.startswith("_") for n in entries):  # parts, journals
         raise StorageError(f"cannot use {out} as the results folder: it holds other files ({min(entries)}...) and no "
                            "scan results; give --out a new or empty folder")
     return folder
