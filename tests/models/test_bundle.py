@@ -228,6 +228,31 @@ def test_the_repository_model_card_is_the_bundled_one():
     assert (repo / CARD_FILE).is_symlink() and (repo / CARD_FILE).resolve() == bundled.resolve()
 
 
+def test_the_bundled_model_card_states_its_configs_figures():
+    """Size, hash, input policy, calibration and decision rule in the card's table are the shipped config's."""
+    folder = resolve_model(DEFAULT_MODEL)
+    config = load_model(DEFAULT_MODEL, lazy=True).config
+    card = (folder / CARD_FILE).read_text()
+    weights = folder / WEIGHTS_FILE
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == config.weights_sha256
+    cal, policy = config.calibration, config.input
+    lo, hi = config.band
+    for stated in (f"`{config.architecture}`", f"{weights.stat().st_size / 1e6:.1f} MB", f"sha256 `{config.weights_sha256[:8]}...`",
+                   f"{policy.crop_size} px tiles", f"at most {policy.grid} x {policy.grid} per image",
+                   f"side under {policy.crop_size} px are upscaled" if policy.upscale_small else "scored whole",
+                   f"{cal.method} scaling",
+                   f"T = {cal.temperature:.3f}, bias = {cal.bias:.3f}", f"threshold {config.threshold:g}",
+                   f"uncertain band [{lo:g}, {hi:g})", f"`ai` at P >= {hi:g}, `real` below {lo:g}"):
+        assert stated in card, f"MODEL_CARD.md does not say {stated!r}"
+    test = config.metrics["test"]["overall"]
+    measured = {"AUC": f"{test['auc']:.3f}", "average precision": f"{test['ap']:.3f}", "equal error rate": f"{test['eer']:.3f}",
+                "balanced accuracy": f"{test['balanced_accuracy']:.3f}", "ECE (15 bins)": f"{test['ece']:.3f}",
+                "confusion [[TN, FP], [FN, TP]]": str(test["confusion"])}
+    for metric, value in measured.items():
+        assert f"| {metric} | {value} |" in card, f"MODEL_CARD.md's {metric} is not the config's {value}"
+    assert f"On the test split it never trained on ({test['n']:,} images" in card
+
+
 def _populate_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
     """Lay out a downloaded hub snapshot the way huggingface_hub stores it (refs/main -> snapshot)."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
