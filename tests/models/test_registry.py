@@ -97,3 +97,47 @@ def test_a_corrupt_pretrained_file_fails_in_one_line(tmp_path, name):
     with pytest.raises(ModelLoadError, match=f"{name}: not a readable state-dict file") as info:
         create_model("mobilenet_v2", pretrained=str(path))
     assert "\n" not in str(info.value)
+
+
+def _torchvision(name: str, tmp_path):
+    """A torchvision network with a 10-class head, saved as torchvision's reference training script does ({"model": ...})
+    and its pooled features (what the backbone's `embed` must give after loading it)."""
+    torchvision = pytest.importorskip("torchvision")
+    network = getattr(torchvision.models, name)(weights=None, num_classes=10).eval()
+    path = tmp_path / f"{name}.pth"
+    torch.save({"model": network.state_dict(), "epoch": 3}, path)
+    if name == "resnet50":
+        network.fc = torch.nn.Identity()
+        return path, network
+    return path, lambda x: torch.nn.functional.adaptive_avg_pool2d(network.features(x), 1).flatten(1)
+
+
+def _timm(name: str, tmp_path):
+    """A timm network saved as a DDP training checkpoint ({"state_dict": {"module.…": ...}}) and its pooled features."""
+    import timm
+
+    network = timm.create_model({"mobilenet_v2": "mobilenetv2_100", "resnet50": "resnet50"}[name]).eval()
+    path = tmp_path / f"{name}.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in network.state_dict().items()}}, path)
+    return path, lambda x: network.forward_head(network.forward_features(x), pre_logits=True)
+
+
+@pytest.mark.parametrize("name, checkpoint", [("mobilenet_v2", _torchvision), ("mobilenet_v2", _timm), ("resnet50", _torchvision)])
+def test_a_users_torchvision_or_timm_checkpoint_becomes_the_backbone(tmp_path, name, checkpoint):
+    """torchvision names mobilenet_v2's layers otherwise (features.0.0...); its layers come in timm's order."""
+    torch.manual_seed(2)
+    path, features = checkpoint(name, tmp_path)
+    network = create_model(name, pretrained=str(path)).eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(network.embed(x), features(x), rtol=1e-4, atol=1e-5)
+        assert network(x).shape == (1,)
+
+
+def test_a_checkpoint_of_another_network_fails_in_one_line_naming_the_layout(tmp_path):
+    from fakescope.errors import ModelLoadError
+
+    path, _ = _timm("resnet50", tmp_path)
+    with pytest.raises(ModelLoadError, match=r"resnet50\.pth: neither timm's names nor.*layout of mobilenetv2_100") as info:
+        create_model("mobilenet_v2", pretrained=str(path))
+    assert "\n" not in str(info.value)
