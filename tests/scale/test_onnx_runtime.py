@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import stat
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -207,24 +209,66 @@ def test_runtime_errors_are_clean():
         Detector(load_model(), runtime="tensorrt")
 
 
-def test_a_network_onnx_cannot_express_is_a_one_line_export_error(tmp_path):
-    network = create_model("spectral_lr", pretrained=False)
-    save_model(network, ModelConfig("spectral", "spectral_lr", input=InputPolicy(128, 3)), tmp_path / "model")
+UNEXPORTABLE = textwrap.dedent('''
+    """An architecture of one's own that the ONNX exporter cannot express: Tensor.unfold of a traced size."""
+    from torch import nn
+
+    from fakescope.models import InputPolicy, register_model
+
+
+    class Unfolding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(3 * 16, 1)
+
+        def forward_features(self, x):
+            if x.shape[-1] % 4 or x.shape[-2] % 4:  # a Python boolean of a size: the tracer warns of it
+                x = x[..., : x.shape[-2] // 4 * 4, : x.shape[-1] // 4 * 4]
+            patches = x.unfold(2, 4, 4).unfold(3, 4, 4)  # N, 3, h, w, 4, 4
+            return patches.permute(0, 1, 4, 5, 2, 3).flatten(1, 3)
+
+        def embed(self, x):
+            return self.forward_features(x).mean((2, 3))
+
+        def forward_head(self, features):
+            return self.head(features.mean((2, 3))).squeeze(-1)
+
+        def forward(self, x):
+            return self.forward_head(self.forward_features(x))
+
+
+    @register_model(input=InputPolicy(crop_size=32, grid=2))
+    def qa_unfolding(pretrained=False):
+        """Patches by Tensor.unfold: no ONNX export."""
+        return Unfolding()
+''')
+
+
+@pytest.fixture
+def unexportable(tmp_path, monkeypatch):
+    """Module `qa_unfolding` (`UNEXPORTABLE`) imported from `tmp_path`, and a model of its architecture in tmp_path/model."""
+    (tmp_path / "qa_unfolding.py").write_text(UNEXPORTABLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("qa_unfolding", None)
+    network = importlib.import_module("qa_unfolding").qa_unfolding()
+    save_model(network, ModelConfig("unfolding", "qa_unfolding", input=InputPolicy(32, 2)), tmp_path / "model")
+    return network
+
+
+def test_a_network_onnx_cannot_express_is_a_one_line_export_error(tmp_path, unexportable):
     result = CliRunner().invoke(app, ["export", "--onnx", str(tmp_path / "s.onnx"), "--model", str(tmp_path / "model")])
-    assert result.exit_code == 2 and result.output.startswith("error: SpectralLR cannot be exported to ONNX: Unsupported")
+    assert result.exit_code == 2 and result.output.startswith("error: Unfolding cannot be exported to ONNX: Unsupported")
     assert result.output.count("\n") == 1 and not list(tmp_path.glob("*.onnx"))
 
 
-def test_the_tracers_warnings_about_a_networks_own_code_still_show(tmp_path):
+def test_the_tracers_warnings_about_a_networks_own_code_still_show(tmp_path, unexportable):
     """Export keeps quiet only the same-padding layers' reads of sizes, not what the tracer says of a network's code."""
     with pytest.warns(torch.jit.TracerWarning, match="Python boolean"), pytest.raises(ConfigError):
-        export_onnx(create_model("spectral_lr", pretrained=False), tmp_path / "s.onnx", tile_size=128)
+        export_onnx(unexportable, tmp_path / "s.onnx", tile_size=30)
 
 
-def test_a_failed_export_under_auto_keeps_detects_jsonl_stdout_clean(tmp_path, image_folder):
-    network = create_model("spectral_lr", pretrained=False)
-    save_model(network, ModelConfig("spectral", "spectral_lr", input=InputPolicy(128, 3)), tmp_path / "model")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+def test_a_failed_export_under_auto_keeps_detects_jsonl_stdout_clean(tmp_path, image_folder, unexportable):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "FAKESCOPE_PLUGINS": "qa_unfolding"}
     run = subprocess.run([sys.executable, "-m", "fakescope", "detect", str(image_folder / "img0.png"), "--model", str(tmp_path / "model"),
                           "--no-provenance", "-f", "jsonl"], capture_output=True, text=True, env=env, check=True)
     assert [json.loads(line)["path"] for line in run.stdout.splitlines()] == [str(image_folder / "img0.png")]

@@ -112,6 +112,8 @@ def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> Non
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
             # for_onnx reads sizes as ints: its Conv pads by itself. A plugin network's own warnings still show
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"fakescope\.models\.same_padding")
+            # the exporter's note that it leaves a Slice with a step unfolded (spectral_lr's replicate pad): not a fault
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
             torch.onnx.export(
                 network, (sample,), target, dynamo=False, opset_version=OPSET,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

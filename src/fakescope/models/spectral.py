@@ -33,20 +33,32 @@ class SpectralLR(nn.Module):
         hann = torch.hann_window(patch, periodic=False)
         self.register_buffer("window", torch.outer(hann, hann), persistent=False)
         self.register_buffer("ring_mean", _ring_averager(patch, bins), persistent=False)
+        angle = 2 * math.pi * torch.outer(torch.arange(patch), torch.arange(patch)).double() / patch
+        self.register_buffer("dft_cos", angle.cos().float(), persistent=False)
+        self.register_buffer("dft_sin", angle.sin().float(), persistent=False)
         self.norm = nn.BatchNorm1d(self.num_features)
         self.linear = nn.Linear(self.num_features, 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, 3 * bins, H // patch, W // patch) log radial power per patch."""
+        """(N, 3, H, W) -> (N, 3 * bins, max(1, H // patch), max(1, W // patch)) log radial power per patch.
+
+        Written in operators ONNX exports with dynamic sizes: patches by reshape, the 2-D DFT as matrix products
+        (of a real patch X: real part CXC - SXS, imaginary -(SXC + CXS)); a side shorter than a patch is
+        replicate-padded to one (`n + 1 // (n + 1)` is max(n, 1) for the exporter, which cannot trace `max`).
+        """
         n, c = x.shape[:2]
+        p = self.patch
         with torch.autocast(x.device.type, enabled=False):  # spectra need float32 under bf16 training
             x = x.float()
             residual = x - nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
-            residual = _pad_to(residual, self.patch)
-            p = self.patch
-            patches = residual.unfold(2, p, p).unfold(3, p, p)  # N, C, h, w, p, p
-            h, w = patches.shape[2:4]
-            power = torch.fft.fft2(patches * self.window).abs().square().flatten(-2)  # N, C, h, w, p*p
+            h, w = x.shape[2] // p, x.shape[3] // p
+            h, w = h + 1 // (h + 1), w + 1 // (w + 1)
+            residual = nn.functional.pad(residual, (0, p - 1, 0, p - 1), mode="replicate")[..., : h * p, : w * p]
+            patches = residual.reshape(n, c, h, p, w, p).transpose(3, 4) * self.window  # N, C, h, w, p, p
+            cos, sin = self.dft_cos, self.dft_sin
+            real = cos @ patches @ cos - sin @ patches @ sin
+            imag = sin @ patches @ cos + cos @ patches @ sin
+            power = (real.square() + imag.square()).flatten(-2)  # N, C, h, w, p*p
             rings = torch.log(power @ self.ring_mean + self.eps)  # N, C, h, w, bins
         return rings.permute(0, 1, 4, 2, 3).reshape(n, c * self.bins, h, w)
 
@@ -74,14 +86,6 @@ def _ring_averager(patch: int, bins: int) -> torch.Tensor:
     member = nn.functional.one_hot(index, bins).float()
     member[radius == 0] = 0.0
     return member / member.sum(0).clamp(min=1.0)
-
-
-def _pad_to(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """Replicate-pad inputs smaller than one patch so every input gives at least one window."""
-    h, w = x.shape[-2:]
-    if h >= patch and w >= patch:
-        return x
-    return nn.functional.pad(x, (0, max(0, patch - w), 0, max(0, patch - h)), mode="replicate")
 
 
 @register_model(input=InputPolicy(crop_size=128, grid=3))  # no pretrained_source: fixed spectral features
