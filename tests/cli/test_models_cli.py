@@ -41,3 +41,14 @@ def test_models_info_unknown_model_is_one_clean_line():
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: unknown model 'fakescope-defualt'; did you mean fakescope-default?"
     assert "Traceback" not in result.output
+
+
+def test_models_info_also_takes_the_model_as_the_other_verbs_do(tiny_model_dir):
+    for args in (["--model", str(tiny_model_dir)], ["-m", str(tiny_model_dir)]):
+        result = CliRunner().invoke(app, ["models", "info", *args])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["location"] == str(tiny_model_dir)
+    twice = CliRunner().invoke(app, ["models", "info", DEFAULT_MODEL, "--model", str(tiny_model_dir)])
+    assert twice.exit_code == 2 and twice.stdout == ""
+    assert twice.stderr == (f"error: the model is given twice, as {DEFAULT_MODEL!r} and --model {str(tiny_model_dir)!r}; "
+                            "give it one way\n")

@@ -330,3 +330,17 @@ def test_evaluate_with_explanation_figures_in_the_report(small_manifest, tmp_pat
         str(p) for p in (tmp_path / "figures").rglob("*") if p.is_file()}
     html = (tmp_path / "report.html").read_text()
     assert "UMAP" in html and html.count("data:image/png;base64,") >= len(figures)
+
+
+def test_evaluate_also_takes_the_model_as_the_other_verbs_do(small_manifest, tmp_path):
+    """`evaluate MODEL MANIFEST` (documented) and `evaluate MANIFEST --model MODEL` (as detect, scan, explain) alike."""
+    options = ["--out", str(tmp_path / "out"), "--no-robustness", "--bootstrap", "0", "--no-provenance", "--device", "cpu"]
+    result = runner.invoke(app, ["evaluate", small_manifest, "-m", "fakescope-default", *options])
+    assert result.exit_code == 0, result.output
+    assert "fakescope-default on test: n=4 auc=" in result.output
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["model"] == "fakescope-default"
+    for args, message in [([small_manifest], "missing MANIFEST: give MODEL MANIFEST, or MANIFEST with --model MODEL"),
+                          (["fakescope-default", small_manifest, "--model", "fakescope-default"],
+                           "the model is given twice, as 'fakescope-default' and --model 'fakescope-default'; give it one way")]:
+        refused = runner.invoke(app, ["evaluate", *args, *options])
+        assert (refused.exit_code, refused.stderr) == (2, f"error: {message}\n")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fakescope.errors import DEVICES
+from fakescope.errors import DEVICES, ConfigError
 
 ModelOpt = Annotated[
     str | None,
@@ -74,3 +74,18 @@ def with_progress(items, progress: bool | None):
     from tqdm import tqdm
 
     return tqdm(items, unit="img", file=sys.stderr, leave=False)
+
+
+def model_then_rest(option: str | None, *args: str | None) -> list[str | None]:
+    """`[model, *rest]` for a verb documented with its model as the first argument (`models info MODEL`, `evaluate
+    MODEL MANIFEST`) that also takes it as `--model`, as the other verbs do: the arguments given are then the rest.
+
+    Raises:
+        ConfigError: the model given both ways.
+    """
+    if option is None:
+        return list(args)
+    given = [a for a in args if a is not None]
+    if len(given) == len(args):
+        raise ConfigError(f"the model is given twice, as {given[0]!r} and --model {option!r}; give it one way")
+    return [option, *given, *[None] * (len(args) - 1 - len(given))]

@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
-from fakescope.cli._options import BatchSizeOpt, DeviceOpt, OutDirOpt, ProgressOpt, ProvenanceOpt, show_progress
+from fakescope.cli._options import (
+    BatchSizeOpt,
+    DeviceOpt,
+    ModelOpt,
+    OutDirOpt,
+    ProgressOpt,
+    ProvenanceOpt,
+    model_then_rest,
+    show_progress,
+)
 from fakescope.errors import DEVICES
 
 if TYPE_CHECKING:
@@ -17,10 +26,13 @@ if TYPE_CHECKING:
 
 
 def evaluate(
-    model: Annotated[str, typer.Argument(help="Bundled model name, model folder or file, or hf://owner/name.")],
-    manifest: Annotated[str, typer.Argument(
-        help="Manifest (.csv or .parquet) with uri, label, split; generator, source and attributes optional.")],
-    out: OutDirOpt,
+    model: Annotated[str | None, typer.Argument(
+        metavar="MODEL", help="Bundled model name, model folder or file, or hf://owner/name (or give it with --model).",
+        show_default=False)] = None,
+    manifest: Annotated[str | None, typer.Argument(
+        metavar="MANIFEST", help="Manifest (.csv or .parquet) with uri, label, split; generator, source and attributes "
+                                 "optional.", show_default=False)] = None,
+    out: OutDirOpt = ...,
     split: Annotated[str, typer.Option(help="train, val, test, or all.")] = "test",
     robustness: Annotated[bool, typer.Option("--robustness/--no-robustness", help="Score again after each perturbation.")] = True,
     perturbations: Annotated[str | None, typer.Option(help="Comma-separated subset of the perturbations (default: all).")] = None,
@@ -37,6 +49,7 @@ def evaluate(
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 32,
     progress: ProgressOpt = None,
+    model_option: ModelOpt = None,
 ) -> None:
     """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT
     (with --explain, OUT/figures too), and list every file written.
@@ -54,6 +67,9 @@ def evaluate(
     from fakescope.evaluate.slices import not_sliced_line
 
     with clean_errors():
+        model, manifest = model_then_rest(model_option, model, manifest)
+        if manifest is None:
+            raise ConfigError("missing MANIFEST: give MODEL MANIFEST, or MANIFEST with --model MODEL")
         import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
 
         if explain:  # as matplotlib: the figures are drawn after scoring

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
+from fakescope.cli._options import ModelOpt, model_then_rest
 
 models_app = typer.Typer(help="List, inspect and publish detector models.", no_args_is_help=True)
 
@@ -33,7 +34,8 @@ def list_() -> None:
 @models_app.command("info")
 def info(
     model: Annotated[str | None, typer.Argument(help="Bundled model name, model folder or file, or hf://owner/name "
-                                                     "(default: the bundled model).")] = None,
+                                                     "(default: the bundled model; or give it with --model).")] = None,
+    model_option: ModelOpt = None,
 ) -> None:
     """Print a model's config (input policy, calibration, threshold, training summary, metrics) as JSON.
 
@@ -42,6 +44,7 @@ def info(
     from fakescope.models import load_model
 
     with clean_errors():
+        model, = model_then_rest(model_option, model)
         loaded = load_model(model, lazy=True)  # the config only: no need for the architecture's code
     typer.echo(json.dumps({"location": loaded.location, **loaded.config.to_dict()}, indent=2))
 
