@@ -141,6 +141,36 @@ def test_invalid_config_is_a_config_error(tiny_model_dir, tmp_path):
         ModelConfig(name="x", architecture="test_tiny", threshold=0.8, band=(0.3, 0.7))
 
 
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: "fakescope", "must be a JSON object of settings, not a str"),
+    (lambda c: [c], "must be a JSON object of settings, not a list"),
+    (lambda c: {**c, "input": [64, 2]}, "'input' must be a JSON object, not a list"),
+    (lambda c: {**c, "calibration": "temperature"}, "'calibration' must be a JSON object, not a str"),
+    (lambda c: {**c, "architecture_kwargs": ["width"]}, "'architecture_kwargs' must be a JSON object, not a list"),
+    (lambda c: {**c, "band": [0.3]}, "band must be two numbers [low, high], got [0.3]"),
+    (lambda c: {**c, "band": "0.3-0.7"}, "band must be two numbers [low, high], got '0.3-0.7'"),
+])
+def test_a_config_of_the_wrong_shape_is_one_line_naming_the_file_and_key(tiny_model_dir, tmp_path, change, message):
+    """Not a bare ValueError or AttributeError from deep inside from_dict; in config.json or the weights' header alike."""
+    config = json.loads((tiny_model_dir / CONFIG_FILE).read_text())
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(change(config)))
+    with pytest.raises(ConfigError) as caught:
+        load_model(tmp_path, lazy=True)
+    assert str(caught.value) == f"{tmp_path / CONFIG_FILE}: invalid model config: {message}"
+    state = {k: v.contiguous() for k, v in create_model("test_tiny").state_dict().items()}
+    save_file(state, tmp_path / "one.safetensors", metadata={"fakescope_config": json.dumps(change(config))})
+    with pytest.raises(ConfigError) as caught:
+        load_model(tmp_path / "one.safetensors", lazy=True)
+    assert str(caught.value) == f"{tmp_path / 'one.safetensors'}: invalid model config: {message}"
+
+
+def test_a_header_config_that_is_not_json_names_the_file(tmp_path):
+    save_file({"w": torch.zeros(2)}, tmp_path / "one.safetensors", metadata={"fakescope_config": "{name: x"})
+    with pytest.raises(ConfigError, match=r"one\.safetensors: the fakescope config in its header is not valid JSON \("):
+        load_model(tmp_path / "one.safetensors")
+
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("crop_size", [64, 96], "input crop_size must be a positive integer (tiles are square), got (64, 96)"),
     ("crop_size", 0, "input crop_size must be a positive integer (tiles are square), got 0"),

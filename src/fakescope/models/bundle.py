@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from fakescope.errors import ModelLoadError, StorageError, UnknownModelError
+from fakescope.errors import ConfigError, ModelLoadError, StorageError, UnknownModelError
 from fakescope.models.config import ModelConfig
 from fakescope.models.registry import create_model
 
@@ -215,7 +215,12 @@ def _config_from_header(weights: Path) -> ModelConfig:
         raise ModelLoadError(f"{weights}: not a safetensors file ({exc})") from None
     if _HEADER_KEY not in meta:
         raise ModelLoadError(f"{weights}: no fakescope config in the file and no {CONFIG_FILE} beside it")
-    return ModelConfig.from_dict(json.loads(meta[_HEADER_KEY]))
+    try:
+        return ModelConfig.from_dict(json.loads(meta[_HEADER_KEY]))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{weights}: the fakescope config in its header is not valid JSON ({exc})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{weights}: {exc}") from None
 
 
 def _sha256(path: Path) -> str:

@@ -104,6 +104,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"invalid model config: must be a JSON object of settings, not a {type(d).__name__}")
+        for part in ("input", "calibration", "architecture_kwargs", "training", "metrics"):
+            if not isinstance(d.get(part, {}), dict):
+                raise ConfigError(f"invalid model config: {part!r} must be a JSON object, not a {type(d[part]).__name__}")
+        band = d.get("band", (0.35, 0.65))
+        if not (isinstance(band, (list, tuple)) and len(band) == 2 and all(map(_finite, band))):
+            raise ConfigError(f"invalid model config: band must be two numbers [low, high], got {band!r}")
         try:
             d = dict(d)
             for part, kind in (("input", InputPolicy), ("calibration", Calibration), (None, cls)):
@@ -111,7 +119,7 @@ class ModelConfig:
             d["input"] = InputPolicy(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("input", {}).items()})
             cal = d.get("calibration", {})
             d["calibration"] = Calibration(**{k: tuple(v) if isinstance(v, list) else v for k, v in cal.items()})
-            d["band"] = tuple(d.get("band", (0.35, 0.65)))
+            d["band"] = tuple(band)
             return cls(**d)
         except TypeError as exc:
             raise ConfigError(f"invalid model config: {exc}") from None
@@ -133,10 +141,8 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _refuse_unknown_keys(d: Any, kind: type, part: str | None) -> None:
+def _refuse_unknown_keys(d: dict[str, Any], kind: type, part: str | None) -> None:
     """A key this version does not know may change inference, so it is refused, not ignored."""
-    if not isinstance(d, dict):
-        return
     unknown = sorted(set(d) - {f.name for f in dataclasses.fields(kind)})
     if unknown:
         where = f" in {part!r}" if part else ""
