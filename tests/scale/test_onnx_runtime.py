@@ -293,3 +293,16 @@ def test_an_upgraded_exporter_exports_again_instead_of_reusing_the_old_graph(tmp
     upgraded = onnx_network(model, cache=tmp_path).path
     assert upgraded != first and first.is_file() and upgraded.is_file()
     _assert_matches_torch(OnnxNetwork(upgraded), model)
+
+
+def test_replaced_weights_are_refused_on_onnx_even_when_their_export_is_cached(tmp_path):
+    """The onnx runtime finds a cached export without building the network, where the sha256 was checked."""
+    from fakescope.errors import ModelLoadError
+
+    for seed, name in [(0, "mine"), (1, "other")]:
+        torch.manual_seed(seed)
+        save_model(create_model("test_tiny"), ModelConfig(name, "test_tiny", input=InputPolicy(64, 2)), tmp_path / name)
+    Detector.load(tmp_path / "other", device="cpu", provenance=False, runtime="onnx")  # its export is cached now
+    (tmp_path / "mine" / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    with pytest.raises(ModelLoadError, match=r"mine/model\.safetensors: sha256 differs from the weights_sha256"):
+        Detector.load(tmp_path / "mine", device="cpu", provenance=False, runtime="onnx")

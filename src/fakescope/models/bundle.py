@@ -108,10 +108,15 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
     return model
 
 
-def _build(config: ModelConfig, weights: Path | None, device: str) -> nn.Module:
+def check_weights(weights: Path, config: ModelConfig) -> None:
+    """Raise `ModelLoadError` if the file's sha256 is not the `weights_sha256` its config records (when it records one)."""
     if config.weights_sha256 and _sha256(weights) != config.weights_sha256:
         raise ModelLoadError(f"{weights}: sha256 differs from the weights_sha256 in its {CONFIG_FILE}"
                              " (a corrupted or replaced file; download or save the model again)")
+
+
+def _build(config: ModelConfig, weights: Path | None, device: str) -> nn.Module:
+    check_weights(weights, config)
     try:
         network = create_model(config.architecture, **config.architecture_kwargs)
     except TypeError as exc:  # kwargs the builder does not take (renamed since the model was saved, say)

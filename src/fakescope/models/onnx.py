@@ -30,7 +30,7 @@ from torch import nn
 
 from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, ModelLoadError, StorageError
-from fakescope.models.bundle import LoadedModel
+from fakescope.models.bundle import LoadedModel, check_weights
 from fakescope.models.registry import plugin_source
 from fakescope.models.same_padding import for_onnx
 
@@ -129,8 +129,11 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     """The model's network under onnxruntime, exporting it once into the cache when needed.
 
     A cached file onnxruntime cannot load (truncated by a crash, say) is exported again; a cache
-    that cannot be written gives an export held in memory. Each says so in one warning.
+    that cannot be written gives an export held in memory. Each says so in one warning. Weights that are not
+    the ones their config.json records are refused (`ModelLoadError`), as when the network is built.
     """
+    if model.weights is not None and not model.built:  # a cached export is found without building, so check here
+        check_weights(model.weights, model.config)
     key = hashlib.sha256(f"{exporter_versions()}:{weights_key(model)}".encode()).hexdigest()
     path = Path(cache or cache_dir("onnx")) / f"{model.config.architecture}-{key[:16]}.onnx"
     if path.is_file():
