@@ -505,3 +505,24 @@ def test_a_malformed_hf_token_is_never_echoed_by_a_failed_push(tiny_model_dir, l
     result = CliRunner().invoke(app, ["models", "push", str(tiny_model_dir), "hf://owner/tiny"])
     assert result.exit_code != 0 and result.output.startswith("error: could not push to hf://owner/tiny: ")
     assert "fakescope_secret_987" not in result.output + caplog.text and loopback_hub.repos.get("owner/tiny") is None
+
+
+def test_imagenet_weights_without_a_wheel_download_from_the_hub_for_users_online(loopback_hub):
+    """`pretrained=True` for the zoo's timm-hub architectures fetches timm's ImageNet weights through the Hub API
+    (here from the loopback Hub, as from huggingface.co), keeping the one-logit head fresh."""
+    import timm
+    from safetensors.torch import save
+
+    torch.manual_seed(3)
+    imagenet = timm.create_model("test_efficientnet")  # the architecture test_tiny builds, with its 1000 classes
+    repo = imagenet.pretrained_cfg["hf_hub_id"]
+    loopback_hub.repos[repo] = {"model.safetensors": save({k: v.contiguous() for k, v in imagenet.state_dict().items()})}
+    loopback_hub.commits[repo] = ["fedcba9876543210fedcba9876543210fedcba98"]
+    network = create_model("test_tiny", pretrained=True).backbone
+    assert torch.equal(network.conv_stem.weight, imagenet.conv_stem.weight)
+    assert torch.equal(network.bn2.running_mean, imagenet.bn2.running_mean)
+    assert network.get_classifier().out_features == 1
+    del loopback_hub.repos[repo]["model.safetensors"]  # a hub that does not have them: the one line that says what to do
+    with pytest.raises(ModelLoadError, match=r"could not download ImageNet weights for test_efficientnet: .*--scratch") as info:
+        create_model("test_tiny", pretrained=True)
+    assert "\n" not in str(info.value)

@@ -69,7 +69,8 @@ def _hub_state_dict(timm_name: str) -> dict[str, torch.Tensor]:
     try:
         return timm.create_model(timm_name, pretrained=True).state_dict()
     except Exception as exc:  # no internet, no cache
-        raise ModelLoadError(f"could not download ImageNet weights for {timm_name}: {exc}"
+        said = " ".join(str(exc).split())  # the Hub's errors span lines ("404 Client Error.\n\nEntry Not Found for url...")
+        raise ModelLoadError(f"could not download ImageNet weights for {timm_name}: {said}"
                              " (train from random weights with --scratch, or `pretrained:` a state-dict file)") from None
 
 
