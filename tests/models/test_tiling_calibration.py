@@ -201,3 +201,36 @@ def test_boolean_labels_fit_as_zero_and_one():
 def _nll(p: np.ndarray, labels: np.ndarray) -> float:
     p = np.clip(p, 1e-12, 1 - 1e-12)
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_one_image_scores_alike_through_predict_scan_and_explain_at_any_size(tmp_path, runtime):
+    """Smaller than a tile, an odd size, a strip and a 6-megapixel photo (tiles capped at grid x grid): the score of
+    an image alone, in a scanned batch of all of them (tiles of several images in one forward pass) and in explain's
+    caption is one number, and the tiles map is drawn from the same tiles."""
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+    from fakescope.detector import Detector
+    from fakescope.explain.report import explain_image
+    from fakescope.models.tiling import tile_boxes
+    from fakescope.scale.records import read_results
+    from fakescope.scale.scan import scan
+
+    detector = Detector.load(device="cpu", provenance=False, runtime=runtime, batch_size=8, workers=2)
+    policy = detector.model.config.input
+    rng = np.random.default_rng(5)
+    paths = []
+    for w, h in [(50, 41), (333, 217), (1201, 61), (3000, 2000)]:
+        paths.append(str(tmp_path / f"{w}x{h}.png"))
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1], compress_level=1)
+    assert len(tile_boxes(2000, 3000, policy)) == policy.grid ** 2
+    alone = {p: detector.predict(p) for p in paths}
+    assert all(d.ok for d in alone.values())
+    scan(paths, tmp_path / "scan", detector)
+    scanned = read_results(tmp_path / "scan").set_index("path")["score"]  # rounded to 6 decimals
+    for path in paths:
+        explained = explain_image(detector, path, str(tmp_path / "explain"), methods=("tiles",))
+        assert explained.probability == alone[path].probability and explained.files["tiles"]
+        assert scanned[path] == pytest.approx(alone[path].probability, abs=1e-6)
+        heat = detector.explain(path)
+        assert heat.shape == Image.open(path).size[::-1] and 0 <= heat.min() <= heat.max() <= 1
