@@ -72,6 +72,10 @@ def test_errors_are_one_line_storage_errors(tmp_path):
         assert (caught.value.reason, caught.value.source, str(caught.value)) == (reason, str(where), f"{where}: {reason}")
     with pytest.raises(StorageError, match="unsupported storage scheme 'ftp'"):
         storage.read_bytes("ftp://host/a.png")
+    with pytest.raises(StorageError) as caught:  # a URL's password and signature stay out of the message
+        storage.list_files("https://user:hunter22pass@example.com/dir/?X-Amz-Signature=SECRETSIG")
+    assert str(caught.value) == ("unsupported storage scheme 'https' in 'https://example.com/dir/'; "
+                                 "use a path, s3:// or gdrive://")
     assert isinstance(StorageError("x"), OSError)
 
 

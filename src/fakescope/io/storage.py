@@ -56,7 +56,9 @@ def scheme_of(uri: str) -> str:
     scheme = uri.split("://", 1)[0].lower()
     if scheme in ("file", *REMOTE_SCHEMES):
         return scheme
-    raise StorageError(f"unsupported storage scheme {scheme!r} in {uri!r}; use a path, s3:// or gdrive://")
+    from fakescope.io.redact import shown_url  # a URL's password or signed query stays out of the message
+
+    raise StorageError(f"unsupported storage scheme {scheme!r} in {shown_url(uri)!r}; use a path, s3:// or gdrive://")
 
 
 def is_remote(uri: str) -> bool:
