@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from urllib.parse import urljoin, urlsplit
 
 from fakescope.errors import FakescopeError
@@ -34,19 +35,21 @@ def origin(url: str) -> str:
 
 
 def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str, ...] = ()) -> bytes:
-    """The body of `url`, at most `max_bytes`.
+    """The body of `url`, at most `max_bytes`, within `timeout` seconds in all (redirects and body included).
 
     Raises:
         FetchError: a malformed URL, a scheme other than http(s), a host that resolves to a non-public address (and
-            is not `trusted`), too many redirects, an HTTP error, a network failure, or a body over `max_bytes`.
+            is not `trusted`), too many redirects, an HTTP error, a network failure, a body over `max_bytes`, or a
+            fetch past `timeout` (a server dripping its body would otherwise hold it for as long as it likes).
     """
     import httpx
 
     redact_http_logs()  # httpx logs each request's URL, a signed URL's signature included, at INFO
     trusted_origins = {origin(t) for t in trusted}
+    deadline = time.monotonic() + timeout
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            request = _pinned_request(client, url, trusted_origins)
+            request = _pinned_request(client, url, trusted_origins, _left(deadline, timeout))
             try:
                 answer = client.send(request, stream=True)
                 try:
@@ -55,7 +58,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                         continue
                     if answer.status_code >= 400:
                         raise FetchError(f"HTTP Error {answer.status_code}: {answer.reason_phrase}")
-                    return _read(answer, max_bytes)
+                    return _read(answer, max_bytes, deadline, timeout)
                 finally:
                     answer.close()
             except httpx.HTTPError as exc:
@@ -71,7 +74,15 @@ def _redirected(url: str, location: str) -> str:
         raise FetchError(f"redirected to no valid URL ({exc})") from None
 
 
-def _pinned_request(client, url: str, trusted_origins: set[str]):
+def _left(deadline: float, timeout: float) -> float:
+    """Seconds left before `deadline`; a `FetchError` once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchError(f"the file at that URL took over {timeout:g} s to download")
+    return left
+
+
+def _pinned_request(client, url: str, trusted_origins: set[str], timeout: float):
     """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's)."""
     import httpx
 
@@ -92,7 +103,8 @@ def _pinned_request(client, url: str, trusted_origins: set[str]):
         netloc += f":{port}"
     try:
         return client.build_request("GET", parts._replace(netloc=netloc).geturl(),
-                                    headers={"Host": parts.netloc.rpartition("@")[2]}, extensions={"sni_hostname": host})
+                                    headers={"Host": parts.netloc.rpartition("@")[2]}, extensions={"sni_hostname": host},
+                                    timeout=timeout)
     except httpx.InvalidURL as exc:  # a control character, a part too long
         raise FetchError(f"not a valid URL ({exc})") from None
 
@@ -111,10 +123,11 @@ def _public_address(host: str, port: int, *, exempt: bool) -> str:
     return str(addresses[0])
 
 
-def _read(answer, max_bytes: int) -> bytes:
+def _read(answer, max_bytes: int, deadline: float, timeout: float) -> bytes:
     data = bytearray()
     for chunk in answer.iter_bytes():
         data += chunk
+        _left(deadline, timeout)
         if len(data) > max_bytes:
             raise FetchError(f"the file at that URL is over {max_bytes:,} bytes")
     return bytes(data)

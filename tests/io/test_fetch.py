@@ -1,0 +1,56 @@
+"""`fetch_public` against a real loopback HTTP server: its time limit covers the whole download."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from fakescope.io.fetch import FetchError, fetch_public
+
+BODY = 40
+
+
+class _Drip(BaseHTTPRequestHandler):
+    """Sends its 40-byte body a byte every `gap` seconds: each read is quick, the whole is not."""
+
+    gap = 0.1
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(BODY))
+        self.end_headers()
+        try:
+            for _ in range(BODY):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(self.gap)
+        except OSError:  # the client gave up
+            pass
+
+
+@pytest.fixture
+def drip():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_body_dripped_past_the_timeout_is_refused_at_the_timeout(drip):
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"^the file at that URL took over 1 s to download$"):
+        fetch_public(drip + "/a.png", max_bytes=1 << 20, timeout=1, trusted=(drip,))  # each byte within 1 s: 4 s in all
+    assert time.monotonic() - start < 2.5
+
+
+def test_a_body_within_the_timeout_is_fetched_whole(drip):
+    assert fetch_public(drip + "/a.png", max_bytes=1 << 20, timeout=30, trusted=(drip,)) == b"x" * BODY
