@@ -68,6 +68,26 @@ def test_a_glob_leaves_out_hidden_names_its_wildcards_match(tmp_path):
     assert _relative(iter_sources([str(tmp_path / "set" / ".cache" / "*")]), tmp_path) == ["set/.cache/d.jpg", "set/.cache/e/f.jpg"]
 
 
+def test_symlinked_folders_are_walked_each_once_and_link_loops_end(tmp_path):
+    for name in ("set/a/1.jpg", "elsewhere/b/2.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "set" / "linked").symlink_to(tmp_path / "elsewhere" / "b", target_is_directory=True)
+    (tmp_path / "set" / "twin").symlink_to(tmp_path / "elsewhere" / "b", target_is_directory=True)
+    (tmp_path / "set" / "a" / "deeper").mkdir()
+    for link, target in (("a/loop", "set"), ("a/deeper/up", "set/a")):  # two loops: glob's `**` followed them for ever
+        (tmp_path / "set" / link).symlink_to(tmp_path / target, target_is_directory=True)
+    expected = ["set/a/1.jpg", "set/linked/2.jpg"]
+    for pattern in ("set", "set/**", "set/**/*.jpg"):
+        assert _relative(iter_sources([str(tmp_path / pattern)]), tmp_path) == expected, pattern
+    assert _relative(iter_sources([str(tmp_path / "set" / "a")]), tmp_path) == ["set/a/1.jpg"]  # not out to its parent
+
+
+def test_a_recursive_glob_matches_as_glob_does(tree):
+    assert _relative(iter_sources([str(tree / "**" / "[ab]*")]), tree) == ["a.JPG", "a_dir/y.gif", "b.png"]
+    assert _relative(iter_sources([str(tree / "**" / "deeper" / "*.tiff")]), tree) == ["sub/deeper/c.tiff"]
+
+
 def test_glob_matching_folders_walks_them(tree):
     assert _relative(iter_sources([str(tree / "su*")]), tree) == ["sub/z.webp", "sub/deeper/c.tiff"]
 

@@ -44,6 +44,17 @@ def test_list_files_filters_suffixes_sorts_and_recurses(tmp_path):
     assert flat == [f"file://{tmp_path}/{n}" for n in ["a.jpg", "b.PNG", "notes.txt"]]
 
 
+def test_a_folder_that_cannot_be_listed_is_a_warning_and_the_listing_goes_on(tmp_path, caplog):
+    for name in ["a.jpg", "gone/b.jpg", "kept/c.jpg"]:
+        storage.write_bytes(str(tmp_path / name), b"x")
+    listed = storage.list_files(str(tmp_path))
+    assert next(listed) == str(tmp_path / "a.jpg")
+    (tmp_path / "gone" / "b.jpg").unlink()
+    (tmp_path / "gone").rmdir()  # removed while listed, as an unreadable folder fails: once silently left out
+    assert list(listed) == [str(tmp_path / "kept" / "c.jpg")]
+    assert caplog.messages == [f"cannot list {tmp_path / 'gone'}: No such file or directory; its images are left out"]
+
+
 def test_exists_for_files_and_non_empty_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     storage.write_bytes(str(tmp_path / "full" / "f.bin"), b"1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from fakescope.errors import StorageError
 from fakescope.io.storage import normalise_suffixes
 
 _FILE_PREFIX = "file://"
+log = logging.getLogger(__name__)
 
 
 def _read_umask() -> int:
@@ -107,8 +109,7 @@ class LocalStorage:
     @staticmethod
     def _walk(uri: str, root: str, suffixes: tuple[str, ...] | None, recursive: bool) -> Iterator[str]:
         prefix = _FILE_PREFIX if uri.startswith(_FILE_PREFIX) else ""
-        for folder, dirs, files in os.walk(root, onerror=None):
-            dirs.sort()
+        for folder, dirs, files in walk(root):
             if not recursive:
                 dirs.clear()
             for name in sorted(files):
@@ -116,3 +117,25 @@ class LocalStorage:
                     continue
                 if suffixes is None or name.lower().endswith(suffixes):
                     yield prefix + os.path.join(folder, name)
+
+
+def walk(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`os.walk` top-down, folders sorted, into symlinked folders too, each folder once and never into one of its own
+    ancestors (a link loop); a folder that cannot be listed is a warning, not a silent gap."""
+    seen = {os.path.realpath(root)}
+    for folder, dirs, files in os.walk(root, onerror=_warn_unlisted, followlinks=True):
+        here = os.path.realpath(folder)
+        dirs[:] = [name for name in sorted(dirs) if _first_visit(os.path.realpath(os.path.join(folder, name)), here, seen)]
+        yield folder, dirs, files
+
+
+def _first_visit(real: str, parent: str, seen: set[str]) -> bool:
+    """True for a folder (its real path) not walked yet that is no ancestor of `parent` (where a link to it sits)."""
+    if real in seen or os.path.commonpath([real, parent]) == real:
+        return False
+    seen.add(real)
+    return True
+
+
+def _warn_unlisted(exc: OSError) -> None:
+    log.warning("cannot list %s: %s; its images are left out", exc.filename, exc.strerror or exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import logging
 import os
@@ -75,15 +76,50 @@ def expand_glob(pattern: str) -> Iterator[str]:
     """The images a local glob matches, sorted, each once, as a folder listing keeps them: matched files with an
     image suffix and the images under matched folders, none where a wildcard matched a hidden name (`__MACOSX`)."""
     named = set(Path(pattern).parts)  # a hidden folder the pattern names itself is listed, as with a folder
-    matches = sorted(m for m in glob.iglob(pattern, recursive=True)
-                     if not any(is_hidden(part) and part not in named for part in Path(m).parts))
+    matches = sorted(m for m in _glob(pattern) if not any(is_hidden(part) and part not in named for part in Path(m).parts))
     yield from dict.fromkeys(_expand_matches(matches))  # `**` matches a folder and what it holds: each file once
 
 
 def _warn_no_image(pattern: str) -> None:
-    others = sum(map(os.path.isfile, glob.iglob(pattern, recursive=True)))
+    others = sum(map(os.path.isfile, _glob(pattern)))
     log.warning("no image matches %s%s", pattern, f" ({others} file(s) without an image suffix left out: name them,"
                 " or list them on stdin with -, to score them)" if others else "")
+
+
+def _glob(pattern: str) -> Iterator[str]:
+    """What `pattern` matches. A `**` is matched over a walk that enters symlinked folders each once and never one's own
+    ancestor (`glob`'s would follow such a link round and round: with two, for ever), leaving out hidden folders the
+    pattern does not name."""
+    parts = Path(pattern).parts
+    if "**" not in parts:
+        return glob.iglob(pattern)
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    anchor = os.path.join(*parts[:first]) if first else ""
+    return (os.path.join(anchor, *found) for found in _walked(anchor or ".", set(parts))
+            if _matches(parts[first:], found))
+
+
+def _walked(root: str, named: set[str]) -> Iterator[tuple[str, ...]]:
+    """Every folder and file below `root` (itself as `()`), as path parts relative to it."""
+    from fakescope.io._local import walk
+
+    for folder, dirs, files in walk(root):
+        dirs[:] = [name for name in dirs if not is_hidden(name) or name in named]
+        here = Path(os.path.relpath(folder, root)).parts if folder != root else ()
+        yield here
+        yield from (here + (name,) for name in files)
+
+
+def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """`parts` fit `pattern`'s parts, `**` standing for any number of folders and other parts matched as `glob` does
+    (a wildcard matches no dot name)."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_matches(rest, parts[i:]) for i in range(len(parts) + 1))
+    return (bool(parts) and fnmatch.fnmatch(parts[0], head) and (head[0] == "." or parts[0][0] != ".")
+            and _matches(rest, parts[1:]))
 
 
 def _expand_matches(matches: list[str]) -> Iterator[str]:
