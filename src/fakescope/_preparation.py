@@ -54,6 +54,7 @@ class Prepared:
     evidence: list[Evidence]
     in_slot: tuple[int, ...] | None = None  # (T, h, w, 3) when a worker process left the tiles in a shared slot
     jpeg: bytes | None = None  # a plain JPEG left for the device to decode and tile (tiles.pixels then empty)
+    frames: int = 1  # an animation's frames (or a file's pages): only the first was decoded
 
 
 def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenance: bool, model: str,
@@ -81,7 +82,7 @@ def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenan
         from fakescope.forensics import collect_evidence
 
         evidence = collect_evidence(loaded.data, torch.from_numpy(pixels).permute(2, 0, 1))
-    prepared = Prepared(source, loaded.width, loaded.height, loaded.format, tiles, evidence)
+    prepared = Prepared(source, loaded.width, loaded.height, loaded.format, tiles, evidence, frames=loaded.frames)
     if slot is not None:
         nhwc = tiles.pixels.permute(0, 2, 3, 1).numpy()  # the layout make_tiles cut them in: contiguous
         if shared_slots.write(slot, nhwc):

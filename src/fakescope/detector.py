@@ -306,7 +306,8 @@ class Detector:
         config = self.model.config
         if not math.isfinite(pixel_p):  # an overflowing model scored nothing: an error record, as evaluate counts it
             return Detection.failed(p.source, f"the model gave no finite score ({pixel_p})", config.name, self.threshold)
-        pixel = Evidence("pixel", pixel_p, f"{config.name}: calibrated P(ai) over {len(tile_logits)} tile(s)")
+        frames = f" of the first of {p.frames} frames" if p.frames > 1 else ""  # an animation: not the rest
+        pixel = Evidence("pixel", pixel_p, f"{config.name}: calibrated P(ai) over {len(tile_logits)} tile(s){frames}")
         fused = fuse(pixel_p, p.evidence, self.threshold, self.band)
         hm = None
         if heatmap:

@@ -89,6 +89,38 @@ def test_corrupt_file_among_good_ones_gives_exit_1_and_an_error_record(tiny_mode
         assert "error" not in records[name] and 0 < records[name]["score"] < 1
 
 
+def test_odd_files_are_scored_or_refused_in_one_line_and_an_animation_says_which_frame(tiny_model_dir, image_factory,
+                                                                                       tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "odd"
+    still = image_factory.file(folder / "still.gif", "GIF", (96, 80), seed=1)
+    frames = [Image.open(still).convert("RGB"), Image.new("RGB", (96, 80), (0, 0, 255))]
+    for fmt in ("gif", "webp"):
+        frames[0].save(folder / f"anim.{fmt}", save_all=True, append_images=frames[1:], duration=100)
+    frames[0].convert("CMYK").save(folder / "cmyk.jpg")
+    Image.new("RGB", (4000, 40)).save(folder / "strip.png")
+    Image.new("1", (20000, 20000)).save(folder / "bomb.png")  # 400 Mpx declared in a 50 kB file
+    Image.new("RGB", (1, 1)).save(folder / "dot.png")
+    (folder / "text.jpg").write_text("not an image\n")
+    (folder / "zero.jpg").write_bytes(b"")
+    result = _detect(tiny_model_dir, "-f", "jsonl", str(folder))
+    assert result.exit_code == 1
+    records = {Path(r["path"]).name: r for r in _records(result.stdout)}
+    assert {name: r.get("error") for name, r in records.items() if r.get("error")} == {
+        "bomb.png": "image too large: 20000x20000 (400,000,000 pixels) exceeds 200,000,000 pixels",
+        "dot.png": "image too small: 1x1 (minimum side 32 px)",
+        "text.jpg": "not an image (unrecognised file signature)",
+        "zero.jpg": "empty file",
+    }
+    details = {name: r["evidence"][0]["detail"] for name, r in records.items() if "error" not in r}
+    assert set(details) == {"anim.gif", "anim.webp", "cmyk.jpg", "still.gif", "strip.png"}
+    assert all(0 < records[name]["score"] < 1 for name in details)
+    for name in ("anim.gif", "anim.webp"):
+        assert details[name].endswith("tile(s) of the first of 2 frames"), details[name]
+    assert not any("frame" in details[name] for name in ("still.gif", "cmyk.jpg", "strip.png"))
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 def test_a_fifo_in_a_folder_is_an_error_record_not_a_hang(tiny_model_dir, images, tmp_path):
     folder = tmp_path / "with-fifo"

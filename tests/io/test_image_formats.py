@@ -152,7 +152,9 @@ def test_animated_gif_gives_its_first_frame():
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     assert Image.open(io.BytesIO(buf.getvalue())).n_frames == 2
-    assert np.asarray(load_image(buf.getvalue()).image)[0, 0].tolist() == [255, 0, 0]
+    loaded = load_image(buf.getvalue())
+    assert np.asarray(loaded.image)[0, 0].tolist() == [255, 0, 0]
+    assert (loaded.frames, load_image(Image.open(io.BytesIO(buf.getvalue()))).frames) == (2, 2)  # bytes or PIL alike
 
 
 @pytest.mark.parametrize("writer", ["HEIF", "AVIF", "TIFF"])

@@ -83,6 +83,8 @@ class LoadedImage:
     height: int
     data: bytes | None = None
     """The original encoded bytes, kept for metadata and provenance checks."""
+    frames: int = 1
+    """Frames (or pages) in the file: an animation's or a multi-page file's first one is the image."""
 
 
 def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
@@ -108,7 +110,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
     except Exception as exc:  # Pillow raises many types for broken files
         raise corrupt_image_error(fmt, exc) from None
     rgb = _check_size(to_rgb(img))
-    return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None)
+    return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None, getattr(img, "n_frames", 1))
 
 
 def header_size(data: bytes) -> tuple[int, int]:
@@ -210,7 +212,7 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
         except Exception as exc:  # Pillow raises many types for broken files
             raise corrupt_image_error(source.format or "PIL", exc) from None
         rgb = _check_size(rgb)
-        return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None)
+        return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None, getattr(source, "n_frames", 1))
     if isinstance(source, np.ndarray):
         return LoadedImage(*_from_array(source))
     raise ImageLoadError(f"cannot read an image from {type(source).__name__}")
