@@ -128,6 +128,22 @@ def test_cmyk_becomes_rgb_with_the_right_colours(image_factory, writer):
         assert np.abs(pixels[y, x] - rgb).max() <= tolerance
 
 
+def test_ycck_jpeg_becomes_rgb_with_the_right_colours():
+    """Adobe YCCK (APP14 transform 2, as Photoshop saves CMYK): CMY coded as YCbCr, K kept; libjpeg turns it back."""
+    y, x = np.mgrid[0:64, 0:96]
+    rgb = np.stack([x * 2, y * 4, 255 - x * 2], -1).clip(0, 255).astype(np.uint8)
+    cmy_k = np.asarray(Image.fromarray(rgb).convert("CMYK"), np.float64)
+    c, m, yellow, k = np.moveaxis(cmy_k, -1, 0)
+    ycc = np.stack([0.299 * c + 0.587 * m + 0.114 * yellow, 128 - 0.168736 * c - 0.331264 * m + 0.5 * yellow,
+                    128 + 0.5 * c - 0.418688 * m - 0.081312 * yellow, 255 - k], -1)
+    buf = io.BytesIO()  # Pillow writes CMYK inverted, Adobe's way: invert to store the YCCK planes as they are
+    Image.fromarray(255 - ycc.round().clip(0, 255).astype(np.uint8), "CMYK").save(buf, "JPEG", quality=100)
+    data = bytearray(buf.getvalue())
+    data[data.index(b"Adobe") + 11] = 2  # APP14's transform byte: 0 (CMYK) -> 2 (YCCK)
+    assert Image.open(io.BytesIO(bytes(data))).info["adobe_transform"] == 2
+    assert np.abs(np.asarray(load_image(bytes(data)).image, np.int16) - rgb).mean() < 2
+
+
 def test_greyscale_becomes_three_equal_channels(image_factory):
     data = image_factory.encode(Image.new("L", (64, 64), 77), "JPEG", quality=100)
     loaded = load_image(data)
