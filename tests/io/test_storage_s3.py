@@ -74,8 +74,11 @@ def test_image_listing_leaves_out_hidden_keys(s3_bucket):
 
 
 def test_missing_bucket_is_one_clear_error(s3_env):
-    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist"):
+    with pytest.raises(StorageError) as caught:
         storage.read_bytes("s3://no-such-bucket-here/a.png")
+    host = os.environ["AWS_ENDPOINT_URL_S3"].split("://")[1]  # the loopback server's host:port, as the message names it
+    assert str(caught.value) == (f"s3 bucket 'no-such-bucket-here' does not exist on the endpoint {host} "
+                                 "(AWS_ENDPOINT_URL_S3); check the bucket name in the URI, or the endpoint")
     with pytest.raises(StorageError, match="does not exist"):
         list(storage.list_files("s3://no-such-bucket-here/prefix"))
     with pytest.raises(StorageError, match="does not exist"):

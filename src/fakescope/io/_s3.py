@@ -238,6 +238,14 @@ def _unreachable(doing: str, uri: str) -> str:
     return f"S3 unreachable: no answer from {where} while {doing} {uri}; check {check}"
 
 
+def _no_bucket(bucket: str) -> str:
+    """Why a bucket was not found, naming the server asked (never a user:password in it) and what to check."""
+    variable = _endpoint_variable()
+    host = urllib.parse.urlsplit(os.environ.get(variable, "")).netloc.rpartition("@")[2]
+    where = f"on the endpoint {host} ({variable})" if host else f"on AWS ({variable} unset)"
+    return f"s3 bucket {bucket!r} does not exist {where}; check the bucket name in the URI, or the endpoint"
+
+
 def _unusable_setup() -> tuple[type, ...]:
     from botocore import exceptions
 
@@ -275,7 +283,7 @@ class _translated_errors:
         if isinstance(exc, ClientError):
             code = _code(exc)
             if code == "NoSuchBucket":
-                message = f"s3 bucket {self.bucket!r} does not exist"
+                message = _no_bucket(self.bucket)
             elif code in _REFUSED_CREDENTIALS:  # every other file would be refused too, not just this one
                 message = (f"S3 refused the AWS credentials ({code}) while {doing} {self.uri}; check AWS_ACCESS_KEY_ID "
                            "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (a session token may have expired)")
