@@ -19,7 +19,8 @@ from fakescope.forensics.watermark import read_watermarks
 
 @pytest.fixture(scope="module")
 def mixed_inputs(image_factory, tmp_path_factory) -> list:
-    """JPEGs the device takes (several sizes, greyscale, one big enough for the watermark reader) and ones it must not."""
+    """JPEGs the device takes (several sizes, greyscale, progressive 4:4:4, one big enough for the watermark reader) and
+    ones it must not."""
     folder = tmp_path_factory.mktemp("decode-inputs")
     rotated = image_factory.pil((150, 130), seed=5)
     exif = rotated.getexif()
@@ -28,6 +29,7 @@ def mixed_inputs(image_factory, tmp_path_factory) -> list:
         "a.jpg": image_factory.bytes("JPEG", (150, 130), seed=1),
         "b.jpg": image_factory.bytes("JPEG", (300, 260), seed=2, quality=95),  # 78,000 pixels: watermark read
         "grey.jpg": image_factory.encode(image_factory.pil((96, 80), seed=3).convert("L"), "JPEG"),
+        "progressive.jpg": image_factory.bytes("JPEG", (250, 230), seed=8, progressive=True, subsampling=0),
         "cmyk.jpg": image_factory.encode(image_factory.pil((96, 80), seed=4).convert("CMYK"), "JPEG"),
         "rotated.jpg": image_factory.encode(rotated, "JPEG", exif=exif),
         "small.jpg": image_factory.bytes("JPEG", (60, 40), seed=6),  # under a tile: upscaled on the host
@@ -46,7 +48,7 @@ def test_device_decoding_gives_the_host_paths_records(tiny_model_dir, mixed_inpu
     device = Detector.load(tiny_model_dir, decode="device", **common).predict(mixed_inputs, heatmap=True)
     assert [r.to_dict() for r in device] == [r.to_dict() for r in host]  # evidence, watermark included
     assert all((d.heatmap == h.heatmap).all() for d, h in zip(device, host) if h.ok)
-    assert [r.ok for r in device] == [True] * 7 + [False, False, True, True]
+    assert [r.ok for r in device] == [True] * 8 + [False, False, True, True]
     watermark = next(e for e in device[1].evidence if e.kind == "watermark")
     assert watermark.detail.startswith("no known generator watermark")  # read on the decoded tensor
 
