@@ -131,7 +131,7 @@ def walk(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
 
 def _first_visit(real: str, parent: str, seen: set[str]) -> bool:
     """True for a folder (its real path) not walked yet that is no ancestor of `parent` (where a link to it sits)."""
-    if real in seen or os.path.commonpath([real, parent]) == real:
+    if real in seen or parent == real or parent.startswith(real.rstrip(os.sep) + os.sep):  # commonpath: ValueError across drives
         return False
     seen.add(real)
     return True
