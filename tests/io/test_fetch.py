@@ -14,7 +14,8 @@ BODY = 40
 
 
 class _Drip(BaseHTTPRequestHandler):
-    """Sends its 40-byte body a byte every `gap` seconds: each read is quick, the whole is not."""
+    """Sends its 40-byte body a byte every `gap` seconds (each read is quick, the whole is not), as the type the
+    request's path ends in (`/page.html`: text/html)."""
 
     gap = 0.1
 
@@ -23,7 +24,7 @@ class _Drip(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Type", "text/html; charset=utf-8" if self.path.endswith(".html") else "image/png")
         self.send_header("Content-Length", str(BODY))
         self.end_headers()
         try:
@@ -54,3 +55,10 @@ def test_a_body_dripped_past_the_timeout_is_refused_at_the_timeout(drip):
 
 def test_a_body_within_the_timeout_is_fetched_whole(drip):
     assert fetch_public(drip + "/a.png", max_bytes=1 << 20, timeout=30, trusted=(drip,)) == b"x" * BODY
+
+
+def test_a_web_page_is_refused_unread(drip):
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"^the URL answered text/html, not an image \(a web page\? use the image's own"):
+        fetch_public(drip + "/page.html", max_bytes=1 << 20, timeout=30, trusted=(drip,))
+    assert time.monotonic() - start < 2  # not the 4 s its body takes

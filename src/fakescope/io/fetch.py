@@ -39,7 +39,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
 
     Raises:
         FetchError: a malformed URL, a scheme other than http(s), a host that resolves to a non-public address (and
-            is not `trusted`), too many redirects, an HTTP error, a network failure, a body over `max_bytes`, or a
+            is not `trusted`), too many redirects, an HTTP error, a text or JSON answer (not read), a network failure, a body over `max_bytes`, or a
             fetch past `timeout` (a server dripping its body would otherwise hold it for as long as it likes).
     """
     import httpx
@@ -58,6 +58,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                         continue
                     if answer.status_code >= 400:
                         raise FetchError(f"HTTP Error {answer.status_code}: {answer.reason_phrase}")
+                    _check_type(answer.headers.get("content-type", ""))
                     return _read(answer, max_bytes, deadline, timeout)
                 finally:
                     answer.close()
@@ -121,6 +122,14 @@ def _public_address(host: str, port: int, *, exempt: bool) -> str:
             if not address.is_global or address.is_multicast:
                 raise FetchError(f"refused to fetch from {host!r}: it resolves to {address}, a non-public address")
     return str(addresses[0])
+
+
+def _check_type(content_type: str) -> None:
+    """Refuse, unread, a body its server calls text (a web page pasted for an image); other types are left to the
+    decoder, which sniffs the bytes (image servers often say `application/octet-stream`)."""
+    media = content_type.split(";")[0].strip().lower()
+    if media.startswith("text/") or media in ("application/json", "application/xhtml+xml"):
+        raise FetchError(f"the URL answered {media}, not an image (a web page? use the image's own address)")
 
 
 def _read(answer, max_bytes: int, deadline: float, timeout: float) -> bytes:
