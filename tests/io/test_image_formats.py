@@ -173,6 +173,15 @@ def test_animated_gif_gives_its_first_frame():
     assert (loaded.frames, load_image(Image.open(io.BytesIO(buf.getvalue()))).frames) == (2, 2)  # bytes or PIL alike
 
 
+def test_a_camera_jpeg_with_a_preview_image_is_one_frame():
+    """An MPO extension (a camera's preview or depth image after the photo) is no animation."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(buf, "MPO", save_all=True, append_images=[Image.new("RGB", (32, 32))])
+    assert Image.open(io.BytesIO(buf.getvalue())).n_frames == 2
+    loaded = load_image(buf.getvalue())
+    assert (loaded.format, loaded.frames, loaded.width) == ("JPEG", 1, 64)
+
+
 @pytest.mark.parametrize("writer", ["HEIF", "AVIF", "TIFF"])
 def test_broken_files_are_refused_in_one_line_that_names_no_memory_address(image_factory, writer):
     data = image_factory.bytes(writer, (128, 128))

@@ -84,7 +84,7 @@ class LoadedImage:
     data: bytes | None = None
     """The original encoded bytes, kept for metadata and provenance checks."""
     frames: int = 1
-    """Frames (or pages) in the file: an animation's or a multi-page file's first one is the image."""
+    """Frames (or pages) in the file (`frame_count`): an animation's or a multi-page file's first one is the image."""
 
 
 def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
@@ -110,7 +110,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
     except Exception as exc:  # Pillow raises many types for broken files
         raise corrupt_image_error(fmt, exc) from None
     rgb = _check_size(to_rgb(img))
-    return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None, getattr(img, "n_frames", 1))
+    return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None, frame_count(img))
 
 
 def header_size(data: bytes) -> tuple[int, int]:
@@ -213,10 +213,16 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
         except Exception as exc:  # Pillow raises many types for broken files
             raise corrupt_image_error(source.format or "PIL", exc) from None
         rgb = _check_size(rgb)
-        return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None, getattr(source, "n_frames", 1))
+        return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None, frame_count(source))
     if isinstance(source, np.ndarray):
         return LoadedImage(*_from_array(source))
     raise ImageLoadError(f"cannot read an image from {type(source).__name__}")
+
+
+def frame_count(img: Image.Image) -> int:
+    """An animation's frames or a file's pages; 1 for a camera JPEG's MPO extension (its other images are previews
+    or depth maps of the one photo)."""
+    return 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
 
 
 def corrupt_image_error(fmt: str, exc: Exception) -> ImageLoadError:
