@@ -173,6 +173,19 @@ def test_animated_gif_gives_its_first_frame():
     assert (loaded.frames, load_image(Image.open(io.BytesIO(buf.getvalue()))).frames) == (2, 2)  # bytes or PIL alike
 
 
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "TIFF"])
+def test_an_animation_cut_after_its_first_frame_is_still_scored(fmt):
+    """Counting the frames walks them: a damaged later one is no error (a cut TIFF raised a raw TypeError)."""
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)) for _ in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:])
+    loaded = load_image(buf.getvalue()[:len(buf.getvalue()) // 2])
+    assert (loaded.width, loaded.height) == (100, 100) and loaded.frames in (1, 2, 3)
+    if fmt != "GIF":  # lossless: the first frame itself (a GIF's is quantised to a palette)
+        assert np.array_equal(np.asarray(loaded.image), np.asarray(frames[0]))
+
+
 def test_a_camera_jpeg_with_a_preview_image_is_one_frame():
     """An MPO extension (a camera's preview or depth image after the photo) is no animation."""
     buf = io.BytesIO()

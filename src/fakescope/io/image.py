@@ -221,8 +221,11 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
 
 def frame_count(img: Image.Image) -> int:
     """An animation's frames or a file's pages; 1 for a camera JPEG's MPO extension (its other images are previews
-    or depth maps of the one photo)."""
-    return 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
+    or depth maps of the one photo) and where the frames after the first cannot be counted (a truncated file)."""
+    try:  # Pillow walks the frames to count them: a damaged one raises what its decoder raises
+        return 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
+    except Exception:
+        return 1
 
 
 def corrupt_image_error(fmt: str, exc: Exception) -> ImageLoadError:
