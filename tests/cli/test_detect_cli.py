@@ -193,6 +193,9 @@ def test_a_url_given_as_an_input_is_refused_without_its_secrets(tiny_model_dir):
     assert result.exit_code == 2
     assert result.stderr.splitlines() == ["error: unsupported storage scheme 'https' in 'https://example.com/a.jpg'; "
                                           "use a path, s3:// or gdrive://"]
+    piped = _detect(tiny_model_dir, "-f", "jsonl", "-", stdin=url.partition("?")[0] + "\n")  # read unlisted: a record
+    assert piped.exit_code == 1 and "hunter22pass" not in piped.output
+    assert _records(piped.stdout)[0]["path"] == "https://example.com/a.jpg"
 
 
 @pytest.mark.parametrize("args", [["--bogus"], ["--format", "xml"], ["--threshold", "1.5"], ["--batch-size", "0"], []])
