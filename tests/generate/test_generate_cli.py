@@ -285,6 +285,29 @@ def test_a_rerun_missing_an_option_is_refused_naming_it_and_pays_nothing(tmp_pat
     assert CliRunner().invoke(app, args).exit_code == 0 and server.billable == 4  # either set now resumes
 
 
+def test_a_rerun_is_refused_for_any_source_paid_under_other_settings_before_its_plan(tmp_path, server):
+    """The settings check looked only at the first source, so a folder whose first photo was paid under this run's
+    options paid again for the others made under other ones; and a refused rerun printed its plan line first. Every
+    source is now checked, before the plan is printed."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, colour in (("a.png", "red"), ("b.png", "blue"), ("c.png", "green")):
+        Image.new("RGB", (48, 48), colour).save(photos / name)
+    args = ["--out", str(tmp_path / "out"), "--max-retries", "0"]
+    assert CliRunner().invoke(app, ["generate", "openai", str(photos / "a.png"), *args]).exit_code == 0
+    for name in ("b.png", "c.png"):
+        made = CliRunner().invoke(app, ["generate", "openai", str(photos / name), *args, "--size", "1536x1024"])
+        assert made.exit_code == 0, made.output
+    assert server.billable == 3
+    refused = CliRunner().invoke(app, ["generate", "openai", str(photos), *args])
+    assert refused.exit_code == 2 and server.billable == 3 and refused.stdout == "", refused.output
+    assert refused.stderr == (f"error: the ledger of this --out paid for {photos / 'b.png'} (and 1 more source(s)) with "
+                              "--size 1536x1024; this run has --size 1024x1024: pass the same options to resume that "
+                              "run, --new-settings to pay for a second set beside it, or use another --out\n")
+    second = CliRunner().invoke(app, ["generate", "openai", str(photos), *args, "--new-settings"])
+    assert second.exit_code == 0 and "done 2, already done 1," in second.output and server.billable == 5, second.output
+
+
 def test_openai_at_most_once_exits_1_naming_the_jobs_it_left_unresolved(tmp_path, server):
     """`--at-most-once` skipped the requests a crash left in flight and still exited 0, saying only `unresolved 1`."""
     Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")

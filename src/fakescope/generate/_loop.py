@@ -12,7 +12,6 @@ from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, Storag
 from fakescope.generate._budget import Budget, RunReport, count_tokens
 from fakescope.generate._outputs import Made, finish
 from fakescope.generate._plan import Job, jobs
-from fakescope.generate._settings import check_settings
 from fakescope.generate.lease import Lease
 from fakescope.generate.ledger import DONE, RUNNING, JobRecord, Ledger
 from fakescope.generate.manifest import append_manifest
@@ -29,10 +28,7 @@ class Run:
     where it can be (done before, spooled, or made elsewhere), else sent, at most `concurrency` in flight."""
 
     def __init__(self, client, out: str, config: OpenAIImagesConfig, book: Ledger, lease: Lease, report: RunReport,
-                 budget: Budget, *, concurrency: int, retry_interrupted: bool, manifest_name: str, manifest_every: float,
-                 settled: str | None = None):
-        """`settled`: the sha256 of the first source, refused (ConfigError) where the ledger paid for it only under other
-        settings (`check_settings`); None where a new set is wanted."""
+                 budget: Budget, *, concurrency: int, retry_interrupted: bool, manifest_name: str, manifest_every: float):
         self.client, self.out, self.config, self.book, self.lease = client, out, config, book, lease
         self.report, self.budget, self.price = report, budget, budget.price
         self.recorded = budget.price if budget.priced else None
@@ -41,8 +37,6 @@ class Run:
         self.manifest_name, self.manifest_every = manifest_name, manifest_every
         self.made = Made(out, manifest_name)
         records = list(book.jobs())  # the one read of the whole ledger before the first job
-        if settled is not None:
-            check_settings(records, config, settled)
         self.paid_elsewhere = self.made.paid_elsewhere(records)
         report.elsewhere = len(self.paid_elsewhere)
         report.unpriced = sum(record.state == DONE and record.cost == 0 and record.price is None for record in records)

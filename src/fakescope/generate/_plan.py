@@ -31,22 +31,31 @@ class Job:
     """Source image bytes, or the prompt in `generate` mode."""
 
 
-def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None) -> tuple[int, int, int]:
-    """(sources, requests, made) of a run over `src`: its sources (prompts in `generate` mode, else images, listed, not
-    read), the requests it may send at most (`sources * config.n` less `made`; copies are skipped too), and how many of
-    those images `out` holds already, known by their names: a prompt's number, hash and image index; an image source's
-    name stem and image index only (so one replaced by another of its name counts as made: a guess, not a bound)."""
+def planned_sources(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None) -> list[tuple[str, str, str | None]]:
+    """(source, name stem, sha256) of each source of a run over `src`, listed, not read: a prompt's sha256 (of its
+    text), None for an image."""
     src, out = storage.absolute(src), storage.absolute(out)
     if config.mode == "generate":
-        stems = [(f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest()[:8]) for number, prompt in read_prompts(src)]
-    else:
-        stems = [(source_stem(uri), None) for uri in image_uris(src, exclude=out, split=split)]
+        return [(f"{src}#L{number}", f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest())
+                for number, prompt in read_prompts(src)]
+    return [(uri, source_stem(uri), None) for uri in image_uris(src, exclude=out, split=split)]
+
+
+def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None,
+            sources: list[tuple[str, str, str | None]] | None = None) -> tuple[int, int, int]:
+    """(sources, requests, made) of a run over `src`: its sources (prompts in `generate` mode, else images; `sources`
+    where `planned_sources` listed them already), the requests it may send at most (`sources * config.n` less `made`;
+    copies are skipped too), and how many of those images `out` holds already, known by their names: a prompt's
+    number, hash and image index; an image source's name stem and image index only (so one replaced by another of its
+    name counts as made: a guess, not a bound)."""
+    sources = planned_sources(src, out, config, split) if sources is None else sources
     names = output_names(config)
     held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[6]))
-                   for uri in files_in(out) if (match := names.search(uri.rsplit("/", 1)[-1])))
-    wanted = Counter((_cut_stem(stem, config, index), digest, index) for stem, digest in stems for index in range(config.n))
+                   for uri in files_in(storage.absolute(out)) if (match := names.search(uri.rsplit("/", 1)[-1])))
+    wanted = Counter((_cut_stem(stem, config, index), digest and digest[:8], index)
+                     for _, stem, digest in sources for index in range(config.n))
     made = sum(min(count, held[key]) for key, count in wanted.items())
-    return len(stems), len(stems) * config.n - made, made
+    return len(sources), len(sources) * config.n - made, made
 
 
 def jobs(sources: Iterator[tuple[str, str, str, bytes | str]], config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:

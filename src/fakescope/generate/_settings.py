@@ -5,36 +5,59 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Iterable
+from pathlib import Path
 
 from fakescope.errors import ConfigError
-from fakescope.generate.ledger import DONE, RUNNING, JobRecord
+from fakescope.generate.ledger import JobRecord, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig
+from fakescope.io.inputs import path_text
 
 OPTIONS = {"mode": "--mode", "model": "--model", "size": "--size", "quality": "--quality", "prompt": "--prompt",
            "mask": "--mask", "input_fidelity": "--input-fidelity"}
 """The settings that make a job's key, by the `generate openai` option that sets each."""
 
 
-def check_settings(records: Iterable[JobRecord], config: OpenAIImagesConfig, source_sha256: str) -> None:
-    """Refuse a run whose first source the ledger paid for only under other settings (a rerun missing an option).
+def paid_jobs(ledger: Path) -> list[JobRecord]:
+    """`Ledger.paid` of the ledger at `ledger`, read without claiming it; none where it does not exist."""
+    if not ledger.is_file():
+        return []
+    with Ledger(ledger) as book:
+        return book.paid()
+
+
+def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: Iterable[tuple[str, str, str | None]],
+                   digests: Iterable[str] = ()) -> None:
+    """Refuse a run of which a source was paid for only under other settings (a rerun missing an option).
+
+    `paid`: `paid_jobs`; `sources`: `planned_sources`, an image known by its URI, a prompt by its sha256; `digests`:
+    further sha256s to know sources by (the first image's, read already).
 
     Raises:
-        ConfigError: naming the options that differ from the settings last paid for.
+        ConfigError: naming the first such source, how many more there are, and the options that differ from the
+            settings last paid for.
     """
-    paid = [record for record in records if record.source_sha256 == source_sha256
-            and (record.state in (DONE, RUNNING) or record.cost > 0)]
+    uris = {path_text(source) for source, _, digest in sources if digest is None}
+    digests = {*digests, *(digest for _, _, digest in sources if digest is not None)}
+    held: dict[str, list[JobRecord]] = {}
+    for record in paid:
+        if record.source in uris or record.source_sha256 in digests:
+            held.setdefault(record.source if record.source in uris else record.source_sha256, []).append(record)
     settings = (config.mode, config.model, config.params_hash())
-    if not paid or any((record.mode, record.model, record.params_hash) == settings for record in paid):
+    other = [records[-1] for records in held.values()
+             if not any((record.mode, record.model, record.params_hash) == settings for record in records)]
+    if not other:
         return
-    before, now = _settings(paid[-1]), {"mode": config.mode, "model": config.model, **config.params()}
+    last = other[0]
+    before, now = _settings(last), {"mode": config.mode, "model": config.model, **config.params()}
     keys = [key for key in OPTIONS if before is not None and before.get(key) != now.get(key)]
     keys = [key for key in keys if key in ("mode", "model")] or keys  # the other parameters follow from those
     if keys:
         differs = (f"{', '.join(_option(key, before.get(key)) for key in keys)}; this run has "
                    f"{', '.join(_option(key, now.get(key)) for key in keys)}")
     else:  # an older ledger's job that was never done: its parameters are not known
-        differs = f"other parameters (hash {paid[-1].params_hash[:6]}) than this run's"
-    raise ConfigError(f"the ledger of this --out paid for {paid[-1].source} with {differs}: pass "
+        differs = f"other parameters (hash {last.params_hash[:6]}) than this run's"
+    more = f" (and {len(other) - 1} more source(s))" if len(other) > 1 else ""
+    raise ConfigError(f"the ledger of this --out paid for {last.source}{more} with {differs}: pass "
                       "the same options to resume that run, --new-settings to pay for a second set beside it, or use "
                       "another --out")
 

@@ -189,6 +189,12 @@ class Ledger:
             rows = self._db.execute(query, (state,) if state else ()).fetchall()
         return (JobRecord(*row) for row in rows)
 
+    def paid(self) -> list[JobRecord]:
+        """The jobs paid for (done, in flight, or billed for an image that was lost), in insertion order."""
+        query = f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?) OR cost > 0 ORDER BY rowid"
+        with self._lock:
+            return [JobRecord(*row) for row in self._db.execute(query, (DONE, RUNNING)).fetchall()]
+
     def spent(self) -> float:
         """Estimated cost of every billed image (USD), done or lost, over all the runs that used this ledger."""
         with self._lock:

@@ -23,7 +23,8 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError
 from fakescope.generate._budget import Budget, RunReport
 from fakescope.generate._loop import Run
-from fakescope.generate._plan import planned
+from fakescope.generate._plan import planned, planned_sources
+from fakescope.generate._settings import check_settings, paid_jobs
 from fakescope.generate._sources import read_sources
 from fakescope.generate.lease import LEASE_SECONDS, Lease
 from fakescope.generate.ledger import Ledger
@@ -108,11 +109,13 @@ def run_openai(
         client: An `openai.OpenAI` client; default `make_client()`.
         confirm: Called with `planned(src, out, config, split)`: (sources, requests, made), the number of sources
             (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
-            once every option and `src` are checked and before anything is created or sent; raise from it to refuse
-            the run. Counting lists `src` once more (reads its prompts file) and `out`.
+            once every option, `src` and the settings are checked and before anything is created or sent; raise from it
+            to refuse the run. Counting lists `src` once more (reads its prompts file) and `out`.
         new_settings: Pay for images of sources the ledger paid for under other settings (mode, model, parameters: a
             second set beside the first). Without it such a run, as a rerun that left out an option (`--prompt`) would
-            be, is refused before any request, naming the options that differ (checked on the first source).
+            be, is refused before `confirm` is called, naming the options that differ (checked on every source: an image
+            known by its URI, or the first one's sha256, a prompt by its text; listing `src` once more where the ledger
+            paid for any).
 
     Returns:
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
@@ -127,7 +130,7 @@ def run_openai(
         StorageUnavailableError: `out` became unreachable; the run stops paying, and a rerun writes the
             images it had paid for from the spool without paying again.
         StorageError: another run holds `out`'s lease, or took it over from this one (which then stops paying).
-        ConfigError: the ledger paid for the first source only under other settings, and `new_settings` is False.
+        ConfigError: the ledger paid for a source only under other settings, and `new_settings` is False.
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -140,17 +143,19 @@ def run_openai(
     check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
     sources = read_sources(src, out, config, split)
     first = next(sources)  # a bad src fails here, before anything is made under `out` or the cache
-    if confirm is not None:
-        confirm(*planned(src, out, config, split))
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
+    paid = [] if new_settings else paid_jobs(Path(report.ledger))
+    listed = planned_sources(src, out, config, split) if paid or confirm is not None else []
+    check_settings(paid, config, listed, [first[2]])
+    if confirm is not None:
+        confirm(*planned(src, out, config, split, listed))
     lease = Lease(out, lease_seconds)
     with contextlib.ExitStack() as held:  # a Ctrl-C anywhere from here on still lets go of the lease and the ledger
         held.callback(lease.release)
         lease.acquire()
         book = held.enter_context(Ledger(report.ledger, claim=True))
         run = Run(client, out, config, book, lease, report, budget, concurrency=concurrency,
-                   retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every,
-                   settled=None if new_settings else first[2])
+                   retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every)
         run.run(itertools.chain([first], sources))
     if report.missing:
         log.warning("%d image(s) the ledger records as made were no longer in %s: they are made (and paid for) again",
