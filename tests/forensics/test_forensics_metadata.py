@@ -300,10 +300,12 @@ def app1(payload: bytes) -> bytes:
 
 
 def jpeg_with_extension(photo, own: str, extension: bytes, *, guid: str | None = None, chunk: int = 30_000,
-                        full: int | None = None, drop: int | None = None) -> bytes:
+                        full: int | None = None, drop: int | None = None, sent: bytes | None = None) -> bytes:
     """A JPEG whose standard packet names `guid` (the extension's MD5 by default) in xmpNote:HasExtendedXMP and
-    whose extended packet is split into `chunk`-byte APP1 segments, written last first (readers order them by offset)."""
+    whose extended packet (`sent` in place of `extension` where given, under `extension`'s GUID) is split into
+    `chunk`-byte APP1 segments, written last first (readers order them by offset)."""
     digest = hashlib.md5(extension).hexdigest().upper()  # noqa: S324 - the GUID XMP part 3 defines
+    extension = extension if sent is None else sent
     standard = photoshop_xmp(f'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="{guid or digest}" '
                              f'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="Adobe Photoshop 26.0" {own}', "")
     jpeg = encode(photo.resize((64, 64)), "JPEG", xmp=standard)
@@ -357,6 +359,19 @@ def test_inconsistent_or_oversized_extended_xmp_is_an_error_not_an_exception(pho
     assert ev.error.startswith("XMP unreadable: extension") and message in ev.error and "\n" not in ev.error, ev.error
     assert ev.score == 0.45 and ev.data["digital_source_type"] == "digitalCapture"
     assert ev.data["creator_tool"] == "Adobe Photoshop 26.0"
+
+
+def test_extended_xmp_whose_md5_is_not_its_guid_is_ignored_in_one_line(photo):
+    """The GUID is the MD5 of the whole extended packet (XMP part 3) but was only matched against the standard
+    packet's, so an altered extension under the right GUID was read; it is now ignored, saying why."""
+    extension = big_extension(f'Iptc4xmpExt:DigitalSourceType="{AI}"')
+    altered = extension.replace(b'action="saved"', b'action="SAVED"', 1)  # one history entry, the length kept
+    ev = check_metadata(jpeg_with_extension(photo, f'Iptc4xmpExt:DigitalSourceType="{IPTC}digitalCapture"', extension,
+                                            sent=altered))
+    guid, digest = (hashlib.md5(packet).hexdigest().upper() for packet in (extension, altered))  # noqa: S324
+    assert ev.error == f"XMP unreadable: extension's MD5 {digest} is not its GUID {guid} (altered or truncated); not read"
+    assert ev.score == 0.45 and ev.data["digital_source_type"] == "digitalCapture"
+    assert ev.data["xmp_bytes"] < len(extension)
 
 
 def test_several_standard_xmp_packets_are_all_read(photo):

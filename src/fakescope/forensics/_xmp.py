@@ -8,6 +8,7 @@ placed or earlier document. A JPEG's extended packet (XMP part 3) is reassembled
 
 from __future__ import annotations
 
+import hashlib
 from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import DefusedXmlException
@@ -50,11 +51,12 @@ def xmp_properties(packet: bytes, names: frozenset[str]) -> tuple[dict[str, str]
     return own, nested
 
 
-def join_extension(chunks: list[tuple[int, int, bytes]], cap: int) -> bytes:
-    """Reassemble an extended XMP packet from its (full length, offset, chunk) triples, in any order.
+def join_extension(guid: str, chunks: list[tuple[int, int, bytes]], cap: int) -> bytes:
+    """Reassemble the extended XMP packet `guid` names from its (full length, offset, chunk) triples, in any order.
 
     Raises:
-        ValueError: the chunks disagree on the length, leave a gap, overlap or overrun it, or it exceeds `cap`.
+        ValueError: the chunks disagree on the length, leave a gap, overlap or overrun it, it exceeds `cap`, or its
+            MD5 (uppercase hex) is not `guid`.
     """
     lengths = sorted({full for full, _, _ in chunks})
     if len(lengths) > 1:
@@ -70,6 +72,8 @@ def join_extension(chunks: list[tuple[int, int, bytes]], cap: int) -> bytes:
             raise ValueError(f"extension chunk at offset {offset:,} overruns its {lengths[0]:,} bytes")
     if len(packet) != lengths[0]:
         raise ValueError(f"extension chunks hold {len(packet):,} of its {lengths[0]:,} bytes")
+    if (digest := hashlib.md5(packet, usedforsecurity=False).hexdigest().upper()) != guid:
+        raise ValueError(f"extension's MD5 {digest} is not its GUID {guid} (altered or truncated); not read")
     return bytes(packet)
 
 

@@ -213,10 +213,11 @@ def _xmp_values(blocks: MetadataBlocks, info: dict[str, Any]) -> tuple[dict[str,
             blocks.errors.append(f"XMP packet of {len(packet):,} bytes exceeds {MAX_XMP_BYTES:,}; not parsed")
         else:
             _merge_xmp(packet, own, nested, blocks.errors)
-    chunks = blocks.xmp_extension.get(own.get("HasExtendedXMP", "").strip())  # one named by another GUID is ignored
+    guid = own.get("HasExtendedXMP", "").strip()
+    chunks = blocks.xmp_extension.get(guid)  # one named by another GUID is ignored
     if chunks:
         try:
-            extension = join_extension(chunks, MAX_XMP_BYTES)
+            extension = join_extension(guid, chunks, MAX_XMP_BYTES)
         except ValueError as exc:
             blocks.errors.append(f"XMP unreadable: {exc}")
         else:
