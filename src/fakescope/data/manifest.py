@@ -270,6 +270,8 @@ def read_csv(data: bytes, **options) -> pd.DataFrame:
         except pd.errors.ParserWarning:
             raise ValueError("a row has more fields than the header names: name every column, or quote a field "
                              "that holds a comma") from None
+    # The header once more, by the same parser: pandas (2.0+) renames a second `label` to `label.1` with no way to turn
+    # that off, and the csv module parses a first row apart from pandas (it does not skip leading blank lines).
     header = pd.read_csv(io.BytesIO(data), header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
     if twice := sorted(set(header[header.duplicated()])):
         raise ValueError(f"the header names column(s) {', '.join(map(repr, twice))} more than once; keep one of each")
