@@ -184,6 +184,20 @@ def test_gpt_image_edit_keeps_aspect_and_sends_quality(server, photos, tmp_path)
     assert "response_format" not in sent and report.spent == pytest.approx(0.016)
 
 
+def test_a_prompt_paid_under_other_settings_is_known_by_its_text_in_any_line_of_any_file(server, tmp_path):
+    """The settings check looked at the first prompt only; every prompt is now checked, known by its text (a prompt
+    moved to another line or file is the same job), before anything is sent."""
+    one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+    one.write_text("a dog on a beach\n")
+    two.write_text("a cat on a roof\na dog on a beach\n")
+    config = OpenAIImagesConfig(mode="generate", model="dall-e-3", size="1024x1024", quality="standard")
+    run_openai(str(one), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    hd = dataclasses.replace(config, quality="hd")
+    with pytest.raises(ConfigError, match=rf"paid for {one}#L1 with --quality standard; this run has --quality hd"):
+        run_openai(str(two), str(tmp_path / "out"), hd, client=make_client(max_retries=0))
+    assert server.billable == 1
+
+
 def test_generate_reads_prompts_and_posts_json(server, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox in snow\n\na lighthouse at dusk\n")

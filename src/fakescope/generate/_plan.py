@@ -31,7 +31,8 @@ class Job:
     """Source image bytes, or the prompt in `generate` mode."""
 
 
-def planned_sources(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None) -> list[tuple[str, str, str | None]]:
+def planned_sources(src: str, out: str, config: OpenAIImagesConfig,
+                    split: str | None = None) -> list[tuple[str, str, str | None]]:
     """(source, name stem, sha256) of each source of a run over `src`, listed, not read: a prompt's sha256 (of its
     text), None for an image."""
     src, out = storage.absolute(src), storage.absolute(out)

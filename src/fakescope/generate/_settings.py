@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fakescope.errors import ConfigError
@@ -25,7 +25,7 @@ def paid_jobs(ledger: Path) -> list[JobRecord]:
         return book.paid()
 
 
-def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: Iterable[tuple[str, str, str | None]],
+def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: Sequence[tuple[str, str, str | None]],
                    digests: Iterable[str] = ()) -> None:
     """Refuse a run of which a source was paid for only under other settings (a rerun missing an option).
 
