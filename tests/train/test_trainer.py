@@ -83,6 +83,34 @@ def test_resume_continues_from_the_last_checkpoint(manifest, tmp_path):
     assert yaml.safe_load((tmp_path / "train_config.yaml").read_text())["epochs"] == 3
 
 
+@pytest.mark.slow
+def test_a_run_killed_after_its_first_checkpoint_resumes_to_the_weights_of_an_unbroken_run(manifest, tmp_path):
+    """The checkpoint held Python's random state but not torch's: a resumed run drew other dropout masks than an
+    unbroken one (efficientnet_lite0's recipe has dropout), and ended with other weights."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = _config(manifest, tmp_path / "killed", epochs=2, samples_per_epoch=128, architecture_kwargs={"drop_rate": 0.5})
+    train(replace(cfg, out=str(tmp_path / "unbroken")), progress=False)
+    cfg.to_yaml(tmp_path / "train.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "fakescope", "train", str(tmp_path / "train.yaml"), "--no-progress"],
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})  # as this process
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "killed" / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 1  # killed in epoch 2
+    train(replace(cfg, resume=True), progress=False)
+    unbroken, resumed = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("unbroken", "killed"))
+    assert resumed["epoch"] == unbroken["epoch"] == 2
+    assert all(torch.equal(resumed["network"][k], unbroken["network"][k]) for k in unbroken["network"])
+    logs = [pd.read_csv(tmp_path / run / "metrics.csv")[["epoch", "train_loss", "val_auc"]] for run in ("unbroken", "killed")]
+    assert logs[0].equals(logs[1])
+
+
 def test_resume_refuses_another_recipe_or_other_rows_but_takes_more_epochs(manifest, tmp_path, one_epoch_run):
     one_epoch_run(tmp_path / "run")
     recorded = (tmp_path / "run" / "train_config.yaml").read_text()

@@ -100,7 +100,9 @@ class Loop:
     def save(self, out: Path, next_epoch: int, best_auc: float, stale: int) -> None:
         save_atomic({"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "epoch": next_epoch, "best_auc": best_auc,
-                     "stale": stale, "rng": random.getstate(), "run": self.run}, out / CHECKPOINT)
+                     "stale": stale, "rng": random.getstate(), "torch_rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                     "run": self.run}, out / CHECKPOINT)
 
     def restore(self, out: Path) -> tuple[int, float, int]:
         """Continue from the checkpoint in `out` (which must exist); (next epoch, best AUC, stale epochs)."""
@@ -127,6 +129,10 @@ class Loop:
         else:  # more (or fewer) epochs than the checkpoint's run: this run's schedule, from the step reached
             self.scheduler = self._one_cycle(done_steps=state["epoch"] * self.steps)
         random.setstate(state["rng"])
+        if "torch_rng" in state:  # dropout's draws; checkpoints of older versions have none
+            torch.set_rng_state(state["torch_rng"].cpu())
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":  # a CUDA run resumed on the CPU: none
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         return state["epoch"], state["best_auc"], state["stale"]
 
 
