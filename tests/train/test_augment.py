@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pandas as pd
+import torch
 from PIL import Image
 
 from fakescope.train import AugmentConfig, augment, neutralize
 from fakescope.train.augment import random_crop
+from fakescope.train.dataset import TrainTiles
 
 
 def _noise(w: int, h: int, seed: int = 0) -> Image.Image:
@@ -48,3 +51,22 @@ def test_small_images_are_reflect_padded_not_resized():
     tile = random_crop(image, 64, random.Random(0))
     assert tile.size == (64, 64)
     assert np.array_equal(np.asarray(tile)[:40, :50], np.asarray(image))
+
+
+def test_both_labels_go_through_the_same_pipeline(tmp_path):
+    """A step that depended on the label (another crop, JPEG pass or flip for one class) would be a shortcut to learn:
+    the same images labelled real and labelled ai give the same tiles, draw for draw."""
+    uris = []
+    for i in range(4):
+        _noise(96, 80, seed=i).save(tmp_path / f"{i}.png")
+        uris.append(str(tmp_path / f"{i}.png"))
+    cfg = AugmentConfig(resize_prob=0.5, blur_prob=0.5, noise_prob=0.5, jpeg_prob=0.5)  # default neutralization too
+    real, ai = (TrainTiles(pd.DataFrame({"uri": uris, "label": label}), 64, cfg, seed=1) for label in ("real", "ai"))
+    tiles = set()
+    for epoch in (0, 1):
+        real.epoch = ai.epoch = epoch
+        for i in range(len(uris)):
+            (x_real, y_real, _), (x_ai, y_ai, _) = real[i], ai[i]
+            assert torch.equal(x_real, x_ai) and (y_real.item(), y_ai.item()) == (0.0, 1.0)
+            tiles.add(x_real.numpy().tobytes())
+    assert len(tiles) == 2 * len(uris)  # each epoch draws afresh: the equality is not that of an idle pipeline
