@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 from train_helpers import PLAIN
 from train_helpers import train_config as _config
@@ -41,6 +42,33 @@ def test_learns_an_easy_task_and_saves_a_calibrated_model(manifest, tmp_path):
         log = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in log] == [0, 1, 2, 3]
     assert json.loads((tmp_path / "metrics.json").read_text())["test"]["per_generator"]["checker"]["n"] == 16
+
+
+def test_calibration_band_and_neutralization_travel_with_the_model_and_are_used_on_load(manifest, tmp_path):
+    """Isotonic calibration and the uncertain band go into the saved config, which Detector follows; the recipe's
+    neutralization is recorded, and evaluate reapplies it: its AUC on the val split is the one training measured."""
+    from fakescope.detector import Detector
+    from fakescope.evaluate import evaluate
+    from fakescope.models import apply_calibration
+    from fakescope.train.augment import recipe_preprocessing
+
+    neutral = replace(PLAIN, bottom_crop=0.06, base_jpeg_quality=75)
+    saved = train(_config(manifest, tmp_path, epochs=1, calibration="isotonic", band=(0.2, 0.8), augment=neutral),
+                  progress=False)
+    model = load_model(tmp_path / "model")
+    assert (model.config.calibration.method, model.config.band, model.config.threshold) == ("isotonic", (0.2, 0.8), 0.5)
+    assert recipe_preprocessing(model.config) == neutral
+    rows = pd.read_csv(manifest)
+    rows = rows[rows["split"] == "val"].assign(uri=lambda r: [os.path.join(os.path.dirname(manifest), u) for u in r["uri"]])
+    detector = Detector(model, provenance=False)
+    assert (detector.threshold, detector.band) == (0.5, (0.2, 0.8))
+    found = detector.predict(rows["uri"].tolist())
+    probs = apply_calibration(model.config.calibration, detector.predict_logits([Image.open(u) for u in rows["uri"]]))
+    assert [d.probability for d in found] == pytest.approx(probs.tolist())
+    assert [d.verdict for d in found] == ["ai" if p >= 0.8 else "real" if p < 0.2 else "uncertain" for p in probs]
+    report = evaluate(tmp_path / "model", rows, "val", robustness=False, bootstrap=0, provenance=False, device="cpu")
+    assert report.preprocessing["bottom_crop"] == 0.06
+    assert report.pixel_overall["auc"] == pytest.approx(saved.metrics["val"]["auc"])
 
 
 def test_same_seed_gives_identical_weights(manifest, tmp_path):
