@@ -572,6 +572,11 @@ def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
     ("lr: .nan", "training config key 'lr' must be a finite number, at least 0, got nan"),
     ("weight_decay: .inf", "training config key 'weight_decay' must be a finite number, at least 0, got inf"),
     ("band: 0.5", "training config key 'band' must be a pair [low, high] of numbers, got 0.5"),
+    ("band: [0.6, 0.8]", "training config key 'band' must be a pair [low, high] with 0 <= low <= 0.5 (the threshold) "
+                         "<= high <= 1, got [0.6, 0.8]"),
+    ("band: [0.7, 0.3]", "training config key 'band' must be a pair [low, high] with 0 <= low <= 0.5"),
+    ("seed: -1", "training config key 'seed' must be within [0, 4294967295], got -1"),
+    ("seed: 4294967296", "training config key 'seed' must be within [0, 4294967295], got 4294967296"),
     ("augment: 5", "training config key 'augment' must be a mapping of augment keys, got 5"),
     ("augment: {jpeg_quality: 70}", "key 'augment.jpeg_quality' must be a pair [low, high] of whole numbers, got 70"),
     ("augment: {resize_scale: [0.5]}", "key 'augment.resize_scale' must be a pair [low, high] of numbers, got (0.5,)"),

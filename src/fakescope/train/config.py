@@ -17,6 +17,7 @@ import yaml
 from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.errors import ConfigError, UnknownModelError
 from fakescope.models.calibration import METHODS
+from fakescope.models.config import ModelConfig
 from fakescope.models.registry import architecture_info
 from fakescope.train.augment import AugmentConfig
 
@@ -65,6 +66,12 @@ class TrainConfig:
             if value is not None and not (math.isfinite(value) and value >= low):  # nan, inf: AdamW's traceback
                 finite = "" if math.isfinite(value) else "a finite number, "
                 raise ConfigError(f"training config key '{key}' must be {finite}at least {low}, got {value!r}")
+        if not 0 <= self.seed <= MAX_SEED:  # else numpy's ValueError traceback as the run starts
+            raise ConfigError(f"training config key 'seed' must be within [0, {MAX_SEED}], got {self.seed}")
+        low, high = self.band
+        if not 0.0 <= low <= ModelConfig.threshold <= high <= 1.0:  # else refused only once the network is built
+            raise ConfigError(f"training config key 'band' must be a pair [low, high] with 0 <= low <= "
+                              f"{ModelConfig.threshold:g} (the threshold) <= high <= 1, got {_plain(self.band)!r}")
         try:  # else refused only by train(), after it read the manifest
             architecture_info(self.architecture)
         except UnknownModelError as exc:
@@ -144,6 +151,9 @@ def _check_augment_ranges(augment: AugmentConfig) -> None:
             what = f"a pair [low, high] with low <= high, both {within}" if isinstance(value, tuple) else within
             raise ConfigError(f"training config key 'augment.{key}' must be {what}, got {_plain(value)!r}")
 
+
+MAX_SEED = 2**32 - 1
+"""numpy's largest seed."""
 
 MINIMUM = {"epochs": 1, "batch_size": 1, "samples_per_epoch": 1, "crop_size": 1, "grid": 1, "patience": 1,
            "num_workers": 0, "lr": 0, "weight_decay": 0}
