@@ -418,11 +418,15 @@ def test_cli_trains_from_a_manifest_with_flag_overrides(manifest, tmp_path):
     config = tmp_path / "train.yaml"
     cfg = _config(manifest, tmp_path / "run", epochs=1)
     cfg.to_yaml(config)
-    result = CliRunner().invoke(app, ["train", str(config), "--epochs", "2", "--name", "faces-mnv2", "--no-progress"])
+    result = CliRunner().invoke(app, ["train", str(config), "--epochs", "2", "--name", "faces-mnv2", "--no-progress",
+                                      "-o", str(tmp_path / "other"), "--lr", "0.002", "--seed", "7", "-b", "8"])
     assert result.exit_code == 0, result.output
     assert "auc=" in result.output
-    assert yaml.safe_load((tmp_path / "run" / "train_config.yaml").read_text())["epochs"] == 2
-    assert load_model(tmp_path / "run" / "model").config.name == "faces-mnv2"  # over the YAML's name:
+    recorded = yaml.safe_load((tmp_path / "other" / "train_config.yaml").read_text())  # the effective config
+    assert {k: recorded[k] for k in ("out", "epochs", "lr", "seed", "batch_size")} == {
+        "out": str(tmp_path / "other"), "epochs": 2, "lr": 0.002, "seed": 7, "batch_size": 8}
+    assert not (tmp_path / "run").exists()
+    assert load_model(tmp_path / "other" / "model").config.name == "faces-mnv2"  # over the YAML's name:
 
 
 def test_a_config_without_a_name_is_named_after_its_output_folder(tmp_path):
