@@ -377,6 +377,11 @@ def test_early_stopping_after_patience_epochs_without_a_better_validation_auc(st
     stale_at = next(i for i in range(1, 8) if aucs[i] <= max(aucs[:i]))  # first epoch with no gain
     assert stale_at > 1, aucs  # an epoch with a gain came first, and did not stop the run
     assert len(aucs) == stale_at + 1
+    state, best = (torch.load(stopped_early / name, weights_only=True) for name in ("checkpoint.pt", "best.pt"))
+    assert (state["epoch"], best["epoch"], best["val_auc"]) == (stale_at + 1, stale_at, max(aucs))  # counted from 1
+    saved = load_file(stopped_early / "model" / "model.safetensors")
+    assert all(torch.equal(saved[k], best["network"][k]) for k in saved)  # the best epoch's weights, not the last's
+    assert not all(torch.equal(saved[k], state["network"][k]) for k in saved)
 
 
 def test_resuming_a_run_that_stopped_early_trains_no_further(manifest, stopped_early, tmp_path):
