@@ -179,3 +179,24 @@ def test_train_shows_progress_only_on_a_terminal_unless_told(manifest, tmp_path)
     assert quiet.exit_code == 0 and "epoch 1/1" not in quiet.stderr, quiet.output
     shown = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--overwrite", "--progress"])
     assert shown.exit_code == 0 and "epoch 1/1" in shown.stderr, shown.output
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").is_file(), reason="counts the bytes read through Linux /proc")
+def test_the_epoch_a_best_pt_records_is_read_without_reading_its_weights(tmp_path):
+    """A resume read all of best.pt (a large network's hundreds of MB) for its epoch alone."""
+    import torch
+
+    from fakescope.train.run_folder import read_best, recorded_epoch, save_best
+
+    weights = {"w": torch.ones(10_000_000)}  # 40 MB
+    save_best(weights, tmp_path, 3, 0.9)
+    torch.save(weights, tmp_path / "older.pt")  # as an older fakescope wrote it: the weights alone
+
+    def read() -> int:
+        return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["rchar"])
+
+    before = read()
+    assert recorded_epoch(tmp_path / "best.pt") == 3
+    assert read() - before < 1_000_000
+    assert recorded_epoch(tmp_path / "older.pt") is None
+    assert read_best(tmp_path / "best.pt", torch.device("cpu"))[1:] == (3, 0.9)

@@ -79,3 +79,9 @@ def read_best(path: Path, device: torch.device) -> tuple[dict, int | None, float
     if "network" in state and "epoch" in state:
         return state["network"], state["epoch"], state["val_auc"]
     return state, None, None
+
+
+def recorded_epoch(path: Path) -> int | None:
+    """The epoch a best.pt records (None for an older one), its weights mapped from the file, not read."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return state["epoch"] if "network" in state and "epoch" in state else None

@@ -48,6 +48,7 @@ from fakescope.train.run_folder import (
     check_out,
     read_best,
     recipe,
+    recorded_epoch,
     remove_run,
     run_identity,
     save_best,
@@ -212,7 +213,7 @@ def _best_epoch(out: Path, start: int, stale: int) -> int | None:
     checkpoint, else the checkpoint's best (`start - stale`)."""
     if not (out / BEST).is_file():
         return None
-    epoch = read_best(out / BEST, torch.device("cpu"))[1]
+    epoch = recorded_epoch(out / BEST)
     if epoch is not None:
         return epoch
     return start + 1 if (out / BEST).stat().st_mtime_ns > (out / CHECKPOINT).stat().st_mtime_ns else start - stale
