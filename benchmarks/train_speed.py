@@ -28,7 +28,12 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated subset of the zoo (default: all but test_tiny)")
     parser.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last (to compare)")
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     models = args.models.split(",") if args.models else [m for m in list_models() if m != "test_tiny"]
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:  # else a traceback once the models before it have run
+        parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(list_models())}")
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     if not devices:
         parser.error("no device left: cuda is absent; add cpu to --devices")

@@ -73,6 +73,16 @@ def test_train_speed_prints_a_row_per_model(run_here):
     assert "| efficientnet_lite0 | 112 |" in done.stdout and "| spectral_lr |" in done.stdout
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (("--models", "efficientnet_lite0,nope"), "unknown model(s) nope; known: "),
+    (("--steps", "0"), "--steps must be at least 1, got 0"),
+])
+def test_train_speed_refuses_an_unknown_model_or_no_steps_in_one_line_before_any_model_runs(run_here, args, message):
+    done = run_here("train_speed.py", "--devices", "cpu", *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert "efficientnet_lite0 |" not in done.stdout
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: gpu.py would run for real")
 def test_gpu_benchmark_says_it_needs_a_gpu(run_here):
     done = run_here("gpu.py", "--compile")
