@@ -419,6 +419,25 @@ def test_resume_tells_which_epoch_an_older_best_pt_holds(manifest, stopped_early
         assert all(torch.equal(best[k], recorded["network"][k]) for k in best)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_resume_over_a_damaged_or_missing_best_pt_trains_a_new_best_or_says_in_one_line(manifest, stopped_early, tmp_path,
+                                                                                       caplog, damage):
+    """A truncated best.pt (a copy cut short) ended a resume in torch's zip-reader traceback; so did a missing one at
+    the end of a resume that had no epoch left to train. Both lose the checkpoint's best weights: the resumed run
+    warns and takes its next epoch as its best, or, with none left, says so in one line."""
+    shutil.copytree(stopped_early, tmp_path, dirs_exist_ok=True)
+    best = tmp_path / "best.pt"
+    best.write_bytes(best.read_bytes()[:3000]) if damage == "truncated" else best.unlink()
+    done = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"]
+    cfg = _config(manifest, tmp_path, epochs=8, lr=0.0, patience=1, samples_per_epoch=256, resume=True)
+    with pytest.raises(ConfigError, match=f"^cannot read the best epoch's weights {re.escape(str(best))}: .+; resume "
+                                          r"with more --epochs \(or a higher patience\) to train a new best"):
+        train(cfg, progress=False)  # it stopped early: no epoch left to train
+    train(replace(cfg, epochs=done + 1, patience=9), progress=False)
+    assert f"{best} is missing or unreadable, not the best epoch its checkpoint records" in caplog.text
+    assert torch.load(best, weights_only=True)["epoch"] == done + 1
+
+
 def test_cli_trains_from_a_manifest_with_flag_overrides(manifest, tmp_path):
     config = tmp_path / "train.yaml"
     cfg = _config(manifest, tmp_path / "run", epochs=1)

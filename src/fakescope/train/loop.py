@@ -3,7 +3,6 @@ checkpoint that saves and restores them."""
 
 from __future__ import annotations
 
-import pickle
 import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from fakescope.models.config import InputPolicy
 from fakescope.models.registry import check_logits
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import SKIPPED, RankSlice, TrainTiles, balanced_sampler, warn_unreadable
-from fakescope.train.run_folder import CHECKPOINT, save_atomic
+from fakescope.train.run_folder import CHECKPOINT, UNREADABLE, reason, save_atomic
 
 
 class Loop:
@@ -109,8 +108,8 @@ class Loop:
         path = out / CHECKPOINT
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)  # no pickled code from a foreign folder
-        except (EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
-            raise ConfigError(f"cannot resume from {path}: unreadable checkpoint ({(str(exc).splitlines() or [type(exc).__name__])[0]}); "
+        except UNREADABLE as exc:
+            raise ConfigError(f"cannot resume from {path}: unreadable checkpoint ({reason(exc)}); "
                               "delete it to start the run over") from None
         if state.get("run", self.run) != self.run:  # checkpoints of older versions have no "run"
             old = state["run"]

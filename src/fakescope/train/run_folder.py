@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,9 @@ RUN_FILES = (*REPLACED, "model", "tensorboard")
 """What a run writes into its folder: any of them there means the folder holds a run. `model/` stays until the
 new run saves its own over it (a folder of that name may not be a run's: never deleted), TensorBoard hides the
 old run's events."""
+
+UNREADABLE = (EOFError, RuntimeError, ValueError, pickle.UnpicklingError)
+"""What torch.load raises on a damaged .pt file, or (weights_only) one holding pickled code."""
 
 RESUMABLE = frozenset({"manifest", "out", "name", "pretrained", "epochs", "device", "num_workers", "patience",
                        "calibration", "band", "amp", "resume", "overwrite"})
@@ -75,7 +79,11 @@ def save_best(weights: dict, out: Path, epoch: int, val_auc: float) -> None:
 
 def read_best(path: Path, device: torch.device) -> tuple[dict, int | None, float | None]:
     """(weights, epoch, validation AUC) of a best.pt; an older one, its weights alone, records neither (None)."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (*UNREADABLE, FileNotFoundError) as exc:
+        raise ConfigError(f"cannot read the best epoch's weights {path}: {reason(exc)}; resume with more --epochs "
+                          "(or a higher patience) to train a new best, or train again with --overwrite") from None
     if "network" in state and "epoch" in state:
         return state["network"], state["epoch"], state["val_auc"]
     return state, None, None
@@ -85,3 +93,10 @@ def recorded_epoch(path: Path) -> int | None:
     """The epoch a best.pt records (None for an older one), its weights mapped from the file, not read."""
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return state["epoch"] if "network" in state and "epoch" in state else None
+
+
+def reason(exc: Exception) -> str:
+    """Why a .pt file could not be read, in one line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

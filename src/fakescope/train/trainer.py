@@ -45,6 +45,7 @@ from fakescope.train.metric_log import MetricLog
 from fakescope.train.run_folder import (
     BEST,
     CHECKPOINT,
+    UNREADABLE,
     check_out,
     read_best,
     recipe,
@@ -187,7 +188,7 @@ def _resume(loop: Loop, out: Path, main: bool) -> tuple[int, float, int]:
 
     best.pt follows the checkpoint: written after it, and written again here from it when its last epoch was the
     best (no stale epochs), so a run killed between the two resumes with the best model its checkpoint records.
-    A best.pt holding another epoch (missing, or written by an older fakescope before its epoch's checkpoint and
+    A best.pt holding another epoch (missing, damaged, or written by an older fakescope before its epoch's checkpoint and
     so, after a kill between them, an epoch ahead) is not the checkpoint's best, whose weights are nowhere else:
     with a warning, the resumed run takes its next epoch as its best so far."""
     if not (out / CHECKPOINT).is_file():
@@ -200,7 +201,7 @@ def _resume(loop: Loop, out: Path, main: bool) -> tuple[int, float, int]:
         return start, best_auc, stale
     held = _best_epoch(out, start, stale)
     if held != start - stale:
-        what = f"holds epoch {held}" if held else "is missing"
+        what = f"holds epoch {held}" if held else "is missing or unreadable"
         _warn_once("%s %s, not the best epoch its checkpoint records (epoch %d, val AUC %.4f): the resumed run takes "
                    "its next epoch as its best so far", out / BEST, what, start - stale, best_auc)
         return start, -1.0, stale
@@ -208,12 +209,15 @@ def _resume(loop: Loop, out: Path, main: bool) -> tuple[int, float, int]:
 
 
 def _best_epoch(out: Path, start: int, stale: int) -> int | None:
-    """The epoch (from 1) whose weights `out`/best.pt holds, None when there is none. One an older fakescope wrote
-    records none: written before its epoch's checkpoint, it is the next epoch's (`start + 1`) when newer than the
-    checkpoint, else the checkpoint's best (`start - stale`)."""
+    """The epoch (from 1) whose weights `out`/best.pt holds, None when there is none or it is damaged. One an older
+    fakescope wrote records none: written before its epoch's checkpoint, it is the next epoch's (`start + 1`) when
+    newer than the checkpoint, else the checkpoint's best (`start - stale`)."""
     if not (out / BEST).is_file():
         return None
-    epoch = recorded_epoch(out / BEST)
+    try:
+        epoch = recorded_epoch(out / BEST)
+    except UNREADABLE:  # damaged: its weights are lost, as when it is missing
+        return None
     if epoch is not None:
         return epoch
     return start + 1 if (out / BEST).stat().st_mtime_ns > (out / CHECKPOINT).stat().st_mtime_ns else start - stale
