@@ -50,18 +50,25 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
         assert all(abs(a["score"] - b["score"]) <= 2e-6 for a, b in zip(ours, theirs))
 
 
-def test_a_folder_of_another_models_or_thresholds_rows_is_refused_before_ray_starts(image_folder, tmp_path, detector):
+def test_a_folder_scored_with_other_settings_is_refused_before_ray_starts(image_folder, tmp_path, detector):
     from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL
 
     sources = list(scan_sources([str(image_folder)]))
-    scan(sources, tmp_path / "out", detector)
+    scan(sources, tmp_path / "out", detector)  # the local engine: torch, grid 3, no provenance, fp32
     shutil.copytree(BUNDLED_DIR / DEFAULT_MODEL, tmp_path / "renamed", ignore=shutil.ignore_patterns("MODEL_CARD.md"))
     config = json.loads((tmp_path / "renamed" / "config.json").read_text())
     (tmp_path / "renamed" / "config.json").write_text(json.dumps({**config, "name": "renamed"}))
-    with pytest.raises(ConfigError, match="holds scores of model 'fakescope-default', not 'renamed'"):
-        ray_scan(sources, tmp_path / "out", address="127.0.0.1:1", name_or_path=str(tmp_path / "renamed"))
-    with pytest.raises(ConfigError, match=f"holds labels at threshold {detector.threshold:g}, not 0.9: "):
-        ray_scan(sources, tmp_path / "out", address="127.0.0.1:1", threshold=0.9)
+    same = dict(address="127.0.0.1:1", device="cpu", provenance=False)  # no Ray answers there: refused before it
+    refusals = [
+        (dict(name_or_path=str(tmp_path / "renamed")), "--model fakescope-default, not --model renamed"),
+        (dict(threshold=0.9), f"--threshold {detector.threshold:g}, not --threshold 0.9"),
+        (dict(grid=2, precision="bf16"), "--grid 3 --precision fp32, not --grid 2 --precision bf16"),
+        (dict(provenance=True, runtime="onnx"), "--no-provenance --runtime torch, not --provenance --runtime onnx"),
+    ]
+    for settings, differing in refusals:
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'out'))} was scored with {differing}: a rerun "):
+            ray_scan(sources, tmp_path / "out", **{**same, **settings})
+    assert ray_scan(sources, tmp_path / "out", **same, actors=1, batch_size=3, workers=1) == ScanSummary(0, 0, 8)
 
 
 def test_a_part_the_folder_refuses_is_one_line_naming_it_and_no_temporary(tmp_path, detector):

@@ -72,10 +72,10 @@ def test_a_rerun_with_another_model_is_refused_rather_than_skipping_the_first_mo
     (renamed / "config.json").write_text(json.dumps({**config, "name": "renamed"}))
     parts = part_files(tmp_path / "out")
     result = CliRunner().invoke(app, ["scan", str(image_folder), "--out", str(tmp_path / "out"), "--model", str(renamed),
-                                      "--device", "cpu", "--no-provenance"])
+                                      "--device", "cpu", "--no-provenance", "--runtime", "torch"])
     assert result.exit_code == 2 and result.output == (
-        f"error: {tmp_path / 'out'} holds scores of model 'fakescope-default', not 'renamed': a rerun skips the images it "
-        "holds, so give this model its own --out\n")
+        f"error: {tmp_path / 'out'} was scored with --model fakescope-default, not --model renamed: a rerun skips the "
+        "images it holds, so resume it with the folder's settings or give these settings a new --out\n")
     assert part_files(tmp_path / "out") == parts
     assert scan(scan_sources([str(image_folder)]), tmp_path / "out", detector).skipped == 8  # the same model resumes
 
@@ -87,14 +87,56 @@ def test_a_rerun_at_another_threshold_is_refused_rather_than_mixing_labels(image
     scan(sources[:4], tmp_path / "out", detector)
     parts = part_files(tmp_path / "out")
     result = CliRunner().invoke(app, ["scan", str(image_folder), "--out", str(tmp_path / "out"), "--threshold", "0.9",
-                                      "--device", "cpu", "--no-provenance"])
+                                      "--device", "cpu", "--no-provenance", "--runtime", "torch"])
     was = f"{detector.threshold:g}"
     assert result.exit_code == 2 and result.output == (
-        f"error: {tmp_path / 'out'} holds labels at threshold {was}, not 0.9: a rerun skips the images it holds, so "
-        f"resume it with --threshold {was} or give this threshold its own --out\n")
+        f"error: {tmp_path / 'out'} was scored with --threshold {was}, not --threshold 0.9: a rerun skips the images it "
+        "holds, so resume it with the folder's settings or give these settings a new --out\n")
     assert part_files(tmp_path / "out") == parts
     assert scan(sources, tmp_path / "out", detector).skipped == 4  # the same threshold resumes
     assert read_results(tmp_path / "out")["threshold"].unique().tolist() == [detector.threshold]
+
+
+def test_a_rerun_with_other_scoring_settings_is_refused_and_one_with_other_speed_settings_resumes(image_folder, tmp_path,
+                                                                                                 detector):
+    """A rerun with another --grid, --provenance, --precision or --runtime added rows scored differently to the folder."""
+    sources = list(scan_sources([str(image_folder)]))
+    out = tmp_path / "out"
+    scan(sources[:4], out, detector)  # grid 3, no provenance, fp32, torch
+    parts = part_files(out)
+    base = ["scan", str(image_folder), "--out", str(out), "--device", "cpu"]
+    runner = CliRunner()
+    refused = runner.invoke(app, [*base, "--grid", "2", "--runtime", "torch"])
+    assert refused.exit_code == 2 and refused.output == (
+        f"error: {out} was scored with --grid 3 --no-provenance, not --grid 2 --provenance: "
+        "a rerun skips the images it holds, so resume it with the folder's settings or give these settings a new --out\n")
+    assert part_files(out) == parts
+    resumed = runner.invoke(app, [*base, "--no-provenance", "--runtime", "torch", "-j", "1", "-b", "3", "--progress"])
+    failed = sum(s.endswith("broken.jpg") for s in sources[4:])
+    assert resumed.exit_code == failed and f"scanned 4  failed {failed}  skipped (done before) 4" in resumed.output
+    assert len(read_results(out)) == 8
+
+
+def test_a_retrained_model_that_keeps_its_name_is_refused(tiny_model_dir, image_folder, tmp_path):
+    """A model retrained under the same name (other weights, another sha256) scored new rows into the folder."""
+    import torch
+
+    from fakescope.detector import Detector
+    from fakescope.models import create_model, load_model, save_model
+
+    torch.manual_seed(1)
+    retrained = tmp_path / "retrained"
+    new = save_model(create_model("test_tiny").eval(), load_model(tiny_model_dir).config, retrained)
+    sources = list(scan_sources([str(image_folder)]))
+    kwargs = dict(device="cpu", provenance=False, runtime="torch")
+    first = Detector.load(tiny_model_dir, **kwargs)
+    scan(sources[:2], tmp_path / "out", first)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 'out'))} was scored with weights sha256 "
+                                          rf"{first.model.config.weights_sha256[:12]}, not weights sha256 {new.weights_sha256[:12]}: "):
+        scan(sources, tmp_path / "out", Detector.load(retrained, **kwargs))
+    with pytest.raises(ConfigError, match="was scored with --runtime torch, not --runtime onnx: "):
+        scan(sources, tmp_path / "out", Detector.load(tiny_model_dir, **{**kwargs, "runtime": "onnx"}))
+    assert scan(sources, tmp_path / "out", first).skipped == 2
 
 
 def test_a_source_listed_twice_is_scanned_once_and_not_counted_as_done_before(image_folder, tmp_path, detector):

@@ -66,6 +66,9 @@ def scan(
     The summary line's images/s is this run's scanned images (error rows included) over its whole time, loading the
     model (and starting Ray) included.
 
+    A rerun into OUT with other settings that change scores (model or its weights, --threshold, --grid, --provenance,
+    --precision, --runtime) is refused; workers, batch size, device and engine may change.
+
     Exit status: 0 when every image this run read was scored (earlier runs' error rows count as done), 1 when
     some failed, 2 on usage errors, an unreachable storage or a results folder that takes no more.
     """

@@ -34,6 +34,7 @@ from fakescope.scale.records import (
     writing_schema,
 )
 from fakescope.scale.scan import ScanSummary, recover_journals
+from fakescope.scale.scoring import Scoring
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 """Keep a local Ray on 127.0.0.1 and without token auth (otherwise drivers fail to connect)."""
@@ -87,15 +88,14 @@ def ray_scan(
     folder = results_folder(out)
     recover_journals(folder)
     model = load_model(name := detector_kwargs.get("name_or_path"), lazy=True)  # a wrong name fails here, not in every actor
-    threshold = detector_kwargs.get("threshold")
-    contents = read_folder(folder, model=model.config.name,
-                           threshold=float(model.config.threshold if threshold is None else threshold))  # as Detector's
+    scoring = Scoring.planned(model, gpus=gpus_per_actor, **detector_kwargs)
+    contents = read_folder(folder, scoring)
     sources = list(dict.fromkeys(map(source_key, sources)))  # rows store, and resume on, these keys
     pending = [s for s in sources if path_text(s) not in contents.done]  # rows store non-UTF-8 names escaped
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))
-    schema = writing_schema(folder, contents.schema)
+    schema = scoring.on(writing_schema(folder, contents.schema))
     detector_kwargs["name_or_path"] = _for_actors(name, model.location)
     started = _connect(address, actors * cpus_per_actor, object_store_memory, verbose)
     import ray

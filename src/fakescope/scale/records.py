@@ -26,6 +26,7 @@ from fakescope.detection import Detection
 from fakescope.errors import ConfigError, StorageError
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
+from fakescope.scale.scoring import Scoring
 
 SCHEMA = pa.schema([
     ("path", pa.string()),
@@ -190,21 +191,21 @@ class FolderContents:
     schema: pa.Schema
 
 
-def read_folder(out: str | Path, model: str | None = None, threshold: float | None = None) -> FolderContents:
+def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderContents:
     """Every `path` already written to a part of the results folder, as `source_key`s (older versions stored local
     paths as given: a relative one is taken from the current folder), and the folder's columns, reading each part once.
 
     Raises:
         StorageError: a part is not a readable results table (damaged, or another file).
-        ConfigError: `model` or `threshold` is given and a row was scored by another model or at another threshold
-            (a rerun would skip its paths, leaving their labels as they were).
+        ConfigError: `scoring` is given and a part records other settings, or (a part without a record) a row was
+            scored by another model or at another threshold: a rerun would skip its paths, leaving their scores as they were.
     """
     done: set[str] = set()
     schema = SCHEMA
     for part in part_files(out):
         try:
             with pq.ParquetFile(part) as parquet:
-                names = parquet.schema_arrow.names
+                names, recorded = parquet.schema_arrow.names, Scoring.recorded(parquet.schema_arrow)
                 if missing := [c for c in RESUME_COLUMNS if c not in names]:
                     raise pa.ArrowInvalid(f"no {', '.join(missing)} column")
                 table = parquet.read(columns=RESUME_COLUMNS)
@@ -212,16 +213,19 @@ def read_folder(out: str | Path, model: str | None = None, threshold: float | No
             raise _unreadable(part, exc) from None
         if "caveat" not in names:
             schema = OLDER_SCHEMA
-        _check_scored_alike(out, table, model, threshold)
+        if scoring is not None:
+            if recorded is not None:
+                scoring.require_same(out, recorded)
+            _check_scored_alike(out, table, scoring.model, scoring.threshold)
         done.update(map(source_key, table.column("path").to_pylist()))
     return FolderContents(done, schema)
 
 
-def _check_scored_alike(out: str | Path, table: pa.Table, model: str | None, threshold: float | None) -> None:
-    if model is not None and (other := set(table.column("model").unique().to_pylist()) - {model, None}):
+def _check_scored_alike(out: str | Path, table: pa.Table, model: str, threshold: float) -> None:
+    if other := set(table.column("model").unique().to_pylist()) - {model, None}:
         raise ConfigError(f"{out} holds scores of model {sorted(other)[0]!r}, not {model!r}: a rerun skips the "
                           "images it holds, so give this model its own --out")
-    if threshold is not None and (other := set(table.column("threshold").unique().to_pylist()) - {threshold, None}):
+    if other := set(table.column("threshold").unique().to_pylist()) - {threshold, None}:
         raise ConfigError(f"{out} holds labels at threshold {sorted(other)[0]:g}, not {threshold:g}: a rerun skips the "
                           f"images it holds, so resume it with --threshold {sorted(other)[0]:g} or give this threshold its own --out")
 

@@ -38,6 +38,7 @@ from fakescope.scale.records import (
     writing_schema,
     writing_to,
 )
+from fakescope.scale.scoring import Scoring
 
 if TYPE_CHECKING:  # the type only: listing and reading results need no torch
     from fakescope.detector import Detector
@@ -63,7 +64,8 @@ def scan(
 
     Bad inputs become rows with `error` set; they count as done, like scored ones. Rows name each
     source by its `source_key` (a local path absolute), so `photos`, `./photos` and its absolute
-    path resume one another. A folder holding rows of another model or threshold is refused (`ConfigError`).
+    path resume one another. Parts record the settings that scored them (`Scoring`): a folder scored with other
+    settings (model, weights, threshold, grid, provenance, precision, runtime) is refused (`ConfigError`).
 
     Example:
         >>> detector = Detector.load(workers=2)                                  # doctest: +SKIP
@@ -72,14 +74,15 @@ def scan(
     """
     folder = results_folder(out)
     recover_journals(folder)
-    contents = read_folder(folder, model=detector.name, threshold=detector.threshold)
+    scoring = Scoring.of(detector)
+    contents = read_folder(folder, scoring)
     todo = _Pending(sources, contents.done)
     schema, scanned, failed = None, 0, 0
     with _PartWriter(folder, rows_per_part) as writer:
         results = detector.stream(todo)
         while batch := list(itertools.islice(results, detector.batch_size)):
             if schema is None:  # here: an older folder's warning is for a run that writes rows to it
-                schema = writing_schema(folder, contents.schema)
+                schema = scoring.on(writing_schema(folder, contents.schema))
             writer.write(detections_to_table(batch, schema))
             scanned += len(batch)
             failed += sum(not d.ok for d in batch)

@@ -1,0 +1,92 @@
+"""What scored a results folder, recorded in each part's Parquet metadata, so that a rerun that would score
+differently is refused rather than mixed into the folder.
+
+Only settings that change scores or labels are recorded: the model (its name and weights' sha256), the threshold,
+the tile grid, provenance, precision and runtime. Workers, batch size, progress, device and the engine are not.
+Parts written before this record have none; their rows' `model` and `threshold` are still checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from fakescope.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fakescope.detector import Detector
+    from fakescope.models import LoadedModel
+
+METADATA_KEY = b"fakescope.scoring"
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The settings a scan's rows were scored with."""
+
+    model: str
+    weights_sha256: str | None
+    threshold: float
+    grid: int
+    provenance: bool
+    precision: str
+    runtime: str
+
+    @classmethod
+    def of(cls, detector: Detector) -> Scoring:
+        """The settings `detector` scores with (its runtime as resolved: `auto` is torch or onnx)."""
+        config = detector.model.config
+        return cls(detector.name, config.weights_sha256, detector.threshold, config.input.grid, detector.provenance,
+                   detector.precision, detector.runtime)
+
+    @classmethod
+    def planned(cls, model: LoadedModel, *, threshold: float | None = None, grid: int | None = None,
+                provenance: bool = True, precision: str = "fp32", runtime: str = "torch", compile: bool = False,
+                device: str = "auto", gpus: float = 0.0, **_: Any) -> Scoring:
+        """The settings Ray actors will score with, from `Detector.load`'s keyword arguments: `runtime` auto means
+        onnx on a CPU actor (no `gpus`, device auto or cpu) where onnxruntime is installed, as `Detector` decides
+        (an actor whose ONNX export fails falls back to torch, with a warning, and is recorded as onnx)."""
+        config = model.config
+        if runtime == "auto":
+            cpu = not gpus and device in ("auto", "cpu") and precision == "fp32" and not compile
+            runtime = "onnx" if cpu and importlib.util.find_spec("onnxruntime") is not None else "torch"
+        return cls(config.name, config.weights_sha256, float(config.threshold if threshold is None else threshold),
+                   config.input.grid if grid is None else grid, provenance, precision, runtime)
+
+    def on(self, schema: pa.Schema) -> pa.Schema:
+        """`schema` carrying this record (Parquet keeps it in the part's footer)."""
+        return schema.with_metadata({METADATA_KEY: json.dumps(asdict(self), sort_keys=True)})
+
+    @classmethod
+    def recorded(cls, schema: pa.Schema) -> Scoring | None:
+        """The record a part's schema carries; None for a part written before records (or by another writer)."""
+        raw = (schema.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            return None
+        values = json.loads(raw)
+        return cls(**{f.name: values.get(f.name) for f in fields(cls)})
+
+    def require_same(self, out: object, recorded: Scoring) -> None:
+        """Refuse, in one line naming the differing settings and the ways out, rows scored otherwise than `recorded`.
+
+        Raises:
+            ConfigError: a setting differs.
+        """
+        differing = [f.name for f in fields(self) if getattr(self, f.name) != getattr(recorded, f.name)]
+        if differing:
+            theirs, ours = (" ".join(_flag(name, getattr(s, name)) for name in differing) for s in (recorded, self))
+            raise ConfigError(f"{out} was scored with {theirs}, not {ours}: a rerun skips the images it holds, so "
+                              "resume it with the folder's settings or give these settings a new --out")
+
+
+def _flag(name: str, value: object) -> str:
+    """A setting as the option that gives it (`--grid 2`, `--no-provenance`)."""
+    if name == "provenance":
+        return "--provenance" if value else "--no-provenance"
+    if name == "weights_sha256":
+        return f"weights sha256 {str(value)[:12]}"
+    return f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}"
