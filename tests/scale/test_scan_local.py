@@ -139,6 +139,18 @@ def test_a_retrained_model_that_keeps_its_name_is_refused(tiny_model_dir, image_
     assert scan(sources, tmp_path / "out", first).skipped == 2
 
 
+def test_an_out_named_as_a_table_file_is_refused_and_one_named_parquet_is_the_folder(image_folder, tmp_path, detector):
+    """--out results.csv quietly made a folder named results.csv; results.parquet is the documented folder name."""
+    refused = CliRunner().invoke(app, ["scan", str(image_folder), "--out", str(tmp_path / "results.csv"), "--device", "cpu",
+                                       "--no-provenance", "--runtime", "torch"])
+    assert refused.exit_code == 2 and refused.stderr == (
+        f"error: cannot use {tmp_path / 'results.csv'} as the results folder: scan writes a folder of Parquet parts, "
+        "not a .csv file; name it results.parquet or a plain folder\n")
+    assert not (tmp_path / "results.csv").exists()
+    scan(scan_sources([str(image_folder)]), tmp_path / "results.parquet", detector)
+    assert (tmp_path / "results.parquet").is_dir() and len(pd.read_parquet(tmp_path / "results.parquet")) == 8
+
+
 def test_a_source_listed_twice_is_scanned_once_and_not_counted_as_done_before(image_folder, tmp_path, detector):
     sources = list(scan_sources([str(image_folder)]))
     twice = sources + sources[:3]

@@ -48,6 +48,8 @@ OLDER_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index("caveat"))
 PART_SUFFIX = ".parquet"
 JOURNAL_SUFFIX = ".arrows"
 TEMP_SUFFIX = ".tmp"
+FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".txt", ".xlsx", ".arrow", ".feather")
+"""Names that say a file: an --out that ends so and does not exist yet is refused rather than made a folder."""
 RESUME_COLUMNS = ["path", "model", "threshold"]
 """The columns a resume reads from every part."""
 
@@ -82,13 +84,18 @@ def results_folder(out: str | os.PathLike) -> Path:
     """The results folder `out` (a path or `file://` URI), created when missing.
 
     Raises:
-        StorageError: `out` is a file, a remote URI, the folder cannot be created, or it holds other files and no
-            results (the images' own folder given as --out, say: parts would be scattered among them).
+        StorageError: `out` is a file, a remote URI, a new name ending as a table file does (`results.csv`: a
+            folder of that name is not what was asked for; `results.parquet` is the folder's usual name), the folder
+            cannot be created, or it holds other files and no results (the images' own folder given as --out, say:
+            parts would be scattered among them).
     """
     out = os.fspath(out)
     if storage.is_remote(out):
         raise StorageError(f"cannot write results to {out}: --out must be a local folder (copy it there afterwards)")
     folder = Path(out.removeprefix("file://"))
+    if not folder.exists() and (suffix := folder.suffix.lower()) in FILE_SUFFIXES:
+        raise StorageError(f"cannot use {out} as the results folder: scan writes a folder of Parquet parts, not a "
+                           f"{suffix} file; name it {folder.stem}.parquet or a plain folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         entries = [e.name for e in os.scandir(folder) if not e.name.startswith(".")]  # .DS_Store and the like
