@@ -71,6 +71,19 @@ def test_a_folder_scored_with_other_settings_is_refused_before_ray_starts(image_
     assert ray_scan(sources, tmp_path / "out", **same, actors=1, batch_size=3, workers=1) == ScanSummary(0, 0, 8)
 
 
+@pytest.mark.slow
+def test_another_address_than_the_ray_this_process_joined_is_refused(tmp_path, local_ray, detector):
+    """ray_scan joined the Ray already running in the process whatever --address named."""
+    host, port = local_ray.rsplit(":", 1)
+    with pytest.raises(ConfigError, match=f"^this process has already joined the Ray cluster at {re.escape(local_ray)}, "
+                                          f"not 127.0.0.1:1: call ray.shutdown"):
+        ray_scan([str(tmp_path / "missing.jpg")], tmp_path / "out", address="127.0.0.1:1", device="cpu")
+    summary = ray_scan([str(tmp_path / "missing.jpg")], tmp_path / "out", address=f"localhost:{port}", actors=1,
+                       device="cpu", provenance=False)
+    assert (summary.scanned, summary.failed) == (1, 1)  # the same cluster, named by another host name
+    assert scan([str(tmp_path / "missing.jpg")], tmp_path / "out", detector).skipped == 1  # same settings, other engine
+
+
 def test_a_part_the_folder_refuses_is_one_line_naming_it_and_no_temporary(tmp_path, detector):
     from fakescope.scale.records import detections_to_table, write_part
 
@@ -191,7 +204,7 @@ def test_more_gpus_than_the_local_ray_has_is_one_line_not_a_wait_forever(image_f
 
 
 @pytest.mark.parametrize("address", ["10.0.0.1", "ray://10.0.0.1", "127.0.0.1:http"])
-def test_an_address_without_a_port_is_one_line(tmp_path, address, no_local_ray):  # ray_scan joins a running Ray as it is
+def test_an_address_without_a_port_is_one_line(tmp_path, address, no_local_ray):  # a joined Ray: the address is compared to it
     with pytest.raises(ConfigError, match=f"^{re.escape(address)} is not a Ray cluster address: give host:port, "):
         ray_scan([str(tmp_path / "a.jpg")], tmp_path / "out", address=address, device="cpu")
 

@@ -74,7 +74,8 @@ def ray_scan(
 
     Without `address` (or `RAY_ADDRESS`) a local Ray is started on loopback (`cpus_per_actor` per actor plus one for
     reading and writing) and shut down afterwards; with one (`ray://...` or `host:port`) the
-    existing cluster is used. A CPU actor reserves `cpus_per_actor` CPUs and, unless `threads` is
+    existing cluster is used. Where this process has already joined a Ray, that one is used (a `host:port` naming
+    another is refused). A CPU actor reserves `cpus_per_actor` CPUs and, unless `threads` is
     given, runs inference on that many threads, so actors do not oversubscribe the cores.
     `detector_kwargs` go to `Detector.load` inside each actor (`name_or_path`, `device`,
     `runtime`, `provenance`, `threshold`, decoding `workers`...). Ray's own log lines and progress stay
@@ -188,10 +189,11 @@ def _connect(address: str | None, cpus: int, object_store_memory: int | None, ve
         os.environ.setdefault(key, value)
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS")  # ray.init would join it, refusing this local setup
     if ray.is_initialized():
+        _check_joined(address, ray.get_runtime_context().gcs_address)
         return False
     level = logging.INFO if verbose else logging.WARNING
-    address = address or os.environ.get("RAY_ADDRESS")  # ray.init would join it, refusing this local setup
     if address and address != "local":  # Ray's name for a new local instance: the one started below
         _check_reachable(address)
         ray.init(address=address, log_to_driver=verbose, logging_level=level)
@@ -199,6 +201,32 @@ def _connect(address: str | None, cpus: int, object_store_memory: int | None, ve
     ray.init(num_cpus=cpus + 1, object_store_memory=object_store_memory, include_dashboard=False,
              log_to_driver=verbose, logging_level=level, _node_ip_address="127.0.0.1")
     return True
+
+
+def _check_joined(address: str | None, joined: str) -> None:
+    """Refuse a `host:port` other than the cluster this process has already joined (which the scan would use) in one
+    line; `auto`, `local` and `ray://` addresses are not checked."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    (host, _, port), (joined_host, _, joined_port) = address.rpartition(":"), joined.rpartition(":")
+    if port != joined_port or _host_key(host) != _host_key(joined_host):
+        raise ConfigError(f"this process has already joined the Ray cluster at {joined}, not {address}: call "
+                          "ray.shutdown() first to scan on another cluster, or drop the address to use this one")
+
+
+def _host_key(host: str) -> str:
+    """A host's IP address, or `this machine` for any of its own (Ray names a local cluster by the machine's
+    interface address, which `localhost` and 127.0.0.1 also reach)."""
+    try:
+        ip = socket.gethostbyname(host)
+    except (OSError, UnicodeError):
+        return host
+    with socket.socket() as sock:
+        try:
+            sock.bind((ip, 0))  # succeeds only for an address of this machine
+        except OSError:
+            return ip
+    return "this machine"
 
 
 def _check_reachable(address: str) -> None:
