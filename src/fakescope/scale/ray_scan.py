@@ -89,7 +89,7 @@ def ray_scan(
     folder = results_folder(out)
     recover_journals(folder)
     model = load_model(name := detector_kwargs.get("name_or_path"), lazy=True)  # a wrong name fails here, not in every actor
-    scoring = Scoring.planned(model, gpus=gpus_per_actor, **detector_kwargs)
+    scoring = Scoring.planned(model, **detector_kwargs)
     contents = read_folder(folder, scoring)
     sources = list(dict.fromkeys(map(source_key, sources)))  # rows store, and resume on, these keys
     pending = [s for s in sources if path_text(s) not in contents.done]  # rows store non-UTF-8 names escaped

@@ -2,13 +2,13 @@
 differently is refused rather than mixed into the folder.
 
 Only settings that change scores or labels are recorded: the model (its name and weights' sha256), the threshold,
-the tile grid, provenance, precision and runtime. Workers, batch size, progress, device and the engine are not.
+the tile grid, provenance and precision. Workers, batch size, progress, device, runtime (torch and onnx agree within
+1e-4) and the engine are not.
 Parts written before this record have none; their rows' `model` and `threshold` are still checked.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -34,28 +34,21 @@ class Scoring:
     grid: int
     provenance: bool
     precision: str
-    runtime: str
 
     @classmethod
     def of(cls, detector: Detector) -> Scoring:
-        """The settings `detector` scores with (its runtime as resolved: `auto` is torch or onnx)."""
+        """The settings `detector` scores with."""
         config = detector.model.config
         return cls(detector.name, config.weights_sha256, detector.threshold, config.input.grid, detector.provenance,
-                   detector.precision, detector.runtime)
+                   detector.precision)
 
     @classmethod
     def planned(cls, model: LoadedModel, *, threshold: float | None = None, grid: int | None = None,
-                provenance: bool = True, precision: str = "fp32", runtime: str = "torch", compile: bool = False,
-                device: str = "auto", gpus: float = 0.0, **_: Any) -> Scoring:
-        """The settings Ray actors will score with, from `Detector.load`'s keyword arguments: `runtime` auto means
-        onnx on a CPU actor (no `gpus`, device auto or cpu) where onnxruntime is installed, as `Detector` decides
-        (an actor whose ONNX export fails falls back to torch, with a warning, and is recorded as onnx)."""
+                provenance: bool = True, precision: str = "fp32", **_: Any) -> Scoring:
+        """The settings Ray actors will score with, from `Detector.load`'s keyword arguments."""
         config = model.config
-        if runtime == "auto":
-            cpu = not gpus and device in ("auto", "cpu") and precision == "fp32" and not compile
-            runtime = "onnx" if cpu and importlib.util.find_spec("onnxruntime") is not None else "torch"
         return cls(config.name, config.weights_sha256, float(config.threshold if threshold is None else threshold),
-                   config.input.grid if grid is None else grid, provenance, precision, runtime)
+                   config.input.grid if grid is None else grid, provenance, precision)
 
     def on(self, schema: pa.Schema) -> pa.Schema:
         """`schema` carrying this record (Parquet keeps it in the part's footer)."""
@@ -63,11 +56,20 @@ class Scoring:
 
     @classmethod
     def recorded(cls, schema: pa.Schema) -> Scoring | None:
-        """The record a part's schema carries; None for a part written before records (or by another writer)."""
+        """The record a part's schema carries; None for a part written before records (or by another writer).
+
+        Raises:
+            pa.ArrowInvalid: the record is not a JSON object (a foreign writer's).
+        """
         raw = (schema.metadata or {}).get(METADATA_KEY)
         if raw is None:
             return None
-        values = json.loads(raw)
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            values = None
+        if not isinstance(values, dict):
+            raise pa.ArrowInvalid(f"its {METADATA_KEY.decode()} metadata is not a JSON object")
         return cls(**{f.name: values.get(f.name) for f in fields(cls)})
 
     def require_same(self, out: object, recorded: Scoring) -> None:
