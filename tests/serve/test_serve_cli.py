@@ -361,3 +361,20 @@ def test_a_port_in_use_is_one_line_before_serving(command, monkeypatch):
     assert result.output == (f"error: port {port} on 127.0.0.1 is already in use (another server?): "
                              "choose another with --port\n")
     CHECK_PORT_FREE("127.0.0.1", port)  # free again once let go
+
+
+@pytest.mark.parametrize("command", ["serve", "app"])
+@pytest.mark.parametrize(("host", "why"), [("nosuch.invalid", "cannot listen on nosuch.invalid: "),
+                                           ("192.0.2.1", "cannot listen on 192.0.2.1 port 8000: ")])
+def test_a_host_this_machine_cannot_listen_on_is_one_line_before_the_model_loads(command, host, why, monkeypatch):
+    """A name that does not resolve, or an address the machine lacks, was uvicorn's '[Errno 99] error while attempting
+    to bind' among its log lines after the model loaded (exit 3), or Streamlit's traceback."""
+    from fakescope.cli import serve as cli_serve
+
+    monkeypatch.setattr(serve_config, "check_port_free", CHECK_PORT_FREE)
+    monkeypatch.setattr(serve_config.ServeConfig, "load_detector", lambda self: pytest.fail("the model loaded"))
+    monkeypatch.setattr(cli_serve.os, "execve", lambda *args: pytest.fail("Streamlit started"))
+    result = CliRunner().invoke(app, [command, "--host", host, "--port", "8000", "--allow-anonymous"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: {why}") and result.output.endswith("(check --host and --port)\n"
+                                                                                if "port" in why else "(check --host)\n")

@@ -69,8 +69,8 @@ def serve(
                              cors_origins=tuple(cors_origin or ()), allowed_hosts=tuple(allowed_host or ()),
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
         config = for_host(config, host, allow_anonymous=allow_anonymous)  # before the model loads: a refusal is quick
+        check_port_free(host, port)  # before the model loads too
         detector = config.load_detector()  # before uvicorn, so a bad --model is one clean line
-        check_port_free(host, port)
         if not config.generation:
             typer.echo(f"warning: serving on {host} without FAKESCOPE_API_TOKEN ({ANONYMOUS_FLAG}): anyone who can reach "
                        "this port can score images; /v1/generate and /v1/jobs are off (403) until a token is set", err=True)

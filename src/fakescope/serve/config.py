@@ -158,12 +158,15 @@ def _check_origin(origin: str) -> None:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Refuse in one line a port another server listens on (uvicorn and Streamlit say so among their log lines, after
-    the model has loaded). Bound as they bind (SO_REUSEADDR), on every address `host` names, then let go."""
+    """Refuse in one line a port another server listens on, or a `host` this machine cannot listen on (a name that
+    does not resolve, an address it lacks, a port it may not use): uvicorn and Streamlit say so among their log lines,
+    after the model has loaded. Bound as they bind (SO_REUSEADDR), on every address `host` names, then let go; one
+    address that binds is enough (`localhost` may name an IPv6 `::1` the machine lacks)."""
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        return  # checked_host named a bad --host already; a name that does not resolve is the server's to report
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror} (check --host)") from None
+    failures = []
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -173,3 +176,6 @@ def check_port_free(host: str, port: int) -> None:
                 if exc.errno == errno.EADDRINUSE:
                     raise ConfigError(f"port {port} on {host} is already in use (another server?): "
                                       "choose another with --port") from None
+                failures.append(exc.strerror)
+    if failures and len(failures) == len(addresses):
+        raise ConfigError(f"cannot listen on {host} port {port}: {failures[0]} (check --host and --port)")
