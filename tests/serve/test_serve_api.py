@@ -236,6 +236,14 @@ def test_openapi_gives_every_route_a_summary_what_it_answers_and_only_the_errors
     assert (no_output.status_code, no_output.json()) == (422, {"detail": "index: Input should be a valid integer, unable to "
                                                                          "parse string as an integer"})
     assert operations["get", "/v1/jobs/{job_id}/outputs/{index}"]["responses"]["422"]["description"] == "index: not a whole number"
+    for (method, path), op in operations.items():  # the 403s `Gate` answers before routing were in no route's spec
+        assert op["responses"]["403"]["description"].startswith("host not allowed: "), (method, path)
+        assert ("cross-origin" in op["responses"]["403"]["description"]) == (method != "get"), (method, path)
+    rebound = httpx.get(f"{server.url}/healthz", headers={"Host": "rebound.example"})
+    foreign = httpx.post(f"{server.url}/v1/detect", headers={**auth, "Origin": "http://evil.example"}, content=b"x")
+    assert (rebound.status_code, foreign.status_code) == (403, 403)
+    assert rebound.json()["detail"].startswith("host not allowed: ")
+    assert foreign.json()["detail"].startswith("cross-origin request refused: ")
 
 
 def test_every_error_is_one_line_of_detail(server, auth, photo_bytes):

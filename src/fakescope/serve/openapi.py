@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from fastapi.security import HTTPBearer
 
+from fakescope.serve.origins import SAFE_METHODS
 from fakescope.serve.schemas import Error
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -16,17 +17,27 @@ _bearer = HTTPBearer(auto_error=False, description="Set FAKESCOPE_API_TOKEN on t
 SECURED = [Depends(_bearer)]  # declares the scheme in the OpenAPI spec; `Gate` checks the token
 
 
+HOST_REFUSED = "host not allowed: on loopback, a `Host` that is not a loopback name or an `--allowed-host`"
+CROSS_ORIGIN = "; or cross-origin: a page of another origin than the server's own or a `--cors-origin`"
+
+
 def spec_builder(app: FastAPI):
     """`app.openapi` without FastAPI's own 422 entry, shaped as a list of errors: every route that can answer 422
-    lists it (as `Error`), and a route that cannot (any job id is a valid string) is left without it."""
+    lists it (as `Error`), and a route that cannot (any job id is a valid string) is left without it. Every route
+    lists the 403s `Gate` answers before routing (`serve.origins`), worded for its method."""
     build = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             spec = build()
-            for operation in (op for ops in spec["paths"].values() for op in ops.values()):
-                if "HTTPValidationError" in str(operation["responses"].get("422")):
-                    del operation["responses"]["422"]
+            for method, operation in ((m, op) for ops in spec["paths"].values() for m, op in ops.items()):
+                responses = operation["responses"]
+                if "HTTPValidationError" in str(responses.get("422")):
+                    del responses["422"]
+                refused = HOST_REFUSED + ("" if method.upper() in SAFE_METHODS else CROSS_ORIGIN)
+                responses["403"] = {"description": refused, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Error"}}}}
+                operation["responses"] = dict(sorted(responses.items()))
             for name in ("HTTPValidationError", "ValidationError"):
                 spec["components"]["schemas"].pop(name, None)
         return app.openapi_schema
