@@ -151,7 +151,10 @@ def test_input_fidelity_is_sent_with_the_edit_and_one_the_model_does_not_take_is
 
 def test_missing_job_is_404(server, auth):
     answer = httpx.get(f"{server.url}/v1/jobs/nope", headers=auth)
-    assert answer.status_code == 404 and answer.json()["detail"] == "no job nope"
+    assert answer.status_code == 404 and answer.json()["detail"] == "no job 'nope'"
+    for method in ("GET", "DELETE"):  # an id with a line break (%0A) was echoed as two lines
+        answer = httpx.request(method, f"{server.url}/v1/jobs/a%0Ab", headers=auth)
+        assert answer.status_code == 404 and answer.json() == {"detail": "no job 'a\\nb'"}
 
 
 def test_save_pair_writes_real_and_ai_with_a_shared_pair_id(tmp_path, photo_bytes, flat_png):

@@ -71,7 +71,7 @@ def test_delete_cancels_queued_and_running_jobs_then_removes_finished_ones(detec
         assert httpx.get(f"{url}/{running}", headers=AUTH).status_code == 404
         assert not (tmp_path / running).exists() and (tmp_path / other).is_dir()
         gone = httpx.delete(f"{url}/{running}", headers=AUTH)
-        assert gone.status_code == 404 and gone.json() == {"detail": f"no job {running}"}
+        assert gone.status_code == 404 and gone.json() == {"detail": f"no job {running!r}"}
     assert JobStore(tmp_path, detector.predict).get(queued).state == "cancelled"  # the record outlives a restart
 
 

@@ -89,7 +89,7 @@ def add_generation_routes(app: FastAPI, config: ServeConfig) -> None:
         except StorageError as exc:  # path-free; the log has the reason
             raise HTTPException(503, str(exc)) from None
         if job is None:
-            raise HTTPException(404, f"no job {job_id}")
+            raise HTTPException(404, f"no job {job_id!r}")
         return job.to_dict()
 
     @app.get("/v1/jobs/{job_id}/outputs/{index}", tags=["generate"], summary="One generated image", dependencies=SECURED,
@@ -111,5 +111,5 @@ def add_generation_routes(app: FastAPI, config: ServeConfig) -> None:
 def _job(request: Request, job_id: str):
     job = request.app.state.jobs.get(job_id)
     if job is None:
-        raise HTTPException(404, f"no job {job_id}")
+        raise HTTPException(404, f"no job {job_id!r}")
     return job
