@@ -52,6 +52,8 @@ VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
 KEPT_WIDGETS = ("openai_key", "edit_prompt", "dataset_folder")
 NO_KEY = "no OpenAI API key: enter one in the field above, or set OPENAI_API_KEY (environment or .env) where the app runs"
 NO_OWN_KEY = "no OpenAI API key: enter yours in the field above (this app is open to anyone, so it never uses the server's)"
+NO_KEY_SET = "No OpenAI API key set: enter one above, or set OPENAI_API_KEY (environment or .env) where the app runs"
+NO_OWN_KEY_SET = "No OpenAI API key set: enter yours above (this app is open to anyone, so it never uses the server's)"
 REPORT_NAMES = ("report.json", "logo.json")  # written by `fakescope evaluate` and `fakescope evaluate-logo`
 log = logging.getLogger(__name__)
 
@@ -184,7 +186,7 @@ def generator_page() -> None:
                         help="Kept in this browser session only; never stored or logged.")
     storage.load_env_file()  # the server's key may live in .env
     if not key and (anonymous() or not os.environ.get("OPENAI_API_KEY")):
-        st.warning("No OpenAI API key set: enter one above to generate images.")
+        st.warning(NO_OWN_KEY_SET if anonymous() else NO_KEY_SET)
     upload = st.file_uploader("Real image", key="real")
     mode = st.radio("Mode", ["variation", "edit"], horizontal=True,
                     help="variation: a new photo of the same kind (GPT image models: an edit of the whole image by a fixed prompt)")
