@@ -11,6 +11,7 @@ from typing import Self
 from PIL import Image
 
 TOKEN = "serve-test-token"
+BATCH_NEEDS_FILES = "files: Field required (send each image as a 'files' part, e.g. curl -F files=@a.jpg -F files=@b.jpg)"
 
 
 class LiveServer:

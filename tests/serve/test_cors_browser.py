@@ -6,7 +6,7 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from serve_helpers import TOKEN, LiveServer
+from serve_helpers import BATCH_NEEDS_FILES, TOKEN, LiveServer
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -56,7 +56,7 @@ def test_a_page_on_an_allowed_origin_can_call_the_api(detector, page_origin, tmp
             page = browser.new_page()
             page.goto(page_origin)
             if allowed:  # the token and the DELETE need a preflight; Chromium sends it and honours the grant
-                assert page.evaluate(CALL, [api.url, TOKEN]) == [422, "files: Field required", 404, True, 500, INTERNAL]
+                assert page.evaluate(CALL, [api.url, TOKEN]) == [422, BATCH_NEEDS_FILES, 404, True, 500, INTERNAL]
             else:
                 with pytest.raises(sync_api.Error, match="Failed to fetch"):
                     page.evaluate(CALL, [api.url, TOKEN])

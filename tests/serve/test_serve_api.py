@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import TOKEN, LiveServer, encode
+from serve_helpers import BATCH_NEEDS_FILES, TOKEN, LiveServer, encode
 
 
 def test_healthz_is_open_and_names_the_model(server):
@@ -255,7 +255,16 @@ def test_every_error_is_one_line_of_detail(server, auth, photo_bytes):
     assert [a.status_code for a in answers] == [422, 422, 404, 401]
     assert all(set(a.json()) == {"detail"} and isinstance(a.json()["detail"], str) for a in answers)
     assert bad_format.json()["detail"] == "format: Input should be 'png' or 'json'"
-    assert no_files.json()["detail"] == "files: Field required"
+    assert no_files.json()["detail"] == BATCH_NEEDS_FILES
+
+
+def test_a_missing_or_misnamed_file_part_says_which_part_to_send(server, auth, flat_png):
+    """A batch sent as /v1/detect takes it (a 'file' part) answered only 'files: Field required'."""
+    misnamed = httpx.post(f"{server.url}/v1/detect/batch", headers=auth, files={"file": ("a.png", flat_png)})
+    no_file = httpx.post(f"{server.url}/v1/generate", headers=auth, files={"image": ("a.png", flat_png)})
+    assert (misnamed.status_code, misnamed.json()) == (422, {"detail": BATCH_NEEDS_FILES})
+    assert (no_file.status_code, no_file.json()) == (422, {"detail": "file: Field required (send the image as a 'file' "
+                                                                     "part, e.g. curl -F file=@photo.jpg)"})
 
 
 def test_a_text_field_where_a_file_belongs_says_how_to_send_the_file(server, auth):

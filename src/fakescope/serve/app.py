@@ -98,9 +98,16 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal server error (the server's log has the details)"}, 500)
 
 
+SEND_FILES = {"file": "send the image as a 'file' part, e.g. curl -F file=@photo.jpg",
+              "files": "send each image as a 'files' part, e.g. curl -F files=@a.jpg -F files=@b.jpg"}
+
+
 def _problem(error: dict) -> str:
-    """One validation error as `field: what is wrong`; a text part where a file belongs says how to send one."""
+    """One validation error as `field: what is wrong`; a missing file part, or a text part where a file belongs, says
+    how to send one."""
     if "Expected UploadFile" in error["msg"]:  # curl -F file=photo.jpg (no @) sends the name, not the file
         field = error["loc"][1]
         return f"{field}: a text field, not a file (send the file itself, e.g. curl -F {field}=@photo.jpg)"
+    if error["type"] == "missing" and error["loc"][1:] in (("file",), ("files",)):  # no part, or one misnamed
+        return f"{error['loc'][1]}: Field required ({SEND_FILES[error['loc'][1]]})"
     return f"{'.'.join(map(str, error['loc'][1:])) or error['loc'][0]}: {error['msg']}"
