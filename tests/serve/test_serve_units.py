@@ -128,6 +128,8 @@ def test_config_validates_limits():
         ServeConfig(max_connections=0)
     with pytest.raises(ConfigError, match="max_pixels must be in"):
         ServeConfig(max_pixels=10**12)
+    with pytest.raises(ConfigError, match=r"^max_files \(1001\) must be at most 1000: the multipart parser refuses more "):
+        ServeConfig(max_files=1001, max_queue=2000)  # was taken, and a batch of 1001 answered 400 'Too many files'
     with pytest.raises(ConfigError, match=r"^unknown runtime 'tf'; use torch, onnx or auto$"):  # was refused only when
         ServeConfig(runtime="tf")  # the server started (its lifespan loads the detector)
     with pytest.raises(ConfigError, match=r"^unknown precision 'fp8'; use fp32 or bf16$"):

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # annotations only: no import cost
 TOKEN_ENV = "FAKESCOPE_API_TOKEN"
 ANONYMOUS_FLAG = "--allow-anonymous"
 APP_ANONYMOUS_ENV = "FAKESCOPE_APP_ANONYMOUS"  # "1": the web app is open beyond loopback, so never uses the server's key
+MULTIPART_MAX_FILES = 1000  # Starlette's `Request.form(max_files=...)`, as FastAPI parses every form
 GENERATION_OFF = (f"generation is off: this server runs without {TOKEN_ENV} ({ANONYMOUS_FLAG}); its operator must set "
                   "a token to serve /v1/generate and /v1/jobs")
 
@@ -43,7 +44,7 @@ class ServeConfig:
         max_pixels: Largest accepted image (width x height); larger answers 422.
         max_batch: Most images gathered into one model call by the micro-batcher.
         max_wait_ms: How long the micro-batcher waits for more requests after the first.
-        max_files: Most files in one `/v1/detect/batch` request.
+        max_files: Most files in one `/v1/detect/batch` request (at most 1000, as the multipart parser takes).
         max_queue: Most images waiting for the model; more answer 503 with `Retry-After` (at least `max_files`).
         max_jobs: Most generation jobs queued or running; more answer 503 with `Retry-After`.
         cors_origins: Web origins (`https://app.example.com`, or `*`) whose pages may call the API; none by default.
@@ -101,6 +102,9 @@ class ServeConfig:
         checked_max_pixels(self.max_pixels)
         if min(self.max_batch, self.max_files, self.max_jobs, self.max_connections) < 1:
             raise ConfigError("max_batch, max_files, max_jobs and max_connections must be at least 1")
+        if self.max_files > MULTIPART_MAX_FILES:
+            raise ConfigError(f"max_files ({self.max_files}) must be at most {MULTIPART_MAX_FILES}: the multipart "
+                              "parser refuses more files in one request (400)")
         if self.max_queue < self.max_files:
             raise ConfigError(f"max_queue ({self.max_queue}) must be at least max_files ({self.max_files}): "
                               "a full batch request must fit in the queue")
