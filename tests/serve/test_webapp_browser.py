@@ -236,6 +236,10 @@ def test_detector_page_warns_under_a_pixel_only_verdict_only(app_url, page, tmp_
     top = {name: page.locator("main h4", has_text=name).bounding_box()["y"] for name in ("coffee-taef2.jpg", "declared.png")}
     assert top["coffee-taef2.jpg"] < alerts.bounding_box()["y"] < top["declared.png"]
     _screenshot(page, "webapp-caveat.png")
+    tables = [t.locator("[role=gridcell]").all_inner_texts() for t in page.locator("[data-testid=stDataFrame]").all()]
+    assert [cells[0::3] for cells in tables] == [["pixel", "c2pa", "metadata", "watermark"]] * 2  # kind, score, detail
+    assert tables[1][6:9] == ["metadata", "0.95", "metadata declares AI generation (unsigned): text chunk(s) 'parameters' "
+                                                  "written by Stable Diffusion web UI (A1111/Forge/SD.Next)"]
 
 
 def test_detector_page_fetches_http_urls_only(app_url, page, photo_bytes, tmp_path):
