@@ -87,6 +87,12 @@ def test_a_preflight_from_an_allowed_origin_passes_without_a_token(cors_server):
 def test_other_origins_get_no_cors_grant(cors_server, server, photo_bytes):
     refused = _preflight(f"{cors_server.url}/v1/detect", "http://evil.example")
     assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+    allowed = ("(origins: fakescope serve --cors-origin; methods: GET, POST, DELETE; headers: Authorization, "
+               "Content-Type, X-OpenAI-Key)")  # a refused preflight answered plain text 'Disallowed CORS origin'
+    assert refused.json() == {"detail": f"CORS preflight refused: origin not allowed {allowed}"}
+    put = httpx.options(f"{cors_server.url}/v1/detect", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "PUT",
+                                                               "Access-Control-Request-Headers": "x-custom"})
+    assert (put.status_code, put.json()) == (400, {"detail": f"CORS preflight refused: method, headers not allowed {allowed}"})
     off = _preflight(f"{server.url}/v1/detect", ORIGIN)  # the default: no CORS at all
     assert "access-control-allow-origin" not in off.headers
     simple = httpx.post(f"{server.url}/v1/detect", headers={**AUTH, "Origin": ORIGIN}, content=photo_bytes)

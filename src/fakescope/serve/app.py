@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.middleware.exceptions import ExceptionMiddleware
 
 from fakescope.detector import Detector
@@ -31,6 +31,22 @@ from fakescope.serve.jobs import JobStore
 from fakescope.serve.openapi import PNG_HEADERS, spec_builder
 
 log = logging.getLogger(__name__)
+CORS_METHODS = ["GET", "POST", "DELETE"]
+CORS_HEADERS = ["Authorization", "Content-Type", "X-OpenAI-Key"]
+
+
+class _CORS(CORSMiddleware):
+    """Starlette's CORS, but a refused preflight answers `{"detail": ...}` like every other error, not plain text."""
+
+    def preflight_response(self, request_headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code != 400:
+            return answer
+        refused = answer.body.decode().removeprefix("Disallowed CORS ")  # origin, method, headers: those refused
+        headers = {k: v for k, v in answer.headers.items() if k not in ("content-length", "content-type")}
+        return JSONResponse({"detail": f"CORS preflight refused: {refused} not allowed (origins: fakescope serve "
+                                       f"--cors-origin; methods: {', '.join(CORS_METHODS)}; headers: "
+                                       f"{', '.join(CORS_HEADERS)})"}, 400, headers)
 
 
 def create_app(config: ServeConfig | None = None, *, detector: Detector | None = None) -> FastAPI:
@@ -68,9 +84,8 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
     app.add_middleware(ExceptionMiddleware, handlers={Exception: _internal_error})
     app.add_middleware(Gate, config=config)
     if config.cors_origins:  # outermost: preflights carry no token, and error answers need the CORS headers too
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "X-OpenAI-Key"],
-                           expose_headers=[*PNG_HEADERS, "Retry-After"], max_age=600)
+        app.add_middleware(_CORS, allow_origins=list(config.cors_origins), allow_methods=CORS_METHODS,
+                           allow_headers=CORS_HEADERS, expose_headers=[*PNG_HEADERS, "Retry-After"], max_age=600)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(ServerBusy)(_busy)
     add_detect_routes(app, config)
