@@ -52,7 +52,7 @@ def serve(
 ) -> None:
     """Serve the REST API (docs at /docs). Set FAKESCOPE_API_TOKEN to require a bearer token (needed beyond loopback).
 
-    Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use included).
+    Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use, or a --host it cannot listen on, included).
     """
     with clean_errors():
         import uvicorn
@@ -98,7 +98,7 @@ def app(
 ) -> None:
     """Open the web app (Streamlit): detector, generator and report pages.
 
-    Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use included).
+    Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use, or a --host it cannot listen on, included).
     """
     with clean_errors():
         import streamlit  # noqa: F401 - missing: one line naming the extra, not a failed subprocess
