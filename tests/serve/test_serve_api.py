@@ -58,6 +58,12 @@ def test_detect_raw_body(server, auth, flat_png):
     record = httpx.post(f"{server.url}/v1/detect", headers={**auth, "Content-Type": "image/png"}, content=flat_png).json()
     assert record["path"] == "upload" and (record["width"], record["height"], record["format"]) == (96, 64, "PNG")
     assert 0.0 <= record["score"] <= 1.0 and record["label"] in ("ai", "real", "uncertain")
+    spec = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    for path in ("/v1/detect", "/v1/explain"):  # the spec named image/* alone; a generated client sends octet-stream
+        assert {"image/*", "application/octet-stream"} <= set(spec[path]["post"]["requestBody"]["content"])
+    octets = httpx.post(f"{server.url}/v1/detect", headers={**auth, "Content-Type": "application/octet-stream"},
+                        content=flat_png)
+    assert (octets.status_code, octets.json()["score"]) == (200, record["score"])
 
 
 def test_not_an_image_is_422_with_a_clear_message(server, auth):

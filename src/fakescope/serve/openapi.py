@@ -9,7 +9,7 @@ from fakescope.serve.origins import SAFE_METHODS
 from fakescope.serve.schemas import Error
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
-RAW_IMAGE = {"requestBody": {"content": {"image/*": BINARY}}}
+RAW_IMAGE = {"requestBody": {"content": {"image/*": BINARY, "application/octet-stream": BINARY}}}  # as generated clients send bytes
 PNG_HEADERS = {"X-Fakescope-Label": {"description": "ai, real or uncertain", "schema": {"type": "string"}},
                "X-Fakescope-Score": {"description": "calibrated P(ai)", "schema": {"type": "string"}},
                "X-Fakescope-Caveat": {"description": "the detection's caveat, only when set", "schema": {"type": "string"}}}
