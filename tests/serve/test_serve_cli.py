@@ -338,6 +338,18 @@ def test_app_hands_its_root_to_the_web_app_and_refuses_a_missing_one(monkeypatch
     assert result.output == f"error: the app's root {tmp_path / 'missing'} is not a folder\n"
 
 
+def test_app_with_a_bad_model_or_device_is_one_line_before_streamlit_starts(monkeypatch, tmp_path):
+    """Streamlit started and the page said so only once a browser opened it."""
+    from fakescope.cli import serve as cli_serve
+
+    monkeypatch.setattr(cli_serve.os, "execve", lambda *args: pytest.fail("Streamlit started"))
+    for flags, said in ((["--model", "no-such-model"], "error: unknown model 'no-such-model'"),
+                        (["--model", str(tmp_path / "gone.safetensors")], f"error: model path not found: {tmp_path}"),
+                        (["--device", "tpu"], "error: invalid device 'tpu': use cpu, cuda, cuda:N, mps or auto")):
+        result = CliRunner().invoke(app, ["app", *flags])
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith(said), result.output
+
+
 def test_app_process_beyond_loopback_is_refused_before_streamlit_starts(tmp_path):
     result = subprocess.run([sys.executable, "-m", "fakescope", "app", "--host", "0.0.0.0", "--port", "1"],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)

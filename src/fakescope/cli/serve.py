@@ -108,7 +108,13 @@ def app(
         from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, any_host_warning, checked_host
         from fakescope.serve.paths import ROOT_ENV, app_root
 
+        from fakescope.detector import resolve_device
+        from fakescope.models import resolve_model
+
         anonymous = app_is_anonymous(host, allow_anonymous=allow_anonymous)
+        resolve_device(device)  # a bad --device or --model: one line here, not on the page once a browser opens it
+        if model:
+            resolve_model(model)
         allowed = [checked_host(name) for name in allowed_host or ()]  # a bad name: one line before Streamlit starts
         command = webapp_command(host, port, allowed)
         env = {**os.environ, "FAKESCOPE_DEVICE": device, MAX_PIXELS_ENV: str(checked_max_pixels(max_pixels)),
