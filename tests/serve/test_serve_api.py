@@ -26,6 +26,8 @@ def test_healthz_is_open_and_names_the_model(server):
     body = answer.json()
     assert body["status"] == "ok" and body["model"] == "fakescope-default"
     assert set(body["batching"]) == {"items", "calls", "largest_batch", "busy_s"}
+    head = httpx.head(f"{server.url}/healthz")  # as uptime monitors ask: was 405
+    assert (head.status_code, head.content, head.headers["content-type"]) == (200, b"", "application/json")
 
 
 def test_v1_needs_the_bearer_token(server, flat_png):

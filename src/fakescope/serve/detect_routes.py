@@ -33,6 +33,8 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         return {"status": "ok", "model": request.app.state.detector.name, "queued": batcher.pending,
                 "batching": batcher.stats.to_dict()}
 
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # uptime monitors send HEAD (was 405)
+
     @app.get("/v1/models", tags=["service"], summary="The model in use and those available", dependencies=SECURED,
              response_model=None, responses=answers(Models, "the loaded model, the bundled models and the architectures"))
     def models(request: Request) -> dict:
