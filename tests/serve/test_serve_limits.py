@@ -45,8 +45,8 @@ def test_requests_past_max_queue_are_503_with_retry_after(stalled_client, flat_p
     files = [("files", ("a.png", flat_png, "image/png")), ("files", ("b.png", flat_png, "image/png"))]
     batch = client.post("/v1/detect/batch", files=files)  # one place left for two images: none is queued
     assert batch.status_code == 503 and batch.headers["Retry-After"].isdigit() and batcher.pending == 1
-    assert batch.json() == {"detail": "the server is busy: 1 images are waiting for the model (the limit is 2); "
-                                      "try again shortly"}
+    assert batch.json() == {"detail": "the server is busy: no room for 2 image(s) in the model's queue (1 of 2 places "
+                                      "free); try again shortly"}  # said '1 images are waiting (the limit is 2)'
     batcher.submit(flat_png)
     for path in ("/v1/detect", "/v1/explain"):
         answer = client.post(path, content=flat_png)

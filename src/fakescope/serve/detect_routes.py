@@ -72,9 +72,9 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
             raise HTTPException(413, f"too many files: {len(files)} (the limit is {config.max_files} per request)")
         uploads = [(f.filename or f"file{i}", await read_upload(f, config)) for i, f in enumerate(files)]
         batcher: MicroBatcher = request.app.state.batcher
-        if batcher.room() < len(uploads):  # all or none: a half-scored batch helps nobody
-            raise ServerBusy(f"the server is busy: {batcher.pending} images are waiting for the model "
-                             f"(the limit is {config.max_queue}); try again shortly", batcher.retry_after())
+        if (room := batcher.room()) < len(uploads):  # all or none: a half-scored batch helps nobody
+            raise ServerBusy(f"the server is busy: no room for {len(uploads)} image(s) in the model's queue ({room} of "
+                             f"{config.max_queue} places free); try again shortly", batcher.retry_after())
         detections = await asyncio.gather(*(_score(request, n, d, heatmap=False, strict=False) for n, d in uploads))
         return {"results": [d.to_dict() for d in detections]}
 
