@@ -216,6 +216,20 @@ def test_detector_page_scores_uploads_in_order_and_rejects_text_and_big_images(a
     _screenshot(page, "webapp-detector.png")
 
 
+def test_detector_page_shows_file_names_as_they_are(app_url, page, flat_png, tmp_path):
+    """Names went through Markdown: 'a *b*.png' lost its stars, 'cat:smile:.png' showed an emoji, a link turned live."""
+    image, text = tmp_path / "a *b* cat:smile: :red[x].png", tmp_path / "[y](http:__e.x) $5 and $10.txt"
+    image.write_bytes(flat_png)
+    text.write_text("not an image")
+    page.goto(app_url)
+    page.get_by_text("No image yet").wait_for(timeout=30_000)
+    page.locator("input[type=file]").set_input_files([str(image), str(text)])
+    page.get_by_text("Download JSON").wait_for(timeout=90_000)
+    assert [h.strip() for h in page.locator("main h4").all_inner_texts()] == [image.name, text.name]
+    assert page.locator("[data-testid=stAlert]", has_text=f"{text.name}: not an image: ").count() == 1
+    assert not page.locator("main a[href^='http:']").count()
+
+
 def test_detector_page_warns_under_a_pixel_only_verdict_only(app_url, page, tmp_path):
     from PIL import PngImagePlugin
 

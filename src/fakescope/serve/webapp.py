@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
@@ -46,6 +47,7 @@ MAX_URL_BYTES = 20 * 1024 * 1024
 MAX_READ_MB = 64  # the largest report, report.html or example image the pages read from under the root
 SMALL_TABLE_ROWS = 50
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
+MARKDOWN_SIGNS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:<>&])")
 # The generator's typed fields, kept across pages. The generator is drawn by this script, not in `Page.run`: the browser
 # sends a page link's run only the values of this script's widgets, and Streamlit folds a run asked for just before (a
 # field's Enter) into it, so the value typed into a page's field was lost when the link was clicked at once.
@@ -68,7 +70,7 @@ def detector() -> Detector:
     try:
         return _load_detector()
     except FakescopeError as exc:
-        st.error(f"Could not load the detector: {exc}")
+        st.error(f"Could not load the detector: {plain(exc)}")
         st.stop()
 
 
@@ -77,7 +79,7 @@ def max_pixels() -> int:
     try:
         return env_max_pixels()
     except FakescopeError as exc:
-        st.error(f"Bad setting: {exc}")
+        st.error(f"Bad setting: {plain(exc)}")
         st.stop()
 
 
@@ -86,13 +88,19 @@ def root() -> Path:
     try:
         return app_root()
     except FakescopeError as exc:
-        st.error(f"Bad setting: {exc}")
+        st.error(f"Bad setting: {plain(exc)}")
         st.stop()
 
 
 def anonymous() -> bool:
     """Whether the app is open beyond loopback (`FAKESCOPE_APP_ANONYMOUS`): then it never spends the server's key."""
     return os.environ.get(APP_ANONYMOUS_ENV) == "1"
+
+
+def plain(text: object) -> str:
+    """`text` (a file name, a URL, an error naming either) escaped for Streamlit's Markdown, so that it shows as it is:
+    `a *b*.png` lost its stars, `cat:smile:.png` showed an emoji and `:red[x]` coloured."""
+    return MARKDOWN_SIGNS.sub(r"\\\1", str(text))
 
 
 class Shown(NamedTuple):
@@ -129,9 +137,9 @@ def score(items: list[tuple[str, bytes]]) -> list[Shown]:
 def show_detection(name: str, view: Shown) -> None:
     """Verdict, P(ai), reason and evidence, with the image (a display copy) and its heatmap overlay side by side."""
     detection = view.detection
-    st.markdown(f"#### {name}")
+    st.markdown(f"#### {plain(name)}")
     if detection.error:
-        st.error(f"{name}: {detection.error}")
+        st.error(plain(f"{name}: {detection.error}"))
         return
     colour = VERDICT_COLOURS.get(detection.verdict, "gray")
     st.markdown(f"Verdict: :{colour}[**{detection.verdict}**] &nbsp; P(ai) = **{detection.probability:.3f}**")
@@ -164,7 +172,7 @@ def detector_page() -> None:
         try:
             items.append((url, fetch_url(url)))
         except (OSError, ValueError, FakescopeError) as exc:
-            st.error(f"Could not fetch {url}: {exc}")
+            st.error(plain(f"Could not fetch {url}: {exc}"))
     if not items:
         st.info("No image yet: upload one or more files (JPEG, PNG, WebP, HEIC, ...).")
         return
@@ -228,9 +236,9 @@ def save_to_dataset(folder: str, result: dict) -> None:
         manifest = save_pair(str(confined(folder, root())), result["real"], [o.data for o in result["outputs"]],
                              result["config"], filename=result["name"], store=RootFolder(root(), min_free_mb=min_free))
     except (OSError, FakescopeError) as exc:
-        st.error(f"Could not save to the dataset: {exc}")
+        st.error(f"Could not save to the dataset: {plain(exc)}")
         return
-    st.success(f"Saved the real image and {len(result['outputs'])} ai image(s); manifest: {manifest}")
+    st.success(f"Saved the real image and {len(result['outputs'])} ai image(s); manifest: {plain(manifest)}")
 
 
 def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
@@ -250,7 +258,7 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
     except Exception as exc:  # noqa: BLE001 - Streamlit would show an unexpected one's text and traceback as they came
         failed = failure(exc, key, expected=(OSError, FakescopeError))  # OSError: a full disk too
         log.warning("generation failed: %s", failed.detail)  # the page names no temporary path, the log does
-        st.error(f"Generation failed: {public_error(failed.line)}")
+        st.error(f"Generation failed: {plain(public_error(failed.line))}")
         return
     st.session_state["generated"] = {"name": name, "real": data, "outputs": outputs, "shown": views, "config": config}
 
@@ -274,17 +282,17 @@ def report_page() -> None:
             st.info("No report opened yet.")
             return
     except json.JSONDecodeError as exc:
-        st.error(f"Could not read the report: {source} is not JSON ({exc.msg} at line {exc.lineno})")
+        st.error(plain(f"Could not read the report: {source} is not JSON ({exc.msg} at line {exc.lineno})"))
         return
     except (OSError, ValueError, FakescopeError) as exc:
-        st.error(f"Could not read the report: {exc}")
+        st.error(f"Could not read the report: {plain(exc)}")
         return
     if not isinstance(report, dict):
         st.error("Could not read the report: report.json should hold a JSON object")
         return
     metrics, tables = report_contents(report)
     if not metrics and not tables:
-        st.warning(f"{source} holds no metrics or tables: open the report.json (or logo.json) that "
+        st.warning(f"{plain(source)} holds no metrics or tables: open the report.json (or logo.json) that "
                    "`fakescope evaluate` (or `evaluate-logo`) writes.")
         return
     st.subheader("Metrics")
