@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import struct
+import subprocess
+import sys
 import tracemalloc
 import warnings
 import zlib
@@ -16,7 +18,7 @@ from PIL import Image
 
 from fakescope.errors import ImageLoadError
 from fakescope.forensics.metadata import check_metadata
-from fakescope.io.image import MIN_SIDE, decode_image, load_image, read_source, sniff_format
+from fakescope.io.image import MIN_SIDE, decode_image, header_size, load_image, read_source, sniff_format
 from fakescope.io.jpeg_markers import read_header
 
 FORMATS = [  # (Pillow writer, sniffed name, lossless)
@@ -306,6 +308,25 @@ def test_absurd_declared_size_is_refused_before_decoding(side):
         tracemalloc.stop()
     assert peak < 16 * 2**20  # nothing of the declared pixels' size was allocated
     assert f"{side * side:,}" in str(info.value) and str(info.value).endswith("exceeds 200,000,000 pixels")
+
+
+def test_fakescope_leaves_pillows_pixel_limit_as_its_host_set_it(tiny_model_dir, image_factory, tmp_path, monkeypatch):
+    """Importing fakescope set Pillow's process-wide `MAX_IMAGE_PIXELS` to 200M for its host; now its own reads
+    alone use that limit (with the same error past it), and the host's value is back after each."""
+    code = "import PIL.Image as I; I.MAX_IMAGE_PIXELS = 1_000_000; import fakescope.io; print(I.MAX_IMAGE_PIXELS)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["1000000"], done.stderr[-2000:]
+    from fakescope import Detector
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    path = image_factory.file(tmp_path / "photo.png", size=(1200, 1000))  # 1.2M pixels: over the host's limit
+    assert Detector.load(tiny_model_dir, device="cpu", provenance=False).predict(str(path)).ok
+    assert header_size(_png(4000, 4000, 8, 2)) == (4000, 4000)  # past twice the host's limit: Pillow's error there
+    with pytest.raises(ImageLoadError, match=r"^image too large: 20000x20000 \(400,000,000 pixels\) exceeds 200,000,000"):
+        decode_image(_png(20_000, 20_000, 8, 2))
+    assert Image.MAX_IMAGE_PIXELS == 1_000_000
+    with pytest.raises(Image.DecompressionBombError):  # the host's own reads keep its limit
+        Image.open(io.BytesIO(_png(4000, 4000, 8, 2)))
 
 
 def test_small_images_refused_clearly_but_64px_always_scored(image_factory):

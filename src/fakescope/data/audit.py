@@ -135,9 +135,9 @@ def inspect_image(data: bytes, name: str = "") -> dict[str, Any]:
     """Measure the shortcut-prone properties of one encoded image (see the module docstring)."""
     from PIL import Image
 
-    from fakescope.io.image import sniff_format
+    from fakescope.io.image import pixel_limit, sniff_format
 
-    with Image.open(io.BytesIO(data)) as image:
+    with pixel_limit(), Image.open(io.BytesIO(data)) as image:
         fmt = sniff_format(data) or (image.format or "UNKNOWN")
         width, height = image.size
         quality = estimate_jpeg_quality(image.quantization) if fmt == "JPEG" and getattr(image, "quantization", None) else 100

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.io import storage
-from fakescope.io.image import sniff_format
+from fakescope.io.image import pixel_limit, sniff_format
 from fakescope.io.inputs import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def describe_image(data: bytes) -> dict[str, object]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with pixel_limit(), Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             pil_format = image.format
     except UnidentifiedImageError:  # its message names only a BytesIO

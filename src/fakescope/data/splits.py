@@ -41,7 +41,9 @@ def difference_hash(data: bytes) -> int:
     """
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
+    from fakescope.io.image import pixel_limit
+
+    with pixel_limit(), Image.open(io.BytesIO(data)) as image:
         image.draft("L", (64, 64))
         pixels = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
     bits = (pixels[:, 1:] > pixels[:, :-1]).flatten()

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from fakescope.evaluate.metrics import binary_metrics
+from fakescope.io.image import pixel_limit
 from fakescope.train.augment import jpeg
 
 Perturbation = Callable[[Image.Image], Image.Image]
@@ -61,7 +62,8 @@ def _reencode(image: Image.Image, fmt: str, **options) -> Image.Image:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+    with pixel_limit():  # up to fakescope's limit, as the image it re-encodes was decoded
+        return Image.open(buffer).convert("RGB")
 
 
 PERTURBATIONS: dict[str, Perturbation] = {

@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from fakescope.io import jpeg_markers
-from fakescope.io.image import sniff_format
+from fakescope.io.image import pixel_limit, sniff_format
 
 MAX_TEXT_BYTES = 8 * 1024 * 1024
 """Compressed PNG text inflating past this is not read (a zip bomb guard)."""
@@ -131,7 +131,7 @@ def _read_dqt(body: bytes, blocks: MetadataBlocks) -> None:
 def _read_with_pillow(data: memoryview, blocks: MetadataBlocks) -> None:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:  # parses headers only
+    with pixel_limit(), Image.open(io.BytesIO(data)) as img:  # parses headers only
         info = img.info
         exif = info.get("exif")
         tiff = bytes(data) if blocks.format == "TIFF" else None  # a TIFF's own tags are its EXIF (Software, Make, ...)

@@ -45,7 +45,7 @@ from fakescope.generate.openai_models import (
 )
 from fakescope.io import storage
 from fakescope.io.fetch import FetchError, fetch_public
-from fakescope.io.image import load_image
+from fakescope.io.image import load_image, pixel_limit
 from fakescope.io.redact import hide_secrets, redact_http_logs, shown_url
 
 MODES = ("variation", "edit", "generate")
@@ -201,8 +201,8 @@ class OpenAIImagesConfig:
         """
         data = self._mask_bytes
         try:
-            image = Image.open(io.BytesIO(data))
-            image = image.convert("RGBA")
+            with pixel_limit():
+                image = Image.open(io.BytesIO(data)).convert("RGBA")
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise ConfigError(f"edit mask {self.mask} is not a readable image ({type(exc).__name__})") from None
         if image.getchannel("A").getextrema()[0] == 255:

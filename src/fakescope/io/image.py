@@ -7,13 +7,15 @@ absurd sizes are refused with an `ImageLoadError` naming the problem.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import stat
 import struct
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -33,12 +35,14 @@ except ImportError:  # pragma: no cover - pillow-heif is a core dependency
     pillow_heif = None
 
 MAX_PIXELS = 200_000_000
-"""Refuse images above this many pixels (a 14k x 14k photo); Pillow's bomb check uses it too."""
+"""Refuse images above this many pixels (a 14k x 14k photo); Pillow's bomb check uses it too, inside `pixel_limit`."""
 MIN_SIDE = 32
 """Images with a side under this are refused; 64x64 and above are always scored."""
 
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+_limit_lock = threading.Lock()
+_limit_users = 0
+_host_limit: int | None = None
 
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "JPEG"),
@@ -87,6 +91,24 @@ class LoadedImage:
     """Frames (or pages) in the file (`frame_count`): an animation's or a multi-page file's first one is the image."""
 
 
+@contextlib.contextmanager
+def pixel_limit() -> Iterator[None]:
+    """Pillow's bomb limit (`Image.MAX_IMAGE_PIXELS`, process-wide) at `MAX_PIXELS` while fakescope decodes, the
+    host's own value back once the last decode running in any thread ends: importing fakescope leaves it alone."""
+    global _limit_users, _host_limit
+    with _limit_lock:
+        if not _limit_users:
+            _host_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
+        _limit_users += 1
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if not _limit_users:
+                Image.MAX_IMAGE_PIXELS = _host_limit
+
+
 def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
     """Decode encoded image bytes into 8-bit RGB, applying EXIF orientation.
 
@@ -99,18 +121,19 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageLoadError("not an image (unrecognised file signature)")
-    try:
-        img = _tolerating_png_text(_open, data)
-    except ImageLoadError:
-        raise
-    except Image.DecompressionBombError as exc:
-        declared = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
-        size = f"{int(declared[1]):,} pixels" if declared else "its declared size"
-        raise ImageLoadError(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels") from None
-    except Exception as exc:  # Pillow raises many types for broken files
-        raise corrupt_image_error(fmt, exc) from None
-    rgb = _check_size(to_rgb(img))
-    return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None, frame_count(img))
+    with pixel_limit():  # frame_count seeks through frames: Pillow checks each one's size
+        try:
+            img = _tolerating_png_text(_open, data)
+        except ImageLoadError:
+            raise
+        except Image.DecompressionBombError as exc:
+            declared = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
+            size = f"{int(declared[1]):,} pixels" if declared else "its declared size"
+            raise ImageLoadError(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels") from None
+        except Exception as exc:  # Pillow raises many types for broken files
+            raise corrupt_image_error(fmt, exc) from None
+        rgb = _check_size(to_rgb(img))
+        return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None, frame_count(img))
 
 
 def header_size(data: bytes) -> tuple[int, int]:
@@ -119,7 +142,8 @@ def header_size(data: bytes) -> tuple[int, int]:
     A PNG whose text or ICC chunks inflate past Pillow's caps is sized without them, as `decode_image` decodes it.
     """
     quiet_pillow()
-    return _tolerating_png_text(lambda encoded: Image.open(io.BytesIO(encoded)).size, data)
+    with pixel_limit():
+        return _tolerating_png_text(lambda encoded: Image.open(io.BytesIO(encoded)).size, data)
 
 
 def _tolerating_png_text(read: Callable[[bytes], T], data: bytes) -> T:
@@ -207,13 +231,14 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
     if isinstance(source, (str, Path)):
         return decode_image(_read_path(source), keep_bytes=keep_bytes)
     if isinstance(source, Image.Image):
-        try:  # an image from `Image.open` is decoded only now
-            source.load()
-            rgb = to_rgb(source)
-        except Exception as exc:  # Pillow raises many types for broken files
-            raise corrupt_image_error(source.format or "PIL", exc) from None
-        rgb = _check_size(rgb)
-        return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None, frame_count(source))
+        with pixel_limit():
+            try:  # an image from `Image.open` is decoded only now
+                source.load()
+                rgb = to_rgb(source)
+            except Exception as exc:  # Pillow raises many types for broken files
+                raise corrupt_image_error(source.format or "PIL", exc) from None
+            rgb = _check_size(rgb)
+            return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None, frame_count(source))
     if isinstance(source, np.ndarray):
         return LoadedImage(*_from_array(source))
     raise ImageLoadError(f"cannot read an image from {type(source).__name__}")

@@ -43,7 +43,7 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     """
     from PIL import Image
 
-    from fakescope.io.image import corrupt_image_error, header_size, sniff_format
+    from fakescope.io.image import MAX_PIXELS, corrupt_image_error, header_size, sniff_format
 
     if not data:
         raise ImageLoadError("empty file: the upload has no bytes")
@@ -53,8 +53,8 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
                              "(JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF, AVIF)")
     try:
         width, height = header_size(data)
-    except Image.DecompressionBombError:  # Pillow refuses to open headers over twice its own limit
-        raise ImageLoadError(f"image too large: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
+    except Image.DecompressionBombError:  # Pillow refuses to open headers over twice its limit (`MAX_PIXELS` there)
+        raise ImageLoadError(f"image too large: over {2 * MAX_PIXELS:,} pixels; "
                              f"the limit is {max_pixels:,}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
         raise corrupt_image_error(fmt, exc) from None

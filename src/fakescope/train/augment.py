@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from fakescope.errors import ConfigError
+from fakescope.io.image import pixel_limit
 
 if TYPE_CHECKING:
     from fakescope.models.config import ModelConfig
@@ -45,7 +46,8 @@ def jpeg(image: Image.Image, quality: int) -> Image.Image:
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=int(quality))
     buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    with pixel_limit():  # up to fakescope's limit, as the image it re-encodes was decoded
+        return Image.open(buf).convert("RGB")
 
 
 def neutralize(image: Image.Image, cfg: AugmentConfig) -> Image.Image:
