@@ -239,6 +239,25 @@ def test_empty_file_on_disk_and_missing_file(tmp_path):
 
 
 
+def test_a_huge_non_image_named_jpg_is_refused_from_its_first_bytes(tmp_path, image_factory):
+    """A file was read whole before its signature was checked: a 1 GiB one named `.jpg` took 1 GiB of memory."""
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as fh:
+        fh.write(b"not an image at all")
+        fh.truncate(2**30)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        for source in (huge, f"file://{huge}"):
+            with pytest.raises(ImageLoadError, match=r"^not an image \(unrecognised file signature\)$"):
+                load_image(source) if isinstance(source, os.PathLike) else read_source(source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+    photo = image_factory.file(tmp_path / "photo.jpg", "JPEG", (640, 480))  # an image is still read whole
+    assert read_source(photo) == photo.read_bytes() and load_image(photo).width == 640
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 def test_a_pipe_or_a_device_is_refused_unread(tmp_path):
     os.mkfifo(tmp_path / "pipe.jpg")  # reading waited for a writer forever (a FIFO left in a scanned folder)

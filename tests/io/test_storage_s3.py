@@ -7,15 +7,34 @@ import os
 import subprocess
 import sys
 import threading
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
 from s3_fault_proxy import S3FaultProxy
 
-from fakescope.errors import StorageError, StorageUnavailableError
+from fakescope.errors import ImageLoadError, StorageError, StorageUnavailableError
 from fakescope.io import _s3, storage
 from fakescope.io._s3 import S3Storage, make_client
+from fakescope.io.image import read_source
+
+
+def test_an_object_that_is_no_image_is_refused_after_its_first_bytes(s3_bucket, image_factory):
+    """An object was read whole before its signature was checked: a huge non-image named `.jpg` filled memory."""
+    big, photo = f"s3://{s3_bucket}/big.jpg", f"s3://{s3_bucket}/photo.jpg"
+    storage.write_bytes(big, b"\0" * (32 * 2**20))
+    storage.write_bytes(photo, jpeg := image_factory.bytes("JPEG", (640, 480)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageLoadError, match=r"^not an image \(unrecognised file signature\)$"):
+            read_source(big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20  # its first bytes, not its 32 MiB
+    assert read_source(photo) == jpeg  # an image is read whole
+    assert storage.read_bytes(big) == b"\0" * (32 * 2**20)  # a read without a check is unchanged
 
 
 def test_upload_then_download_round_trip(s3_bucket):

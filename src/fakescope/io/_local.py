@@ -6,11 +6,11 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from fakescope.errors import StorageError
-from fakescope.io.storage import normalise_suffixes
+from fakescope.io.storage import HEAD_BYTES, normalise_suffixes
 
 _FILE_PREFIX = "file://"
 log = logging.getLogger(__name__)
@@ -51,10 +51,13 @@ class LocalStorage:
     not the temporary file's private 0600.
     """
 
-    def read_bytes(self, uri: str) -> bytes:
+    def read_bytes(self, uri: str, *, check: Callable[[bytes], None] | None = None) -> bytes:
         try:
             with open(_path_of(uri), "rb") as fh:
-                return fh.read()
+                head = fh.read(HEAD_BYTES)
+                if check:
+                    check(head)
+                return head + fh.read()
         except OSError as exc:
             raise _error("read", uri, exc) from None
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from fakescope.errors import StorageError, StorageUnavailableError
-from fakescope.io.storage import DOING, normalise_suffixes
+from fakescope.io.storage import DOING, HEAD_BYTES, normalise_suffixes
 
 _REFUSED_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", *_REFUSED_CREDENTIALS}
@@ -102,7 +102,7 @@ class S3Storage:
             built = self._built = (os.getpid(), make_client())
         return built[1]
 
-    def read_bytes(self, uri: str) -> bytes:
+    def read_bytes(self, uri: str, *, check: Callable[[bytes], None] | None = None) -> bytes:
         bucket, key = split_s3_uri(uri)
         from botocore.exceptions import HTTPClientError, IncompleteReadError
 
@@ -110,7 +110,10 @@ class S3Storage:
             for attempt in range(1, BODY_ATTEMPTS + 1):  # botocore retries the request, not reading its body
                 body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
                 try:
-                    return body.read()
+                    head = body.read(HEAD_BYTES)
+                    if check:
+                        _checked(body, head, check)
+                    return head + body.read()
                 except (HTTPClientError, IncompleteReadError):
                     if attempt == BODY_ATTEMPTS:
                         raise
@@ -216,6 +219,15 @@ class S3Storage:
             if not page.get("IsTruncated"):
                 return
             request["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def _checked(body: Any, head: bytes, check: Callable[[bytes], None]) -> None:
+    """`check(head)`; where it refuses the object, the connection is closed with the rest of the body unread."""
+    try:
+        check(head)
+    except BaseException:
+        body.close()
+        raise
 
 
 def _code(exc: Any) -> str:

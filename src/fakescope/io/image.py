@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from fakescope.errors import ImageLoadError
+from fakescope.io.storage import HEAD_BYTES
 
 try:  # HEIC/HEIF (and AVIF on older Pillow) through pillow-heif
     import pillow_heif
@@ -284,21 +285,29 @@ def load_source(source: str | os.PathLike, *, keep_bytes: bool = True) -> Loaded
 
 
 def read_source(source: str | os.PathLike) -> bytes:
-    """The encoded bytes of a local path, a `file://` path or a storage URI, undecoded.
+    """The encoded bytes of a local path, a `file://` path or a storage URI, undecoded; one whose leading bytes are
+    no image signature is refused before the rest is read (a huge file named `.jpg` never fills memory).
 
     Raises:
-        ImageLoadError: a local file that cannot be read. StorageError: a remote read failed.
+        ImageLoadError: a local file that cannot be read, or no image. StorageError: a remote read failed.
     """
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):
         from fakescope.io.storage import read_bytes
 
-        return read_bytes(text)
+        return read_bytes(text, check=_check_signature)
     return _read_path(text.removeprefix("file://"))
 
 
+def _check_signature(head: bytes) -> None:
+    """Refuse a file whose leading bytes name no image format (an empty one is left to `decode_image`)."""
+    if head and sniff_format(head) is None:
+        raise ImageLoadError("not an image (unrecognised file signature)")
+
+
 def _read_path(source: str | Path) -> bytes:
-    """A regular file's bytes; a pipe or device (which would block or never end) is refused unread."""
+    """A regular file's bytes; a pipe or device (which would block or never end) is refused unread, and a file
+    whose leading bytes name no image format after reading only those."""
     if not os.fspath(source):  # Path("") is the current folder
         raise ImageLoadError("empty path")
     path = Path(source)
@@ -306,7 +315,9 @@ def _read_path(source: str | Path) -> bytes:
         with open(path, "rb", opener=_nonblocking) as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # a folder: open raised IsADirectoryError
                 raise ImageLoadError("not a regular file (a pipe, socket or device)", source=str(path))
-            return fh.read()
+            head = fh.read(HEAD_BYTES)
+            _check_signature(head)
+            return head + fh.read()
     except IsADirectoryError:
         raise ImageLoadError("is a directory", source=str(path)) from None
     except FileNotFoundError:

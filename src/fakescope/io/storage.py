@@ -19,7 +19,7 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from fakescope.errors import StorageError
@@ -27,6 +27,8 @@ from fakescope.errors import StorageError
 REMOTE_SCHEMES = ("s3", "gdrive")
 DOING = {"read": "reading", "write": "writing", "check": "checking", "list": "listing"}
 """A backend's actions as its outage messages word them (`S3 unreachable: ... while reading s3://...`)."""
+HEAD_BYTES = 64
+"""Leading bytes a read hands its `check` before reading the rest (an image's signature fits in them)."""
 
 _dotenv_lock = threading.Lock()
 _dotenv_loaded = False
@@ -36,7 +38,7 @@ _dotenv_loaded = False
 class Storage(Protocol):
     """What every backend offers; each method takes a full URI of its own scheme."""
 
-    def read_bytes(self, uri: str) -> bytes: ...
+    def read_bytes(self, uri: str, *, check: Callable[[bytes], None] | None = None) -> bytes: ...
 
     def write_bytes(self, uri: str, data: bytes) -> None: ...
 
@@ -104,9 +106,13 @@ def get_storage(uri: str) -> Storage:
     return _gdrive_storage(tuple(os.environ.get(k) for k in keys))
 
 
-def read_bytes(uri: str) -> bytes:
-    """Read a whole file; a missing file or denied access raises `StorageError`."""
-    return get_storage(uri).read_bytes(uri)
+def read_bytes(uri: str, *, check: Callable[[bytes], None] | None = None) -> bytes:
+    """Read a whole file; a missing file or denied access raises `StorageError`.
+
+    `check` gets the first `HEAD_BYTES` first: what it raises stops the read there (local files and S3 objects are
+    not read further; a Drive file is read whole first).
+    """
+    return get_storage(uri).read_bytes(uri, check=check)
 
 
 def write_bytes(uri: str, data: bytes) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fakescope.errors import StorageError
@@ -13,7 +13,7 @@ from fakescope.io._gdrive.calls import execute
 from fakescope.io._gdrive.errors import translated_errors
 from fakescope.io._gdrive.items import FOLDER_MIME, GOOGLE_MIME_PREFIX, followed, split_drive_uri, uri_part
 from fakescope.io._gdrive.twins import DriveTwins
-from fakescope.io.storage import normalise_suffixes
+from fakescope.io.storage import HEAD_BYTES, normalise_suffixes
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class DriveStorage(DriveTwins):
         super().__init__(service, page_size=page_size)
         self.resumable_threshold = resumable_threshold
 
-    def read_bytes(self, uri: str) -> bytes:
+    def read_bytes(self, uri: str, *, check: Callable[[bytes], None] | None = None) -> bytes:
         with translated_errors("read", uri):
             item = self._resolve(uri)
             if item is None:
@@ -43,7 +43,10 @@ class DriveStorage(DriveTwins):
                 raise StorageError("a folder, not a file", source=uri)
             if item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
                 raise StorageError(f"a Google Docs Editors file ({item['mimeType']}), which has no bytes to read", source=uri)
-            return execute(self.service.files().get_media(fileId=item["id"], supportsAllDrives=True))
+            data = execute(self.service.files().get_media(fileId=item["id"], supportsAllDrives=True))
+        if check:
+            check(data[:HEAD_BYTES])
+        return data
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         from googleapiclient.http import MediaIoBaseUpload
