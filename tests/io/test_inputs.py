@@ -83,6 +83,20 @@ def test_symlinked_folders_are_walked_each_once_and_link_loops_end(tmp_path):
     assert _relative(iter_sources([str(tmp_path / "set" / "a")]), tmp_path) == ["set/a/1.jpg"]  # not out to its parent
 
 
+def test_a_glob_lists_a_folder_reached_by_two_links_once(tmp_path):
+    """`set/*` walked each matched folder on its own: two links to one folder listed its images twice."""
+    for name in ("set/real/1.jpg", "set/real/sub/2.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    for link, target in (("set/l1", "set/real"), ("set/l2", "set/real"), ("set/l3", "set/real/sub")):
+        (tmp_path / link).symlink_to(tmp_path / target, target_is_directory=True)
+    expected = ["set/l1/1.jpg", "set/l1/sub/2.png"]  # sorted: the first name that reaches each real folder
+    for pattern in ("set/*", "set/*/", "set/l*"):
+        assert _relative(iter_sources([str(tmp_path / pattern)]), tmp_path) == expected, pattern
+    for pattern in ("set/*/*.*", "set/**", "set"):  # a walk decides a parent's links first: real/sub is l3's there
+        assert _relative(iter_sources([str(tmp_path / pattern)]), tmp_path) == ["set/l1/1.jpg", "set/l3/2.png"], pattern
+
+
 def test_a_recursive_glob_matches_as_glob_does(tree):
     assert _relative(iter_sources([str(tree / "**" / "[ab]*")]), tree) == ["a.JPG", "a_dir/y.gif", "b.png"]
     assert _relative(iter_sources([str(tree / "**" / "deeper" / "*.tiff")]), tree) == ["sub/deeper/c.tiff"]

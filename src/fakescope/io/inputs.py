@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import logging
 import os
@@ -74,10 +75,18 @@ def _stdin_lines() -> Iterator[str]:
 
 def expand_glob(pattern: str) -> Iterator[str]:
     """The images a local glob matches, sorted, each once, as a folder listing keeps them: matched files with an
-    image suffix and the images under matched folders, none where a wildcard matched a hidden name (`__MACOSX`)."""
+    image suffix and the images under matched folders, none where a wildcard matched a hidden name (`__MACOSX`).
+    Each real folder's images are listed once, by the first name that reaches them (`set/*` with two links to one
+    folder: its images once)."""
     named = set(Path(pattern).parts)  # a hidden folder the pattern names itself is listed, as with a folder
     matches = sorted(m for m in _glob(pattern) if not any(is_hidden(part) and part not in named for part in Path(m).parts))
-    yield from dict.fromkeys(_expand_matches(matches))  # `**` matches a folder and what it holds: each file once
+    real_folder = functools.lru_cache(maxsize=4096)(os.path.realpath)
+    listed: set[tuple[str, str]] = set()
+    for match in _expand_matches(matches):  # `**` matches a folder and what it holds: each file once
+        folder, name = os.path.split(match)
+        if (key := (real_folder(folder), name)) not in listed:
+            listed.add(key)
+            yield match
 
 
 def _warn_no_image(pattern: str) -> None:
@@ -123,14 +132,17 @@ def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
 
 
 def _expand_matches(matches: list[str]) -> Iterator[str]:
-    """Sorted glob matches: a file with an image suffix, a folder walked unless one above it was (`**` matches both)."""
+    """Sorted glob matches: a file with an image suffix, a folder walked unless one above it was (`**` matches both)
+    or it is one walked already under another name (a link)."""
     walked: set[Path] = set()
+    real: set[str] = set()
     for match in matches:
         if not os.path.isdir(match):
             if match.lower().endswith(IMAGE_SUFFIXES):
                 yield match
-        elif walked.isdisjoint((folder := Path(match)).parents):  # sorted: a folder comes before those below it
-            walked.add(folder)
+        elif walked.isdisjoint((folder := Path(match)).parents) and os.path.realpath(match) not in real:
+            walked.add(folder)  # sorted: a folder comes before those below it
+            real.add(os.path.realpath(match))
             yield from list_images(str(folder))
 
 
