@@ -7,11 +7,15 @@ import shutil
 import numpy as np
 import pandas as pd
 from data_helpers import encode, smooth_image
+from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.data import build_from_folders, find_leaks, group_related, read_manifest, split_manifest, write_manifest
-from fakescope.data.splits import difference_hash, near_duplicate_pairs
+from fakescope.data.audit import inspect_image
+from fakescope.data.manifest import describe_image
+from fakescope.data.splits import difference_hash, near_duplicate_pairs, perceptual_hashes
+from fakescope.io.image import decode_image
 
 
 def test_dhash_survives_reencoding_but_separates_images():
@@ -28,6 +32,30 @@ def test_a_large_jpeg_decoded_at_reduced_scale_still_matches_its_png_and_a_small
     original = difference_hash(encode(image, "PNG"))
     for copy in (image, image.resize((384, 384))):
         assert bin(original ^ difference_hash(encode(copy, "JPEG", quality=75))).count("1") <= 2
+
+
+def test_manifests_audits_and_dhash_turn_a_rotated_photo_as_decoding_does(tmp_path):
+    """Manifests and audits recorded a photo's stored width and height, and the dHash its stored pixels, where its
+    EXIF orientation turns it; detection and training turn it first. All now turn it once, as `io.image` does."""
+    stored = smooth_image(5, side=96).crop((0, 0, 96, 64))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = encode(stored, "JPEG", exif=exif, quality=95)
+    shown = decode_image(data)
+    audited = inspect_image(data)
+    assert (shown.width, shown.height) == (64, 96)
+    assert (describe_image(data)["width"], describe_image(data)["height"]) == (64, 96) == (audited["width"], audited["height"])
+    turned = difference_hash(data)
+    assert bin(turned ^ difference_hash(encode(shown.image, "PNG"))).count("1") <= 4
+    assert bin(turned ^ difference_hash(encode(stored, "PNG"))).count("1") >= 16  # the stored pixels hashed apart
+    (tmp_path / "photo.jpg").write_bytes(data)  # an older manifest's stored figures are read and reused as they are
+    old = pd.DataFrame({"uri": [str(tmp_path / "photo.jpg")], "label": ["real"], "source": ["ffhq"], "generator": [""],
+                        "pair_id": ["p"], "split": ["train"], "width": [96], "height": [64], "format": ["JPEG"],
+                        "sha256": ["s"], "dhash": [f"{difference_hash(encode(stored, 'PNG')):016x}"]})
+    old.to_csv(tmp_path / "old.csv", index=False)
+    frame = read_manifest(str(tmp_path / "old.csv"))
+    assert (frame.loc[0, "width"], frame.loc[0, "height"]) == (96, 64)
+    assert perceptual_hashes(frame, workers=1) == [difference_hash(encode(stored, "PNG"))]
 
 
 def test_banded_search_matches_brute_force():

@@ -135,11 +135,12 @@ def inspect_image(data: bytes, name: str = "") -> dict[str, Any]:
     """Measure the shortcut-prone properties of one encoded image (see the module docstring)."""
     from PIL import Image
 
-    from fakescope.io.image import pixel_limit, sniff_format
+    from fakescope.io.image import pixel_limit, sniff_format, upright
 
     with pixel_limit(), Image.open(io.BytesIO(data)) as image:
         fmt = sniff_format(data) or (image.format or "UNKNOWN")
-        width, height = image.size
+        turned = upright(image)  # as decoding turns it: sizes and thumbnails as the detector sees them
+        width, height = turned.size
         quality = estimate_jpeg_quality(image.quantization) if fmt == "JPEG" and getattr(image, "quantization", None) else 100
         text = getattr(image, "text", None) if fmt == "PNG" else None
         info = {
@@ -153,7 +154,7 @@ def inspect_image(data: bytes, name: str = "") -> dict[str, Any]:
             "has_xmp": b"http://ns.adobe.com/xap/1.0/" in data or "xmp" in image.info or "XML:com.adobe.xmp" in image.info,
             "has_png_text": bool(text),
             "has_c2pa": b"c2pa" in data and (b"jumb" in data or b"caBX" in data),
-            "thumbnail": np.asarray(image.convert("L").resize((_THUMB, _THUMB)), dtype=np.float32),
+            "thumbnail": np.asarray(turned.convert("L").resize((_THUMB, _THUMB)), dtype=np.float32),
         }
     suffix = os.path.splitext(name)[1].lower().lstrip(".")
     info["extension_mismatch"] = bool(suffix) and _FORMAT_OF_SUFFIX.get(suffix, suffix.upper()) != fmt

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.io import storage
-from fakescope.io.image import pixel_limit, sniff_format
+from fakescope.io.image import pixel_limit, sniff_format, upright_size
 from fakescope.io.inputs import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ _LABEL_ALIASES = {"real": "real", "0": "real", "ai": "ai", "1": "ai", "fake": "a
 
 
 def describe_image(data: bytes) -> dict[str, object]:
-    """Width, height, format and sha256 of encoded image bytes, reading only the header.
+    """Width, height (EXIF orientation applied, as decoding does), format and sha256 of encoded image bytes, reading
+    only the header.
 
     Raises:
         ImageLoadError: The bytes are not an image Pillow can open.
@@ -56,7 +57,7 @@ def describe_image(data: bytes) -> dict[str, object]:
 
     try:
         with pixel_limit(), Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
+            width, height = upright_size(image)
             pil_format = image.format
     except UnidentifiedImageError:  # its message names only a BytesIO
         raise ImageLoadError("not a readable image (unrecognised format)") from None

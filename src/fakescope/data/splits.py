@@ -37,15 +37,16 @@ def difference_hash(data: bytes) -> int:
     Re-encoding, resizing and mild colour changes move it by a few bits; different images
     differ in about half of them. A large JPEG is decoded luma only at 1/2 to 1/8 scale (libjpeg's DCT
     scaling, no less than 64 px a side): 2-4x faster, within a bit or two of a full decode (mean 0.2 bits,
-    at most 4, on the shared data's 4,250 JPEGs). Other formats decode in full.
+    at most 4, on the shared data's 4,250 JPEGs). Other formats decode in full. The image is turned upright by its
+    EXIF orientation first, as decoding turns it.
     """
     from PIL import Image
 
-    from fakescope.io.image import pixel_limit
+    from fakescope.io.image import pixel_limit, upright
 
     with pixel_limit(), Image.open(io.BytesIO(data)) as image:
         image.draft("L", (64, 64))
-        pixels = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
+        pixels = np.asarray(upright(image).convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
     bits = (pixels[:, 1:] > pixels[:, :-1]).flatten()
     return int(np.packbits(bits).view(">u8")[0])
 

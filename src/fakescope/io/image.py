@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from fakescope.errors import ImageLoadError
 from fakescope.io.storage import HEAD_BYTES
@@ -55,6 +55,11 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "TIFF"),
 )
 T = TypeVar("T")
+_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+"""EXIF orientation to the turn that makes the image upright, as `ImageOps.exif_transpose` has it."""
 _PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"iCCP"})
 _FTYP_BRANDS = {
     b"avif": "AVIF", b"avis": "AVIF",
@@ -192,13 +197,35 @@ def quiet_pillow() -> None:
             warnings.filterwarnings("ignore", category=category, module=module or "")
 
 
+def upright(img: Image.Image) -> Image.Image:
+    """A copy of `img` turned as its EXIF (or XMP) orientation says, as `ImageOps.exif_transpose` turns it; where that
+    fails on damaged EXIF, turned by the orientation alone. Every reader (decoding, manifests, dHash, audit) turns here."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF must not lose the pixels
+        method = _TURNS.get(orientation(img))
+        return img.copy() if method is None else img.transpose(method)
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation `upright` applies (1 to 8); 1 where there is none or the EXIF cannot be read."""
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # damaged EXIF
+        return 1
+    return value if value in _TURNS else 1
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of `upright(img)` from the header alone: swapped where the orientation turns it a quarter."""
+    width, height = img.size
+    return (height, width) if orientation(img) in (5, 6, 7, 8) else (width, height)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Return an 8-bit RGB copy: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
     quiet_pillow()
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # broken EXIF must not lose the pixels
-        pass
+    img = upright(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img)
         img = Image.fromarray(_scaled(arr, 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0), "L")
