@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from fakescope.cli import app, main
+from fakescope.cli import HELP_ORDER, app, main
 
 
 def test_version_prints_the_installed_version_and_exits_0():
@@ -92,3 +92,12 @@ def test_help_stays_rich(argv):
     """The hook touches errors only: asked for or shown for no arguments, help keeps Typer's panels."""
     result = CliRunner().invoke(app, argv, prog_name="fakescope")
     assert "╭─ Options" in result.stdout and "error:" not in result.output, result.output
+
+
+def test_help_lists_the_verbs_in_the_readmes_order_each_with_a_one_line_summary():
+    """The main job first, as README's table orders them; a summary that wrapped in its docstring wrapped here too."""
+    result = CliRunner().invoke(app, ["-h"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    panel = [line for line in result.stdout.split("Commands")[1].splitlines() if line.startswith("│")]
+    assert [line.strip("│ ").split()[0] for line in panel] == list(HELP_ORDER), result.stdout  # each row a verb's
+    assert "Start with: fakescope detect" in result.stdout

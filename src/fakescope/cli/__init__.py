@@ -19,9 +19,20 @@ from typer.core import TyperGroup
 from fakescope.cli._errors import one_line_usage_errors
 
 
+HELP_ORDER: tuple[str, ...] = (
+    "detect", "explain", "embed", "dataset", "generate", "train", "evaluate", "evaluate-logo",
+    "serve", "app", "scan", "export", "models",
+)
+"""The verbs in `fakescope -h`, as README's table lists them: the main job first, then building, deploying, sharing."""
+
+
 class _Root(TyperGroup):
     """The `fakescope` group: parsing its options and running a verb (whose own parsing happens inside) print usage
-    errors on one line (`one_line_usage_errors`); help stays Typer's."""
+    errors on one line (`one_line_usage_errors`); help stays Typer's, its verbs in HELP_ORDER."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: HELP_ORDER.index(n) if n in HELP_ORDER else len(HELP_ORDER))
 
     def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
         with one_line_usage_errors():
@@ -36,6 +47,7 @@ app = typer.Typer(
     name="fakescope",
     cls=_Root,
     help="Tell whether an image was made by a generative model, show why, and build your own detectors.",
+    epilog="Start with: fakescope detect photo.jpg photos/ (bundled model, offline). Each verb's -h has the rest.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,

@@ -26,7 +26,7 @@ CsvOpt = Annotated[bool, typer.Option("--csv/--no-csv", help="Also write a .csv 
 
 def register(app: typer.Typer) -> None:
     """Add the `dataset` command group."""
-    sub = typer.Typer(help="Build, split, audit and export dataset manifests.", no_args_is_help=True)
+    sub = typer.Typer(help="Build, merge, split, audit and export dataset manifests.", no_args_is_help=True)
     sub.command("build")(build)
     sub.command("merge")(merge)
     sub.command("split")(split)

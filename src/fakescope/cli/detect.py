@@ -72,6 +72,10 @@ def detect(
 ) -> None:
     """Say whether each image was made by a generative model.
 
+    Examples: fakescope detect photo.jpg photos/
+              fakescope detect photos/ -f jsonl > results.jsonl
+              find photos -name '*.jpg' | fakescope detect - -f csv
+
     Exit status: 0 when every input was scored, 1 when some failed (each failure is
     reported as a record with an `error`), 2 on usage errors or an unreachable storage.
     """

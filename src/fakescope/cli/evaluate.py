@@ -51,8 +51,9 @@ def evaluate(
     progress: ProgressOpt = None,
     model_option: ModelOpt = None,
 ) -> None:
-    """Score a manifest split as the model's recipe says; write report.html, report.json and scores.csv to OUT
-    (with --explain, OUT/figures too), and list every file written.
+    """Score a manifest split; write report.html, report.json and scores.csv to OUT.
+
+    The split is read as the model's recipe says; with --explain, OUT/figures too. Every file written is listed.
 
     Exit status: 0 when every image was scored, 1 when some could not be read (the report lists them), 2 on
     usage errors.
@@ -122,8 +123,9 @@ def evaluate_logo(
     overwrite: Annotated[bool, typer.Option(help="Replace the fold runs OUT already holds.")] = False,
     progress: ProgressOpt = None,
 ) -> None:
-    """Leave-one-generator-out: train without each generator in OUT/without-<g>, test on all; write logo.csv and
-    logo.json to OUT, and list every file and run folder written.
+    """Leave-one-generator-out: train without each generator, test on all; write logo.csv and logo.json.
+
+    Both go to OUT, each run to OUT/without-<g>; every file and run folder written is listed.
 
     Exit status: 0 when written, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume;
     a second one while it stops is ignored, a third ends it at once).

@@ -91,9 +91,8 @@ def openai(
     """Make images with the OpenAI Images API (OPENAI_API_KEY, OPENAI_BASE_URL); re-run to resume.
 
     It first prints how many requests it may send (sources x --n, less the images --out holds already, known by their
-    names); more than the cap that --max-images names need
-    --max-images, a spend budget (--max-spend, --max-total-spend) or --yes. Each image's token usage (GPT image models) goes into the manifest's
-    params; the run prints their total.
+    names); more than 20 need --max-images, a spend budget (--max-spend, --max-total-spend) or --yes. Each image's
+    token usage (GPT image models) goes into the manifest's params; the run prints their total.
 
     Ctrl-C or `kill` (SIGTERM) finishes the requests in flight before stopping (saying how many), so none is paid
     twice; one before the plan is printed stops at once, saying nothing was sent.

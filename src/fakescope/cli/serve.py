@@ -50,7 +50,9 @@ def serve(
         "--allow-anonymous", help="Serve beyond loopback without FAKESCOPE_API_TOKEN: anyone may score images; "
                                   "/v1/generate and /v1/jobs stay off until a token is set.")] = False,
 ) -> None:
-    """Serve the REST API (docs at /docs). Set FAKESCOPE_API_TOKEN to require a bearer token (needed beyond loopback).
+    """Serve the REST API (docs at /docs); FAKESCOPE_API_TOKEN requires a bearer token.
+
+    A token (or --allow-anonymous, detection only) is needed to listen beyond loopback.
 
     Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use, or a --host it cannot listen on, included).
     """
