@@ -170,7 +170,7 @@ def test_a_file_name_that_is_not_utf8_is_printed_escaped(tiny_model_dir, image_f
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["{empty}"], "error: no input images found"),
+    (["{empty}"], "error: no input images found: a folder, prefix or quoted glob gives only files ending .jpg, "),
     (["{empty}/*.png"], "error: no input images found"),
     (["--model", "{missing}/model", "{image}"], "error: model path not found"),
     (["--model", "no-such-model", "{image}"], "error: unknown model 'no-such-model'"),

@@ -126,3 +126,12 @@ def install_hint(package: str) -> str:
     if package in EXTRAS:
         return f'install it with: pip install "fakescope[{EXTRAS[package]}]"'
     return "install it with pip"
+
+
+def no_images() -> typer.Exit:
+    """Print why no input gave an image and what to do; the exit (2) to raise."""
+    from fakescope.io.inputs import IMAGE_SUFFIXES
+
+    typer.echo(f"error: no input images found: a folder, prefix or quoted glob gives only files ending "
+               f"{', '.join(IMAGE_SUFFIXES)} (hidden names skipped); name a file to take it whatever its suffix", err=True)
+    return typer.Exit(USAGE_EXIT)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fakescope.cli._errors import clean_errors
+from fakescope.cli._errors import clean_errors, no_images
 from fakescope.cli._options import (
     DECODE_WORKERS,
     BatchSizeOpt,
@@ -90,8 +90,7 @@ def detect(
         sources = iter_sources(inputs)
         first = next(sources, None)
         if first is None:
-            typer.echo("error: no input images found", err=True)
-            raise typer.Exit(2)
+            raise no_images()
     with clean_errors():  # an unreachable storage (StorageUnavailableError) stops the batch in one line
         failures = _render(detector.stream(with_progress(_chain(first, sources), progress)), output)
     raise typer.Exit(1 if failures else 0)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fakescope.cli._errors import clean_errors, install_hint
+from fakescope.cli._errors import clean_errors, install_hint, no_images
 from fakescope.cli._options import BatchSizeOpt, DeviceOpt, ModelOpt, OutDirOpt, SeedOpt
 
 
@@ -60,8 +60,7 @@ def explain(
         methods = tuple(m for m in methods if m not in refused)
         sources = list(iter_sources(inputs))
     if not sources:
-        typer.echo("error: no input images found", err=True)
-        raise typer.Exit(2)
+        raise no_images()
     failures, names = 0, set()
     for source in sources:
         name = _unique(os.path.splitext(os.path.basename(source.rstrip("/")))[0], names)

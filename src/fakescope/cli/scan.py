@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fakescope.cli._errors import clean_errors
+from fakescope.cli._errors import clean_errors, no_images
 from fakescope.cli._options import (
     DECODE_WORKERS,
     BatchSizeOpt,
@@ -97,8 +97,7 @@ def scan(
             detector = Detector.load(batch_size=batch_size, **detector_kwargs)
             summary = run(with_progress(scan_sources(sources), progress), out, detector, rows_per_part=rows_per_part)
     if not summary.scanned and not summary.skipped:
-        typer.echo("error: no input images found", err=True)
-        raise typer.Exit(2)
+        raise no_images()
     seconds = time.perf_counter() - start
     rate = f", {summary.scanned / seconds:.1f} images/s" if summary.scanned else ""
     typer.echo(f"scanned {summary.scanned}  failed {summary.failed}  skipped (done before) {summary.skipped}  -> {out}  "
