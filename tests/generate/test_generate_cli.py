@@ -234,6 +234,16 @@ def test_openai_stopped_before_any_request_exits_as_the_rule_says(tmp_path, sign
     assert not (tmp_path / "out").exists()
 
 
+def test_openai_without_a_key_says_how_to_give_one_and_makes_nothing(tmp_path, image_factory, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env above it
+    image_factory.file(tmp_path / "a.png", "PNG", seed=1)
+    result = CliRunner().invoke(app, ["generate", "openai", "a.png", "-o", "fakes", "--max-images", "1"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [result.stderr.strip()] and "export it, or put OPENAI_API_KEY=" in result.stderr
+    assert not (tmp_path / "fakes").exists()
+
+
 def test_openai_command_runs_and_rejects_bad_options(tmp_path, server):
     Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
     out = tmp_path / "out"

@@ -278,7 +278,8 @@ def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | 
     storage.load_env_file()
     key = (api_key or os.environ.get("OPENAI_API_KEY") or "").strip()  # a newline: every request a bare "Connection error."
     if not key:
-        raise ConfigError("OPENAI_API_KEY is not set (environment or .env)")
+        raise ConfigError("OPENAI_API_KEY is not set: export it, or put OPENAI_API_KEY=... in a .env file in the working "
+                          "directory or above (OPENAI_BASE_URL too, for another server)")
     redact_http_logs()
     return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout)
 
