@@ -234,6 +234,13 @@ def test_openai_stopped_before_any_request_exits_as_the_rule_says(tmp_path, sign
     assert not (tmp_path / "out").exists()
 
 
+def test_openai_help_names_the_request_cap_the_code_has():
+    from fakescope.cli.generate import UNCAPPED_REQUESTS
+
+    shown = " ".join(CliRunner().invoke(app, ["generate", "openai", "-h"], env={"COLUMNS": "400"}).stdout.split())
+    assert f"names); more than {UNCAPPED_REQUESTS} need --max-images, a spend budget" in shown  # the docstring's number
+
+
 def test_openai_without_a_key_says_how_to_give_one_and_makes_nothing(tmp_path, image_factory, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)  # no .env above it
