@@ -96,7 +96,7 @@ def merge(
     workers: ReadWorkersOpt = READ_WORKERS,
     progress: ProgressOpt = None,
 ) -> None:
-    """Merge manifests, e.g. labelled reals and the ai images generated from them: those take their face's split and attributes.
+    """Merge manifests: ai images made from the reals of another take their face's split and attributes.
 
     Exit status: 0 when written, 2 on usage errors.
     """
@@ -173,8 +173,10 @@ def audit(
     workers: ReadWorkersOpt = READ_WORKERS,
     progress: ProgressOpt = None,
 ) -> None:
-    """Report per-class properties that let a detector cheat (format, JPEG quality, size, metadata, watermarks), over the
-    whole set and within each source (`format@ffhq`), and split leaks.
+    """Report the shortcuts a detector could cheat by, and split leaks.
+
+    Shortcuts are per-class properties (format, JPEG quality, size, metadata, watermarks), checked over the whole
+    set and within each source (`format@ffhq`).
 
     Exit status: 0 when reported, 1 with --strict when it finds a shortcut or split leak (or nothing to compare),
     2 on usage errors.

@@ -30,8 +30,8 @@ DiffusersBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, hel
 def register(app: typer.Typer) -> None:
     """Add the `generate` command group."""
     sub = typer.Typer(help="Make ai images from real ones, with a manifest linking each to its source.", no_args_is_help=True)
-    sub.command("taef2")(taef2)
     sub.command("openai")(openai)
+    sub.command("taef2")(taef2)
     sub.command("diffusers")(diffusers)
     app.add_typer(sub, name="generate")
 
