@@ -53,7 +53,8 @@ def evaluate(
 ) -> None:
     """Score a manifest split; write report.html, report.json and scores.csv to OUT.
 
-    The split is read as the model's recipe says; with --explain, OUT/figures too. Every file written is listed.
+    Images are preprocessed as the model's training recipe says; with --explain, OUT/figures too. Every file
+    written is listed.
 
     Exit status: 0 when every image was scored, 1 when some could not be read (the report lists them), 2 on
     usage errors.
