@@ -67,6 +67,23 @@ def test_evaluate_without_matplotlib_fails_before_scoring(monkeypatch, tmp_path,
     assert result.stderr == "error: missing optional package 'matplotlib'; install it with: pip install \"fakescope[evaluate]\"\n"
 
 
+def test_explain_and_embed_without_matplotlib_name_their_own_extra(monkeypatch, tmp_path, tiny_model_dir, image_factory):
+    """matplotlib comes with the evaluate, explain and serve extras: `[evaluate]` would leave embed without umap."""
+    _without(monkeypatch, "matplotlib")
+    for name in [m for m in sys.modules if m.startswith("fakescope.explain")]:
+        monkeypatch.delitem(sys.modules, name)
+    for i in range(6):
+        (tmp_path / f"{i}.png").write_bytes(image_factory.bytes("PNG", (128, 96), seed=i))
+    (tmp_path / "m.csv").write_text("uri,label\n" + "".join(f"{i}.png,{('real', 'ai')[i % 2]}\n" for i in range(6)))
+    hint = "error: missing optional package 'matplotlib'; install it with: pip install \"fakescope[explain]\""
+    model = ["--model", str(tiny_model_dir)]
+    embed = CliRunner().invoke(app, ["embed", str(tmp_path / "m.csv"), *model, "--out", str(tmp_path / "e")])
+    assert embed.exit_code == 2 and embed.stderr == f"{hint}\n", embed.output
+    explain = CliRunner().invoke(app, ["explain", str(tmp_path / "0.png"), *model, "--method", "tiles",
+                                       "--out", str(tmp_path / "x")])
+    assert explain.stderr.splitlines()[-1] == hint, explain.output
+
+
 @pytest.mark.parametrize(("missing", "hint"), [
     ("umap", 'pip install "fakescope[explain]"'),
     ("pytorch_grad_cam", 'pip install "fakescope[explain]" && pip install --no-deps grad-cam'),

@@ -23,15 +23,18 @@ EXTRAS = {
     "matplotlib": "evaluate",
 }
 """Top-level module -> the extra of pyproject.toml that installs it."""
+ALSO_IN = {"matplotlib": ("explain", "serve")}
+"""Modules that other extras install too: a verb of one of them names its own (`clean_errors(extra=...)`)."""
 UsageError = typer.BadParameter.__base__
 """Click's UsageError, which Typer raises for bad command lines (recent Typer vendors Click and exports only this child)."""
 
 
 @contextlib.contextmanager
-def clean_errors(exit_code: int = USAGE_EXIT, *, source: str | None = None) -> Iterator[None]:
+def clean_errors(exit_code: int = USAGE_EXIT, *, source: str | None = None, extra: str | None = None) -> Iterator[None]:
     """Print `error: <message>` for a FakescopeError (or a missing optional package) and exit.
 
-    With `source` (the input being worked on), the message starts with it.
+    With `source` (the input being worked on), the message starts with it; with `extra` (the verb's), a missing
+    package that extra installs is said to come with it (`install_hint`).
     """
     try:
         yield
@@ -43,7 +46,7 @@ def clean_errors(exit_code: int = USAGE_EXIT, *, source: str | None = None) -> I
         raise typer.Exit(exit_code) from None
     except ModuleNotFoundError as exc:
         package = (exc.name or "").split(".")[0]
-        typer.echo(f"error: missing optional package {package!r}; {install_hint(package)}", err=True)
+        typer.echo(f"error: missing optional package {package!r}; {install_hint(package, extra)}", err=True)
         raise typer.Exit(exit_code) from None
 
 
@@ -119,12 +122,14 @@ def sigterm_as_interrupt(*, once: bool = False) -> Iterator[Stop]:
             signal.signal(signum, handler)
 
 
-def install_hint(package: str) -> str:
-    """How to install a missing top-level package: the fakescope extra that holds it, where there is one."""
+def install_hint(package: str, extra: str | None = None) -> str:
+    """How to install a missing top-level package: the fakescope extra that holds it (`extra` where that is one of
+    those in ALSO_IN), where there is one."""
     if package == "pytorch_grad_cam":  # installed without its declared dependencies (docs/explain.md)
         return 'install it with: pip install "fakescope[explain]" && pip install --no-deps grad-cam'
     if package in EXTRAS:
-        return f'install it with: pip install "fakescope[{EXTRAS[package]}]"'
+        chosen = extra if extra in ALSO_IN.get(package, ()) else EXTRAS[package]
+        return f'install it with: pip install "fakescope[{chosen}]"'
     return "install it with pip"
 
 

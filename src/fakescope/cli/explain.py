@@ -35,7 +35,7 @@ def explain(
     from fakescope.detector import Detector
     from fakescope.io.inputs import iter_sources, path_text
 
-    with clean_errors():
+    with clean_errors(extra="explain"):
         from fakescope.errors import ConfigError
         from fakescope.explain import DEFAULT_METHODS, explain_image, unsupported
         from fakescope.explain.report import require_out_folder
@@ -65,7 +65,7 @@ def explain(
     for source in sources:
         name = _unique(os.path.splitext(os.path.basename(source.rstrip("/")))[0], names)
         try:
-            with clean_errors(source=source):
+            with clean_errors(source=source, extra="explain"):
                 result = explain_image(detector, source, out, methods=methods, name=name)
         except typer.Exit:
             failures += 1
@@ -100,7 +100,7 @@ def embed(
     from fakescope.io import storage
     from fakescope.models import load_model
 
-    with clean_errors():
+    with clean_errors(extra="explain"):
         from fakescope.explain import embedding_report
 
         rows = read_rows(manifest, split_required=False)

@@ -56,7 +56,7 @@ def serve(
 
     Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use, or a --host it cannot listen on, included).
     """
-    with clean_errors():
+    with clean_errors(extra="serve"):
         import uvicorn
 
         from fakescope.serve import ServeConfig, create_app
@@ -102,7 +102,7 @@ def app(
 
     Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use, or a --host it cannot listen on, included).
     """
-    with clean_errors():
+    with clean_errors(extra="serve"):
         import streamlit  # noqa: F401 - missing: one line naming the extra, not a failed subprocess
 
         from fakescope.serve import webapp_command
