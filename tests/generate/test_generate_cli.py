@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.data import read_rows
-from fakescope.errors import StorageError
+from fakescope.errors import ConfigError, StorageError
 from fakescope.generate import openai_images
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.local import generate_local
@@ -41,7 +41,7 @@ def server(monkeypatch) -> Iterator[ImagesAPIServer]:
     server.stop()
 
 
-def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, taef2_random_weights):
+def test_taef2_command_writes_aligned_images_and_resumes(tmp_path, taef2_random_weights):
     photos = tmp_path / "photos"
     photos.mkdir()
     sizes = [(40, 33), (64, 64), (40, 33)]
@@ -59,6 +59,39 @@ def test_taef2_command_writes_aligned_pngs_and_resumes(tmp_path, taef2_random_we
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "0 images written, 3 already made; manifest" in again.output, again.output
     assert len(pd.read_csv(out / "manifest.csv")) == 3
+
+
+def test_taef2_saves_a_jpeg_source_s_ai_image_with_its_tables_so_the_format_tells_nothing(tmp_path, taef2_random_weights):
+    """The data README's format shortcut: PNG fakes beside JPEG reals are told apart by their compression alone."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 33), "teal").save(photos / "low.jpg", quality=60)  # 4:2:0
+    Image.new("RGB", (48, 40), "navy").save(photos / "high.jpg", quality=95, subsampling=0)  # 4:4:4
+    Image.new("L", (40, 40), 90).save(photos / "grey.jpg", quality=80)
+    Image.new("RGB", (40, 33), "olive").save(photos / "flat.png")
+    options = ["--weights", str(taef2_random_weights), "--device", "cpu"]
+
+    def run(out: str, *more: str):
+        return CliRunner().invoke(app, ["generate", "taef2", str(photos), "--out", str(tmp_path / out), *options, *more])
+
+    assert run("fakes").exit_code == 0
+    rows = read_rows(str(tmp_path / "fakes" / "manifest.csv")).set_index("source_uri")
+    for name, fmt in (("low.jpg", "JPEG"), ("high.jpg", "JPEG"), ("grey.jpg", "JPEG"), ("flat.png", "PNG")):
+        source, fake = Image.open(photos / name), Image.open(rows.loc[str(photos / name), "uri"])
+        assert fake.format == rows.loc[str(photos / name), "format"] == fmt and fake.size == source.size
+        if fmt == "JPEG":
+            assert fake.quantization[0] == source.quantization[0], name  # the same luma table: the same quality
+    assert JpegImagePlugin.get_sampling(Image.open(rows.loc[str(photos / "high.jpg"), "uri"])) == 0
+    assert JpegImagePlugin.get_sampling(Image.open(rows.loc[str(photos / "low.jpg"), "uri"])) == 2
+    lossless = run("png", "--format", "png")
+    assert lossless.exit_code == 0 and "4 images written" in lossless.output, lossless.output
+    assert {Image.open(uri).format for uri in read_rows(str(tmp_path / "png" / "manifest.csv"))["uri"]} == {"PNG"}
+    bad = run("bad", "--format", "webp")
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "'webp' is not one of" in bad.output, bad.output
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="^output format 'jpeg': use source or png$"):
+        generate_local(str(photos), str(tmp_path / "bad"), lambda images: images, generator="same", model="same",
+                       output_format="jpeg")
 
 
 def test_taef2_remakes_an_output_that_cannot_be_read(tmp_path, taef2_random_weights):

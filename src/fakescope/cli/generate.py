@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -27,6 +28,14 @@ Taef2BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="S
 DiffusersBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Same-size images per pipeline call.")]
 
 
+class SaveFormat(str, Enum):
+    source = "source"
+    png = "png"
+
+
+SaveFormatOpt = Annotated[SaveFormat, typer.Option("--format", help="source: a JPEG source's ai image is a JPEG with the source's quantization tables and subsampling, any other a PNG (real and ai images compressed alike); png: every one lossless, which makes the file format tell ai from JPEG reals.")]
+
+
 def register(app: typer.Typer) -> None:
     """Add the `generate` command group."""
     sub = typer.Typer(help="Make ai images from real ones, with a manifest linking each to its source.", no_args_is_help=True)
@@ -44,6 +53,7 @@ def taef2(
     batch_size: Taef2BatchOpt = 8,
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
+    save_format: SaveFormatOpt = SaveFormat.source,
 ) -> None:
     """Reconstruct real images through the FLUX.2 tiny autoencoder: aligned ai images at the source's size.
 
@@ -58,6 +68,7 @@ def taef2(
         count, manifest_uri, unusable, before = generate_local(
             src, out, model.reconstruct, generator="taef2", model="taef2",
             params={"weights": "taef2"}, batch_size=batch_size, manifest_name=manifest, split=split,
+            output_format=save_format.value,
         )
         typer.echo(_written(count, manifest_uri, unusable, before))
     raise typer.Exit(1 if unusable else 0)
@@ -191,6 +202,7 @@ def diffusers(
     batch_size: DiffusersBatchOpt = 1,
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
+    save_format: SaveFormatOpt = SaveFormat.source,
 ) -> None:
     """img2img from real images with local Stable Diffusion weights (needs `diffusers` and `transformers`).
 
@@ -208,6 +220,7 @@ def diffusers(
         count, manifest_uri, unusable, before = generate_local(
             src, out, backend.generate, generator="stable-diffusion-img2img", model=backend.name,
             params=backend.params(), batch_size=batch_size, manifest_name=manifest, split=split,
+            output_format=save_format.value,
         )
         typer.echo(_written(count, manifest_uri, unusable, before))
     raise typer.Exit(1 if unusable else 0)

@@ -1,4 +1,8 @@
-"""Run a local image-to-image generator (taef2, diffusers) over a folder, writing PNGs and a manifest.
+"""Run a local image-to-image generator (taef2, diffusers) over a folder, writing ai images and a manifest.
+
+Each ai image is saved as its source was (`output_format="source"`): a JPEG source's with the source's own
+quantization tables and chroma subsampling, so real and ai images carry the same compression, any other as PNG.
+`output_format="png"` saves every one losslessly, which makes "PNG = ai" a shortcut beside JPEG reals.
 
 Example:
     >>> from fakescope.generate import TAEF2, generate_local
@@ -16,9 +20,9 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
-from fakescope.errors import FakescopeError, ImageLoadError, reason_about
+from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, reason_about
 from fakescope.generate._sources import image_uris
 from fakescope.generate.manifest import (
     MANIFEST_NAME, append_manifest, check_manifest_name, manifest_row, manifest_rows, output_name, source_stem,
@@ -30,6 +34,10 @@ from fakescope.io.inputs import path_text
 log = logging.getLogger(__name__)
 
 ImageToImage = Callable[[Sequence[Image.Image]], Sequence[Image.Image]]
+SAVE_FORMATS = ("source", "png")
+"""`source`: a JPEG source's ai image is a JPEG with its tables, any other a PNG; `png`: every one a PNG."""
+Encoding = tuple[str, dict[str, Any]]
+"""(file extension, Pillow save options) of one output."""
 
 
 def generate_local(
@@ -43,8 +51,10 @@ def generate_local(
     batch_size: int = 8,
     manifest_name: str = MANIFEST_NAME,
     split: str | None = None,
+    output_format: str = "source",
 ) -> tuple[int, str | None, int, int]:
-    """Turn every image under `src` into one ai image in `out` (PNG, named after its source).
+    """Turn every image under `src` into one ai image in `out`, named after its source, saved as `output_format`
+    says (see `SAVE_FORMATS`).
 
     `src` may be a local glob, or a dataset manifest (`.csv`/`.parquet`): its `real` rows are the
     sources, only those of `split` when one is given. A missing file or no image at all is an error.
@@ -56,7 +66,12 @@ def generate_local(
     Returns:
         (images written in this run, manifest URI or None when nothing was written, unreadable sources skipped,
         images made by an earlier run and kept).
+
+    Raises:
+        ConfigError: `output_format` is not one of `SAVE_FORMATS`, or `manifest_name` is no manifest name.
     """
+    if output_format not in SAVE_FORMATS:
+        raise ConfigError(f"output format {output_format!r}: use {' or '.join(SAVE_FORMATS)}")
     check_manifest_name(manifest_name)
     src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
     rows: list[dict] = []
@@ -65,12 +80,12 @@ def generate_local(
     manifest = storage.join(out, manifest_name)
     earlier = manifest_rows(manifest)
     pending = _pending(src, out, generator, rows, unreadable, generator_row=(model, row_params), split=split,
-                       earlier=earlier)
+                       earlier=earlier, output_format=output_format)
     for batch in _batches(pending, batch_size):
         outputs = generate([image for *_, image in batch])
-        for (uri, digest, target, _), image in zip(batch, outputs):
+        for (uri, digest, target, encoding, _), image in zip(batch, outputs):
             buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
+            image.save(buffer, **encoding[1])
             data = buffer.getvalue()
             storage.write_bytes(target, data)
             rows.append(_row(target, uri, digest, generator, model, row_params, data))
@@ -81,9 +96,24 @@ def generate_local(
     return written, manifest, len(unreadable), len(rows) - written
 
 
-def output_uri(out: str, source: str, digest: str, generator: str) -> str:
-    """Where the ai image made from `source` goes: `<out>/<stem>-<sha8>-<generator>.png`."""
-    return storage.join(out, output_name(source_stem(source), f"-{digest[:8]}-{generator}.png"))
+def output_uri(out: str, source: str, digest: str, generator: str, extension: str = "png") -> str:
+    """Where the ai image made from `source` goes: `<out>/<stem>-<sha8>-<generator>.<extension>`."""
+    return storage.join(out, output_name(source_stem(source), f"-{digest[:8]}-{generator}.{extension}"))
+
+
+def encoding_of(data: bytes, output_format: str) -> Encoding:
+    """How to save the ai image of the source `data`: JPEG with the source's quantization tables and subsampling for
+    a JPEG source under `source`, else PNG (also for a source whose header Pillow cannot read: `load_image` says why)."""
+    if output_format == "source":
+        try:
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                if header.format in ("JPEG", "MPO") and header.quantization:
+                    sampling = JpegImagePlugin.get_sampling(header)
+                    return "jpg", {"format": "JPEG", "qtables": header.quantization,
+                                   **({"subsampling": sampling} if sampling != -1 else {})}
+        except Exception:  # noqa: BLE001 - Pillow raises many types for broken files
+            pass
+    return "png", {"format": "PNG"}
 
 
 def _row(target: str, source: str, digest: str, generator: str, model: str, params: dict, data: bytes) -> dict:
@@ -96,9 +126,9 @@ def _row(target: str, source: str, digest: str, generator: str, model: str, para
 
 def _pending(
     src: str, out: str, generator: str, rows: list[dict], unreadable: list[str], generator_row: tuple[str, dict],
-    split: str | None, earlier: dict[str, dict],
-) -> Iterator[tuple[str, str, str, Image.Image]]:
-    """Yield (source, sha256, target, image) still to do; rows of outputs made earlier go to `rows`, unreadable
+    split: str | None, earlier: dict[str, dict], output_format: str,
+) -> Iterator[tuple[str, str, str, Encoding, Image.Image]]:
+    """Yield (source, sha256, target, encoding, image) still to do; rows of outputs made earlier go to `rows`, unreadable
     sources to `unreadable`.
 
     A source with the same name and bytes as an earlier one (a copy in another folder) maps to the
@@ -109,7 +139,8 @@ def _pending(
         try:
             data = storage.read_bytes(uri)
             digest = hashlib.sha256(data).hexdigest()
-            target = output_uri(out, uri, digest, generator)
+            encoding = encoding_of(data, output_format)
+            target = output_uri(out, uri, digest, generator, encoding[0])
             if target in targets:
                 log.info("%s is a copy of an earlier source; its ai image is %s", uri, target)
                 continue
@@ -122,7 +153,7 @@ def _pending(
             log.warning("skipping %s: %s", uri, reason_about(exc, uri))
             unreadable.append(uri)
             continue
-        yield uri, digest, target, image
+        yield uri, digest, target, encoding, image
 
 
 def _earlier_row(
