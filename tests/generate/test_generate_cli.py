@@ -94,6 +94,47 @@ def test_taef2_saves_a_jpeg_source_s_ai_image_with_its_tables_so_the_format_tell
                        output_format="jpeg")
 
 
+def test_a_taef2_run_killed_midway_loses_nothing_and_its_rerun_makes_only_the_rest(tmp_path, taef2_random_weights):
+    """SIGKILL (no handler runs, no manifest is written) while the 10th source is read, 8 outputs in: the rerun keeps
+    those 8 untouched, lists them, and makes the other two."""
+    import errno
+    import time
+
+    photos, out = tmp_path / "photos", tmp_path / "fakes"
+    photos.mkdir()
+    for i in range(9):
+        Image.new("RGB", (40, 33), (i * 25, 20, 90)).save(photos / f"img{i}.jpg", quality=90)
+    held = photos / "img9.png"
+    os.mkfifo(held)  # reading it waits for a writer: the run is held after its first batch of 8 is written
+    args = ["generate", "taef2", str(photos), "--out", str(out), "--weights", str(taef2_random_weights), "--device", "cpu"]
+    proc = subprocess.Popen([sys.executable, "-m", "fakescope", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer, deadline = None, time.monotonic() + 120
+    while writer is None and proc.poll() is None and time.monotonic() < deadline:
+        try:
+            writer = os.open(held, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until the run opens it to read
+        except OSError as exc:
+            assert exc.errno == errno.ENXIO
+            time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    if writer is not None:
+        os.close(writer)
+    assert writer is not None and proc.returncode == -signal.SIGKILL
+    made = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in out.glob("*-taef2.*")}
+    assert len(made) == 8 and not (out / "manifest.csv").exists() and not list(out.glob(".*.part"))
+    held.unlink()
+    Image.new("RGB", (40, 33), "teal").save(held)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "2 images written, 8 already made; manifest" in again.output, again.output
+    assert {name: (out / name).stat().st_ino for name in made} == {name: ino for name, (ino, _) in made.items()}
+    assert all((out / name).stat().st_mtime_ns == mtime for name, (_, mtime) in made.items())
+    rows = read_rows(str(out / "manifest.csv"))
+    assert len(rows) == 10 and rows["uri"].is_unique and sorted(Path(s).name for s in rows["source_uri"]) == \
+        sorted(path.name for path in photos.iterdir())
+    for row in rows.itertuples():  # each row pairs its ai image with the real it was made from
+        assert row.pair_id == hashlib.sha256(Path(row.source_uri).read_bytes()).hexdigest()
+
+
 def test_taef2_remakes_an_output_that_cannot_be_read(tmp_path, taef2_random_weights):
     photos, out = tmp_path / "photos", tmp_path / "fakes"
     photos.mkdir()
