@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -90,3 +92,53 @@ def test_sources_larger_than_max_side_are_denoised_at_max_side_and_scaled_back(t
     out = backend.generate([Image.new("RGB", (100, 60), "red"), Image.new("RGB", (20, 28), "blue")])
     assert seen == [[(32, 16)], [(16, 24)]]  # 100x60 -> 32x19 -> multiples of 8; the small one only rounded
     assert [im.size for im in out] == [(100, 60), (20, 28)] and backend.params()["max_side"] == 32
+
+
+def _copy(pipeline: Path, tmp_path: Path, name: str) -> Path:
+    copy = tmp_path / name
+    shutil.copytree(pipeline, copy)
+    return copy
+
+
+def test_a_broken_pipeline_folder_is_one_line_naming_the_layout(tiny_pipeline, tmp_path):
+    """Each loads nothing and says so in one line: before, weights of other shapes ended in a RuntimeError traceback."""
+    no_unet = _copy(tiny_pipeline, tmp_path, "no-unet")
+    shutil.rmtree(no_unet / "unet")
+    cut = _copy(tiny_pipeline, tmp_path, "cut")
+    weights = next((cut / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a download cut short
+    other = _copy(tiny_pipeline, tmp_path, "other")
+    config = json.loads((other / "unet" / "config.json").read_text())
+    (other / "unet" / "config.json").write_text(json.dumps({**config, "block_out_channels": [8, 32]}))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    Image.new("RGB", (40, 40), "green").save(tmp_path / "a.png")
+    for folder, reason in ((empty, "no file named model_index.json"), (no_unet, "config.json"),
+                           (cut, "Unable to load weights"), (other, "size mismatch for"), (tmp_path / "none", "not found")):
+        result = CliRunner().invoke(app, ["generate", "diffusers", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                                          "--pipeline", str(folder), "--device", "cpu"])
+        error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert result.exit_code == 2 and len(error) == 1 and reason in error[0], result.stderr
+        assert error[0].endswith("unet/, vae/, text_encoder/, tokenizer/ and scheduler/, as `hf download <repo> "
+                                 "--local-dir FOLDER` or `save_pretrained` writes it"), error[0]
+        assert "Traceback" not in result.stderr and "accelerate" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("missing", ["diffusers", "transformers"])
+def test_without_diffusers_or_transformers_one_line_says_what_to_install(tiny_pipeline, tmp_path, monkeypatch, missing):
+    """diffusers without transformers hands out a stub pipeline whose from_pretrained raised a bare ImportError."""
+    for name in [m for m in sys.modules if m.split(".")[0] in (missing, "diffusers")]:  # diffusers imported afresh
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, missing, None)  # `import missing` raises ModuleNotFoundError, as uninstalled
+    Image.new("RGB", (40, 40), "green").save(tmp_path / "a.png")
+    result = CliRunner().invoke(app, ["generate", "diffusers", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                                      "--pipeline", str(tiny_pipeline), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: missing optional package {missing!r}; install it with: pip install \"fakescope[generate]\"\n"
+
+
+def test_a_bad_device_is_one_line_before_the_pipeline_is_read(tmp_path):
+    result = CliRunner().invoke(app, ["generate", "diffusers", str(tmp_path), "--out", str(tmp_path / "out"),
+                                      "--pipeline", str(tmp_path / "none"), "--device", "cdua"])
+    assert result.exit_code == 2 and result.stderr == "error: invalid device 'cdua': use cpu, cuda, cuda:N, mps or auto\n"

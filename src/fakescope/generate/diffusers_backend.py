@@ -21,10 +21,14 @@ from typing import Any
 import torch
 from PIL import Image
 
+from fakescope.detector import resolve_device
 from fakescope.errors import ModelLoadError
 
 MULTIPLE = 8
 """Stable Diffusion's VAE needs sides that are multiples of this."""
+LAYOUT = ("expected a local Stable Diffusion folder in the diffusers layout, with model_index.json, unet/, vae/, "
+          "text_encoder/, tokenizer/ and scheduler/, as `hf download <repo> --local-dir FOLDER` or `save_pretrained` "
+          "writes it")
 
 
 class DiffusersImg2Img:
@@ -49,26 +53,32 @@ class DiffusersImg2Img:
         self.max_side = max_side
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str = "auto", **settings: Any) -> DiffusersImg2Img:
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto", **settings: Any) -> DiffusersImg2Img:
         """Load a local pipeline folder (fp16 on CUDA, fp32 on CPU) without its safety checker.
 
         Raises:
+            ConfigError: `device` is no usable device.
             ModelLoadError: the folder is missing or not a loadable pipeline.
+            ModuleNotFoundError: `diffusers` or `transformers` is not installed (the CLI names the extra).
         """
         from diffusers import StableDiffusionImg2ImgPipeline
+        from diffusers.utils import is_accelerate_available
+        import transformers  # noqa: F401 - without it diffusers' pipeline is a stub that raises a bare ImportError
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+        device = resolve_device(device)  # a bad name is one line before the folder is read
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
         folder = Path(path)
         if not folder.is_dir():
-            raise ModelLoadError(f"diffusers pipeline folder not found: {folder}")
+            raise ModelLoadError(f"diffusers pipeline folder not found: {folder}; {LAYOUT}")
         try:
             pipeline = StableDiffusionImg2ImgPipeline.from_pretrained(
-                folder, dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
+                folder, dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True,
+                low_cpu_mem_usage=is_accelerate_available(),  # True without accelerate logs a warning and falls back
             )
-        except (OSError, ValueError, TypeError) as exc:
-            raise ModelLoadError(f"cannot load diffusers pipeline {folder}: {str(exc).splitlines()[0]}") from exc
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: weights of other shapes
+            reason = " ".join(" ".join(str(exc).split("\n")[:2]).split())  # a shape error's first mismatch too
+            raise ModelLoadError(f"cannot load diffusers pipeline {folder}: {reason}; "
+                                 f"{LAYOUT}") from exc
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline.to(device), name=folder.name, **settings)
 
