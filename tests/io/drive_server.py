@@ -29,6 +29,8 @@ SHORTCUT_MIME = "application/vnd.google-apps.shortcut"
 DOC_MIME = "application/vnd.google-apps.document"
 DRIVE_TOKEN = "fakescope-test-token"
 DRIVE_READONLY_TOKEN = "fakescope-readonly-token"
+DRIVE_REFRESH_TOKEN = "fakescope-refresh-token"
+"""The refresh token `POST /token` (this server's OAuth token endpoint) renews into `DRIVE_TOKEN`; any other is revoked."""
 _CLAUSE = re.compile(r"""'((?:[^'\\]|\\.)*)' in parents|name = '((?:[^'\\]|\\.)*)'|trashed = false""")
 
 
@@ -203,6 +205,12 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             url = urlparse(self.path)
+            if url.path == "/token":  # as oauth2.googleapis.com/token answers a refresh
+                drive.calls["refresh"] += 1
+                form = {k: v[-1] for k, v in parse_qs(self._body().decode()).items()}
+                if form.get("grant_type") == "refresh_token" and form.get("refresh_token") == DRIVE_REFRESH_TOKEN:
+                    return self._json(200, {"access_token": drive.token, "expires_in": 3600, "token_type": "Bearer"})
+                return self._json(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
             if not self._authorised(write=True):
                 return
             self._write(url, file_id=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import socket
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import googleapiclient.http
 import pytest
-from drive_server import DOC_MIME, DRIVE_READONLY_TOKEN, DRIVE_TOKEN, FOLDER_MIME, write_token_file
+from drive_server import DOC_MIME, DRIVE_READONLY_TOKEN, DRIVE_REFRESH_TOKEN, DRIVE_TOKEN, FOLDER_MIME, write_token_file
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -87,7 +88,8 @@ def test_write_without_permission_is_access_denied(drive_env, monkeypatch, tmp_p
     with pytest.raises(StorageError) as caught:
         storage.write_bytes(f"gdrive://{drive_env.root_id}/new.png", b"x")
     uri = f"gdrive://{drive_env.root_id}/new.png"
-    assert (caught.value.reason, caught.value.source) == ("access denied to write (check the Google credentials)", uri)
+    assert (caught.value.reason, caught.value.source) == (
+        f"access denied to write (check the Google credentials: {token_file} (named by FAKESCOPE_GDRIVE_TOKEN))", uri)
     assert str(caught.value) == f"{uri}: {caught.value.reason}" and DRIVE_READONLY_TOKEN not in str(caught.value)
 
 
@@ -467,3 +469,51 @@ def test_remove_deletes_the_file_a_path_names_and_refuses_a_folder(drive_env):
     assert not storage.exists(uri) and not storage.exists(f"gdrive://{drive_env.root_id}/set")
     with pytest.raises(StorageError, match="a folder, not a file"):
         storage.remove(f"gdrive://{drive_env.root_id}/set")
+
+
+def _expired_token_file(path: Path, refresh_token: str) -> Path:
+    """An authorized-user file whose access token expired (google-auth renews it at its own endpoint, whatever the file
+    says: the test points that at the loopback server)."""
+    path.write_text(json.dumps({
+        "type": "authorized_user", "token": "expired-access-token", "refresh_token": refresh_token,
+        "client_id": "test-client", "client_secret": "test-secret", "expiry": "2000-01-01T00:00:00Z",
+    }))
+    return path
+
+
+def test_an_expired_token_is_renewed_and_a_revoked_one_is_one_line_naming_its_file(drive_env, monkeypatch, tmp_path, caplog):
+    import google.oauth2.credentials
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(google.oauth2.credentials, "_GOOGLE_OAUTH2_TOKEN_ENDPOINT", f"{drive_env.url}/token")
+    drive_env.add("a.png", drive_env.root_id, b"ok")
+    uri = f"gdrive://{drive_env.root_id}/a.png"
+    renewable = _expired_token_file(tmp_path / "renew.json", DRIVE_REFRESH_TOKEN)
+    monkeypatch.setenv("FAKESCOPE_GDRIVE_TOKEN", str(renewable))
+    assert DriveStorage().read_bytes(uri) == b"ok" and drive_env.calls["refresh"] == 1
+    revoked = _expired_token_file(tmp_path / "revoked.json", "revoked-refresh-token")
+    monkeypatch.setenv("FAKESCOPE_GDRIVE_TOKEN", str(revoked))
+    result = CliRunner().invoke(app, ["detect", uri, "--device", "cpu"])
+    assert result.exit_code == 2 and result.stderr == (
+        f"error: Google refused to renew the token of {revoked} (named by FAKESCOPE_GDRIVE_TOKEN) (invalid_grant) while "
+        f"listing gdrive://{drive_env.root_id}/a.png: it is expired or revoked; make a new one\n"), result.output
+    assert drive_env.calls["refresh"] > 1  # google-auth asked the token endpoint, which refused
+    for secret in ("revoked-refresh-token", "expired-access-token", DRIVE_TOKEN, "test-secret"):
+        assert secret not in result.output + caplog.text
+
+
+def test_an_access_token_drive_refuses_stops_the_run_in_one_line_naming_its_file(drive_env, monkeypatch, tmp_path, caplog):
+    """Drive's 401 makes google-auth renew the token: refused, that was each file's own error (a scan went on, every file
+    failing alike, naming no credentials); now the run stops in one line naming the file."""
+    import google.oauth2.credentials
+
+    monkeypatch.setattr(google.oauth2.credentials, "_GOOGLE_OAUTH2_TOKEN_ENDPOINT", f"{drive_env.url}/token")
+    drive_env.add("a.png", drive_env.root_id, b"ok")
+    drive_env.add("b.png", drive_env.root_id, b"ok")
+    wrong = write_token_file(tmp_path / "wrong.json", "not-the-token")
+    monkeypatch.setenv("FAKESCOPE_GDRIVE_TOKEN", str(wrong))
+    result = CliRunner().invoke(app, ["detect", f"gdrive://{drive_env.root_id}", "--device", "cpu"])
+    assert result.exit_code == 2 and result.stderr.startswith(
+        f"error: Google refused to renew the token of {wrong} (named by FAKESCOPE_GDRIVE_TOKEN) (invalid_grant) while "), \
+        result.output
+    assert result.stderr.count("\n") == 1 and "not-the-token" not in result.output + caplog.text

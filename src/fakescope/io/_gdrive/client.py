@@ -43,6 +43,14 @@ def load_credentials() -> Any:
                                       f"not a credentials file ({type(exc).__name__})") from None
 
 
+def credentials_origin() -> str:
+    """Where the credentials come from, for an error: the variable and the file it names (never its value otherwise)."""
+    for variable in ("GOOGLE_APPLICATION_CREDENTIALS", "FAKESCOPE_GDRIVE_TOKEN"):
+        if value := os.environ.get(variable):
+            return f"{value} (named by {variable})" if os.path.isfile(value) else variable
+    return "Google's default credentials (GOOGLE_APPLICATION_CREDENTIALS and FAKESCOPE_GDRIVE_TOKEN are unset)"
+
+
 def make_service(credentials: Any = None) -> Any:
     """Build a Drive v3 client offline from the bundled discovery document.
 

@@ -9,11 +9,14 @@ from typing import Any
 
 from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.io._gdrive.calls import RETRIES
+from fakescope.io._gdrive.client import credentials_origin
 from fakescope.io.storage import DOING
 
 _RATE_LIMITS = {"userRateLimitExceeded", "rateLimitExceeded"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 """A reason as Drive gives one."""
+_CODE = re.compile(r"([a-z_]{1,64}):")
+"""An OAuth error code (`invalid_grant`) at the start of google-auth's `RefreshError` text."""
 
 
 def _network() -> str:
@@ -76,14 +79,18 @@ class translated_errors:
             if status == 404:
                 message, source = "no such file or folder", self.uri
             elif status in (401, 403):
-                message, source = f"access denied to {self.action} (check the Google credentials)", self.uri
+                message, source = f"access denied to {self.action} (check the Google credentials: {credentials_origin()})", self.uri
             else:
                 message, source = f"cannot {self.action}: Drive returned HTTP {status}", self.uri
         elif isinstance(exc, TransportError):
             message = f"Google Drive or its token server unreachable while {doing} {self.uri}; check {_network()}"
             error = StorageUnavailableError
-        elif isinstance(exc, GoogleAuthError):
-            message, source = f"access denied to {self.action}: Google credentials were refused", self.uri
+        elif isinstance(exc, GoogleAuthError):  # a token that could not be renewed (expired, revoked): every file fails
+            code = _CODE.match(str(exc.args[0]) if exc.args else "")
+            message = (f"Google refused to renew the token of {credentials_origin()}"
+                       f"{f' ({code.group(1)})' if code else ''} while {doing} {self.uri}: it is expired or revoked; "
+                       "make a new one")
+            error = StorageUnavailableError
         elif isinstance(exc, (socket.gaierror, ServerNotFoundError)):
             message = (f"Google Drive unreachable: its server name does not resolve while {doing} {self.uri}; "
                        f"check {_network()}")
