@@ -65,6 +65,29 @@ def test_openai_generation_into_new_drive_folders_makes_each_folder_once_and_rer
     assert Counter(frame["label"]) == {"ai": 6, "real": 6}
 
 
+def test_taef2_from_and_into_drive_pairs_each_fake_with_its_real_and_a_rerun_makes_none(drive_env, taef2_random_weights):
+    root = f"gdrive://{drive_env.root_id}/set"
+    storage.write_bytes(f"{root}/real/a.png", _png(1))
+    photo = io.BytesIO()
+    Image.effect_noise((48, 40), 40).convert("RGB").save(photo, "JPEG", quality=80)
+    storage.write_bytes(f"{root}/real/b.jpg", photo.getvalue())
+    storage.write_bytes(f"{root}/real/broken.jpg", b"not an image")
+    out = f"{root}/fake/taef2"
+    args = ["generate", "taef2", f"{root}/real", "--out", out, "--weights", str(taef2_random_weights), "--device", "cpu"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 1 and "2 images written, 1 unusable source(s) skipped" in first.output, first.output
+    assert f"skipping {root}/real/broken.jpg: " in first.stderr and first.stderr.count("\n") == 1
+    rows = pd.read_csv(io.BytesIO(storage.read_bytes(f"{out}/manifest.csv")), keep_default_na=False)
+    by_source = rows.set_index("source_uri")
+    assert sorted(by_source.index) == [f"{root}/real/a.png", f"{root}/real/b.jpg"]
+    for source, fmt, size in ((f"{root}/real/a.png", "PNG", (64, 64)), (f"{root}/real/b.jpg", "JPEG", (48, 40))):
+        fake = Image.open(io.BytesIO(storage.read_bytes(by_source.loc[source, "uri"])))
+        assert (fake.format, fake.size) == (fmt, size) and by_source.loc[source, "format"] == fmt
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1 and "0 images written, 2 already made, 1 unusable source(s) skipped" in again.output, \
+        again.output
+
+
 def _lease_files(drive) -> list[dict]:
     return [f for f in drive.files.values() if f["name"] == LEASE_NAME]
 
