@@ -38,6 +38,11 @@ library). fakescope never turns INFO on, but an application that imports it may.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 
 
+def redact_urls(text: str) -> str:
+    """`text` with every URL in it as `shown_url` gives it."""
+    return _URL.sub(lambda match: shown_url(match[0]), text)
+
+
 class RedactURLs(logging.Filter):
     """Rewrites a record's message with every URL as `shown_url` gives it and `hide_secrets` applied (never drops one)."""
 
@@ -46,7 +51,7 @@ class RedactURLs(logging.Filter):
             message = record.getMessage()
         except (TypeError, ValueError):  # arguments that do not fit: left for the handler to report, as logging does
             return True
-        record.msg, record.args = hide_secrets(_URL.sub(lambda match: shown_url(match[0]), message)), None
+        record.msg, record.args = hide_secrets(redact_urls(message)), None
         return True
 
 

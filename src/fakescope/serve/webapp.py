@@ -34,6 +34,7 @@ from fakescope.generate.openai_models import MODELS, current_models, input_fidel
 from fakescope.io import storage
 from fakescope.io.fetch import fetch_public
 from fakescope.io.image import decode_image
+from fakescope.io.redact import redact_urls, shown_url
 from fakescope.serve.config import APP_ANONYMOUS_ENV
 from fakescope.serve.generation import failure, generate_from_upload, openai_client, public_error, save_pair, upload_folder
 from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
@@ -169,10 +170,10 @@ def detector_page() -> None:
     url = st.text_input("...or paste an image URL (needs internet)")
     items = [(u.name, u.getvalue()) for u in uploads or []]
     if url:
-        try:
-            items.append((url, fetch_url(url)))
+        try:  # named without its user info or query (a signed URL's signature) on the page and in the downloads
+            items.append((shown_url(url), fetch_url(url)))
         except (OSError, ValueError, FakescopeError) as exc:
-            st.error(plain(f"Could not fetch {url}: {exc}"))
+            st.error(plain(f"Could not fetch {shown_url(url)}: {redact_urls(str(exc))}"))
     if not items:
         st.info("No image yet: upload one or more files (JPEG, PNG, WebP, HEIC, ...).")
         return

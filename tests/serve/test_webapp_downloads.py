@@ -1,0 +1,72 @@
+"""What the detector page shows and downloads for a pasted URL, run in Streamlit's AppTest with the real detector.
+
+The machine has no internet, so the page's fetch returns a photo for the URL (the fetch policy is tested in
+`tests/io/test_fetch.py` and `test_webapp_browser.py`); the CSV and JSON are those handed to the download buttons.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("streamlit", reason="streamlit is not installed (pip install streamlit)")
+
+SECRETS = ("pa55word", "S1GNATURE", "s1g", "t0ken")
+SIGNED = ("https://me:pa55word@bucket.example.com/cats/a%20cat.jpg"
+          "?X-Amz-Signature=S1GNATURE&sig=s1g&token=t0ken")
+SHOWN = "https://bucket.example.com/cats/a%20cat.jpg"
+
+
+def page() -> None:
+    from fakescope.serve import webapp
+
+    webapp.detector_page()
+
+
+@pytest.fixture
+def app(detector, photo_bytes, tmp_path, monkeypatch):
+    """The detector page with `SIGNED` pasted; `app.downloads` maps each download's file name to its text."""
+    from streamlit.delta_generator import DeltaGenerator
+    from streamlit.testing.v1 import AppTest
+
+    from fakescope.serve import webapp
+
+    fetched, downloads = [], {}
+    original = DeltaGenerator.download_button
+
+    def download_button(self, label, data, file_name, *args, **kwargs):
+        downloads[file_name] = data
+        return original(self, label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(webapp, "detector", lambda: detector)
+    monkeypatch.setattr(webapp, "fetch_url", lambda url: fetched.append(url) or photo_bytes)
+    monkeypatch.setattr(DeltaGenerator, "download_button", download_button)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the script AppTest writes
+    app = AppTest.from_function(page, default_timeout=120).run()
+    app.text_input[0].input(SIGNED).run()
+    assert not app.exception, app.exception
+    assert fetched == [SIGNED]  # the page fetches the URL as pasted, signature and all
+    app.downloads = downloads
+    return app
+
+
+def _page_text(app) -> str:
+    return "\n".join(str(e.value) for kind in ("markdown", "caption", "error", "warning", "info") for e in getattr(app, kind))
+
+
+def test_a_signed_urls_secrets_stay_off_the_page_and_out_of_the_downloads(app, detector, photo_bytes):
+    """The page's heading and both downloads named the URL in full: its password and signature with it."""
+    text = _page_text(app)
+    assert r"#### https\://bucket\.example\.com/cats/a%20cat\.jpg" in [m.value for m in app.markdown]  # still told apart
+    csv = pd.read_csv(io.StringIO(app.downloads["fakescope-results.csv"]))
+    records = json.loads(app.downloads["fakescope-results.json"])
+    assert list(csv["path"]) == [r["path"] for r in records] == [SHOWN]
+    for secret in SECRETS:
+        assert secret not in text and secret not in app.downloads["fakescope-results.csv"]
+        assert secret not in app.downloads["fakescope-results.json"]
+    expected = detector.predict(photo_bytes)
+    assert records[0]["score"] == csv["score"][0] == round(expected.probability, 6)  # full precision, not the page's 3
