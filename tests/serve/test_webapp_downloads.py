@@ -58,7 +58,7 @@ def _page_text(app) -> str:
     return "\n".join(str(e.value) for kind in ("markdown", "caption", "error", "warning", "info") for e in getattr(app, kind))
 
 
-def test_a_signed_urls_secrets_stay_off_the_page_and_out_of_the_downloads(app, detector, photo_bytes):
+def test_a_signed_urls_secrets_stay_off_the_page_and_out_of_the_downloads(app):
     """The page's heading and both downloads named the URL in full: its password and signature with it."""
     text = _page_text(app)
     assert r"#### https\://bucket\.example\.com/cats/a%20cat\.jpg" in [m.value for m in app.markdown]  # still told apart
@@ -68,5 +68,15 @@ def test_a_signed_urls_secrets_stay_off_the_page_and_out_of_the_downloads(app, d
     for secret in SECRETS:
         assert secret not in text and secret not in app.downloads["fakescope-results.csv"]
         assert secret not in app.downloads["fakescope-results.json"]
+
+
+def test_scores_show_rounded_and_download_in_full(app, detector, photo_bytes):
+    """The evidence table showed every digit (0.15427801863825272); it shows 3 decimals, as the CLI table does."""
     expected = detector.predict(photo_bytes)
-    assert records[0]["score"] == csv["score"][0] == round(expected.probability, 6)  # full precision, not the page's 3
+    shown = app.dataframe[0].value
+    assert list(shown["kind"]) == [e.kind for e in expected.evidence]
+    assert list(shown["score"]) == ["" if e.score is None else f"{e.score:.3f}" for e in expected.evidence]
+    records = json.loads(app.downloads["fakescope-results.json"])
+    csv = pd.read_csv(io.StringIO(app.downloads["fakescope-results.csv"]))
+    assert records[0]["score"] == csv["score"][0] == round(expected.probability, 6)  # the record's precision
+    assert records[0]["evidence"] == [e.to_dict() for e in expected.evidence]

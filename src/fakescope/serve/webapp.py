@@ -150,7 +150,13 @@ def show_detection(name: str, view: Shown) -> None:
     left, right = st.columns(2)
     left.image(view.image, caption="image", width="stretch")
     right.image(view.overlay, caption="heatmap: per-tile P(ai)", width="stretch")
-    st.dataframe(pd.DataFrame([e.to_dict() for e in detection.evidence])[["kind", "score", "detail"]], hide_index=True)
+    st.dataframe(evidence_table(detection), hide_index=True)
+
+
+def evidence_table(detection: Detection) -> pd.DataFrame:
+    """Kind, score and detail of each piece of evidence, the score to 3 decimals as the CLI table has it (blank: none)."""
+    return pd.DataFrame([{"kind": e.kind, "score": "" if e.score is None else f"{e.score:.3f}", "detail": e.detail}
+                         for e in detection.evidence], columns=["kind", "score", "detail"])
 
 
 def fetch_url(url: str) -> bytes:
