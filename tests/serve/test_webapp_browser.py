@@ -6,6 +6,7 @@ Screenshots land in `tests/artifacts/` (gitignored).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -217,9 +218,14 @@ def test_detector_page_scores_uploads_in_order_and_rejects_text_and_big_images(a
 
 
 def test_detector_page_shows_file_names_as_they_are(app_url, page, flat_png, tmp_path):
-    """Names went through Markdown: 'a *b*.png' lost its stars, 'cat:smile:.png' showed an emoji, a link turned live."""
+    """Names went through Markdown: 'a *b*.png' lost its stars, 'cat:smile:.png' showed an emoji, a link turned live.
+    So did the reason under a verdict, which quotes the image's own metadata (a PNG's Software text)."""
+    from PIL import PngImagePlugin
+
     image, text = tmp_path / "a *b* cat:smile: :red[x].png", tmp_path / "[y](http:__e.x) $5 and $10.txt"
-    image.write_bytes(flat_png)
+    software, info = "Midjourney *v6* :red[x] $5 and $10 [y](e.x)", PngImagePlugin.PngInfo()
+    info.add_text("Software", software)
+    Image.open(io.BytesIO(flat_png)).save(image, pnginfo=info)
     text.write_text("not an image")
     page.goto(app_url)
     page.get_by_text("No image yet").wait_for(timeout=30_000)
@@ -227,7 +233,8 @@ def test_detector_page_shows_file_names_as_they_are(app_url, page, flat_png, tmp
     page.get_by_text("Download JSON").wait_for(timeout=90_000)
     assert [h.strip() for h in page.locator("main h4").all_inner_texts()] == [image.name, text.name]
     assert page.locator("[data-testid=stAlert]", has_text=f"{text.name}: not an image: ").count() == 1
-    assert not page.locator("main a[href^='http:']").count()
+    assert f"text chunk 'Software' = {software!r}" in page.locator("main").inner_text()
+    assert not page.locator("main a[href^='http:']").count() and not page.locator("main a", has_text="y").count()
 
 
 def test_detector_page_warns_under_a_pixel_only_verdict_only(app_url, page, tmp_path):

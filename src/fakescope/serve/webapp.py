@@ -145,8 +145,8 @@ def show_detection(name: str, view: Shown) -> None:
     colour = VERDICT_COLOURS.get(detection.verdict, "gray")
     st.markdown(f"Verdict: :{colour}[**{detection.verdict}**] &nbsp; P(ai) = **{detection.probability:.3f}**")
     if detection.caveat:
-        st.warning(detection.caveat)
-    st.caption(detection.reason or "")
+        st.warning(plain(detection.caveat))
+    st.caption(plain(detection.reason or ""))  # it may quote the image's own metadata
     left, right = st.columns(2)
     left.image(view.image, caption="image", width="stretch")
     right.image(view.overlay, caption="heatmap: per-tile P(ai)", width="stretch")
