@@ -10,6 +10,9 @@ if TYPE_CHECKING:  # numpy only names the heatmap's type: `import fakescope` sta
     import numpy as np
 
 Verdict = Literal["ai", "real", "uncertain"]
+CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "reason", "model", "width", "height", "format", "evidence", "error",
+              "caveat")
+"""The columns of `detect --format csv` and of the web app's CSV download, in order (`csv_row` gives a row)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,17 @@ class Detection:
     def failed(cls, source: str, error: str, model: str, threshold: float) -> Detection:
         return cls(source=source, probability=None, verdict=None, threshold=threshold, model=model, error=error)
 
+
+
+def csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A `Detection.to_dict()` record as a CSV row: its evidence on one line (`evidence_line`s joined by `; `)."""
+    return {**record, "evidence": "; ".join(evidence_line(e) for e in record["evidence"])}
+
+
+def evidence_line(evidence: dict[str, Any]) -> str:
+    """An `Evidence.to_dict()` record as the CLI table and CSVs show it: `kind 0.950: detail` (no score: `kind: detail`)."""
+    score = "" if evidence["score"] is None else f" {evidence['score']:.3f}"
+    return f"{evidence['kind']}{score}: {evidence['detail']}"
 
 
 def verdict_for(probability: float, band: tuple[float, float]) -> Verdict:

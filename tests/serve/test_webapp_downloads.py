@@ -80,3 +80,16 @@ def test_scores_show_rounded_and_download_in_full(app, detector, photo_bytes):
     csv = pd.read_csv(io.StringIO(app.downloads["fakescope-results.csv"]))
     assert records[0]["score"] == csv["score"][0] == round(expected.probability, 6)  # the record's precision
     assert records[0]["evidence"] == [e.to_dict() for e in expected.evidence]
+
+
+def test_the_csv_is_that_of_detect_format_csv(app, detector, photo_bytes):
+    """The CSV had the record's own column order and evidence as 'kind: detail', without scores: `detect --format csv`
+    has `CSV_FIELDS` and 'kind 0.154: detail'."""
+    from fakescope.detection import CSV_FIELDS, csv_row
+
+    text = app.downloads["fakescope-results.csv"]
+    assert text.splitlines()[0] == ",".join(CSV_FIELDS)
+    expected = csv_row({**detector.predict(photo_bytes).to_dict(), "path": SHOWN})
+    row = pd.read_csv(io.StringIO(text), keep_default_na=False, dtype=str).iloc[0]
+    assert row["evidence"] == expected["evidence"] and row["evidence"].startswith(f"pixel {expected['score']:.3f}: ")
+    assert (row["path"], row["label"], row["width"]) == (SHOWN, expected["label"], str(expected["width"]))

@@ -31,6 +31,7 @@ from fakescope.cli._options import (
     WorkersOpt,
     with_progress,
 )
+from fakescope.detection import CSV_FIELDS, csv_row, evidence_line
 
 
 class OutputFormat(str, Enum):
@@ -47,9 +48,6 @@ class Runtime(str, Enum):
 
 RuntimeOpt = Annotated[Runtime, typer.Option(
     "--runtime", help="torch; onnx (onnxruntime on the CPU; needs the scale extra); auto (onnx on the CPU when available).")]
-
-CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "reason", "model", "width", "height", "format", "evidence", "error",
-              "caveat")
 
 
 def detect(
@@ -120,18 +118,13 @@ def _render(results, output: OutputFormat) -> int:
                 if header:
                     writer.writeheader()
                     header = False
-                writer.writerow({**record, "evidence": "; ".join(_evidence_line(e) for e in record["evidence"])})
+                writer.writerow(csv_row(record))
             else:
                 table_rows.append(record)
     finally:  # what was scored before an error that stops the batch (an unreachable storage) is still shown
         if output is OutputFormat.table and table_rows:
             _print_table(table_rows)
     return failures
-
-
-def _evidence_line(e: dict) -> str:
-    score = "" if e["score"] is None else f" {e['score']:.3f}"
-    return f"{e['kind']}{score}: {e['detail']}"
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -154,7 +147,7 @@ def _print_table(rows: list[dict]) -> None:
         top = next((e for e in r["evidence"] if e["kind"] == r["decided_by"]), r["evidence"][0])
         mark = escape(marks.get(r.get("caveat"), ""))
         table.add_row(escape(r["path"]), f"[{colour}]{r['label']}[/{colour}]{mark}", f"{r['score']:.3f}", r["decided_by"] or "",
-                      escape(_evidence_line(top)))
+                      escape(evidence_line(top)))
     Console(width=max(100, Console().width)).print(table)
 
 

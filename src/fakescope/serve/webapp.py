@@ -13,7 +13,9 @@ An OpenAI key typed on the generator page lives in this browser session only.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -26,7 +28,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from fakescope.detection import Detection
+from fakescope.detection import CSV_FIELDS, Detection, csv_row
 from fakescope.detector import Detector
 from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
@@ -165,8 +167,12 @@ def fetch_url(url: str) -> bytes:
 
 
 def records_csv(records: list[dict]) -> str:
-    rows = [{**r, "evidence": "; ".join(f"{e['kind']}: {e['detail']}" for e in r["evidence"])} for r in records]
-    return pd.DataFrame(rows).to_csv(index=False)
+    """The records as `fakescope detect --format csv` writes them: its columns, evidence lines and number formats."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(csv_row(record) for record in records)
+    return out.getvalue()
 
 
 def detector_page() -> None:
