@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 
 import pandas as pd
 import pytest
@@ -111,6 +112,39 @@ def test_a_damaged_or_unknown_file_is_skipped_with_a_warning_that_says_why(faces
     assert sorted(r.getMessage() for r in caplog.records if "skipping" in r.getMessage()) == [
         f"skipping {root / 'fake' / 'cut.jpg'}: not a readable image (Truncated File Read)",
         f"skipping {root / 'fake' / 'text.png'}: not a readable image (unrecognised format)"]
+
+
+def test_a_huge_non_image_named_jpg_is_refused_from_its_first_bytes_by_build_split_audit_and_export(faces_layout, tmp_path):
+    """build, split's dHash, audit and export read a listed file whole before its format was checked: a 1 GiB
+    non-image named `.jpg` took 1 GiB of memory in each."""
+    from fakescope.data import audit_manifest, export_manifest, split_manifest
+    from fakescope.data.build import skipped
+    from fakescope.errors import ImageLoadError
+
+    root = tmp_path / "set"
+    os.makedirs(root / "fake")
+    os.symlink(faces_layout / "real", root / "real", target_is_directory=True)
+    (root / "fake" / "ok.png").write_bytes(encode(smooth_image(5), "PNG"))
+    with open(root / "fake" / "huge.jpg", "wb") as fh:
+        fh.write(b"not an image at all")
+        fh.truncate(2**30)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        frame = build_from_folders(str(root), workers=2)
+        assert skipped(frame) == {"not a readable image": 1} and len(frame) == PER_CLASS + 2  # build's wording, as before
+        listed = pd.concat([frame, frame.iloc[-1:].assign(uri=str(root / "fake" / "huge.jpg"), sha256="f" * 64,
+                                                          pair_id="f" * 64)], ignore_index=True)
+        split = split_manifest(listed, seed=0, workers=2)
+        assert split["dhash"].iloc[-1] == "" and (split["dhash"].iloc[:-1] != "").all()
+        assert audit_manifest(split, workers=2).counts == {"ai": 2, "real": PER_CLASS + 1}
+        with pytest.raises(ImageLoadError, match=rf"^{root / 'fake' / 'huge.jpg'}: not an image \(unrecognised file "
+                                                 r"signature\); drop its row to export the rest$"):
+            export_manifest(split, str(tmp_path / "out.tar"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20  # its first bytes, never its 1 GiB
+    assert not (tmp_path / "out.tar").exists()
 
 
 def test_skipped_files_are_counted_by_reason(faces_layout, tmp_path):

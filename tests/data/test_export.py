@@ -115,9 +115,9 @@ def test_tar_and_npy_stream_to_a_local_file_image_by_image(split_faces, tmp_path
 
     written, read = [], storage.read_bytes
 
-    def watch(uri: str) -> bytes:  # how much of the tar is on disk as each image is read
+    def watch(uri: str, **options) -> bytes:  # how much of the tar is on disk as each image is read
         written.append(sum(p.stat().st_size for p in tmp_path.glob(".*.part")))
-        return read(uri)
+        return read(uri, **options)
 
     monkeypatch.setattr(storage, "read_bytes", watch)
     export_manifest(split_faces, str(tmp_path / name), layout=layout, size=32)

@@ -60,7 +60,7 @@ def test_openai_generation_from_s3_to_s3_resumes_without_paying_twice(s3_bucket,
         assert slashed.exit_code == 0 and "done 0, already done 3" in slashed.output and server.billable == 3
         monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "elsewhere"))  # another machine: no ledger of its own
         read, read_bytes = [], storage.read_bytes
-        monkeypatch.setattr(storage, "read_bytes", lambda uri: read.append(uri) or read_bytes(uri))
+        monkeypatch.setattr(storage, "read_bytes", lambda uri, **options: read.append(uri) or read_bytes(uri, **options))
         elsewhere = CliRunner().invoke(app, args)
         assert elsewhere.exit_code == 0 and "done 0, already done 3" in elsewhere.output, elsewhere.output
         assert server.billable == 3 and not [uri for uri in read if uri.startswith(out + "/") and uri.endswith(".png")]  # manifest rows
@@ -257,7 +257,7 @@ def test_taef2_reconstructions_from_s3_to_s3_then_a_manifest_built_over_s3(s3_bu
     assert "2 images written" in result.output
     storage.write_bytes(f"{root}/real/00002.png", _png(sizes[2], 2))
     read, read_bytes = [], storage.read_bytes
-    monkeypatch.setattr(storage, "read_bytes", lambda uri: read.append(uri) or read_bytes(uri))
+    monkeypatch.setattr(storage, "read_bytes", lambda uri, **options: read.append(uri) or read_bytes(uri, **options))
     resumed = CliRunner().invoke(app, args)
     assert resumed.exit_code == 0 and "1 images written" in resumed.output, resumed.output
     assert not [uri for uri in read if uri.startswith(f"{root}/fake/") and uri.endswith(".png")]  # rows from the manifest

@@ -33,6 +33,7 @@ from fakescope.data.manifest import validate_manifest
 from fakescope.data.splits import check_distance, find_split_leaks
 from fakescope.errors import FakescopeError
 from fakescope.io import storage
+from fakescope.io.image import check_signature
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -225,7 +226,7 @@ def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> tuple[pd
     def one(row: tuple[str, str, str]) -> dict[str, Any] | None:
         uri, label, source = row
         try:
-            return {"label": label, "source": source, **inspect_image(storage.read_bytes(uri), uri)}
+            return {"label": label, "source": source, **inspect_image(storage.read_bytes(uri, check=check_signature), uri)}
         except (FakescopeError, OSError, ValueError):
             return None
 

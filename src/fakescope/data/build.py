@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from fakescope.data._parallel import map_images
 from fakescope.data.manifest import (
     MANIFEST_COLUMNS,
-    describe_image,
+    describe_file,
     normalise_label,
     read_csv,
     resolve_uris,
@@ -202,7 +202,7 @@ def _describe_all(jobs: Iterable[tuple[str, str, str, str]], workers: int, progr
             logger.warning("skipping %s: its name is not UTF-8; rename it to include it", path_text(uri))
             return "name not UTF-8"
         try:
-            info = describe_image(storage.read_bytes(uri))
+            info = describe_file(uri)
         except FakescopeError as exc:
             reason = reason_about(exc, uri)
             logger.warning("skipping %s: %s", uri, reason)

@@ -22,6 +22,7 @@ import numpy as np
 from fakescope.data.manifest import manifest_files, refuse_overwrite, validate_manifest, write_manifest
 from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.io import storage
+from fakescope.io.image import check_signature, decode_image
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,7 +63,7 @@ def export_manifest(frame: pd.DataFrame, out: str, *, layout: str | None = None,
     exported = frame.assign(uri=_relative_names(frame))
     if layout == "folders":
         for source, target in zip(frame["uri"], exported["uri"]):
-            storage.write_bytes(storage.join(out, target), storage.read_bytes(source))
+            storage.write_bytes(storage.join(out, target), _image_bytes(source))
         write_manifest(exported, storage.join(out, "manifest.parquet"), csv_copy=True)
     elif layout == "tar":
         _write_tar(frame, exported, out)
@@ -116,7 +117,7 @@ def _relative_names(frame: pd.DataFrame) -> list[str]:
 def _write_tar(frame: pd.DataFrame, exported: pd.DataFrame, out: str) -> None:
     with storage.open_write(out) as fh, tarfile.open(fileobj=fh, mode="w") as tar:
         for source, target in zip(frame["uri"], exported["uri"]):
-            _add(tar, target, storage.read_bytes(source))
+            _add(tar, target, _image_bytes(source))
         table = io.BytesIO()
         exported.to_parquet(table, index=False)
         _add(tar, "manifest.parquet", table.getvalue())
@@ -130,13 +131,25 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _crop(uri: str, size: int) -> np.ndarray:
-    from fakescope.io.image import decode_image
-
+def _image_bytes(uri: str) -> bytes:
+    """The bytes of a listed image; a file whose leading bytes name no image format is refused after reading only those."""
     try:
-        return centre_crop(decode_image(storage.read_bytes(uri), keep_bytes=False).image, size)
-    except ImageLoadError as exc:  # which of the pack's images it was
-        raise ImageLoadError(f"{uri}: {exc}; drop its row to export the rest") from None
+        return storage.read_bytes(uri, check=check_signature)
+    except ImageLoadError as exc:
+        raise _naming(uri, exc) from None
+
+
+def _crop(uri: str, size: int) -> np.ndarray:
+    data = _image_bytes(uri)
+    try:
+        return centre_crop(decode_image(data, keep_bytes=False).image, size)
+    except ImageLoadError as exc:
+        raise _naming(uri, exc) from None
+
+
+def _naming(uri: str, exc: ImageLoadError) -> ImageLoadError:
+    """`exc` naming which of the listed images it was."""
+    return ImageLoadError(f"{uri}: {exc}; drop its row to export the rest")
 
 
 def _crop_pack(uris: pd.Series, size: int) -> np.ndarray:

@@ -43,7 +43,19 @@ HASH_COLUMN = "dhash"
 MISSING_MARKERS = ("No face detected",)
 """Attribute values that mean "no value" (DeepFace's, in ffhq_attributes.csv): read as missing (NaN) when attributes
 are joined, balanced and sliced, as are empty cells and pandas' CSV markers (NA, N/A, null, NaN, ...)."""
+_UNKNOWN_FORMAT = "not a readable image (unrecognised format)"
 _LABEL_ALIASES = {"real": "real", "0": "real", "ai": "ai", "1": "ai", "fake": "ai", "generated": "ai", "synthetic": "ai"}
+
+
+def describe_file(uri: str) -> dict[str, object]:
+    """`describe_image` of the file at `uri`; one whose leading bytes name no image format is refused, as
+    `describe_image` refuses it, after reading only those (a huge file named `.jpg` never fills memory)."""
+    return describe_image(storage.read_bytes(uri, check=_refuse_unknown_format))
+
+
+def _refuse_unknown_format(head: bytes) -> None:
+    if head and sniff_format(head) is None:
+        raise ImageLoadError(_UNKNOWN_FORMAT)
 
 
 def describe_image(data: bytes) -> dict[str, object]:
@@ -60,7 +72,7 @@ def describe_image(data: bytes) -> dict[str, object]:
             width, height = upright_size(image)
             pil_format = image.format
     except UnidentifiedImageError:  # its message names only a BytesIO
-        raise ImageLoadError("not a readable image (unrecognised format)") from None
+        raise ImageLoadError(_UNKNOWN_FORMAT) from None
     except OSError as exc:  # a damaged header: Pillow's reason, such as "Truncated File Read"
         raise ImageLoadError(f"not a readable image ({exc})") from None
     return {

@@ -20,6 +20,7 @@ from fakescope.data._parallel import map_images
 from fakescope.data.manifest import HASH_COLUMN, SPLITS, validate_manifest
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.io import storage
+from fakescope.io.image import check_signature
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,7 +71,7 @@ def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8, progress: bool =
     def one(copies: list[str]) -> int | None:
         for uri in copies:  # one that is gone or unreadable: the next copy
             try:
-                return difference_hash(storage.read_bytes(uri))
+                return difference_hash(storage.read_bytes(uri, check=check_signature))
             except (FakescopeError, OSError, ValueError):
                 continue
         return None

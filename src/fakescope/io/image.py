@@ -322,12 +322,13 @@ def read_source(source: str | os.PathLike) -> bytes:
     if "://" in text and not text.startswith("file://"):
         from fakescope.io.storage import read_bytes
 
-        return read_bytes(text, check=_check_signature)
+        return read_bytes(text, check=check_signature)
     return _read_path(text.removeprefix("file://"))
 
 
-def _check_signature(head: bytes) -> None:
-    """Refuse a file whose leading bytes name no image format (an empty one is left to `decode_image`)."""
+def check_signature(head: bytes) -> None:
+    """Refuse a file whose leading bytes name no image format (an empty one is left to `decode_image`): the `check`
+    of `storage.read_bytes` for a caller about to read an image."""
     if head and sniff_format(head) is None:
         raise ImageLoadError("not an image (unrecognised file signature)")
 
@@ -343,7 +344,7 @@ def _read_path(source: str | Path) -> bytes:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # a folder: open raised IsADirectoryError
                 raise ImageLoadError("not a regular file (a pipe, socket or device)", source=str(path))
             head = fh.read(HEAD_BYTES)
-            _check_signature(head)
+            check_signature(head)
             return head + fh.read()
     except IsADirectoryError:
         raise ImageLoadError("is a directory", source=str(path)) from None
