@@ -312,3 +312,33 @@ def test_files_added_after_a_split_move_no_split_image_with_keep_splits_and_a_ne
     assert after[str(root / "fake" / "variations" / "r003_var1.png")] == before[str(root / "real" / "r003.jpg")]
     dealt = runner.invoke(app, ["dataset", "split", manifest, "--seed", "7", "--ratios", "train=0.6,test=0.4"])
     assert dealt.exit_code == 0 and "image(s) that had a split are in another one now; --keep-splits keeps them" in dealt.output
+
+
+def test_split_rehash_refreshes_an_old_manifests_sizes_and_dhashes_so_a_rotated_photos_copy_is_found(tmp_path):
+    """An old manifest's dhash (and width/height) of an EXIF-rotated photo, taken before it was turned upright, was
+    reused as it was: its upright copy, hashed afresh, was no near copy of it, so the two stayed in two splits."""
+    from data_helpers import encode, smooth_image
+
+    from fakescope.data.splits import difference_hash
+    from fakescope.io.image import decode_image
+
+    stored = smooth_image(5, side=96).crop((0, 0, 96, 64))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    (tmp_path / "photo.jpg").write_bytes(data := encode(stored, "JPEG", exif=exif, quality=95))
+    (tmp_path / "copy.png").write_bytes(encode(decode_image(data).image, "PNG"))
+    old = pd.DataFrame({"uri": ["photo.jpg", "copy.png"], "label": ["real", "real"], "source": ["ffhq"] * 2,
+                        "generator": [""] * 2, "pair_id": ["p1", "p2"], "split": ["train", "test"], "width": [96, 64],
+                        "height": [64, 96], "format": ["JPEG", "PNG"], "sha256": ["s1", "s2"],
+                        "dhash": [f"{difference_hash(encode(stored, 'PNG')):016x}", ""]})
+    old.to_csv(tmp_path / "old.csv", index=False)
+    kept = runner.invoke(app, ["dataset", "split", str(tmp_path / "old.csv"), "-o", str(tmp_path / "kept.csv"), "--keep-splits"])
+    assert kept.exit_code == 0 and pd.read_csv(tmp_path / "kept.csv")["split"].tolist() == ["train", "test"], kept.output
+    fresh = runner.invoke(app, ["dataset", "split", str(tmp_path / "old.csv"), "-o", str(tmp_path / "new.csv"),
+                                "--keep-splits", "--rehash"])
+    assert fresh.exit_code == 0, fresh.output
+    assert "warning: 1 of the 2 image(s) that had a split are in another one now" in fresh.output
+    new = pd.read_csv(tmp_path / "new.csv", dtype={"dhash": str})
+    assert new["split"].tolist() == ["test", "test"] and new["uri"].tolist() == ["photo.jpg", "copy.png"]
+    assert new[["width", "height"]].values.tolist() == [[64, 96], [64, 96]]
+    assert new["dhash"].iloc[0] == f"{difference_hash(data):016x}"

@@ -121,6 +121,7 @@ def split(
     ratios: Annotated[str, typer.Option("--ratios", help="Shares per split, e.g. train=0.8,val=0.1,test=0.1.")] = "train=0.8,val=0.1,test=0.1",
     max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) two near duplicates may differ in (-1: off).")] = 4,
     keep_splits: Annotated[bool, typer.Option("--keep-splits", help="Keep the splits images have and deal only those without one (files added since the last split), so no image moves.")] = False,
+    rehash: Annotated[bool, typer.Option("--rehash", help="Read every image again for its dHash, width and height instead of reusing the manifest's (once, on a manifest split before they were taken turned upright by the EXIF orientation).")] = False,
     csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
     workers: ReadWorkersOpt = READ_WORKERS,
@@ -134,12 +135,15 @@ def split(
     with clean_errors():
         from fakescope.data import find_leaks, read_manifest, split_manifest, write_manifest
         from fakescope.data.manifest import manifest_files, refuse_overwrite, resolve_uris
+        from fakescope.data.splits import rehash_manifest
 
         # a name no command reads as a manifest, or a .csv copy over the input: refused before hashing
         refuse_overwrite(manifest_files(out or manifest, csv_copy=csv_copy)[1:], [manifest])
         shares = _ratios(ratios)
         listed = read_manifest(manifest)
         resolved = resolve_uris(listed, manifest)
+        if rehash:
+            resolved = rehash_manifest(resolved, workers=workers, progress=show_progress(progress))
         frame = split_manifest(resolved, shares, seed=seed, max_distance=max_distance, workers=workers,
                                progress=show_progress(progress), keep=keep_splits)
         if resolve_uris(listed, out or manifest)["uri"].equals(resolved["uri"]):  # the listed paths hold there too

@@ -11,8 +11,8 @@ group's split and deals only groups with none, so files added later never move a
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Container, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 HASH_BITS = 64
 """Bits of a dHash: the largest Hamming distance between two of them."""
+T = TypeVar("T")
 _BLOCK = 1 << 22
 """Most hash comparisons held at once by the near-duplicate search (4 MB of distances)."""
 
@@ -61,23 +62,59 @@ def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8, progress: bool =
     """
     stored = frame[HASH_COLUMN].tolist() if HASH_COLUMN in frame.columns else [None] * len(frame)
     hashes = [int(h, 16) if isinstance(h, str) and h else None for h in stored]
-    files = [digest or position for position, digest in enumerate(frame["sha256"].tolist())]  # no sha256: its own
+    files = _files(frame)
     known = {file: h for file, h in zip(files, hashes) if h is not None}
-    todo: dict[str | int, list[str]] = {}  # each file still to hash: the uris of its rows, tried in turn
-    for file, uri in zip(files, frame["uri"].tolist()):
-        if file not in known:
+    known |= _measure_files(frame, difference_hash, workers=workers, progress=progress, desc="dhash", skip=known)
+    return [h if h is not None else known[file] for h, file in zip(hashes, files)]
+
+
+def rehash_manifest(frame: pd.DataFrame, *, workers: int = 8, progress: bool = False) -> pd.DataFrame:
+    """A copy whose `width`, `height` and `dhash` are measured from the images again, not reused: for a manifest
+    written before they were taken turned upright by the EXIF orientation. One read per file (`sha256`), as
+    `perceptual_hashes` reads; a row none of whose copies can be read keeps its width and height, with no dhash."""
+    measured = _measure_files(frame, _hash_and_size, workers=workers, progress=progress, desc="rehash")
+    figures = [measured[file] for file in _files(frame)]
+    return frame.assign(
+        width=[m[1] if m else w for m, w in zip(figures, frame["width"].tolist())],
+        height=[m[2] if m else h for m, h in zip(figures, frame["height"].tolist())],
+        **{HASH_COLUMN: [f"{m[0]:016x}" if m else "" for m in figures]},
+    )
+
+
+def _hash_and_size(data: bytes) -> tuple[int, int, int]:
+    """(dHash, width, height) of encoded image bytes, all turned upright by the EXIF orientation."""
+    from PIL import Image
+
+    from fakescope.io.image import pixel_limit, upright_size
+
+    with pixel_limit(), Image.open(io.BytesIO(data)) as image:
+        width, height = upright_size(image)
+    return difference_hash(data), width, height
+
+
+def _files(frame: pd.DataFrame) -> list[str | int]:
+    """Each row's file: its sha256, or its own position where it has none."""
+    return [digest or position for position, digest in enumerate(frame["sha256"].tolist())]
+
+
+def _measure_files(frame: pd.DataFrame, measure: Callable[[bytes], T], *, workers: int, progress: bool, desc: str,
+                   skip: Container[str | int] = ()) -> dict[str | int, T | None]:
+    """`measure` of each file's bytes (`_files`) not in `skip`, reading its rows' uris in turn until one can be read
+    (None where none can); a file whose leading bytes name no image format is refused after reading only those."""
+    todo: dict[str | int, list[str]] = {}
+    for file, uri in zip(_files(frame), frame["uri"].tolist()):
+        if file not in skip:
             todo.setdefault(file, []).append(uri)
 
-    def one(copies: list[str]) -> int | None:
+    def one(copies: list[str]) -> T | None:
         for uri in copies:  # one that is gone or unreadable: the next copy
             try:
-                return difference_hash(storage.read_bytes(uri, check=check_signature))
+                return measure(storage.read_bytes(uri, check=check_signature))
             except (FakescopeError, OSError, ValueError):
                 continue
         return None
 
-    known |= zip(todo, map_images(one, list(todo.values()), workers=workers, progress=progress, desc="dhash"))
-    return [h if h is not None else known[file] for h, file in zip(hashes, files)]
+    return dict(zip(todo, map_images(one, list(todo.values()), workers=workers, progress=progress, desc=desc)))
 
 
 def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tuple[int, int]]:
