@@ -314,6 +314,20 @@ def test_decoding_in_threads_leaves_the_process_warnings_state_alone(image_facto
     assert all(width == 64 and "EXIF damaged" in error for width, error in results)
     assert warnings.filters == filters and warnings._showwarnmsg_impl is printer
 
+def test_pillows_bomb_warning_is_quiet_for_fakescopes_limit_only(monkeypatch):
+    """The filter hid every `DecompressionBombWarning` in the process once fakescope had decoded an image: a host's
+    own, at its own limit, too. It now hides only those naming fakescope's limit, which `_open` turns into its error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", append=True)  # every warning the process's filters let through
+        with pytest.raises(ImageLoadError, match="^image too large: 15000x15000"):
+            decode_image(_png(15_000, 15_000, 8, 2))  # past 200M pixels, under twice that: Pillow warns
+        assert [str(w.message) for w in caught] == []
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # the host's limit, outside fakescope's decodes
+        Image.open(io.BytesIO(_png(40, 40, 8, 2)))
+    assert [(w.category, str(w.message)[:50]) for w in caught] == [
+        (Image.DecompressionBombWarning, "Image size (1600 pixels) exceeds limit of 1000 pix")]
+
+
 @pytest.mark.parametrize("side", [100_000, 15_000])
 def test_absurd_declared_size_is_refused_before_decoding(side):
     """The header alone says 100000x100000 (or 15000x15000): refused at once, nothing allocated."""

@@ -60,6 +60,11 @@ _TURNS = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
 }
 """EXIF orientation to the turn that makes the image upright, as `ImageOps.exif_transpose` has it."""
+_QUIET = (
+    (rf"Image size \(\d+ pixels\) exceeds limit of {MAX_PIXELS} pixels", Image.DecompressionBombWarning, r"PIL\.Image$"),
+    ("", UserWarning, r"PIL\.TiffImagePlugin$"),
+)
+"""(message, category, module) of the warnings `quiet_pillow` ignores."""
 _PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"iCCP"})
 _FTYP_BRANDS = {
     b"avif": "AVIF", b"avis": "AVIF",
@@ -188,13 +193,19 @@ def _without_png_text(data: bytes) -> bytes:
 
 
 def quiet_pillow() -> None:
-    """Keep out of stderr Pillow's warnings about what fakescope reports itself: sizes `_open` refuses, damaged
-    EXIF (the metadata evidence names it). Idempotent and process-wide, as a filter list entry, never through
-    `warnings.catch_warnings`: that swaps global state, so threads decoding inside one leave behind the filters
-    and warning printer (a finished block's `list.append`) of whichever thread left last."""
-    for category, module in ((Image.DecompressionBombWarning, None), (UserWarning, r"PIL\.TiffImagePlugin")):
-        if ("ignore", None, category, module and re.compile(module), 0) not in warnings.filters:
-            warnings.filterwarnings("ignore", category=category, module=module or "")
+    """Keep out of stderr Pillow's warnings about what fakescope reports itself: sizes past fakescope's own limit
+    (`_open` refuses them), damaged EXIF (the metadata evidence names it). Idempotent.
+
+    These are process-wide filter entries, scoped as narrowly as a filter allows (the bomb warning only where it
+    names `MAX_PIXELS`, as inside `pixel_limit`: a host's warnings at its own limit still show; EXIF only from Pillow's
+    TIFF module), not `warnings.catch_warnings` around each decode: before Python 3.14 that swaps the process's filters
+    and printer unlocked, and fakescope decodes on many threads at once (`data._parallel`, the server), so a block
+    ending in one thread leaves behind another's filters and printer (a finished block's `list.append`, swallowing
+    every later warning of the host)."""
+    for message, category, module in _QUIET:
+        entry = ("ignore", re.compile(message, re.I) if message else None, category, re.compile(module), 0)
+        if entry not in warnings.filters:  # else `filterwarnings` changes the list on every decode
+            warnings.filterwarnings("ignore", message, category, module)
 
 
 def upright(img: Image.Image) -> Image.Image:
