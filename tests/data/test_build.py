@@ -170,6 +170,16 @@ def test_skipped_files_are_counted_by_reason(faces_layout, tmp_path):
         "listed but not under --images": 1}
 
 
+def test_a_csv_rebuilt_is_measured_afresh_and_its_stored_dhash_dropped(tmp_path):
+    """A CSV's `dhash` column was carried into the built manifest as it was, though the images are measured afresh:
+    a file changed since (or hashed before photos were turned upright) kept its old hash, reused by split and audit."""
+    (tmp_path / "a.png").write_bytes(encode(smooth_image(1), "PNG"))
+    (tmp_path / "list.csv").write_text("path,label,width,height,dhash,gender\na.png,real,7,7,0123456789abcdef,f\n")
+    built = build_from_csv(str(tmp_path / "list.csv"))
+    assert "dhash" not in built and "path" not in built and built.loc[0, "gender"] == "f"
+    assert (built.loc[0, "width"], built.loc[0, "height"]) == (64, 64)
+
+
 def test_a_real_image_copied_into_fake_is_reported_as_labelled_both_ways(faces_layout, tmp_path, caplog):
     root = tmp_path / "set"
     os.makedirs(root / "fake" / "sd")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from fakescope.data._parallel import map_images
 from fakescope.data.manifest import (
+    HASH_COLUMN,
     MANIFEST_COLUMNS,
     describe_file,
     normalise_label,
@@ -129,7 +130,8 @@ def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8,
     """Build a manifest from a CSV with a path column (`uri`/`path`/`file`) and a `label` column.
 
     Relative paths are resolved against the CSV's folder; a path listed twice is an error. Known manifest columns are kept;
-    width, height, format and sha256 are measured from the images; other columns stay as attributes.
+    width, height, format and sha256 are measured from the images, and a `dhash` column is dropped (it may not be the
+    files' now: `split_manifest` hashes them again); other columns stay as attributes.
     A row without a source takes its pair's (a `generate` manifest's ai rows, their real's), where the CSV lists it,
     else `source` where given.
     """
@@ -157,7 +159,7 @@ def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8,
             for row, (u, label, s, g) in enumerate(zip(uris, table["label"], sources, generators), start=1)]
     described = _describe_all(jobs, workers, progress)
     measured = described.set_index("uri")
-    table = table.assign(uri=uris).drop(columns=[c for c in _URI_COLUMNS[1:] if c == path_column])
+    table = table.assign(uri=uris).drop(columns=[c for c in (path_column, HASH_COLUMN) if c != "uri" and c in table])
     table = table[table["uri"].isin(measured.index)]
     for column in ("width", "height", "format", "sha256", "label"):
         table[column] = measured.loc[table["uri"], column].to_numpy()
