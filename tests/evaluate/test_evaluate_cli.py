@@ -6,6 +6,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -53,8 +54,11 @@ def test_evaluate_one_perturbation_without_provenance(small_manifest, tmp_path):
 
 
 @pytest.mark.parametrize("extra", [[], ["--explain"]])
-def test_an_unknown_split_is_named_before_any_work(small_manifest, tmp_path, extra):
-    """Not 'split 'Test' of the manifest is empty', nor after explaining no images."""
+def test_an_unknown_split_is_named_before_any_work(small_manifest, tmp_path, extra, monkeypatch):
+    """Not 'split 'Test' of the manifest is empty', nor after explaining no images, nor after importing the figures'
+    packages (umap and pytorch_grad_cam took 17 s in CI): blocked here, they would be named instead."""
+    for name in ("matplotlib", "umap", "pytorch_grad_cam"):
+        monkeypatch.setitem(sys.modules, name, None)
     result = runner.invoke(app, ["evaluate", "fakescope-default", small_manifest, "--out", str(tmp_path / "out"),
                                  "--split", "Test", "--device", "cpu", *extra])
     assert (result.exit_code, result.output) == (2, "error: unknown split 'Test': use train, val, test or all\n")

@@ -72,15 +72,15 @@ def evaluate(
         model, manifest = model_then_rest(model_option, model, manifest)
         if manifest is None:
             raise ConfigError("missing MANIFEST: give MODEL MANIFEST, or MANIFEST with --model MODEL")
-        import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
-
-        if explain:  # as matplotlib: the figures are drawn after scoring
-            import pytorch_grad_cam  # noqa: F401
-            import umap  # noqa: F401
-        extras, written = [_figure_pair(f) for f in figure or []], []
         check_split(split)
         check_bootstrap(bootstrap)
         chosen, sliced = _names(perturbations, "--perturbations"), _names(attributes, "--attributes")
+        extras, written = [_figure_pair(f) for f in figure or []], []
+        import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after
+
+        if explain:  # as matplotlib, after the options (seconds to import, numba compiles on a first run)
+            import pytorch_grad_cam  # noqa: F401
+            import umap  # noqa: F401
         rows = read_rows(manifest, split_required=split != "all")
         report = run(model, rows, split, robustness=robustness, perturbations=chosen,
                      bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=sliced,
