@@ -308,11 +308,13 @@ def test_explain_figures_wait_until_every_option_is_checked(small_manifest, tmp_
 
 
 @pytest.mark.slow
-def test_explain_warns_once_of_a_repeated_uri(small_manifest, tmp_path):
-    """The warning came twice: when the split was scored, and again when its figures embedded the rows."""
+def test_explain_warns_once_of_a_repeated_uri(small_manifest, model_dir, tmp_path):
+    """The warning came twice: when the split was scored, and again when its figures embedded the rows. The tiny
+    model: the bundled one's scoring and Grad-CAM cost seconds and test_evaluate_with_explanation_figures_in_the_report
+    draws its figures."""
     rows = pd.read_csv(small_manifest)
     pd.concat([rows, rows.head(1)]).to_csv(tmp_path / "twice.csv", index=False)
-    result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "twice.csv"), "--out", str(tmp_path / "out"),
+    result = runner.invoke(app, ["evaluate", str(model_dir), str(tmp_path / "twice.csv"), "--out", str(tmp_path / "out"),
                                  "--split", "all", "--no-robustness", "--bootstrap", "0", "--no-provenance", "--explain",
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
