@@ -82,6 +82,16 @@ def test_split_all_and_errors(model_dir, dataset):
         evaluate(model_dir, dataset, attributes="glases", device="cpu")
 
 
+def test_bad_options_are_refused_before_the_model_loads(dataset, tmp_path):
+    """A perturbation or attribute typo was named only after the model loaded (seconds; a download for hf://):
+    with no model at the path given, the typo is still what is refused."""
+    for options, error in [({"perturbations": "sepia"}, "^unknown perturbation.s. sepia"),
+                           ({"perturbations": []}, "^perturbations is empty"),
+                           ({"attributes": "glases"}, "^no attribute column.s. glases")]:
+        with pytest.raises(ConfigError, match=error):
+            evaluate(tmp_path / "no-model", dataset, device="cpu", **options)
+
+
 def test_rows_given_as_a_frame_are_checked_as_a_manifest_file_is(model_dir, dataset):
     spelt = dataset.assign(label=dataset["label"].map({"real": "Real", "ai": "fake"}))
     report = evaluate(model_dir, spelt, "test", robustness=False, bootstrap=0, provenance=False, examples=0, device="cpu")

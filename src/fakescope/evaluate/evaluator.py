@@ -130,12 +130,7 @@ def evaluate(
         from fakescope.forensics.content_credentials import trust_anchors_from_env
 
         trust_anchors_from_env()
-    detector = _as_detector(model_or_detector, device, batch_size)
     rows = _split_rows(manifest, split)
-    warn_repeated_uris(rows, f"split {split!r}", "scored")
-    config = detector.model.config
-    recipe = recipe_preprocessing(config)
-    scorer = make_scorer(detector, recipe)
     perturbations, attributes = ([x] if isinstance(x, str) else x for x in (perturbations, attributes))  # one name
     if robustness and perturbations is not None and not perturbations:
         raise ConfigError("perturbations is empty: name some, or pass None for all of them")
@@ -150,6 +145,11 @@ def evaluate(
     if nested:  # else the slicing, after every image is scored, fails on them
         raise ConfigError(f"attribute column(s) {', '.join(nested)} hold lists or mappings, not one value per image to "
                           "slice by")
+    detector = _as_detector(model_or_detector, device, batch_size)  # after the checks: a typo waits for no model load
+    warn_repeated_uris(rows, f"split {split!r}", "scored")
+    config = detector.model.config
+    recipe = recipe_preprocessing(config)
+    scorer = make_scorer(detector, recipe)
 
     kept, records, failures, skipped = [], [], [], []
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
