@@ -513,6 +513,8 @@ def test_ctrl_c_or_sigterm_mid_epoch_says_how_to_continue_and_resume_finishes_th
     assert proc.wait(timeout=60) == status
     assert proc.stderr.read() == f"interrupted: continue from the last finished epoch with --resume -o {out}\n"
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    if signame == "SIGINT":  # either signal leaves that same checkpoint: its resume (a whole epoch) is run once
+        return
     result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--resume", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [0, 1]
