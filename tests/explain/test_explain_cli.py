@@ -87,6 +87,15 @@ def test_explain_takes_a_file_name_that_is_not_utf8(model_dir, images, tmp_path)
     assert os.listdir(os.fsencode(tmp_path / "out")) == [b"caf\xe9_tiles.png"]  # written under its own name
 
 
+def test_no_input_images_is_said_before_the_model_loads(tmp_path):
+    """An empty folder was named only after the model loaded: with no model at the path, it is still what is said."""
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["explain", str(tmp_path / "empty"), "--model", str(tmp_path / "no-model"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: no input images found: a folder, prefix or quoted glob")
+    assert result.stderr.count("\n") == 1
+
+
 def test_an_out_that_is_a_file_is_refused_before_any_work(model_dir, images, planted_manifest, tmp_path):
     """Both failed only when writing: explain once per image, embed after embedding the whole manifest."""
     from fakescope.data import write_manifest

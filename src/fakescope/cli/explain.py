@@ -41,6 +41,9 @@ def explain(
         from fakescope.explain.report import require_out_folder
 
         require_out_folder(out)
+        sources = list(iter_sources(inputs))  # none: said before the model loads
+        if not sources:
+            raise no_images()
         methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
         if {"gradcam", "gradcam++"} & set(methods):
             try:
@@ -58,9 +61,6 @@ def explain(
                 raise ConfigError(f"--method {name}: {why}")
             typer.echo(f"note: {name} skipped: {why}", err=True)
         methods = tuple(m for m in methods if m not in refused)
-        sources = list(iter_sources(inputs))
-    if not sources:
-        raise no_images()
     failures, names = 0, set()
     for source in sources:
         name = _unique(os.path.splitext(os.path.basename(source.rstrip("/")))[0], names)
