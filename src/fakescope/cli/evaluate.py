@@ -49,12 +49,17 @@ def evaluate(
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 32,
     progress: ProgressOpt = None,
+    audit: Annotated[bool, typer.Option(
+        "--audit/--no-audit", help="Check the scored rows for shortcuts (format, JPEG quality, size, metadata, "
+                                   "watermark) as dataset audit does, about 1000 images per label; a warning per "
+                                   "one found.")] = True,
     model_option: ModelOpt = None,
 ) -> None:
     """Score a manifest split; write report.html, report.json and scores.csv to OUT.
 
     Images are preprocessed as the model's training recipe says; with --explain, OUT/figures too. Every file
-    written is listed.
+    written is listed. The rows are audited for shortcuts first (--no-audit skips it): one warning line on stderr
+    per property that separates real from ai and the model's preprocessing does not neutralize.
 
     Exit status: 0 when every image was scored, 1 when some could not be read (the report lists them), 2 on
     usage errors.
@@ -66,6 +71,7 @@ def evaluate(
     from fakescope.evaluate import evaluate as run
     from fakescope.evaluate import write_report
     from fakescope.evaluate.evaluator import check_bootstrap, check_split
+    from fakescope.evaluate.shortcuts import warning_lines
     from fakescope.evaluate.slices import not_sliced_line
 
     with clean_errors():
@@ -84,7 +90,9 @@ def evaluate(
         rows = read_rows(manifest, split_required=split != "all")
         report = run(model, rows, split, robustness=robustness, perturbations=chosen,
                      bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=sliced,
-                     device=device, batch_size=batch_size, progress=show_progress(progress))
+                     device=device, batch_size=batch_size, progress=show_progress(progress), audit=audit)
+        for line in warning_lines(report.shortcuts):
+            typer.echo(line, err=True)
         if explain:  # after evaluate checked every option: a typo is refused before this second pass, not after it
             figures, written = _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)
             extras += figures

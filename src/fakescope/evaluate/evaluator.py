@@ -37,6 +37,7 @@ from fakescope.evaluate.metrics import (
     uncertain_rate,
 )
 from fakescope.evaluate.robustness import CLEAN, PERTURBATIONS, Scorer, perturbed_scores, robustness_table
+from fakescope.evaluate.shortcuts import audit_rows
 from fakescope.evaluate.slices import slice_report, sliceable
 from fakescope.io.image import LoadedImage, load_source
 from fakescope.models.bundle import LoadedModel
@@ -56,7 +57,8 @@ class EvaluationReport:
     `provenance` is on); `pixel_overall` the pixel model alone. `scores` has one record per
     image; `thumbnails` maps example uris to data URIs for the HTML report and stays out of JSON.
     `robustness_skipped` lists the images a perturbation could not be applied to (`uri`,
-    `perturbation`, `error`): every robustness row leaves them out.
+    `perturbation`, `error`): every robustness row leaves them out. `shortcuts` is the audit of the
+    scored rows (`fakescope.evaluate.shortcuts.audit_rows`), None when skipped.
     """
 
     model: str
@@ -80,6 +82,7 @@ class EvaluationReport:
     failures: list[dict[str, str]]
     seconds: float
     robustness_skipped: list[dict[str, str]] = field(default_factory=list)
+    shortcuts: dict[str, Any] | None = None
     thumbnails: dict[str, str] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +104,7 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 32,
     progress: bool = False,
+    audit: bool = True,
 ) -> EvaluationReport:
     """Evaluate a detector on one split of a manifest (`split="all"` takes every row).
 
@@ -114,6 +118,8 @@ def evaluate(
         provenance: fuse C2PA / metadata / watermark evidence into the final probability.
         attributes: columns to slice by; default every low-cardinality extra column.
         progress: count the images read on stderr.
+        audit: check the rows for shortcuts (format, JPEG quality, size, metadata, watermark) that separate
+            the labels, as `fakescope dataset audit` does, on a sample of about 1000 images per label.
 
     Raises:
         ConfigError: `bootstrap` is below `MIN_BOOTSTRAP` (and not 0), the split is empty, labels, a perturbation or an attribute column are unknown or missing,
@@ -151,6 +157,7 @@ def evaluate(
     recipe = recipe_preprocessing(config)
     scorer = make_scorer(detector, recipe)
 
+    shortcuts = audit_rows(rows, recipe, provenance, progress=progress) if audit else None
     kept, records, failures, skipped = [], [], [], []
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
     chunk = max(batch_size, 16)
@@ -218,6 +225,7 @@ def evaluate(
         examples=[{**records[i], "kind": kind} for i, kind in chosen],
         failures=failures,
         robustness_skipped=skipped,
+        shortcuts=shortcuts,
         seconds=round(time.perf_counter() - started, 2),
         thumbnails={records[i]["uri"]: t for i, _ in chosen if (t := _thumbnail(records[i]["uri"]))},
     )

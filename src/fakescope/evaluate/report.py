@@ -33,6 +33,7 @@ table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ddd;p
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0}.figs img{width:340px}
 .examples{display:flex;flex-wrap:wrap;gap:.8rem}.ex{width:170px;font-size:.8rem}.ex img{max-width:160px;display:block}
+.warn{border:2px solid #b00020;background:#fdecea;padding:.5rem 1rem;margin:1rem 0}
 .mistake{color:#b00020}.correct{color:#1b5e20}.meta td{text-align:left}figcaption{font-size:.85rem;color:#555}
 """
 ROWS_SHOWN = 200
@@ -74,6 +75,7 @@ def render_html(report: EvaluationReport, extra_figures: Iterable[ExtraFigure] |
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Evaluation of <code>{_e(report.model)}</code> on split <code>{_e(report.split)}</code></h1>",
         _summary(data),
+        "<h2>Shortcuts</h2>", _shortcuts(data["shortcuts"]),
         "<h2>Overall</h2>", _overall(data), _confusion(data["overall"]["confusion"], report.threshold),
         _counts("Verdicts", data["verdicts"]), _counts("Decided by", data["decided_by"]),
         "<h2>Figures</h2><div class='figs'>", *_figures(data), "</div>",
@@ -113,6 +115,25 @@ def _summary(data: dict) -> str:
         ("seconds", data["seconds"]),
     ]
     return "<table class='meta'>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _shortcuts(section: dict | None) -> str:
+    """The shortcut audit: a warning box naming each flagged check, then every check with its neutralization."""
+    if section is None:
+        return "<p>Not audited (<code>--no-audit</code>): run <code>fakescope dataset audit</code> on these rows.</p>"
+    flagged = [c for c in section["checks"] if c["name"] in section["flagged"]]
+    box = ("<div class='warn'><strong>Warning: in these images, a property other than content separates real from "
+           "ai; the figures may measure it, not the detector's skill.</strong><ul>"
+           + "".join(f"<li>{_e(c['description'])}: {_e(c['level'])}, separability {c['separability']:.2f}"
+                     f"{' (only partly neutralized: ' + _e(c['how']) + ')' if c['neutralized'] == 'partly' else ''}</li>"
+                     for c in flagged) + "</ul></div>") if flagged else ""
+    inspected = ", ".join(f"{n} {label}" for label, n in section["inspected"].items()) or "none"
+    rows = [{"check": c["name"], "level": c["level"], "separability": c["separability"],
+             **{label: c["per_class"].get(label, "") for label in ("real", "ai")},
+             "neutralized by the model": f"{c['neutralized']}: {c['how']}"} for c in section["checks"]]
+    notes = "".join(f"<li>{_e(n)}</li>" for n in section["notes"])
+    return (f"{box}<p>As <code>fakescope dataset audit</code>, on {_e(inspected)} images inspected; "
+            "split leaks are not checked here.</p>" + _table(rows) + (f"<ul>{notes}</ul>" if notes else ""))
 
 
 def _overall(data: dict) -> str:

@@ -1,0 +1,76 @@
+"""The shortcut audit of the rows `evaluate` scores: what a model could score by without looking at content.
+
+`audit_rows` runs `fakescope.data.audit_manifest` on the evaluated rows (a seeded sample of about
+`max_per_class` per class; split leaks are left to `fakescope dataset audit`) and says, per
+property, whether the model's own recipe preprocessing (`neutralize`) or its decoding takes it away
+before scoring. A flagged property that is not neutralized may be what the figures measure.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fakescope.data.audit import BORDER_SHARE, audit_manifest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fakescope.train.augment import AugmentConfig
+
+AUDIT_WORKERS = 8
+"""Threads reading the sampled images, as `fakescope dataset audit --workers` by default."""
+_METADATA = ("has_exif", "has_xmp", "has_png_text", "has_c2pa")
+_FILLED = {"pair_id": "", "split": "", "width": 0, "height": 0, "format": "", "sha256": ""}
+
+
+def audit_rows(rows: pd.DataFrame, recipe: AugmentConfig | None, provenance: bool, *, max_per_class: int = 1000,
+               seed: int = 0, workers: int = AUDIT_WORKERS, progress: bool = False) -> dict[str, Any]:
+    """The `shortcuts` section of an evaluation: images inspected, notes, and every check with its neutralization.
+
+    Each check has `name`, `description`, `separability`, `level` (`ok`, `possible shortcut`, `SHORTCUT`),
+    `per_class`, `neutralized` (`yes`, `partly` or `no`) and `how` (why, in words); `flagged` names the checks
+    not `ok` and not neutralized.
+    """
+    frame = rows.drop_duplicates("uri").assign(**{c: v for c, v in _FILLED.items() if c not in rows})
+    report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
+                            max_distance=-1)
+    checks = []
+    for check in report.checks:
+        neutralized, how = neutralization(check.name.partition("@")[0], recipe, provenance)
+        checks.append({"name": check.name, "description": check.description, "separability": check.separability,
+                       "level": check.level, "per_class": check.per_class, "neutralized": neutralized, "how": how})
+    notes = report.notes + ([] if checks else report.warnings)  # without checks, its warning says why
+    flagged = [c["name"] for c in checks if c["level"] != "ok" and c["neutralized"] != "yes"]
+    return {"inspected": report.inspected, "checks": checks, "flagged": flagged, "notes": notes}
+
+
+def neutralization(name: str, recipe: AugmentConfig | None, provenance: bool) -> tuple[str, str]:
+    """Whether (`yes`, `partly`, `no`) and how the model's scoring takes property `name` away."""
+    quality = recipe.base_jpeg_quality if recipe else None
+    crop = recipe.bottom_crop if recipe else 0.0
+    if name in ("format", "bits_per_pixel"):
+        return ("yes", f"every image is re-encoded as JPEG quality {quality} before scoring") if quality else \
+            ("no", "the recipe does not re-encode images")
+    if name == "jpeg_quality":
+        return ("partly", f"re-encoding as JPEG quality {quality} hides higher qualities, not the artifacts of "
+                          "lower ones nor every trace of the first compression") if quality else \
+            ("no", "the recipe does not re-encode images")
+    if name in _METADATA:
+        return ("no", "provenance evidence reads metadata and is fused into the final probability") if provenance \
+            else ("yes", "the pixel model sees decoded pixels only, without metadata")
+    if name == "border_overlay" and crop:
+        return ("yes", f"the bottom {crop:.0%} of every image is cropped") if crop >= BORDER_SHARE else \
+            ("partly", f"the bottom {crop:.0%} is cropped, less than the {BORDER_SHARE:.0%} strip checked")
+    return "no", "the model's preprocessing does not change it"
+
+
+def warning_lines(section: dict[str, Any] | None) -> list[str]:
+    """One line per flagged check of a `shortcuts` section, for the console."""
+    lines = []
+    for check in (section or {}).get("checks", []):
+        if check["name"] in section["flagged"]:
+            partly = f"; only partly neutralized: {check['how']}" if check["neutralized"] == "partly" else ""
+            lines.append(f"warning: in the images scored, {check['description']} alone separates real from ai "
+                         f"({check['level']}, separability {check['separability']:.2f}{partly}): the figures may "
+                         "measure it; see fakescope dataset audit")
+    return lines

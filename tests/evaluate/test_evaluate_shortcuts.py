@@ -1,0 +1,91 @@
+"""`evaluate` audits the rows it scores: a shortcut in the test set is a warning on the console, in report.json and
+in the HTML report, unless the model's own preprocessing takes it away."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from evaluate_helpers import noisy, tiny_model
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.evaluate import evaluate
+
+runner = CliRunner()
+PER_CLASS = 6
+
+
+def _write_set(root: Path, confounded: bool) -> str:
+    """Camera-like images of both labels; `confounded`: every real a JPEG and every ai a PNG, else the same PNGs."""
+    root.mkdir()
+    rows = []
+    for i in range(PER_CLASS):
+        for label in ("real", "ai"):
+            image = noisy(i + (100 if confounded and label == "ai" else 0))
+            path = root / f"{label}{i}.{'jpg' if confounded and label == 'real' else 'png'}"
+            image.save(path, quality=90) if path.suffix == ".jpg" else image.save(path)
+            rows.append({"uri": str(path), "label": label, "split": "test"})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return str(root / "manifest.csv")
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("shortcut_sets")
+    return {kind: _write_set(root / kind, kind == "confounded") for kind in ("confounded", "neutral")}
+
+
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory) -> Path:
+    """A tiny model whose recipe neutralizes nothing."""
+    return tiny_model(tmp_path_factory.mktemp("plain") / "model")
+
+
+def _run(model: Path, manifest: str, out: Path, *extra: str):
+    result = runner.invoke(app, ["evaluate", str(model), manifest, "--out", str(out), "--no-robustness",
+                                 "--bootstrap", "0", "--device", "cpu", *extra])
+    assert result.exit_code == 0, result.output
+    return result, json.loads((out / "report.json").read_text()), (out / "report.html").read_text()
+
+
+def test_a_format_confounded_set_is_warned_of_on_the_console_in_json_and_html(plain_model, sets, tmp_path):
+    result, data, page = _run(plain_model, sets["confounded"], tmp_path)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert ("warning: in the images scored, file format alone separates real from ai (SHORTCUT, separability "
+            "1.00): the figures may measure it; see fakescope dataset audit") in warnings, result.stderr
+    assert len(warnings) == len(data["shortcuts"]["flagged"])
+    assert {"format", "jpeg_quality", "bits_per_pixel"} <= set(data["shortcuts"]["flagged"])
+    fmt = next(c for c in data["shortcuts"]["checks"] if c["name"] == "format")
+    assert (fmt["separability"], fmt["neutralized"], fmt["per_class"]) == (1.0, "no", {"real": "JPEG 100%",
+                                                                                       "ai": "PNG 100%"})
+    assert data["shortcuts"]["inspected"] == {"ai": PER_CLASS, "real": PER_CLASS}
+    assert page.index("<div class='warn'>") < page.index("<h2>Overall</h2>")
+    assert "<li>file format: SHORTCUT, separability 1.00</li>" in page
+
+
+def test_a_neutral_set_gets_no_warning(plain_model, sets, tmp_path):
+    result, data, page = _run(plain_model, sets["neutral"], tmp_path)
+    assert "warning" not in result.stderr, result.stderr
+    assert data["shortcuts"]["flagged"] == [] and {c["level"] for c in data["shortcuts"]["checks"]} == {"ok"}
+    assert "<h2>Shortcuts</h2>" in page and "class='warn'" not in page
+
+
+def test_no_audit_skips_it(plain_model, sets, tmp_path):
+    result, data, page = _run(plain_model, sets["confounded"], tmp_path, "--no-audit")
+    assert "warning" not in result.stderr and data["shortcuts"] is None
+    assert "Not audited" in page and "class='warn'" not in page
+
+
+def test_what_the_recipe_neutralizes_is_not_flagged(model_dir, sets):
+    """The conftest model re-encodes as JPEG quality 60 and crops the bottom 25%: format is gone, JPEG quality not."""
+    rows = pd.read_csv(sets["confounded"])
+    checks = {c["name"]: c for c in evaluate(model_dir, rows, robustness=False, bootstrap=0, device="cpu",
+                                             provenance=False).shortcuts["checks"]}
+    assert checks["format"]["level"] == "SHORTCUT" and checks["format"]["neutralized"] == "yes"
+    assert checks["jpeg_quality"]["neutralized"] == "partly" and checks["width"]["neutralized"] == "no"
+    assert checks["border_overlay"]["neutralized"] == "yes" and checks["has_exif"]["neutralized"] == "yes"
+    report = evaluate(model_dir, rows, robustness=False, bootstrap=0, device="cpu", audit=False)
+    assert report.shortcuts is None
