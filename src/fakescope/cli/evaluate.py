@@ -51,8 +51,8 @@ def evaluate(
     progress: ProgressOpt = None,
     audit: Annotated[bool, typer.Option(
         "--audit/--no-audit", help="Check the scored rows for shortcuts (format, JPEG quality, size, metadata, "
-                                   "watermark) as dataset audit does, about 1000 images per label; a warning per "
-                                   "one found.")] = True,
+                                   "watermark) as dataset audit does, about 1000 images per label; a warning line for "
+                                   "each the model's preprocessing leaves.")] = True,
     model_option: ModelOpt = None,
 ) -> None:
     """Score a manifest split; write report.html, report.json and scores.csv to OUT.
