@@ -48,13 +48,17 @@ def neutralization(name: str, recipe: AugmentConfig | None, provenance: bool) ->
     """Whether (`yes`, `partly`, `no`) and how the model's scoring takes property `name` away."""
     quality = recipe.base_jpeg_quality if recipe else None
     crop = recipe.bottom_crop if recipe else 0.0
-    if name in ("format", "bits_per_pixel"):
-        return ("yes", f"every image is re-encoded as JPEG quality {quality} before scoring") if quality else \
-            ("no", "the recipe does not re-encode images")
+    if not quality and name in ("format", "bits_per_pixel", "jpeg_quality"):
+        return "no", "the recipe does not re-encode images"
+    if name == "format":
+        return "partly", (f"every image is re-encoded as JPEG quality {quality} before scoring; an earlier JPEG "
+                          "compression still leaves traces that re-encoding does not erase")
+    if name == "bits_per_pixel":
+        return "partly", (f"every image is re-encoded as JPEG quality {quality} before scoring; the noise and "
+                          "smoothness that file size also reflects remain")
     if name == "jpeg_quality":
-        return ("partly", f"re-encoding as JPEG quality {quality} hides higher qualities, not the artifacts of "
-                          "lower ones nor every trace of the first compression") if quality else \
-            ("no", "the recipe does not re-encode images")
+        return "partly", (f"re-encoding as JPEG quality {quality} hides higher qualities, not the artifacts of "
+                          "lower ones nor every trace of the first compression")
     if name in _METADATA:
         return ("no", "provenance evidence reads metadata and is fused into the final probability") if provenance \
             else ("yes", "the pixel model sees decoded pixels only, without metadata")
