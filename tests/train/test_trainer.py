@@ -464,6 +464,14 @@ def test_a_config_without_a_name_is_named_after_its_output_folder(tmp_path):
     assert TrainConfig.from_yaml(config, name="faces-v2").name == "faces-v2"
 
 
+@pytest.mark.parametrize("name", ["", "  "])
+def test_a_blank_name_is_refused_in_python_and_filled_in_from_yaml(name):
+    """`TrainConfig(name="")` was taken, and named the model nothing in reports and CAM captions."""
+    with pytest.raises(ConfigError, match=f"^training config key 'name' must be non-blank text, got {name!r}$"):
+        TrainConfig(manifest="m.csv", name=name)
+    assert TrainConfig.from_dict({"manifest": "m.csv", "out": ".", "name": ""}).name == "fakescope-detector"
+
+
 def test_cli_says_why_the_test_auc_is_nan(manifest, tmp_path):
     rows = pd.read_csv(manifest)
     one_label = os.path.join(os.path.dirname(manifest), "test_real_only.csv")  # beside it: its uris are relative
@@ -599,6 +607,7 @@ def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
     ("epochs: 0", "training config key 'epochs' must be at least 1, got 0"),
     ("samples_per_epoch: 0", "training config key 'samples_per_epoch' must be at least 1, got 0"),
     ("crop_size: -5", "training config key 'crop_size' must be at least 1, got -5"),
+    ("crop_size: 100000", "training config key 'crop_size' must be at most 2048 (a tile's side in pixels), got 100000"),
     ("lr: .nan", "training config key 'lr' must be a finite number, at least 0, got nan"),
     ("weight_decay: .inf", "training config key 'weight_decay' must be a finite number, at least 0, got inf"),
     ("band: 0.5", "training config key 'band' must be a pair [low, high] of numbers, got 0.5"),

@@ -66,6 +66,11 @@ class TrainConfig:
             if value is not None and not (math.isfinite(value) and value >= low):  # nan, inf: AdamW's traceback
                 finite = "" if math.isfinite(value) else "a finite number, "
                 raise ConfigError(f"training config key '{key}' must be {finite}at least {low}, got {value!r}")
+        if self.crop_size is not None and self.crop_size > MAX_CROP:  # else out of memory as the network is built
+            raise ConfigError(f"training config key 'crop_size' must be at most {MAX_CROP} (a tile's side in pixels), "
+                              f"got {self.crop_size}")
+        if not self.name.strip():  # else reports and CAM captions name no model
+            raise ConfigError(f"training config key 'name' must be non-blank text, got {self.name!r}")
         if not 0 <= self.seed <= MAX_SEED:  # else numpy's ValueError traceback as the run starts
             raise ConfigError(f"training config key 'seed' must be within [0, {MAX_SEED}], got {self.seed}")
         low, high = self.band
@@ -94,8 +99,10 @@ class TrainConfig:
         d = dict(d)
         _check_keys(d, cls, "")
         folder = Path(str(d.get("out") or "")).name
-        if not d.get("name") and folder.strip("."):
-            d["name"] = folder  # runs/mnv2 trains `mnv2`, not one more `fakescope-detector`
+        if not d.get("name"):  # runs/mnv2 trains `mnv2`, not one more `fakescope-detector`
+            d.pop("name", None)
+            if folder.strip("."):
+                d["name"] = folder
         if not isinstance(d.get("augment") or {}, dict):
             raise ConfigError(f"training config key 'augment' must be a mapping of augment keys, got {d['augment']!r}")
         _check_keys(d.get("augment") or {}, AugmentConfig, "augment.")
@@ -154,6 +161,9 @@ def _check_augment_ranges(augment: AugmentConfig) -> None:
 
 MAX_SEED = 2**32 - 1
 """numpy's largest seed."""
+
+MAX_CROP = 2048
+"""The largest `crop_size`: tiles are cut at native resolution, and generated images are rarely larger."""
 
 MINIMUM = {"epochs": 1, "batch_size": 1, "samples_per_epoch": 1, "crop_size": 1, "grid": 1, "patience": 1,
            "num_workers": 0, "lr": 0, "weight_decay": 0}
