@@ -34,6 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU and none is visible")
+    if args.manifest and not Path(args.manifest).is_file():
+        parser.error(f"--manifest {args.manifest}: no such file (recipes/default/prepare.py writes data/default/manifest.csv)")
     if args.manifest:
         table = pd.read_csv(args.manifest)
         table = table.iloc[np.linspace(0, len(table) - 1, min(args.limit, len(table))).astype(int)]

@@ -98,6 +98,21 @@ def test_gpu_session_stops_at_once_without_a_gpu(tmp_path):
     assert not (tmp_path / "session" / "log.txt").exists()
 
 
+def test_gpu_session_refuses_a_missing_pretrained_file_before_anything_runs(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "session"), "PRETRAINED": str(tmp_path / "absent.safetensors")}
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], capture_output=True, text=True, timeout=60,
+                          env=env, cwd=BENCHMARKS.parent)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"gpu_session.sh: PRETRAINED={env['PRETRAINED']} is not a file"]
+    assert not (tmp_path / "session").exists()
+
+
+def test_decode_agreement_says_a_missing_manifest_in_one_line(tmp_path, run_here):
+    done = run_here("decode_agreement.py", "--manifest", str(tmp_path / "manifest.csv"), "--device", "cpu")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].endswith("manifest.csv: no such file (recipes/default/prepare.py writes data/default/manifest.csv)")
+
+
 def test_host_overhead_times_the_host_work_of_device_decoding(run_here):
     done = run_here("host_overhead.py", "--images", "12", "--batch-size", "36", "--repeats", "1", "--provenance")
     assert done.returncode == 0, done.stderr
