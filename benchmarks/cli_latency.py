@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 DETECT = "fakescope detect IMAGE"
 IN_PROCESS = """
@@ -75,7 +77,8 @@ def main() -> None:
     for _ in range(args.repeats):
         for src in trees:
             rounds[src].append(_one_round(src, args.image))
-    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, image {Path(args.image).name}, "
+    print(machine())
+    print(f"Python {sys.version.split()[0]}, image {Path(args.image).name}, "
           f"median of {args.repeats} runs (detect: of all but the first call, which has a row of its own)")
     print("| step | " + " | ".join(str(src) for src in trees) + " |")
     print("|---|" + "---|" * len(trees))

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import counts, machine, require
 
 from fakescope import Detector
 
@@ -31,14 +32,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default=str(ROOT / "examples" / "chelsea.jpg"))
-    parser.add_argument("--threads", default="1,2", help="comma-separated inference thread counts")
+    parser.add_argument("--threads", type=counts, default="1,2", help="comma-separated inference thread counts")
     parser.add_argument("--runtimes", default="torch,onnx")
     parser.add_argument("--batch", type=int, default=16, help="images in the batched call")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    counts = [int(n) for n in args.threads.split(",")]
+    if unknown := set(args.runtimes.split(",")) - {"torch", "onnx"}:
+        parser.error(f"--runtimes: {', '.join(sorted(unknown))} is not torch or onnx")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if "onnx" in args.runtimes.split(","):
+        require("benchmarks/cpu_threads.py", "onnxruntime", why="for --runtimes onnx (or give --runtimes torch)")
     detectors = {(runtime, n): Detector.load(device="cpu", runtime=runtime, threads=n, workers=0)
-                 for runtime in args.runtimes.split(",") for n in counts}
+                 for runtime in args.runtimes.split(",") for n in args.threads}
     batch = [args.image] * args.batch
     times: dict[tuple[str, int, str], list[float]] = {}
     for _ in range(args.repeats + 1):  # the first round warms up and is dropped
@@ -48,6 +54,7 @@ def main() -> None:
                 start = time.perf_counter()
                 detector.predict(inputs)
                 times.setdefault((runtime, n, label), []).append(time.perf_counter() - start)
+    print(machine())
     print(f"{torch.get_num_threads()} torch threads by default here; {args.repeats} rounds, warm, median (min-max) seconds")
     for (runtime, n, label), seconds in times.items():
         kept = seconds[1:]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from _machine import machine, size
 from PIL import Image
 
 PREFIX = [sys.executable, "-m", "fakescope"]
@@ -34,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=150_000, help="images in the built tree")
     parser.add_argument("--distinct", type=int, default=300, help="distinct image files behind them")
-    parser.add_argument("--size", default="64x48", help="WIDTHxHEIGHT of the tree's images")
+    parser.add_argument("--size", type=size, default="64x48", help="WIDTHxHEIGHT of the tree's images")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic manifest to split")
     parser.add_argument("--train-rows", type=int, default=100_000, help="manifest rows `train` starts from")
     parser.add_argument("--audit-per-class", type=int, default=5000, help="dataset audit --max-per-class")
@@ -43,6 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fakescope-dataset-scale-") as tmp:
         root = Path(tmp)
         width, height = (int(side) for side in args.size.lower().split("x"))
+        print(machine())
         make_tree(root / "tree", args.images, args.distinct, (width, height))
         built = root / "built.parquet"
         report(f"dataset build, {args.images:,} images", ["dataset", "build", str(root / "tree"), "-o", str(built),

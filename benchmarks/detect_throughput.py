@@ -9,7 +9,8 @@ large image seen). Prints each rate and its ratio to decode-only. `--device cuda
 the host's `--workers` threads; `--decode device` decodes plain JPEGs with nvJPEG, as
 `fakescope scan --device cuda --decode device` does); `--processes` decodes in
 `--workers` processes instead, for decode-only and detect alike (`Detector(processes=True)`). The
-decode-only row is always the host's.
+decode-only row is always the host's. Every rate is the median of `--repeats` timed passes over all the
+files, after an untimed pass (decode-only included: files read and decoders loaded alike for both).
 
     python benchmarks/detect_throughput.py --images 96 --size 1024x768
     python benchmarks/detect_throughput.py --folder ../shared/data/real-imagenet-sample --grids 1,2
@@ -19,6 +20,7 @@ decode-only row is always the host's.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import counts, machine, require, size
 from PIL import Image
 
 from fakescope.detector import Detector
@@ -37,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", help="images to use (default: generated JPEGs)")
     parser.add_argument("--images", type=int, default=96)
-    parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of generated JPEGs")
+    parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of generated JPEGs")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads")
     parser.add_argument("--processes", action="store_true", help="decode in --workers processes instead of threads")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -47,19 +50,26 @@ def main() -> None:
                         help="where detect decodes plain JPEGs (device: nvJPEG, with --device cuda)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the torch bf16 rows")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled torch bf16 row (seconds to a minute of warm-up)")
-    parser.add_argument("--grids", default="1,2", help="comma-separated tile grids to also time with onnxruntime ('' for none)")
+    parser.add_argument("--grids", type=counts, default="1,2", help="comma-separated tile grids to also time with onnxruntime ('' for none)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per row; the median is printed (default 3)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU and none is visible")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.device == "cpu":
+        require("benchmarks/detect_throughput.py", "onnxruntime", why="for its onnx rows (the torch rows alone: --device cuda)")
     with tempfile.TemporaryDirectory() as tmp:
         files = list(iter_sources([args.folder])) if args.folder else generate_jpegs(Path(tmp), args.images, args.size)
-        decode = _rate(lambda: _decode_all(files, args.workers, args.processes), len(files))
+        _decode_all(files, args.workers, args.processes)  # warm-up: file cache, decoder plugins
+        decode, spread = _rate(lambda: _decode_all(files, args.workers, args.processes), len(files), args.repeats)
         kind = "processes" if args.processes else "threads"
-        print(f"{len(files)} images ({args.folder or 'generated ' + args.size + ' JPEG'}), {args.workers} decoding {kind}")
-        print(f"decode only: {decode:7.1f} images/s")
-        grids = [int(g) for g in args.grids.split(",") if g]
+        print(machine(args.device))
+        print(f"{len(files)} images ({args.folder or 'generated ' + args.size + ' JPEG'}), {args.workers} decoding {kind}, "
+              f"median of {args.repeats} timed pass(es) after one untimed")
+        print(f"decode only: {decode:7.1f} images/s{spread}")
         bf16 = [] if args.no_bf16 else [("torch", None, "bf16", False), *([] if args.no_compile else [("torch", None, "bf16", True)])]
-        onnx = [] if args.device != "cpu" else [("onnx", None, "fp32", False), *(("onnx", g, "fp32", False) for g in grids)]
+        onnx = [] if args.device != "cpu" else [("onnx", None, "fp32", False), *(("onnx", g, "fp32", False) for g in args.grids)]
         rows = [("torch", None, "fp32", False), *bf16, *onnx]
         for runtime, grid, precision, compiled in rows:
             detector = Detector.load(device=args.device, batch_size=args.batch_size, workers=args.workers, processes=args.processes,
@@ -69,9 +79,10 @@ def main() -> None:
             list(detector.stream(files[: args.batch_size]))  # warm-up: ONNX export, compiling (full batches: --batch-size counts tiles)
             list(detector.stream(files[:3]))  # and a partial batch (a batch of 1 tile compiles its own graph)
             warm_up = time.perf_counter() - start
-            rate = _rate(lambda d=detector: list(d.stream(files)), len(files))
+            rate, spread = _rate(lambda d=detector: list(d.stream(files)), len(files), args.repeats)
             label = f"{runtime} {precision}{' compiled' if compiled else ''}, grid {detector.model.config.input.grid}, {detector.decode}"
-            print(f"detect ({label:32s}): {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only  (warm-up {warm_up:.1f} s)")
+            print(f"detect ({label:32s}): {rate:7.1f} images/s  = {rate / decode:.2f} x decode-only  "
+                  f"(warm-up {warm_up:.1f} s{spread})")
 
 
 def generate_jpegs(folder: Path, n: int, size: str) -> list[str]:
@@ -96,10 +107,14 @@ def _decode(file: str) -> tuple[int, int]:
     return load_image(file).image.size  # decoded; only the size travels back from a process
 
 
-def _rate(run, n: int) -> float:
-    start = time.perf_counter()
-    run()
-    return n / (time.perf_counter() - start)
+def _rate(run, n: int, repeats: int) -> tuple[float, str]:
+    """The median images/s of `repeats` calls of `run` over `n` images, and the range as text (none for one call)."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates), (f", range {min(rates):.1f}-{max(rates):.1f}" if repeats > 1 else "")
 
 
 if __name__ == "__main__":

@@ -29,13 +29,14 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from _machine import machine, size
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
+    parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
     parser.add_argument("--grid", type=int, default=None, help="at most N x N tiles per image (default: the model's own)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
@@ -117,6 +118,7 @@ def main() -> None:
     if args.compile:
         options.append(f"torch.compile mode {args.compile_mode}" + (" with freezing" if args.freeze else ""))
     options.append(f"{args.decode_threads} decode thread(s)" + (", next batch decoded while scoring" if args.overlap else ""))
+    print(machine("cuda"))
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  torchvision {torchvision.__version__}")
     print(f"images: {len(encoded)} JPEG {width}x{height}, batch {args.batch}, {len(tops) * len(lefts)} tiles of {c}px each")
     print("options: " + "; ".join(options))

@@ -35,13 +35,13 @@ with_manifest() { if [ -f "$MANIFEST_FILE" ]; then step "$@"; else echo "=== ski
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 step 90 python3 -m pytest -q -p no:cacheprovider tests/test_detector_decode.py tests/io/test_device_jpeg.py
 with_manifest 90 python3 benchmarks/decode_agreement.py --manifest "$MANIFEST_FILE" --limit 2000 --device cuda --workers 4
-step 150 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --decode device
-step 90 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --decode device --provenance --no-compile
-step 90 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 14 --batch-size 2304 --grids "" --decode host --processes --no-bf16
+step 150 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --repeats 1 --decode device
+step 90 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --repeats 1 --decode device --provenance --no-compile
+step 90 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 14 --batch-size 2304 --grids "" --repeats 1 --decode host --processes --no-bf16
 # where the time goes in the nvJPEG path: operators by host time (all threads) and by GPU time
 step 90 python3 benchmarks/profile_detect.py --device cuda --decode device --workers 4 --images 4096
 # the main thread's Python functions, by their own time
-step 90 sh -c 'python3 -m cProfile -s tottime benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --decode device --no-bf16 | head -45'
+step 90 sh -c 'python3 -m cProfile -s tottime benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --repeats 1 --decode device --no-bf16 | head -45'
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights --grid 2
 step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights
 step 90 python3 benchmarks/train_speed.py --devices cuda --batch-size 256 --steps 10 --warmup 3

@@ -21,6 +21,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from _machine import machine, size
 from PIL import Image
 
 import fakescope.detector as detector_module
@@ -32,7 +33,7 @@ from fakescope.detector import Detector
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=6000)
-    parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of the generated JPEG")
+    parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of the generated JPEG")
     parser.add_argument("--workers", type=int, default=2, help="reading threads (0: all in the calling thread)")
     parser.add_argument("--batch-size", type=int, default=2304, help="tiles per forward pass")
     parser.add_argument("--provenance", action="store_true", help="also check C2PA and metadata")
@@ -45,6 +46,7 @@ def main() -> None:
                                  provenance=args.provenance)
         detector._network = lambda x: torch.zeros(len(x))
         list(detector.stream(files[:300]))  # warm-up
+        print(machine())
         print(f"{len(files)} copies of one {args.size} JPEG ({len(Path(files[0]).read_bytes()) // 1024} KB), "
               f"{args.workers} reading threads, provenance {'on' if args.provenance else 'off'}")
         for _ in range(args.repeats):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import machine, size
 from detect_throughput import generate_jpegs  # the sibling benchmark's images
 from torch.profiler import ProfilerActivity, profile
 
@@ -26,7 +27,7 @@ from fakescope.detector import Detector
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2048)
-    parser.add_argument("--size", default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
+    parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--decode", default="host", choices=("host", "device"))
     parser.add_argument("--workers", type=int, default=4)
@@ -49,6 +50,7 @@ def main() -> None:
             results = list(detector.stream(files))
             elapsed = time.perf_counter() - start
         assert not any(r.error for r in results), next(r.error for r in results if r.error)
+    print(machine(args.device))
     print(f"{len(files)} images of {args.size}, {args.device}, decode {args.decode}, {args.workers} workers: "
           f"{len(files) / elapsed:,.0f} images/s under the profiler")
     events = prof.key_averages()

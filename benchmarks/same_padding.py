@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _machine import machine, require
 
 from fakescope.models import load_model
 from fakescope.models.acceleration import fold_batch_norm
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
     args = parser.parse_args()
+    require("benchmarks/same_padding.py", "onnxruntime", why="for its onnx rows")
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     crop, network = model.config.input.crop_size, model.network.eval()
@@ -54,6 +56,7 @@ def main() -> None:
                 start = time.perf_counter()
                 forward(tiles)
                 times[name].append((time.perf_counter() - start) / args.tiles * 1000)
+    print(machine())
     for name, ms in times.items():
         print(f"{name:24s}: {statistics.median(ms):6.2f} ms/tile (fastest round {min(ms):.2f})")
     names = list(runs)

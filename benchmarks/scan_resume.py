@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+from _machine import machine
 from PIL import Image
 
 from fakescope.scale.records import SCHEMA
@@ -53,6 +54,7 @@ def main() -> None:
         print(f"{args.inputs:,} inputs ({args.inputs - args.pending:,} done, {args.pending:,} pending on "
               f"{args.images} JPEGs), {args.folder_files:,} files in a folder; built in "
               f"{time.perf_counter() - start:.0f} s; {os.cpu_count()} CPU cores")
+        print(machine())
         print(f"{'step':<34} {'seconds':>8} {'items':>10} {'peak RSS MB':>12} {'added MB':>9}")
         glob = str(root / "folder" / "*" / "*.jpg")
         for label, step, arg in [("list manifest.csv", _list, root / "manifest.csv"),

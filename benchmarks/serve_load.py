@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
+from _machine import machine
 from PIL import Image
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     _require_loopback(url)
     try:
         httpx.post(f"{url}/v1/detect", content=image, headers=headers, timeout=120).raise_for_status()  # warm-up
+        print(machine() + "; the server's own: --device cpu, default threads")
         print(f"{'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'mean batch':>10}")
         for clients in args.clients:
             before = httpx.get(f"{url}/healthz").json()["batching"]

@@ -14,6 +14,7 @@ import argparse
 import time
 
 import torch
+from _machine import machine
 from torch import nn
 
 from fakescope.models import architecture_info, create_model, list_models
@@ -37,8 +38,7 @@ def main() -> None:
     devices = [d for d in args.devices.split(",") if d != "cuda" or torch.cuda.is_available()]
     if not devices:
         parser.error("no device left: cuda is absent; add cpu to --devices")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ", no CUDA device"))
+    print(machine(",".join(devices)) + ("" if torch.cuda.is_available() else "; no CUDA device"))
     print(f"| model | crop | {' | '.join(f'{d} images/s' for d in devices)} |")
     print(f"|---|---|{'---|' * len(devices)}")
     for name in models:

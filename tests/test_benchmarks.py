@@ -49,9 +49,11 @@ def run_here(monkeypatch, capsys):
 @pytest.mark.slow
 def test_detect_throughput_prints_every_runtime_and_grid(run_here):
     pytest.importorskip("onnxruntime")
-    done = run_here("detect_throughput.py", "--images", "4", "--batch-size", "4", "--grids", "1", "--no-compile")
+    done = run_here("detect_throughput.py", "--images", "4", "--batch-size", "4", "--grids", "1", "--no-compile",
+                    "--repeats", "2")
     assert done.returncode == 0, done.stderr
-    assert "decode only:" in done.stdout
+    assert "machine: " in done.stdout and "median of 2 timed pass(es) after one untimed" in done.stdout
+    assert "decode only:" in done.stdout and done.stdout.count(", range ") == 5
     for label in ("torch fp32, grid 3", "torch bf16, grid 3", "onnx fp32, grid 3", "onnx fp32, grid 1"):
         assert label in done.stdout
     assert done.stdout.count("x decode-only") == 4
@@ -107,6 +109,34 @@ def test_gpu_session_refuses_a_missing_pretrained_file_before_anything_runs(tmp_
     assert not (tmp_path / "session").exists()
 
 
+@pytest.mark.parametrize(("missing", "args"), [
+    ("onnxruntime", ("detect_throughput.py", "--images", "2")),
+    ("onnxruntime", ("same_padding.py", "--rounds", "1")),
+    ("onnxruntime", ("cpu_threads.py", "--runtimes", "torch,onnx")),
+    ("ray", ("scan_scaling.py", "--runtime", "torch")),
+])
+def test_a_missing_optional_dependency_is_said_in_one_line_before_any_timing(missing, args, run_here, monkeypatch):
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: find_spec and import both fail
+    done = run_here(*args)
+    assert done.returncode == 1 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"benchmarks/{args[0]} needs {missing}") and line.endswith(f"pip install {missing}")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("detect_throughput.py", "--size", "512"), "argument --size: '512' is not WIDTHxHEIGHT, e.g. 512x384"),
+    (("gpu.py", "--size", "0x384"), "argument --size: '0x384': width and height must be positive"),
+    (("detect_throughput.py", "--grids", "one"), "argument --grids: 'one' is not comma-separated whole numbers, e.g. 1,2"),
+    (("cpu_threads.py", "--threads", "0,2"), "argument --threads: '0,2': every value must be at least 1"),
+    (("cpu_threads.py", "--runtimes", "torch,tvm"), "--runtimes: tvm is not torch or onnx"),
+    (("detect_throughput.py", "--repeats", "0"), "--repeats must be at least 1"),
+])
+def test_a_bad_option_is_refused_in_one_usage_line(args, message, run_here):
+    done = run_here(*args)
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].endswith(message)
+
+
 def test_decode_agreement_says_a_missing_manifest_in_one_line(tmp_path, run_here):
     done = run_here("decode_agreement.py", "--manifest", str(tmp_path / "manifest.csv"), "--device", "cpu")
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -117,6 +147,7 @@ def test_host_overhead_times_the_host_work_of_device_decoding(run_here):
     done = run_here("host_overhead.py", "--images", "12", "--batch-size", "36", "--repeats", "1", "--provenance")
     assert done.returncode == 0, done.stderr
     assert "provenance on" in done.stdout and "us of host time an image" in done.stdout
+    assert done.stdout.startswith("machine: ") and "torch threads" not in done.stdout and " thread(s), device cpu" in done.stdout
 
 
 def test_same_padding_times_both_paddings_on_both_runtimes(run_here):
