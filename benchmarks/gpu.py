@@ -3,8 +3,9 @@
 Pipeline per batch: encoded JPEG bytes -> `torchvision.io.decode_jpeg(..., device="cuda")` ->
 native-resolution tiles cut on the GPU (the model's input policy) -> normalise -> network in
 bf16, channels_last -> mean tile logit -> calibrated P(ai) back on the host.
-Prints decode-only, network-only (tiles of already decoded images) and end-to-end images/s, and
-end to end over decode only, all measured in one run.
+Prints decode-only, network-only (tiles of already decoded images) and end-to-end images/s, each the
+median of `--repeats` timed runs after the warm-up, with their range, and end to end over decode
+only, all measured in one run (decode-only rates swung 13k-24k between H100 calls).
 
 - `--compile` runs the network through `torch.compile` (`--compile-mode`, e.g.
   `max-autotune-no-cudagraphs`); `--freeze` lets Inductor fold the frozen weights and batch norm
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,13 +47,16 @@ def main() -> None:
     parser.add_argument("--bf16-weights", action="store_true", help="cast the network to bf16 instead of autocast")
     parser.add_argument("--decode-threads", type=int, default=1, help="host threads (and CUDA streams) decoding each batch")
     parser.add_argument("--overlap", action="store_true", help="decode batch i+1 while scoring batch i")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each rate; the median is printed (default 3)")
     parser.add_argument("--start-at", type=float, default=None,
                         help="Unix time to start the timed runs at, after the warm-up (aligns several processes)")
     args = parser.parse_args()
+    if args.freeze and not args.compile:
+        parser.error("--freeze needs --compile")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if not torch.cuda.is_available():
         sys.exit("benchmarks/gpu.py needs a CUDA GPU and none is visible; run benchmarks/detect_throughput.py on a CPU machine")
-    if args.freeze and not args.compile:
-        sys.exit("benchmarks/gpu.py: --freeze needs --compile")
 
     import torchvision
 
@@ -109,10 +114,10 @@ def main() -> None:
         torch.cuda.synchronize()
         time.sleep(max(0.0, args.start_at - time.time()))
         print(f"timed runs began {time.time() - args.start_at:+.1f} s after --start-at")
-    decode_rate = _rate(lambda: [decoder.wait(*decoder(b)) for b in batches], len(encoded))
-    network_rate = _rate(lambda: [score(p) for p in decoded], len(encoded))
+    decode_rate, decode_range = _rate(lambda: [decoder.wait(*decoder(b)) for b in batches], len(encoded), args.repeats)
+    network_rate, network_range = _rate(lambda: [score(p) for p in decoded], len(encoded), args.repeats)
     decoded.clear()  # frees the decoded images before the end-to-end run
-    detect_rate = _rate(detect_all, len(encoded))
+    detect_rate, detect_range = _rate(detect_all, len(encoded), args.repeats)
     decoder.close()
     options = [f"network {'bf16 weights' if args.bf16_weights else 'fp32 weights, bf16 autocast'}"]
     if args.compile:
@@ -121,10 +126,10 @@ def main() -> None:
     print(machine("cuda"))
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  torchvision {torchvision.__version__}")
     print(f"images: {len(encoded)} JPEG {width}x{height}, batch {args.batch}, {len(tops) * len(lefts)} tiles of {c}px each")
-    print("options: " + "; ".join(options))
-    print(f"decode only (nvJPEG on device): {decode_rate:,.0f} images/s")
-    print(f"network only (tiles + model + calibration of decoded images): {network_rate:,.0f} images/s")
-    print(f"end to end (decode + tiles + model + calibration): {detect_rate:,.0f} images/s")
+    print("options: " + "; ".join(options) + f"; median of {args.repeats} timed run(s) after the warm-up")
+    print(f"decode only (nvJPEG on device): {decode_rate:,.0f} images/s{decode_range}")
+    print(f"network only (tiles + model + calibration of decoded images): {network_rate:,.0f} images/s{network_range}")
+    print(f"end to end (decode + tiles + model + calibration): {detect_rate:,.0f} images/s{detect_range}")
     print(f"end to end / decode only: {detect_rate / decode_rate:.2f}")
 
 
@@ -165,12 +170,16 @@ class _Decoder:
         self._pool.shutdown()
 
 
-def _rate(run, n: int) -> float:
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    run()
-    torch.cuda.synchronize()
-    return n / (time.perf_counter() - start)
+def _rate(run, n: int, repeats: int) -> tuple[float, str]:
+    """The median images/s of `repeats` runs of `run` over `n` images, and their range as text (none for one run)."""
+    rates = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates), (f" (range {min(rates):,.0f}-{max(rates):,.0f})" if repeats > 1 else "")
 
 
 def _jpegs(n: int, width: int, height: int) -> list[torch.Tensor]:

@@ -130,6 +130,8 @@ def test_a_missing_optional_dependency_is_said_in_one_line_before_any_timing(mis
     (("cpu_threads.py", "--threads", "0,2"), "argument --threads: '0,2': every value must be at least 1"),
     (("cpu_threads.py", "--runtimes", "torch,tvm"), "--runtimes: tvm is not torch or onnx"),
     (("detect_throughput.py", "--repeats", "0"), "--repeats must be at least 1"),
+    (("gpu.py", "--repeats", "0"), "--repeats must be at least 1"),
+    (("gpu.py", "--freeze"), "--freeze needs --compile"),
 ])
 def test_a_bad_option_is_refused_in_one_usage_line(args, message, run_here):
     done = run_here(*args)
