@@ -36,6 +36,10 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--token", default=os.environ.get("FAKESCOPE_API_TOKEN"))
     args = parser.parse_args()
+    if not 0 < args.duration <= 120:
+        parser.error(f"--duration {args.duration:g}: give more than 0 and at most 120 seconds")
+    if min(args.clients) < 1 or args.size < 1:
+        parser.error("--clients and --size must be at least 1")
     image = _jpeg(args.size)
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     server = None if args.url else _start_server(args.max_batch, args.max_wait_ms)
@@ -47,7 +51,7 @@ def main() -> None:
         print(f"{'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'mean batch':>10}")
         for clients in args.clients:
             before = httpx.get(f"{url}/healthz").json()["batching"]
-            latencies, errors, elapsed = _run(url, image, headers, clients, min(args.duration, 120.0))
+            latencies, errors, elapsed = _run(url, image, headers, clients, args.duration)
             after = httpx.get(f"{url}/healthz").json()["batching"]
             calls = max(after["calls"] - before["calls"], 1)
             p50, p95, p99 = (np.percentile(latencies, q) * 1000 if latencies else float("nan") for q in (50, 95, 99))

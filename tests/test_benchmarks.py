@@ -132,6 +132,8 @@ def test_a_missing_optional_dependency_is_said_in_one_line_before_any_timing(mis
     (("detect_throughput.py", "--repeats", "0"), "--repeats must be at least 1"),
     (("gpu.py", "--repeats", "0"), "--repeats must be at least 1"),
     (("gpu.py", "--freeze"), "--freeze needs --compile"),
+    (("serve_load.py", "--duration", "300"), "--duration 300: give more than 0 and at most 120 seconds"),
+    (("serve_load.py", "--clients", "0", "4"), "--clients and --size must be at least 1"),
 ])
 def test_a_bad_option_is_refused_in_one_usage_line(args, message, run_here):
     done = run_here(*args)
