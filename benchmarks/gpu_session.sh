@@ -34,6 +34,9 @@ with_manifest() { if [ -f "$MANIFEST_FILE" ]; then step "$@"; else echo "=== ski
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
 step 90 python3 -m pytest -q -p no:cacheprovider tests/test_detector_decode.py tests/io/test_device_jpeg.py
+# the headline end-to-end rates (issue #8's 10k images/s goal) before the slower diagnostics
+step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights --grid 2
+step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights
 with_manifest 90 python3 benchmarks/decode_agreement.py --manifest "$MANIFEST_FILE" --limit 2000 --device cuda --workers 4
 step 150 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --repeats 1 --decode device
 step 90 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --repeats 1 --decode device --provenance --no-compile
@@ -42,8 +45,6 @@ step 90 python3 benchmarks/detect_throughput.py --device cuda --images 8192 --wo
 step 90 python3 benchmarks/profile_detect.py --device cuda --decode device --workers 4 --images 4096
 # the main thread's Python functions, by their own time
 step 90 sh -c 'python3 -m cProfile -s tottime benchmarks/detect_throughput.py --device cuda --images 8192 --workers 4 --batch-size 2304 --grids "" --repeats 1 --decode device --no-bf16 | head -45'
-step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights --grid 2
-step 100 python3 benchmarks/gpu.py --images 8192 --batch 512 --compile --freeze --bf16-weights
 step 90 python3 benchmarks/train_speed.py --devices cuda --batch-size 256 --steps 10 --warmup 3
 step 60 python3 benchmarks/gpu.py --images 8192 --batch 512
 with_manifest 300 python3 recipes/default/gpu_sweep.py --out "$OUT/sweep" ${PRETRAINED:+--pretrained "$PRETRAINED"} ${MANIFEST:+--manifest "$MANIFEST"}
