@@ -237,6 +237,27 @@ def test_detector_page_shows_file_names_as_they_are(app_url, page, flat_png, tmp
     assert not page.locator("main a[href^='http:']").count() and not page.locator("main a", has_text="y").count()
 
 
+def test_detector_page_links_nothing_from_a_name_or_an_images_metadata(app_url, page, flat_png, tmp_path):
+    """Escaped for Markdown, a bare http:// URL or www. name was still made a live link: in a file name (the heading,
+    and its anchor) and in an image's own Software text, which the reason quotes."""
+    from PIL import PngImagePlugin
+
+    image, notes = tmp_path / "www.x.com.png", tmp_path / "mail a@b.co or www.y.com `x`.txt"
+    software, info = "Midjourney http://ev.il or www.evil.example [y](http://e.x)", PngImagePlugin.PngInfo()
+    info.add_text("Software", software)
+    Image.open(io.BytesIO(flat_png)).save(image, pnginfo=info)
+    notes.write_text("not an image")
+    page.goto(app_url)
+    page.get_by_text("No image yet").wait_for(timeout=30_000)
+    page.locator("input[type=file]").set_input_files([str(image), str(notes)])
+    page.get_by_text("Download JSON").wait_for(timeout=90_000)
+    assert [h.strip() for h in page.locator("main h4").all_inner_texts()] == [image.name, notes.name]
+    assert f"text chunk 'Software' = {software!r}" in page.locator("main").inner_text()
+    assert page.locator("[data-testid=stAlert]", has_text=f"{notes.name}: not an image: ").count() == 1
+    links = page.locator("main a").evaluate_all("links => links.map(a => a.href)")
+    assert not [href for href in links if re.search(r"evil\.example|ev\.il|e\.x|x\.com|y\.com|b\.co|www", href)], links
+
+
 def test_detector_page_warns_under_a_pixel_only_verdict_only(app_url, page, tmp_path):
     from PIL import PngImagePlugin
 
@@ -281,6 +302,7 @@ def test_detector_page_fetches_http_urls_only(app_url, page, photo_bytes, tmp_pa
     box.press("Enter")  # the red line echoed it in full: password and signature
     page.get_by_text(f"Could not fetch {app_url}/x.png: refused to fetch").wait_for(timeout=30_000)
     assert not any(secret in page.locator("main").inner_text() for secret in ("pa55word", "S1GNATURE", "s1g", "t0ken"))
+    assert not page.locator("main a[href^='http']").count()  # the URL in the red line was a live link
 
 
 def test_generator_page_generates_scores_and_saves(app_url, page, runs, images_api, streamlit_log, photo_bytes, tmp_path):

@@ -106,6 +106,15 @@ def plain(text: object) -> str:
     return MARKDOWN_SIGNS.sub(r"\\\1", str(text))
 
 
+def literal(text: object) -> str:
+    """`text` (a file name, a URL, an error quoting one) as a Markdown code span, shown exactly as written: escaping is
+    not enough, as Streamlit's Markdown still links a bare `http://...`, `www....` or `a@b.co` in plain text. The fence
+    is longer than any run of backticks inside, and Markdown drops the one space padding each end."""
+    text = " ".join(str(text).splitlines())  # a line break would end a heading
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
 class Shown(NamedTuple):
     """A detection with its image's display copy and heatmap overlay as JPEG bytes (None for a failed one)."""
 
@@ -137,18 +146,19 @@ def score(items: list[tuple[str, bytes]]) -> list[Shown]:
     return [cache[k] for k in keys]
 
 
-def show_detection(name: str, view: Shown) -> None:
-    """Verdict, P(ai), reason and evidence, with the image (a display copy) and its heatmap overlay side by side."""
+def show_detection(name: str, view: Shown, heading: str | None = None) -> None:
+    """Under `heading` (Markdown; default: the image's name as written), verdict, P(ai), reason and evidence, with the
+    image (a display copy) and its heatmap overlay side by side."""
     detection = view.detection
-    st.markdown(f"#### {plain(name)}")
+    st.markdown(f"#### {heading or literal(name)}", anchors=False)  # an anchor would be a link made from the name
     if detection.error:
-        st.error(plain(f"{name}: {detection.error}"))
+        st.error(f"{literal(name)}: {plain(detection.error)}")
         return
     colour = VERDICT_COLOURS.get(detection.verdict, "gray")
     st.markdown(f"Verdict: :{colour}[**{detection.verdict}**] &nbsp; P(ai) = **{detection.probability:.3f}**")
     if detection.caveat:
         st.warning(plain(detection.caveat))
-    st.caption(plain(detection.reason or ""))  # it may quote the image's own metadata
+    st.text(detection.reason or "")  # not Markdown: it may quote the image's own metadata
     left, right = st.columns(2)
     left.image(view.image, caption="image", width="stretch")
     right.image(view.overlay, caption="heatmap: per-tile P(ai)", width="stretch")
@@ -185,7 +195,7 @@ def detector_page() -> None:
         try:  # named without its user info or query (a signed URL's signature) on the page and in the downloads
             items.append((shown_url(url), fetch_url(url)))
         except (OSError, ValueError, FakescopeError) as exc:
-            st.error(plain(f"Could not fetch {shown_url(url)}: {redact_urls(str(exc))}"))
+            st.error(f"Could not fetch {literal(shown_url(url))}: {literal(redact_urls(str(exc)))}")
     if not items:
         st.info("No image yet: upload one or more files (JPEG, PNG, WebP, HEIC, ...).")
         return
@@ -228,10 +238,10 @@ def generator_page() -> None:
         return
     real_col, ai_col = st.columns(2)
     with real_col:
-        show_detection(f"real: {result['name']}", score([(result["name"], result["real"])])[0])
+        show_detection(result["name"], score([(result["name"], result["real"])])[0], f"real: {literal(result['name'])}")
     with ai_col:
         for index, view in enumerate(result["shown"]):
-            show_detection(f"generated #{index + 1}", view)
+            show_detection(f"generated #{index + 1}", view, plain(f"generated #{index + 1}"))
     st.session_state.setdefault("dataset_folder", os.environ.get("FAKESCOPE_DATASET_DIR", str(root() / "data" / "generated")))
     folder = st.text_input("Dataset folder", key="dataset_folder")
     if st.button("Save both to the dataset"):
@@ -251,7 +261,7 @@ def save_to_dataset(folder: str, result: dict) -> None:
     except (OSError, FakescopeError) as exc:
         st.error(f"Could not save to the dataset: {plain(exc)}")
         return
-    st.success(f"Saved the real image and {len(result['outputs'])} ai image(s); manifest: {plain(manifest)}")
+    st.success(f"Saved the real image and {len(result['outputs'])} ai image(s); manifest: {literal(manifest)}")
 
 
 def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
@@ -295,7 +305,7 @@ def report_page() -> None:
             st.info("No report opened yet.")
             return
     except json.JSONDecodeError as exc:
-        st.error(plain(f"Could not read the report: {source} is not JSON ({exc.msg} at line {exc.lineno})"))
+        st.error(f"Could not read the report: {literal(source)} is not JSON ({plain(exc.msg)} at line {exc.lineno})")
         return
     except (OSError, ValueError, FakescopeError) as exc:
         st.error(f"Could not read the report: {plain(exc)}")
@@ -305,7 +315,7 @@ def report_page() -> None:
         return
     metrics, tables = report_contents(report)
     if not metrics and not tables:
-        st.warning(f"{plain(source)} holds no metrics or tables: open the report.json (or logo.json) that "
+        st.warning(f"{literal(source)} holds no metrics or tables: open the report.json (or logo.json) that "
                    "`fakescope evaluate` (or `evaluate-logo`) writes.")
         return
     st.subheader("Metrics")
