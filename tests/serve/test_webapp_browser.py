@@ -669,6 +669,20 @@ def test_report_page_shows_only_the_images_a_report_names(app_url, page, tmp_pat
     assert not page.locator("[data-testid=stException]").count()
 
 
+def test_report_page_names_a_thumbnail_as_it_is(app_url, page, tmp_path):
+    """A thumbnail's caption (Markdown) made a file named www.z.com.png a live link."""
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "www.z.com.png")
+    report = {"metrics": {"auc": 0.5}, "examples": [{"path": str(tmp_path / "www.z.com.png"), "score": 0.9}]}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    page.goto(f"{app_url}/report")
+    box = page.get_by_label("Report folder or report.json path", exact=True)
+    box.fill(str(tmp_path))
+    box.press("Enter")
+    caption = page.locator("[data-testid=stImageCaption]")
+    sync_api.expect(caption).to_have_text("www.z.com.png", timeout=45_000)
+    assert not caption.locator("a").count()
+
+
 def test_report_page_reads_under_its_root_only(home_app, page):
     """The Report page opened any server path, a symlink out of any folder, and showed any image a report named."""
     url, root = home_app

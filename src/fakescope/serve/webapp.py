@@ -358,7 +358,7 @@ def show_examples(table: pd.DataFrame, most: int = 12) -> None:
         else:
             left_out += 1
     if thumbnails:
-        st.image([data for _, data in thumbnails], caption=[name for name, _ in thumbnails], width=160)
+        st.image([data for _, data in thumbnails], caption=[literal(name) for name, _ in thumbnails], width=160)
     if left_out:
         st.caption(f"{left_out} image(s) the report names not shown: outside the app's folder, not an image, damaged, "
                    "over the pixel or size limit, or a file with other hard links")
