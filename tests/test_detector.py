@@ -410,8 +410,10 @@ def test_grid_override_trades_tiles_for_speed(tiny_model_dir, image_factory):
         tiles[grid] = int(detail.split(" over ")[1].split(" ")[0])
         assert d.predict(image, heatmap=True).heatmap.shape == (250, 300)
     assert tiles == {None: 4, 1: 1, 3: 9}  # the model's own grid is 2
-    with pytest.raises(FakescopeError, match="grid must be a whole number at least 1"):
-        Detector.load(tiny_model_dir, device="cpu", grid=0)
+    for refused in (0, 33, 10000):  # memory grows with grid squared: bounded before an image is cut
+        with pytest.raises(ConfigError, match=rf"^grid must be a whole number from 1 to 32, got {refused}$"):
+            Detector.load(tiny_model_dir, device="cpu", grid=refused)
+    assert Detector.load(tiny_model_dir, device="cpu", grid=32).model.config.input.grid == 32
     assert Detector.load(tiny_model_dir, device="cpu", grid=np.int64(1), batch_size=np.int64(8)).model.config.input.grid == 1
     with pytest.raises(FakescopeError, match="threads must be at least 1"):
         Detector.load(tiny_model_dir, device="cpu", threads=0)

@@ -43,6 +43,7 @@ from fakescope.io.device_jpeg import decode_jpegs
 from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
+from fakescope.models.config import MAX_GRID
 from fakescope.models.registry import check_logits
 from fakescope.models.tiling import cut_tiles, make_tiles, normalize, tile_heatmap
 
@@ -364,8 +365,8 @@ def _with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
     """The model with its input policy's tile grid replaced (unchanged when `grid` is None)."""
     if grid is None:
         return model
-    if not isinstance(grid, numbers.Integral) or grid < 1:
-        raise ConfigError(f"grid must be a whole number at least 1, got {grid!r}")
+    if not isinstance(grid, numbers.Integral) or not 1 <= grid <= MAX_GRID:  # memory grows with its square
+        raise ConfigError(f"grid must be a whole number from 1 to {MAX_GRID}, got {grid!r}")
     config = model.config
     return replace(model, config=replace(config, input=replace(config.input, grid=int(grid))))
 

@@ -11,6 +11,10 @@ from typing import Any
 
 from fakescope.errors import ConfigError
 
+MAX_GRID = 32
+"""Most tiles per side a model's or a user's `grid` may ask for: 1,024 tiles, covering 3,584 px at 112-px tiles.
+An image's tiles grow with its square: grid 10,000 would cut a 200 Mpx image into 16k tiles, 2.4 GB as floats.
+(Grad-CAM's covering tiles go past it, scored in batches.)"""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -98,6 +102,8 @@ class ModelConfig:
         lo, hi = self.band
         if not 0.0 <= lo <= self.threshold <= hi <= 1.0:
             raise ConfigError(f"band {self.band} must surround threshold {self.threshold} within [0, 1]")
+        if self.input.grid > MAX_GRID:
+            raise ConfigError(f"input grid must be at most {MAX_GRID} (tiles per side), got {self.input.grid}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
