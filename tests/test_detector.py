@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import fakescope._preparation as preparation
+from fakescope._preparation import ACCEPTED
 from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
@@ -117,11 +118,13 @@ def test_stream_takes_one_input_as_one(detector, image_files):
         assert [r.probability for r in detector.stream(one)] == [detector.predict(one).probability]
 
 
-def test_one_input_that_is_no_image_nor_iterable_is_one_error_record(detector):
-    for one in (5, None):  # not a TypeError from iterating it
+def test_one_input_that_is_no_image_nor_iterable_is_one_error_record_naming_the_inputs_it_takes(detector, image_files):
+    for one in (5, None, 1.5, {image_files[0]: "real"}):  # not a TypeError from iterating it, nor a dict's keys as paths
         result = detector.predict(one)
-        assert result.error == f"cannot read an image from {type(one).__name__}" and result.probability is None
-    with pytest.raises(ImageLoadError, match="cannot read an image from int"):
+        assert result.error == f"cannot read an image from {type(one).__name__}; {ACCEPTED}" and result.probability is None
+    mixed = detector.predict([image_files[0], object(), Image.open(image_files[1])])
+    assert [r.ok for r in mixed] == [True, False, True] and mixed[1].error.startswith("cannot read an image from object; ")
+    with pytest.raises(ImageLoadError, match="cannot read an image from int; an input is a path or storage URI, bytes"):
         detector.explain(5)
 
 

@@ -15,7 +15,7 @@ import itertools
 import os
 import signal
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -38,6 +38,9 @@ from fakescope.models.tiling import Tiles, make_tiles, tile_boxes
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray | torch.Tensor | LoadedImage
 
+ACCEPTED = ("an input is a path or storage URI, bytes, a binary file object, a PIL image, a numpy array or torch tensor, "
+            "or a LoadedImage")
+"""What `Detector.predict` takes, as the error for anything else says it."""
 _MAX_CHUNK = 16
 """Most inputs a decoding worker takes at once (fewer when the decode-ahead window is short)."""
 NO_PIXELS = torch.empty(0, dtype=torch.uint8)  # tiles not cut yet (left in a shared slot, or for the device)
@@ -211,6 +214,8 @@ def load_input(item: ImageInput, data: bytes | None, *, keep_bytes: bool = True)
     if isinstance(item, torch.Tensor):  # as its array (on the host; bf16 has no numpy type)
         item = item.detach().cpu()
         item = (item.float() if item.is_floating_point() else item).numpy()
+    if not isinstance(item, (Image.Image, np.ndarray)):
+        raise ImageLoadError(f"cannot read an image from {type(item).__name__}; {ACCEPTED}")
     return load_image(item, keep_bytes=keep_bytes)
 
 
@@ -253,8 +258,9 @@ _SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarr
 def is_single(inputs: Any) -> bool:
     """One input, not an iterable of them; an array of strings (paths, say from numpy or pandas) is many.
 
-    Anything not iterable (an int, None) is one input too: one result, whose `error` says it is no image.
+    Anything not iterable (an int, None), or a mapping (not its keys as paths), is one input too: one result, whose
+    `error` names the inputs it takes.
     """
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OSU":
         return False
-    return isinstance(inputs, _SINGLE) or _is_file(inputs) or not isinstance(inputs, Iterable)
+    return isinstance(inputs, _SINGLE) or _is_file(inputs) or not isinstance(inputs, Iterable) or isinstance(inputs, Mapping)
