@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -293,6 +294,27 @@ def test_batch_size_does_not_change_scores(tiny_model_dir, image_files):
     one = Detector.load(tiny_model_dir, device="cpu", provenance=False, batch_size=1).predict(image_files)
     many = Detector.load(tiny_model_dir, device="cpu", provenance=False, batch_size=32).predict(image_files)
     assert np.allclose([r.probability for r in one], [r.probability for r in many], atol=1e-5, rtol=0)
+
+
+MIXED = [((96, 80), "RGB"), ((150, 130), "L"), ((64, 64), "RGBA"), ((200, 90), "P"), ((40, 120), "CMYK"), ((130, 150), "LA")]
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_an_image_scores_as_alone_in_any_batch_and_from_8_threads_sharing_a_detector(tiny_model_dir, image_factory, runtime):
+    """Sizes and modes mixed (whole images, 2 and 4 tiles); the threads as a web server's share one detector."""
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+    images = [image_factory.pil(size, mode, seed=i) for i, (size, mode) in enumerate(MIXED)]
+    load = functools.partial(Detector.load, tiny_model_dir, device="cpu", provenance=False, runtime=runtime)
+    alone = [load().predict(image).probability for image in images]
+    for batch_size in (1, 2, 5, 32):
+        batch = load(batch_size=batch_size).predict(images)
+        assert [r.probability for r in batch] == pytest.approx(alone, abs=1e-5), batch_size
+    shared = load(batch_size=3)
+    with ThreadPoolExecutor(8) as pool:  # each thread its own rotation of the images, and its own batches
+        rotations = list(pool.map(lambda k: (k, shared.predict(images[k:] + images[:k])), [k % len(images) for k in range(24)]))
+    for k, results in rotations:
+        assert [r.probability for r in results] == pytest.approx(alone[k:] + alone[:k], abs=1e-5)
 
 
 def test_threshold_override_moves_the_uncertain_band(tiny_model_dir, image_files):
