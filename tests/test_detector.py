@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -132,6 +133,23 @@ def test_one_input_that_is_no_image_nor_iterable_is_one_error_record_naming_the_
 def test_generators_are_consumed(detector, image_files):
     results = detector.predict(p for p in image_files[:2])
     assert [r.source for r in results] == image_files[:2]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_reads_an_endless_input_only_a_few_batches_ahead(tiny_model_dir, image_files, workers):
+    """Memory stays flat however many inputs: `predict` would keep every result, `stream` hands each one over."""
+    taken = []
+
+    def endless():
+        for i in itertools.count():
+            taken.append(i)
+            yield image_files[i % len(image_files)]
+
+    results = Detector.load(tiny_model_dir, device="cpu", provenance=False, batch_size=4, workers=workers).stream(endless())
+    first = list(itertools.islice(results, 20))
+    results.close()
+    assert [r.source for r in first] == (image_files * 4)[:20] and all(r.ok for r in first)
+    assert len(taken) <= 20 + 8 + 4  # the decode-ahead window (8 inputs with 2 workers) and one batch
 
 
 def test_bad_inputs_become_error_records_and_the_batch_goes_on(detector, image_files, tmp_path):

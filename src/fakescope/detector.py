@@ -158,6 +158,9 @@ class Detector:
     def predict(self, inputs: ImageInput | Iterable[ImageInput], *, heatmap: bool = False) -> Detection | list[Detection]:
         """Score one input (returns a `Detection`) or many (any iterable, an array of paths too; returns a list, in order).
 
+        The list holds every result (about 2 KB each, more with heatmaps) until it returns: for a long or endless
+        run, `stream` hands each result over as it comes, keeping only a few batches of inputs in memory.
+
         Inputs are paths (local or storage URIs), encoded bytes, binary file objects (read to
         their end; streams too), PIL images, uint8 arrays or tensors (HxWx3, 3xHxW or HxW; floats
         in [0, 1] are scaled), or a `LoadedImage` from `decode_image` (not decoded again; its
