@@ -35,6 +35,7 @@ from fakescope.train.trainer import check_out, recipe, train
 AUC_PREFIX = "auc_vs_"
 COUNT_PREFIX = "n_vs_"
 REAL_SOURCE_PREFIX = "auc_real_"
+GROUPINGS = ("generator", "source")
 
 
 def leave_one_generator_out(
@@ -52,7 +53,7 @@ def leave_one_generator_out(
             holds a run being refused unless `cfg.resume` continues it or `cfg.overwrite` replaces it.
         generators: the generators to hold out, one run each (default: every ai generator).
         manifest: rows to use instead of reading `cfg.manifest`, checked as its rows would be (`check_rows`).
-        by: the manifest column that names a generator; `source` holds out whole ai sources
+        by: `generator` (one generator per fold) or `source`, which holds out whole ai sources
             (e.g. every 2022 text-to-image renderer at once, a generator family).
 
     Returns:
@@ -64,16 +65,17 @@ def leave_one_generator_out(
         the one held out, its test images otherwise).
 
     Raises:
-        ConfigError: no ai image names a generator, a requested one has no ai images in the manifest, the test
+        ConfigError: `by` is neither `generator` nor `source`, no ai image names a generator, a requested one has no ai images in the manifest, the test
             split has no reals, or a fold's folder holds a run.
 
     Example:
         >>> table = leave_one_generator_out(TrainConfig.from_yaml("train.yaml"), ["stylegan2"])  # doctest: +SKIP
         >>> generalization_matrix(table)  # doctest: +SKIP
     """
+    if by not in GROUPINGS:  # another column (`uri`, say) would train one model per value, unasked
+        raise ConfigError(f"cannot hold out by {by!r}: use generator (one generator per fold) or source (one ai source, "
+                          "a family, per fold)")
     rows = check_rows(manifest) if manifest is not None else read_rows(cfg.manifest)
-    if by not in rows:
-        raise ConfigError(f"the manifest has no {by!r} column")
     present = sorted(rows.loc[rows["label"] == "ai", by].dropna().unique())
     if not present:  # else no fold, and an empty table
         raise ConfigError(f"no ai image of the manifest names its {by} (column {by!r}): there is none to hold out")
