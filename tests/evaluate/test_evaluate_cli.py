@@ -191,6 +191,11 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
     # one real source in this data, so the unseen generator against it equals against all reals
     assert data["by_real_source"] == {r["held_out"]: {"camera": r["auc_all"]} for r in data["runs"]}
     assert "against each real source alone" in result.output
+    g1 = data["runs"][0]  # the unseen AUC with its interval, beside the fold's own test AUC (in the run's metrics)
+    assert g1["auc_seen_test"] == json.loads((out / "without-g1" / "model" / "config.json").read_text())["metrics"]["test"]["overall"]["auc"]
+    assert 0.0 <= g1["auc_all_low"] <= g1["auc_all_high"] <= 1.0
+    assert (f"  g1: unseen auc={g1['auc_all']:.4f} [{g1['auc_all_low']:.4f}, {g1['auc_all_high']:.4f}] (n=6)  "
+            f"own test auc={g1['auc_seen_test']:.4f}") in result.output.splitlines()
     assert (out / "without-g1" / "model" / "model.safetensors").is_file()
     assert result.output.splitlines()[-4:] == [f"wrote {out / 'logo.csv'}", f"wrote {out / 'logo.json'}",
                                                f"wrote {out / 'without-g1'}/ (the run trained without g1)",

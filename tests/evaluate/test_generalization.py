@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fakescope.errors import ConfigError
 from fakescope.evaluate import generalization
@@ -35,6 +36,28 @@ def test_per_source_auc_exposes_a_content_mismatch(monkeypatch):
     assert row["auc_all"] == pytest.approx(0.5)
     assert (row["auc_real_faces"], row["auc_real_scenes"]) == (1.0, 0.0)
     assert real_source_table(table).loc["g"].to_dict() == {"faces": 1.0, "scenes": 0.0}
+    # four ai images against eight reals: the 95% interval says how little one AUC of them means
+    assert row["auc_all_low"] < row["auc_all"] < row["auc_all_high"] and row["auc_all_high"] - row["auc_all_low"] > 0.3
+
+
+def test_every_fold_is_scored_through_the_preprocessing_its_training_used(model_dir, dataset):
+    """The unseen images go through the recipe's shortcut removal (bottom crop, base JPEG) exactly as training
+    scored its val and test splits, so an unseen AUC is not one of differently prepared images."""
+    from fakescope.models import load_model
+    from fakescope.models.calibration import apply_calibration
+    from fakescope.train.augment import AugmentConfig
+    from fakescope.train.scoring import _score
+
+    model = load_model(model_dir)
+    recipe = TrainConfig(manifest="unused.csv", augment=AugmentConfig(bottom_crop=0.25, base_jpeg_quality=60))
+    as_trained = apply_calibration(model.config.calibration,
+                                   _score(model.network, model.config, torch.device("cpu"), dataset["uri"].tolist(), recipe))
+    probs = generalization._probabilities(model, dataset, batch_size=8)
+    np.testing.assert_allclose(probs, as_trained, rtol=1e-5)
+    raw = TrainConfig(manifest="unused.csv", augment=AugmentConfig(bottom_crop=0.0, base_jpeg_quality=None))
+    unprepared = apply_calibration(model.config.calibration,
+                                   _score(model.network, model.config, torch.device("cpu"), dataset["uri"].tolist(), raw))
+    assert not np.allclose(probs, unprepared, rtol=1e-3)  # the check can tell
 
 
 def test_a_fold_that_cannot_be_trained_is_refused_before_any_training(monkeypatch):

@@ -160,6 +160,11 @@ def evaluate_logo(
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each fold keeps the checkpoint of its last finished epoch
                 typer.echo(f"interrupted: continue with --resume -o {out} (finished folds are only scored again)", err=True)
                 raise typer.Exit(stop.exit_code) from None
+    typer.echo("each fold: the held-out generator's images (all, none trained on) vs the test reals, with a 95% "
+               "interval, beside the run's own test AUC on the generators it trained on")
+    for run in table.to_dict("records"):
+        typer.echo(f"  {run['held_out']}: unseen auc={run['auc_all']:.4f} [{run['auc_all_low']:.4f}, "
+                   f"{run['auc_all_high']:.4f}] (n={run['n_unseen']})  own test auc={run['auc_seen_test']:.4f}")
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
     typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
     typer.echo("ai images behind each AUC above (the held-out generator: all of them; the others: their test images)")

@@ -24,7 +24,7 @@ from fakescope.data.manifest import check_rows, read_rows
 from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import make_scorer
-from fakescope.evaluate.metrics import binary_metrics
+from fakescope.evaluate.metrics import binary_metrics, bootstrap_ci
 from fakescope.io import storage
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.augment import recipe_preprocessing
@@ -58,8 +58,9 @@ def leave_one_generator_out(
 
     Returns:
         One row per held-out generator: `auc_test` (its test-split images vs test reals),
-        `auc_all` and `recall_all` (all its images, none trained on, vs test reals),
-        `n_unseen`, `auc_seen_test` (the run's own test AUC on the remaining generators),
+        `auc_all` and `recall_all` (all its images, none trained on, vs test reals), `auc_all_low` and
+        `auc_all_high` (the 95% bootstrap interval of `auc_all`), `n_unseen`, `auc_seen_test` (the run's own
+        test AUC on the generators it trained on),
         `auc_real_<source>` (all its images vs one real source's test images), and `auc_vs_<g>`
         and `n_vs_<g>` (AUC and image count) for every generator g (all of g's images when g is
         the one held out, its test images otherwise).
@@ -144,12 +145,14 @@ def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainCon
 def score_unseen(
     model: LoadedModel, rows: pd.DataFrame, generators: list[str], cfg: TrainConfig, *, by: str = "generator"
 ) -> pd.DataFrame:
-    """For each generator a model never saw: AUC of all its images, and of its test-split images, vs the test reals.
+    """For each generator a model never saw: AUC of all its images (with a 95% bootstrap interval, 1000 resamples),
+    and of its test-split images, vs the test reals.
 
     `by` names the column that identifies a generator (`generator`, or `source` for whole families).
 
     Returns:
-        One row per generator: `held_out`, `n_unseen`, `auc_all`, `auc_test`, `recall_all`, and
+        One row per generator: `held_out`, `n_unseen`, `auc_all`, `auc_all_low`, `auc_all_high`, `auc_test`,
+        `recall_all`, and
         `auc_real_<source>` for each real source of the test split (all its images vs that source).
     """
     test_reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
@@ -166,10 +169,13 @@ def score_unseen(
         mask = (labels == 0) | fake
         in_test = mask & (scored["split"] == "test").to_numpy()
         every = binary_metrics(labels[mask], probs[mask], threshold)
+        low, high = bootstrap_ci(labels[mask], probs[mask], "auc", threshold)
         row = {
             "held_out": gen,
             "n_unseen": int(fake.sum()),
             "auc_all": every["auc"],
+            "auc_all_low": low,
+            "auc_all_high": high,
             "auc_test": binary_metrics(labels[in_test], probs[in_test], threshold)["auc"],
             "recall_all": every["recall"],
         }
