@@ -177,7 +177,10 @@ def _logo_recipe(tmp_path, samples_per_epoch: int, relabel=None):
 
 @pytest.mark.slow
 def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
-    config = _logo_recipe(tmp_path, samples_per_epoch=16)
+    def pairs(frame):  # ai image i made from real image i, in its split: g1's in train and val are made from trained reals
+        frame["pair_id"] = [f"p{i // 2}" for i in range(len(frame))]
+
+    config = _logo_recipe(tmp_path, samples_per_epoch=16, relabel=pairs)
     out = tmp_path / "logo"
     result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "g1,g2", "--epochs", "1"])
     assert result.exit_code == 0, result.output
@@ -196,6 +199,9 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
     assert 0.0 <= g1["auc_all_low"] <= g1["auc_all_high"] <= 1.0
     assert (f"  g1: unseen auc={g1['auc_all']:.4f} [{g1['auc_all_low']:.4f}, {g1['auc_all_high']:.4f}] (n=6)  "
             f"own test auc={g1['auc_seen_test']:.4f}") in result.output.splitlines()
+    assert g1["n_paired_trained"] == 4 and (f"    4 of them were made from reals this run trained on (one pair_id): its "
+                                            f"test-split images alone (auc_test={g1['auc_test']:.4f}) leave those out"
+                                            ) in result.output.splitlines()
     assert (out / "without-g1" / "model" / "model.safetensors").is_file()
     assert result.output.splitlines()[-4:] == [f"wrote {out / 'logo.csv'}", f"wrote {out / 'logo.json'}",
                                                f"wrote {out / 'without-g1'}/ (the run trained without g1)",

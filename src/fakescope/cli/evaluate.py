@@ -165,6 +165,9 @@ def evaluate_logo(
     for run in table.to_dict("records"):
         typer.echo(f"  {run['held_out']}: unseen auc={run['auc_all']:.4f} [{run['auc_all_low']:.4f}, "
                    f"{run['auc_all_high']:.4f}] (n={run['n_unseen']})  own test auc={run['auc_seen_test']:.4f}")
+        if run["n_paired_trained"]:
+            typer.echo(f"    {run['n_paired_trained']} of them were made from reals this run trained on (one pair_id): "
+                       f"its test-split images alone (auc_test={run['auc_test']:.4f}) leave those out")
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
     typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
     typer.echo("ai images behind each AUC above (the held-out generator: all of them; the others: their test images)")

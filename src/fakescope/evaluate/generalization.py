@@ -59,8 +59,9 @@ def leave_one_generator_out(
     Returns:
         One row per held-out generator: `auc_test` (its test-split images vs test reals),
         `auc_all` and `recall_all` (all its images, none trained on, vs test reals), `auc_all_low` and
-        `auc_all_high` (the 95% bootstrap interval of `auc_all`), `n_unseen`, `auc_seen_test` (the run's own
-        test AUC on the generators it trained on),
+        `auc_all_high` (the 95% bootstrap interval of `auc_all`), `n_unseen`, `n_paired_trained` (its images
+        made from a real the run trained or validated on, see `paired_with_trained`), `auc_seen_test` (the run's
+        own test AUC on the generators it trained on),
         `auc_real_<source>` (all its images vs one real source's test images), and `auc_vs_<g>`
         and `n_vs_<g>` (AUC and image count) for every generator g (all of g's images when g is
         the one held out, its test images otherwise).
@@ -99,11 +100,23 @@ def leave_one_generator_out(
         scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg, by=by).set_index("held_out")
         row = {"held_out": gen, **scored.loc[gen].to_dict()}
         row["n_unseen"] = int(row["n_unseen"])
+        row["n_paired_trained"] = paired_with_trained(rows, held)
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
         row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
         row.update({COUNT_PREFIX + g: int(scored.loc[g, "n_unseen"]) for g in present})
         results.append(row)
     return pd.DataFrame(results)
+
+
+def paired_with_trained(rows: pd.DataFrame, held: pd.Series) -> int:
+    """How many `held` ai images share a `pair_id` with a real of the train or val split, which a fold keeps: made
+    from an image the run learned as real, they are not unseen in content (`auc_test`, the test split, which pairs
+    share, leaves them out)."""
+    if "pair_id" not in rows:
+        return 0
+    pair = rows["pair_id"].fillna("").astype(str)
+    trained = pair[(rows["label"] == "real") & rows["split"].isin(["train", "val"]) & (pair != "")]
+    return int((held & pair.isin(set(trained))).sum())
 
 
 def fold_folder(out: str | Path, generator: object) -> Path:
