@@ -229,8 +229,9 @@ def test_evaluate_logo_takes_generators_named_by_numbers(tmp_path, monkeypatch):
     monkeypatch.setattr(generalization, "save_generalization", interrupted_while_writing)
     again = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "2022", "--epochs", "1",
                                  "--resume"])
-    assert again.exit_code == 130 and again.stderr == (f"interrupted: continue with --resume -o {out} "
-                                                        "(finished folds are only scored again)\n"), again.output
+    assert again.exit_code == 130 and again.stderr == (f"interrupted: continue with fakescope evaluate-logo {config} --out "
+                                                        f"{out} --generators 2022 --epochs 1 --resume (finished folds "
+                                                        "are only scored again)\n"), again.output
 
 
 @pytest.mark.slow
@@ -261,7 +262,8 @@ def test_ctrl_c_or_sigterm_during_evaluate_logo_says_how_to_continue(tmp_path, s
 
     config = _logo_recipe(tmp_path, samples_per_epoch=100_000)
     out = tmp_path / "logo"
-    proc = subprocess.Popen([sys.executable, "-m", "fakescope", "evaluate-logo", str(config), "-o", str(out), "--epochs", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "fakescope", "evaluate-logo", str(config), "-o", str(out), "--by", "generator",
+                             "--epochs", "1", "--overwrite"],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
     deadline = time.monotonic() + 240
@@ -269,7 +271,9 @@ def test_ctrl_c_or_sigterm_during_evaluate_logo_says_how_to_continue(tmp_path, s
         time.sleep(0.2)
     proc.send_signal(getattr(signal, signame))  # in the first fold's epoch
     assert proc.wait(timeout=60) == status
-    assert proc.stderr.read() == f"interrupted: continue with --resume -o {out} (finished folds are only scored again)\n"
+    # the options that pick the folds and their epochs, else `--resume -o OUT` ran other folds or more epochs unasked
+    assert proc.stderr.read() == (f"interrupted: continue with fakescope evaluate-logo {config} --out {out} --by "
+                                  "generator --epochs 1 --resume (finished folds are only scored again)\n")
 
 
 @pytest.mark.parametrize("relabel", [
