@@ -195,7 +195,8 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
     assert data["by_real_source"] == {r["held_out"]: {"camera": r["auc_all"]} for r in data["runs"]}
     assert "against each real source alone" in result.output
     g1 = data["runs"][0]  # the unseen AUC with its interval, beside the fold's own test AUC (in the run's metrics)
-    assert g1["auc_seen_test"] == json.loads((out / "without-g1" / "model" / "config.json").read_text())["metrics"]["test"]["overall"]["auc"]
+    fold_metrics = json.loads((out / "without-g1" / "model" / "config.json").read_text())["metrics"]
+    assert g1["auc_seen_test"] == fold_metrics["test"]["overall"]["auc"]
     assert 0.0 <= g1["auc_all_low"] <= g1["auc_all_high"] <= 1.0
     assert (f"  g1: unseen auc={g1['auc_all']:.4f} [{g1['auc_all_low']:.4f}, {g1['auc_all_high']:.4f}] (n=6)  "
             f"own test auc={g1['auc_seen_test']:.4f}") in result.output.splitlines()

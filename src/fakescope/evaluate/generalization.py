@@ -67,8 +67,8 @@ def leave_one_generator_out(
         the one held out, its test images otherwise).
 
     Raises:
-        ConfigError: `by` is neither `generator` nor `source`, no ai image names a generator, a requested one has no ai images in the manifest, the test
-            split has no reals, or a fold's folder holds a run.
+        ConfigError: `by` is neither `generator` nor `source`, no ai image names a generator, a requested one has
+            no ai images in the manifest, the test split has no reals, or a fold's folder holds a run.
 
     Example:
         >>> table = leave_one_generator_out(TrainConfig.from_yaml("train.yaml"), ["stylegan2"])  # doctest: +SKIP
