@@ -519,7 +519,8 @@ def test_ctrl_c_or_sigterm_mid_epoch_says_how_to_continue_and_resume_finishes_th
         time.sleep(0.02)
     proc.send_signal(getattr(signal, signame))  # early in the second epoch
     assert proc.wait(timeout=60) == status
-    assert proc.stderr.read() == f"interrupted: continue from the last finished epoch with --resume -o {out}\n"
+    assert proc.stderr.read() == (f"interrupted: {out} holds the last finished epoch; continue with fakescope train "
+                                  f"{tmp_path / 'train.yaml'} --no-progress --resume\n")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
     if signame == "SIGINT":  # either signal leaves that same checkpoint: its resume (a whole epoch) is run once
         return
@@ -576,7 +577,8 @@ def test_a_second_sigterm_or_ctrl_c_while_the_first_is_reported_does_not_cut_the
         with os.fdopen(read_end, "rb") as stderr:
             written = stderr.read()[filled:].decode()  # the pipe's other end closes when the command exits
         proc.wait(timeout=60)
-    line = f"interrupted: continue from the last finished epoch with --resume -o {out}\n"
+    line = (f"interrupted: {out} holds the last finished epoch; continue with fakescope train {tmp_path / 'train.yaml'} "
+            "--no-progress --resume\n")
     assert (proc.returncode, written) == (143, "" if third else line)
 
 

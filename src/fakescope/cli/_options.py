@@ -89,3 +89,22 @@ def model_then_rest(option: str | None, *args: str | None) -> list[str | None]:
     if len(given) == len(args):
         raise ConfigError(f"the model is given twice, as {given[0]!r} and --model {option!r}; give it one way")
     return [option, *given, *[None] * (len(args) - 1 - len(given))]
+
+
+def resume_command(ctx: typer.Context) -> str:
+    """This call's command line, with the arguments and options it was given and --resume for --overwrite: for an
+    interrupted run, `--resume -o OUT` alone would drop the options that changed the config (--epochs, the folds...)."""
+    import shlex
+
+    words = ["fakescope", str(ctx.info_name)]
+    for param in ctx.command.params:
+        value = ctx.params[param.name]
+        if param.name in ("resume", "overwrite") or ctx.get_parameter_source(param.name).name != "COMMANDLINE":
+            continue
+        if param.param_type_name == "argument":  # typer ships its own click: no isinstance
+            words.append(str(value))
+        elif getattr(param, "is_flag", False):
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join([*words, "--resume"])

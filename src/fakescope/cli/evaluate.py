@@ -15,6 +15,7 @@ from fakescope.cli._options import (
     ProgressOpt,
     ProvenanceOpt,
     model_then_rest,
+    resume_command,
     show_progress,
 )
 from fakescope.errors import DEVICES
@@ -159,7 +160,7 @@ def evaluate_logo(
                 table = leave_one_generator_out(cfg, held, by=by, progress=show_progress(progress))
                 paths = save_generalization(table, out, cfg)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each fold keeps the checkpoint of its last finished epoch
-                typer.echo(f"interrupted: continue with {_resume_line(ctx)} (finished folds are only scored again)", err=True)
+                typer.echo(f"interrupted: continue with {resume_command(ctx)} (finished folds are only scored again)", err=True)
                 raise typer.Exit(stop.exit_code) from None
     typer.echo("each fold: the held-out generator's images (all, none trained on) vs the test reals, with a 95% "
                "interval, beside the run's own test AUC on the generators it trained on")
@@ -179,25 +180,6 @@ def evaluate_logo(
         typer.echo(f"wrote {path}")
     for held_out in table["held_out"]:
         typer.echo(f"wrote {fold_folder(out, held_out)}/ (the run trained without {held_out})")
-
-
-def _resume_line(ctx: typer.Context) -> str:
-    """This call's command line, with the options it was given (the folds, --by, --epochs...) and --resume for --overwrite:
-    `--resume -o OUT` alone would hold out other folds, or train to the recipe's epochs, without a word."""
-    import shlex
-
-    words = ["fakescope", ctx.info_name or "evaluate-logo"]
-    for param in ctx.command.params:
-        value = ctx.params[param.name]
-        if param.name in ("resume", "overwrite") or ctx.get_parameter_source(param.name).name != "COMMANDLINE":
-            continue
-        if param.param_type_name == "argument":  # typer ships its own click: no isinstance
-            words.append(str(value))
-        elif getattr(param, "is_flag", False):
-            words.append(param.opts[0] if value else param.secondary_opts[0])
-        else:
-            words += [param.opts[0], str(value)]
-    return shlex.join([*words, "--resume"])
 
 
 def _names(text: str | None, option: str) -> list[str] | None:

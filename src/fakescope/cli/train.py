@@ -9,11 +9,12 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
-from fakescope.cli._options import ProgressOpt, show_progress
+from fakescope.cli._options import ProgressOpt, resume_command, show_progress
 from fakescope.errors import DEVICES
 
 
 def train(
+    ctx: typer.Context,
     config: Annotated[str, typer.Argument(help="A YAML TrainConfig, or a manifest (.csv/.parquet) to train on with defaults.")],
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: the config's out:, "
                                                                  "else runs/detector).")] = None,
@@ -64,7 +65,8 @@ def train(
                 saved = run(cfg, progress=show_progress(progress))
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the checkpoint of the last finished epoch is whole
                 if os.environ.get("RANK", "0") == "0":  # under torchrun every rank is interrupted
-                    typer.echo(f"interrupted: continue from the last finished epoch with --resume -o {cfg.out}", err=True)
+                    typer.echo(f"interrupted: {cfg.out} holds the last finished epoch; continue with {resume_command(ctx)}",
+                               err=True)
                 raise typer.Exit(stop.exit_code) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line: rank 0's
         return
