@@ -92,6 +92,35 @@ def test_two_process_ddp_matches_one_process(tmp_path, one_process):
 
 
 @pytest.mark.slow
+def test_with_dropout_each_rank_draws_its_own_masks_and_rank_0_those_of_one_process(tmp_path, one_process, monkeypatch):
+    """Every rank seeds torch alike, so without a reseed all ranks drop the same features; a resumed rank > 0 would
+    restore rank 0's random state from the checkpoint. Rank 0 must draw what a one-process run draws (the model
+    card's bit-for-bit reproducible CPU run)."""
+    cfg = {"manifest": str(_manifest(tmp_path)), "out": str(tmp_path / "run"), "architecture": "test_tiny_gn",
+           "architecture_kwargs": {"drop_rate": 0.5}, "pretrained": False, "epochs": 1,
+           "batch_size": 8, "samples_per_epoch": 16, "num_workers": 0, "device": "cpu", "seed": 3}
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump({**cfg, "out": str(tmp_path / "one")}))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "resume.yaml").write_text(yaml.safe_dump({**cfg, "epochs": 2, "resume": True}))
+    probes = {}
+    for name, cfg_path in (("one", "one.yaml"), ("two", "cfg.yaml"), ("resumed", "resume.yaml")):
+        (tmp_path / name).mkdir()
+        if name == "one":
+            monkeypatch.setenv("FAKESCOPE_TEST_PROBE", str(tmp_path / name))
+            result = one_process(tmp_path / cfg_path)
+            assert result.exit_code == 0, result.output
+        else:
+            _run(tmp_path / cfg_path, 2, FAKESCOPE_TEST_PROBE=str(tmp_path / name))
+        probes[name] = [(tmp_path / name / f"rank{r}.txt").read_text().splitlines() for r in (0, 1) if name != "one" or not r]
+    one, (rank0, rank1), (resumed0, resumed1) = probes["one"][0], probes["two"], probes["resumed"]
+    assert rank0[0].startswith("rng ") and rank0[0] == one[0] != rank1[0]  # rank 0 starts on one process's stream
+    for a, b in ((rank0, rank1), (resumed0, resumed1)):  # resumed: rank 1 has not taken rank 0's state
+        masks = [[line for line in lines if line.startswith("kept ")] for lines in (a, b)]
+        assert masks[0] and len(masks[0]) == len(masks[1]) and masks[0] != masks[1]
+        assert not {line for line in a if line.startswith("rng ")} & {line for line in b if line.startswith("rng ")}
+
+
+@pytest.mark.slow
 def test_every_rank_scores_its_share_of_the_test_split_and_warnings_about_the_run_come_once(tmp_path):
     """Every rank scores its share, not rank 0 alone while the others wait at a barrier: one that outlasts the
     process group's timeout (30 minutes) fails the job before the model is saved. What one rank meets (an

@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -29,7 +30,8 @@ class Loop:
 
     def __init__(self, cfg: TrainConfig, network: nn.Module, policy: InputPolicy, device: torch.device, rows: pd.DataFrame,
                  rank: int = 0, world: int = 1):
-        self.cfg, self.network, self.policy, self.device, self.world = cfg, network, policy, device, world
+        self.cfg, self.network, self.policy, self.device = cfg, network, policy, device
+        self.rank, self.world = rank, world
         self.dataset = TrainTiles(rows, policy.crop_size, cfg.augment, cfg.seed)
         n = cfg.samples_per_epoch or len(rows)
         self.sampler = balanced_sampler(rows, cfg.balance, n, cfg.seed)
@@ -128,11 +130,19 @@ class Loop:
         else:  # more (or fewer) epochs than the checkpoint's run: this run's schedule, from the step reached
             self.scheduler = self._one_cycle(done_steps=state["epoch"] * self.steps)
         random.setstate(state["rng"])
-        if "torch_rng" in state:  # dropout's draws; checkpoints of older versions have none
+        if self.rank:  # the checkpoint holds rank 0's torch states
+            seed_own_stream(self.cfg.seed, self.rank, state["epoch"])
+        elif "torch_rng" in state:  # dropout's draws; checkpoints of older versions have none
             torch.set_rng_state(state["torch_rng"].cpu())
-        if state.get("cuda_rng") is not None and self.device.type == "cuda":  # a CUDA run resumed on the CPU: none
+        if not self.rank and state.get("cuda_rng") is not None and self.device.type == "cuda":  # none: a CUDA run resumed on CPU
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         return state["epoch"], state["best_auc"], state["stale"]
+
+
+def seed_own_stream(seed: int, rank: int, *more: int) -> None:
+    """Reseed torch's CPU and CUDA generators from (`seed`, `rank`, *`more`), for a rank > 0 under torchrun: its
+    dropout then draws its own masks. Rank 0 is never reseeded, so it draws what a one-process run draws."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, rank, *more]).generate_state(1)[0]))
 
 
 def _own_errors(batches: Iterable) -> Iterator:

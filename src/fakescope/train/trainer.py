@@ -11,7 +11,8 @@ Under `torchrun --nproc-per-node N` (WORLD_SIZE > 1) the same loop runs data-par
 DistributedDataParallel over NCCL on CUDA (with synchronised batch norm) or gloo on the CPU,
 each rank taking its slice of every global batch (`batch_size` stays the global batch), all
 ranks scoring a share of the validation and test splits and seeing the same gathered metrics,
-and only rank 0 writing files.
+and only rank 0 writing files. Ranks > 0 reseed torch once the network is built (and on resume, whose checkpoint
+holds rank 0's random states) so that their dropout draws its own masks; rank 0 keeps a one-process run's draws.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from fakescope.models.config import ModelConfig
 from fakescope.models.registry import architecture_info, create_checked, usable_pretrained
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import LABELS
-from fakescope.train.loop import Loop
+from fakescope.train.loop import Loop, seed_own_stream
 from fakescope.train.metric_log import MetricLog
 from fakescope.train.run_folder import (
     BEST,
@@ -99,6 +100,8 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     val_uris, val_labels = splits["val"]["uri"].tolist(), splits["val"]["label"].map(LABELS).to_numpy()
 
     loop = Loop(cfg, network, policy, device, splits["train"], rank, world)
+    if rank:  # every rank has built the network alike (DDP has broadcast rank 0's weights); now its own dropout
+        seed_own_stream(cfg.seed, rank)
     loop.run = run_identity(cfg, splits)
     out = Path(cfg.out)  # created only now: a run refused above leaves no empty folder
     try:
