@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -197,6 +198,25 @@ def _pending(pid: int, signum: int) -> bool:
     """Whether `signum` waits to be delivered to the (stopped) process `pid`."""
     status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
     return any(int(status[key], 16) >> (signum - 1) & 1 for key in ("SigPnd", "ShdPnd"))
+
+
+def test_a_one_process_run_draws_dropout_from_its_seed_unreseeded(tmp_path, one_process, monkeypatch):
+    """The model card's CPU run reproduces the shipped weights bit for bit: its first training step draws from torch's
+    stream as seeded, advanced only by building the network and the loader's own draw, with no reseed for a rank."""
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(3)
+    registry.create_checked("test_tiny_gn", 64, False, drop_rate=0.5)
+    next(iter(DataLoader([0])))  # each loader iterator draws its workers' base seed
+    expected = "rng " + hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
+    cfg = {"manifest": str(_manifest(tmp_path)), "out": str(tmp_path / "run"), "architecture": "test_tiny_gn",
+           "architecture_kwargs": {"drop_rate": 0.5}, "pretrained": False, "epochs": 1, "batch_size": 8,
+           "samples_per_epoch": 8, "num_workers": 0, "device": "cpu", "seed": 3}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("FAKESCOPE_TEST_PROBE", str(tmp_path))
+    result = one_process(tmp_path / "cfg.yaml")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "rank0.txt").read_text().splitlines()[0] == expected
 
 
 def test_a_network_whose_outputs_overflow_to_nan_is_named_not_taken_for_unreadable_images(tmp_path, one_process):
