@@ -319,19 +319,22 @@ def report_page() -> None:
                    "`fakescope evaluate` (or `evaluate-logo`) writes.")
         return
     st.subheader("Metrics")
-    st.table(pd.DataFrame({"value": [str(v) for v in metrics.values()]}, index=list(metrics)))
+    show_table(pd.DataFrame({"value": [str(v) for v in metrics.values()]}, index=list(metrics)))
     if tables:
         st.subheader("Slices and examples")
         chosen = st.selectbox("Table", list(tables))
         table = tables[chosen]
-        if len(table) <= SMALL_TABLE_ROWS:
-            st.table(table)
-        else:
-            st.dataframe(table)
+        show_table(table)
         show_examples(table)
     if html_path is not None and (html := read_under_root(html_path)) is not None:
         st.subheader("report.html")
         st.components.v1.html(html.decode(errors="replace"), height=800, scrolling=True)
+
+
+def show_table(table: pd.DataFrame) -> None:
+    """A report's table as a grid, its cells and labels plain text (`st.table` renders them as Markdown: a crafted
+    report's `[k](http://k.ey)`, `www....` or `*b*` was a link or formatting); a small one whole, a long one scrolls."""
+    st.dataframe(table, height="content" if len(table) <= SMALL_TABLE_ROWS else "auto")
 
 
 def report_path(path: Path) -> Path:
