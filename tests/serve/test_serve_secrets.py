@@ -109,7 +109,7 @@ def test_an_unexpected_failure_on_the_generator_page_shows_and_logs_no_key(image
     caplog.set_level(logging.DEBUG)
     app = AppTest.from_function(page, args=(photo_bytes, CLIENT_KEY), default_timeout=60).run()
     assert not app.exception, app.exception
-    assert [e.value for e in app.error] == [r"Generation failed: RuntimeError\: cannot score the answer to "
-                                            r"Authorization\: Bearer \*\*\*"]  # Markdown-escaped: shown as it is
+    assert [e.value for e in app.error] == ["Generation failed: ` RuntimeError: cannot score the answer to "
+                                            "Authorization: Bearer *** `"]  # a code span: shown as it is
     assert images_api_for_client.billable == 1
     assert "Traceback" in caplog.text and "Bearer ***" in caplog.text and CLIENT_KEY not in caplog.text

@@ -382,6 +382,28 @@ def test_generator_page_edit_without_a_prompt_is_one_line(app_url, page, runs, i
     assert not page.locator("[data-testid=stException]").count() and images_api.billable == billed
 
 
+def test_red_lines_link_nothing_from_an_error_message(app_url, page, runs, images_api, photo_bytes, tmp_path):
+    """Escaped for Markdown, a bare URL or www. name in a server's error message or a path named in a red line was
+    still a live link."""
+    photo = tmp_path / "real.jpg"
+    photo.write_bytes(photo_bytes)
+    images_api.faults.append((400, "Invalid image: see http://ev.il/help or www.evil.example"))
+    page.goto(f"{app_url}/generator")
+    _enter_key(page, runs)
+    page.locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_role("button", name="Generate").click()
+    failed = page.locator("[data-testid=stAlert]", has_text="Generation failed:")
+    sync_api.expect(failed).to_contain_text("http://ev.il/help or www.evil.example", timeout=45_000)
+    assert not failed.locator("a").count()
+    page.goto(f"{app_url}/report")
+    box = page.get_by_label("Report folder or report.json path", exact=True)
+    box.fill(str(tmp_path / "www.x.com" / "report.json"))
+    box.press("Enter")
+    unread = page.locator("[data-testid=stAlert]", has_text="Could not read the report:")
+    sync_api.expect(unread).to_contain_text("www.x.com/report.json", timeout=30_000)
+    assert not unread.locator("a").count()
+
+
 def _enter_key(page, runs: _Runs) -> None:
     """Type the API key on the generator page and wait for the run that takes it (the warning is gone then): waiting
     on the warning alone let the next step race that run, and did not wait at all where none was drawn yet."""

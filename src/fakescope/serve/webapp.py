@@ -73,7 +73,7 @@ def detector() -> Detector:
     try:
         return _load_detector()
     except FakescopeError as exc:
-        st.error(f"Could not load the detector: {plain(exc)}")
+        st.error(f"Could not load the detector: {literal(exc)}")
         st.stop()
 
 
@@ -82,7 +82,7 @@ def max_pixels() -> int:
     try:
         return env_max_pixels()
     except FakescopeError as exc:
-        st.error(f"Bad setting: {plain(exc)}")
+        st.error(f"Bad setting: {literal(exc)}")
         st.stop()
 
 
@@ -91,7 +91,7 @@ def root() -> Path:
     try:
         return app_root()
     except FakescopeError as exc:
-        st.error(f"Bad setting: {plain(exc)}")
+        st.error(f"Bad setting: {literal(exc)}")
         st.stop()
 
 
@@ -101,8 +101,9 @@ def anonymous() -> bool:
 
 
 def plain(text: object) -> str:
-    """`text` (a file name, a URL, an error naming either) escaped for Streamlit's Markdown, so that it shows as it is:
-    `a *b*.png` lost its stars, `cat:smile:.png` showed an emoji and `:red[x]` coloured."""
+    """The app's own `text` (a caveat, the JSON parser's message) escaped for Streamlit's Markdown, so that it shows as
+    it is (`*`, `:smile:`, `:red[x]`); untrusted text (names, URLs, errors) goes through `literal`, as escaping leaves a
+    bare URL a link."""
     return MARKDOWN_SIGNS.sub(r"\\\1", str(text))
 
 
@@ -152,7 +153,7 @@ def show_detection(name: str, view: Shown, heading: str | None = None) -> None:
     detection = view.detection
     st.markdown(f"#### {heading or literal(name)}", anchors=False)  # an anchor would be a link made from the name
     if detection.error:
-        st.error(f"{literal(name)}: {plain(detection.error)}")
+        st.error(f"{literal(name)}: {literal(detection.error)}")
         return
     colour = VERDICT_COLOURS.get(detection.verdict, "gray")
     st.markdown(f"Verdict: :{colour}[**{detection.verdict}**] &nbsp; P(ai) = **{detection.probability:.3f}**")
@@ -259,7 +260,7 @@ def save_to_dataset(folder: str, result: dict) -> None:
         manifest = save_pair(str(confined(folder, root())), result["real"], [o.data for o in result["outputs"]],
                              result["config"], filename=result["name"], store=RootFolder(root(), min_free_mb=min_free))
     except (OSError, FakescopeError) as exc:
-        st.error(f"Could not save to the dataset: {plain(exc)}")
+        st.error(f"Could not save to the dataset: {literal(exc)}")
         return
     st.success(f"Saved the real image and {len(result['outputs'])} ai image(s); manifest: {literal(manifest)}")
 
@@ -281,7 +282,7 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
     except Exception as exc:  # noqa: BLE001 - Streamlit would show an unexpected one's text and traceback as they came
         failed = failure(exc, key, expected=(OSError, FakescopeError))  # OSError: a full disk too
         log.warning("generation failed: %s", failed.detail)  # the page names no temporary path, the log does
-        st.error(f"Generation failed: {plain(public_error(failed.line))}")
+        st.error(f"Generation failed: {literal(public_error(failed.line))}")
         return
     st.session_state["generated"] = {"name": name, "real": data, "outputs": outputs, "shown": views, "config": config}
 
@@ -308,7 +309,7 @@ def report_page() -> None:
         st.error(f"Could not read the report: {literal(source)} is not JSON ({plain(exc.msg)} at line {exc.lineno})")
         return
     except (OSError, ValueError, FakescopeError) as exc:
-        st.error(f"Could not read the report: {plain(exc)}")
+        st.error(f"Could not read the report: {literal(exc)}")
         return
     if not isinstance(report, dict):
         st.error("Could not read the report: report.json should hold a JSON object")
@@ -403,7 +404,7 @@ def refuse_rebound_host() -> None:
     except FakescopeError as exc:
         refusal = f"Bad setting: {exc}"
     if refusal:
-        st.error(refusal)
+        st.error(literal(refusal))  # it quotes the Host header
         st.stop()
 
 
