@@ -31,6 +31,7 @@ from fakescope.errors import FakescopeError, ImageLoadError, StorageUnavailableE
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import device_jpeg_size
 from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
+from fakescope.io.fetch import is_url
 from fakescope.io.redact import shown_url
 from fakescope.io.shared_slots import SharedSlots, affordable_slots
 from fakescope.models.config import InputPolicy
@@ -38,7 +39,7 @@ from fakescope.models.tiling import Tiles, make_tiles, tile_boxes
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray | torch.Tensor | LoadedImage
 
-ACCEPTED = ("an input is a path or storage URI, bytes, a binary file object, a PIL image, a numpy array or torch tensor, "
+ACCEPTED = ("an input is a path, storage URI or http(s) URL, bytes, a binary file object, a PIL image, a numpy array or torch tensor, "
             "or a LoadedImage")
 """What `Detector.predict` takes, as the error for anything else says it."""
 _MAX_CHUNK = 16
@@ -238,11 +239,11 @@ def read_input(item: ImageInput) -> bytes | None:
 def describe_input(item: ImageInput, index: int) -> str:
     """The `source` of an input's result: its path, a file object's name, else its type and position.
 
-    An http(s) URL, which no storage reads (its record is an error), is named without its user info and query.
+    An http(s) URL is named without its user info (a password) and query (a signed URL's signature).
     """
     if isinstance(item, (str, os.PathLike)):
         text = str(os.fspath(item))  # a plain str, from numpy's str_ too
-        return shown_url(text) if text[:8].lower().startswith(("http://", "https://")) else text
+        return shown_url(text) if is_url(text) else text
     if _is_file(item) and isinstance(name := getattr(item, "name", None), str):
         return name  # a file from open(): its path
     return f"<{type(item).__name__} #{index}>"

@@ -161,7 +161,7 @@ class Detector:
         The list holds every result (about 2 KB each, more with heatmaps) until it returns: for a long or endless
         run, `stream` hands each result over as it comes, keeping only a few batches of inputs in memory.
 
-        Inputs are paths (local or storage URIs), encoded bytes, binary file objects (read to
+        Inputs are paths (local, storage URIs or http(s) URLs, fetched as `fakescope.io.fetch.fetch_url` says), encoded bytes, binary file objects (read to
         their end; streams too), PIL images, uint8 arrays or tensors (HxWx3, 3xHxW or HxW; floats
         in [0, 1] are scaled), or a `LoadedImage` from `decode_image` (not decoded again; its
         kept bytes give the provenance evidence that encoded bytes give). Anything else (an int, a dict) is one

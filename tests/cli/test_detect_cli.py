@@ -187,17 +187,6 @@ def test_usage_errors_exit_2_with_one_line(tiny_model_dir, images, tmp_path, arg
     assert len(errors) == 1 and errors[0].startswith(message)  # one error line, after the glob's warning if any
 
 
-def test_a_url_given_as_an_input_is_refused_without_its_secrets(tiny_model_dir):
-    url = "https://user:hunter22pass@example.com/a.jpg?X-Amz-Signature=SECRETSIG"
-    result = CliRunner().invoke(app, ["detect", "--model", str(tiny_model_dir), url])
-    assert result.exit_code == 2
-    assert result.stderr.splitlines() == ["error: unsupported storage scheme 'https' in 'https://example.com/a.jpg'; "
-                                          "use a path, s3:// or gdrive://"]
-    piped = _detect(tiny_model_dir, "-f", "jsonl", "-", stdin=url.partition("?")[0] + "\n")  # read unlisted: a record
-    assert piped.exit_code == 1 and "hunter22pass" not in piped.output
-    assert _records(piped.stdout)[0]["path"] == "https://example.com/a.jpg"
-
-
 @pytest.mark.parametrize("args", [["--bogus"], ["--format", "xml"], ["--threshold", "1.5"], ["--batch-size", "0"], []])
 def test_bad_options_exit_2_without_traceback(images, args):
     result = CliRunner().invoke(app, ["detect", *args, str(images / "a.png")] if args else ["detect"])

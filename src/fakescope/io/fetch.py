@@ -6,12 +6,14 @@ addresses alone (no loopback, private, link-local such as 169.254.169.254, or re
 the connection goes to the address that was checked, so a DNS answer cannot change in between.
 Redirects are followed (at most `MAX_REDIRECTS`), each checked alike. `trusted` names origins
 (`scheme://host[:port]`) exempt from the address check: the Images API server the operator
-configured (`OPENAI_BASE_URL`), which may itself be on loopback or a LAN.
+configured (`OPENAI_BASE_URL`), which may itself be on loopback or a LAN. `fetch_url` fetches an image URL given as
+an input (the web app, `detect`, `scan`, `Detector.predict`) within the input limits below.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import time
 from urllib.parse import urljoin, urlsplit
@@ -20,6 +22,12 @@ from fakescope.errors import FakescopeError
 from fakescope.io.redact import redact_http_logs
 
 MAX_REDIRECTS = 3
+URL_MAX_BYTES = 20 * 1024 * 1024
+"""The most an image URL given as an input may download."""
+URL_TIMEOUT_S = 20.0
+"""Seconds an image URL given as an input may take in all."""
+TRUSTED_ENV = "FAKESCOPE_TRUSTED_ORIGINS"
+"""Comma-separated origins (`http://images.intranet:8080`) whose input URLs skip the public-address check."""
 
 
 class FetchError(FakescopeError):
@@ -32,6 +40,21 @@ def origin(url: str) -> str:
     scheme = parts.scheme.lower()
     port = parts.port or {"http": 80, "https": 443}.get(scheme)
     return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def is_url(source: str) -> bool:
+    """True for an `http://` or `https://` URL."""
+    return source[:8].lower().startswith(("http://", "https://"))
+
+
+def fetch_url(url: str) -> bytes:
+    """An image URL given as an input: `fetch_public` within `URL_MAX_BYTES` and `URL_TIMEOUT_S`, trusting the origins
+    `FAKESCOPE_TRUSTED_ORIGINS` names (environment or `.env`; an intranet image server, say)."""
+    from fakescope.io.storage import load_env_file
+
+    load_env_file()
+    trusted = tuple(filter(None, (o.strip() for o in os.environ.get(TRUSTED_ENV, "").split(","))))
+    return fetch_public(url, max_bytes=URL_MAX_BYTES, timeout=URL_TIMEOUT_S, trusted=trusted)
 
 
 def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str, ...] = ()) -> bytes:

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from fakescope.errors import ImageLoadError
+from fakescope.io.fetch import fetch_url, is_url
 from fakescope.io.storage import HEAD_BYTES
 
 try:  # HEIC/HEIF (and AVIF on older Pillow) through pillow-heif
@@ -314,22 +315,28 @@ def _check_size(img: Image.Image) -> Image.Image:
 
 
 def load_source(source: str | os.PathLike, *, keep_bytes: bool = True) -> LoadedImage:
-    """Load a local path, a `file://` path or a storage URI (`s3://`, `gdrive://`).
+    """Load a local path, a `file://` path, a storage URI (`s3://`, `gdrive://`) or an http(s) URL.
 
     Raises:
-        ImageLoadError: unreadable or not an image. StorageError: a remote read failed.
+        ImageLoadError: unreadable or not an image. StorageError: a remote read failed. FetchError: a URL's did.
     """
     return decode_image(read_source(source), keep_bytes=keep_bytes)
 
 
 def read_source(source: str | os.PathLike) -> bytes:
-    """The encoded bytes of a local path, a `file://` path or a storage URI, undecoded; one whose leading bytes are
-    no image signature is refused before the rest is read (a huge file named `.jpg` never fills memory).
+    """The encoded bytes of a local path, a `file://` path, a storage URI or an http(s) URL (`fetch.fetch_url`),
+    undecoded; a file or object whose leading bytes are no image signature is refused before the rest is read (a huge
+    file named `.jpg` never fills memory).
 
     Raises:
-        ImageLoadError: a local file that cannot be read, or no image. StorageError: a remote read failed.
+        ImageLoadError: a local file that cannot be read, or no image. StorageError: a remote read failed. FetchError: a
+            URL was refused or could not be fetched.
     """
     text = os.fspath(source)
+    if is_url(text):
+        data = fetch_url(text)
+        check_signature(data[:HEAD_BYTES])
+        return data
     if "://" in text and not text.startswith("file://"):
         from fakescope.io.storage import read_bytes
 

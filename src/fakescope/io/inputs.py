@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from fakescope.io.fetch import is_url
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (
@@ -24,9 +26,9 @@ def iter_sources(inputs: str | Iterable[str], *, stdin: Iterable[str] | None = N
     Folders are walked recursively (image suffixes only, sorted, hidden entries left out: see
     `list_images`); globs are expanded as `expand_glob` does (image suffixes only, as a folder is
     listed); `s3://` and other storage URIs are listed through `fakescope.io.storage` when they
-    name a prefix; `-` reads one input per line from stdin, each taken as an argument is (a folder
-    piped in is listed), except a storage URI with an image suffix: that object, read without listing it
-    first. A named file, or one read from stdin, is always yielded, whatever its
+    name a prefix; an http(s) URL is that one image, never listed; `-` reads one input per line from stdin, each taken
+    as an argument is (a folder piped in is listed), except a storage URI with an image suffix: that object, read
+    without listing it first. A named file, or one read from stdin, is always yielded, whatever its
     suffix (or glob characters in its name), so that a misnamed image or a broken file is reported, not skipped.
     One string is one input.
     """
@@ -44,9 +46,11 @@ def iter_sources(inputs: str | Iterable[str], *, stdin: Iterable[str] | None = N
 
 def _expand(item: str) -> Iterator[str]:
     """One input other than `-`: a storage URI, folder or glob is expanded, anything else is that file
-    (a `file://` URI is its local path)."""
+    (a `file://` URI is its local path, an http(s) URL that image)."""
     item = item.removeprefix("file://")
-    if _is_uri(item):
+    if is_url(item):
+        yield item
+    elif _is_uri(item):
         yield from _expand_uri(item)
     elif os.path.isdir(item):
         yield from list_images(str(Path(item)))

@@ -34,7 +34,7 @@ from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.generate.openai_models import MODELS, current_models, input_fidelities
 from fakescope.io import storage
-from fakescope.io.fetch import fetch_public
+from fakescope.io.fetch import fetch_url
 from fakescope.io.image import decode_image
 from fakescope.io.redact import redact_urls, shown_url
 from fakescope.serve.config import APP_ANONYMOUS_ENV
@@ -46,7 +46,6 @@ from fakescope.serve.paths import RootFolder, app_root, confined
 from fakescope.serve.report_view import report_contents
 from fakescope.serve.uploads import score_uploads
 
-MAX_URL_BYTES = 20 * 1024 * 1024
 MAX_READ_MB = 64  # the largest report, report.html or example image the pages read from under the root
 SMALL_TABLE_ROWS = 50
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
@@ -170,11 +169,6 @@ def evidence_table(detection: Detection) -> pd.DataFrame:
     """Kind, score and detail of each piece of evidence, the score to 3 decimals as the CLI table has it (blank: none)."""
     return pd.DataFrame([{"kind": e.kind, "score": "" if e.score is None else f"{e.score:.3f}", "detail": e.detail}
                          for e in detection.evidence], columns=["kind", "score", "detail"])
-
-
-def fetch_url(url: str) -> bytes:
-    """The image at a public http(s) URL (`fakescope.io.fetch.fetch_public`: never the server's own files or network)."""
-    return fetch_public(url, max_bytes=MAX_URL_BYTES, timeout=20)
 
 
 def records_csv(records: list[dict]) -> str:

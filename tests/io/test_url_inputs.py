@@ -1,0 +1,116 @@
+"""http(s) image URLs as inputs of `detect`, `scan` and `Detector.predict`, fetched from a real loopback HTTP server
+(trusted through FAKESCOPE_TRUSTED_ORIGINS, as an intranet image server would be)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.detector import Detector
+from fakescope.io.fetch import TRUSTED_ENV, URL_MAX_BYTES
+from fakescope.scale import read_results
+
+BIG = URL_MAX_BYTES + 1024
+
+
+def _handler(image: bytes):
+    class Images(BaseHTTPRequestHandler):
+        """`/*.png`: the image (any query); `/missing.png`: 404; `/page.html`: a web page; `/big.png`: over the limit."""
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.partition("?")[0]
+            if path == "/missing.png":
+                self.send_error(404)
+                return
+            body = {"/page.html": b"<html>not an image</html>", "/big.png": image[:64] + bytes(BIG)}.get(path, image)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html" if path.endswith(".html") else "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except OSError:  # the client stopped reading at the limit
+                pass
+
+    return Images
+
+
+@pytest.fixture(scope="module")
+def server(image_factory):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(image_factory.bytes("PNG", (96, 80), 1)))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def trusted(server, monkeypatch):
+    monkeypatch.setenv(TRUSTED_ENV, f"http://other.example:81, {server}")
+    return server
+
+
+def _urls(origin: str) -> list[str]:
+    signed = origin.replace("http://", "http://user:hunter22pass@") + "/signed.png?X-Amz-Signature=SECRETSIG"
+    return [f"{origin}/a.png", signed, f"{origin}/missing.png", f"{origin}/page.html", f"{origin}/big.png"]
+
+
+def _check(records: list[dict], origin: str) -> None:
+    """The images scored, each failed fetch its own one-line error, the signed URL named without its secrets."""
+    assert [r["path"] for r in records] == [f"{origin}/{name}" for name in
+                                            ("a.png", "signed.png", "missing.png", "page.html", "big.png")]
+    assert [r.get("error") for r in records[:2]] == [None, None] and records[0]["score"] == records[1]["score"]
+    assert [r["error"] for r in records[2:]] == [
+        "HTTP Error 404: Not Found",
+        "the URL answered text/html, not an image (a web page? use the image's own address)",
+        f"the file at that URL is over {URL_MAX_BYTES:,} bytes"]
+    assert "hunter22pass" not in json.dumps(records) and "SECRETSIG" not in json.dumps(records)
+
+
+def test_predict_scores_urls_and_gives_each_failed_fetch_its_error(tiny_model_dir, trusted):
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=False)
+    _check([d.to_dict() for d in detector.predict(_urls(trusted))], trusted)
+    assert detector.predict(f"{trusted}/a.png").ok
+
+
+def test_detect_takes_urls_as_arguments_and_on_stdin(tiny_model_dir, trusted):
+    for args, stdin in (_urls(trusted), None), (["-"], "\n".join(_urls(trusted)) + "\n"):
+        result = CliRunner().invoke(app, ["detect", "--model", str(tiny_model_dir), "--no-provenance", "-f", "jsonl",
+                                          *args], input=stdin)
+        assert result.exit_code == 1 and result.stderr == ""
+        _check([json.loads(line) for line in result.stdout.splitlines()], trusted)
+
+
+def test_scan_takes_urls_from_a_manifest_and_stdin(tiny_model_dir, trusted, tmp_path):
+    (tmp_path / "urls.csv").write_text("uri\n" + "\n".join(_urls(trusted)) + "\n")
+    for name, args, stdin in ("m", [str(tmp_path / "urls.csv")], None), ("s", ["-"], "\n".join(_urls(trusted))):
+        result = CliRunner().invoke(app, ["scan", *args, "--out", str(tmp_path / name), "--model", str(tiny_model_dir),
+                                          "--device", "cpu", "--no-provenance", "--runtime", "torch"], input=stdin)
+        assert result.exit_code == 1 and result.output.startswith("scanned 5  failed 3  ")
+        frame = read_results(tmp_path / name)  # one part, in input order
+        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        _check([{k: v for k, v in row.items() if v is not None} for row in rows], trusted)
+
+
+def test_a_url_on_loopback_is_refused_unless_its_origin_is_trusted(tiny_model_dir, server):
+    result = CliRunner().invoke(app, ["detect", "--model", str(tiny_model_dir), "--no-provenance", "-f", "jsonl",
+                                      f"{server}/a.png"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"] == ("refused to fetch from '127.0.0.1': it resolves to 127.0.0.1, a "
+                                                  "non-public address")
+
+
+def test_a_url_is_no_output(tmp_path, server):
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), "--out", f"{server}/results.parquet"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"error: unsupported storage scheme 'http' in '{server}/results.parquet'; "
+                                          "use a path, s3:// or gdrive://"]
