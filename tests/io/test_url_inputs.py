@@ -99,6 +99,9 @@ def test_scan_takes_urls_from_a_manifest_and_stdin(tiny_model_dir, trusted, tmp_
         frame = read_results(tmp_path / name)  # one part, in input order
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
         _check([{k: v for k, v in row.items() if v is not None} for row in rows], trusted)
+    rerun = CliRunner().invoke(app, ["scan", str(tmp_path / "urls.csv"), "--out", str(tmp_path / "m"), "--model",
+                                     str(tiny_model_dir), "--device", "cpu", "--no-provenance", "--runtime", "torch"])
+    assert rerun.exit_code == 0 and rerun.output.startswith("scanned 0  failed 0  skipped (done before) 5 ")  # signed too
 
 
 def test_a_url_on_loopback_is_refused_unless_its_origin_is_trusted(tiny_model_dir, server):

@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fakescope.errors import ConfigError, FakescopeError
-from fakescope.io.inputs import path_text
 from fakescope.models import load_model
 from fakescope.models.bundle import BUNDLED_DIR
 from fakescope.scale.records import (
@@ -31,6 +30,7 @@ from fakescope.scale.records import (
     read_folder,
     results_folder,
     source_key,
+    stored_path,
     writing_schema,
 )
 from fakescope.scale.scan import ScanSummary, recover_journals
@@ -92,7 +92,7 @@ def ray_scan(
     scoring = Scoring.planned(model, **detector_kwargs)
     contents = read_folder(folder, scoring)
     sources = list(dict.fromkeys(map(source_key, sources)))  # rows store, and resume on, these keys
-    pending = [s for s in sources if path_text(s) not in contents.done]  # rows store non-UTF-8 names escaped
+    pending = [s for s in sources if stored_path(s) not in contents.done]
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))

@@ -25,7 +25,9 @@ import pyarrow.parquet as pq
 from fakescope.detection import Detection
 from fakescope.errors import ConfigError, StorageError
 from fakescope.io import storage
+from fakescope.io.fetch import is_url
 from fakescope.io.inputs import path_text
+from fakescope.io.redact import shown_url
 from fakescope.scale.scoring import Scoring
 
 SCHEMA = pa.schema([
@@ -72,6 +74,12 @@ def source_key(source: str) -> str:
     """The name a source is stored and resumed under: a local path or `file://` URI made an absolute, normalised
     path (`./a/x.jpg`, `a/x.jpg`, `/cwd/a/x.jpg` and `file:///cwd/a/x.jpg` are one; symlinks are kept), another URI as given."""
     return storage.absolute(source.removeprefix("file://"))
+
+
+def stored_path(source: str) -> str:
+    """The `path` the row of a `source_key` holds, which a rerun skips: non-UTF-8 names escaped (`path_text`), an
+    http(s) URL without its user info and query, as its record names it."""
+    return path_text(shown_url(source) if is_url(source) else source)
 
 
 def _rounded(evidence: dict) -> dict:

@@ -34,6 +34,7 @@ from fakescope.scale.records import (
     remove_temporaries,
     results_folder,
     source_key,
+    stored_path,
     write_part,
     writing_schema,
     writing_to,
@@ -125,8 +126,8 @@ class _Pending:
             if (stored := path_text(source)) in self.seen:  # listed again in this run
                 continue
             self.seen.add(stored)
-            if stored in self.done:
-                self.done.discard(stored)  # now in `seen`: memory stays one entry per source
+            if (row := stored_path(source)) in self.done:  # a signed URL's row names it without its query
+                self.done.discard(row)  # now in `seen`: memory stays one entry per source
                 self.skipped += 1
                 continue
             yield source
