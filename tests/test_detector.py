@@ -22,7 +22,7 @@ from PIL import Image
 
 import fakescope._preparation as preparation
 from fakescope._preparation import ACCEPTED
-from fakescope.detection import Detection
+from fakescope.detection import Detection, Evidence
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.forensics import fuse
@@ -416,6 +416,23 @@ def test_to_dict_has_every_cli_field(detector, image_files):
     assert "error" not in record
     for evidence in record["evidence"]:
         assert {"kind", "score", "detail"} <= set(evidence)
+
+
+def test_from_dict_reads_a_json_record_back(tiny_model_dir, image_files):
+    detector = Detector.load(tiny_model_dir, device="cpu", provenance=True)
+    found, missing = detector.predict([image_files[1], "missing.png"], heatmap=True)
+    signed = Evidence("c2pa", 0.99, "signed AI manifest", decisive=True, data={"issuer": "x"})
+    broken = Evidence("watermark", None, "could not read", error="truncated")
+    found = replace(found, probability=round(found.probability, 6), evidence=(*found.evidence, signed, broken),
+                    caveat=PIXEL_ONLY)
+    assert found.heatmap is not None and len(found.evidence) > 3
+    for detection in (found, missing):
+        back = Detection.from_dict(json.loads(json.dumps(detection.to_dict())))
+        assert back == detection and back.heatmap is None  # the heatmap is not in the record
+        assert [e.to_dict() for e in back.evidence] == [e.to_dict() for e in detection.evidence]
+    assert missing.error == "no such file"
+    with pytest.raises(ValueError, match="not a Detection record: no 'score', 'label'"):
+        Detection.from_dict({"path": "a.png", "threshold": 0.5, "model": "m"})
 
 
 def test_without_provenance_only_pixel_evidence(detector, image_files):

@@ -46,6 +46,12 @@ class Evidence:
             out["error"] = self.error
         return out
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Evidence:
+        """The inverse of `to_dict` (absent `decisive`, `data`, `error` read as their defaults)."""
+        return cls(kind=record["kind"], score=record["score"], detail=record["detail"], decisive=record.get("decisive", False),
+                   data=record.get("data", {}), error=record.get("error"))
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -106,6 +112,21 @@ class Detection:
         if self.error is not None:
             out["error"] = self.error
         return out
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Detection:
+        """A `to_dict` record (a JSONL line, a REST reply) read back; `ValueError` names a missing key.
+
+        `to_dict` drops the heatmap (it comes back None) and rounds `probability` to 6 places; the rest round-trips.
+        """
+        missing = [key for key in ("path", "score", "label", "threshold", "model") if key not in record]
+        if missing:
+            raise ValueError(f"not a Detection record: no {', '.join(map(repr, missing))}")
+        return cls(source=record["path"], probability=record["score"], verdict=record["label"], threshold=record["threshold"],
+                   model=record["model"], evidence=tuple(Evidence.from_dict(e) for e in record.get("evidence", ())),
+                   decided_by=record.get("decided_by"), reason=record.get("reason"), caveat=record.get("caveat"),
+                   width=record.get("width"), height=record.get("height"), format=record.get("format"),
+                   error=record.get("error"))
 
     @classmethod
     def failed(cls, source: str, error: str, model: str, threshold: float) -> Detection:
