@@ -97,9 +97,9 @@ class Detector:
             raise ConfigError(f"unknown decode {decode!r}; use host or device")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must be within [0, 1], got {threshold}")
-        if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ConfigError(f"batch_size must be a whole number at least 1, got {batch_size!r}")
-        if not isinstance(workers, numbers.Integral) or workers < 0:  # not joblib's -1 for every core
+        if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:  # not joblib's -1
             raise ConfigError(f"workers must be a whole number at least 0 (0 decodes inline), got {workers!r}")
         self.device = torch.device(device)
         self.decode = decode
@@ -368,7 +368,7 @@ def _with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
     """The model with its input policy's tile grid replaced (unchanged when `grid` is None)."""
     if grid is None:
         return model
-    if not isinstance(grid, numbers.Integral) or not 1 <= grid <= MAX_GRID:  # memory grows with its square
+    if isinstance(grid, bool) or not isinstance(grid, numbers.Integral) or not 1 <= grid <= MAX_GRID:  # memory: its square
         raise ConfigError(f"grid must be a whole number from 1 to {MAX_GRID}, got {grid!r}")
     config = model.config
     return replace(model, config=replace(config, input=replace(config.input, grid=int(grid))))
