@@ -211,6 +211,24 @@ def test_evaluate_logo_trains_one_run_per_generator(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_held_out_generator_whose_images_are_all_unreadable_is_named_with_why_it_has_no_auc(tmp_path):
+    """It printed `unseen auc=nan [nan, nan] (n=0)`."""
+    def break_g1(frame):
+        for uri in frame.loc[frame["generator"] == "g1", "uri"]:
+            Path(uri).write_bytes(b"not an image")
+
+    config = _logo_recipe(tmp_path, samples_per_epoch=16, relabel=break_g1)
+    out = tmp_path / "logo"
+    result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "g1", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    g1 = json.loads((out / "logo.json").read_text())["runs"][0]
+    assert g1["n_unseen"] == 0
+    assert (f"  g1: no unseen auc: none of its images could be read (each named in a warning)  "
+            f"own test auc={g1['auc_seen_test']:.4f}") in result.output.splitlines()
+    assert "nan" not in result.stdout
+
+
+@pytest.mark.slow
 def test_evaluate_logo_takes_generators_named_by_numbers(tmp_path, monkeypatch):
     def versions(frame):
         frame["generator"] = frame["generator"].map({"g1": "2021", "g2": "2022"})  # reals: none, so the CSV column reads as floats

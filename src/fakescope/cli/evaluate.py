@@ -146,6 +146,7 @@ def evaluate_logo(
         fold_folder,
         generalization_matrix,
         leave_one_generator_out,
+        no_auc_reason,
         real_source_table,
         save_generalization,
     )
@@ -165,8 +166,12 @@ def evaluate_logo(
     typer.echo("each fold: the held-out generator's images (all, none trained on) vs the test reals, with a 95% "
                "interval, beside the run's own test AUC on the generators it trained on")
     for run in table.to_dict("records"):
+        own = f"own test auc={run['auc_seen_test']:.4f}"
+        if why := no_auc_reason(run):
+            typer.echo(f"  {run['held_out']}: no unseen auc: {why}  {own}")
+            continue
         typer.echo(f"  {run['held_out']}: unseen auc={run['auc_all']:.4f} [{run['auc_all_low']:.4f}, "
-                   f"{run['auc_all_high']:.4f}] (n={run['n_unseen']})  own test auc={run['auc_seen_test']:.4f}")
+                   f"{run['auc_all_high']:.4f}] (n={run['n_unseen']})  {own}")
         if run["n_paired_trained"]:
             typer.echo(f"    {run['n_paired_trained']} of them were made from reals this run trained on (one pair_id): "
                        f"its test-split images alone (auc_test={run['auc_test']:.4f}) leave those out")

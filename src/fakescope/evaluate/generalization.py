@@ -65,6 +65,7 @@ def leave_one_generator_out(
         `auc_real_<source>` (all its images vs one real source's test images), and `auc_vs_<g>`
         and `n_vs_<g>` (AUC and image count) for every generator g (all of g's images when g is
         the one held out, its test images otherwise).
+        Its AUCs are NaN when none of its images, or no test real, could be read (`no_auc_reason` says which).
 
     Raises:
         ConfigError: `by` is neither `generator` nor `source`, no ai image names a generator, a requested one has
@@ -106,6 +107,15 @@ def leave_one_generator_out(
         row.update({COUNT_PREFIX + g: int(scored.loc[g, "n_unseen"]) for g in present})
         results.append(row)
     return pd.DataFrame(results)
+
+
+def no_auc_reason(run: dict) -> str | None:
+    """Why a `leave_one_generator_out` row has no unseen AUC (NaN), or None when it has one."""
+    if run["n_unseen"] == 0:
+        return "none of its images could be read (each named in a warning)"
+    if np.isnan(run["auc_all"]):
+        return "no real of the test split could be read"
+    return None
 
 
 def paired_with_trained(rows: pd.DataFrame, held: pd.Series) -> int:
