@@ -472,6 +472,17 @@ def test_a_blank_name_is_refused_in_python_and_filled_in_from_yaml(name):
     assert TrainConfig.from_dict({"manifest": "m.csv", "out": ".", "name": ""}).name == "fakescope-detector"
 
 
+@pytest.mark.parametrize("name", ["", "  "])
+def test_cli_refuses_a_blank_name_in_one_line(tmp_path, name):
+    """`--name ""` was taken as no --name: the model was silently named after its folder."""
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"manifest": "m.csv", "out": str(tmp_path / "run")}))
+    result = CliRunner().invoke(app, ["train", str(config), "--name", name, "--no-progress"])
+    assert (result.exit_code, result.output) == (2, "error: --name must be non-blank text (leave it out to name the model "
+                                                    f"after its folder), got {name!r}\n")
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_says_why_the_test_auc_is_nan(manifest, tmp_path):
     rows = pd.read_csv(manifest)
     one_label = os.path.join(os.path.dirname(manifest), "test_real_only.csv")  # beside it: its uris are relative

@@ -10,7 +10,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import ProgressOpt, resume_command, show_progress
-from fakescope.errors import DEVICES
+from fakescope.errors import DEVICES, ConfigError
 
 
 def train(
@@ -56,6 +56,8 @@ def train(
                      num_workers=num_workers, seed=seed, pretrained=pretrained, resume=resume or None,
                      overwrite=overwrite or None)
     with clean_errors():
+        if name is not None and not name.strip():  # else "" would be taken as no --name, and the folder's name used
+            raise ConfigError(f"--name must be non-blank text (leave it out to name the model after its folder), got {name!r}")
         if config.endswith(MANIFEST_SUFFIXES):
             cfg = TrainConfig.from_dict({"manifest": config, **{k: v for k, v in overrides.items() if v is not None}})
         else:
