@@ -375,7 +375,8 @@ def test_a_numpy_threshold_still_gives_json_records(tiny_model_dir, image_files)
                                                   ({"batch_size": 8.5}, "batch_size must be a whole number"),
                                                   ({"grid": 2.5}, "grid must be a whole number"),
                                                   ({"grid": True}, "grid must be a whole number from 1 to 32, got True"),
-                                                  ({"batch_size": True}, "batch_size must be a whole number at least 1, got True"),
+                                                  ({"batch_size": True},
+                                                   "batch_size must be a whole number at least 1, got True"),
                                                   ({"workers": False}, "workers must be a whole number at least 0 .*got False"),
                                                   ({"workers": -1}, r"workers must be a whole number at least 0 \(0 decodes"),
                                                   ({"workers": 1.5}, "workers must be a whole number")])
