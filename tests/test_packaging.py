@@ -1,0 +1,73 @@
+"""What `pip install fakescope` gets: an sdist and the wheel built from it, not an editable checkout."""
+
+from __future__ import annotations
+
+import email
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import fakescope
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = "fakescope/weights/fakescope-default/"
+BUILD = "import sys; from setuptools import build_meta as b; print(getattr(b, sys.argv[1])(sys.argv[2]))"
+
+
+def _build(kind: str, source: Path, out: Path) -> Path:
+    """Build an sdist or a wheel of `source` into `out` with setuptools' PEP 517 backend (no network)."""
+    done = subprocess.run([sys.executable, "-c", BUILD, f"build_{kind}", str(out)], cwd=source, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / done.stdout.splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory) -> tuple[list[str], zipfile.ZipFile]:
+    """The sdist's member names and the wheel built from the unpacked sdist, as pip builds one."""
+    tmp = tmp_path_factory.mktemp("packaging")
+    checkout = tmp / "checkout"  # a copy, so the build leaves no build/ or egg-info in the repo
+    for name in ("src", "tests"):  # tests/: setuptools' defaults would ship some of them
+        shutil.copytree(REPO / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "MANIFEST.in", "LICENSE", "README.md"):
+        shutil.copy(REPO / name, checkout / name)
+    sdist = _build("sdist", checkout, tmp)
+    with tarfile.open(sdist) as tar:
+        names = [m.name.partition("/")[2] for m in tar.getmembers() if m.isfile()]
+        tar.extractall(tmp / "unpacked", filter="data")
+    wheel = _build("wheel", tmp / "unpacked" / sdist.name.removesuffix(".tar.gz"), tmp)
+    return names, zipfile.ZipFile(wheel)
+
+
+def test_the_sdist_holds_the_package_and_licence_but_no_tests(archives):
+    names, _ = archives
+    assert {"LICENSE", "README.md", "pyproject.toml", "src/fakescope/py.typed", f"src/{BUNDLE}model.safetensors"} <= set(names)
+    outside = [n for n in names if not n.startswith(("src/", "PKG-INFO", "setup.cfg"))]
+    assert outside == ["LICENSE", "MANIFEST.in", "README.md", "pyproject.toml"]
+
+
+def test_the_wheel_ships_the_bundled_model_as_real_files_and_py_typed(archives):
+    _, wheel = archives
+    sizes = {i.filename: i.file_size for i in wheel.infolist()}
+    card = (REPO / "src" / BUNDLE / "MODEL_CARD.md").read_bytes()
+    assert wheel.read(f"{BUNDLE}MODEL_CARD.md") == card  # the repo's top-level MODEL_CARD.md is a symlink to it
+    assert sizes[f"{BUNDLE}model.safetensors"] == (REPO / "src" / BUNDLE / "model.safetensors").stat().st_size
+    assert f"{BUNDLE}config.json" in sizes and "fakescope/py.typed" in sizes and "fakescope/serve/webapp.py" in sizes
+    assert {n.partition("/")[0] for n in sizes} == {"fakescope", f"fakescope-{fakescope.__version__}.dist-info"}
+    assert sum(sizes.values()) < 20_000_000
+
+
+def test_the_wheel_metadata_has_the_packages_version_licence_and_entry_point(archives):
+    _, wheel = archives
+    info = f"fakescope-{fakescope.__version__}.dist-info/"
+    meta = email.message_from_bytes(wheel.read(f"{info}METADATA"))
+    assert meta["Version"] == fakescope.__version__ and meta["License-Expression"] == "MIT"
+    assert meta["Requires-Python"] == ">=3.11" and "Typing :: Typed" in meta.get_all("Classifier")
+    assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(meta.get_all("Requires-Dist"))
+    assert f"{info}licenses/LICENSE" in wheel.namelist()
+    assert "fakescope = fakescope.cli:main" in wheel.read(f"{info}entry_points.txt").decode()
