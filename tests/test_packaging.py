@@ -14,6 +14,8 @@ import pytest
 
 import fakescope
 
+pytestmark = pytest.mark.slow  # builds an sdist and a wheel: about 10 s
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = "fakescope/weights/fakescope-default/"
 BUILD = "import sys; from setuptools import build_meta as b; print(getattr(b, sys.argv[1])(sys.argv[2]))"
