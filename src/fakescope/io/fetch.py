@@ -34,6 +34,10 @@ class FetchError(FakescopeError):
     """A URL was refused by the policy, or could not be fetched; the message is one line."""
 
 
+class URLRefused(FetchError):
+    """The URL itself was refused, unfetched: malformed, not http(s), no host, or a non-public address."""
+
+
 def origin(url: str) -> str:
     """`scheme://host:port` of `url` (the default port filled in), lower-cased, as `trusted` takes it."""
     parts = urlsplit(str(url))
@@ -47,22 +51,22 @@ def is_url(source: str) -> bool:
     return source[:8].lower().startswith(("http://", "https://"))
 
 
-def fetch_url(url: str) -> bytes:
-    """An image URL given as an input: `fetch_public` within `URL_MAX_BYTES` and `URL_TIMEOUT_S`, trusting the origins
+def fetch_url(url: str, max_bytes: int = URL_MAX_BYTES) -> bytes:
+    """An image URL given as an input: `fetch_public` within `max_bytes` and `URL_TIMEOUT_S`, trusting the origins
     `FAKESCOPE_TRUSTED_ORIGINS` names (environment or `.env`; an intranet image server, say)."""
     from fakescope.io.storage import load_env_file
 
     load_env_file()
     trusted = tuple(filter(None, (o.strip() for o in os.environ.get(TRUSTED_ENV, "").split(","))))
-    return fetch_public(url, max_bytes=URL_MAX_BYTES, timeout=URL_TIMEOUT_S, trusted=trusted)
+    return fetch_public(url, max_bytes=max_bytes, timeout=URL_TIMEOUT_S, trusted=trusted)
 
 
 def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str, ...] = ()) -> bytes:
     """The body of `url`, at most `max_bytes`, within `timeout` seconds in all (redirects and body included).
 
     Raises:
-        FetchError: a malformed URL, a scheme other than http(s), a host that resolves to a non-public address (and
-            is not `trusted`), too many redirects, an HTTP error, a text or JSON answer (not read), a network failure, a body over `max_bytes`, or a
+        FetchError: (`URLRefused` for the first three) a malformed URL, a scheme other than http(s), a host that
+            resolves to a non-public address (and is not `trusted`), too many redirects, an HTTP error, a text or JSON answer (not read), a network failure, a body over `max_bytes`, or a
             fetch past `timeout` (a server dripping its body would otherwise hold it for as long as it likes).
     """
     import httpx
@@ -114,12 +118,12 @@ def _pinned_request(client, url: str, trusted_origins: set[str], timeout: float)
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:  # a bad port or IPv6 address
-        raise FetchError(f"not a valid URL ({exc})") from None
+        raise URLRefused(f"not a valid URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise FetchError(f"only http:// and https:// URLs can be fetched, not {parts.scheme or 'schemeless'}: ones")
+        raise URLRefused(f"only http:// and https:// URLs can be fetched, not {parts.scheme or 'schemeless'}: ones")
     host = parts.hostname
     if not host:
-        raise FetchError("the URL has no host")
+        raise URLRefused("the URL has no host")
     address = _public_address(host, port or (443 if parts.scheme.lower() == "https" else 80),
                               exempt=origin(url) in trusted_origins)
     netloc = f"[{address}]" if ":" in address else address
@@ -130,7 +134,7 @@ def _pinned_request(client, url: str, trusted_origins: set[str], timeout: float)
                                     headers={"Host": parts.netloc.rpartition("@")[2]}, extensions={"sni_hostname": host},
                                     timeout=timeout)
     except httpx.InvalidURL as exc:  # a control character, a part too long
-        raise FetchError(f"not a valid URL ({exc})") from None
+        raise URLRefused(f"not a valid URL ({exc})") from None
 
 
 def _public_address(host: str, port: int, *, exempt: bool) -> str:
@@ -143,7 +147,7 @@ def _public_address(host: str, port: int, *, exempt: bool) -> str:
     if not exempt:
         for address in addresses:
             if not address.is_global or address.is_multicast:
-                raise FetchError(f"refused to fetch from {host!r}: it resolves to {address}, a non-public address")
+                raise URLRefused(f"refused to fetch from {host!r}: it resolves to {address}, a non-public address")
     return str(addresses[0])
 
 
