@@ -22,6 +22,11 @@ from fakescope.serve.request_image import check_image_422, one_upload, read_uplo
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
 
 
+ONE_IMAGE = 'The image (multipart); or send the raw bytes, or JSON `{"url": "https://..."}`, as the body.'
+URL_422 = ("no image, not a readable image, too many pixels, an invalid parameter, a JSON body that is not "
+           "`{\"url\": ...}`, or a URL refused unfetched (not http(s), or a non-public address)")
+
+
 def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     """Add the detection routes."""
 
@@ -47,12 +52,14 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
                 "bundled": bundled_models(), "architectures": list_models()}
 
     @app.post("/v1/detect", tags=["detect"], summary="Score one image", dependencies=SECURED, response_model=None,
-              responses=answers(DetectionRecord, "the image's record", 400, 408, 413, 422, 503), openapi_extra=RAW_IMAGE)
+              responses=answers(DetectionRecord, "the image's record", 400, 408, 413, 422, 502, 503, e422=URL_422),
+              openapi_extra=RAW_IMAGE)
     async def detect(
         request: Request,
-        file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
+        file: Annotated[UploadFile | None, File(description=ONE_IMAGE)] = None,
     ) -> dict:
-        """Score one image: the same JSON record as `fakescope detect --format jsonl`."""
+        """Score one image (a `file` part, the raw bytes, or JSON `{"url": ...}`): the same JSON record as `fakescope
+        detect --format jsonl`."""
         name, data = await one_upload(request, file, config)
         detection = await _score(request, name, data, heatmap=False)
         return detection.to_dict()
@@ -82,10 +89,11 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
 
     @app.post("/v1/explain", tags=["detect"], summary="Heatmap of where the model sees AI traces", dependencies=SECURED,
               openapi_extra=RAW_IMAGE, responses=answers(heatmap, "the heatmap PNG (`format=png`), or the detection "
-                                                         "with it (`format=json`)", 400, 408, 413, 422, 503))
+                                                         "with it (`format=json`)", 400, 408, 413, 422, 502, 503,
+                                                         e422=URL_422))
     async def explain(
         request: Request,
-        file: Annotated[UploadFile | None, File(description="The image (multipart); or send the raw bytes as the body.")] = None,
+        file: Annotated[UploadFile | None, File(description=ONE_IMAGE)] = None,
         format: Annotated[Literal["png", "json"], Query(description="`png`: the heatmap image; `json`: detection + base64 PNG.")] = "png",
         overlay: Annotated[bool, Query(description="Colour-map the heatmap over the image instead of plain grey.")] = False,
     ) -> Response:

@@ -6,10 +6,12 @@ from fastapi import Depends, FastAPI
 from fastapi.security import HTTPBearer
 
 from fakescope.serve.origins import SAFE_METHODS
-from fakescope.serve.schemas import Error
+from fakescope.serve.schemas import Error, ImageURL
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
-RAW_IMAGE = {"requestBody": {"content": {"image/*": BINARY, "application/octet-stream": BINARY}}}  # as generated clients send bytes
+_URL_BODY = {"schema": ImageURL.model_json_schema(), "example": {"url": "https://example.com/photo.jpg"}}
+RAW_IMAGE = {"requestBody": {"content": {"image/*": BINARY, "application/octet-stream": BINARY,  # as generated clients send bytes
+                                         "application/json": _URL_BODY}}}
 PNG_HEADERS = {"X-Fakescope-Label": {"description": "ai, real or uncertain", "schema": {"type": "string"}},
                "X-Fakescope-Score": {"description": "calibrated P(ai)", "schema": {"type": "string"}},
                "X-Fakescope-Caveat": {"description": "the detection's caveat, only when set", "schema": {"type": "string"}}}
@@ -56,6 +58,8 @@ def answers(ok: type | dict, says: str, *codes: int, status: int = 200, secured:
                409: "a cancelled job still finishing the requests it had sent", 413: "upload too large",
                422: "no image, not a readable image, too many pixels, or an invalid parameter",
                500: "an unexpected failure (the server's log has the details)",
+               502: "the image URL could not be fetched: an HTTP error, a web page, over the upload limit, too slow, "
+                    "or unreachable",
                503: "busy: the model's queue is full (`Retry-After` says when to try again)"}
     answers: dict = {status: {**(ok if isinstance(ok, dict) else {"model": ok}), "description": says}}
     for code in sorted({*codes, 500, *([401] if secured else [])}):

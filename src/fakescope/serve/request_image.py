@@ -1,20 +1,28 @@
-"""Reading a request's image: the multipart `file` part or the raw body, within the upload and pixel limits."""
+"""Reading a request's image: the multipart `file` part, the raw body or a JSON body's `url` (fetched), within the
+upload and pixel limits."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import HTTPException, Request, UploadFile
+from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from fakescope.errors import ImageLoadError
+from fakescope.io.fetch import FetchError, URLRefused, fetch_url
+from fakescope.io.redact import redact_urls, shown_url
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.limits import check_image
+from fakescope.serve.schemas import ImageURL
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
+JSON_URL = 'a JSON body is {"url": "https://..."}'
 
 
 async def one_upload(request: Request, file: UploadFile | None, config: ServeConfig) -> tuple[str, bytes]:
-    """The multipart `file` part, or else the raw request body."""
+    """The multipart `file` part, the image at a JSON body's `url`, or else the raw request body."""
     if file is not None:
         await only_file(request)
         return file.filename or "upload", await read_upload(file, config)
@@ -29,9 +37,32 @@ async def one_upload(request: Request, file: UploadFile | None, config: ServeCon
                 raise HTTPException(413, too_large_message(config))
     except ClientDisconnect:  # as FastAPI answers for a form: no traceback in the log for a client that left
         raise HTTPException(400, "the client closed the connection before the body ended") from None
+    if media == "application/json":
+        return await fetch_image(_json_url(bytes(data)), config)
     if not data:
         raise HTTPException(422, NO_IMAGE)
     return "upload", bytes(data)
+
+
+def _json_url(body: bytes) -> str:
+    """The `url` of an `ImageURL` JSON body; a 422 saying what is wrong otherwise."""
+    try:
+        return ImageURL.model_validate_json(body).url
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(map(str, error["loc"]))
+        raise HTTPException(422, f"{JSON_URL}; {where + ': ' if where else ''}{error['msg']}") from None
+
+
+async def fetch_image(url: str, config: ServeConfig) -> tuple[str, bytes]:
+    """The URL as shown (no user info or query) and its bytes, fetched as `fetch_url` does within the upload limit, off
+    the event loop: a refused URL is a 422, a failed fetch a 502, each naming the URL as shown."""
+    name = shown_url(url)
+    try:
+        return name, await asyncio.to_thread(fetch_url, url, config.max_upload_bytes)
+    except FetchError as exc:
+        status = 422 if isinstance(exc, URLRefused) else 502
+        raise HTTPException(status, f"could not fetch {name}: {redact_urls(str(exc))}") from None
 
 
 async def only_file(request: Request) -> None:

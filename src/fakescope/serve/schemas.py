@@ -1,4 +1,5 @@
-"""The REST API's JSON answers as Pydantic models, for the OpenAPI spec (the routes answer plain dicts)."""
+"""The REST API's JSON answers as Pydantic models, for the OpenAPI spec (the routes answer plain dicts), and its JSON
+request body (`ImageURL`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class _Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ImageURL(_Answer):
+    """`/v1/detect` and `/v1/explain` with `Content-Type: application/json`: the image at a URL, fetched by the server."""
+
+    url: str = Field(description="An http(s) image URL at a public address (or an origin in FAKESCOPE_TRUSTED_ORIGINS).")
 
 
 class Error(_Answer):
@@ -31,7 +38,8 @@ class EvidenceRecord(_Answer):
 class DetectionRecord(_Answer):
     """The `fakescope detect --format jsonl` record for one image."""
 
-    path: str = Field(description="The uploaded file name (`upload` for a raw body).")
+    path: str = Field(description="The uploaded file name (`upload` for a raw body), or the image URL without its user "
+                                  "info and query.")
     score: float | None = Field(description="Calibrated P(ai); null when the image could not be scored.")
     label: Literal["ai", "real", "uncertain"] | None
     threshold: float

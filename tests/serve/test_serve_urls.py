@@ -1,0 +1,111 @@
+"""`/v1/detect` and `/v1/explain` given JSON `{"url": ...}`: the image fetched from a real loopback HTTP server (trusted
+through FAKESCOPE_TRUSTED_ORIGINS, as an intranet image server would be), within the server's upload limit."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from fakescope.io.fetch import TRUSTED_ENV
+
+
+def _handler(image: bytes):
+    class Images(BaseHTTPRequestHandler):
+        """`/*.png`: the image (any query); `/missing.png`: 404; `/page.html`: a web page; `/big.png`: over 1 MB."""
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.partition("?")[0]
+            if path == "/missing.png":
+                self.send_error(404)
+                return
+            body = {"/page.html": b"<html>not an image</html>", "/big.png": image[:64] + bytes(2 << 20)}.get(path, image)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html" if path.endswith(".html") else "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except OSError:  # the client stopped reading at the limit
+                pass
+
+    return Images
+
+
+@pytest.fixture(scope="module")
+def images(flat_png):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(flat_png))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def trusted(images, monkeypatch):
+    monkeypatch.setenv(TRUSTED_ENV, images)
+    return images
+
+
+def _post(server, auth, path: str, body) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", headers=auth, json=body, timeout=60)
+
+
+def test_detect_and_explain_score_the_image_at_a_url_named_without_its_secrets(server, auth, trusted, flat_png):
+    signed = trusted.replace("http://", "http://user:hunter22pass@") + "/signed.png?X-Amz-Signature=SECRETSIG"
+    record = _post(server, auth, "/v1/detect", {"url": signed})
+    assert record.status_code == 200 and record.json()["path"] == f"{trusted}/signed.png"
+    assert "hunter22pass" not in record.text and "SECRETSIG" not in record.text
+    uploaded = httpx.post(f"{server.url}/v1/detect", headers={**auth, "Content-Type": "image/png"}, content=flat_png)
+    assert record.json()["score"] == uploaded.json()["score"]  # the same bytes, the same score
+    explained = _post(server, auth, "/v1/explain?format=json", {"url": f"{trusted}/a.png"}).json()
+    assert explained["detection"]["path"] == f"{trusted}/a.png" and base64.b64decode(explained["heatmap_png"])[:4] == b"\x89PNG"
+    heatmap = _post(server, auth, "/v1/explain", {"url": f"{trusted}/a.png"})
+    assert heatmap.headers["content-type"] == "image/png" and heatmap.headers["X-Fakescope-Score"]
+
+
+def test_a_failed_fetch_is_502_naming_the_url_without_its_query(server, auth, trusted):
+    cases = {"missing.png": "HTTP Error 404: Not Found",
+             "page.html": "the URL answered text/html, not an image (a web page? use the image's own address)",
+             "big.png": "the file at that URL is over 1,048,576 bytes"}  # the server's 1 MB upload limit
+    for name, reason in cases.items():
+        answer = _post(server, auth, "/v1/detect", {"url": f"{trusted}/{name}?sig=SECRETSIG"})
+        assert (answer.status_code, answer.json()) == (502, {"detail": f"could not fetch {trusted}/{name}: {reason}"})
+
+
+def test_a_loopback_url_is_refused_unless_its_origin_is_trusted(server, auth, images, monkeypatch):
+    monkeypatch.delenv(TRUSTED_ENV, raising=False)
+    for path in ("/v1/detect", "/v1/explain"):
+        answer = _post(server, auth, path, {"url": f"{images}/a.png"})
+        assert (answer.status_code, answer.json()) == (422, {"detail": f"could not fetch {images}/a.png: refused to fetch "
+                                                                       "from '127.0.0.1': it resolves to 127.0.0.1, a "
+                                                                       "non-public address"})
+    ftp = _post(server, auth, "/v1/detect", {"url": "ftp://example.com/a.png"})
+    assert (ftp.status_code, ftp.json()["detail"]) == (422, "could not fetch ftp://example.com/a.png: only http:// and "
+                                                            "https:// URLs can be fetched, not ftp: ones")
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    (b'{"link": "https://example.com/a.png"}', 'a JSON body is {"url": "https://..."}; url: Field required'),
+    (b'{"url": 5}', 'a JSON body is {"url": "https://..."}; url: Input should be a valid string'),
+    (b"not json", 'a JSON body is {"url": "https://..."}; Invalid JSON: expected ident at line 1 column 2'),
+])
+def test_a_bad_json_body_is_422_saying_what_to_send(server, auth, body, detail):
+    answer = httpx.post(f"{server.url}/v1/detect", headers={**auth, "Content-Type": "application/json"}, content=body)
+    assert (answer.status_code, answer.json()) == (422, {"detail": detail})
+
+
+def test_the_spec_documents_the_url_body_with_an_example(server):
+    operations = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    for path in ("/v1/detect", "/v1/explain"):
+        operation = operations[path]["post"]
+        body = operation["requestBody"]["content"]["application/json"]
+        assert body["schema"]["required"] == ["url"] and body["example"] == {"url": "https://example.com/photo.jpg"}
+        assert operation["responses"]["502"]["description"].startswith("the image URL could not be fetched")
