@@ -5,23 +5,34 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from fakescope.io.fetch import TRUSTED_ENV
+from fakescope.serve.request_image import FETCH_WORKERS
 
 
-def _handler(image: bytes):
+def _handler(image: bytes, load: dict):
     class Images(BaseHTTPRequestHandler):
-        """`/*.png`: the image (any query); `/missing.png`: 404; `/page.html`: a web page; `/big.png`: over 1 MB."""
+        """`/*.png`: the image (any query); `/missing.png`: 404; `/page.html`: a web page; `/big.png`: over 1 MB;
+        `/slow.png`: the image after 1 s, counting the requests at once in `load`."""
 
         def log_message(self, *args) -> None:
             pass
 
         def do_GET(self) -> None:
             path = self.path.partition("?")[0]
+            if path == "/slow.png":
+                with load["lock"]:
+                    load["now"] += 1
+                    load["peak"] = max(load["peak"], load["now"])
+                time.sleep(1)
+                with load["lock"]:
+                    load["now"] -= 1
             if path == "/missing.png":
                 self.send_error(404)
                 return
@@ -39,8 +50,13 @@ def _handler(image: bytes):
 
 
 @pytest.fixture(scope="module")
-def images(flat_png):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(flat_png))
+def load() -> dict:
+    return {"lock": threading.Lock(), "now": 0, "peak": 0}
+
+
+@pytest.fixture(scope="module")
+def images(flat_png, load):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(flat_png, load))
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -90,6 +106,14 @@ def test_a_loopback_url_is_refused_unless_its_origin_is_trusted(server, auth, im
     ftp = _post(server, auth, "/v1/detect", {"url": "ftp://example.com/a.png"})
     assert (ftp.status_code, ftp.json()["detail"]) == (422, "could not fetch ftp://example.com/a.png: only http:// and "
                                                             "https:// URLs can be fetched, not ftp: ones")
+
+
+def test_slow_image_servers_hold_at_most_the_fetch_pool(server, auth, trusted, load):
+    with ThreadPoolExecutor(FETCH_WORKERS + 4) as pool:
+        answers = list(pool.map(lambda i: _post(server, auth, "/v1/detect", {"url": f"{trusted}/slow.png?{i}"}),
+                                range(FETCH_WORKERS + 4)))
+    assert [a.status_code for a in answers] == [200] * (FETCH_WORKERS + 4)
+    assert load["peak"] == FETCH_WORKERS  # the others waited for a fetch thread
 
 
 @pytest.mark.parametrize(("body", "detail"), [

@@ -4,6 +4,7 @@ upload and pixel limits."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import HTTPException, Request, UploadFile
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from fakescope.serve.schemas import ImageURL
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
+FETCH_WORKERS = 8
 JSON_URL = 'a JSON body is {"url": "https://..."}'
 
 
@@ -38,7 +40,7 @@ async def one_upload(request: Request, file: UploadFile | None, config: ServeCon
     except ClientDisconnect:  # as FastAPI answers for a form: no traceback in the log for a client that left
         raise HTTPException(400, "the client closed the connection before the body ended") from None
     if media == "application/json":
-        return await fetch_image(_json_url(bytes(data)), config)
+        return await fetch_image(request, _json_url(bytes(data)), config)
     if not data:
         raise HTTPException(422, NO_IMAGE)
     return "upload", bytes(data)
@@ -54,12 +56,19 @@ def _json_url(body: bytes) -> str:
         raise HTTPException(422, f"{JSON_URL}; {where + ': ' if where else ''}{error['msg']}") from None
 
 
-async def fetch_image(url: str, config: ServeConfig) -> tuple[str, bytes]:
-    """The URL as shown (no user info or query) and its bytes, fetched as `fetch_url` does within the upload limit, off
-    the event loop: a refused URL is a 422, a failed fetch a 502, each naming the URL as shown."""
+def url_fetcher() -> ThreadPoolExecutor:
+    """The pool `fetch_image` downloads on: at most `FETCH_WORKERS` URLs at once, apart from the default executor (the
+    heatmap renders), so slow image servers hold no more than these threads."""
+    return ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="fakescope-fetch")
+
+
+async def fetch_image(request: Request, url: str, config: ServeConfig) -> tuple[str, bytes]:
+    """The URL as shown (no user info or query) and its bytes, fetched as `fetch_url` does within the upload limit on
+    the app's `url_fetcher`: a refused URL is a 422, a failed fetch a 502, each naming the URL as shown."""
     name = shown_url(url)
+    fetcher = request.app.state.fetcher
     try:
-        return name, await asyncio.to_thread(fetch_url, url, config.max_upload_bytes)
+        return name, await asyncio.get_running_loop().run_in_executor(fetcher, fetch_url, url, config.max_upload_bytes)
     except FetchError as exc:
         status = 422 if isinstance(exc, URLRefused) else 502
         raise HTTPException(status, f"could not fetch {name}: {redact_urls(str(exc))}") from None
