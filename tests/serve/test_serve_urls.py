@@ -1,4 +1,4 @@
-"""`/v1/detect` and `/v1/explain` given JSON `{"url": ...}`: the image fetched from a real loopback HTTP server (trusted
+"""`/v1/detect` and `/v1/explain` given JSON `{"url": ...}`, `/v1/detect/batch` `{"urls": [...]}`: the images fetched from a real loopback HTTP server (trusted
 through FAKESCOPE_TRUSTED_ORIGINS, as an intranet image server would be), within the server's upload limit."""
 
 from __future__ import annotations
@@ -106,6 +106,27 @@ def test_a_loopback_url_is_refused_unless_its_origin_is_trusted(server, auth, im
     ftp = _post(server, auth, "/v1/detect", {"url": "ftp://example.com/a.png"})
     assert (ftp.status_code, ftp.json()["detail"]) == (422, "could not fetch ftp://example.com/a.png: only http:// and "
                                                             "https:// URLs can be fetched, not ftp: ones")
+
+
+def test_a_batch_of_urls_scores_each_and_gives_each_failed_fetch_its_error(server, auth, trusted):
+    urls = [f"{trusted}/a.png?sig=SECRETSIG", f"{trusted}/missing.png", "http://10.0.0.1/a.png", f"{trusted}/b.png"]
+    answer = _post(server, auth, "/v1/detect/batch", {"urls": urls})
+    records = answer.json()["results"]
+    assert answer.status_code == 200 and "SECRETSIG" not in answer.text
+    assert [r["path"] for r in records] == [f"{trusted}/a.png", f"{trusted}/missing.png", "http://10.0.0.1/a.png",
+                                            f"{trusted}/b.png"]
+    assert [r.get("error") for r in records] == [
+        None, f"could not fetch {trusted}/missing.png: HTTP Error 404: Not Found",
+        "could not fetch http://10.0.0.1/a.png: refused to fetch from '10.0.0.1': it resolves to 10.0.0.1, a non-public "
+        "address", None]
+    assert records[0]["score"] == records[3]["score"] is not None and records[1]["score"] is None
+    too_many = _post(server, auth, "/v1/detect/batch", {"urls": [f"{trusted}/a.png"] * 9})  # the server takes 8
+    assert (too_many.status_code, too_many.json()) == (413, {"detail": "too many URLs: 9 (the limit is 8 per request)"})
+    bad = _post(server, auth, "/v1/detect/batch", {"url": f"{trusted}/a.png"})
+    assert (bad.status_code, bad.json()) == (422, {"detail": 'a JSON body is {"urls": ["https://...", ...]}; urls: '
+                                                             "Field required"})
+    operation = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/detect/batch"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["example"]["urls"]
 
 
 def test_slow_image_servers_hold_at_most_the_fetch_pool(server, auth, trusted, load):

@@ -29,7 +29,7 @@ from fakescope.serve.gate import Gate, generates
 from fakescope.serve.generation_routes import add_generation_routes
 from fakescope.serve.jobs import JobStore
 from fakescope.serve.openapi import PNG_HEADERS, spec_builder
-from fakescope.serve.request_image import url_fetcher
+from fakescope.serve.request_image import SEND_FILES, url_fetcher
 
 log = logging.getLogger(__name__)
 CORS_METHODS = ["GET", "POST", "DELETE"]
@@ -114,10 +114,6 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     """An unexpected failure answers JSON like every other error; its traceback goes to the server's log only."""
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal server error (the server's log has the details)"}, 500)
-
-
-SEND_FILES = {"file": "send the image as a 'file' part, e.g. curl -F file=@photo.jpg",
-              "files": "send each image as a 'files' part, e.g. curl -F files=@a.jpg -F files=@b.jpg"}
 
 
 def _problem(error: dict) -> str:

@@ -16,9 +16,9 @@ from fakescope.detector import Detector
 from fakescope.io.image import decode_image
 from fakescope.serve.batching import MicroBatcher, ServerBusy
 from fakescope.serve.config import ServeConfig
-from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, answers
+from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, URL_BATCH, answers
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, image_bytes
-from fakescope.serve.request_image import check_image_422, one_upload, read_upload
+from fakescope.serve.request_image import check_image_422, one_upload, read_upload, url_batch
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
 
 
@@ -65,19 +65,26 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         return detection.to_dict()
 
     @app.post("/v1/detect/batch", tags=["detect"], summary="Score several images", dependencies=SECURED, response_model=None,
-              responses=answers(BatchResults, "one record per file, in order; a bad image's record has `error`",
-                                400, 408, 413, 422, 503,
-                                e413="upload too large, or more files than the server takes per request",
-                                e422="no `files` part, or a text part where a file belongs",
+              openapi_extra=URL_BATCH,
+              responses=answers(BatchResults, "one record per file or URL, in order; a bad image's record, or a URL's "
+                                "that could not be fetched, has `error`", 400, 408, 413, 422, 503,
+                                e413="upload too large, or more files or URLs than the server takes per request",
+                                e422="no `files` part, a text part where a file belongs, or a JSON body that is not "
+                                     "`{\"urls\": [...]}`",
                                 e503="busy: the model's queue has no room for every file (`Retry-After` says when)"))
     async def detect_batch(
         request: Request,
-        files: Annotated[list[UploadFile], File(description="Several images, each as a `files` part.")],
+        files: Annotated[list[UploadFile] | None, File(description="Several images, each as a `files` part; or JSON "
+                                                                    '`{"urls": [...]}` as the body.')] = None,
     ) -> dict:
-        """Score several images; a bad file gives a record with `error` and the others are still scored."""
-        if len(files) > config.max_files:
+        """Score several images; a bad file, or a URL that could not be fetched, gives a record with `error` and the
+        others are still scored."""
+        if files is None:
+            uploads = await url_batch(request, config)
+        elif len(files) > config.max_files:
             raise HTTPException(413, f"too many files: {len(files)} (the limit is {config.max_files} per request)")
-        uploads = [(f.filename or f"file{i}", await read_upload(f, config)) for i, f in enumerate(files)]
+        else:
+            uploads = [(f.filename or f"file{i}", await read_upload(f, config)) for i, f in enumerate(files)]
         batcher: MicroBatcher = request.app.state.batcher
         if (room := batcher.room()) < len(uploads):  # all or none: a half-scored batch helps nobody
             raise ServerBusy(f"the server is busy: no room for {len(uploads)} image(s) in the model's queue ({room} of "
@@ -119,12 +126,15 @@ def _render_heatmap(data: bytes, heatmap: np.ndarray, overlay: bool) -> bytes:
     return image_bytes(picture)
 
 
-async def _score(request: Request, name: str, data: bytes, *, heatmap: bool, strict: bool = True) -> Detection:
+async def _score(request: Request, name: str, data: bytes | str, *, heatmap: bool, strict: bool = True) -> Detection:
     """Check limits, queue the bytes for the micro-batcher and name the result after the upload.
 
-    `strict` answers 422 for an unreadable image; otherwise the record carries the error.
+    `strict` answers 422 for an unreadable image; otherwise the record carries the error, as it does the reason a URL
+    was not fetched (`data` a `str`).
     """
     detector: Detector = request.app.state.detector
+    if isinstance(data, str):  # a URL that could not be fetched: why
+        return Detection.failed(name, data, detector.name, detector.threshold)
     try:
         check_image_422(data, request.app.state.config)
     except HTTPException as exc:

@@ -6,12 +6,15 @@ from fastapi import Depends, FastAPI
 from fastapi.security import HTTPBearer
 
 from fakescope.serve.origins import SAFE_METHODS
-from fakescope.serve.schemas import Error, ImageURL
+from fakescope.serve.schemas import Error, ImageURL, ImageURLs
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 _URL_BODY = {"schema": ImageURL.model_json_schema(), "example": {"url": "https://example.com/photo.jpg"}}
 RAW_IMAGE = {"requestBody": {"content": {"image/*": BINARY, "application/octet-stream": BINARY,  # as generated clients send bytes
                                          "application/json": _URL_BODY}}}
+URL_BATCH = {"requestBody": {"content": {"application/json": {
+    "schema": ImageURLs.model_json_schema(),
+    "example": {"urls": ["https://example.com/a.jpg", "https://example.com/b.png"]}}}}}
 PNG_HEADERS = {"X-Fakescope-Label": {"description": "ai, real or uncertain", "schema": {"type": "string"}},
                "X-Fakescope-Score": {"description": "calibrated P(ai)", "schema": {"type": "string"}},
                "X-Fakescope-Caveat": {"description": "the detection's caveat, only when set", "schema": {"type": "string"}}}

@@ -1,13 +1,14 @@
 """Reading a request's image: the multipart `file` part, the raw body or a JSON body's `url` (fetched), within the
-upload and pixel limits."""
+upload and pixel limits; a batch's JSON `urls`."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from fastapi import HTTPException, Request, UploadFile
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from fakescope.errors import ImageLoadError
@@ -15,12 +16,15 @@ from fakescope.io.fetch import FetchError, URLRefused, fetch_url
 from fakescope.io.redact import redact_urls, shown_url
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.limits import check_image
-from fakescope.serve.schemas import ImageURL
+from fakescope.serve.schemas import ImageURL, ImageURLs
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 FETCH_WORKERS = 8
-JSON_URL = 'a JSON body is {"url": "https://..."}'
+JSON_BODY = {ImageURL: 'a JSON body is {"url": "https://..."}', ImageURLs: 'a JSON body is {"urls": ["https://...", ...]}'}
+SEND_FILES = {"file": "send the image as a 'file' part, e.g. curl -F file=@photo.jpg",
+              "files": "send each image as a 'files' part, e.g. curl -F files=@a.jpg -F files=@b.jpg"}
+M = TypeVar("M", bound=BaseModel)
 
 
 async def one_upload(request: Request, file: UploadFile | None, config: ServeConfig) -> tuple[str, bytes]:
@@ -28,9 +32,41 @@ async def one_upload(request: Request, file: UploadFile | None, config: ServeCon
     if file is not None:
         await only_file(request)
         return file.filename or "upload", await read_upload(file, config)
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = media_type(request)
     if media in FORM_TYPES:  # FastAPI has read the body as a form, and it has no `file` part
         raise HTTPException(422, f"{NO_IMAGE} ({media} needs a 'file' part; raw bytes need an image Content-Type)")
+    data = await read_body(request, config)
+    if media == "application/json":
+        return await fetch_image(request, _json_body(ImageURL, data).url, config)
+    if not data:
+        raise HTTPException(422, NO_IMAGE)
+    return "upload", data
+
+
+async def url_batch(request: Request, config: ServeConfig) -> list[tuple[str, bytes | str]]:
+    """Each URL of an `ImageURLs` JSON body as shown, with its bytes or why it could not be fetched; a request that is
+    not JSON has no `files` part."""
+    if media_type(request) != "application/json":
+        raise HTTPException(422, f"files: Field required ({SEND_FILES['files']})")
+    urls = _json_body(ImageURLs, await read_body(request, config)).urls
+    if len(urls) > config.max_files:
+        raise HTTPException(413, f"too many URLs: {len(urls)} (the limit is {config.max_files} per request)")
+
+    async def fetched(url: str) -> tuple[str, bytes | str]:
+        try:
+            return await fetch_image(request, url, config)
+        except HTTPException as exc:
+            return shown_url(url), exc.detail
+
+    return list(await asyncio.gather(*map(fetched, urls)))
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_body(request: Request, config: ServeConfig) -> bytes:
+    """The raw request body, at most the upload limit (413 beyond)."""
     data = bytearray()
     try:
         async for chunk in request.stream():
@@ -39,21 +75,17 @@ async def one_upload(request: Request, file: UploadFile | None, config: ServeCon
                 raise HTTPException(413, too_large_message(config))
     except ClientDisconnect:  # as FastAPI answers for a form: no traceback in the log for a client that left
         raise HTTPException(400, "the client closed the connection before the body ended") from None
-    if media == "application/json":
-        return await fetch_image(request, _json_url(bytes(data)), config)
-    if not data:
-        raise HTTPException(422, NO_IMAGE)
-    return "upload", bytes(data)
+    return bytes(data)
 
 
-def _json_url(body: bytes) -> str:
-    """The `url` of an `ImageURL` JSON body; a 422 saying what is wrong otherwise."""
+def _json_body(model: type[M], body: bytes) -> M:
+    """`body` as `model` (`ImageURL`, `ImageURLs`); a 422 saying what is wrong otherwise."""
     try:
-        return ImageURL.model_validate_json(body).url
+        return model.model_validate_json(body)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         where = ".".join(map(str, error["loc"]))
-        raise HTTPException(422, f"{JSON_URL}; {where + ': ' if where else ''}{error['msg']}") from None
+        raise HTTPException(422, f"{JSON_BODY[model]}; {where + ': ' if where else ''}{error['msg']}") from None
 
 
 def url_fetcher() -> ThreadPoolExecutor:

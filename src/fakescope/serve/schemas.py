@@ -18,6 +18,12 @@ class ImageURL(_Answer):
     url: str = Field(description="An http(s) image URL at a public address (or an origin in FAKESCOPE_TRUSTED_ORIGINS).")
 
 
+class ImageURLs(_Answer):
+    """`/v1/detect/batch` with `Content-Type: application/json`: several image URLs, each fetched as `ImageURL`'s."""
+
+    urls: list[str] = Field(description="http(s) image URLs; one that cannot be fetched gets a record with `error`.")
+
+
 class Error(_Answer):
     """Every error answer."""
 
