@@ -67,7 +67,7 @@ def scan(
     model (and starting Ray) included.
 
     A rerun into OUT with other settings that change scores (model or its weights, --threshold, --grid, --provenance,
-    --precision, --runtime) is refused; workers, batch size, device and engine may change.
+    --precision) is refused; workers, batch size, device, runtime and engine may change.
 
     Exit status: 0 when every image this run read was scored (earlier runs' error rows count as done), 1 when
     some failed, 2 on usage errors, an unreachable storage or a results folder that takes no more.

@@ -66,7 +66,7 @@ def scan(
     Bad inputs become rows with `error` set; they count as done, like scored ones. Rows name each
     source by its `source_key` (a local path absolute), so `photos`, `./photos` and its absolute
     path resume one another. Parts record the settings that scored them (`Scoring`): a folder scored with other
-    settings (model, weights, threshold, grid, provenance, precision, runtime) is refused (`ConfigError`).
+    settings (model, weights, threshold, grid, provenance, precision; not runtime) is refused (`ConfigError`).
 
     Example:
         >>> detector = Detector.load(workers=2)                                  # doctest: +SKIP
