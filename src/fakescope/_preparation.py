@@ -39,8 +39,8 @@ from fakescope.models.tiling import Tiles, make_tiles, tile_boxes
 
 ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray | torch.Tensor | LoadedImage
 
-ACCEPTED = ("an input is a path, storage URI or http(s) URL, bytes, a binary file object, a PIL image, a numpy array or torch tensor, "
-            "or a LoadedImage")
+ACCEPTED = ("an input is a path, storage URI or http(s) URL, bytes, a binary file object, a PIL image, a numpy array "
+            "or torch tensor, or a LoadedImage")
 """What `Detector.predict` takes, as the error for anything else says it."""
 _MAX_CHUNK = 16
 """Most inputs a decoding worker takes at once (fewer when the decode-ahead window is short)."""

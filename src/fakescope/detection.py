@@ -10,8 +10,8 @@ if TYPE_CHECKING:  # numpy only names the heatmap's type: `import fakescope` sta
     import numpy as np
 
 Verdict = Literal["ai", "real", "uncertain"]
-CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "reason", "model", "width", "height", "format", "evidence", "error",
-              "caveat")
+CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "reason", "model", "width", "height", "format", "evidence",
+              "error", "caveat")
 """The columns of `detect --format csv` and of the web app's CSV download, in order (`csv_row` gives a row)."""
 
 

@@ -161,12 +161,12 @@ class Detector:
         The list holds every result (about 2 KB each, more with heatmaps) until it returns: for a long or endless
         run, `stream` hands each result over as it comes, keeping only a few batches of inputs in memory.
 
-        Inputs are paths (local, storage URIs or http(s) URLs, fetched as `fakescope.io.fetch.fetch_url` says), encoded bytes, binary file objects (read to
-        their end; streams too), PIL images, uint8 arrays or tensors (HxWx3, 3xHxW or HxW; floats
-        in [0, 1] are scaled), or a `LoadedImage` from `decode_image` (not decoded again; its
-        kept bytes give the provenance evidence that encoded bytes give). Anything else (an int, a dict) is one
-        input whose error names these. A bad input, or one the model gives a NaN or infinite score, yields a `Detection` with `error`
-        set; it never stops the batch. An unreachable storage (or missing credentials) is no input's
+        Inputs are paths (local, storage URIs or http(s) URLs, fetched as `fakescope.io.fetch.fetch_url` says),
+        encoded bytes, binary file objects (read to their end; streams too), PIL images, uint8 arrays or tensors
+        (HxWx3, 3xHxW or HxW; floats in [0, 1] are scaled), or a `LoadedImage` from `decode_image` (not decoded again;
+        its kept bytes give the provenance evidence that encoded bytes give). Anything else (an int, a dict) is one
+        input whose error names these. A bad input, or one the model gives a NaN or infinite score, yields a
+        `Detection` with `error` set; it never stops the batch. An unreachable storage (or missing credentials) is no input's
         fault: it raises `StorageUnavailableError`.
         """
         if is_single(inputs):

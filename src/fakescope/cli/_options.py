@@ -30,7 +30,8 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 OutDirOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder or storage URI.")]
 GridOpt = Annotated[
     int | None,
-    typer.Option("--grid", min=1, help="At most GRID x GRID tiles per image, GRID 1 to 32 (default: the model's; fewer is faster, see docs/scale.md)."),
+    typer.Option("--grid", min=1, help="At most GRID x GRID tiles per image, GRID 1 to 32 (default: the model's; "
+                                       "fewer is faster, see docs/scale.md)."),
 ]
 ThresholdOpt = Annotated[float | None, typer.Option(
     "--threshold", min=0.0, max=1.0, help="Decision threshold on P(ai), the uncertain band moving with it; default: the model's.")]

@@ -121,7 +121,9 @@ def split(
     ratios: Annotated[str, typer.Option("--ratios", help="Shares per split, e.g. train=0.8,val=0.1,test=0.1.")] = "train=0.8,val=0.1,test=0.1",
     max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) two near duplicates may differ in (-1: off).")] = 4,
     keep_splits: Annotated[bool, typer.Option("--keep-splits", help="Keep the splits images have and deal only those without one (files added since the last split), so no image moves.")] = False,
-    rehash: Annotated[bool, typer.Option("--rehash", help="Read every image again for its dHash, width and height instead of reusing the manifest's (once, on a manifest split before they were taken turned upright by the EXIF orientation).")] = False,
+    rehash: Annotated[bool, typer.Option("--rehash", help="Read every image again for its dHash, width and height instead "
+                                         "of reusing the manifest's (once, on a manifest split before they were taken "
+                                         "turned upright by the EXIF orientation).")] = False,
     csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
     workers: ReadWorkersOpt = READ_WORKERS,

@@ -51,7 +51,9 @@ RuntimeOpt = Annotated[Runtime, typer.Option(
 
 
 def detect(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), quoted globs (images only, as a folder), s3:// and gdrive:// URIs, http(s) image URLs, or - to read these one per line from stdin.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), quoted globs (images only, as a "
+                                                     "folder), s3:// and gdrive:// URIs, http(s) image URLs, or - to read "
+                                                     "these one per line from stdin.")],
     model: ModelOpt = None,
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",

@@ -124,7 +124,8 @@ def evaluate_logo(
     config: Annotated[str, typer.Argument(help="A YAML TrainConfig (the recipe to test).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Local output folder; each fold trains in OUT/without-<g>.")],
     generators: Annotated[str | None, typer.Option(help="Comma-separated generators to hold out (default: all).")] = None,
-    by: Annotated[str, typer.Option("--by", help="What each fold holds out: a generator, or a whole ai source (a family).")] = "generator",
+    by: Annotated[str, typer.Option("--by", help="What each fold holds out: a generator, or a whole ai source "
+                                                 "(a family).")] = "generator",
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the recipe's epochs.")] = None,
     samples_per_epoch: Annotated[int | None, typer.Option(min=1, help="Override the recipe's samples per epoch.")] = None,
     device: Annotated[str | None, typer.Option("--device", help=f"Override the recipe's device: {DEVICES}.")] = None,

@@ -33,7 +33,10 @@ class SaveFormat(str, Enum):
     png = "png"
 
 
-SaveFormatOpt = Annotated[SaveFormat, typer.Option("--format", help="source: a JPEG source's ai image is a JPEG with the source's quantization tables and subsampling, any other a PNG (real and ai images compressed alike); png: every one lossless, which makes the file format tell ai from JPEG reals.")]
+SaveFormatOpt = Annotated[SaveFormat, typer.Option("--format", help=(
+    "source: a JPEG source's ai image is a JPEG with the source's quantization tables and subsampling, any other a "
+    "PNG (real and ai images compressed alike); png: every one lossless, which makes the file format tell ai from "
+    "JPEG reals."))]
 
 
 def register(app: typer.Typer) -> None:

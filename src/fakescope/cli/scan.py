@@ -37,8 +37,12 @@ class Engine(str, Enum):
 
 
 def scan(
-    sources: Annotated[list[str], typer.Argument(help="Folders, quoted globs (images only, as a folder), manifests (.parquet/.csv with a uri column), s3:// and gdrive:// prefixes, or http(s) image URLs (in a manifest or on stdin with - too).")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Local results folder of Parquet parts, e.g. results.parquet (read it with pandas.read_parquet); a new name ending .csv, .json... is refused.")],
+    sources: Annotated[list[str], typer.Argument(help="Folders, quoted globs (images only, as a folder), manifests "
+                                                      "(.parquet/.csv with a uri column), s3:// and gdrive:// prefixes, or "
+                                                      "http(s) image URLs (in a manifest or on stdin with - too).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Local results folder of Parquet parts, e.g. results.parquet (read "
+                                                         "it with pandas.read_parquet); a new name ending .csv, .json... is "
+                                                         "refused.")],
     model: ModelOpt = None,
     engine: Annotated[Engine, typer.Option(help="local (this process) or ray (a Ray Data pipeline).")] = Engine.local,
     address: Annotated[str | None, typer.Option(help="Ray cluster host:port, ray://host:port or auto (the one running here); default: $RAY_ADDRESS, else (or local) start a local Ray on loopback.")] = None,

@@ -242,7 +242,8 @@ def _check_scored_alike(out: str | Path, table: pa.Table, model: str, threshold:
                           "images it holds, so give this model its own --out")
     if other := set(table.column("threshold").unique().to_pylist()) - {threshold, None}:
         raise ConfigError(f"{out} holds labels at threshold {sorted(other)[0]:g}, not {threshold:g}: a rerun skips the "
-                          f"images it holds, so resume it with --threshold {sorted(other)[0]:g} or give this threshold its own --out")
+                          f"images it holds, so resume it with --threshold {sorted(other)[0]:g} or give this threshold "
+                          "its own --out")
 
 
 def writing_schema(folder: Path, schema: pa.Schema) -> pa.Schema:

@@ -79,7 +79,8 @@ class translated_errors:
             if status == 404:
                 message, source = "no such file or folder", self.uri
             elif status in (401, 403):
-                message, source = f"access denied to {self.action} (check the Google credentials: {credentials_origin()})", self.uri
+                message = f"access denied to {self.action} (check the Google credentials: {credentials_origin()})"
+                source = self.uri
             else:
                 message, source = f"cannot {self.action}: Drive returned HTTP {status}", self.uri
         elif isinstance(exc, TransportError):
