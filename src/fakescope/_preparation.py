@@ -30,8 +30,8 @@ from fakescope.detection import Detection, Evidence
 from fakescope.errors import FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import device_jpeg_size
-from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
 from fakescope.io.fetch import is_url
+from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
 from fakescope.io.redact import shown_url
 from fakescope.io.shared_slots import SharedSlots, affordable_slots
 from fakescope.models.config import InputPolicy

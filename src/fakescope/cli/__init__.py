@@ -18,7 +18,6 @@ from typer.core import TyperGroup
 
 from fakescope.cli._errors import one_line_usage_errors
 
-
 HELP_ORDER: tuple[str, ...] = (
     "detect", "explain", "embed", "dataset", "generate", "train", "evaluate", "evaluate-logo",
     "serve", "app", "scan", "export", "models",

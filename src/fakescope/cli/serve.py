@@ -105,13 +105,12 @@ def app(
     with clean_errors(extra="serve"):
         import streamlit  # noqa: F401 - missing: one line naming the extra, not a failed subprocess
 
+        from fakescope.detector import resolve_device
+        from fakescope.models import resolve_model
         from fakescope.serve import webapp_command
         from fakescope.serve.config import APP_ANONYMOUS_ENV, app_is_anonymous, check_port_free
         from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, any_host_warning, checked_host
         from fakescope.serve.paths import ROOT_ENV, app_root
-
-        from fakescope.detector import resolve_device
-        from fakescope.models import resolve_model
 
         anonymous = app_is_anonymous(host, allow_anonymous=allow_anonymous)
         resolve_device(device)  # a bad --device or --model: one line here, not on the page once a browser opens it
