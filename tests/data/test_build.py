@@ -147,6 +147,35 @@ def test_a_huge_non_image_named_jpg_is_refused_from_its_first_bytes_by_build_spl
     assert not (tmp_path / "out.tar").exists()
 
 
+def test_an_image_declaring_over_twice_the_pixel_limit_is_skipped_by_build_split_and_audit(faces_layout, tmp_path,
+                                                                                            caplog):
+    """Pillow refuses such a header with a DecompressionBombError (no OSError): build, split's dHash and audit stopped
+    with its traceback instead of skipping the image as they skip any other unreadable one."""
+    import struct
+    import zlib
+
+    from fakescope.data import audit_manifest, split_manifest
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    root = tmp_path / "set"
+    os.makedirs(root / "fake")
+    os.symlink(faces_layout / "real", root / "real", target_is_directory=True)
+    (root / "fake" / "ok.png").write_bytes(encode(smooth_image(5), "PNG"))
+    huge = root / "fake" / "huge.png"  # 30,000 x 30,000 declared: 900 Mpx, over 2 x MAX_PIXELS
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    frame = build_from_folders(str(root), workers=2)
+    assert len(frame) == PER_CLASS + 2 and f"skipping {huge}: image too large: 900,000,000 pixels exceeds 200,000,000 " \
+        "pixels" in caplog.text
+    listed = pd.concat([frame, frame.iloc[-1:].assign(uri=str(huge), sha256="f" * 64, pair_id="f" * 64)],
+                       ignore_index=True)
+    split = split_manifest(listed, seed=0, workers=2)
+    assert split["dhash"].iloc[-1] == "" and (split["dhash"].iloc[:-1] != "").all()
+    assert audit_manifest(split, workers=2).counts == {"ai": 2, "real": PER_CLASS + 1}
+
+
 def test_skipped_files_are_counted_by_reason(faces_layout, tmp_path):
     """Skipped files showed only as separate warnings: the builders now count them by reason."""
     from fakescope.data.build import skipped

@@ -139,9 +139,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
         except ImageLoadError:
             raise
         except Image.DecompressionBombError as exc:
-            declared = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
-            size = f"{int(declared[1]):,} pixels" if declared else "its declared size"
-            raise ImageLoadError(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels") from None
+            raise too_large_error(exc) from None
         except Exception as exc:  # Pillow raises many types for broken files
             raise corrupt_image_error(fmt, exc) from None
         rgb = _check_size(to_rgb(img))
@@ -291,6 +289,14 @@ def frame_count(img: Image.Image) -> int:
         return 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
     except Exception:
         return 1
+
+
+def too_large_error(exc: Image.DecompressionBombError) -> ImageLoadError:
+    """The error for an image whose declared size Pillow's bomb check refused (over twice `MAX_PIXELS` inside
+    `pixel_limit`), naming that size."""
+    declared = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
+    size = f"{int(declared[1]):,} pixels" if declared else "its declared size"
+    return ImageLoadError(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels")
 
 
 def corrupt_image_error(fmt: str, exc: Exception) -> ImageLoadError:
