@@ -175,8 +175,7 @@ def score_unseen(
 
     Returns:
         One row per generator: `held_out`, `n_unseen`, `auc_all`, `auc_all_low`, `auc_all_high`, `auc_test`,
-        `recall_all`, and
-        `auc_real_<source>` for each real source of the test split (all its images vs that source).
+        `recall_all`, and `auc_real_<source>` for each real source of the test split (all its images vs that source).
     """
     test_reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
     unseen = rows[(rows["label"] == "ai") & rows[by].isin(generators)]

@@ -78,7 +78,11 @@ def save_best(weights: dict, out: Path, epoch: int, val_auc: float) -> None:
 
 
 def read_best(path: Path, device: torch.device) -> tuple[dict, int | None, float | None]:
-    """(weights, epoch, validation AUC) of a best.pt; an older one, its weights alone, records neither (None)."""
+    """(weights, epoch, validation AUC) of a best.pt; an older one, its weights alone, records neither (None).
+
+    Raises:
+        ConfigError: the file is missing or unreadable (damaged), naming how to train a new best.
+    """
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except (*UNREADABLE, FileNotFoundError) as exc:
