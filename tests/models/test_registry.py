@@ -99,6 +99,21 @@ def test_a_corrupt_pretrained_file_fails_in_one_line(tmp_path, name):
     assert "\n" not in str(info.value)
 
 
+class _Code:
+    """Stands for pickled code: a .pth holding it would run it when unpickled in full."""
+
+
+def test_a_pretrained_pth_holding_pickled_code_is_refused_not_run(tmp_path):
+    """Read through timm's `load_state_dict` without `weights_only=True`, it was unpickled in full under timm 1.0.9
+    (whose default is False), which `timm>=1.0` allowed."""
+    from fakescope.errors import ModelLoadError
+
+    path = tmp_path / "weights.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": _Code()}, path)
+    with pytest.raises(ModelLoadError, match=r"weights\.pth: not a readable state-dict file \(.*_Code"):
+        create_model("mobilenet_v2", pretrained=str(path))
+
+
 def _torchvision(name: str, tmp_path):
     """A torchvision network with a 10-class head, saved as torchvision's reference training script does ({"model": ...})
     and its pooled features (what the backbone's `embed` must give after loading it)."""

@@ -80,7 +80,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     from timm.models import load_state_dict  # unwraps training checkpoints and DDP/compile prefixes
 
     try:
-        state = load_state_dict(str(path))
+        state = load_state_dict(str(path), weights_only=True)  # timm 1.0.9's default is False
     except Exception as exc:  # safetensors, unpickling and zip errors for a corrupt or foreign file
         first_line = str(exc).strip().partition("\n")[0]
         raise ModelLoadError(f"{path}: not a readable state-dict file ({type(exc).__name__}: {first_line})") from None
