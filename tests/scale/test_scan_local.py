@@ -97,6 +97,30 @@ def test_a_rerun_at_another_threshold_is_refused_rather_than_mixing_labels(image
     assert read_results(tmp_path / "out")["threshold"].unique().tolist() == [detector.threshold]
 
 
+def test_a_folder_written_before_scoring_records_is_still_refused_another_threshold_or_model(image_folder, tmp_path,
+                                                                                             detector):
+    """Parts without the `Scoring` record are checked on their rows' model and threshold, in the same words as
+    parts with one (they said `holds labels at threshold ...` and `give this threshold its own --out`)."""
+    from dataclasses import replace
+
+    from fakescope.scale.records import read_folder
+    from fakescope.scale.scoring import Scoring
+
+    sources = list(scan_sources([str(image_folder)]))
+    scan(sources[:4], tmp_path / "out", detector)
+    for part in part_files(tmp_path / "out"):  # as an older fakescope wrote it: no metadata
+        pq.write_table(pq.read_table(part).replace_schema_metadata(None), part)
+    scoring = Scoring.of(detector)
+    assert len(read_folder(tmp_path / "out", scoring).done) == 4
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 'out'))} was scored with --threshold "
+                                          rf"{detector.threshold:g}, not --threshold 0.9: a rerun skips the images it "
+                                          "holds, so resume it with the folder's settings or give these settings a new "
+                                          "--out$"):
+        read_folder(tmp_path / "out", replace(scoring, threshold=0.9))
+    with pytest.raises(ConfigError, match=rf"was scored with --model {re.escape(detector.name)}, not --model renamed: "):
+        read_folder(tmp_path / "out", replace(scoring, model="renamed", weights_sha256="other"))
+
+
 def test_a_rerun_with_other_scoring_settings_is_refused_and_one_with_other_speed_settings_resumes(image_folder, tmp_path,
                                                                                                  detector):
     """A rerun with another --grid, --provenance or --precision added rows scored differently to the folder; the

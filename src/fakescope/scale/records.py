@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -231,19 +231,16 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
         if scoring is not None:
             if recorded is not None:
                 scoring.require_same(out, recorded)
-            _check_scored_alike(out, table, scoring.model, scoring.threshold)
+            _check_scored_alike(out, table, scoring)
         done.update(map(source_key, table.column("path").to_pylist()))
     return FolderContents(done, schema)
 
 
-def _check_scored_alike(out: str | Path, table: pa.Table, model: str, threshold: float) -> None:
-    if other := set(table.column("model").unique().to_pylist()) - {model, None}:
-        raise ConfigError(f"{out} holds scores of model {sorted(other)[0]!r}, not {model!r}: a rerun skips the "
-                          "images it holds, so give this model its own --out")
-    if other := set(table.column("threshold").unique().to_pylist()) - {threshold, None}:
-        raise ConfigError(f"{out} holds labels at threshold {sorted(other)[0]:g}, not {threshold:g}: a rerun skips the "
-                          f"images it holds, so resume it with --threshold {sorted(other)[0]:g} or give this threshold "
-                          "its own --out")
+def _check_scored_alike(out: str | Path, table: pa.Table, scoring: Scoring) -> None:
+    """Refuse rows of another model or threshold (all a part without a record tells), worded as `require_same`."""
+    for name in ("model", "threshold"):
+        if other := set(table.column(name).unique().to_pylist()) - {getattr(scoring, name), None}:
+            scoring.require_same(out, replace(scoring, **{name: min(other)}))
 
 
 def writing_schema(folder: Path, schema: pa.Schema) -> pa.Schema:
