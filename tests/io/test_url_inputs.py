@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from image_server import serving_images
 from typer.testing import CliRunner
 
 from fakescope.cli import app
@@ -18,39 +17,10 @@ from fakescope.scale import read_results
 BIG = URL_MAX_BYTES + 1024
 
 
-def _handler(image: bytes):
-    class Images(BaseHTTPRequestHandler):
-        """`/*.png`: the image (any query); `/missing.png`: 404; `/page.html`: a web page; `/big.png`: over the limit."""
-
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            path = self.path.partition("?")[0]
-            if path == "/missing.png":
-                self.send_error(404)
-                return
-            body = {"/page.html": b"<html>not an image</html>", "/big.png": image[:64] + bytes(BIG)}.get(path, image)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html" if path.endswith(".html") else "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            try:
-                self.wfile.write(body)
-            except OSError:  # the client stopped reading at the limit
-                pass
-
-    return Images
-
-
 @pytest.fixture(scope="module")
 def server(image_factory):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(image_factory.bytes("PNG", (96, 80), 1)))
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving_images(image_factory.bytes("PNG", (96, 80), 1), big=BIG) as origin:
+        yield origin
 
 
 @pytest.fixture

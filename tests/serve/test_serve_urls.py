@@ -5,48 +5,14 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from image_server import serving_images
 
 from fakescope.io.fetch import TRUSTED_ENV
 from fakescope.serve.request_image import FETCH_WORKERS
-
-
-def _handler(image: bytes, load: dict):
-    class Images(BaseHTTPRequestHandler):
-        """`/*.png`: the image (any query); `/missing.png`: 404; `/page.html`: a web page; `/big.png`: over 1 MB;
-        `/slow.png`: the image after 1 s, counting the requests at once in `load`."""
-
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            path = self.path.partition("?")[0]
-            if path == "/slow.png":
-                with load["lock"]:
-                    load["now"] += 1
-                    load["peak"] = max(load["peak"], load["now"])
-                time.sleep(1)
-                with load["lock"]:
-                    load["now"] -= 1
-            if path == "/missing.png":
-                self.send_error(404)
-                return
-            body = {"/page.html": b"<html>not an image</html>", "/big.png": image[:64] + bytes(2 << 20)}.get(path, image)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html" if path.endswith(".html") else "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            try:
-                self.wfile.write(body)
-            except OSError:  # the client stopped reading at the limit
-                pass
-
-    return Images
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +22,8 @@ def load() -> dict:
 
 @pytest.fixture(scope="module")
 def images(flat_png, load):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(flat_png, load))
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving_images(flat_png, big=2 << 20, load=load) as origin:  # /big.png: over the 1 MB upload limit
+        yield origin
 
 
 @pytest.fixture
