@@ -182,7 +182,9 @@ def test_ctrl_c_under_torchrun_says_how_to_continue_once(tmp_path):
         time.sleep(0.05)
     os.kill(rank1, signal.SIGCONT)
     stderr = proc.communicate(timeout=90)[1]
-    assert stderr.count(f"interrupted: continue from the last finished epoch with --resume -o {tmp_path / 'run'}\n") == 1, stderr
+    line = (f"interrupted: {tmp_path / 'run'} holds the last finished epoch; continue with fakescope train "
+            f"{tmp_path / 'cfg.yaml'} --no-progress --resume\n")
+    assert stderr.count(line) == 1, stderr
     assert "[rank0]:" not in stderr and "[rank1]:" not in stderr, stderr  # torch.distributed's prefix on an uncaught error
 
 
