@@ -225,13 +225,11 @@ def test_detector_page_scores_uploads_in_order_and_rejects_text_and_big_images(a
     _screenshot(page, "webapp-detector.png")
 
 
-def test_detector_page_shows_file_names_as_they_are(app_url, page, flat_png, tmp_path):
-    """Names went through Markdown: 'a *b*.png' lost its stars, 'cat:smile:.png' showed an emoji, a link turned live.
-    So did the reason under a verdict, which quotes the image's own metadata (a PNG's Software text)."""
+def _upload_named(page, app_url: str, flat_png: bytes, image: Path, text: Path, software: str) -> None:
+    """Upload `flat_png` as `image`, its PNG Software text `software`, and a text file `text`; wait for the scores."""
     from PIL import PngImagePlugin
 
-    image, text = tmp_path / "a *b* cat:smile: :red[x].png", tmp_path / "[y](http:__e.x) $5 and $10.txt"
-    software, info = "Midjourney *v6* :red[x] $5 and $10 [y](e.x)", PngImagePlugin.PngInfo()
+    info = PngImagePlugin.PngInfo()
     info.add_text("Software", software)
     Image.open(io.BytesIO(flat_png)).save(image, pnginfo=info)
     text.write_text("not an image")
@@ -239,6 +237,14 @@ def test_detector_page_shows_file_names_as_they_are(app_url, page, flat_png, tmp
     page.get_by_text("No image yet").wait_for(timeout=30_000)
     page.locator("input[type=file]").set_input_files([str(image), str(text)])
     page.get_by_text("Download JSON").wait_for(timeout=90_000)
+
+
+def test_detector_page_shows_file_names_as_they_are(app_url, page, flat_png, tmp_path):
+    """Names went through Markdown: 'a *b*.png' lost its stars, 'cat:smile:.png' showed an emoji, a link turned live.
+    So did the reason under a verdict, which quotes the image's own metadata (a PNG's Software text)."""
+    image, text = tmp_path / "a *b* cat:smile: :red[x].png", tmp_path / "[y](http:__e.x) $5 and $10.txt"
+    software = "Midjourney *v6* :red[x] $5 and $10 [y](e.x)"
+    _upload_named(page, app_url, flat_png, image, text, software)
     assert [h.strip() for h in page.locator("main h4").all_inner_texts()] == [image.name, text.name]
     assert page.locator("[data-testid=stAlert]", has_text=f"{text.name}: not an image: ").count() == 1
     assert f"text chunk 'Software' = {software!r}" in page.locator("main").inner_text()
@@ -248,17 +254,9 @@ def test_detector_page_shows_file_names_as_they_are(app_url, page, flat_png, tmp
 def test_detector_page_links_nothing_from_a_name_or_an_images_metadata(app_url, page, flat_png, tmp_path):
     """Escaped for Markdown, a bare http:// URL or www. name was still made a live link: in a file name (the heading,
     and its anchor) and in an image's own Software text, which the reason quotes."""
-    from PIL import PngImagePlugin
-
     image, notes = tmp_path / "www.x.com.png", tmp_path / "mail a@b.co or www.y.com `x`.txt"
-    software, info = "Midjourney http://ev.il or www.evil.example [y](http://e.x)", PngImagePlugin.PngInfo()
-    info.add_text("Software", software)
-    Image.open(io.BytesIO(flat_png)).save(image, pnginfo=info)
-    notes.write_text("not an image")
-    page.goto(app_url)
-    page.get_by_text("No image yet").wait_for(timeout=30_000)
-    page.locator("input[type=file]").set_input_files([str(image), str(notes)])
-    page.get_by_text("Download JSON").wait_for(timeout=90_000)
+    software = "Midjourney http://ev.il or www.evil.example [y](http://e.x)"
+    _upload_named(page, app_url, flat_png, image, notes, software)
     assert [h.strip() for h in page.locator("main h4").all_inner_texts()] == [image.name, notes.name]
     assert f"text chunk 'Software' = {software!r}" in page.locator("main").inner_text()
     assert page.locator("[data-testid=stAlert]", has_text=f"{notes.name}: not an image: ").count() == 1
