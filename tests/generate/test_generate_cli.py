@@ -97,7 +97,6 @@ def test_taef2_saves_a_jpeg_source_s_ai_image_with_its_tables_so_the_format_tell
 def test_a_taef2_run_killed_midway_loses_nothing_and_its_rerun_makes_only_the_rest(tmp_path, taef2_random_weights):
     """SIGKILL (no handler runs, no manifest is written) while the 10th source is read, 8 outputs in: the rerun keeps
     those 8 untouched, lists them, and makes the other two."""
-    import errno
     import time
 
     photos, out = tmp_path / "photos", tmp_path / "fakes"
@@ -108,13 +107,7 @@ def test_a_taef2_run_killed_midway_loses_nothing_and_its_rerun_makes_only_the_re
     os.mkfifo(held)  # reading it waits for a writer: the run is held after its first batch of 8 is written
     args = ["generate", "taef2", str(photos), "--out", str(out), "--weights", str(taef2_random_weights), "--device", "cpu"]
     proc = subprocess.Popen([sys.executable, "-m", "fakescope", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    writer, deadline = None, time.monotonic() + 120
-    while writer is None and proc.poll() is None and time.monotonic() < deadline:
-        try:
-            writer = os.open(held, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until the run opens it to read
-        except OSError as exc:
-            assert exc.errno == errno.ENXIO
-            time.sleep(0.05)
+    writer = _fifo_writer(held, proc, deadline=time.monotonic() + 120, poll=0.05)
     proc.kill()
     proc.communicate(timeout=60)
     if writer is not None:
@@ -275,7 +268,6 @@ def test_taef2_command_reports_missing_weights_in_one_line(tmp_path):
 def test_openai_stopped_before_any_request_exits_as_the_rule_says(tmp_path, signame, status):
     """A SIGTERM outside the request loop (here: while the prompts are read) exited 130, as Ctrl-C does; both printed
     nothing, and now say that nothing was sent."""
-    import errno
     import time
 
     prompts = tmp_path / "prompts.txt"
@@ -285,13 +277,8 @@ def test_openai_stopped_before_any_request_exits_as_the_rule_says(tmp_path, sign
                             env={**os.environ, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
-    writer, deadline = None, time.monotonic() + 60
-    while writer is None and proc.poll() is None and time.monotonic() < deadline:
-        try:
-            writer = os.open(prompts, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until the command opens it to read
-        except OSError as exc:
-            assert exc.errno == errno.ENXIO
-            time.sleep(0.1)
+    deadline = time.monotonic() + 60
+    writer = _fifo_writer(prompts, proc, deadline=deadline, poll=0.1)
     # A signal caught between the command's open() and its read() of the FIFO would only be acted on once read()
     # returned, which it never does here (CPython runs handlers between bytecodes): wait until read() sleeps.
     while proc.poll() is None and "pipe_read" not in Path(f"/proc/{proc.pid}/wchan").read_text() \
@@ -622,3 +609,19 @@ def test_generate_from_a_built_and_split_manifest_with_a_total_budget(tmp_path, 
     assert 0 < len(tests) < 4 and sorted(read_rows("recon/manifest.csv")["source_uri"]) == tests
     missing = CliRunner().invoke(app, [*args, "--split", "val"])
     assert missing.exit_code == 2 and "no real images in split 'val'" in missing.output
+
+
+def _fifo_writer(fifo: Path, proc: subprocess.Popen, *, deadline: float, poll: float) -> int | None:
+    """A write end of `fifo` once `proc` has opened it to read (ENXIO until then); None if `proc` ended or the
+    `time.monotonic()` `deadline` passed first."""
+    import errno
+    import time
+
+    writer = None
+    while writer is None and proc.poll() is None and time.monotonic() < deadline:
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            assert exc.errno == errno.ENXIO
+            time.sleep(poll)
+    return writer
