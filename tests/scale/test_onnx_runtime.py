@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import stat
@@ -12,6 +13,7 @@ import textwrap
 
 import pytest
 import torch
+from plugin_helpers import FeatureHead
 from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
@@ -216,7 +218,9 @@ UNEXPORTABLE = textwrap.dedent('''
     from fakescope.models import InputPolicy, register_model
 
 
-    class Unfolding(nn.Module):
+''') + inspect.getsource(FeatureHead) + textwrap.dedent('''
+
+    class Unfolding(FeatureHead):
         def __init__(self):
             super().__init__()
             self.head = nn.Linear(3 * 16, 1)
@@ -226,15 +230,6 @@ UNEXPORTABLE = textwrap.dedent('''
                 x = x[..., : x.shape[-2] // 4 * 4, : x.shape[-1] // 4 * 4]
             patches = x.unfold(2, 4, 4).unfold(3, 4, 4)  # N, 3, h, w, 4, 4
             return patches.permute(0, 1, 4, 5, 2, 3).flatten(1, 3)
-
-        def embed(self, x):
-            return self.forward_features(x).mean((2, 3))
-
-        def forward_head(self, features):
-            return self.head(features.mean((2, 3))).squeeze(-1)
-
-        def forward(self, x):
-            return self.forward_head(self.forward_features(x))
 
 
     @register_model(input=InputPolicy(crop_size=32, grid=2))
