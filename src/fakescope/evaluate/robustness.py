@@ -8,15 +8,13 @@ re-encoding strips metadata anyway.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from fakescope.evaluate.metrics import binary_metrics
-from fakescope.io.image import pixel_limit
-from fakescope.train.augment import jpeg
+from fakescope.train.augment import jpeg, reencode
 
 Perturbation = Callable[[Image.Image], Image.Image]
 Scorer = Callable[[list[Image.Image]], np.ndarray]
@@ -48,22 +46,14 @@ def shift(image: Image.Image, pixels: int) -> Image.Image:
 
 def webp(image: Image.Image, quality: int) -> Image.Image:
     """Encode and decode as lossy WebP at `quality`."""
-    return _reencode(image, "WEBP", quality=quality)
+    return reencode(image, "WEBP", quality=quality)
 
 
 def screenshot(image: Image.Image) -> Image.Image:
     """What a screenshot of a displayed image looks like: 0.8x bilinear resize, gamma 1.1, PNG."""
     small = image.resize((max(1, round(image.width * 0.8)), max(1, round(image.height * 0.8))), Image.Resampling.BILINEAR)
     table = [round(255.0 * (i / 255.0) ** (1 / 1.1)) for i in range(256)] * 3
-    return _reencode(small.point(table), "PNG")
-
-
-def _reencode(image: Image.Image, fmt: str, **options) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    buffer.seek(0)
-    with pixel_limit():  # up to fakescope's limit, as the image it re-encodes was decoded
-        return Image.open(buffer).convert("RGB")
+    return reencode(small.point(table), "PNG")
 
 
 PERTURBATIONS: dict[str, Perturbation] = {

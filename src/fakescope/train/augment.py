@@ -43,8 +43,13 @@ class AugmentConfig:
 
 def jpeg(image: Image.Image, quality: int) -> Image.Image:
     """Encode and decode as baseline JPEG 4:2:0 at `quality`."""
+    return reencode(image, "JPEG", quality=int(quality))
+
+
+def reencode(image: Image.Image, fmt: str, **options) -> Image.Image:
+    """Encode `image` as `fmt` with Pillow's save `options`, and decode it back to RGB."""
     buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=int(quality))
+    image.save(buf, fmt, **options)
     buf.seek(0)
     with pixel_limit():  # up to fakescope's limit, as the image it re-encodes was decoded
         return Image.open(buf).convert("RGB")
