@@ -30,9 +30,8 @@ from fakescope.detection import Detection, Evidence
 from fakescope.errors import FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import device_jpeg_size
-from fakescope.io.fetch import is_url
+from fakescope.io.fetch import shown_source
 from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
-from fakescope.io.redact import shown_url
 from fakescope.io.shared_slots import SharedSlots, affordable_slots
 from fakescope.models.config import InputPolicy
 from fakescope.models.tiling import Tiles, make_tiles, tile_boxes
@@ -243,7 +242,7 @@ def describe_input(item: ImageInput, index: int) -> str:
     """
     if isinstance(item, (str, os.PathLike)):
         text = str(os.fspath(item))  # a plain str, from numpy's str_ too
-        return shown_url(text) if is_url(text) else text
+        return shown_source(text)
     if _is_file(item) and isinstance(name := getattr(item, "name", None), str):
         return name  # a file from open(): its path
     return f"<{type(item).__name__} #{index}>"

@@ -19,7 +19,7 @@ import time
 from urllib.parse import urljoin, urlsplit
 
 from fakescope.errors import FakescopeError
-from fakescope.io.redact import redact_http_logs
+from fakescope.io.redact import redact_http_logs, shown_url
 
 MAX_REDIRECTS = 3
 URL_MAX_BYTES = 20 * 1024 * 1024
@@ -49,6 +49,12 @@ def origin(url: str) -> str:
 def is_url(source: str) -> bool:
     """True for an `http://` or `https://` URL."""
     return source[:8].lower().startswith(("http://", "https://"))
+
+
+def shown_source(source: str) -> str:
+    """A source as records name it (and a scan rerun skips it): an http(s) URL without its user info (a password) and
+    query (a signed URL's signature), anything else as given."""
+    return shown_url(source) if is_url(source) else source
 
 
 def fetch_url(url: str, max_bytes: int = URL_MAX_BYTES) -> bytes:

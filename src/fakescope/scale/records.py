@@ -23,11 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fakescope.detection import Detection
-from fakescope.errors import ConfigError, StorageError
+from fakescope.errors import StorageError
 from fakescope.io import storage
-from fakescope.io.fetch import is_url
+from fakescope.io.fetch import shown_source
 from fakescope.io.inputs import path_text
-from fakescope.io.redact import shown_url
 from fakescope.scale.scoring import Scoring
 
 SCHEMA = pa.schema([
@@ -79,7 +78,7 @@ def source_key(source: str) -> str:
 def stored_path(source: str) -> str:
     """The `path` the row of a `source_key` holds, which a rerun skips: non-UTF-8 names escaped (`path_text`), an
     http(s) URL without its user info and query, as its record names it."""
-    return path_text(shown_url(source) if is_url(source) else source)
+    return path_text(shown_source(source))
 
 
 def _rounded(evidence: dict) -> dict:
