@@ -222,14 +222,14 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
                 names, recorded = parquet.schema_arrow.names, Scoring.recorded(parquet.schema_arrow)
                 if missing := [c for c in RESUME_COLUMNS if c not in names]:
                     raise pa.ArrowInvalid(f"no {', '.join(missing)} column")
-                table = parquet.read(columns=RESUME_COLUMNS)
+                table = parquet.read(columns=["path"] if recorded else RESUME_COLUMNS)  # a record tells the rest
         except (pa.ArrowException, OSError) as exc:
             raise _unreadable(part, exc) from None
         if "caveat" not in names:
             schema = OLDER_SCHEMA
-        if scoring is not None:
-            if recorded is not None:
-                scoring.require_same(out, recorded)
+        if scoring is not None and recorded is not None:
+            scoring.require_same(out, recorded)
+        elif scoring is not None:
             _check_scored_alike(out, table, scoring)
         done.update(map(source_key, table.column("path").to_pylist()))
     return FolderContents(done, schema)
