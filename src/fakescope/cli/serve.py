@@ -11,7 +11,14 @@ import typer
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import DeviceOpt, GridOpt, ModelOpt, Precision, PrecisionOpt
 from fakescope.cli.detect import Runtime, RuntimeOpt
-from fakescope.serve.limits import DEFAULT_MAX_PIXELS, DEFAULT_MIN_FREE_MB, MAX_PIXELS_ENV, MIN_FREE_ENV, checked_max_pixels
+from fakescope.serve.limits import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_FREE_MB,
+    MAX_PIXELS_ENV,
+    MIN_FREE_ENV,
+    MULTIPART_MAX_FILES,
+    checked_max_pixels,
+)
 
 ServeHostOpt = Annotated[str, typer.Option(
     "--host", help="Address to listen on; beyond loopback FAKESCOPE_API_TOKEN or --allow-anonymous is required.")]
@@ -32,7 +39,7 @@ def serve(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images the micro-batcher scores in one model call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long the micro-batcher waits to fill a batch.")] = 5.0,
-    max_files: Annotated[int, typer.Option(min=1, max=1000, help="Most files in one /v1/detect/batch request.")] = 64,
+    max_files: Annotated[int, typer.Option(min=1, max=MULTIPART_MAX_FILES, help="Most files in one /v1/detect/batch request.")] = 64,
     max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting for the model (503 + Retry-After above).")] = 256,
     max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
     max_connections: Annotated[int, typer.Option(

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError
 from fakescope.io import storage
-from fakescope.serve.limits import DEFAULT_MAX_PIXELS, checked_max_pixels
+from fakescope.serve.limits import DEFAULT_MAX_PIXELS, MULTIPART_MAX_FILES, checked_max_pixels
 from fakescope.serve.origins import checked_host, is_loopback
 
 if TYPE_CHECKING:  # annotations only: no import cost
@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # annotations only: no import cost
 TOKEN_ENV = "FAKESCOPE_API_TOKEN"
 ANONYMOUS_FLAG = "--allow-anonymous"
 APP_ANONYMOUS_ENV = "FAKESCOPE_APP_ANONYMOUS"  # "1": the web app is open beyond loopback, so never uses the server's key
-MULTIPART_MAX_FILES = 1000  # Starlette's `Request.form(max_files=...)`, as FastAPI parses every form
 GENERATION_OFF = (f"generation is off: this server runs without {TOKEN_ENV} ({ANONYMOUS_FLAG}); its operator must set "
                   "a token to serve /v1/generate and /v1/jobs")
 

@@ -1,5 +1,6 @@
-"""The image pixel limit shared by the REST API (`--max-pixels`) and the web app (`FAKESCOPE_MAX_PIXELS`), and the
-free space an anonymous web app's saves leave (`fakescope app --min-free-mb`, `FAKESCOPE_APP_MIN_FREE_MB`)."""
+"""The image pixel limit shared by the REST API (`--max-pixels`) and the web app (`FAKESCOPE_MAX_PIXELS`), the
+free space an anonymous web app's saves leave (`fakescope app --min-free-mb`, `FAKESCOPE_APP_MIN_FREE_MB`), and the
+most files a form may carry (`fakescope serve --max-files`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ DEFAULT_MAX_PIXELS = 50_000_000
 MAX_PIXELS_ENV = "FAKESCOPE_MAX_PIXELS"
 DEFAULT_MIN_FREE_MB = 1024
 MIN_FREE_ENV = "FAKESCOPE_APP_MIN_FREE_MB"
+MULTIPART_MAX_FILES = 1000  # Starlette's `Request.form(max_files=...)`, as FastAPI parses every form
 
 
 def checked_max_pixels(value: int) -> int:
