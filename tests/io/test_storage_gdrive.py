@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import googleapiclient.http
 import pytest

@@ -21,7 +21,6 @@ from fakescope.serve.overlay import heatmap_image, heatmap_overlay, image_bytes
 from fakescope.serve.request_image import check_image_422, one_upload, read_upload, url_batch
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
 
-
 ONE_IMAGE = 'The image (multipart); or send the raw bytes, or JSON `{"url": "https://..."}`, as the body.'
 URL_422 = ("no image, not a readable image, too many pixels, an invalid parameter, a JSON body that is not "
            "`{\"url\": ...}`, or a URL refused unfetched (not http(s), or a non-public address)")
