@@ -3,9 +3,10 @@
 Everything here is unsigned: trivially stripped (any re-encode or upload pipeline drops
 it) and trivially forged. The rules follow from that:
 
-- a declaration of AI generation (a generator's own parameters chunk, an AI `Software` tag,
-  IPTC `trainedAlgorithmicMedia`) is almost always left by the generator itself, so it scores
-  0.95 and is flagged `declares_ai` (fusion lets it decide `ai`, labelled unsigned);
+- a declaration of AI generation (a generator's mark from `_generators.SIGNS`: its parameters chunk, its name in
+  `Software`, its credit line; or IPTC `trainedAlgorithmicMedia`) is almost always left by the generator itself, so
+  it scores 0.95 and is flagged `declares_ai` (fusion lets it decide `ai`, labelled unsigned, unless a signed
+  manifest says otherwise);
 - camera EXIF (Make/Model, lens, GPS) or an XMP `digitalCapture` is copied by any editor, so it
   only nudges the score (0.45, a likelihood ratio of 0.82) and never decides anything;
 - the JPEG quantisation tables only say which encoder wrote the file (a hint, no score).
@@ -21,6 +22,7 @@ from typing import Any
 
 from fakescope.detection import Evidence
 from fakescope.forensics._containers import MetadataBlocks, read_blocks
+from fakescope.forensics._generators import A1111_PARAMETERS, recognise
 from fakescope.forensics._quantisation import estimate_quality
 from fakescope.forensics._source_types import (
     AI_COMPOSITE,
@@ -37,39 +39,19 @@ SCORE_CAMERA_EXIF = 0.45
 MAX_XMP_BYTES = 2 * 1024 * 1024
 """XMP packets (a JPEG's extended one included) above this are not parsed (recorded as an error)."""
 
-AI_SOFTWARE = re.compile(
-    r"\b(midjourney|dall[\s·\-]?e|stable[\s_-]?diffusion|sdxl|novelai|adobe firefly|automatic1111|comfyui|"
-    r"invokeai|fooocus|dreamstudio|leonardo\.ai|ideogram|google imagen|chatgpt|gpt-4o|bing image creator|"
-    r"nightcafe|flux\.1)\b", re.IGNORECASE)
-"""Software names that only generators write."""
-A1111_PARAMETERS = re.compile(r"\bSteps: \d+, Sampler: ")
-GENERATOR_CHUNKS: tuple[tuple[str, str, re.Pattern[str] | None], ...] = (
-    ("parameters", "Stable Diffusion web UI (A1111/Forge/SD.Next)", A1111_PARAMETERS),
-    ("prompt", "ComfyUI", re.compile(r'"class_type"\s*:')),
-    ("workflow", "ComfyUI", re.compile(r'"nodes"\s*:')),
-    ("invokeai_metadata", "InvokeAI", None),
-    ("invokeai_graph", "InvokeAI", None),
-    ("sd-metadata", "InvokeAI", None),
-    ("Dream", "InvokeAI", None),
-    ("fooocus_scheme", "Fooocus", None),
-    ("sui_image_params", "SwarmUI", None),
-    ("Comment", "NovelAI", re.compile(r'(?s)\A\s*\{(?=.*"uc"\s*:)(?=.*"sampler"\s*:)(?=.*"steps"\s*:)')),
-)
-"""PNG text keys written by generator front-ends, with a pattern the value must contain (NovelAI's
-`Comment` is its JSON request: prompt, negative prompt `uc`, sampler and steps)."""
 _SOFTWARE_KEYS = ("Software", "Source")
 """PNG text keys naming the software or device that made the image (`Author` is a person: free text)."""
-_FREE_TEXT_KEYS = ("comment", "Comment", "Description")
-_XMP_NAMES = frozenset({"DigitalSourceType", "CreatorTool", "provenance", "HasExtendedXMP"})
-"""XMP properties read (by local name); `provenance` is `dcterms:provenance`, a remote C2PA manifest's URL,
-`xmpNote:HasExtendedXMP` the GUID of a JPEG's extended packet."""
+_COMMENT_KEYS = ("comment", "Comment", "Description")
+_XMP_NAMES = frozenset({"DigitalSourceType", "CreatorTool", "Credit", "description", "provenance", "HasExtendedXMP"})
+"""XMP properties read (by local name); `Credit` is `photoshop:Credit`, `description` `dc:description`, `provenance`
+`dcterms:provenance` (a remote C2PA manifest's URL), `xmpNote:HasExtendedXMP` the GUID of a JPEG's extended packet."""
 
 _TAG_SOFTWARE, _TAG_MAKE, _TAG_MODEL, _TAG_DESCRIPTION = 0x0131, 0x010F, 0x0110, 0x010E
 _EXIF_TAG_NAMES = {_TAG_DESCRIPTION: "ImageDescription", _TAG_MAKE: "Make", _TAG_MODEL: "Model"}
-_COMFYUI_CHUNKS = {key: pattern for key, name, pattern in GENERATOR_CHUNKS if name == "ComfyUI"}
 _IFD_EXIF, _IFD_GPS = 0x8769, 0x8825
 _TAG_LENS, _TAG_USER_COMMENT, _TAG_TAKEN = 0xA434, 0x9286, 0x9003
 _WARNINGS_LOCK = threading.Lock()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def check_metadata(data: bytes | None) -> Evidence:
@@ -81,7 +63,8 @@ def check_metadata(data: bytes | None) -> Evidence:
         XMP capture source type alone,
         None otherwise. `data` holds software, make, model, lens, gps, digital_source_type (the image's own),
         part_source_types (those of placed or earlier documents in its XMP), generated (`whole` or `part`
-        for an XMP AI declaration), creator_tool, generator, generator_chunks, jpeg_quality, jpeg_tables, c2pa_remote_url.
+        for an XMP AI declaration), creator_tool, credit, generator (named by the first of `_generators.SIGNS` found),
+        generator_chunks, jpeg_quality, jpeg_tables, c2pa_remote_url. Values shown are one line, at most 200 characters.
         Damaged or oversized blocks set `error`; whatever could be read is still reported.
 
     Example:
@@ -93,9 +76,12 @@ def check_metadata(data: bytes | None) -> Evidence:
     blocks = read_blocks(data)
     info: dict[str, Any] = {}
     declarations: list[str] = []
-    _read_exif(blocks, info, declarations)
-    _read_xmp(blocks, info, declarations)
-    _read_text(blocks, info, declarations)
+    fields: list[tuple[str, str, str]] = []
+    _read_exif(blocks, info, fields)
+    _read_xmp(blocks, info, declarations, fields)
+    _read_text(blocks, info, fields)
+    found = recognise(fields)
+    _declare_generators(found, fields, info, declarations)
     quality = estimate_quality(blocks.quant_tables)
     if quality:
         info["jpeg_quality"], info["jpeg_tables"] = quality["quality"], quality["tables"]
@@ -103,7 +89,8 @@ def check_metadata(data: bytes | None) -> Evidence:
     hint = f"; JPEG quality ~{quality['quality']} ({quality['tables']} tables)" if quality else ""
     if declarations:
         info["declares_ai"] = True
-        composite = info.get("generated") == "part" and len(declarations) == 1
+        # partly generated when XMP says so and no generator's own mark (a credit line only names who) says more
+        composite = info.get("generated") == "part" and all(field == "credit" for field, _, _ in found)
         return Evidence(KIND, SCORE_DECLARED_COMPOSITE if composite else SCORE_DECLARED_AI,
                         "metadata declares AI generation (unsigned): " + "; ".join(declarations) + hint,
                         data=info, error=error)
@@ -126,7 +113,7 @@ def _camera_claims(info: dict[str, Any]) -> list[str]:
     return claims
 
 
-def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
+def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], fields: list[tuple[str, str, str]]) -> None:
     if not blocks.exif:
         return
     from PIL import Image
@@ -143,40 +130,29 @@ def _read_exif(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[
         return
     if caught:
         blocks.errors.append(f"EXIF damaged: {str(caught[0].message).strip()}")
-    comfyui = _comfyui_exif(exif)
+    tags = {tag: _exif_text(exif.get(tag)) for tag in (_TAG_SOFTWARE, _TAG_MAKE, _TAG_MODEL, _TAG_DESCRIPTION)}
+    named = [("exif-tag", f"EXIF {_EXIF_TAG_NAMES[t]}", v) for t, v in tags.items() if v and t in _EXIF_TAG_NAMES]
+    comfyui = {where for _, where, _ in recognise(named)}  # ComfyUI's `prompt:`/`workflow:` JSON names no camera
     for key, tag in (("software", _TAG_SOFTWARE), ("make", _TAG_MAKE), ("model", _TAG_MODEL)):
-        value = _exif_text(exif.get(tag))
-        if value and tag not in comfyui:
-            info[key] = value
-    if comfyui:
-        info["generator"] = "ComfyUI"
-        declarations.append(f"EXIF {', '.join(comfyui.values())} written by ComfyUI")
-    lens, taken = _exif_text(sub.get(_TAG_LENS)), _exif_text(sub.get(_TAG_TAKEN))
+        if tags[tag] and f"EXIF {_EXIF_TAG_NAMES.get(tag)}" not in comfyui:
+            info[key] = _clean(tags[tag])
+    lens, taken = _clean(_exif_text(sub.get(_TAG_LENS))), _clean(_exif_text(sub.get(_TAG_TAKEN)))
     if lens:
         info["lens"] = lens
     if taken:
         info["datetime_original"] = taken
     info["gps"] = bool(gps)
-    if info.get("software") and AI_SOFTWARE.search(info["software"]):
-        declarations.append(f"EXIF Software {info['software']!r}")
-    comment = _user_comment(sub.get(_TAG_USER_COMMENT))
-    if comment and A1111_PARAMETERS.search(comment):
-        info["generator"] = "Stable Diffusion web UI (A1111/Forge/SD.Next)"
-        declarations.append("EXIF UserComment holds Stable Diffusion web UI generation parameters")
+    fields += named
+    if tags[_TAG_SOFTWARE]:
+        fields.append(("software", "EXIF Software", tags[_TAG_SOFTWARE]))
+    if tags[_TAG_DESCRIPTION]:
+        fields.append(("description", "EXIF ImageDescription", tags[_TAG_DESCRIPTION]))
+    if comment := _user_comment(sub.get(_TAG_USER_COMMENT)):
+        fields.append(("comment", "EXIF UserComment", comment))
 
 
-def _comfyui_exif(exif: Any) -> dict[int, str]:
-    """The tags where ComfyUI's WebP/animated savers wrote `prompt:{json}` (Model) or `workflow:{json}` (Make,
-    ImageDescription), each named with its chunk, checked with the pattern of the PNG chunk of that name."""
-    found = {}
-    for tag in (_TAG_DESCRIPTION, _TAG_MAKE, _TAG_MODEL):
-        key, _, value = str(exif.get(tag) or "").partition(":")
-        if key in _COMFYUI_CHUNKS and _COMFYUI_CHUNKS[key].search(value):
-            found[tag] = f"{_EXIF_TAG_NAMES[tag]} {key!r}"
-    return found
-
-
-def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
+def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str],
+              fields: list[tuple[str, str, str]]) -> None:
     if not blocks.xmp:
         return
     own, nested = _xmp_values(blocks, info)
@@ -193,11 +169,14 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
     elif ai_parts:
         info["generated"] = "part"
         declarations.append(f"XMP IPTC DigitalSourceType {ai_parts[0]} of a placed or earlier document (partly generated)")
-    for key, name in (("creator_tool", "CreatorTool"), ("c2pa_remote_url", "provenance")):
+    for key, name in (("creator_tool", "CreatorTool"), ("credit", "Credit")):
         if own.get(name):
-            info[key] = own[name]
-    if info.get("creator_tool") and AI_SOFTWARE.search(info["creator_tool"]):
-        declarations.append(f"XMP CreatorTool {info['creator_tool']!r}")
+            info[key] = _clean(own[name])
+    if own.get("provenance"):
+        info["c2pa_remote_url"] = own["provenance"]
+    fields += [(field, f"XMP {label}", own[name]) for field, name, label in (
+        ("software", "CreatorTool", "CreatorTool"), ("credit", "Credit", "Credit"), ("description", "description", "dc:description"))
+        if own.get(name)]
 
 
 def _xmp_values(blocks: MetadataBlocks, info: dict[str, Any]) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -239,21 +218,35 @@ def _merge_xmp(packet: bytes, own: dict[str, str], nested: dict[str, list[str]],
         nested.setdefault(name, []).extend(values)
 
 
-def _read_text(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str]) -> None:
-    chunks = [key for key, _, pattern in GENERATOR_CHUNKS
-              if key in blocks.text and (pattern is None or pattern.search(blocks.text[key]))]
-    if chunks:
-        info["generator_chunks"] = chunks
-        info["generator"] = next(name for key, name, _ in GENERATOR_CHUNKS if key == chunks[0])
-        declarations.append(f"text chunk(s) {', '.join(repr(c) for c in chunks)} written by {info['generator']}")
-    for key in _SOFTWARE_KEYS:
-        value = _clean(blocks.text.get(key))
-        if value and AI_SOFTWARE.search(value):
-            info.setdefault("software", value)
-            declarations.append(f"text chunk {key!r} = {value[:60]!r}")
-    if "generator" not in info and any(A1111_PARAMETERS.search(blocks.text.get(k, "")) for k in _FREE_TEXT_KEYS):
-        info["generator"] = "Stable Diffusion web UI (A1111/Forge/SD.Next)"
-        declarations.append("comment holds Stable Diffusion web UI generation parameters")
+def _read_text(blocks: MetadataBlocks, info: dict[str, Any], fields: list[tuple[str, str, str]]) -> None:
+    for key, value in blocks.text.items():
+        where = "JPEG comment" if blocks.format == "JPEG" and key == "comment" else f"text chunk {key!r}"
+        fields.append((f"chunk:{key}", where, value))
+        fields += [(field, where, value) for field, keys in (("software", _SOFTWARE_KEYS), ("comment", _COMMENT_KEYS),
+                                                               ("description", ("Description",))) if key in keys]
+    if "Software" in blocks.text:
+        info.setdefault("software", _clean(blocks.text["Software"]))
+
+
+def _declare_generators(found: list[tuple[str, str, str]], fields: list[tuple[str, str, str]], info: dict[str, Any],
+                        declarations: list[str]) -> None:
+    """Name the generators whose marks were `found` ((field, where, generator) from `recognise`, in priority order):
+    a generator's chunks together, a name (software, credit line) with its value, any other place by itself."""
+    if not found:
+        return
+    info["generator"] = found[0][2]
+    keys = [field.removeprefix("chunk:") for field, _, _ in found if field.startswith("chunk:")]
+    if keys:
+        info["generator_chunks"] = keys
+    values = {where: value for _, where, value in fields}
+    for generator in dict.fromkeys(name for _, _, name in found):
+        chunks = [field.removeprefix("chunk:") for field, _, name in found if name == generator and field.startswith("chunk:")]
+        if chunks:
+            declarations.append(f"text chunk(s) {', '.join(map(repr, chunks))} written by {generator}")
+        declarations += [f"{where} = {(_clean(values[where]) or '')[:60]!r}" if field in ("software", "credit")
+                         else f"{where} {values[where].partition(':')[0]!r} written by {generator}" if field == "exif-tag"
+                         else f"{where} written by {generator}"
+                         for field, where, name in found if name == generator and not field.startswith("chunk:")]
 
 
 def _term(value: str | None) -> str | None:
@@ -263,20 +256,24 @@ def _term(value: str | None) -> str | None:
 
 
 def _clean(value: object) -> str | None:
+    """A value as shown: one line (control characters and line breaks become spaces), at most 200 characters."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if not isinstance(value, str):
         return None
-    value = value.replace("\x00", "").strip()
+    value = " ".join(_CONTROL.sub(" ", value.replace("\x00", "")).split())
     return value[:200] or None
 
 
 def _exif_text(value: object) -> str | None:
-    """An EXIF ASCII tag: Pillow decodes it as Latin-1, but most software writes UTF-8 there (`DALL·E`)."""
-    if isinstance(value, str):
-        with contextlib.suppress(UnicodeError):
-            value = value.encode("latin-1").decode("utf-8")
-    return _clean(value)
+    """An EXIF ASCII tag, whole: Pillow decodes it as Latin-1, but most software writes UTF-8 there (`DALL·E`)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    with contextlib.suppress(UnicodeError):
+        value = value.encode("latin-1").decode("utf-8")
+    return value.replace("\x00", "").strip() or None
 
 
 def _user_comment(raw: object) -> str | None:
@@ -288,5 +285,5 @@ def _user_comment(raw: object) -> str | None:
     prefix, body = raw[:8], raw[8:]
     if prefix.startswith(b"UNICODE"):
         big, little = body.decode("utf-16-be", "replace"), body.decode("utf-16-le", "replace")
-        return big if A1111_PARAMETERS.search(big) else little
+        return big if A1111_PARAMETERS.search(big) else little  # byte order unstated: the one that reads
     return body.decode("utf-8", "replace")
