@@ -326,3 +326,13 @@ def test_a_time_stamp_or_ocsp_problem_leaves_the_manifest_scoring_and_a_revoked_
     assert "(its signing certificate was revoked); ignored" in revoked.detail
     fused = fuse(0.2, [revoked], 0.5, (0.3, 0.7))
     assert "ignored c2pa: C2PA manifest declares trainedAlgorithmicMedia, but validation failed" in fused.reason
+
+
+def test_a_signed_manifests_own_text_is_shown_on_one_line(photo, sign_manifest):
+    """Anyone can sign a manifest: a software agent with a line break and a terminal escape could fake a line of output."""
+    signed = sign_manifest(encode(photo.resize((64, 64)), "PNG"), "image/png", [
+        {"action": "c2pa.created", "digitalSourceType": IPTC + "trainedAlgorithmicMedia",
+         "softwareAgent": "Gen 1\nverdict: real\x1b[2K"}])
+    ev = check_c2pa(signed)
+    assert ev.decisive and "(software agent Gen 1 verdict: real [2K)" in ev.detail, ev.detail
+    assert ev.data["actions"][0]["software_agent"] == "Gen 1 verdict: real [2K"

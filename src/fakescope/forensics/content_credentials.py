@@ -37,6 +37,7 @@ from fakescope.forensics._source_types import (
     CAPTURE,
     source_term,
 )
+from fakescope.forensics._text import one_line
 from fakescope.io import jpeg_markers
 from fakescope.io.image import sniff_format
 
@@ -222,23 +223,24 @@ def _actions(manifest: dict[str, Any]) -> list[tuple[str, str | None, str | None
         for action in (assertion.get("data") or {}).get("actions", []):
             agent = action.get("softwareAgent")
             agent_name = agent.get("name") if isinstance(agent, dict) else agent
-            found.append((str(action.get("action")), source_term(action.get("digitalSourceType")),
-                          str(agent_name) if agent_name else None))
+            term = source_term(action.get("digitalSourceType"))
+            found.append((one_line(str(action.get("action"))), one_line(term) if term else None,
+                          one_line(str(agent_name)) if agent_name else None))
     return found
 
 
 def _claim_generator(manifest: dict[str, Any]) -> str | None:
     if manifest.get("claim_generator"):
-        return str(manifest["claim_generator"])
+        return one_line(str(manifest["claim_generator"]))
     names = [" ".join(str(i[k]) for k in ("name", "version") if i.get(k))
              for i in manifest.get("claim_generator_info", []) if isinstance(i, dict)]
-    return ", ".join(n for n in names if n) or None
+    return one_line(", ".join(n for n in names if n)) or None
 
 
 def _signer(manifest: dict[str, Any]) -> str | None:
     sig = manifest.get("signature_info") or {}
     parts = [str(sig[k]) for k in ("issuer", "common_name") if sig.get(k)]
-    return " / ".join(parts) or None
+    return one_line(" / ".join(parts)) or None
 
 
 def _credential_text(trusted: bool, failures: list[str]) -> str:

@@ -30,6 +30,7 @@ from fakescope.forensics._source_types import (
     CAPTURE,
     source_term,
 )
+from fakescope.forensics._text import one_line
 from fakescope.forensics._xmp import join_extension, xmp_properties
 
 KIND = "metadata"
@@ -51,7 +52,6 @@ _EXIF_TAG_NAMES = {_TAG_DESCRIPTION: "ImageDescription", _TAG_MAKE: "Make", _TAG
 _IFD_EXIF, _IFD_GPS = 0x8769, 0x8825
 _TAG_LENS, _TAG_USER_COMMENT, _TAG_TAKEN = 0xA434, 0x9286, 0x9003
 _WARNINGS_LOCK = threading.Lock()
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def check_metadata(data: bytes | None) -> Evidence:
@@ -261,7 +261,7 @@ def _clean(value: object) -> str | None:
         value = value.decode("utf-8", "replace")
     if not isinstance(value, str):
         return None
-    value = " ".join(_CONTROL.sub(" ", value.replace("\x00", "")).split())
+    value = one_line(value.replace("\x00", ""))
     return value[:200] or None
 
 
