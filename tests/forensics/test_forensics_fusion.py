@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from forensics_helpers import encode
+from PIL import PngImagePlugin
 
 from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
-from fakescope.forensics import fuse
-from fakescope.forensics.fusion import PIXEL_ONLY
+from fakescope.forensics import collect_evidence, fuse
+from fakescope.forensics.fusion import OUTRANKED, PIXEL_ONLY
 
 BAND = (0.4, 0.6)
 AI_MANIFEST = Evidence("c2pa", 0.99, "signed manifest declares trainedAlgorithmicMedia", decisive=True)
@@ -46,7 +48,7 @@ def test_decisive_evidence_overrides_a_real_looking_pixel_score():
     assert (fused.verdict, fused.decided_by, fused.probability) == ("ai", "watermark", 0.99)
     assert "watermark decoded" in fused.reason
     assert fused.reason.endswith("; despite metadata: camera EXIF Canon EOS R5")  # the conflict is shown, not hidden
-    assert "despite c2pa: signed C2PA manifest declares digitalCapture" in fuse(0.02, [A1111, CAMERA_TRUSTED], 0.5, BAND).reason
+    assert "despite c2pa: signed C2PA manifest declares digitalCapture" in fuse(0.02, [WATERMARK, CAMERA_TRUSTED], 0.5, BAND).reason
     assert "despite" not in fuse(0.02, [WATERMARK], 0.5, BAND).reason
     assert fuse(0.02, [WATERMARK, AI_MANIFEST], 0.5, BAND).decided_by == "c2pa"
     assert fuse(None, [AI_MANIFEST], 0.5, BAND).probability == 0.99
@@ -59,6 +61,19 @@ def test_unsigned_declaration_decides_ai_and_says_so():
     fused = fuse(0.1, [A1111], 0.5, BAND)
     assert (fused.verdict, fused.decided_by, fused.probability) == ("ai", "metadata", 0.95)
     assert fused.reason.startswith("metadata (unsigned declaration, forgeable and easily stripped): ")
+
+
+@pytest.mark.parametrize(("pixel", "verdict"), [(0.02, "real"), (0.5, "uncertain"), (0.97, "ai")])
+def test_a_signed_capture_manifest_outranks_unsigned_ai_metadata(pixel, verdict):
+    """Forgeable metadata does not overrule a signature: a trusted camera manifest (odds x0.053) and an unsigned AI
+    declaration (x19) about cancel out, so the pixel score decides, and the reason says why the metadata did not."""
+    fused = fuse(pixel, [A1111, CAMERA_TRUSTED], 0.5, BAND)
+    assert fused.verdict == verdict and fused.probability == pytest.approx(pixel, abs=0.01), fused
+    assert fused.reason.startswith(f"pixel model {pixel:.3f} -> ") and OUTRANKED in fused.reason
+    untrusted = Evidence("c2pa", 0.3, "signed C2PA manifest declares digitalCapture; signer not on a configured trust list")
+    assert fuse(0.5, [A1111, untrusted], 0.5, BAND).verdict == "ai"  # x19 * x0.43: an unknown signer weighs less
+    ignored = Evidence("c2pa", None, "C2PA manifest declares digitalCapture, but validation failed", data={"ignored": True})
+    assert fuse(0.02, [A1111, ignored], 0.5, BAND).decided_by == "metadata"  # a broken manifest vouches for nothing
 
 
 def test_camera_manifest_lowers_but_never_to_zero():
@@ -105,3 +120,14 @@ def test_a_non_finite_pixel_score_counts_as_none_so_evidence_still_decides(pixel
     alone = fuse(pixel, NOTHING, 0.5, BAND)
     assert (alone.probability, alone.verdict, alone.decided_by) == (None, "uncertain", "none")
     assert fuse(pixel, [CAMERA_EXIF], 0.5, BAND).probability == pytest.approx(0.45)
+
+
+def test_a_camera_signed_png_with_a1111_parameters_is_not_decided_by_the_chunk(photo, sign):
+    """End to end: the A1111 chunk was in the file when it was signed as a capture; the signature outranks it."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1")
+    signed = sign(encode(photo.resize((64, 64)), "PNG", pnginfo=info), "image/png", "digitalCapture")
+    records = collect_evidence(signed, None, kinds=("c2pa", "metadata"))
+    assert [(e.kind, e.score) for e in records] == [("c2pa", 0.3), ("metadata", 0.95)]  # test signer: untrusted
+    fused = fuse(0.02, records, 0.5, BAND)
+    assert fused.verdict == "real" and OUTRANKED in fused.reason, fused  # 0.02 x19 x0.43 -> 0.14

@@ -7,8 +7,9 @@ Rules, in order (docs/forensics.md gives the reasoning):
    outranks a watermark when both are present, even one declaring a partly generated image.
    Evidence pointing the other way (a camera manifest or EXIF) is named in the reason.
 2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata) also decides `ai`,
-   and the reason says it is unsigned. (A manifest that fails validation scores nothing; every
-   reason names it, "; ignored c2pa: ...".)
+   and the reason says it is unsigned, unless an intact signed manifest declares a capture: a signature
+   outranks forgeable metadata, so both are then weighed as hints (rule 3) and the reason says so. (A manifest
+   that fails validation scores nothing; every reason names it, "; ignored c2pa: ...".)
 3. Otherwise every other scored evidence (camera manifest, camera EXIF) shifts the pixel
    score in log-odds by logit(evidence score), i.e. it acts as a likelihood ratio; it can
    never push the probability below min(pixel, 0.01). Evidence without a score (absence of
@@ -37,6 +38,8 @@ FLOOR = 0.01
 PIXEL_ONLY = "pixel model only, no signed provenance: not proof (it can miss unseen generators)"
 """The `caveat` of a `real` or `uncertain` verdict that no signed provenance (C2PA) backs: the pixel score, at most
 nudged by unsigned hints."""
+OUTRANKED = "unsigned AI metadata does not outrank a signed capture manifest: both weighed"
+"""Opens the reason when a signed C2PA capture manifest keeps unsigned AI metadata from deciding."""
 
 
 def caveat_for(verdict: str | None, pixel: float | None, scored_kinds: Iterable[str]) -> str | None:
@@ -89,7 +92,8 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
         return Fused(max(pixel or 0.0, *(e.score for e in decisive)), "ai", best.kind,
                      f"{best.kind}: {best.detail}{_despite(scored)}{_ignored(evidence)}")
     declared = [e for e in scored if e.data.get("declares_ai")]
-    if declared:
+    signed_capture = [e for e in scored if e.kind == "c2pa" and e.score < 0.5]
+    if declared and not signed_capture:
         best = max(declared, key=lambda e: e.score)
         return Fused(max(pixel or 0.0, best.score), "ai", best.kind,
                      f"{best.kind} (unsigned declaration, forgeable and easily stripped): {best.detail}{_despite(scored)}"
@@ -110,6 +114,8 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     verdict = verdict_for(probability, band)
     strongest = max(scored, key=lambda e: abs(logit(e.score)))
     shifts = "; ".join(f"{e.kind}: {e.detail} (odds x{_odds(e.score):.2g})" for e in scored) + _ignored(evidence)
+    if declared:  # and a signed capture manifest: say why the declaration did not decide
+        shifts = f"{OUTRANKED}; {shifts}"
     caveat = caveat_for(verdict, pixel, (e.kind for e in scored))
     if pixel is not None and verdict_for(pixel, band) == verdict:
         return Fused(probability, verdict, PIXEL, f"pixel model {pixel:.3f} -> {probability:.3f} ({rule}); {shifts}", caveat)
