@@ -57,7 +57,7 @@ SIGNS: tuple[Sign, ...] = (
     Sign("software", _name(r"automatic1111|stable diffusion web ?ui|sd\.next"), _A1111),
     Sign("software", _name(r"adobe firefly"), "Adobe Firefly"),
     Sign("software", _name(r"dall[\s·\-]?e(?: ?\d)?|chatgpt|gpt-4o|gpt-image-\d"), "OpenAI DALL-E/ChatGPT"),
-    Sign("software", _name(r"google imagen|imagen \d|gemini"), "Google"),
+    Sign("software", _name(r"google imagen|imagen \d|google gemini"), "Google"),
     Sign("software", _name(r"meta ai|imagine with meta"), "Meta AI"),
     Sign("software", _name(r"stable[\s_-]?diffusion|sdxl|dreamstudio"), "Stable Diffusion"),
     Sign("software", _name(r"flux\.1"), "FLUX.1"),
