@@ -48,7 +48,8 @@ def test_decisive_evidence_overrides_a_real_looking_pixel_score():
     assert (fused.verdict, fused.decided_by, fused.probability) == ("ai", "watermark", 0.99)
     assert "watermark decoded" in fused.reason
     assert fused.reason.endswith("; despite metadata: camera EXIF Canon EOS R5")  # the conflict is shown, not hidden
-    assert "despite c2pa: signed C2PA manifest declares digitalCapture" in fuse(0.02, [WATERMARK, CAMERA_TRUSTED], 0.5, BAND).reason
+    despite = fuse(0.02, [WATERMARK, CAMERA_TRUSTED], 0.5, BAND).reason
+    assert "despite c2pa: signed C2PA manifest declares digitalCapture" in despite
     assert "despite" not in fuse(0.02, [WATERMARK], 0.5, BAND).reason
     assert fuse(0.02, [WATERMARK, AI_MANIFEST], 0.5, BAND).decided_by == "c2pa"
     assert fuse(None, [AI_MANIFEST], 0.5, BAND).probability == 0.99

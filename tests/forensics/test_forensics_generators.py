@@ -9,7 +9,7 @@ import piexif
 import piexif.helper
 import pytest
 from forensics_helpers import IPTC, encode
-from PIL import Image, PngImagePlugin
+from PIL import PngImagePlugin
 
 from fakescope.forensics import check_metadata
 
@@ -91,7 +91,8 @@ def test_a_source_type_alone_declares_ai_without_naming_anyone(photo):
 
 PHOTOSHOP_HISTORY = ('<xmpMM:History><rdf:Seq>' + "".join(
     f'<rdf:li stEvt:action="{action}" stEvt:softwareAgent="{agent}" stEvt:changed="/"/>'
-    for action, agent in [("created", "Adobe Photoshop Lightroom Classic 13.0 (Macintosh)"), ("converted", "Adobe Photoshop 25.0"),
+    for action, agent in [("created", "Adobe Photoshop Lightroom Classic 13.0 (Macintosh)"),
+                          ("converted", "Adobe Photoshop 25.0"),
                           ("saved", "Adobe Photoshop 25.0 (Windows)"), ("derived", "Adobe Photoshop 25.0 (Windows)")])
     + '</rdf:Seq></xmpMM:History>')
 CAMERA = {piexif.ImageIFD.Make: b"Canon", piexif.ImageIFD.Model: b"EOS R5"}

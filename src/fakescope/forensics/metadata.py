@@ -175,7 +175,8 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
     if own.get("provenance"):
         info["c2pa_remote_url"] = own["provenance"]
     fields += [(field, f"XMP {label}", own[name]) for field, name, label in (
-        ("software", "CreatorTool", "CreatorTool"), ("credit", "Credit", "Credit"), ("description", "description", "dc:description"))
+        ("software", "CreatorTool", "CreatorTool"), ("credit", "Credit", "Credit"),
+        ("description", "description", "dc:description"))
         if own.get(name)]
 
 
