@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
+from image_server import serving_images
 from serve_helpers import TOKEN, LiveServer
 
 from fakescope.errors import ConfigError
+from fakescope.io.fetch import TRUSTED_ENV
 from fakescope.serve import MicroBatcher, ServeConfig
 from fakescope.serve.batching import ServerBusy
 
@@ -53,6 +57,20 @@ def test_requests_past_max_queue_are_503_with_retry_after(stalled_client, flat_p
         assert answer.status_code == 503 and int(answer.headers["Retry-After"]) >= 1
         assert answer.json() == {"detail": "the server is busy: 2 images are waiting for the model; try again shortly"}
     assert client.get("/healthz").json()["queued"] == 2
+
+
+def test_a_full_server_fetches_no_image_url(stalled_client, flat_png, monkeypatch):
+    """The URL was downloaded (up to the upload limit) and only then refused for want of room."""
+    client, batcher = stalled_client
+    batcher.submit(flat_png)
+    batcher.submit(flat_png)
+    load = {"lock": threading.Lock(), "now": 0, "peak": 0}  # counts the fetches of /slow.png
+    with serving_images(flat_png, big=0, load=load) as images:
+        monkeypatch.setenv(TRUSTED_ENV, images)
+        answers = [client.post(path, json=body) for path, body in (
+            ("/v1/detect", {"url": f"{images}/slow.png"}), ("/v1/explain", {"url": f"{images}/slow.png"}),
+            ("/v1/detect/batch", {"urls": [f"{images}/slow.png"]}))]
+    assert [a.status_code for a in answers] == [503] * 3 and load["peak"] == 0
 
 
 def test_config_refuses_a_queue_smaller_than_a_batch_and_origins_a_browser_never_sends():

@@ -100,15 +100,26 @@ class MicroBatcher:
         """How many more items `submit(..., wait=False)` takes now; None without `max_queue`."""
         return max(self.max_queue - self.pending, 0) if self.max_queue else None
 
+    def check_room(self, items: int = 1) -> None:
+        """Raise `ServerBusy` unless `items` more fit in the queue now, as `submit(..., wait=False)` would (a request
+        checks before it reads or fetches its images, so a full server downloads nothing)."""
+        room = self.room()
+        if room is None or room >= items:
+            return
+        if items == 1:
+            message = f"{self.max_queue} images are waiting for the model"
+        else:  # all or none: a half-scored batch helps nobody
+            message = f"no room for {items} image(s) in the model's queue ({room} of {self.max_queue} places free)"
+        raise ServerBusy(f"the server is busy: {message}; try again shortly", self.retry_after())
+
     def submit(self, item: ImageInput, *, heatmap: bool = False, wait: bool = True) -> Future:
         """Queue one input; the future resolves to its `Detection` (with `heatmap` when asked).
 
         Raises:
             ServerBusy: `wait=False` and `max_queue` items are already waiting.
         """
-        if not wait and self.room() == 0:
-            raise ServerBusy(f"the server is busy: {self.max_queue} images are waiting for the model; try again shortly",
-                             self.retry_after())
+        if not wait:
+            self.check_room()
         request = _Request(item, heatmap)
         self._queue.put(request)
         return request.future

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.io.image import decode_image
-from fakescope.serve.batching import MicroBatcher, ServerBusy
+from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, URL_BATCH, answers
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, image_bytes
@@ -59,6 +59,7 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     ) -> dict:
         """Score one image (a `file` part, the raw bytes, or JSON `{"url": ...}`): the same JSON record as `fakescope
         detect --format jsonl`."""
+        request.app.state.batcher.check_room()  # before reading or fetching the image: a full server downloads nothing
         name, data = await one_upload(request, file, config)
         detection = await _score(request, name, data, heatmap=False)
         return detection.to_dict()
@@ -83,11 +84,8 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         elif len(files) > config.max_files:
             raise HTTPException(413, f"too many files: {len(files)} (the limit is {config.max_files} per request)")
         else:
+            request.app.state.batcher.check_room(len(files))
             uploads = [(f.filename or f"file{i}", await read_upload(f, config)) for i, f in enumerate(files)]
-        batcher: MicroBatcher = request.app.state.batcher
-        if (room := batcher.room()) < len(uploads):  # all or none: a half-scored batch helps nobody
-            raise ServerBusy(f"the server is busy: no room for {len(uploads)} image(s) in the model's queue ({room} of "
-                             f"{config.max_queue} places free); try again shortly", batcher.retry_after())
         detections = await asyncio.gather(*(_score(request, n, d, heatmap=False, strict=False) for n, d in uploads))
         return {"results": [d.to_dict() for d in detections]}
 
@@ -104,6 +102,7 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         overlay: Annotated[bool, Query(description="Colour-map the heatmap over the image instead of plain grey.")] = False,
     ) -> Response:
         """Where the model sees AI traces: per-tile P(ai) as a PNG (255 = 1.0) at the image's size."""
+        request.app.state.batcher.check_room()
         name, data = await one_upload(request, file, config)
         detection = await _score(request, name, data, heatmap=True)
         encoded = await asyncio.to_thread(_render_heatmap, data, detection.heatmap, overlay)  # keeps the event loop free

@@ -51,6 +51,7 @@ async def url_batch(request: Request, config: ServeConfig) -> list[tuple[str, by
     urls = _json_body(ImageURLs, await read_body(request, config)).urls
     if len(urls) > config.max_files:
         raise HTTPException(413, f"too many URLs: {len(urls)} (the limit is {config.max_files} per request)")
+    request.app.state.batcher.check_room(len(urls))  # before fetching: a full server downloads nothing
 
     async def fetched(url: str) -> tuple[str, bytes | str]:
         try:
