@@ -51,11 +51,20 @@ def test_detect_and_explain_score_the_image_at_a_url_named_without_its_secrets(s
 
 def test_a_failed_fetch_is_502_naming_the_url_without_its_query(server, auth, trusted):
     cases = {"missing.png": "HTTP Error 404: Not Found",
-             "page.html": "the URL answered text/html, not an image (a web page? use the image's own address)",
-             "big.png": "the file at that URL is over 1,048,576 bytes"}  # the server's 1 MB upload limit
+             "page.html": "the URL answered text/html, not an image (a web page? use the image's own address)"}
     for name, reason in cases.items():
         answer = _post(server, auth, "/v1/detect", {"url": f"{trusted}/{name}?sig=SECRETSIG"})
         assert (answer.status_code, answer.json()) == (502, {"detail": f"could not fetch {trusted}/{name}: {reason}"})
+
+
+def test_an_image_url_over_the_upload_limit_is_413_as_an_upload_is(server, auth, trusted):
+    """It was a 502, as if the image server had failed."""
+    for path in ("/v1/detect", "/v1/explain"):
+        answer = _post(server, auth, path, {"url": f"{trusted}/big.png?sig=SECRETSIG"})
+        assert (answer.status_code, answer.json()) == (413, {"detail": f"could not fetch {trusted}/big.png: the file at "
+                                                                       "that URL is over 1,048,576 bytes"})  # 1 MB
+    spec = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/detect"]["post"]["responses"]
+    assert "upload limit" in spec["413"]["description"] and "upload limit" not in spec["502"]["description"]
 
 
 def test_a_loopback_url_is_refused_unless_its_origin_is_trusted(server, auth, images, monkeypatch):

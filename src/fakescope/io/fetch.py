@@ -38,6 +38,10 @@ class URLRefused(FetchError):
     """The URL itself was refused, unfetched: malformed, not http(s), no host, or a non-public address."""
 
 
+class FetchTooLarge(FetchError):
+    """The body at the URL passed the byte limit (read no further)."""
+
+
 def origin(url: str) -> str:
     """`scheme://host:port` of `url` (the default port filled in), lower-cased, as `trusted` takes it."""
     parts = urlsplit(str(url))
@@ -73,7 +77,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
     Raises:
         FetchError: (`URLRefused` for the first three) a malformed URL, a scheme other than http(s), a host that
             resolves to a non-public address (and is not `trusted`), too many redirects, an HTTP error, a text or JSON
-            answer (not read), a network failure, a body over `max_bytes`, or a fetch past `timeout` (a server dripping
+            answer (not read), a network failure, a body over `max_bytes` (`FetchTooLarge`), or a fetch past `timeout` (a server dripping
             its body would otherwise hold it for as long as it likes).
     """
     import httpx
@@ -172,5 +176,5 @@ def _read(answer, max_bytes: int, deadline: float, timeout: float) -> bytes:
         data += chunk
         _left(deadline, timeout)
         if len(data) > max_bytes:
-            raise FetchError(f"the file at that URL is over {max_bytes:,} bytes")
+            raise FetchTooLarge(f"the file at that URL is over {max_bytes:,} bytes")
     return bytes(data)

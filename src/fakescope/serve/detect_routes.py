@@ -24,6 +24,7 @@ from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, 
 ONE_IMAGE = 'The image (multipart); or send the raw bytes, or JSON `{"url": "https://..."}`, as the body.'
 URL_422 = ("no image, not a readable image, too many pixels, an invalid parameter, a JSON body that is not "
            "`{\"url\": ...}`, or a URL refused unfetched (not http(s), or a non-public address)")
+URL_413 = "upload too large, or the file at the image URL over the upload limit"
 
 
 def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
@@ -51,7 +52,8 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
                 "bundled": bundled_models(), "architectures": list_models()}
 
     @app.post("/v1/detect", tags=["detect"], summary="Score one image", dependencies=SECURED, response_model=None,
-              responses=answers(DetectionRecord, "the image's record", 400, 408, 413, 422, 502, 503, e422=URL_422),
+              responses=answers(DetectionRecord, "the image's record", 400, 408, 413, 422, 502, 503, e413=URL_413,
+                                e422=URL_422),
               openapi_extra=RAW_IMAGE)
     async def detect(
         request: Request,
@@ -94,7 +96,7 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     @app.post("/v1/explain", tags=["detect"], summary="Heatmap of where the model sees AI traces", dependencies=SECURED,
               openapi_extra=RAW_IMAGE, responses=answers(heatmap, "the heatmap PNG (`format=png`), or the detection "
                                                          "with it (`format=json`)", 400, 408, 413, 422, 502, 503,
-                                                         e422=URL_422))
+                                                         e413=URL_413, e422=URL_422))
     async def explain(
         request: Request,
         file: Annotated[UploadFile | None, File(description=ONE_IMAGE)] = None,

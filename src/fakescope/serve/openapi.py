@@ -61,8 +61,7 @@ def answers(ok: type | dict, says: str, *codes: int, status: int = 200, secured:
                409: "a cancelled job still finishing the requests it had sent", 413: "upload too large",
                422: "no image, not a readable image, too many pixels, or an invalid parameter",
                500: "an unexpected failure (the server's log has the details)",
-               502: "the image URL could not be fetched: an HTTP error, a web page, over the upload limit, too slow, "
-                    "or unreachable",
+               502: "the image URL could not be fetched: an HTTP error, a web page, too slow, or unreachable",
                503: "busy: the model's queue is full (`Retry-After` says when to try again)"}
     answers: dict = {status: {**(ok if isinstance(ok, dict) else {"model": ok}), "description": says}}
     for code in sorted({*codes, 500, *([401] if secured else [])}):
