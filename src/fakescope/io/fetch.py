@@ -77,8 +77,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
     Raises:
         FetchError: (`URLRefused` for the first three) a malformed URL, a scheme other than http(s), a host that
             resolves to a non-public address (and is not `trusted`), too many redirects, an HTTP error, a text or JSON
-            answer (not read), a network failure, a body over `max_bytes` (`FetchTooLarge`), or a fetch past `timeout` (a server dripping
-            its body would otherwise hold it for as long as it likes).
+            answer (not read), a network failure, a body over `max_bytes` (`FetchTooLarge`), or a fetch past `timeout`
+            (a server dripping its body would otherwise hold it for as long as it likes).
     """
     import httpx
 
