@@ -29,7 +29,7 @@ from fakescope.serve.gate import Gate, generates
 from fakescope.serve.generation_routes import add_generation_routes
 from fakescope.serve.jobs import JobStore
 from fakescope.serve.openapi import PNG_HEADERS, spec_builder
-from fakescope.serve.request_image import SEND_FILES, url_fetcher
+from fakescope.serve.request_image import SEND_FILE, url_fetcher
 
 log = logging.getLogger(__name__)
 CORS_METHODS = ["GET", "POST", "DELETE"]
@@ -122,6 +122,6 @@ def _problem(error: dict) -> str:
     if "Expected UploadFile" in error["msg"]:  # curl -F file=photo.jpg (no @) sends the name, not the file
         field = error["loc"][1]
         return f"{field}: a text field, not a file (send the file itself, e.g. curl -F {field}=@photo.jpg)"
-    if error["type"] == "missing" and error["loc"][1:] in (("file",), ("files",)):  # no part, or one misnamed
-        return f"{error['loc'][1]}: Field required ({SEND_FILES[error['loc'][1]]})"
+    if error["type"] == "missing" and error["loc"][1:] == ("file",):  # /v1/generate: no part, or one misnamed
+        return f"file: Field required ({SEND_FILE})"
     return f"{'.'.join(map(str, error['loc'][1:])) or error['loc'][0]}: {error['msg']}"

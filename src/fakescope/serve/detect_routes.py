@@ -14,11 +14,12 @@ from fastapi.responses import JSONResponse
 from fakescope.detection import Detection
 from fakescope.detector import Detector
 from fakescope.io.image import decode_image
+from fakescope.io.redact import shown_url
 from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, URL_BATCH, answers
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, image_bytes
-from fakescope.serve.request_image import check_image_422, one_upload, read_upload, url_batch
+from fakescope.serve.request_image import batch_urls, check_image_422, fetch_image, one_upload, read_upload
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
 
 ONE_IMAGE = 'The image (multipart); or send the raw bytes, or JSON `{"url": "https://..."}`, as the body.'
@@ -81,15 +82,18 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     ) -> dict:
         """Score several images; a bad file, or a URL that could not be fetched, gives a record with `error` and the
         others are still scored."""
+        batcher: MicroBatcher = request.app.state.batcher
         if files is None:
-            uploads = await url_batch(request, config)
+            urls = await batch_urls(request, config)
+            batcher.check_room(len(urls))  # before fetching: a full server downloads nothing
+            scoring = [_score_url(request, url) for url in urls]
         elif len(files) > config.max_files:
             raise HTTPException(413, f"too many files: {len(files)} (the limit is {config.max_files} per request)")
         else:
-            request.app.state.batcher.check_room(len(files))
+            batcher.check_room(len(files))
             uploads = [(f.filename or f"file{i}", await read_upload(f, config)) for i, f in enumerate(files)]
-        detections = await asyncio.gather(*(_score(request, n, d, heatmap=False, strict=False) for n, d in uploads))
-        return {"results": [d.to_dict() for d in detections]}
+            scoring = [_score(request, name, data, heatmap=False, strict=False) for name, data in uploads]
+        return {"results": [d.to_dict() for d in await asyncio.gather(*scoring)]}
 
     heatmap = {"model": Explanation, "content": {"image/png": BINARY}, "headers": PNG_HEADERS}
 
@@ -126,22 +130,32 @@ def _render_heatmap(data: bytes, heatmap: np.ndarray, overlay: bool) -> bytes:
     return image_bytes(picture)
 
 
-async def _score(request: Request, name: str, data: bytes | str, *, heatmap: bool, strict: bool = True) -> Detection:
+async def _score(request: Request, name: str, data: bytes, *, heatmap: bool, strict: bool = True) -> Detection:
     """Check limits, queue the bytes for the micro-batcher and name the result after the upload.
 
-    `strict` answers 422 for an unreadable image; otherwise the record carries the error, as it does the reason a URL
-    was not fetched (`data` a `str`).
+    `strict` answers 422 for an unreadable image; otherwise the record carries the error.
     """
-    detector: Detector = request.app.state.detector
-    if isinstance(data, str):  # a URL that could not be fetched: why
-        return Detection.failed(name, data, detector.name, detector.threshold)
     try:
         check_image_422(data, request.app.state.config)
     except HTTPException as exc:
         if strict:
             raise
-        return Detection.failed(name, exc.detail, detector.name, detector.threshold)
+        return _failed(request, name, exc.detail)
     detection = await asyncio.wrap_future(request.app.state.batcher.submit(data, heatmap=heatmap, wait=False))
     if detection.error and strict:
         raise HTTPException(422, detection.error)
     return dataclasses.replace(detection, source=name)
+
+
+async def _score_url(request: Request, url: str) -> Detection:
+    """A batch URL's record: its image scored, or why it was not fetched."""
+    try:
+        name, data = await fetch_image(request, url, request.app.state.config)
+    except HTTPException as exc:
+        return _failed(request, shown_url(url), exc.detail)
+    return await _score(request, name, data, heatmap=False, strict=False)
+
+
+def _failed(request: Request, name: str, error: str) -> Detection:
+    detector: Detector = request.app.state.detector
+    return Detection.failed(name, error, detector.name, detector.threshold)

@@ -22,8 +22,8 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 FETCH_WORKERS = 8
 JSON_BODY = {ImageURL: 'a JSON body is {"url": "https://..."}', ImageURLs: 'a JSON body is {"urls": ["https://...", ...]}'}
-SEND_FILES = {"file": "send the image as a 'file' part, e.g. curl -F file=@photo.jpg",
-              "files": "send each image as a 'files' part, e.g. curl -F files=@a.jpg -F files=@b.jpg"}
+SEND_FILE = "send the image as a 'file' part, e.g. curl -F file=@photo.jpg"
+SEND_FILES = "send each image as a 'files' part, e.g. curl -F files=@a.jpg -F files=@b.jpg"
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -43,23 +43,14 @@ async def one_upload(request: Request, file: UploadFile | None, config: ServeCon
     return "upload", data
 
 
-async def url_batch(request: Request, config: ServeConfig) -> list[tuple[str, bytes | str]]:
-    """Each URL of an `ImageURLs` JSON body as shown, with its bytes or why it could not be fetched; a request that is
-    not JSON has no `files` part."""
+async def batch_urls(request: Request, config: ServeConfig) -> list[str]:
+    """The URLs of an `ImageURLs` JSON body, at most `max_files`; a request that is not JSON has no `files` part."""
     if media_type(request) != "application/json":
-        raise HTTPException(422, f"files: Field required ({SEND_FILES['files']})")
+        raise HTTPException(422, f"files: Field required ({SEND_FILES})")
     urls = _json_body(ImageURLs, await read_body(request, config)).urls
     if len(urls) > config.max_files:
         raise HTTPException(413, f"too many URLs: {len(urls)} (the limit is {config.max_files} per request)")
-    request.app.state.batcher.check_room(len(urls))  # before fetching: a full server downloads nothing
-
-    async def fetched(url: str) -> tuple[str, bytes | str]:
-        try:
-            return await fetch_image(request, url, config)
-        except HTTPException as exc:
-            return shown_url(url), exc.detail
-
-    return list(await asyncio.gather(*map(fetched, urls)))
+    return urls
 
 
 def media_type(request: Request) -> str:
