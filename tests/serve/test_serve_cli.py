@@ -359,7 +359,8 @@ def test_app_process_beyond_loopback_is_refused_before_streamlit_starts(tmp_path
 
 @pytest.mark.parametrize("command", ["serve", "app"])
 def test_a_port_in_use_is_one_line_before_serving(command, monkeypatch):
-    """uvicorn printed '[Errno 98] address already in use' among its log lines after the model loaded, and exited 3."""
+    """uvicorn printed '[Errno 98] address already in use' among its log lines after the model loaded, and exited 3;
+    `app` checked only after importing Streamlit and torch and resolving the model (so a bad --model said that)."""
     from fakescope.cli import serve as cli_serve
 
     monkeypatch.setattr(serve_config, "check_port_free", CHECK_PORT_FREE)
@@ -368,7 +369,7 @@ def test_a_port_in_use_is_one_line_before_serving(command, monkeypatch):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(app, [command, "--port", str(port), "--device", "cpu"])
+        result = CliRunner().invoke(app, [command, "--port", str(port), "--device", "cpu", "--model", "no-such-model"])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert result.output == (f"error: port {port} on 127.0.0.1 is already in use (another server?): "
                              "choose another with --port\n")

@@ -110,16 +110,18 @@ def app(
     Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use, or a --host it cannot listen on, included).
     """
     with clean_errors(extra="serve"):
+        from fakescope.serve.config import APP_ANONYMOUS_ENV, app_is_anonymous, check_port_free
+
+        anonymous = app_is_anonymous(host, allow_anonymous=allow_anonymous)
+        check_port_free(host, port)  # before Streamlit and torch are imported: a taken port fails at once, as in serve
         import streamlit  # noqa: F401 - missing: one line naming the extra, not a failed subprocess
 
         from fakescope.detector import resolve_device
         from fakescope.models import resolve_model
         from fakescope.serve import webapp_command
-        from fakescope.serve.config import APP_ANONYMOUS_ENV, app_is_anonymous, check_port_free
         from fakescope.serve.origins import APP_ALLOWED_HOSTS_ENV, any_host_warning, checked_host
         from fakescope.serve.paths import ROOT_ENV, app_root
 
-        anonymous = app_is_anonymous(host, allow_anonymous=allow_anonymous)
         resolve_device(device)  # a bad --device or --model: one line here, not on the page once a browser opens it
         if model:
             resolve_model(model)
@@ -129,7 +131,6 @@ def app(
                ROOT_ENV: str(app_root(root)), APP_ANONYMOUS_ENV: "1" if anonymous else "0",
                APP_ALLOWED_HOSTS_ENV: ",".join(allowed), MIN_FREE_ENV: str(min_free_mb),
                **({"FAKESCOPE_MODEL": model} if model else {})}
-        check_port_free(host, port)
         if warning := any_host_warning(allowed, "app"):
             typer.echo(warning, err=True)
         os.execve(command[0], command, env)  # Streamlit takes this process: a SIGTERM to it stops the server
