@@ -106,7 +106,7 @@ class Detector:
         self._lookahead = 1 if self.device.type == "cuda" else 0  # batches queued on the device before reading one
         self.precision, self._input_dtype = precision, input_dtype(precision)
         fast = precision != "fp32" or compile
-        self._torch_model = _with_grid(model, grid)  # its torch network serves Grad-CAM on any runtime (built when asked)
+        self._torch_model = with_grid(model, grid)  # its torch network serves Grad-CAM on any runtime (built when asked)
         self.model, self.runtime = _with_runtime(self._torch_model, runtime, self.device, threads, torch_only=fast)
         self.batch_size = int(batch_size)
         self.workers, self.processes = int(workers), processes
@@ -115,7 +115,7 @@ class Detector:
             from fakescope.forensics.content_credentials import trust_anchors_from_env
 
             trust_anchors_from_env()
-        self.threshold = float(model.config.threshold if threshold is None else threshold)  # np.float32 is no JSON
+        self.threshold = model_threshold(model, threshold)
         self.band = _shift_band(model.config.band, model.config.threshold, self.threshold)
         self._network = self.model.network
         if self.runtime == "torch":  # channels_last: a faster forward pass on CPU and CUDA (docs/scale.md)
@@ -364,7 +364,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def _with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
+def model_threshold(model: LoadedModel, threshold: float | None) -> float:
+    """The threshold a detector on `model` labels at: `threshold`, else the model's own."""
+    return float(model.config.threshold if threshold is None else threshold)  # np.float32 is no JSON
+
+
+def with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
     """The model with its input policy's tile grid replaced (unchanged when `grid` is None)."""
     if grid is None:
         return model

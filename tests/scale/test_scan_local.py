@@ -121,6 +121,20 @@ def test_a_folder_written_before_scoring_records_is_still_refused_another_thresh
         read_folder(tmp_path / "out", replace(scoring, model="renamed", weights_sha256="other"))
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"threshold": 0.3, "grid": 2, "provenance": False, "precision": "bf16",
+                                     "batch_size": 4}])
+def test_a_ray_scans_planned_scoring_is_what_its_actors_detectors_record(kwargs):
+    """`Scoring.planned` restated `Detector`'s defaults (provenance on, fp32, the model's threshold and grid)."""
+    from fakescope.detector import Detector
+    from fakescope.models import load_model
+    from fakescope.scale.scoring import Scoring
+
+    model = load_model(None, lazy=True)
+    assert Scoring.planned(model, **kwargs) == Scoring.of(Detector(load_model(None, device="cpu"), **kwargs))
+    with pytest.raises(ConfigError, match="grid must be a whole number from 1 to"):  # in the driver, not in each actor
+        Scoring.planned(model, grid=0)
+
+
 def test_a_rerun_with_other_scoring_settings_is_refused_and_one_with_other_speed_settings_resumes(image_folder, tmp_path,
                                                                                                  detector):
     """A rerun with another --grid, --provenance or --precision added rows scored differently to the folder; the

@@ -9,6 +9,7 @@ Parts written before this record have none; their rows' `model` and `threshold` 
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -43,12 +44,15 @@ class Scoring:
                    detector.precision)
 
     @classmethod
-    def planned(cls, model: LoadedModel, *, threshold: float | None = None, grid: int | None = None,
-                provenance: bool = True, precision: str = "fp32", **_: Any) -> Scoring:
-        """The settings Ray actors will score with, from `Detector.load`'s keyword arguments."""
-        config = model.config
-        return cls(config.name, config.weights_sha256, float(config.threshold if threshold is None else threshold),
-                   config.input.grid if grid is None else grid, provenance, precision)
+    def planned(cls, model: LoadedModel, **detector_kwargs: Any) -> Scoring:
+        """The settings Ray actors will score with, given `Detector.load`'s keyword arguments: `Detector`'s own defaults
+        for the rest, and its threshold and grid rules, without building one (its network) here."""
+        from fakescope.detector import Detector, model_threshold, with_grid
+
+        given = {name: p.default for name, p in inspect.signature(Detector).parameters.items()} | detector_kwargs
+        config = with_grid(model, given["grid"]).config
+        return cls(config.name, config.weights_sha256, model_threshold(model, given["threshold"]), config.input.grid,
+                   given["provenance"], given["precision"])
 
     def on(self, schema: pa.Schema) -> pa.Schema:
         """`schema` carrying this record (Parquet keeps it in the part's footer)."""
