@@ -317,8 +317,8 @@ def test_generator_page_generates_scores_and_saves(app_url, page, runs, images_a
     photo = tmp_path / "real.jpg"
     photo.write_bytes(photo_bytes)
     page.goto(f"{app_url}/generator")
-    page.get_by_text("No OpenAI API key set: enter one above, or set OPENAI_API_KEY (environment or .env) where the app "
-                     "runs").wait_for(timeout=30_000)  # said only "enter one above", not what to set
+    page.get_by_text("No OpenAI API key set: enter one in the field above, or set OPENAI_API_KEY (environment or .env) "
+                     "where the app runs").wait_for(timeout=30_000)  # said only "enter one above", not what to set
     page.locator("input[type=file]").set_input_files(str(photo))
     page.get_by_role("button", name="Generate").click()  # was told to set OPENAI_API_KEY "for the server"
     page.get_by_text("Generation failed: no OpenAI API key: enter one in the field above, or set OPENAI_API_KEY "
@@ -445,8 +445,8 @@ def test_open_app_generates_with_the_visitors_key_only(images_api, page, runs, p
     with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", FAKESCOPE_APP_ANONYMOUS="1",
                       FAKESCOPE_APP_MIN_FREE_MB=str(floor)) as url:
         page.goto(f"{url}/generator")
-        page.get_by_text("No OpenAI API key set: enter yours above (this app is open to anyone, so it never uses the "
-                         "server's)").wait_for(timeout=30_000)  # the server's key in .env does not count
+        page.get_by_text("No OpenAI API key set: enter yours in the field above (this app is open to anyone, so it never "
+                         "uses the server's)").wait_for(timeout=30_000)  # the server's key in .env does not count
         page.locator("input[type=file]").set_input_files(str(photo))
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("Generation failed: no OpenAI API key: enter yours in the field above (this app is open to "

@@ -54,10 +54,6 @@ MARKDOWN_SIGNS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:<>&])")
 # sends a page link's run only the values of this script's widgets, and Streamlit folds a run asked for just before (a
 # field's Enter) into it, so the value typed into a page's field was lost when the link was clicked at once.
 KEPT_WIDGETS = ("openai_key", "edit_prompt", "dataset_folder")
-NO_KEY = "no OpenAI API key: enter one in the field above, or set OPENAI_API_KEY (environment or .env) where the app runs"
-NO_OWN_KEY = "no OpenAI API key: enter yours in the field above (this app is open to anyone, so it never uses the server's)"
-NO_KEY_SET = "No OpenAI API key set: enter one above, or set OPENAI_API_KEY (environment or .env) where the app runs"
-NO_OWN_KEY_SET = "No OpenAI API key set: enter yours above (this app is open to anyone, so it never uses the server's)"
 REPORT_NAMES = ("report.json", "logo.json")  # written by `fakescope evaluate` and `fakescope evaluate-logo`
 log = logging.getLogger(__name__)
 
@@ -97,6 +93,13 @@ def root() -> Path:
 def anonymous() -> bool:
     """Whether the app is open beyond loopback (`FAKESCOPE_APP_ANONYMOUS`): then it never spends the server's key."""
     return os.environ.get(APP_ANONYMOUS_ENV) == "1"
+
+
+def key_advice() -> str:
+    """How to give the generator an OpenAI key, for the page's warning and the failed generation's line alike."""
+    if anonymous():
+        return "enter yours in the field above (this app is open to anyone, so it never uses the server's)"
+    return "enter one in the field above, or set OPENAI_API_KEY (environment or .env) where the app runs"
 
 
 def plain(text: object) -> str:
@@ -212,7 +215,7 @@ def generator_page() -> None:
                         help="Kept in this browser session only; never stored or logged.")
     storage.load_env_file()  # the server's key may live in .env
     if not key and (anonymous() or not os.environ.get("OPENAI_API_KEY")):
-        st.warning(NO_OWN_KEY_SET if anonymous() else NO_KEY_SET)
+        st.warning(f"No OpenAI API key set: {key_advice()}")
     upload = st.file_uploader("Real image", key="real")
     mode = st.radio("Mode", ["variation", "edit"], horizontal=True,
                     help="variation: a new photo of the same kind (GPT image models: an edit of the whole image by a fixed prompt)")
@@ -266,7 +269,7 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
     try:
         config = OpenAIImagesConfig(**settings)
         check_image(data, limit)
-        client = openai_client(key or None, missing=NO_OWN_KEY if anonymous() else NO_KEY, own_key_only=anonymous())
+        client = openai_client(key or None, missing=f"no OpenAI API key: {key_advice()}", own_key_only=anonymous())
         workspace = st.session_state.setdefault("workspace", tempfile.mkdtemp(prefix="fakescope-app-"))
         folder = upload_folder(workspace, data, config)
         with st.spinner("Generating..."):
