@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from fakescope.errors import ImageLoadError
 from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, files_in, output_uri
-from fakescope.generate.ledger import DONE, RUNNING, JobRecord
+from fakescope.generate.ledger import JobRecord
 from fakescope.generate.manifest import manifest_row, manifest_rows
 from fakescope.generate.openai_images import OpenAIImagesConfig
 from fakescope.io import storage
@@ -55,7 +55,7 @@ class Made:
         """The images `out` holds, of any model and parameters (known by their names), that a ledger of `records` did
         not pay for (nor has in flight)."""
         paid = {(record.source_sha256[:8], record.model, record.mode, record.params_hash[:6], record.index)
-                for record in records if record.state in (DONE, RUNNING) or record.cost > 0}
+                for record in records if record.paid}
         found = ((uri, any_output(uri.rsplit("/", 1)[-1])) for uri in self.files)
         return {uri for uri, key in found if key is not None and key not in paid}
 

@@ -18,11 +18,12 @@ OPTIONS = {"mode": "--mode", "model": "--model", "size": "--size", "quality": "-
 
 
 def paid_jobs(ledger: Path) -> list[JobRecord]:
-    """`Ledger.paid` of the ledger at `ledger`, read without claiming it; none where it does not exist."""
+    """The jobs the ledger at `ledger` records as paid (`JobRecord.paid`), read without claiming it; none where it does
+    not exist."""
     if not ledger.is_file():
         return []
     with Ledger(ledger) as book:
-        return book.paid()
+        return [record for record in book.jobs() if record.paid]
 
 
 def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: Sequence[tuple[str, str, str | None]],

@@ -94,6 +94,11 @@ class JobRecord:
     params: str | None = None
     """The parameters of the run that registered it (`OpenAIImagesConfig.params()`), as JSON; None in older ledgers."""
 
+    @property
+    def paid(self) -> bool:
+        """Whether its image was paid for: done, in flight, or billed for an image that was lost."""
+        return self.state in (DONE, RUNNING) or self.cost > 0
+
 
 class Ledger:
     """Thread-safe job ledger in one SQLite file (WAL journal); spool files live in `<path>.spool/`.
@@ -188,12 +193,6 @@ class Ledger:
         with self._lock:
             rows = self._db.execute(query, (state,) if state else ()).fetchall()
         return (JobRecord(*row) for row in rows)
-
-    def paid(self) -> list[JobRecord]:
-        """The jobs paid for (done, in flight, or billed for an image that was lost), in insertion order."""
-        query = f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?) OR cost > 0 ORDER BY rowid"
-        with self._lock:
-            return [JobRecord(*row) for row in self._db.execute(query, (DONE, RUNNING)).fetchall()]
 
     def spent(self) -> float:
         """Estimated cost of every billed image (USD), done or lost, over all the runs that used this ledger."""
