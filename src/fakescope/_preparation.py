@@ -238,7 +238,7 @@ def read_input(item: ImageInput) -> bytes | None:
 def describe_input(item: ImageInput, index: int) -> str:
     """The `source` of an input's result: its path, a file object's name, else its type and position.
 
-    An http(s) URL is named without its user info (a password) and query (a signed URL's signature).
+    An http(s) URL is named without its user info (a password) and query (a signed URL's signature): `shown_source`.
     """
     if isinstance(item, (str, os.PathLike)):
         text = str(os.fspath(item))  # a plain str, from numpy's str_ too

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -34,10 +35,15 @@ def _urls(origin: str) -> list[str]:
     return [f"{origin}/a.png", signed, f"{origin}/missing.png", f"{origin}/page.html", f"{origin}/big.png"]
 
 
+def _named(url: str) -> str:
+    """How records name a URL with a query: without it, and with 12 hex digits of the full URL's sha256."""
+    return f"{url.partition('?')[0].replace('user:hunter22pass@', '')}#query={hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
 def _check(records: list[dict], origin: str) -> None:
     """The images scored, each failed fetch its own one-line error, the signed URL named without its secrets."""
-    assert [r["path"] for r in records] == [f"{origin}/{name}" for name in
-                                            ("a.png", "signed.png", "missing.png", "page.html", "big.png")]
+    assert [r["path"] for r in records] == [f"{origin}/a.png", _named(_urls(origin)[1]),
+                                            *(f"{origin}/{name}" for name in ("missing.png", "page.html", "big.png"))]
     assert [r.get("error") for r in records[:2]] == [None, None] and records[0]["score"] == records[1]["score"]
     assert [r["error"] for r in records[2:]] == [
         "HTTP Error 404: Not Found",
@@ -72,6 +78,20 @@ def test_scan_takes_urls_from_a_manifest_and_stdin(tiny_model_dir, trusted, tmp_
     rerun = CliRunner().invoke(app, ["scan", str(tmp_path / "urls.csv"), "--out", str(tmp_path / "m"), "--model",
                                      str(tiny_model_dir), "--device", "cpu", "--no-provenance", "--runtime", "torch"])
     assert rerun.exit_code == 0 and rerun.output.startswith("scanned 0  failed 0  skipped (done before) 5 ")  # signed too
+
+
+def test_scan_keeps_urls_that_differ_only_in_their_query_apart(tiny_model_dir, trusted, tmp_path):
+    """Records name a URL without its query, so the second was stored under the first's name and a rerun skipped it
+    as done (or a crash's resume dropped it) though it may be another image."""
+    urls = [f"{trusted}/a.png?id=1&sig=SECRETSIG", f"{trusted}/a.png?id=2&sig=SECRETSIG", f"{trusted}/a.png"]
+    command = ["scan", "-", "--out", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--device", "cpu",
+               "--no-provenance", "--runtime", "torch"]
+    first = CliRunner().invoke(app, command, input="\n".join(urls[:2]))
+    again = CliRunner().invoke(app, command, input="\n".join(urls))
+    assert first.output.startswith("scanned 2  failed 0  ") and again.output.startswith("scanned 1  failed 0  skipped "
+                                                                                         "(done before) 2 ")
+    paths = read_results(tmp_path / "out")["path"].tolist()
+    assert paths == [_named(urls[0]), _named(urls[1]), f"{trusted}/a.png"] and "SECRETSIG" not in str(paths)
 
 
 def test_a_url_on_loopback_is_refused_unless_its_origin_is_trusted(tiny_model_dir, server):

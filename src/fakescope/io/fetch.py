@@ -12,6 +12,7 @@ an input (the web app, `detect`, `scan`, `Detector.predict`) within the input li
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import socket
@@ -57,8 +58,13 @@ def is_url(source: str) -> bool:
 
 def shown_source(source: str) -> str:
     """A source as records name it (and a scan rerun skips it): an http(s) URL without its user info (a password) and
-    query (a signed URL's signature), anything else as given."""
-    return shown_url(source) if is_url(source) else source
+    query (a signed URL's signature), anything else as given. A URL with a query ends `#query=` and 12 hex digits of the
+    full URL's sha256, so URLs that differ only there keep distinct names without showing it."""
+    if not is_url(source):
+        return source
+    if "?" not in source.partition("#")[0]:
+        return shown_url(source)
+    return f"{shown_url(source)}#query={hashlib.sha256(source.encode()).hexdigest()[:12]}"
 
 
 def fetch_url(url: str, max_bytes: int = URL_MAX_BYTES) -> bytes:

@@ -77,7 +77,7 @@ def source_key(source: str) -> str:
 
 def stored_path(source: str) -> str:
     """The `path` the row of a `source_key` holds, which a rerun skips: non-UTF-8 names escaped (`path_text`), an
-    http(s) URL without its user info and query, as its record names it."""
+    http(s) URL as its record names it (`shown_source`)."""
     return path_text(shown_source(source))
 
 
