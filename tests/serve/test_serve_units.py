@@ -172,7 +172,10 @@ def test_a_client_that_leaves_mid_upload_is_a_400_not_a_server_error(tmp_path):
 
     from fakescope.serve import create_app
 
+    from fakescope.serve import MicroBatcher
+
     app = create_app(ServeConfig(token=None, jobs_dir=tmp_path), detector=object())  # the body is read before scoring
+    app.state.batcher = MicroBatcher(object(), max_queue=1)  # no lifespan here: the queue, checked first, has room
     messages = [{"type": "http.request", "body": b"\x89PNG\r\n\x1a\n", "more_body": True}, {"type": "http.disconnect"}]
     sent = []
 
