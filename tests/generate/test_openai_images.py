@@ -11,11 +11,13 @@ import logging
 import os
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
 import time
 import traceback
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -173,6 +175,11 @@ def test_edit_masks_mark_the_centre_everything_or_a_users_png(tmp_path):
         OpenAIImagesConfig(model="dall-e-2", mode="edit", prompt="a hat", mask=str(tmp_path / "text.png"))
     with pytest.raises(StorageError, match="no such file"):
         OpenAIImagesConfig(model="dall-e-2", mode="edit", prompt="a hat", mask=str(tmp_path / "gone.png"))
+    chunks = (b"IHDR" + struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0), b"IDAT" + zlib.compress(bytes(10)), b"IEND")
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(  # declares 900 Mpx: over twice MAX_PIXELS
+        struct.pack(">I", len(c) - 4) + c + struct.pack(">I", zlib.crc32(c)) for c in chunks))
+    with pytest.raises(ConfigError, match=r"^edit mask \S+huge.png: image too large: 900,000,000 pixels exceeds"):
+        OpenAIImagesConfig(model="dall-e-2", mode="edit", prompt="a hat", mask=str(tmp_path / "huge.png"))
     assert "mask" not in OpenAIImagesConfig(model="dall-e-2", mode="variation").params()  # variation ledgers keep their job keys
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.io import storage
-from fakescope.io.image import pixel_limit, sniff_format, too_large_error, upright_size
+from fakescope.io.image import pixel_limit, sniff_format, upright_size
 from fakescope.io.inputs import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def describe_image(data: bytes) -> dict[str, object]:
     only the header.
 
     Raises:
-        ImageLoadError: The bytes are not an image Pillow can open, or declare over twice `MAX_PIXELS`.
+        ImageLoadError: The bytes are not an image Pillow can open, or declare over twice `MAX_PIXELS` (`pixel_limit`).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -73,8 +73,6 @@ def describe_image(data: bytes) -> dict[str, object]:
             pil_format = image.format
     except UnidentifiedImageError:  # its message names only a BytesIO
         raise ImageLoadError(_UNKNOWN_FORMAT) from None
-    except Image.DecompressionBombError as exc:  # a header declaring over twice MAX_PIXELS: no OSError
-        raise too_large_error(exc) from None
     except OSError as exc:  # a damaged header: Pillow's reason, such as "Truncated File Read"
         raise ImageLoadError(f"not a readable image ({exc})") from None
     return {

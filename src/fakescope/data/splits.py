@@ -101,8 +101,6 @@ def _measure_files(frame: pd.DataFrame, measure: Callable[[bytes], T], *, worker
                    skip: Container[str | int] = ()) -> dict[str | int, T | None]:
     """`measure` of each file's bytes (`_files`) not in `skip`, reading its rows' uris in turn until one can be read
     (None where none can); a file whose leading bytes name no image format is refused after reading only those."""
-    from PIL import Image
-
     todo: dict[str | int, list[str]] = {}
     for file, uri in zip(_files(frame), frame["uri"].tolist()):
         if file not in skip:
@@ -112,7 +110,7 @@ def _measure_files(frame: pd.DataFrame, measure: Callable[[bytes], T], *, worker
         for uri in copies:  # one that is gone or unreadable: the next copy
             try:
                 return measure(storage.read_bytes(uri, check=check_signature))
-            except (FakescopeError, OSError, ValueError, Image.DecompressionBombError):  # the last: over 2x MAX_PIXELS
+            except (FakescopeError, OSError, ValueError):  # FakescopeError: also over 2x MAX_PIXELS (`pixel_limit`)
                 continue
         return None
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from PIL import Image
 
-from fakescope.errors import ConfigError, FakescopeError
+from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.generate.openai_models import (
     DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MODELS, check_options, family, retirement,
 )
@@ -203,7 +203,9 @@ class OpenAIImagesConfig:
         try:
             with pixel_limit():
                 image = Image.open(io.BytesIO(data)).convert("RGBA")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except ImageLoadError as exc:  # over twice MAX_PIXELS (`pixel_limit`)
+            raise ConfigError(f"edit mask {self.mask}: {exc}") from None
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"edit mask {self.mask} is not a readable image ({type(exc).__name__})") from None
         if image.getchannel("A").getextrema()[0] == 255:
             raise ConfigError(f"edit mask {self.mask} has no transparent pixel; make transparent what the edit may change")

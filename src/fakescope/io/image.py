@@ -106,7 +106,8 @@ class LoadedImage:
 @contextlib.contextmanager
 def pixel_limit() -> Iterator[None]:
     """Pillow's bomb limit (`Image.MAX_IMAGE_PIXELS`, process-wide) at `MAX_PIXELS` while fakescope decodes, the
-    host's own value back once the last decode running in any thread ends: importing fakescope leaves it alone."""
+    host's own value back once the last decode running in any thread ends: importing fakescope leaves it alone.
+    Pillow's `DecompressionBombError` (a size over twice the limit) leaves the block as `_too_large_error`'s."""
     global _limit_users, _host_limit
     with _limit_lock:
         if not _limit_users:
@@ -114,6 +115,8 @@ def pixel_limit() -> Iterator[None]:
         _limit_users += 1
     try:
         yield
+    except Image.DecompressionBombError as exc:
+        raise _too_large_error(exc) from None
     finally:
         with _limit_lock:
             _limit_users -= 1
@@ -138,8 +141,6 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
             img = _tolerating_png_text(_open, data)
         except ImageLoadError:
             raise
-        except Image.DecompressionBombError as exc:
-            raise too_large_error(exc) from None
         except Exception as exc:  # Pillow raises many types for broken files
             raise corrupt_image_error(fmt, exc) from None
         rgb = _check_size(to_rgb(img))
@@ -147,7 +148,8 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
 
 
 def header_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the header alone, without decoding; Pillow's errors pass through.
+    """(width, height) from the header alone, without decoding; Pillow's errors pass through, but for a size over
+    twice `MAX_PIXELS` (`pixel_limit`'s `ImageLoadError`).
 
     A PNG whose text or ICC chunks inflate past Pillow's caps is sized without them, as `decode_image` decodes it.
     """
@@ -170,12 +172,13 @@ def _tolerating_png_text(read: Callable[[bytes], T], data: bytes) -> T:
 def _open(data: bytes) -> Image.Image:
     """Open and decode the first frame, refusing declared sizes over `MAX_PIXELS` before decoding."""
     quiet_pillow()
-    img = Image.open(io.BytesIO(data))
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise ImageLoadError(f"image too large: {w}x{h} ({w * h:,} pixels) exceeds {MAX_PIXELS:,} pixels")
-    img.seek(0)  # first frame of animations
-    img.load()
+    with pixel_limit():  # here, not only around the caller: its handler would take Pillow's bomb error for corruption
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise ImageLoadError(f"image too large: {w}x{h} ({w * h:,} pixels) exceeds {MAX_PIXELS:,} pixels")
+        img.seek(0)  # first frame of animations
+        img.load()
     return img
 
 
@@ -291,9 +294,9 @@ def frame_count(img: Image.Image) -> int:
         return 1
 
 
-def too_large_error(exc: Image.DecompressionBombError) -> ImageLoadError:
-    """The error for an image whose declared size Pillow's bomb check refused (over twice `MAX_PIXELS` inside
-    `pixel_limit`), naming that size."""
+def _too_large_error(exc: Image.DecompressionBombError) -> ImageLoadError:
+    """The error `pixel_limit` raises for an image whose declared size Pillow's bomb check refused (over twice
+    `MAX_PIXELS`), naming that size."""
     declared = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
     size = f"{int(declared[1]):,} pixels" if declared else "its declared size"
     return ImageLoadError(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels")

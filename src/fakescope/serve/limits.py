@@ -43,8 +43,6 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     Raises:
         ImageLoadError: empty bytes, no known image signature, a corrupt header, or too many pixels.
     """
-    from PIL import Image
-
     from fakescope.io.image import MAX_PIXELS, corrupt_image_error, header_size, sniff_format
 
     if not data:
@@ -55,7 +53,7 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
                              "(JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF, AVIF)")
     try:
         width, height = header_size(data)
-    except Image.DecompressionBombError:  # Pillow refuses to open headers over twice its limit (`MAX_PIXELS` there)
+    except ImageLoadError:  # header_size's: Pillow refuses to open headers over twice `MAX_PIXELS`
         raise ImageLoadError(f"image too large: over {2 * MAX_PIXELS:,} pixels; "
                              f"the limit is {max_pixels:,}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
