@@ -111,7 +111,7 @@ def test_a_damaged_or_unknown_file_is_skipped_with_a_warning_that_says_why(faces
     assert build_from_folders(str(root))["uri"].str.endswith("/fake/ok.png").sum() == 1
     assert sorted(r.getMessage() for r in caplog.records if "skipping" in r.getMessage()) == [
         f"skipping {root / 'fake' / 'cut.jpg'}: not a readable image (Truncated File Read)",
-        f"skipping {root / 'fake' / 'text.png'}: not a readable image (unrecognised format)"]
+        f"skipping {root / 'fake' / 'text.png'}: not an image (unrecognised file signature)"]
 
 
 def test_a_huge_non_image_named_jpg_is_refused_from_its_first_bytes_by_build_split_audit_and_export(faces_layout, tmp_path):
@@ -131,7 +131,7 @@ def test_a_huge_non_image_named_jpg_is_refused_from_its_first_bytes_by_build_spl
     tracemalloc.start()
     try:
         frame = build_from_folders(str(root), workers=2)
-        assert skipped(frame) == {"not a readable image": 1} and len(frame) == PER_CLASS + 2  # build's wording, as before
+        assert skipped(frame) == {"not an image": 1} and len(frame) == PER_CLASS + 2  # as every reader words it
         listed = pd.concat([frame, frame.iloc[-1:].assign(uri=str(root / "fake" / "huge.jpg"), sha256="f" * 64,
                                                           pair_id="f" * 64)], ignore_index=True)
         split = split_manifest(listed, seed=0, workers=2)
@@ -189,10 +189,10 @@ def test_skipped_files_are_counted_by_reason(faces_layout, tmp_path):
     os.symlink(tmp_path / "gone.png", root / "fake" / "dangling.png")
     (root / "fake" / "ok.png").write_bytes(encode(smooth_image(5), "PNG"))
     assert skipped(build_from_folders(str(root))) == {
-        "not a readable image": 2, "name not UTF-8": 1, "no such file or folder": 1}
+        "not a readable image": 1, "not an image": 1, "name not UTF-8": 1, "no such file or folder": 1}
     assert skipped(build_from_folders(str(faces_layout))) == {}
     (tmp_path / "list.csv").write_text(f"path,label\n{root / 'fake' / 'ok.png'},ai\n{root / 'fake' / 'text.png'},ai\n")
-    assert skipped(build_from_csv(str(tmp_path / "list.csv"))) == {"not a readable image": 1}
+    assert skipped(build_from_csv(str(tmp_path / "list.csv"))) == {"not an image": 1}
     (tmp_path / "ffhq.json").write_text(json.dumps({"0": {"image": {"file_path": "r000.jpg"}},
                                                     "1": {"image": {"file_path": "absent.png"}}}))
     assert skipped(build_from_ffhq_json(str(tmp_path / "ffhq.json"), str(faces_layout / "real"))) == {

@@ -49,7 +49,7 @@ def test_build_summary_counts_the_files_it_skipped(faces_layout, tmp_path):
     shutil.copy(faces_layout / "fake" / "stylegan2" / "f001.jpg", root / "fake" / "ok.jpg")
     built = runner.invoke(app, ["dataset", "build", str(root), "-o", str(tmp_path / "m.parquet")])
     assert built.exit_code == 0, built.output
-    assert f"18 images (ai: 1, real: 17), 2 skipped: 2 not a readable image; manifest {tmp_path / 'm.parquet'}" in built.output
+    assert f"18 images (ai: 1, real: 17), 2 skipped: 1 not a readable image, 1 not an image; manifest {tmp_path / 'm.parquet'}" in built.output
     clean = runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", str(tmp_path / "all.parquet")])
     assert clean.output.startswith("34 images (ai: 17, real: 17); manifest")
 

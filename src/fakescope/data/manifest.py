@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.io import storage
-from fakescope.io.image import pixel_limit, sniff_format, upright_size
+from fakescope.io.image import check_signature, pixel_limit, sniff_format, upright_size
 from fakescope.io.inputs import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
@@ -43,19 +43,13 @@ HASH_COLUMN = "dhash"
 MISSING_MARKERS = ("No face detected",)
 """Attribute values that mean "no value" (DeepFace's, in ffhq_attributes.csv): read as missing (NaN) when attributes
 are joined, balanced and sliced, as are empty cells and pandas' CSV markers (NA, N/A, null, NaN, ...)."""
-_UNKNOWN_FORMAT = "not a readable image (unrecognised format)"
 _LABEL_ALIASES = {"real": "real", "0": "real", "ai": "ai", "1": "ai", "fake": "ai", "generated": "ai", "synthetic": "ai"}
 
 
 def describe_file(uri: str) -> dict[str, object]:
-    """`describe_image` of the file at `uri`; one whose leading bytes name no image format is refused, as
-    `describe_image` refuses it, after reading only those (a huge file named `.jpg` never fills memory)."""
-    return describe_image(storage.read_bytes(uri, check=_refuse_unknown_format))
-
-
-def _refuse_unknown_format(head: bytes) -> None:
-    if head and sniff_format(head) is None:
-        raise ImageLoadError(_UNKNOWN_FORMAT)
+    """`describe_image` of the file at `uri`; one whose leading bytes name no image format is refused after reading
+    only those (`check_signature`: a huge file named `.jpg` never fills memory)."""
+    return describe_image(storage.read_bytes(uri, check=check_signature))
 
 
 def describe_image(data: bytes) -> dict[str, object]:
@@ -72,7 +66,7 @@ def describe_image(data: bytes) -> dict[str, object]:
             width, height = upright_size(image)
             pil_format = image.format
     except UnidentifiedImageError:  # its message names only a BytesIO
-        raise ImageLoadError(_UNKNOWN_FORMAT) from None
+        raise ImageLoadError("not a readable image (unrecognised format)") from None
     except OSError as exc:  # a damaged header: Pillow's reason, such as "Truncated File Read"
         raise ImageLoadError(f"not a readable image ({exc})") from None
     return {
