@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 def _handler(image: bytes, big: int, load: dict | None):
     class Images(BaseHTTPRequestHandler):
         """`/*.png`: the image (any query); `/missing.png`: 404; `/page.html`: a web page; `/big.png`: `big` bytes of an
-        image's signature and zeros; `/slow.png`: the image after 1 s, counting the requests at once in `load`."""
+        image's signature and zeros; `/text.png`: text called a PNG; `/slow.png`: the image after 1 s, counting the requests at once in `load`."""
 
         def log_message(self, *args) -> None:
             pass
@@ -29,7 +29,8 @@ def _handler(image: bytes, big: int, load: dict | None):
             if path == "/missing.png":
                 self.send_error(404)
                 return
-            body = {"/page.html": b"<html>not an image</html>", "/big.png": image[:64] + bytes(big)}.get(path, image)
+            body = {"/page.html": b"<html>not an image</html>", "/big.png": image[:64] + bytes(big),
+                    "/text.png": b"not an image"}.get(path, image)
             self.send_response(200)
             self.send_header("Content-Type", "text/html" if path.endswith(".html") else "image/png")
             self.send_header("Content-Length", str(len(body)))

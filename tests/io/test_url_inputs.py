@@ -32,7 +32,8 @@ def trusted(server, monkeypatch):
 
 def _urls(origin: str) -> list[str]:
     signed = origin.replace("http://", "http://user:hunter22pass@") + "/signed.png?X-Amz-Signature=SECRETSIG"
-    return [f"{origin}/a.png", signed, f"{origin}/missing.png", f"{origin}/page.html", f"{origin}/big.png"]
+    return [f"{origin}/a.png", signed, f"{origin}/missing.png", f"{origin}/page.html", f"{origin}/big.png",
+            f"{origin}/text.png"]
 
 
 def _named(url: str) -> str:
@@ -43,12 +44,13 @@ def _named(url: str) -> str:
 def _check(records: list[dict], origin: str) -> None:
     """The images scored, each failed fetch its own one-line error, the signed URL named without its secrets."""
     assert [r["path"] for r in records] == [f"{origin}/a.png", _named(_urls(origin)[1]),
-                                            *(f"{origin}/{name}" for name in ("missing.png", "page.html", "big.png"))]
+                                            *(f"{origin}/{name}" for name in ("missing.png", "page.html", "big.png",
+                                                                             "text.png"))]
     assert [r.get("error") for r in records[:2]] == [None, None] and records[0]["score"] == records[1]["score"]
     assert [r["error"] for r in records[2:]] == [
         "HTTP Error 404: Not Found",
         "the URL answered text/html, not an image (a web page? use the image's own address)",
-        f"the file at that URL is over {URL_MAX_BYTES:,} bytes"]
+        f"the file at that URL is over {URL_MAX_BYTES:,} bytes", "not an image (unrecognised file signature)"]
     assert "hunter22pass" not in json.dumps(records) and "SECRETSIG" not in json.dumps(records)
 
 
@@ -71,13 +73,13 @@ def test_scan_takes_urls_from_a_manifest_and_stdin(tiny_model_dir, trusted, tmp_
     for name, args, stdin in ("m", [str(tmp_path / "urls.csv")], None), ("s", ["-"], "\n".join(_urls(trusted))):
         result = CliRunner().invoke(app, ["scan", *args, "--out", str(tmp_path / name), "--model", str(tiny_model_dir),
                                           "--device", "cpu", "--no-provenance", "--runtime", "torch"], input=stdin)
-        assert result.exit_code == 1 and result.output.startswith("scanned 5  failed 3  ")
+        assert result.exit_code == 1 and result.output.startswith("scanned 6  failed 4  ")
         frame = read_results(tmp_path / name)  # one part, in input order
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
         _check([{k: v for k, v in row.items() if v is not None} for row in rows], trusted)
     rerun = CliRunner().invoke(app, ["scan", str(tmp_path / "urls.csv"), "--out", str(tmp_path / "m"), "--model",
                                      str(tiny_model_dir), "--device", "cpu", "--no-provenance", "--runtime", "torch"])
-    assert rerun.exit_code == 0 and rerun.output.startswith("scanned 0  failed 0  skipped (done before) 5 ")  # signed too
+    assert rerun.exit_code == 0 and rerun.output.startswith("scanned 0  failed 0  skipped (done before) 6 ")  # signed too
 
 
 def test_scan_keeps_urls_that_differ_only_in_their_query_apart(tiny_model_dir, trusted, tmp_path):

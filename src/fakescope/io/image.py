@@ -335,7 +335,7 @@ def load_source(source: str | os.PathLike, *, keep_bytes: bool = True) -> Loaded
 def read_source(source: str | os.PathLike) -> bytes:
     """The encoded bytes of a local path, a `file://` path, a storage URI or an http(s) URL (`fetch.fetch_url`),
     undecoded; a file or object whose leading bytes are no image signature is refused before the rest is read (a huge
-    file named `.jpg` never fills memory).
+    file named `.jpg` never fills memory). A URL's body, read whole within fetch's limit, is left to the decoder.
 
     Raises:
         ImageLoadError: a local file that cannot be read, or no image. StorageError: a remote read failed. FetchError: a
@@ -343,9 +343,7 @@ def read_source(source: str | os.PathLike) -> bytes:
     """
     text = os.fspath(source)
     if is_url(text):
-        data = fetch_url(text)
-        check_signature(data[:HEAD_BYTES])
-        return data
+        return fetch_url(text)
     if "://" in text and not text.startswith("file://"):
         from fakescope.io.storage import read_bytes
 
