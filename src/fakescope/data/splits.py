@@ -42,15 +42,7 @@ def difference_hash(data: bytes) -> int:
     at most 4, on the shared data's 4,250 JPEGs). Other formats decode in full. The image is turned upright by its
     EXIF orientation first, as decoding turns it.
     """
-    from PIL import Image
-
-    from fakescope.io.image import pixel_limit, upright
-
-    with pixel_limit(), Image.open(io.BytesIO(data)) as image:
-        image.draft("L", (64, 64))
-        pixels = np.asarray(upright(image).convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
-    bits = (pixels[:, 1:] > pixels[:, :-1]).flatten()
-    return int(np.packbits(bits).view(">u8")[0])
+    return _hash_and_size(data)[0]
 
 
 def perceptual_hashes(frame: pd.DataFrame, *, workers: int = 8, progress: bool = False) -> list[int | None]:
@@ -82,14 +74,18 @@ def rehash_manifest(frame: pd.DataFrame, *, workers: int = 8, progress: bool = F
 
 
 def _hash_and_size(data: bytes) -> tuple[int, int, int]:
-    """(dHash, width, height) of encoded image bytes, all turned upright by the EXIF orientation."""
+    """(`difference_hash`, width, height) of encoded image bytes, all turned upright by the EXIF orientation, from one
+    opening of the image."""
     from PIL import Image
 
-    from fakescope.io.image import pixel_limit, upright_size
+    from fakescope.io.image import pixel_limit, upright, upright_size
 
     with pixel_limit(), Image.open(io.BytesIO(data)) as image:
-        width, height = upright_size(image)
-    return difference_hash(data), width, height
+        width, height = upright_size(image)  # before `draft`, which shrinks a JPEG's size
+        image.draft("L", (64, 64))
+        pixels = np.asarray(upright(image).convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
+    bits = (pixels[:, 1:] > pixels[:, :-1]).flatten()
+    return int(np.packbits(bits).view(">u8")[0]), width, height
 
 
 def _files(frame: pd.DataFrame) -> list[str | int]:
