@@ -211,13 +211,16 @@ def quiet_pillow() -> None:
 
 
 def upright(img: Image.Image) -> Image.Image:
-    """A copy of `img` turned as its EXIF (or XMP) orientation says, as `ImageOps.exif_transpose` turns it; where that
-    fails on damaged EXIF, turned by the orientation alone. Every reader (decoding, manifests, dHash, audit) turns here."""
+    """`img` turned as its EXIF (or XMP) orientation says, as `ImageOps.exif_transpose` turns it; where that fails on
+    damaged EXIF, turned by the orientation alone. An upright `img` is returned itself, not copied: callers convert it
+    anyway. Every reader (decoding, manifests, dHash, audit) turns here."""
+    method = _TURNS.get(orientation(img))
+    if method is None:
+        return img
     try:
         return ImageOps.exif_transpose(img)
     except Exception:  # broken EXIF must not lose the pixels
-        method = _TURNS.get(orientation(img))
-        return img.copy() if method is None else img.transpose(method)
+        return img.transpose(method)
 
 
 def orientation(img: Image.Image) -> int:
@@ -238,7 +241,7 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
 def to_rgb(img: Image.Image) -> Image.Image:
     """Return an 8-bit RGB copy: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
     quiet_pillow()
-    img = upright(img)
+    source, img = img, upright(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img)
         img = Image.fromarray(_scaled(arr, 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0), "L")
@@ -255,7 +258,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = Image.alpha_composite(background, img)
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return img
+    return img.copy() if img is source else img  # an upright RGB `source`: nothing above copied it
 
 
 def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_bytes: bool = True) -> LoadedImage:
