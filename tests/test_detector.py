@@ -374,7 +374,7 @@ def test_a_numpy_threshold_still_gives_json_records(tiny_model_dir, image_files)
                                                   ({"batch_size": 0}, "batch_size must be a whole number at least 1"),
                                                   ({"batch_size": 8.5}, "batch_size must be a whole number"),
                                                   ({"grid": 2.5}, "grid must be a whole number"),
-                                                  ({"grid": True}, "grid must be a whole number from 1 to 32, got True"),
+                                                  ({"grid": True}, r"grid must be a whole number from 1 to 32 \(tiles per side\), got True"),
                                                   ({"batch_size": True},
                                                    "batch_size must be a whole number at least 1, got True"),
                                                   ({"workers": False}, "workers must be a whole number at least 0 .*got False"),
@@ -475,7 +475,7 @@ def test_grid_override_trades_tiles_for_speed(tiny_model_dir, image_factory):
         assert d.predict(image, heatmap=True).heatmap.shape == (250, 300)
     assert tiles == {None: 4, 1: 1, 3: 9}  # the model's own grid is 2
     for refused in (0, 33, 10000):  # memory grows with grid squared: bounded before an image is cut
-        with pytest.raises(ConfigError, match=rf"^grid must be a whole number from 1 to 32, got {refused}$"):
+        with pytest.raises(ConfigError, match=rf"^grid must be a whole number from 1 to 32 \(tiles per side\), got {refused}$"):
             Detector.load(tiny_model_dir, device="cpu", grid=refused)
     assert Detector.load(tiny_model_dir, device="cpu", grid=32).model.config.input.grid == 32
     assert Detector.load(tiny_model_dir, device="cpu", grid=np.int64(1), batch_size=np.int64(8)).model.config.input.grid == 1

@@ -43,7 +43,7 @@ from fakescope.io.device_jpeg import decode_jpegs
 from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
-from fakescope.models.config import MAX_GRID
+from fakescope.models.config import check_grid
 from fakescope.models.registry import check_logits
 from fakescope.models.tiling import cut_tiles, make_tiles, normalize, tile_heatmap
 
@@ -373,10 +373,8 @@ def with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
     """The model with its input policy's tile grid replaced (unchanged when `grid` is None)."""
     if grid is None:
         return model
-    if isinstance(grid, bool) or not isinstance(grid, numbers.Integral) or not 1 <= grid <= MAX_GRID:  # memory: its square
-        raise ConfigError(f"grid must be a whole number from 1 to {MAX_GRID}, got {grid!r}")
     config = model.config
-    return replace(model, config=replace(config, input=replace(config.input, grid=int(grid))))
+    return replace(model, config=replace(config, input=replace(config.input, grid=check_grid(grid))))
 
 
 def _with_runtime(

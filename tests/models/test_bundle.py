@@ -176,7 +176,7 @@ def test_a_header_config_that_is_not_json_names_the_file(tmp_path):
     ("crop_size", 0, "input crop_size must be a positive integer (tiles are square), got 0"),
     ("crop_size", 64.5, "input crop_size must be a positive integer (tiles are square), got 64.5"),
     ("grid", "2", "input grid must be a positive integer, got '2'"),
-    ("grid", 10000, "input grid must be at most 32 (tiles per side), got 10000"),
+    ("grid", 10000, "input grid must be a whole number from 1 to 32 (tiles per side), got 10000"),
     ("mean", [0.5], ("input mean must be 3 numbers, one per RGB channel (a network for one channel converts its RGB "
                      "input itself), got (0.5,)")),
     ("std", [0.2, 0.0, 0.2], "input std must be positive, got (0.2, 0.0, 0.2)"),

@@ -621,7 +621,7 @@ def test_cli_names_a_misspelt_config_key_and_the_closest_one(tmp_path):
     ("samples_per_epoch: 0", "training config key 'samples_per_epoch' must be at least 1, got 0"),
     ("crop_size: -5", "training config key 'crop_size' must be at least 1, got -5"),
     ("crop_size: 100000", "training config key 'crop_size' must be at most 2048 (a tile's side in pixels), got 100000"),
-    ("grid: 33", "training config key 'grid' must be at most 32 (tiles per side), got 33"),
+    ("grid: 33", "training config key 'grid' must be a whole number from 1 to 32 (tiles per side), got 33"),
     ("lr: .nan", "training config key 'lr' must be a finite number, at least 0, got nan"),
     ("weight_decay: .inf", "training config key 'weight_decay' must be a finite number, at least 0, got inf"),
     ("band: 0.5", "training config key 'band' must be a pair [low, high] of numbers, got 0.5"),

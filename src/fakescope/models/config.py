@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,13 @@ An image's tiles grow with its square: grid 10,000 would cut a 200 Mpx image int
 (Grad-CAM's covering tiles go past it, scored in batches.)"""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_grid(grid: object, name: str = "grid") -> int:
+    """`grid` as an int where it is a whole number from 1 to `MAX_GRID`, else a one-line `ConfigError` naming it `name`."""
+    if isinstance(grid, bool) or not isinstance(grid, numbers.Integral) or not 1 <= grid <= MAX_GRID:
+        raise ConfigError(f"{name} must be a whole number from 1 to {MAX_GRID} (tiles per side), got {grid!r}")
+    return int(grid)
 
 
 @dataclass(frozen=True)
@@ -102,8 +110,7 @@ class ModelConfig:
         lo, hi = self.band
         if not 0.0 <= lo <= self.threshold <= hi <= 1.0:
             raise ConfigError(f"band {self.band} must surround threshold {self.threshold} within [0, 1]")
-        if self.input.grid > MAX_GRID:
-            raise ConfigError(f"input grid must be at most {MAX_GRID} (tiles per side), got {self.input.grid}")
+        check_grid(self.input.grid, "input grid")  # here, not in InputPolicy: Grad-CAM's covering tiles go past it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,7 +17,7 @@ import yaml
 from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.errors import ConfigError, UnknownModelError
 from fakescope.models.calibration import METHODS
-from fakescope.models.config import MAX_GRID, ModelConfig
+from fakescope.models.config import ModelConfig, check_grid
 from fakescope.models.registry import architecture_info
 from fakescope.train.augment import AugmentConfig
 
@@ -69,8 +69,8 @@ class TrainConfig:
         if self.crop_size is not None and self.crop_size > MAX_CROP:  # else out of memory as the network is built
             raise ConfigError(f"training config key 'crop_size' must be at most {MAX_CROP} (a tile's side in pixels), "
                               f"got {self.crop_size}")
-        if self.grid is not None and self.grid > MAX_GRID:  # else the model config refuses it, naming no training key
-            raise ConfigError(f"training config key 'grid' must be at most {MAX_GRID} (tiles per side), got {self.grid}")
+        if self.grid is not None:  # else the model config refuses it, naming no training key
+            check_grid(self.grid, "training config key 'grid'")
         if not self.name.strip():  # else reports and CAM captions name no model
             raise ConfigError(f"training config key 'name' must be non-blank text, got {self.name!r}")
         if not 0 <= self.seed <= MAX_SEED:  # else numpy's ValueError traceback as the run starts
