@@ -137,7 +137,8 @@ def test_invalid_config_is_a_config_error(tiny_model_dir, tmp_path):
     (tmp_path / CONFIG_FILE).write_text(json.dumps({"name": "x", "architecture": "test_tiny", "input": {"gamma": 2}}))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) in 'input': 'gamma' \(written by a newer fakescope"):
         load_model(tmp_path)
-    with pytest.raises(ConfigError, match="must surround threshold"):
+    with pytest.raises(ConfigError, match=r"^band must be a pair \[low, high\] with 0 <= low <= 0.8 \(the threshold\) <= "
+                                          r"high <= 1, got \[0.3, 0.7\]$"):
         ModelConfig(name="x", architecture="test_tiny", threshold=0.8, band=(0.3, 0.7))
 
 

@@ -27,6 +27,14 @@ def check_grid(grid: object, name: str = "grid") -> int:
     return int(grid)
 
 
+def check_band(band: tuple[float, float], threshold: float, name: str = "band") -> None:
+    """Refuse, in one line naming it `name`, an uncertain band that does not surround `threshold` within [0, 1]."""
+    low, high = band
+    if not 0.0 <= low <= threshold <= high <= 1.0:
+        raise ConfigError(f"{name} must be a pair [low, high] with 0 <= low <= {threshold:g} (the threshold) <= high <= 1, "
+                          f"got {[*band]!r}")
+
+
 @dataclass(frozen=True)
 class InputPolicy:
     """How an image of any size becomes model input, without destructive resizing.
@@ -107,9 +115,7 @@ class ModelConfig:
     license: str = "MIT"
 
     def __post_init__(self) -> None:
-        lo, hi = self.band
-        if not 0.0 <= lo <= self.threshold <= hi <= 1.0:
-            raise ConfigError(f"band {self.band} must surround threshold {self.threshold} within [0, 1]")
+        check_band(self.band, self.threshold)
         check_grid(self.input.grid, "input grid")  # here, not in InputPolicy: Grad-CAM's covering tiles go past it
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import yaml
 from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.errors import ConfigError, UnknownModelError
 from fakescope.models.calibration import METHODS
-from fakescope.models.config import ModelConfig, check_grid
+from fakescope.models.config import ModelConfig, check_band, check_grid
 from fakescope.models.registry import architecture_info
 from fakescope.train.augment import AugmentConfig
 
@@ -75,10 +75,7 @@ class TrainConfig:
             raise ConfigError(f"training config key 'name' must be non-blank text, got {self.name!r}")
         if not 0 <= self.seed <= MAX_SEED:  # else numpy's ValueError traceback as the run starts
             raise ConfigError(f"training config key 'seed' must be within [0, {MAX_SEED}], got {self.seed}")
-        low, high = self.band
-        if not 0.0 <= low <= ModelConfig.threshold <= high <= 1.0:  # else refused only once the network is built
-            raise ConfigError(f"training config key 'band' must be a pair [low, high] with 0 <= low <= "
-                              f"{ModelConfig.threshold:g} (the threshold) <= high <= 1, got {_plain(self.band)!r}")
+        check_band(self.band, ModelConfig.threshold, "training config key 'band'")  # else refused once the network is built
         try:  # else refused only by train(), after it read the manifest
             architecture_info(self.architecture)
         except UnknownModelError as exc:
