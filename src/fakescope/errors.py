@@ -65,6 +65,14 @@ class NotFittedError(FakescopeError, ValueError, AttributeError):
     """An estimator was used before `fit`."""
 
 
+def first_line(exc: BaseException) -> str:
+    """A foreign error's message in one line: an `OSError`'s `strerror` (the caller names the file), else its first
+    non-blank line (torch's and builders' messages span lines), else the name of its type."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def reason_about(exc: BaseException, source: str) -> str:
     """`exc`'s message for a line that already names `source`: without it where the error names it too."""
     return exc.reason if isinstance(exc, FakescopeError) and exc.source == source else str(exc)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fakescope.errors import ConfigError, PluginError, UnknownModelError
+from fakescope.errors import ConfigError, PluginError, UnknownModelError, first_line
 from fakescope.models.config import InputPolicy
 
 PLUGINS_ENV = "FAKESCOPE_PLUGINS"
@@ -141,7 +141,7 @@ def create_checked(name: str, crop_size: int, pretrained: bool | str = False, **
         network = create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as exc:  # an unknown or mistyped keyword argument
         raise ConfigError(f"cannot build architecture {name!r} with architecture_kwargs {kwargs}: "
-                          f"{_first_line(exc)}") from None
+                          f"{first_line(exc)}") from None
     training = network.training
     parameter = next(network.parameters(), None)
     batch = torch.zeros(2, 3, crop_size, crop_size, device=parameter.device if parameter is not None else None)
@@ -150,16 +150,12 @@ def create_checked(name: str, crop_size: int, pretrained: bool | str = False, **
             output = network.eval()(batch)
     except Exception as exc:  # noqa: BLE001 - whatever the network's own forward raises
         raise ConfigError(f"architecture {name!r} must take a batch of RGB tiles, shape (2, 3, {crop_size}, {crop_size}),"
-                          f" but fails on it ({_first_line(exc)}); a network for other channels converts its RGB "
+                          f" but fails on it ({first_line(exc)}); a network for other channels converts its RGB "
                           "input itself") from None
     finally:
         network.train(training)
     check_logits(output, 2, name)
     return network
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def check_logits(output: object, n: int, architecture: str) -> torch.Tensor:

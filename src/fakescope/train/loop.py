@@ -14,12 +14,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fakescope.errors import ConfigError, FakescopeError
+from fakescope.errors import ConfigError, FakescopeError, first_line
 from fakescope.models.config import InputPolicy
 from fakescope.models.registry import check_logits
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import SKIPPED, RankSlice, TrainTiles, balanced_sampler, warn_unreadable
-from fakescope.train.run_folder import CHECKPOINT, UNREADABLE, reason, save_atomic
+from fakescope.train.run_folder import CHECKPOINT, UNREADABLE, save_atomic
 
 
 class Loop:
@@ -111,7 +111,7 @@ class Loop:
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)  # no pickled code from a foreign folder
         except UNREADABLE as exc:
-            raise ConfigError(f"cannot resume from {path}: unreadable checkpoint ({reason(exc)}); "
+            raise ConfigError(f"cannot resume from {path}: unreadable checkpoint ({first_line(exc)}); "
                               "delete it to start the run over") from None
         if state.get("run", self.run) != self.run:  # checkpoints of older versions have no "run"
             old = state["run"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, first_line
 from fakescope.models.registry import usable_pretrained
 from fakescope.train.config import TrainConfig
 
@@ -86,7 +86,7 @@ def read_best(path: Path, device: torch.device) -> tuple[dict, int | None, float
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except (*UNREADABLE, FileNotFoundError) as exc:
-        raise ConfigError(f"cannot read the best epoch's weights {path}: {reason(exc)}; resume with more --epochs "
+        raise ConfigError(f"cannot read the best epoch's weights {path}: {first_line(exc)}; resume with more --epochs "
                           "(or a higher patience) to train a new best, or train again with --overwrite") from None
     if "network" in state and "epoch" in state:
         return state["network"], state["epoch"], state["val_auc"]
@@ -97,10 +97,3 @@ def recorded_epoch(path: Path) -> int | None:
     """The epoch a best.pt records (None for an older one), its weights mapped from the file, not read."""
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return state["epoch"] if "network" in state and "epoch" in state else None
-
-
-def reason(exc: Exception) -> str:
-    """Why a .pt file could not be read, in one line."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
