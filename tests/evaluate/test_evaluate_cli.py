@@ -272,6 +272,37 @@ def test_evaluate_logo_by_source_holds_out_a_whole_family(tmp_path):
 
 
 @pytest.mark.slow
+def test_evaluate_logo_audits_each_folds_unseen_images_for_shortcuts(tmp_path):
+    """evaluate-logo ran no shortcut audit, so an unseen AUC that a file format alone gives read as transfer."""
+    from PIL import Image
+
+    def jpeg_g1(frame):  # g1's images JPEGs, every other image a PNG: the format alone tells g1 from the reals
+        for i in frame.index[frame["generator"] == "g1"]:
+            path = Path(frame.at[i, "uri"]).with_suffix(".jpg")
+            Image.open(frame.at[i, "uri"]).save(path, quality=90)
+            frame.at[i, "uri"] = str(path)
+
+    config = _logo_recipe(tmp_path, samples_per_epoch=16, relabel=jpeg_g1)
+    out = tmp_path / "logo"
+    result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "g1,g2", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert ("warning: in fold g1's unseen images and the test reals, file format alone separates real from ai "
+            "(SHORTCUT, separability 1.00): the figures may measure it; see fakescope dataset audit") in warnings
+    runs = {r["held_out"]: r for r in json.loads((out / "logo.json").read_text())["runs"]}
+    assert "format" in runs["g1"]["shortcuts"]["flagged"] and "format" not in runs["g2"]["shortcuts"]["flagged"]
+    assert runs["g1"]["shortcuts"]["inspected"] == {"ai": 6, "real": 4}  # g1's images and the test reals
+    assert len(warnings) == sum(len(r["shortcuts"]["flagged"]) for r in runs.values())
+    table = pd.read_csv(out / "logo.csv", keep_default_na=False).set_index("held_out")
+    assert table.loc["g1", "shortcuts_flagged"].split("; ") == runs["g1"]["shortcuts"]["flagged"]
+    again = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "g1", "--epochs", "1",
+                                "--resume", "--no-audit"])
+    assert again.exit_code == 0 and "warning: " not in again.stderr, again.output
+    assert json.loads((out / "logo.json").read_text())["runs"][0]["shortcuts"] is None
+    assert "shortcuts_flagged" not in pd.read_csv(out / "logo.csv").columns
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])  # Ctrl-C; a scheduler's stop
 def test_ctrl_c_or_sigterm_during_evaluate_logo_says_how_to_continue(tmp_path, signame, status):
     import os

@@ -130,6 +130,9 @@ def evaluate_logo(
     samples_per_epoch: Annotated[int | None, typer.Option(min=1, help="Override the recipe's samples per epoch.")] = None,
     device: Annotated[str | None, typer.Option("--device", help=f"Override the recipe's device: {DEVICES}.")] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="Override the recipe's data-loading processes.")] = None,
+    audit: Annotated[bool, typer.Option(
+        "--audit/--no-audit", help="Check each fold's unseen images and the test reals for shortcuts as evaluate "
+                                   "does; a warning line for each the recipe's preprocessing leaves.")] = True,
     resume: Annotated[bool, typer.Option(help="Continue each fold's run in OUT/without-<g> (a finished one is only "
                                               "scored again).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the fold runs OUT already holds.")] = False,
@@ -137,7 +140,9 @@ def evaluate_logo(
 ) -> None:
     """Leave-one-generator-out: train without each generator, test on all; write logo.csv and logo.json.
 
-    Both go to OUT, each run to OUT/without-<g>; every file and run folder written is listed.
+    Both go to OUT, each run to OUT/without-<g>; every file and run folder written is listed. Each fold's unseen
+    images and the test reals are audited for shortcuts (--no-audit skips it): one warning line on stderr per property
+    that separates them and the recipe's preprocessing does not neutralize.
 
     Exit status: 0 when written, 2 on usage errors, 130 on Ctrl-C and 143 on SIGTERM (both say how to --resume;
     a second one while it stops is ignored, a third ends it at once).
@@ -151,6 +156,7 @@ def evaluate_logo(
         real_source_table,
         save_generalization,
     )
+    from fakescope.evaluate.shortcuts import warning_lines
     from fakescope.train import TrainConfig
 
     with clean_errors():
@@ -159,7 +165,7 @@ def evaluate_logo(
                                    num_workers=num_workers, resume=resume or None, overwrite=overwrite or None)
         with sigterm_as_interrupt(once=True) as stop:
             try:
-                table = leave_one_generator_out(cfg, held, by=by, progress=show_progress(progress))
+                table = leave_one_generator_out(cfg, held, by=by, progress=show_progress(progress), audit=audit)
                 paths = save_generalization(table, out, cfg)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each fold keeps the checkpoint of its last finished epoch
                 typer.echo(f"interrupted: continue with {resume_command(ctx)} (finished folds are only scored again)", err=True)
@@ -167,6 +173,8 @@ def evaluate_logo(
     typer.echo("each fold: the held-out generator's images (all, none trained on) vs the test reals, with a 95% "
                "interval, beside the run's own test AUC on the generators it trained on")
     for run in table.to_dict("records"):
+        for line in warning_lines(run["shortcuts"], f"in fold {run['held_out']}'s unseen images and the test reals"):
+            typer.echo(line, err=True)
         own = f"own test auc={run['auc_seen_test']:.4f}"
         if why := no_auc_reason(run):
             typer.echo(f"  {run['held_out']}: no unseen auc: {why}  {own}")

@@ -7,7 +7,9 @@ matters; the rest shows what the run still does on generators it saw.
 
 Each unseen generator is also scored against every real source alone (`auc_real_<source>`), so
 a content mismatch cannot pass for generalisation: a face generator is judged against real faces
-as well as against all real photos.
+as well as against all real photos. The images behind each unseen AUC (the held-out images and the
+test reals) are audited for shortcuts as `evaluate` audits its rows (`shortcuts`), so a format or a
+watermark that alone separates them is not read as transfer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import make_scorer
 from fakescope.evaluate.metrics import binary_metrics, bootstrap_ci
+from fakescope.evaluate.shortcuts import audit_rows
 from fakescope.io import storage
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.augment import recipe_preprocessing
@@ -45,6 +48,7 @@ def leave_one_generator_out(
     *,
     by: str = "generator",
     progress: bool = False,
+    audit: bool = True,
 ) -> pd.DataFrame:
     """Train once per generator with its images removed, then score every generator against the test reals.
 
@@ -55,6 +59,8 @@ def leave_one_generator_out(
         manifest: rows to use instead of reading `cfg.manifest`, checked as its rows would be (`check_rows`).
         by: `generator` (one generator per fold) or `source`, which holds out whole ai sources
             (e.g. every 2022 text-to-image renderer at once, a generator family).
+        audit: audit each fold's unseen images and the test reals for shortcuts (`audit_rows`, the pixel model's
+            view: no provenance), into the `shortcuts` column (None when off).
 
     Returns:
         One row per held-out generator: `auc_test` (its test-split images vs test reals),
@@ -64,7 +70,7 @@ def leave_one_generator_out(
         own test AUC on the generators it trained on),
         `auc_real_<source>` (all its images vs one real source's test images), and `auc_vs_<g>`
         and `n_vs_<g>` (AUC and image count) for every generator g (all of g's images when g is
-        the one held out, its test images otherwise).
+        the one held out, its test images otherwise), and `shortcuts` (the audit of the images behind `auc_all`).
         Its AUCs are NaN when none of its images, or no test real, could be read (`no_auc_reason` says which).
 
     Raises:
@@ -104,6 +110,8 @@ def leave_one_generator_out(
         row["n_unseen"] = int(row["n_unseen"])
         row["n_paired_trained"] = paired_with_trained(rows, held)
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
+        unseen_rows = rows[held | ((rows["label"] == "real") & (rows["split"] == "test"))]
+        row["shortcuts"] = audit_rows(unseen_rows, run_cfg.augment, provenance=False, progress=progress) if audit else None
         row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
         row.update({COUNT_PREFIX + g: int(scored.loc[g, "n_unseen"]) for g in present})
         results.append(row)
@@ -152,7 +160,7 @@ def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainCon
     interrupt leaves the earlier ones whole."""
     folder = Path(folder)
     paths = {"csv": str(folder / "logo.csv"), "json": str(folder / "logo.json")}
-    table = results.to_csv(index=False)
+    table = _flat(results).to_csv(index=False)
     payload = {
         "recipe": recipe(cfg).to_dict() if cfg else None,
         "runs": json.loads(results.to_json(orient="records")),
@@ -225,6 +233,16 @@ def _check_folds(rows: pd.DataFrame, by: str, gens: list[str]) -> None:
             if kept.loc[kept["split"] == split, "label"].nunique() < 2:
                 raise ConfigError(f"holding out {by} {gen!r} leaves the {split!r} split with one label, "
                                   "so that fold cannot be trained")
+
+
+def _flat(results: pd.DataFrame) -> pd.DataFrame:
+    """The table for logo.csv: each fold's `shortcuts` audit as the names it flags (`shortcuts_flagged`, `;`-separated,
+    empty for none); no such column when no fold was audited."""
+    if "shortcuts" not in results:
+        return results
+    audited = results["shortcuts"].notna().any()
+    flagged = results["shortcuts"].map(lambda s: "; ".join(s["flagged"]) if s else "")
+    return results.drop(columns="shortcuts").assign(**({"shortcuts_flagged": flagged} if audited else {}))
 
 
 def _prefixed_table(results: pd.DataFrame, prefix: str, columns_name: str) -> pd.DataFrame:

@@ -68,13 +68,13 @@ def neutralization(name: str, recipe: AugmentConfig | None, provenance: bool) ->
     return "no", "the model's preprocessing does not change it"
 
 
-def warning_lines(section: dict[str, Any] | None) -> list[str]:
-    """One line per flagged check of a `shortcuts` section, for the console."""
+def warning_lines(section: dict[str, Any] | None, where: str = "in the images scored") -> list[str]:
+    """One line per flagged check of a `shortcuts` section, for the console; `where` names the images audited."""
     lines = []
     for check in (section or {}).get("checks", []):
         if check["name"] in section["flagged"]:
             partly = f"; only partly neutralized: {check['how']}" if check["neutralized"] == "partly" else ""
-            lines.append(f"warning: in the images scored, {check['description']} alone separates real from ai "
+            lines.append(f"warning: {where}, {check['description']} alone separates real from ai "
                          f"({check['level']}, separability {check['separability']:.2f}{partly}): the figures may "
                          "measure it; see fakescope dataset audit")
     return lines
