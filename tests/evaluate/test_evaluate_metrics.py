@@ -166,3 +166,79 @@ def test_no_images_give_nan_metrics_not_a_scikit_learn_error():
     assert (m["n"], m["n_ai"], m["confusion"]) == (0, 0, [[0, 0], [0, 0]])
     assert all(np.isnan(m[k]) for k in INTERVAL_METRICS)
     assert np.isnan(equal_error_rate(np.array([1, 1]), np.array([0.2, 0.9])))
+
+
+def _eer_by_brute_force(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Every threshold (each distinct score, and above them all): the one where FPR and FNR are closest."""
+    best = None
+    for t in [np.inf, *np.unique(probs)[::-1]]:
+        fpr, fnr = (probs[labels == 0] >= t).mean(), (probs[labels == 1] < t).mean()
+        if best is None or abs(fpr - fnr) < best[0]:
+            best = (abs(fpr - fnr), (fpr + fnr) / 2)
+    return best[1]
+
+
+def _calibration_by_loop(labels: np.ndarray, probs: np.ndarray, bins: int) -> tuple[float, dict]:
+    """ECE and the reliability bins, equal width, the last one closed, by a plain loop."""
+    members: dict[int, list[int]] = {}
+    for i, p in enumerate(probs):
+        members.setdefault(min(int(p * bins), bins - 1), []).append(i)
+    curve = {"confidence": [], "frequency": [], "count": []}
+    ece = 0.0
+    for b in sorted(members):
+        y, p = labels[members[b]], probs[members[b]]
+        ece += len(y) / len(labels) * abs(y.mean() - p.mean())
+        curve["confidence"].append(p.mean())
+        curve["frequency"].append(y.mean())
+        curve["count"].append(len(y))
+    return ece, curve
+
+
+def _independent(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
+    from sklearn import metrics as skm
+
+    pred = (probs >= threshold).astype(int)
+    return {
+        "auc": skm.roc_auc_score(labels, probs), "ap": skm.average_precision_score(labels, probs),
+        "accuracy": skm.accuracy_score(labels, pred), "balanced_accuracy": skm.balanced_accuracy_score(labels, pred),
+        "precision": skm.precision_score(labels, pred, zero_division=0), "recall": skm.recall_score(labels, pred),
+        "eer": _eer_by_brute_force(labels, probs), "ece": _calibration_by_loop(labels, probs, 15)[0],
+        "confusion": skm.confusion_matrix(labels, pred, labels=[0, 1]).tolist(),
+    }
+
+
+# ties within and across labels, a score at the threshold, scores at 0 and 1, none on a bin edge but 0 and 1
+TRUTH_LABELS = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1])
+TRUTH_PROBS = np.array([0.0, 0.12, 0.12, 0.31, 0.5, 0.77, 0.93, 0.12, 0.44, 0.5, 0.5, 0.62, 0.81, 0.97, 1.0, 0.62, 0.31])
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.95])
+def test_every_reported_number_equals_an_independent_computation(threshold):
+    m = binary_metrics(TRUTH_LABELS, TRUTH_PROBS, threshold)
+    expected = _independent(TRUTH_LABELS, TRUTH_PROBS, threshold)
+    assert (m["n"], m["n_ai"], m["confusion"]) == (17, 9, expected.pop("confusion"))
+    for name, value in expected.items():
+        assert m[name] == pytest.approx(value, abs=1e-12), name
+    _, curve = _calibration_by_loop(TRUTH_LABELS, TRUTH_PROBS, 10)
+    got = reliability_curve(TRUTH_LABELS, TRUTH_PROBS)
+    assert got["count"] == curve["count"] and sum(got["count"]) == 17
+    assert got["confidence"] == pytest.approx(curve["confidence"]) and got["frequency"] == pytest.approx(curve["frequency"])
+
+
+def test_bootstrap_intervals_equal_percentiles_of_scikit_learn_on_the_same_resamples():
+    """The count-weighted fast path against scikit-learn on each resample's images themselves."""
+    n, seed = 200, 7
+    draws = np.random.default_rng(seed)
+    values: dict[str, list[float]] = {k: [] for k in INTERVAL_METRICS}
+    for _ in range(n):
+        pick = draws.integers(0, len(TRUTH_LABELS), len(TRUTH_LABELS))
+        y, p = TRUTH_LABELS[pick], TRUTH_PROBS[pick]
+        if len(set(y)) < 2:
+            continue
+        for name, value in _independent(y, p, 0.5).items():
+            if name != "confusion":
+                values[name].append(value)
+    got = bootstrap_intervals(TRUTH_LABELS, TRUTH_PROBS, 0.5, n=n, seed=seed)
+    for name in INTERVAL_METRICS:
+        assert got[name] == pytest.approx((np.quantile(values[name], 0.025), np.quantile(values[name], 0.975)),
+                                          abs=1e-12), name
