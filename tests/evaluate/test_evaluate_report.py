@@ -118,3 +118,70 @@ def test_a_split_of_one_label_gets_no_auc_figures(model_dir, dataset):
     assert "alt='Score distribution'" in html and "alt='Reliability diagram'" in html
     for title in ("ROC curve", "Precision-recall curve", "Robustness"):  # Robustness drew every AUC as an empty bar of 0
         assert f"alt='{title}'" not in html
+
+
+
+@pytest.fixture(scope="module")
+def thousand(report):
+    """`report` with the numbers of 1,000 images of spread scores: metrics, intervals, bins, slices and scores."""
+    from dataclasses import replace
+
+    import numpy as np
+    import pandas as pd
+
+    from fakescope.evaluate.metrics import binary_metrics, bootstrap_intervals, reliability_curve, roc_pr_curves
+    from fakescope.evaluate.slices import slice_report
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 1000)
+    probs, pixel = (np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1) for _ in range(2))
+    frame = pd.DataFrame({"uri": [f"/set/{i}.png" for i in range(1000)], "label": np.where(labels, "ai", "real"),
+                          "generator": np.where(labels, [f"g{i % 7}" for i in range(1000)], ""),
+                          "source": [f"s{i % 13}" for i in range(1000)], "glasses": rng.integers(0, 2, 1000)})
+    scores = [{**report.scores[0], "uri": u, "label": y, "probability": float(p), "pixel_probability": float(q)}
+              for u, y, p, q in zip(frame["uri"], frame["label"], probs, pixel)]
+    return replace(report, overall={**binary_metrics(labels, probs), "uncertain_rate": 0.3125},
+                   pixel_overall={**binary_metrics(labels, pixel), "uncertain_rate": 0.2875},
+                   intervals=bootstrap_intervals(labels, probs, n=1000), reliability=reliability_curve(labels, probs),
+                   curves=roc_pr_curves(labels, probs), slices=slice_report(frame, probs, 0.5, (0.3, 0.7)), scores=scores)
+
+
+def _shown(value) -> str:
+    """A number as the page prints it: 4 places for a fraction, a whole number as a table cell of its own."""
+    return f"{value:.4f}" if isinstance(value, float) else f"<td>{value}</td>"
+
+
+def test_every_summary_number_of_report_json_is_on_the_page(thousand):
+    """The page's tables carry each number report.json holds, except the per-image scores and the curves' points,
+    which it draws."""
+    data, page = thousand.to_dict(), render_html(thousand)
+    counted = {"n", "n_ai", "confusion"}  # image counts in the summary line, the confusion matrices as cells
+    overall = data["overall"]
+    assert f"<td>{overall['n']} ({overall['n_ai']} ai, {overall['n'] - overall['n_ai']} real)," in page
+    assert data["pixel_overall"]["n"] == overall["n"] and data["pixel_overall"]["n_ai"] == overall["n_ai"]
+    numbers = [("overall", k, v) for k, v in overall.items() if k not in counted]
+    numbers += [("pixel_overall", k, v) for k, v in data["pixel_overall"].items() if k not in counted]
+    numbers += [("confusion", i, v) for i, v in enumerate(sum(data["overall"]["confusion"] + data["pixel_overall"]["confusion"], []))]
+    numbers += [("interval", k, v) for k, pair in data["intervals"].items() for v in pair]
+    numbers += [("reliability", k, v) for k, values in data["reliability"].items() for v in values]
+    numbers += [(f"robustness {r['perturbation']}", k, v) for r in data["robustness"] for k, v in r.items() if k != "perturbation"]
+    numbers += [(f"slice {r['slice']}", k, v) for rows in [data["slices"]["generator"], data["slices"]["source"],
+                                                           *data["slices"]["attributes"].values()]
+                for r in rows for k, v in r.items() if k != "slice"]
+    numbers += [("counts", k, v) for k, v in {**data["verdicts"], **data["decided_by"]}.items()]
+    missing = [(where, key, value) for where, key, value in numbers
+               if value is not None and not isinstance(value, bool) and _shown(value) not in page]
+    assert not missing, sorted({(where, key) for where, key, _ in missing})
+
+
+def test_the_page_of_1000_images_opens_offline_and_stays_small(thousand, tmp_path):
+    paths = write_report(thousand, tmp_path)
+    page = open(paths["html"], encoding="utf-8").read()
+    parser = _Collector()
+    parser.feed(page)
+    parser.close()
+    assert parser.open == [] and "<script" not in page and "<link" not in page and "@import" not in page
+    assert "http://" not in page and "https://" not in page and "url(" not in page  # no font, style or image fetched
+    assert all(u.startswith("data:image/") for u in parser.urls)
+    assert parser.tags.count("img") == 5 + len(thousand.examples)  # figures and thumbnails, all embedded
+    assert os.path.getsize(paths["html"]) < 400_000, os.path.getsize(paths["html"])

@@ -77,6 +77,8 @@ def render_html(report: EvaluationReport, extra_figures: Iterable[ExtraFigure] |
         _summary(data),
         "<h2>Shortcuts</h2>", _shortcuts(data["shortcuts"]),
         "<h2>Overall</h2>", _overall(data), _confusion(data["overall"]["confusion"], report.threshold),
+        _confusion(data["pixel_overall"]["confusion"], report.threshold, "pixel model only") if report.provenance else "",
+        _calibration(data["reliability"]),
         _counts("Verdicts", data["verdicts"]), _counts("Decided by", data["decided_by"]),
         "<h2>Figures</h2><div class='figs'>", *_figures(data), "</div>",
         "<h2>Slices</h2>", _slices(data["slices"]),
@@ -148,11 +150,18 @@ def _overall(data: dict) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _confusion(matrix: list[list[int]], threshold: float) -> str:
+def _confusion(matrix: list[list[int]], threshold: float, which: str = "") -> str:
     (tn, fp), (fn, tp) = matrix
-    return (f"<table><caption>Confusion matrix at threshold {threshold:g}</caption>"
+    return (f"<table><caption>Confusion matrix at threshold {threshold:g}{', ' + which if which else ''}</caption>"
             "<tr><th></th><th>called real</th><th>called ai</th></tr>"
             f"<tr><td>real</td><td>{tn}</td><td>{fp}</td></tr><tr><td>ai</td><td>{fn}</td><td>{tp}</td></tr></table>")
+
+
+def _calibration(reliability: dict[str, list]) -> str:
+    """The reliability diagram's bins as numbers: images, mean P(ai) and observed share of ai."""
+    rows = [{"mean P(ai)": c, "share ai": f, "images": n}
+            for c, f, n in zip(reliability["confidence"], reliability["frequency"], reliability["count"])]
+    return _table(rows, caption="Reliability bins (10 of equal width over P(ai); empty ones left out)")
 
 
 def _counts(title: str, counts: dict[str, int]) -> str:
@@ -207,7 +216,7 @@ def _slice_table(rows: list[dict[str, Any]]) -> str:
     return _table(rows)
 
 
-def _table(rows: list[dict[str, Any]], which: str = "", total: int | None = None) -> str:
+def _table(rows: list[dict[str, Any]], which: str = "", total: int | None = None, caption: str = "") -> str:
     """Rows as a table; past `ROWS_SHOWN` rows, `which` ROWS_SHOWN of `total` and a note that the rest are in report.json."""
     if not rows:
         return "<p>None.</p>"
@@ -217,7 +226,8 @@ def _table(rows: list[dict[str, Any]], which: str = "", total: int | None = None
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_num(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
     note = f"<p>Showing {which} {len(rows)} of {total}; report.json lists all.</p>" if total > len(rows) else ""
-    return f"{note}<table><tr>{head}</tr>{body}</table>"
+    title = f"<caption>{_e(caption)}</caption>" if caption else ""
+    return f"{note}<table>{title}<tr>{head}</tr>{body}</table>"
 
 
 # -- figures -----------------------------------------------------------------------------
