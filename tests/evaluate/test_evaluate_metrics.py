@@ -15,6 +15,7 @@ from fakescope.evaluate.metrics import (
     bootstrap_intervals,
     equal_error_rate,
     expected_calibration_error,
+    few_images_note,
     reliability_curve,
     roc_pr_curves,
     uncertain_rate,
@@ -94,10 +95,12 @@ def test_bootstrap_intervals_bracket_the_estimate_and_repeat():
     assert bootstrap_intervals(labels, probs, n=300, seed=1) == ci
 
 
-def test_bootstrap_of_a_perfect_ranking_is_certain():
+def test_bootstrap_of_a_perfect_ranking_is_certain_so_few_images_are_flagged():
     ci = bootstrap_intervals(np.array([0, 0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), n=200)
     assert ci["auc"] == (1.0, 1.0)
     assert ci["eer"] == (0.0, 0.0)
+    assert few_images_note(6, 3).startswith("only 3 ai and 3 real image(s): with fewer than 10 of a label")
+    assert few_images_note(20, 10) is None and few_images_note(20, 11).startswith("only 11 ai and 9 real")
 
 
 def test_one_class_gives_no_intervals_or_curves():

@@ -65,6 +65,15 @@ def test_json_holds_every_number_strictly(written, report):
     assert len(open(out / "scores.csv").read().strip().splitlines()) == 13  # header + 12 images
 
 
+def test_intervals_of_few_images_are_flagged_on_the_page(report, thousand):
+    """A 95% interval of 6 ai and 6 real images read as if it were one of thousands."""
+    from dataclasses import replace
+
+    assert "<p class='warn'>Intervals: only 6 ai and 6 real image(s): with fewer than 10 of a label" in render_html(report)
+    assert "Intervals: only" not in render_html(thousand)
+    assert "Intervals: only" not in render_html(replace(report, intervals={}))  # --bootstrap 0: no interval to flag
+
+
 def test_names_are_escaped(report):
     from dataclasses import replace
 

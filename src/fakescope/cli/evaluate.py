@@ -72,6 +72,7 @@ def evaluate(
     from fakescope.evaluate import evaluate as run
     from fakescope.evaluate import write_report
     from fakescope.evaluate.evaluator import check_bootstrap, check_split
+    from fakescope.evaluate.metrics import few_images_note
     from fakescope.evaluate.shortcuts import warning_lines
     from fakescope.evaluate.slices import not_sliced_line
 
@@ -103,10 +104,13 @@ def evaluate(
             raise ConfigError(f"cannot write the report to {out}: {exc}") from None
     overall, ci = report.overall, report.intervals.get("auc")
     interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci and math.isfinite(ci[0]) else ""
+    few = few_images_note(overall["n"], overall["n_ai"]) if interval else None
     why = "" if math.isfinite(overall["auc"]) else f" (AUC needs both labels in the {split} split)"
     typer.echo(f"{report.model} on {split}: n={overall['n']} auc={overall['auc']:.4f}{interval} "
                f"balanced_accuracy={overall['balanced_accuracy']:.4f} eer={overall['eer']:.4f} "
                f"uncertain_rate={overall['uncertain_rate']:.3f}{why}")
+    if few:
+        typer.echo(f"  intervals: {few}")
     for row in report.robustness[1:]:
         typer.echo(f"  {row['perturbation']:<15} auc={row['auc']:.4f}  drop={row['auc_drop']:+.4f}")
     if report.slices["not_sliced"]:

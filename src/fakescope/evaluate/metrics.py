@@ -106,6 +106,20 @@ def _percentiles(values: list[float], level: float) -> tuple[float, float]:
 
 
 INTERVAL_METRICS = ("auc", "ap", "accuracy", "balanced_accuracy", "precision", "recall", "eer", "ece")
+FEW_PER_LABEL = 10
+"""Images of a label below which bootstrap intervals are flagged as understated (`few_images_note`)."""
+
+
+def few_images_note(n: int, n_ai: int) -> str | None:
+    """Why the intervals of `n` images, `n_ai` of them ai, understate the uncertainty; None from `FEW_PER_LABEL` of each.
+
+    A percentile bootstrap cannot reach past the values its resamples take: every resample of a perfect
+    ranking is perfect, so 3 ai and 3 real images ranked right give AUC [1, 1].
+    """
+    if min(n_ai, n - n_ai) >= FEW_PER_LABEL:
+        return None
+    return (f"only {n_ai} ai and {n - n_ai} real image(s): with fewer than {FEW_PER_LABEL} of a label the bootstrap "
+            "intervals understate the uncertainty (a perfect ranking of 3 and 3 gets AUC [1, 1])")
 
 
 def uncertain_rate(probs: np.ndarray, band: tuple[float, float]) -> float:

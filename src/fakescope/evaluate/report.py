@@ -20,7 +20,7 @@ import pandas as pd
 
 from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import EvaluationReport
-from fakescope.evaluate.metrics import INTERVAL_METRICS
+from fakescope.evaluate.metrics import INTERVAL_METRICS, few_images_note
 from fakescope.evaluate.slices import not_sliced_line
 from fakescope.io.image import sniff_format
 
@@ -147,7 +147,8 @@ def _overall(data: dict) -> str:
         interval = f"[{_num(ci[0])}, {_num(ci[1])}]" if ci else ""
         pixel = f"<td>{_num(data['pixel_overall'][key])}</td>" if data["provenance"] else ""
         rows.append(f"<tr><td>{_e(_METRIC_NAMES[key])}</td><td>{_num(data['overall'][key])}</td><td>{interval}</td>{pixel}</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    few = few_images_note(data["overall"]["n"], data["overall"]["n_ai"]) if data["intervals"] else None
+    return f"<table>{head}{''.join(rows)}</table>" + (f"<p class='warn'>Intervals: {_e(few)}.</p>" if few else "")
 
 
 def _confusion(matrix: list[list[int]], threshold: float, which: str = "") -> str:
