@@ -183,3 +183,30 @@ def test_a_model_that_scores_nothing_is_refused_in_one_line(model_dir, dataset):
     with pytest.raises(ConfigError, match=r"none of the 12 image\(s\) of split 'test' could be read and scored"):
         evaluate(Detector(model.with_network(network), provenance=False), dataset, robustness=False, bootstrap=0,
                  provenance=False)
+
+
+def test_each_perturbation_comes_before_the_recipe_preprocessing_for_both_labels(model_dir, report):
+    """As documented: the decoded image is perturbed (as in the wild), then the model's own neutralization
+    (bottom crop, base JPEG) runs, the same for real and ai images; the other order would score other pixels."""
+    from fakescope.evaluate.metrics import binary_metrics
+    from fakescope.evaluate.robustness import PERTURBATIONS
+
+    model = load_model(model_dir)
+    detector, recipe = Detector(model, provenance=False), recipe_preprocessing(model.config)
+    images = [read_source(s["uri"]) for s in report.scores]
+    labels = np.array([s["label"] == "ai" for s in report.scores], int)
+    assert set(labels) == {0, 1}
+    rows = {r["perturbation"]: r for r in report.robustness}
+    aucs_the_other_way = {}
+    for name in ("jpeg_q70", "resize_0.5x"):
+        perturb = PERTURBATIONS[name]
+        probs = apply_calibration(model.config.calibration,
+                                  detector.predict_logits([neutralize(perturb(im), recipe) for im in images]))
+        other = apply_calibration(model.config.calibration,
+                                  detector.predict_logits([perturb(neutralize(im, recipe)) for im in images]))
+        assert not np.allclose(probs, other, rtol=1e-4), name  # the order matters, so the check can tell
+        expected = binary_metrics(labels, probs, report.threshold)
+        for key in ("auc", "ap", "accuracy", "recall", "eer"):
+            assert rows[name][key] == pytest.approx(expected[key], rel=1e-5), (name, key)
+        aucs_the_other_way[name] = binary_metrics(labels, other, report.threshold)["auc"]
+    assert aucs_the_other_way["resize_0.5x"] != pytest.approx(rows["resize_0.5x"]["auc"])  # the rows can tell the order
