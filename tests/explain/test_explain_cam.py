@@ -328,3 +328,61 @@ def test_non_square_heatmaps_of_a_trained_model_peak_at_the_artefact(planted_mod
         distances.append(peak_and_contrast(heat, centre)[0])
     hits = sum(d <= STRIDE * np.sqrt(2) for d in distances)
     assert hits >= 10, f"{size}: peak within {STRIDE * np.sqrt(2):.0f}px of the artefact in {hits}/12 images: {distances}"
+
+
+ZOO = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2", "npr_resnet18", "resnet50",
+       "spectral_lr", "test_tiny")
+
+
+@pytest.mark.parametrize("architecture", ZOO)
+def test_every_zoo_family_gives_each_cam_map_of_an_image_under_one_tile_or_says_why_not(architecture):
+    """A 40 x 36 image, smaller than any zoo crop: a finite map of its own size, or the one-line reason `unsupported`
+    gives before any image. spectral_lr's features come from no module, so Grad-CAM has no layer to hook; its CAM is
+    each patch's logit through its batch norm and linear layer, which was refused ("use gradcam") once the batch norm
+    had trained statistics, and drawn without the batch norm before."""
+    from fakescope.explain import METHODS, unsupported
+    from fakescope.models import architecture_info, list_models
+
+    assert set(ZOO) <= set(list_models())
+    torch.manual_seed(0)
+    network = create_model(architecture).eval()
+    if architecture == "spectral_lr":  # as training leaves it
+        with torch.no_grad():
+            network.norm.running_mean.uniform_(-3.0, 3.0), network.norm.running_var.uniform_(0.5, 4.0)
+            network.norm.weight.uniform_(0.5, 2.0), network.norm.bias.uniform_(-1.0, 1.0)
+    model = LoadedModel(network, ModelConfig(name=architecture, architecture=architecture,
+                                             input=architecture_info(architecture).input), "memory")
+    image = Image.fromarray(smooth_field(7, 96)).resize((40, 36))
+    assert max(image.size) < model.config.input.crop_size
+    for method in METHODS:
+        why = unsupported(model, method)
+        if architecture == "spectral_lr" and method != "cam":
+            assert why == "SpectralLR: no module produces the forward_features output to explain (per-tile heatmaps, " \
+                          "--method tiles, work for every model)", method
+            with pytest.raises(ConfigError, match="^SpectralLR: no module produces"):
+                class_activation_map(model, image, method)
+            continue
+        assert why is None, (method, why)
+        heat = class_activation_map(model, image, method)
+        assert heat.shape == (36, 40) and np.isfinite(heat).all() and 0.0 <= heat.min() <= heat.max() <= 1.0, method
+
+
+def test_a_spectral_cam_cell_is_the_logit_of_its_patch_through_the_whole_head():
+    """spectral_lr's CAM weighed the raw spectra by the linear layer alone, skipping the batch norm between them."""
+    from fakescope.explain.cam import raw_maps
+    from fakescope.models import architecture_info
+
+    torch.manual_seed(1)
+    network = create_model("spectral_lr").eval()
+    with torch.no_grad():
+        network.norm.running_mean.uniform_(-3.0, 3.0), network.norm.running_var.uniform_(0.5, 4.0)
+    x = torch.randn(2, 3, 64, 96)
+    maps = raw_maps(network, x, "cam")
+    features = network.forward_features(x)
+    assert maps.shape == (2, 2, 3) and architecture_info("spectral_lr").input.crop_size == 128
+    with torch.no_grad():
+        one = network.forward_head(features[:1, :, 1:2, 2:3])  # the patch at row 1, column 2 of the first image
+        assert maps[0, 1, 2] == pytest.approx(max(float(one), 0.0), abs=1e-5)
+        assert maps.mean() >= 0 and torch.allclose(
+            network.forward_head(features.permute(0, 2, 3, 1).reshape(-1, 72, 1, 1)).reshape(2, 2, 3).mean((1, 2)),
+            network(x), atol=1e-4)

@@ -144,7 +144,7 @@ def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
     """Non-negative evidence maps (N, h, w) on the feature grid of a normalised batch, unscaled (`place` puts them
     on its pixels)."""
     if method == "cam":
-        maps = _linear_head_cam(network, x)
+        maps = _head_cam(network, x)
     else:
         layer = feature_layer(network, x[:1, :, :256, :256])
         from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
@@ -182,7 +182,7 @@ def unsupported(model: LoadedModel, method: str) -> str | None:
         device = next(model.network.parameters()).device
         x = normalize(whole_image_tiles(noise).pixels.to(device), model.config.input)
         if method == "cam":
-            _linear_head_cam(model.network, x)
+            _head_cam(model.network, x)
         else:
             feature_layer(model.network, x)
     except ConfigError as exc:
@@ -244,23 +244,24 @@ def _require_maps(network: nn.Module, features: torch.Tensor) -> None:
                           "feature maps to explain (per-tile heatmaps, --method tiles, work for every model)")
 
 
-def _linear_head_cam(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The timm backbone's classifier, or else the network's last linear layer, over its feature maps."""
+def _head_cam(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CAM: the network's own head applied to each feature cell alone, a logit per cell (N, h, w).
+
+    Where the head is average pooling then affine layers (a linear classifier, or spectral_lr's eval-mode batch
+    norm and linear layer), the cells' mean is the image's logit; that is checked, and any other head refused.
+    """
     with torch.no_grad():
         features = network.forward_features(x)
-    _require_maps(network, features)
-    if hasattr(network, "backbone"):
-        head = network.backbone.get_classifier()
-    else:
-        head = next((m for m in reversed(list(network.modules())) if isinstance(m, nn.Linear)), None)
-    if not (isinstance(head, nn.Linear) and head.out_features == 1):
-        raise ConfigError(f"CAM needs a one-logit linear head; {type(head).__name__} has none")
-    with torch.no_grad():
-        if features.shape[1] != head.in_features:
-            raise ConfigError("CAM needs global average pooling + a linear head; use gradcam for this architecture")
-        maps = torch.einsum("c,nchw->nhw", head.weight[0], features.float()) + head.bias[0]
-        logits = network.forward_head(features).float()
+        _require_maps(network, features)
+        n, c, h, w = features.shape
+        try:
+            maps = network.forward_head(features.permute(0, 2, 3, 1).reshape(n * h * w, c, 1, 1)).float().reshape(n, h, w)
+        except RuntimeError:  # a head of several logits, or one that needs more than one cell
+            raise ConfigError("CAM needs a one-logit head over average-pooled features; use gradcam for this "
+                              "architecture") from None
+        logits = network.forward_head(features).float().reshape(n)
     finite = maps.isfinite().all() and logits.isfinite().all()  # NaN never compares equal: said as not finite instead
     if finite and not torch.allclose(maps.mean((1, 2)), logits, rtol=1e-3, atol=1e-3):
-        raise ConfigError("CAM needs global average pooling + a linear head; use gradcam for this architecture")
+        raise ConfigError("CAM needs global average pooling + affine layers (linear, batch norm) as its head; use "
+                          "gradcam for this architecture")
     return maps.cpu()
