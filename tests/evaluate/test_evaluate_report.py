@@ -72,6 +72,8 @@ def test_intervals_of_few_images_are_flagged_on_the_page(report, thousand):
     assert "<p class='warn'>Intervals: only 6 ai and 6 real image(s): with fewer than 10 of a label" in render_html(report)
     assert "Intervals: only" not in render_html(thousand)
     assert "Intervals: only" not in render_html(replace(report, intervals={}))  # --bootstrap 0: no interval to flag
+    nan = {k: (float("nan"), float("nan")) for k in report.intervals}  # one label: every interval NaN
+    assert "Intervals: only" not in render_html(replace(report, intervals=nan))
 
 
 def test_names_are_escaped(report):
