@@ -294,6 +294,9 @@ def test_evaluate_logo_audits_each_folds_unseen_images_for_shortcuts(tmp_path):
     runs = {r["held_out"]: r for r in json.loads((out / "logo.json").read_text())["runs"]}
     assert "format" in runs["g1"]["shortcuts"]["flagged"] and "format" not in runs["g2"]["shortcuts"]["flagged"]
     assert runs["g1"]["shortcuts"]["inspected"] == {"ai": 6, "real": 4}  # g1's images and the test reals
+    assert (runs["g1"]["n_unseen"], runs["g1"]["n_real"]) == (6, 4)
+    assert ("    interval: only 6 ai and 4 real image(s): with fewer than 10 of a label the bootstrap intervals "
+            "understate the uncertainty (a perfect ranking of 3 and 3 gets AUC [1, 1])") in result.output.splitlines()
     assert len(warnings) == sum(len(r["shortcuts"]["flagged"]) for r in runs.values())
     table = pd.read_csv(out / "logo.csv", keep_default_na=False).set_index("held_out")
     assert table.loc["g1", "shortcuts_flagged"].split("; ") == runs["g1"]["shortcuts"]["flagged"]

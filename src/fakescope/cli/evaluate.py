@@ -160,6 +160,7 @@ def evaluate_logo(
         real_source_table,
         save_generalization,
     )
+    from fakescope.evaluate.metrics import few_images_note
     from fakescope.evaluate.shortcuts import warning_lines
     from fakescope.train import TrainConfig
 
@@ -185,6 +186,8 @@ def evaluate_logo(
             continue
         typer.echo(f"  {run['held_out']}: unseen auc={run['auc_all']:.4f} [{run['auc_all_low']:.4f}, "
                    f"{run['auc_all_high']:.4f}] (n={run['n_unseen']})  {own}")
+        if few := few_images_note(run["n_unseen"] + run["n_real"], run["n_unseen"]):
+            typer.echo(f"    interval: {few}")
         if run["n_paired_trained"]:
             typer.echo(f"    {run['n_paired_trained']} of them were made from reals this run trained on (one pair_id): "
                        f"its test-split images alone (auc_test={run['auc_test']:.4f}) leave those out")

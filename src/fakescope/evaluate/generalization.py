@@ -65,7 +65,8 @@ def leave_one_generator_out(
     Returns:
         One row per held-out generator: `auc_test` (its test-split images vs test reals),
         `auc_all` and `recall_all` (all its images, none trained on, vs test reals), `auc_all_low` and
-        `auc_all_high` (the 95% bootstrap interval of `auc_all`), `n_unseen`, `n_paired_trained` (its images
+        `auc_all_high` (the 95% bootstrap interval of `auc_all`), `n_unseen`, `n_real` (the test reals it is scored
+        against), `n_paired_trained` (its images
         made from a real the run trained or validated on, see `paired_with_trained`), `auc_seen_test` (the run's
         own test AUC on the generators it trained on),
         `auc_real_<source>` (all its images vs one real source's test images), and `auc_vs_<g>`
@@ -107,7 +108,7 @@ def leave_one_generator_out(
         scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg, by=by,
                               intervals=[gen]).set_index("held_out")  # the other generators' AUCs only
         row = {"held_out": gen, **scored.loc[gen].to_dict()}
-        row["n_unseen"] = int(row["n_unseen"])
+        row["n_unseen"], row["n_real"] = int(row["n_unseen"]), int(row["n_real"])
         row["n_paired_trained"] = paired_with_trained(rows, held)
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
         unseen_rows = rows[held | ((rows["label"] == "real") & (rows["split"] == "test"))]
@@ -185,7 +186,8 @@ def score_unseen(
     names the generators whose interval is wanted (default: all; the others' bounds are NaN): each costs 1000 AUCs.
 
     Returns:
-        One row per generator: `held_out`, `n_unseen`, `auc_all`, `auc_all_low`, `auc_all_high`, `auc_test`,
+        One row per generator: `held_out`, `n_unseen`, `n_real` (the test reals read), `auc_all`, `auc_all_low`,
+        `auc_all_high`, `auc_test`,
         `recall_all`, and `auc_real_<source>` for each real source of the test split (all its images vs that source).
     """
     test_reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
@@ -207,6 +209,7 @@ def score_unseen(
         row = {
             "held_out": gen,
             "n_unseen": int(fake.sum()),
+            "n_real": int((labels == 0).sum()),
             "auc_all": every["auc"],
             "auc_all_low": low,
             "auc_all_high": high,
