@@ -34,9 +34,10 @@ class SaveFormat(str, Enum):
 
 
 SaveFormatOpt = Annotated[SaveFormat, typer.Option("--format", help=(
-    "source: a JPEG source's ai image is a JPEG with the source's quantization tables and subsampling, any other a "
-    "PNG (real and ai images compressed alike); png: every one lossless, which makes the file format tell ai from "
-    "JPEG reals."))]
+    "source: each ai image saved like its source, so the file tells nothing: a JPEG's with its quantization tables "
+    "and subsampling, a WebP's as WebP (lossless, or quality 80 for a lossy one), any other as PNG; in the source's "
+    "colour mode (greyscale, palette) with its alpha and ICC profile; 16-bit sources give 8-bit images. png: every "
+    "one an RGB PNG, which makes the file format tell ai from JPEG reals."))]
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,9 @@
 """Run a local image-to-image generator (taef2, diffusers) over a folder, writing ai images and a manifest.
 
-Each ai image is saved as its source was (`output_format="source"`): a JPEG source's with the source's own
-quantization tables and chroma subsampling, so real and ai images carry the same compression, any other as PNG.
-`output_format="png"` saves every one losslessly, which makes "PNG = ai" a shortcut beside JPEG reals.
+Each ai image is saved as its source was (`output_format="source"`, `fakescope.generate._encoding`): a JPEG
+source's with the source's own quantization tables and chroma subsampling, a WebP's as WebP, any other as PNG, in
+the source's colour mode with its alpha, so real and ai images carry the same compression. `output_format="png"`
+saves every one as an RGB PNG, which makes "PNG = ai" a shortcut beside JPEG reals.
 
 Example:
     >>> from fakescope.generate import TAEF2, generate_local
@@ -14,15 +15,15 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from PIL import Image, JpegImagePlugin
+from PIL import Image
 
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, reason_about
+from fakescope.generate._encoding import Encoding, encode, encoding_of
 from fakescope.generate._sources import image_uris
 from fakescope.generate.manifest import (
     MANIFEST_NAME, append_manifest, check_manifest_name, manifest_row, manifest_rows, output_name, source_stem,
@@ -35,9 +36,7 @@ log = logging.getLogger(__name__)
 
 ImageToImage = Callable[[Sequence[Image.Image]], Sequence[Image.Image]]
 SAVE_FORMATS = ("source", "png")
-"""`source`: a JPEG source's ai image is a JPEG with its tables, any other a PNG; `png`: every one a PNG."""
-Encoding = tuple[str, dict[str, Any]]
-"""(file extension, Pillow save options) of one output."""
+"""`source`: each ai image saved like its source (`fakescope.generate._encoding`); `png`: every one an RGB PNG."""
 
 
 def generate_local(
@@ -83,10 +82,8 @@ def generate_local(
                        earlier=earlier, output_format=output_format)
     for batch in _batches(pending, batch_size):
         outputs = generate([image for *_, image in batch])
-        for (uri, digest, target, encoding, _), image in zip(batch, outputs):
-            buffer = io.BytesIO()
-            image.save(buffer, **encoding[1])
-            data = buffer.getvalue()
+        for (uri, digest, target, encoding, source, _), image in zip(batch, outputs):
+            data = encode(image, source, encoding, output_format)
             storage.write_bytes(target, data)
             rows.append(_row(target, uri, digest, generator, model, row_params, data))
             written += 1
@@ -101,21 +98,6 @@ def output_uri(out: str, source: str, digest: str, generator: str, extension: st
     return storage.join(out, output_name(source_stem(source), f"-{digest[:8]}-{generator}.{extension}"))
 
 
-def encoding_of(data: bytes, output_format: str) -> Encoding:
-    """How to save the ai image of the source `data`: JPEG with the source's quantization tables and subsampling for
-    a JPEG source under `source`, else PNG (also for a source whose header Pillow cannot read: `load_image` says why)."""
-    if output_format == "source":
-        try:
-            with Image.open(io.BytesIO(data)) as header:  # reads the header only
-                if header.format in ("JPEG", "MPO") and header.quantization:
-                    sampling = JpegImagePlugin.get_sampling(header)
-                    return "jpg", {"format": "JPEG", "qtables": header.quantization,
-                                   **({"subsampling": sampling} if sampling != -1 else {})}
-        except Exception:  # noqa: BLE001 - Pillow raises many types for broken files
-            pass
-    return "png", {"format": "PNG"}
-
-
 def _row(target: str, source: str, digest: str, generator: str, model: str, params: dict, data: bytes) -> dict:
     loaded = load_image(data, keep_bytes=False)
     return manifest_row(
@@ -127,8 +109,8 @@ def _row(target: str, source: str, digest: str, generator: str, model: str, para
 def _pending(
     src: str, out: str, generator: str, rows: list[dict], unreadable: list[str], generator_row: tuple[str, dict],
     split: str | None, earlier: dict[str, dict], output_format: str,
-) -> Iterator[tuple[str, str, str, Encoding, Image.Image]]:
-    """Yield (source, sha256, target, encoding, image) still to do; rows of outputs made earlier go to `rows`, unreadable
+) -> Iterator[tuple[str, str, str, Encoding, bytes, Image.Image]]:
+    """Yield (source, sha256, target, encoding, source bytes, image) still to do; rows of outputs made earlier go to `rows`, unreadable
     sources to `unreadable`.
 
     A source with the same name and bytes as an earlier one (a copy in another folder) maps to the
@@ -153,7 +135,7 @@ def _pending(
             log.warning("skipping %s: %s", uri, reason_about(exc, uri))
             unreadable.append(uri)
             continue
-        yield uri, digest, target, encoding, image
+        yield uri, digest, target, encoding, data, image
 
 
 def _earlier_row(
