@@ -7,10 +7,11 @@ only, as `FIDELITIES` says (400 otherwise); models in `retired` answer 404 `mode
 serves itself (GET /files/<n>.png), no usage. Like the real API, a dall-e-2 edit
 is refused (400) unless its image has transparency or it comes with a mask of the image's size that
 has some (transparent pixels mark what may change). Faults queued in `faults`
-(429 with Retry-After, 500; "quota": a 429 insufficient_quota; "unreadable": a billed 200 whose image is not one; "gone": a billed
-200 whose URL answers 404; "url=U": a billed 200 whose URL is U; (status, message): an error answer whose message has
-`{authorization}` replaced by the request's Authorization header, as a proxy echoing it would) answer the next
-requests in order. `hold_after` makes image requests beyond that many billable answers wait for `release` and then
+(429 with Retry-After, 500; "retry-after=S": a 429 with Retry-After S seconds only; "quota": a 429 insufficient_quota; "unreadable": a billed 200 whose image is not one; "gone": a billed
+200 whose URL answers 404; "url=U": a billed 200 whose URL is U; "slow": a billed 200 whose body stops halfway for
+`slow_seconds`; "cut": a billed 200 whose connection closes halfway through its body; (status, message[, code]): an
+error answer whose message has `{authorization}` replaced by the request's Authorization header, as a proxy echoing it
+would) answer the next requests in order. `hold_after` makes image requests beyond that many billable answers wait for `release` and then
 drop the connection unanswered (never billed), so a client can be killed with nothing in flight paid for; with
 `answer_held` set they are answered (and billed) instead, as a slow server would. `paid` holds, per billed
 answer, a digest of what was asked for (the pixels of the first image sent, else the prompt).
@@ -52,6 +53,7 @@ class ImagesAPIServer(ThreadingHTTPServer):
         self.faults: list[int | str] = []
         self.hold_after: int | None = None
         self.answer_held = False
+        self.slow_seconds = 2.0
         self.held = 0
         self.admitted = 0
         """Image requests let through to a 200 answer (counted before answering, so holds are exact)."""
@@ -142,6 +144,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == 429:
             return self._send(429, {"error": {"message": "Rate limit reached", "type": "requests"}}, endpoint,
                               {"Retry-After": "1", "retry-after-ms": "20"})
+        if isinstance(fault, str) and fault.startswith("retry-after="):
+            return self._send(429, {"error": {"message": "Rate limit reached", "type": "requests"}}, endpoint,
+                              {"Retry-After": fault.removeprefix("retry-after=")})
         if fault == "quota":
             return self._send(429, {"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
                                               "type": "insufficient_quota", "code": "insufficient_quota"}}, endpoint)
@@ -152,14 +157,17 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(fault, str) and fault.startswith("url="):
             return self._send(200, {"created": 1700000000, "data": [{"url": fault.removeprefix("url=")}]}, endpoint)
         if isinstance(fault, tuple):
-            status, message = fault
+            status, message, *code = fault
             message = message.replace("{authorization}", self.headers.get("Authorization", ""))
-            return self._send(status, {"error": {"message": message, "type": "invalid_request_error"}}, endpoint)
+            error = {"message": message, "type": "invalid_request_error", **({"code": code[0]} if code else {})}
+            return self._send(status, {"error": error}, endpoint)
+        if fault in ("slow", "cut"):
+            return self._answer(endpoint, fields, halfway=fault)
         if fault is not None:
             return self._send(fault, {"error": {"message": "The server had an error", "type": "server_error"}}, endpoint)
         self._answer(endpoint, fields)
 
-    def _answer(self, endpoint: str, fields: dict) -> None:
+    def _answer(self, endpoint: str, fields: dict, halfway: str | None = None) -> None:
         width, height = (int(v) for v in str(fields.get("size") or "256x256").replace("auto", "256x256").split("x"))
         with self.server.lock:
             number = len(self.server.requests)
@@ -177,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
             answer["data"] = [{"b64_json": base64.b64encode(data).decode()}]
         if not str(fields.get("model", "dall-e-2")).startswith("dall-e"):
             answer["usage"] = _usage(endpoint, fields, width * height)
-        self._send(200, answer, endpoint)
+        self._send(200, answer, endpoint, halfway=halfway)
 
     def _parse(self, body: bytes) -> tuple[dict, dict[str, Image.Image]]:
         """The request's fields (a file part as its image size) and its images by part name."""
@@ -199,7 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
                 fields[name] = payload.decode()
         return fields, images
 
-    def _send(self, status: int, payload: dict, endpoint: str, headers: dict | None = None) -> None:
+    def _send(self, status: int, payload: dict, endpoint: str, headers: dict | None = None, halfway: str | None = None) -> None:
+        """Answer (`halfway`: "slow" pauses, "cut" closes the connection, halfway through the body)."""
         data = json.dumps(payload).encode()
         with self.server.lock:
             self.server.counts[(endpoint, status)] += 1
@@ -211,7 +220,16 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(data)
+        if halfway is None:
+            self.wfile.write(data)
+            return
+        self.wfile.write(data[:len(data) // 2])
+        self.wfile.flush()
+        if halfway == "cut":
+            self.close_connection = True
+            return
+        time.sleep(self.server.slow_seconds)
+        self.wfile.write(data[len(data) // 2:])
 
 
 def _model_refusal(endpoint: str, model: str, fields: dict, retired: set[str]) -> tuple[int, dict] | None:

@@ -398,9 +398,9 @@ def test_openai_at_most_once_exits_1_naming_the_jobs_it_left_unresolved(tmp_path
     Path(record.output).unlink()
     once = CliRunner().invoke(app, [*args, "--at-most-once"])
     assert once.exit_code == 1 and "unresolved 1," in once.stdout and server.billable == 1, once.output
-    assert once.stderr.strip() == ("warning: 1 job(s) left unresolved: a crash left their requests in flight, so whether "
-                                   "they were billed is unknown, and --at-most-once does not resend them (a rerun without it "
-                                   "makes them)")
+    assert once.stderr.strip() == ("warning: 1 job(s) left unresolved: their requests were sent but no answer was had (a "
+                                   "crash, or an answer that timed out or broke off), so whether they were billed is "
+                                   "unknown; a rerun resends them, unless --at-most-once")
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "done 1," in again.stdout and not again.stderr and server.billable == 2, again.output
 

@@ -478,7 +478,8 @@ def test_secrets_in_the_api_s_error_text_show_in_no_log_ledger_or_error_line(ser
     assert errors == ["BadRequestError: Error code: 400 - bad signature for ***",
                       "InternalServerError: Error code: 500 - upstream refused Authorization: Bearer ***"]
     server.faults = [(403, "the key {authorization} may not use this model")]
-    with pytest.raises(ConfigError, match=r"\(403\): the key Bearer \*\*\* may not use this model$") as refused:
+    with pytest.raises(ConfigError, match=r"\(403\): the key Bearer \*\*\* may not use this model; check that the key's organization and project may use "
+                       r"dall-e-2 \(verification, model access\)$") as refused:
         run_openai(str(photos), str(out), OpenAIImagesConfig(model="dall-e-2", size="256x256"), client=make_client(max_retries=0))
     for text in (result.output, caplog.text, "".join(traceback.format_exception(refused.value))):
         assert API_KEY not in text and aws not in text
@@ -951,3 +952,75 @@ def test_the_loopback_server_refuses_what_the_api_refuses_for_gpt_image_models(s
         client.images.generate(prompt="a fox", model="gpt-image-1.5", extra_body={"input_fidelity": "high"})
     answer = client.images.generate(prompt="a fox", model="gpt-image-2", size="1024x1024")
     assert answer.data[0].b64_json and answer.usage.total_tokens == 2 + 1048
+
+
+@pytest.mark.parametrize("fault", ["slow", "cut"])
+def test_an_answer_that_times_out_or_breaks_off_is_not_resent_and_a_rerun_follows_at_most_once(server, photos, tmp_path, fault):
+    """The client resent a request whose answer timed out halfway or whose connection broke after the headers: the
+    API had made and billed the first image, so each such job was paid twice while the ledger counted it once."""
+    server.faults, server.slow_seconds = [fault], 2.0
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    photo, out = str(photos / "photo0.jpeg"), str(tmp_path / "out")
+    first = run_openai(photo, out, config, client=make_client(max_retries=3, timeout=0.5))
+    assert (first.done, first.failed, first.unresolved, first.spent) == (0, 0, 1, 0.016)
+    assert (server.billable, len(server.requests)) == (1, 1)  # billed once, never resent
+    once = run_openai(photo, out, config, retry_interrupted=False, client=make_client(max_retries=0))
+    assert (once.unresolved, once.done, len(server.requests)) == (1, 0, 1)
+    again = run_openai(photo, out, config, client=make_client(max_retries=0))
+    assert (again.unresolved, again.done, server.billable) == (0, 1, 2)
+
+
+def test_retry_after_is_honoured_up_to_two_minutes_and_a_longer_one_fails_the_job_unpaid(server, photos, tmp_path):
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    server.faults = ["retry-after=1"]
+    started = time.monotonic()
+    waited = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "a"), config, client=make_client(max_retries=1))
+    assert (waited.done, server.billable) == (1, 1) and time.monotonic() - started >= 1.0
+    server.faults = ["retry-after=3600"]
+    refused = run_openai(str(photos), str(tmp_path / "b"), config, concurrency=1, client=make_client(max_retries=4))
+    assert (refused.done, refused.failed, refused.spent) == (2, 1, 2 * 0.016)  # not retried, the run goes on
+    assert (server.counts[("variations", 429)], server.billable) == (2, 3)
+    with Ledger(tmp_path / "b" / LEDGER_NAME) as ledger:
+        [failed] = ledger.jobs("failed")
+    assert failed.cost == 0 and failed.error.startswith("RateLimitError: Error code: 429")
+
+
+def test_a_content_policy_refusal_fails_its_image_in_one_line_unpaid_and_the_run_goes_on(server, photos, tmp_path):
+    server.faults = [(400, "Your request was rejected by the safety system.", "moderation_blocked")]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--model", "dall-e-2",
+                                      "--size", "256x256", "--concurrency", "1", "--yes"])
+    assert result.exit_code == 1 and "done 2, already done 0, recovered 0, failed 1," in result.output, result.output
+    assert "estimated spend $0.032" in result.output and server.billable == 2
+    assert [line for line in result.output.splitlines() if "failed:" in line] == [
+        "warning: job photo0 failed: Error code: 400 - Your request was rejected by the safety system."]
+    with Ledger(out / LEDGER_NAME) as ledger:
+        [failed] = ledger.jobs("failed")
+        assert failed.cost == 0 and ledger.spent() == pytest.approx(0.032)
+    rerun = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--model", "dall-e-2",
+                                     "--size", "256x256", "--yes"])
+    assert rerun.exit_code == 0 and "done 1, already done 2," in rerun.output and server.billable == 3, rerun.output
+
+
+@pytest.mark.parametrize(("fault", "fix"), [
+    ((400, "Billing hard limit has been reached", "billing_hard_limit_reached"), "add credit or raise the account's usage limit"),
+    ((403, "Your organization must be verified to use the model", "organization_not_verified"),
+     "check that the key's organization and project may use dall-e-2"),
+])
+def test_an_account_or_project_refusal_stops_the_run_at_once_in_one_line_naming_the_fix(server, photos, tmp_path, fault, fix):
+    server.faults = [fault] * 3
+    result = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(tmp_path / "out"), "--model", "dall-e-2",
+                                      "--size", "256x256", "--concurrency", "1", "--yes"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and fix in errors[0] and fault[1] in errors[0], result.output
+    assert len(server.requests) == 1 and server.billable == 0
+
+
+def test_a_refused_key_is_one_line_saying_how_to_set_one(server, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-secret-123")
+    result = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(tmp_path / "out"), "--model", "dall-e-2",
+                                      "--size", "256x256", "--yes"])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == (
+        "error: the Images API refused the request (401): the API key was refused; set a valid OPENAI_API_KEY "
+        "(environment or .env)"), result.output
+    assert "sk-wrong" not in result.output and server.billable == 0

@@ -99,7 +99,7 @@ def openai(
     ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger, this machine's record of what was paid (default: inside --out; for an s3:// or gdrive:// --out in $FAKESCOPE_CACHE/ledgers, else $XDG_CACHE_HOME/fakescope/ledgers, else ~/.cache/fakescope/ledgers).")] = None,
     new_settings: Annotated[bool, typer.Option("--new-settings", help="Pay for images of photos (or prompts) this --out's ledger paid for under other options (--mode, --model, --size, --quality, --prompt, --mask, --input-fidelity): a second set beside the first. Without it such a run, as a rerun that left out an option, is refused in one line naming the options that differ.")] = False,
     at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
-    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx/connection errors.")] = 4,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx and on connection errors before an answer, waiting as Retry-After says up to 120 s (longer: the job fails, unpaid); an answer that times out or breaks off may be billed: never resent in the run.")] = 4,
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
 ) -> None:
@@ -140,9 +140,9 @@ def openai(
             raise typer.Exit(stop.exit_code) from None
         typer.echo(_summary(report, max_total_spend, config.known_price() is not None))
         if report.unresolved:
-            typer.echo(f"warning: {report.unresolved} job(s) left unresolved: a crash left their requests in flight, so "
-                       "whether they were billed is unknown, and --at-most-once does not resend them (a rerun "
-                       "without it makes them)", err=True)
+            typer.echo(f"warning: {report.unresolved} job(s) left unresolved: their requests were sent but no answer "
+                       "was had (a crash, or an answer that timed out or broke off), so whether they were billed is "
+                       "unknown; a rerun resends them, unless --at-most-once", err=True)
     if report.stopped == "interrupted":
         raise typer.Exit(stop.exit_code)
     raise typer.Exit(1 if report.failed or report.unresolved else 0)

@@ -15,7 +15,7 @@ from fakescope.generate._plan import Job, jobs
 from fakescope.generate.lease import Lease
 from fakescope.generate.ledger import DONE, RUNNING, JobRecord, Ledger
 from fakescope.generate.manifest import append_manifest
-from fakescope.generate.openai_images import LostImageError, OpenAIImagesConfig, request_image
+from fakescope.generate.openai_images import AnswerLost, LostImageError, OpenAIImagesConfig, request_image
 from fakescope.io import storage
 from fakescope.io.image import LoadedImage, load_image
 from fakescope.io.redact import hide_secrets
@@ -144,6 +144,12 @@ class Run:
             raise
         except LostImageError as exc:  # billed all the same: it counts against the budgets
             self._fail(job, exc, billed=True)
+            return None
+        except AnswerLost as exc:  # left in flight, as a crash leaves it: a rerun resends it unless at most once
+            self.report.unresolved += 1
+            self.report.spent += self.price  # it may have been billed: it counts against this run's budgets
+            log.warning("job %s: %s; the API may have billed it, so it is not resent in this run (a rerun resends it, "
+                        "unless --at-most-once)", job.stem, hide_secrets(str(exc), self.client.api_key))
             return None
         except Exception as exc:  # recorded per job; the batch goes on
             paid = self.book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed

@@ -88,6 +88,10 @@ class LostImageError(FakescopeError):
     """The API made (and billed) an image that could not be had: its URL failed, or it is not an image."""
 
 
+class AnswerLost(FakescopeError):
+    """A sent request's answer timed out or broke off: the API may have made and billed its image (not resent)."""
+
+
 @dataclass(frozen=True)
 class OpenAIImagesConfig:
     """What to ask the Images API for.
@@ -269,8 +273,10 @@ def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | 
     `httpx` and `openai` loggers name URLs without their query or user info (`redact_http_logs`).
 
     The client itself retries 429, 408, 409, 5xx and connection errors with exponential
-    backoff (0.5 s doubling to 8 s, up to 25 % jitter) and honours `Retry-After`; the runner
-    adds no retries of its own, so nothing is retried twice.
+    backoff (0.5 s doubling to 8 s, up to 25 % jitter) and honours `Retry-After` up to 120 s
+    (a longer one is not retried: the job fails, a rerun sends it); the runner adds no retries of
+    its own, so nothing is retried twice. An answer that times out (`timeout` seconds without a
+    byte) or breaks off is not resent: it may have been billed (`AnswerLost`, `_client`).
 
     Raises:
         ConfigError: no API key is configured.
@@ -282,8 +288,10 @@ def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | 
     if not key:
         raise ConfigError("OPENAI_API_KEY is not set: export it, or put OPENAI_API_KEY=... in a .env file in the working "
                           "directory or above (OPENAI_BASE_URL too, for another server)")
+    from fakescope.generate._client import OnceClient
+
     redact_http_logs()
-    return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout)
+    return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout, http_client=OnceClient())
 
 
 def prepare_upload(data: bytes, config: OpenAIImagesConfig) -> tuple[str, bytes, str]:
@@ -352,10 +360,14 @@ def _refusal(exc, model: str) -> ConfigError | None:
 
     code = getattr(exc, "code", None)
     if code in ACCOUNT_EXHAUSTED:  # every later request would be refused alike
-        return ConfigError(f"the OpenAI account cannot pay for more images ({code}): {_api_message(exc)}")
+        return ConfigError(f"the OpenAI account cannot pay for more images ({code}): {_api_message(exc)}; add credit or "
+                           "raise the account's usage limit (platform.openai.com billing settings), then rerun")
     if code == "model_not_found" or isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError,
                                                       openai.NotFoundError)):
-        return ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc, model)}")
+        fix = {401: "; set a valid OPENAI_API_KEY (environment or .env)",
+               403: f"; check that the key's organization and project may use {model} (verification, model access)"}
+        return ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc, model)}"
+                           f"{fix.get(exc.status_code, '')}")
     return None
 
 
