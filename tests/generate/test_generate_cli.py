@@ -548,6 +548,7 @@ def test_openai_refuses_many_unlimited_requests_in_every_mode_and_prints_the_pla
     budget = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(tmp_path / "dalle"), "--n", "2",
                                       "--model", "dall-e-2", "--size", "256x256", "--max-spend", "0.04"])
     assert budget.exit_code == 0 and "stopped: budget" in budget.stdout and server.billable == 23, budget.output
+    assert budget.stdout.startswith("11 image(s) x --n 2: up to 22 request(s) (~$0.35 at $0.016 per image) "), budget.output
     variation = ["generate", "openai", str(photos), "--out", str(tmp_path / "var"), "--n", "2"]
     assert CliRunner().invoke(app, [*variation, "--yes"]).exit_code == 0 and server.billable == 45
     again = CliRunner().invoke(app, variation)  # images too: known done by their names, not asked again

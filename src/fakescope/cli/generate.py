@@ -156,8 +156,10 @@ def _confirm(config: OpenAIImagesConfig, max_images: int | None, limited: bool,
 
     def confirm(sources: int, requests: int, made: int) -> None:
         held = f", {made} made before" if made else ""
+        price = config.known_price()  # None for models billed by tokens without --price-per-image: no estimate
+        cost = f" (~${requests * price:.2f} at ${price:.3f} per image)" if price and requests else ""
         plan = (f"{sources} {'prompt' if config.mode == 'generate' else 'image'}(s) x --n {config.n}{held}: "
-                f"up to {requests} request(s)")
+                f"up to {requests} request(s){cost}")
         if requests > UNCAPPED_REQUESTS and max_images is None and not limited:
             raise ConfigError(f"{plan}, more than {UNCAPPED_REQUESTS} without a limit: pass --max-images N, a budget "
                               "(--max-spend, --max-total-spend) or --yes")
