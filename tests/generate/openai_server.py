@@ -6,7 +6,8 @@ a `response_format` refused (400), and a `usage` block in every answer; `input_f
 only, as `FIDELITIES` says (400 otherwise); models in `retired` answer 404 `model_not_found`. dall-e models keep the legacy behaviour: b64_json or a URL the server
 serves itself (GET /files/<n>.png), no usage. Like the real API, a dall-e-2 edit
 is refused (400) unless its image has transparency or it comes with a mask of the image's size that
-has some (transparent pixels mark what may change). Faults queued in `faults`
+has some (transparent pixels mark what may change); sizes, qualities and n a known model does not take, a
+non-square dall-e-2 image and a mask of another size than its image are refused (400) too. Faults queued in `faults`
 (429 with Retry-After, 500; "retry-after=S": a 429 with Retry-After S seconds only; "quota": a 429 insufficient_quota; "unreadable": a billed 200 whose image is not one; "gone": a billed
 200 whose URL answers 404; "url=U": a billed 200 whose URL is U; "slow": a billed 200 whose body stops halfway for
 `slow_seconds`; "cut": a billed 200 whose connection closes halfway through its body; (status, message[, code]): an
@@ -125,6 +126,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(*refusal, endpoint)
         if (refusal := _fidelity_refusal(endpoint, model, fields)) is not None:
             return self._send(400, refusal, endpoint)
+        if (refusal := _param_refusal(endpoint, model, fields, images)) is not None:
+            return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error", "code": "invalid_value"}},
+                              endpoint)
         if endpoint == "edits" and model == "dall-e-2" and (refusal := _edit_refusal(images)):
             return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error"}}, endpoint)
         server = self.server
@@ -270,6 +274,39 @@ def _usage(endpoint: str, fields: dict, pixels: int) -> dict:
     return {"input_tokens": text + image, "input_tokens_details": {"text_tokens": text, "image_tokens": image},
             "output_tokens": output, "output_tokens_details": {"image_tokens": output, "text_tokens": 0},
             "total_tokens": text + image + output}
+
+
+def _param_refusal(endpoint: str, model: str, fields: dict, images: dict[str, Image.Image]) -> str | None:
+    """The real API's 400 message for a size, quality or n a known model does not take, a dall-e-2 image that is not
+    square, or an edit's mask of another size than its image (as the `openai` client's types document them), else None."""
+    size, quality, n = str(fields.get("size") or "auto"), fields.get("quality"), int(fields.get("n") or 1)
+    image, mask = images.get("image"), images.get("mask")
+    if mask is not None and image is not None and mask.size != image.size:
+        return "Invalid mask image - image and mask must have the same dimensions."
+    if not 1 <= n <= (1 if model == "dall-e-3" else 10):
+        return f"Invalid value for 'n': {n}."
+    known = _KNOWN_OPTIONS.get(model) or (_KNOWN_OPTIONS["gpt-image"] if model.startswith(("gpt-image", "chatgpt-image"))
+                                          else None)
+    if known is None:
+        return None
+    sizes, qualities = known
+    custom = model.startswith(("gpt-image-2-", "gpt-image-2.5")) or model == "gpt-image-2"
+    if size not in sizes and not (custom and size != "auto"):
+        return f"Invalid value: '{size}'. Supported values are: {', '.join(repr(one) for one in sizes)}."
+    if quality is not None and quality not in qualities + (("xhigh", "max") if model.startswith("gpt-image-2.5") else ()):
+        return f"Invalid value: '{quality}'. Supported values are: {', '.join(repr(one) for one in qualities)}."
+    if model == "dall-e-2" and image is not None and image.width != image.height:
+        return "Invalid input image - image must be square."
+    return None
+
+
+_KNOWN_OPTIONS = {
+    "dall-e-2": (("256x256", "512x512", "1024x1024"), ("standard",)),
+    "dall-e-3": (("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd")),
+    "gpt-image": (("1024x1024", "1536x1024", "1024x1536", "auto"), ("low", "medium", "high", "auto")),
+}
+"""(sizes, qualities) per model, GPT image models under `gpt-image` (gpt-image-2 and 2.5 also take any WxH, 2.5 also
+xhigh and max qualities)."""
 
 
 def _edit_refusal(images: dict[str, Image.Image]) -> str | None:

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 import zlib
 from pathlib import Path
 
@@ -1024,3 +1025,45 @@ def test_a_refused_key_is_one_line_saying_how_to_set_one(server, photos, tmp_pat
         "error: the Images API refused the request (401): the API key was refused; set a valid OPENAI_API_KEY "
         "(environment or .env)"), result.output
     assert "sk-wrong" not in result.output and server.billable == 0
+
+
+def test_the_loopback_server_refuses_sizes_qualities_n_and_masks_the_api_refuses(server, photos):
+    import openai
+
+    client = make_client(max_retries=0)
+    wide = ("a.png", (photos / "photo0.jpeg").read_bytes(), "image/jpeg")  # 64x48
+    square = ("b.png", (photos / "photo1.png").read_bytes(), "image/png")  # 40x40
+    refused = {
+        "Supported values are: '256x256'": lambda: client.images.generate(prompt="a fox", model="dall-e-2", size="1536x1024"),
+        "Invalid value: '2048x1152'": lambda: client.images.generate(prompt="a fox", model="gpt-image-2.6-flare",
+                                                                     size="2048x1152"),
+        "Invalid value: 'hd'": lambda: client.images.generate(prompt="a fox", model="gpt-image-2", quality="hd"),
+        "Invalid value for 'n': 2": lambda: client.images.generate(prompt="a fox", model="dall-e-3", n=2),
+        "image must be square": lambda: client.images.create_variation(image=wide, model="dall-e-2", size="256x256"),
+        "image and mask must have the same dimensions": lambda: client.images.edit(
+            image=wide, mask=square, prompt="snow", model="gpt-image-2"),
+    }
+    for message, request in refused.items():
+        with pytest.raises(openai.BadRequestError, match=message), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # create_variation's
+            request()
+    assert client.images.generate(prompt="a fox", model="gpt-image-2", size="2048x1152").data[0].b64_json
+    assert client.images.generate(prompt="a fox", model="gpt-image-2.5-flare", quality="max").data[0].b64_json
+
+
+def test_what_fakescope_sends_for_each_known_model_and_mode_the_loopback_server_takes(server, photos):
+    from fakescope.generate.openai_images import request_image
+
+    client, photo = make_client(max_retries=0), (photos / "photo0.jpeg").read_bytes()
+    for model, info in MODELS.items():
+        for mode in info.modes:
+            prompt = "snow" if mode == "edit" else None
+            config = OpenAIImagesConfig(model=model, mode=mode, size=info.sizes[0], quality=info.qualities[-1], prompt=prompt)
+            data, usage = request_image(client, config, source=None if mode == "generate" else photo,
+                                        prompt="a fox" if mode == "generate" else None)
+            assert Image.open(io.BytesIO(data)).size == (int(info.sizes[0].split("x")[0]),) * 2, (model, mode)
+            assert (usage is None) == config.legacy, (model, mode)
+    sent = {(request["model"], request["endpoint"]) for request in server.requests}
+    assert ("dall-e-2", "variations") in sent and ("gpt-image-2", "edits") in sent and ("dall-e-3", "generations") in sent
+    assert not any(request["model"] != "dall-e-2" and request["endpoint"] == "variations" for request in server.requests)
+    assert all(("response_format" in request) == request["model"].startswith("dall-e") for request in server.requests)
