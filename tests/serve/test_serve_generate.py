@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import replace
 
 import httpx
 import pandas as pd
@@ -300,3 +301,21 @@ def test_generate_from_upload_reads_the_format_from_the_header_and_refuses_non_i
     assert images_api.billable == 0 and not (tmp_path / "text").exists()
     made = generate_from_upload(flat_png, config, tmp_path / "png", client=client, detect=detector.predict, filename="cat.jpg")
     assert len(made) == 1 and (tmp_path / "png" / "cat.png").read_bytes() == flat_png  # named by its bytes, not its name
+
+
+def test_an_answer_lost_once_sent_is_a_reason_not_a_blank(tmp_path, images_api, photo_bytes, detector):
+    """A run whose only answer broke off said `no image was generated (0 request(s) failed: )`."""
+    from fakescope.errors import FakescopeError
+    from fakescope.serve import generate_from_upload
+    from fakescope.serve.generation import openai_client, shortfall
+
+    images_api.faults = ["cut"]
+    client = openai_client(API_KEY, max_retries=2)
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2)
+    with pytest.raises(FakescopeError, match=r"^no image was generated \(1 request\(s\) failed: an answer timed out or broke "
+                                             r"off once sent: it may have been billed, so it was not asked again\)$"):
+        generate_from_upload(photo_bytes, replace(config, n=1), tmp_path / "a", client=client, detect=detector.predict)
+    images_api.faults = ["cut"]
+    made = generate_from_upload(photo_bytes, config, tmp_path / "b", client=client, detect=detector.predict)
+    assert len(made) == 1 and images_api.billable == 3 and len(images_api.requests) == 3
+    assert shortfall(made, config, tmp_path / "b").startswith("1 of 2 images were not generated: an answer timed out")

@@ -27,6 +27,7 @@ from fakescope.generate import (
     OpenAIImagesConfig,
     run_openai,
 )
+from fakescope.generate.ledger import RUNNING
 from fakescope.generate.manifest import manifest_row, merged_manifest
 from fakescope.generate.openai_images import make_client
 from fakescope.generate.runner import default_ledger_path
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # annotations only: no import cost
 _LOCAL_PATH = re.compile(r"""(?<![\w.:/~-])(?:[A-Za-z]:[\\/]|~?/)[^\s'",;)\]]*[^\s'",;)\].:]""")
 NO_KEY = "no OpenAI API key: pass one, or set OPENAI_API_KEY (environment or .env)"
 UPLOAD_SOURCE = "upload"
+LOST_ANSWER = "an answer timed out or broke off once sent: it may have been billed, so it was not asked again"
 """The `source` (origin) of images the web app saves: an upload and the ai images made from it."""
 
 
@@ -132,7 +134,8 @@ def generate_from_upload(
     source.write_bytes(data)
     report = run_openai(str(source), str(folder / "ai"), config, client=client, concurrency=min(config.n, 4))
     if report.manifest is None:  # no job done, in this run or an earlier one into the same folder
-        raise FakescopeError(f"no image was generated ({report.failed} request(s) failed: {_failure_reasons(report.ledger)})")
+        failed = report.failed + report.unresolved
+        raise FakescopeError(f"no image was generated ({failed} request(s) failed: {_failure_reasons(report.ledger)})")
     rows = pd.read_csv(report.manifest, keep_default_na=False)
     outputs = []
     for uri in rows["uri"]:
@@ -151,8 +154,11 @@ def shortfall(images: list[GeneratedImage], config: OpenAIImagesConfig, folder: 
 
 
 def _failure_reasons(ledger: str | os.PathLike) -> str:
+    """The errors of a run's failed jobs, and a line for the answers it lost (in flight in the ledger once it ended)."""
     with Ledger(ledger) as book:
-        return "; ".join(dict.fromkeys(job.error for job in book.jobs("failed") if job.error))
+        errors = [job.error for job in book.jobs("failed") if job.error]
+        errors += [LOST_ANSWER for _ in book.jobs(RUNNING)]
+        return "; ".join(dict.fromkeys(errors))
 
 
 def save_pair(
