@@ -527,6 +527,7 @@ def test_kill_and_resume_never_pays_twice(server, tmp_path):
     outputs = _outputs(out)
     assert server.billable == 6 == len(outputs) == len({hashlib.sha256(p.read_bytes()).digest() for p in outputs})
     assert len(set(server.paid)) == 6  # each photo paid for once
+    assert len(server.requests) == 8  # the 3 answered before the kill never asked again; the 2 dropped unanswered were
     manifest = pd.read_csv(out / "manifest.csv")
     assert len(manifest) == 6 and all(Path(uri).is_file() for uri in manifest["uri"])
 
