@@ -956,14 +956,23 @@ def test_the_loopback_server_refuses_what_the_api_refuses_for_gpt_image_models(s
     assert answer.data[0].b64_json and answer.usage.total_tokens == 2 + 1048
 
 
-@pytest.mark.parametrize("fault", ["slow", "cut"])
+@pytest.mark.parametrize("fault", ["slow", "cut", "held"])
 def test_an_answer_that_times_out_or_breaks_off_is_not_resent_and_a_rerun_follows_at_most_once(server, photos, tmp_path, fault):
-    """The client resent a request whose answer timed out halfway or whose connection broke after the headers: the
-    API had made and billed the first image, so each such job was paid twice while the ledger counted it once."""
-    server.faults, server.slow_seconds = [fault], 2.0
+    """The client resent a request whose answer timed out (before its headers or halfway) or whose connection broke
+    after the headers: the API had made and billed the first image, so each such job was paid twice while the ledger
+    counted it once."""
+    if fault == "held":  # no byte of the answer within the timeout; answered (billed) later
+        server.hold_after, server.answer_held = 0, True
+    else:
+        server.faults, server.slow_seconds = [fault], 2.0
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     photo, out = str(photos / "photo0.jpeg"), str(tmp_path / "out")
     first = run_openai(photo, out, config, client=make_client(max_retries=3, timeout=0.5))
+    server.hold_after = None
+    server.release.set()
+    deadline = time.monotonic() + 10
+    while server.billable < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert (first.done, first.failed, first.unresolved, first.spent) == (0, 0, 1, 0.016)
     assert (server.billable, len(server.requests)) == (1, 1)  # billed once, never resent
     once = run_openai(photo, out, config, retry_interrupted=False, client=make_client(max_retries=0))
