@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
 from fakescope.data import read_rows
 from fakescope.generate._encoding import _lossless_webp
@@ -33,6 +33,9 @@ def _sources(folder) -> None:
     rgb.save(folder / "lossy.webp", quality=55)
     rgb.save(folder / "lossless.webp", lossless=True)
     rgba.save(folder / "alpha.webp", quality=70)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter: the generator's input and output are upright, so the alpha is turned too
+    rgba.save(folder / "turned.png", exif=exif)
     rgb.save(folder / "icc.png", icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes())
 
 
@@ -41,7 +44,7 @@ def test_source_format_keeps_each_source_s_format_mode_alpha_palette_and_profile
     photos.mkdir()
     _sources(photos)
     written, manifest, unusable, _ = generate_local(str(photos), str(out), _darker, generator="dark", model="dark")
-    assert (written, unusable) == (9, 0)
+    assert (written, unusable) == (10, 0)
     rows = read_rows(manifest).set_index("source_uri")
 
     def pair(name: str) -> tuple[Image.Image, Image.Image, bytes]:
@@ -64,6 +67,9 @@ def test_source_format_keeps_each_source_s_format_mode_alpha_palette_and_profile
         source, fake, data = pair(name)
         assert fake.format == "WEBP" and rows.loc[str(photos / name), "format"] == "WEBP", name
         assert _lossless_webp(data) is lossless and _lossless_webp((photos / name).read_bytes()) is lossless, name
+    source, fake, _ = pair("turned.png")
+    assert fake.size == (40, 48) and np.array_equal(np.asarray(fake.getchannel("A")),
+                                                   np.asarray(ImageOps.exif_transpose(source).getchannel("A")))
     source, fake, _ = pair("icc.png")
     assert fake.info["icc_profile"] == source.info["icc_profile"]
 
@@ -74,4 +80,4 @@ def test_png_format_saves_every_source_as_an_rgb_png(tmp_path):
     _sources(photos)
     _, manifest, _, _ = generate_local(str(photos), str(out), _darker, generator="dark", model="dark", output_format="png")
     fakes = [Image.open(uri) for uri in read_rows(manifest)["uri"]]
-    assert len(fakes) == 9 and {(fake.format, fake.mode) for fake in fakes} == {("PNG", "RGB")}
+    assert len(fakes) == 10 and {(fake.format, fake.mode) for fake in fakes} == {("PNG", "RGB")}

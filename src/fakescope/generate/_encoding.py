@@ -50,10 +50,9 @@ def encode(image: Image.Image, source: bytes, encoding: Encoding, output_format:
     source's colour mode, with its alpha and ICC profile (see the module)."""
     options = encoding[1]
     if output_format == "source":
-        with Image.open(io.BytesIO(source)) as opened:
-            like = upright(opened)
-            image = _like(image, like)
-            if icc := like.info.get("icc_profile"):
+        with Image.open(io.BytesIO(source)) as opened:  # its pixels decoded only for a palette or alpha
+            image = _like(image, opened)
+            if icc := opened.info.get("icc_profile"):
                 options = {**options, "icc_profile": icc}
     buffer = io.BytesIO()
     image.save(buffer, **options)
@@ -61,8 +60,10 @@ def encode(image: Image.Image, source: bytes, encoding: Encoding, output_format:
 
 
 def _like(image: Image.Image, source: Image.Image) -> Image.Image:
-    """`image` in `source`'s mode: greyscale, the source's palette, the source's alpha where it has one."""
+    """`image` in `source`'s mode: greyscale, the source's palette, the source's alpha where it has one (turned upright,
+    as the generator's input was)."""
     if source.mode == "P":
+        source = upright(source)
         made = np.asarray(image.quantize(palette=source))
         if "transparency" in source.info:  # the pixels the source shows as transparent keep its index
             indices = np.asarray(source)
@@ -75,7 +76,7 @@ def _like(image: Image.Image, source: Image.Image) -> Image.Image:
     grey = source.mode in _GREY or source.mode.startswith("I;")
     result = image.convert("L" if grey else "RGB")
     if source.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        result.putalpha(source.getchannel("A"))
+        result.putalpha(upright(source).getchannel("A"))
     return result
 
 
