@@ -626,3 +626,16 @@ def _fifo_writer(fifo: Path, proc: subprocess.Popen, *, deadline: float, poll: f
             assert exc.errno == errno.ENXIO
             time.sleep(poll)
     return writer
+
+
+def test_an_answer_slower_than_timeout_is_left_unresolved_not_paid_twice(tmp_path, server):
+    Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
+    server.faults, server.slow_seconds = ["slow"], 3.0
+    args = ["generate", "openai", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--model", "dall-e-2",
+            "--size", "256x256", "--timeout", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "done 0, already done 0, recovered 0, failed 0, unresolved 1," in result.stdout, result.output
+    assert "warning: job a: the answer stopped halfway for longer than the timeout; the API may have billed it" in result.stderr
+    assert result.stderr.rstrip().endswith("a rerun resends them, unless --at-most-once") and len(server.requests) == 1
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "done 1," in again.stdout and server.billable == 2, again.output

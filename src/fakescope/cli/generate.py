@@ -100,6 +100,7 @@ def openai(
     new_settings: Annotated[bool, typer.Option("--new-settings", help="Pay for images of photos (or prompts) this --out's ledger paid for under other options (--mode, --model, --size, --quality, --prompt, --mask, --input-fidelity): a second set beside the first. Without it such a run, as a rerun that left out an option, is refused in one line naming the options that differ.")] = False,
     at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
     max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx and on connection errors before an answer, waiting as Retry-After says up to 120 s (longer: the job fails, unpaid); an answer that times out or breaks off may be billed: never resent in the run.")] = 4,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for a byte of an answer; one that takes longer may still be made and billed, and is not resent in the run: raise it for slow, large or high-quality images.")] = 300.0,
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
 ) -> None:
@@ -131,7 +132,7 @@ def openai(
             report = run_openai(
                 src, out, config, ledger=ledger, concurrency=concurrency, max_images=cap, max_spend=max_spend,
                 max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
-                manifest_name=manifest, client=make_client(max_retries=max_retries),
+                manifest_name=manifest, client=make_client(max_retries=max_retries, timeout=timeout),
                 confirm=_confirm(config, max_images, limited, planned), new_settings=new_settings,
             )
         except KeyboardInterrupt:  # one the request loop did not catch: before it, or a second one while it drained

@@ -30,6 +30,9 @@ class OnceClient(openai.DefaultHttpxClient):
         if not stream:
             try:
                 response.read()
+            except httpx2.ReadTimeout:
+                response.close()
+                raise AnsweredElsewhere("the answer stopped halfway for longer than the timeout") from None
             except httpx2.TransportError as exc:
                 response.close()
                 raise AnsweredElsewhere(f"the answer broke off ({type(exc).__name__}: {exc})") from None
