@@ -127,8 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
         if (refusal := _fidelity_refusal(endpoint, model, fields)) is not None:
             return self._send(400, refusal, endpoint)
         if (refusal := _param_refusal(endpoint, model, fields, images)) is not None:
-            return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error", "code": "invalid_value"}},
-                              endpoint)
+            message, param = refusal
+            return self._send(400, {"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                              "code": "invalid_value"}}, endpoint)
         if endpoint == "edits" and model == "dall-e-2" and (refusal := _edit_refusal(images)):
             return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error"}}, endpoint)
         server = self.server
@@ -276,15 +277,15 @@ def _usage(endpoint: str, fields: dict, pixels: int) -> dict:
             "total_tokens": text + image + output}
 
 
-def _param_refusal(endpoint: str, model: str, fields: dict, images: dict[str, Image.Image]) -> str | None:
-    """The real API's 400 message for a size, quality or n a known model does not take, a dall-e-2 image that is not
+def _param_refusal(endpoint: str, model: str, fields: dict, images: dict[str, Image.Image]) -> tuple[str, str] | None:
+    """The real API's 400 message, and the parameter it names, for a size, quality or n a known model does not take, a dall-e-2 image that is not
     square, or an edit's mask of another size than its image (as the `openai` client's types document them), else None."""
     size, quality, n = str(fields.get("size") or "auto"), fields.get("quality"), int(fields.get("n") or 1)
     image, mask = images.get("image"), images.get("mask")
     if mask is not None and image is not None and mask.size != image.size:
-        return "Invalid mask image - image and mask must have the same dimensions."
+        return "Invalid mask image - image and mask must have the same dimensions.", "mask"
     if not 1 <= n <= (1 if model == "dall-e-3" else 10):
-        return f"Invalid value for 'n': {n}."
+        return f"Invalid value for 'n': {n}.", "n"
     known = _KNOWN_OPTIONS.get(model) or (_KNOWN_OPTIONS["gpt-image"] if model.startswith(("gpt-image", "chatgpt-image"))
                                           else None)
     if known is None:
@@ -292,11 +293,11 @@ def _param_refusal(endpoint: str, model: str, fields: dict, images: dict[str, Im
     sizes, qualities = known
     custom = model.startswith(("gpt-image-2-", "gpt-image-2.5")) or model == "gpt-image-2"
     if size not in sizes and not (custom and size != "auto"):
-        return f"Invalid value: '{size}'. Supported values are: {', '.join(repr(one) for one in sizes)}."
+        return f"Invalid value: '{size}'. Supported values are: {', '.join(repr(one) for one in sizes)}.", "size"
     if quality is not None and quality not in qualities + (("xhigh", "max") if model.startswith("gpt-image-2.5") else ()):
-        return f"Invalid value: '{quality}'. Supported values are: {', '.join(repr(one) for one in qualities)}."
+        return f"Invalid value: '{quality}'. Supported values are: {', '.join(repr(one) for one in qualities)}.", "quality"
     if model == "dall-e-2" and image is not None and image.width != image.height:
-        return "Invalid input image - image must be square."
+        return "Invalid input image - image must be square.", "image"
     return None
 
 

@@ -1077,3 +1077,14 @@ def test_what_fakescope_sends_for_each_known_model_and_mode_the_loopback_server_
     assert ("dall-e-2", "variations") in sent and ("gpt-image-2", "edits") in sent and ("dall-e-3", "generations") in sent
     assert not any(request["model"] != "dall-e-2" and request["endpoint"] == "variations" for request in server.requests)
     assert all(("response_format" in request) == request["model"].startswith("dall-e") for request in server.requests)
+
+
+def test_a_parameter_every_request_sends_refused_stops_the_run_at_once_naming_the_option(server, tmp_path):
+    """A size the server does not take failed every source's job one request at a time, however many there were."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a fox\na cat\na dog\n")
+    config = OpenAIImagesConfig(model="gpt-image-9", mode="generate", size="640x480")  # unknown to fakescope: not checked
+    with pytest.raises(ConfigError, match=r"^the Images API refused size for gpt-image-9 \(400\): Invalid value: '640x480'\. "
+                                          r"Supported values are: .*; every request sends it alike: change it \(--size\)$"):
+        run_openai(str(prompts), str(tmp_path / "out"), config, concurrency=1, client=make_client(max_retries=0))
+    assert server.counts[("generations", 400)] == 1 and server.billable == 0

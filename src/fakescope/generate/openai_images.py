@@ -52,6 +52,8 @@ MODES = ("variation", "edit", "generate")
 MASKS = ("center", "full")
 MAX_SIZE_SIDE = 4096
 """The largest side a `size` may ask for (the API's sizes reach 1792); dall-e-2 uploads are resized to `size` first."""
+SHARED_PARAMETERS = ("model", "size", "quality", "response_format", "input_fidelity")
+"""Request parameters every request of a run sends alike: a 400 naming one stops the run (no later request can pass)."""
 ACCOUNT_EXHAUSTED = ("insufficient_quota", "billing_hard_limit_reached")
 """Error codes (429 and 400) that refuse every request until the account is topped up: they stop a run."""
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -368,6 +370,9 @@ def _refusal(exc, model: str) -> ConfigError | None:
                403: f"; check that the key's organization and project may use {model} (verification, model access)"}
         return ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc, model)}"
                            f"{fix.get(exc.status_code, '')}")
+    if isinstance(exc, openai.BadRequestError) and (param := getattr(exc, "param", None)) in SHARED_PARAMETERS:
+        return ConfigError(f"the Images API refused {param} for {model} (400): {_api_message(exc)}; every request sends "
+                           f"it alike: change it (--{param.replace('_', '-')})")
     return None
 
 
