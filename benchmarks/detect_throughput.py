@@ -5,7 +5,8 @@ Generates JPEGs (or reads --folder), then measures in one run: decode-only image
 onnxruntime network at the model's tile grid, the torch network in bf16 and in bf16 under
 `torch.compile` (fast on CPUs with bf16 instructions; `--no-bf16` skips both, `--no-compile` the
 compiled one), then onnxruntime at each `--grids` value (fewer tiles per image: faster, less of a
-large image seen). Prints each rate and its ratio to decode-only. `--device cuda` times the torch rows on the GPU (decoding stays on
+large image seen), and with `--int8` the int8 onnx network (its export made beforehand by `fakescope export
+--onnx FILE --int8 --calibration DATA`). Prints each rate and its ratio to decode-only. `--device cuda` times the torch rows on the GPU (decoding stays on
 the host's `--workers` threads; `--decode device` decodes plain JPEGs with nvJPEG, as
 `fakescope scan --device cuda --decode device` does); `--processes` decodes in
 `--workers` processes instead, for decode-only and detect alike (`Detector(processes=True)`). The
@@ -14,6 +15,7 @@ files, after an untimed pass (decode-only included: files read and decoders load
 
     python benchmarks/detect_throughput.py --images 96 --size 1024x768
     python benchmarks/detect_throughput.py --folder ../shared/data/real-imagenet-sample --grids 1,2
+    python benchmarks/detect_throughput.py --no-bf16 --grids "" --int8
     python benchmarks/detect_throughput.py --device cuda --images 8192 --workers 14 --batch-size 2304 --grids "" --processes
 """
 
@@ -32,6 +34,7 @@ from _machine import counts, machine, require, size
 from PIL import Image
 
 from fakescope.detector import Detector
+from fakescope.errors import ConfigError
 from fakescope.io.image import load_image
 from fakescope.io.inputs import iter_sources
 
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--no-bf16", action="store_true", help="skip the torch bf16 rows")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled torch bf16 row (seconds to a minute of warm-up)")
     parser.add_argument("--grids", type=counts, default="1,2", help="comma-separated tile grids to also time with onnxruntime ('' for none)")
+    parser.add_argument("--int8", action="store_true", help="also time the int8 onnx network (exported beforehand)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per row; the median is printed (default 3)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -59,6 +63,11 @@ def main() -> None:
         parser.error("--repeats must be at least 1")
     if args.device == "cpu":
         require("benchmarks/detect_throughput.py", "onnxruntime", why="for its onnx rows (the torch rows alone: --device cuda)")
+    if args.int8:  # refused before any timing: no int8 export yet, or not on the CPU
+        try:
+            Detector.load(device=args.device, runtime="onnx", precision="int8", provenance=False)
+        except ConfigError as exc:
+            parser.error(f"--int8: {exc}")
     with tempfile.TemporaryDirectory() as tmp:
         files = list(iter_sources([args.folder])) if args.folder else generate_jpegs(Path(tmp), args.images, args.size)
         _decode_all(files, args.workers, args.processes)  # warm-up: file cache, decoder plugins
@@ -69,7 +78,8 @@ def main() -> None:
               f"median of {args.repeats} timed pass(es) after one untimed")
         print(f"decode only: {decode:7.1f} images/s{spread}")
         bf16 = [] if args.no_bf16 else [("torch", None, "bf16", False), *([] if args.no_compile else [("torch", None, "bf16", True)])]
-        onnx = [] if args.device != "cpu" else [("onnx", None, "fp32", False), *(("onnx", g, "fp32", False) for g in args.grids)]
+        int8 = [("onnx", None, "int8", False)] if args.int8 else []
+        onnx = [] if args.device != "cpu" else [("onnx", None, "fp32", False), *int8, *(("onnx", g, "fp32", False) for g in args.grids)]
         rows = [("torch", None, "fp32", False), *bf16, *onnx]
         for runtime, grid, precision, compiled in rows:
             detector = Detector.load(device=args.device, batch_size=args.batch_size, workers=args.workers, processes=args.processes,

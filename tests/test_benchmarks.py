@@ -130,6 +130,8 @@ def test_a_missing_optional_dependency_is_said_in_one_line_before_any_timing(mis
     (("cpu_threads.py", "--threads", "0,2"), "argument --threads: '0,2': every value must be at least 1"),
     (("cpu_threads.py", "--runtimes", "torch,tvm"), "--runtimes: tvm is not torch or onnx"),
     (("detect_throughput.py", "--repeats", "0"), "--repeats must be at least 1"),
+    (("detect_throughput.py", "--int8"), "run `fakescope export --onnx FILE --int8 --calibration DATA` (a manifest or an "
+                                         "image folder) first"),
     (("gpu.py", "--repeats", "0"), "--repeats must be at least 1"),
     (("gpu.py", "--freeze"), "--freeze needs --compile"),
     (("serve_load.py", "--duration", "300"), "--duration 300: give more than 0 and at most 120 seconds"),

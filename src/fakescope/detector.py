@@ -58,7 +58,9 @@ class Detector:
     faster and see less of a large image (docs/scale.md has the measured trade-off). `threads`
     sets the CPU threads of inference (the onnxruntime session's; for torch, the process's).
     `precision="bf16"` and `compile=True` speed up the torch runtime on GPUs and on CPUs with bf16
-    instructions (`fakescope.models.acceleration`; both need `runtime` torch or auto).
+    instructions (`fakescope.models.acceleration`; both need `runtime` torch or auto). `precision="int8"`
+    runs the onnx runtime on a quantized export made beforehand (`fakescope.models.quantize`; `runtime`
+    onnx or auto, on the CPU): faster on CPUs, with slightly different scores (docs/scale.md).
     `batch_size` counts tiles per forward pass. `workers` threads decode ahead of the network (0: inline);
     `processes=True` makes them processes instead, free of Python's GIL: faster on many cores (a
     GPU scan), at the cost of starting them on each `predict`/`stream` call; an input that crashes
@@ -105,9 +107,9 @@ class Detector:
         self.decode = decode
         self._lookahead = 1 if self.device.type == "cuda" else 0  # batches queued on the device before reading one
         self.precision, self._input_dtype = precision, input_dtype(precision)
-        fast = precision != "fp32" or compile
         self._torch_model = with_grid(model, grid)  # its torch network serves Grad-CAM on any runtime (built when asked)
-        self.model, self.runtime = _with_runtime(self._torch_model, runtime, self.device, threads, torch_only=fast)
+        self.model, self.runtime = _with_runtime(self._torch_model, runtime, self.device, threads, precision=precision,
+                                                 compile=compile)
         self.batch_size = int(batch_size)
         self.workers, self.processes = int(workers), processes
         self.provenance = provenance
@@ -132,11 +134,12 @@ class Detector:
     ) -> Detector:
         """Load a bundled model name, a local model path or `hf://owner/name` (default: the bundled model).
 
-        `runtime="onnx"` runs the network through onnxruntime on the CPU (`auto` then means `cpu`);
+        `runtime="onnx"` (or `precision="int8"`) runs the network through onnxruntime on the CPU (`auto` then means `cpu`);
         `runtime="auto"` picks onnx on the CPU when onnxruntime is installed and the network exports,
         else torch.
         """
-        resolved = resolve_device("cpu" if kwargs.get("runtime") == "onnx" and device == "auto" else device)
+        onnx = kwargs.get("runtime") == "onnx" or kwargs.get("precision") == "int8"
+        resolved = resolve_device("cpu" if onnx and device == "auto" else device)
         # lazy: the torch runtime builds the network in the constructor; onnx finds a cached export without it
         return cls(load_model(name_or_path, device=resolved, lazy=True), device=resolved, **kwargs)
 
@@ -378,16 +381,23 @@ def with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
 
 
 def _with_runtime(
-    model: LoadedModel, runtime: str, device: torch.device, threads: int | None, *, torch_only: bool = False
+    model: LoadedModel, runtime: str, device: torch.device, threads: int | None, *, precision: str = "fp32",
+    compile: bool = False,  # noqa: A002 - torch's own word
 ) -> tuple[LoadedModel, str]:
-    """The model and the runtime it runs on: itself for `torch`, a copy on its cached ONNX export for `onnx`.
+    """The model and the runtime it runs on: itself for `torch`, a copy on its cached ONNX export for `onnx`
+    (its int8 export for `precision="int8"`).
 
     `auto` means onnx on the CPU when onnxruntime is installed and the export succeeds (a warning
-    says why not otherwise), and torch everywhere else or when `torch_only` (bf16 or compile asked for).
+    says why not otherwise), and torch everywhere else or when bf16 or compile is asked for; int8 is onnx's only.
     """
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
     check_runtime(runtime)
+    if precision == "int8":
+        if runtime == "torch" or compile:
+            raise ConfigError("precision int8 runs on the onnx runtime; use runtime 'onnx' or 'auto', without compile")
+        runtime = "onnx"
+    torch_only = precision == "bf16" or compile
     if runtime == "onnx" and device.type != "cpu":
         raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
     if runtime == "onnx" and torch_only:
@@ -400,13 +410,17 @@ def _with_runtime(
         except Exception as exc:  # noqa: BLE001 - any export failure falls back to the torch network
             warnings.warn(f"runtime auto: ONNX export failed ({type(exc).__name__}: {exc}); using torch", stacklevel=3)
     if runtime == "onnx":
-        return _onnx_model(model, threads), "onnx"
+        return _onnx_model(model, threads, int8=precision == "int8"), "onnx"
     if threads:
         torch.set_num_threads(threads)
     return model, "torch"
 
 
-def _onnx_model(model: LoadedModel, threads: int | None) -> LoadedModel:
+def _onnx_model(model: LoadedModel, threads: int | None, *, int8: bool = False) -> LoadedModel:
+    if int8:
+        from fakescope.models.quantize import int8_network
+
+        return model.with_network(int8_network(model, threads=threads))
     from fakescope.models.onnx import onnx_network
 
     return model.with_network(onnx_network(model, threads=threads))

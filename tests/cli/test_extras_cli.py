@@ -25,6 +25,9 @@ def _without(monkeypatch, *modules: str) -> None:
     (["generate", "openai", "x.jpg", "--out", "{tmp}/gen"], "openai", 'pip install "fakescope[generate]"'),
     (["detect", "s3://bucket/prefix"], "boto3", 'pip install "fakescope[storage]"'),
     (["export", "--onnx", "{tmp}/d.onnx", "--model", "{model}"], "onnx", 'pip install "fakescope[scale]"'),
+    (["export", "--onnx", "{tmp}/d.onnx", "--model", "{model}", "--int8", "--calibration", "{tmp}"], "onnxruntime",
+     'pip install "fakescope[scale]"'),
+    (["detect", "x.jpg", "--model", "{model}", "--precision", "int8"], "onnxruntime", 'pip install "fakescope[scale]"'),
 ])
 def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, tiny_model_dir, args, missing, hint):
     _without(monkeypatch, missing)

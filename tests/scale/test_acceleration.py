@@ -94,7 +94,7 @@ def test_bf16_and_compile_choose_the_torch_runtime_and_reject_onnx(tiny_model_di
         assert Detector.load(tiny_model_dir, device="cpu", runtime="auto", precision="bf16").runtime == "torch"
     with pytest.raises(ConfigError, match="run on the torch runtime"):
         Detector.load(tiny_model_dir, device="cpu", runtime="onnx", compile=True)
-    with pytest.raises(ConfigError, match="unknown precision 'fp16'; use fp32 or bf16"):
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; use fp32, bf16 or int8"):
         Detector.load(tiny_model_dir, device="cpu", precision="fp16")
 
 

@@ -132,7 +132,7 @@ def test_config_validates_limits():
         ServeConfig(max_files=1001, max_queue=2000)  # was taken, and a batch of 1001 answered 400 'Too many files'
     with pytest.raises(ConfigError, match=r"^unknown runtime 'tf'; use torch, onnx or auto$"):  # was refused only when
         ServeConfig(runtime="tf")  # the server started (its lifespan loads the detector)
-    with pytest.raises(ConfigError, match=r"^unknown precision 'fp8'; use fp32 or bf16$"):
+    with pytest.raises(ConfigError, match=r"^unknown precision 'fp8'; use fp32, bf16 or int8$"):
         ServeConfig(precision="fp8")
     assert ServeConfig(max_upload_mb=1.5).max_upload_bytes == 1_572_864
 

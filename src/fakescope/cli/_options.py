@@ -43,10 +43,12 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="CPU th
 class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
+    int8 = "int8"
 
 
 PrecisionOpt = Annotated[Precision, typer.Option(
-    "--precision", help="fp32, or bf16 (torch runtime; faster on GPUs and on CPUs with bf16 instructions).")]
+    "--precision", help="fp32; bf16 (torch runtime; faster on GPUs and on CPUs with bf16 instructions); int8 (onnx "
+                        "runtime on the CPU, after `fakescope export --int8`; faster, scores differ slightly).")]
 CompileOpt = Annotated[bool, typer.Option(
     "--compile/--no-compile", help="torch.compile the network (torch runtime): seconds to a minute of warm-up, for long runs.")]
 

@@ -1,4 +1,4 @@
-"""`fakescope scan` (score a whole collection into resumable Parquet) and `fakescope export` (ONNX)."""
+"""`fakescope scan` (score a whole collection into resumable Parquet) and `fakescope export` (ONNX, fp32 or int8)."""
 
 from __future__ import annotations
 
@@ -112,8 +112,16 @@ def scan(
 def export(
     onnx: Annotated[str, typer.Option("--onnx", help="Write the model's network as this ONNX file.")],
     model: ModelOpt = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Quantize it to int8 (static, per channel) on --calibration "
+                                                      "images, also into the cache that --precision int8 runs from.")] = False,
+    calibration: Annotated[str | None, typer.Option(
+        "--calibration", help="With --int8: a manifest (its train and val rows) or an image folder to calibrate on.")] = None,
+    calibration_tiles: Annotated[int, typer.Option(
+        "--calibration-tiles", min=1, help="With --int8: tiles to calibrate on, cut from the images in a seeded order.")] = 200,
 ) -> None:
     """Export a model's network to ONNX (dynamic batch and size) and check it against PyTorch.
+
+    With --int8 the check is against the fp32 export on the calibration tiles.
 
     Exit status: 0 when written, 2 on usage errors.
     """
@@ -123,7 +131,21 @@ def export(
     from fakescope.models.onnx import OnnxNetwork, export_onnx
 
     with clean_errors():
+        if int8 != (calibration is not None):
+            from fakescope.errors import ConfigError
+
+            raise ConfigError("--int8 needs --calibration (a manifest or an image folder), and --calibration needs --int8")
         loaded = load_model(model)
+        if int8:
+            from fakescope.models.onnx import onnx_network
+            from fakescope.models.quantize import export_int8
+
+            path, tiles = export_int8(loaded, calibration, onnx, count=calibration_tiles)
+            x = torch.from_numpy(tiles)
+            diff = (OnnxNetwork(path)(x) - onnx_network(loaded)(x)).abs()
+            typer.echo(f"wrote {onnx} (int8, cached for --precision int8)  |int8 - fp32| logit on {len(tiles)} "
+                       f"calibration tiles: median {diff.median().item():.3f}, max {diff.max().item():.3f}")
+            return
         path = export_onnx(loaded.network, onnx, tile_size=loaded.config.input.crop_size)
         tiles = torch.rand(4, 3, loaded.config.input.crop_size, loaded.config.input.crop_size, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():

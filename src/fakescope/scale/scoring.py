@@ -2,8 +2,8 @@
 differently is refused rather than mixed into the folder.
 
 Only settings that change scores or labels are recorded: the model (its name and weights' sha256), the threshold,
-the tile grid, provenance and precision. Workers, batch size, progress, device, runtime (torch and onnx agree within
-1e-4) and the engine are not.
+the tile grid, provenance and precision (int8 included: the onnx runtime's quantized export). Workers, batch size,
+progress, device, runtime (torch and onnx agree within 1e-4) and the engine are not.
 Parts written before this record have none; their rows' `model` and `threshold` are still checked.
 """
 

@@ -55,7 +55,8 @@ class ServeConfig:
         jobs_dir: Where generation jobs write their sources and outputs.
         runtime: `torch`, `onnx` (onnxruntime on the CPU, 2-3x faster there) or `auto` (onnx on a CPU where installed).
         grid: At most grid x grid tiles per image (None: the model's own grid).
-        precision: `fp32` or `bf16` (torch runtime; faster on GPUs and CPUs with bf16 instructions).
+        precision: `fp32`, `bf16` (torch runtime; faster on GPUs and CPUs with bf16 instructions) or `int8` (onnx
+            runtime on the CPU, after `fakescope export --int8`; faster there, scores differ slightly).
         body_timeout_s: A request whose body sends no bytes for this long answers 408 (a stalled or slow-drip client
             would hold its connection and spooled upload forever).
         header_timeout_s: A connection whose request line and headers are not all in this long after it opened (or

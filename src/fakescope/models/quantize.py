@@ -1,0 +1,157 @@
+"""int8 inference: the ONNX export statically quantized by onnxruntime, opt-in as `precision="int8"`.
+
+Weights are int8 per output channel and activations uint8 with ranges taken (min-max) from
+calibration tiles cut as the `Detector` cuts them (QDQ format, which onnxruntime fuses into int8
+convolutions: VNNI instructions on x86). Scores differ slightly from fp32 (docs/scale.md has the
+measured speed, AUC and P(ai) changes), so it is never chosen by default. `export_int8` writes the
+quantized network into the user cache beside the fp32 export, under a key of the weights' sha256
+and the exporter and onnxruntime versions; `int8_network` loads it and refuses to run without it
+(the calibration images must come from the user), so an export for other weights or versions is
+never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from fakescope.cache import cache_dir
+from fakescope.errors import ConfigError, ImageLoadError, StorageError
+from fakescope.models.bundle import LoadedModel, check_weights
+from fakescope.models.onnx import INPUT_NAME, OnnxNetwork, exporter_versions, onnx_network, weights_key
+from fakescope.models.tiling import make_tiles, normalize
+
+CALIBRATION_TILES = 200
+"""Tiles calibrated on by default: 200 tiles of data/default gave the AUC of fp32 (docs/scale.md)."""
+_BATCH = 8
+
+log = logging.getLogger(__name__)
+
+
+def int8_path(model: LoadedModel, cache: str | os.PathLike | None = None) -> Path:
+    """Where the model's int8 export is cached: keyed by its weights and the exporter and onnxruntime versions."""
+    import onnxruntime
+
+    key = hashlib.sha256(f"{exporter_versions()} ort={onnxruntime.__version__}:{weights_key(model)}".encode()).hexdigest()
+    return Path(cache or cache_dir("onnx")) / f"{model.config.architecture}-{key[:16]}.int8.onnx"
+
+
+def int8_network(model: LoadedModel, *, threads: int | None = None, cache: str | os.PathLike | None = None) -> OnnxNetwork:
+    """The model's cached int8 network under onnxruntime.
+
+    Raises:
+        ConfigError: no int8 export of these weights (or of them under this torch, timm or onnxruntime) is cached.
+    """
+    if model.weights is not None and not model.built:
+        check_weights(model.weights, model.config)
+    path = int8_path(model, cache)
+    if not path.is_file():
+        raise ConfigError(f"no int8 export of model {model.config.name!r} for these weights and versions; run "
+                          "`fakescope export --onnx FILE --int8 --calibration DATA` (a manifest or an image folder) first")
+    return OnnxNetwork(path, threads=threads)
+
+
+def calibration_tiles(sources: Iterable[str], model: LoadedModel, count: int = CALIBRATION_TILES) -> np.ndarray:
+    """Up to `count` normalised tiles of the crop size, cut from `sources` (local or remote, in their order) as the
+    Detector cuts them.
+
+    Unreadable images are skipped (a warning counts them).
+
+    Raises:
+        ConfigError: no source gave a tile.
+    """
+    from fakescope.io import storage
+    from fakescope.io.image import load_image
+
+    policy, tiles, skipped = model.config.input, [], 0
+    crop = policy.crop_size
+    for source in sources:
+        try:
+            data = storage.read_bytes(source) if storage.is_remote(source) else source
+            cut = make_tiles(load_image(data, keep_bytes=False).image, policy).pixels
+        except (ImageLoadError, StorageError):
+            skipped += 1
+            continue
+        if cut.shape[-2:] == (crop, crop):  # an image smaller than a tile is whole, of its own size
+            tiles.extend(normalize(cut, policy).numpy())
+        if len(tiles) >= count:
+            break
+    if skipped:
+        log.warning("int8 calibration: skipped %d unreadable image(s)", skipped)
+    if not tiles:
+        raise ConfigError(f"no calibration tiles: the images gave none of {crop}x{crop} px")
+    return np.stack(tiles[:count])
+
+
+def calibration_sources(data: str, *, seed: int = 0) -> list[str]:
+    """Calibration images: a manifest's train and val rows, or a folder's images, in a seeded (deterministic) order."""
+    from fakescope.scale.scan import MANIFEST_SUFFIXES
+
+    if data.lower().endswith(MANIFEST_SUFFIXES):
+        from fakescope.data.manifest import read_rows
+
+        rows = read_rows(data)
+        uris = sorted(rows.loc[rows["split"].isin(["train", "val"]), "uri"])
+        if not uris:
+            raise ConfigError(f"{data}: no train or val rows to calibrate on")
+    else:
+        from fakescope.io.inputs import list_images
+
+        uris = list(list_images(data))
+        if not uris:
+            raise ConfigError(f"{data}: no images to calibrate on")
+    random.Random(seed).shuffle(uris)
+    return uris
+
+
+def export_int8(model: LoadedModel, data: str, target: str | os.PathLike | None = None, *,
+                count: int = CALIBRATION_TILES, cache: str | os.PathLike | None = None) -> tuple[Path, np.ndarray]:
+    """Quantize the model's ONNX export on `count` tiles of `data`'s images (`calibration_sources`, `calibration_tiles`)
+    into the cache.
+
+    With `target`, the int8 file is written there too. Returns the cached file and the calibration tiles.
+    """
+    import onnxruntime  # noqa: F401 - missing, the install hint comes before any image is read
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    tiles = calibration_tiles(calibration_sources(data), model, count)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{INPUT_NAME: tiles[i:i + _BATCH]} for i in range(0, len(tiles), _BATCH)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    fp32 = onnx_network(model, cache=cache).path
+    if fp32 is None:
+        raise StorageError("int8 export: the ONNX cache cannot be written")
+    path = int8_path(model, cache)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        pre = Path(tmp, "pre.onnx")
+        quant_pre_process(str(fp32), str(pre))
+        quantize_static(str(pre), str(Path(tmp, "int8.onnx")), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantized = Path(tmp, "int8.onnx").read_bytes()
+        for out in [path] + ([Path(target)] if target is not None else []):
+            _write_atomically(out, quantized)
+    return path, tiles
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -1,0 +1,81 @@
+"""`--precision int8`: a quantized export made on calibration images detects end to end and agrees with fp32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+
+from fakescope.cli import app
+from fakescope.detector import Detector
+from fakescope.errors import ConfigError
+from fakescope.models import load_model
+from fakescope.models.quantize import int8_path
+from fakescope.scale.scan import scan_sources
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+TOLERANCE = 0.05
+"""|P(ai) int8 - fp32| allowed on the fixtures; measured at most 0.016 when written (0.2 on a few of 400 photos of
+data/default, docs/scale.md)."""
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The bundled model exported as int8, calibrated on examples/ (36 tiles), into the scale tests' cache."""
+    out = tmp_path_factory.mktemp("int8") / "detector.int8.onnx"
+    with pytest.MonkeyPatch.context() as patch:  # the folder the scale tests' `onnx_cache` names
+        patch.setenv("FAKESCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        done = CliRunner().invoke(app, ["export", "--onnx", str(out), "--int8", "--calibration", str(EXAMPLES)])
+        assert done.exit_code == 0, done.output
+        assert int8_path(load_model(lazy=True)).read_bytes() == out.read_bytes()  # and in the cache
+    return out, done.output
+
+
+def test_int8_detects_end_to_end_and_agrees_with_fp32(int8_export, module_image_folder):
+    assert "int8 - fp32| logit on 36 calibration tiles: median" in int8_export[1]
+    sources = sorted(map(str, EXAMPLES.glob("*.jpg"))) + list(scan_sources([str(module_image_folder)]))
+    fp32 = Detector.load(device="cpu", runtime="onnx", provenance=False).predict(sources)
+    int8 = Detector.load(runtime="auto", precision="int8", provenance=False)  # device auto: the CPU
+    assert int8.runtime == "onnx" and int8.device.type == "cpu" and int8.model.network.path.name.endswith(".int8.onnx")
+    results = int8.predict(sources)
+    assert sum(r.ok for r in results) == len(sources) - 1  # broken.jpg is an error record on both
+    for a, b in zip(fp32, results):
+        assert (a.source, a.error) == (b.source, b.error)
+        if a.ok:
+            assert abs(a.probability - b.probability) < TOLERANCE and a.verdict == b.verdict
+
+
+def test_a_scan_records_int8_and_refuses_an_fp32_rerun(int8_export, tmp_path):
+    base = ["scan", str(EXAMPLES / "coffee.jpg"), "--out", str(tmp_path / "out"), "--no-provenance", "-j", "0"]
+    runner = CliRunner()
+    done = runner.invoke(app, [*base, "--precision", "int8"])
+    assert done.exit_code == 0 and "scanned 1  failed 0" in done.output, done.output
+    refused = runner.invoke(app, [*base, "--runtime", "onnx"])
+    assert refused.exit_code == 2 and refused.output.startswith(
+        f"error: {tmp_path / 'out'} was scored with --precision int8, not --precision fp32: ")
+
+
+def test_int8_without_its_export_or_on_torch_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path))  # none exported here
+    with pytest.raises(ConfigError, match=r"no int8 export of model 'fakescope-default' .* run `fakescope export --onnx "
+                                          r"FILE --int8 --calibration DATA`"):
+        Detector.load(device="cpu", runtime="onnx", precision="int8")
+    for runtime, compiled in [("torch", False), ("auto", True)]:
+        with pytest.raises(ConfigError, match="precision int8 runs on the onnx runtime"):
+            Detector.load(device="cpu", runtime=runtime, precision="int8", compile=compiled)
+    assert not list(tmp_path.iterdir())  # nothing exported by the refusals
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--int8"], "--int8 needs --calibration (a manifest or an image folder), and --calibration needs --int8"),
+    (["--calibration", "{tmp}"], "--int8 needs --calibration (a manifest or an image folder), and --calibration needs --int8"),
+    (["--int8", "--calibration", "{tmp}"], "{tmp}: no images to calibrate on"),
+])
+def test_export_int8_needs_calibration_images(tmp_path, args, error):
+    args = [a.format(tmp=tmp_path) for a in args]
+    done = CliRunner().invoke(app, ["export", "--onnx", str(tmp_path / "d.onnx"), *args])
+    assert done.exit_code == 2 and done.output == f"error: {error.format(tmp=tmp_path)}\n"
+    assert not (tmp_path / "d.onnx").exists()
