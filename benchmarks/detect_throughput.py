@@ -6,9 +6,9 @@ onnxruntime network at the model's tile grid, the torch network in bf16 and in b
 `torch.compile` (fast on CPUs with bf16 instructions; `--no-bf16` skips both, `--no-compile` the
 compiled one), then onnxruntime at each `--grids` value (fewer tiles per image: faster, less of a
 large image seen), and with `--int8` the int8 onnx network (its export made beforehand by `fakescope export
---onnx FILE --int8 --calibration DATA`). Prints each rate and its ratio to decode-only. `--device cuda` times the torch rows on the GPU (decoding stays on
-the host's `--workers` threads; `--decode device` decodes plain JPEGs with nvJPEG, as
-`fakescope scan --device cuda --decode device` does); `--processes` decodes in
+--onnx FILE --int8 --calibration DATA`). Prints each rate and its ratio to decode-only. `--device cuda`
+times the torch rows on the GPU (decoding stays on the host's `--workers` threads; `--decode device`
+decodes plain JPEGs with nvJPEG, as `fakescope scan --device cuda --decode device` does); `--processes` decodes in
 `--workers` processes instead, for decode-only and detect alike (`Detector(processes=True)`). The
 decode-only row is always the host's. Every rate is the median of `--repeats` timed passes over all the
 files, after an untimed pass (decode-only included: files read and decoders loaded alike for both).
@@ -79,7 +79,8 @@ def main() -> None:
         print(f"decode only: {decode:7.1f} images/s{spread}")
         bf16 = [] if args.no_bf16 else [("torch", None, "bf16", False), *([] if args.no_compile else [("torch", None, "bf16", True)])]
         int8 = [("onnx", None, "int8", False)] if args.int8 else []
-        onnx = [] if args.device != "cpu" else [("onnx", None, "fp32", False), *int8, *(("onnx", g, "fp32", False) for g in args.grids)]
+        grids = [("onnx", g, "fp32", False) for g in args.grids]
+        onnx = [] if args.device != "cpu" else [("onnx", None, "fp32", False), *int8, *grids]
         rows = [("torch", None, "fp32", False), *bf16, *onnx]
         for runtime, grid, precision, compiled in rows:
             detector = Detector.load(device=args.device, batch_size=args.batch_size, workers=args.workers, processes=args.processes,
