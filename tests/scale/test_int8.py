@@ -13,7 +13,7 @@ from fakescope.cli import app
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.models import load_model
-from fakescope.models.quantize import int8_path
+from fakescope.models.quantize import calibration_sources, int8_path
 from fakescope.scale.scan import scan_sources
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -79,3 +79,14 @@ def test_export_int8_needs_calibration_images(tmp_path, args, error):
     done = CliRunner().invoke(app, ["export", "--onnx", str(tmp_path / "d.onnx"), *args])
     assert done.exit_code == 2 and done.output == f"error: {error.format(tmp=tmp_path)}\n"
     assert not (tmp_path / "d.onnx").exists()
+
+
+def test_calibration_takes_a_manifests_train_and_val_rows_in_a_seeded_order(tmp_path):
+    rows = [("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test"), ("d.jpg", "train"), ("e.jpg", "train")]
+    (tmp_path / "m.csv").write_text("uri,label,split\n" + "".join(f"{u},real,{s}\n" for u, s in rows))
+    sources = calibration_sources(str(tmp_path / "m.csv"))
+    assert sorted(sources) == [str(tmp_path / n) for n in ("a.jpg", "b.jpg", "d.jpg", "e.jpg")]
+    assert calibration_sources(str(tmp_path / "m.csv")) == sources != calibration_sources(str(tmp_path / "m.csv"), seed=1)
+    (tmp_path / "t.csv").write_text("uri,label,split\nc.jpg,real,test\n")
+    with pytest.raises(ConfigError, match=r"t\.csv: no train or val rows to calibrate on$"):
+        calibration_sources(str(tmp_path / "t.csv"))
