@@ -110,17 +110,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
 
 def check_weights(weights: Path, config: ModelConfig) -> None:
     """Raise `ModelLoadError` if the file's sha256 is not the `weights_sha256` its config records (when it records one)."""
-    if config.weights_sha256:
-        checked_sha256(weights, config)
-
-
-def checked_sha256(weights: Path, config: ModelConfig) -> str:
-    """The file's sha256, as `check_weights` checks it (for a caller that also needs the digest: one read)."""
-    digest = _sha256(weights)
-    if config.weights_sha256 and digest != config.weights_sha256:
+    if config.weights_sha256 and _sha256(weights) != config.weights_sha256:
         raise ModelLoadError(f"{weights}: sha256 differs from the weights_sha256 in its {CONFIG_FILE}"
                              " (a corrupted or replaced file; download or save the model again)")
-    return digest
 
 
 def _build(config: ModelConfig, weights: Path | None, device: str) -> nn.Module:

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from fakescope.cache import cache_dir
-from fakescope.errors import ConfigError, StorageError
-from fakescope.models.bundle import LoadedModel, checked_sha256
+from fakescope.errors import ConfigError, ModelLoadError, StorageError
+from fakescope.models.bundle import LoadedModel, check_weights
 from fakescope.models.registry import plugin_source
 from fakescope.models.same_padding import for_onnx
 
@@ -132,6 +132,8 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     that cannot be written gives an export held in memory. Each says so in one warning. Weights that are not
     the ones their config.json records are refused (`ModelLoadError`), as when the network is built.
     """
+    if model.weights is not None and not model.built:  # a cached export is found without building, so check here
+        check_weights(model.weights, model.config)
     key = hashlib.sha256(f"{exporter_versions()}:{weights_key(model)}".encode()).hexdigest()
     path = Path(cache or cache_dir("onnx")) / f"{model.config.architecture}-{key[:16]}.onnx"
     if path.is_file():
@@ -164,19 +166,26 @@ def exporter_versions() -> str:
 
 def weights_key(model: LoadedModel) -> str:
     """sha256 over the architecture (with its kwargs and, for one of your own, the source of the module
-    registering it) and the weights.
+    registering it) and every weight tensor's name and bytes.
 
-    The weights are the sha256 of the model's safetensors file while its network is unbuilt, so a cached export is
-    found without building the network; that read of the file also checks it against the `weights_sha256` its
-    config records (`ModelLoadError`), as building would. A built network's are its tensors' names and bytes.
+    Read from the model's safetensors file when it has one (the same tensors its network loads),
+    so a cached export is found without building the network.
     """
     h = hashlib.sha256(json.dumps([model.config.architecture, model.config.architecture_kwargs], sort_keys=True).encode())
     h.update(plugin_source(model.config.architecture))
-    if model.weights is not None and not model.built:
-        h.update(checked_sha256(model.weights, model.config).encode())
-        return h.hexdigest()
-    for name, tensor in sorted(model.network.state_dict().items()):
+    state = _file_tensors(model.weights) if model.weights is not None and not model.built else model.network.state_dict()
+    for name, tensor in sorted(state.items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _file_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(weights)
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{weights}: unreadable weights ({exc})") from None
 
