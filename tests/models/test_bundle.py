@@ -528,3 +528,11 @@ def test_imagenet_weights_without_a_wheel_download_from_the_hub_for_users_online
     with pytest.raises(ModelLoadError, match=r"could not download ImageNet weights for test_efficientnet: .*--scratch") as info:
         create_model("test_tiny", pretrained=True)
     assert "\n" not in str(info.value)
+
+
+def test_a_model_keys_its_onnx_cache_alike_built_or_not(tiny_model_dir):
+    """One key per weights: an export cached after building (export --int8 does) is found by a lazy load, and back."""
+    from fakescope.models.onnx import weights_key
+
+    lazy, built = load_model(str(tiny_model_dir), lazy=True), load_model(str(tiny_model_dir))
+    assert not lazy.built and built.built and weights_key(lazy) == weights_key(built)
