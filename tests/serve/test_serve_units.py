@@ -170,9 +170,7 @@ def test_the_server_loads_its_detector_at_the_configured_precision(tmp_path, fla
 def test_a_client_that_leaves_mid_upload_is_a_400_not_a_server_error(tmp_path):
     import asyncio
 
-    from fakescope.serve import create_app
-
-    from fakescope.serve import MicroBatcher
+    from fakescope.serve import MicroBatcher, create_app
 
     app = create_app(ServeConfig(token=None, jobs_dir=tmp_path), detector=object())  # the body is read before scoring
     app.state.batcher = MicroBatcher(object(), max_queue=1)  # no lifespan here: the queue, checked first, has room
