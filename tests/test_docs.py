@@ -132,6 +132,14 @@ def test_the_docs_quote_the_pixel_only_caveat_as_the_code_gives_it():
     assert quoted == {PIXEL_ONLY}  # docs/serving.md said `no provenance` after the code had `no signed provenance`
 
 
+def test_the_docs_table_of_url_signing_parameters_is_the_codes():
+    from fakescope.io.fetch import SIGNING_PARAMETERS
+
+    rows = re.findall(r"^\| ([^|`]+) \| (`.*`) \|$", (ROOT / "docs" / "scale.md").read_text(), re.M)
+    assert {name: {c.lower() for c in re.findall(r"`([^`]+)`", cells)} for name, cells in rows} == \
+        {name: set(names) for name, names in SIGNING_PARAMETERS.items()}
+
+
 def test_the_docs_show_cli_options():
     assert ("detect", "--runtime", "torch|onnx|auto") in CLI_USES and len(CLI_USES) > 50
 

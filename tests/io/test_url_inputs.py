@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -12,7 +11,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.detector import Detector
-from fakescope.io.fetch import TRUSTED_ENV, URL_MAX_BYTES
+from fakescope.io.fetch import SIGNING_PARAMETERS, TRUSTED_ENV, URL_MAX_BYTES, shown_source
 from fakescope.scale import read_results
 
 BIG = URL_MAX_BYTES + 1024
@@ -36,14 +35,9 @@ def _urls(origin: str) -> list[str]:
             f"{origin}/text.png"]
 
 
-def _named(url: str) -> str:
-    """How records name a URL with a query: without it, and with 12 hex digits of the full URL's sha256."""
-    return f"{url.partition('?')[0].replace('user:hunter22pass@', '')}#query={hashlib.sha256(url.encode()).hexdigest()[:12]}"
-
-
 def _check(records: list[dict], origin: str) -> None:
     """The images scored, each failed fetch its own one-line error, the signed URL named without its secrets."""
-    assert [r["path"] for r in records] == [f"{origin}/a.png", _named(_urls(origin)[1]),
+    assert [r["path"] for r in records] == [f"{origin}/a.png", f"{origin}/signed.png",  # a query of signing alone
                                             *(f"{origin}/{name}" for name in ("missing.png", "page.html", "big.png",
                                                                              "text.png"))]
     assert [r.get("error") for r in records[:2]] == [None, None] and records[0]["score"] == records[1]["score"]
@@ -82,18 +76,44 @@ def test_scan_takes_urls_from_a_manifest_and_stdin(tiny_model_dir, trusted, tmp_
     assert rerun.exit_code == 0 and rerun.output.startswith("scanned 0  failed 0  skipped (done before) 6 ")  # signed too
 
 
-def test_scan_keeps_urls_that_differ_only_in_their_query_apart(tiny_model_dir, trusted, tmp_path):
-    """Records name a URL without its query, so the second was stored under the first's name and a rerun skipped it
-    as done (or a crash's resume dropped it) though it may be another image."""
-    urls = [f"{trusted}/a.png?id=1&sig=SECRETSIG", f"{trusted}/a.png?id=2&sig=SECRETSIG", f"{trusted}/a.png"]
+def test_scan_keeps_urls_that_differ_only_in_their_query_apart_but_not_their_signature(tiny_model_dir, trusted,
+                                                                                        tmp_path):
+    """A name hashes the query without its signing parameters: `?id=1` and `?id=2` keep apart, and a URL signed again
+    for a rerun (new signature and expiry) keeps its name, so the rerun skips it rather than scoring it again."""
+    signed = "&X-Amz-Expires={0}&X-Amz-Signature=SECRETSIG{0}"
+    urls = [f"{trusted}/a.png?id=1" + signed.format(1), f"{trusted}/a.png?id=2" + signed.format(1), f"{trusted}/a.png"]
+    resigned = [url.replace(signed.format(1), signed.format(2)) for url in urls[:2]]
     command = ["scan", "-", "--out", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--device", "cpu",
                "--no-provenance", "--runtime", "torch"]
     first = CliRunner().invoke(app, command, input="\n".join(urls[:2]))
-    again = CliRunner().invoke(app, command, input="\n".join(urls))
+    again = CliRunner().invoke(app, command, input="\n".join([*resigned, urls[2]]))
     assert first.output.startswith("scanned 2  failed 0  ") and again.output.startswith("scanned 1  failed 0  skipped "
                                                                                          "(done before) 2 ")
-    paths = read_results(tmp_path / "out")["path"].tolist()
-    assert paths == [_named(urls[0]), _named(urls[1]), f"{trusted}/a.png"] and "SECRETSIG" not in str(paths)
+    paths = sorted(read_results(tmp_path / "out")["path"])
+    assert paths[0] == f"{trusted}/a.png" and len({*paths}) == 3
+    assert all(path.startswith(f"{trusted}/a.png#query=") for path in paths[1:])
+    assert "SECRETSIG" not in str(paths)
+
+
+@pytest.mark.parametrize("query", [
+    "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDSECRET&X-Amz-Security-Token=TOKSECRET&X-Amz-Signature=S1",
+    "AWSAccessKeyId=AKIDSECRET&Expires=1700000000&Signature=S1",
+    "Expires=1700000000&Signature=S1&Key-Pair-Id=KSECRET&Policy=PSECRET",
+    "X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=CSECRET&X-Goog-Signature=S1&GoogleAccessId=GSECRET",
+    "sv=2022-11-02&sr=b&sp=r&st=2024-01-01&se=2024-01-02&spr=https&sip=1.2.3.4&skoid=OSECRET&sig=S1",
+    "token=TSECRET", "access_token=TSECRET"])
+def test_a_query_of_signing_parameters_alone_adds_nothing_to_the_name(query):
+    url = "https://user:PWSECRET@images.example/k.jpg"
+    assert shown_source(f"{url}?{query}") == "https://images.example/k.jpg"
+    assert shown_source(f"{url}?id=1&{query}") == shown_source(f"{url}?id=1&{query.replace('S1', 'S2')}") != \
+        shown_source(f"{url}?id=2&{query}")
+    assert "SECRET" not in shown_source(f"{url}?id=1&{query}")
+
+
+def test_every_parameter_of_the_signing_table_is_left_out_of_a_name():
+    names = [name.replace("*", "Date").upper() for names in SIGNING_PARAMETERS.values() for name in names]
+    assert shown_source("https://images.example/k.jpg?" + "&".join(f"{name}=SECRET" for name in names)) == \
+        "https://images.example/k.jpg"
 
 
 def test_a_url_on_loopback_is_refused_unless_its_origin_is_trusted(tiny_model_dir, server):

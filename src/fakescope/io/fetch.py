@@ -17,7 +17,8 @@ import ipaddress
 import os
 import socket
 import time
-from urllib.parse import urljoin, urlsplit
+from fnmatch import fnmatchcase
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from fakescope.errors import FakescopeError
 from fakescope.io.redact import redact_http_logs, shown_url
@@ -56,15 +57,32 @@ def is_url(source: str) -> bool:
     return source[:8].lower().startswith(("http://", "https://"))
 
 
+SIGNING_PARAMETERS = {
+    "AWS S3 (SigV4, SigV2)": ("x-amz-*", "awsaccesskeyid", "signature", "expires"),
+    "CloudFront": ("key-pair-id", "policy", "signature", "expires"),
+    "Google Cloud Storage": ("x-goog-*", "googleaccessid", "signature", "expires"),
+    "Azure SAS": ("sv", "ss", "srt", "sr", "sp", "st", "se", "spr", "sip", "si", "sig", "sdd", "ses", "skoid", "sktid",
+                  "skt", "ske", "sks", "skv", "saoid", "suoid", "scid"),
+    "generic": ("token", "access_token"),
+}
+"""Query parameters (case-insensitive; `*` ends a prefix) that sign a URL rather than name its object: `shown_source`
+leaves them out of a URL's name, so the same object signed again keeps its name."""
+_SIGNING = tuple(name for names in SIGNING_PARAMETERS.values() for name in names)
+
+
 def shown_source(source: str) -> str:
     """A source as records name it (and a scan rerun skips it): an http(s) URL without its user info (a password) and
-    query (a signed URL's signature), anything else as given. A URL with a query ends `#query=` and 12 hex digits of the
-    full URL's sha256, so URLs that differ only there keep distinct names without showing it."""
+    query (a signed URL's signature), anything else as given. A URL whose query has parameters other than
+    `SIGNING_PARAMETERS` ends `#query=` and 12 hex digits of the sha256 of the named URL and those parameters, so URLs
+    that differ there keep distinct names, and a URL signed again keeps its name, without showing any."""
     if not is_url(source):
         return source
-    if "?" not in source.partition("#")[0]:
+    kept = [(key, value) for key, value in parse_qsl(source.partition("#")[0].partition("?")[2], keep_blank_values=True)
+            if not any(fnmatchcase(key.lower(), name) for name in _SIGNING)]
+    if not kept:
         return shown_url(source)
-    return f"{shown_url(source)}#query={hashlib.sha256(source.encode()).hexdigest()[:12]}"
+    named = f"{shown_url(source)}?{urlencode(kept)}"
+    return f"{shown_url(source)}#query={hashlib.sha256(named.encode()).hexdigest()[:12]}"
 
 
 def fetch_url(url: str, max_bytes: int = URL_MAX_BYTES) -> bytes:
