@@ -11,7 +11,7 @@ import httpx
 import pytest
 from image_server import serving_images
 
-from fakescope.io.fetch import TRUSTED_ENV
+from fakescope.io.fetch import TRUSTED_ENV, shown_source
 from fakescope.serve.request_image import FETCH_WORKERS
 
 
@@ -98,6 +98,16 @@ def test_a_batch_of_urls_scores_each_and_gives_each_failed_fetch_its_error(serve
                                                              "Field required"})
     operation = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/detect/batch"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["example"]["urls"]
+
+
+def test_urls_with_a_query_are_named_as_detect_and_scan_name_them(server, auth, trusted):
+    """The API named `?id=1` and `?id=2` alike (no `#query=` hash), unlike the records of detect and scan."""
+    urls = [f"{trusted}/a.png?id={i}&X-Amz-Signature=SECRETSIG" for i in (1, 2)]
+    one = _post(server, auth, "/v1/detect", {"url": urls[0]}).json()
+    batch = _post(server, auth, "/v1/detect/batch", {"urls": urls}).json()["results"]
+    assert [one["path"]] + [r["path"] for r in batch] == [shown_source(urls[0]), *map(shown_source, urls)]
+    assert batch[0]["path"] != batch[1]["path"] and one["path"].startswith(f"{trusted}/a.png#query=")
+    assert "SECRETSIG" not in str((one, batch))
 
 
 def test_slow_image_servers_hold_at_most_the_fetch_pool(server, auth, trusted, load):

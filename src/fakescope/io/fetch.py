@@ -65,24 +65,28 @@ SIGNING_PARAMETERS = {
                   "skt", "ske", "sks", "skv", "saoid", "suoid", "scid"),
     "generic": ("token", "access_token"),
 }
-"""Query parameters (case-insensitive; `*` ends a prefix) that sign a URL rather than name its object: `shown_source`
+"""Query parameters (case-insensitive; `*` ends a prefix) that sign a URL rather than name its object: `url_name`
 leaves them out of a URL's name, so the same object signed again keeps its name."""
 _SIGNING = tuple(name for names in SIGNING_PARAMETERS.values() for name in names)
 
 
 def shown_source(source: str) -> str:
-    """A source as records name it (and a scan rerun skips it): an http(s) URL without its user info (a password) and
-    query (a signed URL's signature), anything else as given. A URL whose query has parameters other than
-    `SIGNING_PARAMETERS` ends `#query=` and 12 hex digits of the sha256 of the named URL and those parameters, so URLs
-    that differ there keep distinct names, and a URL signed again keeps its name, without showing any."""
-    if not is_url(source):
-        return source
-    kept = [(key, value) for key, value in parse_qsl(source.partition("#")[0].partition("?")[2], keep_blank_values=True)
+    """A source as records name it (and a scan rerun skips it): an http(s) URL as `url_name` gives it, anything else as
+    given."""
+    return url_name(source) if is_url(source) else source
+
+
+def url_name(url: str) -> str:
+    """A URL as every front end names it: without its user info (a password) and query (a signed URL's signature). If
+    the query has parameters other than `SIGNING_PARAMETERS`, the name ends `#query=` and 12 hex digits of the sha256 of
+    the named URL and those parameters, so URLs that differ there keep distinct names, and a URL signed again keeps its
+    name, without showing any."""
+    kept = [(key, value) for key, value in parse_qsl(url.partition("#")[0].partition("?")[2], keep_blank_values=True)
             if not any(fnmatchcase(key.lower(), name) for name in _SIGNING)]
     if not kept:
-        return shown_url(source)
-    named = f"{shown_url(source)}?{urlencode(kept)}"
-    return f"{shown_url(source)}#query={hashlib.sha256(named.encode()).hexdigest()[:12]}"
+        return shown_url(url)
+    named = f"{shown_url(url)}?{urlencode(kept)}"
+    return f"{shown_url(url)}#query={hashlib.sha256(named.encode()).hexdigest()[:12]}"
 
 
 def fetch_url(url: str, max_bytes: int = URL_MAX_BYTES) -> bytes:

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 
 from fakescope.detection import Detection
 from fakescope.detector import Detector
+from fakescope.io.fetch import url_name
 from fakescope.io.image import decode_image
-from fakescope.io.redact import shown_url
 from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, URL_BATCH, answers
@@ -152,7 +152,7 @@ async def _score_url(request: Request, url: str) -> Detection:
     try:
         name, data = await fetch_image(request, url, request.app.state.config)
     except HTTPException as exc:
-        return _failed(request, shown_url(url), exc.detail)
+        return _failed(request, url_name(url), exc.detail)
     return await _score(request, name, data, heatmap=False, strict=False)
 
 

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from fakescope.errors import ImageLoadError
-from fakescope.io.fetch import FetchError, FetchTooLarge, URLRefused, fetch_url
-from fakescope.io.redact import redact_urls, shown_url
+from fakescope.io.fetch import FetchError, FetchTooLarge, URLRefused, fetch_url, url_name
+from fakescope.io.redact import redact_urls
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.limits import check_image
 from fakescope.serve.schemas import ImageURL, ImageURLs
@@ -87,10 +87,10 @@ def url_fetcher() -> ThreadPoolExecutor:
 
 
 async def fetch_image(request: Request, url: str, config: ServeConfig) -> tuple[str, bytes]:
-    """The URL as shown (no user info or query) and its bytes, fetched as `fetch_url` does within the upload limit on
+    """The URL as named (`url_name`) and its bytes, fetched as `fetch_url` does within the upload limit on
     the app's `url_fetcher`: a refused URL is a 422, a file over the limit a 413 (as an upload), a failed fetch a 502,
     each naming the URL as shown."""
-    name = shown_url(url)
+    name = url_name(url)
     fetcher = request.app.state.fetcher
     try:
         return name, await asyncio.get_running_loop().run_in_executor(fetcher, fetch_url, url, config.max_upload_bytes)

@@ -34,9 +34,9 @@ from fakescope.errors import FakescopeError
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.generate.openai_models import MODELS, current_models, input_fidelities
 from fakescope.io import storage
-from fakescope.io.fetch import fetch_url
+from fakescope.io.fetch import fetch_url, url_name
 from fakescope.io.image import decode_image
-from fakescope.io.redact import redact_urls, shown_url
+from fakescope.io.redact import redact_urls
 from fakescope.serve.config import APP_ANONYMOUS_ENV
 from fakescope.serve.generation import failure, generate_from_upload, openai_client, public_error, save_pair, upload_folder
 from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
@@ -190,10 +190,10 @@ def detector_page() -> None:
     url = st.text_input("...or paste an image URL (needs internet)")
     items = [(u.name, u.getvalue()) for u in uploads or []]
     if url:
-        try:  # named without its user info or query (a signed URL's signature) on the page and in the downloads
-            items.append((shown_url(url), fetch_url(url)))
+        try:  # named as detect names it (no password or signature) on the page and in the downloads
+            items.append((url_name(url), fetch_url(url)))
         except (OSError, ValueError, FakescopeError) as exc:
-            st.error(f"Could not fetch {literal(shown_url(url))}: {literal(redact_urls(str(exc)))}")
+            st.error(f"Could not fetch {literal(url_name(url))}: {literal(redact_urls(str(exc)))}")
     if not items:
         st.info("No image yet: upload one or more files (JPEG, PNG, WebP, HEIC, ...).")
         return
