@@ -362,6 +362,25 @@ def test_fakescope_leaves_pillows_pixel_limit_as_its_host_set_it(tiny_model_dir,
         Image.open(io.BytesIO(_png(4000, 4000, 8, 2)))
 
 
+def test_a_lazily_opened_pil_bomb_is_too_large_as_its_bytes_are_not_corrupt(monkeypatch):
+    """A PIL image opened from a BytesIO (Pillow's own guard off in its host) was decoded, allocating its declared
+    pixels, and its truncated data called 'corrupt or unsupported'; it is refused undecoded, as its bytes are."""
+    data = _png(15_000, 15_000, 8, 2)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with pytest.raises(ImageLoadError) as from_bytes:
+        load_image(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageLoadError) as from_pil:
+            load_image(Image.open(io.BytesIO(data)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(from_pil.value) == str(from_bytes.value) == ("image too large: 15000x15000 (225,000,000 pixels) exceeds "
+                                                            "200,000,000 pixels")
+    assert peak < 16 * 2**20
+
+
 def test_small_images_refused_clearly_but_64px_always_scored(image_factory):
     for source in (image_factory.bytes("PNG", (24, 200)), image_factory.pil((200, 24)), np.zeros((24, 24), np.uint8)):
         with pytest.raises(ImageLoadError, match=f"too small.*minimum side {MIN_SIDE}"):

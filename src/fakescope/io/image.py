@@ -173,12 +173,17 @@ def _open(data: bytes) -> Image.Image:
     """Open and decode the first frame, refusing declared sizes over `MAX_PIXELS` before decoding."""
     quiet_pillow()
     with pixel_limit():  # here, not only around the caller: its handler would take Pillow's bomb error for corruption
-        img = Image.open(io.BytesIO(data))
-        w, h = img.size
-        if w * h > MAX_PIXELS:
-            raise ImageLoadError(f"image too large: {w}x{h} ({w * h:,} pixels) exceeds {MAX_PIXELS:,} pixels")
+        img = _check_declared_size(Image.open(io.BytesIO(data)))
         img.seek(0)  # first frame of animations
         img.load()
+    return img
+
+
+def _check_declared_size(img: Image.Image) -> Image.Image:
+    """`img`, unless its declared size is over `MAX_PIXELS`: checked before its pixels are decoded."""
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise ImageLoadError(f"image too large: {w}x{h} ({w * h:,} pixels) exceeds {MAX_PIXELS:,} pixels")
     return img
 
 
@@ -276,6 +281,7 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
         return decode_image(_read_path(source), keep_bytes=keep_bytes)
     if isinstance(source, Image.Image):
         with pixel_limit():
+            _check_declared_size(source)  # as a file's: a lazily opened bomb is refused undecoded, not called corrupt
             try:  # an image from `Image.open` is decoded only now
                 source.load()
                 rgb = to_rgb(source)
