@@ -28,6 +28,14 @@ class ImageLoadError(FakescopeError, ValueError):
     """An input could not be read as an image (corrupt, unsupported, too large, too small)."""
 
 
+class ImageTooLarge(ImageLoadError):
+    """An image declaring more pixels than a limit allows; `pixels` is that size, where its header told it."""
+
+    def __init__(self, reason: str = "", *, source: str | None = None, pixels: int | None = None):
+        super().__init__(reason, source=source)
+        self.pixels = pixels
+
+
 class StorageError(FakescopeError, OSError):
     """A storage location could not be listed, read or written."""
 

@@ -87,7 +87,7 @@ def test_too_many_pixels_is_422(server, auth):
         struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)) for kind, data in chunks)
     answer = httpx.post(f"{server.url}/v1/detect", headers=auth, content=bomb)
     assert answer.status_code == 422
-    assert answer.json()["detail"] == "image too large: over 400,000,000 pixels; the limit is 1,000,000"
+    assert answer.json()["detail"] == "image too large: 900,000,000 pixels, over 400,000,000; the limit is 1,000,000"
 
 
 def test_too_many_bytes_is_413_for_multipart_raw_and_chunked(server, auth):

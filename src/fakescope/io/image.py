@@ -23,7 +23,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
-from fakescope.errors import ImageLoadError
+from fakescope.errors import ImageLoadError, ImageTooLarge
 from fakescope.io.fetch import fetch_url, is_url
 from fakescope.io.storage import HEAD_BYTES
 
@@ -149,7 +149,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
 
 def header_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the header alone, without decoding; Pillow's errors pass through, but for a size over
-    twice `MAX_PIXELS` (`pixel_limit`'s `ImageLoadError`).
+    twice `MAX_PIXELS` (`pixel_limit`'s `ImageTooLarge`).
 
     A PNG whose text or ICC chunks inflate past Pillow's caps is sized without them, as `decode_image` decodes it.
     """
@@ -183,7 +183,7 @@ def _check_declared_size(img: Image.Image) -> Image.Image:
     """`img`, unless its declared size is over `MAX_PIXELS`: checked before its pixels are decoded."""
     w, h = img.size
     if w * h > MAX_PIXELS:
-        raise ImageLoadError(f"image too large: {w}x{h} ({w * h:,} pixels) exceeds {MAX_PIXELS:,} pixels")
+        raise ImageTooLarge(f"image too large: {w}x{h} ({w * h:,} pixels) exceeds {MAX_PIXELS:,} pixels", pixels=w * h)
     return img
 
 
@@ -303,12 +303,13 @@ def frame_count(img: Image.Image) -> int:
         return 1
 
 
-def _too_large_error(exc: Image.DecompressionBombError) -> ImageLoadError:
+def _too_large_error(exc: Image.DecompressionBombError) -> ImageTooLarge:
     """The error `pixel_limit` raises for an image whose declared size Pillow's bomb check refused (over twice
     `MAX_PIXELS`), naming that size."""
     declared = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
-    size = f"{int(declared[1]):,} pixels" if declared else "its declared size"
-    return ImageLoadError(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels")
+    pixels = int(declared[1]) if declared else None
+    size = f"{pixels:,} pixels" if pixels else "its declared size"
+    return ImageTooLarge(f"image too large: {size} exceeds {MAX_PIXELS:,} pixels", pixels=pixels)
 
 
 def corrupt_image_error(fmt: str, exc: Exception) -> ImageLoadError:

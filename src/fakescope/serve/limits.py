@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from fakescope.errors import ConfigError, ImageLoadError
+from fakescope.errors import ConfigError, ImageLoadError, ImageTooLarge
 
 DEFAULT_MAX_PIXELS = 50_000_000
 MAX_PIXELS_ENV = "FAKESCOPE_MAX_PIXELS"
@@ -53,9 +53,9 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
                              "(JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF, AVIF)")
     try:
         width, height = header_size(data)
-    except ImageLoadError:  # header_size's: Pillow refuses to open headers over twice `MAX_PIXELS`
-        raise ImageLoadError(f"image too large: over {2 * MAX_PIXELS:,} pixels; "
-                             f"the limit is {max_pixels:,}") from None
+    except ImageTooLarge as exc:  # header_size's: Pillow refuses to open headers over twice `MAX_PIXELS`
+        size = f"{exc.pixels:,} pixels, over {2 * MAX_PIXELS:,}" if exc.pixels else f"over {2 * MAX_PIXELS:,} pixels"
+        raise ImageLoadError(f"image too large: {size}; the limit is {max_pixels:,}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
         raise corrupt_image_error(fmt, exc) from None
     if width * height > max_pixels:
