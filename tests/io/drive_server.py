@@ -4,7 +4,8 @@ Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageS
 pageToken paging, always in creation order, as `orderBy=createdTime` asks; at most `page_cap` items a page where
 set, as Drive may answer fewer than pageSize; `nextPageToken` only where `fields` asks for it, as Drive does; 404
 for a parent that does not exist), `files.get` with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
-answers), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`,
+answers; a `Range: bytes=A-B` header answered 206 with that slice, or 416 for an empty file, as Drive does; the bytes
+sent counted in `calls["downloaded_bytes"]`), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`,
 `files.delete` (404 for a create into a folder that does not exist, as Drive answers); every file has a `createdTime` and a `modifiedTime` (a write's), by this server's clock, listed
 and answered where `fields` names them.
 Requests must carry `Authorization: Bearer <token>` (others get 401); `readonly_token` may
@@ -200,6 +201,15 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
                 data = drive.contents.get(match.group(1))
                 if data is None:
                     return self._error(404, "notFound")
+                ranged = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+                if ranged and not data:
+                    return self._send(416, headers=[("Content-Range", "bytes */0")])
+                if ranged:
+                    start, end = int(ranged[1]), min(int(ranged[2]), len(data) - 1)
+                    drive.calls["downloaded_bytes"] += end + 1 - start
+                    return self._send(206, data[start:end + 1], "application/octet-stream",
+                                      [("Content-Range", f"bytes {start}-{end}/{len(data)}")])
+                drive.calls["downloaded_bytes"] += len(data)
                 return self._send(200, data, "application/octet-stream")
             self._error(404, "notFound")
 

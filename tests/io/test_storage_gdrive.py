@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.errors import StorageError, StorageUnavailableError
+from fakescope.errors import ImageLoadError, StorageError, StorageUnavailableError
 from fakescope.generate.lease import LEASE_NAME
 from fakescope.io import _gdrive, storage
 from fakescope.io._gdrive import DriveStorage
@@ -132,6 +132,23 @@ def test_a_server_name_that_does_not_resolve_fails_at_once_a_resolver_hiccup_is_
     with pytest.raises(StorageUnavailableError, match=unresolved):
         storage.read_bytes("gdrive://f/x.png")
     assert len(asked) == (1 if error == socket.EAI_NONAME else 2 + _gdrive.RETRIES)  # no request, or the client's retries
+
+
+def test_a_large_non_image_named_jpg_costs_one_chunk_an_image_is_read_whole(drive_env):
+    """A Drive file was downloaded whole before its signature was checked: a 1 GB non-image named `.jpg` cost 1 GB.
+    Reads go in ranged chunks, and the check runs on the first: a wrong signature stops the download there."""
+    from fakescope.io.image import check_signature
+
+    backend, chunk = DriveStorage(download_chunk=256 * 1024), 256 * 1024
+    drive_env.add("huge.jpg", drive_env.root_id, b"not an image at all" + bytes(10 * chunk))
+    drive_env.add("big.png", drive_env.root_id, big := _png(1) + os.urandom(3 * chunk))  # in 4 chunks
+    drive_env.add("empty.jpg", drive_env.root_id, b"")
+    with pytest.raises(ImageLoadError, match=r"^not an image \(unrecognised file signature\)$"):
+        backend.read_bytes(f"gdrive://{drive_env.root_id}/huge.jpg", check=check_signature)
+    assert (drive_env.calls["download"], drive_env.calls["downloaded_bytes"]) == (1, chunk)
+    assert backend.read_bytes(f"gdrive://{drive_env.root_id}/big.png", check=check_signature) == big
+    assert (drive_env.calls["download"], drive_env.calls["downloaded_bytes"]) == (5, chunk + len(big))
+    assert backend.read_bytes(f"gdrive://{drive_env.root_id}/empty.jpg", check=check_signature) == b""  # Drive's 416
 
 
 def test_reads_from_many_threads_each_get_their_own_file(drive_env):

@@ -110,7 +110,7 @@ def read_bytes(uri: str, *, check: Callable[[bytes], None] | None = None) -> byt
     """Read a whole file; a missing file or denied access raises `StorageError`.
 
     `check` gets the first `HEAD_BYTES` first: what it raises stops the read there (local files and S3 objects are
-    not read further; a Drive file is read whole first).
+    not read further; a Drive file after its first ranged chunk, `DriveStorage.download_chunk` bytes).
     """
     return get_storage(uri).read_bytes(uri, check=check)
 

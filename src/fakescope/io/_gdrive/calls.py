@@ -1,11 +1,15 @@
-"""Sending Drive requests: the client's retries, resumed uploads, and 404 for a remembered folder id."""
+"""Sending Drive requests: the client's retries, resumed uploads, ranged downloads, and 404 for a remembered folder id."""
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
+
+from fakescope.io.storage import HEAD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,22 @@ def execute(request: Any) -> Any:
             log.info("Google Drive dropped an upload (%s); retry %d of %d in %.1f s from the bytes it holds",
                      type(exc).__name__, attempt, RETRIES, delay)
             time.sleep(delay)
+
+
+def download(request: Any, chunk: int, check: Callable[[bytes], None] | None = None) -> bytes:
+    """The bytes of a `get_media` request, fetched `chunk` bytes a request (ranged, with the client's retries). `check`
+    gets the first `HEAD_BYTES` as soon as the first chunk is in: what it raises stops the download there."""
+    from googleapiclient.http import MediaIoBaseDownload
+
+    buffer = io.BytesIO()
+    downloader = MediaIoBaseDownload(buffer, request, chunksize=chunk)
+    done = False
+    while not done:
+        done = downloader.next_chunk(num_retries=RETRIES)[1]
+        if check:
+            check(buffer.getvalue()[:HEAD_BYTES])
+            check = None
+    return buffer.getvalue()
 
 
 def checked(request: Any, cached: bool) -> Any:

@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from fakescope.errors import StorageError
-from fakescope.io._gdrive.calls import execute
+from fakescope.io._gdrive.calls import download, execute
 from fakescope.io._gdrive.errors import translated_errors
 from fakescope.io._gdrive.items import FOLDER_MIME, GOOGLE_MIME_PREFIX, followed, split_drive_uri, uri_part
 from fakescope.io._gdrive.twins import DriveTwins
-from fakescope.io.storage import HEAD_BYTES, normalise_suffixes
+from fakescope.io.storage import normalise_suffixes
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,14 @@ class DriveStorage(DriveTwins):
         page_size: Files asked for per `files.list` request (every listing is read to its last page).
         resumable_threshold: Uploads of at least this many bytes use the resumable protocol
             (in 256 KiB chunks); smaller ones one multipart request.
+        download_chunk: Bytes a read asks for per (ranged) request: a read's `check` sees the first chunk's head
+            before the rest is fetched, so a large non-image costs one chunk.
     """
 
-    def __init__(self, service: Any = None, *, page_size: int = 1000, resumable_threshold: int = 5 * 2**20):
+    def __init__(self, service: Any = None, *, page_size: int = 1000, resumable_threshold: int = 5 * 2**20,
+                 download_chunk: int = 8 * 2**20):
         super().__init__(service, page_size=page_size)
-        self.resumable_threshold = resumable_threshold
+        self.resumable_threshold, self.download_chunk = resumable_threshold, download_chunk
 
     def read_bytes(self, uri: str, *, check: Callable[[bytes], None] | None = None) -> bytes:
         with translated_errors("read", uri):
@@ -43,10 +46,8 @@ class DriveStorage(DriveTwins):
                 raise StorageError("a folder, not a file", source=uri)
             if item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
                 raise StorageError(f"a Google Docs Editors file ({item['mimeType']}), which has no bytes to read", source=uri)
-            data = execute(self.service.files().get_media(fileId=item["id"], supportsAllDrives=True))
-        if check:
-            check(data[:HEAD_BYTES])
-        return data
+            return download(self.service.files().get_media(fileId=item["id"], supportsAllDrives=True),
+                            self.download_chunk, check)
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         from googleapiclient.http import MediaIoBaseUpload
