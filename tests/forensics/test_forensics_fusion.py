@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 from forensics_helpers import encode
-from PIL import PngImagePlugin
+from PIL import Image, PngImagePlugin
 
 from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
 from fakescope.forensics import collect_evidence, fuse
 from fakescope.forensics.fusion import OUTRANKED, PIXEL_ONLY
+from fakescope.forensics.metadata import DECLARED
 
 BAND = (0.4, 0.6)
 AI_MANIFEST = Evidence("c2pa", 0.99, "signed manifest declares trainedAlgorithmicMedia", decisive=True)
 WATERMARK = Evidence("watermark", 0.99, "Stable Diffusion XL invisible watermark decoded", decisive=True)
-A1111 = Evidence("metadata", 0.95, "metadata declares AI generation (unsigned)", data={"declares_ai": True})
+A1111 = Evidence("metadata", 0.95, DECLARED + "text chunk(s) 'parameters' written by Stable Diffusion web UI",
+                 data={"declares_ai": True})
 CAMERA_TRUSTED = Evidence("c2pa", 0.05, "signed C2PA manifest declares digitalCapture")
 CAMERA_EXIF = Evidence("metadata", 0.45, "camera EXIF Canon EOS R5")
 NOTHING = [Evidence("c2pa", None, "no embedded C2PA manifest"), Evidence("watermark", None, "no mark"),
@@ -61,7 +63,19 @@ def test_decisive_evidence_overrides_a_real_looking_pixel_score():
 def test_unsigned_declaration_decides_ai_and_says_so():
     fused = fuse(0.1, [A1111], 0.5, BAND)
     assert (fused.verdict, fused.decided_by, fused.probability) == ("ai", "metadata", 0.95)
-    assert fused.reason.startswith("metadata (unsigned declaration, forgeable and easily stripped): ")
+    assert fused.reason == "metadata: unsigned declaration (forgeable, easily stripped): text chunk(s) 'parameters' " \
+                           "written by Stable Diffusion web UI"
+
+
+def test_a_declaration_read_from_a_jpeg_is_one_line_said_once(photo):
+    """The reason read 'metadata (unsigned declaration, ...): metadata declares AI generation (unsigned): ...' and
+    ended in the JPEG quality hint, which says nothing about a declaration."""
+    exif = Image.Exif()
+    exif[0x0131] = "Adobe Firefly"
+    evidence = collect_evidence(encode(photo.resize((64, 64)), "JPEG", exif=exif, quality=85), None, kinds="metadata")
+    assert evidence[0].data["jpeg_quality"] == 85
+    assert fuse(0.1, evidence, 0.5, BAND).reason == "metadata: unsigned declaration (forgeable, easily stripped): " \
+                                                    "EXIF Software = 'Adobe Firefly'"
 
 
 @pytest.mark.parametrize(("pixel", "verdict"), [(0.02, "real"), (0.5, "uncertain"), (0.97, "ai")])

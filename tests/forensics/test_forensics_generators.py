@@ -12,6 +12,7 @@ from forensics_helpers import IPTC, encode
 from PIL import PngImagePlugin
 
 from fakescope.forensics import check_metadata
+from fakescope.forensics.metadata import DECLARED
 
 NS = ('xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
       'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
@@ -81,12 +82,13 @@ def test_each_generators_metadata_declares_ai_and_names_it(photo, case):
     write, generator, score = GENERATED[case]
     ev = check_metadata(write(photo))
     assert (ev.score, ev.data.get("generator"), ev.data.get("declares_ai")) == (score, generator, True), ev.detail
-    assert ev.detail.startswith("metadata declares AI generation (unsigned): ") and "\n" not in ev.detail
+    assert ev.detail.startswith(DECLARED) and "\n" not in ev.detail
 
 
 def test_a_source_type_alone_declares_ai_without_naming_anyone(photo):
     ev = check_metadata(jpeg(photo, packet=xmp(source("trainedAlgorithmicMedia"))))
     assert ev.score == 0.95 and "generator" not in ev.data, ev.detail
+    assert ev.detail == DECLARED + "AI (IPTC digital source type): trainedAlgorithmicMedia in XMP"
 
 
 PHOTOSHOP_HISTORY = ('<xmpMM:History><rdf:Seq>' + "".join(

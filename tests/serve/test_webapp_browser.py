@@ -289,8 +289,8 @@ def test_detector_page_warns_under_a_pixel_only_verdict_only(app_url, page, tmp_
     tables = [[cell for row in grid[1:] for cell in row[-3:]] for grid in _grids(page)]
     assert [cells[0::3] for cells in tables] == [["pixel", "c2pa", "metadata", "watermark"]] * 2  # kind, score, detail
     assert re.fullmatch(r"0\.\d{3}", tables[0][1]) and tables[0][4] == ""  # pixel: as the CLI table (was 0.15427801863825272); c2pa: none
-    assert tables[1][6:9] == ["metadata", "0.950", "metadata declares AI generation (unsigned): text chunk(s) 'parameters' "
-                                                  "written by Stable Diffusion web UI (A1111/Forge/SD.Next)"]
+    assert tables[1][6:9] == ["metadata", "0.950", "unsigned declaration (forgeable, easily stripped): text chunk(s) "
+                                                  "'parameters' written by Stable Diffusion web UI (A1111/Forge/SD.Next)"]
 
 
 def test_detector_page_fetches_http_urls_only(app_url, page, photo_bytes, tmp_path):

@@ -6,8 +6,8 @@ Rules, in order (docs/forensics.md gives the reasoning):
    watermark) decides `ai`; probability = max(pixel, evidence scores). A signed manifest
    outranks a watermark when both are present, even one declaring a partly generated image.
    Evidence pointing the other way (a camera manifest or EXIF) is named in the reason.
-2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata) also decides `ai`,
-   and the reason says it is unsigned, unless an intact signed manifest declares a capture: a signature
+2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata, whose detail says it is unsigned)
+   also decides `ai`, unless an intact signed manifest declares a capture: a signature
    outranks forgeable metadata, so both are then weighed as hints (rule 3) and the reason says so. (A manifest
    that fails validation scores nothing; every reason names it, "; ignored c2pa: ...".)
 3. Otherwise every other scored evidence (camera manifest, camera EXIF) shifts the pixel
@@ -96,8 +96,7 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     if declared and not signed_capture:
         best = max(declared, key=lambda e: e.score)
         return Fused(max(pixel or 0.0, best.score), "ai", best.kind,
-                     f"{best.kind} (unsigned declaration, forgeable and easily stripped): {best.detail}{_despite(scored)}"
-                     f"{_ignored(evidence)}")
+                     f"{best.kind}: {best.detail}{_despite(scored)}{_ignored(evidence)}")
     if pixel is None and not scored:
         return Fused(None, "uncertain", NONE, f"no pixel score and no provenance evidence{_ignored(evidence)}")
     rule = f"threshold {threshold:g}, uncertain band [{lower:g}, {upper:g})"

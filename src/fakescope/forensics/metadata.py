@@ -47,6 +47,11 @@ _XMP_NAMES = frozenset({"DigitalSourceType", "CreatorTool", "Credit", "descripti
 """XMP properties read (by local name); `Credit` is `photoshop:Credit`, `description` `dc:description`, `provenance`
 `dcterms:provenance` (a remote C2PA manifest's URL), `xmpNote:HasExtendedXMP` the GUID of a JPEG's extended packet."""
 
+DECLARED = "unsigned declaration (forgeable, easily stripped): "
+"""Opens the detail of a record that declares AI."""
+SOURCE_TYPE_ONLY = "AI (IPTC digital source type)"
+"""Names what declared AI when only a digital source type did (it names no generator)."""
+
 _TAG_SOFTWARE, _TAG_MAKE, _TAG_MODEL, _TAG_DESCRIPTION = 0x0131, 0x010F, 0x0110, 0x010E
 _EXIF_TAG_NAMES = {_TAG_DESCRIPTION: "ImageDescription", _TAG_MAKE: "Make", _TAG_MODEL: "Model"}
 _IFD_EXIF, _IFD_GPS = 0x8769, 0x8825
@@ -59,12 +64,12 @@ def check_metadata(data: bytes | None) -> Evidence:
 
     Returns:
         Evidence of kind `metadata`: `score` 0.95 (0.9 for an AI composite or only a placed AI document) with
-        `data["declares_ai"]` when metadata declares AI generation, 0.45 for camera EXIF or an
-        XMP capture source type alone,
-        None otherwise. `data` holds software, make, model, lens, gps, digital_source_type (the image's own),
-        part_source_types (those of placed or earlier documents in its XMP), generated (`whole` or `part`
-        for an XMP AI declaration), creator_tool, credit, generator (named by the first of `_generators.SIGNS` found),
-        generator_chunks, jpeg_quality, jpeg_tables, c2pa_remote_url. Values shown are one line, at most 200 characters.
+        `data["declares_ai"]` and a detail opening with `DECLARED` when metadata declares AI generation, 0.45 for
+        camera EXIF or a capture source type alone, None otherwise. `data` holds software, make, model, lens, gps,
+        digital_source_type (the image's own), part_source_types (those of placed or earlier documents in its XMP),
+        generated (`whole` or `part` for a source type declaring AI), creator_tool, credit, generator (named by the
+        first of `_generators.SIGNS` found), generator_chunks, jpeg_quality, jpeg_tables, c2pa_remote_url.
+        Values shown are one line, at most 200 characters.
         Damaged or oversized blocks set `error`; whatever could be read is still reported.
 
     Example:
@@ -86,14 +91,13 @@ def check_metadata(data: bytes | None) -> Evidence:
     if quality:
         info["jpeg_quality"], info["jpeg_tables"] = quality["quality"], quality["tables"]
     error = "; ".join(blocks.errors) or None
-    hint = f"; JPEG quality ~{quality['quality']} ({quality['tables']} tables)" if quality else ""
     if declarations:
         info["declares_ai"] = True
         # partly generated when XMP says so and no generator's own mark (a credit line only names who) says more
         composite = info.get("generated") == "part" and all(field == "credit" for field, _, _ in found)
         return Evidence(KIND, SCORE_DECLARED_COMPOSITE if composite else SCORE_DECLARED_AI,
-                        "metadata declares AI generation (unsigned): " + "; ".join(declarations) + hint,
-                        data=info, error=error)
+                        DECLARED + "; ".join(declarations), data=info, error=error)
+    hint = f"; JPEG quality ~{quality['quality']} ({quality['tables']} tables)" if quality else ""
     camera = _camera_claims(info)
     if camera:
         return Evidence(KIND, SCORE_CAMERA_EXIF, f"{'; '.join(camera)} (unsigned, easily copied){hint}",
@@ -109,7 +113,7 @@ def _camera_claims(info: dict[str, Any]) -> list[str]:
         camera = " ".join([named, str(info["lens"])] if info.get("lens") else [named])
         claims.append(f"camera EXIF {camera}" + (", GPS present" if info.get("gps") else ""))
     if info.get("digital_source_type") in CAPTURE:
-        claims.append(f"XMP IPTC DigitalSourceType {info['digital_source_type']}")
+        claims.append(f"IPTC DigitalSourceType {info['digital_source_type']}")
     return claims
 
 
@@ -158,17 +162,13 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
     own, nested = _xmp_values(blocks, info)
     term = _term(own.get("DigitalSourceType"))
     parts = list(dict.fromkeys(t for value in nested.get("DigitalSourceType", []) if (t := _term(value))))
-    if term:
-        info["digital_source_type"] = term
     if parts:
         info["part_source_types"] = parts
     ai_parts = [t for t in parts if t in AI_GENERATED | AI_COMPOSITE]
-    if term in AI_GENERATED | AI_COMPOSITE:
-        info["generated"] = "whole" if term in AI_GENERATED else "part"
-        declarations.append(f"XMP IPTC DigitalSourceType {term}")
-    elif ai_parts:
+    _declare_source_type(term, "XMP", info, declarations)
+    if ai_parts and "generated" not in info:
         info["generated"] = "part"
-        declarations.append(f"XMP IPTC DigitalSourceType {ai_parts[0]} of a placed or earlier document (partly generated)")
+        declarations.append(f"{SOURCE_TYPE_ONLY}: {ai_parts[0]} in XMP of a placed or earlier document (partly generated)")
     for key, name in (("creator_tool", "CreatorTool"), ("credit", "Credit")):
         if own.get(name):
             info[key] = _clean(own[name])
@@ -178,6 +178,16 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
         ("software", "CreatorTool", "CreatorTool"), ("credit", "Credit", "Credit"),
         ("description", "description", "dc:description"))
         if own.get(name)]
+
+
+def _declare_source_type(term: str | None, where: str, info: dict[str, Any], declarations: list[str]) -> None:
+    """Record the image's own digital source type, declaring AI (wholly or partly generated) where it says so."""
+    if not term:
+        return
+    info["digital_source_type"] = term
+    if term in AI_GENERATED | AI_COMPOSITE:
+        info["generated"] = "whole" if term in AI_GENERATED else "part"
+        declarations.append(f"{SOURCE_TYPE_ONLY}: {term} in {where}" + ("" if term in AI_GENERATED else " (partly generated)"))
 
 
 def _xmp_values(blocks: MetadataBlocks, info: dict[str, Any]) -> tuple[dict[str, str], dict[str, list[str]]]:
