@@ -1,8 +1,9 @@
 """Pull metadata blocks out of encoded image bytes without decoding any pixels.
 
 PNG and JPEG are walked chunk by chunk / segment by segment (so PNG text after IDAT is
-seen, and compressed text is inflated under a size cap); other formats go through
-Pillow's header parser. Damage stops the walk and is recorded, never raised.
+seen, and compressed text is inflated under a size cap); other formats (HEIF and AVIF through
+pillow-heif and Pillow) go through Pillow's header parser, as do IPTC-IIM records. Damage stops the
+walk and is recorded, never raised.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fakescope.io import jpeg_markers
 from fakescope.io.image import pixel_limit, sniff_format
+
+if TYPE_CHECKING:
+    from PIL.ImageFile import ImageFile
 
 MAX_TEXT_BYTES = 8 * 1024 * 1024
 """Compressed PNG text inflating past this is not read (a zip bomb guard)."""
 _XMP_JPEG = b"http://ns.adobe.com/xap/1.0/\x00"
 _XMP_EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"
 _XMP_PNG_KEY = "XML:com.adobe.xmp"
+_PHOTOSHOP = b"Photoshop 3.0\x00"
 
 
 @dataclass
@@ -33,6 +39,8 @@ class MetadataBlocks:
     """Standard XMP packets (a JPEG should hold one; each of several is kept)."""
     xmp_extension: dict[str, list[tuple[int, int, bytes]]] = field(default_factory=dict)
     """A JPEG's extended XMP chunks by GUID: (full length, offset, chunk), as found."""
+    iptc: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)
+    """IPTC-IIM datasets by (record, dataset), each value as found (a repeated dataset has several)."""
     quant_tables: dict[int, list[int]] = field(default_factory=dict)
     """JPEG DQT tables by id, 64 values in the file's zigzag order."""
     errors: list[str] = field(default_factory=list)
@@ -93,6 +101,7 @@ def _inflate(payload: bytes) -> bytes:
 
 
 def _read_jpeg(data: memoryview, blocks: MetadataBlocks) -> None:
+    photoshop = False
     for marker, body in jpeg_markers.segments(data):
         if marker == 0xE1 and body.startswith(b"Exif\x00\x00") and blocks.exif is None:
             blocks.exif = body
@@ -104,6 +113,13 @@ def _read_jpeg(data: memoryview, blocks: MetadataBlocks) -> None:
             _read_dqt(body, blocks)
         elif marker == 0xFE:
             blocks.text["comment"] = body.decode("latin-1")
+        elif marker == 0xED and body.startswith(_PHOTOSHOP):
+            photoshop = True
+    if photoshop:  # its 8BIM resource 0x0404 holds the IPTC-IIM record
+        from PIL import Image
+
+        with pixel_limit(), Image.open(io.BytesIO(data)) as img:
+            _read_iptc(img, blocks)
 
 
 def _read_extension(body: bytes, blocks: MetadataBlocks) -> None:
@@ -142,3 +158,16 @@ def _read_with_pillow(data: memoryview, blocks: MetadataBlocks) -> None:
         if isinstance(xmp, bytes):
             blocks.xmp.append(xmp)
         blocks.text.update({k: v for k, v in info.items() if isinstance(k, str) and isinstance(v, str)})
+        _read_iptc(img, blocks)
+
+
+def _read_iptc(img: ImageFile, blocks: MetadataBlocks) -> None:
+    """IPTC-IIM datasets of an opened JPEG or TIFF (Pillow's `getiptcinfo`); a damaged record is an error."""
+    from PIL import IptcImagePlugin
+
+    try:
+        found = IptcImagePlugin.getiptcinfo(img) or {}
+    except Exception as exc:  # noqa: BLE001 - Pillow raises SyntaxError, OSError and others on a broken record
+        blocks.errors.append(f"IPTC-IIM unreadable: {exc}")
+        return
+    blocks.iptc = {key: value if isinstance(value, list) else [value] for key, value in found.items()}

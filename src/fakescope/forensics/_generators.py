@@ -19,10 +19,11 @@ _A1111 = "Stable Diffusion web UI (A1111/Forge/SD.Next)"
 class Sign(NamedTuple):
     """A generator's mark: the field it is in, a pattern the value must contain (None: any value), the generator.
 
-    Fields: `chunk:KEY` a PNG text chunk (tEXt, zTXt, iTXt) by key; `software` EXIF Software, XMP CreatorTool, PNG
-    Software and Source chunks; `comment` EXIF UserComment, a JPEG comment, PNG comment, Comment and Description
-    chunks; `description` EXIF ImageDescription, XMP dc:description, a PNG Description chunk; `credit` XMP
-    photoshop:Credit (the IPTC Credit Line); `exif-tag` EXIF Make, Model and ImageDescription, where ComfyUI's WebP and
+    Fields: `chunk:KEY` a PNG text chunk (tEXt, zTXt, iTXt) by key; `software` EXIF Software, XMP CreatorTool, IPTC-IIM
+    Originating Program, PNG Software and Source chunks; `comment` EXIF UserComment, a JPEG comment, PNG comment,
+    Comment and Description chunks; `description` EXIF ImageDescription, XMP dc:description, IPTC-IIM Caption and
+    Object Name, a PNG Description chunk; `credit` XMP photoshop:Credit and IPTC-IIM Credit (the IPTC Credit Line),
+    IPTC-IIM By-line; `exif-tag` EXIF Make, Model and ImageDescription, where ComfyUI's WebP and
     animated savers write `prompt:{json}` and `workflow:{json}`.
     """
 

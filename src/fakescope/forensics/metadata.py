@@ -1,4 +1,5 @@
-"""Unsigned metadata: EXIF, XMP/IPTC, generator text chunks and JPEG quantisation tables.
+"""Unsigned metadata: EXIF, XMP, IPTC-IIM, generator text chunks and JPEG quantisation tables (JPEG, PNG, WebP, TIFF,
+HEIF, AVIF).
 
 Everything here is unsigned: trivially stripped (any re-encode or upload pipeline drops
 it) and trivially forged. The rules follow from that:
@@ -6,7 +7,7 @@ it) and trivially forged. The rules follow from that:
 - a declaration of AI generation (a generator's mark from `_generators.SIGNS`: its parameters chunk, its name in
   `Software`, its credit line; or IPTC `trainedAlgorithmicMedia`) is almost always left by the generator itself, so
   it scores 0.95 and is flagged `declares_ai` (fusion lets it decide `ai`, labelled unsigned, unless a signed
-  manifest says otherwise);
+  manifest says otherwise); IPTC-IIM fields are matched like their XMP counterparts;
 - camera EXIF (Make/Model, lens, GPS) or an XMP `digitalCapture` is copied by any editor, so it
   only nudges the score (0.45, a likelihood ratio of 0.82) and never decides anything;
 - the JPEG quantisation tables only say which encoder wrote the file (a hint, no score).
@@ -47,6 +48,13 @@ _XMP_NAMES = frozenset({"DigitalSourceType", "CreatorTool", "Credit", "descripti
 """XMP properties read (by local name); `Credit` is `photoshop:Credit`, `description` `dc:description`, `provenance`
 `dcterms:provenance` (a remote C2PA manifest's URL), `xmpNote:HasExtendedXMP` the GUID of a JPEG's extended packet."""
 
+_IIM_FIELDS = {(2, 5): ("description", "Object Name"), (2, 65): ("software", "Originating Program"),
+               (2, 80): ("credit", "By-line"), (2, 110): ("credit", "Credit"), (2, 120): ("description", "Caption")}
+"""IPTC-IIM datasets matched against `_generators.SIGNS`, as the field kind of their XMP counterpart (dc:title,
+xmp:CreatorTool, dc:creator, photoshop:Credit, dc:description)."""
+_IIM_SOURCE_TYPE = re.compile(r"(?:https?://)?cv\.iptc\.org/newscodes/digitalsourcetype/(\w+)/?")
+"""IIM has no Digital Source Type dataset (IPTC froze IIM before the property); a tool that writes one there writes its
+URI as a dataset's whole value (a caption quoting it declares nothing)."""
 DECLARED = "unsigned declaration (forgeable, easily stripped): "
 """Opens the detail of a record that declares AI."""
 SOURCE_TYPE_ONLY = "AI (IPTC digital source type)"
@@ -66,10 +74,10 @@ def check_metadata(data: bytes | None) -> Evidence:
         Evidence of kind `metadata`: `score` 0.95 (0.9 for an AI composite or only a placed AI document) with
         `data["declares_ai"]` and a detail opening with `DECLARED` when metadata declares AI generation, 0.45 for
         camera EXIF or a capture source type alone, None otherwise. `data` holds software, make, model, lens, gps,
-        digital_source_type (the image's own), part_source_types (those of placed or earlier documents in its XMP),
-        generated (`whole` or `part` for a source type declaring AI), creator_tool, credit, generator (named by the
-        first of `_generators.SIGNS` found), generator_chunks, jpeg_quality, jpeg_tables, c2pa_remote_url.
-        Values shown are one line, at most 200 characters.
+        digital_source_type (the image's own, from XMP or IPTC-IIM), part_source_types (those of placed or earlier
+        documents in its XMP), generated (`whole` or `part` for a source type declaring AI), creator_tool, credit (XMP,
+        else IPTC-IIM), generator (named by the first of `_generators.SIGNS` found), generator_chunks, jpeg_quality,
+        jpeg_tables, c2pa_remote_url. Values shown are one line, at most 200 characters.
         Damaged or oversized blocks set `error`; whatever could be read is still reported.
 
     Example:
@@ -84,6 +92,7 @@ def check_metadata(data: bytes | None) -> Evidence:
     fields: list[tuple[str, str, str]] = []
     _read_exif(blocks, info, fields)
     _read_xmp(blocks, info, declarations, fields)
+    _read_iim(blocks, info, declarations, fields)
     _read_text(blocks, info, fields)
     found = recognise(fields)
     _declare_generators(found, fields, info, declarations)
@@ -178,6 +187,21 @@ def _read_xmp(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
         ("software", "CreatorTool", "CreatorTool"), ("credit", "Credit", "Credit"),
         ("description", "description", "dc:description"))
         if own.get(name)]
+
+
+def _read_iim(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[str],
+              fields: list[tuple[str, str, str]]) -> None:
+    """IPTC-IIM: its credit, caption, title, by-line and originating program as fields, and a digital source type URI
+    that one of its datasets holds whole (the XMP one, read first, wins)."""
+    values = {key: "; ".join(text for raw in raws if (text := _exif_text(raw.decode("latin-1"))))
+              for key, raws in blocks.iptc.items()}  # UTF-8 where it reads as such (ESC % G), else Latin-1
+    fields += [(field, f"IPTC-IIM {name}", values[key]) for key, (field, name) in _IIM_FIELDS.items() if values.get(key)]
+    if values.get((2, 110)):
+        info.setdefault("credit", _clean(values[(2, 110)]))
+    if "digital_source_type" not in info:
+        term = next((m.group(1) for raws in blocks.iptc.values() for raw in raws
+                     if (m := _IIM_SOURCE_TYPE.fullmatch(raw.decode("latin-1").strip()))), None)
+        _declare_source_type(term, "IPTC-IIM", info, declarations)
 
 
 def _declare_source_type(term: str | None, where: str, info: dict[str, Any], declarations: list[str]) -> None:
