@@ -47,9 +47,21 @@ SIGNS: tuple[Sign, ...] = (
     Sign("exif-tag", re.compile(r'(?s)\A(?:prompt:.*"class_type"|workflow:.*"nodes")\s*:'), "ComfyUI"),
     *(Sign(f"chunk:{key}", None, "InvokeAI") for key in ("invokeai_metadata", "invokeai_graph", "sd-metadata", "Dream")),
     Sign("chunk:Comment", re.compile(r'(?s)\A\s*\{(?=.*"uc"\s*:)(?=.*"sampler"\s*:)(?=.*"steps"\s*:)'), "NovelAI"),
+    # Midjourney writes the prompt and its job's UUID as the description (PNG `Description`, XMP dc:description) beside
+    # IPTC trainedAlgorithmicMedia, which it adopted with Google and Shutterstock in May 2023
+    # (https://iptc.org/news/tag/google-images/).
     Sign("description", re.compile(r"\bJob ID: [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "Midjourney"),
+    # Google's credit line: "Edited with Google AI" (Google Photos' Magic Editor, Magic Eraser, Zoom Enhance; Google's
+    # post of 24 Oct 2024, https://www.fonearena.com/blog/438871/google-photos-ai-metadata-edited-photos.html) and
+    # "Made with Google AI" beside trainedAlgorithmicMedia on Gemini/Imagen output (no Google page found for this one;
+    # third-party metadata readers report it).
     Sign("credit", re.compile(r"\b(?:Made|Edited) with Google AI\b", re.IGNORECASE), "Google"),
-    Sign("credit", _name(r"meta ai"), "Meta AI"),
+    # Meta AI has no row: its images carry IPTC trainedAlgorithmicMedia and an invisible watermark, no documented name
+    # (https://iptc.org/news/meta-announces-support-for-iptc-metadata-in-generative-ai-images/); "Imagined with AI" is
+    # the label its apps show, not metadata; and "Meta AI" is also the app (formerly Meta View) that imports Ray-Ban Meta
+    # glasses' photos (https://davidzucker.substack.com/p/a-second-meta-app-has-hit-the-app, quoting its store page).
+    # The names in Software below are no documented mark (none found for Midjourney or Google): kept, as a Software
+    # field naming a generator is written by that generator or someone claiming it.
     Sign("software", _name("midjourney"), "Midjourney"),
     Sign("software", _name(r"fooocus"), "Fooocus"),
     Sign("software", _name(r"novelai"), "NovelAI"),
@@ -59,7 +71,6 @@ SIGNS: tuple[Sign, ...] = (
     Sign("software", _name(r"adobe firefly"), "Adobe Firefly"),
     Sign("software", _name(r"dall[\s·\-]?e(?: ?\d)?|chatgpt|gpt-4o|gpt-image-\d"), "OpenAI DALL-E/ChatGPT"),
     Sign("software", _name(r"google imagen|imagen \d|google gemini"), "Google"),
-    Sign("software", _name(r"meta ai|imagine with meta"), "Meta AI"),
     Sign("software", _name(r"stable[\s_-]?diffusion|sdxl|dreamstudio"), "Stable Diffusion"),
     Sign("software", _name(r"flux\.1"), "FLUX.1"),
     Sign("software", _name(r"leonardo\.ai"), "Leonardo.Ai"),
