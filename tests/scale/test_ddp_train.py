@@ -63,22 +63,34 @@ def one_process(monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tmp_path, one_process):
-    """Same global batches, averaged gradients, gathered validation: same losses and weights."""
+def test_two_process_ddp_matches_one_process_and_warns_once_while_every_rank_scores_its_test_share(tmp_path, one_process):
+    """Same global batches, averaged gradients, gathered validation: same losses and weights. Every rank scores its
+    share of the test split, not rank 0 alone while the others wait at a barrier: one that outlasts the process group's
+    timeout (30 minutes) fails the job before the model is saved. What one rank meets (an unreadable test image) it
+    names; no pretrained weights, nothing to resume, unsplit rows, a broken plugin entry point: rank 0 alone says each.
+    One torchrun launch checks all of it: none of these changes what is trained (unsplit rows are left out, the
+    network is built unpretrained, the test split is scored after training)."""
     manifest = _manifest(tmp_path)
+    (tmp_path / "test-1.png").write_bytes(b"not an image")  # rank 1's share: test images 1 and 3
+    pd.concat([pd.read_csv(manifest), pd.DataFrame([{"uri": "train-0.png", "label": "real"}])]).to_csv(manifest, index=False)
+    info = tmp_path / "site" / "qa_broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qa-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fakescope.models]\nbroken = qa_missing\n")
+    path = os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])
     runs = {}
     for nproc in (1, 2):
         out = tmp_path / f"run{nproc}"
-        cfg = {"manifest": str(manifest), "out": str(out), "architecture": "test_tiny_gn", "pretrained": False,
+        cfg = {"manifest": str(manifest), "out": str(out), "architecture": "test_tiny_gn", "resume": True,
                "epochs": 2, "batch_size": 8, "samples_per_epoch": 16, "num_workers": 0, "device": "cpu",
-               "patience": 5, "seed": 3}
+               "patience": 5, "seed": 3}  # pretrained: true
         cfg_path = tmp_path / f"cfg{nproc}.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
         if nproc == 1:
             result = one_process(cfg_path)
             assert result.exit_code == 0, result.output
         else:
-            assert _run(cfg_path, nproc).stdout.count("saved ") == 1  # the summary line of rank 0 only
+            _run(cfg_path, nproc, f"--log-dir={tmp_path / 'logs'}", "--redirects=3", PYTHONPATH=path)
         runs[nproc] = out
 
     one, two = (pd.read_csv(runs[n] / "metrics.csv") for n in (1, 2))
@@ -90,6 +102,17 @@ def test_two_process_ddp_matches_one_process(tmp_path, one_process):
     assert max(diffs.values()) < 1e-5
     assert not list(runs[2].glob("*rank*"))  # only rank 0 wrote files
     assert (runs[2] / "model" / "model.safetensors").is_file()
+    logs = {(rank, stream): next((tmp_path / "logs").glob(f"**/attempt_0/{rank}/{stream}.log")).read_text()
+            for rank in (0, 1) for stream in ("stdout", "stderr")}
+    assert logs[0, "stdout"].count("saved ") == 1 and "saved " not in logs[1, "stdout"]  # the summary line of rank 0 only
+    stderr = {rank: logs[rank, "stderr"] for rank in (0, 1)}
+    assert "skipping unreadable image" in stderr[1] and "test-1.png" in stderr[1]
+    assert "test-1.png" not in stderr[0]
+    assert json.loads((runs[2] / "metrics.json").read_text())["test"]["overall"]["n"] == 3
+    for warning in ("warning: architecture 'test_tiny_gn' registers no pretrained_source",
+                    f"warning: nothing to resume in {runs[2]}", "warning: 1 unsplit manifest row(s)",
+                    "warning: entry point broken (qa_missing): cannot load"):
+        assert stderr[0].count(warning) + stderr[1].count(warning) == 1, stderr
 
 
 @pytest.mark.slow
@@ -119,34 +142,6 @@ def test_with_dropout_each_rank_draws_its_own_masks_and_rank_0_those_of_one_proc
         masks = [[line for line in lines if line.startswith("kept ")] for lines in (a, b)]
         assert masks[0] and len(masks[0]) == len(masks[1]) and masks[0] != masks[1]
         assert not {line for line in a if line.startswith("rng ")} & {line for line in b if line.startswith("rng ")}
-
-
-@pytest.mark.slow
-def test_every_rank_scores_its_share_of_the_test_split_and_warnings_about_the_run_come_once(tmp_path):
-    """Every rank scores its share, not rank 0 alone while the others wait at a barrier: one that outlasts the
-    process group's timeout (30 minutes) fails the job before the model is saved. What one rank meets (an
-    unreadable image) it names; no pretrained weights, nothing to resume, unsplit rows, a broken plugin entry
-    point: rank 0 alone says each (one torchrun launch checks both)."""
-    manifest = _manifest(tmp_path)
-    (tmp_path / "test-1.png").write_bytes(b"not an image")  # rank 1's share: test images 1 and 3
-    pd.concat([pd.read_csv(manifest), pd.DataFrame([{"uri": "train-0.png", "label": "real"}])]).to_csv(manifest, index=False)
-    info = tmp_path / "site" / "qa_broken-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qa-broken\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fakescope.models]\nbroken = qa_missing\n")
-    cfg = {"manifest": str(manifest), "out": str(tmp_path / "run"), "architecture": "test_tiny_gn", "resume": True,
-           "epochs": 1, "batch_size": 8, "samples_per_epoch": 16, "num_workers": 0, "device": "cpu"}  # pretrained: true
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    path = os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])
-    _run(tmp_path / "cfg.yaml", 2, f"--log-dir={tmp_path / 'logs'}", "--redirects=3", PYTHONPATH=path)
-    stderr = {rank: next((tmp_path / "logs").glob(f"**/attempt_0/{rank}/stderr.log")).read_text() for rank in (0, 1)}
-    assert "skipping unreadable image" in stderr[1] and "test-1.png" in stderr[1]
-    assert "test-1.png" not in stderr[0]
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["overall"]["n"] == 3
-    for warning in ("warning: architecture 'test_tiny_gn' registers no pretrained_source",
-                    f"warning: nothing to resume in {tmp_path / 'run'}", "warning: 1 unsplit manifest row(s)",
-                    "warning: entry point broken (qa_missing): cannot load"):
-        assert stderr[0].count(warning) + stderr[1].count(warning) == 1, stderr
 
 
 @pytest.mark.slow
