@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -121,6 +122,18 @@ def _fresh_python(code: str, timeout: float, **env_vars: str) -> subprocess.Comp
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _fresh_scans(scans: list[tuple[list[str], dict[str, str]]], timeout: float) -> subprocess.CompletedProcess:
+    """`fakescope scan ARGS` for each (ARGS, variables set first) in turn, in one `_fresh_python`: each run costs
+    no new interpreter (importing ray and torch). Its stdout holds each run's exit status, a line each."""
+    code = ("import os, sys\nfrom fakescope.cli import main\n"
+            f"for args, env in {scans!r}:\n"
+            "    os.environ.update(env)\n"
+            "    sys.argv = ['fakescope', 'scan', *args]\n"
+            "    try:\n        main()\n    except SystemExit as exc:\n        print(exc.code)\n"
+            "    else:\n        print(0)\n")
+    return _fresh_python(code, timeout)
+
+
 @pytest.mark.slow
 def test_ray_scan_writes_the_caveat_as_local_does_and_resumes_a_folder_begun_without_it(caveat_images, tiny_model_dir,
                                                                                       tmp_path, local_ray):
@@ -179,17 +192,18 @@ def test_a_local_ray_listens_on_loopback_only():
     assert done.stdout.split() == ["127.0.0.1"] * 2  # not the machine's interface address
 
 
-@pytest.mark.parametrize("scheme", ["", "ray://"])
-def test_an_unreachable_cluster_is_one_line_not_a_long_retry(image_folder, tmp_path, scheme):
-    with socket.socket() as sock:  # bound, not listening: connections are refused, and no one else takes the port
-        sock.bind(("127.0.0.1", 0))
-        address = f"{scheme}127.0.0.1:{sock.getsockname()[1]}"
-        code = ("import sys\nfrom fakescope.cli import main\n"
-                f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
-                f"'--engine', 'ray', '--address', {address!r}]\nmain()\n")
-        done = _fresh_python(code, timeout=240)
-    assert done.returncode == 2
-    assert done.stderr == f"error: cannot reach the Ray cluster at {address}: Connection refused\n"
+def test_an_unreachable_cluster_named_by_address_or_by_ray_address_is_one_line_not_a_long_retry(image_folder, tmp_path):
+    with contextlib.ExitStack() as stack:  # bound, not listening: connections are refused, and no one else takes the ports
+        ports = [stack.enter_context(socket.socket()) for _ in range(3)]
+        for sock in ports:
+            sock.bind(("127.0.0.1", 0))
+        addresses = [f"{scheme}127.0.0.1:{sock.getsockname()[1]}" for scheme, sock in zip(("", "ray://", ""), ports)]
+        out = [str(image_folder), "--out", str(tmp_path / "out"), "--engine", "ray"]
+        done = _fresh_scans([([*out, "--address", addresses[0]], {}), ([*out, "--address", addresses[1]], {}),
+                             (out, {"RAY_ADDRESS": addresses[2]})], timeout=240)
+    assert done.stdout.split() == ["2"] * 3  # the last: not Ray's traceback about num_cpus when joining a cluster
+    assert done.stderr == "".join(f"error: cannot reach the Ray cluster at {address}: Connection refused\n"
+                                  for address in addresses)
 
 
 @pytest.mark.slow
@@ -209,40 +223,23 @@ def test_an_address_without_a_port_is_one_line(tmp_path, address, no_local_ray):
         ray_scan([str(tmp_path / "a.jpg")], tmp_path / "out", address=address, device="cpu")
 
 
-def test_ray_address_in_the_environment_is_the_cluster_to_join(image_folder, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{sock.getsockname()[1]}"
-        code = ("import sys\nfrom fakescope.cli import main\n"
-                f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
-                "'--engine', 'ray']\nmain()\n")
-        done = _fresh_python(code, timeout=240, RAY_ADDRESS=address)
-    assert done.returncode == 2  # not Ray's traceback about num_cpus when joining a cluster
-    assert done.stderr == f"error: cannot reach the Ray cluster at {address}: Connection refused\n"
-
-
 def test_address_auto_without_a_running_cluster_is_one_line(image_folder, tmp_path, no_local_ray):
     from ray._private.services import find_gcs_addresses
 
     if find_gcs_addresses():
         pytest.skip("a Ray cluster runs on this machine, so 'auto' finds it")
-    code = ("import sys\nfrom fakescope.cli import main\n"
-            f"sys.argv = ['fakescope', 'scan', {str(image_folder)!r}, '--out', {str(tmp_path / 'out')!r}, "
-            "'--engine', 'ray', '--address', 'auto']\nmain()\n")
-    ray_tmp = tmp_path / "ray"  # where `ray start` records its cluster: nothing there
-    done = _fresh_python(code, timeout=240, RAY_TMPDIR=str(ray_tmp))
-    assert done.returncode == 2
-    assert done.stderr == ("error: no running Ray cluster found for address 'auto': start one with 'ray start --head', "
-                           "or drop --address (and RAY_ADDRESS) to have the scan start a local Ray\n")
-    ray_tmp.mkdir()
-    with socket.socket() as sock:  # a cluster recorded by `ray start` that is gone
+    scan = [str(image_folder), "--out", str(tmp_path / "out"), "--engine", "ray", "--address", "auto"]
+    none, recorded = tmp_path / "none", tmp_path / "recorded"  # where `ray start` records its cluster: nothing, one gone
+    (recorded / "ray").mkdir(parents=True)
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         gone = f"127.0.0.1:{sock.getsockname()[1]}"
-        (ray_tmp / "ray" / "ray_current_cluster").parent.mkdir()
-        (ray_tmp / "ray" / "ray_current_cluster").write_text(gone)
-        done = _fresh_python(code, timeout=240, RAY_TMPDIR=str(ray_tmp))
-    assert done.returncode == 2
-    assert done.stderr == f"error: cannot reach the Ray cluster at auto ({gone}): Connection refused\n"
+        (recorded / "ray" / "ray_current_cluster").write_text(gone)
+        done = _fresh_scans([(scan, {"RAY_TMPDIR": str(none)}), (scan, {"RAY_TMPDIR": str(recorded)})], timeout=240)
+    assert done.stdout.split() == ["2", "2"]
+    assert done.stderr == ("error: no running Ray cluster found for address 'auto': start one with 'ray start --head', "
+                           "or drop --address (and RAY_ADDRESS) to have the scan start a local Ray\n"
+                           f"error: cannot reach the Ray cluster at auto ({gone}): Connection refused\n")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
