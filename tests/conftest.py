@@ -73,6 +73,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(folder holding module `qa_plugin`, a model folder of its architecture saved by a process that imported it),
+    made once per session (a new interpreter) for the plugin tests of tests/models and tests/scale, which only read it."""
+    from plugin_helpers import save_plugin_model
+
+    folder = tmp_path_factory.mktemp("plugin")
+    return folder, save_plugin_model(folder)
+
+
 class ImageFactory:
     """Makes small, textured, deterministic test images and their encodings."""
 

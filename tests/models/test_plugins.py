@@ -5,22 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from plugin_helpers import PLUGIN, save_plugin_model
+from plugin_helpers import PLUGIN
 from torch import nn
 from typer.testing import CliRunner
 
 from fakescope.errors import ConfigError
 from fakescope.models import InputPolicy, architecture_info, register_model, registry
-
-
-@pytest.fixture(scope="module")
-def plugin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(folder holding module `qa_plugin`, a model folder of its architecture saved by a process that imported it)."""
-    folder = tmp_path_factory.mktemp("plugin")
-    return folder, save_plugin_model(folder)
 
 
 def _fakescope(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -9,16 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from plugin_helpers import save_plugin_model
 
 from fakescope.scale.records import read_results
 
 
 @pytest.fixture(scope="module")
-def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Path]:
+def plugin_env(plugin: tuple[Path, Path]) -> tuple[dict[str, str], Path]:
     """(the environment that names module `qa_plugin` in FAKESCOPE_PLUGINS, a model folder of its architecture)."""
-    folder = tmp_path_factory.mktemp("plugin")
-    model = save_plugin_model(folder)
+    folder, model = plugin
     env = {"FAKESCOPE_PLUGINS": "qa_plugin", "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
     return env, model
 
