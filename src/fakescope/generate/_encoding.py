@@ -8,6 +8,8 @@ Under `source` an ai image takes its source's format, colour mode, alpha and ICC
 - greyscale stays greyscale, a palette image is mapped to the source's own palette, and the source's alpha (or a
   palette's transparency) is put back on the ai pixels, which the generator made from the source composited on white.
 - 16-bit sources give 8-bit images: the generators take and give 8 bits per channel.
+- an ai image of another size than its source (the Images API's) takes the source's alpha or palette transparency
+  scaled to its own size (nearest neighbour).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from PIL import Image, JpegImagePlugin
 
 from fakescope.io.image import upright
 
+SAVE_FORMATS = ("source", "png")
+"""`source`: each ai image saved like its source; `png`: as a PNG (`generate openai`: the API's own, unchanged)."""
 WEBP_QUALITY = 80
 """The quality of a lossy WebP source's ai image (Pillow's default)."""
 Encoding = tuple[str, dict[str, Any]]
@@ -63,7 +67,7 @@ def _like(image: Image.Image, source: Image.Image) -> Image.Image:
     """`image` in `source`'s mode: greyscale, the source's palette, the source's alpha where it has one (turned upright,
     as the generator's input was)."""
     if source.mode == "P":
-        source = upright(source)
+        source = _sized(source, image.size)
         made = np.asarray(image.quantize(palette=source))
         if "transparency" in source.info:  # the pixels the source shows as transparent keep its index
             indices = np.asarray(source)
@@ -76,8 +80,14 @@ def _like(image: Image.Image, source: Image.Image) -> Image.Image:
     grey = source.mode in _GREY or source.mode.startswith("I;")
     result = image.convert("L" if grey else "RGB")
     if source.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        result.putalpha(upright(source).getchannel("A"))
+        result.putalpha(_sized(source, image.size).getchannel("A"))
     return result
+
+
+def _sized(source: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`source` upright, at `size` (nearest neighbour, which keeps a palette's indices) where it has another."""
+    source = upright(source)
+    return source if source.size == size else source.resize(size, Image.NEAREST)
 
 
 def _lossless_webp(data: bytes) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image
 
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, reason_about
-from fakescope.generate._encoding import Encoding, encode, encoding_of
+from fakescope.generate._encoding import SAVE_FORMATS, Encoding, encode, encoding_of
 from fakescope.generate._sources import image_uris
 from fakescope.generate.manifest import (
     MANIFEST_NAME, append_manifest, check_manifest_name, manifest_row, manifest_rows, output_name, source_stem,
@@ -35,8 +35,6 @@ from fakescope.io.inputs import path_text
 log = logging.getLogger(__name__)
 
 ImageToImage = Callable[[Sequence[Image.Image]], Sequence[Image.Image]]
-SAVE_FORMATS = ("source", "png")
-"""`source`: each ai image saved like its source (`fakescope.generate._encoding`); `png`: every one an RGB PNG."""
 
 
 def generate_local(
