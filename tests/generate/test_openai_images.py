@@ -59,7 +59,7 @@ def photos(tmp_path) -> Path:
 
 
 def _outputs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.png"))
+    return sorted(p for p in folder.iterdir() if p.suffix in (".png", ".jpg", ".webp"))
 
 
 def test_variation_end_to_end_writes_outputs_and_manifest(server, photos, tmp_path):
@@ -287,8 +287,9 @@ def test_images_billed_but_lost_count_against_the_budgets(server, photos, tmp_pa
 def test_images_billed_but_not_written_count_against_the_budgets_once(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")  # 3 jobs, 0.016 each
-    tail = f"-dall-e-2-variation-{config.params_hash()[:6]}-0.png"
-    blocked = [out / f"{p.stem}-{hashlib.sha256(p.read_bytes()).hexdigest()[:8]}{tail}" for p in sorted(photos.iterdir())]
+    tail = f"-dall-e-2-variation-{config.params_hash()[:6]}-0"
+    blocked = [out / f"{p.stem}-{hashlib.sha256(p.read_bytes()).hexdigest()[:8]}{tail}.{'jpg' if p.suffix == '.jpeg' else 'png'}"
+               for p in sorted(photos.iterdir())]  # each saved like its photo
     for folder in blocked:
         folder.mkdir(parents=True)  # the outputs cannot be written: e.g. a bucket refusing writes
     first = run_openai(str(photos), str(out), config, max_spend=0.04, concurrency=1, client=make_client(max_retries=0))
@@ -388,7 +389,7 @@ def test_a_source_with_a_long_name_gets_an_output_name_the_file_system_takes(ser
 
 def test_crash_after_response_is_finished_from_spool_without_a_request(server, photos, tmp_path):
     out = tmp_path / "out"
-    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", output_format="png")  # spooled as saved
     run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
     with Ledger(out / LEDGER_NAME) as ledger:
         record = next(ledger.jobs(DONE))

@@ -97,10 +97,18 @@ def openai(
     price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="USD per image for the budgets and the recorded spend (0: free, e.g. a self-hosted server); needed for a budget with GPT image models, which are billed by tokens (the table has prices for the retired models only).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Requests in flight at once.")] = 4,
     ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger, this machine's record of what was paid (default: inside --out; for an s3:// or gdrive:// --out in $FAKESCOPE_CACHE/ledgers, else $XDG_CACHE_HOME/fakescope/ledgers, else ~/.cache/fakescope/ledgers).")] = None,
-    new_settings: Annotated[bool, typer.Option("--new-settings", help="Pay for images of photos (or prompts) this --out's ledger paid for under other options (--mode, --model, --size, --quality, --prompt, --mask, --input-fidelity): a second set beside the first. Without it such a run, as a rerun that left out an option, is refused in one line naming the options that differ.")] = False,
+    new_settings: Annotated[bool, typer.Option("--new-settings", help="Pay for images of photos (or prompts) this --out's ledger paid for under other options (--mode, --model, --size, --quality, --prompt, --mask, --input-fidelity, --format, --resize-to-source): a second set beside the first. Without it such a run, as a rerun that left out an option, is refused in one line naming the options that differ.")] = False,
     at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
     max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx and on connection errors before an answer, waiting as Retry-After says up to 120 s (longer: the job fails, unpaid); an answer that times out or breaks off may be billed: never resent in the run.")] = 4,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for a byte of an answer; one that takes longer may still be made and billed, and is not resent in the run: raise it for slow, large or high-quality images.")] = 300.0,
+    save_format: Annotated[SaveFormat | None, typer.Option("--format", help=(
+        "source (default for edit and variation): each image saved like its photo, as generate taef2 saves them (a "
+        "JPEG photo's as a JPEG with its quantization tables and subsampling, a WebP's as WebP, any other as PNG; its "
+        "colour mode, alpha and ICC profile), so the file format tells nothing; the API's own PNG is not kept. png "
+        "(default for --mode generate): the API's PNG byte for byte, as earlier versions saved it, which makes PNG "
+        "tell ai from JPEG reals. The API is always asked for PNG, never JPEG: a JPEG answer re-encoded like its "
+        "photo would be compressed twice."))] = None,
+    resize_to_source: Annotated[bool, typer.Option("--resize-to-source", help="Resize each image to its photo's size (Lanczos), so the size tells nothing either; a photo of another aspect than --size is stretched back. Upscaling leaves a resampling trace (smooth, interpolated high frequencies) that reals lack: generate taef2 pairs, made at the photo's size, have none.")] = False,
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
 ) -> None:
@@ -124,6 +132,7 @@ def openai(
         config = OpenAIImagesConfig(
             mode=mode, model=model, size=size, quality=quality, n=n, prompt=prompt, mask=mask,
             response_format=response_format, price_per_image=price_per_image, input_fidelity=input_fidelity,
+            output_format=save_format.value if save_format else None, resize_to_source=resize_to_source,
         )
         planned: list[str] = []  # the plan, once printed: until then no request was sent
         limited = max_spend is not None or max_total_spend is not None or yes

@@ -2,33 +2,63 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable
 
+from PIL import Image
+
 from fakescope.errors import ImageLoadError
+from fakescope.generate._encoding import encode, encoding_of
 from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, files_in, output_uri
 from fakescope.generate.ledger import JobRecord
 from fakescope.generate.manifest import manifest_row, manifest_rows
-from fakescope.generate.openai_images import OpenAIImagesConfig
+from fakescope.generate.openai_images import OpenAIImagesConfig, upload_size
 from fakescope.io import storage
-from fakescope.io.image import LoadedImage, load_image
+from fakescope.io.image import LoadedImage, load_image, upright_size
 from fakescope.io.inputs import path_text
 
 log = logging.getLogger(__name__)
 
 
 def finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig, usage: dict | None) -> tuple[str, dict]:
-    """Write the output image and build its manifest row, `usage` in its params (idempotent: same job, same URI)."""
-    uri = output_uri(job, out, config, loaded.format.lower())
-    storage.write_bytes(uri, loaded.data)
-    return uri, _row(job, uri, loaded, config, usage)
+    """Write the API's image `loaded` as `config` says (`saved`) and build its manifest row, `usage` in its params
+    (idempotent: same job, same URI, same bytes)."""
+    data, extension = saved(job, loaded, config)
+    uri = output_uri(job, out, config, extension)
+    storage.write_bytes(uri, data)
+    return uri, _row(job, uri, loaded if data is loaded.data else load_image(data, keep_bytes=False), data, config, usage)
 
 
-def _row(job: Job, uri: str, loaded: LoadedImage, config: OpenAIImagesConfig, usage: dict | None = None) -> dict:
+def saved(job: Job, loaded: LoadedImage, config: OpenAIImagesConfig) -> tuple[bytes, str]:
+    """(file bytes, extension) of the API's image `loaded`: its own bytes under `png`; else resized to the source's
+    upright size (Lanczos) where `config.resize_to_source`, and saved like the source under `source`
+    (`fakescope.generate._encoding`), as an RGB PNG under `png`."""
+    if config.save_format == "png" and not config.resize_to_source:
+        return loaded.data, loaded.format.lower()
+    image, source = loaded.image, job.payload
+    if config.resize_to_source:
+        with Image.open(io.BytesIO(source)) as header:
+            size = upright_size(header)
+        if image.size != size:
+            image = image.resize(size, Image.LANCZOS)
+    encoding = encoding_of(source, config.save_format)
+    return encode(image, source, encoding, config.save_format), encoding[0]
+
+
+def _row(job: Job, uri: str, loaded: LoadedImage, data: bytes, config: OpenAIImagesConfig,
+         usage: dict | None = None) -> dict:
+    """The manifest row of the file `data` (decoded: `loaded`): `config.params()`, with `usage` and the size of a
+    downscaled upload (`upload`) where there are."""
+    params = config.params()
+    if config.mode != "generate":
+        with Image.open(io.BytesIO(job.payload)) as header:
+            if (sent := upload_size(upright_size(header), config)) is not None:
+                params["upload"] = f"{sent[0]}x{sent[1]}"
     return manifest_row(
         uri=uri, source_uri=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
-        params={**config.params(), **({"usage": usage} if usage else {})},
-        width=loaded.width, height=loaded.height, format=loaded.format, data=loaded.data,
+        params={**params, **({"usage": usage} if usage else {})},
+        width=loaded.width, height=loaded.height, format=loaded.format, data=data,
     )
 
 
@@ -74,7 +104,8 @@ class Made:
             if (row := self.rows.get(uri)) and row.get("pair_id") == job.source_sha256:
                 return {**row, "source_uri": path_text(job.source)}
             try:
-                return _row(job, uri, load_image(storage.read_bytes(uri)), config)
+                data = storage.read_bytes(uri)
+                return _row(job, uri, load_image(data, keep_bytes=False), data, config)
             except ImageLoadError as exc:
                 log.warning("making %s again: the existing file is unreadable (%s)", uri, exc)
         return None

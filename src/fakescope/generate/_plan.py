@@ -14,8 +14,8 @@ from fakescope.generate.manifest import output_name, source_stem
 from fakescope.generate.openai_images import MODES, OpenAIImagesConfig
 from fakescope.io import storage
 
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
-"""File extensions of the images the Images API answers with."""
+OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
+"""File extensions of the saved images: the API's answers' (png, jpeg, webp), and `jpg` of a JPEG source's."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfi
 from fakescope.io.inputs import path_text
 
 OPTIONS = {"mode": "--mode", "model": "--model", "size": "--size", "quality": "--quality", "prompt": "--prompt",
-           "mask": "--mask", "input_fidelity": "--input-fidelity"}
+           "mask": "--mask", "input_fidelity": "--input-fidelity", "format": "--format", "resize": "--resize-to-source"}
 """The settings that make a job's key, by the `generate openai` option that sets each."""
 
 
@@ -70,6 +70,10 @@ def _settings(record: JobRecord) -> dict | None:
 
 
 def _option(key: str, value: object) -> str:
+    if key == "format":  # recorded only as `source`: none is `png`, what earlier versions saved
+        return f"--format {value or 'png'}"
+    if key == "resize":
+        return OPTIONS[key] if value else f"no {OPTIONS[key]}"
     if value is None or (key == "prompt" and value == VARIATION_PROMPT):
         return f"no {OPTIONS[key]}"
     return f"{OPTIONS[key]} {shlex.quote(str(value))}"

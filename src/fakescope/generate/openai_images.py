@@ -22,6 +22,17 @@ API reports it, goes into the ledger and the manifest's params.
 Edits change only what their mask marks (transparent pixels): by default a centred box of half the
 image's width and height, so the rest of the ai image is the real photo's (a local edit, as
 inpainting tools make); `mask="full"` lets the whole image change, and a PNG file gives its own mask.
+
+How an image is saved (`fakescope.generate._outputs`): under `output_format="source"` (the default for image
+sources) like its source, as `fakescope.generate._encoding` saves a local generator's (a JPEG source's as a JPEG with
+its quantization tables and subsampling, ...), so the file format tells nothing; the API's own PNG is not kept.
+`png` keeps the API's answer byte for byte (what earlier versions saved). The API is always asked for a PNG, never
+its `output_format` jpeg or webp: the only lossy compression of a saved image is then the source's, as a real photo
+has it once; a lossy answer re-encoded like its source would be compressed twice, a trace reals lack.
+`resize_to_source` resizes the image to its source's size (Lanczos), so the size tells nothing either.
+
+A source over `MAX_UPLOAD_PIXELS` (whose PNG could pass the API's upload limit) is sent downscaled, keeping its
+aspect (Lanczos), and its manifest row's params record the size sent (`upload`).
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from typing import Any
 from PIL import Image
 
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
+from fakescope.generate._encoding import SAVE_FORMATS
 from fakescope.generate.openai_models import (
     DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MODELS, check_options, family, retirement,
 )
@@ -58,6 +70,10 @@ ACCOUNT_EXHAUSTED = ("insufficient_quota", "billing_hard_limit_reached")
 """Error codes (429 and 400) that refuse every request until the account is topped up: they stop a run."""
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 """The most an image URL the API answers may download."""
+MAX_UPLOAD_PIXELS = 16_000_000
+"""The most pixels a GPT image model's upload has: a source over it is sent downscaled, as its RGB PNG (at most 3 bytes
+a pixel and a little) could pass the API's 50 MB upload limit. dall-e-2's uploads are cut to `size` (at most 1024x1024,
+under its 4 MB limit)."""
 VARIATION_PROMPT = (
     "A new photograph of the same kind as this one: a different person or scene, in the same style, framing, "
     "lighting and image quality, as if taken with the same camera. Do not copy or retouch this image."
@@ -117,6 +133,9 @@ class OpenAIImagesConfig:
         input_fidelity: `high` or `low`: how closely an edit (a GPT image model's variation included) keeps the input's
             style and features, faces above all; None: the model's default (`low`). gpt-image-1.5 takes both,
             gpt-image-1-mini `low`, gpt-image-2 neither; models the API reference is silent on are not checked.
+        output_format: `source` (each image saved like its source) or `png` (the API's PNG, unchanged); None: `source`,
+            `png` in `generate` mode (no source to follow, and `source` is refused there). See the module.
+        resize_to_source: Resize each image to its source's size (Lanczos; not in `generate` mode).
     """
 
     mode: str = "variation"
@@ -129,6 +148,8 @@ class OpenAIImagesConfig:
     response_format: str | None = None
     price_per_image: float | None = None
     input_fidelity: str | None = None
+    output_format: str | None = None
+    resize_to_source: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -157,6 +178,16 @@ class OpenAIImagesConfig:
             raise ConfigError("response_format must be b64_json or url")
         if self.response_format == "url" and not self.legacy:  # b64_json: what it answers anyway (old job records say so)
             raise ConfigError(f"response_format url is for dall-e models; {self.model} always answers base64")
+        if self.output_format not in (None, *SAVE_FORMATS):
+            raise ConfigError(f"output format {self.output_format!r}: use {' or '.join(SAVE_FORMATS)}")
+        if self.mode == "generate" and (self.output_format == "source" or self.resize_to_source):
+            raise ConfigError("generate mode has no source image to follow: --format source and --resize-to-source are "
+                              "for edit and variation (its images are saved as the API answers them)")
+
+    @property
+    def save_format(self) -> str:
+        """`output_format`, or its default: `source`, `png` in `generate` mode."""
+        return self.output_format or ("png" if self.mode == "generate" else "source")
 
     @property
     def legacy(self) -> bool:
@@ -179,7 +210,9 @@ class OpenAIImagesConfig:
         """The parameters that determine the output: recorded in the manifest and hashed into job keys.
 
         An edit's mask is `center`, `full` or `png:` and the first 16 hex digits of the mask file's sha256;
-        a variation made as an edit records `"via": "edit"` and the prompt it sends; `input_fidelity` only where set.
+        a variation made as an edit records `"via": "edit"` and the prompt it sends; `input_fidelity` only where set;
+        `"format": "source"` and `"resize": "source"` only under those settings (so `png`, what earlier versions saved,
+        keeps their job keys).
         """
         params = {"mode": self.mode, "size": self.size, "quality": self.resolved_quality, "prompt": self.edit_prompt}
         if self.mode == "variation" and not self.legacy:
@@ -188,6 +221,10 @@ class OpenAIImagesConfig:
             params["mask"] = self.mask if self.mask in MASKS else f"png:{self._mask_sha256[:16]}"
         if self.input_fidelity is not None:  # absent otherwise, so earlier runs' job keys still match
             params["input_fidelity"] = self.input_fidelity
+        if self.save_format == "source":
+            params["format"] = "source"
+        if self.resize_to_source:
+            params["resize"] = "source"
         return params
 
     @cached_property
@@ -296,13 +333,26 @@ def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | 
     return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout, http_client=OnceClient())
 
 
+def upload_size(size: tuple[int, int], config: OpenAIImagesConfig) -> tuple[int, int] | None:
+    """The size a GPT image model's upload of an upright image of `size` is downscaled to (aspect kept), or None where
+    it is sent at its own size (at most `MAX_UPLOAD_PIXELS`; dall-e-2's uploads are cut to `size` instead)."""
+    width, height = size
+    if config.model == "dall-e-2" or width * height <= MAX_UPLOAD_PIXELS:
+        return None
+    scale = (MAX_UPLOAD_PIXELS / (width * height)) ** 0.5
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
 def prepare_upload(data: bytes, config: OpenAIImagesConfig) -> tuple[str, bytes, str]:
     """Turn a source image into the `(filename, bytes, mime)` the API accepts.
 
     dall-e-2 wants a square PNG under 4 MB: the image is centre-cropped to a square and
-    resized to the requested size. Other models take the image as a PNG at its own size.
+    resized to the requested size. Other models take the image as a PNG at its own size, downscaled (Lanczos, aspect
+    kept) to `upload_size` where it has over `MAX_UPLOAD_PIXELS`.
     """
     image = load_image(data).image
+    if (smaller := upload_size(image.size, config)) is not None:
+        image = image.resize(smaller, Image.LANCZOS)
     if config.model == "dall-e-2":
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2

@@ -94,10 +94,10 @@ def add_generation_routes(app: FastAPI, config: ServeConfig) -> None:
 
     @app.get("/v1/jobs/{job_id}/outputs/{index}", tags=["generate"], summary="One generated image", dependencies=SECURED,
              response_class=Response,
-             responses=answers({"content": {"image/*": BINARY}}, "the image, as the Images API made it", 404, 422,
+             responses=answers({"content": {"image/*": BINARY}}, "the image, saved like the upload", 404, 422,
                                e404="unknown job, no such output, or its file is gone", e422="index: not a whole number"))
     def job_output(request: Request, job_id: str, index: int) -> Response:
-        """One generated image, as the API returned it."""
+        """One generated image, saved like the upload (JPEG for a JPEG upload, ...)."""
         outputs = _job(request, job_id).outputs
         if not 0 <= index < len(outputs):
             raise HTTPException(404, f"job {job_id} has no output {index}")

@@ -1,0 +1,136 @@
+"""How `generate openai` saves the API's images (like their photos, resized, or as answered) and what it uploads,
+with the real `openai` client against the loopback Images API server."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fakescope.cli import app
+from fakescope.errors import ConfigError
+from fakescope.generate.openai_images import MAX_UPLOAD_PIXELS, OpenAIImagesConfig, make_client
+from fakescope.generate.runner import run_openai
+
+sys.path.insert(0, str(Path(__file__).parent))
+from openai_server import ImagesAPIServer  # noqa: E402
+
+API_KEY = "sk-test-key-not-a-secret"
+
+
+@pytest.fixture
+def server(monkeypatch):
+    api = ImagesAPIServer(api_key=API_KEY).start()
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A 4:2:2 JPEG at quality 60, a palette PNG with a transparent entry, an RGBA PNG."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (96, 64), (200, 90, 40)).save(folder / "a.jpg", quality=60, subsampling=1)
+    palette = Image.new("P", (40, 36), 1)
+    palette.putpalette([0, 0, 0, 250, 10, 10, 10, 250, 10] + [0] * 759)
+    palette.paste(0, (0, 0, 10, 10))
+    palette.save(folder / "b.png", transparency=0)
+    rgba = Image.new("RGBA", (50, 70), (10, 20, 200, 255))
+    rgba.paste((10, 20, 200, 0), (0, 0, 25, 70))
+    rgba.save(folder / "c.png")
+    return folder
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    return {Path(row["source_uri"]).name: {**row, "params": json.loads(row["params"])} for row in manifest.to_dict("records")}
+
+
+def test_each_image_is_saved_like_its_photo_by_default(server, photos, tmp_path):
+    out = tmp_path / "fakes"
+    report = run_openai(str(photos), str(out), OpenAIImagesConfig(size="1024x1024"), client=make_client(max_retries=0))
+    assert (report.done, report.failed) == (3, 0)
+    rows = _rows(out)
+    assert {name: (row["format"], row["width"], row["height"]) for name, row in rows.items()} == {
+        "a.jpg": ("JPEG", 1024, 1024), "b.png": ("PNG", 1024, 1024), "c.png": ("PNG", 1024, 1024)}
+    assert all(row["params"]["format"] == "source" and "resize" not in row["params"] for row in rows.values())
+    with Image.open(photos / "a.jpg") as real, Image.open(rows["a.jpg"]["uri"]) as fake:
+        assert rows["a.jpg"]["uri"].endswith(".jpg") and fake.quantization == real.quantization
+        assert fake.layer == real.layer  # the same chroma subsampling (4:2:2)
+    with Image.open(rows["b.png"]["uri"]) as fake:  # the photo's palette, its transparent entry scaled to the image
+        assert fake.mode == "P" and fake.info["transparency"] == 0 and fake.getpixel((0, 0)) == 0
+        assert fake.getpixel((1023, 1023)) != 0
+    with Image.open(rows["c.png"]["uri"]) as fake:  # the photo's alpha, scaled: its left half transparent
+        assert fake.mode == "RGBA" and fake.getpixel((10, 500))[3] == 0 and fake.getpixel((1000, 500))[3] == 255
+
+
+def test_resize_to_source_gives_each_image_its_photos_size(server, photos, tmp_path):
+    out = tmp_path / "fakes"
+    config = OpenAIImagesConfig(size="1024x1024", resize_to_source=True)
+    assert run_openai(str(photos), str(out), config, client=make_client(max_retries=0)).done == 3
+    rows = _rows(out)
+    assert {name: (row["width"], row["height"]) for name, row in rows.items()} == {
+        "a.jpg": (96, 64), "b.png": (40, 36), "c.png": (50, 70)}
+    assert all(row["params"]["resize"] == "source" for row in rows.values())
+    png = run_openai(str(photos / "a.jpg"), str(tmp_path / "png"), OpenAIImagesConfig(output_format="png",
+                     resize_to_source=True), client=make_client(max_retries=0))
+    [row] = _rows(tmp_path / "png").values()
+    assert png.done == 1 and (row["format"], row["width"], row["height"]) == ("PNG", 96, 64)
+
+
+def test_png_keeps_the_apis_answer_byte_for_byte_and_generate_mode_only_that(server, photos, tmp_path):
+    out = tmp_path / "fakes"
+    report = run_openai(str(photos / "a.jpg"), str(out), OpenAIImagesConfig(output_format="png"),
+                        client=make_client(max_retries=0))
+    [row] = _rows(out).values()
+    assert report.done == 1 and (row["format"], row["width"]) == ("PNG", 1024)
+    assert "format" not in row["params"]  # as earlier versions recorded it: their job keys still match
+    answer = Image.new("RGB", (1024, 1024), (37, 91, 128))  # the server's first answer, as it encodes it
+    answer.putpixel((0, 0), (1, 0, 7))
+    buffer = io.BytesIO()
+    answer.save(buffer, format="PNG")
+    assert Path(row["uri"]).read_bytes() == buffer.getvalue()
+    assert "output_format" not in server.requests[0]  # always a PNG answer: nothing lossy before the photo's encoding
+    with pytest.raises(ConfigError, match="^generate mode has no source image to follow: --format source and "):
+        OpenAIImagesConfig(mode="generate", output_format="source")
+    with pytest.raises(ConfigError, match="^generate mode has no source image to follow"):
+        OpenAIImagesConfig(mode="generate", resize_to_source=True)
+    assert OpenAIImagesConfig(mode="generate").save_format == "png"
+
+
+def test_a_rerun_into_an_out_made_as_png_is_refused_without_the_same_format(server, photos, tmp_path):
+    out = tmp_path / "fakes"
+    first = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--format", "png"])
+    assert first.exit_code == 0, first.output
+    rerun = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out)])
+    assert rerun.exit_code == 2 and server.billable == 3
+    assert rerun.output.startswith(f"error: the ledger of this --out paid for {photos / 'a.jpg'} (and 2 more source(s)) "
+                                   "with --format png; this run has --format source: pass the same options")
+    resized = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--format", "png",
+                                       "--resize-to-source"])
+    assert resized.exit_code == 2 and "with no --resize-to-source; this run has --resize-to-source:" in resized.output
+    again = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--format", "png"])
+    assert again.exit_code == 0 and "already done 3" in again.output and server.billable == 3
+
+
+def test_a_photo_over_the_upload_limit_is_sent_downscaled_and_its_row_says_so(server, tmp_path):
+    photo = tmp_path / "big.jpg"
+    Image.new("RGB", (4200, 4000), "olive").save(photo, quality=50)  # 16.8 megapixels
+    out = tmp_path / "fakes"
+    report = run_openai(str(photo), str(out), OpenAIImagesConfig(resize_to_source=True), client=make_client(max_retries=0))
+    sent = server.requests[0]["image"]
+    assert report.done == 1 and sent[0] * sent[1] <= MAX_UPLOAD_PIXELS and abs(sent[0] / sent[1] - 1.05) < 0.01
+    [row] = _rows(out).values()
+    assert row["params"]["upload"] == f"{sent[0]}x{sent[1]}" and (row["width"], row["height"]) == (4200, 4000)
+    Image.new("RGB", (2000, 1500), "olive").save(photo, quality=50)
+    whole = run_openai(str(photo), str(tmp_path / "again"), OpenAIImagesConfig(), client=make_client(max_retries=0))
+    assert whole.done == 1 and server.requests[1]["image"] == (2000, 1500)
+    assert "upload" not in next(iter(_rows(tmp_path / "again").values()))["params"]
