@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import struct
@@ -982,19 +983,43 @@ def test_an_answer_that_times_out_or_breaks_off_is_not_resent_and_a_rerun_follow
     assert (again.unresolved, again.done, server.billable) == (0, 1, 2)
 
 
-def test_retry_after_is_honoured_up_to_two_minutes_and_a_longer_one_fails_the_job_unpaid(server, photos, tmp_path):
+def test_retry_after_is_honoured_up_to_two_minutes_and_a_longer_one_pauses_the_run_or_stops_it_unpaid(
+        server, photos, tmp_path, caplog):
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     server.faults = ["retry-after=1"]
     started = time.monotonic()
     waited = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "a"), config, client=make_client(max_retries=1))
     assert (waited.done, server.billable) == (1, 1) and time.monotonic() - started >= 1.0
-    server.faults = ["retry-after=3600"]
-    refused = run_openai(str(photos), str(tmp_path / "b"), config, concurrency=1, client=make_client(max_retries=4))
-    assert (refused.done, refused.failed, refused.spent) == (2, 1, 2 * 0.016)  # not retried, the run goes on
-    assert (server.counts[("variations", 429)], server.billable) == (2, 3)
-    with Ledger(tmp_path / "b" / LEDGER_NAME) as ledger:
+    server.faults = ["retry-after=1"]  # the client's retries spent: the run pauses, then sends that job again
+    started = time.monotonic()
+    paused = run_openai(str(photos), str(tmp_path / "b"), config, concurrency=2, client=make_client(max_retries=0))
+    assert (paused.done, paused.failed, paused.stopped, server.billable) == (3, 0, None, 4)
+    assert time.monotonic() - started >= 1.0 and "waiting 1 s, rate limited (429, Retry-After); 2 job(s) wait" in caplog.text
+    server.faults = ["retry-after=3600"]  # past the client's 120 s and the run's --max-wait: it stops at once
+    stopped = run_openai(str(photos), str(tmp_path / "c"), config, concurrency=1, client=make_client(max_retries=4))
+    assert (stopped.done, stopped.failed, stopped.spent, server.billable) == (0, 0, 0, 4)
+    assert re.fullmatch(r"rate limited: the API asks to wait 3600 s, past --max-wait 900 s \(waited 0 s\); rerun the "
+                        r"same command after \d{4}-\d\d-\d\d \d\d:\d\d \S+ to resume", stopped.stopped)
+    with Ledger(tmp_path / "c" / LEDGER_NAME) as ledger:
         [failed] = ledger.jobs("failed")
-    assert failed.cost == 0 and failed.error.startswith("RateLimitError: Error code: 429")
+    assert failed.cost == 0 and failed.error == "RateLimitError: Retry-After 3600 s (unpaid)"
+    resumed = run_openai(str(photos), str(tmp_path / "c"), config, concurrency=1, client=make_client(max_retries=4),
+                         retry_interrupted=False)  # it was never made: sent again even at most once
+    assert (resumed.done, resumed.unresolved, server.billable) == (3, 0, 7)
+    server.faults = ["retry-after=1", "retry-after=1"]  # the pauses add up: 2 s is past max_wait
+    capped = run_openai(str(photos), str(tmp_path / "d"), config, concurrency=1, client=make_client(max_retries=0),
+                        max_wait=1.5)
+    assert capped.done == 0 and capped.stopped.startswith("rate limited: the API asks to wait 1 s, past --max-wait 2 s "
+                                                          "(waited 1 s)")
+
+
+def test_a_run_stopped_by_a_rate_limit_says_when_to_rerun_and_exits_1(server, photos, tmp_path):
+    server.faults = ["retry-after=7200"]
+    result = CliRunner().invoke(app, ["generate", "openai", str(photos / "photo1.png"), "--out", str(tmp_path / "out"),
+                                      "--model", "dall-e-2", "--size", "256x256", "--max-wait", "60"])
+    assert result.exit_code == 1 and server.billable == 0
+    assert re.search(r", stopped: rate limited: the API asks to wait 7200 s, past --max-wait 60 s \(waited 0 s\); rerun "
+                     r"the same command after .+ to resume\n$", result.output)
 
 
 def test_a_content_policy_refusal_fails_its_image_in_one_line_unpaid_and_the_run_goes_on(server, photos, tmp_path):

@@ -99,8 +99,9 @@ def openai(
     ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger, this machine's record of what was paid (default: inside --out; for an s3:// or gdrive:// --out in $FAKESCOPE_CACHE/ledgers, else $XDG_CACHE_HOME/fakescope/ledgers, else ~/.cache/fakescope/ledgers).")] = None,
     new_settings: Annotated[bool, typer.Option("--new-settings", help="Pay for images of photos (or prompts) this --out's ledger paid for under other options (--mode, --model, --size, --quality, --prompt, --mask, --input-fidelity, --format, --resize-to-source): a second set beside the first. Without it such a run, as a rerun that left out an option, is refused in one line naming the options that differ.")] = False,
     at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
-    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx and on connection errors before an answer, waiting as Retry-After says up to 120 s (longer: the job fails, unpaid); an answer that times out or breaks off may be billed: never resent in the run.")] = 4,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx and on connection errors before an answer, waiting as Retry-After says up to 120 s (longer: the run pauses, see --max-wait); an answer that times out or breaks off may be billed: never resent in the run.")] = 4,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for a byte of an answer; one that takes longer may still be made and billed, and is not resent in the run: raise it for slow, large or high-quality images.")] = 300.0,
+    max_wait: Annotated[float, typer.Option("--max-wait", min=0, help="Seconds the run may pause in all for rate limits (a 429 whose Retry-After the client does not wait for: over 120 s, or once --max-retries are spent): it prints 'waiting N s, rate limited', then sends those jobs (unpaid) again; a longer wait stops it in one line saying when to rerun (exit 1).")] = 900.0,
     save_format: Annotated[SaveFormat | None, typer.Option("--format", help=(
         "source (default for edit and variation): each image saved like its photo, as generate taef2 saves them (a "
         "JPEG photo's as a JPEG with its quantization tables and subsampling, a WebP's as WebP, any other as PNG; its "
@@ -122,8 +123,8 @@ def openai(
     twice; one before the plan is printed stops at once, saying nothing was sent.
 
     Exit status: 0 when no job failed (a budget stop included), 1 when some failed (recorded in the ledger; a re-run
-    retries them) or --at-most-once left some unresolved, 2 on usage errors or an unreachable --out, 130 on Ctrl-C,
-    143 on SIGTERM.
+    retries them), --at-most-once left some unresolved or a rate limit outlasted --max-wait, 2 on usage errors or an
+    unreachable --out, 130 on Ctrl-C, 143 on SIGTERM.
     """
     with sigterm_as_interrupt() as stop, clean_errors():
         from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
@@ -142,7 +143,7 @@ def openai(
                 src, out, config, ledger=ledger, concurrency=concurrency, max_images=cap, max_spend=max_spend,
                 max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
                 manifest_name=manifest, client=make_client(max_retries=max_retries, timeout=timeout),
-                confirm=_confirm(config, max_images, limited, planned), new_settings=new_settings,
+                confirm=_confirm(config, max_images, limited, planned), new_settings=new_settings, max_wait=max_wait,
             )
         except KeyboardInterrupt:  # one the request loop did not catch: before it, or a second one while it drained
             typer.echo("stopped before sending any request: nothing was made or paid for" if not planned
@@ -155,7 +156,8 @@ def openai(
                        "unknown; a rerun resends them, unless --at-most-once", err=True)
     if report.stopped == "interrupted":
         raise typer.Exit(stop.exit_code)
-    raise typer.Exit(1 if report.failed or report.unresolved else 0)
+    rate_limited = (report.stopped or "").startswith("rate limited")
+    raise typer.Exit(1 if report.failed or report.unresolved or rate_limited else 0)
 
 
 def _confirm(config: OpenAIImagesConfig, max_images: int | None, limited: bool,

@@ -1,12 +1,22 @@
-"""The request loop of a paid run: each job settled without a request where it can be, else sent and recorded."""
+"""The request loop of a paid run: each job settled without a request where it can be, else sent and recorded.
+
+A 429 with a `Retry-After` the client did not wait for (over its 120 s, or its retries spent) pauses the run: no
+request is sent until the longest `Retry-After` given has passed, then its jobs (unpaid) are sent again. Once the
+pauses would add up to more than `max_wait` seconds the run stops instead, its jobs recorded as failed (unpaid), for a
+rerun to send. A 429 without one fails its job, unpaid, as other errors do.
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+import openai
 
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.generate._budget import Budget, RunReport, count_tokens
@@ -28,7 +38,8 @@ class Run:
     where it can be (done before, spooled, or made elsewhere), else sent, at most `concurrency` in flight."""
 
     def __init__(self, client, out: str, config: OpenAIImagesConfig, book: Ledger, lease: Lease, report: RunReport,
-                 budget: Budget, *, concurrency: int, retry_interrupted: bool, manifest_name: str, manifest_every: float):
+                 budget: Budget, *, concurrency: int, retry_interrupted: bool, manifest_name: str, manifest_every: float,
+                 max_wait: float):
         self.client, self.out, self.config, self.book, self.lease = client, out, config, book, lease
         self.report, self.budget, self.price = report, budget, budget.price
         self.recorded = budget.price if budget.priced else None
@@ -45,13 +56,18 @@ class Run:
         self.in_flight: dict[Future, Job] = {}
         self.flush_at, self.flushed = time.monotonic() + manifest_every, 0
         """When the manifest is next written while images are made, and how many were done at its last write."""
+        self.max_wait, self.waited, self.retry_after = max_wait, 0.0, 0.0
+        """The most seconds the run pauses for rate limits in all, how long it has, and the pause now asked for."""
+        self.limited: deque[Job] = deque()
+        """Jobs answered 429 (unpaid), to send again after the pause."""
 
     def run(self, sources: Iterator[tuple[str, str, str, bytes | str]]) -> None:
         """Settle or send every job of `sources` until a limit stops it; Ctrl-C finishes the requests in flight.
         The manifest is written at the end whatever happened."""
         executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fakescope-openai")
         try:
-            for job in jobs(sources, self.config, self.book):
+            queue = jobs(sources, self.config, self.book)
+            while (job := self._next(queue)) is not None:
                 if self._settled_unpaid(job):
                     continue
                 if self.budget.exceeded(self.report, len(self.in_flight)):
@@ -68,6 +84,36 @@ class Run:
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
             self._write_manifest()  # one that cannot be written still lets go (in `run_openai`)
+
+    def _next(self, queue: Iterator[Job]) -> Job | None:
+        """The next job to settle or send: a rate-limited one after its pause, else `queue`'s; None when there is none
+        left, or the rate limit stopped the run (`report.stopped`)."""
+        while True:
+            if self.retry_after:
+                self._drain()  # the requests in flight may be rate limited too
+                if not self._pause():
+                    return None
+            if self.limited:
+                return self.limited.popleft()
+            if (job := next(queue, None)) is not None:
+                return job
+            self._drain()
+            if not (self.retry_after or self.limited):
+                return None
+
+    def _pause(self) -> bool:
+        """Wait out the rate limit, saying so in one line; False (the run stopped) where that passes `max_wait`."""
+        seconds, self.retry_after = self.retry_after, 0.0
+        if self.waited + seconds > self.max_wait:
+            resume = datetime.datetime.now().astimezone() + datetime.timedelta(seconds=seconds)
+            self.report.stopped = (f"rate limited: the API asks to wait {seconds:.0f} s, past --max-wait "
+                                   f"{self.max_wait:.0f} s (waited {self.waited:.0f} s); rerun the same command after "
+                                   f"{resume:%Y-%m-%d %H:%M %Z} to resume")
+            return False
+        log.warning("waiting %.0f s, rate limited (429, Retry-After); %d job(s) wait to be sent", seconds, len(self.limited))
+        time.sleep(seconds)
+        self.waited += seconds
+        return True
 
     def _settled_unpaid(self, job: Job) -> bool:
         """Settle `job` without a request where none is needed or wanted; False where it is to be sent."""
@@ -108,9 +154,13 @@ class Run:
         count_tokens(self.report, row)
 
     def _send(self, executor: ThreadPoolExecutor, job: Job) -> None:
-        """Send `job` once a slot is free (the manifest written when due, the lease checked first)."""
+        """Send `job` once a slot is free (the manifest written when due, the lease checked first); where a rate limit
+        came meanwhile, it waits with the rate-limited jobs instead."""
         while len(self.in_flight) >= self.concurrency:
             self._settle()
+        if self.retry_after:
+            self.limited.append(job)
+            return
         made = self.report.done + self.report.recovered
         if time.monotonic() >= self.flush_at and made > self.flushed:
             self._write_manifest()
@@ -144,6 +194,15 @@ class Run:
             raise
         except LostImageError as exc:  # billed all the same: it counts against the budgets
             self._fail(job, exc, billed=True)
+            return None
+        except openai.RateLimitError as exc:  # not made: sent again after the pause (a rerun sends it if the run stops)
+            seconds = self.client._parse_retry_after_header(exc.response.headers)  # the parser the client retries by
+            if seconds is None or seconds <= 0:
+                self._fail(job, exc)
+                return None
+            self.book.mark_failed(job.key, f"RateLimitError: Retry-After {seconds:.0f} s (unpaid)")
+            self.retry_after = max(self.retry_after, seconds)
+            self.limited.append(job)
             return None
         except AnswerLost as exc:  # left in flight, as a crash leaves it: a rerun resends it unless at most once
             self.report.unresolved += 1

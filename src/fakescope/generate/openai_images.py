@@ -313,9 +313,9 @@ def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | 
 
     The client itself retries 429, 408, 409, 5xx and connection errors with exponential
     backoff (0.5 s doubling to 8 s, up to 25 % jitter) and honours `Retry-After` up to 120 s
-    (a longer one is not retried: the job fails, a rerun sends it); the runner adds no retries of
-    its own, so nothing is retried twice. An answer that times out (`timeout` seconds without a
-    byte) or breaks off is not resent: it may have been billed (`AnswerLost`, `_client`).
+    (a longer one is not retried: the run pauses for it, `fakescope.generate._loop`, and sends the job
+    again); the runner adds no other retries, so nothing is retried twice. An answer that times out (`timeout` seconds
+    without a byte) or breaks off is not resent: it may have been billed (`AnswerLost`, `_client`).
 
     Raises:
         ConfigError: no API key is configured.

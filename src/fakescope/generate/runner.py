@@ -39,7 +39,9 @@ if TYPE_CHECKING:  # annotations only: no import cost
 log = logging.getLogger(__name__)
 
 LEDGER_NAME = ".fakescope-ledger.sqlite"
-__all__ = ["LEDGER_NAME", "RunReport", "default_ledger_path", "planned", "run_openai"]
+MAX_WAIT = 900.0
+"""The most seconds a run pauses for rate limits by default (`run_openai`'s `max_wait`)."""
+__all__ = ["LEDGER_NAME", "MAX_WAIT", "RunReport", "default_ledger_path", "planned", "run_openai"]
 
 
 def default_ledger_path(out: str) -> Path:
@@ -74,6 +76,7 @@ def run_openai(
     client: OpenAI | None = None,
     confirm: Callable[[int, int, int], None] | None = None,
     new_settings: bool = False,
+    max_wait: float = MAX_WAIT,
 ) -> RunReport:
     """Make `config.n` images per source with the OpenAI Images API, resumably.
 
@@ -116,6 +119,9 @@ def run_openai(
             be, is refused before `confirm` is called, naming the options that differ (checked on every source: an image
             known by its URI, or the first one's sha256, a prompt by its text; listing `src` once more where the ledger
             paid for any).
+        max_wait: The most seconds the run pauses, in all, for rate limits (a 429 with a `Retry-After` the client did
+            not wait for: over 120 s, or once its retries are spent); a longer wait stops it (`stopped` says when to
+            rerun), its rate-limited jobs recorded as failed, unpaid (`fakescope.generate._loop`).
 
     Returns:
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
@@ -155,7 +161,8 @@ def run_openai(
         lease.acquire()
         book = held.enter_context(Ledger(report.ledger, claim=True))
         run = Run(client, out, config, book, lease, report, budget, concurrency=concurrency,
-                   retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every)
+                   retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every,
+                   max_wait=max_wait)
         run.run(itertools.chain([first], sources))
     if report.missing:
         log.warning("%d image(s) the ledger records as made were no longer in %s: they are made (and paid for) again",
