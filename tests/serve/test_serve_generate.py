@@ -52,13 +52,13 @@ def test_generate_job_makes_and_scores_variations(server, auth, images_api, phot
     assert [o["index"] for o in job["outputs"]] == [0, 1]
     Job.model_validate(answer.json())  # as /openapi.json describes it, key for key
     Job.model_validate(job)
-    for output in job["outputs"]:
-        assert (output["detection"]["width"], output["detection"]["format"]) == (256, "PNG")
+    for output in job["outputs"]:  # saved like the JPEG upload, not as the API's PNG
+        assert (output["detection"]["width"], output["detection"]["format"]) == (256, "JPEG")
         assert 0.0 <= output["detection"]["score"] <= 1.0
-        assert output["detection"]["path"].startswith("my_cat_") and output["detection"]["path"].endswith(".png")
+        assert output["detection"]["path"].startswith("my_cat_") and output["detection"]["path"].endswith(".jpg")
     assert job["created"] <= job["finished"]
     picture = httpx.get(server.url + job["outputs"][1]["image"], headers=auth)
-    assert picture.headers["content-type"] == "image/png" and Image.open(io.BytesIO(picture.content)).size == (256, 256)
+    assert picture.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(picture.content)).size == (256, 256)
 
 
 def test_generate_without_a_key_is_422(server, auth, images_api, photo_bytes):
