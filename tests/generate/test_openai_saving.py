@@ -119,6 +119,14 @@ def test_a_rerun_into_an_out_made_as_png_is_refused_without_the_same_format(serv
     assert resized.exit_code == 2 and "with no --resize-to-source; this run has --resize-to-source:" in resized.output
     again = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--format", "png"])
     assert again.exit_code == 0 and "already done 3" in again.output and server.billable == 3
+    (out / ".fakescope-ledger.sqlite").unlink()  # as on another machine: known by the images' names
+    elsewhere = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out)])
+    assert elsewhere.exit_code == 2 and server.billable == 3
+    assert elsewhere.output == (f"error: {out} holds images made with these options and --format png, no "
+                                "--resize-to-source (as versions before --format saved them): pass --format png to resume "
+                                "that run, --new-settings to make this set beside it, or use another --out\n")
+    beside = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--new-settings"])
+    assert beside.exit_code == 0 and server.billable == 6 and len(list(out.glob("a-*.jpg"))) == 1
 
 
 def test_a_photo_over_the_upload_limit_is_sent_downscaled_and_its_row_says_so(server, tmp_path):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fakescope.errors import ConfigError
+from fakescope.generate._plan import files_in, output_names
 from fakescope.generate.ledger import JobRecord, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig
 from fakescope.io.inputs import path_text
@@ -61,6 +63,23 @@ def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: S
     raise ConfigError(f"the ledger of this --out paid for {last.source}{more} with {differs}: pass "
                       "the same options to resume that run, --new-settings to pay for a second set beside it, or use "
                       "another --out")
+
+
+def check_earlier_format(out: str, config: OpenAIImagesConfig) -> None:
+    """Refuse a run whose images `out` holds already saved as earlier versions saved them (the API's PNG, at its size),
+    named by the same options otherwise: found by their names, so without a ledger too (another machine, a wiped cache).
+
+    Raises:
+        ConfigError: in one line, naming the options that would resume that run.
+    """
+    earlier = dataclasses.replace(config, output_format="png", resize_to_source=False)
+    if earlier.params_hash() == config.params_hash():
+        return
+    names = output_names(earlier)
+    if any(names.search(uri.rsplit("/", 1)[-1]) for uri in files_in(out)):
+        raise ConfigError(f"{out} holds images made with these options and --format png, no --resize-to-source (as "
+                          "versions before --format saved them): pass --format png to resume that run, --new-settings "
+                          "to make this set beside it, or use another --out")
 
 
 def _settings(record: JobRecord) -> dict | None:

@@ -24,7 +24,7 @@ from fakescope.errors import ConfigError
 from fakescope.generate._budget import Budget, RunReport
 from fakescope.generate._loop import Run
 from fakescope.generate._plan import planned, planned_sources
-from fakescope.generate._settings import check_settings, paid_jobs
+from fakescope.generate._settings import check_earlier_format, check_settings, paid_jobs
 from fakescope.generate._sources import read_sources
 from fakescope.generate.lease import LEASE_SECONDS, Lease
 from fakescope.generate.ledger import Ledger
@@ -118,7 +118,8 @@ def run_openai(
             second set beside the first). Without it such a run, as a rerun that left out an option (`--prompt`) would
             be, is refused before `confirm` is called, naming the options that differ (checked on every source: an image
             known by its URI, or the first one's sha256, a prompt by its text; listing `src` once more where the ledger
-            paid for any).
+            paid for any). Nor is a run into an `out` that holds images of these options saved as versions before
+            `output_format` saved them (`--format png`, not resized; known by their names, without a ledger too).
         max_wait: The most seconds the run pauses, in all, for rate limits (a 429 with a `Retry-After` the client did
             not wait for: over 120 s, or once its retries are spent); a longer wait stops it (`stopped` says when to
             rerun), its rate-limited jobs recorded as failed, unpaid (`fakescope.generate._loop`).
@@ -153,6 +154,8 @@ def run_openai(
     paid = [] if new_settings else paid_jobs(Path(report.ledger))
     listed = planned_sources(src, out, config, split) if paid or confirm is not None else []
     check_settings(paid, config, listed, [first[2]])
+    if not new_settings:
+        check_earlier_format(out, config)
     if confirm is not None:
         confirm(*planned(src, out, config, split, listed))
     lease = Lease(out, lease_seconds)
