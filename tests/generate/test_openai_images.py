@@ -1114,3 +1114,18 @@ def test_a_parameter_every_request_sends_refused_stops_the_run_at_once_naming_th
                                           r"Supported values are: .*; every request sends it alike: change it \(--size\)$"):
         run_openai(str(prompts), str(tmp_path / "out"), config, concurrency=1, client=make_client(max_retries=0))
     assert server.counts[("generations", 400)] == 1 and server.billable == 0
+
+
+def test_retry_after_is_read_in_milliseconds_seconds_or_as_an_http_date():
+    """The pause a 429 asks for, read as the openai client reads it (without its private parser)."""
+    import email.utils
+
+    import httpx2
+
+    from fakescope.generate._loop import retry_after
+
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert retry_after(httpx2.Headers({"retry-after-ms": "2500", "retry-after": "9"})) == 2.5
+    assert retry_after(httpx2.Headers({"retry-after": "150"})) == 150
+    assert 55 < retry_after(httpx2.Headers({"retry-after": in_a_minute})) <= 60
+    assert retry_after(httpx2.Headers({"retry-after": "soon"})) is None and retry_after(httpx2.Headers()) is None

@@ -9,6 +9,7 @@ rerun to send. A 429 without one fails its job, unpaid, as other errors do.
 from __future__ import annotations
 
 import datetime
+import email.utils
 import json
 import logging
 import time
@@ -196,7 +197,7 @@ class Run:
             self._fail(job, exc, billed=True)
             return None
         except openai.RateLimitError as exc:  # not made: sent again after the pause (a rerun sends it if the run stops)
-            seconds = self.client._parse_retry_after_header(exc.response.headers)  # the parser the client retries by
+            seconds = retry_after(exc.response.headers)
             if seconds is None or seconds <= 0:
                 self._fail(job, exc)
                 return None
@@ -267,3 +268,24 @@ def _spooled(book: Ledger, key: str) -> LoadedImage | None:
     except ImageLoadError:
         book.spool_path(key).unlink(missing_ok=True)
         return None
+
+
+def retry_after(headers) -> float | None:
+    """Seconds a 429 asks to wait, as the `openai` client reads them: `retry-after-ms`, else `Retry-After` in seconds
+    or as an HTTP date; None when neither says."""
+    try:
+        return float(headers.get("retry-after-ms", "")) / 1000
+    except ValueError:
+        pass
+    value = headers.get("retry-after") or ""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
