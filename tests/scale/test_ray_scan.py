@@ -178,8 +178,12 @@ def test_bundled_names_and_hub_references_reach_actors_as_given(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_a_local_ray_listens_on_loopback_only():
-    code = ("from fakescope.scale.ray_scan import _connect\n"
+@pytest.mark.parametrize("ray_first", [False, True], ids=["fakescope-first", "ray-imported-first"])
+def test_a_local_ray_listens_on_loopback_only(ray_first):
+    """Ray reads its loopback switch when first imported: a program that imported it before fakescope set the switch
+    had its 'loopback' Ray listen on the machine's interface address."""
+    code = ("import ray\n" if ray_first else "") + (
+            "from fakescope.scale.ray_scan import _connect\n"
             "assert _connect(None, 1, 100 * 2**20)\n"
             "import ray\n"
             "print(ray._private.worker._global_node.node_ip_address)\n"

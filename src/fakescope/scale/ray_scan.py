@@ -185,9 +185,14 @@ def _for_actors(name: str | os.PathLike | None, location: str) -> str | None:
 def _connect(address: str | None, cpus: int, object_store_memory: int | None, verbose: bool = False) -> bool:
     """Join `address` (default: Ray's `RAY_ADDRESS` variable), or start a local loopback Ray; return True
     when this call started it. Ray's INFO lines and the actors' output reach the console only when `verbose`."""
-    for key, value in LOOPBACK_ENV.items():  # read once, when ray is first imported
+    for key, value in LOOPBACK_ENV.items():  # for Ray's own processes, and for ray when first imported here
         os.environ.setdefault(key, value)
     import ray
+    from ray._private import ray_constants
+
+    # Ray reads its loopback switch once, at import: a program that imported ray before this call would start a
+    # "loopback" Ray on the machine's interface address. Apply the switch as it stands now (ray reads it per call).
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, True)
 
     address = address or os.environ.get("RAY_ADDRESS")  # ray.init would join it, refusing this local setup
     if ray.is_initialized():
