@@ -81,6 +81,17 @@ def test_export_int8_needs_calibration_images(tmp_path, args, error):
     assert not (tmp_path / "d.onnx").exists()
 
 
+@pytest.mark.parametrize("int8", [[], ["--int8", "--calibration", str(EXAMPLES)]], ids=["fp32", "int8"])
+@pytest.mark.parametrize("uri", ["s3://bucket/d.onnx", "https://user:pw@example.com/d.onnx?sig=1"])
+def test_export_to_a_uri_is_refused_not_written_to_a_local_folder_named_after_the_scheme(tmp_path, monkeypatch, int8, uri):
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["export", "--onnx", uri, *int8])
+    shown = uri.replace("user:pw@", "").split("?")[0]
+    assert done.exit_code == 2
+    assert done.output == f"error: {shown}: an ONNX export is written to a local file; give a path, then copy the file to storage\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_calibration_takes_a_manifests_train_and_val_rows_in_a_seeded_order(tmp_path):
     rows = [("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test"), ("d.jpg", "train"), ("e.jpg", "train")]
     (tmp_path / "m.csv").write_text("uri,label,split\n" + "".join(f"{u},real,{s}\n" for u, s in rows))

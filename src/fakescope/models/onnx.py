@@ -82,7 +82,7 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
         >>> export_onnx(load_model().network, "detector.onnx")           # doctest: +SKIP
         PosixPath('detector.onnx')
     """
-    path = Path(path)
+    path = onnx_target(path)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")  # created by the exporter: the umask's mode, not 0600
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +96,19 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def onnx_target(path: str | os.PathLike) -> Path:
+    """`path` as the local file an export is written to; a URI (s3://, gdrive://, https://) raises `ConfigError`.
+
+    `Path` would read `s3://b/x.onnx` as the local folders `s3:/b`, so the export would land there unannounced.
+    """
+    if "://" in str(path):
+        from fakescope.io.redact import shown_url
+
+        raise ConfigError(f"{shown_url(str(path))}: an ONNX export is written to a local file; give a path, "
+                          "then copy the file to storage")
+    return Path(path)
 
 
 def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> None:

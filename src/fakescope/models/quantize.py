@@ -25,7 +25,7 @@ import numpy as np
 from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, ImageLoadError, StorageError
 from fakescope.models.bundle import LoadedModel, check_weights
-from fakescope.models.onnx import INPUT_NAME, OnnxNetwork, exporter_versions, onnx_network, weights_key
+from fakescope.models.onnx import INPUT_NAME, OnnxNetwork, exporter_versions, onnx_network, onnx_target, weights_key
 from fakescope.models.tiling import make_tiles, normalize
 
 CALIBRATION_TILES = 200
@@ -122,6 +122,7 @@ def export_int8(model: LoadedModel, data: str, target: str | os.PathLike | None 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    target = None if target is None else onnx_target(target)  # refused before the calibration images are read
     tiles = calibration_tiles(calibration_sources(data), model, count)
 
     class Reader(CalibrationDataReader):
@@ -141,7 +142,7 @@ def export_int8(model: LoadedModel, data: str, target: str | os.PathLike | None 
         quantize_static(str(pre), str(Path(tmp, "int8.onnx")), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         quantized = Path(tmp, "int8.onnx").read_bytes()
-        for out in [path] + ([Path(target)] if target is not None else []):
+        for out in [path] + ([target] if target is not None else []):
             _write_atomically(out, quantized)
     return path, tiles
 
