@@ -357,7 +357,8 @@ def test_a_train_or_val_split_without_both_labels_says_what_it_holds(manifest, t
 
 
 def test_an_epoch_smaller_than_one_batch_is_refused_not_left_untrained(manifest, tmp_path):
-    with pytest.raises(ConfigError, match="an epoch of 8 draws .* is less than one batch of 16, so no step would be taken"):
+    with pytest.raises(ConfigError, match=r"an epoch of 8 draws .* is less than one batch of 16, so no step would be taken; "
+                                          r"lower batch_size \(--batch-size\) or raise a config's samples_per_epoch$"):
         train(_config(manifest, tmp_path, samples_per_epoch=8), progress=False)
 
 
