@@ -73,6 +73,8 @@ def test_int8_without_its_export_or_on_torch_is_refused_in_one_line(tmp_path, mo
     (["--int8"], "--int8 needs --calibration (a manifest or an image folder), and --calibration needs --int8"),
     (["--calibration", "{tmp}"], "--int8 needs --calibration (a manifest or an image folder), and --calibration needs --int8"),
     (["--int8", "--calibration", "{tmp}"], "{tmp}: no images to calibrate on"),
+    (["--int8", "--calibration", str(EXAMPLES / "coffee.jpg")],
+     f"{EXAMPLES / 'coffee.jpg'}: a file, not a manifest (.parquet, .csv) or an image folder to calibrate on"),
 ])
 def test_export_int8_needs_calibration_images(tmp_path, args, error):
     args = [a.format(tmp=tmp_path) for a in args]

@@ -104,6 +104,9 @@ def calibration_sources(data: str, *, seed: int = 0) -> list[str]:
     else:
         from fakescope.io.inputs import list_images
 
+        if os.path.isfile(data):  # list_images would say only "a file, not a folder"
+            raise ConfigError(f"{data}: a file, not a manifest ({', '.join(MANIFEST_SUFFIXES)}) or an image folder to "
+                              "calibrate on")
         uris = list(list_images(data))
         if not uris:
             raise ConfigError(f"{data}: no images to calibrate on")
