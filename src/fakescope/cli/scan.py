@@ -119,9 +119,10 @@ def export(
     calibration_tiles: Annotated[int, typer.Option(
         "--calibration-tiles", min=1, help="With --int8: tiles to calibrate on, cut from the images in a seeded order.")] = 200,
 ) -> None:
-    """Export a model's network to ONNX (dynamic batch and size) and check it against PyTorch.
+    """Export a model's network to ONNX (dynamic batch and size), fp32 or int8 (for --precision int8), and check it.
 
-    With --int8 the check is against the fp32 export on the calibration tiles.
+    An fp32 export is checked against PyTorch on 4 random tiles, an int8 one against the fp32 export on the
+    calibration tiles.
 
     Exit status: 0 when written, 2 on usage errors.
     """
