@@ -60,7 +60,8 @@ class Detector:
     `precision="bf16"` and `compile=True` speed up the torch runtime on GPUs and on CPUs with bf16
     instructions (`fakescope.models.acceleration`; both need `runtime` torch or auto). `precision="int8"`
     runs the onnx runtime on a quantized export made beforehand (`fakescope.models.quantize`; `runtime`
-    onnx or auto, on the CPU): faster on CPUs, with slightly different scores (docs/scale.md).
+    onnx or auto, on the CPU): faster on CPUs, with slightly different scores (docs/scale.md). `runtime` left
+    unset means torch, or onnx for int8.
     `batch_size` counts tiles per forward pass. `workers` threads decode ahead of the network (0: inline);
     `processes=True` makes them processes instead, free of Python's GIL: faster on many cores (a
     GPU scan), at the cost of starting them on each `predict`/`stream` call; an input that crashes
@@ -88,7 +89,7 @@ class Detector:
         processes: bool = False,
         provenance: bool = True,
         threshold: float | None = None,
-        runtime: str = "torch",
+        runtime: str | None = None,
         grid: int | None = None,
         threads: int | None = None,
         precision: str = "fp32",
@@ -381,7 +382,7 @@ def with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
 
 
 def _with_runtime(
-    model: LoadedModel, runtime: str, device: torch.device, threads: int | None, *, precision: str = "fp32",
+    model: LoadedModel, runtime: str | None, device: torch.device, threads: int | None, *, precision: str = "fp32",
     compile: bool = False,  # noqa: A002 - torch's own word
 ) -> tuple[LoadedModel, str]:
     """The model and the runtime it runs on: itself for `torch`, a copy on its cached ONNX export for `onnx`
@@ -392,6 +393,8 @@ def _with_runtime(
     """
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
+    if runtime is None:  # unset: torch, but int8 has only onnx
+        runtime = "onnx" if precision == "int8" else "torch"
     check_runtime(runtime)
     if precision == "int8":
         if runtime == "torch" or compile:

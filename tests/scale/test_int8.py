@@ -48,6 +48,14 @@ def test_int8_detects_end_to_end_and_agrees_with_fp32(int8_export, module_image_
             assert abs(a.probability - b.probability) < TOLERANCE and a.verdict == b.verdict
 
 
+def test_int8_alone_picks_the_onnx_runtime_as_load_says(int8_export):
+    by_default = Detector.load(precision="int8", provenance=False)  # runtime unset: torch for fp32, onnx for int8
+    assert by_default.runtime == "onnx" and by_default.model.network.path.name.endswith(".int8.onnx")
+    named = Detector.load(runtime="onnx", precision="int8", provenance=False)
+    assert by_default.predict(str(EXAMPLES / "coffee.jpg")).probability == named.predict(str(EXAMPLES / "coffee.jpg")).probability
+    assert Detector.load(provenance=False).runtime == "torch"
+
+
 def test_a_scan_records_int8_and_refuses_an_fp32_rerun(int8_export, tmp_path):
     base = ["scan", str(EXAMPLES / "coffee.jpg"), "--out", str(tmp_path / "out"), "--no-provenance", "-j", "0"]
     runner = CliRunner()
