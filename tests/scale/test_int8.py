@@ -98,7 +98,8 @@ def test_export_to_a_uri_is_refused_not_written_to_a_local_folder_named_after_th
     done = CliRunner().invoke(app, ["export", "--onnx", uri, *int8])
     shown = uri.replace("user:pw@", "").split("?")[0]
     assert done.exit_code == 2
-    assert done.output == f"error: {shown}: an ONNX export is written to a local file; give a path, then copy the file to storage\n"
+    assert done.output == f"error: {shown}: an ONNX export is written to a local file; give a path, then copy the file to " \
+                          "storage\n"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -110,7 +110,8 @@ def scan(
 
 
 def export(
-    onnx: Annotated[str, typer.Option("--onnx", help="Write the model's network as this local ONNX file (a path, not a storage URI).")],
+    onnx: Annotated[str, typer.Option(
+        "--onnx", help="Write the model's network as this local ONNX file (a path, not a storage URI).")],
     model: ModelOpt = None,
     int8: Annotated[bool, typer.Option("--int8", help="Quantize it to int8 (static, per channel) on --calibration "
                                                       "images, also into the cache that --precision int8 runs from.")] = False,

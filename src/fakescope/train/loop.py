@@ -42,8 +42,8 @@ class Loop:
         self.steps = n // cfg.batch_size  # the loaders drop a last, partial batch
         if not self.steps:
             raise ConfigError(f"an epoch of {n} draws (samples_per_epoch, else the train split's rows) is less than "
-                              f"one batch of {cfg.batch_size}, so no step would be taken; lower batch_size (--batch-size) or raise "
-                              "a config's samples_per_epoch")
+                              f"one batch of {cfg.batch_size}, so no step would be taken; lower batch_size (--batch-size) "
+                              "or raise a config's samples_per_epoch")
         self.optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = self._one_cycle()
         self.loss_fn = nn.BCEWithLogitsLoss()
