@@ -13,6 +13,7 @@ from fakescope.cli import app
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.models import load_model
+from fakescope.models.onnx import onnx_target
 from fakescope.models.quantize import calibration_sources, int8_path
 from fakescope.scale.scan import scan_sources
 
@@ -101,6 +102,10 @@ def test_export_to_a_uri_is_refused_not_written_to_a_local_folder_named_after_th
     assert done.output == f"error: {shown}: an ONNX export is written to a local file; give a path, then copy the file to " \
                           "storage\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_uri_is_a_local_export_target():
+    assert onnx_target("file:///tmp/d.onnx") == Path("/tmp/d.onnx") and onnx_target(Path("d.onnx")) == Path("d.onnx")
 
 
 def test_calibration_takes_a_manifests_train_and_val_rows_in_a_seeded_order(tmp_path):

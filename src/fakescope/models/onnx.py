@@ -99,14 +99,16 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
 
 
 def onnx_target(path: str | os.PathLike) -> Path:
-    """`path` as the local file an export is written to; a URI (s3://, gdrive://, https://) raises `ConfigError`.
+    """`path` as the local file an export is written to (a `file://` URI is one); another URI (s3://, gdrive://,
+    https://) raises `ConfigError`.
 
     `Path` would read `s3://b/x.onnx` as the local folders `s3:/b`, so the export would land there unannounced.
     """
-    if "://" in str(path):
+    path = str(path).removeprefix("file://")
+    if "://" in path:
         from fakescope.io.redact import shown_url
 
-        raise ConfigError(f"{shown_url(str(path))}: an ONNX export is written to a local file; give a path, "
+        raise ConfigError(f"{shown_url(path)}: an ONNX export is written to a local file; give a path, "
                           "then copy the file to storage")
     return Path(path)
 
