@@ -66,6 +66,7 @@ GENERATED = {  # what each pipeline writes (keys, tags and XMP properties as the
     "Adobe Firefly": (lambda p: jpeg(p, packet=xmp(f'xmp:CreatorTool="Adobe Firefly" {source("trainedAlgorithmicMedia")}')),
                       "Adobe Firefly", 0.95),
     "ChatGPT": (lambda p: png(p, {"Software": "ChatGPT"}), "OpenAI DALL-E/ChatGPT", 0.95),
+    "FLUX.2": (lambda p: png(p, {"Software": "FLUX.2 [dev]"}), "FLUX.2", 0.95),
     "DALL-E": (lambda p: jpeg(p, {"0th": {piexif.ImageIFD.Software: "DALL·E 3".encode()}}), "OpenAI DALL-E/ChatGPT", 0.95),
     "Google, generated": (lambda p: jpeg(p, packet=xmp(f'{source("trainedAlgorithmicMedia")} '
                                                        'photoshop:Credit="Made with Google AI"')), "Google", 0.95),

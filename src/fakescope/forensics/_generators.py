@@ -73,6 +73,7 @@ SIGNS: tuple[Sign, ...] = (
     Sign("software", _name(r"google imagen|imagen \d|google gemini"), "Google"),
     Sign("software", _name(r"stable[\s_-]?diffusion|sdxl|dreamstudio"), "Stable Diffusion"),
     Sign("software", _name(r"flux\.1"), "FLUX.1"),
+    Sign("software", _name(r"flux\.2"), "FLUX.2"),
     Sign("software", _name(r"leonardo\.ai"), "Leonardo.Ai"),
     Sign("software", _name(r"ideogram"), "Ideogram"),
     Sign("software", _name(r"bing image creator"), "Bing Image Creator"),
