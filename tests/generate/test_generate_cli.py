@@ -637,5 +637,8 @@ def test_an_answer_slower_than_timeout_is_left_unresolved_not_paid_twice(tmp_pat
     assert result.exit_code == 1 and "done 0, already done 0, recovered 0, failed 0, unresolved 1," in result.stdout, result.output
     assert "warning: job a: the answer stopped halfway for longer than the timeout; the API may have billed it" in result.stderr
     assert result.stderr.rstrip().endswith("a rerun resends them, unless --at-most-once") and len(server.requests) == 1
+    assert "estimated spend $0.016, of which $0.016 may have been billed (all runs $0.016: $0.000 billed, $0.016 may " \
+           "have been (answers lost))" in result.stdout
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "done 1," in again.stdout and server.billable == 2, again.output
+    assert "estimated spend $0.016 (all runs $0.032: $0.016 billed, $0.016 may have been (answers lost))" in again.stdout

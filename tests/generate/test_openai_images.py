@@ -532,6 +532,11 @@ def test_kill_and_resume_never_pays_twice(server, tmp_path):
     assert len(server.requests) == 8  # the 3 answered before the kill never asked again; the 2 dropped unanswered were
     manifest = pd.read_csv(out / "manifest.csv")
     assert len(manifest) == 6 and all(Path(uri).is_file() for uri in manifest["uri"])
+    with Ledger(out / LEDGER_NAME) as ledger:  # billed as the server counts; the 2 killed in flight may have been
+        records = list(ledger.jobs())
+        assert sum(r.cost for r in records) == pytest.approx(server.billable * 0.016) and ledger.spent() == pytest.approx(8 * 0.016)
+    assert sorted((r.attempts, r.lost) for r in records) == [(1, 0.0)] * 4 + [(2, pytest.approx(0.016))] * 2
+    assert "(all runs $0.128: $0.096 billed, $0.032 may have been (answers lost))" in second.stdout, second.stdout
 
 
 def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(server, tmp_path):
@@ -684,8 +689,9 @@ def test_an_older_ledger_opened_by_two_processes_at_once_gets_its_new_column_onc
 
     path = tmp_path / "ledger.sqlite"
     Ledger(path).close()
-    with sqlite3.connect(path) as db:  # as an older version left it: no price column
+    with sqlite3.connect(path) as db:  # as an older version left it: no price or lost column
         db.execute("ALTER TABLE jobs DROP COLUMN price")
+        db.execute("ALTER TABLE jobs DROP COLUMN lost")
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     errors: list[str] = []
@@ -706,7 +712,21 @@ def test_an_older_ledger_opened_by_two_processes_at_once_gets_its_new_column_onc
         opener.join(60)
     assert errors == []
     with sqlite3.connect(path) as db:
-        assert [c[1] for c in db.execute("PRAGMA table_info(jobs)")][-3:] == ["usage", "params", "price"]
+        assert [c[1] for c in db.execute("PRAGMA table_info(jobs)")][-4:] == ["usage", "params", "price", "lost"]
+
+
+def test_an_older_ledger_without_lost_opens_with_its_rows_and_counts_a_request_it_left_in_flight(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        ledger.add("k", "a.png", "ab", "variation", "dall-e-2", "0f", 0)
+        ledger.mark_running("k", 0.02)
+    with sqlite3.connect(path) as db:  # as the previous version left it: no lost column
+        db.execute("ALTER TABLE jobs DROP COLUMN lost")
+    with Ledger(path) as ledger:
+        (record,) = ledger.jobs()
+        assert (record.state, record.attempts, record.price, record.lost, ledger.spent()) == ("running", 1, 0.02, 0.0, 0.02)
+        ledger.mark_running("k", 0.03)  # resent: the lost attempt counts at its price, the new one at its own
+        assert (ledger.get("k").lost, ledger.spent()) == (0.02, pytest.approx(0.05))
 
 
 def test_a_run_reads_its_ledger_once_before_the_first_job(server, photos, tmp_path, monkeypatch):
@@ -975,12 +995,20 @@ def test_an_answer_that_times_out_or_breaks_off_is_not_resent_and_a_rerun_follow
     deadline = time.monotonic() + 10
     while server.billable < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert (first.done, first.failed, first.unresolved, first.spent) == (0, 0, 1, 0.016)
+    assert (first.done, first.failed, first.unresolved, first.spent, first.maybe) == (0, 0, 1, 0.016, 0.016)
     assert (server.billable, len(server.requests)) == (1, 1)  # billed once, never resent
     once = run_openai(photo, out, config, retry_interrupted=False, client=make_client(max_retries=0))
     assert (once.unresolved, once.done, len(server.requests)) == (1, 0, 1)
+    assert once.spent_before == once.maybe_before == pytest.approx(0.016)
+    capped = run_openai(photo, out, config, max_total_spend=0.016, client=make_client(max_retries=0))
+    assert (capped.stopped, capped.done, len(server.requests)) == ("budget", 0, 1)  # the lost answer counts
     again = run_openai(photo, out, config, client=make_client(max_retries=0))
     assert (again.unresolved, again.done, server.billable) == (0, 1, 2)
+    assert (again.spent_before, again.maybe_before, again.spent) == (pytest.approx(0.016),) * 3
+    with Ledger(out + "/" + LEDGER_NAME) as ledger:  # the ledger counts both attempts, as the server billed them
+        (record,) = ledger.jobs()
+        assert (record.attempts, record.cost, record.lost) == (2, pytest.approx(0.016), pytest.approx(0.016))
+        assert ledger.spent() == pytest.approx(server.billable * 0.016)
 
 
 def test_retry_after_is_honoured_up_to_two_minutes_and_a_longer_one_pauses_the_run_or_stops_it_unpaid(

@@ -93,7 +93,7 @@ def openai(
     max_images: Annotated[int | None, typer.Option("--max-images", min=1, help=f"Stop after this many new images in this run. Without it, a spend budget or --yes, a run that may send more than {UNCAPPED_REQUESTS} requests is refused, and one let through stops after {UNCAPPED_REQUESTS} images.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Send as many requests as the sources need, unbudgeted.")] = False,
     max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before this run's estimated spend exceeds this (USD); earlier runs are not counted.")] = None,
-    max_total_spend: Annotated[float | None, typer.Option("--max-total-spend", min=0, help="Stop before the estimated spend of all runs into --out exceeds this (USD): what this ledger paid, plus, at this run's price, the images --out holds (of any model and parameters) that it did not pay for (another machine's) and the images it recorded as made at no cost without a price (not those made at --price-per-image 0, which are free); re-running with the same value spends nothing more.")] = None,
+    max_total_spend: Annotated[float | None, typer.Option("--max-total-spend", min=0, help="Stop before the estimated spend of all runs into --out exceeds this (USD): what this ledger paid or may have (requests whose answer was lost), plus, at this run's price, the images --out holds (of any model and parameters) that it did not pay for (another machine's) and the images it recorded as made at no cost without a price (not those made at --price-per-image 0, which are free); re-running with the same value spends nothing more.")] = None,
     price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="USD per image for the budgets and the recorded spend (0: free, e.g. a self-hosted server); needed for a budget with GPT image models, which are billed by tokens (the table has prices for the retired models only).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Requests in flight at once.")] = 4,
     ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger, this machine's record of what was paid (default: inside --out; for an s3:// or gdrive:// --out in $FAKESCOPE_CACHE/ledgers, else $XDG_CACHE_HOME/fakescope/ledgers, else ~/.cache/fakescope/ledgers).")] = None,
@@ -194,7 +194,10 @@ def _summary(report: RunReport, max_total_spend: float | None, priced: bool = Tr
     left = f", ${max(max_total_spend - total, 0):.3f} left of --max-total-spend" if max_total_spend is not None else ""
     counted = f", {report.elsewhere} image(s) paid elsewhere included" if report.elsewhere else ""
     counted += f", {report.unpriced} image(s) recorded without a price included" if report.unpriced else ""
-    spend = (f"estimated spend ${report.spent:.3f} (all runs ${total:.3f}{counted}{left})" if priced
+    maybe = report.maybe_before + report.maybe  # requests whose answer was lost: the API may have billed them
+    split = f": ${total - maybe:.3f} billed, ${maybe:.3f} may have been (answers lost)" if maybe > 1e-9 else ""
+    this = f", of which ${report.maybe:.3f} may have been billed" if report.maybe > 1e-9 else ""
+    spend = (f"estimated spend ${report.spent:.3f}{this} (all runs ${total:.3f}{split}{counted}{left})" if priced
              else "estimated spend unknown (no price for this model; see --price-per-image)")
     return (
         f"done {report.done}, already done {report.skipped}, recovered {report.recovered}, failed {report.failed}, "

@@ -20,9 +20,15 @@ class RunReport:
     missing: int = 0
     """Jobs the ledger records as done whose output `out` no longer holds (deleted): they are made again, paid again."""
     spent: float = 0.0
+    """Estimated spend of this run: its images billed, and its lost answers (`maybe`)."""
+    maybe: float = 0.0
+    """Of `spent`, the requests whose answer timed out or broke off (lost answers): they may have been billed."""
     spent_before: float = 0.0
     """Estimated spend of earlier runs: what the ledger holds (jobs recovered from the spool included, at the price
     their request was sent at where the ledger has it), plus `elsewhere` and `unpriced` images at this run's price."""
+    maybe_before: float = 0.0
+    """Of `spent_before`, the attempts whose answer never came (a crash or kill in flight, a lost answer; resent or
+    not): they may have been billed, each at the price it was sent at (this run's where the ledger has none)."""
     elsewhere: int = 0
     """Images `out` held at the start, of any model and parameters (known by their names), that this ledger did not
     pay for: another machine's (or a lost ledger's) runs. Counted in `spent_before` at this run's price (their own is

@@ -52,7 +52,8 @@ class Run:
         self.paid_elsewhere = self.made.paid_elsewhere(records)
         report.elsewhere = len(self.paid_elsewhere)
         report.unpriced = sum(record.state == DONE and record.cost == 0 and record.price is None for record in records)
-        spent = sum(record.cost for record in records)
+        report.maybe_before = sum(record.maybe_billed(self.price) for record in records)
+        spent = sum(record.cost for record in records) + report.maybe_before
         report.spent_before = spent + (report.elsewhere + report.unpriced) * self.price
         self.in_flight: dict[Future, Job] = {}
         self.flush_at, self.flushed = time.monotonic() + manifest_every, 0
@@ -129,7 +130,7 @@ class Run:
         if (found := self.made.row(job, self.config)) is not None:  # made by a run elsewhere, whose ledger this is not
             counted = found["uri"] in self.paid_elsewhere  # else this ledger has counted it already
             self.book.mark_done(job.key, found["uri"], self.price if counted else 0.0, found,
-                                self.recorded if counted else None)
+                                self.recorded if counted else None, answered=False)
             self.report.skipped += 1
             return True
         if record.state == RUNNING and not self.retry_interrupted:
@@ -139,11 +140,12 @@ class Run:
 
     def _recover(self, job: Job, record: JobRecord, loaded: LoadedImage) -> None:
         """Finish `job` from its spooled answer, charged now only where a crash (not a failed write) left it: at the price
-        its request was sent at, this run's where the ledger has none (an older version's)."""
+        its request was sent at, this run's where the ledger has none (an older version's). `spent_before` counted it
+        as maybe billed: it is billed."""
         owed = record.state == RUNNING  # a failed write was charged when it failed
         price, recorded = (record.price, record.price) if record.price is not None else (self.price, self.recorded)
         charge = price if owed else 0.0
-        self.report.spent_before += charge
+        self.report.maybe_before -= charge
         usage = json.loads(record.usage) if record.usage else None
         try:
             uri, row = finish(job, loaded, self.out, self.config, usage)
@@ -208,6 +210,7 @@ class Run:
         except AnswerLost as exc:  # left in flight, as a crash leaves it: a rerun resends it unless at most once
             self.report.unresolved += 1
             self.report.spent += self.price  # it may have been billed: it counts against this run's budgets
+            self.report.maybe += self.price
             log.warning("job %s: %s; the API may have billed it, so it is not resent in this run (a rerun resends it, "
                         "unless --at-most-once)", job.stem, hide_secrets(str(exc), self.client.api_key))
             return None

@@ -10,10 +10,11 @@ one deleted since is made, and paid for, again.
 Crash between the server's response and the ledger write, or an output that could not be
 written (the job is then `failed`, its cost counted): if the spool file exists, the job is finished
 from it without a new request (nothing lost, nothing paid twice), its cost counted at that price. Without a spool
-file the crash hit while the request was in flight, and whether the server billed it is
-unknowable. At-least-once (the runner's default) sends it again and may pay twice for at
-most `concurrency` images per crash; at-most-once leaves it `running` and skips it, so it may
-lose at most that many paid images but never pays twice.
+file the crash hit while the request was in flight (or its answer timed out or broke off: a lost answer), and whether
+the server billed it is unknowable: the attempt counts as maybe billed, at the price it was sent at, in `spent` and in
+every budget. At-least-once (the runner's default) sends it again, moving the lost attempt's price to `lost`, so it may
+pay twice for at most `concurrency` images per crash and both attempts count; at-most-once leaves it `running` and
+skips it, so it may lose at most that many paid images but never pays twice.
 
 The ledger is the machine's record of billing (spend, spooled answers, requests in flight); the output
 folder is the record of what was made: `run_openai` takes a job whose image `--out` already holds as done
@@ -58,7 +59,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL,
     usage TEXT,
     price REAL,
-    params TEXT
+    params TEXT,
+    lost REAL NOT NULL DEFAULT 0
 )
 """
 
@@ -93,11 +95,21 @@ class JobRecord:
     known (0 is an explicit one: free)."""
     params: str | None = None
     """The parameters of the run that registered it (`OpenAIImagesConfig.params()`), as JSON; None in older ledgers."""
+    lost: float = 0.0
+    """USD of its earlier attempts whose answer never came (a crash, a timeout, a broken connection), resent since:
+    they may have been billed. `cost` holds the billed ones only; 0 in older ledgers."""
 
     @property
     def paid(self) -> bool:
-        """Whether its image was paid for: done, in flight, or billed for an image that was lost."""
-        return self.state in (DONE, RUNNING) or self.cost > 0
+        """Whether its image was (or may have been) paid for: done, in flight, billed for an image that was lost, or
+        sent by an attempt whose answer was lost."""
+        return self.state in (DONE, RUNNING) or self.cost > 0 or self.lost > 0
+
+    def maybe_billed(self, price: float) -> float:
+        """USD its attempts whose answer never came may have cost: `lost`, and while `running` the attempt in flight at
+        the price it was sent at (`price` where the ledger has none: an older version's)."""
+        in_flight = (self.price if self.price is not None else price) if self.state == RUNNING else 0.0
+        return self.lost + in_flight
 
 
 class Ledger:
@@ -166,19 +178,24 @@ class Ledger:
 
     def mark_running(self, key: str, price: float | None = None) -> None:
         """Record that a request is about to be sent (committed before it goes out), at `price` per image (kept unless
-        None), so a later run that finds its answer spooled counts it at the price it was sent at."""
-        self._update(key, "state = ?, attempts = attempts + 1, error = NULL, price = COALESCE(?, price)", (RUNNING, price))
+        None), so a later run that finds its answer spooled counts it at the price it was sent at. An earlier attempt
+        still `running` lost its answer: its price moves to `lost` (maybe billed)."""
+        self._update(key, f"state = ?, attempts = attempts + 1, error = NULL, {_LOSE}, price = COALESCE(?, price)",
+                     (RUNNING, price, price))
 
     def record_usage(self, key: str, usage: dict | None) -> None:
         """Keep the token usage of a job's answer (written right after its spool file, so a recovery has it)."""
         if usage is not None:
             self._update(key, "usage = ?", (json.dumps(usage, sort_keys=True),))
 
-    def mark_done(self, key: str, output: str, cost: float, row: dict, price: float | None = None) -> None:
+    def mark_done(self, key: str, output: str, cost: float, row: dict, price: float | None = None, *,
+                  answered: bool = True) -> None:
         """Record the output URI and manifest row, add the image's estimated cost (counted at `price` per image, kept
-        unless None), then drop the spool file."""
-        self._update(key, "state = ?, output = ?, cost = cost + ?, row = ?, error = NULL, price = COALESCE(?, price)",
-                     (DONE, output, cost, json.dumps(row), price))
+        unless None), then drop the spool file. `answered=False`: the image was not its request's answer (found made
+        elsewhere), so an attempt still `running` lost its answer and moves to `lost`."""
+        lose = f"{_LOSE}, " if not answered else ""
+        self._update(key, f"state = ?, output = ?, cost = cost + ?, row = ?, error = NULL, {lose}price = COALESCE(?, price)",
+                     (DONE, output, cost, json.dumps(row), *((price,) if not answered else ()), price))
         self.spool_path(key).unlink(missing_ok=True)
 
     def mark_failed(self, key: str, error: str, cost: float = 0.0, price: float | None = None) -> None:
@@ -195,9 +212,10 @@ class Ledger:
         return (JobRecord(*row) for row in rows)
 
     def spent(self) -> float:
-        """Estimated cost of every billed image (USD), done or lost, over all the runs that used this ledger."""
+        """Estimated cost (USD) of every image billed (done or lost) or maybe billed (`maybe_billed`, at the price each
+        was sent at; 0 where none is recorded), over all the runs that used this ledger."""
         with self._lock:
-            return self._db.execute("SELECT COALESCE(SUM(cost), 0) FROM jobs").fetchone()[0]
+            return self._db.execute(f"SELECT COALESCE(SUM(cost + lost + {_IN_FLIGHT}), 0) FROM jobs").fetchone()[0]
 
     def spool_path(self, key: str) -> Path:
         """Where the response bytes of job `key` are parked until the job is `done`."""
@@ -240,7 +258,11 @@ def _hold(ledger: Path):
 
 
 _COLUMNS = ("key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row, usage, "
-            "price, params")
+            "price, params, lost")
+_IN_FLIGHT = f"CASE WHEN state = '{RUNNING}' THEN COALESCE(price, 0) ELSE 0 END"
+"""SQL: the price of a job's attempt in flight, none where it is not `running`."""
+_LOSE = f"lost = lost + CASE WHEN state = '{RUNNING}' THEN COALESCE(price, ?, 0) ELSE 0 END"
+"""SQL (one parameter, the price to count where the row has none): an attempt still in flight lost its answer."""
 
 
 def _prepare(db: sqlite3.Connection) -> None:
@@ -258,5 +280,5 @@ def _prepare(db: sqlite3.Connection) -> None:
 def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
     """The (name, type) of the columns later versions added that the jobs table lacks."""
     columns = {column[1] for column in db.execute("PRAGMA table_info(jobs)")}
-    added = (("usage", "TEXT"), ("price", "REAL"), ("params", "TEXT"))
+    added = (("usage", "TEXT"), ("price", "REAL"), ("params", "TEXT"), ("lost", "REAL NOT NULL DEFAULT 0"))
     return [(column, kind) for column, kind in added if column not in columns]

@@ -93,9 +93,11 @@ def run_openai(
         max_images: Stop after this many new images in this run.
         max_spend: Stop before the estimated spend of this run (`config.price()` per image billed, an image
             lost after billing, such as a URL that could not be fetched, or parked because its output could
-            not be written, included) exceeds this (USD).
+            not be written, and a request whose answer timed out or broke off (`RunReport.maybe`) included) exceeds
+            this (USD).
         max_total_spend: Stop before the estimated spend of all runs into `out` exceeds this (USD): the cost the
-            ledger's jobs record, plus, at this run's price, the images `out` holds (of any model and parameters,
+            ledger's jobs record (requests whose answer never came, which may have been billed, included:
+            `RunReport.maybe_before`), plus, at this run's price, the images `out` holds (of any model and parameters,
             known by their names) not paid through this ledger (another machine's runs; `RunReport.elsewhere`) and
             the jobs the ledger records as done at no cost without a price (made without a budget at a price the table
             lacks, or by an older version; `RunReport.unpriced`; not those made at `price_per_image=0`, which are
