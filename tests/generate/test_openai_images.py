@@ -1079,6 +1079,8 @@ def test_an_account_or_project_refusal_stops_the_run_at_once_in_one_line_naming_
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and fix in errors[0] and fault[1] in errors[0], result.output
     assert len(server.requests) == 1 and server.billable == 0
+    with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:  # refused, unbilled: not left in flight as maybe billed
+        assert [r.state for r in ledger.jobs() if r.attempts] == ["failed"] and ledger.spent() == 0
 
 
 def test_a_refused_key_is_one_line_saying_how_to_set_one(server, photos, tmp_path, monkeypatch):

@@ -193,7 +193,8 @@ class Run:
         job = self.in_flight.pop(future)
         try:
             uri, row = future.result()
-        except ConfigError:
+        except ConfigError as exc:  # answered (a refusal, unbilled): not left in flight, maybe billed, for a rerun
+            self._fail(job, exc, billed=self.book.spool_path(job.key).is_file(), warn=False)
             raise
         except LostImageError as exc:  # billed all the same: it counts against the budgets
             self._fail(job, exc, billed=True)
