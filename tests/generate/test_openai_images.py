@@ -454,6 +454,21 @@ def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server,
     assert (least.unresolved, least.done, server.billable) == (0, 1, 4)
 
 
+def test_a_request_in_flight_at_a_crash_whose_image_another_ledger_made_still_counts_as_maybe_billed(server, photos, tmp_path):
+    out, photo = tmp_path / "out", str(photos / "photo1.png")
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")  # 0.016 per image
+    run_openai(photo, str(out), config, ledger=tmp_path / "a.sqlite", client=make_client(max_retries=0))
+    with Ledger(tmp_path / "a.sqlite") as made, Ledger(tmp_path / "b.sqlite") as crashed:  # b's request: sent, no answer
+        record = next(made.jobs())
+        crashed.add(record.key, record.source, record.source_sha256, record.mode, record.model, record.params_hash, 0)
+        crashed.mark_running(record.key, 0.016)
+    again = run_openai(photo, str(out), config, ledger=tmp_path / "b.sqlite", client=make_client(max_retries=0))
+    assert (again.skipped, again.done, again.maybe_before, server.billable) == (1, 0, pytest.approx(0.016), 1)
+    with Ledger(tmp_path / "b.sqlite") as ledger:  # done from out, counted once: as the attempt that may have paid it
+        assert [(r.state, r.cost, r.lost) for r in ledger.jobs()] == [(DONE, 0.0, pytest.approx(0.016))]
+        assert ledger.spent() == pytest.approx(0.016)  # was 0 once done: the lost attempt dropped out of the spend
+
+
 def test_refused_key_stops_the_run_without_echoing_it(server, photos, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-secret-123")
     with pytest.raises(ConfigError) as caught:
