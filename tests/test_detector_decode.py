@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fakescope.detector as detector_module
-import fakescope.forensics.collect as collect_module
+import fakescope.forensics.watermark as watermark_module
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.forensics.watermark import read_watermarks
@@ -58,7 +58,7 @@ def test_small_device_batches_change_nothing(tiny_model_dir, mixed_inputs, monke
     expected = [r.to_dict() for r in Detector.load(tiny_model_dir, device="cpu", decode="device").predict(mixed_inputs)]
     real = detector_module.decode_jpegs
     monkeypatch.setattr(detector_module, "decode_jpegs", lambda *args: real(*args, max_pixels=1))
-    monkeypatch.setattr(collect_module, "read_watermarks", partial(read_watermarks, max_pixels=1))
+    monkeypatch.setattr(watermark_module, "read_watermarks", partial(read_watermarks, max_pixels=1))
     results = Detector.load(tiny_model_dir, device="cpu", decode="device").predict(mixed_inputs)
     assert [r.to_dict() for r in results] == expected
 

@@ -32,3 +32,12 @@ def test_listing_and_reading_scan_results_need_no_torch():
     about 470 MB more at their peak in benchmarks/scan_resume.py."""
     imported = _imported("-c", "from fakescope.scale import read_results, scan_sources")
     assert "fakescope" in imported and "torch" not in imported
+
+
+def test_forensics_loads_torch_only_for_the_watermark_reader():
+    """The C2PA and metadata checks (worker processes, `detect`'s evidence) loaded torch through the watermark reader,
+    most of their start-up time. The watermark names still import, and bring torch with them."""
+    checks = "from fakescope.forensics import check_c2pa, check_metadata, collect_evidence, fuse"
+    imported = _imported("-c", checks)
+    assert "fakescope" in imported and "torch" not in imported
+    assert "torch" in _imported("-c", f"{checks}, read_watermark")

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
 from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
 from fakescope.forensics.content_credentials import check_c2pa
 from fakescope.forensics.metadata import check_metadata
-from fakescope.forensics.watermark import check_watermark, read_watermark, read_watermarks
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _watermark(data: bytes | None, image: Image.Image | torch.Tensor) -> Evidence:
+    import torch  # here, not at import: only the watermark kind needs it, and it takes seconds to load
+
+    from fakescope.forensics.watermark import check_watermark, read_watermark
+
+    return read_watermark(image) if isinstance(image, torch.Tensor) else check_watermark(image)
+
 
 EVIDENCE_KINDS = ("c2pa", "metadata", "watermark")
 _CHECKERS: dict[str, Callable[[bytes | None, Image.Image | torch.Tensor], Evidence]] = {
     "c2pa": lambda data, image: check_c2pa(data),
     "metadata": lambda data, image: check_metadata(data),
-    "watermark": lambda data, image: read_watermark(image) if isinstance(image, torch.Tensor) else check_watermark(image),
+    "watermark": _watermark,
 }
 
 
@@ -53,6 +64,8 @@ def collect_evidence(data: bytes | None, image: Image.Image | torch.Tensor | Non
 def collect_watermarks(images: Sequence[torch.Tensor]) -> list[Evidence]:
     """The watermark kind for many decoded (3, H, W) images at once (`read_watermarks`: batched on their
     device); a failure becomes an error record for each image instead of raising."""
+    from fakescope.forensics.watermark import read_watermarks
+
     try:
         return read_watermarks(images)
     except Exception as exc:  # noqa: BLE001 - a broken image must never break a batch
