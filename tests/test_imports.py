@@ -41,3 +41,10 @@ def test_forensics_loads_torch_only_for_the_watermark_reader():
     imported = _imported("-c", checks)
     assert "fakescope" in imported and "torch" not in imported
     assert "torch" in _imported("-c", f"{checks}, read_watermark")
+
+
+def test_models_info_reads_the_config_without_torch():
+    """`fakescope models info` (and `load_model(lazy=True)`, `resolve_model`) read a config: torch loads when a network is
+    built, not on `import fakescope.models`."""
+    imported = _imported("-m", "fakescope", "models", "info")
+    assert "fakescope" in imported and "torch" not in imported

@@ -14,15 +14,17 @@ import os
 import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from fakescope.errors import ConfigError, ModelLoadError, StorageError, UnknownModelError
 from fakescope.models.config import ModelConfig
 from fakescope.models.registry import create_model
+
+if TYPE_CHECKING:  # torch only where a network is built or saved: `models info`, resolving and pushing need none
+    import torch
+    from torch import nn
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -76,6 +78,8 @@ def bundled_models() -> list[str]:
 
 def save_model(network: nn.Module, config: ModelConfig, folder: str | Path, card: str | None = None) -> ModelConfig:
     """Write weights, config (with the weights' sha256) and an optional card; return the saved config."""
+    from safetensors.torch import save_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
@@ -116,6 +120,8 @@ def check_weights(weights: Path, config: ModelConfig) -> None:
 
 
 def _build(config: ModelConfig, weights: Path | None, device: str) -> nn.Module:
+    from safetensors.torch import load_file
+
     check_weights(weights, config)
     try:
         network = create_model(config.architecture, **config.architecture_kwargs)
@@ -214,7 +220,7 @@ def _config_from_header(weights: Path) -> ModelConfig:
     from safetensors import safe_open
 
     try:
-        with safe_open(weights, framework="pt") as f:
+        with safe_open(weights, framework="numpy") as f:  # the header only: "pt" would import torch
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"{weights}: not a safetensors file ({exc})") from None

@@ -18,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from fakescope.errors import ConfigError, PluginError, UnknownModelError, first_line
 from fakescope.models.config import InputPolicy
+
+if TYPE_CHECKING:  # torch only where a network is built or checked: reading a model's config or the registry needs none
+    import torch
+    from torch import nn
 
 PLUGINS_ENV = "FAKESCOPE_PLUGINS"
 ENTRY_POINT_GROUP = "fakescope.models"
@@ -107,9 +109,12 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     one that leaves it out is built without it.
 
     Example:
+        >>> import torch
         >>> create_model("test_tiny")(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2])
     """
+    from torch import nn
+
     builder = architecture_info(name).builder
     named = pretrained or "pretrained" in inspect.signature(builder).parameters
     network = builder(**({"pretrained": pretrained} if named else {}), **kwargs)
@@ -137,6 +142,8 @@ def create_checked(name: str, crop_size: int, pretrained: bool | str = False, **
     """`create_model`, with a one-line `ConfigError` naming the architecture, not a torch traceback mid-training,
     for keyword arguments its builder does not take and for a network that cannot map a batch of two blank
     `crop_size` RGB tiles to two logits (one forward pass, in eval mode)."""
+    import torch
+
     try:
         network = create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as exc:  # an unknown or mistyped keyword argument
@@ -160,6 +167,8 @@ def create_checked(name: str, crop_size: int, pretrained: bool | str = False, **
 
 def check_logits(output: object, n: int, architecture: str) -> torch.Tensor:
     """`output` if it is the (n,) logits the registry's contract asks for, else a one-line `ConfigError`."""
+    import torch
+
     if isinstance(output, torch.Tensor) and output.shape == (n,):
         return output
     got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else f"a {type(output).__name__}"
