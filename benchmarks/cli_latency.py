@@ -2,7 +2,8 @@
 
 For each `--src` tree (default: this checkout's `src`), run in turns so the machine's load hits
 every tree alike, it times in wall-clock seconds: `import fakescope`, `import fakescope.cli`,
-`fakescope --help`, `fakescope models list`, `fakescope detect IMAGE` (the first call of the
+`import fakescope.forensics` (what a C2PA or metadata check starts with), `fakescope --help`,
+`fakescope models list`, `fakescope models info`, `fakescope detect IMAGE` (the first call of the
 run, then the median of the rest), and in one process per runtime `Detector.load()` (the Python
 default, torch; and runtime auto, the CLI's: onnxruntime on the CPU when installed), its first
 `predict` of IMAGE and a warm one. Each row prints the median over `--repeats` runs.
@@ -54,8 +55,10 @@ def _one_round(src: Path, image: str) -> dict[str, float]:
     row = {
         "import fakescope": _timed(src, "-c", "import fakescope"),
         "import fakescope.cli": _timed(src, "-c", "import fakescope.cli"),
+        "import fakescope.forensics": _timed(src, "-c", "import fakescope.forensics"),
         "fakescope --help": _timed(src, *cli, "--help"),
         "fakescope models list": _timed(src, *cli, "models", "list"),
+        "fakescope models info": _timed(src, *cli, "models", "info"),
         DETECT: _timed(src, *cli, "detect", image),
     }
     env = {**os.environ, "PYTHONPATH": str(src)}

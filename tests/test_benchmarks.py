@@ -231,6 +231,7 @@ def test_dataset_scale_times_every_stage_and_finds_no_leak():
 def test_cli_latency_prints_every_step():
     done = _run("cli_latency.py", "--repeats", "1")
     assert done.returncode == 0, done.stderr
-    for step in ("| import fakescope |", "| fakescope --help |", "| fakescope detect IMAGE |", "| Detector.load(), runtime torch",
-                 "| warm predict, runtime auto", "| fakescope detect IMAGE, first call |"):
+    for step in ("| import fakescope |", "| import fakescope.forensics |", "| fakescope --help |", "| fakescope models info |",
+                 "| fakescope detect IMAGE |", "| Detector.load(), runtime torch", "| warm predict, runtime auto",
+                 "| fakescope detect IMAGE, first call |"):
         assert step in done.stdout
