@@ -38,6 +38,10 @@ FIDELITIES = {"gpt-image-1.5": ("high", "low"), "gpt-image-1-mini": ("low",), "g
 """The edits' `input_fidelity` per model, as the API reference states it; other GPT image models take high and low."""
 
 
+API_KEY = "sk-test-key-not-a-secret"
+"""The key the generate tests' server (tests/generate/conftest.py) takes."""
+
+
 class ImagesAPIServer(ThreadingHTTPServer):
     """The server; read `billable`, `counts` and `requests` from tests."""
 

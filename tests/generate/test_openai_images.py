@@ -36,18 +36,7 @@ from fakescope.generate.openai_models import MODELS, check_served, current_model
 from fakescope.generate.runner import LEDGER_NAME, default_ledger_path, run_openai
 
 sys.path.insert(0, str(Path(__file__).parent))
-from openai_server import ImagesAPIServer  # noqa: E402
-
-API_KEY = "sk-test-key-not-a-secret"
-
-
-@pytest.fixture
-def server(monkeypatch):
-    api = ImagesAPIServer(api_key=API_KEY).start()
-    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
-    yield api
-    api.stop()
+from openai_server import API_KEY, ImagesAPIServer  # noqa: E402
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,20 +16,6 @@ from fakescope.cli import app
 from fakescope.errors import ConfigError
 from fakescope.generate.openai_images import MAX_UPLOAD_PIXELS, OpenAIImagesConfig, make_client
 from fakescope.generate.runner import run_openai
-
-sys.path.insert(0, str(Path(__file__).parent))
-from openai_server import ImagesAPIServer  # noqa: E402
-
-API_KEY = "sk-test-key-not-a-secret"
-
-
-@pytest.fixture
-def server(monkeypatch):
-    api = ImagesAPIServer(api_key=API_KEY).start()
-    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
-    yield api
-    api.stop()
 
 
 @pytest.fixture
