@@ -15,6 +15,24 @@ import pytest
 from PIL import Image
 
 TINY_MODEL_NAME = "test-tiny"
+MAX_WORKERS = 4  # each worker loads torch and starts its own detectors, Ray and servers
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """With pytest-xdist, run on every CPU unless `-n` is given (`-n auto`, each test file on one worker unless
+    `--dist` says otherwise, so its module fixtures start once); `-n 0` or `-p no:xdist` runs in this one process."""
+    worker = hasattr(config, "workerinput")
+    if config.pluginmanager.hasplugin("xdist") and not worker and config.option.numprocesses is None:
+        config.option.numprocesses = "auto"
+        config.option.dist = "loadfile" if config.option.dist == "no" else config.option.dist
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: unknown under -p no:xdist
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per CPU this process may use (not xdist's physical cores), at most MAX_WORKERS."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, MAX_WORKERS)
 
 
 @pytest.fixture(scope="session", autouse=True)
