@@ -126,7 +126,7 @@ def test_one_input_that_is_no_image_nor_iterable_is_one_error_record_naming_the_
         assert result.error == f"cannot read an image from {type(one).__name__}; {ACCEPTED}" and result.probability is None
     mixed = detector.predict([image_files[0], object(), Image.open(image_files[1])])
     assert [r.ok for r in mixed] == [True, False, True] and mixed[1].error.startswith("cannot read an image from object; ")
-    with pytest.raises(ImageLoadError, match="cannot read an image from int; an input is a path, storage URI or http\(s\) URL, bytes"):
+    with pytest.raises(ImageLoadError, match=r"cannot read an image from int; an input is a path, storage URI or http\(s\) URL, bytes"):
         detector.explain(5)
 
 
