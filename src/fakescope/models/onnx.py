@@ -147,10 +147,7 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     that cannot be written gives an export held in memory. Each says so in one warning. Weights that are not
     the ones their config.json records are refused (`ModelLoadError`), as when the network is built.
     """
-    if model.weights is not None and not model.built:  # a cached export is found without building, so check here
-        check_weights(model.weights, model.config)
-    key = hashlib.sha256(f"{exporter_versions()}:{weights_key(model)}".encode()).hexdigest()
-    path = Path(cache or cache_dir("onnx")) / f"{model.config.architecture}-{key[:16]}.onnx"
+    path = cached_path(model, cache)
     if path.is_file():
         try:
             return OnnxNetwork(path, threads=threads)
@@ -166,6 +163,20 @@ def onnx_network(model: LoadedModel, *, threads: int | None = None, cache: str |
         _export(model.network, buffer, model.config.input.crop_size)
         return OnnxNetwork(buffer.getvalue(), threads=threads)
     return OnnxNetwork(path, threads=threads)
+
+
+def cached_path(model: LoadedModel, cache: str | os.PathLike | None = None, *, kind: str = "",
+                versions: str = "") -> Path:
+    """Where an export of the model is cached (`.onnx`, or `.{kind}.onnx` for another kind of export): keyed by its
+    weights, the exporter's versions and `versions` (what else that kind depends on).
+
+    Weights that are not the ones their config.json records are refused (`ModelLoadError`), as when the network is
+    built: a cached export is found without building it.
+    """
+    if model.weights is not None and not model.built:
+        check_weights(model.weights, model.config)
+    key = hashlib.sha256(f"{exporter_versions()}{versions}:{weights_key(model)}".encode()).hexdigest()
+    return Path(cache or cache_dir("onnx")) / f"{model.config.architecture}-{key[:16]}{f'.{kind}' if kind else ''}.onnx"
 
 
 def exporter_versions() -> str:

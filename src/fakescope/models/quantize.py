@@ -12,7 +12,6 @@ never used.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, ImageLoadError, StorageError
-from fakescope.models.bundle import LoadedModel, check_weights
-from fakescope.models.onnx import INPUT_NAME, OnnxNetwork, exporter_versions, onnx_network, onnx_target, weights_key
+from fakescope.io import storage
+from fakescope.models.bundle import LoadedModel
+from fakescope.models.onnx import INPUT_NAME, OnnxNetwork, cached_path, onnx_network, onnx_target
 from fakescope.models.tiling import make_tiles, normalize
 
 CALIBRATION_TILES = 200
@@ -39,8 +38,7 @@ def int8_path(model: LoadedModel, cache: str | os.PathLike | None = None) -> Pat
     """Where the model's int8 export is cached: keyed by its weights and the exporter and onnxruntime versions."""
     import onnxruntime
 
-    key = hashlib.sha256(f"{exporter_versions()} ort={onnxruntime.__version__}:{weights_key(model)}".encode()).hexdigest()
-    return Path(cache or cache_dir("onnx")) / f"{model.config.architecture}-{key[:16]}.int8.onnx"
+    return cached_path(model, cache, kind="int8", versions=f" ort={onnxruntime.__version__}")
 
 
 def int8_network(model: LoadedModel, *, threads: int | None = None, cache: str | os.PathLike | None = None) -> OnnxNetwork:
@@ -49,8 +47,6 @@ def int8_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     Raises:
         ConfigError: no int8 export of these weights (or of them under this torch, timm or onnxruntime) is cached.
     """
-    if model.weights is not None and not model.built:
-        check_weights(model.weights, model.config)
     path = int8_path(model, cache)
     if not path.is_file():
         raise ConfigError(f"no int8 export of model {model.config.name!r} for these weights and versions; run "
@@ -67,7 +63,6 @@ def calibration_tiles(sources: Iterable[str], model: LoadedModel, count: int = C
     Raises:
         ConfigError: no source gave a tile.
     """
-    from fakescope.io import storage
     from fakescope.io.image import load_image
 
     policy, tiles, skipped = model.config.input, [], 0
@@ -146,16 +141,5 @@ def export_int8(model: LoadedModel, data: str, target: str | os.PathLike | None 
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         quantized = Path(tmp, "int8.onnx").read_bytes()
         for out in [path] + ([target] if target is not None else []):
-            _write_atomically(out, quantized)
+            storage.write_bytes(str(out), quantized)  # under a temporary name, renamed: never half a file
     return path, tiles
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
