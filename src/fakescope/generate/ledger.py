@@ -214,8 +214,7 @@ class Ledger:
     def spent(self) -> float:
         """Estimated cost (USD) of every image billed (done or lost) or maybe billed (`maybe_billed`, at the price each
         was sent at; 0 where none is recorded), over all the runs that used this ledger."""
-        with self._lock:
-            return self._db.execute(f"SELECT COALESCE(SUM(cost + lost + {_IN_FLIGHT}), 0) FROM jobs").fetchone()[0]
+        return sum(record.cost + record.maybe_billed(0.0) for record in self.jobs())
 
     def spool_path(self, key: str) -> Path:
         """Where the response bytes of job `key` are parked until the job is `done`."""
@@ -259,8 +258,6 @@ def _hold(ledger: Path):
 
 _COLUMNS = ("key, source, source_sha256, mode, model, params_hash, idx, state, output, cost, attempts, error, row, usage, "
             "price, params, lost")
-_IN_FLIGHT = f"CASE WHEN state = '{RUNNING}' THEN COALESCE(price, 0) ELSE 0 END"
-"""SQL: the price of a job's attempt in flight, none where it is not `running`."""
 _LOSE = f"lost = lost + CASE WHEN state = '{RUNNING}' THEN COALESCE(price, ?, 0) ELSE 0 END"
 """SQL (one parameter, the price to count where the row has none): an attempt still in flight lost its answer."""
 
