@@ -24,37 +24,43 @@ log = logging.getLogger(__name__)
 def finish(job: Job, loaded: LoadedImage, out: str, config: OpenAIImagesConfig, usage: dict | None) -> tuple[str, dict]:
     """Write the API's image `loaded` as `config` says (`saved`) and build its manifest row, `usage` in its params
     (idempotent: same job, same URI, same bytes)."""
-    data, extension = saved(job, loaded, config)
+    size = _source_size(job, config)
+    data, extension = saved(job, loaded, config, size)
     uri = output_uri(job, out, config, extension)
     storage.write_bytes(uri, data)
-    return uri, _row(job, uri, loaded if data is loaded.data else load_image(data, keep_bytes=False), data, config, usage)
+    return uri, _row(job, uri, loaded if data is loaded.data else load_image(data, keep_bytes=False), data, config,
+                     size, usage)
 
 
-def saved(job: Job, loaded: LoadedImage, config: OpenAIImagesConfig) -> tuple[bytes, str]:
+def _source_size(job: Job, config: OpenAIImagesConfig) -> tuple[int, int] | None:
+    """The upright size of the job's source image, from its header (None in `generate` mode: it has none)."""
+    if config.mode == "generate":
+        return None
+    with Image.open(io.BytesIO(job.payload)) as header:
+        return upright_size(header)
+
+
+def saved(job: Job, loaded: LoadedImage, config: OpenAIImagesConfig,
+          source_size: tuple[int, int] | None) -> tuple[bytes, str]:
     """(file bytes, extension) of the API's image `loaded`: its own bytes under `png`; else resized to the source's
-    upright size (Lanczos) where `config.resize_to_source`, and saved like the source under `source`
+    upright size `source_size` (Lanczos) where `config.resize_to_source`, and saved like the source under `source`
     (`fakescope.generate._encoding`), as an RGB PNG under `png`."""
     if config.save_format == "png" and not config.resize_to_source:
         return loaded.data, loaded.format.lower()
     image, source = loaded.image, job.payload
-    if config.resize_to_source:
-        with Image.open(io.BytesIO(source)) as header:
-            size = upright_size(header)
-        if image.size != size:
-            image = image.resize(size, Image.LANCZOS)
+    if config.resize_to_source and source_size and image.size != source_size:
+        image = image.resize(source_size, Image.LANCZOS)
     encoding = encoding_of(source, config.save_format)
     return encode(image, source, encoding, config.save_format), encoding[0]
 
 
 def _row(job: Job, uri: str, loaded: LoadedImage, data: bytes, config: OpenAIImagesConfig,
-         usage: dict | None = None) -> dict:
-    """The manifest row of the file `data` (decoded: `loaded`): `config.params()`, with `usage` and the size of a
-    downscaled upload (`upload`) where there are."""
+         source_size: tuple[int, int] | None, usage: dict | None = None) -> dict:
+    """The manifest row of the file `data` (decoded: `loaded`; its source's upright size `source_size`):
+    `config.params()`, with `usage` and the size of a downscaled upload (`upload`) where there are."""
     params = config.params()
-    if config.mode != "generate":
-        with Image.open(io.BytesIO(job.payload)) as header:
-            if (sent := upload_size(upright_size(header), config)) is not None:
-                params["upload"] = f"{sent[0]}x{sent[1]}"
+    if source_size is not None and (sent := upload_size(source_size, config)) is not None:
+        params["upload"] = f"{sent[0]}x{sent[1]}"
     return manifest_row(
         uri=uri, source_uri=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
         params={**params, **({"usage": usage} if usage else {})},
@@ -105,7 +111,7 @@ class Made:
                 return {**row, "source_uri": path_text(job.source)}
             try:
                 data = storage.read_bytes(uri)
-                return _row(job, uri, load_image(data, keep_bytes=False), data, config)
+                return _row(job, uri, load_image(data, keep_bytes=False), data, config, _source_size(job, config))
             except ImageLoadError as exc:
                 log.warning("making %s again: the existing file is unreadable (%s)", uri, exc)
         return None
