@@ -193,14 +193,15 @@ def _read_iim(blocks: MetadataBlocks, info: dict[str, Any], declarations: list[s
               fields: list[tuple[str, str, str]]) -> None:
     """IPTC-IIM: its credit, caption, title, by-line and originating program as fields, and a digital source type URI
     that one of its datasets holds whole (the XMP one, read first, wins)."""
-    values = {key: "; ".join(text for raw in raws if (text := _exif_text(raw.decode("latin-1"))))
-              for key, raws in blocks.iptc.items()}  # UTF-8 where it reads as such (ESC % G), else Latin-1
+    texts = {key: [text for raw in raws if (text := _exif_text(raw.decode("latin-1")))]
+             for key, raws in blocks.iptc.items()}  # UTF-8 where it reads as such (ESC % G), else Latin-1
+    values = {key: "; ".join(found) for key, found in texts.items() if found}
     fields += [(field, f"IPTC-IIM {name}", values[key]) for key, (field, name) in _IIM_FIELDS.items() if values.get(key)]
     if values.get((2, 110)):
         info.setdefault("credit", _clean(values[(2, 110)]))
     if "digital_source_type" not in info:
-        term = next((m.group(1) for raws in blocks.iptc.values() for raw in raws
-                     if (m := _IIM_SOURCE_TYPE.fullmatch(raw.decode("latin-1").strip()))), None)
+        term = next((m.group(1) for found in texts.values() for text in found
+                     if (m := _IIM_SOURCE_TYPE.fullmatch(text))), None)
         _declare_source_type(term, "IPTC-IIM", info, declarations)
 
 
