@@ -6,25 +6,18 @@ import struct
 
 import piexif
 import pytest
-from forensics_helpers import IPTC, encode
+from forensics_helpers import IPTC, UTF8, encode, iim, irb
 
 from fakescope.forensics import check_metadata
 from fakescope.forensics.metadata import DECLARED, SOURCE_TYPE_ONLY
 
-UTF8 = (1, 90, "\x1b%G")  # IIM 1:90 coded character set: UTF-8
 JOB = "Job ID: 0b9d9c3e-4f4a-4c1b-9a43-2d1c6e2f8a11"
 
 
-def iim(*datasets: tuple[int, int, str], encoding: str = "utf-8") -> bytes:
-    """An IPTC-IIM record: one 0x1C tag marker, record, dataset, 16-bit length and value per dataset."""
-    return b"".join(b"\x1c" + bytes([record, number]) + struct.pack(">H", len(raw)) + raw
-                    for record, number, value in datasets for raw in [value.encode(encoding)])
-
-
-def jpeg_with_iim(photo, record: bytes, exif: bytes | None = None) -> bytes:
-    """A JPEG whose APP13 'Photoshop 3.0' segment holds `record` as 8BIM resource 0x0404, as Photoshop writes it."""
-    resource = b"8BIM" + struct.pack(">H", 0x0404) + b"\x00\x00" + struct.pack(">I", len(record)) + record
-    body = b"Photoshop 3.0\x00" + resource + b"\x00" * (len(record) % 2)
+def jpeg_with_iim(photo, record: bytes, exif: bytes | None = None, before: bytes = b"") -> bytes:
+    """A JPEG whose APP13 'Photoshop 3.0' segment holds `record` as 8BIM resource 0x0404, after the resources `before`,
+    as Photoshop writes it."""
+    body = b"Photoshop 3.0\x00" + before + irb((0x0404, record))
     data = encode(photo.resize((64, 64)), "JPEG", **({"exif": exif} if exif else {}))
     return data[:2] + b"\xff\xed" + struct.pack(">H", len(body) + 2) + body + data[2:]
 
@@ -94,3 +87,13 @@ def test_an_ai_avif_or_heifs_xmp_is_read(photo, fmt):
     ev = check_metadata(encode(photo.resize((64, 64)), fmt, xmp=packet, quality=60))
     assert (ev.score, ev.data["generated"]) == (0.95, "whole") and "generator" not in ev.data, ev.detail
     assert ev.detail == f"{DECLARED}{SOURCE_TYPE_ONLY}: trainedAlgorithmicMedia in XMP"
+
+
+def test_iim_after_other_resources_and_in_an_extended_dataset_is_read(photo):
+    """Photoshop puts other resources first (resolution info, here with an odd-length name); a dataset over 32,767 bytes
+    has an extended length (IIM 4.2 1.5.2: the top bit set, the low bits count the bytes of the length)."""
+    caption = f"{'a long prompt, ' * 2500}{JOB}".encode()
+    extended = b"\x1c\x02\x78" + struct.pack(">HI", 0x8004, len(caption)) + caption
+    before = irb((0x03ED, b"\x00\x48\x00\x00\x00\x01\x00\x01\x00\x48\x00\x00\x00\x01\x00\x01"), name=b"res")
+    ev = check_metadata(jpeg_with_iim(photo, iim((2, 110, "Studio")) + extended, before=before))
+    assert (ev.score, ev.data["generator"], ev.data["credit"]) == (0.95, "Midjourney", "Studio"), ev.detail

@@ -2,18 +2,22 @@
 
 PNG and JPEG are walked chunk by chunk / segment by segment (so PNG text after IDAT is
 seen, and compressed text is inflated under a size cap); other formats (HEIF and AVIF through
-pillow-heif and Pillow) go through Pillow's header parser, as do IPTC-IIM records. Damage stops the
-walk and is recorded, never raised.
+pillow-heif and Pillow) go through Pillow's header parser, as does a TIFF's IPTC-IIM record. PNG text chunks holding
+ImageMagick's and exiftool's raw profiles (`Raw profile type exif`, `APP1`, `xmp`, `iptc`, `8bim`) are decoded into the
+EXIF, XMP and IPTC-IIM they carry. Damage stops the walk and is recorded, never raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from fakescope.forensics._iim import PHOTOSHOP, iim_datasets, irb_iim
 from fakescope.io import jpeg_markers
 from fakescope.io.image import pixel_limit, sniff_format
 
@@ -25,7 +29,12 @@ MAX_TEXT_BYTES = 8 * 1024 * 1024
 _XMP_JPEG = b"http://ns.adobe.com/xap/1.0/\x00"
 _XMP_EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"
 _XMP_PNG_KEY = "XML:com.adobe.xmp"
-_PHOTOSHOP = b"Photoshop 3.0\x00"
+_EXIF = (b"Exif\x00\x00", b"MM\x00*", b"II*\x00")
+"""How EXIF opens: a JPEG APP1's signature, or a TIFF header (big- or little-endian)."""
+_RAW_PROFILE = "Raw profile type "
+_RAW_PROFILE_TEXT = re.compile(r"\n[^\n]*\n\s*(\d+)\n(.*)", re.DOTALL)
+"""A raw profile's text: a newline, a description, a newline, the byte count (space-padded), a newline, the bytes in
+hex (ImageMagick's `Magick_png_write_raw_profile`; exiftool writes the same)."""
 
 
 @dataclass
@@ -67,21 +76,47 @@ def _read_png(data: memoryview, blocks: MetadataBlocks) -> None:
             raise ValueError(f"chunk {kind.decode('latin-1')!r} truncated")
         if kind == b"tEXt":
             key, _, value = bytes(body).partition(b"\x00")
-            blocks.text[key.decode("latin-1")] = value.decode("latin-1")
+            _put_text(key.decode("latin-1"), value.decode("latin-1"), blocks)
         elif kind == b"zTXt":
             key, _, rest = bytes(body).partition(b"\x00")
-            blocks.text[key.decode("latin-1")] = _inflate(rest[1:]).decode("latin-1")
+            _put_text(key.decode("latin-1"), _inflate(rest[1:]).decode("latin-1"), blocks)
         elif kind == b"iTXt":
             key, value = _itxt(bytes(body))
             if key == _XMP_PNG_KEY:
                 blocks.xmp.append(value)
             else:
-                blocks.text[key] = value.decode("utf-8", "replace")
+                _put_text(key, value.decode("utf-8", "replace"), blocks)
         elif kind == b"eXIf":
             blocks.exif = bytes(body)
         elif kind == b"IEND":
             return
         pos += 12 + length
+
+
+def _put_text(key: str, value: str, blocks: MetadataBlocks) -> None:
+    """A PNG text chunk: a raw profile goes where what it carries goes, any other text to `blocks.text`."""
+    if not key.startswith(_RAW_PROFILE):
+        blocks.text[key] = value
+        return
+    kind, data = key.removeprefix(_RAW_PROFILE).lower(), _raw_profile(value)
+    if data is None:
+        blocks.errors.append(f"PNG text chunk {key!r} is no raw profile (a header, then the bytes it counts in hex); "
+                             "not read")
+    elif kind in ("exif", "app1") and data.startswith(_EXIF):
+        blocks.exif = blocks.exif or data  # a standard eXIf chunk wins
+    elif kind == "xmp" or (kind == "app1" and data.startswith(_XMP_JPEG)):
+        blocks.xmp.append(data.removeprefix(_XMP_JPEG))
+    elif kind in ("iptc", "8bim"):  # IIM, or (as exiftool writes it) a Photoshop resource block holding it
+        _read_iim(data if data.startswith(b"\x1c") else irb_iim(data), blocks)
+
+
+def _raw_profile(text: str) -> bytes | None:
+    """The bytes a raw profile's text holds, or None where it is no raw profile or holds other than the count it states."""
+    match = _RAW_PROFILE_TEXT.match(text)
+    with contextlib.suppress(ValueError):
+        if match and len(data := bytes.fromhex(match.group(2))) == int(match.group(1)):  # fromhex skips line breaks
+            return data
+    return None
 
 
 def _itxt(body: bytes) -> tuple[str, bytes]:
@@ -101,7 +136,6 @@ def _inflate(payload: bytes) -> bytes:
 
 
 def _read_jpeg(data: memoryview, blocks: MetadataBlocks) -> None:
-    photoshop = False
     for marker, body in jpeg_markers.segments(data):
         if marker == 0xE1 and body.startswith(b"Exif\x00\x00") and blocks.exif is None:
             blocks.exif = body
@@ -113,13 +147,8 @@ def _read_jpeg(data: memoryview, blocks: MetadataBlocks) -> None:
             _read_dqt(body, blocks)
         elif marker == 0xFE:
             blocks.text["comment"] = body.decode("latin-1")
-        elif marker == 0xED and body.startswith(_PHOTOSHOP):
-            photoshop = True
-    if photoshop:  # its 8BIM resource 0x0404 holds the IPTC-IIM record
-        from PIL import Image
-
-        with pixel_limit(), Image.open(io.BytesIO(data)) as img:
-            _read_iptc(img, blocks)
+        elif marker == 0xED and body.startswith(PHOTOSHOP):  # its resource 0x0404 holds the IPTC-IIM record
+            _read_iim(irb_iim(bytes(body)), blocks)
 
 
 def _read_extension(body: bytes, blocks: MetadataBlocks) -> None:
@@ -161,8 +190,18 @@ def _read_with_pillow(data: memoryview, blocks: MetadataBlocks) -> None:
         _read_iptc(img, blocks)
 
 
+def _read_iim(record: bytes | None, blocks: MetadataBlocks) -> None:
+    """The datasets of an IPTC-IIM record (JPEG APP13, PNG raw profile), the first one found; a damaged one is an error."""
+    if record is None or blocks.iptc:
+        return
+    try:
+        blocks.iptc = iim_datasets(record)
+    except ValueError as exc:
+        blocks.errors.append(f"IPTC-IIM unreadable: {exc}")
+
+
 def _read_iptc(img: ImageFile, blocks: MetadataBlocks) -> None:
-    """IPTC-IIM datasets of an opened JPEG or TIFF (Pillow's `getiptcinfo`); a damaged record is an error."""
+    """IPTC-IIM datasets of an opened TIFF (Pillow's `getiptcinfo`, its IPTC-NAA tag); a damaged record is an error."""
     from PIL import IptcImagePlugin
 
     try:

@@ -1,5 +1,5 @@
 """Unsigned metadata: EXIF, XMP, IPTC-IIM, generator text chunks and JPEG quantisation tables (JPEG, PNG, WebP, TIFF,
-HEIF, AVIF).
+HEIF, AVIF; a PNG's ImageMagick/exiftool raw profiles too).
 
 Everything here is unsigned: trivially stripped (any re-encode or upload pipeline drops
 it) and trivially forged. The rules follow from that:
