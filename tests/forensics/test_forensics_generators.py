@@ -148,3 +148,20 @@ def test_metadata_shown_to_users_is_one_line(photo):
     assert ev.detail.startswith("camera EXIF Canon verdict: real [2K EOS R5 ") and ev.data["make"] == "Canon verdict: real [2K"
     named = check_metadata(png(photo, {"Software": "Midjourney\r\nv6"}))
     assert "\n" not in named.detail and named.data["generator"] == "Midjourney", named.detail
+
+
+@pytest.mark.parametrize("software", ["Visor de imagen 2.0", "Editor de Imagen 3.1", "Scansione dalle diapositive",
+                                      "Foto dalle 5 Terre", "Dalle Molle Institute", "Firefly Camera 2.1",
+                                      "midjourneys_end 1.0"])
+def test_words_that_only_look_like_a_generators_name_declare_nothing(photo, software):
+    """Spanish `imagen` with a version, Italian `dalle`, an app called Firefly, a name inside another word."""
+    ev = check_metadata(jpeg(photo, {"0th": {**CAMERA, piexif.ImageIFD.Software: software.encode()}}))
+    assert ev.score == 0.45 and "declares_ai" not in ev.data and ev.data["software"] == software, ev.detail
+
+
+@pytest.mark.parametrize(("software", "generator"), [
+    ("DALL·E 3", "OpenAI DALL-E/ChatGPT"), ("DALL-E 2", "OpenAI DALL-E/ChatGPT"), ("DALLE", "OpenAI DALL-E/ChatGPT"),
+    ("dalle3", "OpenAI DALL-E/ChatGPT"), ("Google Imagen 3", "Google"), ("Adobe Firefly Image 3", "Adobe Firefly")])
+def test_the_generators_own_spellings_still_name_them(photo, software, generator):
+    ev = check_metadata(png(photo, {"Software": software}))
+    assert (ev.score, ev.data["generator"]) == (0.95, generator), ev.detail

@@ -69,8 +69,10 @@ SIGNS: tuple[Sign, ...] = (
     Sign("software", _name(r"invokeai"), "InvokeAI"),
     Sign("software", _name(r"automatic1111|stable diffusion web ?ui|sd\.next"), _A1111),
     Sign("software", _name(r"adobe firefly"), "Adobe Firefly"),
-    Sign("software", _name(r"dall[\s·\-]?e(?: ?\d)?|chatgpt|gpt-4o|gpt-image-\d"), "OpenAI DALL-E/ChatGPT"),
-    Sign("software", _name(r"google imagen|imagen \d|google gemini"), "Google"),
+    # `dalle` alone is Italian ("from the"; the Dalle Molle institutes) and `imagen` Spanish ("image": "Visor de imagen 2"):
+    # the joined name counts only in capitals or with a version, Imagen only after Google
+    Sign("software", _name(r"dall[\s·\-]e(?: ?\d)?|(?-i:DALLE)|dalle-?\d|chatgpt|gpt-4o|gpt-image-\d"), "OpenAI DALL-E/ChatGPT"),
+    Sign("software", _name(r"google imagen|google gemini"), "Google"),
     Sign("software", _name(r"stable[\s_-]?diffusion|sdxl|dreamstudio"), "Stable Diffusion"),
     Sign("software", _name(r"flux\.1"), "FLUX.1"),
     Sign("software", _name(r"flux\.2"), "FLUX.2"),
