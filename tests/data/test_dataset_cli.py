@@ -147,6 +147,19 @@ def test_export_takes_its_layout_from_the_out_suffix_unless_given(faces_layout, 
     assert named.exit_code == 0 and (tmp_path / "tree.tar" / "manifest.parquet").is_file()  # --layout still decides
 
 
+def test_each_verbs_usage_line_shows_only_the_arguments_its_help_lists():
+    """`dataset export -h` showed `Usage: ... {manifest} [OUT]`: OUT, the older positional spelling of --out, is
+    hidden from the arguments list, but the usage line still offered it."""
+    import typer.main
+
+    group = typer.main.get_command(app).commands["dataset"]
+    for name, command in group.commands.items():
+        usage = runner.invoke(app, ["dataset", name, "-h"], terminal_width=200).output
+        line = next(text for text in usage.splitlines() if "Usage:" in text).split("[OPTIONS]")[1].split()
+        shown = [p.name for p in command.params if p.param_type_name == "argument" and not p.hidden]
+        assert [piece.strip("{}[].") for piece in line] == shown, (name, line)
+
+
 def test_exporting_a_split_with_no_images_is_a_one_line_error_that_writes_nothing(faces_layout, tmp_path):
     manifest = str(tmp_path / "m.csv")
     assert runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", manifest]).exit_code == 0

@@ -7,8 +7,20 @@ from enum import Enum
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from fakescope.errors import DEVICES, ConfigError
+
+class UsageCommand(TyperCommand):
+    """A command whose usage line leaves out hidden arguments (an older spelling still taken), as its help does."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if not getattr(param, "hidden", False):
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
 
 ModelOpt = Annotated[
     str | None,

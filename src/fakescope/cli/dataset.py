@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors
-from fakescope.cli._options import READ_WORKERS, ProgressOpt, ReadWorkersOpt, SeedOpt, show_progress
+from fakescope.cli._options import READ_WORKERS, ProgressOpt, ReadWorkersOpt, SeedOpt, UsageCommand, show_progress
 
 STRICT_EXIT = 1
 
@@ -27,11 +27,8 @@ CsvOpt = Annotated[bool, typer.Option("--csv/--no-csv", help="Also write a .csv 
 def register(app: typer.Typer) -> None:
     """Add the `dataset` command group."""
     sub = typer.Typer(help="Build, merge, split, audit and export dataset manifests.", no_args_is_help=True)
-    sub.command("build")(build)
-    sub.command("merge")(merge)
-    sub.command("split")(split)
-    sub.command("audit")(audit)
-    sub.command("export")(export)
+    for verb in (build, merge, split, audit, export):
+        sub.command(verb.__name__, cls=UsageCommand)(verb)  # export's older positional OUT stays out of its usage
     app.add_typer(sub, name="dataset")
 
 
