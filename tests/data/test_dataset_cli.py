@@ -313,7 +313,8 @@ def test_files_added_after_a_split_move_no_split_image_with_keep_splits_and_a_ne
     for i in range(4):  # new faces, and a variation of one already split
         shutil.copy(root / "real" / f"r{i:03d}.jpg", root / "real" / f"new{i}.png")
         Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(root / "real" / f"plain{i}.png")
-    shutil.copy(root / "fake" / "variations" / "r000_var1.png", root / "fake" / "variations" / "r003_var1.png")
+    with Image.open(root / "real" / "r003.jpg") as face:  # not a copy of r000_var1.png: that would link r000 to r003
+        face.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "fake" / "variations" / "r003_var1.png")
     rebuilt = str(tmp_path / "rebuilt.parquet")
     assert runner.invoke(app, ["dataset", "build", str(root), "-o", rebuilt]).exit_code == 0
     assert runner.invoke(app, ["dataset", "merge", manifest, rebuilt, "-o", manifest]).exit_code == 0
