@@ -161,6 +161,25 @@ def test_a_seeded_split_is_the_same_on_two_machines_whatever_the_row_order_folde
     assert splits[0] == splits[1] and set(splits[0].values()) == {"train", "val", "test"}
 
 
+def test_an_image_and_the_one_its_source_uri_names_share_a_split_in_a_manifest_without_pair_ids(clean_layout):
+    """A manifest naming each fake's real in source_uri but with empty pair_ids (an older one, written by hand) had its
+    fakes dealt apart from their reals, and find_leaks took the empty pair_id for one group spread over every split."""
+    frame = build_from_folders(str(clean_layout))
+    reals = frame.loc[frame["label"] == "real", "uri"].tolist()
+    fakes = frame["label"] == "ai"
+    frame.loc[fakes, "source_uri"] = [reals[i % 4] for i in range(int(fakes.sum()))]
+    frame["pair_id"] = ""
+    split = split_manifest(frame, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=0, max_distance=-1).set_index("uri")
+    made = split[split["source_uri"] != ""]
+    assert (made["split"].to_numpy() == split.loc[made["source_uri"], "split"].to_numpy()).all()
+    assert split["split"].nunique() == 3 and find_leaks(split.reset_index()) == []
+    moved = split.reset_index()
+    first = moved.index[moved["source_uri"] != ""][0]
+    moved.loc[first, "split"] = next(s for s in ("train", "val", "test") if s != moved.loc[first, "split"])
+    assert [problem.split(", e.g.")[0] for problem in find_leaks(moved)] == [
+        "1 image(s) are in another split than the image their source_uri names"]
+
+
 def test_split_and_audit_count_the_images_they_read_on_stderr(faces_layout, capsys):
     from fakescope.data import audit_manifest
 

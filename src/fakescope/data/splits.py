@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Callable, Container, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
@@ -148,7 +149,8 @@ def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tu
 
 
 def group_related(frame: pd.DataFrame, hashes: list[int | None] | None = None, *, max_distance: int = 4) -> np.ndarray:
-    """Group id per row: rows sharing a pair_id, a sha256 or a near-identical dHash share a group.
+    """Group id per row: rows sharing a pair_id, a sha256 or a near-identical dHash share a group, as do an image and
+    the one its `source_uri` names (`made_from_pairs`: a manifest whose pair_ids are empty still keeps them together).
 
     Groups are numbered in the order of the least digest of their rows' sha256 (a row without one: its uri), so a
     seeded deal of them depends on the images, not on the order of the rows or on where the files lie.
@@ -171,7 +173,7 @@ def group_related(frame: pd.DataFrame, hashes: list[int | None] | None = None, *
         for position, value in enumerate(frame[column].tolist()):  # a list: iterating Arrow strings is 20x slower
             if value:
                 union(position, first.setdefault(value, position))
-    for a, b in near_duplicate_pairs(hashes or [], max_distance):
+    for a, b in [*made_from_pairs(frame), *near_duplicate_pairs(hashes or [], max_distance)]:
         union(a, b)
     roots = np.array([find(i) for i in range(len(frame))], dtype=np.intp)
     uris = frame["uri"].tolist() if "uri" in frame else [""] * len(frame)
@@ -181,6 +183,21 @@ def group_related(frame: pd.DataFrame, hashes: list[int | None] | None = None, *
     rank = np.empty(len(frame), dtype=np.intp)
     rank[least.index[np.lexsort((least.index, least.to_numpy()))]] = np.arange(len(least))  # ties (no key): by root
     return rank[roots]
+
+
+def made_from_pairs(frame: pd.DataFrame) -> list[tuple[int, int]]:
+    """(row, row of the image it was made from) for each row whose `source_uri` names another row's uri (local paths
+    compared normalised)."""
+    if "source_uri" not in frame:
+        return []
+    rows = {_normalised(uri): row for row, uri in enumerate(frame["uri"].astype(str).tolist())}
+    made_from = [rows.get(_normalised(s)) if s else None
+                 for s in frame["source_uri"].astype(object).fillna("").astype(str).tolist()]
+    return [(row, source) for row, source in enumerate(made_from) if source is not None and source != row]
+
+
+def _normalised(uri: str) -> str:
+    return uri if "://" in uri else os.path.normpath(uri)
 
 
 def split_manifest(
@@ -238,17 +255,23 @@ def check_distance(max_distance: int) -> None:
 
 
 def find_leaks(frame: pd.DataFrame, hashes: list[int | None] | None = None, *, max_distance: int = 4) -> list[str]:
-    """Plain-language problems where one pair_id or one sha256 appears in more than one split, and, given each
-    row's dHash (`perceptual_hashes`), where images of different files within `max_distance` bits do (near copies)."""
+    """Plain-language problems where one pair_id or one sha256 appears in more than one split, or an image and the one
+    its `source_uri` names are in two, and, given each row's dHash (`perceptual_hashes`), where images of different
+    files within `max_distance` bits do (near copies)."""
     problems = []
     assigned = frame[frame["split"] != ""]
     for column, what in (("pair_id", "pair"), ("sha256", "identical file")):
-        spread = assigned.groupby(column)["split"].nunique()
+        spread = assigned[assigned[column] != ""].groupby(column)["split"].nunique()  # empty: no pair named
         leaked = spread[spread > 1]
         if len(leaked):
             problems.append(f"{len(leaked)} {what} group(s) appear in more than one split, e.g. {column}={leaked.index[0]}")
+    splits, digests, uris = (frame[c].tolist() for c in ("split", "sha256", "uri"))
+    crossed = [(a, b) for a, b in made_from_pairs(frame) if splits[a] and splits[b] and splits[a] != splits[b]]
+    if crossed:
+        a, b = crossed[0]
+        problems.append(f"{len(crossed)} image(s) are in another split than the image their source_uri names, "
+                        f"e.g. {uris[a]} ({splits[a]}) made from {uris[b]} ({splits[b]})")
     if hashes is not None:
-        splits, digests, uris = (frame[c].tolist() for c in ("split", "sha256", "uri"))
         known = [h if split else None for h, split in zip(hashes, splits)]
         near = [(a, b) for a, b in near_duplicate_pairs(known, max_distance)
                 if splits[a] != splits[b] and not (digests[a] and digests[a] == digests[b])]
