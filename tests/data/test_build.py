@@ -15,6 +15,7 @@ from fakescope.data import (
     build_from_csv,
     build_from_ffhq_json,
     build_from_folders,
+    describe_image,
     join_attributes,
     read_manifest,
     read_rows,
@@ -217,6 +218,39 @@ def test_a_real_image_copied_into_fake_is_reported_as_labelled_both_ways(faces_l
     frame = build_from_folders(str(root))
     assert len(frame) == PER_CLASS + 2
     assert "2 file(s) are identical copies labelled both real and ai (first: " in caplog.text and "/real/r004.jpg)" in caplog.text
+
+
+def test_nested_generators_odd_names_and_heic_avif_webp_survive_build_split_and_export(tmp_path):
+    """A generator is the first folder under fake/ however deep its images lie; names with spaces and non-ASCII
+    letters, and HEIC, AVIF and WebP files, are described, split and exported under their own names and formats."""
+    from typer.testing import CliRunner
+
+    import fakescope.io.image  # noqa: F401  registers the HEIF/AVIF codecs that encode() writes with
+    from fakescope.cli import app
+
+    files = {"real/ffhq/r 1.png": "PNG", "real/ffhq/élan ☃.heic": "HEIF", "real/ffhq/deep/r3.avif": "AVIF",
+             "real/ffhq/r4.webp": "WEBP", "fake/sd 1.5/run 2/r 1_var1.webp": "WEBP", "fake/sd 1.5/b.avif": "AVIF",
+             "fake/dalle/ünï.heic": "HEIF", "fake/dalle/c.png": "PNG"}
+    for seed, (name, fmt) in enumerate(files.items()):
+        (tmp_path / "set" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "set" / name).write_bytes(encode(smooth_image(seed), fmt))
+    manifest, runner = str(tmp_path / "m.csv"), CliRunner()
+    for args in (["build", str(tmp_path / "set")], ["split", manifest, "--ratios", "train=0.5,test=0.5"]):
+        done = runner.invoke(app, ["dataset", *args, "-o", manifest, "--no-csv"])
+        assert done.exit_code == 0 and "warning" not in done.output, done.output
+    frame = read_manifest(manifest).set_index("uri")
+    assert {os.path.relpath(u, tmp_path / "set"): f for u, f in frame["format"].items()} == files
+    assert frame.groupby("generator")["label"].size().to_dict() == {"": 4, "dalle": 2, "sd 1.5": 2}
+    variation = frame.loc[str(tmp_path / "set" / "fake/sd 1.5/run 2/r 1_var1.webp")]
+    assert variation["source_uri"] == str(tmp_path / "set" / "real/ffhq/r 1.png")
+    assert variation["split"] == frame.loc[variation["source_uri"], "split"]
+    done = runner.invoke(app, ["dataset", "export", manifest, "-o", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    exported = read_manifest(str(tmp_path / "out" / "manifest.csv"))
+    assert sorted(os.path.basename(u).split("-")[0] for u in exported["uri"]) == sorted(
+        os.path.splitext(os.path.basename(n))[0] for n in files)
+    for uri, digest in zip(exported["uri"], exported["sha256"]):
+        assert describe_image((tmp_path / "out" / uri).read_bytes())["sha256"] == digest
 
 
 def test_hidden_files_and_folders_are_not_listed(tmp_path, caplog):
