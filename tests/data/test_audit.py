@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import encode, smooth_image
+from data_helpers import PER_CLASS, encode, smooth_image, watermark
 from PIL import Image
 
 from fakescope.data import audit_manifest, build_from_folders, inspect_image, split_manifest
@@ -54,6 +54,34 @@ def test_clean_dataset_raises_no_format_or_quality_warning(clean_layout):
     levels = {c.name: c.level for c in report.checks}
     assert levels["format"] == levels["jpeg_quality"] == levels["border_overlay"] == "ok"
     assert not any(w.startswith("SHORTCUT") for w in report.warnings)
+
+
+_NEUTRAL = {"fmt": "JPEG", "quality": 90, "side": 64, "mark": False}
+
+
+@pytest.mark.parametrize(("ai", "expected"), [
+    ({"fmt": "PNG"}, {"format", "jpeg_quality"}),
+    ({"quality": 60}, {"jpeg_quality", "bits_per_pixel"}),
+    ({"side": 80}, {"width", "height"}),
+    ({"mark": True}, {"border_overlay"}),
+    ({}, {"source"}),  # content: the reals from real/photos/ (source photos), the fakes from the collection's
+    ({}, set()),
+])
+def test_each_shortcut_the_shared_data_lists_is_flagged_alone_and_a_neutral_set_stays_quiet(tmp_path, ai, expected):
+    """Format, JPEG quality, size, a corner watermark and content (sources holding one class) each flagged on a small
+    set where only it differs by class; with nothing differing, no warning."""
+    real_folder = tmp_path / "real" / ("photos" if expected == {"source"} else "")
+    for folder, seed, options in ((real_folder, 0, _NEUTRAL), (tmp_path / "fake" / "gen", 500, {**_NEUTRAL, **ai})):
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(PER_CLASS):
+            image = smooth_image(seed + i, options["side"])
+            quality = {"quality": options["quality"]} if options["fmt"] == "JPEG" else {}
+            (folder / f"{seed + i}.{options['fmt'].lower()}").write_bytes(
+                encode(watermark(image) if options["mark"] else image, options["fmt"], **quality))
+    report = audit_manifest(build_from_folders(str(tmp_path)))
+    assert expected <= set(report.shortcuts) and ("source" in report.shortcuts) == ("source" in expected), report.warnings
+    if not expected:
+        assert report.warnings == [] and {check.level for check in report.checks} == {"ok"}
 
 
 def test_a_pair_spread_over_two_splits_is_reported_as_a_leak(clean_layout, faces_layout):

@@ -12,7 +12,9 @@ manifest mixes sources, each source holding both classes (`MIN_PER_SOURCE` of ea
 sample is drawn per source and class, so a small source gets them where it has them, and a note
 names the sources with fewer) is compared on its own too, and a SHORTCUT there is reported as
 `<check>@<source>`: one inside a source (the faces' PNG reals and JPEG fakes) can average out over
-the whole set (with JPEG LFW reals and PNG renders), yet a detector still learns it. A pair or an
+the whole set (with JPEG LFW reals and PNG renders), yet a detector still learns it. Content is checked through the
+manifest's sources (`source`, over every row naming one): reals and fakes from different sources (LFW photos, artistic
+renders) can be told apart by what they show, not how they were made. A pair or an
 identical file spread over several splits (leakage) is reported too, and so are near copies (the
 same image re-encoded or resized) in different splits, found by `dataset split`'s dHash (read from
 the manifest's `dhash` column where it has one).
@@ -68,6 +70,9 @@ _NUMERIC = {
 }
 _BORDER = "border_overlay"
 _BORDER_DESCRIPTION = "a fixed overlay in the bottom-right border (a watermark)"
+CONTENT = "source"
+"""The check of where each class's images come from: sources that hold one class let content (photos vs artistic
+renders) tell the classes apart."""
 _THUMB = 128
 _ADVICE = {
     "format": "decode both classes and re-encode them identically before training or evaluating",
@@ -77,6 +82,8 @@ _ADVICE = {
     "height": "resize or crop both classes to the same sizes",
     "aspect": "crop both classes to the same aspect ratio",
     _BORDER: f"crop the bottom {BORDER_SHARE:.0%} of every image in both classes",
+    CONTENT: "draw both classes from the same sources (ai images made from the real ones, named in source_uri) or "
+             "report results per source; the per-source checks (check@source) compare like with like",
 }
 _METADATA_ADVICE = "strip metadata from both classes (provenance checks belong to the detector, not the classifier)"
 
@@ -193,7 +200,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     if set(inspected) != {"real", "ai"}:
         nothing = f"only {', '.join(inspected)} images" if inspected else "no image could be read"
         return AuditReport(counts, inspected, [], [f"{nothing}: nothing to compare", *leaks], notes, found)
-    checks = _checks(measured, sums)
+    checks = _checks(measured, sums) + _content_check(frame)
     checks += _source_checks(measured, sums, {c.name: c.level for c in checks})
     notes += _unchecked_sources(frame, measured)
     warnings = [_warning(check) for check in checks if check.level != "ok"] + leaks
@@ -261,6 +268,19 @@ def _source_checks(measured: pd.DataFrame, sums: dict[tuple[str, str], np.ndarra
             found += [replace(check, name=f"{check.name}@{source}", description=f"{check.description} within source {source}")
                       for check in _checks(group, sums) if check.level == "SHORTCUT" and overall[check.name] != "SHORTCUT"]
     return found
+
+
+def _content_check(frame: pd.DataFrame) -> list[Check]:
+    """How far the classes' sources differ, over every row that names one (none unless both classes do): the same
+    measure as the format's, from the manifest alone."""
+    named = frame[frame["source"] != ""]
+    if named["label"].nunique() < 2:
+        return []
+    shares = {label: group["source"].value_counts(normalize=True) for label, group in named.groupby("label")}
+    distance = 0.5 * shares["real"].sub(shares["ai"], fill_value=0).abs().sum()
+    per_class = {label: ", ".join(f"{v} {_percent(x)}" for v, x in share.head(3).items()) for label, share in shares.items()}
+    description = "the images' source (its content: photos vs artistic renders, one subject vs another)"
+    return [Check(CONTENT, description, per_class, round(float(distance), 3), _level(distance))]
 
 
 def _unchecked_sources(frame: pd.DataFrame, measured: pd.DataFrame) -> list[str]:

@@ -1,7 +1,8 @@
 """The shortcut audit of the rows `evaluate` scores: what a model could score by without looking at content.
 
 `audit_rows` runs `fakescope.data.audit_manifest` on the evaluated rows (a seeded sample of about
-`max_per_class` per class; split leaks are left to `fakescope dataset audit`) and says, per
+`max_per_class` per class; split leaks, and sources that differ by class, are left to `fakescope dataset audit`,
+the report's per-source results showing the latter) and says, per
 property, whether the model's own recipe preprocessing (`neutralize`) or its decoding takes it away
 before scoring. A flagged property that is not neutralized may be what the figures measure.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fakescope.data.audit import BORDER_SHARE, audit_manifest
+from fakescope.data.audit import BORDER_SHARE, CONTENT, audit_manifest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +36,7 @@ def audit_rows(rows: pd.DataFrame, recipe: AugmentConfig | None, provenance: boo
     report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
                             max_distance=-1)
     checks = []
-    for check in report.checks:
+    for check in (c for c in report.checks if c.name != CONTENT):  # content: the report's per-source results show it
         neutralized, how = neutralization(check.name.partition("@")[0], recipe, provenance)
         checks.append({"name": check.name, "description": check.description, "separability": check.separability,
                        "level": check.level, "per_class": check.per_class, "neutralized": neutralized, "how": how})
