@@ -328,6 +328,27 @@ def test_files_added_after_a_split_move_no_split_image_with_keep_splits_and_a_ne
     assert dealt.exit_code == 0 and "image(s) that had a split are in another one now; --keep-splits keeps them" in dealt.output
 
 
+def test_an_older_manifest_naming_the_real_in_source_without_pair_ids_splits_and_audits_without_leaks(clean_layout, tmp_path):
+    """Older manifests named the real image in `source` (read as source_uri) and some left pair_id empty: split dealt
+    each fake apart from its real and warned of a leak `e.g. pair_id=`, the empty pair_id taken for one group."""
+    assert runner.invoke(app, ["dataset", "build", str(clean_layout), "-o", str(tmp_path / "new.csv")]).exit_code == 0
+    frame = pd.read_csv(tmp_path / "new.csv", keep_default_na=False)
+    reals = frame.loc[frame["label"] == "real", "uri"].tolist()
+    fakes = frame["label"] == "ai"
+    old = frame.drop(columns=["source_uri"]).assign(pair_id="", label=frame["label"].map({"real": "0", "ai": "fake"}))
+    old.loc[fakes, "source"] = [reals[i % 3] for i in range(int(fakes.sum()))]
+    old.to_csv(tmp_path / "old.csv", index=False)
+    done = runner.invoke(app, ["dataset", "split", str(tmp_path / "old.csv"), "-o", str(tmp_path / "split.csv"),
+                               "--ratios", "train=0.5,val=0.25,test=0.25"])
+    assert done.exit_code == 0 and "warning" not in done.output, done.output
+    split = pd.read_csv(tmp_path / "split.csv", keep_default_na=False).set_index("uri")
+    made = split[split["label"] == "ai"]
+    assert (made["split"].to_numpy() == split.loc[made["source_uri"], "split"].to_numpy()).all()
+    assert split["split"].nunique() == 3 and set(split["label"]) == {"real", "ai"}
+    audit = runner.invoke(app, ["dataset", "audit", str(tmp_path / "split.csv"), "--strict"])
+    assert audit.exit_code == 0 and "leak" not in audit.output, audit.output
+
+
 def test_split_rehash_refreshes_an_old_manifests_sizes_and_dhashes_so_a_rotated_photos_copy_is_found(tmp_path):
     """An old manifest's dhash (and width/height) of an EXIF-rotated photo, taken before it was turned upright, was
     reused as it was: its upright copy, hashed afresh, was no near copy of it, so the two stayed in two splits."""
