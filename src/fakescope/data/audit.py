@@ -14,7 +14,8 @@ names the sources with fewer) is compared on its own too, and a SHORTCUT there i
 `<check>@<source>`: one inside a source (the faces' PNG reals and JPEG fakes) can average out over
 the whole set (with JPEG LFW reals and PNG renders), yet a detector still learns it. Content is checked through the
 manifest's sources (`source`, over every row naming one): reals and fakes from different sources (LFW photos, artistic
-renders) can be told apart by what they show, not how they were made. A pair or an
+renders) can be told apart by what they show, not how they were made; names alone cannot say whether two sources
+show the same content, so this check warns (a possible shortcut) and never fails `--strict`. A pair or an
 identical file spread over several splits (leakage) is reported too, and so are near copies (the
 same image re-encoded or resized) in different splits, found by `dataset split`'s dHash (read from
 the manifest's `dhash` column where it has one).
@@ -272,7 +273,8 @@ def _source_checks(measured: pd.DataFrame, sums: dict[tuple[str, str], np.ndarra
 
 def _content_check(frame: pd.DataFrame) -> list[Check]:
     """How far the classes' sources differ, over every row that names one (none unless both classes do): the same
-    measure as the format's, from the manifest alone."""
+    measure as the format's, from the manifest alone. Never more than a possible shortcut: a source's name does not say
+    what its images show (FFHQ faces and StyleGAN2 faces are two sources of one content)."""
     named = frame[frame["source"] != ""]
     if named["label"].nunique() < 2:
         return []
@@ -280,7 +282,8 @@ def _content_check(frame: pd.DataFrame) -> list[Check]:
     distance = 0.5 * shares["real"].sub(shares["ai"], fill_value=0).abs().sum()
     per_class = {label: ", ".join(f"{v} {_percent(x)}" for v, x in share.head(3).items()) for label, share in shares.items()}
     description = "the images' source (its content: photos vs artistic renders, one subject vs another)"
-    return [Check(CONTENT, description, per_class, round(float(distance), 3), _level(distance))]
+    level = "possible shortcut" if distance >= SUSPICIOUS else "ok"
+    return [Check(CONTENT, description, per_class, round(float(distance), 3), level)]
 
 
 def _unchecked_sources(frame: pd.DataFrame, measured: pd.DataFrame) -> list[str]:
