@@ -5,7 +5,7 @@ Rows are linked when they share a `pair_id` (a real photo and the ai images made
 or re-encoded copy). Linked groups are then dealt to `train`/`val`/`test` by seeded ratios,
 separately for real-only, ai-only and mixed groups so every split keeps the class balance; the deal follows
 the files' sha256, so one seed splits the same images alike whatever the row order or folder. A new deal
-moves earlier-split images (10 files added to 1,000 moved 168); `keep=True` keeps every
+moves earlier-split images (10 files added to 1,000 moved 420-475 of them, three seeds); `keep=True` keeps every
 group's split and deals only groups with none, so files added later never move a test image into train.
 """
 
