@@ -374,7 +374,8 @@ def test_a_rerun_is_refused_for_any_source_paid_under_other_settings_before_its_
     args = ["--out", str(tmp_path / "out"), "--max-retries", "0"]
     assert CliRunner().invoke(app, ["generate", "openai", str(photos / "a.png"), *args]).exit_code == 0
     for name in ("b.png", "c.png"):
-        made = CliRunner().invoke(app, ["generate", "openai", str(photos / name), *args, "--size", "1536x1024"])
+        made = CliRunner().invoke(app, ["generate", "openai", str(photos / name), *args, "--size", "1536x1024",
+                                        "--new-settings"])
         assert made.exit_code == 0, made.output
     assert server.billable == 3
     refused = CliRunner().invoke(app, ["generate", "openai", str(photos), *args])

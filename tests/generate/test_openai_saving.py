@@ -104,7 +104,10 @@ def test_a_rerun_into_an_out_made_as_png_is_refused_without_the_same_format(serv
     assert resized.exit_code == 2 and "with no --resize-to-source; this run has --resize-to-source:" in resized.output
     again = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--format", "png"])
     assert again.exit_code == 0 and "already done 3" in again.output and server.billable == 3
-    (out / ".fakescope-ledger.sqlite").unlink()  # as on another machine: known by the images' names
+    (out / ".fakescope-ledger.sqlite").unlink()  # as on another machine, where the manifest tells
+    told = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out)])
+    assert told.exit_code == 2 and told.stderr.startswith("error: this --out's images were made with --format png; ")
+    (out / "manifest.csv").unlink()  # and without its manifest: known by the images' names
     elsewhere = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out)])
     assert elsewhere.exit_code == 2 and server.billable == 3
     assert elsewhere.output == (f"error: {out} holds images made with these options and --format png, no "
@@ -127,3 +130,31 @@ def test_a_photo_over_the_upload_limit_is_sent_downscaled_and_its_row_says_so(se
     whole = run_openai(str(photo), str(tmp_path / "again"), OpenAIImagesConfig(), client=make_client(max_retries=0))
     assert whole.done == 1 and server.requests[1]["image"] == (2000, 1500)
     assert "upload" not in next(iter(_rows(tmp_path / "again").values()))["params"]
+
+
+def test_a_run_of_new_photos_into_an_out_recorded_with_other_settings_is_refused(server, photos, tmp_path):
+    """A rerun that changed --format was refused only for photos done before: new photos ran, so PNG and JPEG fakes
+    shared one --out by batch. Any run whose settings are none recorded for --out is now refused, whatever its photos:
+    by the ledger, and without it (another machine) by the manifest; the same options resume, --new-settings adds a
+    second set."""
+    out = tmp_path / "fakes"
+    base = ["generate", "openai", "--out", str(out), "--max-retries", "0"]
+    first = CliRunner().invoke(app, [*base[:2], str(photos / "a.jpg"), *base[2:], "--format", "png"])
+    assert first.exit_code == 0 and server.billable == 1, first.output
+    other = CliRunner().invoke(app, [*base[:2], str(photos / "b.png"), *base[2:]])  # a new photo, default --format
+    assert other.exit_code == 2 and server.billable == 1 and other.stdout == "", other.output
+    assert other.stderr == ("error: this --out's images were made with --format png; this run has --format source: pass "
+                            "the same options to resume that run, --new-settings to pay for a second set beside it, or "
+                            "use another --out\n")
+    same = CliRunner().invoke(app, [*base[:2], str(photos / "b.png"), *base[2:], "--format", "png"])
+    assert same.exit_code == 0 and "done 1," in same.output and server.billable == 2, same.output
+    (out / ".fakescope-ledger.sqlite").unlink()  # as on another machine: the manifest records the settings
+    bigger = CliRunner().invoke(app, [*base[:2], str(photos / "c.png"), *base[2:], "--format", "png", "--size",
+                                      "1536x1024"])
+    assert bigger.exit_code == 2 and server.billable == 2
+    assert bigger.stderr.startswith("error: this --out's images were made with --size 1024x1024; this run has --size "
+                                    "1536x1024: pass the same options")
+    beside = CliRunner().invoke(app, [*base[:2], str(photos / "c.png"), *base[2:], "--format", "png", "--size",
+                                      "1536x1024", "--new-settings"])
+    assert beside.exit_code == 0 and server.billable == 3, beside.output
+    assert {row["format"] for row in _rows(out).values()} == {"PNG"} and len(_rows(out)) == 3

@@ -1,19 +1,24 @@
-"""A rerun's settings against those the ledger paid for: the same sources under other settings are new jobs, paid again."""
+"""A rerun's settings against those recorded for its `out` (the ledger's paid jobs, the manifest's rows): the same
+sources under other settings are new jobs, paid again, and new ones would mix two sets in one folder."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from fakescope.errors import ConfigError
-from fakescope.generate._plan import files_in, output_names
+from fakescope.generate._plan import any_output, files_in, output_names
 from fakescope.generate.ledger import JobRecord, Ledger
-from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig
+from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, params_hash
 from fakescope.io.inputs import path_text
 
+ROW_EXTRAS = ("usage", "upload", "crop")
+"""Keys a manifest row's params add, per image, to its run's settings (`fakescope.generate._outputs`)."""
+_CHOICES = ("pass the same options to resume that run, --new-settings to pay for a second set beside it, or use "
+            "another --out")
 OPTIONS = {"mode": "--mode", "model": "--model", "size": "--size", "quality": "--quality", "prompt": "--prompt",
            "mask": "--mask", "input_fidelity": "--input-fidelity", "format": "--format", "resize": "--resize-to-source"}
 """The settings that make a job's key, by the `generate openai` option that sets each."""
@@ -51,18 +56,42 @@ def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: S
     if not other:
         return
     last = other[0]
-    before, now = _settings(last), {"mode": config.mode, "model": config.model, **config.params()}
+    more = f" (and {len(other) - 1} more source(s))" if len(other) > 1 else ""
+    raise ConfigError(f"the ledger of this --out paid for {last.source}{more} with "
+                      f"{_differs(_settings(last), last.params_hash, config)}: {_CHOICES}")
+
+
+def check_recorded(paid: list[JobRecord], rows: Mapping[str, Mapping], config: OpenAIImagesConfig) -> None:
+    """Refuse a run into an `out` whose recorded settings are all other than `config`'s, whatever its sources: new
+    sources would mix two settings in one set (PNG and JPEG fakes by batch, a shortcut). Recorded: the settings of the
+    ledger's `paid` jobs (`paid_jobs`), and of `rows` (`out`'s manifest, `manifest_rows`) named as `generate openai`
+    names its images (a run on another machine); a second set beside them is made with `new_settings`.
+
+    Raises:
+        ConfigError: naming the options that differ from the settings recorded last.
+    """
+    recorded = [((record.mode, record.model, record.params_hash), _settings(record)) for record in paid]
+    for uri, row in rows.items():
+        if any_output(uri.rsplit("/", 1)[-1]) is not None and isinstance(row.get("params"), str) and row["params"]:
+            params = {key: value for key, value in json.loads(row["params"]).items() if key not in ROW_EXTRAS}
+            recorded.append(((params.get("mode"), row.get("model"), params_hash(params)),
+                             {"model": row.get("model"), **params}))
+    if not recorded or (config.mode, config.model, config.params_hash()) in {key for key, _ in recorded}:
+        return
+    (_, _, hashed), before = recorded[-1]
+    raise ConfigError(f"this --out's images were made with {_differs(before, hashed, config)}: {_CHOICES}")
+
+
+def _differs(before: dict | None, hashed: str, config: OpenAIImagesConfig) -> str:
+    """What differs between recorded settings `before` (None where unknown, known by their hash `hashed` only) and
+    `config`'s, as options: `--size 1536x1024; this run has --size 1024x1024`."""
+    now = {"mode": config.mode, "model": config.model, **config.params()}
     keys = [key for key in OPTIONS if before is not None and before.get(key) != now.get(key)]
     keys = [key for key in keys if key in ("mode", "model")] or keys  # the other parameters follow from those
-    if keys:
-        differs = (f"{', '.join(_option(key, before.get(key)) for key in keys)}; this run has "
-                   f"{', '.join(_option(key, now.get(key)) for key in keys)}")
-    else:  # an older ledger's job that was never done: its parameters are not known
-        differs = f"other parameters (hash {last.params_hash[:6]}) than this run's"
-    more = f" (and {len(other) - 1} more source(s))" if len(other) > 1 else ""
-    raise ConfigError(f"the ledger of this --out paid for {last.source}{more} with {differs}: pass "
-                      "the same options to resume that run, --new-settings to pay for a second set beside it, or use "
-                      "another --out")
+    if not keys:  # an older ledger's job that was never done: its parameters are not known
+        return f"other parameters (hash {hashed[:6]}) than this run's"
+    return (f"{', '.join(_option(key, before.get(key)) for key in keys)}; this run has "
+            f"{', '.join(_option(key, now.get(key)) for key in keys)}")
 
 
 def check_earlier_format(out: str, config: OpenAIImagesConfig) -> None:

@@ -256,7 +256,7 @@ class OpenAIImagesConfig:
 
     def params_hash(self) -> str:
         """Short stable hash of `params()`."""
-        return hashlib.sha256(json.dumps(self.params(), sort_keys=True).encode()).hexdigest()[:16]
+        return params_hash(self.params())
 
     def price(self) -> float:
         """Estimated USD per image.
@@ -331,6 +331,11 @@ def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | 
 
     redact_http_logs()
     return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout, http_client=OnceClient())
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """Short stable hash of a run's `OpenAIImagesConfig.params()` (job keys, output names)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def upload_size(size: tuple[int, int], config: OpenAIImagesConfig) -> tuple[int, int] | None:

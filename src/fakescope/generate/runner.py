@@ -24,11 +24,11 @@ from fakescope.errors import ConfigError
 from fakescope.generate._budget import Budget, RunReport
 from fakescope.generate._loop import Run
 from fakescope.generate._plan import planned, planned_sources
-from fakescope.generate._settings import check_earlier_format, check_settings, paid_jobs
+from fakescope.generate._settings import check_earlier_format, check_recorded, check_settings, paid_jobs
 from fakescope.generate._sources import read_sources
 from fakescope.generate.lease import LEASE_SECONDS, Lease
 from fakescope.generate.ledger import Ledger
-from fakescope.generate.manifest import MANIFEST_NAME, check_manifest_name
+from fakescope.generate.manifest import MANIFEST_NAME, check_manifest_name, manifest_rows
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
 from fakescope.generate.openai_models import check_served
 from fakescope.io import storage
@@ -116,12 +116,15 @@ def run_openai(
             (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
             once every option, `src` and the settings are checked and before anything is created or sent; raise from it
             to refuse the run. Counting lists `src` once more (reads its prompts file) and `out`.
-        new_settings: Pay for images of sources the ledger paid for under other settings (mode, model, parameters: a
-            second set beside the first). Without it such a run, as a rerun that left out an option (`--prompt`) would
-            be, is refused before `confirm` is called, naming the options that differ (checked on every source: an image
-            known by its URI, or the first one's sha256, a prompt by its text; listing `src` once more where the ledger
-            paid for any). Nor is a run into an `out` that holds images of these options saved as versions before
-            `output_format` saved them (`--format png`, not resized; known by their names, without a ledger too).
+        new_settings: Make images under other settings (mode, model, parameters) than those recorded for `out`: a
+            second set beside the first. Without it such a run, as a rerun that left out an option (`--prompt`) would
+            be, is refused before `confirm` is called, naming the options that differ: where the ledger paid for any of
+            its sources under other settings only (checked on every source: an image known by its URI, or the first
+            one's sha256, a prompt by its text; listing `src` once more where the ledger paid for any), and whatever its
+            sources where none of the ledger's paid jobs nor of `out`'s manifest rows has its settings (new sources
+            would mix two settings in one set, such as PNG and JPEG fakes by batch). Nor is a run into an `out` that
+            holds images of these options saved as versions before `output_format` saved them (`--format png`, not
+            resized; known by their names, without a ledger too).
         max_wait: The most seconds the run pauses, in all, for rate limits (a 429 with a `Retry-After` the client did
             not wait for: over 120 s, or once its retries are spent); a longer wait stops it (`stopped` says when to
             rerun), its rate-limited jobs recorded as failed, unpaid (`fakescope.generate._loop`).
@@ -139,7 +142,8 @@ def run_openai(
         StorageUnavailableError: `out` became unreachable; the run stops paying, and a rerun writes the
             images it had paid for from the spool without paying again.
         StorageError: another run holds `out`'s lease, or took it over from this one (which then stops paying).
-        ConfigError: the ledger paid for a source only under other settings, and `new_settings` is False.
+        ConfigError: the ledger paid for a source only under other settings, or `out` records only other settings,
+            and `new_settings` is False.
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -157,7 +161,8 @@ def run_openai(
     listed = planned_sources(src, out, config, split) if paid or confirm is not None else []
     check_settings(paid, config, listed, [first[2]])
     if not new_settings:
-        check_earlier_format(out, config)
+        check_recorded(paid, manifest_rows(storage.join(out, manifest_name)), config)
+        check_earlier_format(out, config)  # images without a ledger or manifest row: known by their names
     if confirm is not None:
         confirm(*planned(src, out, config, split, listed))
     lease = Lease(out, lease_seconds)
