@@ -46,7 +46,7 @@ def test_each_image_is_saved_like_its_photo_by_default(server, photos, tmp_path)
     rows = _rows(out)
     assert {name: (row["format"], row["width"], row["height"]) for name, row in rows.items()} == {
         "a.jpg": ("JPEG", 1024, 1024), "b.png": ("PNG", 1024, 1024), "c.png": ("PNG", 1024, 1024)}
-    assert all(row["params"]["format"] == "source" and "resize" not in row["params"] for row in rows.values())
+    assert all(row["params"]["format"] == "source" and not {"resize", "crop"} & set(row["params"]) for row in rows.values())
     with Image.open(photos / "a.jpg") as real, Image.open(rows["a.jpg"]["uri"]) as fake:
         assert rows["a.jpg"]["uri"].endswith(".jpg") and fake.quantization == real.quantization
         assert fake.layer == real.layer  # the same chroma subsampling (4:2:2)
@@ -158,3 +158,19 @@ def test_a_run_of_new_photos_into_an_out_recorded_with_other_settings_is_refused
                                       "1536x1024", "--new-settings"])
     assert beside.exit_code == 0 and server.billable == 3, beside.output
     assert {row["format"] for row in _rows(out).values()} == {"PNG"} and len(_rows(out)) == 3
+
+
+def test_dall_e_2s_image_is_resized_to_the_square_it_was_made_from_and_its_row_records_the_box(server, photos, tmp_path):
+    """dall-e-2 is sent the photo's centred square, and --resize-to-source stretched its square image to the photo's
+    aspect, aligned with nothing in it. It is now resized to that square's size, and each row records the box."""
+    out = tmp_path / "fakes"
+    config = OpenAIImagesConfig(model="dall-e-2", size="256x256", resize_to_source=True)
+    assert run_openai(str(photos), str(out), config, client=make_client(max_retries=0)).done == 3
+    assert [request["image"] for request in server.requests] == [(256, 256)] * 3
+    rows = _rows(out)
+    assert {name: (row["width"], row["height"], row["params"]["crop"]) for name, row in rows.items()} == {
+        "a.jpg": (64, 64, [16, 0, 80, 64]), "b.png": (36, 36, [2, 0, 38, 36]), "c.png": (50, 50, [0, 10, 50, 60])}
+    kept = run_openai(str(photos / "a.jpg"), str(tmp_path / "kept"), OpenAIImagesConfig(model="dall-e-2", size="256x256"),
+                      client=make_client(max_retries=0))
+    [row] = _rows(tmp_path / "kept").values()
+    assert kept.done == 1 and (row["width"], row["height"], row["params"]["crop"]) == (256, 256, [16, 0, 80, 64])

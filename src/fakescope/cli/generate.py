@@ -109,7 +109,7 @@ def openai(
         "(default for --mode generate): the API's PNG byte for byte, as earlier versions saved it, which makes PNG "
         "tell ai from JPEG reals. The API is always asked for PNG, never JPEG: a JPEG answer re-encoded like its "
         "photo would be compressed twice."))] = None,
-    resize_to_source: Annotated[bool, typer.Option("--resize-to-source", help="Resize each image to its photo's size (Lanczos), so the size tells nothing either; a photo of another aspect than --size is stretched back. Upscaling leaves a resampling trace (smooth, interpolated high frequencies) that reals lack: generate taef2 pairs, made at the photo's size, have none.")] = False,
+    resize_to_source: Annotated[bool, typer.Option("--resize-to-source", help="Resize each image to its photo's size (Lanczos), so the size tells nothing either; a photo of another aspect than --size is stretched back (dall-e-2's image, made from the photo's centred square, to that square's size instead; the manifest's params record the box, crop). Upscaling leaves a resampling trace (smooth, interpolated high frequencies) that reals lack: generate taef2 pairs, made at the photo's size, have none.")] = False,
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
 ) -> None:

@@ -13,7 +13,7 @@ from fakescope.generate._encoding import encode, encoding_of
 from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, files_in, output_uri
 from fakescope.generate.ledger import JobRecord
 from fakescope.generate.manifest import manifest_row, manifest_rows
-from fakescope.generate.openai_images import OpenAIImagesConfig, upload_size
+from fakescope.generate.openai_images import OpenAIImagesConfig, crop_box, upload_size
 from fakescope.io import storage
 from fakescope.io.image import LoadedImage, load_image, upright_size
 from fakescope.io.inputs import path_text
@@ -42,14 +42,19 @@ def _source_size(job: Job, config: OpenAIImagesConfig) -> tuple[int, int] | None
 
 def saved(job: Job, loaded: LoadedImage, config: OpenAIImagesConfig,
           source_size: tuple[int, int] | None) -> tuple[bytes, str]:
-    """(file bytes, extension) of the API's image `loaded`: its own bytes under `png`; else resized to the source's
-    upright size `source_size` (Lanczos) where `config.resize_to_source`, and saved like the source under `source`
-    (`fakescope.generate._encoding`), as an RGB PNG under `png`."""
+    """(file bytes, extension) of the API's image `loaded`: its own bytes under `png`; else resized (Lanczos) where
+    `config.resize_to_source` to the source's upright size `source_size` (dall-e-2's to its `crop_box`'s, the part of
+    the source it was made from), and saved like the source under `source` (`fakescope.generate._encoding`), as an RGB
+    PNG under `png`."""
     if config.save_format == "png" and not config.resize_to_source:
         return loaded.data, loaded.format.lower()
     image, source = loaded.image, job.payload
-    if config.resize_to_source and source_size and image.size != source_size:
-        image = image.resize(source_size, Image.LANCZOS)
+    if config.resize_to_source and source_size:
+        size = source_size
+        if (box := crop_box(size, config)) is not None:
+            size = (box[2] - box[0], box[3] - box[1])
+        if image.size != size:
+            image = image.resize(size, Image.LANCZOS)
     encoding = encoding_of(source, config.save_format)
     return encode(image, source, encoding, config.save_format), encoding[0]
 
@@ -57,10 +62,14 @@ def saved(job: Job, loaded: LoadedImage, config: OpenAIImagesConfig,
 def _row(job: Job, uri: str, loaded: LoadedImage, data: bytes, config: OpenAIImagesConfig,
          source_size: tuple[int, int] | None, usage: dict | None = None) -> dict:
     """The manifest row of the file `data` (decoded: `loaded`; its source's upright size `source_size`):
-    `config.params()`, with `usage` and the size of a downscaled upload (`upload`) where there are."""
+    `config.params()`, with `usage`, the size of a downscaled upload (`upload`) and the box of the source dall-e-2 was
+    sent (`crop`: left, top, right, bottom) where there are."""
     params = config.params()
-    if source_size is not None and (sent := upload_size(source_size, config)) is not None:
-        params["upload"] = f"{sent[0]}x{sent[1]}"
+    if source_size is not None:
+        if (sent := upload_size(source_size, config)) is not None:
+            params["upload"] = f"{sent[0]}x{sent[1]}"
+        if (box := crop_box(source_size, config)) is not None:
+            params["crop"] = list(box)
     return manifest_row(
         uri=uri, source_uri=job.source, source_sha256=job.source_sha256, generator=config.model, model=config.model,
         params={**params, **({"usage": usage} if usage else {})},

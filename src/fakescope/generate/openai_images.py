@@ -29,7 +29,8 @@ its quantization tables and subsampling, ...), so the file format tells nothing;
 `png` keeps the API's answer byte for byte (what earlier versions saved). The API is always asked for a PNG, never
 its `output_format` jpeg or webp: the only lossy compression of a saved image is then the source's, as a real photo
 has it once; a lossy answer re-encoded like its source would be compressed twice, a trace reals lack.
-`resize_to_source` resizes the image to its source's size (Lanczos), so the size tells nothing either.
+`resize_to_source` resizes the image to its source's size (Lanczos), so the size tells nothing either; dall-e-2's,
+made from the source's centred square (`crop_box`, recorded as its manifest row's `crop`), to that square's size.
 
 A source over `MAX_UPLOAD_PIXELS` (whose PNG could pass the API's upload limit) is sent downscaled, keeping its
 aspect (Lanczos), and its manifest row's params record the size sent (`upload`).
@@ -338,6 +339,17 @@ def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def crop_box(size: tuple[int, int], config: OpenAIImagesConfig) -> tuple[int, int, int, int] | None:
+    """The centred square (left, top, right, bottom) of an upright image of `size` that dall-e-2's upload is cut to;
+    None for other models, which are sent the whole image."""
+    if config.model != "dall-e-2":
+        return None
+    width, height = size
+    side = min(size)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
 def upload_size(size: tuple[int, int], config: OpenAIImagesConfig) -> tuple[int, int] | None:
     """The size a GPT image model's upload of an upright image of `size` is downscaled to (aspect kept), or None where
     it is sent at its own size (at most `MAX_UPLOAD_PIXELS`; dall-e-2's uploads are cut to `size` instead)."""
@@ -351,18 +363,16 @@ def upload_size(size: tuple[int, int], config: OpenAIImagesConfig) -> tuple[int,
 def prepare_upload(data: bytes, config: OpenAIImagesConfig) -> tuple[str, bytes, str]:
     """Turn a source image into the `(filename, bytes, mime)` the API accepts.
 
-    dall-e-2 wants a square PNG under 4 MB: the image is centre-cropped to a square and
+    dall-e-2 wants a square PNG under 4 MB: the image is cut to its `crop_box` and
     resized to the requested size. Other models take the image as a PNG at its own size, downscaled (Lanczos, aspect
     kept) to `upload_size` where it has over `MAX_UPLOAD_PIXELS`.
     """
     image = load_image(data).image
     if (smaller := upload_size(image.size, config)) is not None:
         image = image.resize(smaller, Image.LANCZOS)
-    if config.model == "dall-e-2":
-        side = min(image.size)
-        left, top = (image.width - side) // 2, (image.height - side) // 2
+    if (box := crop_box(image.size, config)) is not None:
         target = int(config.size.split("x")[0]) if "x" in config.size else 1024
-        image = image.crop((left, top, left + side, top + side)).resize((target, target), Image.LANCZOS)
+        image = image.crop(box).resize((target, target), Image.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "image.png", buffer.getvalue(), "image/png"
