@@ -458,6 +458,32 @@ def test_a_request_in_flight_at_a_crash_whose_image_another_ledger_made_still_co
         assert ledger.spent() == pytest.approx(0.016)  # was 0 once done: the lost attempt dropped out of the spend
 
 
+def test_a_refusal_records_the_other_requests_in_flight_before_it_stops_the_run(server, photos, tmp_path):
+    """A 403 stopped the run with the other requests in flight unrecorded: answered and billed, they stayed `running` in
+    the ledger, counted as maybe billed until a rerun settled them. The run now waits for them and records each."""
+    server.faults = [(403, "Project does not have access to model gpt-image-2.6-flare")]
+    server.hold_after, server.answer_held = 0, True  # the other requests are answered (billed) after the refusal
+
+    def release() -> None:
+        deadline = time.monotonic() + 30
+        while (server.held < 2 or server.counts[("edits", 403)] < 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # the refusal is back at the client before they are answered
+        server.release.set()
+
+    threading.Thread(target=release, daemon=True).start()
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(price_per_image=0.01)
+    with pytest.raises(ConfigError, match=r"^the Images API refused the request \(403\): Project does not have access"):
+        run_openai(str(photos), str(out), config, concurrency=3, client=make_client(max_retries=0))
+    assert server.billable == 2
+    with Ledger(out / ".fakescope-ledger.sqlite") as ledger:
+        records = list(ledger.jobs())
+        assert sorted(record.state for record in records) == ["done", "done", "failed"]
+        assert ledger.spent() == pytest.approx(0.02) and all(record.lost == 0 for record in records)
+    assert len(pd.read_csv(out / "manifest.csv")) == 2 and len(_outputs(out)) == 2
+
+
 def test_refused_key_stops_the_run_without_echoing_it(server, photos, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-secret-123")
     with pytest.raises(ConfigError) as caught:

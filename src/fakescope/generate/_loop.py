@@ -4,6 +4,10 @@ A 429 with a `Retry-After` the client did not wait for (over its 120 s, or its r
 request is sent until the longest `Retry-After` given has passed, then its jobs (unpaid) are sent again. Once the
 pauses would add up to more than `max_wait` seconds the run stops instead, its jobs recorded as failed (unpaid), for a
 rerun to send. A 429 without one fails its job, unpaid, as other errors do.
+
+A refusal no later request can pass (`openai_images.request_image`: the key, the model, the account) stops the run:
+nothing more is sent, and the other requests in flight are waited for and recorded before it is raised, so the ledger
+counts none that was answered as maybe billed.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 
 import openai
 
@@ -180,22 +184,40 @@ class Run:
         """Wait for a request to finish and record every finished one.
 
         Raises:
-            ConfigError: no later request can succeed (the key, the model, the account).
+            ConfigError: no later request can succeed (the key, the model, the account); raised once the other requests
+                in flight are recorded (`_record_rest`).
             StorageUnavailableError: the output storage, not an image, failed: pay for no more.
         """
         finished, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
-        outages = [outage for future in finished if (outage := self._record(future)) is not None]
-        if outages:
-            raise outages[-1]
+        stops = [stop for future in finished if (stop := self._record(future)) is not None]
+        if refusals := [stop for stop in stops if isinstance(stop, ConfigError)]:
+            self._record_rest()
+            raise refusals[0]
+        if stops:
+            raise stops[-1]
 
-    def _record(self, future: Future) -> StorageUnavailableError | None:
-        """Record one finished request in the ledger and the report; return the outage that failed it, if one did."""
+    def _record_rest(self) -> None:
+        """Once a refusal stops the run: send nothing more, but wait for the requests still in flight (each as long as
+        the client's timeout and retries allow; Ctrl-C stops the wait) and record how each ended, so the ledger holds
+        no request as maybe billed that was answered. One still unanswered stays in flight, maybe billed."""
+        if self.in_flight:
+            log.warning("stopping: waiting for the %d other request(s) in flight to record their answers",
+                        len(self.in_flight))
+        try:
+            for future in as_completed(list(self.in_flight)):
+                self._record(future)  # a further refusal or outage is recorded: the first refusal is the one told
+        except KeyboardInterrupt:
+            pass
+
+    def _record(self, future: Future) -> ConfigError | StorageUnavailableError | None:
+        """Record one finished request in the ledger and the report; return the refusal or outage that failed it, if one
+        did (the run stops)."""
         job = self.in_flight.pop(future)
         try:
             uri, row = future.result()
         except ConfigError as exc:  # answered (a refusal, unbilled): not left in flight, maybe billed, for a rerun
             self._fail(job, exc, billed=self.book.spool_path(job.key).is_file(), warn=False)
-            raise
+            return exc
         except LostImageError as exc:  # billed all the same: it counts against the budgets
             self._fail(job, exc, billed=True)
             return None
