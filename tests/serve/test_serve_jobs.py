@@ -167,6 +167,29 @@ def test_a_record_that_no_longer_reads_back_is_warned_of_once_and_kept(tmp_path,
     assert {path: path.read_bytes() for path in (old, damaged)} == kept
 
 
+def test_a_job_saved_before_the_format_option_shows_the_png_it_made(tmp_path, detector):
+    """A job saved before `output_format` existed (its images the API's PNGs) showed `output_format: None` once restored,
+    as new jobs did for their default (`source`). A restored job shows `png`, a new one `source`, which reads back."""
+    import json
+
+    from fakescope.serve import jobs
+
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    for job_id in ("0000aaaa", "1111bbbb"):
+        jobs.GenerationJob(job_id, config, tmp_path / job_id, state="done", finished=time.time()).save()
+    old = tmp_path / "0000aaaa" / "job.json"
+    record = json.loads(old.read_text())
+    assert record["config"]["output_format"] == "source"
+    del record["config"]["output_format"], record["config"]["resize_to_source"]  # as versions before --format saved it
+    old.write_text(json.dumps(record))
+    store = JobStore(tmp_path, detector.predict)
+    assert Job.model_validate(store.get("0000aaaa").to_dict()).config["output_format"] == "png"
+    assert store.get("0000aaaa").config.params() == OpenAIImagesConfig(model="dall-e-2", size="256x256",
+                                                                        output_format="png").params()
+    assert store.get("1111bbbb").to_dict()["config"]["output_format"] == "source"
+    assert store.get("1111bbbb").config.params() == config.params()
+
+
 def test_a_job_whose_folder_is_half_deleted_stays_deleted_after_a_restart(tmp_path, detector, monkeypatch, caplog):
     import shutil
 

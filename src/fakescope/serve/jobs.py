@@ -80,7 +80,7 @@ class GenerationJob:
             "created": self.created,
             "finished": self.finished,
             "error": self.error,
-            "config": self.config.to_dict(),
+            "config": {**self.config.to_dict(), "output_format": self.config.save_format},  # as made, not None
             "outputs": [
                 {"index": i, "image": f"/v1/jobs/{self.id}/outputs/{i}", "detection": out.detection}
                 for i, out in enumerate(self.outputs)
@@ -94,12 +94,13 @@ class GenerationJob:
 
     @classmethod
     def load(cls, folder: Path) -> GenerationJob:
-        """Read a job back from its folder's `job.json`."""
+        """Read a job back from its folder's `job.json`; one saved before `output_format` was made as PNGs (`png`)."""
         record = json.loads((folder / RECORD_NAME).read_text())
         outputs = [JobOutput(folder / name, _with_caveat(out["detection"]))
                    for name, out in zip(record["files"], record["outputs"])]
-        return cls(record["id"], OpenAIImagesConfig(**record["config"]), folder, record["state"], record["created"],
-                   record["finished"], record["error"], outputs)
+        config = OpenAIImagesConfig(**{"output_format": "png", **record["config"]})
+        return cls(record["id"], config, folder, record["state"], record["created"], record["finished"], record["error"],
+                   outputs)
 
 
 def _with_caveat(detection: dict) -> dict:
