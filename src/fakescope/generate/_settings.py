@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from fakescope.errors import ConfigError
-from fakescope.generate._plan import any_output, files_in, output_names
+from fakescope.generate._plan import any_output, output_names
 from fakescope.generate.ledger import JobRecord, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, params_hash
 from fakescope.io.inputs import path_text
@@ -94,9 +94,10 @@ def _differs(before: dict | None, hashed: str, config: OpenAIImagesConfig) -> st
             f"{', '.join(_option(key, now.get(key)) for key in keys)}")
 
 
-def check_earlier_format(out: str, config: OpenAIImagesConfig) -> None:
-    """Refuse a run whose images `out` holds already saved as earlier versions saved them (the API's PNG, at its size),
-    named by the same options otherwise: found by their names, so without a ledger too (another machine, a wiped cache).
+def check_earlier_format(out: str, files: Iterable[str], config: OpenAIImagesConfig) -> None:
+    """Refuse a run whose images `out` holds already (its `files`, `files_in`) saved as earlier versions saved them (the
+    API's PNG, at its size), named by the same options otherwise: found by their names, so without a ledger or a
+    manifest too (another machine, a wiped cache).
 
     Raises:
         ConfigError: in one line, naming the options that would resume that run.
@@ -105,7 +106,7 @@ def check_earlier_format(out: str, config: OpenAIImagesConfig) -> None:
     if earlier.params_hash() == config.params_hash():
         return
     names = output_names(earlier)
-    if any(names.search(uri.rsplit("/", 1)[-1]) for uri in files_in(out)):
+    if any(names.search(uri.rsplit("/", 1)[-1]) for uri in files):
         raise ConfigError(f"{out} holds images made with these options and --format png, no --resize-to-source (as "
                           "versions before --format saved them): pass --format png to resume that run, --new-settings "
                           "to make this set beside it, or use another --out")

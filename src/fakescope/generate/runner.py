@@ -23,7 +23,7 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError
 from fakescope.generate._budget import Budget, RunReport
 from fakescope.generate._loop import Run
-from fakescope.generate._plan import planned, planned_sources
+from fakescope.generate._plan import files_in, planned, planned_sources
 from fakescope.generate._settings import check_earlier_format, check_recorded, check_settings, paid_jobs
 from fakescope.generate._sources import read_sources
 from fakescope.generate.lease import LEASE_SECONDS, Lease
@@ -161,8 +161,10 @@ def run_openai(
     listed = planned_sources(src, out, config, split) if paid or confirm is not None else []
     check_settings(paid, config, listed, [first[2]])
     if not new_settings:
-        check_recorded(paid, manifest_rows(storage.join(out, manifest_name)), config)
-        check_earlier_format(out, config)  # images without a ledger or manifest row: known by their names
+        held = files_in(out)  # first, listed once: an unreachable `out` fails naming itself, not its manifest
+        manifest = storage.join(out, manifest_name)
+        check_recorded(paid, manifest_rows(manifest) if manifest in held else {}, config)
+        check_earlier_format(out, held, config)  # images without a ledger or manifest row: known by their names
     if confirm is not None:
         confirm(*planned(src, out, config, split, listed))
     lease = Lease(out, lease_seconds)
