@@ -17,6 +17,8 @@ import ipaddress
 import os
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
@@ -57,17 +59,43 @@ def is_url(source: str) -> bool:
     return source[:8].lower().startswith(("http://", "https://"))
 
 
+@dataclass(frozen=True)
+class Signing:
+    """One provider's signing parameters: `names` (`*` ends a prefix) are left out of a URL's name when every one of
+    `when` is in its query (always, when `when` is empty); matched as written unless `any_case`."""
+
+    names: tuple[str, ...]
+    when: tuple[str, ...] = ()
+    any_case: bool = False
+
+    def drops(self, keys: set[str]) -> Callable[[str], bool] | None:
+        """Whether a key signs, for a query of `keys`; None when this provider did not sign it."""
+        if not all(k in keys for k in self.when):
+            return None
+        fold = str.lower if self.any_case else str
+        names = [fold(n) for n in self.names]
+        return lambda key: any(fnmatchcase(fold(key), n) for n in names)
+
+
 SIGNING_PARAMETERS = {
-    "AWS S3 (SigV4, SigV2)": ("x-amz-*", "awsaccesskeyid", "signature", "expires"),
-    "CloudFront": ("key-pair-id", "policy", "signature", "expires"),
-    "Google Cloud Storage": ("x-goog-*", "googleaccessid", "signature", "expires"),
-    "Azure SAS": ("sv", "ss", "srt", "sr", "sp", "st", "se", "spr", "sip", "si", "sig", "sdd", "ses", "skoid", "sktid",
-                  "skt", "ske", "sks", "skv", "saoid", "suoid", "scid"),
-    "generic": ("token", "access_token"),
+    "AWS S3 (SigV4)": Signing(("X-Amz-*",), any_case=True),
+    "AWS S3 (SigV2)": Signing(("AWSAccessKeyId", "Signature", "Expires"), when=("AWSAccessKeyId", "Signature")),
+    "CloudFront": Signing(("Key-Pair-Id", "Policy", "Signature", "Expires", "Hash-Algorithm"),
+                          when=("Key-Pair-Id", "Signature")),
+    "Google Cloud Storage (V4)": Signing(("X-Goog-*",), any_case=True),
+    "Google Cloud Storage (V2)": Signing(("GoogleAccessId", "Signature", "Expires"), when=("GoogleAccessId", "Signature")),
+    "Azure SAS": Signing(("sv", "ss", "srt", "sr", "sp", "st", "se", "spr", "sip", "si", "sig", "sdd", "ses", "skoid",
+                          "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid"), when=("sv", "sig")),
+    "generic": Signing(("token", "access_token")),
 }
-"""Query parameters (case-insensitive; `*` ends a prefix) that sign a URL rather than name its object: `url_name`
-leaves them out of a URL's name, so the same object signed again keeps its name."""
-_SIGNING = tuple(name for names in SIGNING_PARAMETERS.values() for name in names)
+"""Query parameters that sign a URL rather than name its object: `url_name` leaves them out of a URL's name, so the
+same object signed again keeps its name. A provider's names count only beside its own marks (`Signing.when`), so a
+site's own `se`, `sp` or `Signature` stays in the name."""
+LEGACY_SIGNING = ("x-amz-*", "awsaccesskeyid", "signature", "expires", "key-pair-id", "policy", "x-goog-*",
+                  "googleaccessid", "sv", "ss", "srt", "sr", "sp", "st", "se", "spr", "sip", "si", "sig", "sdd", "ses",
+                  "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid", "token", "access_token")
+"""The names `url_name` left out, in any case and whatever else the query held, before `Signing.when`: `legacy_url_name`
+names a URL so, to resume results folders written then."""
 
 
 def shown_source(source: str) -> str:
@@ -81,8 +109,22 @@ def url_name(url: str) -> str:
     the query has parameters other than `SIGNING_PARAMETERS`, the name ends `#query=` and 12 hex digits of the sha256 of
     the named URL and those parameters, so URLs that differ there keep distinct names, and a URL signed again keeps its
     name, without showing any."""
-    kept = [(key, value) for key, value in parse_qsl(url.partition("#")[0].partition("?")[2], keep_blank_values=True)
-            if not any(fnmatchcase(key.lower(), name) for name in _SIGNING)]
+    pairs = _query(url)
+    rules = [d for rule in SIGNING_PARAMETERS.values() if (d := rule.drops({k for k, _ in pairs})) is not None]
+    return _named(url, [(k, v) for k, v in pairs if not any(signs(k) for signs in rules)])
+
+
+def legacy_url_name(url: str) -> str:
+    """`url` as `url_name` named it before `SIGNING_PARAMETERS` had `Signing.when`: `LEGACY_SIGNING` left out in any
+    case (a site's own `se=1` too)."""
+    return _named(url, [(k, v) for k, v in _query(url) if not any(fnmatchcase(k.lower(), n) for n in LEGACY_SIGNING)])
+
+
+def _query(url: str) -> list[tuple[str, str]]:
+    return parse_qsl(url.partition("#")[0].partition("?")[2], keep_blank_values=True)
+
+
+def _named(url: str, kept: list[tuple[str, str]]) -> str:
     if not kept:
         return shown_url(url)
     named = f"{shown_url(url)}?{urlencode(kept)}"

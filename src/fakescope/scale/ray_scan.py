@@ -30,7 +30,6 @@ from fakescope.scale.records import (
     read_folder,
     results_folder,
     source_key,
-    stored_path,
     writing_schema,
 )
 from fakescope.scale.scan import ScanSummary, recover_journals
@@ -92,7 +91,7 @@ def ray_scan(
     scoring = Scoring.planned(model, **detector_kwargs)
     contents = read_folder(folder, scoring)
     sources = list(dict.fromkeys(map(source_key, sources)))  # rows store, and resume on, these keys
-    pending = [s for s in sources if stored_path(s) not in contents.done]
+    pending = [s for s in sources if not contents.claim(s)]
     if not pending:
         return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))

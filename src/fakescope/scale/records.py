@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 from fakescope.detection import Detection
 from fakescope.errors import StorageError
 from fakescope.io import storage
-from fakescope.io.fetch import shown_source
+from fakescope.io.fetch import is_url, legacy_url_name, shown_source
 from fakescope.io.inputs import path_text
-from fakescope.scale.scoring import Scoring
+from fakescope.scale.scoring import NAMES_KEY, Scoring
 
 SCHEMA = pa.schema([
     ("path", pa.string()),
@@ -199,15 +199,31 @@ def folder_schema(out: str | Path) -> pa.Schema:
 
 @dataclass(frozen=True)
 class FolderContents:
-    """What a results folder's parts hold: the `source_key`s written, and the columns new rows take (`folder_schema`)."""
+    """What a results folder's parts hold: the `source_key`s written, the columns new rows take (`folder_schema`), and
+    the URL rows of parts written before `NAMES_KEY` (named by `legacy_url_name`)."""
 
     done: set[str]
     schema: pa.Schema
+    legacy: set[str]
+
+    def claim(self, source: str) -> bool:
+        """Whether a `source_key` is done: its row, or a legacy row its legacy name names. Each row answers once (URLs
+        that the legacy names merged are scored again apart) and then leaves memory."""
+        row = stored_path(source)
+        if row in self.done:
+            self.done.discard(row)
+            self.legacy.discard(row)
+            return True
+        if self.legacy and is_url(source) and (old := path_text(legacy_url_name(source))) in self.legacy:
+            self.legacy.discard(old)
+            return True
+        return False
 
 
 def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderContents:
     """Every `path` already written to a part of the results folder, as `source_key`s (older versions stored local
-    paths as given: a relative one is taken from the current folder), and the folder's columns, reading each part once.
+    paths as given: a relative one is taken from the current folder), and the folder's columns, reading each part once;
+    `FolderContents.claim` tells whether a source is among them.
 
     Raises:
         StorageError: a part is not a readable results table (damaged, or another file).
@@ -215,11 +231,13 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
             scored by another model or at another threshold: a rerun would skip its paths, leaving their scores as they were.
     """
     done: set[str] = set()
+    legacy: set[str] = set()
     schema = SCHEMA
     for part in part_files(out):
         try:
             with pq.ParquetFile(part) as parquet:
                 names, recorded = parquet.schema_arrow.names, Scoring.recorded(parquet.schema_arrow)
+                named_before = NAMES_KEY not in (parquet.schema_arrow.metadata or {})
                 if missing := [c for c in RESUME_COLUMNS if c not in names]:
                     raise pa.ArrowInvalid(f"no {', '.join(missing)} column")
                 table = parquet.read(columns=["path"] if recorded else RESUME_COLUMNS)  # a record tells the rest
@@ -231,8 +249,11 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
             scoring.require_same(out, recorded)
         elif scoring is not None:
             _check_scored_alike(out, table, scoring)
-        done.update(map(source_key, table.column("path").to_pylist()))
-    return FolderContents(done, schema)
+        paths = table.column("path").to_pylist()
+        done.update(map(source_key, paths))
+        if named_before:
+            legacy.update(filter(is_url, paths))
+    return FolderContents(done, schema, legacy)
 
 
 def _check_scored_alike(out: str | Path, table: pa.Table, scoring: Scoring) -> None:

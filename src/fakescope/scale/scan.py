@@ -29,12 +29,12 @@ from fakescope.io.inputs import path_text
 from fakescope.scale.records import (
     JOURNAL_SUFFIX,
     PART_SUFFIX,
+    FolderContents,
     detections_to_table,
     read_folder,
     remove_temporaries,
     results_folder,
     source_key,
-    stored_path,
     write_part,
     writing_schema,
     writing_to,
@@ -77,7 +77,7 @@ def scan(
     recover_journals(folder)
     scoring = Scoring.of(detector)
     contents = read_folder(folder, scoring)
-    todo = _Pending(sources, contents.done)
+    todo = _Pending(sources, contents)
     schema, scanned, failed = None, 0, 0
     with _PartWriter(folder, rows_per_part) as writer:
         results = detector.stream(todo)
@@ -118,16 +118,15 @@ def recover_journals(out: str | os.PathLike) -> int:
 class _Pending:
     """Sources not yet done, each once, counting those done before (once each, as the Ray engine does)."""
 
-    def __init__(self, sources: Iterable[str], done: set[str]):
-        self.sources, self.done, self.seen, self.skipped = sources, done, set(), 0
+    def __init__(self, sources: Iterable[str], contents: FolderContents):
+        self.sources, self.contents, self.seen, self.skipped = sources, contents, set(), 0
 
     def __iter__(self) -> Iterator[str]:
         for source in map(source_key, self.sources):
             if (stored := path_text(source)) in self.seen:  # listed again in this run
                 continue
             self.seen.add(stored)
-            if (row := stored_path(source)) in self.done:  # a signed URL's row names it without its query
-                self.done.discard(row)  # now in `seen`: memory stays one entry per source
+            if self.contents.claim(source):  # a signed URL's row names it without its query
                 self.skipped += 1
                 continue
             yield source

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from fakescope.models import LoadedModel
 
 METADATA_KEY = b"fakescope.scoring"
+NAMES_KEY = b"fakescope.url_names"
+"""Marks a part whose URLs are named by `url_name` with `Signing.when`; a part without it named them the legacy way."""
+NAMES = b"signing-v2"
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ class Scoring:
                    given["provenance"], given["precision"])
 
     def on(self, schema: pa.Schema) -> pa.Schema:
-        """`schema` carrying this record (Parquet keeps it in the part's footer)."""
-        return schema.with_metadata({METADATA_KEY: json.dumps(asdict(self), sort_keys=True)})
+        """`schema` carrying this record and the `NAMES_KEY` mark (Parquet keeps them in the part's footer)."""
+        return schema.with_metadata({METADATA_KEY: json.dumps(asdict(self), sort_keys=True), NAMES_KEY: NAMES})
 
     @classmethod
     def recorded(cls, schema: pa.Schema) -> Scoring | None:
