@@ -10,9 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def _handler(image: bytes, big: int, load: dict | None):
+    answered: set[str] = set()
+
     class Images(BaseHTTPRequestHandler):
         """`/*.png`: the image (any query); `/missing.png`: 404; `/page.html`: a web page; `/big.png`: `big` bytes of an
-        image's signature and zeros; `/text.png`: text called a PNG; `/slow.png`: the image after 1 s, counting the requests at once in `load`."""
+        image's signature and zeros; `/text.png`: text called a PNG; `/slow.png`: the image after 1 s, counting the
+        requests at once in `load`; `/busy.png`: 503; `/limited.png`: 429; `/flaky.png`: 503 the first time each query
+        asks, the image after."""
 
         def log_message(self, *args) -> None:
             pass
@@ -28,6 +32,10 @@ def _handler(image: bytes, big: int, load: dict | None):
                     load["now"] -= 1
             if path == "/missing.png":
                 self.send_error(404)
+                return
+            if path in ("/busy.png", "/limited.png") or (path == "/flaky.png" and self.path not in answered):
+                answered.add(self.path)
+                self.send_error(429 if path == "/limited.png" else 503)
                 return
             body = {"/page.html": b"<html>not an image</html>", "/big.png": image[:64] + bytes(big),
                     "/text.png": b"not an image"}.get(path, image)

@@ -135,9 +135,11 @@ def test_the_docs_quote_the_pixel_only_caveat_as_the_code_gives_it():
 def test_the_docs_table_of_url_signing_parameters_is_the_codes():
     from fakescope.io.fetch import SIGNING_PARAMETERS
 
-    rows = re.findall(r"^\| ([^|`]+) \| (`.*`) \|$", (ROOT / "docs" / "scale.md").read_text(), re.M)
-    assert {name: {c.lower() for c in re.findall(r"`([^`]+)`", cells)} for name, cells in rows} == \
-        {name: set(names) for name, names in SIGNING_PARAMETERS.items()}
+    rows = re.findall(r"^\| ([^|`]+) \| (`[^|]*`) \| ([^|]*) \| (any|as written) \|$", (ROOT / "docs" / "scale.md").read_text(),
+                      re.M)
+    assert {name: (set(re.findall(r"`([^`]+)`", names)), set(re.findall(r"`([^`]+)`", when)), case == "any")
+            for name, names, when, case in rows} == \
+        {name: (set(rule.names), set(rule.when), rule.any_case) for name, rule in SIGNING_PARAMETERS.items()}
 
 
 def test_the_docs_show_cli_options():

@@ -28,6 +28,7 @@ from PIL import Image
 
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import FakescopeError, ImageLoadError, StorageUnavailableError
+from fakescope.io.fetch import TransientFetchError
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import device_jpeg_size
 from fakescope.io.fetch import shown_source
@@ -80,7 +81,7 @@ def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenan
     except StorageUnavailableError:  # not this input's fault: the caller stops (a scan resumes from here)
         raise
     except FakescopeError as exc:  # the record names the source: its error does not again
-        return Detection.failed(source, exc.reason, model, threshold)
+        return Detection.failed(source, exc.reason, model, threshold, transient=isinstance(exc, TransientFetchError))
     evidence = []
     if provenance:
         from fakescope.forensics import collect_evidence

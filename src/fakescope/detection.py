@@ -61,7 +61,8 @@ class Detection:
     (inside the model's uncertain band around `threshold`). `decided_by` names the
     evidence kind that set the verdict and `reason` says why; `caveat`, when set, says in one clause why a `real` or
     `uncertain` verdict is weak (it rests on the pixel model, no signed provenance backing it). `heatmap` is a 2-D
-    float array in [0, 1] when asked for.
+    float array in [0, 1] when asked for. `transient` marks an `error` that may pass (a URL's fetch timed out, was
+    refused, or answered 429 or 5xx: `fakescope.io.fetch.TransientFetchError`); a scan rerun tries it again.
     """
 
     source: str
@@ -78,6 +79,7 @@ class Detection:
     format: str | None = None
     error: str | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
+    transient: bool = False
 
     def __repr__(self) -> str:
         """The answer at a glance (the default listed every evidence record's data), with the caveat's head (before its
@@ -129,8 +131,9 @@ class Detection:
                    error=record.get("error"))
 
     @classmethod
-    def failed(cls, source: str, error: str, model: str, threshold: float) -> Detection:
-        return cls(source=source, probability=None, verdict=None, threshold=threshold, model=model, error=error)
+    def failed(cls, source: str, error: str, model: str, threshold: float, *, transient: bool = False) -> Detection:
+        return cls(source=source, probability=None, verdict=None, threshold=threshold, model=model, error=error,
+                   transient=transient)
 
 
 

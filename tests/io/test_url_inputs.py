@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import socket
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -97,6 +99,36 @@ def test_scan_keeps_urls_that_differ_only_in_their_query_apart_but_not_their_sig
     assert paths[0] == f"{trusted}/a.png" and len({*paths}) == 3
     assert all(path.startswith(f"{trusted}/a.png#query=") for path in paths[1:])
     assert "SECRETSIG" not in str(paths)
+
+
+def test_a_scan_rerun_retries_urls_that_failed_for_a_passing_reason_and_not_the_others(tiny_model_dir, trusted,
+                                                                                       tmp_path, monkeypatch):
+    """A 503, a 429 or a refused connection was an error row counted as done: a rerun never tried it again. Now its
+    row's error_kind is transient, the summary says how many a rerun retries, and the rerun's row replaces it; a 404 or
+    a web page stays done."""
+    with socket.socket() as closed:  # a port nothing listens on: connection refused
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv(TRUSTED_ENV, f"{trusted},{refused}")
+    urls = [f"{trusted}/flaky.png?n=retry", f"{trusted}/limited.png", f"{refused}/a.png", f"{trusted}/missing.png",
+            f"{trusted}/page.html", f"{trusted}/a.png"]
+    out = tmp_path / "out"
+    command = ["scan", "-", "--out", str(out), "--model", str(tiny_model_dir), "--device", "cpu", "--no-provenance",
+               "--runtime", "torch"]
+    first = CliRunner().invoke(app, command, input="\n".join(urls))
+    assert first.exit_code == 1 and first.output.startswith("scanned 6  failed 5 (3 to retry: rerun the scan)  skipped "
+                                                            "(done before) 0 ")
+    rows = read_results(out).set_index("path")
+    assert rows["error_kind"].fillna("scored").tolist() == ["transient"] * 3 + ["permanent"] * 2 + ["scored"]
+    assert rows["error"].iloc[:3].tolist() == ["HTTP Error 503: Service Unavailable", "HTTP Error 429: Too Many Requests",
+                                               rows["error"].iloc[2]] and rows["error"].iloc[2].startswith("ConnectError")
+    again = CliRunner().invoke(app, command, input="\n".join(urls))  # flaky answers now; the others fail again
+    assert again.exit_code == 1 and again.output.startswith("scanned 3  failed 2 (2 to retry: rerun the scan)  skipped "
+                                                            "(done before) 3 ")
+    rows = read_results(out)
+    names = [shown_source(url) for url in urls]
+    assert sorted(rows["path"]) == sorted(names) and pd.isna(rows.set_index("path").loc[names[0], "error_kind"])
+    assert len(pd.read_parquet(out)) == 9  # the superseded rows stay in their parts; read_results leaves them out
 
 
 @pytest.mark.parametrize("query", [

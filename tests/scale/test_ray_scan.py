@@ -51,6 +51,34 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
         assert all(abs(a["score"] - b["score"]) <= 2e-6 for a, b in zip(ours, theirs))
 
 
+@pytest.mark.slow
+def test_ray_scan_records_and_counts_transient_fetch_errors_as_local_does(tiny_model_dir, image_factory, tmp_path,
+                                                                         monkeypatch, no_local_ray):
+    """Ray's rows carry the same error_kind as the local engine's, its summary the same count to retry, and a rerun
+    retries those rows alone. A Ray of its own: its actors must inherit the trusted origin of the loopback server."""
+    from image_server import serving_images
+
+    from fakescope.detector import Detector
+    from fakescope.io.fetch import TRUSTED_ENV
+
+    settings = {"name_or_path": str(tiny_model_dir), "device": "cpu", "provenance": False, "runtime": "torch"}
+    with serving_images(image_factory.bytes("PNG", (96, 80), 1), big=16) as origin:
+        monkeypatch.setenv(TRUSTED_ENV, origin)
+        urls = [f"{origin}/busy.png", f"{origin}/missing.png", f"{origin}/a.png"]
+        alone = scan([*urls, f"{origin}/flaky.png?n=local"], tmp_path / "local", Detector.load(**settings))
+        summary = ray_scan([*urls, f"{origin}/flaky.png?n=ray"], tmp_path / "ray", actors=1, batch_size=4,
+                           object_store_memory=200 * 2**20, **settings)
+        assert summary == alone == ScanSummary(scanned=4, failed=3, skipped=0, transient=2)
+        local, distributed = (read_results(tmp_path / name).query("~path.str.contains('flaky')")  # its query differs
+                              .sort_values("path", ignore_index=True) for name in ("local", "ray"))
+        pd.testing.assert_frame_equal(distributed, local)
+        assert local["error_kind"].fillna("scored").tolist() == ["scored", "transient", "permanent"]
+        rerun = scan([*urls, f"{origin}/flaky.png?n=ray"], tmp_path / "ray", Detector.load(**settings))
+    assert rerun == ScanSummary(scanned=2, failed=1, skipped=2, transient=1)  # busy fails again, flaky answers
+    assert read_results(tmp_path / "ray")["error_kind"].fillna("scored").value_counts().to_dict() == \
+        {"scored": 2, "transient": 1, "permanent": 1}
+
+
 def test_a_folder_scored_with_other_settings_is_refused_before_ray_starts(image_folder, tmp_path, detector):
     from fakescope.models.bundle import BUNDLED_DIR, DEFAULT_MODEL
 
@@ -149,7 +177,8 @@ def test_ray_scan_writes_the_caveat_as_local_does_and_resumes_a_folder_begun_wit
     pd.testing.assert_frame_equal(distributed, local)
     older = tmp_path / "older"  # the plain image's row as a version before the column wrote it
     older.mkdir()
-    write_part(pq.read_table(part_files(tmp_path / "local")[0]).drop_columns("caveat").slice(0, 1), older / "part-old.parquet")
+    write_part(pq.read_table(part_files(tmp_path / "local")[0]).drop_columns(["caveat", "error_kind"]).slice(0, 1),
+               older / "part-old.parquet")
     summary = ray_scan(caveat_images, older, actors=1, batch_size=4, object_store_memory=200 * 2**20, **settings)
     assert (summary.scanned, summary.skipped) == (1, 1)
     assert all(pq.read_schema(p).names == OLDER_SCHEMA.names for p in part_files(older))

@@ -257,7 +257,7 @@ def test_the_caveat_column_is_set_for_a_pixel_only_real_and_null_for_a_declared_
     sources = caveat_images
     scan(sources, tmp_path / "out", Detector.load(tiny_model_dir, device="cpu", threshold=0.99))
     rows = pd.read_parquet(tmp_path / "out").set_index("path")
-    assert list(rows.columns) == SCHEMA.names[1:] and SCHEMA.names[-1] == "caveat"  # the last column, as in detect's CSV
+    assert list(rows.columns) == SCHEMA.names[1:] and SCHEMA.names[-2:] == ["caveat", "error_kind"]  # as in detect's CSV, then the kind
     assert rows.loc[sources, ["label", "decided_by"]].values.tolist() == [["real", "pixel"], ["ai", "metadata"]]
     assert rows.loc[sources[0], "caveat"] == PIXEL_ONLY and pd.isna(rows.loc[sources[1], "caveat"])
 
@@ -268,7 +268,7 @@ def test_a_folder_begun_without_caveat_resumes_and_stays_one_table(image_folder,
     out = tmp_path / "out"
     scan(sources[:4], out, detector)
     (part,) = part_files(out)
-    older = pq.read_table(part).drop_columns("caveat")  # what a version before the column wrote
+    older = pq.read_table(part).drop_columns(["caveat", "error_kind"])  # what a version before the column wrote
     assert older.schema == OLDER_SCHEMA
     part.unlink()
     if crashed:
@@ -284,10 +284,30 @@ def test_a_folder_begun_without_caveat_resumes_and_stays_one_table(image_folder,
         assert list(rows.columns) == OLDER_SCHEMA.names and sorted(rows["path"]) == sorted(sources)
     kept = read_results(out).set_index("path").loc[older.column("path").to_pylist()]  # nothing lost
     pd.testing.assert_frame_equal(kept.reset_index(), older.to_pandas())
-    assert f"{out} was begun by a fakescope without the caveat column" in caplog.text
+    assert f"{out} was begun by a fakescope without the caveat and error_kind columns" in caplog.text
     assert "scan the same sources into a new folder (fakescope scan SOURCE... --out NEW_FOLDER)" in caplog.text
     caplog.clear()  # a rerun that writes no row: it said 'new rows are written without it' all the same
-    assert scan(sources, out, detector).scanned == 0 and "without the caveat column" not in caplog.text
+    assert scan(sources, out, detector).scanned == 0 and "without the caveat" not in caplog.text
+
+
+def test_a_folder_begun_with_caveat_but_without_error_kind_resumes_its_error_rows_as_done(image_folder, tmp_path,
+                                                                                       detector, caplog):
+    """A version with `caveat` but before `error_kind`: its error rows stay done, new rows go without the column, and
+    the warning says that a rerun tries no failed URL again there."""
+    sources = list(scan_sources([str(image_folder)]))
+    out = tmp_path / "out"
+    scan(sources[:5], out, detector)
+    for part in part_files(out):
+        table = pq.read_table(part)
+        write_part(table.drop_columns("error_kind").replace_schema_metadata(table.schema.metadata), part)
+    summary = scan(sources, out, detector)
+    assert (summary.skipped, summary.scanned, summary.transient) == (5, 3, 0)
+    expected = [name for name in SCHEMA.names if name != "error_kind"]
+    assert all(pq.read_schema(p).names == expected for p in part_files(out))
+    rows = read_results(out)
+    assert list(rows.columns) == expected and sorted(rows["path"]) == sorted(sources)
+    assert f"{out} was begun by a fakescope without the error_kind column: new rows are written without it" in caplog.text
+    assert "without error_kind, a URL that failed for a passing reason is not tried again by a rerun" in caplog.text
 
 
 @pytest.mark.parametrize(("rows_per_part", "sizes"), [(4, [4, 4]), (3, [3, 3, 2])])  # the detector writes 4 rows at a time

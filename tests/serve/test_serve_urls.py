@@ -53,14 +53,14 @@ def test_a_failed_fetch_is_502_naming_the_url_without_its_query(server, auth, tr
     cases = {"missing.png": "HTTP Error 404: Not Found",
              "page.html": "the URL answered text/html, not an image (a web page? use the image's own address)"}
     for name, reason in cases.items():
-        answer = _post(server, auth, "/v1/detect", {"url": f"{trusted}/{name}?sig=SECRETSIG"})
+        answer = _post(server, auth, "/v1/detect", {"url": f"{trusted}/{name}?sv=2024-05-04&sig=SECRETSIG"})
         assert (answer.status_code, answer.json()) == (502, {"detail": f"could not fetch {trusted}/{name}: {reason}"})
 
 
 def test_an_image_url_over_the_upload_limit_is_413_as_an_upload_is(server, auth, trusted):
     """It was a 502, as if the image server had failed."""
     for path in ("/v1/detect", "/v1/explain"):
-        answer = _post(server, auth, path, {"url": f"{trusted}/big.png?sig=SECRETSIG"})
+        answer = _post(server, auth, path, {"url": f"{trusted}/big.png?sv=2024-05-04&sig=SECRETSIG"})
         assert (answer.status_code, answer.json()) == (413, {"detail": f"could not fetch {trusted}/big.png: the file at "
                                                                        "that URL is over 1,048,576 bytes"})  # 1 MB
     spec = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/detect"]["post"]["responses"]
@@ -80,7 +80,7 @@ def test_a_loopback_url_is_refused_unless_its_origin_is_trusted(server, auth, im
 
 
 def test_a_batch_of_urls_scores_each_and_gives_each_failed_fetch_its_error(server, auth, trusted):
-    urls = [f"{trusted}/a.png?sig=SECRETSIG", f"{trusted}/missing.png", "http://10.0.0.1/a.png", f"{trusted}/b.png"]
+    urls = [f"{trusted}/a.png?sv=2024-05-04&sig=SECRETSIG", f"{trusted}/missing.png", "http://10.0.0.1/a.png", f"{trusted}/b.png"]
     answer = _post(server, auth, "/v1/detect/batch", {"urls": urls})
     records = answer.json()["results"]
     assert answer.status_code == 200 and "SECRETSIG" not in answer.text

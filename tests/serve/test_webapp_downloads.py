@@ -19,7 +19,7 @@ pytest.importorskip("streamlit", reason="streamlit is not installed (pip install
 
 SECRETS = ("pa55word", "S1GNATURE", "s1g", "t0ken")
 SIGNED = ("https://me:pa55word@bucket.example.com/cats/a%20cat.jpg"
-          "?X-Amz-Signature=S1GNATURE&sig=s1g&token=t0ken&version=7")
+          "?X-Amz-Signature=S1GNATURE&sv=2024-05-04&sig=s1g&token=t0ken&version=7")
 SHOWN = shown_source(SIGNED)
 """Named as detect and scan name it: without its password and signature, with a hash of the rest of its query."""
 

@@ -67,13 +67,16 @@ def scan(
 ) -> None:
     """Score every image of SOURCES into OUT; a rerun skips what is done, bad files become error rows.
 
+    A URL that failed for a reason that may pass (a timeout, a refused connection, HTTP 429 or 5xx) is tried again by a
+    rerun; the summary line says how many (`failed 5 (3 to retry: rerun the scan)`).
+
     The summary line's images/s is this run's scanned images (error rows included) over its whole time, loading the
     model (and starting Ray) included.
 
     A rerun into OUT with other settings that change scores (model or its weights, --threshold, --grid, --provenance,
     --precision) is refused; workers, batch size, device, runtime and engine may change.
 
-    Exit status: 0 when every image this run read was scored (earlier runs' error rows count as done), 1 when
+    Exit status: 0 when every image this run read was scored (earlier runs' lasting error rows count as done), 1 when
     some failed, 2 on usage errors, an unreachable storage or a results folder that takes no more.
     """
     from fakescope.scale.scan import scan_sources
@@ -104,8 +107,9 @@ def scan(
         raise no_images()
     seconds = time.perf_counter() - start
     rate = f", {summary.scanned / seconds:.1f} images/s" if summary.scanned else ""
-    typer.echo(f"scanned {summary.scanned}  failed {summary.failed}  skipped (done before) {summary.skipped}  -> {out}  "
-               f"({seconds:.1f} s{rate})")
+    retry = f" ({summary.transient} to retry: rerun the scan)" if summary.transient else ""
+    typer.echo(f"scanned {summary.scanned}  failed {summary.failed}{retry}  skipped (done before) {summary.skipped}  -> "
+               f"{out}  ({seconds:.1f} s{rate})")
     raise typer.Exit(1 if summary.failed else 0)
 
 

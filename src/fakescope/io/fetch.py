@@ -46,6 +46,16 @@ class FetchTooLarge(FetchError):
     """The body at the URL passed the byte limit (read no further)."""
 
 
+class TransientFetchError(FetchError):
+    """A fetch that may succeed later: a timeout, a refused or broken connection, a DNS answer to try again, or an HTTP
+    status that says so (`TRANSIENT_STATUSES`). A scan rerun tries such a URL again; a 404, a web page, a body too large
+    or one that is no image stays done."""
+
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
+"""HTTP statuses of a server that may answer later (timeout, too early, too many requests, any 5xx)."""
+
+
 def origin(url: str) -> str:
     """`scheme://host:port` of `url` (the default port filled in), lower-cased, as `trusted` takes it."""
     parts = urlsplit(str(url))
@@ -148,7 +158,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
         FetchError: (`URLRefused` for the first three) a malformed URL, a scheme other than http(s), a host that
             resolves to a non-public address (and is not `trusted`), too many redirects, an HTTP error, a text or JSON
             answer (not read), a network failure, a body over `max_bytes` (`FetchTooLarge`), or a fetch past `timeout`
-            (a server dripping its body would otherwise hold it for as long as it likes).
+            (a server dripping its body would otherwise hold it for as long as it likes). `TransientFetchError` for
+            those that may pass: timeouts, network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`.
     """
     import httpx
 
@@ -165,13 +176,15 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                         url = _redirected(url, answer.headers["location"])
                         continue
                     if answer.status_code >= 400:
-                        raise FetchError(f"HTTP Error {answer.status_code}: {answer.reason_phrase}")
+                        error = TransientFetchError if answer.status_code in TRANSIENT_STATUSES else FetchError
+                        raise error(f"HTTP Error {answer.status_code}: {answer.reason_phrase}")
                     _check_type(answer.headers.get("content-type", ""))
                     return _read(answer, max_bytes, deadline, timeout)
                 finally:
                     answer.close()
             except httpx.HTTPError as exc:
-                raise FetchError(f"{type(exc).__name__}: {exc}") from None
+                transient = isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+                raise (TransientFetchError if transient else FetchError)(f"{type(exc).__name__}: {exc}") from None
     raise FetchError(f"more than {MAX_REDIRECTS} redirects")
 
 
@@ -187,7 +200,7 @@ def _left(deadline: float, timeout: float) -> float:
     """Seconds left before `deadline`; a `FetchError` once it has passed."""
     left = deadline - time.monotonic()
     if left <= 0:
-        raise FetchError(f"the file at that URL took over {timeout:g} s to download")
+        raise TransientFetchError(f"the file at that URL took over {timeout:g} s to download")
     return left
 
 
@@ -223,7 +236,8 @@ def _public_address(host: str, port: int, *, exempt: bool) -> str:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise FetchError(f"cannot resolve host {host!r}: {exc}") from None
+        again = getattr(exc, "errno", None) == socket.EAI_AGAIN  # a resolver that may answer later, not "no such host"
+        raise (TransientFetchError if again else FetchError)(f"cannot resolve host {host!r}: {exc}") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     if not exempt:
         for address in addresses:

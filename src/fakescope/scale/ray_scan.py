@@ -25,6 +25,7 @@ from fakescope.errors import ConfigError, FakescopeError
 from fakescope.models import load_model
 from fakescope.models.bundle import BUNDLED_DIR
 from fakescope.scale.records import (
+    TRANSIENT,
     detections_to_table,
     part_files,
     read_folder,
@@ -128,8 +129,10 @@ def ray_scan(
         if started:
             ray.shutdown()
     new_parts = [p for p in part_files(folder) if p not in before]
-    errors = sum(pc.sum(pc.is_valid(pq.read_table(p, columns=["error"]).column("error"))).as_py() or 0 for p in new_parts)
-    return ScanSummary(len(pending), errors, len(sources) - len(pending))
+    kinds = [pq.read_table(p, columns=["error_kind"] * ("error_kind" in schema.names) + ["error"]) for p in new_parts]
+    errors = sum(pc.sum(pc.is_valid(t.column("error"))).as_py() or 0 for t in kinds)
+    transient = sum(pc.sum(pc.equal(t.column("error_kind"), TRANSIENT)).as_py() or 0 for t in kinds if "error_kind" in t.column_names)
+    return ScanSummary(len(pending), errors, len(sources) - len(pending), transient)
 
 
 def task_error(exc: BaseException) -> FakescopeError | None:

@@ -3,8 +3,10 @@
 A results folder holds Parquet part files (from the local engine, from Ray, or both) plus, while
 a local scan runs, one Arrow IPC journal of the rows not yet in a part. `evidence` is stored as
 JSON text (scores rounded to 6 decimals, like `score`) because its `data` dicts differ from
-one evidence kind to the next. `caveat` (last) is null unless set; a folder begun by a version
-without it (`OLDER_SCHEMA`) keeps its columns, so that every part of it reads as one table.
+one evidence kind to the next. `caveat` is null unless set; `error_kind` (last) is null for a scored row, `transient`
+for an error that may pass (a rerun scores the source again; `read_results` then drops the old row), `permanent`
+for the rest. A folder begun by a version without these columns (`ADDED_COLUMNS`) keeps its columns, so that every
+part of it reads as one table.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fakescope.detection import Detection
@@ -43,9 +46,14 @@ SCHEMA = pa.schema([
     ("evidence", pa.string()),
     ("error", pa.string()),
     ("caveat", pa.string()),
+    ("error_kind", pa.string()),
 ])
-OLDER_SCHEMA = SCHEMA.remove(SCHEMA.get_field_index("caveat"))
-"""The columns of results written before `caveat`: a folder holding such a part goes on in them."""
+ADDED_COLUMNS = ("caveat", "error_kind")
+"""Columns later versions added, in order: a folder holding a part without one goes on without it."""
+OLDER_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in ADDED_COLUMNS])
+"""The columns of results written before `caveat`."""
+TRANSIENT, PERMANENT = "transient", "permanent"
+"""The `error_kind`s."""
 PART_SUFFIX = ".parquet"
 JOURNAL_SUFFIX = ".arrows"
 TEMP_SUFFIX = ".tmp"
@@ -58,13 +66,14 @@ log = logging.getLogger(__name__)
 
 
 def detections_to_table(detections: Iterable[Detection], schema: pa.Schema = SCHEMA) -> pa.Table:
-    """Rows of `Detection.to_dict()` in `schema` (evidence as JSON, `error` null when scored)."""
+    """Rows of `Detection.to_dict()` in `schema` (evidence as JSON, `error` and `error_kind` null when scored)."""
     rows = []
     for d in detections:
         record = d.to_dict()
         record["evidence"] = json.dumps([_rounded(e) for e in record["evidence"]], sort_keys=True)
         record["path"] = path_text(record["path"])
         record["error"] = path_text(record["error"]) if "error" in record else None
+        record["error_kind"] = None if d.ok else TRANSIENT if d.transient else PERMANENT
         rows.append(record)
     return pa.Table.from_pylist(rows, schema=schema)
 
@@ -182,19 +191,23 @@ def remove_temporaries(out: str | Path) -> int:
 
 
 def folder_schema(out: str | Path) -> pa.Schema:
-    """The columns of a results folder's parts: `SCHEMA`, or `OLDER_SCHEMA` once a part lacks `caveat`.
+    """The columns of a results folder's parts: `SCHEMA` less the `ADDED_COLUMNS` some part lacks.
 
     Raises:
         StorageError: a part is not a readable Parquet file.
     """
+    missing: set[str] = set()
     for part in part_files(out):
         try:
             names = pq.read_schema(part).names
         except (pa.ArrowException, OSError) as exc:
             raise _unreadable(part, exc) from None
-        if "caveat" not in names:
-            return OLDER_SCHEMA
-    return SCHEMA
+        missing.update(set(ADDED_COLUMNS) - set(names))
+    return _without(missing)
+
+
+def _without(missing: set[str]) -> pa.Schema:
+    return pa.schema([f for f in SCHEMA if f.name not in missing]) if missing else SCHEMA
 
 
 @dataclass(frozen=True)
@@ -221,7 +234,8 @@ class FolderContents:
 
 
 def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderContents:
-    """Every `path` already written to a part of the results folder, as `source_key`s (older versions stored local
+    """Every `path` already written to a part of the results folder but those of transient errors alone (a rerun tries
+    them again), as `source_key`s (older versions stored local
     paths as given: a relative one is taken from the current folder), and the folder's columns, reading each part once;
     `FolderContents.claim` tells whether a source is among them.
 
@@ -232,7 +246,7 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
     """
     done: set[str] = set()
     legacy: set[str] = set()
-    schema = SCHEMA
+    absent: set[str] = set()
     for part in part_files(out):
         try:
             with pq.ParquetFile(part) as parquet:
@@ -240,20 +254,22 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
                 named_before = NAMES_KEY not in (parquet.schema_arrow.metadata or {})
                 if missing := [c for c in RESUME_COLUMNS if c not in names]:
                     raise pa.ArrowInvalid(f"no {', '.join(missing)} column")
-                table = parquet.read(columns=["path"] if recorded else RESUME_COLUMNS)  # a record tells the rest
+                columns = ["path"] if recorded else RESUME_COLUMNS  # a record tells the rest
+                table = parquet.read(columns=columns + ["error_kind"] * ("error_kind" in names))
         except (pa.ArrowException, OSError) as exc:
             raise _unreadable(part, exc) from None
-        if "caveat" not in names:
-            schema = OLDER_SCHEMA
+        absent.update(set(ADDED_COLUMNS) - set(names))
         if scoring is not None and recorded is not None:
             scoring.require_same(out, recorded)
         elif scoring is not None:
             _check_scored_alike(out, table, scoring)
+        if "error_kind" in names:  # a transient error is not done: a rerun tries it again
+            table = table.filter(pc.fill_null(pc.not_equal(table.column("error_kind"), TRANSIENT), True))
         paths = table.column("path").to_pylist()
         done.update(map(source_key, paths))
         if named_before:
             legacy.update(filter(is_url, paths))
-    return FolderContents(done, schema, legacy)
+    return FolderContents(done, _without(absent), legacy)
 
 
 def _check_scored_alike(out: str | Path, table: pa.Table, scoring: Scoring) -> None:
@@ -264,12 +280,16 @@ def _check_scored_alike(out: str | Path, table: pa.Table, scoring: Scoring) -> N
 
 
 def writing_schema(folder: Path, schema: pa.Schema) -> pa.Schema:
-    """`schema` (`FolderContents.schema`), with a warning when new rows must go without `caveat` to keep the folder
-    one table."""
-    if schema is OLDER_SCHEMA:
-        log.warning("%s was begun by a fakescope without the caveat column: new rows are written without it too, so "
-                    "that the folder reads as one table; to have the column, scan the same sources into a new folder "
-                    "(fakescope scan SOURCE... --out NEW_FOLDER): this one is not rescored in place", folder)
+    """`schema` (`FolderContents.schema`), with a warning when new rows must go without some `ADDED_COLUMNS` to keep the
+    folder one table."""
+    if missing := [name for name in ADDED_COLUMNS if name not in schema.names]:
+        retry = ("; without error_kind, a URL that failed for a passing reason is not tried again by a rerun"
+                 if "error_kind" in missing else "")
+        log.warning("%s was begun by a fakescope without the %s column%s: new rows are written without %s too, so that "
+                    "the folder reads as one table%s; to have %s, scan the same sources into a new folder (fakescope scan "
+                    "SOURCE... --out NEW_FOLDER): this one is not rescored in place", folder, " and ".join(missing),
+                    "s" * (len(missing) > 1), "them" if len(missing) > 1 else "it", retry,
+                    "them" if len(missing) > 1 else "it")
     return schema
 
 
@@ -280,8 +300,9 @@ def _unreadable(part: Path, exc: Exception) -> StorageError:
 
 
 def read_results(out: str | Path) -> pd.DataFrame:
-    """All rows of a results folder as one DataFrame, in `folder_schema`'s columns (no `caveat` in a folder begun
-    before it).
+    """All rows of a results folder as one DataFrame, in `folder_schema`'s columns (without the `ADDED_COLUMNS` of a
+    folder begun before them). A transient error's row is left out once its source has another row (a rerun scored
+    it, or failed it for good), and kept once (its last) while every row of its source is one.
 
     Raises:
         StorageError: `out` is no folder (a mistyped name read as no results at all).
@@ -293,4 +314,9 @@ def read_results(out: str | Path) -> pd.DataFrame:
         raise StorageError("no such results folder (scan writes its rows as Parquet parts into a folder)",
                            source=os.fspath(out))
     schema = folder_schema(out)
-    return pa.concat_tables([schema.empty_table(), *(pq.read_table(p, schema=schema) for p in part_files(out))]).to_pandas()
+    rows = pa.concat_tables([schema.empty_table(), *(pq.read_table(p, schema=schema) for p in part_files(out))]).to_pandas()
+    if "error_kind" not in rows.columns:
+        return rows
+    transient = rows["error_kind"].eq(TRANSIENT)
+    superseded = transient & (rows["path"].isin(rows.loc[~transient, "path"]) | rows.duplicated("path", keep="last"))
+    return rows[~superseded].reset_index(drop=True)

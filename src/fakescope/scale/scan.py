@@ -47,11 +47,13 @@ if TYPE_CHECKING:  # the type only: listing and reading results need no torch
 
 @dataclass(frozen=True)
 class ScanSummary:
-    """What one scan run did: sources scored now (`failed` of them with an error) and skipped as done."""
+    """What one scan run did: sources scored now (`failed` of them with an error, `transient` of those with one that may
+    pass, which a rerun tries again) and skipped as done."""
 
     scanned: int
     failed: int
     skipped: int
+    transient: int = 0
 
 
 def scan(
@@ -63,7 +65,8 @@ def scan(
 ) -> ScanSummary:
     """Score every source not yet in the results folder `out`, appending rows as they come.
 
-    Bad inputs become rows with `error` set; they count as done, like scored ones. Rows name each
+    Bad inputs become rows with `error` set; they count as done, like scored ones, but for a transient error (a URL's
+    fetch that timed out, was refused, or answered 429 or 5xx: `error_kind` `transient`), which a rerun tries again. Rows name each
     source by its `source_key` (a local path absolute), so `photos`, `./photos` and its absolute
     path resume one another. Parts record the settings that scored them (`Scoring`): a folder scored with other
     settings (model, weights, threshold, grid, provenance, precision; not runtime) is refused (`ConfigError`).
@@ -78,7 +81,7 @@ def scan(
     scoring = Scoring.of(detector)
     contents = read_folder(folder, scoring)
     todo = _Pending(sources, contents)
-    schema, scanned, failed = None, 0, 0
+    schema, scanned, failed, transient = None, 0, 0, 0
     with _PartWriter(folder, rows_per_part) as writer:
         results = detector.stream(todo)
         while batch := list(itertools.islice(results, detector.batch_size)):
@@ -87,7 +90,8 @@ def scan(
             writer.write(detections_to_table(batch, schema))
             scanned += len(batch)
             failed += sum(not d.ok for d in batch)
-    return ScanSummary(scanned, failed, todo.skipped)
+            transient += sum(d.transient for d in batch) if "error_kind" in schema.names else 0
+    return ScanSummary(scanned, failed, todo.skipped, transient)
 
 
 def scan_sources(inputs: str | Iterable[str]) -> Iterator[str]:
