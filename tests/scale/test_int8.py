@@ -67,6 +67,44 @@ def test_a_scan_records_int8_and_refuses_an_fp32_rerun(int8_export, tmp_path):
         f"error: {tmp_path / 'out'} was scored with --precision int8, not --precision fp32: ")
 
 
+def test_a_scan_records_which_int8_model_and_refuses_a_rerun_after_another_calibration(int8_export, tmp_path, caplog):
+    """A folder recorded only `precision: int8`: a rerun after exporting again on other calibration images mixed scores.
+    A folder written before the int8 model's sha256 was recorded resumes, with one note line."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from fakescope.scale.records import part_files
+    from fakescope.scale.scan import scan
+    from fakescope.scale.scoring import METADATA_KEY, Scoring
+
+    out, cached = tmp_path / "out", int8_path(load_model(lazy=True))
+    first = Detector.load(precision="int8", provenance=False)
+    scan([str(EXAMPLES / "coffee.jpg")], out, first)
+    (part,) = part_files(out)
+    recorded = json.loads(pq.read_schema(part).metadata[METADATA_KEY])
+    assert recorded["precision"] == "int8" and len(recorded["int8_sha256"]) == 64
+    assert Scoring.planned(load_model(lazy=True), precision="int8", provenance=False) == Scoring.of(first)  # Ray's
+    original = cached.read_bytes()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "c.jpg").write_bytes((EXAMPLES / "chelsea.jpg").read_bytes())
+    try:
+        again = CliRunner().invoke(app, ["export", "--onnx", str(tmp_path / "other.onnx"), "--int8", "--calibration",
+                                         str(tmp_path / "other"), "--calibration-tiles", "4"])
+        assert again.exit_code == 0 and cached.read_bytes() != original, again.output
+        with pytest.raises(ConfigError, match=rf"^{out} was scored with an int8 model of sha256 {recorded['int8_sha256'][:12]} "
+                                              r"\(another calibration\), not an int8 model of sha256 [0-9a-f]{12} "):
+            scan([str(EXAMPLES / "chelsea.jpg")], out, Detector.load(precision="int8", provenance=False))
+    finally:
+        cached.write_bytes(original)  # the module's other tests use the first export
+    table = pq.read_table(part)
+    del recorded["int8_sha256"]  # as a version before the field wrote it
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, METADATA_KEY: json.dumps(recorded)}), part)
+    summary = scan([str(EXAMPLES / "coffee.jpg"), str(EXAMPLES / "chelsea.jpg")], out, first)
+    assert (summary.skipped, summary.scanned) == (1, 1)
+    assert caplog.text.count("scored before scans recorded which int8 model scored them: taken to be this one") == 1
+
+
 def test_int8_without_its_export_or_on_torch_is_refused_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path))  # none exported here
     with pytest.raises(ConfigError, match=r"no int8 export of model 'fakescope-default' .* run `fakescope export --onnx "

@@ -47,11 +47,30 @@ def int8_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     Raises:
         ConfigError: no int8 export of these weights (or of them under this torch, timm or onnxruntime) is cached.
     """
+    return OnnxNetwork(_cached_int8(model, cache), threads=threads)
+
+
+def int8_sha256(model: LoadedModel, cache: str | os.PathLike | None = None) -> str:
+    """The sha256 of the model's int8 file: the one its network runs (a `Detector`'s at int8), else the cached one
+    (`int8_network`'s). Another calibration gives another one.
+
+    Raises:
+        ConfigError: as `int8_network`.
+    """
+    import hashlib
+
+    network = model.network if model.built else None
+    path = network.path if isinstance(network, OnnxNetwork) and network.path else _cached_int8(model, cache)
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _cached_int8(model: LoadedModel, cache: str | os.PathLike | None) -> Path:
     path = int8_path(model, cache)
     if not path.is_file():
         raise ConfigError(f"no int8 export of model {model.config.name!r} for these weights and versions; run "
                           "`fakescope export --onnx FILE --int8 --calibration DATA` (a manifest or an image folder) first")
-    return OnnxNetwork(path, threads=threads)
+    return path
 
 
 def calibration_tiles(sources: Iterable[str], model: LoadedModel, count: int = CALIBRATION_TILES) -> np.ndarray:

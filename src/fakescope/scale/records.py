@@ -30,7 +30,7 @@ from fakescope.errors import StorageError
 from fakescope.io import storage
 from fakescope.io.fetch import is_url, legacy_url_name, shown_source
 from fakescope.io.inputs import path_text
-from fakescope.scale.scoring import NAMES_KEY, Scoring
+from fakescope.scale.scoring import NAMES_KEY, UNKNOWN, Scoring
 
 SCHEMA = pa.schema([
     ("path", pa.string()),
@@ -247,6 +247,7 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
     done: set[str] = set()
     legacy: set[str] = set()
     absent: set[str] = set()
+    unknown_int8 = False
     for part in part_files(out):
         try:
             with pq.ParquetFile(part) as parquet:
@@ -261,6 +262,7 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
         absent.update(set(ADDED_COLUMNS) - set(names))
         if scoring is not None and recorded is not None:
             scoring.require_same(out, recorded)
+            unknown_int8 = unknown_int8 or recorded.int8_sha256 == UNKNOWN
         elif scoring is not None:
             _check_scored_alike(out, table, scoring)
         if "error_kind" in names:  # a transient error is not done: a rerun tries it again
@@ -269,6 +271,10 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
         done.update(map(source_key, paths))
         if named_before:
             legacy.update(filter(is_url, paths))
+    if unknown_int8:
+        log.warning("%s holds int8 rows scored before scans recorded which int8 model scored them: taken to be this one "
+                    "(%s); if it was exported again with other calibration images since, give this run a new --out",
+                    out, scoring.int8_sha256[:12])
     return FolderContents(done, _without(absent), legacy)
 
 
