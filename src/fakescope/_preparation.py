@@ -28,10 +28,9 @@ from PIL import Image
 
 from fakescope.detection import Detection, Evidence
 from fakescope.errors import FakescopeError, ImageLoadError, StorageUnavailableError
-from fakescope.io.fetch import TransientFetchError
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import device_jpeg_size
-from fakescope.io.fetch import shown_source
+from fakescope.io.fetch import TransientFetchError, shown_source
 from fakescope.io.image import MAX_PIXELS, LoadedImage, decode_image, load_image, read_source
 from fakescope.io.shared_slots import SharedSlots, affordable_slots
 from fakescope.models.config import InputPolicy

@@ -11,6 +11,7 @@ from typer.core import TyperCommand
 
 from fakescope.errors import DEVICES, ConfigError
 
+
 class UsageCommand(TyperCommand):
     """A command whose usage line leaves out hidden arguments (an older spelling still taken), as its help does."""
 
