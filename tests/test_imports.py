@@ -48,3 +48,11 @@ def test_models_info_reads_the_config_without_torch():
     built, not on `import fakescope.models`."""
     imported = _imported("-m", "fakescope", "models", "info")
     assert "fakescope" in imported and "torch" not in imported
+
+
+def test_models_list_reads_the_registry_without_torch_or_numpy():
+    """`fakescope models list` loaded torch (1.3 s) through the built-in architectures' modules, which registered them
+    on import, and numpy and scipy through the calibration; the zoo is now declared as data (`fakescope.models.zoo`)."""
+    imported = _imported("-m", "fakescope", "models", "list")
+    assert "fakescope" in imported and not imported & {"torch", "numpy", "scipy"}
+

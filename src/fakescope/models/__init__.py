@@ -1,5 +1,6 @@
 """Models: the architecture registry, the model format, tiling and calibration."""
 
+from fakescope._lazy import lazy_attributes as _lazy_attributes
 from fakescope.models.bundle import (
     DEFAULT_MODEL,
     LoadedModel,
@@ -9,7 +10,6 @@ from fakescope.models.bundle import (
     resolve_model,
     save_model,
 )
-from fakescope.models.calibration import Calibrator, apply_calibration
 from fakescope.models.config import Calibration, InputPolicy, ModelConfig
 from fakescope.models.registry import architecture_info, create_model, list_models, register_model
 
@@ -31,3 +31,6 @@ __all__ = [
     "resolve_model",
     "save_model",
 ]
+
+# calibration needs numpy and scipy (0.2 s): listing the zoo and reading a config do not
+__getattr__, __dir__ = _lazy_attributes(__name__, {"Calibrator": "calibration", "apply_calibration": "calibration"})

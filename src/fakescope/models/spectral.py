@@ -17,8 +17,6 @@ import torch
 from torch import nn
 
 from fakescope.errors import ConfigError
-from fakescope.models.config import InputPolicy
-from fakescope.models.registry import register_model
 
 
 class SpectralLR(nn.Module):
@@ -88,9 +86,8 @@ def _ring_averager(patch: int, bins: int) -> torch.Tensor:
     return member / member.sum(0).clamp(min=1.0)
 
 
-@register_model(input=InputPolicy(crop_size=128, grid=3))  # no pretrained_source: fixed spectral features
 def spectral_lr(pretrained: bool | str = False, **kwargs) -> SpectralLR:
-    """Spectral baseline: azimuthal power spectrum of the high-pass residual + logistic regression.
+    """The `spectral_lr` architecture (declared in `fakescope.models.zoo`).
 
     Its features are fixed, so there is nothing to pretrain: `pretrained=True` (the training
     default) builds the same model, and training records `pretrained: false`; a weights path is refused.
