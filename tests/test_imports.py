@@ -56,3 +56,9 @@ def test_models_list_reads_the_registry_without_torch_or_numpy():
     imported = _imported("-m", "fakescope", "models", "list")
     assert "fakescope" in imported and not imported & {"torch", "numpy", "scipy"}
 
+
+def test_the_stage_packages_import_their_names_on_first_use():
+    """`fakescope.evaluate`, `.explain` and `.train` imported torch and scikit-learn with the package, so importing any
+    of their submodules (`fakescope.evaluate.metrics`, say) loaded the evaluator and the trainer too."""
+    imported = _imported("-c", "import fakescope.evaluate, fakescope.explain, fakescope.train")
+    assert "fakescope" in imported and not imported & {"torch", "sklearn", "pandas", "matplotlib"}

@@ -4,20 +4,7 @@ Leave-one-generator-out training lives in `fakescope.evaluate.generalization` (i
 training loop, which itself imports these metrics, so it is not re-exported here).
 """
 
-from fakescope.evaluate.evaluator import EvaluationReport, evaluate, make_scorer, recipe_preprocessing
-from fakescope.evaluate.metrics import (
-    binary_metrics,
-    bootstrap_ci,
-    bootstrap_intervals,
-    equal_error_rate,
-    expected_calibration_error,
-    reliability_curve,
-    roc_pr_curves,
-    uncertain_rate,
-)
-from fakescope.evaluate.report import render_html, write_report
-from fakescope.evaluate.robustness import PERTURBATIONS, perturbed_scores, robustness_table
-from fakescope.evaluate.slices import attribute_columns, slice_report, unsliced_columns
+from fakescope._lazy import lazy_attributes as _lazy_attributes
 
 __all__ = [
     "PERTURBATIONS",
@@ -41,3 +28,27 @@ __all__ = [
     "unsliced_columns",
     "write_report",
 ]
+
+# torch, pandas and scikit-learn load with the names that need them, not with the package
+__getattr__, __dir__ = _lazy_attributes(__name__, {
+    "EvaluationReport": "evaluator",
+    "evaluate": "evaluator",
+    "make_scorer": "evaluator",
+    "recipe_preprocessing": "evaluator",
+    "binary_metrics": "metrics",
+    "bootstrap_ci": "metrics",
+    "bootstrap_intervals": "metrics",
+    "equal_error_rate": "metrics",
+    "expected_calibration_error": "metrics",
+    "reliability_curve": "metrics",
+    "roc_pr_curves": "metrics",
+    "uncertain_rate": "metrics",
+    "render_html": "report",
+    "write_report": "report",
+    "PERTURBATIONS": "robustness",
+    "perturbed_scores": "robustness",
+    "robustness_table": "robustness",
+    "attribute_columns": "slices",
+    "slice_report": "slices",
+    "unsliced_columns": "slices",
+})

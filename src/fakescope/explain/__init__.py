@@ -4,24 +4,7 @@ Needs the `explain` extra (matplotlib, umap-learn); Grad-CAM and Grad-CAM++ also
 installed with `pip install --no-deps grad-cam ttach` (its declared dependencies pull in GUI OpenCV).
 """
 
-from fakescope.explain.cam import METHODS, class_activation_map, feature_layer, unsupported
-from fakescope.explain.embedding import (
-    Clusters,
-    cluster_purity,
-    embed_images,
-    mosaic_png,
-    project_umap,
-    scatter_png,
-)
-from fakescope.explain.overlay import overlay_png, save_overlay
-from fakescope.explain.report import (
-    DEFAULT_METHODS,
-    EmbeddingReport,
-    ExplainedImage,
-    embedding_report,
-    explain_image,
-    report_figures,
-)
+from fakescope._lazy import lazy_attributes as _lazy_attributes
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -43,3 +26,25 @@ __all__ = [
     "scatter_png",
     "unsupported",
 ]
+
+# torch, matplotlib and the training code load with the names that need them, not with the package
+__getattr__, __dir__ = _lazy_attributes(__name__, {
+    "METHODS": "cam",
+    "class_activation_map": "cam",
+    "feature_layer": "cam",
+    "unsupported": "cam",
+    "Clusters": "embedding",
+    "cluster_purity": "embedding",
+    "embed_images": "embedding",
+    "mosaic_png": "embedding",
+    "project_umap": "embedding",
+    "scatter_png": "embedding",
+    "overlay_png": "overlay",
+    "save_overlay": "overlay",
+    "DEFAULT_METHODS": "report",
+    "EmbeddingReport": "report",
+    "ExplainedImage": "report",
+    "embedding_report": "report",
+    "explain_image": "report",
+    "report_figures": "report",
+})
