@@ -28,7 +28,7 @@ def test_per_source_auc_exposes_a_content_mismatch(monkeypatch):
         "split": ["test"] * 10 + ["train"] * 2,
     })
     probs = np.r_[[0.1, 0.15, 0.2, 0.25], [0.8, 0.85, 0.9, 0.95], [0.5, 0.55, 0.6, 0.65]]
-    monkeypatch.setattr(generalization, "_probabilities", lambda model, scored, batch: probs[scored.index.to_numpy()])
+    monkeypatch.setattr(generalization, "_probabilities", lambda model, scored, batch, images: probs[scored.index.to_numpy()])
     model = LoadedModel(None, ModelConfig("m", "test_tiny"), "mem")
     table = score_unseen(model, rows, ["g"], TrainConfig(manifest="unused.csv"))
     row = table.iloc[0]
@@ -58,6 +58,31 @@ def test_every_fold_is_scored_through_the_preprocessing_its_training_used(model_
     unprepared = apply_calibration(model.config.calibration,
                                    _score(model.network, model.config, torch.device("cpu"), dataset["uri"].tolist(), raw))
     assert not np.allclose(probs, unprepared, rtol=1e-3)  # the check can tell
+
+
+def test_test_images_are_read_once_for_every_fold_within_the_limit(model_dir, dataset, tmp_path):
+    """evaluate-logo read and preprocessed the test images again for every fold; a `ReadOnce` of them keeps them (up
+    to its limit: past it, and after a change of preprocessing, they are read again), with the same scores."""
+    from fakescope.models import load_model
+
+    rows = dataset.assign(uri=[str(tmp_path / Path(u).name) for u in dataset["uri"]])
+    for old, new in zip(dataset["uri"], rows["uri"]):
+        Path(new).write_bytes(Path(old).read_bytes())
+    test = rows.loc[rows["split"] == "test", "uri"]
+    model, cfg = load_model(model_dir), TrainConfig(manifest="unused.csv")
+    kept, none_kept = generalization.ReadOnce(test), generalization.ReadOnce(test, limit=0)
+    first = score_unseen(model, rows, ["g1", "g2"], cfg, images=kept)
+    score_unseen(model, rows, ["g1", "g2"], cfg, images=none_kept)
+    assert len(kept.kept) == len(test) and kept.used == sum(64 * 36 * 3 for _ in test)  # bottom quarter cropped
+    assert none_kept.kept == {} and none_kept.used == 0
+    for uri in test:
+        Path(uri).unlink()
+    again = score_unseen(model, rows, ["g1", "g2"], cfg, images=kept)  # the next fold: nothing read again
+    pd.testing.assert_frame_equal(again, first)
+    gone = score_unseen(model, rows, ["g1", "g2"], cfg, images=none_kept).iloc[0]
+    assert gone["n_real"] == 0 and np.isnan(gone["auc_all"])
+    assert kept.images(list(test), None) == [None] * len(test)  # other preprocessing: read again (and gone)
+    assert set(kept.kept.values()) == {None} and kept.used == 0
 
 
 def test_a_fold_that_cannot_be_trained_is_refused_before_any_training(monkeypatch):

@@ -15,12 +15,14 @@ watermark that alone separates them is not read as transfer.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from fakescope.data.manifest import check_rows, read_rows
 from fakescope.detector import Detector, resolve_device
@@ -30,7 +32,7 @@ from fakescope.evaluate.metrics import binary_metrics, bootstrap_ci
 from fakescope.evaluate.shortcuts import audit_rows
 from fakescope.io import storage
 from fakescope.models.bundle import LoadedModel, load_model
-from fakescope.train.augment import recipe_preprocessing
+from fakescope.train.augment import AugmentConfig, neutralize, recipe_preprocessing
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import LABELS, readable
 from fakescope.train.trainer import check_out, recipe, train
@@ -39,6 +41,9 @@ AUC_PREFIX = "auc_vs_"
 COUNT_PREFIX = "n_vs_"
 REAL_SOURCE_PREFIX = "auc_real_"
 GROUPINGS = ("generator", "source")
+KEEP_BYTES = 2 * 1024**3
+"""Decoded, preprocessed test images (width x height x bands bytes each) that every fold's scoring reuses; the
+images past it are read and preprocessed again for each fold."""
 
 
 def leave_one_generator_out(
@@ -99,14 +104,14 @@ def leave_one_generator_out(
     runs = {gen: replace(cfg, out=str(fold_folder(cfg.out, gen)), name=f"{cfg.name}-without-{gen}") for gen in gens}
     for run_cfg in runs.values():  # before any fold trains: a later fold's refusal would waste the earlier ones
         check_out(run_cfg)
-    results = []
+    results, test = [], ReadOnce(rows.loc[rows["split"] == "test", "uri"])  # every fold scores the test images
     for gen, run_cfg in runs.items():
         held = (rows["label"] == "ai") & (rows[by] == gen)
         saved = train(run_cfg, rows[~held].reset_index(drop=True), progress=progress)
         model = load_model(Path(run_cfg.out) / "model", device=resolve_device(cfg.device))
         # test rows plus every held-out image: "all" images of a seen generator are then its test images
         scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg, by=by,
-                              intervals=[gen]).set_index("held_out")  # the other generators' AUCs only
+                              intervals=[gen], images=test).set_index("held_out")  # the other generators' AUCs only
         row = {"held_out": gen, **scored.loc[gen].to_dict()}
         row["n_unseen"], row["n_real"] = int(row["n_unseen"]), int(row["n_real"])
         row["n_paired_trained"] = paired_with_trained(rows, held)
@@ -177,13 +182,14 @@ def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainCon
 
 def score_unseen(
     model: LoadedModel, rows: pd.DataFrame, generators: list[str], cfg: TrainConfig, *, by: str = "generator",
-    intervals: list[str] | None = None,
+    intervals: list[str] | None = None, images: ReadOnce | None = None,
 ) -> pd.DataFrame:
     """For each generator a model never saw: AUC of all its images (with a 95% bootstrap interval, 1000 resamples),
     and of its test-split images, vs the test reals.
 
     `by` names the column that identifies a generator (`generator`, or `source` for whole families). `intervals`
     names the generators whose interval is wanted (default: all; the others' bounds are NaN): each costs 1000 AUCs.
+    `images` keeps the preprocessed images it is asked to keep for the next call (default: each read afresh).
 
     Returns:
         One row per generator: `held_out`, `n_unseen`, `n_real` (the test reals read), `auc_all`, `auc_all_low`,
@@ -193,7 +199,7 @@ def score_unseen(
     test_reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
     unseen = rows[(rows["label"] == "ai") & rows[by].isin(generators)]
     scored = pd.concat([test_reals, unseen], ignore_index=True)
-    probs = _probabilities(model, scored, cfg.batch_size)
+    probs = _probabilities(model, scored, cfg.batch_size, images)
     scored, probs = scored[~np.isnan(probs)].reset_index(drop=True), probs[~np.isnan(probs)]  # unreadable: left out
     labels = scored["label"].map(LABELS).to_numpy()
     threshold = model.config.threshold
@@ -257,15 +263,50 @@ def _prefixed_table(results: pd.DataFrame, prefix: str, columns_name: str) -> pd
     return table
 
 
-def _probabilities(model: LoadedModel, rows: pd.DataFrame, batch_size: int, chunk: int = 256) -> np.ndarray:
-    """Calibrated P(ai) per row, preprocessed by the model's own recipe, reading `chunk` images at a time;
-    NaN where the image is unreadable (named in a warning, as training does)."""
+def _probabilities(model: LoadedModel, rows: pd.DataFrame, batch_size: int, images: ReadOnce | None = None,
+                   chunk: int = 256) -> np.ndarray:
+    """Calibrated P(ai) per row, preprocessed by the model's own recipe, reading `chunk` images at a time (or taking
+    them from `images`); NaN where the image is unreadable (named in a warning, as training does)."""
     detector = Detector(model, device=next(model.network.parameters()).device, batch_size=batch_size, provenance=False)
-    score = make_scorer(detector, recipe_preprocessing(model.config))
+    score, prepared = make_scorer(detector, None), images or ReadOnce(())
+    preprocessing = recipe_preprocessing(model.config)
     uris, probs = rows["uri"].tolist(), np.full(len(rows), np.nan)
     for start in range(0, len(uris), chunk):
-        images = [readable(u) for u in uris[start:start + chunk]]
-        read = [i for i, image in enumerate(images) if image is not None]
+        ready = prepared.images(uris[start:start + chunk], preprocessing)
+        read = [i for i, image in enumerate(ready) if image is not None]
         if read:
-            probs[start + np.array(read)] = score([images[i] for i in read])
+            probs[start + np.array(read)] = score([ready[i] for i in read])
     return probs
+
+
+@dataclass
+class ReadOnce:
+    """Images decoded and preprocessed once and handed out again: those of `keep` (uris), up to `limit` bytes of
+    pixels (`KEEP_BYTES`); any other is read afresh each time, as is every one after a change of preprocessing."""
+
+    keep: Collection[str]
+    limit: int = KEEP_BYTES
+    used: int = 0
+    kept: dict[str, Image.Image | None] = field(default_factory=dict)
+    preprocessing: AugmentConfig | None = None
+
+    def __post_init__(self) -> None:
+        self.keep = frozenset(map(str, self.keep))
+
+    def images(self, uris: list[str], preprocessing: AugmentConfig | None) -> list[Image.Image | None]:
+        """Each uri's image through `preprocessing` (`neutralize`), None where it cannot be read (with a warning)."""
+        if preprocessing != self.preprocessing:
+            self.kept, self.used, self.preprocessing = {}, 0, preprocessing
+        out = []
+        for uri in map(str, uris):
+            if uri in self.kept:
+                out.append(self.kept[uri])
+                continue
+            image = readable(uri)
+            if image is not None and preprocessing:
+                image = neutralize(image, preprocessing)
+            size = image.width * image.height * len(image.getbands()) if image is not None else 0
+            if uri in self.keep and self.used + size <= self.limit:
+                self.kept[uri], self.used = image, self.used + size
+            out.append(image)
+        return out
