@@ -101,7 +101,7 @@ def test_a_manifest_without_split_column_evaluates_all_and_one_label_says_why_au
     rows[rows["label"] == "real"].to_csv(tmp_path / "reals.csv", index=False)
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "reals.csv"), "--bootstrap", "1000", *options])
     assert result.exit_code == 0, result.output
-    assert "auc=nan balanced_accuracy=" in result.output and "(AUC needs both labels in the test split)" in result.output
+    assert "auc=n/a balanced_accuracy=n/a eer=n/a" in result.output and "(AUC needs both labels in the test split)" in result.output
 
 
 def test_parquet_list_and_mapping_columns_are_no_slices_and_refused_as_attributes(small_manifest, tmp_path):

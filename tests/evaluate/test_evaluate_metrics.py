@@ -59,6 +59,21 @@ def test_recall_without_ai_images_is_nan_not_zero():
     assert binary_metrics(np.array([1, 1]), np.array([0.2, 0.9]))["recall"] == 0.5
 
 
+def test_precision_when_no_image_is_called_ai_is_nan_not_zero():
+    """Precision was 0 when nothing was called ai, which scikit-learn calls ill-defined: it read as every call wrong."""
+    labels, probs = np.array([0, 1, 1]), np.array([0.1, 0.2, 0.4])
+    m = binary_metrics(labels, probs)
+    assert np.isnan(m["precision"]) and m["confusion"] == [[1, 0], [2, 0]] and m["recall"] == 0.0
+    scores, inverse = np.unique(-probs, return_inverse=True)
+    fast = weighted_metrics(-scores, np.bincount(inverse, weights=labels), np.bincount(inverse, weights=1 - labels))
+    assert np.isnan(fast["precision"])
+    # resamples that call nothing ai have no precision: the interval is drawn from the others, the rest from all
+    labels, probs = np.array([0, 0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4, 0.45, 0.9])
+    ci = bootstrap_intervals(labels, probs, n=200, seed=1)
+    assert ci["precision"] == (1.0, 1.0) and all(np.isfinite(ci[k]).all() for k in INTERVAL_METRICS)
+    assert all(np.isnan(bootstrap_intervals(labels, probs, threshold=0.95, n=50)["precision"]))
+
+
 def test_reliability_curve_bins():
     curve = reliability_curve(LABELS, PROBS, bins=2)
     assert curve == {"confidence": [0.25, 0.75], "frequency": [0.5, 0.5], "count": [2, 2]}
@@ -204,7 +219,7 @@ def _independent(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dic
     return {
         "auc": skm.roc_auc_score(labels, probs), "ap": skm.average_precision_score(labels, probs),
         "accuracy": skm.accuracy_score(labels, pred), "balanced_accuracy": skm.balanced_accuracy_score(labels, pred),
-        "precision": skm.precision_score(labels, pred, zero_division=0), "recall": skm.recall_score(labels, pred),
+        "precision": skm.precision_score(labels, pred, zero_division=np.nan), "recall": skm.recall_score(labels, pred),
         "eer": _eer_by_brute_force(labels, probs), "ece": _calibration_by_loop(labels, probs, 15)[0],
         "confusion": skm.confusion_matrix(labels, pred, labels=[0, 1]).tolist(),
     }
@@ -243,5 +258,5 @@ def test_bootstrap_intervals_equal_percentiles_of_scikit_learn_on_the_same_resam
                 values[name].append(value)
     got = bootstrap_intervals(TRUTH_LABELS, TRUTH_PROBS, 0.5, n=n, seed=seed)
     for name in INTERVAL_METRICS:
-        assert got[name] == pytest.approx((np.quantile(values[name], 0.025), np.quantile(values[name], 0.975)),
+        assert got[name] == pytest.approx((np.nanquantile(values[name], 0.025), np.nanquantile(values[name], 0.975)),
                                           abs=1e-12), name

@@ -127,6 +127,7 @@ def test_a_split_of_one_label_gets_no_auc_figures(model_dir, dataset):
     assert [row["auc"] for row in one.to_dict()["robustness"]] == [None, None]
     html = render_html(one)
     assert "alt='Score distribution'" in html and "alt='Reliability diagram'" in html
+    assert "<tr><td>ROC AUC</td><td>n/a</td>" in html  # undefined, not a number nor a bare dash
     for title in ("ROC curve", "Precision-recall curve", "Robustness"):  # Robustness drew every AUC as an empty bar of 0
         assert f"alt='{title}'" not in html
 

@@ -106,13 +106,13 @@ def evaluate(
     interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci and math.isfinite(ci[0]) else ""
     few = few_images_note(overall["n"], overall["n_ai"]) if interval else None
     why = "" if math.isfinite(overall["auc"]) else f" (AUC needs both labels in the {split} split)"
-    typer.echo(f"{report.model} on {split}: n={overall['n']} auc={overall['auc']:.4f}{interval} "
-               f"balanced_accuracy={overall['balanced_accuracy']:.4f} eer={overall['eer']:.4f} "
+    typer.echo(f"{report.model} on {split}: n={overall['n']} auc={_num(overall['auc'])}{interval} "
+               f"balanced_accuracy={_num(overall['balanced_accuracy'])} eer={_num(overall['eer'])} "
                f"uncertain_rate={overall['uncertain_rate']:.3f}{why}")
     if few:
         typer.echo(f"  intervals: {few}")
     for row in report.robustness[1:]:
-        typer.echo(f"  {row['perturbation']:<15} auc={row['auc']:.4f}  drop={row['auc_drop']:+.4f}")
+        typer.echo(f"  {row['perturbation']:<15} auc={_num(row['auc'])}  drop={_num(row['auc_drop'], '+.4f')}")
     if report.slices["not_sliced"]:
         typer.echo(f"  {not_sliced_line(report.slices['not_sliced'])}")
     if report.failures:
@@ -201,6 +201,13 @@ def evaluate_logo(
         typer.echo(f"wrote {path}")
     for held_out in table["held_out"]:
         typer.echo(f"wrote {fold_folder(out, held_out)}/ (the run trained without {held_out})")
+
+
+def _num(value: float, spec: str = ".4f") -> str:
+    """A metric for the console; `n/a` for NaN (undefined, as the HTML report shows it)."""
+    import math
+
+    return "n/a" if math.isnan(value) else format(value, spec)
 
 
 def _names(text: str | None, option: str) -> list[str] | None:

@@ -65,8 +65,8 @@ def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float | list]:
     """AUC, AP, accuracy, balanced accuracy, precision, recall, EER, ECE and the confusion matrix.
 
-    Metrics that need both classes are NaN when only one is present, and so is recall without ai images;
-    every metric is NaN for no images.
+    Metrics that need both classes are NaN when only one is present, and so are recall without ai images and
+    precision when no image is called ai (scikit-learn's "ill-defined"); every metric is NaN for no images.
     """
     labels, probs = _checked(labels, probs)
     if not labels.size:  # a fold or slice that kept nothing: scikit-learn refuses empty input
@@ -81,7 +81,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
         "ap": float(skm.average_precision_score(labels, probs)) if both else float("nan"),
         "accuracy": float(skm.accuracy_score(labels, pred)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(labels, pred)) if both else float("nan"),
-        "precision": float(skm.precision_score(labels, pred, zero_division=0)),
+        "precision": float(skm.precision_score(labels, pred, zero_division=np.nan)),
         "recall": float(skm.recall_score(labels, pred)) if labels.any() else float("nan"),
         "eer": equal_error_rate(labels, probs),
         "ece": expected_calibration_error(labels, probs),
@@ -98,7 +98,9 @@ def bootstrap_ci(
 
 
 def _percentiles(values: list[float], level: float) -> tuple[float, float]:
-    """The central `level` percentile interval of bootstrap values; NaN when no resample counted."""
+    """The central `level` percentile interval of bootstrap values, leaving out the NaN ones (a precision of a resample
+    with no image called ai); NaN when none is left."""
+    values = [v for v in values if not np.isnan(v)]
     if not values:
         return float("nan"), float("nan")
     alpha = (1.0 - level) / 2.0
@@ -206,7 +208,7 @@ def weighted_metrics(
         "ap": float(np.sum(np.diff(tpr) * np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0))),
         "accuracy": float((tp_t + n_neg - fp_t) / (n_pos + n_neg)),
         "balanced_accuracy": float((recall + specificity) / 2.0),
-        "precision": float(tp_t / (tp_t + fp_t)) if tp_t + fp_t > 0 else 0.0,
+        "precision": float(tp_t / (tp_t + fp_t)) if tp_t + fp_t > 0 else float("nan"),
         "recall": float(recall),
         "eer": float(((1.0 - tpr[eer_at]) + fpr[eer_at]) / 2.0),
         "ece": float(np.abs(bin_pos - bin_conf).sum() / weight.sum()),

@@ -307,7 +307,7 @@ def _figure_tag(title: str, src: str) -> str:
 
 def _num(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.4f}"
     return _e(value)
