@@ -82,6 +82,8 @@ def test_columns_left_unsliced_by_default_are_named_with_why(scored):
                                     "tags": "holds lists or mappings"}
     assert unsliced_columns(odd, max_values=5)["identity"] == "8 distinct values, more than 5"
     assert slice_report(odd, probs, 0.5, BAND, attributes=["hat"])["not_sliced"] == {}  # asked for: sliced, one row
+    asked = slice_report(odd, probs, 0.5, BAND, attributes=["hat", "notes"])  # notes was an empty table, unexplained
+    assert list(asked["attributes"]) == ["hat"] and asked["not_sliced"] == {"notes": "empty in every row"}
 
 
 def test_a_report_weighs_which_columns_to_slice_once(scored, monkeypatch):

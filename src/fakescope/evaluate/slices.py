@@ -142,11 +142,15 @@ def slice_report(frame: pd.DataFrame, probs: np.ndarray, threshold: float, band:
 
     Returns:
         `{"generator": [rows], "source": [rows], "attributes": {column: [rows]}, "not_sliced": {column: why}}`,
-        `not_sliced` naming the extra columns left out by default (none when `attributes` are given).
+        `not_sliced` naming the extra columns left out by default, or of `attributes` those empty in every row.
     """
     labels = (frame["label"] == "ai").to_numpy().astype(int)
-    not_sliced = unsliced_columns(frame) if attributes is None else {}
-    columns = _kept(frame, not_sliced) if attributes is None else attributes
+    if attributes is None:
+        not_sliced = unsliced_columns(frame)
+        columns = _kept(frame, not_sliced)
+    else:  # asked for: sliced whatever it holds, but a column with no value would be an empty table with no word
+        not_sliced = {c: "empty in every row" for c in attributes if all(_value_name(v) is None for v in frame[c])}
+        columns = [c for c in attributes if c not in not_sliced]
     return {
         "generator": generator_slices(labels, probs, frame["generator"], threshold, band),
         "source": group_slices(labels, probs, pd.Series(_names(frame["source"])), threshold, band),
