@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from evaluate_helpers import smooth
@@ -197,3 +198,28 @@ def test_the_page_of_1000_images_opens_offline_and_stays_small(thousand, tmp_pat
     assert all(u.startswith("data:image/") for u in parser.urls)
     assert parser.tags.count("img") == 5 + len(thousand.examples)  # figures and thumbnails, all embedded
     assert os.path.getsize(paths["html"]) < 400_000, os.path.getsize(paths["html"])
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (and playwright)")
+def test_a_very_long_slice_name_wraps_instead_of_widening_the_page(report, tmp_path):
+    """A 400-character generator name made the page 4842 px wide in a 1280 px window."""
+    from dataclasses import replace
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    long_name = "g" * 400 + "/x"
+    slices = {**report.slices, "generator": [{**row, "slice": long_name} for row in report.slices["generator"][:1]]}
+    page_file = tmp_path / "report.html"
+    page_file.write_text(render_html(replace(report, slices=slices)), encoding="utf-8")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(page_file.as_uri())
+            width, window = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            assert page.get_by_text(long_name[:40], exact=False).count() == 1
+        finally:
+            browser.close()
+    assert width <= window, (width, window)

@@ -30,7 +30,7 @@ _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}td:first-child,.ex{overflow-wrap:anywhere}
 .figs{display:flex;flex-wrap:wrap;gap:1rem}.figs figure{margin:0}.figs img{width:340px}
 .examples{display:flex;flex-wrap:wrap;gap:.8rem}.ex{width:170px;font-size:.8rem}.ex img{max-width:160px;display:block}
 .warn{border:2px solid #b00020;background:#fdecea;padding:.5rem 1rem;margin:1rem 0}
