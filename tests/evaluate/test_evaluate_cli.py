@@ -231,6 +231,23 @@ def test_a_held_out_generator_whose_images_are_all_unreadable_is_named_with_why_
 
 
 @pytest.mark.slow
+def test_a_fold_with_no_ai_test_image_prints_n_a_not_nan(tmp_path):
+    """With every ai image in train or val, the run's own test AUC and the held-out test images' AUC printed `nan`."""
+    def no_ai_in_test(frame):
+        ai = frame["label"] == "ai"
+        frame.loc[ai, "split"] = [("train", "val")[i // 2 % 2] for i in range(int(ai.sum()))]  # g1 and g2 in each
+        frame["pair_id"] = [f"p{i // 2}" for i in range(len(frame))]  # g1's images made from trained reals
+
+    config = _logo_recipe(tmp_path, samples_per_epoch=16, relabel=no_ai_in_test)
+    out = tmp_path / "logo"
+    result = runner.invoke(app, ["evaluate-logo", str(config), "--out", str(out), "--generators", "g1", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    g1 = json.loads((out / "logo.json").read_text())["runs"][0]
+    assert g1["auc_seen_test"] is None and g1["auc_test"] is None and g1["n_paired_trained"] > 0
+    assert "own test auc=n/a" in result.stdout and "(auc_test=n/a)" in result.stdout and "nan" not in result.stdout
+
+
+@pytest.mark.slow
 def test_evaluate_logo_takes_generators_named_by_numbers(tmp_path, monkeypatch):
     def versions(frame):
         frame["generator"] = frame["generator"].map({"g1": "2021", "g2": "2022"})  # reals: none, so the CSV column reads as floats

@@ -180,17 +180,17 @@ def evaluate_logo(
     for run in table.to_dict("records"):
         for line in warning_lines(run["shortcuts"], f"in fold {run['held_out']}'s unseen images and the test reals"):
             typer.echo(line, err=True)
-        own = f"own test auc={run['auc_seen_test']:.4f}"
+        own = f"own test auc={_num(run['auc_seen_test'])}"
         if why := no_auc_reason(run):
             typer.echo(f"  {run['held_out']}: no unseen auc: {why}  {own}")
             continue
-        typer.echo(f"  {run['held_out']}: unseen auc={run['auc_all']:.4f} [{run['auc_all_low']:.4f}, "
-                   f"{run['auc_all_high']:.4f}] (n={run['n_unseen']})  {own}")
+        typer.echo(f"  {run['held_out']}: unseen auc={_num(run['auc_all'])} [{_num(run['auc_all_low'])}, "
+                   f"{_num(run['auc_all_high'])}] (n={run['n_unseen']})  {own}")
         if few := few_images_note(run["n_unseen"] + run["n_real"], run["n_unseen"]):
             typer.echo(f"    interval: {few}")
         if run["n_paired_trained"]:
             typer.echo(f"    {run['n_paired_trained']} of them were made from reals this run trained on (one pair_id): "
-                       f"its test-split images alone (auc_test={run['auc_test']:.4f}) leave those out")
+                       f"its test-split images alone (auc_test={_num(run['auc_test'])}) leave those out")
     typer.echo("AUC (rows: generator left out of training; columns: generator tested; diagonal = unseen)")
     typer.echo(generalization_matrix(table).to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
     typer.echo("ai images behind each AUC above (the held-out generator: all of them; the others: their test images)")
