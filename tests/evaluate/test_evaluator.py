@@ -82,6 +82,24 @@ def test_split_all_and_errors(model_dir, dataset):
         evaluate(model_dir, dataset, attributes="glases", device="cpu")
 
 
+def test_a_perturbation_named_twice_is_applied_once(model_dir, dataset, monkeypatch):
+    """`--perturbations jpeg_q70,jpeg_q70` perturbed and scored every image twice for one robustness row."""
+    from fakescope.evaluate import robustness
+
+    applied = []
+
+    def counted(image):
+        applied.append(image)
+        return jpeg_q70(image)
+
+    jpeg_q70 = robustness.PERTURBATIONS["jpeg_q70"]
+    monkeypatch.setitem(robustness.PERTURBATIONS, "jpeg_q70", counted)
+    report = evaluate(model_dir, dataset, perturbations=["jpeg_q70", "jpeg_q70"], bootstrap=0, provenance=False,
+                      audit=False, device="cpu")
+    assert [row["perturbation"] for row in report.robustness] == ["clean", "jpeg_q70"]
+    assert len(applied) == report.overall["n"]
+
+
 def test_bad_options_are_refused_before_the_model_loads(dataset, tmp_path):
     """A perturbation or attribute typo was named only after the model loaded (seconds; a download for hf://):
     with no model at the path given, the typo is still what is refused."""

@@ -140,7 +140,7 @@ def evaluate(
     perturbations, attributes = ([x] if isinstance(x, str) else x for x in (perturbations, attributes))  # one name
     if robustness and perturbations is not None and not perturbations:
         raise ConfigError("perturbations is empty: name some, or pass None for all of them")
-    names = (perturbations or list(PERTURBATIONS)) if robustness else []
+    names = list(dict.fromkeys(perturbations or PERTURBATIONS)) if robustness else []  # a repeated one: scored once
     unknown = sorted(set(names) - set(PERTURBATIONS))
     if unknown:
         raise ConfigError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
