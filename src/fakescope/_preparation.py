@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from fakescope.detection import Detection, Evidence
-from fakescope.errors import FakescopeError, ImageLoadError, StorageUnavailableError
+from fakescope.errors import FakescopeError, ImageLoadError, StorageBusyError, StorageUnavailableError
 from fakescope.io import shared_slots
 from fakescope.io.device_jpeg import device_jpeg_size
 from fakescope.io.fetch import TransientFetchError, shown_source
@@ -77,6 +77,8 @@ def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenan
         loaded = load_input(item, data)
         pixels = np.array(loaded.image)  # out of PIL once, for the tiles and the watermark alike
         tiles = make_tiles(pixels, policy)
+    except StorageBusyError as exc:  # this read may pass (throttled, a 5xx, a dropped connection): a rerun tries again
+        return Detection.failed(source, exc.reason, model, threshold, transient=True)
     except StorageUnavailableError:  # not this input's fault: the caller stops (a scan resumes from here)
         raise
     except FakescopeError as exc:  # the record names the source: its error does not again

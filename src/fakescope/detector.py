@@ -170,8 +170,8 @@ class Detector:
         (HxWx3, 3xHxW or HxW; floats in [0, 1] are scaled), or a `LoadedImage` from `decode_image` (not decoded again;
         its kept bytes give the provenance evidence that encoded bytes give). Anything else (an int, a dict) is one
         input whose error names these. A bad input, or one the model gives a NaN or infinite score, yields a
-        `Detection` with `error` set; it never stops the batch. An unreachable storage (or missing credentials) is no input's
-        fault: it raises `StorageUnavailableError`.
+        `Detection` with `error` set; it never stops the batch (a storage read throttled past its retries is one, `transient`).
+        An unreachable storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`.
         """
         if is_single(inputs):
             return next(self.stream([inputs], heatmap=heatmap))

@@ -45,6 +45,11 @@ class StorageUnavailableError(StorageError):
     recording an error row for every file it could not reach."""
 
 
+class StorageBusyError(StorageUnavailableError):
+    """One request failed in a way that may pass (throttled, a 5xx, a connection dropped mid-answer) after the storage
+    layer's own retries: a scan records that file as a transient error, which a rerun tries again; a write stops."""
+
+
 class UnknownModelError(FakescopeError, KeyError):
     """A model (or architecture) name is neither registered nor a path."""
 

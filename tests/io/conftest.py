@@ -16,6 +16,7 @@ from pathlib import Path
 import googleapiclient.http
 import pytest
 from drive_server import DRIVE_READONLY_TOKEN, DRIVE_TOKEN, DriveServer, write_token_file
+from s3_fault_proxy import S3FaultProxy
 
 ACCESS_KEY = "fakescopetestkey"
 SECRET_KEY = "fakescopetestsecret"
@@ -127,6 +128,14 @@ def s3_bucket(s3_env: S3Server, request: pytest.FixtureRequest) -> str:
     name = f"t-{readable}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"  # unique per parameter too
     boto3.client("s3", endpoint_url=s3_env.endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def fault_proxy(s3_env: S3Server, monkeypatch: pytest.MonkeyPatch):
+    """The test server behind `S3FaultProxy`, with the backend pointed at the proxy."""
+    with S3FaultProxy(s3_env.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        yield proxy
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.errors import FakescopeError
-from fakescope.io import storage
+from fakescope.io import _s3, storage
 from fakescope.scale.records import read_results
 
 
@@ -80,6 +80,34 @@ def test_scan_stops_when_the_endpoint_is_unreachable_and_a_rerun_scores_every_im
     up = CliRunner().invoke(app, args)
     assert up.exit_code == 0, up.output
     assert "scanned 3  failed 0  skipped (done before) 0" in up.stdout
+
+
+@pytest.mark.parametrize(("status", "code", "message"), [
+    (503, "SlowDown", "S3 busy: it still answered SlowDown after retrying while reading {uri}; try again later"),
+    (0, "drop", "the connection to S3 broke (ResponseStreamingError) while reading {uri}; check the network and try again"),
+], ids=["throttled", "dropped"])
+def test_a_scan_records_an_object_read_that_may_pass_as_transient_and_a_rerun_retries_it(
+        s3_bucket, fault_proxy, tiny_model_dir, tmp_path, monkeypatch, status, code, message):
+    """Throttling or a dropped connection outlasting the retries stopped the scan as an outage of the whole store (or,
+    recorded, would have been done for good): now that object is a transient row and the others are scored."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # read as the client is made
+    uris = [f"s3://{s3_bucket}/photos/{i}.png" for i in range(3)]
+    for i, uri in enumerate(uris):
+        storage.write_bytes(uri, _png(i))
+    manifest = tmp_path / "manifest.csv"  # no listing: each GET reads an object, one at a time
+    manifest.write_text("uri\n" + "\n".join(uris) + "\n")
+    fault_proxy.fail("GET", status, code, times=2 if status else _s3.BODY_ATTEMPTS)  # every attempt at the first object
+    args = ["scan", str(manifest), "--out", str(tmp_path / "res"), "--model", str(tiny_model_dir),
+            "--device", "cpu", "--no-provenance", "--runtime", "torch", "--workers", "1"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 1, first.output
+    assert first.stdout.startswith("scanned 3  failed 1 (1 to retry: rerun the scan)  skipped (done before) 0 ")
+    rows = read_results(tmp_path / "res").set_index("path")
+    assert rows.loc[uris[0], ["error", "error_kind"]].tolist() == [message.format(uri=uris[0]), "transient"]
+    assert rows.loc[uris[1:], "error"].isna().all()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and again.stdout.startswith("scanned 1  failed 0  skipped (done before) 2 "), again.output
+    assert read_results(tmp_path / "res")["error"].isna().all()
 
 
 def test_scan_of_a_prefix_and_of_a_manifest_in_the_bucket_resume_one_another(s3_bucket, tiny_model_dir, tmp_path):

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from s3_fault_proxy import S3FaultProxy
 
 from fakescope.errors import ImageLoadError, StorageError, StorageUnavailableError
 from fakescope.io import _s3, storage
@@ -171,14 +170,6 @@ def test_a_forked_process_does_not_share_the_parents_connections(s3_bucket):
         storage.write_bytes(uri, str(i).encode() * 1000)
     run = subprocess.run([sys.executable, "-c", FORKING_PARENT, *uris], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-
-
-@pytest.fixture
-def fault_proxy(s3_env, monkeypatch):
-    """The test server behind `S3FaultProxy`, with the backend pointed at the proxy."""
-    with S3FaultProxy(s3_env.endpoint) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
-        yield proxy
 
 
 def test_throttling_is_retried_and_an_outlasting_one_stops_as_unavailable(s3_bucket, fault_proxy, monkeypatch):

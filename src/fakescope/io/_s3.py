@@ -4,7 +4,7 @@ Throttling (503 SlowDown), 5xx answers and dropped connections are retried by bo
 mode unless `AWS_RETRY_MODE` or the profile's `retry_mode` names another), `MAX_ATTEMPTS` attempts in
 all unless `AWS_MAX_ATTEMPTS` or the profile's `max_attempts` sets the number; a connection that breaks
 while an object's body is read fetches it again (`BODY_ATTEMPTS`). One that outlasts them raises
-`StorageUnavailableError`, as the storage, not the file, failed.
+`StorageBusyError` (a `StorageUnavailableError`: the storage, not the file, failed; a scan records it as transient).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from fakescope.errors import StorageError, StorageUnavailableError
+from fakescope.errors import StorageBusyError, StorageError, StorageUnavailableError
 from fakescope.io.storage import DOING, HEAD_BYTES, normalise_suffixes
 
 _REFUSED_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
@@ -307,7 +307,7 @@ class _translated_errors:
             elif code in _BUSY or _status(exc) == 429 or _status(exc) >= 500:
                 message = (f"S3 busy: it still answered {code or _status(exc)} after retrying while {doing} {self.uri}; "
                            "try again later")
-                error = StorageUnavailableError
+                error = StorageBusyError
             else:
                 message, source = f"cannot {self.action}: S3 error {code or 'unknown'}", self.uri
         elif isinstance(exc, NoCredentialsError):
@@ -327,7 +327,7 @@ class _translated_errors:
         elif isinstance(exc, (HTTPClientError, IncompleteReadError)):  # a read timeout, a connection dropped mid-answer
             message = (f"the connection to S3 broke ({type(exc).__name__}) while {doing} {self.uri}; "
                        "check the network and try again")
-            error = StorageUnavailableError
+            error = StorageBusyError
         elif isinstance(exc, BotoCoreError):
             message, source = f"cannot {self.action}: {type(exc).__name__}", self.uri
         else:

@@ -66,7 +66,8 @@ def scan(
     """Score every source not yet in the results folder `out`, appending rows as they come.
 
     Bad inputs become rows with `error` set; they count as done, like scored ones, but for a transient error (a URL's
-    fetch that timed out, was refused, or answered 429 or 5xx: `error_kind` `transient`), which a rerun tries again. Rows name each
+    fetch that timed out, was refused, or answered 429 or 5xx, or a storage read still throttled past its retries:
+    `error_kind` `transient`), which a rerun tries again. Rows name each
     source by its `source_key` (a local path absolute), so `photos`, `./photos` and its absolute
     path resume one another. Parts record the settings that scored them (`Scoring`): a folder scored with other
     settings (model, weights, threshold, grid, provenance, precision; not runtime) is refused (`ConfigError`).

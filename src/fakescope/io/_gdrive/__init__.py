@@ -17,7 +17,7 @@ the path walked again (a folder moved or trashed meanwhile still answers: its id
 `FOLDER_TTL_S` old). Only folders that exist are remembered, never a name found missing, nor any file.
 Rate limits, 5xx answers and dropped connections are retried `RETRIES` times by the client library, with
 exponential backoff and a `googleapiclient.http` warning each; one that outlasts them raises
-`StorageUnavailableError`, as the storage, not the file, failed. A server name that does not resolve (a mistyped
+`StorageBusyError` (a `StorageUnavailableError`: the storage, not the file, failed; a scan records it as transient). A server name that does not resolve (a mistyped
 `FAKESCOPE_GDRIVE_ENDPOINT`) raises it at once, before the first request, where the client would retry it for a
 minute; a temporary resolver failure is retried.
 """

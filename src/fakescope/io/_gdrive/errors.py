@@ -7,7 +7,7 @@ import re
 import socket
 from typing import Any
 
-from fakescope.errors import StorageError, StorageUnavailableError
+from fakescope.errors import StorageBusyError, StorageError, StorageUnavailableError
 from fakescope.io._gdrive.calls import RETRIES
 from fakescope.io._gdrive.client import credentials_origin
 from fakescope.io.storage import DOING
@@ -24,14 +24,8 @@ def _network() -> str:
     return "FAKESCOPE_GDRIVE_ENDPOINT and the network" if os.environ.get("FAKESCOPE_GDRIVE_ENDPOINT") else "the network"
 
 
-def _transient(exc: BaseException) -> bool:
-    """A rate limit (429, or 403 `userRateLimitExceeded`/`rateLimitExceeded`), a 5xx or a dropped connection."""
-    from googleapiclient.errors import HttpError
-
-    if isinstance(exc, ConnectionResetError):
-        return True
-    if not isinstance(exc, HttpError):
-        return False
+def _transient(exc: Any) -> bool:
+    """A rate limit (429, or 403 `userRateLimitExceeded`/`rateLimitExceeded`) or a 5xx."""
     status = int(exc.resp.status)
     return status == 429 or status >= 500 or (status == 403 and _reason(exc) in _RATE_LIMITS)
 
@@ -44,11 +38,6 @@ def _reason(exc: Any) -> str:
         reason = str(details[0].get("reason", ""))
         return reason if _WORD.fullmatch(reason) else ""
     return ""
-
-
-def _answer(exc: BaseException) -> str:
-    status = getattr(getattr(exc, "resp", None), "status", None)
-    return f"HTTP {status}" if status is not None else type(exc).__name__
 
 
 class translated_errors:
@@ -71,9 +60,12 @@ class translated_errors:
         source = None  # the URI, where this file's own error could become its record: the message leaves it out
         doing = DOING[self.action]
         if isinstance(exc, HttpError) and _transient(exc):
-            message = (f"Google Drive busy: it still answered {_answer(exc)} ({_reason(exc) or 'busy'}) after {RETRIES} "
+            message = (f"Google Drive busy: it still answered HTTP {exc.resp.status} ({_reason(exc) or 'busy'}) after {RETRIES} "
                        f"retries while {doing} {self.uri}; try again later")
-            error = StorageUnavailableError
+            error = StorageBusyError
+        elif isinstance(exc, ConnectionResetError):  # the client retried it as it retries a busy answer
+            message = f"Google Drive dropped the connection after {RETRIES} retries while {doing} {self.uri}; try again later"
+            error = StorageBusyError
         elif isinstance(exc, HttpError):
             status = int(exc.resp.status)
             if status == 404:
