@@ -4,6 +4,7 @@ through FAKESCOPE_TRUSTED_ORIGINS, as an intranet image server would be), within
 from __future__ import annotations
 
 import base64
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,7 @@ import pytest
 from image_server import serving_images
 
 from fakescope.io.fetch import TRUSTED_ENV, shown_source
-from fakescope.serve.request_image import FETCH_WORKERS
+from fakescope.serve.request_image import FETCH_RETRY_AFTER, FETCH_WORKERS
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,27 @@ def test_a_failed_fetch_is_502_naming_the_url_without_its_query(server, auth, tr
     for name, reason in cases.items():
         answer = _post(server, auth, "/v1/detect", {"url": f"{trusted}/{name}?sv=2024-05-04&sig=SECRETSIG"})
         assert (answer.status_code, answer.json()) == (502, {"detail": f"could not fetch {trusted}/{name}: {reason}"})
+
+
+def test_a_fetch_that_may_pass_is_503_with_retry_after_and_a_permanent_one_stays_502(server, auth, trusted, monkeypatch):
+    """A timeout, a refused connection, a 429 or a 5xx from the image server answered 502 as a 404 does: a client had
+    no way to tell that trying again may help. Now it is a 503 with `Retry-After`, as a full queue answers."""
+    with socket.socket() as closed:  # a port nothing listens on: connection refused
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv(TRUSTED_ENV, f"{trusted},{refused}")
+        urls = [f"{trusted}/busy.png", f"{trusted}/limited.png?sv=2024-05-04&sig=SECRETSIG", f"{refused}/a.png"]
+        answers = [_post(server, auth, path, {"url": url}) for url in urls for path in ("/v1/detect", "/v1/explain")]
+    assert [(a.status_code, a.headers.get("Retry-After")) for a in answers] == [(503, str(FETCH_RETRY_AFTER))] * 6
+    assert [a.json()["detail"] for a in answers[:4:2]] == [f"could not fetch {trusted}/busy.png: HTTP Error 503: Service "
+                                                           "Unavailable", f"could not fetch {trusted}/limited.png: HTTP "
+                                                           "Error 429: Too Many Requests"]
+    assert answers[4].json()["detail"].startswith(f"could not fetch {refused}/a.png: ConnectError")
+    assert "SECRETSIG" not in str([a.text for a in answers])
+    missing = _post(server, auth, "/v1/detect", {"url": f"{trusted}/missing.png"})
+    assert missing.status_code == 502 and "Retry-After" not in missing.headers
+    spec = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/detect"]["post"]["responses"]
+    assert "may pass" in spec["503"]["description"] and "Retry-After" in spec["503"]["headers"]
 
 
 def test_an_image_url_over_the_upload_limit_is_413_as_an_upload_is(server, auth, trusted):

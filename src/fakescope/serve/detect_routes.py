@@ -26,6 +26,9 @@ ONE_IMAGE = 'The image (multipart); or send the raw bytes, or JSON `{"url": "htt
 URL_422 = ("no image, not a readable image, too many pixels, an invalid parameter, a JSON body that is not "
            "`{\"url\": ...}`, or a URL refused unfetched (not http(s), or a non-public address)")
 URL_413 = "upload too large, or the file at the image URL over the upload limit"
+URL_502 = "the image URL could not be fetched, and trying again will not help: an HTTP 4xx, a web page, no such host"
+URL_503 = ("busy: the model's queue is full, or the image URL's fetch failed in a way that may pass (a timeout, a refused "
+           "or dropped connection, HTTP 408, 425, 429 or 5xx); `Retry-After` says when to try again")
 
 
 def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
@@ -54,7 +57,7 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
 
     @app.post("/v1/detect", tags=["detect"], summary="Score one image", dependencies=SECURED, response_model=None,
               responses=answers(DetectionRecord, "the image's record", 400, 408, 413, 422, 502, 503, e413=URL_413,
-                                e422=URL_422),
+                                e422=URL_422, e502=URL_502, e503=URL_503),
               openapi_extra=RAW_IMAGE)
     async def detect(
         request: Request,
@@ -100,7 +103,8 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     @app.post("/v1/explain", tags=["detect"], summary="Heatmap of where the model sees AI traces", dependencies=SECURED,
               openapi_extra=RAW_IMAGE, responses=answers(heatmap, "the heatmap PNG (`format=png`), or the detection "
                                                          "with it (`format=json`)", 400, 408, 413, 422, 502, 503,
-                                                         e413=URL_413, e422=URL_422))
+                                                         e413=URL_413, e422=URL_422, e502=URL_502,
+                                                         e503=URL_503))
     async def explain(
         request: Request,
         file: Annotated[UploadFile | None, File(description=ONE_IMAGE)] = None,

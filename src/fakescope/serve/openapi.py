@@ -69,5 +69,5 @@ def answers(ok: type | dict, says: str, *codes: int, status: int = 200, secured:
     if 401 in answers:
         answers[401]["headers"] = {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}}
     if 503 in answers:
-        answers[503]["headers"] = {"Retry-After": {"description": "seconds to wait (when busy)", "schema": {"type": "integer"}}}
+        answers[503]["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
     return answers

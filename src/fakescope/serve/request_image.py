@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from fakescope.errors import ImageLoadError
-from fakescope.io.fetch import FetchError, FetchTooLarge, URLRefused, fetch_url, url_name
+from fakescope.io.fetch import FetchError, FetchTooLarge, TransientFetchError, URLRefused, fetch_url, url_name
 from fakescope.io.redact import redact_urls
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.limits import check_image
@@ -21,6 +21,8 @@ from fakescope.serve.schemas import ImageURL, ImageURLs
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 FETCH_WORKERS = 8
+FETCH_RETRY_AFTER = 10
+"""The `Retry-After` (s) of the 503 for an image URL whose fetch failed for a reason that may pass."""
 JSON_BODY = {ImageURL: 'a JSON body is {"url": "https://..."}', ImageURLs: 'a JSON body is {"urls": ["https://...", ...]}'}
 SEND_FILE = "send the image as a 'file' part, e.g. curl -F file=@photo.jpg"
 SEND_FILES = "send each image as a 'files' part, e.g. curl -F files=@a.jpg -F files=@b.jpg"
@@ -88,15 +90,18 @@ def url_fetcher() -> ThreadPoolExecutor:
 
 async def fetch_image(request: Request, url: str, config: ServeConfig) -> tuple[str, bytes]:
     """The URL as named (`url_name`) and its bytes, fetched as `fetch_url` does within the upload limit on
-    the app's `url_fetcher`: a refused URL is a 422, a file over the limit a 413 (as an upload), a failed fetch a 502,
-    each naming the URL as shown."""
+    the app's `url_fetcher`: a refused URL is a 422, a file over the limit a 413 (as an upload), a fetch that may pass
+    (`TransientFetchError`: a timeout, a refused or dropped connection, 408/425/429/5xx) a 503 with `Retry-After`
+    `FETCH_RETRY_AFTER`, another failed fetch a 502, each naming the URL as shown."""
     name = url_name(url)
     fetcher = request.app.state.fetcher
     try:
         return name, await asyncio.get_running_loop().run_in_executor(fetcher, fetch_url, url, config.max_upload_bytes)
     except FetchError as exc:
         status = 422 if isinstance(exc, URLRefused) else 413 if isinstance(exc, FetchTooLarge) else 502
-        raise HTTPException(status, f"could not fetch {name}: {redact_urls(str(exc))}") from None
+        retry = isinstance(exc, TransientFetchError)
+        raise HTTPException(503 if retry else status, f"could not fetch {name}: {redact_urls(str(exc))}",
+                            {"Retry-After": str(FETCH_RETRY_AFTER)} if retry else None) from None
 
 
 async def only_file(request: Request) -> None:
