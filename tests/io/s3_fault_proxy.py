@@ -1,7 +1,7 @@
 """A loopback HTTP proxy in front of the real S3 test server that answers chosen requests with S3 errors.
 
 Requests pass through unchanged (the Host header too, so SigV4 signatures still verify) except the
-next `times` requests whose method is `method`, which get an S3 XML error such as 503 SlowDown, or
+next `times` requests whose method is `method` (and whose path ends with `suffix`), which get an S3 XML error such as 503 SlowDown, or
 (status 0) the upstream answer's headers and half its body before the connection is closed.
 """
 
@@ -23,7 +23,7 @@ class S3FaultProxy:
         parts = urlsplit(upstream)
         self._upstream = (parts.hostname, parts.port)
         self._lock = threading.Lock()
-        self._faults: list[tuple[str, int, str]] = []  # (method, status, code), used first to last
+        self._faults: list[tuple[str, str, int, str]] = []  # (method, suffix, status, code), used first to last
         self.injected = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -37,15 +37,16 @@ class S3FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def fail(self, method: str, status: int, code: str, times: int = 1) -> None:
-        """Answer the next `times` `method` requests with `status` and the S3 error `code` (status 0: drop mid-body)."""
+    def fail(self, method: str, status: int, code: str, times: int = 1, suffix: str = "") -> None:
+        """Answer the next `times` `method` requests for a path ending with `suffix` with `status` and the S3 error `code`
+        (status 0: drop mid-body)."""
         with self._lock:
-            self._faults += [(method, status, code)] * times
+            self._faults += [(method, suffix, status, code)] * times
 
-    def _take_fault(self, method: str) -> tuple[int, str] | None:
+    def _take_fault(self, method: str, path: str) -> tuple[int, str] | None:
         with self._lock:
-            for i, (wanted, status, code) in enumerate(self._faults):
-                if wanted == method:
+            for i, (wanted, suffix, status, code) in enumerate(self._faults):
+                if wanted == method and path.split("?")[0].endswith(suffix):
                     del self._faults[i]
                     self.injected += 1
                     return status, code
@@ -63,7 +64,7 @@ class S3FaultProxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                fault = proxy._take_fault(self.command)
+                fault = proxy._take_fault(self.command, self.path)
                 if fault is not None and fault[0]:
                     status, code = fault
                     payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.errors import StorageError
+from fakescope.errors import StorageError, StorageUnavailableError
 from fakescope.generate.lease import LEASE_NAME, Lease
 from fakescope.io import storage
 
@@ -136,6 +137,52 @@ def test_openai_generation_into_s3_killed_mid_way_pays_each_image_once(s3_bucket
     assert sorted(manifest["uri"]) == outputs and len(outputs) == 6 and sorted(manifest["source_uri"]) == reals
     for uri, digest in zip(manifest["uri"], manifest["sha256"]):
         assert hashlib.sha256(storage.read_bytes(uri)).hexdigest() == digest
+
+
+def test_an_output_outage_records_the_other_requests_in_flight_before_it_stops_the_run(s3_bucket, fault_proxy, tmp_path,
+                                                                                        monkeypatch):
+    """S3 failing the write of one image stopped the run with the other requests in flight unrecorded: answered and
+    billed, they stayed `running` in the ledger, counted as maybe billed until a rerun. The run now waits for them and
+    records each, then stops in one line; a rerun writes the spooled image without paying again."""
+    from fakescope.generate.ledger import Ledger
+    from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
+    from fakescope.generate.runner import run_openai
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # read as the client is made: the outage outlasts its attempts at once
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"p{i}.png").write_bytes(_png((40, 40), i))
+    out, ledger = f"s3://{s3_bucket}/fakes", tmp_path / "ledger.sqlite"
+    config = OpenAIImagesConfig(model="dall-e-2", size="256x256", price_per_image=0.01)
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    server.hold_after, server.answer_held = 1, True  # the first is answered at once, the other two once it has failed
+    fault_proxy.fail("PUT", 503, "ServiceUnavailable", suffix=".png")  # the first image's write
+
+    def release() -> None:
+        deadline = time.monotonic() + 30
+        while (server.held < 2 or fault_proxy.injected < 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # the outage is back at the run before they are answered
+        server.release.set()
+
+    threading.Thread(target=release, daemon=True).start()
+    try:
+        with pytest.raises(StorageUnavailableError, match=r"^S3 busy: it still answered ServiceUnavailable after retrying "
+                                                          rf"while writing {out}/p\d-\S+\.png; try again later$"):
+            run_openai(str(photos), out, config, ledger=ledger, concurrency=3, client=make_client(max_retries=0))
+        assert server.billable == 3
+        with Ledger(ledger) as book:
+            records = list(book.jobs())
+            assert sorted(record.state for record in records) == ["done", "done", "failed"]
+            assert book.spent() == pytest.approx(0.03) and all(record.lost == 0 for record in records)
+        server.hold_after = None
+        again = run_openai(str(photos), out, config, ledger=ledger, client=make_client(max_retries=0))
+    finally:
+        server.stop()
+    assert (again.recovered, again.skipped, again.done, server.billable) == (1, 2, 0, 3)
 
 
 def test_two_runs_into_one_s3_output_are_kept_apart_by_its_lease(s3_bucket, tmp_path, monkeypatch):

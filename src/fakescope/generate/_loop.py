@@ -5,9 +5,10 @@ request is sent until the longest `Retry-After` given has passed, then its jobs 
 pauses would add up to more than `max_wait` seconds the run stops instead, its jobs recorded as failed (unpaid), for a
 rerun to send. A 429 without one fails its job, unpaid, as other errors do.
 
-A refusal no later request can pass (`openai_images.request_image`: the key, the model, the account) stops the run:
-nothing more is sent, and the other requests in flight are waited for and recorded before it is raised, so the ledger
-counts none that was answered as maybe billed.
+A refusal no later request can pass (`openai_images.request_image`: the key, the model, the account), or an output
+storage that fails (`StorageUnavailableError` writing to `out`), stops the run: nothing more is sent, and the other
+requests in flight are waited for and recorded before it is raised, so the ledger counts none that was answered as maybe
+billed (one whose image could not be written either is failed, billed, its answer spooled for a rerun to write).
 """
 
 from __future__ import annotations
@@ -186,26 +187,27 @@ class Run:
         Raises:
             ConfigError: no later request can succeed (the key, the model, the account); raised once the other requests
                 in flight are recorded (`_record_rest`).
-            StorageUnavailableError: the output storage, not an image, failed: pay for no more.
+            StorageUnavailableError: the output storage, not an image, failed: pay for no more; raised once the other
+                requests in flight are recorded.
         """
         finished, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
         stops = [stop for future in finished if (stop := self._record(future)) is not None]
-        if refusals := [stop for stop in stops if isinstance(stop, ConfigError)]:
-            self._record_rest()
-            raise refusals[0]
-        if stops:
-            raise stops[-1]
+        if not stops:
+            return
+        self._record_rest()
+        refusals = [stop for stop in stops if isinstance(stop, ConfigError)]
+        raise refusals[0] if refusals else stops[-1]
 
     def _record_rest(self) -> None:
-        """Once a refusal stops the run: send nothing more, but wait for the requests still in flight (each as long as
-        the client's timeout and retries allow; Ctrl-C stops the wait) and record how each ended, so the ledger holds
-        no request as maybe billed that was answered. One still unanswered stays in flight, maybe billed."""
+        """Once a refusal or an outage stops the run: send nothing more, but wait for the requests still in flight (each
+        as long as the client's timeout and retries allow; Ctrl-C stops the wait) and record how each ended, so the
+        ledger holds no request as maybe billed that was answered. One still unanswered stays in flight, maybe billed."""
         if self.in_flight:
             log.warning("stopping: waiting for the %d other request(s) in flight to record their answers",
                         len(self.in_flight))
         try:
             for future in as_completed(list(self.in_flight)):
-                self._record(future)  # a further refusal or outage is recorded: the first refusal is the one told
+                self._record(future)  # a further refusal or outage is recorded: the first stop is the one told
         except KeyboardInterrupt:
             pass
 

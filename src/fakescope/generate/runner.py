@@ -139,8 +139,8 @@ def run_openai(
         ConfigError, StorageError: `src` is missing or gives no source (no image; in `generate` mode, not UTF-8 text or
             no prompt), or `manifest_name` is no `.csv` or `.parquet` file name: raised before anything is made under
             `out` or the cache.
-        StorageUnavailableError: `out` became unreachable; the run stops paying, and a rerun writes the
-            images it had paid for from the spool without paying again.
+        StorageUnavailableError: `out` became unreachable; the run stops paying, records how the requests in flight
+            ended, and a rerun writes the images it had paid for from the spool without paying again.
         StorageError: another run holds `out`'s lease, or took it over from this one (which then stops paying).
         ConfigError: the ledger paid for a source only under other settings, or `out` records only other settings,
             and `new_settings` is False.
