@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+import fakescope
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, ModelLoadError, StorageError, UnknownModelError
 from fakescope.models import (
@@ -31,6 +32,7 @@ from fakescope.models import (
     resolve_model,
 )
 from fakescope.models.bundle import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+from fakescope.models.config import FORMAT_VERSION
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -237,6 +239,45 @@ def test_architecture_kwargs_the_builder_does_not_take_fail_in_one_line(tiny_mod
 def test_config_dict_round_trip(tiny_model_dir):
     config = load_model(tiny_model_dir).config
     assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_a_saved_config_records_its_format_version_and_one_without_it_reads_as_layout_1(tiny_model_dir, tmp_path):
+    from safetensors import safe_open
+
+    assert json.loads((tiny_model_dir / CONFIG_FILE).read_text())["format_version"] == FORMAT_VERSION == 1
+    with safe_open(tiny_model_dir / WEIGHTS_FILE, framework="numpy") as f:
+        assert json.loads(f.metadata()["fakescope_config"])["format_version"] == 1
+    shipped = json.loads((resolve_model(DEFAULT_MODEL) / CONFIG_FILE).read_text())
+    assert "format_version" not in shipped and load_model(DEFAULT_MODEL, lazy=True).config.name == DEFAULT_MODEL
+    config = json.loads((tiny_model_dir / CONFIG_FILE).read_text())
+    del config["format_version"]
+    assert ModelConfig.from_dict(config) == load_model(tiny_model_dir, lazy=True).config
+
+
+@pytest.mark.parametrize(("version", "message"), [
+    (2, f"model format_version 2 is newer than fakescope {fakescope.__version__} reads (1): upgrade fakescope"),
+    ("1", "invalid model config: format_version must be a whole number from 1, got '1'"),
+    (0, "invalid model config: format_version must be a whole number from 1, got 0"),
+    (True, "invalid model config: format_version must be a whole number from 1, got True"),
+])
+def test_a_config_of_a_format_version_it_does_not_know_is_refused_in_one_line(tiny_model_dir, tmp_path, image_factory,
+                                                                               version, message):
+    """A newer layout (renamed or re-meant keys) would be misread: config.json, the weights' header and the CLI refuse it."""
+    from fakescope.cli import app
+
+    config = {**json.loads((tiny_model_dir / CONFIG_FILE).read_text()), "format_version": version}
+    shutil.copy(tiny_model_dir / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as caught:
+        load_model(tmp_path, lazy=True)
+    assert str(caught.value) == f"{tmp_path / CONFIG_FILE}: {message}"
+    state = {k: v.contiguous() for k, v in create_model("test_tiny").state_dict().items()}
+    save_file(state, tmp_path / "one.safetensors", metadata={"fakescope_config": json.dumps(config)})
+    with pytest.raises(ConfigError) as caught:
+        load_model(tmp_path / "one.safetensors", lazy=True)
+    assert str(caught.value) == f"{tmp_path / 'one.safetensors'}: {message}"
+    result = CliRunner().invoke(app, ["detect", "-m", str(tmp_path), str(image_factory.file(tmp_path / "a.png"))])
+    assert result.exit_code == 2 and result.stderr == f"error: {tmp_path / CONFIG_FILE}: {message}\n"
 
 
 def test_names_and_missing_paths(tmp_path):

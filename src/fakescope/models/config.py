@@ -16,6 +16,8 @@ MAX_GRID = 32
 """Most tiles per side a model's or a user's `grid` may ask for: 1,024 tiles, covering 3,584 px at 112-px tiles.
 An image's tiles grow with its square: grid 10,000 would cut a 200 Mpx image into 16k tiles, 2.4 GB as floats.
 (Grad-CAM's covering tiles go past it, scored in batches.)"""
+FORMAT_VERSION = 1
+"""The layout of a model's config this fakescope writes and reads; a config without `format_version` has layout 1."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -119,12 +121,15 @@ class ModelConfig:
         check_grid(self.input.grid, "input grid")  # here, not in InputPolicy: Grad-CAM's covering tiles go past it
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as stored (config.json, the weights' header), led by its `format_version`."""
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"invalid model config: must be a JSON object of settings, not a {type(d).__name__}")
+        d = dict(d)
+        _check_format_version(d.pop("format_version", 1))
         for part in ("input", "calibration", "architecture_kwargs", "training", "metrics"):
             if not isinstance(d.get(part, {}), dict):
                 raise ConfigError(f"invalid model config: {part!r} must be a JSON object, not a {type(d[part]).__name__}")
@@ -132,7 +137,6 @@ class ModelConfig:
         if not (isinstance(band, (list, tuple)) and len(band) == 2 and all(map(_finite, band))):
             raise ConfigError(f"invalid model config: band must be two numbers [low, high], got {band!r}")
         try:
-            d = dict(d)
             for part, kind in (("input", InputPolicy), ("calibration", Calibration), (None, cls)):
                 _refuse_unknown_keys(d.get(part, {}) if part else d, kind, part)
             d["input"] = InputPolicy(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("input", {}).items()})
@@ -158,6 +162,17 @@ class ModelConfig:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_format_version(version: Any) -> None:
+    """Refuse, in one line, a layout this fakescope does not know: a newer one would be misread."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"invalid model config: format_version must be a whole number from 1, got {version!r}")
+    if version > FORMAT_VERSION:
+        from fakescope import __version__
+
+        raise ConfigError(f"model format_version {version} is newer than fakescope {__version__} reads "
+                          f"({FORMAT_VERSION}): upgrade fakescope")
 
 
 def _refuse_unknown_keys(d: dict[str, Any], kind: type, part: str | None) -> None:
