@@ -70,7 +70,10 @@ def test_the_wheel_metadata_has_the_packages_version_licence_and_entry_point(arc
     info = f"fakescope-{fakescope.__version__}.dist-info/"
     meta = email.message_from_bytes(wheel.read(f"{info}METADATA"))
     assert meta["Version"] == fakescope.__version__ and meta["License-Expression"] == "MIT"
-    assert meta["Requires-Python"] == ">=3.11" and "Typing :: Typed" in meta.get_all("Classifier")
+    assert meta["Requires-Python"] == ">=3.11"
+    assert {"Typing :: Typed", "Operating System :: OS Independent", "Programming Language :: Python :: 3.11",
+            "Topic :: Scientific/Engineering :: Image Recognition"} <= set(meta.get_all("Classifier"))
+    assert "image forensics" in meta["Keywords"].split(",")
     assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(meta.get_all("Requires-Dist"))
     assert f"{info}licenses/LICENSE" in wheel.namelist()
     assert "fakescope = fakescope.cli:main" in wheel.read(f"{info}entry_points.txt").decode()
