@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import email
+import json
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
+import venv
 import zipfile
 from pathlib import Path
 
@@ -77,3 +81,35 @@ def test_the_wheel_metadata_has_the_packages_version_licence_and_entry_point(arc
     assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(meta.get_all("Requires-Dist"))
     assert f"{info}licenses/LICENSE" in wheel.namelist()
     assert "fakescope = fakescope.cli:main" in wheel.read(f"{info}entry_points.txt").decode()
+
+
+SCORE = ("from PIL import Image; import fakescope; d = fakescope.Detector.load(device='cpu', runtime='torch', provenance=False); "
+         "r = d.predict(Image.new('RGB', (256, 256), (120, 80, 40))); print(d.torch_model.location, r.verdict, r.error)")
+
+
+def test_the_wheel_installed_alone_in_a_fresh_venv_runs_its_cli_api_and_bundled_model(archives, tmp_path):
+    """The installed wheel, not a checkout: `fakescope --version`, `fakescope.Detector` and a detection by the bundled model.
+
+    The venv has no system site-packages and gets the wheel with --no-deps; the dependencies come from this test's
+    environment through a .pth line (no network), which adds that folder but not its editable-install hook.
+    """
+    _, wheel = archives
+    venv.create(tmp_path / "venv", with_pip=False)
+    bin_dir = tmp_path / "venv" / ("Scripts" if os.name == "nt" else "bin")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+    def run(*args: object) -> str:
+        done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.strip()
+
+    run(sys.executable, "-m", "pip", "--python", bin_dir / "python", "install", "--no-deps", "--no-index", "-q", wheel.filename)
+    site = Path(run(bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"))
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    assert run(bin_dir / "fakescope", "--version") == f"fakescope {fakescope.__version__}"
+    assert run(bin_dir / "python", "-c", "import fakescope; print(fakescope.__file__, fakescope.Detector)") == \
+        f"{site / 'fakescope' / '__init__.py'} <class 'fakescope.detector.Detector'>"
+    assert json.loads(run(bin_dir / "fakescope", "models", "info"))["location"] == str(site / BUNDLE.rstrip("/"))
+    assert (site / BUNDLE / "model.safetensors").stat().st_size < 20_000_000
+    location, verdict, error = run(bin_dir / "python", "-c", SCORE).split()
+    assert (location, error) == (str(site / BUNDLE.rstrip("/")), "None") and verdict in ("ai", "real", "uncertain")
