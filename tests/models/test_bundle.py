@@ -280,6 +280,18 @@ def test_a_config_of_a_format_version_it_does_not_know_is_refused_in_one_line(ti
     assert result.exit_code == 2 and result.stderr == f"error: {tmp_path / CONFIG_FILE}: {message}\n"
 
 
+def test_the_shipped_network_gives_its_recorded_logits_with_the_installed_timm():
+    """The bundled weights are only a state dict: timm builds the network (TF "same" padding, batch-norm-activation
+    layers, head). A timm release that changes any of that moves these logits (the MODEL_CARD's figures with them);
+    pyproject's timm range is the one they were checked in (MODEL_CARD, Reproduce)."""
+    network = load_model(DEFAULT_MODEL).network
+    square = torch.arange(2 * 3 * 112 * 112, dtype=torch.float32).reshape(2, 3, 112, 112).mul(0.001).sin()
+    odd = torch.arange(3 * 150 * 130, dtype=torch.float32).reshape(1, 3, 150, 130).mul(0.0007).cos()  # uneven padding
+    with torch.inference_mode():
+        logits = torch.cat([network(square), network(odd)])
+    torch.testing.assert_close(logits, torch.tensor([0.817720, 0.876215, 6.766688]), rtol=0, atol=1e-4)
+
+
 def test_names_and_missing_paths(tmp_path):
     assert DEFAULT_MODEL in bundled_models()
     assert resolve_model(None) == resolve_model(DEFAULT_MODEL)
