@@ -194,6 +194,33 @@ def test_a_part_whose_scoring_record_is_not_json_is_named_in_one_line(image_fold
         scan(sources, tmp_path / "out", detector)
 
 
+def test_a_part_of_a_newer_results_format_is_refused_in_one_line_and_one_without_a_format_resumes(image_folder, tmp_path,
+                                                                                                   detector):
+    """A newer fakescope's layout would be misread (a record field ignored, paths named otherwise): resuming or reading
+    the folder says to upgrade; a part written before the format (layout 1) resumes as before."""
+    from fakescope import __version__
+    from fakescope.scale.scoring import FORMAT_KEY
+
+    sources = list(scan_sources([str(image_folder)]))
+    scan(sources[:2], tmp_path / "out", detector)
+    part = part_files(tmp_path / "out")[0]
+    table = pq.read_table(part)
+    assert table.schema.metadata[FORMAT_KEY] == b"1"
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, FORMAT_KEY: b"2"}), part)
+    message = (f"{part} was written by a newer fakescope (results format 2; fakescope {__version__} reads 1): "
+               "upgrade fakescope to resume or read this folder")
+    for attempt in (lambda: scan(sources, tmp_path / "out", detector), lambda: read_results(tmp_path / "out")):
+        with pytest.raises(StorageError) as caught:
+            attempt()
+        assert str(caught.value) == message
+    result = CliRunner().invoke(app, ["scan", str(image_folder), "--out", str(tmp_path / "out"), "--no-provenance"])
+    assert result.exit_code != 0 and result.stderr == f"error: {message}\n", result.output
+    assert len(part_files(tmp_path / "out")) == 1  # nothing written beside it
+    pq.write_table(table.replace_schema_metadata({k: v for k, v in table.schema.metadata.items() if k != FORMAT_KEY}), part)
+    scan(sources, tmp_path / "out", detector)
+    assert sorted(read_results(tmp_path / "out")["path"]) == sorted(map(str, sources))
+
+
 def test_an_out_named_as_a_table_file_is_refused_and_one_named_parquet_is_the_folder(image_folder, tmp_path, detector):
     """--out results.csv quietly made a folder named results.csv; results.parquet is the documented folder name."""
     refused = CliRunner().invoke(app, ["scan", str(image_folder), "--out", str(tmp_path / "results.csv"), "--device", "cpu",

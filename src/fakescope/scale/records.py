@@ -30,7 +30,7 @@ from fakescope.errors import StorageError
 from fakescope.io import storage
 from fakescope.io.fetch import is_url, legacy_url_name, shown_source
 from fakescope.io.inputs import path_text
-from fakescope.scale.scoring import NAMES_KEY, UNKNOWN, Scoring
+from fakescope.scale.scoring import FORMAT_KEY, NAMES_KEY, RESULTS_FORMAT, UNKNOWN, Scoring
 
 SCHEMA = pa.schema([
     ("path", pa.string()),
@@ -199,9 +199,13 @@ def folder_schema(out: str | Path) -> pa.Schema:
     missing: set[str] = set()
     for part in part_files(out):
         try:
-            names = pq.read_schema(part).names
+            schema = pq.read_schema(part)
+            check_format(part, schema)
+        except StorageError:  # check_format's: not unreadable, newer
+            raise
         except (pa.ArrowException, OSError) as exc:
             raise _unreadable(part, exc) from None
+        names = schema.names
         missing.update(set(ADDED_COLUMNS) - set(names))
     return _without(missing)
 
@@ -251,12 +255,15 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
     for part in part_files(out):
         try:
             with pq.ParquetFile(part) as parquet:
+                check_format(part, parquet.schema_arrow)
                 names, recorded = parquet.schema_arrow.names, Scoring.recorded(parquet.schema_arrow)
                 named_before = NAMES_KEY not in (parquet.schema_arrow.metadata or {})
                 if missing := [c for c in RESUME_COLUMNS if c not in names]:
                     raise pa.ArrowInvalid(f"no {', '.join(missing)} column")
                 columns = ["path"] if recorded else RESUME_COLUMNS  # a record tells the rest
                 table = parquet.read(columns=columns + ["error_kind"] * ("error_kind" in names))
+        except StorageError:  # check_format's: not unreadable, newer
+            raise
         except (pa.ArrowException, OSError) as exc:
             raise _unreadable(part, exc) from None
         absent.update(set(ADDED_COLUMNS) - set(names))
@@ -297,6 +304,23 @@ def writing_schema(folder: Path, schema: pa.Schema) -> pa.Schema:
                     "s" * (len(missing) > 1), "them" if len(missing) > 1 else "it", retry,
                     "them" if len(missing) > 1 else "it")
     return schema
+
+
+def check_format(part: Path, schema: pa.Schema) -> None:
+    """Refuse a part of a layout newer than `RESULTS_FORMAT` in one line (it would be misread); one without a format has 1.
+
+    Raises:
+        StorageError: a newer layout.
+        pa.ArrowInvalid: the format is not a whole number (a foreign writer's).
+    """
+    raw = (schema.metadata or {}).get(FORMAT_KEY, b"1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise pa.ArrowInvalid(f"its {FORMAT_KEY.decode()} metadata is not a whole number from 1")
+    if int(raw) > RESULTS_FORMAT:
+        from fakescope import __version__
+
+        raise StorageError(f"{part} was written by a newer fakescope (results format {int(raw)}; fakescope {__version__} "
+                           f"reads {RESULTS_FORMAT}): upgrade fakescope to resume or read this folder")
 
 
 def _unreadable(part: Path, exc: Exception) -> StorageError:

@@ -29,6 +29,11 @@ UNKNOWN = "unknown"
 NAMES_KEY = b"fakescope.url_names"
 """Marks a part whose URLs are named by `url_name` with `Signing.when`; a part without it named them the legacy way."""
 NAMES = b"signing-v2"
+FORMAT_KEY = b"fakescope.results_format"
+RESULTS_FORMAT = 1
+"""The layout of a part (its columns, record and marks) this fakescope writes and reads; a part without `FORMAT_KEY`
+has layout 1. A later layout that an older reader would misread (new meaning, or a record field it must not ignore)
+raises it, and an older fakescope then refuses the folder (`records.check_format`)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,9 @@ class Scoring:
                    given["provenance"], given["precision"], _int8_sha256(model, given["precision"]))
 
     def on(self, schema: pa.Schema) -> pa.Schema:
-        """`schema` carrying this record and the `NAMES_KEY` mark (Parquet keeps them in the part's footer)."""
-        return schema.with_metadata({METADATA_KEY: json.dumps(asdict(self), sort_keys=True), NAMES_KEY: NAMES})
+        """`schema` carrying this record, the `NAMES_KEY` mark and `RESULTS_FORMAT` (Parquet keeps them in the part's footer)."""
+        return schema.with_metadata({METADATA_KEY: json.dumps(asdict(self), sort_keys=True), NAMES_KEY: NAMES,
+                                     FORMAT_KEY: str(RESULTS_FORMAT)})
 
     @classmethod
     def recorded(cls, schema: pa.Schema) -> Scoring | None:
