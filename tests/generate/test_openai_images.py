@@ -759,6 +759,36 @@ def test_an_older_ledger_without_lost_opens_with_its_rows_and_counts_a_request_i
         assert (ledger.get("k").lost, ledger.spent()) == (0.02, pytest.approx(0.05))
 
 
+def test_a_ledger_records_its_format_and_one_of_a_newer_format_is_refused_in_one_line(tmp_path, server, photos):
+    """A newer fakescope's ledger (a column of money an older reader leaves out of spend) would be misread; one made before
+    the format (user_version 0) opens with its rows and is marked format 1."""
+    from fakescope import __version__
+    from fakescope.generate.ledger import LEDGER_FORMAT
+
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        ledger.add("k", "a.png", "ab", "variation", "dall-e-2", "0f", 0)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (LEDGER_FORMAT,) == (1,)
+        db.execute("PRAGMA user_version = 0")  # as versions before the format left it
+    with Ledger(path) as ledger:
+        assert [record.key for record in ledger.jobs()] == ["k"]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        db.execute("PRAGMA user_version = 2")
+    message = (f"cannot open job ledger {path}: written by a newer fakescope (ledger format 2; fakescope {__version__} "
+               "reads 1): upgrade fakescope")
+    with pytest.raises(StorageError) as refused:
+        Ledger(path)
+    assert str(refused.value) == message
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--model", "dall-e-2",
+                                      "--size", "256x256", "--ledger", str(path), "--yes"])
+    assert (result.exit_code, result.stderr, server.billable) == (2, f"error: {message}\n", 0)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,) and db.execute("SELECT key FROM jobs").fetchall() == [("k",)]
+
+
 def test_a_run_reads_its_ledger_once_before_the_first_job(server, photos, tmp_path, monkeypatch):
     """The loop's start read the whole ledger three times: the jobs it paid for, those done at no cost, their sum. (The
     settings check before the plan reads it once too, before the ledger is claimed, keeping the paid jobs.)"""

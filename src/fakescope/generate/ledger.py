@@ -40,6 +40,9 @@ from fakescope.errors import StorageError
 from fakescope.io.inputs import path_text
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+LEDGER_FORMAT = 1
+"""The ledger layout this fakescope writes and reads, as SQLite's `user_version`: 0 (a ledger made before it) becomes 1
+once its missing columns are added; a newer one (columns an older reader would leave out of spend) is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -263,15 +266,26 @@ _LOSE = f"lost = lost + CASE WHEN state = '{RUNNING}' THEN COALESCE(price, ?, 0)
 
 
 def _prepare(db: sqlite3.Connection) -> None:
-    """Set up a ledger's database: WAL, full syncs, the jobs table (an older ledger's gets its new columns, NULL)."""
+    """Set up a ledger's database: WAL, full syncs, the jobs table (an older ledger's gets its new columns, NULL), and
+    `LEDGER_FORMAT` (a newer ledger is refused in one line)."""
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
+    if (version := _format(db)) > LEDGER_FORMAT:
+        from fakescope import __version__
+
+        raise StorageError(f"written by a newer fakescope (ledger format {version}; fakescope {__version__} reads "
+                           f"{LEDGER_FORMAT}): upgrade fakescope")
     db.execute(_SCHEMA)
-    if _missing_columns(db):  # an older ledger, which another process may be opening too: one adds them, under lock
+    if _missing_columns(db) or version < LEDGER_FORMAT:  # new, or older, and another process may be opening it too
         with db:
             db.execute("BEGIN IMMEDIATE")
             for column, kind in _missing_columns(db):
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+            db.execute(f"PRAGMA user_version = {LEDGER_FORMAT}")
+
+
+def _format(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
 
 
 def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
