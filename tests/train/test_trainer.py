@@ -220,6 +220,26 @@ def test_resume_from_a_truncated_checkpoint_is_refused_in_one_line(manifest, tmp
         assert "Traceback" not in result.output and "Aborted" not in result.output
 
 
+def test_resume_from_a_checkpoint_of_a_newer_format_is_refused_in_one_line_and_one_without_a_format_resumes(
+        manifest, tmp_path, one_epoch_run):
+    """A newer fakescope's checkpoint may hold state this one would leave unrestored (the resumed run then differs)."""
+    from fakescope import __version__
+
+    one_epoch_run(tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["format"] == 1
+    torch.save({**state, "format": 2}, checkpoint)
+    _config(manifest, tmp_path / "run", epochs=2).to_yaml(tmp_path / "train.yaml")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--resume", "--no-progress"])
+    assert result.exit_code == 2 and result.stderr == (
+        f"error: cannot resume from {checkpoint}: written by a newer fakescope (checkpoint format 2; fakescope {__version__} "
+        "reads 1): upgrade fakescope, or replace the run with --overwrite\n"), result.output
+    torch.save({k: v for k, v in state.items() if k != "format"}, checkpoint)  # as versions before the format wrote it
+    train(_config(manifest, tmp_path / "run", epochs=2, resume=True), progress=False)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+
+
 class _Planted:
     """Unpickling this runs code: it touches `marker`."""
 

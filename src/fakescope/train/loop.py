@@ -19,7 +19,7 @@ from fakescope.models.config import InputPolicy
 from fakescope.models.registry import check_logits
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import SKIPPED, RankSlice, TrainTiles, balanced_sampler, warn_unreadable
-from fakescope.train.run_folder import CHECKPOINT, UNREADABLE, save_atomic
+from fakescope.train.run_folder import CHECKPOINT, CHECKPOINT_FORMAT, UNREADABLE, save_atomic
 
 
 class Loop:
@@ -103,7 +103,7 @@ class Loop:
                      "scheduler": self.scheduler.state_dict(), "epoch": next_epoch, "best_auc": best_auc,
                      "stale": stale, "rng": random.getstate(), "torch_rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-                     "run": self.run}, out / CHECKPOINT)
+                     "run": self.run, "format": CHECKPOINT_FORMAT}, out / CHECKPOINT)
 
     def restore(self, out: Path) -> tuple[int, float, int]:
         """Continue from the checkpoint in `out` (which must exist); (next epoch, best AUC, stale epochs)."""
@@ -113,6 +113,14 @@ class Loop:
         except UNREADABLE as exc:
             raise ConfigError(f"cannot resume from {path}: unreadable checkpoint ({first_line(exc)}); "
                               "delete it to start the run over") from None
+        if (version := state.get("format", 1)) != CHECKPOINT_FORMAT:  # checkpoints of older versions have no "format"
+            from fakescope import __version__
+
+            newer = isinstance(version, int) and version > CHECKPOINT_FORMAT
+            raise ConfigError(f"cannot resume from {path}: " + (
+                f"written by a newer fakescope (checkpoint format {version}; fakescope {__version__} reads "
+                f"{CHECKPOINT_FORMAT}): upgrade fakescope" if newer else f"unreadable checkpoint (format {version!r})") +
+                ", or replace the run with --overwrite")
         if state.get("run", self.run) != self.run:  # checkpoints of older versions have no "run"
             old = state["run"]
             changed = [k for k in {**old, **self.run} if old.get(k) != self.run.get(k)]

@@ -17,6 +17,9 @@ from fakescope.models.registry import usable_pretrained
 from fakescope.train.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+"""The layout of checkpoint.pt this fakescope writes and resumes from (its `format`; one without it has 1). A newer
+one (a state an older version would leave unrestored) is refused."""
 BEST = "best.pt"
 REPLACED = ("train_config.yaml", CHECKPOINT, BEST, "metrics.csv", "metrics.json")
 """The run files `overwrite` removes before the new run's first epoch: left, they would pass for the new run's."""
