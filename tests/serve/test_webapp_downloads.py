@@ -53,7 +53,7 @@ def app(detector, photo_bytes, tmp_path, monkeypatch):
     app.text_input[0].input(SIGNED).run()
     assert not app.exception, app.exception
     assert fetched == [SIGNED]  # the page fetches the URL as pasted, signature and all
-    app.downloads = downloads
+    app.downloads, app.fetched = downloads, fetched
     return app
 
 
@@ -100,3 +100,14 @@ def test_the_csv_is_that_of_detect_format_csv(app, detector, photo_bytes):
     row = pd.read_csv(io.StringIO(text), keep_default_na=False, dtype=str).iloc[0]
     assert row["evidence"] == expected["evidence"] and row["evidence"].startswith(f"pixel {expected['score']:.3f}: ")
     assert (row["path"], row["label"], row["width"]) == (SHOWN, expected["label"], str(expected["width"]))
+
+
+def test_a_pasted_url_is_fetched_once_and_a_download_reruns_nothing(app, photo_bytes):
+    """Every rerun fetched the URL again (each download click made one: three fetches for one paste and two downloads),
+    so the page could show another image under the same name; another URL pasted is fetched."""
+    app.run()  # a rerun, as another upload or a click makes
+    assert app.fetched == [SIGNED] and not app.exception
+    assert [b.proto.ignore_rerun for b in app.get("download_button")] == [True, True]
+    app.text_input[0].input("https://example.com/b.jpg").run()
+    assert app.fetched == [SIGNED, "https://example.com/b.jpg"]
+    assert [m.value for m in app.markdown if m.value.startswith("####")] == ["#### ` https://example.com/b.jpg `"]

@@ -191,7 +191,7 @@ def detector_page() -> None:
     items = [(u.name, u.getvalue()) for u in uploads or []]
     if url:
         try:  # named as detect names it (no password or signature) on the page and in the downloads
-            items.append((url_name(url), fetch_url(url)))
+            items.append((url_name(url), fetched(url)))
         except (OSError, ValueError, FakescopeError) as exc:
             st.error(f"Could not fetch {literal(url_name(url))}: {literal(redact_urls(str(exc)))}")
     if not items:
@@ -204,8 +204,19 @@ def detector_page() -> None:
         show_detection(name, view)
         records.append({**view.detection.to_dict(), "path": name})
     left, right = st.columns(2)
-    left.download_button("Download CSV", records_csv(records), "fakescope-results.csv", "text/csv")
-    right.download_button("Download JSON", json.dumps(records, indent=2), "fakescope-results.json", "application/json")
+    # a download must not rerun the page: that fetched the URL again and redrew every result
+    left.download_button("Download CSV", records_csv(records), "fakescope-results.csv", "text/csv", on_click="ignore")
+    right.download_button("Download JSON", json.dumps(records, indent=2), "fakescope-results.json", "application/json",
+                          on_click="ignore")
+
+
+def fetched(url: str) -> bytes:
+    """The image at `url`, fetched once for this session while it stays pasted: each rerun (another upload, a click)
+    fetched it again, and the page could show another image under the same name. A failed fetch is tried again."""
+    last = st.session_state.get("fetched")
+    if last is None or last[0] != url:
+        st.session_state["fetched"] = last = (url, fetch_url(url))
+    return last[1]
 
 
 def generator_page() -> None:
