@@ -203,7 +203,7 @@ def test_serve_passes_queue_bounds_and_origins_to_the_app(monkeypatch, tmp_path)
     config, options = served[0]
     assert (config.max_queue, config.max_jobs, config.cors_origins) == (100, 3, ("https://a.example", "*"))
     assert config.allowed_hosts == ("api.example.com", "::2")
-    assert options["limit_concurrency"] == 40 and options["http"].keywords == {"header_timeout_s": 2.5}
+    assert options["http"].keywords == {"header_timeout_s": 2.5, "max_connections": 40}
 
 
 def test_serve_and_app_with_any_allowed_host_warn_that_the_rebinding_check_is_off(monkeypatch, tmp_path):

@@ -1,5 +1,8 @@
 """How `fakescope serve` runs uvicorn: a request-head timeout (uvicorn has none) and a cap on concurrent connections.
 
+The cap is uvicorn's `limit_concurrency` rule, answered as every other busy answer is: 503, `{"detail": ...}` and
+`Retry-After` (uvicorn's own answer is plain text `Service Unavailable`, without `Retry-After`).
+
 uvicorn closes an idle keep-alive connection, and `ServeConfig.body_timeout_s` answers a stalled body 408, but a client
 that sends half a request line and then nothing (slowloris) would hold its connection forever. `HeadTimeoutProtocol`
 closes a connection whose request line and headers are not all in `ServeConfig.header_timeout_s` after it opened or
@@ -14,16 +17,32 @@ from functools import partial
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from starlette.responses import JSONResponse
+
 from fakescope.serve.config import ServeConfig
+
+BUSY = "the server is busy: too many connections and requests at once; try again shortly"
+BUSY_RETRY_S = 1
 
 
 class HeadTimeoutProtocol(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request head takes more than `header_timeout_s`."""
+    """uvicorn's h11 protocol, closing a connection whose request head takes more than `header_timeout_s`, and
+    answering a request over `max_connections` connections or requests at once 503 in JSON."""
 
-    def __init__(self, *args, header_timeout_s: float, **kwargs) -> None:
+    def __init__(self, *args, header_timeout_s: float, max_connections: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.header_timeout_s = header_timeout_s
+        self.header_timeout_s, self.max_connections = header_timeout_s, max_connections
         self.head_timer: asyncio.TimerHandle | None = None
+        self.app = partial(self._capped, self.app)
+
+    async def _capped(self, app, scope, receive, send) -> None:
+        """`app`, or the busy answer where uvicorn's `limit_concurrency` would refuse (this request's task counted)."""
+        if self.max_connections is not None and (len(self.connections) >= self.max_connections
+                                                 or len(self.tasks) > self.max_connections):
+            self.logger.warning("Exceeded concurrency limit.")
+            busy = JSONResponse({"detail": BUSY}, 503, {"Retry-After": str(BUSY_RETRY_S), "Connection": "close"})
+            return await busy(scope, receive, send)
+        return await app(scope, receive, send)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -66,5 +85,5 @@ class HeadTimeoutProtocol(H11Protocol):
 
 def uvicorn_options(config: ServeConfig) -> dict:
     """The `uvicorn.run` / `uvicorn.Config` arguments for `config`'s head timeout and connection cap."""
-    return {"http": partial(HeadTimeoutProtocol, header_timeout_s=config.header_timeout_s),
-            "limit_concurrency": config.max_connections}
+    return {"http": partial(HeadTimeoutProtocol, header_timeout_s=config.header_timeout_s,
+                            max_connections=config.max_connections)}
