@@ -656,6 +656,34 @@ def test_generator_page_drops_the_last_pair_when_generating_again_fails(app_url,
     sync_api.expect(page.get_by_text("generated #1")).to_have_count(0)
 
 
+def test_generate_clicked_again_mid_run_waits_for_the_first_and_shows_its_images(app_url, page, runs, images_api,
+                                                                                   photo_bytes, tmp_path):
+    """A second click while the API was still answering started a second run at once, which failed on the first's job
+    ledger ('Generation failed: another run is using the job ledger <path>; ... give this run another --out')."""
+    photo = tmp_path / "real.jpg"
+    photo.write_bytes(photo_bytes)
+    page.goto(f"{app_url}/generator")
+    _enter_key(page, runs)
+    page.locator("input[type=file]").set_input_files(str(photo))
+    billed, held = images_api.billable, images_api.held
+    images_api.release.clear()
+    images_api.hold_after, images_api.answer_held = images_api.admitted, True  # the next request waits for release
+    try:
+        page.get_by_role("button", name="Generate").click()
+        while images_api.held == held:
+            page.wait_for_timeout(50)
+        started = len(runs.started)
+        page.get_by_role("button", name="Generate").click()
+        while len(runs.started) == started:
+            page.wait_for_timeout(50)
+        page.wait_for_timeout(2_000)  # the second run reaches the ledger (it failed there at once)
+    finally:
+        images_api.release.set()
+        images_api.hold_after, images_api.answer_held = None, False
+    page.get_by_text("generated #1").wait_for(timeout=45_000)
+    assert images_api.billable == billed + 1 and not page.get_by_text("Generation failed").count()
+
+
 def test_report_page_says_why_a_file_is_no_report(app_url, page, tmp_path):
     (tmp_path / "notes.json").write_text("not json")
     (tmp_path / "empty.json").write_text("{}")

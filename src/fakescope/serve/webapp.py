@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -283,7 +284,9 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
         client = openai_client(key or None, missing=f"no OpenAI API key: {key_advice()}", own_key_only=anonymous())
         workspace = st.session_state.setdefault("workspace", tempfile.mkdtemp(prefix="fakescope-app-"))
         folder = upload_folder(workspace, data, config)
-        with st.spinner("Generating..."):
+        # Generate clicked again mid-run starts a second run at once (the first stops only at its next page call): it
+        # failed on the first's job ledger, its red line advising --out; it now waits, then shows the first's images
+        with st.spinner("Generating..."), st.session_state.setdefault("generating", threading.Lock()):
             outputs = generate_from_upload(data, config, folder, client=client, filename=name,
                                            detect=lambda b: scorer.predict(b, heatmap=True))
             views = [shown(o.detection, decode_image(o.data).image) for o in outputs]  # a few Mpx at most, as the API makes them
