@@ -323,6 +323,13 @@ def test_generator_page_generates_scores_and_saves(app_url, page, runs, images_a
     page.get_by_role("button", name="Generate").click()  # was told to set OPENAI_API_KEY "for the server"
     page.get_by_text("Generation failed: no OpenAI API key: enter one in the field above, or set OPENAI_API_KEY "
                      "(environment or .env) where the app runs").wait_for(timeout=45_000)
+    key = page.get_by_label("OpenAI API key", exact=True)
+    with runs.rerun():
+        key.fill("sk-wrong-key")
+        key.press("Enter")
+    page.get_by_role("button", name="Generate").click()  # a typed key refused: was told to set OPENAI_API_KEY
+    page.get_by_text("Generation failed: the Images API refused the request (401): the API key was refused; check the "
+                     "key given").wait_for(timeout=45_000)
     _enter_key(page, runs)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("generated #1").wait_for(timeout=45_000)

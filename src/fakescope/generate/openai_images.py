@@ -431,7 +431,7 @@ def _refusal(exc, model: str) -> ConfigError | None:
                            "raise the account's usage limit (platform.openai.com billing settings), then rerun")
     if code == "model_not_found" or isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError,
                                                       openai.NotFoundError)):
-        fix = {401: "; set a valid OPENAI_API_KEY (environment or .env)",
+        fix = {401: _key_fix(exc),
                403: f"; check that the key's organization and project may use {model} (verification, model access)"}
         return ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc, model)}"
                            f"{fix.get(exc.status_code, '')}")
@@ -459,6 +459,15 @@ def _image_bytes(item, api_base) -> bytes:
     except FetchError as exc:
         raise LostImageError(f"the API made the image but its URL could not be fetched: {exc} "
                              f"({shown_url(item.url or '')})") from None
+
+
+def _key_fix(exc) -> str:
+    """What to do about a refused key: OPENAI_API_KEY's, or one the caller gave (the web app's field, X-OpenAI-Key),
+    where setting OPENAI_API_KEY would change nothing."""
+    sent = exc.request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if sent == (os.environ.get("OPENAI_API_KEY") or "").strip():
+        return "; set a valid OPENAI_API_KEY (environment or .env)"
+    return "; check the key given"
 
 
 def _api_message(exc, model: str | None = None) -> str:
