@@ -528,6 +528,33 @@ def test_a_model_that_cannot_load_is_one_clear_line(images_api, page, photo_byte
         page.close()  # a connected session holds up Streamlit's shutdown
 
 
+def test_the_generators_workspace_goes_with_its_session_and_the_app(images_api, browser, photo_bytes, tmp_path):
+    """Each session's folder of uploads and paid images (fakescope-app-*) was left in the temporary folder for good."""
+    photo, scratch = tmp_path / "photo.jpg", tmp_path / "tmp"
+    photo.write_bytes(photo_bytes)
+    scratch.mkdir()
+    settings = {"TMPDIR": str(scratch), "STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": "1"}
+    with _running_app(images_api, tmp_path / "streamlit.log", tmp_path / "dataset", **settings) as url:
+        for session in range(2):
+            context = browser.new_context()
+            page = context.new_page()
+            runs = _Runs(page)
+            page.goto(f"{url}/generator")
+            _enter_key(page, runs)
+            page.locator("input[type=file]").set_input_files(str(photo))
+            page.get_by_role("button", name="Generate").click()
+            page.get_by_text("generated #1").wait_for(timeout=90_000)
+            assert len(list(scratch.glob("fakescope-app-*"))) == session + 1
+            context.close()
+            time.sleep(1.5)  # past the closed session's TTL
+        # the first session's folder goes once the app drops it: when it next looks, at the second one's closing
+        deadline = time.monotonic() + 30
+        while len(workspaces := list(scratch.glob("fakescope-app-*"))) != 1:
+            assert time.monotonic() < deadline, workspaces
+            time.sleep(0.2)
+    assert not list(scratch.glob("fakescope-app-*"))  # the second one's went when the app stopped
+
+
 def test_report_page_shows_metrics_slices_and_html(app_url, page, tmp_path):
     report = {"model": "fakescope-default", "metrics": {"auc": 0.873, "accuracy": 0.81},
               "slices": {"format": [{"value": "JPEG", "n": 40, "auc": 0.91}, {"value": "PNG", "n": 25, "auc": 0.77}]}}

@@ -282,8 +282,7 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
         config = OpenAIImagesConfig(**settings)
         check_image(data, limit)
         client = openai_client(key or None, missing=f"no OpenAI API key: {key_advice()}", own_key_only=anonymous())
-        workspace = st.session_state.setdefault("workspace", tempfile.mkdtemp(prefix="fakescope-app-"))
-        folder = upload_folder(workspace, data, config)
+        folder = upload_folder(workspace(), data, config)
         # Generate clicked again mid-run starts a second run at once (the first stops only at its next page call): it
         # failed on the first's job ledger, its red line advising --out; it now waits, then shows the first's images
         with st.spinner("Generating..."), st.session_state.setdefault("generating", threading.Lock()):
@@ -296,6 +295,14 @@ def run_generation(name: str, data: bytes, settings: dict, key: str) -> None:
         st.error(f"Generation failed: {literal(public_error(failed.line))}")
         return
     st.session_state["generated"] = {"name": name, "real": data, "outputs": outputs, "shown": views, "config": config}
+
+
+def workspace() -> str:
+    """This session's folder for the generator's uploads and images, removed with the session (or when the app stops):
+    each session's folder was left in the temporary folder for good."""
+    if "workspace" not in st.session_state:
+        st.session_state["workspace"] = tempfile.TemporaryDirectory(prefix="fakescope-app-", ignore_cleanup_errors=True)
+    return st.session_state["workspace"].name
 
 
 def report_page() -> None:
