@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from image_server import serving_images
 from openai_server import ImagesAPIServer
 from PIL import Image
 
@@ -51,10 +53,19 @@ def streamlit_log(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_url(images_api, streamlit_log, tmp_path_factory):
+def image_origin(photo_bytes):
+    """The origin of a loopback server of `photo_bytes` that `app_url` trusts (`/slow.png` answers after 1 s)."""
+    load = {"lock": threading.Lock(), "now": 0, "peak": 0}
+    with serving_images(photo_bytes, big=0, load=load) as origin:
+        yield origin
+
+
+@pytest.fixture(scope="module")
+def app_url(images_api, streamlit_log, tmp_path_factory, image_origin):
     """`fakescope app` with every test's tmp_path under its root, which a proxy may also reach as proxy.test."""
     flags = ("--root", str(tmp_path_factory.getbasetemp()), "--max-pixels", "1000000", "--allowed-host", "Proxy.Test")
-    with _running_app(images_api, streamlit_log, tmp_path_factory.mktemp("dataset"), flags=flags) as url:
+    with _running_app(images_api, streamlit_log, tmp_path_factory.mktemp("dataset"), flags=flags,
+                      FAKESCOPE_TRUSTED_ORIGINS=image_origin) as url:
         yield url
 
 
@@ -293,7 +304,7 @@ def test_detector_page_warns_under_a_pixel_only_verdict_only(app_url, page, tmp_
                                                   "'parameters' written by Stable Diffusion web UI (A1111/Forge/SD.Next)"]
 
 
-def test_detector_page_fetches_http_urls_only(app_url, page, photo_bytes, tmp_path):
+def test_detector_page_fetches_http_urls_only(app_url, image_origin, page, photo_bytes, tmp_path):
     photo = tmp_path / "local.jpg"
     photo.write_bytes(photo_bytes)
     page.goto(app_url)
@@ -311,6 +322,10 @@ def test_detector_page_fetches_http_urls_only(app_url, page, photo_bytes, tmp_pa
     page.get_by_text(f"Could not fetch {app_url}/x.png: refused to fetch").wait_for(timeout=30_000)
     assert not any(secret in page.locator("main").inner_text() for secret in ("pa55word", "S1GNATURE", "s1g", "t0ken"))
     assert not page.locator("main a[href^='http']").count()  # the URL in the red line was a live link
+    box.fill(f"{image_origin}/slow.png")  # a trusted origin's image, answered after 1 s: the page showed nothing meanwhile
+    box.press("Enter")
+    page.get_by_text("Fetching the image...").wait_for(timeout=30_000)
+    page.get_by_text("Verdict:").wait_for(timeout=60_000)
 
 
 def test_generator_page_generates_scores_and_saves(app_url, page, runs, images_api, streamlit_log, photo_bytes, tmp_path):

@@ -216,7 +216,8 @@ def fetched(url: str) -> bytes:
     fetched it again, and the page could show another image under the same name. A failed fetch is tried again."""
     last = st.session_state.get("fetched")
     if last is None or last[0] != url:
-        st.session_state["fetched"] = last = (url, fetch_url(url))
+        with st.spinner("Fetching the image..."):  # up to the fetch's timeout: the page showed nothing meanwhile
+            st.session_state["fetched"] = last = (url, fetch_url(url))
     return last[1]
 
 
