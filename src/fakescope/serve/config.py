@@ -62,7 +62,8 @@ class ServeConfig:
         header_timeout_s: A connection whose request line and headers are not all in this long after it opened (or
             after its last answer) is closed (`serve.connections`: a client sending half a request would hold it forever).
         max_connections: Most connections and requests at once (uvicorn's `limit_concurrency` rule); a request beyond
-            answers 503 with `Retry-After`. Sockets beyond it are still accepted, each held until its request head or `header_timeout_s`.
+            answers 503 with `Retry-After`. Sockets beyond it are still accepted, each held until its request head or
+            `header_timeout_s`.
         generation: Serve `/v1/generate` and `/v1/jobs/*` (off: they answer 403 and leave the spec); `for_host`
             turns it off for an anonymous server beyond loopback, which would let anyone spend `OPENAI_API_KEY`.
     """

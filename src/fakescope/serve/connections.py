@@ -15,9 +15,8 @@ import asyncio
 from functools import partial
 
 import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
 from starlette.responses import JSONResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fakescope.serve.config import ServeConfig
 
