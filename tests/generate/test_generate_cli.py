@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.data import read_rows
-from fakescope.errors import ConfigError, StorageError
+from fakescope.errors import ConfigError, FakescopeError, StorageError
 from fakescope.generate import openai_images
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.local import generate_local
@@ -160,6 +160,18 @@ def test_a_rerun_with_other_parameters_remakes_the_outputs_instead_of_relabellin
         row = read_rows(manifest).iloc[0]
         assert json.loads(row["params"]) == {"factor": factor}
         assert Image.open(row["uri"]).getpixel((0, 0))[0] == int(200 * factor)
+
+
+def test_a_generator_returning_too_few_images_is_refused_and_a_fixed_rerun_makes_them_all(tmp_path):
+    photos, out = tmp_path / "photos", tmp_path / "fakes"
+    photos.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 33), (60 * i, 30, 30)).save(photos / f"img{i}.png")
+    with pytest.raises(FakescopeError, match=r"^the generator returned 1 images for 3 sources: it must return one per"):
+        generate_local(str(photos), str(out), lambda images: images[:1], generator="same", model="same")
+    assert not out.exists() or not list(out.iterdir())  # nothing of the refused batch was saved
+    count, manifest, _, _ = generate_local(str(photos), str(out), lambda images: images, generator="same", model="same")
+    assert count == 3 and len(read_rows(manifest)) == 3
 
 
 def test_taef2_into_a_folder_whose_manifest_is_unreadable_stops_at_once_in_one_line(tmp_path, taef2_random_weights):

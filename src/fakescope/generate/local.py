@@ -66,6 +66,7 @@ def generate_local(
 
     Raises:
         ConfigError: `output_format` is not one of `SAVE_FORMATS`, or `manifest_name` is no manifest name.
+        FakescopeError: `generate` returned other than one image per source of a batch (before that batch is saved).
     """
     if output_format not in SAVE_FORMATS:
         raise ConfigError(f"output format {output_format!r}: use {' or '.join(SAVE_FORMATS)}")
@@ -79,8 +80,11 @@ def generate_local(
     pending = _pending(src, out, generator, rows, unreadable, generator_row=(model, row_params), split=split,
                        earlier=earlier, output_format=output_format)
     for batch in _batches(pending, batch_size):
-        outputs = generate([image for *_, image in batch])
-        for (uri, digest, target, encoding, source, _), image in zip(batch, outputs):
+        outputs = list(generate([image for *_, image in batch]))
+        if len(outputs) != len(batch):  # zip would drop the sources past the shorter one without a word
+            raise FakescopeError(f"the generator returned {len(outputs)} images for {len(batch)} sources: it must "
+                                 "return one per source, in order")
+        for (uri, digest, target, encoding, source, _), image in zip(batch, outputs, strict=True):
             data = encode(image, source, encoding, output_format)
             storage.write_bytes(target, data)
             rows.append(_row(target, uri, digest, generator, model, row_params, data))
