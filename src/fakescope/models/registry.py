@@ -108,6 +108,7 @@ def list_models() -> list[str]:
 
 
 def architecture_info(name: str) -> ArchitectureInfo:
+    """The registration of architecture `name` (plugins' included); `UnknownModelError` lists the known ones."""
     _register_builtins()
     _import_plugins()
     try:

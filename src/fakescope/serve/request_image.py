@@ -56,6 +56,7 @@ async def batch_urls(request: Request, config: ServeConfig) -> list[str]:
 
 
 def media_type(request: Request) -> str:
+    """The request's Content-Type without its parameters, lower case ('' when it has none)."""
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
@@ -112,6 +113,7 @@ async def only_file(request: Request) -> None:
 
 
 async def read_upload(file: UploadFile, config: ServeConfig) -> bytes:
+    """An uploaded file's bytes, at most the upload limit (413 beyond)."""
     data = await file.read(config.max_upload_bytes + 1)
     if len(data) > config.max_upload_bytes:
         raise HTTPException(413, too_large_message(config))
