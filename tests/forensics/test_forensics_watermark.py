@@ -11,7 +11,7 @@ from forensics_helpers import encode, photo_like
 from PIL import Image
 
 from fakescope.forensics import KNOWN_MARKS, check_watermark, collect_watermarks, read_watermarks
-from fakescope.forensics.watermark import SDXL_MESSAGE, block_bit_votes, decode_bits, u_channel
+from fakescope.forensics.watermark import SDXL_MESSAGE, _u_plane, _votes_in_both_orders, decode_bits
 
 imwatermark = pytest.importorskip("imwatermark", reason="pip install --no-deps invisible-watermark")
 
@@ -38,10 +38,15 @@ def marked(photo):
             for order in ("bgr", "rgb")}
 
 
+def bgr_votes(bgr: np.ndarray) -> np.ndarray:
+    """The per-block bits check_watermark reads from HxWx3 `bgr` pixels handed to the encoder as they are."""
+    return _votes_in_both_orders(torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1))[0].numpy()
+
+
 def test_vectorised_decoder_matches_the_package_bit_for_bit(photo, marked):
     for image in (photo, marked[("Stable Diffusion XL", "bgr")]):
         bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])
-        votes = block_bit_votes(torch.from_numpy(bgr).permute(2, 0, 1)).numpy()
+        votes = bgr_votes(bgr)
         for length in (32, 48, 136):
             reference = imwatermark.WatermarkDecoder("bits", length).decode(bgr, "dwtDct")
             assert np.array_equal(decode_bits(votes, length), np.asarray(reference, dtype=np.uint8))
@@ -52,17 +57,17 @@ def test_u_channel_is_opencvs_for_every_colour():
     b, g, r = np.meshgrid(*[np.arange(256, dtype=np.uint8)] * 3, indexing="ij")
     bgr = np.stack([b, g, r], -1).reshape(4096, 4096, 3)  # all 2**24 colours
     expected = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)[..., 1]
-    assert np.array_equal(u_channel(torch.from_numpy(bgr).permute(2, 0, 1)).numpy(), expected)
+    assert np.array_equal(_u_plane(*torch.from_numpy(bgr).to(torch.int32).unbind(-1)).numpy(), expected)
 
 
 def test_haar_band_is_pywavelets_bit_for_bit():
-    """Votes from pywt.dwt2's own approximation band equal block_bit_votes' on a noisy image."""
+    """Votes from pywt.dwt2's own approximation band equal check_watermark's on a noisy image."""
     cv2, pywt = pytest.importorskip("cv2"), pytest.importorskip("pywt")
     bgr = np.random.default_rng(0).integers(0, 256, (384, 512, 3), dtype=np.uint8)
     approx, _ = pywt.dwt2(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)[..., 1], "haar")
     blocks = approx.reshape(48, 4, 64, 4).swapaxes(1, 2).reshape(-1, 16)[:, 1:]
     expected = np.mod(np.abs(blocks).max(axis=1), 36.0) > 18.0
-    assert np.array_equal(block_bit_votes(torch.from_numpy(bgr).permute(2, 0, 1)).numpy(), expected)
+    assert np.array_equal(bgr_votes(bgr), expected)
 
 
 @pytest.mark.parametrize("name", list(PAYLOADS))

@@ -136,22 +136,9 @@ def _evidence(votes: dict[str, np.ndarray]) -> Evidence:
                     data={"generator": mark.name, "marks": results})
 
 
-def block_bit_votes(encoder_input: torch.Tensor) -> torch.Tensor:
-    """Per-block bits of the dwtDct scheme on the U channel, in the encoder's block order.
-
-    Args:
-        encoder_input: (..., 3, H, W) uint8 pixels in the channel order the encoder was given (it
-            reads them as BGR, like the package does), on any device.
-    Returns:
-        (..., blocks) booleans.
-    """
-    rows, cols = encoder_input.shape[-2] // 4 * 4, encoder_input.shape[-1] // 4 * 4
-    return _block_votes(u_channel(encoder_input[..., :rows, :cols]))
-
-
 def _votes_in_both_orders(rgb: torch.Tensor) -> torch.Tensor:
-    """(..., 2, blocks) `block_bit_votes` of (..., 3, H, W) RGB pixels handed to the encoder as BGR, then as RGB
-    (the channels converted once, not flipped into a copy)."""
+    """(..., 2, blocks) per-block dwtDct bits, in the encoder's block order, of (..., 3, H, W) RGB pixels handed to the
+    encoder as BGR, then as RGB (the channels converted once, not flipped into a copy)."""
     rows, cols = rgb.shape[-2] // 4 * 4, rgb.shape[-1] // 4 * 4
     r, g, b = rgb[..., :rows, :cols].to(torch.int32).unbind(-3)
     return torch.stack([_block_votes(_u_plane(b, g, r)), _block_votes(_u_plane(r, g, b))], -2)  # a plane at a time: in cache
@@ -169,13 +156,9 @@ def _block_votes(u: torch.Tensor) -> torch.Tensor:
     return torch.fmod(peak, _SCALE) > 0.5 * _SCALE
 
 
-def u_channel(bgr: torch.Tensor) -> torch.Tensor:
-    """The U plane of OpenCV's 8-bit `COLOR_BGR2YUV` (its 14-bit fixed point, bit for bit) of (..., 3, H, W) pixels."""
-    return _u_plane(*bgr.to(torch.int32).unbind(-3))
-
-
 def _u_plane(b: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """`u_channel` of int32 planes, computed in place on one temporary (every sum stays positive, so the shift floors)."""
+    """The U plane of OpenCV's 8-bit `COLOR_BGR2YUV` (its 14-bit fixed point, bit for bit) of int32 planes, computed
+    in place on one temporary (every sum stays positive, so the shift floors)."""
     y = (b * 1868).add_(g, alpha=9617).add_(r, alpha=4899).add_(8192).bitwise_right_shift_(14)
     return y.sub_(b).mul_(-8061).add_((128 << 14) + 8192).bitwise_right_shift_(14).clamp_(0, 255)
 
