@@ -133,6 +133,7 @@ class Detection:
 
     @classmethod
     def failed(cls, source: str, error: str, model: str, threshold: float, *, transient: bool = False) -> Detection:
+        """No score for `source`, only `error` saying why; `transient` when a rerun may succeed."""
         return cls(source=source, probability=None, verdict=None, threshold=threshold, model=model, error=error,
                    transient=transient)
 

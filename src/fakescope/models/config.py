@@ -126,6 +126,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """A config from its JSON object (`to_dict`): an unknown key, a bad value or a newer format is a `ConfigError`."""
         if not isinstance(d, dict):
             raise ConfigError(f"invalid model config: must be a JSON object of settings, not a {type(d).__name__}")
         d = dict(d)
@@ -152,6 +153,7 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
+        """`from_dict` of the JSON file at `path`, errors naming it."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except json.JSONDecodeError as exc:

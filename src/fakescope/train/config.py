@@ -95,6 +95,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config from its mapping, checked (`ConfigError`); with no `name`, the run is named after its `out` folder."""
         d = dict(d)
         _check_keys(d, cls, "")
         folder = Path(str(d.get("out") or "")).name
@@ -117,6 +118,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """`from_dict` of the YAML file at `path`, with `overrides` that are not None replacing its keys."""
         if str(path).endswith(MANIFEST_SUFFIXES):
             raise ConfigError(f"{path} is a manifest, not a YAML training config; name it in one (manifest: {path})")
         try:
