@@ -43,6 +43,11 @@ ACCEPTED = ("an input is a path, storage URI or http(s) URL, bytes, a binary fil
 """What `Detector.predict` takes, as the error for anything else says it."""
 _MAX_CHUNK = 16
 """Most inputs a decoding worker takes at once (fewer when the decode-ahead window is short)."""
+BUSY_READS_PER_WORKER = 4
+"""Storage reads in a row per decoding worker (at least one) that may stay busy past their retries before the run stops
+as an outage. The reads in flight at one moment (one per worker) can all meet one burst of throttling: a few such bursts
+become transient rows, while a store failing every read stops after about four retry periods (each busy read having
+outlasted its own retries: up to half a minute on S3, a minute on Drive)."""
 NO_PIXELS = torch.empty(0, dtype=torch.uint8)  # tiles not cut yet (left in a shared slot, or for the device)
 
 
@@ -61,8 +66,34 @@ class Prepared:
     frames: int = 1  # an animation's frames (or a file's pages): only the first was decoded
 
 
+@dataclass
+class BusyRead:
+    """An input whose storage read stayed busy past its retries: its transient `detection`, and the error's `message`."""
+
+    detection: Detection
+    message: str
+
+
+class BusyStreak:
+    """Storage reads in a row that stayed busy (`BusyRead`), none read between; a `Detector` keeps one across calls."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def check(self, result: Prepared | Detection | BusyRead, limit: int) -> Prepared | Detection:
+        """The result, a busy read's transient record; the `limit`-th busy read in a row raises `StorageUnavailableError`."""
+        if not isinstance(result, BusyRead):
+            self.count = 0
+            return result
+        self.count += 1
+        if self.count < limit:
+            return result.detection
+        self.count = 0
+        raise StorageUnavailableError(f"{result.message} ({limit} reads in a row failed so; a scan rerun resumes)")
+
+
 def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenance: bool, model: str,
-                  threshold: float, defer_jpegs: bool = False, slot: int | None = None) -> Prepared | Detection:
+                  threshold: float, defer_jpegs: bool = False, slot: int | None = None) -> Prepared | Detection | BusyRead:
     """Decode one input, collect its provenance evidence and cut its tiles (runs in a worker).
 
     With `defer_jpegs`, a plain JPEG is only read and checked (`defer_jpeg`), for the device to decode.
@@ -78,7 +109,7 @@ def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenan
         pixels = np.array(loaded.image)  # out of PIL once, for the tiles and the watermark alike
         tiles = make_tiles(pixels, policy)
     except StorageBusyError as exc:  # this read may pass (throttled, a 5xx, a dropped connection): a rerun tries again
-        return Detection.failed(source, exc.reason, model, threshold, transient=True)
+        return BusyRead(Detection.failed(source, exc.reason, model, threshold, transient=True), str(exc))
     except StorageUnavailableError:  # not this input's fault: the caller stops (a scan resumes from here)
         raise
     except FakescopeError as exc:  # the record names the source: its error does not again
@@ -96,7 +127,8 @@ def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenan
     return prepared
 
 
-def prepare_chunk(prepare: Callable, tasks: list[tuple[tuple[int, ImageInput], int | None]]) -> list[Prepared | Detection]:
+def prepare_chunk(prepare: Callable,
+                  tasks: list[tuple[tuple[int, ImageInput], int | None]]) -> list[Prepared | Detection | BusyRead]:
     """`prepare` for consecutive (numbered input, slot) tasks: one hand-over to and from a worker for all of them."""
     return [prepare(*ix, slot=slot) for ix, slot in tasks]
 
@@ -116,7 +148,8 @@ def defer_jpeg(source: str, data: bytes, policy: InputPolicy, provenance: bool) 
     return Prepared(source, width, height, "JPEG", tiles, evidence, jpeg=data)
 
 
-def collect_tiles(result: Prepared | Detection, slot: int | None, slots: SharedSlots | None) -> Prepared | Detection:
+def collect_tiles(result: Prepared | Detection | BusyRead, slot: int | None,
+                  slots: SharedSlots | None) -> Prepared | Detection | BusyRead:
     """Take a prepared input's tiles out of its shared slot, and free the slot (no slot: no slots)."""
     if slot is None:
         return result
@@ -146,17 +179,22 @@ def _init_worker_process(slots: tuple[str, int] | None) -> None:
 
 
 def prepare_ahead(inputs: Iterable[ImageInput], *, policy: InputPolicy, provenance: bool, model: str, threshold: float,
-                  defer_jpegs: bool, workers: int, processes: bool, batch_size: int) -> Iterator[Prepared | Detection]:
+                  defer_jpegs: bool, workers: int, processes: bool, batch_size: int,
+                  busy: BusyStreak | None = None) -> Iterator[Prepared | Detection]:
     """`prepare_input` over `inputs`, in order, decoding ahead in `workers` threads or processes (none: here).
 
     Processes hand their tiles back through shared memory when /dev/shm has room; an input that
-    kills its process is retried alone, and becomes an error record if it kills that one too.
+    kills its process is retried alone, and becomes an error record if it kills that one too. A storage read busy past
+    its retries is a transient record, but `BUSY_READS_PER_WORKER` x `workers` (at least 1) of them in a row (`busy`,
+    counted on from earlier calls) raise `StorageUnavailableError`, after the reads already under way have finished.
     """
     prepare = partial(prepare_input, policy=policy, provenance=provenance, model=model, threshold=threshold,
                       defer_jpegs=defer_jpegs)
     numbered = enumerate(inputs)
+    busy, limit = busy or BusyStreak(), BUSY_READS_PER_WORKER * max(1, workers)
     if workers <= 0:
-        yield from itertools.starmap(prepare, numbered)
+        for ix in numbered:
+            yield busy.check(prepare(*ix), limit)
         return
     ahead = max(batch_size, 4 * workers)  # images decoded ahead while the network runs
     with contextlib.ExitStack() as stack:
@@ -193,11 +231,11 @@ def prepare_ahead(inputs: Iterable[ImageInput], *, policy: InputPolicy, provenan
             except Exception:  # noqa: BLE001 - an input no process can take (a PIL image failing to load): here
                 results = [prepare(*ix, slot=slot) for ix, slot in tasks]
             for (_, slot), result in zip(tasks, results):
-                yield collect_tiles(result, slot, slots)
+                yield busy.check(collect_tiles(result, slot, slots), limit)
 
 
 def _prepare_alone(make_pool: Callable, prepare: Callable, ix: tuple[int, ImageInput], slot: int | None, model: str,
-                   threshold: float) -> Prepared | Detection:
+                   threshold: float) -> Prepared | Detection | BusyRead:
     """Prepare one input in a process of its own; an error record if it kills that one too."""
     with make_pool(1) as pool:
         try:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from fakescope._preparation import (
+    BusyStreak,
     ImageInput,
     Prepared,
     is_single,
@@ -113,6 +114,7 @@ class Detector:
                                                  compile=compile)
         self.batch_size = int(batch_size)
         self.workers, self.processes = int(workers), processes
+        self._busy = BusyStreak()  # storage reads in a row busy past their retries, across calls (a Ray actor's batches)
         self.provenance = provenance
         if provenance:  # a bad trust list fails here, not as an error record on every signed image
             from fakescope.forensics.content_credentials import trust_anchors_from_env
@@ -171,7 +173,8 @@ class Detector:
         its kept bytes give the provenance evidence that encoded bytes give). Anything else (an int, a dict) is one
         input whose error names these. A bad input, or one the model gives a NaN or infinite score, yields a
         `Detection` with `error` set; it never stops the batch (a storage read throttled past its retries is one, `transient`).
-        An unreachable storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`.
+        An unreachable storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`, as do
+        busy reads in a row (`fakescope._preparation.BUSY_READS_PER_WORKER` per worker, counted across calls).
         """
         if is_single(inputs):
             return next(self.stream([inputs], heatmap=heatmap))
@@ -190,7 +193,7 @@ class Detector:
             inputs = [inputs]
         prepared = prepare_ahead(inputs, policy=self.model.config.input, provenance=self.provenance, model=self.name,
                                  threshold=self.threshold, defer_jpegs=self.decode == "device", workers=self.workers,
-                                 processes=self.processes, batch_size=self.batch_size)
+                                 processes=self.processes, batch_size=self.batch_size, busy=self._busy)
         launched = collections.deque()
         while batch := _take_tiles(prepared, self.batch_size):
             launched.append(self._launch(batch))

@@ -47,7 +47,8 @@ class StorageUnavailableError(StorageError):
 
 class StorageBusyError(StorageUnavailableError):
     """One request failed in a way that may pass (throttled, a 5xx, a connection dropped mid-answer) after the storage
-    layer's own retries: a scan records that file as a transient error, which a rerun tries again; a write stops."""
+    layer's own retries: a scan records that file as a transient error, which a rerun tries again, until several come in
+    a row (`fakescope._preparation.BusyStreak`); a write stops."""
 
 
 class UnknownModelError(FakescopeError, KeyError):

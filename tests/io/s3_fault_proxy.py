@@ -43,6 +43,11 @@ class S3FaultProxy:
         with self._lock:
             self._faults += [(method, suffix, status, code)] * times
 
+    def clear(self) -> None:
+        """Drop the injected errors not used yet."""
+        with self._lock:
+            self._faults.clear()
+
     def _take_fault(self, method: str, path: str) -> tuple[int, str] | None:
         with self._lock:
             for i, (wanted, suffix, status, code) in enumerate(self._faults):

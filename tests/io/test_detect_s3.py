@@ -16,6 +16,7 @@ from fakescope.cli import app
 from fakescope.errors import FakescopeError
 from fakescope.io import _s3, storage
 from fakescope.scale.records import read_results
+from s3_fault_proxy import S3FaultProxy
 
 
 def _png(seed: int) -> bytes:
@@ -108,6 +109,72 @@ def test_a_scan_records_an_object_read_that_may_pass_as_transient_and_a_rerun_re
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and again.stdout.startswith("scanned 1  failed 0  skipped (done before) 2 "), again.output
     assert read_results(tmp_path / "res")["error"].isna().all()
+
+
+def _busy_from(fault_proxy: S3FaultProxy, uris: list[str], first: int, every: int = 1) -> None:
+    """Answer SlowDown to the one read attempt (AWS_MAX_ATTEMPTS=1) of every `every`-th object from `first` on."""
+    for uri in uris[first::every]:
+        fault_proxy.fail("GET", 503, "SlowDown", suffix=uri.removeprefix("s3:/").split("/", 1)[1])
+
+
+def _scan_args(manifest, out, model) -> list[str]:
+    return ["scan", str(manifest), "--out", str(out), "--model", str(model), "--device", "cpu", "--no-provenance",
+            "--runtime", "torch", "--workers", "1", "--batch-size", "4"]
+
+
+def _objects(bucket: str, tmp_path, count: int) -> tuple[list[str], object]:
+    uris = [f"s3://{bucket}/photos/{i}.png" for i in range(count)]
+    for i, uri in enumerate(uris):
+        storage.write_bytes(uri, _png(i % 5))
+    manifest = tmp_path / "manifest.csv"  # no listing: each GET reads an object
+    manifest.write_text("uri\n" + "\n".join(uris) + "\n")
+    return uris, manifest
+
+
+def test_a_scan_stops_as_an_outage_once_reads_keep_failing_busy_and_a_rerun_resumes(
+        s3_bucket, fault_proxy, tiny_model_dir, tmp_path, monkeypatch):
+    """A store throttling every read made a transient row of each file, each after its retries, through the whole list:
+    now 4 busy reads in a row per decoding worker stop the scan in one line; the rows written before stay."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    uris, manifest = _objects(s3_bucket, tmp_path, 40)
+    _busy_from(fault_proxy, uris, 6)  # 6 read, then the store throttles every read
+    args = _scan_args(manifest, tmp_path / "res", tiny_model_dir)
+    down = CliRunner().invoke(app, args)
+    assert down.exit_code == 2, down.output
+    busy = f"S3 busy: it still answered SlowDown after retrying while reading {uris[9]}; try again later"
+    assert down.stderr == f"error: {busy} (4 reads in a row failed so; a scan rerun resumes)\n"
+    assert fault_proxy.injected <= 4 + 4  # the 4 in a row and the few read ahead of them, not the 34 that fail
+    rows = read_results(tmp_path / "res")  # the batches finished before the stop: the first at least
+    assert 4 <= len(rows) <= 9 and rows["path"].tolist() == uris[:len(rows)] and rows["score"].notna().sum() <= 6
+    fault_proxy.clear()
+    up = CliRunner().invoke(app, args)
+    done = rows["score"].notna().sum()
+    assert up.exit_code == 0, up.output
+    assert up.stdout.startswith(f"scanned {40 - done}  failed 0  skipped (done before) {done} "), up.output
+    assert read_results(tmp_path / "res")["error"].isna().all()
+
+
+def test_busy_reads_with_reads_between_stay_transient_rows_and_detect_stops_on_a_run_of_them(
+        s3_bucket, fault_proxy, tiny_model_dir, tmp_path, monkeypatch):
+    """More busy reads than the limit, but never 4 in a row: each is one transient row and the scan goes on; `detect`
+    over a store that throttles every read stops in the same one line, keeping the records it printed."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    uris, manifest = _objects(s3_bucket, tmp_path, 12)
+    _busy_from(fault_proxy, uris, 0, every=2)
+    scanned = CliRunner().invoke(app, _scan_args(manifest, tmp_path / "res", tiny_model_dir))
+    assert scanned.exit_code == 1, scanned.output
+    assert scanned.stdout.startswith("scanned 12  failed 6 (6 to retry: rerun the scan)  skipped (done before) 0 ")
+    rows = read_results(tmp_path / "res").set_index("path")
+    assert rows["error_kind"].fillna("scored").tolist() == ["transient", "scored"] * 6
+    _busy_from(fault_proxy, uris, 1)
+    detected = CliRunner().invoke(app, ["detect", "-", "--model", str(tiny_model_dir), "--device", "cpu",
+                                        "--no-provenance", "--format", "jsonl", "--workers", "1", "--batch-size", "1"],
+                                  input="\n".join(uris) + "\n")
+    assert detected.exit_code == 2, detected.output
+    busy = f"S3 busy: it still answered SlowDown after retrying while reading {uris[4]}; try again later"
+    assert detected.stderr == f"error: {busy} (4 reads in a row failed so; a scan rerun resumes)\n"
+    records = [json.loads(line) for line in detected.stdout.splitlines()]
+    assert [r["path"] for r in records] == uris[:4] and "error" not in records[0] and "error" in records[3]
 
 
 def test_scan_of_a_prefix_and_of_a_manifest_in_the_bucket_resume_one_another(s3_bucket, tiny_model_dir, tmp_path):
