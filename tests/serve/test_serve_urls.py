@@ -102,24 +102,31 @@ def test_a_loopback_url_is_refused_unless_its_origin_is_trusted(server, auth, im
 
 
 def test_a_batch_of_urls_scores_each_and_gives_each_failed_fetch_its_error(server, auth, trusted):
-    urls = [f"{trusted}/a.png?sv=2024-05-04&sig=SECRETSIG", f"{trusted}/missing.png", "http://10.0.0.1/a.png", f"{trusted}/b.png"]
+    """Each failed item says whether sending it again may help (`error_kind`, as scan's rows): a batch record of a
+    fetch that may pass read as a 404's did, where `/v1/detect` answers them 503 and 502."""
+    urls = [f"{trusted}/a.png?sv=2024-05-04&sig=SECRETSIG", f"{trusted}/missing.png", "http://10.0.0.1/a.png", f"{trusted}/b.png",
+            f"{trusted}/busy.png"]
     answer = _post(server, auth, "/v1/detect/batch", {"urls": urls})
     records = answer.json()["results"]
     assert answer.status_code == 200 and "SECRETSIG" not in answer.text
     assert [r["path"] for r in records] == [f"{trusted}/a.png", f"{trusted}/missing.png", "http://10.0.0.1/a.png",
-                                            f"{trusted}/b.png"]
+                                            f"{trusted}/b.png", f"{trusted}/busy.png"]
     assert [r.get("error") for r in records] == [
         None, f"could not fetch {trusted}/missing.png: HTTP Error 404: Not Found",
         "could not fetch http://10.0.0.1/a.png: refused to fetch from '10.0.0.1': it resolves to 10.0.0.1, a non-public "
-        "address", None]
+        "address", None, f"could not fetch {trusted}/busy.png: HTTP Error 503: Service Unavailable"]
+    assert [r.get("error_kind") for r in records] == [None, "permanent", "permanent", None, "transient"]
     assert records[0]["score"] == records[3]["score"] is not None and records[1]["score"] is None
     too_many = _post(server, auth, "/v1/detect/batch", {"urls": [f"{trusted}/a.png"] * 9})  # the server takes 8
     assert (too_many.status_code, too_many.json()) == (413, {"detail": "too many URLs: 9 (the limit is 8 per request)"})
     bad = _post(server, auth, "/v1/detect/batch", {"url": f"{trusted}/a.png"})
     assert (bad.status_code, bad.json()) == (422, {"detail": 'a JSON body is {"urls": ["https://...", ...]}; urls: '
                                                              "Field required"})
-    operation = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/detect/batch"]["post"]
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    operation = spec["paths"]["/v1/detect/batch"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["example"]["urls"]
+    kind = spec["components"]["schemas"]["BatchRecord"]["properties"]["error_kind"]
+    assert {"enum": ["transient", "permanent"], "type": "string"} in kind["anyOf"] and "may pass" in kind["description"]
 
 
 def test_urls_with_a_query_are_named_as_detect_and_scan_name_them(server, auth, trusted):

@@ -73,7 +73,8 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     @app.post("/v1/detect/batch", tags=["detect"], summary="Score several images", dependencies=SECURED, response_model=None,
               openapi_extra=URL_BATCH,
               responses=answers(BatchResults, "one record per file or URL, in order; a bad image's record, or a URL's "
-                                "that could not be fetched, has `error`", 400, 408, 413, 422, 503,
+                                "that could not be fetched, has `error` and `error_kind` (`transient`: a fetch that "
+                                "may pass, worth sending again)", 400, 408, 413, 422, 503,
                                 e413="upload too large, or more files or URLs than the server takes per request",
                                 e422="no `files` part, a text part where a file belongs, or a JSON body that is not "
                                      "`{\"urls\": [...]}`",
@@ -84,7 +85,8 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
                                                                     '`{"urls": [...]}` as the body.')] = None,
     ) -> dict:
         """Score several images; a bad file, or a URL that could not be fetched, gives a record with `error` and the
-        others are still scored."""
+        others are still scored. Its `error_kind` is `transient` for a fetch that may pass (what `/v1/detect` answers 503
+        with `Retry-After`), else `permanent`, as `fakescope scan` marks its rows."""
         batcher: MicroBatcher = request.app.state.batcher
         if files is None:
             urls = await batch_urls(request, config)
@@ -96,7 +98,7 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
             batcher.check_room(len(files))
             uploads = [(f.filename or f"file{i}", await read_upload(f, config)) for i, f in enumerate(files)]
             scoring = [_score(request, name, data, heatmap=False, strict=False) for name, data in uploads]
-        return {"results": [d.to_dict() for d in await asyncio.gather(*scoring)]}
+        return {"results": [_batch_record(d) for d in await asyncio.gather(*scoring)]}
 
     heatmap = {"model": Explanation, "content": {"image/png": BINARY}, "headers": PNG_HEADERS}
 
@@ -155,11 +157,19 @@ async def _score_url(request: Request, url: str) -> Detection:
     """A batch URL's record: its image scored, or why it was not fetched."""
     try:
         name, data = await fetch_image(request, url, request.app.state.config)
-    except HTTPException as exc:
-        return _failed(request, url_name(url), exc.detail)
+    except HTTPException as exc:  # a 503 (TransientFetchError) may pass
+        return _failed(request, url_name(url), exc.detail, transient=exc.status_code == 503)
     return await _score(request, name, data, heatmap=False, strict=False)
 
 
-def _failed(request: Request, name: str, error: str) -> Detection:
+def _failed(request: Request, name: str, error: str, *, transient: bool = False) -> Detection:
     detector: Detector = request.app.state.detector
-    return Detection.failed(name, error, detector.name, detector.threshold)
+    return Detection.failed(name, error, detector.name, detector.threshold, transient=transient)
+
+
+def _batch_record(detection: Detection) -> dict:
+    """`to_dict`, and for an error its `error_kind` as scan's rows give it."""
+    record = detection.to_dict()
+    if detection.error is not None:
+        record["error_kind"] = "transient" if detection.transient else "permanent"
+    return record
