@@ -77,7 +77,8 @@ def scan(
     --precision) is refused; workers, batch size, device, runtime and engine may change.
 
     Exit status: 0 when every image this run read was scored (earlier runs' lasting error rows count as done), 1 when
-    some failed, 2 on usage errors, an unreachable storage or a results folder that takes no more.
+    some failed, 2 on usage errors, an unreachable storage (or one whose reads keep failing busy: 4 in a row per
+    worker) or a results folder that takes no more.
     """
     from fakescope.scale.scan import scan_sources
 
