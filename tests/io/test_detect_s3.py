@@ -10,13 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 from PIL import Image
+from s3_fault_proxy import S3FaultProxy
 from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.errors import FakescopeError
 from fakescope.io import _s3, storage
 from fakescope.scale.records import read_results
-from s3_fault_proxy import S3FaultProxy
 
 
 def _png(seed: int) -> bytes:
