@@ -324,3 +324,47 @@ def test_a_glob_over_a_folder_with_other_files_scores_only_its_images(tiny_model
     (folder / "labels.csv").write_text("path,label\na.png,real\n")
     result = _detect(tiny_model_dir, "-f", "jsonl", str(folder / "*"))
     assert result.exit_code == 0 and [r["path"] for r in _records(result.stdout)] == [str(folder / "a.png")]
+
+
+@pytest.mark.parametrize(("output", "signum", "status"), [("csv", "SIGTERM", 143), ("jsonl", "SIGINT", 130)])
+def test_a_stop_mid_batch_keeps_every_record_printed_whole_and_says_so(tiny_model_dir, images, output, signum, status):
+    """Paths piped one at a time: two are scored while the command waits for a third, then the signal comes."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakescope", "detect", "--model", str(tiny_model_dir), "--no-provenance", "--device", "cpu",
+         "-b", "1", "-j", "0", "-f", output, "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job's Ctrl-C is ignored
+    lines = []
+    try:
+        proc.stdin.write(f"{images / 'a.png'}\n{images / 'b.jpg'}\n".encode())
+        proc.stdin.flush()
+        deadline = time.monotonic() + 120
+        while len(lines) < 2 + (output == "csv") and time.monotonic() < deadline:  # each record arrives as it is scored
+            lines.append(proc.stdout.readline().decode())
+        proc.send_signal(getattr(signal, signum))
+        rest, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, stderr
+    assert stderr.decode() == "interrupted: 2 images printed; the rest were not scored\n"
+    assert rest == b""
+    text = "".join(lines)
+    rows = list(csv.DictReader(io.StringIO(text))) if output == "csv" else _records(text)
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "b.jpg"] and all(float(r["score"]) >= 0 for r in rows)
+
+
+def test_ctrl_c_still_prints_the_table_of_what_was_scored(tiny_model_dir, images, monkeypatch):
+    def typed_then_ctrl_c():  # a terminal's Ctrl-C interrupts the read of the next line
+        yield from (f"{images / 'a.png'}\n", f"{images / 'b.jpg'}\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fakescope.io.inputs._stdin_lines", typed_then_ctrl_c)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = _detect(tiny_model_dir, "-b", "1", "-j", "0", "-")
+    assert result.exit_code == 130
+    assert "a.png" in result.stdout and "b.jpg" in result.stdout
+    assert "2 images: " in result.stdout and "(interrupted: the rest were not scored)" in result.stdout
+    assert result.stderr == "interrupted: 2 images printed; the rest were not scored\n"

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fakescope.cli._errors import clean_errors, no_images
+from fakescope.cli._errors import clean_errors, no_images, sigterm_as_interrupt
 from fakescope.cli._options import (
     DECODE_WORKERS,
     BatchSizeOpt,
@@ -78,7 +78,8 @@ def detect(
 
     Exit status: 0 when every input was scored, 1 when some failed (each failure is
     reported as a record with an `error`), 2 on usage errors or an unreachable storage (or one whose reads keep
-    failing busy: 4 in a row per worker).
+    failing busy: 4 in a row per worker), 130 on Ctrl-C and 143 on SIGTERM (the images scored by then are still
+    printed).
     """
     from fakescope.detector import Detector
     from fakescope.io.inputs import iter_sources
@@ -92,8 +93,12 @@ def detect(
         first = next(sources, None)
         if first is None:
             raise no_images()
-    with clean_errors():  # an unreachable storage (StorageUnavailableError) stops the batch in one line
-        failures = _render(detector.stream(with_progress(_chain(first, sources), progress)), output)
+    # an unreachable storage (StorageUnavailableError) stops the batch in one line
+    with sigterm_as_interrupt() as stop, clean_errors():
+        scored, failures, interrupted = _render(detector.stream(with_progress(_chain(first, sources), progress)), output)
+    if interrupted:
+        typer.echo(f"interrupted: {_count(scored, failures)} printed; the rest were not scored", err=True)
+        raise typer.Exit(stop.exit_code)
     raise typer.Exit(1 if failures else 0)
 
 
@@ -102,14 +107,22 @@ def _chain(first, rest):
     yield from rest
 
 
-def _render(results, output: OutputFormat) -> int:
+def _count(done: int, failures: int) -> str:
+    return f"{done} image{'s' * (done != 1)}" + (f" ({failures} failed)" if failures else "")
+
+
+def _render(results, output: OutputFormat) -> tuple[int, int, bool]:
+    """Print each result as it comes (the table once at the end); (results, failures, whether Ctrl-C or SIGTERM
+    stopped them). Every record printed is whole, and the table shows what was scored before a stop."""
     from fakescope.io.inputs import path_text
 
-    failures = 0
+    done = failures = 0
+    interrupted = False
     writer = csv.DictWriter(sys.stdout, CSV_FIELDS, extrasaction="ignore") if output is OutputFormat.csv else None
     table_rows, header = [], writer is not None  # the header waits for the first row: an error before it prints alone
     try:
         for detection in results:
+            done += 1
             failures += not detection.ok
             record = detection.to_dict()
             if output is OutputFormat.jsonl:  # JSON escapes a file name that is not UTF-8 by itself
@@ -122,15 +135,18 @@ def _render(results, output: OutputFormat) -> int:
                     writer.writeheader()
                     header = False
                 writer.writerow(csv_row(record))
+                sys.stdout.flush()  # a row at a time, as JSONL: a SIGTERM or a reader of a pipe sees whole rows
             else:
                 table_rows.append(record)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM inside sigterm_as_interrupt
+        interrupted = True
     finally:  # what was scored before an error that stops the batch (an unreachable storage) is still shown
         if output is OutputFormat.table and table_rows:
-            _print_table(table_rows)
-    return failures
+            _print_table(table_rows, interrupted)
+    return done, failures, interrupted
 
 
-def _print_table(rows: list[dict]) -> None:
+def _print_table(rows: list[dict], interrupted: bool = False) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -139,7 +155,8 @@ def _print_table(rows: list[dict]) -> None:
     summary = ", ".join(f"{counts[k]} {k}" for k in ("ai", "uncertain", "real", "failed") if counts[k])
     marks = {text: "*" * n for n, text in enumerate(dict.fromkeys(r["caveat"] for r in rows if r.get("caveat")), 1)}
     notes = "".join(f"\n{mark} {escape(text)}" for text, mark in marks.items())  # once, not on every row
-    table = Table(show_lines=False, caption=f"{len(rows)} image{'s' * (len(rows) != 1)}: {summary}{notes}")
+    stopped = " (interrupted: the rest were not scored)" if interrupted else ""
+    table = Table(show_lines=False, caption=f"{len(rows)} image{'s' * (len(rows) != 1)}: {summary}{stopped}{notes}")
     for col in ("file", "verdict", "P(ai)", "decided by", "top evidence"):
         table.add_column(col, overflow="fold")
     for r in rows:
