@@ -385,6 +385,13 @@ def test_an_option_out_of_range_is_refused_when_loading_not_when_predicting(tiny
         Detector.load(tiny_model_dir, device="cpu", provenance=False, **option)
 
 
+@pytest.mark.parametrize("given", ["fakescope-default", BUNDLED_DIR])
+def test_a_name_or_path_given_to_the_constructor_points_to_load(given):
+    with pytest.raises(TypeError, match=r"Detector takes a LoadedModel, not .*; load a model name or path with "
+                                        r"Detector\.load\("):
+        Detector(given)
+
+
 def test_repr_names_the_model_and_its_settings(tiny_model_dir):
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.6, grid=1)
     assert repr(detector) == str(detector) == ("Detector('test-tiny', device='cpu', runtime='torch', threshold=0.6, "

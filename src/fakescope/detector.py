@@ -55,6 +55,9 @@ _TILE_CHUNK_PIXELS = 2**26
 class Detector:
     """Score images: calibrated P(ai), a verdict, the evidence behind it and an optional heatmap.
 
+    `Detector.load(name_or_path, ...)` loads a model and builds one; the constructor takes a loaded
+    `LoadedModel` (`fakescope.models.load_model`) and the same options.
+
     `grid` overrides the model's tile grid (at most grid x grid tiles per image): fewer tiles run
     faster and see less of a large image (docs/scale.md has the measured trade-off). `threads`
     sets the CPU threads of inference (the onnxruntime session's; for torch, the process's).
@@ -97,6 +100,9 @@ class Detector:
         compile: bool = False,  # noqa: A002 - torch's own word
         decode: str = "host",
     ):
+        if not isinstance(model, LoadedModel):  # a name or path: what `load` takes
+            raise TypeError(f"Detector takes a LoadedModel, not {model!r}; "
+                            f"load a model name or path with Detector.load({model!r})")
         if decode not in ("host", "device"):
             raise ConfigError(f"unknown decode {decode!r}; use host or device")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
