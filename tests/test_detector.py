@@ -441,7 +441,9 @@ def test_from_dict_reads_a_json_record_back(tiny_model_dir, image_files):
         back = Detection.from_dict(json.loads(json.dumps(detection.to_dict())))
         assert back == detection and back.heatmap is None  # the heatmap is not in the record
         assert [e.to_dict() for e in back.evidence] == [e.to_dict() for e in detection.evidence]
-    assert missing.error == "no such file"
+    assert missing.error == "no such file" and missing.to_dict()["error_kind"] == "permanent"
+    passing = replace(missing, transient=True)
+    assert passing.to_dict()["error_kind"] == "transient" and Detection.from_dict(passing.to_dict()) == passing
     with pytest.raises(ValueError, match="not a Detection record: no 'score', 'label'"):
         Detection.from_dict({"path": "a.png", "threshold": 0.5, "model": "m"})
 

@@ -11,8 +11,10 @@ if TYPE_CHECKING:  # numpy only names the heatmap's type: `import fakescope` sta
 
 Verdict = Literal["ai", "real", "uncertain"]
 CSV_FIELDS = ("path", "label", "score", "threshold", "decided_by", "reason", "model", "width", "height", "format", "evidence",
-              "error", "caveat")
+              "error", "caveat", "error_kind")
 """The columns of `detect --format csv` and of the web app's CSV download, in order (`csv_row` gives a row)."""
+TRANSIENT, PERMANENT = "transient", "permanent"
+"""A failed record's `error_kind`: it may pass (`Detection.transient`: a rerun tries it again), or it will not."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Detection:
     `uncertain` verdict is weak (it rests on the pixel model, no signed provenance backing it). `heatmap` is a 2-D
     float array in [0, 1] when asked for. `transient` marks an `error` that may pass (a URL's fetch timed out, was
     refused, or answered 429 or 5xx: `fakescope.io.fetch.TransientFetchError`; a storage read throttled, answered 5xx or
-    broken off past its retries: `fakescope.errors.StorageBusyError`); a scan rerun tries it again.
+    broken off past its retries: `fakescope.errors.StorageBusyError`; `error_kind` `transient` in `to_dict`); a scan
+    rerun tries it again.
     """
 
     source: str
@@ -97,7 +100,8 @@ class Detection:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict: the record of the CLI's JSONL, the REST API and the web page."""
+        """Plain JSON-ready dict: the record of the CLI's JSONL, the REST API and the web page; a failed one adds
+        `error` and `error_kind` (`transient` or `permanent`)."""
         out: dict[str, Any] = {
             "path": self.source,
             "score": None if self.probability is None else round(float(self.probability), 6),
@@ -114,6 +118,7 @@ class Detection:
         }
         if self.error is not None:
             out["error"] = self.error
+            out["error_kind"] = TRANSIENT if self.transient else PERMANENT
         return out
 
     @classmethod
@@ -129,7 +134,7 @@ class Detection:
                    model=record["model"], evidence=tuple(Evidence.from_dict(e) for e in record.get("evidence", ())),
                    decided_by=record.get("decided_by"), reason=record.get("reason"), caveat=record.get("caveat"),
                    width=record.get("width"), height=record.get("height"), format=record.get("format"),
-                   error=record.get("error"))
+                   error=record.get("error"), transient=record.get("error_kind") == TRANSIENT)
 
     @classmethod
     def failed(cls, source: str, error: str, model: str, threshold: float, *, transient: bool = False) -> Detection:

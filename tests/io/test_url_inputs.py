@@ -131,6 +131,24 @@ def test_a_scan_rerun_retries_urls_that_failed_for_a_passing_reason_and_not_the_
     assert len(pd.read_parquet(out)) == 9  # the superseded rows stay in their parts; read_results leaves them out
 
 
+def test_detect_records_say_which_failed_fetches_may_pass_in_jsonl_and_csv(tiny_model_dir, trusted, monkeypatch):
+    """Only scan's rows said so: a JSONL or CSV record of a 503 could not be told from a 404's but by its message."""
+    import csv
+    import io
+
+    from fakescope.detection import Detection
+
+    urls = [f"{trusted}/limited.png", f"{trusted}/missing.png", f"{trusted}/a.png"]
+    command = ["detect", "-", "--model", str(tiny_model_dir), "--device", "cpu", "--no-provenance"]
+    jsonl = CliRunner().invoke(app, [*command, "-f", "jsonl"], input="\n".join(urls))
+    records = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert jsonl.exit_code == 1 and [r.get("error_kind") for r in records] == ["transient", "permanent", None]
+    assert [Detection.from_dict(r).transient for r in records] == [True, False, False]
+    table = CliRunner().invoke(app, [*command, "-f", "csv"], input="\n".join(urls))
+    rows = list(csv.reader(io.StringIO(table.stdout)))
+    assert rows[0][-2:] == ["caveat", "error_kind"] and [r[-1] for r in rows[1:]] == ["transient", "permanent", ""]
+
+
 @pytest.mark.parametrize("query", [
     "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDSECRET&X-Amz-Security-Token=TOKSECRET&X-Amz-Signature=S1",
     "x-amz-algorithm=AWS4-HMAC-SHA256&x-amz-credential=AKIDSECRET&x-amz-signature=S1",

@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fakescope.detection import TRANSIENT
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.models import load_model
 from fakescope.models.bundle import BUNDLED_DIR
 from fakescope.scale.records import (
-    TRANSIENT,
     detections_to_table,
     part_files,
     read_folder,

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fakescope.detection import Detection
+from fakescope.detection import TRANSIENT, Detection
 from fakescope.errors import StorageError
 from fakescope.io import storage
 from fakescope.io.fetch import is_url, legacy_url_name, shown_source
@@ -52,7 +52,6 @@ ADDED_COLUMNS = ("caveat", "error_kind")
 """Columns later versions added, in order: a folder holding a part without one goes on without it."""
 OLDER_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in ADDED_COLUMNS])
 """The columns of results written before `caveat`."""
-TRANSIENT, PERMANENT = "transient", "permanent"
 """The `error_kind`s."""
 PART_SUFFIX = ".parquet"
 JOURNAL_SUFFIX = ".arrows"
@@ -73,7 +72,7 @@ def detections_to_table(detections: Iterable[Detection], schema: pa.Schema = SCH
         record["evidence"] = json.dumps([_rounded(e) for e in record["evidence"]], sort_keys=True)
         record["path"] = path_text(record["path"])
         record["error"] = path_text(record["error"]) if "error" in record else None
-        record["error_kind"] = None if d.ok else TRANSIENT if d.transient else PERMANENT
+        record.setdefault("error_kind", None)
         rows.append(record)
     return pa.Table.from_pylist(rows, schema=schema)
 

@@ -59,6 +59,8 @@ class DetectionRecord(_Answer):
     height: int | None
     format: str | None
     error: str | None = Field(None, description="Present only when the image could not be scored.")
+    error_kind: Literal["transient", "permanent"] | None = Field(
+        None, description="Present with error: transient when a URL's fetch may pass (try again), else permanent.")
 
 
 class BatchRecord(DetectionRecord):
