@@ -112,6 +112,15 @@ def test_dash_reads_paths_from_stdin_in_place(tree):
     assert _relative(sources, tree) == ["a.JPG", "b.png", "notes.txt", "sub/z.webp"]
 
 
+def test_a_piped_name_with_spaces_around_it_is_that_file_where_one_has_them(tmp_path, monkeypatch):
+    """Every line was stripped, so `find` piping ` x.png` (a file named so) gave 'no such file' for `x.png`."""
+    monkeypatch.chdir(tmp_path)
+    for name in (" padded.png ", "plain.png"):
+        (tmp_path / name).write_bytes(b"")
+    stdin = io.StringIO(" padded.png \r\n  plain.png\t\n \n")
+    assert list(iter_sources(["-"], stdin=stdin)) == [" padded.png ", "plain.png"]
+
+
 def test_a_line_on_stdin_is_taken_as_an_argument_is(tree):
     stdin = io.StringIO(f"{tree / 'sub'}\n{tree / '*.png'}\n{tree / 'notes.txt'}\n-\n")
     sources = list(iter_sources(["-"], stdin=stdin))

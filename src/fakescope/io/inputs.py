@@ -30,12 +30,13 @@ def iter_sources(inputs: str | Iterable[str], *, stdin: Iterable[str] | None = N
     as an argument is (a folder piped in is listed), except a storage URI with an image suffix: that object, read
     without listing it first. A named file, or one read from stdin, is always yielded, whatever its
     suffix (or glob characters in its name), so that a misnamed image or a broken file is reported, not skipped.
-    One string is one input.
+    A line is taken without its line ending, and without spaces around it unless a file is named with them (a blank
+    line is skipped). One string is one input.
     """
     for item in [inputs] if isinstance(inputs, str) else inputs:
         if item == "-":
             lines = stdin if stdin is not None else _stdin_lines()
-            for line in filter(None, (line.strip() for line in lines)):  # a line `-` is a file: stdin is read once
+            for line in filter(None, map(_stdin_name, lines)):  # a line `-` is a file: stdin is read once
                 if _is_uri(line) and line.lower().endswith(IMAGE_SUFFIXES):
                     yield line  # that object, unchecked: a million URIs piped in cost no listing each
                 else:
@@ -68,6 +69,13 @@ def _expand(item: str) -> Iterator[str]:
 
 def _is_uri(item: str) -> bool:
     return "://" in item and not item.startswith("file://")
+
+
+def _stdin_name(line: str) -> str:
+    """A stdin line as a name: without its line ending, and without the spaces around it unless a file has them
+    (`find` prints ` x.jpg` as it is; a padded line in a hand-made list still names `x.jpg`)."""
+    name = line.rstrip("\r\n")
+    return name if name.strip() and os.path.lexists(name) else name.strip()
 
 
 def _stdin_lines() -> Iterator[str]:
