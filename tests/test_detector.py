@@ -341,7 +341,9 @@ def test_threshold_override_moves_the_uncertain_band(tiny_model_dir, image_files
     strict = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.9)
     lenient = Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=0.1)
     assert strict.band == (0.829, 0.944) and lenient.band == (0.056, 0.171)  # the same shift in log-odds
-    for d in (strict, lenient):  # both ends stay inside (0, 1): each verdict stays reachable
+    extreme = [Detector.load(tiny_model_dir, device="cpu", provenance=False, threshold=t) for t in (0.9995, 0.0005)]
+    assert 0.9995 < extreme[0].band[1] < 1 and 0 < extreme[1].band[0] < 0.0005  # 3 decimals made them 1.0 and 0.0
+    for d in (strict, lenient, *extreme):  # both ends stay inside (0, 1): each verdict stays reachable
         assert [fuse(p, [], d.threshold, d.band).verdict for p in (0.0, d.threshold, 0.9999)] == ["real", "uncertain", "ai"]
     for d, expected in ((strict, "real"), (lenient, "ai")):
         for r in d.predict(image_files):

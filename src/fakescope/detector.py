@@ -439,7 +439,8 @@ def _onnx_model(model: LoadedModel, threads: int | None, *, int8: bool = False) 
 
 
 def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[float, float]:
-    """Move the uncertain band with a user-chosen threshold by the same shift in log-odds (3 decimals).
+    """Move the uncertain band with a user-chosen threshold by the same shift in log-odds (3 decimals, unless they
+    would round an end to 0 or 1).
 
     A shift in probability would push an end to 0 or 1 (threshold 0.9: band [0.7, 1.0), where no image
     is ever `ai`); in log-odds both ends stay inside (0, 1) and the band keeps its width in odds.
@@ -447,8 +448,14 @@ def _shift_band(band: tuple[float, float], old: float, new: float) -> tuple[floa
     if new == old:
         return band
     shift = logit(new) - logit(old)
-    lower, upper = (round(1.0 / (1.0 + math.exp(-logit(p) - shift)), 3) for p in band)
+    lower, upper = (_rounded_inside(1.0 / (1.0 + math.exp(-logit(p) - shift))) for p in band)
     return min(lower, new), max(upper, new)
+
+
+def _rounded_inside(p: float) -> float:
+    """`p` to 3 decimals where that stays inside (0, 1); else as it is (threshold 0.999: the band's top 0.99957)."""
+    rounded = round(p, 3)
+    return rounded if 0.0 < rounded < 1.0 else p
 
 
 def _tile_means(logits: list[torch.Tensor]) -> tuple[list[np.ndarray], np.ndarray]:
