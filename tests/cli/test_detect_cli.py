@@ -368,3 +368,14 @@ def test_ctrl_c_still_prints_the_table_of_what_was_scored(tiny_model_dir, images
     assert "a.png" in result.stdout and "b.jpg" in result.stdout
     assert "2 images: " in result.stdout and "(interrupted: the rest were not scored)" in result.stdout
     assert result.stderr == "interrupted: 2 images printed; the rest were not scored\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full (a write to it fails: disk full)")
+@pytest.mark.parametrize("output", ["jsonl", "csv", "table"])
+def test_results_that_cannot_be_written_are_one_line_not_a_traceback(tiny_model_dir, images, output):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "fakescope", "detect", "--model", str(tiny_model_dir), "--no-provenance",
+                               "--device", "cpu", "-f", output, str(images)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert (proc.returncode, proc.stderr) == (2, "error: cannot write the results: No space left on device\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Iterator
 
 import typer
@@ -67,6 +68,20 @@ def one_line_usage_errors() -> Iterator[None]:
             message += f" See '{ctx.command_path} {ctx.help_option_names[0]}'."
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+@contextlib.contextmanager
+def output_errors() -> Iterator[None]:
+    """A write to stdout that fails (a full disk, a file too large) is `error: cannot write the results: <why>`, exit 2,
+    not a traceback with exit 1; a pipe closed by its reader (`| head`) is left to Click, which ends quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - what the failed write left buffered is not written at exit
+        typer.echo(f"error: cannot write the results: {exc.strerror or exc}", err=True)
+        raise typer.Exit(USAGE_EXIT) from None
 
 
 class Terminated(KeyboardInterrupt):

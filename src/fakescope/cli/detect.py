@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fakescope.cli._errors import clean_errors, no_images, sigterm_as_interrupt
+from fakescope.cli._errors import clean_errors, no_images, output_errors, sigterm_as_interrupt
 from fakescope.cli._options import (
     DECODE_WORKERS,
     BatchSizeOpt,
@@ -114,8 +114,6 @@ def _count(done: int, failures: int) -> str:
 def _render(results, output: OutputFormat) -> tuple[int, int, bool]:
     """Print each result as it comes (the table once at the end); (results, failures, whether Ctrl-C or SIGTERM
     stopped them). Every record printed is whole, and the table shows what was scored before a stop."""
-    from fakescope.io.inputs import path_text
-
     done = failures = 0
     interrupted = False
     writer = csv.DictWriter(sys.stdout, CSV_FIELDS, extrasaction="ignore") if output is OutputFormat.csv else None
@@ -125,25 +123,38 @@ def _render(results, output: OutputFormat) -> tuple[int, int, bool]:
             done += 1
             failures += not detection.ok
             record = detection.to_dict()
-            if output is OutputFormat.jsonl:  # JSON escapes a file name that is not UTF-8 by itself
-                sys.stdout.write(json.dumps(record) + "\n")
-                sys.stdout.flush()
+            if output is OutputFormat.table:
+                table_rows.append(_shown(record))
                 continue
-            record |= {key: path_text(record[key]) for key in ("path", "error") if key in record}
-            if writer:
-                if header:
-                    writer.writeheader()
-                    header = False
-                writer.writerow(csv_row(record))
-                sys.stdout.flush()  # a row at a time, as JSONL: a SIGTERM or a reader of a pipe sees whole rows
-            else:
-                table_rows.append(record)
+            with output_errors():
+                _write(record, writer, header)
+            header = False
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM inside sigterm_as_interrupt
         interrupted = True
     finally:  # what was scored before an error that stops the batch (an unreachable storage) is still shown
         if output is OutputFormat.table and table_rows:
-            _print_table(table_rows, interrupted)
+            with output_errors():
+                _print_table(table_rows, interrupted)
     return done, failures, interrupted
+
+
+def _write(record: dict, writer: csv.DictWriter | None, header: bool) -> None:
+    """One JSONL line, or one CSV row (after the header for the first), flushed: a SIGTERM or a reader of a pipe sees
+    whole records."""
+    if writer is None:  # JSON escapes a file name that is not UTF-8 by itself
+        sys.stdout.write(json.dumps(record) + "\n")
+    else:
+        if header:
+            writer.writeheader()
+        writer.writerow(csv_row(_shown(record)))
+    sys.stdout.flush()
+
+
+def _shown(record: dict) -> dict:
+    """The record with a path (and an error naming it) that is not UTF-8 printable (`path_text`), for CSV and the table."""
+    from fakescope.io.inputs import path_text
+
+    return record | {key: path_text(record[key]) for key in ("path", "error") if key in record}
 
 
 def _print_table(rows: list[dict], interrupted: bool = False) -> None:
