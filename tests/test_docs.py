@@ -142,6 +142,25 @@ def test_the_docs_table_of_url_signing_parameters_is_the_codes():
         {name: (set(rule.names), set(rule.when), rule.any_case) for name, rule in SIGNING_PARAMETERS.items()}
 
 
+def test_the_readme_and_serving_docs_list_a_records_fields_as_to_dict_gives_them():
+    from fakescope.detection import Detection, Evidence
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    listed = re.search(r"Each JSONL record: `([^`]*)` and `error` for an input that failed .*?`error_kind`", readme)[1]
+    evidence = re.search(r"evidence \[\{([^}]*)\}\]", listed)[1]
+    flat = re.sub(r"\[[^\]]*\]", "", listed)  # the fields' own words, not their explanations
+    while "(" in flat:
+        flat = re.sub(r"\([^()]*\)", "", flat)
+    scored = Detection("a.png", 0.2, "real", 0.5, "m", (Evidence("c2pa", 0.9, "d", True, {"k": 1}, "e"),)).to_dict()
+    failed = Detection.failed("b.png", "no such file", "m", 0.5).to_dict()
+    assert [f.strip() for f in flat.split(",")] == list(scored) and set(failed) - set(scored) == {"error", "error_kind"}
+    assert re.sub(r"and where set |: true", "", evidence).replace(" ", "").split(",") == \
+        ["kind", "score", "detail", "decisive", "data", "error"] == list(scored["evidence"][0])
+    serving = " ".join((ROOT / "docs" / "serving.md").read_text().split())
+    assert f"record: `{', '.join(k if k != 'evidence' else 'evidence[]' for k in scored)}`" in serving
+    assert "a record with `error`, `error_kind`" in serving
+
+
 def test_the_docs_show_cli_options():
     assert ("detect", "--runtime", "torch|onnx|auto") in CLI_USES and len(CLI_USES) > 50
 
