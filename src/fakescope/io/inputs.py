@@ -75,7 +75,8 @@ def _stdin_name(line: str) -> str:
     """A stdin line as a name: without its line ending, and without the spaces around it unless a file has them
     (`find` prints ` x.jpg` as it is; a padded line in a hand-made list still names `x.jpg`)."""
     name = line.rstrip("\r\n")
-    return name if name.strip() and os.path.lexists(name) else name.strip()
+    stripped = name.strip()
+    return name if name != stripped and stripped and os.path.lexists(name) else stripped
 
 
 def _stdin_lines() -> Iterator[str]:
