@@ -125,7 +125,7 @@ def test_a_batch_of_urls_scores_each_and_gives_each_failed_fetch_its_error(serve
     spec = httpx.get(f"{server.url}/openapi.json").json()
     operation = spec["paths"]["/v1/detect/batch"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["example"]["urls"]
-    kind = spec["components"]["schemas"]["BatchRecord"]["properties"]["error_kind"]
+    kind = spec["components"]["schemas"]["DetectionRecord"]["properties"]["error_kind"]
     assert {"enum": ["transient", "permanent"], "type": "string"} in kind["anyOf"] and "may pass" in kind["description"]
 
 

@@ -98,7 +98,7 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
             batcher.check_room(len(files))
             uploads = [(f.filename or f"file{i}", await read_upload(f, config)) for i, f in enumerate(files)]
             scoring = [_score(request, name, data, heatmap=False, strict=False) for name, data in uploads]
-        return {"results": [_batch_record(d) for d in await asyncio.gather(*scoring)]}
+        return {"results": [d.to_dict() for d in await asyncio.gather(*scoring)]}
 
     heatmap = {"model": Explanation, "content": {"image/png": BINARY}, "headers": PNG_HEADERS}
 
@@ -165,11 +165,3 @@ async def _score_url(request: Request, url: str) -> Detection:
 def _failed(request: Request, name: str, error: str, *, transient: bool = False) -> Detection:
     detector: Detector = request.app.state.detector
     return Detection.failed(name, error, detector.name, detector.threshold, transient=transient)
-
-
-def _batch_record(detection: Detection) -> dict:
-    """`to_dict`, and for an error its `error_kind` as scan's rows give it."""
-    record = detection.to_dict()
-    if detection.error is not None:
-        record["error_kind"] = "transient" if detection.transient else "permanent"
-    return record

@@ -60,20 +60,13 @@ class DetectionRecord(_Answer):
     format: str | None
     error: str | None = Field(None, description="Present only when the image could not be scored.")
     error_kind: Literal["transient", "permanent"] | None = Field(
-        None, description="Present with error: transient when a URL's fetch may pass (try again), else permanent.")
-
-
-class BatchRecord(DetectionRecord):
-    """A `/v1/detect/batch` record: with `error`, `error_kind` says whether sending that item again may help."""
-
-    error_kind: Literal["transient", "permanent"] | None = Field(
         None, description="Present only with `error`, as in `fakescope scan`'s rows: `transient` when the image URL's fetch "
                           "failed in a way that may pass (a timeout, a refused or dropped connection, HTTP 408, 425, 429 "
                           "or 5xx: send it again later), else `permanent` (a bad file, a 404: sending it again will not help).")
 
 
 class BatchResults(_Answer):
-    results: list[BatchRecord] = Field(description="One record per `files` part or URL, in order.")
+    results: list[DetectionRecord] = Field(description="One record per `files` part or URL, in order.")
 
 
 class Explanation(_Answer):
