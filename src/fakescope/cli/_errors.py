@@ -19,7 +19,7 @@ EXTRAS = {
     **dict.fromkeys(("boto3", "botocore", "google", "googleapiclient"), "storage"),
     **dict.fromkeys(("openai", "diffusers", "transformers"), "generate"),
     **dict.fromkeys(("umap", "ttach", "cv2"), "explain"),
-    **dict.fromkeys(("fastapi", "uvicorn", "multipart", "python_multipart", "httpx", "streamlit"), "serve"),
+    **dict.fromkeys(("fastapi", "uvicorn", "multipart", "python_multipart", "httpx", "streamlit", "swagger_ui_bundle"), "serve"),
     **dict.fromkeys(("ray", "onnx", "onnxruntime", "onnxscript"), "scale"),
     "matplotlib": "evaluate",
 }

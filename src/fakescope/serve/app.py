@@ -26,6 +26,7 @@ from fakescope.detector import Detector
 from fakescope.serve.batching import MicroBatcher, ServerBusy
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.detect_routes import add_detect_routes
+from fakescope.serve.docs_page import add_docs_page
 from fakescope.serve.gate import Gate, generates
 from fakescope.serve.generation_routes import add_generation_routes
 from fakescope.serve.jobs import JobStore
@@ -81,6 +82,8 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
         summary="Tell whether an image was made by a generative model, and show why.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # `add_docs_page` serves it offline
+        redoc_url=None,  # it loaded ReDoc from a CDN (blank offline): `/docs` is the interactive page
         generate_unique_id_function=lambda route: route.name,  # operationIds as generated clients name methods: detect_batch
     )
     app.state.config = config
@@ -92,6 +95,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
                            allow_headers=CORS_HEADERS, expose_headers=[*PNG_HEADERS, "Retry-After"], max_age=600)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(ServerBusy)(_busy)
+    add_docs_page(app)
     add_detect_routes(app, config)
     add_generation_routes(app, config)
     if not config.generation:  # neither served nor in the spec; `Gate` answers 403 with the reason
