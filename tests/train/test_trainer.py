@@ -759,14 +759,19 @@ def test_unreadable_images_are_skipped_with_a_warning_not_the_end_of_the_run(man
     assert saved.metrics["test"]["overall"]["n"] == 15 and saved.metrics["test"]["overall"]["auc"] > 0.85
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_a_label_with_no_readable_training_image_stops_in_one_line_also_in_loader_workers(manifest, tmp_path, num_workers):
+@pytest.mark.parametrize(("num_workers", "tiny"), [(0, False), (1, False), (0, True)])
+def test_a_label_with_no_readable_training_image_stops_in_one_line_also_in_loader_workers(manifest, tmp_path, num_workers,
+                                                                                          tiny):
+    """The error named the substitute drawn after the last failure (never tried) with no reason, so images too
+    small to train on read as damaged ones; it names the last image tried and why."""
     rows = pd.read_csv(manifest)
     rows["uri"] = [os.path.join(os.path.dirname(manifest), u) for u in rows["uri"]]
     gone = (rows["split"] == "train") & (rows["label"] == "ai")
     rows.loc[gone, "uri"] = [str(tmp_path / f"moved{i}.png") for i in range(gone.sum())]
+    for uri in rows.loc[gone, "uri"] if tiny else []:
+        Image.new("RGB", (3, 2)).save(uri)
     rows.to_csv(tmp_path / "manifest.csv", index=False)
-    last = rf"{re.escape(str(tmp_path))}/moved\d+\.png"
+    last = rf"{re.escape(str(tmp_path))}/moved\d+\.png: " + (r"image too small: 3x2 \(minimum side 32 px\)" if tiny else "no such file")
     with pytest.raises(ImageLoadError, match=rf"^9 images of one label in a row were unreadable, the last {last}$"):
         train(_config(str(tmp_path / "manifest.csv"), tmp_path / "run", epochs=1, num_workers=num_workers), progress=False)
 

@@ -63,14 +63,15 @@ class TrainTiles(Dataset):
             except StorageUnavailableError:
                 raise
             except (ImageLoadError, StorageError) as exc:
-                skipped.append(f"{self.uris[i]}\x1f{_reason(self.uris[i], exc)}")
+                last = self.uris[i], _reason(self.uris[i], exc)  # named below: `i` moves on to a substitute
+                skipped.append("\x1f".join(last))
             else:
                 tile = to_tensor(augment(image, self.augment_cfg, self.crop, rng))
                 return tile, torch.tensor(float(self.labels[i])), SKIPPED.join(skipped)
             if same_label is None:
                 same_label = np.flatnonzero(self.labels == self.labels[i])
             i = int(same_label[rng.randrange(len(same_label))])
-        raise ImageLoadError(f"{SUBSTITUTES + 1} images of one label in a row were unreadable, the last {self.uris[i]}")
+        raise ImageLoadError(f"{SUBSTITUTES + 1} images of one label in a row were unreadable, the last {last[0]}: {last[1]}")
 
 
 def balanced_sampler(rows: pd.DataFrame, by: str, num_samples: int, seed: int) -> WeightedRandomSampler | RandomSampler:
