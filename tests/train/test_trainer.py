@@ -79,6 +79,31 @@ def test_same_seed_gives_identical_weights(manifest, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_recorded_config_replayed_by_the_cli_gives_the_same_weights_and_a_model_detect_loads(manifest, tmp_path,
+                                                                                                  one_epoch_run):
+    """`fakescope train OUT/train_config.yaml -o OTHER` on the CPU retrains the run bit for bit, as README.md says."""
+    run = one_epoch_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["train", str(run / "train_config.yaml"), "-o", str(tmp_path / "again"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    a, b = (load_file(folder / "model" / "model.safetensors") for folder in (run, tmp_path / "again"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    first, again = (yaml.safe_load((folder / "train_config.yaml").read_text()) for folder in (run, tmp_path / "again"))
+    assert {**first, "out": None} == {**again, "out": None}
+    image = os.path.join(os.path.dirname(manifest), "test", "ai", "0.png")
+    result = CliRunner().invoke(app, ["detect", image, "-m", str(tmp_path / "again" / "model"), "--format", "jsonl",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert (found["model"], found["threshold"]) == (first["name"], 0.5)
+
+
+def test_metrics_csv_has_the_columns_readme_documents(one_epoch_run, tmp_path):
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    documented = re.search(r"metrics\.csv has a row per epoch with columns ([\w, ]+) \(", readme).group(1).split(", ")
+    with open(one_epoch_run(tmp_path) / "metrics.csv") as f:
+        assert next(csv.reader(f)) == documented
+
+
 @pytest.mark.parametrize(("asked", "env", "used"), [
     ("cuda:1", {}, "cuda:1"),  # one process: the card asked for
     ("cuda:1", {"LOCAL_RANK": "0"}, "cuda:1"),  # a stray LOCAL_RANK outside torchrun moves nothing
