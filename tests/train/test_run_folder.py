@@ -102,6 +102,24 @@ def test_resume_and_overwrite_together_are_refused():
         TrainConfig(manifest="m.csv", resume=True, overwrite=True)
 
 
+def test_a_resume_or_overwrite_flag_wins_over_the_config_key(manifest, tmp_path, one_epoch_run):
+    """--no-resume and --no-overwrite were ignored, and a config's overwrite: true made the --resume line an
+    interrupted run prints fail ("exclude each other"): a flag given now wins, and one asked for turns the other off."""
+    run = one_epoch_run(tmp_path / "run")
+    first_epoch = (run / "metrics.csv").read_text().splitlines()[1]
+    train_config(manifest, run, epochs=2, overwrite=True).to_yaml(tmp_path / "overwrite.yaml")
+    train_config(manifest, run, epochs=2, resume=True).to_yaml(tmp_path / "resume.yaml")
+    for config, flags, refused in (("resume.yaml", ["--no-resume"], REFUSED.format(
+                                        "train_config.yaml, checkpoint.pt, best.pt, metrics.csv, metrics.json, model, tensorboard")),
+                                   ("overwrite.yaml", ["--resume", "--overwrite"], "resume (continue the run in out) and "
+                                                                                   "overwrite (replace it) exclude each other")):
+        result = CliRunner().invoke(app, ["train", str(tmp_path / config), *flags, "--no-progress"])
+        assert result.exit_code == 2 and refused in result.output, result.output
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "overwrite.yaml"), "--resume", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert _epochs(run) == [0, 1] and (run / "metrics.csv").read_text().splitlines()[1] == first_epoch  # resumed, not replaced
+
+
 def _two_generators(manifest: str) -> pd.DataFrame:
     rows = pd.read_csv(manifest)
     rows["uri"] = [str(Path(manifest).parent / u) for u in rows["uri"]]

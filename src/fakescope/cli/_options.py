@@ -107,6 +107,14 @@ def model_then_rest(option: str | None, *args: str | None) -> list[str | None]:
     return [option, *given, *[None] * (len(args) - 1 - len(given))]
 
 
+def run_again(resume: bool | None, overwrite: bool | None) -> dict[str, bool | None]:
+    """The config keys `resume` and `overwrite` as the command line sets them (None: the config's): a flag given wins
+    over its key, and one asked for turns the other off, as they exclude each other (so `--resume` continues a
+    config's `overwrite: true` run); both asked for stay both, which the config refuses."""
+    return {"resume": False if resume is None and overwrite else resume,
+            "overwrite": False if overwrite is None and resume else overwrite}
+
+
 def resume_command(ctx: typer.Context) -> str:
     """This call's command line, with the arguments and options it was given and --resume for --overwrite: for an
     interrupted run, `--resume -o OUT` alone would drop the options that changed the config (--epochs, the folds...)."""

@@ -16,6 +16,7 @@ from fakescope.cli._options import (
     ProvenanceOpt,
     model_then_rest,
     resume_command,
+    run_again,
     show_progress,
 )
 from fakescope.errors import DEVICES
@@ -137,9 +138,10 @@ def evaluate_logo(
     audit: Annotated[bool, typer.Option(
         "--audit/--no-audit", help="Check each fold's unseen images and the test reals for shortcuts as evaluate "
                                    "does; a warning line for each the recipe's preprocessing leaves.")] = True,
-    resume: Annotated[bool, typer.Option(help="Continue each fold's run in OUT/without-<g> (a finished one is only "
-                                              "scored again).")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace the fold runs OUT already holds.")] = False,
+    resume: Annotated[bool | None, typer.Option(help="Continue each fold's run in OUT/without-<g> (a finished one is "
+                                                     "only scored again; default: the recipe's resume:, else no).")] = None,
+    overwrite: Annotated[bool | None, typer.Option(help="Replace the fold runs OUT already holds (default: the recipe's "
+                                                        "overwrite:, else no).")] = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Leave-one-generator-out: train without each generator, test on all; write logo.csv and logo.json.
@@ -167,7 +169,7 @@ def evaluate_logo(
     with clean_errors():
         held = _names(generators, "--generators")
         cfg = TrainConfig.from_yaml(config, out=out, epochs=epochs, samples_per_epoch=samples_per_epoch, device=device,
-                                   num_workers=num_workers, resume=resume or None, overwrite=overwrite or None)
+                                   num_workers=num_workers, **run_again(resume, overwrite))
         with sigterm_as_interrupt(once=True) as stop:
             try:
                 table = leave_one_generator_out(cfg, held, by=by, progress=show_progress(progress), audit=audit)

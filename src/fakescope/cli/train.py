@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
-from fakescope.cli._options import ProgressOpt, resume_command, show_progress
+from fakescope.cli._options import ProgressOpt, resume_command, run_again, show_progress
 from fakescope.errors import DEVICES, ConfigError
 
 
@@ -33,14 +33,17 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's, else 0).")] = None,
     pretrained: Annotated[bool | None, typer.Option("--pretrained/--scratch", help="Start from ImageNet weights, or from "
                                                     "random ones (default: the config's, else pretrained).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the output folder's last checkpoint; with more --epochs, "
+    resume: Annotated[bool | None, typer.Option(help="Continue from the output folder's last checkpoint (default: the "
+                                                "config's resume:, else no; --resume over a config's overwrite: true "
+                                                "turns it off); with more --epochs, "
                                                 "the learning-rate schedule is the longer run's. Refused when the run "
                                                 "asks for fewer epochs than the checkpoint has trained, "
                                                 "changes the train/val rows or a key other than epochs, patience, device, "
                                                 "num_workers, name, calibration, band, amp, pretrained or the manifest's "
-                                                "path.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace the run the output folder already holds (without this or "
-                                                   "--resume such a folder is refused).")] = False,
+                                                "path.")] = None,
+    overwrite: Annotated[bool | None, typer.Option(help="Replace the run the output folder already holds (without this or "
+                                                   "--resume such a folder is refused; default: the config's "
+                                                   "overwrite:, else no).")] = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Train, calibrate on the validation split, test once, and save a model folder in OUT/model.
@@ -53,8 +56,7 @@ def train(
     from fakescope.train import train as run
 
     overrides = dict(out=out, name=name, architecture=architecture, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                     num_workers=num_workers, seed=seed, pretrained=pretrained, resume=resume or None,
-                     overwrite=overwrite or None)
+                     num_workers=num_workers, seed=seed, pretrained=pretrained, **run_again(resume, overwrite))
     with clean_errors():
         if name is not None and not name.strip():  # else "" would be taken as no --name, and the folder's name used
             raise ConfigError(f"--name must be non-blank text (leave it out to name the model after its folder), got {name!r}")
