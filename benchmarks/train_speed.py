@@ -29,8 +29,9 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated subset of the zoo (default: all but test_tiny)")
     parser.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last (to compare)")
     args = parser.parse_args()
-    if args.steps < 1:
-        parser.error(f"--steps must be at least 1, got {args.steps}")
+    for option, value, low in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1), ("--warmup", args.warmup, 0)):
+        if value < low:  # else a batch of 0 prints 0.0 images/s for every model
+            parser.error(f"{option} must be at least {low}, got {value}")
     models = args.models.split(",") if args.models else [m for m in list_models() if m != "test_tiny"]
     unknown = [m for m in models if m not in list_models()]
     if unknown:  # else a traceback once the models before it have run

@@ -78,6 +78,8 @@ def test_train_speed_prints_a_row_per_model(run_here):
 @pytest.mark.parametrize(("args", "message"), [
     (("--models", "efficientnet_lite0,nope"), "unknown model(s) nope; known: "),
     (("--steps", "0"), "--steps must be at least 1, got 0"),
+    (("--batch-size", "0"), "--batch-size must be at least 1, got 0"),
+    (("--warmup", "-1"), "--warmup must be at least 0, got -1"),
 ])
 def test_train_speed_refuses_an_unknown_model_or_no_steps_in_one_line_before_any_model_runs(run_here, args, message):
     done = run_here("train_speed.py", "--devices", "cpu", *args)
