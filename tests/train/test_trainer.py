@@ -10,6 +10,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,7 +23,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.errors import ConfigError, ImageLoadError
-from fakescope.models import load_model
+from fakescope.models import apply_calibration, load_model
 from fakescope.train import TrainConfig, train
 from fakescope.train.dataset import balanced_sampler
 from fakescope.train.trainer import process_device
@@ -49,7 +50,6 @@ def test_calibration_band_and_neutralization_travel_with_the_model_and_are_used_
     neutralization is recorded, and evaluate reapplies it: its AUC on the val split is the one training measured."""
     from fakescope.detector import Detector
     from fakescope.evaluate import evaluate
-    from fakescope.models import apply_calibration
     from fakescope.train.augment import recipe_preprocessing
 
     neutral = replace(PLAIN, bottom_crop=0.06, base_jpeg_quality=75)
@@ -69,6 +69,19 @@ def test_calibration_band_and_neutralization_travel_with_the_model_and_are_used_
     report = evaluate(tmp_path / "model", rows, "val", robustness=False, bootstrap=0, provenance=False, device="cpu")
     assert report.preprocessing["bottom_crop"] == 0.06
     assert report.pixel_overall["auc"] == pytest.approx(saved.metrics["val"]["auc"])
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_a_val_split_separated_perfectly_warns_that_calibration_saturates(manifest, tmp_path, caplog, method):
+    """Temperature scaling of a separable val split fitted T = 0.002: a test image on the wrong side got P(ai) 0.000."""
+    with caplog.at_level("WARNING", logger="fakescope"):
+        saved = train(_config(manifest, tmp_path, epochs=2, calibration=method), progress=False)
+    assert saved.metrics["val"]["auc"] == 1.0
+    assert (f"the best epoch separates the val split's 16 images perfectly, so its {method} calibration saturates"
+            in caplog.text)
+    logits = np.linspace(-20, 20, 4001)
+    probs = apply_calibration(saved.calibration, logits)
+    assert ((probs > 0.3) & (probs < 0.7)).mean() < 0.01  # what the warning says: the band catches almost nothing
 
 
 def test_same_seed_gives_identical_weights(manifest, tmp_path):

@@ -147,6 +147,10 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
     read = ~np.isnan(logits)
     logits, val_labels = logits[read], val_labels[read]
     calibration = Calibrator(cfg.calibration).fit(logits, val_labels).calibration_
+    if auc_score(val_labels, logits) == 1.0:  # no finite fit: test errors would be scored near 0 or 1, never uncertain
+        _warn_once("the best epoch separates the val split's %d images perfectly, so its %s calibration saturates: "
+                   "P(ai) is near 0 or 1 for every image and the uncertain band catches none; calibrate on a larger or "
+                   "harder val split", len(logits), cfg.calibration)
     model_cfg = replace(model_cfg, calibration=calibration)
     metrics = {"val": binary_metrics(val_labels, apply_calibration(calibration, logits), model_cfg.threshold)}
     if not splits["test"].empty:
