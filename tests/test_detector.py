@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -271,7 +272,8 @@ def test_a_worker_process_that_dies_costs_only_its_input(tiny_model_dir, image_f
 
 def test_a_consumer_that_stops_early_cancels_the_queued_decoding(tiny_model_dir, image_files, monkeypatch):
     """The second read lasts until the queue is cancelled: it slept 0.2 s, in which the consumer had to score the
-    first image and stop (a loaded machine took longer, and the worker started a third read)."""
+    first image and stop (a loaded machine took longer, and the worker started a third read). The consumer stops once
+    the second read has begun (on a loaded machine it could stop before the worker took it up)."""
     loads, cancelled = [], threading.Event()
 
     class Pool(ThreadPoolExecutor):  # the real pool, saying when its shutdown has cancelled the queued reads
@@ -291,6 +293,9 @@ def test_a_consumer_that_stops_early_cancels_the_queued_decoding(tiny_model_dir,
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=False, workers=1, batch_size=1)
     stream = detector.stream(image_files * 5)  # a window of 4 images is queued ahead
     assert next(stream).error is None
+    deadline = time.monotonic() + 60
+    while len(loads) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     stream.close()
     assert len(loads) == 2  # the first, and the one already running when the consumer stopped
 
