@@ -1,5 +1,5 @@
 """Generated image folders, a plain and a declared-ai image, a shared bundled-model detector, a folder that takes no
-more files and a shared local Ray, for the scale tests."""
+more files, a shared local Ray and the columns of an older version's results, for the scale tests."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
+
+from fakescope.scale.records import ADDED_COLUMNS, SCHEMA
 
 SIZES = [(300, 200), (90, 70), (256, 256), (400, 120), (150, 333), (64, 64)]
 
@@ -49,6 +52,12 @@ def caveat_images(image_factory, tmp_path: Path) -> list[str]:
     info.add_text("parameters", "a castle, Steps: 20, Sampler: Euler a")
     return [str(image_factory.file(tmp_path / "caveat" / "plain.png", seed=4)),
             str(image_factory.file(tmp_path / "caveat" / "declared.png", seed=4, pnginfo=info))]
+
+
+@pytest.fixture(scope="session")
+def older_schema() -> pa.Schema:
+    """The results columns a fakescope before `caveat` and `error_kind` (`ADDED_COLUMNS`) wrote: `SCHEMA` without both."""
+    return pa.schema([f for f in SCHEMA if f.name not in ADDED_COLUMNS])
 
 
 @pytest.fixture(scope="session")

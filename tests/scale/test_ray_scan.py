@@ -18,7 +18,7 @@ pytest.importorskip("ray")
 
 from fakescope.errors import ConfigError, StorageError
 from fakescope.scale.ray_scan import LOOPBACK_ENV, _for_actors, ray_scan
-from fakescope.scale.records import OLDER_SCHEMA, SCHEMA, part_files, read_results, write_part
+from fakescope.scale.records import SCHEMA, part_files, read_results, write_part
 from fakescope.scale.scan import ScanSummary, scan, scan_sources
 
 
@@ -164,7 +164,7 @@ def _fresh_scans(scans: list[tuple[list[str], dict[str, str]]], timeout: float) 
 
 @pytest.mark.slow
 def test_ray_scan_writes_the_caveat_as_local_does_and_resumes_a_folder_begun_without_it(caveat_images, tiny_model_dir,
-                                                                                      tmp_path, local_ray):
+                                                                                      tmp_path, local_ray, older_schema):
     import pyarrow.parquet as pq
 
     from fakescope.detector import Detector
@@ -181,8 +181,8 @@ def test_ray_scan_writes_the_caveat_as_local_does_and_resumes_a_folder_begun_wit
                older / "part-old.parquet")
     summary = ray_scan(caveat_images, older, actors=1, batch_size=4, object_store_memory=200 * 2**20, **settings)
     assert (summary.scanned, summary.skipped) == (1, 1)
-    assert all(pq.read_schema(p).names == OLDER_SCHEMA.names for p in part_files(older))
-    assert list(pd.read_parquet(older).columns) == OLDER_SCHEMA.names and len(read_results(older)) == 2
+    assert all(pq.read_schema(p).names == older_schema.names for p in part_files(older))
+    assert list(pd.read_parquet(older).columns) == older_schema.names and len(read_results(older)) == 2
 
 
 @pytest.mark.slow

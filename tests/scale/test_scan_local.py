@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from fakescope.cli import app
 from fakescope.errors import ConfigError, StorageError
 from fakescope.io.inputs import iter_sources
-from fakescope.scale.records import OLDER_SCHEMA, SCHEMA, detections_to_table, part_files, read_results, write_part
+from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results, write_part
 from fakescope.scale.scan import _PartWriter, scan, scan_sources
 
 
@@ -290,13 +290,14 @@ def test_the_caveat_column_is_set_for_a_pixel_only_real_and_null_for_a_declared_
 
 
 @pytest.mark.parametrize("crashed", [False, True])  # an older version's finished part, or the journal of its crash
-def test_a_folder_begun_without_caveat_resumes_and_stays_one_table(image_folder, tmp_path, detector, crashed, caplog):
+def test_a_folder_begun_without_caveat_resumes_and_stays_one_table(image_folder, tmp_path, detector, crashed, caplog,
+                                                                  older_schema):
     sources = list(scan_sources([str(image_folder)]))
     out = tmp_path / "out"
     scan(sources[:4], out, detector)
     (part,) = part_files(out)
     older = pq.read_table(part).drop_columns(["caveat", "error_kind"])  # what a version before the column wrote
-    assert older.schema == OLDER_SCHEMA
+    assert older.schema == older_schema
     part.unlink()
     if crashed:
         writer = _PartWriter(out, rows_per_part=1000)
@@ -306,9 +307,9 @@ def test_a_folder_begun_without_caveat_resumes_and_stays_one_table(image_folder,
         write_part(older, part)
     summary = scan(sources, out, detector)
     assert (summary.skipped, summary.scanned) == (4, 4)
-    assert all(pq.read_schema(p).names == OLDER_SCHEMA.names for p in part_files(out))  # no part with another column list
+    assert all(pq.read_schema(p).names == older_schema.names for p in part_files(out))  # no part with another column list
     for rows in (read_results(out), pd.read_parquet(out)):
-        assert list(rows.columns) == OLDER_SCHEMA.names and sorted(rows["path"]) == sorted(sources)
+        assert list(rows.columns) == older_schema.names and sorted(rows["path"]) == sorted(sources)
     kept = read_results(out).set_index("path").loc[older.column("path").to_pylist()]  # nothing lost
     pd.testing.assert_frame_equal(kept.reset_index(), older.to_pandas())
     assert f"{out} was begun by a fakescope without the caveat and error_kind columns" in caplog.text

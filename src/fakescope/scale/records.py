@@ -50,9 +50,6 @@ SCHEMA = pa.schema([
 ])
 ADDED_COLUMNS = ("caveat", "error_kind")
 """Columns later versions added, in order: a folder holding a part without one goes on without it."""
-OLDER_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in ADDED_COLUMNS])
-"""The columns of results written before `caveat`."""
-"""The `error_kind`s."""
 PART_SUFFIX = ".parquet"
 JOURNAL_SUFFIX = ".arrows"
 TEMP_SUFFIX = ".tmp"
