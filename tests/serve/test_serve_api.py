@@ -102,6 +102,20 @@ def test_too_many_bytes_is_413_for_multipart_raw_and_chunked(server, auth):
         assert answer.json()["detail"] == "upload too large: the limit is 1 MB per image"
 
 
+def test_a_batch_file_over_the_upload_limit_is_its_records_error_and_the_others_are_scored(server, auth, photo_bytes):
+    """The whole batch was a 413 for one big file: a client lost every other file's result."""
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    heavy = encode(Image.fromarray(noise))  # ~1.4 MB: over the 1 MB per image, within the batch's 8 MB
+    files = [("files", (name, data, "image/png")) for name, data in
+             (("a.jpg", photo_bytes), ("heavy.png", heavy), ("c.jpg", photo_bytes))]
+    answer = httpx.post(f"{server.url}/v1/detect/batch", headers=auth, files=files)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["path"] for r in results] == ["a.jpg", "heavy.png", "c.jpg"]
+    assert (results[1]["score"], results[1]["error"]) == (None, "upload too large: the limit is 1 MB per image")
+    assert results[0]["score"] == results[2]["score"] is not None and "error" not in results[0]
+
+
 @pytest.mark.parametrize(("path", "token", "status", "detail"), [
     ("/v1/detect", True, 413, "upload too large: the limit is 1 MB per image"),
     ("/v1/detect/batch", True, 413, "upload too large: the limit is 1 MB per image, 8 images per request"),
@@ -239,7 +253,7 @@ def test_openapi_gives_every_route_a_summary_what_it_answers_and_only_the_errors
                 assert content["schema"] if media == "application/json" else content["schema"]["format"] == "binary"
     assert "422" not in operations["get", "/v1/jobs/{job_id}"]["responses"]  # a string id is never invalid
     assert "422" not in operations["delete", "/v1/jobs/{job_id}"]["responses"]
-    assert operations["post", "/v1/detect/batch"]["responses"]["413"]["description"].startswith("upload too large, or more files")
+    assert operations["post", "/v1/detect/batch"]["responses"]["413"]["description"].startswith("a body over the batch's limit")
     assert operations["get", "/v1/models"]["responses"]["401"]["headers"]["WWW-Authenticate"]
     no_output = httpx.get(f"{server.url}/v1/jobs/nope/outputs/first", headers=auth)  # the documented 422, as it answers
     assert (no_output.status_code, no_output.json()) == (422, {"detail": "index: Input should be a valid integer, unable to "

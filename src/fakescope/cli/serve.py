@@ -36,7 +36,7 @@ def serve(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     max_upload_mb: Annotated[float, typer.Option(
-        min=0.001, help="Largest image in MB, uploaded or fetched from a URL (413 above).")] = 20.0,
+        min=0.001, help="Largest image in MB, uploaded or fetched from a URL (413 above; a batch file: its error).")] = 20.0,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images the micro-batcher scores in one model call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long the micro-batcher waits to fill a batch.")] = 5.0,

@@ -39,7 +39,7 @@ class ServeConfig:
     Args:
         model: Model name, path or `hf://owner/name` (None: the bundled default).
         device: `auto`, `cpu`, `cuda`, `cuda:N`, `mps`.
-        max_upload_mb: Largest accepted image upload (per file); larger answers 413.
+        max_upload_mb: Largest accepted image upload (per file); larger answers 413 (in a batch, that file's error record).
         max_pixels: Largest accepted image (width x height); larger answers 422.
         max_batch: Most images gathered into one model call by the micro-batcher.
         max_wait_ms: How long the micro-batcher waits for more requests after the first.

@@ -19,7 +19,7 @@ from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, URL_BATCH, answers
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, image_bytes
-from fakescope.serve.request_image import batch_urls, check_image_422, fetch_image, one_upload, read_upload
+from fakescope.serve.request_image import batch_urls, check_image_422, fetch_image, one_upload, read_upload, too_large_message
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
 
 ONE_IMAGE = 'The image (multipart); or send the raw bytes, or JSON `{"url": "https://..."}`, as the body.'
@@ -73,9 +73,10 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     @app.post("/v1/detect/batch", tags=["detect"], summary="Score several images", dependencies=SECURED, response_model=None,
               openapi_extra=URL_BATCH,
               responses=answers(BatchResults, "one record per file or URL, in order; a bad image's record, or a URL's "
-                                "that could not be fetched, has `error` and `error_kind` (`transient`: a fetch that "
-                                "may pass, worth sending again)", 400, 408, 413, 422, 503,
-                                e413="upload too large, or more files or URLs than the server takes per request",
+                                "that could not be fetched, or a file over the upload limit, has `error` and "
+                                "`error_kind` (`transient`: a fetch that may pass, worth sending again)", 400, 408,
+                                413, 422, 503, e413="a body over the batch's limit (max files x upload limit), or more "
+                                                    "files or URLs than the server takes per request",
                                 e422="no `files` part, a text part where a file belongs, or a JSON body that is not "
                                      "`{\"urls\": [...]}`",
                                 e503="busy: the model's queue has no room for every file (`Retry-After` says when)"))
@@ -84,9 +85,9 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         files: Annotated[list[UploadFile] | None, File(description="Several images, each as a `files` part; or JSON "
                                                                     '`{"urls": [...]}` as the body.')] = None,
     ) -> dict:
-        """Score several images; a bad file, or a URL that could not be fetched, gives a record with `error` and the
-        others are still scored. Its `error_kind` is `transient` for a fetch that may pass (what `/v1/detect` answers 503
-        with `Retry-After`), else `permanent`, as `fakescope scan` marks its rows."""
+        """Score several images; a bad file (one over the upload limit too), or a URL that could not be fetched, gives a
+        record with `error` and the others are still scored. Its `error_kind` is `transient` for a fetch that may pass
+        (what `/v1/detect` answers 503 with `Retry-After`), else `permanent`, as `fakescope scan` marks its rows."""
         batcher: MicroBatcher = request.app.state.batcher
         if files is None:
             urls = await batch_urls(request, config)
@@ -96,8 +97,7 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
             raise HTTPException(413, f"too many files: {len(files)} (the limit is {config.max_files} per request)")
         else:
             batcher.check_room(len(files))
-            uploads = [(f.filename or f"file{i}", await read_upload(f, config)) for i, f in enumerate(files)]
-            scoring = [_score(request, name, data, heatmap=False, strict=False) for name, data in uploads]
+            scoring = [_score_file(request, f.filename or f"file{i}", f) for i, f in enumerate(files)]
         return {"results": [d.to_dict() for d in await asyncio.gather(*scoring)]}
 
     heatmap = {"model": Explanation, "content": {"image/png": BINARY}, "headers": PNG_HEADERS}
@@ -151,6 +151,15 @@ async def _score(request: Request, name: str, data: bytes, *, heatmap: bool, str
     if detection.error and strict:
         raise HTTPException(422, detection.error)
     return dataclasses.replace(detection, source=name)
+
+
+async def _score_file(request: Request, name: str, file: UploadFile) -> Detection:
+    """A batch file's record: its image scored, or the 413 line for a file over the upload limit. The parser has
+    spooled that one to disk (past 1 MB) and counted its bytes: it is never read into memory."""
+    config: ServeConfig = request.app.state.config
+    if file.size is not None and file.size > config.max_upload_bytes:
+        return _failed(request, name, too_large_message(config))
+    return await _score(request, name, await read_upload(file, config), heatmap=False, strict=False)
 
 
 async def _score_url(request: Request, url: str) -> Detection:
