@@ -215,23 +215,31 @@ def test_detector_page_scores_uploads_in_order_and_rejects_text_and_big_images(a
                                                                               tmp_path):
     from PIL import Image
 
-    photo, notes, big, flat = tmp_path / "photo.jpg", tmp_path / "notes.txt", tmp_path / "big.png", tmp_path / "flat.png"
+    photo, copy, notes = tmp_path / "photo.jpg", tmp_path / "copy.jpg", tmp_path / "notes.txt"
+    big, flat = tmp_path / "big.png", tmp_path / "flat.png"
     photo.write_bytes(photo_bytes)
+    copy.write_bytes(photo_bytes)  # the same bytes under another name: scored once, named as uploaded
     notes.write_text("not an image")
     Image.new("RGB", (1100, 1000), "white").save(big)  # over the app's FAKESCOPE_MAX_PIXELS: was decoded twice
     flat.write_bytes(flat_png)
     page.goto(app_url)
     page.get_by_text("No image yet").wait_for(timeout=30_000)
-    page.locator("input[type=file]").set_input_files([str(photo), str(notes), str(big), str(flat)])
+    page.locator("input[type=file]").set_input_files([str(photo), str(copy), str(notes), str(big), str(flat)])
     page.get_by_text("Download JSON").wait_for(timeout=90_000)  # the module's first scoring loads the app's detector
     expected = detector.predict([photo_bytes, flat_png])  # scored together in the app too: one batch
+    expected.insert(1, expected[0])
     shown = _verdicts(page)
     assert [v for v, _ in shown] == [e.verdict for e in expected]
     assert [p for _, p in shown] == pytest.approx([e.probability for e in expected], abs=0.0011)
     assert page.get_by_text("notes.txt: not an image: the file's signature matches no supported format").is_visible()
     assert page.get_by_text("big.png: image too large: 1100x1000 is 1,100,000 pixels; the limit is 1,000,000").is_visible()
     names = [h.strip() for h in page.locator("main h4").all_inner_texts()]
-    assert names == ["photo.jpg", "notes.txt", "big.png", "flat.png"]  # each file's result under its own name, in order
+    assert names == ["photo.jpg", "copy.jpg", "notes.txt", "big.png", "flat.png"]  # each under its own name, in order
+    with page.expect_download() as download:
+        page.get_by_text("Download JSON").click()
+    records = json.loads(Path(download.value.path()).read_text())
+    assert [r["path"] for r in records] == names  # the record of the same bytes under another name carried the first one's
+    assert records[1]["score"] == records[0]["score"] is not None and records[1]["evidence"] == records[0]["evidence"]
     assert page.get_by_text("heatmap: per-tile P(ai)").first.is_visible()
     _screenshot(page, "webapp-detector.png")
 

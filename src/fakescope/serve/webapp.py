@@ -14,6 +14,7 @@ An OpenAI key typed on the generator page lives in this browser session only.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -136,7 +137,8 @@ def shown(detection: Detection, image: Image.Image | None) -> Shown:
 
 
 def score(items: list[tuple[str, bytes]]) -> list[Shown]:
-    """Each image's detection (with heatmap), shown, remembered per image for this session (reruns are free).
+    """Each image's detection (with heatmap) under its own name, shown, remembered per image content for this session
+    (reruns are free; a second upload of the same bytes is not scored again, but its record carries its own name).
 
     New images are scored in batches (`serve.uploads.score_uploads`: at most the pixel limit decoded at
     a time); only the encoded display copies are kept, not the full-size pixels.
@@ -147,7 +149,8 @@ def score(items: list[tuple[str, bytes]]) -> list[Shown]:
     if new:
         for index, detection, image in score_uploads(detector(), [item for _, item in new], max_pixels(), heatmap=True):
             cache[new[index][0]] = shown(detection, image)
-    return [cache[k] for k in keys]
+    return [cache[k]._replace(detection=dataclasses.replace(cache[k].detection, source=name))
+            for k, (name, _) in zip(keys, items)]
 
 
 def show_detection(name: str, view: Shown, heading: str | None = None) -> None:
@@ -203,7 +206,7 @@ def detector_page() -> None:
     records = []
     for (name, _), view in zip(items, scored):
         show_detection(name, view)
-        records.append({**view.detection.to_dict(), "path": name})
+        records.append(view.detection.to_dict())
     left, right = st.columns(2)
     # a download must not rerun the page: that fetched the URL again and redrew every result
     left.download_button("Download CSV", records_csv(records), "fakescope-results.csv", "text/csv", on_click="ignore")
