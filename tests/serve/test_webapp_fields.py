@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from test_webapp_browser import API_KEY, app_url, browser, images_api, page, streamlit_log, sync_api  # noqa: F401
+from test_webapp_browser import API_KEY, app_url, browser, image_origin, images_api, page, streamlit_log, sync_api  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
