@@ -170,6 +170,17 @@ def test_bad_inputs_become_error_records_and_the_batch_goes_on(detector, image_f
     assert results[4].probability == pytest.approx(detector.predict(image_files[1]).probability, abs=1e-6)
 
 
+def test_a_folder_is_refused_with_the_helper_that_lists_its_images(detector, image_files):
+    """A folder said only 'is a directory'; it now names the public helper the CLI lists folders with."""
+    folder = os.path.dirname(image_files[0])
+    refused = detector.predict(folder)
+    assert refused.error == "is a directory; list its images first, as the CLI does: fakescope.io.iter_sources(folder)"
+    from fakescope.io import iter_sources  # the helper it names, as named
+
+    listed = detector.predict(iter_sources(folder))
+    assert sorted(r.source for r in listed) == sorted(image_files) and all(r.ok for r in listed)
+
+
 @pytest.mark.parametrize("processes", [False, True])
 def test_a_pil_image_that_fails_to_decode_is_an_error_record(tiny_model_dir, image_factory, image_files, processes):
     data = image_factory.bytes("JPEG", (128, 128))

@@ -178,7 +178,8 @@ class Detector:
         (HxWx3, 3xHxW or HxW; floats in [0, 1] are scaled), or a `LoadedImage` from `decode_image` (not decoded again;
         its kept bytes give the provenance evidence that encoded bytes give). Anything else (an int, a dict) is one
         input whose error names these. A bad input, or one the model gives a NaN or infinite score, yields a
-        `Detection` with `error` set; it never stops the batch (a storage read throttled past its retries is one, `transient`).
+        `Detection` with `error` set; it never stops the batch (a folder is one, naming `fakescope.io.iter_sources`, which
+        lists its images as the CLI does); a storage read throttled past its retries is one, `transient`.
         An unreachable storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`, as do
         busy reads in a row (`fakescope._preparation.BUSY_READS_PER_WORKER` per worker, counted across calls).
         """

@@ -1,6 +1,7 @@
 """Reading images and inputs: format sniffing, safe decoding, input expansion and storage URIs."""
 
 from fakescope.io.image import LoadedImage, decode_image, load_image, load_source, sniff_format
+from fakescope.io.inputs import iter_sources
 from fakescope.io.storage import (
     Storage,
     exists,
@@ -13,6 +14,6 @@ from fakescope.io.storage import (
 )
 
 __all__ = [
-    "LoadedImage", "decode_image", "load_image", "load_source", "sniff_format",
+    "LoadedImage", "decode_image", "load_image", "load_source", "sniff_format", "iter_sources",
     "Storage", "exists", "get_storage", "is_remote", "join", "list_files", "read_bytes", "write_bytes",
 ]
