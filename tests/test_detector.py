@@ -87,6 +87,7 @@ def test_a_tensor_is_one_image_like_its_array(detector, image_factory):
     batch = detector.predict([torch.from_numpy(pixels), chw.float() / 255, chw.to(torch.bfloat16) / 255])
     assert [r.probability for r in batch[:2]] == pytest.approx([expected] * 2, abs=1e-6)
     assert batch[2].ok  # bf16 rounds the pixels: a close score, not the same
+    assert detector.predict(chw.float() / 127.5 - 1).error.startswith("float array values span [-1, 1]")  # not clipped
     assert detector.explain(chw, "tiles").shape == (130, 150)
 
 

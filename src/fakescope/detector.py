@@ -175,7 +175,8 @@ class Detector:
 
         Inputs are paths (local, storage URIs or http(s) URLs, fetched as `fakescope.io.fetch.fetch_url` says),
         encoded bytes, binary file objects (read to their end; streams too), PIL images, uint8 arrays or tensors
-        (HxWx3, 3xHxW or HxW; floats in [0, 1] are scaled), or a `LoadedImage` from `decode_image` (not decoded again;
+        (HxWx3, 3xHxW or HxW; floats all within [0, 1] scaled by 255, else taken as 0-255, both rounded; others refused:
+        `fakescope.io.image.float_pixels`), or a `LoadedImage` from `decode_image` (not decoded again;
         its kept bytes give the provenance evidence that encoded bytes give). Anything else (an int, a dict) is one
         input whose error names these. A bad input, or one the model gives a NaN or infinite score, yields a
         `Detection` with `error` set; it never stops the batch (a folder is one, naming `fakescope.io.iter_sources`, which

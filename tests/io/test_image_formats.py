@@ -398,7 +398,7 @@ def test_numpy_inputs_in_every_layout(image_factory):
     assert np.array_equal(np.asarray(load_image(hw).image), np.stack([hw] * 3, -1))
     from_chw = load_image(chw_float)
     assert (from_chw.format, from_chw.width, from_chw.height) == ("array", 72, 64)
-    assert np.abs(np.asarray(from_chw.image, np.int16) - rgb).max() <= 1
+    assert np.array_equal(np.asarray(from_chw.image), rgb)  # rounded, not truncated (was off by one)
     with pytest.raises(ImageLoadError, match="not an image"):
         load_image(np.zeros((4, 64, 64, 3), np.uint8))
     with pytest.raises(ImageLoadError, match=r"array of shape \(0, 64\) is empty"):
@@ -406,6 +406,27 @@ def test_numpy_inputs_in_every_layout(image_factory):
     for bad in (np.nan, np.inf):  # not scored as black pixels
         with pytest.raises(ImageLoadError, match="NaN or infinite"):
             load_image(np.where(np.arange(64)[:, None] < 8, bad, chw_float[0]))
+
+
+def test_float_arrays_follow_one_rounded_rule_and_refuse_other_ranges(image_factory):
+    """0-255 floats were truncated (100.6 -> 100, 0-1 floats one level low); now: [0, 1] scaled by 255, else [0, 255]
+    as is, both rounded half up; values outside [0, 255] are refused, not clipped to black or white."""
+    rgb = np.asarray(image_factory.pil((72, 64)))
+
+    def pixel(value, dtype=np.float32):
+        return load_image(np.full((64, 64), value, dtype)).image.getpixel((0, 0))[0]
+
+    for dtype in (np.float16, np.float32, np.float64):
+        assert np.array_equal(np.asarray(load_image(rgb.astype(dtype) / dtype(255)).image), rgb), dtype
+        assert np.array_equal(np.asarray(load_image(rgb.astype(dtype)).image), rgb), dtype
+    assert [pixel(0.5), pixel(0.501), pixel(0.499), pixel(1.0)] == [128, 128, 127, 255]  # in [0, 1]: x 255
+    assert [pixel(100.6), pixel(100.4), pixel(254.5), pixel(1.5)] == [101, 100, 255, 2]  # above 1: 0-255
+    for values, shown in (([-1.0, 1.0], r"\[-1, 1\]"), ([0.0, 255.5], r"\[0, 255.5\]")):
+        with pytest.raises(ImageLoadError, match=rf"^float array values span {shown}: give pixels in \[0, 1\] \(scaled by "
+                                                 r"255\) or \[0, 255\], not normalized values$"):
+            load_image(np.resize(np.array(values, np.float32), (64, 64)))
+    mask = np.arange(64 * 64).reshape(64, 64) % 2 == 0
+    assert np.array_equal(np.asarray(load_image(mask).image)[..., 0], mask * 255)
 
 
 def test_16bit_arrays_are_scaled_like_16bit_pngs(image_factory):
@@ -431,7 +452,7 @@ def test_16bit_array_scaling_needs_no_float64_copies():
 
 
 @pytest.mark.parametrize(("pixels", "expected"), [(np.full((1000, 1000), 30000, np.uint16), 117),  # a 16-bit PNG
-                                                  (np.full((1000, 1000), 0.5, np.float32), 127)])  # a float TIFF
+                                                  (np.full((1000, 1000), 0.5, np.float32), 128)])  # a float TIFF: 127.5 rounded
 def test_16bit_and_float_images_scale_without_float64_copies(pixels, expected):
     """As arrays do: float64 temporaries took 24 (16-bit) and 28 (float) bytes a pixel, 4.8 GB at 200 Mpx; now 7 and 12."""
     data = io.BytesIO()

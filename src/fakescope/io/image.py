@@ -250,11 +250,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img)
         img = Image.fromarray(_scaled(arr, 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0), "L")
-    elif img.mode == "F":
+    elif img.mode == "F":  # as float arrays are (`float_pixels`), clipped rather than refused: a file's own range
         arr = np.array(img, dtype=np.float32)  # a copy, scaled in place
-        if arr.max() <= 1.0:
-            arr *= np.float32(255.0)
-        img = Image.fromarray(np.clip(arr, 0, 255, out=arr).astype(np.uint8), "L")
+        img = Image.fromarray(_scale_in_place(arr, 1.0 if arr.max() <= 1.0 else 255.0), "L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -269,7 +267,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_bytes: bool = True) -> LoadedImage:
     """Load a path, encoded bytes, a PIL image or an HxWx3 / HxW uint8 array as RGB.
 
-    Other arrays: floats up to 1.0 are scaled by 255, uint16 (and larger integers over 255) by 65535.
+    Other arrays: floats as `float_pixels` says; uint16 (and larger integers over 255) scaled by 65535, rounded.
 
     Example:
         >>> load_image(Image.new("RGB", (64, 64))).width
@@ -318,11 +316,28 @@ def corrupt_image_error(fmt: str, exc: Exception) -> ImageLoadError:
     return ImageLoadError(f"corrupt or unsupported {fmt} image: {reason}")
 
 
+def float_pixels(arr: np.ndarray) -> np.ndarray:
+    """Float pixels (finite) as uint8, by one rule: values all within [0, 1] are scaled by 255, else values within
+    [0, 255] are taken as they are; either way rounded to the nearest level (half up), so `rgb / 255` gives back `rgb`.
+    Any value below 0 or above 255 (a normalized tensor's) is refused in one line rather than clipped.
+    """
+    low, high = float(arr.min()), float(arr.max())
+    if low < 0.0 or high > 255.0:
+        raise ImageLoadError(f"float array values span [{low:g}, {high:g}]: give pixels in [0, 1] (scaled by 255) "
+                             "or [0, 255], not normalized values")
+    return _scaled(arr, 1.0 if high <= 1.0 else 255.0)
+
+
 def _scaled(arr: np.ndarray, peak: float) -> np.ndarray:
-    """`arr` * 255 / `peak`, rounded and clipped to uint8, through one float32 copy scaled in place (float64
-    temporaries took 12x a 16-bit image's bytes: 4.8 GB at 200 Mpx)."""
-    scaled = arr.astype(np.float32)
-    scaled *= np.float32(255.0 / peak)
+    """`arr` * 255 / `peak` (`_scale_in_place`) through one float32 copy (float64 temporaries took 12x a 16-bit image's
+    bytes: 4.8 GB at 200 Mpx)."""
+    return _scale_in_place(arr.astype(np.float32), peak)
+
+
+def _scale_in_place(scaled: np.ndarray, peak: float) -> np.ndarray:
+    """A float32 array * 255 / `peak`, rounded half up and clipped to uint8; `scaled` itself is overwritten."""
+    if peak != 255.0:
+        scaled *= np.float32(255.0 / peak)
     scaled += np.float32(0.5)
     return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
 
@@ -403,10 +418,12 @@ def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
         arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageLoadError("array holds NaN or infinite values")
-    if arr.dtype.kind in "ui" and arr.dtype != np.uint8:  # 16-bit as Pillow's modes are (`to_rgb`): uint16 always
+    if arr.dtype.kind == "f":
+        arr = float_pixels(arr)
+    elif arr.dtype.kind in "ui" and arr.dtype != np.uint8:  # 16-bit as Pillow's modes are (`to_rgb`): uint16 always
         arr = _scaled(arr, 65535.0 if arr.dtype == np.uint16 or arr.max() > 255 else 255.0)
-    elif arr.dtype != np.uint8:
-        arr = np.clip(arr * 255.0 if arr.max() <= 1.0 else arr, 0, 255).astype(np.uint8)
+    elif arr.dtype.kind == "b":  # a mask: black and white
+        arr = arr.astype(np.uint8) * np.uint8(255)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
