@@ -397,7 +397,8 @@ def _read_path(source: str | Path) -> bytes:
             check_signature(head)
             return head + fh.read()
     except IsADirectoryError:
-        raise ImageLoadError("is a directory; list its images first, as the CLI does: fakescope.io.iter_sources(folder)", source=str(path)) from None
+        raise ImageLoadError("is a directory; list its images first, as the CLI does: fakescope.io.iter_sources(folder)",
+                             source=str(path)) from None
     except FileNotFoundError:
         raise ImageLoadError("no such file", source=str(path)) from None
     except OSError as exc:
