@@ -448,13 +448,24 @@ def test_to_dict_has_every_cli_field(detector, image_files):
         assert {"kind", "score", "detail"} <= set(evidence)
 
 
+def test_evidence_scores_are_rounded_as_the_score_is(tiny_model_dir, image_files):
+    """The top-level score had 6 places and the evidence scores all 17 (pixel 0.41234567890123...)."""
+    detection = Detector.load(tiny_model_dir, device="cpu", provenance=True).predict(image_files[1])
+    record = json.loads(json.dumps(detection.to_dict()))
+    scored = [(e.score, r["score"]) for e, r in zip(detection.evidence, record["evidence"], strict=True) if e.score is not None]
+    assert scored and all(shown == round(score, 6) for score, shown in scored)
+    assert record["score"] == round(detection.probability, 6)
+    back = Detection.from_dict(record)
+    assert back.to_dict() == record  # a record read back writes the same record
+
+
 def test_from_dict_reads_a_json_record_back(tiny_model_dir, image_files):
     detector = Detector.load(tiny_model_dir, device="cpu", provenance=True)
     found, missing = detector.predict([image_files[1], "missing.png"], heatmap=True)
     signed = Evidence("c2pa", 0.99, "signed AI manifest", decisive=True, data={"issuer": "x"})
     broken = Evidence("watermark", None, "could not read", error="truncated")
-    found = replace(found, probability=round(found.probability, 6), evidence=(*found.evidence, signed, broken),
-                    caveat=PIXEL_ONLY)
+    rounded = tuple(replace(e, score=None if e.score is None else round(e.score, 6)) for e in found.evidence)
+    found = replace(found, probability=round(found.probability, 6), evidence=(*rounded, signed, broken), caveat=PIXEL_ONLY)
     assert found.heatmap is not None and len(found.evidence) > 3
     for detection in (found, missing):
         back = Detection.from_dict(json.loads(json.dumps(detection.to_dict())))

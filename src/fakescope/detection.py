@@ -39,7 +39,8 @@ class Evidence:
         return f"Evidence({self.kind!r}, score={score}, detail={self.detail!r}{flags}, data=[{', '.join(map(str, self.data))}])"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"kind": self.kind, "score": self.score, "detail": self.detail}
+        """Plain JSON-ready dict, `score` rounded to 6 places as a `Detection` record's own is."""
+        out = {"kind": self.kind, "score": None if self.score is None else round(float(self.score), 6), "detail": self.detail}
         if self.decisive:
             out["decisive"] = True
         if self.data:
@@ -125,7 +126,8 @@ class Detection:
     def from_dict(cls, record: dict[str, Any]) -> Detection:
         """A `to_dict` record (a JSONL line, a REST reply) read back; `ValueError` names a missing key.
 
-        `to_dict` drops the heatmap (it comes back None) and rounds `probability` to 6 places; the rest round-trips.
+        `to_dict` drops the heatmap (it comes back None) and rounds `probability` and evidence scores to 6 places; the rest
+        round-trips.
         """
         missing = [key for key in ("path", "score", "label", "threshold", "model") if key not in record]
         if missing:

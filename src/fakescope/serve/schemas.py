@@ -34,7 +34,7 @@ class EvidenceRecord(_Answer):
     """One piece of evidence; `decisive`, `data` and `error` appear only when set."""
 
     kind: str
-    score: float | None = Field(description="How strongly it says ai (P(ai)), or null when it says nothing.")
+    score: float | None = Field(description="How strongly it says ai (P(ai), 6 decimals), or null when it says nothing.")
     detail: str
     decisive: bool = Field(False, description="Provenance strong enough to decide the verdict on its own.")
     data: dict[str, Any] | None = None
@@ -46,7 +46,7 @@ class DetectionRecord(_Answer):
 
     path: str = Field(description="The uploaded file name (`upload` for a raw body), or the image URL without its user "
                                   "info and query.")
-    score: float | None = Field(description="Calibrated P(ai); null when the image could not be scored.")
+    score: float | None = Field(description="Calibrated P(ai), 6 decimals; null when the image could not be scored.")
     label: Literal["ai", "real", "uncertain"] | None
     threshold: float
     model: str
