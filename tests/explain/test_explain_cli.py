@@ -15,6 +15,11 @@ from typer.testing import CliRunner
 from fakescope.cli import app
 
 
+def written(stdout: str) -> list[str]:
+    """The PNGs a run printed: each line is an input, then the files written for it, tab-separated."""
+    return [path for line in stdout.splitlines() for path in line.split("\t")[1:]]
+
+
 @pytest.fixture
 def images(tmp_path):
     paths = []
@@ -31,10 +36,25 @@ def test_explain_writes_an_overlay_per_image_and_method(model_dir, images, tmp_p
     result = CliRunner().invoke(app, ["explain", *images, "--model", model_dir, "--out", str(out),
                                       "--method", "tiles", "--method", "gradcam++"])
     assert result.exit_code == 0, result.output
-    written = result.stdout.split()
-    assert sorted(os.path.basename(p) for p in written) == [
+    files = written(result.stdout)
+    assert sorted(os.path.basename(p) for p in files) == [
         "img5000_gradcampp.png", "img5000_tiles.png", "img5001_gradcampp.png", "img5001_tiles.png"]
-    assert all(Image.open(p).format == "PNG" for p in written)
+    assert all(Image.open(p).format == "PNG" for p in files)
+
+
+def test_each_input_is_printed_with_its_files_so_two_of_one_name_are_told_apart(model_dir, images, tmp_path):
+    """`a/x.png` and `b/x.png` wrote `x_tiles.png` and `x-2_tiles.png`, but only those two names were printed."""
+    inputs = []
+    for folder, image in zip("ab", images, strict=True):
+        (tmp_path / folder).mkdir()
+        inputs.append(str(tmp_path / folder / "x.png"))
+        os.rename(image, inputs[-1])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["explain", *inputs, "--model", model_dir, "--out", str(out),
+                                      "--method", "tiles", "--method", "cam"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"{inputs[0]}\t{out / 'x_tiles.png'}\t{out / 'x_cam.png'}",
+                                          f"{inputs[1]}\t{out / 'x-2_tiles.png'}\t{out / 'x-2_cam.png'}"]
 
 
 def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_path):
@@ -45,7 +65,7 @@ def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_pa
     assert result.exit_code == 1
     assert result.stderr == f"error: {broken}: not an image (unrecognised file signature)\n"  # names the image
     assert "Traceback" not in result.output
-    assert [os.path.basename(p) for p in result.stdout.split()] == ["img5000_cam.png"]
+    assert [os.path.basename(p) for p in written(result.stdout)] == ["img5000_cam.png"]
     missing = CliRunner().invoke(app, ["explain", str(tmp_path / "absent.png"), "--model", model_dir, "--out", str(tmp_path)])
     assert missing.stderr == f"error: {tmp_path / 'absent.png'}: no such file\n"  # named once
 
@@ -55,7 +75,7 @@ def test_explain_glob_takes_only_images_as_a_folder_does(model_dir, images, tmp_
     result = CliRunner().invoke(app, ["explain", str(tmp_path / "in" / "*"), "--model", model_dir,
                                       "--out", str(tmp_path / "out"), "--method", "cam"])
     assert result.exit_code == 0 and result.stderr == "", result.output
-    assert sorted(os.path.basename(p) for p in result.stdout.split()) == ["img5000_cam.png", "img5001_cam.png"]
+    assert sorted(os.path.basename(p) for p in written(result.stdout)) == ["img5000_cam.png", "img5001_cam.png"]
 
 
 def test_explain_takes_odd_images_and_names_the_one_it_cannot(model_dir, tmp_path):
@@ -73,9 +93,9 @@ def test_explain_takes_odd_images_and_names_the_one_it_cannot(model_dir, tmp_pat
                                       "--method", "tiles", "--method", "cam"])
     assert result.exit_code == 1
     assert result.stderr == f"error: {folder / 'tiny8.png'}: image too small: 8x8 (minimum side 32 px)\n"
-    assert sorted(os.path.basename(p) for p in result.stdout.split()) == sorted(
+    assert sorted(os.path.basename(p) for p in written(result.stdout)) == sorted(
         f"{name}_{method}.png" for name in odd if name != "tiny8" for method in ("cam", "tiles"))
-    assert all(Image.open(p).size[0] >= 400 and Image.open(p).size[1] >= 300 for p in result.stdout.split())
+    assert all(Image.open(p).size[0] >= 400 and Image.open(p).size[1] >= 300 for p in written(result.stdout))
 
 
 def test_explain_takes_a_file_name_that_is_not_utf8(model_dir, images, tmp_path):
@@ -83,7 +103,8 @@ def test_explain_takes_a_file_name_that_is_not_utf8(model_dir, images, tmp_path)
     os.rename(images[0], latin1)
     result = CliRunner().invoke(app, ["explain", latin1, "--model", model_dir, "--out", str(tmp_path / "out"), "--method", "tiles"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == str(tmp_path / "out" / "caf\\udce9_tiles.png") + "\n"  # printed escaped
+    escaped = str(tmp_path / "caf\\udce9.png"), str(tmp_path / "out" / "caf\\udce9_tiles.png")
+    assert result.stdout == "\t".join(escaped) + "\n"  # printed escaped
     assert os.listdir(os.fsencode(tmp_path / "out")) == [b"caf\xe9_tiles.png"]  # written under its own name
 
 
@@ -201,4 +222,4 @@ def test_installed_command_explains_an_image(model_dir, images, tmp_path):
                            "--model", model_dir, "--out", str(out), "--method", "gradcam", "--device", "cpu"],
                           check=False, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(out / "img5001_gradcam.png")
+    assert done.stdout == f"{images[1]}\t{out / 'img5001_gradcam.png'}\n"

@@ -385,7 +385,9 @@ def test_explain_and_embed_read_and_write_s3(s3_bucket, tiny_model_dir):
     assert explained.exit_code == 1
     assert explained.stderr == f"error: {base}/real/bad.png: not an image (unrecognised file signature)\n"
     written = sorted(storage.list_files(f"s3://{s3_bucket}/out", suffixes=(".png",)))
-    assert written == sorted(explained.stdout.split()) and len(written) == 12
+    lines = [line.split("\t") for line in explained.stdout.splitlines()]  # each input, then its files
+    assert written == sorted(path for line in lines for path in line[1:]) and len(written) == 12
+    assert [line[0] for line in lines] == [f"{base}/ai/{i}.png" for i in (1, 3, 5)] + [f"{base}/real/{i}.png" for i in (0, 2, 4)]
     rows += [{**rows[0], "uri": f"{base}/real/bad.png"}, {**rows[0], "uri": f"{base}/real/missing.png"}]
     storage.write_bytes(f"{base}/manifest.csv", pd.DataFrame(rows).to_csv(index=False).encode())
     out = f"s3://{s3_bucket}/embedding"

@@ -29,8 +29,9 @@ def explain(
 ) -> None:
     """Write one heatmap overlay PNG per image and method, the model's score in the caption.
 
-    Prints each PNG written. Exit status: 0 when every image was explained, 1 when some
-    could not be read, 2 on usage errors.
+    Prints one line per image: the input, then each PNG written for it, tab-separated (two inputs of one
+    name write `x_...` and `x-2_...`: the line says which is which). Exit status: 0 when every image was
+    explained, 1 when some could not be read, 2 on usage errors.
     """
     from fakescope.detector import Detector
     from fakescope.io.inputs import iter_sources, path_text
@@ -70,8 +71,8 @@ def explain(
         except typer.Exit:
             failures += 1
             continue
-        for uri in result.files.values():
-            typer.echo(path_text(uri))
+        if result.files:
+            typer.echo("\t".join(map(path_text, (source, *result.files.values()))))
         for skipped, reason in result.skipped.items():
             typer.echo(f"note: {source}: {skipped} skipped: {reason}", err=True)
     raise typer.Exit(1 if failures else 0)
