@@ -94,6 +94,37 @@ def test_an_exif_rotated_photo_is_explained_upright(planted_model, tmp_path):
     assert sorted(result.files) == ["gradcam", "tiles"] and result.skipped == {}
 
 
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_an_overlay_of_an_exif_rotated_image_is_drawn_as_its_map_upright(planted_model, orientation):
+    """overlay_png drew a PIL image as stored while Detector.explain maps it upright: turned half way (3) the map lay
+    over the wrong corner, a quarter (6) it was refused as the wrong size. Both now draw as the upright image does."""
+    upright = Image.fromarray(np.concatenate([planted_image(5004, SIDE)[0], smooth_field(1, SIDE)], axis=1))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    turn = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90}[orientation]
+    upright.transpose(turn).save(buffer, "PNG", exif=exif)
+    detector = Detector(planted_model, provenance=False)
+
+    def drawn(image: Image.Image) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(overlay_png(image, detector.explain(image, method="gradcam"), "c"))))
+
+    np.testing.assert_array_equal(drawn(Image.open(buffer)), drawn(upright))
+
+
+def test_an_overlay_draws_a_16_bit_or_alpha_image_as_the_model_saw_it(planted_model):
+    """matplotlib drew a 16-bit greyscale image through its own colour map (viridis), not as grey."""
+    from fakescope.io.image import to_rgb
+
+    grey = np.asarray(planted_image(5005, 96)[0].convert("L"), np.uint16) * 257
+    rgba = np.dstack([np.asarray(planted_image(5006, 96)[0]), np.full((96, 96), 128, np.uint8)])
+    for image in (Image.fromarray(grey), Image.fromarray(rgba)):
+        heat = class_activation_map(planted_model, to_rgb(image), "cam")
+        shown = np.asarray(Image.open(io.BytesIO(overlay_png(image, heat, "c", alpha=0.0))))
+        np.testing.assert_array_equal(shown, np.asarray(Image.open(io.BytesIO(overlay_png(to_rgb(image), heat, "c",
+                                                                                             alpha=0.0)))))
+
+
 def test_cam_needs_a_pooling_linear_head_but_gradcam_does_not():
     torch_config = ModelConfig(name="max-pool", architecture="test_tiny")
     network = create_model("test_tiny", global_pool="max").eval()

@@ -10,6 +10,7 @@ from PIL import Image
 
 from fakescope.errors import ConfigError
 from fakescope.io import storage
+from fakescope.io.image import to_rgb
 
 MAX_FIGURE_INCHES = 7.0
 MIN_FIGURE_INCHES = (4.0, 3.0)
@@ -28,7 +29,10 @@ def overlay_png(
     alpha: float = 0.45,
     cmap: str = "jet",
 ) -> bytes:
-    """Render `heatmap` (H x W in [0, 1], the image's size) over `image`; return PNG bytes.
+    """Render `heatmap` (H x W in [0, 1], the size of `image` as displayed) over `image`; return PNG bytes.
+
+    `image` is drawn as fakescope decodes it, so as the map was computed: turned upright by its EXIF orientation,
+    alpha on white, greyscale, palette and 16-bit as 8-bit RGB.
 
     Example:
         >>> from fakescope import Detector
@@ -37,7 +41,7 @@ def overlay_png(
         >>> Image.open(io.BytesIO(png)).format
         'PNG'
     """
-    heatmap = np.asarray(heatmap)
+    heatmap, image = np.asarray(heatmap), to_rgb(image)
     if heatmap.shape != (image.height, image.width):
         raise ConfigError(f"heatmap {heatmap.shape} does not match the image's {image.height}x{image.width}")
     scale = MAX_FIGURE_INCHES / max(image.width, image.height)
