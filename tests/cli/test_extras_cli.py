@@ -87,6 +87,21 @@ def test_explain_and_embed_without_matplotlib_name_their_own_extra(monkeypatch, 
     assert explain.stderr.splitlines()[-1] == hint, explain.output
 
 
+def test_embed_without_umap_says_so_before_embedding_any_image(monkeypatch, tmp_path, tiny_model_dir, image_factory):
+    """The missing umap-learn was named only after every image of the manifest was embedded, and nothing was kept."""
+    import fakescope.explain.report
+
+    _without(monkeypatch, "umap")
+    monkeypatch.setattr(fakescope.explain.report, "embed_images", lambda *a, **k: pytest.fail("embedded without umap"))
+    for i in range(6):
+        (tmp_path / f"{i}.png").write_bytes(image_factory.bytes("PNG", (128, 96), seed=i))
+    (tmp_path / "m.csv").write_text("uri,label\n" + "".join(f"{i}.png,{('real', 'ai')[i % 2]}\n" for i in range(6)))
+    result = CliRunner().invoke(app, ["embed", str(tmp_path / "m.csv"), "--model", str(tiny_model_dir), "--out",
+                                      str(tmp_path / "e")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "error: missing optional package 'umap'; install it with: pip install \"fakescope[explain]\"\n"
+
+
 @pytest.mark.parametrize(("missing", "hint"), [
     ("umap", 'pip install "fakescope[explain]"'),
     ("pytorch_grad_cam", 'pip install "fakescope[explain]" && pip install --no-deps grad-cam'),

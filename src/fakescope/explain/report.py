@@ -133,12 +133,17 @@ def embedding_report(
         clusters: k for k-means; default: the number of distinct labels. Purity is measured on labels
             (of a set of one label it is 1 whatever the features hold, which is logged as a warning).
 
+    Raises:
+        ModuleNotFoundError: umap-learn is not installed, before any image is read.
+
     Example:
         >>> report = embedding_report(load_model("runs/x/model"), read_manifest("m.parquet"), "out/")  # doctest: +SKIP
         >>> report.clusters.purity  # doctest: +SKIP
         0.97
     """
     require_out_folder(out)
+    import umap  # noqa: F401 - missing: said before every image is embedded, not after (and nothing written)
+
     rows = check_rows(rows, "the rows to embed", split_required=False)  # `fake` is ai; absent source, generator: empty
     warn_repeated_uris(rows, "the manifest", "embedded")
     missing = [c for c in color_by if c not in rows.columns]
