@@ -218,6 +218,33 @@ def test_embedding_report_writes_parquet_plots_and_clusters(planted_model, val_r
 
 
 @pytest.mark.slow
+def test_a_manifest_of_face_attributes_is_drawn_by_each_and_the_seed_fixes_every_number(planted_model, val_rows, tmp_path):
+    """The original project's attribute columns (glasses 1.0/0.0 or empty) colour their own scatters; one seed gives
+    the same coordinates, clusters and drawn pixels twice, another seed other coordinates."""
+    rows = val_rows[val_rows["uri"].map(os.path.exists)].reset_index(drop=True)
+    n = len(rows)
+    rows = rows.assign(expression=[("happy", "neutral", "sad")[i % 3] for i in range(n)],
+                       glasses=[(1.0, 0.0, np.nan)[i % 3] for i in range(n)],
+                       gender=[("Male", "Female")[i % 2] for i in range(n)],
+                       race=[("asian", "black", "white")[i % 3] for i in range(n)])
+    attributes = ("expression", "glasses", "gender", "race")
+
+    def report(seed: int, folder: str):
+        done = embedding_report(planted_model, rows, str(tmp_path / folder), color_by=attributes, seed=seed, max_thumbnails=8)
+        pixels = {p.name: np.asarray(Image.open(p)) for p in sorted((tmp_path / folder).glob("*.png"))}
+        return done.table[["umap_x", "umap_y", "cluster"]].to_numpy(float), pixels
+
+    (coords, pixels), (again, same) = report(0, "a"), report(0, "b")
+    assert sorted(pixels) == ["umap_expression.png", "umap_gender.png", "umap_glasses.png", "umap_label.png",
+                              "umap_mosaic.png", "umap_race.png"]
+    np.testing.assert_array_equal(coords, again)
+    for name in pixels:
+        np.testing.assert_array_equal(pixels[name], same[name], err_msg=name)
+    assert not np.array_equal(coords[:, :2], report(1, "c")[0][:, :2])
+    assert list(drawn_categories(rows["glasses"]).unique()) == ["1", "0", "(none)"]
+
+
+@pytest.mark.slow
 def test_a_set_of_one_label_warns_that_its_purity_says_nothing(planted_model, val_rows, tmp_path, caplog):
     report = embedding_report(planted_model, val_rows[val_rows["label"] == "real"].head(6), str(tmp_path),
                               color_by=("label",))
