@@ -94,6 +94,26 @@ def test_an_exif_rotated_photo_is_explained_upright(planted_model, tmp_path):
     assert sorted(result.files) == ["gradcam", "tiles"] and result.skipped == {}
 
 
+def test_explain_image_reads_its_source_once_and_scores_what_it_draws(planted_model, tmp_path, monkeypatch):
+    """The image was read once to draw and once more to score: two fetches of a URL or bucket object, which could
+    return two different images (the map of one under the other's score)."""
+    import fakescope._preparation
+    import fakescope.io.image
+
+    path = tmp_path / "planted.png"
+    planted_image(5003, SIDE)[0].save(path)
+    detector = Detector(planted_model, provenance=True)
+    expected = detector.predict(str(path))
+    reads = []
+    for module in (fakescope.io.image, fakescope._preparation):
+        original = module.read_source
+        monkeypatch.setattr(module, "read_source", lambda source, original=original: reads.append(source) or original(source))
+    result = explain_image(detector, str(path), str(tmp_path / "out"), methods=("tiles", "cam"))
+    assert reads == [str(path)]
+    assert (result.probability, result.verdict) == (expected.probability, expected.verdict)
+    assert sorted(result.files) == ["cam", "tiles"]
+
+
 @pytest.mark.parametrize("orientation", [3, 6])
 def test_an_overlay_of_an_exif_rotated_image_is_drawn_as_its_map_upright(planted_model, orientation):
     """overlay_png drew a PIL image as stored while Detector.explain maps it upright: turned half way (3) the map lay

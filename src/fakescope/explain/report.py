@@ -33,6 +33,7 @@ from fakescope.explain.embedding import (
 )
 from fakescope.explain.overlay import save_overlay
 from fakescope.io import storage
+from fakescope.io.image import load_source
 from fakescope.io.inputs import path_text
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.augment import neutralize, recipe_preprocessing
@@ -69,8 +70,8 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
     unknown = sorted(set(methods) - set(METHOD_TITLES))
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; expected {', '.join(METHOD_TITLES)}")
-    image = read_source(source)
-    detection = detector.predict(source, heatmap="tiles" in methods)
+    loaded = load_source(source)  # read once: a URL or bucket object fetched twice could be two images
+    image, detection = loaded.image, detector.predict(loaded, heatmap="tiles" in methods)
     name = name or Path(source).stem
     files, skipped = {}, {}
     for method in methods:
