@@ -89,6 +89,10 @@ def test_explain_takes_odd_images_and_names_the_one_it_cannot(model_dir, tmp_pat
     odd["deep16"] = rng.integers(0, 65536, (70, 90), dtype=np.uint16)
     for name, pixels in odd.items():
         Image.fromarray(pixels).save(folder / f"{name}.png")
+    colour = Image.fromarray(odd["alpha"][..., :3])
+    colour.convert("P").save(folder / "palette.png", transparency=0)  # a palette with a transparent index
+    colour.convert("CMYK").save(folder / "cmyk.jpg")
+    odd |= {"palette": None, "cmyk": None}
     result = CliRunner().invoke(app, ["explain", str(folder), "--model", model_dir, "--out", str(tmp_path / "out"),
                                       "--method", "tiles", "--method", "cam"])
     assert result.exit_code == 1
