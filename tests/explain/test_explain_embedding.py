@@ -136,6 +136,17 @@ def test_categories_print_whole_numbers_as_integers_and_missing_values_grey():
     assert np.all(pixels == [round(255 * c) for c in MISSING_COLOUR], axis=1).sum() > 100  # the 10 without a value
 
 
+def test_a_no_face_detected_value_is_drawn_as_missing_as_evaluate_reads_it():
+    """ffhq_attributes.csv marks faceless images `No face detected`: the scatter drew it as a category of its own,
+    where evaluate, balance and the attribute join read it as missing; it is now the grey `(none)`."""
+    coords = np.random.default_rng(0).random((40, 2))
+
+    def drawn(values: list) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(scatter_png(coords, pd.Series(values * 10, name="glasses"), "glasses"))))
+
+    np.testing.assert_array_equal(drawn(["0", "1", "No face detected", "1"]), drawn(["0", "1", None, "1"]))
+
+
 def test_kmeans_on_identical_features_warns_in_one_line(caplog):
     import warnings
 

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from PIL import Image, ImageOps
 
+from fakescope.data.manifest import as_missing
 from fakescope.errors import ConfigError, FakescopeError
 from fakescope.explain.cam import require_classifier
 from fakescope.explain.overlay import figure_png
@@ -136,10 +137,11 @@ def cluster_purity(features: np.ndarray, values: pd.Series, k: int, *, seed: int
 
 
 def scatter_png(coords: np.ndarray, values: pd.Series, title: str) -> bytes:
-    """UMAP points coloured by a column: a legend for categories, a colour bar for numbers."""
+    """UMAP points coloured by a column: a legend for categories, a colour bar for numbers; missing values (empty, or
+    a `MISSING_MARKERS` one such as `No face detected`) grey, as `(none)`."""
     figure = Figure(figsize=(7, 6), dpi=100, layout="constrained")
     axes = figure.add_subplot()
-    values = pd.Series(values).reset_index(drop=True)
+    values = as_missing(pd.Series(values).reset_index(drop=True))  # `No face detected` is missing, as evaluate reads it
     if pd.api.types.is_numeric_dtype(values) and values.nunique() > 12:
         numbers = values.to_numpy(float)
         missing = np.isnan(numbers)  # matplotlib draws NaN colours transparent: the points would vanish
