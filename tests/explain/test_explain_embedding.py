@@ -217,6 +217,17 @@ def test_umap_of_fewer_images_than_its_neighbours_and_too_few_images():
 
 
 @pytest.mark.slow
+def test_umap_of_identical_features_warns_in_one_line_and_stays_seeded(caplog, recwarn):
+    """umap's failed spectral start printed five lines advising to add jitter to the data."""
+    features = np.ones((5, 8), np.float32)  # five copies of one image, or a model whose features collapsed
+    coords = project_umap(features, seed=0)
+    assert caplog.messages == ["UMAP's spectral start failed (many images have near-identical features); it started "
+                               "from seeded random positions instead"]
+    assert [str(w.message) for w in recwarn] == []
+    np.testing.assert_array_equal(coords, project_umap(features, seed=0))
+
+
+@pytest.mark.slow
 def test_embedding_report_writes_parquet_plots_and_clusters(planted_model, val_rows, tmp_path):
     report = embedding_report(planted_model, val_rows, str(tmp_path), color_by=("label", "pattern", "generator"), seed=0)
     table = pd.read_parquet(tmp_path / "embeddings.parquet")

@@ -95,9 +95,17 @@ def project_umap(features: np.ndarray, *, seed: int = 0, n_neighbors: int = 15, 
         raise ConfigError(f"UMAP needs at least {MIN_IMAGES} images, got {len(features)}")
     reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(features) - 1), min_dist=min_dist,
                         random_state=seed, init="spectral")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
-        return reducer.fit_transform(np.asarray(features, np.float32)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coords = reducer.fit_transform(np.asarray(features, np.float32)).astype(np.float32)
+    for warning in caught:
+        text = str(warning.message)
+        if text.startswith("Spectral initialisation failed"):  # umap's five lines, advising jitter the user cannot add
+            log.warning("UMAP's spectral start failed (many images have near-identical features); it started from "
+                        "seeded random positions instead")
+        elif not text.startswith("n_jobs value"):  # umap's note that a seed runs it on one thread
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return coords
 
 
 @dataclass(frozen=True)
