@@ -213,3 +213,22 @@ def test_a_url_is_no_output(tmp_path, server):
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [f"error: unsupported storage scheme 'http' in '{server}/results.parquet'; "
                                           "use a path, s3:// or gdrive://"]
+
+
+def test_explain_names_and_captions_a_signed_url_without_its_secrets(tiny_model_dir, trusted, tmp_path):
+    """The overlay's caption showed the URL's signature and the error line its password; both now name the URL as
+    detect does."""
+    import numpy as np
+    from PIL import Image
+
+    signed = trusted.replace("http://", "http://user:hunter22pass@") + "/signed.png?X-Amz-Signature=SECRETSIG"
+    missing = trusted.replace("http://", "http://user:hunter22pass@") + "/missing.png?X-Amz-Signature=SECRETSIG"
+    base = ["explain", "--model", str(tiny_model_dir), "--method", "tiles", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*base, signed, missing, "--out", str(tmp_path / "signed")])
+    assert result.exit_code == 1
+    assert result.stdout == f"{tmp_path / 'signed' / 'signed_tiles.png'}\n"
+    assert result.stderr == f"error: {trusted}/missing.png: HTTP Error 404: Not Found\n"
+    plain = CliRunner().invoke(app, [*base, f"{trusted}/signed.png", "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    drawn = [np.asarray(Image.open(tmp_path / folder / "signed_tiles.png")) for folder in ("signed", "plain")]
+    np.testing.assert_array_equal(*drawn)  # the same caption: no signature drawn

@@ -34,6 +34,7 @@ def explain(
     explained, 1 when some could not be read, 2 on usage errors.
     """
     from fakescope.detector import Detector
+    from fakescope.io.fetch import shown_source
     from fakescope.io.inputs import iter_sources, path_text
 
     with clean_errors(extra="explain"):
@@ -64,9 +65,10 @@ def explain(
         methods = tuple(m for m in methods if m not in refused)
     failures, names = 0, set()
     for source in sources:
-        name = _unique(os.path.splitext(os.path.basename(source.rstrip("/")))[0], names)
+        shown = shown_source(source)  # a signed URL without its signature or password, as detect names it
+        name = _unique(os.path.splitext(os.path.basename(shown.rstrip("/")))[0], names)
         try:
-            with clean_errors(source=source, extra="explain"):
+            with clean_errors(source=shown, extra="explain"):
                 result = explain_image(detector, source, out, methods=methods, name=name)
         except typer.Exit:
             failures += 1
@@ -74,7 +76,7 @@ def explain(
         if result.files:
             typer.echo("\t".join(map(path_text, (source, *result.files.values()))))
         for skipped, reason in result.skipped.items():
-            typer.echo(f"note: {source}: {skipped} skipped: {reason}", err=True)
+            typer.echo(f"note: {shown}: {skipped} skipped: {reason}", err=True)
     raise typer.Exit(1 if failures else 0)
 
 

@@ -33,6 +33,7 @@ from fakescope.explain.embedding import (
 )
 from fakescope.explain.overlay import save_overlay
 from fakescope.io import storage
+from fakescope.io.fetch import shown_source
 from fakescope.io.image import load_source
 from fakescope.io.inputs import path_text
 from fakescope.models.bundle import LoadedModel, load_model
@@ -72,7 +73,8 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; expected {', '.join(METHOD_TITLES)}")
     loaded = load_source(source)  # read once: a URL or bucket object fetched twice could be two images
     image, detection = loaded.image, detector.predict(loaded, heatmap="tiles" in methods)
-    name = name or Path(source).stem
+    shown = shown_source(source)  # a signed URL without its signature or password, in the caption and the name
+    name = name or Path(shown).stem
     files, skipped = {}, {}
     for method in methods:
         try:
@@ -83,7 +85,7 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
         if heat is None or not np.isfinite(heat).all():  # NaN tiles fail the detection (no map); drawn, NaN looks like no evidence
             skipped[method] = f"{detector.name}: the {method} map is not finite (the network gave NaN or infinite values)"
             continue
-        caption = (f"{path_text(os.path.basename(source))}: P(ai) = {detection.probability:.3f} ({detection.verdict})\n"
+        caption = (f"{path_text(os.path.basename(shown))}: P(ai) = {detection.probability:.3f} ({detection.verdict})\n"
                    f"{METHOD_TITLES[method]}, model {detector.name}")
         scale = "P(ai) of each tile" if method == "tiles" else "relative evidence of ai"
         uri = storage.join(out, f"{name}_{method.replace('+', 'p')}.png")
