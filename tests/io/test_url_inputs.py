@@ -232,3 +232,15 @@ def test_explain_names_and_captions_a_signed_url_without_its_secrets(tiny_model_
     assert plain.exit_code == 0, plain.output
     drawn = [np.asarray(Image.open(tmp_path / folder / "signed_tiles.png")) for folder in ("signed", "plain")]
     np.testing.assert_array_equal(*drawn)  # the same caption: no signature drawn
+
+
+@pytest.mark.slow  # embed's UMAP compiles with numba on its first fit
+def test_embed_names_a_signed_url_it_could_not_read_without_its_secrets(tiny_model_dir, trusted, tmp_path):
+    secret = trusted.replace("http://", "http://user:hunter22pass@")
+    rows = [f"{secret}/{i}.png?X-Amz-Signature=SECRETSIG,{('real', 'ai')[i % 2]}" for i in range(6)]
+    (tmp_path / "m.csv").write_text("uri,label\n" + "\n".join([*rows, f"{secret}/missing.png?X-Amz-Signature=SECRETSIG,ai"]))
+    result = CliRunner().invoke(app, ["embed", str(tmp_path / "m.csv"), "--model", str(tiny_model_dir), "--device", "cpu",
+                                      "--out", str(tmp_path / "e")])
+    assert result.exit_code == 1, result.output  # written, one image left out
+    assert f"note: {trusted}/missing.png: HTTP Error 404: Not Found\n" in result.stderr
+    assert "SECRETSIG" not in result.output and "hunter22pass" not in result.output

@@ -101,6 +101,7 @@ def embed(
     from fakescope.data import read_rows
     from fakescope.detector import resolve_device
     from fakescope.io import storage
+    from fakescope.io.fetch import shown_source
     from fakescope.models import load_model
 
     with clean_errors(extra="explain"):
@@ -122,7 +123,7 @@ def embed(
         if f"UMAP by {column}" not in drawn:
             typer.echo(f"note: --color-by {column}: every embedded image has the same value, so it is not drawn", err=True)
     for source, error in report.table.loc[failed, ["uri", "error"]].itertuples(index=False):
-        typer.echo(f"note: {source}: {error}", err=True)
+        typer.echo(f"note: {shown_source(source)}: {error}", err=True)  # a signed URL without its signature
     raise typer.Exit(1 if failed.any() else 0)
 
 

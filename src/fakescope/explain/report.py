@@ -158,7 +158,7 @@ def embedding_report(
         first = ""
         if not ok.all():
             uri, error = table.loc[~ok, ["uri", "error"]].iloc[0]
-            first = f"; first unreadable: {error if uri in error else f'{path_text(uri)}: {error}'}"
+            first = f"; first unreadable: {error if uri in error else f'{path_text(shown_source(uri))}: {error}'}"
         raise ConfigError(f"UMAP needs at least {MIN_IMAGES} readable images, got {ok.sum()} of {len(ok)}{first}")
     features = np.stack(table.loc[ok, "embedding"].tolist())
     labels = table.loc[ok, "label"].fillna("").astype(str)
@@ -224,7 +224,8 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
         except ConfigError as exc:  # features no module produces (spectral_lr): the UMAP figures stay
             log.warning("the report has no Grad-CAM figures: %s", exc)
             break
-        name, source = os.path.basename(row.uri), "(none)" if pd.isna(row.source) or row.source == "" else row.source
+        name = os.path.basename(shown_source(row.uri))  # a signed URL without its signature
+        source = "(none)" if pd.isna(row.source) or row.source == "" else row.source
         verdict = {(True, True): "hit", (True, False): "missed", (False, True): "false alarm", (False, False): "right"}[
             (row.label == "ai", row.probability >= model.config.threshold)]
         caption = (f"{name}: label {row.label}, source {source}, pixel P(ai) = {row.probability:.3f} ({verdict})\n"
