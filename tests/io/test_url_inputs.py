@@ -226,7 +226,7 @@ def test_explain_names_and_captions_a_signed_url_without_its_secrets(tiny_model_
     base = ["explain", "--model", str(tiny_model_dir), "--method", "tiles", "--device", "cpu"]
     result = CliRunner().invoke(app, [*base, signed, missing, "--out", str(tmp_path / "signed")])
     assert result.exit_code == 1
-    assert result.stdout == f"{tmp_path / 'signed' / 'signed_tiles.png'}\n"
+    assert result.stdout == f"{trusted}/signed.png\t{tmp_path / 'signed' / 'signed_tiles.png'}\n"  # input, its files
     assert result.stderr == f"error: {trusted}/missing.png: HTTP Error 404: Not Found\n"
     plain = CliRunner().invoke(app, [*base, f"{trusted}/signed.png", "--out", str(tmp_path / "plain")])
     assert plain.exit_code == 0, plain.output

@@ -74,7 +74,7 @@ def explain(
             failures += 1
             continue
         if result.files:
-            typer.echo("\t".join(map(path_text, (source, *result.files.values()))))
+            typer.echo("\t".join(map(path_text, (shown, *result.files.values()))))
         for skipped, reason in result.skipped.items():
             typer.echo(f"note: {shown}: {skipped} skipped: {reason}", err=True)
     raise typer.Exit(1 if failures else 0)
