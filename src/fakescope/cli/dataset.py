@@ -179,7 +179,8 @@ def audit(
     """Report the shortcuts a detector could cheat by, and split leaks.
 
     Shortcuts are per-class properties (format, JPEG quality, size, metadata, watermarks), checked over the whole
-    set and within each source (`format@ffhq`), and the classes' sources (content).
+    set and within each source (`format@ffhq`), and the classes' sources (content: a warning at most, never a
+    SHORTCUT, since a source's name cannot say what it shows).
 
     Exit status: 0 when reported, 1 with --strict when it finds a shortcut or split leak (or nothing to compare),
     2 on usage errors.

@@ -77,9 +77,9 @@ def detect(
               find photos -name '*.jpg' | fakescope detect - -f csv
 
     Exit status: 0 when every input was scored, 1 when some failed (each failure is
-    reported as a record with an `error`), 2 on usage errors or an unreachable storage (or one whose reads keep
-    failing busy: 4 in a row per worker), 130 on Ctrl-C and 143 on SIGTERM (the images scored by then are still
-    printed).
+    reported as a record with an `error`), 2 on usage errors, an unreachable storage (or one whose reads keep
+    failing busy: 4 in a row per worker) or results it cannot write (a full disk), 130 on Ctrl-C and 143 on
+    SIGTERM (the images scored by then are still printed).
     """
     from fakescope.detector import Detector
     from fakescope.io.inputs import iter_sources

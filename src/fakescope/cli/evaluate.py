@@ -63,8 +63,8 @@ def evaluate(
     written is listed. The rows are audited for shortcuts first (--no-audit skips it): one warning line on stderr
     per property that separates real from ai and the model's preprocessing does not neutralize.
 
-    Exit status: 0 when every image was scored, 1 when some could not be read (the report lists them), 2 on
-    usage errors.
+    Exit status: 0 when every image was scored, 1 when some could not be read or got no finite score (the report
+    lists them), 2 on usage errors.
     """
     import math
 
@@ -139,9 +139,11 @@ def evaluate_logo(
         "--audit/--no-audit", help="Check each fold's unseen images and the test reals for shortcuts as evaluate "
                                    "does; a warning line for each the recipe's preprocessing leaves.")] = True,
     resume: Annotated[bool | None, typer.Option(help="Continue each fold's run in OUT/without-<g> (a finished one is "
-                                                     "only scored again; default: the recipe's resume:, else no).")] = None,
+                                                     "only scored again; default: the recipe's resume:, else no; --resume "
+                                                     "over the recipe's overwrite: true turns it off).")] = None,
     overwrite: Annotated[bool | None, typer.Option(help="Replace the fold runs OUT already holds (default: the recipe's "
-                                                        "overwrite:, else no).")] = None,
+                                                        "overwrite:, else no; --overwrite over the recipe's resume: true "
+                                                        "turns it off).")] = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Leave-one-generator-out: train without each generator, test on all; write logo.csv and logo.json.

@@ -67,8 +67,9 @@ def scan(
 ) -> None:
     """Score every image of SOURCES into OUT; a rerun skips what is done, bad files become error rows.
 
-    A URL that failed for a reason that may pass (a timeout, a refused connection, HTTP 429 or 5xx) is tried again by a
-    rerun; the summary line says how many (`failed 5 (3 to retry: rerun the scan)`).
+    A URL that failed for a reason that may pass (a timeout, a refused connection, HTTP 429 or 5xx), or an s3:// or
+    gdrive:// read still throttled past its retries, is tried again by a rerun; the summary line says how many
+    (`failed 5 (3 to retry: rerun the scan)`).
 
     The summary line's images/s is this run's scanned images (error rows included) over its whole time, loading the
     model (and starting Ray) included.

@@ -43,7 +43,8 @@ def train(
                                                 "path.")] = None,
     overwrite: Annotated[bool | None, typer.Option(help="Replace the run the output folder already holds (without this or "
                                                    "--resume such a folder is refused; default: the config's "
-                                                   "overwrite:, else no).")] = None,
+                                                   "overwrite:, else no; --overwrite over a config's resume: true turns it "
+                                                   "off).")] = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Train, calibrate on the validation split, test once, and save a model folder in OUT/model.
