@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer.main
 import yaml
 from evaluate_helpers import write_dataset
 from typer.testing import CliRunner
@@ -445,3 +446,5 @@ def test_evaluate_also_takes_the_model_as_the_other_verbs_do(small_manifest, tmp
                            "the model is given twice, as 'fakescope-default' and --model 'fakescope-default'; give it one way")]:
         refused = runner.invoke(app, ["evaluate", *args, *options])
         assert (refused.exit_code, refused.stderr) == (2, f"error: {message}\n")
+    command = typer.main.get_command(app).commands["evaluate"]  # its --model help promises no bundled default
+    assert "(no default" in next(p.help for p in command.params if "--model" in p.opts)

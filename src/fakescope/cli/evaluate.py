@@ -10,7 +10,6 @@ from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import (
     BatchSizeOpt,
     DeviceOpt,
-    ModelOpt,
     OutDirOpt,
     ProgressOpt,
     ProvenanceOpt,
@@ -55,7 +54,9 @@ def evaluate(
         "--audit/--no-audit", help="Check the scored rows for shortcuts (format, JPEG quality, size, metadata, "
                                    "watermark) as dataset audit does, about 1000 images per label; a warning line for "
                                    "each the model's preprocessing leaves.")] = True,
-    model_option: ModelOpt = None,
+    model_option: Annotated[str | None, typer.Option(
+        "--model", "-m", help="MODEL given as an option: a registered model name, local path, or hf://owner/name "
+                              "(no default: evaluate names the model it measures).")] = None,
 ) -> None:
     """Score a manifest split; write report.html, report.json and scores.csv to OUT.
 
