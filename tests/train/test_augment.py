@@ -6,10 +6,14 @@ import random
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
-from fakescope.train import AugmentConfig, augment, neutralize
+from fakescope.errors import ConfigError
+from fakescope.models.config import InputPolicy
+from fakescope.models.tiling import make_tiles
+from fakescope.train import AugmentConfig, TrainConfig, augment, neutralize
 from fakescope.train.augment import random_crop
 from fakescope.train.dataset import TrainTiles
 
@@ -51,6 +55,31 @@ def test_small_images_are_reflect_padded_not_resized():
     tile = random_crop(image, 64, random.Random(0))
     assert tile.size == (64, 64)
     assert np.array_equal(np.asarray(tile)[:40, :50], np.asarray(image))
+
+
+def test_small_images_upscale_gives_the_inference_tile_and_pad_does_not():
+    """README: `augment.small_images: upscale` feeds a small image as detection does; the default `pad` does not."""
+    image = _noise(40, 40)
+    inference = make_tiles(image, InputPolicy(crop_size=64, grid=1)).pixels[0].permute(1, 2, 0).numpy()
+    steps_off = dict(bottom_crop=0.0, base_jpeg_quality=None, resize_prob=0, blur_prob=0, noise_prob=0, jpeg_prob=0, hflip=False)
+    upscaled, padded = (augment(image, AugmentConfig(**steps_off, small_images=small), 64, random.Random(0))
+                        for small in ("upscale", "pad"))
+    assert np.array_equal(np.asarray(upscaled), inference)
+    assert not np.array_equal(np.asarray(padded), inference)
+    assert np.array_equal(np.asarray(padded)[:40, :40], np.asarray(image))
+
+
+def test_an_upscaled_oblong_image_gives_one_of_the_windows_inference_tiles_from():
+    image = _noise(50, 40)  # upscaled to 80 x 64: inference tiles it at left 0 and 16
+    inference = make_tiles(image, InputPolicy(crop_size=64, grid=3)).pixels.permute(0, 2, 3, 1).numpy()
+    tiles = {random_crop(image, 64, random.Random(seed), "upscale").tobytes() for seed in range(200)}
+    assert {tile.tobytes() for tile in inference} <= tiles  # the random crop reaches both ends of the same pixels
+    assert random_crop(_noise(80, 70), 64, random.Random(0), "upscale").size == (64, 64)  # a tile or larger: cropped
+
+
+def test_an_unknown_small_images_setting_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"^training config key 'augment.small_images' must be pad or upscale, got 'resize'$"):
+        TrainConfig.from_dict({"manifest": "m.csv", "augment": {"small_images": "resize"}})
 
 
 def test_both_labels_go_through_the_same_pipeline(tmp_path):

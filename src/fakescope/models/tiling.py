@@ -82,14 +82,8 @@ def make_tiles(image: Image.Image | np.ndarray, policy: InputPolicy) -> Tiles:
     """
     h, w = image.shape[:2] if isinstance(image, np.ndarray) else image.size[::-1]
     c, scale = policy.crop_size, 1.0
-    if min(h, w) < c and policy.upscale_small:
-        scale = c / min(h, w)
-        size = (max(c, round(w * scale)), max(c, round(h * scale)))
-        if size[0] * size[1] > MAX_PIXELS:  # a 32 x 6M px strip: 12x its pixels, 25 GB, for a few tiles
-            raise ImageLoadError(f"image too long and thin: upscaling {w}x{h} to fill a {c}-px tile gives "
-                                 f"{size[0]}x{size[1]} ({size[0] * size[1]:,} pixels), over {MAX_PIXELS:,}")
-        image = image if isinstance(image, Image.Image) else Image.fromarray(image)
-        image = image.resize(size, Image.BICUBIC)
+    if policy.upscale_small:
+        image, scale = fill_tile(image, c)
     arr = np.asarray(image, dtype=np.uint8)
     sh, sw = arr.shape[:2]
     if sh < c or sw < c:  # too small to tile: the whole image, once
@@ -97,6 +91,24 @@ def make_tiles(image: Image.Image | np.ndarray, policy: InputPolicy) -> Tiles:
     boxes = tile_boxes(sh, sw, policy)
     crops = np.stack([arr[t:t + c, l:l + c] for t, l in boxes])
     return Tiles(torch.from_numpy(crops).permute(0, 3, 1, 2), boxes, (h, w), scale)
+
+
+def fill_tile(image: Image.Image | np.ndarray, crop: int) -> tuple[Image.Image | np.ndarray, float]:
+    """(`image` upscaled (bicubic) until its short side fills a `crop` tile, the scale); unchanged (1.0) when it does.
+
+    Raises:
+        ImageLoadError: the upscaled image would have more than `MAX_PIXELS`.
+    """
+    h, w = image.shape[:2] if isinstance(image, np.ndarray) else image.size[::-1]
+    if min(h, w) >= crop:
+        return image, 1.0
+    scale = crop / min(h, w)
+    size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
+    if size[0] * size[1] > MAX_PIXELS:  # a 32 x 6M px strip: 12x its pixels, 25 GB, for a few tiles
+        raise ImageLoadError(f"image too long and thin: upscaling {w}x{h} to fill a {crop}-px tile gives "
+                             f"{size[0]}x{size[1]} ({size[0] * size[1]:,} pixels), over {MAX_PIXELS:,}")
+    image = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    return image.resize(size, Image.BICUBIC), scale
 
 
 @functools.lru_cache(maxsize=4096)  # collections repeat a few sizes; the workers ask once per image

@@ -4,7 +4,8 @@ Shortcut removal comes first and is deterministic (it is also applied when valid
 testing): crop the bottom strip where some generators print watermarks, then JPEG-encode
 every image at one base quality so file format and original compression stop telling the
 classes apart. Robustness augmentations follow at random: down-scaling, blur, noise and a
-second JPEG pass, then a native-resolution crop and a flip.
+second JPEG pass, then a native-resolution crop and a flip. An image with a side shorter than the
+crop is reflect-padded (`small_images: pad`) or upscaled as inference does (`upscale`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class AugmentConfig:
     jpeg_prob: float = 0.6
     jpeg_quality: tuple[int, int] = (60, 98)
     hflip: bool = True
+    small_images: str = "pad"
+    """An image with a side under the crop: `pad` (reflect-padded) or `upscale` (as detection does: `fill_tile`)."""
 
 
 def jpeg(image: Image.Image, quality: int) -> Image.Image:
@@ -96,14 +99,23 @@ def augment(image: Image.Image, cfg: AugmentConfig, crop: int, rng: random.Rando
         image = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
     if rng.random() < cfg.jpeg_prob:
         image = jpeg(image, rng.randint(*cfg.jpeg_quality))
-    image = random_crop(image, crop, rng)
+    image = random_crop(image, crop, rng, cfg.small_images)
     if cfg.hflip and rng.random() < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
     return image
 
 
-def random_crop(image: Image.Image, crop: int, rng: random.Random) -> Image.Image:
-    """A crop x crop window at a random position; smaller images are reflect-padded, never resized."""
+SMALL_IMAGES = ("pad", "upscale")
+"""The values of `AugmentConfig.small_images`."""
+
+
+def random_crop(image: Image.Image, crop: int, rng: random.Random, small: str = "pad") -> Image.Image:
+    """A crop x crop window at a random position; a smaller image is first reflect-padded (`small` pad) or
+    upscaled until its short side fills the crop, exactly as detection's tiling does (`upscale`)."""
+    if small == "upscale":
+        from fakescope.models.tiling import fill_tile  # torch: this module stays numpy and PIL
+
+        image = fill_tile(image, crop)[0]
     if image.width < crop or image.height < crop:
         arr = np.asarray(image)
         ph, pw = max(0, crop - image.height), max(0, crop - image.width)

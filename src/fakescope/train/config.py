@@ -19,7 +19,7 @@ from fakescope.errors import ConfigError, UnknownModelError
 from fakescope.models.calibration import METHODS
 from fakescope.models.config import ModelConfig, check_band, check_grid
 from fakescope.models.registry import architecture_info
-from fakescope.train.augment import AugmentConfig
+from fakescope.train.augment import SMALL_IMAGES, AugmentConfig
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ class TrainConfig:
         _check_types(self, "")
         _check_types(self.augment, "augment.")
         _check_augment_ranges(self.augment)
+        if self.augment.small_images not in SMALL_IMAGES:  # else any other word would pad
+            raise ConfigError(f"training config key 'augment.small_images' must be {' or '.join(SMALL_IMAGES)}, "
+                              f"got {self.augment.small_images!r}")
         for key, low in MINIMUM.items():
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and value >= low):  # nan, inf: AdamW's traceback

@@ -63,6 +63,8 @@ def run_identity(cfg: TrainConfig, splits: dict[str, pd.DataFrame]) -> dict:
     if not fixed["architecture_kwargs"]:  # as in checkpoints written before the key existed
         del fixed["architecture_kwargs"]
     fixed.update({f"augment.{k}": v for k, v in cfg.to_dict()["augment"].items()})
+    if fixed["augment.small_images"] == "pad":  # as in checkpoints written before the key existed
+        del fixed["augment.small_images"]
     rows = pd.concat([splits["train"], splits["val"]])[["uri", "label", "split"]]
     fixed["data"] = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()  # stable across pandas versions
     return fixed
