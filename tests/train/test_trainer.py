@@ -519,9 +519,29 @@ def test_a_config_without_a_name_is_named_after_its_output_folder(tmp_path):
     assert TrainConfig.from_dict({"manifest": "m.csv", "out": "."}).name == "fakescope-detector"
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"manifest": "m.csv", "out": "runs/a", "name": "faces-v1"}))
+    (tmp_path / "m.csv").touch()
     assert TrainConfig.from_yaml(config).name == "faces-v1"
     assert TrainConfig.from_yaml(config, out="runs/b").name == "faces-v1"
     assert TrainConfig.from_yaml(config, name="faces-v2").name == "faces-v2"
+
+
+def test_a_relative_manifest_is_found_from_the_current_folder_else_from_the_configs(tmp_path, monkeypatch):
+    """README: `fakescope train recipes/default/train.yaml` from the repository root reads data/default/manifest.csv
+    (the current folder's), a config elsewhere naming a manifest beside it reads that one."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    for folder in (here, there):
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "m.csv").touch()
+    (there / "train.yaml").write_text("manifest: data/m.csv\n")
+    monkeypatch.chdir(here)
+    assert TrainConfig.from_yaml(there / "train.yaml").manifest == "data/m.csv"
+    (here / "data" / "m.csv").unlink()
+    assert TrainConfig.from_yaml(there / "train.yaml").manifest == str(there / "data" / "m.csv")
+    assert TrainConfig.from_yaml(there / "train.yaml", manifest="data/m.csv").manifest == "data/m.csv"  # a flag's: as given
+    (there / "data" / "m.csv").unlink()
+    with pytest.raises(ConfigError, match=re.escape(f"{there / 'train.yaml'}: manifest data/m.csv is found neither from the "
+                                                    f"current folder ({here}) nor from the config's folder ({there})")):
+        TrainConfig.from_yaml(there / "train.yaml")
 
 
 @pytest.mark.parametrize("name", ["", "  "])
@@ -656,6 +676,7 @@ def test_a_second_sigterm_or_ctrl_c_while_the_first_is_reported_does_not_cut_the
 def test_exponent_numbers_in_a_yaml_config_are_numbers_not_text(tmp_path):
     path = tmp_path / "train.yaml"  # YAML reads 3e-4 without a dot as the text '3e-4'
     path.write_text("manifest: m.csv\nlr: 3e-4\nweight_decay: 1e-5\nband: [3e-1, 0.7]\naugment: {blur_prob: 1e-1}\n")
+    (tmp_path / "m.csv").touch()
     cfg = TrainConfig.from_yaml(path)
     assert (cfg.lr, cfg.weight_decay, cfg.band, cfg.augment.blur_prob) == (3e-4, 1e-5, (0.3, 0.7), 0.1)
     with pytest.raises(ConfigError, match="^training config key 'augment.noise_prob' must be a number, got 'often'$"):

@@ -121,7 +121,8 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """`from_dict` of the YAML file at `path`, with `overrides` that are not None replacing its keys."""
+        """`from_dict` of the YAML file at `path`, with `overrides` that are not None replacing its keys; its relative
+        `manifest:` is found from the current folder, else from the config's folder (`ConfigError` naming both)."""
         if str(path).endswith(MANIFEST_SUFFIXES):
             raise ConfigError(f"{path} is a manifest, not a YAML training config; name it in one (manifest: {path})")
         try:
@@ -137,13 +138,28 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path} is not a training config: it holds a {type(data).__name__}, not a mapping of keys")
         data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        cfg = cls.from_dict(data)
+        if overrides.get("manifest") is not None:  # given on a command line: the shell's folder alone
+            return cfg
+        return dataclasses.replace(cfg, manifest=_locate(cfg.manifest, Path(path)))
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _locate(manifest: str, config: Path) -> str:
+    """A YAML config's relative `manifest`: from the current folder (so `fakescope train recipes/default/train.yaml`
+    from the repository root reads data/default/manifest.csv), else from the config's folder."""
+    if "://" in manifest or Path(manifest).is_absolute() or Path(manifest).exists():
+        return manifest
+    beside = config.parent / manifest
+    if beside.exists():
+        return str(beside)
+    raise ConfigError(f"{config}: manifest {manifest} is found neither from the current folder ({Path.cwd()}) "
+                      f"nor from the config's folder ({config.parent.resolve()})")
 
 
 AUGMENT_RANGES = {"bottom_crop": (0, 0.99), "base_jpeg_quality": (0, 100), "resize_prob": (0, 1), "resize_scale": (0, math.inf),
