@@ -52,10 +52,13 @@ def test_prepare_refuses_to_do_nothing_or_step_2_without_step_1(tmp_path, fails_
     fails_cleanly("prepare.py", "--out", str(tmp_path), "--taef2", str(tmp_path), message="run step 1 (--shared) first")
 
 
-@pytest.mark.parametrize("script", ["linear_probe.py", "select_recipe.py"])
-def test_a_missing_prepared_manifest_is_one_line(script, tmp_path, fails_cleanly):
+@pytest.mark.parametrize(("script", "message"), [
+    ("linear_probe.py", "error: data/default/manifest.csv: no such file or folder"),
+    ("select_recipe.py", "train.yaml: manifest data/default/manifest.csv is found neither from the current folder"),
+])
+def test_a_missing_prepared_manifest_is_one_line(script, message, tmp_path, fails_cleanly):
     args = ["--out", str(tmp_path / "out")] if script == "select_recipe.py" else []
-    fails_cleanly(script, *args, cwd=tmp_path, message="error: data/default/manifest.csv: no such file or folder")
+    fails_cleanly(script, *args, cwd=tmp_path, message=message)
 
 
 def test_gpu_sweep_names_an_unknown_variant(tmp_path, fails_cleanly):
