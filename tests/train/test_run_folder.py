@@ -50,6 +50,29 @@ def test_a_run_killed_before_it_finished_is_refused_too(manifest, tmp_path, one_
     assert _epochs(tmp_path) == [0, 1]
 
 
+def test_a_rerun_after_a_run_that_failed_in_its_first_epoch_is_told_to_overwrite(manifest, tmp_path):
+    """A run stopped by bad data leaves train_config.yaml, metrics.csv (and tensorboard/) but no checkpoint: the rerun
+    after fixing the data was refused as if the folder held a run, without saying it finished no epoch."""
+    bad = tmp_path / "bad.csv"
+    rows = pd.read_csv(manifest)
+    rows["uri"] = [str(Path(manifest).parent / u) if s != "train" else str(tmp_path / "gone.png")
+                   for u, s in zip(rows["uri"], rows["split"])]
+    rows.to_csv(bad, index=False)
+    run = tmp_path / "run"
+    with pytest.raises(FakescopeError, match="images of one label in a row were unreadable"):
+        train(train_config(str(bad), run, epochs=1), progress=False)
+    train_config(manifest, run, epochs=1).to_yaml(tmp_path / "fixed.yaml")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "fixed.yaml"), "--no-progress"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert re.fullmatch(re.escape(f"error: {run} holds the files of a run that finished no epoch (train_config.yaml, "
+                                  "metrics.csv") + r"(, tensorboard)?" + re.escape("; no checkpoint.pt); start it over with "
+                                  "--overwrite, or --resume, which starts it from its first epoch (config keys overwrite: "
+                                  "true / resume: true)\n"), result.output)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "fixed.yaml"), "--overwrite", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert _epochs(run) == [0]
+
+
 def test_overwrite_replaces_the_run(manifest, tmp_path):
     train(train_config(manifest, tmp_path / "run", epochs=2), progress=False)
     train_config(manifest, tmp_path / "run", epochs=2, seed=1).to_yaml(tmp_path / "train.yaml")
@@ -173,9 +196,10 @@ def test_evaluate_logo_rerun_into_the_same_out_is_refused_in_one_line_naming_its
     (tmp_path / "logo" / "without-g1").mkdir(parents=True)
     (tmp_path / "logo" / "without-g1" / "train_config.yaml").write_text("an earlier evaluate-logo's fold")
     result = CliRunner().invoke(app, ["evaluate-logo", str(tmp_path / "train.yaml"), "--out", str(tmp_path / "logo")])
-    assert (result.exit_code, result.output) == (2, f"error: {tmp_path / 'logo' / 'without-g1'} "
-                                                    f"{REFUSED.format('train_config.yaml')} (config keys resume: true / "
-                                                    "overwrite: true)\n")
+    assert (result.exit_code, result.output) == (2, f"error: {tmp_path / 'logo' / 'without-g1'} holds the files of a run "
+                                                    "that finished no epoch (train_config.yaml; no checkpoint.pt); start it "
+                                                    "over with --overwrite, or --resume, which starts it from its first "
+                                                    "epoch (config keys overwrite: true / resume: true)\n")
     assert sorted(p.name for p in (tmp_path / "logo").iterdir()) == ["without-g1"]  # no fold trained
 
 

@@ -28,6 +28,9 @@ RUN_FILES = (*REPLACED, "model", "tensorboard")
 new run saves its own over it (a folder of that name may not be a run's: never deleted), TensorBoard hides the
 old run's events."""
 
+FINISHED = (CHECKPOINT, BEST, "metrics.json", "model")
+"""Run files that only a finished epoch (or a folder named model/) leaves."""
+
 UNREADABLE = (EOFError, RuntimeError, ValueError, pickle.UnpicklingError)
 """What torch.load raises on a damaged .pt file, or (weights_only) one holding pickled code."""
 
@@ -39,9 +42,14 @@ RESUMABLE = frozenset({"manifest", "out", "name", "pretrained", "epochs", "devic
 def check_out(cfg: TrainConfig) -> None:
     """Refuse an output folder that holds a run, unless `cfg.resume` continues it or `cfg.overwrite` replaces it."""
     held = [name for name in RUN_FILES if (Path(cfg.out) / name).exists()]
-    if held and not (cfg.resume or cfg.overwrite):
-        raise ConfigError(f"{cfg.out} already holds a training run ({', '.join(held)}); continue it with --resume "
-                          "or replace it with --overwrite (config keys resume: true / overwrite: true)")
+    if not held or cfg.resume or cfg.overwrite:
+        return
+    if not set(held) & set(FINISHED):  # a run that failed in its first epoch (bad data) left these behind
+        raise ConfigError(f"{cfg.out} holds the files of a run that finished no epoch ({', '.join(held)}; no {CHECKPOINT}); "
+                          "start it over with --overwrite, or --resume, which starts it from its first epoch "
+                          "(config keys overwrite: true / resume: true)")
+    raise ConfigError(f"{cfg.out} already holds a training run ({', '.join(held)}); continue it with --resume "
+                      "or replace it with --overwrite (config keys resume: true / overwrite: true)")
 
 
 def recipe(cfg: TrainConfig) -> TrainConfig:
