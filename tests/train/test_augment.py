@@ -99,3 +99,19 @@ def test_both_labels_go_through_the_same_pipeline(tmp_path):
             assert torch.equal(x_real, x_ai) and (y_real.item(), y_ai.item()) == (0.0, 1.0)
             tiles.add(x_real.numpy().tobytes())
     assert len(tiles) == 2 * len(uris)  # each epoch draws afresh: the equality is not that of an idle pipeline
+
+
+def test_a_strip_too_long_to_upscale_is_passed_over_as_unreadable(tmp_path, monkeypatch):
+    """Under `small_images: upscale` a strip whose upscaled copy would be too large was refused inside augmenting,
+    outside the skipping of unreadable images, so it stopped the run; it is passed over with its reason."""
+    from fakescope.models import tiling
+
+    monkeypatch.setattr(tiling, "MAX_PIXELS", 20_000)
+    _noise(400, 40, seed=0).save(tmp_path / "strip.png")  # upscaled: 640 x 64
+    _noise(96, 80, seed=1).save(tmp_path / "photo.png")
+    rows = pd.DataFrame({"uri": [str(tmp_path / "strip.png"), str(tmp_path / "photo.png")], "label": ["real", "real"]})
+    tiles = TrainTiles(rows, 64, AugmentConfig(resize_prob=0, blur_prob=0, noise_prob=0, jpeg_prob=0,
+                                               small_images="upscale"), seed=0)
+    tile, label, skipped = tiles[0]
+    assert tile.shape == (3, 64, 64) and label.item() == 0.0
+    assert "strip.png" in skipped and "image too long and thin" in skipped

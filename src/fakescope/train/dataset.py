@@ -58,15 +58,14 @@ class TrainTiles(Dataset):
         rng = random.Random(hash((self.seed, self.epoch, i)))
         same_label, skipped = None, []
         for _ in range(SUBSTITUTES + 1):
-            try:
-                image = read_source(self.uris[i])
+            try:  # augmenting may refuse an image too (a strip too long to upscale under small_images: upscale)
+                tile = to_tensor(augment(read_source(self.uris[i]), self.augment_cfg, self.crop, rng))
             except StorageUnavailableError:
                 raise
             except (ImageLoadError, StorageError) as exc:
                 last = self.uris[i], _reason(self.uris[i], exc)  # named below: `i` moves on to a substitute
                 skipped.append("\x1f".join(last))
             else:
-                tile = to_tensor(augment(image, self.augment_cfg, self.crop, rng))
                 return tile, torch.tensor(float(self.labels[i])), SKIPPED.join(skipped)
             if same_label is None:
                 same_label = np.flatnonzero(self.labels == self.labels[i])
