@@ -186,7 +186,7 @@ def test_resume_refuses_another_recipe_or_other_rows_but_takes_more_epochs(manif
     for source, changes, message in ((manifest, {"lr": 0.1, "seed": 3}, "this run changes lr 0.003 -> 0.1, seed 0 -> 3;"),
                                      (fewer, {}, "this run changes the manifest's train/val rows;"),
                                      (manifest, {"augment": replace(PLAIN, jpeg_prob=0.5)}, "augment.jpeg_prob 0.0 -> 0.5"),
-                                     (manifest, {"augment": replace(PLAIN, small_images="upscale")}, "augment.small_images")):
+                                     (manifest, {"augment": replace(PLAIN, small_images="upscale")}, "augment.small_images 'pad' -> 'upscale'")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             train(_config(source, tmp_path / "run", epochs=2, resume=True, **changes), progress=False)
     assert (tmp_path / "run" / "train_config.yaml").read_text() == recorded

@@ -19,7 +19,7 @@ from fakescope.models.config import InputPolicy
 from fakescope.models.registry import check_logits
 from fakescope.train.config import TrainConfig
 from fakescope.train.dataset import SKIPPED, RankSlice, TrainTiles, balanced_sampler, warn_unreadable
-from fakescope.train.run_folder import CHECKPOINT, CHECKPOINT_FORMAT, UNREADABLE, save_atomic
+from fakescope.train.run_folder import CHECKPOINT, CHECKPOINT_FORMAT, OMITTED, UNREADABLE, save_atomic
 
 
 class Loop:
@@ -124,7 +124,7 @@ class Loop:
         if state.get("run", self.run) != self.run:  # checkpoints of older versions have no "run"
             old = state["run"]
             changed = [k for k in {**old, **self.run} if old.get(k) != self.run.get(k)]
-            what = ", ".join(f"{k} {old.get(k)!r} -> {self.run.get(k)!r}" if k != "data" else
+            what = ", ".join(f"{k} {old.get(k, OMITTED.get(k))!r} -> {self.run.get(k, OMITTED.get(k))!r}" if k != "data" else
                              "the manifest's train/val rows" for k in changed)
             raise ConfigError(f"cannot resume from {path}: this run changes {what}; "
                               "set them back, train into another --out, or replace the run with --overwrite")

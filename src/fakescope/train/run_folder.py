@@ -65,14 +65,17 @@ def remove_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+OMITTED = {"architecture_kwargs": {}, "augment.small_images": "pad"}
+"""Identity keys left out at these values, as in checkpoints written before the keys existed."""
+
+
 def run_identity(cfg: TrainConfig, splits: dict[str, pd.DataFrame]) -> dict:
     """What a resumed run must share with its checkpoint: the other config keys and the train/val rows."""
     fixed = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE and k != "augment"}
-    if not fixed["architecture_kwargs"]:  # as in checkpoints written before the key existed
-        del fixed["architecture_kwargs"]
     fixed.update({f"augment.{k}": v for k, v in cfg.to_dict()["augment"].items()})
-    if fixed["augment.small_images"] == "pad":  # as in checkpoints written before the key existed
-        del fixed["augment.small_images"]
+    for key, value in OMITTED.items():
+        if fixed[key] == value:
+            del fixed[key]
     rows = pd.concat([splits["train"], splits["val"]])[["uri", "label", "split"]]
     fixed["data"] = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()  # stable across pandas versions
     return fixed
