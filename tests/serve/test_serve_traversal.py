@@ -1,4 +1,5 @@
-"""Upload names, job ids and output indices never reach outside the jobs folder."""
+"""Upload names, job ids and output indices never reach outside the jobs folder, nor `/docs/assets` names outside the
+page's own files."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import httpx
 import pytest
 from openai_server import ImagesAPIServer
+from serve_helpers import TOKEN
 
 API_KEY = "sk-serve-test-key"
 
@@ -56,3 +58,25 @@ def test_no_spelling_of_a_path_gets_past_the_token(server, path):
     assert answer.status in (401, 404), (path, answer.status)
     assert b"architectures" not in answer.read()
     connection.close()
+
+
+@pytest.mark.parametrize("path", [
+    "/docs/assets/index.html", "/docs/assets/swagger-initializer.js", "/docs/assets/../../__init__.py",
+    "/docs/assets/%2e%2e/%2e%2e/__init__.py", "/docs/assets/%252e%252e/%252e%252e/__init__.py",
+    "/docs/assets/..%2f..%2f__init__.py", "/docs/assets/..%5c..%5c__init__.py", "/docs/assets/..\\..\\__init__.py",
+    "/docs/assets//etc/passwd", "/docs/assets/%2fetc%2fpasswd", "/docs/assets/swagger-ui.css%00",
+])
+def test_the_docs_assets_are_the_pages_three_files_alone(server, path):
+    connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=20)
+    connection.request("GET", path)  # sent as written: no client-side normalisation
+    assert connection.getresponse().status == 404, path  # index.html fetched the petstore spec from the internet
+    connection.close()
+
+
+def test_the_docs_page_cannot_be_framed_sniffed_or_show_the_token(server):
+    for path in ["/docs", "/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css", "/docs/oauth2-redirect"]:
+        answer = httpx.get(server.url + path)
+        assert answer.status_code == 200 and TOKEN.encode() not in answer.content, path
+        assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["content-security-policy"] == "frame-ancestors 'none'"
+    assert httpx.get(f"{server.url}/docs", headers={"Host": "rebound.example"}).status_code == 403  # DNS rebinding
