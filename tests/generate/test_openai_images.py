@@ -1101,6 +1101,22 @@ def test_retry_after_is_honoured_up_to_two_minutes_and_a_longer_one_pauses_the_r
                                                           "(waited 1 s)")
 
 
+def test_a_retry_after_of_nan_inf_a_millisecond_or_1e20_s_neither_loops_nor_crashes(server, photos, tmp_path):
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    photo, client = str(photos / "photo0.jpeg"), make_client(max_retries=0)
+    for value in ("nan", "inf"):  # no wait it can keep: the job fails, unpaid, as a 429 without Retry-After
+        server.faults, sent = [f"retry-after={value}"] * 5, len(server.requests)
+        failed = run_openai(photo, str(tmp_path / value), config, client=client, max_wait=1.5)
+        assert (failed.failed, failed.done, len(server.requests) - sent) == (1, 0, 1)  # nan: sent again at once, 6 times
+    server.faults = ["retry-after=0.001"] * 5  # was resent at once, each time, with max_wait never reached
+    tiny = run_openai(photo, str(tmp_path / "tiny"), config, client=client, max_wait=1.5)
+    assert tiny.stopped.startswith("rate limited: the API asks to wait 1 s, past --max-wait 2 s (waited 1 s)")
+    server.faults = ["retry-after=1e20"]  # was an OverflowError traceback
+    huge = run_openai(photo, str(tmp_path / "huge"), config, client=client)
+    assert huge.stopped.startswith("rate limited: the API asks to wait 31536000 s, past --max-wait 900 s")
+    assert server.billable == 0
+
+
 def test_a_run_stopped_by_a_rate_limit_says_when_to_rerun_and_exits_1(server, photos, tmp_path):
     server.faults = ["retry-after=7200"]
     result = CliRunner().invoke(app, ["generate", "openai", str(photos / "photo1.png"), "--out", str(tmp_path / "out"),

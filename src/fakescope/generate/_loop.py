@@ -3,7 +3,8 @@
 A 429 with a `Retry-After` the client did not wait for (over its 120 s, or its retries spent) pauses the run: no
 request is sent until the longest `Retry-After` given has passed, then its jobs (unpaid) are sent again. Once the
 pauses would add up to more than `max_wait` seconds the run stops instead, its jobs recorded as failed (unpaid), for a
-rerun to send. A 429 without one fails its job, unpaid, as other errors do.
+rerun to send. A pause lasts `MIN_PAUSE_S` to `MAX_PAUSE_S`. A 429 without a finite positive one fails its job, unpaid,
+as other errors do.
 
 A refusal no later request can pass (`openai_images.request_image`: the key, the model, the account), or an output
 storage that fails (`StorageUnavailableError` writing to `out`), stops the run: nothing more is sent, and the other
@@ -17,6 +18,7 @@ import datetime
 import email.utils
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -37,6 +39,9 @@ from fakescope.io.image import LoadedImage, load_image
 from fakescope.io.redact import hide_secrets
 
 log = logging.getLogger(__name__)
+MIN_PAUSE_S, MAX_PAUSE_S = 1.0, 365 * 86400.0
+"""The shortest and longest pause a 429 makes: a `Retry-After` of 0.001 s, answered again and again, resent the jobs
+without end (`max_wait` was never reached), and one of 1e20 s ended the run in an `OverflowError` traceback."""
 
 
 class Run:
@@ -228,6 +233,7 @@ class Run:
             if seconds is None or seconds <= 0:
                 self._fail(job, exc)
                 return None
+            seconds = min(max(seconds, MIN_PAUSE_S), MAX_PAUSE_S)
             self.book.mark_failed(job.key, f"RateLimitError: Retry-After {seconds:.0f} s (unpaid)")
             self.retry_after = max(self.retry_after, seconds)
             self.limited.append(job)
@@ -300,14 +306,14 @@ def _spooled(book: Ledger, key: str) -> LoadedImage | None:
 
 def retry_after(headers) -> float | None:
     """Seconds a 429 asks to wait, as the `openai` client reads them: `retry-after-ms`, else `Retry-After` in seconds
-    or as an HTTP date; None when neither says."""
+    or as an HTTP date; None when neither says a finite number (`nan`, `inf`)."""
     try:
-        return float(headers.get("retry-after-ms", "")) / 1000
+        return _finite(float(headers.get("retry-after-ms", "")) / 1000)
     except ValueError:
         pass
     value = headers.get("retry-after") or ""
     try:
-        return float(value)
+        return _finite(float(value))
     except ValueError:
         pass
     try:
@@ -317,3 +323,7 @@ def retry_after(headers) -> float | None:
     if when.tzinfo is None:  # an HTTP date is GMT
         when = when.replace(tzinfo=datetime.timezone.utc)
     return (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+
+
+def _finite(seconds: float) -> float | None:
+    return seconds if math.isfinite(seconds) else None
