@@ -134,6 +134,9 @@ def test_a_redirect_to_a_malformed_url_is_a_fetch_error(internal):
     ("http://[::1]:8000/x.png", "::1, a non-public address"),
     ("http://[::ffff:127.0.0.1]/x.png", "a non-public address"),
     ("http://0.0.0.0:8000/x.png", "0.0.0.0, a non-public address"),
+    ("http://[64:ff9b::a9fe:a9fe]/x.png", "64:ff9b::a9fe:a9fe, a non-public address"),  # NAT64 to 169.254.169.254
+    ("http://[64:ff9b::a00:7]/x.png", "64:ff9b::a00:7, a non-public address"),  # NAT64 to 10.0.0.7
+    ("http://[2002:7f00:1::1]/x.png", "2002:7f00:1::1, a non-public address"),  # 6to4 from 127.0.0.1
     ("http://localhost:8000/x.png", "a non-public address"),
     ("https://user:pw@192.168.1.1/x.png", "192.168.1.1, a non-public address"),
     ("file:///etc/passwd", "only http:// and https:// URLs can be fetched, not file: ones"),

@@ -3,7 +3,8 @@
 `fetch_public` is the one place fakescope downloads a URL it was handed: an image URL the Images
 API answers, or one pasted into the web app. Only `http`/`https`; the host must resolve to public
 addresses alone (no loopback, private, link-local such as 169.254.169.254, or reserved ones), and
-the connection goes to the address that was checked, so a DNS answer cannot change in between.
+the connection goes to the address that was checked, so a DNS answer cannot change in between. An IPv6 address that
+carries an IPv4 one to a gateway (NAT64, 6to4) is checked by that IPv4 address too.
 Redirects are followed (at most `MAX_REDIRECTS`), each checked alike. `trusted` names origins
 (`scheme://host[:port]`) exempt from the address check: the Images API server the operator
 configured (`OPENAI_BASE_URL`), which may itself be on loopback or a LAN. `fetch_url` fetches an image URL given as
@@ -52,6 +53,8 @@ class TransientFetchError(FetchError):
     or one that is no image stays done."""
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+"""The well-known NAT64 prefix: a gateway connects its addresses to the IPv4 address in their last 32 bits."""
 TRANSIENT_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
 """HTTP statuses of a server that may answer later (timeout, too early, too many requests, any 5xx)."""
 
@@ -241,9 +244,19 @@ def _public_address(host: str, port: int, *, exempt: bool) -> str:
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     if not exempt:
         for address in addresses:
-            if not address.is_global or address.is_multicast:
+            if not all(a.is_global and not a.is_multicast for a in (address, *_carried(address))):
                 raise URLRefused(f"refused to fetch from {host!r}: it resolves to {address}, a non-public address")
     return str(addresses[0])
+
+
+def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 address an IPv6 `address` reaches through a NAT64 or 6to4 gateway (`64:ff9b::a00:1` reaches 10.0.0.1),
+    which `is_global` does not look at; none for others."""
+    if address.version == 4:
+        return []
+    if address in NAT64:
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    return [address.sixtofour] if address.sixtofour else []
 
 
 def _check_type(content_type: str) -> None:
