@@ -156,7 +156,7 @@ def test_batch_scores_each_file_and_reports_bad_ones(server, auth, photo_bytes, 
     assert [r.get("error_kind") for r in results] == [None, None, "permanent"]  # the same file fails again
     too_many = [("files", (f"{i}.png", flat_png, "image/png")) for i in range(9)]
     answer = httpx.post(f"{server.url}/v1/detect/batch", headers=auth, files=too_many)
-    assert answer.status_code == 413 and answer.json()["detail"] == "too many files: 9 (the limit is 8 per request)"
+    assert answer.status_code == 413 and answer.json()["detail"] == "too many files: more than 8 (the limit is 8 per request)"
 
 
 def test_explain_png_and_json(server, auth, detector, photo_bytes):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import tracemalloc
 
 import httpx
 import pytest
@@ -126,3 +127,22 @@ def test_answers_to_an_allowed_origin_carry_cors_headers_errors_too(cors_server,
     assert "x-fakescope-score" in exposed and "x-fakescope-caveat" in exposed
     no_token = httpx.get(f"{cors_server.url}/v1/models", headers={"Origin": ORIGIN})
     assert no_token.status_code == 401 and no_token.headers["access-control-allow-origin"] == ORIGIN  # readable by the page
+
+
+def test_a_batch_of_many_small_parts_is_refused_as_they_come_not_held(detector, tmp_path):
+    """Parts under 1 MB stay in memory while the form is parsed: 40 of them were all held before the route counted
+    them (the body limit, 2 x 20 MB, allowed it); the parser now stops at the third."""
+    config = ServeConfig(max_upload_mb=20, max_files=2, jobs_dir=tmp_path)
+    part = b"\xff\xd8" + bytes(999_998)
+    with LiveServer(config, detector) as live:
+        tracemalloc.start()
+        try:
+            answer = httpx.post(f"{live.url}/v1/detect/batch", files=[("files", (f"{i}.jpg", part, "image/jpeg"))
+                                                                      for i in range(40)], timeout=60)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        fields = httpx.post(f"{live.url}/v1/detect/batch", files=[("files", (None, part)) for _ in range(40)], timeout=60)
+    assert answer.status_code == 413 and answer.json() == {"detail": "too many files: more than 2 (the limit is 2 per request)"}
+    assert peak < 15e6  # was over 40 MB
+    assert fields.status_code == 400 and fields.json() == {"detail": "Too many fields. Maximum number of fields is 2."}

@@ -17,9 +17,11 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 
 from fakescope.detector import Detector
@@ -94,6 +96,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
         app.add_middleware(_CORS, allow_origins=list(config.cors_origins), allow_methods=CORS_METHODS,
                            allow_headers=CORS_HEADERS, expose_headers=[*PNG_HEADERS, "Retry-After"], max_age=600)
     app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(HTTPException)(_http_error)
     app.exception_handler(ServerBusy)(_busy)
     add_docs_page(app)
     add_detect_routes(app, config)
@@ -108,6 +111,15 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     """Parameter errors as one line, like every other error (`{"detail": "format: Input should be ..."}`)."""
     problems = dict.fromkeys(map(_problem, exc.errors()))  # one line per field, not per part of a list
     return JSONResponse({"detail": "; ".join(problems)}, 422)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """FastAPI's answer; but the multipart parser's 'Too many files' (a batch past `max_files`, refused as the part
+    comes) is the 413 every batch over a limit gets."""
+    if exc.status_code == 400 and str(exc.detail).startswith("Too many files."):
+        limit = request.app.state.config.max_files
+        exc = HTTPException(413, f"too many files: more than {limit} (the limit is {limit} per request)")
+    return await http_exception_handler(request, exc)
 
 
 async def _busy(request: Request, exc: ServerBusy) -> JSONResponse:

@@ -70,8 +70,10 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         detection = await _score(request, name, data, heatmap=False)
         return detection.to_dict()
 
+    # the parser refuses a part past max_files as it comes: parts under 1 MB stay in memory, so 1000 of them (its default
+    # limit) were held (1 GB within the body limit) before the route could count them
     @app.post("/v1/detect/batch", tags=["detect"], summary="Score several images", dependencies=SECURED, response_model=None,
-              openapi_extra=URL_BATCH,
+              openapi_extra=URL_BATCH, form_limits={"max_files": config.max_files, "max_fields": config.max_files},
               responses=answers(BatchResults, "one record per file or URL, in order; a bad image's record, or a URL's "
                                 "that could not be fetched, or a file over the upload limit, has `error` and "
                                 "`error_kind` (`transient`: a fetch that may pass, worth sending again)", 400, 408,
@@ -93,8 +95,6 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
             urls = await batch_urls(request, config)
             batcher.check_room(len(urls))  # before fetching: a full server downloads nothing
             scoring = [_score_url(request, url) for url in urls]
-        elif len(files) > config.max_files:
-            raise HTTPException(413, f"too many files: {len(files)} (the limit is {config.max_files} per request)")
         else:
             batcher.check_room(len(files))
             scoring = [_score_file(request, f.filename or f"file{i}", f) for i, f in enumerate(files)]
