@@ -172,7 +172,7 @@ def _build(root: Path, args: argparse.Namespace) -> None:
         n = len(paths)
         row = {"label": "real", "score": 0.1, "threshold": 0.5, "decided_by": "pixels", "reason": "synthetic",
                "model": "fakescope-default", "width": 64, "height": 64, "format": "JPEG", "evidence": "[]", "error": None,
-               "caveat": None}
+               "caveat": None, "error_kind": None}
         columns = {"path": paths, **{k: pa.array([v] * n, SCHEMA.field(k).type) for k, v in row.items()}}
         pq.write_table(pa.table(columns, schema=SCHEMA), root / "results" / f"part-synthetic-{start // args.rows_per_part:05d}.parquet")
     for d in range(0, args.folder_files, 1000):
