@@ -344,3 +344,27 @@ def test_report_figures_leave_out_what_they_cannot_draw(planted_model, val_rows,
     figures = report_figures(load_model(tmp_path / "spectral"), val_rows, tmp_path / "figures", examples=2)
     assert figures and all(t.startswith("UMAP") for t, _ in figures)  # its embedding (the spectrum) draws, Grad-CAM not
     assert "no Grad-CAM figures: SpectralLR: no module produces the forward_features output" in caplog.text
+
+
+
+@pytest.mark.slow
+def test_embedding_report_reads_each_image_once_and_draws_the_seeded_sample(planted_model, val_rows, tmp_path):
+    """The mosaic read up to --max-thumbnails images again after embedding them: an s3:// or http(s) manifest
+    downloaded them twice. Thumbnails are now kept as the images are embedded, at most max_thumbnails of them: the
+    readable rows first in the seed's permutation of all rows."""
+    from fakescope.explain.embedding import mosaic_png
+    from fakescope.train.dataset import read_source
+
+    reads = []
+    report = embedding_report(planted_model, val_rows, str(tmp_path), color_by=("label",), max_thumbnails=8, seed=3,
+                              read=lambda uri: reads.append(uri) or read_source(uri))
+    assert sorted(reads) == sorted(val_rows["uri"])  # the unreadable last row tried once too
+    table = report.table
+    sample = sorted([row for row in np.random.default_rng(3).permutation(25) if row != 24][:8])
+    correct = (table["probability"] >= planted_model.config.threshold) == (table["label"] == "ai")
+    title = (f"{planted_model.config.name}: UMAP thumbnails (8 of 24); k-means k=2, "
+             f"label purity {report.clusters.purity:.2f}")
+    expected = mosaic_png(table.loc[sample, ["umap_x", "umap_y"]].to_numpy(np.float32),
+                          [read_source(table["uri"][row]) for row in sample], correct[sample].to_numpy(), title)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "umap_mosaic.png")),
+                                  np.asarray(Image.open(io.BytesIO(expected))))

@@ -8,6 +8,7 @@ the same model, rows and seed give the same numbers and pictures.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import warnings
 from collections.abc import Callable
@@ -37,15 +38,45 @@ MAX_CATEGORIES = 20
 `(other: N values)`."""
 OTHER = "(other:"
 NONE = "(none)"
+THUMB = 48
+"""Side of a mosaic thumbnail, in pixels."""
 MISSING_COLOUR = (0.6, 0.6, 0.6)
 """Points with no value, `(none)` in a legend."""
 _GREYS = {10: (7,), 20: (14, 15)}
 """The greys of tab10 and tab20, left out beside `(other: ...)` and `(none)`."""
 
 
+class Thumbnails:
+    """A seeded sample of at most `size` of `n` rows' images, kept thumbnail-sized as they are embedded, so drawing
+    them reads nothing again. The rows kept are those embedded whose place in a seeded permutation of `range(n)`
+    comes first (with every row embedded: the first `size` of that permutation)."""
+
+    def __init__(self, n: int, size: int, *, seed: int = 0, side: int = THUMB):
+        self.size, self.side = size, side
+        self._rank = np.argsort(np.random.default_rng(seed).permutation(n))
+        self._kept: list[tuple[int, int, Image.Image]] = []  # (-rank, row, thumbnail): a heap of the latest-ranked first
+
+    def small(self, image: Image.Image) -> Image.Image:
+        """`image` as the mosaic draws it."""
+        return ImageOps.fit(image, (self.side, self.side))
+
+    def offer(self, row: int, thumbnail: Image.Image) -> None:
+        """Keep an embedded row's thumbnail if it ranks among the `size` first so far."""
+        item = (-int(self._rank[row]), row, thumbnail)
+        if len(self._kept) < self.size:
+            heapq.heappush(self._kept, item)
+        elif item[0] > self._kept[0][0]:
+            heapq.heapreplace(self._kept, item)
+
+    def kept(self) -> dict[int, Image.Image]:
+        """Row index -> thumbnail, in row order."""
+        return {row: thumbnail for _, row, thumbnail in sorted(self._kept, key=lambda item: item[1])}
+
+
 def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64,
-                 read: Callable[[str], Image.Image] = read_source) -> pd.DataFrame:
-    """Features and scores for every row of a manifest (at least a `uri` column), each image as `read` gives it.
+                 read: Callable[[str], Image.Image] = read_source, thumbnails: Thumbnails | None = None) -> pd.DataFrame:
+    """Features and scores for every row of a manifest (at least a `uri` column), each image as `read` gives it;
+    `thumbnails`, if given, keeps its sample of the images embedded (rows by their place in `rows`).
 
     Returns:
         The rows (fresh index) plus `probability` (calibrated P(ai)), `embedding` (float32
@@ -65,6 +96,7 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
     n = len(table)
     embeddings, probabilities, errors = [None] * n, [np.nan] * n, [None] * n
     pending: list[tuple[int, torch.Tensor]] = []
+    small: dict[int, Image.Image] = {}
 
     def flush() -> None:
         for i, features, logits in _forward_tiles(model, pending, batch_size):
@@ -73,11 +105,17 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
                 continue
             embeddings[i] = features.mean(0).numpy().astype(np.float32)
             probabilities[i] = float(apply_calibration(model.config.calibration, np.array([logits.mean().item()]))[0])
+            if thumbnails is not None:
+                thumbnails.offer(i, small[i])
         pending.clear()
+        small.clear()
 
     for i, uri in enumerate(table["uri"]):
         try:
-            pending.append((i, make_tiles(read(uri), model.config.input).pixels))
+            image = read(uri)
+            pending.append((i, make_tiles(image, model.config.input).pixels))
+            if thumbnails is not None:
+                small[i] = thumbnails.small(image)
         except FakescopeError as exc:
             errors[i] = exc.reason
             continue
@@ -184,7 +222,7 @@ def drawn_categories(values: pd.Series) -> pd.Series:
 
 
 def mosaic_png(coords: np.ndarray, images: list[Image.Image], correct: np.ndarray, title: str,
-               *, thumb: int = 48, side: int = 1400) -> bytes:
+               *, thumb: int = THUMB, side: int = 1400) -> bytes:
     """Thumbnails placed at their UMAP coordinates, framed green when the model is right, red when wrong."""
     canvas = Image.new("RGB", (side, side), (255, 255, 255))
     low, high = coords.min(0), coords.max(0)

@@ -25,6 +25,7 @@ from fakescope.explain.cam import class_activation_map
 from fakescope.explain.embedding import (
     MIN_IMAGES,
     Clusters,
+    Thumbnails,
     cluster_purity,
     embed_images,
     mosaic_png,
@@ -152,7 +153,8 @@ def embedding_report(
     missing = [c for c in color_by if c not in rows.columns]
     if missing:
         raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
-    table = embed_images(model, rows, batch_size=batch_size, read=read)
+    thumbnails = Thumbnails(len(rows), max_thumbnails, seed=seed)  # kept as embedded: a URL or bucket object read once
+    table = embed_images(model, rows, batch_size=batch_size, read=read, thumbnails=thumbnails)
     ok = table["error"].isna().to_numpy()
     if ok.sum() < MIN_IMAGES:
         first = ""
@@ -181,12 +183,13 @@ def embedding_report(
             title = f"{model.config.name}: UMAP of penultimate features by {column} (n={len(valid)})"
             storage.write_bytes(uri, scatter_png(coords, valid[column].rename(column), title))
             figures.append((f"UMAP by {column}", uri))
-    sample = np.sort(np.random.default_rng(seed).permutation(len(valid))[:max_thumbnails])
+    kept = thumbnails.kept()
+    sample = np.searchsorted(np.flatnonzero(ok), list(kept))  # rows of the table -> rows of `valid`
     correct = (valid["probability"].to_numpy() >= model.config.threshold) == (valid["label"] == "ai").to_numpy()
     title = (f"{model.config.name}: UMAP thumbnails ({len(sample)} of {len(valid)}); "
              f"k-means k={k}, label purity {found.purity:.2f}")
     uri = storage.join(out, "umap_mosaic.png")
-    storage.write_bytes(uri, mosaic_png(coords[sample], [read(valid["uri"][i]) for i in sample], correct[sample], title))
+    storage.write_bytes(uri, mosaic_png(coords[sample], list(kept.values()), correct[sample], title))
     figures.append(("UMAP thumbnail mosaic (green: correct, red: wrong)", uri))
     return EmbeddingReport(table, found, figures)
 
