@@ -244,3 +244,28 @@ def test_embed_names_a_signed_url_it_could_not_read_without_its_secrets(tiny_mod
     assert result.exit_code == 1, result.output  # written, one image left out
     assert f"note: {trusted}/missing.png: HTTP Error 404: Not Found\n" in result.stderr
     assert "SECRETSIG" not in result.output and "hunter22pass" not in result.output
+
+
+def test_explain_names_a_url_by_its_paths_file_name_keeping_two_queries_apart(tiny_model_dir, trusted, tmp_path):
+    """Output names were cut at the last dot of the URL's name, so a path with no suffix kept its `#query=<hash>`
+    (`download#query=1f0e..._tiles.png`) and one ending `/` was named `#query=...` alone. They now take the path's
+    file name (the host where there is none); two URLs differing in their query are `x` and `x-2`."""
+    urls = [f"{trusted}/img.png?v=1.2", f"{trusted}/img.png?v=1.3", f"{trusted}/download?id=1.2", f"{trusted}/shots/?id=3",
+            f"{trusted}?id=4"]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["explain", *urls, "--model", str(tiny_model_dir), "--method", "tiles",
+                                      "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    host = trusted.removeprefix("http://").replace(":", "_")
+    assert [line.split("\t")[1] for line in result.stdout.splitlines()] == [
+        str(out / f"{name}_tiles.png") for name in ("img", "img-2", "download", "shots", host)]
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()][:2] == [shown_source(url) for url in urls[:2]]
+
+
+@pytest.mark.parametrize("source, stem", [
+    ("https://u:p@h.example/a/b.c.png?X-Amz-Signature=s&v=1.2#frag.x", "b.c"), ("https://h.example:8443/", "h.example_8443"),
+    ("s3://bucket/k/img.webp", "img"), ("/data/a.b/c", "c"), ("folder/x.png", "x")])
+def test_source_stem_takes_a_urls_path_alone(source, stem):
+    from fakescope.io.fetch import source_stem
+
+    assert source_stem(source) == stem

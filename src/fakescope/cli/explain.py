@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from typing import Annotated
 
@@ -34,7 +33,7 @@ def explain(
     explained, 1 when some could not be read, 2 on usage errors.
     """
     from fakescope.detector import Detector
-    from fakescope.io.fetch import shown_source
+    from fakescope.io.fetch import shown_source, source_stem
     from fakescope.io.inputs import iter_sources, path_text
 
     with clean_errors(extra="explain"):
@@ -66,7 +65,7 @@ def explain(
     failures, names = 0, set()
     for source in sources:
         shown = shown_source(source)  # a signed URL without its signature or password, as detect names it
-        name = _unique(os.path.splitext(os.path.basename(shown.rstrip("/")))[0], names)
+        name = _unique(source_stem(source), names)  # of a URL, its path's: two differing in their query are x, x-2
         try:
             with clean_errors(source=shown, extra="explain"):
                 result = explain_image(detector, source, out, methods=methods, name=name)

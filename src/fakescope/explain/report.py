@@ -34,7 +34,7 @@ from fakescope.explain.embedding import (
 )
 from fakescope.explain.overlay import save_overlay
 from fakescope.io import storage
-from fakescope.io.fetch import shown_source
+from fakescope.io.fetch import shown_source, source_stem
 from fakescope.io.image import load_source
 from fakescope.io.inputs import path_text
 from fakescope.models.bundle import LoadedModel, load_model
@@ -60,7 +60,8 @@ class ExplainedImage:
 
 def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[str, ...] = DEFAULT_METHODS,
                   name: str | None = None) -> ExplainedImage:
-    """Score `source` and write `<out>/<name>_<method>.png` overlays, the score in each caption.
+    """Score `source` and write `<out>/<name>_<method>.png` overlays (`name` by default `source_stem(source)`), the score
+    in each caption.
 
     `tiles` paints each tile's calibrated P(ai); the CAM methods show where the evidence lies.
     A method the architecture does not allow (CAM without a linear head), or whose map holds NaN or
@@ -74,8 +75,8 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; expected {', '.join(METHOD_TITLES)}")
     loaded = load_source(source)  # read once: a URL or bucket object fetched twice could be two images
     image, detection = loaded.image, detector.predict(loaded, heatmap="tiles" in methods)
-    shown = shown_source(source)  # a signed URL without its signature or password, in the caption and the name
-    name = name or Path(shown).stem
+    shown = shown_source(source)  # a signed URL without its signature or password, in the caption
+    name = name or source_stem(source)
     files, skipped = {}, {}
     for method in methods:
         try:
@@ -233,7 +234,7 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
             (row.label == "ai", row.probability >= model.config.threshold)]
         caption = (f"{name}: label {row.label}, source {source}, pixel P(ai) = {row.probability:.3f} ({verdict})\n"
                    f"Grad-CAM of a {group} image, model {model.config.name}")
-        path = out / "heatmaps" / f"{n:02d}_{Path(name).stem}_gradcam.png"
+        path = out / "heatmaps" / f"{n:02d}_{source_stem(row.uri)}_gradcam.png"
         save_overlay(str(path), image, heat, caption)
         figures.append((f"Grad-CAM, {group} ({verdict}): {row.label} image {name}, source {source}, "
                         f"pixel P(ai) = {row.probability:.3f}", path))

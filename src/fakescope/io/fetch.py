@@ -117,6 +117,17 @@ def shown_source(source: str) -> str:
     return url_name(source) if is_url(source) else source
 
 
+def source_stem(source: str) -> str:
+    """The stem of files named after a source: its file name without its extension; of an http(s) URL, that of the
+    last segment of its path as `shown_url` gives it (no user info, query or fragment), or its host where the path
+    names none. URLs that differ only in their query share a stem: a caller numbers them apart."""
+    if not is_url(source):
+        return os.path.splitext(os.path.basename(source.rstrip("/")))[0]
+    host, _, path = shown_url(source).partition("://")[2].partition("/")
+    name = path.rstrip("/").rpartition("/")[2]
+    return os.path.splitext(name)[0] if name else host.replace(":", "_")
+
+
 def url_name(url: str) -> str:
     """A URL as every front end names it: without its user info (a password) and query (a signed URL's signature). If
     the query has parameters other than `SIGNING_PARAMETERS`, the name ends `#query=` and 12 hex digits of the sha256 of
