@@ -152,7 +152,7 @@ def test_metadata_shown_to_users_is_one_line(photo):
 
 @pytest.mark.parametrize("software", ["Visor de imagen 2.0", "Editor de Imagen 3.1", "Scansione dalle diapositive",
                                       "Foto dalle 5 Terre", "Dalle Molle Institute", "Firefly Camera 2.1",
-                                      "midjourneys_end 1.0"])
+                                      "midjourneys_end 1.0", "Foto dalle mini vacanze"])
 def test_words_that_only_look_like_a_generators_name_declare_nothing(photo, software):
     """Spanish `imagen` with a version, Italian `dalle`, an app called Firefly, a name inside another word."""
     ev = check_metadata(jpeg(photo, {"0th": {**CAMERA, piexif.ImageIFD.Software: software.encode()}}))
@@ -163,5 +163,18 @@ def test_words_that_only_look_like_a_generators_name_declare_nothing(photo, soft
     ("DALL·E 3", "OpenAI DALL-E/ChatGPT"), ("DALL-E 2", "OpenAI DALL-E/ChatGPT"), ("DALLE", "OpenAI DALL-E/ChatGPT"),
     ("dalle3", "OpenAI DALL-E/ChatGPT"), ("Google Imagen 3", "Google"), ("Adobe Firefly Image 3", "Adobe Firefly")])
 def test_the_generators_own_spellings_still_name_them(photo, software, generator):
+    ev = check_metadata(png(photo, {"Software": software}))
+    assert (ev.score, ev.data["generator"]) == (0.95, generator), ev.detail
+
+
+@pytest.mark.parametrize(("software", "generator"), [
+    ("DALL-E Mini", "Craiyon (DALL-E Mini)"), ("DALL·E Mega", "Craiyon (DALL-E Mini)"), ("dalle-mini", "Craiyon (DALL-E Mini)"),
+    ("DALLE-mini 0.1", "Craiyon (DALL-E Mini)"), ("Craiyon", "Craiyon (DALL-E Mini)"), ("min-dalle 0.4", "Craiyon (DALL-E Mini)"),
+    ("stable-diffusion-webui", "Stable Diffusion web UI (A1111/Forge/SD.Next)"),
+    ("stable-diffusion-webui-forge", "Stable Diffusion web UI (A1111/Forge/SD.Next)"),
+    ("Stable Diffusion 3.5", "Stable Diffusion"), ("DreamStudio", "Stable Diffusion")])
+def test_a_generator_named_after_another_is_named_as_its_own(photo, software, generator):
+    """DALL·E Mini (Craiyon) is Boris Dayma's model, but its names were read as OpenAI's DALL-E (or not at all), and the
+    community web UI's repository name `stable-diffusion-webui` as Stability's Stable Diffusion."""
     ev = check_metadata(png(photo, {"Software": software}))
     assert (ev.score, ev.data["generator"]) == (0.95, generator), ev.detail

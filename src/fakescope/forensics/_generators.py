@@ -67,8 +67,12 @@ SIGNS: tuple[Sign, ...] = (
     Sign("software", _name(r"novelai"), "NovelAI"),
     Sign("software", _name(r"comfyui"), "ComfyUI"),
     Sign("software", _name(r"invokeai"), "InvokeAI"),
-    Sign("software", _name(r"automatic1111|stable diffusion web ?ui|sd\.next"), _A1111),
+    Sign("software", _name(r"automatic1111|stable[\s_-]diffusion[\s_-]web[\s_-]?ui|sd\.next"), _A1111),  # its repo's name too
     Sign("software", _name(r"adobe firefly"), "Adobe Firefly"),
+    # DALL·E Mini (and Mega) is Boris Dayma's open model, not OpenAI's, renamed Craiyon at OpenAI's request in June 2022
+    # (https://github.com/borisdayma/dalle-mini); min-dalle is a port of its weights (https://github.com/kuprel/min-dalle)
+    Sign("software", _name(r"craiyon|dall[\s·\-]e[\s_-]?m(?:ini|ega)|dalle[_-]m(?:ini|ega)|(?-i:DALLE) ?m(?:ini|ega)|"
+                           r"min[_-]dalle"), "Craiyon (DALL-E Mini)"),
     # `dalle` alone is Italian ("from the"; the Dalle Molle institutes) and `imagen` Spanish ("image": "Visor de imagen 2"):
     # the joined name counts only in capitals or with a version, Imagen only after Google
     Sign("software", _name(r"dall[\s·\-]e(?: ?\d)?|(?-i:DALLE)|dalle-?\d|chatgpt|gpt-4o|gpt-image-\d"), "OpenAI DALL-E/ChatGPT"),
