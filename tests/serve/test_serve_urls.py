@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from image_server import serving_images
 
 from fakescope.io.fetch import TRUSTED_ENV, shown_source
-from fakescope.serve.request_image import FETCH_RETRY_AFTER, FETCH_WORKERS
+from fakescope.serve.request_image import BATCH_FETCHES, FETCH_RETRY_AFTER, FETCH_WORKERS
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,25 @@ def test_slow_image_servers_hold_at_most_the_fetch_pool(server, auth, trusted, l
                                 range(FETCH_WORKERS + 4)))
     assert [a.status_code for a in answers] == [200] * (FETCH_WORKERS + 4)
     assert load["peak"] == FETCH_WORKERS  # the others waited for a fetch thread
+
+
+def test_batches_of_slow_urls_leave_fetch_workers_for_another_client(server, auth, trusted, load):
+    """One batch's URLs took every fetch worker (8 slow URLs held all 8), and each further URL of anyone waited behind
+    all of them. Now a batch fetches `BATCH_FETCHES` at once: 3 batches hold 6 workers, and a lone URL starts at once
+    (it waited about 3 s behind their 24 slow URLs)."""
+    batches, slow = 3, [f"{trusted}/slow.png?fair"] * 8
+    assert batches * BATCH_FETCHES < FETCH_WORKERS
+    load["peak"] = 0
+    with ThreadPoolExecutor(batches) as pool:
+        running = [pool.submit(_post, server, auth, "/v1/detect/batch", {"urls": slow}) for _ in range(batches)]
+        while load["now"] < batches * BATCH_FETCHES:  # every batch is fetching
+            time.sleep(0.05)
+        start = time.monotonic()
+        alone = _post(server, auth, "/v1/detect", {"url": f"{trusted}/a.png"})
+        waited, behind = time.monotonic() - start, not any(r.done() for r in running)
+        assert all(r.result().status_code == 200 for r in running)
+    assert alone.status_code == 200 and waited < 1.5 and behind  # the batches had 3 s of slow URLs left
+    assert load["peak"] == batches * BATCH_FETCHES  # each batch held at most its share
 
 
 @pytest.mark.parametrize(("body", "detail"), [

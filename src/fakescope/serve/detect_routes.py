@@ -19,7 +19,8 @@ from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, URL_BATCH, answers
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, image_bytes
-from fakescope.serve.request_image import batch_urls, check_image_422, fetch_image, one_upload, read_upload, too_large_message
+from fakescope.serve.request_image import (BATCH_FETCHES, batch_urls, check_image_422, fetch_image, one_upload, read_upload,
+                                          too_large_message)
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
 
 ONE_IMAGE = 'The image (multipart); or send the raw bytes, or JSON `{"url": "https://..."}`, as the body.'
@@ -94,7 +95,8 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         if files is None:
             urls = await batch_urls(request, config)
             batcher.check_room(len(urls))  # before fetching: a full server downloads nothing
-            scoring = [_score_url(request, url) for url in urls]
+            share = asyncio.Semaphore(BATCH_FETCHES)  # 64 slow URLs held every fetch worker for minutes
+            scoring = [_score_url(request, url, share) for url in urls]
         else:
             batcher.check_room(len(files))
             scoring = [_score_file(request, f.filename or f"file{i}", f) for i, f in enumerate(files)]
@@ -162,10 +164,11 @@ async def _score_file(request: Request, name: str, file: UploadFile) -> Detectio
     return await _score(request, name, await read_upload(file, config), heatmap=False, strict=False)
 
 
-async def _score_url(request: Request, url: str) -> Detection:
-    """A batch URL's record: its image scored, or why it was not fetched."""
+async def _score_url(request: Request, url: str, share: asyncio.Semaphore) -> Detection:
+    """A batch URL's record: its image scored, or why it was not fetched; fetched once its batch's `share` lets it."""
     try:
-        name, data = await fetch_image(request, url, request.app.state.config)
+        async with share:
+            name, data = await fetch_image(request, url, request.app.state.config)
     except HTTPException as exc:  # a 503 (TransientFetchError) may pass
         return _failed(request, url_name(url), exc.detail, transient=exc.status_code == 503)
     return await _score(request, name, data, heatmap=False, strict=False)

@@ -21,6 +21,8 @@ from fakescope.serve.schemas import ImageURL, ImageURLs
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 NO_IMAGE = "no image: send multipart field 'file' or the raw image bytes as the body"
 FETCH_WORKERS = 8
+BATCH_FETCHES = 2
+"""The most of a batch's URLs fetched at once (the others wait for these), so a batch leaves the pool to other clients."""
 FETCH_RETRY_AFTER = 10
 """The `Retry-After` (s) of the 503 for an image URL whose fetch failed for a reason that may pass."""
 JSON_BODY = {ImageURL: 'a JSON body is {"url": "https://..."}', ImageURLs: 'a JSON body is {"urls": ["https://...", ...]}'}
@@ -85,7 +87,7 @@ def _json_body(model: type[M], body: bytes) -> M:
 
 def url_fetcher() -> ThreadPoolExecutor:
     """The pool `fetch_image` downloads on: at most `FETCH_WORKERS` URLs at once, apart from the default executor (the
-    heatmap renders), so slow image servers hold no more than these threads."""
+    heatmap renders), so slow image servers hold no more than these threads; a batch takes `BATCH_FETCHES` of them."""
     return ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="fakescope-fetch")
 
 
