@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from PIL import Image
 from fakescope.generate.ledger import Ledger
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
 from fakescope.generate.runner import LEDGER_NAME, run_openai
-from fakescope.io.fetch import FetchError, fetch_public
+from fakescope.io import fetch
+from fakescope.io.fetch import FetchError, TransientFetchError, URLRefused, fetch_public
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "generate"))
 from openai_server import ImagesAPIServer  # noqa: E402
@@ -146,3 +148,23 @@ def test_a_redirect_to_a_malformed_url_is_a_fetch_error(internal):
 def test_non_public_and_non_http_urls_are_refused_before_connecting(url, why):
     with pytest.raises(FetchError, match=why.replace(".", r"\.").replace("[", r"\[")):
         fetch_public(url, max_bytes=1 << 20, timeout=5)
+
+
+def test_resolving_the_host_counts_in_the_fetch_limit_and_its_timeout_is_transient():
+    """`getaddrinfo` ran outside the fetch's time limit: a DNS server that never answers held the fetch (a server's fetch
+    thread) for as long as the resolver's own retries. Here every resolver thread is held, as such DNS servers would
+    hold them (no network needed, the resolver itself not replaced), so resolving `localhost` waits: the fetch gives
+    up at its limit in one line, a transient error as DNS `EAI_AGAIN` is, and resolves again once a thread is free."""
+    release = threading.Event()
+    held = [fetch._resolvers().submit(release.wait) for _ in range(fetch.RESOLVER_THREADS)]
+    try:
+        start = time.monotonic()
+        with pytest.raises(TransientFetchError, match=r"^cannot resolve host 'localhost': no answer within the 0\.5 s "
+                                                      r"limit$"):
+            fetch_public("http://localhost:8000/x.png", max_bytes=1 << 20, timeout=0.5)
+        assert time.monotonic() - start < 5  # it waited 0.5 s, not for the resolution
+    finally:
+        release.set()
+    assert all(h.result(timeout=5) for h in held)
+    with pytest.raises(URLRefused, match="^refused to fetch from 'localhost': it resolves to .*, a non-public address$"):
+        fetch_public("http://localhost:8000/x.png", max_bytes=1 << 20, timeout=5)

@@ -5,8 +5,8 @@ API answers, or one pasted into the web app. Only `http`/`https`; the host must 
 addresses alone (no loopback, private, link-local such as 169.254.169.254, or reserved ones), and
 the connection goes to the address that was checked, so a DNS answer cannot change in between. An IPv6 address that
 carries an IPv4 one to a gateway (NAT64, 6to4) is checked by that IPv4 address too.
-Redirects are followed (at most `MAX_REDIRECTS`), each checked alike. `trusted` names origins
-(`scheme://host[:port]`) exempt from the address check: the Images API server the operator
+Redirects are followed (at most `MAX_REDIRECTS`), each checked alike; resolving each host counts in the time limit.
+`trusted` names origins (`scheme://host[:port]`) exempt from the address check: the Images API server the operator
 configured (`OPENAI_BASE_URL`), which may itself be on loopback or a LAN. `fetch_url` fetches an image URL given as
 an input (the web app, `detect`, `scan`, `Detector.predict`) within the input limits below.
 """
@@ -19,8 +19,10 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import cache
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from fakescope.errors import FakescopeError
@@ -55,6 +57,9 @@ class TransientFetchError(FetchError):
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 """The well-known NAT64 prefix: a gateway connects its addresses to the IPv4 address in their last 32 bits."""
+RESOLVER_THREADS = 16
+"""Threads that resolve hosts for fetches: `getaddrinfo` cannot be interrupted, so a fetch waits on one only until its
+deadline, and hosts whose DNS server never answers hold at most these."""
 TRANSIENT_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
 """HTTP statuses of a server that may answer later (timeout, too early, too many requests, any 5xx)."""
 
@@ -173,7 +178,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
             resolves to a non-public address (and is not `trusted`), too many redirects, an HTTP error, a text or JSON
             answer (not read), a network failure, a body over `max_bytes` (`FetchTooLarge`), or a fetch past `timeout`
             (a server dripping its body would otherwise hold it for as long as it likes). `TransientFetchError` for
-            those that may pass: timeouts, network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`.
+            those that may pass: timeouts (resolving a host too), network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`.
     """
     import httpx
 
@@ -182,7 +187,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            request = _pinned_request(client, url, trusted_origins, _left(deadline, timeout))
+            request = _pinned_request(client, url, trusted_origins, deadline, timeout)
             try:
                 answer = client.send(request, stream=True)
                 try:
@@ -218,8 +223,9 @@ def _left(deadline: float, timeout: float) -> float:
     return left
 
 
-def _pinned_request(client, url: str, trusted_origins: set[str], timeout: float):
-    """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's)."""
+def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float, timeout: float):
+    """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's),
+    resolved and sent before `deadline` (`timeout` seconds from the fetch's start)."""
     import httpx
 
     try:
@@ -233,22 +239,28 @@ def _pinned_request(client, url: str, trusted_origins: set[str], timeout: float)
     if not host:
         raise URLRefused("the URL has no host")
     address = _public_address(host, port or (443 if parts.scheme.lower() == "https" else 80),
-                              exempt=origin(url) in trusted_origins)
+                              exempt=origin(url) in trusted_origins, deadline=deadline, timeout=timeout)
     netloc = f"[{address}]" if ":" in address else address
     if port:
         netloc += f":{port}"
     try:
         return client.build_request("GET", parts._replace(netloc=netloc).geturl(),
                                     headers={"Host": parts.netloc.rpartition("@")[2]}, extensions={"sni_hostname": host},
-                                    timeout=timeout)
+                                    timeout=_left(deadline, timeout))
     except httpx.InvalidURL as exc:  # a control character, a part too long
         raise URLRefused(f"not a valid URL ({exc})") from None
 
 
-def _public_address(host: str, port: int, *, exempt: bool) -> str:
-    """The first address `host` resolves to, once every one of them is public (or the origin is exempt)."""
+def _public_address(host: str, port: int, *, exempt: bool, deadline: float, timeout: float) -> str:
+    """The first address `host` resolves to before `deadline`, once every one of them is public (or the origin is
+    exempt); a `TransientFetchError` when no answer comes in time, as for DNS `EAI_AGAIN`."""
+    left = _left(deadline, timeout)
+    resolving = _resolvers().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = resolving.result(left)
+    except TimeoutError:
+        resolving.cancel()  # not started yet: let it go; a resolution under way ends in its thread
+        raise TransientFetchError(f"cannot resolve host {host!r}: no answer within the {timeout:g} s limit") from None
     except (socket.gaierror, UnicodeError) as exc:
         again = getattr(exc, "errno", None) == socket.EAI_AGAIN  # a resolver that may answer later, not "no such host"
         raise (TransientFetchError if again else FetchError)(f"cannot resolve host {host!r}: {exc}") from None
@@ -258,6 +270,12 @@ def _public_address(host: str, port: int, *, exempt: bool) -> str:
             if not all(a.is_global and not a.is_multicast for a in (address, *_carried(address))):
                 raise URLRefused(f"refused to fetch from {host!r}: it resolves to {address}, a non-public address")
     return str(addresses[0])
+
+
+@cache
+def _resolvers() -> ThreadPoolExecutor:
+    """The `RESOLVER_THREADS` pool, made on the first fetch."""
+    return ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="fakescope-resolve")
 
 
 def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
