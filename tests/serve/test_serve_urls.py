@@ -163,7 +163,7 @@ def test_batches_of_slow_urls_leave_fetch_workers_for_another_client(server, aut
         alone = _post(server, auth, "/v1/detect", {"url": f"{trusted}/a.png"})
         waited, behind = time.monotonic() - start, not any(r.done() for r in running)
         assert all(r.result().status_code == 200 for r in running)
-    assert alone.status_code == 200 and waited < 1.5 and behind  # the batches had 3 s of slow URLs left
+    assert alone.status_code == 200 and waited < 2 and behind  # the batches had 3 s of slow URLs left
     assert load["peak"] == batches * BATCH_FETCHES  # each batch held at most its share
 
 
