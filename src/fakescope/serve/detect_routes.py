@@ -19,8 +19,15 @@ from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, URL_BATCH, answers
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, image_bytes
-from fakescope.serve.request_image import (BATCH_FETCHES, batch_urls, check_image_422, fetch_image, one_upload, read_upload,
-                                          too_large_message)
+from fakescope.serve.request_image import (
+    BATCH_FETCHES,
+    batch_urls,
+    check_image_422,
+    fetch_image,
+    one_upload,
+    read_upload,
+    too_large_message,
+)
 from fakescope.serve.schemas import BatchResults, DetectionRecord, Explanation, Health, Models
 
 ONE_IMAGE = 'The image (multipart); or send the raw bytes, or JSON `{"url": "https://..."}`, as the body.'
