@@ -115,3 +115,20 @@ def test_a_strip_too_long_to_upscale_is_passed_over_as_unreadable(tmp_path, monk
     tile, label, skipped = tiles[0]
     assert tile.shape == (3, 64, 64) and label.item() == 0.0
     assert "strip.png" in skipped and "image too long and thin" in skipped
+
+
+def test_under_upscale_down_scaling_goes_below_a_tile_and_the_image_comes_back_as_detect_feeds_it():
+    """`pad` stops down-scaling at one tile (a face halved below a tile was never seen so); `upscale` scales below it
+    and upscales back to a tile as detection does, which is how a photo resized to half reaches detection."""
+    image = _noise(256, 256)
+    steps_off = dict(bottom_crop=0.0, base_jpeg_quality=None, resize_prob=1.0, resize_scale=(0.2, 0.24), blur_prob=0,
+                     noise_prob=0, jpeg_prob=0, hflip=False)
+    padded, upscaled = (augment(image, AugmentConfig(**steps_off, small_images=small), 64, random.Random(0))
+                        for small in ("pad", "upscale"))
+    drawn = random.Random(0)
+    drawn.random()  # the resize_prob draw
+    side = round(256 * drawn.uniform(0.2, 0.24))  # 51-61 px: under the 64 px tile
+    small = image.resize((side, side), Image.BICUBIC)
+    inference = make_tiles(small, InputPolicy(crop_size=64, grid=1)).pixels[0].permute(1, 2, 0).numpy()
+    assert side < 64 and np.array_equal(np.asarray(upscaled), inference)
+    assert np.asarray(padded).shape == (64, 64, 3) and not np.array_equal(np.asarray(padded), inference)

@@ -5,7 +5,8 @@ testing): crop the bottom strip where some generators print watermarks, then JPE
 every image at one base quality so file format and original compression stop telling the
 classes apart. Robustness augmentations follow at random: down-scaling, blur, noise and a
 second JPEG pass, then a native-resolution crop and a flip. An image with a side shorter than the
-crop is reflect-padded (`small_images: pad`) or upscaled as inference does (`upscale`).
+crop is reflect-padded (`small_images: pad`, where down-scaling stops at one tile) or upscaled as inference does
+(`upscale`, where down-scaling may go below a tile and the image is upscaled back, as a small photo reaches detection).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from fakescope.errors import ConfigError
-from fakescope.io.image import pixel_limit
+from fakescope.io.image import MIN_SIDE, pixel_limit
 
 if TYPE_CHECKING:
     from fakescope.models.config import ModelConfig
@@ -41,7 +42,8 @@ class AugmentConfig:
     jpeg_quality: tuple[int, int] = (60, 98)
     hflip: bool = True
     small_images: str = "pad"
-    """An image with a side under the crop: `pad` (reflect-padded) or `upscale` (as detection does: `fill_tile`)."""
+    """An image with a side under the crop: `pad` (reflect-padded; down-scaling stops at one tile) or `upscale` (as
+    detection does: `fill_tile`; down-scaling may go below a tile, as a halved photo reaches detection)."""
 
 
 def jpeg(image: Image.Image, quality: int) -> Image.Image:
@@ -86,11 +88,12 @@ def recipe_preprocessing(config: ModelConfig) -> AugmentConfig | None:
 def augment(image: Image.Image, cfg: AugmentConfig, crop: int, rng: random.Random) -> Image.Image:
     """Neutralize, perturb at random, and cut one `crop` x `crop` tile at native resolution."""
     image = neutralize(image, cfg)
-    if rng.random() < cfg.resize_prob:
-        low = max(cfg.resize_scale[0], crop / min(image.size))  # never below one tile
+    if rng.random() < cfg.resize_prob:  # pad: never below one tile; upscale: below it too, upscaled back as detect does
+        least = crop if cfg.small_images == "pad" else MIN_SIDE
+        low = max(cfg.resize_scale[0], least / min(image.size))
         if low < cfg.resize_scale[1]:
             s = rng.uniform(low, cfg.resize_scale[1])
-            image = image.resize((max(crop, round(image.width * s)), max(crop, round(image.height * s))), Image.BICUBIC)
+            image = image.resize((max(least, round(image.width * s)), max(least, round(image.height * s))), Image.BICUBIC)
     if rng.random() < cfg.blur_prob:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*cfg.blur_sigma)))
     if rng.random() < cfg.noise_prob:
