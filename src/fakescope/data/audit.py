@@ -278,12 +278,9 @@ def _content_check(frame: pd.DataFrame) -> list[Check]:
     named = frame[frame["source"] != ""]
     if named["label"].nunique() < 2:
         return []
-    shares = {label: group["source"].value_counts(normalize=True) for label, group in named.groupby("label")}
-    distance = 0.5 * shares["real"].sub(shares["ai"], fill_value=0).abs().sum()
-    per_class = {label: ", ".join(f"{v} {_percent(x)}" for v, x in share.head(3).items()) for label, share in shares.items()}
-    description = "the images' source (its content: photos vs artistic renders, one subject vs another)"
-    level = "possible shortcut" if distance >= SUSPICIOUS else "ok"
-    return [Check(CONTENT, description, per_class, round(float(distance), 3), level)]
+    check = _categorical_check(named, CONTENT, "the images' source (its content: photos vs artistic renders, one subject "
+                                               "vs another)")
+    return [replace(check, level="possible shortcut" if check.separability >= SUSPICIOUS else "ok")]
 
 
 def _unchecked_sources(frame: pd.DataFrame, measured: pd.DataFrame) -> list[str]:
@@ -324,13 +321,15 @@ def _level(separability: float) -> str:
     return "possible shortcut" if separability >= SUSPICIOUS else "ok"
 
 
-def _categorical_check(measured: pd.DataFrame, name: str) -> Check:
+def _categorical_check(measured: pd.DataFrame, name: str, description: str | None = None) -> Check:
+    """How far the classes' shares of the values of column `name` differ (total variation), described as
+    `_CATEGORICAL` does unless `description` says otherwise."""
     shares = {label: group[name].astype(str).value_counts(normalize=True) for label, group in measured.groupby("label")}
     values = sorted(set(shares["real"].index) | set(shares["ai"].index))
     distance = 0.5 * sum(abs(shares["real"].get(v, 0.0) - shares["ai"].get(v, 0.0)) for v in values)
     per_class = {label: ", ".join(f"{_shown(v)} {_percent(s)}" for v, s in share.head(3).items())
                  for label, share in shares.items()}
-    return Check(name, _CATEGORICAL[name], per_class, round(float(distance), 3), _level(distance))
+    return Check(name, description or _CATEGORICAL[name], per_class, round(float(distance), 3), _level(distance))
 
 
 def _numeric_check(measured: pd.DataFrame, name: str) -> Check:
