@@ -152,9 +152,11 @@ def test_metadata_shown_to_users_is_one_line(photo):
 
 @pytest.mark.parametrize("software", ["Visor de imagen 2.0", "Editor de Imagen 3.1", "Scansione dalle diapositive",
                                       "Foto dalle 5 Terre", "Dalle Molle Institute", "Firefly Camera 2.1",
-                                      "midjourneys_end 1.0", "Foto dalle mini vacanze"])
+                                      "midjourneys_end 1.0", "Foto dalle mini vacanze", "CJK Ideogram Converter 2.1",
+                                      "Ideogram Font Editor 1.2", "Flux 7.0.1", "Flux Pro 3", "flux-2.0.1", "FluxCapture 1.1"])
 def test_words_that_only_look_like_a_generators_name_declare_nothing(photo, software):
-    """Spanish `imagen` with a version, Italian `dalle`, an app called Firefly, a name inside another word."""
+    """Spanish `imagen` with a version, Italian `dalle`, an app called Firefly, a name inside another word, the English
+    word `ideogram` in a tool's name, apps called Flux."""
     ev = check_metadata(jpeg(photo, {"0th": {**CAMERA, piexif.ImageIFD.Software: software.encode()}}))
     assert ev.score == 0.45 and "declares_ai" not in ev.data and ev.data["software"] == software, ev.detail
 
@@ -178,3 +180,24 @@ def test_a_generator_named_after_another_is_named_as_its_own(photo, software, ge
     community web UI's repository name `stable-diffusion-webui` as Stability's Stable Diffusion."""
     ev = check_metadata(png(photo, {"Software": software}))
     assert (ev.score, ev.data["generator"]) == (0.95, generator), ev.detail
+
+
+@pytest.mark.parametrize(("software", "generator"), [
+    ("FLUX.1-dev", "FLUX.1"), ("FLUX.1 [schnell]", "FLUX.1"), ("flux1-schnell", "FLUX.1"), ("flux1-dev.safetensors", "FLUX.1"),
+    ("FLUX1.1 [pro]", "FLUX.1"), ("FLUX.1.1 [pro] Ultra", "FLUX.1"), ("flux-pro-1.1-ultra", "FLUX.1"), ("flux-dev", "FLUX.1"),
+    ("flux-kontext-max", "FLUX.1"), ("FLUX.2-dev", "FLUX.2"), ("flux2-dev", "FLUX.2"), ("flux-2-pro", "FLUX.2"),
+    ("Ideogram", "Ideogram"), ("Ideogram 3.0 Turbo", "Ideogram"), ("ideogram.ai", "Ideogram")])
+def test_flux_and_ideogram_spellings_name_them(photo, software, generator):
+    """Black Forest Labs' checkpoint and API names (flux1-schnell, flux-pro-1.1) were missed: only FLUX.1 with its dot counted."""
+    ev = check_metadata(png(photo, {"Software": software}))
+    assert (ev.score, ev.data.get("generator")) == (0.95, generator), ev.detail
+
+
+def test_a_caption_mentioning_ideogram_declares_nothing(photo):
+    """A real photo captioned about an ideogram (EXIF, XMP, PNG description): only a generator's own field names it."""
+    caption = "The ideogram for water, painted by Ideogram Studio"
+    packet = xmp("", f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{caption}</rdf:li></rdf:Alt></dc:description>')
+    for data in (jpeg(photo, {"0th": {**CAMERA, piexif.ImageIFD.ImageDescription: caption.encode()}}, packet),
+                 png(photo, {"Description": caption, "Comment": caption})):
+        ev = check_metadata(data)
+        assert "declares_ai" not in ev.data and "generator" not in ev.data, ev.detail

@@ -78,10 +78,16 @@ SIGNS: tuple[Sign, ...] = (
     Sign("software", _name(r"dall[\s·\-]e(?: ?\d)?|(?-i:DALLE)|dalle-?\d|chatgpt|gpt-4o|gpt-image-\d"), "OpenAI DALL-E/ChatGPT"),
     Sign("software", _name(r"google imagen|google gemini"), "Google"),
     Sign("software", _name(r"stable[\s_-]?diffusion|sdxl|dreamstudio"), "Stable Diffusion"),
-    Sign("software", _name(r"flux\.1"), "FLUX.1"),
-    Sign("software", _name(r"flux\.2"), "FLUX.2"),
+    # Black Forest Labs' names as its model cards, checkpoints and API write them: FLUX.1 [dev], FLUX.1-dev, flux1-schnell,
+    # FLUX1.1 [pro], flux-pro-1.1-ultra, flux-kontext-max; FLUX.2 [dev], flux2-dev, flux-2-pro. `Flux` alone, before a
+    # space or in a longer version (flux-2.0.1) names other apps and libraries
+    Sign("software", _name(r"flux\.?1(?:\.1)?(?!\.\d)|flux-(?:dev|schnell|pro(?:-1\.1(?:-ultra)?)?|kontext-(?:dev|pro|max))"), "FLUX.1"),
+    Sign("software", _name(r"flux[.-]?2(?!\.\d)"), "FLUX.2"),
     Sign("software", _name(r"leonardo\.ai"), "Leonardo.Ai"),
-    Sign("software", _name(r"ideogram"), "Ideogram"),
+    # `ideogram` is an English word (a CJK character tool, a font editor): its site's name anywhere, else the whole value
+    # with at most a version and a model word ("Ideogram 3.0 Turbo")
+    Sign("software", re.compile(r"\bideogram\.ai\b|\A\s*ideogram(?:\s+v?\d[\w.]*(?:\s+\w+)?)?\s*\Z", re.IGNORECASE),
+         "Ideogram"),
     Sign("software", _name(r"bing image creator"), "Bing Image Creator"),
     Sign("software", _name(r"nightcafe"), "NightCafe"),
     Sign("comment", A1111_PARAMETERS, _A1111),
