@@ -79,7 +79,7 @@ def test_the_wheel_metadata_has_the_packages_version_licence_and_entry_point(arc
             "Topic :: Scientific/Engineering :: Image Recognition"} <= set(meta.get_all("Classifier"))
     assert "image forensics" in meta["Keywords"].split(",")
     assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(meta.get_all("Requires-Dist"))
-    assert f"{info}licenses/LICENSE" in wheel.namelist()
+    assert meta.get_all("License-File") == ["LICENSE"] and f"{info}licenses/LICENSE" in wheel.namelist()
     assert "fakescope = fakescope.cli:main" in wheel.read(f"{info}entry_points.txt").decode()
 
 
