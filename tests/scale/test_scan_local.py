@@ -18,7 +18,7 @@ from fakescope.cli import app
 from fakescope.errors import ConfigError, StorageError
 from fakescope.io.inputs import iter_sources
 from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results, write_part
-from fakescope.scale.scan import _PartWriter, scan, scan_sources
+from fakescope.scale.scan import ScanSummary, _PartWriter, scan, scan_sources
 
 
 def test_scan_writes_one_row_per_source_matching_predict(image_folder, tmp_path, detector):
@@ -620,3 +620,41 @@ def test_scan_cli_grid_option_sets_the_tiles_per_image(image_folder, tmp_path):
         rows = read_results(tmp_path / f"grid{grid}.parquet").dropna(subset=["score"]).sort_values("path")
         details[grid] = [json.loads(e)[0]["detail"].split(" over ")[1] for e in rows["evidence"]]
     assert set(details["1"]) == {"1 tile(s)"} and details["3"] != details["1"]
+
+
+def test_a_rerun_rewrites_the_parts_whose_transient_rows_it_superseded_so_pandas_reads_one_row_a_source(
+        image_factory, tmp_path, detector, monkeypatch):
+    """The transient rows a rerun superseded stayed in their parts: `pandas.read_parquet` read two rows for one source.
+    A rerun now rewrites those parts without them, atomically: one cut short before its rename loses no row and the
+    next rerun drops what is left; the rewritten parts keep their scoring record."""
+    from image_server import serving_images
+
+    from fakescope.io.fetch import TRUSTED_ENV
+
+    out = tmp_path / "out"
+    with serving_images(image_factory.bytes("PNG", (96, 80), 1), big=16) as origin:
+        monkeypatch.setenv(TRUSTED_ENV, origin)
+        urls = [f"{origin}/a.png", f"{origin}/busy.png", f"{origin}/flaky.png?n=1", f"{origin}/flaky.png?n=2"]
+        assert scan(urls, out, detector).transient == 3
+        (first,) = part_files(out)
+        replace = os.replace
+
+        def killed_rewriting_the_first_part(tmp, part):
+            if part == first:
+                raise KeyboardInterrupt
+            replace(tmp, part)
+
+        monkeypatch.setattr(os, "replace", killed_rewriting_the_first_part)
+        with pytest.raises(KeyboardInterrupt):
+            scan(urls[:3], out, detector)  # busy fails again, the first flaky answers; the second is not asked
+        assert len(pd.read_parquet(out)) == 6 and len(read_results(out)) == 4  # nothing lost, nothing cut short
+        monkeypatch.setattr(os, "replace", replace)
+        assert scan(urls[:2], out, detector) == ScanSummary(1, 1, 1, 1)  # busy fails again; the flaky one is done
+        rows = pd.read_parquet(out)
+        assert rows["path"].is_unique and rows["error_kind"].fillna("scored").value_counts().to_dict() == \
+            {"scored": 2, "transient": 2}
+        pd.testing.assert_frame_equal(rows.sort_values("path", ignore_index=True),
+                                      read_results(out).sort_values("path", ignore_index=True))
+        assert not list(out.glob("_*")) and sorted(pq.read_metadata(p).num_rows for p in part_files(out)) == [1, 1, 2]
+        assert len({frozenset(pq.read_schema(p).metadata.items()) for p in part_files(out)}) == 1  # record, format, names
+        assert scan(urls, out, detector).skipped == 2  # a and the first flaky; busy and the second are asked again

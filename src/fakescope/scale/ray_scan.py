@@ -4,7 +4,8 @@ Pipeline: the pending sources (`from_items`) -> `map_batches` through a pool of 
 each hold a `Detector` (reading and decoding in its threads, batched inference on CPU or GPU)
 -> one Parquet part per write task in the results folder, written under a temporary name and
 renamed as the local engine's are. Rows have the local engine's schema and values, and resuming
-works the same way: sources already in the folder's parts are skipped, and new rows take the folder's columns.
+works the same way: sources already in the folder's parts are skipped, new rows take the folder's columns, and the
+parts holding transient rows the new ones supersede are rewritten without them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fakescope.models import load_model
 from fakescope.models.bundle import BUNDLED_DIR
 from fakescope.scale.records import (
     detections_to_table,
+    drop_superseded,
     part_files,
     read_folder,
     results_folder,
@@ -93,9 +95,11 @@ def ray_scan(
     contents = read_folder(folder, scoring)
     sources = list(dict.fromkeys(map(source_key, sources)))  # rows store, and resume on, these keys
     pending = [s for s in sources if not contents.claim(s)]
-    if not pending:
-        return ScanSummary(0, 0, len(sources))
     before = set(part_files(folder))
+    if not pending:
+        if contents.transient:  # those a run that stopped left behind
+            drop_superseded(folder, before)
+        return ScanSummary(0, 0, len(sources))
     schema = scoring.on(writing_schema(folder, contents.schema))
     detector_kwargs["name_or_path"] = _for_actors(name, model.location)
     started = _connect(address, actors * cpus_per_actor, object_store_memory, verbose)
@@ -132,6 +136,8 @@ def ray_scan(
     kinds = [pq.read_table(p, columns=["error_kind"] * ("error_kind" in schema.names) + ["error"]) for p in new_parts]
     errors = sum(pc.sum(pc.is_valid(t.column("error"))).as_py() or 0 for t in kinds)
     transient = sum(pc.sum(pc.equal(t.column("error_kind"), TRANSIENT)).as_py() or 0 for t in kinds if "error_kind" in t.column_names)
+    if contents.transient:  # the new rows supersede earlier transient rows: rewrite their parts without them
+        drop_superseded(folder, before)
     return ScanSummary(len(pending), errors, len(sources) - len(pending), transient)
 
 

@@ -4,8 +4,8 @@ A results folder holds Parquet part files (from the local engine, from Ray, or b
 a local scan runs, one Arrow IPC journal of the rows not yet in a part. `evidence` is stored as
 JSON text (scores rounded to 6 decimals, like `score`) because its `data` dicts differ from
 one evidence kind to the next. `caveat` is null unless set; `error_kind` (last) is null for a scored row, `transient`
-for an error that may pass (a rerun scores the source again; `read_results` then drops the old row), `permanent`
-for the rest. A folder begun by a version without these columns (`ADDED_COLUMNS`) keeps its columns, so that every
+for an error that may pass (a rerun scores the source again, and `drop_superseded` then rewrites the part holding the
+old row without it), `permanent` for the rest. A folder begun by a version without these columns (`ADDED_COLUMNS`) keeps its columns, so that every
 part of it reads as one table.
 """
 
@@ -16,7 +16,7 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -212,12 +212,13 @@ def _without(missing: set[str]) -> pa.Schema:
 
 @dataclass(frozen=True)
 class FolderContents:
-    """What a results folder's parts hold: the `source_key`s written, the columns new rows take (`folder_schema`), and
-    the URL rows of parts written before `NAMES_KEY` (named by `legacy_url_name`)."""
+    """What a results folder's parts hold: the `source_key`s written, the columns new rows take (`folder_schema`), the
+    URL rows of parts written before `NAMES_KEY` (named by `legacy_url_name`), and whether some row is `transient`."""
 
     done: set[str]
     schema: pa.Schema
     legacy: set[str]
+    transient: bool = False
 
     def claim(self, source: str) -> bool:
         """Whether a `source_key` is done: its row, or a legacy row its legacy name names. Each row answers once (URLs
@@ -247,7 +248,7 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
     done: set[str] = set()
     legacy: set[str] = set()
     absent: set[str] = set()
-    unknown_int8 = False
+    unknown_int8 = transient = False
     for part in part_files(out):
         try:
             with pq.ParquetFile(part) as parquet:
@@ -269,7 +270,9 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
         elif scoring is not None:
             _check_scored_alike(out, table, scoring)
         if "error_kind" in names:  # a transient error is not done: a rerun tries it again
-            table = table.filter(pc.fill_null(pc.not_equal(table.column("error_kind"), TRANSIENT), True))
+            lasting = pc.fill_null(pc.not_equal(table.column("error_kind"), TRANSIENT), True)
+            transient = transient or not pc.all(lasting).as_py()
+            table = table.filter(lasting)
         paths = table.column("path").to_pylist()
         done.update(map(source_key, paths))
         if named_before:
@@ -278,7 +281,7 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
         log.warning("%s holds int8 rows scored before scans recorded which int8 model scored them: taken to be this one "
                     "(%s); if it was exported again with other calibration images since, give this run a new --out",
                     out, scoring.int8_sha256[:12])
-    return FolderContents(done, _without(absent), legacy)
+    return FolderContents(done, _without(absent), legacy, transient)
 
 
 def _check_scored_alike(out: str | Path, table: pa.Table, scoring: Scoring) -> None:
@@ -343,6 +346,38 @@ def read_results(out: str | Path) -> pd.DataFrame:
     rows = pa.concat_tables([schema.empty_table(), *(pq.read_table(p, schema=schema) for p in part_files(out))]).to_pandas()
     if "error_kind" not in rows.columns:
         return rows
+    return rows[~_superseded(rows)].reset_index(drop=True)
+
+
+def _superseded(rows: pd.DataFrame) -> pd.Series:
+    """The transient rows that another row of their path supersedes: one of another kind, or a later transient one."""
     transient = rows["error_kind"].eq(TRANSIENT)
-    superseded = transient & (rows["path"].isin(rows.loc[~transient, "path"]) | rows.duplicated("path", keep="last"))
-    return rows[~superseded].reset_index(drop=True)
+    return transient & (rows["path"].isin(rows.loc[~transient, "path"]) | rows.duplicated("path", keep="last"))
+
+
+def drop_superseded(out: str | Path, older: Collection[Path]) -> int:
+    """Rewrite each part holding transient rows that `read_results` leaves out (`older` parts, those a run found, read
+    before the run's own) without them, so that `pandas.read_parquet` also reads one row per source; return how many
+    went. A part is rewritten whole under its own name (`write_part`: a temporary, then a rename over it), or deleted
+    when none of its rows stays: a crash leaves each part as it was or as it becomes, never a row lost, and the next
+    run that ends drops what is left.
+
+    Raises:
+        StorageError: the folder took no rewritten part (read-only, full); its parts stay as they were.
+    """
+    parts = sorted(part_files(out), key=lambda p: p not in older)  # stable: name order within each
+    columns = pa.schema([SCHEMA.field("path"), SCHEMA.field("error_kind")])  # a part without error_kind: all null
+    rows = pd.concat([pq.read_table(p, schema=columns).to_pandas().assign(part=i) for i, p in enumerate(parts)],
+                     ignore_index=True)
+    superseded = _superseded(rows)
+    for i in rows.loc[superseded, "part"].unique():
+        keep = ~superseded[rows["part"] == i].to_numpy()
+        with pq.ParquetFile(parts[i]) as parquet:
+            table = parquet.read()  # every column, and the metadata recording how its rows were scored
+        if keep.any():
+            write_part(table.filter(keep), parts[i])
+            continue
+        with writing_to(parts[i].parent):
+            parts[i].unlink()
+            _fsync_folder(parts[i].parent)
+    return int(superseded.sum())

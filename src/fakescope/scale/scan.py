@@ -7,7 +7,8 @@ renamed). The journal and temporary names start with `_`, which Parquet readers 
 pandas, Spark) skip, so the folder reads as a dataset while a scan writes it. A rerun first
 deletes half-written temporaries and turns any journal left by a crash into a part, then skips
 every source already written, so a crash loses at most the batch in flight. New rows take the
-columns of the folder's parts (`writing_schema`), so a folder begun by an older version stays one table.
+columns of the folder's parts (`writing_schema`), so a folder begun by an older version stays one table. A run that
+ends rewrites the parts holding transient rows it superseded without them (`drop_superseded`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from fakescope.scale.records import (
     PART_SUFFIX,
     FolderContents,
     detections_to_table,
+    drop_superseded,
+    part_files,
     read_folder,
     remove_temporaries,
     results_folder,
@@ -82,6 +85,7 @@ def scan(
     scoring = Scoring.of(detector)
     contents = read_folder(folder, scoring)
     todo = _Pending(sources, contents)
+    before = set(part_files(folder))
     schema, scanned, failed, transient = None, 0, 0, 0
     with _PartWriter(folder, rows_per_part) as writer:
         results = detector.stream(todo)
@@ -92,6 +96,8 @@ def scan(
             scanned += len(batch)
             failed += sum(not d.ok for d in batch)
             transient += sum(d.transient for d in batch) if "error_kind" in schema.names else 0
+    if contents.transient:  # the rows this run wrote for them supersede earlier transient rows
+        drop_superseded(folder, before)
     return ScanSummary(scanned, failed, todo.skipped, transient)
 
 
