@@ -20,6 +20,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +61,7 @@ class DriveServer:
         self.token = token
         self.readonly_token = readonly_token
         self.root_id = "root-folder"
+        self.stall_s = 0.5
         self.calls: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -103,7 +105,8 @@ class DriveServer:
 
     def fail(self, kind: str, status: int, reason: str, times: int = 1) -> None:
         """Answer the next `times` requests of `kind` (`list`, `download`, `upload` or only upload `chunk`s)
-        with this error; status 0 drops the connection instead."""
+        with this error; status 0 drops the connection instead, or with reason `stall` first keeps it silent for
+        `stall_s` seconds (a client's read timeout)."""
         with self._lock:
             self.faults[kind] += [(status, reason)] * times
 
@@ -150,6 +153,8 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
 
         def _error(self, status: int, reason: str) -> None:
             if status == 0:  # a dropped connection: no answer at all
+                if reason == "stall":
+                    time.sleep(drive.stall_s)
                 self.close_connection = True
                 return
             self._json(status, {"error": {"code": status, "message": reason, "errors": [{"reason": reason}]}})

@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.errors import ImageLoadError, StorageError, StorageUnavailableError
+from fakescope.errors import ImageLoadError, StorageBusyError, StorageError, StorageUnavailableError
 from fakescope.generate.lease import LEASE_NAME
 from fakescope.io import _gdrive, storage
 from fakescope.io._gdrive import DriveStorage
@@ -205,6 +205,30 @@ def test_a_rate_limit_that_outlasts_the_retries_is_an_outage_not_a_denial(drive_
         f"while reading gdrive://{drive_env.root_id}/a.png; try again later"
     )
     assert drive_env.calls["download"] == _gdrive.RETRIES + 1
+
+
+def test_a_read_timing_out_past_the_retries_is_busy_and_a_connection_that_never_opens_is_unreachable(drive_env, monkeypatch):
+    """A Drive read that timed out after the client's retries stopped a scan as "unreachable", while S3's read timeout is
+    transient: now it is `StorageBusyError` too (a transient row). A connection that does not even open stays an outage."""
+    monkeypatch.setattr(googleapiclient.http, "DEFAULT_HTTP_TIMEOUT_SEC", 0.2)  # for the clients built from here
+    uri = f"gdrive://{drive_env.root_id}/a.png"
+    drive_env.add("a.png", drive_env.root_id, b"aaa")
+    drive_env.fail("download", 0, "stall", times=_gdrive.RETRIES + 1)
+    with pytest.raises(StorageBusyError) as caught:
+        DriveStorage().read_bytes(uri)
+    assert str(caught.value) == (f"Google Drive did not answer in time after {_gdrive.RETRIES} retries while reading {uri}; "
+                                 "try again later")
+    assert drive_env.calls["download"] == _gdrive.RETRIES + 1
+    with socket.socket() as full:  # a server whose queue of connections is full: a new one never opens
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        with socket.create_connection(full.getsockname()):
+            monkeypatch.setenv("FAKESCOPE_GDRIVE_ENDPOINT", f"http://127.0.0.1:{full.getsockname()[1]}")
+            with pytest.raises(StorageUnavailableError) as caught:
+                DriveStorage().read_bytes(uri)
+    assert not isinstance(caught.value, StorageBusyError)
+    assert str(caught.value) == (f"Google Drive unreachable (TimeoutError) while reading {uri}; "
+                                 "check FAKESCOPE_GDRIVE_ENDPOINT and the network")
 
 
 def test_drive_credentials_reach_no_error_text(drive_env, caplog):

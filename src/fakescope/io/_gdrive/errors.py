@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import traceback
 from typing import Any
 
 from fakescope.errors import StorageBusyError, StorageError, StorageUnavailableError
@@ -40,6 +41,12 @@ def _reason(exc: Any) -> str:
     return ""
 
 
+def _connecting(exc: BaseException) -> bool:
+    """Whether `exc` came from opening the connection (httplib2's `connect`, its TLS handshake included): a timeout there
+    is no answer at all, one after it a server too slow to answer (each took the client's whole timeout, 60 s)."""
+    return any(frame.f_code.co_name == "connect" for frame, _ in traceback.walk_tb(exc.__traceback__))
+
+
 class translated_errors:
     """Turn Drive/HTTP/auth errors into a one-line `StorageError`, never echoing tokens."""
 
@@ -65,6 +72,9 @@ class translated_errors:
             error = StorageBusyError
         elif isinstance(exc, ConnectionResetError):  # the client retried it as it retries a busy answer
             message = f"Google Drive dropped the connection after {RETRIES} retries while {doing} {self.uri}; try again later"
+            error = StorageBusyError
+        elif isinstance(exc, TimeoutError) and not _connecting(exc):  # retried as the client retries a busy answer
+            message = f"Google Drive did not answer in time after {RETRIES} retries while {doing} {self.uri}; try again later"
             error = StorageBusyError
         elif isinstance(exc, HttpError):
             status = int(exc.resp.status)
