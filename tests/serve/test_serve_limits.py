@@ -30,6 +30,22 @@ def test_a_full_queue_refuses_without_waiting(detector, flat_png):
     assert batcher.pending == 3
 
 
+def test_retry_after_is_the_queues_wait_at_the_recent_time_per_image_within_a_minute(detector, flat_png):
+    """It was the mean since start, unbounded: a long queue told clients to come back in minutes (or hours)."""
+    with MicroBatcher(detector, max_queue=1) as batcher:
+        for _ in range(3):
+            batcher.submit(flat_png).result()
+    per_image = batcher.stats.busy_s / batcher.stats.items
+    for _ in range(round(30 / per_image)):  # about 30 s of work: the worker has stopped, so they stay queued
+        batcher.submit(flat_png)
+    assert 25 <= batcher.retry_after() <= 35
+    for _ in range(round(60 / per_image)):
+        batcher.submit(flat_png)
+    with pytest.raises(ServerBusy) as refused:
+        batcher.check_room()
+    assert refused.value.retry_after == batcher.retry_after() == 60
+
+
 @pytest.fixture
 def stalled_client(tmp_path, detector):
     """An app whose model worker has stopped with its queue (2 places) full."""

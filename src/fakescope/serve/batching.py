@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Self
@@ -21,6 +22,12 @@ from fakescope.detector import Detector, ImageInput
 from fakescope.errors import FakescopeError
 
 _STOP = object()
+RETRY_AFTER_RANGE = (1, 60)
+"""The shortest and longest `Retry-After` (s) of a busy answer: a client told more than a minute would only be told again
+when it came back, and a wait under a second is no wait."""
+RECENT_CALLS = 8
+"""The model calls `MicroBatcher.retry_after` times: the latest, so a load that changed (a first call's warm-up, a
+larger image size) weighs no longer than these."""
 
 
 class ServerBusy(FakescopeError):
@@ -32,10 +39,11 @@ class ServerBusy(FakescopeError):
 
 
 def estimated_wait(waiting: int, busy_s: float, done: int, *, workers: int = 1, before_any: int = 1) -> int:
-    """Seconds `waiting` items should take on `workers`, at the mean time per item so far (`before_any` with none done)."""
-    if not done:
-        return before_any
-    return max(1, round(waiting / workers * busy_s / done))
+    """Whole seconds `waiting` items should take on `workers`, at the mean time per item of the `done` ones that took
+    `busy_s` (`before_any` with none done), within `RETRY_AFTER_RANGE`."""
+    low, high = RETRY_AFTER_RANGE
+    seconds = waiting / workers * busy_s / done if done else before_any
+    return min(max(round(seconds), low), high)
 
 
 @dataclass
@@ -74,6 +82,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.stats = BatchStats()
+        self._recent: deque[tuple[int, float]] = deque(maxlen=RECENT_CALLS)  # (items, seconds) of the latest calls
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="fakescope-batcher", daemon=True)
 
@@ -125,8 +134,10 @@ class MicroBatcher:
         return request.future
 
     def retry_after(self) -> int:
-        """Seconds the queued items should take to score, from the mean time per item so far (at least 1)."""
-        return estimated_wait(self.pending, self.stats.busy_s, self.stats.items)
+        """Whole seconds the queued items should take to score, at the time per item of the `RECENT_CALLS` latest model
+        calls, within `RETRY_AFTER_RANGE`."""
+        recent = list(self._recent)  # the worker appends meanwhile
+        return estimated_wait(self.pending, sum(s for _, s in recent), sum(n for n, _ in recent))
 
     def _run(self) -> None:
         while True:
@@ -171,6 +182,8 @@ class MicroBatcher:
                 request.future.set_result(detection)
 
     def _count(self, group: list[_Request], started: float, *, called: bool) -> None:
+        seconds = time.monotonic() - started
         self.stats.items += len(group)
         self.stats.calls += called
-        self.stats.busy_s += time.monotonic() - started
+        self.stats.busy_s += seconds
+        self._recent.append((len(group), seconds))
