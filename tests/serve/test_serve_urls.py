@@ -14,7 +14,7 @@ import pytest
 from image_server import serving_images
 
 from fakescope.io.fetch import TRUSTED_ENV, shown_source
-from fakescope.serve.request_image import BATCH_FETCHES, FETCH_RETRY_AFTER, FETCH_WORKERS
+from fakescope.serve.request_image import BATCH_FETCHES, FETCH_RETRY_AFTER, FETCH_WORKERS, URLFetcher
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,36 @@ def test_slow_image_servers_hold_at_most_the_fetch_pool(server, auth, trusted, l
                                 range(FETCH_WORKERS + 4)))
     assert [a.status_code for a in answers] == [200] * (FETCH_WORKERS + 4)
     assert load["peak"] == FETCH_WORKERS  # the others waited for a fetch thread
+
+
+def test_a_url_waiting_for_a_fetch_thread_counts_the_wait_in_its_time_limit(server, auth, trusted):
+    """A URL's 20 s began when a thread took it: behind 8 slow fetches it waited up to 20 s more (and a queue of them
+    without end). Here 1 thread and a 1.5 s limit: 3 slow URLs (1 s each) were all fetched, the last after 3 s. Now the
+    second times out at 1.5 s, as does the third, refused unfetched if no time is left when its turn comes."""
+    app = server.app
+    kept = app.state.fetcher
+
+    def timed(i: int) -> tuple[float, httpx.Response]:
+        start = time.monotonic()
+        answer = _post(server, auth, "/v1/detect", {"url": f"{trusted}/slow.png?limit{i}"})
+        return time.monotonic() - start, answer
+
+    try:
+        app.state.fetcher = URLFetcher(workers=1, timeout=1.5)
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(timed, range(3)))
+        app.state.fetcher.close()
+        app.state.fetcher = URLFetcher(workers=1, timeout=0)  # every URL's time is up before a thread takes it
+        refused = _post(server, auth, "/v1/detect", {"url": f"{trusted}/a.png"})
+    finally:
+        app.state.fetcher.close()
+        app.state.fetcher = kept
+    assert max(seconds for seconds, _ in answers) < 2.5
+    assert sorted(a.status_code for _, a in answers) == [200, 503, 503]
+    assert all(1 <= int(a.headers["Retry-After"]) <= 60 for _, a in answers if a.status_code == 503)
+    assert (refused.status_code, refused.headers["Retry-After"], refused.json()["detail"]) == (
+        503, "1", f"could not fetch {trusted}/a.png: the server is busy: every URL fetch thread was taken for 0 s; "
+                  "try again shortly")
 
 
 def test_batches_of_slow_urls_leave_fetch_workers_for_another_client(server, auth, trusted, load):

@@ -160,18 +160,21 @@ def _named(url: str, kept: list[tuple[str, str]]) -> str:
     return f"{shown_url(url)}#query={hashlib.sha256(named.encode()).hexdigest()[:12]}"
 
 
-def fetch_url(url: str, max_bytes: int = URL_MAX_BYTES) -> bytes:
-    """An image URL given as an input: `fetch_public` within `max_bytes` and `URL_TIMEOUT_S`, trusting the origins
-    `FAKESCOPE_TRUSTED_ORIGINS` names (environment or `.env`; an intranet image server, say)."""
+def fetch_url(url: str, max_bytes: int = URL_MAX_BYTES, *, timeout: float = URL_TIMEOUT_S,
+              started: float | None = None) -> bytes:
+    """An image URL given as an input: `fetch_public` within `max_bytes` and `timeout` (from `started`), trusting the
+    origins `FAKESCOPE_TRUSTED_ORIGINS` names (environment or `.env`; an intranet image server, say)."""
     from fakescope.io.storage import load_env_file
 
     load_env_file()
     trusted = tuple(filter(None, (o.strip() for o in os.environ.get(TRUSTED_ENV, "").split(","))))
-    return fetch_public(url, max_bytes=max_bytes, timeout=URL_TIMEOUT_S, trusted=trusted)
+    return fetch_public(url, max_bytes=max_bytes, timeout=timeout, trusted=trusted, started=started)
 
 
-def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str, ...] = ()) -> bytes:
-    """The body of `url`, at most `max_bytes`, within `timeout` seconds in all (redirects and body included).
+def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str, ...] = (),
+                 started: float | None = None) -> bytes:
+    """The body of `url`, at most `max_bytes`, within `timeout` seconds in all (redirects and body included), counted
+    from `started` (a `time.monotonic()`; now by default: a caller that queued the fetch counts its wait).
 
     Raises:
         FetchError: (`URLRefused` for the first three) a malformed URL, a scheme other than http(s), a host that
@@ -184,7 +187,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
 
     redact_http_logs()  # httpx logs each request's URL, a signed URL's signature included, at INFO
     trusted_origins = {origin(t) for t in trusted}
-    deadline = time.monotonic() + timeout
+    deadline = (time.monotonic() if started is None else started) + timeout
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
             request = _pinned_request(client, url, trusted_origins, deadline, timeout)

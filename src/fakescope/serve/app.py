@@ -33,7 +33,7 @@ from fakescope.serve.gate import Gate, generates
 from fakescope.serve.generation_routes import add_generation_routes
 from fakescope.serve.jobs import JobStore
 from fakescope.serve.openapi import PNG_HEADERS, spec_builder
-from fakescope.serve.request_image import SEND_FILE, url_fetcher
+from fakescope.serve.request_image import SEND_FILE, URLFetcher
 
 log = logging.getLogger(__name__)
 CORS_METHODS = ["GET", "POST", "DELETE"]
@@ -71,11 +71,11 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
                                          max_queue=config.max_queue).start()
         app.state.jobs = JobStore(config.jobs_dir, lambda data: app.state.batcher.submit(data).result(),
                                   max_jobs=config.max_jobs)
-        app.state.fetcher = url_fetcher()
+        app.state.fetcher = URLFetcher()
         try:
             yield
         finally:
-            app.state.fetcher.shutdown(wait=False, cancel_futures=True)
+            app.state.fetcher.close()
             app.state.jobs.close()
             app.state.batcher.close()
 

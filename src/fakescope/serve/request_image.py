@@ -4,7 +4,10 @@ upload and pixel limits; a batch's JSON `urls`."""
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from fastapi import HTTPException, Request, UploadFile
@@ -12,8 +15,17 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from fakescope.errors import ImageLoadError
-from fakescope.io.fetch import FetchError, FetchTooLarge, TransientFetchError, URLRefused, fetch_url, url_name
+from fakescope.io.fetch import (
+    URL_TIMEOUT_S,
+    FetchError,
+    FetchTooLarge,
+    TransientFetchError,
+    URLRefused,
+    fetch_url,
+    url_name,
+)
 from fakescope.io.redact import redact_urls
+from fakescope.serve.batching import ServerBusy, estimated_wait
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.limits import check_image
 from fakescope.serve.schemas import ImageURL, ImageURLs
@@ -24,7 +36,10 @@ FETCH_WORKERS = 8
 BATCH_FETCHES = 2
 """The most of a batch's URLs fetched at once (the others wait for these), so a batch leaves the pool to other clients."""
 FETCH_RETRY_AFTER = 10
-"""The `Retry-After` (s) of the 503 for an image URL whose fetch failed for a reason that may pass."""
+"""The `Retry-After` (s) of the 503 for an image URL whose fetch failed for a reason that may pass (the image server's
+trouble: when it passes, this server cannot know)."""
+RECENT_FETCHES = 16
+"""The fetches `URLFetcher.retry_after` times: the latest."""
 JSON_BODY = {ImageURL: 'a JSON body is {"url": "https://..."}', ImageURLs: 'a JSON body is {"urls": ["https://...", ...]}'}
 SEND_FILE = "send the image as a 'file' part, e.g. curl -F file=@photo.jpg"
 SEND_FILES = "send each image as a 'files' part, e.g. curl -F files=@a.jpg -F files=@b.jpg"
@@ -85,21 +100,68 @@ def _json_body(model: type[M], body: bytes) -> M:
         raise HTTPException(422, f"{JSON_BODY[model]}; {where + ': ' if where else ''}{error['msg']}") from None
 
 
-def url_fetcher() -> ThreadPoolExecutor:
-    """The pool `fetch_image` downloads on: at most `FETCH_WORKERS` URLs at once, apart from the default executor (the
-    heatmap renders), so slow image servers hold no more than these threads; a batch takes `BATCH_FETCHES` of them."""
-    return ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="fakescope-fetch")
+class URLFetcher:
+    """The pool `fetch_image` downloads on: at most `workers` URLs at once, apart from the default executor (the heatmap
+    renders), so slow image servers hold no more than these threads; a batch takes `BATCH_FETCHES` of them.
+
+    A URL's `timeout` counts from when it was asked for, its wait for a thread included: one still waiting then is not
+    fetched but refused (`ServerBusy`), so clients filling the threads hold no other request past its limit.
+    """
+
+    def __init__(self, workers: int = FETCH_WORKERS, timeout: float = URL_TIMEOUT_S):
+        self.workers, self.timeout = workers, timeout
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fakescope-fetch")
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._recent: deque[float] = deque(maxlen=RECENT_FETCHES)  # seconds each of the latest fetches held a thread
+
+    async def fetch(self, url: str, max_bytes: int) -> bytes:
+        """The bytes at `url` (`fetch_url`), at most `max_bytes`; `ServerBusy` when no thread took it in time."""
+        with self._lock:
+            self._waiting += 1
+        future = self._pool.submit(self._fetch, url, max_bytes, time.monotonic())
+        future.add_done_callback(self._unqueue_cancelled)  # a client that left before its turn
+        return await asyncio.wrap_future(future)
+
+    def retry_after(self) -> int:
+        """Whole seconds the waiting URLs should take on the threads, at the time of the `RECENT_FETCHES` latest
+        fetches, within `RETRY_AFTER_RANGE`."""
+        recent = list(self._recent)
+        return estimated_wait(self._waiting, sum(recent), len(recent), workers=self.workers,
+                              before_any=round(self.timeout))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fetch(self, url: str, max_bytes: int, asked: float) -> bytes:
+        started = time.monotonic()
+        with self._lock:
+            self._waiting -= 1
+        if started - asked >= self.timeout:
+            raise ServerBusy(f"the server is busy: every URL fetch thread was taken for {self.timeout:g} s; "
+                             "try again shortly", self.retry_after())
+        try:
+            return fetch_url(url, max_bytes, timeout=self.timeout, started=asked)
+        finally:
+            self._recent.append(time.monotonic() - started)
+
+    def _unqueue_cancelled(self, future: Future) -> None:
+        if future.cancelled():
+            with self._lock:
+                self._waiting -= 1
 
 
 async def fetch_image(request: Request, url: str, config: ServeConfig) -> tuple[str, bytes]:
     """The URL as named (`url_name`) and its bytes, fetched as `fetch_url` does within the upload limit on
-    the app's `url_fetcher`: a refused URL is a 422, a file over the limit a 413 (as an upload), a fetch that may pass
+    the app's `URLFetcher`: a refused URL is a 422, a file over the limit a 413 (as an upload), a fetch that may pass
     (`TransientFetchError`: a timeout, a refused or dropped connection, 408/425/429/5xx) a 503 with `Retry-After`
-    `FETCH_RETRY_AFTER`, another failed fetch a 502, each naming the URL as shown."""
+    `FETCH_RETRY_AFTER`, one no thread took within the time limit a 503 with the threads' estimated wait, another failed
+    fetch a 502, each naming the URL as shown."""
     name = url_name(url)
-    fetcher = request.app.state.fetcher
     try:
-        return name, await asyncio.get_running_loop().run_in_executor(fetcher, fetch_url, url, config.max_upload_bytes)
+        return name, await request.app.state.fetcher.fetch(url, config.max_upload_bytes)
+    except ServerBusy as exc:
+        raise HTTPException(503, f"could not fetch {name}: {exc}", {"Retry-After": str(exc.retry_after)}) from None
     except FetchError as exc:
         status = 422 if isinstance(exc, URLRefused) else 413 if isinstance(exc, FetchTooLarge) else 502
         retry = isinstance(exc, TransientFetchError)
