@@ -43,6 +43,8 @@ def test_explain_without_grad_cam_names_how_to_install_it_only_where_needed(monk
     _without(monkeypatch, "pytorch_grad_cam")
     for name in [m for m in sys.modules if m.startswith("fakescope.explain")]:
         monkeypatch.delitem(sys.modules, name)
+    from fakescope.explain.report import overlay_name
+
     image = tmp_path / "x.png"
     image.write_bytes(image_factory.bytes("PNG", (128, 96)))
     explain = ["explain", str(image), "--model", str(tiny_model_dir), "--out", str(tmp_path / "x")]
@@ -52,10 +54,10 @@ def test_explain_without_grad_cam_names_how_to_install_it_only_where_needed(monk
                                            'pip install "fakescope[explain]" && pip install --no-deps grad-cam')]
     for method in ("tiles", "cam"):  # these need no pytorch-grad-cam
         done = CliRunner().invoke(app, [*explain, "--method", method])
-        assert done.exit_code == 0 and (tmp_path / "x" / f"x_{method}.png").is_file(), done.output
+        assert done.exit_code == 0 and (tmp_path / "x" / f"{overlay_name(str(image))}_{method}.png").is_file(), done.output
     default = CliRunner().invoke(app, [*explain[:-2], "--out", str(tmp_path / "all")])  # was the error above: nothing written
     assert default.exit_code == 0, default.output
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["x_cam.png", "x_tiles.png"]
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [f"{overlay_name(str(image))}_{m}.png" for m in ("cam", "tiles")]
     assert default.stderr == ("note: gradcam and gradcam++ skipped: missing optional package 'pytorch_grad_cam'; install it "
                               'with: pip install "fakescope[explain]" && pip install --no-deps grad-cam\n')
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -13,11 +14,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
+from fakescope.explain.report import overlay_name
 
 
 def written(stdout: str) -> list[str]:
     """The PNGs a run printed: each line is an input, then the files written for it, tab-separated."""
     return [path for line in stdout.splitlines() for path in line.split("\t")[1:]]
+
+
+def unhashed(path: str) -> str:
+    """An overlay's file name without the hash of its image's path: `x-1a2b3c4d_tiles.png` as `x_tiles.png`."""
+    return re.sub(r"-[0-9a-f]{8}(_[a-z]+\.png)$", r"\1", os.path.basename(path))
 
 
 @pytest.fixture
@@ -37,7 +44,7 @@ def test_explain_writes_an_overlay_per_image_and_method(model_dir, images, tmp_p
                                       "--method", "tiles", "--method", "gradcam++"])
     assert result.exit_code == 0, result.output
     files = written(result.stdout)
-    assert sorted(os.path.basename(p) for p in files) == [
+    assert sorted(unhashed(p) for p in files) == [
         "img5000_gradcampp.png", "img5000_tiles.png", "img5001_gradcampp.png", "img5001_tiles.png"]
     assert all(Image.open(p).format == "PNG" for p in files)
 
@@ -53,8 +60,32 @@ def test_each_input_is_printed_with_its_files_so_two_of_one_name_are_told_apart(
     result = CliRunner().invoke(app, ["explain", *inputs, "--model", model_dir, "--out", str(out),
                                       "--method", "tiles", "--method", "cam"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == [f"{inputs[0]}\t{out / 'x_tiles.png'}\t{out / 'x_cam.png'}",
-                                          f"{inputs[1]}\t{out / 'x-2_tiles.png'}\t{out / 'x-2_cam.png'}"]
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [line[0] for line in lines] == inputs and len({*lines[0][1:], *lines[1][1:]}) == 4
+    assert [[unhashed(p) for p in line[1:]] for line in lines] == [["x_tiles.png", "x_cam.png"]] * 2
+
+
+def test_two_runs_into_one_out_never_replace_each_others_overlays(model_dir, images, tmp_path, monkeypatch):
+    """A second run wrote `x_tiles.png` again, silently replacing the first run's overlay of another `x.png`."""
+    inputs = []
+    for folder, image in zip("ab", images, strict=True):
+        (tmp_path / folder).mkdir()
+        inputs.append(str(tmp_path / folder / "x.png"))
+        os.rename(image, inputs[-1])
+    out, base = tmp_path / "out", ["--model", model_dir, "--out", str(tmp_path / "out"), "--method", "tiles"]
+    first = CliRunner().invoke(app, ["explain", inputs[0], *base])
+    kept = (out / os.path.basename(written(first.stdout)[0])).read_bytes()
+    second = CliRunner().invoke(app, ["explain", inputs[1], *base])
+    assert (first.exit_code, second.exit_code) == (0, 0), second.output
+    assert len(os.listdir(out)) == 2 and (out / os.path.basename(written(first.stdout)[0])).read_bytes() == kept
+    monkeypatch.chdir(tmp_path)  # the same image, named another way, keeps its name: that overlay is refused, not replaced
+    again = CliRunner().invoke(app, ["explain", "a/x.png", "b", *base])
+    assert (again.exit_code, again.stdout) == (2, "")
+    assert again.stderr == (f"error: {out} already holds 2 overlay(s) of these images from an earlier run (first: "
+                            f"{written(first.stdout)[0]}); replace them with --overwrite, or choose another --out\n")
+    replaced = CliRunner().invoke(app, ["explain", "a/x.png", "--overwrite", *base])
+    assert replaced.exit_code == 0 and written(replaced.stdout) == written(first.stdout)
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in written(first.stdout) + written(second.stdout))
 
 
 def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_path):
@@ -65,7 +96,7 @@ def test_explain_reports_unreadable_images_and_goes_on(model_dir, images, tmp_pa
     assert result.exit_code == 1
     assert result.stderr == f"error: {broken}: not an image (unrecognised file signature)\n"  # names the image
     assert "Traceback" not in result.output
-    assert [os.path.basename(p) for p in written(result.stdout)] == ["img5000_cam.png"]
+    assert [unhashed(p) for p in written(result.stdout)] == ["img5000_cam.png"]
     missing = CliRunner().invoke(app, ["explain", str(tmp_path / "absent.png"), "--model", model_dir, "--out", str(tmp_path)])
     assert missing.stderr == f"error: {tmp_path / 'absent.png'}: no such file\n"  # named once
 
@@ -75,7 +106,7 @@ def test_explain_glob_takes_only_images_as_a_folder_does(model_dir, images, tmp_
     result = CliRunner().invoke(app, ["explain", str(tmp_path / "in" / "*"), "--model", model_dir,
                                       "--out", str(tmp_path / "out"), "--method", "cam"])
     assert result.exit_code == 0 and result.stderr == "", result.output
-    assert sorted(os.path.basename(p) for p in written(result.stdout)) == ["img5000_cam.png", "img5001_cam.png"]
+    assert sorted(unhashed(p) for p in written(result.stdout)) == ["img5000_cam.png", "img5001_cam.png"]
 
 
 def test_explain_takes_odd_images_and_names_the_one_it_cannot(model_dir, tmp_path):
@@ -97,7 +128,7 @@ def test_explain_takes_odd_images_and_names_the_one_it_cannot(model_dir, tmp_pat
                                       "--method", "tiles", "--method", "cam"])
     assert result.exit_code == 1
     assert result.stderr == f"error: {folder / 'tiny8.png'}: image too small: 8x8 (minimum side 32 px)\n"
-    assert sorted(os.path.basename(p) for p in written(result.stdout)) == sorted(
+    assert sorted(unhashed(p) for p in written(result.stdout)) == sorted(
         f"{name}_{method}.png" for name in odd if name != "tiny8" for method in ("cam", "tiles"))
     assert all(Image.open(p).size[0] >= 400 and Image.open(p).size[1] >= 300 for p in written(result.stdout))
 
@@ -107,9 +138,10 @@ def test_explain_takes_a_file_name_that_is_not_utf8(model_dir, images, tmp_path)
     os.rename(images[0], latin1)
     result = CliRunner().invoke(app, ["explain", latin1, "--model", model_dir, "--out", str(tmp_path / "out"), "--method", "tiles"])
     assert result.exit_code == 0, result.output
-    escaped = str(tmp_path / "caf\\udce9.png"), str(tmp_path / "out" / "caf\\udce9_tiles.png")
+    hashed = overlay_name(latin1).removeprefix("caf\udce9")
+    escaped = str(tmp_path / "caf\\udce9.png"), str(tmp_path / "out" / f"caf\\udce9{hashed}_tiles.png")
     assert result.stdout == "\t".join(escaped) + "\n"  # printed escaped
-    assert os.listdir(os.fsencode(tmp_path / "out")) == [b"caf\xe9_tiles.png"]  # written under its own name
+    assert os.listdir(os.fsencode(tmp_path / "out")) == [f"caf\xe9{hashed}_tiles.png".encode("latin-1")]  # its own name
 
 
 def test_no_input_images_is_said_before_the_model_loads(tmp_path):
@@ -147,7 +179,7 @@ def test_methods_the_architecture_cannot_draw_are_named_once_before_any_work(ima
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "default")])
     assert result.exit_code == 0, result.output  # was a note per image and method
     assert result.stderr == f"note: gradcam skipped: {why}\nnote: gradcam++ skipped: {why}\n"
-    assert sorted(os.listdir(tmp_path / "default")) == ["img5000_cam.png", "img5000_tiles.png", "img5001_cam.png",
+    assert sorted(map(unhashed, os.listdir(tmp_path / "default"))) == ["img5000_cam.png", "img5000_tiles.png", "img5001_cam.png",
                                                         "img5001_tiles.png"]
     asked = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "asked"), "--method", "tiles", "--method", "gradcam"])
     assert asked.exit_code == 2  # was exit 0 with only the tiles, and a note per image
@@ -226,4 +258,4 @@ def test_installed_command_explains_an_image(model_dir, images, tmp_path):
                            "--model", model_dir, "--out", str(out), "--method", "gradcam", "--device", "cpu"],
                           check=False, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{images[1]}\t{out / 'img5001_gradcam.png'}\n"
+    assert done.stdout == f"{images[1]}\t{out / overlay_name(images[1])}_gradcam.png\n"

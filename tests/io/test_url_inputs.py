@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from fakescope.cli import app
 from fakescope.detector import Detector
+from fakescope.explain.report import overlay_name
 from fakescope.io.fetch import SIGNING_PARAMETERS, TRUSTED_ENV, URL_MAX_BYTES, legacy_url_name, shown_source
 from fakescope.scale import read_results
 from fakescope.scale.records import part_files
@@ -226,11 +227,12 @@ def test_explain_names_and_captions_a_signed_url_without_its_secrets(tiny_model_
     base = ["explain", "--model", str(tiny_model_dir), "--method", "tiles", "--device", "cpu"]
     result = CliRunner().invoke(app, [*base, signed, missing, "--out", str(tmp_path / "signed")])
     assert result.exit_code == 1
-    assert result.stdout == f"{trusted}/signed.png\t{tmp_path / 'signed' / 'signed_tiles.png'}\n"  # input, its files
+    name = f"{overlay_name(f'{trusted}/signed.png')}_tiles.png"  # the signed URL's too: named without its secrets
+    assert result.stdout == f"{trusted}/signed.png\t{tmp_path / 'signed' / name}\n"  # input, its files
     assert result.stderr == f"error: {trusted}/missing.png: HTTP Error 404: Not Found\n"
     plain = CliRunner().invoke(app, [*base, f"{trusted}/signed.png", "--out", str(tmp_path / "plain")])
     assert plain.exit_code == 0, plain.output
-    drawn = [np.asarray(Image.open(tmp_path / folder / "signed_tiles.png")) for folder in ("signed", "plain")]
+    drawn = [np.asarray(Image.open(tmp_path / folder / name)) for folder in ("signed", "plain")]
     np.testing.assert_array_equal(*drawn)  # the same caption: no signature drawn
 
 
@@ -249,7 +251,7 @@ def test_embed_names_a_signed_url_it_could_not_read_without_its_secrets(tiny_mod
 def test_explain_names_a_url_by_its_paths_file_name_keeping_two_queries_apart(tiny_model_dir, trusted, tmp_path):
     """Output names were cut at the last dot of the URL's name, so a path with no suffix kept its `#query=<hash>`
     (`download#query=1f0e..._tiles.png`) and one ending `/` was named `#query=...` alone. They now take the path's
-    file name (the host where there is none); two URLs differing in their query are `x` and `x-2`."""
+    file name (the host where there is none), then a hash of the URL as named, so two differing in their query differ."""
     urls = [f"{trusted}/img.png?v=1.2", f"{trusted}/img.png?v=1.3", f"{trusted}/download?id=1.2", f"{trusted}/shots/?id=3",
             f"{trusted}?id=4"]
     out = tmp_path / "out"
@@ -257,8 +259,9 @@ def test_explain_names_a_url_by_its_paths_file_name_keeping_two_queries_apart(ti
                                       "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     host = trusted.removeprefix("http://").replace(":", "_")
-    assert [line.split("\t")[1] for line in result.stdout.splitlines()] == [
-        str(out / f"{name}_tiles.png") for name in ("img", "img-2", "download", "shots", host)]
+    names = [overlay_name(url) for url in urls]
+    assert [line.split("\t")[1] for line in result.stdout.splitlines()] == [str(out / f"{name}_tiles.png") for name in names]
+    assert [name[:-9] for name in names] == ["img", "img", "download", "shots", host] and len(set(names)) == 5
     assert [line.split("\t")[0] for line in result.stdout.splitlines()][:2] == [shown_source(url) for url in urls[:2]]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from typing import Annotated
 
@@ -25,25 +26,30 @@ def explain(
     method: Annotated[list[Method] | None, typer.Option(
         "--method", help="Repeatable: tiles, gradcam, gradcam++, cam. Default: all the model (and install) allows.")] = None,
     device: DeviceOpt = "auto",
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the overlays of these images that --out holds from an earlier run.")] = False,
 ) -> None:
     """Write one heatmap overlay PNG per image and method, the model's score in the caption.
 
-    Prints one line per image: the input, then each PNG written for it, tab-separated (two inputs of one
-    name write `x_...` and `x-2_...`: the line says which is which). Exit status: 0 when every image was
-    explained, 1 when some could not be read, 2 on usage errors.
+    Each image's files are named after it and a hash of its path (`x-1a2b3c4d_tiles.png`), so two images named `x`
+    never share files, in one run or two. Prints one line per image: the input, then each PNG written for it,
+    tab-separated. Overlays --out already holds for these images are refused before any work, unless --overwrite.
+    Exit status: 0 when every image was explained, 1 when some could not be read, 2 on usage errors.
     """
     from fakescope.detector import Detector
-    from fakescope.io.fetch import shown_source, source_stem
+    from fakescope.io.fetch import shown_source
     from fakescope.io.inputs import iter_sources, path_text
 
     with clean_errors(extra="explain"):
         from fakescope.errors import ConfigError
         from fakescope.explain import DEFAULT_METHODS, explain_image, unsupported
-        from fakescope.explain.report import require_out_folder
+        from fakescope.explain.report import overlay_name, require_out_folder
 
         require_out_folder(out)
-        sources = list(iter_sources(inputs))  # none: said before the model loads
-        if not sources:
+        named: dict[str, str] = {}
+        for source in iter_sources(inputs):
+            named.setdefault(overlay_name(source), source)  # an image named twice (x.png ./x.png) is explained once
+        if not named:  # none: said before the model loads
             raise no_images()
         methods = tuple(m.value for m in method) if method else DEFAULT_METHODS
         if {"gradcam", "gradcam++"} & set(methods):
@@ -62,10 +68,11 @@ def explain(
                 raise ConfigError(f"--method {name}: {why}")
             typer.echo(f"note: {name} skipped: {why}", err=True)
         methods = tuple(m for m in methods if m not in refused)
-    failures, names = 0, set()
-    for source in sources:
+        if not overwrite:
+            _refuse_earlier_overlays(out, named, methods)
+    failures = 0
+    for name, source in named.items():
         shown = shown_source(source)  # a signed URL without its signature or password, as detect names it
-        name = _unique(source_stem(source), names)  # of a URL, its path's: two differing in their query are x, x-2
         try:
             with clean_errors(source=shown, extra="explain"):
                 result = explain_image(detector, source, out, methods=methods, name=name)
@@ -126,13 +133,20 @@ def embed(
     raise typer.Exit(1 if failed.any() else 0)
 
 
-def _unique(stem: str, taken: set[str]) -> str:
-    name, n = stem, 1
-    while name in taken:
-        n += 1
-        name = f"{stem}-{n}"
-    taken.add(name)
-    return name
+def _refuse_earlier_overlays(out: str, named: dict[str, str], methods: tuple[str, ...]) -> None:
+    """Raise `ConfigError` when `out` holds an overlay this run would write (one listing of `out`, remote too)."""
+    from fakescope.errors import ConfigError
+    from fakescope.explain.report import overlay_file
+    from fakescope.io import storage
+    from fakescope.io.inputs import path_text
+
+    if not storage.exists(out):
+        return
+    held = {os.path.basename(uri) for uri in storage.list_files(out, suffixes=(".png",), recursive=False)}
+    earlier = [uri for name in named for m in methods if os.path.basename(uri := overlay_file(out, name, m)) in held]
+    if earlier:
+        raise ConfigError(f"{path_text(out)} already holds {len(earlier)} overlay(s) of these images from an earlier run "
+                          f"(first: {path_text(earlier[0])}); replace them with --overwrite, or choose another --out")
 
 
 def register(app: typer.Typer) -> None:

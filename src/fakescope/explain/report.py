@@ -6,6 +6,7 @@ Outputs go to a local folder or a storage URI (`fakescope.io.storage`), except
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -34,7 +35,7 @@ from fakescope.explain.embedding import (
 )
 from fakescope.explain.overlay import save_overlay
 from fakescope.io import storage
-from fakescope.io.fetch import shown_source, source_stem
+from fakescope.io.fetch import is_url, shown_source, source_stem
 from fakescope.io.image import load_source
 from fakescope.io.inputs import path_text
 from fakescope.models.bundle import LoadedModel, load_model
@@ -58,10 +59,23 @@ class ExplainedImage:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
+def overlay_name(source: str) -> str:
+    """The name of `source`'s overlays: its `source_stem`, `-`, and 8 hex digits of the sha256 of the source as named (a
+    local file's absolute path, an http(s) URL as `shown_source` names it, a storage URI as given), so that images of one
+    file name never share overlays, in one run or two, and an image keeps its overlays' name from run to run."""
+    named = shown_source(source) if is_url(source) or storage.is_remote(source) else os.path.abspath(source.removeprefix("file://"))
+    return f"{source_stem(source)}-{hashlib.sha256(os.fsencode(named)).hexdigest()[:8]}"
+
+
+def overlay_file(out: str, name: str, method: str) -> str:
+    """Where `explain_image` writes the `method` overlay of the image named `name` (`gradcam++` as `gradcampp`)."""
+    return storage.join(out, f"{name}_{method.replace('+', 'p')}.png")
+
+
 def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[str, ...] = DEFAULT_METHODS,
                   name: str | None = None) -> ExplainedImage:
-    """Score `source` and write `<out>/<name>_<method>.png` overlays (`name` by default `source_stem(source)`), the score
-    in each caption.
+    """Score `source` and write `<out>/<name>_<method>.png` overlays (`name` by default `overlay_name(source)`), the
+    score in each caption. Existing files of those names are replaced.
 
     `tiles` paints each tile's calibrated P(ai); the CAM methods show where the evidence lies.
     A method the architecture does not allow (CAM without a linear head), or whose map holds NaN or
@@ -76,7 +90,7 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
     loaded = load_source(source)  # read once: a URL or bucket object fetched twice could be two images
     image, detection = loaded.image, detector.predict(loaded, heatmap="tiles" in methods)
     shown = shown_source(source)  # a signed URL without its signature or password, in the caption
-    name = name or source_stem(source)
+    name = name or overlay_name(source)
     files, skipped = {}, {}
     for method in methods:
         try:
@@ -90,8 +104,7 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
         caption = (f"{path_text(os.path.basename(shown))}: P(ai) = {detection.probability:.3f} ({detection.verdict})\n"
                    f"{METHOD_TITLES[method]}, model {detector.name}")
         scale = "P(ai) of each tile" if method == "tiles" else "relative evidence of ai"
-        uri = storage.join(out, f"{name}_{method.replace('+', 'p')}.png")
-        files[method] = save_overlay(uri, image, heat, caption, scale_label=scale)
+        files[method] = save_overlay(overlay_file(out, name, method), image, heat, caption, scale_label=scale)
     return ExplainedImage(source, detection.probability, detection.verdict, files, skipped)
 
 
