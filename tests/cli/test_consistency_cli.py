@@ -47,7 +47,7 @@ def test_every_verbs_help_gives_its_exit_statuses(verb):
 
 SAME_HELP = ("--model", "--device", "--threshold", "--provenance", "--progress", "--grid", "--precision", "--runtime")
 """Options that mean the same in every verb that has them, so their help reads the same (verbs overriding a recipe's
-setting, `generate openai --model`, an OpenAI model, and `evaluate --model`, which has no default, aside)."""
+setting, and `generate openai --model`, an OpenAI model, aside)."""
 
 
 def test_a_shared_option_reads_the_same_in_every_verb():
@@ -56,7 +56,7 @@ def test_a_shared_option_reads_the_same_in_every_verb():
         if verb in ("train", "evaluate-logo", "generate openai"):
             continue
         for param in command.params:
-            if param.opts[0] in SAME_HELP and (verb, param.opts[0]) != ("evaluate", "--model"):
+            if param.opts[0] in SAME_HELP:
                 helps.setdefault(param.opts[0], {})[verb] = param.help
     assert {option: len(set(texts.values())) for option, texts in helps.items()} == dict.fromkeys(SAME_HELP, 1), helps
 

@@ -434,17 +434,20 @@ def test_evaluate_with_explanation_figures_in_the_report(small_manifest, tmp_pat
 
 
 def test_evaluate_also_takes_the_model_as_the_other_verbs_do(small_manifest, tmp_path):
-    """`evaluate MODEL MANIFEST` (documented) and `evaluate MANIFEST --model MODEL` (as detect, scan, explain) alike."""
+    """`evaluate MODEL MANIFEST` (documented) and `evaluate MANIFEST --model MODEL` (as detect, scan, explain) alike;
+    `evaluate MANIFEST` alone, refused as 'missing MANIFEST', takes the bundled model, as those verbs do."""
     options = ["--out", str(tmp_path / "out"), "--no-robustness", "--bootstrap", "0", "--no-provenance", "--device", "cpu"]
-    result = runner.invoke(app, ["evaluate", small_manifest, "-m", "fakescope-default", *options])
-    assert result.exit_code == 0, result.output
-    assert "fakescope-default on test: n=4 auc=" in result.output
-    assert "intervals:" not in result.output  # --bootstrap 0: no interval to flag
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["model"] == "fakescope-default"
-    for args, message in [([small_manifest], "missing MANIFEST: give MODEL MANIFEST, or MANIFEST with --model MODEL"),
+    for given in (["-m", "fakescope-default"], []):
+        result = runner.invoke(app, ["evaluate", small_manifest, *given, *options])
+        assert result.exit_code == 0, result.output
+        assert "fakescope-default on test: n=4 auc=" in result.output
+        assert "intervals:" not in result.output  # --bootstrap 0: no interval to flag
+        assert json.loads((tmp_path / "out" / "report.json").read_text())["model"] == "fakescope-default"
+    for args, message in [(["-m", "fakescope-default"], "missing MANIFEST: give MODEL MANIFEST, MANIFEST alone (the "
+                                                          "bundled model), or MANIFEST with --model MODEL"),
                           (["fakescope-default", small_manifest, "--model", "fakescope-default"],
                            "the model is given twice, as 'fakescope-default' and --model 'fakescope-default'; give it one way")]:
         refused = runner.invoke(app, ["evaluate", *args, *options])
         assert (refused.exit_code, refused.stderr) == (2, f"error: {message}\n")
-    command = typer.main.get_command(app).commands["evaluate"]  # its --model help promises no bundled default
-    assert "(no default" in next(p.help for p in command.params if "--model" in p.opts)
+    command = typer.main.get_command(app).commands["evaluate"]  # its --model help says what MANIFEST alone takes
+    assert "Default: the bundled model" in next(p.help for p in command.params if "--model" in p.opts)

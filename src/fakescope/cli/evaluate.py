@@ -10,6 +10,7 @@ from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import (
     BatchSizeOpt,
     DeviceOpt,
+    ModelOpt,
     OutDirOpt,
     ProgressOpt,
     ProvenanceOpt,
@@ -54,9 +55,7 @@ def evaluate(
         "--audit/--no-audit", help="Check the scored rows for shortcuts (format, JPEG quality, size, metadata, "
                                    "watermark) as dataset audit does, about 1000 images per label; a warning line for "
                                    "each the model's preprocessing leaves.")] = True,
-    model_option: Annotated[str | None, typer.Option(
-        "--model", "-m", help="MODEL given as an option: a registered model name, local path, or hf://owner/name "
-                              "(no default: evaluate names the model it measures).")] = None,
+    model_option: ModelOpt = None,
 ) -> None:
     """Score a manifest split; write report.html, report.json and scores.csv to OUT.
 
@@ -77,11 +76,15 @@ def evaluate(
     from fakescope.evaluate.metrics import few_images_note
     from fakescope.evaluate.shortcuts import warning_lines
     from fakescope.evaluate.slices import not_sliced_line
+    from fakescope.models.bundle import DEFAULT_MODEL
 
     with clean_errors():
         model, manifest = model_then_rest(model_option, model, manifest)
+        if manifest is None and model_option is None:  # MANIFEST alone: the bundled model, as the other verbs default to
+            model, manifest = DEFAULT_MODEL, model
         if manifest is None:
-            raise ConfigError("missing MANIFEST: give MODEL MANIFEST, or MANIFEST with --model MODEL")
+            raise ConfigError("missing MANIFEST: give MODEL MANIFEST, MANIFEST alone (the bundled model), or MANIFEST "
+                              "with --model MODEL")
         check_split(split)
         check_bootstrap(bootstrap)
         chosen, sliced = _names(perturbations, "--perturbations"), _names(attributes, "--attributes")
