@@ -75,6 +75,7 @@ def test_test_images_are_read_once_for_every_fold_within_the_limit(model_dir, da
     score_unseen(model, rows, ["g1", "g2"], cfg, images=none_kept)
     assert len(kept.kept) == len(test) and kept.used == sum(64 * 36 * 3 for _ in test)  # bottom quarter cropped
     assert none_kept.kept == {} and none_kept.used == 0
+    assert kept.limit == 512 * 1024**2  # was 2 GiB, held beside every fold's training
     for uri in test:
         Path(uri).unlink()
     again = score_unseen(model, rows, ["g1", "g2"], cfg, images=kept)  # the next fold: nothing read again

@@ -41,9 +41,10 @@ AUC_PREFIX = "auc_vs_"
 COUNT_PREFIX = "n_vs_"
 REAL_SOURCE_PREFIX = "auc_real_"
 GROUPINGS = ("generator", "source")
-KEEP_BYTES = 2 * 1024**3
+KEEP_BYTES = 512 * 1024**2
 """Decoded, preprocessed test images (width x height x bands bytes each) that every fold's scoring reuses; the
-images past it are read and preprocessed again for each fold."""
+images past it are read and preprocessed again for each fold. Held while every fold trains, so kept small: reading
+all of them again costs about a second per fold for 627 test images, a fold's training minutes."""
 
 
 def leave_one_generator_out(
