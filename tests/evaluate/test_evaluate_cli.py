@@ -403,10 +403,14 @@ def test_explain_figures_wait_until_every_option_is_checked(small_manifest, tmp_
 
 
 @pytest.mark.slow
-def test_explain_warns_once_of_a_repeated_uri(small_manifest, model_dir, tmp_path):
+def test_explain_warns_once_of_a_repeated_uri(small_manifest, model_dir, tmp_path, monkeypatch):
     """The warning came twice: when the split was scored, and again when its figures embedded the rows. The tiny
     model: the bundled one's scoring and Grad-CAM cost seconds and test_evaluate_with_explanation_figures_in_the_report
-    draws its figures."""
+    draws its figures. Each figure drawn was read back twice, to copy it to OUT/figures and to embed it: now once."""
+    from pathlib import Path
+
+    reads, read_bytes = [], Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda path: reads.append(path.name) or read_bytes(path))
     rows = pd.read_csv(small_manifest)
     pd.concat([rows, rows.head(1)]).to_csv(tmp_path / "twice.csv", index=False)
     result = runner.invoke(app, ["evaluate", str(model_dir), str(tmp_path / "twice.csv"), "--out", str(tmp_path / "out"),
@@ -417,6 +421,8 @@ def test_explain_warns_once_of_a_repeated_uri(small_manifest, model_dir, tmp_pat
     assert result.stderr.count("repeat a uri") == 1 and warning in result.stderr, result.stderr
     assert "on all: n=9 " in result.output  # each row still scored
     assert len(pd.read_parquet(tmp_path / "out" / "figures" / "embeddings.parquet")) == 8  # each image drawn once
+    drawn = [p.name for p in (tmp_path / "out" / "figures").rglob("*.png")]
+    assert len(drawn) > 4 and sorted(name for name in reads if name in drawn) == sorted(drawn)  # each read back once
 
 
 @pytest.mark.slow

@@ -243,10 +243,11 @@ def _explain_figures(model: str, rows: pd.DataFrame, out: str) -> tuple[list[Ext
     with tempfile.TemporaryDirectory(prefix="fakescope-figures-") as scratch:
         folder = Path(scratch)
         figures = report_figures(model, rows.reset_index(drop=True), folder)
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        drawn = {path: path.read_bytes() for path in sorted(p for p in folder.rglob("*") if p.is_file())}  # each read once
+        for path, data in drawn.items():
             written.append(storage.join(out, "figures", *path.relative_to(folder).parts))
-            storage.write_bytes(written[-1], path.read_bytes())
-        return [(title, path.read_bytes()) for title, path in figures], written
+            storage.write_bytes(written[-1], data)
+        return [(title, drawn[path]) for title, path in figures], written
 
 
 def _figure_pair(text: str) -> tuple[str, str]:
