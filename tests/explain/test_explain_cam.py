@@ -156,6 +156,21 @@ def test_cam_needs_a_pooling_linear_head_but_gradcam_does_not():
     assert heat.shape == (96, 96) and 0.0 <= heat.min() <= heat.max() <= 1.0
 
 
+@pytest.mark.parametrize("method", ["cam", "gradcam", "gradcam++"])
+def test_the_classifier_bias_moves_no_map(method):
+    """CAM took the bias into each cell's logit: a bias of +3 all but flattened the map, one of -6 cut it to a spot.
+    Grad-CAM's target, the logit, gets the bias too, but its gradient does not, so its maps never moved."""
+    torch.manual_seed(0)
+    network = create_model("test_tiny").eval()
+    model = LoadedModel(network, ModelConfig(name="tiny", architecture="test_tiny"), "memory")
+    image = Image.fromarray(smooth_field(2, 96))
+    heat = class_activation_map(model, image, method)
+    for shift in (3.0, -6.0):
+        with torch.no_grad():
+            network.backbone.get_classifier().bias.fill_(shift)
+        np.testing.assert_allclose(class_activation_map(model, image, method), heat, atol=1e-4)
+
+
 @pytest.mark.parametrize("architecture, expected", [("test_tiny", "backbone.bn2"), ("npr_resnet18", "backbone.layer4"),
                                                     ("mobilenet_v2", "backbone.bn2")])
 def test_feature_layer_is_the_last_block_of_any_timm_backbone(architecture, expected):
@@ -419,7 +434,8 @@ def test_every_zoo_family_gives_each_cam_map_of_an_image_under_one_tile_or_says_
 
 
 def test_a_spectral_cam_cell_is_the_logit_of_its_patch_through_the_whole_head():
-    """spectral_lr's CAM weighed the raw spectra by the linear layer alone, skipping the batch norm between them."""
+    """spectral_lr's CAM weighed the raw spectra by the linear layer alone, skipping the batch norm between them. A cell
+    is its patch's logit through the whole head, less the head's constant (batch norm shift and bias)."""
     from fakescope.explain.cam import raw_maps
     from fakescope.models import architecture_info
 
@@ -432,7 +448,8 @@ def test_a_spectral_cam_cell_is_the_logit_of_its_patch_through_the_whole_head():
     features = network.forward_features(x)
     assert maps.shape == (2, 2, 3) and architecture_info("spectral_lr").input.crop_size == 128
     with torch.no_grad():
-        one = network.forward_head(features[:1, :, 1:2, 2:3])  # the patch at row 1, column 2 of the first image
+        constant = network.forward_head(torch.zeros_like(features[:1, :, :1, :1]))  # no cell's evidence: left out
+        one = network.forward_head(features[:1, :, 1:2, 2:3]) - constant  # the patch at row 1, column 2 of the first image
         assert maps[0, 1, 2] == pytest.approx(max(float(one), 0.0), abs=1e-5)
         assert maps.mean() >= 0 and torch.allclose(
             network.forward_head(features.permute(0, 2, 3, 1).reshape(-1, 72, 1, 1)).reshape(2, 2, 3).mean((1, 2)),

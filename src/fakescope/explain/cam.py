@@ -245,23 +245,27 @@ def _require_maps(network: nn.Module, features: torch.Tensor) -> None:
 
 
 def _head_cam(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """CAM: the network's own head applied to each feature cell alone, a logit per cell (N, h, w).
+    """CAM: the network's own head applied to each feature cell alone, less its constant (the head of zero features:
+    the bias, which no cell holds), a logit per cell (N, h, w); with the bias a map was shifted, cut or flattened.
 
     Where the head is average pooling then affine layers (a linear classifier, or spectral_lr's eval-mode batch
-    norm and linear layer), the cells' mean is the image's logit; that is checked, and any other head refused.
+    norm and linear layer), the cells' mean plus that constant is the image's logit; that is checked, and any other
+    head refused.
     """
     with torch.no_grad():
         features = network.forward_features(x)
         _require_maps(network, features)
         n, c, h, w = features.shape
         try:
-            maps = network.forward_head(features.permute(0, 2, 3, 1).reshape(n * h * w, c, 1, 1)).float().reshape(n, h, w)
+            cells = features.permute(0, 2, 3, 1).reshape(n * h * w, c, 1, 1)
+            bias = network.forward_head(torch.zeros_like(cells[:1])).float().reshape(())
+            maps = network.forward_head(cells).float().reshape(n, h, w) - bias
         except RuntimeError:  # a head of several logits, or one that needs more than one cell
             raise ConfigError("CAM needs a one-logit head over average-pooled features; use gradcam for this "
                               "architecture") from None
         logits = network.forward_head(features).float().reshape(n)
     finite = maps.isfinite().all() and logits.isfinite().all()  # NaN never compares equal: said as not finite instead
-    if finite and not torch.allclose(maps.mean((1, 2)), logits, rtol=1e-3, atol=1e-3):
+    if finite and not torch.allclose(maps.mean((1, 2)) + bias, logits, rtol=1e-3, atol=1e-3):
         raise ConfigError("CAM needs global average pooling + affine layers (linear, batch norm) as its head; use "
                           "gradcam for this architecture")
     return maps.cpu()
