@@ -377,3 +377,28 @@ def test_split_rehash_refreshes_an_old_manifests_sizes_and_dhashes_so_a_rotated_
     assert new["split"].tolist() == ["test", "test"] and new["uri"].tolist() == ["photo.jpg", "copy.png"]
     assert new[["width", "height"]].values.tolist() == [[64, 96], [64, 96]]
     assert new["dhash"].iloc[0] == f"{difference_hash(data):016x}"
+
+
+def test_a_relative_source_uri_links_an_ai_image_to_its_real_one_in_split_and_audit(clean_layout, tmp_path):
+    """A source_uri such as `../faces/real/a.png` was compared unresolved with the resolved uris: split dealt each fake
+    apart from its real, and audit saw no leak between them."""
+    assert runner.invoke(app, ["dataset", "build", str(clean_layout), "-o", str(tmp_path / "new.csv")]).exit_code == 0
+    frame = pd.read_csv(tmp_path / "new.csv", keep_default_na=False)
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    reals = [os.path.relpath(u, sets) for u in frame.loc[frame["label"] == "real", "uri"]]
+    fakes = frame["label"] == "ai"
+    frame = frame.assign(uri=[os.path.relpath(u, sets) for u in frame["uri"]], pair_id="")
+    frame.loc[fakes, "source_uri"] = [reals[i % 3] for i in range(int(fakes.sum()))]
+    frame.to_csv(sets / "m.csv", index=False)
+    done = runner.invoke(app, ["dataset", "split", str(sets / "m.csv"), "--ratios", "train=0.5,val=0.25,test=0.25",
+                               "--max-distance", "-1"])
+    assert done.exit_code == 0 and "warning" not in done.output, done.output
+    split = pd.read_csv(sets / "m.csv", keep_default_na=False).set_index("uri")
+    made = split[split["label"] == "ai"]
+    assert made["source_uri"].str.startswith("..").all()  # written back as listed
+    assert (made["split"].to_numpy() == split.loc[made["source_uri"], "split"].to_numpy()).all()
+    split.loc[made.index[0], "split"] = next(s for s in ("train", "val", "test") if s != made["split"].iloc[0])
+    split.reset_index().to_csv(sets / "m.csv", index=False)
+    audit = runner.invoke(app, ["dataset", "audit", str(sets / "m.csv"), "--max-distance", "-1", "--max-per-class", "10"])
+    assert audit.exit_code == 0 and "in another split than the image their source_uri names" in audit.output, audit.output

@@ -110,7 +110,7 @@ def test_an_older_manifest_naming_a_file_in_source_reads_it_as_source_uri(tmp_pa
                                     "b.png,ai,s3://b/r.png,\nc.png,ai,p.txt#L3,\nd.png,ai,taef2-ffhq,\n")
     rows = read_rows(str(tmp_path / "m.csv"))
     assert rows["source"].tolist() == ["ffhq", "", "", "", "taef2-ffhq"]
-    assert rows["source_uri"].tolist() == ["", "/faces/real/r.png", "s3://b/r.png", "p.txt#L3", ""]
+    assert rows["source_uri"].tolist() == ["", "/faces/real/r.png", "s3://b/r.png", f"{tmp_path / 'p.txt'}#L3", ""]
     frame = validate_manifest(_rows().assign(source=["ffhq", "upload.JPG"]))
     assert frame["source"].tolist() == ["ffhq", ""] and frame["source_uri"].tolist() == ["", "upload.JPG"]
     assert "source_uri" not in validate_manifest(_rows())  # nothing to move: no column added

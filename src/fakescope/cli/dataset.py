@@ -145,8 +145,9 @@ def split(
             resolved = rehash_manifest(resolved, workers=workers, progress=show_progress(progress))
         frame = split_manifest(resolved, shares, seed=seed, max_distance=max_distance, workers=workers,
                                progress=show_progress(progress), keep=keep_splits)
-        if resolve_uris(listed, out or manifest)["uri"].equals(resolved["uri"]):  # the listed paths hold there too
-            frame["uri"] = listed["uri"].to_numpy()  # relative ones stay relative
+        paths = [c for c in ("uri", "source_uri") if c in listed]
+        if resolve_uris(listed, out or manifest)[paths].equals(resolved[paths]):  # the listed paths hold there too
+            frame[paths] = listed[paths].to_numpy()  # relative ones stay relative
         write_manifest(frame, out or manifest, csv_copy=csv_copy)  # build's .csv copy would keep no splits
         sizes = frame.groupby(["split", "label"]).size()
         typer.echo("  ".join(f"{s}/{label}: {n}" for (s, label), n in sizes.items()))

@@ -138,8 +138,8 @@ def read_manifest(uri: str) -> pd.DataFrame:
 
 def read_rows(uri: str, *, split_required: bool = True) -> pd.DataFrame:
     """Read a manifest for training and evaluation, where only `uri`, `label` and (with `split_required`)
-    `split` are required, checked and normalised by `check_rows`; relative URIs resolve against the
-    manifest's own folder (local or remote). `source`, `generator` and `split` are read as text (a
+    `split` are required, checked and normalised by `check_rows`; relative URIs (`uri`, `source_uri`) resolve
+    against the manifest's own folder (local or remote). `source`, `generator` and `split` are read as text (a
     generator named `2022` stays `2022`).
 
     Raises:
@@ -212,10 +212,11 @@ def legacy_sources(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:
-    """A copy whose relative `uri`s are resolved against the folder of the manifest they came from.
+    """A copy whose relative `uri`s and `source_uri`s are resolved against the folder of the manifest they came from.
 
     Local ones become absolute, normalised paths (`x/./a.png` is `x/a.png`), so the copy can be written
-    anywhere and one file listed two ways is seen as one.
+    anywhere, one file listed two ways is seen as one, and an ai image whose `source_uri` is `../real/a.png`
+    is linked to the row listing that file (splits and audits pair them). An empty `source_uri` stays empty.
     """
     remote = storage.is_remote(manifest_uri)
     if remote:
@@ -230,7 +231,10 @@ def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:
             return os.path.normpath(uri)
         return storage.join(base, uri) if remote else os.path.normpath(os.path.join(base, uri))
 
-    return frame.assign(uri=[resolved(u) for u in frame["uri"].astype(str)])
+    frame = frame.assign(uri=[resolved(u) for u in frame["uri"].astype(str)])
+    if "source_uri" in frame:
+        frame["source_uri"] = [resolved(s) if s else s for s in frame["source_uri"].astype(object).fillna("").astype(str)]
+    return frame
 
 
 def read_table(uri: str, *, empty_ok: bool = False, store=storage, **csv_options) -> pd.DataFrame:
