@@ -408,6 +408,16 @@ def test_attribute_keys_without_extension_keep_their_leading_zeros(tmp_path):
     assert frame["glasses"].tolist() == [1, 0]
 
 
+def test_an_attribute_table_saved_with_pandas_index_keys_on_its_first_named_column(tmp_path):
+    """Its empty-named index column was taken for the key, matched no image, and was then missing from the table."""
+    (tmp_path / "real").mkdir()
+    for i in (1, 2):
+        smooth_image(i).save(tmp_path / "real" / f"{i:05d}.png")
+    pd.DataFrame({"ffhq_file": ["00001.png", "00002.png"], "glasses": [1, 0]}).to_csv(tmp_path / "attrs.csv")
+    frame = join_attributes(build_from_folders(str(tmp_path)), str(tmp_path / "attrs.csv"))
+    assert frame["glasses"].tolist() == [1, 0] and "Unnamed: 0" not in frame.columns
+
+
 def test_no_face_detected_is_a_missing_attribute_when_joined_and_balanced(tmp_path, caplog):
     (tmp_path / "real").mkdir()
     for i in (1, 2, 3):

@@ -134,3 +134,13 @@ def test_read_rows_refuses_rows_without_a_uri(tmp_path):
     (tmp_path / "m.csv").write_text("uri,label,split\na.png,real,test\n,ai,test\n  ,ai,test\n")
     with pytest.raises(ConfigError, match=r"2 row\(s\) have no uri, the first is data row 2"):
         read_rows(str(tmp_path / "m.csv"))
+
+
+def test_a_csv_saved_with_pandas_index_reads_without_it(tmp_path, caplog):
+    """pandas' `to_csv` writes its index as a first column with an empty name: it was read as an attribute `Unnamed: 0`."""
+    _rows().iloc[::-1].to_csv(tmp_path / "m.csv")  # index 1, 0: not a row number either
+    for read in (read_manifest, read_rows):
+        frame = read(str(tmp_path / "m.csv"))
+        assert "Unnamed: 0" not in frame.columns and frame["label"].tolist() == ["ai", "real"]
+    assert tuple(read_manifest(str(tmp_path / "m.csv")).columns) == (*MANIFEST_COLUMNS, "gender")
+    assert not caplog.records

@@ -34,13 +34,9 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     image at all (the wrong key column, say), or gives one file stem rows with different attributes (the
     first is kept), is logged as a warning.
     """
-    import io
-
-    import pandas as pd
-
     data = storage.read_bytes(table_uri)
     try:
-        columns = pd.read_csv(io.BytesIO(data), nrows=0).columns
+        columns = read_csv(data, nrows=0).columns  # as the table is read below: pandas' index column dropped
     except ValueError as exc:
         raise ConfigError(f"cannot read attribute table {table_uri}: {exc}") from None
     key = key or columns[0]

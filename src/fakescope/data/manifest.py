@@ -265,7 +265,8 @@ def read_table(uri: str, *, empty_ok: bool = False, store=storage, **csv_options
 def read_csv(data: bytes, **options) -> pd.DataFrame:
     """CSV bytes as a DataFrame, refusing rows with more fields than the header (pandas would take a first row's
     extra field for an index and shift every column, paths read as labels, or drop it) and a column named twice
-    (pandas would read the second `label` as an attribute `label.1`).
+    (pandas would read the second `label` as an attribute `label.1`). A first column with an empty name, the index
+    pandas' `to_csv` writes unless told `index=False`, is dropped (else read as an attribute `Unnamed: 0`).
 
     Raises:
         ValueError: As pandas' `read_csv` does, also for such a row or column.
@@ -286,7 +287,7 @@ def read_csv(data: bytes, **options) -> pd.DataFrame:
     header = pd.read_csv(io.BytesIO(data), header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
     if twice := sorted(set(header[header.duplicated()])):
         raise ValueError(f"the header names column(s) {', '.join(map(repr, twice))} more than once; keep one of each")
-    return table
+    return table.iloc[:, 1:] if len(header) > 1 and header.iloc[0] == "" else table
 
 
 def _not_a_table(data: bytes, parquet: bool, exc: Exception) -> str | None:
