@@ -418,6 +418,25 @@ def test_an_attribute_table_saved_with_pandas_index_keys_on_its_first_named_colu
     assert frame["glasses"].tolist() == [1, 0] and "Unnamed: 0" not in frame.columns
 
 
+def test_an_integer_attribute_with_blanks_stays_integer_when_joined_written_read_and_balanced(tmp_path, caplog):
+    """An ai image without attributes left `glasses` blank, so pandas made the column float: `glasses=1.0` in the written
+    CSV, in the strata balancing warned of, and in what read_rows gave evaluate."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "fake").mkdir()
+    for i in (1, 2, 3):
+        smooth_image(i).save(tmp_path / "real" / f"{i:05d}.png")
+    smooth_image(9).save(tmp_path / "fake" / "other.png")
+    (tmp_path / "attrs.csv").write_text("ffhq_file,glasses,score\n00001.png,1,0.5\n00002.png,0,1.5\n00003.png,0,2\n")
+    frame = join_attributes(build_from_folders(str(tmp_path)), str(tmp_path / "attrs.csv"))
+    assert str(frame["glasses"].dtype) == "Int64" and frame["score"].dtype == float  # fractions stay floats
+    write_manifest(frame, str(tmp_path / "m.csv"))
+    assert set(pd.read_csv(tmp_path / "m.csv", dtype=str, keep_default_na=False)["glasses"]) == {"1", "0", ""}
+    for read in (read_manifest, read_rows):
+        assert sorted(read(str(tmp_path / "m.csv"))["glasses"].dropna().tolist()) == [0, 0, 1]
+    balance_manifest(frame, ("label", "glasses"))
+    assert "(first: label=ai, glasses=1)" in caplog.text
+
+
 def test_no_face_detected_is_a_missing_attribute_when_joined_and_balanced(tmp_path, caplog):
     (tmp_path / "real").mkdir()
     for i in (1, 2, 3):

@@ -6,7 +6,8 @@ sha256`. `label` is `real` or `ai`; `source` names where an image comes from, a 
 real image with every ai image derived from it (the real image's sha256 by convention) so they always
 share a split; `split` is `train`, `val`, `test` or empty. The optional `source_uri`, `model` and
 `params` say how an image was made (`source_uri`: the real image, prompt line or upload it came from).
-Any further columns are free attributes (expression, gender, ...).
+Any further columns are free attributes (expression, gender, ...); one of whole numbers with blanks (`glasses`: 1, 0,
+empty) is read as nullable integers, not floats (`whole_number_attributes`).
 
 Older manifests named the real image itself in `source`: read without a `source_uri` column, a
 `source` that names a file (a path, a URI, an image file name, a prompt line `prompts.txt#L3`) moves
@@ -116,7 +117,7 @@ def validate_manifest(frame: pd.DataFrame) -> pd.DataFrame:
     repeated = frame["uri"][frame["uri"].duplicated()]
     if len(repeated):
         raise ConfigError(f"{len(repeated)} uri(s) appear twice in the manifest, e.g. {repeated.iloc[0]}")
-    return frame.reset_index(drop=True)
+    return whole_number_attributes(frame).reset_index(drop=True)
 
 
 def read_manifest(uri: str) -> pd.DataFrame:
@@ -174,7 +175,21 @@ def check_rows(rows: pd.DataFrame, origin: str = "the manifest rows", *, split_r
     for column in ("source", "generator"):
         if column not in rows:
             rows[column] = None
-    return legacy_sources(rows)
+    return whole_number_attributes(legacy_sources(rows))
+
+
+def whole_number_attributes(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each attribute column of whole numbers and blanks, which pandas reads as floats (`1.0`, NaN), as
+    nullable integers (`Int64`): slices, strata and written CSVs then say `glasses=1`, not `glasses=1.0`."""
+    import pandas as pd
+
+    def whole(column: pd.Series) -> bool:
+        values = column.dropna()
+        return bool(len(values) < len(column) and len(values) and ((values % 1 == 0) & (values.abs() < 2**53)).all())
+
+    skip = {*MANIFEST_COLUMNS, *PROVENANCE_COLUMNS, HASH_COLUMN}
+    columns = [c for c in frame.columns if c not in skip and pd.api.types.is_float_dtype(frame[c]) and whole(frame[c])]
+    return frame.astype(dict.fromkeys(columns, "Int64")) if columns else frame
 
 
 def warn_repeated_uris(rows: pd.DataFrame, where: str, action: str) -> None:
