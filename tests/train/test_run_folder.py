@@ -35,7 +35,7 @@ def test_training_into_a_finished_run_is_refused_in_one_line_and_keeps_it(manife
     assert result.output.count("\n") == 1
     assert re.search(re.escape(f"{run} {REFUSED.format(held)}").replace(r"model\)", r"model(, tensorboard)?\)"), result.output)
     assert "Traceback" not in result.output
-    assert (run / "model" / "model.safetensors").read_bytes() == weights and _epochs(run) == [0]
+    assert (run / "model" / "model.safetensors").read_bytes() == weights and _epochs(run) == [1]
 
 
 def test_a_run_killed_before_it_finished_is_refused_too(manifest, tmp_path, one_epoch_run):
@@ -47,7 +47,7 @@ def test_a_run_killed_before_it_finished_is_refused_too(manifest, tmp_path, one_
     with pytest.raises(ConfigError, match=held):
         train(train_config(manifest, tmp_path, epochs=2), progress=False)
     train(train_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
-    assert _epochs(tmp_path) == [0, 1]
+    assert _epochs(tmp_path) == [1, 2]
 
 
 def test_a_rerun_after_a_run_that_failed_in_its_first_epoch_is_told_to_overwrite(manifest, tmp_path):
@@ -70,7 +70,7 @@ def test_a_rerun_after_a_run_that_failed_in_its_first_epoch_is_told_to_overwrite
                                   "true / resume: true)\n"), result.output)
     result = CliRunner().invoke(app, ["train", str(tmp_path / "fixed.yaml"), "--overwrite", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert _epochs(run) == [0]
+    assert _epochs(run) == [1]
 
 
 def test_overwrite_replaces_the_run(manifest, tmp_path):
@@ -78,7 +78,7 @@ def test_overwrite_replaces_the_run(manifest, tmp_path):
     train_config(manifest, tmp_path / "run", epochs=2, seed=1).to_yaml(tmp_path / "train.yaml")
     result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--overwrite", "--epochs", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert _epochs(tmp_path / "run") == [0]
+    assert _epochs(tmp_path / "run") == [1]
     assert TrainConfig.from_yaml(tmp_path / "run" / "train_config.yaml").seed == 1
 
 
@@ -140,7 +140,7 @@ def test_a_resume_or_overwrite_flag_wins_over_the_config_key(manifest, tmp_path,
         assert result.exit_code == 2 and refused in result.output, result.output
     result = CliRunner().invoke(app, ["train", str(tmp_path / "overwrite.yaml"), "--resume", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert _epochs(run) == [0, 1] and (run / "metrics.csv").read_text().splitlines()[1] == first_epoch  # resumed, not replaced
+    assert _epochs(run) == [1, 2] and (run / "metrics.csv").read_text().splitlines()[1] == first_epoch  # resumed, not replaced
 
 
 def _two_generators(manifest: str) -> pd.DataFrame:
@@ -242,3 +242,13 @@ def test_the_epoch_a_best_pt_records_is_read_without_reading_its_weights(tmp_pat
     assert read() - before < 1_000_000
     assert recorded_epoch(tmp_path / "older.pt") is None
     assert read_best(tmp_path / "best.pt", torch.device("cpu"))[1:] == (3, 0.9)
+
+
+def test_a_run_logged_counting_epochs_from_0_resumes_counting_from_1(manifest, tmp_path, one_epoch_run):
+    """metrics.csv counted epochs from 0, where progress bars, log lines, best.pt and checkpoints count from 1."""
+    run = one_epoch_run(tmp_path / "run")
+    assert _epochs(run) == [1]
+    older = (run / "metrics.csv").read_text().replace("\n1,", "\n0,")  # as an older fakescope wrote it
+    (run / "metrics.csv").write_text(older)
+    train(train_config(manifest, run, epochs=2, resume=True), progress=False)
+    assert _epochs(run) == [1, 2] and (run / "metrics.csv").read_text().startswith(older.replace("\n0,", "\n1,"))

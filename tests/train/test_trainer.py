@@ -41,7 +41,7 @@ def test_learns_an_easy_task_and_saves_a_calibrated_model(manifest, tmp_path):
     assert recorded["epochs"] == 4 and recorded["augment"]["jpeg_prob"] == 0.0
     with open(tmp_path / "metrics.csv") as f:
         log = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in log] == [0, 1, 2, 3]
+    assert [int(r["epoch"]) for r in log] == [1, 2, 3, 4]
     assert json.loads((tmp_path / "metrics.json").read_text())["test"]["per_generator"]["checker"]["n"] == 16
 
 
@@ -140,7 +140,7 @@ def test_resume_continues_from_the_last_checkpoint(manifest, tmp_path):
     train(_config(manifest, tmp_path, epochs=2), progress=False)
     train(_config(manifest, tmp_path, epochs=3, resume=True), progress=False)
     with open(tmp_path / "metrics.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
     model = (tmp_path / "model" / "config.json").read_text()
     with pytest.raises(ConfigError, match=re.escape(f"cannot resume from {tmp_path / 'checkpoint.pt'}: it has trained 3 "
                                                     "epochs, more than this run's epochs 2; ask for at least 3")):
@@ -192,7 +192,7 @@ def test_resume_refuses_another_recipe_or_other_rows_but_takes_more_epochs(manif
     assert (tmp_path / "run" / "train_config.yaml").read_text() == recorded
     train(_config(manifest, tmp_path / "run", epochs=2, resume=True, patience=5, num_workers=1), progress=False)
     with open(tmp_path / "run" / "metrics.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
 
 
 def test_resume_in_a_folder_without_a_checkpoint_warns_that_it_starts_over(manifest, tmp_path, caplog):
@@ -203,14 +203,14 @@ def test_resume_in_a_folder_without_a_checkpoint_warns_that_it_starts_over(manif
 
 def test_resume_logs_each_epoch_once_when_killed_between_the_log_and_the_checkpoint(manifest, tmp_path, one_epoch_run):
     one_epoch_run(tmp_path)
-    after_epoch_0 = (tmp_path / "checkpoint.pt").read_bytes()
+    after_epoch_1 = (tmp_path / "checkpoint.pt").read_bytes()
     train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
-    (tmp_path / "checkpoint.pt").write_bytes(after_epoch_0)  # epoch 1 logged, its checkpoint never written
+    (tmp_path / "checkpoint.pt").write_bytes(after_epoch_1)  # epoch 2 logged, its checkpoint never written
     with open(tmp_path / "metrics.csv", "a") as f:
-        f.write("2,0.5")  # and a row cut short
+        f.write("3,0.5")  # and a row cut short
     train(_config(manifest, tmp_path, epochs=3, resume=True), progress=False)
     with open(tmp_path / "metrics.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
 
 
 def test_a_resumed_run_killed_in_its_first_epoch_keeps_the_logged_epochs(manifest, tmp_path, one_epoch_run, monkeypatch):
@@ -238,13 +238,13 @@ def test_tensorboard_shows_each_epoch_once_after_a_resume_or_a_rerun(manifest, t
 
     train(_config(manifest, tmp_path, epochs=2), progress=False)
     train(_config(manifest, tmp_path, epochs=1, overwrite=True), progress=False)  # a fresh run over the first
-    after_epoch_0 = (tmp_path / "checkpoint.pt").read_bytes()
+    after_epoch_1 = (tmp_path / "checkpoint.pt").read_bytes()
     train(_config(manifest, tmp_path, epochs=2, resume=True), progress=False)
-    (tmp_path / "checkpoint.pt").write_bytes(after_epoch_0)  # epoch 1 logged, its checkpoint never written
+    (tmp_path / "checkpoint.pt").write_bytes(after_epoch_1)  # epoch 2 logged, its checkpoint never written
     train(_config(manifest, tmp_path, epochs=3, resume=True), progress=False)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
-    assert [e.step for e in events.Scalars("val_auc")] == [0, 1, 2]
+    assert [e.step for e in events.Scalars("val_auc")] == [1, 2, 3]
 
 
 def test_resume_from_a_truncated_checkpoint_is_refused_in_one_line(manifest, tmp_path, one_epoch_run):
@@ -617,7 +617,7 @@ def test_ctrl_c_or_sigterm_mid_epoch_says_how_to_continue_and_resume_finishes_th
         return
     result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml"), "--resume", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [0, 1]
+    assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [1, 2]
 
 
 @pytest.mark.slow

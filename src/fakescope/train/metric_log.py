@@ -10,25 +10,28 @@ from fakescope.io import storage
 
 
 class MetricLog:
-    """metrics.csv, plus TensorBoard scalars when tensorboard is installed; from `start_epoch` on.
+    """metrics.csv, plus TensorBoard scalars when tensorboard is installed, of the epochs after the `done` ones.
 
-    A resumed run keeps its file's columns and the rows of the epochs before `start_epoch`: a run
-    killed after logging an epoch but before checkpointing it logs that epoch again. TensorBoard
-    likewise hides the folder's events from `start_epoch` on (all of them for a fresh run).
+    Epochs are counted from 1, as everywhere else (progress bars, log lines, best.pt, the checkpoint's count).
+    A resumed run keeps its file's columns and the rows of its `done` epochs: a run killed after logging an
+    epoch but before checkpointing it logs that epoch again; rows an older fakescope wrote, counted from 0,
+    are renumbered from 1. TensorBoard likewise hides the folder's events of later epochs (all of them for a
+    fresh run).
     """
 
-    def __init__(self, out: Path, start_epoch: int):
+    def __init__(self, out: Path, done: int):
         path = out / "metrics.csv"
-        lines = path.read_text().splitlines(keepends=True) if start_epoch and path.is_file() else []
+        lines = path.read_text().splitlines(keepends=True) if done and path.is_file() else []
         self.columns = lines[0].strip().split(",") if lines else None
-        kept = lines[:1] + [line for line in lines[1:] if _epoch(line) < start_epoch]
+        shift = int(len(lines) > 1 and _epoch(lines[1]) == 0)  # logged counting from 0
+        kept = lines[:1] + [_renumbered(line, shift) for line in lines[1:] if _epoch(line) + shift <= done]
         storage.write_bytes(str(path), "".join(kept).encode())  # replaced whole: a kill before the next row keeps them
         self.file = open(path, "a", newline="")
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_epoch)
+            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=done + 1)
         except ImportError:
             self.tb = None
 
@@ -54,3 +57,9 @@ def _epoch(line: str) -> float:
     """The epoch of a metrics.csv row (its first column); infinite for a line cut short by a kill."""
     first = line.split(",", 1)[0]
     return int(first) if first.isdigit() and line.endswith("\n") else math.inf
+
+
+def _renumbered(line: str, shift: int) -> str:
+    """A whole metrics.csv row with its epoch `shift` later."""
+    first, rest = line.split(",", 1)
+    return f"{int(first) + shift},{rest}" if shift else line

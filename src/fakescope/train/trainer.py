@@ -131,7 +131,7 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         auc = auc_score(val_labels, logits)  # on the logits: a sigmoid would tie saturated scores
         best_auc, stale = (auc, 0) if auc > best_auc else (best_auc, stale + 1)
         if main:
-            log.write(epoch=epoch, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1),
+            log.write(epoch=epoch + 1, train_loss=loss, val_auc=auc, seconds=round(time.perf_counter() - t0, 1),
                       lr=loop.optimizer.param_groups[0]["lr"])
             loop.save(out, epoch + 1, best_auc, stale)
             if not stale:  # after the checkpoint, which holds these weights too: see _resume
