@@ -394,7 +394,16 @@ def test_rows_given_as_a_frame_are_checked_as_a_manifest_file_is(manifest, tmp_p
         saved = train(_config("unused.csv", tmp_path / "run", epochs=1), rows, progress=False)
     assert "1 unsplit manifest row(s) (empty split) left out: only train, val and test are used" in caplog.text
     assert saved.metrics["test"]["overall"]["n"] == 15
-    assert saved.training["data"]["train/ai/synthetic"] == 24
+    assert saved.training["data"]["train/ai/synthetic"] == 24 and "manifest" not in saved.training  # no file read
+
+
+def test_the_model_records_the_manifest_as_given_and_as_the_absolute_path_it_read(manifest, tmp_path, monkeypatch):
+    """config.json recorded only `manifest.csv`, as given: which file that was depended on a folder recorded nowhere."""
+    monkeypatch.chdir(os.path.dirname(manifest))
+    train(_config("manifest.csv", tmp_path, epochs=1, samples_per_epoch=32), progress=False)
+    monkeypatch.chdir(tmp_path)
+    recorded = json.loads((tmp_path / "model" / "config.json").read_text())["training"]
+    assert (recorded["recipe"]["manifest"], recorded["manifest"]) == ("manifest.csv", manifest)
 
 
 @pytest.mark.parametrize(("keep", "message"), [

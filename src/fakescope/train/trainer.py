@@ -35,6 +35,7 @@ from fakescope.data.manifest import check_rows, read_rows
 from fakescope.detector import resolve_device
 from fakescope.errors import ConfigError
 from fakescope.evaluate.metrics import auc_score, binary_metrics
+from fakescope.io import storage
 from fakescope.models.bundle import save_model
 from fakescope.models.calibration import Calibrator, apply_calibration
 from fakescope.models.config import ModelConfig
@@ -157,6 +158,8 @@ def train(cfg: TrainConfig, manifest: pd.DataFrame | None = None, *, progress: b
         metrics["test"] = report_on_test_split(network, model_cfg, device, splits["test"], cfg, rank, world)
     if main:
         summary = {"recipe": recipe(cfg).to_dict(), "data": _data_summary(rows)}
+        if manifest is None:  # the recipe's manifest is as given, maybe relative to the folder the run started in
+            summary["manifest"] = storage.absolute(cfg.manifest)
         model_cfg = save_model(network, replace(model_cfg, training=summary, metrics=metrics), out / "model")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if world > 1:
