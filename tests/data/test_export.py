@@ -12,6 +12,7 @@ from PIL import Image
 
 from fakescope.data import build_from_folders, export_manifest, read_manifest, split_manifest
 from fakescope.data.export import centre_crop
+from fakescope.data.manifest import read_table, resolve_uris
 from fakescope.errors import ConfigError, StorageError
 
 
@@ -28,6 +29,21 @@ def test_folder_tree_keeps_bytes_and_relative_uris(split_faces, tmp_path):
     assert first["uri"].startswith(f"{first['split']}/{first['label']}/")
     assert (tmp_path / "out" / first["uri"]).read_bytes() == open(split_faces["uri"].iloc[0], "rb").read()
     assert (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_a_source_uri_naming_an_exported_image_follows_it(split_faces, tmp_path):
+    frame = split_faces.copy()
+    real, ai = frame.index[frame["label"] == "real"][0], frame.index[frame["label"] == "ai"][0]
+    frame["source_uri"] = ""
+    frame.loc[ai, "source_uri"] = frame.loc[real, "uri"]
+    frame.loc[frame.index[frame["label"] == "ai"][1], "source_uri"] = "/elsewhere/photo.png"
+    exported = export_manifest(frame, str(tmp_path / "out"))
+    assert exported.loc[ai, "source_uri"] == exported.loc[real, "uri"] == f"{frame.loc[real, 'split']}/real/" + \
+        exported.loc[real, "uri"].rsplit("/", 1)[-1]
+    assert "/elsewhere/photo.png" in set(exported["source_uri"])  # not exported: named as it was
+    (tmp_path / "out").rename(tmp_path / "moved")
+    moved = resolve_uris(read_table(str(tmp_path / "moved" / "manifest.parquet")), str(tmp_path / "moved" / "manifest.parquet"))
+    assert moved.loc[ai, "source_uri"] == moved.loc[real, "uri"] == str(tmp_path / "moved" / exported.loc[real, "uri"])
 
 
 def test_a_folder_holding_an_earlier_export_is_refused_before_writing(split_faces, tmp_path):

@@ -60,7 +60,7 @@ def export_manifest(frame: pd.DataFrame, out: str, *, layout: str | None = None,
         raise ConfigError(f"{out} already holds an export (its manifest.parquet), whose images would stay among these; "
                           "export into a new folder, or remove that one first")
     frame = validate_manifest(frame)
-    exported = frame.assign(uri=_relative_names(frame))
+    exported = _with_relative_names(frame)
     if layout == "folders":
         for source, target in zip(frame["uri"], exported["uri"]):
             storage.write_bytes(storage.join(out, target), _image_bytes(source))
@@ -97,6 +97,17 @@ def centre_crop(image: object, size: int) -> np.ndarray:
         width, height = image.size
     left, top = (width - size) // 2, (height - size) // 2
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _with_relative_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with relative uris (`_relative_names`); a `source_uri` naming an exported row follows it, so the link
+    from an ai image to its real one survives the move."""
+    names = _relative_names(frame)
+    exported = frame.assign(uri=names)
+    if "source_uri" in frame:
+        renamed = dict(zip(frame["uri"], names))
+        exported["source_uri"] = [renamed.get(s, s) for s in frame["source_uri"]]
+    return exported
 
 
 def _relative_names(frame: pd.DataFrame) -> list[str]:
