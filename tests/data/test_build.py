@@ -34,6 +34,13 @@ def test_folders_give_labels_generators_and_formats(faces_layout):
     assert set(real["width"]) == {64, 56}
 
 
+def test_a_folder_named_dot_is_named_by_the_folder_it_is(tmp_path, monkeypatch):
+    (tmp_path / "holiday" / "real").mkdir(parents=True)
+    (tmp_path / "holiday" / "real" / "a.png").write_bytes(encode(smooth_image(0), "PNG"))
+    monkeypatch.chdir(tmp_path / "holiday")
+    assert build_from_folders(".", workers=1)["source"].tolist() == ["holiday"]
+
+
 def test_ai_image_named_after_a_real_one_is_paired_with_it(faces_layout):
     frame = build_from_folders(str(faces_layout)).set_index("uri")
     real = frame.loc[str(faces_layout / "real" / "r000.jpg")]

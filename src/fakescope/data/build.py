@@ -62,8 +62,8 @@ def build_from_folders(
         >>> frame = build_from_folders("data/faces")  # doctest: +SKIP
         >>> frame.groupby(["label", "generator"]).size()  # doctest: +SKIP
     """
-    collection = source or os.path.basename(root.rstrip("/")) or "local"
     root = storage.absolute(root)
+    collection = source or os.path.basename(root.rstrip("/")) or "local"  # `.` is named by the folder it is
     jobs: list[tuple[str, str, str, str]] = []  # uri, label, source, generator
     for folder in REAL_FOLDERS + AI_FOLDERS:
         base = storage.join(root, folder)
