@@ -38,15 +38,20 @@ def marked(photo):
             for order in ("bgr", "rgb")}
 
 
-def bgr_votes(bgr: np.ndarray) -> np.ndarray:
-    """The per-block bits check_watermark reads from HxWx3 `bgr` pixels handed to the encoder as they are."""
-    return _votes_in_both_orders(torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1))[0].numpy()
+def bgr_votes(bgr: np.ndarray, xp=np) -> np.ndarray:
+    """The per-block bits check_watermark reads from HxWx3 `bgr` pixels handed to the encoder as they are (read in
+    numpy, or in torch with `xp=torch`)."""
+    rgb = np.ascontiguousarray(bgr[..., ::-1]).transpose(2, 0, 1)
+    if xp is np:
+        return _votes_in_both_orders(rgb, np)[0]
+    return _votes_in_both_orders(torch.from_numpy(rgb), torch)[0].numpy()
 
 
-def test_vectorised_decoder_matches_the_package_bit_for_bit(photo, marked):
+@pytest.mark.parametrize("xp", [np, torch], ids=["numpy", "torch"])
+def test_vectorised_decoder_matches_the_package_bit_for_bit(photo, marked, xp):
     for image in (photo, marked[("Stable Diffusion XL", "bgr")]):
         bgr = np.ascontiguousarray(np.asarray(image)[..., ::-1])
-        votes = bgr_votes(bgr)
+        votes = bgr_votes(bgr, xp)
         for length in (32, 48, 136):
             reference = imwatermark.WatermarkDecoder("bits", length).decode(bgr, "dwtDct")
             assert np.array_equal(decode_bits(votes, length), np.asarray(reference, dtype=np.uint8))
@@ -57,7 +62,7 @@ def test_u_channel_is_opencvs_for_every_colour():
     b, g, r = np.meshgrid(*[np.arange(256, dtype=np.uint8)] * 3, indexing="ij")
     bgr = np.stack([b, g, r], -1).reshape(4096, 4096, 3)  # all 2**24 colours
     expected = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)[..., 1]
-    assert np.array_equal(_u_plane(*torch.from_numpy(bgr).to(torch.int32).unbind(-1)).numpy(), expected)
+    assert np.array_equal(_u_plane(*np.moveaxis(bgr.astype(np.int32), -1, 0)), expected)
 
 
 def test_haar_band_is_pywavelets_bit_for_bit():
@@ -82,7 +87,7 @@ def test_batched_reading_equals_one_at_a_time(photo, marked):
     images = [*marked.values(), photo, photo_like(384, seed=7), Image.new("RGB", (200, 200)), marked[("Stable Diffusion 2", "rgb")]]
     tensors = [torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in images]
     batched = read_watermarks(tensors, max_pixels=3 * 512 * 512)  # 512x512 images 3 at a time, one 384, one too small
-    assert batched == [check_watermark(image) for image in images]
+    assert batched == [check_watermark(image) for image in images]  # tensors read in torch, PIL images in numpy
     assert sum(e.decisive for e in batched) == len(marked) + 1
 
 

@@ -12,7 +12,7 @@ from fakescope.forensics.fusion import Fused, fuse
 from fakescope.forensics.metadata import check_metadata
 
 _WATERMARK = ("KNOWN_MARKS", "check_watermark", "read_watermark", "read_watermarks")
-# the watermark reader runs on torch: loaded on first use, so the C2PA and metadata checks start in a fraction of a second
+# the watermark reader: loaded on first use, so the C2PA and metadata checks start in a fraction of a second
 __getattr__, __dir__ = _lazy_attributes(__name__, dict.fromkeys(_WATERMARK, "watermark"))
 
 __all__ = [

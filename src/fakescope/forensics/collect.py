@@ -13,32 +13,31 @@ from fakescope.forensics.content_credentials import check_c2pa
 from fakescope.forensics.metadata import check_metadata
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 
-def _watermark(data: bytes | None, image: Image.Image | torch.Tensor) -> Evidence:
-    import torch  # here, not at import: only the watermark kind needs it, and it takes seconds to load
-
+def _watermark(data: bytes | None, image: Image.Image | np.ndarray | torch.Tensor) -> Evidence:
     from fakescope.forensics.watermark import check_watermark, read_watermark
 
-    return read_watermark(image) if isinstance(image, torch.Tensor) else check_watermark(image)
+    return check_watermark(image) if isinstance(image, Image.Image) else read_watermark(image)
 
 
 EVIDENCE_KINDS = ("c2pa", "metadata", "watermark")
-_CHECKERS: dict[str, Callable[[bytes | None, Image.Image | torch.Tensor], Evidence]] = {
+_CHECKERS: dict[str, Callable[[bytes | None, Image.Image | np.ndarray | torch.Tensor], Evidence]] = {
     "c2pa": lambda data, image: check_c2pa(data),
     "metadata": lambda data, image: check_metadata(data),
     "watermark": _watermark,
 }
 
 
-def collect_evidence(data: bytes | None, image: Image.Image | torch.Tensor | None, *,
+def collect_evidence(data: bytes | None, image: Image.Image | np.ndarray | torch.Tensor | None, *,
                      kinds: str | Iterable[str] = EVIDENCE_KINDS) -> list[Evidence]:
     """Gather provenance evidence for one image: one record per kind, in `kinds` order.
 
     `data` is the original file (None when only pixels are known: c2pa and metadata then
-    report nothing); `image` the decoded RGB picture, or its (3, H, W) uint8 pixels on any device
-    (None when only `data` is known: the watermark kind needs pixels). No pixels are decoded again. A checker
+    report nothing); `image` the decoded RGB picture, or its (3, H, W) uint8 pixels, a numpy array or a tensor on
+    any device (None when only `data` is known: the watermark kind needs pixels). No pixels are decoded again. A checker
     that fails for any reason yields `Evidence(kind, None, ..., error=...)` instead of raising.
 
     Raises:
@@ -61,7 +60,7 @@ def collect_evidence(data: bytes | None, image: Image.Image | torch.Tensor | Non
     return records
 
 
-def collect_watermarks(images: Sequence[torch.Tensor]) -> list[Evidence]:
+def collect_watermarks(images: Sequence[np.ndarray | torch.Tensor]) -> list[Evidence]:
     """The watermark kind for many decoded (3, H, W) images at once (`read_watermarks`: batched on their
     device); a failure becomes an error record for each image instead of raising."""
     from fakescope.forensics.watermark import read_watermarks

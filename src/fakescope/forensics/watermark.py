@@ -6,7 +6,8 @@ The public reference code (CompVis and Stability scripts, diffusers' SDXL pipeli
 `n % length == i`, read as whether the block's largest AC coefficient sits in the upper half
 of a 36-step quantiser. This module reads exactly that (bit-identical to
 `imwatermark.WatermarkDecoder(...).decode(img, "dwtDct")`, checked by the tests) but vectorised
-in torch, on the CPU or on the GPU that decoded the image, and for all known marks at once, since
+in numpy for host pixels and in torch for those on a device (the GPU that decoded the image), the same
+operations either way, and for all known marks at once, since
 the package loops over blocks in Python (~100x slower). The colour conversion and the Haar step
 repeat OpenCV's fixed-point arithmetic and PyWavelets' float order exactly (the tests check both).
 
@@ -19,12 +20,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from fakescope.detection import Evidence
+
+if TYPE_CHECKING:  # torch only for pixels already on a device: host pixels are read in numpy
+    import torch
 
 KIND = "watermark"
 SCORE_MATCH = 0.99
@@ -74,12 +78,12 @@ def check_watermark(image: Image.Image) -> Evidence:
         >>> check_watermark(Image.new("RGB", (64, 64))).detail
         'image too small for generator watermarks (64x64 < 65,536 pixels)'
     """
-    rgb = np.array(image if image.mode == "RGB" else image.convert("RGB"))  # a writable copy, as torch wants
-    return read_watermark(torch.from_numpy(rgb).permute(2, 0, 1))
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    return read_watermark(rgb.transpose(2, 0, 1))
 
 
-def read_watermark(pixels: torch.Tensor) -> Evidence:
-    """Look for the known generator watermarks in (3, H, W) uint8 RGB pixels, on any device.
+def read_watermark(pixels: np.ndarray | torch.Tensor) -> Evidence:
+    """Look for the known generator watermarks in (3, H, W) uint8 RGB pixels: a numpy array, or a tensor on any device.
 
     Returns:
         Evidence of kind `watermark`: decisive with `score` 0.99 when a mark decodes within its
@@ -89,7 +93,7 @@ def read_watermark(pixels: torch.Tensor) -> Evidence:
     return read_watermarks([pixels])[0]
 
 
-def read_watermarks(images: Sequence[torch.Tensor], *, max_pixels: int = 2**25) -> list[Evidence]:
+def read_watermarks(images: Sequence[np.ndarray | torch.Tensor], *, max_pixels: int = 2**25) -> list[Evidence]:
     """`read_watermark` for many images: those of one size are read together, up to `max_pixels` at
     once (~1 GiB of intermediates; on a GPU, a few kernel launches and one transfer back instead of
     dozens per image)."""
@@ -107,11 +111,21 @@ def read_watermarks(images: Sequence[torch.Tensor], *, max_pixels: int = 2**25) 
         per_batch = max(1, max_pixels // (h * w))
         for start in range(0, len(indices), per_batch):
             part = indices[start:start + per_batch]
-            batch = torch.stack([images[i] for i in part]) if len(part) > 1 else images[part[0]][None]  # one: no copy
-            votes = _votes_in_both_orders(batch).cpu().numpy()
-            for i, image_votes in zip(part, votes):
+            xp = _namespace(images[part[0]])
+            batch = xp.stack([images[i] for i in part]) if len(part) > 1 else images[part[0]][None]  # one: no copy
+            votes = _votes_in_both_orders(batch, xp)
+            for i, image_votes in zip(part, votes if xp is np else votes.cpu().numpy()):
                 results[i] = _evidence(dict(zip(("bgr", "rgb"), image_votes)))
     return results
+
+
+def _namespace(pixels: np.ndarray | torch.Tensor):
+    """numpy for an array, torch for a tensor (imported only then: it takes seconds)."""
+    if isinstance(pixels, np.ndarray):
+        return np
+    import torch
+
+    return torch
 
 
 def _evidence(votes: dict[str, np.ndarray]) -> Evidence:
@@ -136,31 +150,41 @@ def _evidence(votes: dict[str, np.ndarray]) -> Evidence:
                     data={"generator": mark.name, "marks": results})
 
 
-def _votes_in_both_orders(rgb: torch.Tensor) -> torch.Tensor:
+def _votes_in_both_orders(rgb: np.ndarray | torch.Tensor, xp) -> np.ndarray | torch.Tensor:
     """(..., 2, blocks) per-block dwtDct bits, in the encoder's block order, of (..., 3, H, W) RGB pixels handed to the
-    encoder as BGR, then as RGB (the channels converted once, not flipped into a copy)."""
+    encoder as BGR, then as RGB (the channels converted once, not flipped into a copy); `xp` is numpy or torch,
+    whichever holds the pixels."""
     rows, cols = rgb.shape[-2] // 4 * 4, rgb.shape[-1] // 4 * 4
-    r, g, b = rgb[..., :rows, :cols].to(torch.int32).unbind(-3)
-    return torch.stack([_block_votes(_u_plane(b, g, r)), _block_votes(_u_plane(r, g, b))], -2)  # a plane at a time: in cache
+    r, g, b = (xp.asarray(rgb[..., c, :rows, :cols], dtype=xp.int32) for c in range(3))
+    return xp.stack([_block_votes(_u_plane(b, g, r), xp), _block_votes(_u_plane(r, g, b), xp)], -2)  # a plane at a time
 
 
-def _block_votes(u: torch.Tensor) -> torch.Tensor:
+def _block_votes(u: np.ndarray | torch.Tensor, xp) -> np.ndarray | torch.Tensor:
     """(..., blocks) bits from (..., H, W) U planes (H, W multiples of 4): Haar band, 4x4 blocks, quantiser."""
-    u = u.double()
+    u = xp.asarray(u, dtype=xp.float64)
     half = _HAAR * u[..., 0::2, :] + _HAAR * u[..., 1::2, :]  # pywt.dwt2's approximation band: rows first, then columns
     approx = _HAAR * half[..., 0::2] + _HAAR * half[..., 1::2]
     br, bc = approx.shape[-2] // _BLOCK, approx.shape[-1] // _BLOCK
-    lead = approx.shape[:-2]
-    blocks = approx[..., :br * _BLOCK, :bc * _BLOCK].reshape(*lead, br, _BLOCK, bc, _BLOCK).transpose(-3, -2)
-    peak = blocks.reshape(*lead, br * bc, _BLOCK * _BLOCK)[..., 1:].abs().amax(dim=-1)
-    return torch.fmod(peak, _SCALE) > 0.5 * _SCALE
+    lead = tuple(approx.shape[:-2])
+    blocks = approx[..., :br * _BLOCK, :bc * _BLOCK].reshape(*lead, br, _BLOCK, bc, _BLOCK).swapaxes(-3, -2)
+    peak = xp.amax(abs(blocks.reshape(*lead, br * bc, _BLOCK * _BLOCK)[..., 1:]), -1)
+    return xp.fmod(peak, _SCALE) > 0.5 * _SCALE
 
 
-def _u_plane(b: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """The U plane of OpenCV's 8-bit `COLOR_BGR2YUV` (its 14-bit fixed point, bit for bit) of int32 planes, computed
-    in place on one temporary (every sum stays positive, so the shift floors)."""
-    y = (b * 1868).add_(g, alpha=9617).add_(r, alpha=4899).add_(8192).bitwise_right_shift_(14)
-    return y.sub_(b).mul_(-8061).add_((128 << 14) + 8192).bitwise_right_shift_(14).clamp_(0, 255)
+def _u_plane(b: np.ndarray | torch.Tensor, g: np.ndarray | torch.Tensor,
+             r: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """The U plane of OpenCV's 8-bit `COLOR_BGR2YUV` (its 14-bit fixed point, bit for bit) of int32 planes (numpy or
+    torch), computed in place on one temporary (every sum stays positive, so the shift floors)."""
+    y = b * 1868
+    y += g * 9617
+    y += r * 4899
+    y += 8192
+    y >>= 14
+    y -= b
+    y *= -8061
+    y += (128 << 14) + 8192
+    y >>= 14
+    return y.clip(0, 255)
 
 
 def decode_bits(block_bits: np.ndarray, length: int) -> np.ndarray:
