@@ -14,16 +14,16 @@ import io
 import itertools
 import os
 import signal
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 import numpy as np
-import torch
 from PIL import Image
 
 from fakescope.detection import Detection, Evidence
@@ -36,7 +36,10 @@ from fakescope.io.shared_slots import SharedSlots, affordable_slots
 from fakescope.models.config import InputPolicy
 from fakescope.models.tiling import Tiles, make_tiles, tile_boxes
 
-ImageInput = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray | torch.Tensor | LoadedImage
+if TYPE_CHECKING:  # a tensor input can only come from a caller that loaded torch: preparing inputs needs none
+    import torch
+
+ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray, "torch.Tensor", LoadedImage]
 
 ACCEPTED = ("an input is a path, storage URI or http(s) URL, bytes, a binary file object, a PIL image, a numpy array "
             "or torch tensor, or a LoadedImage")
@@ -48,7 +51,7 @@ BUSY_READS_PER_WORKER = 4
 as an outage. The reads in flight at one moment (one per worker) can all meet one burst of throttling: a few such bursts
 become transient rows, while a store failing every read stops after about four retry periods (each busy read having
 outlasted its own retries: up to half a minute on S3, a minute on Drive)."""
-NO_PIXELS = torch.empty(0, dtype=torch.uint8)  # tiles not cut yet (left in a shared slot, or for the device)
+NO_PIXELS = np.empty(0, dtype=np.uint8)  # tiles not cut yet (left in a shared slot, or for the device)
 
 
 @dataclass
@@ -118,10 +121,10 @@ def prepare_input(index: int, item: ImageInput, *, policy: InputPolicy, provenan
     if provenance:
         from fakescope.forensics import collect_evidence
 
-        evidence = collect_evidence(loaded.data, torch.from_numpy(pixels).permute(2, 0, 1))
+        evidence = collect_evidence(loaded.data, pixels.transpose(2, 0, 1))
     prepared = Prepared(source, loaded.width, loaded.height, loaded.format, tiles, evidence, frames=loaded.frames)
     if slot is not None:
-        nhwc = tiles.pixels.permute(0, 2, 3, 1).numpy()  # the layout make_tiles cut them in: contiguous
+        nhwc = tiles.pixels.transpose(0, 2, 3, 1)  # the layout make_tiles cut them in: contiguous
         if shared_slots.write(slot, nhwc):
             prepared.tiles, prepared.in_slot = replace(tiles, pixels=NO_PIXELS), nhwc.shape
     return prepared
@@ -154,7 +157,7 @@ def collect_tiles(result: Prepared | Detection | BusyRead, slot: int | None,
     if slot is None:
         return result
     if isinstance(result, Prepared) and result.in_slot is not None:
-        pixels = torch.from_numpy(slots.read(slot, result.in_slot)).permute(0, 3, 1, 2)
+        pixels = slots.read(slot, result.in_slot).transpose(0, 3, 1, 2)
         result.tiles, result.in_slot = replace(result.tiles, pixels=pixels), None
     else:
         slots.release(slot)
@@ -170,10 +173,13 @@ def new_pool(processes: bool, slots: SharedSlots | None, workers: int) -> Thread
 
 
 def _init_worker_process(slots: tuple[str, int] | None) -> None:
-    """One torch thread per decoding process (a forked child entering its parent's OpenMP pool hangs); attach the slots.
+    """One torch thread per decoding process (a forked child entering its parent's OpenMP pool hangs; torch is set when
+    the parent had loaded it, else OpenMP's variable holds for a later import); attach the slots.
     A terminal's Ctrl-C reaches the whole process group: it is the parent's to handle (each worker printed a traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     if slots is not None:
         shared_slots.attach(*slots)
 
@@ -251,7 +257,7 @@ def load_input(item: ImageInput, data: bytes | None, *, keep_bytes: bool = True)
         return decode_image(data, keep_bytes=keep_bytes)
     if isinstance(item, LoadedImage):  # decoded by the caller, who may show it too
         return item
-    if isinstance(item, torch.Tensor):  # as its array (on the host; bf16 has no numpy type)
+    if _is_tensor(item):  # as its array (on the host; bf16 has no numpy type)
         item = item.detach().cpu()
         item = (item.float() if item.is_floating_point() else item).numpy()
     if not isinstance(item, (Image.Image, np.ndarray)):
@@ -292,7 +298,12 @@ def _is_file(item: Any) -> bool:
     return callable(getattr(item, "read", None))
 
 
-_SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor, LoadedImage)
+def _is_tensor(item: Any) -> bool:
+    """A torch tensor, told without loading torch: no tensor exists before torch is loaded."""
+    return "torch" in sys.modules and isinstance(item, sys.modules["torch"].Tensor)
+
+
+_SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, LoadedImage)
 
 
 def is_single(inputs: Any) -> bool:
@@ -303,4 +314,4 @@ def is_single(inputs: Any) -> bool:
     """
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OSU":
         return False
-    return isinstance(inputs, _SINGLE) or _is_file(inputs) or not isinstance(inputs, Iterable) or isinstance(inputs, Mapping)
+    return isinstance(inputs, _SINGLE) or _is_tensor(inputs) or _is_file(inputs) or not isinstance(inputs, Iterable) or isinstance(inputs, Mapping)

@@ -15,10 +15,9 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from fakescope._preparation import (
@@ -40,13 +39,14 @@ from fakescope.errors import (
     PluginError,
     UnknownModelError,
 )
-from fakescope.io.device_jpeg import decode_jpegs
-from fakescope.models.acceleration import inference_network, input_dtype
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
-from fakescope.models.config import check_grid
+from fakescope.models.config import check_grid, check_precision
 from fakescope.models.registry import check_logits
 from fakescope.models.tiling import cut_tiles, make_tiles, normalize, tile_heatmap
+
+if TYPE_CHECKING:  # torch loads where a network is built or run, or pixels go to a device: the onnx runtime on a cached
+    import torch  # export needs none (detect starts in ~1 s instead of ~5)
 
 _TILE_CHUNK_PIXELS = 2**26
 """Decoded pixels of one size stacked at once to cut their tiles together (192 MiB of RGB)."""
@@ -111,13 +111,18 @@ class Detector:
             raise ConfigError(f"batch_size must be a whole number at least 1, got {batch_size!r}")
         if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:  # not joblib's -1
             raise ConfigError(f"workers must be a whole number at least 0 (0 decodes inline), got {workers!r}")
-        self.device = torch.device(device)
+        if str(device) != "cpu":  # the CPU is named without torch
+            import torch
+
+            device = torch.device(device)
+        self._device, self._device_type = device, str(device).partition(":")[0]
         self.decode = decode
-        self._lookahead = 1 if self.device.type == "cuda" else 0  # batches queued on the device before reading one
-        self.precision, self._input_dtype = precision, input_dtype(precision)
+        self._lookahead = 1 if self._device_type == "cuda" else 0  # batches queued on the device before reading one
+        check_precision(precision)
+        self.precision = precision
         self._torch_model = with_grid(model, grid)  # its torch network serves Grad-CAM on any runtime (built when asked)
-        self.model, self.runtime = _with_runtime(self._torch_model, runtime, self.device, threads, precision=precision,
-                                                 compile=compile)
+        self.model, self.runtime = _with_runtime(self._torch_model, runtime, self._device_type, threads,
+                                                 precision=precision, compile=compile)
         self.batch_size = int(batch_size)
         self.workers, self.processes = int(workers), processes
         self._busy = BusyStreak()  # storage reads in a row busy past their retries, across calls (a Ray actor's batches)
@@ -130,8 +135,13 @@ class Detector:
         self.band = _shift_band(model.config.band, model.config.threshold, self.threshold)
         self._network = self.model.network
         if self.runtime == "torch":  # channels_last: a faster forward pass on CPU and CUDA (docs/scale.md)
+            import torch
+
+            from fakescope.models.acceleration import inference_network, input_dtype
+
             self.model.network.to(memory_format=torch.channels_last)
             self._network = inference_network(self.model.network, self.device, precision=precision, compile=compile)
+            self._input_dtype = input_dtype(precision)
 
     @classmethod
     def load(
@@ -148,9 +158,17 @@ class Detector:
         else torch.
         """
         onnx = kwargs.get("runtime") == "onnx" or kwargs.get("precision") == "int8"
-        resolved = resolve_device("cpu" if onnx and device == "auto" else device)
+        device = "cpu" if onnx and device == "auto" else device
+        resolved = "cpu" if str(device) == "cpu" else resolve_device(device)  # the CPU: no torch to load
         # lazy: the torch runtime builds the network in the constructor; onnx finds a cached export without it
         return cls(load_model(name_or_path, device=resolved, lazy=True), device=resolved, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        """The inference device (as torch names it: asking loads torch, which the onnx runtime runs without)."""
+        import torch
+
+        return torch.device(self._device)
 
     @property
     def name(self) -> str:
@@ -163,7 +181,7 @@ class Detector:
 
     def __repr__(self) -> str:
         policy = self.model.config.input
-        return (f"Detector({self.name!r}, device='{self.device}', runtime={self.runtime!r}, threshold={self.threshold:g}, "
+        return (f"Detector({self.name!r}, device='{self._device}', runtime={self.runtime!r}, threshold={self.threshold:g}, "
                 f"band=({self.band[0]:g}, {self.band[1]:g}), grid={policy.grid}, crop_size={policy.crop_size}, "
                 f"provenance={self.provenance})")
 
@@ -246,6 +264,12 @@ class Detector:
         A JPEG the device cannot decode (or decodes to another size) goes through the host path instead.
         """
         waiting = [i for i, p in enumerate(batch) if isinstance(p, Prepared) and p.jpeg is not None]
+        if not waiting:
+            return batch
+        import torch
+
+        from fakescope.io.device_jpeg import decode_jpegs
+
         items = [batch[i] for i in waiting]
         decoded = decode_jpegs([p.jpeg for p in items], [(p.width, p.height) for p in items], self.device)
         by_size: dict[tuple[int, int], list[tuple[Prepared, torch.Tensor]]] = {}
@@ -287,32 +311,43 @@ class Detector:
         for item in batch:
             yield next(results) if isinstance(item, Prepared) else item
 
-    @torch.inference_mode()
-    def _forward(self, tile_sets: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
+    def _forward(self, tile_sets: list[np.ndarray | torch.Tensor]) -> tuple[list[np.ndarray | torch.Tensor], Any]:
         """Per-image tile logits on the host; equal-sized tiles go through the network together.
 
-        On CUDA the logits are copied back asynchronously: read them after the returned event.
+        On CUDA the logits are copied back asynchronously: read them after the returned event (None elsewhere).
         """
-        out: list[torch.Tensor | None] = [None] * len(tile_sets)
-        by_shape: dict[tuple[int, int], list[int]] = {}
-        for i, tiles in enumerate(tile_sets):
-            by_shape.setdefault(tuple(tiles.shape[-2:]), []).append(i)
-        net, policy = self._network, self.model.config.input
-        for indices in by_shape.values():
-            indices.sort(key=lambda i: tile_sets[i].is_cpu)  # tiles cut on the device first, then the host's in one copy
-            parts = [tile_sets[i] for i in indices if not tile_sets[i].is_cpu]
-            if on_host := [tile_sets[i] for i in indices if tile_sets[i].is_cpu]:
-                parts.append(torch.cat(on_host).to(self.device, non_blocking=True))
-            x = parts[0] if len(parts) == 1 else torch.cat(parts)
-            x = normalize(x, policy)
-            if self.runtime == "torch":
-                x = x.to(self._input_dtype).contiguous(memory_format=torch.channels_last)
-            arch = self.model.config.architecture
-            logits = torch.cat([check_logits(net(chunk), len(chunk), arch) for chunk in x.split(self.batch_size * 4)])
-            logits = logits.float().to("cpu", non_blocking=True)
-            for i, part in zip(indices, logits.split([len(tile_sets[i]) for i in indices])):
+        if self.runtime == "torch":
+            return self._forward_torch(tile_sets)
+        out: list[np.ndarray | None] = [None] * len(tile_sets)
+        net, policy, arch, step = self._network, self.model.config.input, self.model.config.architecture, self.batch_size * 4
+        for indices in _by_shape(tile_sets).values():  # all on the host: numpy, as onnxruntime takes them
+            x = normalize(np.concatenate([np.asarray(tile_sets[i]) for i in indices]), policy)
+            logits = np.concatenate([check_logits(net.run(chunk), len(chunk), arch)
+                                     for chunk in np.split(x, range(step, len(x), step))])
+            for i, part in zip(indices, np.split(logits, np.cumsum([len(tile_sets[i]) for i in indices])[:-1])):
                 out[i] = part
-        if self.device.type != "cuda":
+        return out, None
+
+    def _forward_torch(self, tile_sets: list[np.ndarray | torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
+        import torch
+
+        tile_sets = [torch.from_numpy(t) if isinstance(t, np.ndarray) else t for t in tile_sets]  # host tiles: shared
+        out: list[torch.Tensor | None] = [None] * len(tile_sets)
+        net, policy = self._network, self.model.config.input
+        with torch.inference_mode():
+            for indices in _by_shape(tile_sets).values():
+                indices.sort(key=lambda i: tile_sets[i].is_cpu)  # tiles cut on the device first, then the host's in one copy
+                parts = [tile_sets[i] for i in indices if not tile_sets[i].is_cpu]
+                if on_host := [tile_sets[i] for i in indices if tile_sets[i].is_cpu]:
+                    parts.append(torch.cat(on_host).to(self.device, non_blocking=True))
+                x = parts[0] if len(parts) == 1 else torch.cat(parts)
+                x = normalize(x, policy).to(self._input_dtype).contiguous(memory_format=torch.channels_last)
+                arch = self.model.config.architecture
+                logits = torch.cat([check_logits(net(chunk), len(chunk), arch) for chunk in x.split(self.batch_size * 4)])
+                logits = logits.float().to("cpu", non_blocking=True)
+                for i, part in zip(indices, logits.split([len(tile_sets[i]) for i in indices])):
+                    out[i] = part
+        if self._device_type != "cuda":
             return out, None
         done = torch.cuda.Event()
         done.record()
@@ -363,6 +398,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     Raises:
         ConfigError: the name is no device, or this machine has none of that kind.
     """
+    import torch
+
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -393,7 +430,7 @@ def with_grid(model: LoadedModel, grid: int | None) -> LoadedModel:
 
 
 def _with_runtime(
-    model: LoadedModel, runtime: str | None, device: torch.device, threads: int | None, *, precision: str = "fp32",
+    model: LoadedModel, runtime: str | None, device_type: str, threads: int | None, *, precision: str = "fp32",
     compile: bool = False,  # noqa: A002 - torch's own word
 ) -> tuple[LoadedModel, str]:
     """The model and the runtime it runs on: itself for `torch`, a copy on its cached ONNX export for `onnx`
@@ -412,11 +449,11 @@ def _with_runtime(
             raise ConfigError("precision int8 runs on the onnx runtime; use runtime 'onnx' or 'auto', without compile")
         runtime = "onnx"
     torch_only = precision == "bf16" or compile
-    if runtime == "onnx" and device.type != "cpu":
+    if runtime == "onnx" and device_type != "cpu":
         raise ConfigError("the onnx runtime runs on the CPU; use device 'cpu' or runtime 'torch'")
     if runtime == "onnx" and torch_only:
         raise ConfigError("precision bf16 and compile run on the torch runtime; use runtime 'torch' or 'auto'")
-    if runtime == "auto" and not torch_only and device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+    if runtime == "auto" and not torch_only and device_type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
         try:
             return _onnx_model(model, threads), "onnx"
         except (ModelLoadError, UnknownModelError, PluginError):  # the torch network cannot be built either
@@ -426,6 +463,8 @@ def _with_runtime(
     if runtime == "onnx":
         return _onnx_model(model, threads, int8=precision == "int8"), "onnx"
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
     return model, "torch"
 
@@ -460,12 +499,21 @@ def _rounded_inside(p: float) -> float:
     return rounded if 0.0 < rounded < 1.0 else p
 
 
-def _tile_means(logits: list[torch.Tensor]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each image's tile logits as numpy, and their means (float64), with one copy for the whole batch."""
+def _by_shape(tile_sets: list[np.ndarray | torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+    """The positions of the tile sets of each tile height and width."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, tiles in enumerate(tile_sets):
+        by_shape.setdefault(tuple(tiles.shape[-2:]), []).append(i)
+    return by_shape
+
+
+def _tile_means(logits: list[np.ndarray | torch.Tensor]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each image's tile logits as numpy (from host tensors or arrays), and their means (float64), with one copy for the
+    whole batch."""
     if not logits:
         return [], np.zeros(0)
     sizes = np.array([len(t) for t in logits])
-    flat = torch.cat(logits).numpy().astype(np.float64)
+    flat = np.concatenate([np.asarray(t) for t in logits]).astype(np.float64)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     return np.split(flat, starts[1:]), np.add.reduceat(flat, starts) / sizes
 

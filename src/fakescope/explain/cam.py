@@ -113,7 +113,7 @@ def _heat(model: LoadedModel, tiles: Tiles, method: str, batch_size: int) -> np.
     device = next(model.network.parameters()).device
     maps = [
         raw_maps(model.network, normalize(chunk.to(device), model.config.input), method)
-        for chunk in tiles.pixels.split(batch_size)
+        for chunk in torch.from_numpy(tiles.pixels).split(batch_size)
     ]
     heat = stitch(tiles, place(torch.cat(maps), feature_stride(model.network), tiles.pixels.shape[-2:]).numpy())
     if not np.isfinite(heat).all():  # drawn, NaN is transparent: the overlay would look like no evidence at all
@@ -180,7 +180,7 @@ def unsupported(model: LoadedModel, method: str) -> str | None:
         side = model.config.input.crop_size
         noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)  # not flat: max-pool != mean
         device = next(model.network.parameters()).device
-        x = normalize(whole_image_tiles(noise).pixels.to(device), model.config.input)
+        x = normalize(torch.from_numpy(whole_image_tiles(noise).pixels).to(device), model.config.input)
         if method == "cam":
             _head_cam(model.network, x)
         else:

@@ -113,7 +113,7 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
     for i, uri in enumerate(table["uri"]):
         try:
             image = read(uri)
-            pending.append((i, make_tiles(image, model.config.input).pixels))
+            pending.append((i, torch.from_numpy(make_tiles(image, model.config.input).pixels)))
             if thumbnails is not None:
                 small[i] = thumbnails.small(image)
         except FakescopeError as exc:

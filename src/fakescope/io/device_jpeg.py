@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from fakescope.io.image import sniff_format
 from fakescope.io.jpeg_markers import read_header
+
+if TYPE_CHECKING:  # torch where JPEGs are decoded: the workers' header checks (`device_jpeg_size`) need none
+    import torch
 
 MAX_CHUNK_PIXELS = 2**28
 """Pixels decoded at once (768 MiB of RGB): bounds device memory whatever the image sizes."""
@@ -42,6 +44,8 @@ def decode_jpegs(encoded: Sequence[bytes], sizes: Sequence[tuple[int, int]], dev
 
     Yields (3, H, W) uint8 RGB pixels, or None for a JPEG the device could not decode.
     """
+    import torch
+
     chunk, pixels = [], 0
     for data, (width, height) in zip(encoded, sizes, strict=True):
         if chunk and pixels + width * height > max_pixels:
@@ -55,6 +59,8 @@ def decode_jpegs(encoded: Sequence[bytes], sizes: Sequence[tuple[int, int]], dev
 
 def _decode_chunk(chunk: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     """One batched decode call; when it fails, each JPEG alone, so one bad file costs only itself."""
+    import torch
+
     if device.type != "cuda":
         return _decode_each(chunk, device)
     # torchvision's CUDA decoder allocates its outputs on the current stream but writes them from a
@@ -91,4 +97,6 @@ def _decode_each(chunk: list[torch.Tensor], device: torch.device) -> list[torch.
 
 @functools.cache
 def _decode_stream(device: torch.device) -> torch.cuda.Stream:
+    import torch
+
     return torch.cuda.Stream(device)

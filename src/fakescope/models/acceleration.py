@@ -18,11 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from fakescope.errors import ConfigError
+from fakescope.models.config import check_precision
 from fakescope.models.same_padding import pad_in_conv
-
-PRECISIONS = ("fp32", "bf16", "int8")
-"""int8 runs the onnx runtime on a quantized export (`fakescope.models.quantize`); the others, either runtime."""
 
 
 def inference_network(
@@ -85,8 +82,7 @@ def _static_sizes(compiled: Callable[[torch.Tensor], torch.Tensor]) -> Callable[
 
 def input_dtype(precision: str) -> torch.dtype:
     """The dtype the network's input must have at this precision (a `ConfigError` for an unknown one)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
+    check_precision(precision)
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 

@@ -29,6 +29,16 @@ def check_grid(grid: object, name: str = "grid") -> int:
     return int(grid)
 
 
+PRECISIONS = ("fp32", "bf16", "int8")
+"""int8 runs the onnx runtime on a quantized export (`fakescope.models.quantize`); the others, either runtime."""
+
+
+def check_precision(precision: str) -> None:
+    """Refuse a precision other than `PRECISIONS` in one line (`ConfigError`)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
+
+
 def check_band(band: tuple[float, float], threshold: float, name: str = "band") -> None:
     """Refuse, in one line naming it `name`, an uncertain band that does not surround `threshold` within [0, 1]."""
     low, high = band

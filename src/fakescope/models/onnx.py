@@ -22,17 +22,20 @@ import logging
 import os
 import uuid
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, ModelLoadError, StorageError
 from fakescope.models.bundle import LoadedModel, check_weights
 from fakescope.models.registry import plugin_source
-from fakescope.models.same_padding import for_onnx
+
+if TYPE_CHECKING:  # torch where a network is exported: running a cached export needs none
+    import torch
+    from torch import nn
 
 OPSET = 17
 GRAPH_VERSION = 3
@@ -47,7 +50,8 @@ log = logging.getLogger(__name__)
 class OnnxNetwork:
     """Runs an exported network through onnxruntime; called like the `nn.Module` it replaces.
 
-    Takes a float (N, 3, H, W) tensor and returns the (N,) logits as a CPU float tensor.
+    Takes a float (N, 3, H, W) tensor and returns the (N,) logits as a CPU float tensor; `run` takes and returns
+    numpy arrays (no torch needed).
     `threads` sets onnxruntime's intra-op threads (default: its own choice, one per core); idle,
     they sleep instead of spinning, which on a busy CPU took the cores from the decoding threads
     (docs/scale.md). `path` is the ONNX file, or its bytes for an export held in memory (`self.path`
@@ -66,8 +70,13 @@ class OnnxNetwork:
         self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        pixels = np.ascontiguousarray(x.detach().cpu().float().numpy())
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0])
+        import torch
+
+        return torch.from_numpy(self.run(x.detach().cpu().float().numpy()))
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """(N,) float32 logits of float32 (N, 3, H, W) pixels."""
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(pixels, dtype=np.float32)})[0]
 
 
 def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int = 112) -> Path:
@@ -115,6 +124,9 @@ def onnx_target(path: str | os.PathLike) -> Path:
 
 def _export(network: nn.Module, target: str | io.BytesIO, tile_size: int) -> None:
     import onnx  # noqa: F401 - the exporter needs it; missing, it says so as ModuleNotFoundError, not a RuntimeError
+    import torch
+
+    from fakescope.models.same_padding import for_onnx
 
     network = for_onnx(network.eval())
     sample = torch.zeros(2, 3, tile_size, tile_size, device=next(network.parameters()).device)
@@ -180,14 +192,16 @@ def cached_path(model: LoadedModel, cache: str | os.PathLike | None = None, *, k
 
 
 def exporter_versions() -> str:
-    """The versions an export depends on besides the weights: torch's exporter, timm's networks, the opset."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The versions an export depends on besides the weights: torch's exporter, timm's networks, the opset (the
+    installed distributions' versions: read without importing torch)."""
+    return f"torch={_version('torch')} timm={_version('timm')} opset={OPSET} graph={GRAPH_VERSION}"
 
+
+def _version(distribution: str) -> str:
     try:
-        timm = version("timm")
+        return version(distribution)
     except PackageNotFoundError:
-        timm = "none"
-    return f"torch={torch.__version__} timm={timm} opset={OPSET} graph={GRAPH_VERSION}"
+        return "none"
 
 
 def weights_key(model: LoadedModel) -> str:
@@ -199,19 +213,24 @@ def weights_key(model: LoadedModel) -> str:
     """
     h = hashlib.sha256(json.dumps([model.config.architecture, model.config.architecture_kwargs], sort_keys=True).encode())
     h.update(plugin_source(model.config.architecture))
-    state = _file_tensors(model.weights) if model.weights is not None and not model.built else model.network.state_dict()
-    for name, tensor in sorted(state.items()):
+    if model.weights is not None and not model.built:
+        state = {name: tensor["data"] for name, tensor in _file_tensors(model.weights)}
+    else:  # built: torch is loaded
+        import torch
+
+        state = {name: tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+                 for name, tensor in model.network.state_dict().items()}
+    for name, data in sorted(state.items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        h.update(data)
     return h.hexdigest()
 
 
-def _file_tensors(weights: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _file_tensors(weights: Path) -> list[tuple[str, dict]]:
+    """Each tensor's name and its dtype, shape and raw bytes (`data`), as the file holds them (no torch needed)."""
+    from safetensors import SafetensorError, deserialize
 
     try:
-        return load_file(weights)
+        return deserialize(weights.read_bytes())
     except (SafetensorError, OSError) as exc:
         raise ModelLoadError(f"{weights}: unreadable weights ({exc})") from None
-

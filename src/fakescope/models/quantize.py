@@ -94,7 +94,7 @@ def calibration_tiles(sources: Iterable[str], model: LoadedModel, count: int = C
             skipped += 1
             continue
         if cut.shape[-2:] == (crop, crop):  # an image smaller than a tile is whole, of its own size
-            tiles.extend(normalize(cut, policy).numpy())
+            tiles.extend(normalize(cut, policy))
         if len(tiles) >= count:
             break
     if skipped:

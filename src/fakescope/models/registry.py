@@ -25,6 +25,7 @@ from fakescope.errors import ConfigError, PluginError, UnknownModelError, first_
 from fakescope.models.config import InputPolicy
 
 if TYPE_CHECKING:  # torch only where a network is built or checked: reading a model's config or the registry needs none
+    import numpy as np
     import torch
     from torch import nn
 
@@ -182,15 +183,24 @@ def create_checked(name: str, crop_size: int, pretrained: bool | str = False, **
     return network
 
 
-def check_logits(output: object, n: int, architecture: str) -> torch.Tensor:
-    """`output` if it is the (n,) logits the registry's contract asks for, else a one-line `ConfigError`."""
-    import torch
+def check_logits(output: object, n: int, architecture: str) -> torch.Tensor | np.ndarray:
+    """`output` if it is the (n,) logits the registry's contract asks for (a tensor, or an onnxruntime network's numpy
+    array), else a one-line `ConfigError`."""
+    import numpy as np
 
-    if isinstance(output, torch.Tensor) and output.shape == (n,):
-        return output
-    got = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else f"a {type(output).__name__}"
-    raise ConfigError(f"architecture {architecture!r} must return one logit of P(ai) per input, shape ({n},), not {got}"
-                      " (for a two-class head return logits[:, 1] - logits[:, 0])")
+    if not isinstance(output, np.ndarray):
+        import torch
+
+        if not isinstance(output, torch.Tensor):
+            raise _not_logits(architecture, n, f"a {type(output).__name__}")
+    if tuple(output.shape) != (n,):
+        raise _not_logits(architecture, n, f"shape {tuple(output.shape)}")
+    return output
+
+
+def _not_logits(architecture: str, n: int, got: str) -> ConfigError:
+    return ConfigError(f"architecture {architecture!r} must return one logit of P(ai) per input, shape ({n},), not {got}"
+                       " (for a two-class head return logits[:, 1] - logits[:, 0])")
 
 
 def plugin_source(name: str) -> bytes:

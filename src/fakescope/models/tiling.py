@@ -14,38 +14,35 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from fakescope.errors import ImageLoadError
 from fakescope.io.image import MAX_PIXELS
 from fakescope.models.config import InputPolicy
 
+if TYPE_CHECKING:  # torch only where tiles are cut on a device or a network runs: host tiles are numpy
+    import torch
+
 
 @dataclass(frozen=True)
 class Tiles:
-    """The tiles of one image: a (T, 3, h, w) uint8 tensor and each tile's (top, left) corner.
+    """The tiles of one image: (T, 3, h, w) uint8 pixels and each tile's (top, left) corner.
 
-    Tiles stay uint8 until `normalize` (4x less memory and host-to-GPU traffic than floats).
+    The pixels are a numpy array on the host (`torch.from_numpy` shares it with a torch network), or a tensor
+    when cut on a device (`cut_tiles`). Tiles stay uint8 until `normalize` (4x less memory and host-to-GPU
+    traffic than floats).
 
     `image_size` is the original (height, width); `scale` > 1 when a small image was upscaled
     before tiling, and boxes are then in upscaled pixels.
     """
 
-    pixels: torch.Tensor
+    pixels: np.ndarray | torch.Tensor
     boxes: tuple[tuple[int, int], ...]
     image_size: tuple[int, int]
     scale: float = 1.0
-
-    def __reduce__(self):
-        # pickled by value: torch's multiprocessing pickler would put each tile set in its own shared-memory segment
-        return _tiles_from_numpy, (self.pixels.numpy(), self.boxes, self.image_size, self.scale)
-
-
-def _tiles_from_numpy(pixels: np.ndarray, *fields) -> Tiles:
-    return Tiles(torch.from_numpy(pixels), *fields)
 
 
 def tile_positions(length: int, crop: int, grid: int) -> list[int]:
@@ -60,12 +57,26 @@ def tile_positions(length: int, crop: int, grid: int) -> list[int]:
 
 def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 3xHxW float in [0, 1]."""
+    import torch
+
     arr = np.array(image, dtype=np.uint8)  # a writable copy
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
-def normalize(x: torch.Tensor, policy: InputPolicy) -> torch.Tensor:
-    """(N, 3, h, w) uint8 tiles, or floats in [0, 1], -> float32 network input on `x`'s device."""
+def normalize(x: np.ndarray | torch.Tensor, policy: InputPolicy) -> np.ndarray | torch.Tensor:
+    """(N, 3, h, w) uint8 tiles, or floats in [0, 1], -> float32 network input: a numpy array from one, else a tensor on
+    `x`'s device (the same float32 operations, so the same numbers)."""
+    if isinstance(x, np.ndarray):
+        dtype = x.dtype if x.dtype.kind == "f" else np.float32
+        mean, std = (np.asarray(v, dtype=dtype).reshape(-1, 3, 1, 1) for v in (policy.mean, policy.std))
+        if x.dtype == np.uint8:  # as below, in numpy
+            scaled = x.astype(np.float32)
+            scaled *= 1.0 / (255.0 * std)
+            scaled -= mean / std
+            return scaled
+        return (x - mean) / std
+    import torch
+
     dtype = x.dtype if x.is_floating_point() else torch.float32
     mean = torch.tensor(policy.mean, dtype=dtype, device=x.device).view(-1, 3, 1, 1)
     std = torch.tensor(policy.std, dtype=dtype, device=x.device).view(-1, 3, 1, 1)
@@ -90,7 +101,7 @@ def make_tiles(image: Image.Image | np.ndarray, policy: InputPolicy) -> Tiles:
         return whole_image_tiles(arr)
     boxes = tile_boxes(sh, sw, policy)
     crops = np.stack([arr[t:t + c, l:l + c] for t, l in boxes])
-    return Tiles(torch.from_numpy(crops).permute(0, 3, 1, 2), boxes, (h, w), scale)
+    return Tiles(crops.transpose(0, 3, 1, 2), boxes, (h, w), scale)
 
 
 def fill_tile(image: Image.Image | np.ndarray, crop: int) -> tuple[Image.Image | np.ndarray, float]:
@@ -120,13 +131,15 @@ def tile_boxes(height: int, width: int, policy: InputPolicy) -> tuple[tuple[int,
 
 def cut_tiles(pixels: torch.Tensor, boxes: tuple[tuple[int, int], ...], crop: int) -> torch.Tensor:
     """(..., T, 3, crop, crop) tiles of (..., 3, H, W) pixels at `boxes`, on the pixels' device."""
+    import torch
+
     return torch.stack([pixels[..., t:t + crop, l:l + crop] for t, l in boxes], dim=-4)
 
 
 def whole_image_tiles(image: Image.Image | np.ndarray) -> Tiles:
     """The whole RGB image as its one (uint8) tile."""
     arr = np.array(image, dtype=np.uint8)  # a writable copy
-    return Tiles(torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0), ((0, 0),), arr.shape[:2])
+    return Tiles(arr.transpose(2, 0, 1)[None], ((0, 0),), arr.shape[:2])
 
 
 def tile_heatmap(tiles: Tiles, tile_probs: np.ndarray) -> np.ndarray:
