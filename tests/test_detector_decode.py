@@ -10,8 +10,8 @@ from functools import partial
 import pytest
 import torch
 
-import fakescope.detector as detector_module
 import fakescope.forensics.watermark as watermark_module
+import fakescope.io.device_jpeg as device_jpeg
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.forensics.watermark import read_watermarks
@@ -56,8 +56,8 @@ def test_device_decoding_gives_the_host_paths_records(tiny_model_dir, mixed_inpu
 def test_small_device_batches_change_nothing(tiny_model_dir, mixed_inputs, monkeypatch):
     """Decoding and watermark reading in the smallest chunks (one image each) gives the same records."""
     expected = [r.to_dict() for r in Detector.load(tiny_model_dir, device="cpu", decode="device").predict(mixed_inputs)]
-    real = detector_module.decode_jpegs
-    monkeypatch.setattr(detector_module, "decode_jpegs", lambda *args: real(*args, max_pixels=1))
+    real = device_jpeg.decode_jpegs
+    monkeypatch.setattr(device_jpeg, "decode_jpegs", lambda *args: real(*args, max_pixels=1))
     monkeypatch.setattr(watermark_module, "read_watermarks", partial(read_watermarks, max_pixels=1))
     results = Detector.load(tiny_model_dir, device="cpu", decode="device").predict(mixed_inputs)
     assert [r.to_dict() for r in results] == expected
@@ -65,13 +65,13 @@ def test_small_device_batches_change_nothing(tiny_model_dir, mixed_inputs, monke
 
 def test_a_jpeg_the_device_cannot_decode_goes_through_the_host(tiny_model_dir, mixed_inputs, monkeypatch):
     expected = Detector.load(tiny_model_dir, device="cpu", decode="host").predict(mixed_inputs[:3])
-    real = detector_module.decode_jpegs
+    real = device_jpeg.decode_jpegs
 
     def failing_second(encoded, sizes, device):
         for i, pixels in enumerate(real(encoded, sizes, device)):
             yield None if i == 1 else pixels
 
-    monkeypatch.setattr(detector_module, "decode_jpegs", failing_second)
+    monkeypatch.setattr(device_jpeg, "decode_jpegs", failing_second)
     results = Detector.load(tiny_model_dir, device="cpu", decode="device").predict(mixed_inputs[:3])
     assert [r.to_dict() for r in results] == [r.to_dict() for r in expected]
 
