@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from explain_helpers import plant, smooth_field
 from PIL import Image
 
@@ -71,7 +72,8 @@ def test_embeddings_match_the_model_pooled_features(val_table, planted_model):
     from fakescope.train.dataset import read_source
 
     row = val_table.iloc[3]
-    tiles = normalize(make_tiles(read_source(row["uri"]), planted_model.config.input).pixels, planted_model.config.input)
+    tiles = torch.from_numpy(normalize(make_tiles(read_source(row["uri"]), planted_model.config.input).pixels,
+                                   planted_model.config.input))
     expected = planted_model.network.embed(tiles).mean(0).detach().numpy()
     np.testing.assert_allclose(row["embedding"], expected, rtol=1e-4, atol=1e-5)
 
