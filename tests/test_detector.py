@@ -592,3 +592,17 @@ def test_bundled_config_is_sane(bundled):
     assert config.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
     auc = config.metrics["test"]["overall"]["auc"]
     assert 0.5 < auc <= 1.0
+
+
+def test_device_auto_is_the_cpu_without_a_gpu_driver_file(tmp_path, monkeypatch):
+    """On Linux no driver file means no CUDA, known without importing torch; with one, torch is asked."""
+    import fakescope.detector as detector_module
+
+    monkeypatch.setattr(detector_module.sys, "platform", "linux")
+    monkeypatch.setattr(detector_module, "GPU_DRIVER_FILES", (str(tmp_path / "nvidiactl"),))
+    assert not detector_module.gpu_driver_present()
+    (tmp_path / "nvidiactl").touch()
+    assert detector_module.gpu_driver_present()
+    monkeypatch.setattr(detector_module.sys, "platform", "win32")
+    (tmp_path / "nvidiactl").unlink()
+    assert detector_module.gpu_driver_present()
