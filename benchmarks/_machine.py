@@ -1,6 +1,6 @@
 """What the benchmarks share: the line naming the machine their figures come from, the one-line
 refusal when an optional dependency is missing (before anything is timed), and option types that
-refuse a bad value in one usage line."""
+refuse a bad value in one usage line (a missing file or folder included)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 
 def machine(device: str = "cpu") -> str:
@@ -50,3 +51,18 @@ def counts(text: str) -> list[int]:
     if any(value < 1 for value in values):
         raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least 1")
     return values
+
+
+def folder(text: str) -> Path:
+    """An argparse type: an existing folder (one under ../shared/data, the project's data, is said to be absent)."""
+    if not Path(text).is_dir():
+        shared = " (../shared/data, the project's data, is not here: give a folder of images)" if "shared/data" in text else ""
+        raise argparse.ArgumentTypeError(f"{text!r}: no such folder{shared}")
+    return Path(text)
+
+
+def file(text: str) -> str:
+    """An argparse type: an existing file."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such file")
+    return text

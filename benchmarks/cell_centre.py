@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import folder
 from PIL import Image
 
 from fakescope.explain.cam import feature_stride
@@ -26,14 +26,19 @@ SIDE = 512
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=Path, default=Path("../shared/data/real-imagenet-sample"))
+    parser.add_argument("--photos", type=folder, default="../shared/data/real-imagenet-sample",
+                        help="a folder of photos (default: ../shared/data/real-imagenet-sample, the project's data)")
     parser.add_argument("--count", type=int, default=16, help="photos (spread over the folder's sorted files) and noise images")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
     args = parser.parse_args()
+    if args.count < 2:
+        parser.error(f"--count must be at least 2 (a spread needs two), got {args.count}")
+    files = sorted(path for path in args.photos.iterdir() if path.is_file())
+    if len(files) < 2:
+        parser.error(f"--photos {args.photos}: {len(files)} file(s) in it, at least 2 needed")
     model = load_model(args.model)
     network = model.network.eval()
     stride = feature_stride(network)
-    files = sorted(path for path in args.photos.iterdir() if path.is_file())
     chosen = files[::max(1, len(files) // args.count)][:args.count]
     photos = [np.asarray(Image.open(path).convert("RGB").resize((SIDE, SIDE))) for path in chosen]
     inputs = {

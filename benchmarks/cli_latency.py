@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import machine
+from _machine import file, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DETECT = "fakescope detect IMAGE"
@@ -69,12 +69,21 @@ def _one_round(src: Path, image: str) -> dict[str, float]:
     return row
 
 
+def _tree(text: str) -> Path:
+    """An argparse type: a src folder holding fakescope (else the installed fakescope would be timed instead)."""
+    if not (Path(text) / "fakescope" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} holds no fakescope/__init__.py")
+    return Path(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", action="append", type=Path, help="a tree's src folder to time (repeatable)")
-    parser.add_argument("--image", default=str(ROOT / "examples" / "chelsea.jpg"))
+    parser.add_argument("--src", action="append", type=_tree, help="a tree's src folder to time (repeatable)")
+    parser.add_argument("--image", type=file, default=str(ROOT / "examples" / "chelsea.jpg"))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     trees = [p.resolve() for p in args.src or [ROOT / "src"]]
     rounds: dict[Path, list[dict[str, float]]] = {src: [] for src in trees}
     for _ in range(args.repeats):

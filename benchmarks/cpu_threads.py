@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from _machine import counts, machine, require
+from _machine import counts, file, machine, require
 
 from fakescope import Detector
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default=str(ROOT / "examples" / "chelsea.jpg"))
+    parser.add_argument("--image", type=file, default=str(ROOT / "examples" / "chelsea.jpg"))
     parser.add_argument("--threads", type=counts, default="1,2", help="comma-separated inference thread counts")
     parser.add_argument("--runtimes", default="torch,onnx")
     parser.add_argument("--batch", type=int, default=16, help="images in the batched call")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _machine import folder
 from sklearn.metrics import roc_auc_score
 
 from fakescope.detector import Detector
@@ -26,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", help="a manifest CSV (label, uri relative to its folder)")
-    source.add_argument("--folder", help="a folder of images (no labels: no AUC)")
+    source.add_argument("--folder", type=folder, help="a folder of images (no labels: no AUC)")
     parser.add_argument("--limit", type=int, default=2000, help="at most this many images, spread over the list")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
     parser.add_argument("--device", default="cuda")
@@ -42,7 +43,9 @@ def main() -> None:
         files = [str(Path(args.manifest).parent / uri) for uri in table["uri"]]
         labels = (table["label"] == "ai").to_numpy()
     else:
-        files, labels = list(iter_sources([args.folder]))[: args.limit], None
+        files, labels = list(iter_sources([str(args.folder)]))[: args.limit], None
+        if not files:
+            parser.error(f"--folder {args.folder}: no images in it")
     scores = {}
     for decode in ("host", "device"):
         detector = Detector.load(args.model, device=args.device, decode=decode, workers=args.workers, provenance=False)

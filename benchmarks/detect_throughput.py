@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import counts, machine, require, size
+from _machine import counts, folder, machine, require, size
 from PIL import Image
 
 from fakescope.detector import Detector
@@ -41,7 +41,7 @@ from fakescope.io.inputs import iter_sources
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folder", help="images to use (default: generated JPEGs)")
+    parser.add_argument("--folder", type=folder, help="images to use (default: generated JPEGs)")
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of generated JPEGs")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads")
@@ -61,6 +61,8 @@ def main() -> None:
         parser.error("--device cuda needs a CUDA GPU and none is visible")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.images < 1:
+        parser.error("--images must be at least 1")
     if args.device == "cpu":
         require("benchmarks/detect_throughput.py", "onnxruntime", why="for its onnx rows (the torch rows alone: --device cuda)")
     if args.int8:  # refused before any timing: no int8 export yet, or not on the CPU
@@ -69,7 +71,9 @@ def main() -> None:
         except ConfigError as exc:
             parser.error(f"--int8: {exc}")
     with tempfile.TemporaryDirectory() as tmp:
-        files = list(iter_sources([args.folder])) if args.folder else generate_jpegs(Path(tmp), args.images, args.size)
+        files = list(iter_sources([str(args.folder)])) if args.folder else generate_jpegs(Path(tmp), args.images, args.size)
+        if not files:
+            parser.error(f"--folder {args.folder}: no images in it")
         _decode_all(files, args.workers, args.processes)  # warm-up: file cache, decoder plugins
         decode, spread = _rate(lambda: _decode_all(files, args.workers, args.processes), len(files), args.repeats)
         kind = "processes" if args.processes else "threads"

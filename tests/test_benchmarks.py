@@ -138,11 +138,32 @@ def test_a_missing_optional_dependency_is_said_in_one_line_before_any_timing(mis
     (("gpu.py", "--freeze"), "--freeze needs --compile"),
     (("serve_load.py", "--duration", "300"), "--duration 300: give more than 0 and at most 120 seconds"),
     (("serve_load.py", "--clients", "0", "4"), "--clients and --size must be at least 1"),
+    (("detect_throughput.py", "--images", "0"), "--images must be at least 1"),
+    (("cpu_threads.py", "--image", "absent.jpg"), "argument --image: 'absent.jpg': no such file"),
+    (("cli_latency.py", "--image", "absent.jpg"), "argument --image: 'absent.jpg': no such file"),
+    (("cli_latency.py", "--src", "absent"), "argument --src: 'absent' holds no fakescope/__init__.py"),
+    (("cli_latency.py", "--repeats", "0"), "--repeats must be at least 1"),
+    (("cell_centre.py", "--photos", ".", "--count", "1"), "--count must be at least 2 (a spread needs two), got 1"),
 ])
 def test_a_bad_option_is_refused_in_one_usage_line(args, message, run_here):
     done = run_here(*args)
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].endswith(message)
+
+
+@pytest.mark.parametrize(("args", "empty"), [
+    (("cell_centre.py", "--photos"), "0 file(s) in it, at least 2 needed"),
+    (("detect_throughput.py", "--folder"), "no images in it"),
+    (("decode_agreement.py", "--device", "cpu", "--folder"), "no images in it"),
+])
+def test_a_missing_or_empty_folder_is_said_in_one_usage_line(args, empty, tmp_path, run_here):
+    absent = run_here(*args, "../shared/data/absent")
+    assert absent.returncode == 2 and absent.stdout == "" and "Traceback" not in absent.stderr
+    assert absent.stderr.splitlines()[-1].endswith(
+        "'../shared/data/absent': no such folder (../shared/data, the project's data, is not here: give a folder of images)")
+    done = run_here(*args, str(tmp_path))
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].endswith(f"{tmp_path}: {empty}")
 
 
 def test_decode_agreement_says_a_missing_manifest_in_one_line(tmp_path, run_here):
