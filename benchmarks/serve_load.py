@@ -27,7 +27,7 @@ from PIL import Image
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16], help="Concurrent clients, one run each.")
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds per run (at most 120).")
     parser.add_argument("--size", type=int, default=256, help="Side of the square JPEG sent.")
@@ -40,14 +40,18 @@ def main() -> None:
         parser.error(f"--duration {args.duration:g}: give more than 0 and at most 120 seconds")
     if min(args.clients) < 1 or args.size < 1:
         parser.error("--clients and --size must be at least 1")
+    if args.url:
+        _require_loopback(args.url)
     image = _jpeg(args.size)
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     server = None if args.url else _start_server(args.max_batch, args.max_wait_ms)
     url = args.url or server[1]
-    _require_loopback(url)
     try:
-        httpx.post(f"{url}/v1/detect", content=image, headers=headers, timeout=120).raise_for_status()  # warm-up
-        print(machine() + "; the server's own: --device cpu, default threads")
+        try:
+            httpx.post(f"{url}/v1/detect", content=image, headers=headers, timeout=120).raise_for_status()  # warm-up
+        except httpx.HTTPError as exc:
+            raise SystemExit(f"the warm-up request to {url}/v1/detect failed: {str(exc).splitlines()[0]}") from None
+        print(machine() + ("; the server's own: --device cpu, default threads" if server else f"; the server at {url}"))
         print(f"{'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'mean batch':>10}")
         for clients in args.clients:
             before = httpx.get(f"{url}/healthz").json()["batching"]
@@ -120,8 +124,12 @@ def _start_server(max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen,
 
 def _require_loopback(url: str) -> None:
     host = urlsplit(url).hostname or ""
-    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
-        raise SystemExit(f"refusing to load-test {host}: only loopback addresses are allowed")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        loopback = False
+    if not loopback:
+        raise SystemExit(f"refusing to load-test {host or url!r}: only loopback addresses are allowed")
 
 
 if __name__ == "__main__":

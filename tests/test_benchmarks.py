@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import runpy
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from image_server import serving_images
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -164,6 +166,25 @@ def test_a_missing_or_empty_folder_is_said_in_one_usage_line(args, empty, tmp_pa
     done = run_here(*args, str(tmp_path))
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].endswith(f"{tmp_path}: {empty}")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_load_says_in_one_line_why_a_url_cannot_be_load_tested(run_here):
+    for url, message in (("http://example.com", "refusing to load-test 'example.com': only loopback addresses are allowed"),
+                         (f"http://127.0.0.1:{_closed_port()}", "Connection refused")):
+        done = run_here("serve_load.py", "--url", url, "--duration", "1")
+        assert done.returncode == 1 and done.stdout == "" and done.stderr.splitlines() == [done.stderr.strip()]
+        assert done.stderr.strip().endswith(message) and "Traceback" not in done.stderr
+    with serving_images(b"", big=0) as origin:  # a real server that takes no POST: 501
+        done = run_here("serve_load.py", "--url", origin, "--duration", "1")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"the warm-up request to {origin}/v1/detect failed: Server error '501 Unsupported method "
+                                        f"('POST')' for url '{origin}/v1/detect'"]
 
 
 def test_decode_agreement_says_a_missing_manifest_in_one_line(tmp_path, run_here):
