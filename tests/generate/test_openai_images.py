@@ -607,6 +607,32 @@ def test_sigterm_finishes_requests_in_flight_and_resume_never_pays_twice(server,
     assert server.billable == 6 == len(_outputs(out))
 
 
+@pytest.mark.parametrize("retries", [4, 0], ids=["client-retry-wait", "run-pause"])
+def test_ctrl_c_while_waiting_out_a_rate_limit_stops_at_once_unpaid_and_a_rerun_pays_once(server, photos, tmp_path, retries):
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "from fakescope.cli import app; app()", "generate", "openai", str(photos / "photo1.png"),
+               "--out", str(out), "--model", "dall-e-2", "--size", "256x256", "--max-retries", str(retries)]
+    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": server.base_url}
+    server.faults = ["retry-after=60"] * 5  # the client waits 60 s before each retry (4), or the run pauses 60 s (0)
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while server.counts[("variations", 429)] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into its wait
+    first.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    output = first.communicate(timeout=30)[0]
+    assert first.returncode == 130 and time.monotonic() - started < 10, output  # the client's wait was 4 x 60 s
+    assert "stopped: interrupted" in output and len(server.requests) == 1, output  # nothing sent after Ctrl-C
+    with Ledger(out / LEDGER_NAME) as ledger:
+        [job] = ledger.jobs()
+    assert (job.state, job.cost, job.lost) == ("failed", 0, 0)  # answered 429: not maybe billed, sent again by a rerun
+    server.faults = []
+    second = run_openai(str(photos / "photo1.png"), str(out), OpenAIImagesConfig(model="dall-e-2", size="256x256"),
+                        client=make_client(max_retries=0), retry_interrupted=False)
+    assert (second.done, server.billable, len(_outputs(out))) == (1, 1, 1)
+
+
 def test_manifest_source_generates_from_its_real_rows_only_and_by_split(server, photos, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -10,6 +10,9 @@ A refusal no later request can pass (`openai_images.request_image`: the key, the
 storage that fails (`StorageUnavailableError` writing to `out`), stops the run: nothing more is sent, and the other
 requests in flight are waited for and recorded before it is raised, so the ledger counts none that was answered as maybe
 billed (one whose image could not be written either is failed, billed, its answer spooled for a rerun to write).
+
+Ctrl-C (or SIGTERM) stops the run at once: a pause ends, the client's waits before a retry end and nothing more is sent
+(those jobs failed, unpaid, for a rerun to send), and only the requests on the wire are waited for and recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import openai
 
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.generate._budget import Budget, RunReport, count_tokens
+from fakescope.generate._client import Unsent
 from fakescope.generate._outputs import Made, finish
 from fakescope.generate._plan import Job, jobs
 from fakescope.generate.lease import Lease
@@ -89,6 +93,7 @@ class Run:
             self._drain()
         except KeyboardInterrupt:
             self.report.stopped = "interrupted"
+            self._stop_client()
             if self.in_flight:
                 log.warning("interrupted: sending no more requests; waiting for the %d in flight (billed once "
                             "answered) to be saved", len(self.in_flight))
@@ -207,6 +212,7 @@ class Run:
         """Once a refusal or an outage stops the run: send nothing more, but wait for the requests still in flight (each
         as long as the client's timeout and retries allow; Ctrl-C stops the wait) and record how each ended, so the
         ledger holds no request as maybe billed that was answered. One still unanswered stays in flight, maybe billed."""
+        self._stop_client()
         if self.in_flight:
             log.warning("stopping: waiting for the %d other request(s) in flight to record their answers",
                         len(self.in_flight))
@@ -238,6 +244,9 @@ class Run:
             self.retry_after = max(self.retry_after, seconds)
             self.limited.append(job)
             return None
+        except Unsent as exc:  # the run stopped before it was sent (again): failed, unpaid, for a rerun to send
+            self.book.mark_failed(job.key, f"Unsent: {exc}; unpaid")
+            return None
         except AnswerLost as exc:  # left in flight, as a crash leaves it: a rerun resends it unless at most once
             self.report.unresolved += 1
             self.report.spent += self.price  # it may have been billed: it counts against this run's budgets
@@ -255,6 +264,12 @@ class Run:
         count_tokens(self.report, row)
         self.report.spent += self.price
         return None
+
+    def _stop_client(self) -> None:
+        """Have the client send nothing more: its waits before a retry end at once (`Unsent`), so a stop does not wait
+        for them (up to 120 s each); a client without `stop` (not `make_client`'s) finishes its retries."""
+        if (stop := getattr(self.client, "stop", None)) is not None:
+            stop()
 
     def _fail(self, job: Job, exc: Exception, *, billed: bool = False, owed: float = 0.0, owed_price: float | None = None,
               warn: bool = True) -> None:

@@ -316,22 +316,21 @@ def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | 
     backoff (0.5 s doubling to 8 s, up to 25 % jitter) and honours `Retry-After` up to 120 s
     (a longer one is not retried: the run pauses for it, `fakescope.generate._loop`, and sends the job
     again); the runner adds no other retries, so nothing is retried twice. An answer that times out (`timeout` seconds
-    without a byte) or breaks off is not resent: it may have been billed (`AnswerLost`, `_client`).
+    without a byte) or breaks off is not resent: it may have been billed (`AnswerLost`, `_client`). Its `stop()` (the run's
+    Ctrl-C) ends a wait before a retry at once and sends nothing more.
 
     Raises:
         ConfigError: no API key is configured.
     """
-    import openai
-
     storage.load_env_file()
     key = (api_key or os.environ.get("OPENAI_API_KEY") or "").strip()  # a newline: every request a bare "Connection error."
     if not key:
         raise ConfigError("OPENAI_API_KEY is not set: export it, or put OPENAI_API_KEY=... in a .env file in the working "
                           "directory or above (OPENAI_BASE_URL too, for another server)")
-    from fakescope.generate._client import OnceClient
+    from fakescope.generate._client import StoppableClient
 
     redact_http_logs()
-    return openai.OpenAI(api_key=key, max_retries=max_retries, timeout=timeout, http_client=OnceClient())
+    return StoppableClient(api_key=key, max_retries=max_retries, timeout=timeout)
 
 
 def params_hash(params: dict[str, Any]) -> str:
