@@ -174,3 +174,31 @@ def test_dall_e_2s_image_is_resized_to_the_square_it_was_made_from_and_its_row_r
                       client=make_client(max_retries=0))
     [row] = _rows(tmp_path / "kept").values()
     assert kept.done == 1 and (row["width"], row["height"], row["params"]["crop"]) == (256, 256, [16, 0, 80, 64])
+
+
+def test_a_rerun_over_dall_e_2_images_an_earlier_version_stretched_is_refused_with_or_without_the_manifest(
+        server, photos, tmp_path):
+    """Versions before the crop stretched dall-e-2's square image to its photo's aspect under the same name: a rerun
+    took them as made and made the rest square beside them, one set of two geometries."""
+    out = tmp_path / "fakes"
+    config = OpenAIImagesConfig(model="dall-e-2", size="256x256", resize_to_source=True)
+    assert run_openai(str(photos), str(out), config, client=make_client(max_retries=0)).done == 3
+    [made] = out.glob("a-*.jpg")
+    Image.open(made).resize((96, 64)).save(made, quality=60)  # as an earlier version saved it: the photo's size
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    manifest.loc[manifest["uri"] == str(made), ["width", "height"]] = (96, 64)
+    manifest.to_csv(out / "manifest.csv", index=False)
+    for path in [*out.glob("b-*"), *out.glob("c-*")]:
+        path.unlink()  # the rest to be made by the rerun
+    said = (f"{out} holds 1 image(s) of these options stretched to their photo's aspect by a version before dall-e-2's "
+            f"were resized to the square they were made from (as {made.name}): delete them to have them made again, "
+            "paid again, or use another --out")
+    for removed in (None, out / ".fakescope-ledger.sqlite", out / "manifest.csv"):  # known by the manifest, else the image
+        if removed:
+            removed.unlink()
+        with pytest.raises(ConfigError) as refused:
+            run_openai(str(photos), str(out), config, client=make_client(max_retries=0), new_settings=True)
+        assert str(refused.value) == said and server.billable == 3
+    made.unlink()
+    assert run_openai(str(photos), str(out), config, client=make_client(max_retries=0)).done == 3
+    assert {Image.open(path).size for path in out.glob("*-0.*")} == {(64, 64), (36, 36), (50, 50)}

@@ -4,15 +4,19 @@ sources under other settings are new jobs, paid again, and new ones would mix tw
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from PIL import Image
+
 from fakescope.errors import ConfigError
 from fakescope.generate._plan import any_output, output_names
 from fakescope.generate.ledger import JobRecord, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, params_hash
+from fakescope.io import storage
 from fakescope.io.inputs import path_text
 
 ROW_EXTRAS = ("usage", "upload", "crop")
@@ -110,6 +114,38 @@ def check_earlier_format(out: str, files: Iterable[str], config: OpenAIImagesCon
         raise ConfigError(f"{out} holds images made with these options and --format png, no --resize-to-source (as "
                           "versions before --format saved them): pass --format png to resume that run, --new-settings "
                           "to make this set beside it, or use another --out")
+
+
+def check_stretched(out: str, files: Iterable[str], rows: Mapping[str, Mapping], config: OpenAIImagesConfig) -> None:
+    """Refuse a dall-e-2 `--resize-to-source` run into an `out` holding images of its options that versions before
+    `crop_box` stretched to their photo's aspect: not square, as each is now (resized to the square it was made from),
+    under the same names, so a rerun would take them as made and mix the two in one set. Known by their manifest row's
+    size (`rows`, `manifest_rows`), else by the image's header (another machine, no manifest).
+
+    Raises:
+        ConfigError: in one line, naming how many and the first.
+    """
+    if config.model != "dall-e-2" or not config.resize_to_source:
+        return
+    names = output_names(config)
+    stretched = [uri for uri in files if names.search(uri.rsplit("/", 1)[-1]) and not _square(uri, rows.get(uri))]
+    if stretched:
+        raise ConfigError(f"{out} holds {len(stretched)} image(s) of these options stretched to their photo's aspect by a "
+                          f"version before dall-e-2's were resized to the square they were made from (as "
+                          f"{stretched[0].rsplit('/', 1)[-1]}): delete them to have them made again, paid again, or use "
+                          "another --out")
+
+
+def _square(uri: str, row: Mapping | None) -> bool:
+    """Whether the image at `uri` is square: by its manifest `row`'s size, else its header (an unreadable one counts as
+    square: the run makes it again)."""
+    if row is not None and str(row.get("width", "")).isdigit() and str(row.get("height", "")).isdigit():
+        return int(row["width"]) == int(row["height"])
+    try:
+        with Image.open(io.BytesIO(storage.read_bytes(uri))) as image:
+            return image.width == image.height
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return True
 
 
 def _settings(record: JobRecord) -> dict | None:

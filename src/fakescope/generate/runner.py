@@ -24,7 +24,7 @@ from fakescope.errors import ConfigError
 from fakescope.generate._budget import Budget, RunReport
 from fakescope.generate._loop import Run
 from fakescope.generate._plan import files_in, planned, planned_sources
-from fakescope.generate._settings import check_earlier_format, check_recorded, check_settings, paid_jobs
+from fakescope.generate._settings import check_earlier_format, check_recorded, check_settings, check_stretched, paid_jobs
 from fakescope.generate._sources import read_sources
 from fakescope.generate.lease import LEASE_SECONDS, Lease
 from fakescope.generate.ledger import Ledger
@@ -143,7 +143,8 @@ def run_openai(
             ended, and a rerun writes the images it had paid for from the spool without paying again.
         StorageError: another run holds `out`'s lease, or took it over from this one (which then stops paying).
         ConfigError: the ledger paid for a source only under other settings, or `out` records only other settings,
-            and `new_settings` is False.
+            and `new_settings` is False; or `out` holds dall-e-2 images of these options that an earlier version
+            stretched to their photo's aspect (`check_stretched`), whatever `new_settings`.
     """
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
@@ -160,11 +161,13 @@ def run_openai(
     paid = [] if new_settings else paid_jobs(Path(report.ledger))
     listed = planned_sources(src, out, config, split) if paid or confirm is not None else []
     check_settings(paid, config, listed, [first[2]])
+    held = files_in(out)  # first, listed once: an unreachable `out` fails naming itself, not its manifest
+    manifest = storage.join(out, manifest_name)
+    rows = manifest_rows(manifest) if manifest in held else {}
     if not new_settings:
-        held = files_in(out)  # first, listed once: an unreachable `out` fails naming itself, not its manifest
-        manifest = storage.join(out, manifest_name)
-        check_recorded(paid, manifest_rows(manifest) if manifest in held else {}, config)
+        check_recorded(paid, rows, config)
         check_earlier_format(out, held, config)  # images without a ledger or manifest row: known by their names
+    check_stretched(out, held, rows, config)  # the same names: a second set cannot be made beside them
     if confirm is not None:
         confirm(*planned(src, out, config, split, listed))
     lease = Lease(out, lease_seconds)
