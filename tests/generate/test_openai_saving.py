@@ -110,9 +110,9 @@ def test_a_rerun_into_an_out_made_as_png_is_refused_without_the_same_format(serv
     (out / "manifest.csv").unlink()  # and without its manifest: known by the images' names
     elsewhere = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out)])
     assert elsewhere.exit_code == 2 and server.billable == 3
-    assert elsewhere.output == (f"error: {out} holds images made with these options and --format png, no "
-                                "--resize-to-source (as versions before --format saved them): pass --format png to resume "
-                                "that run, --new-settings to make this set beside it, or use another --out\n")
+    assert elsewhere.output == ("error: this --out's images were made with --format png; this run has --format source: "
+                                "pass the same options to resume that run, --new-settings to pay for a second set beside "
+                                "it, or use another --out\n")
     beside = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), "--new-settings"])
     assert beside.exit_code == 0 and server.billable == 6 and len(list(out.glob("a-*.jpg"))) == 1
 
@@ -202,3 +202,26 @@ def test_a_rerun_over_dall_e_2_images_an_earlier_version_stretched_is_refused_wi
     made.unlink()
     assert run_openai(str(photos), str(out), config, client=make_client(max_retries=0)).done == 3
     assert {Image.open(path).size for path in out.glob("*-0.*")} == {(64, 64), (36, 36), (50, 50)}
+
+
+def test_images_copied_without_their_ledger_or_manifest_refuse_other_settings_by_their_names(server, photos, tmp_path):
+    """JPEG and WebP images (saved like their photos) copied into an --out without the ledger or the manifest: a run
+    with other options made a second set beside them; only earlier versions' PNGs were checked."""
+    made, out = tmp_path / "made", tmp_path / "fakes"
+    assert run_openai(str(photos), str(made), OpenAIImagesConfig(), client=make_client(max_retries=0)).done == 3
+    out.mkdir()
+    (out / "notes.txt").write_text("a user's file")
+    for image in made.glob("*-0.*"):
+        (out / image.name).write_bytes(image.read_bytes())
+    assert {path.suffix for path in out.glob("*-0.*")} == {".jpg", ".png"}
+    for options, said in ((["--format", "png"], "--format source; this run has --format png"),
+                          (["--size", "1536x1024"], "other parameters (hash "),  # known by the hash only
+                          (["--model", "gpt-image-2"], "--model gpt-image-2.6-flare; this run has --model gpt-image-2")):
+        refused = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out), *options])
+        assert refused.exit_code == 2 and server.billable == 3, refused.output
+        assert refused.output.startswith(f"error: this --out's images were made with {said}")
+        assert refused.output.endswith(": pass the same options to resume that run, --new-settings to pay for a second "
+                                       "set beside it, or use another --out\n")
+    resumed = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(out)])
+    assert resumed.exit_code == 0 and "already done 3" in resumed.output and server.billable == 3, resumed.output
+    assert (out / "notes.txt").read_text() == "a user's file" and len(_rows(out)) == 3

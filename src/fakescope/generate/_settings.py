@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from fakescope.errors import ConfigError
+from fakescope.generate._encoding import SAVE_FORMATS
 from fakescope.generate._plan import any_output, output_names
 from fakescope.generate.ledger import JobRecord, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, params_hash
@@ -65,25 +67,49 @@ def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: S
                       f"{_differs(_settings(last), last.params_hash, config)}: {_CHOICES}")
 
 
-def check_recorded(paid: list[JobRecord], rows: Mapping[str, Mapping], config: OpenAIImagesConfig) -> None:
+def check_recorded(paid: list[JobRecord], rows: Mapping[str, Mapping], config: OpenAIImagesConfig,
+                   files: Iterable[str] = ()) -> None:
     """Refuse a run into an `out` whose recorded settings are all other than `config`'s, whatever its sources: new
     sources would mix two settings in one set (PNG and JPEG fakes by batch, a shortcut). Recorded: the settings of the
-    ledger's `paid` jobs (`paid_jobs`), and of `rows` (`out`'s manifest, `manifest_rows`) named as `generate openai`
-    names its images (a run on another machine); a second set beside them is made with `new_settings`.
+    ledger's `paid` jobs (`paid_jobs`), of `rows` (`out`'s manifest, `manifest_rows`) named as `generate openai`
+    names its images (a run on another machine), and of the other `files` so named (`files_in`: images copied without
+    their ledger or manifest), known by their names' parameters hash; a second set beside them is made with
+    `new_settings`.
 
     Raises:
-        ConfigError: naming the options that differ from the settings recorded last.
+        ConfigError: naming the options that differ from the settings recorded last (where only a name knows them,
+            those of this run's mode and model that give its hash, `--format` and `--resize-to-source`, else the hash).
     """
-    recorded = [((record.mode, record.model, record.params_hash), _settings(record)) for record in paid]
+    recorded = [((record.mode, record.model, record.params_hash[:6]), _settings(record)) for record in paid]
     for uri, row in rows.items():
         if any_output(uri.rsplit("/", 1)[-1]) is not None and isinstance(row.get("params"), str) and row["params"]:
             params = {key: value for key, value in json.loads(row["params"]).items() if key not in ROW_EXTRAS}
-            recorded.append(((params.get("mode"), row.get("model"), params_hash(params)),
+            recorded.append(((params.get("mode"), row.get("model"), params_hash(params)[:6]),
                              {"model": row.get("model"), **params}))
-    if not recorded or (config.mode, config.model, config.params_hash()) in {key for key, _ in recorded}:
+    named: dict[tuple[str, str, str], dict | None] = {}
+    for uri in files:
+        if uri not in rows and (name := any_output(uri.rsplit("/", 1)[-1])) is not None:
+            key = (name[2], name[1], name[3])  # mode, model, parameters hash
+            if key not in named:  # once per settings: a folder holds thousands of images
+                named[key] = _named(config, *key)
+            recorded.append((key, named[key]))
+    if not recorded or (config.mode, config.model, config.params_hash()[:6]) in {key for key, _ in recorded}:
         return
     (_, _, hashed), before = recorded[-1]
     raise ConfigError(f"this --out's images were made with {_differs(before, hashed, config)}: {_CHOICES}")
+
+
+def _named(config: OpenAIImagesConfig, mode: str, model: str, hashed: str) -> dict | None:
+    """The settings of an image named with `model`, `mode` and parameters hash `hashed`, where they are `config`'s but
+    for `--format` and `--resize-to-source`; else None (unknown)."""
+    for save_format, resize in itertools.product(SAVE_FORMATS, (False, True)):
+        try:
+            named = dataclasses.replace(config, model=model, mode=mode, output_format=save_format, resize_to_source=resize)
+        except ConfigError:  # options that model or mode does not take
+            continue
+        if named.params_hash().startswith(hashed):
+            return {"mode": mode, "model": model, **named.params()}
+    return None
 
 
 def _differs(before: dict | None, hashed: str, config: OpenAIImagesConfig) -> str:

@@ -121,7 +121,8 @@ def run_openai(
             be, is refused before `confirm` is called, naming the options that differ: where the ledger paid for any of
             its sources under other settings only (checked on every source: an image known by its URI, or the first
             one's sha256, a prompt by its text; listing `src` once more where the ledger paid for any), and whatever its
-            sources where none of the ledger's paid jobs nor of `out`'s manifest rows has its settings (new sources
+            sources where none of the ledger's paid jobs, of `out`'s manifest rows nor of its images' names (images
+            copied without either) has its settings (new sources
             would mix two settings in one set, such as PNG and JPEG fakes by batch). Nor is a run into an `out` that
             holds images of these options saved as versions before `output_format` saved them (`--format png`, not
             resized; known by their names, without a ledger too).
@@ -165,7 +166,7 @@ def run_openai(
     manifest = storage.join(out, manifest_name)
     rows = manifest_rows(manifest) if manifest in held else {}
     if not new_settings:
-        check_recorded(paid, rows, config)
+        check_recorded(paid, rows, config, held)
         check_earlier_format(out, held, config)  # images without a ledger or manifest row: known by their names
     check_stretched(out, held, rows, config)  # the same names: a second set cannot be made beside them
     if confirm is not None:
