@@ -429,6 +429,20 @@ def test_a_done_output_deleted_since_is_made_again_and_only_it_is_paid(server, p
     assert (again.missing, again.done, again.skipped, server.billable) == (0, 0, 3, 4)
 
 
+def test_an_out_moved_with_its_ledger_and_manifest_resumes_unpaid_its_rows_moved_with_it(server, photos, tmp_path, caplog):
+    """A moved --out: the ledger's outputs were gone from where it recorded them, so the run warned they were made and
+    paid for again (none was), and the manifest kept each image's old row beside its new one, naming a missing file."""
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    run_openai(str(photos), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    moved = (tmp_path / "out").rename(tmp_path / "moved")
+    report = run_openai(str(photos), str(moved), config, client=make_client(max_retries=0))
+    assert (report.missing, report.done, report.skipped, report.spent, server.billable) == (0, 0, 3, 0, 3)
+    assert "no longer in" not in caplog.text
+    manifest = pd.read_csv(moved / "manifest.csv")
+    assert sorted(manifest["uri"]) == [str(p) for p in _outputs(moved)]
+    assert set(manifest["source_uri"]) == {str(p) for p in photos.iterdir()}
+
+
 def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")

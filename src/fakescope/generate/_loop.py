@@ -138,7 +138,6 @@ class Run:
         if record.state == DONE and self.made.holds(record.output):
             self.report.skipped += 1
             return True
-        self.report.missing += record.state == DONE  # deleted from out since: made again
         if (loaded := _spooled(self.book, job.key)) is not None:  # paid by a run that crashed or could not write it
             self._recover(job, record, loaded)
             return True
@@ -148,6 +147,7 @@ class Run:
                                 self.recorded if counted else None, answered=False)
             self.report.skipped += 1
             return True
+        self.report.missing += record.state == DONE  # deleted from out since: made again
         if record.state == RUNNING and not self.retry_interrupted:
             self.report.unresolved += 1
             return True
@@ -287,7 +287,7 @@ class Run:
         rows = [json.loads(record.row) for record in self.book.jobs(DONE) if record.row]
         if rows:
             self.report.manifest = storage.join(self.out, self.manifest_name)
-            append_manifest(self.report.manifest, rows)
+            append_manifest(self.report.manifest, rows, drop=self.made.moved)
 
 
 def _execute(client, job: Job, out: str, config: OpenAIImagesConfig, book: Ledger) -> tuple[str, dict]:

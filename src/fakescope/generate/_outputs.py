@@ -81,13 +81,19 @@ class Made:
     """The images `out` already holds, listed once (one paged listing, not a request per image) before the first job, and
     its manifest, read at the first job the ledger does not know as done.
 
-    `out` is the record of what was made: an image at a job's output name is that job done, wherever it ran.
+    `out` is the record of what was made: an image at a job's output name is that job done, wherever it ran. Its
+    manifest's row is found by the image's uri, else by its name where the row's uri is elsewhere (a folder moved or
+    copied with its manifest): that row moves to the image's uri (the old one in `moved`, for the manifest to drop).
     """
 
     def __init__(self, out: str, manifest_name: str):
         self.out, self.manifest = out, storage.join(out, manifest_name)
         self._files: set[str] | None = None
         self.rows: dict[str, dict] | None = None
+        self._elsewhere: dict[str, str] = {}
+        """The uris of manifest rows outside `files`, by file name."""
+        self.moved: set[str] = set()
+        """The uris of manifest rows moved to the image of their name in `out`."""
 
     @property
     def files(self) -> set[str]:
@@ -113,11 +119,15 @@ class Made:
         files = self.files  # listed first: an unreachable `out` fails naming itself, not its manifest
         if self.rows is None:
             self.rows = manifest_rows(self.manifest)
+            self._elsewhere = {listed.rsplit("/", 1)[-1]: listed for listed in self.rows if listed not in files}
         for uri in (output_uri(job, self.out, config, extension) for extension in OUTPUT_FORMATS):
             if uri not in files:
                 continue
-            if (row := self.rows.get(uri)) and row.get("pair_id") == job.source_sha256:
-                return {**row, "source_uri": path_text(job.source)}
+            listed = uri if uri in self.rows else self._elsewhere.get(uri.rsplit("/", 1)[-1])
+            if listed is not None and (row := self.rows[listed]).get("pair_id") == job.source_sha256:
+                if listed != uri:
+                    self.moved.add(listed)
+                return {**row, "uri": uri, "source_uri": path_text(job.source)}
             try:
                 data = storage.read_bytes(uri)
                 return _row(job, uri, load_image(data, keep_bytes=False), data, config, _source_size(job, config))

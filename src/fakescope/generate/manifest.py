@@ -100,18 +100,21 @@ def manifest_rows(uri: str) -> dict[str, dict[str, Any]]:
     return {str(row["uri"]): row for row in frame.to_dict("records")}
 
 
-def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Storage = storage) -> int:
-    """Merge rows into the manifest at `uri` (`.csv` or `.parquet`), replacing rows with the same `uri`.
+def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Storage = storage,
+                    drop: Iterable[str] = ()) -> int:
+    """Merge rows into the manifest at `uri` (`.csv` or `.parquet`), replacing rows with the same `uri` and dropping
+    those whose `uri` is in `drop` (images since listed under another uri).
 
     Re-running a generation therefore never duplicates rows. Returns the manifest's row count. `store` reads and
     writes it (default `fakescope.io.storage`; the web app's `serve.paths.RootFolder`).
     """
-    data, count = merged_manifest(uri, rows, store=store)
+    data, count = merged_manifest(uri, rows, store=store, drop=drop)
     store.write_bytes(uri, data)
     return count
 
 
-def merged_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Storage = storage) -> tuple[bytes, int]:
+def merged_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Storage = storage,
+                    drop: Iterable[str] = ()) -> tuple[bytes, int]:
     """What `append_manifest` would write to `uri`, and its row count; nothing is written."""
     import pandas as pd
 
@@ -119,7 +122,7 @@ def merged_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Stora
     parquet = uri.lower().endswith(".parquet")
     if store.exists(uri):
         old = _read(uri, store)
-        old = old[~old["uri"].isin(new["uri"])]
+        old = old[~old["uri"].isin([*new["uri"], *drop])]
         new = pd.concat([old, new], ignore_index=True)
     buffer = io.BytesIO()
     if parquet:
