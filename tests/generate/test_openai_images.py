@@ -144,6 +144,17 @@ def test_edit_sends_prompt_and_fetches_url_answers(server, photos, tmp_path):
     assert json.loads(pd.read_csv(tmp_path / "out" / "manifest.csv")["params"][0])["mask"] == "center"
 
 
+def test_url_answers_fetched_by_concurrent_requests_in_a_fresh_process_are_all_saved(server, photos, tmp_path):
+    """The first image fetched from a URL imported httpx in its worker thread while the client in another found it half
+    imported: most of the first images, paid for, failed with "partially initialized module 'httpx'"."""
+    command = [sys.executable, "-c", "from fakescope.cli import app; app()", "generate", "openai", str(photos), "--out",
+               str(tmp_path / "out"), "--model", "dall-e-2", "--size", "256x256", "--response-format", "url", "-j", "3"]
+    env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": server.base_url}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and "done 3, " in result.stdout, result.stdout + result.stderr
+    assert server.billable == 3 == len(_outputs(tmp_path / "out"))
+
+
 def test_edit_masks_mark_the_centre_everything_or_a_users_png(tmp_path):
     config = OpenAIImagesConfig(mode="edit", model="dall-e-2", prompt="a hat")
     centre = Image.open(io.BytesIO(config.edit_mask((8, 4))[1]))

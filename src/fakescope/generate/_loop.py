@@ -27,7 +27,8 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 
-import openai
+import httpx  # noqa: F401 - here, in the main thread: `fetch_public` (answers by URL) imported it first in a worker,
+import openai  # and the client in another found it half imported (an AttributeError: an image paid for, lost)
 
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.generate._budget import Budget, RunReport, count_tokens
