@@ -509,6 +509,21 @@ def test_a_refusal_records_the_other_requests_in_flight_before_it_stops_the_run(
     assert len(pd.read_csv(out / "manifest.csv")) == 2 and len(_outputs(out)) == 2
 
 
+def test_a_refusal_ends_the_clients_wait_to_retry_another_request_instead_of_sending_it_after_the_stop(
+        server, photos, tmp_path):
+    """A refusal stops the run, but another request waiting in the client to be sent again (a 429's Retry-After) held
+    the stop for that wait and was then sent, after the run had stopped paying."""
+    server.faults = ["retry-after=60", (403, "Project does not have access to model dall-e-2")]  # in the order they come
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"refused the request \(403\)"):
+        run_openai(str(photos), str(tmp_path / "out"), config, concurrency=2, client=make_client(max_retries=1))
+    assert time.monotonic() - started < 30 and len(server.requests) == 2 and server.billable == 0
+    with Ledger(tmp_path / "out" / LEDGER_NAME) as ledger:
+        waited = [record for record in ledger.jobs() if record.error and record.error.startswith("Unsent")]
+    assert [(record.state, record.cost, record.lost) for record in waited] == [("failed", 0, 0)]
+
+
 def test_refused_key_stops_the_run_without_echoing_it(server, photos, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-secret-123")
     with pytest.raises(ConfigError) as caught:
