@@ -317,6 +317,14 @@ def test_a_glob_that_matches_nothing_is_a_warning_and_the_rest_is_scored(tiny_mo
         assert result.stderr == f"warning: no image matches {tmp_path / 'typo*.jpg'}\n"
 
 
+def test_empty_stdin_says_so_before_the_usage_error(tiny_model_dir):
+    result = _detect(tiny_model_dir, "-", stdin="")
+    assert result.exit_code == 2 and result.stdout == ""
+    warning, error = result.stderr.splitlines()
+    assert warning == "warning: stdin (-) gave no names: pipe in one file, folder, URI or URL per line"
+    assert error.startswith("error: no input images found")
+
+
 def test_a_glob_over_a_folder_with_other_files_scores_only_its_images(tiny_model_dir, images, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()

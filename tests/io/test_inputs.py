@@ -147,6 +147,14 @@ def test_glob_without_match_and_empty_folder_yield_nothing(tmp_path, caplog):
     assert caplog.messages == [f"no image matches {tmp_path / '*.nothing'}"]  # a typo is not silent
 
 
+def test_stdin_without_a_name_is_a_warning(tree, caplog):
+    """`find` that found nothing, piped in: the error after it spoke only of a folder's suffixes."""
+    assert list(iter_sources(["-"], stdin=io.StringIO(" \n\n"))) == []
+    assert caplog.messages == ["stdin (-) gave no names: pipe in one file, folder, URI or URL per line"]
+    caplog.clear()
+    assert list(iter_sources(["-"], stdin=io.StringIO(f"{tree / 'sub'}\n"))) and caplog.messages == []
+
+
 def test_a_glob_keeps_image_suffixes_as_a_folder_listing_does(tree, caplog):
     assert sorted(iter_sources([str(tree / "*")])) == sorted(iter_sources([str(tree)]))  # notes.txt left out
     assert caplog.messages == []

@@ -31,16 +31,19 @@ def iter_sources(inputs: str | Iterable[str], *, stdin: Iterable[str] | None = N
     without listing it first. A named file, or one read from stdin, is always yielded, whatever its
     suffix (or glob characters in its name), so that a misnamed image or a broken file is reported, not skipped.
     A line is taken without its line ending, and without spaces around it unless a file is named with them (a blank
-    line is skipped). One string is one input.
+    line is skipped); stdin without one is a warning, as a glob matching nothing is. One string is one input.
     """
     for item in [inputs] if isinstance(inputs, str) else inputs:
         if item == "-":
             lines = stdin if stdin is not None else _stdin_lines()
+            line = None
             for line in filter(None, map(_stdin_name, lines)):  # a line `-` is a file: stdin is read once
                 if _is_uri(line) and line.lower().endswith(IMAGE_SUFFIXES):
                     yield line  # that object, unchecked: a million URIs piped in cost no listing each
                 else:
                     yield from _expand(line)
+            if line is None:  # `find` that found nothing: not a folder's suffix rule
+                log.warning("stdin (-) gave no names: pipe in one file, folder, URI or URL per line")
         else:
             yield from _expand(item)
 
