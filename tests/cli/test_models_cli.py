@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import typer
 from typer.testing import CliRunner
 
 from fakescope.cli import app
@@ -41,6 +43,22 @@ def test_models_info_unknown_model_is_one_clean_line():
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: unknown model 'fakescope-defualt'; did you mean fakescope-default?"
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("verb", [["models", "info"], ["detect", "x.jpg"]])
+def test_an_architecture_name_given_as_a_model_says_it_is_untrained(verb):
+    """`models list` names architectures beside models; one given as a model was only 'unknown model'."""
+    result = CliRunner().invoke(app, [*verb, "--model", "mobilenet_v2"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: unknown model 'mobilenet_v2'; known: fakescope-default (mobilenet_v2 is an "
+                                     "architecture, not a trained model: train one with fakescope train and give the "
+                                     "model folder it saves)")
+
+
+def test_the_model_option_names_what_it_takes_as_models_info_does():
+    """It said 'Registered model name', which `models list` uses for architectures, not models."""
+    params = {p.name: p for p in typer.main.get_command(app).commands["models"].commands["info"].params}
+    assert params["model_option"].help.startswith(params["model"].help.split(" (default")[0])
 
 
 def test_models_info_also_takes_the_model_as_the_other_verbs_do(tiny_model_dir):

@@ -25,7 +25,7 @@ class UsageCommand(TyperCommand):
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Registered model name, local path, or hf://owner/name. Default: the bundled model."),
+    typer.Option("--model", "-m", help="Bundled model name, model folder or file, or hf://owner/name. Default: the bundled model."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help=f"{DEVICES}.")]
 BatchSizeOpt = Annotated[int, typer.Option(

@@ -151,7 +151,12 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
         return path
     if os.sep in name or name.endswith(".safetensors"):
         raise ModelLoadError(f"model path not found: {name}")
-    raise UnknownModelError(name, bundled_models())
+    from fakescope.models.zoo import BUILTIN
+
+    untrained = name in {info.name for info in BUILTIN}
+    raise UnknownModelError(name, bundled_models(), hint=(
+        f" ({name} is an architecture, not a trained model: train one with fakescope train and give the model "
+        "folder it saves)") if untrained else "")
 
 
 def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
