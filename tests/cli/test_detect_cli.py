@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,18 @@ def test_table_is_the_default(tiny_model_dir, images, monkeypatch):
     assert result.exit_code == 0
     for text in ("verdict", "P(ai)", "a.png", "pixel"):
         assert text in result.stdout
+
+
+@pytest.mark.parametrize(("terminal", "columns", "width"), [("1", "80", 80), ("0", "80", 100)])
+def test_the_table_fits_a_terminal_and_is_100_wide_in_a_file(tiny_model_dir, images, monkeypatch, terminal, columns, width):
+    """It was at least 100 wide on a terminal too: on an 80-column one every line wrapped into the next."""
+    monkeypatch.chdir(images)
+    monkeypatch.setenv("TTY_COMPATIBLE", terminal)  # rich's switch: as a terminal or not, whatever stdout is
+    monkeypatch.setenv("COLUMNS", columns)
+    result = _detect(tiny_model_dir, "a.png", "b.jpg")
+    assert result.exit_code == 0, result.output
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout).splitlines()
+    assert "verdict" in lines[1] and max(map(len, lines)) == width
 
 
 def test_corrupt_file_among_good_ones_gives_exit_1_and_an_error_record(tiny_model_dir, images, tmp_path):

@@ -179,7 +179,10 @@ def _print_table(rows: list[dict], interrupted: bool = False) -> None:
         mark = escape(marks.get(r.get("caveat"), ""))
         table.add_row(escape(r["path"]), f"[{colour}]{r['label']}[/{colour}]{mark}", f"{r['score']:.3f}", r["decided_by"] or "",
                       escape(evidence_line(top)))
-    Console(width=max(100, Console().width)).print(table)
+    console = Console()
+    if not console.is_terminal:  # a file or pipe: wide enough for a path and its evidence; a terminal's own width fits it
+        console.width = max(100, console.width)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
