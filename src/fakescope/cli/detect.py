@@ -58,7 +58,9 @@ def detect(
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
     threshold: ThresholdOpt = None,
-    output: Annotated[OutputFormat, typer.Option("--format", "-f", help="table, jsonl or csv.")] = OutputFormat.table,
+    output: Annotated[OutputFormat, typer.Option(
+        "--format", "-f", help="table (printed once all are scored, with a count of verdicts); jsonl or csv (a record per "
+                               "image as it is scored).")] = OutputFormat.table,
     workers: WorkersOpt = DECODE_WORKERS,
     processes: ProcessesOpt = False,
     provenance: ProvenanceOpt = True,
@@ -76,10 +78,10 @@ def detect(
               fakescope detect photos/ -f jsonl > results.jsonl
               find photos -name '*.jpg' | fakescope detect - -f csv
 
-    Exit status: 0 when every input was scored, 1 when some failed (each failure is
-    reported as a record with an `error`), 2 on usage errors, an unreachable storage (or one whose reads keep
-    failing busy: 4 in a row per worker) or results it cannot write (a full disk), 130 on Ctrl-C and 143 on
-    SIGTERM (the images scored by then are still printed).
+    Exit status: 0 when every input was scored, 1 when some failed (each failure is reported as a record with an
+    `error`), 2 on usage errors, an unreachable storage (or one whose reads keep failing busy: 4 in a row per
+    worker) or results it cannot write (a full disk), 130 on Ctrl-C and 143 on SIGTERM (the images scored by then
+    are still printed).
     """
     from fakescope.detector import Detector
     from fakescope.io.inputs import iter_sources
