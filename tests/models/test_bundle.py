@@ -398,6 +398,17 @@ def test_models_push_cli_fails_with_one_clean_line(tiny_model_dir, unreachable_h
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("repo", ["owner/name/extra", "owner/my model", "-owner/name", ""])
+def test_models_push_refuses_a_repo_id_the_hub_would_in_one_line_of_its_own(tiny_model_dir, unreachable_hub, repo):
+    """The Hub library's own message pointed at an argument the command line has not (`repo_type`)."""
+    from fakescope.cli import app
+
+    result = CliRunner().invoke(app, ["models", "push", str(tiny_model_dir), f"hf://{repo}"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: {repo!r} is not a Hub repo: give owner/name (letters, digits, '-', '_' and '.', "
+                             "neither starting nor ending with '-' or '.')\n")
+
+
 def test_push_refuses_a_folder_without_a_model(tmp_path, unreachable_hub):
     with pytest.raises(ModelLoadError, match=f"no {WEIGHTS_FILE} inside"):
         push_model(tmp_path, "owner/name")

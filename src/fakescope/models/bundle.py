@@ -166,13 +166,21 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     the repo never holds new weights beside an old config. Returns the repo URL.
 
     Raises:
+        ConfigError: `repo_id` is no Hub repo id (checked before anything is read or sent).
         UnknownModelError, ModelLoadError: no such model, or the folder holds no loadable model.
         StorageError: the Hub refused the upload or could not be reached.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
     from fakescope.io.storage import load_env_file
 
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:  # its message names an argument (repo_type) the command line has not
+        raise ConfigError(f"{repo_id!r} is not a Hub repo: give owner/name (letters, digits, '-', '_' and '.', "
+                          "neither starting nor ending with '-' or '.')") from None
     load_env_file()  # HF_TOKEN may live in .env
     folder = resolve_model(folder)
     weights, config = _read_folder_or_file(folder)
