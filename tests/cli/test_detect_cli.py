@@ -338,6 +338,13 @@ def test_empty_stdin_says_so_before_the_usage_error(tiny_model_dir):
     assert error.startswith("error: no input images found")
 
 
+def test_an_image_piped_to_dash_is_one_line_and_exit_2(tiny_model_dir, images):
+    """Its bytes were taken for names: a flood of glob warnings, then a traceback (embedded null byte)."""
+    result = _detect(tiny_model_dir, "-", stdin=(images / "b.jpg").read_bytes())
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith("error: stdin (-) holds ") and result.stderr.count("\n") == 1
+
+
 def test_a_glob_over_a_folder_with_other_files_scores_only_its_images(tiny_model_dir, images, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()

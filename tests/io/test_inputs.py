@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fakescope.errors import ConfigError
 from fakescope.io import inputs
 from fakescope.io.inputs import iter_sources
 
@@ -153,6 +154,24 @@ def test_stdin_without_a_name_is_a_warning(tree, caplog):
     assert caplog.messages == ["stdin (-) gave no names: pipe in one file, folder, URI or URL per line"]
     caplog.clear()
     assert list(iter_sources(["-"], stdin=io.StringIO(f"{tree / 'sub'}\n"))) and caplog.messages == []
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP"])
+def test_an_image_piped_in_is_refused_by_its_signature(image_factory, monkeypatch, fmt):
+    """`curl URL | fakescope detect -`: its lines were taken for names, and a NUL byte in one raised from glob."""
+    data = image_factory.bytes(fmt, (40, 40), seed=1)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))
+    with pytest.raises(ConfigError, match=rf"^stdin \(-\) holds a {fmt} image, not names: pipe in one file, folder, URI or "
+                                          "URL per line; an image itself: save it to a file and name that$"):
+        next(iter_sources(["-"]))
+
+
+def test_binary_data_on_stdin_is_refused_and_a_name_like_a_signature_is_a_name(tree, monkeypatch):
+    with pytest.raises(ConfigError, match=r"^stdin \(-\) holds binary data, not names \(a NUL byte\)"):
+        list(iter_sources(["-"], stdin=io.StringIO("a.png\nGIF8\x00\x01*\n")))
+    monkeypatch.chdir(tree)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(b"BM.png\nb.png\n"))))
+    assert list(iter_sources(["-"])) == ["BM.png", "b.png"]  # a BMP's two-byte signature, in a list of names
 
 
 def test_a_glob_keeps_image_suffixes_as_a_folder_listing_does(tree, caplog):

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from fakescope.errors import ConfigError
 from fakescope.io.fetch import is_url
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif",
 )
+_STDIN_TAKES = "pipe in one file, folder, URI or URL per line"
+_AN_IMAGE = "; an image itself: save it to a file and name that"
 
 
 def iter_sources(inputs: str | Iterable[str], *, stdin: Iterable[str] | None = None) -> Iterator[str]:
@@ -38,12 +41,14 @@ def iter_sources(inputs: str | Iterable[str], *, stdin: Iterable[str] | None = N
             lines = stdin if stdin is not None else _stdin_lines()
             line = None
             for line in filter(None, map(_stdin_name, lines)):  # a line `-` is a file: stdin is read once
+                if "\0" in line:  # no name has one: binary data piped in, which glob and open would raise on
+                    raise ConfigError(f"stdin (-) holds binary data, not names (a NUL byte): {_STDIN_TAKES}{_AN_IMAGE}")
                 if _is_uri(line) and line.lower().endswith(IMAGE_SUFFIXES):
                     yield line  # that object, unchecked: a million URIs piped in cost no listing each
                 else:
                     yield from _expand(line)
             if line is None:  # `find` that found nothing: not a folder's suffix rule
-                log.warning("stdin (-) gave no names: pipe in one file, folder, URI or URL per line")
+                log.warning("stdin (-) gave no names: %s", _STDIN_TAKES)
         else:
             yield from _expand(item)
 
@@ -84,8 +89,15 @@ def _stdin_name(line: str) -> str:
 
 def _stdin_lines() -> Iterator[str]:
     """Stdin's lines decoded as file names are (`os.fsdecode`): a name that is not UTF-8, from `find`, is
-    that file, not a UnicodeDecodeError under a strict locale."""
+    that file, not a UnicodeDecodeError under a strict locale. An image piped in (`curl URL | fakescope detect -`)
+    is refused by its signature before a line of it is taken for a name."""
     raw = getattr(sys.stdin, "buffer", None)
+    if hasattr(raw, "peek"):  # a buffered stream: its head seen without consuming it
+        from fakescope.io.image import sniff_format
+
+        head = raw.peek(64)[:64]  # a list starting `BMW/` is text: an image's head holds control bytes too
+        if (fmt := sniff_format(head)) and any(byte < 32 and byte not in b"\t\n\r" for byte in head):
+            raise ConfigError(f"stdin (-) holds a {fmt} image, not names: {_STDIN_TAKES}{_AN_IMAGE}")
     yield from sys.stdin if raw is None else map(os.fsdecode, raw)
 
 
