@@ -171,6 +171,12 @@ def test_bad_inputs_become_error_records_and_the_batch_goes_on(detector, image_f
     assert results[4].probability == pytest.approx(detector.predict(image_files[1]).probability, abs=1e-6)
 
 
+def test_a_path_with_a_nul_byte_is_an_error_record_not_a_stopped_batch(detector, image_files):
+    """open() raised ValueError (embedded null byte), which ended predict and lost the other results."""
+    results = detector.predict(["a\0b.jpg", image_files[0]])
+    assert results[0].error == "not a file name: it holds a NUL byte" and results[1].ok
+
+
 def test_a_folder_is_refused_with_the_helper_that_lists_its_images(detector, image_files):
     """A folder said only 'is a directory'; it now names the public helper the CLI lists folders with."""
     folder = os.path.dirname(image_files[0])

@@ -388,6 +388,8 @@ def _read_path(source: str | Path) -> bytes:
     whose leading bytes name no image format after reading only those."""
     if not os.fspath(source):  # Path("") is the current folder
         raise ImageLoadError("empty path")
+    if "\0" in os.fspath(source):  # open would raise ValueError, which stopped a batch
+        raise ImageLoadError("not a file name: it holds a NUL byte")
     path = Path(source)
     try:  # opened without blocking (a FIFO waits for a writer otherwise), then checked on the open file: no race
         with open(path, "rb", opener=_nonblocking) as fh:
