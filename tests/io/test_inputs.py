@@ -154,6 +154,7 @@ def test_stdin_without_a_name_is_a_warning(tree, caplog):
     assert caplog.messages == ["stdin (-) gave no names: pipe in one file, folder, URI or URL per line"]
     caplog.clear()
     assert list(iter_sources(["-"], stdin=io.StringIO(f"{tree / 'sub'}\n"))) and caplog.messages == []
+    assert list(iter_sources(["-", "-"], stdin=io.StringIO(f"{tree / 'b.png'}\n"))) and caplog.messages == []
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP"])

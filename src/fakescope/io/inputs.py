@@ -36,8 +36,12 @@ def iter_sources(inputs: str | Iterable[str], *, stdin: Iterable[str] | None = N
     A line is taken without its line ending, and without spaces around it unless a file is named with them (a blank
     line is skipped); stdin without one is a warning, as a glob matching nothing is. One string is one input.
     """
+    stdin_read = False
     for item in [inputs] if isinstance(inputs, str) else inputs:
         if item == "-":
+            if stdin_read:  # `- -`: read to its end once; again it is empty, not 'no names'
+                continue
+            stdin_read = True
             lines = stdin if stdin is not None else _stdin_lines()
             line = None
             for line in filter(None, map(_stdin_name, lines)):  # a line `-` is a file: stdin is read once
