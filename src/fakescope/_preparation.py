@@ -78,7 +78,8 @@ class BusyRead:
 
 
 class BusyStreak:
-    """Storage reads in a row that stayed busy (`BusyRead`), none read between; a `Detector` keeps one across calls."""
+    """Storage reads in a row that stayed busy (`BusyRead`), none read between; a `Detector` keeps one per calling thread,
+    across its calls."""
 
     def __init__(self) -> None:
         self.count = 0

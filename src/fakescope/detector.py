@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -126,7 +127,7 @@ class Detector:
                                                  precision=precision, compile=compile)
         self.batch_size = int(batch_size)
         self.workers, self.processes = int(workers), processes
-        self._busy = BusyStreak()  # storage reads in a row busy past their retries, across calls (a Ray actor's batches)
+        self._busy = threading.local()  # each thread's `BusyStreak`, across its calls (`_busy_streak`)
         self.provenance = provenance
         if provenance:  # a bad trust list fails here, not as an error record on every signed image
             from fakescope.forensics.content_credentials import trust_anchors_from_env
@@ -201,7 +202,8 @@ class Detector:
         `Detection` with `error` set; it never stops the batch (a folder is one, naming `fakescope.io.iter_sources`, which
         lists its images as the CLI does); a storage read throttled past its retries is one, `transient`.
         An unreachable storage (or missing credentials) is no input's fault: it raises `StorageUnavailableError`, as do
-        busy reads in a row (`fakescope._preparation.BUSY_READS_PER_WORKER` per worker, counted across calls).
+        busy reads in a row (`fakescope._preparation.BUSY_READS_PER_WORKER` per worker, counted across the calling thread's
+        calls; another thread's reads neither add to them nor reset them).
         """
         if is_single(inputs):
             return next(self.stream([inputs], heatmap=heatmap))
@@ -220,7 +222,7 @@ class Detector:
             inputs = [inputs]
         prepared = prepare_ahead(inputs, policy=self.model.config.input, provenance=self.provenance, model=self.name,
                                  threshold=self.threshold, defer_jpegs=self.decode == "device", workers=self.workers,
-                                 processes=self.processes, batch_size=self.batch_size, busy=self._busy)
+                                 processes=self.processes, batch_size=self.batch_size, busy=self._busy_streak())
         launched = collections.deque()
         while batch := _take_tiles(prepared, self.batch_size):
             launched.append(self._launch(batch))
@@ -228,6 +230,13 @@ class Detector:
                 yield from self._finish(*launched.popleft(), heatmap)
         while launched:
             yield from self._finish(*launched.popleft(), heatmap)
+
+    def _busy_streak(self) -> BusyStreak:
+        """This thread's storage reads in a row busy past their retries, counted across its calls (a Ray actor's
+        batches): another thread's reads neither add to it nor reset it."""
+        if (streak := getattr(self._busy, "streak", None)) is None:
+            streak = self._busy.streak = BusyStreak()
+        return streak
 
     def explain(self, image: ImageInput, method: str = "tiles") -> np.ndarray:
         """A heatmap (H x W floats in [0, 1]) of where the model sees AI traces.

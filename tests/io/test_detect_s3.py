@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
@@ -14,7 +16,8 @@ from s3_fault_proxy import S3FaultProxy
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.errors import FakescopeError
+from fakescope.detector import Detector
+from fakescope.errors import FakescopeError, StorageUnavailableError
 from fakescope.io import _s3, storage
 from fakescope.scale.records import read_results
 
@@ -175,6 +178,23 @@ def test_busy_reads_with_reads_between_stay_transient_rows_and_detect_stops_on_a
     assert detected.stderr == f"error: {busy} (4 reads in a row failed so; a scan rerun resumes)\n"
     records = [json.loads(line) for line in detected.stdout.splitlines()]
     assert [r["path"] for r in records] == uris[:4] and "error" not in records[0] and "error" in records[3]
+
+
+def test_a_detector_shared_by_threads_counts_busy_reads_in_a_row_per_thread(s3_bucket, fault_proxy, tiny_model_dir,
+                                                                            tmp_path, monkeypatch):
+    """One count for the whole `Detector` let 3 busy reads in one thread's `predict` make another thread's first one
+    stop its `predict` as an outage. Each thread counts its own, across its calls (a Ray actor's batches)."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    uris, _ = _objects(s3_bucket, tmp_path, 5)
+    _busy_from(fault_proxy, uris, 0)  # every read busy
+    detector = Detector.load(tiny_model_dir, device="cpu", runtime="torch", provenance=False)  # workers 0: 4 in a row
+    with ThreadPoolExecutor(1) as one, ThreadPoolExecutor(1) as other:  # one thread each
+        first = one.submit(detector.predict, uris[:3]).result()
+        second = other.submit(detector.predict, uris[3]).result()
+        busy = f"S3 busy: it still answered SlowDown after retrying while reading {uris[4]}; try again later"
+        with pytest.raises(StorageUnavailableError, match=rf"^{re.escape(busy)} \(4 reads in a row failed so; "):
+            one.submit(detector.predict, uris[4]).result()  # the 4th in a row of this thread's calls
+    assert [d.transient for d in first] == [True] * 3 and second.transient
 
 
 def test_scan_of_a_prefix_and_of_a_manifest_in_the_bucket_resume_one_another(s3_bucket, tiny_model_dir, tmp_path):
