@@ -11,8 +11,10 @@ import math
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -357,6 +359,17 @@ def test_an_image_scores_as_alone_in_any_batch_and_from_8_threads_sharing_a_dete
     for k, results in rotations:
         assert [r.probability for r in results] == pytest.approx(alone[k:] + alone[:k], abs=1e-5)
 
+
+def test_inputs_are_told_apart_while_another_thread_is_still_importing_torch(tiny_model_dir, image_factory, monkeypatch):
+    """An onnx detector tells a tensor by `sys.modules["torch"].Tensor`; while another thread was importing torch its
+    module was there without `Tensor` yet, and `predict` raised AttributeError ("partially initialized module")."""
+    pytest.importorskip("onnxruntime")
+    onnx = Detector.load(tiny_model_dir, device="cpu", provenance=False, runtime="onnx")
+    image = image_factory.pil((96, 80), seed=1)
+    alone = onnx.predict(image).probability
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # as the importing thread has left it so far
+    results = onnx.predict([image, np.array(image), image_factory.bytes("PNG", (96, 80), seed=1)])
+    assert [r.probability for r in results] == pytest.approx([alone] * 3, abs=1e-5)
 
 def test_threshold_override_moves_the_uncertain_band(tiny_model_dir, image_files):
     default = Detector.load(tiny_model_dir, device="cpu", provenance=False)

@@ -300,8 +300,9 @@ def _is_file(item: Any) -> bool:
 
 
 def _is_tensor(item: Any) -> bool:
-    """A torch tensor, told without loading torch: no tensor exists before torch is loaded."""
-    return "torch" in sys.modules and isinstance(item, sys.modules["torch"].Tensor)
+    """A torch tensor, told without loading torch: no tensor exists before torch is loaded (nor while another thread is
+    still importing it: its module is in `sys.modules` before `Tensor` is set)."""
+    return isinstance(item, getattr(sys.modules.get("torch"), "Tensor", ()))
 
 
 _SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, LoadedImage)
