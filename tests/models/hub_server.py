@@ -73,9 +73,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         if match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/?]+).*", self.path):
-            repo = match.group(1)
-            if not self.state.commits.get(repo):
-                return self._json(404, {"error": "Repository not found"})
+            repo, revision = match.groups()
+            if not self.state.commits.get(repo):  # the Hub's codes, which huggingface_hub turns into its error classes
+                return self._send(404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
+            if revision not in ("main", *self.state.commits[repo]):
+                return self._send(404, b'{"error": "Invalid rev id"}', {"X-Error-Code": "RevisionNotFound"})
             files = [{"rfilename": name} for name in sorted(self.state.repos[repo])]
             return self._json(200, {"id": repo, "sha": self.state.commits[repo][-1], "siblings": files, "private": False})
         if match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/[^/?]+(\?.*)?", self.path):

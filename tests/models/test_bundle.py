@@ -360,7 +360,7 @@ def test_hf_reference_loads_offline_from_the_cache(tiny_model_dir, reference_log
 
 
 def test_missing_hf_repo_offline_is_a_model_load_error(hf_offline_cache):
-    with pytest.raises(ModelLoadError, match="hf://nobody/nothing: not in the local cache"):
+    with pytest.raises(ModelLoadError, match="^hf://nobody/nothing: not in the local cache, and HF_HUB_OFFLINE is set "):
         load_model("hf://nobody/nothing")
 
 
@@ -385,6 +385,12 @@ def unreachable_hub(tmp_path, monkeypatch) -> Iterator[str]:
 def test_push_to_unreachable_hub_raises_storage_error(tiny_model_dir, unreachable_hub):
     with pytest.raises(StorageError, match="could not push to hf://owner/name: "):
         push_model(tiny_model_dir, "owner/name")
+
+
+def test_hf_load_from_an_unreachable_hub_says_so(unreachable_hub):
+    with pytest.raises(ModelLoadError, match=rf"^hf://owner/name: not in the local cache, and the Hub \({unreachable_hub}\) "
+                                             r"could not be reached: no network\?$"):
+        load_model("hf://owner/name")
 
 
 def test_models_push_cli_fails_with_one_clean_line(tiny_model_dir, unreachable_hub):
@@ -472,7 +478,10 @@ def private_hub(tiny_model_dir, tmp_path, monkeypatch):
                 self.wfile.write(body)
 
         def _serve(self, send_body: bool):
-            if self.headers.get("Authorization") != f"Bearer {token}":
+            given = self.headers.get("Authorization")
+            if given and given != f"Bearer {token}":  # the Hub's answer to a token it does not know
+                return self._reply(401, headers={"X-Error-Message": "Invalid credentials in Authorization header"})
+            if given is None:
                 return self._reply(401, headers={"X-Error-Code": "RepoNotFound"})
             path = self.path.partition("?")[0]
             if path.startswith("/api/models/owner/private/tree/"):
@@ -513,8 +522,14 @@ def test_hf_reference_downloads_a_private_repo_with_the_token_from_dotenv(privat
                                                                          reference_logits):
     from fakescope.io import storage
 
-    with pytest.raises(ModelLoadError, match="hf://owner/private: not in the local cache"):
+    with pytest.raises(ModelLoadError, match=r"^hf://owner/private: no such repo on the Hub, or a private one: check "
+                                             r"the name, or set HF_TOKEN$"):
         load_model("hf://owner/private")  # no token anywhere: the hub answers 401
+    monkeypatch.setenv("HF_TOKEN", "hf_fakescope_wrong_token")
+    with pytest.raises(ModelLoadError, match=r"^hf://owner/private: the Hub refused the token \(401\)") as info:
+        load_model("hf://owner/private")
+    assert "wrong_token" not in str(info.value)
+    monkeypatch.delenv("HF_TOKEN")
     project = tmp_path / "project"
     project.mkdir()
     (project / ".env").write_text(f"HF_TOKEN={private_hub}\n")
@@ -537,6 +552,22 @@ def loopback_hub(unreachable_hub, monkeypatch):
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     yield state
     server.shutdown()
+
+
+def test_hf_load_failures_say_why_in_one_line(tiny_model_dir, loopback_hub):
+    """Each failure named its exception class only ('(LocalEntryNotFoundError)'), not what to fix."""
+    from fakescope.cli import app
+
+    push_model(tiny_model_dir, "owner/tiny")
+    loopback_hub.repos["owner/bare"], loopback_hub.commits["owner/bare"] = {"README.md": b"# bare"}, ["0" * 40]
+    why = {"owner/nothing": "no such repo on the Hub, or a private one: check the name, or set a token with access",
+           "owner/tiny@v9": "owner/tiny has no revision 'v9' (a branch, tag or commit)",
+           "owner/bare": f"the repo holds no {WEIGHTS_FILE}, so it is no fakescope model",
+           "owner/a/b": "not a Hub repo: give hf://owner/name or hf://owner/name@revision"}
+    for ref, reason in why.items():
+        result = CliRunner().invoke(app, ["models", "info", f"hf://{ref}"])
+        assert (result.exit_code, result.stdout) == (2, "")
+        assert result.stderr.split("\n")[-2:] == [f"error: hf://{ref}: {reason}", ""]  # after owner/bare's progress bar
 
 
 def test_push_then_load_round_trips_through_the_hub_in_one_commit(tiny_model_dir, loopback_hub, reference_logits):

@@ -206,16 +206,56 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
 
 def _download_hub(ref: str) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     from fakescope.io.storage import load_env_file
 
     load_env_file()  # HF_TOKEN for a private repo may live in .env
     repo_id, _, revision = ref.partition("@")
     try:
-        return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, "README.md"]))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"hf://{ref}: not in the local cache and not downloadable ({type(exc).__name__})") from None
+        folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, "README.md"]))
+    except (OSError, ValueError) as exc:  # the Hub's errors are OSErrors; a malformed repo id is a ValueError
+        raise ModelLoadError(f"hf://{ref}: {_hub_failure(exc, repo_id, revision)}") from None
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise ModelLoadError(f"hf://{ref}: the repo holds no {WEIGHTS_FILE}, so it is no fakescope model")
+    return folder
+
+
+def _hub_failure(exc: Exception, repo_id: str, revision: str) -> str:
+    """Why `snapshot_download` failed, in a few words: offline, unreachable, no such repo or revision, a missing file
+    or a token the Hub refused."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    access = "a token with access" if os.environ.get("HF_TOKEN") else "HF_TOKEN"
+    if isinstance(exc, HFValidationError):
+        return "not a Hub repo: give hf://owner/name or hf://owner/name@revision"
+    if isinstance(exc, GatedRepoError):
+        return f"a gated repo: accept its terms on the Hub and set {access}"
+    if isinstance(exc, RepositoryNotFoundError):  # the Hub answers a private repo's unauthorised reader so too
+        return f"no such repo on the Hub, or a private one: check the name, or set {access}"
+    if isinstance(exc, RevisionNotFoundError):
+        return f"{repo_id} has no revision {revision!r} (a branch, tag or commit)"
+    if isinstance(exc, RemoteEntryNotFoundError):
+        return f"a file of the repo is missing on the Hub ({exc.response.url})"
+    if isinstance(exc, HfHubHTTPError) and exc.response.status_code in (401, 403):
+        return f"the Hub refused the token ({exc.response.status_code}): it is invalid or has no access to this repo"
+    if isinstance(exc, LocalEntryNotFoundError):
+        if constants.HF_HUB_OFFLINE:
+            return "not in the local cache, and HF_HUB_OFFLINE is set (unset it to download)"
+        cause = exc.__cause__
+        if isinstance(cause, HfHubHTTPError):
+            return f"not in the local cache, and the Hub answered {cause.response.status_code}; try again later"
+        return f"not in the local cache, and the Hub ({constants.ENDPOINT}) could not be reached: no network?"
+    first_line = str(exc).strip().partition("\n")[0]
+    return f"could not download it: {type(exc).__name__}: {first_line}"
 
 
 def _read_folder_or_file(location: Path) -> tuple[Path, ModelConfig]:
