@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import logging
 import math
 import numbers
 import os
@@ -46,6 +47,8 @@ from fakescope.models.calibration import apply_calibration
 from fakescope.models.config import check_grid, check_precision
 from fakescope.models.registry import check_logits
 from fakescope.models.tiling import cut_tiles, make_tiles, normalize, tile_heatmap
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch loads where a network is built or run, or pixels go to a device: the onnx runtime on a cached
     import torch  # export needs none (detect starts in ~1 s instead of ~5)
@@ -122,6 +125,9 @@ class Detector:
             device = torch.device(device)
         self._device, self._device_type = device, str(device).partition(":")[0]
         self.decode = decode
+        if decode == "device" and self._device_type != "cuda":  # the CLI prints it as one `warning:` line
+            log.warning(f"decode device: nvJPEG needs a CUDA device and inference runs on {device}, so JPEGs are decoded "
+                        "on the host")
         self._lookahead = 1 if self._device_type == "cuda" else 0  # batches queued on the device before reading one
         check_precision(precision)
         self.precision = precision

@@ -407,3 +407,12 @@ def test_results_that_cannot_be_written_are_one_line_not_a_traceback(tiny_model_
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
                               env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
     assert (proc.returncode, proc.stderr) == (2, "error: cannot write the results: No space left on device\n")
+
+
+def test_decode_device_without_cuda_says_once_that_the_host_decodes(tiny_model_dir, images):
+    """On a CPU, `--decode device` decoded on the host without a word."""
+    result = _detect(tiny_model_dir, "--device", "cpu", "--decode", "device", "-f", "jsonl", str(images))
+    assert result.exit_code == 0 and len(_records(result.stdout)) == 3
+    assert result.stderr == ("warning: decode device: nvJPEG needs a CUDA device and inference runs on cpu, so JPEGs are "
+                             "decoded on the host\n")
+    assert _detect(tiny_model_dir, "--device", "cpu", "-f", "jsonl", str(images)).stderr == ""
