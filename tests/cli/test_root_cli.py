@@ -74,7 +74,12 @@ def test_show_completion_prints_the_script_to_source(monkeypatch):
     (["detect", "--formt", "table", "x.jpg"],
      "No such option: --formt (Possible options: --format). See 'fakescope detect -h'."),
     (["detect"], "Missing argument 'inputs'. See 'fakescope detect -h'."),
-    (["detect", "--format", "tabel", "x.jpg"], "'tabel' is not one of 'table', 'jsonl', 'csv'. See 'fakescope detect -h'."),
+    (["detect", "--format", "tabel", "x.jpg"],
+     "Invalid value for '--format' / '-f': 'tabel' is not one of 'table', 'jsonl', 'csv'. See 'fakescope detect -h'."),
+    (["scan", "x", "-o", "out", "--decode", "gpu"],
+     "Invalid value for '--decode': 'gpu' is not one of 'host', 'device'. See 'fakescope scan -h'."),
+    (["detect", "-b", "0", "x.jpg"],
+     "Invalid value for '--batch-size' / '-b': Input should be greater than or equal to 1. See 'fakescope detect -h'."),
     (["detecd", "x.jpg"], "No such command 'detecd'. Did you mean 'detect'? See 'fakescope -h'."),
     (["--bogus"], "No such option: --bogus. See 'fakescope -h'."),
     (["dataset", "audti", "x"], "No such command 'audti'. Did you mean 'audit'? See 'fakescope dataset -h'."),
@@ -83,8 +88,7 @@ def test_usage_errors_are_one_line_naming_the_help(argv, expected):
     """Typer framed them in a five-line panel under the usage line, unlike the verbs' own `error: ...` lines."""
     result = CliRunner().invoke(app, argv, prog_name="fakescope")
     assert result.exit_code == 2 and result.stdout == "", result.output
-    assert result.stderr.startswith("error: ") and result.stderr.endswith(f"{expected}\n"), result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr == f"error: {expected}\n"
 
 
 @pytest.mark.parametrize("argv", [["detect", "-h"], [], ["dataset"]])

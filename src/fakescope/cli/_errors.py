@@ -54,13 +54,16 @@ def clean_errors(exit_code: int = USAGE_EXIT, *, source: str | None = None, extr
 @contextlib.contextmanager
 def one_line_usage_errors() -> Iterator[None]:
     """Print Click's usage errors (unknown option or verb, missing argument, bad value) as `error: <message> See
-    '<command> -h'.` and exit 2, as `clean_errors` does, instead of Typer's framed panel. No arguments still shows help.
+    '<command> -h'.` and exit 2, as `clean_errors` does, instead of Typer's framed panel; a bad value's message loses
+    pydantic's "Value error, " prefix. No arguments still shows help.
     """
     try:
         yield
     except UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # help is shown already (Typer tests the name too)
             raise
+        if isinstance(exc, typer.BadParameter):  # Typer validates with pydantic, which prefixes a validator's ValueError
+            exc.message = exc.message.removeprefix("Value error, ")  # ("Value error, 'xml' is not one of ...")
         message = exc.format_message().rstrip()
         message += "" if message.endswith((".", "?", "!")) else "."
         ctx = exc.ctx
