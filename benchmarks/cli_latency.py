@@ -79,8 +79,9 @@ def _tree(text: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", action="append", type=_tree, help="a tree's src folder to time (repeatable)")
-    parser.add_argument("--image", type=file, default=str(ROOT / "examples" / "chelsea.jpg"))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--image", type=file, default=str(ROOT / "examples" / "chelsea.jpg"),
+                        help="the image `fakescope detect` scores")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each step; the median is printed")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")

@@ -31,11 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", type=file, default=str(ROOT / "examples" / "chelsea.jpg"))
+    parser.add_argument("--image", type=file, default=str(ROOT / "examples" / "chelsea.jpg"),
+                        help="the image scored (alone, and --batch copies of it)")
     parser.add_argument("--threads", type=counts, default="1,2", help="comma-separated inference thread counts")
-    parser.add_argument("--runtimes", default="torch,onnx")
+    parser.add_argument("--runtimes", default="torch,onnx", help="comma-separated runtimes to time: torch, onnx or both")
     parser.add_argument("--batch", type=int, default=16, help="images in the batched call")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds of every pair; the median and range are printed")
     args = parser.parse_args()
     if unknown := set(args.runtimes.split(",")) - {"torch", "onnx"}:
         parser.error(f"--runtimes: {', '.join(sorted(unknown))} is not torch or onnx")

@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic manifest to split")
     parser.add_argument("--train-rows", type=int, default=100_000, help="manifest rows `train` starts from")
     parser.add_argument("--audit-per-class", type=int, default=5000, help="dataset audit --max-per-class")
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=8, help="dataset verbs' --workers (threads reading images)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fakescope-dataset-scale-") as tmp:
         root = Path(tmp)

@@ -30,8 +30,8 @@ def main() -> None:
     source.add_argument("--folder", type=folder, help="a folder of images (no labels: no AUC)")
     parser.add_argument("--limit", type=int, default=2000, help="at most this many images, spread over the list")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--device", default="cuda", help="the inference device; cuda decodes with nvJPEG")
+    parser.add_argument("--workers", type=int, default=8, help="decoding threads")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU and none is visible")

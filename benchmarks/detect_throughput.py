@@ -42,11 +42,11 @@ from fakescope.io.inputs import iter_sources
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=folder, help="images to use (default: generated JPEGs)")
-    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--images", type=int, default=96, help="generated JPEGs to score (without --folder)")
     parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of generated JPEGs")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads")
     parser.add_argument("--processes", action="store_true", help="decode in --workers processes instead of threads")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="tiles per forward pass")
     parser.add_argument("--provenance", action="store_true", help="also collect C2PA/metadata/watermark evidence")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the torch rows (onnx rows are CPU-only)")
     parser.add_argument("--decode", default="host", choices=("host", "device"),

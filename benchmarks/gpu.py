@@ -36,8 +36,8 @@ from _machine import machine, size
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=8192)
-    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--images", type=int, default=8192, help="generated JPEGs to decode and score")
+    parser.add_argument("--batch", type=int, default=512, help="images per batch")
     parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
     parser.add_argument("--grid", type=int, default=None, help="at most N x N tiles per image (default: the model's own)")

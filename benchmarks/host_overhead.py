@@ -32,12 +32,12 @@ from fakescope.detector import Detector
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=6000)
+    parser.add_argument("--images", type=int, default=6000, help="files to read (copies of one generated JPEG)")
     parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of the generated JPEG")
     parser.add_argument("--workers", type=int, default=2, help="reading threads (0: all in the calling thread)")
     parser.add_argument("--batch-size", type=int, default=2304, help="tiles per forward pass")
     parser.add_argument("--provenance", action="store_true", help="also check C2PA and metadata")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is printed")
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp, _device_work_stubbed():

@@ -26,14 +26,15 @@ from fakescope.detector import Detector
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--images", type=int, default=2048, help="generated JPEGs to score")
     parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--decode", default="host", choices=("host", "device"))
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--device", default="cpu", help="the inference device (cpu, cuda)")
+    parser.add_argument("--decode", default="host", choices=("host", "device"),
+                        help="where plain JPEGs are decoded (device: nvJPEG, with --device cuda)")
+    parser.add_argument("--workers", type=int, default=4, help="decoding threads")
     parser.add_argument("--batch-size", type=int, default=2304, help="tiles per forward pass")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    parser.add_argument("--provenance", action="store_true")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="as detect's --precision")
+    parser.add_argument("--provenance", action="store_true", help="also collect C2PA/metadata/watermark evidence")
     parser.add_argument("--rows", type=int, default=20, help="operators listed per table")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -30,9 +30,9 @@ from fakescope.models.same_padding import pad_in_conv
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=20, help="timed forward passes of each variant")
     parser.add_argument("--tiles", type=int, default=36, help="tiles of the model's crop size per forward pass")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch's and each onnx session's)")
     parser.add_argument("--model", default=None, help="model name or path (default: the bundled model)")
     args = parser.parse_args()
     require("benchmarks/same_padding.py", "onnxruntime", why="for its onnx rows")

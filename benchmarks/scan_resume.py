@@ -42,9 +42,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300, help="distinct 64x64 JPEGs behind the pending URIs")
     parser.add_argument("--fresh", type=int, default=200_000, help="URIs (missing files) scanned into an empty folder")
     parser.add_argument("--folder-files", type=int, default=200_000, help="empty files in the folder listed")
-    parser.add_argument("--rows-per-part", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rows-per-part", type=int, default=10_000, help="as scan's --rows-per-part: rows per Parquet part")
+    parser.add_argument("--workers", type=int, default=2, help="as scan's --workers")
+    parser.add_argument("--batch-size", type=int, default=32, help="as scan's --batch-size")
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"], help="as scan's --runtime")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

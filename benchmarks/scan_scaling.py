@@ -26,9 +26,9 @@ from fakescope.scale.ray_scan import LOOPBACK_ENV, ray_scan
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--images", type=int, default=128, help="generated JPEGs to scan")
     parser.add_argument("--size", type=size, default="512x384", help="WIDTHxHEIGHT of the generated JPEGs")
-    parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx"])
+    parser.add_argument("--runtime", default="onnx", choices=["torch", "onnx"], help="as scan's --runtime")
     args = parser.parse_args()
     require("benchmarks/scan_scaling.py", "ray")
     if args.runtime == "onnx":

@@ -32,9 +32,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds per run (at most 120).")
     parser.add_argument("--size", type=int, default=256, help="Side of the square JPEG sent.")
     parser.add_argument("--url", help="A running loopback server; default: start one.")
-    parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--token", default=os.environ.get("FAKESCOPE_API_TOKEN"))
+    parser.add_argument("--max-batch", type=int, default=32,
+                        help="The started server's --max-batch: most images it scores in one model call.")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0,
+                        help="The started server's --max-wait-ms: how long it waits to fill a batch.")
+    parser.add_argument("--token", default=os.environ.get("FAKESCOPE_API_TOKEN"),
+                        help="Bearer token sent with each request (default: $FAKESCOPE_API_TOKEN).")
     args = parser.parse_args()
     if not 0 < args.duration <= 120:
         parser.error(f"--duration {args.duration:g}: give more than 0 and at most 120 seconds")

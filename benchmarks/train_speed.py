@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model and device")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="images per training step")
     parser.add_argument("--devices", default="cpu,cuda", help="comma-separated; cuda is skipped when absent")
     parser.add_argument("--models", help="comma-separated subset of the zoo (default: all but test_tiny)")
     parser.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last (to compare)")

@@ -279,3 +279,19 @@ def test_cli_latency_prints_every_step():
                  "| fakescope detect IMAGE |", "| Detector.load(), runtime torch", "| warm predict, runtime auto",
                  "| fakescope detect IMAGE, first call |"):
         assert step in done.stdout
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("[!_]*.py")))
+def test_every_option_says_what_it_does(script, run_here, monkeypatch):
+    """serve_load's --max-batch, --max-wait-ms and --token and cpu_threads' --image and --runtimes had no help."""
+    import argparse
+
+    parsers = []
+
+    def record(parser, *args, **kwargs):
+        parsers.append(parser)
+        raise SystemExit(0)  # the command line is not run
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", record)
+    assert run_here(script).returncode == 0 and len(parsers) == 1
+    assert [a.option_strings for a in parsers[0]._actions if not a.help] == []
