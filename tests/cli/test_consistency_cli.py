@@ -143,3 +143,12 @@ def test_dataset_audit_chooses_json_with_format_as_detect_does(folder):
         assert refused.exit_code == 2 and refused.stdout == "", refused.output
         assert refused.stderr == "error: --json (the older --format json) contradicts --format table: give one of them\n"
     assert CliRunner().invoke(app, [*audit, "--json", "-f", "json"]).stdout == as_json.stdout
+
+
+def test_every_option_and_argument_says_what_it_does_and_an_unset_one_what_it_means():
+    """`--split`, `--balance-by` and `--quality` left the default (every split, no balancing, the model's) unsaid."""
+    params = [(verb, p) for verb, command in COMMANDS.items() for p in command.params if not getattr(p, "hidden", False)]
+    assert [(verb, p.name) for verb, p in params if not p.help] == []
+    unsaid = [(verb, p.opts[0]) for verb, p in params
+              if p.opts[0] in ("--split", "--balance-by", "--quality") and p.default is None and "default" not in p.help.lower()]
+    assert unsaid == []

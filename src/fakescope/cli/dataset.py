@@ -35,11 +35,11 @@ def register(app: typer.Typer) -> None:
 def build(
     src: Annotated[str, typer.Argument(help="Folder with real/ and fake/<generator>/, an FFHQ-style .json, or a .csv.")],
     out: ManifestOutOpt,
-    images: Annotated[str | None, typer.Option("--images", help="Folder holding the images an FFHQ .json lists.")] = None,
+    images: Annotated[str | None, typer.Option("--images", help="Folder holding the images an FFHQ .json lists (required with one).")] = None,
     source: Annotated[str | None, typer.Option("--source", help="Source name for the real images (default: from folders; a .csv: for rows with no source and no pair that has one).")] = None,
     attributes: Annotated[str | None, typer.Option("--attributes", help="CSV of attributes keyed by file name, e.g. ffhq_attributes.csv; ai images take their pair's.")] = None,
     attributes_key: Annotated[str | None, typer.Option("--attributes-key", help="File-name column of --attributes (default: first).")] = None,
-    balance_by: Annotated[str | None, typer.Option("--balance-by", help="Comma-separated columns to balance, e.g. label or label,gender; a real image and its ai variations (one pair_id) are kept or dropped together.")] = None,
+    balance_by: Annotated[str | None, typer.Option("--balance-by", help="Comma-separated columns to balance, e.g. label or label,gender; a real image and its ai variations (one pair_id) are kept or dropped together. Default: no balancing.")] = None,
     per_stratum: Annotated[int | None, typer.Option("--per-stratum", min=1, help="Most rows per balanced stratum (default: the smallest stratum's size).")] = None,
     csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
@@ -218,7 +218,7 @@ def export(
     out: Annotated[str | None, typer.Option("--out", "-o", show_default=False, help="Required: folder (folders layout; not one holding an earlier export) or file (.tar, .npy, .safetensors), path or storage URI.")] = None,
     layout: Annotated[str | None, typer.Option("--layout", help="folders, tar, npy or safetensors (default: OUT's suffix .tar, .npy or .safetensors names it, else folders).")] = None,
     size: Annotated[int, typer.Option("--size", min=8, help="Crop side for npy/safetensors packs.")] = 256,
-    only_split: Annotated[str | None, typer.Option("--split", help="Export only this split.")] = None,
+    only_split: Annotated[str | None, typer.Option("--split", help="Export only this split (default: every split).")] = None,
 ) -> None:
     """Export images and manifest as a folder tree, one tar, or a uint8 array pack for a GPU machine.
 

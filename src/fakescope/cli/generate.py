@@ -22,7 +22,7 @@ UNCAPPED_REQUESTS = 20
 _SRC_HELP = "Image file or folder (path or storage URI), a quoted local glob ('photos/**/*.jpg'), or a dataset manifest (.csv/.parquet, or a quoted glob of them) whose real rows are the sources"
 SrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}.")]
 OpenAISrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}; for `--mode generate` a UTF-8 text file, one prompt per line (blank lines skipped).")]
-SplitOpt = Annotated[str | None, typer.Option("--split", help="With a manifest SRC: only the real rows of this split (train, val, test).")]
+SplitOpt = Annotated[str | None, typer.Option("--split", help="With a manifest SRC: only the real rows of this split (train, val, test; default: every split).")]
 ManifestOpt = Annotated[str, typer.Option("--manifest", help="Manifest file name inside --out (.csv or .parquet).")]
 Taef2BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Same-size images per forward pass, at most 1 megapixel in all; larger images run in tiles (same output).")]
 DiffusersBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Same-size images per pipeline call.")]
@@ -84,9 +84,9 @@ def openai(
     mode: Annotated[str, typer.Option("--mode", help="variation (a new photo of the same kind: on GPT image models an edit of the whole image; on dall-e-2 its variations endpoint), edit or generate.")] = "variation",
     model: Annotated[str, typer.Option("--model", "-m", help="gpt-image-2.6-flare/-sunburst, gpt-image-2.5-flare/-sunburst, gpt-image-2, ...; retired dall-e-2, dall-e-3, gpt-image-1 only with an OPENAI_BASE_URL server that serves them.")] = DEFAULT_MODEL,
     size: Annotated[str, typer.Option("--size", help="Output size: 1024x1024, 1536x1024, 1024x1536 or auto (gpt-image-2 and 2.5: any WxH, sides divisible by 16, aspect 1:3 to 3:1, at most 3840x2160); dall-e-2 256x256/512x512/1024x1024.")] = "1024x1024",
-    quality: Annotated[str | None, typer.Option("--quality", help="low/medium/high/auto (GPT image models; 2.5 also xhigh/max), standard/hd (dall-e-3).")] = None,
+    quality: Annotated[str | None, typer.Option("--quality", help="low/medium/high/auto (GPT image models; 2.5 also xhigh/max), standard/hd (dall-e-3). Default: auto, or standard for dall-e.")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Images per source.")] = 1,
-    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit; for --mode variation on a GPT image model it replaces the built-in one.")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit (required there); for --mode variation on a GPT image model it replaces the built-in one.")] = None,
     mask: Annotated[str, typer.Option("--mask", help="For --mode edit, what may change: center (a centred box of half the width and height; the rest stays the photo), full, or a PNG whose transparent pixels mark it.")] = "center",
     input_fidelity: Annotated[str | None, typer.Option("--input-fidelity", help="high or low: how closely an edit (a GPT image model's variation included) keeps the photo's style and features, faces above all; default: the model's (low). gpt-image-1.5 takes both, gpt-image-1-mini low, gpt-image-2 neither.")] = None,
     response_format: Annotated[str | None, typer.Option("--response-format", help="b64_json (default) or url, dall-e models only: GPT image models always answer base64.")] = None,
