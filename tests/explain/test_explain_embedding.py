@@ -370,3 +370,33 @@ def test_embedding_report_reads_each_image_once_and_draws_the_seeded_sample(plan
                           [read_source(table["uri"][row]) for row in sample], correct[sample].to_numpy(), title)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "umap_mosaic.png")),
                                   np.asarray(Image.open(io.BytesIO(expected))))
+
+
+@pytest.mark.slow
+def test_report_figures_read_each_image_once(planted_model, val_rows, tmp_path, monkeypatch):
+    """The Grad-CAM examples were read again after the embedding pass (4 more reads; a URL fetched twice could give
+    another image than the one scored): they are now kept, decoded, as they are embedded."""
+    from fakescope.explain import report as report_module
+
+    reads, read_source = [], report_module.read_source
+    monkeypatch.setattr(report_module, "read_source", lambda uri: reads.append(uri) or read_source(uri))
+    figures = report_figures(planted_model, val_rows, tmp_path, examples=4)
+    assert sum(t.startswith("Grad-CAM") for t, _ in figures) == 4
+    assert sorted(reads) == sorted(val_rows["uri"])  # the unreadable last row tried once too
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 7])
+def test_extremes_keep_every_image_the_report_examples_draw(size):
+    """Ties ranked as the report ranks them: row order among the top-scored, reversed among the lowest-scored."""
+    from fakescope.explain.embedding import Extremes
+    from fakescope.explain.report import _examples
+
+    rng = np.random.default_rng(size)
+    table = pd.DataFrame({"label": rng.choice(["ai", "real"], 40), "probability": rng.choice([0.1, 0.5, 0.9], 40),
+                          "error": None})
+    extremes = Extremes(table["label"], size)
+    for row, probability in enumerate(table["probability"]):
+        extremes.offer(row, probability, Image.new("RGB", (1, 1), (row, 0, 0)))
+    kept = extremes.kept()
+    assert len(kept) <= 4 * size and all(image.getpixel((0, 0))[0] == row for row, image in kept.items())
+    assert {row.Index for _, row in _examples(table, size)} <= set(kept)

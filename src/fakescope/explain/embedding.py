@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,10 +73,32 @@ class Thumbnails:
         return {row: thumbnail for _, row, thumbnail in sorted(self._kept, key=lambda item: item[1])}
 
 
+class Extremes:
+    """The decoded images of each label's `size` top- and `size` lowest-scored rows, kept as they are embedded, so
+    drawing them (`report_figures`' Grad-CAM examples) reads nothing again: a URL read twice could give another image.
+    Ranked as `sort_values("probability", ascending=False, kind="stable")` ranks them (ties in row order), the lowest as
+    that order reversed."""
+
+    def __init__(self, labels: Sequence[str], size: int):
+        self.labels, self.size = list(labels), size
+        self._heaps: dict[tuple[str, bool], list[tuple[float, int, int, Image.Image]]] = {}  # the worst kept first
+
+    def offer(self, row: int, probability: float, image: Image.Image) -> None:
+        """Keep an embedded row's image while it ranks among its label's `size` top or lowest so far."""
+        for top, key in ((True, (probability, -row)), (False, (-probability, row))):
+            heap = self._heaps.setdefault((self.labels[row], top), [])
+            (heapq.heappush if len(heap) < self.size else heapq.heappushpop)(heap, (*key, row, image))
+
+    def kept(self) -> dict[int, Image.Image]:
+        """Row index -> image."""
+        return {row: image for heap in self._heaps.values() for *_, row, image in heap}
+
+
 def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64,
-                 read: Callable[[str], Image.Image] = read_source, thumbnails: Thumbnails | None = None) -> pd.DataFrame:
+                 read: Callable[[str], Image.Image] = read_source, thumbnails: Thumbnails | None = None,
+                 extremes: Extremes | None = None) -> pd.DataFrame:
     """Features and scores for every row of a manifest (at least a `uri` column), each image as `read` gives it;
-    `thumbnails`, if given, keeps its sample of the images embedded (rows by their place in `rows`).
+    `thumbnails` and `extremes`, if given, keep their images of those embedded (rows by their place in `rows`).
 
     Returns:
         The rows (fresh index) plus `probability` (calibrated P(ai)), `embedding` (float32
@@ -97,6 +119,7 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
     embeddings, probabilities, errors = [None] * n, [np.nan] * n, [None] * n
     pending: list[tuple[int, torch.Tensor]] = []
     small: dict[int, Image.Image] = {}
+    decoded: dict[int, Image.Image] = {}  # for `extremes`, until the batch is scored
 
     def flush() -> None:
         for i, features, logits in _forward_tiles(model, pending, batch_size):
@@ -107,8 +130,11 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
             probabilities[i] = float(apply_calibration(model.config.calibration, np.array([logits.mean().item()]))[0])
             if thumbnails is not None:
                 thumbnails.offer(i, small[i])
+            if extremes is not None:
+                extremes.offer(i, probabilities[i], decoded[i])
         pending.clear()
         small.clear()
+        decoded.clear()
 
     for i, uri in enumerate(table["uri"]):
         try:
@@ -116,6 +142,8 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
             pending.append((i, torch.from_numpy(make_tiles(image, model.config.input).pixels)))
             if thumbnails is not None:
                 small[i] = thumbnails.small(image)
+            if extremes is not None:
+                decoded[i] = image
         except FakescopeError as exc:
             errors[i] = exc.reason
             continue

@@ -26,6 +26,7 @@ from fakescope.explain.cam import class_activation_map
 from fakescope.explain.embedding import (
     MIN_IMAGES,
     Clusters,
+    Extremes,
     Thumbnails,
     cluster_purity,
     embed_images,
@@ -126,6 +127,8 @@ class EmbeddingReport:
     table: pd.DataFrame
     clusters: Clusters
     figures: list[tuple[str, str]]
+    extremes: dict[int, Image.Image] = field(default_factory=dict)
+    """Table row -> decoded image, of each label's `extremes` top- and lowest-scored rows (see `embedding_report`)."""
 
 
 def embedding_report(
@@ -138,6 +141,7 @@ def embedding_report(
     seed: int = 0,
     batch_size: int = 64,
     max_thumbnails: int = 400,
+    extremes: int = 0,
     read: Callable[[str], Image.Image] = read_source,
 ) -> EmbeddingReport:
     """Embed manifest rows (at least `uri` and `label`), project them with UMAP, cluster them, write the results under `out`.
@@ -148,6 +152,8 @@ def embedding_report(
 
     Args:
         read: Decodes a `uri` into the RGB image embedded and drawn (default: as stored).
+        extremes: Keep the decoded images of each label's that many top- and lowest-scored rows as they are embedded
+            (`EmbeddingReport.extremes`), to draw them without reading them again.
         clusters: k for k-means; default: the number of distinct labels. Purity is measured on labels
             (of a set of one label it is 1 whatever the features hold, which is logged as a warning).
 
@@ -168,7 +174,8 @@ def embedding_report(
     if missing:
         raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
     thumbnails = Thumbnails(len(rows), max_thumbnails, seed=seed)  # kept as embedded: a URL or bucket object read once
-    table = embed_images(model, rows, batch_size=batch_size, read=read, thumbnails=thumbnails)
+    kept = Extremes(rows["label"], extremes)
+    table = embed_images(model, rows, batch_size=batch_size, read=read, thumbnails=thumbnails, extremes=kept)
     ok = table["error"].isna().to_numpy()
     if ok.sum() < MIN_IMAGES:
         first = ""
@@ -197,15 +204,15 @@ def embedding_report(
             title = f"{model.config.name}: UMAP of penultimate features by {column} (n={len(valid)})"
             storage.write_bytes(uri, scatter_png(coords, valid[column].rename(column), title))
             figures.append((f"UMAP by {column}", uri))
-    kept = thumbnails.kept()
-    sample = np.searchsorted(np.flatnonzero(ok), list(kept))  # rows of the table -> rows of `valid`
+    small = thumbnails.kept()
+    sample = np.searchsorted(np.flatnonzero(ok), list(small))  # rows of the table -> rows of `valid`
     correct = (valid["probability"].to_numpy() >= model.config.threshold) == (valid["label"] == "ai").to_numpy()
     title = (f"{model.config.name}: UMAP thumbnails ({len(sample)} of {len(valid)}); "
              f"k-means k={k}, label purity {found.purity:.2f}")
     uri = storage.join(out, "umap_mosaic.png")
-    storage.write_bytes(uri, mosaic_png(coords[sample], list(kept.values()), correct[sample], title))
+    storage.write_bytes(uri, mosaic_png(coords[sample], list(small.values()), correct[sample], title))
     figures.append(("UMAP thumbnail mosaic (green: correct, red: wrong)", uri))
-    return EmbeddingReport(table, found, figures)
+    return EmbeddingReport(table, found, figures, kept.kept())
 
 
 def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike, manifest_df: pd.DataFrame,
@@ -218,7 +225,8 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     its label, source, pixel P(ai) and whether the threshold gets it right (a group short of images, as in a split of
     one label, leaves its share to the others). Each image goes through the model's
     recipe preprocessing first, as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
-    its `pixel_probability` (no provenance evidence). Where the data
+    its `pixel_probability` (no provenance evidence); each is the image decoded as it was embedded, not read again (a
+    URL read twice could give another image than the one scored). Where the data
     or the model allow no figures (UMAP of fewer than 5 images; Grad-CAM of a model without convolutional
     features) there are none, with a warning. A uri the rows repeat is drawn once, without the warning that
     `fakescope.evaluate` already gives when it scores them.
@@ -229,13 +237,14 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     read = (lambda uri: neutralize(read_source(uri), recipe)) if recipe else read_source
     try:
         rows = manifest_df.drop_duplicates("uri") if "uri" in manifest_df else manifest_df  # no uri: embedding_report says so
-        report = embedding_report(model, rows, str(out), color_by=("label", "source", "generator"), seed=seed, read=read)
+        report = embedding_report(model, rows, str(out), color_by=("label", "source", "generator"), seed=seed,
+                                  extremes=examples, read=read)  # the examples kept as scored: a URL read again could differ
     except ConfigError as exc:
         log.warning("the report has no explanation figures: %s", exc)
         return []
     figures = [(title, Path(uri)) for title, uri in report.figures]
     for n, (group, row) in enumerate(_examples(report.table, examples)):
-        image = read(row.uri)
+        image = report.extremes[row.Index]
         try:
             heat = class_activation_map(model, image, "gradcam")
         except ConfigError as exc:  # features no module produces (spectral_lr): the UMAP figures stay
