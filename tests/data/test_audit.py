@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from data_helpers import PER_CLASS, encode, smooth_image, watermark
 from PIL import Image
@@ -191,3 +192,26 @@ def test_a_share_that_rounds_to_none_or_all_is_not_shown_as_0_or_100_percent():
 
     measured = pd.DataFrame({"label": ["real"] * 1000 + ["ai"] * 10, "has_exif": [True] * 5 + [False] * 1005})
     assert _categorical_check(measured, "has_exif").per_class == {"ai": "no 100%", "real": "no >99%, yes <1%"}
+
+
+def test_audits_sharing_inspections_inspect_each_reused_image_once_with_the_same_reports(faces_layout, tmp_path,
+                                                                                         monkeypatch):
+    """evaluate-logo audits each fold's unseen images with the test reals: the same reals were read and inspected
+    again for every fold. An `Inspections` of them keeps the first audit's results for the next, reports unchanged."""
+    from fakescope.data import audit as audit_module
+    from fakescope.data.audit import Inspections
+
+    frame = build_from_folders(str(faces_layout))
+    (tmp_path / "gone.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # unreadable: its None is kept too
+    broken = frame[frame["label"] == "real"].iloc[:1].assign(uri=str(tmp_path / "gone.png"), pair_id="gone")
+    frame = pd.concat([frame, broken], ignore_index=True)
+    reals, fakes = frame[frame["label"] == "real"], frame[frame["label"] == "ai"]
+    folds = [pd.concat([fakes.iloc[::2], reals]), pd.concat([fakes.iloc[1::2], reals])]
+    apart = [audit_manifest(fold, max_distance=-1).to_dict() for fold in folds]
+    inspected, inspect = [], audit_module.inspect_image
+    monkeypatch.setattr(audit_module, "inspect_image", lambda data, name="": inspected.append(name) or inspect(data, name))
+    shared = Inspections(frozenset(reals["uri"]))
+    together = [audit_manifest(fold, max_distance=-1, inspections=shared).to_dict() for fold in folds]
+    assert together == apart and apart[0]["notes"][0] == "1 image(s) could not be read and were left out"
+    assert sorted(inspected) == sorted([*reals["uri"], *fakes["uri"]])  # each once (the broken one fails its decode)
+    assert set(shared.found) == set(reals["uri"]) and shared.found[str(tmp_path / "gone.png")] is None

@@ -292,9 +292,15 @@ def test_evaluate_logo_by_source_holds_out_a_whole_family(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_logo_audits_each_folds_unseen_images_for_shortcuts(tmp_path):
-    """evaluate-logo ran no shortcut audit, so an unseen AUC that a file format alone gives read as transfer."""
+def test_evaluate_logo_audits_each_folds_unseen_images_for_shortcuts(tmp_path, monkeypatch):
+    """evaluate-logo ran no shortcut audit, so an unseen AUC that a file format alone gives read as transfer. Every
+    fold audits the test reals: they are inspected once, by the first (they were again for each fold)."""
     from PIL import Image
+
+    from fakescope.data import audit
+
+    inspected, inspect = [], audit.inspect_image
+    monkeypatch.setattr(audit, "inspect_image", lambda data, name="": inspected.append(name) or inspect(data, name))
 
     def jpeg_g1(frame):  # g1's images JPEGs, every other image a PNG: the format alone tells g1 from the reals
         for i in frame.index[frame["generator"] == "g1"]:
@@ -313,6 +319,7 @@ def test_evaluate_logo_audits_each_folds_unseen_images_for_shortcuts(tmp_path):
     assert "format" in runs["g1"]["shortcuts"]["flagged"] and "format" not in runs["g2"]["shortcuts"]["flagged"]
     assert runs["g1"]["shortcuts"]["inspected"] == {"ai": 6, "real": 4}  # g1's images and the test reals
     assert (runs["g1"]["n_unseen"], runs["g1"]["n_real"]) == (6, 4)
+    assert len(inspected) == len(set(inspected)) == 6 + runs["g2"]["shortcuts"]["inspected"]["ai"] + 4
     assert ("    interval: only 6 ai and 4 real image(s): with fewer than 10 of a label the bootstrap intervals "
             "understate the uncertainty (a perfect ranking of 3 and 3 gets AUC [1, 1])") in result.output.splitlines()
     assert len(warnings) == sum(len(r["shortcuts"]["flagged"]) for r in runs.values())

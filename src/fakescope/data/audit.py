@@ -173,14 +173,25 @@ def inspect_image(data: bytes, name: str = "") -> dict[str, Any]:
 _FORMAT_OF_SUFFIX = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "heic": "HEIF", "heif": "HEIF"}
 
 
+@dataclass
+class Inspections:
+    """Inspections shared by audits of overlapping rows: an image named in `reused` (`evaluate-logo`'s test reals,
+    audited with every fold's unseen images) is read and inspected once, in the first audit; the others reuse its result
+    (None: unreadable). Kept with its thumbnail as 8-bit grey (what the float one holds), 16 KiB an image."""
+
+    reused: frozenset[str]
+    found: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
 def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, seed: int = 0, workers: int = 8,
-                   progress: bool = False, max_distance: int = 4) -> AuditReport:
+                   progress: bool = False, max_distance: int = 4, inspections: Inspections | None = None) -> AuditReport:
     """Inspect about `max_per_class` images per class and report every property that separates them.
 
     The sample is drawn per (source, label), in proportion to its size but at least `MIN_PER_SOURCE`
     (or `max_per_class`, if smaller) from each that has them, so every source can be checked on its own.
     `progress` counts the images inspected on stderr. Every split image is checked for leaks: images
     whose dHashes differ in at most `max_distance` bits (-1: off) are near copies, as `split_manifest` has it.
+    `inspections`, if given, supplies and keeps the inspections of its `reused` images.
 
     Example:
         >>> report = audit_manifest(read_manifest("faces.parquet"))  # doctest: +SKIP
@@ -191,7 +202,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     frame = validate_manifest(frame)
     counts = {label: int(n) for label, n in frame["label"].value_counts().sort_index().items()}
     sample = frame if max_per_class is None else _sample(frame, max_per_class, seed)
-    measured, sums = _inspect_all(sample, workers, progress)
+    measured, sums = _inspect_all(sample, workers, progress, inspections)
     inspected = {label: int(n) for label, n in measured["label"].value_counts().sort_index().items()}
     notes = []
     if len(measured) < len(sample):
@@ -227,23 +238,31 @@ def _sample(frame: pd.DataFrame, max_per_class: int, seed: int) -> pd.DataFrame:
     return pd.concat(parts)
 
 
-def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
-    """One row of properties per readable image, and the sum of its (source, label)'s thumbnails (summed as read, not kept)."""
+def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool, inspections: Inspections | None = None
+                 ) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    """One row of properties per readable image, and the sum of its (source, label)'s thumbnails (summed as read, not
+    kept, but for the `reused` images of `inspections`)."""
     import pandas as pd
 
-    def one(row: tuple[str, str, str]) -> dict[str, Any] | None:
-        uri, label, source = row
+    def one(uri: str) -> dict[str, Any] | None:
         try:
-            return {"label": label, "source": source, **inspect_image(storage.read_bytes(uri, check=check_signature), uri)}
+            return inspect_image(storage.read_bytes(uri, check=check_signature), uri)
         except (FakescopeError, OSError, ValueError):  # FakescopeError: also over 2x MAX_PIXELS (`pixel_limit`)
             return None
 
-    jobs = list(zip(sample["uri"], sample["label"], sample["source"]))
+    known = inspections.found if inspections is not None else {}
+    fresh = [uri for uri in dict.fromkeys(sample["uri"]) if uri not in known]
+    found = dict(zip(fresh, map_images(one, fresh, workers=workers, progress=progress, desc="audit")))
+    for uri, info in found.items():
+        if inspections is not None and uri in inspections.reused:
+            known[uri] = info and {**info, "thumbnail": info["thumbnail"].astype(np.uint8)}
     rows, sums = [], {}
-    for row in map_images(one, jobs, workers=workers, progress=progress, desc="audit"):
-        if row is not None:
-            key = (row["source"], row["label"])
-            sums[key] = sums.get(key, 0) + row.pop("thumbnail")
+    for uri, label, source in zip(sample["uri"], sample["label"], sample["source"]):
+        info = found[uri] if uri in found else known[uri]
+        if info is not None:
+            row = {"label": label, "source": source, **info}
+            key = (source, label)
+            sums[key] = sums.get(key, 0) + row.pop("thumbnail").astype(np.float32, copy=False)
             rows.append(row)
     measured = pd.DataFrame(rows) if rows else pd.DataFrame({"label": [], "source": []})
     return measured, sums

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fakescope.data.audit import Inspections
 from fakescope.data.manifest import check_rows, read_rows
 from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
@@ -106,6 +107,8 @@ def leave_one_generator_out(
     for run_cfg in runs.values():  # before any fold trains: a later fold's refusal would waste the earlier ones
         check_out(run_cfg)
     results, test = [], ReadOnce(rows.loc[rows["split"] == "test", "uri"])  # every fold scores the test images
+    test_reals = (rows["label"] == "real") & (rows["split"] == "test")
+    inspections = Inspections(frozenset(rows.loc[test_reals, "uri"]))  # every fold audits them: inspected once
     for gen, run_cfg in runs.items():
         held = (rows["label"] == "ai") & (rows[by] == gen)
         saved = train(run_cfg, rows[~held].reset_index(drop=True), progress=progress)
@@ -117,8 +120,8 @@ def leave_one_generator_out(
         row["n_unseen"], row["n_real"] = int(row["n_unseen"]), int(row["n_real"])
         row["n_paired_trained"] = paired_with_trained(rows, held)
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
-        unseen_rows = rows[held | ((rows["label"] == "real") & (rows["split"] == "test"))]
-        row["shortcuts"] = audit_rows(unseen_rows, run_cfg.augment, provenance=False, progress=progress) if audit else None
+        row["shortcuts"] = audit_rows(rows[held | test_reals], run_cfg.augment, provenance=False, progress=progress,
+                                      inspections=inspections) if audit else None
         row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
         row.update({COUNT_PREFIX + g: int(scored.loc[g, "n_unseen"]) for g in present})
         results.append(row)

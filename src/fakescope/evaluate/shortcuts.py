@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fakescope.data.audit import BORDER_SHARE, CONTENT, audit_manifest
+from fakescope.data.audit import BORDER_SHARE, CONTENT, Inspections, audit_manifest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,8 +25,10 @@ _FILLED = {"pair_id": "", "split": "", "width": 0, "height": 0, "format": "", "s
 
 
 def audit_rows(rows: pd.DataFrame, recipe: AugmentConfig | None, provenance: bool, *, max_per_class: int = 1000,
-               seed: int = 0, workers: int = AUDIT_WORKERS, progress: bool = False) -> dict[str, Any]:
+               seed: int = 0, workers: int = AUDIT_WORKERS, progress: bool = False,
+               inspections: Inspections | None = None) -> dict[str, Any]:
     """The `shortcuts` section of an evaluation: images inspected, notes, and every check with its neutralization.
+    `inspections` shares the inspections of images that several audits take (`audit_manifest`).
 
     Each check has `name`, `description`, `separability`, `level` (`ok`, `possible shortcut`, `SHORTCUT`),
     `per_class`, `neutralized` (`yes`, `partly` or `no`) and `how` (why, in words); `flagged` names the checks
@@ -34,7 +36,7 @@ def audit_rows(rows: pd.DataFrame, recipe: AugmentConfig | None, provenance: boo
     """
     frame = rows.drop_duplicates("uri").assign(**{c: v for c, v in _FILLED.items() if c not in rows})
     report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
-                            max_distance=-1)
+                            max_distance=-1, inspections=inspections)
     checks = []
     for check in (c for c in report.checks if c.name != CONTENT):  # content: the report's per-source results show it
         neutralized, how = neutralization(check.name.partition("@")[0], recipe, provenance)
