@@ -8,7 +8,8 @@ serves itself (GET /files/<n>.png), no usage. Like the real API, a dall-e-2 edit
 is refused (400) unless its image has transparency or it comes with a mask of the image's size that
 has some (transparent pixels mark what may change); sizes, qualities and n a known model does not take, a
 non-square dall-e-2 image and a mask of another size than its image are refused (400) too. Faults queued in `faults`
-(429 with Retry-After, 500; "retry-after=S": a 429 with Retry-After S seconds only; "quota": a 429 insufficient_quota; "unreadable": a billed 200 whose image is not one; "gone": a billed
+(429 with Retry-After, 500; "retry-after=S": a 429 with Retry-After S seconds only; "quota": a 429 insufficient_quota; "unreadable": a billed 200 whose image is not one; "broken": a billed
+200 whose body, whole, is cut-off JSON; "badbase64": a billed 200 whose image is not base64; "gone": a billed
 200 whose URL answers 404; "url=U": a billed 200 whose URL is U; "slow": a billed 200 whose body stops halfway for
 `slow_seconds`; "cut": a billed 200 whose connection closes halfway through its body; (status, message[, code]): an
 error answer whose message has `{authorization}` replaced by the request's Authorization header, as a proxy echoing it
@@ -161,6 +162,10 @@ class _Handler(BaseHTTPRequestHandler):
                                               "type": "insufficient_quota", "code": "insufficient_quota"}}, endpoint)
         if fault == "unreadable":
             return self._send(200, {"created": 1700000000, "data": [{"b64_json": base64.b64encode(b"<html>").decode()}]}, endpoint)
+        if fault == "broken":
+            return self._send(200, {}, endpoint, body=b'{"created": 1700000000, "data": [{"b64_json": "iVBOR')
+        if fault == "badbase64":
+            return self._send(200, {"created": 1700000000, "data": [{"b64_json": "iVBOR*"}]}, endpoint)
         if fault == "gone":
             return self._send(200, {"created": 1700000000, "data": [{"url": f"http://127.0.0.1:{server.server_address[1]}/files/gone.png"}]}, endpoint)
         if isinstance(fault, str) and fault.startswith("url="):
@@ -216,9 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
                 fields[name] = payload.decode()
         return fields, images
 
-    def _send(self, status: int, payload: dict, endpoint: str, headers: dict | None = None, halfway: str | None = None) -> None:
-        """Answer (`halfway`: "slow" pauses, "cut" closes the connection, halfway through the body)."""
-        data = json.dumps(payload).encode()
+    def _send(self, status: int, payload: dict, endpoint: str, headers: dict | None = None, halfway: str | None = None,
+              body: bytes | None = None) -> None:
+        """Answer `payload` as JSON, or `body` as it is (`halfway`: "slow" pauses, "cut" closes the connection, halfway
+        through the body)."""
+        data = json.dumps(payload).encode() if body is None else body
         with self.server.lock:
             self.server.counts[(endpoint, status)] += 1
             if status == 200 and endpoint in ENDPOINTS.values():

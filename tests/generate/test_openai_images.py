@@ -285,6 +285,23 @@ def test_images_billed_but_lost_count_against_the_budgets(server, photos, tmp_pa
         assert "its URL could not be fetched: HTTP Error 404" in next(ledger.jobs("failed")).error
 
 
+def test_a_200_whose_answer_cannot_be_read_is_recorded_as_billed_with_its_error(server, photos, tmp_path):
+    """A 200 whose JSON or base64 the client could not decode failed as unpaid, though the API billed it."""
+    out = tmp_path / "out"
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")  # 3 jobs, 0.016 each
+    server.faults = ["broken", "badbase64"]
+    first = run_openai(str(photos), str(out), config, concurrency=1, client=make_client(max_retries=0))
+    assert (first.done, first.failed, server.billable) == (1, 2, 3) and first.spent == pytest.approx(0.048)
+    with Ledger(out / LEDGER_NAME) as ledger:
+        errors = sorted(record.error for record in ledger.jobs("failed"))
+        assert all(record.cost == pytest.approx(0.016) for record in ledger.jobs("failed"))
+    assert all(error.startswith("LostImageError: the API answered 200 (billed) but its answer could not be read: ")
+               for error in errors), errors
+    assert "JSONDecodeError" in errors[1] and "Invalid base64-encoded string" in errors[0]
+    again = run_openai(str(photos), str(out), config, max_total_spend=0.07, concurrency=1, client=make_client(max_retries=0))
+    assert (again.done, again.stopped, server.billable) == (1, "budget", 4) and again.spent_before == pytest.approx(0.048)
+
+
 def test_images_billed_but_not_written_count_against_the_budgets_once(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")  # 3 jobs, 0.016 each

@@ -104,7 +104,8 @@ PRICES: dict[tuple[str, str, str], float] = {
 
 
 class LostImageError(FakescopeError):
-    """The API made (and billed) an image that could not be had: its URL failed, or it is not an image."""
+    """The API made (and billed) an image that could not be had: its answer could not be read, its URL failed, or it is
+    not an image."""
 
 
 class AnswerLost(FakescopeError):
@@ -385,22 +386,31 @@ def request_image(
 
     Raises:
         ConfigError: the API refused the key, the model or the endpoint (no later request can succeed).
-        LostImageError: the image's URL could not be fetched.
+        LostImageError: the API answered (and billed) an image that could not be had: its answer could not be read
+            (not JSON, no image, broken base64), or its URL could not be fetched.
     """
     import openai
 
     try:
-        response = _send(client, config, source, prompt)
+        answer = _send(client, config, source, prompt)  # a 2xx answer, read whole: the image is billed
     except openai.APIStatusError as exc:
         if (refusal := _refusal(exc, config.model)) is not None:
             raise refusal from None  # the client's error holds the server's text, which may echo the key
         raise
-    usage = response.usage.model_dump(exclude_none=True) if getattr(response, "usage", None) else None
-    return _image_bytes(response.data[0], client.base_url), usage
+    try:
+        response = answer.parse()
+        usage = response.usage.model_dump(exclude_none=True) if getattr(response, "usage", None) else None
+        return _image_bytes(response.data[0], client.base_url), usage
+    except LostImageError:
+        raise
+    except Exception as exc:  # not JSON, no image in it, broken base64: billed all the same
+        raise LostImageError(f"the API answered {answer.status_code} (billed) but its answer could not be read: "
+                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def _send(client, config: OpenAIImagesConfig, source: bytes | None, prompt: str | None):
-    """The API's answer to one request for one image: dall-e-2's variations endpoint, an edit, or a generation."""
+    """The API's raw answer to one request for one image (parsed by the caller, so an answer that cannot be is known to
+    have come): dall-e-2's variations endpoint, an edit, or a generation."""
     options: dict[str, Any] = {"model": config.model, "n": 1, "size": config.size}
     if config.legacy:  # GPT image models refuse it: they always answer base64
         options["response_format"] = config.response_format or "b64_json"
@@ -408,15 +418,15 @@ def _send(client, config: OpenAIImagesConfig, source: bytes | None, prompt: str 
         options["quality"] = config.quality
     if config.mode == "variation" and config.legacy:
         quiet_variation_warning()
-        return client.images.create_variation(image=prepare_upload(source, config), **options)
+        return client.images.with_raw_response.create_variation(image=prepare_upload(source, config), **options)
     if config.mode == "generate":
-        return client.images.generate(prompt=prompt, **options)
+        return client.images.with_raw_response.generate(prompt=prompt, **options)
     upload = prepare_upload(source, config)
     if (mask := config.edit_mask(Image.open(io.BytesIO(upload[1])).size)) is not None:
         options["mask"] = mask
     if config.input_fidelity is not None:
         options["input_fidelity"] = config.input_fidelity
-    return client.images.edit(image=upload, prompt=config.edit_prompt, **options)
+    return client.images.with_raw_response.edit(image=upload, prompt=config.edit_prompt, **options)
 
 
 def _refusal(exc, model: str) -> ConfigError | None:
@@ -442,9 +452,10 @@ def _refusal(exc, model: str) -> ConfigError | None:
 
 def quiet_variation_warning() -> None:
     """Keep out of stderr the `openai` client's DeprecationWarning for `images.create_variation` (dall-e-2's variations
-    endpoint, chosen on purpose), only as called here. Idempotent and process-wide, as one filter list entry, never
-    through `warnings.catch_warnings`: that swaps global state, so the worker threads racing in it lose warnings."""
-    message, module = re.compile(r"deprecated\Z", re.I), re.compile(rf"{re.escape(__name__)}\Z")
+    endpoint, chosen on purpose), only as called here (through its `with_raw_response` wrapper, which the warning names).
+    Idempotent and process-wide, as one filter list entry, never through `warnings.catch_warnings`: that swaps global
+    state, so the worker threads racing in it lose warnings."""
+    message, module = re.compile(r"deprecated\Z", re.I), re.compile(rf"({re.escape(__name__)}|openai\._legacy_response)\Z")
     if ("ignore", message, DeprecationWarning, module, 0) not in warnings.filters:
         warnings.filterwarnings("ignore", message.pattern, DeprecationWarning, module.pattern)
 
