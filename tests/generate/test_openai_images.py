@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import struct
@@ -451,7 +452,8 @@ def test_a_done_output_deleted_since_is_made_again_and_only_it_is_paid(server, p
     report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
     assert (report.missing, report.done, report.skipped, server.billable) == (1, 1, 2, 4)
     assert report.spent == pytest.approx(0.016) and report.spent_before == pytest.approx(0.048)  # it was paid twice
-    assert f"1 image(s) the ledger records as made were no longer in {out}: they are made (and paid for) again" in caplog.text
+    assert (f"1 image(s) the ledger records as made were not in {out} (deleted, damaged, or in another folder): they are "
+            "made (and paid for) again") in caplog.text
     assert deleted.is_file() and all(Path(uri).is_file() for uri in pd.read_csv(out / "manifest.csv")["uri"])
     again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
     assert (again.missing, again.done, again.skipped, server.billable) == (0, 0, 3, 4)
@@ -469,6 +471,49 @@ def test_an_out_moved_with_its_ledger_and_manifest_resumes_unpaid_its_rows_moved
     manifest = pd.read_csv(moved / "manifest.csv")
     assert sorted(manifest["uri"]) == [str(p) for p in _outputs(moved)]
     assert set(manifest["source_uri"]) == {str(p) for p in photos.iterdir()}
+
+
+def test_a_ledger_copied_into_an_empty_out_makes_its_images_there_again_counted_and_warned(server, photos, tmp_path, caplog):
+    """A ledger copied without its images took them as done at their old paths, and the new manifest named that folder."""
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")  # 3 jobs, 0.016 each
+    first = tmp_path / "first"
+    run_openai(str(photos), str(first), config, client=make_client(max_retries=0))
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(first / LEDGER_NAME, out / LEDGER_NAME)
+    plans = []
+    report = run_openai(str(photos), str(out), config, max_total_spend=0.08, client=make_client(max_retries=0),
+                        confirm=lambda *plan: plans.append(plan))
+    assert plans == [(3, 3, 0)] and (report.done, report.skipped, report.stopped, server.billable) == (2, 0, "budget", 5)
+    assert report.spent_before == pytest.approx(0.048) and report.spent == pytest.approx(0.032)
+    assert (f"the ledger records 3 image(s) of these options as made in another folder (as {first}{os.sep}" in caplog.text
+            and f"not in {out}: this run makes those of its sources again, paid again" in caplog.text)
+    assert sorted(pd.read_csv(out / "manifest.csv")["uri"]) == [str(p) for p in _outputs(out)] and len(_outputs(out)) == 2
+    again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (again.done, again.skipped, server.billable) == (1, 2, 6) and len(_outputs(out)) == 3
+    assert sorted(pd.read_csv(out / "manifest.csv")["uri"]) == [str(p) for p in _outputs(out)]
+    assert len(pd.read_csv(first / "manifest.csv")) == 3 and len(_outputs(first)) == 3  # the first folder untouched
+
+
+def test_a_done_image_cut_short_or_empty_in_out_is_made_again_and_paid_with_a_warning(server, photos, tmp_path, caplog):
+    """A half-copied (truncated) or empty image in --out counted as done, with or without the ledger."""
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")  # a JPEG photo's saved as a JPEG
+    out = tmp_path / "out"
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    jpeg, png, empty = sorted(_outputs(out), key=lambda p: p.suffix)
+    for path in (jpeg, png):
+        path.write_bytes(path.read_bytes()[:-20])
+    empty.write_bytes(b"")
+    report = run_openai(str(photos), str(out), config, max_total_spend=0.096, client=make_client(max_retries=0))
+    assert (report.missing, report.done, report.skipped, server.billable) == (3, 3, 0, 6)
+    assert report.spent == pytest.approx(0.048) and report.spent_before == pytest.approx(0.048)
+    assert f"making {jpeg} again (paid again): the file there is cut short" in caplog.text
+    assert f"making {empty} again (paid again): the file there is empty" in caplog.text
+    assert all(Image.open(path).load() is not None for path in (jpeg, png, empty))
+    (out / LEDGER_NAME).unlink()  # a rerun elsewhere: the manifest's row was taken unread
+    png.write_bytes(png.read_bytes()[:100])
+    again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert (again.done, again.skipped, server.billable) == (1, 2, 7) and Image.open(png).load() is not None
 
 
 def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):

@@ -18,7 +18,8 @@ class RunReport:
     failed: int = 0
     unresolved: int = 0
     missing: int = 0
-    """Jobs the ledger records as done whose output `out` no longer holds (deleted): they are made again, paid again."""
+    """Jobs the ledger records as done whose output `out` no longer holds: deleted, damaged (empty or cut short), or in
+    another folder (a ledger copied into `out` without its images). They are made again, paid again."""
     spent: float = 0.0
     """Estimated spend of this run: its images billed, and its lost answers (`maybe`)."""
     maybe: float = 0.0

@@ -33,7 +33,7 @@ import openai  # and the client in another found it half imported (an AttributeE
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, StorageUnavailableError
 from fakescope.generate._budget import Budget, RunReport, count_tokens
 from fakescope.generate._client import Unsent
-from fakescope.generate._outputs import Made, finish
+from fakescope.generate._outputs import Made, finish, in_out
 from fakescope.generate._plan import Job, jobs
 from fakescope.generate.lease import Lease
 from fakescope.generate.ledger import DONE, RUNNING, JobRecord, Ledger
@@ -284,8 +284,9 @@ class Run:
             log.warning("job %s failed: %s", job.stem, reason)
 
     def _write_manifest(self) -> None:
-        """Merge the rows of every done job into `out`'s manifest."""
-        rows = [json.loads(record.row) for record in self.book.jobs(DONE) if record.row]
+        """Merge the rows of every done job whose image is in `out` into its manifest (not those a ledger copied from
+        another folder records there)."""
+        rows = [row for record in self.book.jobs(DONE) if record.row and in_out(self.out, (row := json.loads(record.row))["uri"])]
         if rows:
             self.report.manifest = storage.join(self.out, self.manifest_name)
             append_manifest(self.report.manifest, rows, drop=self.made.moved)

@@ -11,7 +11,7 @@ from PIL import Image
 from fakescope.errors import ImageLoadError
 from fakescope.generate._encoding import encode, encoding_of
 from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, files_in, output_uri
-from fakescope.generate.ledger import JobRecord
+from fakescope.generate.ledger import DONE, JobRecord
 from fakescope.generate.manifest import manifest_row, manifest_rows
 from fakescope.generate.openai_images import OpenAIImagesConfig, crop_box, upload_size
 from fakescope.io import storage
@@ -111,8 +111,10 @@ class Made:
         return {uri for uri, key in found if key is not None and key not in paid}
 
     def holds(self, uri: str | None) -> bool:
-        """Whether the output of a done job still exists: in the listing, else (an output outside `out`) asked for itself."""
-        return uri is not None and (uri in self.files or storage.exists(uri))
+        """Whether `out` still holds the output of a done job, whole (`damage`): in the listing, else asked for itself.
+        One in another folder (a ledger copied into an empty `out` without its images) is not held: it is made here."""
+        return (uri is not None and in_out(self.out, uri) and (uri in self.files or storage.exists(uri))
+                and damage(uri) is None)
 
     def row(self, job: Job, config: OpenAIImagesConfig) -> dict | None:
         """The manifest row of `job`'s output if `out` holds it, its manifest's row reused, else read; else None."""
@@ -122,6 +124,9 @@ class Made:
             self._elsewhere = {listed.rsplit("/", 1)[-1]: listed for listed in self.rows if listed not in files}
         for uri in (output_uri(job, self.out, config, extension) for extension in OUTPUT_FORMATS):
             if uri not in files:
+                continue
+            if (why := damage(uri)) is not None:
+                log.warning("making %s again (paid again): the file there is %s", uri, why)
                 continue
             listed = uri if uri in self.rows else self._elsewhere.get(uri.rsplit("/", 1)[-1])
             if listed is not None and (row := self.rows[listed]).get("pair_id") == job.source_sha256:
@@ -134,3 +139,40 @@ class Made:
             except ImageLoadError as exc:
                 log.warning("making %s again: the existing file is unreadable (%s)", uri, exc)
         return None
+
+
+def in_out(out: str, uri: str) -> bool:
+    """Whether `uri` names a file directly in `out`."""
+    return uri == storage.join(out, uri.rsplit("/", 1)[-1])
+
+
+def done_elsewhere(records: Iterable[JobRecord], out: str, held: Iterable[str], config: OpenAIImagesConfig) -> list[str]:
+    """The images of `config`'s done jobs in `records` saved in another folder than `out` (a ledger copied into `out`
+    without them), whose names `out` (listed as `held`) lacks: a run into `out` makes them again."""
+    names, params_hash = {uri.rsplit("/", 1)[-1] for uri in held}, config.params_hash()
+    return [record.output for record in records
+            if record.state == DONE and (record.model, record.mode, record.params_hash) == (config.model, config.mode,
+                                                                                            params_hash)
+            and record.output and not in_out(out, record.output) and record.output.rsplit("/", 1)[-1] not in names]
+
+
+def damage(uri: str) -> str | None:
+    """What is wrong with the image file `uri` (a local one: an object store's upload is whole or absent), known from its
+    first and last bytes only, not decoded: `empty`, or `cut short` (a PNG without its IEND chunk, a JPEG without its
+    end marker, a WebP shorter than its header says, such as a half-copied file); None where it looks whole."""
+    if storage.is_remote(uri):
+        return None
+    try:
+        with open(uri.removeprefix("file://"), "rb") as handle:
+            head = handle.read(12)
+            size = handle.seek(0, io.SEEK_END)
+            handle.seek(max(size - 12, 0))
+            tail = handle.read()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not size:
+        return "empty"
+    whole = {b"\x89PNG": tail.endswith(b"IEND\xaeB`\x82"), b"\xff\xd8\xff": tail.endswith(b"\xff\xd9"),
+             b"RIFF": head[8:12] == b"WEBP" and int.from_bytes(head[4:8], "little") + 8 <= size}
+    return next((None if ok else "cut short" for magic, ok in whole.items() if head.startswith(magic)),
+                "not a PNG, JPEG or WebP image")

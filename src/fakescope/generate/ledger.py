@@ -4,8 +4,9 @@ Each job is one billable image: key = (input sha256, mode, model, params hash, i
 moves `pending -> running -> done` (or `failed`). It is marked `running`, with the price it is sent at, *before*
 its request is sent; the response bytes, once they decode as an image, are written to a spool file
 (fsynced) before anything else, and the output URI is recorded with `done` afterwards. On
-resume, `done` jobs are skipped while their output exists (the runner lists the output folder once);
-one deleted since is made, and paid for, again.
+resume, `done` jobs are skipped while the output folder holds their output, whole (the runner lists it once and
+reads each output's first and last bytes); one deleted, damaged or left in another folder since is made, and paid for,
+again.
 
 Crash between the server's response and the ledger write, or an output that could not be
 written (the job is then `failed`, its cost counted): if the spool file exists, the job is finished

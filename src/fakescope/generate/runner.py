@@ -23,6 +23,7 @@ from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError
 from fakescope.generate._budget import Budget, RunReport
 from fakescope.generate._loop import Run
+from fakescope.generate._outputs import done_elsewhere
 from fakescope.generate._plan import files_in, planned, planned_sources
 from fakescope.generate._settings import check_earlier_format, check_recorded, check_settings, check_stretched, paid_jobs
 from fakescope.generate._sources import read_sources
@@ -133,8 +134,10 @@ def run_openai(
     Returns:
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
         with `stopped="interrupted"` (one before the first job raises `KeyboardInterrupt`, `out`'s lease and the ledger
-        let go of either way). A job the ledger records as done is skipped only while `out` holds its output
-        (one listing of `out`, not a request per image); one deleted since is made, and paid for, again (`missing`).
+        let go of either way). A job the ledger records as done is skipped only while `out` holds its output, whole
+        (one listing of `out`, not a request per image; a local output's first and last bytes read, `_outputs.damage`);
+        one deleted, damaged or saved in another folder (a ledger copied without its images; warned of, with how many,
+        before `confirm`) is made, and paid for, again (`missing`).
 
     Raises:
         ConfigError, StorageError: `src` is missing or gives no source (no image; in `generate` mode, not UTF-8 text or
@@ -169,6 +172,10 @@ def run_openai(
         check_recorded(paid, rows, config, held)
         check_earlier_format(out, held, config)  # images without a ledger or manifest row: known by their names
     check_stretched(out, held, rows, config)  # the same names: a second set cannot be made beside them
+    if elsewhere := done_elsewhere(paid_jobs(Path(report.ledger)) if new_settings else paid, out, held, config):
+        log.warning("the ledger records %d image(s) of these options as made in another folder (as %s), not in %s: "
+                    "this run makes those of its sources again, paid again (counted in its plan and budgets); to keep "
+                    "them unpaid, stop it and copy them into %s", len(elsewhere), elsewhere[0], out, out)
     if confirm is not None:
         confirm(*planned(src, out, config, split, listed))
     lease = Lease(out, lease_seconds)
@@ -181,6 +188,7 @@ def run_openai(
                    max_wait=max_wait)
         run.run(itertools.chain([first], sources))
     if report.missing:
-        log.warning("%d image(s) the ledger records as made were no longer in %s: they are made (and paid for) again",
+        log.warning("%d image(s) the ledger records as made were not in %s (deleted, damaged, or in another folder): "
+                    "they are made (and paid for) again",
                     report.missing, out)
     return report
