@@ -117,7 +117,8 @@ class Made:
                 and damage(uri) is None)
 
     def row(self, job: Job, config: OpenAIImagesConfig) -> dict | None:
-        """The manifest row of `job`'s output if `out` holds it, its manifest's row reused, else read; else None."""
+        """The manifest row of `job`'s output if `out` holds it whole (`damage`; a damaged one is warned of, to be made
+        again), its manifest's row reused, else read; else None."""
         files = self.files  # listed first: an unreachable `out` fails naming itself, not its manifest
         if self.rows is None:
             self.rows = manifest_rows(self.manifest)
