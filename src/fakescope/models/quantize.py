@@ -2,8 +2,10 @@
 
 Weights are int8 per output channel and activations uint8 with ranges taken (min-max) from
 calibration tiles cut as the `Detector` cuts them (QDQ format, which onnxruntime fuses into int8
-convolutions: VNNI instructions on x86). Scores differ slightly from fp32 (docs/scale.md has the
-measured speed, AUC and P(ai) changes), so it is never chosen by default. `export_int8` writes the
+convolutions: VNNI instructions on x86). Weights use 7 of their 8 bits (`reduce_range`): an x86 CPU without VNNI
+multiplies uint8 by int8 in pairs summed into int16, which saturates with full-range weights. Scores differ from fp32,
+slightly on a CPU with VNNI and more without (docs/scale.md has the measured speed, AUC and P(ai) changes; loading an
+int8 network on a CPU known to lack VNNI logs one warning), so it is never chosen by default. `export_int8` writes the
 quantized network into the user cache beside the fp32 export, under a key of the weights' sha256
 and the exporter and onnxruntime versions; `int8_network` loads it and refuses to run without it
 (the calibration images must come from the user), so an export for other weights or versions is
@@ -34,11 +36,17 @@ _BATCH = 8
 log = logging.getLogger(__name__)
 
 
+QUANTIZATION = "qdq-u8s8-per-channel-reduce-range"
+"""How `export_int8` quantizes, in the cache key: an export made otherwise (full-range weights, before 2026-11-28) is
+not used."""
+
+
 def int8_path(model: LoadedModel, cache: str | os.PathLike | None = None) -> Path:
-    """Where the model's int8 export is cached: keyed by its weights and the exporter and onnxruntime versions."""
+    """Where the model's int8 export is cached: keyed by its weights, the exporter and onnxruntime versions and how it
+    quantizes (`QUANTIZATION`)."""
     import onnxruntime
 
-    return cached_path(model, cache, kind="int8", versions=f" ort={onnxruntime.__version__}")
+    return cached_path(model, cache, kind="int8", versions=f" ort={onnxruntime.__version__} {QUANTIZATION}")
 
 
 def int8_network(model: LoadedModel, *, threads: int | None = None, cache: str | os.PathLike | None = None) -> OnnxNetwork:
@@ -47,7 +55,25 @@ def int8_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     Raises:
         ConfigError: no int8 export of these weights (or of them under this torch, timm or onnxruntime) is cached.
     """
+    if cpu_has_vnni() is False:
+        log.warning(NO_VNNI)
     return OnnxNetwork(_cached_int8(model, cache), threads=threads)
+
+
+VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+NO_VNNI = ("precision int8: this CPU has no VNNI instructions, so int8 scores drift further from fp32 (on one such CPU "
+           "AUC 0.942 -> 0.934 and 9% of verdicts changed on the test split; docs/scale.md); fp32 is the safer choice")
+
+
+def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the x86 CPU has VNNI int8 instructions (`VNNI_FLAGS` in its Linux flags); None where that cannot be read
+    (another OS, another architecture)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else not VNNI_FLAGS.isdisjoint(flags.partition(":")[2].split())
 
 
 def int8_sha256(model: LoadedModel, cache: str | os.PathLike | None = None) -> str:
@@ -157,7 +183,7 @@ def export_int8(model: LoadedModel, data: str, target: str | os.PathLike | None 
         pre = Path(tmp, "pre.onnx")
         quant_pre_process(str(fp32), str(pre))
         quantize_static(str(pre), str(Path(tmp, "int8.onnx")), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
         quantized = Path(tmp, "int8.onnx").read_bytes()
         for out in [path] + ([target] if target is not None else []):
             storage.write_bytes(str(out), quantized)  # under a temporary name, renamed: never half a file
