@@ -496,7 +496,8 @@ def test_a_ledger_copied_into_an_empty_out_makes_its_images_there_again_counted_
 
 
 def test_a_done_image_cut_short_or_empty_in_out_is_made_again_and_paid_with_a_warning(server, photos, tmp_path, caplog):
-    """A half-copied (truncated) or empty image in --out counted as done, with or without the ledger."""
+    """A half-copied (truncated) or empty image in --out counted as done, with or without the ledger; the plan printed
+    before the run counted it as made too, so it understated the requests the budgets then counted."""
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")  # a JPEG photo's saved as a JPEG
     out = tmp_path / "out"
     run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
@@ -504,7 +505,10 @@ def test_a_done_image_cut_short_or_empty_in_out_is_made_again_and_paid_with_a_wa
     for path in (jpeg, png):
         path.write_bytes(path.read_bytes()[:-20])
     empty.write_bytes(b"")
-    report = run_openai(str(photos), str(out), config, max_total_spend=0.096, client=make_client(max_retries=0))
+    plans = []
+    report = run_openai(str(photos), str(out), config, max_total_spend=0.096, client=make_client(max_retries=0),
+                        confirm=lambda *plan: plans.append(plan))
+    assert plans == [(3, 3, 0)]  # (sources, requests, made)
     assert (report.missing, report.done, report.skipped, server.billable) == (3, 3, 0, 6)
     assert report.spent == pytest.approx(0.048) and report.spent_before == pytest.approx(0.048)
     assert f"making {jpeg} again (paid again): the file there is cut short" in caplog.text
@@ -512,7 +516,9 @@ def test_a_done_image_cut_short_or_empty_in_out_is_made_again_and_paid_with_a_wa
     assert all(Image.open(path).load() is not None for path in (jpeg, png, empty))
     (out / LEDGER_NAME).unlink()  # a rerun elsewhere: the manifest's row was taken unread
     png.write_bytes(png.read_bytes()[:100])
-    again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0),
+                       confirm=lambda *plan: plans.append(plan))
+    assert plans[1] == (3, 1, 2)
     assert (again.done, again.skipped, server.billable) == (1, 2, 7) and Image.open(png).load() is not None
 
 

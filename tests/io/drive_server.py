@@ -7,7 +7,7 @@ for a parent that does not exist), `files.get` with `alt=media` (403 `fileNotDow
 answers; a `Range: bytes=A-B` header answered 206 with that slice, or 416 for an empty file, as Drive does; the bytes
 sent counted in `calls["downloaded_bytes"]`), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`,
 `files.delete` (404 for a create into a folder that does not exist, as Drive answers); every file has a `createdTime` and a `modifiedTime` (a write's), by this server's clock, listed
-and answered where `fields` names them.
+and answered where `fields` names them, as is a file's `size` (a string, as Drive's).
 Requests must carry `Authorization: Bearer <token>` (others get 401); `readonly_token` may
 list and download but gets 403 `insufficientPermissions` on every write. `fail()` makes the next
 requests of one kind answer an error (a rate limit, a 503), as Drive does under load.
@@ -192,6 +192,10 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
                 size = min(size, drive.page_cap or size)
                 keys = ("id", "name", "mimeType", "shortcutDetails", *_asked(params, "createdTime", "modifiedTime"))
                 page = [{k: f[k] for k in keys if k in f} for f in found[start:start + size]]
+                if _asked(params, "size"):  # blobs only, as Drive answers
+                    for item in page:
+                        if item["id"] in drive.contents:
+                            item["size"] = str(len(drive.contents[item["id"]]))
                 payload = {"files": page}
                 if start + size < len(found) and ("fields" not in params or _asked(params, "nextPageToken")):
                     payload["nextPageToken"] = str(start + size)

@@ -97,12 +97,47 @@ def test_openai_rerun_into_s3_remakes_only_the_outputs_deleted_from_the_bucket(s
         monkeypatch.setattr(storage, "exists", lambda uri: checked.append(uri) or exists(uri))
         again = CliRunner().invoke(app, args)
         assert again.exit_code == 0 and "done 2, already done 2," in again.stdout and server.billable == 6, again.output
-        assert again.stderr == (f"warning: 2 image(s) the ledger records as made were no longer in {out}: they are made "
-                                "(and paid for) again\n")
+        assert again.stderr == (f"warning: 2 image(s) the ledger records as made were not in {out} (deleted, damaged, or "
+                                "in another folder): they are made (and paid for) again\n")
         assert sorted(uri for uri in checked if uri.endswith(".png")) == gone  # the two listed missing, none of the others
         assert all(storage.exists(uri) for uri in gone)
         last = CliRunner().invoke(app, args)
         assert last.exit_code == 0 and "done 0, already done 4," in last.stdout and not last.stderr and server.billable == 6
+    finally:
+        server.stop()
+
+
+def test_openai_rerun_into_s3_remakes_a_zero_byte_output_with_a_warning(s3_bucket, tmp_path, monkeypatch, caplog):
+    """A zero-byte object at a done output's name (an upload of nothing) was taken as made, in the plan and the run, with
+    or without the ledger: its size is now asked (a HEAD, no download) and it is made again, paid, with a warning."""
+    from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
+    from fakescope.generate.runner import run_openai
+
+    for i in range(3):
+        storage.write_bytes(f"s3://{s3_bucket}/real/{i}.png", _png((48, 48), i))
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    out, config = f"s3://{s3_bucket}/fake", OpenAIImagesConfig(model="dall-e-2", size="256x256")
+    plans = []
+
+    def run(ledger: str) -> object:
+        return run_openai(f"s3://{s3_bucket}/real", out, config, ledger=tmp_path / ledger, confirm=lambda *p: plans.append(p),
+                          client=make_client(max_retries=0))
+
+    try:
+        run("ledger.sqlite")
+        empty = sorted(_manifest(f"{out}/manifest.csv")["uri"])[0]
+        for ledger, paid in (("ledger.sqlite", 4), ("elsewhere.sqlite", 5)):  # the ledger's done job; another machine's
+            storage.write_bytes(empty, b"")
+            read, read_bytes = [], storage.read_bytes
+            monkeypatch.setattr(storage, "read_bytes", lambda uri, **options: read.append(uri) or read_bytes(uri, **options))
+            report = run(ledger)
+            monkeypatch.setattr(storage, "read_bytes", read_bytes)
+            assert plans[-1] == (3, 1, 2) and (report.done, report.skipped, server.billable) == (1, 2, paid)
+            assert f"making {empty} again (paid again): the file there is empty" in caplog.text
+            assert empty not in read and storage.size(empty) > 0
+            caplog.clear()
     finally:
         server.stop()
 

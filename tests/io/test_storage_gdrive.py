@@ -41,6 +41,17 @@ def test_small_upload_is_multipart_and_round_trips(drive_env):
     assert not storage.exists(f"gdrive://{drive_env.root_id}/faces/real/0002.png")
 
 
+def test_size_is_asked_without_a_download(drive_env):
+    """`storage.size` (a resumed generation's check for an empty output) reads the size Drive records, not the file."""
+    uri = f"gdrive://{drive_env.root_id}/fakes/a.png"
+    storage.write_bytes(uri, b"x" * 300)
+    storage.write_bytes(f"gdrive://{drive_env.root_id}/fakes/empty.png", b"")
+    assert (storage.size(uri), storage.size(f"gdrive://{drive_env.root_id}/fakes/empty.png")) == (300, 0)
+    assert drive_env.calls["downloaded_bytes"] == 0
+    with pytest.raises(StorageError, match="no such file"):
+        storage.size(f"gdrive://{drive_env.root_id}/fakes/b.png")
+
+
 def test_large_upload_is_resumable_in_chunks_and_overwrites(drive_env):
     backend = DriveStorage(resumable_threshold=256 * 1024)
     uri = f"gdrive://{drive_env.root_id}/big.bin"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from fakescope.errors import ImageLoadError
 from fakescope.generate._encoding import encode, encoding_of
-from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, files_in, output_uri
+from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, damage, files_in, output_uri
 from fakescope.generate.ledger import DONE, JobRecord
 from fakescope.generate.manifest import manifest_row, manifest_rows
 from fakescope.generate.openai_images import OpenAIImagesConfig, crop_box, upload_size
@@ -156,24 +156,3 @@ def done_elsewhere(records: Iterable[JobRecord], out: str, held: Iterable[str], 
                                                                                             params_hash)
             and record.output and not in_out(out, record.output) and record.output.rsplit("/", 1)[-1] not in names]
 
-
-def damage(uri: str) -> str | None:
-    """What is wrong with the image file `uri` (a local one: an object store's upload is whole or absent), known from its
-    first and last bytes only, not decoded: `empty`, or `cut short` (a PNG without its IEND chunk, a JPEG without its
-    end marker, a WebP shorter than its header says, such as a half-copied file); None where it looks whole."""
-    if storage.is_remote(uri):
-        return None
-    try:
-        with open(uri.removeprefix("file://"), "rb") as handle:
-            head = handle.read(12)
-            size = handle.seek(0, io.SEEK_END)
-            handle.seek(max(size - 12, 0))
-            tail = handle.read()
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
-    if not size:
-        return "empty"
-    whole = {b"\x89PNG": tail.endswith(b"IEND\xaeB`\x82"), b"\xff\xd8\xff": tail.endswith(b"\xff\xd9"),
-             b"RIFF": head[8:12] == b"WEBP" and int.from_bytes(head[4:8], "little") + 8 <= size}
-    return next((None if ok else "cut short" for magic, ok in whole.items() if head.startswith(magic)),
-                "not a PNG, JPEG or WebP image")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -48,11 +49,13 @@ def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = 
     where `planned_sources` listed them already), the requests it may send at most (`sources * config.n` less `made`;
     copies are skipped too), and how many of those images `out` holds already, known by their names: a prompt's
     number, hash and image index; an image source's name stem and image index only (so one replaced by another of its
-    name counts as made: a guess, not a bound)."""
+    name counts as made: a guess, not a bound). A damaged one (`damage`: empty, cut short) is not made: the run makes
+    it again."""
     sources = planned_sources(src, out, config, split) if sources is None else sources
     names = output_names(config)
     held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[6]))
-                   for uri in files_in(storage.absolute(out)) if (match := names.search(uri.rsplit("/", 1)[-1])))
+                   for uri in files_in(storage.absolute(out))
+                   if (match := names.search(uri.rsplit("/", 1)[-1])) and damage(uri) is None)
     wanted = Counter((_cut_stem(stem, config, index), digest and digest[:8], index)
                      for _, stem, digest in sources for index in range(config.n))
     made = sum(min(count, held[key]) for key, count in wanted.items())
@@ -109,3 +112,26 @@ def any_output(name: str) -> tuple[str, str, str, str, int] | None:
 def files_in(out: str) -> list[str]:
     """The files directly in `out` (one paged listing); none where it does not exist yet."""
     return list(storage.list_files(out, recursive=False)) if storage.exists(out) else []
+
+
+def damage(uri: str) -> str | None:
+    """What is wrong with the image file `uri`, known without reading it whole: `empty` (an object store's by its size,
+    one request), or, for a local one, by its first and last bytes, not decoded, `cut short` (a PNG without its IEND
+    chunk, a JPEG without its end marker, a WebP shorter than its header says, such as a half-copied file); None where it
+    looks whole. A run makes a damaged one again, and its plan counts it as a request (`planned`)."""
+    if storage.is_remote(uri):
+        return "empty" if storage.size(uri) == 0 else None  # an upload is whole or absent, yet may be of no bytes
+    try:
+        with open(uri.removeprefix("file://"), "rb") as handle:
+            head = handle.read(12)
+            size = handle.seek(0, io.SEEK_END)
+            handle.seek(max(size - 12, 0))
+            tail = handle.read()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not size:
+        return "empty"
+    whole = {b"\x89PNG": tail.endswith(b"IEND\xaeB`\x82"), b"\xff\xd8\xff": tail.endswith(b"\xff\xd9"),
+             b"RIFF": head[8:12] == b"WEBP" and int.from_bytes(head[4:8], "little") + 8 <= size}
+    return next((None if ok else "cut short" for magic, ok in whole.items() if head.startswith(magic)),
+                "not a PNG, JPEG or WebP image")

@@ -101,6 +101,12 @@ class LocalStorage:
         with os.scandir(path) as entries:
             return any(entries)
 
+    def size(self, uri: str) -> int:
+        try:
+            return os.stat(_path_of(uri)).st_size
+        except OSError as exc:
+            raise _error("read", uri, exc) from None
+
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[str]:

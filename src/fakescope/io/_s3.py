@@ -161,6 +161,11 @@ class S3Storage:
         server_now = email.utils.parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"])
         return Head(answer["ETag"], answer["LastModified"], server_now)
 
+    def size(self, uri: str) -> int:
+        bucket, key = split_s3_uri(uri)
+        with _translated_errors("check", uri, bucket):
+            return self.client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+
     def put_if_absent(self, uri: str, data: bytes) -> str | None:
         """Write a small object only where none exists (`If-None-Match: *`): its ETag, or None where one exists."""
         return self._on_condition("write", uri, lambda bucket, key: self.client.put_object(

@@ -44,6 +44,8 @@ class Storage(Protocol):
 
     def exists(self, uri: str) -> bool: ...
 
+    def size(self, uri: str) -> int | None: ...
+
     def remove(self, uri: str) -> None: ...
 
     def list_files(
@@ -144,6 +146,12 @@ def remove(uri: str) -> None:
 def exists(uri: str) -> bool:
     """True if `uri` names an existing file or a non-empty folder/prefix."""
     return get_storage(uri).exists(uri)
+
+
+def size(uri: str) -> int | None:
+    """A file's size in bytes, asked of its storage without reading it (one request where remote); None where the
+    storage does not say. A missing file raises `StorageError`."""
+    return get_storage(uri).size(uri)
 
 
 def list_files(uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True) -> Iterator[str]:

@@ -78,7 +78,7 @@ class DriveFolders(DriveClient):
     def _find_child(self, parent: str, name: str, cached: bool = False) -> dict[str, str] | None:
         """The oldest live file named `name` in folder `parent` (of two made in one millisecond, the lower id); None
         also when `parent` does not exist (404), unless its id was `cached` (`Gone`)."""
-        found = self._list_named(parent, name, f"files({FIELDS},createdTime)", cached)
+        found = self._list_named(parent, name, f"files({FIELDS},createdTime,size)", cached)
         return followed(min(found, key=oldest_first)) if found else None
 
     def _list_named(self, parent: str, name: str, fields: str, cached: bool) -> list[dict[str, str]] | None:

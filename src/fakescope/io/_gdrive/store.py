@@ -88,6 +88,16 @@ class DriveStorage(DriveTwins):
                 return True
             return next(iter(self._children(item["id"], page_size=1)), None) is not None
 
+    def size(self, uri: str) -> int | None:
+        """The size Drive records (None for a Google Docs Editors file, which has none)."""
+        with translated_errors("check", uri):
+            item = self._resolve(uri)
+        if item is None:
+            raise StorageError("no such file", source=uri)
+        if item["mimeType"] == FOLDER_MIME:
+            raise StorageError("a folder, not a file", source=uri)
+        return int(item["size"]) if "size" in item else None
+
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[str]:
