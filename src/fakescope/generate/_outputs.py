@@ -78,8 +78,8 @@ def _row(job: Job, uri: str, loaded: LoadedImage, data: bytes, config: OpenAIIma
 
 
 class Made:
-    """The images `out` already holds, listed once (one paged listing, not a request per image) before the first job, and
-    its manifest, read at the first job the ledger does not know as done.
+    """The images `out` already holds, listed once (one paged listing) before the first job, each checked whole
+    (`damage`), and its manifest, read at the first job the ledger does not know as done.
 
     `out` is the record of what was made: an image at a job's output name is that job done, wherever it ran. Its
     manifest's row is found by the image's uri, else by its name where the row's uri is elsewhere (a folder moved or

@@ -417,7 +417,7 @@ def _send(client, config: OpenAIImagesConfig, source: bytes | None, prompt: str 
     if config.quality and not (config.mode == "variation" and config.legacy):
         options["quality"] = config.quality
     if config.mode == "variation" and config.legacy:
-        quiet_variation_warning()
+        quiet_variation_warning()  # process-wide on purpose: the run's worker threads send at once (see there)
         return client.images.with_raw_response.create_variation(image=prepare_upload(source, config), **options)
     if config.mode == "generate":
         return client.images.with_raw_response.generate(prompt=prompt, **options)
@@ -453,8 +453,11 @@ def _refusal(exc, model: str) -> ConfigError | None:
 def quiet_variation_warning() -> None:
     """Keep out of stderr the `openai` client's DeprecationWarning for `images.create_variation` (dall-e-2's variations
     endpoint, chosen on purpose), only as called here (through its `with_raw_response` wrapper, which the warning names).
-    Idempotent and process-wide, as one filter list entry, never through `warnings.catch_warnings`: that swaps global
-    state, so the worker threads racing in it lose warnings."""
+    Idempotent and process-wide, as one filter list entry, never scoped to the request by `warnings.catch_warnings`:
+    before Python 3.14's context-aware warnings (on by default only in free-threaded builds) it saves and restores the
+    module-global filter list, so a run's worker threads, each sending requests at once, would restore one another's
+    lists out of order, leaving a filter in place or dropping others' (the `warnings` docs call it not thread-safe).
+    This entry hides that message from these two modules only, and no other warning."""
     message, module = re.compile(r"deprecated\Z", re.I), re.compile(rf"({re.escape(__name__)}|openai\._legacy_response)\Z")
     if ("ignore", message, DeprecationWarning, module, 0) not in warnings.filters:
         warnings.filterwarnings("ignore", message.pattern, DeprecationWarning, module.pattern)

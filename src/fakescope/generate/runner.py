@@ -135,7 +135,7 @@ def run_openai(
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
         with `stopped="interrupted"` (one before the first job raises `KeyboardInterrupt`, `out`'s lease and the ledger
         let go of either way). A job the ledger records as done is skipped only while `out` holds its output, whole
-        (one listing of `out`, not a request per image; a local output's first and last bytes read, `_outputs.damage`);
+        (one listing of `out`; a local output's first and last bytes read, a remote one's size asked, `_plan.damage`);
         one deleted, damaged or saved in another folder (a ledger copied without its images; warned of, with how many,
         before `confirm`) is made, and paid for, again (`missing`).
 
