@@ -160,9 +160,12 @@ class Detector:
         name_or_path: str | os.PathLike | None = None,
         *,
         device: str = "auto",
+        progress: bool | None = None,
         **kwargs: Any,
     ) -> Detector:
         """Load a bundled model name, a local model path or `hf://owner/name` (default: the bundled model).
+
+        `progress`: show a Hub download's progress bars on stderr (default: when stderr is a terminal).
 
         `runtime="onnx"` (or `precision="int8"`) runs the network through onnxruntime on the CPU (`auto` then means `cpu`);
         `runtime="auto"` picks onnx on the CPU when onnxruntime is installed and the network exports,
@@ -172,7 +175,7 @@ class Detector:
         device = "cpu" if (onnx or not gpu_driver_present()) and str(device) == "auto" else device
         resolved = "cpu" if str(device) == "cpu" else resolve_device(device)  # the CPU: no torch to load
         # lazy: the torch runtime builds the network in the constructor; onnx finds a cached export without it
-        return cls(load_model(name_or_path, device=resolved, lazy=True), device=resolved, **kwargs)
+        return cls(load_model(name_or_path, device=resolved, lazy=True, progress=progress), device=resolved, **kwargs)
 
     @property
     def device(self) -> torch.device:

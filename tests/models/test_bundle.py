@@ -379,6 +379,7 @@ def unreachable_hub(tmp_path, monkeypatch) -> Iterator[str]:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(constants, "ENDPOINT", endpoint)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))  # read at import, as ENDPOINT
         yield endpoint
 
 
@@ -567,7 +568,7 @@ def test_hf_load_failures_say_why_in_one_line(tiny_model_dir, loopback_hub):
     for ref, reason in why.items():
         result = CliRunner().invoke(app, ["models", "info", f"hf://{ref}"])
         assert (result.exit_code, result.stdout) == (2, "")
-        assert result.stderr.split("\n")[-2:] == [f"error: hf://{ref}: {reason}", ""]  # after owner/bare's progress bar
+        assert result.stderr == f"error: hf://{ref}: {reason}\n"  # no progress bar before it: stderr is no terminal
 
 
 def test_push_then_load_round_trips_through_the_hub_in_one_commit(tiny_model_dir, loopback_hub, reference_logits):
@@ -577,6 +578,22 @@ def test_push_then_load_round_trips_through_the_hub_in_one_commit(tiny_model_dir
     assert loopback_hub.repos["owner/tiny"]["README.md"].startswith(b"---\nlicense: ")
     assert set(loopback_hub.tokens) == {"Bearer hf_fakescope_test_dummy"}
     assert torch.equal(_outputs("hf://owner/tiny"), reference_logits)
+
+
+def test_a_hub_download_shows_its_progress_bars_only_as_progress_says(tiny_model_dir, loopback_hub, image_factory, tmp_path):
+    """`detect --no-progress` (and a stderr that is no terminal) printed huggingface_hub's 'Fetching 3 files' bar."""
+    from fakescope.cli import app
+
+    push_model(tiny_model_dir, "owner/tiny")
+    image = str(image_factory.file(tmp_path / "a.png"))
+    for flags, shown in (["--no-progress"], False), ([], False), (["--progress"], True):
+        shutil.rmtree(tmp_path / "hf-home", ignore_errors=True)  # downloaded afresh each time
+        result = CliRunner().invoke(app, ["detect", "-m", "hf://owner/tiny", "-f", "jsonl", *flags, image])
+        assert result.exit_code == 0, result.output
+        assert "Fetching 3 files" in result.stderr if shown else result.stderr == ""
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    assert not are_progress_bars_disabled()  # the bars were this call's, not turned off for the process
 
 
 def test_a_failed_push_leaves_the_hub_repo_as_it_was(tiny_model_dir, loopback_hub, tmp_path):

@@ -29,6 +29,7 @@ from fakescope.cli._options import (
     ThreadsOpt,
     ThresholdOpt,
     WorkersOpt,
+    show_progress,
     with_progress,
 )
 from fakescope.detection import CSV_FIELDS, csv_row, evidence_line
@@ -90,7 +91,8 @@ def detect(
         detector = Detector.load(model, device=device, batch_size=batch_size, workers=workers, processes=processes,
                                  provenance=provenance, threshold=threshold, runtime=runtime.value,
                                  grid=grid, threads=threads,
-                                 precision=precision.value, compile=compile_network, decode=decode.value)
+                                 precision=precision.value, compile=compile_network, decode=decode.value,
+                                 progress=show_progress(progress))
         sources = iter_sources(inputs)
         first = next(sources, None)
         if first is None:

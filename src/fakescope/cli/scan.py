@@ -26,6 +26,7 @@ from fakescope.cli._options import (
     ThreadsOpt,
     ThresholdOpt,
     WorkersOpt,
+    show_progress,
     with_progress,
 )
 from fakescope.cli.detect import Runtime, RuntimeOpt
@@ -103,7 +104,7 @@ def scan(
             from fakescope.detector import Detector
             from fakescope.scale.scan import scan as run
 
-            detector = Detector.load(batch_size=batch_size, **detector_kwargs)
+            detector = Detector.load(batch_size=batch_size, progress=show_progress(progress), **detector_kwargs)
             summary = run(with_progress(scan_sources(sources), progress), out, detector, rows_per_part=rows_per_part)
     if not summary.scanned and not summary.skipped:
         raise no_images()

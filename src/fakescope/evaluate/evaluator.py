@@ -117,7 +117,7 @@ def evaluate(
         examples: how many example images (mistakes first) the report shows.
         provenance: fuse C2PA / metadata / watermark evidence into the final probability.
         attributes: columns to slice by; default every low-cardinality extra column.
-        progress: count the images read on stderr.
+        progress: count the images read on stderr (and show a Hub download's progress bars).
         audit: check the rows for shortcuts (format, JPEG quality, size, metadata, watermark) that separate
             the labels, as `fakescope dataset audit` does, on a sample of about 1000 images per label.
 
@@ -151,7 +151,7 @@ def evaluate(
     if nested:  # else the slicing, after every image is scored, fails on them
         raise ConfigError(f"attribute column(s) {', '.join(nested)} hold lists or mappings, not one value per image to "
                           "slice by")
-    detector = _as_detector(model_or_detector, device, batch_size)  # after the checks: a typo waits for no model load
+    detector = _as_detector(model_or_detector, device, batch_size, progress)  # after the checks: a typo waits for no model load
     warn_repeated_uris(rows, f"split {split!r}", "scored")
     config = detector.model.config
     recipe = recipe_preprocessing(config)
@@ -278,14 +278,15 @@ def _record(row: pd.Series, item: LoadedImage, pixel: float, detector: Detector,
     }
 
 
-def _as_detector(model: Detector | LoadedModel | str | os.PathLike | None, device: str, batch_size: int) -> Detector:
+def _as_detector(model: Detector | LoadedModel | str | os.PathLike | None, device: str, batch_size: int,
+                 progress: bool) -> Detector:
     if isinstance(model, Detector):
         return model
     if isinstance(model, LoadedModel):
         from fakescope.detector import resolve_device
 
         return Detector(model, device=resolve_device(device), batch_size=batch_size, provenance=False)
-    return Detector.load(model, device=device, batch_size=batch_size, provenance=False)
+    return Detector.load(model, device=device, batch_size=batch_size, provenance=False, progress=progress)
 
 
 def check_bootstrap(n: int) -> None:

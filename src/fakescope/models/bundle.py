@@ -8,10 +8,12 @@ alone is a complete model. Models resolve from a bundled name, a local path, or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import stat
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,17 +96,17 @@ def save_model(network: nn.Module, config: ModelConfig, folder: str | Path, card
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
-               lazy: bool = False) -> LoadedModel:
+               lazy: bool = False, progress: bool | None = None) -> LoadedModel:
     """Resolve and load a model in eval mode on `device`.
 
     `lazy=True` reads only its config now and builds the network on first use (`LoadedModel`), so
-    weights that do not fit their architecture raise only then.
+    weights that do not fit their architecture raise only then. `progress`: as `resolve_model`'s.
 
     Raises:
         UnknownModelError: a bare name that is neither bundled nor a path.
         ModelLoadError: a path or hub repo that exists but holds no loadable model.
     """
-    location = resolve_model(name_or_path)
+    location = resolve_model(name_or_path, progress=progress)
     weights, config = _read_folder_or_file(location)
     model = LoadedModel(None, config, str(location), weights=weights, device=str(device))
     if not lazy:
@@ -139,11 +141,14 @@ def _build(config: ModelConfig, weights: Path | None, device: str) -> nn.Module:
     return network.eval().to(device)
 
 
-def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
-    """Turn a bundled name, a local path or an hf:// reference into a local folder or file."""
+def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool | None = None) -> Path:
+    """Turn a bundled name, a local path or an hf:// reference into a local folder or file.
+
+    `progress`: show the Hub download's progress bars on stderr (default: when stderr is a terminal).
+    """
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     if name.startswith("hf://"):
-        return _download_hub(name[len("hf://"):])
+        return _download_hub(name[len("hf://"):], sys.stderr.isatty() if progress is None else progress)
     if (BUNDLED_DIR / name / WEIGHTS_FILE).is_file():
         return BUNDLED_DIR / name
     path = Path(name).expanduser()
@@ -204,15 +209,18 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     return str(url)
 
 
-def _download_hub(ref: str) -> Path:
+def _download_hub(ref: str, progress: bool) -> Path:
     from huggingface_hub import snapshot_download
+    from tqdm.auto import tqdm
 
     from fakescope.io.storage import load_env_file
 
     load_env_file()  # HF_TOKEN for a private repo may live in .env
     repo_id, _, revision = ref.partition("@")
+    bars = None if progress else functools.partial(tqdm, disable=True)  # this call's bars: disable_progress_bars() is global
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, "README.md"]))
+        folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, "README.md"],
+                                        tqdm_class=bars))
     except (OSError, ValueError) as exc:  # the Hub's errors are OSErrors; a malformed repo id is a ValueError
         raise ModelLoadError(f"hf://{ref}: {_hub_failure(exc, repo_id, revision)}") from None
     if not (folder / WEIGHTS_FILE).is_file():
