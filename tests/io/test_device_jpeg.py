@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -74,6 +76,21 @@ def test_pixels_equal_the_host_decoders_in_any_chunking(image_factory):
         decoded = list(decode_jpegs(jpegs, sizes, torch.device("cpu"), max_pixels=max_pixels))
         assert [d.shape for d in decoded] == [(3, h, w) for w, h in sizes]
         assert all(np.array_equal(d.permute(1, 2, 0).numpy(), h) for d, h in zip(decoded, host))
+
+
+def test_torchvisions_decoder_deprecation_is_kept_out_of_stderr_and_nothing_else(image_factory):
+    """torchvision 0.29 deprecates decode_jpeg (for TorchCodec) on every call: `--decode device` printed it (-W default)."""
+    from torchvision.io import image as torchvision_image
+
+    jpeg = image_factory.bytes("JPEG", (64, 48))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(decode_jpegs([jpeg], [(64, 48)], torch.device("cpu")))
+        list(decode_jpegs([jpeg], [(64, 48)], torch.device("cpu")))  # the filter is added once
+        warnings.warn_explicit("another deprecation", DeprecationWarning, torchvision_image.__file__, 1,
+                               module="torchvision.io.image")
+        filters = [f for f in warnings.filters if f[1] is not None and f[1].pattern.startswith("The image decoding")]
+    assert [str(w.message) for w in caught] == ["another deprecation"] and len(filters) == 1
 
 
 def test_a_jpeg_the_decoder_refuses_costs_only_itself(image_factory):
