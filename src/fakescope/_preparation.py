@@ -50,7 +50,8 @@ BUSY_READS_PER_WORKER = 4
 """Storage reads in a row per decoding worker (at least one) that may stay busy past their retries before the run stops
 as an outage. The reads in flight at one moment (one per worker) can all meet one burst of throttling: a few such bursts
 become transient rows, while a store failing every read stops after about four retry periods (each busy read having
-outlasted its own retries: up to half a minute on S3, a minute on Drive)."""
+outlasted its own retries: up to half a minute on S3; on Drive a minute of backoff where it answers busy, ~7 minutes
+where it does not answer in time: 6 tries of the client's 60 s timeout plus that backoff)."""
 NO_PIXELS = np.empty(0, dtype=np.uint8)  # tiles not cut yet (left in a shared slot, or for the device)
 
 
