@@ -81,8 +81,8 @@ class Detector:
     so do the scores (measured on an H100: mean |change in P(ai)| 0.008, 1% of verdicts changed,
     docs/scale.md), so the host decoder, which every CPU run and the training used, is the default.
 
-    Threads may share one detector for `predict`, `stream` and `explain` (tiles), each call its own results and its
-    own count of busy storage reads in a row; Grad-CAM hooks into the shared network: one thread at a time (README).
+    Threads may share one detector for `predict`, `stream` and `explain` (every method), each call its own results and
+    its own count of busy storage reads in a row.
 
     Example:
         >>> detector = Detector.load()                     # bundled default model, offline

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -454,3 +457,36 @@ def test_a_spectral_cam_cell_is_the_logit_of_its_patch_through_the_whole_head():
         assert maps.mean() >= 0 and torch.allclose(
             network.forward_head(features.permute(0, 2, 3, 1).reshape(-1, 72, 1, 1)).reshape(2, 2, 3).mean((1, 2)),
             network(x), atol=1e-4)
+
+
+def _tiny_detector() -> tuple[Detector, torch.nn.Module]:
+    torch.manual_seed(0)
+    network = create_model("test_tiny").eval()
+    return Detector(LoadedModel(network, ModelConfig(name="tiny", architecture="test_tiny"), "memory"), provenance=False), \
+        feature_layer(network, torch.zeros(1, 3, 64, 64))
+
+
+def _in_threads(*calls):
+    """Each call's result, the calls run in threads of their own at once; a call's error is raised here."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [future.result() for future in [pool.submit(call) for call in calls]]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_two_threads_explaining_at_once_each_get_their_own_map(method):
+    """Grad-CAM's hooks sat on the shared network: each thread's hooks took the other's activations and gradients too,
+    so two maps made at once mixed. Both threads' passes now meet inside the feature layer before going on."""
+    detector, layer = _tiny_detector()
+    images = [Image.fromarray(smooth_field(seed, side)) for seed, side in ((3, 96), (4, 128))]
+    alone = [detector.explain(image, method) for image in images]
+    meet = threading.Barrier(2, timeout=10)
+
+    def wait_for_the_other(*_):
+        if torch.is_grad_enabled():  # the gradient passes
+            meet.wait()
+
+    layer.register_forward_pre_hook(wait_for_the_other)
+    together = _in_threads(*[functools.partial(detector.explain, image, method) for image in images])
+    for heat, single in zip(together, alone):
+        np.testing.assert_allclose(heat, single, atol=1e-5)
+

@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,7 +38,16 @@ MAX_WHOLE_PIXELS = 1024 * 1024
 
 
 class _Unscaled:
-    """Keeps raw CAM magnitudes: skips pytorch-grad-cam's per-input min-max scaling and resizing."""
+    """Keeps raw CAM magnitudes: skips pytorch-grad-cam's per-input min-max scaling and resizing; and records only
+    the forward passes of the thread that made it (`_own_thread`), so threads explain with one network at once."""
+
+    def __init__(self, model: nn.Module, target_layers: list[nn.Module]):
+        super().__init__(model, target_layers)
+        hooks = self.activations_and_grads
+        for handle in hooks.handles:
+            handle.remove()
+        hooks.handles = [layer.register_forward_hook(_own_thread(record))
+                         for layer in target_layers for record in (hooks.save_activation, hooks.save_gradient)]
 
     def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
         grads = self.activations_and_grads
@@ -47,6 +58,16 @@ class _Unscaled:
 
     def aggregate_multi_layers(self, cam_per_target_layer):
         return np.mean(cam_per_target_layer, axis=0)
+
+
+def _own_thread(hook: Callable) -> Callable:
+    """`hook`, called only for the thread that wraps it: a module's hooks see every thread's passes through it."""
+    owner = threading.get_ident()
+
+    def owned(*args):
+        return hook(*args) if threading.get_ident() == owner else None
+
+    return owned
 
 
 @functools.cache
@@ -205,7 +226,7 @@ def feature_layer(network: nn.Module, sample: torch.Tensor) -> nn.Module:
     """
     outputs: list[tuple[nn.Module, torch.Tensor]] = []
     hooks = [
-        m.register_forward_hook(lambda module, _inputs, output: outputs.append((module, output)))
+        m.register_forward_hook(_own_thread(lambda module, _inputs, output: outputs.append((module, output))))
         for m in network.modules()
         if m is not network
     ]
