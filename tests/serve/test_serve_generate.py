@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -168,6 +169,19 @@ def test_save_pair_writes_real_and_ai_with_a_shared_pair_id(tmp_path, photo_byte
     assert set(rows["source"]) == {"upload"} and list(rows["source_uri"]) == ["my cat.jpg", rows.loc[0, "uri"], rows.loc[0, "uri"]]
     assert save_pair(str(tmp_path / "ds"), photo_bytes, [flat_png, flat_png], config, filename="my cat.jpg") == manifest
     assert len(pd.read_csv(manifest)) == 3
+
+
+def test_a_saved_uploads_name_reads_back_as_uploaded_and_its_ai_images_link_to_the_stored_file(tmp_path, photo_bytes,
+                                                                                                 flat_png):
+    """Relative source_uris resolve against the manifest's folder: the real row's upload name read as <ds>/my cat.jpg,
+    a file that is not there. Only an ai row's source_uri (the image it was made from) is a link to resolve."""
+    from fakescope.data.manifest import read_manifest, read_rows, resolve_uris
+
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    manifest = save_pair(str(tmp_path / "ds"), photo_bytes, [flat_png], config, filename="my cat.jpg")
+    for rows in (read_rows(manifest, split_required=False), resolve_uris(read_manifest(manifest), manifest)):
+        real, ai = rows.iloc[0], rows.iloc[1]
+        assert real["source_uri"] == "my cat.jpg" and ai["source_uri"] == real["uri"] and Path(real["uri"]).is_file()
 
 
 def test_a_saved_pair_reads_back_with_dataset_build(tmp_path, monkeypatch, photo_bytes, flat_png):

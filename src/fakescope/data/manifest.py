@@ -139,8 +139,8 @@ def read_manifest(uri: str) -> pd.DataFrame:
 
 def read_rows(uri: str, *, split_required: bool = True) -> pd.DataFrame:
     """Read a manifest for training and evaluation, where only `uri`, `label` and (with `split_required`)
-    `split` are required, checked and normalised by `check_rows`; relative URIs (`uri`, `source_uri`) resolve
-    against the manifest's own folder (local or remote). `source`, `generator` and `split` are read as text (a
+    `split` are required, checked and normalised by `check_rows`; relative URIs (`uri`, an ai row's `source_uri`)
+    resolve against the manifest's own folder (local or remote). `source`, `generator` and `split` are read as text (a
     generator named `2022` stays `2022`).
 
     Raises:
@@ -227,11 +227,14 @@ def legacy_sources(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:
-    """A copy whose relative `uri`s and `source_uri`s are resolved against the folder of the manifest they came from.
+    """A copy whose relative `uri`s, and ai rows' `source_uri`s, are resolved against the folder of the manifest they
+    came from.
 
     Local ones become absolute, normalised paths (`x/./a.png` is `x/a.png`), so the copy can be written
     anywhere, one file listed two ways is seen as one, and an ai image whose `source_uri` is `../real/a.png`
-    is linked to the row listing that file (splits and audits pair them). An empty `source_uri` stays empty.
+    is linked to the row listing that file (splits and audits pair them). An empty `source_uri` stays empty, and
+    a real row's stays as written: it names the image's origin (the web app's `my cat.jpg`, the name it was
+    uploaded as), no file beside the manifest.
     """
     remote = storage.is_remote(manifest_uri)
     if remote:
@@ -248,7 +251,8 @@ def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:
 
     frame = frame.assign(uri=[resolved(u) for u in frame["uri"].astype(str)])
     if "source_uri" in frame:
-        frame["source_uri"] = [resolved(s) if s else s for s in frame["source_uri"].astype(object).fillna("").astype(str)]
+        links = frame["source_uri"].astype(object).fillna("").astype(str)
+        frame["source_uri"] = [resolved(s) if s and label == "ai" else s for s, label in zip(links, frame["label"])]
     return frame
 
 

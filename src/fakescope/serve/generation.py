@@ -174,7 +174,8 @@ def save_pair(
 
     Rows follow `fakescope.generate.MANIFEST_COLUMNS`, with absolute URIs; the real image and its ai
     images share `pair_id` (the real image's sha256), so splits keep them together; every row's
-    `source` is `upload`, and the real row's `source_uri` is the uploaded file name. Returns the manifest URI.
+    `source` is `upload`, and the real row's `source_uri` is the uploaded file name (kept as written when the manifest
+    is read: no file of the dataset), the ai rows' the real image's URI. Returns the manifest URI.
     `store` writes the files (default `fakescope.io.storage`; the web app's `serve.paths.RootFolder`).
     All or nothing: every image is decoded and the manifest merged before the first write, and where a write fails
     the images this call made (not those that were there before) are removed again.
