@@ -24,7 +24,7 @@ import torch
 from _machine import machine, size
 from PIL import Image
 
-import fakescope.detector as detector_module
+import fakescope.io.device_jpeg as device_jpeg
 from fakescope import forensics
 from fakescope.detection import Evidence
 from fakescope.detector import Detector
@@ -66,7 +66,7 @@ def _device_work_stubbed():
     def watermarks(images):
         return [Evidence("watermark", None, "not read (benchmark stub)") for _ in images]
 
-    with mock.patch.object(detector_module, "decode_jpegs", decode), mock.patch.object(forensics, "collect_watermarks", watermarks):
+    with mock.patch.object(device_jpeg, "decode_jpegs", decode), mock.patch.object(forensics, "collect_watermarks", watermarks):
         yield
 
 
