@@ -323,6 +323,8 @@ def make_client(max_retries: int = 4, timeout: float = 300.0, *, api_key: str | 
     Raises:
         ConfigError: no API key is configured.
     """
+    import openai  # noqa: F401 - missing, the install hint comes before the key's absence
+
     storage.load_env_file()
     key = (api_key or os.environ.get("OPENAI_API_KEY") or "").strip()  # a newline: every request a bare "Connection error."
     if not key:
