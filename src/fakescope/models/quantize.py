@@ -55,9 +55,10 @@ def int8_network(model: LoadedModel, *, threads: int | None = None, cache: str |
     Raises:
         ConfigError: no int8 export of these weights (or of them under this torch, timm or onnxruntime) is cached.
     """
+    network = OnnxNetwork(_cached_int8(model, cache), threads=threads)  # missing onnxruntime or export: said first
     if cpu_has_vnni() is False:
         log.warning(NO_VNNI)
-    return OnnxNetwork(_cached_int8(model, cache), threads=threads)
+    return network
 
 
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
