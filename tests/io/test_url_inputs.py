@@ -129,7 +129,7 @@ def test_a_scan_rerun_retries_urls_that_failed_for_a_passing_reason_and_not_the_
     rows = read_results(out)
     names = [shown_source(url) for url in urls]
     assert sorted(rows["path"]) == sorted(names) and pd.isna(rows.set_index("path").loc[names[0], "error_kind"])
-    assert len(pd.read_parquet(out)) == 9  # the superseded rows stay in their parts; read_results leaves them out
+    assert len(pd.read_parquet(out)) == 6  # the rerun rewrote the parts holding the transient rows it superseded
 
 
 def test_detect_records_say_which_failed_fetches_may_pass_in_jsonl_and_csv(tiny_model_dir, trusted, monkeypatch):

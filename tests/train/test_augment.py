@@ -60,7 +60,7 @@ def test_small_images_are_reflect_padded_not_resized():
 def test_small_images_upscale_gives_the_inference_tile_and_pad_does_not():
     """README: `augment.small_images: upscale` feeds a small image as detection does; the default `pad` does not."""
     image = _noise(40, 40)
-    inference = make_tiles(image, InputPolicy(crop_size=64, grid=1)).pixels[0].permute(1, 2, 0).numpy()
+    inference = make_tiles(image, InputPolicy(crop_size=64, grid=1)).pixels[0].transpose(1, 2, 0)
     steps_off = dict(bottom_crop=0.0, base_jpeg_quality=None, resize_prob=0, blur_prob=0, noise_prob=0, jpeg_prob=0, hflip=False)
     upscaled, padded = (augment(image, AugmentConfig(**steps_off, small_images=small), 64, random.Random(0))
                         for small in ("upscale", "pad"))
@@ -71,7 +71,7 @@ def test_small_images_upscale_gives_the_inference_tile_and_pad_does_not():
 
 def test_an_upscaled_oblong_image_gives_one_of_the_windows_inference_tiles_from():
     image = _noise(50, 40)  # upscaled to 80 x 64: inference tiles it at left 0 and 16
-    inference = make_tiles(image, InputPolicy(crop_size=64, grid=3)).pixels.permute(0, 2, 3, 1).numpy()
+    inference = make_tiles(image, InputPolicy(crop_size=64, grid=3)).pixels.transpose(0, 2, 3, 1)
     tiles = {random_crop(image, 64, random.Random(seed), "upscale").tobytes() for seed in range(200)}
     assert {tile.tobytes() for tile in inference} <= tiles  # the random crop reaches both ends of the same pixels
     assert random_crop(_noise(80, 70), 64, random.Random(0), "upscale").size == (64, 64)  # a tile or larger: cropped
@@ -129,6 +129,6 @@ def test_under_upscale_down_scaling_goes_below_a_tile_and_the_image_comes_back_a
     drawn.random()  # the resize_prob draw
     side = round(256 * drawn.uniform(0.2, 0.24))  # 51-61 px: under the 64 px tile
     small = image.resize((side, side), Image.BICUBIC)
-    inference = make_tiles(small, InputPolicy(crop_size=64, grid=1)).pixels[0].permute(1, 2, 0).numpy()
+    inference = make_tiles(small, InputPolicy(crop_size=64, grid=1)).pixels[0].transpose(1, 2, 0)
     assert side < 64 and np.array_equal(np.asarray(upscaled), inference)
     assert np.asarray(padded).shape == (64, 64, 3) and not np.array_equal(np.asarray(padded), inference)
