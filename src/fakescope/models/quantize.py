@@ -63,7 +63,7 @@ def int8_network(model: LoadedModel, *, threads: int | None = None, cache: str |
 
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 NO_VNNI = ("precision int8: this CPU has no VNNI instructions, so int8 scores drift further from fp32 (on one such CPU "
-           "AUC 0.942 -> 0.934 and 9% of verdicts changed on the test split; docs/scale.md); fp32 is the safer choice")
+           "AUC 0.942 -> 0.934 and 9.5% of verdicts changed on the test split; docs/scale.md); fp32 is the safer choice")
 
 
 def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
