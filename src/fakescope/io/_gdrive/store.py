@@ -39,11 +39,7 @@ class DriveStorage(DriveTwins):
 
     def read_bytes(self, uri: str, *, check: Callable[[bytes], None] | None = None) -> bytes:
         with translated_errors("read", uri):
-            item = self._resolve(uri)
-            if item is None:
-                raise StorageError("no such file", source=uri)
-            if item["mimeType"] == FOLDER_MIME:
-                raise StorageError("a folder, not a file", source=uri)
+            item = self._file(uri)
             if item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
                 raise StorageError(f"a Google Docs Editors file ({item['mimeType']}), which has no bytes to read", source=uri)
             return download(self.service.files().get_media(fileId=item["id"], supportsAllDrives=True),
@@ -91,12 +87,17 @@ class DriveStorage(DriveTwins):
     def size(self, uri: str) -> int | None:
         """The size Drive records (None for a Google Docs Editors file, which has none)."""
         with translated_errors("check", uri):
-            item = self._resolve(uri)
+            item = self._file(uri)
+        return int(item["size"]) if "size" in item else None
+
+    def _file(self, uri: str) -> dict:
+        """The item `uri` resolves to, refused where there is none or it is a folder."""
+        item = self._resolve(uri)
         if item is None:
             raise StorageError("no such file", source=uri)
         if item["mimeType"] == FOLDER_MIME:
             raise StorageError("a folder, not a file", source=uri)
-        return int(item["size"]) if "size" in item else None
+        return item
 
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
