@@ -9,7 +9,7 @@ from PIL import Image, PngImagePlugin
 from fakescope.detection import Evidence
 from fakescope.errors import ConfigError
 from fakescope.forensics import collect_evidence, fuse
-from fakescope.forensics.fusion import OUTRANKED, PIXEL_ONLY
+from fakescope.forensics.fusion import CONFLICT, CONTRADICTED, OUTRANKED, PIXEL_ONLY
 from fakescope.forensics.metadata import DECLARED
 
 BAND = (0.4, 0.6)
@@ -17,7 +17,9 @@ AI_MANIFEST = Evidence("c2pa", 0.99, "signed manifest declares trainedAlgorithmi
 WATERMARK = Evidence("watermark", 0.99, "Stable Diffusion XL invisible watermark decoded", decisive=True)
 A1111 = Evidence("metadata", 0.95, DECLARED + "text chunk(s) 'parameters' written by Stable Diffusion web UI",
                  data={"declares_ai": True})
-CAMERA_TRUSTED = Evidence("c2pa", 0.05, "signed C2PA manifest declares digitalCapture")
+CAMERA_TRUSTED = Evidence("c2pa", 0.05, "signed C2PA manifest declares digitalCapture", data={"trusted": True})
+CAMERA_UNTRUSTED = Evidence("c2pa", 0.3, "signed C2PA manifest declares digitalCapture; signer not on a configured "
+                            "trust list", data={"trusted": False})
 CAMERA_EXIF = Evidence("metadata", 0.45, "camera EXIF Canon EOS R5")
 NOTHING = [Evidence("c2pa", None, "no embedded C2PA manifest"), Evidence("watermark", None, "no mark"),
            Evidence("metadata", None, "broken", error="EXIF unreadable")]
@@ -50,8 +52,9 @@ def test_decisive_evidence_overrides_a_real_looking_pixel_score():
     assert (fused.verdict, fused.decided_by, fused.probability) == ("ai", "watermark", 0.99)
     assert "watermark decoded" in fused.reason
     assert fused.reason.endswith("; despite metadata: camera EXIF Canon EOS R5")  # the conflict is shown, not hidden
-    despite = fuse(0.02, [WATERMARK, CAMERA_TRUSTED], 0.5, BAND).reason
-    assert "despite c2pa: signed C2PA manifest declares digitalCapture" in despite
+    despite = fuse(0.02, [WATERMARK, CAMERA_UNTRUSTED], 0.5, BAND)  # anyone can sign "this is a capture"
+    assert (despite.verdict, despite.decided_by) == ("ai", "watermark")
+    assert "despite c2pa: signed C2PA manifest declares digitalCapture; signer not" in despite.reason
     assert "despite" not in fuse(0.02, [WATERMARK], 0.5, BAND).reason
     assert fuse(0.02, [WATERMARK, AI_MANIFEST], 0.5, BAND).decided_by == "c2pa"
     assert fuse(None, [AI_MANIFEST], 0.5, BAND).probability == 0.99
@@ -59,6 +62,18 @@ def test_decisive_evidence_overrides_a_real_looking_pixel_score():
     both = fuse(0.02, [composite, WATERMARK], 0.5, BAND)  # the signed manifest names it, the watermark's score stays
     assert (both.decided_by, both.probability) == ("c2pa", 0.99) and "composite" in both.reason
 
+
+
+@pytest.mark.parametrize("pixel", [0.02, 0.5, 0.98, None])
+def test_a_watermark_against_a_trusted_camera_manifest_is_a_conflict(pixel):
+    """The watermark decided `ai` over a trusted signer's intact capture manifest: both are strong and one of them is
+    wrong (a signer's key or camera pipeline abused, or a forged mark), so neither decides and both are shown."""
+    fused = fuse(pixel, [CAMERA_TRUSTED, WATERMARK, CAMERA_EXIF], 0.5, BAND)
+    assert (fused.verdict, fused.decided_by, fused.probability, fused.caveat) == ("uncertain", CONFLICT, 0.5, None)
+    shown = "no pixel score" if pixel is None else f"pixel model {pixel:.3f}"
+    assert fused.reason == (f"{CONTRADICTED}; watermark: Stable Diffusion XL invisible watermark decoded; against c2pa: "
+                            f"signed C2PA manifest declares digitalCapture; {shown} (not deciding)")
+    assert fuse(pixel, [CAMERA_TRUSTED, WATERMARK], 0.7, (0.6, 0.8)).probability == 0.7  # at the threshold, in the band
 
 def test_unsigned_declaration_decides_ai_and_says_so():
     fused = fuse(0.1, [A1111], 0.5, BAND)
@@ -85,8 +100,7 @@ def test_a_signed_capture_manifest_outranks_unsigned_ai_metadata(pixel, verdict)
     fused = fuse(pixel, [A1111, CAMERA_TRUSTED], 0.5, BAND)
     assert fused.verdict == verdict and fused.probability == pytest.approx(pixel, abs=0.01), fused
     assert fused.reason.startswith(f"pixel model {pixel:.3f} -> ") and OUTRANKED in fused.reason
-    untrusted = Evidence("c2pa", 0.3, "signed C2PA manifest declares digitalCapture; signer not on a configured trust list")
-    assert fuse(0.5, [A1111, untrusted], 0.5, BAND).verdict == "ai"  # x19 * x0.43: an unknown signer weighs less
+    assert fuse(0.5, [A1111, CAMERA_UNTRUSTED], 0.5, BAND).verdict == "ai"  # x19 * x0.43: an unknown signer weighs less
     ignored = Evidence("c2pa", None, "C2PA manifest declares digitalCapture, but validation failed", data={"ignored": True})
     assert fuse(0.02, [A1111, ignored], 0.5, BAND).decided_by == "metadata"  # a broken manifest vouches for nothing
 

@@ -174,3 +174,24 @@ def test_no_false_marks_on_real_photos(shared_data):
         print(name, f"read {len(read)}/{len(records)}, marks decoded {sum(r.decisive for r in records)}, fewest bit errors {fewest}")
         assert not any(r.decisive for r in records) and len(read) >= 0.9 * len(records)
         assert all(fewest[m.name] > 2 * m.max_bit_errors + 4 for m in KNOWN_MARKS)  # far from every limit
+
+
+def test_a_trusted_camera_manifest_over_marked_pixels_is_a_conflict(marked, sign, signing_chain, monkeypatch, tmp_path):
+    """End to end: a capture manifest signed by a trusted signer, whose hashes match, over pixels carrying SDXL's mark.
+    The watermark decided `ai`; now neither decides and the reason names both. An unknown signer's manifest does not
+    weigh as much: the watermark decides over it, as before."""
+    from fakescope.forensics import collect_evidence, fuse
+    from fakescope.forensics.fusion import CONFLICT
+
+    signed = sign(encode(marked[("Stable Diffusion XL", "rgb")], "PNG"), "image/png", "digitalCapture")
+    untrusted = fuse(0.1, collect_evidence(signed, reload(signed)), 0.5, (0.3, 0.7))
+    assert (untrusted.verdict, untrusted.decided_by) == ("ai", "watermark") and "despite c2pa" in untrusted.reason
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(signing_chain["root"])
+    monkeypatch.setenv("FAKESCOPE_C2PA_TRUST_ANCHORS", str(anchors))
+    records = collect_evidence(signed, reload(signed))
+    assert [(e.kind, e.score) for e in records] == [("c2pa", 0.05), ("metadata", None), ("watermark", 0.99)]
+    fused = fuse(0.1, records, 0.5, (0.3, 0.7))
+    assert (fused.verdict, fused.decided_by, fused.probability) == ("uncertain", CONFLICT, 0.5)
+    assert "watermark: Stable Diffusion XL" in fused.reason and "against c2pa: signed C2PA manifest declares " \
+        "digitalCapture; signer trusted" in fused.reason, fused.reason

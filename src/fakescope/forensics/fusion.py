@@ -5,7 +5,9 @@ Rules, in order (docs/forensics.md gives the reasoning):
 1. Decisive evidence (an intact C2PA manifest declaring AI generation, a decoded generator
    watermark) decides `ai`; probability = max(pixel, evidence scores). A signed manifest
    outranks a watermark when both are present, even one declaring a partly generated image.
-   Evidence pointing the other way (a camera manifest or EXIF) is named in the reason.
+   Evidence pointing the other way (a camera manifest or EXIF) is named in the reason, except a trusted signer's
+   intact capture manifest against a watermark: two strong contradicting records, neither clearly more reliable,
+   give `uncertain`, decided by `conflict`, at the threshold, with both named in the reason.
 2. An unsigned declaration of AI (`data["declares_ai"]`: generator metadata, whose detail says it is unsigned)
    also decides `ai`, unless an intact signed manifest declares a capture: a signature
    outranks forgeable metadata, so both are then weighed as hints (rule 3) and the reason says so. (A manifest
@@ -40,6 +42,11 @@ PIXEL_ONLY = "pixel model only, no signed provenance: not proof (it can miss uns
 nudged by unsigned hints."""
 OUTRANKED = "unsigned AI metadata does not outrank a signed capture manifest: both weighed"
 """Opens the reason when a signed C2PA capture manifest keeps unsigned AI metadata from deciding."""
+CONFLICT = "conflict"
+"""`decided_by` when strong evidence contradicts itself: a generator watermark in pixels that a trusted signer's
+intact C2PA manifest declares a capture."""
+CONTRADICTED = "contradicting evidence, neither outranks the other: examine by hand"
+"""Opens the reason of a `conflict`, before the two records."""
 
 
 def caveat_for(verdict: str | None, pixel: float | None, scored_kinds: Iterable[str]) -> str | None:
@@ -89,6 +96,11 @@ def fuse(pixel_probability: float | None, evidence: Iterable[Evidence], threshol
     decisive = [e for e in scored if e.decisive]
     if decisive:
         best = max(decisive, key=lambda e: (e.kind == "c2pa", e.score))
+        camera = next((e for e in scored if e.kind == "c2pa" and e.score < 0.5 and e.data.get("trusted")), None)
+        if camera is not None and best.kind != "c2pa":
+            pixel_text = "no pixel score" if pixel is None else f"pixel model {pixel:.3f}"
+            return Fused(threshold, "uncertain", CONFLICT, f"{CONTRADICTED}; {best.kind}: {best.detail}; against "
+                         f"{camera.kind}: {camera.detail}; {pixel_text} (not deciding){_ignored(evidence)}")
         return Fused(max(pixel or 0.0, *(e.score for e in decisive)), "ai", best.kind,
                      f"{best.kind}: {best.detail}{_despite(scored)}{_ignored(evidence)}")
     declared = [e for e in scored if e.data.get("declares_ai")]
