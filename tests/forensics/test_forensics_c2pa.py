@@ -302,16 +302,31 @@ def test_failure_codes_are_classified_by_what_they_mean(code, kind):
     assert failure_kind(code) == kind
 
 
-def _read_with_failures(signed: bytes, *codes: str):
-    """A signed image's real store and results, with `codes` added to the active manifest's failures."""
+def _read_with_failures(signed: bytes, *codes: str, outcome: str = "failure", state: str = "Invalid"):
+    """A signed image's real store and results, with `codes` added to the active manifest's failures (or `outcome`)."""
     import c2pa
 
     from fakescope.forensics.content_credentials import _context, _evidence_from_store
 
     with c2pa.Reader.try_create("image/jpeg", io.BytesIO(signed), None, _context("")) as reader:
         store, results = json.loads(reader.json()), reader.get_validation_results()
-    results["activeManifest"].setdefault("failure", []).extend({"code": code} for code in codes)
-    return _evidence_from_store(store, "Invalid", results)
+    results["activeManifest"].setdefault(outcome, []).extend({"code": code} for code in codes)
+    return _evidence_from_store(store, state, results)
+
+
+def test_the_credential_says_revocation_was_not_checked_without_an_embedded_ocsp_response(photo, sign, signing_chain):
+    """Offline, revocation is seen only in an OCSP response the manifest carries; without one, 'signer trusted' read
+    as if the certificate were known not to be revoked."""
+    from fakescope.forensics.content_credentials import NO_OCSP
+
+    signed = sign(encode(photo.resize((128, 128)), "JPEG"), "image/jpeg", "digitalCapture")
+    trusted = check_c2pa(signed, trust_anchors=signing_chain["root"].decode())
+    assert f"signer trusted (chains to a configured trust anchor), {NO_OCSP};" in trusted.detail, trusted.detail
+    assert trusted.data["revocation_checked"] is False
+    assert f"signer not on a configured trust list, {NO_OCSP};" in check_c2pa(signed).detail
+    stapled = _read_with_failures(signed, "signingCredential.ocsp.notRevoked", outcome="success", state="Trusted")
+    assert stapled.data["revocation_checked"] is True and stapled.score == 0.05
+    assert "revocation" not in stapled.detail and "signer trusted (chains to a configured trust anchor);" in stapled.detail
 
 
 def test_a_time_stamp_or_ocsp_problem_leaves_the_manifest_scoring_and_a_revoked_signer_does_not(photo, sign):

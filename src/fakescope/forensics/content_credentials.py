@@ -59,6 +59,9 @@ TRUST_CODES = frozenset({
 """Failure codes about who signed and when (with every `timeStamp.*` code), not whether the content was altered."""
 REVOKED_CODES = frozenset({"signingCredential.ocsp.revoked", "signingCredential.revoked"})
 """The issuer withdrew the signing certificate (its key may be in other hands): the signature vouches for nothing."""
+NOT_REVOKED_CODES = frozenset({"signingCredential.ocsp.notRevoked", "signingCredential.notRevoked"})
+"""An OCSP response embedded in the manifest says the signing certificate was not revoked (none is ever fetched)."""
+NO_OCSP = "revocation not checked (no OCSP response embedded; none is fetched)"
 TRUST, REVOKED, INTEGRITY = "trust", "revoked", "integrity"
 MAX_REPORTED_ACTIONS = 16
 
@@ -92,7 +95,8 @@ def check_c2pa(data: bytes | None, *, trust_anchors: str | None = None) -> Evide
         (a manifest that fails validation scores nothing); `decisive` is True for an intact
         manifest that declares AI generation;
         `data` holds claim_generator, signer, validation_state, integrity, revoked, ignored (True where a
-        failure is not a trust problem, see `failure_kind`), trusted, failures, digital_source_type,
+        failure is not a trust problem, see `failure_kind`), trusted, revocation_checked (an embedded OCSP response
+        says the certificate was not revoked), failures, digital_source_type,
         generated (`whole` or `part` for AI) and actions.
         Unreadable stores give `error`.
 
@@ -134,6 +138,7 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
     failures = _failure_codes(store, results)
     broken = sorted(c for c in set(failures) if failure_kind(c) != TRUST)
     trusted = state == "Trusted"
+    checked = bool(NOT_REVOKED_CODES & set(_success_codes(results)))
     lineage = _lineage(manifests, store.get("active_manifest"))
     own = [a for label in lineage for a in _actions(manifests[label])]
     # the other manifests by label: c2pa lists them in an order that changes from one process to the next
@@ -150,11 +155,12 @@ def _evidence_from_store(store: dict[str, Any], state: str | None, results: dict
         "revoked": any(failure_kind(c) == REVOKED for c in broken),
         "ignored": bool(broken),
         "trusted": trusted,
+        "revocation_checked": checked,
         "failures": sorted(set(failures)),
         "actions": [{"action": a, "digital_source_type": t, "software_agent": s}
                     for a, t, s in actions[:MAX_REPORTED_ACTIONS]],
     }
-    credential = _credential_text(trusted, failures)
+    credential = _credential_text(trusted, failures, checked)
     who = f"claim generator {info['claim_generator'] or 'unknown'}, signer {info['signer'] or 'unknown'}"
     ai_terms = terms & (AI_GENERATED | AI_COMPOSITE)
     if ai_terms or placed:
@@ -215,6 +221,12 @@ def _failure_codes(store: dict[str, Any], results: dict[str, Any]) -> list[str]:
     return [s.get("code", "") for s in store.get("validation_status", [])]
 
 
+def _success_codes(results: dict[str, Any]) -> list[str]:
+    """The active manifest's success codes (where an embedded OCSP response shows it was not revoked)."""
+    active = results.get("activeManifest")
+    return [s.get("code", "") for s in active.get("success") or []] if isinstance(active, dict) else []
+
+
 def _actions(manifest: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
     found = []
     for assertion in manifest.get("assertions", []):
@@ -243,8 +255,10 @@ def _signer(manifest: dict[str, Any]) -> str | None:
     return one_line(" / ".join(parts)) or None
 
 
-def _credential_text(trusted: bool, failures: list[str]) -> str:
+def _credential_text(trusted: bool, failures: list[str], revocation_checked: bool) -> str:
     notes = ["signer trusted (chains to a configured trust anchor)" if trusted else "signer not on a configured trust list"]
+    if not revocation_checked:
+        notes.append(NO_OCSP)
     if "signingCredential.expired" in failures:
         notes.append("certificate expired")
     other = sorted({c for c in failures if failure_kind(c) == TRUST}
