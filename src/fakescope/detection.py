@@ -62,7 +62,8 @@ class Detection:
 
     `probability` is the calibrated P(ai); `verdict` is `ai`, `real` or `uncertain`
     (inside the model's uncertain band around `threshold`). `decided_by` names the
-    evidence kind that set the verdict and `reason` says why; `caveat`, when set, says in one clause why a `real` or
+    evidence kind that set the verdict (`conflict` where strong evidence contradicts itself, `none` where there was
+    none) and `reason` says why; `caveat`, when set, says in one clause why a `real` or
     `uncertain` verdict is weak (it rests on the pixel model, no signed provenance backing it). `heatmap` is a 2-D
     float array in [0, 1] when asked for. `transient` marks an `error` that may pass (a URL's fetch timed out, was
     refused, or answered 429 or 5xx: `fakescope.io.fetch.TransientFetchError`; a storage read throttled, answered 5xx or

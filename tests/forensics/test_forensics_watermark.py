@@ -159,13 +159,15 @@ def test_no_false_marks_on_real_photos(shared_data):
     """Measures the false-positive figures in docs/forensics.md (run with -s to print them)."""
     imagenet = sorted((shared_data / "real-imagenet-sample").glob("*"))
     lfw = sorted((shared_data / "real-lfw").glob("*"))
-    if len(imagenet) < 250 or len(lfw) < 1000:
-        pytest.skip("needs 250 photos in real-imagenet-sample and 1000 in real-lfw")
+    ffhq = sorted((shared_data / "faces-ffhq128-vs-stylegan2").glob("data*/real/*"))
+    if len(imagenet) < 250 or len(lfw) < 1000 or len(ffhq) < 3000:
+        pytest.skip("needs 250 photos in real-imagenet-sample, 1000 in real-lfw and 3000 FFHQ reals")
     sets = {
         "imagenet": (imagenet, lambda i: i),
         "imagenet jpeg90": (imagenet, lambda i: reload(encode(i, "JPEG", quality=90))),
         "imagenet resize 0.9": (imagenet, lambda i: i.resize((int(i.width * 0.9), int(i.height * 0.9)))),
         "lfw upscaled x2": (lfw, lambda i: i.resize((500, 500), Image.BICUBIC)),  # 250x250 is under the size gate
+        "ffhq upscaled x2": (ffhq, lambda i: i.resize((256, 256), Image.BICUBIC)),  # 128x128: likewise
     }
     for name, (files, op) in sets.items():
         records = [check_watermark(op(Image.open(p).convert("RGB"))) for p in files]
