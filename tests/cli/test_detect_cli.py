@@ -416,3 +416,15 @@ def test_decode_device_without_cuda_says_once_that_the_host_decodes(tiny_model_d
     assert result.stderr == ("warning: decode device: nvJPEG needs a CUDA device and inference runs on cpu, so JPEGs are "
                              "decoded on the host\n")
     assert _detect(tiny_model_dir, "--device", "cpu", "-f", "jsonl", str(images)).stderr == ""
+
+
+def test_the_table_shows_a_conflicts_reason_not_the_pixel_record(capsys):
+    from fakescope.cli.detect import _print_table
+    from fakescope.forensics.fusion import CONFLICT, CONTRADICTED
+
+    pixel = {"kind": "pixel", "score": 0.2, "detail": "pixel model 0.200", "decisive": False}
+    reason = f"{CONTRADICTED}; watermark: SDXL mark; against c2pa: captured by a camera"
+    _print_table([{"path": "x.png", "label": "uncertain", "score": 0.5, "decided_by": CONFLICT, "reason": reason,
+                   "caveat": None, "evidence": [pixel]}])
+    shown = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "watermark: SDXL mark" in shown and "against c2pa" in shown and "pixel model 0.200" not in shown

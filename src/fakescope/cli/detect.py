@@ -33,6 +33,7 @@ from fakescope.cli._options import (
     with_progress,
 )
 from fakescope.detection import CSV_FIELDS, csv_row, evidence_line
+from fakescope.forensics.fusion import CONFLICT
 
 
 class OutputFormat(str, Enum):
@@ -179,10 +180,11 @@ def _print_table(rows: list[dict], interrupted: bool = False) -> None:
             table.add_row(escape(r["path"]), "[red]error[/red]", "", "", escape(r["error"]))
             continue
         colour = {"ai": "red", "real": "green"}.get(r["label"], "yellow")
-        top = next((e for e in r["evidence"] if e["kind"] == r["decided_by"]), r["evidence"][0])
+        top = next((e for e in r["evidence"] if e["kind"] == r["decided_by"]), None)
+        shown = r["reason"] if top is None and r["decided_by"] == CONFLICT else evidence_line(top or r["evidence"][0])
         mark = escape(marks.get(r.get("caveat"), ""))
         table.add_row(escape(r["path"]), f"[{colour}]{r['label']}[/{colour}]{mark}", f"{r['score']:.3f}", r["decided_by"] or "",
-                      escape(evidence_line(top)))
+                      escape(shown))  # a conflict shows its reason: both contradicting records
     console = Console()
     if not console.is_terminal:  # a file or pipe: wide enough for a path and its evidence; a terminal's own width fits it
         console.width = max(100, console.width)
