@@ -33,7 +33,7 @@ def test_ray_scan_equals_local_scan_and_resumes(image_folder, tmp_path, detector
                        device="cpu", workers=2, provenance=False)
     assert (summary.scanned, summary.failed) == (6, 1)
     parts = sorted(p.name for p in (tmp_path / "ray").iterdir())
-    assert parts and all(re.fullmatch(r"part-[0-9a-f]{12}-\d{5}\.parquet", p) for p in parts)  # renamed whole, no temporaries
+    assert parts and all(re.fullmatch(r"part-t\d{20}-[0-9a-f]{6}-\d{5}\.parquet", p) for p in parts)  # whole, no temporaries
     (tmp_path / "ray" / f"_{parts[0]}.tmp").write_bytes((tmp_path / "ray" / parts[0]).read_bytes()[:-100])  # a crash mid-write
     rest = ray_scan(sources, tmp_path / "ray", actors=2, batch_size=4, object_store_memory=200 * 2**20,
                     device="cpu", workers=2, provenance=False)

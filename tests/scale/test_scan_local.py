@@ -17,7 +17,15 @@ from typer.testing import CliRunner
 from fakescope.cli import app
 from fakescope.errors import ConfigError, StorageError
 from fakescope.io.inputs import iter_sources
-from fakescope.scale.records import SCHEMA, detections_to_table, part_files, read_results, write_part
+from fakescope.scale.records import (
+    SCHEMA,
+    detections_to_table,
+    drop_superseded,
+    part_files,
+    read_folder,
+    read_results,
+    write_part,
+)
 from fakescope.scale.scan import ScanSummary, _PartWriter, scan, scan_sources
 
 
@@ -658,3 +666,61 @@ def test_a_rerun_rewrites_the_parts_whose_transient_rows_it_superseded_so_pandas
         assert not list(out.glob("_*")) and sorted(pq.read_metadata(p).num_rows for p in part_files(out)) == [1, 1, 2]
         assert len({frozenset(pq.read_schema(p).metadata.items()) for p in part_files(out)}) == 1  # record, format, names
         assert scan(urls, out, detector).skipped == 2  # a and the first flaky; busy and the second are asked again
+
+
+def _rows(*rows: tuple[str, str | None]) -> pa.Table:
+    """Rows of (path, error_kind): scored ones (kind None) or transient errors."""
+    return pa.Table.from_pylist([{"path": p, "label": None if kind else "real", "error": kind and f"{p} busy",
+                                  "error_kind": kind} for p, kind in rows], schema=SCHEMA)
+
+
+def test_dropping_superseded_rows_reads_again_only_the_parts_holding_transient_rows_and_the_runs_own(tmp_path, monkeypatch):
+    """`drop_superseded` read `path` and `error_kind` of every part again, after `read_folder` had read them at the start
+    of the run: now it reads the parts `read_folder` found holding transient rows and the run's own, and drops the same
+    rows, those superseded by a row in a part it does not read again included."""
+    from fakescope.scale import records
+
+    out = tmp_path / "out"
+    out.mkdir()
+    run = records.run_id()
+    tables = [_rows((f"/img/{i}.jpg", None)) for i in range(20)]  # scored alone: not read again
+    tables[3] = _rows(("/img/x.jpg", "transient"), ("/img/3.jpg", None))  # x: scored in part 9 by a run that stopped
+    tables[9] = _rows(("/img/x.jpg", None), ("/img/9.jpg", None))
+    tables[12] = _rows(("/img/y.jpg", "transient"))  # y: scored by this run
+    tables[15] = _rows(("/img/w.jpg", "transient"))  # w: still transient
+    parts = [out / f"part-{run}-{i:05d}.parquet" for i in range(len(tables) + 1)]
+    for table, part in zip(tables, parts):
+        write_part(table, part)
+    contents = read_folder(out)
+    assert contents.transient_parts == {parts[3], parts[12], parts[15]} and contents.settled == {"/img/x.jpg"}
+    write_part(_rows(("/img/y.jpg", None), ("/img/z.jpg", "transient")), parts[-1])  # this run's own part
+    expected = read_results(out).sort_values("path", ignore_index=True)
+    reread = []
+    path_kinds = records._path_kinds
+    monkeypatch.setattr(records, "_path_kinds", lambda part: (reread.append(part), path_kinds(part))[1])
+    assert drop_superseded(out, contents, parts[:-1]) == 2
+    assert reread == [parts[3], parts[12], parts[15], parts[-1]]
+    pd.testing.assert_frame_equal(pd.read_parquet(out).sort_values("path", ignore_index=True), expected)
+    pd.testing.assert_frame_equal(read_results(out).sort_values("path", ignore_index=True), expected)
+    assert not parts[12].exists() and pq.read_table(parts[3]).column("path").to_pylist() == ["/img/3.jpg"]
+
+
+def test_the_newest_of_several_transient_rows_of_a_source_is_kept_whatever_the_random_ids_of_their_runs(
+        tmp_path, monkeypatch):
+    """Part names began with a random id, so `read_results` kept the transient row of whichever run's id sorted last,
+    not the newest. Names now begin with the time their run began, after every name of older versions."""
+    import uuid
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_part(_rows(("https://a.example/x.png", "transient")), out / "part-eeeeeeeeeeee-00000.parquet")  # older version
+    ids = iter([uuid.UUID(int=2**128 - 1), uuid.UUID(int=0)])  # the first run's id sorts last, the second's first
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(ids))
+    for reason in ("first", "second"):
+        with _PartWriter(out, rows_per_part=10) as writer:
+            writer.write(pa.Table.from_pylist([{"path": "https://a.example/x.png", "error": reason,
+                                                "error_kind": "transient"}], schema=SCHEMA))
+    assert read_results(out)["error"].tolist() == ["second"]
+    contents = read_folder(out)
+    assert drop_superseded(out, contents, part_files(out)) == 2
+    assert pd.read_parquet(out)["error"].tolist() == ["second"]

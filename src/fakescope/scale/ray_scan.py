@@ -98,7 +98,7 @@ def ray_scan(
     before = set(part_files(folder))
     if not pending:
         if contents.transient:  # those a run that stopped left behind
-            drop_superseded(folder, before)
+            drop_superseded(folder, contents, before)
         return ScanSummary(0, 0, len(sources))
     schema = scoring.on(writing_schema(folder, contents.schema))
     detector_kwargs["name_or_path"] = _for_actors(name, model.location)
@@ -137,7 +137,7 @@ def ray_scan(
     errors = sum(pc.sum(pc.is_valid(t.column("error"))).as_py() or 0 for t in kinds)
     transient = sum(pc.sum(pc.equal(t.column("error_kind"), TRANSIENT)).as_py() or 0 for t in kinds if "error_kind" in t.column_names)
     if contents.transient:  # the new rows supersede earlier transient rows: rewrite their parts without them
-        drop_superseded(folder, before)
+        drop_superseded(folder, contents, before)
     return ScanSummary(len(pending), errors, len(sources) - len(pending), transient)
 
 

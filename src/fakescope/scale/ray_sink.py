@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import pyarrow as pa
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from fakescope.scale.records import PART_SUFFIX, write_part
+from fakescope.scale.records import PART_SUFFIX, run_id, write_part
 
 
 class PartSink(Datasink):
@@ -21,7 +20,7 @@ class PartSink(Datasink):
     folder's columns (`writing_schema`)."""
 
     def __init__(self, folder: Path, schema: pa.Schema):
-        self.folder, self.schema, self.run = folder, schema, uuid.uuid4().hex[:12]
+        self.folder, self.schema, self.run = folder, schema, run_id()  # on the driver: one clock
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> None:
         tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]

@@ -5,8 +5,9 @@ a local scan runs, one Arrow IPC journal of the rows not yet in a part. `evidenc
 JSON text (scores rounded to 6 decimals, like `score`) because its `data` dicts differ from
 one evidence kind to the next. `caveat` is null unless set; `error_kind` (last) is null for a scored row, `transient`
 for an error that may pass (a rerun scores the source again, and `drop_superseded` then rewrites the part holding the
-old row without it), `permanent` for the rest. A folder begun by a version without these columns (`ADDED_COLUMNS`) keeps its columns, so that every
-part of it reads as one table.
+old row without it), `permanent` for the rest. Parts are named in time order (`run_id`): the last of several transient
+rows of a source is its newest. A folder begun by a version without these columns (`ADDED_COLUMNS`) keeps its columns,
+so that every part of it reads as one table.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import errno
 import json
 import logging
 import os
+import time
+import uuid
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -119,8 +122,15 @@ def results_folder(out: str | os.PathLike) -> Path:
     return folder
 
 
+def run_id() -> str:
+    """What one run's part names start with (`part-<run_id>-00000.parquet`): `t`, the wall clock in nanoseconds (20
+    digits) and 6 random hex digits, so that name order is the order runs began in, and follows every name of versions
+    that began it with 12 random hex digits (`t` sorts after `f`)."""
+    return f"t{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+
+
 def part_files(out: str | Path) -> list[Path]:
-    """Completed Parquet parts in a results folder, in name order."""
+    """Completed Parquet parts in a results folder, in name order (`run_id`: the order their runs began in)."""
     folder = Path(out)
     return sorted(folder.glob(f"*{PART_SUFFIX}")) if folder.is_dir() else []
 
@@ -213,12 +223,19 @@ def _without(missing: set[str]) -> pa.Schema:
 @dataclass(frozen=True)
 class FolderContents:
     """What a results folder's parts hold: the `source_key`s written, the columns new rows take (`folder_schema`), the
-    URL rows of parts written before `NAMES_KEY` (named by `legacy_url_name`), and whether some row is `transient`."""
+    URL rows of parts written before `NAMES_KEY` (named by `legacy_url_name`), the parts holding `transient` rows, and
+    the `path`s of those rows that a row of another kind also has (`drop_superseded` reads no other part)."""
 
     done: set[str]
     schema: pa.Schema
     legacy: set[str]
-    transient: bool = False
+    transient_parts: frozenset[Path] = frozenset()
+    settled: frozenset[str] = frozenset()
+
+    @property
+    def transient(self) -> bool:
+        """Whether some row is `transient`."""
+        return bool(self.transient_parts)
 
     def claim(self, source: str) -> bool:
         """Whether a `source_key` is done: its row, or a legacy row its legacy name names. Each row answers once (URLs
@@ -248,7 +265,9 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
     done: set[str] = set()
     legacy: set[str] = set()
     absent: set[str] = set()
-    unknown_int8 = transient = False
+    transient_parts: set[Path] = set()
+    transient_paths: set[str] = set()
+    unknown_int8 = False
     for part in part_files(out):
         try:
             with pq.ParquetFile(part) as parquet:
@@ -271,7 +290,9 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
             _check_scored_alike(out, table, scoring)
         if "error_kind" in names:  # a transient error is not done: a rerun tries it again
             lasting = pc.fill_null(pc.not_equal(table.column("error_kind"), TRANSIENT), True)
-            transient = transient or not pc.all(lasting).as_py()
+            if not pc.all(lasting).as_py():
+                transient_parts.add(part)
+                transient_paths.update(table.filter(pc.invert(lasting)).column("path").to_pylist())
             table = table.filter(lasting)
         paths = table.column("path").to_pylist()
         done.update(map(source_key, paths))
@@ -281,7 +302,8 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
         log.warning("%s holds int8 rows scored before scans recorded which int8 model scored them: taken to be this one "
                     "(%s); if it was exported again with other calibration images since, give this run a new --out",
                     out, scoring.int8_sha256[:12])
-    return FolderContents(done, _without(absent), legacy, transient)
+    settled = frozenset(p for p in transient_paths if source_key(p) in done)  # before `claim` empties `done`
+    return FolderContents(done, _without(absent), legacy, frozenset(transient_parts), settled)
 
 
 def _check_scored_alike(out: str | Path, table: pa.Table, scoring: Scoring) -> None:
@@ -331,7 +353,8 @@ def _unreadable(part: Path, exc: Exception) -> StorageError:
 def read_results(out: str | Path) -> pd.DataFrame:
     """All rows of a results folder as one DataFrame, in `folder_schema`'s columns (without the `ADDED_COLUMNS` of a
     folder begun before them). A transient error's row is left out once its source has another row (a rerun scored
-    it, or failed it for good), and kept once (its last) while every row of its source is one.
+    it, or failed it for good), and kept once (its newest: the last in `part_files`' order) while every row of its
+    source is one.
 
     Raises:
         StorageError: `out` is no folder (a mistyped name read as no results at all).
@@ -355,21 +378,22 @@ def _superseded(rows: pd.DataFrame) -> pd.Series:
     return transient & (rows["path"].isin(rows.loc[~transient, "path"]) | rows.duplicated("path", keep="last"))
 
 
-def drop_superseded(out: str | Path, older: Collection[Path]) -> int:
-    """Rewrite each part holding transient rows that `read_results` leaves out (`older` parts, those a run found, read
-    before the run's own) without them, so that `pandas.read_parquet` also reads one row per source; return how many
-    went. A part is rewritten whole under its own name (`write_part`: a temporary, then a rename over it), or deleted
-    when none of its rows stays: a crash leaves each part as it was or as it becomes, never a row lost, and the next
-    run that ends drops what is left.
+def drop_superseded(out: str | Path, contents: FolderContents, older: Collection[Path]) -> int:
+    """Rewrite each part holding transient rows that `read_results` leaves out without them, so that
+    `pandas.read_parquet` also reads one row per source; return how many went. `contents` is what `read_folder` found
+    before the run, in the parts `older`: only the parts it found holding transient rows and the run's own are read
+    again (`contents.settled` names the transient rows that rows of other parts supersede). A part is rewritten whole
+    under its own name (`write_part`: a temporary, then a rename over it), or deleted when none of its rows stays: a
+    crash leaves each part as it was or as it becomes, never a row lost, and the next run that ends drops what is left.
 
     Raises:
         StorageError: the folder took no rewritten part (read-only, full); its parts stay as they were.
     """
-    parts = sorted(part_files(out), key=lambda p: p not in older)  # stable: name order within each
-    columns = pa.schema([SCHEMA.field("path"), SCHEMA.field("error_kind")])  # a part without error_kind: all null
-    rows = pd.concat([pq.read_table(p, schema=columns).to_pandas().assign(part=i) for i, p in enumerate(parts)],
-                     ignore_index=True)
-    superseded = _superseded(rows)
+    parts = sorted(contents.transient_parts.union(set(part_files(out)) - set(older)))  # time order, as read_results'
+    if not parts:
+        return 0
+    rows = pd.concat([_path_kinds(p).assign(part=i) for i, p in enumerate(parts)], ignore_index=True)
+    superseded = _superseded(rows) | (rows["error_kind"].eq(TRANSIENT) & rows["path"].isin(contents.settled))
     for i in rows.loc[superseded, "part"].unique():
         keep = ~superseded[rows["part"] == i].to_numpy()
         with pq.ParquetFile(parts[i]) as parquet:
@@ -381,3 +405,8 @@ def drop_superseded(out: str | Path, older: Collection[Path]) -> int:
             parts[i].unlink()
             _fsync_folder(parts[i].parent)
     return int(superseded.sum())
+
+
+def _path_kinds(part: Path) -> pd.DataFrame:
+    """A part's `path` and `error_kind` columns (all null in a part without `error_kind`)."""
+    return pq.read_table(part, schema=pa.schema([SCHEMA.field("path"), SCHEMA.field("error_kind")])).to_pandas()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import glob
 import itertools
 import os
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from fakescope.scale.records import (
     read_folder,
     remove_temporaries,
     results_folder,
+    run_id,
     source_key,
     write_part,
     writing_schema,
@@ -97,7 +97,7 @@ def scan(
             failed += sum(not d.ok for d in batch)
             transient += sum(d.transient for d in batch) if "error_kind" in schema.names else 0
     if contents.transient:  # the rows this run wrote for them supersede earlier transient rows
-        drop_superseded(folder, before)
+        drop_superseded(folder, contents, before)
     return ScanSummary(scanned, failed, todo.skipped, transient)
 
 
@@ -148,7 +148,7 @@ class _PartWriter:
 
     def __init__(self, out: Path, rows_per_part: int):
         self.out, self.rows_per_part = out, rows_per_part
-        self.run = uuid.uuid4().hex[:12]
+        self.run = run_id()  # its parts' names follow those of earlier runs
         self.index = 0
         self.rows = 0
         self.sink: pa.OSFile | None = None
