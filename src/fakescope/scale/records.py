@@ -390,8 +390,6 @@ def drop_superseded(out: str | Path, contents: FolderContents, older: Collection
         StorageError: the folder took no rewritten part (read-only, full); its parts stay as they were.
     """
     parts = sorted(contents.transient_parts.union(set(part_files(out)) - set(older)))  # time order, as read_results'
-    if not parts:
-        return 0
     rows = pd.concat([_path_kinds(p).assign(part=i) for i, p in enumerate(parts)], ignore_index=True)
     superseded = _superseded(rows) | (rows["error_kind"].eq(TRANSIENT) & rows["path"].isin(contents.settled))
     for i in rows.loc[superseded, "part"].unique():
