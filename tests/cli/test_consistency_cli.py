@@ -43,6 +43,14 @@ def test_every_verbs_help_gives_its_exit_statuses(verb):
     text = " ".join(result.stdout.replace("│", " ").split())
     assert "Exit status: 0 " in text and "2 on usage errors" in text, text
     assert CliRunner().invoke(app, [*verb.split(), "-h"], env={"COLUMNS": "400"}).stdout == result.stdout  # -h as well
+    assert "<bool>" not in result.stdout, result.stdout  # a flag takes no value: `--overwrite`, not `--overwrite <bool>`
+
+
+@pytest.mark.parametrize("group", ["", "dataset", "generate", "models"])
+def test_a_groups_flags_read_as_flags(group):
+    """Typer's rich help gave every flag a `<bool>` type, --help and --version included."""
+    result = CliRunner().invoke(app, [*group.split(), "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0 and "--help" in result.stdout and "<bool>" not in result.stdout, result.stdout
 
 
 SAME_HELP = ("--model", "--device", "--threshold", "--provenance", "--progress", "--grid", "--precision", "--runtime")

@@ -14,7 +14,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from fakescope.cli._errors import one_line_usage_errors
 
@@ -23,6 +23,20 @@ HELP_ORDER: tuple[str, ...] = (
     "serve", "app", "scan", "export", "models",
 )
 """The verbs in `fakescope -h`, as README's table lists them: the main job first, then building, deploying, sharing."""
+
+
+def _untyped_flags(display_type_rich):
+    """Typer's rich help labels each option's value type, a flag's too (`--overwrite <bool>`), though a flag takes no
+    value and Typer's plain help leaves flags unlabelled: this labels flags with nothing in both."""
+
+    def display_type(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else display_type_rich(self, ctx)
+
+    return display_type
+
+
+if hasattr(TyperOption, "display_type_rich"):  # Typer >= 0.24; earlier ones already skip flags' types
+    TyperOption.display_type_rich = _untyped_flags(TyperOption.display_type_rich)
 
 
 class _Root(TyperGroup):
