@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import os
 import subprocess
 import sys
+import typing
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from fakescope.cli import HELP_ORDER, app, main
@@ -79,7 +82,12 @@ def test_show_completion_prints_the_script_to_source(monkeypatch):
     (["scan", "x", "-o", "out", "--decode", "gpu"],
      "Invalid value for '--decode': 'gpu' is not one of 'host', 'device'. See 'fakescope scan -h'."),
     (["detect", "-b", "0", "x.jpg"],
-     "Invalid value for '--batch-size' / '-b': Input should be greater than or equal to 1. See 'fakescope detect -h'."),
+     "Invalid value for '--batch-size' / '-b': 0 is not in the range x>=1. See 'fakescope detect -h'."),
+    (["detect", "-b", "x", "x.jpg"], "Invalid value for '--batch-size' / '-b': 'x' is not a valid integer. See 'fakescope detect -h'."),
+    (["detect", "--threshold", "nan", "x.jpg"],
+     "Invalid value for '--threshold': nan is not in the range 0.0<=x<=1.0. See 'fakescope detect -h'."),
+    (["serve", "--port", "70000"], "Invalid value for '--port' / '-p': 70000 is not in the range 1<=x<=65535. See 'fakescope serve -h'."),
+    (["train", "--lr", "fast"], "Invalid value for '--lr': 'fast' is not a valid number. See 'fakescope train -h'."),
     (["detecd", "x.jpg"], "No such command 'detecd'. Did you mean 'detect'? See 'fakescope -h'."),
     (["--bogus"], "No such option: --bogus. See 'fakescope -h'."),
     (["dataset", "audti", "x"], "No such command 'audti'. Did you mean 'audit'? See 'fakescope dataset -h'."),
@@ -89,6 +97,38 @@ def test_usage_errors_are_one_line_naming_the_help(argv, expected):
     result = CliRunner().invoke(app, argv, prog_name="fakescope")
     assert result.exit_code == 2 and result.stdout == "", result.output
     assert result.stderr == f"error: {expected}\n"
+
+
+def _number_options():
+    """(verb words, a required argument per argument and required option, option, int or float, its minimum)."""
+    def commands(group, prefix=()):
+        for name, command in group.commands.items():
+            yield from commands(command, (*prefix, name)) if hasattr(command, "commands") else [((*prefix, name), command)]
+
+    for words, command in commands(typer.main.get_command(app)):
+        hints = typing.get_type_hints(inspect.unwrap(command.callback), include_extras=True)
+        required = [w for p in command.params if p.required for w in (["x"] if p.param_type_name == "argument" else [p.opts[0], "x"])]
+        for param in command.params:
+            hint = hints[param.name]
+            annotation = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+            kinds = [t for t in (annotation, *typing.get_args(annotation)) if t in (int, float)]  # int, int | None
+            if kinds and param.param_type_name == "option":
+                yield pytest.param(words, required, param, kinds[0], id=f"{' '.join(words)} {param.opts[0]}")
+
+
+@pytest.mark.parametrize(("words", "required", "param", "kind"), list(_number_options()))
+def test_a_bad_number_is_told_in_the_clis_words(words, required, param, kind):
+    """Typer validates with pydantic, whose "Input should be a valid integer, unable to parse string as an integer"
+    reached users; a number is told as help gives it: a type, a range."""
+    option = param.opts[0]
+    bad = [("x", f"'x' is not a valid {'integer' if kind is int else 'number'}")]
+    if param.min is not None:
+        low = param.min - 1
+        bad.append((str(low), f"{low} is not in the range "))
+    for value, expected in bad:
+        result = CliRunner().invoke(app, [*words, option, value, *required], prog_name="fakescope")
+        assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1, result.output
+        assert expected in result.stderr and "Input should" not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("argv", [["detect", "-h"], [], ["dataset"]])

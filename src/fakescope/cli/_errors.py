@@ -54,16 +54,16 @@ def clean_errors(exit_code: int = USAGE_EXIT, *, source: str | None = None, extr
 @contextlib.contextmanager
 def one_line_usage_errors() -> Iterator[None]:
     """Print Click's usage errors (unknown option or verb, missing argument, bad value) as `error: <message> See
-    '<command> -h'.` and exit 2, as `clean_errors` does, instead of Typer's framed panel; a bad value's message loses
-    pydantic's "Value error, " prefix. No arguments still shows help.
+    '<command> -h'.` and exit 2, as `clean_errors` does, instead of Typer's framed panel; a bad value's message is
+    the CLI's (`_in_cli_words`), not pydantic's. No arguments still shows help.
     """
     try:
         yield
     except UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # help is shown already (Typer tests the name too)
             raise
-        if isinstance(exc, typer.BadParameter):  # Typer validates with pydantic, which prefixes a validator's ValueError
-            exc.message = exc.message.removeprefix("Value error, ")  # ("Value error, 'xml' is not one of ...")
+        if isinstance(exc, typer.BadParameter) and hasattr(exc.__cause__, "errors"):  # Typer validates with pydantic
+            exc.message = _in_cli_words(exc.__cause__.errors()[0], exc.param, exc.message)
         message = exc.format_message().rstrip()
         message += "" if message.endswith((".", "?", "!")) else "."
         ctx = exc.ctx
@@ -71,6 +71,22 @@ def one_line_usage_errors() -> Iterator[None]:
             message += f" See '{ctx.command_path} {ctx.help_option_names[0]}'."
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _in_cli_words(error: dict, param: object, message: str) -> str:
+    """What a bad value (pydantic's first `error`, Typer validating with it) says: `'x' is not a valid integer`, `0
+    is not in the range x>=1` (the range as the help gives it) rather than "Input should be ..."; a validator's own
+    error (`'xml' is not one of ...`) as it is, without pydantic's "Value error, " prefix; `message` otherwise."""
+    value, kind = error.get("input"), error["type"]
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind in ("int_parsing", "float_parsing"):
+        return f"{value!r} is not a valid {'integer' if kind == 'int_parsing' else 'number'}"
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than") and (low, high) != (None, None):
+        bounds = f"{low}<=x<={high}" if None not in (low, high) else f"x>={low}" if high is None else f"x<={high}"
+        return f"{value} is not in the range {bounds}"
+    return message.replace("Input should", f"{value!r} should", 1) if isinstance(value, str) else message
 
 
 @contextlib.contextmanager
