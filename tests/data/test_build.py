@@ -344,6 +344,24 @@ def test_csv_ai_rows_without_a_source_take_their_reals(faces_layout, tmp_path):
     assert build_from_csv(str(tmp_path / "alone.csv"))["source"].tolist() == [""]
 
 
+def test_a_csvs_relative_source_uris_resolve_against_its_folder_as_its_paths_do(faces_layout, tmp_path):
+    """An ai row's relative `source_uri` (an image, a prompt line) stayed as written, so the manifest written elsewhere
+    named files beside itself: the pair was lost. A real row's is its origin (an upload's name), kept as written."""
+    faces = os.path.relpath(faces_layout, tmp_path / "lists")
+    real, fake, variation = (f"{faces}/{name}" for name in ("real/r000.jpg", "fake/stylegan2/f000.jpg",
+                                                             "fake/variations/r000_var1.png"))
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "list.csv").write_text(f"uri,label,source_uri\n{real},real,my cat.jpg\n{variation},fake,{real}\n"
+                                                 f"{fake},ai,../prompts.txt#L3\n")
+    (tmp_path / "lists" / "older.csv").write_text(f"uri,label,source\n{real},real,ffhq\n{variation},ai,{real}\n")
+    out = str(tmp_path / "out" / "deeper" / "m.csv")  # a depth that the relative names would not hold at
+    write_manifest(build_from_csv(str(tmp_path / "lists" / "list.csv")), out, csv_copy=False)
+    expected = ["my cat.jpg", str(faces_layout / "real" / "r000.jpg"), f"{tmp_path / 'prompts.txt'}#L3"]
+    assert read_rows(out, split_required=False)["source_uri"].tolist() == expected
+    older = build_from_csv(str(tmp_path / "lists" / "older.csv"))  # a file name in `source`: the older source_uri
+    assert older[["source", "source_uri"]].values.tolist() == [["ffhq", ""], ["", expected[1]]]
+
+
 def test_csv_listing_one_path_twice_is_a_one_line_error(faces_layout, tmp_path):
     csv = tmp_path / "list.csv"
     csv.write_text(f"path,label\n{faces_layout}/real/r001.jpg,real\n{faces_layout}/real/r002.jpg,real\n"

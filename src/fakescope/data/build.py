@@ -23,6 +23,7 @@ from fakescope.data.manifest import (
     HASH_COLUMN,
     MANIFEST_COLUMNS,
     describe_file,
+    legacy_sources,
     normalise_label,
     read_csv,
     resolve_uris,
@@ -129,7 +130,8 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
 def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8, progress: bool = False) -> pd.DataFrame:
     """Build a manifest from a CSV with a path column (`uri`/`path`/`file`) and a `label` column.
 
-    Relative paths are resolved against the CSV's folder; a path listed twice is an error. Known manifest columns are kept;
+    Relative paths (a path, an ai row's `source_uri`: an image or a prompt line `prompts.txt#L3`) are resolved against
+    the CSV's folder, as a manifest's are (`resolve_uris`); a path listed twice is an error. Known manifest columns are kept;
     width, height, format and sha256 are measured from the images, and a `dhash` column is dropped (it may not be the
     files' now: `split_manifest` hashes them again); other columns stay as attributes.
     A row without a source takes its pair's (a `generate` manifest's ai rows, their real's), where the CSV lists it,
@@ -149,17 +151,18 @@ def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8,
     blank = table[path_column].isna().to_numpy()
     if blank.any():
         raise ConfigError(f"{csv_uri}: {blank.sum()} row(s) have no {path_column}, the first is data row {blank.argmax() + 1}")
-    uris = resolve_uris(table.assign(uri=table[path_column].astype(str)), csv_uri)["uri"].tolist()
+    labels = [_csv_label(label, csv_uri, row) for row, label in enumerate(table["label"], start=1)]
+    table = resolve_uris(legacy_sources(table.assign(uri=table[path_column].astype(str), label=labels)), csv_uri)
+    uris = table["uri"].tolist()
     repeated = pd.Series(uris)[pd.Series(uris).duplicated()]
     if len(repeated):
         raise ConfigError(f"{csv_uri} lists {len(repeated)} path(s) more than once, e.g. {repeated.iloc[0]}; keep one row each")
     sources, generators = ([""] * len(table) if c not in table else table[c].astype(object).fillna("").astype(str)
                             for c in ("source", "generator"))
-    jobs = [(u, _csv_label(label, csv_uri, row), s, g)
-            for row, (u, label, s, g) in enumerate(zip(uris, table["label"], sources, generators), start=1)]
+    jobs = list(zip(uris, labels, sources, generators))
     described = _describe_all(jobs, workers, progress)
     measured = described.set_index("uri")
-    table = table.assign(uri=uris).drop(columns=[c for c in (path_column, HASH_COLUMN) if c != "uri" and c in table])
+    table = table.drop(columns=[c for c in (path_column, HASH_COLUMN) if c != "uri" and c in table])
     table = table[table["uri"].isin(measured.index)]
     for column in ("width", "height", "format", "sha256", "label"):
         table[column] = measured.loc[table["uri"], column].to_numpy()

@@ -232,7 +232,8 @@ def resolve_uris(frame: pd.DataFrame, manifest_uri: str) -> pd.DataFrame:
 
     Local ones become absolute, normalised paths (`x/./a.png` is `x/a.png`), so the copy can be written
     anywhere, one file listed two ways is seen as one, and an ai image whose `source_uri` is `../real/a.png`
-    is linked to the row listing that file (splits and audits pair them). An empty `source_uri` stays empty, and
+    is linked to the row listing that file (splits and audits pair them); a prompt line (`prompts.txt#L3`) names its
+    prompts file the same way. An empty `source_uri` stays empty, and
     a real row's stays as written: it names the image's origin (the web app's `my cat.jpg`, the name it was
     uploaded as), no file beside the manifest.
     """
