@@ -50,6 +50,10 @@ def test_size_is_asked_without_a_download(drive_env):
     assert drive_env.calls["downloaded_bytes"] == 0
     with pytest.raises(StorageError, match="no such file"):
         storage.size(f"gdrive://{drive_env.root_id}/fakes/b.png")
+    listed = drive_env.calls["list"]
+    sized = dict(storage.list_sizes(f"gdrive://{drive_env.root_id}/fakes"))  # a rerun's listing of --out: sizes in it
+    assert sized == {uri: 300, f"gdrive://{drive_env.root_id}/fakes/empty.png": 0}
+    assert drive_env.calls["list"] - listed == 2 and drive_env.calls["downloaded_bytes"] == 0  # the folder, its page
 
 
 def test_large_upload_is_resumable_in_chunks_and_overwrites(drive_env):
@@ -324,6 +328,8 @@ def test_shortcuts_are_followed_and_google_docs_are_not_listed(drive_env):
     assert listed == [f"gdrive://{root}/photo.png", f"gdrive://{root}/linked/via-shortcut.png"]
     assert storage.read_bytes(f"gdrive://{root}/linked/via-shortcut.png") == b"PNG"
     assert storage.read_bytes(f"gdrive://{root}/linked/loop/photo.png") == b"PNG"
+    shortcut = f"gdrive://{root}/linked/via-shortcut.png"  # Drive gives no target's size in a page: asked alone
+    assert list(storage.list_sizes(f"gdrive://{root}/linked", recursive=False)) == [(shortcut, None)]
     with pytest.raises(StorageError, match=r"^gdrive://root-folder/linked/notes.png: a Google Docs Editors file"):
         storage.read_bytes(f"gdrive://{root}/linked/notes.png")
 

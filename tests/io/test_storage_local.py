@@ -42,6 +42,8 @@ def test_list_files_filters_suffixes_sorts_and_recurses(tmp_path):
     assert listed == [str(tmp_path / n) for n in ["a.jpg", "b.PNG", "sub/c.png", "sub/deeper/d.jpeg"]]
     flat = list(storage.list_files(f"file://{tmp_path}", recursive=False))
     assert flat == [f"file://{tmp_path}/{n}" for n in ["a.jpg", "b.PNG", "notes.txt"]]
+    assert list(storage.list_sizes(str(tmp_path), recursive=False)) == [(str(tmp_path / n), None) for n in
+                                                                        ["a.jpg", "b.PNG", "notes.txt"]]  # a walk has none
 
 
 def test_a_folder_that_cannot_be_listed_is_a_warning_and_the_listing_goes_on(tmp_path, caplog):

@@ -72,12 +72,14 @@ def test_listing_pages_through_every_key_sorted(s3_bucket):
     client = boto3.client("s3")
     keys = [f"set/{i:03d}.jpg" for i in range(23)] + ["set/notes.txt", "set/sub/deep.JPG", "other/x.jpg"]
     for key in keys:
-        client.put_object(Bucket=s3_bucket, Key=key, Body=b"x")
+        client.put_object(Bucket=s3_bucket, Key=key, Body=b"x" * len(key))
     backend = S3Storage(page_size=5)
     listed = list(backend.list_files(f"s3://{s3_bucket}/set", suffixes=(".jpg",)))
     assert listed == [f"s3://{s3_bucket}/set/{i:03d}.jpg" for i in range(23)] + [f"s3://{s3_bucket}/set/sub/deep.JPG"]
     flat = list(backend.list_files(f"s3://{s3_bucket}/set/", recursive=False))
     assert len(flat) == 24 and f"s3://{s3_bucket}/set/sub/deep.JPG" not in flat
+    sized = list(backend.list_sizes(f"s3://{s3_bucket}/set/", recursive=False))  # each object's Size, from its page
+    assert sized == [(uri, len(uri.removeprefix(f"s3://{s3_bucket}/"))) for uri in flat]
     everything = list(storage.list_files(f"s3://{s3_bucket}"))
     assert len(everything) == len(keys)
 

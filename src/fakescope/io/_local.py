@@ -115,6 +115,12 @@ class LocalStorage:
             raise StorageError("a file, not a folder" if os.path.isfile(root) else "no such folder", source=uri)
         return self._walk(uri, root, normalise_suffixes(suffixes), recursive)
 
+    def list_sizes(
+        self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
+    ) -> Iterator[tuple[str, int | None]]:
+        """`list_files`' paths, without sizes: a walk gives none (`size` asks at no request)."""
+        return ((path, None) for path in self.list_files(uri, suffixes=suffixes, recursive=recursive))
+
     @staticmethod
     def _walk(uri: str, root: str, suffixes: tuple[str, ...] | None, recursive: bool) -> Iterator[str]:
         prefix = _FILE_PREFIX if uri.startswith(_FILE_PREFIX) else ""

@@ -202,25 +202,31 @@ class S3Storage:
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[str]:
+        return (listed for listed, _ in self.list_sizes(uri, suffixes=suffixes, recursive=recursive))
+
+    def list_sizes(
+        self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
+    ) -> Iterator[tuple[str, int | None]]:
         bucket, key = split_s3_uri(uri)
         prefix = key.rstrip("/") + "/" if key else ""
         return self._pages(uri, bucket, prefix, normalise_suffixes(suffixes), recursive)
 
     def _pages(
         self, uri: str, bucket: str, prefix: str, suffixes: tuple[str, ...] | None, recursive: bool
-    ) -> Iterator[str]:
+    ) -> Iterator[tuple[str, int | None]]:
+        """Each object's URI and size (`ListObjectsV2`'s `Size`), a page at a time."""
         request = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": min(self.page_size, 1000)}
         if not recursive:
             request["Delimiter"] = "/"
         while True:
             with _translated_errors("list", uri, bucket):
                 page = self.client.list_objects_v2(**request)
-            keys = sorted(item["Key"] for item in page.get("Contents", ()))
-            for key in keys:
+            for item in sorted(page.get("Contents", ()), key=lambda item: item["Key"]):
+                key = item["Key"]
                 if key.endswith("/"):
                     continue
                 if suffixes is None or key.lower().endswith(suffixes):
-                    yield f"s3://{bucket}/{key}"
+                    yield f"s3://{bucket}/{key}", item.get("Size")
             if not page.get("IsTruncated"):
                 return
             request["ContinuationToken"] = page["NextContinuationToken"]

@@ -52,6 +52,10 @@ class Storage(Protocol):
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[str]: ...
 
+    def list_sizes(
+        self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
+    ) -> Iterator[tuple[str, int | None]]: ...
+
 
 def scheme_of(uri: str) -> str:
     """Return `file`, `s3` or `gdrive` for a URI; plain paths are `file`."""
@@ -165,6 +169,13 @@ def list_files(uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: 
     Names are sorted within each listing page; remote listings are paged transparently.
     """
     return get_storage(uri).list_files(uri, suffixes=suffixes, recursive=recursive)
+
+
+def list_sizes(uri: str, *, suffixes: tuple[str, ...] | None = None,
+               recursive: bool = True) -> Iterator[tuple[str, int | None]]:
+    """`list_files`'s files, each with the size in bytes its listing gave, in the same requests: an S3 object's, a Drive
+    file's; None where the listing gives none (a Drive shortcut; a local folder's, which `size` reads at no request)."""
+    return get_storage(uri).list_sizes(uri, suffixes=suffixes, recursive=recursive)
 
 
 def normalise_suffixes(suffixes: tuple[str, ...] | None) -> tuple[str, ...] | None:

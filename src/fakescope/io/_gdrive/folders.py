@@ -132,7 +132,8 @@ class DriveFolders(DriveClient):
             yield from page
 
     def _pages(self, folder_id: str, page_size: int) -> Iterator[list[dict[str, str]]]:
-        return self._listing(f"'{quoted(folder_id)}' in parents and trashed = false", f"files({FIELDS})", page_size)
+        """The items directly in `folder_id`, a page at a time, with the size Drive records (a file's only)."""
+        return self._listing(f"'{quoted(folder_id)}' in parents and trashed = false", f"files({FIELDS},size)", page_size)
 
     def _listing(self, query: str, fields: str, page_size: int, cached: bool = False
                  ) -> Iterator[list[dict[str, str]]]:

@@ -102,6 +102,12 @@ class DriveStorage(DriveTwins):
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[str]:
+        return (listed for listed, _ in self.list_sizes(uri, suffixes=suffixes, recursive=recursive))
+
+    def list_sizes(
+        self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
+    ) -> Iterator[tuple[str, int | None]]:
+        """Each file's URI and the size its listing gave (None for a shortcut: Drive gives its target's in no page)."""
         with translated_errors("list", uri):
             item = self._resolve(uri)
         if item is None or item["mimeType"] != FOLDER_MIME:
@@ -110,8 +116,8 @@ class DriveStorage(DriveTwins):
 
     def _walk(
         self, uri: str, folder_id: str, suffixes: tuple[str, ...] | None, recursive: bool, seen: set[str]
-    ) -> Iterator[str]:
-        """Files below `folder_id`; shortcuts are followed, each folder walked once (a shortcut may loop).
+    ) -> Iterator[tuple[str, int | None]]:
+        """Files below `folder_id`, with their sizes; shortcuts are followed, each folder walked once (a shortcut may loop).
 
         Of twins (one name, one folder) only the oldest is listed: the one a path resolves to.
         """
@@ -129,7 +135,7 @@ class DriveStorage(DriveTwins):
                     elif item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
                         continue
                     elif suffixes is None or item["name"].lower().endswith(suffixes):
-                        yield f"{uri}/{uri_part(item['name'])}"
+                        yield f"{uri}/{uri_part(item['name'])}", int(item["size"]) if "size" in item else None
         if recursive:
             for folder in sorted(subfolders, key=lambda f: f["name"]):
                 if folder["id"] not in seen:
