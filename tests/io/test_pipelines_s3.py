@@ -109,7 +109,7 @@ def test_openai_rerun_into_s3_remakes_only_the_outputs_deleted_from_the_bucket(s
 
 def test_openai_rerun_into_s3_remakes_a_zero_byte_output_with_a_warning(s3_bucket, tmp_path, monkeypatch, caplog):
     """A zero-byte object at a done output's name (an upload of nothing) was taken as made, in the plan and the run, with
-    or without the ledger: its size is now asked (a HEAD, no download) and it is made again, paid, with a warning."""
+    or without the ledger: its size, from the listing of --out (no download), now makes it again, paid, with a warning."""
     from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
     from fakescope.generate.runner import run_openai
 
@@ -138,6 +138,36 @@ def test_openai_rerun_into_s3_remakes_a_zero_byte_output_with_a_warning(s3_bucke
             assert f"making {empty} again (paid again): the file there is empty" in caplog.text
             assert empty not in read and storage.size(empty) > 0
             caplog.clear()
+    finally:
+        server.stop()
+
+
+def test_an_openai_rerun_into_s3_asks_nothing_per_output_the_listing_of_out_gave_its_size(s3_bucket, tmp_path, monkeypatch):
+    """A rerun asked each output's size (a HEAD, to remake an empty one) twice, in its plan and in the run: one
+    ListObjectsV2 of --out gives them all, so a rerun's requests no longer grow with the images --out holds."""
+    from collections import Counter
+
+    for i in range(3):
+        storage.write_bytes(f"s3://{s3_bucket}/real/{i}.png", _png((48, 48), i))
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    out = f"s3://{s3_bucket}/fake"
+    args = ["generate", "openai", f"s3://{s3_bucket}/real", "--out", out, "--model", "dall-e-2", "--size", "256x256", "-j", "2"]
+    calls = []
+    storage.get_storage(out).client.meta.events.register(  # each S3 operation once, its retries not counted
+        "before-parameter-build.s3", lambda model, params, **_: calls.append((model.name, params.get("Key"))))
+    try:
+        assert CliRunner().invoke(app, args).exit_code == 0 and server.billable == 3
+        outputs = {uri.removeprefix(f"s3://{s3_bucket}/") for uri in _manifest(f"{out}/manifest.csv")["uri"]}
+        for cache, most in (("cache", 18), ("elsewhere", 20)):  # with its ledger; another machine's, without
+            monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / cache))
+            calls.clear()
+            again = CliRunner().invoke(app, args)
+            assert again.exit_code == 0 and "done 0, already done 3" in again.output and server.billable == 3
+            assert not [call for call in calls if call[1] in outputs], calls  # 6 HEADs before
+            assert Counter(name for name, _ in calls)["ListObjectsV2"] == 6 and len(calls) <= most, calls
     finally:
         server.stop()
 

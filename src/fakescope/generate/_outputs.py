@@ -79,7 +79,8 @@ def _row(job: Job, uri: str, loaded: LoadedImage, data: bytes, config: OpenAIIma
 
 class Made:
     """The images `out` already holds, listed once (one paged listing) before the first job, each checked whole
-    (`damage`), and its manifest, read at the first job the ledger does not know as done.
+    (`damage`; a remote one by the size that listing gave), and its manifest, read at the first job the ledger does not
+    know as done.
 
     `out` is the record of what was made: an image at a job's output name is that job done, wherever it ran. Its
     manifest's row is found by the image's uri, else by its name where the row's uri is elsewhere (a folder moved or
@@ -88,7 +89,7 @@ class Made:
 
     def __init__(self, out: str, manifest_name: str):
         self.out, self.manifest = out, storage.join(out, manifest_name)
-        self._files: set[str] | None = None
+        self._files: dict[str, int | None] | None = None
         self.rows: dict[str, dict] | None = None
         self._elsewhere: dict[str, str] = {}
         """The uris of manifest rows outside `files`, by file name."""
@@ -96,10 +97,10 @@ class Made:
         """The uris of manifest rows moved to the image of their name in `out`."""
 
     @property
-    def files(self) -> set[str]:
-        """The files `out` held when first asked."""
+    def files(self) -> dict[str, int | None]:
+        """The files `out` held when first asked, with the sizes their listing gave (`files_in`)."""
         if self._files is None:
-            self._files = set(files_in(self.out))
+            self._files = files_in(self.out)
         return self._files
 
     def paid_elsewhere(self, records: Iterable[JobRecord]) -> set[str]:
@@ -114,7 +115,7 @@ class Made:
         """Whether `out` still holds the output of a done job, whole (`damage`): in the listing, else asked for itself.
         One in another folder (a ledger copied into an empty `out` without its images) is not held: it is made here."""
         return (uri is not None and in_out(self.out, uri) and (uri in self.files or storage.exists(uri))
-                and damage(uri) is None)
+                and damage(uri, self.files.get(uri)) is None)
 
     def row(self, job: Job, config: OpenAIImagesConfig) -> dict | None:
         """The manifest row of `job`'s output if `out` holds it whole (`damage`; a damaged one is warned of, to be made
@@ -126,7 +127,7 @@ class Made:
         for uri in (output_uri(job, self.out, config, extension) for extension in OUTPUT_FORMATS):
             if uri not in files:
                 continue
-            if (why := damage(uri)) is not None:
+            if (why := damage(uri, files[uri])) is not None:
                 log.warning("making %s again (paid again): the file there is %s", uri, why)
                 continue
             listed = uri if uri in self.rows else self._elsewhere.get(uri.rsplit("/", 1)[-1])

@@ -44,18 +44,20 @@ def planned_sources(src: str, out: str, config: OpenAIImagesConfig,
 
 
 def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None,
-            sources: list[tuple[str, str, str | None]] | None = None) -> tuple[int, int, int]:
+            sources: list[tuple[str, str, str | None]] | None = None,
+            files: dict[str, int | None] | None = None) -> tuple[int, int, int]:
     """(sources, requests, made) of a run over `src`: its sources (prompts in `generate` mode, else images; `sources`
     where `planned_sources` listed them already), the requests it may send at most (`sources * config.n` less `made`;
-    copies are skipped too), and how many of those images `out` holds already, known by their names: a prompt's
-    number, hash and image index; an image source's name stem and image index only (so one replaced by another of its
-    name counts as made: a guess, not a bound). A damaged one (`damage`: empty, cut short) is not made: the run makes
-    it again."""
+    copies are skipped too), and how many of those images `out` holds already (its `files`, where `files_in` listed
+    them already), known by their names: a prompt's number, hash and image index; an image source's name stem and
+    image index only (so one replaced by another of its name counts as made: a guess, not a bound). A damaged one
+    (`damage`: empty, cut short) is not made: the run makes it again."""
     sources = planned_sources(src, out, config, split) if sources is None else sources
+    files = files_in(storage.absolute(out)) if files is None else files
     names = output_names(config)
     held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[6]))
-                   for uri in files_in(storage.absolute(out))
-                   if (match := names.search(uri.rsplit("/", 1)[-1])) and damage(uri) is None)
+                   for uri, size in files.items()
+                   if (match := names.search(uri.rsplit("/", 1)[-1])) and damage(uri, size) is None)
     wanted = Counter((_cut_stem(stem, config, index), digest and digest[:8], index)
                      for _, stem, digest in sources for index in range(config.n))
     made = sum(min(count, held[key]) for key, count in wanted.items())
@@ -109,18 +111,20 @@ def any_output(name: str) -> tuple[str, str, str, str, int] | None:
     return (match[2], match[3], match[4], match[5], int(match[6])) if match else None
 
 
-def files_in(out: str) -> list[str]:
-    """The files directly in `out` (one paged listing); none where it does not exist yet."""
-    return list(storage.list_files(out, recursive=False)) if storage.exists(out) else []
+def files_in(out: str) -> dict[str, int | None]:
+    """The files directly in `out` (one paged listing), each with the size the listing gave (`storage.list_sizes`; None
+    for a local file or a Drive shortcut); none where `out` does not exist yet."""
+    return dict(storage.list_sizes(out, recursive=False)) if storage.exists(out) else {}
 
 
-def damage(uri: str) -> str | None:
-    """What is wrong with the image file `uri`, known without reading it whole: `empty` (an object store's by its size,
-    one request), or, for a local one, by its first and last bytes, not decoded, `cut short` (a PNG without its IEND
-    chunk, a JPEG without its end marker, a WebP shorter than its header says, such as a half-copied file); None where it
-    looks whole. A run makes a damaged one again, and its plan counts it as a request (`planned`)."""
-    if storage.is_remote(uri):
-        return "empty" if storage.size(uri) == 0 else None  # an upload is whole or absent, yet may be of no bytes
+def damage(uri: str, size: int | None = None) -> str | None:
+    """What is wrong with the image file `uri`, known without reading it whole: `empty` (an object store's by its size:
+    `size`, as its listing gave it, else asked, one request), or, for a local one, by its first and last bytes, not
+    decoded, `cut short` (a PNG without its IEND chunk, a JPEG without its end marker, a WebP shorter than its header
+    says, such as a half-copied file); None where it looks whole. A run makes a damaged one again, and its plan counts it
+    as a request (`planned`)."""
+    if storage.is_remote(uri):  # an upload is whole or absent, yet may be of no bytes
+        return "empty" if (storage.size(uri) if size is None else size) == 0 else None
     try:
         with open(uri.removeprefix("file://"), "rb") as handle:
             head = handle.read(12)

@@ -116,7 +116,7 @@ def run_openai(
         confirm: Called with `planned(src, out, config, split)`: (sources, requests, made), the number of sources
             (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
             once every option, `src` and the settings are checked and before anything is created or sent; raise from it
-            to refuse the run. Counting lists `src` once more (reads its prompts file) and `out`.
+            to refuse the run. Counting lists `src` once more (reads its prompts file); `out`'s listing is the checks'.
         new_settings: Make images under other settings (mode, model, parameters) than those recorded for `out`: a
             second set beside the first. Without it such a run, as a rerun that left out an option (`--prompt`) would
             be, is refused before `confirm` is called, naming the options that differ: where the ledger paid for any of
@@ -135,9 +135,9 @@ def run_openai(
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
         with `stopped="interrupted"` (one before the first job raises `KeyboardInterrupt`, `out`'s lease and the ledger
         let go of either way). A job the ledger records as done is skipped only while `out` holds its output, whole
-        (one listing of `out`; a local output's first and last bytes read, a remote one's size asked, `_plan.damage`);
-        one deleted, damaged or saved in another folder (a ledger copied without its images; warned of, with how many,
-        before `confirm`) is made, and paid for, again (`missing`).
+        (one listing of `out`; a local output's first and last bytes read, a remote one's size as that listing gave it,
+        `_plan.damage`); one deleted, damaged or saved in another folder (a ledger copied without its images; warned of,
+        with how many, before `confirm`) is made, and paid for, again (`missing`).
 
     Raises:
         ConfigError, StorageError: `src` is missing or gives no source (no image; in `generate` mode, not UTF-8 text or
@@ -177,7 +177,7 @@ def run_openai(
                     "this run makes those of its sources again, paid again (counted in its plan and budgets); to keep "
                     "them unpaid, stop it and copy them into %s", len(elsewhere), elsewhere[0], out, out)
     if confirm is not None:
-        confirm(*planned(src, out, config, split, listed))
+        confirm(*planned(src, out, config, split, listed, held))
     lease = Lease(out, lease_seconds)
     with contextlib.ExitStack() as held:  # a Ctrl-C anywhere from here on still lets go of the lease and the ledger
         held.callback(lease.release)
