@@ -486,13 +486,28 @@ def test_a_ledger_copied_into_an_empty_out_makes_its_images_there_again_counted_
                         confirm=lambda *plan: plans.append(plan))
     assert plans == [(3, 3, 0)] and (report.done, report.skipped, report.stopped, server.billable) == (2, 0, "budget", 5)
     assert report.spent_before == pytest.approx(0.048) and report.spent == pytest.approx(0.032)
-    assert (f"the ledger records 3 image(s) of these options as made in another folder (as {first}{os.sep}" in caplog.text
-            and f"not in {out}: this run makes those of its sources again, paid again" in caplog.text)
+    assert (f"the ledger records 3 image(s) of this run's sources with these options as made in another folder (as "
+            f"{first}{os.sep}" in caplog.text and f"not in {out}: this run makes them again, paid again" in caplog.text)
     assert sorted(pd.read_csv(out / "manifest.csv")["uri"]) == [str(p) for p in _outputs(out)] and len(_outputs(out)) == 2
     again = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
     assert (again.done, again.skipped, server.billable) == (1, 2, 6) and len(_outputs(out)) == 3
     assert sorted(pd.read_csv(out / "manifest.csv")["uri"]) == [str(p) for p in _outputs(out)]
     assert len(pd.read_csv(first / "manifest.csv")) == 3 and len(_outputs(first)) == 3  # the first folder untouched
+
+
+def test_a_ledger_copied_into_an_empty_out_warns_of_this_runs_sources_only(server, photos, tmp_path, caplog):
+    """The warning counted every image the ledger made elsewhere, not only those of the sources this run makes again."""
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    first = tmp_path / "first"
+    run_openai(str(photos), str(first), config, client=make_client(max_retries=0))
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(first / LEDGER_NAME, out / LEDGER_NAME)
+    photo = str(photos / "photo1.png")
+    report = run_openai(photo, str(out), config, client=make_client(max_retries=0), confirm=lambda *plan: None)
+    assert (report.done, server.billable) == (1, 4)
+    assert "the ledger records 1 image(s) of this run's sources with these options as made in another folder" in caplog.text
+    assert f"(as {first}{os.sep}photo1-" in caplog.text
 
 
 def test_a_done_image_cut_short_or_empty_in_out_is_made_again_and_paid_with_a_warning(server, photos, tmp_path, caplog):

@@ -50,12 +50,10 @@ def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: S
         ConfigError: naming the first such source, how many more there are, and the options that differ from the
             settings last paid for.
     """
-    uris = {path_text(source) for source, _, digest in sources if digest is None}
-    digests = {*digests, *(digest for _, _, digest in sources if digest is not None)}
+    uris = _uris(sources)
     held: dict[str, list[JobRecord]] = {}
-    for record in paid:
-        if record.source in uris or record.source_sha256 in digests:
-            held.setdefault(record.source if record.source in uris else record.source_sha256, []).append(record)
+    for record in of_sources(paid, sources, digests):
+        held.setdefault(record.source if record.source in uris else record.source_sha256, []).append(record)
     settings = (config.mode, config.model, config.params_hash())
     other = [records[-1] for records in held.values()
              if not any((record.mode, record.model, record.params_hash) == settings for record in records)]
@@ -65,6 +63,19 @@ def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: S
     more = f" (and {len(other) - 1} more source(s))" if len(other) > 1 else ""
     raise ConfigError(f"the ledger of this --out paid for {last.source}{more} with "
                       f"{_differs(_settings(last), last.params_hash, config)}: {_CHOICES}")
+
+
+def of_sources(records: Iterable[JobRecord], sources: Sequence[tuple[str, str, str | None]],
+               digests: Iterable[str] = ()) -> list[JobRecord]:
+    """The `records` of `sources` (`planned_sources`: an image known by its URI, a prompt by its sha256) or of
+    `digests` (further sha256s to know sources by)."""
+    uris, digests = _uris(sources), {*digests, *(digest for _, _, digest in sources if digest is not None)}
+    return [record for record in records if record.source in uris or record.source_sha256 in digests]
+
+
+def _uris(sources: Sequence[tuple[str, str, str | None]]) -> set[str]:
+    """The URIs of `sources`' images, as the ledger records them."""
+    return {path_text(source) for source, _, digest in sources if digest is None}
 
 
 def check_recorded(paid: list[JobRecord], rows: Mapping[str, Mapping], config: OpenAIImagesConfig,

@@ -25,7 +25,14 @@ from fakescope.generate._budget import Budget, RunReport
 from fakescope.generate._loop import Run
 from fakescope.generate._outputs import done_elsewhere
 from fakescope.generate._plan import files_in, planned, planned_sources
-from fakescope.generate._settings import check_earlier_format, check_recorded, check_settings, check_stretched, paid_jobs
+from fakescope.generate._settings import (
+    check_earlier_format,
+    check_recorded,
+    check_settings,
+    check_stretched,
+    of_sources,
+    paid_jobs,
+)
 from fakescope.generate._sources import read_sources
 from fakescope.generate.lease import LEASE_SECONDS, Lease
 from fakescope.generate.ledger import Ledger
@@ -137,7 +144,7 @@ def run_openai(
         let go of either way). A job the ledger records as done is skipped only while `out` holds its output, whole
         (one listing of `out`; a local output's first and last bytes read, a remote one's size as that listing gave it,
         `_plan.damage`); one deleted, damaged or saved in another folder (a ledger copied without its images; warned of,
-        with how many, before `confirm`) is made, and paid for, again (`missing`).
+        with how many of this run's sources' images, before `confirm`) is made, and paid for, again (`missing`).
 
     Raises:
         ConfigError, StorageError: `src` is missing or gives no source (no image; in `generate` mode, not UTF-8 text or
@@ -162,8 +169,9 @@ def run_openai(
     sources = read_sources(src, out, config, split)
     first = next(sources)  # a bad src fails here, before anything is made under `out` or the cache
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
-    paid = [] if new_settings else paid_jobs(Path(report.ledger))
-    listed = planned_sources(src, out, config, split) if paid or confirm is not None else []
+    recorded = paid_jobs(Path(report.ledger))
+    paid = [] if new_settings else recorded
+    listed = planned_sources(src, out, config, split) if recorded or confirm is not None else []
     check_settings(paid, config, listed, [first[2]])
     held = files_in(out)  # first, listed once: an unreachable `out` fails naming itself, not its manifest
     manifest = storage.join(out, manifest_name)
@@ -172,9 +180,9 @@ def run_openai(
         check_recorded(paid, rows, config, held)
         check_earlier_format(out, held, config)  # images without a ledger or manifest row: known by their names
     check_stretched(out, held, rows, config)  # the same names: a second set cannot be made beside them
-    if elsewhere := done_elsewhere(paid_jobs(Path(report.ledger)) if new_settings else paid, out, held, config):
-        log.warning("the ledger records %d image(s) of these options as made in another folder (as %s), not in %s: "
-                    "this run makes those of its sources again, paid again (counted in its plan and budgets); to keep "
+    if elsewhere := done_elsewhere(of_sources(recorded, listed, [first[2]]), out, held, config):
+        log.warning("the ledger records %d image(s) of this run's sources with these options as made in another folder "
+                    "(as %s), not in %s: this run makes them again, paid again (counted in its plan and budgets); to keep "
                     "them unpaid, stop it and copy them into %s", len(elsewhere), elsewhere[0], out, out)
     if confirm is not None:
         confirm(*planned(src, out, config, split, listed, held))
