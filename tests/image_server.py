@@ -16,7 +16,7 @@ def _handler(image: bytes, big: int, load: dict | None):
         """`/*.png`: the image (any query); `/missing.png`: 404; `/page.html`: a web page; `/big.png`: `big` bytes of an
         image's signature and zeros; `/text.png`: text called a PNG; `/slow.png`: the image after 1 s, counting the
         requests at once in `load`; `/busy.png`: 503; `/limited.png`: 429; `/flaky.png`: 503 the first time each query
-        asks, the image after."""
+        asks, the image after; `/drip.png`: the image a byte every 0.8 s."""
 
         def log_message(self, *args) -> None:
             pass
@@ -44,7 +44,12 @@ def _handler(image: bytes, big: int, load: dict | None):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             try:
-                self.wfile.write(body)
+                if path == "/drip.png":
+                    for byte in body:
+                        time.sleep(0.8)
+                        self.wfile.write(bytes([byte]))
+                else:
+                    self.wfile.write(body)
             except OSError:  # the client stopped reading at the limit
                 pass
 

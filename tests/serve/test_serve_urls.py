@@ -178,6 +178,26 @@ def test_a_url_waiting_for_a_fetch_thread_counts_the_wait_in_its_time_limit(serv
                   "try again shortly")
 
 
+def test_a_dripping_image_server_frees_its_fetch_thread_at_the_url_deadline(server, auth, trusted):
+    """Each read of a URL's body waited up to the time left when its request was sent, so a server dripping a byte
+    just within it held the thread up to twice the limit (here 1.6 s of 1 s). Now each read waits the time left: the
+    fetch stops at the deadline with the transient 503, and the one thread fetches the next URL."""
+    app = server.app
+    kept = app.state.fetcher
+    try:
+        app.state.fetcher = URLFetcher(workers=1, timeout=1)
+        start = time.monotonic()
+        dripped = _post(server, auth, "/v1/detect", {"url": f"{trusted}/drip.png"})
+        held = time.monotonic() - start
+        after = _post(server, auth, "/v1/detect", {"url": f"{trusted}/a.png"})
+    finally:
+        app.state.fetcher.close()
+        app.state.fetcher = kept
+    assert (dripped.status_code, dripped.headers["Retry-After"], dripped.json()["detail"]) == (
+        503, str(FETCH_RETRY_AFTER), f"could not fetch {trusted}/drip.png: the file at that URL took over 1 s to download")
+    assert held < 1.4 and after.status_code == 200
+
+
 def test_batches_of_slow_urls_leave_fetch_workers_for_another_client(server, auth, trusted, load):
     """One batch's URLs took every fetch worker (8 slow URLs held all 8), and each further URL of anyone waited behind
     all of them. Now a batch fetches `BATCH_FETCHES` at once: 3 batches hold 6 workers, and a lone URL starts at once

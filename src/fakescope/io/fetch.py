@@ -185,10 +185,12 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
     """
     import httpx
 
+    from fakescope.io._deadline import DeadlineTransport
+
     redact_http_logs()  # httpx logs each request's URL, a signed URL's signature included, at INFO
     trusted_origins = {origin(t) for t in trusted}
     deadline = (time.monotonic() if started is None else started) + timeout
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+    with httpx.Client(timeout=timeout, follow_redirects=False, transport=DeadlineTransport(deadline)) as client:
         for _ in range(MAX_REDIRECTS + 1):
             request = _pinned_request(client, url, trusted_origins, deadline, timeout)
             try:
@@ -205,6 +207,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                 finally:
                     answer.close()
             except httpx.HTTPError as exc:
+                if isinstance(exc, httpx.TimeoutException):
+                    _left(deadline, timeout)  # a wait cut at the deadline: says so, as a chunk read past it does
                 transient = isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
                 raise (TransientFetchError if transient else FetchError)(f"{type(exc).__name__}: {exc}") from None
     raise FetchError(f"more than {MAX_REDIRECTS} redirects")

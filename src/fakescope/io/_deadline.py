@@ -1,0 +1,63 @@
+"""An httpx transport whose every wait (connect, TLS handshake, each read and write) lasts at most the time left before
+one deadline, so a server that drips its headers or body cannot hold a fetch past it: httpcore gives each read the
+request's whole read timeout, however late the read comes."""
+
+from __future__ import annotations
+
+import time
+
+import httpcore
+import httpx
+
+
+class DeadlineTransport(httpx.HTTPTransport):
+    """`httpx.HTTPTransport` on a `DeadlineBackend`: httpx takes no network backend (encode/httpx#3749), so the pool it
+    made is replaced by one with the same (default) settings that has it."""
+
+    def __init__(self, deadline: float):
+        context = httpx.create_ssl_context()
+        super().__init__(verify=context)
+        self._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=DeadlineBackend(deadline))
+
+
+class DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's `SyncBackend`, every wait of its streams cut to the seconds left before `deadline` (a
+    `time.monotonic()`); one past it raises httpcore's timeout at once, which httpx passes on as its own."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None) -> httpcore.NetworkStream:
+        wait = self.wait(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._backend.connect_tcp(host, port, wait, local_address, socket_options), self)
+
+    def wait(self, timeout: float | None, error: type[httpcore.TimeoutException]) -> float:
+        """`timeout`, at most the seconds left; `error` when none are."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise error("timed out")
+        return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A stream of a `DeadlineBackend`, each wait within its deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream, backend: DeadlineBackend):
+        self._stream, self._backend = stream, backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._backend.wait(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._backend.wait(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
+        wait = self._backend.wait(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, wait), self._backend)
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
