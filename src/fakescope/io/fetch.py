@@ -3,9 +3,11 @@
 `fetch_public` is the one place fakescope downloads a URL it was handed: an image URL the Images
 API answers, or one pasted into the web app. Only `http`/`https`; the host must resolve to public
 addresses alone (no loopback, private, link-local such as 169.254.169.254, or reserved ones), and
-the connection goes to the address that was checked, so a DNS answer cannot change in between. An IPv6 address that
+the connection goes to the address that was checked (directly: `HTTP(S)_PROXY` is not used), so a DNS answer cannot
+change in between. An IPv6 address that
 carries an IPv4 one to a gateway (NAT64, 6to4) is checked by that IPv4 address too.
-Redirects are followed (at most `MAX_REDIRECTS`), each checked alike; resolving each host counts in the time limit.
+Redirects are followed (at most `MAX_REDIRECTS`), each checked alike; resolving each host counts in the time limit, and
+every connect, read and write waits at most the time left (`_deadline`), so a server dripping its answer cannot pass it.
 `trusted` names origins (`scheme://host[:port]`) exempt from the address check: the Images API server the operator
 configured (`OPENAI_BASE_URL`), which may itself be on loopback or a LAN. `fetch_url` fetches an image URL given as
 an input (the web app, `detect`, `scan`, `Detector.predict`) within the input limits below.
