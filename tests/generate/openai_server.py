@@ -4,7 +4,7 @@ POST /v1/images/variations and /v1/images/edits (multipart), /v1/images/generati
 GPT image models (any model not named dall-e-*) speak today's API: no variations, always b64_json,
 a `response_format` refused (400), and a `usage` block in every answer; `input_fidelity` is taken by edits
 only, as `FIDELITIES` says (400 otherwise); models in `retired` answer 404 `model_not_found`. dall-e models keep the legacy behaviour: b64_json or a URL the server
-serves itself (GET /files/<n>.png), no usage. Like the real API, a dall-e-2 edit
+serves itself (GET /files/<n>.png; /files/drip.png only its headers, a byte every 0.3 s), no usage. Like the real API, a dall-e-2 edit
 is refused (400) unless its image has transparency or it comes with a mask of the image's size that
 has some (transparent pixels mark what may change); sizes, qualities and n a known model does not take, a
 non-square dall-e-2 image and a mask of another size than its image are refused (400) too. Faults queued in `faults`
@@ -107,14 +107,27 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        data = self.server.files.get(self.path.partition("?")[0].removeprefix("/files/"))  # a signed URL's query
+        name = self.path.partition("?")[0].removeprefix("/files/")  # a signed URL's query
+        data = self.server.files.get(name)
         if data is None:
             return self._send(404, {"error": {"message": "no such file"}}, "files")
+        if name == "drip.png":
+            return self._drip(f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {len(data)}\r\n\r\n".encode())
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _drip(self, head: bytes) -> None:
+        """Send `head` a byte every 0.3 s, then close the connection (the client gives up first)."""
+        self.close_connection = True
+        try:
+            for byte in head:
+                time.sleep(0.3)
+                self.wfile.write(bytes([byte]))
+        except OSError:
+            pass
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

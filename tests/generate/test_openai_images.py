@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from fakescope.cache import cache_dir
 from fakescope.cli import app
 from fakescope.errors import ConfigError, StorageError
+from fakescope.generate import openai_images
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, make_client
 from fakescope.generate.openai_models import MODELS, check_served, current_models, input_fidelities
@@ -351,6 +352,20 @@ def test_an_image_url_that_fails_is_named_without_its_signature(server, photos, 
     report, error = _lost_url_error(server, photos, tmp_path, f"{url}?X-Amz-Signature=0123456789abcdef&X-Amz-Expires=300#part")
     assert error == f"LostImageError: the API made the image but its URL could not be fetched: HTTP Error 404: Not Found ({url})"
     assert f"({url})" in caplog.text and "Signature" not in caplog.text + error
+
+
+def test_an_image_url_dripped_past_its_time_limit_is_a_lost_image_at_the_limit(server, photos, tmp_path, monkeypatch):
+    """Each read waited up to the time left when the request was sent, so an image server dripping its headers a byte
+    within that held the fetch (its thread, the run) as long as they lasted, past the 120 s. Now the limit (1 s here)
+    is one deadline for the whole fetch."""
+    monkeypatch.setattr(openai_images, "IMAGE_URL_TIMEOUT_S", 1)
+    server.files["drip.png"] = (photos / "photo1.png").read_bytes()
+    url = f"{server.base_url.removesuffix('/v1')}/files/drip.png"
+    start = time.monotonic()
+    _, error = _lost_url_error(server, photos, tmp_path, url)
+    assert error == ("LostImageError: the API made the image but its URL could not be fetched: the file at that URL "
+                     f"took over 1 s to download ({url})")
+    assert time.monotonic() - start < 8  # the headers alone take 20 s to drip
 
 
 def test_http_client_logs_name_urls_without_their_signature_or_the_key(server, photos, tmp_path, caplog):

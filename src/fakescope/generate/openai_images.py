@@ -71,6 +71,8 @@ ACCOUNT_EXHAUSTED = ("insufficient_quota", "billing_hard_limit_reached")
 """Error codes (429 and 400) that refuse every request until the account is topped up: they stop a run."""
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 """The most an image URL the API answers may download."""
+IMAGE_URL_TIMEOUT_S = 120.0
+"""Seconds an image URL the API answers may take in all (one deadline: redirects and a dripped answer included)."""
 MAX_UPLOAD_PIXELS = 16_000_000
 """The most pixels a GPT image model's upload has: a source over it is sent downscaled, as its RGB PNG (at most 3 bytes
 a pixel and a little) could pass the API's 50 MB upload limit. dall-e-2's uploads are cut to `size` (at most 1024x1024,
@@ -470,7 +472,7 @@ def _image_bytes(item, api_base) -> bytes:
     if item.b64_json:
         return base64.b64decode(item.b64_json)
     try:
-        return fetch_public(item.url or "", max_bytes=MAX_IMAGE_BYTES, timeout=120, trusted=(str(api_base),))
+        return fetch_public(item.url or "", max_bytes=MAX_IMAGE_BYTES, timeout=IMAGE_URL_TIMEOUT_S, trusted=(str(api_base),))
     except FetchError as exc:
         raise LostImageError(f"the API made the image but its URL could not be fetched: {exc} "
                              f"({shown_url(item.url or '')})") from None
