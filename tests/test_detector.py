@@ -557,6 +557,12 @@ def test_a_non_finite_model_score_is_an_error_record_and_json_stays_valid(tiny_m
     assert json.dumps([failed.to_dict(), scored.to_dict()], allow_nan=False)
 
 
+def test_the_device_is_built_once_not_per_batch(detector, image_files):
+    """The torch runtime asks for its device on every batch: one `torch.device`, built on the first ask."""
+    detector.predict(image_files)
+    assert detector.device is detector.device and detector.device == torch.device("cpu")
+
+
 def test_unusable_device_is_a_clean_error(tiny_model_dir):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

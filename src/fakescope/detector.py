@@ -8,6 +8,7 @@ batched across images) -> postprocess (calibration, fusion, plain results).
 from __future__ import annotations
 
 import collections
+import functools
 import importlib.util
 import logging
 import math
@@ -177,9 +178,10 @@ class Detector:
         # lazy: the torch runtime builds the network in the constructor; onnx finds a cached export without it
         return cls(load_model(name_or_path, device=resolved, lazy=True, progress=progress), device=resolved, **kwargs)
 
-    @property
+    @functools.cached_property
     def device(self) -> torch.device:
-        """The inference device (as torch names it: asking loads torch, which the onnx runtime runs without)."""
+        """The inference device (as torch names it: the first ask loads torch, which the onnx runtime runs without;
+        built once, not per batch)."""
         import torch
 
         return torch.device(self._device)
