@@ -228,3 +228,44 @@ def test_each_perturbation_comes_before_the_recipe_preprocessing_for_both_labels
             assert rows[name][key] == pytest.approx(expected[key], rel=1e-5), (name, key)
         aucs_the_other_way[name] = binary_metrics(labels, other, report.threshold)["auc"]
     assert aucs_the_other_way["resize_0.5x"] != pytest.approx(rows["resize_0.5x"]["auc"])  # the rows can tell the order
+
+
+def test_the_thumbnails_kept_while_scoring_cover_every_example_shown():
+    """The example thumbnails were each read again after scoring; now kept as scored, ties ranked as pick_examples does."""
+    from PIL import Image
+
+    from fakescope.evaluate.evaluator import _Candidates, pick_examples
+
+    rng, image = np.random.default_rng(0), Image.new("RGB", (4, 4))
+    for k in (0, 1, 7):
+        labels, probs = rng.integers(0, 2, 60), rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], 60)  # many ties
+        candidates = _Candidates(k)
+        for i, (label, p) in enumerate(zip(labels, probs)):
+            candidates.offer(i, int(label), float(p), image)
+        assert {i for i, _ in pick_examples(labels, probs, 0.5, k)} <= set(candidates.kept())
+        assert len(candidates.kept()) <= 4 * k
+
+
+@pytest.mark.slow
+def test_explanation_figures_reuse_the_scored_images_and_change_no_number(model_dir, dataset, tmp_path, monkeypatch):
+    """--explain embedded the split in a second pass (a second read and decode of each image) and the example
+    thumbnails were read a third time: now each image is read once, and the report, its thumbnails and the figures'
+    table are what a plain evaluate, a fresh read and report_figures give."""
+    import collections
+
+    import fakescope.io.image as image_io
+    from fakescope.evaluate.evaluator import _thumbnail
+    from fakescope.explain import report_figures
+
+    reads, read = collections.Counter(), image_io._read_path
+    monkeypatch.setattr(image_io, "_read_path", lambda source: reads.update([str(source)]) or read(source))
+    options = {"robustness": False, "bootstrap": 0, "provenance": False, "audit": False, "device": "cpu"}
+    got = evaluate(model_dir, dataset, "all", explain_to=tmp_path / "new", **options)
+    assert sorted(reads.values()) == [1] * len(dataset)
+    assert len(got.thumbnails) == 12 and got.thumbnails == {uri: _thumbnail(uri) for uri in got.thumbnails}
+    plain = evaluate(model_dir, dataset, "all", **options)
+    assert {**got.to_dict(), "seconds": 0} == {**plain.to_dict(), "seconds": 0} and plain.figures == []
+    drawn = report_figures(model_dir, dataset, tmp_path / "old")  # reads every image again
+    assert [title for title, _ in got.figures] == [title for title, _ in drawn] and len(drawn) > 4
+    new, old = (pd.read_parquet(tmp_path / d / "embeddings.parquet") for d in ("new", "old"))
+    pd.testing.assert_frame_equal(new, old)

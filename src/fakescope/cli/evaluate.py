@@ -22,7 +22,7 @@ from fakescope.cli._options import (
 from fakescope.errors import DEVICES
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from pathlib import Path
 
     from fakescope.evaluate.report import ExtraFigure
 
@@ -67,6 +67,8 @@ def evaluate(
     lists them), 2 on usage errors.
     """
     import math
+    import tempfile
+    from pathlib import Path
 
     from fakescope.data.manifest import read_rows
     from fakescope.errors import ConfigError
@@ -95,14 +97,16 @@ def evaluate(
             import pytorch_grad_cam  # noqa: F401
             import umap  # noqa: F401
         rows = read_rows(manifest, split_required=split != "all")
-        report = run(model, rows, split, robustness=robustness, perturbations=chosen,
-                     bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=sliced,
-                     device=device, batch_size=batch_size, progress=show_progress(progress), audit=audit)
-        for line in warning_lines(report.shortcuts):
-            typer.echo(line, err=True)
-        if explain:  # after evaluate checked every option: a typo is refused before this second pass, not after it
-            figures, written = _explain_figures(model, rows if split == "all" else rows[rows["split"] == split], out)
-            extras += figures
+        with tempfile.TemporaryDirectory(prefix="fakescope-figures-") as scratch:  # --explain's, copied to OUT/figures
+            report = run(model, rows, split, robustness=robustness, perturbations=chosen,
+                         bootstrap=bootstrap, examples=examples, provenance=provenance, attributes=sliced,
+                         device=device, batch_size=batch_size, progress=show_progress(progress), audit=audit,
+                         explain_to=scratch if explain else None)  # drawn as scored, once evaluate checked every option
+            for line in warning_lines(report.shortcuts):
+                typer.echo(line, err=True)
+            if explain:
+                figures, written = _copy_figures(report.figures, Path(scratch), out)
+                extras += figures
         try:
             paths = write_report(report, out, extras)
         except OSError as exc:
@@ -230,24 +234,17 @@ def _names(text: str | None, option: str) -> list[str] | None:
     return names
 
 
-def _explain_figures(model: str, rows: pd.DataFrame, out: str) -> tuple[list[ExtraFigure], list[str]]:
-    """`fakescope.explain.report_figures` of the split, drawn in a scratch folder and copied to OUT/figures; the figures,
-    and the URIs of the files written."""
-    import tempfile
-    from pathlib import Path
-
-    from fakescope.explain import report_figures
+def _copy_figures(figures: list[tuple[str, Path]], folder: Path, out: str) -> tuple[list[ExtraFigure], list[str]]:
+    """The explanation figures drawn in `folder` (`EvaluationReport.figures`), copied to OUT/figures: the figures, each
+    read once, and the URIs of the files written."""
     from fakescope.io import storage
 
     written = []
-    with tempfile.TemporaryDirectory(prefix="fakescope-figures-") as scratch:
-        folder = Path(scratch)
-        figures = report_figures(model, rows.reset_index(drop=True), folder)
-        drawn = {path: path.read_bytes() for path in sorted(p for p in folder.rglob("*") if p.is_file())}  # each read once
-        for path, data in drawn.items():
-            written.append(storage.join(out, "figures", *path.relative_to(folder).parts))
-            storage.write_bytes(written[-1], data)
-        return [(title, drawn[path]) for title, path in figures], written
+    drawn = {path: path.read_bytes() for path in sorted(p for p in folder.rglob("*") if p.is_file())}  # each read once
+    for path, data in drawn.items():
+        written.append(storage.join(out, "figures", *path.relative_to(folder).parts))
+        storage.write_bytes(written[-1], data)
+    return [(title, drawn[path]) for title, path in figures], written
 
 
 def _figure_pair(text: str) -> tuple[str, str]:

@@ -1,14 +1,15 @@
 """`evaluate`: score a manifest split with a model, exactly as its training recipe says, and measure it.
 
 Images are read once, in chunks. Each chunk is scored clean (pixel model, then provenance
-evidence fused in when `provenance` is on) and, for the robustness sweep, after every
-perturbation (pixel model only). Metrics, bootstrap intervals, calibration, slices and a few
+evidence fused in when `provenance` is on), embedded for the explanation figures when asked (`explain_to`) and, for
+the robustness sweep, scored after every perturbation (pixel model only). Metrics, bootstrap intervals, calibration, slices and a few
 example images end up in one `EvaluationReport`; `report.write_report` renders it.
 """
 
 from __future__ import annotations
 
 import base64
+import heapq
 import io
 import itertools
 import logging
@@ -18,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +60,8 @@ class EvaluationReport:
     image; `thumbnails` maps example uris to data URIs for the HTML report and stays out of JSON.
     `robustness_skipped` lists the images a perturbation could not be applied to (`uri`,
     `perturbation`, `error`): every robustness row leaves them out. `shortcuts` is the audit of the
-    scored rows (`fakescope.evaluate.shortcuts.audit_rows`), None when skipped.
+    scored rows (`fakescope.evaluate.shortcuts.audit_rows`), None when skipped. `figures` are the explanation
+    figures drawn into `explain_to`, `(title, PNG path)` pairs for `write_report`'s `extra_figures`, out of JSON.
     """
 
     model: str
@@ -84,10 +87,11 @@ class EvaluationReport:
     robustness_skipped: list[dict[str, str]] = field(default_factory=list)
     shortcuts: dict[str, Any] | None = None
     thumbnails: dict[str, str] = field(default_factory=dict, repr=False)
+    figures: list[tuple[str, Path]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: NaN becomes None, tuples become lists, thumbnails are left out."""
-        return _json_safe({f.name: getattr(self, f.name) for f in fields(self) if f.name != "thumbnails"})
+        """JSON-ready: NaN becomes None, tuples become lists, thumbnails and figures are left out."""
+        return _json_safe({f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("thumbnails", "figures")})
 
 
 def evaluate(
@@ -105,6 +109,7 @@ def evaluate(
     batch_size: int = 32,
     progress: bool = False,
     audit: bool = True,
+    explain_to: str | os.PathLike | None = None,
 ) -> EvaluationReport:
     """Evaluate a detector on one split of a manifest (`split="all"` takes every row).
 
@@ -120,6 +125,8 @@ def evaluate(
         progress: count the images read on stderr (and show a Hub download's progress bars).
         audit: check the rows for shortcuts (format, JPEG quality, size, metadata, watermark) that separate
             the labels, as `fakescope dataset audit` does, on a sample of about 1000 images per label.
+        explain_to: a local folder to draw the explanation figures in (`fakescope.explain.report_figures`, needs the
+            explain extra), from the images as scored: none is read again (`EvaluationReport.figures`).
 
     Raises:
         ConfigError: `bootstrap` is below `MIN_BOOTSTRAP` (and not 0), the split is empty, labels, a perturbation or an attribute column are unknown or missing,
@@ -155,10 +162,17 @@ def evaluate(
     warn_repeated_uris(rows, f"split {split!r}", "scored")
     config = detector.model.config
     recipe = recipe_preprocessing(config)
-    scorer = make_scorer(detector, recipe)
+    scorer, clean = make_scorer(detector, recipe), make_scorer(detector, None)  # clean: of images neutralized once
+    figures = None
+    if explain_to is not None:
+        from fakescope.explain.report import ReportFigures
+
+        model = detector.torch_model  # its network runs channels_last, which moves features by 1e-9 and flips a UMAP:
+        own = model.with_network(None) if model.weights else model  # one built afresh from the weights, as load_model's
+        figures = ReportFigures(own, rows, explain_to)
 
     shortcuts = audit_rows(rows, recipe, provenance, progress=progress) if audit else None
-    kept, records, failures, skipped = [], [], [], []
+    kept, records, failures, skipped, candidates = [], [], [], [], _Candidates(examples)
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
     chunk = max(batch_size, 16)
     with tqdm(total=len(rows), desc="evaluate", unit="img", file=sys.stderr, disable=not progress, leave=False) as bar:
@@ -170,10 +184,17 @@ def evaluate(
                     loaded.append((index, load_source(uri, keep_bytes=provenance)))
                 except (ImageLoadError, StorageError) as exc:
                     failures.append({"uri": str(uri), "error": exc.reason})
+                    if figures is not None:
+                        figures.fail(uri, exc.reason)
             bar.update(len(part))
             if not loaded:
                 continue
-            pixel = scorer([item.image for _, item in loaded])
+            images = [item.image for _, item in loaded]
+            ready = [neutralize(im, recipe) for im in images] if recipe else images
+            pixel = clean(ready)
+            if figures is not None:  # as report_figures reads them: each image as the model scored it
+                for (index, _), image in zip(loaded, ready):
+                    figures.add(rows.at[index, "uri"], image)
             finite = np.isfinite(pixel)  # a model that overflows gives no score: a failure, not a metric's NaN
             failures += [{"uri": str(rows.at[index, "uri"]), "error": f"the model gave no finite score ({p})"}
                          for (index, _), p, ok in zip(loaded, pixel, finite) if not ok]
@@ -190,6 +211,7 @@ def evaluate(
             for (index, item), p in zip(loaded, pixel):
                 kept.append(index)
                 records.append(_record(rows.loc[index], item, float(p), detector, provenance))
+                candidates.offer(len(records) - 1, int(records[-1]["label"] == "ai"), records[-1]["probability"], item.image)
     if not records:
         raise ConfigError(f"none of the {len(rows)} image(s) of split {split!r} could be read and scored")
     if skipped:
@@ -203,7 +225,8 @@ def evaluate(
     probs = np.array([r["probability"] for r in records])
     pixel = np.concatenate(swept[CLEAN])
     threshold, band = detector.threshold, detector.band
-    chosen = pick_examples(labels, probs, threshold, examples)
+    chosen, small = pick_examples(labels, probs, threshold, examples), candidates.kept()
+    drawn = figures.draw() if figures is not None else []
     return EvaluationReport(
         model=config.name,
         location=detector.model.location,
@@ -227,7 +250,9 @@ def evaluate(
         robustness_skipped=skipped,
         shortcuts=shortcuts,
         seconds=round(time.perf_counter() - started, 2),
-        thumbnails={records[i]["uri"]: t for i, _ in chosen if (t := _thumbnail(records[i]["uri"]))},
+        thumbnails={records[i]["uri"]: t for i, _ in chosen
+                    if (t := _data_uri(small[i]) if i in small else _thumbnail(records[i]["uri"]))},
+        figures=drawn,
     )
 
 
@@ -256,6 +281,30 @@ def pick_examples(labels: np.ndarray, probs: np.ndarray, threshold: float, k: in
     by_label = ([i for i in correct if labels[i] == 1], [i for i in correct if labels[i] == 0])
     hits = [i for pair in itertools.zip_longest(*by_label) for i in pair if i is not None]
     return [(i, "mistake") for i in mistakes] + [(i, "correct") for i in hits[: k - len(mistakes)]]
+
+
+class _Candidates:
+    """Thumbnails of the records `pick_examples` may show, made as they are scored, not read again: of each label, the
+    `k` largest and the `k` smallest errors |label - P(ai)|, ties to the earlier record, as `pick_examples` ranks them.
+    (Two probabilities so close that their errors round equal, on either side of the threshold, could rank a record
+    outside these: its thumbnail is read again.)"""
+
+    def __init__(self, k: int):
+        self.k = k
+        self._heaps: dict[tuple[int, bool], list[tuple[float, int, Image.Image]]] = {}  # the lowest-ranked kept first
+
+    def offer(self, i: int, label: int, probability: float, image: Image.Image) -> None:
+        error, small = abs(label - probability), None  # as pick_examples computes it, in float64
+        for largest in (True, False):
+            heap = self._heaps.setdefault((label, largest), [])
+            key = (error if largest else -error, -i)
+            if len(heap) < self.k or (heap and key > heap[0][:2]):
+                small = small or _small(image)
+                (heapq.heappush if len(heap) < self.k else heapq.heapreplace)(heap, (*key, small))
+
+    def kept(self) -> dict[int, Image.Image]:
+        """Record index -> thumbnail."""
+        return {-i: small for heap in self._heaps.values() for _, i, small in heap}
 
 
 def _record(row: pd.Series, item: LoadedImage, pixel: float, detector: Detector, provenance: bool) -> dict[str, Any]:
@@ -319,10 +368,18 @@ def _split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
 def _thumbnail(uri: str) -> str | None:
     """A small JPEG of an image as a data URI, or None when it cannot be read again."""
     try:
-        image = load_source(uri, keep_bytes=False).image
+        return _data_uri(_small(load_source(uri, keep_bytes=False).image))
     except (ImageLoadError, StorageError):
         return None
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+
+
+def _small(image: Image.Image) -> Image.Image:
+    small = image.copy()
+    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    return small
+
+
+def _data_uri(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

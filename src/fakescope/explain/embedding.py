@@ -94,6 +94,63 @@ class Extremes:
         return {row: image for heap in self._heaps.values() for *_, row, image in heap}
 
 
+class Embedder:
+    """`embed_images` fed one decoded image at a time (rows by their place in the `n` rows), in batches of about
+    `batch_size` tiles in the order given: `add` each row's image or `fail` it, then `table` of the rows."""
+
+    def __init__(self, model: LoadedModel, n: int, *, batch_size: int = 64, thumbnails: Thumbnails | None = None,
+                 extremes: Extremes | None = None):
+        require_classifier(model)
+        if not hasattr(model.network, "backbone") and not hasattr(model.network, "embed"):
+            raise ConfigError(f"{model.config.name}: embeddings need the network's embed (one vector per input), which "
+                              f"{type(model.network).__name__} lacks")
+        self.model, self.batch_size, self.thumbnails, self.extremes = model, batch_size, thumbnails, extremes
+        self.embeddings, self.probabilities, self.errors = [None] * n, [np.nan] * n, [None] * n
+        self._pending: list[tuple[int, torch.Tensor]] = []
+        self._small: dict[int, Image.Image] = {}
+        self._decoded: dict[int, Image.Image] = {}  # for `extremes`, until the batch is scored
+
+    def add(self, i: int, image: Image.Image) -> None:
+        """Embed row `i`'s image (with the next batch full).
+
+        Raises:
+            FakescopeError: the image cannot be cut into the model's tiles.
+        """
+        self._pending.append((i, torch.from_numpy(make_tiles(image, self.model.config.input).pixels)))
+        if self.thumbnails is not None:
+            self._small[i] = self.thumbnails.small(image)
+        if self.extremes is not None:
+            self._decoded[i] = image
+        if sum(len(t) for _, t in self._pending) >= self.batch_size:
+            self._flush()
+
+    def fail(self, i: int, reason: str) -> None:
+        """Row `i` has no image: why."""
+        self.errors[i] = reason
+
+    def table(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """The rows (fresh index) plus `probability`, `embedding` and `error`, as `embed_images` returns them."""
+        self._flush()
+        return rows.reset_index(drop=True).assign(probability=self.probabilities, embedding=self.embeddings,
+                                                  error=self.errors)
+
+    def _flush(self) -> None:
+        model = self.model
+        for i, features, logits in _forward_tiles(model, self._pending, self.batch_size):
+            if not (features.isfinite().all() and logits.isfinite().all()):  # k-means and UMAP would fail on the whole set
+                self.errors[i] = f"{model.config.name} gave non-finite (NaN or infinite) features or logits for this image"
+                continue
+            self.embeddings[i] = features.mean(0).numpy().astype(np.float32)
+            self.probabilities[i] = float(apply_calibration(model.config.calibration, np.array([logits.mean().item()]))[0])
+            if self.thumbnails is not None:
+                self.thumbnails.offer(i, self._small[i])
+            if self.extremes is not None:
+                self.extremes.offer(i, self.probabilities[i], self._decoded[i])
+        self._pending.clear()
+        self._small.clear()
+        self._decoded.clear()
+
+
 def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64,
                  read: Callable[[str], Image.Image] = read_source, thumbnails: Thumbnails | None = None,
                  extremes: Extremes | None = None) -> pd.DataFrame:
@@ -110,47 +167,13 @@ def embed_images(model: LoadedModel, rows: pd.DataFrame, *, batch_size: int = 64
         >>> np.stack(table["embedding"]).shape  # doctest: +SKIP
         (200, 1280)
     """
-    require_classifier(model)
-    if not hasattr(model.network, "backbone") and not hasattr(model.network, "embed"):
-        raise ConfigError(f"{model.config.name}: embeddings need the network's embed (one vector per input), which "
-                          f"{type(model.network).__name__} lacks")
-    table = rows.reset_index(drop=True).copy()
-    n = len(table)
-    embeddings, probabilities, errors = [None] * n, [np.nan] * n, [None] * n
-    pending: list[tuple[int, torch.Tensor]] = []
-    small: dict[int, Image.Image] = {}
-    decoded: dict[int, Image.Image] = {}  # for `extremes`, until the batch is scored
-
-    def flush() -> None:
-        for i, features, logits in _forward_tiles(model, pending, batch_size):
-            if not (features.isfinite().all() and logits.isfinite().all()):  # k-means and UMAP would fail on the whole set
-                errors[i] = f"{model.config.name} gave non-finite (NaN or infinite) features or logits for this image"
-                continue
-            embeddings[i] = features.mean(0).numpy().astype(np.float32)
-            probabilities[i] = float(apply_calibration(model.config.calibration, np.array([logits.mean().item()]))[0])
-            if thumbnails is not None:
-                thumbnails.offer(i, small[i])
-            if extremes is not None:
-                extremes.offer(i, probabilities[i], decoded[i])
-        pending.clear()
-        small.clear()
-        decoded.clear()
-
-    for i, uri in enumerate(table["uri"]):
+    embedder = Embedder(model, len(rows), batch_size=batch_size, thumbnails=thumbnails, extremes=extremes)
+    for i, uri in enumerate(rows["uri"]):
         try:
-            image = read(uri)
-            pending.append((i, torch.from_numpy(make_tiles(image, model.config.input).pixels)))
-            if thumbnails is not None:
-                small[i] = thumbnails.small(image)
-            if extremes is not None:
-                decoded[i] = image
+            embedder.add(i, read(uri))
         except FakescopeError as exc:
-            errors[i] = exc.reason
-            continue
-        if sum(len(t) for _, t in pending) >= batch_size:
-            flush()
-    flush()
-    return table.assign(probability=probabilities, embedding=embeddings, error=errors)
+            embedder.fail(i, exc.reason)
+    return embedder.table(rows)
 
 
 def project_umap(features: np.ndarray, *, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1) -> np.ndarray:

@@ -21,11 +21,12 @@ from PIL import Image
 
 from fakescope.data.manifest import check_rows, warn_repeated_uris
 from fakescope.detector import Detector
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, FakescopeError
 from fakescope.explain.cam import class_activation_map
 from fakescope.explain.embedding import (
     MIN_IMAGES,
     Clusters,
+    Embedder,
     Extremes,
     Thumbnails,
     cluster_purity,
@@ -165,54 +166,69 @@ def embedding_report(
         >>> report.clusters.purity  # doctest: +SKIP
         0.97
     """
-    require_out_folder(out)
-    import umap  # noqa: F401 - missing: said before every image is embedded, not after (and nothing written)
+    run = _EmbeddingRun(model, rows, out, color_by=color_by, clusters=clusters, seed=seed, max_thumbnails=max_thumbnails,
+                        extremes=extremes)
+    return run.finish(embed_images(model, run.rows, batch_size=batch_size, read=read, thumbnails=run.thumbnails,
+                                   extremes=run.extremes))
 
-    rows = check_rows(rows, "the rows to embed", split_required=False)  # `fake` is ai; absent source, generator: empty
-    warn_repeated_uris(rows, "the manifest", "embedded")
-    missing = [c for c in color_by if c not in rows.columns]
-    if missing:
-        raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
-    thumbnails = Thumbnails(len(rows), max_thumbnails, seed=seed)  # kept as embedded: a URL or bucket object read once
-    kept = Extremes(rows["label"], extremes)
-    table = embed_images(model, rows, batch_size=batch_size, read=read, thumbnails=thumbnails, extremes=kept)
-    ok = table["error"].isna().to_numpy()
-    if ok.sum() < MIN_IMAGES:
-        first = ""
-        if not ok.all():
-            uri, error = table.loc[~ok, ["uri", "error"]].iloc[0]
-            first = f"; first unreadable: {error if uri in error else f'{path_text(shown_source(uri))}: {error}'}"
-        raise ConfigError(f"UMAP needs at least {MIN_IMAGES} readable images, got {ok.sum()} of {len(ok)}{first}")
-    features = np.stack(table.loc[ok, "embedding"].tolist())
-    labels = table.loc[ok, "label"].fillna("").astype(str)
-    if labels.nunique() < 2:
-        log.warning("every embedded image is labelled %r: label purity is 1 whatever the features hold", labels.iloc[0])
-    k = clusters or max(2, labels.nunique())
-    found = cluster_purity(features, table.loc[ok, "label"], k, seed=seed)  # before UMAP: a k too large fails fast
-    coords = project_umap(features, seed=seed)
-    table.loc[ok, "umap_x"], table.loc[ok, "umap_y"] = coords[:, 0], coords[:, 1]
-    table.loc[ok, "cluster"] = found.assignments
-    table["cluster"] = table["cluster"].astype("Int64")
 
-    storage.write_bytes(storage.join(out, "embeddings.parquet"), _parquet(table))
-    storage.write_bytes(storage.join(out, "clusters.csv"), found.table.to_csv(index=False).encode())
-    valid = table[ok].reset_index(drop=True)
-    figures = []
-    for column in dict.fromkeys(("label", *color_by)):
-        if column == "label" or valid[column].nunique() > 1:
-            uri = storage.join(out, f"umap_{_slug(column)}.png")
-            title = f"{model.config.name}: UMAP of penultimate features by {column} (n={len(valid)})"
-            storage.write_bytes(uri, scatter_png(coords, valid[column].rename(column), title))
-            figures.append((f"UMAP by {column}", uri))
-    small = thumbnails.kept()
-    sample = np.searchsorted(np.flatnonzero(ok), list(small))  # rows of the table -> rows of `valid`
-    correct = (valid["probability"].to_numpy() >= model.config.threshold) == (valid["label"] == "ai").to_numpy()
-    title = (f"{model.config.name}: UMAP thumbnails ({len(sample)} of {len(valid)}); "
-             f"k-means k={k}, label purity {found.purity:.2f}")
-    uri = storage.join(out, "umap_mosaic.png")
-    storage.write_bytes(uri, mosaic_png(coords[sample], list(small.values()), correct[sample], title))
-    figures.append(("UMAP thumbnail mosaic (green: correct, red: wrong)", uri))
-    return EmbeddingReport(table, found, figures, kept.kept())
+class _EmbeddingRun:
+    """`embedding_report` in two steps, for images embedded elsewhere: the checks, then `finish` of their table."""
+
+    def __init__(self, model: LoadedModel, rows: pd.DataFrame, out: str, *, color_by: tuple[str, ...] = ("label", "generator"),
+                 clusters: int | None = None, seed: int = 0, max_thumbnails: int = 400, extremes: int = 0):
+        require_out_folder(out)
+        import umap  # noqa: F401 - missing: said before every image is embedded, not after (and nothing written)
+
+        rows = check_rows(rows, "the rows to embed", split_required=False)  # `fake` is ai; absent source, generator: empty
+        warn_repeated_uris(rows, "the manifest", "embedded")
+        missing = [c for c in color_by if c not in rows.columns]
+        if missing:
+            raise ConfigError(f"no column(s) {', '.join(missing)} to colour by; the manifest has {', '.join(rows.columns)}")
+        self.model, self.rows, self.out, self.color_by, self.clusters, self.seed = model, rows, out, color_by, clusters, seed
+        self.thumbnails = Thumbnails(len(rows), max_thumbnails, seed=seed)  # kept as embedded: a URL or bucket object read once
+        self.extremes = Extremes(rows["label"], extremes)
+
+    def finish(self, table: pd.DataFrame) -> EmbeddingReport:
+        """Project, cluster and draw the embedded rows (`embed_images`' table of `self.rows`)."""
+        model, out, seed = self.model, self.out, self.seed
+        ok = table["error"].isna().to_numpy()
+        if ok.sum() < MIN_IMAGES:
+            first = ""
+            if not ok.all():
+                uri, error = table.loc[~ok, ["uri", "error"]].iloc[0]
+                first = f"; first unreadable: {error if uri in error else f'{path_text(shown_source(uri))}: {error}'}"
+            raise ConfigError(f"UMAP needs at least {MIN_IMAGES} readable images, got {ok.sum()} of {len(ok)}{first}")
+        features = np.stack(table.loc[ok, "embedding"].tolist())
+        labels = table.loc[ok, "label"].fillna("").astype(str)
+        if labels.nunique() < 2:
+            log.warning("every embedded image is labelled %r: label purity is 1 whatever the features hold", labels.iloc[0])
+        k = self.clusters or max(2, labels.nunique())
+        found = cluster_purity(features, table.loc[ok, "label"], k, seed=seed)  # before UMAP: a k too large fails fast
+        coords = project_umap(features, seed=seed)
+        table.loc[ok, "umap_x"], table.loc[ok, "umap_y"] = coords[:, 0], coords[:, 1]
+        table.loc[ok, "cluster"] = found.assignments
+        table["cluster"] = table["cluster"].astype("Int64")
+
+        storage.write_bytes(storage.join(out, "embeddings.parquet"), _parquet(table))
+        storage.write_bytes(storage.join(out, "clusters.csv"), found.table.to_csv(index=False).encode())
+        valid = table[ok].reset_index(drop=True)
+        figures = []
+        for column in dict.fromkeys(("label", *self.color_by)):
+            if column == "label" or valid[column].nunique() > 1:
+                uri = storage.join(out, f"umap_{_slug(column)}.png")
+                title = f"{model.config.name}: UMAP of penultimate features by {column} (n={len(valid)})"
+                storage.write_bytes(uri, scatter_png(coords, valid[column].rename(column), title))
+                figures.append((f"UMAP by {column}", uri))
+        small = self.thumbnails.kept()
+        sample = np.searchsorted(np.flatnonzero(ok), list(small))  # rows of the table -> rows of `valid`
+        correct = (valid["probability"].to_numpy() >= model.config.threshold) == (valid["label"] == "ai").to_numpy()
+        title = (f"{model.config.name}: UMAP thumbnails ({len(sample)} of {len(valid)}); "
+                 f"k-means k={k}, label purity {found.purity:.2f}")
+        uri = storage.join(out, "umap_mosaic.png")
+        storage.write_bytes(uri, mosaic_png(coords[sample], list(small.values()), correct[sample], title))
+        figures.append(("UMAP thumbnail mosaic (green: correct, red: wrong)", uri))
+        return EmbeddingReport(table, found, figures, self.extremes.kept())
 
 
 def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike, manifest_df: pd.DataFrame,
@@ -226,41 +242,92 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     one label, leaves its share to the others). Each image goes through the model's
     recipe preprocessing first, as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
     its `pixel_probability` (no provenance evidence); each is the image decoded as it was embedded, not read again (a
-    URL read twice could give another image than the one scored). Where the data
+    URL read twice could give another image than the one scored). `ReportFigures` draws them from images decoded
+    elsewhere (`fakescope.evaluate`'s scoring pass), each read once. Where the data
     or the model allow no figures (UMAP of fewer than 5 images; Grad-CAM of a model without convolutional
     features) there are none, with a warning. A uri the rows repeat is drawn once, without the warning that
     `fakescope.evaluate` already gives when it scores them.
     """
-    model = _as_model(model_or_detector)
-    out = Path(out_dir)
-    recipe = recipe_preprocessing(model.config)
-    read = (lambda uri: neutralize(read_source(uri), recipe)) if recipe else read_source
-    try:
-        rows = manifest_df.drop_duplicates("uri") if "uri" in manifest_df else manifest_df  # no uri: embedding_report says so
-        report = embedding_report(model, rows, str(out), color_by=("label", "source", "generator"), seed=seed,
-                                  extremes=examples, read=read)  # the examples kept as scored: a URL read again could differ
-    except ConfigError as exc:
-        log.warning("the report has no explanation figures: %s", exc)
-        return []
-    figures = [(title, Path(uri)) for title, uri in report.figures]
-    for n, (group, row) in enumerate(_examples(report.table, examples)):
-        image = report.extremes[row.Index]
+    figures = ReportFigures(model_or_detector, manifest_df, out_dir, seed=seed, examples=examples)
+    for uri in figures.uris():
         try:
-            heat = class_activation_map(model, image, "gradcam")
-        except ConfigError as exc:  # features no module produces (spectral_lr): the UMAP figures stay
-            log.warning("the report has no Grad-CAM figures: %s", exc)
-            break
-        name = os.path.basename(shown_source(row.uri))  # a signed URL without its signature
-        source = "(none)" if pd.isna(row.source) or row.source == "" else row.source
-        verdict = {(True, True): "hit", (True, False): "missed", (False, True): "false alarm", (False, False): "right"}[
-            (row.label == "ai", row.probability >= model.config.threshold)]
-        caption = (f"{name}: label {row.label}, source {source}, pixel P(ai) = {row.probability:.3f} ({verdict})\n"
-                   f"Grad-CAM of a {group} image, model {model.config.name}")
-        path = out / "heatmaps" / f"{n:02d}_{source_stem(row.uri)}_gradcam.png"
-        save_overlay(str(path), image, heat, caption)
-        figures.append((f"Grad-CAM, {group} ({verdict}): {row.label} image {name}, source {source}, "
-                        f"pixel P(ai) = {row.probability:.3f}", path))
-    return figures
+            figures.add(uri, figures.read(uri))
+        except FakescopeError as exc:
+            figures.fail(uri, exc.reason)
+    return figures.draw()
+
+
+class ReportFigures:
+    """`report_figures` of images read elsewhere: `add` each row's image as read and recipe-preprocessed (`read` does
+    both) or `fail` it, by uri (a uri given again is passed over), then `draw`. Where the rows allow no figures (no
+    `uri` column, say), the warning comes here, and `draw` returns none."""
+
+    def __init__(self, model_or_detector: Detector | LoadedModel | str | os.PathLike, manifest_df: pd.DataFrame,
+                 out_dir: str | os.PathLike, *, seed: int = 0, examples: int = 4):
+        self.model, self.out, self.examples = _as_model(model_or_detector), Path(out_dir), examples
+        recipe = recipe_preprocessing(self.model.config)
+        self.read = (lambda uri: neutralize(read_source(uri), recipe)) if recipe else read_source
+        self._run: _EmbeddingRun | None = None
+        self._rows: dict[str, int] = {}  # uri -> its row, until added
+        try:
+            rows = manifest_df.drop_duplicates("uri") if "uri" in manifest_df else manifest_df  # no uri: the run says so
+            self._run = _EmbeddingRun(self.model, rows, str(self.out), color_by=("label", "source", "generator"), seed=seed,
+                                      extremes=examples)  # the examples kept as scored: a URL read again could differ
+            self._embedder = Embedder(self.model, len(self._run.rows), thumbnails=self._run.thumbnails,
+                                      extremes=self._run.extremes)
+        except ConfigError as exc:
+            log.warning("the report has no explanation figures: %s", exc)
+            return
+        self._rows = {uri: i for i, uri in enumerate(self._run.rows["uri"])}
+
+    def uris(self) -> list[str]:
+        """The uris to add, each once."""
+        return list(self._rows)
+
+    def add(self, uri: str, image: Image.Image) -> None:
+        """Embed `uri`'s image, decoded and recipe-preprocessed.
+
+        Raises:
+            FakescopeError: the image cannot be cut into the model's tiles.
+        """
+        if (i := self._rows.get(uri)) is not None:
+            self._embedder.add(i, image)
+            del self._rows[uri]
+
+    def fail(self, uri: str, reason: str) -> None:
+        """`uri` could not be read: why."""
+        if (i := self._rows.pop(uri, None)) is not None:
+            self._embedder.fail(i, reason)
+
+    def draw(self) -> list[tuple[str, Path]]:
+        """The figures, as (title, PNG path) pairs, written under `out_dir`."""
+        if self._run is None:
+            return []
+        model, out, examples = self.model, self.out, self.examples
+        try:
+            report = self._run.finish(self._embedder.table(self._run.rows))
+        except ConfigError as exc:
+            log.warning("the report has no explanation figures: %s", exc)
+            return []
+        figures = [(title, Path(uri)) for title, uri in report.figures]
+        for n, (group, row) in enumerate(_examples(report.table, examples)):
+            image = report.extremes[row.Index]
+            try:
+                heat = class_activation_map(model, image, "gradcam")
+            except ConfigError as exc:  # features no module produces (spectral_lr): the UMAP figures stay
+                log.warning("the report has no Grad-CAM figures: %s", exc)
+                break
+            name = os.path.basename(shown_source(row.uri))  # a signed URL without its signature
+            source = "(none)" if pd.isna(row.source) or row.source == "" else row.source
+            verdict = {(True, True): "hit", (True, False): "missed", (False, True): "false alarm", (False, False): "right"}[
+                (row.label == "ai", row.probability >= model.config.threshold)]
+            caption = (f"{name}: label {row.label}, source {source}, pixel P(ai) = {row.probability:.3f} ({verdict})\n"
+                       f"Grad-CAM of a {group} image, model {model.config.name}")
+            path = out / "heatmaps" / f"{n:02d}_{source_stem(row.uri)}_gradcam.png"
+            save_overlay(str(path), image, heat, caption)
+            figures.append((f"Grad-CAM, {group} ({verdict}): {row.label} image {name}, source {source}, "
+                            f"pixel P(ai) = {row.probability:.3f}", path))
+        return figures
 
 
 def _examples(table: pd.DataFrame, examples: int) -> list[tuple[str, tuple]]:
