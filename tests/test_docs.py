@@ -161,6 +161,23 @@ def test_the_readme_and_serving_docs_list_a_records_fields_as_to_dict_gives_them
     assert "a record with `error`, `error_kind`" in serving
 
 
+def test_the_docs_and_the_rest_schema_name_every_decided_by_value():
+    """`decided_by` was listed as a field only: `conflict` and `none` were told in docs/forensics.md alone."""
+    from fakescope.forensics import content_credentials, metadata, watermark
+    from fakescope.forensics.fusion import CONFLICT, NONE, PIXEL
+    from fakescope.serve.schemas import DetectionRecord
+
+    values = {PIXEL, content_credentials.KIND, watermark.KIND, metadata.KIND, CONFLICT, NONE}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    told = {"README.md record": re.search(r"Each JSONL record: `([^`]*)`", readme)[1],
+            "schema": DetectionRecord.model_fields["decided_by"].description}
+    for page, start in (("serving.md", "`decided_by`: "), ("scale.md", "`decided_by` is ")):
+        text = " ".join((ROOT / "docs" / page).read_text().split())
+        told[page] = text.partition(start)[2][:300]
+    missing = {where: sorted(values - set(re.findall(r"\w+", text))) for where, text in told.items()}
+    assert not any(missing.values()), missing
+
+
 def test_the_docs_show_cli_options():
     assert ("detect", "--runtime", "torch|onnx|auto") in CLI_USES and len(CLI_USES) > 50
 

@@ -51,7 +51,10 @@ class DetectionRecord(_Answer):
     threshold: float
     model: str
     evidence: list[EvidenceRecord]
-    decided_by: str | None
+    decided_by: str | None = Field(description="The evidence kind that set the verdict (`pixel`, `c2pa`, `watermark` or "
+                                              "`metadata`), `conflict` where a watermark contradicts a trusted camera "
+                                              "manifest (`uncertain`), `none` with neither a pixel score nor evidence; "
+                                              "null when the image could not be scored.")
     reason: str | None
     caveat: str | None = Field(description="Set when a real or uncertain verdict rests on the pixel model "
                                                  "(no signed provenance backs it): it is not proof.")
