@@ -1,21 +1,33 @@
-"""`fetch_public` against a real loopback HTTP server: its time limit covers the whole download."""
+"""`fetch_public` against a real loopback HTTP server: its time limit covers the whole download; through the proxy the
+environment names, a real loopback one."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import socket
+import ssl
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from forward_proxy import forward_proxy
 
-from fakescope.io.fetch import FetchError, fetch_public
+from fakescope.io.fetch import FetchError, URLRefused, fetch_public
 
 BODY = 40
 
 
 class _Drip(BaseHTTPRequestHandler):
     """Sends its 40-byte body a byte every 0.1 s (each read is quick, the whole is not), as the type the request's path
-    ends in (`/page.html`: text/html); `/stall.png` a byte every 0.8 s, `/head.png` its headers a byte every 0.3 s."""
+    ends in (`/page.html`: text/html); `/stall.png` a byte every 0.8 s, `/head.png` its headers a byte every 0.3 s,
+    `/now.png` all at once."""
 
     def log_message(self, *args) -> None:
         pass
@@ -26,7 +38,7 @@ class _Drip(BaseHTTPRequestHandler):
         if self.path != "/head.png":
             self.wfile.write(head)
             head = b""
-        gap = {"/stall.png": 0.8, "/head.png": 0.3}.get(self.path, 0.1)
+        gap = {"/stall.png": 0.8, "/head.png": 0.3, "/now.png": 0}.get(self.path, 0.1)
         try:
             for byte in head + b"x" * BODY:
                 time.sleep(gap)
@@ -35,14 +47,57 @@ class _Drip(BaseHTTPRequestHandler):
             pass
 
 
-@pytest.fixture
-def drip():
+@contextmanager
+def _serving(context: ssl.SSLContext | None = None):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
     server.daemon_threads = True
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"{'https' if context else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def drip():
+    with _serving() as origin:
+        yield origin
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """A server context whose self-signed certificate names `images.test` and `localhost`, and its file to trust."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fakescope test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("images.test"), x509.DNSName("localhost")]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return context, str(folder / "cert.pem")
+
+
+@pytest.fixture
+def proxy_env(monkeypatch):
+    """No proxy from the environment the tests run in; `images.test` resolves to loopback."""
+    for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    resolve = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: resolve(
+        "127.0.0.1" if host == "images.test" else host, *a, **k))
+    return monkeypatch
 
 
 def test_a_body_dripped_past_the_timeout_is_refused_at_the_timeout(drip):
@@ -71,3 +126,61 @@ def test_a_web_page_is_refused_unread(drip):
     with pytest.raises(FetchError, match=r"^the URL answered text/html, not an image \(a web page\? use the image's own"):
         fetch_public(drip + "/page.html", max_bytes=1 << 20, timeout=30, trusted=(drip,))
     assert time.monotonic() - start < 2  # not the 4 s its body takes
+
+
+def test_an_http_url_goes_through_the_proxy_the_environment_names_to_the_checked_address(drip, proxy_env):
+    """Image URLs were fetched directly whatever `HTTP_PROXY` said (the deadline transport replaced httpx's own, which
+    reads it). The proxy is asked for the address that passed the check (not the name, which it would resolve again),
+    with the host's name as `Host`; `NO_PROXY` names hosts fetched directly."""
+    url = drip.replace("127.0.0.1", "images.test")
+    with forward_proxy() as proxy:
+        proxy_env.setenv("HTTP_PROXY", proxy.url)
+        assert fetch_public(url + "/now.png?a=1", max_bytes=1 << 20, timeout=5, trusted=(url,)) == b"x" * BODY
+        assert proxy.asked == [f"GET {drip}/now.png?a=1 HTTP/1.1 Host: {url.partition('://')[2]}"]
+        proxy_env.setenv("no_proxy", "example.com,images.test")
+        assert fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,)) == b"x" * BODY
+        assert len(proxy.asked) == 1
+
+
+@pytest.mark.parametrize("via", [None, "http", "https"])
+def test_an_https_url_is_tunnelled_to_the_checked_address_and_its_certificate_checked_for_its_host(tls, proxy_env, via):
+    """httpcore's CONNECT tunnel checked the certificate for the address it tunnels to, not the host (it ignores the
+    `sni_hostname` extension, encode/httpcore#934), and an https:// proxy's own for the host: neither could fetch."""
+    context, cert = tls
+    proxy_env.setenv("SSL_CERT_FILE", cert)
+    with _serving(context) as origin, forward_proxy(context if via == "https" else None) as proxy:
+        url = origin.replace("127.0.0.1", "images.test")
+        if via:
+            proxy_env.setenv("HTTPS_PROXY", proxy.url)
+        assert fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,)) == b"x" * BODY
+        port = origin.rpartition(":")[2]
+        assert proxy.asked == ([f"CONNECT 127.0.0.1:{port} HTTP/1.1 Host: 127.0.0.1:{port}"] if via else [])
+
+
+def test_a_dripping_server_is_cut_at_the_deadline_through_the_proxy(drip, proxy_env):
+    with forward_proxy() as proxy:
+        proxy_env.setenv("HTTP_PROXY", proxy.url)
+        start = time.monotonic()
+        with pytest.raises(FetchError, match=r"^the file at that URL took over 1 s to download$"):
+            fetch_public(drip + "/head.png", max_bytes=1 << 20, timeout=1, trusted=(drip,))
+        assert time.monotonic() - start < 1.4 and len(proxy.asked) == 1
+
+
+def test_a_non_public_address_is_refused_before_asking_the_proxy(drip, proxy_env):
+    with forward_proxy() as proxy:
+        proxy_env.setenv("ALL_PROXY", proxy.url)
+        with pytest.raises(URLRefused, match="resolves to 127.0.0.1, a non-public address"):
+            fetch_public(drip + "/now.png", max_bytes=1 << 20, timeout=5)
+        assert proxy.asked == []
+
+
+@pytest.mark.parametrize("proxy, why", [
+    ("socks5://user:hunter22@127.0.0.1:1080", "cannot fetch http:// URLs through a socks5:// proxy (HTTP_PROXY or "
+                                              "ALL_PROXY): only http:// and https:// proxies are supported"),
+    ("http://user:hunter22@proxy:port", "the proxy for http:// URLs (HTTP_PROXY or ALL_PROXY) is not a valid URL"),
+])
+def test_a_proxy_fakescope_cannot_use_is_one_line_that_hides_its_password(drip, proxy_env, proxy, why):
+    proxy_env.setenv("ALL_PROXY", proxy)
+    with pytest.raises(FetchError) as error:
+        fetch_public(drip + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(drip,))
+    assert str(error.value) == why

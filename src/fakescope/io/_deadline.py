@@ -1,6 +1,6 @@
 """An httpx transport whose every wait (connect, TLS handshake, each read and write) lasts at most the time left before
 one deadline, so a server that drips its headers or body cannot hold a fetch past it: httpcore gives each read the
-request's whole read timeout, however late the read comes."""
+request's whole read timeout, however late the read comes. It connects directly or through an http(s):// proxy."""
 
 from __future__ import annotations
 
@@ -11,13 +11,22 @@ import httpx
 
 
 class DeadlineTransport(httpx.HTTPTransport):
-    """`httpx.HTTPTransport` on a `DeadlineBackend`: httpx takes no network backend (encode/httpx#3749), so the pool it
-    made is replaced by one with the same (default) settings that has it."""
+    """`httpx.HTTPTransport` on `backend`, through `proxy` (an `http://` or `https://` URL) if given: httpx takes no
+    network backend (encode/httpx#3749), so the pool it made is replaced by one with the same (default) settings that
+    has it, an `httpcore.HTTPProxy` as httpx makes for a proxy."""
 
-    def __init__(self, deadline: float):
+    def __init__(self, backend: DeadlineBackend, proxy: str | None = None):
         context = httpx.create_ssl_context()
         super().__init__(verify=context)
-        self._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=DeadlineBackend(deadline))
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=backend)
+            return
+        via = httpx.Proxy(proxy)  # its user info taken out as `auth`
+        self._pool = httpcore.HTTPProxy(
+            proxy_url=httpcore.URL(scheme=via.url.raw_scheme, host=via.url.raw_host, port=via.url.port,
+                                   target=via.url.raw_path),
+            proxy_auth=via.raw_auth, proxy_headers=via.headers.raw, ssl_context=context,
+            proxy_ssl_context=context if via.url.scheme == "https" else None, network_backend=backend)
 
 
 class DeadlineBackend(httpcore.NetworkBackend):
@@ -26,6 +35,10 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
     def __init__(self, deadline: float):
         self.deadline = deadline
+        self.names: dict[str, str] = {}
+        """The host name each checked address stands for: TLS with that address checks its certificate for that name, as
+        the `sni_hostname` extension would, which httpcore's proxy tunnel ignores (encode/httpcore#934) and an
+        https:// proxy would take for its own name."""
         self._backend = httpcore.SyncBackend()
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None) -> httpcore.NetworkStream:
@@ -57,7 +70,8 @@ class DeadlineStream(httpcore.NetworkStream):
 
     def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
         wait = self._backend.wait(timeout, httpcore.ConnectTimeout)
-        return DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, wait), self._backend)
+        name = self._backend.names.get(server_hostname, server_hostname)
+        return DeadlineStream(self._stream.start_tls(ssl_context, name, wait), self._backend)
 
     def get_extra_info(self, info: str):
         return self._stream.get_extra_info(info)

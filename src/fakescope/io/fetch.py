@@ -3,8 +3,9 @@
 `fetch_public` is the one place fakescope downloads a URL it was handed: an image URL the Images
 API answers, or one pasted into the web app. Only `http`/`https`; the host must resolve to public
 addresses alone (no loopback, private, link-local such as 169.254.169.254, or reserved ones), and
-the connection goes to the address that was checked (directly: `HTTP(S)_PROXY` is not used), so a DNS answer cannot
-change in between. An IPv6 address that
+the connection goes to the address that was checked, so a DNS answer cannot change in between: through the proxy the
+environment names for the URL (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, less `NO_PROXY`; http(s):// proxies only), the
+request names that address (a `CONNECT` to it for https). An IPv6 address that
 carries an IPv4 one to a gateway (NAT64, 6to4) is checked by that IPv4 address too.
 Redirects are followed (at most `MAX_REDIRECTS`), each checked alike; resolving each host counts in the time limit, and
 every connect, read and write waits at most the time left (`_deadline`), so a server dripping its answer cannot pass it.
@@ -181,22 +182,32 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
     Raises:
         FetchError: (`URLRefused` for the first three) a malformed URL, a scheme other than http(s), a host that
             resolves to a non-public address (and is not `trusted`), too many redirects, an HTTP error, a text or JSON
-            answer (not read), a network failure, a body over `max_bytes` (`FetchTooLarge`), or a fetch past `timeout`
+            answer (not read), a network failure, a proxy that is no http(s):// URL, a body over `max_bytes`
+            (`FetchTooLarge`), or a fetch past `timeout`
             (a server dripping its body would otherwise hold it for as long as it likes). `TransientFetchError` for
             those that may pass: timeouts (resolving a host too), network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`.
     """
     import httpx
 
-    from fakescope.io._deadline import DeadlineTransport
+    from fakescope.io._deadline import DeadlineBackend, DeadlineTransport
 
     redact_http_logs()  # httpx logs each request's URL, a signed URL's signature included, at INFO
     trusted_origins = {origin(t) for t in trusted}
     deadline = (time.monotonic() if started is None else started) + timeout
-    with httpx.Client(timeout=timeout, follow_redirects=False, transport=DeadlineTransport(deadline)) as client:
+    backend = DeadlineBackend(deadline)
+    clients: dict[str | None, httpx.Client] = {}  # by proxy (None: direct), each made once
+
+    def client(proxy: str | None) -> httpx.Client:
+        if proxy not in clients:
+            clients[proxy] = httpx.Client(timeout=timeout, follow_redirects=False,
+                                          transport=DeadlineTransport(backend, proxy))
+        return clients[proxy]
+
+    try:
         for _ in range(MAX_REDIRECTS + 1):
-            request = _pinned_request(client, url, trusted_origins, deadline, timeout)
+            sender, request = _pinned_request(client, url, trusted_origins, backend, timeout)
             try:
-                answer = client.send(request, stream=True)
+                answer = sender.send(request, stream=True)
                 try:
                     if answer.is_redirect and "location" in answer.headers:
                         url = _redirected(url, answer.headers["location"])
@@ -213,6 +224,9 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                     _left(deadline, timeout)  # a wait cut at the deadline: says so, as a chunk read past it does
                 transient = isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
                 raise (TransientFetchError if transient else FetchError)(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        for made in clients.values():
+            made.close()
     raise FetchError(f"more than {MAX_REDIRECTS} redirects")
 
 
@@ -232,9 +246,10 @@ def _left(deadline: float, timeout: float) -> float:
     return left
 
 
-def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float, timeout: float):
-    """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's),
-    resolved and sent before `deadline` (`timeout` seconds from the fetch's start)."""
+def _pinned_request(client, url: str, trusted_origins: set[str], backend, timeout: float):
+    """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's,
+    the latter through `backend.names`), resolved and sent before `backend.deadline` (`timeout` seconds from the fetch's
+    start), and the `client(proxy)` to send it with: through the proxy the environment names for `url`, if any."""
     import httpx
 
     try:
@@ -248,16 +263,41 @@ def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float
     if not host:
         raise URLRefused("the URL has no host")
     address = _public_address(host, port or (443 if parts.scheme.lower() == "https" else 80),
-                              exempt=origin(url) in trusted_origins, deadline=deadline, timeout=timeout)
+                              exempt=origin(url) in trusted_origins, deadline=backend.deadline, timeout=timeout)
+    backend.names[address] = host
     netloc = f"[{address}]" if ":" in address else address
     if port:
         netloc += f":{port}"
+    authority = parts.netloc.rpartition("@")[2]
+    sender = client(_proxy(parts.scheme.lower(), authority))
     try:
-        return client.build_request("GET", parts._replace(netloc=netloc).geturl(),
-                                    headers={"Host": parts.netloc.rpartition("@")[2]}, extensions={"sni_hostname": host},
-                                    timeout=_left(deadline, timeout))
+        return sender, sender.build_request("GET", parts._replace(netloc=netloc).geturl(), headers={"Host": authority},
+                                            timeout=_left(backend.deadline, timeout))
     except httpx.InvalidURL as exc:  # a control character, a part too long
         raise URLRefused(f"not a valid URL ({exc})") from None
+
+
+def _proxy(scheme: str, host: str) -> str | None:
+    """The proxy URL the environment names for `scheme` URLs of `host` (`host:port`), as urllib reads it (`HTTP_PROXY`,
+    `HTTPS_PROXY`, else `ALL_PROXY`; none for a host `NO_PROXY` names); a `FetchError` for one not http(s)://."""
+    from urllib.request import getproxies, proxy_bypass
+
+    import httpx
+
+    proxies = getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(host):
+        return None
+    named = f"{scheme.upper()}_PROXY or ALL_PROXY"
+    proxy = proxy if "://" in proxy else f"http://{proxy}"
+    try:
+        kind = httpx.URL(proxy).scheme
+    except httpx.InvalidURL:  # a bad port, say; not shown, as it may hold a password
+        raise FetchError(f"the proxy for {scheme}:// URLs ({named}) is not a valid URL") from None
+    if kind not in ("http", "https"):  # SOCKS takes socksio, not installed with fakescope
+        raise FetchError(f"cannot fetch {scheme}:// URLs through a {kind}:// proxy ({named}): only http:// and https:// "
+                         "proxies are supported")
+    return proxy
 
 
 def _public_address(host: str, port: int, *, exempt: bool, deadline: float, timeout: float) -> str:
