@@ -45,6 +45,12 @@ class StorageUnavailableError(StorageError):
     recording an error row for every file it could not reach."""
 
 
+class NoSuchFolderError(StorageError):
+    """A folder to list does not exist (a local folder, a Drive folder, an S3 bucket; an S3 prefix holding nothing lists
+    nothing): told apart from a listing's other failures, so a caller that takes a missing folder as empty asks nothing
+    before listing it."""
+
+
 class StorageBusyError(StorageUnavailableError):
     """One request failed in a way that may pass (throttled, a 5xx, a connection dropped mid-answer) after the storage
     layer's own retries: a scan records that file as a transient error, which a rerun tries again, until several come in

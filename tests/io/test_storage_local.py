@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from fakescope.errors import StorageError
+from fakescope.errors import NoSuchFolderError, StorageError
 from fakescope.io import storage
 
 
@@ -83,6 +83,7 @@ def test_errors_are_one_line_storage_errors(tmp_path):
         with pytest.raises(StorageError) as caught:  # the path once: as the source, not again in the reason
             call(str(where))
         assert (caught.value.reason, caught.value.source, str(caught.value)) == (reason, str(where), f"{where}: {reason}")
+        assert isinstance(caught.value, NoSuchFolderError) == (reason == "no such folder")  # told apart: none there
     with pytest.raises(StorageError, match="unsupported storage scheme 'ftp'"):
         storage.read_bytes("ftp://host/a.png")
     with pytest.raises(StorageError) as caught:  # a URL's password and signature stay out of the message

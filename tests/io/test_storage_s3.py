@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
-from fakescope.errors import ImageLoadError, StorageError, StorageUnavailableError
+from fakescope.errors import ImageLoadError, NoSuchFolderError, StorageError, StorageUnavailableError
 from fakescope.io import _s3, storage
 from fakescope.io._s3 import S3Storage, make_client
 from fakescope.io.image import read_source
@@ -99,10 +99,11 @@ def test_missing_bucket_is_one_clear_error(s3_env):
     host = os.environ["AWS_ENDPOINT_URL_S3"].split("://")[1]  # the loopback server's host:port, as the message names it
     assert str(caught.value) == (f"s3 bucket 'no-such-bucket-here' does not exist on the endpoint {host} "
                                  "(AWS_ENDPOINT_URL_S3); check the bucket name in the URI, or the endpoint")
-    with pytest.raises(StorageError, match="does not exist"):
+    with pytest.raises(NoSuchFolderError, match="does not exist"):  # listed: a missing folder, told apart
         list(storage.list_files("s3://no-such-bucket-here/prefix"))
-    with pytest.raises(StorageError, match="does not exist"):
+    with pytest.raises(StorageError, match="does not exist") as caught:
         storage.write_bytes("s3://no-such-bucket-here/a.png", b"x")
+    assert not isinstance(caught.value, NoSuchFolderError)
     assert not storage.exists("s3://no-such-bucket-here/a.png")
 
 

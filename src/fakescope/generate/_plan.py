@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from fakescope.errors import NoSuchFolderError
 from fakescope.generate._sources import image_uris, read_prompts
 from fakescope.generate.ledger import Ledger, job_key
 from fakescope.generate.manifest import output_name, source_stem
@@ -112,9 +113,12 @@ def any_output(name: str) -> tuple[str, str, str, str, int] | None:
 
 
 def files_in(out: str) -> dict[str, int | None]:
-    """The files directly in `out` (one paged listing), each with the size the listing gave (`storage.list_sizes`; None
-    for a local file or a Drive shortcut); none where `out` does not exist yet."""
-    return dict(storage.list_sizes(out, recursive=False)) if storage.exists(out) else {}
+    """The files directly in `out` (one paged listing, asking nothing before it), each with the size the listing gave
+    (`storage.list_sizes`; None for a local file or a Drive shortcut); none where `out` does not exist yet."""
+    try:
+        return dict(storage.list_sizes(out, recursive=False))
+    except NoSuchFolderError:
+        return {}
 
 
 def damage(uri: str, size: int | None = None) -> str | None:

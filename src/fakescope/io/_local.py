@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from fakescope.errors import StorageError
+from fakescope.errors import NoSuchFolderError, StorageError
 from fakescope.io.storage import HEAD_BYTES, normalise_suffixes
 
 _FILE_PREFIX = "file://"
@@ -111,8 +111,10 @@ class LocalStorage:
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[str]:
         root = _path_of(uri)
+        if os.path.isfile(root):
+            raise StorageError("a file, not a folder", source=uri)
         if not os.path.isdir(root):
-            raise StorageError("a file, not a folder" if os.path.isfile(root) else "no such folder", source=uri)
+            raise NoSuchFolderError("no such folder", source=uri)
         return self._walk(uri, root, normalise_suffixes(suffixes), recursive)
 
     def list_sizes(

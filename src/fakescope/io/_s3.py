@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from fakescope.errors import StorageBusyError, StorageError, StorageUnavailableError
+from fakescope.errors import NoSuchFolderError, StorageBusyError, StorageError, StorageUnavailableError
 from fakescope.io.storage import DOING, HEAD_BYTES, normalise_suffixes
 
 _REFUSED_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
@@ -307,6 +307,8 @@ class _translated_errors:
             code = _code(exc)
             if code == "NoSuchBucket":
                 message = _no_bucket(self.bucket)
+                if self.action == "list":  # a missing folder, told apart (an empty prefix lists nothing)
+                    error = NoSuchFolderError
             elif code in _REFUSED_CREDENTIALS:  # every other file would be refused too, not just this one
                 message = (f"S3 refused the AWS credentials ({code}) while {doing} {self.uri}; check AWS_ACCESS_KEY_ID "
                            "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (a session token may have expired)")

@@ -166,7 +166,8 @@ def list_files(uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: 
         suffixes: Keep only names ending with one of these (case-insensitive, e.g. `(".png", ".jpg")`).
         recursive: Descend into sub-folders; otherwise list only the folder's own files.
 
-    Names are sorted within each listing page; remote listings are paged transparently.
+    Names are sorted within each listing page; remote listings are paged transparently. A missing folder (an S3
+    bucket; a prefix holding nothing lists nothing) raises `NoSuchFolderError`, a file `StorageError`.
     """
     return get_storage(uri).list_files(uri, suffixes=suffixes, recursive=recursive)
 

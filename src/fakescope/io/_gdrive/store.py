@@ -8,7 +8,7 @@ import mimetypes
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fakescope.errors import StorageError
+from fakescope.errors import NoSuchFolderError, StorageError
 from fakescope.io._gdrive.calls import download, execute
 from fakescope.io._gdrive.errors import translated_errors
 from fakescope.io._gdrive.items import FOLDER_MIME, GOOGLE_MIME_PREFIX, followed, split_drive_uri, uri_part
@@ -110,8 +110,10 @@ class DriveStorage(DriveTwins):
         """Each file's URI and the size its listing gave (None for a shortcut: Drive gives its target's in no page)."""
         with translated_errors("list", uri):
             item = self._resolve(uri)
-        if item is None or item["mimeType"] != FOLDER_MIME:
-            raise StorageError("no such folder" if item is None else "a file, not a folder", source=uri)
+        if item is None:
+            raise NoSuchFolderError("no such folder", source=uri)
+        if item["mimeType"] != FOLDER_MIME:
+            raise StorageError("a file, not a folder", source=uri)
         return self._walk(uri.rstrip("/"), item["id"], normalise_suffixes(suffixes), recursive, {item["id"]})
 
     def _walk(
