@@ -552,6 +552,30 @@ def test_a_done_image_cut_short_or_empty_in_out_is_made_again_and_paid_with_a_wa
     assert (again.done, again.skipped, server.billable) == (1, 2, 7) and Image.open(png).load() is not None
 
 
+def test_a_rerun_reads_each_local_outputs_ends_once_for_its_plan_and_run(server, photos, tmp_path, caplog):
+    """Each output was opened twice to be checked for damage (`damage`: its first and last bytes), for the plan and
+    again in the run: the run takes the plan's findings, a damaged one's too (made again, warned of once)."""
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    out = tmp_path / "out"
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    outputs = _outputs(out)
+    outputs[0].write_bytes(outputs[0].read_bytes()[:-20])  # cut short
+    opened: list[str] = []
+    sys.addaudithook(lambda event, args: event == "open" and str(args[0]) in map(str, outputs)
+                     and opened.append(str(args[0])))  # every open, not just the check's; hooks stay: this one filters
+    plans = []
+    for ledger in (True, False):  # a done job's output (`Made.holds`), and one found by its name (`Made.row`)
+        if not ledger:
+            (out / LEDGER_NAME).unlink()
+        opened.clear()
+        report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0),
+                            confirm=lambda *plan: plans.append(plan))
+        assert sorted(opened) == [str(p) for p in outputs]  # each twice before
+        assert (report.done, report.skipped) == ((1, 2) if ledger else (0, 3))
+    assert plans == [(3, 1, 2), (3, 0, 3)] and server.billable == 4
+    assert caplog.text.count(f"making {outputs[0]} again (paid again): the file there is cut short") == 1
+
+
 def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")

@@ -55,14 +55,14 @@ class Run:
 
     def __init__(self, client, out: str, config: OpenAIImagesConfig, book: Ledger, lease: Lease, report: RunReport,
                  budget: Budget, *, concurrency: int, retry_interrupted: bool, manifest_name: str, manifest_every: float,
-                 max_wait: float):
+                 max_wait: float, found: dict[tuple[str, int | None], str | None] | None = None):
         self.client, self.out, self.config, self.book, self.lease = client, out, config, book, lease
         self.report, self.budget, self.price = report, budget, budget.price
         self.recorded = budget.price if budget.priced else None
         """The price the ledger records with a cost counted in this run; None where none is known (counted at 0)."""
         self.concurrency, self.retry_interrupted = concurrency, retry_interrupted
         self.manifest_name, self.manifest_every = manifest_name, manifest_every
-        self.made = Made(out, manifest_name)
+        self.made = Made(out, manifest_name, found)  # the plan's damage findings: each output checked once
         records = list(book.jobs())  # the one read of the whole ledger before the first job
         self.paid_elsewhere = self.made.paid_elsewhere(records)
         report.elsewhere = len(self.paid_elsewhere)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from fakescope.errors import ImageLoadError
 from fakescope.generate._encoding import encode, encoding_of
-from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, damage, files_in, output_uri
+from fakescope.generate._plan import OUTPUT_FORMATS, Job, any_output, files_in, known_damage, output_uri
 from fakescope.generate.ledger import DONE, JobRecord
 from fakescope.generate.manifest import manifest_row, manifest_rows
 from fakescope.generate.openai_images import OpenAIImagesConfig, crop_box, upload_size
@@ -78,8 +78,9 @@ def _row(job: Job, uri: str, loaded: LoadedImage, data: bytes, config: OpenAIIma
 
 
 class Made:
-    """The images `out` already holds, listed once (one paged listing) before the first job, each checked whole
-    (`damage`; a remote one by the size that listing gave), and its manifest, read at the first job the ledger does not
+    """The images `out` already holds, listed once (one paged listing) before the first job, each checked whole once
+    (`damage`; a remote one by the size that listing gave; one the plan checked, listed alike, by its finding), and its
+    manifest, read at the first job the ledger does not
     know as done.
 
     `out` is the record of what was made: an image at a job's output name is that job done, wherever it ran. Its
@@ -87,8 +88,10 @@ class Made:
     copied with its manifest): that row moves to the image's uri (the old one in `moved`, for the manifest to drop).
     """
 
-    def __init__(self, out: str, manifest_name: str):
+    def __init__(self, out: str, manifest_name: str, found: dict[tuple[str, int | None], str | None] | None = None):
         self.out, self.manifest = out, storage.join(out, manifest_name)
+        self.found = {} if found is None else found
+        """What `damage` found of each file checked, by (uri, listed size): the plan's, taken as they are (`known_damage`)."""
         self._files: dict[str, int | None] | None = None
         self.rows: dict[str, dict] | None = None
         self._elsewhere: dict[str, str] = {}
@@ -115,7 +118,7 @@ class Made:
         """Whether `out` still holds the output of a done job, whole (`damage`): in the listing, else asked for itself.
         One in another folder (a ledger copied into an empty `out` without its images) is not held: it is made here."""
         return (uri is not None and in_out(self.out, uri) and (uri in self.files or storage.exists(uri))
-                and damage(uri, self.files.get(uri)) is None)
+                and known_damage(uri, self.files.get(uri), self.found) is None)
 
     def row(self, job: Job, config: OpenAIImagesConfig) -> dict | None:
         """The manifest row of `job`'s output if `out` holds it whole (`damage`; a damaged one is warned of, to be made
@@ -127,7 +130,7 @@ class Made:
         for uri in (output_uri(job, self.out, config, extension) for extension in OUTPUT_FORMATS):
             if uri not in files:
                 continue
-            if (why := damage(uri, files[uri])) is not None:
+            if (why := known_damage(uri, files[uri], self.found)) is not None:
                 log.warning("making %s again (paid again): the file there is %s", uri, why)
                 continue
             listed = uri if uri in self.rows else self._elsewhere.get(uri.rsplit("/", 1)[-1])

@@ -46,19 +46,20 @@ def planned_sources(src: str, out: str, config: OpenAIImagesConfig,
 
 def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None,
             sources: list[tuple[str, str, str | None]] | None = None,
-            files: dict[str, int | None] | None = None) -> tuple[int, int, int]:
+            files: dict[str, int | None] | None = None,
+            found: dict[tuple[str, int | None], str | None] | None = None) -> tuple[int, int, int]:
     """(sources, requests, made) of a run over `src`: its sources (prompts in `generate` mode, else images; `sources`
     where `planned_sources` listed them already), the requests it may send at most (`sources * config.n` less `made`;
     copies are skipped too), and how many of those images `out` holds already (its `files`, where `files_in` listed
     them already), known by their names: a prompt's number, hash and image index; an image source's name stem and
     image index only (so one replaced by another of its name counts as made: a guess, not a bound). A damaged one
-    (`damage`: empty, cut short) is not made: the run makes it again."""
+    (`damage`: empty, cut short; kept in `found` for the run, `known_damage`) is not made: the run makes it again."""
     sources = planned_sources(src, out, config, split) if sources is None else sources
     files = files_in(storage.absolute(out)) if files is None else files
-    names = output_names(config)
+    names, found = output_names(config), {} if found is None else found
     held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[6]))
                    for uri, size in files.items()
-                   if (match := names.search(uri.rsplit("/", 1)[-1])) and damage(uri, size) is None)
+                   if (match := names.search(uri.rsplit("/", 1)[-1])) and known_damage(uri, size, found) is None)
     wanted = Counter((_cut_stem(stem, config, index), digest and digest[:8], index)
                      for _, stem, digest in sources for index in range(config.n))
     made = sum(min(count, held[key]) for key, count in wanted.items())
@@ -119,6 +120,15 @@ def files_in(out: str) -> dict[str, int | None]:
         return dict(storage.list_sizes(out, recursive=False))
     except NoSuchFolderError:
         return {}
+
+
+def known_damage(uri: str, size: int | None, found: dict[tuple[str, int | None], str | None]) -> str | None:
+    """`damage(uri, size)`, checked once: kept in `found` by (uri, listed size), so a run takes its plan's finding for a
+    file listed alike (a local one's first and last bytes are read once; one half-copied when the plan read it is made
+    again, as the plan counted it, though its copy ended since)."""
+    if (uri, size) not in found:
+        found[uri, size] = damage(uri, size)
+    return found[uri, size]
 
 
 def damage(uri: str, size: int | None = None) -> str | None:

@@ -123,7 +123,8 @@ def run_openai(
         confirm: Called with `planned(src, out, config, split)`: (sources, requests, made), the number of sources
             (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
             once every option, `src` and the settings are checked and before anything is created or sent; raise from it
-            to refuse the run. Counting lists `src` once more (reads its prompts file); `out`'s listing is the checks'.
+            to refuse the run. Counting lists `src` once more (reads its prompts file); `out`'s listing is the checks', and
+            what it finds of `out`'s images (whole or damaged) the run's.
         new_settings: Make images under other settings (mode, model, parameters) than those recorded for `out`: a
             second set beside the first. Without it such a run, as a rerun that left out an option (`--prompt`) would
             be, is refused before `confirm` is called, naming the options that differ: where the ledger paid for any of
@@ -142,8 +143,8 @@ def run_openai(
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
         with `stopped="interrupted"` (one before the first job raises `KeyboardInterrupt`, `out`'s lease and the ledger
         let go of either way). A job the ledger records as done is skipped only while `out` holds its output, whole
-        (one listing of `out`; a local output's first and last bytes read, a remote one's size as that listing gave it,
-        `_plan.damage`); one deleted, damaged or saved in another folder (a ledger copied without its images; warned of,
+        (one listing of `out`; a local output's first and last bytes read, once, for the plan where one is made, a remote
+        one's size as that listing gave it, `_plan.damage`); one deleted, damaged or saved in another folder (a ledger copied without its images; warned of,
         with how many of this run's sources' images, before `confirm`) is made, and paid for, again (`missing`).
 
     Raises:
@@ -184,8 +185,9 @@ def run_openai(
         log.warning("the ledger records %d image(s) of this run's sources with these options as made in another folder "
                     "(as %s), not in %s: this run makes them again, paid again (counted in its plan and budgets); to keep "
                     "them unpaid, stop it and copy them into %s", len(elsewhere), elsewhere[0], out, out)
+    found: dict[tuple[str, int | None], str | None] = {}  # what the plan finds damaged, or not, the run takes as found
     if confirm is not None:
-        confirm(*planned(src, out, config, split, listed, held))
+        confirm(*planned(src, out, config, split, listed, held, found))
     lease = Lease(out, lease_seconds)
     with contextlib.ExitStack() as held:  # a Ctrl-C anywhere from here on still lets go of the lease and the ledger
         held.callback(lease.release)
@@ -193,7 +195,7 @@ def run_openai(
         book = held.enter_context(Ledger(report.ledger, claim=True))
         run = Run(client, out, config, book, lease, report, budget, concurrency=concurrency,
                    retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every,
-                   max_wait=max_wait)
+                   max_wait=max_wait, found=found)
         run.run(itertools.chain([first], sources))
     if report.missing:
         log.warning("%d image(s) the ledger records as made were not in %s (deleted, damaged, or in another folder): "
