@@ -350,7 +350,7 @@ def test_openai_generation_stops_paying_when_s3_is_unreachable_and_a_rerun_pays_
     finally:
         server.stop()
     assert down.exit_code == 2 and down.stderr.startswith("error: S3 unreachable: no answer from the endpoint 127."), down.output
-    assert down.stderr.endswith(f" while checking {out}; check AWS_ENDPOINT_URL_S3 and the network\n")  # the plan's look
+    assert down.stderr.endswith(f" while listing {out}; check AWS_ENDPOINT_URL_S3 and the network\n")  # the plan's listing
     assert down.stderr.count("\n") == 1
     assert billed_while_down == 0  # the run stopped at its look at what --out holds, before paying
     assert up.exit_code == 0, up.output

@@ -91,9 +91,9 @@ def test_missing_file_and_folder_are_clear_errors(drive_env):
         with pytest.raises(NoSuchFolderError, match=f"^gdrive://root-folder/{missing}: no such folder$"):
             storage.list_files(f"gdrive://{drive_env.root_id}/{missing}")
     drive_env.add("a.png", drive_env.root_id, b"x")
-    with pytest.raises(StorageError, match="^gdrive://root-folder/a.png: a file, not a folder$") as caught:  # was "no such folder"
+    with pytest.raises(StorageError, match="^gdrive://root-folder/a.png: a file, not a folder$") as caught:
         storage.list_files(f"gdrive://{drive_env.root_id}/a.png")
-    assert not isinstance(caught.value, NoSuchFolderError)
+    assert not isinstance(caught.value, NoSuchFolderError)  # nor "no such folder", as it was
     with pytest.raises(StorageError, match="^gdrive://unknown-folder-id/x.png: no such file$"):
         storage.read_bytes("gdrive://unknown-folder-id/x.png")
 
