@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from forward_proxy import forward_proxy
 
-from fakescope.io.fetch import FetchError, URLRefused, fetch_public
+from fakescope.io.fetch import FetchError, TransientFetchError, URLRefused, fetch_public
 
 BODY = 40
 
@@ -27,12 +27,18 @@ BODY = 40
 class _Drip(BaseHTTPRequestHandler):
     """Sends its 40-byte body a byte every 0.1 s (each read is quick, the whole is not), as the type the request's path
     ends in (`/page.html`: text/html); `/stall.png` a byte every 0.8 s, `/head.png` its headers a byte every 0.3 s,
-    `/now.png` all at once."""
+    `/now.png` all at once; `/to/HOST/PATH` redirects to `/PATH` on HOST at this port, keeping the connection open."""
 
     def log_message(self, *args) -> None:
         pass
 
     def do_GET(self) -> None:
+        if self.path.startswith("/to/"):
+            host, _, path = self.path[4:].partition("/")
+            self.wfile.write(f"HTTP/1.1 302 Found\r\nLocation: //{host}:{self.server.server_address[1]}/{path}\r\n"
+                             "Content-Length: 0\r\n\r\n".encode())
+            self.close_connection = False
+            return
         head = (f"HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\nContent-Type: "
                 f"{'text/html; charset=utf-8' if self.path.endswith('.html') else 'image/png'}\r\n\r\n").encode()
         if self.path != "/head.png":
@@ -91,12 +97,12 @@ def tls(tmp_path_factory):
 
 @pytest.fixture
 def proxy_env(monkeypatch):
-    """No proxy from the environment the tests run in; `images.test` resolves to loopback."""
+    """No proxy from the environment the tests run in; `images.test` and `other.test` resolve to loopback."""
     for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
         monkeypatch.delenv(name)
     resolve = socket.getaddrinfo
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: resolve(
-        "127.0.0.1" if host == "images.test" else host, *a, **k))
+        "127.0.0.1" if host in ("images.test", "other.test") else host, *a, **k))
     return monkeypatch
 
 
@@ -155,6 +161,24 @@ def test_an_https_url_is_tunnelled_to_the_checked_address_and_its_certificate_ch
         assert fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,)) == b"x" * BODY
         port = origin.rpartition(":")[2]
         assert proxy.asked == ([f"CONNECT 127.0.0.1:{port} HTTP/1.1 Host: 127.0.0.1:{port}"] if via else [])
+
+
+@pytest.mark.parametrize("via", [None, "http"])
+def test_a_tls_connection_is_reused_only_for_the_host_it_was_verified_for(tls, proxy_env, via):
+    """`images.test` and `other.test` share an address; the certificate names `images.test` (and `localhost`) alone.
+    Connections were pooled by address, so a redirect from one to the other reused the connection verified for
+    `images.test` and never checked the certificate for `other.test`."""
+    context, cert = tls
+    proxy_env.setenv("SSL_CERT_FILE", cert)
+    with _serving(context) as origin, forward_proxy() as proxy:
+        if via:
+            proxy_env.setenv("HTTPS_PROXY", proxy.url)
+        port = origin.rpartition(":")[2]
+        trusted = tuple(f"https://{host}:{port}" for host in ("images.test", "other.test", "localhost"))
+        url = f"https://images.test:{port}/to/"
+        with pytest.raises(TransientFetchError, match=r"certificate is not valid for 'other\.test'"):
+            fetch_public(url + "other.test/now.png", max_bytes=1 << 20, timeout=5, trusted=trusted)
+        assert fetch_public(url + "localhost/now.png", max_bytes=1 << 20, timeout=5, trusted=trusted) == b"x" * BODY
 
 
 def test_a_dripping_server_is_cut_at_the_deadline_through_the_proxy(drip, proxy_env):

@@ -38,7 +38,8 @@ class DeadlineBackend(httpcore.NetworkBackend):
         self.names: dict[str, str] = {}
         """The host name each checked address stands for: TLS with that address checks its certificate for that name, as
         the `sni_hostname` extension would, which httpcore's proxy tunnel ignores (encode/httpcore#934) and an
-        https:// proxy would take for its own name."""
+        https:// proxy would take for its own name. Its pool keeps connections by address, so a backend (and the
+        pool on it) serves one host name."""
         self._backend = httpcore.SyncBackend()
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None) -> httpcore.NetworkStream:

@@ -194,18 +194,23 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
     redact_http_logs()  # httpx logs each request's URL, a signed URL's signature included, at INFO
     trusted_origins = {origin(t) for t in trusted}
     deadline = (time.monotonic() if started is None else started) + timeout
-    backend = DeadlineBackend(deadline)
-    clients: dict[str | None, httpx.Client] = {}  # by proxy (None: direct), each made once
+    clients: dict[tuple[str | None, str], tuple[httpx.Client, DeadlineBackend]] = {}
 
-    def client(proxy: str | None) -> httpx.Client:
-        if proxy not in clients:
-            clients[proxy] = httpx.Client(timeout=timeout, follow_redirects=False,
-                                          transport=DeadlineTransport(backend, proxy))
-        return clients[proxy]
+    def client(proxy: str | None, host: str, address: str) -> httpx.Client:
+        """The client for `host` through `proxy` (None: direct), TLS with `address` checking the certificate for
+        `host`: one per (proxy, host), as connections are pooled by address, so one verified for a host is never
+        reused for another host on that address."""
+        if (proxy, host) not in clients:
+            backend = DeadlineBackend(deadline)
+            made = httpx.Client(timeout=timeout, follow_redirects=False, transport=DeadlineTransport(backend, proxy))
+            clients[proxy, host] = made, backend
+        made, backend = clients[proxy, host]
+        backend.names[address] = host
+        return made
 
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            sender, request = _pinned_request(client, url, trusted_origins, backend, timeout)
+            sender, request = _pinned_request(client, url, trusted_origins, deadline, timeout)
             try:
                 answer = sender.send(request, stream=True)
                 try:
@@ -225,7 +230,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                 transient = isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
                 raise (TransientFetchError if transient else FetchError)(f"{type(exc).__name__}: {exc}") from None
     finally:
-        for made in clients.values():
+        for made, _ in clients.values():
             made.close()
     raise FetchError(f"more than {MAX_REDIRECTS} redirects")
 
@@ -246,10 +251,10 @@ def _left(deadline: float, timeout: float) -> float:
     return left
 
 
-def _pinned_request(client, url: str, trusted_origins: set[str], backend, timeout: float):
-    """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's,
-    the latter through `backend.names`), resolved and sent before `backend.deadline` (`timeout` seconds from the fetch's
-    start), and the `client(proxy)` to send it with: through the proxy the environment names for `url`, if any."""
+def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float, timeout: float):
+    """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's),
+    resolved and sent before `deadline` (`timeout` seconds from the fetch's start), and the `client(proxy, host,
+    address)` to send it with: through the proxy the environment names for `url`, if any."""
     import httpx
 
     try:
@@ -263,16 +268,15 @@ def _pinned_request(client, url: str, trusted_origins: set[str], backend, timeou
     if not host:
         raise URLRefused("the URL has no host")
     address = _public_address(host, port or (443 if parts.scheme.lower() == "https" else 80),
-                              exempt=origin(url) in trusted_origins, deadline=backend.deadline, timeout=timeout)
-    backend.names[address] = host
+                              exempt=origin(url) in trusted_origins, deadline=deadline, timeout=timeout)
     netloc = f"[{address}]" if ":" in address else address
     if port:
         netloc += f":{port}"
     authority = parts.netloc.rpartition("@")[2]
-    sender = client(_proxy(parts.scheme.lower(), authority))
+    sender = client(_proxy(parts.scheme.lower(), authority), host, address)
     try:
         return sender, sender.build_request("GET", parts._replace(netloc=netloc).geturl(), headers={"Host": authority},
-                                            timeout=_left(backend.deadline, timeout))
+                                            timeout=_left(deadline, timeout))
     except httpx.InvalidURL as exc:  # a control character, a part too long
         raise URLRefused(f"not a valid URL ({exc})") from None
 
