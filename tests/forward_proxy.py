@@ -1,6 +1,7 @@
 """A real loopback forward proxy, as `HTTP_PROXY`/`HTTPS_PROXY` name one: an absolute-form GET is forwarded to the host
 its URL names (its `Host` header replaced by that, as RFC 9112 asks), a CONNECT is tunnelled; `asked` keeps each request
-line and the `Host` header it came with."""
+line and the `Host` header it came with. Set `refuse` (`503 Service Unavailable`, `407 Proxy Authentication Required`) and
+it answers every request so instead, as a busy proxy or one asking for credentials does."""
 
 from __future__ import annotations
 
@@ -19,8 +20,21 @@ class _Forward(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
-    def do_GET(self) -> None:
+    def refused(self) -> bool:
+        """Note the request; answer it as `refuse` says, if set."""
         self.server.asked.append(f"{self.requestline} Host: {self.headers['Host']}")
+        if self.server.refuse:
+            status, _, reason = self.server.refuse.partition(" ")
+            self.send_response(int(status), reason)
+            if status == "407":
+                self.send_header("Proxy-Authenticate", 'Basic realm="proxy"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        return bool(self.server.refuse)
+
+    def do_GET(self) -> None:
+        if self.refused():
+            return
         url = urlsplit(self.path)
         upstream = socket.create_connection((url.hostname, url.port or 80), timeout=10)
         kept = [f"{k}: {v}" for k, v in self.headers.items() if k.lower() not in ("host", "connection", "proxy-connection")]
@@ -31,7 +45,8 @@ class _Forward(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def do_CONNECT(self) -> None:
-        self.server.asked.append(f"{self.requestline} Host: {self.headers['Host']}")
+        if self.refused():
+            return
         host, _, port = self.path.rpartition(":")
         upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
         self.send_response(200, "Connection established")
@@ -58,6 +73,7 @@ def _pipe(read, to: socket.socket, upstream: socket.socket) -> None:
 class _Proxy(ThreadingHTTPServer):
     daemon_threads = True
     asked: list[str]
+    refuse: str | None = None
 
 
 @contextmanager

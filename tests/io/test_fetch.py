@@ -208,3 +208,40 @@ def test_a_proxy_fakescope_cannot_use_is_one_line_that_hides_its_password(drip, 
     with pytest.raises(FetchError) as error:
         fetch_public(drip + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(drip,))
     assert str(error.value) == why
+
+
+@pytest.mark.parametrize("scheme, refuse, transient, why", [
+    ("https", "503 Service Unavailable", True, "the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) answered 503 "
+                                               "Service Unavailable"),
+    ("https", "502 Bad Gateway", True, "the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) answered 502 Bad Gateway"),
+    ("https", "403 Forbidden", False, "the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) answered 403 Forbidden"),
+    ("https", "407 Proxy Authentication Required", False, "the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) "
+                                                          "answered 407 Proxy Authentication Required"),
+    ("http", "407 Proxy Authentication Required", False, "the proxy for http:// URLs (HTTP_PROXY or ALL_PROXY) "
+                                                         "answered 407 Proxy Authentication Required"),
+    ("http", "503 Service Unavailable", True, "HTTP Error 503: Service Unavailable"),  # the proxy's or the server's
+])
+def test_a_proxy_that_refuses_is_transient_only_when_busy(proxy_env, scheme, refuse, transient, why):
+    """A proxy refusing the CONNECT was an `httpx.ProxyError`, a permanent `ProxyError: 503 Service Unavailable`
+    (a scan rerun never retried it, serve answered 502); its 407 to a plain request an `HTTP Error 407` from no one."""
+    url = f"{scheme}://images.test:1"
+    with forward_proxy() as proxy:
+        proxy.refuse = refuse
+        proxy_env.setenv("ALL_PROXY", proxy.url.replace("://", "://user:hunter22@"))
+        with pytest.raises(FetchError) as error:
+            fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,))
+    assert (str(error.value), isinstance(error.value, TransientFetchError)) == (why, transient)
+    assert len(proxy.asked) == 1
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_that_cannot_be_reached_is_transient_and_named(proxy_env, scheme):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    proxy_env.setenv(f"{scheme.upper()}_PROXY", f"http://user:hunter22@127.0.0.1:{port}")
+    url = f"{scheme}://images.test:1"
+    with pytest.raises(TransientFetchError) as error:
+        fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,))
+    assert str(error.value) == (f"the proxy for {scheme}:// URLs ({scheme.upper()}_PROXY or ALL_PROXY) could not be "
+                                "reached ([Errno 111] Connection refused)")

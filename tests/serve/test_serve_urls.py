@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from forward_proxy import forward_proxy
 from image_server import serving_images
 
 from fakescope.io.fetch import TRUSTED_ENV, shown_source
@@ -78,6 +79,21 @@ def test_a_fetch_that_may_pass_is_503_with_retry_after_and_a_permanent_one_stays
     assert missing.status_code == 502 and "Retry-After" not in missing.headers
     spec = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/detect"]["post"]["responses"]
     assert "may pass" in spec["503"]["description"] and "Retry-After" in spec["503"]["headers"]
+
+
+def test_a_busy_proxy_is_503_with_retry_after_and_one_wanting_credentials_502_saying_so(server, auth, monkeypatch):
+    """A proxy's 503 to the CONNECT was a permanent `ProxyError`: a 502, so a client did not try again."""
+    url = "https://127.0.0.1:1/a.png"  # never reached: the proxy refuses the CONNECT
+    monkeypatch.setenv(TRUSTED_ENV, "https://127.0.0.1:1")
+    answers = []
+    with forward_proxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("://", "://user:hunter22pass@"))
+        for proxy.refuse in ("503 Service Unavailable", "407 Proxy Authentication Required"):
+            answers.append(_post(server, auth, "/v1/detect", {"url": url}))
+    assert [(a.status_code, a.headers.get("Retry-After")) for a in answers] == [(503, str(FETCH_RETRY_AFTER)), (502, None)]
+    assert answers[1].json()["detail"] == (f"could not fetch {url}: the proxy for https:// URLs (HTTPS_PROXY or "
+                                           "ALL_PROXY) answered 407 Proxy Authentication Required")
+    assert "hunter22pass" not in str([a.text for a in answers])
 
 
 def test_an_image_url_over_the_upload_limit_is_413_as_an_upload_is(server, auth, trusted):

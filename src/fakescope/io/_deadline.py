@@ -31,10 +31,11 @@ class DeadlineTransport(httpx.HTTPTransport):
 
 class DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's `SyncBackend`, every wait of its streams cut to the seconds left before `deadline` (a
-    `time.monotonic()`); one past it raises httpcore's timeout at once, which httpx passes on as its own."""
+    `time.monotonic()`); one past it raises httpcore's timeout at once, which httpx passes on as its own. For a
+    `proxied` pool, whose every connection goes to the proxy, a connection that fails is a `ProxyError`."""
 
-    def __init__(self, deadline: float):
-        self.deadline = deadline
+    def __init__(self, deadline: float, *, proxied: bool = False):
+        self.deadline, self.proxied = deadline, proxied
         self.names: dict[str, str] = {}
         """The host name each checked address stands for: TLS with that address checks its certificate for that name, as
         the `sni_hostname` extension would, which httpcore's proxy tunnel ignores (encode/httpcore#934) and an
@@ -44,7 +45,12 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None) -> httpcore.NetworkStream:
         wait = self.wait(timeout, httpcore.ConnectTimeout)
-        return DeadlineStream(self._backend.connect_tcp(host, port, wait, local_address, socket_options), self)
+        try:
+            return DeadlineStream(self._backend.connect_tcp(host, port, wait, local_address, socket_options), self)
+        except httpcore.ConnectError as exc:
+            if self.proxied:
+                raise httpcore.ProxyError(f"could not be reached ({exc})") from exc
+            raise
 
     def wait(self, timeout: float | None, error: type[httpcore.TimeoutException]) -> float:
         """`timeout`, at most the seconds left; `error` when none are."""

@@ -182,10 +182,12 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
     Raises:
         FetchError: (`URLRefused` for the first three) a malformed URL, a scheme other than http(s), a host that
             resolves to a non-public address (and is not `trusted`), too many redirects, an HTTP error, a text or JSON
-            answer (not read), a network failure, a proxy that is no http(s):// URL, a body over `max_bytes`
+            answer (not read), a network failure, a proxy that is no http(s):// URL or that refused the request (403,
+            407: `the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) answered 407 ...`), a body over `max_bytes`
             (`FetchTooLarge`), or a fetch past `timeout`
             (a server dripping its body would otherwise hold it for as long as it likes). `TransientFetchError` for
-            those that may pass: timeouts (resolving a host too), network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`.
+            those that may pass: timeouts (resolving a host too), network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`
+            (the proxy's too: 502, 503, 504 to a `CONNECT`), a proxy that could not be reached.
     """
     import httpx
 
@@ -201,7 +203,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
         `host`: one per (proxy, host), as connections are pooled by address, so one verified for a host is never
         reused for another host on that address."""
         if (proxy, host) not in clients:
-            backend = DeadlineBackend(deadline)
+            backend = DeadlineBackend(deadline, proxied=proxy is not None)
             made = httpx.Client(timeout=timeout, follow_redirects=False, transport=DeadlineTransport(backend, proxy))
             clients[proxy, host] = made, backend
         made, backend = clients[proxy, host]
@@ -210,13 +212,15 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
 
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            sender, request = _pinned_request(client, url, trusted_origins, deadline, timeout)
+            sender, request, proxied = _pinned_request(client, url, trusted_origins, deadline, timeout)
             try:
                 answer = sender.send(request, stream=True)
                 try:
                     if answer.is_redirect and "location" in answer.headers:
                         url = _redirected(url, answer.headers["location"])
                         continue
+                    if answer.status_code == 407 and proxied:  # the proxy's own (another status may be the server's)
+                        raise _proxy_failed(request.url.scheme, f"407 {answer.reason_phrase}")
                     if answer.status_code >= 400:
                         error = TransientFetchError if answer.status_code in TRANSIENT_STATUSES else FetchError
                         raise error(f"HTTP Error {answer.status_code}: {answer.reason_phrase}")
@@ -224,6 +228,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                     return _read(answer, max_bytes, deadline, timeout)
                 finally:
                     answer.close()
+            except httpx.ProxyError as exc:  # the proxy refused the CONNECT (`503 Service Unavailable`), or no connection
+                raise _proxy_failed(request.url.scheme, str(exc)) from None
             except httpx.HTTPError as exc:
                 if isinstance(exc, httpx.TimeoutException):
                     _left(deadline, timeout)  # a wait cut at the deadline: says so, as a chunk read past it does
@@ -253,8 +259,8 @@ def _left(deadline: float, timeout: float) -> float:
 
 def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float, timeout: float):
     """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's),
-    resolved and sent before `deadline` (`timeout` seconds from the fetch's start), and the `client(proxy, host,
-    address)` to send it with: through the proxy the environment names for `url`, if any."""
+    resolved and sent before `deadline` (`timeout` seconds from the fetch's start), the `client(proxy, host, address)`
+    to send it with, and whether that goes through the proxy the environment names for `url`."""
     import httpx
 
     try:
@@ -273,10 +279,11 @@ def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float
     if port:
         netloc += f":{port}"
     authority = parts.netloc.rpartition("@")[2]
-    sender = client(_proxy(parts.scheme.lower(), authority), host, address)
+    proxy = _proxy(parts.scheme.lower(), authority)
+    sender = client(proxy, host, address)
     try:
         return sender, sender.build_request("GET", parts._replace(netloc=netloc).geturl(), headers={"Host": authority},
-                                            timeout=_left(deadline, timeout))
+                                            timeout=_left(deadline, timeout)), proxy is not None
     except httpx.InvalidURL as exc:  # a control character, a part too long
         raise URLRefused(f"not a valid URL ({exc})") from None
 
@@ -292,7 +299,7 @@ def _proxy(scheme: str, host: str) -> str | None:
     proxy = proxies.get(scheme) or proxies.get("all")
     if not proxy or proxy_bypass(host):
         return None
-    named = f"{scheme.upper()}_PROXY or ALL_PROXY"
+    named = _proxy_variables(scheme)
     proxy = proxy if "://" in proxy else f"http://{proxy}"
     try:
         kind = httpx.URL(proxy).scheme
@@ -302,6 +309,19 @@ def _proxy(scheme: str, host: str) -> str | None:
         raise FetchError(f"cannot fetch {scheme}:// URLs through a {kind}:// proxy ({named}): only http:// and https:// "
                          "proxies are supported")
     return proxy
+
+
+def _proxy_variables(scheme: str) -> str:
+    return f"{scheme.upper()}_PROXY or ALL_PROXY"
+
+
+def _proxy_failed(scheme: str, why: str) -> FetchError:
+    """The error for the proxy of `scheme` URLs answering `why` (`503 Service Unavailable`), or why no connection to it
+    was made: transient for `TRANSIENT_STATUSES` (busy, its upstream down) and no connection, permanent for others (403,
+    407: credentials wanted). Never its URL, which may hold a password."""
+    status = int(why[:3]) if why[:3].isdigit() else None
+    error = TransientFetchError if status is None or status in TRANSIENT_STATUSES else FetchError
+    return error(f"the proxy for {scheme}:// URLs ({_proxy_variables(scheme)}) {'answered ' * bool(status)}{why}")
 
 
 def _public_address(host: str, port: int, *, exempt: bool, deadline: float, timeout: float) -> str:
