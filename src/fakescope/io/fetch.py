@@ -20,6 +20,7 @@ import hashlib
 import ipaddress
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -233,7 +234,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
             except httpx.HTTPError as exc:
                 if isinstance(exc, httpx.TimeoutException):
                     _left(deadline, timeout)  # a wait cut at the deadline: says so, as a chunk read past it does
-                transient = isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+                transient = (isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+                             and not _certificate_refused(exc))  # a certificate for another name will not change
                 raise (TransientFetchError if transient else FetchError)(f"{type(exc).__name__}: {exc}") from None
     finally:
         for made, _ in clients.values():
@@ -286,6 +288,16 @@ def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float
                                             timeout=_left(deadline, timeout)), proxy is not None
     except httpx.InvalidURL as exc:  # a control character, a part too long
         raise URLRefused(f"not a valid URL ({exc})") from None
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether the server's TLS certificate failed verification somewhere in `exc`'s chain (httpx wraps httpcore's
+    error, which wraps `ssl`'s)."""
+    while exc is not None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _proxy(scheme: str, host: str) -> str | None:
