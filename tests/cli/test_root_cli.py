@@ -86,6 +86,8 @@ def test_show_completion_prints_the_script_to_source(monkeypatch):
     (["detect", "-b", "x", "x.jpg"], "Invalid value for '--batch-size' / '-b': 'x' is not a valid integer. See 'fakescope detect -h'."),
     (["detect", "--threshold", "nan", "x.jpg"],
      "Invalid value for '--threshold': nan is not in the range 0.0<=x<=1.0. See 'fakescope detect -h'."),
+    (["detect", "--grid", "33", "x.jpg"],
+     "Invalid value for '--grid': 33 is not in the range 1<=x<=32. See 'fakescope detect -h'."),
     (["serve", "--port", "70000"], "Invalid value for '--port' / '-p': 70000 is not in the range 1<=x<=65535. See 'fakescope serve -h'."),
     (["train", "--lr", "fast"], "Invalid value for '--lr': 'fast' is not a valid number. See 'fakescope train -h'."),
     (["detecd", "x.jpg"], "No such command 'detecd'. Did you mean 'detect'? See 'fakescope -h'."),
@@ -119,16 +121,44 @@ def _number_options():
 @pytest.mark.parametrize(("words", "required", "param", "kind"), list(_number_options()))
 def test_a_bad_number_is_told_in_the_clis_words(words, required, param, kind):
     """Typer validates with pydantic, whose "Input should be a valid integer, unable to parse string as an integer"
-    reached users; a number is told as help gives it: a type, a range."""
+    reached users; a number is told as help gives it: a type, a range (above its maximum too, where it has one)."""
     option = param.opts[0]
     bad = [("x", f"'x' is not a valid {'integer' if kind is int else 'number'}")]
-    if param.min is not None:
-        low = param.min - 1
-        bad.append((str(low), f"{low} is not in the range "))
+    for edge in (param.min - 1 if param.min is not None else None, param.max + 1 if param.max is not None else None):
+        if edge is not None:
+            bad.append((str(edge), f"{edge} is not in the range "))
     for value, expected in bad:
         result = CliRunner().invoke(app, [*words, option, value, *required], prog_name="fakescope")
         assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1, result.output
         assert expected in result.stderr and "Input should" not in result.stderr, result.stderr
+
+
+def test_the_ranges_help_gives_are_those_the_library_checks():
+    """The CLI repeats these limits (it starts without numpy and Pillow); help gave `--grid [x>=1]` while 33 was
+    refused later, and no maximum for --seed, --max-distance and --max-pixels."""
+    from fakescope.data.splits import HASH_BITS
+    from fakescope.io.image import MAX_PIXELS
+    from fakescope.models.config import MAX_GRID
+    from fakescope.train.config import MAX_SEED
+
+    ranges = {(" ".join(words), param.opts[0]): (param.min, param.max) for words, _, param, _ in
+              (p.values for p in _number_options())}
+    assert ranges["detect", "--grid"] == ranges["serve", "--grid"] == ranges["scan", "--grid"] == (1, MAX_GRID)
+    assert ranges["train", "--seed"] == ranges["embed", "--seed"] == ranges["dataset split", "--seed"] == (0, MAX_SEED)
+    assert ranges["dataset merge", "--max-distance"] == ranges["dataset audit", "--max-distance"] == (-1, HASH_BITS)
+    assert ranges["serve", "--max-pixels"] == ranges["app", "--max-pixels"] == (1, MAX_PIXELS)
+
+
+def test_bootstrap_help_gives_its_rule_not_a_range_and_a_value_outside_it_is_one_line():
+    """--bootstrap takes 0 or at least 1000: help showed the range x>=0, which 5 is in."""
+    shown = CliRunner().invoke(app, ["evaluate", "-h"], env={"COLUMNS": "400"}).stdout
+    (row,) = [line for line in shown.splitlines() if "--bootstrap" in line]
+    assert "at least 1000, or 0 for none" in row and "x>=" not in row, row
+    for value in ("5", "-1"):
+        refused = CliRunner().invoke(app, ["evaluate", "m.csv", "-o", "out", "--bootstrap", value])
+        assert refused.exit_code == 2 and refused.stdout == "", refused.output
+        assert refused.stderr == (f"error: bootstrap of {value} resample(s) gives no meaningful 95% interval: use at least "
+                                  "1000, or 0 for no intervals\n")
 
 
 @pytest.mark.parametrize("argv", [["detect", "-h"], [], ["dataset"]])

@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperCommand
 
 from fakescope.errors import DEVICES, ConfigError
+from fakescope.models.config import MAX_GRID
 
 
 class UsageCommand(TyperCommand):
@@ -39,12 +40,14 @@ ReadWorkersOpt = Annotated[int, typer.Option(
     "--workers", "-j", min=0, help="Threads reading images to describe, measure or hash them (0 = one).")]
 ProcessesOpt = Annotated[bool, typer.Option(
     "--processes", help="Decode in --workers processes instead of threads (free of the GIL: for many cores).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+MAX_SEED = 2**32 - 1
+"""numpy's largest seed, as `fakescope.train.config.MAX_SEED` (repeated: the CLI starts without numpy)."""
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed.")]
 OutDirOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder or storage URI.")]
 GridOpt = Annotated[
     int | None,
-    typer.Option("--grid", min=1, help="At most GRID x GRID tiles per image, GRID 1 to 32 (default: the model's; "
-                                       "fewer is faster, see docs/scale.md)."),
+    typer.Option("--grid", min=1, max=MAX_GRID, help="At most GRID x GRID tiles per image (default: the model's; fewer is "
+                                                     "faster, see docs/scale.md)."),
 ]
 ThresholdOpt = Annotated[float | None, typer.Option(
     "--threshold", min=0.0, max=1.0, help="Decision threshold on P(ai), the uncertain band moving with it; default: the model's.")]

@@ -12,6 +12,8 @@ from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import READ_WORKERS, ProgressOpt, ReadWorkersOpt, SeedOpt, UsageCommand, show_progress
 
 STRICT_EXIT = 1
+HASH_BITS = 64
+"""A dHash's bits, as `fakescope.data.splits.HASH_BITS` (repeated: the CLI starts without numpy)."""
 
 
 class ReportFormat(str, Enum):
@@ -88,7 +90,7 @@ def build(
 def merge(
     manifests: Annotated[list[str], typer.Argument(help="Manifests to merge (.parquet or .csv), in order; a uri listed twice keeps its first row.")],
     out: ManifestOutOpt,
-    max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) within which split images in different splits are near copies, a leak that is refused, as audit's (-1: off).")] = 4,
+    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, max=HASH_BITS, help="dHash bits within which split images in different splits are near copies, a leak that is refused, as audit's (-1: off).")] = 4,
     csv_copy: CsvOpt = True,
     workers: ReadWorkersOpt = READ_WORKERS,
     progress: ProgressOpt = None,
@@ -116,7 +118,7 @@ def split(
     manifest: ManifestArg,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the split manifest (default: overwrite).")] = None,
     ratios: Annotated[str, typer.Option("--ratios", help="Shares per split, e.g. train=0.8,val=0.1,test=0.1.")] = "train=0.8,val=0.1,test=0.1",
-    max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) two near duplicates may differ in (-1: off).")] = 4,
+    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, max=HASH_BITS, help="dHash bits two near duplicates may differ in (-1: off).")] = 4,
     keep_splits: Annotated[bool, typer.Option("--keep-splits", help="Keep the splits images have and deal only those without one (files added since the last split), so no image moves.")] = False,
     rehash: Annotated[bool, typer.Option("--rehash", help="Read every image again for its dHash, width and height instead "
                                          "of reusing the manifest's (once, on a manifest split before they were taken "
@@ -169,7 +171,7 @@ def split(
 def audit(
     src: Annotated[str, typer.Argument(help="Manifest (.parquet/.csv) or a folder with real/ and fake/.")],
     max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="About this many images inspected per class (a seeded sample drawn per source: each source's share, at least 10 of each class); the watermark check needs about 150-200.")] = 1000,
-    max_distance: Annotated[int, typer.Option("--max-distance", help="dHash bits (0-64) within which images in different splits are near copies, a leak, as split's (-1: off).")] = 4,
+    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, max=HASH_BITS, help="dHash bits within which images in different splits are near copies, a leak, as split's (-1: off).")] = 4,
     output: Annotated[ReportFormat | None, typer.Option("--format", "-f", help="table (the default) or json.")] = None,
     as_json: Annotated[bool, typer.Option("--json", hidden=True, help="Same as --format json (the older spelling).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found, or nothing could be compared (one class, no readable image).")] = False,

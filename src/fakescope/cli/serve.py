@@ -27,7 +27,9 @@ AppHostOpt = Annotated[str, typer.Option(
 AllowedHostOpt = Annotated[list[str] | None, typer.Option(
     "--allowed-host", help="A Host name (or *) accepted on loopback besides localhost, 127.0.0.1 and [::1], as a "
                            "local proxy sends; repeatable.")]
-MaxPixelsOpt = Annotated[int, typer.Option(min=1, help="Largest image in pixels (refused above, from its header).")]
+MAX_PIXELS = 200_000_000
+"""The largest image any reader takes, as `fakescope.io.image.MAX_PIXELS` (repeated: the CLI starts without Pillow)."""
+MaxPixelsOpt = Annotated[int, typer.Option(min=1, max=MAX_PIXELS, help="Largest image in pixels (refused above, from its header).")]
 
 
 def serve(
@@ -41,7 +43,7 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="Most images the micro-batcher scores in one model call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long the micro-batcher waits to fill a batch.")] = 5.0,
     max_files: Annotated[int, typer.Option(min=1, max=MULTIPART_MAX_FILES, help="Most files in one /v1/detect/batch request.")] = 64,
-    max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting for the model (503 + Retry-After above).")] = 256,
+    max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting for the model, at least --max-files (503 + Retry-After above).")] = 256,
     max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
     max_connections: Annotated[int, typer.Option(
         min=1, help="Most open connections (idle ones too) and requests at once (a request beyond answers 503; sockets are still accepted, each held until --header-timeout).")] = 512,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
-from fakescope.cli._options import ProgressOpt, resume_command, run_again, show_progress
+from fakescope.cli._options import MAX_SEED, ProgressOpt, resume_command, run_again, show_progress
 from fakescope.errors import DEVICES, ConfigError
 
 
@@ -25,12 +25,12 @@ def train(
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the config's, else 10).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Images per step, one crop each "
                                                                                  "(default: the config's, else 64).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the config's, else 0.001).")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Learning rate (default: the config's, else 0.001).")] = None,
     device: Annotated[str | None, typer.Option("--device", help=f"{DEVICES} (default: the config's, else auto); "
                                                           "under torchrun each process takes CUDA card LOCAL_RANK.")] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading processes (default: the config's, "
                                                                 "else 2).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: the config's, else 0).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED, help="Random seed (default: the config's, else 0).")] = None,
     pretrained: Annotated[bool | None, typer.Option("--pretrained/--scratch", help="Start from ImageNet weights, or from "
                                                     "random ones (default: the config's, else pretrained).")] = None,
     resume: Annotated[bool | None, typer.Option(help="Continue from the output folder's last checkpoint (default: the "
