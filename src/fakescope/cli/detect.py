@@ -33,7 +33,6 @@ from fakescope.cli._options import (
     with_progress,
 )
 from fakescope.detection import CSV_FIELDS, csv_row, evidence_line
-from fakescope.forensics.fusion import CONFLICT
 
 
 class OutputFormat(str, Enum):
@@ -166,6 +165,8 @@ def _print_table(rows: list[dict], interrupted: bool = False) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from fakescope.forensics.fusion import CONFLICT  # here: the package loads numpy and Pillow, which help need not
 
     counts = collections.Counter("failed" if "error" in r else r["label"] for r in rows)
     summary = ", ".join(f"{counts[k]} {k}" for k in ("ai", "uncertain", "real", "failed") if counts[k])
