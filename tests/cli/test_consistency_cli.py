@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,30 @@ def test_every_verbs_help_gives_its_exit_statuses(verb):
     assert "Exit status: 0 " in text and "2 on usage errors" in text, text
     assert CliRunner().invoke(app, [*verb.split(), "-h"], env={"COLUMNS": "400"}).stdout == result.stdout  # -h as well
     assert "<bool>" not in result.stdout, result.stdout  # a flag takes no value: `--overwrite`, not `--overwrite <bool>`
+
+
+@pytest.mark.parametrize("verb", COMMANDS)
+def test_every_verbs_help_names_value_types_as_click_does(verb):
+    """Typer 0.29 labelled values with Python's types (`--model <str>`, `--grid <int range>`, `inputs... <list[str]>`)
+    and wrote required arguments `{inputs}...` in the usage line."""
+    shown = CliRunner().invoke(app, [*verb.split(), "--help"], env={"COLUMNS": "400"}).stdout
+    usage = next(line for line in shown.splitlines() if "Usage:" in line)
+    names = [(p.metavar or p.name.upper(), p.required, p.nargs != 1) for p in COMMANDS[verb].params
+             if p.param_type_name == "argument" and not p.hidden]
+    assert usage.split("[OPTIONS]")[1].split() == [
+        (name if required else f"[{name}]") + "..." * many for name, required, many in names], usage
+    assert re.findall(r"<(?:str|int|float|path|list)\b", shown) == [], shown
+
+
+def test_help_names_value_types_as_click_does():
+    shown = CliRunner().invoke(app, ["detect", "--help"], env={"COLUMNS": "400"}).stdout
+    rows = {words[0]: " ".join(words[1:]) for words in (line.strip("│ *").split() for line in shown.splitlines()) if words}
+    assert shown.splitlines()[1].strip().endswith("detect [OPTIONS] INPUTS...")
+    assert rows["inputs..."].startswith("TEXT Image files")
+    assert rows["--model"].startswith("-m TEXT Bundled") and rows["--threshold"].startswith("FLOAT [0.0<=x<=1.0] Decision")
+    assert rows["--grid"].startswith("INTEGER [1<=x<=32] At most") and rows["--format"].startswith("-f [table|jsonl|csv] table")
+    served = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "400"}).stdout
+    assert re.search(r"--jobs-dir +PATH ", served) and re.search(r"--cors-origin +TEXT ", served), served
 
 
 @pytest.mark.parametrize("group", ["", "dataset", "generate", "models"])

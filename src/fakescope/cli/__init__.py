@@ -10,11 +10,12 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import re
 import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from fakescope.cli._errors import one_line_usage_errors
 
@@ -25,18 +26,36 @@ HELP_ORDER: tuple[str, ...] = (
 """The verbs in `fakescope -h`, as README's table lists them: the main job first, then building, deploying, sharing."""
 
 
-def _untyped_flags(display_type_rich):
-    """Typer's rich help labels each option's value type, a flag's too (`--overwrite <bool>`), though a flag takes no
-    value and Typer's plain help leaves flags unlabelled: this labels flags with nothing in both."""
+CLICK_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE", "dir": "DIRECTORY"}
+"""Typer's type labels as Click names them."""
 
-    def display_type(self: TyperOption, ctx: typer.Context) -> str | None:
-        return None if self.is_flag else display_type_rich(self, ctx)
+
+def _click_types(display_type_rich):
+    """Typer's rich help labels each value with its Python type (`--model <str>`, `--grid <int range> [1<=x<=32]`,
+    `inputs... <list[str]>`) and each flag too (`--overwrite <bool>`), though a flag takes no value: this labels
+    values as Click does (TEXT, INTEGER [1<=x<=32], PATH, [table|jsonl|csv]; a repeatable option by its element)
+    and flags with nothing, in both helps; a metavar stays as given."""
+
+    def display_type(self: TyperOption | TyperArgument, ctx: typer.Context) -> str | None:
+        label = None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
+        typed = re.fullmatch(r"<(?:list\[)?(.+?)(?: range)?\]?>(\.\.\.)?", label or "")  # not a metavar
+        shown = typed and (f"[{typed[1]}]" if "|" in typed[1] else CLICK_TYPES.get(typed[1]))
+        return shown + (typed[2] or "") if shown else label
 
     return display_type
 
 
-if hasattr(TyperOption, "display_type_rich"):  # Typer >= 0.24; earlier ones already skip flags' types
-    TyperOption.display_type_rich = _untyped_flags(TyperOption.display_type_rich)
+def _click_usage(self: TyperArgument, ctx: typer.Context) -> list[str]:
+    """An argument in the usage line as Click shows it (`INPUTS...`, `[MODEL]`), not as Typer 0.29 does (`{inputs}...`)."""
+    name = self.metavar or self.name.upper()
+    return [(name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")]
+
+
+if hasattr(TyperOption, "display_type_rich"):  # Typer >= 0.24; earlier ones show Click's types and skip flags'
+    TyperOption.display_type_rich = _click_types(TyperOption.display_type_rich)
+    TyperArgument.display_type_rich = _click_types(TyperArgument.display_type_rich)
+if hasattr(TyperArgument, "_usage_display_name"):  # the Typer that writes `{inputs}...`
+    TyperArgument.get_usage_pieces = _click_usage
 
 
 class _Root(TyperGroup):
