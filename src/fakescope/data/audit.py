@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from fakescope.io.image import check_signature
 
 if TYPE_CHECKING:
     import pandas as pd
+    from PIL import Image
 
 SHORTCUT = 0.8
 """Separability (0 = identical classes, 1 = perfectly split) at or above which a property is a shortcut."""
@@ -140,15 +142,20 @@ def estimate_jpeg_quality(tables: dict[int, Any]) -> int:
     return best
 
 
-def inspect_image(data: bytes, name: str = "") -> dict[str, Any]:
-    """Measure the shortcut-prone properties of one encoded image (see the module docstring)."""
+def inspect_image(data: bytes, name: str = "", decoded: Image.Image | None = None) -> dict[str, Any]:
+    """Measure the shortcut-prone properties of one encoded image (see the module docstring).
+
+    `decoded` is `data` as `fakescope.io.image.decode_image` decoded it (upright 8-bit RGB): for an RGB or greyscale
+    file its grey thumbnail is the file's own, so the pixels are not decoded again (only the header is read).
+    """
     from PIL import Image
 
     from fakescope.io.image import pixel_limit, sniff_format, upright
 
     with pixel_limit(), Image.open(io.BytesIO(data)) as image:
         fmt = sniff_format(data) or (image.format or "UNKNOWN")
-        turned = upright(image)  # as decoding turns it: sizes and thumbnails as the detector sees them
+        reuse = decoded is not None and image.mode in ("RGB", "L")  # RGB -> L gives back an L file's own levels
+        turned = decoded if reuse else upright(image)  # as decoding turns it: sizes and thumbnails as the detector sees them
         width, height = turned.size
         quality = estimate_jpeg_quality(image.quantization) if fmt == "JPEG" and getattr(image, "quantization", None) else 100
         text = getattr(image, "text", None) if fmt == "PNG" else None
@@ -177,10 +184,30 @@ _FORMAT_OF_SUFFIX = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF
 class Inspections:
     """Inspections shared by audits of overlapping rows: an image named in `reused` (`evaluate-logo`'s test reals,
     audited with every fold's unseen images) is read and inspected once, in the first audit; the others reuse its result
-    (None: unreadable). Kept with its thumbnail as 8-bit grey (what the float one holds), 16 KiB an image."""
+    (None: unreadable). `found` may also come filled (`evaluate` inspects its sample as its scoring pass reads it): those
+    images are not read again. Kept with its thumbnail as 8-bit grey (what the float one holds), 16 KiB an image."""
 
-    reused: frozenset[str]
+    reused: frozenset[str] = frozenset()
     found: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def add(self, uri: str, data: bytes | None, decoded: Image.Image | None = None) -> None:
+        """Keep the inspection of `uri` from its bytes `data` (None: unreadable) and, where decoding took them, its
+        pixels `decoded` (`inspect_image`); None where it fails, as an audit reading it would find."""
+        info = None if data is None else _inspected(lambda: inspect_image(data, uri, decoded))
+        self.found[uri] = info and {**info, "thumbnail": info["thumbnail"].astype(np.uint8)}
+
+
+def _inspected(inspect: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """`inspect()`, or None where the image cannot be read or inspected."""
+    try:
+        return inspect()
+    except (FakescopeError, OSError, ValueError):  # FakescopeError: also over 2x MAX_PIXELS (`pixel_limit`)
+        return None
+
+
+def audit_sample(frame: pd.DataFrame, max_per_class: int | None, seed: int) -> pd.DataFrame:
+    """The rows of a checked manifest that `audit_manifest` inspects (all of them where `max_per_class` is None)."""
+    return frame if max_per_class is None else _sample(frame, max_per_class, seed)
 
 
 def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, seed: int = 0, workers: int = 8,
@@ -201,7 +228,7 @@ def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, see
     check_distance(max_distance)
     frame = validate_manifest(frame)
     counts = {label: int(n) for label, n in frame["label"].value_counts().sort_index().items()}
-    sample = frame if max_per_class is None else _sample(frame, max_per_class, seed)
+    sample = audit_sample(frame, max_per_class, seed)
     measured, sums = _inspect_all(sample, workers, progress, inspections)
     inspected = {label: int(n) for label, n in measured["label"].value_counts().sort_index().items()}
     notes = []
@@ -245,10 +272,7 @@ def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool, inspections
     import pandas as pd
 
     def one(uri: str) -> dict[str, Any] | None:
-        try:
-            return inspect_image(storage.read_bytes(uri, check=check_signature), uri)
-        except (FakescopeError, OSError, ValueError):  # FakescopeError: also over 2x MAX_PIXELS (`pixel_limit`)
-            return None
+        return _inspected(lambda: inspect_image(storage.read_bytes(uri, check=check_signature), uri))
 
     known = inspections.found if inspections is not None else {}
     fresh = [uri for uri in dict.fromkeys(sample["uri"]) if uri not in known]

@@ -1,8 +1,8 @@
 """`evaluate`: score a manifest split with a model, exactly as its training recipe says, and measure it.
 
-Images are read once, in chunks. Each chunk is scored clean (pixel model, then provenance
-evidence fused in when `provenance` is on), embedded for the explanation figures when asked (`explain_to`) and, for
-the robustness sweep, scored after every perturbation (pixel model only). Metrics, bootstrap intervals, calibration, slices and a few
+Images are read once, in chunks (the shortcut audit inspects its sample as they are read). Each chunk is scored
+clean (pixel model, then provenance evidence fused in when `provenance` is on), embedded for the explanation figures
+when asked (`explain_to`) and, for the robustness sweep, scored after every perturbation (pixel model only). Metrics, bootstrap intervals, calibration, slices and a few
 example images end up in one `EvaluationReport`; `report.write_report` renders it.
 """
 
@@ -27,6 +27,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from fakescope.data.audit import Inspections
 from fakescope.data.manifest import SPLITS, check_rows, warn_repeated_uris
 from fakescope.detection import verdict_for
 from fakescope.detector import Detector
@@ -39,9 +40,9 @@ from fakescope.evaluate.metrics import (
     uncertain_rate,
 )
 from fakescope.evaluate.robustness import CLEAN, PERTURBATIONS, Scorer, perturbed_scores, robustness_table
-from fakescope.evaluate.shortcuts import audit_rows
+from fakescope.evaluate.shortcuts import audit_rows, audited_uris
 from fakescope.evaluate.slices import slice_report, sliceable
-from fakescope.io.image import LoadedImage, load_source
+from fakescope.io.image import LoadedImage, decode_image, load_source, read_source
 from fakescope.models.bundle import LoadedModel
 from fakescope.models.calibration import apply_calibration
 from fakescope.train.augment import AugmentConfig, neutralize, recipe_preprocessing
@@ -124,7 +125,8 @@ def evaluate(
         attributes: columns to slice by; default every low-cardinality extra column.
         progress: count the images read on stderr (and show a Hub download's progress bars).
         audit: check the rows for shortcuts (format, JPEG quality, size, metadata, watermark) that separate
-            the labels, as `fakescope dataset audit` does, on a sample of about 1000 images per label.
+            the labels, as `fakescope dataset audit` does, on a sample of about 1000 images per label, inspected as
+            the scoring pass reads them (not read again).
         explain_to: a local folder to draw the explanation figures in (`fakescope.explain.report_figures`, needs the
             explain extra), from the images as scored: none is read again (`EvaluationReport.figures`).
 
@@ -171,7 +173,7 @@ def evaluate(
         own = model.with_network(None) if model.weights else model  # one built afresh from the weights, as load_model's
         figures = ReportFigures(own, rows, explain_to)
 
-    shortcuts = audit_rows(rows, recipe, provenance, progress=progress) if audit else None
+    audited, inspections = audited_uris(rows) if audit else frozenset(), Inspections()
     kept, records, failures, skipped, candidates = [], [], [], [], _Candidates(examples)
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
     chunk = max(batch_size, 16)
@@ -180,12 +182,17 @@ def evaluate(
             part = rows.iloc[start:start + chunk]
             loaded = []
             for index, uri in zip(part.index, part["uri"]):
+                data = item = None
                 try:
-                    loaded.append((index, load_source(uri, keep_bytes=provenance)))
+                    data = read_source(uri)
+                    item = decode_image(data, keep_bytes=provenance)
+                    loaded.append((index, item))
                 except (ImageLoadError, StorageError) as exc:
                     failures.append({"uri": str(uri), "error": exc.reason})
                     if figures is not None:
                         figures.fail(uri, exc.reason)
+                if str(uri) in audited and str(uri) not in inspections.found:  # a repeated uri: inspected once
+                    inspections.add(str(uri), data, item and item.image)
             bar.update(len(part))
             if not loaded:
                 continue
@@ -214,6 +221,7 @@ def evaluate(
                 candidates.offer(len(records) - 1, int(records[-1]["label"] == "ai"), records[-1]["probability"], item.image)
     if not records:
         raise ConfigError(f"none of the {len(rows)} image(s) of split {split!r} could be read and scored")
+    shortcuts = audit_rows(rows, recipe, provenance, inspections=inspections) if audit else None  # reads none
     if skipped:
         first = skipped[0]
         log.warning("%d image(s) left out of the robustness sweep: a perturbation could not be applied "

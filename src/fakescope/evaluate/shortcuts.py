@@ -1,7 +1,8 @@
 """The shortcut audit of the rows `evaluate` scores: what a model could score by without looking at content.
 
 `audit_rows` runs `fakescope.data.audit_manifest` on the evaluated rows (a seeded sample of about
-`max_per_class` per class; split leaks, and sources that differ by class, are left to `fakescope dataset audit`,
+`max_per_class` per class, `audited_uris`, which `evaluate` inspects as its scoring pass reads them: each image is read
+once; split leaks, and sources that differ by class, are left to `fakescope dataset audit`,
 the report's per-source results showing the latter) and says, per
 property, whether the model's own recipe preprocessing (`neutralize`) or its decoding takes it away
 before scoring. A flagged property that is not neutralized may be what the figures measure.
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fakescope.data.audit import BORDER_SHARE, CONTENT, Inspections, audit_manifest
+from fakescope.data.audit import BORDER_SHARE, CONTENT, Inspections, audit_manifest, audit_sample
+from fakescope.data.manifest import validate_manifest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,8 +36,7 @@ def audit_rows(rows: pd.DataFrame, recipe: AugmentConfig | None, provenance: boo
     `per_class`, `neutralized` (`yes`, `partly` or `no`) and `how` (why, in words); `flagged` names the checks
     not `ok` and not neutralized.
     """
-    frame = rows.drop_duplicates("uri").assign(**{c: v for c, v in _FILLED.items() if c not in rows})
-    report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
+    report = audit_manifest(_manifest(rows), max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
                             max_distance=-1, inspections=inspections)
     checks = []
     for check in (c for c in report.checks if c.name != CONTENT):  # content: the report's per-source results show it
@@ -45,6 +46,16 @@ def audit_rows(rows: pd.DataFrame, recipe: AugmentConfig | None, provenance: boo
     notes = report.notes + ([] if checks else report.warnings)  # without checks, its warning says why
     flagged = [c["name"] for c in checks if c["level"] != "ok" and c["neutralized"] != "yes"]
     return {"inspected": report.inspected, "checks": checks, "flagged": flagged, "notes": notes}
+
+
+def audited_uris(rows: pd.DataFrame, *, max_per_class: int = 1000, seed: int = 0) -> frozenset[str]:
+    """The uris of the images `audit_rows` inspects: given their `Inspections`, it reads none of them."""
+    return frozenset(audit_sample(validate_manifest(_manifest(rows)), max_per_class, seed)["uri"])
+
+
+def _manifest(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` as `audit_manifest` takes them: each uri once, the manifest columns they lack filled in."""
+    return rows.drop_duplicates("uri").assign(**{c: v for c, v in _FILLED.items() if c not in rows})
 
 
 def neutralization(name: str, recipe: AugmentConfig | None, provenance: bool) -> tuple[str, str]:
