@@ -38,6 +38,31 @@ def test_metadata_and_extension_are_detected():
     assert info["has_png_text"] and info["extension_mismatch"] and info["jpeg_quality"] == 100
 
 
+
+def _turned(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize(("mode", "fmt", "options"), [
+    ("RGB", "JPEG", {}), ("L", "JPEG", {}), ("RGB", "JPEG", {"exif": _turned(6)}), ("CMYK", "JPEG", {}),
+    ("RGB", "PNG", {}), ("L", "PNG", {}), ("RGBA", "PNG", {}), ("P", "PNG", {}), ("I;16", "PNG", {}),
+])
+def test_an_inspection_given_the_decoded_pixels_is_the_one_decoding_them(mode, fmt, options):
+    """evaluate hands its decoded images to the audit: they serve the thumbnail where they give the file's own grey
+    levels (RGB, greyscale), the file is decoded again where they do not (alpha composited on white, 16-bit scaled)."""
+    from fakescope.io.image import decode_image
+
+    image = smooth_image(7, 80).crop((0, 0, 80, 56))
+    image = image.convert("I;16") if mode == "I;16" else image.convert(mode)
+    if mode == "RGBA":  # see-through in part: composited on white when decoded, left out of a grey conversion
+        image.putalpha(Image.linear_gradient("L").resize(image.size))
+    data = encode(image, fmt, **options)
+    given, own = inspect_image(data, "x", decode_image(data).image), inspect_image(data, "x")
+    assert np.array_equal(given.pop("thumbnail"), own.pop("thumbnail")) and given == own
+    assert (own["width"], own["height"]) == ((56, 80) if options else (80, 56))
+
 def test_faces_like_shortcuts_are_flagged_loudly(faces_layout):
     report = audit_manifest(build_from_folders(str(faces_layout)))
     assert {"format", "jpeg_quality", "bits_per_pixel", "border_overlay"} <= set(report.shortcuts)

@@ -90,3 +90,42 @@ def test_what_the_recipe_neutralizes_is_not_flagged(model_dir, sets):
     assert checks["border_overlay"]["neutralized"] == "yes" and checks["has_exif"]["neutralized"] == "yes"
     report = evaluate(model_dir, rows, robustness=False, bootstrap=0, device="cpu", audit=False)
     assert report.shortcuts is None
+
+
+def test_the_audit_inspects_the_images_as_scoring_reads_them_each_read_once(plain_model, sets, tmp_path, monkeypatch):
+    """The audit read its sample (about 1000 images per label) in a pass of its own before scoring read every image
+    again: now it inspects them as the scoring pass reads them (greyscale, alpha, EXIF-turned, too small to score and
+    broken files among them), its findings those of an audit reading them itself."""
+    import collections
+
+    from PIL import Image
+
+    import fakescope.io._local as local
+    import fakescope.io.image as image_io
+    from fakescope.data.manifest import check_rows
+    from fakescope.evaluate import recipe_preprocessing
+    from fakescope.evaluate.shortcuts import audit_rows
+    from fakescope.models import load_model
+
+    turned = Image.Exif()
+    turned[0x0112] = 6  # EXIF orientation: rotate 90 degrees
+    extra = {"grey.jpg": (noisy(50).convert("L"), {}), "alpha.png": (noisy(51).convert("RGBA"), {}),
+             "tiny.png": (noisy(52, (16, 16)), {}), "turned.jpg": (noisy(53), {"exif": turned.tobytes()})}
+    for name, (image, options) in extra.items():
+        image.save(tmp_path / name, **options)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    added = [{"uri": str(tmp_path / name), "label": ("real", "ai")[i % 2], "split": "test"}
+             for i, name in enumerate([*extra, "broken.png"])]
+    rows = pd.concat([pd.read_csv(sets["confounded"]), pd.DataFrame(added)], ignore_index=True)
+    reads, read_path, read_bytes = collections.Counter(), image_io._read_path, local.LocalStorage.read_bytes
+    monkeypatch.setattr(image_io, "_read_path", lambda source: reads.update([str(source)]) or read_path(source))
+    monkeypatch.setattr(local.LocalStorage, "read_bytes",  # the audit's own reads went through storage
+                        lambda self, uri, **kw: reads.update([str(uri)]) or read_bytes(self, uri, **kw))
+    report = evaluate(plain_model, rows, robustness=False, bootstrap=0, examples=0, device="cpu")
+    assert reads == collections.Counter(rows["uri"])  # each image once
+    assert len(report.failures) == 2 and report.shortcuts["notes"] == ["1 image(s) could not be read and were left out"]
+    reads.clear()
+    recipe = recipe_preprocessing(load_model(plain_model).config)
+    checked = check_rows(rows, split_required=False)  # as evaluate takes them
+    assert report.shortcuts == audit_rows(checked, recipe, provenance=True)  # as evaluate audited them first: reading them
+    assert reads == collections.Counter(rows["uri"]) and "format" in report.shortcuts["flagged"]
