@@ -48,6 +48,7 @@ def _turned(orientation: int) -> bytes:
 @pytest.mark.parametrize(("mode", "fmt", "options"), [
     ("RGB", "JPEG", {}), ("L", "JPEG", {}), ("RGB", "JPEG", {"exif": _turned(6)}), ("CMYK", "JPEG", {}),
     ("RGB", "PNG", {}), ("L", "PNG", {}), ("RGBA", "PNG", {}), ("P", "PNG", {}), ("I;16", "PNG", {}),
+    ("RGB", "PNG", {"exif": _turned(6)}), ("RGB", "PNG", {"pnginfo": "text"}),
 ])
 def test_an_inspection_given_the_decoded_pixels_is_the_one_decoding_them(mode, fmt, options):
     """evaluate hands its decoded images to the audit: they serve the thumbnail where they give the file's own grey
@@ -58,10 +59,16 @@ def test_an_inspection_given_the_decoded_pixels_is_the_one_decoding_them(mode, f
     image = image.convert("I;16") if mode == "I;16" else image.convert(mode)
     if mode == "RGBA":  # see-through in part: composited on white when decoded, left out of a grey conversion
         image.putalpha(Image.linear_gradient("L").resize(image.size))
+    if options.get("pnginfo"):
+        from PIL import PngImagePlugin
+
+        options = {"pnginfo": PngImagePlugin.PngInfo()}
+        options["pnginfo"].add_text("parameters", "a cat, steps 20")
     data = encode(image, fmt, **options)
     given, own = inspect_image(data, "x", decode_image(data).image), inspect_image(data, "x")
     assert np.array_equal(given.pop("thumbnail"), own.pop("thumbnail")) and given == own
-    assert (own["width"], own["height"]) == ((56, 80) if options else (80, 56))
+    assert (own["width"], own["height"]) == ((56, 80) if "exif" in options else (80, 56))
+    assert (own["has_exif"], own["has_png_text"]) == ("exif" in options, "pnginfo" in options)
 
 def test_faces_like_shortcuts_are_flagged_loudly(faces_layout):
     report = audit_manifest(build_from_folders(str(faces_layout)))

@@ -158,7 +158,9 @@ def inspect_image(data: bytes, name: str = "", decoded: Image.Image | None = Non
         turned = decoded if reuse else upright(image)  # as decoding turns it: sizes and thumbnails as the detector sees them
         width, height = turned.size
         quality = estimate_jpeg_quality(image.quantization) if fmt == "JPEG" and getattr(image, "quantization", None) else 100
-        text = getattr(image, "text", None) if fmt == "PNG" else None
+        # a PNG's EXIF and text may follow its pixels (Pillow decodes them to get there): looked for where such chunks are
+        tagged = fmt != "PNG" or any(kind in data for kind in _PNG_METADATA)
+        text = getattr(image, "text", None) if fmt == "PNG" and tagged else None
         info = {
             "format": fmt,
             "jpeg_quality": quality,
@@ -166,7 +168,7 @@ def inspect_image(data: bytes, name: str = "", decoded: Image.Image | None = Non
             "height": height,
             "aspect": round(width / height, 3),
             "bits_per_pixel": 8 * len(data) / (width * height),
-            "has_exif": len(image.getexif()) > 0,
+            "has_exif": tagged and len(image.getexif()) > 0,
             "has_xmp": b"http://ns.adobe.com/xap/1.0/" in data or "xmp" in image.info or "XML:com.adobe.xmp" in image.info,
             "has_png_text": bool(text),
             "has_c2pa": b"c2pa" in data and (b"jumb" in data or b"caBX" in data),
@@ -177,6 +179,8 @@ def inspect_image(data: bytes, name: str = "", decoded: Image.Image | None = Non
     return info
 
 
+_PNG_METADATA = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
+"""The PNG chunks Pillow reads EXIF (also as a text chunk's raw profile, or XMP's orientation) and text from."""
 _FORMAT_OF_SUFFIX = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "heic": "HEIF", "heif": "HEIF"}
 
 
