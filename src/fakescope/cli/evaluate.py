@@ -60,7 +60,7 @@ def evaluate(
     """Score a manifest split; write report.html, report.json and scores.csv to OUT.
 
     Images are preprocessed as the model's training recipe says; with --explain, OUT/figures too. Every file
-    written is listed. The rows are audited for shortcuts first (--no-audit skips it): one warning line on stderr
+    written is listed. The rows are audited for shortcuts as they are read (--no-audit skips it): one warning line on stderr
     per property that separates real from ai and the model's preprocessing does not neutralize.
 
     Exit status: 0 when every image was scored, 1 when some could not be read or got no finite score (the report
