@@ -80,14 +80,7 @@ def test_openai_rerun_into_s3_remakes_only_the_outputs_deleted_from_the_bucket(s
     per image) and pays only for what is missing."""
     import boto3
 
-    for i in range(4):
-        storage.write_bytes(f"s3://{s3_bucket}/real/{i}.png", _png((48, 48), i))
-    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
-    server = ImagesAPIServer(api_key="sk-s3").start()
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    out = f"s3://{s3_bucket}/fake"
-    args = ["generate", "openai", f"s3://{s3_bucket}/real", "--out", out, "--model", "dall-e-2", "--size", "256x256", "-j", "2"]
+    server, out, args = _openai_into_s3(s3_bucket, 4, tmp_path, monkeypatch)
     try:
         assert CliRunner().invoke(app, args).exit_code == 0 and server.billable == 4
         gone = sorted(_manifest(f"{out}/manifest.csv")["uri"])[:2]
@@ -148,14 +141,7 @@ def test_an_openai_rerun_into_s3_asks_nothing_per_output_the_listing_of_out_gave
     two listings of --out was asked whether --out exists first (a HEAD of it and a ListObjectsV2 of one key): no more."""
     from collections import Counter
 
-    for i in range(3):
-        storage.write_bytes(f"s3://{s3_bucket}/real/{i}.png", _png((48, 48), i))
-    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
-    server = ImagesAPIServer(api_key="sk-s3").start()
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    out = f"s3://{s3_bucket}/fake"
-    args = ["generate", "openai", f"s3://{s3_bucket}/real", "--out", out, "--model", "dall-e-2", "--size", "256x256", "-j", "2"]
+    server, out, args = _openai_into_s3(s3_bucket, 3, tmp_path, monkeypatch)
     calls = []
     storage.get_storage(out).client.meta.events.register(  # each S3 operation once, its retries not counted
         "before-parameter-build.s3", lambda model, params, **_: calls.append((model.name, params.get("Key"))))
@@ -467,3 +453,17 @@ def test_explain_and_embed_read_and_write_s3(s3_bucket, tiny_model_dir):
     assert len(table) == 8 and table["umap_x"].notna().sum() == 6
     assert {u.rsplit("/", 1)[1] for u in storage.list_files(out)} == {
         "embeddings.parquet", "clusters.csv", "umap_label.png", "umap_gender.png", "umap_mosaic.png"}
+
+
+def _openai_into_s3(bucket: str, photos: int, tmp_path, monkeypatch) -> tuple[ImagesAPIServer, str, list[str]]:
+    """`photos` PNGs under `s3://bucket/real`, a started loopback Images API server, and the `generate openai` args that
+    make their variations into `s3://bucket/fake` (returned as the out)."""
+    for i in range(photos):
+        storage.write_bytes(f"s3://{bucket}/real/{i}.png", _png((48, 48), i))
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    server = ImagesAPIServer(api_key="sk-s3").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    out = f"s3://{bucket}/fake"
+    return server, out, ["generate", "openai", f"s3://{bucket}/real", "--out", out, "--model", "dall-e-2", "--size",
+                         "256x256", "-j", "2"]
