@@ -39,7 +39,8 @@ MAX_WHOLE_PIXELS = 1024 * 1024
 
 class _Unscaled:
     """Keeps raw CAM magnitudes: skips pytorch-grad-cam's per-input min-max scaling and resizing; and records only
-    the forward passes of the thread that made it (`_own_thread`), so threads explain with one network at once."""
+    the forward passes of the thread that made it (`_own_thread`), so another thread's detection through the network
+    adds nothing; gradient passes take turns (`_gradient_lock`)."""
 
     def __init__(self, model: nn.Module, target_layers: list[nn.Module]):
         super().__init__(model, target_layers)
@@ -68,6 +69,18 @@ def _own_thread(hook: Callable) -> Callable:
         return hook(*args) if threading.get_ident() == owner else None
 
     return owned
+
+
+def _gradient_lock(network: nn.Module) -> threading.Lock:
+    """The lock one gradient pass through `network` holds: pytorch-grad-cam zeroes the network's parameter gradients and
+    runs backward through them, so two threads' passes at once raced on the shared `.grad` (a process abort in
+    `zero_grad`). Forward passes without gradients (detection) need no lock."""
+    with _LOCKS_LOCK:
+        return _GRADIENT_LOCKS.setdefault(network, threading.Lock())
+
+
+_GRADIENT_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
 
 
 @functools.cache
@@ -172,7 +185,7 @@ def raw_maps(network: nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
 
         cam = _gradient_cams()[method](network, [layer])
         try:
-            with torch.enable_grad():
+            with _gradient_lock(network), torch.enable_grad():
                 found = cam(x.detach().requires_grad_(True), [BinaryClassifierOutputTarget(1)] * len(x))
         finally:
             cam.activations_and_grads.release()
