@@ -44,13 +44,13 @@ import io
 import json
 import os
 import re
-import warnings
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
 from PIL import Image
 
+from fakescope._quiet import ignore_warning
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.generate._encoding import SAVE_FORMATS
 from fakescope.generate.openai_models import (
@@ -457,14 +457,9 @@ def _refusal(exc, model: str) -> ConfigError | None:
 def quiet_variation_warning() -> None:
     """Keep out of stderr the `openai` client's DeprecationWarning for `images.create_variation` (dall-e-2's variations
     endpoint, chosen on purpose), only as called here (through its `with_raw_response` wrapper, which the warning names).
-    Idempotent and process-wide, as one filter list entry, never scoped to the request by `warnings.catch_warnings`:
-    before Python 3.14's context-aware warnings (on by default only in free-threaded builds) it saves and restores the
-    module-global filter list, so a run's worker threads, each sending requests at once, would restore one another's
-    lists out of order, leaving a filter in place or dropping others' (the `warnings` docs call it not thread-safe).
-    This entry hides that message from these two modules only, and no other warning."""
-    message, module = re.compile(r"deprecated\Z", re.I), re.compile(rf"({re.escape(__name__)}|openai\._legacy_response)\Z")
-    if ("ignore", message, DeprecationWarning, module, 0) not in warnings.filters:
-        warnings.filterwarnings("ignore", message.pattern, DeprecationWarning, module.pattern)
+    Idempotent and process-wide, as one filter list entry (`fakescope._quiet`: a run's worker threads send at once),
+    hiding that message from these two modules only, and no other warning."""
+    ignore_warning(r"deprecated\Z", DeprecationWarning, rf"({re.escape(__name__)}|openai\._legacy_response)\Z")
 
 
 def _image_bytes(item, api_base) -> bytes:

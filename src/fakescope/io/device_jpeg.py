@@ -9,11 +9,10 @@ fails to decode goes back to it too.
 from __future__ import annotations
 
 import functools
-import re
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from fakescope._quiet import ignore_warning
 from fakescope.io.image import sniff_format
 from fakescope.io.jpeg_markers import read_header
 
@@ -23,8 +22,10 @@ if TYPE_CHECKING:  # torch where JPEGs are decoded: the workers' header checks (
 MAX_CHUNK_PIXELS = 2**28
 """Pixels decoded at once (768 MiB of RGB): bounds device memory whatever the image sizes."""
 
-_DEPRECATED = ("The image decoding and encoding capabilities of TorchVision are deprecated", r"torchvision\.io\.image\Z")
-"""torchvision's DeprecationWarning for its decoders (moving to TorchCodec), which `decode_jpeg` gives on every call."""
+_DEPRECATED = ("The image decoding and encoding capabilities of TorchVision are deprecated", DeprecationWarning,
+               r"torchvision\.io\.image\Z")
+"""torchvision's deprecation of its decoders (moving to TorchCodec), which `decode_jpeg` gives on every call: (message,
+category, module) to ignore."""
 
 
 def device_jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -87,7 +88,7 @@ def _decode_chunk(chunk: list[torch.Tensor], device: torch.device) -> list[torch
 def _decode_each(chunk: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    _quiet_deprecation()
+    ignore_warning(*_DEPRECATED)  # nvJPEG chosen on purpose; one filter entry, as threads sharing a detector decode at once
     try:
         return decode_jpeg(chunk, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
@@ -99,17 +100,6 @@ def _decode_each(chunk: list[torch.Tensor], device: torch.device) -> list[torch.
         except RuntimeError:
             decoded.append(None)
     return decoded
-
-
-def _quiet_deprecation() -> None:
-    """Keep torchvision's deprecation of `decode_jpeg` (nvJPEG, chosen on purpose) out of stderr. Idempotent.
-
-    One filter list entry for exactly that message from torchvision's image module, not `warnings.catch_warnings`
-    around the call: before Python 3.14 that swaps the process's filters unlocked, and threads sharing a detector decode
-    at once (as `fakescope.io.image.quiet_pillow` explains)."""
-    message, module = _DEPRECATED
-    if ("ignore", re.compile(message, re.I), DeprecationWarning, re.compile(module), 0) not in warnings.filters:
-        warnings.filterwarnings("ignore", message, DeprecationWarning, module)
 
 
 @functools.cache

@@ -14,7 +14,6 @@ import re
 import stat
 import struct
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
+from fakescope._quiet import ignore_warning
 from fakescope.errors import ImageLoadError, ImageTooLarge
 from fakescope.io.fetch import fetch_url, is_url
 from fakescope.io.storage import HEAD_BYTES
@@ -203,16 +203,12 @@ def quiet_pillow() -> None:
     """Keep out of stderr Pillow's warnings about what fakescope reports itself: sizes past fakescope's own limit
     (`_open` refuses them), damaged EXIF (the metadata evidence names it). Idempotent.
 
-    These are process-wide filter entries, scoped as narrowly as a filter allows (the bomb warning only where it
-    names `MAX_PIXELS`, as inside `pixel_limit`: a host's warnings at its own limit still show; EXIF only from Pillow's
-    TIFF module), not `warnings.catch_warnings` around each decode: before Python 3.14 that swaps the process's filters
-    and printer unlocked, and fakescope decodes on many threads at once (`data._parallel`, the server), so a block
-    ending in one thread leaves behind another's filters and printer (a finished block's `list.append`, swallowing
-    every later warning of the host)."""
+    These are process-wide filter entries (`fakescope._quiet`: fakescope decodes on many threads at once,
+    `data._parallel`, the server), scoped as narrowly as a filter allows (the bomb warning only where it names
+    `MAX_PIXELS`, as inside `pixel_limit`: a host's warnings at its own limit still show; EXIF only from Pillow's TIFF
+    module)."""
     for message, category, module in _QUIET:
-        entry = ("ignore", re.compile(message, re.I) if message else None, category, re.compile(module), 0)
-        if entry not in warnings.filters:  # else `filterwarnings` changes the list on every decode
-            warnings.filterwarnings("ignore", message, category, module)
+        ignore_warning(message, category, module)
 
 
 def upright(img: Image.Image) -> Image.Image:
