@@ -104,7 +104,7 @@ def test_the_audit_inspects_the_images_as_scoring_reads_them_each_read_once(plai
     import fakescope.io.image as image_io
     from fakescope.data.manifest import check_rows
     from fakescope.evaluate import recipe_preprocessing
-    from fakescope.evaluate.shortcuts import audit_rows
+    from fakescope.evaluate.shortcuts import audit_rows, shortcut_sample
     from fakescope.models import load_model
 
     turned = Image.Exif()
@@ -127,5 +127,5 @@ def test_the_audit_inspects_the_images_as_scoring_reads_them_each_read_once(plai
     reads.clear()
     recipe = recipe_preprocessing(load_model(plain_model).config)
     checked = check_rows(rows, split_required=False)  # as evaluate takes them
-    assert report.shortcuts == audit_rows(checked, recipe, provenance=True)  # as evaluate audited them first: reading them
+    assert report.shortcuts == audit_rows(shortcut_sample(checked), recipe, provenance=True)  # as evaluate audited them first: reading them
     assert reads == collections.Counter(rows["uri"]) and "format" in report.shortcuts["flagged"]

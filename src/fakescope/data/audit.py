@@ -209,30 +209,47 @@ def _inspected(inspect: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         return None
 
 
-def audit_sample(frame: pd.DataFrame, max_per_class: int | None, seed: int) -> pd.DataFrame:
-    """The rows of a checked manifest that `audit_manifest` inspects (all of them where `max_per_class` is None)."""
-    return frame if max_per_class is None else _sample(frame, max_per_class, seed)
+@dataclass(frozen=True)
+class AuditSample:
+    """A checked manifest (`frame`) and the rows of it an audit inspects (`rows`), as `draw_sample` draws them."""
+
+    frame: pd.DataFrame
+    rows: pd.DataFrame
+
+
+def draw_sample(frame: pd.DataFrame, max_per_class: int | None = 1000, seed: int = 0) -> AuditSample:
+    """`frame`, checked (`validate_manifest`), and its rows to inspect: about `max_per_class` per class (all where None),
+    drawn per (source, label), in proportion to its size but at least `MIN_PER_SOURCE` (or `max_per_class`, if
+    smaller) from each that has them, so every source can be checked on its own."""
+    frame = validate_manifest(frame)
+    return AuditSample(frame, frame if max_per_class is None else _sample(frame, max_per_class, seed))
 
 
 def audit_manifest(frame: pd.DataFrame, *, max_per_class: int | None = 1000, seed: int = 0, workers: int = 8,
                    progress: bool = False, max_distance: int = 4, inspections: Inspections | None = None) -> AuditReport:
-    """Inspect about `max_per_class` images per class and report every property that separates them.
-
-    The sample is drawn per (source, label), in proportion to its size but at least `MIN_PER_SOURCE`
-    (or `max_per_class`, if smaller) from each that has them, so every source can be checked on its own.
-    `progress` counts the images inspected on stderr. Every split image is checked for leaks: images
-    whose dHashes differ in at most `max_distance` bits (-1: off) are near copies, as `split_manifest` has it.
-    `inspections`, if given, supplies and keeps the inspections of its `reused` images.
+    """Inspect about `max_per_class` images per class (`draw_sample`) and report every property that separates them
+    (`audit_drawn`).
 
     Example:
         >>> report = audit_manifest(read_manifest("faces.parquet"))  # doctest: +SKIP
         >>> report.shortcuts  # doctest: +SKIP
         ['format', 'jpeg_quality', 'bits_per_pixel']
     """
+    return audit_drawn(draw_sample(frame, max_per_class, seed), workers=workers, progress=progress,
+                       max_distance=max_distance, inspections=inspections)
+
+
+def audit_drawn(drawn: AuditSample, *, workers: int = 8, progress: bool = False, max_distance: int = 4,
+                inspections: Inspections | None = None) -> AuditReport:
+    """Inspect the rows of `drawn` and report every property that separates their classes.
+
+    `progress` counts the images inspected on stderr. Every split image of `drawn.frame` is checked for leaks: images
+    whose dHashes differ in at most `max_distance` bits (-1: off) are near copies, as `split_manifest` has it.
+    `inspections`, if given, supplies and keeps the inspections of its `reused` images.
+    """
     check_distance(max_distance)
-    frame = validate_manifest(frame)
+    frame, sample = drawn.frame, drawn.rows
     counts = {label: int(n) for label, n in frame["label"].value_counts().sort_index().items()}
-    sample = audit_sample(frame, max_per_class, seed)
     measured, sums = _inspect_all(sample, workers, progress, inspections)
     inspected = {label: int(n) for label, n in measured["label"].value_counts().sort_index().items()}
     notes = []

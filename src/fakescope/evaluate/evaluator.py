@@ -40,7 +40,7 @@ from fakescope.evaluate.metrics import (
     uncertain_rate,
 )
 from fakescope.evaluate.robustness import CLEAN, PERTURBATIONS, Scorer, perturbed_scores, robustness_table
-from fakescope.evaluate.shortcuts import audit_rows, audited_uris
+from fakescope.evaluate.shortcuts import audit_rows, shortcut_sample
 from fakescope.evaluate.slices import slice_report, sliceable
 from fakescope.io.image import LoadedImage, decode_image, load_source, read_source
 from fakescope.models.bundle import LoadedModel
@@ -173,7 +173,8 @@ def evaluate(
         own = model.with_network(None) if model.weights else model  # one built afresh from the weights, as load_model's
         figures = ReportFigures(own, rows, explain_to)
 
-    audited, inspections = audited_uris(rows) if audit else frozenset(), Inspections()
+    sample, inspections = shortcut_sample(rows) if audit else None, Inspections()
+    audited = frozenset(sample.rows["uri"]) if sample else frozenset()
     kept, records, failures, skipped, candidates = [], [], [], [], _Candidates(examples)
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
     chunk = max(batch_size, 16)
@@ -221,7 +222,7 @@ def evaluate(
                 candidates.offer(len(records) - 1, int(records[-1]["label"] == "ai"), records[-1]["probability"], item.image)
     if not records:
         raise ConfigError(f"none of the {len(rows)} image(s) of split {split!r} could be read and scored")
-    shortcuts = audit_rows(rows, recipe, provenance, inspections=inspections) if audit else None  # reads none
+    shortcuts = audit_rows(sample, recipe, provenance, inspections=inspections) if sample else None  # reads none
     if skipped:
         first = skipped[0]
         log.warning("%d image(s) left out of the robustness sweep: a perturbation could not be applied "

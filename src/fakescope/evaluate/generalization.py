@@ -30,7 +30,7 @@ from fakescope.detector import Detector, resolve_device
 from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import make_scorer
 from fakescope.evaluate.metrics import binary_metrics, bootstrap_ci
-from fakescope.evaluate.shortcuts import audit_rows
+from fakescope.evaluate.shortcuts import audit_rows, shortcut_sample
 from fakescope.io import storage
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.augment import AugmentConfig, neutralize, recipe_preprocessing
@@ -120,8 +120,8 @@ def leave_one_generator_out(
         row["n_unseen"], row["n_real"] = int(row["n_unseen"]), int(row["n_real"])
         row["n_paired_trained"] = paired_with_trained(rows, held)
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
-        row["shortcuts"] = audit_rows(rows[held | test_reals], run_cfg.augment, provenance=False, progress=progress,
-                                      inspections=inspections) if audit else None
+        row["shortcuts"] = audit_rows(shortcut_sample(rows[held | test_reals]), run_cfg.augment, provenance=False,
+                                      progress=progress, inspections=inspections) if audit else None
         row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
         row.update({COUNT_PREFIX + g: int(scored.loc[g, "n_unseen"]) for g in present})
         results.append(row)

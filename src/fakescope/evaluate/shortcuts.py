@@ -1,8 +1,8 @@
 """The shortcut audit of the rows `evaluate` scores: what a model could score by without looking at content.
 
-`audit_rows` runs `fakescope.data.audit_manifest` on the evaluated rows (a seeded sample of about
-`max_per_class` per class, `audited_uris`, which `evaluate` inspects as its scoring pass reads them: each image is read
-once; split leaks, and sources that differ by class, are left to `fakescope dataset audit`,
+`audit_rows` runs `fakescope.data.audit_manifest`'s checks (`audit_drawn`) on the evaluated rows (a seeded sample of about
+`max_per_class` per class, drawn once by `shortcut_sample`, which `evaluate` inspects as its scoring pass reads them:
+each image is read once; split leaks, and sources that differ by class, are left to `fakescope dataset audit`,
 the report's per-source results showing the latter) and says, per
 property, whether the model's own recipe preprocessing (`neutralize`) or its decoding takes it away
 before scoring. A flagged property that is not neutralized may be what the figures measure.
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fakescope.data.audit import BORDER_SHARE, CONTENT, Inspections, audit_manifest, audit_sample
-from fakescope.data.manifest import validate_manifest
+from fakescope.data.audit import BORDER_SHARE, CONTENT, AuditSample, Inspections, audit_drawn, draw_sample
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,18 +25,22 @@ _METADATA = ("has_exif", "has_xmp", "has_png_text", "has_c2pa")
 _FILLED = {"pair_id": "", "split": "", "width": 0, "height": 0, "format": "", "sha256": ""}
 
 
-def audit_rows(rows: pd.DataFrame, recipe: AugmentConfig | None, provenance: bool, *, max_per_class: int = 1000,
-               seed: int = 0, workers: int = AUDIT_WORKERS, progress: bool = False,
-               inspections: Inspections | None = None) -> dict[str, Any]:
-    """The `shortcuts` section of an evaluation: images inspected, notes, and every check with its neutralization.
-    `inspections` shares the inspections of images that several audits take (`audit_manifest`).
+def shortcut_sample(rows: pd.DataFrame, *, max_per_class: int = 1000, seed: int = 0) -> AuditSample:
+    """The evaluated `rows` as a manifest and the seeded sample of them that `audit_rows` inspects (`draw_sample`)."""
+    return draw_sample(_manifest(rows), max_per_class, seed)
+
+
+def audit_rows(sample: AuditSample, recipe: AugmentConfig | None, provenance: bool, *, workers: int = AUDIT_WORKERS,
+               progress: bool = False, inspections: Inspections | None = None) -> dict[str, Any]:
+    """The `shortcuts` section of an evaluation of the rows `sample` was drawn from (`shortcut_sample`): images
+    inspected, notes, and every check with its neutralization. `inspections` supplies those of images already read
+    (`audit_drawn`): given all of `sample.rows`, it reads none.
 
     Each check has `name`, `description`, `separability`, `level` (`ok`, `possible shortcut`, `SHORTCUT`),
     `per_class`, `neutralized` (`yes`, `partly` or `no`) and `how` (why, in words); `flagged` names the checks
     not `ok` and not neutralized.
     """
-    report = audit_manifest(_manifest(rows), max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
-                            max_distance=-1, inspections=inspections)
+    report = audit_drawn(sample, workers=workers, progress=progress, max_distance=-1, inspections=inspections)
     checks = []
     for check in (c for c in report.checks if c.name != CONTENT):  # content: the report's per-source results show it
         neutralized, how = neutralization(check.name.partition("@")[0], recipe, provenance)
@@ -48,13 +51,8 @@ def audit_rows(rows: pd.DataFrame, recipe: AugmentConfig | None, provenance: boo
     return {"inspected": report.inspected, "checks": checks, "flagged": flagged, "notes": notes}
 
 
-def audited_uris(rows: pd.DataFrame, *, max_per_class: int = 1000, seed: int = 0) -> frozenset[str]:
-    """The uris of the images `audit_rows` inspects: given their `Inspections`, it reads none of them."""
-    return frozenset(audit_sample(validate_manifest(_manifest(rows)), max_per_class, seed)["uri"])
-
-
 def _manifest(rows: pd.DataFrame) -> pd.DataFrame:
-    """`rows` as `audit_manifest` takes them: each uri once, the manifest columns they lack filled in."""
+    """`rows` as `draw_sample` takes them: each uri once, the manifest columns they lack filled in."""
     return rows.drop_duplicates("uri").assign(**{c: v for c, v in _FILLED.items() if c not in rows})
 
 
