@@ -230,20 +230,62 @@ def test_each_perturbation_comes_before_the_recipe_preprocessing_for_both_labels
     assert aucs_the_other_way["resize_0.5x"] != pytest.approx(rows["resize_0.5x"]["auc"])  # the rows can tell the order
 
 
-def test_the_thumbnails_kept_while_scoring_cover_every_example_shown():
-    """The example thumbnails were each read again after scoring; now kept as scored, ties ranked as pick_examples does."""
+class _ByBrightness(torch.nn.Module):
+    """A real network that gives a bright image the logit +100 and a dark one -100."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x.mean(dim=(1, 2, 3)) > 0, 100.0, -100.0)
+
+
+def test_an_example_whose_error_ties_across_the_threshold_is_not_read_again(model_dir, tmp_path, monkeypatch):
+    """The example thumbnails were kept by a copy of pick_examples' ranking, by error alone: an ai image scored just under
+    the threshold (a mistake) whose error |1 - p| rounds to that of hits scored at it ranked after them, so its
+    thumbnail was read again. One rule now picks the examples as they are scored: each image is read once."""
+    import collections
+    from dataclasses import replace
+
     from PIL import Image
 
-    from fakescope.evaluate.evaluator import _Candidates, pick_examples
+    import fakescope.io.image as image_io
+    from fakescope.models.config import Calibration
+
+    under = float(np.nextafter(0.5, 0))  # 1 - under rounds to 0.5, as 1 - 0.5
+    rows = []
+    for i, (label, colour) in enumerate([("ai", "white"), ("ai", "white"), ("ai", "black"), ("real", "black")]):
+        Image.new("RGB", (64, 48), colour).save(tmp_path / f"{i}.png")
+        rows.append({"uri": str(tmp_path / f"{i}.png"), "label": label, "split": "test"})
+    model = load_model(model_dir)
+    model = replace(model.with_network(_ByBrightness()),
+                    config=replace(model.config, calibration=Calibration("isotonic", x=(-100.0, 100.0), y=(under, 0.5))))
+    reads, read = collections.Counter(), image_io._read_path
+    monkeypatch.setattr(image_io, "_read_path", lambda source: reads.update([str(source)]) or read(source))
+    got = evaluate(Detector(model, provenance=False), pd.DataFrame(rows), robustness=False, bootstrap=0, examples=2,
+                   provenance=False, audit=False, device="cpu")
+    assert [s["probability"] for s in got.scores] == [0.5, 0.5, under, under]
+    assert [(e["uri"], e["kind"]) for e in got.examples] == [(rows[2]["uri"], "mistake"), (rows[0]["uri"], "correct")]
+    assert set(got.thumbnails) == {rows[2]["uri"], rows[0]["uri"]} and reads == collections.Counter(r["uri"] for r in rows)
+
+
+def test_the_examples_picked_as_scored_are_those_a_ranking_of_every_record_gives():
+    """Mistakes by largest error, then hits of ai and real in turn by smallest, ties to the earlier record, as a sort
+    of all the records says; kept as offered, at most k of each kind and label."""
+    from PIL import Image
+
+    from fakescope.evaluate.evaluator import _Examples
 
     rng, image = np.random.default_rng(0), Image.new("RGB", (4, 4))
-    for k in (0, 1, 7):
+    for k in (0, 1, 2, 7, 12):
         labels, probs = rng.integers(0, 2, 60), rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], 60)  # many ties
-        candidates = _Candidates(k)
+        examples = _Examples(k, 0.5)
         for i, (label, p) in enumerate(zip(labels, probs)):
-            candidates.offer(i, int(label), float(p), image)
-        assert {i for i, _ in pick_examples(labels, probs, 0.5, k)} <= set(candidates.kept())
-        assert len(candidates.kept()) <= 4 * k
+            examples.offer(i, int(label), float(p), image)
+        error, wrong = np.abs(labels - probs), (probs >= 0.5) != labels.astype(bool)
+        mistakes = sorted(np.flatnonzero(wrong), key=lambda i: (-error[i], i))[: k // 2]
+        ai, real = (sorted(np.flatnonzero(~wrong & (labels == y)), key=lambda i: (error[i], i)) for y in (1, 0))
+        hits = [i for pair in zip(ai, real) for i in pair] + ai[len(real):] + real[len(ai):]
+        expected = [(i, "mistake") for i in mistakes] + [(i, "correct") for i in hits[: k - len(mistakes)]]
+        assert [(i, kind) for i, kind, _ in examples.picked()] == expected
+        assert sum(map(len, examples._heaps.values())) <= k // 2 + 2 * k
 
 
 @pytest.mark.slow
@@ -254,15 +296,17 @@ def test_explanation_figures_reuse_the_scored_images_and_change_no_number(model_
     import collections
 
     import fakescope.io.image as image_io
-    from fakescope.evaluate.evaluator import _thumbnail
+    from fakescope.evaluate.evaluator import _data_uri, _small
     from fakescope.explain import report_figures
+    from fakescope.io.image import load_source
 
     reads, read = collections.Counter(), image_io._read_path
     monkeypatch.setattr(image_io, "_read_path", lambda source: reads.update([str(source)]) or read(source))
     options = {"robustness": False, "bootstrap": 0, "provenance": False, "audit": False, "device": "cpu"}
     got = evaluate(model_dir, dataset, "all", explain_to=tmp_path / "new", **options)
     assert sorted(reads.values()) == [1] * len(dataset)
-    assert len(got.thumbnails) == 12 and got.thumbnails == {uri: _thumbnail(uri) for uri in got.thumbnails}
+    assert len(got.thumbnails) == 12 and got.thumbnails == {uri: _data_uri(_small(load_source(uri).image))
+                                                  for uri in got.thumbnails}
     plain = evaluate(model_dir, dataset, "all", **options)
     assert {**got.to_dict(), "seconds": 0} == {**plain.to_dict(), "seconds": 0} and plain.figures == []
     drawn = report_figures(model_dir, dataset, tmp_path / "old")  # reads every image again

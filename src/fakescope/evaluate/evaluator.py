@@ -42,7 +42,7 @@ from fakescope.evaluate.metrics import (
 from fakescope.evaluate.robustness import CLEAN, PERTURBATIONS, Scorer, perturbed_scores, robustness_table
 from fakescope.evaluate.shortcuts import audit_rows, shortcut_sample
 from fakescope.evaluate.slices import slice_report, sliceable
-from fakescope.io.image import LoadedImage, decode_image, load_source, read_source
+from fakescope.io.image import LoadedImage, decode_image, read_source
 from fakescope.models.bundle import LoadedModel
 from fakescope.models.calibration import apply_calibration
 from fakescope.train.augment import AugmentConfig, neutralize, recipe_preprocessing
@@ -175,7 +175,7 @@ def evaluate(
 
     sample, inspections = shortcut_sample(rows) if audit else None, Inspections()
     audited = frozenset(sample.rows["uri"]) if sample else frozenset()
-    kept, records, failures, skipped, candidates = [], [], [], [], _Candidates(examples)
+    kept, records, failures, skipped, shown = [], [], [], [], _Examples(examples, detector.threshold)
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
     chunk = max(batch_size, 16)
     with tqdm(total=len(rows), desc="evaluate", unit="img", file=sys.stderr, disable=not progress, leave=False) as bar:
@@ -219,7 +219,7 @@ def evaluate(
             for (index, item), p in zip(loaded, pixel):
                 kept.append(index)
                 records.append(_record(rows.loc[index], item, float(p), detector, provenance))
-                candidates.offer(len(records) - 1, int(records[-1]["label"] == "ai"), records[-1]["probability"], item.image)
+                shown.offer(len(records) - 1, int(records[-1]["label"] == "ai"), records[-1]["probability"], item.image)
     if not records:
         raise ConfigError(f"none of the {len(rows)} image(s) of split {split!r} could be read and scored")
     shortcuts = audit_rows(sample, recipe, provenance, inspections=inspections) if sample else None  # reads none
@@ -234,7 +234,7 @@ def evaluate(
     probs = np.array([r["probability"] for r in records])
     pixel = np.concatenate(swept[CLEAN])
     threshold, band = detector.threshold, detector.band
-    chosen, small = pick_examples(labels, probs, threshold, examples), candidates.kept()
+    chosen = shown.picked()
     drawn = figures.draw() if figures is not None else []
     return EvaluationReport(
         model=config.name,
@@ -254,13 +254,12 @@ def evaluate(
         slices=slice_report(scored, probs, threshold, band, attributes),
         robustness=robustness_table(labels, {k: np.concatenate(v) for k, v in swept.items()}, threshold) if names else [],
         scores=records,
-        examples=[{**records[i], "kind": kind} for i, kind in chosen],
+        examples=[{**records[i], "kind": kind} for i, kind, _ in chosen],
         failures=failures,
         robustness_skipped=skipped,
         shortcuts=shortcuts,
         seconds=round(time.perf_counter() - started, 2),
-        thumbnails={records[i]["uri"]: t for i, _ in chosen
-                    if (t := _data_uri(small[i]) if i in small else _thumbnail(records[i]["uri"]))},
+        thumbnails={records[i]["uri"]: _data_uri(small) for i, _, small in chosen},
         figures=drawn,
     )
 
@@ -276,44 +275,33 @@ def make_scorer(detector: Detector, recipe: AugmentConfig | None) -> Scorer:
     return score
 
 
-def pick_examples(labels: np.ndarray, probs: np.ndarray, threshold: float, k: int) -> list[tuple[int, str]]:
-    """Indices to show: the most confident mistakes (up to half of `k`), then confident hits of each label.
+class _Examples:
+    """The example images the report shows, picked as records are scored: the most confident mistakes (up to half of
+    `k`, largest error |label - P(ai)| first), then the most confident hits of each label in turn (smallest error
+    first); ties to the earlier record. Each is kept with its thumbnail, made as it is offered: none is read again."""
 
-    Returns:
-        `(index, kind)` pairs, kind `mistake` or `correct`.
-    """
-    labels, probs = np.asarray(labels), np.asarray(probs)
-    error = np.abs(labels - probs)
-    wrong = (probs >= threshold) != labels.astype(bool)
-    mistakes = [int(i) for i in np.argsort(-error, kind="stable") if wrong[i]][: k // 2]
-    correct = [int(i) for i in np.argsort(error, kind="stable") if not wrong[i]]
-    by_label = ([i for i in correct if labels[i] == 1], [i for i in correct if labels[i] == 0])
-    hits = [i for pair in itertools.zip_longest(*by_label) for i in pair if i is not None]
-    return [(i, "mistake") for i in mistakes] + [(i, "correct") for i in hits[: k - len(mistakes)]]
-
-
-class _Candidates:
-    """Thumbnails of the records `pick_examples` may show, made as they are scored, not read again: of each label, the
-    `k` largest and the `k` smallest errors |label - P(ai)|, ties to the earlier record, as `pick_examples` ranks them.
-    (Two probabilities so close that their errors round equal, on either side of the threshold, could rank a record
-    outside these: its thumbnail is read again.)"""
-
-    def __init__(self, k: int):
-        self.k = k
-        self._heaps: dict[tuple[int, bool], list[tuple[float, int, Image.Image]]] = {}  # the lowest-ranked kept first
+    def __init__(self, k: int, threshold: float):
+        self.k, self.threshold = k, threshold
+        self._heaps: dict[tuple[str, int], list[tuple[float, int, Image.Image]]] = {}  # the lowest-ranked kept first
 
     def offer(self, i: int, label: int, probability: float, image: Image.Image) -> None:
-        error, small = abs(label - probability), None  # as pick_examples computes it, in float64
-        for largest in (True, False):
-            heap = self._heaps.setdefault((label, largest), [])
-            key = (error if largest else -error, -i)
-            if len(heap) < self.k or (heap and key > heap[0][:2]):
-                small = small or _small(image)
-                (heapq.heappush if len(heap) < self.k else heapq.heapreplace)(heap, (*key, small))
+        """Record `i` (label 1: ai), scored `probability`, kept while it ranks among those that could be shown."""
+        error, wrong = abs(label - probability), (probability >= self.threshold) != bool(label)
+        kind, size, key = ("mistake", self.k // 2, (error, -i)) if wrong else ("correct", self.k, (-error, -i))
+        heap = self._heaps.setdefault((kind, 0 if wrong else label), [])  # mistakes of both labels rank together
+        if len(heap) < size:
+            heapq.heappush(heap, (*key, _small(image)))
+        elif size and key > heap[0][:2]:
+            heapq.heapreplace(heap, (*key, _small(image)))
 
-    def kept(self) -> dict[int, Image.Image]:
-        """Record index -> thumbnail."""
-        return {-i: small for heap in self._heaps.values() for _, i, small in heap}
+    def picked(self) -> list[tuple[int, str, Image.Image]]:
+        """`(record index, kind, thumbnail)` in the order shown, kind `mistake` or `correct`."""
+        def ranked(kind: str, label: int) -> list[tuple[int, str, Image.Image]]:
+            return [(-i, kind, small) for _, i, small in sorted(self._heaps.get((kind, label), []), reverse=True)]
+
+        mistakes = ranked("mistake", 0)
+        hits = [x for pair in itertools.zip_longest(ranked("correct", 1), ranked("correct", 0)) for x in pair if x]
+        return mistakes + hits[: self.k - len(mistakes)]
 
 
 def _record(row: pd.Series, item: LoadedImage, pixel: float, detector: Detector, provenance: bool) -> dict[str, Any]:
@@ -372,14 +360,6 @@ def _split_rows(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
     if rows.empty:
         raise ConfigError(f"split {split!r} of the manifest is empty")
     return rows.reset_index(drop=True)
-
-
-def _thumbnail(uri: str) -> str | None:
-    """A small JPEG of an image as a data URI, or None when it cannot be read again."""
-    try:
-        return _data_uri(_small(load_source(uri, keep_bytes=False).image))
-    except (ImageLoadError, StorageError):
-        return None
 
 
 def _small(image: Image.Image) -> Image.Image:
