@@ -226,24 +226,28 @@ def test_a_share_that_rounds_to_none_or_all_is_not_shown_as_0_or_100_percent():
     assert _categorical_check(measured, "has_exif").per_class == {"ai": "no 100%", "real": "no >99%, yes <1%"}
 
 
-def test_audits_sharing_inspections_inspect_each_reused_image_once_with_the_same_reports(faces_layout, tmp_path,
-                                                                                         monkeypatch):
-    """evaluate-logo audits each fold's unseen images with the test reals: the same reals were read and inspected
-    again for every fold. An `Inspections` of them keeps the first audit's results for the next, reports unchanged."""
-    from fakescope.data import audit as audit_module
-    from fakescope.data.audit import Inspections
+def test_an_audit_given_its_samples_inspections_reads_none_and_reports_as_reading_them(faces_layout, tmp_path,
+                                                                                       monkeypatch):
+    """evaluate and evaluate-logo inspect the audit's sample (`draw_sample`, drawn once) as their scoring reads it: an
+    `Inspections` keeps only the images it wants, each once (a repeated or cached read adds nothing); the audit then
+    reads none of them, its report the one reading them gives (an unreadable image's None included)."""
+    from dataclasses import replace
+
+    import fakescope.io._local as local
+    from fakescope.data.audit import Inspections, audit_drawn, draw_sample
 
     frame = build_from_folders(str(faces_layout))
-    (tmp_path / "gone.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # unreadable: its None is kept too
+    (tmp_path / "gone.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     broken = frame[frame["label"] == "real"].iloc[:1].assign(uri=str(tmp_path / "gone.png"), pair_id="gone")
-    frame = pd.concat([frame, broken], ignore_index=True)
-    reals, fakes = frame[frame["label"] == "real"], frame[frame["label"] == "ai"]
-    folds = [pd.concat([fakes.iloc[::2], reals]), pd.concat([fakes.iloc[1::2], reals])]
-    apart = [audit_manifest(fold, max_distance=-1).to_dict() for fold in folds]
-    inspected, inspect = [], audit_module.inspect_image
-    monkeypatch.setattr(audit_module, "inspect_image", lambda data, name="": inspected.append(name) or inspect(data, name))
-    shared = Inspections(frozenset(reals["uri"]))
-    together = [audit_manifest(fold, max_distance=-1, inspections=shared).to_dict() for fold in folds]
-    assert together == apart and apart[0]["notes"][0] == "1 image(s) could not be read and were left out"
-    assert sorted(inspected) == sorted([*reals["uri"], *fakes["uri"]])  # each once (the broken one fails its decode)
-    assert set(shared.found) == set(reals["uri"]) and shared.found[str(tmp_path / "gone.png")] is None
+    drawn = draw_sample(pd.concat([frame, broken], ignore_index=True), max_per_class=None)
+    drawn = replace(drawn, rows=drawn.rows.iloc[1:])  # one image left out of the sample
+    expected = audit_drawn(drawn, max_distance=-1).to_dict()
+    inspections = Inspections(frozenset(drawn.rows["uri"]))
+    for uri in [*drawn.frame["uri"], drawn.rows["uri"].iloc[0]]:  # a scoring pass reads every row; one twice
+        inspections.add(uri, Path(uri).read_bytes())
+    assert set(inspections.found) == set(drawn.rows["uri"]) and inspections.found[str(tmp_path / "gone.png")] is None
+    reads, read_bytes = [], local.LocalStorage.read_bytes
+    monkeypatch.setattr(local.LocalStorage, "read_bytes",
+                        lambda self, uri, **kw: reads.append(uri) or read_bytes(self, uri, **kw))
+    assert audit_drawn(drawn, max_distance=-1, inspections=inspections).to_dict() == expected and reads == []
+    assert expected["notes"][0] == "1 image(s) could not be read and were left out"

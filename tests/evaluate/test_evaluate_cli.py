@@ -300,7 +300,8 @@ def test_evaluate_logo_audits_each_folds_unseen_images_for_shortcuts(tmp_path, m
     from fakescope.data import audit
 
     inspected, inspect = [], audit.inspect_image
-    monkeypatch.setattr(audit, "inspect_image", lambda data, name="": inspected.append(name) or inspect(data, name))
+    monkeypatch.setattr(audit, "inspect_image",
+                        lambda data, name="", decoded=None: inspected.append(name) or inspect(data, name, decoded))
 
     def jpeg_g1(frame):  # g1's images JPEGs, every other image a PNG: the format alone tells g1 from the reals
         for i in frame.index[frame["generator"] == "g1"]:

@@ -28,7 +28,7 @@ def test_per_source_auc_exposes_a_content_mismatch(monkeypatch):
         "split": ["test"] * 10 + ["train"] * 2,
     })
     probs = np.r_[[0.1, 0.15, 0.2, 0.25], [0.8, 0.85, 0.9, 0.95], [0.5, 0.55, 0.6, 0.65]]
-    monkeypatch.setattr(generalization, "_probabilities", lambda model, scored, batch, images: probs[scored.index.to_numpy()])
+    monkeypatch.setattr(generalization, "_probabilities", lambda model, scored, batch, images, inspections: probs[scored.index.to_numpy()])
     model = LoadedModel(None, ModelConfig("m", "test_tiny"), "mem")
     table = score_unseen(model, rows, ["g"], TrainConfig(manifest="unused.csv"))
     row = table.iloc[0]
@@ -133,3 +133,32 @@ def test_an_interrupt_while_the_results_are_written_leaves_the_earlier_ones_whol
         generalization.save_generalization(earlier.assign(auc_vs_g=[0.5]), tmp_path)
     assert {kind: Path(path).read_text() for kind, path in paths.items()} == written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logo.csv", "logo.json"]  # no temporary file left
+
+
+def test_a_folds_audit_inspects_its_sample_as_the_scoring_reads_it(model_dir, dataset, tmp_path, monkeypatch):
+    """evaluate-logo audited each fold's unseen images and the test reals in a pass of its own, after scoring read them:
+    each sampled image was read twice. The scoring pass now inspects them as it reads them (an unreadable one too); the
+    audit reads none and reports what reading them gives."""
+    import collections
+
+    import fakescope.io._local as local
+    import fakescope.io.image as image_io
+    from fakescope.data.audit import Inspections
+    from fakescope.data.manifest import check_rows
+    from fakescope.evaluate.shortcuts import audit_rows, shortcut_sample
+    from fakescope.models import load_model
+
+    (tmp_path / "gone.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    test = dataset[dataset["split"] == "test"]
+    rows = check_rows(pd.concat([test, test.iloc[:1].assign(uri=str(tmp_path / "gone.png"))], ignore_index=True))
+    sample = shortcut_sample(rows)
+    expected = audit_rows(sample, None, provenance=False)
+    reads, read_path, read_bytes = collections.Counter(), image_io._read_path, local.LocalStorage.read_bytes
+    monkeypatch.setattr(image_io, "_read_path", lambda source: reads.update([str(source)]) or read_path(source))
+    monkeypatch.setattr(local.LocalStorage, "read_bytes",  # the audit's own reads went through storage
+                        lambda self, uri, **kw: reads.update([str(uri)]) or read_bytes(self, uri, **kw))
+    inspections = Inspections(frozenset(sample.rows["uri"]))
+    score_unseen(load_model(model_dir), rows, ["g1", "g2"], TrainConfig(manifest="unused.csv", batch_size=4),
+                 inspections=inspections)
+    assert audit_rows(sample, None, provenance=False, inspections=inspections) == expected
+    assert reads == collections.Counter(rows["uri"]) and expected["notes"][0].startswith("1 image(s) could not be read")

@@ -186,19 +186,19 @@ _FORMAT_OF_SUFFIX = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF
 
 @dataclass
 class Inspections:
-    """Inspections shared by audits of overlapping rows: an image named in `reused` (`evaluate-logo`'s test reals,
-    audited with every fold's unseen images) is read and inspected once, in the first audit; the others reuse its result
-    (None: unreadable). `found` may also come filled (`evaluate` inspects its sample as its scoring pass reads it): those
-    images are not read again. Kept with its thumbnail as 8-bit grey (what the float one holds), 16 KiB an image."""
+    """The inspections of the images an audit takes (`wanted`: its sample's uris, `AuditSample.rows`), made as another
+    pass reads them (`evaluate` and `evaluate-logo` as they score): `audit_drawn` reads none of those in `found` (None:
+    unreadable). Kept with its thumbnail as 8-bit grey (what the float one holds), 16 KiB an image."""
 
-    reused: frozenset[str] = frozenset()
+    wanted: frozenset[str] = frozenset()
     found: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def add(self, uri: str, data: bytes | None, decoded: Image.Image | None = None) -> None:
-        """Keep the inspection of `uri` from its bytes `data` (None: unreadable) and, where decoding took them, its
-        pixels `decoded` (`inspect_image`); None where it fails, as an audit reading it would find."""
-        info = None if data is None else _inspected(lambda: inspect_image(data, uri, decoded))
-        self.found[uri] = info and {**info, "thumbnail": info["thumbnail"].astype(np.uint8)}
+        """Keep the inspection of a wanted `uri` not yet inspected from its bytes `data` (None: unreadable) and, where
+        decoding took them, its pixels `decoded` (`inspect_image`); None where it fails, as an audit reading it would find."""
+        if uri in self.wanted and uri not in self.found:
+            info = None if data is None else _inspected(lambda: inspect_image(data, uri, decoded))
+            self.found[uri] = info and {**info, "thumbnail": info["thumbnail"].astype(np.uint8)}
 
 
 def _inspected(inspect: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
@@ -245,7 +245,7 @@ def audit_drawn(drawn: AuditSample, *, workers: int = 8, progress: bool = False,
 
     `progress` counts the images inspected on stderr. Every split image of `drawn.frame` is checked for leaks: images
     whose dHashes differ in at most `max_distance` bits (-1: off) are near copies, as `split_manifest` has it.
-    `inspections`, if given, supplies and keeps the inspections of its `reused` images.
+    `inspections`, if given, supplies the inspections of the images it `found`: they are not read.
     """
     check_distance(max_distance)
     frame, sample = drawn.frame, drawn.rows
@@ -289,7 +289,7 @@ def _sample(frame: pd.DataFrame, max_per_class: int, seed: int) -> pd.DataFrame:
 def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool, inspections: Inspections | None = None
                  ) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
     """One row of properties per readable image, and the sum of its (source, label)'s thumbnails (summed as read, not
-    kept, but for the `reused` images of `inspections`)."""
+    kept); the images `inspections` found are not read."""
     import pandas as pd
 
     def one(uri: str) -> dict[str, Any] | None:
@@ -298,9 +298,6 @@ def _inspect_all(sample: pd.DataFrame, workers: int, progress: bool, inspections
     known = inspections.found if inspections is not None else {}
     fresh = [uri for uri in dict.fromkeys(sample["uri"]) if uri not in known]
     found = dict(zip(fresh, map_images(one, fresh, workers=workers, progress=progress, desc="audit")))
-    for uri, info in found.items():
-        if inspections is not None and uri in inspections.reused:
-            known[uri] = info and {**info, "thumbnail": info["thumbnail"].astype(np.uint8)}
     rows, sums = [], {}
     for uri, label, source in zip(sample["uri"], sample["label"], sample["source"]):
         info = found[uri] if uri in found else known[uri]

@@ -173,8 +173,8 @@ def evaluate(
         own = model.with_network(None) if model.weights else model  # one built afresh from the weights, as load_model's
         figures = ReportFigures(own, rows, explain_to)
 
-    sample, inspections = shortcut_sample(rows) if audit else None, Inspections()
-    audited = frozenset(sample.rows["uri"]) if sample else frozenset()
+    sample = shortcut_sample(rows) if audit else None
+    inspections = Inspections(frozenset(sample.rows["uri"]) if sample else frozenset())  # inspected as read
     kept, records, failures, skipped, shown = [], [], [], [], _Examples(examples, detector.threshold)
     swept: dict[str, list[np.ndarray]] = {CLEAN: [], **{n: [] for n in names}}
     chunk = max(batch_size, 16)
@@ -192,8 +192,7 @@ def evaluate(
                     failures.append({"uri": str(uri), "error": exc.reason})
                     if figures is not None:
                         figures.fail(uri, exc.reason)
-                if str(uri) in audited and str(uri) not in inspections.found:  # a repeated uri: inspected once
-                    inspections.add(str(uri), data, item and item.image)
+                inspections.add(str(uri), data, item and item.image)  # if its sample's and not yet (a repeated uri)
             bar.update(len(part))
             if not loaded:
                 continue

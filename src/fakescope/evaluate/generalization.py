@@ -108,20 +108,23 @@ def leave_one_generator_out(
         check_out(run_cfg)
     results, test = [], ReadOnce(rows.loc[rows["split"] == "test", "uri"])  # every fold scores the test images
     test_reals = (rows["label"] == "real") & (rows["split"] == "test")
-    inspections = Inspections(frozenset(rows.loc[test_reals, "uri"]))  # every fold audits them: inspected once
+    reals, found = frozenset(rows.loc[test_reals, "uri"]), {}  # found: the test reals' inspections, for every fold
     for gen, run_cfg in runs.items():
         held = (rows["label"] == "ai") & (rows[by] == gen)
         saved = train(run_cfg, rows[~held].reset_index(drop=True), progress=progress)
         model = load_model(Path(run_cfg.out) / "model", device=resolve_device(cfg.device))
+        sample = shortcut_sample(rows[held | test_reals]) if audit else None  # inspected as scoring reads it
+        inspections = Inspections(frozenset(sample.rows["uri"]) if sample else frozenset(), found)
         # test rows plus every held-out image: "all" images of a seen generator are then its test images
-        scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg, by=by,
-                              intervals=[gen], images=test).set_index("held_out")  # the other generators' AUCs only
+        scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg, by=by, intervals=[gen],
+                              images=test, inspections=inspections).set_index("held_out")  # the others' AUCs only
         row = {"held_out": gen, **scored.loc[gen].to_dict()}
         row["n_unseen"], row["n_real"] = int(row["n_unseen"]), int(row["n_real"])
         row["n_paired_trained"] = paired_with_trained(rows, held)
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
-        row["shortcuts"] = audit_rows(shortcut_sample(rows[held | test_reals]), run_cfg.augment, provenance=False,
-                                      progress=progress, inspections=inspections) if audit else None
+        row["shortcuts"] = audit_rows(sample, run_cfg.augment, provenance=False, progress=progress,
+                                      inspections=inspections) if sample else None  # reads none
+        found = {uri: info for uri, info in found.items() if uri in reals}  # the held images' are done with
         row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
         row.update({COUNT_PREFIX + g: int(scored.loc[g, "n_unseen"]) for g in present})
         results.append(row)
@@ -186,7 +189,7 @@ def save_generalization(results: pd.DataFrame, folder: str | Path, cfg: TrainCon
 
 def score_unseen(
     model: LoadedModel, rows: pd.DataFrame, generators: list[str], cfg: TrainConfig, *, by: str = "generator",
-    intervals: list[str] | None = None, images: ReadOnce | None = None,
+    intervals: list[str] | None = None, images: ReadOnce | None = None, inspections: Inspections | None = None,
 ) -> pd.DataFrame:
     """For each generator a model never saw: AUC of all its images (with a 95% bootstrap interval, 1000 resamples),
     and of its test-split images, vs the test reals.
@@ -194,6 +197,7 @@ def score_unseen(
     `by` names the column that identifies a generator (`generator`, or `source` for whole families). `intervals`
     names the generators whose interval is wanted (default: all; the others' bounds are NaN): each costs 1000 AUCs.
     `images` keeps the preprocessed images it is asked to keep for the next call (default: each read afresh).
+    `inspections` takes the shortcut audit's inspections of the images it wants as they are read (`readable`).
 
     Returns:
         One row per generator: `held_out`, `n_unseen`, `n_real` (the test reals read), `auc_all`, `auc_all_low`,
@@ -203,7 +207,7 @@ def score_unseen(
     test_reals = rows[(rows["label"] == "real") & (rows["split"] == "test")]
     unseen = rows[(rows["label"] == "ai") & rows[by].isin(generators)]
     scored = pd.concat([test_reals, unseen], ignore_index=True)
-    probs = _probabilities(model, scored, cfg.batch_size, images)
+    probs = _probabilities(model, scored, cfg.batch_size, images, inspections)
     scored, probs = scored[~np.isnan(probs)].reset_index(drop=True), probs[~np.isnan(probs)]  # unreadable: left out
     labels = scored["label"].map(LABELS).to_numpy()
     threshold = model.config.threshold
@@ -268,7 +272,7 @@ def _prefixed_table(results: pd.DataFrame, prefix: str, columns_name: str) -> pd
 
 
 def _probabilities(model: LoadedModel, rows: pd.DataFrame, batch_size: int, images: ReadOnce | None = None,
-                   chunk: int = 256) -> np.ndarray:
+                   inspections: Inspections | None = None, chunk: int = 256) -> np.ndarray:
     """Calibrated P(ai) per row, preprocessed by the model's own recipe, reading `chunk` images at a time (or taking
     them from `images`); NaN where the image is unreadable (named in a warning, as training does)."""
     detector = Detector(model, device=next(model.network.parameters()).device, batch_size=batch_size, provenance=False)
@@ -276,7 +280,7 @@ def _probabilities(model: LoadedModel, rows: pd.DataFrame, batch_size: int, imag
     preprocessing = recipe_preprocessing(model.config)
     uris, probs = rows["uri"].tolist(), np.full(len(rows), np.nan)
     for start in range(0, len(uris), chunk):
-        ready = prepared.images(uris[start:start + chunk], preprocessing)
+        ready = prepared.images(uris[start:start + chunk], preprocessing, inspections)
         read = [i for i, image in enumerate(ready) if image is not None]
         if read:
             probs[start + np.array(read)] = score([ready[i] for i in read])
@@ -297,8 +301,10 @@ class ReadOnce:
     def __post_init__(self) -> None:
         self.keep = frozenset(map(str, self.keep))
 
-    def images(self, uris: list[str], preprocessing: AugmentConfig | None) -> list[Image.Image | None]:
-        """Each uri's image through `preprocessing` (`neutralize`), None where it cannot be read (with a warning)."""
+    def images(self, uris: list[str], preprocessing: AugmentConfig | None, inspections: Inspections | None = None
+               ) -> list[Image.Image | None]:
+        """Each uri's image through `preprocessing` (`neutralize`), None where it cannot be read (with a warning);
+        `inspections` inspects those it wants as they are read (`readable`)."""
         if preprocessing != self.preprocessing:
             self.kept, self.used, self.preprocessing = {}, 0, preprocessing
         out = []
@@ -306,7 +312,7 @@ class ReadOnce:
             if uri in self.kept:
                 out.append(self.kept[uri])
                 continue
-            image = readable(uri)
+            image = readable(uri, inspections)
             if image is not None and preprocessing:
                 image = neutralize(image, preprocessing)
             size = image.width * image.height * len(image.getbands()) if image is not None else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,9 +18,13 @@ from PIL import Image
 from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from fakescope.errors import ConfigError, ImageLoadError, StorageError, StorageUnavailableError
-from fakescope.io.image import load_source
+from fakescope.io.image import decode_image, load_source
+from fakescope.io.image import read_source as source_bytes
 from fakescope.models.tiling import to_tensor
 from fakescope.train.augment import AugmentConfig, augment, neutralize
+
+if TYPE_CHECKING:
+    from fakescope.data.audit import Inspections
 
 LABELS = {"real": 0, "ai": 1}
 SUBSTITUTES = 8
@@ -109,15 +114,20 @@ class RankSlice(Sampler[int]):
         return len(self.base) // self.global_batch * self.global_batch // self.world
 
 
-def readable(uri: str) -> Image.Image | None:
-    """The decoded image, or None (with a warning, once) when it cannot be read; an unavailable storage raises."""
+def readable(uri: str, inspections: Inspections | None = None) -> Image.Image | None:
+    """The decoded image, or None (with a warning, once) when it cannot be read; an unavailable storage raises.
+    `inspections` takes the shortcut audit's inspection of it from the bytes read, if it wants it (`Inspections.add`)."""
+    data = image = None
     try:
-        return read_source(uri)
+        data = source_bytes(uri)
+        image = decode_image(data, keep_bytes=False).image
     except StorageUnavailableError:
         raise
     except (ImageLoadError, StorageError) as exc:
         warn_unreadable(uri, _reason(uri, exc))
-        return None
+    if inspections is not None:
+        inspections.add(uri, data, image)
+    return image
 
 
 def warn_unreadable(uri: str, reason: str) -> None:
