@@ -231,6 +231,31 @@ def test_ray_scan_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, 
     assert read_results(tmp_path / "res").empty
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ray_scan_stops_once_an_actors_reads_keep_failing_busy_across_its_batches(
+        s3_bucket, fault_proxy, tiny_model_dir, tmp_path, monkeypatch):
+    """An actor's `Detector` counts busy reads in a row across its batches (batches of 2 here, the limit 4): the scan
+    stops in the same one line as the local engine's, without reading the whole list, and a rerun scores the rest."""
+    pytest.importorskip("ray")
+    from fakescope.scale.ray_scan import ray_scan
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the local Ray started below, and so its actors, inherit it
+    uris, manifest = _objects(s3_bucket, tmp_path, 12)
+    _busy_from(fault_proxy, uris, 2)  # 2 read, then the store throttles every read
+    with pytest.raises(StorageUnavailableError) as caught:
+        ray_scan(uris, tmp_path / "res", actors=1, batch_size=2, object_store_memory=100 * 2**20,
+                 name_or_path=str(tiny_model_dir), device="cpu", runtime="torch", provenance=False, workers=1)
+    busy = f"S3 busy: it still answered SlowDown after retrying while reading {uris[5]}; try again later"
+    assert str(caught.value) == f"{busy} (4 reads in a row failed so; a scan rerun resumes)"
+    assert fault_proxy.injected < 10  # stopped, not a transient row for each of the 10 busy objects
+    fault_proxy.clear()
+    rerun = CliRunner().invoke(app, _scan_args(manifest, tmp_path / "res", tiny_model_dir))  # either engine resumes
+    assert rerun.exit_code == 0, rerun.output
+    rows = read_results(tmp_path / "res")
+    assert sorted(rows["path"]) == sorted(uris) and rows["error"].isna().all()
+
+
 @pytest.mark.parametrize("output", ["jsonl", "table"])
 def test_detect_stops_in_one_line_when_the_endpoint_is_unreachable(s3_bucket, tiny_model_dir, image_factory, tmp_path,
                                                                     monkeypatch, output):
