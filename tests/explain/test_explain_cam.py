@@ -12,6 +12,8 @@ import pytest
 import torch
 from explain_helpers import planted_image, smooth_field
 from PIL import Image
+from plugin_helpers import FeatureHead
+from torch import nn
 
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError, ImageLoadError
@@ -503,3 +505,54 @@ def test_two_threads_explaining_at_once_take_turns_and_each_get_their_own_map(me
     assert most[0] == 1
     for heat, single in zip(together, alone):
         np.testing.assert_allclose(heat, single, atol=1e-5)
+
+
+
+class _NoNorm(FeatureHead):
+    """Convolutions, global average pooling and one linear layer, no batch norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+        self.head = nn.Linear(8, 1)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_a_detection_through_the_network_during_a_gradient_pass_changes_neither(method):
+    """With no batch norm to fold, detection runs through the very network whose Grad-CAM hooks see every thread's
+    passes; it needs no gradients, so no turn: run while a gradient pass waits in the feature layer, it would be
+    recorded as that pass's activations. Only the explaining thread's passes are recorded (`_own_thread`): the map and
+    the scores are what each gives alone."""
+    torch.manual_seed(0)
+    network = _NoNorm().eval()
+    detector = Detector(LoadedModel(network, ModelConfig(name="no-norm", architecture="no_norm"), "memory"), provenance=False)
+    layer = feature_layer(network, torch.zeros(1, 3, 64, 64))
+    image, photo = (Image.fromarray(smooth_field(seed, side)) for seed, side in ((3, 96), (5, 160)))
+    alone, solo = detector.explain(image, method), _scores(detector.predict([photo]))
+    inside, detected, met, crossed = threading.Event(), threading.Event(), [], []
+
+    def wait_for_detection(*_):
+        if not torch.is_grad_enabled():  # the detection's pass, once the gradient pass waits (before: its layer search)
+            crossed.extend([not detected.is_set()] * inside.is_set())
+        elif not inside.is_set():  # the gradient pass, before it reaches the feature layer
+            inside.set()
+            met.append(detected.wait(10))
+
+    def detect():
+        assert inside.wait(10), "the gradient pass never reached the feature layer"
+        try:
+            return _scores(detector.predict([photo]))
+        finally:
+            detected.set()
+
+    layer.register_forward_pre_hook(wait_for_detection)
+    heat, scores = _in_threads(functools.partial(detector.explain, image, method), detect)
+    assert met == [True] and crossed == [True]  # the detection went through the network while the gradient pass waited
+    np.testing.assert_allclose(heat, alone, atol=1e-5)
+    np.testing.assert_allclose(scores, solo, rtol=0, atol=1e-6)
+
+
+def _scores(detections) -> list[float]:
+    """Each detection's P(ai) and its evidence scores, in order."""
+    return [score for d in detections for score in (d.probability, *(e.score for e in d.evidence))]
