@@ -51,6 +51,11 @@ class NoSuchFolderError(StorageError):
     before listing it."""
 
 
+class NoSuchFileError(StorageError):
+    """A file to read does not exist (a local file, an S3 object, a Drive file): told apart from a read's other failures,
+    so a caller that takes a missing file as none yet (a manifest) reads it without asking first whether it exists."""
+
+
 class StorageBusyError(StorageUnavailableError):
     """One request failed in a way that may pass (throttled, a 5xx, a connection dropped mid-answer) after the storage
     layer's own retries: a scan records that file as a transient error, which a rerun tries again, until several come in

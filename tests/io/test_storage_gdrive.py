@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.errors import ImageLoadError, NoSuchFolderError, StorageBusyError, StorageError, StorageUnavailableError
+from fakescope.errors import ImageLoadError, NoSuchFileError, NoSuchFolderError, StorageBusyError, StorageError, StorageUnavailableError
 from fakescope.generate.lease import LEASE_NAME
 from fakescope.io import _gdrive, storage
 from fakescope.io._gdrive import DriveStorage
@@ -85,7 +85,7 @@ def test_listing_pages_recurses_and_filters(drive_env):
 
 
 def test_missing_file_and_folder_are_clear_errors(drive_env):
-    with pytest.raises(StorageError, match="^gdrive://root-folder/nope.png: no such file$"):
+    with pytest.raises(NoSuchFileError, match="^gdrive://root-folder/nope.png: no such file$"):  # told apart: none there
         storage.read_bytes(f"gdrive://{drive_env.root_id}/nope.png")
     for missing in ("nope", "nope/deeper"):  # told apart from a listing's other failures
         with pytest.raises(NoSuchFolderError, match=f"^gdrive://root-folder/{missing}: no such folder$"):
@@ -94,7 +94,7 @@ def test_missing_file_and_folder_are_clear_errors(drive_env):
     with pytest.raises(StorageError, match="^gdrive://root-folder/a.png: a file, not a folder$") as caught:
         storage.list_files(f"gdrive://{drive_env.root_id}/a.png")
     assert not isinstance(caught.value, NoSuchFolderError)  # nor "no such folder", as it was
-    with pytest.raises(StorageError, match="^gdrive://unknown-folder-id/x.png: no such file$"):
+    with pytest.raises(NoSuchFileError, match="^gdrive://unknown-folder-id/x.png: no such file$"):
         storage.read_bytes("gdrive://unknown-folder-id/x.png")
 
 

@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from fakescope.errors import NoSuchFolderError, StorageError
+from fakescope.errors import NoSuchFileError, NoSuchFolderError, StorageError
 from fakescope.io import storage
 
 
@@ -84,6 +84,7 @@ def test_errors_are_one_line_storage_errors(tmp_path):
             call(str(where))
         assert (caught.value.reason, caught.value.source, str(caught.value)) == (reason, str(where), f"{where}: {reason}")
         assert isinstance(caught.value, NoSuchFolderError) == (reason == "no such folder")  # told apart: none there
+        assert isinstance(caught.value, NoSuchFileError) == (reason == "no such file or folder")
     with pytest.raises(StorageError, match="unsupported storage scheme 'ftp'"):
         storage.read_bytes("ftp://host/a.png")
     with pytest.raises(StorageError) as caught:  # a URL's password and signature stay out of the message

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
-from fakescope.errors import ImageLoadError, NoSuchFolderError, StorageError, StorageUnavailableError
+from fakescope.errors import ImageLoadError, NoSuchFileError, NoSuchFolderError, StorageError, StorageUnavailableError
 from fakescope.io import _s3, storage
 from fakescope.io._s3 import S3Storage, make_client
 from fakescope.io.image import read_source
@@ -108,7 +108,7 @@ def test_missing_bucket_is_one_clear_error(s3_env):
 
 
 def test_missing_key_is_reported_as_missing_file(s3_bucket):
-    with pytest.raises(StorageError, match=f"^s3://{s3_bucket}/absent.png: no such file$"):
+    with pytest.raises(NoSuchFileError, match=f"^s3://{s3_bucket}/absent.png: no such file$"):  # told apart: none there
         storage.read_bytes(f"s3://{s3_bucket}/absent.png")
 
 

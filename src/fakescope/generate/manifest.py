@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from fakescope.data.manifest import MANIFEST_SUFFIXES, legacy_sources, read_table, require_columns
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, NoSuchFileError
 from fakescope.io import storage
 from fakescope.io.inputs import path_text
 from fakescope.io.storage import Storage
@@ -89,15 +89,13 @@ def manifest_row(
 
 
 def manifest_rows(uri: str) -> dict[str, dict[str, Any]]:
-    """The rows of the manifest at `uri` by their `uri`; {} where there is none yet.
+    """The rows of the manifest at `uri` by their `uri`; {} where there is none yet (`_existing`: read at once).
 
     Raises:
         ConfigError, StorageError: it exists but cannot be read as a manifest (before anything is made or paid for).
     """
-    if not storage.exists(uri):
-        return {}
-    frame = _read(uri)
-    return {str(row["uri"]): row for row in frame.to_dict("records")}
+    frame = _existing(uri)
+    return {} if frame is None else {str(row["uri"]): row for row in frame.to_dict("records")}
 
 
 def append_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Storage = storage,
@@ -120,8 +118,7 @@ def merged_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Stora
 
     new = pd.DataFrame(list(rows), columns=list(MANIFEST_COLUMNS))
     parquet = uri.lower().endswith(".parquet")
-    if store.exists(uri):
-        old = _read(uri, store)
+    if (old := _existing(uri, store)) is not None:
         old = old[~old["uri"].isin([*new["uri"], *drop])]
         new = pd.concat([old, new], ignore_index=True)
     buffer = io.BytesIO()
@@ -130,6 +127,15 @@ def merged_manifest(uri: str, rows: Iterable[Mapping[str, Any]], *, store: Stora
     else:
         new.to_csv(buffer, index=False)
     return buffer.getvalue(), len(new)
+
+
+def _existing(uri: str, store=storage):
+    """`_read(uri, store)`, None where there is no file at `uri` (the read's `NoSuchFileError`): not asked first whether
+    it exists, which cost an S3 HEAD or a Drive lookup per read and could change before the read."""
+    try:
+        return _read(uri, store)
+    except NoSuchFileError:
+        return None
 
 
 def _read(uri: str, store=storage):

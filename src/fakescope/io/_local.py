@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from fakescope.errors import NoSuchFolderError, StorageError
+from fakescope.errors import NoSuchFileError, NoSuchFolderError, StorageError
 from fakescope.io.storage import HEAD_BYTES, normalise_suffixes
 
 _FILE_PREFIX = "file://"
@@ -36,7 +36,7 @@ def _path_of(uri: str) -> str:
 
 def _error(action: str, uri: str, exc: OSError) -> StorageError:
     if isinstance(exc, FileNotFoundError):
-        return StorageError("no such file or folder", source=uri)
+        return NoSuchFileError("no such file or folder", source=uri)
     if isinstance(exc, PermissionError):
         return StorageError(f"permission denied to {action}", source=uri)
     if isinstance(exc, IsADirectoryError):

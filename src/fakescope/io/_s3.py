@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from fakescope.errors import NoSuchFolderError, StorageBusyError, StorageError, StorageUnavailableError
+from fakescope.errors import NoSuchFileError, NoSuchFolderError, StorageBusyError, StorageError, StorageUnavailableError
 from fakescope.io.storage import DOING, HEAD_BYTES, normalise_suffixes
 
 _REFUSED_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
@@ -316,7 +316,7 @@ class _translated_errors:
             elif code in _DENIED:
                 message, source = f"access denied to {self.action} (check the AWS credentials)", self.uri
             elif code in _MISSING_KEY:
-                raise StorageError("no such file", source=self.uri) from exc
+                raise NoSuchFileError("no such file", source=self.uri) from exc
             elif code in _BUSY or _status(exc) == 429 or _status(exc) >= 500:
                 message = (f"S3 busy: it still answered {code or _status(exc)} after retrying while {doing} {self.uri}; "
                            "try again later")

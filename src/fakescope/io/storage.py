@@ -113,7 +113,7 @@ def get_storage(uri: str) -> Storage:
 
 
 def read_bytes(uri: str, *, check: Callable[[bytes], None] | None = None) -> bytes:
-    """Read a whole file; a missing file or denied access raises `StorageError`.
+    """Read a whole file; a missing file raises `NoSuchFileError`, denied access `StorageError`.
 
     `check` gets the first `HEAD_BYTES` first: what it raises stops the read there (local files and S3 objects are
     not read further; a Drive file after its first ranged chunk, `DriveStorage.download_chunk` bytes).

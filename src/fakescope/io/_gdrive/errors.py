@@ -8,7 +8,7 @@ import socket
 import traceback
 from typing import Any
 
-from fakescope.errors import StorageBusyError, StorageError, StorageUnavailableError
+from fakescope.errors import NoSuchFileError, StorageBusyError, StorageError, StorageUnavailableError
 from fakescope.io._gdrive.calls import RETRIES
 from fakescope.io._gdrive.client import credentials_origin
 from fakescope.io.storage import DOING
@@ -80,6 +80,8 @@ class translated_errors:
             status = int(exc.resp.status)
             if status == 404:
                 message, source = "no such file or folder", self.uri
+                if self.action == "read":  # the file was deleted since its path was looked up
+                    error = NoSuchFileError
             elif status in (401, 403):
                 message = f"access denied to {self.action} (check the Google credentials: {credentials_origin()})"
                 source = self.uri

@@ -8,7 +8,7 @@ import mimetypes
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fakescope.errors import NoSuchFolderError, StorageError
+from fakescope.errors import NoSuchFileError, NoSuchFolderError, StorageError
 from fakescope.io._gdrive.calls import download, execute
 from fakescope.io._gdrive.errors import translated_errors
 from fakescope.io._gdrive.items import FOLDER_MIME, GOOGLE_MIME_PREFIX, followed, split_drive_uri, uri_part
@@ -94,7 +94,7 @@ class DriveStorage(DriveTwins):
         """The item `uri` resolves to, refused where there is none or it is a folder."""
         item = self._resolve(uri)
         if item is None:
-            raise StorageError("no such file", source=uri)
+            raise NoSuchFileError("no such file", source=uri)
         if item["mimeType"] == FOLDER_MIME:
             raise StorageError("a folder, not a file", source=uri)
         return item
