@@ -136,6 +136,26 @@ def test_a_copy_of_a_source_is_paid_once(server, photos, tmp_path):
     assert (again.done, again.skipped, again.spent_before, server.billable) == (0, 3, pytest.approx(3 * 0.016), 3)
 
 
+def test_a_check_of_the_settings_paid_for_names_each_source_once(tmp_path, monkeypatch):
+    """`check_settings` named every image source twice (its URI as the ledger records it, `path_text`): once itself,
+    again in `of_sources`; it now passes the URIs it has. A source paid under other settings is still refused."""
+    from fakescope.generate import _settings
+    from fakescope.generate.ledger import JobRecord
+
+    sources = [(str(tmp_path / f"{i}.png"), str(i), None) for i in range(5)]
+    config = OpenAIImagesConfig(model="dall-e-2", size="256x256")
+    other = dataclasses.replace(config, size="512x512")
+    paid = JobRecord("k", sources[3][0], "0" * 64, other.mode, other.model, other.params_hash(), 0, DONE, None, 0.02, 1,
+                     None, None, params=json.dumps(other.params()))
+    named, path_text = [], _settings.path_text
+    monkeypatch.setattr(_settings, "path_text", lambda source: named.append(source) or path_text(source))
+    _settings.check_settings([], config, sources)
+    assert named == [source for source, _, _ in sources]  # each twice before
+    with pytest.raises(ConfigError, match=f"paid for {re.escape(sources[3][0])} with --size 512x512; this run has --size "
+                                          "256x256"):
+        _settings.check_settings([paid], config, sources)
+
+
 def test_edit_sends_prompt_and_fetches_url_answers(server, photos, tmp_path):
     config = OpenAIImagesConfig(mode="edit", model="dall-e-2", size="512x512", prompt="add a hat", response_format="url")
     report = run_openai(str(photos / "photo0.jpeg"), str(tmp_path / "out"), config, client=make_client(max_retries=0))

@@ -52,7 +52,7 @@ def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: S
     """
     uris = _uris(sources)
     held: dict[str, list[JobRecord]] = {}
-    for record in of_sources(paid, sources, digests):
+    for record in of_sources(paid, sources, digests, uris=uris):
         held.setdefault(record.source if record.source in uris else record.source_sha256, []).append(record)
     settings = (config.mode, config.model, config.params_hash())
     other = [records[-1] for records in held.values()
@@ -66,10 +66,11 @@ def check_settings(paid: list[JobRecord], config: OpenAIImagesConfig, sources: S
 
 
 def of_sources(records: Iterable[JobRecord], sources: Sequence[tuple[str, str, str | None]],
-               digests: Iterable[str] = ()) -> list[JobRecord]:
+               digests: Iterable[str] = (), *, uris: set[str] | None = None) -> list[JobRecord]:
     """The `records` of `sources` (`planned_sources`: an image known by its URI, a prompt by its sha256) or of
-    `digests` (further sha256s to know sources by)."""
-    uris, digests = _uris(sources), {*digests, *(digest for _, _, digest in sources if digest is not None)}
+    `digests` (further sha256s to know sources by); `uris`: `sources`' URIs (`_uris`), where the caller has them."""
+    uris = _uris(sources) if uris is None else uris
+    digests = {*digests, *(digest for _, _, digest in sources if digest is not None)}
     return [record for record in records if record.source in uris or record.source_sha256 in digests]
 
 
