@@ -18,7 +18,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fakescope.cli import app
-from fakescope.errors import ImageLoadError, NoSuchFileError, NoSuchFolderError, StorageBusyError, StorageError, StorageUnavailableError
+from fakescope.errors import (
+    ImageLoadError,
+    NoSuchFileError,
+    NoSuchFolderError,
+    StorageBusyError,
+    StorageError,
+    StorageUnavailableError,
+)
 from fakescope.generate.lease import LEASE_NAME
 from fakescope.io import _gdrive, storage
 from fakescope.io._gdrive import DriveStorage
