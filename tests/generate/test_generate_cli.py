@@ -314,6 +314,31 @@ def test_openai_help_names_the_request_cap_the_code_has():
     assert f"names); more than {UNCAPPED_REQUESTS} need --max-images, a spend budget" in shown  # the docstring's number
 
 
+def test_generate_n_and_seed_beyond_their_limits_are_refused_as_parsed_in_one_line(tmp_path, server):
+    """`generate openai --n` and `generate diffusers --seed` had no maximum: --n 1000000000 planned until killed (the
+    plan counts each source's images); a seed of 2**64 failed (torch's generator overflows) only once the pipeline was
+    loaded, and -1 was taken as 2**64-1. Both are now refused as parsed, in the CLI's words, the seed's range that of
+    the other --seed options; nothing is read, loaded or sent."""
+    from fakescope.cli._options import MAX_SEED
+    from fakescope.cli.generate import MAX_N
+
+    Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
+    source, out = str(tmp_path / "a.png"), str(tmp_path / "out")
+    cases = [(["openai", source, "--out", out, "--max-images", "1", "--n", str(n)], "--n", n, f"1<=x<={MAX_N}",
+              "openai") for n in (MAX_N + 1, 1_000_000_000, 0)]
+    cases += [(["diffusers", source, "--out", out, "--pipeline", str(tmp_path / "sd"), "--seed", str(seed)], "--seed", seed,
+               f"0<=x<={MAX_SEED}", "diffusers") for seed in (MAX_SEED + 1, 2**64, -1)]
+    for args, option, value, limits, verb in cases:
+        refused = CliRunner().invoke(app, ["generate", *args], prog_name="fakescope")
+        assert (refused.exit_code, refused.stdout) == (2, ""), refused.output
+        assert refused.stderr == (f"error: Invalid value for '{option}': {value} is not in the range {limits}. "
+                                  f"See 'fakescope generate {verb} -h'.\n")
+    assert MAX_N == 10 and not os.path.exists(out) and server.billable == 0
+    made = CliRunner().invoke(app, ["generate", "openai", source, "--out", out, "--n", str(MAX_N), "--max-images", "1",
+                                    "--max-retries", "0"])
+    assert made.exit_code == 0 and "x --n 10: up to 10 request(s), --max-images 1" in made.output, made.output
+
+
 def test_openai_without_a_key_says_how_to_give_one_and_makes_nothing(tmp_path, image_factory, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)  # no .env above it

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
-from fakescope.cli._options import DeviceOpt, OutDirOpt
+from fakescope.cli._options import DeviceOpt, OutDirOpt, SeedOpt
 from fakescope.generate.openai_models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 UNCAPPED_REQUESTS = 20
 """The most requests `generate openai` sends without --max-images, a spend budget or --yes."""
+MAX_N = 10
+"""The most images per source `generate openai --n` asks for: the Images API's most per request (its `n`, 1 to 10),
+though fakescope sends each image as a request of its own (so dall-e-3, whose `n` is 1, takes them too)."""
 
 _SRC_HELP = "Image file or folder (path or storage URI), a quoted local glob ('photos/**/*.jpg'), or a dataset manifest (.csv/.parquet, or a quoted glob of them) whose real rows are the sources"
 SrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}.")]
@@ -85,7 +88,7 @@ def openai(
     model: Annotated[str, typer.Option("--model", "-m", help="gpt-image-2.6-flare/-sunburst, gpt-image-2.5-flare/-sunburst, gpt-image-2, ...; retired dall-e-2, dall-e-3, gpt-image-1 only with an OPENAI_BASE_URL server that serves them.")] = DEFAULT_MODEL,
     size: Annotated[str, typer.Option("--size", help="Output size: 1024x1024, 1536x1024, 1024x1536 or auto (gpt-image-2 and 2.5: any WxH, sides divisible by 16, aspect 1:3 to 3:1, at most 3840x2160); dall-e-2 256x256/512x512/1024x1024.")] = "1024x1024",
     quality: Annotated[str | None, typer.Option("--quality", help="low/medium/high/auto (GPT image models; 2.5 also xhigh/max), standard/hd (dall-e-3). Default: auto, or standard for dall-e.")] = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Images per source.")] = 1,
+    n: Annotated[int, typer.Option("--n", min=1, max=MAX_N, help="Images per source, each its own request.")] = 1,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit (required there); for --mode variation on a GPT image model it replaces the built-in one.")] = None,
     mask: Annotated[str, typer.Option("--mask", help="For --mode edit, what may change: center (a centred box of half the width and height; the rest stays the photo), full, or a PNG whose transparent pixels mark it.")] = "center",
     input_fidelity: Annotated[str | None, typer.Option("--input-fidelity", help="high or low: how closely an edit (a GPT image model's variation included) keeps the photo's style and features, faces above all; default: the model's (low). gpt-image-1.5 takes both, gpt-image-1-mini low, gpt-image-2 neither.")] = None,
@@ -217,7 +220,7 @@ def diffusers(
     strength: Annotated[float, typer.Option("--strength", min=0.0, max=1.0, help="How far from the source (0-1).")] = 0.3,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")] = 30,
     guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = 7.5,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seed: SeedOpt = 0,
     max_side: Annotated[int, typer.Option("--max-side", min=8, help="Longest side the pipeline works at; larger sources are scaled down for it and the output scaled back to the source's size.")] = 1024,
     device: DeviceOpt = "auto",
     batch_size: DiffusersBatchOpt = 1,
