@@ -128,6 +128,21 @@ def test_a_drive_error_on_one_file_names_its_uri_once_as_the_source(drive_env):
     assert str(caught.value) == f"{uri}: cannot read: Drive returned HTTP 400"
 
 
+def test_a_file_deleted_between_its_lookup_and_its_download_is_no_file(drive_env):
+    """Drive's 404 for the download of a file its path was just resolved to (deleted meanwhile) was a plain StorageError:
+    now a `NoSuchFileError`, so a manifest read at once (`manifest_rows`) takes it for none yet, as one never there."""
+    from fakescope.generate.manifest import manifest_rows
+
+    uri = f"gdrive://{drive_env.root_id}/out/manifest.csv"
+    storage.write_bytes(uri, b"uri,label\na.png,ai\n")
+    assert list(manifest_rows(uri)) == ["a.png"]
+    drive_env.fail("download", 404, "notFound")
+    with pytest.raises(NoSuchFileError, match=f"^{uri}: no such file or folder$"):
+        storage.read_bytes(uri)
+    drive_env.fail("download", 404, "notFound")
+    assert manifest_rows(uri) == {} and manifest_rows(f"gdrive://{drive_env.root_id}/none/manifest.csv") == {}
+
+
 def test_missing_credentials_name_the_variables(monkeypatch, tmp_path):
     from google.auth.compute_engine import _metadata
 
