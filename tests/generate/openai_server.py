@@ -16,7 +16,9 @@ error answer whose message has `{authorization}` replaced by the request's Autho
 would) answer the next requests in order. `hold_after` makes image requests beyond that many billable answers wait for `release` and then
 drop the connection unanswered (never billed), so a client can be killed with nothing in flight paid for; with
 `answer_held` set they are answered (and billed) instead, as a slow server would. `paid` holds, per billed
-answer, a digest of what was asked for (the pixels of the first image sent, else the prompt).
+answer, a digest of what was asked for (the pixels of the first image sent, else the prompt). `gather` makes image
+requests wait (30 s at most) until that many have arrived, so a client's concurrent requests are all sent before any
+is answered.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class ImagesAPIServer(ThreadingHTTPServer):
         self.faults: list[int | str] = []
         self.hold_after: int | None = None
         self.answer_held = False
+        self.gather = 0
+        self.arrival = threading.Condition()
         self.slow_seconds = 2.0
         self.held = 0
         self.admitted = 0
@@ -151,8 +155,11 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint == "edits" and model == "dall-e-2" and (refusal := _edit_refusal(images)):
             return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error"}}, endpoint)
         server = self.server
-        with server.lock:
+        with server.arrival:
             server.requests.append({"endpoint": endpoint, **fields})
+            server.arrival.notify_all()
+            server.arrival.wait_for(lambda: len(server.requests) >= server.gather, timeout=30)
+        with server.lock:
             fault = server.faults.pop(0) if server.faults else None
             hold = fault is None and server.hold_after is not None and server.admitted >= server.hold_after
             if hold:

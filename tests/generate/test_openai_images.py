@@ -1047,6 +1047,13 @@ def test_sizes_the_api_cannot_make_are_refused_before_any_work():
     assert OpenAIImagesConfig(model="gpt-image-1", mode="generate", size="auto").size == "auto"
 
 
+def test_images_per_source_outside_1_to_10_are_refused_before_any_work():
+    for n in (0, 11, 10**9, True, 2.0):  # 10**9 planned a billion jobs and never finished
+        with pytest.raises(ConfigError, match=rf"^n must be a whole number from 1 to 10 \(images per source\), got {n!r}$"):
+            OpenAIImagesConfig(n=n, price_per_image=0.01)
+    assert OpenAIImagesConfig(n=10, price_per_image=0.01).n == 10
+
+
 def test_the_ledger_of_a_remote_output_lives_in_the_cache_folder_the_onnx_exports_use(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "fs"))

@@ -234,7 +234,8 @@ def test_an_output_outage_records_the_other_requests_in_flight_before_it_stops_t
     server = ImagesAPIServer(api_key="sk-s3").start()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-s3")
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    server.hold_after, server.answer_held = 1, True  # the first is answered at once, the other two once it has failed
+    server.gather = 3  # all three sent before any is answered: a fast failure cannot stop the run before the third
+    server.hold_after, server.answer_held = 1, True  # the first is answered then, the other two once it has failed
     fault_proxy.fail("PUT", 503, "ServiceUnavailable", suffix=".png")  # the first image's write
 
     def release() -> None:
@@ -254,7 +255,7 @@ def test_an_output_outage_records_the_other_requests_in_flight_before_it_stops_t
             records = list(book.jobs())
             assert sorted(record.state for record in records) == ["done", "done", "failed"]
             assert book.spent() == pytest.approx(0.03) and all(record.lost == 0 for record in records)
-        server.hold_after = None
+        server.hold_after, server.gather = None, 0
         again = run_openai(str(photos), out, config, ledger=ledger, client=make_client(max_retries=0))
     finally:
         server.stop()

@@ -10,7 +10,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import DeviceOpt, OutDirOpt, SeedOpt
-from fakescope.generate.openai_models import DEFAULT_MODEL
+from fakescope.generate.openai_models import DEFAULT_MODEL, MAX_N
 
 if TYPE_CHECKING:
     from fakescope.generate.openai_images import OpenAIImagesConfig
@@ -18,9 +18,6 @@ if TYPE_CHECKING:
 
 UNCAPPED_REQUESTS = 20
 """The most requests `generate openai` sends without --max-images, a spend budget or --yes."""
-MAX_N = 10
-"""The most images per source `generate openai --n` asks for: the Images API's most per request (its `n`, 1 to 10),
-though fakescope sends each image as a request of its own (so dall-e-3, whose `n` is 1, takes them too)."""
 
 _SRC_HELP = "Image file or folder (path or storage URI), a quoted local glob ('photos/**/*.jpg'), or a dataset manifest (.csv/.parquet, or a quoted glob of them) whose real rows are the sources"
 SrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}.")]

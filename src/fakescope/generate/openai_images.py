@@ -54,7 +54,7 @@ from fakescope._quiet import ignore_warning
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.generate._encoding import SAVE_FORMATS
 from fakescope.generate.openai_models import (
-    DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MODELS, check_options, family, retirement,
+    DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MAX_N, MODELS, check_options, family, retirement,
 )
 from fakescope.io import storage
 from fakescope.io.fetch import FetchError, fetch_public
@@ -126,7 +126,7 @@ class OpenAIImagesConfig:
             and 2.5 also WxH, sides divisible by 16, aspect 1:3 to 3:1, at most 3840x2160).
         quality: `low`/`medium`/`high`/`auto` for GPT image models (2.5 also `xhigh`/`max`), `standard`/`hd`
             (dall-e-3); None = model default.
-        n: Images per source (each its own request and ledger job).
+        n: Images per source, 1 to `MAX_N` (each its own request and ledger job).
         prompt: Required for `edit`; for `variation` on a GPT image model it replaces `VARIATION_PROMPT`;
             `generate` reads prompts from its source instead (and refuses one given here).
         mask: For `edit`, what may change: `center` (a centred box of half the width and height),
@@ -176,8 +176,8 @@ class OpenAIImagesConfig:
         if self.input_fidelity is not None and (self.mode == "generate" or self.legacy):
             raise ConfigError(f"input_fidelity is for edits by GPT image models; {self.model} {self.mode} sends none")
         check_options(self.model, self.mode, self.size, self.quality, self.input_fidelity)
-        if self.n < 1:
-            raise ConfigError("n must be at least 1")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or not 1 <= self.n <= MAX_N:
+            raise ConfigError(f"n must be a whole number from 1 to {MAX_N} (images per source), got {self.n!r}")
         if self.response_format not in (None, "b64_json", "url"):
             raise ConfigError("response_format must be b64_json or url")
         if self.response_format == "url" and not self.legacy:  # b64_json: what it answers anyway (old job records say so)

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 DALL_E, GPT_IMAGE = "dall-e", "gpt-image"
 DEFAULT_MODEL = "gpt-image-2.6-flare"
+MAX_N = 10
+"""The most images per source a run asks for (`n`, `generate openai --n`): the Images API's most per request (its `n`,
+1 to 10), though fakescope sends each image as a request of its own (so dall-e-3, whose `n` is 1, takes them too)."""
 GPT_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
 GPT_QUALITIES = ("low", "medium", "high", "auto")
 INPUT_FIDELITIES = ("high", "low")

@@ -189,10 +189,10 @@ def run_openai(
     if confirm is not None:
         confirm(*planned(src, out, config, split, listed, held, found))
     lease = Lease(out, lease_seconds)
-    with contextlib.ExitStack() as held:  # a Ctrl-C anywhere from here on still lets go of the lease and the ledger
-        held.callback(lease.release)
+    with contextlib.ExitStack() as stack:  # a Ctrl-C anywhere from here on still lets go of the lease and the ledger
+        stack.callback(lease.release)
         lease.acquire()
-        book = held.enter_context(Ledger(report.ledger, claim=True))
+        book = stack.enter_context(Ledger(report.ledger, claim=True))
         run = Run(client, out, config, book, lease, report, budget, concurrency=concurrency,
                    retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every,
                    max_wait=max_wait, found=found)
