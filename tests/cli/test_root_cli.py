@@ -175,3 +175,45 @@ def test_help_lists_the_verbs_in_the_readmes_order_each_with_a_one_line_summary(
     panel = [line for line in result.stdout.split("Commands")[1].splitlines() if line.startswith("│")]
     assert [line.strip("│ ").split()[0] for line in panel] == list(HELP_ORDER), result.stdout  # each row a verb's
     assert "Start with: fakescope detect" in result.stdout
+
+
+ANOTHER_APP = """
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.testing import CliRunner
+
+if sys.argv[1] == "after-fakescope":
+    import fakescope.cli  # noqa: F401
+
+app = typer.Typer()
+
+
+@app.command()
+def run(inputs: list[str], count: Annotated[int, typer.Option(min=1, max=9)] = 1, name: str = "n",
+        force: bool = False, out: Path | None = None, ratio: float | None = None) -> None:
+    pass
+
+
+@app.command()
+def other(model: str | None = typer.Argument(None)) -> None:
+    pass
+
+
+for args in (["--help"], ["run", "--help"], ["other", "--help"], ["run", "--count", "0", "a"],
+             ["run", "--count", "x", "a"], ["run", "--ratio", "x", "a"], ["run"], ["--bogus"]):
+    result = CliRunner().invoke(app, args, prog_name="another", env={"COLUMNS": "100"})
+    print(args, result.exit_code, result.output)
+"""
+
+
+def test_another_typer_app_in_the_process_renders_and_errors_as_plain_typer_does(tmp_path):
+    """fakescope's Click-style help (`TEXT`, `INPUTS...`, no `<bool>`) was had by patching Typer's classes, so any
+    other Typer app in a process that imported fakescope.cli (a user's own, beside the library) rendered that way too."""
+    (tmp_path / "another.py").write_text(ANOTHER_APP)
+    plain, after = (subprocess.run([sys.executable, "another.py", order], cwd=tmp_path, capture_output=True, text=True,
+                                   timeout=60) for order in ("plain", "after-fakescope"))
+    assert plain.returncode == after.returncode == 0 and plain.stderr == after.stderr == "", (plain.stderr, after.stderr)
+    assert plain.stdout.count("Usage:") == 8 and after.stdout == plain.stdout

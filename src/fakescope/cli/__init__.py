@@ -10,14 +10,13 @@ import importlib
 import importlib.metadata
 import logging
 import os
-import re
 import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from fakescope.cli._errors import one_line_usage_errors
+from fakescope.cli._style import ClickGroup
 
 HELP_ORDER: tuple[str, ...] = (
     "detect", "explain", "embed", "dataset", "generate", "train", "evaluate", "evaluate-logo",
@@ -26,41 +25,9 @@ HELP_ORDER: tuple[str, ...] = (
 """The verbs in `fakescope -h`, as README's table lists them: the main job first, then building, deploying, sharing."""
 
 
-CLICK_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE", "dir": "DIRECTORY"}
-"""Typer's type labels as Click names them."""
-
-
-def _click_types(display_type_rich):
-    """Typer's rich help labels each value with its Python type (`--model <str>`, `--grid <int range> [1<=x<=32]`,
-    `inputs... <list[str]>`) and each flag too (`--overwrite <bool>`), though a flag takes no value: this labels
-    values as Click does (TEXT, INTEGER [1<=x<=32], PATH, [table|jsonl|csv]; a repeatable option by its element)
-    and flags with nothing, in both helps; a metavar stays as given."""
-
-    def display_type(self: TyperOption | TyperArgument, ctx: typer.Context) -> str | None:
-        label = None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
-        typed = re.fullmatch(r"<(?:list\[)?(.+?)(?: range)?\]?>(\.\.\.)?", label or "")  # not a metavar
-        shown = typed and (f"[{typed[1]}]" if "|" in typed[1] else CLICK_TYPES.get(typed[1]))
-        return shown + (typed[2] or "") if shown else label
-
-    return display_type
-
-
-def _click_usage(self: TyperArgument, ctx: typer.Context) -> list[str]:
-    """An argument in the usage line as Click shows it (`INPUTS...`, `[MODEL]`), not as Typer 0.29 does (`{inputs}...`)."""
-    name = self.metavar or self.name.upper()
-    return [(name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")]
-
-
-if hasattr(TyperOption, "display_type_rich"):  # Typer >= 0.24; earlier ones show Click's types and skip flags'
-    TyperOption.display_type_rich = _click_types(TyperOption.display_type_rich)
-    TyperArgument.display_type_rich = _click_types(TyperArgument.display_type_rich)
-if hasattr(TyperArgument, "_usage_display_name"):  # the Typer that writes `{inputs}...`
-    TyperArgument.get_usage_pieces = _click_usage
-
-
-class _Root(TyperGroup):
+class _Root(ClickGroup):
     """The `fakescope` group: parsing its options and running a verb (whose own parsing happens inside) print usage
-    errors on one line (`one_line_usage_errors`); help stays Typer's, its verbs in HELP_ORDER."""
+    errors on one line (`one_line_usage_errors`); help keeps Typer's panels, its verbs in HELP_ORDER."""
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         names = super().list_commands(ctx)

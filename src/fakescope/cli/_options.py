@@ -7,13 +7,13 @@ from enum import Enum
 from typing import Annotated
 
 import typer
-from typer.core import TyperCommand
 
+from fakescope.cli._style import ClickCommand
 from fakescope.errors import DEVICES, ConfigError
 from fakescope.models.config import MAX_GRID
 
 
-class UsageCommand(TyperCommand):
+class UsageCommand(ClickCommand):
     """A command whose usage line leaves out hidden arguments (an older spelling still taken), as its help does."""
 
     def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:

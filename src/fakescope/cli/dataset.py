@@ -10,6 +10,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import READ_WORKERS, ProgressOpt, ReadWorkersOpt, SeedOpt, UsageCommand, show_progress
+from fakescope.cli._style import ClickGroup
 
 STRICT_EXIT = 1
 HASH_BITS = 64
@@ -28,7 +29,7 @@ CsvOpt = Annotated[bool, typer.Option("--csv/--no-csv", help="Also write a .csv 
 
 def register(app: typer.Typer) -> None:
     """Add the `dataset` command group."""
-    sub = typer.Typer(help="Build, merge, split, audit and export dataset manifests.", no_args_is_help=True)
+    sub = typer.Typer(help="Build, merge, split, audit and export dataset manifests.", no_args_is_help=True, cls=ClickGroup)
     for verb in (build, merge, split, audit, export):
         sub.command(verb.__name__, cls=UsageCommand)(verb)  # export's older positional OUT stays out of its usage
     app.add_typer(sub, name="dataset")

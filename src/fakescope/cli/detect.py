@@ -32,6 +32,7 @@ from fakescope.cli._options import (
     show_progress,
     with_progress,
 )
+from fakescope.cli._style import ClickCommand
 from fakescope.detection import CSV_FIELDS, csv_row, evidence_line
 
 
@@ -193,4 +194,4 @@ def _print_table(rows: list[dict], interrupted: bool = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(detect)
+    app.command(cls=ClickCommand)(detect)

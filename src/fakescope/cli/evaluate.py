@@ -19,6 +19,7 @@ from fakescope.cli._options import (
     run_again,
     show_progress,
 )
+from fakescope.cli._style import ClickCommand
 from fakescope.errors import DEVICES
 
 if TYPE_CHECKING:
@@ -261,5 +262,5 @@ def _figure_pair(text: str) -> tuple[str, str]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate)
-    app.command("evaluate-logo")(evaluate_logo)
+    app.command("evaluate", cls=ClickCommand)(evaluate)
+    app.command("evaluate-logo", cls=ClickCommand)(evaluate_logo)

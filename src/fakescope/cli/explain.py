@@ -10,6 +10,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors, install_hint, no_images
 from fakescope.cli._options import BatchSizeOpt, DeviceOpt, ModelOpt, OutDirOpt, SeedOpt
+from fakescope.cli._style import ClickCommand
 
 
 class Method(str, Enum):
@@ -150,5 +151,5 @@ def _refuse_earlier_overlays(out: str, named: dict[str, str], methods: tuple[str
 
 
 def register(app: typer.Typer) -> None:
-    app.command("explain")(explain)
-    app.command("embed")(embed)
+    app.command("explain", cls=ClickCommand)(explain)
+    app.command("embed", cls=ClickCommand)(embed)

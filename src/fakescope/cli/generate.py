@@ -10,6 +10,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import DeviceOpt, OutDirOpt, SeedOpt
+from fakescope.cli._style import ClickCommand, ClickGroup
 from fakescope.generate.openai_models import DEFAULT_MODEL, MAX_N
 
 if TYPE_CHECKING:
@@ -42,10 +43,11 @@ SaveFormatOpt = Annotated[SaveFormat, typer.Option("--format", help=(
 
 def register(app: typer.Typer) -> None:
     """Add the `generate` command group."""
-    sub = typer.Typer(help="Make ai images from real ones, with a manifest linking each to its source.", no_args_is_help=True)
-    sub.command("openai")(openai)
-    sub.command("taef2")(taef2)
-    sub.command("diffusers")(diffusers)
+    sub = typer.Typer(help="Make ai images from real ones, with a manifest linking each to its source.", no_args_is_help=True,
+                      cls=ClickGroup)
+    sub.command("openai", cls=ClickCommand)(openai)
+    sub.command("taef2", cls=ClickCommand)(taef2)
+    sub.command("diffusers", cls=ClickCommand)(diffusers)
     app.add_typer(sub, name="generate")
 
 

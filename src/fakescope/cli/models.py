@@ -9,11 +9,12 @@ import typer
 
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import ModelOpt, model_then_rest
+from fakescope.cli._style import ClickCommand, ClickGroup
 
-models_app = typer.Typer(help="List, inspect and publish detector models.", no_args_is_help=True)
+models_app = typer.Typer(help="List, inspect and publish detector models.", no_args_is_help=True, cls=ClickGroup)
 
 
-@models_app.command("list")
+@models_app.command("list", cls=ClickCommand)
 def list_() -> None:
     """Bundled models and registered architectures.
 
@@ -31,7 +32,7 @@ def list_() -> None:
         typer.echo(f"  {name:<20} {architecture_info(name).description}")
 
 
-@models_app.command("info")
+@models_app.command("info", cls=ClickCommand)
 def info(
     model: Annotated[str | None, typer.Argument(help="Bundled model name, model folder or file, or hf://owner/name "
                                                      "(default: the bundled model; or give it with --model).")] = None,
@@ -49,7 +50,7 @@ def info(
     typer.echo(json.dumps({"location": loaded.location, **loaded.config.to_dict()}, indent=2))
 
 
-@models_app.command("push")
+@models_app.command("push", cls=ClickCommand)
 def push(
     folder: Annotated[str, typer.Argument(help="A model folder (model.safetensors + config.json + MODEL_CARD.md), file or bundled name.")],
     repo_id: Annotated[str, typer.Argument(help="Hub repo, owner/name or hf://owner/name.")],

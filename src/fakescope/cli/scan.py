@@ -29,6 +29,7 @@ from fakescope.cli._options import (
     show_progress,
     with_progress,
 )
+from fakescope.cli._style import ClickCommand
 from fakescope.cli.detect import Runtime, RuntimeOpt
 
 
@@ -163,5 +164,5 @@ def export(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(scan)
-    app.command()(export)
+    app.command(cls=ClickCommand)(scan)
+    app.command(cls=ClickCommand)(export)

@@ -10,6 +10,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors
 from fakescope.cli._options import DeviceOpt, GridOpt, ModelOpt, Precision, PrecisionOpt
+from fakescope.cli._style import ClickCommand
 from fakescope.cli.detect import Runtime, RuntimeOpt
 from fakescope.serve.limits import (
     DEFAULT_MAX_PIXELS,
@@ -140,5 +141,5 @@ def app(
 
 
 def register(root: typer.Typer) -> None:
-    root.command()(serve)
-    root.command("app")(app)
+    root.command(cls=ClickCommand)(serve)
+    root.command("app", cls=ClickCommand)(app)

@@ -10,6 +10,7 @@ import typer
 
 from fakescope.cli._errors import clean_errors, sigterm_as_interrupt
 from fakescope.cli._options import MAX_SEED, ProgressOpt, resume_command, run_again, show_progress
+from fakescope.cli._style import ClickCommand
 from fakescope.errors import DEVICES, ConfigError
 
 
@@ -83,4 +84,4 @@ def train(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(train)
+    app.command(cls=ClickCommand)(train)
