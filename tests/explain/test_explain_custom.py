@@ -89,6 +89,30 @@ def test_features_no_module_produces_are_named_as_the_reason(tmp_path):
         class_activation_map(model, image, "gradcam")
 
 
+def test_a_network_without_embed_gets_no_report_figures_and_a_warning(tmp_path, caplog):
+    """ReportFigures kept its embedding run when the embedder was refused: draw() raised AttributeError, not the warning."""
+    class NoEmbed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 1)
+
+        def forward_features(self, x):
+            return self.features(x)
+
+        def forward(self, x):
+            return self.head(self.forward_features(x).mean((2, 3))).squeeze(-1)
+
+    from fakescope.models import LoadedModel, ModelConfig
+
+    model = LoadedModel(NoEmbed().eval(), ModelConfig(name="no-embed", architecture="qa_no_embed"), "memory")
+    rows = []
+    for seed in range(6):
+        planted_image(seed, 64)[0].save(tmp_path / f"{seed}.png")
+        rows.append({"uri": str(tmp_path / f"{seed}.png"), "label": ("real", "ai")[seed % 2]})
+    assert report_figures(model, pd.DataFrame(rows), tmp_path / "figures") == []
+    assert "no explanation figures: no-embed: embeddings need the network's embed" in caplog.text
+
+
 @pytest.mark.parametrize("method", ["gradcam", "cam"])
 def test_token_features_are_named_as_the_reason_not_a_traceback(method):
     """A ViT-style forward_features of (N, L, C) tokens: pytorch-grad-cam raised 'Invalid grads shape'."""

@@ -271,14 +271,13 @@ class ReportFigures:
         self._rows: dict[str, int] = {}  # uri -> its row, until added
         try:
             rows = manifest_df.drop_duplicates("uri") if "uri" in manifest_df else manifest_df  # no uri: the run says so
-            self._run = _EmbeddingRun(self.model, rows, str(self.out), color_by=("label", "source", "generator"), seed=seed,
-                                      extremes=examples)  # the examples kept as scored: a URL read again could differ
-            self._embedder = Embedder(self.model, len(self._run.rows), thumbnails=self._run.thumbnails,
-                                      extremes=self._run.extremes)
+            run = _EmbeddingRun(self.model, rows, str(self.out), color_by=("label", "source", "generator"), seed=seed,
+                                extremes=examples)  # the examples kept as scored: a URL read again could differ
+            self._embedder = Embedder(self.model, len(run.rows), thumbnails=run.thumbnails, extremes=run.extremes)
         except ConfigError as exc:
             log.warning("the report has no explanation figures: %s", exc)
             return
-        self._rows = {uri: i for i, uri in enumerate(self._run.rows["uri"])}
+        self._run, self._rows = run, {uri: i for i, uri in enumerate(run.rows["uri"])}
 
     def uris(self) -> list[str]:
         """The uris to add, each once."""
