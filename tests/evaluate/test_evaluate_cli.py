@@ -299,9 +299,10 @@ def test_evaluate_logo_audits_each_folds_unseen_images_for_shortcuts(tmp_path, m
 
     from fakescope.data import audit
 
-    inspected, inspect = [], audit.inspect_image
+    inspected, inspect, audits_read, map_images = [], audit.inspect_image, [], audit.map_images
     monkeypatch.setattr(audit, "inspect_image",
                         lambda data, name="", decoded=None: inspected.append(name) or inspect(data, name, decoded))
+    monkeypatch.setattr(audit, "map_images", lambda fn, uris, **kw: audits_read.extend(uris) or map_images(fn, uris, **kw))
 
     def jpeg_g1(frame):  # g1's images JPEGs, every other image a PNG: the format alone tells g1 from the reals
         for i in frame.index[frame["generator"] == "g1"]:
@@ -321,6 +322,7 @@ def test_evaluate_logo_audits_each_folds_unseen_images_for_shortcuts(tmp_path, m
     assert runs["g1"]["shortcuts"]["inspected"] == {"ai": 6, "real": 4}  # g1's images and the test reals
     assert (runs["g1"]["n_unseen"], runs["g1"]["n_real"]) == (6, 4)
     assert len(inspected) == len(set(inspected)) == 6 + runs["g2"]["shortcuts"]["inspected"]["ai"] + 4
+    assert audits_read == []  # g2's test images, kept unread from fold g1 for fold g2, were read by g2's audit
     assert ("    interval: only 6 ai and 4 real image(s): with fewer than 10 of a label the bootstrap intervals "
             "understate the uncertainty (a perfect ranking of 3 and 3 gets AUC [1, 1])") in result.output.splitlines()
     assert len(warnings) == sum(len(r["shortcuts"]["flagged"]) for r in runs.values())

@@ -108,13 +108,16 @@ def leave_one_generator_out(
         check_out(run_cfg)
     results, test = [], ReadOnce(rows.loc[rows["split"] == "test", "uri"])  # every fold scores the test images
     test_reals = (rows["label"] == "real") & (rows["split"] == "test")
-    reals, found = frozenset(rows.loc[test_reals, "uri"]), {}  # found: the test reals' inspections, for every fold
-    for gen, run_cfg in runs.items():
-        held = (rows["label"] == "ai") & (rows[by] == gen)
+    held_out = {gen: (rows["label"] == "ai") & (rows[by] == gen) for gen in runs}
+    samples = [shortcut_sample(rows[held_out[gen] | test_reals]) if audit else None for gen in runs]  # drawn up front
+    wanted = [frozenset(sample.rows["uri"]) if sample else frozenset() for sample in samples]
+    found = {}  # inspections a later fold's audit wants of test images, which `test` keeps unread for it
+    for k, ((gen, run_cfg), sample) in enumerate(zip(runs.items(), samples)):
+        held = held_out[gen]
         saved = train(run_cfg, rows[~held].reset_index(drop=True), progress=progress)
         model = load_model(Path(run_cfg.out) / "model", device=resolve_device(cfg.device))
-        sample = shortcut_sample(rows[held | test_reals]) if audit else None  # inspected as scoring reads it
-        inspections = Inspections(frozenset(sample.rows["uri"]) if sample else frozenset(), found)
+        later = frozenset().union(*wanted[k + 1:]) & test.keep  # the test reals, and later folds' held test images
+        inspections = Inspections(wanted[k] | later, found)  # inspected as scoring reads them
         # test rows plus every held-out image: "all" images of a seen generator are then its test images
         scored = score_unseen(model, rows[held | (rows["split"] == "test")], present, cfg, by=by, intervals=[gen],
                               images=test, inspections=inspections).set_index("held_out")  # the others' AUCs only
@@ -124,7 +127,7 @@ def leave_one_generator_out(
         row["auc_seen_test"] = saved.metrics.get("test", {}).get("overall", {}).get("auc", float("nan"))
         row["shortcuts"] = audit_rows(sample, run_cfg.augment, provenance=False, progress=progress,
                                       inspections=inspections) if sample else None  # reads none
-        found = {uri: info for uri, info in found.items() if uri in reals}  # the held images' are done with
+        found = {uri: info for uri, info in found.items() if uri in later}  # this fold's own are done with
         row.update({AUC_PREFIX + g: scored.loc[g, "auc_all"] for g in present})
         row.update({COUNT_PREFIX + g: int(scored.loc[g, "n_unseen"]) for g in present})
         results.append(row)
