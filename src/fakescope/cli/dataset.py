@@ -104,7 +104,7 @@ def merge(
         from fakescope.data import merge_manifests, write_manifest
         from fakescope.data.manifest import manifest_files, refuse_overwrite
 
-        refuse_overwrite(manifest_files(out, csv_copy=csv_copy)[1:], manifests)  # --out itself may update an input
+        refuse_overwrite(manifest_files(out, csv_copy=csv_copy), manifests, updated=out)  # --out may update an input
         frame = merge_manifests(manifests, max_distance=max_distance, workers=workers, progress=show_progress(progress))
         write_manifest(frame, out, csv_copy=csv_copy)
         counts = ", ".join(f"{label}: {n}" for label, n in frame["label"].value_counts().sort_index().items())
@@ -140,7 +140,7 @@ def split(
         from fakescope.data.splits import rehash_manifest
 
         # a name no command reads as a manifest, or a .csv copy over the input: refused before hashing
-        refuse_overwrite(manifest_files(out or manifest, csv_copy=csv_copy)[1:], [manifest])
+        refuse_overwrite(manifest_files(out or manifest, csv_copy=csv_copy), [manifest], updated=out or manifest)
         shares = _ratios(ratios)
         listed = read_manifest(manifest)
         resolved = resolve_uris(listed, manifest)

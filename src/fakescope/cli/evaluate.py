@@ -79,6 +79,7 @@ def evaluate(
     from fakescope.evaluate.metrics import few_images_note
     from fakescope.evaluate.shortcuts import warning_lines
     from fakescope.evaluate.slices import not_sliced_line
+    from fakescope.io.storage import require_out_folder
     from fakescope.models.bundle import DEFAULT_MODEL
 
     with clean_errors():
@@ -90,6 +91,7 @@ def evaluate(
                               "with --model MODEL")
         check_split(split)
         check_bootstrap(bootstrap)
+        require_out_folder(out)  # a file, or read-only: refused now, not once every image is scored
         chosen, sliced = _names(perturbations, "--perturbations"), _names(attributes, "--attributes")
         extras, written = [_figure_pair(f) for f in figure or []], []
         import matplotlib  # noqa: F401 - the report's figures need it: missing, fail before scoring, not after

@@ -42,11 +42,13 @@ def explain(
     from fakescope.io.inputs import iter_sources, path_text
 
     with clean_errors(extra="explain"):
+        from fakescope.io.storage import require_out_folder
+
+        require_out_folder(out)  # before the seconds the model code takes to import
         from fakescope.errors import ConfigError
         from fakescope.explain import DEFAULT_METHODS, explain_image, unsupported
-        from fakescope.explain.report import overlay_name, require_out_folder
+        from fakescope.explain.report import overlay_name
 
-        require_out_folder(out)
         named: dict[str, str] = {}
         for source in iter_sources(inputs):
             named.setdefault(overlay_name(source), source)  # an image named twice (x.png ./x.png) is explained once

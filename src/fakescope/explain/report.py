@@ -40,6 +40,7 @@ from fakescope.io import storage
 from fakescope.io.fetch import is_url, shown_source, source_stem
 from fakescope.io.image import load_source
 from fakescope.io.inputs import path_text
+from fakescope.io.storage import require_out_folder
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.train.augment import neutralize, recipe_preprocessing
 from fakescope.train.dataset import read_source
@@ -108,17 +109,6 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
         scale = "P(ai) of each tile" if method == "tiles" else "relative evidence of ai"
         files[method] = save_overlay(overlay_file(out, name, method), image, heat, caption, scale_label=scale)
     return ExplainedImage(source, detection.probability, detection.verdict, files, skipped)
-
-
-def require_out_folder(out: str) -> None:
-    """Refuse, before any work, a local `out` that is a file: writing into it fails only after every image is done.
-
-    Raises:
-        ConfigError: `out` is an existing file.
-    """
-    local = out.removeprefix("file://")
-    if not storage.is_remote(out) and os.path.exists(local) and not os.path.isdir(local):
-        raise ConfigError(f"{path_text(out)} is a file, not a folder to write into")
 
 
 @dataclass(frozen=True)

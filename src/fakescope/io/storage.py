@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from fakescope.errors import StorageError
+from fakescope.errors import ConfigError, StorageError
 
 REMOTE_SCHEMES = ("s3", "gdrive")
 DOING = {"read": "reading", "write": "writing", "check": "checking", "list": "listing"}
@@ -94,6 +94,33 @@ def join(uri: str, *parts: str) -> str:
 def absolute(uri: str) -> str:
     """A plain local path made absolute, so a manifest naming it works from any folder; URIs stay as they are."""
     return uri if "://" in uri else os.path.abspath(uri)
+
+
+def unwritable(folder: str) -> str | None:
+    """The folder that keeps new files out of local `folder` (it, or the nearest folder above it where it is still to
+    be made), checked before any work: None when this process may write there, and for remote folders (unchecked)."""
+    if is_remote(folder):
+        return None
+    path = os.path.abspath(folder.removeprefix("file://"))
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return None if os.access(path, os.W_OK | os.X_OK) else path
+
+
+def require_out_folder(out: str) -> None:
+    """Refuse, before any work, a local `out` that is a file or takes no new file (read-only): writing into it fails
+    only after every image is done.
+
+    Raises:
+        ConfigError: `out` is an existing file, or this process may not write in it.
+    """
+    from fakescope.io.inputs import path_text  # a name that is not UTF-8, shown as any output shows it
+
+    local = out.removeprefix("file://")
+    if not is_remote(out) and os.path.exists(local) and not os.path.isdir(local):
+        raise ConfigError(f"{path_text(out)} is a file, not a folder to write into")
+    if blocked := unwritable(out):
+        raise ConfigError(f"cannot write into {path_text(out)}: no permission to write in {path_text(blocked)}")
 
 
 def get_storage(uri: str) -> Storage:
