@@ -276,6 +276,15 @@ def test_empty_folder_is_a_clear_error(tmp_path):
         build_from_folders(str(tmp_path))
 
 
+@pytest.mark.parametrize("name", ["misspelt", "photo.jpg"])
+def test_a_missing_folder_or_a_file_is_named_as_such(tmp_path, name):
+    """Both were 'no images under X/real or X/fake', as if X were an empty folder."""
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8")
+    what = "a file, not a folder" if name == "photo.jpg" else "no such folder"
+    with pytest.raises(ConfigError, match=f"^{tmp_path / name}: {what}; expected a folder with real/ and fake/"):
+        build_from_folders(str(tmp_path / name))
+
+
 @pytest.mark.parametrize("style", ["ffhq", "v7"])
 def test_ffhq_json_listing_styles(faces_layout, tmp_path, style):
     names = ["r001.jpg", "r002.jpg", "r999.jpg"]

@@ -79,6 +79,10 @@ def build_from_folders(
             else:
                 jobs.append((uri, label, collection, group or default_generator))
     if not jobs:
+        local = root.removeprefix("file://")
+        if not storage.is_remote(root) and not os.path.isdir(local):  # a mistyped name, or a file: said as such
+            what = "a file, not a folder" if os.path.exists(local) else "no such folder"
+            raise ConfigError(f"{root}: {what}; expected a folder with real/ and fake/ (or ai/)")
         raise ConfigError(f"no images under {root}/real or {root}/fake (or {root}/ai)")
     frame = _describe_all(jobs, workers, progress)
     return _keep_skipped(validate_manifest(_pair_by_name(frame)), frame)
