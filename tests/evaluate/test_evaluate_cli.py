@@ -143,7 +143,9 @@ def test_unreadable_images_are_counted_on_the_console(small_manifest, tmp_path):
                                  "--no-robustness", "--bootstrap", "0", "--no-provenance", "--device", "cpu"])
     assert result.exit_code == 1, result.output  # the report is written; the exit status says an input failed
     assert (tmp_path / "out" / "report.html").is_file()
-    assert "n=4 " in result.output and f"1 image(s) left out (unreadable or no finite score), listed in the report: {tmp_path / 'gone.png'}" in result.output
+    assert "n=4 " in result.output  # the one left out, with why, and no "..." as if more were
+    assert (f"  1 image(s) left out (unreadable or no finite score), listed in the report: {tmp_path / 'gone.png'} "
+            "(no such file)\n") in result.output
 
 
 def test_evaluate_errors_are_one_line(small_manifest, tmp_path):

@@ -128,8 +128,9 @@ def evaluate(
     if report.slices["not_sliced"]:
         typer.echo(f"  {not_sliced_line(report.slices['not_sliced'])}")
     if report.failures:
+        first, more = report.failures[0], ", ..." if len(report.failures) > 1 else ""  # no "..." after the only one
         typer.echo(f"  {len(report.failures)} image(s) left out (unreadable or no finite score), listed in the report: "
-                   f"{report.failures[0]['uri']}, ...")
+                   f"{first['uri']} ({first['error']}){more}")
     for path in [*paths.values(), *written]:
         typer.echo(f"wrote {path}")
     raise typer.Exit(1 if report.failures else 0)
