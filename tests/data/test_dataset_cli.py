@@ -46,10 +46,13 @@ def test_build_summary_counts_the_files_it_skipped(faces_layout, tmp_path):
     os.symlink(faces_layout / "real", root / "real", target_is_directory=True)
     (root / "fake" / "cut.jpg").write_bytes((faces_layout / "fake" / "stylegan2" / "f000.jpg").read_bytes()[:40])
     (root / "fake" / "text.png").write_bytes(b"not an image")
+    (root / "fake" / "zero.jpg").write_bytes(b"")  # was "not a readable image (unrecognised format)"
     shutil.copy(faces_layout / "fake" / "stylegan2" / "f001.jpg", root / "fake" / "ok.jpg")
     built = runner.invoke(app, ["dataset", "build", str(root), "-o", str(tmp_path / "m.parquet")])
     assert built.exit_code == 0, built.output
-    assert f"18 images (ai: 1, real: 17), 2 skipped: 1 not a readable image, 1 not an image; manifest {tmp_path / 'm.parquet'}" in built.output
+    assert (f"18 images (ai: 1, real: 17), 3 skipped: 1 not a readable image, 1 not an image, 1 empty file; manifest "
+            f"{tmp_path / 'm.parquet'}") in built.output
+    assert f"warning: skipping {root / 'fake' / 'zero.jpg'}: empty file\n" in built.stderr
     clean = runner.invoke(app, ["dataset", "build", str(faces_layout), "-o", str(tmp_path / "all.parquet")])
     assert clean.output.startswith("34 images (ai: 17, real: 17); manifest")
 

@@ -58,10 +58,13 @@ def describe_image(data: bytes) -> dict[str, object]:
     only the header.
 
     Raises:
-        ImageLoadError: The bytes are not an image Pillow can open, or declare over twice `MAX_PIXELS` (`pixel_limit`).
+        ImageLoadError: The bytes are empty, not an image Pillow can open, or declare over twice `MAX_PIXELS`
+            (`pixel_limit`).
     """
     from PIL import Image, UnidentifiedImageError
 
+    if not data:  # as decoding says it (a half-copied or failed download), not "unrecognised format"
+        raise ImageLoadError("empty file")
     try:
         with pixel_limit(), Image.open(io.BytesIO(data)) as image:
             width, height = upright_size(image)
