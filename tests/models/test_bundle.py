@@ -118,6 +118,10 @@ def test_broken_model_files_fail_cleanly(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"definitely not safetensors")
     with pytest.raises(ModelLoadError, match="not a safetensors file"):
         load_model(tmp_path / "junk.safetensors")
+    (tmp_path / "detector.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")  # an export's first bytes: was "header too large"
+    with pytest.raises(ModelLoadError, match=r"detector.onnx: an ONNX export, not a model: give the model folder or its "
+                                             r"model.safetensors \(--runtime onnx exports"):
+        load_model(tmp_path / "detector.onnx")
     save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
     with pytest.raises(ModelLoadError, match="no fakescope config"):
         load_model(tmp_path / "plain.safetensors")

@@ -284,6 +284,9 @@ def _config_from_header(weights: Path) -> ModelConfig:
         with safe_open(weights, framework="numpy") as f:  # the header only: "pt" would import torch
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as exc:
+        if weights.suffix.lower() == ".onnx":  # `fakescope export --onnx`'s file: the safetensors reason says nothing
+            raise ModelLoadError(f"{weights}: an ONNX export, not a model: give the model folder or its "
+                                 f"{WEIGHTS_FILE} (--runtime onnx exports and caches the network itself)") from None
         raise ModelLoadError(f"{weights}: not a safetensors file ({exc})") from None
     if _HEADER_KEY not in meta:
         raise ModelLoadError(f"{weights}: no fakescope config in the file and no {CONFIG_FILE} beside it")
