@@ -217,3 +217,22 @@ def test_another_typer_app_in_the_process_renders_and_errors_as_plain_typer_does
                                    timeout=60) for order in ("plain", "after-fakescope"))
     assert plain.returncode == after.returncode == 0 and plain.stderr == after.stderr == "", (plain.stderr, after.stderr)
     assert plain.stdout.count("Usage:") == 8 and after.stdout == plain.stdout
+
+
+def _verbs(typer_app: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    verbs = [(*prefix, c.name or c.callback.__name__.replace("_", "-")) for c in typer_app.registered_commands]
+    for group in typer_app.registered_groups:
+        verbs += _verbs(group.typer_instance, (*prefix, group.name))
+    return verbs
+
+
+@pytest.mark.parametrize("verb", _verbs(app), ids=" ".join)
+def test_each_verbs_description_wraps_to_the_terminal(verb):
+    """Typer's rich help kept the docstrings' line breaks, made at 113 columns: at 80 a sentence broke after
+    `record with an`, a line short of the width. Now a line ends early only where its paragraph does, or before an
+    indented example line or a bullet."""
+    shown = CliRunner().invoke(app, [*verb, "-h"], env={"COLUMNS": "80"}).stdout
+    lines = [line.rstrip() for line in shown.split("╭")[0].splitlines()]
+    for line, after in zip(lines, lines[1:], strict=False):
+        if line and after and after[1] != " " and not after.startswith(" - "):
+            assert len(line) + 1 + len(after.split()[0]) > 79, f"{line!r} ends before the width:\n{shown}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import sys
@@ -90,8 +91,20 @@ def _configure(
         package.addHandler(_StderrWarnings(logging.WARNING))
 
 
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Each verb's docstring with its paragraphs' line breaks made spaces, for the terminal to wrap: Typer's rich
+    help keeps every break, so lines broken at 113 columns in the source came out ragged at 80 (`record with an`,
+    then `` `error`), ``). Indented lines (an example block), bullets and blank lines keep their breaks."""
+    for command in typer_app.registered_commands:
+        text = command.help or inspect.getdoc(command.callback) or ""
+        command.help = re.sub(r"(?<!\n)\n(?!\s|[-*] )", " ", text)
+    for group in typer_app.registered_groups:
+        _reflow_help(group.typer_instance)
+
+
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)
+_reflow_help(app)
 
 
 def main() -> None:
