@@ -518,6 +518,7 @@ def test_scan_cli_resumes_and_reports_failures(image_folder, tmp_path):
     nothing = runner.invoke(app, ["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "none.parquet")])
     assert nothing.exit_code == 2 and nothing.stderr.startswith("error: no input images found: ")  # as detect says
     assert len(nothing.stderr.splitlines()) == 1
+    assert not (tmp_path / "none.parquet").exists()  # was left behind, an empty folder
 
 
 def test_a_missing_file_is_an_error_row_that_does_not_repeat_its_path(tmp_path, detector):

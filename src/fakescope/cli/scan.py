@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from enum import Enum
 from typing import Annotated
@@ -90,6 +91,11 @@ def scan(
                            threshold=threshold, runtime=runtime.value, grid=grid, threads=threads,
                            precision=precision.value, compile=compile_network, decode=decode.value)
     with clean_errors():
+        listed = scan_sources(sources)
+        first = next(listed, None)
+        if first is None:  # said before the model loads and --out is made (it was left behind, empty)
+            raise no_images()
+        listed = itertools.chain([first], listed)
         if engine is Engine.ray:
             if progress:  # Ray Data's own bars: shown with its log lines, or not at all
                 from fakescope.errors import ConfigError
@@ -98,7 +104,7 @@ def scan(
                                   "Ray Data's progress")
             from fakescope.scale.ray_scan import ray_scan
 
-            summary = ray_scan(scan_sources(sources), out, address=address, actors=actors,
+            summary = ray_scan(listed, out, address=address, actors=actors,
                                gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, batch_size=batch_size, verbose=verbose,
                                **detector_kwargs)
         else:
@@ -106,7 +112,7 @@ def scan(
             from fakescope.scale.scan import scan as run
 
             detector = Detector.load(batch_size=batch_size, progress=show_progress(progress), **detector_kwargs)
-            summary = run(with_progress(scan_sources(sources), progress), out, detector, rows_per_part=rows_per_part)
+            summary = run(with_progress(listed, progress), out, detector, rows_per_part=rows_per_part)
     if not summary.scanned and not summary.skipped:
         raise no_images()
     seconds = time.perf_counter() - start
