@@ -420,6 +420,21 @@ def test_models_push_refuses_a_repo_id_the_hub_would_in_one_line_of_its_own(tiny
                              "neither starting nor ending with '-' or '.')\n")
 
 
+def test_push_without_a_token_says_so_before_sending_anything(tiny_model_dir, unreachable_hub, monkeypatch, tmp_path):
+    """It went to the Hub, which refused it (or, offline, named the connection error)."""
+    from huggingface_hub import constants
+
+    from fakescope.cli import app
+
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))  # no `hf auth login` token (read at import)
+    monkeypatch.chdir(tmp_path)  # no .env above it either
+    result = CliRunner().invoke(app, ["models", "push", str(tiny_model_dir), "owner/name"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == ("error: no Hugging Face token: set HF_TOKEN (a token with write access) in the environment "
+                             "or a .env file, or run `hf auth login`\n")
+
+
 def test_push_refuses_a_folder_without_a_model(tmp_path, unreachable_hub):
     with pytest.raises(ModelLoadError, match=f"no {WEIGHTS_FILE} inside"):
         push_model(tmp_path, "owner/name")

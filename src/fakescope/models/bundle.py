@@ -171,11 +171,12 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     the repo never holds new weights beside an old config. Returns the repo URL.
 
     Raises:
-        ConfigError: `repo_id` is no Hub repo id (checked before anything is read or sent).
+        ConfigError: `repo_id` is no Hub repo id (checked before anything is read or sent), or no token is set
+            (checked before anything is sent).
         UnknownModelError, ModelLoadError: no such model, or the folder holds no loadable model.
         StorageError: the Hub refused the upload or could not be reached.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
@@ -193,6 +194,9 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
     readme = card.read_text() if card.is_file() else f"# {config.name}\n\nA fakescope detector ({config.architecture}).\n"
     front = f"---\nlicense: {config.license.lower()}\nlibrary_name: fakescope\ntags: [ai-image-detection, fakescope]\n---\n"
     token = token or os.environ.get("HF_TOKEN")
+    if not (token or get_token()):  # none in .env, the environment or `hf auth login`'s file: the Hub would refuse
+        raise ConfigError("no Hugging Face token: set HF_TOKEN (a token with write access) in the environment or a "
+                          ".env file, or run `hf auth login`")
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
