@@ -57,6 +57,17 @@ def test_build_summary_counts_the_files_it_skipped(faces_layout, tmp_path):
     assert clean.output.startswith("34 images (ai: 17, real: 17); manifest")
 
 
+def test_a_missing_attribute_table_is_refused_before_any_image_is_read(image_factory, tmp_path):
+    """It was found missing only after every image had been read (hours for a large set)."""
+    image_factory.file(tmp_path / "set" / "real" / "a.png")
+    (tmp_path / "set" / "real" / "text.jpg").write_bytes(b"not an image")  # read, it would be skipped with a warning
+    missing = tmp_path / "ffhq_atributes.csv"
+    built = runner.invoke(app, ["dataset", "build", str(tmp_path / "set"), "-o", str(tmp_path / "m.parquet"),
+                                "--attributes", str(missing)])
+    assert (built.exit_code, built.stdout, built.stderr) == (2, "", f"error: {missing}: no such file or folder\n")
+    assert not (tmp_path / "m.parquet").exists()
+
+
 def test_strict_audit_fails_on_a_split_leak_as_on_a_shortcut(clean_layout, tmp_path):
     manifest = str(tmp_path / "clean.csv")
     assert runner.invoke(app, ["dataset", "build", str(clean_layout), "-o", manifest]).exit_code == 0

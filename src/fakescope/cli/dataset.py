@@ -66,8 +66,11 @@ def build(
         from fakescope.data.build import skipped
         from fakescope.data.manifest import manifest_files, refuse_overwrite
         from fakescope.errors import ConfigError
+        from fakescope.io import storage
 
         refuse_overwrite(manifest_files(out, csv_copy=csv_copy), [src, *([attributes] if attributes else [])])
+        if attributes:
+            storage.size(attributes)  # a mistyped table name: said now, not once every image has been read
         if src.lower().endswith(".json"):
             if images is None:
                 raise ConfigError("--images is required with an FFHQ-style .json listing")
