@@ -11,6 +11,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import re
 import sys
 from typing import Annotated, Any
 
