@@ -246,3 +246,19 @@ def test_a_proxy_that_cannot_be_reached_is_transient_and_named(proxy_env, scheme
         fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,))
     assert str(error.value) == (f"the proxy for {scheme}:// URLs ({scheme.upper()}_PROXY or ALL_PROXY) could not be "
                                 "reached ([Errno 111] Connection refused)")
+
+
+@pytest.mark.parametrize("via", [False, True])
+def test_a_host_name_in_unicode_is_fetched_by_its_idna_name(drip, proxy_env, via):
+    """`http://bücher.test/...` raised a bare UnicodeEncodeError (its name went into the `Host` header as written, which
+    takes ASCII): it is resolved, named to the server (and proxy) and checked in TLS as `xn--bcher-kva.test`."""
+    resolve = socket.getaddrinfo
+    proxy_env.setattr(socket, "getaddrinfo", lambda host, *a, **k: resolve(  # as the system's resolver is asked it
+        "127.0.0.1" if host.encode("idna") == b"xn--bcher-kva.test" else host, *a, **k))
+    port = drip.rpartition(":")[2]
+    url = f"http://bücher.test:{port}"
+    with forward_proxy() as proxy:
+        if via:
+            proxy_env.setenv("HTTP_PROXY", proxy.url)
+        assert fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,)) == b"x" * BODY
+    assert proxy.asked == ([f"GET {drip}/now.png HTTP/1.1 Host: xn--bcher-kva.test:{port}"] if via else [])

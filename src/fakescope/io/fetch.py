@@ -272,15 +272,18 @@ def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float
         raise URLRefused(f"not a valid URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise URLRefused(f"only http:// and https:// URLs can be fetched, not {parts.scheme or 'schemeless'}: ones")
-    host = parts.hostname
-    if not host:
+    if not parts.hostname:
         raise URLRefused("the URL has no host")
+    try:  # a Unicode host name IDNA-encoded (`bücher.example`: `xn--bcher-kva.example`), as DNS, TLS and `Host` take it
+        named = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise URLRefused(f"not a valid URL ({exc})") from None
+    host, authority = named.raw_host.decode("ascii"), named.netloc.decode("ascii")
     address = _public_address(host, port or (443 if parts.scheme.lower() == "https" else 80),
                               exempt=origin(url) in trusted_origins, deadline=deadline, timeout=timeout)
     netloc = f"[{address}]" if ":" in address else address
     if port:
         netloc += f":{port}"
-    authority = parts.netloc.rpartition("@")[2]
     proxy = _proxy(parts.scheme.lower(), authority)
     sender = client(proxy, host, address)
     try:
