@@ -6,6 +6,7 @@ import json
 import os
 import re
 import stat
+import time
 
 import pandas as pd
 import pyarrow as pa
@@ -683,7 +684,7 @@ def test_dropping_superseded_rows_reads_again_only_the_parts_holding_transient_r
 
     out = tmp_path / "out"
     out.mkdir()
-    run = records.run_id()
+    run = records.run_id(out)
     tables = [_rows((f"/img/{i}.jpg", None)) for i in range(20)]  # scored alone: not read again
     tables[3] = _rows(("/img/x.jpg", "transient"), ("/img/3.jpg", None))  # x: scored in part 9 by a run that stopped
     tables[9] = _rows(("/img/x.jpg", None), ("/img/9.jpg", None))
@@ -725,3 +726,18 @@ def test_the_newest_of_several_transient_rows_of_a_source_is_kept_whatever_the_r
     contents = read_folder(out)
     assert drop_superseded(out, contents, part_files(out)) == 2
     assert pd.read_parquet(out)["error"].tolist() == ["second"]
+
+
+def test_a_run_after_the_clock_was_set_back_still_names_its_parts_after_every_earlier_part(tmp_path):
+    """Names began with the wall clock alone: once it was set back (or the folder came from a machine whose clock ran
+    ahead), a new run's parts sorted before older ones, so its transient row lost to the older one it supersedes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    ahead = out / f"part-t{time.time_ns() + 3600 * 10**9:020d}-abcdef-00000.parquet"  # an hour ahead of this clock
+    write_part(_rows(("https://a.example/x.png", "transient")), ahead)
+    with _PartWriter(out, rows_per_part=10) as writer:
+        writer.write(pa.Table.from_pylist([{"path": "https://a.example/x.png", "error": "now", "error_kind": "transient"}],
+                                          schema=SCHEMA))
+    assert part_files(out)[0] == ahead
+    assert read_results(out)["error"].tolist() == ["now"]
+    assert drop_superseded(out, read_folder(out), [ahead]) == 1 and pd.read_parquet(out)["error"].tolist() == ["now"]

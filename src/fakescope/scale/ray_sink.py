@@ -20,7 +20,7 @@ class PartSink(Datasink):
     folder's columns (`writing_schema`)."""
 
     def __init__(self, folder: Path, schema: pa.Schema):
-        self.folder, self.schema, self.run = folder, schema, run_id()  # on the driver: one clock
+        self.folder, self.schema, self.run = folder, schema, run_id(folder)  # on the driver: one clock
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> None:
         tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]

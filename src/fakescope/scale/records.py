@@ -17,6 +17,7 @@ import errno
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator
@@ -56,6 +57,8 @@ ADDED_COLUMNS = ("caveat", "error_kind")
 PART_SUFFIX = ".parquet"
 JOURNAL_SUFFIX = ".arrows"
 TEMP_SUFFIX = ".tmp"
+_STAMPED = re.compile(r"part-t(\d{20})-")
+"""A part name's clock reading (`run_id`)."""
 FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".txt", ".xlsx", ".arrow", ".feather")
 """Names that say a file: an --out that ends so and does not exist yet is refused rather than made a folder."""
 RESUME_COLUMNS = ["path", "model", "threshold"]
@@ -122,11 +125,13 @@ def results_folder(out: str | os.PathLike) -> Path:
     return folder
 
 
-def run_id() -> str:
-    """What one run's part names start with (`part-<run_id>-00000.parquet`): `t`, the wall clock in nanoseconds (20
-    digits) and 6 random hex digits, so that name order is the order runs began in, and follows every name of versions
-    that began it with 12 random hex digits (`t` sorts after `f`)."""
-    return f"t{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+def run_id(out: str | Path) -> str:
+    """What one run's part names in the results folder `out` start with (`part-<run_id>-00000.parquet`): `t`, the wall
+    clock in nanoseconds (20 digits), or just after the newest part's where that is later (a clock set back since, a
+    folder from a machine whose clock ran ahead), and 6 random hex digits, so that name order is the order runs began
+    in, and follows every name of versions that began it with 12 random hex digits (`t` sorts after `f`)."""
+    newest = max((int(m[1]) for p in part_files(out) if (m := _STAMPED.match(p.name))), default=0)
+    return f"t{max(time.time_ns(), newest + 1):020d}-{uuid.uuid4().hex[:6]}"
 
 
 def part_files(out: str | Path) -> list[Path]:

@@ -148,7 +148,7 @@ class _PartWriter:
 
     def __init__(self, out: Path, rows_per_part: int):
         self.out, self.rows_per_part = out, rows_per_part
-        self.run = run_id()  # its parts' names follow those of earlier runs
+        self.run = run_id(out)  # its parts' names follow those of earlier runs
         self.index = 0
         self.rows = 0
         self.sink: pa.OSFile | None = None
