@@ -262,3 +262,19 @@ def test_a_host_name_in_unicode_is_fetched_by_its_idna_name(drip, proxy_env, via
             proxy_env.setenv("HTTP_PROXY", proxy.url)
         assert fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,)) == b"x" * BODY
     assert proxy.asked == ([f"GET {drip}/now.png HTTP/1.1 Host: xn--bcher-kva.test:{port}"] if via else [])
+
+
+def test_a_tls_handshake_due_past_the_deadline_closes_its_connection(drip):
+    """httpcore leaves closing a connection whose TLS handshake failed to the stream (`SyncStream.start_tls` does): one
+    refused before the handshake, the deadline having passed since the connect, stayed open."""
+    import httpcore
+
+    from fakescope.io._deadline import DeadlineBackend
+
+    backend = DeadlineBackend(time.monotonic() + 5)
+    stream = backend.connect_tcp("127.0.0.1", int(drip.rpartition(":")[2]))
+    connection = stream.get_extra_info("socket")
+    backend.deadline = time.monotonic()
+    with pytest.raises(httpcore.ConnectTimeout):
+        stream.start_tls(ssl.create_default_context(), "images.test")
+    assert connection.fileno() == -1

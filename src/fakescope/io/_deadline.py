@@ -76,7 +76,11 @@ class DeadlineStream(httpcore.NetworkStream):
         self._stream.close()
 
     def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
-        wait = self._backend.wait(timeout, httpcore.ConnectTimeout)
+        try:
+            wait = self._backend.wait(timeout, httpcore.ConnectTimeout)
+        except httpcore.ConnectTimeout:
+            self._stream.close()  # httpcore leaves that to a stream whose handshake fails, as `SyncStream`'s closes
+            raise
         name = self._backend.names.get(server_hostname, server_hostname)
         return DeadlineStream(self._stream.start_tls(ssl_context, name, wait), self._backend)
 
