@@ -27,7 +27,7 @@ BODY = 40
 class _Drip(BaseHTTPRequestHandler):
     """Sends its 40-byte body a byte every 0.1 s (each read is quick, the whole is not), as the type the request's path
     ends in (`/page.html`: text/html); `/stall.png` a byte every 0.8 s, `/head.png` its headers a byte every 0.3 s,
-    `/now.png` all at once; `/to/HOST/PATH` redirects to `/PATH` on HOST at this port, keeping the connection open."""
+    `/now.png` all at once, `/407.png` a 407 as a proxy would; `/to/HOST/PATH` redirects to `/PATH` on HOST at this port, keeping the connection open."""
 
     def log_message(self, *args) -> None:
         pass
@@ -38,6 +38,9 @@ class _Drip(BaseHTTPRequestHandler):
             self.wfile.write(f"HTTP/1.1 302 Found\r\nLocation: //{host}:{self.server.server_address[1]}/{path}\r\n"
                              "Content-Length: 0\r\n\r\n".encode())
             self.close_connection = False
+            return
+        if self.path == "/407.png":
+            self.wfile.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
             return
         head = (f"HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\nContent-Type: "
                 f"{'text/html; charset=utf-8' if self.path.endswith('.html') else 'image/png'}\r\n\r\n").encode()
@@ -278,3 +281,16 @@ def test_a_tls_handshake_due_past_the_deadline_closes_its_connection(drip):
     with pytest.raises(httpcore.ConnectTimeout):
         stream.start_tls(ssl.create_default_context(), "images.test")
     assert connection.fileno() == -1
+
+
+def test_a_407_from_the_server_inside_a_tunnel_is_the_servers(tls, proxy_env):
+    """Every 407 through a proxy was the proxy's, though inside a CONNECT tunnel only the server answers (the proxy's
+    own 407 to the CONNECT is an `httpx.ProxyError`): it blamed HTTPS_PROXY's credentials for the server's answer."""
+    context, cert = tls
+    proxy_env.setenv("SSL_CERT_FILE", cert)
+    with _serving(context) as origin, forward_proxy() as proxy:
+        proxy_env.setenv("HTTPS_PROXY", proxy.url)
+        url = origin.replace("127.0.0.1", "images.test")
+        with pytest.raises(FetchError) as error:
+            fetch_public(url + "/407.png", max_bytes=1 << 20, timeout=5, trusted=(url,))
+    assert str(error.value) == "HTTP Error 407: Proxy Authentication Required" and len(proxy.asked) == 1

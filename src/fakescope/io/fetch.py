@@ -220,7 +220,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                     if answer.is_redirect and "location" in answer.headers:
                         url = _redirected(url, answer.headers["location"])
                         continue
-                    if answer.status_code == 407 and proxied:  # the proxy's own (another status may be the server's)
+                    # the proxy's own 407 (in a CONNECT tunnel only the server answers; another status may be the server's)
+                    if answer.status_code == 407 and proxied and request.url.scheme == "http":
                         raise _proxy_failed(request.url.scheme, f"407 {answer.reason_phrase}")
                     if answer.status_code >= 400:
                         error = TransientFetchError if answer.status_code in TRANSIENT_STATUSES else FetchError
