@@ -188,7 +188,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
             (`FetchTooLarge`), or a fetch past `timeout`
             (a server dripping its body would otherwise hold it for as long as it likes). `TransientFetchError` for
             those that may pass: timeouts (resolving a host too), network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`
-            (the proxy's too: 502, 503, 504 to a `CONNECT`), a proxy that could not be reached.
+            (the proxy's too, to a `CONNECT`: 502, 503, 504 when its upstream is down), a proxy that could not be reached.
     """
     import httpx
 
