@@ -42,6 +42,7 @@ from fakescope.errors import (
     ModelLoadError,
     PluginError,
     UnknownModelError,
+    UnscorableImages,
 )
 from fakescope.models.bundle import LoadedModel, load_model
 from fakescope.models.calibration import apply_calibration
@@ -272,12 +273,27 @@ class Detector:
         return detection.heatmap
 
     def predict_logits(self, images: Iterable[Image.Image]) -> np.ndarray:
-        """Raw (uncalibrated) image logits, the mean of tile logits; for training and evaluation."""
+        """Raw (uncalibrated) image logits, the mean of tile logits; for training and evaluation.
+
+        Raises:
+            UnscorableImages: an image cannot be tiled (too long and thin to upscale to a tile); the others are scored.
+        """
         policy = self.model.config.input
-        logits, done = self._forward([make_tiles(im, policy).pixels for im in images])
+        tile_sets, reasons = {}, {}
+        for i, image in enumerate(images):
+            try:
+                tile_sets[i] = make_tiles(image, policy).pixels
+            except ImageLoadError as exc:
+                reasons[i] = exc.reason
+        logits, done = self._forward(list(tile_sets.values()))
         if done is not None:
             done.synchronize()
-        return _tile_means(logits)[1]
+        scored = _tile_means(logits)[1]
+        if not reasons:
+            return scored
+        out = np.full(len(tile_sets) + len(reasons), np.nan, dtype=scored.dtype)
+        out[list(tile_sets)] = scored
+        raise UnscorableImages(reasons, out)
 
     # -- stages ---------------------------------------------------------------------------
 

@@ -36,6 +36,16 @@ class ImageTooLarge(ImageLoadError):
         self.pixels = pixels
 
 
+class UnscorableImages(ImageLoadError):
+    """Images of a batch that were read but cannot be scored (too long and thin to upscale to a tile, too large to
+    re-encode): `reasons` maps their places in the batch to why; `scores` holds the batch's scores, NaN at those."""
+
+    def __init__(self, reasons: dict[int, str], scores):
+        first = min(reasons)
+        super().__init__(f"{len(reasons)} image(s) cannot be scored (image {first}: {reasons[first]})")
+        self.reasons, self.scores = reasons, scores
+
+
 class StorageError(FakescopeError, OSError):
     """A storage location could not be listed, read or written."""
 

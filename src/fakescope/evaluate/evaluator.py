@@ -31,7 +31,7 @@ from fakescope.data.audit import Inspections
 from fakescope.data.manifest import SPLITS, check_rows, warn_repeated_uris
 from fakescope.detection import verdict_for
 from fakescope.detector import Detector
-from fakescope.errors import ConfigError, ImageLoadError, StorageError
+from fakescope.errors import ConfigError, ImageLoadError, StorageError, UnscorableImages
 from fakescope.evaluate.metrics import (
     binary_metrics,
     bootstrap_intervals,
@@ -196,15 +196,20 @@ def evaluate(
             bar.update(len(part))
             if not loaded:
                 continue
-            images = [item.image for _, item in loaded]
-            ready = [neutralize(im, recipe) for im in images] if recipe else images
-            pixel = clean(ready)
+            ready, unscorable = _prepared([item.image for _, item in loaded], recipe)
+            pixel = np.full(len(loaded), np.nan)
+            pixel[list(ready)] = _score_each(clean, list(ready.values()), unscorable, list(ready))
+            for n, reason in sorted(unscorable.items()):  # read, but too large to re-encode, or to upscale to a tile
+                failures.append({"uri": str(rows.at[loaded[n][0], "uri"]), "error": reason})
+                if figures is not None:
+                    figures.fail(rows.at[loaded[n][0], "uri"], reason)
             if figures is not None:  # as report_figures reads them: each image as the model scored it
-                for (index, _), image in zip(loaded, ready):
-                    figures.add(rows.at[index, "uri"], image)
+                for n, image in ready.items():
+                    if n not in unscorable:
+                        figures.add(rows.at[loaded[n][0], "uri"], image)
             finite = np.isfinite(pixel)  # a model that overflows gives no score: a failure, not a metric's NaN
             failures += [{"uri": str(rows.at[index, "uri"]), "error": f"the model gave no finite score ({p})"}
-                         for (index, _), p, ok in zip(loaded, pixel, finite) if not ok]
+                         for n, ((index, _), p, ok) in enumerate(zip(loaded, pixel, finite)) if not ok and n not in unscorable]
             loaded, pixel = [pair for pair, ok in zip(loaded, finite) if ok], pixel[finite]
             if not loaded:
                 continue
@@ -224,8 +229,8 @@ def evaluate(
     shortcuts = audit_rows(sample, recipe, provenance, inspections=inspections) if sample else None  # reads none
     if skipped:
         first = skipped[0]
-        log.warning("%d image(s) left out of the robustness sweep: a perturbation could not be applied "
-                    "(first: %s, %s: %s)", len({s["uri"] for s in skipped}), first["uri"], first["perturbation"],
+        log.warning("%d image(s) left out of the robustness sweep: a perturbation could not be applied, or its "
+                    "result scored (first: %s, %s: %s)", len({s["uri"] for s in skipped}), first["uri"], first["perturbation"],
                     first["error"])
 
     scored = rows.loc[kept].reset_index(drop=True)
@@ -264,14 +269,45 @@ def evaluate(
 
 
 def make_scorer(detector: Detector, recipe: AugmentConfig | None) -> Scorer:
-    """A function from RGB images to calibrated pixel P(ai): recipe preprocessing, tiles, model, calibration."""
+    """A function from RGB images to calibrated pixel P(ai): recipe preprocessing, tiles, model, calibration.
+
+    It raises `UnscorableImages` (the others' scores in it) for images too large to re-encode or to upscale to a tile.
+    """
     calibration = detector.model.config.calibration
 
     def score(images: list[Image.Image]) -> np.ndarray:
-        ready = [neutralize(im, recipe) for im in images] if recipe else images
-        return apply_calibration(calibration, detector.predict_logits(ready))
+        ready, reasons = _prepared(images, recipe)
+        probs = np.full(len(images), np.nan)
+        probs[list(ready)] = apply_calibration(calibration, _score_each(detector.predict_logits, list(ready.values()),
+                                                                  reasons, list(ready)))
+        if reasons:
+            raise UnscorableImages(reasons, probs)
+        return probs
 
     return score
+
+
+def _prepared(images: list[Image.Image], recipe: AugmentConfig | None) -> tuple[dict[int, Image.Image], dict[int, str]]:
+    """The images through the recipe preprocessing, by their place in `images`, and why each left out failed (too large
+    to re-encode)."""
+    ready, reasons = {}, {}
+    for n, image in enumerate(images):
+        try:
+            ready[n] = neutralize(image, recipe) if recipe else image
+        except ImageLoadError as exc:
+            reasons[n] = exc.reason
+    return ready, reasons
+
+
+def _score_each(score: Scorer, images: list[Image.Image], reasons: dict[int, str],
+           places: list[int]) -> np.ndarray:
+    """`score(images)`, NaN for those it cannot score (`UnscorableImages`), whose reasons go into `reasons` under their
+    `places`."""
+    try:
+        return score(images)
+    except UnscorableImages as exc:
+        reasons.update({places[j]: reason for j, reason in exc.reasons.items()})
+        return exc.scores
 
 
 class _Examples:

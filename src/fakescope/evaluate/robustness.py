@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
+from fakescope.errors import UnscorableImages
 from fakescope.evaluate.metrics import binary_metrics
 from fakescope.train.augment import jpeg, reencode
 
@@ -77,7 +78,8 @@ def perturbed_scores(images: list[Image.Image], scorer: Scorer, names: list[str]
                      errors: list[tuple[int, str, str]] | None = None) -> dict[str, np.ndarray]:
     """Score `images` after each named perturbation: `{name: P(ai) per image}`.
 
-    An image a perturbation cannot be applied to (wider than WebP's 16,383 px, say) scores NaN
+    An image a perturbation cannot be applied to (wider than WebP's 16,383 px, say), or whose edit `scorer` cannot
+    score (it raises `UnscorableImages` naming it: halved, a strip too long and thin to upscale to a tile), scores NaN
     there, and `errors`, when given, receives `(image index, name, message)` for it.
 
     Raises:
@@ -96,7 +98,12 @@ def perturbed_scores(images: list[Image.Image], scorer: Scorer, names: list[str]
                     errors.append((i, name, str(exc)))
         probs = np.full(len(images), np.nan)
         if edited:
-            probs[done] = scorer(edited)
+            try:
+                probs[done] = scorer(edited)
+            except UnscorableImages as exc:  # edited too small or thin to tile, say: NaN there
+                probs[done] = exc.scores
+                if errors is not None:
+                    errors += [(done[j], name, reason) for j, reason in sorted(exc.reasons.items())]
         out[name] = probs
     return out
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageFilter
 
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, ImageLoadError
 from fakescope.io.image import MIN_SIDE, pixel_limit
 
 if TYPE_CHECKING:
@@ -51,10 +51,24 @@ def jpeg(image: Image.Image, quality: int) -> Image.Image:
     return reencode(image, "JPEG", quality=int(quality))
 
 
+JPEG_MAX_SIDE = 65_500
+"""libjpeg's largest side: Pillow fails on a longer one with a bare "broken data stream"."""
+
+
 def reencode(image: Image.Image, fmt: str, **options) -> Image.Image:
-    """Encode `image` as `fmt` with Pillow's save `options`, and decode it back to RGB."""
+    """Encode `image` as `fmt` with Pillow's save `options`, and decode it back to RGB.
+
+    Raises:
+        ImageLoadError: the format cannot hold the image (a side over JPEG's 65,500 px or WebP's 16,383 px).
+    """
     buf = io.BytesIO()
-    image.save(buf, fmt, **options)
+    if fmt == "JPEG" and max(image.size) > JPEG_MAX_SIDE:
+        raise ImageLoadError(f"cannot re-encode a {image.width}x{image.height} image as JPEG: a side is over its "
+                             f"{JPEG_MAX_SIDE:,} px")
+    try:
+        image.save(buf, fmt, **options)
+    except (OSError, ValueError) as exc:  # WebP: "Image size exceeds WebP limit of 16383 pixels"
+        raise ImageLoadError(f"cannot re-encode a {image.width}x{image.height} image as {fmt}: {exc}") from None
     buf.seek(0)
     with pixel_limit():  # up to fakescope's limit, as the image it re-encodes was decoded
         return Image.open(buf).convert("RGB")
