@@ -27,15 +27,15 @@ from PIL import Image
 from fakescope.data.audit import Inspections
 from fakescope.data.manifest import check_rows, read_rows
 from fakescope.detector import Detector, resolve_device
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, UnscorableImages
 from fakescope.evaluate.evaluator import make_scorer
 from fakescope.evaluate.metrics import binary_metrics, bootstrap_ci
 from fakescope.evaluate.shortcuts import audit_rows, shortcut_sample
 from fakescope.io import storage
 from fakescope.models.bundle import LoadedModel, load_model
-from fakescope.train.augment import AugmentConfig, neutralize, recipe_preprocessing
+from fakescope.train.augment import AugmentConfig, recipe_preprocessing
 from fakescope.train.config import TrainConfig
-from fakescope.train.dataset import LABELS, readable
+from fakescope.train.dataset import LABELS, neutralized, warn_unreadable
 from fakescope.train.trainer import check_out, recipe, train
 
 AUC_PREFIX = "auc_vs_"
@@ -286,7 +286,12 @@ def _probabilities(model: LoadedModel, rows: pd.DataFrame, batch_size: int, imag
         ready = prepared.images(uris[start:start + chunk], preprocessing, inspections)
         read = [i for i, image in enumerate(ready) if image is not None]
         if read:
-            probs[start + np.array(read)] = score([ready[i] for i in read])
+            try:
+                probs[start + np.array(read)] = score([ready[i] for i in read])
+            except UnscorableImages as exc:  # too long and thin to upscale to a tile: left out, as unreadable ones
+                probs[start + np.array(read)] = exc.scores
+                for j, reason in exc.reasons.items():
+                    warn_unreadable(uris[start + read[j]], reason)
     return probs
 
 
@@ -306,8 +311,8 @@ class ReadOnce:
 
     def images(self, uris: list[str], preprocessing: AugmentConfig | None, inspections: Inspections | None = None
                ) -> list[Image.Image | None]:
-        """Each uri's image through `preprocessing` (`neutralize`), None where it cannot be read (with a warning);
-        `inspections` inspects those it wants as they are read (`readable`)."""
+        """Each uri's image through `preprocessing` (`neutralized`), None where it cannot be read or re-encoded (with a
+        warning); `inspections` inspects those it wants as they are read (`readable`)."""
         if preprocessing != self.preprocessing:
             self.kept, self.used, self.preprocessing = {}, 0, preprocessing
         out = []
@@ -315,9 +320,7 @@ class ReadOnce:
             if uri in self.kept:
                 out.append(self.kept[uri])
                 continue
-            image = readable(uri, inspections)
-            if image is not None and preprocessing:
-                image = neutralize(image, preprocessing)
+            image = neutralized(uri, preprocessing, inspections)
             size = image.width * image.height * len(image.getbands()) if image is not None else 0
             if uri in self.keep and self.used + size <= self.limit:
                 self.kept[uri], self.used = image, self.used + size

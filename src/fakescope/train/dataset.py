@@ -141,8 +141,21 @@ def _reason(uri: str, exc: Exception) -> str:
     return str(exc).removeprefix(f"{uri}: ")
 
 
+def neutralized(uri: str, cfg: AugmentConfig | None, inspections: Inspections | None = None) -> Image.Image | None:
+    """`readable(uri)` through the deterministic shortcut removal (`neutralize`, none where `cfg` is None); None, with a
+    warning once, where unreadable or too large to re-encode."""
+    image = readable(uri, inspections)
+    if image is None or not cfg:
+        return image
+    try:
+        return neutralize(image, cfg)
+    except ImageLoadError as exc:
+        warn_unreadable(uri, exc.reason)
+        return None
+
+
 def neutralized_chunks(uris: list[str], cfg: AugmentConfig) -> Iterator[list[Image.Image | None]]:
     """Validation/test images, `VAL_CHUNK` at a time, through the same deterministic shortcut removal as
-    training; None where unreadable."""
+    training; None where unreadable (`neutralized`)."""
     for start in range(0, len(uris), VAL_CHUNK):
-        yield [None if (image := readable(u)) is None else neutralize(image, cfg) for u in uris[start:start + VAL_CHUNK]]
+        yield [neutralized(u, cfg) for u in uris[start:start + VAL_CHUNK]]

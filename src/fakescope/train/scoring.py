@@ -10,13 +10,13 @@ import torch.distributed as dist
 from torch import nn
 
 from fakescope.detector import Detector
-from fakescope.errors import ConfigError
+from fakescope.errors import ConfigError, UnscorableImages
 from fakescope.evaluate.metrics import binary_metrics
 from fakescope.models.bundle import LoadedModel
 from fakescope.models.calibration import apply_calibration
 from fakescope.models.config import ModelConfig
 from fakescope.train.config import TrainConfig
-from fakescope.train.dataset import LABELS, neutralized_chunks
+from fakescope.train.dataset import LABELS, neutralized_chunks, warn_unreadable
 
 
 def report_on_test_split(network: nn.Module, model_cfg: ModelConfig, device: torch.device, rows: pd.DataFrame, cfg: TrainConfig,
@@ -60,8 +60,15 @@ def _score(network: nn.Module, model_cfg: ModelConfig, device: torch.device, uri
     for images in neutralized_chunks(uris, cfg.augment):
         read = [i for i, image in enumerate(images) if image is not None]
         if read:
-            logits[start + np.array(read)] = scored = detector.predict_logits([images[i] for i in read])
-            if np.isnan(scored).any():  # NaN marks the unreadable images: finite weights can still overflow
+            unscorable = {}
+            try:
+                scored = detector.predict_logits([images[i] for i in read])
+            except UnscorableImages as exc:  # too long and thin to upscale to a tile: left out, as unreadable ones
+                scored, unscorable = exc.scores, exc.reasons
+            for j, reason in unscorable.items():
+                warn_unreadable(uris[start + read[j]], reason)
+            logits[start + np.array(read)] = scored
+            if np.isnan(np.delete(scored, list(unscorable))).any():  # else NaN marks the unreadable: weights overflowed
                 raise ConfigError("the network's outputs are NaN: training diverged (lower lr)")
         start += len(images)
     return logits
