@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -162,3 +164,30 @@ def test_a_batch_of_many_small_parts_is_refused_as_they_come_not_held(detector, 
     assert answer.status_code == 413 and answer.json() == {"detail": "too many files: more than 2 (the limit is 2 per request)"}
     assert peak < 15e6  # was over 40 MB
     assert fields.status_code == 400 and fields.json() == {"detail": "Too many fields. Maximum number of fields is 2."}
+
+
+def test_explain_renders_at_most_render_workers_heatmaps_at_once(server, auth, photo_bytes, monkeypatch):
+    """Each render decodes the image again and builds its overlay (about 650 MB at 50 Mpx): they ran on the default
+    executor, one per core plus 4 at once, so a few requests of small but large plain PNGs took gigabytes."""
+    from fakescope.serve import detect_routes
+
+    load = {"lock": threading.Lock(), "now": 0, "peak": 0}
+    render = detect_routes._render_heatmap
+
+    def counted(*args):
+        with load["lock"]:
+            load["now"] += 1
+            load["peak"] = max(load["peak"], load["now"])
+        try:
+            time.sleep(0.3)  # long enough for the other requests' renders to overlap this one
+            return render(*args)
+        finally:
+            with load["lock"]:
+                load["now"] -= 1
+
+    monkeypatch.setattr(detect_routes, "_render_heatmap", counted)
+    with ThreadPoolExecutor(6) as clients:
+        answers = list(clients.map(lambda _: httpx.post(f"{server.url}/v1/explain?overlay=true", headers=auth,
+                                                        content=photo_bytes, timeout=30), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert load["peak"] == detect_routes.RENDER_WORKERS  # was 6

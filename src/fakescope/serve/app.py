@@ -14,6 +14,7 @@ from another origin's page (`serve.origins`). CORS is off unless origins are con
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -27,7 +28,7 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from fakescope.detector import Detector
 from fakescope.serve.batching import MicroBatcher, ServerBusy
 from fakescope.serve.config import ServeConfig
-from fakescope.serve.detect_routes import add_detect_routes
+from fakescope.serve.detect_routes import RENDER_WORKERS, add_detect_routes
 from fakescope.serve.docs_page import add_docs_page
 from fakescope.serve.gate import Gate, generates
 from fakescope.serve.generation_routes import add_generation_routes
@@ -72,9 +73,11 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
         app.state.jobs = JobStore(config.jobs_dir, lambda data: app.state.batcher.submit(data).result(),
                                   max_jobs=config.max_jobs)
         app.state.fetcher = URLFetcher()
+        app.state.renderer = ThreadPoolExecutor(RENDER_WORKERS, thread_name_prefix="fakescope-render")
         try:
             yield
         finally:
+            app.state.renderer.shutdown(wait=False, cancel_futures=True)
             app.state.fetcher.close()
             app.state.jobs.close()
             app.state.batcher.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Literal
 
 import numpy as np
@@ -35,6 +36,10 @@ URL_422 = ("no image, not a readable image, too many pixels, an invalid paramete
            "`{\"url\": ...}`, or a URL refused unfetched (not http(s), or a non-public address)")
 URL_413 = "upload too large, or the file at the image URL over the upload limit"
 URL_502 = "the image URL could not be fetched, and trying again will not help: an HTTP 4xx, a web page, no such host"
+RENDER_WORKERS = 2
+"""The most heatmaps `/v1/explain` renders at once: each decodes its image again and builds its overlay (about 650 MB
+for a 50 Mpx image), so a few small requests of large plain images no longer take the default executor's threads
+(one per core, plus 4) and their memory."""
 URL_503 = ("busy: the model's queue is full, or the image URL's fetch failed in a way that may pass (a timeout, a refused "
            "or dropped connection, HTTP 408, 425, 429 or 5xx); `Retry-After` says when to try again")
 
@@ -126,7 +131,9 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         request.app.state.batcher.check_room()
         name, data = await one_upload(request, file, config)
         detection = await _score(request, name, data, heatmap=True)
-        encoded = await asyncio.to_thread(_render_heatmap, data, detection.heatmap, overlay)  # keeps the event loop free
+        renderer: ThreadPoolExecutor = request.app.state.renderer  # off the event loop, `RENDER_WORKERS` at once
+        encoded = await asyncio.get_running_loop().run_in_executor(renderer, _render_heatmap, data, detection.heatmap,
+                                                                   overlay)
         if format == "json":
             return JSONResponse({"detection": detection.to_dict(), "heatmap_png": base64.b64encode(encoded).decode(),
                                  "overlay": overlay})
