@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import time
 
@@ -45,6 +46,25 @@ def test_a_stalled_body_is_answered_408(impatient, content_type):
         assert answer.status == 408
         assert json.loads(answer.read()) == {"detail": "request body timed out: no bytes for 1 s"}
     assert time.monotonic() - started < 10
+
+
+def test_a_trickled_body_is_answered_408_once_under_the_minimum_rate(impatient):
+    """A byte every 0.3 s never stalls for the 1 s limit: the body held its connection for as long as it trickled."""
+    head = ["POST /v1/detect HTTP/1.1", "Host: 127.0.0.1", "Content-Length: 100000", "Content-Type: image/jpeg",
+            f"Authorization: Bearer {TOKEN}"]
+    started = time.monotonic()
+    with _connect(impatient) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        for _ in range(20):  # 6 s at most; the answer comes after the first 1 s (500 bytes/s: a second more per 500)
+            if select.select([sock], [], [], 0.3)[0]:
+                break
+            sock.sendall(b"x")
+        sock.settimeout(5)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == 408
+        assert json.loads(answer.read())["detail"].startswith("request body too slow: ")
+    assert time.monotonic() - started < 4
 
 
 def test_a_body_sent_in_time_is_still_scored(impatient, photo_bytes):

@@ -122,6 +122,8 @@ def test_config_validates_limits():
         ServeConfig(max_upload_mb=0)
     with pytest.raises(ConfigError, match="body_timeout_s must be positive"):
         ServeConfig(body_timeout_s=0)
+    with pytest.raises(ConfigError, match="body_min_rate must be positive"):
+        ServeConfig(body_min_rate=0)  # a division by zero in every body's deadline
     with pytest.raises(ConfigError, match="header_timeout_s must be positive"):
         ServeConfig(header_timeout_s=0)
     with pytest.raises(ConfigError, match="max_jobs and max_connections must be at least 1"):

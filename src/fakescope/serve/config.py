@@ -57,8 +57,11 @@ class ServeConfig:
         grid: At most grid x grid tiles per image (None: the model's own grid).
         precision: `fp32`, `bf16` (torch runtime; faster on GPUs and CPUs with bf16 instructions) or `int8` (onnx
             runtime on the CPU, after `fakescope export --int8`; faster there, scores differ slightly).
-        body_timeout_s: A request whose body sends no bytes for this long answers 408 (a stalled or slow-drip client
-            would hold its connection and spooled upload forever).
+        body_timeout_s: A request whose body sends no bytes for this long answers 408 (a stalled client would hold its
+            connection and spooled upload forever).
+        body_min_rate: Bytes per second a body must average once `body_timeout_s` has passed (its deadline grows by a
+            second for each `body_min_rate` bytes in, as Apache's mod_reqtimeout `MinRate`); a slower one answers 408
+            (a byte dripped every few seconds held its connection for hours).
         header_timeout_s: A connection whose request line and headers are not all in this long after it opened (or
             after its last answer) is closed (`serve.connections`: a client sending half a request would hold it forever).
         max_connections: Most connections and requests at once (uvicorn's `limit_concurrency` rule); a request beyond
@@ -85,6 +88,7 @@ class ServeConfig:
     grid: int | None = None
     precision: str = "fp32"
     body_timeout_s: float = 30.0
+    body_min_rate: float = 500.0
     header_timeout_s: float = 10.0
     max_connections: int = 512
     generation: bool = True
@@ -97,7 +101,7 @@ class ServeConfig:
         input_dtype(self.precision)  # refuses an unknown precision
         if self.max_upload_mb <= 0:
             raise ConfigError("max_upload_mb must be positive")
-        for name in ("body_timeout_s", "header_timeout_s"):
+        for name in ("body_timeout_s", "body_min_rate", "header_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         checked_max_pixels(self.max_pixels)

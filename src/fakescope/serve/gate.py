@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -23,7 +24,7 @@ class Gate:
     checked here: 403 for a non-loopback `Host` on loopback or a POST or DELETE from another origin's page
     (`serve.origins`), 401 for a `/v1/*` call without the token. A body over the request's limit answers 413,
     from `Content-Length` before reading or on the chunk of a chunked body that passes it; a body that sends
-    nothing for `body_timeout_s` answers 408.
+    nothing for `body_timeout_s`, or averages under `body_min_rate` bytes per second after that, answers 408.
     """
 
     def __init__(self, app, config: ServeConfig):
@@ -48,16 +49,21 @@ class Gate:
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             return await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
-        read, ended = 0, False
+        read, ended, started = 0, False, time.monotonic()
 
         async def counted_receive():
             nonlocal read, ended
             if ended:  # the body is in: later messages (a disconnect) may wait as long as they like
                 return await receive()
+            stall, rate = self.config.body_timeout_s, self.config.body_min_rate
+            wait = min(stall, started + stall + read / rate - time.monotonic())  # a trickle held it for hours
             try:
-                message = await asyncio.wait_for(receive(), self.config.body_timeout_s)
+                message = await asyncio.wait_for(receive(), max(wait, 0))
             except TimeoutError:
-                raise HTTPException(408, f"request body timed out: no bytes for {self.config.body_timeout_s:g} s") from None
+                if wait >= stall:
+                    raise HTTPException(408, f"request body timed out: no bytes for {stall:g} s") from None
+                raise HTTPException(408, f"request body too slow: {read:,} bytes in {time.monotonic() - started:.0f} s, "
+                                         f"under {rate:g} bytes/s") from None
             read += len(message.get("body", b""))
             ended = not message.get("more_body", False)
             if read > limit:
