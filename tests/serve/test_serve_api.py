@@ -307,6 +307,12 @@ def test_several_file_parts_are_refused_not_scored_one_of(server, auth, photo_by
         answer = httpx.post(f"{server.url}{path}", headers=auth, files=parts)
         assert answer.status_code == 422
         assert answer.json() == {"detail": "2 'file' parts: send one image (/v1/detect/batch takes several, as 'files' parts)"}
+    many = [("file", (f"{i}.png", b"x", "image/png")) for i in range(1001)]  # past the parser's own limit: 1,000
+    for path in ("/v1/detect", "/v1/explain", "/v1/generate"):  # said 'more than 8 (the limit is 8 per request)', 413
+        answer = httpx.post(f"{server.url}{path}", headers=auth, files=many)
+        assert answer.status_code == 422
+        assert answer.json() == {"detail": "more than 1,000 file parts: send one image (/v1/detect/batch takes several, "
+                                           "as 'files' parts)"}
 
 
 def test_openapi_describes_every_json_answer_exactly(server, auth, photo_bytes):

@@ -33,12 +33,14 @@ from fakescope.serve.docs_page import add_docs_page
 from fakescope.serve.gate import Gate, generates
 from fakescope.serve.generation_routes import add_generation_routes
 from fakescope.serve.jobs import JobStore
+from fakescope.serve.limits import MULTIPART_MAX_FILES
 from fakescope.serve.openapi import PNG_HEADERS, spec_builder
-from fakescope.serve.request_image import SEND_FILE, URLFetcher
+from fakescope.serve.request_image import ONE_FILE, SEND_FILE, URLFetcher
 
 log = logging.getLogger(__name__)
 CORS_METHODS = ["GET", "POST", "DELETE"]
 CORS_HEADERS = ["Authorization", "Content-Type", "X-OpenAI-Key"]
+TOO_MANY_PARTS = f"more than {MULTIPART_MAX_FILES:,} file parts"
 
 
 class _CORS(CORSMiddleware):
@@ -117,11 +119,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    """FastAPI's answer; but the multipart parser's 'Too many files' (a batch past `max_files`, refused as the part
-    comes) is the 413 every batch over a limit gets."""
+    """FastAPI's answer; but the multipart parser's 'Too many files' (refused as the part comes) is the 413 every batch
+    over a limit gets past `max_files`, and on a one-image route the 422 of several `file` parts (it said a batch's
+    limit there, where the parser stopped at its own 1,000)."""
     if exc.status_code == 400 and str(exc.detail).startswith("Too many files."):
         limit = request.app.state.config.max_files
-        exc = HTTPException(413, f"too many files: more than {limit} (the limit is {limit} per request)")
+        exc = (HTTPException(413, f"too many files: more than {limit} (the limit is {limit} per request)")
+               if request.url.path.endswith("/batch") else HTTPException(422, f"{TOO_MANY_PARTS}: {ONE_FILE}"))
     return await http_exception_handler(request, exc)
 
 

@@ -41,6 +41,7 @@ trouble: when it passes, this server cannot know)."""
 RECENT_FETCHES = 16
 """The fetches `URLFetcher.retry_after` times: the latest."""
 JSON_BODY = {ImageURL: 'a JSON body is {"url": "https://..."}', ImageURLs: 'a JSON body is {"urls": ["https://...", ...]}'}
+ONE_FILE = "send one image (/v1/detect/batch takes several, as 'files' parts)"
 SEND_FILE = "send the image as a 'file' part, e.g. curl -F file=@photo.jpg"
 SEND_FILES = "send each image as a 'files' part, e.g. curl -F files=@a.jpg -F files=@b.jpg"
 M = TypeVar("M", bound=BaseModel)
@@ -173,7 +174,7 @@ async def only_file(request: Request) -> None:
     """Refuse a form with several `file` parts: FastAPI would hand over the last one alone."""
     count = len((await request.form()).getlist("file"))  # the form FastAPI parsed, not read again
     if count > 1:
-        raise HTTPException(422, f"{count} 'file' parts: send one image (/v1/detect/batch takes several, as 'files' parts)")
+        raise HTTPException(422, f"{count} 'file' parts: {ONE_FILE}")
 
 
 async def read_upload(file: UploadFile, config: ServeConfig) -> bytes:
