@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import socket
 import threading
 import time
 import tracemalloc
@@ -191,3 +194,24 @@ def test_explain_renders_at_most_render_workers_heatmaps_at_once(server, auth, p
                                                         content=photo_bytes, timeout=30), range(6)))
     assert [a.status_code for a in answers] == [200] * 6
     assert load["peak"] == detect_routes.RENDER_WORKERS  # was 6
+
+
+def test_a_full_queue_refuses_an_upload_before_its_body_is_sent(detector, flat_png, tmp_path):
+    """FastAPI reads a whole form (spooling its files) before the route runs: a full server took every multipart upload,
+    up to 64 x 20 MB for a batch, before answering 503."""
+    config = ServeConfig(token=None, jobs_dir=tmp_path, max_files=2, max_queue=2)
+    with LiveServer(config, detector) as live:
+        batcher = live.app.state.batcher
+        batcher.close()  # the worker stops: the two images below stay queued
+        batcher.submit(flat_png)
+        batcher.submit(flat_png)
+        for path in ("/v1/detect", "/v1/explain", "/v1/detect/batch"):
+            head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Length: 100000",
+                    "Content-Type: multipart/form-data; boundary=XX", "Connection: close"]
+            with socket.create_connection(("127.0.0.1", int(live.url.rsplit(":", 1)[1])), timeout=5) as sock:
+                sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())  # and none of the body
+                answer = http.client.HTTPResponse(sock)
+                answer.begin()  # waited for the body: 408 after 30 s
+                assert answer.status == 503 and 1 <= int(answer.getheader("Retry-After")) <= 60
+                assert json.loads(answer.read()) == {"detail": "the server is busy: 2 images are waiting for the model; "
+                                                               "try again shortly"}

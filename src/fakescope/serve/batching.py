@@ -110,8 +110,9 @@ class MicroBatcher:
         return max(self.max_queue - self.pending, 0) if self.max_queue else None
 
     def check_room(self, items: int = 1) -> None:
-        """Raise `ServerBusy` unless `items` more fit in the queue now, as `submit(..., wait=False)` would (a request
-        checks before it reads or fetches its images, so a full server downloads nothing)."""
+        """Raise `ServerBusy` unless `items` more fit in the queue now, as `submit(..., wait=False)` would (`serve.gate`
+        checks before a request's body is read, and a batch its count before its URLs are fetched, so a full server
+        receives and downloads nothing)."""
         room = self.room()
         if room is None or room >= items:
             return

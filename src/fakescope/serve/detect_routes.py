@@ -78,7 +78,6 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     ) -> dict:
         """Score one image (a `file` part, the raw bytes, or JSON `{"url": ...}`): the same JSON record as `fakescope
         detect --format jsonl`."""
-        request.app.state.batcher.check_room()  # before reading or fetching the image: a full server downloads nothing
         name, data = await one_upload(request, file, config)
         detection = await _score(request, name, data, heatmap=False)
         return detection.to_dict()
@@ -128,7 +127,6 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         overlay: Annotated[bool, Query(description="Colour-map the heatmap over the image instead of plain grey.")] = False,
     ) -> Response:
         """Where the model sees AI traces: per-tile P(ai) as a PNG (255 = 1.0) at the image's size."""
-        request.app.state.batcher.check_room()
         name, data = await one_upload(request, file, config)
         detection = await _score(request, name, data, heatmap=True)
         renderer: ThreadPoolExecutor = request.app.state.renderer  # off the event loop, `RENDER_WORKERS` at once

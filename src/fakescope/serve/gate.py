@@ -10,11 +10,13 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 
+from fakescope.serve.batching import ServerBusy
 from fakescope.serve.config import GENERATION_OFF, ServeConfig
 from fakescope.serve.origins import host_refusal, origin_refusal
 from fakescope.serve.request_image import too_large_message
 
 MULTIPART_OVERHEAD = 64 * 1024
+SCORING_PATHS = frozenset({"/v1/detect", "/v1/detect/batch", "/v1/explain"})
 
 
 class Gate:
@@ -22,7 +24,8 @@ class Gate:
 
     FastAPI parses a multipart form (spooling its files to disk) before dependencies run, so everything is
     checked here: 403 for a non-loopback `Host` on loopback or a POST or DELETE from another origin's page
-    (`serve.origins`), 401 for a `/v1/*` call without the token. A body over the request's limit answers 413,
+    (`serve.origins`), 401 for a `/v1/*` call without the token, 503 for an image to score while the model's queue is
+    full (a multipart upload was received whole, and spooled, before the route could refuse it). A body over the request's limit answers 413,
     from `Content-Length` before reading or on the chunk of a chunked body that passes it; a body that sends
     nothing for `body_timeout_s`, or averages under `body_min_rate` bytes per second after that, answers 408.
     """
@@ -43,6 +46,11 @@ class Gate:
             return await answer(scope, receive, send)
         if not self.config.generation and generates(scope["path"]):
             return await JSONResponse({"detail": GENERATION_OFF}, 403)(scope, receive, send)
+        if scope["method"] == "POST" and scope["path"] in SCORING_PATHS:
+            try:
+                scope["app"].state.batcher.check_room()  # a batch's own count is checked once its form is read
+            except ServerBusy as exc:
+                return await JSONResponse({"detail": str(exc)}, 503, {"Retry-After": str(exc.retry_after)})(scope, receive, send)
         files = self.config.max_files if scope["path"].endswith("/batch") else 1
         limit = files * self.config.max_upload_bytes + MULTIPART_OVERHEAD
         too_large = too_large_message(self.config, files)
