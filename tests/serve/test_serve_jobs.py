@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
+import socket
 import time
 
 import httpx
@@ -84,6 +86,13 @@ def test_generation_past_max_jobs_is_503_with_retry_after(detector, held_api, ph
         assert first.status_code == 202 and refused.status_code == 503
         assert refused.headers["Retry-After"] == "30"  # no job has run yet: nothing to estimate from
         assert refused.json() == {"detail": "too many generation jobs: 1 are queued or running; try again later"}
+        head = ["POST /v1/generate HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {TOKEN}", "Connection: close",
+                "Content-Length: 100000", "Content-Type: multipart/form-data; boundary=XX"]
+        with socket.create_connection(("127.0.0.1", int(live.url.rsplit(":", 1)[1])), timeout=5) as sock:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())  # and none of the upload
+            unread = http.client.HTTPResponse(sock)
+            unread.begin()  # was answered once the whole upload was in (here: 408 after 30 s)
+            assert unread.status == 503 and unread.getheader("Retry-After") == "30"
         httpx.delete(f"{live.url}/v1/jobs/{first.json()['id']}", headers=AUTH)  # a cancelled job frees its place
         assert _submit(live.url, photo_bytes).status_code == 202
         held_api.release.set()

@@ -16,7 +16,8 @@ from fakescope.serve.origins import host_refusal, origin_refusal
 from fakescope.serve.request_image import too_large_message
 
 MULTIPART_OVERHEAD = 64 * 1024
-SCORING_PATHS = frozenset({"/v1/detect", "/v1/detect/batch", "/v1/explain"})
+QUEUES = {"/v1/detect": "batcher", "/v1/detect/batch": "batcher", "/v1/explain": "batcher", "/v1/generate": "jobs"}
+"""The `app.state` queue (`MicroBatcher`, `JobStore`) each POST route's upload joins: refused unread when it is full."""
 
 
 class Gate:
@@ -24,8 +25,8 @@ class Gate:
 
     FastAPI parses a multipart form (spooling its files to disk) before dependencies run, so everything is
     checked here: 403 for a non-loopback `Host` on loopback or a POST or DELETE from another origin's page
-    (`serve.origins`), 401 for a `/v1/*` call without the token, 503 for an image to score while the model's queue is
-    full (a multipart upload was received whole, and spooled, before the route could refuse it). A body over the request's limit answers 413,
+    (`serve.origins`), 401 for a `/v1/*` call without the token, 503 for an image to score or a generation job while
+    its queue is full (a multipart upload was received whole, and spooled, before the route could refuse it). A body over the request's limit answers 413,
     from `Content-Length` before reading or on the chunk of a chunked body that passes it; a body that sends
     nothing for `body_timeout_s`, or averages under `body_min_rate` bytes per second after that, answers 408.
     """
@@ -46,9 +47,9 @@ class Gate:
             return await answer(scope, receive, send)
         if not self.config.generation and generates(scope["path"]):
             return await JSONResponse({"detail": GENERATION_OFF}, 403)(scope, receive, send)
-        if scope["method"] == "POST" and scope["path"] in SCORING_PATHS:
-            try:
-                scope["app"].state.batcher.check_room()  # a batch's own count is checked once its form is read
+        if scope["method"] == "POST" and scope["path"] in QUEUES:
+            try:  # a batch's own count is checked once its form is read
+                getattr(scope["app"].state, QUEUES[scope["path"]]).check_room()
             except ServerBusy as exc:
                 return await JSONResponse({"detail": str(exc)}, 503, {"Retry-After": str(exc.retry_after)})(scope, receive, send)
         files = self.config.max_files if scope["path"].endswith("/batch") else 1

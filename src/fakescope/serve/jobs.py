@@ -135,14 +135,23 @@ class JobStore:
         job_id = uuid.uuid4().hex[:16]
         job = GenerationJob(job_id, config, self.root / job_id)
         with self._lock:
-            if (unfinished := sum(j.state in UNFINISHED for j in self._jobs.values())) >= self.max_jobs:
-                raise ServerBusy(f"too many generation jobs: {self.max_jobs} are queued or running; try again later",
-                                 estimated_wait(unfinished, self._run_s, self._runs, workers=self._workers,
-                                                before_any=RETRY_AFTER_S))
+            self._check_room()
             job.save()
             self._jobs[job_id] = job
             self._futures[job_id] = self._pool.submit(self._run, job, data, client, filename)
         return job
+
+    def check_room(self) -> None:
+        """Raise `ServerBusy` when `max_jobs` jobs are queued or running, as `submit` would (`serve.gate` asks before a
+        request's upload is read)."""
+        with self._lock:
+            self._check_room()
+
+    def _check_room(self) -> None:
+        if (unfinished := sum(j.state in UNFINISHED for j in self._jobs.values())) >= self.max_jobs:
+            raise ServerBusy(f"too many generation jobs: {self.max_jobs} are queued or running; try again later",
+                             estimated_wait(unfinished, self._run_s, self._runs, workers=self._workers,
+                                            before_any=RETRY_AFTER_S))
 
     def get(self, job_id: str) -> GenerationJob | None:
         with self._lock:
