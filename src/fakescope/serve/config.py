@@ -59,9 +59,9 @@ class ServeConfig:
             runtime on the CPU, after `fakescope export --int8`; faster there, scores differ slightly).
         body_timeout_s: A request whose body sends no bytes for this long answers 408 (a stalled client would hold its
             connection and spooled upload forever).
-        body_min_rate: Bytes per second a body must average once `body_timeout_s` has passed (its deadline grows by a
-            second for each `body_min_rate` bytes in, as Apache's mod_reqtimeout `MinRate`); a slower one answers 408
-            (a byte dripped every few seconds held its connection for hours).
+        body_min_rate: Bytes per second a body must bring over each `body_timeout_s` (counted afresh once that many
+            seconds' worth are in, so a fast start saves up no time); a slower one answers 408 (a byte dripped every
+            few seconds held its connection for hours).
         header_timeout_s: A connection whose request line and headers are not all in this long after it opened (or
             after its last answer) is closed (`serve.connections`: a client sending half a request would hold it forever).
         max_connections: Most connections and requests at once (uvicorn's `limit_concurrency` rule); a request beyond

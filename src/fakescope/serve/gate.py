@@ -26,9 +26,10 @@ class Gate:
     FastAPI parses a multipart form (spooling its files to disk) before dependencies run, so everything is
     checked here: 403 for a non-loopback `Host` on loopback or a POST or DELETE from another origin's page
     (`serve.origins`), 401 for a `/v1/*` call without the token, 503 for an image to score or a generation job while
-    its queue is full (a multipart upload was received whole, and spooled, before the route could refuse it). A body over the request's limit answers 413,
-    from `Content-Length` before reading or on the chunk of a chunked body that passes it; a body that sends
-    nothing for `body_timeout_s`, or averages under `body_min_rate` bytes per second after that, answers 408.
+    its queue is full (a multipart upload was received whole, and spooled, before the route could refuse it). A body
+    over the request's limit answers 413, from `Content-Length` before reading or on the chunk of a chunked body that
+    passes it; a body that sends nothing for `body_timeout_s`, or less than `body_min_rate` bytes per second in it,
+    answers 408.
     """
 
     def __init__(self, app, config: ServeConfig):
@@ -58,22 +59,25 @@ class Gate:
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             return await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
-        read, ended, started = 0, False, time.monotonic()
+        read, ended = 0, False
+        window, window_bytes = time.monotonic(), 0  # each `body_timeout_s` must bring `body_min_rate` bytes a second
 
         async def counted_receive():
-            nonlocal read, ended
+            nonlocal read, ended, window, window_bytes
             if ended:  # the body is in: later messages (a disconnect) may wait as long as they like
                 return await receive()
             stall, rate = self.config.body_timeout_s, self.config.body_min_rate
-            wait = min(stall, started + stall + read / rate - time.monotonic())  # a trickle held it for hours
-            try:
-                message = await asyncio.wait_for(receive(), max(wait, 0))
+            try:  # a byte every few seconds held the connection for hours
+                message = await asyncio.wait_for(receive(), max(window + stall - time.monotonic(), 0))
             except TimeoutError:
-                if wait >= stall:
+                if not window_bytes:
                     raise HTTPException(408, f"request body timed out: no bytes for {stall:g} s") from None
-                raise HTTPException(408, f"request body too slow: {read:,} bytes in {time.monotonic() - started:.0f} s, "
-                                         f"under {rate:g} bytes/s") from None
-            read += len(message.get("body", b""))
+                raise HTTPException(408, f"request body too slow: {window_bytes:,} bytes in {stall:g} s, under "
+                                         f"{rate:g} bytes/s") from None
+            size = len(message.get("body", b""))
+            read, window_bytes = read + size, window_bytes + size
+            if window_bytes >= rate * stall:  # a new window: no credit saved up by a fast start
+                window, window_bytes = time.monotonic(), 0
             ended = not message.get("more_body", False)
             if read > limit:
                 raise HTTPException(413, too_large)
