@@ -26,7 +26,7 @@ from fakescope.models import create_model, load_model
 from fakescope.models import onnx as onnx_module
 from fakescope.models.bundle import LoadedModel, save_model
 from fakescope.models.config import InputPolicy, ModelConfig
-from fakescope.models.onnx import OnnxNetwork, export_onnx, onnx_network
+from fakescope.models.onnx import TELEMETRY_ENV, OnnxNetwork, export_onnx, onnx_network
 from fakescope.scale.scan import scan_sources
 
 
@@ -336,3 +336,23 @@ def test_detect_on_a_cached_onnx_export_runs_without_torch(tiny_model_dir, tmp_p
                            *flags, "-f", "jsonl"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["score"] == round(expected, 6)
+
+
+
+_SESSION = """
+import onnx.helper as h
+from fakescope.models.onnx import OnnxNetwork
+graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "g", [h.make_tensor_value_info("x", 1, [1])],
+                     [h.make_tensor_value_info("y", 1, [1])])
+OnnxNetwork(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], ir_version=8).SerializeToString())
+"""
+
+
+def test_onnxruntime_keeps_no_telemetry(tmp_path):
+    """onnxruntime 1.32 wrote a device id and an event database under ~/.cache/Microsoft at its first session, and
+    uploaded the events to mobile.events.data.microsoft.com (seen as CONNECTs through HTTPS_PROXY at `fakescope serve`'s
+    start), unless ORT_DISABLE_TELEMETRY was set before it started."""
+    env = {k: v for k, v in os.environ.items() if k != TELEMETRY_ENV}
+    env |= {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / ".cache")}
+    subprocess.run([sys.executable, "-c", _SESSION], env=env, check=True, timeout=60)
+    assert not list(tmp_path.rglob("*"))  # was .cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db}

@@ -43,6 +43,10 @@ GRAPH_VERSION = 3
 3: dilated ones keep their Pad, as a cached export of 2 cannot run them)."""
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
+TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
+"""onnxruntime (1.29 on) uploads usage events to Microsoft from Linux and macOS too unless this is set before it starts:
+set here, before any module imports it, so fakescope stays offline (an explicit `0` is kept)."""
+os.environ.setdefault(TELEMETRY_ENV, "1")
 
 log = logging.getLogger(__name__)
 
