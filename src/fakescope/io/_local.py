@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from fakescope.errors import NoSuchFileError, NoSuchFolderError, StorageError
-from fakescope.io.storage import HEAD_BYTES, normalise_suffixes
+from fakescope.io.storage import HEAD_BYTES, UnlistedFolder, normalise_suffixes
 
 _FILE_PREFIX = "file://"
 log = logging.getLogger(__name__)
@@ -98,8 +98,11 @@ class LocalStorage:
         path = _path_of(uri)
         if not os.path.isdir(path):
             return os.path.isfile(path)
-        with os.scandir(path) as entries:
-            return any(entries)
+        try:
+            with os.scandir(path) as entries:
+                return any(entries)
+        except OSError:  # there, but cannot be listed: its listing says so (`UnlistedFolder`)
+            return True
 
     def size(self, uri: str) -> int:
         try:
@@ -126,7 +129,9 @@ class LocalStorage:
     @staticmethod
     def _walk(uri: str, root: str, suffixes: tuple[str, ...] | None, recursive: bool) -> Iterator[str]:
         prefix = _FILE_PREFIX if uri.startswith(_FILE_PREFIX) else ""
-        for folder, dirs, files in walk(root):
+        failed: list[OSError] = []
+        for folder, dirs, files in walk(root, failed.append):
+            yield from unlisted(failed, prefix)
             if not recursive:
                 dirs.clear()
             for name in sorted(files):
@@ -134,13 +139,15 @@ class LocalStorage:
                     continue
                 if suffixes is None or name.lower().endswith(suffixes):
                     yield prefix + os.path.join(folder, name)
+        yield from unlisted(failed, prefix)
 
 
-def walk(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk(root: str, onerror: Callable[[OSError], None]) -> Iterator[tuple[str, list[str], list[str]]]:
     """`os.walk` top-down, folders sorted, into symlinked folders too, each folder once and never into one of its own
-    ancestors (a link loop); a folder that cannot be listed is a warning, not a silent gap."""
+    ancestors (a link loop); a folder that cannot be listed (`root` too) goes to `onerror` (in walk order, before the
+    next folder is yielded), not into a silent gap."""
     seen = {os.path.realpath(root)}
-    for folder, dirs, files in os.walk(root, onerror=_warn_unlisted, followlinks=True):
+    for folder, dirs, files in os.walk(root, onerror=onerror, followlinks=True):
         here = os.path.realpath(folder)
         dirs[:] = [name for name in sorted(dirs) if _first_visit(os.path.realpath(os.path.join(folder, name)), here, seen)]
         yield folder, dirs, files
@@ -154,5 +161,12 @@ def _first_visit(real: str, parent: str, seen: set[str]) -> bool:
     return True
 
 
-def _warn_unlisted(exc: OSError) -> None:
-    log.warning("cannot list %s: %s; its images are left out", exc.filename, exc.strerror or exc)
+def unlisted(failed: list[OSError], prefix: str = "") -> Iterator[UnlistedFolder]:
+    """The folders `walk` could not list so far (emptying `failed`), each an `UnlistedFolder`; one removed since its
+    parent was listed is a warning instead: no image of it is left to score."""
+    for exc in failed:
+        if isinstance(exc, FileNotFoundError):
+            log.warning("cannot list %s: %s; its images are left out", exc.filename, exc.strerror or exc)
+        else:
+            yield UnlistedFolder(prefix + exc.filename, exc)
+    failed.clear()

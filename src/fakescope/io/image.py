@@ -25,7 +25,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps
 from fakescope._quiet import ignore_warning
 from fakescope.errors import ImageLoadError, ImageTooLarge
 from fakescope.io.fetch import fetch_url, is_url
-from fakescope.io.storage import HEAD_BYTES
+from fakescope.io.storage import HEAD_BYTES, unlisted_reason
 
 try:  # HEIC/HEIF (and AVIF on older Pillow) through pillow-heif
     import pillow_heif
@@ -400,6 +400,8 @@ def _read_path(source: str | Path) -> bytes:
     except FileNotFoundError:
         raise ImageLoadError("no such file", source=str(path)) from None
     except OSError as exc:
+        if path.is_dir():  # an `UnlistedFolder` (listed in its images' place), or a folder named that cannot be opened
+            raise ImageLoadError(unlisted_reason(exc), source=str(path)) from None
         raise ImageLoadError(str(exc.strerror or exc), source=str(path)) from None
 
 

@@ -136,19 +136,23 @@ def _glob(pattern: str) -> Iterator[str]:
         return glob.iglob(pattern)
     first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     anchor = os.path.join(*parts[:first]) if first else ""
-    return (os.path.join(anchor, *found) for found in _walked(anchor or ".", set(parts))
-            if _matches(parts[first:], found))
+    return (found if isinstance(found, str) else os.path.join(anchor, *found)
+            for found in _walked(anchor or ".", set(parts)) if isinstance(found, str) or _matches(parts[first:], found))
 
 
-def _walked(root: str, named: set[str]) -> Iterator[tuple[str, ...]]:
-    """Every folder and file below `root` (itself as `()`), as path parts relative to it."""
-    from fakescope.io._local import walk
+def _walked(root: str, named: set[str]) -> Iterator[tuple[str, ...] | str]:
+    """Every folder and file below `root` (itself as `()`), as path parts relative to it; a folder that cannot be
+    listed as its `UnlistedFolder`, which a pattern cannot tell holds no match (listing it reports it)."""
+    from fakescope.io._local import unlisted, walk
 
-    for folder, dirs, files in walk(root):
+    failed: list[OSError] = []
+    for folder, dirs, files in walk(root, failed.append):
+        yield from unlisted(failed)
         dirs[:] = [name for name in dirs if not is_hidden(name) or name in named]
         here = Path(os.path.relpath(folder, root)).parts if folder != root else ()
         yield here
         yield from (here + (name,) for name in files)
+    yield from unlisted(failed)
 
 
 def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
@@ -186,7 +190,9 @@ def is_hidden(name: str) -> bool:
 def list_images(folder: str) -> Iterator[str]:
     """The images under a local folder or storage prefix, sorted, without hidden files or anything in a hidden folder.
 
-    Only names below `folder` count (see `is_hidden`): a folder named explicitly, `~/.cache/faces`, is listed.
+    Only names below `folder` count (see `is_hidden`): a folder named explicitly, `~/.cache/faces`, is listed. A local
+    folder that cannot be listed comes in its images' place as an `UnlistedFolder` (`fakescope.io.storage.list_files`),
+    which reading it reports as an error.
     """
     from fakescope.io import storage
 

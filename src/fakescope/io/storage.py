@@ -34,6 +34,32 @@ _dotenv_lock = threading.Lock()
 _dotenv_loaded = False
 
 
+class UnlistedFolder(str):
+    """A local folder under a listing that could not be listed (permission denied), yielded by `list_files` in its place
+    so that a caller reports it instead of leaving its images out unsaid; `reason` says why, for a one-line error."""
+
+    reason: str
+
+    def __new__(cls, uri: str, exc: OSError) -> UnlistedFolder:
+        folder = super().__new__(cls, uri)
+        folder.reason = unlisted_reason(exc)
+        return folder
+
+    def __reduce__(self):  # to a worker process: the reason as it was
+        return _unlisted_folder, (str(self), self.reason)
+
+
+def unlisted_reason(exc: OSError) -> str:
+    """Why a folder that cannot be listed gives no images, as its error record says."""
+    return f"cannot list this folder ({exc.strerror or exc}): its images are left out"
+
+
+def _unlisted_folder(uri: str, reason: str) -> UnlistedFolder:
+    folder = str.__new__(UnlistedFolder, uri)
+    folder.reason = reason
+    return folder
+
+
 @runtime_checkable
 class Storage(Protocol):
     """What every backend offers; each method takes a full URI of its own scheme."""
@@ -194,7 +220,9 @@ def list_files(uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: 
         recursive: Descend into sub-folders; otherwise list only the folder's own files.
 
     Names are sorted within each listing page; remote listings are paged transparently. A missing folder (an S3
-    bucket; a prefix holding nothing lists nothing) raises `NoSuchFolderError`, a file `StorageError`.
+    bucket; a prefix holding nothing lists nothing) raises `NoSuchFolderError`, a file `StorageError`. A local folder
+    that cannot be listed (`uri` itself or one below it; permission denied) is yielded in its place, whatever `suffixes`,
+    as an `UnlistedFolder`; one removed while the walk reached it is a warning (no image of it is left to score).
     """
     return get_storage(uri).list_files(uri, suffixes=suffixes, recursive=recursive)
 
