@@ -15,7 +15,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from fakescope.data._parallel import map_images
@@ -33,6 +33,7 @@ from fakescope.data.merge import inherit_from_pairs
 from fakescope.errors import ConfigError, FakescopeError, reason_about
 from fakescope.io import storage
 from fakescope.io.inputs import list_images, path_text
+from fakescope.io.storage import UnlistedFolder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,7 +72,7 @@ def build_from_folders(
         if not storage.exists(base):
             continue
         label = "real" if folder in REAL_FOLDERS else "ai"
-        for uri in list_images(base):
+        for uri in _images(base):
             parts = _relative(uri, base).split("/")
             group = parts[0] if len(parts) > 1 else None
             if label == "real":
@@ -108,7 +109,7 @@ def build_from_ffhq_json(json_uri: str, image_root: str, *, source: str = "ffhq"
     entries = list(listing.values()) if isinstance(listing, dict) else listing
     image_root = storage.absolute(image_root)
     by_name: dict[str, list[str]] = {}
-    for uri in list_images(image_root):
+    for uri in _images(image_root):
         by_name.setdefault(os.path.basename(uri), []).append(uri)
     categories: dict[str, str] = {}
     listed: set[str] = set()
@@ -186,6 +187,15 @@ def build_from_csv(csv_uri: str, *, source: str | None = None, workers: int = 8,
 def skipped(frame: pd.DataFrame) -> dict[str, int]:
     """How many listed files a builder left out of `frame`, by reason (`not a readable image`: 2); {} if none."""
     return dict(frame.attrs.get(SKIPPED, {}))
+
+
+def _images(folder: str) -> Iterator[str]:
+    """`list_images`, refusing a folder under `folder` that cannot be listed: the dataset would miss its images unsaid."""
+    for uri in list_images(folder):
+        if isinstance(uri, UnlistedFolder):
+            raise ConfigError(f"{path_text(uri)}: {uri.reason}, so the dataset would miss them: make it readable (or "
+                              "move it out) and build again")
+        yield uri
 
 
 def _keep_skipped(frame: pd.DataFrame, described: pd.DataFrame) -> pd.DataFrame:

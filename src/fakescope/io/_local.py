@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from fakescope.errors import NoSuchFileError, NoSuchFolderError, StorageError
-from fakescope.io.storage import HEAD_BYTES, UnlistedFolder, normalise_suffixes
+from fakescope.io.storage import HEAD_BYTES, UnlistedFolder, normalise_suffixes, unlisted_reason
 
 _FILE_PREFIX = "file://"
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ def _error(action: str, uri: str, exc: OSError) -> StorageError:
     if isinstance(exc, FileNotFoundError):
         return NoSuchFileError("no such file or folder", source=uri)
     if isinstance(exc, PermissionError):
+        if action == "read" and os.path.isdir(_path_of(uri)):  # an `UnlistedFolder` read as a file (`generate`'s source)
+            return StorageError(unlisted_reason(exc), source=uri)
         return StorageError(f"permission denied to {action}", source=uri)
     if isinstance(exc, IsADirectoryError):
         return StorageError("a folder, not a file", source=uri)
