@@ -13,6 +13,7 @@ from fakescope.cli._options import DeviceOpt, GridOpt, ModelOpt, Precision, Prec
 from fakescope.cli._style import ClickCommand
 from fakescope.cli.detect import Runtime, RuntimeOpt
 from fakescope.serve.limits import (
+    DEFAULT_MAX_BODY_MEMORY_MB,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_FREE_MB,
     MAX_PIXELS_ENV,
@@ -50,6 +51,9 @@ def serve(
         min=1, help="Most open connections (idle ones too) and requests at once (a request beyond answers 503; sockets are still accepted, each held until --header-timeout).")] = 512,
     header_timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds a connection may take to send a request's line and headers (closed after).")] = 10.0,
+    max_body_memory_mb: Annotated[float, typer.Option(
+        min=0.001, help="Most MB of upload bodies held in memory at once, all requests together, at least --max-upload-mb "
+                        "(503 + Retry-After for one that does not fit; 413 for a batch over it).")] = DEFAULT_MAX_BODY_MEMORY_MB,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", help="Let pages of this origin (https://app.example.com, or *) call the API; repeatable.")] = None,
     allowed_host: AllowedHostOpt = None,
@@ -79,6 +83,7 @@ def serve(
         config = ServeConfig(model=model, device=device, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files, max_queue=max_queue,
                              max_jobs=max_jobs, max_connections=max_connections, header_timeout_s=header_timeout,
+                             max_body_memory_mb=max_body_memory_mb,
                              cors_origins=tuple(cors_origin or ()), allowed_hosts=tuple(allowed_host or ()),
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
         config = for_host(config, host, allow_anonymous=allow_anonymous)  # before the model loads: a refusal is quick

@@ -33,7 +33,7 @@ from fakescope.serve.docs_page import add_docs_page
 from fakescope.serve.gate import Gate, generates
 from fakescope.serve.generation_routes import add_generation_routes
 from fakescope.serve.jobs import JobStore
-from fakescope.serve.limits import MULTIPART_MAX_FILES
+from fakescope.serve.limits import MULTIPART_MAX_FILES, BodyBudget
 from fakescope.serve.openapi import PNG_HEADERS, spec_builder
 from fakescope.serve.request_image import ONE_FILE, SEND_FILE, URLFetcher
 
@@ -94,6 +94,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
         generate_unique_id_function=lambda route: route.name,  # operationIds as generated clients name methods: detect_batch
     )
     app.state.config = config
+    app.state.bodies = BodyBudget(config.max_body_memory_bytes)  # `Gate` takes and gives back uploads' bytes
     # Starlette answers an Exception handler's 500 from outside every middleware (no CORS headers): caught in here instead
     app.add_middleware(ExceptionMiddleware, handlers={Exception: _internal_error})
     app.add_middleware(Gate, config=config)

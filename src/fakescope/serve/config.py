@@ -13,7 +13,13 @@ from urllib.parse import urlsplit
 from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError
 from fakescope.io import storage
-from fakescope.serve.limits import DEFAULT_MAX_PIXELS, MULTIPART_MAX_FILES, checked_max_pixels
+from fakescope.serve.limits import (
+    DEFAULT_MAX_BODY_MEMORY_MB,
+    DEFAULT_MAX_PIXELS,
+    MULTIPART_MAX_FILES,
+    MULTIPART_OVERHEAD,
+    checked_max_pixels,
+)
 from fakescope.serve.origins import checked_host, is_loopback
 
 if TYPE_CHECKING:  # annotations only: no import cost
@@ -67,6 +73,10 @@ class ServeConfig:
         max_connections: Most connections and requests at once (uvicorn's `limit_concurrency` rule); a request beyond
             answers 503 with `Retry-After`. Sockets beyond it are still accepted, each held until its request head or
             `header_timeout_s`.
+        max_body_memory_mb: Most request-body bytes held at once, all requests together (at least one upload's
+            request: `max_upload_mb` plus 64 KB): an upload's body is counted from its `Content-Length` before it is
+            read (a chunked one as it comes) until it is answered; one that does not fit answers 503 with
+            `Retry-After`, one larger than the whole budget (a batch) 413.
         generation: Serve `/v1/generate` and `/v1/jobs/*` (off: they answer 403 and leave the spec); `for_host`
             turns it off for an anonymous server beyond loopback, which would let anyone spend `OPENAI_API_KEY`.
     """
@@ -91,6 +101,7 @@ class ServeConfig:
     body_min_rate: float = 500.0
     header_timeout_s: float = 10.0
     max_connections: int = 512
+    max_body_memory_mb: float = DEFAULT_MAX_BODY_MEMORY_MB
     generation: bool = True
 
     def __post_init__(self) -> None:
@@ -104,6 +115,9 @@ class ServeConfig:
         for name in ("body_timeout_s", "body_min_rate", "header_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.max_body_memory_bytes < self.max_upload_bytes + MULTIPART_OVERHEAD:
+            raise ConfigError(f"max_body_memory_mb ({self.max_body_memory_mb:g}) must be at least max_upload_mb "
+                              f"({self.max_upload_mb:g}) plus 64 KB, so that one image's request fits")
         checked_max_pixels(self.max_pixels)
         if min(self.max_batch, self.max_files, self.max_jobs, self.max_connections) < 1:
             raise ConfigError("max_batch, max_files, max_jobs and max_connections must be at least 1")
@@ -129,6 +143,10 @@ class ServeConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_body_memory_bytes(self) -> int:
+        return int(self.max_body_memory_mb * 1024 * 1024)
 
 
 def for_host(config: ServeConfig, host: str, *, allow_anonymous: bool = False) -> ServeConfig:

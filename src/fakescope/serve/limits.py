@@ -1,6 +1,7 @@
 """The image pixel limit shared by the REST API (`--max-pixels`) and the web app (`FAKESCOPE_MAX_PIXELS`), the
 free space an anonymous web app's saves leave (`fakescope app --min-free-mb`, `FAKESCOPE_APP_MIN_FREE_MB`), and the
-most files a form may carry (`fakescope serve --max-files`)."""
+most files a form may carry (`fakescope serve --max-files`), and `BodyBudget`, the request-body bytes the REST API
+holds at once (`fakescope serve --max-body-memory-mb`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ MAX_PIXELS_ENV = "FAKESCOPE_MAX_PIXELS"
 DEFAULT_MIN_FREE_MB = 1024
 MIN_FREE_ENV = "FAKESCOPE_APP_MIN_FREE_MB"
 MULTIPART_MAX_FILES = 1000  # Starlette's `Request.form(max_files=...)`, as FastAPI parses every form
+MULTIPART_OVERHEAD = 64 * 1024  # a form's boundaries and part headers, over its files' bytes
+DEFAULT_MAX_BODY_MEMORY_MB = 2048
 
 
 def checked_max_pixels(value: int) -> int:
@@ -71,3 +74,23 @@ def env_min_free_mb() -> int:
     if not value.isdigit():
         raise ConfigError(f"{MIN_FREE_ENV}={value!r}: expected a whole number of MB")
     return int(value)
+
+
+class BodyBudget:
+    """The request-body bytes the server may hold at once: `take` them before a body is read, `give` them back after.
+
+    Used on the event loop only (`serve.gate.Gate`), so it needs no lock.
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    def take(self, size: int) -> bool:
+        """Hold `size` more bytes if they fit in the budget; False (nothing held) if not."""
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
