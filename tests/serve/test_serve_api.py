@@ -66,6 +66,8 @@ def test_detect_raw_body(server, auth, flat_png):
     octets = httpx.post(f"{server.url}/v1/detect", headers={**auth, "Content-Type": "application/octet-stream"},
                         content=flat_png)
     assert (octets.status_code, octets.json()["score"]) == (200, record["score"])
+    text = httpx.post(f"{server.url}/v1/detect", headers={**auth, "Content-Type": "text/plain"}, content=flat_png)
+    assert (text.status_code, text.json()["score"]) == (200, record["score"])  # the bytes decide, as in a multipart part
 
 
 def test_not_an_image_is_422_with_a_clear_message(server, auth):

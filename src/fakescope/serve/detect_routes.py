@@ -40,8 +40,9 @@ RENDER_WORKERS = 2
 """The most heatmaps `/v1/explain` renders at once: each decodes its image again and builds its overlay (about 650 MB
 for a 50 Mpx image), so a few small requests of large plain images no longer take the default executor's threads
 (one per core, plus 4) and their memory."""
-URL_503 = ("busy: the model's queue is full, or the image URL's fetch failed in a way that may pass (a timeout, a refused "
-           "or dropped connection, HTTP 408, 425, 429 or 5xx); `Retry-After` says when to try again")
+URL_503 = ("busy: the model's queue is full or upload bodies fill the server's memory for them, or the image URL's fetch "
+           "failed in a way that may pass (a timeout, a refused or dropped connection, HTTP 408, 425, 429 or 5xx); "
+           "`Retry-After` says when to try again")
 
 
 def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
@@ -93,7 +94,8 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
                                                     "files or URLs than the server takes per request",
                                 e422="no `files` part, a text part where a file belongs, or a JSON body that is not "
                                      "`{\"urls\": [...]}`",
-                                e503="busy: the model's queue has no room for every file (`Retry-After` says when)"))
+                                e503="busy: the model's queue has no room for every file, or upload bodies fill the "
+                                     "server's memory for them (`Retry-After` says when)"))
     async def detect_batch(
         request: Request,
         files: Annotated[list[UploadFile] | None, File(description="Several images, each as a `files` part; or JSON "
