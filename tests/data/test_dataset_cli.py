@@ -9,6 +9,7 @@ import subprocess
 import tarfile
 
 import pandas as pd
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -57,14 +58,17 @@ def test_build_summary_counts_the_files_it_skipped(faces_layout, tmp_path):
     assert clean.output.startswith("34 images (ai: 17, real: 17); manifest")
 
 
-def test_a_missing_attribute_table_is_refused_before_any_image_is_read(image_factory, tmp_path):
+@pytest.mark.parametrize(("name", "reason"), [("ffhq_atributes.csv", "no such file or folder"),
+                                              ("attrs", "a folder, not a file")])  # a folder: was refused once all were read
+def test_a_missing_attribute_table_is_refused_before_any_image_is_read(image_factory, tmp_path, name, reason):
     """It was found missing only after every image had been read (hours for a large set)."""
     image_factory.file(tmp_path / "set" / "real" / "a.png")
     (tmp_path / "set" / "real" / "text.jpg").write_bytes(b"not an image")  # read, it would be skipped with a warning
-    missing = tmp_path / "ffhq_atributes.csv"
+    (tmp_path / "attrs").mkdir()
+    table = tmp_path / name
     built = runner.invoke(app, ["dataset", "build", str(tmp_path / "set"), "-o", str(tmp_path / "m.parquet"),
-                                "--attributes", str(missing)])
-    assert (built.exit_code, built.stdout, built.stderr) == (2, "", f"error: {missing}: no such file or folder\n")
+                                "--attributes", str(table)])
+    assert (built.exit_code, built.stdout, built.stderr) == (2, "", f"error: {table}: {reason}\n")
     assert not (tmp_path / "m.parquet").exists()
 
 

@@ -78,6 +78,8 @@ def test_errors_are_one_line_storage_errors(tmp_path):
     (tmp_path / "a.png").write_bytes(b"x")
     for call, where, reason in ((storage.read_bytes, tmp_path / "absent.png", "no such file or folder"),
                                 (storage.read_bytes, tmp_path, "a folder, not a file"),
+                                (storage.size, tmp_path / "absent.png", "no such file or folder"),
+                                (storage.size, tmp_path, "a folder, not a file"),  # was the folder entry's size
                                 (storage.list_files, tmp_path / "absent", "no such folder"),
                                 (storage.list_files, tmp_path / "a.png", "a file, not a folder")):  # was "no such folder"
         with pytest.raises(StorageError) as caught:  # the path once: as the source, not again in the reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -107,10 +108,14 @@ class LocalStorage:
             return True
 
     def size(self, uri: str) -> int:
+        """A file's size; a folder is refused as the remote backends refuse one (its entry's size is no file's)."""
         try:
-            return os.stat(_path_of(uri)).st_size
+            info = os.stat(_path_of(uri))
         except OSError as exc:
             raise _error("read", uri, exc) from None
+        if stat.S_ISDIR(info.st_mode):
+            raise StorageError("a folder, not a file", source=uri)
+        return info.st_size
 
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True

@@ -207,7 +207,7 @@ def exists(uri: str) -> bool:
 
 def size(uri: str) -> int | None:
     """A file's size in bytes, asked of its storage without reading it (one request where remote); None where the
-    storage does not say. A missing file raises `StorageError`."""
+    storage does not say. A missing file or a folder raises `StorageError`."""
     return get_storage(uri).size(uri)
 
 
