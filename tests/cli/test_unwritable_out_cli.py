@@ -73,3 +73,23 @@ def test_evaluate_refuses_an_out_that_is_a_file_before_scoring(manifest, tmp_pat
                                       "--model", str(tmp_path / "no-model")])
     assert (result.exit_code, result.stderr) == (2, f"error: {taken} is a file, not a folder to write into\n")
     assert taken.read_text() == "keep me"
+
+
+
+def test_export_refuses_an_onnx_file_it_cannot_write_before_loading_the_model(read_only, tmp_path):
+    """It was refused only once the model was loaded and exported (~8 s for the bundled one)."""
+    folder, prefix = read_only
+    target = folder / "new" / "d.onnx"
+    exported = run(prefix, "export", "--onnx", str(target), "--model", str(tmp_path / "no-model"))
+    assert (exported.returncode, exported.stdout) == (2, "")
+    assert exported.stderr == f"error: cannot write {target}: no permission to write in {folder}\n"
+    assert os.listdir(folder) == []
+
+
+def test_export_refuses_an_onnx_file_under_a_file_before_loading_the_model(tmp_path):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    target = taken / "sub" / "d.onnx"
+    result = CliRunner().invoke(app, ["export", "--onnx", str(target), "--model", str(tmp_path / "no-model")])
+    assert (result.exit_code, result.stderr) == (2, f"error: cannot write {target}: {taken} is a file, not a folder\n")
+    assert taken.read_text() == "keep me"

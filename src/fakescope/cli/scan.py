@@ -144,13 +144,14 @@ def export(
     import torch
 
     from fakescope.models import load_model
-    from fakescope.models.onnx import OnnxNetwork, export_onnx
+    from fakescope.models.onnx import OnnxNetwork, export_onnx, onnx_target
 
     with clean_errors():
         if int8 != (calibration is not None):
             from fakescope.errors import ConfigError
 
             raise ConfigError("--int8 needs --calibration (a manifest or an image folder), and --calibration needs --int8")
+        onnx_target(onnx)  # a URI or a path it cannot write: said now, not once the model is loaded and exported
         loaded = load_model(model)
         if int8:
             from fakescope.models.onnx import onnx_network

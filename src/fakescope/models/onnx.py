@@ -30,6 +30,7 @@ import numpy as np
 
 from fakescope.cache import cache_dir
 from fakescope.errors import ConfigError, ModelLoadError, StorageError
+from fakescope.io.storage import unwritable
 from fakescope.models.bundle import LoadedModel, check_weights
 from fakescope.models.registry import plugin_source
 
@@ -112,8 +113,9 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, *, tile_size: int =
 
 
 def onnx_target(path: str | os.PathLike) -> Path:
-    """`path` as the local file an export is written to (a `file://` URI is one); another URI (s3://, gdrive://,
-    https://) raises `ConfigError`.
+    """`path` as the local file an export is written to (a `file://` URI is one), checked before any work; another
+    URI (s3://, gdrive://, https://) raises `ConfigError`, a path that cannot be written (a file where a folder above
+    it goes, a folder that takes no new file) `StorageError`.
 
     `Path` would read `s3://b/x.onnx` as the local folders `s3:/b`, so the export would land there unannounced.
     """
@@ -123,6 +125,13 @@ def onnx_target(path: str | os.PathLike) -> Path:
 
         raise ConfigError(f"{shown_url(path)}: an ONNX export is written to a local file; give a path, "
                           "then copy the file to storage")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise StorageError(f"cannot write {path}: {folder} is a file, not a folder")
+    if blocked := unwritable(folder):
+        raise StorageError(f"cannot write {path}: no permission to write in {blocked}")
     return Path(path)
 
 
