@@ -349,6 +349,15 @@ def test_openai_without_a_key_says_how_to_give_one_and_makes_nothing(tmp_path, i
     assert not (tmp_path / "fakes").exists()
 
 
+def test_openai_without_a_key_names_a_wrong_source_first(tmp_path, monkeypatch):
+    """The missing key was said first: a user set it, then learned the source was wrong."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env above it
+    result = CliRunner().invoke(app, ["generate", "openai", "typo", "-o", "fakes", "--max-images", "1"])
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {tmp_path / 'typo'}: no such folder\n")
+    assert not (tmp_path / "fakes").exists()
+
+
 def test_openai_command_runs_and_rejects_bad_options(tmp_path, server):
     Image.new("RGB", (48, 48), "red").save(tmp_path / "a.png")
     out = tmp_path / "out"

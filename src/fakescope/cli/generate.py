@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
@@ -144,7 +145,7 @@ def openai(
             report = run_openai(
                 src, out, config, ledger=ledger, concurrency=concurrency, max_images=cap, max_spend=max_spend,
                 max_total_spend=max_total_spend, split=split, retry_interrupted=not at_most_once,
-                manifest_name=manifest, client=make_client(max_retries=max_retries, timeout=timeout),
+                manifest_name=manifest, client=functools.partial(make_client, max_retries=max_retries, timeout=timeout),
                 confirm=_confirm(config, max_images, limited, planned), new_settings=new_settings, max_wait=max_wait,
             )
         except KeyboardInterrupt:  # one the request loop did not catch: before it, or a second one while it drained

@@ -81,7 +81,7 @@ def run_openai(
     manifest_name: str = MANIFEST_NAME,
     manifest_every: float = 60.0,
     lease_seconds: float = LEASE_SECONDS,
-    client: OpenAI | None = None,
+    client: OpenAI | Callable[[], OpenAI] | None = None,
     confirm: Callable[[int, int, int], None] | None = None,
     new_settings: bool = False,
     max_wait: float = MAX_WAIT,
@@ -119,7 +119,9 @@ def run_openai(
             end), so a killed run leaves most of its rows for a rerun elsewhere to reuse.
         lease_seconds: How long an `s3://` or `gdrive://` `out`'s lease lasts unrenewed (a run killed elsewhere frees it
             this late).
-        client: An `openai.OpenAI` client; default `make_client()`.
+        client: An `openai.OpenAI` client, or a function making one, called once `src`, `out` and the settings are
+            checked (a missing key is said after a wrong `src`: fixing the key first would not make the run); default
+            `make_client()`.
         confirm: Called with `planned(src, out, config, split)`: (sources, requests, made), the number of sources
             (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
             once every option, `src` and the settings are checked and before anything is created or sent; raise from it
@@ -165,8 +167,6 @@ def run_openai(
     check_manifest_name(manifest_name)
     src, out = storage.absolute(src), storage.absolute(out)  # the manifest's uris work from any folder
     budget = Budget.of(config, max_images, max_spend, max_total_spend)
-    client = client or make_client()
-    check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
     sources = read_sources(src, out, config, split)
     first = next(sources)  # a bad src fails here, before anything is made under `out` or the cache
     report = RunReport(ledger=str(ledger or default_ledger_path(out)))
@@ -185,6 +185,8 @@ def run_openai(
         log.warning("the ledger records %d image(s) of this run's sources with these options as made in another folder "
                     "(as %s), not in %s: this run makes them again, paid again (counted in its plan and budgets); to keep "
                     "them unpaid, stop it and copy them into %s", len(elsewhere), elsewhere[0], out, out)
+    client = client() if callable(client) else client or make_client()  # the key is asked for after the free checks
+    check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
     found: dict[tuple[str, int | None], str | None] = {}  # what the plan finds damaged, or not, the run takes as found
     if confirm is not None:
         confirm(*planned(src, out, config, split, listed, held, found))
