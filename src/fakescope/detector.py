@@ -399,7 +399,7 @@ class Detector:
 
         config = self.model.config
         if not math.isfinite(pixel_p):  # an overflowing model scored nothing: an error record, as evaluate counts it
-            return Detection.failed(p.source, f"the model gave no finite score ({pixel_p})", config.name, self.threshold)
+            return Detection.failed(p.source, f"{NO_FINITE_SCORE} ({pixel_p})", config.name, self.threshold)
         frames = f" of the first of {p.frames} frames" if p.frames > 1 else ""  # an animation: not the rest
         pixel = Evidence("pixel", pixel_p, f"{config.name}: calibrated P(ai) over {len(tile_logits)} tile(s){frames}")
         fused = fuse(pixel_p, p.evidence, self.threshold, self.band)
@@ -424,6 +424,8 @@ class Detector:
 
 
 RUNTIMES = ("torch", "onnx", "auto")
+NO_FINITE_SCORE = "the model gave no finite score"
+"""How a `Detection` the network scored NaN or infinite begins its `error` (an image read and tiled, unlike others)."""
 
 
 def check_runtime(runtime: str) -> None:

@@ -259,3 +259,24 @@ def test_installed_command_explains_an_image(model_dir, images, tmp_path):
                           check=False, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{images[1]}\t{out / overlay_name(images[1])}_gradcam.png\n"
+
+
+def test_explain_tiles_of_an_image_too_thin_to_tile_is_a_failure_naming_why(tmp_path):
+    """It was a note that the tiles map "is not finite (the network gave NaN...)", and exit 0."""
+    import torch
+
+    from fakescope.io.image import MAX_PIXELS
+    from fakescope.models import InputPolicy, ModelConfig, create_model, save_model
+
+    torch.manual_seed(0)
+    save_model(create_model("test_tiny").eval(), ModelConfig("wide", "test_tiny", input=InputPolicy(crop_size=640, grid=1)),
+               tmp_path / "model")
+    thin, square = tmp_path / "thin.png", tmp_path / "square.png"
+    Image.new("RGB", (16_000, 32), "grey").save(thin)  # filling a 640-px tile: 320,000 x 640, over MAX_PIXELS
+    Image.new("RGB", (640, 640), "grey").save(square)
+    result = CliRunner().invoke(app, ["explain", str(thin), str(square), "--model", str(tmp_path / "model"),
+                                      "--out", str(tmp_path / "out"), "--method", "tiles"])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {thin}: image too long and thin: upscaling 16000x32 to fill a 640-px tile gives "
+                             f"320000x640 (204,800,000 pixels), over {MAX_PIXELS:,}\n")
+    assert [unhashed(p) for p in written(result.stdout)] == ["square_tiles.png"]

@@ -20,8 +20,8 @@ import pandas as pd
 from PIL import Image
 
 from fakescope.data.manifest import check_rows, warn_repeated_uris
-from fakescope.detector import Detector
-from fakescope.errors import ConfigError, FakescopeError
+from fakescope.detector import NO_FINITE_SCORE, Detector
+from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.explain.cam import class_activation_map
 from fakescope.explain.embedding import (
     MIN_IMAGES,
@@ -85,13 +85,15 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
     infinite values, is skipped, with its reason.
 
     Raises:
-        ImageLoadError, StorageError: The image cannot be read.
+        ImageLoadError, StorageError: The image cannot be read, or read but not scored (too long and thin to tile).
     """
     unknown = sorted(set(methods) - set(METHOD_TITLES))
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; expected {', '.join(METHOD_TITLES)}")
     loaded = load_source(source)  # read once: a URL or bucket object fetched twice could be two images
     image, detection = loaded.image, detector.predict(loaded, heatmap="tiles" in methods)
+    if detection.error is not None and not detection.error.startswith(NO_FINITE_SCORE):  # read, not scored: too thin to tile
+        raise ImageLoadError(detection.error)
     shown = shown_source(source)  # a signed URL without its signature or password, in the caption
     name = name or overlay_name(source)
     files, skipped = {}, {}
