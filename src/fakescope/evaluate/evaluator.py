@@ -30,7 +30,7 @@ from tqdm import tqdm
 from fakescope.data.audit import Inspections
 from fakescope.data.manifest import SPLITS, check_rows, warn_repeated_uris
 from fakescope.detection import verdict_for
-from fakescope.detector import Detector
+from fakescope.detector import NO_FINITE_SCORE, Detector
 from fakescope.errors import ConfigError, ImageLoadError, StorageError, UnscorableImages
 from fakescope.evaluate.metrics import (
     binary_metrics,
@@ -208,7 +208,7 @@ def evaluate(
                     if n not in unscorable:
                         figures.add(rows.at[loaded[n][0], "uri"], image)
             finite = np.isfinite(pixel)  # a model that overflows gives no score: a failure, not a metric's NaN
-            failures += [{"uri": str(rows.at[index, "uri"]), "error": f"the model gave no finite score ({p})"}
+            failures += [{"uri": str(rows.at[index, "uri"]), "error": f"{NO_FINITE_SCORE} ({p})"}
                          for n, ((index, _), p, ok) in enumerate(zip(loaded, pixel, finite)) if not ok and n not in unscorable]
             loaded, pixel = [pair for pair, ok in zip(loaded, finite) if ok], pixel[finite]
             if not loaded:
