@@ -252,6 +252,28 @@ def test_generate_reads_prompts_and_posts_json(server, tmp_path):
     assert server.counts[("generations", 200)] == 2 and not (tmp_path / "out3").exists()
 
 
+def test_a_prompt_over_the_models_limit_is_refused_in_one_line_before_any_request(server, photos, tmp_path):
+    """100 KB was taken and failed only at the API, after the upload (the API reference's limits, in characters)."""
+    for model, limit in (("dall-e-2", 1_000), ("gpt-image-2.6-flare", 32_000)):
+        size = "256x256" if model == "dall-e-2" else "auto"
+        OpenAIImagesConfig(mode="edit", model=model, size=size, prompt="é" * limit)  # characters, not bytes
+        with pytest.raises(ConfigError, match=rf"^prompt: {limit + 1:,} characters, over {model}'s limit of {limit:,}; "
+                                              "shorten it$"):
+            OpenAIImagesConfig(mode="edit", model=model, size=size, prompt="x" * (limit + 1))
+    OpenAIImagesConfig(mode="edit", model="my-model", prompt="x" * 100_000)  # unknown models are not checked
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox in snow\n\n" + "x" * 4_001 + "\n")
+    config = OpenAIImagesConfig(mode="generate", model="dall-e-3", size="1024x1024")
+    with pytest.raises(ConfigError, match=r"prompts.txt line 3: 4,001 characters, over dall-e-3's limit of 4,000; shorten "
+                                          r"it \(every line is checked before any request\)$"):
+        run_openai(str(prompts), str(tmp_path / "out"), config, client=make_client(max_retries=0))
+    given = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(tmp_path / "out2"), "--mode", "edit",
+                                     "--prompt", "x" * 32_001])
+    assert given.exit_code == 2
+    assert given.output == "error: prompt: 32,001 characters, over gpt-image-2.6-flare's limit of 32,000; shorten it\n"
+    assert server.requests == [] and not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
 def test_client_retries_429_and_500_once_each_without_double_billing(server, photos, tmp_path):
     server.faults = [429, 500, 429]
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")

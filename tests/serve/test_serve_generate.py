@@ -291,6 +291,16 @@ def test_a_size_the_api_cannot_make_is_422_before_any_work(server, auth, images_
     assert images_api.requests == []
 
 
+def test_a_prompt_over_the_models_limit_is_422_before_any_work(server, auth, images_api, photo_bytes):
+    """A 100 KB prompt was queued and failed only at the API, after the upload."""
+    answer = httpx.post(f"{server.url}/v1/generate", headers={**auth, "X-OpenAI-Key": API_KEY},
+                        files={"file": ("cat.jpg", photo_bytes, "image/jpeg")},
+                        data={"mode": "edit", "model": "dall-e-2", "size": "256x256", "prompt": "x" * 100_000})
+    assert answer.status_code == 422
+    assert answer.json() == {"detail": "prompt: 100,000 characters, over dall-e-2's limit of 1,000; shorten it"}
+    assert images_api.requests == []
+
+
 @pytest.mark.parametrize("model", ["x/../../../escaped", "..", "a\\b", "m" * 101])
 def test_a_model_name_that_cannot_name_files_is_422_before_any_request(server, auth, images_api, photo_bytes, model):
     """The model names the outputs' files (and save_pair's folder): path parts must not reach them."""

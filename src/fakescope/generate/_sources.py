@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from fakescope.data.manifest import MANIFEST_SUFFIXES
 from fakescope.errors import ConfigError, StorageError
 from fakescope.generate.manifest import source_stem
+from fakescope.generate.openai_models import prompt_too_long
 from fakescope.io import storage
 from fakescope.io.inputs import IMAGE_SUFFIXES, expand_glob, list_images, path_text
 
@@ -90,7 +91,7 @@ def read_sources(
 ) -> Iterator[tuple[str, str, str, bytes | str]]:
     """Yield (source URI, name stem, sha256, payload) for every source, lazily."""
     if config.mode == "generate":
-        for number, prompt in read_prompts(src):
+        for number, prompt in read_prompts(src, config.model):
             yield f"{src}#L{number}", f"prompt{number}", hashlib.sha256(prompt.encode()).hexdigest(), prompt
         return
     for uri in image_uris(src, exclude=out, split=split):
@@ -98,8 +99,9 @@ def read_sources(
         yield uri, source_stem(uri), hashlib.sha256(data).hexdigest(), data
 
 
-def read_prompts(src: str) -> list[tuple[int, str]]:
-    """(line number, prompt) for each non-blank line of a prompts file."""
+def read_prompts(src: str, model: str | None = None) -> list[tuple[int, str]]:
+    """(line number, prompt) for each non-blank line of a prompts file; with `model`, one over its prompt limit
+    (`openai_models.prompt_too_long`) refuses the file, every line checked before any request."""
     try:
         lines = storage.read_bytes(src).decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:  # an image given where --mode generate takes its prompts
@@ -108,4 +110,7 @@ def read_prompts(src: str) -> list[tuple[int, str]]:
     prompts = [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
     if not prompts:
         raise ConfigError(f"{path_text(src)}: no prompt in it (UTF-8 text, one prompt per line)")
+    for number, prompt in prompts if model is not None else ():
+        if too_long := prompt_too_long(model, prompt):
+            raise ConfigError(f"{path_text(src)} line {number}: {too_long} (every line is checked before any request)")
     return prompts

@@ -54,7 +54,7 @@ from fakescope._quiet import ignore_warning
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.generate._encoding import SAVE_FORMATS
 from fakescope.generate.openai_models import (
-    DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MAX_N, MODELS, check_options, family, retirement,
+    DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MAX_N, MODELS, check_options, family, prompt_too_long, retirement,
 )
 from fakescope.io import storage
 from fakescope.io.fetch import FetchError, fetch_public
@@ -176,6 +176,8 @@ class OpenAIImagesConfig:
         if self.input_fidelity is not None and (self.mode == "generate" or self.legacy):
             raise ConfigError(f"input_fidelity is for edits by GPT image models; {self.model} {self.mode} sends none")
         check_options(self.model, self.mode, self.size, self.quality, self.input_fidelity)
+        if self.prompt is not None and (too_long := prompt_too_long(self.model, self.prompt)):  # before any upload
+            raise ConfigError(f"prompt: {too_long}")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or not 1 <= self.n <= MAX_N:
             raise ConfigError(f"n must be a whole number from 1 to {MAX_N} (images per source), got {self.n!r}")
         if self.response_format not in (None, "b64_json", "url"):

@@ -42,6 +42,8 @@ class ModelInfo:
     replacement: str | None = None
     input_fidelities: tuple[str, ...] | None = None
     """The edits' `input_fidelity` values it takes (empty: none); None where the API reference does not say (not checked)."""
+    max_prompt: int = 32_000
+    """The longest prompt it takes, in characters (the API reference's limits: GPT image models 32,000)."""
 
     def retired(self, today: datetime.date | None = None) -> bool:
         """Whether api.openai.com no longer serves it."""
@@ -65,8 +67,9 @@ MODELS: dict[str, ModelInfo] = {
     "gpt-image-1": ModelInfo(GPT_IMAGE, _GPT, GPT_SIZES, GPT_QUALITIES, retires="2026-10-23",
                              replacement="gpt-image-2.5-sunburst or gpt-image-2.5-flare", input_fidelities=INPUT_FIDELITIES),
     "dall-e-2": ModelInfo(DALL_E, ("variation", "edit", "generate"), ("256x256", "512x512", "1024x1024"),
-                          ("standard",), **_DALL_E),
-    "dall-e-3": ModelInfo(DALL_E, ("generate",), ("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd"), **_DALL_E),
+                          ("standard",), max_prompt=1_000, **_DALL_E),
+    "dall-e-3": ModelInfo(DALL_E, ("generate",), ("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd"),
+                          max_prompt=4_000, **_DALL_E),
 }
 """Known models; the first quality listed for a dall-e model is its default, GPT models default to `auto`."""
 
@@ -108,6 +111,14 @@ def check_options(model: str, mode: str, size: str, quality: str | None, input_f
     if input_fidelity is not None and info.input_fidelities is not None and input_fidelity not in info.input_fidelities:
         takes = f"use {', '.join(info.input_fidelities)}" if info.input_fidelities else "it takes none, leave it out"
         raise ConfigError(f"input_fidelity {input_fidelity} is not one {model} takes: {takes}")
+
+
+def prompt_too_long(model: str, prompt: str) -> str | None:
+    """Why a known `model` refuses `prompt` ('N characters, over <model>'s limit of L; shorten it'), else None."""
+    info = MODELS.get(model)
+    if info is None or len(prompt) <= info.max_prompt:
+        return None
+    return f"{len(prompt):,} characters, over {model}'s limit of {info.max_prompt:,}; shorten it"
 
 
 def check_served(model: str, base_url: object, today: datetime.date | None = None) -> None:
