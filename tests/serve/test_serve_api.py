@@ -271,6 +271,27 @@ def test_openapi_gives_every_route_a_summary_what_it_answers_and_only_the_errors
     assert foreign.json()["detail"].startswith("cross-origin request refused: ")
 
 
+def test_every_answer_is_nosniff_and_kept_out_of_caches(server, auth, photo_bytes):
+    """Results of a user's upload must not sit in shared caches: only /docs sent nosniff, and no answer a cache policy."""
+    url = server.url
+    answers = {
+        "healthz": httpx.get(f"{url}/healthz"), "models": httpx.get(f"{url}/v1/models", headers=auth),
+        "detect": httpx.post(f"{url}/v1/detect", headers=auth, content=photo_bytes),
+        "batch": httpx.post(f"{url}/v1/detect/batch", headers=auth, files=[("files", ("a.jpg", photo_bytes, "image/jpeg"))]),
+        "explain png": httpx.post(f"{url}/v1/explain", headers=auth, content=photo_bytes),
+        "explain json": httpx.post(f"{url}/v1/explain?format=json", headers=auth, content=photo_bytes),
+        "generate 422": httpx.post(f"{url}/v1/generate", headers=auth, files={"file": ("a.jpg", photo_bytes, "image/jpeg")},
+                                   data={"size": "big"}),
+        "job 404": httpx.get(f"{url}/v1/jobs/nope", headers=auth), "401": httpx.get(f"{url}/v1/models"),
+        "403": httpx.get(f"{url}/healthz", headers={"Host": "rebound.example"}),
+        "413": httpx.post(f"{url}/v1/detect", headers=auth, content=b"x" * 2_000_000),
+        "405": httpx.put(f"{url}/v1/detect", headers=auth), "spec": httpx.get(f"{url}/openapi.json"),
+    }
+    for name, answer in answers.items():
+        assert (answer.headers.get("x-content-type-options"), answer.headers.get("cache-control")) == ("nosniff", "no-store"), name
+    assert [answers[name].status_code for name in ("explain png", "generate 422", "413")] == [200, 422, 413]
+
+
 def test_every_error_is_one_line_of_detail(server, auth, photo_bytes):
     bad_format = httpx.post(f"{server.url}/v1/explain?format=jpg", headers=auth, content=photo_bytes)
     no_files = httpx.post(f"{server.url}/v1/detect/batch", headers=auth)

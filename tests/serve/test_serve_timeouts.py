@@ -162,6 +162,7 @@ def test_requests_beyond_the_connection_cap_answer_503(detector, tmp_path_factor
             busy = httpx.get(f"{live.url}/healthz")  # was uvicorn's plain text 'Service Unavailable', no Retry-After
             assert (busy.status_code, busy.headers["Retry-After"]) == (503, "1")
             assert busy.json() == {"detail": "the server is busy: too many connections and requests at once; try again shortly"}
+            assert (busy.headers["X-Content-Type-Options"], busy.headers["Cache-Control"]) == ("nosniff", "no-store")
         assert until(lambda: not live.server.server_state.connections)
         assert httpx.get(f"{live.url}/healthz").status_code == 200
 

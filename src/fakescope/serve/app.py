@@ -33,6 +33,7 @@ from fakescope.serve.detect_routes import RENDER_WORKERS, add_detect_routes
 from fakescope.serve.docs_page import add_docs_page
 from fakescope.serve.gate import Gate, generates
 from fakescope.serve.generation_routes import add_generation_routes
+from fakescope.serve.headers import AnswerHeaders
 from fakescope.serve.jobs import JobStore
 from fakescope.serve.limits import MULTIPART_MAX_FILES, BodyBudget
 from fakescope.serve.openapi import PNG_HEADERS, spec_builder
@@ -102,6 +103,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
     if config.cors_origins:  # outermost: preflights carry no token, and error answers need the CORS headers too
         app.add_middleware(_CORS, allow_origins=list(config.cors_origins), allow_methods=CORS_METHODS,
                            allow_headers=CORS_HEADERS, expose_headers=[*PNG_HEADERS, "Retry-After"], max_age=600)
+    app.add_middleware(AnswerHeaders)  # outermost: every answer, the refusals of `Gate` and of CORS preflights too
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(HTTPException)(_http_error)
     app.exception_handler(ServerBusy)(_busy)

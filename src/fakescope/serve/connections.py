@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fakescope.serve.config import ServeConfig
+from fakescope.serve.headers import ANSWER_HEADERS
 
 BUSY = "the server is busy: too many connections and requests at once; try again shortly"
 BUSY_RETRY_S = 1
@@ -39,7 +40,8 @@ class HeadTimeoutProtocol(H11Protocol):
         if self.max_connections is not None and (len(self.connections) >= self.max_connections
                                                  or len(self.tasks) > self.max_connections):
             self.logger.warning("Exceeded concurrency limit.")
-            busy = JSONResponse({"detail": BUSY}, 503, {"Retry-After": str(BUSY_RETRY_S), "Connection": "close"})
+            busy = JSONResponse({"detail": BUSY}, 503, {"Retry-After": str(BUSY_RETRY_S), "Connection": "close",
+                                                        **ANSWER_HEADERS})
             return await busy(scope, receive, send)
         return await app(scope, receive, send)
 
