@@ -19,6 +19,9 @@ import pytest
 from PIL import Image
 from serve_helpers import BATCH_NEEDS_FILES, TOKEN, LiveServer, encode
 
+CONNECTION_CAP = ("busy: more connections and requests at once than the server's --max-connections (`Retry-After` says "
+                  "when to try again)")
+
 
 def test_healthz_is_open_and_names_the_model(server):
     answer = httpx.get(f"{server.url}/healthz")
@@ -263,6 +266,8 @@ def test_openapi_gives_every_route_a_summary_what_it_answers_and_only_the_errors
     assert operations["get", "/v1/jobs/{job_id}/outputs/{index}"]["responses"]["422"]["description"] == "index: not a whole number"
     for (method, path), op in operations.items():  # the 403s `Gate` answers before routing were in no route's spec
         assert op["responses"]["403"]["description"].startswith("host not allowed: "), (method, path)
+        busy = op["responses"]["503"]  # the connection cap's, on every route: was on those with a 503 of their own only
+        assert busy["description"].endswith(CONNECTION_CAP) and busy["headers"]["Retry-After"]["schema"] == {"type": "integer"}
         assert ("cross-origin" in op["responses"]["403"]["description"]) == (method != "get"), (method, path)
     rebound = httpx.get(f"{server.url}/healthz", headers={"Host": "rebound.example"})
     foreign = httpx.post(f"{server.url}/v1/detect", headers={**auth, "Origin": "http://evil.example"}, content=b"x")

@@ -165,6 +165,8 @@ def test_requests_beyond_the_connection_cap_answer_503(detector, tmp_path_factor
             assert (busy.headers["X-Content-Type-Options"], busy.headers["Cache-Control"]) == ("nosniff", "no-store")
         assert until(lambda: not live.server.server_state.connections)
         assert httpx.get(f"{live.url}/healthz").status_code == 200
+        documented = httpx.get(f"{live.url}/openapi.json").json()["paths"]["/healthz"]["get"]["responses"]["503"]
+        assert "--max-connections" in documented["description"] and "Retry-After" in documented["headers"]
 
 
 def test_idle_sockets_beyond_the_cap_are_held_until_the_head_timeout(detector, tmp_path_factory):

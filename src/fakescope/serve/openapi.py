@@ -22,6 +22,9 @@ _bearer = HTTPBearer(auto_error=False, description="Set FAKESCOPE_API_TOKEN on t
 SECURED = [Depends(_bearer)]  # declares the scheme in the OpenAPI spec; `Gate` checks the token
 
 
+CONNECTION_CAP = ("busy: more connections and requests at once than the server's --max-connections (`Retry-After` says "
+                  "when to try again)")
+"""The 503 any route answers over the cap (`serve.connections`)."""
 HOST_REFUSED = "host not allowed: on loopback, a `Host` that is not a loopback name or an `--allowed-host`"
 CROSS_ORIGIN = "; or cross-origin: a page of another origin than the server's own or a `--cors-origin`"
 
@@ -53,7 +56,8 @@ def spec_builder(app: FastAPI):
 def answers(ok: type | dict, says: str, *codes: int, status: int = 200, secured: bool = True, **notes: str) -> dict:
     """OpenAPI entries for a route's answers: `ok` (a model or an entry) meaning `says`, then every error it can give.
 
-    401 (when `secured`) and 500 are always listed; `notes` (`e422="..."`) word a code for this route.
+    401 (when `secured`), 500 and the connection cap's 503 (`CONNECTION_CAP`, any route's, with `Retry-After`) are
+    always listed; `notes` (`e422="..."`) word a code for this route (a 503 in `codes`: the cap's is added to it).
     """
     meaning = {400: "a malformed multipart body, or a body the client stopped sending",
                401: "missing or wrong bearer token", 404: "unknown job or output",
@@ -64,10 +68,11 @@ def answers(ok: type | dict, says: str, *codes: int, status: int = 200, secured:
                502: "the image URL could not be fetched: an HTTP error, a web page, too slow, or unreachable",
                503: "busy: the model's queue is full (`Retry-After` says when to try again)"}
     answers: dict = {status: {**(ok if isinstance(ok, dict) else {"model": ok}), "description": says}}
-    for code in sorted({*codes, 500, *([401] if secured else [])}):
+    for code in sorted({*codes, 500, 503, *([401] if secured else [])}):
         answers[code] = {"model": Error, "description": notes.get(f"e{code}", meaning[code])}
     if 401 in answers:
         answers[401]["headers"] = {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}}
-    if 503 in answers:
-        answers[503]["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+    busy = answers[503]
+    busy["description"] = f"{busy['description']}; or {CONNECTION_CAP}" if 503 in codes else CONNECTION_CAP
+    busy["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
     return answers
