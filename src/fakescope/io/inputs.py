@@ -128,31 +128,42 @@ def _warn_no_image(pattern: str) -> None:
 
 
 def _glob(pattern: str) -> Iterator[str]:
-    """What `pattern` matches. A `**` is matched over a walk that enters symlinked folders each once and never one's own
-    ancestor (`glob`'s would follow such a link round and round: with two, for ever), leaving out hidden folders the
-    pattern does not name."""
+    """What `pattern` matches, over a walk from its last folder without wildcards: one that enters symlinked folders each
+    once and never one's own ancestor (`glob`'s would follow such a link round and round: with two, for ever), leaves out
+    hidden folders the pattern does not name, and gives a folder it reaches but cannot list as its `UnlistedFolder`
+    (`glob` leaves it out unsaid). Without a `**`, only folders the pattern's leading parts match are listed."""
     parts = Path(pattern).parts
-    if "**" not in parts:
-        return glob.iglob(pattern)
     first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     anchor = os.path.join(*parts[:first]) if first else ""
-    return (found if isinstance(found, str) else os.path.join(anchor, *found)
-            for found in _walked(anchor or ".", set(parts)) if isinstance(found, str) or _matches(parts[first:], found))
+    matches = (found if isinstance(found, str) else os.path.join(anchor, *found)
+               for found in _walked(anchor or ".", parts[first:], set(parts))
+               if isinstance(found, str) or _matches(parts[first:], found))
+    return filter(os.path.isdir, matches) if pattern.endswith(("/", os.sep)) else matches  # `photos/*/`: folders, as glob
 
 
-def _walked(root: str, named: set[str]) -> Iterator[tuple[str, ...] | str]:
-    """Every folder and file below `root` (itself as `()`), as path parts relative to it; a folder that cannot be
-    listed as its `UnlistedFolder`, which a pattern cannot tell holds no match (listing it reports it)."""
+def _walked(root: str, pattern: tuple[str, ...], named: set[str]) -> Iterator[tuple[str, ...] | str]:
+    """`root` (as `()`) and the folders and files below it that `pattern` may match, as path parts relative to it; a
+    folder that cannot be listed as its `UnlistedFolder`, which a pattern cannot tell holds no match (listing it reports
+    it)."""
     from fakescope.io._local import unlisted, walk
 
     failed: list[OSError] = []
     for folder, dirs, files in walk(root, failed.append):
         yield from unlisted(failed)
-        dirs[:] = [name for name in dirs if not is_hidden(name) or name in named]
         here = Path(os.path.relpath(folder, root)).parts if folder != root else ()
-        yield here
-        yield from (here + (name,) for name in files)
+        if not here:
+            yield here
+        yield from (here + (name,) for name in dirs + files)
+        dirs[:] = [name for name in dirs if _may_hold(pattern, here + (name,), named)]
     yield from unlisted(failed)
+
+
+def _may_hold(pattern: tuple[str, ...], parts: tuple[str, ...], named: set[str]) -> bool:
+    """Whether the folder at `parts` may hold a match: one not hidden (or named) under a `**`, else one that the
+    pattern's leading parts match."""
+    if "**" in pattern:
+        return not is_hidden(parts[-1]) or parts[-1] in named
+    return len(parts) < len(pattern) and _matches(pattern[:len(parts)], parts)
 
 
 def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
