@@ -132,7 +132,12 @@ def calibration_tiles(sources: Iterable[str], model: LoadedModel, count: int = C
 
 
 def calibration_sources(data: str, *, seed: int = 0) -> list[str]:
-    """Calibration images: a manifest's train and val rows, or a folder's images, in a seeded (deterministic) order."""
+    """Calibration images: a manifest's train and val rows, or a folder's images, in a seeded (deterministic) order.
+
+    Raises:
+        ConfigError: no images, or a folder under `data` that cannot be listed (calibrating without its images would
+            go unsaid, as `dataset build` refuses it).
+    """
     from fakescope.scale.scan import MANIFEST_SUFFIXES
 
     if data.lower().endswith(MANIFEST_SUFFIXES):
@@ -143,12 +148,15 @@ def calibration_sources(data: str, *, seed: int = 0) -> list[str]:
         if not uris:
             raise ConfigError(f"{data}: no train or val rows to calibrate on")
     else:
-        from fakescope.io.inputs import list_images
+        from fakescope.io.inputs import list_images, path_text
 
         if os.path.isfile(data):  # list_images would say only "a file, not a folder"
             raise ConfigError(f"{data}: a file, not a manifest ({', '.join(MANIFEST_SUFFIXES)}) or an image folder to "
                               "calibrate on")
         uris = list(list_images(data))
+        if unlisted := next((uri for uri in uris if isinstance(uri, storage.UnlistedFolder)), None):  # a smaller set, unsaid
+            raise ConfigError(f"{path_text(unlisted)}: {unlisted.reason}, so the calibration would miss them: make it "
+                              "readable (or move it out) and export again")
         if not uris:
             raise ConfigError(f"{data}: no images to calibrate on")
     random.Random(seed).shuffle(uris)
