@@ -100,3 +100,59 @@ def test_dataset_build_refuses_an_unlisted_folder(tmp_path, image_factory, photo
                             "(or move it out) and build again\n")
     assert not (tmp_path / "manifest.csv").exists()
     (folder / "fake" / "b").rename(folder / "b")  # for the fixture's chmod back
+
+
+RESCAN = """
+import json, sys
+import pandas as pd
+from fakescope import Detector
+from fakescope.scale import read_results, scan, scan_sources
+detector, seen = Detector.load(provenance=False), []
+for mode in sys.argv[1:]:  # each a scan run after b's permissions are set so
+    __import__("os").chmod("photos/b", int(mode, 8))
+    scan(scan_sources("photos"), "results", detector)
+    seen.append([sorted(read_results("results")["path"]), sorted(pd.read_parquet("results")["path"])])
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("modes", [["0", "0", "755"], ["755", "0", "0", "755"]], ids=["unlisted-first", "scored-before"])
+def test_a_scan_rerun_drops_the_folders_row_once_it_lists_the_folder(photos, tmp_path, modes):
+    """The folder's error row names no image, so no row of its path replaces it: a rerun that lists the folder drops it,
+    from `read_results` and from the parts, also when its images were scored before (the rerun skips them); a rerun
+    while it cannot be listed keeps it, also when it is newer than its images' rows."""
+    folder, prefix = photos
+    done = run(prefix, "-c", RESCAN, *modes, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    a, b, b2 = str(folder / "a" / "1.png"), str(folder / "b"), str(folder / "b" / "2.png")
+    expected = {"0": [a, b], "755": [a, b2]}
+    if modes[0] == "755":
+        expected["0"] = [a, b, b2]
+    assert json.loads(done.stdout) == [[expected[mode]] * 2 for mode in modes]
+
+
+@pytest.mark.parametrize("pattern", ["photos/*/*.png", "photos/[ab]/*", "*/b/*.png"])
+def test_a_glob_without_double_star_reports_a_folder_it_cannot_list(photos, tmp_path, pattern):
+    """Python's glob leaves a folder it cannot list out unsaid; a glob that reaches it lists it, as `**` does."""
+    folder, prefix = photos
+    done = run(prefix, "-c", f"from fakescope.io import iter_sources; print(list(iter_sources({pattern!r})))", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    listed = eval(done.stdout)
+    assert listed[-1] == "photos/b" and listed[:-1] == ["photos/a/1.png"] * ("/b/" not in pattern)
+
+
+def test_a_glob_reports_no_folder_it_does_not_reach(photos, tmp_path):
+    folder, prefix = photos
+    done = run(prefix, "-c", "from fakescope.io import iter_sources; print(list(iter_sources('photos/a*/*.png')))",
+               cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "['photos/a/1.png']\n"), done.stderr
+
+
+def test_export_int8_refuses_calibration_images_with_a_folder_it_cannot_list(photos, tmp_path):
+    folder, prefix = photos
+    done = run(prefix, "-m", "fakescope", "export", "--onnx", "model.onnx", "--int8", "--calibration", "photos",
+               cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (f"error: photos/b: {REASON}, so the calibration would miss them: make it readable (or move "
+                           "it out) and export again\n")
+    assert not (tmp_path / "model.onnx").exists()

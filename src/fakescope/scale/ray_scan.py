@@ -97,7 +97,7 @@ def ray_scan(
     pending = [s for s in sources if not contents.claim(s)]
     before = set(part_files(folder))
     if not pending:
-        if contents.transient:  # those a run that stopped left behind
+        if contents.stale:  # those a run that stopped left behind, and rows of the folders this one lists
             drop_superseded(folder, contents, before)
         return ScanSummary(0, 0, len(sources))
     schema = scoring.on(writing_schema(folder, contents.schema))
@@ -136,7 +136,7 @@ def ray_scan(
     kinds = [pq.read_table(p, columns=["error_kind"] * ("error_kind" in schema.names) + ["error"]) for p in new_parts]
     errors = sum(pc.sum(pc.is_valid(t.column("error"))).as_py() or 0 for t in kinds)
     transient = sum(pc.sum(pc.equal(t.column("error_kind"), TRANSIENT)).as_py() or 0 for t in kinds if "error_kind" in t.column_names)
-    if contents.transient:  # the new rows supersede earlier transient rows: rewrite their parts without them
+    if contents.stale:  # the new rows supersede earlier transient rows: rewrite their parts without them
         drop_superseded(folder, contents, before)
     return ScanSummary(len(pending), errors, len(sources) - len(pending), transient)
 

@@ -5,7 +5,8 @@ a local scan runs, one Arrow IPC journal of the rows not yet in a part. `evidenc
 JSON text (scores rounded to 6 decimals, like `score`) because its `data` dicts differ from
 one evidence kind to the next. `caveat` is null unless set; `error_kind` (last) is null for a scored row, `transient`
 for an error that may pass (a rerun scores the source again, and `drop_superseded` then rewrites the part holding the
-old row without it), `permanent` for the rest. Parts are named in time order (`run_id`): the last of several transient
+old row without it), `permanent` for the rest. A folder that could not be listed has an error row of its own path, which
+no row of its images replaces: a rerun that lists it drops that row as well. Parts are named in time order (`run_id`): the last of several transient
 rows of a source is its newest. A folder begun by a version without these columns (`ADDED_COLUMNS`) keeps its columns,
 so that every part of it reads as one table.
 """
@@ -21,7 +22,7 @@ import re
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -229,23 +230,30 @@ def _without(missing: set[str]) -> pa.Schema:
 class FolderContents:
     """What a results folder's parts hold: the `source_key`s written, the columns new rows take (`folder_schema`), the
     URL rows of parts written before `NAMES_KEY` (named by `legacy_url_name`), the parts holding `transient` rows, and
-    the `path`s of those rows that a row of another kind also has (`drop_superseded` reads no other part)."""
+    the `path`s of those rows that a row of another kind also has (`drop_superseded` reads no other part); then, as the
+    run claims its sources, the rows of folders it lists (`relisted`)."""
 
     done: set[str]
     schema: pa.Schema
     legacy: set[str]
     transient_parts: frozenset[Path] = frozenset()
     settled: frozenset[str] = frozenset()
+    relisted: set[str] = field(default_factory=set)
+    """The rows of local folders (a folder that could not be listed, recorded in its images' place) that a source this
+    run claimed lies below: it lists them now, so `drop_superseded` drops their rows."""
+    _folders: set[str] = field(default_factory=set, repr=False)
 
     @property
-    def transient(self) -> bool:
-        """Whether some row is `transient`."""
-        return bool(self.transient_parts)
+    def stale(self) -> bool:
+        """Whether the run's end has rows to drop (`drop_superseded`): `transient` ones, or those of `relisted` folders."""
+        return bool(self.transient_parts or self.relisted)
 
     def claim(self, source: str) -> bool:
         """Whether a `source_key` is done: its row, or a legacy row its legacy name names. Each row answers once (URLs
-        that the legacy names merged are scored again apart) and then leaves memory."""
+        that the legacy names merged are scored again apart) and then leaves memory; so does the row of a local folder
+        above it, which goes to `relisted` (a folder still unlisted is claimed as itself, and its row stays)."""
         row = stored_path(source)
+        self._relist(row)
         if row in self.done:
             self.done.discard(row)
             self.legacy.discard(row)
@@ -254,6 +262,15 @@ class FolderContents:
             self.legacy.discard(old)
             return True
         return False
+
+    def _relist(self, row: str) -> None:
+        folder = os.path.dirname(row)
+        while os.path.isabs(folder) and folder not in self._folders:  # each folder looked up once
+            self._folders.add(folder)
+            if folder in self.done:
+                self.done.discard(folder)
+                self.relisted.add(folder)
+            folder = os.path.dirname(folder)
 
 
 def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderContents:
@@ -359,7 +376,7 @@ def read_results(out: str | Path) -> pd.DataFrame:
     """All rows of a results folder as one DataFrame, in `folder_schema`'s columns (without the `ADDED_COLUMNS` of a
     folder begun before them). A transient error's row is left out once its source has another row (a rerun scored
     it, or failed it for good), and kept once (its newest: the last in `part_files`' order) while every row of its
-    source is one.
+    source is one. A folder's error row (it could not be listed) is left out once a later row lies below it.
 
     Raises:
         StorageError: `out` is no folder (a mistyped name read as no results at all).
@@ -378,25 +395,38 @@ def read_results(out: str | Path) -> pd.DataFrame:
 
 
 def _superseded(rows: pd.DataFrame) -> pd.Series:
-    """The transient rows that another row of their path supersedes: one of another kind, or a later transient one."""
+    """The transient rows that another row of their path supersedes: one of another kind, or a later transient one; and
+    the error rows of folders that a later row below them supersedes (a run listed the folder since)."""
     transient = rows["error_kind"].eq(TRANSIENT)
-    return transient & (rows["path"].isin(rows.loc[~transient, "path"]) | rows.duplicated("path", keep="last"))
+    superseded = transient & (rows["path"].isin(rows.loc[~transient, "path"]) | rows.duplicated("path", keep="last"))
+    if not (failed := rows["error_kind"].notna()).any():
+        return superseded
+    position = pd.Series(range(len(rows)), index=rows.index)
+    last_below: dict[str, int] = {}  # a local folder: the last position of a row below it
+    for folder, last in position.groupby(rows["path"].map(os.path.dirname)).max().items():
+        while os.path.isabs(folder) and last_below.get(folder, -1) < last:
+            last_below[folder] = last
+            folder = os.path.dirname(folder)
+    return superseded | (failed & rows["path"].map(last_below).gt(position))
 
 
 def drop_superseded(out: str | Path, contents: FolderContents, older: Collection[Path]) -> int:
     """Rewrite each part holding transient rows that `read_results` leaves out without them, so that
-    `pandas.read_parquet` also reads one row per source; return how many went. `contents` is what `read_folder` found
-    before the run, in the parts `older`: only the parts it found holding transient rows and the run's own are read
-    again (`contents.settled` names the transient rows that rows of other parts supersede). A part is rewritten whole
+    `pandas.read_parquet` also reads one row per source, and the rows of folders the run listed (`contents.relisted`);
+    return how many went. `contents` is what `read_folder` found before the run, in the parts `older`, and what the
+    run's claims added: only the parts it found holding transient rows and the run's own are read again
+    (`contents.settled` names the transient rows that rows of other parts supersede), every part when a folder was
+    relisted (its row may be in any). A part is rewritten whole
     under its own name (`write_part`: a temporary, then a rename over it), or deleted when none of its rows stays: a
     crash leaves each part as it was or as it becomes, never a row lost, and the next run that ends drops what is left.
 
     Raises:
         StorageError: the folder took no rewritten part (read-only, full); its parts stay as they were.
     """
-    parts = sorted(contents.transient_parts.union(set(part_files(out)) - set(older)))  # time order, as read_results'
-    rows = pd.concat([_path_kinds(p).assign(part=i) for i, p in enumerate(parts)], ignore_index=True)
-    superseded = _superseded(rows) | (rows["error_kind"].eq(TRANSIENT) & rows["path"].isin(contents.settled))
+    parts = part_files(out) if contents.relisted else sorted(contents.transient_parts.union(set(part_files(out)) - set(older)))
+    rows = pd.concat([_path_kinds(p).assign(part=i) for i, p in enumerate(parts)], ignore_index=True)  # time order
+    superseded = (_superseded(rows) | (rows["error_kind"].eq(TRANSIENT) & rows["path"].isin(contents.settled))
+                  | rows["path"].isin(contents.relisted))
     for i in rows.loc[superseded, "part"].unique():
         keep = ~superseded[rows["part"] == i].to_numpy()
         with pq.ParquetFile(parts[i]) as parquet:

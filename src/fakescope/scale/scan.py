@@ -96,7 +96,7 @@ def scan(
             scanned += len(batch)
             failed += sum(not d.ok for d in batch)
             transient += sum(d.transient for d in batch) if "error_kind" in schema.names else 0
-    if contents.transient:  # the rows this run wrote for them supersede earlier transient rows
+    if contents.stale:  # the rows this run wrote supersede earlier transient rows; it listed folders that had a row
         drop_superseded(folder, contents, before)
     return ScanSummary(scanned, failed, todo.skipped, transient)
 
