@@ -651,6 +651,7 @@ def test_a_refusal_records_the_other_requests_in_flight_before_it_stops_the_run(
     """A 403 stopped the run with the other requests in flight unrecorded: answered and billed, they stayed `running` in
     the ledger, counted as maybe billed until a rerun settled them. The run now waits for them and records each."""
     server.faults = [(403, "Project does not have access to model gpt-image-2.6-flare")]
+    server.gather = 3  # all three sent before any is answered: a fast refusal cannot stop the run before the third
     server.hold_after, server.answer_held = 0, True  # the other requests are answered (billed) after the refusal
 
     def release() -> None:

@@ -130,6 +130,8 @@ def openai(
     unreachable --out, 130 on Ctrl-C, 143 on SIGTERM.
     """
     with sigterm_as_interrupt() as stop, clean_errors():
+        import openai as _  # noqa: F401 - the extra missing: said before any other check, as the other verbs say theirs
+
         from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
         from fakescope.generate.runner import run_openai
 

@@ -84,6 +84,7 @@ def scan(
     some failed, 2 on usage errors, an unreachable storage (or one whose reads keep failing busy: 4 in a row per
     worker) or a results folder that takes no more.
     """
+    from fakescope.io.storage import scheme_of
     from fakescope.scale.scan import scan_sources
 
     start = time.perf_counter()
@@ -91,6 +92,7 @@ def scan(
                            threshold=threshold, runtime=runtime.value, grid=grid, threads=threads,
                            precision=precision.value, compile=compile_network, decode=decode.value)
     with clean_errors():
+        scheme_of(out)  # an --out no storage serves: said before the inputs are listed
         listed = scan_sources(sources)
         first = next(listed, None)
         if first is None:  # said before the model loads and --out is made (it was left behind, empty)

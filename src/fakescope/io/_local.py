@@ -38,6 +38,8 @@ def _path_of(uri: str) -> str:
 def _error(action: str, uri: str, exc: OSError) -> StorageError:
     if isinstance(exc, FileNotFoundError):
         return NoSuchFileError("no such file or folder", source=uri)
+    if isinstance(exc, NotADirectoryError) and action == "read":  # a file where a folder of its path goes: none there
+        return NoSuchFileError("no such file (a part of its path is a file)", source=uri)
     if isinstance(exc, PermissionError):
         if action == "read" and os.path.isdir(_path_of(uri)):  # an `UnlistedFolder` read as a file (`generate`'s source)
             return StorageError(unlisted_reason(exc), source=uri)
