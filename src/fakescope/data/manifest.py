@@ -351,8 +351,8 @@ def manifest_files(uri: str, *, csv_copy: bool = False) -> list[str]:
 
 def refuse_overwrite(targets: list[str], inputs: list[str], *, updated: str | None = None) -> None:
     """Raise `ConfigError` before any work when a file to be written is one of `inputs`, which it would replace (but
-    `updated`, an input the command may rewrite), or its local folder takes no new file (read-only: the work would be
-    lost when writing it)."""
+    `updated`, an input the command may rewrite), or its local folder takes no new file (read-only, or a file where a
+    folder goes: the work would be lost when writing it)."""
     def key(uri: str) -> str:
         return uri if storage.is_remote(uri) else os.path.realpath(uri.removeprefix("file://"))
 
@@ -360,5 +360,5 @@ def refuse_overwrite(targets: list[str], inputs: list[str], *, updated: str | No
     for target in targets:
         if target != updated and key(target) in named:
             raise ConfigError(f"writing {target} would replace the input {named[key(target)]}; choose another output")
-        if blocked := storage.unwritable(os.path.dirname(target) or "."):
-            raise ConfigError(f"cannot write {target}: no permission to write in {blocked}; choose another output")
+        if why := storage.unwritable(os.path.dirname(target) or "."):
+            raise ConfigError(f"cannot write {target}: {why}; choose another output")

@@ -177,5 +177,5 @@ def unlisted(failed: list[OSError], prefix: str = "") -> Iterator[UnlistedFolder
         if isinstance(exc, FileNotFoundError):
             log.warning("cannot list %s: %s; its images are left out", exc.filename, exc.strerror or exc)
         else:
-            yield UnlistedFolder(prefix + exc.filename, exc)
+            yield UnlistedFolder(prefix + exc.filename, unlisted_reason(exc))
     failed.clear()

@@ -40,24 +40,18 @@ class UnlistedFolder(str):
 
     reason: str
 
-    def __new__(cls, uri: str, exc: OSError) -> UnlistedFolder:
+    def __new__(cls, uri: str, reason: str) -> UnlistedFolder:
         folder = super().__new__(cls, uri)
-        folder.reason = unlisted_reason(exc)
+        folder.reason = reason
         return folder
 
     def __reduce__(self):  # to a worker process: the reason as it was
-        return _unlisted_folder, (str(self), self.reason)
+        return UnlistedFolder, (str(self), self.reason)
 
 
 def unlisted_reason(exc: OSError) -> str:
     """Why a folder that cannot be listed gives no images, as its error record says."""
     return f"cannot list this folder ({exc.strerror or exc}): its images are left out"
-
-
-def _unlisted_folder(uri: str, reason: str) -> UnlistedFolder:
-    folder = str.__new__(UnlistedFolder, uri)
-    folder.reason = reason
-    return folder
 
 
 @runtime_checkable
@@ -123,14 +117,19 @@ def absolute(uri: str) -> str:
 
 
 def unwritable(folder: str) -> str | None:
-    """The folder that keeps new files out of local `folder` (it, or the nearest folder above it where it is still to
-    be made), checked before any work: None when this process may write there, and for remote folders (unchecked)."""
+    """Why local `folder` takes no new file (it, or the nearest path above it where it is still to be made, is a file or
+    a folder this process may not write in), checked before any work; None when it may, and for remote folders
+    (unchecked)."""
     if is_remote(folder):
         return None
+    from fakescope.io.inputs import path_text  # a name that is not UTF-8, shown as any output shows it
+
     path = os.path.abspath(folder.removeprefix("file://"))
     while not os.path.exists(path):
         path = os.path.dirname(path)
-    return None if os.access(path, os.W_OK | os.X_OK) else path
+    if not os.path.isdir(path):
+        return f"{path_text(path)} is a file, not a folder"
+    return None if os.access(path, os.W_OK | os.X_OK) else f"no permission to write in {path_text(path)}"
 
 
 def require_out_folder(out: str) -> None:
@@ -145,8 +144,8 @@ def require_out_folder(out: str) -> None:
     local = out.removeprefix("file://")
     if not is_remote(out) and os.path.exists(local) and not os.path.isdir(local):
         raise ConfigError(f"{path_text(out)} is a file, not a folder to write into")
-    if blocked := unwritable(out):
-        raise ConfigError(f"cannot write into {path_text(out)}: no permission to write in {path_text(blocked)}")
+    if why := unwritable(out):
+        raise ConfigError(f"cannot write into {path_text(out)}: {why}")
 
 
 def get_storage(uri: str) -> Storage:

@@ -125,13 +125,8 @@ def onnx_target(path: str | os.PathLike) -> Path:
 
         raise ConfigError(f"{shown_url(path)}: an ONNX export is written to a local file; give a path, "
                           "then copy the file to storage")
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        raise StorageError(f"cannot write {path}: {folder} is a file, not a folder")
-    if blocked := unwritable(folder):
-        raise StorageError(f"cannot write {path}: no permission to write in {blocked}")
+    if why := unwritable(os.path.dirname(os.path.abspath(path))):
+        raise StorageError(f"cannot write {path}: {why}")
     return Path(path)
 
 
