@@ -236,3 +236,22 @@ def test_each_verbs_description_wraps_to_the_terminal(verb):
     for line, after in zip(lines, lines[1:], strict=False):
         if line and after and after[1] != " " and not after.startswith(" - "):
             assert len(line) + 1 + len(after.split()[0]) > 79, f"{line!r} ends before the width:\n{shown}"
+
+
+EXAMPLES = ["Examples: fakescope detect photo.jpg photos/", "          fakescope detect photos/ -f jsonl > results.jsonl",
+            "          find photos -name '*.jpg' | fakescope detect - -f csv"]
+
+
+@pytest.mark.parametrize("rich", [True, False], ids=["rich", "plain"])
+def test_detects_examples_are_a_line_each_in_rich_and_plain_help(monkeypatch, rich):
+    """With TYPER_USE_RICH=0 Click rewrapped the example block into one run-on paragraph (`photos/           fakescope
+    detect`); Click's `\\b` marker keeps it as written there, and rich help, which would show the marker as a blank
+    line, prints it as before: the line above, the block, the line below."""
+    monkeypatch.setattr(typer.core, "HAS_RICH", rich)
+    shown = CliRunner().invoke(app, ["detect", "-h"], env={"COLUMNS": "80"}).stdout
+    lines = [line.strip("│").rstrip() for line in shown.splitlines()]
+    start = next(i for i, line in enumerate(lines) if "Examples:" in line)
+    indent = lines[start].index("Examples:")
+    assert [line[indent:] for line in lines[start - 2:start + 4]] == [
+        "Say whether each image was made by a generative model.", "", *EXAMPLES, ""], shown
+    assert lines[start + 4][indent:].startswith("Exit status: 0 when every input was scored"), shown

@@ -7,6 +7,7 @@ theirs (help option and completion options too) into subclasses that label and s
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import typer
@@ -56,6 +57,18 @@ class _ClickStyle:
         for param in params:
             param.__class__ = CLICK_STYLE.get(type(param), type(param))  # subclasses adding no state
         return params
+
+    def format_help_text(self, ctx: typer.Context, formatter) -> None:
+        """Plain help (`TYPER_USE_RICH=0`; rich help does not call this): a paragraph that kept its line breaks (an
+        example block; `fakescope.cli._reflow_help` joins the others' lines) keeps them here too, behind Click's `\\b`,
+        where Click rewrapped it into one run-on paragraph. Rich help prints it as written, and would show a `\\b` as
+        a blank line, so the marker goes in here alone."""
+        paragraphs = inspect.cleandoc(self.help or "").partition("\f")[0].split("\n\n")
+        text = "\n\n".join(f"\b\n{p}" if "\n" in p else p for p in paragraphs if p)
+        if text:
+            formatter.write_paragraph()
+            with formatter.indentation():
+                formatter.write_text(text)
 
 
 class ClickCommand(_ClickStyle, TyperCommand):
