@@ -276,7 +276,8 @@ class Detector:
         """Raw (uncalibrated) image logits, the mean of tile logits; for training and evaluation.
 
         Raises:
-            UnscorableImages: an image cannot be tiled (too long and thin to upscale to a tile); the others are scored.
+            UnscorableImages: an image cannot be tiled (too long and thin to upscale to a tile): nothing is returned;
+                its `scores` hold every image's logit in order, NaN at those in its `reasons`.
         """
         policy = self.model.config.input
         tile_sets, reasons = {}, {}

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from fakescope.detector import Detector
+from fakescope.errors import UnscorableImages
 from fakescope.evaluate import evaluate
 from fakescope.evaluate.generalization import ReadOnce, _probabilities
 from fakescope.models import ModelConfig, create_model, load_model, save_model
@@ -89,6 +90,21 @@ def test_detector_predict_gives_a_thin_strip_an_error_row(wide_model, dataset, t
     mixed, alone = detector.predict([good[0], thin, *good[1:]]), detector.predict(good)
     assert mixed[1].error.startswith("image too long and thin") and mixed[1].probability is None
     assert [d.probability for d in mixed[:1] + mixed[2:]] == [d.probability for d in alone]
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_predict_logits_raises_for_a_thin_strip_with_every_images_logit(wide_model, runtime):
+    """It returns no partial array: it raises, and the exception holds one logit per image in order, NaN at the strip."""
+    detector = Detector.load(wide_model, device="cpu", provenance=False, runtime=runtime)
+    thin, photo = Image.new("RGB", THIN, (128, 128, 128)), Image.new("RGB", (400, 300), (10, 200, 30))
+    with pytest.raises(UnscorableImages, match=r"^1 image\(s\) cannot be scored \(image 1: image too long and thin") as raised:
+        detector.predict_logits(iter([photo, thin, photo]))  # any iterable: a generator's places too
+    assert list(raised.value.reasons) == [1] and raised.value.scores.shape == (3,)
+    alone = detector.predict_logits([photo])
+    np.testing.assert_allclose(raised.value.scores, [alone[0], np.nan, alone[0]], rtol=1e-6)  # batched: float32 sums
+    with pytest.raises(UnscorableImages) as only_thin:
+        detector.predict_logits([thin])
+    assert np.isnan(only_thin.value.scores).all() and only_thin.value.scores.shape == (1,)
 
 
 def test_logo_probabilities_leave_out_a_thin_strip_with_a_warning(wide_model, dataset, tmp_path, caplog):
