@@ -6,9 +6,9 @@ JSON text (scores rounded to 6 decimals, like `score`) because its `data` dicts 
 one evidence kind to the next. `caveat` is null unless set; `error_kind` (last) is null for a scored row, `transient`
 for an error that may pass (a rerun scores the source again, and `drop_superseded` then rewrites the part holding the
 old row without it), `permanent` for the rest. A folder that could not be listed has an error row of its own path, which
-no row of its images replaces: a rerun that lists it drops that row as well. Parts are named in time order (`run_id`): the last of several transient
-rows of a source is its newest. A folder begun by a version without these columns (`ADDED_COLUMNS`) keeps its columns,
-so that every part of it reads as one table.
+no row of its images replaces: a rerun that lists it drops that row as well. Parts are named in time order
+(`run_id`): the last of several transient rows of a source is its newest. A folder begun by a version without these
+columns (`ADDED_COLUMNS`) keeps its columns, so that every part of it reads as one table.
 """
 
 from __future__ import annotations
