@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import socket
 import ssl
 import threading
@@ -215,13 +216,15 @@ def test_a_proxy_fakescope_cannot_use_is_one_line_that_hides_its_password(drip, 
 
 
 @pytest.mark.parametrize("scheme, refuse, transient, why", [
-    ("https", "503 Service Unavailable", True, "the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) answered 503 "
-                                               "Service Unavailable"),
-    ("https", "502 Bad Gateway", True, "the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) answered 502 Bad Gateway"),
-    ("https", "403 Forbidden", False, "the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) answered 403 Forbidden"),
-    ("https", "407 Proxy Authentication Required", False, "the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) "
-                                                          "answered 407 Proxy Authentication Required"),
-    ("http", "407 Proxy Authentication Required", False, "the proxy for http:// URLs (HTTP_PROXY or ALL_PROXY) "
+    ("https", "503 Service Unavailable", True, "the proxy for https:// URLs ({}, from HTTPS_PROXY or ALL_PROXY) answered "
+                                               "503 Service Unavailable"),
+    ("https", "502 Bad Gateway", True, "the proxy for https:// URLs ({}, from HTTPS_PROXY or ALL_PROXY) answered 502 Bad "
+                                       "Gateway"),
+    ("https", "403 Forbidden", False, "the proxy for https:// URLs ({}, from HTTPS_PROXY or ALL_PROXY) answered 403 "
+                                      "Forbidden"),
+    ("https", "407 Proxy Authentication Required", False, "the proxy for https:// URLs ({}, from HTTPS_PROXY or "
+                                                          "ALL_PROXY) answered 407 Proxy Authentication Required"),
+    ("http", "407 Proxy Authentication Required", False, "the proxy for http:// URLs ({}, from HTTP_PROXY or ALL_PROXY) "
                                                          "answered 407 Proxy Authentication Required"),
     ("http", "503 Service Unavailable", True, "HTTP Error 503: Service Unavailable"),  # the proxy's or the server's
 ])
@@ -234,7 +237,8 @@ def test_a_proxy_that_refuses_is_transient_only_when_busy(proxy_env, scheme, ref
         proxy_env.setenv("ALL_PROXY", proxy.url.replace("://", "://user:hunter22@"))
         with pytest.raises(FetchError) as error:
             fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,))
-    assert (str(error.value), isinstance(error.value, TransientFetchError)) == (why, transient)
+    expected = why.format(proxy.url.partition("://")[2])
+    assert (str(error.value), isinstance(error.value, TransientFetchError)) == (expected, transient)
     assert len(proxy.asked) == 1
 
 
@@ -247,8 +251,56 @@ def test_a_proxy_that_cannot_be_reached_is_transient_and_named(proxy_env, scheme
     url = f"{scheme}://images.test:1"
     with pytest.raises(TransientFetchError) as error:
         fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,))
-    assert str(error.value) == (f"the proxy for {scheme}:// URLs ({scheme.upper()}_PROXY or ALL_PROXY) could not be "
-                                "reached ([Errno 111] Connection refused)")
+    assert str(error.value) == (f"the proxy for {scheme}:// URLs (127.0.0.1:{port}, from {scheme.upper()}_PROXY or "
+                                "ALL_PROXY) could not be reached ([Errno 111] Connection refused)")
+
+
+@contextmanager
+def _silent_proxy():
+    """The port of a loopback listener that never accepts: the first connection completes (in the kernel's queue of
+    one), its TLS handshake unanswered; once that is held, further connections are not answered at all."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        yield silent.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_that_does_not_answer_the_connection_in_time_is_named(proxy_env, scheme):
+    """A connection to the proxy that timed out was the fetch's own `the file at that URL took over 1 s to download`, as
+    if the image's server were slow."""
+    url = f"{scheme}://images.test:1"
+    with _silent_proxy() as port, socket.create_connection(("127.0.0.1", port)):
+        proxy_env.setenv("ALL_PROXY", f"http://user:hunter22@127.0.0.1:{port}")
+        start = time.monotonic()
+        with pytest.raises(TransientFetchError) as error:
+            fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=1, trusted=(url,))
+    assert time.monotonic() - start < 2.5
+    assert str(error.value) == (f"the proxy for {scheme}:// URLs (127.0.0.1:{port}, from {scheme.upper()}_PROXY or "
+                                "ALL_PROXY) could not be reached (timed out)")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_an_https_proxy_whose_tls_fails_is_named(tls, proxy_env, scheme):
+    """A TLS handshake with an https:// proxy that failed (its certificate not trusted, or no answer) was a
+    `ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED] ...` or the fetch's own time limit, as if the image's server had
+    failed; a certificate refused stays permanent, a handshake timed out is transient."""
+    url = f"{scheme}://images.test:1"
+    context, _ = tls  # its certificate not trusted here: no SSL_CERT_FILE
+    with forward_proxy(context) as proxy:
+        proxy_env.setenv("ALL_PROXY", proxy.url.replace("://", "://user:hunter22@"))
+        with pytest.raises(FetchError) as refused:
+            fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(url,))
+    assert not isinstance(refused.value, TransientFetchError) and proxy.asked == []
+    assert str(refused.value).startswith(f"the proxy for {scheme}:// URLs ({proxy.url.partition('://')[2]}, from "
+                                         f"{scheme.upper()}_PROXY or ALL_PROXY) failed its TLS handshake ([SSL: "
+                                         "CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    with _silent_proxy() as port:
+        proxy_env.setenv("ALL_PROXY", f"https://user:hunter22@127.0.0.1:{port}")
+        with pytest.raises(TransientFetchError) as silent:
+            fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=1, trusted=(url,))
+    assert re.fullmatch(rf"the proxy for {scheme}:// URLs \(127\.0\.0\.1:{port}, from {scheme.upper()}_PROXY or ALL_PROXY\) "
+                        r"failed its TLS handshake \(_ssl\.c:\d+: The handshake operation timed out\)", str(silent.value))
 
 
 @pytest.mark.parametrize("via", [False, True])

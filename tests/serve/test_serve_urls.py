@@ -91,8 +91,9 @@ def test_a_busy_proxy_is_503_with_retry_after_and_one_wanting_credentials_502_sa
         for proxy.refuse in ("503 Service Unavailable", "407 Proxy Authentication Required"):
             answers.append(_post(server, auth, "/v1/detect", {"url": url}))
     assert [(a.status_code, a.headers.get("Retry-After")) for a in answers] == [(503, str(FETCH_RETRY_AFTER)), (502, None)]
-    assert answers[1].json()["detail"] == (f"could not fetch {url}: the proxy for https:// URLs (HTTPS_PROXY or "
-                                           "ALL_PROXY) answered 407 Proxy Authentication Required")
+    named = proxy.url.removeprefix("http://")
+    assert answers[1].json()["detail"] == (f"could not fetch {url}: the proxy for https:// URLs ({named}, from HTTPS_PROXY "
+                                           "or ALL_PROXY) answered 407 Proxy Authentication Required")
     assert "hunter22pass" not in str([a.text for a in answers])
 
 

@@ -31,11 +31,12 @@ class DeadlineTransport(httpx.HTTPTransport):
 
 class DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's `SyncBackend`, every wait of its streams cut to the seconds left before `deadline` (a
-    `time.monotonic()`); one past it raises httpcore's timeout at once, which httpx passes on as its own. For a
-    `proxied` pool, whose every connection goes to the proxy, a connection that fails is a `ProxyError`."""
+    `time.monotonic()`); one past it raises httpcore's timeout at once, which httpx passes on as its own. For a pool
+    whose every connection goes to a proxy (`proxy`: its scheme, `http` or `https`), a connection to it or a TLS
+    handshake with it (an https:// one) that fails or times out is a `ProxyError`, as the image's server was not asked."""
 
-    def __init__(self, deadline: float, *, proxied: bool = False):
-        self.deadline, self.proxied = deadline, proxied
+    def __init__(self, deadline: float, *, proxy: str | None = None):
+        self.deadline, self.proxy = deadline, proxy
         self.names: dict[str, str] = {}
         """The host name each checked address stands for: TLS with that address checks its certificate for that name, as
         the `sni_hostname` extension would, which httpcore's proxy tunnel ignores (encode/httpcore#934) and an
@@ -46,11 +47,12 @@ class DeadlineBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None) -> httpcore.NetworkStream:
         wait = self.wait(timeout, httpcore.ConnectTimeout)
         try:
-            return DeadlineStream(self._backend.connect_tcp(host, port, wait, local_address, socket_options), self)
-        except httpcore.ConnectError as exc:
-            if self.proxied:
+            stream = self._backend.connect_tcp(host, port, wait, local_address, socket_options)
+        except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+            if self.proxy:
                 raise httpcore.ProxyError(f"could not be reached ({exc})") from exc
             raise
+        return DeadlineStream(stream, self, to_proxy=self.proxy == "https")
 
     def wait(self, timeout: float | None, error: type[httpcore.TimeoutException]) -> float:
         """`timeout`, at most the seconds left; `error` when none are."""
@@ -61,10 +63,11 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
 
 class DeadlineStream(httpcore.NetworkStream):
-    """A stream of a `DeadlineBackend`, each wait within its deadline."""
+    """A stream of a `DeadlineBackend`, each wait within its deadline; `to_proxy`: a connection to an https:// proxy, whose
+    TLS is the proxy's own (TLS on the stream that makes is the tunnel's, to the image's server)."""
 
-    def __init__(self, stream: httpcore.NetworkStream, backend: DeadlineBackend):
-        self._stream, self._backend = stream, backend
+    def __init__(self, stream: httpcore.NetworkStream, backend: DeadlineBackend, *, to_proxy: bool = False):
+        self._stream, self._backend, self._to_proxy = stream, backend, to_proxy
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._stream.read(max_bytes, self._backend.wait(timeout, httpcore.ReadTimeout))
@@ -81,6 +84,11 @@ class DeadlineStream(httpcore.NetworkStream):
         except httpcore.ConnectTimeout:
             self._stream.close()  # httpcore leaves that to a stream whose handshake fails, as `SyncStream`'s closes
             raise
+        if self._to_proxy:  # checked for the proxy's own name, whatever checked address that may be too
+            try:
+                return DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, wait), self._backend)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                raise httpcore.ProxyError(f"failed its TLS handshake ({exc})") from exc
         name = self._backend.names.get(server_hostname, server_hostname)
         return DeadlineStream(self._stream.start_tls(ssl_context, name, wait), self._backend)
 

@@ -184,11 +184,13 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
         FetchError: (`URLRefused` for the first three) a malformed URL, a scheme other than http(s), a host that
             resolves to a non-public address (and is not `trusted`), too many redirects, an HTTP error, a text or JSON
             answer (not read), a network failure, a proxy that is no http(s):// URL or that refused the request (403,
-            407: `the proxy for https:// URLs (HTTPS_PROXY or ALL_PROXY) answered 407 ...`), a body over `max_bytes`
+            407: `the proxy for https:// URLs (proxy.corp:3128, from HTTPS_PROXY or ALL_PROXY) answered 407 ...`) or
+            whose TLS certificate failed verification, a body over `max_bytes`
             (`FetchTooLarge`), or a fetch past `timeout`
             (a server dripping its body would otherwise hold it for as long as it likes). `TransientFetchError` for
             those that may pass: timeouts (resolving a host too), network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`
-            (the proxy's too, to a `CONNECT`: 502, 503, 504 when its upstream is down), a proxy that could not be reached.
+            (the proxy's too, to a `CONNECT`: 502, 503, 504 when its upstream is down), a proxy that could not be reached
+            or whose TLS handshake timed out.
     """
     import httpx
 
@@ -204,7 +206,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
         `host`: one per (proxy, host), as connections are pooled by address, so one verified for a host is never
         reused for another host on that address."""
         if (proxy, host) not in clients:
-            backend = DeadlineBackend(deadline, proxied=proxy is not None)
+            backend = DeadlineBackend(deadline, proxy=proxy and httpx.URL(proxy).scheme)
             made = httpx.Client(timeout=timeout, follow_redirects=False, transport=DeadlineTransport(backend, proxy))
             clients[proxy, host] = made, backend
         made, backend = clients[proxy, host]
@@ -213,7 +215,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
 
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            sender, request, proxied = _pinned_request(client, url, trusted_origins, deadline, timeout)
+            sender, request, proxy = _pinned_request(client, url, trusted_origins, deadline, timeout)
             try:
                 answer = sender.send(request, stream=True)
                 try:
@@ -221,8 +223,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                         url = _redirected(url, answer.headers["location"])
                         continue
                     # the proxy's own 407 (in a CONNECT tunnel only the server answers; another status may be the server's)
-                    if answer.status_code == 407 and proxied and request.url.scheme == "http":
-                        raise _proxy_failed(request.url.scheme, f"407 {answer.reason_phrase}")
+                    if answer.status_code == 407 and proxy and request.url.scheme == "http":
+                        raise _proxy_failed(request.url.scheme, proxy, f"407 {answer.reason_phrase}")
                     if answer.status_code >= 400:
                         error = TransientFetchError if answer.status_code in TRANSIENT_STATUSES else FetchError
                         raise error(f"HTTP Error {answer.status_code}: {answer.reason_phrase}")
@@ -231,7 +233,7 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                 finally:
                     answer.close()
             except httpx.ProxyError as exc:  # the proxy refused the CONNECT (`503 Service Unavailable`), or no connection
-                raise _proxy_failed(request.url.scheme, str(exc)) from None
+                raise _proxy_failed(request.url.scheme, proxy, str(exc), lasting=_certificate_refused(exc)) from None
             except httpx.HTTPError as exc:
                 if isinstance(exc, httpx.TimeoutException):
                     _left(deadline, timeout)  # a wait cut at the deadline: says so, as a chunk read past it does
@@ -263,7 +265,7 @@ def _left(deadline: float, timeout: float) -> float:
 def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float, timeout: float):
     """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's),
     resolved and sent before `deadline` (`timeout` seconds from the fetch's start), the `client(proxy, host, address)`
-    to send it with, and whether that goes through the proxy the environment names for `url`."""
+    to send it with, and the proxy the environment names for `url` that it goes through (None: none)."""
     import httpx
 
     try:
@@ -289,7 +291,7 @@ def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float
     sender = client(proxy, host, address)
     try:
         return sender, sender.build_request("GET", parts._replace(netloc=netloc).geturl(), headers={"Host": authority},
-                                            timeout=_left(deadline, timeout)), proxy is not None
+                                            timeout=_left(deadline, timeout)), proxy
     except httpx.InvalidURL as exc:  # a control character, a part too long
         raise URLRefused(f"not a valid URL ({exc})") from None
 
@@ -331,13 +333,20 @@ def _proxy_variables(scheme: str) -> str:
     return f"{scheme.upper()}_PROXY or ALL_PROXY"
 
 
-def _proxy_failed(scheme: str, why: str) -> FetchError:
-    """The error for the proxy of `scheme` URLs answering `why` (`503 Service Unavailable`), or why no connection to it
-    was made: transient for `TRANSIENT_STATUSES` (busy, its upstream down) and no connection, permanent for others (403,
-    407: credentials wanted). Never its URL, which may hold a password."""
+def _proxy_failed(scheme: str, proxy: str, why: str, *, lasting: bool = False) -> FetchError:
+    """The error for `proxy`, that of `scheme` URLs, answering `why` (`503 Service Unavailable`), or why no connection to
+    it was made (`could not be reached (timed out)`): transient for `TRANSIENT_STATUSES` (busy, its upstream down) and no
+    connection unless `lasting` (its TLS certificate refused), permanent for others (403, 407: credentials wanted). It
+    names the proxy by host and port, never its URL, which may hold a password. httpcore's `ProxyError` carries a
+    refused `CONNECT`'s status in its text alone (`%d %s`), so `why` is read for it."""
+    import httpx
+
     status = int(why[:3]) if why[:3].isdigit() else None
-    error = TransientFetchError if status is None or status in TRANSIENT_STATUSES else FetchError
-    return error(f"the proxy for {scheme}:// URLs ({_proxy_variables(scheme)}) {'answered ' * bool(status)}{why}")
+    lasting = lasting or (status is not None and status not in TRANSIENT_STATUSES)
+    via = httpx.URL(proxy)
+    named = f"{via.host if ':' not in via.host else f'[{via.host}]'}:{via.port or (443 if via.scheme == 'https' else 80)}"
+    return (FetchError if lasting else TransientFetchError)(
+        f"the proxy for {scheme}:// URLs ({named}, from {_proxy_variables(scheme)}) {'answered ' * bool(status)}{why}")
 
 
 def _public_address(host: str, port: int, *, exempt: bool, deadline: float, timeout: float) -> str:
