@@ -319,6 +319,20 @@ def test_a_host_name_in_unicode_is_fetched_by_its_idna_name(drip, proxy_env, via
     assert proxy.asked == ([f"GET {drip}/now.png HTTP/1.1 Host: xn--bcher-kva.test:{port}"] if via else [])
 
 
+@pytest.mark.parametrize("host, trusted", [("bücher.test", "xn--bcher-kva.test"), ("xn--bcher-kva.test", "BÜCHER.test")])
+def test_a_trusted_origin_matches_its_host_in_unicode_or_idna(drip, proxy_env, host, trusted):
+    """A trusted origin was matched as written: `https://bücher.test` did not exempt `https://xn--bcher-kva.test` (the
+    same host), nor the other way round, so its loopback address was refused."""
+    resolve = socket.getaddrinfo
+    proxy_env.setattr(socket, "getaddrinfo", lambda name, *a, **k: resolve(
+        "127.0.0.1" if name == "xn--bcher-kva.test" else name, *a, **k))
+    port = drip.rpartition(":")[2]
+    url = f"http://{host}:{port}/now.png"
+    assert fetch_public(url, max_bytes=1 << 20, timeout=5, trusted=(f"http://{trusted}:{port}",)) == b"x" * BODY
+    with pytest.raises(URLRefused, match="a non-public address"):
+        fetch_public(url, max_bytes=1 << 20, timeout=5, trusted=(f"http://{trusted}:{int(port) + 1}",))
+
+
 def test_a_tls_handshake_due_past_the_deadline_closes_its_connection(drip):
     """httpcore leaves closing a connection whose TLS handshake failed to the stream (`SyncStream.start_tls` does): one
     refused before the handshake, the deadline having passed since the connect, stayed open."""

@@ -69,11 +69,19 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429, *range(500, 600)})
 
 
 def origin(url: str) -> str:
-    """`scheme://host:port` of `url` (the default port filled in), lower-cased, as `trusted` takes it."""
+    """`scheme://host:port` of `url` (the default port filled in), lower-cased, a Unicode host name IDNA-encoded as it
+    is fetched (`bücher.example`: `xn--bcher-kva.example`), so either form matches the other; as `trusted` takes it."""
+    import httpx
+
     parts = urlsplit(str(url))
     scheme = parts.scheme.lower()
     port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+    host = parts.hostname or ""
+    try:
+        host = httpx.URL(scheme="http", host=host).raw_host.decode("ascii")
+    except httpx.InvalidURL:  # no valid IDNA name: no URL fetched has it, so it matches none
+        pass
+    return f"{scheme}://{host}:{port}"
 
 
 def is_url(source: str) -> bool:
