@@ -271,7 +271,8 @@ def _left(deadline: float, timeout: float) -> float:
 
 
 def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float, timeout: float):
-    """A request for `url` sent to the address that passed the check (the `Host` header and TLS name stay the host's),
+    """A request for `url` sent to the address that passed the check (the TLS name stays the host's, and so does `Host`
+    but for a plain http request through a proxy, which names the address),
     resolved and sent before `deadline` (`timeout` seconds from the fetch's start), the `client(proxy, host, address)`
     to send it with, and the proxy the environment names for `url` that it goes through (None: none)."""
     import httpx
@@ -297,8 +298,11 @@ def _pinned_request(client, url: str, trusted_origins: set[str], deadline: float
         netloc += f":{port}"
     proxy = _proxy(parts.scheme.lower(), authority)
     sender = client(proxy, host, address)
+    # through a proxy, an http request's target is the absolute URL of the address, and RFC 9112 (3.2) wants its `Host`
+    # to be that URL's authority, which httpx sets; in a tunnel, or direct, the target is a path: `Host` names the host
+    headers = {} if proxy and parts.scheme.lower() == "http" else {"Host": authority}
     try:
-        return sender, sender.build_request("GET", parts._replace(netloc=netloc).geturl(), headers={"Host": authority},
+        return sender, sender.build_request("GET", parts._replace(netloc=netloc).geturl(), headers=headers,
                                             timeout=_left(deadline, timeout)), proxy
     except httpx.InvalidURL as exc:  # a control character, a part too long
         raise URLRefused(f"not a valid URL ({exc})") from None
