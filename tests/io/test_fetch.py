@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from forward_proxy import forward_proxy
 
-from fakescope.io.fetch import FetchError, TransientFetchError, URLRefused, fetch_public
+from fakescope.io.fetch import TRUSTED_ENV, FetchError, TransientFetchError, URLRefused, fetch_public, fetch_url
 
 BODY = 40
 
@@ -333,6 +333,15 @@ def test_a_trusted_origin_matches_its_host_in_unicode_or_idna(drip, proxy_env, h
     assert fetch_public(url, max_bytes=1 << 20, timeout=5, trusted=(f"http://{trusted}:{port}",)) == b"x" * BODY
     with pytest.raises(URLRefused, match="a non-public address"):
         fetch_public(url, max_bytes=1 << 20, timeout=5, trusted=(f"http://{trusted}:{int(port) + 1}",))
+
+
+def test_a_trusted_origin_that_is_no_valid_url_is_one_line(proxy_env):
+    """A bad port in `FAKESCOPE_TRUSTED_ORIGINS` raised a bare `ValueError` from every URL fetch."""
+    proxy_env.setenv(TRUSTED_ENV, "http://images.intranet:8080, http://intranet:bad")
+    with pytest.raises(FetchError) as error:
+        fetch_url("http://images.test/a.png", timeout=5)
+    assert str(error.value) == ("FAKESCOPE_TRUSTED_ORIGINS names no valid origin: 'http://intranet:bad' (Port could not "
+                                "be cast to integer value as 'bad')")
 
 
 def test_a_tls_handshake_due_past_the_deadline_closes_its_connection(drip):

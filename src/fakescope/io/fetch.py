@@ -175,11 +175,17 @@ def _named(url: str, kept: list[tuple[str, str]]) -> str:
 def fetch_url(url: str, max_bytes: int = URL_MAX_BYTES, *, timeout: float = URL_TIMEOUT_S,
               started: float | None = None) -> bytes:
     """An image URL given as an input: `fetch_public` within `max_bytes` and `timeout` (from `started`), trusting the
-    origins `FAKESCOPE_TRUSTED_ORIGINS` names (environment or `.env`; an intranet image server, say)."""
+    origins `FAKESCOPE_TRUSTED_ORIGINS` names (environment or `.env`; an intranet image server, say); a `FetchError`
+    naming one that is no valid URL (a bad port)."""
     from fakescope.io.storage import load_env_file
 
     load_env_file()
     trusted = tuple(filter(None, (o.strip() for o in os.environ.get(TRUSTED_ENV, "").split(","))))
+    for entry in trusted:
+        try:
+            origin(entry)
+        except ValueError as exc:
+            raise FetchError(f"{TRUSTED_ENV} names no valid origin: {shown_url(entry)!r} ({exc})") from None
     return fetch_public(url, max_bytes=max_bytes, timeout=timeout, trusted=trusted, started=started)
 
 
