@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
+import threading
 import time
+import tracemalloc
 
 import httpx
 import pytest
+from image_server import serving_images
+from openai_server import ImagesAPIServer
 from serve_helpers import LiveServer
+from starlette.requests import Request
 
 from fakescope.errors import ConfigError
+from fakescope.io.fetch import TRUSTED_ENV
 from fakescope.serve import ServeConfig
+from fakescope.serve.request_image import read_body
+from fakescope.serve.schemas import Health
 
 MB = 1024 * 1024
 BUSY = {"detail": "the server is busy: request bodies fill its memory for them (3 MB); try again shortly"}
@@ -81,3 +90,87 @@ def test_the_budget_must_hold_one_upload():
     with pytest.raises(ConfigError, match=r"max_body_memory_mb \(20\) must be at least max_upload_mb \(20\) plus 64 KB"):
         ServeConfig(max_body_memory_mb=20)
     assert ServeConfig().max_body_memory_bytes == 2048 * MB
+
+
+def test_healthz_says_the_body_memory_held_and_its_limit(small_budget, photo_bytes):
+    live = small_budget
+    stalled = _open(live, "/v1/detect", [f"Content-Length: {MB}", "Content-Type: image/jpeg"], photo_bytes[:100])
+    assert _held_drops_to(live, MB) == MB
+    health = httpx.get(f"{live.url}/healthz").json()
+    stalled.close()  # its client leaves: the bytes come back
+    assert Health.model_validate(health).body_memory.model_dump() == {"held": MB, "limit": 3 * MB}
+    assert _held_drops_to(live, 0) == 0
+
+
+@pytest.fixture
+def images(flat_png, monkeypatch):
+    with serving_images(flat_png, big=3 * MB, load={"lock": threading.Lock(), "now": 0, "peak": 0}) as origin:
+        monkeypatch.setenv(TRUSTED_ENV, origin)
+        yield origin
+
+
+def test_a_fetched_url_holds_the_upload_limit_of_the_budget_until_it_is_answered(small_budget, images):
+    """A URL's download (up to the upload limit, 8 at once) was not counted: a server full of uploads still fetched."""
+    live, url = small_budget, f"{small_budget.url}/v1/detect"
+    with httpx.Client(timeout=30) as client:
+        for path, status in (("a.png", 200), ("missing.png", 502), ("big.png", 413)):
+            assert client.post(url, json={"url": f"{images}/{path}"}).status_code == status
+            assert _held_drops_to(live, 0) == 0  # success and failure alike
+        slow = threading.Thread(target=client.post, args=(url,), kwargs={"json": {"url": f"{images}/slow.png"}})
+        slow.start()
+        deadline = time.monotonic() + 4
+        while live.app.state.bodies.held < 2 * MB and time.monotonic() < deadline:  # 2 MB: the upload limit
+            time.sleep(0.02)
+        busy = client.post(url, json={"url": f"{images}/a.png"})  # 2 MB more do not fit in 3
+        batch = client.post(f"{url}/batch", json={"urls": [f"{images}/a.png"]}).json()["results"][0]
+        slow.join()
+    assert (busy.status_code, busy.headers["Retry-After"], busy.json()["detail"]) == (
+        503, "1", f"could not fetch {images}/a.png: {BUSY['detail']}")
+    assert (batch["error"], batch["error_kind"]) == (f"could not fetch {images}/a.png: {BUSY['detail']}", "transient")
+    assert _held_drops_to(live, 0) == 0
+    left = _open(live, "/v1/detect", ["Content-Type: application/json", "Content-Length: 100"],
+                 json.dumps({"url": f"{images}/slow.png"}).ljust(100).encode())
+    assert _held_drops_to(live, 2 * MB + 100) == 2 * MB + 100
+    left.close()  # its client leaves mid-fetch
+    assert _held_drops_to(live, 0) == 0
+
+
+def test_a_queued_generation_jobs_upload_is_held_until_the_job_has_run(detector, photo_bytes, tmp_path, monkeypatch):
+    """The job queue held each job's upload after its 202, uncounted: 16 jobs of 20 MB each beside the budget."""
+    api = ImagesAPIServer(api_key="sk-budget").start()
+    api.hold_after, api.answer_held = 0, True  # the API holds every request until `release`
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url)
+    config = ServeConfig(token=None, max_upload_mb=2, max_body_memory_mb=3, jobs_dir=tmp_path)
+    try:
+        with LiveServer(config, detector) as live, httpx.Client(base_url=live.url, timeout=30) as client:
+            jobs = [client.post("/v1/generate", headers={"X-OpenAI-Key": "sk-budget"},
+                                data={"model": "dall-e-2", "size": "256x256"},
+                                files={"file": ("cat.jpg", photo_bytes, "image/jpeg")}).json()["id"] for _ in range(3)]
+            assert _held_drops_to(live, 3 * len(photo_bytes)) == 3 * len(photo_bytes)  # 2 running, 1 queued
+            assert client.delete(f"/v1/jobs/{jobs[2]}").json()["state"] == "cancelled"
+            assert _held_drops_to(live, 2 * len(photo_bytes)) == 2 * len(photo_bytes)
+            api.release.set()
+            assert _held_drops_to(live, 0) == 0
+    finally:
+        api.stop()
+
+
+def test_a_raw_body_is_held_once_while_it_is_read():
+    """`read_body` gathered the body in a bytearray and copied it to bytes: twice the body at its peak."""
+    size, chunk = 8 * MB, bytes(64 * 1024)
+    messages = [{"type": "http.request", "body": chunk, "more_body": True}] * (size // len(chunk))
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+
+    async def receive():
+        return messages.pop(0)
+
+    async def traced(request: Request, config: ServeConfig) -> tuple[bytes, int]:
+        tracemalloc.start()
+        try:
+            return await read_body(request, config), tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    request = Request({"type": "http", "method": "POST", "path": "/v1/detect", "headers": []}, receive)
+    body, peak = asyncio.run(traced(request, ServeConfig(max_upload_mb=10)))
+    assert len(body) == size and peak < 1.2 * size  # was 2.06 x the body; now 1.06 x

@@ -52,8 +52,9 @@ def serve(
     header_timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds a connection may take to send a request's line and headers (closed after).")] = 10.0,
     max_body_memory_mb: Annotated[float, typer.Option(
-        min=0.001, help="Most MB of upload bodies held in memory at once, all requests together, at least --max-upload-mb "
-                        "(503 + Retry-After for one that does not fit; 413 for a batch over it).")] = DEFAULT_MAX_BODY_MEMORY_MB,
+        min=0.001, help="Most MB of upload bodies (and fetched image URLs, queued jobs' uploads) held in memory at once, all "
+                        "requests together, at least --max-upload-mb (503 + Retry-After for one that does not fit; 413 "
+                        "for a batch over it).")] = DEFAULT_MAX_BODY_MEMORY_MB,
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", help="Let pages of this origin (https://app.example.com, or *) call the API; repeatable.")] = None,
     allowed_host: AllowedHostOpt = None,

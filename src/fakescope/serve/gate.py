@@ -13,11 +13,10 @@ from starlette.datastructures import Headers
 from fakescope.serve.batching import ServerBusy
 from fakescope.serve.config import GENERATION_OFF, ServeConfig
 from fakescope.serve.connections import BUSY_RETRY_S
-from fakescope.serve.limits import MULTIPART_OVERHEAD, BodyBudget
+from fakescope.serve.limits import HELD, MULTIPART_OVERHEAD, Held
 from fakescope.serve.origins import host_refusal, origin_refusal
 from fakescope.serve.request_image import too_large_message
 
-MEMORY_BUSY = "the server is busy: request bodies fill its memory for them ({:g} MB); try again shortly"
 QUEUES = {"/v1/detect": "batcher", "/v1/detect/batch": "batcher", "/v1/explain": "batcher", "/v1/generate": "jobs"}
 """The `app.state` queue (`MicroBatcher`, `JobStore`) each POST route's upload joins: refused unread when it is full."""
 
@@ -36,7 +35,8 @@ class Gate:
     The body of an upload to a `QUEUES` route is held in memory until it is answered (a raw body as read, a multipart
     file read back from its spool), so its bytes are taken from the app's `BodyBudget` (`ServeConfig.max_body_memory_mb`)
     before any is read, from `Content-Length` (a chunked body's chunk by chunk), and given back once the answer is
-    sent, whatever it is: a body that does not fit answers 503 with `Retry-After`, one over the whole budget 413.
+    sent, whatever it is: a body that does not fit answers 503 with `Retry-After`, one over the whole budget 413. The
+    request's `Held` (`scope[HELD]`) counts them, and the images a route fetches for it (`request_image.URLFetcher`).
     """
 
     def __init__(self, app, config: ServeConfig):
@@ -68,17 +68,15 @@ class Gate:
         expected = int(length) if length and length.isdigit() else None  # None: chunked
         if expected is not None and expected > limit:
             return await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
-        budget: BodyBudget = scope["app"].state.bodies
-        held = 0  # bytes of `budget` this body holds until it is answered
+        held = scope[HELD] = Held(scope["app"].state.bodies)  # bytes of the budget held until the request is answered
         if uploads and expected:
-            if refusal := memory_refusal(budget, expected, expected):
+            if refusal := memory_refusal(held, expected, expected):
                 return await JSONResponse({"detail": refusal.detail}, refusal.status_code, refusal.headers)(scope, receive, send)
-            held = expected
         read, ended = 0, False
         window, window_bytes = time.monotonic(), 0  # each `body_timeout_s` must bring `body_min_rate` bytes a second
 
         async def counted_receive():
-            nonlocal read, ended, window, window_bytes, held
+            nonlocal read, ended, window, window_bytes
             if ended:  # the body is in: later messages (a disconnect) may wait as long as they like
                 return await receive()
             stall, rate = self.config.body_timeout_s, self.config.body_min_rate
@@ -97,26 +95,24 @@ class Gate:
             if read > limit:
                 raise HTTPException(413, too_large)
             if uploads and expected is None and size:
-                if refusal := memory_refusal(budget, size, read):
+                if refusal := memory_refusal(held, size, read):
                     raise refusal
-                held += size
             return message
 
         try:
             await self.app(scope, counted_receive, send)
         finally:  # answered, failed, timed out or left: the bytes are free again
-            budget.give(held)
+            held.give_back()
 
 
-def memory_refusal(budget: BodyBudget, size: int, body: int) -> HTTPException | None:
-    """None once `size` more bytes of a body of `body` bytes (so far) are taken from `budget`; else the answer: 413 for a
+def memory_refusal(held: Held, size: int, body: int) -> HTTPException | None:
+    """None once `size` more bytes of a body of `body` bytes (so far) are taken for `held`; else the answer: 413 for a
     body over the whole budget, 503 with `Retry-After` while other bodies hold too much of it."""
-    megabytes = budget.limit / 1024 / 1024
-    if body > budget.limit:
-        return HTTPException(413, f"upload too large: over the {megabytes:g} MB this server holds for all request bodies "
-                                  "at once")
-    if not budget.take(size):
-        return HTTPException(503, MEMORY_BUSY.format(megabytes), {"Retry-After": str(BUSY_RETRY_S)})
+    if body > held.budget.limit:
+        return HTTPException(413, f"upload too large: over the {held.budget.limit / 1024 / 1024:g} MB this server holds "
+                                  "for all request bodies at once")
+    if not held.take(size):
+        return HTTPException(503, held.budget.busy(), {"Retry-After": str(BUSY_RETRY_S)})
     return None
 
 

@@ -15,6 +15,7 @@ from fakescope.io.image import sniff_format
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.generation import openai_client
 from fakescope.serve.jobs import JobBusy, JobStore
+from fakescope.serve.limits import HELD
 from fakescope.serve.openapi import BINARY, SECURED, answers
 from fakescope.serve.request_image import check_image_422, only_file, read_upload
 from fakescope.serve.schemas import Job
@@ -61,7 +62,8 @@ def add_generation_routes(app: FastAPI, config: ServeConfig) -> None:
         data = await read_upload(file, config)
         check_image_422(data, config)
         try:
-            job = request.app.state.jobs.submit(data, job_config, client, filename=file.filename or "upload")
+            job = request.app.state.jobs.submit(data, job_config, client, filename=file.filename or "upload",
+                                                release=request.scope[HELD].pass_on(len(data)))  # held till it runs
         except StorageError as exc:  # the folder is the operator's to fix; its path stays out of the answer
             log.warning("generation refused: %s", exc)
             raise HTTPException(503, "generation is unavailable: the server cannot write its jobs folder") from None

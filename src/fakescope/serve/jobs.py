@@ -125,8 +125,12 @@ class JobStore:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fakescope-generate")
         self._workers, self._runs, self._run_s = workers, 0, 0.0
 
-    def submit(self, data: bytes, config: OpenAIImagesConfig, client, *, filename: str = "upload") -> GenerationJob:
+    def submit(self, data: bytes, config: OpenAIImagesConfig, client, *, filename: str = "upload",
+               release: Callable[[], None] | None = None) -> GenerationJob:
         """Queue one job; returns at once with the job in state `queued`.
+
+        `release` is called once `data` is no longer held: the job ran (whatever its end) or was cancelled before it
+        ran, or at once when it is refused.
 
         Raises:
             ServerBusy: `max_jobs` jobs are already queued or running.
@@ -134,11 +138,18 @@ class JobStore:
         """
         job_id = uuid.uuid4().hex[:16]
         job = GenerationJob(job_id, config, self.root / job_id)
-        with self._lock:
-            self._check_room()
-            job.save()
-            self._jobs[job_id] = job
-            self._futures[job_id] = self._pool.submit(self._run, job, data, client, filename)
+        try:
+            with self._lock:
+                self._check_room()
+                job.save()
+                self._jobs[job_id] = job
+                self._futures[job_id] = future = self._pool.submit(self._run, job, data, client, filename)
+        except BaseException:
+            if release:
+                release()
+            raise
+        if release:
+            future.add_done_callback(lambda _: release())
         return job
 
     def check_room(self) -> None:

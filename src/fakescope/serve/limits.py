@@ -1,11 +1,14 @@
 """The image pixel limit shared by the REST API (`--max-pixels`) and the web app (`FAKESCOPE_MAX_PIXELS`), the
 free space an anonymous web app's saves leave (`fakescope app --min-free-mb`, `FAKESCOPE_APP_MIN_FREE_MB`), and the
 most files a form may carry (`fakescope serve --max-files`), and `BodyBudget`, the request-body bytes the REST API
-holds at once (`fakescope serve --max-body-memory-mb`)."""
+holds at once (`fakescope serve --max-body-memory-mb`), with `Held`, one request's share of it."""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from functools import partial
 
 from fakescope.errors import ConfigError, ImageLoadError, ImageTooLarge
 
@@ -16,6 +19,9 @@ MIN_FREE_ENV = "FAKESCOPE_APP_MIN_FREE_MB"
 MULTIPART_MAX_FILES = 1000  # Starlette's `Request.form(max_files=...)`, as FastAPI parses every form
 MULTIPART_OVERHEAD = 64 * 1024  # a form's boundaries and part headers, over its files' bytes
 DEFAULT_MAX_BODY_MEMORY_MB = 2048
+HELD = "fakescope.held"
+"""The ASGI scope key of a request's `Held` (set by `serve.gate.Gate`; a route reads `request.scope[HELD]`)."""
+MEMORY_BUSY = "the server is busy: request bodies fill its memory for them ({:g} MB); try again shortly"
 
 
 def checked_max_pixels(value: int) -> int:
@@ -77,20 +83,58 @@ def env_min_free_mb() -> int:
 
 
 class BodyBudget:
-    """The request-body bytes the server may hold at once: `take` them before a body is read, `give` them back after.
+    """The request-body bytes the server may hold at once (uploads, fetched image URLs, queued generation jobs' uploads):
+    `take` them before they are read, `give` them back once they are not held.
 
-    Used on the event loop only (`serve.gate.Gate`), so it needs no lock.
+    Thread-safe: a fetch thread or a generation worker gives its bytes back when it ends.
     """
 
     def __init__(self, limit: int):
         self.limit, self.held = limit, 0
+        self._lock = threading.Lock()
 
     def take(self, size: int) -> bool:
         """Hold `size` more bytes if they fit in the budget; False (nothing held) if not."""
-        if self.held + size > self.limit:
-            return False
-        self.held += size
-        return True
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
 
     def give(self, size: int) -> None:
-        self.held -= size
+        with self._lock:
+            self.held -= size
+
+    def busy(self) -> str:
+        """The 503 line for bytes that do not fit."""
+        return MEMORY_BUSY.format(self.limit / 1024 / 1024)
+
+
+class Held:
+    """The bytes of a `BodyBudget` one request holds until it is answered (`serve.gate.Gate` gives them back then): its
+    body's, and the images fetched for it."""
+
+    def __init__(self, budget: BodyBudget):
+        self.budget, self.bytes = budget, 0
+
+    def take(self, size: int) -> bool:
+        """Take `size` more bytes from the budget for this request if they fit; False (nothing taken) if not."""
+        if not self.budget.take(size):
+            return False
+        self.bytes += size
+        return True
+
+    def keep(self, size: int) -> None:
+        """Count `size` bytes already taken from the budget (a fetch's) as this request's."""
+        self.bytes += size
+
+    def pass_on(self, size: int) -> Callable[[], None]:
+        """Stop counting up to `size` of this request's bytes, held on past its answer (by a queued generation job): the
+        callable gives them back to the budget; call it once."""
+        size = min(size, self.bytes)
+        self.bytes -= size
+        return partial(self.budget.give, size)
+
+    def give_back(self) -> None:
+        self.budget.give(self.bytes)
+        self.bytes = 0

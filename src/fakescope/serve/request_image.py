@@ -4,6 +4,7 @@ upload and pixel limits; a batch's JSON `urls`."""
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 import time
 from collections import deque
@@ -27,7 +28,8 @@ from fakescope.io.fetch import (
 from fakescope.io.redact import redact_urls
 from fakescope.serve.batching import ServerBusy, estimated_wait
 from fakescope.serve.config import ServeConfig
-from fakescope.serve.limits import check_image
+from fakescope.serve.connections import BUSY_RETRY_S
+from fakescope.serve.limits import HELD, Held, check_image
 from fakescope.serve.schemas import ImageURL, ImageURLs
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -79,16 +81,16 @@ def media_type(request: Request) -> str:
 
 
 async def read_body(request: Request, config: ServeConfig) -> bytes:
-    """The raw request body, at most the upload limit (413 beyond)."""
-    data = bytearray()
+    """The raw request body, at most the upload limit (413 beyond), held once: the `BodyBudget` counts it once."""
+    body = io.BytesIO()  # `getvalue` hands its buffer over uncopied (a bytearray's `bytes()` held the body twice)
     try:
         async for chunk in request.stream():
-            data += chunk
-            if len(data) > config.max_upload_bytes:
+            body.write(chunk)
+            if body.tell() > config.max_upload_bytes:
                 raise HTTPException(413, too_large_message(config))
     except ClientDisconnect:  # as FastAPI answers for a form: no traceback in the log for a client that left
         raise HTTPException(400, "the client closed the connection before the body ended") from None
-    return bytes(data)
+    return body.getvalue()
 
 
 def _json_body(model: type[M], body: bytes) -> M:
@@ -106,7 +108,8 @@ class URLFetcher:
     renders), so slow image servers hold no more than these threads; a batch takes `BATCH_FETCHES` of them.
 
     A URL's `timeout` counts from when it was asked for, its wait for a thread included: one still waiting then is not
-    fetched but refused (`ServerBusy`), so clients filling the threads hold no other request past its limit.
+    fetched but refused (`ServerBusy`), so clients filling the threads hold no other request past its limit. A fetch
+    holds its `max_bytes` of the request bodies' `BodyBudget` until it ends, so 8 fetches of 20 MB count as uploads do.
     """
 
     def __init__(self, workers: int = FETCH_WORKERS, timeout: float = URL_TIMEOUT_S):
@@ -116,13 +119,31 @@ class URLFetcher:
         self._waiting = 0
         self._recent: deque[float] = deque(maxlen=RECENT_FETCHES)  # seconds each of the latest fetches held a thread
 
-    async def fetch(self, url: str, max_bytes: int) -> bytes:
-        """The bytes at `url` (`fetch_url`), at most `max_bytes`; `ServerBusy` when no thread took it in time."""
+    async def fetch(self, url: str, max_bytes: int, held: Held) -> bytes:
+        """The bytes at `url` (`fetch_url`), at most `max_bytes`; `ServerBusy` when no thread took it in time, or when
+        `max_bytes` do not fit in `held`'s budget.
+
+        `max_bytes` are taken from the budget before the fetch and given back when it ends, however it ends (a request
+        cancelled mid-fetch: once its thread stops); the bytes fetched are then `held`'s until its request is answered.
+        """
+        budget = held.budget
+        if not budget.take(max_bytes):
+            raise ServerBusy(budget.busy(), BUSY_RETRY_S)
         with self._lock:
             self._waiting += 1
         future = self._pool.submit(self._fetch, url, max_bytes, time.monotonic())
         future.add_done_callback(self._unqueue_cancelled)  # a client that left before its turn
-        return await asyncio.wrap_future(future)
+        try:
+            data = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:  # its thread may still be fetching
+            future.add_done_callback(lambda _: budget.give(max_bytes))
+            raise
+        except BaseException:
+            budget.give(max_bytes)
+            raise
+        budget.give(max_bytes - len(data))
+        held.keep(len(data))
+        return data
 
     def retry_after(self) -> int:
         """Whole seconds the waiting URLs should take on the threads, at the time of the `RECENT_FETCHES` latest
@@ -156,11 +177,12 @@ async def fetch_image(request: Request, url: str, config: ServeConfig) -> tuple[
     """The URL as named (`url_name`) and its bytes, fetched as `fetch_url` does within the upload limit on
     the app's `URLFetcher`: a refused URL is a 422, a file over the limit a 413 (as an upload), a fetch that may pass
     (`TransientFetchError`: a timeout, a refused or dropped connection, 408/425/429/5xx) a 503 with `Retry-After`
-    `FETCH_RETRY_AFTER`, one no thread took within the time limit a 503 with the threads' estimated wait, another failed
-    fetch a 502, each naming the URL as shown."""
+    `FETCH_RETRY_AFTER`, one no thread took within the time limit a 503 with the threads' estimated wait, one whose
+    upload limit does not fit in the request bodies' memory a 503 with `Retry-After: 1`, another failed fetch a 502,
+    each naming the URL as shown."""
     name = url_name(url)
     try:
-        return name, await request.app.state.fetcher.fetch(url, config.max_upload_bytes)
+        return name, await request.app.state.fetcher.fetch(url, config.max_upload_bytes, request.scope[HELD])
     except ServerBusy as exc:
         raise HTTPException(503, f"could not fetch {name}: {exc}", {"Retry-After": str(exc.retry_after)}) from None
     except FetchError as exc:

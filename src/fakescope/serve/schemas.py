@@ -106,11 +106,17 @@ class BatchingStats(_Answer):
     busy_s: float
 
 
+class BodyMemory(_Answer):
+    held: int = Field(description="Bytes of request bodies, fetched image URLs and queued jobs' uploads held now.")
+    limit: int = Field(description="The most held at once (`--max-body-memory-mb`, in bytes).")
+
+
 class Health(_Answer):
     status: Literal["ok"]
     model: str
     queued: int
     batching: BatchingStats
+    body_memory: BodyMemory
 
 
 class LoadedModel(_Answer):
