@@ -297,6 +297,23 @@ def test_every_answer_is_nosniff_and_kept_out_of_caches(server, auth, photo_byte
     assert [answers[name].status_code for name in ("explain png", "generate 422", "413")] == [200, 422, 413]
 
 
+def test_a_request_with_both_content_length_and_transfer_encoding_is_400_and_its_connection_closed(server, auth,
+                                                                                                 flat_png):
+    """uvicorn read such a body as chunked: behind a proxy framing it by its length, the rest of it was a second
+    request (smuggled: sent with the proxy's own checks skipped)."""
+    smuggled = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    head = ["POST /v1/detect HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {TOKEN}", "Content-Type: image/png",
+            f"Content-Length: {len(flat_png) + len(smuggled) + 20}", "Transfer-Encoding: chunked"]
+    body = f"{len(flat_png):x}\r\n".encode() + flat_png + b"\r\n0\r\n\r\n" + smuggled
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert (answer.status, json.loads(answer.read()), answer.getheader("Cache-Control")) == (
+            400, {"detail": "a request may not carry both Content-Length and Transfer-Encoding"}, "no-store")
+        assert sock.recv(1000) == b""  # closed: the smuggled request is never read
+
+
 def test_every_error_is_one_line_of_detail(server, auth, photo_bytes):
     bad_format = httpx.post(f"{server.url}/v1/explain?format=jpg", headers=auth, content=photo_bytes)
     no_files = httpx.post(f"{server.url}/v1/detect/batch", headers=auth)
