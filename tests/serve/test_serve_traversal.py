@@ -79,4 +79,6 @@ def test_the_docs_page_cannot_be_framed_sniffed_or_show_the_token(server):
         assert answer.status_code == 200 and TOKEN.encode() not in answer.content, path
         assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["x-frame-options"] == "DENY"
         assert answer.headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert answer.headers["cache-control"] == ("no-store" if path in ("/docs", "/docs/oauth2-redirect")
+                                                   else "public, max-age=86400"), path  # Swagger UI's files are cached
     assert httpx.get(f"{server.url}/docs", headers={"Host": "rebound.example"}).status_code == 403  # DNS rebinding

@@ -35,7 +35,7 @@ def add_docs_page(app: FastAPI) -> None:
     def asset(name: str) -> FileResponse:
         if name not in ASSET_FILES:
             raise HTTPException(404, "Not Found")
-        return FileResponse(Path(swagger_ui_path) / name, headers=PAGE_HEADERS)
+        return FileResponse(Path(swagger_ui_path) / name, headers={**PAGE_HEADERS, "Cache-Control": "public, max-age=86400"})
 
     @app.get(OAUTH2_REDIRECT, include_in_schema=False)
     def oauth2_redirect() -> HTMLResponse:
