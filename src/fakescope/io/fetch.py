@@ -17,6 +17,7 @@ an input (the web app, `detect`, `scan`, `Detector.predict`) within the input li
 from __future__ import annotations
 
 import hashlib
+import io
 import ipaddress
 import os
 import socket
@@ -413,10 +414,11 @@ def _check_type(content_type: str) -> None:
 
 
 def _read(answer, max_bytes: int, deadline: float, timeout: float) -> bytes:
-    data = bytearray()
+    """The body, held once: `getvalue` hands its buffer over uncopied (a bytearray's `bytes()` held it twice)."""
+    data = io.BytesIO()
     for chunk in answer.iter_bytes():
-        data += chunk
+        data.write(chunk)
         _left(deadline, timeout)
-        if len(data) > max_bytes:
+        if data.tell() > max_bytes:
             raise FetchTooLarge(f"the file at that URL is over {max_bytes:,} bytes")
-    return bytes(data)
+    return data.getvalue()
