@@ -71,6 +71,9 @@ class ImagesAPIServer(ThreadingHTTPServer):
         self.files: dict[str, bytes] = {}
         self.retired: set[str] = set()
         """Models answered 404 model_not_found, as api.openai.com answers a retired one."""
+        self.max_prompt: int | None = None
+        """The longest prompt taken, of any model: a longer one is answered 400 `string_above_max_length`, as the API
+        answers one over its model's limit."""
         self.paid: list[str] = []
         """A digest of each billed request's image (or prompt), in billing order."""
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -152,6 +155,12 @@ class _Handler(BaseHTTPRequestHandler):
             message, param = refusal
             return self._send(400, {"error": {"message": message, "type": "invalid_request_error", "param": param,
                                               "code": "invalid_value"}}, endpoint)
+        prompt, limit = str(fields.get("prompt") or ""), self.server.max_prompt
+        if limit is not None and len(prompt) > limit:
+            message = (f"Invalid 'prompt': string too long. Expected a string with maximum length {limit}, but got a "
+                       f"string with length {len(prompt)} instead.")
+            return self._send(400, {"error": {"message": message, "type": "invalid_request_error", "param": "prompt",
+                                              "code": "string_above_max_length"}}, endpoint)
         if endpoint == "edits" and model == "dall-e-2" and (refusal := _edit_refusal(images)):
             return self._send(400, {"error": {"message": refusal, "type": "invalid_request_error"}}, endpoint)
         server = self.server

@@ -689,3 +689,29 @@ def test_an_answer_slower_than_timeout_is_left_unresolved_not_paid_twice(tmp_pat
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "done 1," in again.stdout and server.billable == 2, again.output
     assert "estimated spend $0.016 (all runs $0.032: $0.016 billed, $0.016 may have been (answers lost))" in again.stdout
+
+
+def test_a_model_outside_the_table_sends_any_prompt_and_each_refused_one_is_one_line(tmp_path, server):
+    """A model fakescope does not know has no prompt limit checked before the run: the server's refusal of a prompt
+    fails that prompt's job in one line (the others are made), and one of an edit's --prompt stops the run at once."""
+    server.max_prompt = 100
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"a cat\n{'x' * 150}\na dog\n")
+    args = ["generate", "openai", str(prompts), "--out", str(tmp_path / "out"), "--mode", "generate",
+            "--model", "acme-image-1", "--max-retries", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "done 2, " in result.stdout and "failed 1," in result.stdout, result.output
+    assert result.stderr == ("warning: job prompt2 failed: the Images API refused this prompt (400): Invalid 'prompt': "
+                             "string too long. Expected a string with maximum length 100, but got a string with length "
+                             "150 instead.\n")
+    assert server.billable == 2
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40), (i * 60, 10, 10)).save(photos / f"p{i}.png")
+    edit = CliRunner().invoke(app, ["generate", "openai", str(photos), "--out", str(tmp_path / "edits"), "--mode", "edit",
+                                    "--prompt", "y" * 150, "--model", "acme-image-1", "-j", "1", "--max-retries", "0"])
+    assert edit.exit_code == 2 and edit.stderr.startswith(
+        "error: the Images API refused prompt for acme-image-1 (400): Invalid 'prompt': string too long."), edit.output
+    assert edit.stderr.endswith("every request sends it alike: change it (--prompt)\n") and edit.stderr.count("\n") == 1
+    assert server.counts[("edits", 400)] == 1 and server.billable == 2

@@ -66,7 +66,8 @@ MASKS = ("center", "full")
 MAX_SIZE_SIDE = 4096
 """The largest side a `size` may ask for (the API's sizes reach 1792); dall-e-2 uploads are resized to `size` first."""
 SHARED_PARAMETERS = ("model", "size", "quality", "response_format", "input_fidelity")
-"""Request parameters every request of a run sends alike: a 400 naming one stops the run (no later request can pass)."""
+"""Request parameters every request of a run sends alike: a 400 naming one stops the run (no later request can pass);
+`prompt` too, outside `generate` mode (an edit's `--prompt`)."""
 ACCOUNT_EXHAUSTED = ("insufficient_quota", "billing_hard_limit_reached")
 """Error codes (429 and 400) that refuse every request until the account is topped up: they stop a run."""
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -108,6 +109,10 @@ PRICES: dict[tuple[str, str, str], float] = {
 class LostImageError(FakescopeError):
     """The API made (and billed) an image that could not be had: its answer could not be read, its URL failed, or it is
     not an image."""
+
+
+class PromptRefused(FakescopeError):
+    """The API refused one of `generate` mode's prompts (unbilled): its job fails, the others are sent."""
 
 
 class AnswerLost(FakescopeError):
@@ -391,7 +396,10 @@ def request_image(
     token `usage` the API reported for it (GPT image models), else None.
 
     Raises:
-        ConfigError: the API refused the key, the model or the endpoint (no later request can succeed).
+        ConfigError: the API refused the key, the model, the endpoint or a parameter every request sends alike (no later
+            request can succeed).
+        PromptRefused: the API refused `prompt` (400 naming it; a model outside `openai_models.MODELS` has no length
+            checked before): that prompt's job fails, the run goes on.
         LostImageError: the API answered (and billed) an image that could not be had: its answer could not be read
             (not JSON, no image, broken base64), or its URL could not be fetched.
     """
@@ -400,8 +408,10 @@ def request_image(
     try:
         answer = _send(client, config, source, prompt)  # a 2xx answer, read whole: the image is billed
     except openai.APIStatusError as exc:
-        if (refusal := _refusal(exc, config.model)) is not None:
+        if (refusal := _refusal(exc, config)) is not None:
             raise refusal from None  # the client's error holds the server's text, which may echo the key
+        if prompt is not None and isinstance(exc, openai.BadRequestError) and getattr(exc, "param", None) == "prompt":
+            raise PromptRefused(f"the Images API refused this prompt (400): {_api_message(exc)}") from None
         raise
     try:
         response = answer.parse()
@@ -435,11 +445,13 @@ def _send(client, config: OpenAIImagesConfig, source: bytes | None, prompt: str 
     return client.images.with_raw_response.edit(image=upload, prompt=config.edit_prompt, **options)
 
 
-def _refusal(exc, model: str) -> ConfigError | None:
+def _refusal(exc, config: OpenAIImagesConfig) -> ConfigError | None:
     """The error that stops a run for a refusal no later request can get past (the account, the key, the model,
-    the endpoint); None for one that may pass (a rate limit, a bad image)."""
+    the endpoint, a parameter every request sends alike); None for one that may pass (a rate limit, a bad image, one
+    of `generate` mode's prompts)."""
     import openai
 
+    model = config.model
     code = getattr(exc, "code", None)
     if code in ACCOUNT_EXHAUSTED:  # every later request would be refused alike
         return ConfigError(f"the OpenAI account cannot pay for more images ({code}): {_api_message(exc)}; add credit or "
@@ -450,7 +462,8 @@ def _refusal(exc, model: str) -> ConfigError | None:
                403: f"; check that the key's organization and project may use {model} (verification, model access)"}
         return ConfigError(f"the Images API refused the request ({exc.status_code}): {_api_message(exc, model)}"
                            f"{fix.get(exc.status_code, '')}")
-    if isinstance(exc, openai.BadRequestError) and (param := getattr(exc, "param", None)) in SHARED_PARAMETERS:
+    shared = (*SHARED_PARAMETERS, *(("prompt",) if config.mode != "generate" else ()))
+    if isinstance(exc, openai.BadRequestError) and (param := getattr(exc, "param", None)) in shared:
         return ConfigError(f"the Images API refused {param} for {model} (400): {_api_message(exc)}; every request sends "
                            f"it alike: change it (--{param.replace('_', '-')})")
     return None
