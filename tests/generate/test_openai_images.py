@@ -612,10 +612,58 @@ def test_a_rerun_reads_each_local_outputs_ends_once_for_its_plan_and_run(server,
         opened.clear()
         report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0),
                             confirm=lambda *plan: plans.append(plan))
-        assert sorted(opened) == [str(p) for p in outputs]  # each twice before
+        again = [str(outputs[0])] if ledger else []  # the damaged one is read again by the run: its copy may have ended
+        assert sorted(opened) == sorted([str(p) for p in outputs] + again)  # each twice before
         assert (report.done, report.skipped) == ((1, 2) if ledger else (0, 3))
     assert plans == [(3, 1, 2), (3, 0, 3)] and server.billable == 4
     assert caplog.text.count(f"making {outputs[0]} again (paid again): the file there is cut short") == 1
+
+
+def test_an_output_still_being_copied_when_the_plan_looked_is_not_paid_again_once_whole(server, photos, tmp_path):
+    """The run took the plan's finding for a local output half-copied when the plan read it (another process writing
+    it, as `cp` writes in place): made again, paid again, though the copy ended before the run reached it."""
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    out = tmp_path / "out"
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    copied = _outputs(out)[0]
+    whole = copied.read_bytes()
+    copied.write_bytes(whole[: len(whole) // 2])  # the copy, halfway
+    plans = []
+
+    def plan_then_copy_ends(*plan):
+        plans.append(plan)
+        copied.write_bytes(whole)
+
+    for ledger in (True, False):  # a done job's output (`Made.holds`), and one found by its name (`Made.row`)
+        if not ledger:
+            (out / LEDGER_NAME).unlink()
+            copied.write_bytes(whole[: len(whole) // 2])
+        report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0), confirm=plan_then_copy_ends)
+        assert (report.done, report.skipped, report.missing) == (0, 3, 0)
+    assert plans == [(3, 1, 2)] * 2 and server.billable == 3 and copied.read_bytes() == whole
+
+
+def test_an_answer_parked_before_a_kill_is_no_request_in_the_plan_and_is_written_unpaid(server, photos, tmp_path):
+    """A run killed after an answer was parked (spooled) but before its output was renamed into place leaves a
+    temporary file, not the output: the plan counted that image as a request to pay, though the run writes it from the
+    spool for free (and asked for --yes past 20 such)."""
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    out = tmp_path / "out"
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    with Ledger(out / LEDGER_NAME) as ledger:  # the kill's state: sent, answered and parked, the rename not done
+        record = next(job for job in ledger.jobs() if job.output.endswith(".png"))  # the API's PNG, saved as it came
+        data = Path(record.output).read_bytes()
+        ledger.mark_running(record.key, 0.016)
+        ledger.write_spool(record.key, data)
+    Path(record.output).unlink()
+    (out / ".tmpk1ll3d.part").write_bytes(data[:100])  # the temporary file the rename never replaced
+    plans = []
+    report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0),
+                        confirm=lambda *plan: plans.append(plan))
+    assert plans == [(3, 0, 2)] and (report.recovered, report.done, report.skipped, server.billable) == (1, 0, 2, 3)
+    assert Path(record.output).read_bytes() == data
+    with Ledger(out / LEDGER_NAME) as ledger:
+        assert ledger.get(record.key).state == DONE and not any(ledger.spool_dir.iterdir())
 
 
 def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):

@@ -79,9 +79,9 @@ def _row(job: Job, uri: str, loaded: LoadedImage, data: bytes, config: OpenAIIma
 
 class Made:
     """The images `out` already holds, listed once (one paged listing) before the first job, each checked whole once
-    (`damage`; a remote one by the size that listing gave; one the plan checked, listed alike, by its finding), and its
-    manifest, read at the first job the ledger does not
-    know as done.
+    (`damage`; a remote one by the size that listing gave; one the plan checked, listed alike, by its finding, but for
+    a damaged local one, read again: one half-copied when the plan read it may be whole now), and its manifest, read at
+    the first job the ledger does not know as done.
 
     `out` is the record of what was made: an image at a job's output name is that job done, wherever it ran. Its
     manifest's row is found by the image's uri, else by its name where the row's uri is elsewhere (a folder moved or
@@ -90,8 +90,9 @@ class Made:
 
     def __init__(self, out: str, manifest_name: str, found: dict[tuple[str, int | None], str | None] | None = None):
         self.out, self.manifest = out, storage.join(out, manifest_name)
-        self.found = {} if found is None else found
-        """What `damage` found of each file checked, by (uri, listed size): the plan's, taken as they are (`known_damage`)."""
+        self.found = {key: why for key, why in (found or {}).items() if why is None or storage.is_remote(key[0])}
+        """What `damage` found of each file checked, by (uri, listed size): the plan's (`known_damage`), but a damaged
+        local file's (its copy may have ended since)."""
         self._files: dict[str, int | None] | None = None
         self.rows: dict[str, dict] | None = None
         self._elsewhere: dict[str, str] = {}

@@ -6,12 +6,12 @@ import hashlib
 import io
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from fakescope.errors import NoSuchFolderError
 from fakescope.generate._sources import image_uris, read_prompts
-from fakescope.generate.ledger import Ledger, job_key
+from fakescope.generate.ledger import JobRecord, Ledger, job_key
 from fakescope.generate.manifest import output_name, source_stem
 from fakescope.generate.openai_images import MODES, OpenAIImagesConfig
 from fakescope.io import storage
@@ -47,23 +47,33 @@ def planned_sources(src: str, out: str, config: OpenAIImagesConfig,
 def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = None,
             sources: list[tuple[str, str, str | None]] | None = None,
             files: dict[str, int | None] | None = None,
-            found: dict[tuple[str, int | None], str | None] | None = None) -> tuple[int, int, int]:
+            found: dict[tuple[str, int | None], str | None] | None = None,
+            spooled: Iterable[JobRecord] = ()) -> tuple[int, int, int]:
     """(sources, requests, made) of a run over `src`: its sources (prompts in `generate` mode, else images; `sources`
     where `planned_sources` listed them already), the requests it may send at most (`sources * config.n` less `made`;
     copies are skipped too), and how many of those images `out` holds already (its `files`, where `files_in` listed
     them already), known by their names: a prompt's number, hash and image index; an image source's name stem and
     image index only (so one replaced by another of its name counts as made: a guess, not a bound). A damaged one
-    (`damage`: empty, cut short; kept in `found` for the run, `known_damage`) is not made: the run makes it again."""
+    (`damage`: empty, cut short; kept in `found` for the run, `known_damage`) is not made: the run makes it again. Nor
+    is one whose answer the ledger parked (`spooled`: its jobs whose spool file is there, as a run killed before its
+    output was renamed into place leaves them), yet it is no request: the run writes it from the spool, unpaid."""
     sources = planned_sources(src, out, config, split) if sources is None else sources
     files = files_in(storage.absolute(out)) if files is None else files
     names, found = output_names(config), {} if found is None else found
-    held = Counter((match[1], match[2] if config.mode == "generate" else None, int(match[6]))
+    generated = config.mode == "generate"
+    held = Counter((match[1], match[2] if generated else None, int(match[6]))
                    for uri, size in files.items()
                    if (match := names.search(uri.rsplit("/", 1)[-1])) and known_damage(uri, size, found) is None)
     wanted = Counter((_cut_stem(stem, config, index), digest and digest[:8], index)
                      for _, stem, digest in sources for index in range(config.n))
+    stems, settings = {source: stem for source, stem, _ in sources}, (config.model, config.mode, config.params_hash())
+    parked = Counter((_cut_stem(stems[record.source], config, record.index),
+                      record.source_sha256[:8] if generated else None, record.index)
+                     for record in spooled if record.source in stems
+                     and (record.model, record.mode, record.params_hash) == settings)
     made = sum(min(count, held[key]) for key, count in wanted.items())
-    return len(sources), len(sources) * config.n - made, made
+    answered = sum(min(count - min(count, held[key]), parked[key]) for key, count in wanted.items())
+    return len(sources), len(sources) * config.n - made - answered, made
 
 
 def jobs(sources: Iterator[tuple[str, str, str, bytes | str]], config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:
@@ -124,8 +134,7 @@ def files_in(out: str) -> dict[str, int | None]:
 
 def known_damage(uri: str, size: int | None, found: dict[tuple[str, int | None], str | None]) -> str | None:
     """`damage(uri, size)`, checked once: kept in `found` by (uri, listed size), so a run takes its plan's finding for a
-    file listed alike (a local one's first and last bytes are read once; one half-copied when the plan read it is made
-    again, as the plan counted it, though its copy ended since)."""
+    file listed alike (`Made` leaves out a damaged local one's: read again, it is whole where its copy ended since)."""
     if (uri, size) not in found:
         found[uri, size] = damage(uri, size)
     return found[uri, size]

@@ -74,6 +74,16 @@ def job_key(source_sha256: str, mode: str, model: str, params_hash: str, index: 
     return f"{source_sha256}:{mode}:{model}:{params_hash}:{index}"
 
 
+def spool_folder(ledger: Path) -> Path:
+    """Where the ledger at `ledger` parks its jobs' response bytes until each is `done`."""
+    return ledger.with_name(ledger.name + ".spool")
+
+
+def spool_file(ledger: Path, key: str) -> Path:
+    """Where the ledger at `ledger` parks the response bytes of job `key` (read without opening it)."""
+    return spool_folder(ledger) / (key.replace(":", "_") + ".bin")
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """One ledger row."""
@@ -128,7 +138,7 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike, *, claim: bool = False):
         self.path = Path(path)
-        self.spool_dir = self.path.with_name(self.path.name + ".spool")
+        self.spool_dir = spool_folder(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -222,7 +232,7 @@ class Ledger:
 
     def spool_path(self, key: str) -> Path:
         """Where the response bytes of job `key` are parked until the job is `done`."""
-        return self.spool_dir / (key.replace(":", "_") + ".bin")
+        return spool_file(self.path, key)
 
     def write_spool(self, key: str, data: bytes) -> None:
         """Durably park a response (write, fsync, rename) before any other bookkeeping."""

@@ -35,7 +35,7 @@ from fakescope.generate._settings import (
 )
 from fakescope.generate._sources import read_sources
 from fakescope.generate.lease import LEASE_SECONDS, Lease
-from fakescope.generate.ledger import Ledger
+from fakescope.generate.ledger import DONE, Ledger, spool_file
 from fakescope.generate.manifest import MANIFEST_NAME, check_manifest_name, manifest_rows
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
 from fakescope.generate.openai_models import check_served
@@ -145,7 +145,8 @@ def run_openai(
         A `RunReport`; Ctrl-C finishes the requests in flight, writes the manifest and returns
         with `stopped="interrupted"` (one before the first job raises `KeyboardInterrupt`, `out`'s lease and the ledger
         let go of either way). A job the ledger records as done is skipped only while `out` holds its output, whole
-        (one listing of `out`; a local output's first and last bytes read, once, for the plan where one is made, a remote
+        (one listing of `out`; a local output's first and last bytes read, once, for the plan where one is made, again
+        by the run where the plan found it damaged (a copy that ended since), a remote
         one's size as that listing gave it, `_plan.damage`); one deleted, damaged or saved in another folder (a ledger copied without its images; warned of,
         with how many of this run's sources' images, before `confirm`) is made, and paid for, again (`missing`).
 
@@ -189,7 +190,8 @@ def run_openai(
     check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
     found: dict[tuple[str, int | None], str | None] = {}  # what the plan finds damaged, or not, the run takes as found
     if confirm is not None:
-        confirm(*planned(src, out, config, split, listed, held, found))
+        spooled = [record for record in recorded if record.state != DONE and spool_file(Path(report.ledger), record.key).is_file()]
+        confirm(*planned(src, out, config, split, listed, held, found, spooled))
     lease = Lease(out, lease_seconds)
     with contextlib.ExitStack() as stack:  # a Ctrl-C anywhere from here on still lets go of the lease and the ledger
         stack.callback(lease.release)
