@@ -3,7 +3,7 @@
 Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageSize (1-1000, default 100)/
 pageToken paging, always in creation order, as `orderBy=createdTime` asks; at most `page_cap` items a page where
 set, as Drive may answer fewer than pageSize; `nextPageToken` only where `fields` asks for it, as Drive does; 404
-for a parent that does not exist), `files.get` with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
+for a parent that does not exist), `files.get` (the plain `fields` listed, `trashed` among them) and with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
 answers; a `Range: bytes=A-B` header answered 206 with that slice, or 416 for an empty file, as Drive does; the bytes
 sent counted in `calls["downloaded_bytes"]`), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`,
 `files.delete` (404 for a create into a folder that does not exist, as Drive answers); every file has a `createdTime` and a `modifiedTime` (a write's), by this server's clock, listed
@@ -201,6 +201,13 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
                     payload["nextPageToken"] = str(start + size)
                 return self._json(200, payload)
             match = re.fullmatch(r"/drive/v3/files/([^/]+)", url.path)
+            if match and params.get("alt") != "media":  # files.get: the fields asked for, a file's size (a string)
+                drive.calls["get"] += 1
+                found = drive.files.get(match.group(1))
+                if found is None:
+                    return self._error(404, "notFound")
+                item = {**found, **({"size": str(len(drive.contents[found["id"]]))} if found["id"] in drive.contents else {})}
+                return self._json(200, {k: item[k] for k in params.get("fields", "id,name,mimeType").split(",") if k in item})
             if match and params.get("alt") == "media":
                 drive.calls["download"] += 1
                 if fault := drive.take_fault("download"):

@@ -168,3 +168,37 @@ def test_of_runs_taking_a_drive_lease_at_the_same_moment_exactly_one_gets_it(dri
         for lease in leases:
             lease.release()
     assert not _lease_files(drive_env)
+
+
+def test_an_output_that_is_a_drive_shortcut_to_nothing_or_to_an_empty_file_is_made_again(drive_env, tmp_path, monkeypatch):
+    """A shortcut's size was unknown (None), so one in --out under an output's name was taken as made whatever its
+    target: an empty one, a deleted or trashed one (the image lost, never made again)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"{i}.png").write_bytes(_png(i))
+    monkeypatch.setenv("FAKESCOPE_CACHE", str(tmp_path / "cache"))
+    server = ImagesAPIServer(api_key="sk-drive").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-drive")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    out = f"gdrive://{drive_env.root_id}/fakes"
+    args = ["generate", "openai", str(photos), "--out", out, "--model", "dall-e-2", "--size", "256x256"]
+    try:
+        assert CliRunner().invoke(app, args).exit_code == 0
+        folder = next(f["id"] for f in drive_env.files.values() if f["name"] == "fakes")
+        empty, gone = drive_env.add("empty.png", drive_env.root_id, b""), drive_env.add("gone.png", drive_env.root_id, b"x")
+        outputs = sorted((f["name"], f["id"]) for f in drive_env.files.values() if f["parents"] == [folder]
+                         and f["name"].endswith(".png"))
+        for (name, file_id), target in zip(outputs, (empty, gone), strict=False):
+            with drive_env._lock:
+                del drive_env.files[file_id], drive_env.contents[file_id]
+            drive_env.add(name, folder, target=target)
+        with drive_env._lock:
+            del drive_env.files[gone], drive_env.contents[gone]
+        again = CliRunner().invoke(app, args)
+        assert again.exit_code == 0 and "done 2, already done 1," in again.output, again.output
+        assert server.billable == 5
+    finally:
+        server.stop()
+    for name, _ in outputs:
+        Image.open(io.BytesIO(storage.read_bytes(f"{out}/{name}"))).load()

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -356,6 +357,34 @@ def test_shortcuts_are_followed_and_google_docs_are_not_listed(drive_env):
     assert list(storage.list_sizes(f"gdrive://{root}/linked", recursive=False)) == [(shortcut, None)]
     with pytest.raises(StorageError, match=r"^gdrive://root-folder/linked/notes.png: a Google Docs Editors file"):
         storage.read_bytes(f"gdrive://{root}/linked/notes.png")
+
+
+def test_a_shortcut_s_size_existence_and_bytes_are_its_target_s_and_one_to_nothing_names_no_file(drive_env):
+    """A shortcut's size was None (unknown: an empty target passed for a whole file) and one whose target was deleted
+    or trashed existed, though reading it failed; writing onto one to nothing failed (Drive's 404 for its target)."""
+    root = drive_env.root_id
+    photo, empty = drive_env.add("photo.png", root, b"P" * 300), drive_env.add("empty.png", root, b"")
+    gone, trashed = drive_env.add("gone.png", root, b"x"), drive_env.add("trashed.png", root, b"x")
+    links = drive_env.add("links", root)
+    for name, target in (("photo", photo), ("empty", empty), ("gone", gone), ("trashed", trashed)):
+        drive_env.add(f"to-{name}.png", links, target=target)
+    with drive_env._lock:
+        del drive_env.files[gone], drive_env.contents[gone]
+        drive_env.files[trashed]["trashed"] = True
+    uri = f"gdrive://{root}/links/to-%s.png"
+    assert dict(storage.list_sizes(f"gdrive://{root}/links")) == {uri % name: None for name in ("empty", "gone", "photo",
+                                                                                               "trashed")}
+    assert (storage.size(uri % "photo"), storage.size(uri % "empty")) == (300, 0)
+    assert storage.exists(uri % "photo") and storage.read_bytes(uri % "photo") == b"P" * 300
+    for name in ("gone", "trashed"):
+        assert not storage.exists(uri % name)
+        for ask in (storage.size, storage.read_bytes):
+            with pytest.raises(NoSuchFileError, match=rf"^{re.escape(uri % name)}: no such file \(a shortcut whose "
+                                                      r"target was deleted or trashed\)$"):
+                ask(uri % name)
+    storage.write_bytes(uri % "gone", b"new")  # the file takes the shortcut's place
+    assert storage.read_bytes(uri % "gone") == b"new" and storage.size(uri % "gone") == 3
+    assert [f["name"] for f in drive_env.files.values() if f["parents"] == [links]].count("to-gone.png") == 1
 
 
 def test_writes_from_many_threads_into_a_new_folder_make_it_once(drive_env):

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from fakescope.errors import NoSuchFolderError
+from fakescope.errors import NoSuchFileError, NoSuchFolderError
 from fakescope.generate._sources import image_uris, read_prompts
 from fakescope.generate.ledger import JobRecord, Ledger, job_key
 from fakescope.generate.manifest import output_name, source_stem
@@ -147,7 +147,10 @@ def damage(uri: str, size: int | None = None) -> str | None:
     says, such as a half-copied file); None where it looks whole. A run makes a damaged one again, and its plan counts it
     as a request (`planned`)."""
     if storage.is_remote(uri):  # an upload is whole or absent, yet may be of no bytes
-        return "empty" if (storage.size(uri) if size is None else size) == 0 else None
+        try:
+            return "empty" if (storage.size(uri) if size is None else size) == 0 else None
+        except NoSuchFileError as exc:  # listed, yet gone: deleted since, or a Drive shortcut whose target is
+            return f"gone ({exc.reason})"
     try:
         with open(uri.removeprefix("file://"), "rb") as handle:
             head = handle.read(12)

@@ -44,8 +44,9 @@ def drive_time(text: str) -> datetime.datetime:
 
 
 def followed(item: dict[str, Any]) -> dict[str, Any]:
-    """A shortcut as its target (under the shortcut's name); anything else as it is."""
+    """A shortcut as its target (under the shortcut's name, `shortcut` holding the shortcut's own id: its size and
+    whether it is still there are the target's, which no listing gives); anything else as it is."""
     target = item.get("shortcutDetails")
     if item["mimeType"] != SHORTCUT_MIME or not target:
         return item
-    return {"id": target["targetId"], "name": item["name"], "mimeType": target["targetMimeType"]}
+    return {"id": target["targetId"], "name": item["name"], "mimeType": target["targetMimeType"], "shortcut": item["id"]}

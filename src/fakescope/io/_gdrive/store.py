@@ -59,6 +59,9 @@ class DriveStorage(DriveTwins):
                 parent, self._find_child(parent, parts[-1], cached)), make=True)
             assert found is not None  # made where missing
             parent, existing = found
+            if existing is not None and self._target(existing) is None:  # a shortcut to nothing: the file replaces it
+                self.delete_id(existing["shortcut"], uri)
+                existing = None
             files = self.service.files()
             if existing is not None:
                 execute(files.update(fileId=existing["id"], media_body=media, supportsAllDrives=True))
@@ -76,8 +79,10 @@ class DriveStorage(DriveTwins):
             self.delete_id(item["id"], uri)
 
     def exists(self, uri: str) -> bool:
+        """Whether `uri` names a file or a folder holding something; a shortcut whose target is gone (deleted, trashed)
+        names none."""
         with translated_errors("check", uri):
-            item = self._resolve(uri)
+            item = self._target(self._resolve(uri))
             if item is None:
                 return False
             if item["mimeType"] != FOLDER_MIME:
@@ -85,19 +90,38 @@ class DriveStorage(DriveTwins):
             return next(iter(self._children(item["id"], page_size=1)), None) is not None
 
     def size(self, uri: str) -> int | None:
-        """The size Drive records (None for a Google Docs Editors file, which has none)."""
+        """The size Drive records, a shortcut's target's (None for a Google Docs Editors file, which has none)."""
         with translated_errors("check", uri):
             item = self._file(uri)
         return int(item["size"]) if "size" in item else None
 
     def _file(self, uri: str) -> dict:
-        """The item `uri` resolves to, refused where there is none or it is a folder."""
+        """The item `uri` resolves to (a shortcut's live target, with its size), refused where there is none or it is a
+        folder."""
         item = self._resolve(uri)
         if item is None:
             raise NoSuchFileError("no such file", source=uri)
+        if (item := self._target(item)) is None:
+            raise NoSuchFileError("no such file (a shortcut whose target was deleted or trashed)", source=uri)
         if item["mimeType"] == FOLDER_MIME:
             raise StorageError("a folder, not a file", source=uri)
         return item
+
+    def _target(self, item: dict | None) -> dict | None:
+        """A shortcut's target as it is now (one request: its size, whether it was trashed), None where it is gone;
+        anything else as it is."""
+        from googleapiclient.errors import HttpError
+
+        if item is None or not item.get("shortcut"):
+            return item
+        request = self.service.files().get(fileId=item["id"], fields="id,mimeType,size,trashed", supportsAllDrives=True)
+        try:
+            target = execute(request)
+        except HttpError as exc:
+            if int(exc.resp.status) == 404:
+                return None
+            raise
+        return None if target.get("trashed") else {**item, **target, "name": item["name"]}
 
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
@@ -107,7 +131,8 @@ class DriveStorage(DriveTwins):
     def list_sizes(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[tuple[str, int | None]]:
-        """Each file's URI and the size its listing gave (None for a shortcut: Drive gives its target's in no page)."""
+        """Each file's URI and the size its listing gave (None for a shortcut: Drive gives its target's in no page, nor
+        whether that is still there; `size` asks)."""
         with translated_errors("list", uri):
             item = self._resolve(uri)
         if item is None:
