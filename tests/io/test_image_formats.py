@@ -28,6 +28,7 @@ FORMATS = [  # (Pillow writer, sniffed name, lossless)
     ("GIF", "GIF", False),
     ("BMP", "BMP", True),
     ("TIFF", "TIFF", True),
+    ("PPM", "PPM", True),
     ("HEIF", "HEIF", False),
     ("AVIF", "AVIF", False),
 ]
@@ -65,6 +66,8 @@ def test_misnamed_files_are_sniffed_from_bytes(image_factory, tmp_path):
     assert load_image(png_as_jpg).format == "PNG"
     assert load_image(jpeg_as_png).format == "JPEG"
     assert load_image(str(webp_no_suffix)).format == "WEBP"
+    grey_pgm = image_factory.encode(image_factory.pil((40, 40)).convert("L"), "PPM")  # Pillow's writer for PGM too
+    assert grey_pgm.startswith(b"P5\n") and load_image(grey_pgm).format == "PPM"
 
 
 def test_16bit_grey_png_is_scaled_to_8bit():
@@ -216,6 +219,8 @@ def test_truncated_jpeg_is_refused(image_factory):
     (b"", "empty file"),
     (np.random.default_rng(3).bytes(4096), "not an image"),
     (b"%PDF-1.7\n" + b"x" * 100, "not an image"),
+    (b"P6x notes", "not an image"),  # a P and a digit without Netpbm's whitespace
+    (b"P6\n64 64\n255\n" + b"\0" * 100, "corrupt or unsupported PPM"),
     (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt or unsupported PNG"),
 ])
 def test_non_images_are_refused_with_a_reason(data, message):

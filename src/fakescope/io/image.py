@@ -55,6 +55,8 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"II*\x00", 0, "TIFF"),
     (b"MM\x00*", 0, "TIFF"),
 )
+_NETPBM = re.compile(rb"P[1-6]\s")
+"""Netpbm's signature (PBM, PGM, PPM; ASCII or binary): `P`, the kind's digit, whitespace."""
 T = TypeVar("T")
 _TURNS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -81,6 +83,8 @@ def sniff_format(data: bytes) -> str | None:
             return name
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if _NETPBM.match(data):
+        return "PPM"
     if data[4:8] == b"ftyp":
         brands = [data[8:12]] + [data[i:i + 4] for i in range(16, min(len(data), 64), 4)]
         for brand in brands:

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif",
+    ".ppm", ".pgm", ".pbm", ".pnm",
 )
 _STDIN_TAKES = "pipe in one file, folder, URI or URL per line"
 _AN_IMAGE = "; an image itself: save it to a file and name that"

@@ -59,7 +59,7 @@ def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageLoadError("not an image: the file's signature matches no supported format "
-                             "(JPEG, PNG, WebP, GIF, BMP, TIFF, HEIF, AVIF)")
+                             "(JPEG, PNG, WebP, GIF, BMP, TIFF, PPM, HEIF, AVIF)")
     try:
         width, height = header_size(data)
     except ImageTooLarge as exc:  # header_size's: Pillow refuses to open headers over twice `MAX_PIXELS`
