@@ -244,12 +244,12 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Return an 8-bit RGB copy: EXIF orientation applied, alpha composited on white, 16-bit scaled."""
+    """Return an 8-bit RGB copy: EXIF orientation applied, alpha composited on white, 16-bit cut to its high byte."""
     quiet_pillow()
     source, img = img, upright(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img)
-        img = Image.fromarray(_scaled(arr, 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0), "L")
+        img = Image.fromarray(_high_byte(arr, 16 if img.mode.startswith("I;16") or arr.max() > 255 else 8), "L")
     elif img.mode == "F":  # as float arrays are (`float_pixels`), clipped rather than refused: a file's own range
         arr = np.array(img, dtype=np.float32)  # a copy, scaled in place
         img = Image.fromarray(_scale_in_place(arr, 1.0 if arr.max() <= 1.0 else 255.0), "L")
@@ -267,7 +267,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_bytes: bool = True) -> LoadedImage:
     """Load a path, encoded bytes, a PIL image or an HxWx3 / HxW uint8 array as RGB.
 
-    Other arrays: floats as `float_pixels` says; uint16 (and larger integers over 255) scaled by 65535, rounded.
+    Other arrays: floats as `float_pixels` says; uint16 (and larger integers over 255) as 16-bit, by `_high_byte`.
 
     Example:
         >>> load_image(Image.new("RGB", (64, 64))).width
@@ -328,9 +328,18 @@ def float_pixels(arr: np.ndarray) -> np.ndarray:
     return _scaled(arr, 1.0 if high <= 1.0 else 255.0)
 
 
+def _high_byte(arr: np.ndarray, bits: int) -> np.ndarray:
+    """Integer pixels of `bits` bits (8 or 16; clipped to that range) as uint8, by their high byte: as Pillow takes a
+    16-bit RGB PNG's or TIFF's, so a 16-bit greyscale file and an array decode as an RGB one of the same values does,
+    and an 8-bit value widened either way (v * 257 or v << 8) comes back as it was. One copy of `arr`'s type."""
+    narrowed = np.clip(arr, 0, min((1 << bits) - 1, np.iinfo(arr.dtype).max))  # an int8's own top is under 255
+    narrowed >>= bits - 8
+    return narrowed.astype(np.uint8)
+
+
 def _scaled(arr: np.ndarray, peak: float) -> np.ndarray:
-    """`arr` * 255 / `peak` (`_scale_in_place`) through one float32 copy (float64 temporaries took 12x a 16-bit image's
-    bytes: 4.8 GB at 200 Mpx)."""
+    """`arr` * 255 / `peak` (`_scale_in_place`) through one float32 copy (float64 temporaries took 28 bytes a pixel of
+    a float image)."""
     return _scale_in_place(arr.astype(np.float32), peak)
 
 
@@ -426,7 +435,7 @@ def _from_array(arr: np.ndarray) -> tuple[Image.Image, str, int, int, None]:
     if arr.dtype.kind == "f":
         arr = float_pixels(arr)
     elif arr.dtype.kind in "ui" and arr.dtype != np.uint8:  # 16-bit as Pillow's modes are (`to_rgb`): uint16 always
-        arr = _scaled(arr, 65535.0 if arr.dtype == np.uint16 or arr.max() > 255 else 255.0)
+        arr = _high_byte(arr, 16 if arr.dtype == np.uint16 or arr.max() > 255 else 8)
     elif arr.dtype.kind == "b":  # a mask: black and white
         arr = arr.astype(np.uint8) * np.uint8(255)
     if arr.ndim == 3 and arr.shape[2] == 1:

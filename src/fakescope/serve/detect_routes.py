@@ -147,7 +147,7 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
 def _render_heatmap(data: bytes, heatmap: np.ndarray, overlay: bool) -> bytes:
     """The heatmap as PNG bytes at the image's size, plain grey or colour-mapped over the image.
 
-    The image is decoded as the detector saw it (EXIF orientation applied, alpha on white, 16-bit scaled).
+    The image is decoded as the detector saw it (EXIF orientation applied, alpha on white, 16-bit cut to 8).
     """
     image = decode_image(data, keep_bytes=False).image
     picture = heatmap_overlay(image, heatmap) if overlay else heatmap_image(heatmap).resize(image.size)
