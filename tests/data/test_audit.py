@@ -38,6 +38,15 @@ def test_metadata_and_extension_are_detected():
     assert info["has_png_text"] and info["extension_mismatch"] and info["jpeg_quality"] == 100
 
 
+@pytest.mark.parametrize(("fmt", "name", "mismatch"), [
+    ("JPEG", "a.jpe", False), ("JPEG", "a.JFIF", False), ("PPM", "a.pgm", False), ("PPM", "a.pnm", False),
+    ("TIFF", "a.tif", False), ("PNG", "a.png", False), ("PNG", "a.ppm", True), ("PNG", "a.txt", True), ("PNG", "a", False),
+])
+def test_every_suffix_the_folders_list_names_its_own_format(fmt, name, mismatch):
+    """Only jpg/jpeg/tif/tiff/heic/heif were mapped: a .jpe JPEG or a .pgm PPM (both listed as images) was a mismatch."""
+    assert inspect_image(encode(smooth_image(4), fmt), name)["extension_mismatch"] is mismatch
+
+
 
 def _turned(orientation: int) -> bytes:
     exif = Image.Exif()

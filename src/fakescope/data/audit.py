@@ -174,14 +174,13 @@ def inspect_image(data: bytes, name: str = "", decoded: Image.Image | None = Non
             "has_c2pa": b"c2pa" in data and (b"jumb" in data or b"caBX" in data),
             "thumbnail": np.asarray(turned.convert("L").resize((_THUMB, _THUMB)), dtype=np.float32),
         }
-    suffix = os.path.splitext(name)[1].lower().lstrip(".")
-    info["extension_mismatch"] = bool(suffix) and _FORMAT_OF_SUFFIX.get(suffix, suffix.upper()) != fmt
+    suffix = os.path.splitext(name)[1].lower()  # Pillow's own suffixes: .jpe, .pgm, .heic (pillow-heif's) included
+    info["extension_mismatch"] = len(suffix) > 1 and Image.registered_extensions().get(suffix) != fmt
     return info
 
 
 _PNG_METADATA = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
 """The PNG chunks Pillow reads EXIF (also as a text chunk's raw profile, or XMP's orientation) and text from."""
-_FORMAT_OF_SUFFIX = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "heic": "HEIF", "heif": "HEIF"}
 
 
 @dataclass
