@@ -281,6 +281,59 @@ def test_a_proxy_that_does_not_answer_the_connection_in_time_is_named(proxy_env,
                                 "ALL_PROXY) could not be reached (timed out)")
 
 
+def _lookup_held(monkeypatch, name: str, release: threading.Event) -> None:
+    """`getaddrinfo` of `name` waits as a DNS server that never answers holds it, until `release` or 3 s, then fails as
+    the system's resolver gives up (`EAI_AGAIN`); other names resolve as before."""
+    resolve = socket.getaddrinfo
+
+    def lookup(host, *args, **kwargs):
+        if host != name:
+            return resolve(host, *args, **kwargs)
+        release.wait(3)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_name_whose_lookup_never_answers_is_named_at_the_time_limit(proxy_env, scheme):
+    """httpcore resolved the proxy's name in the fetch's thread, outside its time limit: a DNS server that never
+    answered held the fetch (a REST server's fetch thread) until the system's resolver gave up, then blamed no lookup
+    (`could not be reached ([Errno -3] ...)`). It is resolved on the resolver threads, waited on until the limit."""
+    release = threading.Event()
+    _lookup_held(proxy_env, "proxy.test", release)
+    proxy_env.setenv("ALL_PROXY", "http://user:hunter22@proxy.test:3128")
+    url = f"{scheme}://images.test:1"
+    start = time.monotonic()
+    try:
+        with pytest.raises(TransientFetchError) as error:
+            fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=0.5, trusted=(url,))
+        took = time.monotonic() - start
+    finally:
+        release.set()
+    assert took < 1.5
+    assert str(error.value) == (f"the proxy for {scheme}:// URLs (proxy.test:3128, from {scheme.upper()}_PROXY or "
+                                "ALL_PROXY) could not be resolved (timed out)")
+
+
+def test_every_address_of_the_proxy_name_is_tried_in_order(drip, proxy_env):
+    """The proxy's name resolved within the time limit is connected to as `socket.create_connection` did: each address
+    in turn (`localhost` may be ::1 first, a proxy listening on 127.0.0.1 alone)."""
+    resolve, asked = socket.getaddrinfo, []
+
+    def lookup(host, *args, **kwargs):
+        asked.append(host)
+        if host == "proxy.test":
+            return resolve("::1", *args, **kwargs) + resolve("127.0.0.1", *args, **kwargs)
+        return resolve(host, *args, **kwargs)
+
+    proxy_env.setattr(socket, "getaddrinfo", lookup)
+    with forward_proxy() as proxy:
+        proxy_env.setenv("HTTP_PROXY", proxy.url.replace("localhost", "proxy.test"))
+        assert fetch_public(drip + "/now.png", max_bytes=1 << 20, timeout=5, trusted=(drip,)) == b"x" * BODY
+    assert len(proxy.asked) == 1 and asked.count("proxy.test") == 1
+
+
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_an_https_proxy_whose_tls_fails_is_named(tls, proxy_env, scheme):
     """A TLS handshake with an https:// proxy that failed (its certificate not trusted, or no answer) was a

@@ -9,6 +9,8 @@ import time
 import httpcore
 import httpx
 
+from fakescope.io.fetch import _resolve
+
 
 class DeadlineTransport(httpx.HTTPTransport):
     """`httpx.HTTPTransport` on `backend`, through `proxy` (an `http://` or `https://` URL) if given: httpx takes no
@@ -32,8 +34,9 @@ class DeadlineTransport(httpx.HTTPTransport):
 class DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's `SyncBackend`, every wait of its streams cut to the seconds left before `deadline` (a
     `time.monotonic()`); one past it raises httpcore's timeout at once, which httpx passes on as its own. For a pool
-    whose every connection goes to a proxy (`proxy`: its scheme, `http` or `https`), a connection to it or a TLS
-    handshake with it (an https:// one) that fails or times out is a `ProxyError`, as the image's server was not asked."""
+    whose every connection goes to a proxy (`proxy`: its scheme, `http` or `https`), resolving its name, a connection to
+    it or a TLS handshake with it (an https:// one) that fails or times out is a `ProxyError`, as the image's server was
+    not asked."""
 
     def __init__(self, deadline: float, *, proxy: str | None = None):
         self.deadline, self.proxy = deadline, proxy
@@ -45,14 +48,25 @@ class DeadlineBackend(httpcore.NetworkBackend):
         self._backend = httpcore.SyncBackend()
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None) -> httpcore.NetworkStream:
+        """A connection to `host` (the checked address; a proxy's name, resolved within the deadline on the fetch's
+        resolver threads, as `socket.create_connection` would resolve it unbounded, each of its addresses in turn)."""
         wait = self.wait(timeout, httpcore.ConnectTimeout)
+        if not self.proxy:
+            return DeadlineStream(self._backend.connect_tcp(host, port, wait, local_address, socket_options), self)
         try:
-            stream = self._backend.connect_tcp(host, port, wait, local_address, socket_options)
-        except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-            if self.proxy:
-                raise httpcore.ProxyError(f"could not be reached ({exc})") from exc
-            raise
-        return DeadlineStream(stream, self, to_proxy=self.proxy == "https")
+            addresses = [info[4][0] for info in _resolve(host, port, wait)]
+        except TimeoutError:
+            raise httpcore.ProxyError("could not be resolved (timed out)") from None
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ProxyError(f"could not be resolved ({exc})") from exc
+        for address in addresses:  # `localhost` may be ::1 first, the proxy listening on 127.0.0.1 alone
+            try:
+                wait = self.wait(timeout, httpcore.ConnectTimeout)
+                stream = self._backend.connect_tcp(address, port, wait, local_address, socket_options)
+                return DeadlineStream(stream, self, to_proxy=self.proxy == "https")
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failed = exc  # the last one's, as `socket.create_connection` raises
+        raise httpcore.ProxyError(f"could not be reached ({failed})") from failed
 
     def wait(self, timeout: float | None, error: type[httpcore.TimeoutException]) -> float:
         """`timeout`, at most the seconds left; `error` when none are."""

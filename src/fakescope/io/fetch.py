@@ -204,8 +204,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
             (`FetchTooLarge`), or a fetch past `timeout`
             (a server dripping its body would otherwise hold it for as long as it likes). `TransientFetchError` for
             those that may pass: timeouts (resolving a host too), network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`
-            (the proxy's too, to a `CONNECT`: 502, 503, 504 when its upstream is down), a proxy that could not be reached
-            or whose TLS handshake timed out.
+            (the proxy's too, to a `CONNECT`: 502, 503, 504 when its upstream is down), a proxy whose name could not
+            be resolved (in time too) or that could not be reached, or whose TLS handshake timed out.
     """
     import httpx
 
@@ -371,12 +371,9 @@ def _proxy_failed(scheme: str, proxy: str, why: str, *, lasting: bool = False) -
 def _public_address(host: str, port: int, *, exempt: bool, deadline: float, timeout: float) -> str:
     """The first address `host` resolves to before `deadline`, once every one of them is public (or the origin is
     exempt); a `TransientFetchError` when no answer comes in time, as for DNS `EAI_AGAIN`."""
-    left = _left(deadline, timeout)
-    resolving = _resolvers().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = resolving.result(left)
+        infos = _resolve(host, port, _left(deadline, timeout))
     except TimeoutError:
-        resolving.cancel()  # not started yet: let it go; a resolution under way ends in its thread
         raise TransientFetchError(f"cannot resolve host {host!r}: no answer within the {timeout:g} s limit") from None
     except (socket.gaierror, UnicodeError) as exc:
         again = getattr(exc, "errno", None) == socket.EAI_AGAIN  # a resolver that may answer later, not "no such host"
@@ -387,6 +384,17 @@ def _public_address(host: str, port: int, *, exempt: bool, deadline: float, time
             if not all(a.is_global and not a.is_multicast for a in (address, *_carried(address))):
                 raise URLRefused(f"refused to fetch from {host!r}: it resolves to {address}, a non-public address")
     return str(addresses[0])
+
+
+def _resolve(host: str, port: int, wait: float) -> list[tuple]:
+    """`socket.getaddrinfo` of `host` (TCP) on a `_resolvers` thread, waited on for `wait` seconds at most: a
+    `TimeoutError` past them (the image's host here, the proxy's name in `_deadline`)."""
+    resolving = _resolvers().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        return resolving.result(wait)
+    except TimeoutError:
+        resolving.cancel()  # not started yet: let it go; a resolution under way ends in its thread
+        raise
 
 
 @cache
