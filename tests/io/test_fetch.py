@@ -281,6 +281,23 @@ def test_a_proxy_that_does_not_answer_the_connection_in_time_is_named(proxy_env,
                                 "ALL_PROXY) could not be reached (timed out)")
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_that_never_answers_the_connect_is_named(proxy_env, scheme):
+    """A proxy that took the connection but never answered the CONNECT was the fetch's own `the file at that URL took
+    over 1 s to download`, as if the image's server were slow. A plain http request it never answers may wait on the
+    server: that stays the fetch's own time limit."""
+    url = f"{scheme}://images.test:1"
+    with _silent_proxy() as port:
+        proxy_env.setenv("ALL_PROXY", f"http://user:hunter22@127.0.0.1:{port}")
+        start = time.monotonic()
+        with pytest.raises(TransientFetchError) as error:
+            fetch_public(url + "/now.png", max_bytes=1 << 20, timeout=1, trusted=(url,))
+    assert time.monotonic() - start < 2.5
+    assert str(error.value) == (f"the proxy for https:// URLs (127.0.0.1:{port}, from HTTPS_PROXY or ALL_PROXY) did not "
+                                "answer the CONNECT (timed out)" if scheme == "https" else
+                                "the file at that URL took over 1 s to download")
+
+
 def _lookup_held(monkeypatch, name: str, release: threading.Event) -> None:
     """`getaddrinfo` of `name` waits as a DNS server that never answers holds it, until `release` or 3 s, then fails as
     the system's resolver gives up (`EAI_AGAIN`); other names resolve as before."""

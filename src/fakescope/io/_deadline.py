@@ -30,6 +30,28 @@ class DeadlineTransport(httpx.HTTPTransport):
             proxy_auth=via.raw_auth, proxy_headers=via.headers.raw, ssl_context=context,
             proxy_ssl_context=context if via.url.scheme == "https" else None, network_backend=backend)
 
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """The answer to `request`; through a proxy, a timeout awaiting its answer to a `CONNECT` is a `ProxyError`, as
+        the image's server was not asked yet (it takes the request's `trace` extension to tell)."""
+        if not isinstance(self._pool, httpcore.HTTPProxy):
+            return super().handle_request(request)
+        connecting = False  # a CONNECT sent, its answer not come
+
+        def trace(event: str, info: dict) -> None:
+            nonlocal connecting
+            if event == "http11.send_request_headers.started":
+                connecting = info["request"].method == b"CONNECT"
+            elif event == "http11.receive_response_headers.complete":
+                connecting = False
+
+        request.extensions = {**request.extensions, "trace": trace}
+        try:
+            return super().handle_request(request)
+        except httpx.TimeoutException as exc:
+            if connecting:
+                raise httpx.ProxyError("did not answer the CONNECT (timed out)", request=request) from exc
+            raise
+
 
 class DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's `SyncBackend`, every wait of its streams cut to the seconds left before `deadline` (a

@@ -205,7 +205,8 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
             (a server dripping its body would otherwise hold it for as long as it likes). `TransientFetchError` for
             those that may pass: timeouts (resolving a host too), network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`
             (the proxy's too, to a `CONNECT`: 502, 503, 504 when its upstream is down), a proxy whose name could not
-            be resolved (in time too) or that could not be reached, or whose TLS handshake timed out.
+            be resolved (in time too), that could not be reached or did not answer a `CONNECT` in time, or whose TLS
+            handshake timed out.
     """
     import httpx
 
