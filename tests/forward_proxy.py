@@ -1,7 +1,8 @@
 """A real loopback forward proxy, as `HTTP_PROXY`/`HTTPS_PROXY` name one: an absolute-form GET is forwarded to the host
 its URL names (its `Host` header replaced by that, as RFC 9112 asks), a CONNECT is tunnelled; `asked` keeps each request
 line and the `Host` header it came with. Set `refuse` (`503 Service Unavailable`, `407 Proxy Authentication Required`) and
-it answers every request so instead, as a busy proxy or one asking for credentials does."""
+it answers every request so instead, as a busy proxy or one asking for credentials does, with `proxy_status` as its
+`Proxy-Status` (RFC 9209) if set."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class _Forward(BaseHTTPRequestHandler):
             self.send_response(int(status), reason)
             if status == "407":
                 self.send_header("Proxy-Authenticate", 'Basic realm="proxy"')
+            if self.server.proxy_status:
+                self.send_header("Proxy-Status", self.server.proxy_status)
             self.send_header("Content-Length", "0")
             self.end_headers()
         return bool(self.server.refuse)
@@ -74,6 +77,7 @@ class _Proxy(ThreadingHTTPServer):
     daemon_threads = True
     asked: list[str]
     refuse: str | None = None
+    proxy_status: str | None = None
 
 
 @contextmanager

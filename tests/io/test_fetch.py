@@ -243,6 +243,30 @@ def test_a_proxy_that_refuses_is_transient_only_when_busy(proxy_env, scheme, ref
     assert len(proxy.asked) == 1
 
 
+@pytest.mark.parametrize("refuse, status, transient, why", [
+    ("503 Service Unavailable", 'proxy.test; error=destination_unavailable; details="no route, sorry; later"', True,
+     "the proxy for http:// URLs ({}, from HTTP_PROXY or ALL_PROXY) answered 503 Service Unavailable "
+     "(error=destination_unavailable)"),
+    ("403 Forbidden", "cdn.test; received-status=200, proxy.test; error=http_request_denied", False,
+     "the proxy for http:// URLs ({}, from HTTP_PROXY or ALL_PROXY) answered 403 Forbidden (error=http_request_denied)"),
+    ("503 Service Unavailable", 'cdn.test; error=connection_refused, "proxy, test"; received-status=503', True,
+     "HTTP Error 503: Service Unavailable"),
+    ("503 Service Unavailable", None, True, "HTTP Error 503: Service Unavailable"),
+])
+def test_a_plain_http_answer_is_the_proxys_where_its_proxy_status_says_it_made_it(proxy_env, refuse, status, transient,
+                                                                                  why):
+    """A proxy's own 503 to a plain http request read `HTTP Error 503`, as the server's might. Where the last member of
+    its `Proxy-Status` (RFC 9209), the intermediary nearest fakescope, has an `error`, the proxy made it and is named; one
+    it passed on (`received-status`, an `error` of an intermediary before it) or no field stays the server's."""
+    with forward_proxy() as proxy:
+        proxy.refuse, proxy.proxy_status = refuse, status
+        proxy_env.setenv("HTTP_PROXY", proxy.url.replace("://", "://user:hunter22@"))
+        with pytest.raises(FetchError) as error:
+            fetch_public("http://images.test:1/now.png", max_bytes=1 << 20, timeout=5, trusted=("http://images.test:1",))
+    expected = why.format(proxy.url.partition("://")[2])
+    assert (str(error.value), isinstance(error.value, TransientFetchError)) == (expected, transient)
+
+
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_proxy_that_cannot_be_reached_is_transient_and_named(proxy_env, scheme):
     with socket.socket() as closed:

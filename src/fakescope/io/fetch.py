@@ -20,6 +20,7 @@ import hashlib
 import io
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import time
@@ -199,14 +200,15 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
         FetchError: (`URLRefused` for the first three) a malformed URL, a scheme other than http(s), a host that
             resolves to a non-public address (and is not `trusted`), too many redirects, an HTTP error, a text or JSON
             answer (not read), a network failure, a proxy that is no http(s):// URL or that refused the request (403,
-            407: `the proxy for https:// URLs (proxy.corp:3128, from HTTPS_PROXY or ALL_PROXY) answered 407 ...`) or
+            407: `the proxy for https:// URLs (proxy.corp:3128, from HTTPS_PROXY or ALL_PROXY) answered 407 ...`; to a plain
+            http request, one its `Proxy-Status` says it made, `_proxy_error`) or
             whose TLS certificate failed verification, a body over `max_bytes`
             (`FetchTooLarge`), or a fetch past `timeout`
             (a server dripping its body would otherwise hold it for as long as it likes). `TransientFetchError` for
             those that may pass: timeouts (resolving a host too), network failures, a DNS `EAI_AGAIN`, `TRANSIENT_STATUSES`
-            (the proxy's too, to a `CONNECT`: 502, 503, 504 when its upstream is down), a proxy whose name could not
-            be resolved (in time too), that could not be reached or did not answer a `CONNECT` in time, or whose TLS
-            handshake timed out.
+            (the proxy's too, to a `CONNECT` or by its `Proxy-Status`: 502, 503, 504 when its upstream is down), a proxy
+            whose name could not be resolved (in time too), that could not be reached or did not answer a `CONNECT` in
+            time, or whose TLS handshake timed out.
     """
     import httpx
 
@@ -238,9 +240,13 @@ def fetch_public(url: str, *, max_bytes: int, timeout: float, trusted: tuple[str
                     if answer.is_redirect and "location" in answer.headers:
                         url = _redirected(url, answer.headers["location"])
                         continue
-                    # the proxy's own 407 (in a CONNECT tunnel only the server answers; another status may be the server's)
-                    if answer.status_code == 407 and proxy and request.url.scheme == "http":
-                        raise _proxy_failed(request.url.scheme, proxy, f"407 {answer.reason_phrase}")
+                    # the proxy's own 407, or an answer its Proxy-Status says it made (in a CONNECT tunnel only the server
+                    # answers; another status may be the server's)
+                    if proxy and request.url.scheme == "http" and answer.status_code >= 400:
+                        made = _proxy_error(answer.headers.get("proxy-status", ""))
+                        if made or answer.status_code == 407:
+                            why = f"{answer.status_code} {answer.reason_phrase}" + (f" (error={made})" if made else "")
+                            raise _proxy_failed(request.url.scheme, proxy, why)
                     if answer.status_code >= 400:
                         error = TransientFetchError if answer.status_code in TRANSIENT_STATUSES else FetchError
                         raise error(f"HTTP Error {answer.status_code}: {answer.reason_phrase}")
@@ -367,6 +373,24 @@ def _proxy_failed(scheme: str, proxy: str, why: str, *, lasting: bool = False) -
     named = f"{via.host if ':' not in via.host else f'[{via.host}]'}:{via.port or (443 if via.scheme == 'https' else 80)}"
     return (FetchError if lasting else TransientFetchError)(
         f"the proxy for {scheme}:// URLs ({named}, from {_proxy_variables(scheme)}) {'answered ' * bool(status)}{why}")
+
+
+_MEMBER = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^",])+')
+_PARAMETER = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^";])+')
+_TOKEN = re.compile(r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+.^_`|~-]*")
+
+
+def _proxy_error(field: str) -> str | None:
+    """The `error` of the last member of a `Proxy-Status` field (RFC 9209), the intermediary nearest fakescope, which
+    sets it on an answer it made itself (`proxy.corp; error=destination_unavailable`); None where it has none (it passed
+    another's answer on) or there is no field (Squid and nginx send none). A structured-field list split by hand, quoted
+    strings kept whole: no parser comes with fakescope's dependencies."""
+    members = _MEMBER.findall(field)
+    for parameter in _PARAMETER.findall(members[-1])[1:] if members else ():
+        key, _, value = parameter.partition("=")
+        if key.strip() == "error" and _TOKEN.fullmatch(value.strip()):
+            return value.strip()
+    return None
 
 
 def _public_address(host: str, port: int, *, exempt: bool, deadline: float, timeout: float) -> str:
