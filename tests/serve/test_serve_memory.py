@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -174,3 +175,40 @@ def test_a_raw_body_is_held_once_while_it_is_read():
     request = Request({"type": "http", "method": "POST", "path": "/v1/detect", "headers": []}, receive)
     body, peak = asyncio.run(traced(request, ServeConfig(max_upload_mb=10)))
     assert len(body) == size and peak < 1.2 * size  # was 2.06 x the body; now 1.06 x
+
+
+class _Paused:
+    """The session's detector, its `predict` held until `go` is set (the model busy with other clients' images)."""
+
+    def __init__(self, detector):
+        self.detector, self.go = detector, threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.detector, name)
+
+    def predict(self, *args, **kwargs):
+        self.go.wait(10)
+        return self.detector.predict(*args, **kwargs)
+
+
+def test_a_batch_answered_503_mid_fetch_leaves_no_url_fetching_for_it(detector, images, photo_bytes, tmp_path):
+    """A batch URL whose image found the model's queue full answered 503 while its other URLs went on: a fetch that
+    ended after the answer kept its bytes of the budget for good (and the image was scored for nobody)."""
+    config = ServeConfig(token=None, max_upload_mb=2, max_body_memory_mb=8, max_files=3, max_queue=3, jobs_dir=tmp_path)
+    with LiveServer(config, detector) as live:
+        batcher = live.app.state.batcher
+        batcher.detector = paused = _Paused(detector)
+        try:
+            batcher.submit(photo_bytes)  # the model works on it until `go`
+            while batcher.pending:
+                time.sleep(0.01)
+            urls = [f"{images}/slow.png?{i}" for i in range(3)]  # 2 fetched at once: the third starts at 1 s, ends at 2
+            with ThreadPoolExecutor(1) as pool:
+                batch = pool.submit(httpx.post, f"{live.url}/v1/detect/batch", json={"urls": urls}, timeout=30)
+                time.sleep(0.3)
+                for _ in range(3):  # the queue fills while the first two URLs download
+                    batcher.submit(photo_bytes)
+                assert batch.result().status_code == 503
+        finally:
+            paused.go.set()
+        assert _held_drops_to(live, 0) == 0  # the third URL's download (1 to 2 s) was stopped with the answer

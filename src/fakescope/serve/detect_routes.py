@@ -115,7 +115,7 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
         else:
             batcher.check_room(len(files))
             scoring = [_score_file(request, f.filename or f"file{i}", f) for i, f in enumerate(files)]
-        return {"results": [d.to_dict() for d in await asyncio.gather(*scoring)]}
+        return {"results": [d.to_dict() for d in await _all(scoring)]}
 
     heatmap = {"model": Explanation, "content": {"image/png": BINARY}, "headers": PNG_HEADERS}
 
@@ -169,6 +169,18 @@ async def _score(request: Request, name: str, data: bytes, *, heatmap: bool, str
     if detection.error and strict:
         raise HTTPException(422, detection.error)
     return dataclasses.replace(detection, source=name)
+
+
+async def _all(scoring: list) -> list[Detection]:
+    """The records of a batch's `scoring`, run at once; the first to fail (a full model queue's `ServerBusy`) stops the
+    others and is raised: left running, they fetched for nobody, and a fetch that ended after the answer kept its bytes
+    of the body budget for good."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one) for one in scoring]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 async def _score_file(request: Request, name: str, file: UploadFile) -> Detection:
