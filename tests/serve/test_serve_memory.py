@@ -21,7 +21,8 @@ from starlette.requests import Request
 from fakescope.errors import ConfigError
 from fakescope.io.fetch import TRUSTED_ENV
 from fakescope.serve import ServeConfig
-from fakescope.serve.request_image import read_body
+from fakescope.serve.limits import BodyBudget, Held
+from fakescope.serve.request_image import URLFetcher, read_body
 from fakescope.serve.schemas import Health
 
 MB = 1024 * 1024
@@ -212,3 +213,24 @@ def test_a_batch_answered_503_mid_fetch_leaves_no_url_fetching_for_it(detector, 
         finally:
             paused.go.set()
         assert _held_drops_to(live, 0) == 0  # the third URL's download (1 to 2 s) was stopped with the answer
+
+
+def test_a_url_waiting_for_a_fetch_thread_takes_none_of_the_budget(images, flat_png):
+    """A URL took `--max-upload-mb` of the budget while it waited for one of the 8 fetch threads: 103 small JSON requests
+    naming slow URLs held all 2048 MB for their 20 s, 160 MB of it fetching, and every upload meanwhile answered 503."""
+    budget, fetcher = BodyBudget(3 * MB), URLFetcher(workers=1)
+
+    async def fetch_two() -> tuple[bytes, bytes, int]:
+        running = asyncio.create_task(fetcher.fetch(f"{images}/slow.png", 2 * MB, Held(budget)))  # the thread's, 1 s
+        await asyncio.sleep(0.3)
+        waiting = asyncio.create_task(fetcher.fetch(f"{images}/a.png", 2 * MB, Held(budget)))  # 2 MB more do not fit
+        await asyncio.sleep(0.2)
+        held_meanwhile = budget.held
+        return await running, await waiting, held_meanwhile
+
+    try:
+        slow, quick, held_meanwhile = asyncio.run(fetch_two())
+    finally:
+        fetcher.close()
+    assert slow == quick == flat_png and held_meanwhile == 2 * MB
+    assert budget.held == 2 * len(flat_png)  # the bytes fetched, each request's until it is answered

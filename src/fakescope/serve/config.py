@@ -77,7 +77,8 @@ class ServeConfig:
             request: `max_upload_mb` plus 64 KB): an upload's body is counted from its `Content-Length` before it is
             read (a chunked one as it comes) until it is answered; one that does not fit answers 503 with
             `Retry-After`, one larger than the whole budget (a batch) 413. An image URL's fetch counts `max_upload_mb`
-            while it runs, then its bytes until answered; a generation job's upload counts until the job ends.
+            while it runs (not while it waits for a thread), then its bytes until answered; a generation job's upload
+            counts until the job ends.
         generation: Serve `/v1/generate` and `/v1/jobs/*` (off: they answer 403 and leave the spec); `for_host`
             turns it off for an anonymous server beyond loopback, which would let anyone spend `OPENAI_API_KEY`.
     """

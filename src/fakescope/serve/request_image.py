@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 from fastapi import HTTPException, Request, UploadFile
@@ -29,7 +30,7 @@ from fakescope.io.redact import redact_urls
 from fakescope.serve.batching import ServerBusy, estimated_wait
 from fakescope.serve.config import ServeConfig
 from fakescope.serve.connections import BUSY_RETRY_S
-from fakescope.serve.limits import HELD, Held, check_image
+from fakescope.serve.limits import HELD, BodyBudget, Held, check_image
 from fakescope.serve.schemas import ImageURL, ImageURLs
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -121,27 +122,21 @@ class URLFetcher:
 
     async def fetch(self, url: str, max_bytes: int, held: Held) -> bytes:
         """The bytes at `url` (`fetch_url`), at most `max_bytes`; `ServerBusy` when no thread took it in time, or when
-        `max_bytes` do not fit in `held`'s budget.
+        `max_bytes` do not fit in `held`'s budget once one did.
 
-        `max_bytes` are taken from the budget before the fetch and given back when it ends, however it ends (a request
-        cancelled mid-fetch: once its thread stops); the bytes fetched are then `held`'s until its request is answered.
+        `max_bytes` are taken from the budget when a thread starts the fetch (a URL waiting for one holds none: else
+        cheap requests naming slow URLs held it all) and given back when it ends, however it ends (a request cancelled
+        mid-fetch: once its thread stops); the bytes fetched are then `held`'s until its request is answered.
         """
-        budget = held.budget
-        if not budget.take(max_bytes):
-            raise ServerBusy(budget.busy(), BUSY_RETRY_S)
         with self._lock:
             self._waiting += 1
-        future = self._pool.submit(self._fetch, url, max_bytes, time.monotonic())
+        future = self._pool.submit(self._fetch, url, max_bytes, time.monotonic(), held.budget)
         future.add_done_callback(self._unqueue_cancelled)  # a client that left before its turn
         try:
             data = await asyncio.wrap_future(future)
         except asyncio.CancelledError:  # its thread may still be fetching
-            future.add_done_callback(lambda _: budget.give(max_bytes))
+            future.add_done_callback(partial(_give_fetched, held.budget))
             raise
-        except BaseException:
-            budget.give(max_bytes)
-            raise
-        budget.give(max_bytes - len(data))
         held.keep(len(data))
         return data
 
@@ -155,22 +150,34 @@ class URLFetcher:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _fetch(self, url: str, max_bytes: int, asked: float) -> bytes:
+    def _fetch(self, url: str, max_bytes: int, asked: float, budget: BodyBudget) -> bytes:
+        """`fetch_url` within `max_bytes` of `budget`; the bytes fetched stay taken from it (the caller's to give back)."""
         started = time.monotonic()
         with self._lock:
             self._waiting -= 1
         if started - asked >= self.timeout:
             raise ServerBusy(f"the server is busy: every URL fetch thread was taken for {self.timeout:g} s; "
                              "try again shortly", self.retry_after())
+        if not budget.take(max_bytes):
+            raise ServerBusy(budget.busy(), BUSY_RETRY_S)
+        data = b""
         try:
-            return fetch_url(url, max_bytes, timeout=self.timeout, started=asked)
+            data = fetch_url(url, max_bytes, timeout=self.timeout, started=asked)
         finally:
+            budget.give(max_bytes - len(data))
             self._recent.append(time.monotonic() - started)
+        return data
 
     def _unqueue_cancelled(self, future: Future) -> None:
         if future.cancelled():
             with self._lock:
                 self._waiting -= 1
+
+
+def _give_fetched(budget: BodyBudget, future: Future) -> None:
+    """Give back the bytes a fetch kept for a request that left before it ended."""
+    if not future.cancelled() and future.exception() is None:
+        budget.give(len(future.result()))
 
 
 async def fetch_image(request: Request, url: str, config: ServeConfig) -> tuple[str, bytes]:
