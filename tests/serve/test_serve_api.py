@@ -33,6 +33,14 @@ def test_healthz_is_open_and_names_the_model(server):
     assert (head.status_code, head.content, head.headers["content-type"]) == (200, b"", "application/json")
 
 
+def test_healthz_shows_the_body_memory_held_only_with_the_token(server, auth):
+    """Anyone saw the bytes held byte for byte: on a quiet server, the size of each upload of the token's holders as it
+    came in, and how much more would fill the budget."""
+    assert "body_memory" not in httpx.get(f"{server.url}/healthz").json()
+    assert "body_memory" not in httpx.get(f"{server.url}/healthz", headers={"Authorization": "Bearer wrong"}).json()
+    assert set(httpx.get(f"{server.url}/healthz", headers=auth).json()["body_memory"]) == {"held", "limit"}
+
+
 def test_v1_needs_the_bearer_token(server, flat_png):
     missing = httpx.post(f"{server.url}/v1/detect", content=flat_png)
     wrong = httpx.post(f"{server.url}/v1/detect", content=flat_png, headers={"Authorization": "Bearer nope"})

@@ -18,6 +18,7 @@ from fakescope.io.fetch import url_name
 from fakescope.io.image import decode_image
 from fakescope.serve.batching import MicroBatcher
 from fakescope.serve.config import ServeConfig
+from fakescope.serve.gate import authorised
 from fakescope.serve.limits import BodyBudget
 from fakescope.serve.openapi import BINARY, PNG_HEADERS, RAW_IMAGE, SECURED, URL_BATCH, answers
 from fakescope.serve.overlay import heatmap_image, heatmap_overlay, image_bytes
@@ -52,11 +53,15 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     @app.get("/healthz", tags=["service"], summary="Liveness and load", response_model=None,
              responses=answers(Health, "the server is up", secured=False))
     def healthz(request: Request) -> dict:
-        """Liveness and load: the model in use, requests queued, batching counters and the request-body memory held."""
+        """Liveness and load: the model in use, requests queued, batching counters and, to a caller with the token, the
+        request-body memory held."""
         batcher: MicroBatcher = request.app.state.batcher
         bodies: BodyBudget = request.app.state.bodies
-        return {"status": "ok", "model": request.app.state.detector.name, "queued": batcher.pending,
-                "batching": batcher.stats.to_dict(), "body_memory": {"held": bodies.held, "limit": bodies.limit}}
+        health = {"status": "ok", "model": request.app.state.detector.name, "queued": batcher.pending,
+                  "batching": batcher.stats.to_dict()}
+        if authorised(request.headers.get("authorization", ""), config.token):  # byte for byte, the size of others' uploads
+            health["body_memory"] = {"held": bodies.held, "limit": bodies.limit}
+        return health
 
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # uptime monitors send HEAD (was 405)
 
