@@ -741,3 +741,15 @@ def test_a_run_after_the_clock_was_set_back_still_names_its_parts_after_every_ea
     assert part_files(out)[0] == ahead
     assert read_results(out)["error"].tolist() == ["now"]
     assert drop_superseded(out, read_folder(out), [ahead]) == 1 and pd.read_parquet(out)["error"].tolist() == ["now"]
+
+
+def test_last_below_finds_each_folders_last_row_below_it_without_a_step_a_row():
+    """The relist rule in one place (`FolderContents.relisted` and `read_results` both use it), vectorised: it was a
+    per-row dirname map in `read_results` (a million rows with error rows: seconds)."""
+    from fakescope.scale.records import last_below
+
+    paths = ["/p/a/1.png", "/p/b", "/p/b/2.png", "/p/bz/3.png", "s3://x/y", "/p/b/c/4.png", "/p/b0"]
+    folders = ["/p/b", "/p/bz", "/p/b/c", "s3://x", "/p/a/1.png", "/p", "/q"]
+    assert last_below(folders, paths).tolist() == [5, 3, 5, -1, -1, 6, -1]  # a URI has none below it; /p/b0 is beside /p/b
+    assert last_below(["/p/b"], paths, order=[0, 0, 4, 0, 0, 2, 9]).tolist() == [4]
+    assert last_below(["/p/b"], []).tolist() == [-1] and last_below([], paths).tolist() == []

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -229,31 +231,38 @@ def _without(missing: set[str]) -> pa.Schema:
 @dataclass(frozen=True)
 class FolderContents:
     """What a results folder's parts hold: the `source_key`s written, the columns new rows take (`folder_schema`), the
-    URL rows of parts written before `NAMES_KEY` (named by `legacy_url_name`), the parts holding `transient` rows, and
-    the `path`s of those rows that a row of another kind also has (`drop_superseded` reads no other part); then, as the
-    run claims its sources, the rows of folders it lists (`relisted`)."""
+    URL rows of parts written before `NAMES_KEY` (named by `legacy_url_name`), the parts holding `transient` rows, the
+    `path`s of those rows that a row of another kind also has (`drop_superseded` reads no other part), and the error rows
+    of local folders (one that could not be listed, recorded in its images' place); then, as the run claims its
+    sources, those that lie below such a folder."""
 
     done: set[str]
     schema: pa.Schema
     legacy: set[str]
     transient_parts: frozenset[Path] = frozenset()
     settled: frozenset[str] = frozenset()
-    relisted: set[str] = field(default_factory=set)
-    """The rows of local folders (a folder that could not be listed, recorded in its images' place) that a source this
-    run claimed lies below: it lists them now, so `drop_superseded` drops their rows."""
-    _folders: set[str] = field(default_factory=set, repr=False)
+    folders: frozenset[str] = frozenset()
+    _claimed_below: list[str] = field(default_factory=list, repr=False)
 
     @property
     def stale(self) -> bool:
         """Whether the run's end has rows to drop (`drop_superseded`): `transient` ones, or those of `relisted` folders."""
         return bool(self.transient_parts or self.relisted)
 
+    @functools.cached_property
+    def relisted(self) -> frozenset[str]:
+        """The `folders` that a source this run claimed lies below (`last_below`): it lists them now, so
+        `drop_superseded` drops their rows. Read once the run's claims are done."""
+        folders = sorted(self.folders)
+        return frozenset(f for f, last in zip(folders, last_below(folders, self._claimed_below)) if last >= 0)
+
     def claim(self, source: str) -> bool:
         """Whether a `source_key` is done: its row, or a legacy row its legacy name names. Each row answers once (URLs
-        that the legacy names merged are scored again apart) and then leaves memory; so does the row of a local folder
-        above it, which goes to `relisted` (a folder still unlisted is claimed as itself, and its row stays)."""
+        that the legacy names merged are scored again apart) and then leaves memory; one below a folder's row is kept
+        for `relisted` (a folder still unlisted is claimed as itself, and its row stays)."""
         row = stored_path(source)
-        self._relist(row)
+        if self.folders and row.startswith(self._prefixes):
+            self._claimed_below.append(row)
         if row in self.done:
             self.done.discard(row)
             self.legacy.discard(row)
@@ -263,14 +272,38 @@ class FolderContents:
             return True
         return False
 
-    def _relist(self, row: str) -> None:
-        folder = os.path.dirname(row)
-        while os.path.isabs(folder) and folder not in self._folders:  # each folder looked up once
-            self._folders.add(folder)
-            if folder in self.done:
-                self.done.discard(folder)
-                self.relisted.add(folder)
-            folder = os.path.dirname(folder)
+    @functools.cached_property
+    def _prefixes(self) -> tuple[str, ...]:
+        return tuple(low for low, _ in map(_below, self.folders))
+
+
+def _below(folder: str) -> tuple[str, str]:
+    """The paths that lie below a folder's row, as the range [low, high) in string order: a local folder's (`low` its
+    path and a separator); none for a URI's (an empty range)."""
+    if not os.path.isabs(folder):
+        return "", ""
+    low = folder.rstrip(os.sep) + os.sep
+    return low, low[:-1] + chr(ord(os.sep) + 1)
+
+
+def last_below(folders: Sequence[str], paths: Sequence[str] | pd.Series, order: np.ndarray | None = None) -> np.ndarray:
+    """The relist rule: for each of `folders` (the `path`s of error rows), the greatest `order` (default: the position)
+    of the `paths` that lie below it, -1 where none does. A folder's row (it could not be listed) is superseded by a
+    row below it that is later: a run listed the folder since. One sort of `paths` and two searches a folder, so the
+    cost grows with the error rows, not with a Python step a row."""
+    found = np.full(len(folders), -1, dtype=np.int64)
+    bounds = [_below(folder) for folder in folders]
+    if not len(paths) or not any(low for low, _ in bounds):
+        return found
+    array = pa.array(paths, pa.string())
+    by_path = pc.sort_indices(array).to_numpy()
+    ordered = array.take(by_path).to_numpy(zero_copy_only=False)
+    low, high = (np.searchsorted(ordered, np.array(side, dtype=object)) for side in zip(*bounds))
+    ranked = np.arange(len(paths)) if order is None else np.asarray(order, dtype=np.int64)
+    values = np.append(ranked[by_path], -1)  # a range ending at the last path ends at this one
+    if (some := low < high).any():  # each range's greatest value (reduceat: the odd slots are the gaps between)
+        found[some] = np.maximum.reduceat(values, np.column_stack([low[some], high[some]]).ravel())[::2]
+    return found
 
 
 def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderContents:
@@ -289,6 +322,7 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
     absent: set[str] = set()
     transient_parts: set[Path] = set()
     transient_paths: set[str] = set()
+    errors: list[str] = []
     unknown_int8 = False
     for part in part_files(out):
         try:
@@ -316,6 +350,7 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
                 transient_parts.add(part)
                 transient_paths.update(table.filter(pc.invert(lasting)).column("path").to_pylist())
             table = table.filter(lasting)
+            errors += table.filter(pc.is_valid(table.column("error_kind"))).column("path").to_pylist()
         paths = table.column("path").to_pylist()
         done.update(map(source_key, paths))
         if named_before:
@@ -325,7 +360,8 @@ def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderConten
                     "(%s); if it was exported again with other calibration images since, give this run a new --out",
                     out, scoring.int8_sha256[:12])
     settled = frozenset(p for p in transient_paths if source_key(p) in done)  # before `claim` empties `done`
-    return FolderContents(done, _without(absent), legacy, frozenset(transient_parts), settled)
+    folders = frozenset(f for f in map(source_key, errors) if os.path.isabs(f) and os.path.isdir(f))
+    return FolderContents(done, _without(absent), legacy, frozenset(transient_parts), settled, folders)
 
 
 def _check_scored_alike(out: str | Path, table: pa.Table, scoring: Scoring) -> None:
@@ -396,18 +432,15 @@ def read_results(out: str | Path) -> pd.DataFrame:
 
 def _superseded(rows: pd.DataFrame) -> pd.Series:
     """The transient rows that another row of their path supersedes: one of another kind, or a later transient one; and
-    the error rows of folders that a later row below them supersedes (a run listed the folder since)."""
-    transient = rows["error_kind"].eq(TRANSIENT)
-    superseded = transient & (rows["path"].isin(rows.loc[~transient, "path"]) | rows.duplicated("path", keep="last"))
-    if not (failed := rows["error_kind"].notna()).any():
-        return superseded
-    position = pd.Series(range(len(rows)), index=rows.index)
-    last_below: dict[str, int] = {}  # a local folder: the last position of a row below it
-    for folder, last in position.groupby(rows["path"].map(os.path.dirname)).max().items():
-        while os.path.isabs(folder) and last_below.get(folder, -1) < last:
-            last_below[folder] = last
-            folder = os.path.dirname(folder)
-    return superseded | (failed & rows["path"].map(last_below).gt(position))
+    the error rows of folders that a later row below them supersedes (`last_below`: a run listed the folder since)."""
+    superseded = np.zeros(len(rows), dtype=bool)
+    if (transient := rows["error_kind"].eq(TRANSIENT).to_numpy()).any():  # pyarrow's is_in: pandas' loops over the others
+        paths = rows["path"][transient]
+        other = pc.is_in(pa.array(paths, pa.string()), value_set=pa.array(rows["path"][~transient], pa.string()))
+        superseded[transient] = other.to_numpy(zero_copy_only=False) | paths.duplicated(keep="last").to_numpy()
+    if (failed := np.flatnonzero(rows["error_kind"].notna().to_numpy())).size:
+        superseded[failed] |= last_below(rows["path"].iloc[failed].tolist(), rows["path"]) > failed
+    return pd.Series(superseded, index=rows.index)
 
 
 def drop_superseded(out: str | Path, contents: FolderContents, older: Collection[Path]) -> int:
