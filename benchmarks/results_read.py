@@ -16,13 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from _machine import machine
 
 from fakescope.scale import read_results
-from fakescope.scale.records import SCHEMA, _superseded, write_part
+from fakescope.scale.records import SCHEMA, _runs, _superseded, write_part
 
 
 def main() -> None:
@@ -42,7 +43,9 @@ def main() -> None:
         print(f"{args.rows:,} image rows, {args.rows // args.error_every:,} of them errors, {args.folders} folder rows: "
               f"{len(rows):,} rows read back")
         frame = _all_rows(out)
-        for label, step in [("read_results", lambda: read_results(out)), ("_superseded", lambda: _superseded(frame))]:
+        parts = sorted(out.glob("*.parquet"))
+        runs = np.repeat(_runs(parts), [pq.ParquetFile(p).metadata.num_rows for p in parts])
+        for label, step in [("read_results", lambda: read_results(out)), ("_superseded", lambda: _superseded(frame, runs))]:
             times = []
             for _ in range(args.repeats):
                 start = time.perf_counter()

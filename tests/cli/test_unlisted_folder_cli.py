@@ -3,6 +3,7 @@ was one `warning:` line and its images were left out unsaid (detect exited 0, sc
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -12,6 +13,9 @@ import sys
 import pytest
 
 REASON = "cannot list this folder (Permission denied): its images are left out"
+RUNTIME = "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
+"""The scans' runtime: onnx loads the bundled model in a second from the export `onnx_export` caches, where torch's
+import and the network's build took some 8 s in each subprocess."""
 
 
 @pytest.fixture
@@ -28,6 +32,17 @@ def photos(tmp_path, image_factory):
     (tmp_path / "photos" / "b").chmod(0)
     yield tmp_path / "photos", prefix
     (tmp_path / "photos" / "b").chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def onnx_export() -> str:
+    """`RUNTIME`, with the bundled model's ONNX export cached (in this test session's cache, which the subprocesses
+    inherit), here where torch is imported already."""
+    if RUNTIME == "onnx":
+        from fakescope import Detector
+
+        Detector.load(device="cpu", runtime="onnx", provenance=False)
+    return RUNTIME
 
 
 def run(prefix: list[str], *args: str, cwd) -> subprocess.CompletedProcess:
@@ -69,10 +84,11 @@ print(json.dumps([listed, [type(u).__name__ for u in listed], top, [(d.source, d
     assert globbed == ["photos/a/1.png", "photos/b"]
 
 
-def test_scan_records_the_folder_and_a_rerun_lists_it_again_once_readable(photos, tmp_path):
+def test_scan_records_the_folder_and_a_rerun_lists_it_again_once_readable(photos, tmp_path, onnx_export):
     folder, prefix = photos
     out = tmp_path / "results"
-    first = run(prefix, "-m", "fakescope", "scan", "photos", "--out", str(out), "--no-provenance", cwd=tmp_path)
+    scan = ("-m", "fakescope", "scan", "photos", "--out", str(out), "--no-provenance", "--runtime", onnx_export)
+    first = run(prefix, *scan, cwd=tmp_path)
     assert first.returncode in (0, 1), first.stderr
     import pandas as pd
 
@@ -83,7 +99,7 @@ def test_scan_records_the_folder_and_a_rerun_lists_it_again_once_readable(photos
     assert rows.loc[str(folder / "b"), "error_kind"] == "permanent"  # as an unreadable file's: the rerun lists it anyway
     assert pd.isna(rows.loc[str(folder / "a" / "1.png"), "error"])
     (folder / "b").chmod(0o755)
-    again = run(prefix, "-m", "fakescope", "scan", "photos", "--out", str(out), "--no-provenance", cwd=tmp_path)
+    again = run(prefix, *scan, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     rows = read_results(out).set_index("path")
     assert pd.isna(rows.loc[str(folder / "b" / "2.png"), "error"])  # its images, scored once it could be listed
@@ -103,32 +119,56 @@ def test_dataset_build_refuses_an_unlisted_folder(tmp_path, image_factory, photo
 
 
 RESCAN = """
-import json, sys
+import json, os, sys
 import pandas as pd
 from fakescope import Detector
 from fakescope.scale import read_results, scan, scan_sources
-detector, seen = Detector.load(provenance=False), []
-for mode in sys.argv[1:]:  # each a scan run after b's permissions are set so
-    __import__("os").chmod("photos/b", int(mode, 8))
-    scan(scan_sources("photos"), "results", detector)
+detector, seen = Detector.load(provenance=False, runtime=sys.argv[1]), []
+for mode in sys.argv[3:]:  # each a scan run of the inputs after b's permissions are set so (`empty`: 755, its files gone)
+    os.chmod("photos/b", 0o755 if mode == "empty" else int(mode, 8))
+    if mode == "empty":
+        os.remove("photos/b/2.png")
+    scan(scan_sources(sys.argv[2].split(",")), "results", detector)
     seen.append([sorted(read_results("results")["path"]), sorted(pd.read_parquet("results")["path"])])
 print(json.dumps(seen))
 """
 
 
+def rescan(prefix: list[str], runtime: str, inputs: str, *modes: str, cwd) -> list:
+    """`RESCAN`'s rows after each run: those `read_results` reads, and those `pandas.read_parquet` does."""
+    done = run(prefix, "-c", RESCAN, runtime, inputs, *modes, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 @pytest.mark.parametrize("modes", [["0", "0", "755"], ["755", "0", "0", "755"]], ids=["unlisted-first", "scored-before"])
-def test_a_scan_rerun_drops_the_folders_row_once_it_lists_the_folder(photos, tmp_path, modes):
+def test_a_scan_rerun_drops_the_folders_row_once_it_lists_the_folder(photos, tmp_path, modes, onnx_export):
     """The folder's error row names no image, so no row of its path replaces it: a rerun that lists the folder drops it,
     from `read_results` and from the parts, also when its images were scored before (the rerun skips them); a rerun
     while it cannot be listed keeps it, also when it is newer than its images' rows."""
     folder, prefix = photos
-    done = run(prefix, "-c", RESCAN, *modes, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
     a, b, b2 = str(folder / "a" / "1.png"), str(folder / "b"), str(folder / "b" / "2.png")
     expected = {"0": [a, b], "755": [a, b2]}
     if modes[0] == "755":
         expected["0"] = [a, b, b2]
-    assert json.loads(done.stdout) == [[expected[mode]] * 2 for mode in modes]
+    assert rescan(prefix, onnx_export, "photos", *modes, cwd=tmp_path) == [[expected[mode]] * 2 for mode in modes]
+
+
+def test_a_rerun_drops_the_row_of_a_folder_it_lists_holding_no_image(photos, tmp_path, onnx_export):
+    """No row of an image replaces it, yet the folder was listed: it kept its row, which said its images were left out."""
+    folder, prefix = photos
+    a, b = str(folder / "a" / "1.png"), str(folder / "b")
+    assert rescan(prefix, onnx_export, "photos", "0", "empty", cwd=tmp_path) == [[[a, b]] * 2, [[a]] * 2]
+
+
+def test_a_file_named_below_an_execute_only_folder_is_scored_and_the_walk_still_reports_the_folder(photos, tmp_path,
+                                                                                                      onnx_export):
+    """`photos photos/b/2.png` with b execute-only: the named file opens, the walk cannot list b. The file's row, later
+    than b's, hid b's row from `read_results`, and the rerun dropped it from the parts, as if b had been listed."""
+    folder, prefix = photos
+    a, b, b2 = str(folder / "a" / "1.png"), str(folder / "b"), str(folder / "b" / "2.png")
+    assert rescan(prefix, onnx_export, "photos,photos/b/2.png", "111", "111", "755", cwd=tmp_path) == [
+        [[a, b, b2]] * 2, [[a, b, b2]] * 2, [[a, b2]] * 2]
 
 
 @pytest.mark.parametrize("pattern", ["photos/*/*.png", "photos/[ab]/*", "*/b/*.png"])

@@ -36,7 +36,7 @@ from fakescope.detection import TRANSIENT, Detection
 from fakescope.errors import StorageError
 from fakescope.io import storage
 from fakescope.io.fetch import is_url, legacy_url_name, shown_source
-from fakescope.io.inputs import path_text
+from fakescope.io.inputs import list_images, path_text
 from fakescope.scale.scoring import FORMAT_KEY, NAMES_KEY, RESULTS_FORMAT, UNKNOWN, Scoring
 
 SCHEMA = pa.schema([
@@ -251,10 +251,12 @@ class FolderContents:
 
     @functools.cached_property
     def relisted(self) -> frozenset[str]:
-        """The `folders` that a source this run claimed lies below (`last_below`): it lists them now, so
-        `drop_superseded` drops their rows. Read once the run's claims are done."""
+        """The `folders` that list now and that a source this run claimed lies below (`last_below`), or that hold no
+        image: `drop_superseded` drops their rows. One that still cannot be listed keeps its row, also when a file below
+        it was named (execute-only: it opens). Read once the run's claims are done."""
         folders = sorted(self.folders)
-        return frozenset(f for f, last in zip(folders, last_below(folders, self._claimed_below)) if last >= 0)
+        below = last_below(folders, self._claimed_below) >= 0
+        return frozenset(f for f, hit in zip(folders, below) if _lists(f) and (hit or next(list_images(f), None) is None))
 
     def claim(self, source: str) -> bool:
         """Whether a `source_key` is done: its row, or a legacy row its legacy name names. Each row answers once (URLs
@@ -277,6 +279,14 @@ class FolderContents:
         return tuple(low for low, _ in map(_below, self.folders))
 
 
+def _lists(folder: str) -> bool:
+    try:
+        with os.scandir(folder):
+            return True
+    except OSError:
+        return False
+
+
 def _below(folder: str) -> tuple[str, str]:
     """The paths that lie below a folder's row, as the range [low, high) in string order: a local folder's (`low` its
     path and a separator); none for a URI's (an empty range)."""
@@ -289,7 +299,7 @@ def _below(folder: str) -> tuple[str, str]:
 def last_below(folders: Sequence[str], paths: Sequence[str] | pd.Series, order: np.ndarray | None = None) -> np.ndarray:
     """The relist rule: for each of `folders` (the `path`s of error rows), the greatest `order` (default: the position)
     of the `paths` that lie below it, -1 where none does. A folder's row (it could not be listed) is superseded by a
-    row below it that is later: a run listed the folder since. One sort of `paths` and two searches a folder, so the
+    row below it of a later run: one that listed the folder since (in the same run, a file named below it). One sort of `paths` and two searches a folder, so the
     cost grows with the error rows, not with a Python step a row."""
     found = np.full(len(folders), -1, dtype=np.int64)
     bounds = [_below(folder) for folder in folders]
@@ -412,7 +422,7 @@ def read_results(out: str | Path) -> pd.DataFrame:
     """All rows of a results folder as one DataFrame, in `folder_schema`'s columns (without the `ADDED_COLUMNS` of a
     folder begun before them). A transient error's row is left out once its source has another row (a rerun scored
     it, or failed it for good), and kept once (its newest: the last in `part_files`' order) while every row of its
-    source is one. A folder's error row (it could not be listed) is left out once a later row lies below it.
+    source is one. A folder's error row (it could not be listed) is left out once a row of a later run lies below it.
 
     Raises:
         StorageError: `out` is no folder (a mistyped name read as no results at all).
@@ -424,22 +434,30 @@ def read_results(out: str | Path) -> pd.DataFrame:
         raise StorageError("no such results folder (scan writes its rows as Parquet parts into a folder)",
                            source=os.fspath(out))
     schema = folder_schema(out)
-    rows = pa.concat_tables([schema.empty_table(), *(pq.read_table(p, schema=schema) for p in part_files(out))]).to_pandas()
+    parts = part_files(out)
+    tables = [pq.read_table(p, schema=schema) for p in parts]
+    rows = pa.concat_tables([schema.empty_table(), *tables]).to_pandas()
     if "error_kind" not in rows.columns:
         return rows
-    return rows[~_superseded(rows)].reset_index(drop=True)
+    return rows[~_superseded(rows, np.repeat(_runs(parts), [t.num_rows for t in tables]))].reset_index(drop=True)
 
 
-def _superseded(rows: pd.DataFrame) -> pd.Series:
+def _runs(parts: list[Path]) -> np.ndarray:
+    """Each of `parts` (in name order) numbered by its run (`run_id`), the first run 0."""
+    return np.unique([part.name.rsplit("-", 1)[0] for part in parts], return_inverse=True)[1].reshape(-1)
+
+
+def _superseded(rows: pd.DataFrame, runs: np.ndarray) -> pd.Series:
     """The transient rows that another row of their path supersedes: one of another kind, or a later transient one; and
-    the error rows of folders that a later row below them supersedes (`last_below`: a run listed the folder since)."""
+    the error rows of folders that a row below them of a later run of `runs` (the number of each row's) supersedes
+    (`last_below`: a run listed the folder since)."""
     superseded = np.zeros(len(rows), dtype=bool)
     if (transient := rows["error_kind"].eq(TRANSIENT).to_numpy()).any():  # pyarrow's is_in: pandas' loops over the others
         paths = rows["path"][transient]
         other = pc.is_in(pa.array(paths, pa.string()), value_set=pa.array(rows["path"][~transient], pa.string()))
         superseded[transient] = other.to_numpy(zero_copy_only=False) | paths.duplicated(keep="last").to_numpy()
     if (failed := np.flatnonzero(rows["error_kind"].notna().to_numpy())).size:
-        superseded[failed] |= last_below(rows["path"].iloc[failed].tolist(), rows["path"]) > failed
+        superseded[failed] |= last_below(rows["path"].iloc[failed].tolist(), rows["path"], runs) > runs[failed]
     return pd.Series(superseded, index=rows.index)
 
 
@@ -458,7 +476,7 @@ def drop_superseded(out: str | Path, contents: FolderContents, older: Collection
     """
     parts = part_files(out) if contents.relisted else sorted(contents.transient_parts.union(set(part_files(out)) - set(older)))
     rows = pd.concat([_path_kinds(p).assign(part=i) for i, p in enumerate(parts)], ignore_index=True)  # time order
-    superseded = (_superseded(rows) | (rows["error_kind"].eq(TRANSIENT) & rows["path"].isin(contents.settled))
+    superseded = (_superseded(rows, _runs(parts)[rows["part"].to_numpy()]) | (rows["error_kind"].eq(TRANSIENT) & rows["path"].isin(contents.settled))
                   | rows["path"].isin(contents.relisted))
     for i in rows.loc[superseded, "part"].unique():
         keep = ~superseded[rows["part"] == i].to_numpy()
