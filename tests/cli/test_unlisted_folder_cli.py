@@ -181,6 +181,21 @@ def test_a_glob_without_double_star_reports_a_folder_it_cannot_list(photos, tmp_
     assert listed[-1] == "photos/b" and listed[:-1] == ["photos/a/1.png"] * ("/b/" not in pattern)
 
 
+def test_a_glob_naming_a_file_below_an_execute_only_folder_yields_the_file(photos, tmp_path):
+    """b execute-only: a file the pattern names below it opens, as Python's glob finds it; the folder was reported in its
+    place. A wildcard below b still needs b listed: b is reported then, as where b cannot even be entered."""
+    folder, prefix = photos
+    (folder / "b").chmod(0o111)
+    patterns = ["photos/*/2.png", "*/[b]/2.png", "photos/*/3.png", "photos/*/*.png"]
+    done = run(prefix, "-c", f"from fakescope.io import iter_sources; print([list(iter_sources(p)) for p in {patterns!r}])",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert eval(done.stdout) == [["photos/b/2.png"], ["photos/b/2.png"], [], ["photos/a/1.png", "photos/b"]]
+    (folder / "b").chmod(0)
+    done = run(prefix, "-c", "from fakescope.io import iter_sources; print(list(iter_sources('photos/*/2.png')))", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "['photos/b']\n"), done.stderr
+
+
 def test_a_glob_reports_no_folder_it_does_not_reach(photos, tmp_path):
     folder, prefix = photos
     done = run(prefix, "-c", "from fakescope.io import iter_sources; print(list(iter_sources('photos/a*/*.png')))",

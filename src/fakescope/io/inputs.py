@@ -145,18 +145,40 @@ def _glob(pattern: str) -> Iterator[str]:
 def _walked(root: str, pattern: tuple[str, ...], named: set[str]) -> Iterator[tuple[str, ...] | str]:
     """`root` (as `()`) and the folders and files below it that `pattern` may match, as path parts relative to it; a
     folder that cannot be listed as its `UnlistedFolder`, which a pattern cannot tell holds no match (listing it reports
-    it)."""
-    from fakescope.io._local import unlisted, walk
+    it), unless the pattern names what lies below it (`_named_below`)."""
+    from fakescope.io._local import walk
 
     failed: list[OSError] = []
     for folder, dirs, files in walk(root, failed.append):
-        yield from unlisted(failed)
+        yield from _named_below(failed, root, pattern)
         here = Path(os.path.relpath(folder, root)).parts if folder != root else ()
         if not here:
             yield here
         yield from (here + (name,) for name in dirs + files)
         dirs[:] = [name for name in dirs if _may_hold(pattern, here + (name,), named)]
-    yield from unlisted(failed)
+    yield from _named_below(failed, root, pattern)
+
+
+def _named_below(failed: list[OSError], root: str, pattern: tuple[str, ...]) -> Iterator[tuple[str, ...] | str]:
+    """The folders `walk` could not list (`unlisted`): where the pattern's parts below one have no wildcard
+    (`*/x.png`), the path they name, looked up as `glob` does without listing the folder (an execute-only one opens it),
+    or nothing where none is there; else the `UnlistedFolder`, as where the folder cannot even be entered."""
+    from fakescope.io._local import unlisted
+
+    for folder in unlisted(failed):
+        here = Path(os.path.relpath(folder, root)).parts
+        rest = pattern[len(here):]
+        if "**" in pattern or not rest or any(map(glob.has_magic, rest)):
+            yield folder
+            continue
+        try:
+            os.lstat(os.path.join(folder, *rest))
+        except PermissionError:
+            yield folder
+        except OSError:  # none there
+            continue
+        else:
+            yield here + rest
 
 
 def _may_hold(pattern: tuple[str, ...], parts: tuple[str, ...], named: set[str]) -> bool:
