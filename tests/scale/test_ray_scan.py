@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 pytest.importorskip("ray")
@@ -310,3 +311,28 @@ def test_an_error_raised_in_a_ray_task_is_recognised_by_its_type():
     assert isinstance(error, StorageError) and str(error) == "cannot write results to /r: No space left on device"
     assert task_error(RayTaskError("Write", "traceback", ValueError("fakescope.errors.StorageError: a bug"))) is None
     assert task_error(FakescopeError("not from Ray")) is None
+
+
+@pytest.mark.parametrize("scored_before", [
+    pytest.param(False, marks=pytest.mark.slow, id="scored-now"), pytest.param(True, id="skipped-as-done")])
+def test_a_ray_rerun_that_lists_an_unlisted_folder_drops_its_row(image_factory, tmp_path, detector, scored_before, request):
+    """The folder's error row (an earlier run could not list b), written as that run wrote it: the Ray engine's rerun,
+    which lists b now, drops it, whether it scores b's image (actors) or skips it as done (no Ray started)."""
+    from fakescope.scale.records import run_id
+
+    a = str(image_factory.file(tmp_path / "photos" / "a" / "1.png", seed=1))
+    b2 = str(image_factory.file(tmp_path / "photos" / "b" / "2.png", seed=2))
+    out = tmp_path / "out"
+    if scored_before:
+        scan([a, b2], out, detector)
+    out.mkdir(exist_ok=True)
+    error = {"path": str(tmp_path / "photos" / "b"), "error": "cannot list this folder (Permission denied): its images "
+             "are left out", "error_kind": "permanent"}
+    write_part(pa.Table.from_pylist([error], schema=SCHEMA), out / f"part-{run_id(out)}-00000.parquet")
+    assert str(tmp_path / "photos" / "b") in read_results(out)["path"].tolist()
+    if not scored_before:
+        request.getfixturevalue("local_ray")
+    summary = ray_scan(scan_sources(str(tmp_path / "photos")), out, actors=1, batch_size=4,
+                       object_store_memory=200 * 2**20, device="cpu", workers=1, provenance=False)
+    assert (summary.scanned, summary.skipped) == ((0, 2) if scored_before else (2, 0))
+    assert sorted(read_results(out)["path"]) == sorted(pd.read_parquet(out)["path"]) == [a, b2]
