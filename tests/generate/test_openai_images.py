@@ -666,6 +666,47 @@ def test_an_answer_parked_before_a_kill_is_no_request_in_the_plan_and_is_written
         assert ledger.get(record.key).state == DONE and not any(ledger.spool_dir.iterdir())
 
 
+def _park_before_a_kill(out: Path) -> tuple:
+    """Leave `out`'s ledger as a run killed after an answer was parked but before its output was renamed into place."""
+    with Ledger(out / LEDGER_NAME) as ledger:
+        record = next(job for job in ledger.jobs() if job.output.endswith(".png"))  # the API's PNG, saved as it came
+        data = Path(record.output).read_bytes()
+        ledger.mark_running(record.key, 0.016)
+        ledger.write_spool(record.key, data)
+        spool = ledger.spool_path(record.key)
+    Path(record.output).unlink()
+    return record, data, spool
+
+
+@pytest.mark.parametrize("parked", [b"", b"<html>Bad gateway</html>", "cut short"])
+def test_a_parked_answer_that_cannot_be_written_from_is_a_request_in_the_plan(server, photos, tmp_path, parked):
+    """The plan took any spool file as an answer the run writes unpaid; the run drops one that is no image (an older
+    version parked answers before decoding them; a disk that filled) and pays for the job again: the plan said 0."""
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    out = tmp_path / "out"
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    record, data, spool = _park_before_a_kill(out)
+    spool.write_bytes(data[: len(data) // 2] if parked == "cut short" else parked)
+    plans = []
+    report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0),
+                        confirm=lambda *plan: plans.append(plan))
+    assert plans == [(3, 1, 2)] and (report.recovered, report.done, server.billable) == (0, 1, 4)
+
+
+def test_a_parked_answer_of_a_replaced_photo_is_a_request_in_the_plan(server, photos, tmp_path):
+    """A photo replaced by another of its name since its answer was parked: the run's job for it has another key (the
+    new photo's sha256), so the parked answer is not written and the job is paid; the plan counted it as unpaid."""
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    out = tmp_path / "out"
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    record, _, _ = _park_before_a_kill(out)
+    Image.new("RGB", (33, 44), "olive").save(record.source)  # another photo under the parked one's name
+    plans = []
+    report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0),
+                        confirm=lambda *plan: plans.append(plan))
+    assert plans == [(3, 1, 2)] and (report.recovered, report.done, server.billable) == (0, 1, 4)
+
+
 def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):
     out = tmp_path / "out"
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")

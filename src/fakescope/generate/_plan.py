@@ -8,13 +8,15 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from fakescope.errors import NoSuchFileError, NoSuchFolderError
+from fakescope.errors import ImageLoadError, NoSuchFileError, NoSuchFolderError, StorageError
 from fakescope.generate._sources import image_uris, read_prompts
-from fakescope.generate.ledger import JobRecord, Ledger, job_key
+from fakescope.generate.ledger import DONE, JobRecord, Ledger, job_key, spool_file
 from fakescope.generate.manifest import output_name, source_stem
 from fakescope.generate.openai_images import MODES, OpenAIImagesConfig
 from fakescope.io import storage
+from fakescope.io.image import load_image
 
 OUTPUT_FORMATS = ("png", "jpg", "jpeg", "webp")
 """File extensions of the saved images: the API's answers' (png, jpeg, webp), and `jpg` of a JPEG source's."""
@@ -55,8 +57,8 @@ def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = 
     them already), known by their names: a prompt's number, hash and image index; an image source's name stem and
     image index only (so one replaced by another of its name counts as made: a guess, not a bound). A damaged one
     (`damage`: empty, cut short; kept in `found` for the run, `known_damage`) is not made: the run makes it again. Nor
-    is one whose answer the ledger parked (`spooled`: its jobs whose spool file is there, as a run killed before its
-    output was renamed into place leaves them), yet it is no request: the run writes it from the spool, unpaid."""
+    is one whose answer the ledger parked (`spooled`: its jobs whose parked answer the run can write, as a run killed
+    before its output was renamed into place leaves them), yet it is no request: the run writes it from the spool, unpaid."""
     sources = planned_sources(src, out, config, split) if sources is None else sources
     files = files_in(storage.absolute(out)) if files is None else files
     names, found = output_names(config), {} if found is None else found
@@ -74,6 +76,29 @@ def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = 
     made = sum(min(count, held[key]) for key, count in wanted.items())
     answered = sum(min(count - min(count, held[key]), parked[key]) for key, count in wanted.items())
     return len(sources), len(sources) * config.n - made - answered, made
+
+
+def spooled(ledger: Path, records: Iterable[JobRecord], sources: list[tuple[str, str, str | None]],
+            config: OpenAIImagesConfig) -> list[JobRecord]:
+    """The jobs of `records` of `config`'s settings and of `sources` (`planned_sources`) whose answer the ledger at
+    `ledger` parked for the run to write unpaid (`planned`'s `spooled`), read without opening the ledger: the parked
+    file decodes as an image (the run drops one that does not, and pays for the job again) and, for an image source, the
+    file at its URI is still the one sent (read, one per parked answer: one replaced since is another job, paid)."""
+    listed, settings = {source for source, _, _ in sources}, (config.model, config.mode, config.params_hash())
+    kept = []
+    for record in records:
+        path = spool_file(ledger, record.key)
+        if (record.state == DONE or record.source not in listed or (record.model, record.mode, record.params_hash) != settings
+                or not path.is_file()):
+            continue
+        try:
+            load_image(path.read_bytes(), keep_bytes=False)
+            if config.mode != "generate" and hashlib.sha256(storage.read_bytes(record.source)).hexdigest() != record.source_sha256:
+                continue
+        except (OSError, ImageLoadError, StorageError):  # as the run finds it: not written from, paid
+            continue
+        kept.append(record)
+    return kept
 
 
 def jobs(sources: Iterator[tuple[str, str, str, bytes | str]], config: OpenAIImagesConfig, book: Ledger) -> Iterator[Job]:

@@ -24,7 +24,7 @@ from fakescope.errors import ConfigError
 from fakescope.generate._budget import Budget, RunReport
 from fakescope.generate._loop import Run
 from fakescope.generate._outputs import done_elsewhere
-from fakescope.generate._plan import files_in, planned, planned_sources
+from fakescope.generate._plan import files_in, planned, planned_sources, spooled
 from fakescope.generate._settings import (
     check_earlier_format,
     check_recorded,
@@ -35,7 +35,7 @@ from fakescope.generate._settings import (
 )
 from fakescope.generate._sources import read_sources
 from fakescope.generate.lease import LEASE_SECONDS, Lease
-from fakescope.generate.ledger import DONE, Ledger, spool_file
+from fakescope.generate.ledger import Ledger
 from fakescope.generate.manifest import MANIFEST_NAME, check_manifest_name, manifest_rows
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
 from fakescope.generate.openai_models import check_served
@@ -125,7 +125,7 @@ def run_openai(
         confirm: Called with `planned(src, out, config, split)`: (sources, requests, made), the number of sources
             (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
             once every option, `src` and the settings are checked and before anything is created or sent; raise from it
-            to refuse the run. Counting lists `src` once more (reads its prompts file); `out`'s listing is the checks', and
+            to refuse the run. Counting lists `src` once more (reads its prompts file; an image source whose answer the ledger parked, `_plan.spooled`); `out`'s listing is the checks', and
             what it finds of `out`'s images (whole or damaged) the run's.
         new_settings: Make images under other settings (mode, model, parameters) than those recorded for `out`: a
             second set beside the first. Without it such a run, as a rerun that left out an option (`--prompt`) would
@@ -190,8 +190,8 @@ def run_openai(
     check_served(config.model, client.base_url)  # a retired model on api.openai.com: one line, before any upload
     found: dict[tuple[str, int | None], str | None] = {}  # what the plan finds damaged, or not, the run takes as found
     if confirm is not None:
-        spooled = [record for record in recorded if record.state != DONE and spool_file(Path(report.ledger), record.key).is_file()]
-        confirm(*planned(src, out, config, split, listed, held, found, spooled))
+        parked = spooled(Path(report.ledger), recorded, listed, config)
+        confirm(*planned(src, out, config, split, listed, held, found, parked))
     lease = Lease(out, lease_seconds)
     with contextlib.ExitStack() as stack:  # a Ctrl-C anywhere from here on still lets go of the lease and the ledger
         stack.callback(lease.release)
