@@ -3,7 +3,7 @@
 Endpoints: `files.list` (q with `in parents`, `name =`, `trashed = false`; pageSize (1-1000, default 100)/
 pageToken paging, always in creation order, as `orderBy=createdTime` asks; at most `page_cap` items a page where
 set, as Drive may answer fewer than pageSize; `nextPageToken` only where `fields` asks for it, as Drive does; 404
-for a parent that does not exist), `files.get` (the plain `fields` listed, `trashed` among them) and with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
+for a parent that does not exist), `files.get` (the plain `fields` listed, `trashed` among them; also in a batch, `POST /batch/drive/v3`, at most 100 a batch, counted as `calls["batch"]`) and with `alt=media` (403 `fileNotDownloadable` for Google Docs and shortcuts, as Drive
 answers; a `Range: bytes=A-B` header answered 206 with that slice, or 416 for an empty file, as Drive does; the bytes
 sent counted in `calls["downloaded_bytes"]`), `files.create` (folders), simple, multipart and resumable uploads for `files.create`/`files.update`,
 `files.delete` (404 for a create into a folder that does not exist, as Drive answers); every file has a `createdTime` and a `modifiedTime` (a write's), by this server's clock, listed
@@ -16,6 +16,7 @@ requests of one kind answer an error (a rate limit, a 503), as Drive does under 
 from __future__ import annotations
 
 import datetime
+import email
 import itertools
 import json
 import re
@@ -104,7 +105,7 @@ class DriveServer:
             return file_id
 
     def fail(self, kind: str, status: int, reason: str, times: int = 1) -> None:
-        """Answer the next `times` requests of `kind` (`list`, `download`, `upload` or only upload `chunk`s)
+        """Answer the next `times` requests of `kind` (`list`, `download`, `batch`, `upload` or only upload `chunk`s)
         with this error; status 0 drops the connection instead, or with reason `stall` first keeps it silent for
         `stall_s` seconds (a client's read timeout)."""
         with self._lock:
@@ -203,11 +204,7 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             match = re.fullmatch(r"/drive/v3/files/([^/]+)", url.path)
             if match and params.get("alt") != "media":  # files.get: the fields asked for, a file's size (a string)
                 drive.calls["get"] += 1
-                found = drive.files.get(match.group(1))
-                if found is None:
-                    return self._error(404, "notFound")
-                item = {**found, **({"size": str(len(drive.contents[found["id"]]))} if found["id"] in drive.contents else {})}
-                return self._json(200, {k: item[k] for k in params.get("fields", "id,name,mimeType").split(",") if k in item})
+                return self._json(*_metadata(drive, match.group(1), params))
             if match and params.get("alt") == "media":
                 drive.calls["download"] += 1
                 if fault := drive.take_fault("download"):
@@ -237,9 +234,32 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
                 if form.get("grant_type") == "refresh_token" and form.get("refresh_token") == DRIVE_REFRESH_TOKEN:
                     return self._json(200, {"access_token": drive.token, "expires_in": 3600, "token_type": "Bearer"})
                 return self._json(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
+            if url.path == "/batch/drive/v3":
+                if self._authorised():
+                    self._batch()
+                return
             if not self._authorised(write=True):
                 return
             self._write(url, file_id=None)
+
+        def _batch(self) -> None:
+            """A batch of `files.get` calls (multipart/mixed of `application/http` parts), answered part for part."""
+            drive.calls["batch"] += 1
+            body = self._body()
+            if fault := drive.take_fault("batch"):
+                return self._error(*fault)
+            if (parts := _batch_parts(self.headers["Content-Type"], body)) is None or len(parts) > 100:
+                return self._error(400, "badRequest")  # Drive takes at most 100 calls a batch
+            answers = []
+            for content_id, request in parts:
+                target = urlparse(request.split(" ", 2)[1])
+                match = re.fullmatch(r"/drive/v3/files/([^/]+)", target.path)
+                status, payload = (_metadata(drive, match.group(1), {k: v[-1] for k, v in parse_qs(target.query).items()})
+                                   if match else (404, {"error": {"code": 404, "message": "notFound"}}))
+                answers.append(f"--batch_answer\r\nContent-Type: application/http\r\nContent-ID: <response-{content_id}>"
+                               f"\r\n\r\nHTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
+                               f"Content-Type: application/json\r\n\r\n{json.dumps(payload)}\r\n")
+            self._send(200, ("".join(answers) + "--batch_answer--\r\n").encode(), "multipart/mixed; boundary=batch_answer")
 
         def do_DELETE(self) -> None:
             match = re.fullmatch(r"/drive/v3/files/([^/]+)", urlparse(self.path).path)
@@ -322,6 +342,24 @@ def _make_handler(drive: DriveServer) -> type[BaseHTTPRequestHandler]:
             return {"id": file_id, **{k: drive.files[file_id][k] for k in times}}
 
     return Handler
+
+
+def _metadata(drive: DriveServer, file_id: str, params: dict) -> tuple[int, dict]:
+    """`files.get`'s answer: the plain `fields` asked for of a file (its size a string, as Drive's), else 404."""
+    found = drive.files.get(file_id)
+    if found is None:
+        return 404, {"error": {"code": 404, "message": "notFound", "errors": [{"reason": "notFound"}]}}
+    item = {**found, **({"size": str(len(drive.contents[found["id"]]))} if found["id"] in drive.contents else {})}
+    return 200, {k: item[k] for k in params.get("fields", "id,name,mimeType").split(",") if k in item}
+
+
+def _batch_parts(content_type: str, body: bytes) -> list[tuple[str, str]] | None:
+    """(Content-ID, request line) of each part of a batch's multipart/mixed body; None where it is none."""
+    message = email.message_from_bytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    if not message.is_multipart():
+        return None
+    return [(part["Content-ID"].strip("<>"), part.get_payload().lstrip().split("\n", 1)[0].strip())
+            for part in message.get_payload()]
 
 
 def _orphan(drive: DriveServer, meta: dict) -> bool:

@@ -353,8 +353,8 @@ def test_shortcuts_are_followed_and_google_docs_are_not_listed(drive_env):
     assert listed == [f"gdrive://{root}/photo.png", f"gdrive://{root}/linked/via-shortcut.png"]
     assert storage.read_bytes(f"gdrive://{root}/linked/via-shortcut.png") == b"PNG"
     assert storage.read_bytes(f"gdrive://{root}/linked/loop/photo.png") == b"PNG"
-    shortcut = f"gdrive://{root}/linked/via-shortcut.png"  # Drive gives no target's size in a page: asked alone
-    assert list(storage.list_sizes(f"gdrive://{root}/linked", recursive=False)) == [(shortcut, None)]
+    shortcut = f"gdrive://{root}/linked/via-shortcut.png"  # Drive gives no target's size in a page: asked in a batch
+    assert list(storage.list_sizes(f"gdrive://{root}/linked", recursive=False)) == [(shortcut, 3)]
     with pytest.raises(StorageError, match=r"^gdrive://root-folder/linked/notes.png: a Google Docs Editors file"):
         storage.read_bytes(f"gdrive://{root}/linked/notes.png")
 
@@ -372,8 +372,8 @@ def test_a_shortcut_s_size_existence_and_bytes_are_its_target_s_and_one_to_nothi
         del drive_env.files[gone], drive_env.contents[gone]
         drive_env.files[trashed]["trashed"] = True
     uri = f"gdrive://{root}/links/to-%s.png"
-    assert dict(storage.list_sizes(f"gdrive://{root}/links")) == {uri % name: None for name in ("empty", "gone", "photo",
-                                                                                               "trashed")}
+    assert dict(storage.list_sizes(f"gdrive://{root}/links")) == {uri % "empty": 0, uri % "gone": None,
+                                                                   uri % "photo": 300, uri % "trashed": None}
     assert (storage.size(uri % "photo"), storage.size(uri % "empty")) == (300, 0)
     assert storage.exists(uri % "photo") and storage.read_bytes(uri % "photo") == b"P" * 300
     for name in ("gone", "trashed"):
@@ -385,6 +385,26 @@ def test_a_shortcut_s_size_existence_and_bytes_are_its_target_s_and_one_to_nothi
     storage.write_bytes(uri % "gone", b"new")  # the file takes the shortcut's place
     assert storage.read_bytes(uri % "gone") == b"new" and storage.size(uri % "gone") == 3
     assert [f["name"] for f in drive_env.files.values() if f["parents"] == [links]].count("to-gone.png") == 1
+
+
+def test_a_listing_s_shortcut_sizes_cost_one_batch_per_hundred_targets_not_a_request_each(drive_env):
+    """A shortcut's size (its target's) was asked for one shortcut at a time, a look-up of its name and a files.get
+    each, so generate's plan over a --out of 10,000 shortcuts sent 20,000 requests: a listing now asks for them in
+    Drive's batches, each target once (many shortcuts may share one), 100 a batch; a plain file list asks for none."""
+    root = drive_env.root_id
+    targets = [drive_env.add(f"t{i}.png", root, b"T" * i) for i in range(150)]
+    folder = drive_env.add("links", root)
+    for i in range(300):
+        drive_env.add(f"to-{i:03}.png", folder, target=targets[i % 150])
+    drive_env.calls.clear()
+    listed = dict(storage.list_sizes(f"gdrive://{root}/links"))
+    assert listed == {f"gdrive://{root}/links/to-{i:03}.png": i % 150 for i in range(300)}
+    assert (drive_env.calls["batch"], drive_env.calls["get"]) == (2, 0)
+    drive_env.calls.clear()
+    assert len(list(storage.list_files(f"gdrive://{root}/links"))) == 300 and drive_env.calls["batch"] == 0
+    drive_env.fail("batch", 503, "backendError")  # a batch refused: its sizes unknown, for `size` to ask, not a failure
+    listed = dict(storage.list_sizes(f"gdrive://{root}/links"))
+    assert sum(size is None for size in listed.values()) == 200 and storage.size(f"gdrive://{root}/links/to-000.png") == 0
 
 
 def test_writes_from_many_threads_into_a_new_folder_make_it_once(drive_env):

@@ -11,8 +11,8 @@ a file named by `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key, or the 
 named in the error, never quoted.
 `FAKESCOPE_GDRIVE_ENDPOINT` (e.g. `http://127.0.0.1:8080`) points the client at another server.
 Shortcuts are followed (each folder walked once): a shortcut's size, and whether it names a file at all, are its
-target's, asked for by `size`, `exists` and a read (one request; no listing gives them, so `list_sizes` gives None); one
-whose target was deleted or trashed names none. Google Docs Editors files have no bytes and are not listed.
+target's, asked for by `size`, `exists` and a read (one request; no page gives them: `list_sizes` asks in Drive's
+batches, each target once, 100 a request, None for one not answered); one whose target was deleted or trashed names none. Google Docs Editors files have no bytes and are not listed.
 Each storage object remembers the ids of the folders it found or made along paths, so a file costs one look-up
 however deep it lies; where Drive answers 404 for a remembered id (the folder was deleted), they are forgotten and
 the path walked again (a folder moved or trashed meanwhile still answers: its id is looked up again once it is

@@ -18,6 +18,8 @@ from fakescope.io.storage import normalise_suffixes
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
+BATCH = 100
+"""`files.get` calls a batch request carries at most (Drive's limit)."""
 
 
 class DriveStorage(DriveTwins):
@@ -126,31 +128,38 @@ class DriveStorage(DriveTwins):
     def list_files(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[str]:
-        return (listed for listed, _ in self.list_sizes(uri, suffixes=suffixes, recursive=recursive))
+        return (listed for listed, _ in self._list(uri, suffixes, recursive, sizes=False))
 
     def list_sizes(
         self, uri: str, *, suffixes: tuple[str, ...] | None = None, recursive: bool = True
     ) -> Iterator[tuple[str, int | None]]:
-        """Each file's URI and the size its listing gave (None for a shortcut: Drive gives its target's in no page, nor
-        whether that is still there; `size` asks)."""
+        """Each file's URI and its size: the listing's, a shortcut's its target's (no page gives it, nor whether that
+        is still there), asked for in batches (`_target_sizes`); None for one whose target is gone or went unanswered
+        (`size` asks)."""
+        return self._list(uri, suffixes, recursive, sizes=True)
+
+    def _list(self, uri: str, suffixes: tuple[str, ...] | None, recursive: bool, sizes: bool
+              ) -> Iterator[tuple[str, int | None]]:
         with translated_errors("list", uri):
             item = self._resolve(uri)
         if item is None:
             raise NoSuchFolderError("no such folder", source=uri)
         if item["mimeType"] != FOLDER_MIME:
             raise StorageError("a file, not a folder", source=uri)
-        return self._walk(uri.rstrip("/"), item["id"], normalise_suffixes(suffixes), recursive, {item["id"]})
+        return self._walk(uri.rstrip("/"), item["id"], normalise_suffixes(suffixes), recursive, {item["id"]}, sizes)
 
     def _walk(
-        self, uri: str, folder_id: str, suffixes: tuple[str, ...] | None, recursive: bool, seen: set[str]
+        self, uri: str, folder_id: str, suffixes: tuple[str, ...] | None, recursive: bool, seen: set[str], sizes: bool
     ) -> Iterator[tuple[str, int | None]]:
-        """Files below `folder_id`, with their sizes; shortcuts are followed, each folder walked once (a shortcut may loop).
+        """Files below `folder_id`, with their sizes (a shortcut's its target's where `sizes`, else None); shortcuts are
+        followed, each folder walked once (a shortcut may loop).
 
         Of twins (one name, one folder) only the oldest is listed: the one a path resolves to.
         """
         subfolders, names = [], set()
         with translated_errors("list", uri):
             for page in self._pages(folder_id, self.page_size):
+                files = []
                 for item in sorted(map(followed, page), key=lambda f: f["name"]):
                     if item["name"] in names:
                         log.warning("%s/%s: Drive holds another item of this name there; only the oldest is used",
@@ -162,9 +171,35 @@ class DriveStorage(DriveTwins):
                     elif item["mimeType"].startswith(GOOGLE_MIME_PREFIX):
                         continue
                     elif suffixes is None or item["name"].lower().endswith(suffixes):
-                        yield f"{uri}/{uri_part(item['name'])}", int(item["size"]) if "size" in item else None
+                        files.append(item)
+                targets = self._target_sizes({item["id"] for item in files if item.get("shortcut")}) if sizes else {}
+                for item in files:
+                    yield f"{uri}/{uri_part(item['name'])}", int(item["size"]) if "size" in item else targets.get(item["id"])
         if recursive:
             for folder in sorted(subfolders, key=lambda f: f["name"]):
                 if folder["id"] not in seen:
                     seen.add(folder["id"])
-                    yield from self._walk(f"{uri}/{uri_part(folder['name'])}", folder["id"], suffixes, recursive, seen)
+                    yield from self._walk(f"{uri}/{uri_part(folder['name'])}", folder["id"], suffixes, recursive, seen,
+                                          sizes)
+
+    def _target_sizes(self, ids: set[str]) -> dict[str, int]:
+        """The sizes of the live files among `ids` (shortcuts' targets), asked for `BATCH` to a request (Drive's batch
+        endpoint); one deleted, trashed or unanswered (an error, a batch refused) is left out, for `size` to ask."""
+        from googleapiclient.errors import HttpError
+
+        found: dict[str, int] = {}
+
+        def keep(_: str, answer: dict | None, exc: Exception | None) -> None:
+            if exc is None and answer and not answer.get("trashed") and "size" in answer:
+                found[answer["id"]] = int(answer["size"])
+
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), BATCH):
+            batch = self.service.new_batch_http_request(callback=keep)
+            for target in ordered[start:start + BATCH]:
+                batch.add(self.service.files().get(fileId=target, fields="id,size,trashed", supportsAllDrives=True))
+            try:
+                batch.execute()
+            except (HttpError, OSError) as exc:  # not a listing's failure: each size is asked for alone
+                log.debug("Drive's batch of %d shortcut targets failed: %s", len(ordered[start:start + BATCH]), exc)
+        return found
