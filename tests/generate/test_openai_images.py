@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -31,7 +32,7 @@ from typer.testing import CliRunner
 from fakescope.cache import cache_dir
 from fakescope.cli import app
 from fakescope.errors import ConfigError, StorageError
-from fakescope.generate import openai_images
+from fakescope.generate import openai_images, runner
 from fakescope.generate.ledger import DONE, Ledger
 from fakescope.generate.openai_images import VARIATION_PROMPT, OpenAIImagesConfig, make_client
 from fakescope.generate.openai_models import MODELS, check_served, current_models, input_fidelities
@@ -705,6 +706,33 @@ def test_a_parked_answer_of_a_replaced_photo_is_a_request_in_the_plan(server, ph
     report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0),
                         confirm=lambda *plan: plans.append(plan))
     assert plans == [(3, 1, 2)] and (report.recovered, report.done, server.billable) == (0, 1, 4)
+
+
+def test_a_run_removes_the_temporary_files_a_killed_write_left_in_its_out_once_they_are_stale(server, photos, tmp_path):
+    """A run killed while writing an output leaves its hidden temporary file in --out (the rename never came): every
+    kill left up to --concurrency images' bytes there for good. A run holding --out's ledger removes those over
+    `STALE_PART_S` old (a live writer's is younger); a newer one, and another program's file, are kept."""
+    from fakescope.io._local import LocalStorage
+
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    out = tmp_path / "out"
+    run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    left, writers = [], []  # the writers held open: one closed or collected removes its file
+    for name in ("old", "new"):  # the writer's own temporary files, as a kill leaves them (never closed nor renamed)
+        writers.append(LocalStorage().open_write(str(out / f"{name}.png")))
+        writers[-1].__enter__().write(b"\x89PNG half")
+        left += [path for path in out.iterdir() if path.name.endswith(".part") and path not in left]
+    other = out / ".notes.part"
+    other.write_bytes(b"someone else's")
+    stale = time.time() - runner.STALE_PART_S - 60
+    for path in (left[0], other):
+        os.utime(path, (stale, stale))
+    report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
+    assert report.skipped == 3 and server.billable == 3
+    assert [path.exists() for path in (*left, other)] == [False, True, True]
+    for writing in writers:  # the kill's writers end: the one whose file was removed finds it gone
+        with contextlib.suppress(FileNotFoundError):
+            writing.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
 
 
 def test_in_flight_crash_is_skipped_at_most_once_or_resent_at_least_once(server, photos, tmp_path):

@@ -40,6 +40,7 @@ from fakescope.generate.manifest import MANIFEST_NAME, check_manifest_name, mani
 from fakescope.generate.openai_images import OpenAIImagesConfig, make_client
 from fakescope.generate.openai_models import check_served
 from fakescope.io import storage
+from fakescope.io._local import remove_stale_temporaries
 
 if TYPE_CHECKING:  # annotations only: no import cost
     from openai import OpenAI
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 LEDGER_NAME = ".fakescope-ledger.sqlite"
 MAX_WAIT = 900.0
 """The most seconds a run pauses for rate limits by default (`run_openai`'s `max_wait`)."""
+STALE_PART_S = 3600.0
+"""How old (unchanged) a temporary output file in a local `out` is before a run removes it as a killed run's."""
 __all__ = ["LEDGER_NAME", "MAX_WAIT", "RunReport", "default_ledger_path", "planned", "run_openai"]
 
 
@@ -91,7 +94,8 @@ def run_openai(
     Args:
         src: Image file or folder (any storage URI), a local glob, or a dataset manifest (`.csv`/`.parquet`) whose `real`
             rows are the sources; in `generate` mode a text file of prompts, one per line.
-        out: Output folder (any storage URI); the manifest is merged into `out/<manifest_name>`.
+        out: Output folder (any storage URI); the manifest is merged into `out/<manifest_name>`. In a local one, the
+            hidden temporary files a killed run's writes left are removed once unchanged for `STALE_PART_S`.
         config: Mode, model and parameters.
         ledger: SQLite ledger path; default `default_ledger_path(out)`. Reuse it to resume. Without it (another
             machine, a wiped cache) a job whose image `out` holds is still done for free: its row comes from
@@ -197,6 +201,8 @@ def run_openai(
         stack.callback(lease.release)
         lease.acquire()
         book = stack.enter_context(Ledger(report.ledger, claim=True))
+        if not storage.is_remote(out) and (removed := remove_stale_temporaries(out, STALE_PART_S)):
+            log.info("removed %d temporary file(s) a killed run left in %s", removed, out)
         run = Run(client, out, config, book, lease, report, budget, concurrency=concurrency,
                    retry_interrupted=retry_interrupted, manifest_name=manifest_name, manifest_every=manifest_every,
                    max_wait=max_wait, found=found)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -29,6 +31,8 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+_TEMPORARY = re.compile(r"\.[a-z0-9_]{8}\.part")
+"""The names of `open_write`'s temporary files (`tempfile.mkstemp`'s, with its prefix and suffix)."""
 
 
 def _path_of(uri: str) -> str:
@@ -149,6 +153,24 @@ class LocalStorage:
                 if suffixes is None or name.lower().endswith(suffixes):
                     yield prefix + os.path.join(folder, name)
         yield from unlisted(failed, prefix)
+
+
+def remove_stale_temporaries(uri: str, seconds: float) -> int:
+    """Remove the temporary files `open_write` left directly in folder `uri` (a killed writer's, never renamed into
+    place) unchanged for over `seconds`, a live writer's being newer; how many. Other files, such as another program's
+    `.part` file, are kept; one that cannot be removed is left."""
+    removed, now = 0, time.time()
+    try:
+        with os.scandir(_path_of(uri)) as entries:
+            stale = [entry.path for entry in entries if _TEMPORARY.fullmatch(entry.name)
+                     and entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > seconds]
+    except OSError:
+        return 0
+    for path in stale:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed += 1
+    return removed
 
 
 def walk(root: str, onerror: Callable[[OSError], None]) -> Iterator[tuple[str, list[str], list[str]]]:
