@@ -196,14 +196,16 @@ def test_embed_writes_features_and_plots(model_dir, planted_manifest, tmp_path):
     from fakescope.data import write_manifest
 
     rows = planted_manifest[planted_manifest["split"] == "val"].assign(
-        pair_id="", width=64, height=64, format="PNG", sha256="")
+        pair_id="", width=64, height=64, format="PNG", sha256="", glasses=["1", "No face detected", ""] * 8)
     write_manifest(rows, str(tmp_path / "manifest.parquet"))
     out = tmp_path / "embedding"
-    result = CliRunner().invoke(app, ["embed", str(tmp_path / "manifest.parquet"), "--model", model_dir,
-                                      "--out", str(out), "--color-by", "pattern", "--color-by", "source", "--seed", "1"])
+    result = CliRunner().invoke(app, ["embed", str(tmp_path / "manifest.parquet"), "--model", model_dir, "--out", str(out),
+                                      "--color-by", "pattern", "--color-by", "source", "--color-by", "glasses", "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("embedded 24 image(s), 0 left out; k-means k=2")
-    assert result.stderr == "note: --color-by source: every embedded image has the same value, so it is not drawn\n"
+    assert result.stderr == ("note: --color-by source: one value, synthetic, in every embedded image that has one, so it "
+                             "is not drawn\nnote: --color-by glasses: one value, 1, in every embedded image that has one, "
+                             "so it is not drawn\n")  # glasses was drawn as 1 and (none), and the note said every image had one
     assert len(pd.read_parquet(out / "embeddings.parquet")) == 24
     written = result.stdout.splitlines()[1:]  # every file written is printed, clusters.csv included
     assert sorted(written) == sorted(str(p) for p in out.iterdir()), written

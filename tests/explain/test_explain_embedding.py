@@ -21,7 +21,7 @@ from fakescope.explain import (
     report_figures,
     scatter_png,
 )
-from fakescope.explain.embedding import drawn_categories
+from fakescope.explain.embedding import drawn_categories, named_values
 from fakescope.explain.report import embedding_report
 
 
@@ -125,6 +125,14 @@ def test_a_numeric_column_draws_its_missing_values_grey():
     pixels = np.asarray(Image.open(io.BytesIO(scatter_png(coords, values, "age"))).convert("RGB")).reshape(-1, 3)
     grey = np.all(pixels == [round(255 * c) for c in MISSING_COLOUR], axis=1).sum()
     assert grey > 150  # the 20 images without an age are drawn (about 15 pixels each), not transparent
+
+
+def test_a_value_beside_missing_ones_is_one_value_as_evaluate_counts_it():
+    """`1` beside `No face detected` or empty cells made a scatter of one colour and (none), which evaluate does not slice."""
+    assert named_values(pd.Series([1.0, np.nan, 1.0])) == ["1"]
+    assert named_values(pd.Series(["1", "No face detected", ""])) == ["1"]
+    assert named_values(pd.Series(["", None, "No face detected"])) == []
+    assert named_values(pd.Series([0.0, 1.0, np.nan])) == ["0", "1"]
 
 
 def test_categories_print_whole_numbers_as_integers_and_missing_values_grey():
@@ -237,7 +245,7 @@ def test_embedding_report_writes_parquet_plots_and_clusters(planted_model, val_r
     assert set(table["cluster"].dropna()) == {0, 1} and report.clusters.purity >= 0.7
     assert pd.read_csv(tmp_path / "clusters.csv")["size"].sum() == 24
     names = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert names == ["umap_generator.png", "umap_label.png", "umap_mosaic.png", "umap_pattern.png"]
+    assert names == ["umap_label.png", "umap_mosaic.png", "umap_pattern.png"]  # generator: checker beside none, one value
     assert [title for title, _ in report.figures][-1].startswith("UMAP thumbnail mosaic")
 
 

@@ -115,6 +115,7 @@ def embed(
 
     with clean_errors(extra="explain"):
         from fakescope.explain import embedding_report
+        from fakescope.explain.embedding import named_values
 
         rows = read_rows(manifest, split_required=False)
         loaded = load_model(model, device=resolve_device(device))
@@ -130,7 +131,9 @@ def embed(
     drawn = {title for title, _ in report.figures}
     for column in dict.fromkeys(color_by or ()):
         if f"UMAP by {column}" not in drawn:
-            typer.echo(f"note: --color-by {column}: every embedded image has the same value, so it is not drawn", err=True)
+            values = named_values(report.table.loc[~failed, column])  # missing ones aside, as the scatter draws them
+            held = f"one value, {values[0]}, in every embedded image that has one" if values else "no value in any embedded image"
+            typer.echo(f"note: --color-by {column}: {held}, so it is not drawn", err=True)
     for source, error in report.table.loc[failed, ["uri", "error"]].itertuples(index=False):
         typer.echo(f"note: {shown_source(source)}: {error}", err=True)  # a signed URL without its signature
     raise typer.Exit(1 if failed.any() else 0)

@@ -272,6 +272,12 @@ def drawn_categories(values: pd.Series) -> pd.Series:
     return categories.where(categories.isin(kept), f"{OTHER} {len(counts) - len(kept)} values)")
 
 
+def named_values(values: pd.Series) -> list[str]:
+    """The distinct values a scatter of `values` names (`glasses` 1.0 as `1`); a missing, empty or `MISSING_MARKERS`
+    cell is none, as `fakescope evaluate` reads it, so `1` beside `No face detected` is one value."""
+    return sorted(set(drawn_categories(as_missing(pd.Series(values)))) - {NONE})
+
+
 def mosaic_png(coords: np.ndarray, images: list[Image.Image], correct: np.ndarray, title: str,
                *, thumb: int = THUMB, side: int = 1400) -> bytes:
     """Thumbnails placed at their UMAP coordinates, framed green when the model is right, red when wrong."""

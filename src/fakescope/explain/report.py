@@ -32,6 +32,7 @@ from fakescope.explain.embedding import (
     cluster_purity,
     embed_images,
     mosaic_png,
+    named_values,
     project_umap,
     scatter_png,
 )
@@ -207,7 +208,7 @@ class _EmbeddingRun:
         valid = table[ok].reset_index(drop=True)
         figures = []
         for column in dict.fromkeys(("label", *self.color_by)):
-            if column == "label" or valid[column].nunique() > 1:
+            if column == "label" or len(named_values(valid[column])) > 1:
                 uri = storage.join(out, f"umap_{_slug(column)}.png")
                 title = f"{model.config.name}: UMAP of penultimate features by {column} (n={len(valid)})"
                 storage.write_bytes(uri, scatter_png(coords, valid[column].rename(column), title))
