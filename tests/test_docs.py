@@ -231,3 +231,19 @@ def test_environment_variables_match_the_code():
     read = _variables("\n".join(path.read_text() for path in (ROOT / "src" / "fakescope").rglob("*.py")))
     assert "FAKESCOPE_API_TOKEN" in read
     assert documented == read, f"only in the docs: {sorted(documented - read)}; undocumented: {sorted(read - documented)}"
+
+
+def test_the_docs_list_the_keys_of_logo_json_as_save_generalization_writes_them(tmp_path):
+    """docs/evaluate.md listed `matrix` and `counts` alone."""
+    import json
+
+    import pandas as pd
+
+    from fakescope.evaluate.generalization import save_generalization
+
+    fold = {"held_out": "g1", "n_unseen": 4, "auc_all": 0.5, "auc_vs_g1": 0.5, "n_vs_g1": 4, "auc_real_cam": 0.5,
+            "shortcuts": None}
+    written = json.loads(open(save_generalization(pd.DataFrame([fold]), tmp_path)["json"]).read())
+    text = " ".join((ROOT / "docs" / "evaluate.md").read_text().split())
+    listed = re.search(r"`save_generalization` writes `logo\.csv` [^`]*and `logo\.json` \(([^)]*)\)", text)[1]
+    assert set(re.findall(r"`(\w+)`", listed)) == set(written)
