@@ -198,12 +198,13 @@ def test_serve_passes_queue_bounds_and_origins_to_the_app(monkeypatch, tmp_path)
     result = CliRunner().invoke(app, ["serve", "--device", "cpu", "--jobs-dir", str(tmp_path), "--max-queue", "100",
                                       "--max-jobs", "3", "--cors-origin", "https://a.example", "--cors-origin", "*",
                                       "--allowed-host", "API.example.com", "--allowed-host", "[::2]",
-                                      "--max-connections", "40", "--header-timeout", "2.5", "--max-body-memory-mb", "512"])
+                                      "--max-connections", "40", "--header-timeout", "2.5", "--max-body-memory-mb", "512",
+                                      "--max-body-seconds", "120"])
     assert result.exit_code == 0, result.output
     config, options = served[0]
     assert (config.max_queue, config.max_jobs, config.cors_origins) == (100, 3, ("https://a.example", "*"))
     assert config.allowed_hosts == ("api.example.com", "::2")
-    assert config.max_body_memory_mb == 512
+    assert (config.max_body_memory_mb, config.max_body_seconds) == (512, 120)
     assert options["http"].keywords == {"header_timeout_s": 2.5, "max_connections": 40}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
+import select
 import socket
 import threading
 import time
@@ -77,7 +79,8 @@ def test_bodies_past_the_budget_are_refused_unread_and_every_byte_comes_back(sma
     leaving.close()
     status, _, detail = _answer(stalled)
     stalled.close()
-    assert (status, detail) == (408, {"detail": "request body timed out: no bytes for 1 s"})
+    assert (status, detail) == (408, {"detail": "request body too slow: 1,000 bytes in 1 s, under 2,622 bytes/s, the pace "
+                                                "that brings the 1,572,864 bytes it holds in memory in 600 s"})
     assert _held_drops_to(live, 0) == 0
     with httpx.Client(base_url=live.url, timeout=30) as client:
         for _ in range(2):  # fits again, and gives its bytes back each time
@@ -86,6 +89,52 @@ def test_bodies_past_the_budget_are_refused_unread_and_every_byte_comes_back(sma
         too_big = client.post("/v1/detect/batch", files=[("files", (f"{i}.jpg", image, "image/jpeg")) for i in range(2)])
     assert too_big.status_code == 413 and _held_drops_to(live, 0) == 0
     assert too_big.json() == {"detail": "upload too large: over the 3 MB this server holds for all request bodies at once"}
+
+
+@pytest.fixture(scope="module")
+def paced(detector, tmp_path_factory):
+    """Bodies must bring what they hold of the budget in 8 s (a 1 MB one: 128 KB in each 1 s window)."""
+    config = ServeConfig(token=None, max_upload_mb=2, max_body_memory_mb=3, body_timeout_s=1, max_body_seconds=8,
+                         jobs_dir=tmp_path_factory.mktemp("jobs"))
+    with LiveServer(config, detector) as live:
+        yield live
+
+
+@pytest.mark.parametrize(("head", "first", "drip", "holds"), [
+    ([f"Content-Length: {MB}"], bytes(100), bytes(100), MB),  # held whole before a byte is read
+    (["Transfer-Encoding: chunked"], b"80000\r\n" + bytes(MB // 2) + b"\r\n", b"64\r\n" + bytes(100) + b"\r\n", MB // 2)],
+    ids=["length", "chunked"])  # a chunked body holds its bytes so far (its drips too)
+def test_a_body_holding_the_budget_must_bring_it_at_a_pace_that_scales_with_it(paced, head, first, drip, holds):
+    """A body had only to bring 500 bytes/s whatever it held: 103 bodies of 20 MB dripping 51 KB/s in all held the whole
+    2048 MB for 11 h, and every other upload answered 503. Dripped at twice that, it is now cut off after a window."""
+    sock = _open(paced, "/v1/detect", [*head, "Content-Type: image/jpeg"], first)
+    started = time.monotonic()
+    with sock:
+        assert _held_drops_to(paced, holds) == holds
+        while time.monotonic() - started < 4 and not select.select([sock], [], [], 0.1)[0]:
+            sock.sendall(drip)  # 1,000 bytes/s: the old rule's 500 twice over, kept up for 35 min at 1 MB
+        status, _, detail = _answer(sock)
+    assert status == 408 and time.monotonic() - started < 3
+    told = re.fullmatch(r"request body too slow: [\d,]+ bytes in 1 s, under ([\d,]+) bytes/s, the pace that brings "
+                        r"the ([\d,]+) bytes it holds in memory in 8 s", detail["detail"])
+    assert told, detail
+    rate, held = (int(number.replace(",", "")) for number in told.groups())
+    assert holds <= held < holds + 4000 and rate == -(-held // 8), detail
+    assert _held_drops_to(paced, 0) == 0
+
+
+def test_a_body_brought_at_a_fair_pace_is_scored(paced, photo_bytes):
+    """1 MB over about 1.6 s, 2 windows: five times the 128 KB/s it must keep up."""
+    image = photo_bytes + bytes(MB - len(photo_bytes))
+
+    def paced_body():
+        for start in range(0, MB, 64 * 1024):
+            yield image[start:start + 64 * 1024]
+            time.sleep(0.1)
+
+    answer = httpx.post(f"{paced.url}/v1/detect", content=paced_body(), headers={"Content-Length": str(MB)}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert _held_drops_to(paced, 0) == 0
 
 
 def test_the_budget_must_hold_one_upload():

@@ -124,6 +124,8 @@ def test_config_validates_limits():
         ServeConfig(body_timeout_s=0)
     with pytest.raises(ConfigError, match="body_min_rate must be positive"):
         ServeConfig(body_min_rate=0)  # a division by zero in every body's deadline
+    with pytest.raises(ConfigError, match="max_body_seconds must be positive"):
+        ServeConfig(max_body_seconds=0)  # a division by zero in every upload's pace
     with pytest.raises(ConfigError, match="header_timeout_s must be positive"):
         ServeConfig(header_timeout_s=0)
     with pytest.raises(ConfigError, match="max_jobs and max_connections must be at least 1"):

@@ -68,6 +68,10 @@ class ServeConfig:
         body_min_rate: Bytes per second a body must bring over each `body_timeout_s` (counted afresh once that many
             seconds' worth are in, so a fast start saves up no time); a slower one answers 408 (a byte dripped every
             few seconds held its connection for hours).
+        max_body_seconds: A body holding more of `max_body_memory_mb` than `body_min_rate` pays for must bring, in each
+            `body_timeout_s`, the bytes it holds (an upload's `Content-Length`, a chunked one's bytes so far) over this
+            many seconds, so all of it within about this long (a 20 MB upload: 34,953 bytes/s); a slower one answers 408
+            and gives its bytes back (at 500 bytes/s, 103 bodies of 20 MB held all 2048 MB for 11 h).
         header_timeout_s: A connection whose request line and headers are not all in this long after it opened (or
             after its last answer) is closed (`serve.connections`: a client sending half a request would hold it forever).
         max_connections: Most connections and requests at once (uvicorn's `limit_concurrency` rule); a request beyond
@@ -101,6 +105,7 @@ class ServeConfig:
     precision: str = "fp32"
     body_timeout_s: float = 30.0
     body_min_rate: float = 500.0
+    max_body_seconds: float = 600.0
     header_timeout_s: float = 10.0
     max_connections: int = 512
     max_body_memory_mb: float = DEFAULT_MAX_BODY_MEMORY_MB
@@ -114,7 +119,7 @@ class ServeConfig:
         input_dtype(self.precision)  # refuses an unknown precision
         if self.max_upload_mb <= 0:
             raise ConfigError("max_upload_mb must be positive")
-        for name in ("body_timeout_s", "body_min_rate", "header_timeout_s"):
+        for name in ("body_timeout_s", "body_min_rate", "max_body_seconds", "header_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.max_body_memory_bytes < self.max_upload_bytes + MULTIPART_OVERHEAD:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 
 from fastapi import HTTPException
@@ -29,8 +30,8 @@ class Gate:
     (`serve.origins`), 401 for a `/v1/*` call without the token, 503 for an image to score or a generation job while
     its queue is full (a multipart upload was received whole, and spooled, before the route could refuse it). A body
     over the request's limit answers 413, from `Content-Length` before reading or on the chunk of a chunked body that
-    passes it; a body that sends nothing for `body_timeout_s`, or less than `body_min_rate` bytes per second in it,
-    answers 408.
+    passes it; a body that sends nothing for `body_timeout_s`, or less in it than its pace (`body_min_rate` bytes per
+    second, or for a body holding more of the budget than that pays for, its bytes held over `max_body_seconds`), 408.
 
     The body of an upload to a `QUEUES` route is held in memory until it is answered (a raw body as read, a multipart
     file read back from its spool), so its bytes are taken from the app's `BodyBudget` (`ServeConfig.max_body_memory_mb`)
@@ -73,23 +74,22 @@ class Gate:
             if refusal := memory_refusal(held, expected, expected):
                 return await JSONResponse({"detail": refusal.detail}, refusal.status_code, refusal.headers)(scope, receive, send)
         read, ended = 0, False
-        window, window_bytes = time.monotonic(), 0  # each `body_timeout_s` must bring `body_min_rate` bytes a second
+        window, window_bytes = time.monotonic(), 0  # each `body_timeout_s` must bring `pace` bytes a second
 
         async def counted_receive():
             nonlocal read, ended, window, window_bytes
             if ended:  # the body is in: later messages (a disconnect) may wait as long as they like
                 return await receive()
-            stall, rate = self.config.body_timeout_s, self.config.body_min_rate
+            stall = self.config.body_timeout_s
             try:  # a byte every few seconds held the connection for hours
                 message = await asyncio.wait_for(receive(), max(window + stall - time.monotonic(), 0))
             except TimeoutError:
                 if not window_bytes:
                     raise HTTPException(408, f"request body timed out: no bytes for {stall:g} s") from None
-                raise HTTPException(408, f"request body too slow: {window_bytes:,} bytes in {stall:g} s, under "
-                                         f"{rate:g} bytes/s") from None
+                raise HTTPException(408, too_slow(window_bytes, held.bytes, self.config)) from None
             size = len(message.get("body", b""))
             read, window_bytes = read + size, window_bytes + size
-            if window_bytes >= rate * stall:  # a new window: no credit saved up by a fast start
+            if window_bytes >= pace(held.bytes, self.config) * stall:  # a new window: no credit saved up by a fast start
                 window, window_bytes = time.monotonic(), 0
             ended = not message.get("more_body", False)
             if read > limit:
@@ -103,6 +103,21 @@ class Gate:
             await self.app(scope, counted_receive, send)
         finally:  # answered, failed, timed out or left: the bytes are free again
             held.give_back()
+
+
+def pace(held: int, config: ServeConfig) -> float:
+    """Bytes a second a body holding `held` bytes of the budget must bring: enough to bring them in `max_body_seconds`,
+    and at least `body_min_rate` (20 MB held at 500 bytes/s kept that much of the budget for 11 h)."""
+    return max(config.body_min_rate, held / config.max_body_seconds)
+
+
+def too_slow(window_bytes: int, held: int, config: ServeConfig) -> str:
+    """The 408 line for a body holding `held` bytes that brought only `window_bytes` in a `body_timeout_s` window."""
+    rate = pace(held, config)
+    line = f"request body too slow: {window_bytes:,} bytes in {config.body_timeout_s:g} s, under {math.ceil(rate):,} bytes/s"
+    if rate > config.body_min_rate:
+        line += f", the pace that brings the {held:,} bytes it holds in memory in {config.max_body_seconds:g} s"
+    return line
 
 
 def memory_refusal(held: Held, size: int, body: int) -> HTTPException | None:

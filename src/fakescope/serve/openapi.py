@@ -61,7 +61,8 @@ def answers(ok: type | dict, says: str, *codes: int, status: int = 200, secured:
     """
     meaning = {400: "a malformed multipart body, or a body the client stopped sending",
                401: "missing or wrong bearer token", 404: "unknown job or output",
-               408: "the request body stalled (no bytes for the server's body timeout)",
+               408: "the request body stalled, or came slower than its pace (an upload: its size within the server's "
+                    "--max-body-seconds)",
                409: "a cancelled job still finishing the requests it had sent", 413: "upload too large",
                422: "no image, not a readable image, too many pixels, or an invalid parameter",
                500: "an unexpected failure (the server's log has the details)",
