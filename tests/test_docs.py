@@ -142,11 +142,11 @@ def test_the_docs_table_of_url_signing_parameters_is_the_codes():
         {name: (set(rule.names), set(rule.when), rule.any_case) for name, rule in SIGNING_PARAMETERS.items()}
 
 
-def test_the_readme_and_serving_docs_list_a_records_fields_as_to_dict_gives_them():
+def test_the_detect_and_serving_docs_list_a_records_fields_as_to_dict_gives_them():
     from fakescope.detection import Detection, Evidence
 
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    listed = re.search(r"Each JSONL record: `([^`]*)` and `error` for an input that failed .*?`error_kind`", readme)[1]
+    detect = " ".join((ROOT / "docs" / "detect.md").read_text().split())
+    listed = re.search(r"Each JSONL record: `([^`]*)` and `error` for an input that failed .*?`error_kind`", detect)[1]
     evidence = re.search(r"evidence \[\{([^}]*)\}\]", listed)[1]
     flat = re.sub(r"\[[^\]]*\]", "", listed)  # the fields' own words, not their explanations
     while "(" in flat:
@@ -168,8 +168,8 @@ def test_the_docs_and_the_rest_schema_name_every_decided_by_value():
     from fakescope.serve.schemas import DetectionRecord
 
     values = {PIXEL, content_credentials.KIND, watermark.KIND, metadata.KIND, CONFLICT, NONE}
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    told = {"README.md record": re.search(r"Each JSONL record: `([^`]*)`", readme)[1],
+    detect = " ".join((ROOT / "docs" / "detect.md").read_text().split())
+    told = {"detect.md record": re.search(r"Each JSONL record: `([^`]*)`", detect)[1],
             "schema": DetectionRecord.model_fields["decided_by"].description}
     for page, start in (("serving.md", "`decided_by`: "), ("scale.md", "`decided_by` is ")):
         text = " ".join((ROOT / "docs" / page).read_text().split())

@@ -94,7 +94,7 @@ def test_same_seed_gives_identical_weights(manifest, tmp_path):
 
 def test_the_recorded_config_replayed_by_the_cli_gives_the_same_weights_and_a_model_detect_loads(manifest, tmp_path,
                                                                                                   one_epoch_run):
-    """`fakescope train OUT/train_config.yaml -o OTHER` on the CPU retrains the run bit for bit, as README.md says."""
+    """`fakescope train OUT/train_config.yaml -o OTHER` on the CPU retrains the run bit for bit, as docs/training.md says."""
     run = one_epoch_run(tmp_path / "run")
     result = CliRunner().invoke(app, ["train", str(run / "train_config.yaml"), "-o", str(tmp_path / "again"), "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -110,9 +110,9 @@ def test_the_recorded_config_replayed_by_the_cli_gives_the_same_weights_and_a_mo
     assert (found["model"], found["threshold"]) == (first["name"], 0.5)
 
 
-def test_metrics_csv_has_the_columns_readme_documents(one_epoch_run, tmp_path):
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    documented = re.search(r"metrics\.csv has a row per epoch with columns ([\w, ]+) \(", readme).group(1).split(", ")
+def test_metrics_csv_has_the_columns_the_docs_document(one_epoch_run, tmp_path):
+    training = (Path(__file__).parents[2] / "docs" / "training.md").read_text()
+    documented = re.search(r"metrics\.csv has a row per epoch with columns ([\w, ]+) \(", training).group(1).split(", ")
     with open(one_epoch_run(tmp_path) / "metrics.csv") as f:
         assert next(csv.reader(f)) == documented
 
@@ -535,7 +535,7 @@ def test_a_config_without_a_name_is_named_after_its_output_folder(tmp_path):
 
 
 def test_a_relative_manifest_is_found_from_the_current_folder_else_from_the_configs(tmp_path, monkeypatch):
-    """README: `fakescope train recipes/default/train.yaml` from the repository root reads data/default/manifest.csv
+    """docs/training.md: `fakescope train recipes/default/train.yaml` from the repository root reads data/default/manifest.csv
     (the current folder's), a config elsewhere naming a manifest beside it reads that one."""
     here, there = tmp_path / "here", tmp_path / "there"
     for folder in (here, there):
