@@ -95,6 +95,11 @@ def test_weighted_metrics_equal_binary_metrics():
     slow = binary_metrics(labels, probs, 0.5)
     for name in INTERVAL_METRICS:
         assert fast[name] == pytest.approx(slow[name], abs=1e-12), name
+    for one in (0, 1):  # one label: the metrics that need both are NaN in both
+        fast = weighted_metrics(-scores, (pos + neg) * one, (pos + neg) * (1 - one), threshold=0.5)
+        slow = binary_metrics(np.full(500, one), probs, 0.5)
+        for name in INTERVAL_METRICS:
+            assert fast[name] == pytest.approx(slow[name], abs=1e-12, nan_ok=True), (one, name)
 
 
 def test_bootstrap_intervals_bracket_the_estimate_and_repeat():
@@ -116,12 +121,31 @@ def test_bootstrap_of_a_perfect_ranking_is_certain_so_few_images_are_flagged():
     assert ci["eer"] == (0.0, 0.0)
     assert few_images_note(6, 3).startswith("only 3 ai and 3 real image(s): with fewer than 10 of a label")
     assert few_images_note(20, 10) is None and few_images_note(20, 11).startswith("only 11 ai and 9 real")
+    assert few_images_note(500, 0) is None and few_images_note(9, 9).startswith("only 9 ai image(s): with fewer than 10")
 
 
-def test_one_class_gives_no_intervals_or_curves():
+def test_one_class_gives_no_ranking_intervals_or_curves():
     ci = bootstrap_intervals(np.array([1, 1]), np.array([0.2, 0.9]), n=50)
-    assert all(np.isnan(lo) and np.isnan(hi) for lo, hi in ci.values())
+    assert all(np.isnan(ci[k]).all() for k in ("auc", "ap", "balanced_accuracy", "eer"))
+    assert ci["recall"] == ci["accuracy"] == (0.0, 1.0) and ci["precision"] == (1.0, 1.0)
     assert roc_pr_curves(np.array([1, 1]), np.array([0.2, 0.9]))["roc"] == {"fpr": [], "tpr": []}
+
+
+def test_reals_alone_get_an_interval_of_their_false_positive_rate():
+    """Counting false positives on reals alone (docs/evaluate.md) got NaN for every interval: resamples needed both labels."""
+    rng = np.random.default_rng(5)
+    probs, labels = rng.beta(1, 7, 500), np.zeros(500, int)  # about 3 of 500 called ai at 0.5
+    flagged = probs >= 0.5
+    point = binary_metrics(labels, probs)
+    ci = bootstrap_intervals(labels, probs, n=1000, seed=7)
+    draws = np.random.default_rng(7)  # the direct percentile bootstrap of the rate, on the same resamples
+    rates = [flagged[draws.integers(0, 500, 500)].mean() for _ in range(1000)]
+    low, high = np.quantile(rates, [0.025, 0.975])
+    assert 0 < flagged.sum() < 10 and low < flagged.mean() < high
+    assert (1.0 - ci["accuracy"][1], 1.0 - ci["accuracy"][0]) == pytest.approx((low, high), abs=1e-12)
+    assert ci["accuracy"][0] < point["accuracy"] < ci["accuracy"][1]
+    assert ci["ece"][0] <= point["ece"] <= ci["ece"][1] and ci["precision"] == (0.0, 0.0)
+    assert all(np.isnan(ci[k]).all() for k in ("auc", "ap", "balanced_accuracy", "eer", "recall"))
 
 
 def test_no_resample_with_both_classes_gives_nan_intervals():

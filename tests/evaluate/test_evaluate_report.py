@@ -122,11 +122,20 @@ def test_explanation_figures_score_the_images_as_the_report_does(model_dir, with
     assert [embedded[u] for u in scored] == pytest.approx(list(scored.values()), abs=1e-5)
 
 
-def test_a_split_of_one_label_gets_no_auc_figures(model_dir, dataset):
+def test_a_split_of_one_label_gets_no_auc_figures_but_intervals_of_its_own_metrics(model_dir, dataset, tmp_path):
+    """Reals alone (to count false positives) had every interval NaN: accuracy's, 1 - the false-positive rate, too."""
     reals = dataset[dataset["label"] == "real"]
-    one = evaluate(model_dir, reals, "test", perturbations=["jpeg_q70"], bootstrap=0, provenance=False, device="cpu")
+    one = evaluate(model_dir, reals, "test", perturbations=["jpeg_q70"], bootstrap=1000, provenance=False, device="cpu")
     assert [row["auc"] for row in one.to_dict()["robustness"]] == [None, None]
+    data = json.loads(open(write_report(one, tmp_path)["json"]).read())
+    for name in ("accuracy", "ece"):
+        low, high = data["intervals"][name]
+        assert low <= data["overall"][name] <= high, name
+    assert all(data["intervals"][k] == [None, None] for k in ("auc", "ap", "balanced_accuracy", "eer", "recall"))
     html = render_html(one)
+    low, high = data["intervals"]["accuracy"]
+    assert f"<tr><td>accuracy</td><td>{data['overall']['accuracy']:.4f}</td><td>[{low:.4f}, {high:.4f}]</td>" in html
+    assert "<p class='warn'>Intervals: only 6 real image(s): with fewer than 10 the bootstrap intervals" in html
     assert "alt='Score distribution'" in html and "alt='Reliability diagram'" in html
     assert "<tr><td>ROC AUC</td><td>n/a</td>" in html  # undefined, not a number nor a bare dash
     for title in ("ROC curve", "Precision-recall curve", "Robustness"):  # Robustness drew every AUC as an empty bar of 0

@@ -113,13 +113,17 @@ FEW_PER_LABEL = 10
 
 
 def few_images_note(n: int, n_ai: int) -> str | None:
-    """Why the intervals of `n` images, `n_ai` of them ai, understate the uncertainty; None from `FEW_PER_LABEL` of each.
+    """Why the intervals of `n` images, `n_ai` of them ai, understate the uncertainty; None from `FEW_PER_LABEL` of each
+    label present (images of one label have intervals of that label's metrics alone).
 
     A percentile bootstrap cannot reach past the values its resamples take: every resample of a perfect
     ranking is perfect, so 3 ai and 3 real images ranked right give AUC [1, 1].
     """
-    if min(n_ai, n - n_ai) >= FEW_PER_LABEL:
+    if min((c for c in (n_ai, n - n_ai) if c), default=0) >= FEW_PER_LABEL:
         return None
+    if n_ai in (0, n) and n:
+        return (f"only {n} {'ai' if n_ai else 'real'} image(s): with fewer than {FEW_PER_LABEL} the bootstrap intervals "
+                f"understate the uncertainty ({n} images all called right get accuracy [1, 1])")
     return (f"only {n_ai} ai and {n - n_ai} real image(s): with fewer than {FEW_PER_LABEL} of a label the bootstrap "
             "intervals understate the uncertainty (a perfect ranking of 3 and 3 gets AUC [1, 1])")
 
@@ -153,8 +157,10 @@ def bootstrap_intervals(
 
     Each resample is a vector of per-image counts, and every metric is computed from count
     weights over the sorted distinct scores in O(images), so 1000 resamples of 10,000 images
-    take seconds. Resamples that miss a class are skipped (all of them: NaN intervals). Values
-    match `binary_metrics`.
+    take seconds. Resamples that miss a label the images hold are skipped (all of them: NaN intervals).
+    Images of one label (reals alone, to count false positives) get intervals from resamples of them for
+    the metrics defined on one label (accuracy, precision, recall of ai images, ECE), NaN for the rest.
+    Values match `binary_metrics`.
 
     Example:
         >>> ci = bootstrap_intervals(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]), n=200)
@@ -165,8 +171,9 @@ def bootstrap_intervals(
     unknown = sorted(set(metrics) - set(INTERVAL_METRICS))
     if unknown:
         raise ConfigError(f"no bootstrap interval for {', '.join(unknown)}; known: {', '.join(INTERVAL_METRICS)}")
-    if len(labels) == 0 or len(np.unique(labels)) < 2 or n <= 0:
+    if len(labels) == 0 or n <= 0:
         return {m: (float("nan"), float("nan")) for m in metrics}
+    both = len(np.unique(labels)) == 2
     scores, inverse = np.unique(-probs, return_inverse=True)  # distinct scores, descending
     scores = -scores
     rng = np.random.default_rng(seed)
@@ -175,7 +182,7 @@ def bootstrap_intervals(
         counts = np.bincount(rng.integers(0, len(labels), len(labels)), minlength=len(labels))
         pos = np.bincount(inverse, weights=counts * labels, minlength=len(scores))
         neg = np.bincount(inverse, weights=counts * (1 - labels), minlength=len(scores))
-        if pos.sum() == 0 or neg.sum() == 0:
+        if both and (pos.sum() == 0 or neg.sum() == 0):
             continue
         point = weighted_metrics(scores, pos, neg, threshold)
         for m in metrics:
@@ -188,31 +195,40 @@ def weighted_metrics(
 ) -> dict[str, float]:
     """The scalar metrics of `binary_metrics` from ai / real weights at distinct descending scores.
 
-    Both classes must carry weight.
+    With weight on one label only, AUC, AP, balanced accuracy and EER are NaN, and so is recall without ai weight.
     """
     tp, fp = np.cumsum(pos), np.cumsum(neg)
     n_pos, n_neg = tp[-1], fp[-1]
-    tpr = np.concatenate([[0.0], tp / n_pos])
-    fpr = np.concatenate([[0.0], fp / n_neg])
     called = scores >= threshold
     tp_t, fp_t = pos[called].sum(), neg[called].sum()
-    recall = tp_t / n_pos
-    specificity = 1.0 - fp_t / n_neg
-    eer_at = int(np.argmin(np.abs((1.0 - tpr) - fpr)))
     which = np.clip(np.digitize(scores, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
     weight = pos + neg
     bin_conf = np.bincount(which, weights=weight * scores, minlength=bins)
     bin_pos = np.bincount(which, weights=pos, minlength=bins)
-    return {
-        "auc": float(np.trapezoid(tpr, fpr)),
-        "ap": float(np.sum(np.diff(tpr) * np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0))),
+    nan = float("nan")
+    out = {
+        "auc": nan,
+        "ap": nan,
         "accuracy": float((tp_t + n_neg - fp_t) / (n_pos + n_neg)),
-        "balanced_accuracy": float((recall + specificity) / 2.0),
-        "precision": float(tp_t / (tp_t + fp_t)) if tp_t + fp_t > 0 else float("nan"),
-        "recall": float(recall),
-        "eer": float(((1.0 - tpr[eer_at]) + fpr[eer_at]) / 2.0),
+        "balanced_accuracy": nan,
+        "precision": float(tp_t / (tp_t + fp_t)) if tp_t + fp_t > 0 else nan,
+        "recall": float(tp_t / n_pos) if n_pos else nan,
+        "eer": nan,
         "ece": float(np.abs(bin_pos - bin_conf).sum() / weight.sum()),
     }
+    if not (n_pos and n_neg):  # one label: nothing to rank it against
+        return out
+    tpr = np.concatenate([[0.0], tp / n_pos])
+    fpr = np.concatenate([[0.0], fp / n_neg])
+    specificity = 1.0 - fp_t / n_neg
+    eer_at = int(np.argmin(np.abs((1.0 - tpr) - fpr)))
+    out.update(
+        auc=float(np.trapezoid(tpr, fpr)),
+        ap=float(np.sum(np.diff(tpr) * np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0))),
+        balanced_accuracy=float((tp_t / n_pos + specificity) / 2.0),
+        eer=float(((1.0 - tpr[eer_at]) + fpr[eer_at]) / 2.0),
+    )
+    return out
 
 
 def _checked(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -147,7 +147,7 @@ def _overall(data: dict) -> str:
         interval = f"[{_num(ci[0])}, {_num(ci[1])}]" if ci else ""
         pixel = f"<td>{_num(data['pixel_overall'][key])}</td>" if data["provenance"] else ""
         rows.append(f"<tr><td>{_e(_METRIC_NAMES[key])}</td><td>{_num(data['overall'][key])}</td><td>{interval}</td>{pixel}</tr>")
-    shown = any(lo is not None for lo, _ in data["intervals"].values())  # none for one label, or --bootstrap 0
+    shown = any(lo is not None for lo, _ in data["intervals"].values())  # none for --bootstrap 0, or no usable resample
     few = few_images_note(data["overall"]["n"], data["overall"]["n_ai"]) if shown else None
     return f"<table>{head}{''.join(rows)}</table>" + (f"<p class='warn'>Intervals: {_e(few)}.</p>" if few else "")
 
