@@ -134,7 +134,7 @@ def test_one_class_gives_no_ranking_intervals_or_curves():
 def test_reals_alone_get_an_interval_of_their_false_positive_rate():
     """Counting false positives on reals alone (docs/evaluate.md) got NaN for every interval: resamples needed both labels."""
     rng = np.random.default_rng(5)
-    probs, labels = rng.beta(1, 7, 500), np.zeros(500, int)  # about 3 of 500 called ai at 0.5
+    probs, labels = rng.beta(1, 7, 500), np.zeros(500, int)  # 5 of 500 called ai at 0.5
     flagged = probs >= 0.5
     point = binary_metrics(labels, probs)
     ci = bootstrap_intervals(labels, probs, n=1000, seed=7)
