@@ -38,6 +38,8 @@ def test_evaluate_with_the_bundled_model(small_manifest, tmp_path):
             "understate the uncertainty (a perfect ranking of 3 and 3 gets AUC [1, 1])") in result.output.splitlines()
     data = json.loads((out / "report.json").read_text())
     assert data["model"] == "fakescope-default" and data["overall"]["n"] == 4 and data["robustness"] == []
+    assert [line for line in result.output.splitlines() if line.startswith(("  reals:", "  ai:"))] == [
+        _rate_line(data, "reals", "false_positive_rate", ">="), _rate_line(data, "ai", "miss_rate", "<")]
     assert data["provenance"] is True and len(data["examples"]) == 4
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert result.output.splitlines()[-3:] == [f"wrote {out / name}" for name in ("report.html", "report.json", "scores.csv")]
@@ -103,6 +105,17 @@ def test_a_manifest_without_split_column_evaluates_all_and_one_label_says_why_au
     result = runner.invoke(app, ["evaluate", "fakescope-default", str(tmp_path / "reals.csv"), "--bootstrap", "1000", *options])
     assert result.exit_code == 0, result.output
     assert "auc=n/a balanced_accuracy=n/a eer=n/a" in result.output and "(AUC needs both labels in the test split)" in result.output
+    data = json.loads((tmp_path / "out" / "report.json").read_text())  # no interval nor FP rate was printed for reals
+    assert _rate_line(data, "reals", "false_positive_rate", ">=") in result.output.splitlines()
+    assert "  ai:" not in result.output
+
+
+def _rate_line(data: dict, label: str, error: str, side: str) -> str:
+    """The console line of one label's rates, as report.json holds them."""
+    wrong, unsure = data["rates"][error], data["rates"][f"uncertain_rate_{label.rstrip('s')}"]
+    return (f"  {label}: {error}={wrong['value']:.4f} [{wrong['ci'][0]:.4f}, {wrong['ci'][1]:.4f}] ({wrong['count']} of "
+            f"{wrong['of']} at P(ai) {side} {data['threshold']:g}), uncertain={unsure['value']:.4f} [{unsure['ci'][0]:.4f}, "
+            f"{unsure['ci'][1]:.4f}] ({unsure['count']} of {unsure['of']})")
 
 
 def test_parquet_list_and_mapping_columns_are_no_slices_and_refused_as_attributes(small_manifest, tmp_path):
@@ -469,3 +482,18 @@ def test_evaluate_also_takes_the_model_as_the_other_verbs_do(small_manifest, tmp
         assert (refused.exit_code, refused.stderr) == (2, f"error: {message}\n")
     command = typer.main.get_command(app).commands["evaluate"]  # its --model help says what MANIFEST alone takes
     assert "Default: the bundled model" in next(p.help for p in command.params if "--model" in p.opts)
+
+
+def test_the_rate_lines_print_exact_intervals_of_what_was_counted():
+    """0 of 500 reals flagged printed no FP rate at all, and its bootstrap interval would be [0, 0]."""
+    import numpy as np
+
+    from fakescope.cli.evaluate import _rate_lines
+    from fakescope.evaluate.metrics import rate_intervals
+
+    labels, probs = np.r_[np.zeros(500, int), np.ones(20, int)], np.r_[np.full(500, 0.1), np.full(18, 0.9), 0.4, 0.4]
+    assert _rate_lines(rate_intervals(labels, probs, 0.5, (0.3, 0.7)), 0.5) == [
+        "  reals: false_positive_rate=0.0000 [0.0000, 0.0074] (0 of 500 at P(ai) >= 0.5), uncertain=0.0000 [0.0000, "
+        "0.0074] (0 of 500)",
+        "  ai: miss_rate=0.1000 [0.0123, 0.3170] (2 of 20 at P(ai) < 0.5), uncertain=0.1000 [0.0123, 0.3170] (2 of 20)"]
+    assert len(_rate_lines(rate_intervals(labels[:500], probs[:500], 0.5, (0.3, 0.7)), 0.5)) == 1  # no ai: no ai line

@@ -16,6 +16,7 @@ from fakescope.evaluate.metrics import (
     equal_error_rate,
     expected_calibration_error,
     few_images_note,
+    rate_intervals,
     reliability_curve,
     roc_pr_curves,
     uncertain_rate,
@@ -146,6 +147,41 @@ def test_reals_alone_get_an_interval_of_their_false_positive_rate():
     assert ci["accuracy"][0] < point["accuracy"] < ci["accuracy"][1]
     assert ci["ece"][0] <= point["ece"] <= ci["ece"][1] and ci["precision"] == (0.0, 0.0)
     assert all(np.isnan(ci[k]).all() for k in ("auc", "ap", "balanced_accuracy", "eer", "recall"))
+
+
+@pytest.mark.parametrize("flagged", [0, 3])
+def test_rates_of_reals_alone_have_exact_binomial_intervals(flagged):
+    """No real flagged gave FP rate [0, 0] (a percentile bootstrap cannot leave 0) however many reals there were."""
+    from scipy.stats import binomtest
+
+    probs, labels = np.linspace(0.0, 0.2, 500), np.zeros(500, int)
+    probs[:flagged] = 0.9  # called ai at 0.5
+    probs[100:110] = 0.4  # uncertain in [0.3, 0.7)
+    rates = rate_intervals(labels, probs, 0.5, (0.3, 0.7))
+    exact = binomtest(flagged, 500).proportion_ci(method="exact")
+    assert rates["false_positive_rate"] == {"count": flagged, "of": 500, "value": flagged / 500,
+                                            "ci": (exact.low, exact.high)}
+    assert rates["false_positive_rate"]["ci"] == ((0.0, pytest.approx(0.00735, abs=1e-5)) if not flagged else
+                                                  (pytest.approx(0.00124, abs=1e-5), pytest.approx(0.01743, abs=1e-5)))
+    assert rates["uncertain_rate_real"]["count"] == 10 and rates["uncertain_rate_real"]["of"] == 500
+    assert rates["miss_rate"]["of"] == rates["uncertain_rate_ai"]["of"] == 0
+    assert all(np.isnan(rates[k]["value"]) and np.isnan(rates[k]["ci"]).all() for k in ("miss_rate", "uncertain_rate_ai"))
+    if not flagged:  # the bootstrap interval of the same rate, 1 - accuracy
+        assert bootstrap_intervals(labels, probs, n=1000)["accuracy"] == (1.0, 1.0)
+
+
+def test_rates_of_two_labels_count_as_the_confusion_matrix_and_the_uncertain_rate():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300)
+    probs = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1)
+    (_, fp), (fn, _) = binary_metrics(labels, probs, 0.6)["confusion"]
+    rates = rate_intervals(labels, probs, 0.6, (0.4, 0.8))
+    assert (rates["false_positive_rate"]["count"], rates["miss_rate"]["count"]) == (fp, fn)
+    assert (rates["false_positive_rate"]["of"], rates["miss_rate"]["of"]) == (300 - labels.sum(), labels.sum())
+    unsure = rates["uncertain_rate_real"]["count"] + rates["uncertain_rate_ai"]["count"]
+    assert unsure / 300 == pytest.approx(uncertain_rate(probs, (0.4, 0.8)))
+    for rate in rates.values():
+        assert rate["ci"][0] < rate["value"] < rate["ci"][1]
 
 
 def test_no_resample_with_both_classes_gives_nan_intervals():

@@ -138,6 +138,12 @@ def test_a_split_of_one_label_gets_no_auc_figures_but_intervals_of_its_own_metri
     assert "<p class='warn'>Intervals: only 6 real image(s): with fewer than 10 the bootstrap intervals" in html
     assert "alt='Score distribution'" in html and "alt='Reliability diagram'" in html
     assert "<tr><td>ROC AUC</td><td>n/a</td>" in html  # undefined, not a number nor a bare dash
+    fp = data["rates"]["false_positive_rate"]  # exact, not a bootstrap's point interval at 0 or 1
+    assert (fp["count"], fp["of"]) == (data["overall"]["confusion"][0][1], 6) and fp["ci"][0] < fp["ci"][1]
+    assert data["rates"]["miss_rate"] == {"count": 0, "of": 0, "value": None, "ci": [None, None]}
+    assert (f"<tr><td>false-positive rate (reals called ai)</td><td>{fp['count']}</td><td>6</td><td>{fp['value']:.4f}</td>"
+            f"<td>[{fp['ci'][0]:.4f}, {fp['ci'][1]:.4f}]</td></tr>") in html
+    assert "<tr><td>miss rate (ai called real)</td><td>0</td><td>0</td><td>n/a</td><td>[n/a, n/a]</td></tr>" in html
     for title in ("ROC curve", "Precision-recall curve", "Robustness"):  # Robustness drew every AUC as an empty bar of 0
         assert f"alt='{title}'" not in html
 
@@ -151,7 +157,13 @@ def thousand(report):
     import numpy as np
     import pandas as pd
 
-    from fakescope.evaluate.metrics import binary_metrics, bootstrap_intervals, reliability_curve, roc_pr_curves
+    from fakescope.evaluate.metrics import (
+        binary_metrics,
+        bootstrap_intervals,
+        rate_intervals,
+        reliability_curve,
+        roc_pr_curves,
+    )
     from fakescope.evaluate.slices import slice_report
 
     rng = np.random.default_rng(5)
@@ -165,7 +177,8 @@ def thousand(report):
     return replace(report, overall={**binary_metrics(labels, probs), "uncertain_rate": 0.3125},
                    pixel_overall={**binary_metrics(labels, pixel), "uncertain_rate": 0.2875},
                    intervals=bootstrap_intervals(labels, probs, n=1000), reliability=reliability_curve(labels, probs),
-                   curves=roc_pr_curves(labels, probs), slices=slice_report(frame, probs, 0.5, (0.3, 0.7)), scores=scores)
+                   curves=roc_pr_curves(labels, probs), slices=slice_report(frame, probs, 0.5, (0.3, 0.7)), scores=scores,
+                   rates=rate_intervals(labels, probs, 0.5, (0.3, 0.7)))
 
 
 def _shown(value) -> str:
@@ -191,6 +204,8 @@ def test_every_summary_number_of_report_json_is_on_the_page(thousand):
                                                            *data["slices"]["attributes"].values()]
                 for r in rows for k, v in r.items() if k != "slice"]
     numbers += [("counts", k, v) for k, v in {**data["verdicts"], **data["decided_by"]}.items()]
+    numbers += [(f"rate {name}", k, v) for name, rate in data["rates"].items() for k, v in rate.items() if k != "ci"]
+    numbers += [(f"rate {name}", "ci", v) for name, rate in data["rates"].items() for v in rate["ci"]]
     missing = [(where, key, value) for where, key, value in numbers
                if value is not None and not isinstance(value, bool) and _shown(value) not in page]
     assert not missing, sorted({(where, key) for where, key, _ in missing})

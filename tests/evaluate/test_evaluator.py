@@ -164,6 +164,21 @@ def test_progress_counts_images_on_stderr(model_dir, with_broken, capsys):
     assert "evaluate" not in capsys.readouterr().err
 
 
+def test_report_json_of_two_labels_only_gains_the_rates(report):
+    """The exact rates were added beside the keys report.json had; those keep their names and order."""
+    data = report.to_dict()
+    assert list(data) == ["model", "location", "split", "threshold", "band", "provenance", "preprocessing", "overall",
+                          "pixel_overall", "intervals", "reliability", "curves", "verdicts", "decided_by", "slices",
+                          "robustness", "scores", "examples", "failures", "seconds", "robustness_skipped", "shortcuts",
+                          "rates"]
+    assert list(data["overall"]) == ["n", "n_ai", "auc", "ap", "accuracy", "balanced_accuracy", "precision", "recall",
+                                     "eer", "ece", "confusion", "uncertain_rate"]
+    rates, ((_, fp), (fn, _)) = data["rates"], report.overall["confusion"]
+    assert [(r["count"], r["of"]) for r in rates.values()][:2] == [(fp, 6), (fn, 6)]
+    unsure = rates["uncertain_rate_real"]["count"] + rates["uncertain_rate_ai"]["count"]
+    assert unsure / 12 == pytest.approx(report.overall["uncertain_rate"])
+
+
 def test_to_dict_is_a_copy(report):
     data = report.to_dict()
     data["scores"][0]["probability"] = -1.0

@@ -123,6 +123,8 @@ def evaluate(
                f"uncertain_rate={overall['uncertain_rate']:.3f}{why}")
     if few:
         typer.echo(f"  intervals: {few}")
+    for line in _rate_lines(report.rates, report.threshold):
+        typer.echo(line)
     for row in report.robustness[1:]:
         typer.echo(f"  {row['perturbation']:<15} auc={_num(row['auc'])}  drop={_num(row['auc_drop'], '+.4f')}")
     if report.slices["not_sliced"]:
@@ -224,6 +226,22 @@ def _num(value: float, spec: str = ".4f") -> str:
     import math
 
     return "n/a" if math.isnan(value) else format(value, spec)
+
+
+def _rate_lines(rates: dict, threshold: float) -> list[str]:
+    """One console line per label scored: its error rate and uncertain share, each with its exact 95% interval."""
+    lines = []
+    for label, error, side in (("reals", "false_positive_rate", ">="), ("ai", "miss_rate", "<")):
+        wrong, unsure = rates[error], rates[f"uncertain_rate_{label.rstrip('s')}"]
+        if wrong["of"]:
+            lines.append(f"  {label}: {error}={_rate(wrong)} ({wrong['count']} of {wrong['of']} at P(ai) {side} "
+                         f"{threshold:g}), uncertain={_rate(unsure)} ({unsure['count']} of {unsure['of']})")
+    return lines
+
+
+def _rate(rate: dict) -> str:
+    """A counted rate and its interval, as `0.0060 [0.0012, 0.0174]`."""
+    return f"{rate['value']:.4f} [{rate['ci'][0]:.4f}, {rate['ci'][1]:.4f}]"
 
 
 def _names(text: str | None, option: str) -> list[str] | None:

@@ -35,6 +35,7 @@ from fakescope.errors import ConfigError, ImageLoadError, StorageError, Unscorab
 from fakescope.evaluate.metrics import (
     binary_metrics,
     bootstrap_intervals,
+    rate_intervals,
     reliability_curve,
     roc_pr_curves,
     uncertain_rate,
@@ -61,7 +62,8 @@ class EvaluationReport:
     image; `thumbnails` maps example uris to data URIs for the HTML report and stays out of JSON.
     `robustness_skipped` lists the images a perturbation could not be applied to (`uri`,
     `perturbation`, `error`): every robustness row leaves them out. `shortcuts` is the audit of the
-    scored rows (`fakescope.evaluate.shortcuts.audit_rows`), None when skipped. `figures` are the explanation
+    scored rows (`fakescope.evaluate.shortcuts.audit_rows`), None when skipped. `rates` are the false-positive, miss and
+    uncertain rates per label with exact binomial intervals (`metrics.rate_intervals`). `figures` are the explanation
     figures drawn into `explain_to`, `(title, PNG path)` pairs for `write_report`'s `extra_figures`, out of JSON.
     """
 
@@ -87,6 +89,7 @@ class EvaluationReport:
     seconds: float
     robustness_skipped: list[dict[str, str]] = field(default_factory=list)
     shortcuts: dict[str, Any] | None = None
+    rates: dict[str, dict[str, Any]] = field(default_factory=dict)
     thumbnails: dict[str, str] = field(default_factory=dict, repr=False)
     figures: list[tuple[str, Path]] = field(default_factory=list, repr=False)
 
@@ -262,6 +265,7 @@ def evaluate(
         failures=failures,
         robustness_skipped=skipped,
         shortcuts=shortcuts,
+        rates=rate_intervals(labels, probs, threshold, band),
         seconds=round(time.perf_counter() - started, 2),
         thumbnails={records[i]["uri"]: _data_uri(small) for i, _, small in chosen},
         figures=drawn,

@@ -1,4 +1,4 @@
-"""Binary detection metrics on P(ai) scores, with bootstrap confidence intervals.
+"""Binary detection metrics on P(ai) scores, with bootstrap (and, for counted rates, exact binomial) intervals.
 
 Every function takes labels (1 = ai, 0 = real) and one finite score per label; anything else
 (lengths that differ, other labels, NaN or inf scores) raises a one-line `fakescope.ConfigError` (a `ValueError`).
@@ -6,7 +6,10 @@ Every function takes labels (1 = ai, 0 = real) and one finite score per label; a
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from scipy.stats import binomtest
 from sklearn import metrics as skm
 
 from fakescope.errors import ConfigError
@@ -134,6 +137,36 @@ def uncertain_rate(probs: np.ndarray, band: tuple[float, float]) -> float:
     if probs.size == 0:
         return float("nan")
     return float(((probs >= band[0]) & (probs < band[1])).mean())
+
+
+RATES = ("false_positive_rate", "miss_rate", "uncertain_rate_real", "uncertain_rate_ai")
+
+
+def rate_intervals(labels: np.ndarray, probs: np.ndarray, threshold: float, band: tuple[float, float],
+                   level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Counted rates with exact (Clopper-Pearson) binomial intervals, each `{count, of, value, ci}`.
+
+    `false_positive_rate`: reals at or above `threshold`; `miss_rate`: ai images below it (1 - recall);
+    `uncertain_rate_real` / `_ai`: images of the label inside the band [lower, upper). A label with no images gets
+    NaN. Unlike a percentile bootstrap, 0 of 500 reals flagged gives [0, 0.0074], not [0, 0].
+    """
+    labels, probs = _checked(labels, probs)
+    real, ai = probs[labels == 0], probs[labels == 1]
+    inside = (probs >= band[0]) & (probs < band[1])
+    counts = {
+        "false_positive_rate": ((real >= threshold).sum(), real.size),
+        "miss_rate": ((ai < threshold).sum(), ai.size),
+        "uncertain_rate_real": (inside[labels == 0].sum(), real.size),
+        "uncertain_rate_ai": (inside[labels == 1].sum(), ai.size),
+    }
+    return {name: _exact_rate(int(k), int(n), level) for name, (k, n) in counts.items()}
+
+
+def _exact_rate(count: int, of: int, level: float) -> dict[str, Any]:
+    if not of:
+        return {"count": 0, "of": 0, "value": float("nan"), "ci": (float("nan"), float("nan"))}
+    ci = binomtest(count, of).proportion_ci(confidence_level=level, method="exact")
+    return {"count": count, "of": of, "value": count / of, "ci": (float(ci.low), float(ci.high))}
 
 
 def roc_pr_curves(labels: np.ndarray, probs: np.ndarray) -> dict[str, dict[str, list[float]]]:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from fakescope.errors import ConfigError
 from fakescope.evaluate.evaluator import EvaluationReport
-from fakescope.evaluate.metrics import INTERVAL_METRICS, few_images_note
+from fakescope.evaluate.metrics import INTERVAL_METRICS, RATES, few_images_note
 from fakescope.evaluate.slices import not_sliced_line
 from fakescope.io.image import sniff_format
 
@@ -42,6 +42,10 @@ _METRIC_NAMES = {
     "auc": "ROC AUC", "ap": "average precision", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
     "precision": "precision", "recall": "recall (ai found)", "eer": "equal error rate", "ece": "calibration error (ECE)",
     "uncertain_rate": "uncertain rate",
+}
+_RATE_NAMES = {
+    "false_positive_rate": "false-positive rate (reals called ai)", "miss_rate": "miss rate (ai called real)",
+    "uncertain_rate_real": "uncertain share of reals", "uncertain_rate_ai": "uncertain share of ai",
 }
 
 
@@ -76,7 +80,7 @@ def render_html(report: EvaluationReport, extra_figures: Iterable[ExtraFigure] |
         f"<h1>Evaluation of <code>{_e(report.model)}</code> on split <code>{_e(report.split)}</code></h1>",
         _summary(data),
         "<h2>Shortcuts</h2>", _shortcuts(data["shortcuts"]),
-        "<h2>Overall</h2>", _overall(data), _confusion(data["overall"]["confusion"], report.threshold),
+        "<h2>Overall</h2>", _overall(data), _rates(data), _confusion(data["overall"]["confusion"], report.threshold),
         _confusion(data["pixel_overall"]["confusion"], report.threshold, "pixel model only") if report.provenance else "",
         _calibration(data["reliability"]),
         _counts("Verdicts", data["verdicts"]), _counts("Decided by", data["decided_by"]),
@@ -150,6 +154,20 @@ def _overall(data: dict) -> str:
     shown = any(lo is not None for lo, _ in data["intervals"].values())  # none for --bootstrap 0, or no usable resample
     few = few_images_note(data["overall"]["n"], data["overall"]["n_ai"]) if shown else None
     return f"<table>{head}{''.join(rows)}</table>" + (f"<p class='warn'>Intervals: {_e(few)}.</p>" if few else "")
+
+
+def _rates(data: dict) -> str:
+    """The counted rates with their exact binomial intervals (none in a report.json of an earlier version)."""
+    rates = data.get("rates")
+    if not rates:
+        return ""
+    caption = (f"Counted rates at threshold {data['threshold']:g}, uncertain band [{data['band'][0]:g}, "
+               f"{data['band'][1]:g}), with exact binomial (Clopper-Pearson) 95% intervals")
+    rows = "".join(f"<tr><td>{_e(_RATE_NAMES[k])}</td><td>{rates[k]['count']}</td><td>{rates[k]['of']}</td>"
+                   f"<td>{_num(rates[k]['value'])}</td><td>[{_num(rates[k]['ci'][0])}, {_num(rates[k]['ci'][1])}]</td></tr>"
+                   for k in RATES if k in rates)
+    return (f"<table><caption>{_e(caption)}</caption><tr><th>rate</th><th>images</th><th>of</th><th>value</th>"
+            f"<th>95% CI (exact)</th></tr>{rows}</table>")
 
 
 def _confusion(matrix: list[list[int]], threshold: float, which: str = "") -> str:
