@@ -247,3 +247,19 @@ def test_the_docs_list_the_keys_of_logo_json_as_save_generalization_writes_them(
     text = " ".join((ROOT / "docs" / "evaluate.md").read_text().split())
     listed = re.search(r"`save_generalization` writes `logo\.csv` [^`]*and `logo\.json` \(([^)]*)\)", text)[1]
     assert set(re.findall(r"`(\w+)`", listed)) == set(written)
+
+
+def test_the_docs_list_the_rates_of_report_json_as_evaluate_writes_them():
+    """docs/evaluate.md names each rate of `report.rates` and the fields of each."""
+    import numpy as np
+
+    from fakescope.evaluate.metrics import rate_intervals
+
+    written = rate_intervals(np.array([0, 1]), np.array([0.2, 0.8]), 0.5, (0.3, 0.7))
+    text = " ".join((ROOT / "docs" / "evaluate.md").read_text().split())
+    listed = re.search(r"`report\.rates` \(`[\w.]+`\) holds (.*?), each as (.*?), an exact binomial", text)
+
+    def named(part: str) -> set[str]:  # the code spans outside parentheses (and the band's [lower, upper))
+        return set(re.findall(r"`(\w+)`", re.sub(r"\([^()]*\)", "", re.sub(r"\[[^]]*\)", "", part))))
+
+    assert named(listed[1]) == set(written) and named(listed[2]) == set(written["miss_rate"])
