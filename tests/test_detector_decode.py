@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import fakescope.forensics.watermark as watermark_module
-import fakescope.io.device_jpeg as device_jpeg
 from fakescope.detector import Detector
 from fakescope.errors import ConfigError
 from fakescope.forensics.watermark import read_watermarks
+from fakescope.io import device_jpeg
 
 
 @pytest.fixture(scope="module")

@@ -136,7 +136,7 @@ def test_the_docs_table_of_url_signing_parameters_is_the_codes():
     from fakescope.io.fetch import SIGNING_PARAMETERS
 
     rows = re.findall(r"^\| ([^|`]+) \| (`[^|]*`) \| ([^|]*) \| (any|as written) \|$", (ROOT / "docs" / "scale.md").read_text(),
-                      re.M)
+                      re.MULTILINE)
     assert {name: (set(re.findall(r"`([^`]+)`", names)), set(re.findall(r"`([^`]+)`", when)), case == "any")
             for name, names, when, case in rows} == \
         {name: (set(rule.names), set(rule.when), rule.any_case) for name, rule in SIGNING_PARAMETERS.items()}

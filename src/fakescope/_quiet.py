@@ -15,6 +15,6 @@ import warnings
 def ignore_warning(message: str, category: type[Warning], module: str) -> None:
     """`warnings.filterwarnings("ignore", message, category, module)` unless that entry is in the list already
     (idempotent: called on every decode or request, it does not grow or reorder the list)."""
-    entry = ("ignore", re.compile(message, re.I) if message else None, category, re.compile(module), 0)
+    entry = ("ignore", re.compile(message, re.IGNORECASE) if message else None, category, re.compile(module), 0)
     if entry not in warnings.filters:
         warnings.filterwarnings("ignore", message, category, module)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 
-
 DEVICES = "cpu, cuda, cuda:N, mps or auto"
 """The device names every entry point accepts, as a bad name's error and each `--device` help list them."""
 

@@ -117,7 +117,7 @@ def test_exif_software_and_a1111_user_comment_in_jpeg(photo):
 
 def test_exif_strings_written_in_utf8(photo):
     """EXIF ASCII tags hold UTF-8 in practice (exiftool, most software); read as Latin-1, `DALL·E` was missed."""
-    exif = piexif.dump({"0th": {piexif.ImageIFD.Software: "DALL·E 3".encode(), piexif.ImageIFD.Make: "Ricoh".encode(),
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Software: "DALL·E 3".encode(), piexif.ImageIFD.Make: b"Ricoh",
                                 piexif.ImageIFD.Model: "GR Ⅲ".encode()}})
     ev = check_metadata(encode(photo.resize((64, 64)), "JPEG", exif=exif))
     assert ev.score == 0.95 and ev.data["software"] == "DALL·E 3" and ev.data["model"] == "GR Ⅲ"

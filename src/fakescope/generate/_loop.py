@@ -338,8 +338,8 @@ def retry_after(headers) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:  # an HTTP date is GMT
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        when = when.replace(tzinfo=datetime.UTC)
+    return (when - datetime.datetime.now(datetime.UTC)).total_seconds()
 
 
 def _finite(seconds: float) -> float | None:

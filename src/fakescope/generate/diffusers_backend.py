@@ -61,9 +61,9 @@ class DiffusersImg2Img:
             ModelLoadError: the folder is missing or not a loadable pipeline.
             ModuleNotFoundError: `diffusers` or `transformers` is not installed (the CLI names the extra).
         """
+        import transformers  # noqa: F401 - without it diffusers' pipeline is a stub that raises a bare ImportError
         from diffusers import StableDiffusionImg2ImgPipeline
         from diffusers.utils import is_accelerate_available
-        import transformers  # noqa: F401 - without it diffusers' pipeline is a stub that raises a bare ImportError
 
         device = resolve_device(device)  # a bad name is one line before the folder is read
         dtype = torch.float16 if device.type == "cuda" else torch.float32

@@ -26,7 +26,13 @@ from fakescope.errors import ConfigError, FakescopeError, ImageLoadError, reason
 from fakescope.generate._encoding import SAVE_FORMATS, Encoding, encode, encoding_of
 from fakescope.generate._sources import image_uris
 from fakescope.generate.manifest import (
-    MANIFEST_NAME, append_manifest, check_manifest_name, manifest_row, manifest_rows, output_name, source_stem,
+    MANIFEST_NAME,
+    append_manifest,
+    check_manifest_name,
+    manifest_row,
+    manifest_rows,
+    output_name,
+    source_stem,
 )
 from fakescope.io import storage
 from fakescope.io.image import load_image

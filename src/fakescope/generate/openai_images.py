@@ -54,7 +54,15 @@ from fakescope._quiet import ignore_warning
 from fakescope.errors import ConfigError, FakescopeError, ImageLoadError
 from fakescope.generate._encoding import SAVE_FORMATS
 from fakescope.generate.openai_models import (
-    DALL_E, DEFAULT_MODEL, INPUT_FIDELITIES, MAX_N, MODELS, check_options, family, prompt_too_long, retirement,
+    DALL_E,
+    DEFAULT_MODEL,
+    INPUT_FIDELITIES,
+    MAX_N,
+    MODELS,
+    check_options,
+    family,
+    prompt_too_long,
+    retirement,
 )
 from fakescope.io import storage
 from fakescope.io.fetch import FetchError, fetch_public
