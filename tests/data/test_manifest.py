@@ -130,6 +130,15 @@ def test_read_rows_refuses_an_unknown_split_or_label_naming_the_manifest_but_tak
         read_rows(str(tmp_path / "m.csv"))
 
 
+def test_an_empty_label_in_a_nullable_string_column_is_refused_in_one_line(tmp_path):
+    """A Parquet label column of pandas' `string` dtype reads an empty cell back as pd.NA, whose truth value raises:
+    `value != value` (the NaN check) was a TypeError, not the empty label it is."""
+    rows = pd.DataFrame({"uri": ["a.png", "b.png"], "label": pd.array(["real", None], dtype="string"), "split": "test"})
+    rows.to_parquet(tmp_path / "m.parquet")
+    with pytest.raises(ConfigError, match=rf"^manifest {tmp_path / 'm.parquet'}: empty label; expected real or ai$"):
+        read_rows(str(tmp_path / "m.parquet"))
+
+
 def test_read_rows_refuses_rows_without_a_uri(tmp_path):
     (tmp_path / "m.csv").write_text("uri,label,split\na.png,real,test\n,ai,test\n  ,ai,test\n")
     with pytest.raises(ConfigError, match=r"2 row\(s\) have no uri, the first is data row 2"):

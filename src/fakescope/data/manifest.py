@@ -88,7 +88,10 @@ def as_missing(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
 
 def normalise_label(value: object) -> str:
     """Map `real`/`ai` and their common spellings (`fake`, `0`, `1`, ...) to `real` or `ai`."""
-    text = "" if value is None or value != value else str(value).strip().lower()  # value != value: NaN, an empty cell
+    import pandas as pd
+
+    empty = pd.api.types.is_scalar(value) and pd.isna(value)  # None, NaN, or pd.NA in a nullable string column
+    text = "" if empty else str(value).strip().lower()
     if not text:
         raise ConfigError("empty label; expected real or ai")
     text = text.removesuffix(".0")
