@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from fakescope.errors import StorageError
 from fakescope.io.inputs import path_text
@@ -166,7 +167,7 @@ class Ledger:
             self._claim.release()
             self._claim = None
 
-    def __enter__(self) -> Ledger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,7 +20,7 @@ import io
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, Self, runtime_checkable
 
 from fakescope.errors import ConfigError, StorageError
 
@@ -40,7 +40,7 @@ class UnlistedFolder(str):
 
     reason: str
 
-    def __new__(cls, uri: str, reason: str) -> UnlistedFolder:
+    def __new__(cls, uri: str, reason: str) -> Self:
         folder = super().__new__(cls, uri)
         folder.reason = reason
         return folder

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import pyarrow as pa
 
@@ -154,7 +154,7 @@ class _PartWriter:
         self.sink: pa.OSFile | None = None
         self.stream: pa.ipc.RecordBatchStreamWriter | None = None
 
-    def __enter__(self) -> _PartWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
