@@ -370,7 +370,7 @@ def _border_ratio(average: np.ndarray) -> float:
     """Mean |Laplacian| of the bottom-right border strip over that of the rest of an average image."""
     laplacian = np.abs(4 * average[1:-1, 1:-1] - average[:-2, 1:-1] - average[2:, 1:-1]
                        - average[1:-1, :-2] - average[1:-1, 2:])
-    rows = max(2, int(round(laplacian.shape[0] * BORDER_SHARE)))
+    rows = max(2, round(laplacian.shape[0] * BORDER_SHARE))
     strip = laplacian[-rows:, laplacian.shape[1] // 2:]
     return float(strip.mean() / (laplacian[:-rows].mean() + 1e-6))
 

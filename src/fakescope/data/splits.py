@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 from collections.abc import Callable, Container, Mapping
 from typing import TYPE_CHECKING, TypeVar
@@ -134,11 +135,11 @@ def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tu
     index = rows[first]  # the first row of each distinct value
     pairs = {(int(index[v]), int(r)) for r, v in zip(rows, inverse) if index[v] != r}
     edges = np.linspace(0, 64, max_distance + 2).astype(int)
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in itertools.pairwise(edges):
         band = (values >> np.uint64(low)) & np.uint64((1 << (high - low)) - 1)
         order = np.argsort(band, kind="stable")
         starts = np.flatnonzero(np.r_[True, band[order][1:] != band[order][:-1], True])
-        for start, stop in zip(starts[:-1], starts[1:]):
+        for start, stop in itertools.pairwise(starts):
             members = order[start:stop]
             block = max(1, _BLOCK // len(members))
             for offset in range(0, len(members) - 1, block):

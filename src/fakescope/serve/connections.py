@@ -79,7 +79,7 @@ class HeadTimeoutProtocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         if not self.transport.is_closing():
-            client = "%s:%d - " % self.client[:2] if self.client else ""
+            client = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
             self.logger.info("%srequest head not received in %g s: connection closed", client, self.header_timeout_s)
             self.transport.close()
 

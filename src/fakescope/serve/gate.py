@@ -70,9 +70,8 @@ class Gate:
         if expected is not None and expected > limit:
             return await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
         held = scope[HELD] = Held(scope["app"].state.bodies)  # bytes of the budget held until the request is answered
-        if uploads and expected:
-            if refusal := memory_refusal(held, expected, expected):
-                return await JSONResponse({"detail": refusal.detail}, refusal.status_code, refusal.headers)(scope, receive, send)
+        if uploads and expected and (refusal := memory_refusal(held, expected, expected)):
+            return await JSONResponse({"detail": refusal.detail}, refusal.status_code, refusal.headers)(scope, receive, send)
         read, ended = 0, False
         window, window_bytes = time.monotonic(), 0  # each `body_timeout_s` must bring `pace` bytes a second
 
@@ -94,9 +93,8 @@ class Gate:
             ended = not message.get("more_body", False)
             if read > limit:
                 raise HTTPException(413, too_large)
-            if uploads and expected is None and size:
-                if refusal := memory_refusal(held, size, read):
-                    raise refusal
+            if uploads and expected is None and size and (refusal := memory_refusal(held, size, read)):
+                raise refusal
             return message
 
         try:

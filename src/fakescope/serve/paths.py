@@ -99,9 +99,9 @@ class RootFolder:
     def remove(self, path: str | Path) -> None:
         """Delete the file; one missing already is no error."""
         target = self._file(path)
-        with self._folder(target.parent, str(path), "write") as folder, self._wrapped("write", str(path)):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target.name, dir_fd=folder)
+        with (self._folder(target.parent, str(path), "write") as folder, self._wrapped("write", str(path)),
+              contextlib.suppress(FileNotFoundError)):
+            os.unlink(target.name, dir_fd=folder)
 
     def exists(self, path: str | Path) -> bool:
         """Whether a regular file is there (reached without symlinks).
