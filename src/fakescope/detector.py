@@ -464,7 +464,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type != "cpu":
         try:
             torch.empty(0, device=resolved)
-        except Exception:  # torch raises RuntimeError, NotImplementedError, AssertionError... per backend
+        except Exception:  # noqa: BLE001 - torch raises RuntimeError, NotImplementedError, AssertionError... per backend
             raise ConfigError(f"device {str(device)!r} is not available on this machine") from None
     return resolved
 

@@ -44,7 +44,7 @@ def encoding_of(data: bytes, output_format: str) -> Encoding:
                 if header.format == "WEBP":
                     return "webp", {"format": "WEBP", **({"lossless": True} if _lossless_webp(data)
                                                          else {"quality": WEBP_QUALITY})}
-        except Exception:  # noqa: BLE001 - Pillow raises many types for broken files
+        except Exception:  # noqa: BLE001, S110 - Pillow raises many types for broken files: saved as PNG below
             pass
     return "png", {"format": "PNG"}
 

@@ -255,7 +255,7 @@ class Run:
             log.warning("job %s: %s; the API may have billed it, so it is not resent in this run (a rerun resends it, "
                         "unless --at-most-once)", job.stem, hide_secrets(str(exc), self.client.api_key))
             return None
-        except Exception as exc:  # recorded per job; the batch goes on
+        except Exception as exc:  # noqa: BLE001 - recorded per job; the batch goes on
             paid = self.book.spool_path(job.key).is_file()  # an output that could not be written: parked, billed
             outage = isinstance(exc, StorageUnavailableError)  # raised by `_settle`, so not warned of here
             self._fail(job, exc, billed=paid, warn=not outage)

@@ -427,7 +427,7 @@ def request_image(
         return _image_bytes(response.data[0], client.base_url), usage
     except LostImageError:
         raise
-    except Exception as exc:  # not JSON, no image in it, broken base64: billed all the same
+    except Exception as exc:  # noqa: BLE001 - not JSON, no image in it, broken base64: billed all the same
         raise LostImageError(f"the API answered {answer.status_code} (billed) but its answer could not be read: "
                              f"{type(exc).__name__}: {str(exc)[:200]}") from None
 

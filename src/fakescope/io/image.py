@@ -145,7 +145,7 @@ def decode_image(data: bytes, *, keep_bytes: bool = True) -> LoadedImage:
             img = _tolerating_png_text(_open, data)
         except ImageLoadError:
             raise
-        except Exception as exc:  # Pillow raises many types for broken files
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
             raise corrupt_image_error(fmt, exc) from None
         rgb = _check_size(to_rgb(img))
         return LoadedImage(rgb, fmt, rgb.width, rgb.height, data if keep_bytes else None, frame_count(img))
@@ -224,7 +224,7 @@ def upright(img: Image.Image) -> Image.Image:
         return img
     try:
         return ImageOps.exif_transpose(img)
-    except Exception:  # broken EXIF must not lose the pixels
+    except Exception:  # noqa: BLE001 - broken EXIF must not lose the pixels
         return img.transpose(method)
 
 
@@ -232,7 +232,7 @@ def orientation(img: Image.Image) -> int:
     """The EXIF orientation `upright` applies (1 to 8); 1 where there is none or the EXIF cannot be read."""
     try:
         value = img.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception:  # damaged EXIF
+    except Exception:  # noqa: BLE001 - damaged EXIF, whatever Pillow's parser raises for it
         return 1
     return value if value in _TURNS else 1
 
@@ -283,7 +283,7 @@ def load_image(source: str | Path | bytes | Image.Image | np.ndarray, *, keep_by
             try:  # an image from `Image.open` is decoded only now
                 source.load()
                 rgb = to_rgb(source)
-            except Exception as exc:  # Pillow raises many types for broken files
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
                 raise corrupt_image_error(source.format or "PIL", exc) from None
             rgb = _check_size(rgb)
             return LoadedImage(rgb, source.format or "PIL", rgb.width, rgb.height, None, frame_count(source))
@@ -297,7 +297,7 @@ def frame_count(img: Image.Image) -> int:
     or depth maps of the one photo) and where the frames after the first cannot be counted (a truncated file)."""
     try:  # Pillow walks the frames to count them: a damaged one raises what its decoder raises
         return 1 if img.format == "MPO" else getattr(img, "n_frames", 1)
-    except Exception:
+    except Exception:  # noqa: BLE001
         return 1
 
 

@@ -205,7 +205,7 @@ def push_model(folder: str | Path, repo_id: str, *, token: str | None = None, pr
             CommitOperationAdd(path_in_repo=CONFIG_FILE, path_or_fileobj=json.dumps(config.to_dict(), indent=2).encode()),
             CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=(front + readme).encode()),
         ])
-    except Exception as exc:  # HTTP, auth and connection errors come from several libraries
+    except Exception as exc:  # noqa: BLE001 - HTTP, auth and connection errors come from several libraries
         first_line = str(exc).partition("\n")[0]
         if token and token.strip():  # a malformed token (a pasted newline) is quoted by the HTTP library's error
             first_line = first_line.replace(token.strip(), "<HF_TOKEN>")

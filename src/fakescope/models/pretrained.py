@@ -68,7 +68,7 @@ def _hub_state_dict(timm_name: str) -> dict[str, torch.Tensor]:
 
     try:
         return timm.create_model(timm_name, pretrained=True).state_dict()
-    except Exception as exc:  # no internet, no cache
+    except Exception as exc:  # noqa: BLE001 - no internet, no cache
         said = " ".join(str(exc).split())  # the Hub's errors span lines ("404 Client Error.\n\nEntry Not Found for url...")
         raise ModelLoadError(f"could not download ImageNet weights for {timm_name}: {said}"
                              " (train from random weights with --scratch, or `pretrained:` a state-dict file)") from None
@@ -81,7 +81,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
     try:
         state = load_state_dict(str(path), weights_only=True)  # timm 1.0.9's default is False
-    except Exception as exc:  # safetensors, unpickling and zip errors for a corrupt or foreign file
+    except Exception as exc:  # noqa: BLE001 - safetensors, unpickling and zip errors for a corrupt or foreign file
         first_line = str(exc).strip().partition("\n")[0]
         raise ModelLoadError(f"{path}: not a readable state-dict file ({type(exc).__name__}: {first_line})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

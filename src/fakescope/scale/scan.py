@@ -211,7 +211,7 @@ def _read_journal(journal: Path) -> pa.Table | None:
         with pa.OSFile(str(journal), "rb") as f, pa.ipc.open_stream(f) as reader:
             schema = reader.schema
             for batch in reader:
-                batches.append(batch)
+                batches.append(batch)  # noqa: PERF402 - not list(reader): the batches before a cut-off one are kept
     except (pa.ArrowInvalid, OSError):  # cut off mid-batch by a crash: keep the complete ones
         if not batches:
             return None

@@ -26,7 +26,7 @@ class MetricLog:
         shift = int(len(lines) > 1 and _epoch(lines[1]) == 0)  # logged counting from 0
         kept = lines[:1] + [_renumbered(line, shift) for line in lines[1:] if _epoch(line) + shift <= done]
         storage.write_bytes(str(path), "".join(kept).encode())  # replaced whole: a kill before the next row keeps them
-        self.file = open(path, "a", newline="")
+        self.file = open(path, "a", newline="")  # noqa: SIM115 - written each epoch of the run; close() closes it
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
