@@ -317,4 +317,5 @@ def is_single(inputs: Any) -> bool:
     """
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "OSU":
         return False
-    return isinstance(inputs, _SINGLE) or _is_tensor(inputs) or _is_file(inputs) or not isinstance(inputs, Iterable) or isinstance(inputs, Mapping)
+    return (isinstance(inputs, _SINGLE) or _is_tensor(inputs) or _is_file(inputs) or not isinstance(inputs, Iterable)
+            or isinstance(inputs, Mapping))

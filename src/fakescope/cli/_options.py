@@ -26,7 +26,8 @@ class UsageCommand(ClickCommand):
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Bundled model name, model folder or file, or hf://owner/name. Default: the bundled model."),
+    typer.Option("--model", "-m", help="Bundled model name, model folder or file, or hf://owner/name. Default: the bundled "
+                 "model."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help=f"{DEVICES}.")]
 BatchSizeOpt = Annotated[int, typer.Option(
@@ -50,7 +51,8 @@ GridOpt = Annotated[
                                                      "faster, see docs/scale.md)."),
 ]
 ThresholdOpt = Annotated[float | None, typer.Option(
-    "--threshold", min=0.0, max=1.0, help="Decision threshold on P(ai), the uncertain band moving with it; default: the model's.")]
+    "--threshold", min=0.0, max=1.0, help="Decision threshold on P(ai), the uncertain band moving with it; default: the "
+                                          "model's.")]
 ProvenanceOpt = Annotated[bool, typer.Option(
     "--provenance/--no-provenance", help="Fuse C2PA, metadata and watermark evidence with the pixel score.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for inference (default: one per core).")]

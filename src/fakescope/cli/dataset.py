@@ -38,12 +38,19 @@ def register(app: typer.Typer) -> None:
 def build(
     src: Annotated[str, typer.Argument(help="Folder with real/ and fake/<generator>/, an FFHQ-style .json, or a .csv.")],
     out: ManifestOutOpt,
-    images: Annotated[str | None, typer.Option("--images", help="Folder holding the images an FFHQ .json lists (required with one).")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="Source name for the real images (default: from folders; a .csv: for rows with no source and no pair that has one).")] = None,
-    attributes: Annotated[str | None, typer.Option("--attributes", help="CSV of attributes keyed by file name, e.g. ffhq_attributes.csv; ai images take their pair's.")] = None,
-    attributes_key: Annotated[str | None, typer.Option("--attributes-key", help="File-name column of --attributes (default: first).")] = None,
-    balance_by: Annotated[str | None, typer.Option("--balance-by", help="Comma-separated columns to balance, e.g. label or label,gender; a real image and its ai variations (one pair_id) are kept or dropped together. Default: no balancing.")] = None,
-    per_stratum: Annotated[int | None, typer.Option("--per-stratum", min=1, help="Most rows per balanced stratum (default: the smallest stratum's size).")] = None,
+    images: Annotated[str | None, typer.Option("--images", help="Folder holding the images an FFHQ .json lists (required with "
+                                               "one).")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Source name for the real images (default: from folders; a .csv: "
+                                               "for rows with no source and no pair that has one).")] = None,
+    attributes: Annotated[str | None, typer.Option("--attributes", help="CSV of attributes keyed by file name, e.g. "
+                                                   "ffhq_attributes.csv; ai images take their pair's.")] = None,
+    attributes_key: Annotated[str | None, typer.Option("--attributes-key", help="File-name column of --attributes (default: "
+                                                       "first).")] = None,
+    balance_by: Annotated[str | None, typer.Option("--balance-by", help="Comma-separated columns to balance, e.g. label or "
+                                                   "label,gender; a real image and its ai variations (one pair_id) are kept or "
+                                                   "dropped together. Default: no balancing.")] = None,
+    per_stratum: Annotated[int | None, typer.Option("--per-stratum", min=1, help="Most rows per balanced stratum (default: the "
+                                                    "smallest stratum's size).")] = None,
     csv_copy: CsvOpt = True,
     seed: SeedOpt = 0,
     workers: ReadWorkersOpt = READ_WORKERS,
@@ -92,9 +99,12 @@ def build(
 
 
 def merge(
-    manifests: Annotated[list[str], typer.Argument(help="Manifests to merge (.parquet or .csv), in order; a uri listed twice keeps its first row.")],
+    manifests: Annotated[list[str], typer.Argument(help="Manifests to merge (.parquet or .csv), in order; a uri listed twice "
+                                                   "keeps its first row.")],
     out: ManifestOutOpt,
-    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, max=HASH_BITS, help="dHash bits within which split images in different splits are near copies, a leak that is refused, as audit's (-1: off).")] = 4,
+    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, max=HASH_BITS, help="dHash bits within which split "
+                                              "images in different splits are near copies, a leak that is refused, as audit's "
+                                              "(-1: off).")] = 4,
     csv_copy: CsvOpt = True,
     workers: ReadWorkersOpt = READ_WORKERS,
     progress: ProgressOpt = None,
@@ -120,10 +130,14 @@ def merge(
 
 def split(
     manifest: ManifestArg,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the split manifest (default: overwrite).")] = None,
-    ratios: Annotated[str, typer.Option("--ratios", help="Shares per split, e.g. train=0.8,val=0.1,test=0.1.")] = "train=0.8,val=0.1,test=0.1",
-    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, max=HASH_BITS, help="dHash bits two near duplicates may differ in (-1: off).")] = 4,
-    keep_splits: Annotated[bool, typer.Option("--keep-splits", help="Keep the splits images have and deal only those without one (files added since the last split), so no image moves.")] = False,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the split manifest (default: "
+                                            "overwrite).")] = None,
+    ratios: Annotated[str, typer.Option("--ratios", help="Shares per split, e.g. "
+                                        "train=0.8,val=0.1,test=0.1.")] = "train=0.8,val=0.1,test=0.1",
+    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, max=HASH_BITS, help="dHash bits two near duplicates may "
+                                              "differ in (-1: off).")] = 4,
+    keep_splits: Annotated[bool, typer.Option("--keep-splits", help="Keep the splits images have and deal only those without one "
+                                              "(files added since the last split), so no image moves.")] = False,
     rehash: Annotated[bool, typer.Option("--rehash", help="Read every image again for its dHash, width and height instead "
                                          "of reusing the manifest's (once, on a manifest split before they were taken "
                                          "turned upright by the EXIF orientation).")] = False,
@@ -174,11 +188,15 @@ def split(
 
 def audit(
     src: Annotated[str, typer.Argument(help="Manifest (.parquet/.csv) or a folder with real/ and fake/.")],
-    max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="About this many images inspected per class (a seeded sample drawn per source: each source's share, at least 10 of each class); the watermark check needs about 150-200.")] = 1000,
-    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, max=HASH_BITS, help="dHash bits within which images in different splits are near copies, a leak, as split's (-1: off).")] = 4,
+    max_per_class: Annotated[int, typer.Option("--max-per-class", min=1, help="About this many images inspected per class (a "
+                                               "seeded sample drawn per source: each source's share, at least 10 of each class); "
+                                               "the watermark check needs about 150-200.")] = 1000,
+    max_distance: Annotated[int, typer.Option("--max-distance", min=-1, max=HASH_BITS, help="dHash bits within which images in "
+                                              "different splits are near copies, a leak, as split's (-1: off).")] = 4,
     output: Annotated[ReportFormat | None, typer.Option("--format", "-f", help="table (the default) or json.")] = None,
     as_json: Annotated[bool, typer.Option("--json", hidden=True, help="Same as --format json (the older spelling).")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split leak is found, or nothing could be compared (one class, no readable image).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help=f"Exit {STRICT_EXIT} when any shortcut (a SHORTCUT verdict) or split "
+                                         "leak is found, or nothing could be compared (one class, no readable image).")] = False,
     seed: SeedOpt = 0,
     workers: ReadWorkersOpt = READ_WORKERS,
     progress: ProgressOpt = None,
@@ -206,7 +224,8 @@ def audit(
             raise ConfigError(f"{src} is a file: audit expects a folder with real/ and fake/ (or ai/), "
                               "or a manifest (.csv or .parquet)")
         progress = show_progress(progress)
-        frame = resolve_uris(read_manifest(src), src) if is_manifest else build_from_folders(src, workers=workers, progress=progress)
+        frame = (resolve_uris(read_manifest(src), src) if is_manifest
+                 else build_from_folders(src, workers=workers, progress=progress))
         report = audit_manifest(frame, max_per_class=max_per_class, seed=seed, workers=workers, progress=progress,
                                 max_distance=max_distance)
         typer.echo(json.dumps(report.to_dict(), indent=2) if output is ReportFormat.json else _audit_table(report))
@@ -221,8 +240,11 @@ def audit(
 def export(
     manifest: ManifestArg,
     out_argument: Annotated[str | None, typer.Argument(hidden=True, show_default=False, metavar="OUT")] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", show_default=False, help="Required: folder (folders layout; not one holding an earlier export) or file (.tar, .npy, .safetensors), path or storage URI.")] = None,
-    layout: Annotated[str | None, typer.Option("--layout", help="folders, tar, npy or safetensors (default: OUT's suffix .tar, .npy or .safetensors names it, else folders).")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", show_default=False, help="Required: folder (folders layout; not one "
+                                            "holding an earlier export) or file (.tar, .npy, .safetensors), path or storage "
+                                            "URI.")] = None,
+    layout: Annotated[str | None, typer.Option("--layout", help="folders, tar, npy or safetensors (default: OUT's suffix .tar, "
+                                               ".npy or .safetensors names it, else folders).")] = None,
     size: Annotated[int, typer.Option("--size", min=8, help="Crop side for npy/safetensors packs.")] = 256,
     only_split: Annotated[str | None, typer.Option("--split", help="Export only this split (default: every split).")] = None,
 ) -> None:

@@ -39,7 +39,8 @@ def evaluate(
     split: Annotated[str, typer.Option(help="train, val, test, or all.")] = "test",
     robustness: Annotated[bool, typer.Option("--robustness/--no-robustness", help="Score again after each perturbation.")] = True,
     perturbations: Annotated[str | None, typer.Option(help="Comma-separated subset of the perturbations (default: all).")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals: at least 1000, or 0 for none.")] = 1000,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals: at least 1000, or 0 for "
+                                           "none.")] = 1000,
     provenance: ProvenanceOpt = True,
     examples: Annotated[int, typer.Option(min=0, help="Example images shown in the report.")] = 12,
     attributes: Annotated[str | None, typer.Option(

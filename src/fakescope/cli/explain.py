@@ -21,7 +21,8 @@ class Method(str, Enum):
 
 
 def explain(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), quoted globs (images only, as a folder) or storage URIs.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), quoted globs (images only, as a folder) "
+                                                "or storage URIs.")],
     model: ModelOpt = None,
     out: OutDirOpt = "explanations",
     method: Annotated[list[Method] | None, typer.Option(

@@ -21,12 +21,16 @@ if TYPE_CHECKING:
 UNCAPPED_REQUESTS = 20
 """The most requests `generate openai` sends without --max-images, a spend budget or --yes."""
 
-_SRC_HELP = "Image file or folder (path or storage URI), a quoted local glob ('photos/**/*.jpg'), or a dataset manifest (.csv/.parquet, or a quoted glob of them) whose real rows are the sources"
+_SRC_HELP = ("Image file or folder (path or storage URI), a quoted local glob ('photos/**/*.jpg'), or a dataset manifest "
+             "(.csv/.parquet, or a quoted glob of them) whose real rows are the sources")
 SrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}.")]
-OpenAISrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}; for `--mode generate` a UTF-8 text file, one prompt per line (blank lines skipped).")]
-SplitOpt = Annotated[str | None, typer.Option("--split", help="With a manifest SRC: only the real rows of this split (train, val, test; default: every split).")]
+OpenAISrcArg = Annotated[str, typer.Argument(help=f"{_SRC_HELP}; for `--mode generate` a UTF-8 text file, one prompt per line "
+                                             "(blank lines skipped).")]
+SplitOpt = Annotated[str | None, typer.Option("--split", help="With a manifest SRC: only the real rows of this split (train, "
+                                              "val, test; default: every split).")]
 ManifestOpt = Annotated[str, typer.Option("--manifest", help="Manifest file name inside --out (.csv or .parquet).")]
-Taef2BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Same-size images per forward pass, at most 1 megapixel in all; larger images run in tiles (same output).")]
+Taef2BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Same-size images per forward pass, at most 1 "
+                                            "megapixel in all; larger images run in tiles (same output).")]
 DiffusersBatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Same-size images per pipeline call.")]
 
 
@@ -55,7 +59,8 @@ def register(app: typer.Typer) -> None:
 def taef2(
     src: SrcArg,
     out: OutDirOpt,
-    weights: Annotated[str | None, typer.Option("--weights", help="Folder with taef2_encoder.pth and taef2_decoder.pth (default $FAKESCOPE_TAEF2_WEIGHTS or ../shared/data/generators/taef2).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Folder with taef2_encoder.pth and taef2_decoder.pth (default "
+                                                "$FAKESCOPE_TAEF2_WEIGHTS or ../shared/data/generators/taef2).")] = None,
     device: DeviceOpt = "auto",
     batch_size: Taef2BatchOpt = 8,
     manifest: ManifestOpt = "manifest.csv",
@@ -84,27 +89,70 @@ def taef2(
 def openai(
     src: OpenAISrcArg,
     out: OutDirOpt,
-    mode: Annotated[str, typer.Option("--mode", help="variation (a new photo of the same kind: on GPT image models an edit of the whole image; on dall-e-2 its variations endpoint), edit or generate.")] = "variation",
-    model: Annotated[str, typer.Option("--model", "-m", help="gpt-image-2.6-flare/-sunburst, gpt-image-2.5-flare/-sunburst, gpt-image-2, ...; retired dall-e-2, dall-e-3, gpt-image-1 only with an OPENAI_BASE_URL server that serves them.")] = DEFAULT_MODEL,
-    size: Annotated[str, typer.Option("--size", help="Output size: 1024x1024, 1536x1024, 1024x1536 or auto (gpt-image-2 and 2.5: any WxH, sides divisible by 16, aspect 1:3 to 3:1, at most 3840x2160); dall-e-2 256x256/512x512/1024x1024.")] = "1024x1024",
-    quality: Annotated[str | None, typer.Option("--quality", help="low/medium/high/auto (GPT image models; 2.5 also xhigh/max), standard/hd (dall-e-3). Default: auto, or standard for dall-e.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="variation (a new photo of the same kind: on GPT image models an edit of "
+                                      "the whole image; on dall-e-2 its variations endpoint), edit or generate.")] = "variation",
+    model: Annotated[str, typer.Option("--model", "-m", help="gpt-image-2.6-flare/-sunburst, gpt-image-2.5-flare/-sunburst, "
+                                       "gpt-image-2, ...; retired dall-e-2, dall-e-3, gpt-image-1 only with an OPENAI_BASE_URL "
+                                       "server that serves them.")] = DEFAULT_MODEL,
+    size: Annotated[str, typer.Option("--size", help="Output size: 1024x1024, 1536x1024, 1024x1536 or auto (gpt-image-2 and 2.5: "
+                                      "any WxH, sides divisible by 16, aspect 1:3 to 3:1, at most 3840x2160); dall-e-2 "
+                                      "256x256/512x512/1024x1024.")] = "1024x1024",
+    quality: Annotated[str | None, typer.Option("--quality", help="low/medium/high/auto (GPT image models; 2.5 also xhigh/max), "
+                                                "standard/hd (dall-e-3). Default: auto, or standard for dall-e.")] = None,
     n: Annotated[int, typer.Option("--n", min=1, max=MAX_N, help="Images per source, each its own request.")] = 1,
-    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit (required there); for --mode variation on a GPT image model it replaces the built-in one.")] = None,
-    mask: Annotated[str, typer.Option("--mask", help="For --mode edit, what may change: center (a centred box of half the width and height; the rest stays the photo), full, or a PNG whose transparent pixels mark it.")] = "center",
-    input_fidelity: Annotated[str | None, typer.Option("--input-fidelity", help="high or low: how closely an edit (a GPT image model's variation included) keeps the photo's style and features, faces above all; default: the model's (low). gpt-image-1.5 takes both, gpt-image-1-mini low, gpt-image-2 neither.")] = None,
-    response_format: Annotated[str | None, typer.Option("--response-format", help="b64_json (default) or url, dall-e models only: GPT image models always answer base64.")] = None,
-    max_images: Annotated[int | None, typer.Option("--max-images", min=1, help=f"Stop after this many new images in this run. Without it, a spend budget or --yes, a run that may send more than {UNCAPPED_REQUESTS} requests is refused, and one let through stops after {UNCAPPED_REQUESTS} images.")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for --mode edit (required there); for --mode variation "
+                                               "on a GPT image model it replaces the built-in one.")] = None,
+    mask: Annotated[str, typer.Option("--mask", help="For --mode edit, what may change: center (a centred box of half the width "
+                                      "and height; the rest stays the photo), full, or a PNG whose transparent pixels mark "
+                                      "it.")] = "center",
+    input_fidelity: Annotated[str | None, typer.Option("--input-fidelity", help="high or low: how closely an edit (a GPT image "
+                                                       "model's variation included) keeps the photo's style and features, faces "
+                                                       "above all; default: the model's (low). gpt-image-1.5 takes both, "
+                                                       "gpt-image-1-mini low, gpt-image-2 neither.")] = None,
+    response_format: Annotated[str | None, typer.Option("--response-format", help="b64_json (default) or url, dall-e models "
+                                                        "only: GPT image models always answer base64.")] = None,
+    max_images: Annotated[int | None, typer.Option("--max-images", min=1, help="Stop after this many new images in this run. "
+                                                   "Without it, a spend budget or --yes, a run that may send more than "
+                                                   f"{UNCAPPED_REQUESTS} requests is refused, and one let through stops after "
+                                                   f"{UNCAPPED_REQUESTS} images.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Send as many requests as the sources need, unbudgeted.")] = False,
-    max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before this run's estimated spend exceeds this (USD); earlier runs are not counted.")] = None,
-    max_total_spend: Annotated[float | None, typer.Option("--max-total-spend", min=0, help="Stop before the estimated spend of all runs into --out exceeds this (USD): what this ledger paid or may have (requests whose answer was lost), plus, at this run's price, the images --out holds (of any model and parameters) that it did not pay for (another machine's) and the images it recorded as made at no cost without a price (not those made at --price-per-image 0, which are free); re-running with the same value spends nothing more.")] = None,
-    price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="USD per image for the budgets and the recorded spend (0: free, e.g. a self-hosted server); needed for a budget with GPT image models, which are billed by tokens (the table has prices for the retired models only).")] = None,
+    max_spend: Annotated[float | None, typer.Option("--max-spend", min=0, help="Stop before this run's estimated spend exceeds "
+                                                    "this (USD); earlier runs are not counted.")] = None,
+    max_total_spend: Annotated[float | None, typer.Option("--max-total-spend", min=0, help="Stop before the estimated spend of "
+                                                          "all runs into --out exceeds this (USD): what this ledger paid or may "
+                                                          "have (requests whose answer was lost), plus, at this run's price, the "
+                                                          "images --out holds (of any model and parameters) that it did not pay "
+                                                          "for (another machine's) and the images it recorded as made at no cost "
+                                                          "without a price (not those made at --price-per-image 0, which are "
+                                                          "free); re-running with the same value spends nothing more.")] = None,
+    price_per_image: Annotated[float | None, typer.Option("--price-per-image", min=0, help="USD per image for the budgets and "
+                                                          "the recorded spend (0: free, e.g. a self-hosted server); needed for a "
+                                                          "budget with GPT image models, which are billed by tokens (the table "
+                                                          "has prices for the retired models only).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Requests in flight at once.")] = 4,
-    ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger, this machine's record of what was paid (default: inside --out; for an s3:// or gdrive:// --out in $FAKESCOPE_CACHE/ledgers, else $XDG_CACHE_HOME/fakescope/ledgers, else ~/.cache/fakescope/ledgers).")] = None,
-    new_settings: Annotated[bool, typer.Option("--new-settings", help="Make images under other options (--mode, --model, --size, --quality, --prompt, --mask, --input-fidelity, --format, --resize-to-source) than those recorded for --out (its ledger's and manifest's): a second set beside the first. Without it such a run, as a rerun that left out an option, is refused in one line naming the options that differ, whatever its photos: new ones would mix two sets in one --out.")] = False,
-    at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, never double-pays).")] = False,
-    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx and on connection errors before an answer, waiting as Retry-After says up to 120 s (longer: the run pauses, see --max-wait); an answer that times out or breaks off may be billed: never resent in the run.")] = 4,
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for a byte of an answer; one that takes longer may still be made and billed, and is not resent in the run: raise it for slow, large or high-quality images.")] = 300.0,
-    max_wait: Annotated[float, typer.Option("--max-wait", min=0, help="Seconds the run may pause in all for rate limits (a 429 whose Retry-After the client does not wait for: over 120 s, or once --max-retries are spent): it prints 'waiting N s, rate limited', then sends those jobs (unpaid) again; a longer wait stops it in one line saying when to rerun (exit 1).")] = 900.0,
+    ledger: Annotated[str | None, typer.Option("--ledger", help="SQLite job ledger, this machine's record of what was paid "
+                                               "(default: inside --out; for an s3:// or gdrive:// --out in "
+                                               "$FAKESCOPE_CACHE/ledgers, else $XDG_CACHE_HOME/fakescope/ledgers, else "
+                                               "~/.cache/fakescope/ledgers).")] = None,
+    new_settings: Annotated[bool, typer.Option("--new-settings", help="Make images under other options (--mode, --model, --size, "
+                                               "--quality, --prompt, --mask, --input-fidelity, --format, --resize-to-source) "
+                                               "than those recorded for --out (its ledger's and manifest's): a second set beside "
+                                               "the first. Without it such a run, as a rerun that left out an option, is refused "
+                                               "in one line naming the options that differ, whatever its photos: new ones would "
+                                               "mix two sets in one --out.")] = False,
+    at_most_once: Annotated[bool, typer.Option("--at-most-once", help="Never resend a request a crash left in flight (may lose, "
+                                               "never double-pays).")] = False,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0, help="Client retries on 429/5xx and on connection errors "
+                                             "before an answer, waiting as Retry-After says up to 120 s (longer: the run pauses, "
+                                             "see --max-wait); an answer that times out or breaks off may be billed: never "
+                                             "resent in the run.")] = 4,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for a byte of an answer; one that takes "
+                                           "longer may still be made and billed, and is not resent in the run: raise it for "
+                                           "slow, large or high-quality images.")] = 300.0,
+    max_wait: Annotated[float, typer.Option("--max-wait", min=0, help="Seconds the run may pause in all for rate limits (a 429 "
+                                            "whose Retry-After the client does not wait for: over 120 s, or once --max-retries "
+                                            "are spent): it prints 'waiting N s, rate limited', then sends those jobs (unpaid) "
+                                            "again; a longer wait stops it in one line saying when to rerun (exit 1).")] = 900.0,
     save_format: Annotated[SaveFormat | None, typer.Option("--format", help=(
         "source (default for edit and variation): each image saved like its photo, as generate taef2 saves them (a "
         "JPEG photo's as a JPEG with its quantization tables and subsampling, a WebP's as WebP, any other as PNG; its "
@@ -112,7 +160,13 @@ def openai(
         "(default for --mode generate): the API's PNG byte for byte, as earlier versions saved it, which makes PNG "
         "tell ai from JPEG reals. The API is always asked for PNG, never JPEG: a JPEG answer re-encoded like its "
         "photo would be compressed twice."))] = None,
-    resize_to_source: Annotated[bool, typer.Option("--resize-to-source", help="Resize each image to its photo's size (Lanczos), so the size tells nothing either; a photo of another aspect than --size is stretched back (dall-e-2's image, made from the photo's centred square, to that square's size instead; the manifest's params record the box, crop). Upscaling leaves a resampling trace (smooth, interpolated high frequencies) that reals lack: generate taef2 pairs, made at the photo's size, have none.")] = False,
+    resize_to_source: Annotated[bool, typer.Option("--resize-to-source", help="Resize each image to its photo's size (Lanczos), "
+                                                   "so the size tells nothing either; a photo of another aspect than --size is "
+                                                   "stretched back (dall-e-2's image, made from the photo's centred square, to "
+                                                   "that square's size instead; the manifest's params record the box, crop). "
+                                                   "Upscaling leaves a resampling trace (smooth, interpolated high frequencies) "
+                                                   "that reals lack: generate taef2 pairs, made at the photo's size, have "
+                                                   "none.")] = False,
     manifest: ManifestOpt = "manifest.csv",
     split: SplitOpt = None,
 ) -> None:
@@ -223,7 +277,8 @@ def diffusers(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")] = 30,
     guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = 7.5,
     seed: SeedOpt = 0,
-    max_side: Annotated[int, typer.Option("--max-side", min=8, help="Longest side the pipeline works at; larger sources are scaled down for it and the output scaled back to the source's size.")] = 1024,
+    max_side: Annotated[int, typer.Option("--max-side", min=8, help="Longest side the pipeline works at; larger sources are "
+                                          "scaled down for it and the output scaled back to the source's size.")] = 1024,
     device: DeviceOpt = "auto",
     batch_size: DiffusersBatchOpt = 1,
     manifest: ManifestOpt = "manifest.csv",

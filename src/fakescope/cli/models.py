@@ -52,7 +52,8 @@ def info(
 
 @models_app.command("push", cls=ClickCommand)
 def push(
-    folder: Annotated[str, typer.Argument(help="A model folder (model.safetensors + config.json + MODEL_CARD.md), file or bundled name.")],
+    folder: Annotated[str, typer.Argument(help="A model folder (model.safetensors + config.json + MODEL_CARD.md), file or "
+                                          "bundled name.")],
     repo_id: Annotated[str, typer.Argument(help="Hub repo, owner/name or hf://owner/name.")],
     private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
 ) -> None:

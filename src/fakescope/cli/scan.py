@@ -48,11 +48,14 @@ def scan(
                                                          "refused.")],
     model: ModelOpt = None,
     engine: Annotated[Engine, typer.Option(help="local (this process) or ray (a Ray Data pipeline).")] = Engine.local,
-    address: Annotated[str | None, typer.Option(help="Ray cluster host:port, ray://host:port or auto (the one running here); default: $RAY_ADDRESS, else (or local) start a local Ray on loopback.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster host:port, ray://host:port or auto (the one running here); "
+                                                "default: $RAY_ADDRESS, else (or local) start a local Ray on loopback.")] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ray inference actors (workers).")] = 2,
     gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="GPUs per Ray actor (0 = CPU actors).")] = 0.0,
-    cpus_per_actor: Annotated[int, typer.Option(min=1, help="CPUs per Ray CPU actor (also its inference threads unless --threads).")] = 1,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's log lines, progress and actors' output (--engine ray); otherwise only in Ray's session log folder.")] = False,
+    cpus_per_actor: Annotated[int, typer.Option(min=1, help="CPUs per Ray CPU actor (also its inference threads unless "
+                                                "--threads).")] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's log lines, progress and actors' output (--engine ray); "
+                                          "otherwise only in Ray's session log folder.")] = False,
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = DECODE_WORKERS,
@@ -107,8 +110,8 @@ def scan(
             from fakescope.scale.ray_scan import ray_scan
 
             summary = ray_scan(listed, out, address=address, actors=actors,
-                               gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, batch_size=batch_size, verbose=verbose,
-                               **detector_kwargs)
+                               gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, batch_size=batch_size,
+                               verbose=verbose, **detector_kwargs)
         else:
             from fakescope.detector import Detector
             from fakescope.scale.scan import scan as run
@@ -165,8 +168,9 @@ def export(
             typer.echo(f"wrote {onnx} (int8, cached for --precision int8)  |int8 - fp32| logit on {len(tiles)} "
                        f"calibration tiles: median {diff.median().item():.3f}, max {diff.max().item():.3f}")
             return
-        path = export_onnx(loaded.network, onnx, tile_size=loaded.config.input.crop_size)
-        tiles = torch.rand(4, 3, loaded.config.input.crop_size, loaded.config.input.crop_size, generator=torch.Generator().manual_seed(0))
+        side = loaded.config.input.crop_size
+        path = export_onnx(loaded.network, onnx, tile_size=side)
+        tiles = torch.rand(4, 3, side, side, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             diff = (OnnxNetwork(path)(tiles) - loaded.network(tiles)).abs().max().item()
     typer.echo(f"wrote {path}  max |onnx - torch| on 4 random tiles: {diff:.2e}")

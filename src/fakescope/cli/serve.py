@@ -31,7 +31,8 @@ AllowedHostOpt = Annotated[list[str] | None, typer.Option(
                            "local proxy sends; repeatable.")]
 MAX_PIXELS = 200_000_000
 """The largest image any reader takes, as `fakescope.io.image.MAX_PIXELS` (repeated: the CLI starts without Pillow)."""
-MaxPixelsOpt = Annotated[int, typer.Option(min=1, max=MAX_PIXELS, help="Largest image in pixels (refused above, from its header).")]
+MaxPixelsOpt = Annotated[int, typer.Option(min=1, max=MAX_PIXELS, help="Largest image in pixels (refused above, from its "
+                                           "header).")]
 
 
 def serve(
@@ -44,11 +45,14 @@ def serve(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images the micro-batcher scores in one model call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long the micro-batcher waits to fill a batch.")] = 5.0,
-    max_files: Annotated[int, typer.Option(min=1, max=MULTIPART_MAX_FILES, help="Most files in one /v1/detect/batch request.")] = 64,
-    max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting for the model, at least --max-files (503 + Retry-After above).")] = 256,
+    max_files: Annotated[int, typer.Option(min=1, max=MULTIPART_MAX_FILES, help="Most files in one /v1/detect/batch "
+                                           "request.")] = 64,
+    max_queue: Annotated[int, typer.Option(min=1, help="Most images waiting for the model, at least --max-files (503 + "
+                                           "Retry-After above).")] = 256,
     max_jobs: Annotated[int, typer.Option(min=1, help="Most generation jobs queued or running (503 + Retry-After above).")] = 16,
     max_connections: Annotated[int, typer.Option(
-        min=1, help="Most open connections (idle ones too) and requests at once (a request beyond answers 503; sockets are still accepted, each held until --header-timeout).")] = 512,
+        min=1, help="Most open connections (idle ones too) and requests at once (a request beyond answers 503; sockets are still "
+                    "accepted, each held until --header-timeout).")] = 512,
     header_timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds a connection may take to send a request's line and headers (closed after).")] = 10.0,
     max_body_memory_mb: Annotated[float, typer.Option(
@@ -61,7 +65,8 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", help="Let pages of this origin (https://app.example.com, or *) call the API; repeatable.")] = None,
     allowed_host: AllowedHostOpt = None,
-    jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default serve-jobs in $FAKESCOPE_CACHE, else $XDG_CACHE_HOME/fakescope, else ~/.cache/fakescope).")] = None,
+    jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default serve-jobs in $FAKESCOPE_CACHE, else "
+                                                  "$XDG_CACHE_HOME/fakescope, else ~/.cache/fakescope).")] = None,
     runtime: RuntimeOpt = Runtime.auto,
     grid: GridOpt = None,
     precision: PrecisionOpt = Precision.fp32,

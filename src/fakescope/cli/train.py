@@ -20,7 +20,8 @@ def train(
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder (default: the config's out:, "
                                                                  "else runs/detector).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Model name in reports and CAM captions (default: the config's "
-                                                          "name:, else the -o/out: folder's name, else fakescope-detector).")] = None,
+                                                          "name:, else the -o/out: folder's name, else "
+                                                          "fakescope-detector).")] = None,
     architecture: Annotated[str | None, typer.Option(help="A registered architecture (see `fakescope models list`; "
                                                           "default: the config's, else efficientnet_lite0).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the config's, else 10).")] = None,

@@ -30,7 +30,8 @@ def join_attributes(frame: pd.DataFrame, table_uri: str, *, key: str | None = No
     `real/00001.jpg`. A row with no match of its own is matched by the file name in its `source_uri`
     (the upload's name, for images the web app saved), else takes the attributes of a matched row
     with its `pair_id`, the face it was made from (an ai image such as `00001-<hash>-dall-e-2-...`).
-    Attribute columns that clash with manifest columns get an `attr_` prefix; `MISSING_MARKERS` values are missing. A table that matches no
+    Attribute columns that clash with manifest columns get an `attr_` prefix; `MISSING_MARKERS` values are missing.
+    A table that matches no
     image at all (the wrong key column, say), or gives one file stem rows with different attributes (the
     first is kept), is logged as a warning.
     """

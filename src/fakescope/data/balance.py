@@ -28,7 +28,8 @@ def balance_manifest(
     `per_stratum` rows from each stratum. A pair spans strata of both labels, so a stratum can end
     short: balancing `label` keeps each pair's ratio (one real to two variations, say). A combination
     of `by` values that no row has (ai images of one gender, say) stays empty, with a warning; rows lacking
-    a value (ai images without attributes, or a `MISSING_MARKERS` one) form strata of their own, also with a warning. Where no pair fits
+    a value (ai images without attributes, or a `MISSING_MARKERS` one) form strata of their own, also with a warning.
+    Where no pair fits
     (each puts more rows into one stratum than `per_stratum`, as one real face of a group with two variations
     does against the default of 1), it raises ConfigError rather than return no rows.
 

@@ -33,7 +33,8 @@ def merge_manifests(uris: str | Sequence[str], *, max_distance: int = 4, workers
                     progress: bool = False) -> pd.DataFrame:
     """One manifest from several: rows concatenated in order, relative URIs resolved against their own file.
 
-    A uri listed twice keeps its first row. Rows without a source take their pair's; rows without a split take their pair's (a pair with
+    A uri listed twice keeps its first row. Rows without a source take their pair's; rows without a split take their
+    pair's (a pair with
     one split among its rows); rows without attributes take those of a row of their pair that has
     them; an integer attribute (0/1) stays integer where every row ends with a value. Rows that already
     have splits and leak across them are an error (`find_split_leaks`, as `dataset audit` finds them): a pair

@@ -104,7 +104,7 @@ def explain_image(detector: Detector, source: str, out: str, *, methods: tuple[s
         except ConfigError as exc:
             skipped[method] = str(exc)
             continue
-        if heat is None or not np.isfinite(heat).all():  # NaN tiles fail the detection (no map); drawn, NaN looks like no evidence
+        if heat is None or not np.isfinite(heat).all():  # NaN tiles fail the detection (no map); drawn, NaN reads as no evidence
             skipped[method] = f"{detector.name}: the {method} map is not finite (the network gave NaN or infinite values)"
             continue
         caption = (f"{path_text(os.path.basename(shown))}: P(ai) = {detection.probability:.3f} ({detection.verdict})\n"
@@ -233,7 +233,8 @@ def report_figures(model_or_detector: Detector | LoadedModel | str | os.PathLike
     confident mistakes (the lowest-scored ai images, then the top-scored real ones), each titled and captioned with
     its label, source, pixel P(ai) and whether the threshold gets it right (a group short of images, as in a split of
     one label, leaves its share to the others). Each image goes through the model's
-    recipe preprocessing first, as `fakescope.evaluate` scores it, so the maps are of what the report measured and the P(ai) shown is
+    recipe preprocessing first, as `fakescope.evaluate` scores it, so the maps are of what the report measured and the
+    P(ai) shown is
     its `pixel_probability` (no provenance evidence); each is the image decoded as it was embedded, not read again (a
     URL read twice could give another image than the one scored). `ReportFigures` draws them from images decoded
     elsewhere (`fakescope.evaluate`'s scoring pass), each read once. Where the data

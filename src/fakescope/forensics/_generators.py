@@ -81,7 +81,8 @@ SIGNS: tuple[Sign, ...] = (
     # Black Forest Labs' names as its model cards, checkpoints and API write them: FLUX.1 [dev], FLUX.1-dev, flux1-schnell,
     # FLUX1.1 [pro], flux-pro-1.1-ultra, flux-kontext-max; FLUX.2 [dev], flux2-dev, flux-2-pro. `Flux` alone, before a
     # space or in a longer version (flux-2.0.1) names other apps and libraries
-    Sign("software", _name(r"flux\.?1(?:\.1)?(?!\.\d)|flux-(?:dev|schnell|pro(?:-1\.1(?:-ultra)?)?|kontext-(?:dev|pro|max))"), "FLUX.1"),
+    Sign("software", _name(r"flux\.?1(?:\.1)?(?!\.\d)|flux-(?:dev|schnell|pro(?:-1\.1(?:-ultra)?)?|kontext-(?:dev|pro|max))"),
+         "FLUX.1"),
     Sign("software", _name(r"flux[.-]?2(?!\.\d)"), "FLUX.2"),
     Sign("software", _name(r"leonardo\.ai"), "Leonardo.Ai"),
     # `ideogram` is an English word (a CJK character tool, a font editor): its site's name anywhere, else the whole value

@@ -2,7 +2,8 @@
 
 The public reference code (CompVis and Stability scripts, diffusers' SDXL pipeline) uses the
 `invisible-watermark` package's `dwtDct` method: in the Haar approximation band of the U channel
-(its default scales skip Y, and its loop never reaches V), each 4x4 block carries one bit, bit `i` repeated on every block `n` with
+(its default scales skip Y, and its loop never reaches V), each 4x4 block carries one bit, bit `i` repeated on every
+block `n` with
 `n % length == i`, read as whether the block's largest AC coefficient sits in the upper half
 of a 36-step quantiser. This module reads exactly that (bit-identical to
 `imwatermark.WatermarkDecoder(...).decode(img, "dwtDct")`, checked by the tests) but vectorised

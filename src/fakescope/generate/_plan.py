@@ -93,7 +93,8 @@ def spooled(ledger: Path, records: Iterable[JobRecord], sources: list[tuple[str,
             continue
         try:
             load_image(path.read_bytes(), keep_bytes=False)
-            if config.mode != "generate" and hashlib.sha256(storage.read_bytes(record.source)).hexdigest() != record.source_sha256:
+            if (config.mode != "generate"
+                    and hashlib.sha256(storage.read_bytes(record.source)).hexdigest() != record.source_sha256):
                 continue
         except (OSError, ImageLoadError, StorageError):  # as the run finds it: not written from, paid
             continue

@@ -5,7 +5,8 @@ moves `pending -> running -> done` (or `failed`). It is marked `running`, with t
 its request is sent; the response bytes, once they decode as an image, are written to a spool file
 (fsynced) before anything else, and the output URI is recorded with `done` afterwards. On
 resume, `done` jobs are skipped while the output folder holds their output, whole (the runner lists it once and
-reads each local output's first and last bytes, a remote one's size from that listing); one deleted, damaged or left in another folder
+reads each local output's first and last bytes, a remote one's size from that listing); one deleted, damaged or left in
+another folder
 since is made, and paid for, again.
 
 Crash between the server's response and the ledger write, or an output that could not be

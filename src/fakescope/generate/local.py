@@ -118,7 +118,8 @@ def _pending(
     src: str, out: str, generator: str, rows: list[dict], unreadable: list[str], generator_row: tuple[str, dict],
     split: str | None, earlier: dict[str, dict], output_format: str,
 ) -> Iterator[tuple[str, str, str, Encoding, bytes, Image.Image]]:
-    """Yield (source, sha256, target, encoding, source bytes, image) still to do; rows of outputs made earlier go to `rows`, unreadable
+    """Yield (source, sha256, target, encoding, source bytes, image) still to do; rows of outputs made earlier go to
+    `rows`, unreadable
     sources to `unreadable`.
 
     A source with the same name and bytes as an earlier one (a copy in another folder) maps to the

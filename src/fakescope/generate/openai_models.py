@@ -1,4 +1,5 @@
-"""The Images API models fakescope knows: family, modes, sizes, qualities, input fidelities, and retirement (from `openai` 3.57.0).
+"""The Images API models fakescope knows: family, modes, sizes, qualities, input fidelities, and retirement
+(from `openai` 3.57.0).
 
 GPT image models make generations and edits only, always answer base64 and report token `usage`;
 fakescope's `variation` mode is an edit of the whole image for them. dall-e models are retired on

@@ -129,7 +129,8 @@ def run_openai(
         confirm: Called with `planned(src, out, config, split)`: (sources, requests, made), the number of sources
             (prompts in `generate` mode), of requests the run may send at most and of images `out` holds already,
             once every option, `src` and the settings are checked and before anything is created or sent; raise from it
-            to refuse the run. Counting lists `src` once more (reads its prompts file; an image source whose answer the ledger parked, `_plan.spooled`); `out`'s listing is the checks', and
+            to refuse the run. Counting lists `src` once more (reads its prompts file; an image source whose answer the
+            ledger parked, `_plan.spooled`); `out`'s listing is the checks', and
             what it finds of `out`'s images (whole or damaged) the run's.
         new_settings: Make images under other settings (mode, model, parameters) than those recorded for `out`: a
             second set beside the first. Without it such a run, as a rerun that left out an option (`--prompt`) would
@@ -151,7 +152,8 @@ def run_openai(
         let go of either way). A job the ledger records as done is skipped only while `out` holds its output, whole
         (one listing of `out`; a local output's first and last bytes read, once, for the plan where one is made, again
         by the run where the plan found it damaged (a copy that ended since), a remote
-        one's size as that listing gave it, `_plan.damage`); one deleted, damaged or saved in another folder (a ledger copied without its images; warned of,
+        one's size as that listing gave it, `_plan.damage`); one deleted, damaged or saved in another folder (a ledger
+        copied without its images; warned of,
         with how many of this run's sources' images, before `confirm`) is made, and paid for, again (`missing`).
 
     Raises:

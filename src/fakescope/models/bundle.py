@@ -223,8 +223,8 @@ def _download_hub(ref: str, progress: bool) -> Path:
     repo_id, _, revision = ref.partition("@")
     bars = None if progress else functools.partial(tqdm, disable=True)  # this call's bars: disable_progress_bars() is global
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, "README.md"],
-                                        tqdm_class=bars))
+        folder = Path(snapshot_download(repo_id, revision=revision or None,
+                                        allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, "README.md"], tqdm_class=bars))
     except (OSError, ValueError) as exc:  # the Hub's errors are OSErrors; a malformed repo id is a ValueError
         raise ModelLoadError(f"hf://{ref}: {_hub_failure(exc, repo_id, revision)}") from None
     if not (folder / WEIGHTS_FILE).is_file():

@@ -72,7 +72,8 @@ class OnnxNetwork:
         if threads:
             options.intra_op_num_threads = threads
         self.path = None if isinstance(path, bytes) else Path(path)
-        self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options,
+                                            providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch

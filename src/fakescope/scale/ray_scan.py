@@ -135,7 +135,8 @@ def ray_scan(
     new_parts = [p for p in part_files(folder) if p not in before]
     kinds = [pq.read_table(p, columns=["error_kind"] * ("error_kind" in schema.names) + ["error"]) for p in new_parts]
     errors = sum(pc.sum(pc.is_valid(t.column("error"))).as_py() or 0 for t in kinds)
-    transient = sum(pc.sum(pc.equal(t.column("error_kind"), TRANSIENT)).as_py() or 0 for t in kinds if "error_kind" in t.column_names)
+    transient = sum(pc.sum(pc.equal(t.column("error_kind"), TRANSIENT)).as_py() or 0
+                    for t in kinds if "error_kind" in t.column_names)
     if contents.stale:  # the new rows supersede earlier transient rows: rewrite their parts without them
         drop_superseded(folder, contents, before)
     return ScanSummary(len(pending), errors, len(sources) - len(pending), transient)

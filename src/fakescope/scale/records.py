@@ -299,7 +299,8 @@ def _below(folder: str) -> tuple[str, str]:
 def last_below(folders: Sequence[str], paths: Sequence[str] | pd.Series, order: np.ndarray | None = None) -> np.ndarray:
     """The relist rule: for each of `folders` (the `path`s of error rows), the greatest `order` (default: the position)
     of the `paths` that lie below it, -1 where none does. A folder's row (it could not be listed) is superseded by a
-    row below it of a later run: one that listed the folder since (in the same run, a file named below it). One sort of `paths` and two searches a folder, so the
+    row below it of a later run: one that listed the folder since (in the same run, a file named below it). One sort
+    of `paths` and two searches a folder, so the
     cost grows with the error rows, not with a Python step a row."""
     found = np.full(len(folders), -1, dtype=np.int64)
     bounds = [_below(folder) for folder in folders]
@@ -476,7 +477,8 @@ def drop_superseded(out: str | Path, contents: FolderContents, older: Collection
     """
     parts = part_files(out) if contents.relisted else sorted(contents.transient_parts.union(set(part_files(out)) - set(older)))
     rows = pd.concat([_path_kinds(p).assign(part=i) for i, p in enumerate(parts)], ignore_index=True)  # time order
-    superseded = (_superseded(rows, _runs(parts)[rows["part"].to_numpy()]) | (rows["error_kind"].eq(TRANSIENT) & rows["path"].isin(contents.settled))
+    superseded = (_superseded(rows, _runs(parts)[rows["part"].to_numpy()])
+                  | (rows["error_kind"].eq(TRANSIENT) & rows["path"].isin(contents.settled))
                   | rows["path"].isin(contents.relisted))
     for i in rows.loc[superseded, "part"].unique():
         keep = ~superseded[rows["part"] == i].to_numpy()

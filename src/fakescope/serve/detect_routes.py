@@ -132,7 +132,8 @@ def add_detect_routes(app: FastAPI, config: ServeConfig) -> None:
     async def explain(
         request: Request,
         file: Annotated[UploadFile | None, File(description=ONE_IMAGE)] = None,
-        format: Annotated[Literal["png", "json"], Query(description="`png`: the heatmap image; `json`: detection + base64 PNG.")] = "png",
+        format: Annotated[Literal["png", "json"], Query(description="`png`: the heatmap image; `json`: detection + base64 "
+                                                        "PNG.")] = "png",
         overlay: Annotated[bool, Query(description="Colour-map the heatmap over the image instead of plain grey.")] = False,
     ) -> Response:
         """Where the model sees AI traces: per-tile P(ai) as a PNG (255 = 1.0) at the image's size."""

@@ -193,7 +193,8 @@ def save_pair(
     }]
     for index, data in enumerate(generated):
         image = decode_image(data)
-        uri = storage.join(dataset, "ai", config.model, f"{stem}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{image.format.lower()}")
+        name = f"{stem}-{config.model}-{config.mode}-{config.params_hash()[:6]}-{index}.{image.format.lower()}"
+        uri = storage.join(dataset, "ai", config.model, name)
         files[uri] = data
         rows.append(manifest_row(
             uri=uri, source_uri=real_uri, source_sha256=digest, origin=UPLOAD_SOURCE, generator=config.model, model=config.model,

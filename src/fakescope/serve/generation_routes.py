@@ -43,12 +43,15 @@ def add_generation_routes(app: FastAPI, config: ServeConfig) -> None:
                                                "prompt); dall-e-2 only where OPENAI_BASE_URL serves it.")] = DEFAULT_MODEL,
         size: Annotated[str, Form(description=f"A size the model makes (GPT image models: 1024x1024, 1536x1024, "
                                               f"1024x1536, auto); WIDTHxHEIGHT, sides up to {MAX_SIZE_SIDE}.")] = "1024x1024",
-        prompt: Annotated[str | None, Form(description="Required for edit; for variation it replaces the built-in prompt.")] = None,
+        prompt: Annotated[str | None, Form(description="Required for edit; for variation it replaces the built-in "
+                                           "prompt.")] = None,
         n: Annotated[int, Form(ge=1, le=4)] = 1,
         input_fidelity: Annotated[Literal["high", "low"] | None, Form(description=(
             "high or low: how closely an edit (a GPT image model's variation included) keeps the photo's style and "
-            "features, faces above all; default: the model's (low). gpt-image-1.5 takes both, gpt-image-1-mini low, gpt-image-2 and dall-e-2 neither."))] = None,
-        openai_key: Annotated[str | None, Header(alias="X-OpenAI-Key", description="Default: the server's OPENAI_API_KEY.")] = None,
+            "features, faces above all; default: the model's (low). gpt-image-1.5 takes both, gpt-image-1-mini low, gpt-image-2 "
+            "and dall-e-2 neither."))] = None,
+        openai_key: Annotated[str | None, Header(alias="X-OpenAI-Key",
+                                                 description="Default: the server's OPENAI_API_KEY.")] = None,
     ) -> dict:
         """Start a job that makes ai images from the upload with the OpenAI Images API, then scores them."""
         await only_file(request)

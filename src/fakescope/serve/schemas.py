@@ -116,7 +116,8 @@ class Health(_Answer):
     model: str
     queued: int
     batching: BatchingStats
-    body_memory: BodyMemory | None = Field(None, description="Only to a caller with the token (`Authorization: Bearer`), or on a server without one.")
+    body_memory: BodyMemory | None = Field(None, description="Only to a caller with the token (`Authorization: Bearer`), or on a "
+                                           "server without one.")
 
 
 class LoadedModel(_Answer):

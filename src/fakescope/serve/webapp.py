@@ -234,7 +234,8 @@ def generator_page() -> None:
         st.warning(f"No OpenAI API key set: {key_advice()}")
     upload = st.file_uploader("Real image", key="real")
     mode = st.radio("Mode", ["variation", "edit"], horizontal=True,
-                    help="variation: a new photo of the same kind (GPT image models: an edit of the whole image by a fixed prompt)")
+                    help="variation: a new photo of the same kind (GPT image models: an edit of the whole image by a fixed "
+                         "prompt)")
     other_server = bool(os.environ.get("OPENAI_BASE_URL"))  # it may still serve the models api.openai.com retired
     model = st.selectbox("Model", current_models(mode, retired=other_server))
     size = st.selectbox("Size", [size for size in MODELS[model].sizes if size != "auto"])

@@ -38,7 +38,8 @@ class Loop:
         self.model = network
         if world > 1:
             self.rank_sampler = RankSlice(self.sampler, rank, world, cfg.batch_size)
-            self.model = nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
         self.steps = n // cfg.batch_size  # the loaders drop a last, partial batch
         if not self.steps:
             raise ConfigError(f"an epoch of {n} draws (samples_per_epoch, else the train split's rows) is less than "

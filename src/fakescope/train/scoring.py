@@ -32,10 +32,12 @@ def report_on_test_split(network: nn.Module, model_cfg: ModelConfig, device: tor
     for gen, idx in rows[~real].groupby(rows["generator"].fillna("unknown")).groups.items():
         mask = real.copy()
         mask[list(idx)] = True
-        report["per_generator"][gen] = {k: binary_metrics(labels[mask], probs[mask], model_cfg.threshold)[k] for k in ("n", "auc", "recall")}
+        metrics = binary_metrics(labels[mask], probs[mask], model_cfg.threshold)
+        report["per_generator"][gen] = {k: metrics[k] for k in ("n", "auc", "recall")}
     for src, idx in rows.groupby(rows["source"].fillna("unknown")).groups.items():
         idx = list(idx)
-        report["per_source"][src] = {"n": len(idx), "accuracy": float(((probs[idx] >= model_cfg.threshold) == labels[idx]).mean())}
+        correct = (probs[idx] >= model_cfg.threshold) == labels[idx]
+        report["per_source"][src] = {"n": len(idx), "accuracy": float(correct.mean())}
     return report
 
 

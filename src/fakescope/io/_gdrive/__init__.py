@@ -12,14 +12,16 @@ named in the error, never quoted.
 `FAKESCOPE_GDRIVE_ENDPOINT` (e.g. `http://127.0.0.1:8080`) points the client at another server.
 Shortcuts are followed (each folder walked once): a shortcut's size, and whether it names a file at all, are its
 target's, asked for by `size`, `exists` and a read (one request; no page gives them: `list_sizes` asks in Drive's
-batches, each target once, 100 a request, None for one not answered); one whose target was deleted or trashed names none. Google Docs Editors files have no bytes and are not listed.
+batches, each target once, 100 a request, None for one not answered); one whose target was deleted or trashed names
+none. Google Docs Editors files have no bytes and are not listed.
 Each storage object remembers the ids of the folders it found or made along paths, so a file costs one look-up
 however deep it lies; where Drive answers 404 for a remembered id (the folder was deleted), they are forgotten and
 the path walked again (a folder moved or trashed meanwhile still answers: its id is looked up again once it is
 `FOLDER_TTL_S` old). Only folders that exist are remembered, never a name found missing, nor any file.
 Rate limits, 5xx answers and dropped connections are retried `RETRIES` times by the client library, with
 exponential backoff and a `googleapiclient.http` warning each; one that outlasts them raises
-`StorageBusyError` (a `StorageUnavailableError`: the storage, not the file, failed; a scan records it as transient). A server name that does not resolve (a mistyped
+`StorageBusyError` (a `StorageUnavailableError`: the storage, not the file, failed; a scan records it as transient).
+A server name that does not resolve (a mistyped
 `FAKESCOPE_GDRIVE_ENDPOINT`) raises it at once, before the first request, where the client would retry it for a
 minute; a temporary resolver failure is retried.
 """
