@@ -243,7 +243,7 @@ def test_the_docs_list_the_keys_of_logo_json_as_save_generalization_writes_them(
 
     fold = {"held_out": "g1", "n_unseen": 4, "auc_all": 0.5, "auc_vs_g1": 0.5, "n_vs_g1": 4, "auc_real_cam": 0.5,
             "shortcuts": None}
-    written = json.loads(open(save_generalization(pd.DataFrame([fold]), tmp_path)["json"]).read())
+    written = json.loads(Path(save_generalization(pd.DataFrame([fold]), tmp_path)["json"]).read_text())
     text = " ".join((ROOT / "docs" / "evaluate.md").read_text().split())
     listed = re.search(r"`save_generalization` writes `logo\.csv` [^`]*and `logo\.json` \(([^)]*)\)", text)[1]
     assert set(re.findall(r"`(\w+)`", listed)) == set(written)

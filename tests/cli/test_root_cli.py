@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import itertools
 import os
 import subprocess
 import sys
@@ -233,7 +234,7 @@ def test_each_verbs_description_wraps_to_the_terminal(verb):
     indented example line or a bullet."""
     shown = CliRunner().invoke(app, [*verb, "-h"], env={"COLUMNS": "80"}).stdout
     lines = [line.rstrip() for line in shown.split("╭")[0].splitlines()]
-    for line, after in zip(lines, lines[1:], strict=False):
+    for line, after in itertools.pairwise(lines):
         if line and after and after[1] != " " and not after.startswith(" - "):
             assert len(line) + 1 + len(after.split()[0]) > 79, f"{line!r} ends before the width:\n{shown}"
 

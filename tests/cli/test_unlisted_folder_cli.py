@@ -52,7 +52,7 @@ def run(prefix: list[str], *args: str, cwd) -> subprocess.CompletedProcess:
 
 
 def test_detect_records_an_unlisted_folder_and_exits_1(photos, tmp_path):
-    folder, prefix = photos
+    _folder, prefix = photos
     done = run(prefix, "-m", "fakescope", "detect", "photos", "-f", "jsonl", "--no-provenance", cwd=tmp_path)
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["path"], r.get("error"), r.get("error_kind")) for r in records] == [
@@ -174,7 +174,7 @@ def test_a_file_named_below_an_execute_only_folder_is_scored_and_the_walk_still_
 @pytest.mark.parametrize("pattern", ["photos/*/*.png", "photos/[ab]/*", "*/b/*.png"])
 def test_a_glob_without_double_star_reports_a_folder_it_cannot_list(photos, tmp_path, pattern):
     """Python's glob leaves a folder it cannot list out unsaid; a glob that reaches it lists it, as `**` does."""
-    folder, prefix = photos
+    _folder, prefix = photos
     done = run(prefix, "-c", f"from fakescope.io import iter_sources; print(list(iter_sources({pattern!r})))", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     listed = eval(done.stdout)
@@ -197,14 +197,14 @@ def test_a_glob_naming_a_file_below_an_execute_only_folder_yields_the_file(photo
 
 
 def test_a_glob_reports_no_folder_it_does_not_reach(photos, tmp_path):
-    folder, prefix = photos
+    _folder, prefix = photos
     done = run(prefix, "-c", "from fakescope.io import iter_sources; print(list(iter_sources('photos/a*/*.png')))",
                cwd=tmp_path)
     assert (done.returncode, done.stdout) == (0, "['photos/a/1.png']\n"), done.stderr
 
 
 def test_export_int8_refuses_calibration_images_with_a_folder_it_cannot_list(photos, tmp_path):
-    folder, prefix = photos
+    _folder, prefix = photos
     done = run(prefix, "-m", "fakescope", "export", "--onnx", "model.onnx", "--int8", "--calibration", "photos",
                cwd=tmp_path)
     assert (done.returncode, done.stdout) == (2, ""), done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ def test_folder_tree_keeps_bytes_and_relative_uris(split_faces, tmp_path):
     assert back["uri"].tolist() == exported["uri"].tolist()
     first = back.iloc[0]
     assert first["uri"].startswith(f"{first['split']}/{first['label']}/")
-    assert (tmp_path / "out" / first["uri"]).read_bytes() == open(split_faces["uri"].iloc[0], "rb").read()
+    assert (tmp_path / "out" / first["uri"]).read_bytes() == Path(split_faces["uri"].iloc[0]).read_bytes()
     assert (tmp_path / "out" / "manifest.csv").exists()
 
 
@@ -89,7 +90,7 @@ def test_a_truncated_image_in_a_pack_is_named_in_the_error(split_faces, tmp_path
     from fakescope.errors import ImageLoadError
 
     broken = tmp_path / "broken.png"
-    broken.write_bytes(open(split_faces["uri"].iloc[0], "rb").read()[:300])  # the header reads, the pixels do not
+    broken.write_bytes(Path(split_faces["uri"].iloc[0]).read_bytes()[:300])  # the header reads, the pixels do not
     frame = pd.concat([split_faces, split_faces.iloc[:1].assign(uri=str(broken))], ignore_index=True)
     with pytest.raises(ImageLoadError, match=f"^{broken}: .*truncated"):
         export_manifest(frame, str(tmp_path / f"pack.{layout}"), layout=layout, size=32)

@@ -135,7 +135,7 @@ def test_taef2_remakes_an_output_that_cannot_be_read(tmp_path, taef2_random_weig
         Image.new("RGB", (40, 33), (i * 90, 20, 90)).save(photos / f"img{i}.png")
     args = ["generate", "taef2", str(photos), "--out", str(out), "--weights", str(taef2_random_weights), "--device", "cpu"]
     assert "2 images written" in CliRunner().invoke(app, args).output
-    damaged = sorted(out.glob("*.png"))[0]
+    damaged = min(out.glob("*.png"))
     damaged.write_bytes(b"")  # e.g. a disk that filled up, and the run killed before its manifest was written
     (out / "manifest.csv").unlink()  # an output the manifest lists is taken as it is, unread
     again = CliRunner().invoke(app, args)

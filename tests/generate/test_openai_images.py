@@ -392,7 +392,7 @@ def _lost_url_error(server, photos, tmp_path, url: str):
 def test_an_image_url_that_fails_is_named_without_its_signature(server, photos, tmp_path, caplog):
     """A signed URL's query string (its signature) went into the ledger's error and the warning once the URL was named."""
     url = f"{server.base_url.removesuffix('/v1')}/files/gone.png"
-    report, error = _lost_url_error(server, photos, tmp_path, f"{url}?X-Amz-Signature=0123456789abcdef&X-Amz-Expires=300#part")
+    _report, error = _lost_url_error(server, photos, tmp_path, f"{url}?X-Amz-Signature=0123456789abcdef&X-Amz-Expires=300#part")
     assert error == f"LostImageError: the API made the image but its URL could not be fetched: HTTP Error 404: Not Found ({url})"
     assert f"({url})" in caplog.text and "Signature" not in caplog.text + error
 
@@ -686,7 +686,7 @@ def test_a_parked_answer_that_cannot_be_written_from_is_a_request_in_the_plan(se
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     out = tmp_path / "out"
     run_openai(str(photos), str(out), config, client=make_client(max_retries=0))
-    record, data, spool = _park_before_a_kill(out)
+    _record, data, spool = _park_before_a_kill(out)
     spool.write_bytes(data[: len(data) // 2] if parked == "cut short" else parked)
     plans = []
     report = run_openai(str(photos), str(out), config, client=make_client(max_retries=0),

@@ -54,7 +54,7 @@ def _wait_for_s3(endpoint: str, process: subprocess.Popen, log: Path, timeout: f
         try:
             client.list_buckets()
             return
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever botocore raises while the server starts: asked again
             time.sleep(0.3)
     raise RuntimeError(f"weed mini did not serve S3 within {timeout}s:\n{log.read_text()[-2000:]}")
 

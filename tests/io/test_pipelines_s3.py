@@ -120,11 +120,11 @@ def test_openai_rerun_into_s3_remakes_a_zero_byte_output_with_a_warning(s3_bucke
 
     try:
         run("ledger.sqlite")
-        empty = sorted(_manifest(f"{out}/manifest.csv")["uri"])[0]
+        empty = min(_manifest(f"{out}/manifest.csv")["uri"])
         for ledger, paid in (("ledger.sqlite", 4), ("elsewhere.sqlite", 5)):  # the ledger's done job; another machine's
             storage.write_bytes(empty, b"")
             read, read_bytes = [], storage.read_bytes
-            monkeypatch.setattr(storage, "read_bytes", lambda uri, **options: read.append(uri) or read_bytes(uri, **options))
+            monkeypatch.setattr(storage, "read_bytes", lambda uri, **options: read.append(uri) or read_bytes(uri, **options))  # noqa: B023 - used and undone within this iteration
             report = run(ledger)
             monkeypatch.setattr(storage, "read_bytes", read_bytes)
             assert plans[-1] == (3, 1, 2) and (report.done, report.skipped, server.billable) == (1, 2, paid)

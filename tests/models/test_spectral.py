@@ -43,7 +43,7 @@ def test_ring_averager_rows_average_each_ring():
 
 def test_a_pure_frequency_lands_in_its_ring():
     model = SpectralLR(patch=32, bins=24)
-    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    _yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     wave = torch.cos(2 * math.pi * 8 * xx / 32).expand(1, 3, 32, 32)  # 8 cycles per 32 px: 0.25 cycles/px
     rings = model.forward_features(wave)[0, :24, 0, 0]
     lowest, corner = 1 / 32, 0.5 * math.sqrt(2)  # rings span [1/32, 0.707] cycles/px in 24 equal steps

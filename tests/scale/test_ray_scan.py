@@ -104,7 +104,7 @@ def test_a_folder_scored_with_other_settings_is_refused_before_ray_starts(image_
 @pytest.mark.slow
 def test_another_address_than_the_ray_this_process_joined_is_refused(tmp_path, local_ray, detector):
     """ray_scan joined the Ray already running in the process whatever --address named."""
-    host, port = local_ray.rsplit(":", 1)
+    _host, port = local_ray.rsplit(":", 1)
     with pytest.raises(ConfigError, match=f"^this process has already joined the Ray cluster at {re.escape(local_ray)}, "
                                           f"not 127.0.0.1:1: call ray.shutdown"):
         ray_scan([str(tmp_path / "missing.jpg")], tmp_path / "out", address="127.0.0.1:1", device="cpu")

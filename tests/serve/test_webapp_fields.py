@@ -21,7 +21,7 @@ pytestmark = pytest.mark.browser
 class _Socket:
     """The app's websocket, passed through: counts the runs that finish and can hold the page's messages."""
 
-    def __init__(self, page):
+    def __init__(self, page):  # noqa: F811 - the fixtures imported from test_webapp_browser
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -74,12 +74,12 @@ class _Socket:
 
 
 @pytest.fixture
-def socket(page) -> _Socket:
+def socket(page) -> _Socket:  # noqa: F811 - the fixtures imported from test_webapp_browser
     """Set up before the test opens the app, so that its websocket is routed from the start."""
     return _Socket(page)
 
 
-def _type_then_leave(page, socket: _Socket, label: str, value: str) -> None:
+def _type_then_leave(page, socket: _Socket, label: str, value: str) -> None:  # noqa: F811 - the fixtures imported from test_webapp_browser
     """Type `value`, press Enter and click the Detector link before the app has its run; then come back."""
     field = page.get_by_label(label, exact=True)
     with socket.rerun(), socket.held_together(reruns=2):
@@ -93,7 +93,7 @@ def _type_then_leave(page, socket: _Socket, label: str, value: str) -> None:
     page.get_by_text("Real image").wait_for(timeout=30_000)
 
 
-def test_a_key_entered_and_left_at_once_is_kept(app_url, page, socket):
+def test_a_key_entered_and_left_at_once_is_kept(app_url, page, socket):  # noqa: F811 - the fixtures imported from test_webapp_browser
     with socket.rerun():
         page.goto(f"{app_url}/generator")
     for typed in (API_KEY, f"{API_KEY}-2", f"{API_KEY}-3"):  # the app may take the first request before the second
@@ -102,7 +102,7 @@ def test_a_key_entered_and_left_at_once_is_kept(app_url, page, socket):
         assert not page.get_by_text("No OpenAI API key set").count()
 
 
-def test_a_prompt_entered_and_left_at_once_is_kept(app_url, page, socket):
+def test_a_prompt_entered_and_left_at_once_is_kept(app_url, page, socket):  # noqa: F811 - the fixtures imported from test_webapp_browser
     with socket.rerun():
         page.goto(f"{app_url}/generator")
     with socket.rerun():
