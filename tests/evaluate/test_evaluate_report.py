@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from html.parser import HTMLParser
@@ -16,7 +17,7 @@ from fakescope.evaluate import evaluate, render_html, write_report
 class _Collector(HTMLParser):
     """Collects every tag, every URL-bearing attribute and unclosed tags."""
 
-    VOID = {"meta", "img", "br", "link", "input", "hr"}
+    VOID = frozenset({"meta", "img", "br", "link", "input", "hr"})
 
     def __init__(self):
         super().__init__()
@@ -43,7 +44,7 @@ def written(report, tmp_path_factory):
 
 def test_html_is_self_contained_and_well_formed(written, report):
     paths, _ = written
-    page = open(paths["html"], encoding="utf-8").read()
+    page = Path(paths["html"]).read_text(encoding="utf-8")
     parser = _Collector()
     parser.feed(page)
     parser.close()
@@ -59,11 +60,11 @@ def test_html_is_self_contained_and_well_formed(written, report):
 
 def test_json_holds_every_number_strictly(written, report):
     paths, out = written
-    data = json.loads(open(paths["json"]).read(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    data = json.loads(Path(paths["json"]).read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert data["overall"]["n"] == 12 and data["overall"]["confusion"] == report.overall["confusion"]
     assert data["intervals"]["auc"] == list(report.intervals["auc"])
     assert [r["perturbation"] for r in data["robustness"]] == ["clean", "jpeg_q70", "resize_0.5x"]
-    assert len(open(out / "scores.csv").read().strip().splitlines()) == 13  # header + 12 images
+    assert len((out / "scores.csv").read_text().strip().splitlines()) == 13  # header + 12 images
 
 
 def test_intervals_of_few_images_are_flagged_on_the_page(report, thousand):
@@ -93,12 +94,12 @@ def test_long_slice_and_failure_tables_are_cut_on_the_page_not_in_json(report, t
     failures = [{"uri": f"/gone/{i}.png", "error": "no such file"} for i in range(3000)]
     big = replace(report, slices={**report.slices, "source": sources}, failures=failures)
     paths = write_report(big, tmp_path)
-    page = open(paths["html"], encoding="utf-8").read()
+    page = Path(paths["html"]).read_text(encoding="utf-8")
     assert "<h2>Images left out (3000)</h2>" in page
     assert f"Showing the first {ROWS_SHOWN} of 3000" in page and "/gone/0.png" in page and "/gone/2999.png" not in page
     assert f"Showing the largest {ROWS_SHOWN} of 5000" in page and "s04321" in page
     assert page.count("<tr>") < 3 * ROWS_SHOWN + 100
-    data = json.loads(open(paths["json"]).read())
+    data = json.loads(Path(paths["json"]).read_text())
     assert len(data["failures"]) == 3000 and len(data["slices"]["source"]) == 5000
 
 
@@ -127,7 +128,7 @@ def test_a_split_of_one_label_gets_no_auc_figures_but_intervals_of_its_own_metri
     reals = dataset[dataset["label"] == "real"]
     one = evaluate(model_dir, reals, "test", perturbations=["jpeg_q70"], bootstrap=1000, provenance=False, device="cpu")
     assert [row["auc"] for row in one.to_dict()["robustness"]] == [None, None]
-    data = json.loads(open(write_report(one, tmp_path)["json"]).read())
+    data = json.loads(Path(write_report(one, tmp_path)["json"]).read_text())
     for name in ("accuracy", "ece"):
         low, high = data["intervals"][name]
         assert low <= data["overall"][name] <= high, name
@@ -196,7 +197,7 @@ def test_every_summary_number_of_report_json_is_on_the_page(thousand):
     assert data["pixel_overall"]["n"] == overall["n"] and data["pixel_overall"]["n_ai"] == overall["n_ai"]
     numbers = [("overall", k, v) for k, v in overall.items() if k not in counted]
     numbers += [("pixel_overall", k, v) for k, v in data["pixel_overall"].items() if k not in counted]
-    numbers += [("confusion", i, v) for i, v in enumerate(sum(data["overall"]["confusion"] + data["pixel_overall"]["confusion"], []))]
+    numbers += [("confusion", i, v) for i, v in enumerate(itertools.chain.from_iterable(data["overall"]["confusion"] + data["pixel_overall"]["confusion"]))]
     numbers += [("interval", k, v) for k, pair in data["intervals"].items() for v in pair]
     numbers += [("reliability", k, v) for k, values in data["reliability"].items() for v in values]
     numbers += [(f"robustness {r['perturbation']}", k, v) for r in data["robustness"] for k, v in r.items() if k != "perturbation"]
@@ -213,7 +214,7 @@ def test_every_summary_number_of_report_json_is_on_the_page(thousand):
 
 def test_the_page_of_1000_images_opens_offline_and_stays_small(thousand, tmp_path):
     paths = write_report(thousand, tmp_path)
-    page = open(paths["html"], encoding="utf-8").read()
+    page = Path(paths["html"]).read_text(encoding="utf-8")
     parser = _Collector()
     parser.feed(page)
     parser.close()

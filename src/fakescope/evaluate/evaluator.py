@@ -2,8 +2,9 @@
 
 Images are read once, in chunks (the shortcut audit inspects its sample as they are read). Each chunk is scored
 clean (pixel model, then provenance evidence fused in when `provenance` is on), embedded for the explanation figures
-when asked (`explain_to`) and, for the robustness sweep, scored after every perturbation (pixel model only). Metrics, bootstrap intervals, calibration, slices and a few
-example images end up in one `EvaluationReport`; `report.write_report` renders it.
+when asked (`explain_to`) and, for the robustness sweep, scored after every perturbation (pixel model only).
+Metrics, bootstrap intervals, calibration, slices and a few example images end up in one `EvaluationReport`;
+`report.write_report` renders it.
 """
 
 from __future__ import annotations
@@ -134,9 +135,9 @@ def evaluate(
             explain extra), from the images as scored: none is read again (`EvaluationReport.figures`).
 
     Raises:
-        ConfigError: `bootstrap` is below `MIN_BOOTSTRAP` (and not 0), the split is empty, labels, a perturbation or an attribute column are unknown or missing,
-            an attribute column holds lists or mappings, no image could be read and scored, or (with `provenance`)
-            `FAKESCOPE_C2PA_TRUST_ANCHORS` names an unreadable file.
+        ConfigError: `bootstrap` is below `MIN_BOOTSTRAP` (and not 0), the split is empty, labels, a perturbation or an
+            attribute column are unknown or missing, an attribute column holds lists or mappings, no image could be read
+            and scored, or (with `provenance`) `FAKESCOPE_C2PA_TRUST_ANCHORS` names an unreadable file.
 
     Example:
         >>> report = evaluate("fakescope-default", read_rows("manifest.csv"))  # doctest: +SKIP
@@ -158,7 +159,8 @@ def evaluate(
         raise ConfigError(f"unknown perturbation(s) {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
     absent = [c for c in attributes or [] if c not in rows.columns]
     if absent:
-        raise ConfigError(f"no attribute column(s) {', '.join(absent)} in the manifest; it has {', '.join(map(str, rows.columns))}")
+        raise ConfigError(f"no attribute column(s) {', '.join(absent)} in the manifest; "
+                          f"it has {', '.join(map(str, rows.columns))}")
     nested = [c for c in attributes or [] if not sliceable(rows[c])]
     if nested:  # else the slicing, after every image is scored, fails on them
         raise ConfigError(f"attribute column(s) {', '.join(nested)} hold lists or mappings, not one value per image to "

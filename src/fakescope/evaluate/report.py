@@ -114,7 +114,8 @@ def _summary(data: dict) -> str:
     rows = [
         ("model location", data["location"]),
         ("images scored", f"{data['overall']['n']} ({data['overall']['n_ai']} ai, "
-                          f"{data['overall']['n'] - data['overall']['n_ai']} real), {len(data['failures'])} left out (unreadable or no finite score)"),
+                          f"{data['overall']['n'] - data['overall']['n_ai']} real), "
+                          f"{len(data['failures'])} left out (unreadable or no finite score)"),
         ("decision", f"threshold {data['threshold']:g}, uncertain band [{data['band'][0]:g}, {data['band'][1]:g})"),
         ("provenance evidence fused", "yes" if data["provenance"] else "no (pixel model only)"),
         ("recipe preprocessing", json.dumps(shown) if shown else "none"),
