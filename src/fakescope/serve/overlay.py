@@ -1,4 +1,5 @@
-"""Render a heatmap: a grey PNG of the raw values, or a colour map laid over the image; size an image for display."""
+"""Render a heatmap: a grey PNG of the raw values, or a colour map laid over the image, and its colour key; size an
+image for display."""
 
 from __future__ import annotations
 
@@ -19,12 +20,21 @@ def heatmap_overlay(image: Image.Image, heatmap: np.ndarray, *, alpha: float = 0
     Colours come from a 256-entry table and the blend runs on 8-bit pixels: a few bytes per pixel,
     where float arrays took over 100 (about 5 GB more for a 49 Mpx image).
     """
+    grey = heatmap_image(heatmap).resize(image.size, Image.BILINEAR)
+    coloured = Image.fromarray(colour_table(cmap)[np.asarray(grey)], "RGB")
+    return Image.blend(image.convert("RGB"), coloured, alpha)
+
+
+def colour_table(cmap: str = "inferno") -> np.ndarray:
+    """The colour map's 256 RGB colours as uint8, row i for P(ai) i/255."""
     from matplotlib import colormaps
 
-    grey = heatmap_image(heatmap).resize(image.size, Image.BILINEAR)
-    table = np.round(colormaps[cmap](np.arange(256) / 255.0)[:, :3] * 255.0).astype(np.uint8)
-    coloured = Image.fromarray(table[np.asarray(grey)], "RGB")
-    return Image.blend(image.convert("RGB"), coloured, alpha)
+    return np.round(colormaps[cmap](np.arange(256) / 255.0)[:, :3] * 255.0).astype(np.uint8)
+
+
+def colour_scale(height: int = 14, cmap: str = "inferno") -> Image.Image:
+    """The overlay's colour key: a 256-pixel bar from P(ai) 0 on the left to 1 on the right, at full strength."""
+    return Image.fromarray(np.repeat(colour_table(cmap)[None], height, axis=0), "RGB")
 
 
 def display_copy(image: Image.Image, max_side: int = 1600) -> Image.Image:

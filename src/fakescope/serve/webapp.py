@@ -43,13 +43,14 @@ from fakescope.serve.config import APP_ANONYMOUS_ENV
 from fakescope.serve.generation import failure, generate_from_upload, openai_client, public_error, save_pair, upload_folder
 from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
 from fakescope.serve.origins import app_host_refusal
-from fakescope.serve.overlay import display_copy, heatmap_overlay, image_bytes
+from fakescope.serve.overlay import colour_scale, display_copy, heatmap_overlay, image_bytes
 from fakescope.serve.paths import RootFolder, app_root, confined
 from fakescope.serve.report_view import report_contents
 from fakescope.serve.uploads import score_uploads
 
 MAX_READ_MB = 64  # the largest report, report.html or example image the pages read from under the root
 SMALL_TABLE_ROWS = 50
+COLOUR_KEY = "colour key: P(ai) 0 (real, black) to 1 (ai, yellow)"
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
 MARKDOWN_SIGNS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:<>&])")
 # The generator's typed fields, kept across pages. The generator is drawn by this script, not in `Page.run`: the browser
@@ -169,6 +170,7 @@ def show_detection(name: str, view: Shown, heading: str | None = None) -> None:
     left, right = st.columns(2)
     left.image(view.image, caption="image", width="stretch")
     right.image(view.overlay, caption="heatmap: per-tile P(ai)", width="stretch")
+    right.image(image_bytes(colour_scale(), "PNG"), caption=COLOUR_KEY, width="content")  # which colour means ai
     st.dataframe(evidence_table(detection), hide_index=True)
 
 
