@@ -9,6 +9,7 @@ assumes the report's exact layout.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -33,6 +34,17 @@ def report_contents(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, p
     return metrics, {**tables, **series}
 
 
+def value_text(value: Any) -> str:
+    """A metric as the page shows it: a float to 4 decimals, as report.html and the grids have them, trailing zeros
+    dropped (0.4722, not 0.47222222222222215; 0.5; 1), one that would round to 0 to 2 significant digits (1.2e-05);
+    anything else as `str` has it."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return str(value)
+    if value and abs(value) < 5e-5:
+        return f"{value:.2g}"
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
 def _walk(value: Any, path: str, metrics: dict, tables: dict, series: dict) -> None:
     if isinstance(value, Scalar):
         metrics[path or "value"] = value
@@ -46,7 +58,7 @@ def _walk(value: Any, path: str, metrics: dict, tables: dict, series: dict) -> N
         for key, item in value.items():
             _walk(item, f"{path}.{key}" if path else str(key), metrics, tables, series)
     elif _is_short_list(value):
-        metrics[path] = ", ".join(map(str, value))
+        metrics[path] = ", ".join(map(value_text, value))
     elif isinstance(value, list) and all(isinstance(v, Scalar) for v in value):
         series[path] = pd.DataFrame({path.rpartition(".")[2]: value})
     elif isinstance(value, list):

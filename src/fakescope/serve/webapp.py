@@ -45,7 +45,7 @@ from fakescope.serve.limits import check_image, env_max_pixels, env_min_free_mb
 from fakescope.serve.origins import app_host_refusal
 from fakescope.serve.overlay import colour_scale, display_copy, heatmap_overlay, image_bytes
 from fakescope.serve.paths import RootFolder, app_root, confined
-from fakescope.serve.report_view import report_contents
+from fakescope.serve.report_view import report_contents, value_text
 from fakescope.serve.uploads import score_uploads
 
 MAX_READ_MB = 64  # the largest report, report.html or example image the pages read from under the root
@@ -345,7 +345,8 @@ def report_page() -> None:
                    "`fakescope evaluate` (or `evaluate-logo`) writes.")
         return
     st.subheader("Metrics")
-    show_table(pd.DataFrame({"value": [str(v) for v in metrics.values()]}, index=list(metrics)))
+    # rounded as report.html has them; the names a column of their own (the index column cut the longer ones short)
+    show_table(pd.DataFrame({"metric": list(metrics), "value": [value_text(v) for v in metrics.values()]}), index=False)
     if tables:
         st.subheader("Slices and examples")
         chosen = st.selectbox("Table", list(tables))
@@ -357,10 +358,10 @@ def report_page() -> None:
         st.components.v1.html(html.decode(errors="replace"), height=800, scrolling=True)
 
 
-def show_table(table: pd.DataFrame) -> None:
+def show_table(table: pd.DataFrame, index: bool = True) -> None:
     """A report's table as a grid, its cells and labels plain text (`st.table` renders them as Markdown: a crafted
     report's `[k](http://k.ey)`, `www....` or `*b*` was a link or formatting); a small one whole, a long one scrolls."""
-    st.dataframe(table, height="content" if len(table) <= SMALL_TABLE_ROWS else "auto")
+    st.dataframe(table, height="content" if len(table) <= SMALL_TABLE_ROWS else "auto", hide_index=not index)
 
 
 def report_path(path: Path) -> Path:
