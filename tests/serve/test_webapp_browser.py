@@ -312,6 +312,31 @@ def test_detector_page_warns_under_a_pixel_only_verdict_only(app_url, page, tmp_
                                                   "'parameters' written by Stable Diffusion web UI (A1111/Forge/SD.Next)"]
 
 
+def test_detector_page_fits_a_phone(app_url, browser):
+    """On a phone (390x844) the verdict and caveat show without scrolling, and the evidence fits its grid: the detail
+    column ran 180 px past the grid's right edge, its text cut off (the grid scrolled sideways); it wraps now."""
+    from fakescope.forensics.fusion import PIXEL_ONLY
+
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        page.goto(app_url)
+        page.get_by_text("No image yet").wait_for(timeout=30_000)
+        page.locator("input[type=file]").set_input_files(str(Path(__file__).parents[2] / "examples" / "chelsea.jpg"))
+        page.get_by_text("Download JSON").wait_for(timeout=90_000)
+        for shown in (page.get_by_text("Verdict: "), page.locator("[data-testid=stAlert]", has_text=PIXEL_ONLY)):
+            box = shown.bounding_box()
+            assert box["y"] + box["height"] <= 844 and box["x"] + box["width"] <= 390
+        grid = page.locator("[data-testid=stDataFrame] .dvn-scroller")
+        grid.wait_for(timeout=30_000)
+        scroll_width, width = grid.evaluate("grid => [grid.scrollWidth, grid.clientWidth]")
+        assert scroll_width <= width
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        _screenshot(page, "webapp-detector-phone.png")
+    finally:
+        context.close()
+
+
 def test_detector_page_fetches_http_urls_only(app_url, image_origin, page, photo_bytes, tmp_path):
     photo = tmp_path / "local.jpg"
     photo.write_bytes(photo_bytes)

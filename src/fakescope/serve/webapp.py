@@ -50,6 +50,7 @@ from fakescope.serve.uploads import score_uploads
 
 MAX_READ_MB = 64  # the largest report, report.html or example image the pages read from under the root
 SMALL_TABLE_ROWS = 50
+EVIDENCE_ROW_PX = 66  # over 4rem, so the grid wraps a cell's text (to 3 lines)
 COLOUR_KEY = "colour key: P(ai) 0 (real, black) to 1 (ai, yellow)"
 VERDICT_COLOURS = {"ai": "red", "real": "green", "uncertain": "orange"}
 MARKDOWN_SIGNS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:<>&])")
@@ -171,7 +172,10 @@ def show_detection(name: str, view: Shown, heading: str | None = None) -> None:
     left.image(view.image, caption="image", width="stretch")
     right.image(view.overlay, caption="heatmap: per-tile P(ai)", width="stretch")
     right.image(image_bytes(colour_scale(), "PNG"), caption=COLOUR_KEY, width="content")  # which colour means ai
-    st.dataframe(evidence_table(detection), hide_index=True)
+    # the detail column sized to fit a phone (the grid widens it to fill a wider page), its text wrapped: it ran off
+    # the edge, cut off, on a phone and in the generator's half-width columns
+    st.dataframe(evidence_table(detection), hide_index=True, row_height=EVIDENCE_ROW_PX,
+                 column_config={"detail": st.column_config.TextColumn(width="medium")})
 
 
 def evidence_table(detection: Detection) -> pd.DataFrame:
