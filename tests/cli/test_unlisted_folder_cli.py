@@ -124,11 +124,12 @@ import pandas as pd
 from fakescope import Detector
 from fakescope.scale import read_results, scan, scan_sources
 detector, seen = Detector.load(provenance=False, runtime=sys.argv[1]), []
-for mode in sys.argv[3:]:  # each a scan run of the inputs after b's permissions are set so (`empty`: 755, its files gone)
+for step in sys.argv[3:]:  # each a scan run after b's permissions are set so (`empty`: 755, its files gone), of the
+    mode, _, inputs = step.partition("@")  # inputs after an @, or else the common ones
     os.chmod("photos/b", 0o755 if mode == "empty" else int(mode, 8))
     if mode == "empty":
         os.remove("photos/b/2.png")
-    scan(scan_sources(sys.argv[2].split(",")), "results", detector)
+    scan(scan_sources((inputs or sys.argv[2]).split(",")), "results", detector)
     seen.append([sorted(read_results("results")["path"]), sorted(pd.read_parquet("results")["path"])])
 print(json.dumps(seen))
 """
@@ -169,6 +170,18 @@ def test_a_file_named_below_an_execute_only_folder_is_scored_and_the_walk_still_
     a, b, b2 = str(folder / "a" / "1.png"), str(folder / "b"), str(folder / "b" / "2.png")
     assert rescan(prefix, onnx_export, "photos,photos/b/2.png", "111", "111", "755", cwd=tmp_path) == [
         [[a, b, b2]] * 2, [[a, b, b2]] * 2, [[a, b2]] * 2]
+
+
+def test_a_file_named_below_a_folder_readable_again_leaves_its_row_while_its_other_images_have_none(
+        photos, tmp_path, image_factory, onnx_export):
+    """`scan photos`, b unlisted; b made readable, `scan photos/b/3.png` dropped b's row as if it had listed b, though
+    b/2.png was never scored. The row goes with the run that lists b."""
+    folder, prefix = photos
+    (folder / "b").chmod(0o755)
+    image_factory.file(folder / "b" / "3.png", seed=3)
+    a, b, b2, b3 = (str(folder / name) for name in ("a/1.png", "b", "b/2.png", "b/3.png"))
+    assert rescan(prefix, onnx_export, "photos", "0", "755@photos/b/3.png", "755", cwd=tmp_path) == [
+        [[a, b]] * 2, [[a, b, b3]] * 2, [[a, b2, b3]] * 2]
 
 
 @pytest.mark.parametrize("pattern", ["photos/*/*.png", "photos/[ab]/*", "*/b/*.png"])

@@ -743,13 +743,19 @@ def test_a_run_after_the_clock_was_set_back_still_names_its_parts_after_every_ea
     assert drop_superseded(out, read_folder(out), [ahead]) == 1 and pd.read_parquet(out)["error"].tolist() == ["now"]
 
 
-def test_last_below_finds_each_folders_last_row_below_it_without_a_step_a_row():
-    """The relist rule in one place (`FolderContents.relisted` and `read_results` both use it), vectorised: it was a
-    per-row dirname map in `read_results` (a million rows with error rows: seconds)."""
-    from fakescope.scale.records import last_below
-
-    paths = ["/p/a/1.png", "/p/b", "/p/b/2.png", "/p/bz/3.png", "s3://x/y", "/p/b/c/4.png", "/p/b0"]
-    folders = ["/p/b", "/p/bz", "/p/b/c", "s3://x", "/p/a/1.png", "/p", "/q"]
-    assert last_below(folders, paths).tolist() == [5, 3, 5, -1, -1, 6, -1]  # a URI has none below it; /p/b0 is beside /p/b
-    assert last_below(["/p/b"], paths, order=[0, 0, 4, 0, 0, 2, 9]).tolist() == [4]
-    assert last_below(["/p/b"], []).tolist() == [-1] and last_below([], paths).tolist() == []
+def test_a_folders_error_row_stays_until_a_run_ends_with_a_row_for_every_image_it_holds(tmp_path, image_factory,
+                                                                                        detector):
+    """A folder once unlisted (its error row, as `scan` writes one), readable now: a run naming one of its two images
+    dropped the folder's row (from `read_results` and the parts) as if it had listed it, though the other was never
+    scored. The row goes once a run ends with a row for each of its images: one that lists it, or names the other."""
+    folder = tmp_path / "photos" / "b"
+    one, two = (str(image_factory.file(folder / f"{i}.png", seed=i)) for i in (1, 2))
+    out = tmp_path / "out"
+    out.mkdir()
+    write_part(pa.Table.from_pylist([{"path": str(folder), "error": "cannot list this folder (Permission denied): its "
+                                      "images are left out", "error_kind": "permanent"}], schema=SCHEMA),
+               out / "part-t00000000000000000001-aaaaaa-00000.parquet")
+    scan([two], out, detector)
+    assert sorted(read_results(out)["path"]) == sorted(pd.read_parquet(out)["path"]) == [str(folder), two]
+    scan(scan_sources([str(folder)]), out, detector)  # lists it: scores 1.png, skips 2.png
+    assert sorted(read_results(out)["path"]) == sorted(pd.read_parquet(out)["path"]) == [one, two]

@@ -6,7 +6,8 @@ JSON text (scores rounded to 6 decimals, like `score`) because its `data` dicts 
 one evidence kind to the next. `caveat` is null unless set; `error_kind` (last) is null for a scored row, `transient`
 for an error that may pass (a rerun scores the source again, and `drop_superseded` then rewrites the part holding the
 old row without it), `permanent` for the rest. A folder that could not be listed has an error row of its own path, which
-no row of its images replaces: a rerun that lists it drops that row as well. Parts are named in time order
+no row of its images replaces: a run that ends with a row for every image it holds now drops that row as well (one
+that listed it). Parts are named in time order
 (`run_id`): the last of several transient rows of a source is its newest. A folder begun by a version without these
 columns (`ADDED_COLUMNS`) keeps its columns, so that every part of it reads as one table.
 """
@@ -22,7 +23,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -242,7 +243,7 @@ class FolderContents:
     transient_parts: frozenset[Path] = frozenset()
     settled: frozenset[str] = frozenset()
     folders: frozenset[str] = frozenset()
-    _claimed_below: list[str] = field(default_factory=list, repr=False)
+    _claimed_below: set[str] = field(default_factory=set, repr=False)
 
     @property
     def stale(self) -> bool:
@@ -251,12 +252,13 @@ class FolderContents:
 
     @functools.cached_property
     def relisted(self) -> frozenset[str]:
-        """The `folders` that list now and that a source this run claimed lies below (`last_below`), or that hold no
-        image: `drop_superseded` drops their rows. One that still cannot be listed keeps its row, also when a file below
-        it was named (execute-only: it opens). Read once the run's claims are done."""
-        folders = sorted(self.folders)
-        below = last_below(folders, self._claimed_below) >= 0
-        return frozenset(f for f, hit in zip(folders, below) if _lists(f) and (hit or next(list_images(f), None) is None))
+        """The `folders` that list now and every image of which (`list_images`: a folder below that cannot be listed
+        too) has a row, this run's (it listed the folder, or named each one) or an earlier one's: `drop_superseded`
+        drops their rows. A file named below one leaves its row while its other images have none; one that still cannot
+        be listed keeps its row, also when a file below it was named (execute-only: it opens). Read once the run's
+        claims are done."""
+        return frozenset(f for f in self.folders if _lists(f) and all(
+            (row := stored_path(source_key(image))) in self._claimed_below or row in self.done for image in list_images(f)))
 
     def claim(self, source: str) -> bool:
         """Whether a `source_key` is done: its row, or a legacy row its legacy name names. Each row answers once (URLs
@@ -264,7 +266,7 @@ class FolderContents:
         for `relisted` (a folder still unlisted is claimed as itself, and its row stays)."""
         row = stored_path(source)
         if self.folders and row.startswith(self._prefixes):
-            self._claimed_below.append(row)
+            self._claimed_below.add(row)
         if row in self.done:
             self.done.discard(row)
             self.legacy.discard(row)
@@ -276,7 +278,7 @@ class FolderContents:
 
     @functools.cached_property
     def _prefixes(self) -> tuple[str, ...]:
-        return tuple(low for low, _ in map(_below, self.folders))
+        return tuple(folder.rstrip(os.sep) + os.sep for folder in self.folders)  # `read_folder` keeps local ones
 
 
 def _lists(folder: str) -> bool:
@@ -285,36 +287,6 @@ def _lists(folder: str) -> bool:
             return True
     except OSError:
         return False
-
-
-def _below(folder: str) -> tuple[str, str]:
-    """The paths that lie below a folder's row, as the range [low, high) in string order: a local folder's (`low` its
-    path and a separator); none for a URI's (an empty range)."""
-    if not os.path.isabs(folder):
-        return "", ""
-    low = folder.rstrip(os.sep) + os.sep
-    return low, low[:-1] + chr(ord(os.sep) + 1)
-
-
-def last_below(folders: Sequence[str], paths: Sequence[str] | pd.Series, order: np.ndarray | None = None) -> np.ndarray:
-    """The relist rule: for each of `folders` (the `path`s of error rows), the greatest `order` (default: the position)
-    of the `paths` that lie below it, -1 where none does. A folder's row (it could not be listed) is superseded by a
-    row below it of a later run: one that listed the folder since (in the same run, a file named below it). One sort
-    of `paths` and two searches a folder, so the
-    cost grows with the error rows, not with a Python step a row."""
-    found = np.full(len(folders), -1, dtype=np.int64)
-    bounds = [_below(folder) for folder in folders]
-    if not len(paths) or not any(low for low, _ in bounds):
-        return found
-    array = pa.array(paths, pa.string())
-    by_path = pc.sort_indices(array).to_numpy()
-    ordered = array.take(by_path).to_numpy(zero_copy_only=False)
-    low, high = (np.searchsorted(ordered, np.array(side, dtype=object)) for side in zip(*bounds))
-    ranked = np.arange(len(paths)) if order is None else np.asarray(order, dtype=np.int64)
-    values = np.append(ranked[by_path], -1)  # a range ending at the last path ends at this one
-    if (some := low < high).any():  # each range's greatest value (reduceat: the odd slots are the gaps between)
-        found[some] = np.maximum.reduceat(values, np.column_stack([low[some], high[some]]).ravel())[::2]
-    return found
 
 
 def read_folder(out: str | Path, scoring: Scoring | None = None) -> FolderContents:
@@ -423,7 +395,8 @@ def read_results(out: str | Path) -> pd.DataFrame:
     """All rows of a results folder as one DataFrame, in `folder_schema`'s columns (without the `ADDED_COLUMNS` of a
     folder begun before them). A transient error's row is left out once its source has another row (a rerun scored
     it, or failed it for good), and kept once (its newest: the last in `part_files`' order) while every row of its
-    source is one. A folder's error row (it could not be listed) is left out once a row of a later run lies below it.
+    source is one. A folder's error row (it could not be listed) is kept until a run that ends with a row for every
+    image the folder holds drops it from its part (`drop_superseded`): a row below it tells no listing.
 
     Raises:
         StorageError: `out` is no folder (a mistyped name read as no results at all).
@@ -436,29 +409,19 @@ def read_results(out: str | Path) -> pd.DataFrame:
                            source=os.fspath(out))
     schema = folder_schema(out)
     parts = part_files(out)
-    tables = [pq.read_table(p, schema=schema) for p in parts]
-    rows = pa.concat_tables([schema.empty_table(), *tables]).to_pandas()
+    rows = pa.concat_tables([schema.empty_table(), *(pq.read_table(p, schema=schema) for p in parts)]).to_pandas()
     if "error_kind" not in rows.columns:
         return rows
-    return rows[~_superseded(rows, np.repeat(_runs(parts), [t.num_rows for t in tables]))].reset_index(drop=True)
+    return rows[~_superseded(rows)].reset_index(drop=True)
 
 
-def _runs(parts: list[Path]) -> np.ndarray:
-    """Each of `parts` (in name order) numbered by its run (`run_id`), the first run 0."""
-    return np.unique([part.name.rsplit("-", 1)[0] for part in parts], return_inverse=True)[1].reshape(-1)
-
-
-def _superseded(rows: pd.DataFrame, runs: np.ndarray) -> pd.Series:
-    """The transient rows that another row of their path supersedes: one of another kind, or a later transient one; and
-    the error rows of folders that a row below them of a later run of `runs` (the number of each row's) supersedes
-    (`last_below`: a run listed the folder since)."""
+def _superseded(rows: pd.DataFrame) -> pd.Series:
+    """The transient rows that another row of their path supersedes: one of another kind, or a later transient one."""
     superseded = np.zeros(len(rows), dtype=bool)
     if (transient := rows["error_kind"].eq(TRANSIENT).to_numpy()).any():  # pyarrow's is_in: pandas' loops over the others
         paths = rows["path"][transient]
         other = pc.is_in(pa.array(paths, pa.string()), value_set=pa.array(rows["path"][~transient], pa.string()))
         superseded[transient] = other.to_numpy(zero_copy_only=False) | paths.duplicated(keep="last").to_numpy()
-    if (failed := np.flatnonzero(rows["error_kind"].notna().to_numpy())).size:
-        superseded[failed] |= last_below(rows["path"].iloc[failed].tolist(), rows["path"], runs) > runs[failed]
     return pd.Series(superseded, index=rows.index)
 
 
@@ -477,7 +440,7 @@ def drop_superseded(out: str | Path, contents: FolderContents, older: Collection
     """
     parts = part_files(out) if contents.relisted else sorted(contents.transient_parts.union(set(part_files(out)) - set(older)))
     rows = pd.concat([_path_kinds(p).assign(part=i) for i, p in enumerate(parts)], ignore_index=True)  # time order
-    superseded = (_superseded(rows, _runs(parts)[rows["part"].to_numpy()])
+    superseded = (_superseded(rows)
                   | (rows["error_kind"].eq(TRANSIENT) & rows["path"].isin(contents.settled))
                   | rows["path"].isin(contents.relisted))
     for i in rows.loc[superseded, "part"].unique():
