@@ -15,19 +15,20 @@ BATCH_NEEDS_FILES = "files: Field required (send each image as a 'files' part, e
 
 
 class LiveServer:
-    """`create_app(config, detector=...)` served by uvicorn on 127.0.0.1 at a free port."""
+    """`create_app(config, detector=...)` served by uvicorn on 127.0.0.1 at a free port (as `fakescope serve` runs it:
+    `StoppingServer`, with `uvicorn_options`)."""
 
     def __init__(self, config, detector):
         import uvicorn
 
         from fakescope.serve import create_app
-        from fakescope.serve.connections import uvicorn_options
+        from fakescope.serve.connections import StoppingServer, uvicorn_options
 
         self.app = create_app(config, detector=detector)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on", **uvicorn_options(config)))
+        self.server = StoppingServer(uvicorn.Config(self.app, log_level="warning", lifespan="on", **uvicorn_options(config)))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> Self:
@@ -43,6 +44,15 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+
+
+def ended(job, timeout: float = 30):
+    """Wait until a `JobStore` job ends (`JobStore.close` cancels one still queued); returns it."""
+    deadline = time.monotonic() + timeout
+    while job.state in ("queued", "running"):
+        assert time.monotonic() < deadline, job.to_dict()
+        time.sleep(0.02)
+    return job
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

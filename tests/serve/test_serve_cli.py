@@ -127,10 +127,10 @@ def test_serve_with_an_unknown_model_is_one_clean_line():
 def test_serving_beyond_loopback_needs_a_token_or_allow_anonymous(host, token, anonymous, started, generation,
                                                                   monkeypatch, tmp_path):
     """Beyond loopback without a token, `serve` only warned, and then anyone could spend the server's OpenAI key."""
-    import uvicorn
+    from fakescope.serve import connections
 
     served = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append((kw["host"], app.state.config.generation)))
+    monkeypatch.setattr(connections, "run", lambda app, config, **kw: served.append((kw["host"], app.state.config.generation)))
     monkeypatch.chdir(tmp_path)  # no .env with a token
     if token:
         monkeypatch.setenv("FAKESCOPE_API_TOKEN", token)
@@ -180,9 +180,9 @@ def test_anonymous_server_beyond_loopback_scores_but_never_generates(tmp_path, f
 
 
 def test_serve_with_an_origin_a_browser_never_sends_is_one_clean_line(monkeypatch):
-    import uvicorn
+    from fakescope.serve import connections
 
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("served despite a bad origin"))
+    monkeypatch.setattr(connections, "run", lambda app, config, **kw: pytest.fail("served despite a bad origin"))
     result = CliRunner().invoke(app, ["serve", "--cors-origin", "https://ok.example", "--cors-origin",
                                       "http://localhost:3000/", "--port", "1"])
     assert result.exit_code == 2 and "Traceback" not in result.output
@@ -191,31 +191,32 @@ def test_serve_with_an_origin_a_browser_never_sends_is_one_clean_line(monkeypatc
 
 
 def test_serve_passes_queue_bounds_and_origins_to_the_app(monkeypatch, tmp_path):
-    import uvicorn
+    from fakescope.serve import connections
 
     served = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append((app.state.config, kw)))
+    monkeypatch.setattr(connections, "run", lambda app, config, **kw: served.append((app.state.config, kw)))
     result = CliRunner().invoke(app, ["serve", "--device", "cpu", "--jobs-dir", str(tmp_path), "--max-queue", "100",
                                       "--max-jobs", "3", "--cors-origin", "https://a.example", "--cors-origin", "*",
                                       "--allowed-host", "API.example.com", "--allowed-host", "[::2]",
                                       "--max-connections", "40", "--header-timeout", "2.5", "--max-body-memory-mb", "512",
-                                      "--max-body-seconds", "120"])
+                                      "--max-body-seconds", "120", "--shutdown-grace-s", "8"])
     assert result.exit_code == 0, result.output
-    config, options = served[0]
+    config, _ = served[0]
+    options = connections.uvicorn_options(config)
     assert (config.max_queue, config.max_jobs, config.cors_origins) == (100, 3, ("https://a.example", "*"))
     assert config.allowed_hosts == ("api.example.com", "::2")
     assert (config.max_body_memory_mb, config.max_body_seconds) == (512, 120)
     assert options["http"].keywords == {"header_timeout_s": 2.5, "max_connections": 40}
+    assert config.shutdown_grace_s == options["timeout_graceful_shutdown"] == 8
 
 
 def test_serve_and_app_with_any_allowed_host_warn_that_the_rebinding_check_is_off(monkeypatch, tmp_path):
     """`--allowed-host '*'` turned the DNS-rebinding check off without a word."""
-    import uvicorn
-
     from fakescope.cli import serve as cli_serve
+    from fakescope.serve import connections
 
     started = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app.state.config.allowed_hosts))
+    monkeypatch.setattr(connections, "run", lambda app, config, **kw: started.append(app.state.config.allowed_hosts))
     monkeypatch.setattr(cli_serve.os, "execve", lambda path, command, env: started.append(env["FAKESCOPE_APP_ALLOWED_HOSTS"]))
     serve_args = ["serve", "--device", "cpu", "--jobs-dir", str(tmp_path)]
     for command, args in (("serve", serve_args), ("app", ["app"])):
@@ -229,9 +230,9 @@ def test_serve_and_app_with_any_allowed_host_warn_that_the_rebinding_check_is_of
 
 
 def test_serve_with_an_allowed_host_that_is_not_a_host_name_is_one_clean_line(monkeypatch):
-    import uvicorn
+    from fakescope.serve import connections
 
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("served despite a bad host"))
+    monkeypatch.setattr(connections, "run", lambda app, config, **kw: pytest.fail("served despite a bad host"))
     result = CliRunner().invoke(app, ["serve", "--allowed-host", "http://proxy.example:8080"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.strip() == ("error: allowed host 'http://proxy.example:8080': expected a host name or IP "

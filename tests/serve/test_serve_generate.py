@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from openai_server import ImagesAPIServer
 from PIL import Image
+from serve_helpers import ended
 
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.generate.openai_images import VARIATION_PROMPT
@@ -201,12 +202,13 @@ def test_a_saved_pair_reads_back_with_dataset_build(tmp_path, monkeypatch, photo
 def test_jobs_outlive_a_restart_and_unfinished_ones_fail_without_a_resend(tmp_path, images_api, photo_bytes, detector):
     import openai
 
-    from fakescope.serve.jobs import INTERRUPTED, GenerationJob, JobStore
+    from fakescope.serve.jobs import GenerationJob, JobStore
 
     client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
     store = JobStore(tmp_path, lambda data: detector.predict(data))
     done = store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2), client, filename="cat.jpg")
-    store.close()  # waits for the job
+    ended(done)
+    store.close()
     before = done.to_dict()
     assert before["state"] == "done" and len(before["outputs"]) == 2
     pictures = [out.path.read_bytes() for out in done.outputs]
@@ -219,7 +221,8 @@ def test_jobs_outlive_a_restart_and_unfinished_ones_fail_without_a_resend(tmp_pa
     assert again.get(done.id).to_dict() == before
     assert [out.path.read_bytes() for out in again.get(done.id).outputs] == pictures
     crashed = again.get("crashed0000000000")
-    assert (crashed.state, crashed.error) == ("failed", INTERRUPTED) and crashed.finished is not None
+    assert crashed.state == "failed" and crashed.finished is not None
+    assert crashed.error == "interrupted by a server stop before any request was sent (nothing was paid); submit the image again"
     assert JobStore(tmp_path, lambda data: None).get("crashed0000000000").state == "failed"  # the verdict was saved
     assert again.get("garbage") is None and images_api.billable == 2  # nothing was sent again
     again.close()
@@ -236,8 +239,8 @@ def test_a_job_saved_before_detections_carried_a_caveat_gets_it_from_its_verdict
 
     client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
     store = JobStore(tmp_path, lambda data: detector.predict(data))
-    done = store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256"), client,
-                        filename="cat.jpg")
+    done = ended(store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256"), client,
+                              filename="cat.jpg"))
     store.close()
     saved = json.loads((done.folder / RECORD_NAME).read_text())
     given = [out["detection"]["caveat"] for out in saved["outputs"]]
@@ -260,7 +263,8 @@ def test_a_job_that_made_some_of_its_images_says_why_the_others_are_missing(tmp_
     client = openai.OpenAI(api_key=API_KEY, base_url=images_api.base_url, max_retries=0)
     images_api.faults = [500]  # the first of the two requests
     store = JobStore(tmp_path, lambda data: detector.predict(data))
-    job = store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2), client, filename="cat.jpg")
+    job = ended(store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=2), client,
+                             filename="cat.jpg"))
     store.close()
     answer = job.to_dict()
     assert answer["state"] == "done" and len(answer["outputs"]) == 1 and images_api.billable == 1

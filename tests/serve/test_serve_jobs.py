@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 from openai_server import ImagesAPIServer
-from serve_helpers import TOKEN, LiveServer
+from serve_helpers import TOKEN, LiveServer, ended
 
 from fakescope.generate import OpenAIImagesConfig
 from fakescope.serve.jobs import CANCELLED_QUEUED, CANCELLED_RUNNING, JobStore
@@ -128,7 +128,8 @@ def test_a_job_error_names_no_local_path_and_the_log_keeps_it(tmp_path, photo_by
 
         store = JobStore(tmp_path / "jobs", detect)
         with caplog.at_level(logging.WARNING, logger="fakescope.serve.jobs"):
-            job = store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256"), client, filename="cat.jpg")
+            job = ended(store.submit(photo_bytes, OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256"), client,
+                                     filename="cat.jpg"))
             store.close()
     finally:
         api.stop()
@@ -221,3 +222,102 @@ def test_a_job_whose_folder_is_half_deleted_stays_deleted_after_a_restart(tmp_pa
         assert store.delete(job.id).state == "done"
     assert job.folder.is_dir() and "files remain" in caplog.text
     assert store.get(job.id) is None and JobStore(tmp_path, detector.predict).get(job.id) is None  # was back after a restart
+
+
+def _stopped_running(note: str) -> bool:
+    return note == ("interrupted by a server stop: of 1 image(s), 0 billed and 1 sent but unanswered (maybe billed); a job "
+                    "is not resumed: submit the image again (a new job, paid again)")
+
+
+def test_a_stop_cancels_queued_jobs_and_gives_running_ones_a_bounded_grace(detector, held_api, photo_bytes, tmp_path):
+    """`close` waited for every job, a queued one started meanwhile: a stop lasted as long as the API took (up to the
+    client's timeout, 300 s), past the orchestrator's SIGKILL, and paid for jobs it had not started."""
+    from fakescope.serve.batching import ServerBusy
+    from fakescope.serve.generation import openai_client
+    from fakescope.serve.jobs import STOPPED_QUEUED, STOPPING
+
+    store = JobStore(tmp_path, detector.predict)  # 2 workers
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
+    running, other, queued = (store.submit(photo_bytes, config, openai_client(API_KEY)) for _ in range(3))
+    _until(lambda: held_api.held == 2, "two jobs to reach the API")
+    started = time.monotonic()
+    assert store.close(grace_s=0.5) == 2
+    assert time.monotonic() - started < 2  # not the API's time
+    with pytest.raises(ServerBusy, match=STOPPING):
+        store.submit(photo_bytes, config, openai_client(API_KEY))
+    restarted = JobStore(tmp_path, detector.predict)
+    for job in (queued, restarted.get(queued.id)):
+        assert (job.state, job.error) == ("cancelled", STOPPED_QUEUED)
+    for job in (running, other, restarted.get(running.id), restarted.get(other.id)):
+        assert job.state == "failed" and _stopped_running(job.error), job.error
+    held_api.release.set()  # the requests on the wire are answered (billed) once the store gave up on them
+    _until(lambda: held_api.billable == 2, "the held answers")
+    assert len(held_api.requests) == 2  # the queued job never reached the API
+    time.sleep(0.3)
+    assert _stopped_running(JobStore(tmp_path, detector.predict).get(running.id).error)  # the record stays as it was told
+
+
+def test_a_stopping_server_starts_no_job_and_ends_within_its_grace(detector, held_api, photo_bytes, tmp_path):
+    """A stop waited for the requests in flight before the jobs heard of it: an upload answered meanwhile started a job
+    (paid) after the stop began, and its grace came after theirs."""
+    from fakescope.serve import ServeConfig
+    from fakescope.serve.jobs import STOPPED_QUEUED, STOPPING
+
+    live = LiveServer(ServeConfig(token=TOKEN, jobs_dir=tmp_path, max_jobs=4, shutdown_grace_s=1.0), detector).__enter__()
+    try:
+        running, other, queued = (_submit(live.url, photo_bytes).json()["id"] for _ in range(3))  # 2 workers
+        _until(lambda: held_api.held == 2, "two jobs to reach the API")
+        body = (b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cat.jpg\"\r\n"
+                b"Content-Type: image/jpeg\r\n\r\n" + photo_bytes + b"\r\n--XX--\r\n")
+        head = ["POST /v1/generate HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {TOKEN}", f"X-OpenAI-Key: {API_KEY}",
+                f"Content-Length: {len(body)}", "Content-Type: multipart/form-data; boundary=XX"]
+        with socket.create_connection(("127.0.0.1", int(live.url.rsplit(":", 1)[1])), timeout=5) as sock:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body[:100])
+            time.sleep(0.2)  # its head is in: admitted
+            started = time.monotonic()
+            live.server.should_exit = True
+            _until(lambda: _refused(live.app.state.jobs), "the stop")
+            sock.sendall(body[100:])
+            late = http.client.HTTPResponse(sock)
+            late.begin()
+            assert late.status == 503 and STOPPING in late.read().decode()
+    finally:
+        live.__exit__()
+    assert time.monotonic() - started < 1.0 + 1.5 and not live.thread.is_alive()
+    assert live.app.state.abandoned == 2
+    restarted = JobStore(tmp_path, detector.predict)
+    assert (restarted.get(queued).state, restarted.get(queued).error) == ("cancelled", STOPPED_QUEUED)
+    assert all(_stopped_running(restarted.get(job).error) for job in (running, other))
+    assert len(list(tmp_path.iterdir())) == 3 and len(held_api.requests) == 2  # the late upload made no job
+
+
+def _refused(jobs: JobStore) -> bool:
+    from fakescope.serve.batching import ServerBusy
+
+    try:
+        jobs.check_room()
+    except ServerBusy:
+        return True
+    return False
+
+
+def test_a_job_found_unfinished_at_restart_says_what_its_ledger_records_as_billed(tmp_path, detector):
+    """A job a crash (or SIGKILL) left running came back 'interrupted by a server restart', saying nothing of the
+    images its requests had paid for."""
+    from fakescope.generate import Ledger
+    from fakescope.generate.runner import default_ledger_path
+    from fakescope.serve.jobs import GenerationJob
+
+    config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256", n=3)
+    job = GenerationJob("crashed0000000000", config, tmp_path / "crashed0000000000", state="running")
+    job.save()
+    with Ledger(default_ledger_path(str(job.folder / "ai"))) as book:
+        for index in range(3):
+            book.add(f"k{index}", "cat.jpg", "ab", "variation", "dall-e-2", "p", index)
+        book.mark_running("k0", 0.02)
+        book.mark_done("k0", str(job.folder / "ai" / "cat-0.png"), 0.02, {}, 0.02)
+        book.mark_running("k1", 0.02)  # in flight when the server died
+    restored = JobStore(tmp_path, detector.predict).get(job.id)
+    assert restored.state == "failed" and restored.error == (
+        "interrupted by a server stop: of 3 image(s), 1 billed and 1 sent but unanswered (maybe billed); a job is not "
+        "resumed: submit the image again (a new job, paid again)")

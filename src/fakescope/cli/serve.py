@@ -16,6 +16,7 @@ from fakescope.serve.limits import (
     DEFAULT_MAX_BODY_MEMORY_MB,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_FREE_MB,
+    DEFAULT_SHUTDOWN_GRACE_S,
     MAX_PIXELS_ENV,
     MIN_FREE_ENV,
     MULTIPART_MAX_FILES,
@@ -65,6 +66,10 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option(
         "--cors-origin", help="Let pages of this origin (https://app.example.com, or *) call the API; repeatable.")] = None,
     allowed_host: AllowedHostOpt = None,
+    shutdown_grace_s: Annotated[float, typer.Option(
+        "--shutdown-grace-s", min=0.0, help="Seconds a stop (Ctrl-C, SIGTERM) waits for requests in flight and running "
+                                            "generation jobs, which then fail saying what was billed; queued jobs never "
+                                            "start. Keep it below the orchestrator's kill timeout.")] = DEFAULT_SHUTDOWN_GRACE_S,
     jobs_dir: Annotated[Path | None, typer.Option(help="Folder for generation jobs (default serve-jobs in $FAKESCOPE_CACHE, else "
                                                   "$XDG_CACHE_HOME/fakescope, else ~/.cache/fakescope).")] = None,
     runtime: RuntimeOpt = Runtime.auto,
@@ -81,11 +86,9 @@ def serve(
     Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use, or a --host it cannot listen on, included).
     """
     with clean_errors(extra="serve"):
-        import uvicorn
-
         from fakescope.serve import ServeConfig, create_app
         from fakescope.serve.config import ANONYMOUS_FLAG, check_port_free, for_host
-        from fakescope.serve.connections import uvicorn_options
+        from fakescope.serve.connections import run
         from fakescope.serve.origins import any_host_warning
 
         options = {"jobs_dir": jobs_dir} if jobs_dir else {}
@@ -93,6 +96,7 @@ def serve(
                              max_batch=max_batch, max_wait_ms=max_wait_ms, max_files=max_files, max_queue=max_queue,
                              max_jobs=max_jobs, max_connections=max_connections, header_timeout_s=header_timeout,
                              max_body_memory_mb=max_body_memory_mb, max_body_seconds=max_body_seconds,
+                             shutdown_grace_s=shutdown_grace_s,
                              cors_origins=tuple(cors_origin or ()), allowed_hosts=tuple(allowed_host or ()),
                              runtime=runtime.value, grid=grid, precision=precision.value, **options)
         config = for_host(config, host, allow_anonymous=allow_anonymous)  # before the model loads: a refusal is quick
@@ -103,7 +107,7 @@ def serve(
                        "this port can score images; /v1/generate and /v1/jobs are off (403) until a token is set", err=True)
         if warning := any_host_warning(config.allowed_hosts, "serve"):
             typer.echo(warning, err=True)
-        uvicorn.run(create_app(config, detector=detector), host=host, port=port, log_level="info", **uvicorn_options(config))
+        run(create_app(config, detector=detector), config, host=host, port=port)
 
 
 def app(

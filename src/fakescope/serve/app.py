@@ -83,7 +83,7 @@ def create_app(config: ServeConfig | None = None, *, detector: Detector | None =
         finally:
             app.state.renderer.shutdown(wait=False, cancel_futures=True)
             app.state.fetcher.close()
-            app.state.jobs.close()
+            app.state.abandoned = app.state.jobs.close(config.shutdown_grace_s)  # jobs still running: `connections.run`
             app.state.batcher.close()
 
     app = FastAPI(

@@ -16,6 +16,7 @@ from fakescope.io import storage
 from fakescope.serve.limits import (
     DEFAULT_MAX_BODY_MEMORY_MB,
     DEFAULT_MAX_PIXELS,
+    DEFAULT_SHUTDOWN_GRACE_S,
     MULTIPART_MAX_FILES,
     MULTIPART_OVERHEAD,
     checked_max_pixels,
@@ -83,6 +84,9 @@ class ServeConfig:
             `Retry-After`, one larger than the whole budget (a batch) 413. An image URL's fetch counts `max_upload_mb`
             while it runs (not while it waits for a thread), then its bytes until answered; a generation job's upload
             counts until the job ends.
+        shutdown_grace_s: Seconds a stopping server (Ctrl-C, SIGTERM) gives its running generation jobs to record the
+            answers of their requests on the wire, counted from when it begins to stop; queued jobs never start, and
+            running ones send nothing more. Those still running then are marked failed, saying what was billed.
         generation: Serve `/v1/generate` and `/v1/jobs/*` (off: they answer 403 and leave the spec); `for_host`
             turns it off for an anonymous server beyond loopback, which would let anyone spend `OPENAI_API_KEY`.
     """
@@ -109,6 +113,7 @@ class ServeConfig:
     header_timeout_s: float = 10.0
     max_connections: int = 512
     max_body_memory_mb: float = DEFAULT_MAX_BODY_MEMORY_MB
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     generation: bool = True
 
     def __post_init__(self) -> None:
@@ -122,6 +127,8 @@ class ServeConfig:
         for name in ("body_timeout_s", "body_min_rate", "max_body_seconds", "header_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if not self.shutdown_grace_s >= 0:  # NaN too
+            raise ConfigError("shutdown_grace_s must be 0 or more")
         if self.max_body_memory_bytes < self.max_upload_bytes + MULTIPART_OVERHEAD:
             raise ConfigError(f"max_body_memory_mb ({self.max_body_memory_mb:g}) must be at least max_upload_mb "
                               f"({self.max_upload_mb:g}) plus 64 KB, so that one image's request fits")

@@ -7,15 +7,25 @@ uvicorn closes an idle keep-alive connection, and `ServeConfig.body_timeout_s` a
 that sends half a request line and then nothing (slowloris) would hold its connection forever. `HeadTimeoutProtocol`
 closes a connection whose request line and headers are not all in `ServeConfig.header_timeout_s` after it opened or
 its last answer was sent, or (a body the app answered without reading) after that body's last bytes.
+
+A stop (Ctrl-C, SIGTERM) takes about `ServeConfig.shutdown_grace_s`: `StoppingServer` stops the generation jobs as it
+begins (`JobStore.stop`: no job starts from then on), the requests in flight get that long to be answered, the running
+jobs what is left of it (`JobStore.close`), and `run` then exits without waiting for the threads of jobs still running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
+from contextlib import suppress
 from functools import partial
 
 import h11
+import uvicorn
 from starlette.responses import JSONResponse
+from uvicorn.main import STARTUP_FAILURE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fakescope.serve.config import ServeConfig
@@ -85,6 +95,36 @@ class HeadTimeoutProtocol(H11Protocol):
 
 
 def uvicorn_options(config: ServeConfig) -> dict:
-    """The `uvicorn.run` / `uvicorn.Config` arguments for `config`'s head timeout and connection cap."""
+    """The `uvicorn.run` / `uvicorn.Config` arguments for `config`'s head timeout, connection cap and shutdown grace
+    (the most a stop waits for the requests in flight)."""
     return {"http": partial(HeadTimeoutProtocol, header_timeout_s=config.header_timeout_s,
-                            max_connections=config.max_connections)}
+                            max_connections=config.max_connections),
+            "timeout_graceful_shutdown": config.shutdown_grace_s}
+
+
+class StoppingServer(uvicorn.Server):
+    """uvicorn's server, stopping the app's generation jobs as its shutdown begins, before the requests in flight are
+    waited for (a job queued meanwhile would start, paid, after the stop began)."""
+
+    async def shutdown(self, sockets=None) -> None:
+        if (jobs := getattr(self.config.app.state, "jobs", None)) is not None:
+            jobs.stop()
+        await super().shutdown(sockets)
+
+
+def run(app, config: ServeConfig, *, host: str, port: int) -> None:
+    """Serve `app` as `uvicorn.run` does (exit 3 when it does not start), with `uvicorn_options(config)`.
+
+    Where generation jobs were still running past their grace (marked failed by then), the process exits at once
+    (`os._exit(0)`): Python would wait for their threads, as long as their requests take (up to the client's timeout).
+    """
+    server = StoppingServer(uvicorn.Config(app, host=host, port=port, log_level="info", **uvicorn_options(config)))
+    with suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn raises it again once stopped
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+    if getattr(app.state, "abandoned", 0):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -3,7 +3,12 @@
 Each job lives in its own folder under the store's root: the upload, the generation ledger and
 outputs, and `job.json`, its record, rewritten (atomically) at every change of state. A new
 store reads the records back, so finished jobs and their images outlive a server restart; a
-job that was queued or running when the server stopped is marked failed, never resent.
+job that was queued or running when the server stopped is marked failed, never resent, its error saying what its ledger
+records as paid (a job is not resumed: the image submitted again is a new job, paid again).
+
+`close` (the server stopping) cancels the queued jobs (never sent, nothing paid), has the running ones send nothing more
+(no retry either) and gives them `grace_s` to record the answers of the requests on the wire; those still running then
+are marked failed the same way, at once, and their threads left to end with their requests.
 
 `delete` stops a queued job before anything is sent and marks a running one cancelled (the
 requests already sent finish and are kept: the API bills them anyway); on a finished job it
@@ -23,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +36,22 @@ from typing import Any
 from fakescope.detection import Detection
 from fakescope.errors import FakescopeError, StorageError
 from fakescope.forensics.fusion import PIXEL, caveat_for
-from fakescope.generate import OpenAIImagesConfig
+from fakescope.generate import Ledger, OpenAIImagesConfig
+from fakescope.generate.ledger import RUNNING as IN_FLIGHT
+from fakescope.generate.runner import default_ledger_path
 from fakescope.io import storage
 from fakescope.serve.batching import ServerBusy, estimated_wait
 from fakescope.serve.generation import failure, generate_from_upload, public_error, shortfall
+from fakescope.serve.limits import DEFAULT_SHUTDOWN_GRACE_S
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 UNFINISHED = (QUEUED, RUNNING)
 RECORD_NAME = "job.json"
-INTERRUPTED = "interrupted by a server restart; submit the image again"
+INTERRUPTED = "interrupted by a server stop"
+NOT_RESUMED = "a job is not resumed: submit the image again (a new job, paid again)"
 CANCELLED_QUEUED = "cancelled before any request was sent"
+STOPPED_QUEUED = "cancelled by a server stop before any request was sent (nothing was paid); submit the image again"
+STOPPING = "the server is stopping: it starts no generation job; try again once it is back"
 CANCELLED_RUNNING = "cancelled while running: the requests already sent were finished (and billed)"
 RETRY_AFTER_S = 30
 """The `Retry-After` (s) of full generation jobs before any job has run: nothing to estimate from."""
@@ -121,6 +132,10 @@ class JobStore:
         self.max_jobs = max_jobs
         self._jobs = self._restore()
         self._futures: dict[str, Future] = {}
+        self._clients: dict[str, Any] = {}
+        """The OpenAI client of each running job, told to send nothing more when the server stops."""
+        self._stopped: float | None = None
+        """When `stop` was called (`time.monotonic`)."""
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fakescope-generate")
         self._workers, self._runs, self._run_s = workers, 0, 0.0
@@ -133,7 +148,7 @@ class JobStore:
         ran, or at once when it is refused.
 
         Raises:
-            ServerBusy: `max_jobs` jobs are already queued or running.
+            ServerBusy: `max_jobs` jobs are already queued or running, or the server is stopping.
             StorageError: the job's record cannot be written.
         """
         job_id = uuid.uuid4().hex[:16]
@@ -159,6 +174,8 @@ class JobStore:
             self._check_room()
 
     def _check_room(self) -> None:
+        if self._stopped is not None:
+            raise ServerBusy(STOPPING, RETRY_AFTER_S)
         if (unfinished := sum(j.state in UNFINISHED for j in self._jobs.values())) >= self.max_jobs:
             raise ServerBusy(f"too many generation jobs: {self.max_jobs} are queued or running; try again later",
                              estimated_wait(unfinished, self._run_s, self._runs, workers=self._workers,
@@ -183,11 +200,7 @@ class JobStore:
             if job is None:
                 return None
             if job.state in UNFINISHED:
-                job.error = CANCELLED_QUEUED if job.state == QUEUED else CANCELLED_RUNNING  # `_run` skips it
-                if self._futures[job_id].cancel():
-                    del self._futures[job_id]
-                job.state, job.finished = CANCELLED, time.time()
-                _save(job)
+                self._cancel(job, CANCELLED_QUEUED if job.state == QUEUED else CANCELLED_RUNNING)
                 return job
             if job_id in self._futures:
                 raise JobBusy(f"job {job_id} is cancelled but still finishing the requests it had sent; try again shortly")
@@ -202,8 +215,50 @@ class JobStore:
             log.warning("generation job %s is deleted, but files remain in %s", job_id, job.folder)
         return job
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def stop(self) -> None:
+        """Start no job from now on: refuse new ones (`ServerBusy`), cancel the queued ones (`STOPPED_QUEUED`) and have
+        the running ones send no request more (their clients' `stop`; the requests on the wire still get their answers)."""
+        with self._lock:
+            if self._stopped is not None:
+                return
+            self._stopped = time.monotonic()
+            for job in self._jobs.values():
+                if job.state == QUEUED:
+                    self._cancel(job, STOPPED_QUEUED)
+            clients = list(self._clients.values())
+        for client in clients:
+            if (stop := getattr(client, "stop", None)) is not None:  # `make_client`'s; another finishes its retries
+                stop()
+
+    def close(self, grace_s: float = DEFAULT_SHUTDOWN_GRACE_S) -> int:
+        """Stop (`stop`), wait until `grace_s` seconds after that for the running jobs to end, then mark those still
+        running failed (`interrupted`) and leave their threads to end with their requests; returns how many there were.
+
+        Python waits for those threads at exit: a process that means to exit in time leaves without (`os._exit`).
+        """
+        self.stop()
+        with self._lock:
+            running = list(self._futures.values())
+        wait(running, timeout=max(0.0, self._stopped + grace_s - time.monotonic()))
+        with self._lock:
+            left = [job for job in self._jobs.values() if job.state == RUNNING]
+        notes = {job.id: interrupted(job) for job in left}  # outside the lock: the ledgers are read
+        with self._lock:
+            for job in left:
+                if job.state == RUNNING:
+                    log.warning("generation job %s was still running %g s after the server began to stop: %s", job.id,
+                                grace_s, notes[job.id])
+                    job.state, job.error, job.finished = FAILED, notes[job.id], time.time()  # `_run` leaves it so
+                    _save(job)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        return len(left)
+
+    def _cancel(self, job: GenerationJob, note: str) -> None:
+        """Cancel a queued or running job (the lock held): a queued one never runs (`_run` skips it)."""
+        if self._futures[job.id].cancel():
+            del self._futures[job.id]
+        job.state, job.error, job.finished = CANCELLED, note, time.time()
+        _save(job)
 
     def _run(self, job: GenerationJob, data: bytes, client, filename: str) -> None:
         with self._lock:
@@ -211,6 +266,7 @@ class JobStore:
                 self._futures.pop(job.id, None)
                 return
             job.state = RUNNING
+            self._clients[job.id] = client
             _save(job)
         started = time.monotonic()
         outputs: list[JobOutput] = []
@@ -229,6 +285,9 @@ class JobStore:
         with self._lock:
             self._runs, self._run_s = self._runs + 1, self._run_s + time.monotonic() - started
             self._futures.pop(job.id, None)
+            self._clients.pop(job.id, None)
+            if job.state == FAILED:  # `close` gave up on it: its record says what was paid by then
+                return
             job.outputs = outputs
             if job.state != CANCELLED:  # a cancelled job keeps its note; its images were paid for, so kept
                 job.error, job.finished = error, time.time()
@@ -236,7 +295,7 @@ class JobStore:
             _save(job)
 
     def _restore(self) -> dict[str, GenerationJob]:
-        """Every job recorded under `root`; unfinished ones become failed (`INTERRUPTED`)."""
+        """Every job recorded under `root`; unfinished ones become failed (`interrupted`)."""
         jobs = {}
         for record in sorted(self.root.glob(f"*/{RECORD_NAME}")):
             try:
@@ -246,10 +305,30 @@ class JobStore:
                 log.warning("generation job %s is not restored (its %s is kept): %s", record.parent.name, RECORD_NAME, why)
                 continue
             if job.state in (QUEUED, RUNNING):
-                job.state, job.error, job.finished = FAILED, INTERRUPTED, time.time()
+                job.state, job.error, job.finished = FAILED, interrupted(job), time.time()
                 job.save()
             jobs[job.id] = job
         return jobs
+
+
+def interrupted(job: GenerationJob) -> str:
+    """The error of a job the server stopped before it ended: what its ledger records as billed and as sent unanswered
+    (maybe billed), and that it is not resumed."""
+    path = default_ledger_path(str(job.folder / "ai"))  # `generate_from_upload`'s
+    sent = []
+    if path.is_file():
+        try:
+            with Ledger(path) as book:
+                sent = [(record, book.spool_path(record.key).is_file()) for record in book.jobs() if record.attempts]
+        except StorageError as exc:
+            log.warning("generation job %s: %s", job.id, exc)
+            return f"{INTERRUPTED}; its ledger cannot be read (the server's log says why); {NOT_RESUMED}"
+    if not sent:
+        return f"{INTERRUPTED} before any request was sent (nothing was paid); submit the image again"
+    unanswered = sum(record.state == IN_FLIGHT and not spooled for record, spooled in sent)
+    billed = sum(record.paid for record, _ in sent) - unanswered
+    return (f"{INTERRUPTED}: of {job.config.n} image(s), {billed} billed and {unanswered} sent but unanswered (maybe "
+            f"billed); {NOT_RESUMED}")
 
 
 def _save(job: GenerationJob) -> None:

@@ -1,6 +1,7 @@
 """The image pixel limit shared by the REST API (`--max-pixels`) and the web app (`FAKESCOPE_MAX_PIXELS`), the
 free space an anonymous web app's saves leave (`fakescope app --min-free-mb`, `FAKESCOPE_APP_MIN_FREE_MB`), and the
-most files a form may carry (`fakescope serve --max-files`), and `BodyBudget`, the request-body bytes the REST API
+most files a form may carry (`fakescope serve --max-files`), how long a stopping server waits for its generation jobs
+(`--shutdown-grace-s`), and `BodyBudget`, the request-body bytes the REST API
 holds at once (`fakescope serve --max-body-memory-mb`), with `Held`, one request's share of it."""
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ MIN_FREE_ENV = "FAKESCOPE_APP_MIN_FREE_MB"
 MULTIPART_MAX_FILES = 1000  # Starlette's `Request.form(max_files=...)`, as FastAPI parses every form
 MULTIPART_OVERHEAD = 64 * 1024  # a form's boundaries and part headers, over its files' bytes
 DEFAULT_MAX_BODY_MEMORY_MB = 2048
+DEFAULT_SHUTDOWN_GRACE_S = 20.0
+"""Seconds a stopping server gives its running generation jobs: below the 30 s after which Kubernetes kills it."""
 HELD = "fakescope.held"
 """The ASGI scope key of a request's `Held` (set by `serve.gate.Gate`; a route reads `request.scope[HELD]`)."""
 MEMORY_BUSY = "the server is busy: request bodies fill its memory for them ({:g} MB); try again shortly"
