@@ -179,6 +179,47 @@ def test_anonymous_server_beyond_loopback_scores_but_never_generates(tmp_path, f
     assert "/v1/generate and /v1/jobs are off (403)" in output
 
 
+@pytest.mark.slow  # starts a process that loads the model
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stopped_server_exits_within_its_grace_while_a_job_waits_on_the_api(stop, tmp_path, photo_bytes):
+    """Ctrl-C waited for the running job's request (up to --timeout, 300 s): Python joins its thread at exit."""
+    import signal
+
+    from openai_server import ImagesAPIServer
+
+    from fakescope.serve.jobs import JobStore
+
+    api = ImagesAPIServer(api_key="sk-held").start()
+    api.hold_after, api.answer_held = 0, True  # answered only once released
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "FAKESCOPE_API_TOKEN": "t", "OPENAI_BASE_URL": api.base_url}
+    command = [sys.executable, "-m", "fakescope", "serve", "--port", str(port), "--device", "cpu", "--runtime", "torch",
+               "--jobs-dir", str(tmp_path / "jobs"), "--shutdown-grace-s", "1"]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        job = httpx.post(f"{url}/v1/generate", headers={"Authorization": "Bearer t", "X-OpenAI-Key": "sk-held"},
+                         data={"model": "dall-e-2", "size": "256x256"}, files={"file": ("cat.jpg", photo_bytes)}).json()
+        deadline = time.monotonic() + 30
+        while api.held < 1:
+            assert time.monotonic() < deadline and process.poll() is None, "the job did not reach the API"
+            time.sleep(0.05)
+        started = time.monotonic()
+        process.send_signal(getattr(signal, stop))
+        output = process.communicate(timeout=20)[0]
+        assert time.monotonic() - started < 1 + 5, output  # not the held request's time
+    finally:
+        process.kill()
+        api.stop()
+    assert process.returncode == (0 if stop == "SIGINT" else -signal.SIGTERM), output
+    assert "was still running 1 s after the server began to stop" in output
+    error = JobStore(tmp_path / "jobs", lambda data: None).get(job["id"]).error
+    assert error.startswith("interrupted by a server stop: of 1 image(s), 0 billed and 1 sent but unanswered"), error
+
+
 def test_serve_with_an_origin_a_browser_never_sends_is_one_clean_line(monkeypatch):
     from fakescope.serve import connections
 

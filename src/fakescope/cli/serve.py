@@ -83,7 +83,10 @@ def serve(
 
     A token (or --allow-anonymous, detection only) is needed to listen beyond loopback.
 
-    Exit status: 0 when stopped (Ctrl-C or SIGTERM), 2 on usage errors (a port in use, or a --host it cannot listen on, included).
+    A stop (Ctrl-C, SIGTERM) ends within about --shutdown-grace-s: queued generation jobs never start.
+
+    Exit status: 0 when stopped by Ctrl-C, 143 by SIGTERM (uvicorn raises it again once stopped), 2 on usage errors (a
+    port in use, or a --host it cannot listen on, included).
     """
     with clean_errors(extra="serve"):
         from fakescope.serve import ServeConfig, create_app

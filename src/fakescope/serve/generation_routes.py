@@ -32,8 +32,8 @@ def add_generation_routes(app: FastAPI, config: ServeConfig) -> None:
               responses=answers(Job, "the job, queued or already running", 400, 408, 413, 422, 503, status=202,
                                 e422="no image, not a readable image, too many pixels, no OpenAI key, or a mode, model, "
                                      "size, prompt, n or input_fidelity the model does not take",
-                                e503="busy: the generation jobs are full or upload bodies fill the server's memory for them "
-                                     "(`Retry-After` says when to try again), or the "
+                                e503="busy: the generation jobs are full, upload bodies fill the server's memory for them or "
+                                     "the server is stopping (`Retry-After` says when to try again), or the "
                                      "server cannot write its jobs folder"))
     async def generate(
         request: Request,
