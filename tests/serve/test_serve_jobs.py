@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+import threading
 import time
 
 import httpx
@@ -253,7 +254,7 @@ def test_a_stop_cancels_queued_jobs_and_gives_running_ones_a_bounded_grace(detec
     held_api.release.set()  # the requests on the wire are answered (billed) once the store gave up on them
     _until(lambda: held_api.billable == 2, "the held answers")
     assert len(held_api.requests) == 2  # the queued job never reached the API
-    time.sleep(0.3)
+    _until(lambda: not [t for t in threading.enumerate() if t.name.startswith("fakescope-generate")], "the workers")
     assert _stopped_running(JobStore(tmp_path, detector.predict).get(running.id).error)  # the record stays as it was told
 
 
