@@ -232,14 +232,15 @@ class JobStore:
 
     def close(self, grace_s: float = DEFAULT_SHUTDOWN_GRACE_S) -> int:
         """Stop (`stop`), wait until `grace_s` seconds after that for the running jobs to end, then mark those still
-        running failed (`interrupted`) and leave their threads to end with their requests; returns how many there were.
+        running failed (`interrupted`) and leave their threads to end with their requests; returns how many threads are
+        left so (a job cancelled while running included).
 
         Python waits for those threads at exit: a process that means to exit in time leaves without (`os._exit`).
         """
         self.stop()
         with self._lock:
             running = list(self._futures.values())
-        wait(running, timeout=max(0.0, self._stopped + grace_s - time.monotonic()))
+        _, left_running = wait(running, timeout=max(0.0, self._stopped + grace_s - time.monotonic()))
         with self._lock:
             left = [job for job in self._jobs.values() if job.state == RUNNING]
         notes = {job.id: interrupted(job) for job in left}  # outside the lock: the ledgers are read
@@ -251,7 +252,7 @@ class JobStore:
                     job.state, job.error, job.finished = FAILED, notes[job.id], time.time()  # `_run` leaves it so
                     _save(job)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        return len(left)
+        return len(left_running)
 
     def _cancel(self, job: GenerationJob, note: str) -> None:
         """Cancel a queued or running job (the lock held): a queued one never runs (`_run` skips it)."""
