@@ -5,11 +5,10 @@ Endpoints: `POST /v1/detect`, `POST /v1/detect/batch`, `POST /v1/explain`, `POST
 `GET /healthz`; the OpenAPI page is `/docs`. Every `/v1/*` call needs `Authorization: Bearer <token>`
 when a token is configured. Answers: 413 for an upload over the size limit, 422 for a file that is
 not a readable image or has too many pixels, 401 for a missing or wrong token, 503 with
-`Retry-After` when the model's queue or the generation jobs are full (or the server is stopping), upload bodies or URL fetches fill `max_body_memory_mb`,
-or an image URL's fetch may pass on a retry
-(502 when it will not), 403 for `/v1/generate` and `/v1/jobs/*` when
-generation is off (`ServeConfig.generation`), and 403 for a non-loopback `Host` on loopback or a POST or DELETE
-from another origin's page (`serve.origins`). CORS is off unless origins are configured.
+`Retry-After` when the model's queue or the generation jobs are full (or the server is stopping), upload bodies or URL
+fetches fill `max_body_memory_mb`, or an image URL's fetch may pass on a retry (502 when it will not), 403 for
+`/v1/generate` and `/v1/jobs/*` when generation is off (`ServeConfig.generation`), and 403 for a non-loopback `Host` on
+loopback or a POST or DELETE from another origin's page (`serve.origins`). CORS is off unless origins are configured.
 """
 
 from __future__ import annotations
