@@ -38,6 +38,18 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, tiny_model_d
     assert result.stderr == f"error: missing optional package {missing!r}; install it with: {hint}\n"
 
 
+def test_serve_without_uvicorn_is_one_line_where_the_server_modules_are_imported_already(monkeypatch):
+    """A test or program that imported `fakescope.serve.connections` earlier holds uvicorn's module in it: serve still
+    names the extra (it failed in uvicorn's logging set-up, `Unable to configure formatter 'default'`, exit 1)."""
+    pytest.importorskip("uvicorn")
+    import fakescope.serve.connections  # noqa: F401 - imported before uvicorn goes missing
+
+    _without(monkeypatch, "uvicorn")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "error: missing optional package 'uvicorn'; install it with: pip install \"fakescope[serve]\"\n"
+
+
 def test_explain_without_grad_cam_names_how_to_install_it_only_where_needed(monkeypatch, tmp_path, tiny_model_dir,
                                                                             image_factory):
     _without(monkeypatch, "pytorch_grad_cam")

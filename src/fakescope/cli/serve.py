@@ -89,6 +89,8 @@ def serve(
     port in use, or a --host it cannot listen on, included).
     """
     with clean_errors(extra="serve"):
+        import uvicorn  # noqa: F401 - missing: one line naming the extra, even where fakescope.serve is imported already
+
         from fakescope.serve import ServeConfig, create_app
         from fakescope.serve.config import ANONYMOUS_FLAG, check_port_free, for_host
         from fakescope.serve.connections import run
