@@ -131,12 +131,17 @@ def few_images_note(n: int, n_ai: int) -> str | None:
             "intervals understate the uncertainty (a perfect ranking of 3 and 3 gets AUC [1, 1])")
 
 
+def in_band(probs, band: tuple[float, float]):
+    """Whether each score lies inside the uncertain band [lower, upper) (an array or a pandas Series, as given)."""
+    return (probs >= band[0]) & (probs < band[1])
+
+
 def uncertain_rate(probs: np.ndarray, band: tuple[float, float]) -> float:
     """Share of scores inside the uncertain band [lower, upper) (NaN for no scores)."""
     probs = _finite(probs)
     if probs.size == 0:
         return float("nan")
-    return float(((probs >= band[0]) & (probs < band[1])).mean())
+    return float(in_band(probs, band).mean())
 
 
 RATES = ("false_positive_rate", "miss_rate", "uncertain_rate_real", "uncertain_rate_ai")
@@ -152,7 +157,7 @@ def rate_intervals(labels: np.ndarray, probs: np.ndarray, threshold: float, band
     """
     labels, probs = _checked(labels, probs)
     real, ai = probs[labels == 0], probs[labels == 1]
-    inside = (probs >= band[0]) & (probs < band[1])
+    inside = in_band(probs, band)
     counts = {
         "false_positive_rate": ((real >= threshold).sum(), real.size),
         "miss_rate": ((ai < threshold).sum(), ai.size),

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fakescope.data.manifest import HASH_COLUMN, MANIFEST_COLUMNS, MISSING_MARKERS, PROVENANCE_COLUMNS
+from fakescope.evaluate.metrics import in_band
 
 UNKNOWN = "unknown"
 
@@ -77,7 +78,7 @@ def generator_slices(labels: np.ndarray, probs: np.ndarray, generators: pd.Serie
     own_above = ai.groupby("slice")["p"].rank(method="max", ascending=False)
     ai["precision"] = own_above / (own_above + len(reals) - below)
     ai["called"] = ai["p"] >= threshold
-    ai["uncertain"] = (ai["p"] >= band[0]) & (ai["p"] < band[1])
+    ai["uncertain"] = in_band(ai["p"], band)
     sums = ai.groupby("slice", sort=True).agg(n=("p", "size"), auc=("wins", "mean"), ap=("precision", "mean"),
                                                 recall=("called", "mean"), mean_probability=("p", "mean"),
                                                 uncertain=("uncertain", "mean"))
@@ -105,7 +106,7 @@ def group_slices(labels: np.ndarray, probs: np.ndarray, groups: pd.Series, thres
     frame = pd.DataFrame({"slice": [_value_name(v) for v in groups], "y": labels, "p": probs}).dropna(subset=["slice"])
     ai, called = frame["y"] == 1, frame["p"] >= threshold
     frame = frame.assign(correct=called == ai, hit=called & ai, false_alarm=called & ~ai,
-                         uncertain=(frame["p"] >= band[0]) & (frame["p"] < band[1]),
+                         uncertain=in_band(frame["p"], band),
                          ai_rank=frame.groupby("slice")["p"].rank(method="average").where(ai, 0.0))
     sums = frame.groupby("slice", sort=True).agg(
         n=("y", "size"), n_ai=("y", "sum"), correct=("correct", "mean"), hits=("hit", "sum"),
