@@ -68,11 +68,9 @@ def planned(src: str, out: str, config: OpenAIImagesConfig, split: str | None = 
                    if (match := names.search(uri.rsplit("/", 1)[-1])) and known_damage(uri, size, found) is None)
     wanted = Counter((_cut_stem(stem, config, index), digest and digest[:8], index)
                      for _, stem, digest in sources for index in range(config.n))
-    stems, settings = {source: stem for source, stem, _ in sources}, (config.model, config.mode, config.params_hash())
+    stems = {source: stem for source, stem, _ in sources}  # `spooled` holds jobs of these sources and settings alone
     parked = Counter((_cut_stem(stems[record.source], config, record.index),
-                      record.source_sha256[:8] if generated else None, record.index)
-                     for record in spooled if record.source in stems
-                     and (record.model, record.mode, record.params_hash) == settings)
+                      record.source_sha256[:8] if generated else None, record.index) for record in spooled)
     made = sum(min(count, held[key]) for key, count in wanted.items())
     answered = sum(min(count - min(count, held[key]), parked[key]) for key, count in wanted.items())
     return len(sources), len(sources) * config.n - made - answered, made
