@@ -237,6 +237,7 @@ def test_a_stop_cancels_queued_jobs_and_gives_running_ones_a_bounded_grace(detec
     from fakescope.serve.generation import openai_client
     from fakescope.serve.jobs import STOPPED_QUEUED, STOPPING
 
+    others = set(threading.enumerate())  # other stores' idle workers, of tests before this one in the process
     store = JobStore(tmp_path, detector.predict)  # 2 workers
     config = OpenAIImagesConfig(model="dall-e-2", mode="variation", size="256x256")
     running, other, queued = (store.submit(photo_bytes, config, openai_client(API_KEY)) for _ in range(3))
@@ -254,7 +255,8 @@ def test_a_stop_cancels_queued_jobs_and_gives_running_ones_a_bounded_grace(detec
     held_api.release.set()  # the requests on the wire are answered (billed) once the store gave up on them
     _until(lambda: held_api.billable == 2, "the held answers")
     assert len(held_api.requests) == 2  # the queued job never reached the API
-    _until(lambda: not [t for t in threading.enumerate() if t.name.startswith("fakescope-generate")], "the workers")
+    _until(lambda: not [t for t in threading.enumerate() if t.name.startswith("fakescope-generate") and t not in others],
+           "the workers")
     assert _stopped_running(JobStore(tmp_path, detector.predict).get(running.id).error)  # the record stays as it was told
 
 
